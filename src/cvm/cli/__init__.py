@@ -1,0 +1,1 @@
+"""The ``cvm`` command: one module per verb group, registered in :mod:`cvm.cli.main`."""
