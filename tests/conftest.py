@@ -46,3 +46,67 @@ def find_tool(name: str) -> str:
 def require_tool() -> object:
     """``require_tool("cryptsetup")`` gives the tool's path, or skips (fails in CI)."""
     return find_tool
+
+
+DEBIAN_CACHE = (
+    Path(os.environ.get("CVM_TEST_CACHE", Path.home() / ".cache" / "cvm-tests")) / "debian"
+)
+# The package versions of the real boot in ../shared/vectors/realboot/inputs.json; when one is no
+# longer served, the current version of the same package is used instead.
+DEBIAN_BOOT_PACKAGES = {
+    "shim-signed": ("1.51~1+deb12u1+16.1-2~deb12u1", "usr/lib/shim/shimx64.efi.signed"),
+    "grub-efi-amd64-signed": (
+        "1+2.06+13+deb12u2", "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+    ),
+    "linux-image-6.1.0-56-amd64": ("6.1.192-2", "boot/vmlinuz-6.1.0-56-amd64"),
+}
+
+
+def _fetch_debian_package(package: str, version: str) -> Path:
+    """``apt-get download`` ``package`` (``version`` first) into the cache, extracted once."""
+    import subprocess
+
+    DEBIAN_CACHE.mkdir(parents=True, exist_ok=True)
+    extracted = DEBIAN_CACHE / f"x-{package}"
+    marker = extracted / ".complete"
+    if marker.exists():
+        return extracted
+    apt = find_tool("apt-get")
+    debs = sorted(DEBIAN_CACHE.glob(f"{package}_*.deb"))
+    if not debs:
+        for spec in (f"{package}={version}", package):
+            done = subprocess.run(
+                [apt, "download", spec], cwd=DEBIAN_CACHE, capture_output=True, text=True,
+                check=False,
+            )
+            if done.returncode == 0:
+                break
+        debs = sorted(DEBIAN_CACHE.glob(f"{package}_*.deb"))
+    if not debs:
+        _missing(f"the Debian package {package} (apt-get download failed)")
+    preferred = [d for d in debs if version.replace(":", "%3a") in d.name]
+    subprocess.run(
+        [find_tool("dpkg-deb"), "-x", str((preferred or debs)[-1]), str(extracted)], check=True
+    )
+    marker.write_text((preferred or debs)[-1].name)
+    return extracted
+
+
+@pytest.fixture(scope="session")
+def debian_boot_binaries() -> dict[str, Path]:
+    """Debian's signed shim, GRUB and kernel: ``{"shim": ..., "grub": ..., "kernel": ...}``.
+
+    Downloaded with ``apt-get download`` into ``~/.cache/cvm-tests/debian`` (reused across runs)
+    and extracted with ``dpkg-deb -x``; the versions of the real boot are tried first.
+    """
+    paths: dict[str, Path] = {}
+    for role, package in zip(("shim", "grub", "kernel"), DEBIAN_BOOT_PACKAGES, strict=True):
+        version, member = DEBIAN_BOOT_PACKAGES[package]
+        root = _fetch_debian_package(package, version)
+        path = root / member
+        if not path.exists() and role == "kernel":
+            path = next(iter(sorted((root / "boot").glob("vmlinuz-*"))), path)
+        if not path.exists():
+            _missing(f"{member} in the Debian package {package}")
+        paths[role] = path
+    return paths

@@ -1,0 +1,1 @@
+"""The one reviewed door to the sharp primitives: the only package that imports ``cryptography``."""

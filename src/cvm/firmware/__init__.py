@@ -1,0 +1,1 @@
+"""The guest UEFI model: varstore, Secure Boot, measured boot."""

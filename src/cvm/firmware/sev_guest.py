@@ -1,0 +1,153 @@
+"""The guest side of SEV, as OVMF and the Linux kernel implement it.
+
+:class:`SevGuest` runs inside the guest on one vCPU: it sets C-bits, accepts memory with
+PVALIDATE (tracking what it validated, so a second validation of the same guest page — the
+"double validation" trick of a host that remapped it — is detected and refused), converts pages
+between private and shared through the GHCB page-state-change protocol, and handles the events
+that SEV-ES turns into #VC: it copies into the shared GHCB only the registers the exit needs.
+GHCB specification (AMD 56421) §2.3 and §4; notes/snp.md §5.3-5.4.
+"""
+
+from __future__ import annotations
+
+from cvm.errors import PolicyError, StateError, StatusError
+from cvm.formats.snp.ghcb import Ghcb
+from cvm.formats.snp.ghcb_msr import (
+    MsrFunction,
+    MsrMessage,
+    PscOperation,
+    cpuid_request,
+    psc_request,
+    register_ghcb_request,
+)
+from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.hardware.memory.rmp import Perm, RmpStatus
+from cvm.hardware.vcpu import EXIT_CPUID, EXIT_HLT, EXIT_VMGEXIT, Vcpu
+
+PAGE_SHIFT = 12
+
+
+class SevGuest:
+    """The guest kernel's view of its vCPU and memory in any mode."""
+
+    def __init__(self, vcpu: Vcpu) -> None:
+        self.cpu = vcpu
+        self.vm = vcpu.vm
+        self.mode = vcpu.mode
+        self.validated: set[int] = set()  # guest frames this guest has PVALIDATEd
+        self.ghcb_gpa: int | None = None
+
+    # -- memory -------------------------------------------------------------------------------
+    def accept(self, gpa: int, size: int = PAGE_SIZE) -> None:
+        """Make ``gpa``..``gpa+size`` private: set the C-bit and, with SNP, PVALIDATE each page."""
+        for page in range(gpa - gpa % PAGE_SIZE, gpa + size, PAGE_SIZE):
+            if self.mode.snp:
+                self.pvalidate(page, validate=True)
+            if self.mode.encrypts_memory:
+                self.vm.set_private(page, True)
+
+    def pvalidate(self, gpa: int, *, validate: bool) -> None:
+        """PVALIDATE one page; a second validation of a page is an attack and is refused."""
+        frame = gpa >> PAGE_SHIFT
+        if validate and frame in self.validated:
+            raise PolicyError(
+                f"page {gpa:#x} is already validated: refusing a second validation "
+                "(the host remapped it)"
+            )
+        spa = self.vm.translate(gpa)
+        if spa is None:
+            raise StateError(f"PVALIDATE of {gpa:#x}: page is not mapped")
+        status, unchanged = self.vm.machine.rmp.pvalidate(
+            self.vm.asid, gpa - gpa % PAGE_SIZE, spa - spa % PAGE_SIZE, validate
+        )
+        if status is not RmpStatus.SUCCESS:
+            raise StatusError(f"PVALIDATE of {gpa:#x} failed: {status.name}", int(status))
+        if unchanged and validate:
+            raise PolicyError(f"PVALIDATE of {gpa:#x} changed nothing: page was already valid")
+        (self.validated.add if validate else self.validated.discard)(frame)
+
+    def rmpadjust(self, gpa: int, target_vmpl: int, perms: Perm) -> None:
+        """Grant ``target_vmpl`` the permissions ``perms`` on one page, as this vCPU's VMPL."""
+        spa = self.vm.translate(gpa)
+        if spa is None:
+            raise StateError(f"RMPADJUST of {gpa:#x}: page is not mapped")
+        status = self.vm.machine.rmp.rmpadjust(
+            self.vm.asid, gpa - gpa % PAGE_SIZE, spa - spa % PAGE_SIZE,
+            self.cpu.vmpl, target_vmpl, perms,
+        )
+        if status is not RmpStatus.SUCCESS:
+            raise StatusError(f"RMPADJUST of {gpa:#x} failed: {status.name}", int(status))
+
+    def make_shared(self, gpa: int) -> None:
+        """Turn one private page shared: rescind validation, ask the host, clear the C-bit."""
+        page = gpa - gpa % PAGE_SIZE
+        if self.mode.snp:
+            if page >> PAGE_SHIFT in self.validated:
+                self.pvalidate(page, validate=False)
+            reply = self.msr_call(psc_request(page, PscOperation.SHARED))
+            message = MsrMessage.parse(reply)
+            if message.function is not MsrFunction.PSC_RESPONSE or message.data >> 20:
+                raise StatusError(f"page-state change of {page:#x} refused", message.data >> 20)
+        if self.mode.encrypts_memory:
+            self.vm.set_private(page, False)
+
+    def make_private(self, gpa: int) -> None:
+        """Turn one shared page private: ask the host (SNP), then accept it and zero it."""
+        page = gpa - gpa % PAGE_SIZE
+        if self.mode.snp:
+            reply = MsrMessage.parse(self.msr_call(psc_request(page, PscOperation.PRIVATE)))
+            if reply.function is not MsrFunction.PSC_RESPONSE or reply.data >> 20:
+                raise StatusError(f"page-state change of {page:#x} refused", reply.data >> 20)
+        self.accept(page)
+        self.cpu.write(page, bytes(PAGE_SIZE))
+
+    # -- exits --------------------------------------------------------------------------------
+    def msr_call(self, value: int) -> int:
+        """GHCB MSR protocol: write the MSR, VMGEXIT, read the host's answer."""
+        self.cpu.ghcb_msr = value
+        self.cpu.vmexit(EXIT_VMGEXIT)
+        return self.cpu.ghcb_msr
+
+    def setup_ghcb(self, gpa: int) -> None:
+        """Share one page with the host and register it as this vCPU's GHCB."""
+        if not self.mode.encrypts_registers:
+            raise StateError(f"a {self.mode.value} guest has no GHCB")
+        self.make_shared(gpa)
+        reply = MsrMessage.parse(self.msr_call(register_ghcb_request(gpa)))
+        if reply.function is not MsrFunction.REGISTER_GHCB_RESPONSE or reply.data << 12 != gpa:
+            raise StatusError(f"host refused GHCB registration of {gpa:#x}", reply.data)
+        self.ghcb_gpa = gpa
+        self.cpu.ghcb_msr = gpa
+
+    def cpuid(self, leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
+        """CPUID: an intercepted exit in plain/SEV, a #VC and a GHCB round trip in SEV-ES/SNP."""
+        if not self.mode.encrypts_registers:
+            self.cpu.set_register("rax", leaf)
+            self.cpu.set_register("rcx", subleaf)
+            self.cpu.vmexit(EXIT_CPUID)
+            return (
+                self.cpu.register("rax"), self.cpu.register("rbx"),
+                self.cpu.register("rcx"), self.cpu.register("rdx"),
+            )
+        if self.ghcb_gpa is None:
+            values = []
+            for register in ("eax", "ebx", "ecx", "edx"):
+                reply = MsrMessage.parse(self.msr_call(cpuid_request(leaf, register)))
+                values.append(reply.data >> 20)
+            return values[0], values[1], values[2], values[3]
+        request = Ghcb.build(rax=leaf, rcx=subleaf, sw_exitcode=EXIT_CPUID)
+        self.cpu.write(self.ghcb_gpa, request.to_bytes())
+        self.cpu.ghcb_msr = self.ghcb_gpa
+        self.cpu.vmexit(EXIT_VMGEXIT)
+        answer = Ghcb.from_bytes(self.cpu.read(self.ghcb_gpa, PAGE_SIZE))
+        out = []
+        for name in ("rax", "rbx", "rcx", "rdx"):
+            value = answer.get(name)
+            if value is None:
+                raise StatusError(f"host answered CPUID without {name} marked valid", 0)
+            out.append(value & 0xFFFF_FFFF)
+        return out[0], out[1], out[2], out[3]
+
+    def halt(self) -> None:
+        """HLT: an automatic exit; the host gets control with whatever state the mode exposes."""
+        self.cpu.vmexit(EXIT_HLT)

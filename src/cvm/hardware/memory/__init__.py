@@ -1,0 +1,1 @@
+"""System memory: sparse DRAM, the memory encryption engine and the reverse map table."""

@@ -1,0 +1,180 @@
+"""The SEV-SNP reverse map table: who owns each system physical page, and the checks it enforces.
+
+One entry per 4 KiB page of system memory (AMD APM vol. 2 §15.36.3; SNP firmware ABI 56860 §8;
+notes/snp.md §5.4). The instructions keep their real return codes: RMPUPDATE (host),
+PVALIDATE and RMPADJUST (guest). The access checks return a :class:`~cvm.hardware.fault.Fault`
+record, or None when the access may proceed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from cvm.hardware.fault import (
+    PFERR_ENC,
+    PFERR_RMP,
+    PFERR_VMPL,
+    PFERR_WRITE,
+    VC_PAGE_NOT_VALIDATED,
+    Fault,
+    FaultKind,
+    Who,
+)
+
+PAGE_SHIFT = 12
+VMPL_COUNT = 4
+
+
+class RmpStatus(enum.IntEnum):
+    """Return codes of RMPUPDATE, PVALIDATE and RMPADJUST (APM vol. 3)."""
+
+    SUCCESS = 0
+    FAIL_INPUT = 1
+    FAIL_PERMISSION = 2
+    FAIL_INUSE = 3
+    FAIL_OVERLAP = 4
+    FAIL_SIZEMISMATCH = 6
+
+
+class Perm(enum.IntFlag):
+    """VMPL permission mask bits (RMPADJUST RDX[15:8])."""
+
+    READ = 1 << 0
+    WRITE = 1 << 1
+    EXEC_USER = 1 << 2
+    EXEC_SUPERVISOR = 1 << 3
+    SHADOW_STACK = 1 << 4
+
+    @classmethod
+    def all(cls) -> Perm:
+        return cls.READ | cls.WRITE | cls.EXEC_USER | cls.EXEC_SUPERVISOR | cls.SHADOW_STACK
+
+
+@dataclass
+class RmpEntry:
+    """The state of one system page. ``asid`` 0 with ``assigned`` set means firmware-owned."""
+
+    assigned: bool = False
+    asid: int = 0
+    gpa: int = 0
+    page_size_2m: bool = False
+    immutable: bool = False
+    validated: bool = False
+    vmsa: bool = False
+    perms: list[Perm] = field(default_factory=lambda: [Perm.all(), Perm(0), Perm(0), Perm(0)])
+
+
+class Rmp:
+    """The reverse map table of one machine (sparse: unassigned pages have no stored entry)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, RmpEntry] = {}
+
+    def entry(self, spa: int) -> RmpEntry:
+        """A copy-free view of the entry of the page holding ``spa`` (a fresh one if unassigned)."""
+        return self._entries.get(spa >> PAGE_SHIFT) or RmpEntry()
+
+    def rmpupdate(
+        self, spa: int, *, assigned: bool, asid: int = 0, gpa: int = 0, immutable: bool = False
+    ) -> RmpStatus:
+        """Host: assign the page at ``spa`` to ``asid`` at ``gpa``, or return it to the host.
+
+        Always clears Validated and the VMPL permissions; fails on an immutable page.
+        """
+        if spa % (1 << PAGE_SHIFT) or gpa % (1 << PAGE_SHIFT):
+            return RmpStatus.FAIL_INPUT
+        frame = spa >> PAGE_SHIFT
+        current = self._entries.get(frame)
+        if current is not None and current.immutable:
+            return RmpStatus.FAIL_PERMISSION
+        if assigned:
+            self._entries[frame] = RmpEntry(True, asid, gpa, immutable=immutable)
+        else:
+            self._entries.pop(frame, None)
+        return RmpStatus.SUCCESS
+
+    def firmware_assign(self, spa: int, asid: int, gpa: int, *, vmsa: bool = False) -> None:
+        """Firmware (PSP): assign a launch page validated, as SNP_LAUNCH_UPDATE leaves it."""
+        entry = RmpEntry(True, asid, gpa, validated=True, vmsa=vmsa, immutable=vmsa)
+        self._entries[spa >> PAGE_SHIFT] = entry
+
+    def firmware_own(self, spa: int) -> None:
+        """Firmware: take a page into the firmware state (assigned, ASID 0, immutable)."""
+        self._entries[spa >> PAGE_SHIFT] = RmpEntry(True, 0, 0, immutable=True)
+
+    def pvalidate(self, asid: int, gpa: int, spa: int, validate: bool) -> tuple[RmpStatus, bool]:
+        """Guest: set or clear Validated; returns (status, carry) — carry means "no change"."""
+        entry = self._entries.get(spa >> PAGE_SHIFT)
+        if entry is None or not entry.assigned or entry.asid != asid or entry.gpa != gpa:
+            return RmpStatus.FAIL_INPUT, False
+        if entry.page_size_2m:
+            return RmpStatus.FAIL_SIZEMISMATCH, False
+        if entry.validated == validate:
+            return RmpStatus.SUCCESS, True
+        entry.validated = validate
+        return RmpStatus.SUCCESS, False
+
+    def rmpadjust(
+        self, asid: int, gpa: int, spa: int, caller_vmpl: int, target_vmpl: int, perms: Perm
+    ) -> RmpStatus:
+        """Guest: grant ``target_vmpl`` at most what ``caller_vmpl`` holds on the page."""
+        if not 0 <= caller_vmpl < target_vmpl < VMPL_COUNT:
+            return RmpStatus.FAIL_PERMISSION
+        entry = self._entries.get(spa >> PAGE_SHIFT)
+        if entry is None or not entry.assigned or entry.asid != asid or entry.gpa != gpa:
+            return RmpStatus.FAIL_INPUT
+        if not entry.validated:
+            return RmpStatus.FAIL_INPUT
+        if perms & ~entry.perms[caller_vmpl]:
+            return RmpStatus.FAIL_PERMISSION
+        entry.perms[target_vmpl] = perms
+        return RmpStatus.SUCCESS
+
+    def check_host_write(self, spa: int) -> Fault | None:
+        """The host (or a non-SNP guest) may not write a page assigned to a guest or firmware."""
+        entry = self._entries.get(spa >> PAGE_SHIFT)
+        if entry is None or not entry.assigned:
+            return None
+        owner = "the firmware" if entry.asid == 0 else f"ASID {entry.asid}"
+        return Fault(
+            FaultKind.HOST_PF,
+            spa,
+            Who.HOST,
+            PFERR_RMP | PFERR_WRITE,
+            f"RMP violation: page is assigned to {owner}",
+        )
+
+    def check_guest_access(
+        self, asid: int, gpa: int, spa: int, *, write: bool, private: bool, vmpl: int
+    ) -> Fault | None:
+        """The RMP checks of an SNP guest's access to ``gpa`` translated to ``spa``."""
+        entry = self._entries.get(spa >> PAGE_SHIFT) or RmpEntry()
+        write_bit = PFERR_WRITE if write else 0
+
+        def npf(bits: int, reason: str) -> Fault:
+            return Fault(FaultKind.NPF, gpa, Who.GUEST, bits | write_bit, reason, vmpl, asid)
+
+        if not private:
+            if entry.assigned:
+                return npf(PFERR_RMP, "shared access to a page assigned to a guest")
+            return None
+        if not entry.assigned or entry.asid != asid:
+            return npf(PFERR_RMP | PFERR_ENC, "private access to a page not assigned to this guest")
+        if entry.gpa != gpa - gpa % (1 << PAGE_SHIFT):
+            return npf(
+                PFERR_RMP | PFERR_ENC,
+                f"nested mapping does not match the RMP: page belongs to GPA {entry.gpa:#x}",
+            )
+        if not entry.validated:
+            return Fault(
+                FaultKind.VC, gpa, Who.GUEST, VC_PAGE_NOT_VALIDATED,
+                "page not validated", vmpl, asid,
+            )
+        if entry.vmsa and write:
+            return npf(PFERR_RMP | PFERR_ENC, "write to a VMSA page")
+        need = Perm.WRITE if write else Perm.READ
+        if vmpl and not entry.perms[vmpl] & need:
+            bits = PFERR_RMP | PFERR_ENC | PFERR_VMPL
+            return npf(bits, f"VMPL{vmpl} lacks {need.name} permission")
+        return None

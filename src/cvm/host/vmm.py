@@ -1,0 +1,210 @@
+"""The hypervisor: allocates memory, builds nested page tables, runs vCPUs and handles exits.
+
+It is untrusted. It touches guest memory only through :class:`~cvm.hardware.machine.Machine`
+(DRAM as it is, RMP-checked writes) and sees guest registers only where the mode lets it: the
+VMCB of ``plain``/``sev`` vCPUs, the GHCB an ``sev-es``/``sev-snp`` guest fills. ``exit_hooks``
+let an attack observe or tamper with each exit as it arrives, before the host handles it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cvm.errors import StateError, StatusError, UsageError
+from cvm.formats.snp.ghcb import Ghcb
+from cvm.formats.snp.ghcb_msr import (
+    CPUID_REGISTERS,
+    MsrFunction,
+    MsrMessage,
+    PscOperation,
+    cpuid_response,
+    psc_response,
+)
+from cvm.hardware.machine import Machine
+from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.hardware.memory.engine import MAX_ASID
+from cvm.hardware.memory.rmp import RmpStatus
+from cvm.hardware.vcpu import EXIT_CPUID, EXIT_VMGEXIT, Vcpu, VmExit
+from cvm.hardware.vm import Mode, VirtualMachine
+
+EXIT_NAE_CPUID = 0x72
+PSC_ERROR_INVALID = 1
+
+ExitHook = Callable[["Guest", Vcpu, VmExit], None]
+
+# What the host answers to CPUID: (eax, ebx, ecx, edx) per leaf. 0x8000001F advertises SME,
+# SEV, SEV-ES, SEV-SNP and VMPLs, C-bit position 51 and 4 VMPLs (notes/snp.md §5.2).
+DEFAULT_CPUID: dict[int, tuple[int, int, int, int]] = {
+    0x0000_0000: (0x10, 0x68747541, 0x444D4163, 0x69746E65),  # "AuthenticAMD"
+    0x0000_0001: (0x00A00F11, 0, 0, 0),
+    0x8000_001F: (0x3B, (4 << 12) | (1 << 6) | 51, MAX_ASID, 1),
+}
+
+
+@dataclass
+class Guest:
+    """What the host knows of one VM it created: the VM, its vCPUs and its system pages."""
+
+    vm: VirtualMachine
+    vcpus: list[Vcpu]
+    frames: list[int]
+    exits: list[VmExit] = field(default_factory=list)
+
+    @property
+    def mode(self) -> Mode:
+        return self.vm.mode
+
+
+class Hypervisor:
+    """The host's VMM on one machine."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.guests: dict[int, Guest] = {}
+        self.cpuid: dict[int, tuple[int, int, int, int]] = dict(DEFAULT_CPUID)
+        self.exit_hooks: list[ExitHook] = []
+        self._next_spa = 0x10_0000  # keep the first MiB for the host, as firmware does
+        self._free: list[int] = []
+        self._plain_ids = 0
+
+    # -- memory -------------------------------------------------------------------------------
+    def allocate_page(self) -> int:
+        """A free system page (zeroed by the host, which owns it)."""
+        if self._free:
+            spa = self._free.pop()
+        else:
+            spa = self._next_spa
+            self.machine.dram.check(spa, PAGE_SIZE)
+            self._next_spa += PAGE_SIZE
+        self.machine.host_write(spa, bytes(PAGE_SIZE))
+        return spa
+
+    def spa_of(self, guest: Guest, gpa: int) -> int:
+        spa = guest.vm.translate(gpa)
+        if spa is None:
+            raise UsageError(f"guest page {gpa:#x} is not mapped")
+        return spa
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def create_vm(
+        self, mode: Mode | str, memory_bytes: int, *, vcpus: int = 1, asid: int | None = None
+    ) -> Guest:
+        """Create a VM: ASID and key, backing pages, nested page table, vCPUs (and VMSAs)."""
+        mode = Mode.parse(mode) if isinstance(mode, str) else mode
+        if vcpus < 1:
+            raise UsageError(f"a VM needs at least one vCPU, got {vcpus}")
+        if mode.snp and not self.machine.snp_enabled:
+            raise StateError("SNP is not enabled on this machine")
+        if mode is Mode.PLAIN:
+            self._plain_ids += 1
+            asid = 0
+            key = -self._plain_ids
+        else:
+            asid = asid if asid is not None else self._free_asid()
+            if asid in self.guests:
+                raise StateError(f"ASID {asid} is already in use by a live guest")
+            self.machine.engine.activate(asid)
+            key = asid
+        vm = VirtualMachine(self.machine, asid, mode, memory_bytes)
+        frames = []
+        for gpa in range(0, memory_bytes, PAGE_SIZE):
+            spa = self.allocate_page()
+            frames.append(spa)
+            vm.map(gpa, spa)
+            if mode.snp:
+                self._rmpupdate(spa, assigned=True, asid=asid, gpa=gpa)
+        guest = Guest(vm, [], frames)
+        for index in range(vcpus):
+            vcpu = Vcpu(vm, index)
+            vcpu.exit_handler = lambda cpu, info, g=guest: self._on_exit(g, cpu, info)
+            if mode.encrypts_registers:
+                vcpu.install_vmsa(self.allocate_page())
+            guest.vcpus.append(vcpu)
+        self.guests[key] = guest
+        return guest
+
+    def destroy_vm(self, guest: Guest) -> None:
+        """Tear a VM down: reclaim its pages (RMPUPDATE to the host) and forget its key."""
+        key = next((k for k, g in self.guests.items() if g is guest), None)
+        if key is None:
+            raise StateError("that VM is not running on this host")
+        del self.guests[key]
+        pages = list(guest.frames) + [v.vmsa_spa for v in guest.vcpus if v.vmsa_spa is not None]
+        for spa in pages:
+            if self.machine.snp_enabled:
+                self.machine.rmp.rmpupdate(spa, assigned=False)  # reclaim after DECOMMISSION
+            self._free.append(spa)
+        if guest.mode.encrypts_memory:
+            self.machine.engine.deactivate(guest.vm.asid)
+
+    def _free_asid(self) -> int:
+        for asid in range(1, MAX_ASID + 1):
+            if asid not in self.guests and not self.machine.engine.is_active(asid):
+                return asid
+        raise StateError("no free ASID")
+
+    def _rmpupdate(self, spa: int, **fields: int | bool) -> None:
+        status = self.machine.rmp.rmpupdate(spa, **fields)  # type: ignore[arg-type]
+        if status is not RmpStatus.SUCCESS:
+            raise StatusError(f"RMPUPDATE of {spa:#x} failed: {status.name}", int(status))
+
+    # -- exits --------------------------------------------------------------------------------
+    def _on_exit(self, guest: Guest, vcpu: Vcpu, info: VmExit) -> None:
+        guest.exits.append(info)
+        for hook in self.exit_hooks:
+            hook(guest, vcpu, info)
+        if info.exit_code == EXIT_CPUID and info.vmcb is not None:
+            save = info.vmcb.save
+            leaf = save["rax"] & 0xFFFF_FFFF
+            values = self.cpuid.get(leaf, (0, 0, 0, 0))
+            save.update(zip(("rax", "rbx", "rcx", "rdx"), values, strict=True))
+            save["rip"] += 2
+        elif info.exit_code == EXIT_VMGEXIT:
+            self._on_vmgexit(guest, vcpu)
+
+    def _on_vmgexit(self, guest: Guest, vcpu: Vcpu) -> None:
+        if vcpu.ghcb_msr and vcpu.ghcb_msr % PAGE_SIZE == 0:
+            self._on_ghcb_exit(guest, vcpu)  # the MSR holds the GHCB's address
+            return
+        message = MsrMessage.parse(vcpu.ghcb_msr)
+        if message.function is MsrFunction.CPUID_REQUEST:
+            leaf = message.data >> 20
+            register = CPUID_REGISTERS[(message.data >> 18) & 3]
+            value = self.cpuid.get(leaf, (0, 0, 0, 0))[CPUID_REGISTERS.index(register)]
+            vcpu.ghcb_msr = cpuid_response(value, register)
+        elif message.function is MsrFunction.REGISTER_GHCB_REQUEST:
+            vcpu.ghcb_msr = (message.data << 12) | MsrFunction.REGISTER_GHCB_RESPONSE
+        elif message.function is MsrFunction.PSC_REQUEST:
+            vcpu.ghcb_msr = self._page_state_change(guest, message.data)
+        elif message.function is MsrFunction.TERMINATE:
+            raise StateError(f"guest requested termination ({vcpu.ghcb_msr:#x})")
+        else:
+            raise StateError(f"unsupported GHCB MSR request {vcpu.ghcb_msr:#x}")
+
+    def _page_state_change(self, guest: Guest, data: int) -> int:
+        operation = data >> 40 & 0xF
+        gpa = (data & ((1 << 40) - 1)) << 12
+        spa = guest.vm.translate(gpa)
+        if spa is None or operation not in (PscOperation.PRIVATE, PscOperation.SHARED):
+            return psc_response(PSC_ERROR_INVALID)
+        if self.machine.snp_enabled and guest.mode.snp:
+            private = operation == PscOperation.PRIVATE
+            status = self.machine.rmp.rmpupdate(
+                spa, assigned=private, asid=guest.vm.asid if private else 0,
+                gpa=gpa if private else 0,
+            )
+            if status is not RmpStatus.SUCCESS:
+                return psc_response(int(status))
+        return psc_response(0)
+
+    def _on_ghcb_exit(self, guest: Guest, vcpu: Vcpu) -> None:
+        """A VMGEXIT with a GHCB: the NAE event the guest described in the shared page."""
+        spa = self.spa_of(guest, vcpu.ghcb_page())
+        request = Ghcb.from_bytes(self.machine.host_read(spa, PAGE_SIZE))
+        if request.get("sw_exitcode") == EXIT_NAE_CPUID:
+            leaf = (request.get("rax") or 0) & 0xFFFF_FFFF
+            eax, ebx, ecx, edx = self.cpuid.get(leaf, (0, 0, 0, 0))
+            reply = Ghcb.build(rax=eax, rbx=ebx, rcx=ecx, rdx=edx)
+            self.machine.host_write(spa, reply.to_bytes())
+

@@ -1,0 +1,151 @@
+"""RMP enforcement: validation, VMPL permissions, firmware pages, page-state changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from cvm.errors import PolicyError, StateError, StatusError, UsageError
+from cvm.firmware.sev_guest import SevGuest
+from cvm.hardware.fault import VC_PAGE_NOT_VALIDATED, FaultKind, FaultRaised
+from cvm.hardware.machine import Machine
+from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.hardware.memory.rmp import Perm, Rmp, RmpStatus
+from cvm.hardware.vm import Mode
+from cvm.host.vmm import Guest, Hypervisor
+
+MIB = 1 << 20
+
+
+def _snp(pages: int = 8) -> tuple[Hypervisor, Guest, SevGuest]:
+    host = Hypervisor(Machine(32 * MIB))
+    guest = host.create_vm(Mode.SEV_SNP, pages * PAGE_SIZE)
+    return host, guest, SevGuest(guest.vcpus[0])
+
+
+def test_unvalidated_private_access_raises_vc_0x404() -> None:
+    host, guest, kernel = _snp()
+    guest.vm.set_private(0x1000, True)
+    with pytest.raises(FaultRaised) as raised:
+        kernel.cpu.read(0x1000, 16)
+    assert raised.value.fault.kind is FaultKind.VC
+    assert raised.value.fault.error_code == VC_PAGE_NOT_VALIDATED
+    assert host.machine.faults[-1] == raised.value.fault
+
+
+def test_validated_page_round_trips() -> None:
+    _, _, kernel = _snp()
+    kernel.accept(0x1000)
+    kernel.cpu.write(0x1010, b"secret")
+    assert kernel.cpu.read(0x1010, 6) == b"secret"
+
+
+def test_double_validation_is_detected_and_refused() -> None:
+    host, guest, kernel = _snp()
+    kernel.accept(0x1000)
+    # The host assigns a fresh page for the same guest address and remaps it: the trick needs
+    # the guest to validate 0x1000 a second time.
+    fresh = host.allocate_page()
+    host.machine.rmp.rmpupdate(fresh, assigned=True, asid=guest.vm.asid, gpa=0x1000)
+    guest.vm.map(0x1000, fresh)
+    with pytest.raises(PolicyError, match="already validated"):
+        kernel.pvalidate(0x1000, validate=True)
+
+
+def test_pvalidate_reports_no_change_with_carry() -> None:
+    rmp = Rmp()
+    assert rmp.rmpupdate(0x5000, assigned=True, asid=3, gpa=0x2000) is RmpStatus.SUCCESS
+    assert rmp.pvalidate(3, 0x2000, 0x5000, True) == (RmpStatus.SUCCESS, False)
+    assert rmp.pvalidate(3, 0x2000, 0x5000, True) == (RmpStatus.SUCCESS, True)
+    assert rmp.pvalidate(4, 0x2000, 0x5000, True)[0] is RmpStatus.FAIL_INPUT
+    assert rmp.pvalidate(3, 0x3000, 0x5000, True)[0] is RmpStatus.FAIL_INPUT
+
+
+def test_rmpupdate_clears_validation_and_refuses_immutable_pages() -> None:
+    rmp = Rmp()
+    rmp.rmpupdate(0x5000, assigned=True, asid=3, gpa=0x2000)
+    rmp.pvalidate(3, 0x2000, 0x5000, True)
+    rmp.rmpupdate(0x5000, assigned=True, asid=3, gpa=0x2000)
+    assert not rmp.entry(0x5000).validated
+    rmp.firmware_own(0x6000)
+    assert rmp.rmpupdate(0x6000, assigned=False) is RmpStatus.FAIL_PERMISSION
+    assert rmp.rmpupdate(0x6001, assigned=False) is RmpStatus.FAIL_INPUT
+
+
+def test_rmpadjust_grants_lower_vmpls_no_more_than_vmpl0_has() -> None:
+    host, guest, kernel = _snp()
+    kernel.accept(0x1000)
+    kernel.cpu.write(0x1000, b"vmpl0 only")
+    kernel.cpu.vmpl = 1
+    with pytest.raises(FaultRaised) as raised:
+        kernel.cpu.read(0x1000, 4)
+    assert raised.value.fault.kind is FaultKind.NPF and raised.value.fault.vmpl == 1
+    assert raised.value.fault.error_code & (1 << 36)  # the VMPL bit
+    # VMPL1 cannot grant itself anything, nor VMPL0 anything.
+    with pytest.raises(StatusError, match="FAIL_PERMISSION"):
+        kernel.rmpadjust(0x1000, 1, Perm.READ)
+    kernel.cpu.vmpl = 0
+    kernel.rmpadjust(0x1000, 1, Perm.READ)
+    kernel.cpu.vmpl = 1
+    assert kernel.cpu.read(0x1000, 5) == b"vmpl0"
+    with pytest.raises(FaultRaised):
+        kernel.cpu.write(0x1000, b"x")
+    rmp = host.machine.rmp
+    spa = host.spa_of(guest, 0x1000)
+    assert rmp.rmpadjust(guest.vm.asid, 0x1000, spa, 1, 2, Perm.WRITE) is RmpStatus.FAIL_PERMISSION
+    assert rmp.rmpadjust(guest.vm.asid, 0x1000, spa, 0, 0, Perm.READ) is RmpStatus.FAIL_PERMISSION
+
+
+def test_host_cannot_write_firmware_pages_at_all() -> None:
+    host, guest, _ = _snp()
+    vmsa = guest.vcpus[0].vmsa_spa
+    assert vmsa is not None
+    with pytest.raises(FaultRaised) as raised:
+        host.machine.host_write(vmsa, b"\0")
+    assert raised.value.fault.kind is FaultKind.HOST_PF
+    page = host.allocate_page()
+    host.machine.rmp.firmware_own(page)
+    with pytest.raises(FaultRaised, match="firmware"):
+        host.machine.host_write(page, b"\0")
+
+
+def test_page_state_change_to_shared_and_back() -> None:
+    host, guest, kernel = _snp()
+    kernel.accept(0, 8 * PAGE_SIZE)
+    kernel.make_shared(0x3000)
+    kernel.cpu.write(0x3000, b"shared with host")
+    assert host.machine.host_read(host.spa_of(guest, 0x3000), 16) == b"shared with host"
+    kernel.make_private(0x3000)
+    kernel.cpu.write(0x3000, b"private again")
+    assert b"private again" not in host.machine.host_read(host.spa_of(guest, 0x3000), PAGE_SIZE)
+    assert kernel.cpu.read(0x3000, 13) == b"private again"
+
+
+def test_shared_access_to_an_assigned_page_faults() -> None:
+    _, _, kernel = _snp()
+    with pytest.raises(FaultRaised) as raised:
+        kernel.cpu.read(0x2000, 4)  # C-bit clear, page still assigned to the guest
+    assert raised.value.fault.kind is FaultKind.NPF
+
+
+def test_unmapped_guest_page_faults_with_npf() -> None:
+    _, guest, kernel = _snp()
+    del guest.vm.nested[2]
+    with pytest.raises(FaultRaised) as raised:
+        kernel.cpu.read(0x2000, 4)
+    assert raised.value.fault.kind is FaultKind.NPF
+
+
+def test_bad_input_is_a_clear_error() -> None:
+    host, guest, kernel = _snp()
+    with pytest.raises(UsageError, match="0x8000"):
+        kernel.cpu.read(0x8000, 1)
+    with pytest.raises(UsageError, match="not page-aligned"):
+        guest.vm.map(0x1000, 0x1234)
+    with pytest.raises(UsageError, match="unknown mode 'tdx'"):
+        Mode.parse("tdx")
+    with pytest.raises(StateError, match=f"ASID {guest.vm.asid}"):
+        host.create_vm(Mode.SEV, PAGE_SIZE, asid=guest.vm.asid)
+    with pytest.raises(UsageError, match="0x1001"):
+        host.create_vm(Mode.SEV, 0x1001)
+    with pytest.raises(UsageError, match="page-aligned"):
+        host.machine.engine.write_pages(guest.vm.asid, 0x1100, bytes(PAGE_SIZE))
