@@ -34,7 +34,7 @@ class PageViews:
 
 
 def secret_page(secret: bytes) -> bytes:
-    """A page a person can recognise in a picture: a 64x64 grey ramp with a ring, then the secret."""
+    """A page a person can recognise in a picture: a grey ramp with a ring, then the secret."""
     pixels = bytearray()
     for y in range(64):
         for x in range(64):
