@@ -149,3 +149,14 @@ def test_bad_input_is_a_clear_error() -> None:
         host.create_vm(Mode.SEV, 0x1001)
     with pytest.raises(UsageError, match="page-aligned"):
         host.machine.engine.write_pages(guest.vm.asid, 0x1100, bytes(PAGE_SIZE))
+
+
+def test_page_state_change_through_the_ghcb_batches_pages() -> None:
+    host, guest, kernel = _snp()
+    kernel.accept(0, 8 * PAGE_SIZE)
+    kernel.setup_ghcb(7 * PAGE_SIZE)
+    kernel.make_shared(0x2000, pages=3)
+    for gpa in (0x2000, 0x3000, 0x4000):
+        assert not host.machine.rmp.entry(host.spa_of(guest, gpa)).assigned
+    kernel.make_private(0x2000, pages=3)
+    assert all(host.machine.rmp.entry(host.spa_of(guest, g)).validated for g in (0x2000, 0x4000))

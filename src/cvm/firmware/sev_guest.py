@@ -11,7 +11,7 @@ GHCB specification (AMD 56421) §2.3 and §4; notes/snp.md §5.3-5.4.
 from __future__ import annotations
 
 from cvm.errors import PolicyError, StateError, StatusError
-from cvm.formats.snp.ghcb import Ghcb
+from cvm.formats.snp.ghcb import GHCB_PROTOCOL_VERSION, Ghcb
 from cvm.formats.snp.ghcb_msr import (
     MsrFunction,
     MsrMessage,
@@ -19,7 +19,10 @@ from cvm.formats.snp.ghcb_msr import (
     cpuid_request,
     psc_request,
     register_ghcb_request,
+    sev_info_request,
+    terminate,
 )
+from cvm.formats.snp.psc_buffer import NAE_PSC, PscBuffer, PscEntry
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.rmp import Perm, RmpStatus
 from cvm.hardware.vcpu import EXIT_CPUID, EXIT_HLT, EXIT_VMGEXIT, Vcpu
@@ -78,28 +81,47 @@ class SevGuest:
         if status is not RmpStatus.SUCCESS:
             raise StatusError(f"RMPADJUST of {gpa:#x} failed: {status.name}", int(status))
 
-    def make_shared(self, gpa: int) -> None:
-        """Turn one private page shared: rescind validation, ask the host, clear the C-bit."""
-        page = gpa - gpa % PAGE_SIZE
+    def make_shared(self, gpa: int, pages: int = 1) -> None:
+        """Turn private pages shared: rescind validation, ask the host, clear the C-bits."""
+        first = gpa - gpa % PAGE_SIZE
+        addresses = [first + i * PAGE_SIZE for i in range(pages)]
         if self.mode.snp:
-            if page >> PAGE_SHIFT in self.validated:
-                self.pvalidate(page, validate=False)
-            reply = self.msr_call(psc_request(page, PscOperation.SHARED))
-            message = MsrMessage.parse(reply)
-            if message.function is not MsrFunction.PSC_RESPONSE or message.data >> 20:
-                raise StatusError(f"page-state change of {page:#x} refused", message.data >> 20)
+            for page in addresses:
+                if page >> PAGE_SHIFT in self.validated:
+                    self.pvalidate(page, validate=False)
+            self.page_state_change(addresses, PscOperation.SHARED)
         if self.mode.encrypts_memory:
-            self.vm.set_private(page, False)
+            for page in addresses:
+                self.vm.set_private(page, False)
 
-    def make_private(self, gpa: int) -> None:
-        """Turn one shared page private: ask the host (SNP), then accept it and zero it."""
-        page = gpa - gpa % PAGE_SIZE
+    def make_private(self, gpa: int, pages: int = 1) -> None:
+        """Turn shared pages private: ask the host (SNP), then accept and zero them."""
+        first = gpa - gpa % PAGE_SIZE
+        addresses = [first + i * PAGE_SIZE for i in range(pages)]
         if self.mode.snp:
-            reply = MsrMessage.parse(self.msr_call(psc_request(page, PscOperation.PRIVATE)))
-            if reply.function is not MsrFunction.PSC_RESPONSE or reply.data >> 20:
-                raise StatusError(f"page-state change of {page:#x} refused", reply.data >> 20)
-        self.accept(page)
-        self.cpu.write(page, bytes(PAGE_SIZE))
+            self.page_state_change(addresses, PscOperation.PRIVATE)
+        self.accept(first, pages * PAGE_SIZE)
+        for page in addresses:
+            self.cpu.write(page, bytes(PAGE_SIZE))
+
+    def page_state_change(self, pages: list[int], operation: PscOperation) -> None:
+        """Ask the host to RMPUPDATE ``pages``: through the GHCB if there is one, else the MSR."""
+        if self.ghcb_gpa is None:
+            for page in pages:
+                reply = MsrMessage.parse(self.msr_call(psc_request(page, operation)))
+                if reply.function is not MsrFunction.PSC_RESPONSE or reply.data >> 20:
+                    raise StatusError(f"page-state change of {page:#x} refused", reply.data >> 20)
+            return
+        request = PscBuffer(tuple(PscEntry(p >> PAGE_SHIFT, int(operation)) for p in pages))
+        ghcb = Ghcb.build(request.to_bytes(), sw_exitcode=NAE_PSC)
+        self.cpu.write(self.ghcb_gpa, ghcb.to_bytes())
+        self.cpu.ghcb_msr = self.ghcb_gpa
+        self.cpu.vmexit(EXIT_VMGEXIT)
+        answer = Ghcb.from_bytes(self.cpu.read(self.ghcb_gpa, PAGE_SIZE))
+        done = PscBuffer.from_bytes(answer.shared_buffer)
+        error = (answer.get("sw_exitinfo2") or 0) >> 32
+        if error or done.cur_entry != len(pages) or done.entries != request.entries:
+            raise StatusError(f"page-state change refused after {done.cur_entry} pages", error)
 
     # -- exits --------------------------------------------------------------------------------
     def msr_call(self, value: int) -> int:
@@ -112,6 +134,12 @@ class SevGuest:
         """Share one page with the host and register it as this vCPU's GHCB."""
         if not self.mode.encrypts_registers:
             raise StateError(f"a {self.mode.value} guest has no GHCB")
+        info = MsrMessage.parse(self.msr_call(sev_info_request()))
+        highest, lowest = info.data >> 36, info.data >> 20 & 0xFFFF
+        if info.function is not MsrFunction.SEV_INFO_RESPONSE or not (
+            lowest <= GHCB_PROTOCOL_VERSION <= highest
+        ):
+            self.msr_call(terminate(0, 1))  # GHCB spec: reason set 0, code 1 (protocol)
         self.make_shared(gpa)
         reply = MsrMessage.parse(self.msr_call(register_ghcb_request(gpa)))
         if reply.function is not MsrFunction.REGISTER_GHCB_RESPONSE or reply.data << 12 != gpa:

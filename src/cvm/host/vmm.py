@@ -20,7 +20,9 @@ from cvm.formats.snp.ghcb_msr import (
     PscOperation,
     cpuid_response,
     psc_response,
+    sev_info_response,
 )
+from cvm.formats.snp.psc_buffer import NAE_PSC, PscBuffer
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.engine import MAX_ASID
@@ -30,6 +32,9 @@ from cvm.hardware.vm import Mode, VirtualMachine
 
 EXIT_NAE_CPUID = 0x72
 PSC_ERROR_INVALID = 1
+GHCB_PROTOCOL_MIN = 1
+GHCB_PROTOCOL_MAX = 2
+C_BIT = 51
 
 ExitHook = Callable[["Guest", Vcpu, VmExit], None]
 
@@ -173,6 +178,8 @@ class Hypervisor:
             register = CPUID_REGISTERS[(message.data >> 18) & 3]
             value = self.cpuid.get(leaf, (0, 0, 0, 0))[CPUID_REGISTERS.index(register)]
             vcpu.ghcb_msr = cpuid_response(value, register)
+        elif message.function is MsrFunction.SEV_INFO_REQUEST:
+            vcpu.ghcb_msr = sev_info_response(GHCB_PROTOCOL_MAX, GHCB_PROTOCOL_MIN, C_BIT)
         elif message.function is MsrFunction.REGISTER_GHCB_REQUEST:
             vcpu.ghcb_msr = (message.data << 12) | MsrFunction.REGISTER_GHCB_RESPONSE
         elif message.function is MsrFunction.PSC_REQUEST:
@@ -185,9 +192,13 @@ class Hypervisor:
     def _page_state_change(self, guest: Guest, data: int) -> int:
         operation = data >> 40 & 0xF
         gpa = (data & ((1 << 40) - 1)) << 12
+        return psc_response(self._change_page(guest, gpa, operation))
+
+    def _change_page(self, guest: Guest, gpa: int, operation: int) -> int:
+        """RMPUPDATE one page to private or shared as the guest asked; 0 or an error code."""
         spa = guest.vm.translate(gpa)
         if spa is None or operation not in (PscOperation.PRIVATE, PscOperation.SHARED):
-            return psc_response(PSC_ERROR_INVALID)
+            return PSC_ERROR_INVALID
         if self.machine.snp_enabled and guest.mode.snp:
             private = operation == PscOperation.PRIVATE
             status = self.machine.rmp.rmpupdate(
@@ -195,8 +206,8 @@ class Hypervisor:
                 gpa=gpa if private else 0,
             )
             if status is not RmpStatus.SUCCESS:
-                return psc_response(int(status))
-        return psc_response(0)
+                return int(status)
+        return 0
 
     def _on_ghcb_exit(self, guest: Guest, vcpu: Vcpu) -> None:
         """A VMGEXIT with a GHCB: the NAE event the guest described in the shared page."""
@@ -206,5 +217,16 @@ class Hypervisor:
             leaf = (request.get("rax") or 0) & 0xFFFF_FFFF
             eax, ebx, ecx, edx = self.cpuid.get(leaf, (0, 0, 0, 0))
             reply = Ghcb.build(rax=eax, rbx=ebx, rcx=ecx, rdx=edx)
+            self.machine.host_write(spa, reply.to_bytes())
+        elif request.get("sw_exitcode") == NAE_PSC:
+            buffer = PscBuffer.from_bytes(request.shared_buffer)
+            cur = buffer.cur_entry
+            error = 0
+            while cur < len(buffer.entries) and not error:
+                entry = buffer.entries[cur]
+                error = self._change_page(guest, entry.gfn << 12, entry.operation)
+                cur += 0 if error else 1
+            done = PscBuffer(buffer.entries, cur).to_bytes()
+            reply = Ghcb.build(done, sw_exitinfo2=error << 32 if error else 0)
             self.machine.host_write(spa, reply.to_bytes())
 

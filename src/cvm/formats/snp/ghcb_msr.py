@@ -62,6 +62,15 @@ class MsrMessage:
         return (self.data << 12) | self.function
 
 
+def sev_info_request() -> int:
+    return int(MsrFunction.SEV_INFO_REQUEST)
+
+
+def sev_info_response(maximum: int, minimum: int, c_bit: int) -> int:
+    """[63:48] highest, [47:32] lowest GHCB protocol version, [31:24] C-bit position."""
+    return (maximum << 48) | (minimum << 32) | (c_bit << 24) | MsrFunction.SEV_INFO_RESPONSE
+
+
 def cpuid_request(leaf: int, register: str) -> int:
     """[63:32] CPUID function, [31:30] register (0 EAX .. 3 EDX)."""
     if register not in CPUID_REGISTERS:
