@@ -52,6 +52,12 @@ def _register() -> None:
     from cvm.cli import demo
 
     app.command(name="demo")(demo.demo)
+    from cvm.cli import measure
+
+    app.add_typer(measure.app, name="measure")
+    from cvm.cli import report
+
+    app.add_typer(report.app, name="report")
 
 
 _register()

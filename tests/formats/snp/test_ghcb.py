@@ -56,8 +56,11 @@ def test_msr_protocol_fields() -> None:
         MsrMessage.parse(0x3FF)
 
 
-@given(st.lists(st.tuples(st.integers(0, (1 << 40) - 1), st.sampled_from([1, 2])), min_size=1,
-                max_size=253))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, (1 << 40) - 1), st.sampled_from([1, 2])), min_size=1, max_size=253
+    )
+)
 def test_psc_buffer_round_trip(entries: list[tuple[int, int]]) -> None:
     buffer = PscBuffer(tuple(PscEntry(gfn, op) for gfn, op in entries))
     data = buffer.to_bytes()
@@ -71,8 +74,11 @@ def test_psc_buffer_rejects_unknown_operations() -> None:
         PscBuffer.from_bytes(bytes(data))
 
 
-@given(st.dictionaries(st.sampled_from(["rax", "rip", "rsp", "cr3", "r15", "efer"]),
-                       st.integers(0, 2**64 - 1)))
+@given(
+    st.dictionaries(
+        st.sampled_from(["rax", "rip", "rsp", "cr3", "r15", "efer"]), st.integers(0, 2**64 - 1)
+    )
+)
 def test_vmsa_round_trip(values: dict[str, int]) -> None:
     vmsa = Vmsa(values)
     data = vmsa.to_bytes()

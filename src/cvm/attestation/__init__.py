@@ -1,0 +1,1 @@
+"""The relying party: the verifier (authentic? acceptable?) and the key broker service."""

@@ -1,0 +1,166 @@
+"""``cvm measure``: predict the launch digest of an OVMF launch (SEV, SEV-ES, SEV-SNP).
+
+The digest is the one the AMD Secure Processor computes when a QEMU (or EC2/GCE) host launches
+the firmware with the given vCPUs and, for measured direct boot, kernel, initrd and command
+line; it is what an SNP report carries in MEASUREMENT. ``--mode snp:ovmf-hash`` prints the SNP
+digest after the firmware pages alone, which ``--snp-ovmf-hash`` can later seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cvm.errors import FormatError, UsageError
+from cvm.formats.ovmf.image import OvmfImage
+from cvm.formats.snp.sev_hashes import SevHashTable
+from cvm.formats.snp.vmsa import VmmType
+from cvm.image.measurement import (
+    DEFAULT_GUEST_FEATURES,
+    SevMode,
+    VcpuConfig,
+    launch_digest,
+    snp_ovmf_digest,
+    vmsa_pages,
+)
+from cvm.image.vcpu_types import VCPU_SIGNATURES, vcpu_signature
+
+OVMF_HASH_MODE = "snp:ovmf-hash"
+MODE_NAMES = {
+    "snp": SevMode.SNP,
+    "sev-es": SevMode.SEV_ES,
+    "seves": SevMode.SEV_ES,
+    "sev": SevMode.SEV,
+}
+
+app = typer.Typer(
+    help="Predict the launch digest (MEASUREMENT) of an OVMF launch.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise UsageError(f"{what}: {text!r} is not a number (use 0x... for hex)") from None
+
+
+def _hashes(kernel: Path | None, initrd: Path | None, append: str | None) -> SevHashTable | None:
+    if kernel is None:
+        if initrd is not None or append is not None:
+            raise UsageError("--initrd and --append need --kernel")
+        return None
+    return SevHashTable.for_boot(
+        kernel.read_bytes(), initrd.read_bytes() if initrd else None, append
+    )
+
+
+def _vcpus(
+    vcpus: int | None, vcpu_type: str | None, vcpu_sig: str | None, features: int, vmm: VmmType
+) -> VcpuConfig:
+    if vcpus is None:
+        raise UsageError("--vcpus is required in this mode")
+    if vcpu_sig is not None:
+        signature = _int(vcpu_sig, "--vcpu-sig")
+    elif vcpu_type is not None:
+        signature = vcpu_signature(vcpu_type)
+    elif vmm is VmmType.QEMU:
+        raise UsageError(f"--vcpu-type is required; known: {', '.join(VCPU_SIGNATURES)}")
+    else:
+        signature = 0  # EC2 and GCE put a fixed value in RDX
+    return VcpuConfig(vcpus, signature, features, vmm)
+
+
+@app.callback(invoke_without_command=True)
+def measure(
+    *,
+    mode: Annotated[str, typer.Option("--mode", help="snp, sev-es, sev, or snp:ovmf-hash.")],
+    ovmf: Annotated[Path, typer.Option("--ovmf", help="The OVMF firmware image (.fd).")],
+    kernel: Annotated[
+        Path | None, typer.Option("--kernel", help="Kernel for measured direct boot.")
+    ] = None,
+    initrd: Annotated[Path | None, typer.Option("--initrd", help="Initrd (with --kernel).")] = None,
+    append: Annotated[str | None, typer.Option("--append", help="Kernel command line.")] = None,
+    vcpus: Annotated[
+        int | None, typer.Option("--vcpus", help="Number of vCPUs (snp, sev-es).")
+    ] = None,
+    vcpu_type: Annotated[
+        str | None, typer.Option("--vcpu-type", help="QEMU vCPU model, e.g. EPYC-v4.")
+    ] = None,
+    vcpu_sig: Annotated[
+        str | None, typer.Option("--vcpu-sig", help="CPUID(1).EAX instead of a type.")
+    ] = None,
+    guest_features: Annotated[
+        str, typer.Option("--guest-features", help="VMSA SEV_FEATURES (snp).")
+    ] = hex(DEFAULT_GUEST_FEATURES),
+    vmm_type: Annotated[str, typer.Option("--vmm-type", help="qemu, ec2 or gce.")] = "qemu",
+    snp_ovmf_hash: Annotated[
+        str | None,
+        typer.Option(
+            "--snp-ovmf-hash", help="Precomputed snp:ovmf-hash (hex) to seed an snp digest."
+        ),
+    ] = None,
+    dump_vmsa: Annotated[
+        Path | None,
+        typer.Option("--dump-vmsa", help="Write each measured VMSA to DIR/vmsa<N>.bin."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the expected launch digest in hex."""
+    try:
+        vmm = VmmType(vmm_type.lower())
+    except ValueError:
+        raise UsageError(f"unknown --vmm-type {vmm_type!r}; use qemu, ec2 or gce") from None
+    image = OvmfImage.parse(ovmf.read_bytes())
+    features = _int(guest_features, "--guest-features")
+    report: dict[str, object] = {
+        "mode": mode,
+        "ovmf": str(ovmf),
+        "ovmf_sha256": hashlib.sha256(image.data).hexdigest(),
+    }
+    if mode == OVMF_HASH_MODE:
+        digest = snp_ovmf_digest(image)
+    elif mode in MODE_NAMES:
+        sev_mode = MODE_NAMES[mode]
+        hashes = _hashes(kernel, initrd, append)
+        seed = None
+        if snp_ovmf_hash is not None:
+            try:
+                seed = bytes.fromhex(snp_ovmf_hash)
+            except ValueError:
+                raise FormatError("--snp-ovmf-hash is not hex") from None
+        if sev_mode is SevMode.SEV:
+            config = VcpuConfig(1, 0, 0, vmm)
+        else:
+            config = _vcpus(vcpus, vcpu_type, vcpu_sig, features, vmm)
+            report.update(
+                vcpus=config.count,
+                vcpu_signature=f"{config.signature:#010x}",
+                guest_features=f"{config.guest_features:#x}" if sev_mode is SevMode.SNP else "0x0",
+                vmm_type=vmm.value,
+            )
+        digest = launch_digest(sev_mode, image, config, hashes, seed)
+        if dump_vmsa is not None and sev_mode is not SevMode.SEV:
+            features = config.guest_features if sev_mode is SevMode.SNP else 0
+            dump_vmsa.mkdir(parents=True, exist_ok=True)
+            for index, page in enumerate(vmsa_pages(image, config, features)):
+                (dump_vmsa / f"vmsa{index}.bin").write_bytes(page)
+        if hashes is not None:
+            report["kernel_hashes"] = {
+                "kernel": hashes.kernel.hex(),
+                "initrd": hashes.initrd.hex(),
+                "cmdline": hashes.cmdline.hex(),
+            }
+    else:
+        raise UsageError(f"unknown --mode {mode!r}; use snp, sev-es, sev or {OVMF_HASH_MODE}")
+    report["measurement"] = digest.hex()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        typer.echo(digest.hex())

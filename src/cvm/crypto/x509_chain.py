@@ -1,0 +1,212 @@
+"""Parsing X.509 certificates and CRLs and checking AMD-style RSASSA-PSS signatures on them.
+
+RFC 5280 (sections 4.1, 5.1, 6.1) as used by AMD's SEV-SNP PKI (AMD 57230):
+ARK (self-signed) -> ASK or ASVK -> VCEK or VLEK, every link RSASSA-PSS with SHA-384,
+MGF1-SHA-384 and a 48-byte salt. Parsing goes through ``asn1crypto`` (it accepts the VCEK's
+serial number 0, which RFC 5280 forbids but AMD issues); signatures through ``cryptography``.
+Only the parameters AMD uses are accepted: anything else is a :class:`ChainError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from asn1crypto import algos, crl, pem, x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from cvm.crypto.rsa_pss import SALT_SIZE, verify_pss
+from cvm.errors import ChainError, FormatError, SignatureError
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A parsed certificate: what chain checks need, plus its exact DER."""
+
+    der: bytes
+    tbs: bytes = field(repr=False)
+    serial: int
+    issuer: tuple[tuple[str, str], ...]
+    subject: tuple[tuple[str, str], ...]
+    not_before: datetime
+    not_after: datetime
+    signature_algorithm: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+    spki: bytes = field(repr=False)
+    extensions: dict[str, tuple[bool, bytes]] = field(repr=False, hash=False, compare=False)
+
+    @property
+    def fingerprint_sha256(self) -> str:
+        return hashlib.sha256(self.der).hexdigest()
+
+    @property
+    def common_name(self) -> str:
+        return next((value for name, value in self.subject if name == "common_name"), "")
+
+    def public_key(self) -> PublicKey:
+        key = serialization.load_der_public_key(self.spki)
+        if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            raise ChainError(f"{self.common_name}: unsupported public key type")
+        return key
+
+    def p384_public_key(self) -> ec.EllipticCurvePublicKey:
+        """The certified key, which must be ECDSA P-384 (a VCEK or VLEK)."""
+        key = self.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+            key.curve, ec.SECP384R1
+        ):
+            raise ChainError(f"{self.common_name}: the key is not an ECDSA P-384 key")
+        return key
+
+    def extension_values(self) -> dict[str, bytes]:
+        return {oid: value for oid, (_, value) in self.extensions.items()}
+
+
+def _name(value: x509.Name) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (str(atv["type"].native), str(atv["value"].native)) for rdn in value.chosen for atv in rdn
+    )
+
+
+def parse_certificate(der: bytes) -> Certificate:
+    """Parse one DER certificate; raise FormatError if it is not one."""
+    try:
+        cert = x509.Certificate.load(der, strict=True)
+        tbs = cert["tbs_certificate"]
+        validity = tbs["validity"]
+        extensions: dict[str, tuple[bool, bytes]] = {}
+        for item in tbs["extensions"]:
+            extensions[item["extn_id"].dotted] = (
+                bool(item["critical"].native),
+                item["extn_value"].contents,
+            )
+        return Certificate(
+            der=bytes(der),
+            tbs=tbs.dump(),
+            serial=int(tbs["serial_number"].native),
+            issuer=_name(tbs["issuer"]),
+            subject=_name(tbs["subject"]),
+            not_before=validity["not_before"].native,
+            not_after=validity["not_after"].native,
+            signature_algorithm=cert["signature_algorithm"].dump(),
+            signature=cert["signature_value"].native,
+            spki=tbs["subject_public_key_info"].dump(),
+            extensions=extensions,
+        )
+    except (ValueError, TypeError, KeyError) as error:
+        raise FormatError(f"not a DER X.509 certificate ({error})") from None
+
+
+def load_certificates(data: bytes) -> list[Certificate]:
+    """Every certificate in ``data``: one DER certificate, or PEM blocks in file order."""
+    if pem.detect(data):
+        try:
+            blocks = pem.unarmor(data, multiple=True)
+            ders = [der for kind, _, der in blocks if kind == "CERTIFICATE"]
+        except ValueError as error:
+            raise FormatError(f"malformed PEM ({error})") from None
+        if not ders:
+            raise FormatError("no CERTIFICATE block in the PEM data")
+        return [parse_certificate(der) for der in ders]
+    return [parse_certificate(data)]
+
+
+def _check_pss_algorithm(encoded: bytes, what: str) -> None:
+    algorithm = algos.SignedDigestAlgorithm.load(encoded)
+    if algorithm["algorithm"].native != "rsassa_pss":
+        raise ChainError(f"{what}: signature algorithm is not RSASSA-PSS")
+    params = algorithm["parameters"]
+    mgf = params["mask_gen_algorithm"]
+    if (
+        params["hash_algorithm"]["algorithm"].native != "sha384"
+        or mgf["algorithm"].native != "mgf1"
+        or mgf["parameters"]["algorithm"].native != "sha384"
+        or params["salt_length"].native != SALT_SIZE
+        or params["trailer_field"].native != "trailer_field_bc"
+    ):
+        raise ChainError(f"{what}: RSASSA-PSS parameters are not SHA-384/MGF1-SHA-384/salt 48")
+
+
+def check_signed_by(child: Certificate, issuer: Certificate) -> None:
+    """``child`` names ``issuer`` as its issuer and carries a valid PSS signature by it."""
+    what = f"{child.common_name} <- {issuer.common_name}"
+    if child.issuer != issuer.subject:
+        raise ChainError(f"{what}: the issuer name does not match the issuing certificate")
+    _check_pss_algorithm(child.signature_algorithm, what)
+    key = issuer.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ChainError(f"{what}: the issuing key is not an RSA key")
+    try:
+        verify_pss(key, child.tbs, child.signature)
+    except SignatureError:
+        raise ChainError(f"{what}: the certificate signature does not verify") from None
+
+
+def check_validity(cert: Certificate, now: datetime) -> None:
+    if not cert.not_before <= now <= cert.not_after:
+        raise ChainError(
+            f"{cert.common_name}: not valid at {now.isoformat()} "
+            f"(valid {cert.not_before.isoformat()} to {cert.not_after.isoformat()})"
+        )
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """A parsed CRL (RFC 5280 5.1): its issuer, update times and revoked serials."""
+
+    der: bytes
+    tbs: bytes = field(repr=False)
+    issuer: tuple[tuple[str, str], ...]
+    this_update: datetime
+    next_update: datetime | None
+    revoked_serials: frozenset[int]
+    signature_algorithm: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+
+
+def parse_crl(data: bytes) -> RevocationList:
+    """Parse a DER or PEM CRL; raise FormatError if it is not one."""
+    if pem.detect(data):
+        try:
+            _, _, data = pem.unarmor(data)
+        except ValueError as error:
+            raise FormatError(f"malformed PEM CRL ({error})") from None
+    try:
+        parsed = crl.CertificateList.load(data, strict=True)
+        tbs = parsed["tbs_cert_list"]
+        revoked: Iterable[crl.RevokedCertificate] = tbs["revoked_certificates"]
+        return RevocationList(
+            der=bytes(data),
+            tbs=tbs.dump(),
+            issuer=_name(tbs["issuer"]),
+            this_update=tbs["this_update"].native,
+            next_update=tbs["next_update"].native,
+            revoked_serials=frozenset(int(entry["user_certificate"].native) for entry in revoked),
+            signature_algorithm=parsed["signature_algorithm"].dump(),
+            signature=parsed["signature"].native,
+        )
+    except (ValueError, TypeError, KeyError) as error:
+        raise FormatError(f"not a DER X.509 CRL ({error})") from None
+
+
+def check_crl(revocations: RevocationList, issuer: Certificate, now: datetime) -> None:
+    """The CRL is issued and signed by ``issuer`` and current at ``now``."""
+    if revocations.issuer != issuer.subject:
+        raise ChainError("CRL: issuer does not match the root certificate")
+    _check_pss_algorithm(revocations.signature_algorithm, "CRL")
+    key = issuer.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ChainError("CRL: the issuing key is not an RSA key")
+    try:
+        verify_pss(key, revocations.tbs, revocations.signature)
+    except SignatureError:
+        raise ChainError("CRL: the signature does not verify") from None
+    if now < revocations.this_update or (
+        revocations.next_update is not None and now > revocations.next_update
+    ):
+        raise ChainError(f"CRL: not current at {now.isoformat()}")

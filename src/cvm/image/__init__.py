@@ -1,0 +1,1 @@
+"""The owner's tools: keys, signing, image build and measurement prediction."""
