@@ -58,6 +58,15 @@ def _register() -> None:
     from cvm.cli import report
 
     app.add_typer(report.app, name="report")
+    from cvm.cli import luks
+
+    app.add_typer(luks.app, name="luks")
+    from cvm.cli import gpt
+
+    app.add_typer(gpt.app, name="gpt")
+    from cvm.cli import disk
+
+    app.add_typer(disk.app, name="disk")
 
 
 _register()

@@ -1,0 +1,56 @@
+"""``cvm gpt``: inspect GUID partition tables (UEFI 2.10 chapter 5).
+
+``show IMAGE [--json]`` prints the disk GUID and the used partitions with their type names
+(Discoverable Partitions types), and says when the backup table had to be used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cvm.disk.storage import FileStorage
+from cvm.formats.gpt.header import LBA_SIZE
+from cvm.formats.gpt.partition_table import PartitionTable
+from cvm.formats.gpt.partition_types import type_name
+
+app = typer.Typer(help="GUID partition tables.", no_args_is_help=True)
+
+
+@app.command("show")
+def show(image: Path, as_json: bool = typer.Option(False, "--json", help="JSON output.")
+         ) -> None:
+    """Show the partition table of IMAGE."""
+    with FileStorage(image, read_only=True) as storage:
+        table = PartitionTable.parse(storage.read, storage.size())
+    for warning in table.warnings:
+        typer.echo(f"cvm: warning: {image}: {warning}", err=True)
+    parts = [
+        {
+            "number": number,
+            "type_guid": str(entry.partition_type_guid),
+            "type": type_name(entry.partition_type_guid),
+            "unique_guid": str(entry.unique_partition_guid),
+            "first_lba": entry.starting_lba,
+            "last_lba": entry.ending_lba,
+            "size_bytes": entry.size_in_lba * LBA_SIZE,
+            "attributes": entry.attributes,
+            "name": entry.name,
+        }
+        for number, entry in table.used()
+    ]
+    if as_json:
+        typer.echo(json.dumps({
+            "disk_guid": str(table.disk_guid), "sectors": table.total_lbas,
+            "first_usable_lba": table.first_usable_lba,
+            "last_usable_lba": table.last_usable_lba, "partitions": parts,
+            "warnings": list(table.warnings)}, indent=2))
+        return
+    typer.echo(f"Disk {image}: {table.total_lbas} sectors of {LBA_SIZE} bytes")
+    typer.echo(f"Disk GUID: {table.disk_guid}")
+    typer.echo(f"{'#':>3} {'first':>10} {'last':>10} {'size':>12}  type / name")
+    for part in parts:
+        typer.echo(f"{part['number']:>3} {part['first_lba']:>10} {part['last_lba']:>10} "
+                   f"{part['size_bytes']:>12}  {part['type']} / {part['name']}")

@@ -1,0 +1,265 @@
+"""``cvm luks``: LUKS2 volumes compatible with cryptsetup 2.6 (names fixed for scripts).
+
+``format IMAGE --key-file F [--pbkdf pbkdf2|argon2id|argon2i] [--iter-time MS |
+--pbkdf-force-iterations N] [--sector-size 512|4096] [--volume-key-file F] [--label L]`` ·
+``dump IMAGE [--json]`` · ``test-key IMAGE --key-file F`` (exit 0, or 2 for a wrong key) ·
+``dump-volume-key IMAGE --key-file F -o OUT`` · ``add-key IMAGE --key-file F --new-key-file G``
+· ``remove-key IMAGE --key-file F`` · ``token import|export|remove IMAGE ...`` ·
+``encrypt PLAIN OUT --key-file F`` · ``decrypt IMAGE OUT --key-file F`` (or
+``--volume-key-file K``) · ``change-key IMAGE --key-file F --new-key-file G``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
+
+from cvm.disk.conversion import decrypt_image, encrypt_image
+from cvm.disk.dump import dump_json, dump_text
+from cvm.disk.keyslot import KdfSpec
+from cvm.disk.storage import FileStorage
+from cvm.disk.volume import Luks2Volume
+from cvm.errors import FormatError, UsageError
+
+app = typer.Typer(help="LUKS2 volumes that cryptsetup opens (and that open cryptsetup's).",
+                  no_args_is_help=True)
+token_app = typer.Typer(help="Import, export and remove LUKS2 tokens (JSON objects).",
+                        no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+KEY_FILE = typer.Option(..., "--key-file", help="File whose bytes are the passphrase.")
+OPTIONAL_KEY_FILE = typer.Option(None, "--key-file", help="File whose bytes are the passphrase.")
+PBKDF = typer.Option("argon2id", "--pbkdf", help="pbkdf2, argon2id or argon2i.")
+ITER_TIME = typer.Option(2000, "--iter-time", help="Target unlock time in ms (calibrated).")
+FORCE_ITER = typer.Option(None, "--pbkdf-force-iterations",
+                          help="Fixed PBKDF2 iterations / Argon2 passes (no calibration).")
+MEMORY = typer.Option(262144, "--pbkdf-memory", help="Argon2 memory in KiB.")
+PARALLEL = typer.Option(4, "--pbkdf-parallel", help="Argon2 threads (lanes).")
+SECTOR = typer.Option(4096, "--sector-size", help="Data sector size: 512 or 4096.")
+VOLUME_KEY_FILE = typer.Option(None, "--volume-key-file",
+                               help="Use this raw volume key (32 or 64 bytes).")
+LABEL = typer.Option("", "--label", help="Volume label.")
+KEY_OUT = typer.Option(..., "-o", "--output", help="Raw key file to write.")
+NEW_KEY_FILE = typer.Option(..., "--new-key-file", help="The new passphrase file.")
+JSON_FILE = typer.Option(..., "--json-file", help="Token JSON object.")
+TOKEN_OUT = typer.Option(None, "-o", "--output", help="Write the token here.")
+
+
+def read_key_file(path: Path) -> bytes:
+    data = path.read_bytes()
+    if not data:
+        raise UsageError(f"key file {path} is empty")
+    return data
+
+
+def kdf_spec(pbkdf: str, iter_time: int, iterations: int | None, memory: int,
+             parallel: int) -> KdfSpec:
+    if pbkdf not in ("pbkdf2", "argon2id", "argon2i"):
+        raise UsageError(f"--pbkdf must be pbkdf2, argon2id or argon2i, not {pbkdf!r}")
+    return KdfSpec(pbkdf, iterations=iterations, iter_time_ms=iter_time,  # type: ignore[arg-type]
+                   memory_kib=memory, parallel=parallel)
+
+
+def sector_size_option(value: int) -> int:
+    if value not in (512, 4096):
+        raise UsageError(f"--sector-size must be 512 or 4096, not {value}")
+    return value
+
+
+@contextmanager
+def open_volume(image: Path, write: bool = False) -> Iterator[Luks2Volume]:
+    """Open ``image``; report header recovery on stderr (and repair it when writing)."""
+    if not image.is_file():
+        raise UsageError(f"{image} is not a file")
+    with FileStorage(image, read_only=not write) as storage:
+        volume = Luks2Volume.open(storage, repair=write)
+        for warning in volume.warnings:
+            typer.echo(f"cvm: warning: {image}: {warning}", err=True)
+        yield volume
+
+
+def progress_bar(description: str, total: int) -> Progress:
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                   TextColumn("{task.percentage:>3.0f}%"), TransferSpeedColumn(),
+                   console=Console(stderr=True), transient=False)
+    bar.add_task(description, total=total)
+    return bar
+
+
+@app.command("format")
+def format_volume(
+    image: Path, key_file: Path = KEY_FILE, pbkdf: str = PBKDF, iter_time: int = ITER_TIME,
+    pbkdf_force_iterations: int | None = FORCE_ITER, pbkdf_memory: int = MEMORY,
+    pbkdf_parallel: int = PARALLEL, sector_size: int = SECTOR,
+    volume_key_file: Path | None = VOLUME_KEY_FILE, label: str = LABEL,
+) -> None:
+    """Write a new LUKS2 header on IMAGE (an existing file of at least 17 MiB)."""
+    kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
+    key = volume_key_file.read_bytes() if volume_key_file else None
+    if not image.is_file():
+        raise UsageError(f"{image} is not a file (create it first, e.g. truncate -s 64M)")
+    with FileStorage(image) as storage:
+        if storage.size() < (16 << 20) + sector_size_option(sector_size):
+            raise UsageError(f"{image} is too small: a LUKS2 volume needs more than 16 MiB")
+        volume = Luks2Volume.format(storage, read_key_file(key_file), kdf, volume_key=key,
+                                    sector_size=sector_size, label=label)
+    typer.echo(f"formatted {image}: LUKS2 UUID {volume.uuid}, keyslot 0")
+
+
+@app.command("dump")
+def dump(image: Path, as_json: bool = typer.Option(False, "--json", help="JSON metadata.")
+         ) -> None:
+    """Print the header like cryptsetup luksDump (or its JSON metadata)."""
+    with open_volume(image) as volume:
+        typer.echo(dump_json(volume) if as_json else dump_text(volume))
+
+
+@app.command("test-key")
+def test_key(image: Path, key_file: Path = KEY_FILE) -> None:
+    """Exit 0 if the key file opens a keyslot, 2 if it does not (as cryptsetup)."""
+    with open_volume(image) as volume:
+        slot, _ = volume.unlock_slot(read_key_file(key_file))
+    typer.echo(f"key opens keyslot {slot}")
+
+
+@app.command("dump-volume-key")
+def dump_volume_key(image: Path, key_file: Path = KEY_FILE,
+                    out: Path = KEY_OUT
+                    ) -> None:
+    """Write the volume key (raw bytes, mode 0600) to OUT."""
+    with open_volume(image) as volume:
+        key = volume.unlock(read_key_file(key_file))
+    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as sink:
+        sink.write(key)
+    typer.echo(f"wrote the {len(key) * 8}-bit volume key to {out}")
+
+
+@app.command("add-key")
+def add_key(
+    image: Path, key_file: Path = KEY_FILE,
+    new_key_file: Path = NEW_KEY_FILE,
+    pbkdf: str = PBKDF, iter_time: int = ITER_TIME,
+    pbkdf_force_iterations: int | None = FORCE_ITER, pbkdf_memory: int = MEMORY,
+    pbkdf_parallel: int = PARALLEL,
+) -> None:
+    """Add a keyslot for the new key file, authorised by an existing key file."""
+    kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
+    with open_volume(image, write=True) as volume:
+        key = volume.unlock(read_key_file(key_file))
+        slot = volume.add_keyslot(key, read_key_file(new_key_file), kdf)
+    typer.echo(f"added keyslot {slot}")
+
+
+@app.command("remove-key")
+def remove_key(image: Path, key_file: Path = KEY_FILE,
+               force: bool = typer.Option(False, "--force", help="Allow removing the last key.")
+               ) -> None:
+    """Remove the keyslot the key file opens."""
+    with open_volume(image, write=True) as volume:
+        if len(volume.metadata.keyslots) == 1 and not force:
+            raise UsageError("this is the last keyslot; add --force to make the volume "
+                             "unopenable without the volume key")
+        slot = volume.remove_key(read_key_file(key_file))
+    typer.echo(f"removed keyslot {slot}")
+
+
+@token_app.command("import")
+def token_import(image: Path,
+                 json_file: Path = JSON_FILE,
+                 token_id: int | None = typer.Option(None, "--token-id", help="Token slot.")
+                 ) -> None:
+    """Store a token (a JSON object with "type" and "keyslots")."""
+    try:
+        token: Any = json.loads(json_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FormatError(f"{json_file} is not JSON ({error})") from None
+    if not isinstance(token, dict):
+        raise FormatError(f"{json_file} does not hold a JSON object")
+    with open_volume(image, write=True) as volume:
+        number = volume.add_token(token, token_id)
+    typer.echo(f"imported token {number}")
+
+
+@token_app.command("export")
+def token_export(image: Path, token_id: int = typer.Option(..., "--token-id"),
+                 out: Path | None = TOKEN_OUT) -> None:
+    """Print (or write) one token's JSON."""
+    with open_volume(image) as volume:
+        tokens = volume.tokens
+    if token_id not in tokens:
+        raise UsageError(f"token {token_id} is not in use")
+    text = json.dumps(tokens[token_id], indent=2)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n")
+
+
+@token_app.command("remove")
+def token_remove(image: Path, token_id: int = typer.Option(..., "--token-id")) -> None:
+    """Remove one token."""
+    with open_volume(image, write=True) as volume:
+        volume.remove_token(token_id)
+    typer.echo(f"removed token {token_id}")
+
+
+@app.command("encrypt")
+def encrypt(
+    plain: Path, out: Path, key_file: Path = KEY_FILE, pbkdf: str = PBKDF,
+    iter_time: int = ITER_TIME, pbkdf_force_iterations: int | None = FORCE_ITER,
+    pbkdf_memory: int = MEMORY, pbkdf_parallel: int = PARALLEL, sector_size: int = SECTOR,
+    volume_key_file: Path | None = VOLUME_KEY_FILE, label: str = LABEL,
+) -> None:
+    """Write OUT: a new LUKS2 image whose data segment is PLAIN, encrypted."""
+    kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
+    if not plain.is_file():
+        raise UsageError(f"{plain} is not a file")
+    key = volume_key_file.read_bytes() if volume_key_file else None
+    with progress_bar("encrypting", plain.stat().st_size) as bar:
+        task = bar.task_ids[0]
+        volume = encrypt_image(plain, out, read_key_file(key_file), kdf,
+                               sector_size_option(sector_size), key, label,
+                               progress=lambda n: bar.advance(task, n))
+    typer.echo(f"wrote {out}: LUKS2 UUID {volume.uuid}")
+
+
+@app.command("decrypt")
+def decrypt(image: Path, out: Path, key_file: Path | None = OPTIONAL_KEY_FILE,
+            volume_key_file: Path | None = VOLUME_KEY_FILE) -> None:
+    """Write the decrypted data segment of IMAGE to OUT (key file or volume key)."""
+    if (key_file is None) == (volume_key_file is None):
+        raise UsageError("give exactly one of --key-file and --volume-key-file")
+    with open_volume(image) as volume:
+        if volume_key_file is not None:
+            key = volume_key_file.read_bytes()
+        else:
+            assert key_file is not None
+            key = volume.unlock(read_key_file(key_file))
+        total = volume.data_device(key).size()
+    with progress_bar("decrypting", total) as bar:
+        task = bar.task_ids[0]
+        size = decrypt_image(image, out, key, progress=lambda n: bar.advance(task, n))
+    typer.echo(f"wrote {size} bytes to {out}")
+
+
+@app.command("change-key")
+def change_key(
+    image: Path, key_file: Path = KEY_FILE, new_key_file: Path = NEW_KEY_FILE,
+    pbkdf: str = PBKDF, iter_time: int = ITER_TIME,
+    pbkdf_force_iterations: int | None = FORCE_ITER, pbkdf_memory: int = MEMORY,
+    pbkdf_parallel: int = PARALLEL,
+) -> None:
+    """Replace the key file's keyslot by one for the new key file (added first)."""
+    kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
+    with open_volume(image, write=True) as volume:
+        slot = volume.change_key(read_key_file(key_file), read_key_file(new_key_file), kdf)
+    typer.echo(f"changed the key: now in keyslot {slot}")

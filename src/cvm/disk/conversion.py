@@ -1,0 +1,90 @@
+"""Whole-image conversions: a plaintext image into a new LUKS2 image, and back.
+
+``encrypt_image`` writes a LUKS2 header (:meth:`~cvm.disk.volume.Luks2Volume.format`) and then
+the plaintext, sector by sector through the dm-crypt layer, into the data segment of a new
+output file; the plaintext is never written to the output. ``decrypt_image`` reads the data
+segment through the same layer. Both stream in :data:`CHUNK_SIZE` pieces and report progress
+in bytes through a callback.
+
+Public API: :func:`encrypt_image`, :func:`decrypt_image`, :func:`copy_into`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+from cvm.disk.dm_crypt import CryptDevice
+from cvm.disk.keyslot import KdfSpec
+from cvm.disk.storage import FileStorage
+from cvm.disk.volume import DEFAULT_DATA_OFFSET, Luks2Volume
+from cvm.errors import UsageError
+
+CHUNK_SIZE = 8 << 20
+Progress = Callable[[int], None]
+
+
+def _ignore(_: int) -> None:
+    return None
+
+
+def copy_into(source: BinaryIO, device: CryptDevice, size: int,
+              progress: Progress = _ignore) -> None:
+    """Encrypt ``size`` bytes of ``source`` into ``device`` from offset 0, zero-padding the
+    last sector. Each chunk is written by a background thread while the next is encrypted."""
+    offset = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="cvm-writer") as writer:
+        pending: Future[None] | None = None
+        while offset < size:
+            chunk = source.read(min(CHUNK_SIZE, size - offset))
+            if not chunk:
+                raise UsageError(f"the input ended after {offset} of {size} bytes")
+            if len(chunk) % device.sector_size:
+                chunk += bytes(device.sector_size - len(chunk) % device.sector_size)
+            sealed = device.seal_sectors(offset // device.sector_size, chunk)
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(device.store, *sealed)
+            offset += len(chunk)
+            progress(len(chunk))
+        if pending is not None:
+            pending.result()
+
+
+def encrypt_image(plain: Path, out: Path, passphrase: bytes, kdf: KdfSpec,
+                  sector_size: int = 4096, volume_key: bytes | None = None, label: str = "",
+                  progress: Progress = _ignore, threads: int = 2) -> Luks2Volume:
+    """A new LUKS2 image ``out`` whose segment holds ``plain`` (padded to whole sectors)."""
+    if out.resolve() == plain.resolve():
+        raise UsageError("the output must not be the plaintext input")
+    size = plain.stat().st_size
+    data_size = -(-size // sector_size) * sector_size
+    with FileStorage(out, create=True) as storage:
+        storage.truncate(0)
+        storage.truncate(DEFAULT_DATA_OFFSET + data_size)
+        volume = Luks2Volume.format(storage, passphrase, kdf, volume_key=volume_key,
+                                    sector_size=sector_size, label=label)
+        key = volume.unlock(passphrase) if volume_key is None else volume_key
+        device = CryptDevice(storage, volume.segment, key, threads=threads)
+        with plain.open("rb") as source:
+            copy_into(source, device, size, progress)
+        storage.flush()
+    return volume
+
+
+def decrypt_image(image: Path, out: Path, volume_key: bytes,
+                  progress: Progress = _ignore, threads: int = 2) -> int:
+    """Write the plaintext data segment of ``image`` to ``out``; returns its size."""
+    with FileStorage(image, read_only=True) as storage:
+        volume = Luks2Volume.open(storage)
+        device = volume.data_device(volume_key, threads=threads)
+        size = device.size()
+        with out.open("wb") as sink:
+            for offset in range(0, size, CHUNK_SIZE):
+                count = min(CHUNK_SIZE, size - offset)
+                sink.write(device.read(offset, count))
+                progress(count)
+    return size
+

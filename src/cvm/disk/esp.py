@@ -1,0 +1,99 @@
+"""The EFI System Partition: a FAT32 file system holding the boot chain, in the clear.
+
+UEFI Specification 2.10, section 13.3 (FAT32 for the system partition) and 3.5.1.1 (the
+removable-media default ``\\EFI\\BOOT\\BOOTX64.EFI``). The file system is made by Debian's
+``mtools`` directly inside the disk image at the partition's byte offset (``-i IMAGE@@OFFSET``):
+``mformat -F`` (FAT32, hidden sectors = partition start), then ``mmd``/``mcopy`` for every
+directory and file of the boot-chain tree, which mirrors the ESP (``EFI/BOOT/BOOTX64.EFI``,
+``EFI/debian/grubx64.efi``, ...).
+
+cvm shells out only where writing a file system itself would be a second, unproven
+implementation: FAT32 here, and ext4 (``mkfs.ext4 -d``) for a root tree in
+:mod:`cvm.disk.disk_image`. Tools are looked up on ``PATH`` and in ``/usr/sbin`` and ``/sbin``.
+
+Public API: :func:`write_esp` and :func:`list_esp`; :data:`MIN_ESP_SIZE` (FAT32 needs at least
+65525 clusters); :func:`find_tool` and :func:`run_tool` (raise
+:class:`~cvm.errors.ExternalToolError` with the tool's first error line).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from cvm.errors import ExternalToolError, UsageError
+
+LBA_SIZE = 512
+MIN_ESP_SIZE = 33 << 20
+DEFAULT_LOADER = Path("EFI/BOOT/BOOTX64.EFI")
+
+_EXTRA_DIRS = ("/usr/sbin", "/sbin")
+
+
+def find_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in _EXTRA_DIRS:
+        candidate = Path(directory) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise ExternalToolError(f"the tool {name} is not installed (Debian: mtools, dosfstools, "
+                            "e2fsprogs)")
+
+
+def run_tool(name: str, *args: str) -> str:
+    """Run ``name args...``; return its stdout, or raise with its first error line."""
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C"}
+    result = subprocess.run([find_tool(name), *args], capture_output=True, text=True,
+                            env=env, check=False)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        detail = lines[0] if lines else f"exit code {result.returncode}"
+        raise ExternalToolError(f"{name} failed: {detail}")
+    return result.stdout
+
+
+def _target(image: Path, offset: int) -> str:
+    return f"{image}@@{offset}"
+
+
+def boot_files(boot_dir: Path) -> list[Path]:
+    """Files of the boot-chain tree, relative to it; it must hold the default loader."""
+    if not boot_dir.is_dir():
+        raise UsageError(f"boot-chain directory {boot_dir} does not exist")
+    files = sorted(p.relative_to(boot_dir) for p in boot_dir.rglob("*") if p.is_file())
+    if not any(str(f).upper() == str(DEFAULT_LOADER) for f in files):
+        raise UsageError(f"{boot_dir} has no {DEFAULT_LOADER} (the removable-media loader)")
+    return files
+
+
+def write_esp(image: Path, offset: int, size: int, boot_dir: Path, label: str = "ESP",
+              progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Format ``size`` bytes at ``offset`` of ``image`` as FAT32 and copy ``boot_dir`` in."""
+    if size < MIN_ESP_SIZE or offset % LBA_SIZE or size % LBA_SIZE:
+        raise UsageError(f"the ESP needs at least {MIN_ESP_SIZE >> 20} MiB on sector bounds")
+    files = boot_files(boot_dir)
+    target = _target(image, offset)
+    run_tool("mformat", "-i", target, "-F", "-T", str(size // LBA_SIZE),
+             "-H", str(offset // LBA_SIZE), "-v", label[:11], "::")
+    made: set[Path] = set()
+    for relative in files:
+        for parent in reversed(relative.parents[:-1]):
+            if parent not in made:
+                run_tool("mmd", "-i", target, f"::/{parent.as_posix()}")
+                made.add(parent)
+        run_tool("mcopy", "-i", target, str(boot_dir / relative), f"::/{relative.as_posix()}")
+        if progress is not None:
+            progress(relative.as_posix())
+    return files
+
+
+def list_esp(image: Path, offset: int) -> list[str]:
+    """Paths of the files in the ESP at ``offset`` (``mdir -/ -b``)."""
+    out = run_tool("mdir", "-i", _target(image, offset), "-/", "-b", "::/")
+    lines = (line.strip() for line in out.splitlines())
+    return [line.removeprefix("::") for line in lines if line and not line.endswith("/")]

@@ -1,0 +1,132 @@
+"""LUKS2 keyslots: from a passphrase to the volume key and back.
+
+LUKS2 On-Disk Format Specification v1.1.4, sections 3.2 (keyslots) and 3.4 (digests), with
+the LUKS1 specification v1.2.3 section 2.4 for the AF splitter:
+
+1. ``K = KDF(passphrase, kdf.salt)`` of ``area.key_size`` bytes (PBKDF2, Argon2i/Argon2id);
+2. the keyslot area (``af_size`` bytes at ``area.offset``) is AES-XTS ``aes-xts-plain64`` with
+   ``K`` in 512-byte sectors numbered from 0 at the area start;
+3. AF-merge gives the candidate volume key, which is right iff its PBKDF2 digest
+   (``digest.hash``, ``digest.salt``, ``digest.iterations``) equals ``digest.digest``.
+
+Public API: :class:`KdfSpec` (what the user asked for: type, cost or target time),
+:func:`derive_kdf` (a concrete :class:`~cvm.formats.luks2.metadata.Kdf` with a fresh salt),
+:func:`seal_keyslot` (new keyslot + encrypted area bytes), :func:`open_keyslot` and
+:func:`volume_key_digest`; :class:`WrongKeyError` (exit code 2, as cryptsetup) when no keyslot
+opens with the given passphrase.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from cvm.crypto import kdf as kdfs
+from cvm.crypto.xts import XtsCipher
+from cvm.disk.storage import Storage
+from cvm.errors import IntegrityError, UsageError
+from cvm.formats.luks2.anti_forensic import af_merge, af_size, af_split
+from cvm.formats.luks2.metadata import Argon2Kdf, Digest, Kdf, Keyslot, Pbkdf2Kdf
+
+KdfType = Literal["pbkdf2", "argon2id", "argon2i"]
+SALT_SIZE = 32
+AREA_ALIGNMENT = 4096
+AF_STRIPES = 4000
+Random = Callable[[int], bytes]
+
+
+class WrongKeyError(IntegrityError):
+    """No keyslot opens with this passphrase or key file (cryptsetup's exit code 2)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class KdfSpec:
+    """The KDF a new keyslot should use: fixed costs, or ``iter_time_ms`` to calibrate."""
+
+    type: KdfType = "argon2id"
+    iterations: int | None = None
+    iter_time_ms: int = 2000
+    memory_kib: int = 262144
+    parallel: int = 4
+    hash: str = "sha256"
+
+    def __post_init__(self) -> None:
+        if self.type not in ("pbkdf2", "argon2id", "argon2i"):
+            raise UsageError(f"unknown PBKDF {self.type!r} (pbkdf2, argon2id, argon2i)")
+        if self.iterations is not None and self.iterations < 1:
+            raise UsageError("--pbkdf-force-iterations must be positive")
+        if not 1 <= self.parallel <= 16 or self.memory_kib < 32:
+            raise UsageError("Argon2 needs 1..16 threads and at least 32 KiB of memory")
+
+
+def derive_kdf(spec: KdfSpec, key_size: int, random: Random) -> Kdf:
+    """A keyslot ``kdf`` object for ``spec`` with a fresh 32-byte salt."""
+    salt = random(SALT_SIZE)
+    if spec.type == "pbkdf2":
+        iterations = spec.iterations or kdfs.calibrate_pbkdf2(spec.hash, spec.iter_time_ms,
+                                                               key_size)
+        return Pbkdf2Kdf(spec.hash, iterations, salt)
+    time_cost = spec.iterations or kdfs.calibrate_argon2(
+        spec.type, spec.iter_time_ms, spec.memory_kib, spec.parallel, key_size)
+    return Argon2Kdf(spec.type, time_cost, spec.memory_kib, spec.parallel, salt)
+
+
+def _derive(kdf: Kdf, secret: bytes, length: int) -> bytes:
+    if isinstance(kdf, Pbkdf2Kdf):
+        return kdfs.pbkdf2(kdf.hash, secret, kdf.salt, kdf.iterations, length)
+    kind: Literal["argon2i", "argon2id"] = "argon2i" if kdf.type == "argon2i" else "argon2id"
+    return kdfs.argon2(kind, secret, kdf.salt, kdf.time, kdf.memory, kdf.cpus, length)
+
+
+def volume_key_digest(digest_hash: str, volume_key: bytes, salt: bytes, iterations: int) -> bytes:
+    """The digest object's value: PBKDF2(hash, volume key, salt, iterations), 32 bytes."""
+    return kdfs.pbkdf2(digest_hash, volume_key, salt, iterations, 32)
+
+
+def digest_matches(digest: Digest, volume_key: bytes) -> bool:
+    candidate = kdfs.pbkdf2(digest.hash, volume_key, digest.salt, digest.iterations,
+                            len(digest.digest))
+    return hmac.compare_digest(candidate, digest.digest)
+
+
+def seal_keyslot(volume_key: bytes, secret: bytes, kdf: Kdf, area_offset: int, area_size: int,
+                 random: Random) -> tuple[Keyslot, bytes]:
+    """A new keyslot for ``volume_key`` under ``secret`` and its encrypted area bytes."""
+    key_size = len(volume_key)
+    needed = af_size(key_size, AF_STRIPES)
+    if needed > area_size:
+        raise UsageError(f"keyslot area of {area_size} bytes is smaller than {needed}")
+    area_key = _derive(kdf, secret, key_size)
+    material = af_split(volume_key, AF_STRIPES, "sha256", random)
+    material += bytes(needed - len(material))
+    encrypted = bytes(XtsCipher(area_key).encrypt_sectors(material, 0, 512))
+    slot = Keyslot(key_size=key_size, area_offset=area_offset, area_size=area_size, kdf=kdf,
+                   area_key_size=key_size)
+    return slot, encrypted
+
+
+def open_keyslot(storage: Storage, slot: Keyslot, secret: bytes) -> bytes:
+    """The candidate volume key this keyslot yields for ``secret`` (check it with a digest)."""
+    size = af_size(slot.key_size, slot.af_stripes)
+    if size > slot.area_size:
+        raise UsageError("keyslot area is smaller than its AF-split key")
+    area_key = _derive(slot.kdf, secret, slot.area_key_size)
+    encrypted = storage.read(slot.area_offset, size)
+    material = bytes(XtsCipher(area_key).decrypt_sectors(encrypted, 0, 512))
+    return af_merge(material, slot.key_size, slot.af_stripes, slot.af_hash)
+
+
+def allocate_area(taken: list[tuple[int, int]], start: int, end: int, size: int) -> int:
+    """The lowest 4 KiB-aligned offset in ``[start, end)`` where ``size`` bytes are free."""
+    offset = start
+    for area_start, area_size in sorted(taken):
+        if offset + size <= area_start:
+            break
+        offset = max(offset, -(-(area_start + area_size) // AREA_ALIGNMENT) * AREA_ALIGNMENT)
+    if offset + size > end:
+        raise UsageError("no free space left in the LUKS2 keyslots area")
+    return offset

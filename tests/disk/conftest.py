@@ -1,0 +1,78 @@
+"""Fixtures for the disk tests: in-memory storage, a storage that crashes at the n-th write,
+and cheap KDF settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from cvm.disk.keyslot import KdfSpec
+
+
+class MemoryStorage:
+    """A growable bytearray behind the Storage protocol."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytearray(size)
+        self.writes = 0
+
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, offset: int, size: int) -> bytes:
+        if offset + size > len(self.data):
+            from cvm.errors import FormatError
+
+            raise FormatError("memory storage: read past the end (truncated)")
+        return bytes(self.data[offset : offset + size])
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        chunk = bytes(data)
+        self.data[offset : offset + len(chunk)] = chunk
+        self.writes += 1
+
+    def flush(self) -> None:
+        return None
+
+
+class CrashError(Exception):
+    """The injected power cut."""
+
+
+class CrashingStorage(MemoryStorage):
+    """Fails at write number ``crash_at`` (0-based), having written ``torn`` of its bytes."""
+
+    def __init__(self, data: bytearray, crash_at: int, torn: float) -> None:
+        super().__init__(0)
+        self.data = bytearray(data)
+        self.crash_at = crash_at
+        self.torn = torn
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if self.writes == self.crash_at:
+            chunk = bytes(data)[: int(len(data) * self.torn)]
+            self.data[offset : offset + len(chunk)] = chunk
+            self.writes += 1
+            raise CrashError(f"crash at write {self.crash_at}")
+        super().write(offset, data)
+
+
+@pytest.fixture
+def memory_storage() -> Callable[[int], MemoryStorage]:
+    return MemoryStorage
+
+
+@pytest.fixture
+def crashing_storage() -> Callable[[bytearray, int, float], CrashingStorage]:
+    return CrashingStorage
+
+
+@pytest.fixture
+def crash_type() -> type[Exception]:
+    return CrashError
+
+
+@pytest.fixture
+def fast_kdf() -> KdfSpec:
+    return KdfSpec("pbkdf2", iterations=1000)
