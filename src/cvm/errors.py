@@ -66,6 +66,12 @@ class IntegrityError(VerificationError):
     """A MAC, digest or checksum over protected data does not match."""
 
 
+class WrongKeyError(IntegrityError):
+    """No keyslot opens with this passphrase or key (exit code 2, as cryptsetup uses)."""
+
+    exit_code = 2
+
+
 @dataclass(frozen=True)
 class Finding:
     """One reason an authentic input was not accepted."""

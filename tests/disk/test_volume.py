@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from cvm.disk.keyslot import KdfSpec, WrongKeyError
+from cvm.disk.keyslot import KdfSpec
 from cvm.disk.volume import Luks2Volume
-from cvm.errors import FormatError, UsageError
+from cvm.errors import FormatError, UsageError, WrongKeyError
 
 SIZE = 17 << 20
 

@@ -12,8 +12,8 @@ the LUKS1 specification v1.2.3 section 2.4 for the AF splitter:
 Public API: :class:`KdfSpec` (what the user asked for: type, cost or target time),
 :func:`derive_kdf` (a concrete :class:`~cvm.formats.luks2.metadata.Kdf` with a fresh salt),
 :func:`seal_keyslot` (new keyslot + encrypted area bytes), :func:`open_keyslot` and
-:func:`volume_key_digest`; :class:`WrongKeyError` (exit code 2, as cryptsetup) when no keyslot
-opens with the given passphrase.
+:func:`volume_key_digest`. When no keyslot opens with the given passphrase the volume raises
+:class:`~cvm.errors.WrongKeyError` (exit code 2, as cryptsetup).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Literal
 from cvm.crypto import kdf as kdfs
 from cvm.crypto.xts import XtsCipher
 from cvm.disk.storage import Storage
-from cvm.errors import IntegrityError, UsageError
+from cvm.errors import UsageError
 from cvm.formats.luks2.anti_forensic import af_merge, af_size, af_split
 from cvm.formats.luks2.metadata import Argon2Kdf, Digest, Kdf, Keyslot, Pbkdf2Kdf
 
@@ -35,12 +35,6 @@ SALT_SIZE = 32
 AREA_ALIGNMENT = 4096
 AF_STRIPES = 4000
 Random = Callable[[int], bytes]
-
-
-class WrongKeyError(IntegrityError):
-    """No keyslot opens with this passphrase or key file (cryptsetup's exit code 2)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ from cvm.disk.keyslot import (
     AF_STRIPES,
     KdfSpec,
     Random,
-    WrongKeyError,
     allocate_area,
     derive_kdf,
     digest_matches,
@@ -46,7 +45,7 @@ from cvm.disk.keyslot import (
     volume_key_digest,
 )
 from cvm.disk.storage import Storage
-from cvm.errors import StateError, UsageError
+from cvm.errors import StateError, UsageError, WrongKeyError
 from cvm.formats.luks2.anti_forensic import af_size
 from cvm.formats.luks2.binary_header import BINARY_HEADER_SIZE, BinaryHeader
 from cvm.formats.luks2.header_copy import HeaderCopy
