@@ -62,6 +62,20 @@ DEBIAN_BOOT_PACKAGES = {
 }
 
 
+def _current_kernel_package(apt: str) -> str:
+    """The signed kernel package ``linux-image-amd64`` currently depends on."""
+    import subprocess
+
+    cache = str(Path(apt).with_name("apt-cache"))
+    done = subprocess.run([cache, "depends", "linux-image-amd64"], capture_output=True,
+                          text=True, check=False)
+    for line in done.stdout.splitlines():
+        name = line.split(":", 1)[-1].strip()
+        if line.strip().startswith("Depends:") and name.startswith("linux-image-"):
+            return name
+    return "linux-image-amd64"
+
+
 def _fetch_debian_package(package: str, version: str) -> Path:
     """``apt-get download`` ``package`` (``version`` first) into the cache, extracted once."""
     import subprocess
@@ -74,21 +88,35 @@ def _fetch_debian_package(package: str, version: str) -> Path:
     apt = find_tool("apt-get")
     debs = sorted(DEBIAN_CACHE.glob(f"{package}_*.deb"))
     if not debs:
-        for spec in (f"{package}={version}", package):
+        specs = [f"{package}={version}", package]
+        if package.startswith("linux-image-"):
+            specs.append(_current_kernel_package(apt))
+        for spec in specs:
             done = subprocess.run(
                 [apt, "download", spec], cwd=DEBIAN_CACHE, capture_output=True, text=True,
                 check=False,
             )
             if done.returncode == 0:
                 break
-        debs = sorted(DEBIAN_CACHE.glob(f"{package}_*.deb"))
+        debs = sorted(DEBIAN_CACHE.glob(f"{package}_*.deb")) or sorted(
+            DEBIAN_CACHE.glob("linux-image-*-amd64_*.deb") if package.startswith("linux-") else []
+        )
     if not debs:
         _missing(f"the Debian package {package} (apt-get download failed)")
     preferred = [d for d in debs if version.replace(":", "%3a") in d.name]
-    subprocess.run(
-        [find_tool("dpkg-deb"), "-x", str((preferred or debs)[-1]), str(extracted)], check=True
-    )
-    marker.write_text((preferred or debs)[-1].name)
+    chosen = (preferred or debs)[-1]
+    staging = DEBIAN_CACHE / f".x-{package}.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    subprocess.run([find_tool("dpkg-deb"), "-x", str(chosen), str(staging)], check=True)
+    (staging / ".complete").write_text(chosen.name)
+    if extracted.exists() and not marker.exists():
+        shutil.rmtree(extracted, ignore_errors=True)  # an interrupted earlier extraction
+    try:
+        staging.rename(extracted)  # atomic: a parallel run sees all or nothing
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not marker.exists():
+            raise
     return extracted
 
 

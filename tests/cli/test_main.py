@@ -24,3 +24,18 @@ def test_unknown_option_is_one_line_and_exit_64(capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("cvm: error:")
     assert "Traceback" not in err
+
+
+def test_a_verb_exit_code_reaches_the_shell() -> None:
+    import typer
+
+    from cvm.cli.main import app
+
+    @app.command(name="fails-with-3", hidden=True)
+    def fails() -> None:
+        raise typer.Exit(3)
+
+    try:
+        assert execute(["fails-with-3"]) == 3
+    finally:
+        app.registered_commands.pop()

@@ -67,6 +67,21 @@ def _register() -> None:
     from cvm.cli import disk
 
     app.add_typer(disk.app, name="disk")
+    from cvm.cli import pe
+
+    app.add_typer(pe.app, name="pe")
+    from cvm.cli import sb
+
+    app.add_typer(sb.app, name="sb")
+    from cvm.cli import varstore
+
+    app.add_typer(varstore.app, name="varstore")
+    from cvm.cli import eventlog
+
+    app.add_typer(eventlog.app, name="eventlog")
+    from cvm.cli import pcr
+
+    app.add_typer(pcr.app, name="pcr")
 
 
 _register()
@@ -82,7 +97,7 @@ def execute(argv: list[str]) -> int:
     debug = "--debug" in argv
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="cvm", standalone_mode=False)
+        result = command.main(args=argv, prog_name="cvm", standalone_mode=False)
     except typer.Exit as stop:
         return stop.exit_code
     except typer.Abort:
@@ -110,7 +125,7 @@ def execute(argv: list[str]) -> int:
             traceback.print_exc()
         bug = InternalError(f"internal error ({type(error).__name__}: {error}); rerun with --debug")
         return _fail(str(bug), bug.exit_code)
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def run() -> None:

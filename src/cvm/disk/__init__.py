@@ -2,7 +2,7 @@
 
 - :mod:`~cvm.disk.volume`: :class:`~cvm.disk.volume.Luks2Volume` (format, unlock, keyslots,
   tokens) — the API the vTPM's ``systemd-tpm2`` token builds on.
-- :mod:`~cvm.disk.keyslot`: KDFs, AF split, keyslot areas (a wrong key raises WrongKeyError, exit 2).
+- :mod:`~cvm.disk.keyslot`: KDFs, AF split, keyslot areas (a wrong key: WrongKeyError, exit 2).
 - :mod:`~cvm.disk.header_store`: crash-safe writes of the two header copies, recovery.
 - :mod:`~cvm.disk.dm_crypt`: :class:`~cvm.disk.dm_crypt.CryptDevice`, plaintext at any offset.
 - :mod:`~cvm.disk.storage`: the injectable byte storage (files, partition windows).

@@ -1,0 +1,111 @@
+"""``cvm eventlog``: show and replay TCG PC Client event logs.
+
+``show`` decodes every record (PFP 1.05 r23 event types, see :mod:`cvm.formats.tcg`) and flags
+records whose digest does not cover their event data (:mod:`cvm.formats.tcg.event_digest`);
+``replay`` extends the digests into fresh PCRs and prints the values a TPM would hold.
+Logs are read as files (``/sys/kernel/security/tpm0/binary_bios_measurements`` copies).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cvm.formats.tcg.algorithm import ALGORITHMS_BY_ID, algorithm_by_name
+from cvm.formats.tcg.event_data import decode_event_data
+from cvm.formats.tcg.event_digest import check_event
+from cvm.formats.tcg.event_log import EventLog
+from cvm.formats.tcg.event_type import event_type_name
+from cvm.formats.tcg.pcr_event import PcrEvent
+from cvm.formats.tcg.replay import replay
+
+app = typer.Typer(help="Show and replay TCG event logs.", no_args_is_help=True)
+
+LOG_ARGUMENT = typer.Argument(..., help="The binary event log (crypto-agile or legacy SHA-1).")
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
+
+
+def _bank_name(alg_id: int) -> str:
+    known = ALGORITHMS_BY_ID.get(alg_id)
+    return known.name if known is not None else f"alg_{alg_id:#06x}"
+
+
+def _read(path: Path) -> EventLog:
+    return EventLog.parse(path.read_bytes())
+
+
+def _digest_check(event: PcrEvent) -> str:
+    checked = check_event(event)
+    return "not checkable" if checked is None else ("ok" if checked else "mismatch")
+
+
+def _event_json(number: int, event: PcrEvent) -> dict[str, object]:
+    return {
+        "number": number,
+        "pcr": event.pcr_index,
+        "event_type": event.event_type,
+        "event_type_name": event_type_name(event.event_type),
+        "digests": {_bank_name(alg): digest.hex() for alg, digest in event.digests},
+        "event_size": len(event.event),
+        "digest_check": _digest_check(event),
+        "event": decode_event_data(event.event_type, event.event).to_json(),
+    }
+
+
+def _all_events(log: EventLog) -> list[PcrEvent]:
+    header = log.header_event()
+    return ([header] if header is not None else []) + list(log.events)
+
+
+@app.command()
+def show(log_path: Path = LOG_ARGUMENT, as_json: bool = JSON_OPTION) -> None:
+    """Decode and print every event of the log."""
+    log = _read(log_path)
+    events = _all_events(log)
+    if as_json:
+        document = {
+            "format": "crypto-agile" if log.is_crypto_agile else "sha1",
+            "banks": [_bank_name(a) for a in log.bank_ids],
+            "events": [_event_json(n, e) for n, e in enumerate(events)],
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    kind = "crypto-agile" if log.is_crypto_agile else "legacy SHA-1"
+    banks = ", ".join(_bank_name(a) for a in log.bank_ids)
+    typer.echo(f"{kind} event log, banks {banks}, {len(events)} events")
+    preferred = log.bank_ids[-1]
+    for number, event in enumerate(events):
+        digest = event.digest(preferred) or (event.digests[0][1] if event.digests else b"")
+        decoded = decode_event_data(event.event_type, event.event)
+        flag = "  [digest does not cover the event data]" if check_event(event) is False else ""
+        typer.echo(
+            f"{number:4d} pcr{event.pcr_index:<3d} {event_type_name(event.event_type):34s} "
+            f"{digest[:8].hex():16s} {decoded.describe()}{flag}"
+        )
+
+
+@app.command(name="replay")
+def replay_command(
+    log_path: Path = LOG_ARGUMENT,
+    bank: list[str] = typer.Option(
+        [], "--bank", help="Bank to replay (repeatable); default: every bank the log carries."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Replay the log and print the resulting PCR values per bank."""
+    log = _read(log_path)
+    wanted = tuple(algorithm_by_name(name).alg_id for name in bank) if bank else None
+    values = replay(log, wanted)
+    if as_json:
+        document = {
+            name: {str(pcr): value.hex() for pcr, value in sorted(pcrs.items())}
+            for name, pcrs in values.items()
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    for name, pcrs in values.items():
+        typer.echo(f"{name}:")
+        for pcr, value in sorted(pcrs.items()):
+            typer.echo(f"  {pcr:2d}: {value.hex()}")

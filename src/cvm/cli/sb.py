@@ -1,0 +1,148 @@
+"""``cvm sb``: sign PE images with the owner's key and verify them as Secure Boot firmware does.
+
+``verify`` takes db and dbx as certificates (PEM/DER), EFI signature lists, or the db/dbx of an
+OVMF varstore (``--varstore``), and prints the decision of
+:func:`cvm.firmware.secureboot.verify_image`: exit 0 when allowed, 1 when refused, with the reason
+and the database consulted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import typer
+
+from cvm.crypto.x509_edk2 import load_certificate, load_private_key
+from cvm.errors import CvmError, FormatError, UsageError
+from cvm.firmware.secureboot import Decision, as_database, verify_image
+from cvm.firmware.shim_policy import ShimState, verify_next_stage
+from cvm.formats.pe.sbat import SbatLevel
+from cvm.formats.uefi.guids import EFI_IMAGE_SECURITY_DATABASE, SIGNATURE_TYPE_NAMES
+from cvm.formats.uefi.signature_list import SignatureDatabase
+from cvm.formats.uefi.varstore import Varstore
+from cvm.image.signing import sign_pe
+
+app = typer.Typer(help="Secure Boot: sign PE images, verify them against db/dbx.",
+                  no_args_is_help=True)
+
+
+def read_database(paths: list[Path]) -> SignatureDatabase:
+    """db/dbx from files: each an X.509 certificate (PEM or DER) or EFI signature lists."""
+    database = SignatureDatabase()
+    for path in paths:
+        data = path.read_bytes()
+        try:
+            load_certificate(data)
+        except FormatError:
+            try:
+                database += SignatureDatabase.parse(data)
+            except FormatError:
+                raise FormatError(
+                    f"{path}: neither an X.509 certificate nor EFI signature lists"
+                ) from None
+        else:
+            database += as_database([data])
+    return database
+
+
+def decision_json(decision: Decision) -> dict[str, object]:
+    matched = decision.matched
+    return {
+        "image": decision.image,
+        "allowed": decision.allowed,
+        "reason": decision.reason,
+        "database": decision.database,
+        "variable_vendor": str(decision.variable_vendor),
+        "authenticode_sha256": decision.image_digest.hex(),
+        "signature_index": decision.signature_index,
+        "matched": None if matched is None else {
+            "signature_type": SIGNATURE_TYPE_NAMES.get(decision.signature_type, "")
+            if decision.signature_type else None,
+            "owner": str(matched.owner),
+            "data_sha256": hashlib.sha256(matched.data).hexdigest(),
+            "size": len(matched.data),
+        },
+        "chain": [hashlib.sha256(c).hexdigest() for c in decision.chain],
+    }
+
+
+VERIFY_PATH = typer.Argument(..., help="The PE image to verify.")
+DB_OPTION = typer.Option([], "--db", help="db entries: certificate or ESL file (repeatable).")
+DBX_OPTION = typer.Option([], "--dbx", help="dbx entries: certificate or ESL file (repeatable).")
+VARSTORE_OPTION = typer.Option(None, "--varstore", help="Take db and dbx from this varstore.")
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
+SHIM_OPTION = typer.Option(None, "--shim", help="Decide as this shim binary would for the "
+                           "next stage (vendor certificate, MokList, SBAT) instead of firmware.")
+MOK_OPTION = typer.Option([], "--mok", help="MokList entries for --shim: certificate or ESL.")
+SBAT_LEVEL_OPTION = typer.Option(None, "--sbat-level", help="SbatLevel payload file for --shim "
+                                 "(default: the shim's built-in previous level).")
+PROTOCOL_OPTION = typer.Option(False, "--protocol", help="With --shim: the image is verified "
+                               "through the shim_lock protocol (GRUB -> kernel), .sbat optional.")
+SIGN_PATH = typer.Argument(..., help="The PE image to sign.")
+KEY_OPTION = typer.Option(..., "--key", help="The signing key (PEM or DER, unencrypted).")
+CERT_OPTION = typer.Option(..., "--cert", help="The signer's certificate (PEM or DER).")
+CHAIN_OPTION = typer.Option([], "--chain", help="Intermediate certificates to embed.")
+OUTPUT_OPTION = typer.Option(..., "-o", "--output", help="Where to write the signed image.")
+APPEND_OPTION = typer.Option(False, "--append", help="Keep the existing signatures.")
+
+
+@app.command()
+def verify(
+    path: Path = VERIFY_PATH,
+    db: list[Path] = DB_OPTION,
+    dbx: list[Path] = DBX_OPTION,
+    varstore: Path | None = VARSTORE_OPTION,
+    as_json: bool = JSON_OPTION,
+    shim: Path | None = SHIM_OPTION,
+    mok: list[Path] = MOK_OPTION,
+    sbat_level: Path | None = SBAT_LEVEL_OPTION,
+    protocol: bool = PROTOCOL_OPTION,
+) -> None:
+    """Decide as the firmware (or, with --shim, shim) would; exit 0 allowed, 1 refused."""
+    allow, deny = read_database(db), read_database(dbx)
+    if varstore is not None:
+        store = Varstore.parse(varstore.read_bytes())
+        for name in ("db", "dbx"):
+            variable = store.get(name, EFI_IMAGE_SECURITY_DATABASE)
+            if variable is not None:
+                parsed = SignatureDatabase.parse(variable.data)
+                allow, deny = (allow + parsed, deny) if name == "db" else (allow, deny + parsed)
+    if shim is not None:
+        level = SbatLevel.parse(sbat_level.read_bytes()) if sbat_level else None
+        state = ShimState.from_shim(shim.read_bytes(), allow, deny, read_database(mok), level)
+        decision = verify_next_stage(path.read_bytes(), state, str(path), in_protocol=protocol)
+    else:
+        if not len(allow) and varstore is None:
+            raise UsageError("give db entries with --db (or a varstore with --varstore)")
+        decision = verify_image(path.read_bytes(), allow, deny, name=str(path))
+    if as_json:
+        typer.echo(json.dumps(decision_json(decision), indent=2))
+    else:
+        typer.echo(str(decision))
+        if decision.matched is not None:
+            typer.echo(f"matched entry: owner {decision.matched.owner}, "
+                       f"{len(decision.matched.data)} bytes")
+    if not decision.allowed:
+        # exit code 1: the check ran and said no (cvm.errors)
+        raise CvmError(f"refused: {decision.reason} (database {decision.database})")
+
+
+@app.command()
+def sign(
+    path: Path = SIGN_PATH,
+    key: Path = KEY_OPTION,
+    cert: Path = CERT_OPTION,
+    chain: list[Path] = CHAIN_OPTION,
+    output: Path = OUTPUT_OPTION,
+    append: bool = APPEND_OPTION,
+) -> None:
+    """Sign the image (Authenticode, SHA-256, RSA PKCS#1 v1.5) as sbsign does."""
+    signed = sign_pe(
+        path.read_bytes(), load_private_key(key.read_bytes()),
+        load_certificate(cert.read_bytes()),
+        tuple(load_certificate(c.read_bytes()) for c in chain), replace=not append,
+    )
+    output.write_bytes(signed)
+    typer.echo(f"signed {path} -> {output}")

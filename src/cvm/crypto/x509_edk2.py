@@ -1,0 +1,213 @@
+"""X.509 certificates as UEFI firmware uses them: loading, issuer checks, partial chains.
+
+edk2 ``CryptoPkg/Library/BaseCryptLib/Pk/CryptPkcs7VerifyCommon.c`` verifies with OpenSSL's
+``X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_NO_CHECK_TIME`` and ``X509_PURPOSE_ANY``: any
+certificate of the chain may be the trust anchor (a root, an intermediate or the signer itself),
+validity periods are ignored and no extended key usage is required. :func:`chain_to_anchor`
+does the same: it walks from the signer through the certificates the signature carries, checking
+each link's signature, until it reaches a certificate equal to the anchor or issued by it.
+RFC 5280 §4.1 (certificate fields) and §6.1 (path validation, minus the time checks).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import warnings
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.utils import CryptographyDeprecationWarning
+
+from cvm.errors import FormatError, UsageError
+
+Certificate = x509.Certificate
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+MAX_CHAIN_LENGTH = 8
+HASHES: dict[str, hashes.HashAlgorithm] = {
+    "sha1": hashes.SHA1(), "sha256": hashes.SHA256(), "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
+}
+
+
+def load_certificate(data: bytes) -> Certificate:
+    """A certificate from DER or PEM bytes."""
+    try:
+        with warnings.catch_warnings():
+            # OpenSSL (and so edk2) accepts non-positive serial numbers; so does cvm
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            if data.lstrip().startswith(b"-----BEGIN"):
+                certificate = x509.load_pem_x509_certificate(data)
+            else:
+                certificate = x509.load_der_x509_certificate(data)
+            # cryptography parses lazily: touch every field used later so errors surface here
+            _ = (certificate.subject, certificate.issuer, certificate.serial_number,
+                 certificate.extensions, certificate.tbs_certificate_bytes,
+                 certificate.signature)
+    except (ValueError, x509.InvalidVersion) as error:
+        raise FormatError(f"not an X.509 certificate: {error}") from None
+    return certificate
+
+
+def load_private_key(data: bytes) -> PrivateKey:
+    """An RSA or EC private key from PEM or DER (unencrypted)."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            key = serialization.load_pem_private_key(data, password=None)
+        else:
+            key = serialization.load_der_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise FormatError(f"not an unencrypted private key: {error}") from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise UsageError("only RSA and EC private keys can sign")
+    return key
+
+
+def serial_of(certificate: Certificate) -> int:
+    """The serial number, accepting non-positive ones as OpenSSL does (no warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return certificate.serial_number
+
+
+def der(certificate: Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def pem(certificate: Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def tbs_sha256(certificate: Certificate) -> bytes:
+    """SHA-256 of the TBSCertificate: the value an EFI_CERT_X509_SHA256 dbx entry holds."""
+    return hashlib.sha256(certificate.tbs_certificate_bytes).digest()
+
+
+def subject_text(certificate: Certificate) -> str:
+    return certificate.subject.rfc4514_string()
+
+
+def issued_by(certificate: Certificate, issuer: Certificate) -> bool:
+    """True when ``issuer``'s name and key produced ``certificate``'s signature."""
+    if certificate.issuer != issuer.subject:
+        return False
+    try:
+        algorithm = certificate.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return False
+    return verify_signature(
+        issuer, certificate.signature, certificate.tbs_certificate_bytes, algorithm,
+    )
+
+
+def verify_signature(
+    signer: Certificate, signature: bytes, message: bytes, algorithm: object
+) -> bool:
+    """Check an RSA PKCS#1 v1.5 or ECDSA signature by ``signer``'s key over ``message``."""
+    if not isinstance(algorithm, hashes.HashAlgorithm):
+        return False
+    try:
+        key = signer.public_key()
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, message, padding.PKCS1v15(), algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, message, ec.ECDSA(algorithm))
+        else:
+            return False
+    except (InvalidSignature, ValueError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def sign_message(key: PrivateKey, message: bytes, hash_name: str = "sha256") -> bytes:
+    """RSA PKCS#1 v1.5 (or ECDSA) signature of ``message`` with ``hash_name``."""
+    algorithm = HASHES[hash_name]
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(message, padding.PKCS1v15(), algorithm)
+    return key.sign(message, ec.ECDSA(algorithm))
+
+
+def _may_issue(certificate: Certificate) -> bool:
+    """OpenSSL ``X509_check_ca`` as the chain check uses it: basicConstraints cA when present;
+    else a self-signed v1 certificate, or keyUsage keyCertSign."""
+    extensions = certificate.extensions
+    try:
+        return bool(extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        pass
+    if certificate.version == x509.Version.v1:
+        return certificate.issuer == certificate.subject
+    try:
+        return bool(extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def chain_to_anchor(
+    signer: Certificate, intermediates: list[Certificate], anchor: Certificate
+) -> list[Certificate] | None:
+    """The chain signer → ... → anchor (edk2 partial-chain rules), or None when there is none."""
+    anchor_der = der(anchor)
+    chain = [signer]
+    current = signer
+    for _ in range(MAX_CHAIN_LENGTH):
+        if der(current) == anchor_der:
+            return chain
+        if issued_by(current, anchor) and _may_issue(anchor):
+            return [*chain, anchor]
+        issuer = next(
+            (c for c in intermediates
+             if c not in chain and _may_issue(c) and issued_by(current, c)),
+            None,
+        )
+        if issuer is None:
+            return None
+        chain.append(issuer)
+        current = issuer
+    return None
+
+
+def generate_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def private_key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def issue_certificate(
+    common_name: str,
+    key: PrivateKey,
+    issuer: tuple[Certificate, PrivateKey] | None = None,
+    ca: bool = True,
+    serial: int | None = None,
+    not_before: datetime.datetime | None = None,
+) -> Certificate:
+    """A certificate for ``key``: self-signed, or issued by ``issuer`` (certificate, key).
+
+    Carries the code-signing extended key usage, as signing tools expect of a signer.
+    """
+    start = not_before or datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, common_name)])
+    issuer_name, issuer_key = (name, key) if issuer is None else (issuer[0].subject, issuer[1])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(serial or x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+    )
+    return builder.sign(issuer_key, hashes.SHA256())

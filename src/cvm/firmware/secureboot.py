@@ -1,0 +1,230 @@
+"""UEFI Secure Boot image verification as edk2 firmware does it: db, dbx and Authenticode.
+
+UEFI 2.10 §32.5 "UEFI Image Validation" and edk2
+``SecurityPkg/Library/DxeImageVerificationLib/DxeImageVerificationLib.c``
+(``DxeImageVerificationHandler``, ``IsForbiddenByDbx``, ``IsAllowedByDb``):
+
+- an unsigned image is allowed only when its SHA-256 Authenticode hash is an EFI_CERT_SHA256
+  entry of db and not of dbx;
+- for a signed image every WIN_CERTIFICATE is examined in order: a signature whose digest is not
+  the image's is skipped; a signature that an X.509 entry of dbx verifies, or whose chain holds a
+  certificate whose TBS hash is an EFI_CERT_X509_SHA256 entry of dbx, refuses the image (cvm
+  keeps no dbt, so any revocation time counts); the first X.509 entry of db that verifies a
+  signature (partial chain, validity ignored) allows it; the image hash in dbx refuses it and in
+  db allows it.
+
+The :class:`Decision` names the image, the verdict, the reason, the database consulted and, for
+an allowed image, the exact EFI_SIGNATURE_DATA of db that matched: the firmware measures that
+entry into PCR 7 as EV_EFI_VARIABLE_AUTHORITY (TCG PC Client PFP 1.05 §3.3.4.8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cvm.crypto.authenticode import AuthenticodeSignature
+from cvm.crypto.x509_edk2 import Certificate, der, load_certificate, tbs_sha256
+from cvm.errors import FormatError, PolicyError, VerificationError
+from cvm.formats.pe.authenticode import digest_of
+from cvm.formats.pe.image import PeImage
+from cvm.formats.uefi.guids import (
+    EFI_CERT_SHA1,
+    EFI_CERT_SHA256,
+    EFI_CERT_SHA384,
+    EFI_CERT_SHA512,
+    EFI_CERT_X509,
+    EFI_CERT_X509_SHA256,
+    EFI_IMAGE_SECURITY_DATABASE,
+)
+from cvm.formats.uefi.signature_list import SignatureData, SignatureDatabase, SignatureList
+from cvm.wire import Guid
+
+HASH_SIGNATURE_TYPES = {
+    "sha1": EFI_CERT_SHA1, "sha256": EFI_CERT_SHA256, "sha384": EFI_CERT_SHA384,
+    "sha512": EFI_CERT_SHA512,
+}
+X509_SHA256_SIZE = 32
+ZERO_OWNER = Guid.parse("00000000-0000-0000-0000-000000000000")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict on one image, why, and which entry of which database decided it."""
+
+    image: str
+    allowed: bool
+    reason: str
+    database: str
+    image_digest: bytes
+    matched: SignatureData | None = None
+    signature_type: Guid | None = None
+    signature_index: int | None = None
+    chain: tuple[bytes, ...] = ()
+    variable_vendor: Guid = EFI_IMAGE_SECURITY_DATABASE
+
+    @property
+    def verdict(self) -> str:
+        return "allowed" if self.allowed else "refused"
+
+    @property
+    def variable_name(self) -> str | None:
+        """The variable an allowed image's authority is measured under ("db", "MokListRT")."""
+        return self.database if self.allowed else None
+
+    def __str__(self) -> str:
+        return f"{self.image}: {self.verdict} ({self.reason}; database {self.database})"
+
+    def appraise(self) -> Decision:
+        """Return self when allowed, else raise PolicyError naming image, reason and database."""
+        if not self.allowed:
+            raise PolicyError(str(self))
+        return self
+
+
+def as_database(
+    value: SignatureDatabase | bytes | list[bytes] | tuple[bytes, ...],
+    owner: Guid = ZERO_OWNER,
+) -> SignatureDatabase:
+    """A signature database from ESL bytes, a database, or DER/PEM certificates (``owner``)."""
+    if isinstance(value, SignatureDatabase):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return SignatureDatabase.parse(bytes(value))
+    lists = tuple(
+        SignatureList.of(EFI_CERT_X509, owner, der(load_certificate(item)))
+        for item in value
+    )
+    return SignatureDatabase(lists)
+
+
+@dataclass(frozen=True)
+class ImageSignature:
+    """One WIN_CERTIFICATE's Authenticode signature and the image digest (same algorithm)."""
+
+    index: int
+    signature: AuthenticodeSignature
+    digest: bytes
+
+
+def signatures_of(image: PeImage) -> list[ImageSignature]:
+    """Each parsable Authenticode signature of ``image`` with the image digest it must match."""
+    found = []
+    for index, entry in enumerate(image.certificates):
+        if entry.pkcs7 is None:
+            continue
+        try:
+            signature = AuthenticodeSignature.parse(entry.pkcs7)
+        except FormatError:
+            continue
+        found.append(ImageSignature(index, signature, digest_of(image, signature.digest_algorithm)))
+    return found
+
+
+def certificate_verifies(signature: AuthenticodeSignature, digest: bytes, anchor: bytes) -> bool:
+    """True when the DER certificate ``anchor`` verifies ``signature`` (edk2 Pkcs7Verify)."""
+    try:
+        signature.verify(digest, load_certificate(anchor))
+    except (VerificationError, FormatError):
+        return False
+    return True
+
+
+def chain_certificates(signature: AuthenticodeSignature) -> tuple[Certificate, ...]:
+    return signature.signed_data.certificates
+
+
+def find_hash(database: SignatureDatabase, alg: str, digest: bytes) -> SignatureData | None:
+    kind = HASH_SIGNATURE_TYPES.get(alg)
+    return next((s for s in database.of_type(kind) if s.data == digest), None) if kind else None
+
+
+def forbidden_by(signature: AuthenticodeSignature, digest: bytes,
+                 dbx: SignatureDatabase) -> tuple[str, SignatureData] | None:
+    """edk2 ``IsForbiddenByDbx``: the reason and dbx entry revoking this signature, or None."""
+    for entry in dbx.certificates():
+        if certificate_verifies(signature, digest, entry.data):
+            return "a signing certificate is in dbx", entry
+    tbs_hashes = {tbs_sha256(c) for c in chain_certificates(signature)}
+    for entry in dbx.of_type(EFI_CERT_X509_SHA256):
+        if entry.data[:X509_SHA256_SIZE] in tbs_hashes:
+            return "the TBS hash of a certificate of the signature's chain is in dbx", entry
+    return None
+
+
+def allowed_by(signature: AuthenticodeSignature, digest: bytes,
+               db: SignatureDatabase) -> tuple[SignatureData, list[Certificate]] | None:
+    """edk2 ``IsAllowedByDb``: the first X.509 entry of db verifying the signature, or None."""
+    for entry in db.certificates():
+        try:
+            chain = signature.verify(digest, load_certificate(entry.data))
+        except (VerificationError, FormatError):
+            continue
+        return entry, chain
+    return None
+
+
+def verify_image(
+    pe_bytes: bytes | PeImage,
+    db: SignatureDatabase | bytes,
+    dbx: SignatureDatabase | bytes = b"",
+    name: str = "image",
+) -> Decision:
+    """The firmware's decision on the PE image ``pe_bytes`` under ``db`` and ``dbx``.
+
+    Malformed PE files raise FormatError; every other outcome is a Decision.
+    """
+    image = pe_bytes if isinstance(pe_bytes, PeImage) else PeImage.parse(pe_bytes)
+    allow, deny = as_database(db), as_database(dbx)
+    sha256 = digest_of(image, "sha256")
+    if not image.certificates:
+        return _unsigned(name, sha256, allow, deny)
+    decision: Decision | None = None
+    signatures = signatures_of(image)
+    matching = [s for s in signatures if s.signature.digest == s.digest]
+    for item in matching:
+        forbidden = forbidden_by(item.signature, item.digest, deny)
+        if forbidden is not None:
+            return Decision(name, False, forbidden[0], "dbx", sha256, forbidden[1],
+                            EFI_CERT_X509 if forbidden[1] in deny.certificates()
+                            else EFI_CERT_X509_SHA256, item.index)
+        if decision is None:
+            found = allowed_by(item.signature, item.digest, allow)
+            if found is not None:
+                entry, chain = found
+                decision = Decision(
+                    name, True, "a signature chains to a certificate in db", "db", sha256,
+                    entry, EFI_CERT_X509, item.index, tuple(der(c) for c in chain),
+                )
+        alg = item.signature.digest_algorithm
+        listed = find_hash(deny, alg, item.digest)
+        if listed is not None:
+            return Decision(name, False, f"the image's {alg} hash is in dbx", "dbx", sha256,
+                            listed, HASH_SIGNATURE_TYPES[alg], item.index)
+        if decision is None:
+            listed = find_hash(allow, alg, item.digest)
+            if listed is not None:
+                decision = Decision(name, True, f"the image's {alg} hash is in db", "db", sha256,
+                                    listed, HASH_SIGNATURE_TYPES[alg], item.index)
+    if decision is not None:
+        return decision
+    if signatures and not matching:
+        reason = "the image hash differs from the digest its signatures carry"
+    elif not signatures:
+        reason = "no parsable Authenticode signature and the image hash is not in db"
+    else:
+        reason = "no matching signer: no certificate or hash in db verifies the image"
+    return Decision(name, False, reason, "db", sha256)
+
+
+def _unsigned(name: str, sha256: bytes, allow: SignatureDatabase,
+              deny: SignatureDatabase) -> Decision:
+    listed = find_hash(deny, "sha256", sha256)
+    if listed is not None:
+        return Decision(name, False, "unsigned and its sha256 hash is in dbx", "dbx", sha256,
+                        listed, EFI_CERT_SHA256)
+    listed = find_hash(allow, "sha256", sha256)
+    if listed is not None:
+        return Decision(name, True, "unsigned, its sha256 hash is in db", "db", sha256,
+                        listed, EFI_CERT_SHA256)
+    return Decision(name, False, "unsigned and its hash is not in db", "db", sha256)
+

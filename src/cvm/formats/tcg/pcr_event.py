@@ -1,0 +1,106 @@
+"""One event-log record, in either wire form.
+
+* TCG_PCClientPCREvent (PFP 1.05 r23, section 10.2.1, Table 19): ``u32 pcrIndex | u32 eventType |
+  u8 digest[20] | u32 eventDataSize | event``: the only form of a legacy SHA-1 log and the form
+  of the first (Spec ID) record of a crypto-agile log.
+* TCG_PCR_EVENT2 (section 10.2.2, Table 20): ``u32 pcrIndex | u32 eventType |
+  TPML_DIGEST_VALUES digests (u32 count; {u16 hashAlg; digest}[count]) | u32 eventSize | event``,
+  digest sizes from the Spec ID event (Table 22).
+
+Both little-endian. The record keeps the digests in log order so that writing it back gives the
+same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cvm.errors import FormatError, UsageError
+from cvm.formats.tcg.algorithm import TPM_ALG_SHA1
+from cvm.formats.tcg.spec_id_event import SpecIdEvent
+from cvm.wire import Reader, Writer
+
+SHA1_DIGEST_SIZE = 20
+
+
+@dataclass(frozen=True)
+class PcrEvent:
+    """A measurement record: PCR, event type, one digest per bank, and the event data."""
+
+    pcr_index: int
+    event_type: int
+    digests: tuple[tuple[int, bytes], ...]
+    event: bytes
+
+    def __post_init__(self) -> None:
+        for name, value in (("pcrIndex", self.pcr_index), ("eventType", self.event_type)):
+            if not 0 <= value <= 0xFFFFFFFF:
+                raise UsageError(f"event record: {name} {value} does not fit in a u32")
+        ids = [alg for alg, _ in self.digests]
+        if len(set(ids)) != len(ids):
+            raise UsageError(f"event record: a bank appears twice among {ids}")
+
+    def digest(self, alg_id: int) -> bytes | None:
+        """The record's digest for bank ``alg_id``, or None if it has none for that bank."""
+        for alg, value in self.digests:
+            if alg == alg_id:
+                return value
+        return None
+
+    # --- TCG_PCClientPCREvent (SHA-1 format) ---------------------------------------------
+
+    @classmethod
+    def read_sha1_format(cls, reader: Reader) -> PcrEvent:
+        """Read one TCG_PCClientPCREvent from ``reader``."""
+        pcr_index = reader.u32("pcrIndex")
+        event_type = reader.u32("eventType")
+        digest = reader.take(SHA1_DIGEST_SIZE, "digest")
+        size = reader.u32("eventDataSize")
+        event = reader.take(size, "event")
+        return cls(pcr_index, event_type, ((TPM_ALG_SHA1, digest),), event)
+
+    def to_sha1_format(self) -> bytes:
+        """This record as a TCG_PCClientPCREvent; it must carry exactly a SHA-1 digest."""
+        if len(self.digests) != 1 or self.digests[0][0] != TPM_ALG_SHA1:
+            raise UsageError("a SHA-1 format record carries exactly one SHA-1 digest")
+        digest = self.digests[0][1]
+        if len(digest) != SHA1_DIGEST_SIZE:
+            raise UsageError("a SHA-1 digest is 20 bytes")
+        writer = Writer().u32(self.pcr_index).u32(self.event_type).put(digest)
+        return writer.u32(len(self.event)).put(self.event).to_bytes()
+
+    # --- TCG_PCR_EVENT2 (crypto-agile format) --------------------------------------------
+
+    @classmethod
+    def read_event2(cls, reader: Reader, spec: SpecIdEvent) -> PcrEvent:
+        """Read one TCG_PCR_EVENT2 whose digest sizes come from ``spec``."""
+        pcr_index = reader.u32("pcrIndex")
+        event_type = reader.u32("eventType")
+        count = reader.u32("digests.count")
+        if count > len(spec.algorithms):
+            raise reader.fail(
+                f"digest count {count} exceeds the {len(spec.algorithms)} banks of the log"
+            )
+        digests = []
+        for _ in range(count):
+            alg_id = reader.u16("digests.hashAlg")
+            digests.append((alg_id, reader.take(spec.digest_size(alg_id), "digest")))
+        size = reader.u32("eventSize")
+        event = reader.take(size, "event")
+        try:
+            return cls(pcr_index, event_type, tuple(digests), event)
+        except UsageError as error:
+            raise reader.fail(str(error)) from None
+
+    def to_event2(self, spec: SpecIdEvent) -> bytes:
+        """This record as a TCG_PCR_EVENT2, digest sizes checked against ``spec``."""
+        writer = Writer().u32(self.pcr_index).u32(self.event_type).u32(len(self.digests))
+        for alg_id, digest in self.digests:
+            try:
+                expected = spec.digest_size(alg_id)
+            except FormatError as error:
+                raise UsageError(str(error)) from None
+            if len(digest) != expected:
+                raise UsageError(f"digest for bank {alg_id:#06x} must be {expected} bytes")
+            writer.u16(alg_id).put(digest)
+        return writer.u32(len(self.event)).put(self.event).to_bytes()

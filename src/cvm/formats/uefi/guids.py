@@ -1,0 +1,66 @@
+"""Well-known GUIDs of UEFI Secure Boot and shim.
+
+UEFI 2.10 §3.3 (EFI_GLOBAL_VARIABLE), §32.4.1 (signature types, EFI_IMAGE_SECURITY_DATABASE_GUID),
+rhboot/shim ``MokVars.txt`` (SHIM_LOCK_GUID), edk2 ``VariableFormat.h`` and
+``SystemNvDataGuid.h`` (varstore signatures).
+"""
+
+from __future__ import annotations
+
+from cvm.wire import Guid
+
+EFI_GLOBAL_VARIABLE = Guid.parse("8be4df61-93ca-11d2-aa0d-00e098032b8c")
+EFI_IMAGE_SECURITY_DATABASE = Guid.parse("d719b2cb-3d3a-4596-a3bc-dad00e67656f")
+SHIM_LOCK_GUID = Guid.parse("605dab50-e046-4300-abb6-3dd810dd8b23")
+
+EFI_CERT_SHA1 = Guid.parse("826ca512-cf10-4ac9-b187-be01496631bd")
+EFI_CERT_SHA256 = Guid.parse("c1c41626-504c-4092-aca9-41f936934328")
+EFI_CERT_SHA384 = Guid.parse("ff3e5307-9fd0-48c9-85f1-8ad56c701e01")
+EFI_CERT_SHA512 = Guid.parse("093e0fae-a6c4-4f50-9f1b-d41e2b89c19a")
+EFI_CERT_RSA2048 = Guid.parse("3c5766e8-269c-4e34-aa14-ed776e85b3b6")
+EFI_CERT_X509 = Guid.parse("a5c059a1-94e4-4aa7-87b5-ab155c2bf072")
+EFI_CERT_X509_SHA256 = Guid.parse("3bd2a492-96c0-4079-b420-fcf98ef103ed")
+EFI_CERT_X509_SHA384 = Guid.parse("7076876e-80c2-4ee6-aad2-28b349a6865b")
+EFI_CERT_X509_SHA512 = Guid.parse("446dbf63-2502-4cda-bcfa-2465d2b0fe9d")
+EFI_CERT_TYPE_PKCS7 = Guid.parse("4aafd29d-68df-49ee-8aa9-347d375665a7")
+
+MICROSOFT_OWNER = Guid.parse("77fa9abd-0359-4d32-bd60-28f4e78f784b")
+
+EFI_SYSTEM_NV_DATA_FV = Guid.parse("fff12b8d-7696-4c8b-a985-2747075b4f50")
+EFI_AUTHENTICATED_VARIABLE = Guid.parse("aaf32c78-947b-439a-a180-2e144ec37792")
+EFI_VARIABLE = Guid.parse("ddcf3616-3275-4164-98b6-fe85707ffe7d")
+EDKII_WORKING_BLOCK_SIGNATURE = Guid.parse("9e58292b-7c68-497d-a0ce-6500fd9f1b95")
+
+SIGNATURE_TYPE_NAMES = {
+    EFI_CERT_SHA1: "EFI_CERT_SHA1",
+    EFI_CERT_SHA256: "EFI_CERT_SHA256",
+    EFI_CERT_SHA384: "EFI_CERT_SHA384",
+    EFI_CERT_SHA512: "EFI_CERT_SHA512",
+    EFI_CERT_RSA2048: "EFI_CERT_RSA2048",
+    EFI_CERT_X509: "EFI_CERT_X509",
+    EFI_CERT_X509_SHA256: "EFI_CERT_X509_SHA256",
+    EFI_CERT_X509_SHA384: "EFI_CERT_X509_SHA384",
+    EFI_CERT_X509_SHA512: "EFI_CERT_X509_SHA512",
+}
+
+# SignatureSize - sizeof(EFI_GUID) for the fixed-size signature types (UEFI 2.10 §32.4.1).
+SIGNATURE_DATA_SIZES = {
+    EFI_CERT_SHA1: 20,
+    EFI_CERT_SHA256: 32,
+    EFI_CERT_SHA384: 48,
+    EFI_CERT_SHA512: 64,
+    EFI_CERT_RSA2048: 256,
+    EFI_CERT_X509_SHA256: 32 + 16,
+    EFI_CERT_X509_SHA384: 48 + 16,
+    EFI_CERT_X509_SHA512: 64 + 16,
+}
+
+# Secure Boot variables and the vendor GUID each lives under.
+SECURE_BOOT_VARIABLES = {
+    "PK": EFI_GLOBAL_VARIABLE,
+    "KEK": EFI_GLOBAL_VARIABLE,
+    "db": EFI_IMAGE_SECURITY_DATABASE,
+    "dbx": EFI_IMAGE_SECURITY_DATABASE,
+    "dbt": EFI_IMAGE_SECURITY_DATABASE,
+    "dbr": EFI_IMAGE_SECURITY_DATABASE,
+}

@@ -1,0 +1,71 @@
+"""``cvm eventlog show`` / ``replay`` on real logs, and errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cvm.cli.main import execute
+
+
+def test_show_text_and_json(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = vectors / "realboot/eventlog.bin"
+    assert execute(["eventlog", "show", str(log)]) == 0
+    text = capsys.readouterr().out
+    assert "crypto-agile event log, banks sha1, sha256, 50 events" in text
+    assert "'grub_cmd: boot'" in text
+    assert "HD(1,GPT,1c2b3a49-5867-4e8d-9a0b-c1d2e3f40516,0x800,0x1e000)" in text
+    assert execute(["eventlog", "show", "--json", str(log)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert len(document["events"]) == 50
+    assert document["events"][0]["event"]["kind"] == "Spec ID Event03"
+    kinds = {e["event"]["kind"] for e in document["events"]}
+    assert "unknown" not in kinds
+    assert {"UEFI_VARIABLE_DATA", "UEFI_IMAGE_LOAD_EVENT", "UEFI_GPT_DATA"} <= kinds
+
+
+def test_show_legacy_log(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["eventlog", "show", str(vectors / "tpm/go-tpm-tools/debian-10.bin")]) == 0
+    assert "legacy SHA-1 event log" in capsys.readouterr().out
+
+
+def test_replay_matches_expected(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    expected = json.loads((vectors / "realboot/expected_pcrs.json").read_text())
+    pcrs = next(iter(expected.values()))["expected_pcrs"]["sha256"]
+    log = str(vectors / "realboot/eventlog.bin")
+    assert execute(["eventlog", "replay", log, "--bank", "sha256", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert list(document) == ["sha256"]
+    assert {k: v for k, v in document["sha256"].items() if k in pcrs} == pcrs
+    assert execute(["eventlog", "replay", log]) == 0
+    assert f"   7: {pcrs['7']}" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line_with_the_documented_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], vectors: Path
+) -> None:
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00" * 10)
+    assert execute(["eventlog", "show", str(junk)]) == 65
+    assert execute(["eventlog", "replay", str(tmp_path / "missing.bin")]) == 74
+    log = str(vectors / "realboot/eventlog.bin")
+    assert execute(["eventlog", "replay", log, "--bank", "md5"]) == 64
+    assert execute(["eventlog", "replay", log, "--bank", "sha384"]) == 65
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 4
+    assert all(line.startswith("cvm: error: ") for line in errors)
+
+
+def test_show_flags_digests_that_do_not_cover_the_data(
+    vectors: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = str(vectors / "tpm/go-tpm-tools/gdc-host.bin")
+    assert execute(["eventlog", "show", log]) == 0
+    flagged = [line for line in capsys.readouterr().out.splitlines()
+               if "digest does not cover" in line]
+    assert len(flagged) == 1 and "EV_S_CRTM_VERSION" in flagged[0]
+    assert execute(["eventlog", "show", "--json", log]) == 0
+    checks = [e["digest_check"] for e in json.loads(capsys.readouterr().out)["events"]]
+    assert checks.count("mismatch") == 1 and checks.count("ok") > 50

@@ -1,0 +1,103 @@
+"""``cvm pcr predict``: PCRs from an ESP directory and a varstore, without booting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cvm.boot.chain import BootChain
+from cvm.boot.esp_files import EspFiles
+from cvm.cli.main import execute
+from cvm.firmware.pcr_bank import SoftwarePcrBank
+from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
+from cvm.formats.uefi.varstore import Varstore
+
+
+def _grub() -> bytes:
+    import struct
+
+    modules = b""
+    for kind, text in ((2, b""), (3, b"/boot/grub")):
+        body = text + b"\0" + bytes(-(len(text) + 1) % 8)
+        modules += struct.pack("<II", kind, 8 + len(body)) + body
+    mods = struct.pack("<IIQQ", 0x676D696D, 0, 24, 24 + len(modules)) + modules
+    return build_pe([SectionSpec(".text", b"\xc3", CODE), SectionSpec("mods", mods)])
+
+
+@pytest.fixture
+def esp_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "esp"
+    (root / "EFI/BOOT").mkdir(parents=True)
+    (root / "boot/grub").mkdir(parents=True)
+    (root / "EFI/BOOT/BOOTX64.EFI").write_bytes(_grub())
+    (root / "boot/grub/grub.cfg").write_bytes(b"linux /vmlinuz quiet\nboot\n")
+    (root / "vmlinuz").write_bytes(build_pe([SectionSpec(".text", b"\x90\xc3", CODE)]))
+    return root
+
+
+def test_predict_equals_the_emulated_boot(
+    esp_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    varstore = tmp_path / "vars.fd"
+    varstore.write_bytes(Varstore.empty_4m().to_bytes())
+    assert execute(["pcr", "predict", "--esp", str(esp_tree), "--varstore", str(varstore),
+                    "--bank", "sha1", "--bank", "sha256", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    pcrs = SoftwarePcrBank(("sha1", "sha256"))
+    BootChain(EspFiles.from_directory(esp_tree), Varstore.empty_4m()).run(pcrs)
+    for bank in ("sha1", "sha256"):
+        assert document[bank] == {
+            str(p): pcrs.read(int(p), bank).hex() for p in document[bank]
+        }
+    assert {"4", "5", "7", "8", "9"} <= set(document["sha256"])
+
+
+def test_event_log_of_the_emulated_boot_replays_to_the_prediction(
+    esp_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    varstore = tmp_path / "vars.fd"
+    varstore.write_bytes(Varstore.empty_4m().to_bytes())
+    log = tmp_path / "boot.log"
+    assert execute(["pcr", "predict", "--esp", str(esp_tree), "--varstore", str(varstore),
+                    "--json", "--event-log", str(log)]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    assert execute(["eventlog", "replay", str(log), "--bank", "sha256", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == predicted
+
+
+def test_file_override_and_pcr_selection(
+    esp_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    varstore = tmp_path / "vars.fd"
+    varstore.write_bytes(Varstore.empty_4m().to_bytes())
+    base = ["pcr", "predict", "--esp", str(esp_tree), "--varstore", str(varstore),
+            "--pcrs", "8,9", "--json"]
+    assert execute(base) == 0
+    before = json.loads(capsys.readouterr().out)["sha256"]
+    other = tmp_path / "grub.cfg"
+    other.write_bytes(b"linux /vmlinuz single\nboot\n")
+    assert execute([*base, "--file", f"/boot/grub/grub.cfg={other}"]) == 0
+    after = json.loads(capsys.readouterr().out)["sha256"]
+    assert set(before) == set(after) == {"8", "9"}
+    assert before["8"] != after["8"]
+    assert execute(base[:-1]) == 0
+    assert "(2 measurements)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, code", [
+    (["--pcrs", "x"], 64), (["--pcrs", "30"], 64), (["--bank", "md5"], 64),
+    (["--file", "nonsense"], 64), (["--failed-boot-attempts", "-1"], 64),
+])
+def test_bad_options(esp_tree: Path, tmp_path: Path, extra: list[str], code: int) -> None:
+    varstore = tmp_path / "vars.fd"
+    varstore.write_bytes(Varstore.empty_4m().to_bytes())
+    args = ["pcr", "predict", "--esp", str(esp_tree), "--varstore", str(varstore), *extra]
+    assert execute(args) == code
+
+
+def test_bad_varstore_is_a_format_error(esp_tree: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.fd"
+    junk.write_bytes(b"junk")
+    assert execute(["pcr", "predict", "--esp", str(esp_tree), "--varstore", str(junk)]) == 65

@@ -1,0 +1,71 @@
+"""Owner signing of PE images: layout as sbsign writes it, checksum, appending, stripping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cvm.crypto.authenticode import AuthenticodeSignature
+from cvm.crypto.x509_edk2 import generate_rsa_key, issue_certificate
+from cvm.errors import UsageError
+from cvm.formats.pe.authenticode import image_digest
+from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
+from cvm.formats.pe.image import PeImage
+from cvm.image.signing import attach_signatures, sign_pe, strip_signatures
+
+
+@pytest.fixture(scope="module")
+def owner() -> tuple[object, object]:
+    key = generate_rsa_key()
+    return key, issue_certificate("owner", key)
+
+
+def test_signed_layout(owner: tuple[object, object]) -> None:
+    key, cert = owner
+    unsigned = build_pe([SectionSpec(".text", b"\xc3" * 333, CODE)], trailer=b"odd")
+    signed = sign_pe(unsigned, key, cert)  # type: ignore[arg-type]
+    image = PeImage.parse(signed)
+    table = image.certificate_table
+    assert table.virtual_address == len(unsigned) + (-len(unsigned) % 8)
+    assert table.virtual_address + table.size == len(signed)
+    assert image.optional["check_sum"] == image.computed_checksum()
+    (entry,) = image.certificates
+    assert entry.pkcs7 is not None
+    assert AuthenticodeSignature.parse(entry.pkcs7).digest == image_digest(signed)
+    assert image_digest(signed) == image_digest(unsigned, variant="shim")
+
+
+def test_append_strip_and_reattach(owner: tuple[object, object]) -> None:
+    key, cert = owner
+    other = generate_rsa_key()
+    unsigned = build_pe([SectionSpec(".text", b"\xc3" * 64, CODE)])
+    once = sign_pe(unsigned, key, cert)  # type: ignore[arg-type]
+    twice = sign_pe(once, other, issue_certificate("other", other), replace=False)
+    assert len(PeImage.parse(twice).certificates) == 2
+    assert image_digest(twice) == image_digest(once)
+    body, entries = strip_signatures(twice)
+    checksum = PeImage.parse(unsigned).checksum_offset
+    assert body[:checksum] + body[checksum + 4 :] == unsigned[:checksum] + unsigned[checksum + 4 :]
+    assert attach_signatures(body, entries) == twice
+    replaced = sign_pe(twice, key, cert)  # type: ignore[arg-type]
+    assert len(PeImage.parse(replaced).certificates) == 1
+
+
+def test_image_without_a_certificate_directory_cannot_be_signed(
+    owner: tuple[object, object],
+) -> None:
+    data = bytearray(build_pe([SectionSpec(".text", b"\xc3", CODE)]))
+    image = PeImage.parse(bytes(data))
+    count_offset = image.data_directory_offset - 4
+    data[count_offset : count_offset + 4] = (4).to_bytes(4, "little")
+    key, cert = owner
+    with pytest.raises(UsageError):
+        sign_pe(bytes(data), key, cert)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("role", ["shim", "grub", "kernel"])
+def test_checksum_matches_real_signed_binaries(role: str,
+                                               debian_boot_binaries: dict[str, Path]) -> None:
+    image = PeImage.parse(debian_boot_binaries[role].read_bytes())
+    assert image.optional["check_sum"] == image.computed_checksum()
