@@ -14,7 +14,7 @@ def test_demo_runs_and_every_outcome_matches(
 ) -> None:
     assert execute(["demo", "--out", str(tmp_path), "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    assert "32/32 outcomes as the threat table says" in out
+    assert "44/44 outcomes as the architecture promises" in out
     report = (tmp_path / "report.html").read_text()
     assert report.count("data:image/png;base64,") == 8
     png = (tmp_path / "sev-snp-host-view.png").read_bytes()

@@ -1,13 +1,17 @@
-"""``cvm demo``: the main job. Launch a VM in each mode, attack it from the host, show what held.
+"""``cvm demo``: the main job. Build, launch, boot and attack confidential VMs; show what held.
 
-It writes a self-contained HTML report (two pictures per mode: the secret page as the guest
-reads it and as the host reads it, then the attack table) and prints a short summary.
+Chapters: (1) one host, four guests, one secret — what the guest and the host read of the same
+page; (2) the host's memory and register attacks per mode; (3) encryption at rest; (4) Secure
+Boot and measured boot against a host that edits the ESP. It writes a self-contained HTML report
+(two pictures per mode, then every table) and exits non-zero if any outcome differs from what
+the architecture promises.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -16,7 +20,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cvm.hardware.vm import Mode
-from cvm.scenarios import memory_attacks, memory_views
+from cvm.scenarios import boot_attacks, disk_at_rest, memory_attacks, memory_views
+from cvm.scenarios.picture import Table as ReportTable
 from cvm.scenarios.picture import grey_png, html_report
 
 NOTES = {
@@ -25,6 +30,30 @@ NOTES = {
     Mode.SEV_ES: "Memory and register state encrypted; the host sees ciphertext.",
     Mode.SEV_SNP: "Encrypted, and the RMP refuses every host write to the page.",
 }
+RandomBytes = Callable[[int], bytes]
+
+
+class _Run:
+    """The state of one demo run: console, randomness, report tables and the tally."""
+
+    def __init__(self, console: Console, random_bytes: RandomBytes) -> None:
+        self.console = console
+        self.random_bytes = random_bytes
+        self.tables: list[ReportTable] = []
+        self.held = 0
+        self.total = 0
+
+    def check(self, ok: bool) -> str:
+        self.total += 1
+        self.held += ok
+        return "" if ok else "*"
+
+    def table(self, caption: str, header: list[str], rows: list[list[str]]) -> None:
+        shown = Table(*header, title=caption, title_justify="left")
+        for row in rows:
+            shown.add_row(*(c[:-1] + " (unexpected)" if c.endswith("*") else c for c in row))
+        self.console.print(shown)
+        self.tables.append((caption, header, rows))
 
 
 def demo(
@@ -32,48 +61,14 @@ def demo(
     seed: int | None = typer.Option(None, "--seed", help="Seed for a reproducible run."),
 ) -> None:
     """Launch a VM in each mode, attack it from the host, and show what held."""
-    console = Console()
-    rng = random.Random(seed)
-    random_bytes = rng.randbytes if seed is not None else None
-    secret = b"owner's disk key: " + (random_bytes or _urandom)(14)
+    random_bytes: RandomBytes = random.Random(seed).randbytes if seed is not None else os.urandom
+    run = _Run(Console(), random_bytes)
+    secret = b"owner's disk key: " + random_bytes(14)
 
-    console.print("[bold]1. One host, four guests, one secret[/bold]")
-    views = memory_views.launch_all(secret, random_bytes or _urandom)
-    summary = Table("mode", "ASID", "guest reads", "host reads (same bytes)")
-    start = -len(secret)
-    for view in views:
-        guest_text = view.guest_view[start : start + 16]
-        host_text = view.host_view[start : start + 16]
-        seen = _printable(host_text) if view.host_sees_plaintext else host_text[:8].hex() + "…"
-        summary.add_row(view.mode.value, str(view.asid), _printable(guest_text), seen)
-    console.print(summary)
-
-    console.print("[bold]2. The host attacks (SEV-SNP whitepaper, Table 1, memory rows)[/bold]")
-    header = ["host action", *(m.value for m in memory_attacks.MODES)]
-    rows: list[list[str]] = []
-    results = Table(*header)
-    held = 0
-    total = len(memory_attacks.ATTACKS) * len(memory_attacks.MODES)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("attacking", total=total)
-        for name, (title, _) in memory_attacks.ATTACKS.items():
-            row = [title]
-            for mode in memory_attacks.MODES:
-                progress.update(task, description=f"{name} vs {mode.value}")
-                outcome = memory_attacks.run(name, mode, random_bytes or _urandom)
-                matches = outcome.observed == memory_attacks.expected(name, mode)
-                held += matches
-                row.append(outcome.observed + ("" if matches else "*"))
-                progress.advance(task)
-            rows.append(row)
-            results.add_row(*row)
-    console.print(results)
+    views = _memory_views(run, secret)
+    _memory_attacks(run)
+    _disk(run, secret)
+    _boot(run)
 
     out.mkdir(parents=True, exist_ok=True)
     panels = [
@@ -81,19 +76,98 @@ def demo(
         for v in views
     ]
     report = out / "report.html"
-    _write(report, html_report("cvm demo: what the host sees", panels, header, rows).encode())
-    snp = views[-1]
-    _write(out / "sev-snp-host-view.png", grey_png(snp.host_view, 64))
+    title = "cvm demo: what the host sees, and what held"
+    _write(report, html_report(title, panels, run.tables).encode())
+    _write(out / "sev-snp-host-view.png", grey_png(views[-1].host_view, 64))
     _write(out / "plain-host-view.png", grey_png(views[0].host_view, 64))
-    console.print(
-        f"{held}/{total} outcomes as the threat table says. Report: [bold]{report}[/bold]"
+    run.console.print(
+        f"{run.held}/{run.total} outcomes as the architecture promises. "
+        f"Report: [bold]{report}[/bold]"
     )
-    if held != total:
+    if run.held != run.total:
         raise typer.Exit(1)
 
 
-def _urandom(size: int) -> bytes:
-    return os.urandom(size)
+def _memory_views(run: _Run, secret: bytes) -> list[memory_views.PageViews]:
+    run.console.print("[bold]1. One host, four guests, one secret[/bold]")
+    views = memory_views.launch_all(secret, run.random_bytes)
+    rows = []
+    start = -len(secret)
+    for view in views:
+        guest_text = view.guest_view[start : start + 16]
+        host_text = view.host_view[start : start + 16]
+        leaked = view.host_sees_plaintext
+        seen = _printable(host_text) if leaked else host_text[:8].hex() + "…"
+        mark = run.check(leaked == (view.mode is Mode.PLAIN))
+        rows.append([view.mode.value, str(view.asid), _printable(guest_text), seen + mark])
+    run.table("The secret page", ["mode", "ASID", "guest reads", "host reads"], rows)
+    return views
+
+
+def _memory_attacks(run: _Run) -> None:
+    run.console.print("[bold]2. The host attacks memory and registers[/bold]")
+    header = ["host action", *(m.value for m in memory_attacks.MODES)]
+    rows: list[list[str]] = []
+    total = len(memory_attacks.ATTACKS) * len(memory_attacks.MODES)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=run.console, transient=True) as progress:
+        task = progress.add_task("attacking", total=total)
+        for name, (title, _) in memory_attacks.ATTACKS.items():
+            row = [title]
+            for mode in memory_attacks.MODES:
+                progress.update(task, description=f"{name} vs {mode.value}")
+                outcome = memory_attacks.run(name, mode, run.random_bytes)
+                expected = memory_attacks.expected(name, mode)
+                row.append(outcome.observed + run.check(outcome.observed == expected))
+                progress.advance(task)
+            rows.append(row)
+    run.table("SEV-SNP whitepaper, Table 1 (memory rows), live", header, rows)
+
+
+def _disk(run: _Run, secret: bytes) -> None:
+    run.console.print("[bold]3. Encryption at rest: a LUKS2 root, before the host has it[/bold]")
+    outcome = disk_at_rest.run(secret, b"owner passphrase")
+    rows = [
+        ["what the host holds", f"{outcome.image_bytes >> 20} MiB, {outcome.header_summary}"],
+        [
+            "host scans every byte for the secret",
+            ("found" if outcome.host_finds_secret else "not found")
+            + run.check(not outcome.host_finds_secret),
+        ],
+        [
+            "a guessed passphrase",
+            ("refused" if outcome.wrong_key_refused else "accepted")
+            + run.check(outcome.wrong_key_refused),
+        ],
+        [
+            "the owner's key",
+            ("opens the volume" if outcome.key_opens_volume else "fails")
+            + run.check(outcome.key_opens_volume),
+        ],
+    ]
+    run.table("LUKS2 root, aes-xts-plain64", ["step", "outcome"], rows)
+
+
+def _boot(run: _Run) -> None:
+    run.console.print("[bold]4. Secure Boot and measured boot: the host edits the ESP[/bold]")
+    owner = boot_attacks.build_owner_image()
+    rows = []
+    for outcome in boot_attacks.run_all(owner):
+        expected = boot_attacks.EXPECTED[outcome.attack]
+        held = (outcome.booted, outcome.pcrs_match_prediction) == expected
+        verdict = "booted" if outcome.booted else "refused"
+        if not outcome.booted:
+            pcrs = "(no boot)"
+        else:
+            pcrs = "as predicted" if outcome.pcrs_match_prediction else "differ from prediction"
+        rows.append([outcome.attack, verdict + run.check(held), pcrs, outcome.reason])
+    caption = f"Owner-signed UKI; PCR {', '.join(map(str, boot_attacks.SEALED_PCRS))} predicted"
+    run.table(caption, ["attempt", "boot", "PCRs", "why"], rows)
 
 
 def _printable(data: bytes) -> str:

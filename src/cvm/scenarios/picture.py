@@ -38,14 +38,14 @@ def _hex(data: bytes) -> str:
     return " ".join(f"{b:02x}" for b in data)
 
 
+Table = tuple[str, Sequence[str], Sequence[Sequence[str]]]
+
+
 def html_report(
-    title: str,
-    panels: Sequence[tuple[str, bytes, bytes, str]],
-    table_header: Sequence[str],
-    table_rows: Sequence[Sequence[str]],
+    title: str, panels: Sequence[tuple[str, bytes, bytes, str]], tables: Sequence[Table]
 ) -> str:
     """A self-contained HTML page: for each (caption, guest page, host page, note) two pictures
-    side by side, then a table (cells that end in "*" are marked as unexpected)."""
+    side by side, then each (title, header, rows) table; cells ending in "*" are marked."""
     parts = [
         "<!doctype html><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -64,15 +64,16 @@ def html_report(
                 f"<figcaption>{label}<br><code>{_hex(page[-16:])}</code></figcaption></figure>"
             )
         parts.append(f"</div><p>{html.escape(note)}</p>")
-    parts.append("<h2>Attacks, live</h2><table><tr>")
-    parts.extend(f"<th>{html.escape(h)}</th>" for h in table_header)
-    parts.append("</tr>")
-    for row in table_rows:
-        cells = "".join(
-            f"<td class='bad'>{html.escape(c[:-1])}</td>" if c.endswith("*")
-            else f"<td>{html.escape(c)}</td>"
-            for c in row
-        )
-        parts.append(f"<tr>{cells}</tr>")
-    parts.append("</table>")
+    for caption, header, rows in tables:
+        parts.append(f"<h2>{html.escape(caption)}</h2><table><tr>")
+        parts.extend(f"<th>{html.escape(h)}</th>" for h in header)
+        parts.append("</tr>")
+        for row in rows:
+            cells = "".join(
+                f"<td class='bad'>{html.escape(c[:-1])}</td>" if c.endswith("*")
+                else f"<td>{html.escape(c)}</td>"
+                for c in row
+            )
+            parts.append(f"<tr>{cells}</tr>")
+        parts.append("</table>")
     return "\n".join(parts)
