@@ -3,7 +3,9 @@
 The digest is the one the AMD Secure Processor computes when a QEMU (or EC2/GCE) host launches
 the firmware with the given vCPUs and, for measured direct boot, kernel, initrd and command
 line; it is what an SNP report carries in MEASUREMENT. ``--mode snp:ovmf-hash`` prints the SNP
-digest after the firmware pages alone, which ``--snp-ovmf-hash`` can later seed.
+digest after the firmware pages alone, which ``--snp-ovmf-hash`` can later seed. ``--mode
+snp:svsm`` predicts a QEMU launch under an SVSM at VMPL0: ``--svsm`` names the SVSM image and
+``--vars-size`` (or ``--vars-file``) the OVMF variable store that sits between the two.
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ from cvm.image.measurement import (
     snp_ovmf_digest,
     vmsa_pages,
 )
+from cvm.image.svsm_measurement import (
+    SvsmImage,
+    svsm_end_gpa,
+    svsm_launch_digest,
+    svsm_vmsa_pages,
+)
 from cvm.image.vcpu_types import VCPU_SIGNATURES, vcpu_signature
 
 OVMF_HASH_MODE = "snp:ovmf-hash"
+SVSM_MODE = "snp:svsm"
 MODE_NAMES = {
     "snp": SevMode.SNP,
     "sev-es": SevMode.SEV_ES,
@@ -77,10 +86,27 @@ def _vcpus(
     return VcpuConfig(vcpus, signature, features, vmm)
 
 
+def _vars_size(vars_size: str | None, vars_file: Path | None) -> int:
+    if (vars_size is None) == (vars_file is None):
+        raise UsageError(f"--mode {SVSM_MODE} needs exactly one of --vars-size and --vars-file")
+    if vars_file is not None:
+        return vars_file.stat().st_size
+    assert vars_size is not None
+    return _int(vars_size, "--vars-size")
+
+
+def _dump(folder: Path, pages: list[bytes]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, page in enumerate(pages):
+        (folder / f"vmsa{index}.bin").write_bytes(page)
+
+
 @app.callback(invoke_without_command=True)
 def measure(
     *,
-    mode: Annotated[str, typer.Option("--mode", help="snp, sev-es, sev, or snp:ovmf-hash.")],
+    mode: Annotated[
+        str, typer.Option("--mode", help="snp, sev-es, sev, snp:ovmf-hash or snp:svsm.")
+    ],
     ovmf: Annotated[Path, typer.Option("--ovmf", help="The OVMF firmware image (.fd).")],
     kernel: Annotated[
         Path | None, typer.Option("--kernel", help="Kernel for measured direct boot.")
@@ -110,6 +136,17 @@ def measure(
         Path | None,
         typer.Option("--dump-vmsa", help="Write each measured VMSA to DIR/vmsa<N>.bin."),
     ] = None,
+    svsm: Annotated[
+        Path | None, typer.Option("--svsm", help="The SVSM image (snp:svsm).")
+    ] = None,
+    vars_size: Annotated[
+        str | None,
+        typer.Option("--vars-size", help="Bytes of the OVMF variable store (snp:svsm)."),
+    ] = None,
+    vars_file: Annotated[
+        Path | None,
+        typer.Option("--vars-file", help="The OVMF variable store, for its size (snp:svsm)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print the expected launch digest in hex."""
@@ -124,8 +161,33 @@ def measure(
         "ovmf": str(ovmf),
         "ovmf_sha256": hashlib.sha256(image.data).hexdigest(),
     }
+    if mode != SVSM_MODE and (svsm, vars_size, vars_file) != (None, None, None):
+        raise UsageError(f"--svsm, --vars-size and --vars-file belong to --mode {SVSM_MODE}")
     if mode == OVMF_HASH_MODE:
         digest = snp_ovmf_digest(image)
+    elif mode == SVSM_MODE:
+        if kernel is not None or initrd is not None or append is not None:
+            raise UsageError(f"--mode {SVSM_MODE} measures no kernel hashes")
+        if snp_ovmf_hash is not None:
+            raise UsageError(f"--snp-ovmf-hash does not apply to --mode {SVSM_MODE}")
+        size = _vars_size(vars_size, vars_file)
+        if svsm is None:
+            raise UsageError(f"--mode {SVSM_MODE} needs --svsm")
+        svsm_image = SvsmImage.parse(svsm.read_bytes(), end_gpa=svsm_end_gpa(image, size))
+        config = _vcpus(vcpus, vcpu_type, vcpu_sig, features, vmm)
+        digest = svsm_launch_digest(image, svsm_image, config)
+        report.update(
+            svsm=str(svsm),
+            svsm_sha256=hashlib.sha256(svsm_image.image.data).hexdigest(),
+            svsm_gpa=f"{svsm_image.gpa:#x}",
+            svsm_entry=f"{svsm_image.entry_point:#x}",
+            vars_size=size,
+            vcpus=config.count,
+            vcpu_signature=f"{config.signature:#010x}",
+            vmm_type=vmm.value,
+        )
+        if dump_vmsa is not None:
+            _dump(dump_vmsa, svsm_vmsa_pages(svsm_image, config))
     elif mode in MODE_NAMES:
         sev_mode = MODE_NAMES[mode]
         hashes = _hashes(kernel, initrd, append)
@@ -148,9 +210,7 @@ def measure(
         digest = launch_digest(sev_mode, image, config, hashes, seed)
         if dump_vmsa is not None and sev_mode is not SevMode.SEV:
             features = config.guest_features if sev_mode is SevMode.SNP else 0
-            dump_vmsa.mkdir(parents=True, exist_ok=True)
-            for index, page in enumerate(vmsa_pages(image, config, features)):
-                (dump_vmsa / f"vmsa{index}.bin").write_bytes(page)
+            _dump(dump_vmsa, vmsa_pages(image, config, features))
         if hashes is not None:
             report["kernel_hashes"] = {
                 "kernel": hashes.kernel.hex(),
@@ -158,7 +218,9 @@ def measure(
                 "cmdline": hashes.cmdline.hex(),
             }
     else:
-        raise UsageError(f"unknown --mode {mode!r}; use snp, sev-es, sev or {OVMF_HASH_MODE}")
+        raise UsageError(
+            f"unknown --mode {mode!r}; use snp, sev-es, sev, {OVMF_HASH_MODE} or {SVSM_MODE}"
+        )
     report["measurement"] = digest.hex()
     if as_json:
         typer.echo(json.dumps(report, indent=2))

@@ -13,7 +13,9 @@ The host is untrusted: everything it hands the firmware crosses as bytes in DRAM
 learns back is the corrected CPUID table and the launch digest. :class:`GuestRequestRelay` is
 the host's handler of the GHCB ``SNP_GUEST_REQUEST`` exit (GHCB spec 56421 §4.1.7): it copies
 the guest's shared request page to the firmware and the response back, and can be wrapped by an
-adversary to replay or drop messages.
+adversary to replay or drop messages. A launched VM is handed to the hypervisor with
+:meth:`~cvm.host.vmm.Hypervisor.adopt`, which routes its exits like any other guest's.
+:func:`launch_snp_svsm` is the launch under an SVSM (:mod:`cvm.image.svsm_measurement`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cvm.formats.snp.cpuid_page import CpuidFunction, CpuidPage
 from cvm.formats.snp.ghcb import Ghcb
 from cvm.formats.snp.page_info import VMSA_GPA, PageType
 from cvm.formats.snp.sev_hashes import SevHashTable
-from cvm.formats.snp.vmsa import BSP_RESET_EIP, initial_vmsa
+from cvm.formats.snp.vmsa import BSP_RESET_EIP, Vmsa, initial_vmsa
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.engine import MAX_ASID
 from cvm.hardware.memory.rmp import RmpStatus
@@ -37,6 +39,12 @@ from cvm.hardware.psp.status import SevStatus
 from cvm.hardware.vcpu import EXIT_VMGEXIT, Vcpu, VmExit
 from cvm.hardware.vm import Mode, VirtualMachine
 from cvm.host.vmm import Guest, Hypervisor
+from cvm.image.svsm_measurement import (
+    SVSM_SEV_FEATURES,
+    SvsmImage,
+    svsm_end_gpa,
+    svsm_initial_vmsa,
+)
 
 FOUR_GIB = 1 << 32
 NAE_SNP_GUEST_REQUEST = 0x8000_0011
@@ -198,6 +206,10 @@ class _Launcher:
                 self.update(gpa, bytes(PAGE_SIZE), PageType.ZERO)
         return ()
 
+    def sections(self, image: OvmfImage) -> list[str]:
+        """Every metadata section of ``image`` in file order; the CPUID corrections."""
+        return [text for section in image.sections for text in self.section(image, section)]
+
     def ram(self, size: int, skip: set[int]) -> None:
         """Private RAM the guest validates itself: assigned, never measured."""
         machine = self.hv.machine
@@ -227,47 +239,81 @@ def launch_snp(
     launcher = _Launcher(hv, psp, config)
     for gpa, page in image.pages():
         launcher.update(gpa, page, PageType.NORMAL)
-    corrections: list[str] = []
-    for section in image.sections:
-        corrections.extend(launcher.section(image, section))
-    guest = Guest(launcher.vm, [], launcher.frames)
-    for index in range(config.vcpus):
-        eip = BSP_RESET_EIP if index == 0 else reset.eip
-        vmsa = initial_vmsa(
-            eip, sev_features=config.guest_features, vcpu_signature=config.vcpu_signature
+    corrections = launcher.sections(image)
+    vmsas = [
+        initial_vmsa(
+            BSP_RESET_EIP if index == 0 else reset.eip,
+            sev_features=config.guest_features,
+            vcpu_signature=config.vcpu_signature,
         )
+        for index in range(config.vcpus)
+    ]
+    return _finish(launcher, vmsas, image.sections, corrections, relay)
+
+
+def launch_snp_svsm(
+    hv: Hypervisor,
+    psp: SecureProcessor,
+    firmware: bytes,
+    svsm: bytes,
+    vars_size: int,
+    config: SnpLaunchConfig = SnpLaunchConfig(),
+    relay: GuestRequestRelay | None = None,
+) -> SnpLaunch:
+    """Launch ``firmware`` under the SVSM image ``svsm`` as QEMU for COCONUT-SVSM does.
+
+    The OVMF pages, the SVSM pages (ending ``vars_size`` bytes below OVMF), the SVSM image's
+    metadata sections, then one VMSA per vCPU at the SVSM entry point
+    (:mod:`cvm.image.svsm_measurement` predicts the resulting digest).
+    """
+    image = OvmfImage.parse(firmware)
+    svsm_image = SvsmImage.parse(svsm, end_gpa=svsm_end_gpa(image, vars_size))
+    if config.hashes is not None:
+        raise UsageError("an SVSM launch measures no kernel hashes")
+    if config.guest_features != SVSM_SEV_FEATURES:
+        raise UsageError(f"an SVSM launch fixes SEV_FEATURES at {SVSM_SEV_FEATURES:#x}")
+    launcher = _Launcher(hv, psp, config)
+    for gpa, page in image.pages() + svsm_image.pages():
+        launcher.update(gpa, page, PageType.NORMAL)
+    corrections = launcher.sections(svsm_image.image)
+    vmsa = svsm_initial_vmsa(svsm_image.entry_point, config.vcpu_signature)
+    return _finish(launcher, [vmsa] * config.vcpus, svsm_image.sections, corrections, relay)
+
+
+def _finish(
+    launcher: _Launcher,
+    vmsas: list[Vmsa],
+    sections: tuple[MetadataSection, ...],
+    corrections: list[str],
+    relay: GuestRequestRelay | None,
+) -> SnpLaunch:
+    """The VMSA pages, SNP_LAUNCH_FINISH, private RAM, and the hand-over to the hypervisor."""
+    hv, psp, config = launcher.hv, launcher.psp, launcher.config
+    vcpus: list[Vcpu] = []
+    for index, vmsa in enumerate(vmsas):
         spa = launcher.stage(0, vmsa.to_bytes(), rmp_gpa=VMSA_GPA)
         psp.snp_launch_update(launcher.handle, spa, PageType.VMSA)
         vcpu = Vcpu(launcher.vm, index)
         vcpu.vmsa_spa = spa
         vcpu.registers = None  # the state lives in the encrypted VMSA until VMRUN
-        vcpu.exit_handler = lambda cpu, info, g=guest: hv._on_exit(g, cpu, info)
-        guest.vcpus.append(vcpu)
+        vcpus.append(vcpu)
     measurement = psp.snp_launch_finish(
         launcher.handle,
         id_block=config.id_block,
         id_auth=config.id_auth,
         host_data=config.host_data,
     )
-    taken = {gpa >> 12 for gpa in launcher.vm.nested}
+    taken = set(launcher.vm.nested)  # guest frames already backed by launch pages
     launcher.ram(config.ram_bytes, taken)
-    hv.guests[launcher.vm.asid] = guest
+    own = launcher.handle if psp is hv.psp else None
+    guest = hv.adopt(launcher.vm, vcpus, launcher.frames, handle=own)
     if relay is not None:
         relay.handles[launcher.vm.asid] = launcher.handle
         if relay not in hv.exit_hooks:
             hv.exit_hooks.append(relay)
-
-    def first(kind: SectionType) -> int | None:
-        return next((s.gpa for s in image.sections if s.type is kind), None)
-
-    return SnpLaunch(
-        guest,
-        launcher.handle,
-        measurement,
-        first(SectionType.SNP_SECRETS),
-        first(SectionType.CPUID),
-        tuple(corrections),
-    )
+    first = {section.type: section.gpa for section in reversed(sections)}
+    secrets, cpuid = first.get(SectionType.SNP_SECRETS), first.get(SectionType.CPUID)
+    return SnpLaunch(guest, launcher.handle, measurement, secrets, cpuid, tuple(corrections))
 
 
 @dataclass
@@ -329,7 +375,7 @@ def launch_sev(
         offset = area.gpa % PAGE_SIZE
         spa = place(area.gpa - offset, hashes.to_page(offset))
         firmware_commands.launch_update_data(handle, spa + offset, len(hashes.to_bytes()))
-    guest = Guest(vm, [], frames)
+    cpus: list[Vcpu] = []
     for index in range(vcpus):
         vcpu = Vcpu(vm, index)
         if es and reset is not None:
@@ -340,12 +386,11 @@ def launch_sev(
             firmware_commands.launch_update_vmsa(handle, spa)
             vcpu.vmsa_spa = spa
             vcpu.registers = None
-        vcpu.exit_handler = lambda cpu, info, g=guest: hv._on_exit(g, cpu, info)
-        guest.vcpus.append(vcpu)
+        cpus.append(vcpu)
     measure = firmware_commands.launch_measure(handle)
     firmware_commands.launch_finish(handle)
     for gpa in range(0, ram_bytes, PAGE_SIZE):
         if gpa >> 12 not in vm.nested:
             place(gpa, bytes(PAGE_SIZE))
-    hv.guests[asid] = guest
+    guest = hv.adopt(vm, cpus, frames)
     return SevLaunch(guest, handle, measure)

@@ -4,6 +4,21 @@ It is untrusted. It touches guest memory only through :class:`~cvm.hardware.mach
 (DRAM as it is, RMP-checked writes) and sees guest registers only where the mode lets it: the
 VMCB of ``plain``/``sev`` vCPUs, the GHCB an ``sev-es``/``sev-snp`` guest fills. ``exit_hooks``
 let an attack observe or tamper with each exit as it arrives, before the host handles it.
+
+Two ways a VM comes to exist here:
+
+- :meth:`Hypervisor.create_vm` builds a bare VM in one step (no firmware image): RAM pages,
+  nested page table, vCPUs. Its SEV-ES/SNP save areas are installed through the host's PSP when
+  the host has one (``Hypervisor(machine, psp=...)``): LAUNCH_START, one LAUNCH_UPDATE of type
+  VMSA per vCPU (SEV Key Management API 55766 §6.4 LAUNCH_UPDATE_VMSA for SEV-ES; SEV-SNP
+  Firmware ABI 56860 §8.17 SNP_LAUNCH_UPDATE, PAGE_TYPE_VMSA for SNP), LAUNCH_FINISH, then the
+  first VMRUN. Without a PSP, create_vm is a *pre-launched* shortcut: the silicon's VMSA path
+  (:meth:`~cvm.hardware.vcpu.Vcpu.install_vmsa`) encrypts the save area and marks the RMP entry
+  as the firmware would, but no guest context, launch digest or guest-request channel exists.
+  The memory-attack scenarios and the demo use the shortcut: their subject is the memory and
+  register protection of each mode, which is the same either way.
+- :meth:`Hypervisor.adopt` takes over a VM the launch path (:mod:`cvm.host.launch`) built page by
+  page through the PSP, so that its exits reach this host like any other guest's.
 """
 
 from __future__ import annotations
@@ -22,12 +37,16 @@ from cvm.formats.snp.ghcb_msr import (
     psc_response,
     sev_info_response,
 )
+from cvm.formats.snp.page_info import VMSA_GPA, PageType
 from cvm.formats.snp.psc_buffer import NAE_PSC, PscBuffer
+from cvm.formats.snp.vmsa import SevFeatures, Vmsa
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.engine import MAX_ASID
 from cvm.hardware.memory.rmp import RmpStatus
-from cvm.hardware.vcpu import EXIT_CPUID, EXIT_VMGEXIT, Vcpu, VmExit
+from cvm.hardware.psp.firmware import SecureProcessor
+from cvm.hardware.psp.sev_legacy import LegacyFirmware
+from cvm.hardware.vcpu import EXIT_CPUID, EXIT_VMGEXIT, Vcpu, VmExit, reset_registers
 from cvm.hardware.vm import Mode, VirtualMachine
 
 EXIT_NAE_CPUID = 0x72
@@ -35,6 +54,8 @@ PSC_ERROR_INVALID = 1
 GHCB_PROTOCOL_MIN = 1
 GHCB_PROTOCOL_MAX = 2
 C_BIT = 51
+SNP_POLICY = 0x30000  # QEMU's default SNP policy: SMT allowed, reserved bit 17 set
+SEV_ES_POLICY = 0x5  # NODBG | ES
 
 ExitHook = Callable[["Guest", Vcpu, VmExit], None]
 
@@ -55,6 +76,7 @@ class Guest:
     vcpus: list[Vcpu]
     frames: list[int]
     exits: list[VmExit] = field(default_factory=list)
+    handle: int | None = None  # the host PSP's guest handle, when that PSP launched it
 
     @property
     def mode(self) -> Mode:
@@ -64,13 +86,18 @@ class Guest:
 class Hypervisor:
     """The host's VMM on one machine."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, psp: SecureProcessor | None = None) -> None:
+        if psp is not None and psp.machine is not machine:
+            raise UsageError("the PSP belongs to another machine")
         self.machine = machine
+        self.psp = psp
+        self.legacy = None if psp is None else LegacyFirmware(psp)
         self.guests: dict[int, Guest] = {}
         self.cpuid: dict[int, tuple[int, int, int, int]] = dict(DEFAULT_CPUID)
         self.exit_hooks: list[ExitHook] = []
         self._next_spa = 0x10_0000  # keep the first MiB for the host, as firmware does
         self._free: list[int] = []
+        self.leaked: list[int] = []  # pages the RMP would not give back
         self._plain_ids = 0
 
     # -- memory -------------------------------------------------------------------------------
@@ -119,15 +146,82 @@ class Hypervisor:
             vm.map(gpa, spa)
             if mode.snp:
                 self._rmpupdate(spa, assigned=True, asid=asid, gpa=gpa)
-        guest = Guest(vm, [], frames)
-        for index in range(vcpus):
-            vcpu = Vcpu(vm, index)
-            vcpu.exit_handler = lambda cpu, info, g=guest: self._on_exit(g, cpu, info)
-            if mode.encrypts_registers:
+        cpus = [Vcpu(vm, index) for index in range(vcpus)]
+        handle = None
+        if mode.encrypts_registers and self.psp is not None:
+            handle = self._launch_vmsas(vm, cpus)
+        elif mode.encrypts_registers:
+            for vcpu in cpus:
                 vcpu.install_vmsa(self.allocate_page())
-            guest.vcpus.append(vcpu)
+        guest = Guest(vm, [], frames, handle=handle)
+        for vcpu in cpus:
+            self._attach(guest, vcpu)
         self.guests[key] = guest
         return guest
+
+    def _launch_vmsas(self, vm: VirtualMachine, vcpus: list[Vcpu]) -> int:
+        """LAUNCH_START, LAUNCH_UPDATE of each vCPU's reset state as a VMSA, FINISH, VMRUN."""
+        assert self.psp is not None and self.legacy is not None
+        registers = reset_registers()
+        if vm.mode.snp:
+            registers["sev_features"] = int(SevFeatures.SNP_ACTIVE)
+            handle = self.psp.snp_launch_start(vm.asid, SNP_POLICY)
+        else:
+            handle = self.legacy.launch_start(vm.asid, SEV_ES_POLICY)
+        page = Vmsa(registers).to_bytes()
+        for vcpu in vcpus:
+            spa = self.allocate_page()
+            self.machine.host_write(spa, page)
+            if vm.mode.snp:
+                self._rmpupdate(spa, assigned=True, asid=vm.asid, gpa=VMSA_GPA)
+                self.psp.snp_launch_update(handle, spa, PageType.VMSA)
+            else:
+                self.legacy.launch_update_vmsa(handle, spa)
+            vcpu.vmsa_spa = spa
+            vcpu.registers = None  # the state lives in the encrypted VMSA until VMRUN
+        if vm.mode.snp:
+            self.psp.snp_launch_finish(handle)
+        else:
+            self.legacy.launch_measure(handle)
+            self.legacy.launch_finish(handle)
+        for vcpu in vcpus:
+            vcpu.vmrun()
+        return handle
+
+    def adopt(
+        self,
+        vm: VirtualMachine,
+        vcpus: list[Vcpu],
+        frames: list[int],
+        *,
+        handle: int | None = None,
+    ) -> Guest:
+        """Take over a VM built by the launch path: track it and handle its vCPUs' exits.
+
+        ``frames`` are the system pages backing its memory (reclaimed by :meth:`destroy_vm`);
+        ``handle`` is its guest handle when this host's own PSP launched it, so that
+        :meth:`destroy_vm` decommissions it there.
+        """
+        if vm.machine is not self.machine:
+            raise UsageError("that VM runs on another machine")
+        if any(vcpu.vm is not vm for vcpu in vcpus):
+            raise UsageError("a vCPU belongs to another VM")
+        if vm.mode is Mode.PLAIN:
+            self._plain_ids += 1
+            key = -self._plain_ids
+        else:
+            key = vm.asid
+            if key in self.guests:
+                raise StateError(f"ASID {key} is already in use by a live guest")
+        guest = Guest(vm, [], frames, handle=handle)
+        for vcpu in vcpus:
+            self._attach(guest, vcpu)
+        self.guests[key] = guest
+        return guest
+
+    def _attach(self, guest: Guest, vcpu: Vcpu) -> None:
+        vcpu.exit_handler = lambda cpu, info, g=guest: self._on_exit(g, cpu, info)
+        guest.vcpus.append(vcpu)
 
     def destroy_vm(self, guest: Guest) -> None:
         """Tear a VM down: reclaim its pages (RMPUPDATE to the host) and forget its key."""
@@ -135,10 +229,20 @@ class Hypervisor:
         if key is None:
             raise StateError("that VM is not running on this host")
         del self.guests[key]
+        if guest.handle is not None and self.psp is not None and self.legacy is not None:
+            if guest.mode.snp:
+                self.psp.snp_decommission(guest.handle)
+            else:
+                self.legacy.decommission(guest.handle)
         pages = list(guest.frames) + [v.vmsa_spa for v in guest.vcpus if v.vmsa_spa is not None]
         for spa in pages:
             if self.machine.snp_enabled:
-                self.machine.rmp.rmpupdate(spa, assigned=False)  # reclaim after DECOMMISSION
+                status = self.machine.rmp.rmpupdate(spa, assigned=False)  # after DECOMMISSION
+                if status is not RmpStatus.SUCCESS:
+                    # An immutable (VMSA) page cannot be RMPUPDATEd back; without the PSP's
+                    # SNP_PAGE_RECLAIM it is never handed out again (KVM ``snp_leak_pages``).
+                    self.leaked.append(spa)
+                    continue
             self._free.append(spa)
         if guest.mode.encrypts_memory:
             self.machine.engine.deactivate(guest.vm.asid)

@@ -14,7 +14,8 @@
 * **SEV**: SHA-256 over the firmware image and the padded hash table.
 
 The SNP digest after the firmware pages alone ("OVMF hash") can seed a later prediction, so a
-firmware vendor can publish it without publishing the image.
+firmware vendor can publish it without publishing the image. A launch under an SVSM at VMPL0
+is predicted by :mod:`cvm.image.svsm_measurement`, which reuses :func:`snp_metadata_digest`.
 """
 
 from __future__ import annotations
@@ -127,6 +128,25 @@ def _extend_section(
     return digest
 
 
+def snp_metadata_digest(
+    digest: bytes, image: OvmfImage, hashes: SevHashTable | None, vmm: VmmType
+) -> bytes:
+    """Fold the ``ASEV`` metadata sections of ``image`` into ``digest``, in QEMU's order.
+
+    Every section in file order; on EC2 the CPUID page comes after all the others. The SVSM
+    launch (:mod:`cvm.image.svsm_measurement`) applies this to the SVSM image's sections.
+    """
+    ec2 = vmm is VmmType.EC2
+    for section in image.sections:
+        if not (ec2 and section.type is SectionType.CPUID):
+            digest = _extend_section(digest, image, section, hashes, vmm)
+    if ec2:
+        for section in image.sections:
+            if section.type is SectionType.CPUID:
+                digest = extend(digest, PageType.CPUID, section.gpa)
+    return digest
+
+
 def snp_launch_digest(
     image: OvmfImage,
     vcpus: VcpuConfig,
@@ -144,14 +164,7 @@ def snp_launch_digest(
             "a kernel is given but the firmware's SEV metadata has no SNP_KERNEL_HASHES section"
         )
     digest = snp_ovmf_digest(image) if ovmf_digest is None else ovmf_digest
-    ec2 = vcpus.vmm is VmmType.EC2
-    for section in image.sections:
-        if not (ec2 and section.type is SectionType.CPUID):
-            digest = _extend_section(digest, image, section, hashes, vcpus.vmm)
-    if ec2:
-        for section in image.sections:
-            if section.type is SectionType.CPUID:
-                digest = extend(digest, PageType.CPUID, section.gpa)
+    digest = snp_metadata_digest(digest, image, hashes, vcpus.vmm)
     for page in vmsa_pages(image, vcpus, vcpus.guest_features):
         digest = extend(digest, PageType.VMSA, VMSA_GPA, page)
     return digest
