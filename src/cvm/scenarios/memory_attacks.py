@@ -16,9 +16,11 @@ from cvm.firmware.sev_guest import SevGuest
 from cvm.hardware.fault import Fault, FaultRaised
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.vm import Mode
 from cvm.host.adversary import memory as attack
 from cvm.host.vmm import Guest, Hypervisor
+from cvm.vendor.kds import CHIP_ID_SIZE, CHIP_SECRET_SIZE, ChipFuses
 
 GUEST_PAGES = 16
 SECRET_GPA = 0x2000
@@ -58,9 +60,17 @@ class Scene:
         return any(value in v.vmcb.save.values() for v in self.guest.vcpus)
 
 
+def platform(dram_bytes: int, random_bytes: Callable[[int], bytes]) -> Hypervisor:
+    """A host on a machine whose PSP launches every encrypted guest (LAUNCH_START/UPDATE/FINISH)."""
+    machine = Machine(dram_bytes, random_bytes=random_bytes)
+    chip = random_bytes(CHIP_SECRET_SIZE)
+    fuses = ChipFuses("Milan", random_bytes(CHIP_ID_SIZE), chip)
+    return Hypervisor(machine, SecureProcessor(machine, fuses))
+
+
 def boot(mode: Mode, random_bytes: Callable[[int], bytes] = os.urandom) -> Scene:
     """A host with one guest of ``mode`` that accepted its memory and set up its GHCB."""
-    host = Hypervisor(Machine(64 * MIB, random_bytes=random_bytes))
+    host = platform(64 * MIB, random_bytes)
     guest = host.create_vm(mode, GUEST_PAGES * PAGE_SIZE)
     kernel = SevGuest(guest.vcpus[0])
     kernel.accept(0, GUEST_PAGES * PAGE_SIZE)

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cvm.firmware.sev_guest import SevGuest
-from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.vm import Mode
 from cvm.host.adversary.memory import read_guest_page
-from cvm.host.vmm import Hypervisor
+from cvm.scenarios.memory_attacks import platform
 
 SECRET_GPA = 0x4000
 GUEST_PAGES = 16
@@ -48,7 +47,7 @@ def launch_all(
     secret: bytes, random_bytes: Callable[[int], bytes] = os.urandom
 ) -> list[PageViews]:
     """Launch a VM of each mode on one host; each guest stores the page in private memory."""
-    host = Hypervisor(Machine(256 * MIB, random_bytes=random_bytes))
+    host = platform(256 * MIB, random_bytes)
     page = secret_page(secret)
     views = []
     for mode in (Mode.PLAIN, Mode.SEV, Mode.SEV_ES, Mode.SEV_SNP):
