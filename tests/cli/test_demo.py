@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ def test_demo_runs_and_every_outcome_matches(
 ) -> None:
     assert execute(["demo", "--out", str(tmp_path), "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    assert "44/44 outcomes as the architecture promises" in out
+    held = re.search(r"(\d+)/(\d+) outcomes as the architecture promises", out)
+    assert held is not None and held.group(1) == held.group(2) and int(held.group(2)) >= 50
     report = (tmp_path / "report.html").read_text()
     assert report.count("data:image/png;base64,") == 8
     png = (tmp_path / "sev-snp-host-view.png").read_bytes()

@@ -1,8 +1,9 @@
 """``cvm demo``: the main job. Build, launch, boot and attack confidential VMs; show what held.
 
 Chapters: (1) one host, four guests, one secret — what the guest and the host read of the same
-page; (2) the host's memory and register attacks per mode; (3) encryption at rest; (4) Secure
-Boot and measured boot against a host that edits the ESP. It writes a self-contained HTML report
+page; (2) the host's memory and register attacks per mode; (3) launch and remote attestation
+against launch-time tampering; (4) encryption at rest; (5) Secure Boot and measured boot
+against a host that edits the ESP. It writes a self-contained HTML report
 (two pictures per mode, then every table) and exits non-zero if any outcome differs from what
 the architecture promises.
 """
@@ -20,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cvm.hardware.vm import Mode
-from cvm.scenarios import boot_attacks, disk_at_rest, memory_attacks, memory_views
+from cvm.scenarios import attestation, boot_attacks, disk_at_rest, memory_attacks, memory_views
 from cvm.scenarios.picture import Table as ReportTable
 from cvm.scenarios.picture import grey_png, html_report
 
@@ -67,6 +68,7 @@ def demo(
 
     views = _memory_views(run, secret)
     _memory_attacks(run)
+    _attestation(run)
     _disk(run, secret)
     _boot(run)
 
@@ -129,8 +131,24 @@ def _memory_attacks(run: _Run) -> None:
     run.table("SEV-SNP whitepaper, Table 1 (memory rows), live", header, rows)
 
 
+def _attestation(run: _Run) -> None:
+    run.console.print("[bold]3. Launch and remote attestation: the host tampers at launch[/bold]")
+    with run.console.status("deriving the emulated AMD roots and launching guests"):
+        world = attestation.owner_world(run.random_bytes)
+        outcomes = attestation.run_all(world)
+    rows = []
+    for outcome in outcomes:
+        verdict = "accepted" if outcome.accepted else "refused"
+        first = outcome.findings[0] if outcome.findings else "measurement, policy, TCB, nonce ok"
+        why = first if len(first) <= 90 else first[:89] + "…"
+        rows.append([outcome.attempt, verdict + run.check(attestation.as_expected(outcome)),
+                     ", ".join(outcome.claims) or "-", why])
+    caption = "SNP reports appraised against the owner's predicted measurement and a fresh nonce"
+    run.table(caption, ["attempt", "verdict", "findings", "first finding"], rows)
+
+
 def _disk(run: _Run, secret: bytes) -> None:
-    run.console.print("[bold]3. Encryption at rest: a LUKS2 root, before the host has it[/bold]")
+    run.console.print("[bold]4. Encryption at rest: a LUKS2 root, before the host has it[/bold]")
     outcome = disk_at_rest.run(secret, b"owner passphrase")
     rows = [
         ["what the host holds", f"{outcome.image_bytes >> 20} MiB, {outcome.header_summary}"],
@@ -154,7 +172,7 @@ def _disk(run: _Run, secret: bytes) -> None:
 
 
 def _boot(run: _Run) -> None:
-    run.console.print("[bold]4. Secure Boot and measured boot: the host edits the ESP[/bold]")
+    run.console.print("[bold]5. Secure Boot and measured boot: the host edits the ESP[/bold]")
     owner = boot_attacks.build_owner_image()
     rows = []
     for outcome in boot_attacks.run_all(owner):

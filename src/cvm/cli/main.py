@@ -49,39 +49,32 @@ def main(
 
 
 def _register() -> None:
-    from cvm.cli import demo
+    """The verb groups, in the order of the owner's and the relying party's flows."""
+    from cvm.cli import (
+        demo,
+        disk,
+        eventlog,
+        gpt,
+        luks,
+        luks_tpm2,
+        measure,
+        pcr,
+        pe,
+        report,
+        sb,
+        tpm,
+        varstore,
+    )
 
     app.command(name="demo")(demo.demo)
-    from cvm.cli import measure
-
-    app.add_typer(measure.app, name="measure")
-    from cvm.cli import report
-
-    app.add_typer(report.app, name="report")
-    from cvm.cli import luks
-
-    app.add_typer(luks.app, name="luks")
-    from cvm.cli import gpt
-
-    app.add_typer(gpt.app, name="gpt")
-    from cvm.cli import disk
-
-    app.add_typer(disk.app, name="disk")
-    from cvm.cli import pe
-
-    app.add_typer(pe.app, name="pe")
-    from cvm.cli import sb
-
-    app.add_typer(sb.app, name="sb")
-    from cvm.cli import varstore
-
-    app.add_typer(varstore.app, name="varstore")
-    from cvm.cli import eventlog
-
-    app.add_typer(eventlog.app, name="eventlog")
-    from cvm.cli import pcr
-
-    app.add_typer(pcr.app, name="pcr")
+    groups = (
+        (measure.app, "measure"), (report.app, "report"), (luks.app, "luks"), (gpt.app, "gpt"),
+        (disk.app, "disk"), (pe.app, "pe"), (sb.app, "sb"), (varstore.app, "varstore"),
+        (eventlog.app, "eventlog"), (pcr.app, "pcr"), (tpm.app, "tpm"),
+    )
+    for group, name in groups:
+        app.add_typer(group, name=name)
+    luks_tpm2.register()  # cvm luks enroll-tpm2 / unlock-tpm2
 
 
 _register()

@@ -1,0 +1,142 @@
+"""``cvm luks enroll-tpm2`` and ``cvm luks unlock-tpm2``: the vTPM as a LUKS2 unlocker.
+
+``enroll-tpm2 IMAGE --key-file F --tpm-state STATE --pcrs 7 [--bank sha256] (--pcr-values FILE |
+--from-eventlog LOG) [--public-key PUB.pem [--public-key-pcrs 11]] [--pin | --pin-file P]``
+seals 32 random bytes to the predicted PCRs with the vTPM of STATE, adds a PBKDF2-SHA512
+keyslot for base64(secret) and a ``systemd-tpm2`` token (systemd-cryptenroll 252's format).
+``unlock-tpm2 IMAGE --tpm-state STATE --eventlog LOG [--pin-file P] [--pcr-signature JSON]
+[--token-id N] [-o VOLUME_KEY]`` boots the vTPM with the log's measurements and unseals; a
+changed boot fails with the TPM's response code (exit 68).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from pathlib import Path
+
+import typer
+
+from cvm.cli import luks
+from cvm.cli.tpm import (
+    BANK,
+    PCRS,
+    boot_from_eventlog,
+    parse_pcrs,
+    predicted_values,
+    read_pin,
+)
+from cvm.errors import FormatError, UsageError
+from cvm.formats.tpm2.constants import TpmAlg
+from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.formats.tpm2.signature import Signature
+from cvm.vtpm.client import TpmClient
+from cvm.vtpm.engine import Tpm
+from cvm.vtpm.luks_token import SystemdTpm2Token, enroll, tpm2_tokens, unlock
+from cvm.vtpm.seal import SealPolicy, SignedPolicy
+from cvm.vtpm.state import PersistentState
+from cvm.vtpm.templates import public_from_pem
+
+TPM_STATE = typer.Option(..., "--tpm-state", help="vTPM state file (cvm tpm manufacture).")
+
+
+def _pin(pin: bool, pin_file: Path | None) -> bytes | None:
+    if pin_file is not None:
+        return read_pin(pin_file)
+    if pin:
+        return str(typer.prompt("TPM2 PIN", hide_input=True)).encode()
+    return None
+
+
+def enroll_tpm2(
+    image: Path,
+    key_file: Path = luks.KEY_FILE,
+    tpm_state: Path = TPM_STATE,
+    pcrs: str = PCRS,
+    bank: str = BANK,
+    pcr_values: Path = typer.Option(None, "--pcr-values", help="Raw predicted PCR values."),
+    from_eventlog: Path = typer.Option(None, "--from-eventlog", help="Predict from a log."),
+    public_key: Path = typer.Option(None, "--public-key", help="PEM key signing PCR policies."),
+    public_key_pcrs: str = typer.Option("11", "--public-key-pcrs", help="PCRs it signs."),
+    pin: bool = typer.Option(False, "--pin", help="Also require a PIN (prompted)."),
+    pin_file: Path = typer.Option(None, "--pin-file", help="Read the PIN from a file."),
+) -> None:
+    """Seal a new key to predicted PCRs and add a systemd-tpm2 token and keyslot."""
+    indices = parse_pcrs(pcrs)
+    values = predicted_values(bank, indices, pcr_values, from_eventlog)
+    pin_value = _pin(pin, pin_file)
+    pem = public_key.read_bytes() if public_key is not None else None
+    signer = public_from_pem(pem) if pem is not None else None
+    signed_pcrs = tuple(parse_pcrs(public_key_pcrs)) if pem is not None else ()
+    policy = SealPolicy(PcrSelectionList.of(bank, indices), pin_value is not None, signer)
+    tpm = Tpm(PersistentState.from_bytes(tpm_state.read_bytes()))
+    client = TpmClient(tpm.execute)
+    client.startup()
+    with luks.open_volume(image, write=True) as volume:
+        volume_key = volume.unlock(luks.read_key_file(key_file))
+        token_id = enroll(volume, volume_key, client, policy, values, secrets.token_bytes(32),
+                          pin_value, pem, signed_pcrs)
+    typer.echo(f"token {token_id}: systemd-tpm2, PCRs {bank}:{','.join(map(str, indices))}")
+
+
+def _signed_policy(token: SystemdTpm2Token, path: Path) -> SignedPolicy:
+    """The systemd-measure signature entry for the token's key and signed PCRs."""
+    if token.pubkey_pem is None:
+        raise UsageError("the token has no public key: --pcr-signature is not needed")
+    try:
+        document = json.loads(path.read_text())
+        entries = document[token.pcr_bank]
+    except (ValueError, KeyError, TypeError):
+        raise FormatError(f"{path}: not a systemd PCR signature JSON for "
+                          f"{token.pcr_bank}") from None
+    for entry in entries:
+        if isinstance(entry, dict) and tuple(entry.get("pcrs", ())) == token.pubkey_pcrs:
+            try:
+                policy = bytes.fromhex(entry["pol"])
+                signature = base64.b64decode(entry["sig"], validate=True)
+            except (KeyError, ValueError):
+                raise FormatError(f"{path}: malformed signature entry") from None
+            return SignedPolicy(
+                public_from_pem(token.pubkey_pem),
+                PcrSelectionList.of(token.pcr_bank, token.pubkey_pcrs), policy,
+                Signature(TpmAlg.RSASSA, TpmAlg.SHA256, sig=signature),
+            )
+    raise FormatError(f"{path}: no signature for PCRs {list(token.pubkey_pcrs)}")
+
+
+def unlock_tpm2(
+    image: Path,
+    tpm_state: Path = TPM_STATE,
+    eventlog: Path = typer.Option(..., "--eventlog", help="Event log of the boot to replay."),
+    pin_file: Path = typer.Option(None, "--pin-file", help="Read the PIN from a file."),
+    pcr_signature: Path = typer.Option(None, "--pcr-signature", help="systemd PCR signature."),
+    token_id: int = typer.Option(None, "--token-id", help="Which systemd-tpm2 token."),
+    output: Path = typer.Option(None, "-o", "--output", help="Write the volume key here."),
+) -> None:
+    """Boot the vTPM with the log's measurements, unseal the token's key, open the volume."""
+    with luks.open_volume(image) as volume:
+        tokens = tpm2_tokens(volume)
+        if not tokens:
+            raise UsageError(f"{image} has no systemd-tpm2 token")
+        chosen = token_id if token_id is not None else min(tokens)
+        if chosen not in tokens:
+            raise UsageError(f"{image} has no systemd-tpm2 token {chosen}")
+        token = tokens[chosen]
+        signed = _signed_policy(token, pcr_signature) if pcr_signature is not None else None
+        tpm, client = boot_from_eventlog(tpm_state, eventlog)
+        try:
+            volume_key = unlock(volume, token, client, read_pin(pin_file), signed)
+        finally:
+            tpm_state.write_bytes(tpm.state.to_bytes())
+    if output is not None:
+        output.write_bytes(volume_key)
+    typer.echo(f"token {chosen}: unsealed; volume key {len(volume_key) * 8} bits")
+
+
+def register() -> None:
+    """Add the verbs to the ``cvm luks`` group."""
+    names = {command.name for command in luks.app.registered_commands}
+    if "enroll-tpm2" not in names:
+        luks.app.command("enroll-tpm2")(enroll_tpm2)
+        luks.app.command("unlock-tpm2")(unlock_tpm2)

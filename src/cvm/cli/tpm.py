@@ -1,0 +1,298 @@
+"""``cvm tpm``: policy digests, sealing and unsealing with the vTPM, and inspection.
+
+``policy pcr --bank sha256 --pcrs 0,7 (--pcr-values FILE | --from-eventlog LOG) [--pin]
+[--json]`` prints the PolicyPCR digest (FILE holds the raw PCR values in selection order, as
+``tpm2_policypcr -f`` takes them; ``--pin`` appends PolicyAuthValue as systemd does) ·
+``policy authorize --key PUB.pem [--policy-ref HEX] [--json]`` · ``manufacture STATE`` (a
+fresh vTPM state file) · ``seal --state STATE --pcrs ... (--pcr-values F | --from-eventlog L)
+[--pin-file P] --in SECRET -o BLOB`` · ``unseal --state STATE --eventlog LOG --pcrs ...
+[--pin-file P] BLOB [-o OUT]`` (the log is replayed into the vTPM's PCRs, so unsealing
+succeeds only when the boot it records matches the policy) · ``inspect FILE [--json]`` ·
+``serve --state STATE [--port P]`` (the vTPM for real tools: mssim TCP, or the ``cmd:`` TCTI on
+stdin/stdout). ``cvm luks enroll-tpm2`` / ``unlock-tpm2`` come from :mod:`cvm.cli.luks_tpm2`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cvm.errors import FormatError, UsageError
+from cvm.formats.tcg.algorithm import ALGORITHMS_BY_ID
+from cvm.formats.tcg.event_log import EventLog
+from cvm.formats.tcg.event_type import EventType
+from cvm.formats.tcg.replay import initial_value, replay, startup_locality
+from cvm.formats.tpm2.attest import QuoteAttest
+from cvm.formats.tpm2.command import HEADER_SIZE, MAX_COMMAND_SIZE
+from cvm.formats.tpm2.constants import TpmaObject, digest_size, hash_alg, hash_name
+from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.formats.tpm2.public import Public
+from cvm.formats.tpm2.sealed_blob import SealedBlob
+from cvm.vtpm.client import TpmClient
+from cvm.vtpm.engine import Tpm
+from cvm.vtpm.mssim_server import MssimServer
+from cvm.vtpm.pcr import BANKS
+from cvm.vtpm.policy import PolicyDigest
+from cvm.vtpm.seal import SealPolicy, seal, unseal
+from cvm.vtpm.state import PersistentState
+from cvm.vtpm.templates import public_from_pem
+from cvm.vtpm.volatile import VolatileState
+
+app = typer.Typer(help="The vTPM: policy digests, seal/unseal, inspect TPM structures.",
+                  no_args_is_help=True)
+policy_app = typer.Typer(help="Compute policy digests offline (equal to tpm2_policy*).",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+BANK = typer.Option("sha256", "--bank", help="PCR bank: sha1, sha256 or sha384.")
+PCRS = typer.Option(..., "--pcrs", help="Comma-separated PCR indices, e.g. 0,7.")
+PCR_VALUES = typer.Option(None, "--pcr-values", help="Raw PCR values in selection order.")
+FROM_LOG = typer.Option(None, "--from-eventlog", help="TCG event log to predict PCRs from.")
+AS_JSON = typer.Option(False, "--json", help="JSON output.")
+STATE = typer.Option(..., "--state", help="vTPM state file.")
+PIN_FILE = typer.Option(None, "--pin-file", help="File holding the PIN.")
+
+
+def parse_pcrs(text: str) -> list[int]:
+    try:
+        pcrs = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise UsageError(f"--pcrs: {text!r} is not a comma-separated list of numbers") from None
+    if not pcrs or any(not 0 <= pcr < 24 for pcr in pcrs):
+        raise UsageError("--pcrs: give PCR indices between 0 and 23")
+    return pcrs
+
+
+def predicted_values(bank: str, pcrs: list[int], values_file: Path | None,
+                     eventlog: Path | None) -> list[bytes]:
+    """The PCR values a policy expects, from a raw file or an event log replay."""
+    alg = hash_alg(bank)
+    size = digest_size(alg)
+    if (values_file is None) == (eventlog is None):
+        raise UsageError("give exactly one of --pcr-values and --from-eventlog")
+    if values_file is not None:
+        data = values_file.read_bytes()
+        if len(data) != size * len(pcrs):
+            raise FormatError(f"{values_file}: {len(data)} bytes, expected {size * len(pcrs)} "
+                              f"({len(pcrs)} {bank} values)")
+        return [data[i * size:(i + 1) * size] for i in range(len(pcrs))]
+    assert eventlog is not None
+    log = EventLog.parse(eventlog.read_bytes())
+    algorithm = ALGORITHMS_BY_ID.get(alg)
+    if algorithm is None:
+        raise UsageError(f"bank {bank} is not known to the event log parser")
+    replayed = replay(log, (alg,))[algorithm.name]
+    locality = startup_locality(log)
+    return [replayed.get(pcr, initial_value(pcr, algorithm, locality)) for pcr in pcrs]
+
+
+def _emit(data: dict[str, Any], as_json: bool, main: str) -> None:
+    typer.echo(json.dumps(data, indent=2) if as_json else data[main])
+
+
+@policy_app.command("pcr")
+def policy_pcr(bank: str = BANK, pcrs: str = PCRS, pcr_values: Path = PCR_VALUES,
+               from_eventlog: Path = FROM_LOG,
+               pin: bool = typer.Option(False, "--pin", help="Append PolicyAuthValue."),
+               as_json: bool = AS_JSON) -> None:
+    """Print the PolicyPCR (+ PolicyAuthValue) digest of predicted PCR values."""
+    indices = parse_pcrs(pcrs)
+    values = predicted_values(bank, indices, pcr_values, from_eventlog)
+    selection = PcrSelectionList.of(bank, indices)
+    digest = SealPolicy(selection, pin).digest(values)
+    _emit({"policy": digest.hex(), "bank": bank, "pcrs": indices, "pin": pin,
+           "pcr_values": {str(p): v.hex() for p, v in zip(indices, values, strict=True)}},
+          as_json, "policy")
+
+
+@policy_app.command("authorize")
+def policy_authorize(key: Path = typer.Option(..., "--key", help="PEM public key."),
+                     policy_ref: str = typer.Option("", "--policy-ref", help="Hex policyRef."),
+                     as_json: bool = AS_JSON) -> None:
+    """Print PolicyAuthorize(key Name, policyRef): a policy any signed PCR policy satisfies."""
+    public = public_from_pem(key.read_bytes())
+    try:
+        reference = bytes.fromhex(policy_ref)
+    except ValueError:
+        raise UsageError("--policy-ref must be hex") from None
+    digest = PolicyDigest.start().authorize(public.name(), reference)
+    _emit({"policy": digest.hex(), "key_name": public.name().hex()}, as_json, "policy")
+
+
+def boot_from_eventlog(state: Path, eventlog: Path) -> tuple[Tpm, TpmClient]:
+    """Start the vTPM of ``state`` and extend every measurement of ``eventlog`` into it."""
+    log = EventLog.parse(eventlog.read_bytes())
+    tpm = _load_state(state)
+    locality = startup_locality(log)
+    client = TpmClient(lambda data: tpm.execute(data, locality))
+    client.startup()
+    for event in log.events:
+        if event.event_type == EventType.EV_NO_ACTION:
+            continue
+        digests = {alg: value for alg in log.bank_ids if alg in BANKS
+                   and (value := event.digest(alg)) is not None}
+        client.pcr_extend(event.pcr_index, digests)
+    return tpm, client
+
+
+def _load_state(path: Path) -> Tpm:
+    tpm = Tpm(PersistentState.from_bytes(path.read_bytes()))
+    return tpm
+
+
+def read_pin(pin_file: Path | None) -> bytes | None:
+    return pin_file.read_bytes().rstrip(b"\r\n") if pin_file is not None else None
+
+
+@app.command("manufacture")
+def manufacture(state: Path) -> None:
+    """Write a fresh vTPM state (new seeds) to STATE; refuses to overwrite."""
+    if state.exists():
+        raise UsageError(f"{state} exists; remove it first to make a new TPM identity")
+    state.write_bytes(Tpm().state.to_bytes())
+
+
+@app.command("seal")
+def seal_command(state: Path = STATE, bank: str = BANK, pcrs: str = PCRS,
+                 pcr_values: Path = PCR_VALUES, from_eventlog: Path = FROM_LOG,
+                 pin_file: Path = PIN_FILE,
+                 secret: Path = typer.Option(..., "--in", help="Secret to seal (≤128 bytes)."),
+                 output: Path = typer.Option(..., "-o", "--output", help="Sealed blob.")) -> None:
+    """Seal a secret to predicted PCR values (and a PIN); write TPM2B_PRIVATE ‖ TPM2B_PUBLIC."""
+    indices = parse_pcrs(pcrs)
+    values = predicted_values(bank, indices, pcr_values, from_eventlog)
+    pin = read_pin(pin_file)
+    policy = SealPolicy(PcrSelectionList.of(bank, indices), pin is not None)
+    client = TpmClient(_load_state(state).execute)
+    client.startup()
+    blob = seal(client, secret.read_bytes(), policy.digest(values).value, pin)
+    output.write_bytes(blob.to_bytes())
+
+
+@app.command("unseal")
+def unseal_command(blob: Path, state: Path = STATE, bank: str = BANK, pcrs: str = PCRS,
+                   eventlog: Path = typer.Option(..., "--eventlog",
+                                                 help="Event log of the boot to replay."),
+                   pin_file: Path = PIN_FILE,
+                   output: Path = typer.Option(None, "-o", "--output", help="Write here.")
+                   ) -> None:
+    """Boot the vTPM with the event log's measurements, then unseal BLOB."""
+    indices = parse_pcrs(pcrs)
+    sealed = SealedBlob.from_bytes(blob.read_bytes())
+    pin = read_pin(pin_file)
+    tpm, client = boot_from_eventlog(state, eventlog)
+    policy = SealPolicy(PcrSelectionList.of(bank, indices), pin is not None)
+    try:
+        secret = unseal(client, sealed, policy, pin)
+    finally:
+        state.write_bytes(tpm.state.to_bytes())
+    if output is None:
+        sys.stdout.buffer.write(secret)
+    else:
+        output.write_bytes(secret)
+
+
+def _describe_public(public: Public) -> dict[str, Any]:
+    flags = [flag.name.lower() for flag in TpmaObject if public.attributes & flag and flag.name]
+    return {"type": f"{public.type:#06x}", "name_alg": hash_name(public.name_alg),
+            "attributes": f"{public.attributes:#010x}", "attribute_names": flags,
+            "auth_policy": public.auth_policy.hex(), "name": public.name().hex()}
+
+
+@app.command("inspect")
+def inspect(path: Path, as_json: bool = AS_JSON) -> None:
+    """Describe a TPM2B_PUBLIC, TPMT_PUBLIC, sealed blob or TPMS_ATTEST (quote message)."""
+    data = path.read_bytes()
+    parsers: list[tuple[str, Any]] = [
+        ("sealed blob", lambda d: _describe_public(SealedBlob.from_bytes(d).public)),
+        ("TPM2B_PUBLIC", lambda d: _describe_public(Public.from_tpm2b(d))),
+        ("TPMT_PUBLIC", lambda d: _describe_public(Public.from_bytes(d))),
+        ("TPMS_ATTEST", lambda d: _describe_quote(QuoteAttest.from_bytes(d))),
+    ]
+    for kind, parse in parsers:
+        try:
+            described = {"structure": kind, **parse(data)}
+        except FormatError:
+            continue
+        if as_json:
+            typer.echo(json.dumps(described, indent=2))
+        else:
+            for key, value in described.items():
+                typer.echo(f"{key}: {value}")
+        return
+    raise FormatError(f"{path} is not a TPM public area, sealed blob or quote")
+
+
+def _describe_quote(attest: QuoteAttest) -> dict[str, Any]:
+    return {"qualified_signer": attest.qualified_signer.hex(),
+            "extra_data": attest.extra_data.hex(), "clock": attest.clock_info.clock,
+            "pcr_select": str(attest.pcr_select), "pcr_digest": attest.pcr_digest.hex()}
+
+
+
+@dataclass
+class TpmServer:
+    """A vTPM that keeps running across ``serve`` invocations: STATE holds its non-volatile
+    state, ``STATE.volatile`` its PCRs, loaded objects and sessions."""
+
+    path: Path
+    tpm: Tpm
+
+    @classmethod
+    def open(cls, path: Path) -> TpmServer:
+        tpm = _load_state(path)
+        volatile = path.with_name(path.name + ".volatile")
+        if volatile.exists():
+            tpm.restore_volatile(VolatileState.from_bytes(volatile.read_bytes()))
+        else:
+            TpmClient(tpm.execute).startup()
+        return cls(path, tpm)
+
+    def save(self) -> None:
+        self.path.write_bytes(self.tpm.state.to_bytes())
+        volatile = self.path.with_name(self.path.name + ".volatile")
+        volatile.write_bytes(self.tpm.volatile().to_bytes())
+
+
+@app.command("serve")
+def serve(state: Path = STATE,
+          port: int = typer.Option(None, "--port", help="Serve mssim on TCP PORT and PORT+1."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on.")) -> None:
+    """Serve the vTPM of STATE to real tools.
+
+    With ``--port``: the TPM simulator protocol (``TPM2TOOLS_TCTI=mssim:port=PORT``,
+    ``systemd-cryptenroll --tpm2-device=mssim:port=PORT``) until interrupted; STATE is
+    rewritten after every command that changes it. Without: raw command and response buffers on
+    stdin/stdout, as the ``cmd:`` TCTI expects (``TPM2TOOLS_TCTI="cmd:cvm tpm serve --state
+    S"``), the running TPM's volatile state kept in ``STATE.volatile`` between invocations."""
+    if port is not None:
+        if not 0 < port < 0xFFFF:
+            raise UsageError("--port must be between 1 and 65534")
+        def persist(tpm: Tpm) -> None:
+            state.write_bytes(tpm.state.to_bytes())
+
+        server = MssimServer(_load_state(state), port, host, on_change=persist)
+        typer.echo(f"vTPM listening on {host}:{port} (platform {port + 1})", err=True)
+        try:
+            server.serve_forever()
+        finally:
+            state.write_bytes(server.tpm.state.to_bytes())
+        return
+    served = TpmServer.open(state)
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        while True:
+            header = source.read(HEADER_SIZE)
+            if len(header) < HEADER_SIZE:
+                break
+            size = int.from_bytes(header[2:6], "big")
+            body = source.read(max(0, min(size, MAX_COMMAND_SIZE) - HEADER_SIZE))
+            sink.write(served.tpm.execute(header + body))
+            sink.flush()
+    finally:
+        served.save()

@@ -1,0 +1,90 @@
+"""The command table of the vTPM: handle counts, authorization roles, handlers.
+
+TCG "TPM 2.0 Library, Part 3: Commands", revision 1.59, section 5 ("Command Processing"):
+each command's table lists its handles (those marked ``@`` need an authorization, with the
+role USER, ADMIN or DUP given under "Auth Role") and how many handles the response carries.
+Handlers are registered with :func:`command` by the command modules; the engine looks them up
+by TPM_CC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from cvm.errors import InternalError
+from cvm.formats.tpm2.response_code import TpmRc, for_parameter
+from cvm.vtpm.tpm_object import fail
+from cvm.wire import Reader
+
+if TYPE_CHECKING:
+    from cvm.vtpm.engine import Tpm
+
+
+class AuthRole(Enum):
+    """Part 1 section 19.2: which authorization a handle needs."""
+
+    USER = "USER"
+    ADMIN = "ADMIN"
+
+
+@dataclass
+class Call:
+    """One command being executed: its code, handles, parameters and locality."""
+
+    code: int
+    handles: list[int]
+    params: Reader
+    locality: int
+    policy_auth: tuple[bool, ...] = ()
+    parsed: bool = False
+
+    def done(self) -> None:
+        """Every parameter has been read: refuse trailing bytes (TPM_RC_SIZE)."""
+        if self.params.remaining:
+            raise fail(for_parameter(TpmRc.SIZE, 0), "trailing bytes after the parameters")
+        self.parsed = True
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a handler returns: response handles and marshalled response parameters."""
+
+    handles: tuple[int, ...] = ()
+    parameters: bytes = b""
+
+
+Handler = Callable[["Tpm", Call], Result]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    code: int
+    handler: Handler
+    handles: int
+    auth: tuple[AuthRole | None, ...]
+    response_handles: int
+
+
+COMMANDS: dict[int, CommandSpec] = {}
+
+
+def command(
+    code: int,
+    *,
+    handles: int = 0,
+    auth: tuple[AuthRole | None, ...] = (),
+    response_handles: int = 0,
+) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of ``code``."""
+
+    def register(handler: Handler) -> Handler:
+        if code in COMMANDS:
+            raise InternalError(f"command {code:#x} registered twice")
+        roles = auth + (None,) * (handles - len(auth))
+        COMMANDS[code] = CommandSpec(code, handler, handles, roles, response_handles)
+        return handler
+
+    return register

@@ -1,0 +1,249 @@
+"""The vTPM engine: a TPM 2.0 that takes command buffers and returns response buffers.
+
+TCG "TPM 2.0 Library, Part 3: Commands", revision 1.59, section 5 and Part 1 section 18
+("Command Processing"): header and size checks (TPM_RC_BAD_TAG, TPM_RC_COMMAND_SIZE,
+TPM_RC_COMMAND_CODE), TPM_RC_INITIALIZE before Startup, handle validation, the authorization
+area (password, HMAC and policy sessions, Part 1 section 19, with dictionary-attack
+protection from section 19.8), then the command itself, then the response sessions (nonces
+rolled, response HMACs). Every failure is a response carrying a TPM_RC from Part 2 Table 16;
+:meth:`Tpm.execute` never raises for any input.
+
+Randomness and the clock are injected, so runs are reproducible with a seed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+
+from cvm.errors import CvmError, FormatError, StatusError
+from cvm.formats.tpm2.command import (
+    HEADER_SIZE,
+    MAX_COMMAND_SIZE,
+    AuthCommand,
+    Command,
+    Header,
+    Response,
+)
+from cvm.formats.tpm2.constants import (
+    PCR_COUNT,
+    TpmaNv,
+    TpmaObject,
+    TpmCc,
+    TpmHt,
+    TpmRh,
+    TpmSt,
+    handle_type,
+)
+from cvm.formats.tpm2.public import Public
+from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
+from cvm.formats.tpm2.sensitive import SensitiveCreate
+from cvm.vtpm import (  # noqa: F401  (registers the command handlers)
+    attestation_commands,
+    context_commands,
+    nv_commands,
+    object_commands,
+    pcr_commands,
+    policy_commands,
+    startup_commands,
+)
+from cvm.vtpm.authorization import Authorization, Entity
+from cvm.vtpm.dispatch import COMMANDS, Call
+from cvm.vtpm.pcr import PcrBanks
+from cvm.vtpm.session import Session
+from cvm.vtpm.state import PersistentState
+from cvm.vtpm.tpm_object import (
+    TpmObject,
+    build,
+    fail,
+    primary_context,
+    seeded_random,
+    strip_auth,
+)
+from cvm.vtpm.volatile import VolatileState
+from cvm.wire import Reader
+
+MAX_LOADED_OBJECTS = 3
+TRANSIENT_FIRST = 0x80000000
+Random = Callable[[int], bytes]
+
+
+class Tpm(Authorization):
+    """A TPM 2.0 with its state; :meth:`execute` is the only door in."""
+
+    def __init__(
+        self,
+        state: PersistentState | None = None,
+        random: Random | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.random: Random = random or secrets.token_bytes
+        self.clock = clock or time.monotonic
+        self.state = state or PersistentState.manufacture(self.random)
+        self.pcrs = PcrBanks()
+        self.objects: dict[int, TpmObject] = {}
+        self.sessions: dict[int, Session] = {}
+        self.saved_sessions: dict[int, tuple[Session, int]] = {}
+        self.context_counter = 0
+        self.started = False
+        self.null_seed = b""
+        self.null_proof = b""
+        self.locality = 0
+        self.changed = False
+        self._boot_time = self.clock()
+        self._da_time = self.clock()
+        self._lockout_auth_locked_until = 0.0
+
+    # ---- the door --------------------------------------------------------------------
+    def execute(self, data: bytes, locality: int = 0) -> bytes:
+        """Run one command buffer at ``locality``; return the response buffer."""
+        try:
+            return self._execute(bytes(data), locality)
+        except StatusError as error:
+            return Response(error.code).to_bytes(False)
+        except FormatError as error:
+            text = str(error)
+            code = TpmRc.INSUFFICIENT if "needs" in text else TpmRc.VALUE
+            return Response(for_parameter(code, 0)).to_bytes(False)
+        except (CvmError, ValueError, KeyError, IndexError, OverflowError, AssertionError):
+            return Response(TpmRc.FAILURE).to_bytes(False)
+
+    def _execute(self, data: bytes, locality: int) -> bytes:
+        if len(data) < HEADER_SIZE or len(data) > MAX_COMMAND_SIZE:
+            raise fail(TpmRc.COMMAND_SIZE, "command size out of range")
+        header = Header.from_bytes(data[:HEADER_SIZE])
+        if header.tag not in (TpmSt.NO_SESSIONS, TpmSt.SESSIONS):
+            raise fail(TpmRc.BAD_TAG, "bad command tag")
+        if header.size != len(data):
+            raise fail(TpmRc.COMMAND_SIZE, "commandSize does not match the buffer")
+        spec = COMMANDS.get(header.code)
+        if spec is None:
+            raise fail(TpmRc.COMMAND_CODE, f"command code {header.code:#x} not implemented")
+        if self.started == (spec.code == TpmCc.STARTUP):
+            raise fail(TpmRc.INITIALIZE, "TPM2_Startup is needed first / only once")
+        try:
+            command = Command.parse(data, spec.handles)
+        except FormatError:
+            raise fail(TpmRc.AUTHSIZE, "malformed handle or authorization area") from None
+        self.locality = locality
+        for number, handle in enumerate(command.handles, start=1):
+            self._check_handle(handle, number)
+        auth_count = sum(1 for role in spec.auth if role is not None)
+        if len(command.sessions) < auth_count:
+            raise fail(TpmRc.AUTH_MISSING, "the command needs an authorization session")
+        names = [self.entity(handle, number).name
+                 for number, handle in enumerate(command.handles, start=1)]
+        used: list[tuple[AuthCommand, Session | None, Entity | None]] = []
+        auth_handles = [(h, r) for h, r in zip(command.handles, spec.auth, strict=True) if r]
+        for number, session_cmd in enumerate(command.sessions, start=1):
+            self._check_session_attributes(spec.code, session_cmd, number, command.sessions)
+            if number <= auth_count:
+                handle, role = auth_handles[number - 1]
+                entity = self.entity(handle, number)
+                session = self._authorize(spec, command, names, session_cmd, entity, role,
+                                          number)
+                used.append((session_cmd, session, entity))
+            else:
+                used.append((session_cmd, self._audit_only(spec, command, names, session_cmd,
+                                                            number), None))
+        parameters = self._decrypt(command.parameters, used)
+        params = Reader(parameters, "parameters", endian="big")
+        policy_auth = tuple(s is not None and s.is_policy for _, s, _ in used)
+        call = Call(spec.code, list(command.handles), params, locality, policy_auth)
+        result = spec.handler(self, call)
+        if not call.parsed:
+            raise fail(TpmRc.FAILURE, "handler did not check its parameters")
+        for _, session, _ in used:
+            if session is not None:
+                session.nonce_tpm = self.random(len(session.nonce_tpm))
+        out = self._encrypt(result.parameters, used)
+        responses = tuple(self._acknowledge(spec.code, out, entry) for entry in used)
+        response = Response(0, result.handles, out, responses)
+        return response.to_bytes(bool(command.sessions))
+
+    # ---- handles and entities ----------------------------------------------------------
+    def _check_handle(self, handle: int, number: int) -> None:
+        kind = handle_type(handle)
+        ok = (
+            (kind == TpmHt.PCR and handle < PCR_COUNT)
+            or (kind == TpmHt.PERMANENT and handle in {int(h) for h in TpmRh} - {TpmRh.PW})
+            or (kind == TpmHt.TRANSIENT and handle in self.objects)
+            or (kind == TpmHt.PERSISTENT and handle in self.state.persistent)
+            or (kind == TpmHt.NV_INDEX and handle in self.state.nv)
+            or (kind in (TpmHt.HMAC_SESSION, TpmHt.POLICY_SESSION) and handle in self.sessions)
+        )
+        if not ok:
+            code = TpmRc.VALUE if kind == TpmHt.PCR else TpmRc.HANDLE
+            raise fail(for_handle(code, number), f"handle {handle:#010x} is not loaded")
+
+    def lookup(self, handle: int, number: int) -> TpmObject:
+        """The loaded or persistent object at ``handle`` (TPM_RC_HANDLE otherwise)."""
+        item = self.objects.get(handle) or self.state.persistent.get(handle)
+        if item is None:
+            raise fail(for_handle(TpmRc.HANDLE, number), f"no object at {handle:#010x}")
+        return item
+
+    def entity(self, handle: int, number: int) -> Entity:
+        kind = handle_type(handle)
+        if kind in (TpmHt.TRANSIENT, TpmHt.PERSISTENT):
+            item = self.lookup(handle, number)
+            return Entity(item.name, item.auth_value, item.public.auth_policy,
+                          not item.has(TpmaObject.NO_DA),
+                          item.has(TpmaObject.USER_WITH_AUTH),
+                          item.has(TpmaObject.ADMIN_WITH_POLICY))
+        if kind == TpmHt.NV_INDEX:
+            index = self.state.nv[handle]
+            return Entity(index.public.name(), strip_auth(index.auth_value),
+                          index.public.auth_policy,
+                          not index.public.attributes & TpmaNv.NO_DA)
+        name = handle.to_bytes(4, "big")
+        if kind == TpmHt.PERMANENT:
+            auth = self.state.auths.get(handle, b"")
+            return Entity(name, strip_auth(auth), b"",
+                          handle in (TpmRh.OWNER, TpmRh.ENDORSEMENT))
+        return Entity(name, b"", b"", False)
+
+    def load_object(self, item: TpmObject) -> int:
+        if len(self.objects) >= MAX_LOADED_OBJECTS:
+            raise fail(TpmRc.OBJECT_MEMORY, "no free transient object slot")
+        handle = next(h for h in range(TRANSIENT_FIRST, TRANSIENT_FIRST + 0x1000)
+                      if h not in self.objects)
+        self.objects[handle] = item
+        return handle
+
+    def proof(self, hierarchy: int) -> bytes:
+        if hierarchy == TpmRh.NULL:
+            return self.null_proof
+        return self.state.proofs[hierarchy]
+
+    def seed(self, hierarchy: int) -> bytes:
+        if hierarchy == TpmRh.NULL:
+            return self.null_seed
+        return self.state.seeds[hierarchy]
+
+    def primary_public(self, hierarchy: int, template: Public) -> Public:
+        """The public area TPM2_CreatePrimary(hierarchy, template) returns (no slot used)."""
+        context = primary_context(template, b"")
+        public, _ = build(template, SensitiveCreate(), seeded_random(self.seed(hierarchy),
+                                                                      context), context)
+        return public
+
+    def volatile(self) -> VolatileState:
+        """The state a TPM reset clears (PCRs, null seed, objects, sessions)."""
+        return VolatileState(self.started, self.null_seed, self.null_proof, self.pcrs,
+                             self.objects, self.sessions, self.saved_sessions,
+                             self.context_counter)
+
+    def restore_volatile(self, volatile: VolatileState) -> None:
+        self.started, self.null_seed, self.null_proof = (
+            volatile.started, volatile.null_seed, volatile.null_proof)
+        self.pcrs, self.objects, self.sessions = volatile.pcrs, volatile.objects, volatile.sessions
+        self.saved_sessions = volatile.saved_sessions
+        self.context_counter = volatile.context_counter
+
+    def now_ms(self) -> int:
+        return self.state.clock_ms + int((self.clock() - self._boot_time) * 1000)
+
+    def mark_changed(self) -> None:
+        self.changed = True

@@ -1,0 +1,141 @@
+"""The vTPM's non-volatile state and its byte serialisation.
+
+What a TPM keeps across power cycles (TCG "TPM 2.0 Library, Part 1", revision 1.59, section
+37 "Non-Volatile Memory" and section 14 "Hierarchies"): the primary seeds and proofs of the
+platform, storage (owner) and endorsement hierarchies, the hierarchy authValues, the
+dictionary-attack counters and parameters, NV indices, persistent objects, resetCount /
+restartCount, the saved PCRs of an orderly Shutdown(STATE), and the floor below which no new
+NV counter may start (so deleting and redefining a counter cannot roll it back).
+
+The serialisation is cvm's own (there is no TCG format for it): ``"CVMTPMNV" ‖ u32 version``
+then the fields in a fixed order, big-endian, TPM2B-style sizes. Protection at rest
+(encryption, rollback) is the SVSM's job, not this module's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cvm.errors import FormatError
+from cvm.formats.tpm2.constants import TpmRh
+from cvm.formats.tpm2.nv_public import NvPublic
+from cvm.formats.tpm2.public import Public
+from cvm.formats.tpm2.sensitive import Sensitive
+from cvm.formats.tpm2.tpm2b import put_tpm2b, read_tpm2b, reader, writer
+from cvm.vtpm.tpm_object import TpmObject
+
+STATE_MAGIC = b"CVMTPMNV"
+STATE_VERSION = 1
+SEED_SIZE = 32
+HIERARCHIES: tuple[int, ...] = (TpmRh.PLATFORM, TpmRh.OWNER, TpmRh.ENDORSEMENT, TpmRh.LOCKOUT)
+DEFAULT_MAX_TRIES = 3
+DEFAULT_RECOVERY_TIME = 1000
+DEFAULT_LOCKOUT_RECOVERY = 1000
+
+
+@dataclass
+class NvIndex:
+    """A defined NV index: its public area, authValue and data."""
+
+    public: NvPublic
+    auth_value: bytes
+    data: bytes = b""
+
+
+@dataclass
+class PersistentState:
+    """Everything the vTPM must remember across a power cycle."""
+
+    seeds: dict[int, bytes]
+    proofs: dict[int, bytes]
+    auths: dict[int, bytes] = field(default_factory=dict)
+    failed_tries: int = 0
+    max_tries: int = DEFAULT_MAX_TRIES
+    recovery_time: int = DEFAULT_RECOVERY_TIME
+    lockout_recovery: int = DEFAULT_LOCKOUT_RECOVERY
+    reset_count: int = 0
+    restart_count: int = 0
+    clock_ms: int = 0
+    nv_counter_floor: int = 0
+    orderly_state: bool = False
+    saved_pcrs: dict[int, list[bytes]] = field(default_factory=dict)
+    nv: dict[int, NvIndex] = field(default_factory=dict)
+    persistent: dict[int, TpmObject] = field(default_factory=dict)
+
+    @classmethod
+    def manufacture(cls, take: Callable[[int], bytes]) -> PersistentState:
+        """Fresh seeds and proofs (TPM manufacture); ``take(n)`` gives n random bytes."""
+        seeds = {h: take(SEED_SIZE) for h in HIERARCHIES[:3]}
+        proofs = {h: take(SEED_SIZE) for h in HIERARCHIES[:3]}
+        return cls(seeds, proofs, {h: b"" for h in HIERARCHIES})
+
+    def to_bytes(self) -> bytes:
+        sink = writer().put(STATE_MAGIC).u32(STATE_VERSION)
+        for handle in HIERARCHIES[:3]:
+            put_tpm2b(sink, self.seeds[handle])
+            put_tpm2b(sink, self.proofs[handle])
+        for handle in HIERARCHIES:
+            put_tpm2b(sink, self.auths.get(handle, b""))
+        for number in (self.failed_tries, self.max_tries, self.recovery_time,
+                       self.lockout_recovery, self.reset_count, self.restart_count):
+            sink.u32(number)
+        sink.u64(self.clock_ms).u64(self.nv_counter_floor).u8(int(self.orderly_state))
+        sink.u32(len(self.saved_pcrs))
+        for bank, values in sorted(self.saved_pcrs.items()):
+            sink.u16(bank).u32(len(values))
+            for value in values:
+                put_tpm2b(sink, value)
+        sink.u32(len(self.nv))
+        for _, index in sorted(self.nv.items()):
+            sink.put(index.public.to_tpm2b())
+            put_tpm2b(sink, index.auth_value)
+            put_tpm2b(sink, index.data)
+        sink.u32(len(self.persistent))
+        for handle, item in sorted(self.persistent.items()):
+            assert item.sensitive is not None
+            sink.u32(handle).u32(item.hierarchy)
+            sink.put(item.public.to_tpm2b())
+            put_tpm2b(sink, item.sensitive.to_bytes())
+            put_tpm2b(sink, item.qualified_name)
+        return sink.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PersistentState:
+        source = reader(data, "vTPM state")
+        if source.take(len(STATE_MAGIC), "magic") != STATE_MAGIC:
+            raise FormatError("vTPM state: bad magic")
+        if source.u32("version") != STATE_VERSION:
+            raise FormatError("vTPM state: unsupported version")
+        seeds: dict[int, bytes] = {}
+        proofs: dict[int, bytes] = {}
+        auths: dict[int, bytes] = {}
+        for handle in HIERARCHIES[:3]:
+            seeds[handle] = read_tpm2b(source, "seed", SEED_SIZE)
+            proofs[handle] = read_tpm2b(source, "proof", SEED_SIZE)
+        for handle in HIERARCHIES:
+            auths[handle] = read_tpm2b(source, "auth", 64)
+        state = cls(seeds, proofs, auths)
+        (state.failed_tries, state.max_tries, state.recovery_time, state.lockout_recovery,
+         state.reset_count, state.restart_count) = (source.u32("counter") for _ in range(6))
+        state.clock_ms = source.u64("clock")
+        state.nv_counter_floor = source.u64("nvCounterFloor")
+        state.orderly_state = source.u8("orderly") == 1
+        for _ in range(source.u32("saved PCR banks")):
+            bank = source.u16("bank")
+            state.saved_pcrs[bank] = [
+                read_tpm2b(source, "PCR", 64) for _ in range(source.u32("PCR count"))
+            ]
+        for _ in range(source.u32("NV count")):
+            nv_public = NvPublic.read_tpm2b(source)
+            auth = read_tpm2b(source, "NV auth", 64)
+            state.nv[nv_public.nv_index] = NvIndex(nv_public, auth, read_tpm2b(source, "NV data"))
+        for _ in range(source.u32("persistent count")):
+            handle = source.u32("handle")
+            hierarchy = source.u32("hierarchy")
+            public = Public.read_tpm2b(source)
+            sensitive = Sensitive.from_bytes(read_tpm2b(source, "sensitive"))
+            qn = read_tpm2b(source, "qualified name", 66)
+            state.persistent[handle] = TpmObject(public, sensitive, hierarchy, qn)
+        source.expect_end()
+        return state

@@ -1,0 +1,124 @@
+"""The vTPM's volatile state as bytes: PCRs, loaded objects and sessions.
+
+What a TPM loses at power-off (TCG "TPM 2.0 Library, Part 1", revision 1.59, sections 17
+"PCRs", 19 "Sessions" and 30.3 "Transient objects"): the PCR banks and their update counter,
+the null hierarchy's seed and proof, transient objects and authorization sessions. The SVSM
+keeps these bytes, beside the non-volatile state, in its VMPL0 pages, so that every secret
+of the vTPM lives in encrypted guest memory. cvm's own big-endian encoding, TPM2B-style sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cvm.errors import FormatError
+from cvm.formats.tpm2.public import Public
+from cvm.formats.tpm2.sensitive import Sensitive
+from cvm.formats.tpm2.tpm2b import put_tpm2b, read_tpm2b, reader, writer
+from cvm.vtpm.pcr import PcrBanks
+from cvm.vtpm.policy import PolicyDigest
+from cvm.vtpm.session import Session
+from cvm.vtpm.tpm_object import TpmObject
+from cvm.wire import Reader, Writer
+
+VOLATILE_MAGIC = b"CVMTPMVS"
+ABSENT = 0xFFFFFFFF
+
+
+@dataclass
+class VolatileState:
+    """Everything a TPM reset clears."""
+
+    started: bool
+    null_seed: bytes
+    null_proof: bytes
+    pcrs: PcrBanks
+    objects: dict[int, TpmObject]
+    sessions: dict[int, Session]
+    saved_sessions: dict[int, tuple[Session, int]] = field(default_factory=dict)
+    context_counter: int = 0
+
+    def to_bytes(self) -> bytes:
+        sink = writer().put(VOLATILE_MAGIC).u8(int(self.started))
+        put_tpm2b(sink, self.null_seed)
+        put_tpm2b(sink, self.null_proof)
+        sink.u32(self.pcrs.update_counter).u32(len(self.pcrs.values))
+        for bank, values in sorted(self.pcrs.values.items()):
+            sink.u16(bank).u32(len(values))
+            for value in values:
+                put_tpm2b(sink, value)
+        sink.u32(len(self.objects))
+        for handle, item in sorted(self.objects.items()):
+            sink.u32(handle).u32(item.hierarchy).put(item.public.to_tpm2b())
+            put_tpm2b(sink, item.sensitive.to_bytes() if item.sensitive else b"")
+            put_tpm2b(sink, item.qualified_name)
+        sink.u32(len(self.sessions))
+        for session in (s for _, s in sorted(self.sessions.items())):
+            _write_session(sink, session)
+        sink.u64(self.context_counter).u32(len(self.saved_sessions))
+        for session, sequence in (v for _, v in sorted(self.saved_sessions.items())):
+            sink.u64(sequence)
+            _write_session(sink, session)
+        return sink.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> VolatileState:
+        source = reader(data, "vTPM volatile state")
+        if source.take(len(VOLATILE_MAGIC), "magic") != VOLATILE_MAGIC:
+            raise FormatError("vTPM volatile state: bad magic")
+        started = source.u8("started") == 1
+        null_seed, null_proof = read_tpm2b(source, "null seed"), read_tpm2b(source, "null proof")
+        pcrs = PcrBanks(update_counter=source.u32("pcrUpdateCounter"))
+        for _ in range(source.u32("banks")):
+            bank = source.u16("bank")
+            pcrs.values[bank] = [read_tpm2b(source, "PCR", 64)
+                                 for _ in range(source.u32("PCR count"))]
+        objects = {}
+        for _ in range(source.u32("objects")):
+            handle, hierarchy = source.u32("handle"), source.u32("hierarchy")
+            public = Public.read_tpm2b(source)
+            sensitive_bytes = read_tpm2b(source, "sensitive")
+            sensitive = Sensitive.from_bytes(sensitive_bytes) if sensitive_bytes else None
+            objects[handle] = TpmObject(public, sensitive, hierarchy,
+                                        read_tpm2b(source, "qualified name", 66))
+        sessions = {}
+        for _ in range(source.u32("sessions")):
+            session = _read_session(source)
+            sessions[session.handle] = session
+        counter = source.u64("context counter")
+        saved = {}
+        for _ in range(source.u32("saved sessions")):
+            sequence = source.u64("sequence")
+            session = _read_session(source)
+            saved[session.handle] = (session, sequence)
+        source.expect_end()
+        return cls(started, null_seed, null_proof, pcrs, objects, sessions, saved, counter)
+
+
+def _write_session(sink: Writer, session: Session) -> None:
+    sink.u32(session.handle).u8(session.session_type).u16(session.auth_hash)
+    for value in (session.nonce_tpm, session.nonce_caller, session.session_key,
+                  session.policy.value):
+        put_tpm2b(sink, value)
+    sink.u8(session.bind_name is not None)
+    put_tpm2b(sink, session.bind_name or b"")
+    sink.u32(ABSENT if session.pcr_counter is None else session.pcr_counter)
+    sink.u32(ABSENT if session.command_code is None else session.command_code)
+    sink.u8(session.auth_value_needed | session.password_needed << 1)
+    sink.u16(session.symmetric_bits)
+
+
+def _read_session(source: Reader) -> Session:
+    handle, kind, auth_hash = source.u32("handle"), source.u8("type"), source.u16("hash")
+    nonce_tpm, nonce_caller, key, policy = (read_tpm2b(source, "session value", 64)
+                                            for _ in range(4))
+    bound = source.u8("bound") == 1
+    bind_name = read_tpm2b(source, "bind name", 66)
+    counter, code = source.u32("pcr counter"), source.u32("command code")
+    flags = source.u8("flags")
+    return Session(
+        handle, kind, auth_hash, nonce_tpm, nonce_caller, key, bind_name if bound else None,
+        PolicyDigest(auth_hash, policy), None if counter == ABSENT else counter,
+        bool(flags & 1), bool(flags & 2), None if code == ABSENT else code,
+        source.u16("symmetric bits"),
+    )

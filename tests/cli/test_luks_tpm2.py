@@ -1,0 +1,99 @@
+"""``cvm luks enroll-tpm2`` / ``unlock-tpm2``: a systemd-tpm2 token opened by a measured boot."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from cvm.cli.main import execute
+from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.vtpm.luks_token import SystemdTpm2Token
+from cvm.vtpm.policy import PolicyDigest
+
+FAST = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]
+
+
+@pytest.fixture
+def setup(tmp_path: Path, vectors: Path) -> dict[str, Path]:
+    folder = vectors / "tpm" / "go-tpm-tools"
+    paths = {"image": tmp_path / "vol.img", "pass": tmp_path / "pass", "state": tmp_path / "st",
+             "good": folder / "ubuntu-2404-amd-sevsnp.bin", "bad": folder / "cos-85-amd-sev.bin",
+             "dir": tmp_path}
+    paths["pass"].write_bytes(b"owner passphrase")
+    with paths["image"].open("wb") as f:
+        f.truncate(17 << 20)
+    assert execute(["luks", "format", str(paths["image"]), "--key-file", str(paths["pass"]),
+                    *FAST]) == 0
+    assert execute(["tpm", "manufacture", str(paths["state"])]) == 0
+    return paths
+
+
+def _export(image: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    capsys.readouterr()
+    assert execute(["luks", "token", "export", str(image), "--token-id", "0"]) == 0
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+def test_enroll_and_unlock(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    image, state = str(setup["image"]), str(setup["state"])
+    pin = setup["dir"] / "pin"
+    pin.write_bytes(b"123456")
+    assert execute(["luks", "enroll-tpm2", image, "--key-file", str(setup["pass"]),
+                    "--tpm-state", state, "--pcrs", "0,7", "--from-eventlog",
+                    str(setup["good"]), "--pin-file", str(pin)]) == 0
+    token = _export(setup["image"], capsys)
+    assert token["type"] == "systemd-tpm2" and token["tpm2-pcrs"] == [0, 7]
+    assert token["tpm2-pin"] is True and token["tpm2-primary-alg"] == "ecc"
+    parsed = SystemdTpm2Token.from_json(token)
+    assert parsed.to_json() == token
+    assert parsed.blob.public.auth_policy == parsed.policy_hash
+    assert execute(["luks", "dump", image, "--json"]) == 0
+    slot = json.loads(capsys.readouterr().out)["keyslots"]["1"]
+    assert slot["kdf"] == {"type": "pbkdf2", "hash": "sha512", "iterations": 1000,
+                           "salt": slot["kdf"]["salt"]}
+    base = ["luks", "unlock-tpm2", image, "--tpm-state", state]
+    key = setup["dir"] / "vk"
+    assert execute([*base, "--eventlog", str(setup["good"]), "--pin-file", str(pin),
+                    "-o", str(key)]) == 0
+    assert execute(["luks", "dump-volume-key", image, "--key-file", str(setup["pass"]),
+                    "-o", str(setup["dir"] / "vk2")]) == 0
+    assert key.read_bytes() == (setup["dir"] / "vk2").read_bytes()
+    capsys.readouterr()
+    assert execute([*base, "--eventlog", str(setup["bad"]), "--pin-file", str(pin)]) == 68
+    assert "TPM_RC_POLICY_FAIL (session 1)" in capsys.readouterr().err
+    assert execute([*base, "--eventlog", str(setup["good"])]) == 64
+
+
+def test_signed_pcr_policy(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    signer = rsa.generate_private_key(65537, 2048)
+    pem = signer.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    (setup["dir"] / "pub.pem").write_bytes(pem)
+    image, state = str(setup["image"]), str(setup["state"])
+    assert execute(["luks", "enroll-tpm2", image, "--key-file", str(setup["pass"]),
+                    "--tpm-state", state, "--pcrs", "7", "--from-eventlog", str(setup["good"]),
+                    "--public-key", str(setup["dir"] / "pub.pem")]) == 0
+    token = _export(setup["image"], capsys)
+    assert token["tpm2_pubkey_pcrs"] == [11]
+    assert base64.b64decode(str(token["tpm2_pubkey"])) == pem
+    pcr11 = bytes(32)  # the log does not touch PCR 11
+    approved = PolicyDigest.start().pcr(PcrSelectionList.of("sha256", [11]), [pcr11]).value
+    signature = signer.sign(approved, padding.PKCS1v15(), hashes.SHA256())
+    document = {"sha256": [{"pcrs": [11], "pkfp": hashlib.sha256(pem).hexdigest(),
+                            "pol": approved.hex(),
+                            "sig": base64.b64encode(signature).decode()}]}
+    (setup["dir"] / "sig.json").write_text(json.dumps(document))
+    assert execute(["luks", "unlock-tpm2", image, "--tpm-state", state, "--eventlog",
+                    str(setup["good"]), "--pcr-signature", str(setup["dir"] / "sig.json")]) == 0
+    document["sha256"][0]["sig"] = base64.b64encode(bytes(256)).decode()
+    (setup["dir"] / "sig.json").write_text(json.dumps(document))
+    capsys.readouterr()
+    assert execute(["luks", "unlock-tpm2", image, "--tpm-state", state, "--eventlog",
+                    str(setup["good"]), "--pcr-signature", str(setup["dir"] / "sig.json")]) == 68
+    assert "TPM_RC_SIGNATURE" in capsys.readouterr().err

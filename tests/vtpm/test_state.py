@@ -1,0 +1,91 @@
+"""The vTPM state across power cycles: seeds, NV, persistent objects, orderly shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from cvm.errors import FormatError, StatusError
+from cvm.formats.tpm2.constants import TpmAlg, TpmNt, TpmRh, TpmSe
+from cvm.formats.tpm2.nv_public import NvPublic
+from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.formats.tpm2.response_code import TpmRc, for_parameter
+from cvm.vtpm.client import Auth, TpmClient
+from cvm.vtpm.engine import Tpm
+from cvm.vtpm.policy import PolicyDigest
+from cvm.vtpm.state import PersistentState
+from cvm.vtpm.templates import ek_template, sealed_template, srk_template
+from cvm.vtpm.volatile import VolatileState
+
+
+def test_state_round_trip_keeps_identity(client: TpmClient, tpm: Tpm,
+                                         make_tpm: Callable[..., Tpm]) -> None:
+    _, ek = client.create_primary(TpmRh.ENDORSEMENT, ek_template("ecc"))
+    client.nv_define_space(NvPublic(0x01500002, TpmAlg.SHA256, 0x00060006 | TpmNt.COUNTER << 4,
+                                    b"", 8))
+    client.nv_increment(0x01500002)
+    data = tpm.state.to_bytes()
+    assert PersistentState.from_bytes(data).to_bytes() == data
+    reborn = make_tpm(PersistentState.from_bytes(data))
+    other = TpmClient(reborn.execute)
+    other.startup()
+    assert other.create_primary(TpmRh.ENDORSEMENT, ek_template("ecc"))[1] == ek
+    assert other.nv_read(0x01500002, 8) == (1).to_bytes(8, "big")
+    stranger = TpmClient(make_tpm().execute)
+    stranger.startup()
+    assert stranger.create_primary(TpmRh.ENDORSEMENT, ek_template("ecc"))[1] != ek
+
+
+def test_state_parser_is_strict(tpm: Tpm) -> None:
+    data = tpm.state.to_bytes()
+    for broken in (data[:-1], data + b"\x00", b"X" + data[1:]):
+        with pytest.raises(FormatError):
+            PersistentState.from_bytes(broken)
+
+
+def test_startup_rules(tpm: Tpm) -> None:
+    client = TpmClient(tpm.execute)
+    with pytest.raises(StatusError) as refused:
+        client.get_random(8)
+    assert refused.value.code == TpmRc.INITIALIZE
+    with pytest.raises(StatusError) as refused:
+        client.startup(clear=False)
+    assert refused.value.code == for_parameter(TpmRc.VALUE, 1)
+    client.startup()
+    with pytest.raises(StatusError) as refused:
+        client.startup()
+    assert refused.value.code == TpmRc.INITIALIZE
+
+
+def test_resume_restores_saved_pcrs(client: TpmClient, tpm: Tpm,
+                                    make_tpm: Callable[..., Tpm]) -> None:
+    client.pcr_extend(7, {TpmAlg.SHA256: bytes(32)})
+    client.pcr_extend(16, {TpmAlg.SHA256: bytes(32)})
+    selection = PcrSelectionList.of("sha256", [7, 16])
+    before = client.pcr_read(selection)[2]
+    client.shutdown(clear=False)
+    resumed = make_tpm(PersistentState.from_bytes(tpm.state.to_bytes()))
+    other = TpmClient(resumed.execute)
+    other.startup(clear=False)
+    after = other.pcr_read(selection)[2]
+    assert after[0] == before[0]
+    assert after[1] == bytes(32)
+    assert resumed.state.restart_count == 1
+
+
+def test_volatile_state_round_trip(client: TpmClient, tpm: Tpm) -> None:
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template())
+    policy = PolicyDigest.start().auth_value().value
+    blob, public = client.create(srk, sealed_template(policy), data=b"kept", auth=b"pin")
+    item = client.load(srk, blob, public)
+    session = client.start_auth_session(TpmSe.POLICY)
+    client.policy_auth_value(session)
+    client.pcr_extend(9, {TpmAlg.SHA256: bytes(32)})
+    data = tpm.volatile().to_bytes()
+    restored = VolatileState.from_bytes(data)
+    assert restored.to_bytes() == data
+    tpm.restore_volatile(VolatileState.from_bytes(bytes(data)))
+    assert client.unseal(item, Auth(b"pin", session)) == b"kept"
+    with pytest.raises(FormatError):
+        VolatileState.from_bytes(data[:-1])

@@ -1,0 +1,87 @@
+"""The vTPM state at rest: sealed to the launch, refused when tampered, truncated, rolled back
+or foreign."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cvm.errors import FormatError, IntegrityError, PolicyError
+from cvm.formats.tpm2.constants import TpmAlg, TpmNt
+from cvm.formats.tpm2.nv_public import NvPublic
+from cvm.vtpm.client import TpmClient
+from cvm.vtpm.state import PersistentState
+from cvm.vtpm.state_file import (
+    MonotonicCounter,
+    ReleasedKeyProvider,
+    open_state,
+    seal_state,
+)
+from cvm.vtpm.svsm import Svsm
+from cvm.vtpm.svsm_guest import SvsmGuest
+
+COUNTER_INDEX = 0x01500010
+BUFFER, SCRATCH = 0x20000, 0x21000
+
+
+def _boot(snp: Any, counter: MonotonicCounter, stored: bytes | None = None,
+          seed: bytes = b"cvm svsm firmware") -> tuple[Svsm, TpmClient]:
+    launched = snp.launch(seed)
+    svsm = Svsm.start(launched.guest.vcpus[0], launched.secrets_gpa, counter, snp.random,
+                      stored)
+    svsm.grant(BUFFER, 2)
+    client = TpmClient(SvsmGuest(launched.guest.vcpus[0], svsm, BUFFER, SCRATCH).tpm_execute)
+    client.startup()
+    return svsm, client
+
+
+def _count(client: TpmClient) -> int:
+    return int.from_bytes(client.nv_read(COUNTER_INDEX, 8), "big")
+
+
+def test_state_survives_a_reboot_and_refuses_every_forgery(snp: Any) -> None:
+    counter = MonotonicCounter()
+    svsm, client = _boot(snp, counter)
+    client.nv_define_space(NvPublic(COUNTER_INDEX, TpmAlg.SHA256,
+                                    0x00060006 | TpmNt.COUNTER << 4, b"", 8))
+    client.nv_increment(COUNTER_INDEX)
+    old = svsm.seal_state()
+    client.nv_increment(COUNTER_INDEX)
+    current = svsm.seal_state()
+    assert counter.read() == 2
+
+    _, again = _boot(snp, counter, current)
+    assert _count(again) == 2
+
+    with pytest.raises(PolicyError, match="rollback"):
+        _boot(snp, counter, old)
+    flipped = bytearray(current)
+    flipped[-5] ^= 0x10
+    with pytest.raises(IntegrityError, match="does not authenticate"):
+        _boot(snp, counter, bytes(flipped))
+    header_flip = bytearray(current)
+    header_flip[0x10] ^= 0x01
+    with pytest.raises((IntegrityError, PolicyError)):
+        _boot(snp, counter, bytes(header_flip))
+    with pytest.raises(FormatError, match="truncated"):
+        _boot(snp, counter, current[:-1])
+    with pytest.raises(FormatError, match="truncated"):
+        _boot(snp, counter, current[:20])
+    with pytest.raises(IntegrityError, match="another VM"):
+        _boot(snp, counter, current, seed=b"another firmware")
+
+
+def test_broker_released_key_and_counter_window() -> None:
+    state = PersistentState.manufacture(lambda n: b"\x01" * n).to_bytes()
+    keys = ReleasedKeyProvider(b"\x42" * 32)
+    counter = MonotonicCounter(7)
+    sealed = seal_state(state, keys, counter, lambda n: b"\x02" * n)
+    assert counter.read() == 8
+    assert open_state(sealed, keys, MonotonicCounter(7)) == state  # save interrupted: +1 window
+    with pytest.raises(PolicyError, match="future"):
+        open_state(sealed, keys, MonotonicCounter(5))
+    with pytest.raises(IntegrityError):
+        open_state(sealed, ReleasedKeyProvider(b"\x43" * 32), MonotonicCounter(8))
+    with pytest.raises(PolicyError):
+        MonotonicCounter(3).advance(2)

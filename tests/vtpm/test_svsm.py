@@ -1,0 +1,121 @@
+"""The vTPM in the SVSM at VMPL0: isolation, the call protocol, attestation binding."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from cvm.crypto import amd_ecdsa
+from cvm.errors import StatusError
+from cvm.formats.snp.attestation_report import AttestationReport
+from cvm.formats.svsm.services_manifest import VTPM_SERVICE_GUID, ServicesManifest
+from cvm.formats.tpm2.constants import TpmAlg, TpmRh
+from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.formats.tpm2.public import Public
+from cvm.hardware.fault import PFERR_VMPL, FaultRaised
+from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.vtpm.client import TpmClient
+from cvm.vtpm.state import STATE_MAGIC
+from cvm.vtpm.state_file import MonotonicCounter
+from cvm.vtpm.svsm import (
+    PROTOCOL_VTPM,
+    SVSM_ERR_INVALID_PARAMETER,
+    SVSM_ERR_UNSUPPORTED_CALL,
+    SVSM_ERR_UNSUPPORTED_PROTOCOL,
+    Svsm,
+    SvsmLayout,
+)
+from cvm.vtpm.svsm_guest import SvsmGuest
+from cvm.vtpm.templates import ek_template
+
+BUFFER, SCRATCH = 0x20000, 0x21000
+
+
+def _boot(snp: Any, counter: MonotonicCounter, stored: bytes | None = None,
+          seed: bytes = b"cvm svsm firmware") -> tuple[Svsm, SvsmGuest, Any]:
+    launched = snp.launch(seed)
+    vcpu = launched.guest.vcpus[0]
+    svsm = Svsm.start(vcpu, launched.secrets_gpa, counter, snp.random, stored)
+    svsm.grant(BUFFER, 2)
+    return svsm, SvsmGuest(vcpu, svsm, BUFFER, SCRATCH), launched
+
+
+def test_guest_os_uses_the_vtpm_through_the_svsm(snp: Any) -> None:
+    svsm, guest, _ = _boot(snp, MonotonicCounter())
+    assert guest.vtpm_query() == 1 << 8
+    client = TpmClient(guest.tpm_execute)
+    client.startup()
+    client.pcr_extend(7, {TpmAlg.SHA256: hashlib.sha256(b"shim").digest()})
+    values = client.pcr_read(PcrSelectionList.of("sha256", [7]))[2]
+    assert values[0] == hashlib.sha256(bytes(32) + hashlib.sha256(b"shim").digest()).digest()
+    assert svsm.read_state().startswith(STATE_MAGIC)
+
+
+def test_state_pages_fault_for_the_guest_os_and_are_ciphertext_to_the_host(snp: Any) -> None:
+    svsm, guest, launched = _boot(snp, MonotonicCounter())
+    layout = SvsmLayout()
+    vcpu = launched.guest.vcpus[0]
+    vcpu.vmpl = 1
+    with pytest.raises(FaultRaised) as fault:
+        vcpu.read(layout.state_gpa, 16)
+    assert fault.value.fault.error_code & PFERR_VMPL
+    with pytest.raises(FaultRaised):
+        vcpu.write(layout.state_gpa, b"overwrite the seeds")
+    plain = svsm.read_state()
+    spa = launched.guest.vm.translate(layout.state_gpa)
+    host_view = snp.hv.machine.host_read(spa, PAGE_SIZE)
+    assert STATE_MAGIC not in host_view
+    assert plain[:64] not in host_view
+    with pytest.raises(FaultRaised):
+        snp.hv.machine.host_write(spa, bytes(16))
+    assert guest.tpm_execute(bytes(10))[6:10] != bytes(4)  # the vTPM still answers
+
+
+def test_attestation_binds_the_ek_to_the_report(snp: Any) -> None:
+    _, guest, launched = _boot(snp, MonotonicCounter())
+    nonce = hashlib.sha512(b"verifier nonce").digest()
+    report_bytes, manifest = guest.attest(nonce)
+    report = AttestationReport.from_bytes(report_bytes)
+    assert report.report_data == hashlib.sha512(nonce + manifest).digest()
+    assert report.measurement == launched.measurement and report.vmpl == 0
+    key = snp.psp.vcek_public_key(report.reported_tcb)
+    amd_ecdsa.verify(key, report.signed_bytes(), report.signature_r, report.signature_s)
+    client = TpmClient(guest.tpm_execute)
+    client.startup()
+    _, ek = client.create_primary(TpmRh.ENDORSEMENT, ek_template("rsa"))
+    assert Public.from_bytes(manifest) == ek
+    report_bytes, table = guest.attest(nonce, single_service=False)
+    assert ServicesManifest.from_bytes(table).service(VTPM_SERVICE_GUID) == manifest
+    assert AttestationReport.from_bytes(report_bytes).report_data == (
+        hashlib.sha512(nonce + table).digest()
+    )
+
+
+def test_call_protocol_errors(snp: Any) -> None:
+    _, guest, _ = _boot(snp, MonotonicCounter())
+    assert guest.call(7, 0)[0] == SVSM_ERR_UNSUPPORTED_PROTOCOL
+    assert guest.call(PROTOCOL_VTPM, 9)[0] == SVSM_ERR_UNSUPPORTED_CALL
+    with pytest.raises(StatusError) as refused:
+        guest.tpm_execute(bytes(10), locality=3)
+    assert refused.value.code == SVSM_ERR_INVALID_PARAMETER
+
+
+def test_pcrs_and_objects_live_in_the_pages(snp: Any) -> None:
+    svsm, guest, launched = _boot(snp, MonotonicCounter())
+    client = TpmClient(guest.tpm_execute)
+    client.startup()
+    measured = hashlib.sha256(b"kernel").digest()
+    client.pcr_extend(9, {TpmAlg.SHA256: measured})
+    pcr9 = hashlib.sha256(bytes(32) + measured).digest()
+    layout = SvsmLayout()
+    pages = svsm._as_vmpl0(lambda: launched.guest.vcpus[0].read(layout.state_gpa,
+                                                                layout.state_pages * PAGE_SIZE))
+    assert pcr9 in pages
+    spa = launched.guest.vm.translate(layout.state_gpa)
+    host_view = b"".join(snp.hv.machine.host_read(spa + i * PAGE_SIZE, PAGE_SIZE)
+                         for i in range(layout.state_pages))
+    assert pcr9 not in host_view
+    svsm.tpm.pcrs.values.clear()  # the SVSM's cached copy is not the truth: the pages are
+    assert client.pcr_read(PcrSelectionList.of("sha256", [9]))[2] == [pcr9]
