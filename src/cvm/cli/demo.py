@@ -3,7 +3,8 @@
 Chapters: (1) one host, four guests, one secret — what the guest and the host read of the same
 page; (2) the host's memory and register attacks per mode; (3) launch and remote attestation
 against launch-time tampering; (4) encryption at rest; (5) Secure Boot and measured boot
-against a host that edits the ESP. It writes a self-contained HTML report
+against a host that edits the ESP; (6) the disk key sealed by the vTPM in the SVSM, released
+only to the predicted boot. It writes a self-contained HTML report
 (two pictures per mode, then every table) and exits non-zero if any outcome differs from what
 the architecture promises.
 """
@@ -21,7 +22,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cvm.hardware.vm import Mode
-from cvm.scenarios import attestation, boot_attacks, disk_at_rest, memory_attacks, memory_views
+from cvm.scenarios import (
+    attestation,
+    boot_attacks,
+    disk_at_rest,
+    memory_attacks,
+    memory_views,
+    sealed_disk,
+)
 from cvm.scenarios.picture import Table as ReportTable
 from cvm.scenarios.picture import grey_png, html_report
 
@@ -70,7 +78,8 @@ def demo(
     _memory_attacks(run)
     _attestation(run)
     _disk(run, secret)
-    _boot(run)
+    owner = _boot(run)
+    _sealed(run, owner)
 
     out.mkdir(parents=True, exist_ok=True)
     panels = [
@@ -171,7 +180,7 @@ def _disk(run: _Run, secret: bytes) -> None:
     run.table("LUKS2 root, aes-xts-plain64", ["step", "outcome"], rows)
 
 
-def _boot(run: _Run) -> None:
+def _boot(run: _Run) -> boot_attacks.OwnerImage:
     run.console.print("[bold]5. Secure Boot and measured boot: the host edits the ESP[/bold]")
     owner = boot_attacks.build_owner_image()
     rows = []
@@ -186,6 +195,19 @@ def _boot(run: _Run) -> None:
         rows.append([outcome.attack, verdict + run.check(held), pcrs, outcome.reason])
     caption = f"Owner-signed UKI; PCR {', '.join(map(str, boot_attacks.SEALED_PCRS))} predicted"
     run.table(caption, ["attempt", "boot", "PCRs", "why"], rows)
+    return owner
+
+
+def _sealed(run: _Run, owner: boot_attacks.OwnerImage) -> None:
+    run.console.print("[bold]6. The vTPM at VMPL0 holds the disk key for the predicted boot[/bold]")
+    rows = []
+    for outcome in sealed_disk.run(owner, run.random_bytes):
+        expected = sealed_disk.EXPECTED_UNSEALED[outcome.attempt]
+        verdict = "key released" if outcome.unsealed else "key stays sealed"
+        detail = outcome.detail if len(outcome.detail) <= 90 else outcome.detail[:89] + "…"
+        rows.append([outcome.attempt, verdict + run.check(outcome.unsealed == expected), detail])
+    caption = "systemd-tpm2 LUKS2 token sealed to the predicted PCRs; vTPM state sealed at rest"
+    run.table(caption, ["boot", "disk key", "why"], rows)
 
 
 def _printable(data: bytes) -> str:

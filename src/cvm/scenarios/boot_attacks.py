@@ -140,3 +140,8 @@ EXPECTED: dict[str, tuple[bool, bool]] = {
 def run_all(owner: OwnerImage) -> list[BootOutcome]:
     """Boot the genuine image, then each image the host tampered with."""
     return [_boot(owner, *make(owner), name) for name, make in ATTACKS.items()]
+
+
+def attack_image(owner: OwnerImage, name: str) -> tuple[bytes, Varstore]:
+    """The UKI and varstore the host presents in attempt ``name``."""
+    return ATTACKS[name](owner)
