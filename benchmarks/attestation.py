@@ -18,12 +18,7 @@ Goal: a full (warm) appraisal within 3x the bare ECDSA verification.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import statistics
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives import hashes
@@ -36,19 +31,10 @@ from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.guest_policy import GuestPolicy
 from cvm.formats.snp.tcb_version import TcbVersion
 from cvm.vendor import DEFAULT_SEED, Vendor, derive_vcek_private_key
+from timing import argument_parser, median, print_figures
 
 ISSUED = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-
-
-def _median_us(function: Callable[[], object], seconds: float) -> tuple[float, int]:
-    samples: list[int] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(samples) < 20:
-        start = time.perf_counter_ns()
-        function()
-        samples.append(time.perf_counter_ns() - start)
-    return statistics.median(samples) / 1000, len(samples)
 
 
 def run(seconds: float) -> dict[str, float]:
@@ -88,13 +74,14 @@ def run(seconds: float) -> dict[str, float]:
     message = parsed.signed_bytes()
     algorithm = ec.ECDSA(hashes.SHA384())
 
-    bare_us, bare_n = _median_us(lambda: public.verify(der_signature, message, algorithm), seconds)
-    sign_us, sign_n = _median_us(sign, seconds)
+    bare = median(lambda: public.verify(der_signature, message, algorithm), seconds=seconds,
+                  at_least=20)
+    signing = median(sign, seconds=seconds, at_least=20)
     verifier.appraise(evidence, reference)  # fill the chain cache
-    full_us, full_n = _median_us(lambda: verifier.appraise(evidence, reference), seconds)
-    cold_us, cold_n = _median_us(
-        lambda: Verifier(roots, clock=lambda: NOW).appraise(evidence, reference), seconds
-    )
+    full = median(lambda: verifier.appraise(evidence, reference), seconds=seconds, at_least=20)
+    cold = median(lambda: Verifier(roots, clock=lambda: NOW).appraise(evidence, reference),
+                  seconds=seconds, at_least=20)
+    bare_us, sign_us, full_us, cold_us = bare.us, signing.us, full.us, cold.us
     return {
         "bare_ecdsa_p384_verify_us": round(bare_us, 1),
         "bare_ecdsa_p384_verifies_per_s": round(1e6 / bare_us, 1),
@@ -105,21 +92,16 @@ def run(seconds: float) -> dict[str, float]:
         "cold_appraisal_us": round(cold_us, 1),
         "ratio_full_appraisal_to_bare_verify": round(full_us / bare_us, 2),
         "ratio_goal": 3.0,
-        "samples": float(min(bare_n, sign_n, full_n, cold_n)),
+        "samples": float(min(bare.samples, signing.samples, full.samples, cold.samples)),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser = argument_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     args = parser.parse_args()
     results = run(args.seconds)
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
-    for name, value in results.items():
-        print(f"{name:40} {value}")
+    print_figures(results, as_json=args.json, line="{name:40} {value}")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ Every figure is MB/s (10^6 bytes per second), with ratios against ``contiguous``
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import tempfile
 import time
@@ -32,18 +30,14 @@ from cvm.disk.conversion import encrypt_image
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
+from timing import argument_parser, best_seconds, print_figures
 
 CHUNK = 8 << 20
 UNIT = 1 << 24
 
 
 def _rate(size: int, action: Callable[[], object], repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        action()
-        best = min(best, time.perf_counter() - start)
-    return size / best / 1e6
+    return size / best_seconds(action, repeat) / 1e6
 
 
 def _contiguous(key: bytes, data: bytes) -> None:
@@ -160,16 +154,11 @@ def measure(size_mib: int) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser = argument_parser(__doc__)
     parser.add_argument("--size-mib", type=int, default=256, help="image size in MiB")
     args = parser.parse_args()
     results = measure(args.size_mib)
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
-    for name, value in results.items():
-        print(f"{name}: {value}")
+    print_figures(results, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,7 @@ Goal: replay within 6x the bare hashing baseline (the rest is per-event bookkeep
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from cvm.firmware.measured_boot import MeasuredBoot
@@ -31,24 +26,14 @@ from cvm.formats.tcg.event_data import decode_event_data
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.event_type import EventType
 from cvm.formats.tcg.replay import replay
+from timing import argument_parser, median, print_figures
 
 VECTOR = Path(__file__).resolve().parent.parent.parent / "shared/vectors/realboot/eventlog.bin"
 EVENTS = 2000
 
 
-def _median_s(function: Callable[[], object], seconds: float) -> float:
-    samples: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(samples) < 5:
-        start = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true")
+    parser = argument_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=1.0)
     args = parser.parse_args()
     real = EventLog.parse(VECTOR.read_bytes())
@@ -73,22 +58,19 @@ def main() -> None:
             boot.measure(event.pcr_index, EventType.EV_IPL, event.event)
 
     timings = {
-        "baseline_hashing": _median_s(baseline, args.seconds),
-        "parse": _median_s(lambda: EventLog.parse(data), args.seconds),
-        "decode": _median_s(decode, args.seconds),
-        "replay": _median_s(lambda: replay(log), args.seconds),
-        "measure": _median_s(measure, args.seconds),
+        name: median(function, seconds=args.seconds, at_least=5).seconds
+        for name, function in (
+            ("baseline_hashing", baseline), ("parse", lambda: EventLog.parse(data)),
+            ("decode", decode), ("replay", lambda: replay(log)), ("measure", measure),
+        )
     }
     figures: dict[str, float] = {}
     for name, seconds in timings.items():
         figures[f"{name}_events_per_s"] = EVENTS / seconds
         if name != "baseline_hashing":
             figures[f"{name}_vs_baseline"] = seconds / timings["baseline_hashing"]
-    if args.json:
-        print(json.dumps({"events": EVENTS, "log_bytes": len(data), **figures}, indent=2))
-        return
-    for key, value in figures.items():
-        print(f"{key:32s} {value:14.1f}")
+    shown = {"events": EVENTS, "log_bytes": len(data), **figures} if args.json else figures
+    print_figures(shown, as_json=args.json, line="{name:32s} {value:14.1f}")
 
 
 if __name__ == "__main__":

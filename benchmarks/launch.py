@@ -14,11 +14,7 @@ every PAGE_INFO needs and the floor any launch-digest computation pays. Measured
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import time
-from collections.abc import Callable
 
 from cvm.crypto import aead, amd_ecdsa
 from cvm.formats.ovmf.image import OvmfImage, build_image
@@ -33,6 +29,7 @@ from cvm.host.launch import launch_snp
 from cvm.host.vmm import Hypervisor
 from cvm.image.measurement import VcpuConfig, snp_launch_digest
 from cvm.vendor.kds import ChipFuses
+from timing import argument_parser, best_seconds, print_figures
 
 MIB = 1 << 20
 PAGE = 0x1000
@@ -44,29 +41,20 @@ SECTIONS = (
 )
 
 
-def _best(function: Callable[[], object], repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def run(mib: int) -> dict[str, float]:
     firmware = build_image(
         mib * MIB, sections=SECTIONS, sev_hash_table=SevArea(0x810C00, 0x400), seed=b"bench"
     )
     image = OvmfImage.parse(firmware)
     pages = [firmware[i : i + PAGE] for i in range(0, len(firmware), PAGE)]
-    baseline = _best(lambda: [hashlib.sha384(page).digest() for page in pages])
-    predict = _best(lambda: snp_launch_digest(image, VcpuConfig(4, 0x00A00F11)))
+    baseline = best_seconds(lambda: [hashlib.sha384(page).digest() for page in pages])
+    predict = best_seconds(lambda: snp_launch_digest(image, VcpuConfig(4, 0x00A00F11)))
 
     machine = Machine(16 * (mib + 8) * MIB)
     hv = Hypervisor(machine)
     psp = SecureProcessor(machine, ChipFuses("Milan", b"\x01" * 64, b"\x02" * 64))
     launched = []
-    launch = _best(lambda: launched.append(launch_snp(hv, psp, firmware)), 2)
+    launch = best_seconds(lambda: launched.append(launch_snp(hv, psp, firmware)), 2)
 
     # Guest requests straight to the firmware: the guest's AEAD and the PSP's work.
     snp = launched[-1]
@@ -91,10 +79,10 @@ def run(mib: int) -> dict[str, float]:
         seqno[0] += 1
 
     count = 50
-    requests = _best(lambda: [request() for _ in range(count)]) / count
+    requests = best_seconds(lambda: [request() for _ in range(count)]) / count
     signing_key = psp.vcek_private_key(psp.reported_tcb)
     signed = bytes(0x2A0)
-    sign = _best(lambda: [amd_ecdsa.sign(signing_key, signed) for _ in range(count)]) / count
+    sign = best_seconds(lambda: [amd_ecdsa.sign(signing_key, signed) for _ in range(count)]) / count
     size = len(firmware) / MIB
     return {
         "firmware_mib": size,
@@ -110,16 +98,11 @@ def run(mib: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser = argument_parser(__doc__)
     parser.add_argument("--mib", type=int, default=2, help="firmware image size in MiB")
     args = parser.parse_args()
     figures = run(args.mib)
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        for name, value in figures.items():
-            print(f"{name:38} {value:12.2f}")
+    print_figures(figures, as_json=args.json, line="{name:38} {value:12.2f}")
 
 
 if __name__ == "__main__":

@@ -11,12 +11,7 @@ call per 4 KiB page), and a single 4 KiB private read and write through a guest'
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -26,26 +21,9 @@ from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.vm import Mode
 from cvm.host.vmm import Hypervisor
+from timing import argument_parser, best_seconds, median, print_figures
 
 MIB = 1 << 20
-
-
-def _best(function: Callable[[], object], repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def _median_us(function: Callable[[], object], count: int = 3000) -> float:
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter_ns()
-        function()
-        samples.append(time.perf_counter_ns() - start)
-    return statistics.median(samples) / 1000
 
 
 def run(mib: int) -> dict[str, float]:
@@ -53,14 +31,14 @@ def run(mib: int) -> dict[str, float]:
     data = np.frombuffer(os.urandom(size), dtype=np.uint8)
     out = bytearray(size + 16)
     ecb = Cipher(algorithms.AES(os.urandom(16)), modes.ECB()).encryptor()
-    baseline = _best(lambda: ecb.update_into(data, out))
+    baseline = best_seconds(lambda: ecb.update_into(data, out), 5)
 
     machine = Machine(2 * size + 64 * MIB)
     machine.engine.activate(1)
     base = 32 * MIB
     target = np.empty(size, dtype=np.uint8)
-    bulk_encrypt = _best(lambda: machine.engine.write_pages_from(1, base, data))
-    bulk_decrypt = _best(lambda: machine.engine.read_pages_into(1, base, target))
+    bulk_encrypt = best_seconds(lambda: machine.engine.write_pages_from(1, base, data), 5)
+    bulk_decrypt = best_seconds(lambda: machine.engine.read_pages_into(1, base, target), 5)
     assert np.array_equal(target, data)
 
     pages = [data[i : i + PAGE_SIZE].tobytes() for i in range(0, size, PAGE_SIZE)]
@@ -73,16 +51,16 @@ def run(mib: int) -> dict[str, float]:
         for index in range(len(pages)):
             machine.engine.read_pages(1, base + index * PAGE_SIZE, 1)
 
-    paged_encrypt = _best(page_encrypt, 2)
-    paged_decrypt = _best(page_decrypt, 2)
+    paged_encrypt = best_seconds(page_encrypt, 2)
+    paged_decrypt = best_seconds(page_decrypt, 2)
 
     host = Hypervisor(Machine(64 * MIB))
     guest = host.create_vm(Mode.SEV_SNP, 16 * PAGE_SIZE)
     kernel = SevGuest(guest.vcpus[0])
     kernel.accept(0, 16 * PAGE_SIZE)
     page = os.urandom(PAGE_SIZE)
-    write_us = _median_us(lambda: kernel.cpu.write(0x3000, page))
-    read_us = _median_us(lambda: kernel.cpu.read(0x3000, PAGE_SIZE))
+    write_us = median(lambda: kernel.cpu.write(0x3000, page), at_least=3000).us
+    read_us = median(lambda: kernel.cpu.read(0x3000, PAGE_SIZE), at_least=3000).us
 
     def rate(seconds: float) -> float:
         return size / seconds / MIB
@@ -104,16 +82,11 @@ def run(mib: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser = argument_parser(__doc__)
     parser.add_argument("--mib", type=int, default=64, help="amount of guest memory (MiB)")
     args = parser.parse_args()
     figures = run(args.mib)
-    if args.json:
-        print(json.dumps(figures, indent=2))
-        return
-    for name, value in figures.items():
-        print(f"{name:34} {value:10.3f}")
+    print_figures(figures, as_json=args.json, line="{name:34} {value:10.3f}")
 
 
 if __name__ == "__main__":

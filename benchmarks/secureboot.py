@@ -13,12 +13,7 @@ Baselines, measured in the same process:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import statistics
-import time
-from collections.abc import Callable
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -28,18 +23,9 @@ from cvm.firmware.secureboot import as_database, verify_image
 from cvm.formats.pe.authenticode import image_digest
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.image.signing import sign_pe
+from timing import argument_parser, median, print_figures
 
 MIB = 1 << 20
-
-
-def _median_us(function: Callable[[], object], seconds: float) -> tuple[float, int]:
-    samples: list[int] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(samples) < 10:
-        start = time.perf_counter_ns()
-        function()
-        samples.append(time.perf_counter_ns() - start)
-    return statistics.median(samples) / 1000, len(samples)
 
 
 def run(seconds: float, size_mib: int) -> dict[str, float]:
@@ -53,13 +39,15 @@ def run(seconds: float, size_mib: int) -> dict[str, float]:
     signature = key.sign(b"message", padding.PKCS1v15(), hashes.SHA256())
     public = key.public_key()
 
-    base_us, base_n = _median_us(lambda: hashlib.sha256(signed).digest(), seconds)
-    hash_us, hash_n = _median_us(lambda: image_digest(signed), seconds)
-    rsa_us, rsa_n = _median_us(
-        lambda: public.verify(signature, b"message", padding.PKCS1v15(), hashes.SHA256()),
-        seconds)
-    decide_us, decide_n = _median_us(lambda: verify_image(small, db), seconds)
-    big_us, big_n = _median_us(lambda: verify_image(signed, db), seconds)
+    timings = [
+        median(lambda: hashlib.sha256(signed).digest(), seconds=seconds, at_least=10),
+        median(lambda: image_digest(signed), seconds=seconds, at_least=10),
+        median(lambda: public.verify(signature, b"message", padding.PKCS1v15(), hashes.SHA256()),
+               seconds=seconds, at_least=10),
+        median(lambda: verify_image(small, db), seconds=seconds, at_least=10),
+        median(lambda: verify_image(signed, db), seconds=seconds, at_least=10),
+    ]
+    base_us, hash_us, rsa_us, decide_us, big_us = (timing.us for timing in timings)
     size = len(signed) / MIB
     return {
         "image_mib": round(size, 2),
@@ -72,22 +60,17 @@ def run(seconds: float, size_mib: int) -> dict[str, float]:
         "decisions_small_image_per_s": round(1e6 / decide_us, 1),
         "ratio_decision_to_rsa_verify": round(decide_us / rsa_us, 2),
         "decision_large_image_ms": round(big_us / 1000, 2),
-        "samples": float(min(base_n, hash_n, rsa_n, decide_n, big_n)),
+        "samples": float(min(timing.samples for timing in timings)),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser = argument_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument("--size-mib", type=int, default=8, help="size of the large image")
     args = parser.parse_args()
     results = run(args.seconds, args.size_mib)
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
-    for name, value in results.items():
-        print(f"{name:40} {value}")
+    print_figures(results, as_json=args.json, line="{name:40} {value}")
 
 
 if __name__ == "__main__":

@@ -21,13 +21,8 @@ Goal: a measured boot's ~100 extends in well under a second; unseal under 50 ms.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
-import statistics
-import time
-from collections.abc import Callable
 
 from cvm.crypto import aead
 from cvm.crypto.tpm_kdf import aes_cfb_decrypt
@@ -49,18 +44,9 @@ from cvm.vtpm.state_file import MonotonicCounter, ReleasedKeyProvider, open_stat
 from cvm.vtpm.svsm import Svsm
 from cvm.vtpm.svsm_guest import SvsmGuest
 from cvm.vtpm.templates import sealed_template, srk_template
+from timing import argument_parser, median, print_figures
 
 EXTENDS = 1000
-
-
-def _median_s(function: Callable[[], object], seconds: float) -> float:
-    samples: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(samples) < 5:
-        start = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def _svsm_client() -> TpmClient:
@@ -84,8 +70,7 @@ def _svsm_client() -> TpmClient:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true")
+    parser = argument_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=1.0)
     args = parser.parse_args()
     tpm = Tpm()
@@ -149,16 +134,13 @@ def main() -> None:
     for name, ours, base in (("extend", extends, bare_extends), ("unseal", unseal, bare_unseal),
                              ("state", envelope, bare_envelope),
                              ("svsm", svsm_extends, direct_extends)):
-        mine, floor = _median_s(ours, args.seconds), _median_s(base, args.seconds)
+        mine = median(ours, seconds=args.seconds, at_least=5).seconds
+        floor = median(base, seconds=args.seconds, at_least=5).seconds
         figures[f"{name}_ms"] = round(mine * 1000, 3)
         figures[f"{name}_baseline_ms"] = round(floor * 1000, 3)
         figures[f"{name}_ratio"] = round(mine / floor, 1)
     figures["extends_per_s"] = round(EXTENDS / (figures["extend_ms"] / 1000))
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        for key, value in figures.items():
-            print(f"{key:>24}: {value}")
+    print_figures(figures, as_json=args.json, line="{name:>24}: {value}")
 
 
 if __name__ == "__main__":

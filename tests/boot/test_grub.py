@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from pathlib import Path
 
 import pytest
 
 from cvm.boot.esp_files import EspFiles
 from cvm.boot.grub import Grub
-from cvm.boot.grub_image import GrubCoreImage
 from cvm.boot.grub_script import Command, IfStatement, parse_script
 from cvm.errors import FormatError, StateError
 from cvm.firmware.measured_boot import MeasuredBoot
 from cvm.firmware.pcr_bank import SoftwarePcrBank
+from cvm.formats.grub.core_image import GrubCoreImage
 
 
 def _run(cfg: str, files: dict[str, bytes] | None = None) -> tuple[list[str], list[str], Grub]:
@@ -91,16 +90,3 @@ def test_boot_without_kernel_and_runaway_sourcing_fail() -> None:
         grub = Grub(boot, EspFiles({"/boot/grub/grub.cfg": cfg}), core, "/EFI/BOOT/grubx64.efi")
         with pytest.raises(StateError, match=message):
             grub.run()
-
-
-@pytest.mark.interop
-def test_debian_embedded_configuration(debian_boot_binaries: dict[str, Path]) -> None:
-    core = GrubCoreImage.parse(debian_boot_binaries["grub"].read_bytes())
-    assert core.prefix == "/EFI/debian"
-    assert core.config.strip() == "normal (memdisk)/grub.cfg"
-    memdisk_cfg = core.memdisk_file("grub.cfg")
-    assert memdisk_cfg is not None
-    assert memdisk_cfg.startswith(b'if [ -z "$prefix" -o ! -e "$prefix" ]; then')
-    assert core.memdisk_file("GRUB.CFG") == memdisk_cfg
-    assert core.memdisk_file("missing.cfg") is None
-    assert core.memdisk_file("fonts") is None

@@ -10,7 +10,6 @@ exercised too.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from cvm.cli.main import execute
 from cvm.formats.ovmf.image import build_image
 from cvm.formats.ovmf.sev_area import SevArea
-from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
+from cvm.formats.ovmf.sev_metadata import MetadataSection
 
 pytestmark = pytest.mark.interop
 
@@ -28,26 +27,14 @@ DEBIAN = [
     Path("/usr/share/ovmf/OVMF.fd"),
     Path("/usr/share/OVMF/OVMF_CODE_4M.fd"),
 ]
-AMDSEV_SECTIONS = (
-    MetadataSection(0x800000, 0x9000, SectionType.SNP_SEC_MEM),
-    MetadataSection(0x80A000, 0x3000, SectionType.SNP_SEC_MEM),
-    MetadataSection(0x80D000, 0x1000, SectionType.SNP_SECRETS),
-    MetadataSection(0x80E000, 0x1000, SectionType.CPUID),
-    MetadataSection(0x80F000, 0x1000, SectionType.SVSM_CAA),
-    MetadataSection(0x810000, 0x1000, SectionType.SNP_KERNEL_HASHES),
-    MetadataSection(0x811000, 0xF000, SectionType.SNP_SEC_MEM),
-)
 ORACLE_VMM = {"qemu": "QEMU", "ec2": "ec2", "gce": "gce"}
+Measure = Callable[[list[str]], str]
 
 
 @pytest.fixture(scope="module")
-def oracle(require_tool: Callable[[str], str]) -> str:
-    beside = Path(sys.executable).parent / "sev-snp-measure"
-    return str(beside) if beside.exists() else require_tool("sev-snp-measure")
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def images(
+    tmp_path_factory: pytest.TempPathFactory, amdsev_sections: tuple[MetadataSection, ...]
+) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("ovmf")
     found = {path.name: path for path in DEBIAN if path.exists()}
     if not found:
@@ -55,7 +42,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     builds = {
         "amdsev-kernel-hashes.fd": build_image(
             0x40000,
-            sections=AMDSEV_SECTIONS,
+            sections=amdsev_sections,
             sev_hash_table=SevArea(0x810C00, 0x400),
             sev_secret_area=SevArea(0x810000, 0xC00),
             seed=b"amdsev",
@@ -63,7 +50,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "hash-table-at-page-start.fd": build_image(
             0x20000,
             reset_eip=0x0080C000,
-            sections=AMDSEV_SECTIONS[2:6],
+            sections=amdsev_sections[2:6],
             sev_hash_table=SevArea(0x810000, 0x400),
             seed=b"start",
         ),
@@ -78,20 +65,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     initrd.write_bytes(b"initramfs" * 1000)
     found["kernel"], found["initrd"] = kernel, initrd
     return found
-
-
-def _ours(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    capsys.readouterr()
-    code = execute(["measure", *args])
-    out = capsys.readouterr().out.strip()
-    assert code == 0, out
-    return out
-
-
-def _theirs(oracle: str, args: list[str]) -> str:
-    done = subprocess.run([oracle, *args], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 CASES = [
@@ -123,9 +96,9 @@ CASES = [
 
 @pytest.mark.parametrize(("image", "mode", "vcpus", "vcpu_type", "features", "vmm", "boot"), CASES)
 def test_digest_equals_sev_snp_measure(
-    oracle: str,
+    measure_ours: Measure,
+    measure_theirs: Measure,
     images: dict[str, Path],
-    capsys: pytest.CaptureFixture[str],
     image: str,
     mode: str,
     vcpus: int,
@@ -142,22 +115,22 @@ def test_digest_equals_sev_snp_measure(
     if boot:
         common += ["--kernel", str(images["kernel"]), "--initrd", str(images["initrd"])]
         common += ["--append", "console=ttyS0 root=/dev/vda1 ro"]
-    theirs = _theirs(oracle, ["--mode", mode, *common, "--vmm-type", ORACLE_VMM[vmm]])
-    ours = _ours(
-        ["--mode", "sev-es" if mode == "seves" else mode, *common, "--vmm-type", vmm], capsys
+    theirs = measure_theirs(["--mode", mode, *common, "--vmm-type", ORACLE_VMM[vmm]])
+    ours = measure_ours(
+        ["--mode", "sev-es" if mode == "seves" else mode, *common, "--vmm-type", vmm]
     )
     assert len(ours) in (64, 96)
     assert ours == theirs
 
 
 def test_ovmf_hash_seeding_equals_sev_snp_measure(
-    oracle: str, images: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    measure_ours: Measure, measure_theirs: Measure, images: dict[str, Path]
 ) -> None:
     path = str(images["amdsev-kernel-hashes.fd"])
-    seed = _theirs(oracle, ["--mode", "snp:ovmf-hash", "--ovmf", path])
+    seed = measure_theirs(["--mode", "snp:ovmf-hash", "--ovmf", path])
     common = ["--ovmf", path, "--vcpus", "2", "--vcpu-type", "EPYC-v4", "--snp-ovmf-hash", seed]
-    theirs = _theirs(oracle, ["--mode", "snp", *common])
-    assert _ours(["--mode", "snp", *common], capsys) == theirs
+    theirs = measure_theirs(["--mode", "snp", *common])
+    assert measure_ours(["--mode", "snp", *common]) == theirs
 
 
 def test_kernel_without_hashes_section_fails_in_both(
@@ -178,7 +151,7 @@ def test_kernel_without_hashes_section_fails_in_both(
     [("OVMF_CODE.fd", 2, False), ("amdsev-kernel-hashes.fd", 3, True)],
 )
 def test_emulated_psp_digest_equals_sev_snp_measure(
-    oracle: str, images: dict[str, Path], image: str, vcpus: int, boot: bool
+    measure_theirs: Measure, images: dict[str, Path], image: str, vcpus: int, boot: bool
 ) -> None:
     """The digest the emulated PSP computes when the host launches the image."""
     if image not in images:
@@ -203,4 +176,4 @@ def test_emulated_psp_digest_equals_sev_snp_measure(
     psp = SecureProcessor(machine, ChipFuses("Milan", b"\x01" * 64, b"\x02" * 64))
     config = SnpLaunchConfig(vcpus=vcpus, vcpu_signature=0x00A00F11, hashes=hashes)
     launched = launch_snp(Hypervisor(machine), psp, images[image].read_bytes(), config)
-    assert launched.measurement.hex() == _theirs(oracle, args)
+    assert launched.measurement.hex() == measure_theirs(args)

@@ -9,13 +9,11 @@ vCPU counts and types and variable-store sizes.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from cvm.cli.main import execute
 from cvm.formats.ovmf.image import build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.image.svsm_measurement import build_svsm_image
@@ -34,12 +32,7 @@ WITH_CAA = (
     MetadataSection(0x15000, 0x1000, SectionType.SNP_SECRETS),
     MetadataSection(0x16000, 0x2000, SectionType.SNP_SEC_MEM),
 )
-
-
-@pytest.fixture(scope="module")
-def oracle(require_tool: Callable[[str], str]) -> str:
-    beside = Path(sys.executable).parent / "sev-snp-measure"
-    return str(beside) if beside.exists() else require_tool("sev-snp-measure")
+Measure = Callable[[list[str]], str]
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +55,6 @@ def images(tmp_path_factory: pytest.TempPathFactory, vectors: Path) -> dict[str,
     return found
 
 
-def _ours(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    capsys.readouterr()
-    code = execute(["measure", *args])
-    out = capsys.readouterr().out.strip()
-    assert code == 0, out
-    return out
-
-
-def _theirs(oracle: str, args: list[str]) -> str:
-    done = subprocess.run([oracle, *args], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 CASES = [
     # (ovmf, svsm, vcpus, vcpu type, vars size)
     ("real-ovmf", "real-svsm", 1, "EPYC-Milan", 540672),
@@ -90,9 +69,9 @@ CASES = [
 
 @pytest.mark.parametrize(("ovmf", "svsm", "vcpus", "vcpu_type", "vars_size"), CASES)
 def test_svsm_digest_equals_sev_snp_measure(
-    oracle: str,
+    measure_ours: Measure,
+    measure_theirs: Measure,
     images: dict[str, Path],
-    capsys: pytest.CaptureFixture[str],
     ovmf: str,
     svsm: str,
     vcpus: int,
@@ -108,14 +87,14 @@ def test_svsm_digest_equals_sev_snp_measure(
         empty = images["ovmf.fd"].with_name("empty-vars.fd")
         empty.write_bytes(b"")
         sized = ["--vars-file", str(empty)]
-    theirs = _theirs(oracle, [*args, *sized])
-    ours = _ours([*args, *sized], capsys)
+    theirs = measure_theirs([*args, *sized])
+    ours = measure_ours([*args, *sized])
     assert len(ours) == 96
     assert ours == theirs
 
 
 def test_dumped_vmsas_equal_sev_snp_measure(
-    oracle: str, images: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    oracle: str, measure_ours: Measure, images: dict[str, Path], tmp_path: Path
 ) -> None:
     args = ["--mode", "snp:svsm", "--ovmf", str(images["ovmf.fd"])]
     args += ["--svsm", str(images["entry-inside.bin"]), "--vcpus", "2"]
@@ -126,6 +105,6 @@ def test_dumped_vmsas_equal_sev_snp_measure(
         [oracle, *args, "--dump-vmsa"], capture_output=True, text=True, check=False, cwd=theirs_dir
     )
     assert done.returncode == 0, done.stderr
-    _ours([*args, "--dump-vmsa", str(tmp_path / "ours")], capsys)
+    measure_ours([*args, "--dump-vmsa", str(tmp_path / "ours")])
     for name in ("vmsa0.bin", "vmsa1.bin"):
         assert (tmp_path / "ours" / name).read_bytes() == (theirs_dir / name).read_bytes()

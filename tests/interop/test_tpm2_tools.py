@@ -49,32 +49,16 @@ pytestmark = pytest.mark.interop
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as first, socket.socket() as second:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
-
-
 @pytest.fixture(scope="module")
-def tools(require_tool: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
+def tools(require_tool: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory,
+          free_port_pair: Callable[[], int], tool_runner: Callable[[Path, str, float], Run],
           ) -> Iterator[tuple[Run, Path]]:
     """A running swtpm and a runner for tpm2-tools commands against it."""
     swtpm = require_tool("swtpm")
     for tool in ("tpm2_startauthsession", "tpm2_checkquote", "tpm2_loadexternal"):
         require_tool(tool)
     workdir = tmp_path_factory.mktemp("swtpm")
-    port = _free_port_pair()
+    port = free_port_pair()
     process = subprocess.Popen(
         [swtpm, "socket", "--tpm2",
          "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
@@ -82,22 +66,13 @@ def tools(require_tool: Callable[[str], str], tmp_path_factory: pytest.TempPathF
          "--tpmstate", f"dir={workdir}", "--flags", "startup-clear,not-need-init"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    env = dict(os.environ, TPM2TOOLS_TCTI=f"swtpm:host=127.0.0.1,port={port}")
     for _ in range(100):
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.05)
 
-    def run(*argv: str, check: bool = True, stdin: str | None = None,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(list(argv), cwd=workdir, env={**env, **(extra_env or {})},
-                                capture_output=True, text=True, timeout=60, check=False,
-                                input=stdin)
-        if check and result.returncode:
-            raise AssertionError(f"{argv} failed: {result.stderr}")
-        return result
-
+    run = tool_runner(workdir, f"swtpm:host=127.0.0.1,port={port}", 60)
     run.port = port  # type: ignore[attr-defined]
     try:
         yield run, workdir
@@ -202,6 +177,23 @@ def test_loadexternal_name_matches(tools: tuple[Run, Path]) -> None:
         assert (workdir / "ext.name").read_bytes() == public.name()
 
 
+def _activate_tools_credential(tools: tuple[Run, Path], client: TpmClient,
+                               ek: tuple[int, str], ak: tuple[int, Public]) -> bytes:
+    """tpm2_makecredential of ``secret.bin`` for the AK's Name under the EK public in the
+    named file (``ek`` = (handle, file)); the vTPM activates the credential with both keys."""
+    run, workdir = tools
+    (ek_handle, ek_file), (ak_handle, ak_public) = ek, ak
+    run("tpm2_makecredential", "-T", "none", "-u", ek_file, "-s", "secret.bin",
+        "-n", ak_public.name().hex(), "-o", "tools.cred")
+    blob = reader((workdir / "tools.cred").read_bytes()[8:], "credential")
+    id_object = blob.take(blob.u16())
+    secret = blob.take(blob.u16())
+    session = client.start_auth_session(TpmSe.POLICY)
+    client.policy_secret(session, TpmRh.ENDORSEMENT)
+    return client.activate_credential(ak_handle, ek_handle, id_object, secret,
+                                      key_auth=Auth(b"", session))
+
+
 def test_makecredential_unwraps_with_our_kdf(tools: tuple[Run, Path]) -> None:
     run, workdir = tools
     tpm = Tpm()
@@ -240,19 +232,12 @@ def test_makecredential_unwraps_with_our_kdf(tools: tuple[Run, Path]) -> None:
     srk, _ = client.create_primary(TpmRh.OWNER, srk_template())
     blob_private, ak_public = client.create(srk, ak_template("rsa"))
     ak = client.load(srk, blob_private, ak_public)
-    run("tpm2_makecredential", "-T", "none", "-u", "ek.pub", "-s", "secret.bin",
-        "-n", ak_public.name().hex(), "-o", "cred2.out")
-    tools_blob = reader((workdir / "cred2.out").read_bytes()[8:], "credential")
-    id_blob = tools_blob.take(tools_blob.u16())
-    encrypted = tools_blob.take(tools_blob.u16())
-    session = client.start_auth_session(TpmSe.POLICY)
-    client.policy_secret(session, TpmRh.ENDORSEMENT)
-    assert client.activate_credential(ak, handle, id_blob, encrypted,
-                                      key_auth=Auth(b"", session)) == b"credential value"
+    assert _activate_tools_credential(tools, client, (handle, "ek.pub"),
+                                      (ak, ak_public)) == b"credential value"
 
 
 def test_makecredential_for_our_ecc_ek(tools: tuple[Run, Path]) -> None:
-    run, workdir = tools
+    workdir = tools[1]
     tpm = Tpm()
     client = TpmClient(tpm.execute)
     client.startup()
@@ -262,15 +247,8 @@ def test_makecredential_for_our_ecc_ek(tools: tuple[Run, Path]) -> None:
     ak = client.load(srk, private, ak_public)
     (workdir / "ekecc.pub").write_bytes(ek_public.to_tpm2b())
     (workdir / "secret.bin").write_bytes(b"ecc credential")
-    run("tpm2_makecredential", "-T", "none", "-u", "ekecc.pub", "-s", "secret.bin",
-        "-n", ak_public.name().hex(), "-o", "ecc.cred")
-    blob = reader((workdir / "ecc.cred").read_bytes()[8:], "credential")
-    id_object = blob.take(blob.u16())
-    secret = blob.take(blob.u16())
-    session = client.start_auth_session(TpmSe.POLICY)
-    client.policy_secret(session, TpmRh.ENDORSEMENT)
-    assert client.activate_credential(ak, ek, id_object, secret,
-                                      key_auth=Auth(b"", session)) == b"ecc credential"
+    assert _activate_tools_credential(tools, client, (ek, "ekecc.pub"),
+                                      (ak, ak_public)) == b"ecc credential"
 
 
 @pytest.mark.parametrize("kind", ["rsa", "ecc"])

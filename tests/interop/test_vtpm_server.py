@@ -13,7 +13,6 @@ import base64
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -37,40 +36,19 @@ pytestmark = pytest.mark.interop
 PCR7_EVENT = hashlib.sha256(b"secure boot policy").hexdigest()
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        try:
-            with socket.socket() as first, socket.socket() as second:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
-
-
 @pytest.fixture
-def vtpm(require_tool: Callable[[str], str], tmp_path: Path) -> Iterator[dict[str, Any]]:
+def vtpm(require_tool: Callable[[str], str], tmp_path: Path, free_port_pair: Callable[[], int],
+         tool_runner: Callable[[Path, str, float], Any]) -> Iterator[dict[str, Any]]:
     """A running vTPM server and a runner for real tools against it."""
     for tool in ("tpm2_createprimary", "tpm2_unseal", "cryptsetup"):
         require_tool(tool)
-    port = _free_port_pair()
+    port = free_port_pair()
     tpm = Tpm()
     server = MssimServer(tpm, port)
     server.start()
     tcti = f"mssim:host=127.0.0.1,port={port}"
 
-    def run(*argv: str, check: bool = True, stdin: str | None = None,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "TPM2TOOLS_TCTI": tcti, **(extra_env or {})}
-        result = subprocess.run(list(argv), cwd=tmp_path, env=env, capture_output=True,
-                                text=True, input=stdin, timeout=120, check=False)
-        if check and result.returncode:
-            raise AssertionError(f"{argv} failed: {result.stderr}")
-        return result
+    run = tool_runner(tmp_path, tcti, 120)
 
     try:
         yield {"run": run, "dir": tmp_path, "tpm": server, "tcti": tcti}

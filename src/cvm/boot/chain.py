@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from cvm.boot.esp_files import EspFiles
 from cvm.boot.firmware import DEFAULT_LOADER, Firmware, FirmwareSettings, GptDisk
 from cvm.boot.grub import BootRequest, Grub
-from cvm.boot.grub_image import GrubCoreImage
 from cvm.boot.kernel import StubOptions, start_kernel
 from cvm.boot.shim import Shim
 from cvm.boot.uki import measure_uki
 from cvm.errors import StateError
 from cvm.firmware.measured_boot import MeasuredBoot
 from cvm.firmware.pcr_bank import PcrBank, SoftwarePcrBank
+from cvm.formats.grub.core_image import GrubCoreImage
 from cvm.formats.pe.image import PeImage
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.uefi.varstore import Varstore

@@ -28,10 +28,12 @@ from cvm.boot.esp_files import EspFiles
 from cvm.errors import FormatError, PolicyError
 from cvm.firmware.measured_boot import MeasuredBoot
 from cvm.firmware.secureboot import Decision, verify_image
+from cvm.formats.gpt.header import HEADER_LAYOUT as GPT_HEADER_LAYOUT
+from cvm.formats.gpt.partition_entry import LAYOUT as ENTRY_LAYOUT
 from cvm.formats.tcg.device_path import ACPI, END_NODE, HARDWARE, MEDIA, DevicePath, DevicePathNode
 from cvm.formats.tcg.event_type import EventType
 from cvm.formats.tcg.firmware_blob import FirmwareBlob
-from cvm.formats.tcg.gpt_data import ENTRY_LAYOUT, GPT_HEADER_LAYOUT, UefiGptData
+from cvm.formats.tcg.gpt_data import UefiGptData
 from cvm.formats.tcg.image_load_event import UefiImageLoadEvent
 from cvm.formats.tcg.uefi_variable_data import UefiVariableData
 from cvm.formats.uefi.guids import EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE

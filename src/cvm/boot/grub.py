@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 from cvm.boot.esp_files import EspFiles
 from cvm.boot.firmware import Firmware
-from cvm.boot.grub_image import GrubCoreImage
 from cvm.boot.grub_script import Command, IfStatement, Statement, Word, parse_script
 from cvm.boot.shim import Shim
 from cvm.errors import StateError
 from cvm.firmware.measured_boot import MeasuredBoot
+from cvm.formats.grub.core_image import GrubCoreImage
 from cvm.formats.tcg.event_type import EventType
 
 GRUB_STRING_PCR = 8

@@ -6,7 +6,8 @@ be reproducible from a seed, so:
 
 * :func:`generate_private_key` derives the primes from SHAKE-256(seed) (incremental search
   from a seeded odd start, trial division by small primes, then Miller-Rabin with seeded
-  bases; FIPS 186-5 B.3.1 style, with the caller's seed as the entropy source);
+  bases; FIPS 186-5 B.3.1 style, with the caller's seed as the entropy source; the search
+  itself is :func:`cvm.crypto.rsa_prime.seeded_prime`);
 * :func:`sign_pss` takes the salt as an argument (EMSA-PSS encoding of RFC 8017 9.1.1, then
   the RSA private operation) so the caller's random source decides it.
 
@@ -23,74 +24,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from cvm.crypto.drbg import SeededRandom
+from cvm.crypto.rsa_prime import private_key_from_primes, seeded_prime
 from cvm.errors import FormatError, SignatureError, UsageError
 
 PUBLIC_EXPONENT = 65537
 SALT_SIZE = 48
 HASH_SIZE = 48
 MILLER_RABIN_ROUNDS = 8  # 2048-bit candidates: error far below 2**-100
-_WINDOW = 1 << 15
-_SIEVE_BOUND = 1 << 18
-
-
-def _odd_primes_below(bound: int) -> tuple[int, ...]:
-    """Odd primes below ``bound`` (sieve of Eratosthenes)."""
-    flags = bytearray([1]) * bound
-    flags[0:2] = b"\x00\x00"
-    for n in range(2, int(bound**0.5) + 1):
-        if flags[n]:
-            flags[n * n :: n] = bytes(len(range(n * n, bound, n)))
-    return tuple(n for n in range(3, bound) if flags[n])
-
-
-_SMALL_PRIMES = _odd_primes_below(_SIEVE_BOUND)
 
 RsaPrivateKey = rsa.RSAPrivateKey
 RsaPublicKey = rsa.RSAPublicKey
-
-
-def _is_probable_prime(candidate: int, stream: SeededRandom) -> bool:
-    d = candidate - 1
-    shifts = 0
-    while d % 2 == 0:
-        d //= 2
-        shifts += 1
-    size = (candidate.bit_length() + 7) // 8
-    for _ in range(MILLER_RABIN_ROUNDS):
-        base = int.from_bytes(stream(size), "big") % (candidate - 3) + 2
-        x = pow(base, d, candidate)
-        if x in (1, candidate - 1):
-            continue
-        for _ in range(shifts - 1):
-            x = pow(x, 2, candidate)
-            if x == candidate - 1:
-                break
-        else:
-            return False
-    return True
-
-
-def _prime(bits: int, stream: SeededRandom, witnesses: SeededRandom) -> int:
-    """The first probable prime at or after a seeded odd start (sieved window search)."""
-    while True:
-        start = int.from_bytes(stream(bits // 8), "big")
-        start |= (3 << (bits - 2)) | 1  # top two bits: the product has exactly 2*bits bits
-        # sieve[i] is zero when start + 2*i has no factor among the small primes.
-        sieve = bytearray(_WINDOW)
-        for p in _SMALL_PRIMES:
-            first = (-start * ((p + 1) // 2)) % p  # (p + 1) / 2 is the inverse of 2 mod p
-            if first < _WINDOW:
-                sieve[first::p] = b"\x01" * len(range(first, _WINDOW, p))
-        for index in range(_WINDOW):
-            if sieve[index]:
-                continue
-            candidate = start + 2 * index
-            if candidate.bit_length() != bits:
-                break
-            if (candidate - 1) % PUBLIC_EXPONENT == 0:
-                continue
-            if _is_probable_prime(candidate, witnesses):
-                return candidate
 
 
 @lru_cache(maxsize=32)
@@ -103,19 +46,13 @@ def generate_private_key(seed: bytes, label: str, bits: int = 4096) -> RsaPrivat
     stream = SeededRandom(seed, b"rsa/" + label.encode())
     witnesses = stream.fork(b"miller-rabin")
     while True:
-        p = _prime(bits // 2, stream, witnesses)
-        q = _prime(bits // 2, stream, witnesses)
+        p = seeded_prime(bits // 2, stream, witnesses, PUBLIC_EXPONENT, MILLER_RABIN_ROUNDS)
+        q = seeded_prime(bits // 2, stream, witnesses, PUBLIC_EXPONENT, MILLER_RABIN_ROUNDS)
         if p != q and (p * q).bit_length() == bits:
             break
     if p < q:
         p, q = q, p
-    d = pow(PUBLIC_EXPONENT, -1, (p - 1) * (q - 1))
-    numbers = rsa.RSAPrivateNumbers(
-        p=p, q=q, d=d,
-        dmp1=rsa.rsa_crt_dmp1(d, p), dmq1=rsa.rsa_crt_dmq1(d, q), iqmp=rsa.rsa_crt_iqmp(p, q),
-        public_numbers=rsa.RSAPublicNumbers(PUBLIC_EXPONENT, p * q),
-    )
-    return numbers.private_key()
+    return private_key_from_primes(p, q, PUBLIC_EXPONENT)
 
 
 def _mgf1_sha384(seed: bytes, length: int) -> bytes:

@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
+from cvm.crypto.rsa_prime import miller_rabin, odd_primes_below, private_key_from_primes
 from cvm.crypto.tpm_kdf import hash_algorithm, kdfa
 from cvm.errors import FormatError, IntegrityError, SignatureError, UsageError
 
@@ -32,7 +33,8 @@ _CURVE_ORDERS = {
         16,
     ),
 }
-_SMALL_PRIMES = [p for p in range(3, 2000) if all(p % d for d in range(2, math.isqrt(p) + 1))]
+_SMALL_PRIMES = odd_primes_below(2000)
+_MILLER_RABIN_BASES = (2, 3, 5, 7, 11, 13, 17, 19)
 RSA_DEFAULT_EXPONENT = 65537
 
 
@@ -114,21 +116,7 @@ def rsa_generate(bits: int, exponent: int) -> tuple[bytes, bytes]:
 def _probably_prime(candidate: int, rounds: int = 8) -> bool:
     if any(candidate % p == 0 for p in _SMALL_PRIMES):
         return False
-    d, shift = candidate - 1, 0
-    while d % 2 == 0:
-        d //= 2
-        shift += 1
-    for base in (2, 3, 5, 7, 11, 13, 17, 19)[:rounds]:
-        x = pow(base, d, candidate)
-        if x in (1, candidate - 1):
-            continue
-        for _ in range(shift - 1):
-            x = pow(x, 2, candidate)
-            if x == candidate - 1:
-                break
-        else:
-            return False
-    return True
+    return miller_rabin(candidate, _MILLER_RABIN_BASES[:rounds])
 
 
 def _prime_from_seed(seed: bytes, context: bytes, label: bytes, bits: int, exponent: int) -> int:
@@ -162,12 +150,7 @@ def _rsa_private(modulus: bytes, exponent: int, prime: bytes) -> rsa.RSAPrivateK
     e = exponent or RSA_DEFAULT_EXPONENT
     if p <= 1 or n % p:
         raise FormatError("RSA private prime does not divide the modulus")
-    q = n // p
-    d = pow(e, -1, (p - 1) * (q - 1))
-    public = rsa.RSAPublicNumbers(e, n)
-    return rsa.RSAPrivateNumbers(
-        p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q), public
-    ).private_key()
+    return private_key_from_primes(p, n // p, e)
 
 
 def _padding(scheme: str, hash_name: str) -> padding.AsymmetricPadding:

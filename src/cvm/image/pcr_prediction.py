@@ -28,7 +28,6 @@ from cvm.boot.firmware import (
     variable_data,
 )
 from cvm.boot.grub import Grub
-from cvm.boot.grub_image import GrubCoreImage
 from cvm.boot.kernel import INITRD_EVENT, LOAD_OPTIONS_EVENT, STUB_PCR, StubOptions
 from cvm.boot.shim import MOK_PCR, mok_list_trusted, shim_state
 from cvm.boot.uki import UKI_PCR, uki_sections
@@ -37,6 +36,7 @@ from cvm.firmware.measured_boot import SEPARATOR_DATA, MeasuredBoot
 from cvm.firmware.pcr_bank import DEFAULT_BANKS, SoftwarePcrBank
 from cvm.firmware.secureboot import Decision, verify_image
 from cvm.firmware.shim_policy import verify_next_stage
+from cvm.formats.grub.core_image import GrubCoreImage
 from cvm.formats.pe.authenticode import image_digest
 from cvm.formats.tcg.algorithm import algorithm_by_name
 from cvm.formats.tcg.replay import extend, initial_value

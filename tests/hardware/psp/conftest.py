@@ -13,29 +13,20 @@ import pytest
 from cvm.firmware.guest_request import GuestRequester
 from cvm.formats.ovmf.image import build_image
 from cvm.formats.ovmf.sev_area import SevArea
-from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
+from cvm.formats.ovmf.sev_metadata import MetadataSection
 from cvm.hardware.machine import Machine
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.host.launch import GuestRequestRelay, SnpLaunch, SnpLaunchConfig, launch_snp
 from cvm.host.vmm import Hypervisor
 from cvm.vendor.kds import ChipFuses
 
-SECTIONS = (
-    MetadataSection(0x800000, 0x9000, SectionType.SNP_SEC_MEM),
-    MetadataSection(0x80A000, 0x3000, SectionType.SNP_SEC_MEM),
-    MetadataSection(0x80D000, 0x1000, SectionType.SNP_SECRETS),
-    MetadataSection(0x80E000, 0x1000, SectionType.CPUID),
-    MetadataSection(0x80F000, 0x1000, SectionType.SVSM_CAA),
-    MetadataSection(0x810000, 0x1000, SectionType.SNP_KERNEL_HASHES),
-    MetadataSection(0x811000, 0xF000, SectionType.SNP_SEC_MEM),
-)
-
 
 @pytest.fixture
-def firmware() -> bytes:
+def firmware(amdsev_sections: tuple[MetadataSection, ...]) -> bytes:
     """A synthetic AmdSev-style OVMF (256 KiB) with kernel-hashes support."""
     return build_image(
-        0x40000, sections=SECTIONS, sev_hash_table=SevArea(0x810C00, 0x400), seed=b"psp tests"
+        0x40000, sections=amdsev_sections, sev_hash_table=SevArea(0x810C00, 0x400),
+        seed=b"psp tests",
     )
 
 

@@ -20,15 +20,15 @@ SIGNATURE = b"EFI PART"
 REVISION = 0x00010000
 ENTRY_SIZE = 0x80
 
-LAYOUT = Layout(
-    "GPT header",
-    LBA_SIZE,
+HEADER_LAYOUT = Layout(
+    "UEFI_PARTITION_TABLE_HEADER",
+    HEADER_SIZE,
     [
         raw("signature", 0x00, 8),
         u32("revision", 0x08),
         u32("header_size", 0x0C),
         u32("header_crc32", 0x10),
-        reserved(0x14, 4),
+        u32("reserved", 0x14),
         u64("my_lba", 0x18),
         u64("alternate_lba", 0x20),
         u64("first_usable_lba", 0x28),
@@ -38,8 +38,16 @@ LAYOUT = Layout(
         u32("number_of_partition_entries", 0x50),
         u32("size_of_partition_entry", 0x54),
         u32("partition_entry_array_crc32", 0x58),
-        reserved(0x5C, LBA_SIZE - HEADER_SIZE),
     ],
+)
+"""The 92 defined bytes, as firmware also measures them verbatim (``UEFI_GPT_DATA``); the
+Reserved field is read as a number so that a lenient reader can keep it, and
+:meth:`GptHeader.from_bytes` requires it to be zero."""
+
+LAYOUT = Layout(
+    "GPT header",
+    LBA_SIZE,
+    [*HEADER_LAYOUT.fields, reserved(HEADER_SIZE, LBA_SIZE - HEADER_SIZE)],
 )
 
 
@@ -62,6 +70,8 @@ class GptHeader:
         values = LAYOUT.unpack(data)
         if values["signature"] != SIGNATURE:
             raise FormatError("GPT header: no 'EFI PART' signature")
+        if values["reserved"] != 0:
+            raise FormatError("GPT header: reserved bytes at 0x14..0x17 are not zero")
         if values["revision"] != REVISION or values["header_size"] != HEADER_SIZE:
             raise FormatError(
                 f"GPT header: revision {int(values['revision']):#x} / "
@@ -95,6 +105,7 @@ class GptHeader:
                 "revision": REVISION,
                 "header_size": HEADER_SIZE,
                 "header_crc32": crc,
+                "reserved": 0,
                 "my_lba": self.my_lba,
                 "alternate_lba": self.alternate_lba,
                 "first_usable_lba": self.first_usable_lba,

@@ -15,44 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cvm.errors import FormatError, InternalError
-from cvm.wire import Guid, Layout, Reader, Writer, raw, u32, u64
-
-GPT_HEADER_SIZE = 92
-GPT_SIGNATURE = b"EFI PART"
-
-GPT_HEADER_LAYOUT = Layout(
-    "UEFI_PARTITION_TABLE_HEADER",
-    GPT_HEADER_SIZE,
-    [
-        raw("signature", 0x00, 8),
-        u32("revision", 0x08),
-        u32("header_size", 0x0C),
-        u32("header_crc32", 0x10),
-        u32("reserved", 0x14),
-        u64("my_lba", 0x18),
-        u64("alternate_lba", 0x20),
-        u64("first_usable_lba", 0x28),
-        u64("last_usable_lba", 0x30),
-        raw("disk_guid", 0x38, 16),
-        u64("partition_entry_lba", 0x48),
-        u32("number_of_partition_entries", 0x50),
-        u32("size_of_partition_entry", 0x54),
-        u32("partition_entry_array_crc32", 0x58),
-    ],
-)
-
-ENTRY_LAYOUT = Layout(
-    "UEFI_PARTITION_ENTRY",
-    0x80,
-    [
-        raw("partition_type_guid", 0x00, 16),
-        raw("unique_partition_guid", 0x10, 16),
-        u64("starting_lba", 0x20),
-        u64("ending_lba", 0x28),
-        u64("attributes", 0x30),
-        raw("partition_name", 0x38, 72),
-    ],
-)
+from cvm.formats.gpt.header import HEADER_LAYOUT, HEADER_SIZE, SIGNATURE
+from cvm.formats.gpt.partition_entry import LAYOUT as ENTRY_LAYOUT
+from cvm.wire import Guid, Reader, Writer
 
 
 def _raw(fields: Mapping[str, int | bytes], name: str) -> bytes:
@@ -71,14 +36,14 @@ class UefiGptData:
 
     @property
     def entry_size(self) -> int:
-        return int.from_bytes(self.header[0x54:0x58], "little")
+        return int(HEADER_LAYOUT.unpack(self.header)["size_of_partition_entry"])
 
     @classmethod
     def parse(cls, data: bytes) -> UefiGptData:
         reader = Reader(data, "UEFI_GPT_DATA")
-        fixed = reader.take(GPT_HEADER_SIZE, "UEFIPartitionHeader")
-        fields = GPT_HEADER_LAYOUT.unpack(fixed)
-        if fields["signature"] != GPT_SIGNATURE:
+        fixed = reader.take(HEADER_SIZE, "UEFIPartitionHeader")
+        fields = HEADER_LAYOUT.unpack(fixed)
+        if fields["signature"] != SIGNATURE:
             raise FormatError("UEFI_GPT_DATA: header signature is not 'EFI PART'")
         header = fixed
         entry_size = int(fields["size_of_partition_entry"])
@@ -97,7 +62,7 @@ class UefiGptData:
         return writer.to_bytes()
 
     def disk_guid(self) -> Guid:
-        return Guid.from_bytes(self.header[0x38:0x48])
+        return Guid.from_bytes(_raw(HEADER_LAYOUT.unpack(self.header), "disk_guid"))
 
     def describe(self) -> str:
         return f"GPT disk {self.disk_guid()}, {len(self.partitions)} partition(s)"

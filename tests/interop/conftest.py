@@ -1,0 +1,97 @@
+"""Fixtures of the interop tests: the ``sev-snp-measure`` oracle beside cvm's ``measure`` verb,
+free TCP ports for a TPM server, and a runner for tpm2-tools and friends against that server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cvm.cli.main import execute
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+Measure = Callable[[list[str]], str]
+
+
+@pytest.fixture(scope="module")
+def oracle(require_tool: Callable[[str], str]) -> str:
+    """The path of ``sev-snp-measure`` (PyPI, the test oracle), beside this Python first."""
+    beside = Path(sys.executable).parent / "sev-snp-measure"
+    return str(beside) if beside.exists() else require_tool("sev-snp-measure")
+
+
+@pytest.fixture
+def measure_ours(capsys: pytest.CaptureFixture[str]) -> Measure:
+    """``measure_ours(args)``: what ``cvm measure *args`` prints (it must succeed)."""
+
+    def run(args: list[str]) -> str:
+        capsys.readouterr()
+        code = execute(["measure", *args])
+        out = capsys.readouterr().out.strip()
+        assert code == 0, out
+        return out
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def measure_theirs(oracle: str) -> Measure:
+    """``measure_theirs(args)``: what ``sev-snp-measure *args`` prints (it must succeed)."""
+
+    def run(args: list[str]) -> str:
+        done = subprocess.run([oracle, *args], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    return run
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port >= 65535:
+            continue
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+@pytest.fixture(scope="session")
+def free_port_pair() -> Callable[[], int]:
+    """``free_port_pair()``: a port ``p`` on 127.0.0.1 with ``p`` and ``p + 1`` both free
+    (a TPM server's command and platform ports)."""
+    return _free_port_pair
+
+
+@pytest.fixture(scope="session")
+def tool_runner() -> Callable[[Path, str, float], Run]:
+    """``tool_runner(workdir, tcti, timeout)`` gives ``run(*argv, check=True, stdin=None,
+    extra_env=None)``: a real tool run in ``workdir`` with ``TPM2TOOLS_TCTI=tcti``; with
+    ``check`` a non-zero exit fails the test with the tool's stderr."""
+
+    def runner(workdir: Path, tcti: str, timeout: float) -> Run:
+        def run(*argv: str, check: bool = True, stdin: str | None = None,
+                extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "TPM2TOOLS_TCTI": tcti, **(extra_env or {})}
+            result = subprocess.run(list(argv), cwd=workdir, env=env, capture_output=True,
+                                    text=True, input=stdin, timeout=timeout, check=False)
+            if check and result.returncode:
+                raise AssertionError(f"{argv} failed: {result.stderr}")
+            return result
+
+        return run
+
+    return runner
