@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cvm.crypto import amd_ecdsa
-from cvm.errors import StatusError
+from cvm.errors import StateError, StatusError
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.svsm.services_manifest import VTPM_SERVICE_GUID, ServicesManifest
 from cvm.formats.tpm2.constants import TpmAlg, TpmRh
@@ -26,6 +26,7 @@ from cvm.vtpm.svsm import (
     SVSM_ERR_UNSUPPORTED_PROTOCOL,
     Svsm,
     SvsmLayout,
+    at_vmpl0,
 )
 from cvm.vtpm.svsm_guest import SvsmGuest
 from cvm.vtpm.templates import ek_template
@@ -117,5 +118,20 @@ def test_pcrs_and_objects_live_in_the_pages(snp: Any) -> None:
     host_view = b"".join(snp.hv.machine.host_read(spa + i * PAGE_SIZE, PAGE_SIZE)
                          for i in range(layout.state_pages))
     assert pcr9 not in host_view
-    svsm.tpm.pcrs.values.clear()  # the SVSM's cached copy is not the truth: the pages are
+    assert svsm.tpm.pcrs.values == {} and svsm.tpm.state.seeds == {}  # the pages hold them
     assert client.pcr_read(PcrSelectionList.of("sha256", [9]))[2] == [pcr9]
+
+
+def test_the_message_channel_lives_in_the_secrets_page(snp: Any) -> None:
+    svsm, guest, launched = _boot(snp, MonotonicCounter())
+    vcpu = launched.guest.vcpus[0]
+    assert at_vmpl0(vcpu, lambda: svsm.requester.seqno) == 0
+    guest.attest(hashlib.sha512(b"nonce").digest())
+    svsm.seal_state()
+    assert at_vmpl0(vcpu, lambda: svsm.requester.seqno) == 4  # two exchanges, two each
+    snp.relay.forward = lambda handle, request: (0x16, None)  # the host refuses to relay
+    with pytest.raises(StatusError):
+        svsm.seal_state()
+    assert at_vmpl0(vcpu, lambda: svsm.requester.disabled)  # VMPCK0 wiped: no IV reuse
+    with pytest.raises(StateError, match="disabled"):
+        svsm.seal_state()

@@ -13,7 +13,6 @@ RSASSA-PSS (salt length = digest length, as a TPM uses) over a digest. Verificat
 
 from __future__ import annotations
 
-import functools
 import math
 
 from cryptography.exceptions import InvalidSignature
@@ -131,9 +130,11 @@ def _prime_from_seed(seed: bytes, context: bytes, label: bytes, bits: int, expon
                 return value
 
 
-@functools.lru_cache(maxsize=16)
 def rsa_from_seed(seed: bytes, context: bytes, bits: int, exponent: int) -> tuple[bytes, bytes]:
-    """An RSA key derived from ``seed`` and ``context`` (deterministic): (n, p)."""
+    """An RSA key derived from ``seed`` and ``context`` (deterministic): (n, p).
+
+    Deliberately not cached: a process-wide cache would keep seed-derived private primes
+    outside the TPM's state (outside the SVSM's guest pages) between commands."""
     e = exponent or RSA_DEFAULT_EXPONENT
     p = _prime_from_seed(seed, context, b"RSA p", bits // 2, e)
     q = _prime_from_seed(seed, context, b"RSA q", bits // 2, e)

@@ -245,5 +245,11 @@ class Tpm(Authorization):
     def now_ms(self) -> int:
         return self.state.clock_ms + int((self.clock() - self._boot_time) * 1000)
 
+    def save_clock(self) -> None:
+        """Fold the time elapsed since boot into the non-volatile clock (before saving it)."""
+        now = self.clock()
+        self.state.clock_ms += int((now - self._boot_time) * 1000)
+        self._boot_time = now
+
     def mark_changed(self) -> None:
         self.changed = True

@@ -9,6 +9,7 @@ policy includes PolicyAuthorize for signed PCRs. The secret is 32 random bytes; 
 passphrase is ``base64(secret)`` and the keyslot uses PBKDF2-SHA512 with 1000 iterations
 (``cryptsetup_set_minimal_pbkdf``). Fields of later versions (``tpm2_salt``, ``tpm2_srk``,
 ``tpm2_pcrlock``...) are kept when parsing; sharded tokens (array blobs) are refused.
+The unsealed secret and the volume key are transients of :func:`unlock`, returned to the caller.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ bound PCRs of one bank, then PolicyAuthValue when a PIN is set (authValue = SHA-
 The object is a KEYEDHASH with fixedTPM|fixedParent under the ECC storage primary made from
 the storage seed (TCG TPM 2.0 Library Part 3, revision 1.59, sections 12.1, 12.7, 23.7, 23.16
 and 23.17 for the commands used).
+
+These run on the caller's side (the guest OS at VMPL1, or the owner's machine): the secret and
+the session values are transients of one call, returned to the caller and kept nowhere here;
+inside the TPM they live only as its loaded objects and sessions do.
 """
 
 from __future__ import annotations

@@ -20,10 +20,13 @@ without the tag (0x00..0x27), so a changed counter or key source fails authentic
 Keys (NIST SP 800-38D AES-256-GCM): a :class:`StateKeyProvider` gives the 32-byte key. The
 PSP-derived provider asks MSG_KEY_REQ (SEV-SNP ABI 56860 §7.2, Table 18) for a key mixing the
 launch MEASUREMENT and GUEST_POLICY at VMPL0, so another firmware, another policy or the guest
-OS at VMPL1+ derives a different key; a broker-released provider holds a key a key broker
-released after remote attestation. Rollback: a :class:`RollbackCounter` the host cannot reset
-(the relying party keeps it) must equal the file's counter — or be one below it, the window of
-a save interrupted between writing the file and advancing the counter.
+OS at VMPL1+ derives a different key; the derived key is asked for each time a file is
+opened or sealed and lives only for that call. A broker-released provider holds a key a key
+broker released after remote attestation; the SVSM moves such a key into its own VMPL0 key
+page and reads it back through the vCPU (:class:`GuestPageKeyProvider`). Rollback: a
+:class:`RollbackCounter` the host cannot reset (the relying party keeps it) must equal the
+file's counter — or be one below it, the window of a save interrupted between writing the file
+and advancing the counter.
 """
 
 from __future__ import annotations
@@ -96,6 +99,21 @@ class ReleasedKeyProvider:
         if len(self.key) != aead.KEY_SIZE:
             raise UsageError("a broker-released state key must be 32 bytes")
         return self.key
+
+
+@dataclass
+class GuestPageKeyProvider:
+    """A state key the SVSM keeps in one of its VMPL0 pages: ``load()`` reads it through the
+    vCPU each time, so no copy outlives the call that uses it."""
+
+    load: Callable[[], bytes]
+    source: KeySource
+
+    def state_key(self) -> bytes:
+        key = self.load()
+        if len(key) != aead.KEY_SIZE or not any(key):
+            raise UsageError("the SVSM's key page holds no state key")
+        return key
 
 
 @dataclass

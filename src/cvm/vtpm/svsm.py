@@ -15,11 +15,31 @@ AMD "Secure VM Service Module for SEV-SNP Guests" (58019, revision 1.00):
 
 Memory (SEV-SNP, AMD APM vol. 2 §15.36.7): the SVSM PVALIDATEs its state pages and never
 grants VMPL1+ any permission on them with RMPADJUST, so a guest-OS access faults (#NPF with
-the VMPL bit); the host sees them only as ciphertext. The serialised non-volatile state of the
-vTPM (:mod:`cvm.vtpm.state`) and its volatile state — PCRs, loaded objects, sessions
-(:mod:`cvm.vtpm.volatile`) — live in those pages: every vTPM command reloads them, runs, and
-writes them back, so the pages are the vTPM's truth. The state at rest is sealed by
+the VMPL bit); the host sees them only as ciphertext. The state at rest is sealed by
 :mod:`cvm.vtpm.state_file`.
+
+Where each secret lives (the architecture's rule: a guest component's secrets are in guest
+memory, written and read through the vCPU, so the host's view of DRAM is a real host's):
+
+* TPM seeds and proofs, hierarchy and NV authValues, persistent objects
+  (:mod:`cvm.vtpm.state`), and the null seed and proof, PCRs, loaded objects' sensitive areas
+  and session keys (:mod:`cvm.vtpm.volatile`): in the SVSM's state pages. A call loads them
+  into the engine, runs one command and writes them back, then :meth:`Svsm.unload` drops the
+  engine's copies, so between calls the pages are the only place they exist.
+* VMPCK0 and the message sequence numbers: in the secrets page (SEV-SNP ABI 56860 Table 71),
+  read through the vCPU at VMPL0 for every message by
+  :class:`cvm.firmware.guest_request.GuestRequester`; the host's request/response pages and
+  its relay see only AES-GCM ciphertext. A refused or forged exchange wipes VMPCK0, so the
+  SVSM can neither reuse an IV nor ask the PSP again (no report, no derived key) until reboot.
+* The state-at-rest key: a PSP-derived key is asked for with MSG_KEY_REQ whenever the state is
+  opened or sealed and is a transient of that one call (like a value in a CPU register); a
+  broker-released key is copied at start into the SVSM's key page and read from there.
+* Unsealed secrets and other response parameters: a transient of one command, written to the
+  guest OS's own (private, VMPL1) request page.
+
+Not secret, and kept in the Python engine across calls: the injected randomness source (the
+CPU's RDRAND), the clock and dictionary-attack timers (the TPM's clock circuit), and the
+rollback counter's handle (its value is the relying party's).
 """
 
 from __future__ import annotations
@@ -29,8 +49,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from cvm.errors import CvmError, FormatError, StateError
+from cvm.errors import CvmError, FormatError, StateError, StatusError
+from cvm.firmware.guest_request import GuestRequester
 from cvm.firmware.sev_guest import SevGuest
+from cvm.formats.snp.key_request import KeyRequest
 from cvm.formats.svsm.attest_request import (
     ATTEST_REQUEST_SIZE,
     SINGLE_SERVICE_REQUEST_SIZE,
@@ -51,9 +73,15 @@ from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.rmp import Perm
 from cvm.hardware.vcpu import Vcpu
 from cvm.vtpm.engine import Tpm
-from cvm.vtpm.guest_channel import GuestChannel
+from cvm.vtpm.pcr import PcrBanks
 from cvm.vtpm.state import PersistentState
-from cvm.vtpm.state_file import DerivedKeyProvider, RollbackCounter, StateKeyProvider, open_state
+from cvm.vtpm.state_file import (
+    DerivedKeyProvider,
+    GuestPageKeyProvider,
+    RollbackCounter,
+    StateKeyProvider,
+    open_state,
+)
 from cvm.vtpm.state_file import seal_state as seal_state_file
 from cvm.vtpm.templates import ek_template
 from cvm.vtpm.volatile import VolatileState
@@ -70,26 +98,43 @@ SVSM_ERR_INVALID_PARAMETER = 0x8000_0005
 MAX_NONCE = 0x1000
 T = TypeVar("T")
 STATE_LENGTH_SIZE = 4
+STATE_KEY_SIZE = 32
+VMPCK_INDEX = 0
 
 
 @dataclass(frozen=True)
 class SvsmLayout:
-    """Guest-physical pages the SVSM uses: its PSP channel and its state pages."""
+    """Guest-physical pages the SVSM uses: its PSP channel, its state pages and its key page."""
 
     ghcb_gpa: int = 0x1000
     request_gpa: int = 0x2000
     response_gpa: int = 0x3000
     state_gpa: int = 0x10000
     state_pages: int = 8
+    key_gpa: int = 0x18000
+
+
+def at_vmpl0(vcpu: Vcpu, action: Callable[[], T]) -> T:
+    """Run ``action`` with ``vcpu`` at VMPL0 (the SVSM's code), then restore its VMPL."""
+    saved = vcpu.vmpl
+    vcpu.vmpl = 0
+    try:
+        return action()
+    finally:
+        vcpu.vmpl = saved
+
+
+def _blank_volatile() -> VolatileState:
+    return VolatileState(False, b"", b"", PcrBanks(), {}, {})
 
 
 class Svsm:
     """The SVSM running on ``vcpu`` at VMPL0 with the vTPM."""
 
-    def __init__(self, vcpu: Vcpu, channel: GuestChannel, layout: SvsmLayout, tpm: Tpm,
+    def __init__(self, vcpu: Vcpu, requester: GuestRequester, layout: SvsmLayout, tpm: Tpm,
                  keys: StateKeyProvider, counter: RollbackCounter,
                  random: Callable[[int], bytes]) -> None:
-        self.vcpu, self.channel, self.layout, self.tpm = vcpu, channel, layout, tpm
+        self.vcpu, self.requester, self.layout, self.tpm = vcpu, requester, layout, tpm
         self.keys, self.counter, self.random = keys, counter, random
 
     @classmethod
@@ -98,21 +143,44 @@ class Svsm:
               layout: SvsmLayout = SvsmLayout(), keys: StateKeyProvider | None = None) -> Svsm:
         """Boot: take the state pages, obtain the state key, open (or manufacture) the state.
 
-        A tampered, truncated, rolled-back or foreign ``stored`` state refuses to start."""
+        ``keys`` is a broker-released key; without it the key is derived by the PSP. A
+        tampered, truncated, rolled-back or foreign ``stored`` state refuses to start."""
         vcpu.vmpl = 0
-        channel = GuestChannel(vcpu, secrets_gpa, layout.ghcb_gpa, layout.request_gpa,
-                               layout.response_gpa)
-        provider = keys or DerivedKeyProvider(channel.derived_key)
+        requester = GuestRequester.start(
+            vcpu, secrets_gpa, VMPCK_INDEX, ghcb_gpa=layout.ghcb_gpa,
+            request_gpa=layout.request_gpa, response_gpa=layout.response_gpa,
+        )
         guest = SevGuest(vcpu)
         for page in range(layout.state_pages):
             guest.accept(layout.state_gpa + page * PAGE_SIZE)
+        guest.accept(layout.key_gpa)
+        provider = cls._key_provider(vcpu, requester, layout, keys)
         if stored is None:
             state = PersistentState.manufacture(random)
         else:
             state = PersistentState.from_bytes(open_state(stored, provider, counter))
-        svsm = cls(vcpu, channel, layout, Tpm(state, random=random), provider, counter, random)
+        svsm = cls(vcpu, requester, layout, Tpm(state, random=random), provider, counter, random)
         svsm.write_state()
+        svsm.unload()
         return svsm
+
+    @staticmethod
+    def _key_provider(vcpu: Vcpu, requester: GuestRequester, layout: SvsmLayout,
+                      keys: StateKeyProvider | None) -> StateKeyProvider:
+        """The state key's provider; a released key moves into the key page first."""
+        if keys is None:
+            def derive(request: KeyRequest) -> bytes:
+                response = at_vmpl0(vcpu, lambda: requester.derived_key(request))
+                if response.status:
+                    raise StatusError(f"MSG_KEY_REQ failed with status {response.status:#x}",
+                                      response.status)
+                return response.derived_key
+            return DerivedKeyProvider(derive)
+        at_vmpl0(vcpu, lambda: vcpu.write(layout.key_gpa, keys.state_key()))
+        return GuestPageKeyProvider(
+            lambda: at_vmpl0(vcpu, lambda: vcpu.read(layout.key_gpa, STATE_KEY_SIZE)),
+            keys.source,
+        )
 
     # ---- memory ------------------------------------------------------------------------
     def write_state(self) -> None:
@@ -143,10 +211,26 @@ class Svsm:
         return self._read_parts()[0]
 
     def load_state(self) -> None:
-        """Make the pages the vTPM's truth: reload both states from them."""
+        """Make the pages the vTPM's truth: reload both states from them into the engine."""
         persistent, volatile = self._read_parts()
         self.tpm.state = PersistentState.from_bytes(persistent)
         self.tpm.restore_volatile(VolatileState.from_bytes(volatile))
+
+    def unload(self) -> None:
+        """Drop the engine's copies of the state: between calls only the pages hold it."""
+        self.tpm.state = PersistentState({}, {})
+        self.tpm.restore_volatile(_blank_volatile())
+
+    def _loaded(self, action: Callable[[Tpm], T], write: bool = True) -> T:
+        """Load the state, run ``action`` on the engine, write the state back, unload."""
+        try:
+            self.load_state()
+            result = action(self.tpm)
+            if write:
+                self.write_state()
+            return result
+        finally:
+            self.unload()
 
     def grant(self, gpa: int, pages: int, vmpl: int = 1) -> None:
         """Validate guest-OS pages and give ``vmpl`` full access (RMPADJUST)."""
@@ -159,18 +243,15 @@ class Svsm:
         self._as_vmpl0(run)
 
     def _as_vmpl0(self, action: Callable[[], T]) -> T:
-        saved = self.vcpu.vmpl
-        self.vcpu.vmpl = 0
-        try:
-            return action()
-        finally:
-            self.vcpu.vmpl = saved
+        return at_vmpl0(self.vcpu, action)
 
     # ---- persistence -------------------------------------------------------------------
     def seal_state(self) -> bytes:
         """The state file for the host to store (encrypted, counter advanced)."""
-        self.tpm.state.clock_ms = self.tpm.now_ms()
-        return seal_state_file(self.read_state(), self.keys, self.counter, self.random)
+        def run() -> bytes:
+            self._loaded(lambda tpm: tpm.save_clock())
+            return seal_state_file(self.read_state(), self.keys, self.counter, self.random)
+        return self._as_vmpl0(run)
 
     # ---- the call protocol -------------------------------------------------------------
     def handle_call(self) -> None:
@@ -216,18 +297,25 @@ class Svsm:
         if request.platform_command != TPM_SEND_COMMAND or request.locality != 0:
             return SVSM_ERR_INVALID_PARAMETER
         try:
-            self.load_state()
+            response = self._loaded(lambda tpm: tpm.execute(request.command, request.locality))
         except FormatError:
             response = Response(TpmRc.FAILURE).to_bytes(False)
-        else:
-            response = self.tpm.execute(request.command, request.locality)
-            self.write_state()
         self.vcpu.write(gpa, VtpmCommandResponse(response).to_bytes())
         return SVSM_SUCCESS
 
     def ek_public(self) -> bytes:
         """The vTPM's EK (TCG default RSA template) TPMT_PUBLIC: the vTPM service manifest."""
-        return self.tpm.primary_public(TpmRh.ENDORSEMENT, ek_template("rsa")).to_bytes()
+        def public(tpm: Tpm) -> bytes:
+            return tpm.primary_public(TpmRh.ENDORSEMENT, ek_template("rsa")).to_bytes()
+        return self._as_vmpl0(lambda: self._loaded(public, write=False))
+
+    def report(self, report_data: bytes) -> bytes:
+        """MSG_REPORT_REQ at VMPL0 over VMPCK0: the raw report carrying ``report_data``."""
+        response = self._as_vmpl0(lambda: self.requester.report(report_data, 0))
+        if response.status:
+            raise StatusError(f"MSG_REPORT_REQ failed with status {response.status:#x}",
+                              response.status)
+        return response.report
 
     def _attest(self, gpa: int, single: bool) -> tuple[int, dict[str, int]]:
         size = SINGLE_SERVICE_REQUEST_SIZE if single else ATTEST_REQUEST_SIZE
@@ -248,7 +336,7 @@ class Svsm:
         manifest = self.ek_public()
         if not single:
             manifest = ServicesManifest(((VTPM_SERVICE_GUID, manifest),)).to_bytes()
-        report = self.channel.report(hashlib.sha512(nonce + manifest).digest())
+        report = self.report(hashlib.sha512(nonce + manifest).digest())
         needed = {"rcx": len(report), "rdx": len(manifest), "r8": 0}
         if request.report_size < len(report) or request.manifest_size < len(manifest):
             return SVSM_ERR_INVALID_PARAMETER, needed

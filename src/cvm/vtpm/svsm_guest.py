@@ -4,7 +4,8 @@ What a Linux guest at VMPL1+ does (``drivers/char/tpm/tpm_svsm.c`` and the SVSM 
 path of configfs-tsm): it writes the request into one of its own pages, loads RAX =
 ``protocol << 32 | call`` and the parameters, and switches to VMPL0 with VMGEXIT(SNP_RUN_VMPL)
 (AMD 58019 section 4; the switch is modelled by running the SVSM's handler with the vCPU at
-VMPL0). Its memory accesses happen at its own VMPL, so the RMP applies to it.
+VMPL0). Its memory accesses happen at its own VMPL, so the RMP applies to it. It holds no
+secret of the SVSM: it sees only its own request page, which the SVSM answers in place.
 """
 
 from __future__ import annotations

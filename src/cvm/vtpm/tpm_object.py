@@ -6,7 +6,8 @@ attribute consistency rules, as Part 3 section 12.1 lists them with their TPM_RC
 its handle) and section 27.2.6 (``unique`` of a KEYEDHASH/SYMCIPHER object: ``H_nameAlg(
 seedValue ‖ sensitive)``). Primary objects are derived deterministically from the
 hierarchy's primary seed, the template's Name and the caller's sensitive data (Part 1
-section 26.3): the same template always gives the same key.
+section 26.3): the same template always gives the same key. A derived key is never kept
+outside the TPM's own state: it is re-derived, uncached, whenever a command needs it.
 """
 
 from __future__ import annotations
