@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from cvm.crypto.x509_edk2 import Certificate, PrivateKey, der, generate_rsa_key, issue_certificate
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
@@ -25,6 +26,12 @@ from cvm.formats.uefi.variable import SECURE_BOOT_ATTRIBUTES, EfiVariable
 from cvm.formats.uefi.varstore import Varstore
 from cvm.image.signing import sign_pe
 from cvm.wire import Guid
+
+# Property tests check behaviour, never time: no per-example deadline (a loaded CI machine must
+# not turn a slow example into a failure), and CI replays a fixed sequence of examples.
+settings.register_profile("cvm", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", parent=settings.get_profile("cvm"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() in {"1", "true", "yes"} else "cvm")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VECTORS = PROJECT_ROOT.parent / "shared" / "vectors"
