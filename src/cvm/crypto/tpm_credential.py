@@ -54,12 +54,6 @@ def make_credential(ek_modulus: bytes, ek_exponent: int, hash_name: str, sym_bit
     return _sized(integrity) + enc_identity, secret
 
 
-def ecc_seed(hash_name: str, z: bytes, ephemeral_x: bytes, ek_x: bytes) -> bytes:
-    """The credential seed from an ECDH secret (KDFe with label "IDENTITY")."""
-    size = hashlib.new(hash_name).digest_size
-    return kdfe(hash_name, z, IDENTITY_LABEL, ephemeral_x, ek_x, bits=size * 8)
-
-
 def share_secret_ecc(curve: str, peer: tuple[bytes, bytes], hash_name: str, label: bytes,
                      random: Callable[[int], bytes]) -> tuple[bytes, bytes]:
     """ECC secret sharing (Part 1 Annex C.6.1): (secret, TPMS_ECC_POINT of the ephemeral key)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cvm.crypto import tpm_credential, tpm_keys
+from cvm.crypto import tpm_credential
 from cvm.crypto.tpm_kdf import kdfa
-from cvm.errors import FormatError, IntegrityError
+from cvm.errors import IntegrityError
 from cvm.formats.tpm2.attest import ClockInfo, QuoteAttest
 from cvm.formats.tpm2.constants import (
     TpmaObject,
@@ -33,9 +33,16 @@ from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.public import EccParms, EccPoint, RsaParms
 from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
 from cvm.formats.tpm2.signature import SigScheme, Ticket
-from cvm.formats.tpm2.tpm2b import read_tpm2b, reader, tpm2b
+from cvm.formats.tpm2.tpm2b import read_tpm2b, tpm2b
 from cvm.vtpm.dispatch import AuthRole, Call, Result, command
-from cvm.vtpm.tpm_object import CURVE_NAMES, TpmObject, fail, pick_scheme, sign_digest
+from cvm.vtpm.tpm_object import (
+    CURVE_NAMES,
+    TpmObject,
+    fail,
+    pick_scheme,
+    recover_secret,
+    sign_digest,
+)
 
 if TYPE_CHECKING:
     from cvm.vtpm.engine import Tpm
@@ -105,30 +112,10 @@ def _credential_key(tpm: Tpm, handle: int, number: int) -> tuple[TpmObject, RsaP
     return key, parms
 
 
-def _seed(key: TpmObject, parms: RsaParms | EccParms, secret: bytes) -> bytes:
+def _seed(key: TpmObject, secret: bytes) -> bytes:
     """Recover the credential seed from the encrypted secret (RSA-OAEP or ECDH + KDFe)."""
-    assert key.sensitive is not None
-    algorithm = hash_name(key.public.name_alg)
     bad = fail(for_parameter(TpmRc.VALUE, 2), "secret does not decrypt")
-    if isinstance(parms, RsaParms):
-        assert isinstance(key.public.unique, bytes)
-        try:
-            return tpm_keys.rsa_oaep_decrypt(key.public.unique, parms.exponent,
-                                             key.sensitive.sensitive, secret,
-                                             hash_name=algorithm,
-                                             label=tpm_credential.IDENTITY_LABEL)
-        except IntegrityError:
-            raise bad from None
-    assert isinstance(key.public.unique, EccPoint)
-    source = reader(secret, "TPMS_ECC_POINT")
-    try:
-        point = (read_tpm2b(source, "x", 128), read_tpm2b(source, "y", 128))
-        source.expect_end()
-        z = tpm_keys.ecdh_x(CURVE_NAMES[TpmEccCurve(parms.curve)], key.sensitive.sensitive,
-                            point)
-    except (FormatError, IntegrityError):
-        raise bad from None
-    return tpm_credential.ecc_seed(algorithm, z, point[0], key.public.unique.x)
+    return recover_secret(key, secret, tpm_credential.IDENTITY_LABEL, bad)
 
 
 @command(TpmCc.ACTIVATE_CREDENTIAL, handles=2, auth=(AuthRole.ADMIN, AuthRole.USER))
@@ -140,7 +127,7 @@ def activate_credential(tpm: Tpm, call: Call) -> Result:
     key, parms = _credential_key(tpm, call.handles[1], 2)
     if key.sensitive is None:
         raise fail(for_handle(TpmRc.KEY, 2), "the key has no private part")
-    seed = _seed(key, parms, secret)
+    seed = _seed(key, secret)
     try:
         credential = tpm_credential.activate_credential(
             seed, hash_name(key.public.name_alg), parms.symmetric.key_bits, activate.name, blob)

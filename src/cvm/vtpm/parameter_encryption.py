@@ -22,15 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cvm.crypto import tpm_keys
 from cvm.crypto.tpm_credential import share_secret_ecc, share_secret_rsa
-from cvm.crypto.tpm_kdf import aes_cfb_decrypt, aes_cfb_encrypt, kdfa, kdfe
-from cvm.errors import FormatError, IntegrityError, UsageError
-from cvm.formats.tpm2.constants import TpmCc, TpmEccCurve, digest_size, hash_name
+from cvm.crypto.tpm_kdf import aes_cfb_decrypt, aes_cfb_encrypt, kdfa
+from cvm.errors import UsageError
+from cvm.formats.tpm2.constants import TpmCc, TpmEccCurve, hash_name
 from cvm.formats.tpm2.public import EccParms, EccPoint, Public, RsaParms
 from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
-from cvm.formats.tpm2.tpm2b import read_tpm2b, reader
-from cvm.vtpm.tpm_object import CURVE_NAMES, TpmObject, fail
+from cvm.vtpm.tpm_object import CURVE_NAMES, TpmObject, fail, recover_secret
 
 SECRET_LABEL = b"SECRET\x00"
 DECRYPT_COMMANDS = frozenset({
@@ -50,30 +48,11 @@ ENCRYPT_COMMANDS = frozenset({
 
 def session_salt(tpm_key: TpmObject, encrypted_salt: bytes) -> bytes:
     """The salt of a session started with ``tpm_key`` (TPM_RC_VALUE, parameter 2, if bad)."""
-    bad = fail(for_parameter(TpmRc.VALUE, 2), "encryptedSalt does not decrypt")
     parms = tpm_key.public.parameters
     if tpm_key.sensitive is None or not isinstance(parms, RsaParms | EccParms):
         raise fail(for_handle(TpmRc.KEY, 1), "tpmKey is not an asymmetric key with a private part")
-    algorithm = hash_name(tpm_key.public.name_alg)
-    if isinstance(parms, RsaParms):
-        assert isinstance(tpm_key.public.unique, bytes)
-        try:
-            return tpm_keys.rsa_oaep_decrypt(tpm_key.public.unique, parms.exponent,
-                                             tpm_key.sensitive.sensitive, encrypted_salt,
-                                             hash_name=algorithm, label=SECRET_LABEL)
-        except IntegrityError:
-            raise bad from None
-    assert isinstance(tpm_key.public.unique, EccPoint)
-    source = reader(encrypted_salt, "TPMS_ECC_POINT")
-    try:
-        point = (read_tpm2b(source, "x", 128), read_tpm2b(source, "y", 128))
-        source.expect_end()
-        z = tpm_keys.ecdh_x(CURVE_NAMES[TpmEccCurve(parms.curve)], tpm_key.sensitive.sensitive,
-                            point)
-    except (FormatError, IntegrityError):
-        raise bad from None
-    return kdfe(algorithm, z, SECRET_LABEL, point[0], tpm_key.public.unique.x,
-                bits=digest_size(tpm_key.public.name_alg) * 8)
+    bad = fail(for_parameter(TpmRc.VALUE, 2), "encryptedSalt does not decrypt")
+    return recover_secret(tpm_key, encrypted_salt, SECRET_LABEL, bad)
 
 
 def make_salt(tpm_key: Public, random: Callable[[int], bytes]) -> tuple[bytes, bytes]:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cvm.crypto import tpm_keys
-from cvm.crypto.tpm_kdf import kdfa
-from cvm.errors import FormatError, SignatureError, StatusError
+from cvm.crypto.tpm_kdf import kdfa, kdfe
+from cvm.errors import FormatError, IntegrityError, SignatureError, StatusError
 from cvm.formats.tpm2.constants import (
     MAX_SYM_DATA,
     TpmAlg,
@@ -39,6 +39,7 @@ from cvm.formats.tpm2.public import (
 from cvm.formats.tpm2.response_code import TpmRc, describe, for_parameter
 from cvm.formats.tpm2.sensitive import Sensitive, SensitiveCreate
 from cvm.formats.tpm2.signature import Signature
+from cvm.formats.tpm2.tpm2b import read_tpm2b, reader
 
 Random = Callable[[int], bytes]
 CURVE_NAMES = {TpmEccCurve.NIST_P256: "p256", TpmEccCurve.NIST_P384: "p384"}
@@ -294,3 +295,36 @@ def hierarchy_of(handle: int) -> int:
 
 def with_auth(sensitive: Sensitive, auth: bytes) -> Sensitive:
     return replace(sensitive, auth_value=auth)
+
+
+def recover_secret(key: TpmObject, encrypted: bytes, label: bytes, bad: StatusError) -> bytes:
+    """The secret a caller shared with ``key`` (TPM 2.0 Part 1, Annex B.10.3 and C.6.1).
+
+    RSA keys: RSA-OAEP decryption with ``label``. ECC keys: ``encrypted`` is the caller's
+    ephemeral point (TPMS_ECC_POINT); the secret is ``KDFe(nameAlg, x(d * Q_e), label,
+    x(Q_e), x(Q_key))``, as long as one ``nameAlg`` digest. Raises ``bad`` when it does not
+    decrypt. Used for salted sessions (label "SECRET") and credentials (label "IDENTITY").
+    """
+    parms = key.public.parameters
+    if key.sensitive is None or not isinstance(parms, RsaParms | EccParms):
+        raise bad
+    algorithm = hash_name(key.public.name_alg)
+    if isinstance(parms, RsaParms):
+        assert isinstance(key.public.unique, bytes)
+        try:
+            return tpm_keys.rsa_oaep_decrypt(key.public.unique, parms.exponent,
+                                             key.sensitive.sensitive, encrypted,
+                                             hash_name=algorithm, label=label)
+        except IntegrityError:
+            raise bad from None
+    assert isinstance(key.public.unique, EccPoint)
+    source = reader(encrypted, "TPMS_ECC_POINT")
+    try:
+        point = (read_tpm2b(source, "x", 128), read_tpm2b(source, "y", 128))
+        source.expect_end()
+        z = tpm_keys.ecdh_x(CURVE_NAMES[TpmEccCurve(parms.curve)], key.sensitive.sensitive,
+                            point)
+    except (FormatError, IntegrityError):
+        raise bad from None
+    return kdfe(algorithm, z, label, point[0], key.public.unique.x,
+                bits=digest_size(key.public.name_alg) * 8)
