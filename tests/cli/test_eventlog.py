@@ -69,3 +69,12 @@ def test_show_flags_digests_that_do_not_cover_the_data(
     assert execute(["eventlog", "show", "--json", log]) == 0
     checks = [e["digest_check"] for e in json.loads(capsys.readouterr().out)["events"]]
     assert checks.count("mismatch") == 1 and checks.count("ok") > 50
+
+
+def test_show_reads_vendor_info_stored_after_the_header(
+    vectors: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = vectors / "tpm/tpm2-tools/specid-vendordata.bin"
+    assert execute(["eventlog", "show", "--json", str(log)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["events"][0]["event"]["vendor_info"] == "deadbeef"

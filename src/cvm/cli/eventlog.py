@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from cvm.formats.tcg.algorithm import ALGORITHMS_BY_ID, algorithm_by_name
-from cvm.formats.tcg.event_data import decode_event_data
+from cvm.formats.tcg.event_data import EventData, SpecIdHeader, decode_event_data
 from cvm.formats.tcg.event_digest import check_event
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.event_type import event_type_name
@@ -41,7 +41,15 @@ def _digest_check(event: PcrEvent) -> str:
     return "not checkable" if checked is None else ("ok" if checked else "mismatch")
 
 
-def _event_json(number: int, event: PcrEvent) -> dict[str, object]:
+def _decoded(log: EventLog, number: int, event: PcrEvent) -> EventData:
+    """The event data; the header record shows the log's Spec ID event as parsed (vendorInfo
+    included even where a non-conforming log stores it after the record)."""
+    if number == 0 and log.spec_id is not None:
+        return SpecIdHeader(log.spec_id)
+    return decode_event_data(event.event_type, event.event)
+
+
+def _event_json(log: EventLog, number: int, event: PcrEvent) -> dict[str, object]:
     return {
         "number": number,
         "pcr": event.pcr_index,
@@ -50,7 +58,7 @@ def _event_json(number: int, event: PcrEvent) -> dict[str, object]:
         "digests": {_bank_name(alg): digest.hex() for alg, digest in event.digests},
         "event_size": len(event.event),
         "digest_check": _digest_check(event),
-        "event": decode_event_data(event.event_type, event.event).to_json(),
+        "event": _decoded(log, number, event).to_json(),
     }
 
 
@@ -68,7 +76,7 @@ def show(log_path: Path = LOG_ARGUMENT, as_json: bool = JSON_OPTION) -> None:
         document = {
             "format": "crypto-agile" if log.is_crypto_agile else "sha1",
             "banks": [_bank_name(a) for a in log.bank_ids],
-            "events": [_event_json(n, e) for n, e in enumerate(events)],
+            "events": [_event_json(log, n, e) for n, e in enumerate(events)],
         }
         typer.echo(json.dumps(document, indent=2))
         return
@@ -78,7 +86,7 @@ def show(log_path: Path = LOG_ARGUMENT, as_json: bool = JSON_OPTION) -> None:
     preferred = log.bank_ids[-1]
     for number, event in enumerate(events):
         digest = event.digest(preferred) or (event.digests[0][1] if event.digests else b"")
-        decoded = decode_event_data(event.event_type, event.event)
+        decoded = _decoded(log, number, event)
         flag = "  [digest does not cover the event data]" if check_event(event) is False else ""
         typer.echo(
             f"{number:4d} pcr{event.pcr_index:<3d} {event_type_name(event.event_type):34s} "

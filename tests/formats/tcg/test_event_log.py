@@ -91,7 +91,7 @@ def test_the_list_covers_every_log_in_the_vectors(vectors: Path) -> None:
         for p in (vectors / "tpm").rglob("*")
         if p.is_file()
         and p.suffix not in {".json", ".yaml", ".txt", ".warn"}
-        and p.name not in {"ek-template-default.bin", "specid-vendordata.bin"}
+        and p.name not in {"ek-template-default.bin", "specid-vendordata.bin"}  # own tests
     }
     assert present <= listed
 
@@ -170,8 +170,15 @@ def test_banks_announced_but_not_carried_are_not_replayed(vectors: Path) -> None
         replay(log, (0x000C,))
 
 
-def test_vendor_info_beyond_the_event_is_refused(vectors: Path) -> None:
-    # The Spec ID event says vendorInfoSize 4 but its eventSize (37) leaves no room for it.
+def test_vendor_info_after_the_spec_id_record_reads_as_tpm2_eventlog_does(
+    vectors: Path,
+) -> None:
+    # The Spec ID event says vendorInfoSize 4 but its eventSize (37) ends there; the 4 bytes
+    # follow the record. tpm2_eventlog (specid-vendordata.bin.yaml) reads them as vendorInfo.
     data = (vectors / "tpm/tpm2-tools/specid-vendordata.bin").read_bytes()
+    log = EventLog.parse(data)
+    assert log.spec_id is not None and log.spec_id.vendor_info == bytes.fromhex("deadbeef")
+    assert log.spec_id.vendor_info_outside_event and log.events == ()
+    assert log.to_bytes() == data
     with pytest.raises(FormatError, match="vendorInfo"):
-        EventLog.parse(data)
+        EventLog.parse(data[:-1])

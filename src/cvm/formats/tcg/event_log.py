@@ -10,7 +10,7 @@ shows are exactly :meth:`EventLog.to_bytes`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cvm.errors import FormatError
 from cvm.formats.tcg.algorithm import TPM_ALG_SHA1
@@ -75,7 +75,12 @@ class EventLog:
             raise FormatError(
                 "TCG event log: the Spec ID record must be PCR 0, EV_NO_ACTION, zero digest"
             )
-        spec = SpecIdEvent.parse(first.event)
+        overrun = SpecIdEvent.vendor_info_overrun(first.event)
+        if overrun:
+            extra = reader.take(overrun, "vendorInfo after the Spec ID record")
+            spec = replace(SpecIdEvent.parse(first.event + extra), vendor_info_outside_event=True)
+        else:
+            spec = SpecIdEvent.parse(first.event)
         records = []
         while reader.remaining:
             records.append(PcrEvent.read_event2(reader, spec))
@@ -86,6 +91,6 @@ class EventLog:
         header = self.header_event()
         if header is None or self.spec_id is None:
             return b"".join(e.to_sha1_format() for e in self.events)
-        parts = [header.to_sha1_format()]
+        parts = [header.to_sha1_format(), self.spec_id.trailing_bytes()]
         parts.extend(e.to_event2(self.spec_id) for e in self.events)
         return b"".join(parts)

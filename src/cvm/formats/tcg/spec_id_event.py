@@ -4,6 +4,11 @@ PFP 1.05 r23, section 10.4.5.1, Table 21 (TCG_EfiSpecIDEvent) and Table 22
 (TCG_EfiSpecIdEventAlgorithmSize). Little-endian. It is the event data of the first record,
 which is always in the SHA-1 format (TCG_PCClientPCREvent, Table 19) with PCR 0, EV_NO_ACTION
 and a zero digest. ``uintnSize`` is 1 for 32-bit and 2 for 64-bit UEFI.
+
+Some logs in the wild declare an ``eventSize`` that ends at ``vendorInfoSize``, with the
+vendorInfo bytes following the record (tpm2-tools ``specid-vendordata.bin``); ``tpm2_eventlog``
+reads them as vendorInfo. :class:`~cvm.formats.tcg.event_log.EventLog` accepts that layout the
+same way, marks it with ``vendor_info_outside_event`` and writes it back byte for byte.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from cvm.formats.tcg.algorithm import ALGORITHMS_BY_ID
 from cvm.wire import Reader, Writer
 
 SPEC_ID_SIGNATURE = b"Spec ID Event03\0"
-SPEC_ID_FIXED_SIZE = 0x18  # signature, platformClass, versions, errata, uintnSize, count
+SPEC_ID_FIXED_SIZE = 0x18  # signature, platformClass, versions, errata, uintnSize
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class SpecIdEvent:
     spec_errata: int = 0
     uintn_size: int = 2
     vendor_info: bytes = b""
+    vendor_info_outside_event: bool = False
 
     def __post_init__(self) -> None:
         if not self.algorithms:
@@ -87,7 +93,27 @@ class SpecIdEvent:
         writer.u8(self.spec_errata).u8(self.uintn_size).u32(len(self.algorithms))
         for algorithm in self.algorithms:
             writer.u16(algorithm.alg_id).u16(algorithm.digest_size)
-        return writer.u8(len(self.vendor_info)).put(self.vendor_info).to_bytes()
+        writer.u8(len(self.vendor_info))
+        if not self.vendor_info_outside_event:
+            writer.put(self.vendor_info)
+        return writer.to_bytes()
+
+    def trailing_bytes(self) -> bytes:
+        """The vendorInfo bytes written after the header record (non-conforming logs only)."""
+        return self.vendor_info if self.vendor_info_outside_event else b""
+
+    @classmethod
+    def vendor_info_overrun(cls, event: bytes) -> int:
+        """How many vendorInfo bytes ``event`` announces but does not hold (0 if it holds all).
+
+        Only an event that ends exactly at ``vendorInfoSize`` can overrun."""
+        count_at = SPEC_ID_FIXED_SIZE  # numberOfAlgorithms follows the fixed fields
+        if len(event) < count_at + 4:
+            return 0
+        count = int.from_bytes(event[count_at : count_at + 4], "little")
+        if len(event) != count_at + 4 + 4 * count + 1:
+            return 0
+        return event[-1]
 
     def digest_size(self, alg_id: int) -> int:
         """The digest size of bank ``alg_id`` in this log; FormatError if the log lacks it."""
