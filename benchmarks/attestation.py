@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from cvm.amd import DEFAULT_SEED, Vendor, derive_vcek_private_key
 from cvm.attestation.verifier import Evidence, ReferenceValues, TrustRoots, Verifier
 from cvm.crypto import amd_ecdsa
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.guest_policy import GuestPolicy
 from cvm.formats.snp.tcb_version import TcbVersion
-from cvm.vendor import DEFAULT_SEED, Vendor, derive_vcek_private_key
 from timing import argument_parser, median, print_figures
 
 ISSUED = datetime(2026, 1, 1, tzinfo=UTC)

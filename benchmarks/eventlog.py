@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from cvm.firmware.measured_boot import MeasuredBoot
-from cvm.firmware.pcr_bank import SoftwarePcrBank
 from cvm.formats.tcg.event_data import decode_event_data
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.event_type import EventType
 from cvm.formats.tcg.replay import replay
+from cvm.guest.boot.measured_boot import MeasuredBoot
+from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 from timing import argument_parser, median, print_figures
 
 VECTOR = Path(__file__).resolve().parent.parent.parent / "shared/vectors/realboot/eventlog.bin"

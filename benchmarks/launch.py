@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 
+from cvm.amd.kds import ChipFuses
 from cvm.crypto import aead, amd_ecdsa
 from cvm.formats.ovmf.image import OvmfImage, build_image
 from cvm.formats.ovmf.sev_area import SevArea
@@ -28,7 +29,6 @@ from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.host.launch import launch_snp
 from cvm.host.vmm import Hypervisor
 from cvm.image.measurement import VcpuConfig, snp_launch_digest
-from cvm.vendor.kds import ChipFuses
 from timing import argument_parser, best_seconds, print_figures
 
 MIB = 1 << 20

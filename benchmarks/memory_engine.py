@@ -16,7 +16,7 @@ import os
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from cvm.firmware.sev_guest import SevGuest
+from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.vm import Mode

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from cvm.crypto.x509_edk2 import der, generate_rsa_key, issue_certificate
-from cvm.firmware.secureboot import as_database, verify_image
 from cvm.formats.pe.authenticode import image_digest
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
+from cvm.guest.boot.secureboot import as_database, verify_image
 from cvm.image.signing import sign_pe
 from timing import argument_parser, median, print_figures
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+from cvm.amd.kds import ChipFuses
 from cvm.crypto import aead
 from cvm.crypto.tpm_kdf import aes_cfb_decrypt
 from cvm.crypto.tpm_keys import ecc_from_seed, ecc_point
@@ -31,18 +32,17 @@ from cvm.formats.ovmf.image import build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.formats.tpm2.constants import TpmAlg, TpmRh, TpmSe
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.guest.svsm.svsm import Svsm
+from cvm.guest.tpm.client import Auth, TpmClient
+from cvm.guest.tpm.seal import pin_auth_value
+from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.hardware.machine import Machine
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.host.launch import GuestRequestRelay, SnpLaunchConfig, launch_snp
 from cvm.host.vmm import Hypervisor
-from cvm.vendor.kds import ChipFuses
-from cvm.vtpm.client import Auth, TpmClient
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.policy import PolicyDigest
-from cvm.vtpm.seal import pin_auth_value
 from cvm.vtpm.state_file import MonotonicCounter, ReleasedKeyProvider, open_state, seal_state
-from cvm.vtpm.svsm import Svsm
-from cvm.vtpm.svsm_guest import SvsmGuest
 from cvm.vtpm.templates import sealed_template, srk_template
 from timing import argument_parser, median, print_figures
 

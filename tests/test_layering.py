@@ -7,7 +7,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "cvm"
 ACTORS = {
-    "vendor", "hardware", "firmware", "vtpm", "boot", "disk", "host", "attestation", "image", "cli",
+    "amd", "hardware", "vtpm", "guest", "disk", "host", "attestation", "image", "scenarios", "cli",
 }
 
 
@@ -85,6 +85,39 @@ def test_nothing_but_cli_and_scenarios_imports_the_adversary() -> None:
         if not (mod.startswith(("cvm.cli", "cvm.host.adversary", "cvm.scenarios")))
         for imp in imps
         if imp.startswith("cvm.host.adversary")
+    ]
+    assert bad == []
+
+
+def test_hardware_knows_nothing_of_host_or_guest() -> None:
+    bad = [
+        (mod, imp)
+        for mod, imps in _all_imports().items()
+        if _top(mod) == "hardware"
+        for imp in imps
+        if _top(imp) in {"host", "guest", "image", "scenarios", "cli", "attestation"}
+    ]
+    assert bad == []
+
+
+def test_host_imports_neither_guest_nor_owner_tools() -> None:
+    bad = [
+        (mod, imp)
+        for mod, imps in _all_imports().items()
+        if _top(mod) == "host"
+        for imp in imps
+        if _top(imp) in {"guest", "image", "scenarios", "cli"}
+    ]
+    assert bad == []
+
+
+def test_the_tpm_engine_knows_nothing_of_its_users() -> None:
+    bad = [
+        (mod, imp)
+        for mod, imps in _all_imports().items()
+        if _top(mod) == "vtpm"
+        for imp in imps
+        if _top(imp) in {"guest", "host", "image", "scenarios", "cli", "disk", "attestation"}
     ]
     assert bad == []
 

@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cvm.amd import DEFAULT_SEED, ChipFuses, Vendor, derive_vcek_private_key
 from cvm.attestation.verifier import Evidence, ReferenceValues, TrustRoots, Verifier
 from cvm.crypto import amd_ecdsa
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.guest_policy import GuestPolicy
 from cvm.formats.snp.platform_info import PlatformInfo
 from cvm.formats.snp.tcb_version import TcbVersion
-from cvm.vendor import DEFAULT_SEED, ChipFuses, Vendor, derive_vcek_private_key
 
 ISSUE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 VERIFY_TIME = datetime(2026, 6, 1, tzinfo=UTC)

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from cvm.amd import Vendor
 from cvm.attestation.verifier import Evidence, TrustRoots, Verifier
 from cvm.errors import ChainError, FormatError, PolicyError
 from cvm.formats.snp.cert_table import VCEK_GUID, CertTable
-from cvm.vendor import Vendor
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from cvm.cli.main import execute
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
-from cvm.vtpm.luks_token import SystemdTpm2Token
+from cvm.guest.tpm.luks_token import SystemdTpm2Token
 from cvm.vtpm.policy import PolicyDigest
 
 FAST = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from cvm.boot.chain import BootChain
-from cvm.boot.esp_files import EspFiles
 from cvm.cli.main import execute
-from cvm.firmware.pcr_bank import SoftwarePcrBank
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.chain import BootChain
+from cvm.guest.boot.esp_files import EspFiles
+from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 
 
 def _grub() -> bytes:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from cvm.amd import DEFAULT_SEED, Vendor, derive_vcek_private_key
 from cvm.attestation.verifier import Evidence
 from cvm.cli.main import execute
 from cvm.crypto import amd_ecdsa
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.tcb_version import TcbVersion
-from cvm.vendor import DEFAULT_SEED, Vendor, derive_vcek_private_key
 
 AT = "2026-06-01T00:00:00+00:00"
 

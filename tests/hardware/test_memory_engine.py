@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvm.errors import StateError, UsageError
-from cvm.firmware.sev_guest import SevGuest
+from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE, Dram
 from cvm.hardware.vm import Mode

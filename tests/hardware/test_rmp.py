@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cvm.errors import PolicyError, StateError, StatusError, UsageError
-from cvm.firmware.sev_guest import SevGuest
+from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.fault import VC_PAGE_NOT_VALIDATED, FaultKind, FaultRaised
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE

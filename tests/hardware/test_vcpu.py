@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from cvm.errors import StateError
-from cvm.firmware.sev_guest import SevGuest
 from cvm.formats.snp.ghcb import Ghcb
 from cvm.formats.snp.vmsa import Vmsa
+from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.fault import FaultKind, FaultRaised
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from cvm.amd.kds import ChipFuses
 from cvm.errors import UsageError
-from cvm.firmware.guest_request import GuestRequester
 from cvm.formats.ovmf.image import OvmfImage, build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.sev_hashes import SevHashTable
+from cvm.guest.kernel.guest_request import GuestRequester
 from cvm.hardware.machine import Machine
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.host.launch import GuestRequestRelay, SnpLaunchConfig, launch_snp_svsm
@@ -25,7 +26,6 @@ from cvm.image.svsm_measurement import (
     svsm_end_gpa,
     svsm_launch_digest,
 )
-from cvm.vendor.kds import ChipFuses
 
 MIB = 1 << 20
 EPYC_V4 = 0x00800F12

@@ -7,12 +7,13 @@ import random
 
 import pytest
 
+from cvm.amd.kds import ChipFuses
 from cvm.errors import StateError, StatusError, UsageError
-from cvm.firmware.sev_guest import SevGuest
 from cvm.formats.ovmf.image import build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.formats.snp.page_info import VMSA_GPA, ZERO_DIGEST, PageType, extend
 from cvm.formats.snp.vmsa import Vmsa
+from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.fault import FaultRaised
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
@@ -24,7 +25,6 @@ from cvm.hardware.vm import Mode, VirtualMachine
 from cvm.host.launch import SnpLaunchConfig, launch_sev, launch_snp
 from cvm.host.vmm import Guest, Hypervisor
 from cvm.scenarios import memory_attacks as table
-from cvm.vendor.kds import ChipFuses
 
 MIB = 1 << 20
 SECTIONS = (

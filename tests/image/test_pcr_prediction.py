@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from cvm.boot.chain import BootChain
-from cvm.boot.esp_files import EspFiles
 from cvm.crypto.x509_edk2 import der, generate_rsa_key, issue_certificate
 from cvm.errors import PolicyError
-from cvm.firmware.pcr_bank import SoftwarePcrBank
 from cvm.formats.pe.sbat import SbatLevel
 from cvm.formats.uefi.guids import EFI_CERT_X509, SHIM_LOCK_GUID
 from cvm.formats.uefi.signature_list import SignatureDatabase, SignatureList
 from cvm.formats.uefi.variable import EfiVariable
 from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.chain import BootChain
+from cvm.guest.boot.esp_files import EspFiles
+from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 from cvm.image.pcr_prediction import predict
 from cvm.image.signing import sign_pe
 from cvm.wire import Guid

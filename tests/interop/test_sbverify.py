@@ -16,10 +16,10 @@ import pytest
 from cvm.cli.main import execute
 from cvm.crypto.authenticode import AuthenticodeSignature
 from cvm.crypto.x509_edk2 import der, generate_rsa_key, issue_certificate, pem, private_key_pem
-from cvm.firmware.secureboot import as_database, verify_image
 from cvm.formats.pe.authenticode import hashed_layout, image_digest
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.pe.image import PeImage
+from cvm.guest.boot.secureboot import as_database, verify_image
 
 pytestmark = pytest.mark.interop
 Tool = Callable[[str], str]
@@ -156,10 +156,10 @@ def test_sbsign_signature_verifies_with_cvm(
 def test_authenticated_variable_signature_verifies_with_openssl(
     require_tool: Tool, tmp_path: Path
 ) -> None:
-    from cvm.firmware.secure_variables import sign_update
     from cvm.formats.uefi.efi_time import EfiTime
     from cvm.formats.uefi.guids import EFI_IMAGE_SECURITY_DATABASE
     from cvm.formats.uefi.variable import VariableAuthentication2, signed_bytes
+    from cvm.guest.boot.secure_variables import sign_update
 
     key = generate_rsa_key()
     kek = issue_certificate("cvm test KEK", key)

@@ -156,12 +156,12 @@ def test_emulated_psp_digest_equals_sev_snp_measure(
     """The digest the emulated PSP computes when the host launches the image."""
     if image not in images:
         pytest.skip(f"{image} is not installed")
+    from cvm.amd.kds import ChipFuses
     from cvm.formats.snp.sev_hashes import SevHashTable
     from cvm.hardware.machine import Machine
     from cvm.hardware.psp.firmware import SecureProcessor
     from cvm.host.launch import SnpLaunchConfig, launch_snp
     from cvm.host.vmm import Hypervisor
-    from cvm.vendor.kds import ChipFuses
 
     cmdline = "console=ttyS0"
     hashes = None

@@ -9,10 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from cvm.boot.chain import BootChain
-from cvm.boot.esp_files import EspFiles
-from cvm.firmware.measured_boot import MeasuredBoot
-from cvm.firmware.pcr_bank import SoftwarePcrBank
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.tcg.device_path import DevicePath
 from cvm.formats.tcg.event_type import EventType
@@ -22,6 +18,10 @@ from cvm.formats.tcg.replay import replay
 from cvm.formats.tcg.tagged_event import LINUX_INITRD_EVENT_TAG_ID, TaggedEvent
 from cvm.formats.tcg.uefi_variable_data import UefiVariableData
 from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.chain import BootChain
+from cvm.guest.boot.esp_files import EspFiles
+from cvm.guest.boot.measured_boot import MeasuredBoot
+from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 from cvm.wire import Guid
 
 GLOBAL = Guid.parse("8be4df61-93ca-11d2-aa0d-00e098032b8c")

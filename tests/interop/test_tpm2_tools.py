@@ -37,11 +37,11 @@ from cvm.formats.tpm2.constants import TpmRh, TpmSe
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.public import EccPoint, Public, RsaParms
 from cvm.formats.tpm2.tpm2b import parse_tpm2b, reader
-from cvm.vtpm.client import Auth, TpmClient
+from cvm.guest.tpm.client import Auth, TpmClient
+from cvm.guest.tpm.luks_token import SystemdTpm2Token, tpm2_tokens
+from cvm.guest.tpm.seal import unseal
 from cvm.vtpm.engine import Tpm
-from cvm.vtpm.luks_token import SystemdTpm2Token, tpm2_tokens
 from cvm.vtpm.policy import PolicyDigest
-from cvm.vtpm.seal import unseal
 from cvm.vtpm.state import PersistentState
 from cvm.vtpm.templates import ak_template, ek_template, public_from_pem, srk_template
 

@@ -25,12 +25,12 @@ from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
 from cvm.errors import StatusError
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
-from cvm.vtpm.client import TpmClient
+from cvm.guest.tpm.client import TpmClient
+from cvm.guest.tpm.luks_token import SystemdTpm2Token, enroll, tpm2_tokens, unlock
+from cvm.guest.tpm.seal import SealPolicy
 from cvm.vtpm.engine import Tpm
-from cvm.vtpm.luks_token import SystemdTpm2Token, enroll, tpm2_tokens, unlock
 from cvm.vtpm.mssim_server import MssimServer
 from cvm.vtpm.policy import PolicyDigest
-from cvm.vtpm.seal import SealPolicy
 
 pytestmark = pytest.mark.interop
 PCR7_EVENT = hashlib.sha256(b"secure boot policy").hexdigest()

@@ -8,14 +8,14 @@ from collections.abc import Callable
 
 import pytest
 
+from cvm.amd.kds import ChipFuses
 from cvm.formats.ovmf.image import build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
+from cvm.guest.tpm.client import TpmClient
 from cvm.hardware.machine import Machine
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.host.launch import GuestRequestRelay, SnpLaunch, SnpLaunchConfig, launch_snp
 from cvm.host.vmm import Hypervisor
-from cvm.vendor.kds import ChipFuses
-from cvm.vtpm.client import TpmClient
 from cvm.vtpm.engine import Tpm
 
 

@@ -9,7 +9,7 @@ from cvm.formats.tpm2.constants import TpmAlg, TpmCap, TpmCc, TpmPt
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.response_code import TpmRc, for_parameter
 from cvm.formats.tpm2.tpm2b import reader
-from cvm.vtpm.client import TpmClient
+from cvm.guest.tpm.client import TpmClient
 
 
 def _properties(client: TpmClient) -> dict[int, int]:

@@ -7,7 +7,7 @@ import pytest
 from cvm.errors import StatusError
 from cvm.formats.tpm2.constants import TpmRh, TpmSe
 from cvm.formats.tpm2.response_code import TpmRc, for_parameter
-from cvm.vtpm.client import Auth, TpmClient
+from cvm.guest.tpm.client import Auth, TpmClient
 from cvm.vtpm.templates import ak_template, ek_template, srk_template
 
 

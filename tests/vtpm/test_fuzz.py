@@ -13,7 +13,7 @@ from cvm.formats.tpm2.constants import TpmAlg, TpmCc, TpmRh, TpmSe
 from cvm.formats.tpm2.nv_public import NvPublic
 from cvm.formats.tpm2.response_code import TpmRc
 from cvm.formats.tpm2.tpm2b import writer
-from cvm.vtpm.client import TpmClient
+from cvm.guest.tpm.client import TpmClient
 from cvm.vtpm.dispatch import COMMANDS
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.templates import sealed_template, srk_template

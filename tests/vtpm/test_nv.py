@@ -10,7 +10,7 @@ from cvm.errors import StatusError
 from cvm.formats.tpm2.constants import TpmAlg, TpmaNv, TpmNt, TpmRh
 from cvm.formats.tpm2.nv_public import NvPublic
 from cvm.formats.tpm2.response_code import TpmRc, for_parameter
-from cvm.vtpm.client import Auth, TpmClient
+from cvm.guest.tpm.client import Auth, TpmClient
 
 INDEX = 0x01500001
 RW = TpmaNv.AUTHREAD | TpmaNv.AUTHWRITE | TpmaNv.OWNERREAD | TpmaNv.NO_DA

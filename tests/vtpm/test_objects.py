@@ -10,7 +10,7 @@ from cvm.errors import StatusError
 from cvm.formats.tpm2.constants import TpmAlg, TpmaObject, TpmRh
 from cvm.formats.tpm2.public import EccPoint
 from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
-from cvm.vtpm.client import Auth, TpmClient
+from cvm.guest.tpm.client import Auth, TpmClient
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.templates import ak_template, ek_template, sealed_template, srk_template
 from cvm.vtpm.tpm_object import qualified_name

@@ -10,7 +10,7 @@ from cvm.errors import StatusError
 from cvm.formats.tpm2.constants import TpmAlg
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.response_code import TpmRc
-from cvm.vtpm.client import TpmClient
+from cvm.guest.tpm.client import TpmClient
 from cvm.vtpm.engine import Tpm
 
 

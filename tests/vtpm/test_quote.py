@@ -12,7 +12,7 @@ from cvm.formats.tpm2.constants import TpmAlg, TpmRh
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.response_code import TpmRc, for_parameter
 from cvm.formats.tpm2.signature import SigScheme
-from cvm.vtpm.client import TpmClient
+from cvm.guest.tpm.client import TpmClient
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.templates import ak_template, signing_key_template, srk_template
 from cvm.vtpm.tpm_object import verify_digest

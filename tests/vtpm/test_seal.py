@@ -15,7 +15,7 @@ from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.response_code import TpmRc, for_parameter, for_session
 from cvm.formats.tpm2.sensitive import PrivateBlob
 from cvm.formats.tpm2.signature import Signature
-from cvm.vtpm.client import Auth, TpmClient
+from cvm.guest.tpm.client import Auth, TpmClient
 from cvm.vtpm.policy import PolicyDigest, approved_policy_hash
 from cvm.vtpm.templates import public_from_pem, sealed_template, srk_template
 

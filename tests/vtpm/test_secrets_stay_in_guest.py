@@ -21,22 +21,22 @@ from typing import Any
 import pytest
 
 from cvm.crypto import tpm_keys
-from cvm.firmware.sev_guest import SevGuest
 from cvm.formats.snp.key_request import KeyRequest
 from cvm.formats.tpm2.constants import TpmAlg, TpmRh
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.guest.kernel.sev_guest import SevGuest
+from cvm.guest.svsm.svsm import STATE_LENGTH_SIZE, Svsm, SvsmLayout, at_vmpl0
+from cvm.guest.tpm.client import TpmClient
+from cvm.guest.tpm.seal import SealPolicy, seal, unseal
+from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.hardware.fault import PFERR_VMPL, FaultKind, FaultRaised
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.vm import VirtualMachine
 from cvm.host.vmm import Guest, Hypervisor
-from cvm.vtpm.client import TpmClient
-from cvm.vtpm.seal import SealPolicy, seal, unseal
 from cvm.vtpm.state import HIERARCHIES, PersistentState
 from cvm.vtpm.state_file import STATE_KEY_FIELDS, MonotonicCounter, ReleasedKeyProvider
-from cvm.vtpm.svsm import STATE_LENGTH_SIZE, Svsm, SvsmLayout, at_vmpl0
-from cvm.vtpm.svsm_guest import SvsmGuest
 from cvm.vtpm.volatile import VolatileState
 
 BUFFER, SCRATCH, PLANT = 0x20000, 0x21000, 0x30000

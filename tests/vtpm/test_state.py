@@ -11,7 +11,7 @@ from cvm.formats.tpm2.constants import TpmAlg, TpmNt, TpmRh, TpmSe
 from cvm.formats.tpm2.nv_public import NvPublic
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.response_code import TpmRc, for_parameter
-from cvm.vtpm.client import Auth, TpmClient
+from cvm.guest.tpm.client import Auth, TpmClient
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.policy import PolicyDigest
 from cvm.vtpm.state import PersistentState

@@ -10,7 +10,9 @@ import pytest
 from cvm.errors import FormatError, IntegrityError, PolicyError
 from cvm.formats.tpm2.constants import TpmAlg, TpmNt
 from cvm.formats.tpm2.nv_public import NvPublic
-from cvm.vtpm.client import TpmClient
+from cvm.guest.svsm.svsm import Svsm
+from cvm.guest.tpm.client import TpmClient
+from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.vtpm.state import PersistentState
 from cvm.vtpm.state_file import (
     MonotonicCounter,
@@ -18,8 +20,6 @@ from cvm.vtpm.state_file import (
     open_state,
     seal_state,
 )
-from cvm.vtpm.svsm import Svsm
-from cvm.vtpm.svsm_guest import SvsmGuest
 
 COUNTER_INDEX = 0x01500010
 BUFFER, SCRATCH = 0x20000, 0x21000

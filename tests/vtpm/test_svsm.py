@@ -14,12 +14,7 @@ from cvm.formats.svsm.services_manifest import VTPM_SERVICE_GUID, ServicesManife
 from cvm.formats.tpm2.constants import TpmAlg, TpmRh
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.public import Public
-from cvm.hardware.fault import PFERR_VMPL, FaultRaised
-from cvm.hardware.memory.dram import PAGE_SIZE
-from cvm.vtpm.client import TpmClient
-from cvm.vtpm.state import STATE_MAGIC
-from cvm.vtpm.state_file import MonotonicCounter
-from cvm.vtpm.svsm import (
+from cvm.guest.svsm.svsm import (
     PROTOCOL_VTPM,
     SVSM_ERR_INVALID_PARAMETER,
     SVSM_ERR_UNSUPPORTED_CALL,
@@ -28,7 +23,12 @@ from cvm.vtpm.svsm import (
     SvsmLayout,
     at_vmpl0,
 )
-from cvm.vtpm.svsm_guest import SvsmGuest
+from cvm.guest.tpm.client import TpmClient
+from cvm.guest.tpm.svsm_guest import SvsmGuest
+from cvm.hardware.fault import PFERR_VMPL, FaultRaised
+from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.vtpm.state import STATE_MAGIC
+from cvm.vtpm.state_file import MonotonicCounter
 from cvm.vtpm.templates import ek_template
 
 BUFFER, SCRATCH = 0x20000, 0x21000

@@ -16,12 +16,12 @@ from cvm.disk.volume import Luks2Volume
 from cvm.errors import StatusError
 from cvm.formats.tpm2.constants import TpmAlg
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
-from cvm.vtpm.client import TpmClient
-from cvm.vtpm.luks_token import enroll, tpm2_tokens, unlock
-from cvm.vtpm.seal import SealPolicy
+from cvm.guest.svsm.svsm import Svsm
+from cvm.guest.tpm.client import TpmClient
+from cvm.guest.tpm.luks_token import enroll, tpm2_tokens, unlock
+from cvm.guest.tpm.seal import SealPolicy
+from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.vtpm.state_file import MonotonicCounter
-from cvm.vtpm.svsm import Svsm
-from cvm.vtpm.svsm_guest import SvsmGuest
 
 BUFFER, SCRATCH = 0x20000, 0x21000
 SELECTION = PcrSelectionList.of("sha256", [7])

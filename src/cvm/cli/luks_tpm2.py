@@ -31,10 +31,10 @@ from cvm.errors import FormatError, UsageError
 from cvm.formats.tpm2.constants import TpmAlg
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.signature import Signature
-from cvm.vtpm.client import TpmClient
+from cvm.guest.tpm.client import TpmClient
+from cvm.guest.tpm.luks_token import SystemdTpm2Token, enroll, tpm2_tokens, unlock
+from cvm.guest.tpm.seal import SealPolicy, SignedPolicy
 from cvm.vtpm.engine import Tpm
-from cvm.vtpm.luks_token import SystemdTpm2Token, enroll, tpm2_tokens, unlock
-from cvm.vtpm.seal import SealPolicy, SignedPolicy
 from cvm.vtpm.state import PersistentState
 from cvm.vtpm.templates import public_from_pem
 
@@ -140,3 +140,7 @@ def register() -> None:
     if "enroll-tpm2" not in names:
         luks.app.command("enroll-tpm2")(enroll_tpm2)
         luks.app.command("unlock-tpm2")(unlock_tpm2)
+
+
+register()
+luks_group = luks.app

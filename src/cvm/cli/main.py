@@ -6,10 +6,14 @@ Every project error becomes one line on stderr and the exit code its class docum
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 
 import typer
+from typer._click.core import Command, Context  # the click that typer ships and builds on
+from typer._click.formatting import HelpFormatter
+from typer.core import TyperGroup
 
 from cvm import __version__
 from cvm.errors import CvmError, InternalError, UsageError
@@ -21,8 +25,58 @@ EXIT_CODES_HELP = (
     "74 a file could not be read or written."
 )
 
+# name -> (module, attribute, one-line help). A command's module is imported only when that
+# command runs (or its own --help is asked for), so ``cvm --help`` stays fast.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("cvm.cli.demo", "demo", "The main job: build, launch, attack and verify; a report."),
+    "measure": ("cvm.cli.measure", "app", "Predict the launch digest (equal to sev-snp-measure)."),
+    "report": ("cvm.cli.report", "app", "Show and verify SEV-SNP attestation reports."),
+    "luks": ("cvm.cli.luks_tpm2", "luks_group", "LUKS2 volumes as cryptsetup writes them."),
+    "gpt": ("cvm.cli.gpt", "app", "GUID partition tables."),
+    "disk": ("cvm.cli.disk", "app", "Disk images: clear ESP, pre-encrypted LUKS2 root."),
+    "pe": ("cvm.cli.pe", "app", "PE/COFF images: Authenticode hash, sections, signatures."),
+    "sb": ("cvm.cli.sb", "app", "Secure Boot: sign PE images, verify them against db/dbx."),
+    "varstore": ("cvm.cli.varstore", "app", "OVMF varstores: Secure Boot keys, enrollment."),
+    "eventlog": ("cvm.cli.eventlog", "app", "Show and replay TCG event logs."),
+    "pcr": ("cvm.cli.pcr", "app", "Predict PCR values of a boot chain."),
+    "tpm": ("cvm.cli.tpm", "app", "The vTPM: policies, seal/unseal, inspect, serve."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """The root group: commands listed from :data:`COMMANDS`, each imported on first use."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*super().list_commands(ctx), *COMMANDS]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute, _ = COMMANDS[cmd_name]
+        target = getattr(importlib.import_module(module_name), attribute)
+        wrapper = typer.Typer(add_completion=False, rich_markup_mode=None)
+        if isinstance(target, typer.Typer):
+            wrapper.add_typer(target, name=cmd_name)
+        else:
+            wrapper.command(name=cmd_name)(target)
+
+        @wrapper.callback()
+        def _group() -> None:
+            """Keeps the wrapper a group, so the command keeps its name."""
+
+        group = typer.main.get_command(wrapper)
+        assert isinstance(group, TyperGroup)
+        return group.get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
+        rows = [(name, entry[2]) for name, entry in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="cvm",
+    cls=LazyGroup,
     help="cvm: confidential VMs in software (SEV-SNP, vTPM, Secure Boot, LUKS2), every check on.",
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
@@ -46,38 +100,6 @@ def main(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
     """cvm: build, boot, attack and verify confidential VMs with no SEV hardware."""
-
-
-def _register() -> None:
-    """The verb groups, in the order of the owner's and the relying party's flows."""
-    from cvm.cli import (
-        demo,
-        disk,
-        eventlog,
-        gpt,
-        luks,
-        luks_tpm2,
-        measure,
-        pcr,
-        pe,
-        report,
-        sb,
-        tpm,
-        varstore,
-    )
-
-    app.command(name="demo")(demo.demo)
-    groups = (
-        (measure.app, "measure"), (report.app, "report"), (luks.app, "luks"), (gpt.app, "gpt"),
-        (disk.app, "disk"), (pe.app, "pe"), (sb.app, "sb"), (varstore.app, "varstore"),
-        (eventlog.app, "eventlog"), (pcr.app, "pcr"), (tpm.app, "tpm"),
-    )
-    for group, name in groups:
-        app.add_typer(group, name=name)
-    luks_tpm2.register()  # cvm luks enroll-tpm2 / unlock-tpm2
-
-
-_register()
 
 
 def _fail(message: str, code: int) -> int:

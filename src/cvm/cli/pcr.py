@@ -15,13 +15,13 @@ from pathlib import Path
 
 import typer
 
-from cvm.boot.chain import BootChain
-from cvm.boot.esp_files import EspFiles
-from cvm.boot.firmware import DEFAULT_LOADER, FirmwareSettings, GptDisk
 from cvm.errors import InternalError, UsageError
-from cvm.firmware.pcr_bank import SoftwarePcrBank
 from cvm.formats.tcg.algorithm import algorithm_by_name
 from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.chain import BootChain
+from cvm.guest.boot.esp_files import EspFiles
+from cvm.guest.boot.firmware import DEFAULT_LOADER, FirmwareSettings, GptDisk
+from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 from cvm.image.pcr_prediction import predict
 
 app = typer.Typer(help="Predict PCR values of a boot chain.", no_args_is_help=True)

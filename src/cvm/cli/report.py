@@ -17,13 +17,13 @@ from typing import Annotated
 
 import typer
 
+from cvm.amd import DEFAULT_SEED, PRODUCTS, product_named
+from cvm.amd.authority import root_key_and_certificate
 from cvm.attestation.verifier import Evidence, ReferenceValues, TrustRoots, Verifier
 from cvm.crypto.x509_chain import load_certificates, parse_certificate
 from cvm.errors import ChainError, FormatError, PolicyError, UsageError
 from cvm.formats.snp.attestation_report import REPORT_SIZE, AttestationReport
 from cvm.formats.snp.tcb_version import TcbVersion
-from cvm.vendor import DEFAULT_SEED, PRODUCTS, product_named
-from cvm.vendor.authority import root_key_and_certificate
 
 app = typer.Typer(help="Show and verify SEV-SNP attestation reports.", no_args_is_help=True)
 

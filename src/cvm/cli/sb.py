@@ -2,7 +2,7 @@
 
 ``verify`` takes db and dbx as certificates (PEM/DER), EFI signature lists, or the db/dbx of an
 OVMF varstore (``--varstore``), and prints the decision of
-:func:`cvm.firmware.secureboot.verify_image`: exit 0 when allowed, 1 when refused, with the reason
+:func:`cvm.guest.boot.secureboot.verify_image`: exit 0 when allowed, 1 when refused, with the reason
 and the database consulted.
 """
 
@@ -16,12 +16,12 @@ import typer
 
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
 from cvm.errors import CvmError, FormatError, UsageError
-from cvm.firmware.secureboot import Decision, as_database, verify_image
-from cvm.firmware.shim_policy import ShimState, verify_next_stage
 from cvm.formats.pe.sbat import SbatLevel
 from cvm.formats.uefi.guids import EFI_IMAGE_SECURITY_DATABASE, SIGNATURE_TYPE_NAMES
 from cvm.formats.uefi.signature_list import SignatureDatabase
 from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.secureboot import Decision, as_database, verify_image
+from cvm.guest.boot.shim_policy import ShimState, verify_next_stage
 from cvm.image.signing import sign_pe
 
 app = typer.Typer(help="Secure Boot: sign PE images, verify them against db/dbx.",

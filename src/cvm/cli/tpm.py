@@ -33,12 +33,12 @@ from cvm.formats.tpm2.constants import TpmaObject, digest_size, hash_alg, hash_n
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.public import Public
 from cvm.formats.tpm2.sealed_blob import SealedBlob
-from cvm.vtpm.client import TpmClient
+from cvm.guest.tpm.client import TpmClient
+from cvm.guest.tpm.seal import SealPolicy, seal, unseal
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.mssim_server import MssimServer
 from cvm.vtpm.pcr import BANKS
 from cvm.vtpm.policy import PolicyDigest
-from cvm.vtpm.seal import SealPolicy, seal, unseal
 from cvm.vtpm.state import PersistentState
 from cvm.vtpm.templates import public_from_pem
 from cvm.vtpm.volatile import VolatileState

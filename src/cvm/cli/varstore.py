@@ -4,7 +4,7 @@
 lists (:mod:`cvm.formats.uefi.varstore`). ``enroll`` writes a 4 MiB OVMF varstore (or rewrites a
 given template) holding the owner's PK, KEK, db and dbx with Secure Boot enabled. ``auth`` signs
 an update (EFI_VARIABLE_AUTHENTICATION_2) and ``update`` applies one with the firmware's rules
-(:mod:`cvm.firmware.secure_variables`): the right signer and a newer timestamp, or a refusal.
+(:mod:`cvm.guest.boot.secure_variables`): the right signer and a newer timestamp, or a refusal.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import typer
 
 from cvm.crypto.x509_edk2 import der, load_certificate, load_private_key
 from cvm.errors import FormatError, UsageError
-from cvm.firmware.secure_variables import apply_update, sign_update
 from cvm.formats.uefi.efi_time import EfiTime
 from cvm.formats.uefi.guids import EFI_CERT_SHA256 as EFI_CERT_SHA256_GUID
 from cvm.formats.uefi.guids import EFI_CERT_X509 as EFI_CERT_X509_GUID
@@ -31,6 +30,7 @@ from cvm.formats.uefi.variable import (
     attribute_names,
 )
 from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.secure_variables import apply_update, sign_update
 from cvm.wire import Guid
 
 app = typer.Typer(help="OVMF NV varstores: list Secure Boot keys, enroll your own.",

@@ -15,7 +15,7 @@ the host's handler of the GHCB ``SNP_GUEST_REQUEST`` exit (GHCB spec 56421 §4.1
 the guest's shared request page to the firmware and the response back, and can be wrapped by an
 adversary to replay or drop messages. A launched VM is handed to the hypervisor with
 :meth:`~cvm.host.vmm.Hypervisor.adopt`, which routes its exits like any other guest's.
-:func:`launch_snp_svsm` is the launch under an SVSM (:mod:`cvm.image.svsm_measurement`).
+:func:`launch_snp_svsm` is the launch under an SVSM (:mod:`cvm.formats.svsm.svsm_image`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ from cvm.formats.snp.ghcb import Ghcb
 from cvm.formats.snp.page_info import VMSA_GPA, PageType
 from cvm.formats.snp.sev_hashes import SevHashTable
 from cvm.formats.snp.vmsa import BSP_RESET_EIP, Vmsa, initial_vmsa
+from cvm.formats.svsm.svsm_image import (
+    SVSM_SEV_FEATURES,
+    SvsmImage,
+    svsm_end_gpa,
+    svsm_initial_vmsa,
+)
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.engine import MAX_ASID
 from cvm.hardware.memory.rmp import RmpStatus
@@ -39,12 +45,6 @@ from cvm.hardware.psp.status import SevStatus
 from cvm.hardware.vcpu import EXIT_VMGEXIT, Vcpu, VmExit
 from cvm.hardware.vm import Mode, VirtualMachine
 from cvm.host.vmm import Guest, Hypervisor
-from cvm.image.svsm_measurement import (
-    SVSM_SEV_FEATURES,
-    SvsmImage,
-    svsm_end_gpa,
-    svsm_initial_vmsa,
-)
 
 FOUR_GIB = 1 << 32
 NAE_SNP_GUEST_REQUEST = 0x8000_0011

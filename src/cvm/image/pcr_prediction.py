@@ -16,8 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cvm.boot.chain import BootChain, loader_kind
-from cvm.boot.firmware import (
+from cvm.errors import PolicyError
+from cvm.formats.grub.core_image import GrubCoreImage
+from cvm.formats.pe.authenticode import image_digest
+from cvm.formats.tcg.algorithm import algorithm_by_name
+from cvm.formats.tcg.replay import extend, initial_value
+from cvm.formats.tcg.uefi_variable_data import UefiVariableData
+from cvm.formats.uefi.guids import EFI_GLOBAL_VARIABLE, SHIM_LOCK_GUID
+from cvm.guest.boot.chain import BootChain, loader_kind
+from cvm.guest.boot.firmware import (
     CALLING,
     EXIT_BOOT_SERVICES,
     EXIT_BOOT_SERVICES_OK,
@@ -27,21 +34,14 @@ from cvm.boot.firmware import (
     security_database,
     variable_data,
 )
-from cvm.boot.grub import Grub
-from cvm.boot.kernel import INITRD_EVENT, LOAD_OPTIONS_EVENT, STUB_PCR, StubOptions
-from cvm.boot.shim import MOK_PCR, mok_list_trusted, shim_state
-from cvm.boot.uki import UKI_PCR, uki_sections
-from cvm.errors import PolicyError
-from cvm.firmware.measured_boot import SEPARATOR_DATA, MeasuredBoot
-from cvm.firmware.pcr_bank import DEFAULT_BANKS, SoftwarePcrBank
-from cvm.firmware.secureboot import Decision, verify_image
-from cvm.firmware.shim_policy import verify_next_stage
-from cvm.formats.grub.core_image import GrubCoreImage
-from cvm.formats.pe.authenticode import image_digest
-from cvm.formats.tcg.algorithm import algorithm_by_name
-from cvm.formats.tcg.replay import extend, initial_value
-from cvm.formats.tcg.uefi_variable_data import UefiVariableData
-from cvm.formats.uefi.guids import EFI_GLOBAL_VARIABLE, SHIM_LOCK_GUID
+from cvm.guest.boot.grub import Grub
+from cvm.guest.boot.kernel import INITRD_EVENT, LOAD_OPTIONS_EVENT, STUB_PCR, StubOptions
+from cvm.guest.boot.measured_boot import SEPARATOR_DATA, MeasuredBoot
+from cvm.guest.boot.pcr_bank import DEFAULT_BANKS, SoftwarePcrBank
+from cvm.guest.boot.secureboot import Decision, verify_image
+from cvm.guest.boot.shim import MOK_PCR, mok_list_trusted, shim_state
+from cvm.guest.boot.shim_policy import verify_next_stage
+from cvm.guest.boot.uki import UKI_PCR, uki_sections
 
 
 @dataclass(frozen=True)

@@ -15,21 +15,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cvm.amd.pki import Vendor, default_vendor
 from cvm.attestation.verifier.appraisal import Evidence, Verifier
 from cvm.attestation.verifier.policy import ReferenceValues
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.errors import ChainError, PolicyError
-from cvm.firmware.guest_request import GuestRequester
 from cvm.formats.ovmf.image import OvmfImage, build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.tcb_version import TcbVersion
+from cvm.guest.kernel.guest_request import GuestRequester
 from cvm.hardware.machine import Machine
 from cvm.hardware.psp.firmware import FirmwareVersion, SecureProcessor
 from cvm.host.launch import DEFAULT_POLICY, GuestRequestRelay, SnpLaunchConfig, launch_snp
 from cvm.host.vmm import Hypervisor
 from cvm.image.measurement import VcpuConfig, snp_launch_digest
-from cvm.vendor.pki import Vendor, default_vendor
 
 MILAN_SIGNATURE = 0x00A00F11
 POLICY_DEBUG = 1 << 19

@@ -14,16 +14,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cvm.boot.chain import BootChain
-from cvm.boot.esp_files import EspFiles
 from cvm.crypto.x509_edk2 import der, generate_rsa_key, issue_certificate
 from cvm.errors import PolicyError
-from cvm.firmware.pcr_bank import SoftwarePcrBank
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.uefi.guids import EFI_CERT_X509, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE
 from cvm.formats.uefi.signature_list import SignatureDatabase, SignatureList
 from cvm.formats.uefi.variable import SECURE_BOOT_ATTRIBUTES, EfiVariable
 from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.chain import BootChain
+from cvm.guest.boot.esp_files import EspFiles
+from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 from cvm.image.pcr_prediction import predict
 from cvm.image.signing import sign_pe
 from cvm.wire import Guid

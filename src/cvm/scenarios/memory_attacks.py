@@ -12,7 +12,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cvm.firmware.sev_guest import SevGuest
+from cvm.amd.kds import CHIP_ID_SIZE, CHIP_SECRET_SIZE, ChipFuses
+from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.fault import Fault, FaultRaised
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
@@ -20,7 +21,6 @@ from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.vm import Mode
 from cvm.host.adversary import memory as attack
 from cvm.host.vmm import Guest, Hypervisor
-from cvm.vendor.kds import CHIP_ID_SIZE, CHIP_SECRET_SIZE, ChipFuses
 
 GUEST_PAGES = 16
 SECRET_GPA = 0x2000

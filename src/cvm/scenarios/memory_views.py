@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cvm.firmware.sev_guest import SevGuest
+from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.vm import Mode
 from cvm.host.adversary.memory import read_guest_page

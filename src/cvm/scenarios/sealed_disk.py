@@ -16,13 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cvm.boot.chain import BootChain
-from cvm.boot.esp_files import EspFiles
+from cvm.amd.kds import CHIP_ID_SIZE, CHIP_SECRET_SIZE, ChipFuses
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
 from cvm.errors import CvmError
-from cvm.firmware.pcr_bank import SoftwarePcrBank
 from cvm.formats.ovmf.image import build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.formats.tcg.event_log import EventLog
@@ -30,18 +28,20 @@ from cvm.formats.tcg.event_type import EventType
 from cvm.formats.tpm2.constants import TpmAlg
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.chain import BootChain
+from cvm.guest.boot.esp_files import EspFiles
+from cvm.guest.boot.pcr_bank import SoftwarePcrBank
+from cvm.guest.svsm.svsm import Svsm
+from cvm.guest.tpm.client import TpmClient
+from cvm.guest.tpm.luks_token import enroll, tpm2_tokens, unlock
+from cvm.guest.tpm.seal import SealPolicy
+from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.hardware.machine import Machine
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.host.launch import GuestRequestRelay, SnpLaunchConfig, launch_snp
 from cvm.host.vmm import Hypervisor
 from cvm.scenarios.boot_attacks import LOADER, SEALED_PCRS, OwnerImage, attack_image
-from cvm.vendor.kds import CHIP_ID_SIZE, CHIP_SECRET_SIZE, ChipFuses
-from cvm.vtpm.client import TpmClient
-from cvm.vtpm.luks_token import enroll, tpm2_tokens, unlock
-from cvm.vtpm.seal import SealPolicy
 from cvm.vtpm.state_file import MonotonicCounter
-from cvm.vtpm.svsm import Svsm
-from cvm.vtpm.svsm_guest import SvsmGuest
 
 SECTIONS = (
     MetadataSection(0x800000, 0x9000, SectionType.SNP_SEC_MEM),

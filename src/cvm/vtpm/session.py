@@ -11,7 +11,8 @@ parameters)``, ``rpHash = H(responseCode ‖ commandCode ‖ parameters)``) and 
 sessions: ``policyDigest``, isAuthValueNeeded, isPasswordNeeded, the PCR update counter and
 the command-code restriction).
 
-Both sides use these functions: the vTPM to check commands, :mod:`cvm.vtpm.client` to make them.
+Both sides use these functions: the vTPM to check commands, :mod:`cvm.guest.tpm.client` to
+make them.
 """
 
 from __future__ import annotations

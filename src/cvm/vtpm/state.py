@@ -10,7 +10,7 @@ NV counter may start (so deleting and redefining a counter cannot roll it back).
 The serialisation is cvm's own (there is no TCG format for it): ``"CVMTPMNV" ‖ u32 version``
 then the fields in a fixed order, big-endian, TPM2B-style sizes. Protection at rest
 (encryption, rollback) is the SVSM's job, not this module's; in the SVSM these bytes exist
-between calls only in its VMPL0 state pages (:mod:`cvm.vtpm.svsm`).
+between calls only in its VMPL0 state pages (:mod:`cvm.guest.svsm.svsm`).
 """
 
 from __future__ import annotations

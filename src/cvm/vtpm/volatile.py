@@ -5,7 +5,7 @@ What a TPM loses at power-off (TCG "TPM 2.0 Library, Part 1", revision 1.59, sec
 the null hierarchy's seed and proof, transient objects and authorization sessions. The SVSM
 keeps these bytes, beside the non-volatile state, in its VMPL0 pages, so that every secret
 of the vTPM lives in encrypted guest memory: the engine holds them only while one command
-runs (:meth:`cvm.vtpm.svsm.Svsm.unload`). cvm's own big-endian encoding, TPM2B-style sizes.
+runs (:meth:`cvm.guest.svsm.svsm.Svsm.unload`). cvm's own big-endian encoding, TPM2B-style sizes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Fixtures for the emulated PSP: a machine with a chip, a synthetic OVMF, a launched guest and
 the guest side of the SNP_GUEST_REQUEST channel
-(:class:`cvm.firmware.guest_request.GuestRequester`, the guest's sev-guest driver).
+(:class:`cvm.guest.kernel.guest_request.GuestRequester`, the guest's sev-guest driver).
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from cvm.firmware.guest_request import GuestRequester
+from cvm.amd.kds import ChipFuses
 from cvm.formats.ovmf.image import build_image
 from cvm.formats.ovmf.sev_area import SevArea
 from cvm.formats.ovmf.sev_metadata import MetadataSection
+from cvm.guest.kernel.guest_request import GuestRequester
 from cvm.hardware.machine import Machine
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.host.launch import GuestRequestRelay, SnpLaunch, SnpLaunchConfig, launch_snp
 from cvm.host.vmm import Hypervisor
-from cvm.vendor.kds import ChipFuses
 
 
 @pytest.fixture

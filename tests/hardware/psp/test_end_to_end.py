@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from cvm.amd.pki import Vendor, default_vendor
 from cvm.attestation.verifier.appraisal import Evidence, Verifier
 from cvm.attestation.verifier.policy import ReferenceValues
 from cvm.attestation.verifier.trust import TrustRoots
@@ -24,7 +25,6 @@ from cvm.hardware.psp.firmware import FirmwareVersion, SecureProcessor
 from cvm.host.launch import GuestRequestRelay, SnpLaunchConfig, launch_snp
 from cvm.host.vmm import Hypervisor
 from cvm.image.measurement import VcpuConfig, snp_launch_digest
-from cvm.vendor.pki import Vendor, default_vendor
 
 pytestmark = pytest.mark.slow  # the emulated vendor's RSA-4096 roots take seconds to derive
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cvm.amd.kds import ChipFuses
+from cvm.amd.product import Product, product_named
 from cvm.crypto import amd_ecdsa
 from cvm.crypto.vcek_key import derive_vcek_private_key
 from cvm.errors import FormatError, SignatureError, UsageError
@@ -43,8 +45,6 @@ from cvm.hardware.psp.cpuid_policy import check_cpuid_page, platform_cpuid
 from cvm.hardware.psp.guest_context import GuestContext, GuestState
 from cvm.hardware.psp.guest_request import handle_guest_request
 from cvm.hardware.psp.status import SevStatus, refuse
-from cvm.vendor.kds import ChipFuses
-from cvm.vendor.product import Product, product_named
 
 VMPCK_SIZE = 32
 REPORT_ID_SIZE = 32

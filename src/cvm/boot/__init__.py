@@ -1,6 +1,0 @@
-"""The emulated boot chain, one module per stage: firmware, shim, GRUB, kernel EFI stub, UKI.
-
-Each stage verifies what it loads (through :mod:`cvm.firmware.secureboot` and shim's rules)
-and measures it through :class:`cvm.firmware.measured_boot.MeasuredBoot`, the way the real
-component does; :mod:`cvm.boot.chain` runs a whole boot.
-"""

@@ -1,1 +1,0 @@
-"""The guest UEFI model: varstore, Secure Boot, measured boot."""
