@@ -10,13 +10,17 @@ import importlib
 import sys
 import traceback
 
+import click
 import typer
-from typer._click.core import Command, Context  # the click that typer ships and builds on
-from typer._click.formatting import HelpFormatter
+import typer.core
 from typer.core import TyperGroup
 
 from cvm import __version__
 from cvm.errors import CvmError, InternalError, UsageError
+
+# typer escapes "[required]" for rich's HTML export even when help is plain text: cvm prints
+# plain help (rich_markup_mode=None), so tell typer not to prepare text for rich.
+typer.core.HAS_RICH = False
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 a check ran and said no; 2 wrong key or passphrase; "
@@ -29,7 +33,7 @@ EXIT_CODES_HELP = (
 # command runs (or its own --help is asked for), so ``cvm --help`` stays fast.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("cvm.cli.demo", "demo", "The main job: build, launch, attack and verify; a report."),
-    "measure": ("cvm.cli.measure", "app", "Predict the launch digest (equal to sev-snp-measure)."),
+    "measure": ("cvm.cli.measure", "measure", "The launch digest, equal to sev-snp-measure's."),
     "report": ("cvm.cli.report", "app", "Show and verify SEV-SNP attestation reports."),
     "luks": ("cvm.cli.luks_tpm2", "luks_group", "LUKS2 volumes as cryptsetup writes them."),
     "gpt": ("cvm.cli.gpt", "app", "GUID partition tables."),
@@ -46,10 +50,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 class LazyGroup(TyperGroup):
     """The root group: commands listed from :data:`COMMANDS`, each imported on first use."""
 
-    def list_commands(self, ctx: Context) -> list[str]:
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return [*super().list_commands(ctx), *COMMANDS]
 
-    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS:
             return super().get_command(ctx, cmd_name)
         module_name, attribute, _ = COMMANDS[cmd_name]
@@ -68,7 +72,7 @@ class LazyGroup(TyperGroup):
         assert isinstance(group, TyperGroup)
         return group.get_command(ctx, cmd_name)
 
-    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, entry[2]) for name, entry in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
@@ -113,11 +117,11 @@ def execute(argv: list[str]) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="cvm", standalone_mode=False)
-    except typer.Exit as stop:
+    except click.exceptions.Exit as stop:
         return stop.exit_code
-    except typer.Abort:
+    except click.Abort:
         return _fail("aborted", 130)
-    except typer.TyperException as problem:
+    except click.ClickException as problem:
         if type(problem).__name__ == "NoArgsIsHelpError":
             typer.echo(problem.format_message())
             return 0
