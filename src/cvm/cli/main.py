@@ -10,9 +10,10 @@ import importlib
 import sys
 import traceback
 
-import click
 import typer
 import typer.core
+from typer._click.core import Command, Context  # the click that typer ships
+from typer._click.formatting import HelpFormatter
 from typer.core import TyperGroup
 
 from cvm import __version__
@@ -47,13 +48,39 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+PLACEHOLDERS = {"path": "PATH", "int": "N", "str": "TEXT", "float": "NUMBER", "Path": "PATH"}
+
+
+def _name_placeholders(command: Command, ctx: Context) -> None:
+    """Give every option value and argument a placeholder a user reads (``PATH``, ``N``).
+
+    Left alone, typer prints Python types (``<list[Path]>``) and required arguments in braces.
+    """
+    for param in command.params:
+        if param.metavar is not None or getattr(param, "is_flag", False):
+            continue
+        if param.param_type_name == "argument":
+            name = (param.name or "value").upper()
+            name = name if param.nargs == 1 else f"{name}..."
+            shown = name if param.required else f"[{name}]"
+            vars(param)["make_metavar"] = lambda ctx=None, usage=False, n=name, s=shown: (
+                s if usage else n
+            )
+            continue
+        inner = param.make_metavar(ctx).strip("<>").removeprefix("list[").removesuffix("]")
+        if inner in PLACEHOLDERS:
+            param.metavar = PLACEHOLDERS[inner]
+    for sub in getattr(command, "commands", {}).values():
+        _name_placeholders(sub, ctx)
+
+
 class LazyGroup(TyperGroup):
     """The root group: commands listed from :data:`COMMANDS`, each imported on first use."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return [*super().list_commands(ctx), *COMMANDS]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name not in COMMANDS:
             return super().get_command(ctx, cmd_name)
         module_name, attribute, _ = COMMANDS[cmd_name]
@@ -70,9 +97,12 @@ class LazyGroup(TyperGroup):
 
         group = typer.main.get_command(wrapper)
         assert isinstance(group, TyperGroup)
-        return group.get_command(ctx, cmd_name)
+        command = group.get_command(ctx, cmd_name)
+        if command is not None:
+            _name_placeholders(command, ctx)
+        return command
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
         rows = [(name, entry[2]) for name, entry in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
@@ -117,11 +147,11 @@ def execute(argv: list[str]) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="cvm", standalone_mode=False)
-    except click.exceptions.Exit as stop:
+    except typer.Exit as stop:
         return stop.exit_code
-    except click.Abort:
+    except typer.Abort:
         return _fail("aborted", 130)
-    except click.ClickException as problem:
+    except typer.TyperException as problem:
         if type(problem).__name__ == "NoArgsIsHelpError":
             typer.echo(problem.format_message())
             return 0
