@@ -58,6 +58,7 @@ class PcrPrediction:
 
     banks: tuple[str, ...]
     measurements: dict[int, list[Measurement]] = field(default_factory=dict)
+    startup_locality: int = 0
 
     def add(self, pcr: int, description: str, data: bytes) -> None:
         digests = {b: algorithm_by_name(b).digest(data) for b in self.banks}
@@ -71,7 +72,7 @@ class PcrPrediction:
         algorithm = algorithm_by_name(bank)
         result = {}
         for pcr, items in sorted(self.measurements.items()):
-            value = initial_value(pcr, algorithm)
+            value = initial_value(pcr, algorithm, self.startup_locality)
             for item in items:
                 value = extend(algorithm, value, item.digests[bank])
             result[pcr] = value

@@ -18,6 +18,7 @@ checked against a real boot of Debian's OVMF (``tests/interop/test_qemu_boot.py`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from cvm.errors import UsageError
@@ -43,6 +44,7 @@ from cvm.guest.boot.firmware import FirmwareSettings
 from cvm.wire import Guid
 
 BOOT_SERVICE_ACCESS = 0x7  # NV | BS | RT
+BOOT_VARIABLE = re.compile(r"BootOrder|Boot[0-9A-F]{4}")
 OVMF_FV = Guid.parse("7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1")
 UI_APP = Guid.parse("462caa21-7614-4503-836e-8ab6f4662331")
 UEFI_SHELL = Guid.parse("7c04a583-9e3e-4f1c-ad65-e05268d0b4d1")
@@ -164,15 +166,20 @@ class VmProfile:
                                 self.failed_boot_attempts, self.disk_path)
 
     def with_boot_options(self, varstore: Varstore) -> Varstore:
-        """``varstore`` with the BootOrder and Boot#### variables OVMF will have created."""
-        if varstore.get("BootOrder", EFI_GLOBAL_VARIABLE) is not None:
-            return varstore  # the varstore already carries a boot configuration: it is used
+        """``varstore`` with the BootOrder and Boot#### variables OVMF will have created.
+
+        OVMF recreates the options of the devices it finds at every boot, whatever an earlier
+        boot left in the store (Debian's varstores ship three from their build), so the ones in
+        ``varstore`` are replaced.
+        """
         options = self.boot_options()
         order = b"".join(i.to_bytes(2, "little") for i in range(len(options)))
         variables = [EfiVariable("BootOrder", EFI_GLOBAL_VARIABLE, BOOT_SERVICE_ACCESS, order)]
         variables += [EfiVariable(f"Boot{i:04X}", EFI_GLOBAL_VARIABLE, BOOT_SERVICE_ACCESS,
                                   option.to_bytes()) for i, option in enumerate(options)]
-        return varstore.with_variables(variables)
+        kept = [v for v in varstore.variables
+                if not (v.vendor == EFI_GLOBAL_VARIABLE and BOOT_VARIABLE.fullmatch(v.name))]
+        return varstore.with_variables([*kept, *variables])
 
 
 PROFILES = {
