@@ -142,6 +142,12 @@ def _fetch_debian_package(package: str, version: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def debian_package() -> Callable[[str, str], Path]:
+    """``debian_package(name, version)``: the package's files, downloaded and extracted once."""
+    return _fetch_debian_package
+
+
+@pytest.fixture(scope="session")
 def debian_boot_binaries() -> dict[str, Path]:
     """Debian's signed shim, GRUB and kernel: ``{"shim": ..., "grub": ..., "kernel": ...}``.
 

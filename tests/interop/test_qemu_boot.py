@@ -1,0 +1,256 @@
+"""cvm's predictions against real boots: QEMU (q35, TCG) + Debian's OVMF + swtpm.
+
+One real boot per VM profile cvm offers: Debian's Microsoft-signed shim, Debian-signed GRUB and
+kernel, and a busybox initramfs that prints the TPM's event log and every PCR of both banks to
+the serial console, then powers off. The disk (GPT, FAT32 ESP) is written by cvm's own disk
+code; the varstore is Debian's ``OVMF_VARS_4M.ms.fd``. For each boot, ``cvm pcr predict`` on
+the disk image alone (no folder, no hints) must give every PCR it reports as predicted, in both
+banks, equal to the real one — and must report the others as unknown; given the boot's own log
+as the firmware reference it must give PCR 0 too; its emulated event log must agree with the
+real one event by event (``cvm pcr diff``). A boot costs ~12 s here: each is made once per
+session, and the downloads are cached (``~/.cache/cvm-tests``).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cvm.cli.main import execute
+from cvm.disk.esp import write_esp
+from cvm.formats.gpt import partition_types
+from cvm.formats.gpt.header import LBA_SIZE
+from cvm.formats.gpt.partition_entry import PartitionEntry
+from cvm.formats.gpt.partition_table import PartitionTable
+from cvm.image.vm_profile import PROFILES, VmProfile
+from cvm.wire import Guid
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+MS_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+BUSYBOX = ("busybox-static", "1:1.35.0-4+deb12u1+b1")
+BOOT_TIMEOUT_S = 400
+DISK_MIB, ESP_FIRST_LBA, ESP_MIB = 64, 2048, 60
+GRUB_CFG = "set timeout=0\nlinux /vmlinuz console=ttyS0 panic=-1\ninitrd /initrd.img\nboot\n"
+INIT = """#!/bin/busybox sh
+/bin/busybox mkdir -p /sbin /usr/bin /usr/sbin /proc /sys
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t securityfs securityfs /sys/kernel/security
+echo CVM-EVENTLOG-BEGIN
+base64 /sys/kernel/security/tpm0/binary_bios_measurements
+echo CVM-EVENTLOG-END
+for bank in sha1 sha256; do
+  for f in /sys/class/tpm/tpm0/pcr-$bank/*; do echo "CVM-PCR $bank ${f##*/} $(cat $f)"; done
+done
+echo CVM-DONE
+poweroff -f
+"""
+
+
+@dataclass(frozen=True)
+class RealBoot:
+    """What one real boot left: its disk, its event log and the PCRs the kernel read."""
+
+    disk: Path
+    log: Path
+    pcrs: dict[str, dict[int, str]]
+
+
+def _newc(files: dict[str, tuple[int, bytes]]) -> bytes:
+    """A cpio archive in the "newc" format the kernel unpacks (path -> (mode, data))."""
+    out = bytearray()
+    entries = [*files.items(), ("TRAILER!!!", (0, b""))]
+    for number, (name, (mode, data)) in enumerate(entries, start=1):
+        encoded = name.encode() + b"\0"
+        fields = (number, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
+        out += b"070701" + b"".join(b"%08X" % value for value in fields) + encoded
+        out += bytes(-len(out) % 4) + data
+        out += bytes(-len(out) % 4)
+    return bytes(out)
+
+
+def _initramfs(busybox: Path) -> bytes:
+    files = {
+        "bin": (0o040755, b""), "dev": (0o040755, b""), "proc": (0o040755, b""),
+        "sys": (0o040755, b""), "bin/busybox": (0o100755, busybox.read_bytes()),
+        "init": (0o100755, INIT.encode()),
+    }
+    return gzip.compress(_newc(files), compresslevel=1, mtime=0)
+
+
+def _disk(tree: Path, out: Path) -> None:
+    size = DISK_MIB << 20
+    with out.open("wb") as handle:
+        handle.truncate(size)
+    last = ESP_FIRST_LBA + (ESP_MIB << 20) // LBA_SIZE - 1
+    esp = PartitionEntry(partition_types.ESP, Guid.parse("1c2b3a49-5867-4e8d-9a0b-c1d2e3f40516"),
+                         ESP_FIRST_LBA, last, name="EFI System Partition")
+    table = PartitionTable.create(size // LBA_SIZE, [esp],
+                                  Guid.parse("7e5a1b3c-2d4f-4a6b-8c9d-0e1f2a3b4c5d"))
+    with out.open("r+b") as handle:
+        for offset, data in table.blocks():
+            handle.seek(offset)
+            handle.write(data)
+    write_esp(out, ESP_FIRST_LBA * LBA_SIZE, ESP_MIB << 20, tree)
+
+
+def _qemu_args(profile: VmProfile, disk: Path) -> list[str]:
+    return [part.replace("DISK", str(disk)) for part in profile.qemu_args.split()]
+
+
+def _boot(profile: VmProfile, disk: Path, folder: Path, find: Callable[[str], str]) -> RealBoot:
+    state, socket, serial = folder / "tpm", folder / "swtpm.sock", folder / "serial.log"
+    state.mkdir()
+    subprocess.run([find("swtpm_setup"), "--tpm2", "--tpmstate", str(state), "--pcr-banks",
+                    "sha1,sha256", "--overwrite"], check=True, capture_output=True)
+    swtpm = subprocess.Popen([find("swtpm"), "socket", "--tpm2", "--tpmstate", f"dir={state}",
+                              "--ctrl", f"type=unixio,path={socket}", "--terminate"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    varstore = folder / "vars.fd"
+    shutil.copyfile(MS_VARS, varstore)
+    argv = [
+        find("qemu-system-x86_64"), "-machine", "q35,smm=on,accel=tcg", "-cpu", "max",
+        "-m", "1024", "-global", "driver=cfi.pflash01,property=secure,value=on",
+        "-drive", f"if=pflash,format=raw,unit=0,file={OVMF_CODE},readonly=on",
+        "-drive", f"if=pflash,format=raw,unit=1,file={varstore}",
+        "-chardev", f"socket,id=chrtpm,path={socket}", "-tpmdev",
+        "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
+        "-display", "none", "-serial", f"file:{serial}", "-no-reboot", "-monitor", "none",
+        *[a for a in _qemu_args(profile, disk) if a not in ("-machine", "q35")],
+    ]
+    try:
+        for _ in range(50):
+            if socket.exists():
+                break
+            time.sleep(0.1)
+        done = subprocess.run(argv, capture_output=True, timeout=BOOT_TIMEOUT_S, check=False)
+    finally:
+        swtpm.kill()
+        swtpm.wait()
+    text = serial.read_bytes().decode("latin-1")
+    assert "CVM-DONE" in text, f"{profile.name}: the boot did not finish: {done.stderr[-500:]!r}"
+    encoded = text.split("CVM-EVENTLOG-BEGIN", 1)[1].split("CVM-EVENTLOG-END", 1)[0]
+    log = folder / "eventlog.bin"
+    log.write_bytes(base64.b64decode("".join(encoded.split())))
+    pcrs: dict[str, dict[int, str]] = {}
+    for bank, index, value in re.findall(r"CVM-PCR (\w+) (\d+) ([0-9A-F]+)", text):
+        pcrs.setdefault(bank, {})[int(index)] = value.lower()
+    return RealBoot(disk, log, pcrs)
+
+
+@pytest.fixture(scope="session")
+def boot_tree(tmp_path_factory: pytest.TempPathFactory, debian_boot_binaries: dict[str, Path],
+              debian_package: Callable[[str, str], Path]) -> Path:
+    tree = tmp_path_factory.mktemp("esp-tree")
+    (tree / "EFI/BOOT").mkdir(parents=True)
+    (tree / "EFI/debian").mkdir(parents=True)
+    shutil.copyfile(debian_boot_binaries["shim"], tree / "EFI/BOOT/BOOTX64.EFI")
+    shutil.copyfile(debian_boot_binaries["grub"], tree / "EFI/BOOT/grubx64.efi")
+    shutil.copyfile(debian_boot_binaries["kernel"], tree / "vmlinuz")
+    (tree / "EFI/debian/grub.cfg").write_text(GRUB_CFG)
+    busybox = debian_package(*BUSYBOX) / "bin/busybox"
+    (tree / "initrd.img").write_bytes(_initramfs(busybox))
+    return tree
+
+
+@pytest.fixture(scope="session")
+def real_boots(tmp_path_factory: pytest.TempPathFactory, boot_tree: Path,
+               require_tool: Callable[[str], str]) -> Callable[[str], RealBoot]:
+    """``real_boots(profile_name)``: that profile's real boot, made once per session."""
+    if not OVMF_CODE.exists() or not MS_VARS.exists():
+        pytest.fail("Debian's OVMF (package ovmf) is missing")
+    made: dict[str, RealBoot] = {}
+
+    def boot(name: str) -> RealBoot:
+        if name not in made:
+            folder = tmp_path_factory.mktemp(f"boot-{name}")
+            disk = folder / "disk.img"
+            _disk(boot_tree, disk)
+            made[name] = _boot(PROFILES[name], disk, folder, require_tool)
+        return made[name]
+
+    return boot
+
+
+def _predict(capsys: pytest.CaptureFixture[str], boot: RealBoot, profile: str,
+             *extra: str) -> dict[str, object]:
+    capsys.readouterr()
+    code = execute(["pcr", "predict", str(boot.disk), "--varstore", str(MS_VARS),
+                    "--profile", profile, "--json", *extra])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    document = json.loads(out)
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_predicted_pcr_equals_the_real_one(
+    profile: str, real_boots: Callable[[str], RealBoot], capsys: pytest.CaptureFixture[str]
+) -> None:
+    boot = real_boots(profile)
+    document = _predict(capsys, boot, profile)
+    unknown = document["unknown"]
+    assert isinstance(unknown, dict)
+    expected_unknown = {"0", "10"} | ({"2"} if PROFILES[profile].measures_option_rom else set())
+    assert set(unknown) == expected_unknown
+    assert all(entry["settle"] for entry in unknown.values())
+    for bank in ("sha1", "sha256"):
+        values = document[bank]
+        assert isinstance(values, dict)
+        for pcr, value in values.items():
+            if pcr in expected_unknown:
+                assert value is None
+            else:
+                assert value == boot.pcrs[bank][int(pcr)], f"{profile} {bank} PCR {pcr}"
+
+
+@pytest.mark.parametrize("profile", ["q35", "q35-net"])
+def test_the_firmware_log_settles_pcr_0_and_the_option_rom(
+    profile: str, real_boots: Callable[[str], RealBoot], capsys: pytest.CaptureFixture[str]
+) -> None:
+    boot = real_boots(profile)
+    document = _predict(capsys, boot, profile, "--firmware-log", str(boot.log))
+    assert set(document["unknown"]) == {"10"}  # type: ignore[arg-type]
+    for bank in ("sha1", "sha256"):
+        values = document[bank]
+        assert isinstance(values, dict)
+        for pcr in ("0", "2"):
+            assert values[pcr] == boot.pcrs[bank][int(pcr)]
+
+
+@pytest.mark.parametrize("profile", ["q35", "q35-nodefaults"])
+def test_the_emulated_boot_logs_what_the_real_boot_logged(
+    profile: str, real_boots: Callable[[str], RealBoot], capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    boot = real_boots(profile)
+    emulated = tmp_path / "emulated.log"
+    _predict(capsys, boot, profile, "--event-log", str(emulated))
+    assert execute(["pcr", "diff", str(emulated), str(boot.log)]) == 0
+
+
+def test_a_profile_that_is_not_the_vm_is_caught_by_the_diff(
+    real_boots: Callable[[str], RealBoot], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    boot = real_boots("q35-nodefaults")
+    emulated = tmp_path / "emulated.log"
+    _predict(capsys, boot, "q35", "--event-log", str(emulated))
+    capsys.readouterr()
+    assert execute(["pcr", "diff", str(emulated), str(boot.log)]) == 1
+    out = capsys.readouterr().out
+    assert "PCR 1:" in out and "BootOrder" in out and "--profile" in out
+    assert "PCR 4:" in out
