@@ -1,10 +1,12 @@
-"""``cvm pcr``: predict the PCR values a boot will produce, from its files, without booting.
+"""``cvm pcr``: predict the PCR values a boot will produce, without booting; compare boots.
 
-The inputs are an ESP as a directory tree (``--esp``), the OVMF varstore (``--varstore``) and
-optionally the raw disk whose GPT the firmware measures (``--disk``); ``--file`` adds or
-replaces single ESP files (a new grub.cfg, another kernel); ``--event-log`` also runs the
-emulated boot, checks that it gives the predicted PCRs, and writes its event log (readable by
-``cvm eventlog`` and ``tpm2_eventlog``). See :mod:`cvm.image.pcr_prediction`.
+``predict DISK --varstore VARS`` reads the GPT and the ESP's files from the raw disk image (or
+takes the ESP as a folder with ``--esp``); ``--profile`` names the VM's device set in QEMU's
+terms (:mod:`cvm.image.vm_profile`), which decides PCR 1, PCR 4's failed boot attempts and the
+device paths; ``--firmware-log`` takes the firmware's own measurements (PCR 0, option ROMs)
+from a reference log; every PCR that cannot be computed is reported as unknown, with the
+reason (:mod:`cvm.image.pcr_report`). ``--event-log`` also runs the emulated boot and writes
+its log. ``diff PREDICTED REAL`` compares two logs event by event (:mod:`cvm.image.pcr_diff`).
 """
 
 from __future__ import annotations
