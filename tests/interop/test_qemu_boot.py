@@ -1,14 +1,17 @@
 """cvm's predictions against real boots: QEMU (q35, TCG) + Debian's OVMF + swtpm.
 
-One real boot per VM profile cvm offers: Debian's Microsoft-signed shim, Debian-signed GRUB and
-kernel, and a busybox initramfs that prints the TPM's event log and every PCR of both banks to
-the serial console, then powers off. The disk (GPT, FAT32 ESP) is written by cvm's own disk
-code; the varstore is Debian's ``OVMF_VARS_4M.ms.fd``. For each boot, ``cvm pcr predict`` on
-the disk image alone (no folder, no hints) must give every PCR it reports as predicted, in both
-banks, equal to the real one — and must report the others as unknown; given the boot's own log
-as the firmware reference it must give PCR 0 too; its emulated event log must agree with the
-real one event by event (``cvm pcr diff``). A boot costs ~12 s here: each is made once per
-session, and the downloads are cached (``~/.cache/cvm-tests``).
+One real boot per VM profile cvm offers, with the distribution's keys: Debian's
+Microsoft-signed shim, Debian-signed GRUB and kernel, and a busybox initramfs that prints the
+TPM's event log and every PCR of both banks to the serial console, then powers off. The disk
+(GPT, FAT32 ESP) is written by cvm's own disk code; the varstore is Debian's
+``OVMF_VARS_4M.ms.fd``. For each boot, ``cvm pcr predict`` on the disk image alone (no folder,
+no hints) must give every PCR it reports as predicted, in both banks, equal to the real one —
+and must report the others as unknown; given the boot's own log as the firmware reference it
+must give PCR 0 too; its emulated event log must agree with the real one event by event
+(``cvm pcr diff``). One more boot uses the owner's keys: a varstore from ``cvm varstore
+enroll`` and a UKI of systemd's stub, the same kernel and initramfs, signed by ``cvm sb sign``.
+A boot costs ~12 s on a quiet machine: each is made once per session, and the downloads are
+cached (``~/.cache/cvm-tests``).
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from pathlib import Path
 import pytest
 
 from cvm.cli.main import execute
+from cvm.crypto.x509_edk2 import generate_rsa_key, issue_certificate, pem, private_key_pem
 from cvm.disk.esp import write_esp
 from cvm.formats.gpt import partition_types
 from cvm.formats.gpt.header import LBA_SIZE
 from cvm.formats.gpt.partition_entry import PartitionEntry
 from cvm.formats.gpt.partition_table import PartitionTable
+from cvm.formats.pe.section_append import append_sections
 from cvm.image.vm_profile import PROFILES, VmProfile
 from cvm.wire import Guid
 
@@ -40,6 +45,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.slow]
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 MS_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 BUSYBOX = ("busybox-static", "1:1.35.0-4+deb12u1+b1")
+SYSTEMD_STUB = ("systemd-boot-efi", "252.39-1~deb12u2")
 BOOT_TIMEOUT_S = 400
 DISK_MIB, ESP_FIRST_LBA, ESP_MIB = 64, 2048, 60
 GRUB_CFG = "set timeout=0\nlinux /vmlinuz console=ttyS0 panic=-1\ninitrd /initrd.img\nboot\n"
@@ -67,6 +73,7 @@ class RealBoot:
     disk: Path
     log: Path
     pcrs: dict[str, dict[int, str]]
+    varstore: Path
 
 
 def _newc(files: dict[str, tuple[int, bytes]]) -> bytes:
@@ -111,7 +118,8 @@ def _qemu_args(profile: VmProfile, disk: Path) -> list[str]:
     return [part.replace("DISK", str(disk)) for part in profile.qemu_args.split()]
 
 
-def _boot(profile: VmProfile, disk: Path, folder: Path, find: Callable[[str], str]) -> RealBoot:
+def _boot(profile: VmProfile, disk: Path, folder: Path, find: Callable[[str], str],
+          template: Path = MS_VARS) -> RealBoot:
     state, socket, serial = folder / "tpm", folder / "swtpm.sock", folder / "serial.log"
     state.mkdir()
     subprocess.run([find("swtpm_setup"), "--tpm2", "--tpmstate", str(state), "--pcr-banks",
@@ -120,7 +128,7 @@ def _boot(profile: VmProfile, disk: Path, folder: Path, find: Callable[[str], st
                               "--ctrl", f"type=unixio,path={socket}", "--terminate"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     varstore = folder / "vars.fd"
-    shutil.copyfile(MS_VARS, varstore)
+    shutil.copyfile(template, varstore)
     argv = [
         find("qemu-system-x86_64"), "-machine", "q35,smm=on,accel=tcg", "-cpu", "max",
         "-m", "1024", "-global", "driver=cfi.pflash01,property=secure,value=on",
@@ -148,7 +156,7 @@ def _boot(profile: VmProfile, disk: Path, folder: Path, find: Callable[[str], st
     pcrs: dict[str, dict[int, str]] = {}
     for bank, index, value in re.findall(r"CVM-PCR (\w+) (\d+) ([0-9A-F]+)", text):
         pcrs.setdefault(bank, {})[int(index)] = value.lower()
-    return RealBoot(disk, log, pcrs)
+    return RealBoot(disk, log, pcrs, template)
 
 
 @pytest.fixture(scope="session")
@@ -164,6 +172,40 @@ def boot_tree(tmp_path_factory: pytest.TempPathFactory, debian_boot_binaries: di
     busybox = debian_package(*BUSYBOX) / "bin/busybox"
     (tree / "initrd.img").write_bytes(_initramfs(busybox))
     return tree
+
+
+@pytest.fixture(scope="session")
+def owner_uki_boot(tmp_path_factory: pytest.TempPathFactory, boot_tree: Path,
+                   debian_boot_binaries: dict[str, Path],
+                   debian_package: Callable[[str, str], Path],
+                   require_tool: Callable[[str], str]) -> RealBoot:
+    """The owner's chain: its own PK/KEK/db enrolled by ``cvm varstore enroll``, and a UKI of
+    systemd's EFI stub, Debian's kernel and the initramfs, signed by ``cvm sb sign``."""
+    if not OVMF_CODE.exists():
+        pytest.fail("Debian's OVMF (package ovmf) is missing")
+    folder = tmp_path_factory.mktemp("boot-owner-uki")
+    key = generate_rsa_key()
+    (folder / "db.pem").write_bytes(pem(issue_certificate("cvm test owner", key)))
+    (folder / "db.key").write_bytes(private_key_pem(key))
+    stub = debian_package(*SYSTEMD_STUB) / "usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+    uki = append_sections(stub.read_bytes(), [
+        (".osrel", b"ID=cvm\n"), (".cmdline", b"console=ttyS0 panic=-1"),
+        (".linux", debian_boot_binaries["kernel"].read_bytes()),
+        (".initrd", (boot_tree / "initrd.img").read_bytes()),
+    ])
+    (folder / "uki.efi").write_bytes(uki)
+    tree = folder / "esp"
+    (tree / "EFI/BOOT").mkdir(parents=True)
+    assert execute(["sb", "sign", str(folder / "uki.efi"), "--key", str(folder / "db.key"),
+                    "--cert", str(folder / "db.pem"), "-o",
+                    str(tree / "EFI/BOOT/BOOTX64.EFI")]) == 0
+    varstore = folder / "owner-vars.fd"
+    assert execute(["varstore", "enroll", "--pk", str(folder / "db.pem"), "--kek",
+                    str(folder / "db.pem"), "--db", str(folder / "db.pem"), "-o",
+                    str(varstore)]) == 0
+    _disk(tree, folder / "disk.img")
+    return _boot(PROFILES["q35-nodefaults"], folder / "disk.img", folder, require_tool,
+                 varstore)
 
 
 @pytest.fixture(scope="session")
@@ -188,7 +230,7 @@ def real_boots(tmp_path_factory: pytest.TempPathFactory, boot_tree: Path,
 def _predict(capsys: pytest.CaptureFixture[str], boot: RealBoot, profile: str,
              *extra: str) -> dict[str, object]:
     capsys.readouterr()
-    code = execute(["pcr", "predict", str(boot.disk), "--varstore", str(MS_VARS),
+    code = execute(["pcr", "predict", str(boot.disk), "--varstore", str(boot.varstore),
                     "--profile", profile, "--json", *extra])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -254,3 +296,19 @@ def test_a_profile_that_is_not_the_vm_is_caught_by_the_diff(
     out = capsys.readouterr().out
     assert "PCR 1:" in out and "BootOrder" in out and "--profile" in out
     assert "PCR 4:" in out
+
+
+def test_the_owners_uki_chain_is_predicted_pcr_for_pcr_and_event_for_event(
+    owner_uki_boot: RealBoot, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    emulated = tmp_path / "emulated.log"
+    document = _predict(capsys, owner_uki_boot, "q35-nodefaults", "--event-log", str(emulated))
+    assert set(document["unknown"]) == {"0", "10"}  # type: ignore[arg-type]
+    for bank in ("sha1", "sha256"):
+        values = document[bank]
+        assert isinstance(values, dict)
+        for pcr, value in values.items():
+            if value is not None:
+                assert value == owner_uki_boot.pcrs[bank][int(pcr)], f"{bank} PCR {pcr}"
+    assert values["11"] != "00" * 32  # systemd's stub measured the UKI's sections
+    assert execute(["pcr", "diff", str(emulated), str(owner_uki_boot.log)]) == 0
