@@ -53,13 +53,16 @@ def _short_name(entry: bytes) -> str:
 
 
 class FatVolume:
-    """A FAT volume read through ``read(offset, size)`` relative to its first byte."""
+    """A FAT volume read through ``read(offset, size)`` relative to its first byte.
 
-    def __init__(self, read: Read, size: int) -> None:
+    ``size`` is the partition's size, when known: a boot sector claiming more is refused.
+    Only the FAT and the clusters of what is read are fetched through ``read``.
+    """
+
+    def __init__(self, read: Read, size: int | None = None) -> None:
         self._read = read
-        self.size = size
         self.boot = BootSector.from_bytes(read(0, 512))
-        if self.boot.total_sectors * self.boot.bytes_per_sector > size:
+        if size is not None and self.boot.total_sectors * self.boot.bytes_per_sector > size:
             raise FormatError(f"FAT volume: the boot sector claims "
                               f"{self.boot.total_sectors} sectors, the partition holds "
                               f"{size // self.boot.bytes_per_sector}")
