@@ -202,13 +202,15 @@ def test_sb_verify_with_a_mutated_certificate(
            lambda p: ["sb", "verify", str(image), "--db", str(p)], capfd, suffix=".der")
 
 
-def test_varstore_show(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    source = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
-    if not source.exists():
-        from tests.conftest import _missing
-
-        _missing("Debian's OVMF varstore (package ovmf)")
-    seed = source.read_bytes()
+def test_varstore_show(vectors: Path, tmp_path: Path,
+                       capfd: pytest.CaptureFixture[str]) -> None:
+    """A varstore with Microsoft's KEK and CA enrolled, mutated in its headers and store."""
+    enrolled = tmp_path / "enrolled.fd"
+    certs = vectors / "secureboot"
+    assert execute(["varstore", "enroll", "--pk", str(certs / "debian-ovmf-pk-kek.pem"),
+                    "--kek", str(certs / "ms-kek-ca-2011.pem"),
+                    "--db", str(certs / "ms-uefi-ca-2011.pem"), "-o", str(enrolled)]) == 0
+    seed = enrolled.read_bytes()
     _check("varstore", seed, 0x2000, tmp_path, lambda p: ["varstore", "show", str(p)], capfd,
            suffix=".fd")
 
@@ -226,3 +228,46 @@ def test_luks_token_import(luks_image: bytes, tmp_path: Path,
     _check("token", seed, len(seed), tmp_path,
            lambda p: ["luks", "token", "import", str(image), "--json-file", str(p)], capfd,
            suffix=".json")
+
+
+def test_pcr_predict_from_a_mutated_disk(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                         require_tool: Callable[[str], str]) -> None:
+    from cvm.disk.esp import write_esp
+    from cvm.formats.gpt.header import LBA_SIZE
+    from cvm.formats.gpt.partition_entry import PartitionEntry
+    from cvm.formats.gpt.partition_table import PartitionTable
+    from cvm.formats.gpt.partition_types import ESP
+    from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
+    from cvm.formats.uefi.varstore import Varstore
+    from cvm.wire import Guid
+
+    require_tool("mformat")
+    tree = tmp_path / "tree"
+    (tree / "EFI/BOOT").mkdir(parents=True)
+    (tree / "EFI/BOOT/BOOTX64.EFI").write_bytes(build_pe([SectionSpec(".text", b"\xc3", CODE)]))
+    disk = tmp_path / "disk.img"
+    size, first, last = 40 << 20, 2048, 2048 + (34 << 20) // LBA_SIZE - 1
+    with disk.open("wb") as handle:
+        handle.truncate(size)
+    table = PartitionTable.create(size // LBA_SIZE, [
+        PartitionEntry(ESP, Guid.parse("1c2b3a49-5867-4e8d-9a0b-c1d2e3f40516"), first, last)],
+        Guid.parse("7e5a1b3c-2d4f-4a6b-8c9d-0e1f2a3b4c5d"))
+    with disk.open("r+b") as handle:
+        for offset, data in table.blocks():
+            handle.seek(offset)
+            handle.write(data)
+    write_esp(disk, first * LBA_SIZE, 34 << 20, tree)
+    varstore = tmp_path / "vars.fd"
+    varstore.write_bytes(Varstore.empty_4m().to_bytes())
+    image = disk.read_bytes()
+    esp_start = first * LBA_SIZE
+    hot = image[esp_start : esp_start + 0x40000]  # boot sector, FATs, root directory
+    bad = []
+    for number, mutant in enumerate(_mutants(hot, "pcr-disk", len(hot))):
+        target = tmp_path / f"disk-{number}.img"
+        target.write_bytes(image[:esp_start] + mutant[: len(hot)].ljust(len(hot), b"\0")
+                           + image[esp_start + len(hot):])
+        code, output = _run(["pcr", "predict", str(target), "--varstore", str(varstore)], capfd)
+        if code not in DOCUMENTED or "Traceback" in output:
+            bad.append(f"mutant {number}: exit {code}: {output.strip()[-300:]}")
+    assert bad == []
