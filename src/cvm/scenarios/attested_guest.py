@@ -10,20 +10,31 @@ host's changes (other firmware, more vCPUs, another UKI or varstore), so tests, 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from cvm.amd import DEFAULT_SEED
 from cvm.amd.pki import Vendor
 from cvm.crypto.jose import KeyPair
 from cvm.formats.kbs.evidence import CvmEvidence
 from cvm.formats.ovmf.image import OvmfImage, build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.formats.snp.tcb_version import TcbVersion
+from cvm.formats.tcg.algorithm import SHA256
 from cvm.formats.tcg.event_log import EventLog
+from cvm.formats.tcg.event_type import EventType
 from cvm.formats.tcg.replay import replay
 from cvm.formats.uefi.varstore import Varstore
-from cvm.guest.attest import Certificates, VtpmPcrBank, produce_evidence
+from cvm.guest.attest import (
+    DEFAULT_QUOTED_PCRS,
+    Certificates,
+    VtpmPcrBank,
+    produce_evidence,
+)
 from cvm.guest.boot.chain import BootChain
 from cvm.guest.boot.esp_files import EspFiles
 from cvm.guest.boot.pcr_bank import SoftwarePcrBank
@@ -131,3 +142,49 @@ def build_owner(vendor: Vendor, random: Callable[[int], bytes],
     log = boot_log(owner_image.uki, owner_image.varstore)
     pcrs = replay(log)["sha256"]
     return Owner(vendor, firmware, owner_image, measurement, pcrs, log.to_bytes(), random)
+
+
+def reference_json(owner: Owner, minimum_tcb: TcbVersion = CURRENT_TCB,
+                   pcrs: tuple[int, ...] = DEFAULT_QUOTED_PCRS) -> dict[str, Any]:
+    """The owner's ``cvm-reference/1`` document for this image (what the KBS registers)."""
+    log = EventLog.parse(owner.reference_log)
+    images = sorted({
+        (event.digest(SHA256.alg_id) or b"").hex() for event in log.events
+        if event.pcr_index == 4 and event.event_type == EventType.EV_EFI_BOOT_SERVICES_APPLICATION
+    })
+    components = minimum_tcb.components()
+    return {
+        "version": "cvm-reference/1",
+        "measurement": [owner.measurement.hex()],
+        "pcrs": {"sha256": {str(pcr): owner.pcrs[pcr].hex() for pcr in pcrs
+                            if pcr in owner.pcrs}},
+        "boot_images": images,
+        "minimum_tcb": {name: components[name] for name in
+                        ("boot_loader", "tee", "snp", "microcode")},
+        "vmpl": 0,
+        "guest_policy": {"allow_debug": False, "allow_migration_agent": False},
+        "event_log": base64.b64encode(owner.reference_log).decode(),
+        "unchecked": ["host_data", "id_key_digest", "author_key_digest", "family_id",
+                      "image_id", "chip_id", "minimum_guest_svn", "minimum_firmware"],
+    }
+
+
+def seeded_random(seed: bytes) -> Callable[[int], bytes]:
+    """Reproducible randomness for emulated machines (SHA-256 in counter mode)."""
+    counter = 0
+
+    def take(size: int) -> bytes:
+        nonlocal counter
+        out = b""
+        while len(out) < size:
+            counter += 1
+            out += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
+        return out[:size]
+
+    return take
+
+
+def emulated_owner(issued: datetime, seed: bytes = b"cvm attested guests") -> Owner:
+    """An owner on an emulated Milan vendor whose certificates were issued at ``issued``."""
+    vendor = Vendor("Milan", DEFAULT_SEED, clock=lambda: issued)
+    return build_owner(vendor, seeded_random(seed))
