@@ -32,6 +32,7 @@ class KeyPair:
 
     def __init__(self, key: ECKey) -> None:
         self._key = key
+        self._public: dict[str, str] | None = None
 
     @classmethod
     def generate(cls) -> KeyPair:
@@ -48,9 +49,11 @@ class KeyPair:
         return dict(self._key.as_dict(private=True))
 
     def public_jwk(self) -> dict[str, str]:
-        public = self._key.as_dict(private=False)
-        return {"kty": "EC", "crv": str(public["crv"]), "x": str(public["x"]),
-                "y": str(public["y"])}
+        if self._public is None:
+            public = self._key.as_dict(private=False)
+            self._public = {"kty": "EC", "crv": str(public["crv"]), "x": str(public["x"]),
+                            "y": str(public["y"])}
+        return dict(self._public)
 
     def decrypt(self, document: dict[str, Any]) -> bytes:
         """Open a flattened-JSON JWE wrapped to this key; IntegrityError if it does not."""

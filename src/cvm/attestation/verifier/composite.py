@@ -38,6 +38,7 @@ from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.tcg.algorithm import SHA256
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.event_type import EventType
+from cvm.formats.tcg.pcr_event import PcrEvent
 from cvm.formats.tpm2.public import Public
 
 LaunchExplainer = Callable[[bytes], str | None]
@@ -122,17 +123,17 @@ def _verify(evidence: CvmEvidence, chains: ChainVerifier, now: datetime, challen
     return report, quote
 
 
-def _boot_images(log: EventLog) -> list[tuple[bytes, str]]:
+def _boot_images(log: EventLog) -> list[tuple[bytes, PcrEvent]]:
     return [
-        (event.digest(SHA256.alg_id) or b"", describe(event)) for event in log.events
+        (event.digest(SHA256.alg_id) or b"", event) for event in log.events
         if event.pcr_index == BOOT_IMAGE_PCR
         and event.event_type == EventType.EV_EFI_BOOT_SERVICES_APPLICATION
     ]
 
 
 def _validate(report: AttestationReport, pcrs: dict[int, bytes], log: EventLog,
-              reference: ReferenceDocument, explain_launch: LaunchExplainer | None
-              ) -> list[Finding]:
+              images: list[tuple[bytes, PcrEvent]], reference: ReferenceDocument,
+              explain_launch: LaunchExplainer | None) -> list[Finding]:
     findings = []
     for found in validate(report, reference.report):
         if found.claim == "measurement" and explain_launch is not None:
@@ -140,22 +141,22 @@ def _validate(report: AttestationReport, pcrs: dict[int, bytes], log: EventLog,
             found = Finding(found.claim, found.expected, found.actual,  # noqa: PLW2901
                             hint or "no nearby launch configuration reproduces it")
         findings.append(found)
-    reference_log = (EventLog.parse(reference.reference_log)
-                     if reference.reference_log is not None else None)
     for pcr, expected in sorted((reference.pcrs or {}).items()):
         actual = pcrs.get(pcr)
         if actual is None:
             findings.append(Finding(f"pcr.{pcr}", expected.hex(), "not quoted", "quote"))
         elif actual != expected:
-            hint = (explain_pcr(log, reference_log, pcr, SHA256.alg_id)
-                    if reference_log is not None else "no reference event log to compare")
+            hint = (explain_pcr(log, EventLog.parse(reference.reference_log), pcr,
+                                SHA256.alg_id)
+                    if reference.reference_log is not None
+                    else "no reference event log to compare")
             findings.append(Finding(f"pcr.{pcr}", expected.hex(), actual.hex(), hint))
     if reference.boot_images is not None:
         accepted = reference.boot_images
-        for digest, description in _boot_images(log):
+        for digest, event in images:
             if digest not in accepted:
                 findings.append(Finding("boot_images", " or ".join(d.hex() for d in accepted),
-                                        digest.hex(), description))
+                                        digest.hex(), describe(event)))
     return findings
 
 
@@ -200,8 +201,9 @@ def appraise(
             "the event log does not reproduce the quoted PCRs (edited or truncated log)"),
             claims)
     claims["pcrs"] = {selection.bank: {str(p): v.hex() for p, v in pcrs.items()}}
-    claims["boot_images"] = [digest.hex() for digest, _ in _boot_images(log)]
-    findings = _validate(report, pcrs, log, reference, explain_launch)
+    images = _boot_images(log)
+    claims["boot_images"] = [digest.hex() for digest, _ in images]
+    findings = _validate(report, pcrs, log, images, reference, explain_launch)
     rows = [{"rule": f.claim, "expected": f.expected, "actual": f.actual, "input": f.hint}
             for f in findings]
     decision = policy.evaluate({"claims": claims, "findings": rows,
