@@ -23,6 +23,37 @@ from cvm.errors import UsageError
 app = typer.Typer(help="Attestation: evidence, appraisal (dry run), fetching secrets.",
                   no_args_is_help=True)
 EXIT_NOT_AUTHENTIC, EXIT_REFUSED = 66, 67
+UKI_NAME, VARSTORE_NAME, REFERENCE_NAME, FIRMWARE_NAME = (
+    "uki.efi", "OVMF_VARS.fd", "reference.json", "firmware.fd")
+
+
+def _owner(directory: Path | None) -> Any:
+    """The emulated owner: a fresh signed image, or the one ``cvm attest owner`` wrote."""
+    from cvm.formats.uefi.varstore import Varstore
+    from cvm.scenarios.attested_guest import emulated_owner
+    from cvm.scenarios.boot_attacks import OwnerImage
+
+    if directory is None:
+        return emulated_owner(datetime.now(UTC))
+    image = OwnerImage((directory / UKI_NAME).read_bytes(),
+                       Varstore.parse((directory / VARSTORE_NAME).read_bytes()), {})
+    return emulated_owner(datetime.now(UTC), image=image)
+
+
+@app.command()
+def owner(
+    out: Annotated[Path, typer.Argument(help="Folder for the owner's image and reference.")],
+) -> None:
+    """Build an owner's signed image (UKI, varstore, firmware) and its reference values."""
+    from cvm.scenarios.attested_guest import reference_json
+
+    built = _owner(None)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / UKI_NAME).write_bytes(built.image.uki)
+    (out / VARSTORE_NAME).write_bytes(built.image.varstore.to_bytes())
+    (out / FIRMWARE_NAME).write_bytes(built.firmware)
+    (out / REFERENCE_NAME).write_text(json.dumps(reference_json(built), indent=1) + "\n")
+    typer.echo(f"owner image and {REFERENCE_NAME} written to {out}")
 
 
 @app.command()
@@ -38,12 +69,14 @@ def evidence(
     vcpus: Annotated[int, typer.Option(help="vCPUs the host launches the guest with.")] = 1,
     old_tcb: Annotated[bool, typer.Option(help="Run on a PSP with an old TCB.")] = False,
     chip: Annotated[int, typer.Option(help="Which emulated chip (index).")] = 0,
+    owner_dir: Annotated[Path | None, typer.Option(
+        "--owner", help="Boot the image `cvm attest owner` wrote (default: a fresh one).")] = None,
 ) -> None:
     """Launch an emulated CVM and write its evidence for NONCE."""
     from cvm.formats.kbs.rcar import Attestation
-    from cvm.scenarios.attested_guest import CURRENT_TCB, OLD_TCB, emulated_owner, reference_json
+    from cvm.scenarios.attested_guest import CURRENT_TCB, OLD_TCB, reference_json
 
-    owner = emulated_owner(datetime.now(UTC))
+    owner = _owner(owner_dir)
     cvm = owner.launch(chip, OLD_TCB if old_tcb else CURRENT_TCB, vcpus=vcpus)
     payload = Attestation(nonce, cvm.tee_key.public_jwk(), cvm.evidence(nonce))
     out.write_text(json.dumps(payload.to_json(), indent=1) + "\n")
@@ -168,16 +201,19 @@ def fetch(
                                              help="Write the secret here.")] = None,
     vcpus: Annotated[int, typer.Option(help="vCPUs the host launches the guest with.")] = 1,
     old_tcb: Annotated[bool, typer.Option(help="Run on a PSP with an old TCB.")] = False,
+    owner_dir: Annotated[Path | None, typer.Option(
+        "--owner", help="Boot the image `cvm attest owner` wrote (default: a fresh one).")] = None,
 ) -> None:
     """From an emulated CVM: auth, attest, and get RESOURCE as a JWE only it can open."""
     from cvm.attestation.kbs.client import KbsClient
-    from cvm.scenarios.attested_guest import CURRENT_TCB, OLD_TCB, emulated_owner
+    from cvm.scenarios.attested_guest import CURRENT_TCB, OLD_TCB
 
-    owner = emulated_owner(datetime.now(UTC))
+    path = _resource_path(resource)
+    owner = _owner(owner_dir)
     cvm = owner.launch(0, OLD_TCB if old_tcb else CURRENT_TCB, vcpus=vcpus)
     with KbsClient(url) as client:
         client.attest(cvm)
-        secret = client.resource(_resource_path(resource), cvm.tee_key)
+        secret = client.resource(path, cvm.tee_key)
     if out is not None:
         out.touch(mode=0o600)
         out.write_bytes(secret)

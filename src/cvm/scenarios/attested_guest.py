@@ -184,7 +184,8 @@ def seeded_random(seed: bytes) -> Callable[[int], bytes]:
     return take
 
 
-def emulated_owner(issued: datetime, seed: bytes = b"cvm attested guests") -> Owner:
+def emulated_owner(issued: datetime, seed: bytes = b"cvm attested guests",
+                   image: OwnerImage | None = None) -> Owner:
     """An owner on an emulated Milan vendor whose certificates were issued at ``issued``."""
     vendor = Vendor("Milan", DEFAULT_SEED, clock=lambda: issued)
-    return build_owner(vendor, seeded_random(seed))
+    return build_owner(vendor, seeded_random(seed), image)
