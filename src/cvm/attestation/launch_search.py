@@ -54,7 +54,8 @@ def launch_explainer(firmware: bytes, expected: VcpuConfig,
     """A function from an observed measurement to the nearby configuration that gives it."""
     image = OvmfImage.parse(firmware)
     base = snp_ovmf_digest(image)
-    signatures = sorted(set(VCPU_SIGNATURES.values()), key=lambda s: s != expected.signature)
+    signatures = sorted(set(VCPU_SIGNATURES.values()) | {0},  # EC2 and GCE put 0 in RDX
+                        key=lambda s: s != expected.signature)
     vmms = sorted(VmmType, key=lambda v: v != expected.vmm)
     features = sorted(set(GUEST_FEATURES) | {expected.guest_features},
                       key=lambda f: f != expected.guest_features)

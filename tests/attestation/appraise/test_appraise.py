@@ -173,6 +173,10 @@ allow if count(deny) == 0
     old_reference = ReferenceDocument.from_json({**reference.raw, "measurement": ["00" * 48]})
     refused = _appraise(evidence, genuine, old_reference, roots, policy=permissive)
     assert _rules(refused) == {"measurement"}  # reference findings deny whatever the policy
+    closed = RegoPolicy("package cvm.policy\nimport rego.v1\ndefault allow := false\n"
+                        "deny := set()\n", "closed")
+    shut = _appraise(evidence, genuine, reference, roots, policy=closed)
+    assert not shut.accepted and _rules(shut) == {"policy.allow"}
 
 
 def test_reference_must_say_what_it_leaves_unchecked(owner: Owner) -> None:

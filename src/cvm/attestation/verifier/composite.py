@@ -212,6 +212,9 @@ def appraise(
     for row in decision.deny:
         if (row["rule"], row["expected"], row["actual"]) not in seen:
             findings.append(Finding(row["rule"], row["expected"], row["actual"], row["input"]))
+    if not decision.allow and not findings:
+        findings.append(Finding("policy.allow", "true", "false",
+                                f"policy {policy.policy_id!r} denies without a deny rule"))
     accepted = decision.allow and not findings
     return Verdict(AFFIRMING if accepted else CONTRAINDICATED, "" if accepted else "validate",
                    tuple(findings), unchecked, claims, policy.policy_id)
