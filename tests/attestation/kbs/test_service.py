@@ -78,9 +78,11 @@ def test_replayed_and_stale_evidence_is_denied(kbs: Kbs, genuine: Cvm) -> None:
         nonce = first.challenge()
         payload = Attestation(nonce, genuine.tee_key.public_jwk(), genuine.evidence(nonce))
         first.send_evidence(payload)
+        other_key = KeyPair.generate().public_jwk()  # new runtime data, so a new report
         with pytest.raises(KbsRefusedError) as again:  # the nonce is single-use
-            first.send_evidence(payload)
-        assert again.value.status == 401
+            first.send_evidence(Attestation(nonce, other_key, genuine.evidence(nonce, other_key)))
+        assert again.value.status == 401 and "used" in again.value.detail
+        assert _rules(kbs.last_denial()) == {"session"}
     with KbsClient(kbs.url) as second:
         second.challenge()
         with pytest.raises(KbsRefusedError) as replayed:
@@ -125,6 +127,10 @@ def test_expired_token_and_foreign_cookie(kbs: Kbs, genuine: Cvm, owner: Owner) 
             other.tee_key.decrypt(stolen.json())
         kbs.clock.offset += 121
         try:
+            bearer_only = httpx.get(f"{kbs.url}/kbs/v0/resource/{SECRET_PATH}",
+                                    headers={"authorization": f"Bearer {mine.token}"})
+            assert bearer_only.status_code == 401
+            assert bearer_only.json()["type"].endswith("/TokenVerifierError")
             with pytest.raises(KbsRefusedError) as expired:
                 mine.resource(SECRET_PATH, genuine.tee_key, use_token=True)
             with pytest.raises(KbsRefusedError) as expired_cookie:
