@@ -33,7 +33,7 @@ from cvm.attestation.verifier.rego_policy import DEFAULT_POLICY, RegoPolicy
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.crypto import aead
 from cvm.crypto.jose import KeyPair, wrap_to
-from cvm.errors import CvmError, FormatError, SignatureError, UsageError
+from cvm.errors import CvmError, FormatError, IntegrityError, SignatureError, UsageError
 from cvm.formats.kbs.ear import AFFIRMING, AttestationResult
 from cvm.formats.kbs.json_fields import b64url_encode, load_object
 from cvm.formats.kbs.rcar import PROTOCOL_VERSIONS, SUPPORTED_TEES, Attestation, AuthRequest
@@ -102,7 +102,12 @@ class Broker:
                                       self._seal(TOKEN_KEY_NAME, json.dumps(fresh).encode()))
         stored = self.storage.key(TOKEN_KEY_NAME)
         assert stored is not None
-        return KeyPair.from_private_jwk(json.loads(self._open(TOKEN_KEY_NAME, stored)))
+        try:
+            opened = self._open(TOKEN_KEY_NAME, stored)
+        except IntegrityError:
+            raise UsageError("the key-encryption key does not open this database's keys "
+                             "(another key-encryption key wrote them)") from None
+        return KeyPair.from_private_jwk(json.loads(opened))
 
     def token_key_id(self) -> str:
         digest = hashlib.sha256(json.dumps(self.token_key.public_jwk(), sort_keys=True).encode())
