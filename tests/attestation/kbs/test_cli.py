@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,25 @@ def test_serve_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixtu
     bad = tmp_path / "bad-kek"
     bad.write_text("not hex")
     assert execute(["kbs", "serve", "--kek-file", str(bad)]) == 64
+
+
+def test_admin_registers_and_reads_the_audit_log(kbs: Kbs, owner: Owner, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from .conftest import ADMIN_TOKEN
+
+    token = tmp_path / "admin.token"
+    token.write_text(ADMIN_TOKEN + "\n")
+    value = tmp_path / "value.bin"
+    value.write_bytes(b"another secret")
+    policy = tmp_path / "policy.rego"
+    policy.write_text("package cvm.policy\nimport rego.v1\ndefault allow := false\n"
+                      "deny contains f if { some f in input.findings }\n"
+                      "allow if count(deny) == 0\n")
+    assert execute(["kbs", "admin", kbs.url, "--admin-token-file", str(token), "--secret",
+                    f"default/other/one={value}", "--policy", str(policy), "--audit"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert any(row["action"] == "admin" and row["subject"] == "default/other/one"
+               for row in rows)
+    token.write_text("wrong token for the admin api\n")
+    assert execute(["kbs", "admin", kbs.url, "--admin-token-file", str(token), "--audit"]) == 64
+    assert "401" in capsys.readouterr().err
