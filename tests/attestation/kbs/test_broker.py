@@ -60,3 +60,18 @@ def test_collateral_cache(tmp_path: Path) -> None:
     assert cache.crl("Milan") == b"crl" and cache.crl("Genoa") is None
     with pytest.raises(UsageError):
         cache.put_crl("Naples", b"crl")
+
+
+def test_expired_sessions_and_old_reports_are_swept(tmp_path: Path) -> None:
+    now = [1000.0]
+    broker = Broker(Storage(f"sqlite:///{tmp_path / 'kbs.db'}"), bytes(range(32)),
+                    TrustRoots.amd(), clock=lambda: now[0])
+    session, _ = broker.auth(b'{"version": "0.4.0", "tee": "snp"}')
+    assert broker.storage.record_report("r1", session, now[0])
+    now[0] += 59
+    broker.auth(b'{"version": "0.4.0", "tee": "snp"}')  # not yet: one sweep a minute
+    assert broker.storage.session(session) is not None
+    now[0] += broker.settings.session_ttl_seconds * 2 + 60
+    broker.auth(b'{"version": "0.4.0", "tee": "snp"}')
+    assert broker.storage.session(session) is None
+    assert broker.storage.record_report("r1", session, now[0])  # forgotten, and harmless

@@ -45,6 +45,7 @@ SESSION_ID_BYTES = 24
 TOKEN_KEY_NAME = "token-signing-key"
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 DENIED = "attestation failed"
+PURGE_INTERVAL_SECONDS = 60.0
 
 
 class ProblemError(CvmError):
@@ -82,6 +83,7 @@ class Broker:
         self.storage, self.kek, self.roots = storage, kek, roots
         self.clock, self.random, self.settings = clock, random, settings
         self.chains = ChainVerifier(roots)
+        self._next_purge = 0.0
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str, int], Any] = {}
         self.token_key = self._token_key()
@@ -124,7 +126,11 @@ class Broker:
             raise ProblemError(401, "UnsupportedTee", f"TEE {request.tee[:32]!r} is not supported")
         session_id = self.random(SESSION_ID_BYTES).hex()
         nonce = b64url_encode(self.random(NONCE_BYTES))
-        self.storage.create_session(session_id, nonce, request.tee, self.clock(),
+        now = self.clock()
+        if now >= self._next_purge:  # each worker sweeps the shared tables now and then
+            self._next_purge = now + PURGE_INTERVAL_SECONDS
+            self.storage.purge(now, 2 * self.settings.session_ttl_seconds)
+        self.storage.create_session(session_id, nonce, request.tee, now,
                                     self.settings.session_ttl_seconds)
         return session_id, {"nonce": nonce, "extra-params": {}}
 

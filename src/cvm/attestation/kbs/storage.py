@@ -197,11 +197,15 @@ class Storage:
             row = db.execute(select(tokens).where(tokens.c.id == token_id)).mappings().first()
             return dict(row) if row is not None else None
 
-    def purge(self, now: float) -> int:
-        """Drop expired sessions and tokens; returns how many sessions went."""
+    def purge(self, now: float, report_memory_seconds: float) -> int:
+        """Drop expired sessions and tokens, and reports older than ``report_memory_seconds``
+        (a report's nonce has expired by then, so its replay fails anyway); returns how many
+        sessions went."""
         with self._tx() as db:
             gone = db.execute(delete(sessions).where(sessions.c.expires < now)).rowcount
             db.execute(delete(tokens).where(tokens.c.expires < now))
+            db.execute(delete(used_reports).where(
+                used_reports.c.at < now - report_memory_seconds))
             return int(gone)
 
     # ---- secrets, keys, documents --------------------------------------------------------
