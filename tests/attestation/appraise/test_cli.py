@@ -4,10 +4,14 @@ its input, and what was not checked; exit codes say authentic (66) or acceptable
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from cvm.amd import DEFAULT_SEED
+from cvm.amd.pki import Vendor
+from cvm.attestation.verifier.collateral import CollateralCache
 from cvm.cli.main import execute
 
 
@@ -34,6 +38,17 @@ def test_evidence_and_appraisal_dry_run(tmp_path: Path,
     assert "verify.nonce: expected n2, got n1" in capsys.readouterr().out
     assert execute(["attest", "appraise", str(evidence), "--reference", str(reference),
                     "--trust", "amd"]) == 66
+    vendor = Vendor("Milan", DEFAULT_SEED, clock=lambda: datetime.now(UTC))
+    cache = CollateralCache(tmp_path / "collateral")
+    cache.put_crl("Milan", vendor.crl())
+    capsys.readouterr()
+    assert execute(["attest", "appraise", str(evidence), "--reference", str(reference),
+                    "--collateral", str(tmp_path / "collateral")]) == 0
+    vendor.revoke_ask()
+    cache.put_crl("Milan", vendor.crl())  # offline: the cached CRL now revokes the ASK
+    assert execute(["attest", "appraise", str(evidence), "--reference", str(reference),
+                    "--collateral", str(tmp_path / "collateral")]) == 66
+    assert "revoked" in capsys.readouterr().out
 
     wide = tmp_path / "wide.json"
     assert execute(["attest", "evidence", "--nonce", "n3", "--out", str(wide), "--owner",
