@@ -135,8 +135,8 @@ class Broker:
         return session_id, {"nonce": nonce, "extra-params": {}}
 
     def _cached(self, kind: str, doc_id: str, build: Callable[[str], Any],
-                default: str | None = None) -> Any:
-        found = self.storage.document(kind, doc_id)
+                default: str | None = None,
+                found: tuple[str, int] | None = None) -> Any:
         if found is None:
             if default is None:
                 return None
@@ -182,21 +182,26 @@ class Broker:
                 "rule": "verify.replay", "expected": "a report never presented before",
                 "actual": f"report {digest[:16]}… was presented in an earlier session",
                 "input": "report"}], chip, now)
+        stored = self.storage.documents([("reference", "default"), ("policy", "default")])
         reference = self._cached("reference", "default",
-                                lambda body: ReferenceDocument.from_bytes(body.encode()))
+                                 lambda body: ReferenceDocument.from_bytes(body.encode()),
+                                 found=stored.get(("reference", "default")))
         if reference is None:
             raise self._deny(session_id, [{"rule": "reference", "expected": "registered "
                                            "reference values", "actual": "none",
                                            "input": "broker configuration"}], chip, now)
         policy = self._cached("policy", "default", lambda src: RegoPolicy(src, "default"),
-                              DEFAULT_POLICY)
+                              DEFAULT_POLICY, stored.get(("policy", "default")))
         verdict = appraise(payload.evidence, reference, policy, self.roots,
                            datetime.fromtimestamp(now, UTC), runtime_nonce=payload.nonce,
                            tee_pubkey=payload.tee_pubkey, challenge=session["nonce"],
                            chains=self.chains)
         if not verdict.accepted:
-            self.storage.finish_attestation(session_id, False, payload.tee_pubkey, None, now, now)
-            raise self._deny(session_id, verdict.findings_json(), chip, now)
+            self.storage.finish_attestation(
+                session_id, False, payload.tee_pubkey, None, now, now,
+                self.storage.audit_row("attest", "denied", verdict.findings_json(),
+                                       session_id=session_id, chip_id=chip, at=now))
+            raise ProblemError(401, "AttestationFailed", DENIED)
         return self._issue(session_id, session["nonce"], payload, verdict, chip, now)
 
     def _issue(self, session_id: str, nonce: str, payload: Attestation, verdict: Verdict,
@@ -208,10 +213,11 @@ class Broker:
             tee_pubkey=payload.tee_pubkey, evidence_claims=verdict.claims)
         token = self.token_key.sign_token(result.to_claims(self.settings.issuer, __version__),
                                           self.token_key_id())
-        self.storage.finish_attestation(session_id, True, payload.tee_pubkey, result.token_id,
-                                        now, expires)
-        self.storage.log("attest", "affirmed", [], session_id=session_id, chip_id=chip, at=now,
-                         subject=f"unchecked: {', '.join(verdict.unchecked)}")
+        self.storage.finish_attestation(
+            session_id, True, payload.tee_pubkey, result.token_id, now, expires,
+            self.storage.audit_row("attest", "affirmed", [], session_id=session_id,
+                                   chip_id=chip, at=now,
+                                   subject=f"unchecked: {', '.join(verdict.unchecked)}"))
         return token
 
     def _from_token(self, token: str, now: float) -> tuple[dict[str, str], str]:

@@ -25,10 +25,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     create_engine,
     delete,
     event,
     insert,
+    or_,
     select,
     update,
 )
@@ -171,8 +173,12 @@ class Storage:
             return dict(row.one())
 
     def finish_attestation(self, session_id: str, accepted: bool, tee_pubkey: dict[str, str],
-                           token_id: str | None, issued: float, expires: float) -> None:
+                           token_id: str | None, issued: float, expires: float,
+                           audit_row: dict[str, Any] | None = None) -> None:
+        """Record the outcome (and its audit row) in one transaction."""
         with self._tx() as db:
+            if audit_row is not None:
+                db.execute(insert(audit).values(**audit_row))
             db.execute(update(sessions).where(sessions.c.id == session_id).values(
                 state="attested" if accepted else "denied",
                 tee_pubkey=json.dumps(tee_pubkey), token_id=token_id,
@@ -246,6 +252,15 @@ class Storage:
                                                 version=version))
             return version
 
+    def documents(self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, int]]:
+        """Several documents in one query: (kind, id) -> (body, version)."""
+        condition = or_(*(and_(documents.c.kind == kind, documents.c.id == doc_id)
+                          for kind, doc_id in wanted))
+        with self._tx() as db:
+            rows = db.execute(select(documents.c.kind, documents.c.id, documents.c.body,
+                                     documents.c.version).where(condition)).all()
+        return {(row.kind, row.id): (row.body, row.version) for row in rows}
+
     def document(self, kind: str, doc_id: str) -> tuple[str, int] | None:
         with self._tx() as db:
             row = db.execute(select(documents.c.body, documents.c.version).where(
@@ -253,14 +268,21 @@ class Storage:
             return (row.body, row.version) if row is not None else None
 
     # ---- audit ---------------------------------------------------------------------------
+    @staticmethod
+    def audit_row(action: str, outcome: str, findings: list[dict[str, str]], *,
+                  session_id: str | None = None, subject: str | None = None,
+                  chip_id: str | None = None, at: float | None = None) -> dict[str, Any]:
+        return {"at": time.time() if at is None else at, "session_id": session_id,
+                "action": action, "outcome": outcome, "subject": subject, "chip_id": chip_id,
+                "findings": json.dumps(findings)}
+
     def log(self, action: str, outcome: str, findings: list[dict[str, str]], *,
             session_id: str | None = None, subject: str | None = None,
             chip_id: str | None = None, at: float | None = None) -> None:
         with self._tx() as db:
-            db.execute(insert(audit).values(
-                at=time.time() if at is None else at, session_id=session_id, action=action,
-                outcome=outcome, subject=subject, chip_id=chip_id,
-                findings=json.dumps(findings)))
+            db.execute(insert(audit).values(**self.audit_row(
+                action, outcome, findings, session_id=session_id, subject=subject,
+                chip_id=chip_id, at=at)))
 
     def audit_log(self, limit: int = 100, after: int = 0) -> list[dict[str, Any]]:
         with self._tx() as db:
