@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eventlog": ("cvm.cli.eventlog", "app", "Show and replay TCG event logs."),
     "pcr": ("cvm.cli.pcr", "app", "Predict PCR values of a boot chain."),
     "tpm": ("cvm.cli.tpm", "app", "The vTPM: policies, seal/unseal, inspect, serve."),
+    "attest": ("cvm.cli.attest", "app", "Attestation: evidence, appraisal (dry run), fetch."),
+    "kbs": ("cvm.cli.kbs", "app", "The key broker service (Trustee's RCAR protocol)."),
 }
 
 

@@ -136,6 +136,7 @@ class Svsm:
                  random: Callable[[int], bytes]) -> None:
         self.vcpu, self.requester, self.layout, self.tpm = vcpu, requester, layout, tpm
         self.keys, self.counter, self.random = keys, counter, random
+        self._ek_public: bytes | None = None
 
     @classmethod
     def start(cls, vcpu: Vcpu, secrets_gpa: int, counter: RollbackCounter,
@@ -304,10 +305,15 @@ class Svsm:
         return SVSM_SUCCESS
 
     def ek_public(self) -> bytes:
-        """The vTPM's EK (TCG default RSA template) TPMT_PUBLIC: the vTPM service manifest."""
+        """The vTPM's EK (TCG default RSA template) TPMT_PUBLIC: the vTPM service manifest.
+
+        Derived from the endorsement seed once (an RSA-2048 key generation) and kept: it is
+        public, and the seed does not change while the SVSM runs."""
         def public(tpm: Tpm) -> bytes:
             return tpm.primary_public(TpmRh.ENDORSEMENT, ek_template("rsa")).to_bytes()
-        return self._as_vmpl0(lambda: self._loaded(public, write=False))
+        if self._ek_public is None:
+            self._ek_public = self._as_vmpl0(lambda: self._loaded(public, write=False))
+        return self._ek_public
 
     def report(self, report_data: bytes) -> bytes:
         """MSG_REPORT_REQ at VMPL0 over VMPCK0: the raw report carrying ``report_data``."""

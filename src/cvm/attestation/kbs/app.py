@@ -1,0 +1,213 @@
+"""The broker over HTTP: FastAPI routes for Trustee's KBS API (``kbs/docs/kbs.yaml``), RFC 7807
+problem bodies, bounded request sizes, an authenticated admin API.
+
+================================================  ======================================
+route                                             who
+================================================  ======================================
+``POST /kbs/v0/auth``                             a guest: Request -> Challenge + cookie
+``POST /kbs/v0/attest``                           a guest: Attestation -> {"token": EAR JWT}
+``GET /kbs/v0/resource/{repo}/{type}/{tag}``      a guest (cookie or bearer token) -> JWE
+``POST /kbs/v0/resource/{repo}/{type}/{tag}``     admin: register a secret (raw body)
+``POST /kbs/v0/attestation-policy``               admin: {"type": "rego", "policy_id", "policy"}
+``POST /kbs/v0/reference-values``                 admin: a cvm-reference/1 document (cvm's own)
+``GET /kbs/v0/audit``                             admin: the audit log (cvm's own)
+================================================  ======================================
+
+Errors are ``{"type": "https://github.com/confidential-containers/kbs/errors/<Kind>", "detail":
+..., "status": ...}`` with Trustee's status codes: 401 for an unauthenticated or refused
+attestation, 403 for a policy denial, 404 for an unknown resource; cvm answers 400 for a body
+that is not the payload it expects and 413 for a body over the size limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any
+
+from fastapi import Cookie, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cvm.attestation.kbs.broker import Broker, ProblemError, resource_path
+from cvm.errors import CvmError, FormatError, UsageError
+from cvm.formats.kbs.json_fields import load_object, only_keys, text
+
+ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors"
+COOKIE = "kbs-session-id"
+MAX_BODY_BYTES = 1 << 20
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_REQUEST_SCHEMA = {"type": "object", "required": ["version", "tee"], "properties": {
+    "version": {"type": "string"}, "tee": {"type": "string"},
+    "extra-params": {"type": ["object", "string"]}}}
+_ATTESTATION_SCHEMA = {"type": "object", "required": ["runtime-data", "tee-evidence"],
+                       "properties": {"runtime-data": {"type": "object"},
+                                      "tee-evidence": {"type": "object"}}}
+_POLICY_SCHEMA = {"type": "object", "required": ["type", "policy_id", "policy"], "properties": {
+    "type": {"type": "string"}, "policy_id": {"type": "string"}, "policy": {"type": "string"}}}
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+def problem(status: int, kind: str, detail: str) -> JSONResponse:
+    return JSONResponse({"type": f"{ERROR_TYPE_PREFIX}/{kind}", "detail": detail,
+                         "status": status}, status_code=status,
+                        media_type="application/problem+json")
+
+
+class BodyLimit:
+    """Refuse a request body over ``limit`` bytes with 413, before it is all read."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
+                 limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await problem(413, "PayloadTooLarge", f"the body exceeds {self.limit} bytes")(
+                scope, receive, send)
+            return
+        seen = 0
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise ProblemError(413, "PayloadTooLarge", f"the body exceeds {self.limit} bytes")
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+def create_app(broker: Broker, admin_token: str) -> FastAPI:
+    """The ASGI application serving ``broker``; ``admin_token`` guards the admin API."""
+    app = FastAPI(title="cvm key broker service", version="0.1.0",
+                  description="Trustee's KBS protocol (RCAR) with cvm's composite evidence.")
+    app.add_middleware(BodyLimit)
+    expected_admin = admin_token.encode()
+
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, error: ProblemError) -> JSONResponse:
+        return problem(error.status, error.kind, error.detail)
+
+    @app.exception_handler(FormatError)
+    async def _format(_: Request, error: FormatError) -> JSONResponse:
+        return problem(400, "InvalidRequest", str(error)[:300])
+
+    @app.exception_handler(CvmError)
+    async def _cvm(_: Request, error: CvmError) -> JSONResponse:
+        return problem(400, "InvalidRequest", str(error)[:300])
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
+        return problem(400, "InvalidRequest", "the request does not fit the API")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(error.status_code, "InvalidRequest")
+        return problem(error.status_code, kind, str(error.detail))
+
+    def admin(authorization: str | None) -> None:
+        given = (authorization or "").removeprefix("Bearer ").encode()
+        if not authorization or not hmac.compare_digest(given, expected_admin):
+            raise ProblemError(401, "AdminAuthAccess", "admin access denied")
+
+    def bearer(authorization: str | None) -> str | None:
+        if authorization is None:
+            return None
+        if not authorization.startswith("Bearer ") or len(authorization) > 16384:
+            raise ProblemError(401, "TokenVerifierError", "expected Authorization: Bearer TOKEN")
+        return authorization[len("Bearer "):]
+
+    def with_cookie(body: Any, session_id: str) -> JSONResponse:
+        response = JSONResponse(body)
+        response.set_cookie(COOKIE, session_id, httponly=True, samesite="strict",
+                            path="/kbs/v0", max_age=int(broker.settings.session_ttl_seconds))
+        return response
+
+    @app.post("/kbs/v0/auth", openapi_extra=_json_body(_REQUEST_SCHEMA),
+              responses={400: {}, 401: {}})
+    async def auth(request: Request) -> JSONResponse:
+        session_id, challenge = await run_in_threadpool(broker.auth, await request.body())
+        return with_cookie(challenge, session_id)
+
+    @app.post("/kbs/v0/attest", openapi_extra=_json_body(_ATTESTATION_SCHEMA),
+              responses={400: {}, 401: {}})
+    async def attest(request: Request,
+                     kbs_session_id: Annotated[str | None, Cookie(alias=COOKIE)] = None
+                     ) -> JSONResponse:
+        token = await run_in_threadpool(broker.attest, kbs_session_id, await request.body())
+        return with_cookie({"token": token}, kbs_session_id or "")
+
+    @app.get("/kbs/v0/resource/{repository}/{kind}/{tag}",
+             responses={401: {}, 403: {}, 404: {}})
+    async def get_resource(repository: str, kind: str, tag: str,
+                           kbs_session_id: Annotated[str | None, Cookie(alias=COOKIE)] = None,
+                           authorization: Annotated[str | None, Header()] = None
+                           ) -> JSONResponse:
+        path = resource_path(repository, kind, tag)
+        jwe = await run_in_threadpool(broker.resource, path, kbs_session_id,
+                                      bearer(authorization))
+        return JSONResponse(jwe)
+
+    @app.post("/kbs/v0/resource/{repository}/{kind}/{tag}", responses={401: {}, 404: {}})
+    async def post_resource(repository: str, kind: str, tag: str, request: Request,
+                            authorization: Annotated[str | None, Header()] = None) -> Response:
+        admin(authorization)
+        path = resource_path(repository, kind, tag)
+        await run_in_threadpool(broker.set_secret, path, await request.body())
+        return Response(status_code=200)
+
+    @app.post("/kbs/v0/attestation-policy", openapi_extra=_json_body(_POLICY_SCHEMA),
+              responses={400: {}, 401: {}})
+    async def attestation_policy(request: Request,
+                                 authorization: Annotated[str | None, Header()] = None
+                                 ) -> Response:
+        admin(authorization)
+        document = load_object(await request.body(), "policy")
+        only_keys(document, "policy", {"type", "policy_id", "policy"})
+        if text(document, "type", "policy", 16) not in ("rego", "opa"):
+            raise UsageError("policy.type: expected \"rego\"")
+        policy_id = text(document, "policy_id", "policy", 128)
+        try:
+            source = base64.b64decode(text(document, "policy", "policy", 1 << 20),
+                                      validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise FormatError("policy.policy: not base64 of UTF-8 Rego") from None
+        await run_in_threadpool(broker.set_policy, source, policy_id)
+        return Response(status_code=200)
+
+    @app.post("/kbs/v0/reference-values", openapi_extra=_json_body({"type": "object"}),
+              responses={400: {}, 401: {}})
+    async def reference_values(request: Request,
+                               authorization: Annotated[str | None, Header()] = None
+                               ) -> JSONResponse:
+        admin(authorization)
+        version = await run_in_threadpool(broker.set_reference, await request.body())
+        return JSONResponse({"version": version})
+
+    @app.get("/kbs/v0/audit", responses={401: {}})
+    async def audit_log(authorization: Annotated[str | None, Header()] = None,
+                        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JSONResponse:
+        admin(authorization)
+        rows = await run_in_threadpool(broker.storage.audit_log, limit, after)
+        return JSONResponse(rows)
+
+    return app

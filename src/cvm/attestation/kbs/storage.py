@@ -1,0 +1,291 @@
+"""The broker's database: sessions, nonces, tokens, secrets, reference values, policies, audit.
+
+Everything a request depends on lives here, not in a process, so several workers — and several
+machines behind a load balancer — serve one fleet. SQLAlchemy Core on SQLite (the default; WAL
+journal and a busy timeout so workers share the file) or PostgreSQL (by URL). Single-use is
+enforced by the database: a session's nonce is consumed by an ``UPDATE ... WHERE state =
+'challenged'`` that only one request can win, and a report can be presented once (primary key).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    event,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
+
+from cvm.errors import UsageError
+
+metadata = MetaData()
+sessions = Table(
+    "kbs_sessions", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("nonce", String(64), nullable=False),
+    Column("tee", String(32), nullable=False),
+    Column("state", String(16), nullable=False),  # challenged | attesting | attested | denied
+    Column("created", Float, nullable=False),
+    Column("expires", Float, nullable=False),
+    Column("tee_pubkey", Text),
+    Column("token_id", String(64)),
+)
+used_reports = Table(
+    "kbs_used_reports", metadata,
+    Column("digest", String(96), primary_key=True),
+    Column("session_id", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+)
+tokens = Table(
+    "kbs_tokens", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("session_id", String(64), nullable=False),
+    Column("issued", Float, nullable=False),
+    Column("expires", Float, nullable=False),
+    Column("status", String(32), nullable=False),
+)
+secrets = Table(
+    "kbs_secrets", metadata,
+    Column("path", String(400), primary_key=True),
+    Column("iv", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("tag", LargeBinary, nullable=False),
+)
+documents = Table(  # reference values and policies, by kind and id
+    "kbs_documents", metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("id", String(128), primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+broker_keys = Table(
+    "kbs_keys", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("iv", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("tag", LargeBinary, nullable=False),
+)
+audit = Table(
+    "kbs_audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("session_id", String(64)),
+    Column("action", String(32), nullable=False),  # attest | resource | admin
+    Column("outcome", String(32), nullable=False),  # affirmed | denied | released | refused
+    Column("subject", String(400)),
+    Column("chip_id", String(128)),
+    Column("findings", Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    iv: bytes
+    ciphertext: bytes
+    tag: bytes
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
+    if url.startswith("sqlite"):
+        if ":memory:" in url or url in ("sqlite://", "sqlite:///"):
+            raise UsageError("--db: an in-memory SQLite database cannot be shared; give a file")
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    elif url.startswith("postgresql"):
+        engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    else:
+        raise UsageError(f"--db {url!r}: expected sqlite:///FILE or postgresql+psycopg://...")
+    return engine
+
+
+class Storage:
+    """The broker's tables on one engine; every method is one short transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = open_engine(url)
+        try:
+            metadata.create_all(self.engine)
+        except DbIntegrityError:  # another worker created them at the same moment
+            metadata.create_all(self.engine)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as connection:
+            yield connection
+
+    # ---- sessions and nonces -------------------------------------------------------------
+    def create_session(self, session_id: str, nonce: str, tee: str, now: float,
+                       ttl: float) -> None:
+        with self._tx() as db:
+            db.execute(insert(sessions).values(id=session_id, nonce=nonce, tee=tee,
+                                               state="challenged", created=now,
+                                               expires=now + ttl))
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        with self._tx() as db:
+            row = db.execute(select(sessions).where(sessions.c.id == session_id)).mappings()
+            found = row.first()
+            return dict(found) if found is not None else None
+
+    def consume_nonce(self, session_id: str, now: float) -> dict[str, Any] | None:
+        """Move a live, challenged session to 'attesting'; None if another request did, or
+        it expired, or it does not exist."""
+        with self._tx() as db:
+            changed = db.execute(
+                update(sessions)
+                .where(sessions.c.id == session_id, sessions.c.state == "challenged",
+                       sessions.c.expires > now)
+                .values(state="attesting"))
+            if changed.rowcount != 1:
+                return None
+            row = db.execute(select(sessions).where(sessions.c.id == session_id)).mappings()
+            return dict(row.one())
+
+    def finish_attestation(self, session_id: str, accepted: bool, tee_pubkey: dict[str, str],
+                           token_id: str | None, issued: float, expires: float,
+                           audit_row: dict[str, Any] | None = None) -> None:
+        """Record the outcome (and its audit row) in one transaction."""
+        with self._tx() as db:
+            if audit_row is not None:
+                db.execute(insert(audit).values(**audit_row))
+            db.execute(update(sessions).where(sessions.c.id == session_id).values(
+                state="attested" if accepted else "denied",
+                tee_pubkey=json.dumps(tee_pubkey), token_id=token_id,
+                expires=expires if accepted else issued))
+            if token_id is not None:
+                db.execute(insert(tokens).values(id=token_id, session_id=session_id,
+                                                 issued=issued, expires=expires,
+                                                 status="affirming"))
+
+    def record_report(self, digest: str, session_id: str, now: float) -> bool:
+        """Remember a presented report; False if it was presented before (replay)."""
+        try:
+            with self._tx() as db:
+                db.execute(insert(used_reports).values(digest=digest, session_id=session_id,
+                                                       at=now))
+        except DbIntegrityError:
+            return False
+        return True
+
+    def token(self, token_id: str) -> dict[str, Any] | None:
+        with self._tx() as db:
+            row = db.execute(select(tokens).where(tokens.c.id == token_id)).mappings().first()
+            return dict(row) if row is not None else None
+
+    def purge(self, now: float, report_memory_seconds: float) -> int:
+        """Drop expired sessions and tokens, and reports older than ``report_memory_seconds``
+        (a report's nonce has expired by then, so its replay fails anyway); returns how many
+        sessions went."""
+        with self._tx() as db:
+            gone = db.execute(delete(sessions).where(sessions.c.expires < now)).rowcount
+            db.execute(delete(tokens).where(tokens.c.expires < now))
+            db.execute(delete(used_reports).where(
+                used_reports.c.at < now - report_memory_seconds))
+            return int(gone)
+
+    # ---- secrets, keys, documents --------------------------------------------------------
+    def put_secret(self, path: str, sealed: Sealed) -> None:
+        with self._tx() as db:
+            db.execute(delete(secrets).where(secrets.c.path == path))
+            db.execute(insert(secrets).values(path=path, iv=sealed.iv,
+                                              ciphertext=sealed.ciphertext, tag=sealed.tag))
+
+    def secret(self, path: str) -> Sealed | None:
+        with self._tx() as db:
+            row = db.execute(select(secrets).where(secrets.c.path == path)).first()
+            return Sealed(row.iv, row.ciphertext, row.tag) if row is not None else None
+
+    def key(self, name: str) -> Sealed | None:
+        with self._tx() as db:
+            row = db.execute(select(broker_keys).where(broker_keys.c.name == name)).first()
+            return Sealed(row.iv, row.ciphertext, row.tag) if row is not None else None
+
+    def add_key_once(self, name: str, sealed: Sealed) -> None:
+        """Store a key unless one exists (the first worker wins)."""
+        try:
+            with self._tx() as db:
+                db.execute(insert(broker_keys).values(name=name, iv=sealed.iv,
+                                                      ciphertext=sealed.ciphertext,
+                                                      tag=sealed.tag))
+        except DbIntegrityError:
+            pass
+
+    def put_document(self, kind: str, doc_id: str, body: str) -> int:
+        with self._tx() as db:
+            row = db.execute(select(documents.c.version).where(
+                documents.c.kind == kind, documents.c.id == doc_id)).first()
+            version = 1 if row is None else row.version + 1
+            db.execute(delete(documents).where(documents.c.kind == kind,
+                                               documents.c.id == doc_id))
+            db.execute(insert(documents).values(kind=kind, id=doc_id, body=body,
+                                                version=version))
+            return version
+
+    def documents(self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, int]]:
+        """Several documents in one query: (kind, id) -> (body, version)."""
+        condition = or_(*(and_(documents.c.kind == kind, documents.c.id == doc_id)
+                          for kind, doc_id in wanted))
+        with self._tx() as db:
+            rows = db.execute(select(documents.c.kind, documents.c.id, documents.c.body,
+                                     documents.c.version).where(condition)).all()
+        return {(row.kind, row.id): (row.body, row.version) for row in rows}
+
+    def document(self, kind: str, doc_id: str) -> tuple[str, int] | None:
+        with self._tx() as db:
+            row = db.execute(select(documents.c.body, documents.c.version).where(
+                documents.c.kind == kind, documents.c.id == doc_id)).first()
+            return (row.body, row.version) if row is not None else None
+
+    # ---- audit ---------------------------------------------------------------------------
+    @staticmethod
+    def audit_row(action: str, outcome: str, findings: list[dict[str, str]], *,
+                  session_id: str | None = None, subject: str | None = None,
+                  chip_id: str | None = None, at: float | None = None) -> dict[str, Any]:
+        return {"at": time.time() if at is None else at, "session_id": session_id,
+                "action": action, "outcome": outcome, "subject": subject, "chip_id": chip_id,
+                "findings": json.dumps(findings)}
+
+    def log(self, action: str, outcome: str, findings: list[dict[str, str]], *,
+            session_id: str | None = None, subject: str | None = None,
+            chip_id: str | None = None, at: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute(insert(audit).values(**self.audit_row(
+                action, outcome, findings, session_id=session_id, subject=subject,
+                chip_id=chip_id, at=at)))
+
+    def audit_log(self, limit: int = 100, after: int = 0) -> list[dict[str, Any]]:
+        with self._tx() as db:
+            rows = db.execute(select(audit).where(audit.c.id > after)
+                              .order_by(audit.c.id).limit(limit)).mappings().all()
+        return [{**dict(row), "findings": json.loads(row["findings"])} for row in rows]

@@ -1,0 +1,222 @@
+"""``cvm attest``: produce evidence in an emulated CVM, appraise it (dry run), fetch secrets.
+
+``evidence`` launches an emulated SEV-SNP guest (PSP, SVSM with the vTPM, measured boot of a
+signed UKI) and writes the KBS Attestation payload (runtime data + ``cvm-evidence/1``) for a
+nonce; with ``--reference-out`` it also writes the owner's ``cvm-reference/1`` document for
+that image. ``appraise`` runs the verifier's three steps with no server and prints the verdict,
+every finding and what the reference values leave unchecked. ``fetch`` speaks Trustee's RCAR
+protocol to a ``cvm kbs serve`` from an emulated CVM and prints the released secret.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cvm.errors import UsageError
+
+app = typer.Typer(help="Attestation: evidence, appraisal (dry run), fetching secrets.",
+                  no_args_is_help=True)
+EXIT_NOT_AUTHENTIC, EXIT_REFUSED = 66, 67
+UKI_NAME, VARSTORE_NAME, REFERENCE_NAME, FIRMWARE_NAME = (
+    "uki.efi", "OVMF_VARS.fd", "reference.json", "firmware.fd")
+
+
+def _owner(directory: Path | None) -> Any:
+    """The emulated owner: a fresh signed image, or the one ``cvm attest owner`` wrote."""
+    from cvm.formats.uefi.varstore import Varstore
+    from cvm.scenarios.attested_guest import emulated_owner
+    from cvm.scenarios.boot_attacks import OwnerImage
+
+    if directory is None:
+        return emulated_owner(datetime.now(UTC))
+    image = OwnerImage((directory / UKI_NAME).read_bytes(),
+                       Varstore.parse((directory / VARSTORE_NAME).read_bytes()), {})
+    return emulated_owner(datetime.now(UTC), image=image)
+
+
+@app.command()
+def owner(
+    out: Annotated[Path, typer.Argument(help="Folder for the owner's image and reference.")],
+) -> None:
+    """Build an owner's signed image (UKI, varstore, firmware) and its reference values."""
+    from cvm.scenarios.attested_guest import reference_json
+
+    built = _owner(None)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / UKI_NAME).write_bytes(built.image.uki)
+    (out / VARSTORE_NAME).write_bytes(built.image.varstore.to_bytes())
+    (out / FIRMWARE_NAME).write_bytes(built.firmware)
+    (out / REFERENCE_NAME).write_text(json.dumps(reference_json(built), indent=1) + "\n")
+    typer.echo(f"owner image and {REFERENCE_NAME} written to {out}")
+
+
+@app.command()
+def evidence(
+    nonce: Annotated[str, typer.Option(help="The verifier's challenge (KBS nonce).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Attestation payload (JSON).")],
+    reference_out: Annotated[Path | None, typer.Option(
+        help="Also write the owner's cvm-reference/1 document.")] = None,
+    firmware_out: Annotated[Path | None, typer.Option(
+        help="Also write the firmware image (to explain launch-digest mismatches).")] = None,
+    key_out: Annotated[Path | None, typer.Option(
+        help="Also write the TEE private key (JWK) the broker wraps secrets to.")] = None,
+    vcpus: Annotated[int, typer.Option(help="vCPUs the host launches the guest with.")] = 1,
+    old_tcb: Annotated[bool, typer.Option(help="Run on a PSP with an old TCB.")] = False,
+    chip: Annotated[int, typer.Option(help="Which emulated chip (index).")] = 0,
+    owner_dir: Annotated[Path | None, typer.Option(
+        "--owner", help="Boot the image `cvm attest owner` wrote (default: a fresh one).")] = None,
+) -> None:
+    """Launch an emulated CVM and write its evidence for NONCE."""
+    from cvm.formats.kbs.rcar import Attestation
+    from cvm.scenarios.attested_guest import CURRENT_TCB, OLD_TCB, reference_json
+
+    owner = _owner(owner_dir)
+    cvm = owner.launch(chip, OLD_TCB if old_tcb else CURRENT_TCB, vcpus=vcpus)
+    payload = Attestation(nonce, cvm.tee_key.public_jwk(), cvm.evidence(nonce))
+    out.write_text(json.dumps(payload.to_json(), indent=1) + "\n")
+    if reference_out is not None:
+        reference_out.write_text(json.dumps(reference_json(owner), indent=1) + "\n")
+    if firmware_out is not None:
+        firmware_out.write_bytes(owner.firmware)
+    if key_out is not None:
+        key_out.touch(mode=0o600)
+        key_out.write_text(json.dumps(cvm.tee_key.private_jwk()) + "\n")
+    typer.echo(f"evidence for nonce {nonce!r} written to {out}")
+
+
+def _moment(at: str | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        raise UsageError(f"--now {at!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _roots(trust: str) -> Any:
+    from cvm.amd import DEFAULT_SEED, product_named
+    from cvm.amd.authority import root_key_and_certificate
+    from cvm.attestation.verifier.trust import TrustRoots
+    from cvm.crypto.x509_chain import parse_certificate
+
+    if trust == "amd":
+        return TrustRoots.amd()
+    if trust == "emulated":
+        product = product_named("Milan")
+        _, ark = root_key_and_certificate(product, DEFAULT_SEED)
+        return TrustRoots.of([(product.name, parse_certificate(ark).fingerprint_sha256)],
+                             "emulated")
+    raise UsageError(f"--trust must be amd or emulated, not {trust!r}")
+
+
+def verdict_lines(verdict: Any) -> list[str]:
+    """The verdict as the CLI prints it: status, findings, what was not checked."""
+    status = verdict.status + ("" if verdict.accepted else f" (refused at {verdict.step})")
+    lines = [f"verdict: {status}"]
+    for finding in verdict.findings:
+        lines.append(f"  {finding.claim}: expected {finding.expected}, got {finding.actual}")
+        if finding.hint:
+            lines.append(f"    input: {finding.hint}")
+    lines.append("not checked: " + (", ".join(verdict.unchecked) or "nothing"))
+    return lines
+
+
+@app.command()
+def appraise(
+    evidence_file: Annotated[Path, typer.Argument(
+        metavar="EVIDENCE", help="Attestation payload (from `cvm attest evidence`).")],
+    reference: Annotated[Path, typer.Option(help="cvm-reference/1 document.")],
+    policy: Annotated[Path | None, typer.Option(help="Rego policy (default: built in).")] = None,
+    nonce: Annotated[str | None, typer.Option(
+        help="The challenge issued; without it freshness is not checked.")] = None,
+    trust: Annotated[str, typer.Option(help="Trusted roots: amd or emulated.")] = "emulated",
+    now: Annotated[str | None, typer.Option(help="Appraise at this ISO 8601 time.")] = None,
+    firmware: Annotated[Path | None, typer.Option(
+        help="Firmware image: explain a launch-digest mismatch by nearby configurations.")] = None,
+    vcpus: Annotated[int, typer.Option(help="The expected vCPU count (with --firmware).")] = 1,
+    vcpu_type: Annotated[str, typer.Option(help="The expected vCPU type.")] = "EPYC-Milan",
+    collateral: Annotated[Path | None, typer.Option(
+        help="Collateral cache: the CRL is taken from it when the evidence has none.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Verify, replay and validate EVIDENCE; exit 0 if accepted, 66 not authentic, 67 refused."""
+    from dataclasses import replace
+
+    from cvm.attestation.verifier.collateral import CollateralCache
+    from cvm.attestation.verifier.composite import appraise as run_appraisal
+    from cvm.attestation.verifier.reference import ReferenceDocument
+    from cvm.attestation.verifier.rego_policy import DEFAULT_POLICY, RegoPolicy
+    from cvm.formats.kbs.json_fields import load_object
+    from cvm.formats.kbs.rcar import Attestation
+
+    payload = Attestation.from_json(load_object(evidence_file.read_bytes(), str(evidence_file)))
+    document = ReferenceDocument.from_bytes(reference.read_bytes())
+    rego = RegoPolicy(policy.read_text(), policy.name) if policy else RegoPolicy(DEFAULT_POLICY)
+    found = payload.evidence
+    if collateral is not None and found.crl is None:
+        found = replace(found, crl=CollateralCache(collateral).crl("Milan"))
+    explain = None
+    if firmware is not None:
+        from cvm.attestation.launch_search import launch_explainer
+        from cvm.image.measurement import VcpuConfig
+        from cvm.image.vcpu_types import vcpu_signature
+
+        explain = launch_explainer(firmware.read_bytes(),
+                                   VcpuConfig(vcpus, vcpu_signature(vcpu_type)))
+    verdict = run_appraisal(found, document, rego, _roots(trust), _moment(now),
+                            runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
+                            challenge=nonce, explain_launch=explain)
+    if as_json:
+        typer.echo(json.dumps({"status": verdict.status, "step": verdict.step,
+                               "findings": verdict.findings_json(),
+                               "unchecked": list(verdict.unchecked), "claims": verdict.claims},
+                              indent=2))
+    else:
+        for line in verdict_lines(verdict):
+            typer.echo(line)
+    if not verdict.accepted:
+        raise typer.Exit(EXIT_NOT_AUTHENTIC if verdict.step in ("verify", "replay")
+                         else EXIT_REFUSED)
+
+
+def _resource_path(text: str) -> str:
+    parts = text.strip("/").split("/")
+    if len(parts) != 3 or not all(parts):
+        raise UsageError(f"--resource {text!r} is not REPOSITORY/TYPE/TAG")
+    return "/".join(parts)
+
+
+@app.command()
+def fetch(
+    url: Annotated[str, typer.Argument(help="The broker, e.g. http://127.0.0.1:8080")],
+    resource: Annotated[str, typer.Option(help="REPOSITORY/TYPE/TAG")],
+    out: Annotated[Path | None, typer.Option("--out", "-o",
+                                             help="Write the secret here.")] = None,
+    vcpus: Annotated[int, typer.Option(help="vCPUs the host launches the guest with.")] = 1,
+    old_tcb: Annotated[bool, typer.Option(help="Run on a PSP with an old TCB.")] = False,
+    owner_dir: Annotated[Path | None, typer.Option(
+        "--owner", help="Boot the image `cvm attest owner` wrote (default: a fresh one).")] = None,
+) -> None:
+    """From an emulated CVM: auth, attest, and get RESOURCE as a JWE only it can open."""
+    from cvm.attestation.kbs.client import KbsClient
+    from cvm.scenarios.attested_guest import CURRENT_TCB, OLD_TCB
+
+    path = _resource_path(resource)
+    owner = _owner(owner_dir)
+    cvm = owner.launch(0, OLD_TCB if old_tcb else CURRENT_TCB, vcpus=vcpus)
+    with KbsClient(url) as client:
+        client.attest(cvm)
+        secret = client.resource(path, cvm.tee_key)
+    if out is not None:
+        out.touch(mode=0o600)
+        out.write_bytes(secret)
+        typer.echo(f"{len(secret)} bytes written to {out}")
+    else:
+        sys.stdout.buffer.write(secret)

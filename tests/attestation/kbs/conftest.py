@@ -1,0 +1,117 @@
+"""A key broker on loopback (uvicorn in a thread) over SQLite — and over PostgreSQL when
+``CVM_TEST_POSTGRES_URL`` names a server (CI starts one) — with an owner's genuine image
+registered, and emulated CVMs to attest to it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+
+from cvm.attestation.kbs.app import create_app
+from cvm.attestation.kbs.broker import Broker, BrokerSettings
+from cvm.attestation.kbs.storage import Storage
+from cvm.attestation.verifier.trust import TrustRoots
+from cvm.scenarios.attested_guest import Owner, emulated_owner, reference_json
+
+ISSUED = datetime(2026, 1, 1, tzinfo=UTC)
+ADMIN_TOKEN = "admin-token-for-the-tests"
+SECRET_PATH = "default/disk/root-key"
+SECRET = b"the volume key of the genuine CVM"
+POSTGRES_URL = os.environ.get("CVM_TEST_POSTGRES_URL")
+
+
+class Clock:
+    """Wall time plus an offset the test moves."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@dataclass
+class Kbs:
+    url: str
+    broker: Broker
+    clock: Clock
+    owner: Owner
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30,
+                            headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    def audit(self) -> list[dict[str, object]]:
+        with self.admin() as client:
+            rows = client.get("/kbs/v0/audit", params={"limit": 1000}).json()
+        assert isinstance(rows, list)
+        return rows
+
+    def last_denial(self) -> dict[str, object]:
+        return next(row for row in reversed(self.audit()) if row["outcome"] in (
+            "denied", "refused"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def owner() -> Owner:
+    return emulated_owner(ISSUED)
+
+
+def _fresh_postgres(url: str) -> str:
+    storage = Storage(url)
+    with storage.engine.begin() as db:
+        for table in ("kbs_sessions", "kbs_used_reports", "kbs_tokens", "kbs_secrets",
+                      "kbs_documents", "kbs_keys", "kbs_audit"):
+            db.execute(text(f"DELETE FROM {table}"))
+    storage.engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def kbs(request: pytest.FixtureRequest, owner: Owner, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[Kbs]:
+    if request.param == "postgresql":
+        if not POSTGRES_URL:
+            pytest.skip("CVM_TEST_POSTGRES_URL is not set (CI sets it)")
+        url = _fresh_postgres(POSTGRES_URL)
+    else:
+        url = f"sqlite:///{Path(tmp_path_factory.mktemp('kbs')) / 'kbs.db'}"
+    clock = Clock()
+    roots = TrustRoots.of([owner.vendor.trust_anchor()], "emulated")
+    broker = Broker(Storage(url), bytes(range(32)), roots, clock=clock,
+                    settings=BrokerSettings(session_ttl_seconds=60, token_ttl_seconds=120))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(broker, ADMIN_TOKEN), host="127.0.0.1",
+                                           port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    service = Kbs(f"http://127.0.0.1:{port}", broker, clock, owner)
+    with service.admin() as admin:
+        import json
+
+        assert admin.post("/kbs/v0/reference-values",
+                          content=json.dumps(reference_json(owner))).status_code == 200
+        assert admin.post(f"/kbs/v0/resource/{SECRET_PATH}", content=SECRET).status_code == 200
+    yield service
+    server.should_exit = True
+    thread.join(timeout=10)
+    broker.storage.engine.dispose()

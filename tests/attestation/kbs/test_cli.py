@@ -1,0 +1,68 @@
+"""``cvm attest fetch`` against the broker on loopback, and ``cvm kbs`` argument checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cvm.cli.main import execute
+from cvm.scenarios.attested_guest import Owner
+
+from .conftest import SECRET, SECRET_PATH, Kbs
+
+
+def _owner_dir(owner: Owner, folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "uki.efi").write_bytes(owner.image.uki)
+    (folder / "OVMF_VARS.fd").write_bytes(owner.image.varstore.to_bytes())
+    return folder
+
+
+def test_fetch_releases_to_the_genuine_image_only(kbs: Kbs, owner: Owner, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _owner_dir(owner, tmp_path / "owner")
+    out = tmp_path / "secret.bin"
+    assert execute(["attest", "fetch", kbs.url, "--resource", SECRET_PATH, "--owner",
+                    str(folder), "--out", str(out)]) == 0
+    assert out.read_bytes() == SECRET and out.stat().st_mode & 0o077 == 0
+    capsys.readouterr()
+    assert execute(["attest", "fetch", kbs.url, "--resource", SECRET_PATH, "--owner",
+                    str(folder), "--old-tcb"]) == 1
+    err = capsys.readouterr().err
+    assert "401" in err and "attestation failed" in err and "tcb" not in err
+    assert execute(["attest", "fetch", kbs.url, "--resource", "not/a-path"]) == 64
+
+
+def test_serve_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                     ) -> None:
+    assert execute(["kbs", "serve", "--workers", "0"]) == 64
+    assert execute(["kbs", "serve", "--db", "mysql://x", "--kek-file",
+                    str(tmp_path / "k"), "--admin-token-file", str(tmp_path / "t")]) == 64
+    assert "sqlite:///FILE or postgresql" in capsys.readouterr().err
+    bad = tmp_path / "bad-kek"
+    bad.write_text("not hex")
+    assert execute(["kbs", "serve", "--kek-file", str(bad)]) == 64
+
+
+def test_admin_registers_and_reads_the_audit_log(kbs: Kbs, owner: Owner, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from .conftest import ADMIN_TOKEN
+
+    token = tmp_path / "admin.token"
+    token.write_text(ADMIN_TOKEN + "\n")
+    value = tmp_path / "value.bin"
+    value.write_bytes(b"another secret")
+    policy = tmp_path / "policy.rego"
+    policy.write_text("package cvm.policy\nimport rego.v1\ndefault allow := false\n"
+                      "deny contains f if { some f in input.findings }\n"
+                      "allow if count(deny) == 0\n")
+    assert execute(["kbs", "admin", kbs.url, "--admin-token-file", str(token), "--secret",
+                    f"default/other/one={value}", "--policy", str(policy), "--audit"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert any(row["action"] == "admin" and row["subject"] == "default/other/one"
+               for row in rows)
+    token.write_text("wrong token for the admin api\n")
+    assert execute(["kbs", "admin", kbs.url, "--admin-token-file", str(token), "--audit"]) == 64
+    assert "401" in capsys.readouterr().err
