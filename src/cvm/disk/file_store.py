@@ -60,6 +60,27 @@ class BlockDevice(Protocol):
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None: ...
 
 
+class MemoryDevice:
+    """A block device in memory (the owner builds the root's plaintext here, then encrypts it)."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytearray(size)
+
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, offset: int, size: int) -> bytes:
+        if offset < 0 or offset + size > len(self.data):
+            raise UsageError(f"range {offset}+{size} lies outside the {len(self.data)}-byte device")
+        return bytes(self.data[offset : offset + size])
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if offset < 0 or offset + len(data) > len(self.data):
+            raise UsageError(f"range {offset}+{len(data)} lies outside the "
+                             f"{len(self.data)}-byte device")
+        self.data[offset : offset + len(data)] = data
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One file: its name, where its blocks start, its length and how many blocks it has."""
