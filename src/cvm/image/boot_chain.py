@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import struct
 from dataclasses import dataclass
 
 from cvm.crypto.x509_edk2 import PrivateKey, der, sign_message
 from cvm.errors import UsageError
+from cvm.formats.pcr_signature import PcrSignatureEntry, pcr_signature_bytes
 from cvm.formats.pe.authenticode import image_digest
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.pe.sbat import SbatLevel, SbatLevelSection
@@ -143,14 +143,14 @@ def pcr11_values(uki: bytes) -> dict[str, bytes]:
 def pcr_signature(uki: bytes, key: PrivateKey, public_pem: bytes) -> bytes:
     """systemd-measure's ``.pcrsig`` JSON: one signed PolicyPCR(sha256:11) per phase."""
     spki = base64.b64decode(b"".join(public_pem.strip().splitlines()[1:-1]))
+    fingerprint = hashlib.sha256(spki).digest()
     selection = PcrSelectionList.of("sha256", [UKI_PCR])
     entries = []
     for value in pcr11_values(uki).values():
         policy = PolicyDigest.start().pcr(selection, [value]).value
-        signature = sign_message(key, policy, "sha256")
-        entries.append({"pcrs": [UKI_PCR], "pkfp": hashlib.sha256(spki).hexdigest(),
-                        "pol": policy.hex(), "sig": base64.b64encode(signature).decode()})
-    return json.dumps({"sha256": entries}, separators=(",", ":")).encode()
+        entries.append(PcrSignatureEntry("sha256", (UKI_PCR,), fingerprint, policy,
+                                         sign_message(key, policy, "sha256")))
+    return pcr_signature_bytes(tuple(entries))
 
 
 @dataclass(frozen=True)
