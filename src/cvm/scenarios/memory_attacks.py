@@ -20,6 +20,7 @@ from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.vm import Mode
 from cvm.host.adversary import memory as attack
+from cvm.host.adversary import registers
 from cvm.host.vmm import Guest, Hypervisor
 
 GUEST_PAGES = 16
@@ -87,7 +88,7 @@ def _read_private_page(scene: Scene) -> tuple[str, Fault | None]:
 
 def _read_registers(scene: Scene) -> tuple[str, Fault | None]:
     seen: list[dict[str, int]] = []
-    attack.capture_registers(scene.host, seen)
+    registers.capture_registers(scene.host, seen)
     value = int.from_bytes(scene.secret[:8], "little")
     scene.kernel.cpu.set_register("rax", value)
     scene.kernel.halt()
@@ -96,7 +97,7 @@ def _read_registers(scene: Scene) -> tuple[str, Fault | None]:
 
 def _change_register(scene: Scene) -> tuple[str, Fault | None]:
     target = 0xBAD0_0000
-    faults = attack.set_register_at_exit(scene.host, "rip", target)
+    faults = registers.set_register_at_exit(scene.host, "rip", target)
     try:
         scene.kernel.halt()
     except FaultRaised as refused:

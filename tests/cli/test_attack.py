@@ -1,0 +1,45 @@
+"""``cvm attack list|run|matrix``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cvm.cli.main import execute
+from cvm.host.adversary.catalog import ATTACKS
+
+
+def test_list_names_every_attack(capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["attack", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in rows] == [a.name for a in ATTACKS]
+    assert rows[0]["expected"]["sev-snp"]["verdict"] == "blocked"
+    assert execute(["attack", "list"]) == 0
+    assert "remap-page" in capsys.readouterr().out
+
+
+def test_run_one_attack_in_chosen_modes(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["attack", "run", "remap-page", "--mode", "sev", "--mode", "sev-snp", "--seed", "1"]
+    assert execute([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["held"] == out["total"] == 2
+    snp = out["results"][1]
+    assert snp["mode"] == "sev-snp" and snp["observed"]["mechanism"] == "RMP"
+    assert execute(argv) == 0
+    assert "2/2 outcomes as expected" in capsys.readouterr().out
+
+
+def test_matrix_of_one_family(capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["attack", "matrix", "--family", "registers", "--seed", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    registers = [a for a in ATTACKS if a.family.value == "registers"]
+    assert out["total"] == 4 * len(registers) == out["held"]
+
+
+def test_bad_input_is_one_line_and_a_usage_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["attack", "run", "no-such-attack"]) == 64
+    err = capsys.readouterr().err
+    assert err.startswith("cvm: error: no attack named") and err.count("\n") == 1
+    assert execute(["attack", "run", "remap-page", "--mode", "tdx"]) == 64
+    assert execute(["attack", "matrix", "--family", "gpu"]) == 64
