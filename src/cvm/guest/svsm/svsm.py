@@ -58,6 +58,7 @@ from cvm.guest.kernel.guest_request import GuestRequester
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.svsm.attestation import PROTOCOL_ATTEST, AttestationProtocol
 from cvm.guest.svsm.core import PROTOCOL_CORE, CoreProtocol
+from cvm.guest.svsm.key_release import StateKeyBroker, obtain_state_key
 from cvm.guest.svsm.result import CallReply, SvsmResult, refuse
 from cvm.guest.svsm.vtpm import PROTOCOL_VTPM, VtpmProtocol
 from cvm.hardware.fault import FaultRaised
@@ -70,6 +71,7 @@ from cvm.vtpm.state import PersistentState
 from cvm.vtpm.state_file import (
     DerivedKeyProvider,
     GuestPageKeyProvider,
+    KeySource,
     RollbackCounter,
     StateKeyProvider,
     open_state,
@@ -128,12 +130,14 @@ class Svsm:
     @classmethod
     def start(cls, vcpu: Vcpu, secrets_gpa: int, counter: RollbackCounter,
               random: Callable[[int], bytes], stored: bytes | None = None,
-              layout: SvsmLayout = SvsmLayout(), keys: StateKeyProvider | None = None) -> Svsm:
+              layout: SvsmLayout = SvsmLayout(), keys: StateKeyProvider | None = None,
+              broker: StateKeyBroker | None = None) -> Svsm:
         """Boot on the launch VMSA (VMPL0): take the state pages, obtain the state key, open
         (or manufacture) the state, create and run the guest OS's VMSA at VMPL1.
 
-        ``keys`` is a broker-released key; without it the key is derived by the PSP. A
-        tampered, truncated, rolled-back or foreign ``stored`` state refuses to start."""
+        The state key comes from ``broker`` after attestation (:mod:`.key_release`), or is
+        ``keys`` (a key released beforehand), or else is derived by the PSP. A tampered,
+        truncated, rolled-back or foreign ``stored`` state refuses to start."""
         if vcpu.vmpl != 0:
             raise StateError(f"the SVSM starts at VMPL0, the vCPU runs at VMPL{vcpu.vmpl}")
         requester = GuestRequester.start(
@@ -144,7 +148,12 @@ class Svsm:
         for page in range(layout.state_pages):
             guest.accept(layout.state_gpa + page * PAGE_SIZE)
         guest.accept(layout.key_gpa)
-        provider = cls._key_provider(vcpu, requester, layout, keys)
+        if broker is not None:
+            obtain_state_key(vcpu, requester, layout.key_gpa, broker, random)
+            provider: StateKeyProvider = GuestPageKeyProvider(
+                lambda: vcpu.read(layout.key_gpa, STATE_KEY_SIZE), KeySource.BROKER_RELEASED)
+        else:
+            provider = cls._key_provider(vcpu, requester, layout, keys)
         if stored is None:
             state = PersistentState.manufacture(random)
         else:

@@ -1,0 +1,126 @@
+"""One confidential VM, end to end: the host launches it, the guest boots and runs its workload,
+the owner's relying party releases the vTPM state key — three parties joined in one process.
+
+Each party keeps to its side: the host (:mod:`cvm.host.vm_run`) is handed the bundle's bytes
+and never the ``owner/`` folder; the guest (:mod:`cvm.guest.vm`) gets from the host only what a
+guest can (a disk, its firmware, its varstore, the sealed state); the relying party
+(:class:`cvm.image.provisioning.RelyingParty`, owner side) reads the owner's provisioning key
+and the reference values and sees the SVSM's report and public key, relayed by the host with
+the VCEK chain the host fetched. A refusal anywhere ends the run with the stage and the error in
+the trace — :func:`boot_bundle` never raises for a refused boot, so attacks can be judged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cvm.amd.pki import Vendor, default_vendor
+from cvm.attestation.verifier.appraisal import Evidence
+from cvm.attestation.verifier.trust import TrustRoots
+from cvm.errors import CvmError, UsageError
+from cvm.formats.snp.attestation_report import AttestationReport
+from cvm.guest.trace import VmTrace
+from cvm.guest.vm import GuestVm
+from cvm.hardware.vm import Mode
+from cvm.host.vm_run import HostRun, VmRequest, launch, load_host_image
+from cvm.host.vmm import Hypervisor
+from cvm.image.provisioning import RelyingParty, StateKeyRequest
+from cvm.image.reference_values import ImageReferenceValues, loads
+from cvm.vtpm.state_file import MonotonicCounter, RollbackCounter
+
+PRODUCT = "Milan"
+
+
+class HostRelayedBroker:
+    """The SVSM's key broker: the host relays the report (adding the VCEK chain it fetched from
+    the vendor's KDS) to the owner's relying party and the wrapped key back — bytes only."""
+
+    def __init__(self, party: RelyingParty, vendor: Vendor, run: HostRun) -> None:
+        self.party, self.vendor, self.run = party, vendor, run
+
+    def challenge(self) -> bytes:
+        nonce = self.party.challenge()
+        self.run.log.append(b"relayed a nonce from the relying party: " + nonce.hex().encode())
+        return nonce
+
+    def release(self, report: bytes, nonce: bytes, public: tuple[bytes, bytes]) -> bytes:
+        tcb = AttestationReport.from_bytes(report).reported_tcb
+        vcek = self.vendor.vcek_certificate(self.run.psp.chip_id, tcb)
+        evidence = Evidence.from_cert_chain(report, vcek, self.vendor.cert_chain())
+        self.run.log.append(b"relayed the SVSM's report: " + report.hex().encode())
+        wrapped = self.party.release(StateKeyRequest(
+            report, evidence.vcek, evidence.ask, evidence.ark, nonce, *public))
+        self.run.log.append(b"relayed the wrapped state key: " + wrapped.hex().encode())
+        return wrapped
+
+
+def relying_party(folder: Path, reference: ImageReferenceValues, vendor: Vendor,
+                  random: Callable[[int], bytes]) -> RelyingParty:
+    """The owner's relying party for the image in ``folder`` (reads ``owner/``)."""
+    owner = folder / "owner"
+    try:
+        provisioning = (owner / "provisioning.key").read_bytes()
+        wrapped = (owner / "vtpm-state-key.wrapped").read_bytes()
+    except FileNotFoundError as missing:
+        raise UsageError(f"the relying party needs {missing.filename}") from None
+    roots = TrustRoots.of([vendor.trust_anchor()], "emulated")
+    return RelyingParty(reference, roots, provisioning, wrapped, random)
+
+
+def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervisor | None = None,
+                vcpus: int = 1, memory_bytes: int | None = None,
+                random: Callable[[int], bytes] = os.urandom,
+                counter: RollbackCounter | None = None,
+                party: RelyingParty | None = None) -> VmTrace:
+    """Launch, boot and run the image in ``folder``; the trace says how far it got."""
+    mode = Mode.parse(mode) if isinstance(mode, str) else mode
+    trace = VmTrace(mode.value, vcpus)
+    started = time.perf_counter()
+    reference = loads((folder / "reference-values.json").read_bytes())
+    trace.predicted = {bank: dict(values) for bank, values in reference.pcrs.items()}
+    if mode is not Mode.PLAIN:
+        try:
+            trace.predicted_measurement = reference.launch_digest(mode.value, vcpus)
+        except UsageError:
+            trace.predicted_measurement = None
+    vendor = default_vendor(PRODUCT)
+    request = VmRequest(mode, vcpus, memory_bytes) if memory_bytes else VmRequest(mode, vcpus)
+    stage = "launch"
+    try:
+        run = launch(load_host_image(folder), request, vendor.manufacture_chip(0), host)
+    except CvmError as refused:
+        trace.refused = (stage, refused)
+        return trace
+    trace.host, trace.guest, trace.run = run.host, run.guest, run
+    trace.launch_measurement = run.measurement
+    trace.add("host", "launched", f"a {mode.value} VM through the PSP ({vcpus} vCPU(s))"
+              if mode is not Mode.PLAIN else "a plain VM (no launch measurement)")
+    if run.measurement is not None:
+        same = run.measurement == trace.predicted_measurement
+        trace.add("PSP", "measured", f"the launch: {run.measurement.hex()[:32]}… "
+                  f"({'equals' if same else 'DIFFERS from'} the prediction)")
+    trace.timings["launch"] = time.perf_counter() - started
+    guest = GuestVm(run.bsp, random, trace)
+    trace.secrets = guest.secrets
+    try:
+        if mode is Mode.SEV_SNP:
+            assert run.secrets_gpa is not None
+            party = party or relying_party(folder, reference, vendor, random)
+            guest.start_svsm(run.secrets_gpa, counter or MonotonicCounter(), run.image.state,
+                             HostRelayedBroker(party, vendor, run))
+        else:
+            guest.start_host_tpm()
+        guest.boot(run.disk, run.image.varstore, run.image.firmware)
+        guest.open_root()
+        guest.run_workload()
+    except CvmError as refused:
+        trace.refused = (guest.stage, refused)
+    finally:
+        with contextlib.suppress(CvmError):  # a vTPM that never started has no PCRs to read
+            guest.finish()
+        run.disk.flush()
+    return trace
