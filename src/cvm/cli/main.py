@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tpm": ("cvm.cli.tpm", "app", "The vTPM: policies, seal/unseal, inspect, serve."),
     "image": ("cvm.cli.image", "app", "The owner's image: build a confidential VM bundle."),
     "attack": ("cvm.cli.attack", "app", "The host's attacks: list, run one, the whole matrix."),
+    "vm": ("cvm.cli.vm", "app", "Run an image as a VM: boot, unseal, workload, trace."),
 }
 
 

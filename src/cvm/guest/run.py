@@ -13,6 +13,7 @@ the trace — :func:`boot_bundle` never raises for a refused boot, so attacks ca
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import time
 from collections.abc import Callable
@@ -25,14 +26,16 @@ from cvm.errors import CvmError, UsageError
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.guest.trace import VmTrace
 from cvm.guest.vm import GuestVm
+from cvm.hardware.psp.sev_legacy import TIK_SIZE, measure_mac
 from cvm.hardware.vm import Mode
-from cvm.host.vm_run import HostRun, VmRequest, launch, load_host_image
+from cvm.host.vm_run import DEFAULT_MEMORY, HostRun, VmRequest, launch, load_host_image
 from cvm.host.vmm import Hypervisor
 from cvm.image.provisioning import RelyingParty, StateKeyRequest
 from cvm.image.reference_values import ImageReferenceValues, loads
 from cvm.vtpm.state_file import MonotonicCounter, RollbackCounter
 
 PRODUCT = "Milan"
+SEV_POLICY, SEV_ES_POLICY = 0x1, 0x5  # QEMU's defaults: NODBG (+ ES)
 
 
 class HostRelayedBroker:
@@ -71,6 +74,24 @@ def relying_party(folder: Path, reference: ImageReferenceValues, vendor: Vendor,
     return RelyingParty(reference, roots, provisioning, wrapped, random)
 
 
+def _launch_check(run: HostRun, predicted: bytes | None, tik: bytes | None
+                  ) -> tuple[bytes, bool]:
+    """The launch measurement and whether the owner accepts it: SNP's digest against the
+    prediction; SEV's MEASURE = HMAC(TIK, ... ‖ digest ‖ MNONCE) recomputed with the
+    predicted digest and the owner's TIK (55766 §6.5)."""
+    assert run.measurement is not None
+    if run.request.mode is Mode.SEV_SNP or tik is None:
+        return run.measurement, run.measurement == predicted
+    mac, nonce = run.measurement[:32], run.measurement[32:]
+    if predicted is None:
+        return mac, False
+    version = run.psp.version
+    policy = SEV_ES_POLICY if run.request.mode is Mode.SEV_ES else SEV_POLICY
+    expected = measure_mac(tik, (version.major, version.minor), version.build, policy,
+                           predicted, nonce)
+    return mac, hmac.compare_digest(mac, expected)
+
+
 def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervisor | None = None,
                 vcpus: int = 1, memory_bytes: int | None = None,
                 random: Callable[[int], bytes] = os.urandom,
@@ -88,7 +109,8 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
         except UsageError:
             trace.predicted_measurement = None
     vendor = default_vendor(PRODUCT)
-    request = VmRequest(mode, vcpus, memory_bytes) if memory_bytes else VmRequest(mode, vcpus)
+    tik = random(TIK_SIZE) if mode in (Mode.SEV, Mode.SEV_ES) else None
+    request = VmRequest(mode, vcpus, memory_bytes or DEFAULT_MEMORY, tik)
     stage = "launch"
     try:
         run = launch(load_host_image(folder), request, vendor.manufacture_chip(0), host)
@@ -96,12 +118,12 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
         trace.refused = (stage, refused)
         return trace
     trace.host, trace.guest, trace.run = run.host, run.guest, run
-    trace.launch_measurement = run.measurement
     trace.add("host", "launched", f"a {mode.value} VM through the PSP ({vcpus} vCPU(s))"
               if mode is not Mode.PLAIN else "a plain VM (no launch measurement)")
     if run.measurement is not None:
-        same = run.measurement == trace.predicted_measurement
-        trace.add("PSP", "measured", f"the launch: {run.measurement.hex()[:32]}… "
+        trace.launch_measurement, same = _launch_check(run, trace.predicted_measurement, tik)
+        trace.launch_accepted = same
+        trace.add("PSP", "measured", f"the launch: {trace.launch_measurement.hex()[:32]}… "
                   f"({'equals' if same else 'DIFFERS from'} the prediction)")
     trace.timings["launch"] = time.perf_counter() - started
     guest = GuestVm(run.bsp, random, trace)

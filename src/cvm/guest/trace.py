@@ -99,6 +99,7 @@ class VmTrace:
     stages: tuple[str, ...] = ()
     launch_measurement: bytes | None = None
     predicted_measurement: bytes | None = None
+    launch_accepted: bool | None = None  # None: nothing measured (plain)
     pcrs: dict[str, dict[int, bytes]] = field(default_factory=dict)
     replayed: dict[str, dict[int, bytes]] = field(default_factory=dict)
     predicted: dict[str, dict[int, bytes]] = field(default_factory=dict)
@@ -139,7 +140,8 @@ class VmTrace:
 
     @property
     def ok(self) -> bool:
-        return self.refused is None and self.workload_ok and self.pcrs_match
+        return (self.refused is None and self.workload_ok and self.pcrs_match
+                and self.launch_accepted is not False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,6 +150,7 @@ class VmTrace:
             else None,
             "predicted_measurement": self.predicted_measurement.hex()
             if self.predicted_measurement else None,
+            "launch_accepted": self.launch_accepted,
             "steps": [s.to_json() for s in self.steps],
             "pcrs": _hex_pcrs(self.pcrs), "replayed": _hex_pcrs(self.replayed),
             "predicted": _hex_pcrs(self.predicted),

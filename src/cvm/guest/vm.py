@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cvm.disk.storage import Storage
+from cvm.errors import StateError
 from cvm.formats.tcg.replay import replay
 from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.boot.boot_disk import BootDisk
@@ -40,6 +41,7 @@ from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.guest.trace import VmTrace, steps_from_log
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.vcpu import Vcpu
+from cvm.vtpm.state import PersistentState
 from cvm.vtpm.state_file import RollbackCounter
 
 BANKS = ("sha1", "sha256")
@@ -75,6 +77,8 @@ class GuestVm:
         self.log_area = EventLogArea(self.kernel, memory.log, memory.log_pages)
         self.boot_result: BootResult | None = None
         self.initramfs: Initramfs | None = None
+        self.disk: BootDisk | None = None
+        self.uki: bytes | None = None
         self.stage = "start"
 
     def _phase(self, name: str, started: float) -> None:
@@ -116,16 +120,16 @@ class GuestVm:
     def boot(self, disk: Storage, varstore: bytes, firmware: bytes) -> BootResult:
         """Firmware (Secure Boot, measured boot) → shim → GRUB → kernel, or → UKI."""
         if self.client is None:
-            raise RuntimeError("start the vTPM before booting")
+            raise StateError("start the vTPM before booting")
         self.stage, started = "firmware", time.perf_counter()
         self.client.startup()
         self.pcrs = VtpmPcrBank(self.client, self.banks)
         self.log_area.reserve()
-        self.disk = BootDisk.open(disk)
-        esp = self.disk.esp_files()
+        boot_disk = self.disk = BootDisk.open(disk)
+        esp = boot_disk.esp_files()
         self._phase("esp", started)
         started = time.perf_counter()
-        chain = BootChain(esp, Varstore.parse(varstore), self.disk.gpt(),
+        chain = BootChain(esp, Varstore.parse(varstore), boot_disk.gpt(),
                           ovmf_model_settings(firmware))
         result = chain.run(self.pcrs, sink=self.log_area.store)
         self.boot_result = result
@@ -139,8 +143,8 @@ class GuestVm:
 
     def open_root(self) -> None:
         """The initramfs: unseal, open the LUKS2 root, mount the file store."""
-        if self.client is None or self.boot_result is None:
-            raise RuntimeError("boot before opening the root")
+        if self.client is None or self.boot_result is None or self.disk is None:
+            raise StateError("boot before opening the root")
         self.stage, started = "initramfs", time.perf_counter()
         m = self.memory
         self.initramfs = Initramfs(self.kernel, self.client, self.disk,
@@ -157,7 +161,7 @@ class GuestVm:
 
     def run_workload(self) -> None:
         if self.initramfs is None:
-            raise RuntimeError("open the root before running the workload")
+            raise StateError("open the root before running the workload")
         self.stage, started = "workload", time.perf_counter()
         result = self.initramfs.run_workload()
         self.trace.workload = result
@@ -187,7 +191,11 @@ class GuestVm:
             found.update(self.initramfs.secrets())
         svsm = self.svsm
         if svsm is not None:
-            found["vTPM state"] = svsm.read_state()
+            state = PersistentState.from_bytes(svsm.read_state())
+            for hierarchy, seed in state.seeds.items():
+                found[f"vTPM seed {hierarchy:#x}"] = seed
+            for hierarchy, proof in state.proofs.items():
+                found[f"vTPM proof {hierarchy:#x}"] = proof
             found["vTPM state key"] = svsm.at_vmpl0(svsm.keys.state_key)
             found["VMPCK0"] = svsm.at_vmpl0(lambda: svsm.requester.key)
         return found

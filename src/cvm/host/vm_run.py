@@ -101,6 +101,7 @@ class VmRequest:
     mode: Mode = Mode.SEV_SNP
     vcpus: int = 1
     memory_bytes: int = DEFAULT_MEMORY
+    tik: bytes | None = None  # sev/sev-es: the owner's transport integrity key (its session)
 
 
 class HostDisk:
@@ -210,9 +211,9 @@ def launch(image: HostImage, request: VmRequest, fuses: ChipFuses,
         else:
             sev = launch_sev(host, host.legacy, image.firmware, es=mode is Mode.SEV_ES,
                              vcpus=request.vcpus, vcpu_signature=image.vcpu_signature,
-                             ram_bytes=request.memory_bytes)
-            guest, measurement = sev.guest, sev.measure[:32]
-            log.append(f"SEV launch: measurement {measurement.hex()}".encode())
+                             ram_bytes=request.memory_bytes, tik=request.tik)
+            guest, measurement = sev.guest, sev.measure  # MEASURE (HMAC) ‖ MNONCE
+            log.append(f"SEV launch: LAUNCH_MEASURE {measurement.hex()}".encode())
     run = HostRun(request, host, psp, guest, image, disk, measurement, secrets, relay, vtpm, log)
     host.exit_hooks.append(lambda g, v, info: run.exits.append(info) if g is guest else None)
     if run.bsp.registers is None:
