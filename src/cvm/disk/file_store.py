@@ -129,9 +129,9 @@ class FileStore:
         if device.size() < BLOCK_SIZE:
             raise FormatError("file store: the device is smaller than one block")
         block = bytes(device.read(0, BLOCK_SIZE))
-        header = HEADER_LAYOUT.unpack(block[:ENTRIES_OFFSET])
-        if header["magic"] != FILESTORE_MAGIC:
+        if block[: len(FILESTORE_MAGIC)] != FILESTORE_MAGIC:
             raise FormatError("file store: bad magic (not a cvm-filestore; wrong key?)")
+        header = HEADER_LAYOUT.unpack(block[:ENTRIES_OFFSET])
         if header["version"] != FILESTORE_VERSION or header["block_size"] != BLOCK_SIZE:
             raise FormatError("file store: unsupported version or block size")
         blocks, next_free, count = (int(header[k]) for k in ("blocks", "next_free", "entries"))
