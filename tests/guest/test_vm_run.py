@@ -19,6 +19,7 @@ from cvm.guest.trace import VmTrace
 from cvm.host.adversary.canary import CanaryScan
 from cvm.host.vm_run import host_view
 from cvm.image.reference_values import loads
+from cvm.vtpm.state_file import MonotonicCounter
 
 ALL_MODES = ("plain", "sev", "sev-es", "sev-snp")
 Seeded = Callable[[bytes], Callable[[int], bytes]]
@@ -106,3 +107,29 @@ def test_an_edited_state_file_does_not_open(uki_bundle: Path,
     trace = boot_bundle(bundle, "sev-snp", random=seeded(b"state"))
     assert trace.refused is not None and trace.refused[0] == "svsm"
     assert isinstance(trace.refused[1], IntegrityError)
+
+
+def test_the_state_moves_forward_and_an_old_copy_is_refused(
+        uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded) -> None:
+    bundle = copy_bundle(uki_bundle)
+    first = (bundle / "vtpm-state.bin").read_bytes()
+    counter = MonotonicCounter()
+    trace = boot_bundle(bundle, "sev-snp", random=seeded(b"a"), counter=counter,
+                        store_state=True)
+    assert trace.ok and counter.read() == 2  # opened at 1, sealed again at 2
+    assert (bundle / "vtpm-state.bin").read_bytes() != first
+    assert boot_bundle(bundle, "sev-snp", random=seeded(b"b"), counter=counter).ok
+    (bundle / "vtpm-state.bin").write_bytes(first)  # the host hands back the old copy
+    trace = boot_bundle(bundle, "sev-snp", random=seeded(b"c"), counter=counter)
+    assert trace.refused is not None and isinstance(trace.refused[1], PolicyError)
+    assert "rollback" in str(trace.refused[1])
+
+
+def test_the_hosts_vtpm_state_is_the_hosts_to_roll_back(
+        uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded) -> None:
+    bundle = copy_bundle(uki_bundle)
+    first = (bundle / "vtpm-state.bin").read_bytes()
+    assert boot_bundle(bundle, "sev-es", random=seeded(b"a"), store_state=True).ok
+    assert (bundle / "vtpm-state.bin").read_bytes() != first
+    (bundle / "vtpm-state.bin").write_bytes(first)
+    assert boot_bundle(bundle, "sev-es", random=seeded(b"b")).ok  # nothing stops it

@@ -92,12 +92,28 @@ def _launch_check(run: HostRun, predicted: bytes | None, tik: bytes | None
     return mac, hmac.compare_digest(mac, expected)
 
 
+def _store_state(guest: GuestVm, run: HostRun) -> None:
+    """Shutdown: the vTPM's state sealed again, handed to the host, stored."""
+    guest.stage = "shutdown"
+    if guest.svsm is not None:
+        run.store_state(guest.svsm.seal_state())
+        guest.trace.add("SVSM", "sealed", "the vTPM state for the host to store (counter "
+                        "advanced)")
+    elif run.vtpm is not None:
+        run.store_state(run.seal_host_vtpm())
+        guest.trace.add("host", "sealed", "its vTPM's state under the key it holds")
+
+
 def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervisor | None = None,
                 vcpus: int = 1, memory_bytes: int | None = None,
                 random: Callable[[int], bytes] = os.urandom,
                 counter: RollbackCounter | None = None,
-                party: RelyingParty | None = None) -> VmTrace:
-    """Launch, boot and run the image in ``folder``; the trace says how far it got."""
+                party: RelyingParty | None = None, store_state: bool = False) -> VmTrace:
+    """Launch, boot and run the image in ``folder``; the trace says how far it got.
+
+    With ``store_state`` the vTPM state is sealed again at the end (the SVSM advances the
+    relying party's ``counter``; the host's vTPM its own) and the host stores it in the
+    bundle's state file, as a host keeps a VM's state across boots."""
     mode = Mode.parse(mode) if isinstance(mode, str) else mode
     trace = VmTrace(mode.value, vcpus)
     started = time.perf_counter()
@@ -139,6 +155,8 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
         guest.boot(run.disk, run.image.varstore, run.image.firmware)
         guest.open_root()
         guest.run_workload()
+        if store_state:
+            _store_state(guest, run)
     except CvmError as refused:
         trace.refused = (guest.stage, refused)
     finally:

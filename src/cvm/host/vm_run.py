@@ -21,6 +21,7 @@ exit's register view, the disk image, the state file and its logs.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,14 @@ from cvm.host.vmm import Guest, Hypervisor
 from cvm.host.vtpm_device import HostVtpm
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.state import PersistentState
-from cvm.vtpm.state_file import MonotonicCounter, ReleasedKeyProvider, open_state
+from cvm.vtpm.state_file import (
+    HEADER_LAYOUT,
+    HEADER_SIZE,
+    MonotonicCounter,
+    ReleasedKeyProvider,
+    open_state,
+    seal_state,
+)
 
 DEFAULT_MEMORY = 2 << 20
 DRAM_BYTES = 4 << 30
@@ -63,6 +71,7 @@ class HostImage:
     state: bytes
     state_key: bytes | None
     vcpu_signature: int = 0x00A00F11
+    state_path: Path | None = None  # where the host stores the vTPM state file
 
 
 def _read(folder: Path, name: str) -> bytes:
@@ -90,7 +99,7 @@ def load_host_image(folder: Path) -> HostImage:
     return HostImage(
         _read(folder, firmware["ovmf"]), _read(folder, firmware["vars"]),
         _read(folder, svsm_name) if svsm_name else None, disk, _read(folder, vtpm["state"]),
-        _read(folder, key_name) if key_name else None, signature,
+        _read(folder, key_name) if key_name else None, signature, folder / vtpm["state"],
     )
 
 
@@ -150,6 +159,23 @@ class HostRun:
     @property
     def bsp(self) -> Vcpu:
         return self.guest.vcpus[0]
+
+    def store_state(self, sealed: bytes) -> None:
+        """Keep the vTPM state file the VM handed out at shutdown (what a host stores)."""
+        if self.image.state_path is None:
+            raise UsageError("this image names no file for the vTPM state")
+        self.image.state_path.write_bytes(sealed)
+        self.log.append(f"stored the vTPM state file ({len(sealed)} bytes)".encode())
+
+    def seal_host_vtpm(self) -> bytes:
+        """The host's vTPM state, sealed under the key it holds; the counter is the host's
+        own (one past the file it opened) — nothing outside the host can stop a rollback."""
+        if self.vtpm is None or self.image.state_key is None:
+            raise StateError("this VM's vTPM is not the host's")
+        self.vtpm.tpm.save_clock()
+        opened = int(HEADER_LAYOUT.unpack(self.image.state[:HEADER_SIZE])["counter"])
+        return seal_state(self.vtpm.tpm.state.to_bytes(), ReleasedKeyProvider(
+            self.image.state_key), MonotonicCounter(opened), os.urandom)
 
 
 def _launch_plain(hv: Hypervisor, firmware: bytes, request: VmRequest) -> Guest:
