@@ -13,6 +13,7 @@ bundle (docs/image-bundle.md). :func:`load_manifest` reads ``image.json`` back s
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -38,8 +39,11 @@ from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 from cvm.image.boot_chain import OS_RELEASE, ChainBuild, build_chain
 from cvm.image.disk_layout import DiskPlan, open_root, root_store, write_disk
 from cvm.image.firmware import (
+    CRTM_VERSION,
     DEFAULT_VCPU_TYPE,
+    FOUR_GIB,
     MODES,
+    OVMF_SIZE,
     build_firmware,
     firmware_settings,
     launch_digest,
@@ -232,8 +236,6 @@ def build_image(out: Path, spec: ImageSpec = ImageSpec(), keys: OwnerKeys | None
 
 
 def _sha256(data: bytes) -> bytes:
-    import hashlib
-
     return hashlib.sha256(data).digest()
 
 
@@ -271,7 +273,9 @@ def _manifest(spec: ImageSpec, chain: ChainBuild, plan: DiskPlan, tokens: list[A
                     "pcrs": list(t.plan.pcrs), "pubkey_pcrs": list(t.plan.pubkey_pcrs),
                     "bank": "sha256"} for t in tokens],
         "firmware": {"ovmf": "firmware/OVMF.fd", "vars": "firmware/OVMF_VARS.fd",
-                     "svsm": "firmware/SVSM.bin" if svsm else None},
+                     "svsm": "firmware/SVSM.bin" if svsm else None,
+                     "crtm_version": CRTM_VERSION,
+                     "volumes": [{"base": FOUR_GIB - OVMF_SIZE, "file": "firmware/OVMF.fd"}]},
         "vtpm": {"state": "vtpm-state.bin", "key_source": "broker-released", "counter": 1,
                  "host_state_key": "host-vtpm-state.key" if host_key else None},
     }
