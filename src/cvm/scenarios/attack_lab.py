@@ -26,12 +26,13 @@ from cvm.attestation.verifier.appraisal import Evidence as VerifierEvidence
 from cvm.attestation.verifier.appraisal import Verifier
 from cvm.attestation.verifier.policy import ReferenceValues
 from cvm.attestation.verifier.trust import TrustRoots
-from cvm.errors import CvmError, PolicyError, VerificationError
+from cvm.errors import CvmError, PolicyError, StateError, VerificationError
 from cvm.formats.ovmf.image import OvmfImage, build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.cpuid_page import CpuidPage
 from cvm.formats.snp.tcb_version import TcbVersion
+from cvm.formats.snp.vmsa import SevFeatures
 from cvm.guest.kernel.guest_request import GuestRequester
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.machine import Machine
@@ -68,13 +69,15 @@ GHCB_GPA = 0x1000
 SECRET_GPA, SPARE_GPA = 0x20000, 0x21000
 DRAM_BYTES = 64 << 20
 SECRET_BYTES = 32
+GUEST_FEATURES = int(SevFeatures.SNP_ACTIVE | SevFeatures.RESTRICTED_INJECTION)
 
 
 @lru_cache(maxsize=1)
 def owner_firmware() -> tuple[bytes, bytes]:
     """The owner's firmware image and its predicted SNP launch digest (one vCPU, Milan)."""
     firmware = build_image(0x40000, sections=SECTIONS, seed=FIRMWARE_SEED)
-    digest = snp_launch_digest(OvmfImage.parse(firmware), VcpuConfig(1, MILAN_SIGNATURE), None)
+    vcpus = VcpuConfig(1, MILAN_SIGNATURE, GUEST_FEATURES)
+    digest = snp_launch_digest(OvmfImage.parse(firmware), vcpus, None)
     return firmware, digest
 
 
@@ -119,7 +122,7 @@ def _start(platform: _Platform, mode: Mode, firmware: bytes, policy: int | None 
     if mode is Mode.SEV_SNP:
         relay = GuestRequestRelay(platform.psp)
         config = SnpLaunchConfig(policy=DEFAULT_POLICY if policy is None else policy,
-                                 ram_bytes=RAM_BYTES)
+                                 ram_bytes=RAM_BYTES, guest_features=GUEST_FEATURES)
         launched = launch_snp(host, platform.psp, firmware, config, relay)
         vcpu = launched.guest.vcpus[0]
         vcpu.vmrun()
@@ -231,7 +234,7 @@ class LaunchedLab:
         self.vm.kernel.cpu.set_register("rflags", self.guest_register("rflags") & ~(1 << 9))
 
     def guest_events(self) -> list[int]:
-        return list(getattr(self.vm.kernel.cpu, "delivered_events", []))
+        return list(self.vm.kernel.cpu.delivered_events)
 
     # -- launch and evidence ------------------------------------------------------------------
     def launch(
@@ -296,14 +299,14 @@ class LaunchedLab:
         return "ok"
 
     # -- files (none: this lab boots no disk) -------------------------------------------------
-    def files(self) -> dict[str, bytes]:
-        return {}
+    def bundle(self) -> Path:
+        raise StateError("this lab boots no disk image")
 
-    def foreign_files(self) -> dict[str, bytes]:
-        return {}
+    def foreign_bundle(self) -> Path:
+        raise StateError("this lab boots no disk image")
 
-    def host_folder(self) -> Path:
-        raise CvmError("this lab has no disk image")
+    def old_release(self) -> Path:
+        raise StateError("this lab boots no disk image")
 
-    def boot(self, files: dict[str, bytes]) -> BootReport:
-        raise CvmError("this lab boots no disk image")
+    def boot(self) -> BootReport:
+        raise StateError("this lab boots no disk image")

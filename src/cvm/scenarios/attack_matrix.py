@@ -10,15 +10,19 @@ protect the guest's secrets, the scan is clean.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from cvm.hardware.vm import Mode
 from cvm.host.adversary.canary import CanaryScan, Leak
 from cvm.host.adversary.catalog import ATTACKS
 from cvm.host.adversary.threat import MODES, Attack, Expected, Family, Observed
+from cvm.scenarios.attack_bundles import LabBundles, build_lab_bundles
 from cvm.scenarios.attack_lab import LaunchedLab
+from cvm.scenarios.boot_lab import BootLab
 
 RandomBytes = Callable[[int], bytes]
 LAUNCH_FAMILIES = (Family.MEMORY, Family.REGISTERS, Family.CPU, Family.LAUNCH, Family.EVIDENCE)
@@ -61,13 +65,31 @@ def must_be_clean(mode: Mode, family: Family) -> bool:
     return mode is Mode.SEV_ES and family in LAUNCH_FAMILIES
 
 
-def run(attack: Attack, mode: Mode, random_bytes: RandomBytes = os.urandom) -> Result:
-    """Perform ``attack`` against a fresh VM of ``mode`` and scan what the host can read."""
+def run(attack: Attack, mode: Mode, random_bytes: RandomBytes = os.urandom,
+        bundles: LabBundles | None = None) -> Result:
+    """Perform ``attack`` against a fresh VM of ``mode`` and scan what the host can read.
+
+    The boot-file and state attacks boot VMs from image bundles: ``bundles`` (built here, once,
+    when not given)."""
     start = time.perf_counter()
-    lab = LaunchedLab(mode, random_bytes)
-    secrets = lab.secrets()
-    observed = attack.perform(lab)
-    leaks = lab.platform.view.scan(CanaryScan(secrets), lab.files())
+    if attack.family in LAUNCH_FAMILIES:
+        lab = LaunchedLab(mode, random_bytes)
+        secrets = lab.secrets()
+        observed = attack.perform(lab)
+        leaks = lab.platform.view.scan(CanaryScan(secrets))
+    else:
+        if bundles is None:
+            with tempfile.TemporaryDirectory(prefix="cvm-bundles-") as scratch:
+                built = build_lab_bundles(Path(scratch), random_bytes)
+                return run(attack, mode, random_bytes, built)
+        boot_lab = BootLab(mode, bundles, random_bytes)
+        try:
+            observed = attack.perform(boot_lab)
+            secrets = boot_lab.secrets()
+            scanner = CanaryScan(secrets)
+            leaks = boot_lab.view.scan(scanner, boot_lab.host_files()) if secrets else []
+        finally:
+            boot_lab.close()
     seconds = time.perf_counter() - start
     return Result(attack, mode, observed, tuple(leaks), must_be_clean(mode, attack.family),
                   seconds)
@@ -80,10 +102,15 @@ def matrix(
     progress: Callable[[Attack, Mode], None] | None = None,
 ) -> list[Result]:
     """Every attack in every mode; ``progress`` is called before each cell."""
+    attacks, modes = list(attacks), list(modes)
     results = []
-    for attack in attacks:
-        for mode in modes:
-            if progress is not None:
-                progress(attack, mode)
-            results.append(run(attack, mode, random_bytes))
+    with tempfile.TemporaryDirectory(prefix="cvm-bundles-") as scratch:
+        bundles = None
+        if any(a.family not in LAUNCH_FAMILIES for a in attacks):
+            bundles = build_lab_bundles(Path(scratch), random_bytes)
+        for attack in attacks:
+            for mode in modes:
+                if progress is not None:
+                    progress(attack, mode)
+                results.append(run(attack, mode, random_bytes, bundles))
     return results

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cvm.errors import UsageError
-from cvm.host.adversary import cpu, evidence, launch, memory, registers
+from cvm.host.adversary import boot_files, cpu, evidence, launch, memory, registers, state
 from cvm.host.adversary.threat import Attack
 
 ATTACKS: tuple[Attack, ...] = (
@@ -12,6 +12,8 @@ ATTACKS: tuple[Attack, ...] = (
     *cpu.ATTACKS,
     *launch.ATTACKS,
     *evidence.ATTACKS,
+    *boot_files.ATTACKS,
+    *state.ATTACKS,
 )
 
 

@@ -15,6 +15,7 @@ is imported here (``host`` never imports ``guest``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from cvm.hardware.psp.firmware import SecureProcessor
@@ -143,14 +144,20 @@ class Lab(Protocol):
         ...
 
     # -- files at rest and booting from them ------------------------------------------------
-    def files(self) -> dict[str, bytes]:
-        """The files the host stores for this VM (disk image, varstore, vTPM state ...)."""
+    def bundle(self) -> Path:
+        """The host's copy of this VM's files (disk image, firmware, varstore, vTPM state,
+        manifest): everything the owner handed over, which the attack may change at will."""
         ...
 
-    def foreign_files(self) -> dict[str, bytes]:
-        """The same files of another owner's VM on the same host."""
+    def foreign_bundle(self) -> Path:
+        """The files of another owner's VM that the same host runs (read them, do not edit)."""
         ...
 
-    def boot(self, files: dict[str, bytes]) -> BootReport:
-        """Boot the VM from ``files`` (as the host hands them over) and trace what happens."""
+    def old_release(self) -> Path:
+        """Boot files of an earlier release of this owner's image that the host kept: the old
+        shim (since revoked in dbx) and the old GRUB (since revoked by SBAT), both signed."""
+        ...
+
+    def boot(self) -> BootReport:
+        """Boot the VM from :meth:`bundle` as it is now and trace what happens."""
         ...
