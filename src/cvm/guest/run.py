@@ -17,6 +17,7 @@ import hmac
 import os
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 from cvm.amd.pki import Vendor, default_vendor
@@ -24,6 +25,7 @@ from cvm.attestation.verifier.appraisal import Evidence
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.errors import CvmError, UsageError
 from cvm.formats.snp.attestation_report import AttestationReport
+from cvm.formats.snp.tcb_version import TcbVersion
 from cvm.guest.trace import VmTrace
 from cvm.guest.vm import GuestVm
 from cvm.hardware.psp.sev_legacy import TIK_SIZE, measure_mac
@@ -36,6 +38,13 @@ from cvm.vtpm.state_file import MonotonicCounter, RollbackCounter
 
 PRODUCT = "Milan"
 SEV_POLICY, SEV_ES_POLICY = 0x1, 0x5  # QEMU's defaults: NODBG (+ ES)
+
+
+@lru_cache(maxsize=16)
+def _vcek_certificate(vendor: Vendor, chip_id: bytes, tcb: TcbVersion) -> bytes:
+    """The VCEK certificate from the vendor's KDS, fetched once per chip and TCB (hosts cache
+    it: it changes only with the TCB)."""
+    return vendor.vcek_certificate(chip_id, tcb)
 
 
 class HostRelayedBroker:
@@ -52,7 +61,7 @@ class HostRelayedBroker:
 
     def release(self, report: bytes, nonce: bytes, public: tuple[bytes, bytes]) -> bytes:
         tcb = AttestationReport.from_bytes(report).reported_tcb
-        vcek = self.vendor.vcek_certificate(self.run.psp.chip_id, tcb)
+        vcek = _vcek_certificate(self.vendor, self.run.psp.chip_id, tcb)
         evidence = Evidence.from_cert_chain(report, vcek, self.vendor.cert_chain())
         self.run.log.append(b"relayed the SVSM's report: " + report.hex().encode())
         wrapped = self.party.release(StateKeyRequest(

@@ -9,22 +9,19 @@ bytes — and the initramfs finds the root by the Discoverable Partitions type o
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-from cvm.disk.esp import run_tool
 from cvm.disk.storage import Storage, StorageWindow
 from cvm.errors import StateError
 from cvm.formats.gpt import partition_types
 from cvm.formats.gpt.partition_entry import PartitionEntry
 from cvm.formats.gpt.partition_table import PartitionTable
 from cvm.guest.boot.esp_files import EspFiles
+from cvm.guest.boot.fat import FatVolume
 from cvm.guest.boot.firmware import GptDisk
 
 LBA_SIZE = 512
 GPT_BYTES = 34 * LBA_SIZE  # protective MBR, header, 128 entries of 128 bytes
-COPY_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -63,13 +60,6 @@ class BootDisk:
         return GptDisk.from_disk(self.storage.read(0, GPT_BYTES), self.esp_number)
 
     def esp_files(self) -> EspFiles:
-        """Every file of the ESP's FAT file system."""
+        """Every file of the ESP's FAT file system (read through the firmware's FAT driver)."""
         window = self._window(self.esp)
-        with tempfile.TemporaryDirectory(prefix="cvm-esp-") as scratch:
-            image, tree = Path(scratch) / "esp.img", Path(scratch) / "esp"
-            with image.open("wb") as out:
-                for offset in range(0, window.size(), COPY_CHUNK):
-                    out.write(window.read(offset, min(COPY_CHUNK, window.size() - offset)))
-            tree.mkdir()
-            run_tool("mcopy", "-s", "-n", "-i", str(image), "::/", str(tree))
-            return EspFiles.from_directory(tree)
+        return EspFiles(FatVolume(window.read).files())

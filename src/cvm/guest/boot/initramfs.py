@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 from cvm.disk.dm_crypt import CryptDevice
 from cvm.disk.file_store import FileStore
+from cvm.disk.keyslot import open_keyslot
 from cvm.disk.volume import Luks2Volume
-from cvm.errors import CvmError, FormatError, StateError, StatusError
+from cvm.errors import CvmError, FormatError, StateError, StatusError, WrongKeyError
 from cvm.formats.initramfs import InitramfsManifest, parse_initramfs
 from cvm.formats.pcr_signature import PcrSignatureEntry, parse_pcr_signature
 from cvm.formats.pe.image import PeImage
@@ -108,7 +109,7 @@ class Initramfs:
             except (StatusError, FormatError) as refused:
                 refusals.append(refused)
                 continue
-            slot, volume_key = volume.unlock_slot(base64.b64encode(secret))
+            slot, volume_key = self._open_keyslot(volume, token, base64.b64encode(secret))
             self.kernel.cpu.write(self.key_gpa, volume_key)
             self.key_size = len(volume_key)
             device: CryptDevice = volume.data_device(
@@ -123,6 +124,24 @@ class Initramfs:
             f"{len(tokens)} token(s) (the PCRs differ from the sealed policy): {last}",
             getattr(last, "code", 0),
         )
+
+    @staticmethod
+    def _open_keyslot(volume: Luks2Volume, token: SystemdTpm2Token, passphrase: bytes
+                      ) -> tuple[int, bytes]:
+        """The token's own keyslot(s) with its passphrase (systemd-cryptsetup does not try
+        the others); the volume key, checked against the volume's digest."""
+        for slot in token.keyslots:
+            keyslot = volume.metadata.keyslots.get(slot)
+            if keyslot is None:
+                continue
+            candidate = open_keyslot(volume.storage, keyslot, passphrase)
+            try:
+                volume.check_volume_key(candidate)
+            except WrongKeyError:
+                continue
+            return slot, candidate
+        raise WrongKeyError(f"initramfs: keyslot(s) {list(token.keyslots)} of the token do "
+                            "not open with its secret")
 
     def _signed_policy(self, token: SystemdTpm2Token) -> SignedPolicy | None:
         """The UKI's signed PCR policy for ``token`` that matches the live PCRs."""
