@@ -5,9 +5,10 @@ UEFI 2.10 section 13.3 requires FAT12/16/32 on an ESP; ``mformat -F`` (what
 Format" 1.03: the boot sector's BPB (bytes per sector at 0x0B, sectors per cluster 0x0D,
 reserved sectors 0x0E, FAT count 0x10, FAT32 sectors per FAT 0x24, root cluster 0x2C, the
 0x55AA signature at 510), the FAT of 28-bit cluster links (end of chain >= 0x0FFFFFF8), and
-32-byte directory entries (name 8.3 at 0x00, attributes 0x0B, first cluster high 0x14 and low
-0x1A, size 0x1C) preceded by long-name entries (attribute 0x0F, 13 UTF-16 characters each at
-0x01, 0x0E and 0x1C). Only the sectors a file needs are read from the partition.
+32-byte directory entries (name 8.3 at 0x00, attributes 0x0B, the NT lower-case flags of an
+8.3 name 0x0C, first cluster high 0x14 and low 0x1A, size 0x1C) preceded by long-name entries
+(attribute 0x0F, 13 UTF-16 characters each at 0x01, 0x0E and 0x1C). Only the sectors a file
+needs are read from the partition.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ ATTR_VOLUME_ID = 0x08
 END_OF_CHAIN = 0x0FFF_FFF8
 CLUSTER_MASK = 0x0FFF_FFFF
 MAX_FILES = 4096
+CASE_LOWER_BASE, CASE_LOWER_EXTENSION = 0x08, 0x10  # byte 0x0C, as Windows NT writes 8.3 names
 
 
 class FatVolume:
@@ -92,6 +94,10 @@ class FatVolume:
                 continue
             short = entry[0:8].decode("ascii", "replace").rstrip()
             extension = entry[8:11].decode("ascii", "replace").rstrip()
+            if entry[0x0C] & CASE_LOWER_BASE:
+                short = short.lower()
+            if entry[0x0C] & CASE_LOWER_EXTENSION:
+                extension = extension.lower()
             name = long_name or (f"{short}.{extension}" if extension else short)
             long_name = ""
             if name in (".", ".."):
