@@ -103,6 +103,13 @@ class ImageSpec:
             raise UsageError(f"--kdf-cost: {self.kdf_cost!r} is not default or fast")
 
 
+def recovery_kdf(cost: str) -> KdfSpec:
+    """The recovery keyslot's KDF: cryptsetup's default (argon2id, calibrated), or ``fast``."""
+    if cost not in KDF_COSTS:
+        raise UsageError(f"--kdf-cost: {cost!r} is not default or fast")
+    return FAST_KDF if cost == "fast" else KdfSpec()
+
+
 def parse_modes(text: str) -> tuple[str, ...]:
     """``all`` or a comma-separated list of modes, in canonical order."""
     chosen = set(MODES) if text == "all" else {m.strip() for m in text.split(",") if m.strip()}
@@ -173,7 +180,7 @@ def build_image(out: Path, spec: ImageSpec = ImageSpec(), keys: OwnerKeys | None
     out.mkdir(parents=True, exist_ok=True)
     volume_key = rng(VOLUME_KEY_SIZE)
     recovery = base64.b64encode(rng(32))
-    kdf = FAST_KDF if spec.kdf_cost == "fast" else KdfSpec()
+    kdf = recovery_kdf(spec.kdf_cost)
     root = root_store({"/etc/hostname": b"cvm\n",
                        "/etc/cvm/workload.json": json.dumps(WORKLOAD).encode(),
                        "/srv/data/README": b"The workload's data lives here, encrypted.\n"})
@@ -187,7 +194,7 @@ def build_image(out: Path, spec: ImageSpec = ImageSpec(), keys: OwnerKeys | None
         for plan_item in token_plans(spec.chain, spec.sealing):
             public = owner.pcr_policy_public_pem() if plan_item.pubkey_pcrs else None
             tokens.append(tpm.enroll(volume, volume_key, plan_item, pcrs["sha256"], public))
-        recovery_kdf = _kdf_json(volume.metadata.keyslots[0].kdf)
+        recovery_slot_kdf = _kdf_json(volume.metadata.keyslots[0].kdf)
     state_key = rng(STATE_KEY_SIZE)
     sealed_state = tpm.sealed_state(state_key)
     wrapped = wrap_state_key(owner.provisioning, state_key, rng)
@@ -210,7 +217,7 @@ def build_image(out: Path, spec: ImageSpec = ImageSpec(), keys: OwnerKeys | None
     host_key = any(m != "sev-snp" for m in spec.modes)
     manifest = _manifest(spec, chain, plan, tokens, disk_path.stat().st_size, host_key,
                          firmware.svsm is not None,
-                         {"cost": spec.kdf_cost, "recovery_keyslot": recovery_kdf,
+                         {"cost": spec.kdf_cost, "recovery_keyslot": recovery_slot_kdf,
                           "token_keyslot": _kdf_json_spec(TOKEN_KEYSLOT_KDF)})
     files: dict[str, bytes] = {
         "image.json": (json.dumps(manifest, indent=1) + "\n").encode(),
