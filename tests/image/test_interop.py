@@ -86,3 +86,26 @@ def test_gdisk_sees_the_esp_and_the_root(
                           text=True, check=True).stdout
     assert "EF00" in text and "8304" in text
     assert "Problem" not in text
+
+
+@pytest.mark.parametrize("mode", ["sev", "sev-es", "sev-snp"])
+def test_sev_snp_measure_predicts_the_same_launch_digests(
+        built_images: dict[str, BuiltImage], mode: str,
+        require_tool: Callable[[str], str]) -> None:
+    import sys
+
+    beside = Path(sys.executable).parent / "sev-snp-measure"
+    oracle = str(beside) if beside.exists() else require_tool("sev-snp-measure")
+    out = built_images["uki"].out
+    args = ["--ovmf", str(out / "firmware/OVMF.fd")]
+    if mode == "sev-snp":
+        args = ["--mode", "snp:svsm", *args, "--svsm", str(out / "firmware/SVSM.bin"),
+                "--vars-size", str((out / "firmware/OVMF_VARS.fd").stat().st_size),
+                "--vcpus", "1", "--vcpu-type", "EPYC-Milan"]
+    elif mode == "sev-es":
+        args = ["--mode", "seves", *args, "--vcpus", "1", "--vcpu-type", "EPYC-Milan"]
+    else:
+        args = ["--mode", "sev", *args]
+    done = subprocess.run([oracle, *args], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == built_images["uki"].reference.launch_digest(mode, 1).hex()
