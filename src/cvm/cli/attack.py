@@ -12,9 +12,6 @@ protect it.
 from __future__ import annotations
 
 import json
-import os
-import random
-from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -26,10 +23,6 @@ app = typer.Typer(help="The host's attacks against a live VM, per mode.", no_arg
 
 AS_JSON = typer.Option(False, "--json", help="JSON output.")
 SEED = typer.Option(None, "--seed", help="Seed for a reproducible run.")
-
-
-def _random(seed: int | None) -> Callable[[int], bytes]:
-    return random.Random(seed).randbytes if seed is not None else os.urandom
 
 
 def _modes(names: list[str] | None) -> list[Mode]:
@@ -119,17 +112,17 @@ def run(
 ) -> None:
     """Perform one attack against a fresh VM of each mode."""
     from cvm.host.adversary.catalog import by_name
-    from cvm.scenarios.attack_matrix import run as run_one
+    from cvm.scenarios.attack_matrix import matrix as run_matrix
 
     chosen = by_name(name)
-    random_bytes = _random(seed)
-    _report([run_one(chosen, m, random_bytes) for m in _modes(mode)], as_json)
+    _report(run_matrix([chosen], _modes(mode), seed=seed), as_json)
 
 
 @app.command("matrix")
 def matrix(
     family: list[str] = typer.Option(None, "--family", help="Only this family (repeat)."),
     seed: int | None = SEED,
+    workers: int = typer.Option(2, "--workers", help="Processes to run the cells in."),
     as_json: bool = AS_JSON,
 ) -> None:
     """Every attack in every mode, measured live; exit 1 if any differs from its expectation."""
@@ -144,4 +137,4 @@ def matrix(
             raise UsageError(f"unknown family {text!r} (choose from {', '.join(families)})")
         wanted.add(families[text])
     attacks = [a for a in ATTACKS if not wanted or a.family in wanted]
-    _report(run_matrix(attacks, random_bytes=_random(seed)), as_json)
+    _report(run_matrix(attacks, seed=seed, workers=workers), as_json)

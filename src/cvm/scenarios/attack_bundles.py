@@ -44,7 +44,7 @@ class LabBundles:
     own: dict[str, Path]
     foreign: dict[str, Path]
     old_release: Path
-    built: tuple[BuiltImage, ...]
+    timings: dict[str, float]
 
     def own_for(self, mode: Mode) -> Path:
         return self.own[_group(mode)]
@@ -73,10 +73,14 @@ def build_lab_bundles(workdir: Path, random_bytes: RandomBytes = os.urandom) -> 
     (old / "grubx64.efi").write_bytes(old_grub)
     revoked = (image_digest(old_shim),)
     other = OwnerKeys.generate(random_bytes)
-    own, foreign, built = {}, {}, []
+    own, foreign, built = {}, {}, list[BuiltImage]()
     for group, modes in (("sev-snp", SNP_MODES), ("host-vtpm", HOST_VTPM_MODES)):
         mine = build_image(workdir / f"own-{group}", _spec(modes, revoked), keys, random_bytes)
         theirs = build_image(workdir / f"foreign-{group}", _spec(modes), other, random_bytes)
         own[group], foreign[group] = mine.out, theirs.out
         built += [mine, theirs]
-    return LabBundles(own, foreign, old, tuple(built))
+    timings: dict[str, float] = {}
+    for image in built:
+        for step, seconds in image.timings.items():
+            timings[step] = timings.get(step, 0.0) + seconds
+    return LabBundles(own, foreign, old, timings)

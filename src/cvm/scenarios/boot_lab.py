@@ -37,6 +37,7 @@ DRAM_BYTES = 4 << 30
 HOST_FILES = ("disk.img", "image.json", "reference-values.json", "vtpm-state.bin",
               "host-vtpm-state.key", "firmware")
 STATE_BOOTED = ("initramfs", "workload")
+COPY_BLOCK_BYTES = 1 << 16
 
 
 def host_copy(bundle: Path, into: Path) -> Path:
@@ -45,10 +46,23 @@ def host_copy(bundle: Path, into: Path) -> Path:
     for name in HOST_FILES:
         source = bundle / name
         if source.is_dir():
-            shutil.copytree(source, into / name)
+            shutil.copytree(source, into / name, copy_function=sparse_copy)
         elif source.exists():
-            shutil.copyfile(source, into / name)
+            sparse_copy(source, into / name)
     return into
+
+
+def sparse_copy(source: Path | str, target: Path | str) -> None:
+    """Copy a file, leaving holes where the source has whole blocks of zeros (a disk image's
+    empty file system costs nothing)."""
+    zero = bytes(COPY_BLOCK_BYTES)
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        while block := reader.read(COPY_BLOCK_BYTES):
+            if block == zero:
+                writer.seek(len(block), os.SEEK_CUR)
+            else:
+                writer.write(block)
+        writer.truncate()
 
 
 def _seeds(state: bytes) -> dict[str, bytes]:

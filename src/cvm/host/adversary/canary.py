@@ -13,6 +13,7 @@ into a GHCB is a leak the scan must see.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -22,8 +23,14 @@ from cvm.errors import UsageError
 from cvm.hardware.memory.dram import PAGE_SIZE, Dram
 
 WINDOW_BYTES = 8
+CACHE_BLOCK_BYTES = 1 << 20
+CACHE_ENTRIES = 1 << 14
 WORD = np.dtype("<u8")
 PAIR = np.dtype("<u2")
+
+
+# (needles fingerprint, block digest) -> hits as (secret, secret offset, offset in block)
+_CACHE: dict[tuple[bytes, bytes], tuple[tuple[str, int, int], ...]] = {}
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class CanaryScan:
         self.names = tuple(secrets)
         self._needles = np.array(sorted(words), dtype=WORD)
         self._origin = words
+        self._fingerprint = hashlib.blake2b(self._needles.tobytes(), digest_size=16).digest()
         self._prefix = np.zeros(1 << 16, dtype=bool)
         self._prefix[(self._needles & 0xFFFF).astype(np.intp)] = True
 
@@ -64,13 +72,33 @@ class CanaryScan:
         return len(self._needles)
 
     def scan(self, where: str, data: bytes | bytearray | memoryview | np.ndarray) -> list[Leak]:
-        """Every window of a secret in ``data``; offsets are relative to ``data``."""
+        """Every window of a secret in ``data``; offsets are relative to ``data``.
+
+        Large haystacks are scanned in blocks (each with the seven bytes that follow it); a
+        block whose bytes were already scanned for the same secrets is answered from a cache
+        keyed by its BLAKE2 digest, so a disk image scanned after every attack costs a hash."""
         buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
         leaks: list[Leak] = []
-        for start, run in _nonzero_runs(buffer):
-            leaks.extend(self._scan_run(where, start, run))
-        leaks.sort(key=lambda leak: leak.offset)
-        return leaks
+        for block in range(0, len(buffer), CACHE_BLOCK_BYTES):
+            part = buffer[block : block + CACHE_BLOCK_BYTES + WINDOW_BYTES - 1]
+            if not part.any():
+                continue
+            key = None
+            if len(buffer) > CACHE_BLOCK_BYTES:
+                key = (self._fingerprint, hashlib.blake2b(part.data, digest_size=16).digest())
+                cached = _CACHE.get(key)
+                if cached is not None:
+                    leaks.extend(Leak(n, o, where, block + at) for n, o, at in cached)
+                    continue
+            found = [hit for start, run in _nonzero_runs(part)
+                     for hit in self._scan_run(where, start, run)]
+            if key is not None:
+                if len(_CACHE) >= CACHE_ENTRIES:
+                    _CACHE.clear()
+                _CACHE[key] = tuple((h.secret, h.secret_offset, h.offset) for h in found)
+            leaks.extend(Leak(h.secret, h.secret_offset, where, block + h.offset) for h in found)
+        unique = {(leak.offset, leak.secret, leak.secret_offset): leak for leak in leaks}
+        return sorted(unique.values(), key=lambda leak: leak.offset)
 
     def scan_dram(self, dram: Dram, where: str = "DRAM") -> list[Leak]:
         """Every populated chunk of DRAM; offsets are system physical addresses."""

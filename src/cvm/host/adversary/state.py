@@ -63,7 +63,7 @@ def host_state_key(bundle: Path) -> bytes | None:
 def rollback_root(lab: Lab) -> Observed:
     disk = lab.bundle() / "disk.img"
     kept = disk.with_name("disk.img.host-copy")
-    shutil.copyfile(disk, kept)
+    kept.write_bytes(disk.read_bytes())
     first = lab.boot()
     if not first.workload:
         return judge_boot(first)
