@@ -91,3 +91,43 @@ def test_show_refuses_malformed_bundles(tmp_path: Path, built_images: dict[str, 
     (broken / "image.json").write_text("{}")
     assert execute(["image", "show", str(broken)]) == 65
     _one_line_error(capsys)
+
+
+def test_reuse_the_owners_keys_a_kernel_and_a_dbx(
+        tmp_path: Path, built_images: dict[str, BuiltImage],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from cvm.image.boot_chain import make_kernel
+
+    source = built_images["shim-grub"]
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(make_kernel("6.12.0-owner"))
+    revoked = "ab" * 32
+    out = tmp_path / "img"
+    assert execute(["image", "build", str(out), "--chain", "shim-grub", "--keys",
+                    str(source.out / "owner"), "--kernel", str(kernel), "--dbx", revoked,
+                    "--kdf-cost", "fast", "--json"]) == 0
+    capsys.readouterr()
+    assert (out / "owner/db.crt").read_bytes() == (source.out / "owner/db.crt").read_bytes()
+    assert (out / "owner/provisioning.key").read_bytes() == (
+        source.out / "owner/provisioning.key").read_bytes()
+    assert bytes.fromhex(revoked) in (out / "firmware/OVMF_VARS.fd").read_bytes()
+    assert b"6.12.0-owner" in (out / "disk.img").read_bytes()[: 64 << 20]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--dbx", "abcd"], "--dbx"),
+    (["--kernel", "/nonexistent/vmlinuz"], "kernel"),
+    (["--keys", "/nonexistent/owner"], "owner keys"),
+])
+def test_bad_overrides_exit_64(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               args: list[str], says: str) -> None:
+    assert execute(["image", "build", str(tmp_path / "img"), *args]) == 64
+    assert says in _one_line_error(capsys)
+
+
+def test_a_kernel_that_is_not_pe_exits_65(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"not a PE image")
+    assert execute(["image", "build", str(tmp_path / "img"), "--kernel", str(kernel)]) == 65
+    _one_line_error(capsys)

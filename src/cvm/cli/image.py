@@ -1,9 +1,10 @@
 """``cvm image``: the owner builds a confidential VM image, and inspects one.
 
 ``build OUT [--chain uki|shim-grub] [--mode plain|sev|sev-es|sev-snp|all|LIST] [--seal
-pcrs|signed|both] [--sb-key K --sb-cert C] [--vcpus N] [--vcpu-type NAME] [--seed N]
-[--kdf-cost default|fast] [--force] [--json]`` writes the bundle OUT (docs/image-bundle.md):
-disk, firmware, sealed vTPM state, reference values, and the owner's secrets in OUT/owner.
+pcrs|signed|both] [--sb-key K --sb-cert C | --keys OWNER_DIR] [--kernel F] [--dbx HEX]...
+[--vcpus N] [--vcpu-type NAME] [--seed N] [--kdf-cost default|fast] [--force] [--json]``
+writes the bundle OUT (docs/image-bundle.md): disk, firmware, sealed vTPM state, reference
+values, and the owner's secrets in OUT/owner.
 ``show OUT [--json]`` reads the manifest and the reference values back, strictly.
 """
 
@@ -17,6 +18,7 @@ import typer
 
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
 from cvm.errors import UsageError
+from cvm.formats.pe.image import PeImage
 from cvm.image.bundle import ImageSpec, build_image, load_manifest, parse_modes
 from cvm.image.keys import KeyPair, OwnerKeys
 from cvm.image.reference_values import loads as load_reference_values
@@ -48,6 +50,11 @@ def build(
                                   "shim-grub)."),
     sb_key: Path = typer.Option(None, "--sb-key", help="db signing key (PEM); default: new."),
     sb_cert: Path = typer.Option(None, "--sb-cert", help="db certificate (PEM)."),
+    keys_dir: Path = typer.Option(None, "--keys",
+                                  help="Reuse every owner key of an earlier bundle's owner/."),
+    kernel: Path = typer.Option(None, "--kernel", help="The kernel (a PE/EFI-stub image)."),
+    dbx: list[str] = typer.Option([], "--dbx",
+                                  help="Authenticode SHA-256 (hex) to revoke in dbx; repeat."),
     vcpus: int = typer.Option(1, "--vcpus", help="vCPUs the launch digest is predicted for."),
     vcpu_type: str = typer.Option("EPYC-Milan", "--vcpu-type", help="QEMU CPU model."),
     seed: int = typer.Option(None, "--seed", help="Seed every random choice (reproducible)."),
@@ -61,10 +68,28 @@ def build(
     if (out / "image.json").exists() and not force:
         raise UsageError(f"{out} already holds an image bundle; give --force to overwrite it")
     db = _db_pair(sb_key, sb_cert)
+    if db is not None and keys_dir is not None:
+        raise UsageError("give --keys or --sb-key/--sb-cert, not both")
+    revoked = []
+    for text in dbx:
+        try:
+            digest = bytes.fromhex(text)
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            raise UsageError(f"--dbx: {text!r} is not a SHA-256 digest (64 hex digits)")
+        revoked.append(digest)
+    try:
+        kernel_image = kernel.read_bytes() if kernel is not None else None
+    except OSError:
+        raise UsageError(f"cannot read the kernel {kernel}") from None
+    if kernel_image is not None:
+        PeImage.parse(kernel_image)
     spec = ImageSpec(chain=chain, modes=parse_modes(mode), seal=seal, vcpus=vcpus,
-                     vcpu_type=vcpu_type, seed=seed, kdf_cost=kdf_cost)
+                     vcpu_type=vcpu_type, seed=seed, kdf_cost=kdf_cost,
+                     extra_dbx=tuple(revoked), kernel=kernel_image)
     spec.check()
-    keys = None
+    keys = OwnerKeys.load(keys_dir) if keys_dir is not None else None
     if db is not None:
         from cvm.crypto.drbg import OsRandom
 
