@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from cvm.errors import IntegrityError, PolicyError
+from cvm.formats.snp.ghcb import Ghcb
 from cvm.formats.tcg.event_log import EventLog
 from cvm.guest.run import boot_bundle
 from cvm.guest.trace import VmTrace
+from cvm.hardware.vcpu import EXIT_CPUID, EXIT_VMGEXIT
 from cvm.host.adversary.canary import CanaryScan
 from cvm.host.vm_run import host_view
 from cvm.image.reference_values import loads
@@ -133,3 +135,25 @@ def test_the_hosts_vtpm_state_is_the_hosts_to_roll_back(
     assert (bundle / "vtpm-state.bin").read_bytes() != first
     (bundle / "vtpm-state.bin").write_bytes(first)
     assert boot_bundle(bundle, "sev-es", random=seeded(b"b")).ok  # nothing stops it
+
+
+def test_an_8_byte_register_leak_through_the_ghcb_is_in_the_hosts_view(
+        uki_bundle: Path, seeded: Seeded) -> None:
+    """Positive control for the scan: the guest copies 8 bytes of the volume key into a GHCB
+    register at one exit; the next exit's answer overwrites the page, yet the host kept it."""
+    trace = boot_bundle(uki_bundle, "sev-snp", random=seeded(b"leak"))
+    assert trace.ok and _leaks(trace) == []
+    guest, key = trace.vm, trace.secrets()["volume key"]
+    svsm, cpu = guest.svsm, guest.vcpu
+    ghcb = svsm.layout.ghcb_gpa
+
+    def leak() -> None:
+        cpu.write(ghcb, Ghcb.build(rax=1, rbx=int.from_bytes(key[8:16], "little"),
+                                   sw_exitcode=EXIT_CPUID).to_bytes())
+        cpu.ghcb_msr = ghcb
+        cpu.vmexit(EXIT_VMGEXIT)
+
+    svsm.at_vmpl0(leak)
+    assert key[8:16] not in trace.run.host.machine.host_read(
+        trace.run.guest.vm.translate(ghcb), 0x1000)  # the host's answer overwrote it
+    assert any("volume key" in leak and "GHCB" in leak for leak in _leaks(trace))

@@ -152,7 +152,7 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
                   f"({'equals' if same else 'DIFFERS from'} the prediction)")
     trace.timings["launch"] = time.perf_counter() - started
     guest = GuestVm(run.bsp, random, trace)
-    trace.secrets = guest.secrets
+    trace.secrets, trace.vm = guest.secrets, guest
     try:
         if mode is Mode.SEV_SNP:
             assert run.secrets_gpa is not None

@@ -113,6 +113,7 @@ class VmTrace:
     host: Any = None  # the host's Hypervisor (for attacks and scans), never serialised
     guest: Any = None  # the host's record of the VM
     run: Any = None  # the host's side of the run (cvm.host.vm_run.HostRun)
+    vm: Any = None  # the guest itself (cvm.guest.vm.GuestVm), for tests that act as the guest
     secrets: Callable[[], dict[str, bytes]] = field(default=lambda: {})
 
     def add(self, actor: str, verb: str, subject: str) -> None:

@@ -155,6 +155,18 @@ class HostRun:
     vtpm: HostVtpm | None = None
     log: list[bytes] = field(default_factory=list)
     exits: list[VmExit] = field(default_factory=list)
+    exit_views: list[bytes] = field(default_factory=list)  # the GHCB MSR and page at each exit
+
+    def record_exit(self, guest: Guest, vcpu: Vcpu, info: VmExit) -> None:
+        """Exit hook: keep what the host saw at this exit (the VMCB is in ``info``)."""
+        if guest is not self.guest:
+            return
+        self.exits.append(info)
+        view = vcpu.ghcb_msr.to_bytes(8, "little")
+        spa = guest.vm.translate(vcpu.ghcb_msr) if vcpu.ghcb_msr % PAGE_SIZE == 0 else None
+        if vcpu.ghcb_msr and spa is not None:
+            view += self.host.machine.host_read(spa, PAGE_SIZE)
+        self.exit_views.append(view)
 
     @property
     def bsp(self) -> Vcpu:
@@ -241,7 +253,7 @@ def launch(image: HostImage, request: VmRequest, fuses: ChipFuses,
             guest, measurement = sev.guest, sev.measure  # MEASURE (HMAC) ‖ MNONCE
             log.append(f"SEV launch: LAUNCH_MEASURE {measurement.hex()}".encode())
     run = HostRun(request, host, psp, guest, image, disk, measurement, secrets, relay, vtpm, log)
-    host.exit_hooks.append(lambda g, v, info: run.exits.append(info) if g is guest else None)
+    host.exit_hooks.insert(0, run.record_exit)  # before any device answers in the GHCB
     if run.bsp.registers is None:
         run.bsp.vmrun()
     return run
@@ -249,8 +261,9 @@ def launch(image: HostImage, request: VmRequest, fuses: ChipFuses,
 
 def host_view(run: HostRun) -> dict[str, bytes]:
     """Everything the host can read of this VM, by name: DRAM (every populated chunk, as the
-    host reads it), each exit's register view, the VMSA pages, the disk image, the state file,
-    the relay's and the devices' logs."""
+    host reads it), each exit's register view (the VMCB, or the GHCB MSR and page the guest
+    filled), the VMSA pages, the disk image, the state file, the relay's and the devices'
+    logs."""
     machine = run.host.machine
     view: dict[str, bytes] = {
         f"DRAM {base:#x}": bytes(chunk) for base, chunk in machine.dram.chunks()}
@@ -260,6 +273,7 @@ def host_view(run: HostRun) -> dict[str, bytes]:
                 value.to_bytes(8, "little") for value in info.vmcb.save.values())
         view[f"exit {number} info"] = b"".join(
             v.to_bytes(8, "little") for v in (info.exit_code, info.exit_info1, info.exit_info2))
+        view[f"exit {number} GHCB"] = run.exit_views[number]
     for vcpu in run.guest.vcpus:
         for vmpl, spa in vcpu.vmsa_pages().items():
             view[f"vCPU {vcpu.index} VMPL{vmpl} VMSA"] = machine.host_read(spa, PAGE_SIZE)
