@@ -150,7 +150,7 @@ class BootLab:
         try:
             trace = boot_bundle(self._bundle, self._mode, host=self._host,
                                 random=self.random_bytes, counter=self.counter,
-                                party=self.party)
+                                party=self.party, store_state=True)
         finally:
             self._host.exit_hooks[:] = hooks  # the run's devices go with its VM
         self.traces.append(trace)

@@ -92,10 +92,10 @@ def mechanism_of_refusal(report: BootReport) -> Mechanism | None:
     if "tpm_rc_policy" in text or ("pcr" in text and stage == "initramfs"):
         return Mechanism.PCR_POLICY
     if stage == "svsm":
+        if "rollback" in text or "old copy" in text:
+            return Mechanism.ROLLBACK_COUNTER
         if "does not authenticate" in text or "state file" in text:
             return Mechanism.STATE_SEALING
-        if "counter" in text or "rollback" in text or "older" in text:
-            return Mechanism.ROLLBACK_COUNTER
         if "report" in text or "measurement" in text:
             return Mechanism.ATTESTATION
     if "checksum" in text or ("digest" in text and "keyslot" in text):
