@@ -20,6 +20,7 @@ from cvm.guest.trace import VmTrace
 from cvm.hardware.vcpu import EXIT_CPUID, EXIT_VMGEXIT
 from cvm.host.adversary.canary import CanaryScan
 from cvm.host.vm_run import host_view
+from cvm.image.bundle import ImageSpec, build_image
 from cvm.image.reference_values import loads
 from cvm.vtpm.state_file import MonotonicCounter
 
@@ -157,3 +158,27 @@ def test_an_8_byte_register_leak_through_the_ghcb_is_in_the_hosts_view(
     assert key[8:16] not in trace.run.host.machine.host_read(
         trace.run.guest.vm.translate(ghcb), 0x1000)  # the host's answer overwrote it
     assert any("volume key" in leak and "GHCB" in leak for leak in _leaks(trace))
+
+
+def test_two_vcpus_launch_as_predicted_and_one_does_not(tmp_path: Path, uki_bundle: Path,
+                                                        seeded: Seeded) -> None:
+    bundle = tmp_path / "two"
+    build_image(bundle, ImageSpec(vcpus=2, kdf_cost="fast", seed=9))
+    trace = boot_bundle(bundle, "sev-snp", vcpus=2, random=seeded(b"two"))
+    assert trace.ok and len(trace.guest.vcpus) == 2
+    wrong = boot_bundle(uki_bundle, "sev-snp", vcpus=2, random=seeded(b"wrong"))
+    assert wrong.launch_accepted is False and wrong.refused is not None
+    assert wrong.refused[0] == "svsm" and isinstance(wrong.refused[1], PolicyError)
+
+
+def test_what_is_not_a_bundle_is_refused_at_launch(tmp_path: Path, uki_bundle: Path,
+                                                   copy_bundle: Callable[[Path], Path],
+                                                   seeded: Seeded) -> None:
+    bundle = copy_bundle(uki_bundle)
+    (bundle / "firmware" / "SVSM.bin").unlink()
+    trace = boot_bundle(bundle, "sev-snp", random=seeded(b"x"))
+    assert trace.refused is not None and trace.refused[0] == "launch"
+    assert "SVSM.bin" in str(trace.refused[1])
+    (bundle / "host-vtpm-state.key").unlink()
+    refused = boot_bundle(bundle, "sev", random=seeded(b"y")).refused
+    assert refused is not None and "host-vtpm-state.key" in str(refused[1])

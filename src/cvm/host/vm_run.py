@@ -84,6 +84,14 @@ def _read(folder: Path, name: str) -> bytes:
         raise UsageError(f"{folder}: the image has no {name}") from None
 
 
+def _optional(folder: Path, name: str | None) -> bytes | None:
+    """A file only some modes need: None when the manifest names none or it is missing (the
+    launch that needs it says so)."""
+    if not name or not (folder / name).is_file():
+        return None
+    return _read(folder, name)
+
+
 def load_host_image(folder: Path) -> HostImage:
     """What the host takes from an image bundle (never ``owner/``)."""
     try:
@@ -98,8 +106,8 @@ def load_host_image(folder: Path) -> HostImage:
         raise UsageError(f"{folder}: the image has no disk {disk.name}")
     return HostImage(
         _read(folder, firmware["ovmf"]), _read(folder, firmware["vars"]),
-        _read(folder, svsm_name) if svsm_name else None, disk, _read(folder, vtpm["state"]),
-        _read(folder, key_name) if key_name else None, signature, folder / vtpm["state"],
+        _optional(folder, svsm_name), disk, _read(folder, vtpm["state"]),
+        _optional(folder, key_name), signature, folder / vtpm["state"],
     )
 
 
