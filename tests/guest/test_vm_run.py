@@ -134,6 +134,7 @@ def test_the_hosts_vtpm_state_is_the_hosts_to_roll_back(
     first = (bundle / "vtpm-state.bin").read_bytes()
     assert boot_bundle(bundle, "sev-es", random=seeded(b"a"), store_state=True).ok
     assert (bundle / "vtpm-state.bin").read_bytes() != first
+    assert boot_bundle(bundle, "sev-es", random=seeded(b"again"), store_state=True).ok
     (bundle / "vtpm-state.bin").write_bytes(first)
     assert boot_bundle(bundle, "sev-es", random=seeded(b"b")).ok  # nothing stops it
 

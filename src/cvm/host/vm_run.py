@@ -193,9 +193,17 @@ class HostRun:
         if self.vtpm is None or self.image.state_key is None:
             raise StateError("this VM's vTPM is not the host's")
         self.vtpm.tpm.save_clock()
-        opened = int(HEADER_LAYOUT.unpack(self.image.state[:HEADER_SIZE])["counter"])
+        opened = _state_counter(self.image.state)
         return seal_state(self.vtpm.tpm.state.to_bytes(), ReleasedKeyProvider(
             self.image.state_key), MonotonicCounter(opened), os.urandom)
+
+
+def _state_counter(sealed: bytes) -> int:
+    """The counter in a state file's header. The host's vTPM has no counter of its own: it
+    believes whatever file it holds — so nothing stops it from rolling its own state back."""
+    if len(sealed) < HEADER_SIZE:
+        raise FormatError(f"vTPM state file is truncated: {len(sealed)} bytes")
+    return int(HEADER_LAYOUT.unpack(sealed[:HEADER_SIZE])["counter"])
 
 
 def _launch_plain(hv: Hypervisor, firmware: bytes, request: VmRequest) -> Guest:
@@ -249,7 +257,8 @@ def launch(image: HostImage, request: VmRequest, fuses: ChipFuses,
         if image.state_key is None:
             raise UsageError(f"a {mode.value} VM has no SVSM: the host's vTPM needs "
                              "host-vtpm-state.key in the image (build it for that mode)")
-        state = open_state(image.state, ReleasedKeyProvider(image.state_key), MonotonicCounter())
+        state = open_state(image.state, ReleasedKeyProvider(image.state_key),
+                           MonotonicCounter(max(_state_counter(image.state) - 1, 0)))
         vtpm = HostVtpm(Tpm(PersistentState.from_bytes(state)), log)
         host.exit_hooks.append(vtpm)
         if mode is Mode.PLAIN:
