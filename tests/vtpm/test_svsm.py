@@ -162,3 +162,36 @@ def test_no_call_pending_is_no_call(snp: Any) -> None:
     vcpu.set_register("rcx", 0)
     SevGuest(vcpu).run_vmpl(0)  # a switch without call_pending in the calling area
     assert svsm.calls == before and vcpu.register("rax") == PROTOCOL_VTPM << 32
+
+
+def test_the_guest_os_validates_its_pages_through_the_svsm(snp: Any) -> None:
+    _, guest, launched = _boot(snp, MonotonicCounter())
+    vcpu = launched.guest.vcpus[0]
+    page = 0x30000
+    assert guest.pvalidate([page]) == 1
+    vcpu.write(page, b"the guest OS's own page")
+    assert vcpu.read(page, 7) == b"the gue"
+    with pytest.raises(StatusError) as again:
+        guest.pvalidate([page])
+    assert again.value.code == SvsmResult.ERR_PVALIDATE_FAIL_UNCHANGED
+    assert guest.pvalidate([page], ignore_cf=True) == 1
+    assert guest.pvalidate([page], validate=False) == 1
+    with pytest.raises(FaultRaised):
+        vcpu.read(page, 8)  # rescinded: #VC, page not validated
+
+
+def test_the_svsm_never_pvalidates_its_own_pages_for_the_guest(snp: Any) -> None:
+    svsm, guest, launched = _boot(snp, MonotonicCounter())
+    layout = SvsmLayout()
+    for own in (layout.state_gpa, layout.key_gpa, layout.guest_vmsa_gpa, layout.caa_gpa):
+        with pytest.raises(StatusError) as refused:
+            guest.pvalidate([0x31000, own], validate=False)
+        assert refused.value.code == SvsmResult.ERR_INVALID_PARAMETER
+    assert svsm.read_state().startswith(STATE_MAGIC)  # still validated, still the SVSM's
+    vcpu = launched.guest.vcpus[0]
+    bad = (1).to_bytes(2, "little") + (3).to_bytes(2, "little") + bytes(12)  # next > entries
+    vcpu.write(SCRATCH, bad)
+    assert guest.call(0, 1, SCRATCH)[0] == SvsmResult.ERR_INVALID_PARAMETER
+    assert guest.call(0, 1, SCRATCH + 3)[0] == SvsmResult.ERR_INVALID_ADDRESS
+    vcpu.write(SCRATCH + 0xFF8, (2).to_bytes(2, "little") + bytes(6))  # crosses its page
+    assert guest.call(0, 1, SCRATCH + 0xFF8)[0] == SvsmResult.ERR_INVALID_PARAMETER

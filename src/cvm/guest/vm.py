@@ -45,6 +45,7 @@ from cvm.vtpm.state import PersistentState
 from cvm.vtpm.state_file import RollbackCounter
 
 BANKS = ("sha1", "sha256")
+BOOT_PAGES = 2  # the guest OS's first pages, which the SVSM validates for it at start
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,14 @@ class GuestVm:
         self.trace.add("relying party", "released", "the vTPM state key, wrapped to the "
                        "SVSM's ephemeral key")
         self.trace.add("SVSM", "opened", f"the vTPM state (rollback counter {counter.read()})")
-        svsm.grant(self.memory.first, self.memory.pages)
+        m = self.memory
+        svsm.grant(m.first, BOOT_PAGES)  # the guest OS's boot pages: its TPM buffer, scratch
         self.trace.add("SVSM", "started", f"the guest OS at VMPL{self.vcpu.vmpl}")
-        transport = SvsmGuest(self.vcpu, svsm, self.memory.tpm_buffer, self.memory.scratch)
+        transport = SvsmGuest(self.vcpu, svsm, m.tpm_buffer, m.scratch)
+        rest = [m.first + i * PAGE_SIZE for i in range(BOOT_PAGES, m.pages)]
+        transport.pvalidate(rest)
+        self.trace.add("guest OS", "validated", f"{len(rest)} pages of its memory through "
+                       "SVSM_CORE_PVALIDATE")
         self.client = TpmClient(transport.tpm_execute, random=self.random)
         self._phase("svsm", started)
 

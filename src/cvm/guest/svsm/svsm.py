@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from cvm.errors import CvmError, FormatError, StateError, StatusError
+from cvm.errors import CvmError, FormatError, PolicyError, StateError, StatusError
 from cvm.formats.snp.key_request import KeyRequest
 from cvm.formats.snp.vmsa import SevFeatures, Vmsa
 from cvm.formats.tpm2.constants import TpmRh
@@ -63,7 +63,7 @@ from cvm.guest.svsm.result import CallReply, SvsmResult, refuse
 from cvm.guest.svsm.vtpm import PROTOCOL_VTPM, VtpmProtocol
 from cvm.hardware.fault import FaultRaised
 from cvm.hardware.memory.dram import PAGE_SIZE
-from cvm.hardware.memory.rmp import Perm
+from cvm.hardware.memory.rmp import Perm, RmpStatus
 from cvm.hardware.vcpu import Vcpu, reset_registers
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.pcr import PcrBanks
@@ -85,6 +85,7 @@ STATE_LENGTH_SIZE = 4
 STATE_KEY_SIZE = 32
 VMPCK_INDEX = 0
 GUEST_VMPL = 1
+RMP_SIZEMISMATCH = int(RmpStatus.FAIL_SIZEMISMATCH)
 CALL_PENDING_OFFSET = 0  # 58019 Table 3: the calling area's call_pending byte
 PROTOCOL_VERSIONS = {PROTOCOL_CORE: (1, 1), PROTOCOL_ATTEST: (1, 1), PROTOCOL_VTPM: (1, 1)}
 
@@ -120,7 +121,8 @@ class Svsm:
         self.calls = 0
         self._work: Callable[[], None] | None = None
         self.protocols = {
-            PROTOCOL_CORE: CoreProtocol(PROTOCOL_VERSIONS).handle,
+            PROTOCOL_CORE: CoreProtocol(PROTOCOL_VERSIONS, self._guest_read, self._guest_write,
+                                        self._pvalidate, self._own_page).handle,
             PROTOCOL_ATTEST: AttestationProtocol(self._guest_read, self._guest_write,
                                                  self._ek_public, self._report).handle,
             PROTOCOL_VTPM: VtpmProtocol(self._guest_read, self._guest_write,
@@ -303,6 +305,30 @@ class Svsm:
         return self.at_vmpl0(run)
 
     # ---- services for the protocols ----------------------------------------------------
+    def _own_page(self, gpa: int) -> bool:
+        """A page the SVSM keeps for itself (its PSP channel, state, key, the guest OS's VMSA,
+        the calling area) or the secrets page."""
+        m, page = self.layout, gpa - gpa % PAGE_SIZE
+        own = {m.ghcb_gpa, m.request_gpa, m.response_gpa, m.key_gpa, m.guest_vmsa_gpa,
+               m.caa_gpa, self.requester.secrets_gpa}
+        own.update(m.state_gpa + i * PAGE_SIZE for i in range(m.state_pages))
+        return page in own
+
+    def _pvalidate(self, gpa: int, validate: bool, ignore_cf: bool) -> SvsmResult:
+        """PVALIDATE one guest-OS page for it; a validated page is granted to VMPL1."""
+        try:
+            self.kernel.pvalidate(gpa, validate=validate)
+        except PolicyError:  # "already validated": PVALIDATE changed nothing
+            if not ignore_cf:
+                return SvsmResult.ERR_PVALIDATE_FAIL_UNCHANGED
+        except (StatusError, StateError) as failed:
+            code = getattr(failed, "code", 0)
+            return (SvsmResult.ERR_PVALIDATE_FAIL_SIZEMISMATCH if code == RMP_SIZEMISMATCH
+                    else SvsmResult.ERR_PVALIDATE_FAIL_INPUT)
+        if validate:
+            self.kernel.rmpadjust(gpa, GUEST_VMPL, Perm.all())
+        return SvsmResult.SUCCESS
+
     def _guest_read(self, gpa: int, size: int) -> bytes | None:
         try:
             return self.vcpu.read(gpa, size)

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 from cvm.errors import StatusError
 from cvm.formats.svsm.attest_request import AttestRequest
+from cvm.formats.svsm.pvalidate_request import HEADER_SIZE, PvalidateEntry, PvalidateRequest
 from cvm.formats.svsm.services_manifest import VTPM_SERVICE_GUID
 from cvm.formats.svsm.vtpm_command import BUFFER_SIZE, VtpmCommandRequest, VtpmCommandResponse
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.svsm.attestation import ATTEST_SERVICES, ATTEST_SINGLE_SERVICE, PROTOCOL_ATTEST
-from cvm.guest.svsm.core import CORE_QUERY_PROTOCOL, PROTOCOL_CORE
+from cvm.guest.svsm.core import CORE_PVALIDATE, CORE_QUERY_PROTOCOL, PROTOCOL_CORE
 from cvm.guest.svsm.svsm import CALL_PENDING_OFFSET, Svsm
 from cvm.guest.svsm.vtpm import PROTOCOL_VTPM, VTPM_COMMAND, VTPM_QUERY
 from cvm.hardware.vcpu import Vcpu
@@ -55,6 +56,22 @@ class SvsmGuest:
         if result:
             raise StatusError(f"SVSM_CORE_QUERY_PROTOCOL failed: {result:#x}", result)
         return rcx & 0xFFFF_FFFF, rcx >> 32
+
+    def pvalidate(self, gpas: list[int], validate: bool = True, ignore_cf: bool = False
+                  ) -> int:
+        """SVSM_CORE_PVALIDATE of ``gpas`` (one request in the scratch page); then the OS sets
+        the C-bit of each validated page in its own page tables. Returns how many were done;
+        a refusal raises with the SVSM's code."""
+        entries = tuple(PvalidateEntry(gpa >> 12, validate, ignore_cf=ignore_cf) for gpa in gpas)
+        self.vcpu.write(self.scratch_gpa, PvalidateRequest(entries).to_bytes())
+        result, _, _, _ = self.call(PROTOCOL_CORE, CORE_PVALIDATE, self.scratch_gpa)
+        done = PvalidateRequest.count(self.vcpu.read(self.scratch_gpa, HEADER_SIZE))[1]
+        for gpa in gpas[:done]:
+            self.vcpu.vm.set_private(gpa, validate)
+        if result:
+            raise StatusError(f"SVSM_CORE_PVALIDATE failed after {done} page(s): {result:#x}",
+                              result)
+        return done
 
     def vtpm_query(self) -> int:
         result, commands, _, _ = self.call(PROTOCOL_VTPM, VTPM_QUERY)
