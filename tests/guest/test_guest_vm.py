@@ -13,6 +13,7 @@ from cvm.amd.pki import default_vendor
 from cvm.errors import StateError, StatusError
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.replay import replay
+from cvm.guest.boot.uki import extend_phase
 from cvm.guest.run import HostRelayedBroker, relying_party
 from cvm.guest.trace import VmTrace
 from cvm.guest.vm import GuestVm
@@ -75,3 +76,20 @@ def test_the_genuine_boot_opens_the_root(uki_bundle: Path, copy_bundle: Callable
     guest.run_workload()
     assert guest.trace.workload is not None and guest.trace.workload.round_trip
     assert guest.trace.root is not None and "/srv/data/README" in guest.trace.root.files
+
+
+def test_the_signed_pcr11_policy_follows_the_phases_the_owner_signed(
+        uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded) -> None:
+    """After systemd-pcrphase's "enter-initrd" PCR 11 still matches a signed policy in the
+    UKI's .pcrsig; after anything else it matches none and the root stays closed."""
+    bundle = copy_bundle(uki_bundle)
+    guest, _ = _booted(bundle, seeded)
+    assert guest.pcrs is not None
+    extend_phase(guest.pcrs, "enter-initrd")
+    guest.open_root()
+    assert guest.trace.root is not None and guest.trace.root.policy == "signed"
+    other, _ = _booted(bundle, seeded)
+    assert other.pcrs is not None
+    extend_phase(other.pcrs, "a phase nobody signed")
+    with pytest.raises(StatusError, match="refused to unseal"):
+        other.open_root()

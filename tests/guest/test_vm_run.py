@@ -183,3 +183,17 @@ def test_what_is_not_a_bundle_is_refused_at_launch(tmp_path: Path, uki_bundle: P
     (bundle / "host-vtpm-state.key").unlink()
     refused = boot_bundle(bundle, "sev", random=seeded(b"y")).refused
     assert refused is not None and "host-vtpm-state.key" in str(refused[1])
+
+
+def test_sev_boots_other_firmware_but_the_owner_sees_the_measure_differ(
+        uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded) -> None:
+    """SEV has no attestation before boot: the VM runs, and only the owner's check of the
+    LAUNCH_MEASURE HMAC against its prediction says the firmware is not the one it built."""
+    bundle = copy_bundle(uki_bundle)
+    firmware = bytearray((bundle / "firmware" / "OVMF.fd").read_bytes())
+    firmware[0x1234] ^= 1
+    (bundle / "firmware" / "OVMF.fd").write_bytes(firmware)
+    trace = boot_bundle(bundle, "sev", random=seeded(b"sev"))
+    assert trace.launch_accepted is False and not trace.ok
+    assert trace.workload_ok  # PCR 0 changed, but the token is sealed to PCR 7 and 11
+    assert trace.pcrs["sha256"][0] != trace.predicted["sha256"][0]
