@@ -43,3 +43,12 @@ def test_bad_input_is_one_line_and_a_usage_code(capsys: pytest.CaptureFixture[st
     assert err.startswith("cvm: error: no attack named") and err.count("\n") == 1
     assert execute(["attack", "run", "remap-page", "--mode", "tdx"]) == 64
     assert execute(["attack", "matrix", "--family", "gpu"]) == 64
+
+
+def test_run_a_boot_attack_against_a_booted_vm(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["attack", "run", "dbx-revoked-shim", "--mode", "sev-snp", "--seed", "4", "--json"]
+    assert execute(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    (cell,) = out["results"]
+    assert cell["held"] and cell["observed"]["mechanism"] == "Secure Boot (dbx)"
+    assert "dbx" in cell["observed"]["detail"] and cell["leaks"] == []
