@@ -195,3 +195,15 @@ def test_the_svsm_never_pvalidates_its_own_pages_for_the_guest(snp: Any) -> None
     assert guest.call(0, 1, SCRATCH + 3)[0] == SvsmResult.ERR_INVALID_ADDRESS
     vcpu.write(SCRATCH + 0xFF8, (2).to_bytes(2, "little") + bytes(6))  # crosses its page
     assert guest.call(0, 1, SCRATCH + 0xFF8)[0] == SvsmResult.ERR_INVALID_PARAMETER
+
+
+def test_the_host_cannot_inject_an_event_into_the_guest_os(snp: Any) -> None:
+    _, guest, launched = _boot(snp, MonotonicCounter())
+    vcpu = launched.guest.vcpus[0]
+    assert vcpu.vmpl == 1
+    vcpu.set_register("rflags", 0x2)  # interrupts masked
+    vcpu.inject_event(0x20)
+    SevGuest(vcpu).halt()
+    assert vcpu.delivered_events == []
+    assert "Restricted Injection" in snp.hv.machine.faults[-1].reason
+    assert guest.vtpm_query() == 1 << 8  # and the guest OS runs on

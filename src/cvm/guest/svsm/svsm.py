@@ -86,6 +86,8 @@ STATE_KEY_SIZE = 32
 VMPCK_INDEX = 0
 GUEST_VMPL = 1
 RMP_SIZEMISMATCH = int(RmpStatus.FAIL_SIZEMISMATCH)
+# The guest OS's VMSA: SNP, and Restricted Injection — the host may not inject events into it.
+GUEST_SEV_FEATURES = SevFeatures.SNP_ACTIVE | SevFeatures.RESTRICTED_INJECTION
 CALL_PENDING_OFFSET = 0  # 58019 Table 3: the calling area's call_pending byte
 PROTOCOL_VERSIONS = {PROTOCOL_CORE: (1, 1), PROTOCOL_ATTEST: (1, 1), PROTOCOL_VTPM: (1, 1)}
 
@@ -186,7 +188,7 @@ class Svsm:
     def _run_guest_os(self) -> None:
         """Create the guest OS's VMSA at VMPL1, share the calling area with it, and run it."""
         registers = reset_registers()
-        registers.update(vmpl=GUEST_VMPL, sev_features=int(SevFeatures.SNP_ACTIVE))
+        registers.update(vmpl=GUEST_VMPL, sev_features=int(GUEST_SEV_FEATURES))
         self.kernel.create_vmsa(self.layout.guest_vmsa_gpa, Vmsa(registers))
         self.kernel.accept(self.layout.caa_gpa)
         self.vcpu.write(self.layout.caa_gpa, bytes(PAGE_SIZE))
