@@ -14,6 +14,9 @@ AMD "Secure VM Service Module for SEV-SNP Guests" (58019, revision 1.00):
 
 At start (on the launch VMSA, VMPL0) the SVSM opens the vTPM state, creates the guest OS's
 VMSA at VMPL1 in one of its pages (RMPADJUST with the VMSA bit, GHCB AP creation) and runs it.
+Work the platform asks of the SVSM outside a call (sealing the state at shutdown, granting the
+guest OS its boot pages) runs the same way: the vCPU switches to VMPL0, the SVSM's entry code
+does it and switches back (:meth:`Svsm.at_vmpl0`).
 
 Memory (SEV-SNP, AMD APM vol. 2 §15.36.7): the SVSM PVALIDATEs its state pages and never
 grants VMPL1+ any permission on them with RMPADJUST, so a guest-OS access faults (#NPF with
@@ -34,8 +37,10 @@ memory, written and read through the vCPU, so the host's view of DRAM is a real 
   its relay see only AES-GCM ciphertext. A refused or forged exchange wipes VMPCK0, so the
   SVSM can neither reuse an IV nor ask the PSP again (no report, no derived key) until reboot.
 * The state-at-rest key: a PSP-derived key is asked for with MSG_KEY_REQ whenever the state is
-  opened or sealed and is a transient of that one call (like a value in a CPU register); a
-  broker-released key is copied at start into the SVSM's key page and read from there.
+  opened or sealed and is a transient of that one call (like a value in a CPU register); a key
+  the relying party released after attestation (:mod:`.key_release`, unwrapped with an
+  ephemeral scalar kept in the key page and wiped after) is written into the SVSM's key page
+  and read from there.
 * Unsealed secrets and other response parameters: a transient of one command, written to the
   guest OS's own (private, VMPL1) request page.
 
