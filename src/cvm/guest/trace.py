@@ -171,7 +171,9 @@ class VmTrace:
         """The chain of trust, one step a line, then the PCR comparison and the outcome."""
         lines = [f"cvm vm run: {self.mode}, {self.vcpus} vCPU(s)", ""]
         lines += [step.line() for step in self.steps]
-        lines.append("")
+        where = (f"through {self.svsm_calls} SVSM calls" if self.svsm_calls
+                 else "through the host's vTPM device")
+        lines += ["", f"{self.extends} TPM2_PCR_Extend commands reached the vTPM {where}", ""]
         for bank in sorted(self.predicted):
             for pcr, (predicted, replayed) in self.compared(bank).items():
                 value = self.pcrs.get(bank, {}).get(pcr, b"").hex()[:16]
