@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import pytest
 
+from cvm.errors import FormatError, UsageError
 from cvm.formats.svsm.vtpm_command import VtpmCommandResponse
 from cvm.formats.tpm2.constants import TpmAlg
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
@@ -17,6 +20,7 @@ from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.vcpu import EXIT_VMMCALL, Vcpu
 from cvm.hardware.vm import Mode
+from cvm.host.vm_run import load_host_image
 from cvm.host.vmm import Hypervisor
 from cvm.host.vtpm_device import HostVtpm
 from cvm.vtpm.engine import Tpm
@@ -62,3 +66,21 @@ def test_a_malformed_buffer_gets_a_failure_and_other_exits_are_not_the_tpms() ->
     before = device.commands
     cpu.vmexit(EXIT_VMMCALL, 0x1234, BUFFER)  # another hypercall: not the TPM's
     assert device.commands == before
+
+
+def test_the_host_never_reads_the_owners_folder(tmp_path: Path) -> None:
+    (tmp_path / "owner").mkdir()
+    (tmp_path / "owner" / "provisioning.key").write_bytes(b"k" * 32)
+    (tmp_path / "disk.img").write_bytes(b"")
+    manifest = {"firmware": {"ovmf": "owner/provisioning.key", "vars": "x", "svsm": None},
+                "vtpm": {"state": "x"}, "disk": {"file": "disk.img"}}
+    (tmp_path / "image.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="never reads the owner's folder"):
+        load_host_image(tmp_path)
+    manifest["firmware"]["ovmf"] = "../elsewhere"
+    (tmp_path / "image.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="outside its folder"):
+        load_host_image(tmp_path)
+    (tmp_path / "image.json").write_text("[]")
+    with pytest.raises(FormatError, match="not an image manifest"):
+        load_host_image(tmp_path)

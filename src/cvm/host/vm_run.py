@@ -76,7 +76,10 @@ class HostImage:
 
 def _read(folder: Path, name: str) -> bytes:
     path = (folder / name).resolve()
-    if OWNER_FOLDER in path.relative_to(folder.resolve()).parts[:1]:
+    root = folder.resolve()
+    if not path.is_relative_to(root):
+        raise UsageError(f"{name}: the image names a file outside its folder")
+    if path.relative_to(root).parts[:1] == (OWNER_FOLDER,):
         raise UsageError(f"{name}: the host never reads the owner's folder")
     try:
         return path.read_bytes()
