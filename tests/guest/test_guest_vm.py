@@ -4,15 +4,19 @@ lives in private guest pages, and a PCR the owner did not predict keeps the root
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from cvm.amd.pki import default_vendor
 from cvm.errors import StateError, StatusError
+from cvm.formats.initramfs import build_initramfs, parse_initramfs
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.replay import replay
+from cvm.guest.boot.initramfs import Initramfs
 from cvm.guest.boot.uki import extend_phase
 from cvm.guest.run import HostRelayedBroker, relying_party
 from cvm.guest.trace import VmTrace
@@ -93,3 +97,17 @@ def test_the_signed_pcr11_policy_follows_the_phases_the_owner_signed(
     extend_phase(other.pcrs, "a phase nobody signed")
     with pytest.raises(StatusError, match="refused to unseal"):
         other.open_root()
+
+
+def test_an_initrd_that_names_another_root_does_not_open_this_one(
+        uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded) -> None:
+    guest, _ = _booted(copy_bundle(uki_bundle), seeded)
+    assert guest.boot_result is not None and guest.client is not None and guest.disk
+    _, manifest = parse_initramfs(guest.boot_result.request.initrd)
+    other = build_initramfs(replace(manifest, luks_uuid=str(uuid.UUID(int=7))), "ID=cvm\n")
+    memory = guest.memory
+    initramfs = Initramfs(guest.kernel, guest.client, guest.disk, other, guest.uki,
+                          memory.key, memory.data, seeded(b"i"))
+    with pytest.raises(StateError, match="asks for 00000000-0000-0000-0000-000000000007"):
+        initramfs.open_root()
+    assert initramfs.secrets() == {}
