@@ -207,3 +207,17 @@ def test_the_host_cannot_inject_an_event_into_the_guest_os(snp: Any) -> None:
     assert vcpu.delivered_events == []
     assert "Restricted Injection" in snp.hv.machine.faults[-1].reason
     assert guest.vtpm_query() == 1 << 8  # and the guest OS runs on
+
+
+def test_the_svsms_own_fault_stops_the_vm_instead_of_answering(snp: Any) -> None:
+    """A guest's bad request is a result code; corrupt state pages are the SVSM's own fault:
+    the call does not come back with an answer the guest could take for a valid one."""
+    svsm, guest, launched = _boot(snp, MonotonicCounter())
+    client = TpmClient(guest.tpm_execute)
+    client.startup()
+    layout = SvsmLayout()
+    vcpu = launched.guest.vcpus[0]
+    svsm.at_vmpl0(lambda: vcpu.write(layout.state_gpa, (1 << 31).to_bytes(4, "little")))
+    with pytest.raises(StateError, match="state pages are corrupt"):
+        client.get_random(8)
+    assert vcpu.vmpl == 1  # the SVSM handed the vCPU back before the fault surfaced
