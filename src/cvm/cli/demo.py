@@ -93,8 +93,12 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     panels = [Panel(f"{v.mode.value} (ASID {v.asid})", v.guest_view, v.host_view, NOTES[v.mode])
               for v in views]
+    steps = [(step.actor, step.verb, step.subject, "" if step.pcr is None else str(step.pcr),
+              step.digest) for step in trace.steps]
+    lines = chain.splitlines()
+    outcome = " ".join(line for line in lines if line.startswith(("OK:", "REFUSED", "boot time")))
     page = demo_report(verdict=verdict, held=booted and held == len(results), seed=seed,
-                       version=__version__, chain_of_trust=chain, panels=panels,
+                       version=__version__, steps=steps, outcome=outcome, panels=panels,
                        results=results)
     report = out / "report.html"
     _write(report, page.encode())

@@ -23,8 +23,11 @@ STYLE = (
     "padding:4px 6px;vertical-align:top;font-size:90%;white-space:normal}"
     ".held{background:#dfd}.broken{background:#fbb}.na{background:#eee}"
     ".verdict{font-size:130%;padding:.5em 1em;display:inline-block}"
-    "pre{background:#f6f6f6;padding:1em;white-space:pre-wrap}small{color:#444}"
+    "small{color:#444;word-break:break-all}"
 )
+
+
+Step = tuple[str, str, str, str, str]  # who, did, what (in full), PCR, SHA-256
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,17 @@ def _matrix(results: Sequence[Result]) -> list[str]:
     return parts
 
 
+def _chain(steps: Sequence[Step], outcome: str) -> list[str]:
+    parts = ["<table><tr><th>who</th><th>did</th><th>what</th><th>PCR</th><th>SHA-256</th></tr>"]
+    for actor, verb, subject, pcr, digest in steps:
+        parts.append(f"<tr><td>{_esc(actor)}</td><td>{_esc(verb)}</td><td>{_esc(subject)}</td>"
+                     f"<td>{_esc(pcr)}</td><td><small>{_esc(digest)}</small></td></tr>")
+    parts.append(f"</table><p><b>{_esc(outcome)}</b></p>")
+    return parts
+
+
 def demo_report(*, verdict: str, held: bool, seed: int | None, version: str,
-                chain_of_trust: str, panels: Sequence[Panel],
+                steps: Sequence[Step], outcome: str, panels: Sequence[Panel],
                 results: Sequence[Result]) -> str:
     """The whole page."""
     css = "held" if held else "broken"
@@ -94,7 +106,7 @@ def demo_report(*, verdict: str, held: bool, seed: int | None, version: str,
         f"<p>cvm {_esc(version)} · seed {_esc(seed if seed is not None else 'none (random)')}"
         f" · {len(results)} attack cells</p>",
         "<h2>The chain of trust of the SEV-SNP boot</h2>",
-        f"<pre>{_esc(chain_of_trust)}</pre>",
+        *_chain(steps, outcome),
         "<h2>One secret page, as the guest and as the host read it</h2>",
     ]
     for panel in panels:
