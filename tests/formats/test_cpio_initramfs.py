@@ -121,3 +121,50 @@ def test_pcr_signature_round_trip_and_refusals() -> None:
                 data.replace(bytes(range(32)).hex().encode(), b"00")):
         with pytest.raises(FormatError):
             parse_pcr_signature(bad)
+
+
+def _member_header(**fields: int) -> bytes:
+    order = ("ino", "mode", "uid", "gid", "nlink", "mtime", "filesize", "devmajor", "devminor",
+             "rdevmajor", "rdevminor", "namesize", "check")
+    return b"070701" + b"".join(f"{fields.get(k, 0):08x}".encode() for k in order)
+
+
+def test_every_field_round_trips_and_lower_case_hex_is_read() -> None:
+    entry = CpioEntry("dev/x", 0o100600, b"", 9, 1, 2, 1, 3, 8, 1, 4, 5)
+    data = CpioArchive((entry,)).to_bytes()
+    assert CpioArchive.parse(data).entries == (entry,)
+    lower = _member_header(ino=0xAB, mode=0o100644, nlink=1, namesize=2) + b"a\0"
+    trailer = _member_header(nlink=1, namesize=11) + b"TRAILER!!!\0"
+    parsed = CpioArchive.parse(lower + trailer + bytes(-len(lower + trailer) % 4))
+    assert parsed.entries[0].ino == 0xAB
+
+
+def test_directory_members_and_field_limits() -> None:
+    directory = CpioEntry.directory("etc", ino=3)
+    header = CpioArchive((directory,)).to_bytes()[:110]
+    assert header[6:14] == b"00000003" and header[14:22] == b"000041ED"
+    assert header[38:46] == b"00000002" and header[54:62] == b"00000000"
+    CpioArchive((CpioEntry.file("a", b"", ino=0xFFFFFFFF),)).to_bytes()
+    with pytest.raises(FormatError, match="ino"):
+        CpioArchive((CpioEntry.file("a", b"", ino=1 << 32),)).to_bytes()
+
+
+@pytest.mark.parametrize("name", ["", "a\0b", "a\0"])
+def test_bad_names_are_refused_both_ways(name: str) -> None:
+    with pytest.raises(FormatError):
+        CpioArchive((CpioEntry.file(name, b"x"),)).to_bytes()
+    raw = name.encode() + b"\0"
+    member = _member_header(mode=0o100644, nlink=1, namesize=len(raw)) + raw
+    member += bytes(-len(member) % 4)
+    trailer = _member_header(nlink=1, namesize=11) + b"TRAILER!!!\0"
+    with pytest.raises(FormatError):
+        CpioArchive.parse(member + trailer + bytes(-len(trailer) % 4))
+
+
+def test_get_ignores_leading_slash_and_dot() -> None:
+    archive = CpioArchive((CpioEntry.file("./etc/a", b"1"), CpioEntry.file("b/", b"2")))
+    for name in ("etc/a", "/etc/a", "./etc/a"):
+        found = archive.get(name)
+        assert found is not None and found.data == b"1"
+    assert archive.get("b") is None
+    assert archive.get("etc/a/") is None

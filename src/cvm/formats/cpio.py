@@ -137,7 +137,7 @@ class CpioArchive:
             data_start = name_end + _pad(HEADER_SIZE + namesize)
             data_end = data_start + filesize
             next_member = data_end + _pad(filesize)
-            if namesize < 1 or next_member > len(data):
+            if namesize < 2 or next_member > len(data):
                 raise FormatError(f"cpio: member at offset {position:#x} runs past the archive")
             raw_name = data[name_start:name_end]
             if not raw_name.endswith(b"\0") or b"\0" in raw_name[:-1]:
