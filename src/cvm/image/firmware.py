@@ -24,7 +24,11 @@ from cvm.errors import UsageError
 from cvm.formats.ovmf.image import OvmfImage, build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.formats.svsm.svsm_image import SvsmImage, build_svsm_image, svsm_end_gpa
-from cvm.guest.boot.firmware import FirmwareSettings
+from cvm.guest.boot.firmware import (
+    OVMF_MODEL_CRTM_VERSION,
+    FirmwareSettings,
+    ovmf_model_settings,
+)
 from cvm.image.measurement import VcpuConfig, sev_es_launch_digest, sev_launch_digest
 from cvm.image.svsm_measurement import svsm_launch_digest
 from cvm.image.vcpu_types import vcpu_signature
@@ -33,7 +37,7 @@ MODES = ("plain", "sev", "sev-es", "sev-snp")
 OVMF_SIZE = 0x40000
 SVSM_SIZE = 0x20000
 FOUR_GIB = 1 << 32
-CRTM_VERSION = "cvm OVMF model 1.0"
+CRTM_VERSION = OVMF_MODEL_CRTM_VERSION
 DEFAULT_VCPU_TYPE = "EPYC-Milan"
 FIRMWARE_SECTIONS = (
     MetadataSection(0x800000, 0x9000, SectionType.SNP_SEC_MEM),
@@ -61,9 +65,8 @@ def build_firmware(vars_bytes: bytes, with_svsm: bool, seed: bytes = b"cvm OVMF"
 
 
 def firmware_settings(ovmf: bytes) -> FirmwareSettings:
-    """What the firmware measures of itself into PCR 0."""
-    return FirmwareSettings(crtm_version=CRTM_VERSION,
-                            firmware_volumes=((FOUR_GIB - len(ovmf), ovmf),))
+    """What the firmware measures of itself into PCR 0 (the OVMF model's own rule)."""
+    return ovmf_model_settings(ovmf)
 
 
 def vcpu_config(vcpus: int, vcpu_type: str = DEFAULT_VCPU_TYPE) -> VcpuConfig:
