@@ -26,9 +26,12 @@ from rich.table import Table
 from cvm import __version__
 from cvm.errors import UsageError
 from cvm.guest.run import boot_bundle
+from cvm.guest.trace import VmTrace
 from cvm.hardware.vm import Mode
+from cvm.host.adversary.canary import CanaryScan, Leak
 from cvm.host.adversary.catalog import ATTACKS
 from cvm.host.adversary.threat import MODES, Attack, Family
+from cvm.host.vm_run import host_view
 from cvm.image.bundle import ImageSpec, build_image
 from cvm.scenarios import attack_matrix, memory_views
 from cvm.scenarios.picture import grey_png
@@ -62,8 +65,13 @@ def demo(
                                 random=random_bytes)
         with console.status("launching and booting it"):
             trace = boot_bundle(built.out, Mode.SEV_SNP, random=random_bytes)
+        leaks, scanned = _scan(trace)
     chain = trace.render()
     console.print(chain, highlight=False, markup=False)
+    console.print(f"canary scan of everything the host can read ({scanned >> 20} MiB: DRAM, "
+                  "exits, disk, state file, logs): "
+                  + ("clean" if not leaks else f"[red]{len(leaks)} leak(s), first {leaks[0]}"
+                                                "[/red]"))
 
     console.print("[bold]2. One host, a VM of each mode, one secret page[/bold]")
     secret = b"owner's secret: " + random_bytes(16)
@@ -82,11 +90,11 @@ def demo(
     _print_matrix(console, results)
 
     held = sum(r.held for r in results)
-    booted = trace.ok
+    booted = trace.ok and not leaks
     elapsed = time.perf_counter() - started
     verdict = (
         f"{'HELD' if booted and held == len(results) else 'BROKEN'}: the SEV-SNP VM "
-        f"{'booted and opened its root' if booted else 'did NOT boot'}; "
+        f"{'booted, opened its root and leaked nothing' if booted else 'FAILED'}; "
         f"{held}/{len(results)} attack outcomes as the architecture promises "
         f"({len(results) // len(MODES)} attacks × {len(MODES)} modes) in {elapsed:.1f} s"
     )
@@ -144,6 +152,15 @@ def _print_matrix(console: Console, results: list[attack_matrix.Result]) -> None
     for name, cells in rows.items():
         table.add_row(name, *cells)
     console.print(table)
+
+
+def _scan(trace: VmTrace) -> tuple[list[Leak], int]:
+    """Scan everything the host could read of the demo's boot for the VM's secrets."""
+    if trace.run is None:
+        return [], 0
+    view = host_view(trace.run)
+    leaks = CanaryScan(trace.secrets()).scan_all(view.items())
+    return leaks, sum(len(data) for data in view.values())
 
 
 def _printable(data: bytes) -> str:
