@@ -72,3 +72,28 @@ def test_owner_keys_load_refuses_what_is_not_theirs(
     (owner / "db.key").unlink()
     with pytest.raises(UsageError, match=r"db\.key"):
         OwnerKeys.load(owner)
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("schema", "cvm-image/2", "schema"),
+    ("chain", "grub", "chain"),
+    ("modes", ["tdx"], "modes"),
+    ("modes", [], "modes"),
+    ("stages", [{"name": "uki"}], "stages"),
+    ("disk", {"esp": {"offset": -1, "size": 1}, "root": {"offset": 0, "size": 1}}, "disk.esp"),
+    ("disk", {"esp": {"offset": 0, "size": 1}}, "disk.root"),
+    ("extra", 1, "fields"),
+])
+def test_the_manifest_loader_refuses_malformed_manifests(
+        tmp_path: Path, built_images: dict[str, BuiltImage], field: str, value: object,
+        says: str) -> None:
+    import json
+
+    document = dict(built_images["uki"].manifest)
+    document[field] = value
+    (tmp_path / "image.json").write_text(json.dumps(document))
+    with pytest.raises(FormatError, match=says):
+        bundle.load_manifest(tmp_path)
+    (tmp_path / "image.json").write_text("not json")
+    with pytest.raises(FormatError):
+        bundle.load_manifest(tmp_path)
