@@ -148,8 +148,8 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
     if run.measurement is not None:
         trace.launch_measurement, same = _launch_check(run, trace.predicted_measurement, tik)
         trace.launch_accepted = same
-        trace.add("PSP", "measured", f"the launch: {trace.launch_measurement.hex()[:32]}… "
-                  f"({'equals' if same else 'DIFFERS from'} the prediction)")
+        trace.add("PSP", "measured", f"the launch ({'equals' if same else 'DIFFERS from'} "
+                  f"the prediction): {trace.launch_measurement.hex()}")
     trace.timings["launch"] = time.perf_counter() - started
     guest = GuestVm(run.bsp, random, trace)
     trace.secrets, trace.vm = guest.secrets, guest
