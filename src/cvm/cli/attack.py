@@ -23,6 +23,7 @@ app = typer.Typer(help="The host's attacks against a live VM, per mode.", no_arg
 
 AS_JSON = typer.Option(False, "--json", help="JSON output.")
 SEED = typer.Option(None, "--seed", help="Seed for a reproducible run.")
+LEAKS_SHOWN = 10
 
 
 def _modes(names: list[str] | None) -> list[Mode]:
@@ -78,7 +79,8 @@ def _result_json(result: Any) -> dict[str, Any]:
             "detail": result.observed.detail,
         },
         "as_expected": result.as_expected,
-        "leaks": [str(leak) for leak in result.leaks],
+        "leak_count": len(result.leaks),
+        "leaks": [str(leak) for leak in result.leaks[:LEAKS_SHOWN]],
         "scan_must_be_clean": result.must_be_clean,
         "held": result.held,
         "seconds": round(result.seconds, 4),
