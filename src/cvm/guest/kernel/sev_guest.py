@@ -203,10 +203,13 @@ class SevGuest:
             raise StatusError(f"the host refused the VMSA at {gpa:#x} for VMPL{vmpl}",
                               (answer.get("sw_exitinfo1") or 0) & 0xFFFF_FFFF)
 
-    def edit_vmsa(self, gpa: int, vmpl: int, registers: dict[str, int]) -> None:
+    def edit_vmsa(self, gpa: int, vmpl: int, registers: dict[str, int],
+                  current: Vmsa | None = None) -> None:
         """VMPL0: change registers of a stopped lower level's VMSA (clear the VMSA bit, write,
-        set it again: the RMP refuses writes to a VMSA page)."""
-        current = Vmsa.from_bytes(self.cpu.read(gpa, PAGE_SIZE))
+        set it again: the RMP refuses writes to a VMSA page). ``current`` is the VMSA as the
+        caller just read it from the page (read again when not given)."""
+        if current is None:
+            current = Vmsa.from_bytes(self.cpu.read(gpa, PAGE_SIZE))
         self.rmpadjust(gpa, vmpl, Perm(0), vmsa=False)
         try:
             self.cpu.write(gpa, Vmsa({**current.registers, **registers}, current.blobs).to_bytes())

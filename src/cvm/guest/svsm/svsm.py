@@ -239,7 +239,7 @@ class Svsm:
                             else handler(call, vmsa.registers["rcx"]))
         self.calls += 1
         self.kernel.edit_vmsa(self.layout.guest_vmsa_gpa, GUEST_VMPL,
-                              {"rax": int(reply.result), **reply.outputs})
+                              {"rax": int(reply.result), **reply.outputs}, vmsa)
 
     # ---- memory ------------------------------------------------------------------------
     def write_state(self) -> None:
