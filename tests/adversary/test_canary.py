@@ -122,3 +122,31 @@ def test_positive_control_files_and_logs() -> None:
     file = b"\0" * 100 + lab.secret[20:28] + b"\0" * 100
     leaks = lab.platform.view.scan(scan, {"vtpm-state.bin": file})
     assert [(leak.where, leak.offset) for leak in leaks] == [("file vtpm-state.bin", 100)]
+
+
+def test_large_haystacks_are_scanned_in_blocks_and_cached_hits_keep_their_offsets() -> None:
+    rng = _seeded(10)
+    secret = rng.randbytes(32)
+    scan = CanaryScan({"key": secret})
+    hay = bytearray(rng.randbytes(3 << 20))
+    places = [(5, 0), ((1 << 20) - 3, 4), ((2 << 20) + 77, 24)]  # one across a block boundary
+    for offset, start in places:
+        hay[offset : offset + WINDOW_BYTES] = secret[start : start + WINDOW_BYTES]
+    first = scan.scan("disk", bytes(hay))
+    again = scan.scan("disk again", bytes(hay))  # answered from the block cache
+    found = [(leak.offset, leak.secret_offset) for leak in first]
+    assert set(places) <= set(found)
+    for offset, start in found:  # a neighbour may match by chance: each hit must be genuine
+        assert hay[offset : offset + WINDOW_BYTES] == secret[start : start + WINDOW_BYTES]
+    assert [(leak.offset, leak.secret_offset) for leak in again] == found
+    assert {leak.where for leak in again} == {"disk again"}
+    other = CanaryScan({"other": rng.randbytes(32)})  # other secrets: no stale cache hits
+    assert other.scan("disk", bytes(hay)) == []
+
+
+def test_a_window_that_ends_in_a_page_of_zeros_is_found() -> None:
+    secret = b"\xaa\xbb\xcc\xdd" + bytes(4) + _seeded(11).randbytes(16)
+    hay = bytearray(3 * PAGE_SIZE)
+    hay[2 * PAGE_SIZE - 4 : 2 * PAGE_SIZE] = secret[:4]  # its zero half lies in a zero page
+    leaks = CanaryScan({"key": secret}).scan("hay", bytes(hay))
+    assert (2 * PAGE_SIZE - 4, 0) in [(leak.offset, leak.secret_offset) for leak in leaks]
