@@ -15,6 +15,7 @@ def test_list_names_every_attack(capsys: pytest.CaptureFixture[str]) -> None:
     rows = json.loads(capsys.readouterr().out)
     assert [row["name"] for row in rows] == [a.name for a in ATTACKS]
     assert rows[0]["expected"]["sev-snp"]["verdict"] == "blocked"
+    assert "plaintext" in rows[0]["expected"]["plain"]["why"]  # what the mode lacks
     assert execute(["attack", "list"]) == 0
     assert "remap-page" in capsys.readouterr().out
 

@@ -64,6 +64,7 @@ def _expected_json(expected: Any) -> dict[str, Any]:
     return {
         "verdict": expected.verdict.value,
         "mechanism": expected.mechanism.value if expected.mechanism else None,
+        "why": expected.why or None,
     }
 
 

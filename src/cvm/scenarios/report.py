@@ -77,7 +77,8 @@ def _matrix(results: Sequence[Result]) -> list[str]:
                 leaks = (f"<br><small>canary scan: {len(cell.leaks)} hit(s) of "
                          f"{_esc(', '.join(where))}"
                          f"{' — must be clean here' if cell.must_be_clean else ''}</small>")
-            parts.append(f"<td>{_esc(cell.expected)}</td><td class='{css}'>"
+            why = f"<br><small>{_esc(cell.expected.why)}</small>" if cell.expected.why else ""
+            parts.append(f"<td>{_esc(cell.expected)}{why}</td><td class='{css}'>"
                          f"<b>{_esc(cell.observed)}</b><br><small>{_esc(cell.observed.detail)}"
                          f"</small>{leaks}</td>")
         parts.append("</tr>")

@@ -16,13 +16,13 @@ from cvm.hardware.fault import FaultKind
 from cvm.hardware.vcpu import Vcpu, VmExit
 from cvm.host.adversary.lab import Lab
 from cvm.host.adversary.threat import (
-    OK,
     Family,
     Mechanism,
     Observed,
     attack,
     blocked,
     by,
+    ok,
     succeeded,
 )
 from cvm.host.vmm import Guest
@@ -31,11 +31,13 @@ SEV_LEAF = 0x8000_001F
 C_BIT_MASK = 0x3F
 LYING_C_BIT = 47  # the host claims the encryption bit is bit 47, not 51
 TIMER_VECTOR = 0x20
+UNCHECKED_CPUID = ok("the guest takes the host's CPUID answer")
+INJECTABLE = ok("VMRUN delivers whatever the host puts in EVENTINJ")
 
 
 @attack("lie-cpuid", Family.CPU,
         "answer CPUID 0x8000001F with a false C-bit position (the guest would leak on writes)",
-        (OK, OK, OK, by(Mechanism.CPUID_PAGE)))
+        (UNCHECKED_CPUID,) * 3 + (by(Mechanism.CPUID_PAGE),))
 def lie_cpuid(lab: Lab) -> Observed:
     eax, ebx, ecx, edx = lab.host.cpuid[SEV_LEAF]
     truth = ebx & C_BIT_MASK
@@ -52,7 +54,7 @@ def lie_cpuid(lab: Lab) -> Observed:
 
 @attack("inject-masked-interrupt", Family.CPU,
         "inject an interrupt while the guest has interrupts masked (RFLAGS.IF = 0)",
-        (OK, OK, OK, by(Mechanism.RESTRICTED_INJECTION)))
+        (INJECTABLE,) * 3 + (by(Mechanism.RESTRICTED_INJECTION),))
 def inject_masked_interrupt(lab: Lab) -> Observed:
     lab.guest_interrupt_masked()
     faults_before = len(lab.host.machine.faults)

@@ -14,13 +14,13 @@ from dataclasses import replace
 
 from cvm.host.adversary.lab import Lab
 from cvm.host.adversary.threat import (
-    NA,
     Family,
     Mechanism,
     Observed,
     attack,
     blocked,
     by,
+    na,
     not_applicable,
     succeeded,
 )
@@ -28,6 +28,7 @@ from cvm.host.launch import GuestRequestRelay
 
 REPORT_SIGNATURE_OFFSET = 0x2A0
 NOT_SNP = "no SNP reports or guest messages without SEV-SNP"
+NO_REPORTS = na(NOT_SNP)
 
 
 def _relay(lab: Lab) -> GuestRequestRelay | None:
@@ -36,7 +37,7 @@ def _relay(lab: Lab) -> GuestRequestRelay | None:
 
 @attack("replay-evidence", Family.EVIDENCE,
         "answer a fresh challenge with evidence recorded from an earlier one",
-        (NA, NA, NA, by(Mechanism.ATTESTATION)))
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.ATTESTATION)))
 def replay_evidence(lab: Lab) -> Observed:
     if not lab.mode.snp:
         return not_applicable(NOT_SNP)
@@ -50,7 +51,7 @@ def replay_evidence(lab: Lab) -> Observed:
 
 @attack("forge-report", Family.EVIDENCE,
         "change the measurement in a genuine report and send it on (signature kept)",
-        (NA, NA, NA, by(Mechanism.VCEK_CHAIN)))
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VCEK_CHAIN)))
 def forge_report(lab: Lab) -> Observed:
     if not lab.mode.snp:
         return not_applicable(NOT_SNP)
@@ -67,7 +68,7 @@ def forge_report(lab: Lab) -> Observed:
 
 @attack("tamper-guest-message", Family.EVIDENCE,
         "flip one bit of the PSP's encrypted response before the guest reads it",
-        (NA, NA, NA, by(Mechanism.VMPCK)))
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VMPCK)))
 def tamper_guest_message(lab: Lab) -> Observed:
     relay = _relay(lab)
     if not lab.mode.snp or relay is None:
@@ -91,7 +92,7 @@ def tamper_guest_message(lab: Lab) -> Observed:
 
 @attack("replay-guest-message", Family.EVIDENCE,
         "send the PSP a guest's old request again, and the guest an old response",
-        (NA, NA, NA, by(Mechanism.VMPCK)))
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VMPCK)))
 def replay_guest_message(lab: Lab) -> Observed:
     relay = _relay(lab)
     if not lab.mode.snp or relay is None:

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 from cvm.host.adversary.lab import Lab, Release
 from cvm.host.adversary.threat import (
-    NA,
-    OK,
     Family,
     Mechanism,
     Observed,
     attack,
     blocked,
     by,
+    na,
     not_applicable,
+    ok,
     succeeded,
 )
 
 APPRAISED = by(Mechanism.ATTESTATION)
+UNGATED = ok("nothing appraises the launch before the owner's secrets reach the host's vTPM")
+NO_PSP = na("a plain VM involves no PSP and no policy")
 FIRMWARE_BIT = 0x1234 * 8 + 3
 
 
@@ -38,14 +40,14 @@ def _judge(release: Release, expected_claim: str) -> Observed:
 
 
 @attack("tamper-firmware", Family.LAUNCH, "flip one bit of the firmware the host launches",
-        (OK, OK, OK, APPRAISED))
+        (UNGATED, UNGATED, UNGATED, APPRAISED))
 def tamper_firmware(lab: Lab) -> Observed:
     return _judge(lab.launch(flip_firmware_bit=FIRMWARE_BIT), "measurement")
 
 
 @attack("debug-policy", Family.LAUNCH,
         "launch with a policy that allows debugging (the PSP would decrypt pages for the host)",
-        (NA, OK, OK, APPRAISED))
+        (NO_PSP, UNGATED, UNGATED, APPRAISED))
 def debug_policy(lab: Lab) -> Observed:
     if not lab.mode.encrypts_memory:
         return not_applicable("a plain VM has no guest policy: the host reads it anyway")
@@ -54,7 +56,7 @@ def debug_policy(lab: Lab) -> Observed:
 
 @attack("psp-rollback", Family.LAUNCH,
         "flash older PSP firmware (lower TCB) and launch on it",
-        (NA, OK, OK, APPRAISED))
+        (NO_PSP, UNGATED, UNGATED, APPRAISED))
 def psp_rollback(lab: Lab) -> Observed:
     if not lab.mode.encrypts_memory:
         return not_applicable("a plain VM does not involve the PSP")

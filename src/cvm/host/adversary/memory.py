@@ -13,21 +13,25 @@ from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.host.adversary.canary import CanaryScan
 from cvm.host.adversary.lab import Lab
 from cvm.host.adversary.threat import (
-    NA,
-    OK,
     Family,
     Mechanism,
     Observed,
     attack,
     blocked,
     by,
+    na,
     not_applicable,
+    ok,
     succeeded,
 )
 from cvm.host.vmm import Guest, Hypervisor
 
 ENCRYPTED = by(Mechanism.MEMORY_ENCRYPTION)
 RMP = by(Mechanism.RMP)
+CLEAR = ok("no memory encryption: DRAM holds the guest's plaintext")
+UNCHECKED = ok("no integrity: nothing checks who writes or maps a guest page")
+NO_RMP = na("no RMP guards the guest's pages without SEV-SNP")
+NO_SNP = na("no SNP guest context in the PSP")
 
 
 # -- the host's primitives ----------------------------------------------------------------------
@@ -70,7 +74,7 @@ def _pattern(lab: Lab, salt: int) -> bytes:
 
 # -- the attacks --------------------------------------------------------------------------------
 @attack("read-page", Family.MEMORY, "read a private guest page from DRAM",
-        (OK, ENCRYPTED, ENCRYPTED, ENCRYPTED))
+        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED))
 def read_page(lab: Lab) -> Observed:
     dram = read_guest_page(lab.host, lab.guest, lab.secret_gpa)
     if lab.secret in dram:
@@ -79,7 +83,7 @@ def read_page(lab: Lab) -> Observed:
 
 
 @attack("corrupt-page", Family.MEMORY, "write junk over a private guest page",
-        (OK, OK, OK, RMP))
+        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def corrupt_page(lab: Lab) -> Observed:
     page = _pattern(lab, 0x11)
     lab.guest_write(lab.spare_gpa, page)
@@ -97,7 +101,7 @@ def corrupt_page(lab: Lab) -> Observed:
 
 
 @attack("replay-page", Family.MEMORY, "write back an old ciphertext of a guest page",
-        (OK, OK, OK, RMP))
+        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def replay_page(lab: Lab) -> Observed:
     old, new = _pattern(lab, 0x22), _pattern(lab, 0x33)
     lab.guest_write(lab.spare_gpa, old)
@@ -114,7 +118,7 @@ def replay_page(lab: Lab) -> Observed:
 
 
 @attack("remap-page", Family.MEMORY, "point a guest page at another guest page's system page",
-        (OK, OK, OK, RMP))
+        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def remap_page(lab: Lab) -> Observed:
     other = _pattern(lab, 0x44)
     lab.guest_write(lab.spare_gpa, other)
@@ -129,7 +133,7 @@ def remap_page(lab: Lab) -> Observed:
 
 
 @attack("alias-pages", Family.MEMORY, "map two guest pages to one system page",
-        (OK, OK, OK, RMP))
+        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def alias_pages(lab: Lab) -> Observed:
     remap(lab.host, lab.guest, lab.secret_gpa, lab.spare_gpa)
     marker = _pattern(lab, 0x55)
@@ -145,7 +149,7 @@ def alias_pages(lab: Lab) -> Observed:
 
 @attack("substitute-page", Family.MEMORY,
         "swap a fresh page of the host's in behind a guest page (RMP-assigned, unvalidated)",
-        (OK, OK, OK, by(Mechanism.PVALIDATE)))
+        (CLEAR, UNCHECKED, UNCHECKED, by(Mechanism.PVALIDATE)))
 def substitute_page(lab: Lab) -> Observed:
     page = _pattern(lab, 0x66)
     lab.guest_write(lab.spare_gpa, page)
@@ -168,7 +172,7 @@ def substitute_page(lab: Lab) -> Observed:
 
 @attack("unassign-page", Family.MEMORY,
         "RMPUPDATE a private guest page back to the host behind the guest's back",
-        (NA, NA, NA, RMP))
+        (NO_RMP, NO_RMP, NO_RMP, RMP))
 def unassign_page(lab: Lab) -> Observed:
     if not lab.host.machine.snp_enabled or not lab.mode.snp:
         return not_applicable("no RMP entry guards this guest's pages")
@@ -182,7 +186,7 @@ def unassign_page(lab: Lab) -> Observed:
 
 
 @attack("cold-boot-dump", Family.MEMORY, "dump every DRAM chip after the VM ran (cold boot)",
-        (OK, ENCRYPTED, ENCRYPTED, ENCRYPTED))
+        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED))
 def cold_boot_dump(lab: Lab) -> Observed:
     scan = CanaryScan({"workload secret": lab.secret})
     leaks = scan.scan_dram(lab.host.machine.dram)
@@ -192,7 +196,7 @@ def cold_boot_dump(lab: Lab) -> Observed:
 
 
 @attack("foreign-vm-reads", Family.MEMORY, "map the guest's page into another VM and read it",
-        (OK, ENCRYPTED, ENCRYPTED, RMP))
+        (CLEAR, ENCRYPTED, ENCRYPTED, RMP))
 def foreign_vm_reads(lab: Lab) -> Observed:
     mode = lab.mode
     intruder = lab.host.create_vm(mode, 4 * PAGE_SIZE)
@@ -215,7 +219,7 @@ def foreign_vm_reads(lab: Lab) -> Observed:
 
 
 @attack("debug-decrypt", Family.MEMORY, "ask the PSP to decrypt a guest page (SNP_DBG_DECRYPT)",
-        (NA, NA, NA, by(Mechanism.GUEST_POLICY)))
+        (NO_SNP, NO_SNP, NO_SNP, by(Mechanism.GUEST_POLICY)))
 def debug_decrypt(lab: Lab) -> Observed:
     if lab.psp is None or lab.guest.handle is None or not lab.mode.snp:
         return not_applicable("no SNP guest context in the PSP for this VM")

@@ -14,21 +14,24 @@ from cvm.hardware.vcpu import Vcpu, VmExit
 from cvm.host.adversary.lab import Lab
 from cvm.host.adversary.memory import mechanism_of
 from cvm.host.adversary.threat import (
-    NA,
-    OK,
     Family,
     Mechanism,
     Observed,
     attack,
     blocked,
     by,
+    na,
     not_applicable,
+    ok,
     succeeded,
 )
 from cvm.host.vmm import Guest, Hypervisor
 
 VMSA = by(Mechanism.ENCRYPTED_VMSA)
 RMP = by(Mechanism.RMP)
+VMCB = ok("the registers are saved in the host's VMCB, in the clear")
+NO_VMSA_INTEGRITY = ok("the VMSA is encrypted, but nothing checks its freshness")
+NO_VMSA = na("no VMSA: the registers go to the VMCB")
 FORGED_RIP = 0xBAD0_0000
 
 
@@ -75,7 +78,7 @@ def set_register_at_exit(host: Hypervisor, name: str, value: int) -> list[Fault]
 
 
 @attack("read-registers", Family.REGISTERS, "read the guest's registers at an exit",
-        (OK, OK, VMSA, VMSA))
+        (VMCB, VMCB, VMSA, VMSA))
 def read_registers(lab: Lab) -> Observed:
     seen: list[dict[str, int]] = []
     capture_registers(lab.host, seen)
@@ -88,7 +91,7 @@ def read_registers(lab: Lab) -> Observed:
 
 
 @attack("change-rip", Family.REGISTERS, "change the guest's RIP at an exit",
-        (OK, OK, VMSA, RMP))
+        (VMCB, VMCB, VMSA, RMP))
 def change_rip(lab: Lab) -> Observed:
     faults = set_register_at_exit(lab.host, "rip", FORGED_RIP)
     try:
@@ -104,7 +107,7 @@ def change_rip(lab: Lab) -> Observed:
 
 @attack("replay-registers", Family.REGISTERS,
         "save the guest's register state at one exit and restore it at a later one",
-        (OK, OK, OK, RMP))
+        (VMCB, VMCB, NO_VMSA_INTEGRITY, RMP))
 def replay_registers(lab: Lab) -> Observed:
     old, new = 0x0123_4567_89AB_CDEF, 0x0FED_CBA9_8765_4321
     saved: list[bytes | dict[str, int]] = []
@@ -140,7 +143,7 @@ def replay_registers(lab: Lab) -> Observed:
 
 
 @attack("read-vmsa", Family.REGISTERS, "read the VMSA page the registers are saved in",
-        (NA, NA, VMSA, VMSA))
+        (NO_VMSA, NO_VMSA, VMSA, VMSA))
 def read_vmsa(lab: Lab) -> Observed:
     vcpu = lab.guest.vcpus[0]
     if vcpu.vmsa_spa is None:

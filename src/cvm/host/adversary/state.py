@@ -22,19 +22,21 @@ from cvm.errors import CvmError
 from cvm.host.adversary.boot_files import judge_boot, manifest
 from cvm.host.adversary.lab import Lab
 from cvm.host.adversary.threat import (
-    OK,
     Family,
     Mechanism,
     Observed,
     attack,
     blocked,
     by,
+    ok,
     succeeded,
 )
 from cvm.vtpm.state_file import MonotonicCounter, ReleasedKeyProvider, open_state
 
 STATE = by(Mechanism.STATE_SEALING)
 TPM = by(Mechanism.TPM_OBJECT)
+NO_FRESHNESS = ok("LUKS2 has no freshness: an older copy decrypts as well as the current one")
+HOSTS_VTPM = ok("the vTPM is the host's: so are its state file and its state key")
 
 
 def _path(bundle: Path, *keys: str) -> Path:
@@ -59,7 +61,7 @@ def host_state_key(bundle: Path) -> bytes | None:
 
 @attack("rollback-root", Family.STATE,
         "keep a copy of the encrypted root, let the VM run, then hand the old copy back",
-        (OK, OK, OK, OK))
+        (NO_FRESHNESS,) * 4)
 def rollback_root(lab: Lab) -> Observed:
     disk = lab.bundle() / "disk.img"
     kept = disk.with_name("disk.img.host-copy")
@@ -130,7 +132,7 @@ def edit_token(lab: Lab) -> Observed:
 
 @attack("read-vtpm-state", Family.STATE,
         "open the vTPM state file and take the seeds the disk key is sealed under",
-        (OK, OK, OK, STATE))
+        (HOSTS_VTPM, HOSTS_VTPM, HOSTS_VTPM, STATE))
 def read_vtpm_state(lab: Lab) -> Observed:
     bundle = lab.bundle()
     data = _path(bundle, "vtpm", "state").read_bytes()
@@ -156,7 +158,7 @@ def replace_vtpm_state(lab: Lab) -> Observed:
 
 @attack("rollback-vtpm-state", Family.STATE,
         "keep the vTPM state file, let the VM run, then hand the older file back",
-        (OK, OK, OK, by(Mechanism.ROLLBACK_COUNTER)))
+        (HOSTS_VTPM, HOSTS_VTPM, HOSTS_VTPM, by(Mechanism.ROLLBACK_COUNTER)))
 def rollback_vtpm_state(lab: Lab) -> Observed:
     state = _path(lab.bundle(), "vtpm", "state")
     kept = state.read_bytes()
@@ -169,7 +171,7 @@ def rollback_vtpm_state(lab: Lab) -> Observed:
 
 @attack("move-vtpm-state", Family.STATE,
         "run this VM's vTPM state in a VM launched from other firmware (one bit changed)",
-        (OK, OK, OK, by(Mechanism.ATTESTATION)))
+        (HOSTS_VTPM, HOSTS_VTPM, HOSTS_VTPM, by(Mechanism.ATTESTATION)))
 def move_vtpm_state(lab: Lab) -> Observed:
     firmware = _path(lab.bundle(), "firmware", "ovmf")
     image = bytearray(firmware.read_bytes())

@@ -123,6 +123,16 @@ OK = Expected(Verdict.SUCCEEDED)
 NA = Expected(Verdict.NOT_APPLICABLE)
 
 
+def ok(why: str) -> Expected:
+    """Expected: the attack succeeds, because ``why`` (what the mode lacks)."""
+    return Expected(Verdict.SUCCEEDED, why=why)
+
+
+def na(why: str) -> Expected:
+    """Expected: nothing to attack in this mode, because ``why``."""
+    return Expected(Verdict.NOT_APPLICABLE, why=why)
+
+
 def by(mechanism: Mechanism) -> Expected:
     """Expected: blocked by ``mechanism``."""
     return Expected(Verdict.BLOCKED, mechanism)
