@@ -53,3 +53,18 @@ def test_run_a_boot_attack_against_a_booted_vm(capsys: pytest.CaptureFixture[str
     (cell,) = out["results"]
     assert cell["held"] and cell["observed"]["mechanism"] == "Secure Boot (dbx)"
     assert "dbx" in cell["observed"]["detail"] and cell["leaks"] == []
+
+
+def test_a_differing_outcome_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace
+
+    from cvm.host.adversary import catalog
+    from cvm.host.adversary.threat import Mechanism, by
+
+    wrong = replace(catalog.by_name("alias-pages"), sev_snp=by(Mechanism.MEMORY_ENCRYPTION))
+    monkeypatch.setattr(catalog, "ATTACKS", (wrong,))
+    assert execute(["attack", "run", "alias-pages", "--mode", "sev-snp", "--seed", "5"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("BROKEN alias-pages [sev-snp]") and "0/1 outcomes as expected" in out
