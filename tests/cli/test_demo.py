@@ -28,7 +28,7 @@ def test_demo_runs_and_every_outcome_matches(
     assert report.count("<td class='held'>") + report.count("<td class='na'>") == 24
     broken = [part[:300] for part in report.split("<td class='broken'>")[1:]]
     assert broken == []
-    assert "…" not in report.split("<h2>The host's attacks")[1]  # no matrix cell is cut short
+    assert "…" not in report  # no cell is cut short
     assert "EV_EFI_VARIABLE_AUTHORITY" in report  # the chain of trust, in full
     png = (tmp_path / "sev-snp-host-view.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")

@@ -29,7 +29,6 @@ from cvm.host.adversary.lab import BootReport, Evidence, Release
 from cvm.host.vmm import Guest, Hypervisor
 from cvm.image.reference_values import loads
 from cvm.scenarios.attack_bundles import LabBundles
-from cvm.vtpm.state import PersistentState
 from cvm.vtpm.state_file import MonotonicCounter
 
 RandomBytes = Callable[[int], bytes]
@@ -63,15 +62,6 @@ def sparse_copy(source: Path | str, target: Path | str) -> None:
             else:
                 writer.write(block)
         writer.truncate()
-
-
-def _seeds(state: bytes) -> dict[str, bytes]:
-    """The secret parts of a vTPM state: its seeds, proofs and authValues."""
-    parsed = PersistentState.from_bytes(state)
-    found = {f"vTPM seed {h:#x}": s for h, s in parsed.seeds.items()}
-    found.update({f"vTPM proof {h:#x}": p for h, p in parsed.proofs.items()})
-    found.update({f"vTPM auth {h:#x}": a for h, a in parsed.auths.items() if len(a) >= 8})
-    return found
 
 
 class BootLab:
@@ -168,9 +158,6 @@ class BootLab:
                 secrets = trace.secrets()
             except CvmError:
                 continue
-            state = secrets.pop("vTPM state", None)
-            if state is not None:
-                secrets.update(_seeds(state))
             found.update({k: v for k, v in secrets.items() if len(v) >= 8})
         return found
 
