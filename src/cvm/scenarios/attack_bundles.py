@@ -15,7 +15,7 @@ Each is built with :func:`cvm.image.bundle.build_image` exactly as ``cvm image b
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +61,11 @@ def _spec(modes: tuple[str, ...], extra_dbx: tuple[bytes, ...] = ()) -> ImageSpe
     return ImageSpec(chain=CHAIN, modes=modes, kdf_cost="fast", extra_dbx=extra_dbx)
 
 
-def build_lab_bundles(workdir: Path, random_bytes: RandomBytes = os.urandom) -> LabBundles:
-    """Build the owner's image (with last release revoked), its old release, another owner's."""
+def build_lab_bundles(workdir: Path, random_bytes: RandomBytes = os.urandom,
+                      modes: Iterable[Mode] = tuple(Mode)) -> LabBundles:
+    """Build the owner's image (with last release revoked), its old release, another owner's —
+    for the mode groups ``modes`` need."""
+    groups = {_group(mode) for mode in modes}
     keys = OwnerKeys.generate(random_bytes)
     assert keys.vendor is not None
     old = workdir / "old-release"
@@ -74,9 +77,11 @@ def build_lab_bundles(workdir: Path, random_bytes: RandomBytes = os.urandom) -> 
     revoked = (image_digest(old_shim),)
     other = OwnerKeys.generate(random_bytes)
     own, foreign, built = {}, {}, list[BuiltImage]()
-    for group, modes in (("sev-snp", SNP_MODES), ("host-vtpm", HOST_VTPM_MODES)):
-        mine = build_image(workdir / f"own-{group}", _spec(modes, revoked), keys, random_bytes)
-        theirs = build_image(workdir / f"foreign-{group}", _spec(modes), other, random_bytes)
+    for group, names in (("sev-snp", SNP_MODES), ("host-vtpm", HOST_VTPM_MODES)):
+        if group not in groups:
+            continue
+        mine = build_image(workdir / f"own-{group}", _spec(names, revoked), keys, random_bytes)
+        theirs = build_image(workdir / f"foreign-{group}", _spec(names), other, random_bytes)
         own[group], foreign[group] = mine.out, theirs.out
         built += [mine, theirs]
     timings: dict[str, float] = {}

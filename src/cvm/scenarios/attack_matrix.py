@@ -86,7 +86,7 @@ def run(attack: Attack, mode: Mode, random_bytes: RandomBytes = os.urandom,
     else:
         if bundles is None:
             with tempfile.TemporaryDirectory(prefix="cvm-bundles-") as scratch:
-                built = build_lab_bundles(Path(scratch), random_bytes)
+                built = build_lab_bundles(Path(scratch), random_bytes, [mode])
                 return run(attack, mode, random_bytes, built)
         boot_lab = BootLab(mode, bundles, random_bytes)
         try:
@@ -154,7 +154,7 @@ def matrix(
             context = multiprocessing.get_context("fork")
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
             pool.submit(_ready).result()
-        bundles = build_lab_bundles(scratch, build_random) if needs_bundles else None
+        bundles = build_lab_bundles(scratch, build_random, modes) if needs_bundles else None
         if pool is None:
             for attack, mode in cells:
                 done[attack.name, mode] = run(attack, mode, cell_random(seed, attack, mode),
