@@ -72,6 +72,13 @@ MUTATIONS: list[tuple[str, Mutation, str]] = [
     ("token pcrs unsorted", _set("sealing/0/pcrs", [7, 4]), "sealing[0].pcrs"),
     ("token bank sha1", _set("sealing/0/bank", "sha1"), "sealing[0].bank"),
     ("not_checked entry empty", _set("not_checked/0", ""), "not_checked[0]"),
+    ("65 vcpus", _set("launch/0/vcpus", 65), "launch[0].vcpus"),
+    ("pcr 24 in a token", _set("sealing/0/pcrs", [7, 24]), r"sealing[0].pcrs[1]"),
+    ("no banks", _set("pcrs", {}), "pcrs"),
+    ("event log with a stray character", lambda d: d.update(event_log="*" + d["event_log"]),
+     "event_log"),
+    ("token number 32", _set("sealing/0/token", 32), "sealing[0].token"),
+    ("keyslot 32", _set("sealing/0/keyslot", 32), "sealing[0].keyslot"),
 ]
 
 
@@ -103,11 +110,25 @@ def test_not_json_or_not_an_object(data: bytes) -> None:
         loads(data)
 
 
+def test_the_edges_that_are_allowed(document: dict[str, Any]) -> None:
+    edges = copy.deepcopy(document)
+    edges["launch"][0]["vcpus"] = 64
+    edges["sealing"][0]["pcrs"] = [0, 23]
+    edges["sealing"][0]["token"] = edges["sealing"][0]["keyslot"] = 31
+    edges["boot_stages"][0]["signer"] = "vendor"
+    parsed = parse(edges)
+    assert parsed.launch[0].vcpus == 64 and parsed.sealing[0].pcrs == (0, 23)
+    assert parsed.stages[0].signer == "vendor"
+
+
 def test_snp_reference_for_the_verifier(built_images: dict[str, BuiltImage]) -> None:
     reference = built_images["uki"].reference
+    for entry in reference.launch:
+        assert reference.launch_digest(entry.mode, entry.vcpus) == entry.digest
     values = reference.snp_reference(1, b"\x01" * 64)
-    assert values.measurement == reference.launch_digest("sev-snp", 1)
-    assert values.vmpl == 0 and not values.allow_debug
+    assert values.measurement == next(e.digest for e in reference.launch if e.mode == "sev-snp")
+    assert values.vmpl == 0 and values.allow_debug is False
+    assert values.allow_migration_agent is False
     assert values.report_data == b"\x01" * 64
     with pytest.raises(UsageError):
         reference.launch_digest("sev-snp", 2)
