@@ -137,3 +137,16 @@ def test_the_rules_see_the_tree() -> None:
     imports = _all_imports()
     assert "cvm.wire.layout" in imports
     assert "cvm.errors" in imports["cvm.wire.layout"]
+
+
+def test_the_guest_reaches_host_and_owner_only_through_the_runner() -> None:
+    """Inside the VM nothing knows the host, the owner's tools or the relying party; only
+    cvm.guest.run, which joins the three parties for one run, imports them."""
+    bad = [
+        (mod, imp)
+        for mod, imps in _all_imports().items()
+        if _top(mod) == "guest" and mod != "cvm.guest.run"
+        for imp in imps
+        if _top(imp) in {"host", "image", "attestation", "scenarios", "cli"}
+    ]
+    assert bad == []

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from cvm.errors import PolicyError, StateError, StatusError, UsageError
+from cvm.formats.snp.vmsa import SevFeatures, Vmsa
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.fault import VC_PAGE_NOT_VALIDATED, FaultKind, FaultRaised
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.rmp import Perm, Rmp, RmpStatus
+from cvm.hardware.vcpu import reset_registers
 from cvm.hardware.vm import Mode
 from cvm.host.vmm import Guest, Hypervisor
 
@@ -71,11 +73,21 @@ def test_rmpupdate_clears_validation_and_refuses_immutable_pages() -> None:
     assert rmp.rmpupdate(0x6001, assigned=False) is RmpStatus.FAIL_INPUT
 
 
+def _vmpl1(kernel: SevGuest) -> None:
+    """VMPL0 creates a VMPL1 VMSA for its vCPU and switches to it (the hardware's switch)."""
+    registers = reset_registers()
+    registers.update(vmpl=1, sev_features=int(SevFeatures.SNP_ACTIVE))
+    kernel.setup_ghcb(0x7000)
+    kernel.create_vmsa(0x6000, Vmsa(registers))
+    kernel.leave_to(1)
+    assert kernel.cpu.vmpl == 1
+
+
 def test_rmpadjust_grants_lower_vmpls_no_more_than_vmpl0_has() -> None:
     host, guest, kernel = _snp()
     kernel.accept(0x1000)
     kernel.cpu.write(0x1000, b"vmpl0 only")
-    kernel.cpu.vmpl = 1
+    _vmpl1(kernel)
     with pytest.raises(FaultRaised) as raised:
         kernel.cpu.read(0x1000, 4)
     assert raised.value.fault.kind is FaultKind.NPF and raised.value.fault.vmpl == 1
@@ -83,9 +95,10 @@ def test_rmpadjust_grants_lower_vmpls_no_more_than_vmpl0_has() -> None:
     # VMPL1 cannot grant itself anything, nor VMPL0 anything.
     with pytest.raises(StatusError, match="FAIL_PERMISSION"):
         kernel.rmpadjust(0x1000, 1, Perm.READ)
-    kernel.cpu.vmpl = 0
+    kernel.run_vmpl(0)
+    assert kernel.cpu.vmpl == 0
     kernel.rmpadjust(0x1000, 1, Perm.READ)
-    kernel.cpu.vmpl = 1
+    kernel.leave_to(1)
     assert kernel.cpu.read(0x1000, 5) == b"vmpl0"
     with pytest.raises(FaultRaised):
         kernel.cpu.write(0x1000, b"x")

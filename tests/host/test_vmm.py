@@ -24,7 +24,7 @@ from cvm.hardware.vcpu import EXIT_HLT, Vcpu, VmExit, reset_registers
 from cvm.hardware.vm import Mode, VirtualMachine
 from cvm.host.launch import SnpLaunchConfig, launch_sev, launch_snp
 from cvm.host.vmm import Guest, Hypervisor
-from cvm.scenarios import memory_attacks as table
+from cvm.scenarios.attack_lab import LaunchedLab
 
 MIB = 1 << 20
 SECTIONS = (
@@ -186,6 +186,6 @@ def test_destroyed_snp_vmsa_pages_are_never_reused(with_psp: bool) -> None:
 def test_scenario_guests_are_launched_by_the_psp() -> None:
     """The memory-attack scenarios run on a PSP-backed host: encrypted guests have a handle."""
     for mode in (Mode.SEV_ES, Mode.SEV_SNP):
-        scene = table.boot(mode, random.Random(7).randbytes)
-        assert scene.guest.handle is not None
-        assert scene.host.psp is not None
+        lab = LaunchedLab(mode, random.Random(7).randbytes)
+        assert lab.guest.handle is not None
+        assert lab.host.psp is not None

@@ -25,7 +25,7 @@ from cvm.formats.snp.key_request import KeyRequest
 from cvm.formats.tpm2.constants import TpmAlg, TpmRh
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.guest.kernel.sev_guest import SevGuest
-from cvm.guest.svsm.svsm import STATE_LENGTH_SIZE, Svsm, SvsmLayout, at_vmpl0
+from cvm.guest.svsm.svsm import STATE_LENGTH_SIZE, Svsm, SvsmLayout
 from cvm.guest.tpm.client import TpmClient
 from cvm.guest.tpm.seal import SealPolicy, seal, unseal
 from cvm.guest.tpm.svsm_guest import SvsmGuest
@@ -86,7 +86,7 @@ def _story(snp: Any, keys: ReleasedKeyProvider | None = None) -> tuple[list[Boot
 def _state_secrets(svsm: Svsm) -> dict[str, bytes]:
     """Seeds and proofs as the SVSM's pages hold them (read by the SVSM itself, at VMPL0)."""
     layout = svsm.layout
-    pages = at_vmpl0(svsm.vcpu, lambda: svsm.vcpu.read(layout.state_gpa,
+    pages = svsm.at_vmpl0(lambda: svsm.vcpu.read(layout.state_gpa,
                                                       layout.state_pages * PAGE_SIZE))
     size = int.from_bytes(pages[:STATE_LENGTH_SIZE], "little")
     state = PersistentState.from_bytes(pages[STATE_LENGTH_SIZE:STATE_LENGTH_SIZE + size])
@@ -104,8 +104,8 @@ def _state_secrets(svsm: Svsm) -> dict[str, bytes]:
 def _secrets(booted: Booted) -> dict[str, bytes]:
     svsm = booted.svsm
     found = _state_secrets(svsm)
-    found["state-file key"] = svsm.keys.state_key()
-    found["VMPCK0"] = at_vmpl0(svsm.vcpu, lambda: svsm.requester.key)
+    found["state-file key"] = svsm.at_vmpl0(svsm.keys.state_key)
+    found["VMPCK0"] = svsm.at_vmpl0(lambda: svsm.requester.key)
     found["sealed disk key"] = DISK_KEY
     return found
 
@@ -162,7 +162,7 @@ def test_no_secret_byte_reaches_the_host(snp: Any) -> None:
     secrets: dict[str, bytes] = {}
     for number, item in enumerate(booted):
         secrets.update({f"vm{number} {k}": v for k, v in _secrets(item).items()})
-        derived = at_vmpl0(item.svsm.vcpu, lambda s=item.svsm: s.requester.derived_key(
+        derived = item.svsm.at_vmpl0(lambda s=item.svsm: s.requester.derived_key(
             KeyRequest(guest_field_select=STATE_KEY_FIELDS, vmpl=0)))
         secrets[f"vm{number} PSP-derived key"] = derived.derived_key
     # the same launch measurement derives the same key; the state survived the reboot
@@ -174,15 +174,15 @@ def test_no_secret_byte_reaches_the_host(snp: Any) -> None:
 
     # positive control 1: the secrets searched for are really in the SVSM's pages (VMPL0 view)
     svsm = booted[0].svsm
-    plain = at_vmpl0(svsm.vcpu, lambda: svsm.vcpu.read(svsm.layout.state_gpa, PAGE_SIZE))
+    plain = svsm.at_vmpl0(lambda: svsm.vcpu.read(svsm.layout.state_gpa, PAGE_SIZE))
     assert {"vm0 owner seed", "vm0 endorsement seed"} <= {
         name.split(" in ")[0] for name in _leaks(secrets, {"VMPL0 view": plain})}
 
     # positive control 2: a run planted in a shared page is found in the host's DRAM view
     vcpu = svsm.vcpu
-    at_vmpl0(vcpu, lambda: SevGuest(vcpu).make_shared(PLANT))
+    svsm.at_vmpl0(lambda: SevGuest(vcpu).make_shared(PLANT))
     seed = secrets["vm0 endorsement seed"]
-    at_vmpl0(vcpu, lambda: vcpu.write(PLANT + 0x123, seed[5:5 + RUN]))
+    svsm.at_vmpl0(lambda: vcpu.write(PLANT + 0x123, seed[5:5 + RUN]))
     leaks = _leaks(secrets, _host_view(snp, booted, stored))
     spa = booted[0].guest.vm.translate(PLANT)
     assert f"vm0 endorsement seed in vm0 frame {spa:#x}" in leaks
@@ -194,8 +194,8 @@ def test_a_broker_released_key_lives_in_the_key_page(snp: Any) -> None:
     released = hashlib.sha256(b"key released by the broker").digest()
     booted, stored = _story(snp, ReleasedKeyProvider(released))
     svsm = booted[1].svsm
-    assert svsm.keys.state_key() == released
-    key_page = at_vmpl0(svsm.vcpu, lambda: svsm.vcpu.read(svsm.layout.key_gpa, PAGE_SIZE))
+    assert svsm.at_vmpl0(svsm.keys.state_key) == released
+    key_page = svsm.at_vmpl0(lambda: svsm.vcpu.read(svsm.layout.key_gpa, PAGE_SIZE))
     assert released in key_page
     secrets = _state_secrets(svsm) | {"released key": released}
     assert _leaks(secrets, _host_view(snp, booted, stored)) == []
@@ -244,8 +244,8 @@ def _held(root: object, secrets: dict[str, bytes]) -> list[str]:
 def test_the_svsm_object_holds_no_secret_between_calls(snp: Any) -> None:
     booted, _ = _story(snp)
     svsm = booted[1].svsm
-    secrets = _state_secrets(svsm) | {"VMPCK0": at_vmpl0(svsm.vcpu, lambda: svsm.requester.key)}
-    secrets["state-file key"] = svsm.keys.state_key()
+    secrets = _state_secrets(svsm) | {"VMPCK0": svsm.at_vmpl0(lambda: svsm.requester.key)}
+    secrets["state-file key"] = svsm.at_vmpl0(svsm.keys.state_key)
     assert _held(svsm, secrets) == []
     assert _held(booted[1].os, secrets) == []
     svsm.load_state()  # positive control: an engine with its state loaded is found
@@ -270,7 +270,7 @@ def test_guest_os_reading_an_svsm_page_faults_with_the_vmpl_bit(snp: Any) -> Non
     layout: SvsmLayout = svsm.layout
     pages = [layout.state_gpa + n * PAGE_SIZE for n in range(layout.state_pages)]
     pages += [layout.key_gpa, svsm.requester.secrets_gpa]
-    vcpu.vmpl = 1
+    assert vcpu.vmpl == 1  # the guest OS runs at VMPL1
     for gpa in pages:
         with pytest.raises(FaultRaised) as fault:
             vcpu.read(gpa, 8)

@@ -14,15 +14,10 @@ from cvm.formats.svsm.services_manifest import VTPM_SERVICE_GUID, ServicesManife
 from cvm.formats.tpm2.constants import TpmAlg, TpmRh
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.public import Public
-from cvm.guest.svsm.svsm import (
-    PROTOCOL_VTPM,
-    SVSM_ERR_INVALID_PARAMETER,
-    SVSM_ERR_UNSUPPORTED_CALL,
-    SVSM_ERR_UNSUPPORTED_PROTOCOL,
-    Svsm,
-    SvsmLayout,
-    at_vmpl0,
-)
+from cvm.guest.kernel.sev_guest import SevGuest
+from cvm.guest.svsm.result import SvsmResult
+from cvm.guest.svsm.svsm import Svsm, SvsmLayout
+from cvm.guest.svsm.vtpm import PROTOCOL_VTPM
 from cvm.guest.tpm.client import TpmClient
 from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.hardware.fault import PFERR_VMPL, FaultRaised
@@ -58,7 +53,7 @@ def test_state_pages_fault_for_the_guest_os_and_are_ciphertext_to_the_host(snp: 
     svsm, guest, launched = _boot(snp, MonotonicCounter())
     layout = SvsmLayout()
     vcpu = launched.guest.vcpus[0]
-    vcpu.vmpl = 1
+    assert vcpu.vmpl == 1  # the SVSM runs the guest OS at VMPL1
     with pytest.raises(FaultRaised) as fault:
         vcpu.read(layout.state_gpa, 16)
     assert fault.value.fault.error_code & PFERR_VMPL
@@ -96,11 +91,11 @@ def test_attestation_binds_the_ek_to_the_report(snp: Any) -> None:
 
 def test_call_protocol_errors(snp: Any) -> None:
     _, guest, _ = _boot(snp, MonotonicCounter())
-    assert guest.call(7, 0)[0] == SVSM_ERR_UNSUPPORTED_PROTOCOL
-    assert guest.call(PROTOCOL_VTPM, 9)[0] == SVSM_ERR_UNSUPPORTED_CALL
+    assert guest.call(7, 0)[0] == SvsmResult.ERR_UNSUPPORTED_PROTOCOL
+    assert guest.call(PROTOCOL_VTPM, 9)[0] == SvsmResult.ERR_UNSUPPORTED_CALL
     with pytest.raises(StatusError) as refused:
         guest.tpm_execute(bytes(10), locality=3)
-    assert refused.value.code == SVSM_ERR_INVALID_PARAMETER
+    assert refused.value.code == SvsmResult.ERR_INVALID_PARAMETER
 
 
 def test_pcrs_and_objects_live_in_the_pages(snp: Any) -> None:
@@ -111,7 +106,7 @@ def test_pcrs_and_objects_live_in_the_pages(snp: Any) -> None:
     client.pcr_extend(9, {TpmAlg.SHA256: measured})
     pcr9 = hashlib.sha256(bytes(32) + measured).digest()
     layout = SvsmLayout()
-    pages = svsm._as_vmpl0(lambda: launched.guest.vcpus[0].read(layout.state_gpa,
+    pages = svsm.at_vmpl0(lambda: launched.guest.vcpus[0].read(layout.state_gpa,
                                                                 layout.state_pages * PAGE_SIZE))
     assert pcr9 in pages
     spa = launched.guest.vm.translate(layout.state_gpa)
@@ -123,15 +118,106 @@ def test_pcrs_and_objects_live_in_the_pages(snp: Any) -> None:
 
 
 def test_the_message_channel_lives_in_the_secrets_page(snp: Any) -> None:
-    svsm, guest, launched = _boot(snp, MonotonicCounter())
-    vcpu = launched.guest.vcpus[0]
-    assert at_vmpl0(vcpu, lambda: svsm.requester.seqno) == 0
+    svsm, guest, _ = _boot(snp, MonotonicCounter())
+    assert svsm.at_vmpl0(lambda: svsm.requester.seqno) == 0
     guest.attest(hashlib.sha512(b"nonce").digest())
     svsm.seal_state()
-    assert at_vmpl0(vcpu, lambda: svsm.requester.seqno) == 4  # two exchanges, two each
+    assert svsm.at_vmpl0(lambda: svsm.requester.seqno) == 4  # two exchanges, two each
     snp.relay.forward = lambda handle, request: (0x16, None)  # the host refuses to relay
     with pytest.raises(StatusError):
         svsm.seal_state()
-    assert at_vmpl0(vcpu, lambda: svsm.requester.disabled)  # VMPCK0 wiped: no IV reuse
+    assert svsm.at_vmpl0(lambda: svsm.requester.disabled)  # VMPCK0 wiped: no IV reuse
     with pytest.raises(StateError, match="disabled"):
         svsm.seal_state()
+
+
+def test_core_protocol_answers_what_is_offered(snp: Any) -> None:
+    _, guest, _ = _boot(snp, MonotonicCounter())
+    assert guest.query_protocol(PROTOCOL_VTPM) == (1, 1)
+    assert guest.query_protocol(1) == (1, 1)
+    assert guest.query_protocol(PROTOCOL_VTPM, version=2) == (0, 0)
+    assert guest.query_protocol(9) == (0, 0)
+    assert guest.call(0, 0)[0] == SvsmResult.ERR_UNSUPPORTED_CALL  # REMAP_CA is not offered
+
+
+def test_a_call_switches_vmpl_through_the_host_which_sees_neither_call_nor_answer(
+        snp: Any) -> None:
+    svsm, guest, launched = _boot(snp, MonotonicCounter())
+    vcpu = launched.guest.vcpus[0]
+    exits: list[Any] = []
+    snp.hv.exit_hooks.append(lambda g, v, info: exits.append((info, v.ghcb_msr)))
+    before = svsm.calls
+    assert guest.vtpm_query() == 1 << 8
+    assert svsm.calls == before + 1 and vcpu.vmpl == 1
+    assert [hex(msr & 0xFFF) for _, msr in exits] == ["0x16", "0x16"]  # to VMPL0 and back
+    assert [msr >> 32 for _, msr in exits] == [0, 1]
+    assert all(info.vmcb is None for info, _ in exits)
+
+
+def test_no_call_pending_is_no_call(snp: Any) -> None:
+    svsm, _, launched = _boot(snp, MonotonicCounter())
+    vcpu = launched.guest.vcpus[0]
+    before = svsm.calls
+    vcpu.set_register("rax", PROTOCOL_VTPM << 32)
+    vcpu.set_register("rcx", 0)
+    SevGuest(vcpu).run_vmpl(0)  # a switch without call_pending in the calling area
+    assert svsm.calls == before and vcpu.register("rax") == PROTOCOL_VTPM << 32
+
+
+def test_the_guest_os_validates_its_pages_through_the_svsm(snp: Any) -> None:
+    _, guest, launched = _boot(snp, MonotonicCounter())
+    vcpu = launched.guest.vcpus[0]
+    page = 0x30000
+    assert guest.pvalidate([page]) == 1
+    vcpu.write(page, b"the guest OS's own page")
+    assert vcpu.read(page, 7) == b"the gue"
+    with pytest.raises(StatusError) as again:
+        guest.pvalidate([page])
+    assert again.value.code == SvsmResult.ERR_PVALIDATE_FAIL_UNCHANGED
+    assert guest.pvalidate([page], ignore_cf=True) == 1
+    assert guest.pvalidate([page], validate=False) == 1
+    with pytest.raises(FaultRaised):
+        vcpu.read(page, 8)  # rescinded: #VC, page not validated
+
+
+def test_the_svsm_never_pvalidates_its_own_pages_for_the_guest(snp: Any) -> None:
+    svsm, guest, launched = _boot(snp, MonotonicCounter())
+    layout = SvsmLayout()
+    for own in (layout.state_gpa, layout.key_gpa, layout.guest_vmsa_gpa, layout.caa_gpa):
+        with pytest.raises(StatusError) as refused:
+            guest.pvalidate([0x31000, own], validate=False)
+        assert refused.value.code == SvsmResult.ERR_INVALID_PARAMETER
+    assert svsm.read_state().startswith(STATE_MAGIC)  # still validated, still the SVSM's
+    vcpu = launched.guest.vcpus[0]
+    bad = (1).to_bytes(2, "little") + (3).to_bytes(2, "little") + bytes(12)  # next > entries
+    vcpu.write(SCRATCH, bad)
+    assert guest.call(0, 1, SCRATCH)[0] == SvsmResult.ERR_INVALID_PARAMETER
+    assert guest.call(0, 1, SCRATCH + 3)[0] == SvsmResult.ERR_INVALID_ADDRESS
+    vcpu.write(SCRATCH + 0xFF8, (2).to_bytes(2, "little") + bytes(6))  # crosses its page
+    assert guest.call(0, 1, SCRATCH + 0xFF8)[0] == SvsmResult.ERR_INVALID_PARAMETER
+
+
+def test_the_host_cannot_inject_an_event_into_the_guest_os(snp: Any) -> None:
+    _, guest, launched = _boot(snp, MonotonicCounter())
+    vcpu = launched.guest.vcpus[0]
+    assert vcpu.vmpl == 1
+    vcpu.set_register("rflags", 0x2)  # interrupts masked
+    vcpu.inject_event(0x20)
+    SevGuest(vcpu).halt()
+    assert vcpu.delivered_events == []
+    assert "Restricted Injection" in snp.hv.machine.faults[-1].reason
+    assert guest.vtpm_query() == 1 << 8  # and the guest OS runs on
+
+
+def test_the_svsms_own_fault_stops_the_vm_instead_of_answering(snp: Any) -> None:
+    """A guest's bad request is a result code; corrupt state pages are the SVSM's own fault:
+    the call does not come back with an answer the guest could take for a valid one."""
+    svsm, guest, launched = _boot(snp, MonotonicCounter())
+    client = TpmClient(guest.tpm_execute)
+    client.startup()
+    layout = SvsmLayout()
+    vcpu = launched.guest.vcpus[0]
+    svsm.at_vmpl0(lambda: vcpu.write(layout.state_gpa, (1 << 31).to_bytes(4, "little")))
+    with pytest.raises(StateError, match="state pages are corrupt"):
+        client.get_random(8)
+    assert vcpu.vmpl == 1  # the SVSM handed the vCPU back before the fault surfaced

@@ -1,18 +1,20 @@
-"""``cvm demo``: the main job. Build, launch, boot and attack confidential VMs; show what held.
+"""``cvm demo``: the main job, one story.
 
-Chapters: (1) one host, four guests, one secret — what the guest and the host read of the same
-page; (2) the host's memory and register attacks per mode; (3) launch and remote attestation
-against launch-time tampering; (4) encryption at rest; (5) Secure Boot and measured boot
-against a host that edits the ESP; (6) the disk key sealed by the vTPM in the SVSM, released
-only to the predicted boot. It writes a self-contained HTML report
-(two pictures per mode, then every table) and exits non-zero if any outcome differs from what
-the architecture promises.
+The owner builds an image (``cvm image build`` with its defaults; the recovery keyslot's KDF
+cheap, as ``--kdf-cost fast``); the host boots it as an SEV-SNP VM — SVSM and vTPM, Secure Boot
+and measured boot, the initramfs unsealing the disk key, the workload on the encrypted root —
+and the chain of trust is shown; one host runs a VM of each mode and the same secret page is
+shown as its guest and as the host read it; then every host attack runs in every mode, live,
+with a progress bar; one summary line ends it. It writes ``OUT/report.html`` and exits 1 if
+the boot failed or any outcome differs from its expectation.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,17 +23,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cvm import __version__
+from cvm.errors import UsageError
+from cvm.guest.run import boot_bundle
+from cvm.guest.trace import VmTrace
 from cvm.hardware.vm import Mode
-from cvm.scenarios import (
-    attestation,
-    boot_attacks,
-    disk_at_rest,
-    memory_attacks,
-    memory_views,
-    sealed_disk,
-)
-from cvm.scenarios.picture import Table as ReportTable
-from cvm.scenarios.picture import grey_png, html_report
+from cvm.host.adversary.canary import CanaryScan, Leak
+from cvm.host.adversary.catalog import ATTACKS
+from cvm.host.adversary.threat import MODES, Attack, Family
+from cvm.host.vm_run import host_view
+from cvm.image.bundle import ImageSpec, build_image
+from cvm.scenarios import attack_matrix, memory_views
+from cvm.scenarios.picture import grey_png
+from cvm.scenarios.report import Panel, demo_report
 
 NOTES = {
     Mode.PLAIN: "No encryption: the host reads the guest's page as the guest wrote it.",
@@ -42,172 +46,121 @@ NOTES = {
 RandomBytes = Callable[[int], bytes]
 
 
-class _Run:
-    """The state of one demo run: console, randomness, report tables and the tally."""
-
-    def __init__(self, console: Console, random_bytes: RandomBytes) -> None:
-        self.console = console
-        self.random_bytes = random_bytes
-        self.tables: list[ReportTable] = []
-        self.held = 0
-        self.total = 0
-
-    def check(self, ok: bool) -> str:
-        self.total += 1
-        self.held += ok
-        return "" if ok else "*"
-
-    def table(self, caption: str, header: list[str], rows: list[list[str]]) -> None:
-        shown = Table(*header, title=caption, title_justify="left")
-        for row in rows:
-            shown.add_row(*(c[:-1] + " (unexpected)" if c.endswith("*") else c for c in row))
-        self.console.print(shown)
-        self.tables.append((caption, header, rows))
-
-
 def demo(
     out: Path = typer.Option(Path("cvm-demo"), "--out", help="Folder for the HTML report."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for a reproducible run."),
+    workers: int = typer.Option(2, "--workers", help="Processes for the attack matrix."),
+    family: list[str] = typer.Option(None, "--family", help="Only these attack families "
+                                     "(repeat; default: all)."),
 ) -> None:
-    """Launch a VM in each mode, attack it from the host, and show what held."""
+    """Build an image, boot it as an SEV-SNP VM, attack it from the host, and report."""
+    started = time.perf_counter()
+    attacks = _attacks(family)
     random_bytes: RandomBytes = random.Random(seed).randbytes if seed is not None else os.urandom
-    run = _Run(Console(), random_bytes)
-    secret = b"owner's disk key: " + random_bytes(14)
+    console = Console()
+    console.print("[bold]1. The owner builds an image; the host boots it as an SEV-SNP VM[/bold]")
+    with tempfile.TemporaryDirectory(prefix="cvm-demo-") as scratch:
+        with console.status("building the image (keys, signed boot chain, LUKS2 root, vTPM)"):
+            built = build_image(Path(scratch) / "image", ImageSpec(kdf_cost="fast"),
+                                random=random_bytes)
+        with console.status("launching and booting it"):
+            trace = boot_bundle(built.out, Mode.SEV_SNP, random=random_bytes)
+        leaks, scanned = _scan(trace)
+    chain = trace.render()
+    console.print(chain, highlight=False, markup=False)
+    console.print(f"canary scan of everything the host can read ({scanned >> 20} MiB: DRAM, "
+                  "exits, disk, state file, logs): "
+                  + ("clean" if not leaks else f"[red]{len(leaks)} leak(s), first {leaks[0]}"
+                                                "[/red]"))
 
-    views = _memory_views(run, secret)
-    _memory_attacks(run)
-    _attestation(run)
-    _disk(run, secret)
-    owner = _boot(run)
-    _sealed(run, owner)
+    console.print("[bold]2. One host, a VM of each mode, one secret page[/bold]")
+    secret = b"owner's secret: " + random_bytes(16)
+    views = memory_views.launch_all(secret, random_bytes)
+    pages = Table("mode", "ASID", "guest reads", "host reads", title_justify="left")
+    start = -len(secret)
+    for view in views:
+        host_text = view.host_view[start : start + 16]
+        shown = _printable(host_text) if view.host_sees_plaintext else host_text.hex()
+        pages.add_row(view.mode.value, str(view.asid),
+                      _printable(view.guest_view[start : start + 16]), shown)
+    console.print(pages)
 
+    console.print("[bold]3. The host attacks: every attack, every mode, live[/bold]")
+    results = _matrix(console, attacks, seed, workers)
+    _print_matrix(console, results)
+
+    held = sum(r.held for r in results)
+    booted = trace.ok and not leaks
+    elapsed = time.perf_counter() - started
+    verdict = (
+        f"{'HELD' if booted and held == len(results) else 'BROKEN'}: the SEV-SNP VM "
+        f"{'booted, opened its root and leaked nothing' if booted else 'FAILED'}; "
+        f"{held}/{len(results)} attack outcomes as the architecture promises "
+        f"({len(results) // len(MODES)} attacks × {len(MODES)} modes) in {elapsed:.1f} s"
+    )
     out.mkdir(parents=True, exist_ok=True)
-    panels = [
-        (f"{v.mode.value} (ASID {v.asid})", v.guest_view, v.host_view, NOTES[v.mode])
-        for v in views
-    ]
+    panels = [Panel(f"{v.mode.value} (ASID {v.asid})", v.guest_view, v.host_view, NOTES[v.mode])
+              for v in views]
+    steps = [(step.actor, step.verb, step.subject, "" if step.pcr is None else str(step.pcr),
+              step.digest) for step in trace.steps]
+    lines = chain.splitlines()
+    outcome = " ".join(line for line in lines if line.startswith(("OK:", "REFUSED", "boot time")))
+    page = demo_report(verdict=verdict, held=booted and held == len(results), seed=seed,
+                       version=__version__, steps=steps, outcome=outcome, panels=panels,
+                       results=results)
     report = out / "report.html"
-    title = "cvm demo: what the host sees, and what held"
-    _write(report, html_report(title, panels, run.tables).encode())
+    _write(report, page.encode())
     _write(out / "sev-snp-host-view.png", grey_png(views[-1].host_view, 64))
     _write(out / "plain-host-view.png", grey_png(views[0].host_view, 64))
-    run.console.print(
-        f"{run.held}/{run.total} outcomes as the architecture promises. "
-        f"Report: [bold]{report}[/bold]"
-    )
-    if run.held != run.total:
+    console.print(f"{verdict}. Report: [bold]{report}[/bold]")
+    if not booted or held != len(results):
         raise typer.Exit(1)
 
 
-def _memory_views(run: _Run, secret: bytes) -> list[memory_views.PageViews]:
-    run.console.print("[bold]1. One host, four guests, one secret[/bold]")
-    views = memory_views.launch_all(secret, run.random_bytes)
-    rows = []
-    start = -len(secret)
-    for view in views:
-        guest_text = view.guest_view[start : start + 16]
-        host_text = view.host_view[start : start + 16]
-        leaked = view.host_sees_plaintext
-        seen = _printable(host_text) if leaked else host_text[:8].hex() + "…"
-        mark = run.check(leaked == (view.mode is Mode.PLAIN))
-        rows.append([view.mode.value, str(view.asid), _printable(guest_text), seen + mark])
-    run.table("The secret page", ["mode", "ASID", "guest reads", "host reads"], rows)
-    return views
+def _attacks(families: list[str] | None) -> list[Attack]:
+    known = {f.value: f for f in Family}
+    unknown = [name for name in families or [] if name not in known]
+    if unknown:
+        raise UsageError(f"--family: {unknown[0]!r} is not one of {', '.join(known)}")
+    wanted = {known[name] for name in families or []}
+    return [a for a in ATTACKS if not wanted or a.family in wanted]
 
 
-def _memory_attacks(run: _Run) -> None:
-    run.console.print("[bold]2. The host attacks memory and registers[/bold]")
-    header = ["host action", *(m.value for m in memory_attacks.MODES)]
-    rows: list[list[str]] = []
-    total = len(memory_attacks.ATTACKS) * len(memory_attacks.MODES)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=run.console, transient=True) as progress:
-        task = progress.add_task("attacking", total=total)
-        for name, (title, _) in memory_attacks.ATTACKS.items():
-            row = [title]
-            for mode in memory_attacks.MODES:
-                progress.update(task, description=f"{name} vs {mode.value}")
-                outcome = memory_attacks.run(name, mode, run.random_bytes)
-                expected = memory_attacks.expected(name, mode)
-                row.append(outcome.observed + run.check(outcome.observed == expected))
-                progress.advance(task)
-            rows.append(row)
-    run.table("SEV-SNP whitepaper, Table 1 (memory rows), live", header, rows)
+def _matrix(console: Console, attacks: list[Attack], seed: int | None, workers: int
+            ) -> list[attack_matrix.Result]:
+    columns = (TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
+    total = len(attacks) * len(MODES)
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("building the attack images", total=total)
+
+        def advance(attack: object, mode: Mode) -> None:
+            name = getattr(attack, "name", "")
+            progress.update(task, description=f"{name} vs {mode.value}", advance=1)
+
+        return attack_matrix.matrix(attacks, seed=seed, progress=advance, workers=workers)
 
 
-def _attestation(run: _Run) -> None:
-    run.console.print("[bold]3. Launch and remote attestation: the host tampers at launch[/bold]")
-    with run.console.status("deriving the emulated AMD roots and launching guests"):
-        world = attestation.owner_world(run.random_bytes)
-        outcomes = attestation.run_all(world)
-    rows = []
-    for outcome in outcomes:
-        verdict = "accepted" if outcome.accepted else "refused"
-        first = outcome.findings[0] if outcome.findings else "measurement, policy, TCB, nonce ok"
-        why = first if len(first) <= 90 else first[:89] + "…"
-        rows.append([outcome.attempt, verdict + run.check(attestation.as_expected(outcome)),
-                     ", ".join(outcome.claims) or "-", why])
-    caption = "SNP reports appraised against the owner's predicted measurement and a fresh nonce"
-    run.table(caption, ["attempt", "verdict", "findings", "first finding"], rows)
+def _print_matrix(console: Console, results: list[attack_matrix.Result]) -> None:
+    table = Table("attack", *(m.value for m in MODES), title_justify="left",
+                  title="observed outcome (red: differs from the expectation or leaked)")
+    rows: dict[str, list[str]] = {}
+    for result in results:
+        text = str(result.observed).replace("blocked by ", "")
+        cell = text if result.held else f"[red]{text} (expected {result.expected})[/red]"
+        rows.setdefault(result.attack.name, []).append(cell)
+    for name, cells in rows.items():
+        table.add_row(name, *cells)
+    console.print(table)
 
 
-def _disk(run: _Run, secret: bytes) -> None:
-    run.console.print("[bold]4. Encryption at rest: a LUKS2 root, before the host has it[/bold]")
-    outcome = disk_at_rest.run(secret, b"owner passphrase")
-    rows = [
-        ["what the host holds", f"{outcome.image_bytes >> 20} MiB, {outcome.header_summary}"],
-        [
-            "host scans every byte for the secret",
-            ("found" if outcome.host_finds_secret else "not found")
-            + run.check(not outcome.host_finds_secret),
-        ],
-        [
-            "a guessed passphrase",
-            ("refused" if outcome.wrong_key_refused else "accepted")
-            + run.check(outcome.wrong_key_refused),
-        ],
-        [
-            "the owner's key",
-            ("opens the volume" if outcome.key_opens_volume else "fails")
-            + run.check(outcome.key_opens_volume),
-        ],
-    ]
-    run.table("LUKS2 root, aes-xts-plain64", ["step", "outcome"], rows)
-
-
-def _boot(run: _Run) -> boot_attacks.OwnerImage:
-    run.console.print("[bold]5. Secure Boot and measured boot: the host edits the ESP[/bold]")
-    owner = boot_attacks.build_owner_image()
-    rows = []
-    for outcome in boot_attacks.run_all(owner):
-        expected = boot_attacks.EXPECTED[outcome.attack]
-        held = (outcome.booted, outcome.pcrs_match_prediction) == expected
-        verdict = "booted" if outcome.booted else "refused"
-        if not outcome.booted:
-            pcrs = "(no boot)"
-        else:
-            pcrs = "as predicted" if outcome.pcrs_match_prediction else "differ from prediction"
-        rows.append([outcome.attack, verdict + run.check(held), pcrs, outcome.reason])
-    caption = f"Owner-signed UKI; PCR {', '.join(map(str, boot_attacks.SEALED_PCRS))} predicted"
-    run.table(caption, ["attempt", "boot", "PCRs", "why"], rows)
-    return owner
-
-
-def _sealed(run: _Run, owner: boot_attacks.OwnerImage) -> None:
-    run.console.print("[bold]6. The vTPM at VMPL0 holds the disk key for the predicted boot[/bold]")
-    rows = []
-    for outcome in sealed_disk.run(owner, run.random_bytes):
-        expected = sealed_disk.EXPECTED_UNSEALED[outcome.attempt]
-        verdict = "key released" if outcome.unsealed else "key stays sealed"
-        detail = outcome.detail if len(outcome.detail) <= 90 else outcome.detail[:89] + "…"
-        rows.append([outcome.attempt, verdict + run.check(outcome.unsealed == expected), detail])
-    caption = "systemd-tpm2 LUKS2 token sealed to the predicted PCRs; vTPM state sealed at rest"
-    run.table(caption, ["boot", "disk key", "why"], rows)
+def _scan(trace: VmTrace) -> tuple[list[Leak], int]:
+    """Scan everything the host could read of the demo's boot for the VM's secrets."""
+    if trace.run is None:
+        return [], 0
+    view = host_view(trace.run)
+    leaks = CanaryScan(trace.secrets()).scan_all(view.items())
+    return leaks, sum(len(data) for data in view.values())
 
 
 def _printable(data: bytes) -> str:

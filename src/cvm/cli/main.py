@@ -45,6 +45,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eventlog": ("cvm.cli.eventlog", "app", "Show and replay TCG event logs."),
     "pcr": ("cvm.cli.pcr", "app", "Predict PCR values of a boot chain."),
     "tpm": ("cvm.cli.tpm", "app", "The vTPM: policies, seal/unseal, inspect, serve."),
+    "image": ("cvm.cli.image", "app", "The owner's image: build a confidential VM bundle."),
+    "attack": ("cvm.cli.attack", "app", "The host's attacks: list, run one, the whole matrix."),
+    "vm": ("cvm.cli.vm", "app", "Run an image as a VM: boot, unseal, workload, trace."),
     "attest": ("cvm.cli.attest", "app", "Attestation: evidence, appraisal (dry run), fetch."),
     "kbs": ("cvm.cli.kbs", "app", "The key broker service (Trustee's RCAR protocol)."),
 }

@@ -9,6 +9,21 @@ On a VM exit the register file must go somewhere while the host runs:
   the shared GHCB. At VMRUN the hardware decrypts the VMSA; a VMSA the host corrupted decrypts to
   garbage and VMRUN refuses it (VMEXIT_INVALID). With SNP the VMSA page is a firmware-owned,
   immutable RMP entry the host cannot write at all.
+
+VMPLs (SEV-SNP, APM vol. 2 §15.36.7): a vCPU has one VMSA per privilege level it runs at; the
+VMPL is the VMSA's own ``vmpl`` field, so the CPU runs at whatever level the VMSA it entered
+says. VMPL0 code creates the VMSA of a lower level in one of its pages (RMPADJUST with the VMSA
+bit) and tells the host about it (GHCB "AP creation", event CREATE, the VMPL in SW_EXITINFO1
+bits 23:16); the host registers it with :meth:`Vcpu.register_vmsa`. A switch is a VMGEXIT with
+the GHCB MSR protocol's "run VMPL" request (AMD 56421 §2.3.1, function 0x016, VMPL in bits
+39:32): the host answers, picks that level's VMSA with :meth:`Vcpu.select_vmpl`, and VMRUN
+enters it. The GHCB MSR is per VMSA. :attr:`Vcpu.entry_code` is the program a level runs when
+the vCPU switches into it (the SVSM's request loop at VMPL0).
+
+Event injection (APM vol. 2 §15.20, EVENTINJ in the VMCB control area, which the host owns in
+every mode): the host may queue an event at an exit; VMRUN delivers it whatever the guest's
+RFLAGS.IF — unless the guest runs SEV-SNP with Restricted Injection (SEV_FEATURES bit 3), where
+VMRUN refuses to inject (recorded as a VMEXIT_INVALID fault, the event is not delivered).
 """
 
 from __future__ import annotations
@@ -17,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cvm.errors import StateError, UsageError
-from cvm.formats.snp.vmsa import REGISTER_NAMES, Vmsa
+from cvm.formats.snp.vmsa import REGISTER_NAMES, SevFeatures, Vmsa
 from cvm.hardware.fault import Fault, FaultKind, Who
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.vm import Mode, VirtualMachine
@@ -51,6 +66,7 @@ class Vmcb:
     exit_info1: int = 0
     exit_info2: int = 0
     save: dict[str, int] = field(default_factory=dict)
+    event_inj: int | None = None  # control area: the vector the host asks VMRUN to inject
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,7 @@ class VmExit:
 
 
 ExitHandler = Callable[["Vcpu", VmExit], None]
+VMPL_COUNT = 4
 
 
 class Vcpu:
@@ -75,10 +92,43 @@ class Vcpu:
         self.index = index
         self.registers: dict[str, int] | None = reset_registers()
         self.vmcb = Vmcb()
-        self.vmsa_spa: int | None = None
-        self.ghcb_msr = 0
         self.exit_handler: ExitHandler | None = None
-        self.vmpl = 0
+        self.entry_code: dict[int, Callable[[], None]] = {}
+        self.delivered_events: list[int] = []
+        self._vmsa_pages: dict[int, int] = {}  # VMPL -> system page of its VMSA
+        self._ghcb_msr: dict[int, int] = {}  # VMPL -> its GHCB MSR
+        self._vmpl = 0  # the level of the VMSA running (or that last ran)
+        self._selected = 0  # the level whose VMSA the next VMRUN enters
+
+    @property
+    def vmpl(self) -> int:
+        """The privilege level the vCPU runs at: the ``vmpl`` field of the VMSA it entered."""
+        return self._vmpl
+
+    @property
+    def vmsa_spa(self) -> int | None:
+        """The system page of the VMSA the next (or current) VMRUN uses."""
+        return self._vmsa_pages.get(self._selected)
+
+    @vmsa_spa.setter
+    def vmsa_spa(self, spa: int | None) -> None:
+        if spa is None:
+            self._vmsa_pages.pop(self._selected, None)
+        else:
+            self._vmsa_pages[self._selected] = spa
+
+    def vmsa_pages(self) -> dict[int, int]:
+        """Every VMSA this vCPU has, by VMPL (the host's per-level vCPU state)."""
+        return dict(self._vmsa_pages)
+
+    @property
+    def ghcb_msr(self) -> int:
+        """The GHCB MSR (0xC0010130) of the running level (saved with its VMSA)."""
+        return self._ghcb_msr.get(self._vmpl, 0)
+
+    @ghcb_msr.setter
+    def ghcb_msr(self, value: int) -> None:
+        self._ghcb_msr[self._vmpl] = value
 
     @property
     def mode(self) -> Mode:
@@ -100,6 +150,33 @@ class Vcpu:
             self.vm.machine.rmp.firmware_assign(spa, self.vm.asid, 0xFFFF_FFFF_F000, vmsa=True)
         self.vmsa_spa = spa
 
+    # -- the host's side of VMPLs and event injection ----------------------------------------
+    def register_vmsa(self, vmpl: int, spa: int) -> None:
+        """Host: run page ``spa`` as this vCPU's VMSA for ``vmpl`` (after the guest's AP
+        creation request). The page must be a VMSA page of this guest in the RMP."""
+        if not self.mode.snp:
+            raise StateError(f"a {self.mode.value} vCPU has no VMPLs")
+        if not 0 <= vmpl < VMPL_COUNT:
+            raise UsageError(f"VMPL {vmpl} is not 0..{VMPL_COUNT - 1}")
+        entry = self.vm.machine.rmp.entry(spa)
+        if not (entry.assigned and entry.vmsa and entry.asid == self.vm.asid):
+            raise StateError(f"page {spa:#x} is not a VMSA page of ASID {self.vm.asid}")
+        self._vmsa_pages[vmpl] = spa
+
+    def select_vmpl(self, vmpl: int) -> None:
+        """Host: the next VMRUN enters the VMSA registered for ``vmpl`` (a stopped vCPU)."""
+        if self.registers is not None:
+            raise StateError(f"vCPU {self.index} is running: a VMPL is chosen between runs")
+        if vmpl not in self._vmsa_pages:
+            raise StateError(f"vCPU {self.index} has no VMSA for VMPL{vmpl}")
+        self._selected = vmpl
+
+    def inject_event(self, vector: int) -> None:
+        """Host: queue ``vector`` in the VMCB's EVENTINJ field for the next VMRUN."""
+        if not 0 <= vector < 256:
+            raise UsageError(f"interrupt vector {vector} is not 0..255")
+        self.vmcb.event_inj = vector
+
     # -- world switch -------------------------------------------------------------------------
     def live(self) -> dict[str, int]:
         """The live register file; only the running guest has one."""
@@ -111,13 +188,14 @@ class Vcpu:
         """Leave the guest: save the registers, let the host handle the exit, then VMRUN."""
         registers = self.live()
         if self.mode.encrypts_registers:
-            if self.vmsa_spa is None:
+            spa = self.vmsa_spa
+            if spa is None:
                 raise StateError(f"vCPU {self.index} has no VMSA page")
-            vmsa = Vmsa(registers)
-            self.vm.machine.engine.write_pages(self.vm.asid, self.vmsa_spa, vmsa.to_bytes())
+            self.vm.machine.engine.write_pages(self.vm.asid, spa, Vmsa(registers).to_bytes())
+            self.vmcb = Vmcb(exit_code, info1, info2, {}, self.vmcb.event_inj)
             info = VmExit(self.index, exit_code, info1, info2, None)
         else:
-            self.vmcb = Vmcb(exit_code, info1, info2, dict(registers))
+            self.vmcb = Vmcb(exit_code, info1, info2, dict(registers), self.vmcb.event_inj)
             info = VmExit(self.index, exit_code, info1, info2, self.vmcb)
         self.registers = None  # the host runs now; nothing of the guest stays in the CPU
         if self.exit_handler is not None:
@@ -125,29 +203,52 @@ class Vcpu:
         self.vmrun()
 
     def vmrun(self) -> None:
-        """Enter the guest: load the registers from the VMCB or decrypt them from the VMSA."""
+        """Enter the guest: load the registers from the VMCB or decrypt them from the VMSA.
+
+        Entering another VMPL than the one that last ran starts that level's entry code."""
         if self.registers is not None:
             raise StateError(f"vCPU {self.index} is already running")
         if not self.mode.encrypts_registers:
             self.registers = dict(self.vmcb.save)
+            self._deliver_event()
             return
-        assert self.vmsa_spa is not None
+        spa = self.vmsa_spa
+        assert spa is not None
         machine = self.vm.machine
         if self.mode.snp:
-            entry = machine.rmp.entry(self.vmsa_spa)
+            entry = machine.rmp.entry(spa)
             if not (entry.assigned and entry.vmsa and entry.asid == self.vm.asid):
                 raise machine.raise_fault(
-                    Fault(FaultKind.VMEXIT_INVALID, self.vmsa_spa, Who.HOST, 0,
+                    Fault(FaultKind.VMEXIT_INVALID, spa, Who.HOST, 0,
                           "VMRUN: page is not this guest's VMSA in the RMP")
                 )
-        plain = machine.engine.read_pages(self.vm.asid, self.vmsa_spa, 1)
-        vmsa = Vmsa.from_bytes(plain)
+        vmsa = Vmsa.from_bytes(machine.engine.read_pages(self.vm.asid, spa, 1))
         if not vmsa.registers["efer"] & EFER_SVME:
             raise machine.raise_fault(
-                Fault(FaultKind.VMEXIT_INVALID, self.vmsa_spa, Who.HOST, 0,
+                Fault(FaultKind.VMEXIT_INVALID, spa, Who.HOST, 0,
                       "VMRUN: VMSA state is invalid (EFER.SVME clear): it was corrupted")
             )
+        previous = self._vmpl
         self.registers = dict(vmsa.registers)
+        self._vmpl = vmsa.registers["vmpl"] if self.mode.snp else 0
+        self._deliver_event()
+        code = self.entry_code.get(self._vmpl)
+        if self._vmpl != previous and code is not None:
+            code()
+
+    def _deliver_event(self) -> None:
+        vector, self.vmcb.event_inj = self.vmcb.event_inj, None
+        if vector is None:
+            return
+        registers = self.live()
+        if self.mode.snp and registers["sev_features"] & SevFeatures.RESTRICTED_INJECTION:
+            self.vm.machine.faults.append(
+                Fault(FaultKind.VMEXIT_INVALID, vector, Who.HOST, 0,
+                      "VMRUN: Restricted Injection refuses a host-injected event", self._vmpl,
+                      self.vm.asid)
+            )
+            return
+        self.delivered_events.append(vector)
 
     # -- the guest's view of its CPU ----------------------------------------------------------
     def read(self, gpa: int, size: int) -> bytes:

@@ -35,6 +35,7 @@ from cvm.formats.snp.ghcb_msr import (
     PscOperation,
     cpuid_response,
     psc_response,
+    run_vmpl_response,
     sev_info_response,
 )
 from cvm.formats.snp.page_info import VMSA_GPA, PageType
@@ -50,6 +51,8 @@ from cvm.hardware.vcpu import EXIT_CPUID, EXIT_VMGEXIT, Vcpu, VmExit, reset_regi
 from cvm.hardware.vm import Mode, VirtualMachine
 
 EXIT_NAE_CPUID = 0x72
+NAE_AP_CREATION = 0x8000_0013
+AP_CREATE = 1
 PSC_ERROR_INVALID = 1
 GHCB_PROTOCOL_MIN = 1
 GHCB_PROTOCOL_MAX = 2
@@ -234,7 +237,8 @@ class Hypervisor:
                 self.psp.snp_decommission(guest.handle)
             else:
                 self.legacy.decommission(guest.handle)
-        pages = list(guest.frames) + [v.vmsa_spa for v in guest.vcpus if v.vmsa_spa is not None]
+        vmsas = {spa for v in guest.vcpus for spa in v.vmsa_pages().values()}
+        pages = list(guest.frames) + sorted(vmsas - set(guest.frames))
         for spa in pages:
             if self.machine.snp_enabled:
                 status = self.machine.rmp.rmpupdate(spa, assigned=False)  # after DECOMMISSION
@@ -288,6 +292,13 @@ class Hypervisor:
             vcpu.ghcb_msr = (message.data << 12) | MsrFunction.REGISTER_GHCB_RESPONSE
         elif message.function is MsrFunction.PSC_REQUEST:
             vcpu.ghcb_msr = self._page_state_change(guest, message.data)
+        elif message.function is MsrFunction.RUN_VMPL_REQUEST:
+            target = message.data >> 20 & 0xFF
+            try:
+                vcpu.select_vmpl(target)
+                vcpu.ghcb_msr = run_vmpl_response(0)
+            except StateError:
+                vcpu.ghcb_msr = run_vmpl_response(1)
         elif message.function is MsrFunction.TERMINATE:
             raise StateError(f"guest requested termination ({vcpu.ghcb_msr:#x})")
         else:
@@ -313,6 +324,20 @@ class Hypervisor:
                 return int(status)
         return 0
 
+    def _ap_creation(self, guest: Guest, request: Ghcb) -> Ghcb:
+        """GHCB AP creation, event CREATE: run the guest page as a vCPU's VMSA at a VMPL."""
+        info = request.get("sw_exitinfo1") or 0
+        event, vmpl, apic = info & 0xFFFF, info >> 16 & 0xFF, info >> 32
+        spa = guest.vm.translate(request.get("sw_exitinfo2") or 0)
+        target = next((v for v in guest.vcpus if v.index == apic), None)
+        if event != AP_CREATE or spa is None or target is None:
+            return Ghcb.build(sw_exitinfo1=1)
+        try:
+            target.register_vmsa(vmpl, spa)
+        except (StateError, UsageError):
+            return Ghcb.build(sw_exitinfo1=1)
+        return Ghcb.build(sw_exitinfo1=0)
+
     def _on_ghcb_exit(self, guest: Guest, vcpu: Vcpu) -> None:
         """A VMGEXIT with a GHCB: the NAE event the guest described in the shared page."""
         spa = self.spa_of(guest, vcpu.ghcb_page())
@@ -322,6 +347,8 @@ class Hypervisor:
             eax, ebx, ecx, edx = self.cpuid.get(leaf, (0, 0, 0, 0))
             reply = Ghcb.build(rax=eax, rbx=ebx, rcx=ecx, rdx=edx)
             self.machine.host_write(spa, reply.to_bytes())
+        elif request.get("sw_exitcode") == NAE_AP_CREATION:
+            self.machine.host_write(spa, self._ap_creation(guest, request).to_bytes())
         elif request.get("sw_exitcode") == NAE_PSC:
             buffer = PscBuffer.from_bytes(request.shared_buffer)
             cur = buffer.cur_entry

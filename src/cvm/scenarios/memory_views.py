@@ -6,15 +6,26 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cvm.amd.kds import CHIP_ID_SIZE, CHIP_SECRET_SIZE, ChipFuses
 from cvm.guest.kernel.sev_guest import SevGuest
+from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.vm import Mode
 from cvm.host.adversary.memory import read_guest_page
-from cvm.scenarios.memory_attacks import platform
+from cvm.host.vmm import Hypervisor
 
 SECRET_GPA = 0x4000
 GUEST_PAGES = 16
 MIB = 1 << 20
+
+
+def platform(dram_bytes: int, random_bytes: Callable[[int], bytes]) -> Hypervisor:
+    """A host on a machine whose PSP launches every encrypted guest (LAUNCH_START/UPDATE/FINISH)."""
+    machine = Machine(dram_bytes, random_bytes=random_bytes)
+    chip = random_bytes(CHIP_SECRET_SIZE)
+    fuses = ChipFuses("Milan", random_bytes(CHIP_ID_SIZE), chip)
+    return Hypervisor(machine, SecureProcessor(machine, fuses))
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,16 @@ def test_builder_refuses_bad_sections() -> None:
     with pytest.raises(UsageError):
         build_pe([])
     with pytest.raises(UsageError):
-        build_pe([SectionSpec(".waytoolong", b"x")])
+        build_pe([SectionSpec("", b"x")])
+
+
+def test_builder_puts_long_section_names_in_the_string_table() -> None:
+    data = build_pe([SectionSpec(".text", b"\xc3", CODE), SectionSpec(".vendor_cert", b"v"),
+                     SectionSpec(".sbatlevel", b"l")])
+    image = PeImage.parse(data)
+    assert [s.name for s in image.sections] == [".text", ".vendor_cert", ".sbatlevel"]
+    assert image.section(".vendor_cert") is not None
+    assert b"/4\0" in data and b".vendor_cert\0.sbatlevel\0" in data
 
 
 def test_checksum_is_recomputed_like_imagehlp() -> None:

@@ -41,6 +41,7 @@ DATA = IMAGE_SCN_CNT_INITIALIZED_DATA | IMAGE_SCN_MEM_READ
 DOS_HEADER_SIZE = 0x40
 FILE_ALIGNMENT = 0x200
 SECTION_ALIGNMENT = 0x1000
+STRING_TABLE_SIZE_FIELD = 4
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,22 @@ def build_pe(
     """A PE32+ (or, ``pe32``, an IA-32 PE32) image with ``sections``, then ``trailer``."""
     if not sections:
         raise UsageError("a PE image needs at least one section")
+    # Names longer than 8 bytes go to the COFF string table as "/offset", as GNU ld and
+    # objcopy write them (shim's ``.vendor_cert``, ``.sbatlevel``); the table follows the last
+    # section, with no symbols before it.
+    strings = bytearray(STRING_TABLE_SIZE_FIELD)
+    names: list[bytes] = []
     for section in sections:
-        if len(section.name.encode("ascii")) > 8:
-            raise UsageError(f"section name {section.name!r} is longer than 8 bytes")
+        encoded = section.name.encode("ascii")
+        if not encoded or b"\0" in encoded:
+            raise UsageError(f"section name {section.name!r} is empty or holds a NUL")
+        if len(encoded) > 8:
+            names.append(f"/{len(strings)}".encode("ascii"))
+            strings += encoded + b"\0"
+        else:
+            names.append(encoded)
+    string_table = bytes(strings[:0]) if len(strings) == STRING_TABLE_SIZE_FIELD else (
+        len(strings).to_bytes(4, "little") + bytes(strings[STRING_TABLE_SIZE_FIELD:]))
     pe_offset = DOS_HEADER_SIZE
     directories = len(DIRECTORY_NAMES)
     layout = OPTIONAL_HEADER_PE32 if pe32 else OPTIONAL_HEADER_PE32_PLUS
@@ -77,10 +91,10 @@ def build_pe(
     headers = _align(table + len(sections) * SECTION_HEADER.size, FILE_ALIGNMENT)
     raw_offset, virtual = headers, SECTION_ALIGNMENT
     section_headers, bodies = [], []
-    for section in sections:
+    for section, name in zip(sections, names, strict=True):
         raw_size = _align(len(section.data), FILE_ALIGNMENT)
         section_headers.append(SECTION_HEADER.pack({
-            "name": section.name.encode("ascii").ljust(8, b"\0"),
+            "name": name.ljust(8, b"\0"),
             "virtual_size": len(section.data), "virtual_address": virtual,
             "size_of_raw_data": raw_size, "pointer_to_raw_data": raw_offset if raw_size else 0,
             "pointer_to_relocations": 0, "pointer_to_linenumbers": 0,
@@ -115,7 +129,8 @@ def build_pe(
     coff = COFF_FILE_HEADER.pack({
         "machine": IMAGE_FILE_MACHINE_I386 if pe32 else IMAGE_FILE_MACHINE_AMD64,
         "number_of_sections": len(sections),
-        "time_date_stamp": timestamp, "pointer_to_symbol_table": 0, "number_of_symbols": 0,
+        "time_date_stamp": timestamp,
+        "pointer_to_symbol_table": raw_offset if string_table else 0, "number_of_symbols": 0,
         "size_of_optional_header": optional_size,
         "characteristics": IMAGE_FILE_EXECUTABLE_IMAGE | (
             IMAGE_FILE_32BIT_MACHINE if pe32 else IMAGE_FILE_LARGE_ADDRESS_AWARE),
@@ -125,4 +140,4 @@ def build_pe(
     dos[E_LFANEW_OFFSET : E_LFANEW_OFFSET + 4] = pe_offset.to_bytes(4, "little")
     head = (bytes(dos) + PE_SIGNATURE + coff + optional + bytes(directories * DATA_DIRECTORY_SIZE)
             + b"".join(section_headers))
-    return head.ljust(headers, b"\0") + b"".join(bodies) + trailer
+    return head.ljust(headers, b"\0") + b"".join(bodies) + string_table + trailer

@@ -97,6 +97,18 @@ def psc_response(error: int) -> int:
     return (error << 32) | MsrFunction.PSC_RESPONSE
 
 
+def run_vmpl_request(vmpl: int) -> int:
+    """[39:32] the VMPL to run."""
+    if not 0 <= vmpl < 4:
+        raise UsageError(f"VMPL {vmpl} is not 0..3")
+    return (vmpl << 32) | MsrFunction.RUN_VMPL_REQUEST
+
+
+def run_vmpl_response(error: int) -> int:
+    """[63:32] error code, 0 on success."""
+    return (error << 32) | MsrFunction.RUN_VMPL_RESPONSE
+
+
 def terminate(reason_set: int, reason_code: int) -> int:
     """[15:12] reason-code set, [23:16] reason code."""
     return (reason_code << 16) | (reason_set << 12) | MsrFunction.TERMINATE

@@ -9,6 +9,7 @@ is decides the path: a UKI (``.linux`` section), shim (``.vendor_cert``/``.sbatl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cvm.errors import StateError
@@ -58,10 +59,12 @@ class BootChain:
     loader: str = DEFAULT_LOADER
     stub: StubOptions = field(default_factory=StubOptions)
 
-    def run(self, pcrs: PcrBank | None = None) -> BootResult:
-        """Boot once, measuring into ``pcrs`` (a fresh software bank by default)."""
+    def run(self, pcrs: PcrBank | None = None,
+            sink: Callable[[EventLog], None] | None = None) -> BootResult:
+        """Boot once, measuring into ``pcrs`` (a fresh software bank by default); ``sink``
+        receives the event log after each event (the firmware's log area)."""
         bank = pcrs if pcrs is not None else SoftwarePcrBank()
-        boot = MeasuredBoot(bank)
+        boot = MeasuredBoot(bank, sink=sink)
         firmware = Firmware(boot, self.varstore, self.esp, self.disk, self.settings)
         firmware.power_on()
         first = firmware.boot_from_disk(self.loader)

@@ -133,6 +133,17 @@ class FirmwareSettings:
     disk_path: tuple[DevicePathNode, ...] = VIRTIO_DISK_PATH
 
 
+OVMF_MODEL_CRTM_VERSION = "cvm OVMF model 1.0"
+FOUR_GIB = 1 << 32
+
+
+def ovmf_model_settings(ovmf: bytes) -> FirmwareSettings:
+    """What cvm's OVMF model measures of itself into PCR 0: its S-CRTM version string and its
+    own image as one firmware volume at ``4 GiB - size`` (where the launch placed it)."""
+    return FirmwareSettings(crtm_version=OVMF_MODEL_CRTM_VERSION,
+                            firmware_volumes=((FOUR_GIB - len(ovmf), ovmf),))
+
+
 class Firmware:
     """The firmware of one boot: measures the platform and loads the first image."""
 

@@ -12,7 +12,7 @@ the Authenticode hash for image loads, the event data itself for actions and sep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from cvm.errors import UsageError
 from cvm.formats.pe.authenticode import image_digest
@@ -36,8 +36,10 @@ WHOLE_STRUCTURE_VARIABLE_TYPES = frozenset({
 class MeasuredBoot:
     """The measuring half of a boot: one PCR bank, one event log, written together."""
 
-    def __init__(self, pcrs: PcrBank, startup_locality: int = 0) -> None:
+    def __init__(self, pcrs: PcrBank, startup_locality: int = 0,
+                 sink: Callable[[EventLog], None] | None = None) -> None:
         self.pcrs = pcrs
+        self.sink = sink  # where the firmware keeps the log (its area in guest memory)
         self._algorithms = [algorithm_by_name(bank) for bank in pcrs.banks]
         self.spec_id = SpecIdEvent(
             tuple(AlgorithmSize(a.alg_id, a.digest_size) for a in self._algorithms)
@@ -68,7 +70,7 @@ class MeasuredBoot:
         event = PcrEvent(pcr, event_type, digests, event_data)
         event.to_event2(self.spec_id)
         self.pcrs.extend(pcr, digests_by_bank)
-        self._events.append(event)
+        self._append(event)
         return event
 
     def measure(
@@ -83,8 +85,13 @@ class MeasuredBoot:
         """Log an EV_NO_ACTION event (zero digests, nothing extended)."""
         digests = tuple((a.alg_id, bytes(a.digest_size)) for a in self._algorithms)
         event = PcrEvent(pcr, EventType.EV_NO_ACTION, digests, event_data)
-        self._events.append(event)
+        self._append(event)
         return event
+
+    def _append(self, event: PcrEvent) -> None:
+        self._events.append(event)
+        if self.sink is not None:
+            self.sink(self.log)
 
     def measure_variable(
         self, pcr: int, event_type: EventType, variable: UefiVariableData

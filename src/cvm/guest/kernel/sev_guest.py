@@ -19,15 +19,19 @@ from cvm.formats.snp.ghcb_msr import (
     cpuid_request,
     psc_request,
     register_ghcb_request,
+    run_vmpl_request,
     sev_info_request,
     terminate,
 )
 from cvm.formats.snp.psc_buffer import NAE_PSC, PscBuffer, PscEntry
+from cvm.formats.snp.vmsa import Vmsa
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.rmp import Perm, RmpStatus
 from cvm.hardware.vcpu import EXIT_CPUID, EXIT_HLT, EXIT_VMGEXIT, Vcpu
 
 PAGE_SHIFT = 12
+NAE_AP_CREATION = 0x8000_0013
+AP_CREATE = 1
 
 
 class SevGuest:
@@ -69,14 +73,15 @@ class SevGuest:
             raise PolicyError(f"PVALIDATE of {gpa:#x} changed nothing: page was already valid")
         (self.validated.add if validate else self.validated.discard)(frame)
 
-    def rmpadjust(self, gpa: int, target_vmpl: int, perms: Perm) -> None:
-        """Grant ``target_vmpl`` the permissions ``perms`` on one page, as this vCPU's VMPL."""
+    def rmpadjust(self, gpa: int, target_vmpl: int, perms: Perm, *, vmsa: bool = False) -> None:
+        """Grant ``target_vmpl`` the permissions ``perms`` on one page, as this vCPU's VMPL;
+        ``vmsa`` marks the page as a VMSA of ``target_vmpl``."""
         spa = self.vm.translate(gpa)
         if spa is None:
             raise StateError(f"RMPADJUST of {gpa:#x}: page is not mapped")
         status = self.vm.machine.rmp.rmpadjust(
             self.vm.asid, gpa - gpa % PAGE_SIZE, spa - spa % PAGE_SIZE,
-            self.cpu.vmpl, target_vmpl, perms,
+            self.cpu.vmpl, target_vmpl, perms, vmsa=vmsa,
         )
         if status is not RmpStatus.SUCCESS:
             raise StatusError(f"RMPADJUST of {gpa:#x} failed: {status.name}", int(status))
@@ -175,6 +180,55 @@ class SevGuest:
                 raise StatusError(f"host answered CPUID without {name} marked valid", 0)
             out.append(value & 0xFFFF_FFFF)
         return out[0], out[1], out[2], out[3]
+
+    # -- VMPLs (SEV-SNP) ----------------------------------------------------------------------
+    def create_vmsa(self, gpa: int, vmsa: Vmsa) -> None:
+        """VMPL0: write ``vmsa`` into page ``gpa``, mark it a VMSA of ``vmsa``'s level with
+        RMPADJUST, and ask the host to run it (GHCB AP creation, event CREATE)."""
+        if self.ghcb_gpa is None:
+            raise StateError("creating a VMSA needs a registered GHCB")
+        vmpl = vmsa.registers["vmpl"]
+        self.accept(gpa)
+        self.cpu.write(gpa, vmsa.to_bytes())
+        self.rmpadjust(gpa, vmpl, Perm(0), vmsa=True)
+        request = Ghcb.build(
+            rax=vmsa.registers["sev_features"], sw_exitcode=NAE_AP_CREATION,
+            sw_exitinfo1=(self.cpu.index << 32) | (vmpl << 16) | AP_CREATE, sw_exitinfo2=gpa,
+        )
+        self.cpu.write(self.ghcb_gpa, request.to_bytes())
+        self.cpu.ghcb_msr = self.ghcb_gpa
+        self.cpu.vmexit(EXIT_VMGEXIT)
+        answer = Ghcb.from_bytes(self.cpu.read(self.ghcb_gpa, PAGE_SIZE))
+        if (answer.get("sw_exitinfo1") or 0) & 0xFFFF_FFFF:
+            raise StatusError(f"the host refused the VMSA at {gpa:#x} for VMPL{vmpl}",
+                              (answer.get("sw_exitinfo1") or 0) & 0xFFFF_FFFF)
+
+    def edit_vmsa(self, gpa: int, vmpl: int, registers: dict[str, int],
+                  current: Vmsa | None = None) -> None:
+        """VMPL0: change registers of a stopped lower level's VMSA (clear the VMSA bit, write,
+        set it again: the RMP refuses writes to a VMSA page). ``current`` is the VMSA as the
+        caller just read it from the page (read again when not given)."""
+        if current is None:
+            current = Vmsa.from_bytes(self.cpu.read(gpa, PAGE_SIZE))
+        self.rmpadjust(gpa, vmpl, Perm(0), vmsa=False)
+        try:
+            self.cpu.write(gpa, Vmsa({**current.registers, **registers}, current.blobs).to_bytes())
+        finally:
+            self.rmpadjust(gpa, vmpl, Perm(0), vmsa=True)
+
+    def run_vmpl(self, vmpl: int) -> None:
+        """VMGEXIT with the MSR protocol's "run VMPL" request: the host enters ``vmpl``'s VMSA.
+
+        Returns when this level runs again; the host's answer is then in this level's MSR."""
+        reply = MsrMessage.parse(self.msr_call(run_vmpl_request(vmpl)))
+        if reply.function is not MsrFunction.RUN_VMPL_RESPONSE or reply.data >> 20:
+            raise StatusError(f"the host refused to run VMPL{vmpl}", reply.data >> 20)
+
+    def leave_to(self, vmpl: int) -> None:
+        """VMGEXIT "run VMPL" as the last act of this level's entry code: the host enters
+        ``vmpl``; this level next runs from its entry code again."""
+        self.cpu.ghcb_msr = run_vmpl_request(vmpl)
+        self.cpu.vmexit(EXIT_VMGEXIT)
 
     def halt(self) -> None:
         """HLT: an automatic exit; the host gets control with whatever state the mode exposes."""

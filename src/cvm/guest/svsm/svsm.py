@@ -3,15 +3,20 @@ and answers the SVSM call protocol.
 
 AMD "Secure VM Service Module for SEV-SNP Guests" (58019, revision 1.00):
 
-* section 4 (calling convention): the guest OS (VMPL1+) loads RAX = ``protocol << 32 | call``
-  and RCX/RDX/R8, then VMGEXIT(SNP_RUN_VMPL) switches the vCPU to VMPL0, where the SVSM
-  answers in the same registers (RAX = 0 or an SVSM_ERR_* code, Table 4);
-* section 7 (attestation protocol 1): SVSM_ATTEST_SERVICES (0) and SVSM_ATTEST_SINGLE_SERVICE
-  (1) return an SNP report whose REPORT_DATA = SHA-512(nonce ‖ manifest), the manifest holding
-  the vTPM's EK public area (as COCONUT-SVSM ``kernel/src/protocols/attest.rs`` does), so a
-  verifier ties the EK — hence AKs and quotes — to the launch measurement;
-* section 8 (vTPM protocol 2): SVSM_VTPM_QUERY (0) and SVSM_VTPM_COMMAND (1), the request
-  page of :mod:`cvm.formats.svsm.vtpm_command`; locality 0 only.
+* section 4 (calling convention): the guest OS (VMPL1) loads RAX = ``protocol << 32 | call``
+  and RCX/RDX/R8, sets ``call_pending`` in its calling area (the SVSM_CAA page), and asks the
+  host to run VMPL0 (VMGEXIT, "run VMPL"). The vCPU enters the SVSM's VMSA; the SVSM reads
+  the call from the guest OS's VMSA, answers in the same registers (RAX = 0 or a code of
+  :class:`~cvm.guest.svsm.result.SvsmResult`) and asks the host to run VMPL1 again. The
+  switches are the hardware's (:mod:`cvm.hardware.vcpu`); the host sees neither the call nor
+  the answer, which stay in the encrypted VMSAs.
+* one module per protocol: :mod:`.core` (0), :mod:`.attestation` (1), :mod:`.vtpm` (2).
+
+At start (on the launch VMSA, VMPL0) the SVSM opens the vTPM state, creates the guest OS's
+VMSA at VMPL1 in one of its pages (RMPADJUST with the VMSA bit, GHCB AP creation) and runs it.
+Work the platform asks of the SVSM outside a call (sealing the state at shutdown, granting the
+guest OS its boot pages) runs the same way: the vCPU switches to VMPL0, the SVSM's entry code
+does it and switches back (:meth:`Svsm.at_vmpl0`).
 
 Memory (SEV-SNP, AMD APM vol. 2 §15.36.7): the SVSM PVALIDATEs its state pages and never
 grants VMPL1+ any permission on them with RMPADJUST, so a guest-OS access faults (#NPF with
@@ -32,8 +37,10 @@ memory, written and read through the vCPU, so the host's view of DRAM is a real 
   its relay see only AES-GCM ciphertext. A refused or forged exchange wipes VMPCK0, so the
   SVSM can neither reuse an IV nor ask the PSP again (no report, no derived key) until reboot.
 * The state-at-rest key: a PSP-derived key is asked for with MSG_KEY_REQ whenever the state is
-  opened or sealed and is a transient of that one call (like a value in a CPU register); a
-  broker-released key is copied at start into the SVSM's key page and read from there.
+  opened or sealed and is a transient of that one call (like a value in a CPU register); a key
+  the relying party released after attestation (:mod:`.key_release`, unwrapped with an
+  ephemeral scalar kept in the key page and wiped after) is written into the SVSM's key page
+  and read from there.
 * Unsealed secrets and other response parameters: a transient of one command, written to the
   guest OS's own (private, VMPL1) request page.
 
@@ -44,40 +51,32 @@ rollback counter's handle (its value is the relying party's).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from cvm.errors import CvmError, FormatError, StateError, StatusError
+from cvm.errors import CvmError, FormatError, PolicyError, StateError, StatusError
 from cvm.formats.snp.key_request import KeyRequest
-from cvm.formats.svsm.attest_request import (
-    ATTEST_REQUEST_SIZE,
-    SINGLE_SERVICE_REQUEST_SIZE,
-    AttestRequest,
-)
-from cvm.formats.svsm.services_manifest import VTPM_SERVICE_GUID, ServicesManifest
-from cvm.formats.svsm.vtpm_command import (
-    BUFFER_SIZE,
-    TPM_SEND_COMMAND,
-    VtpmCommandRequest,
-    VtpmCommandResponse,
-)
-from cvm.formats.tpm2.command import Response
+from cvm.formats.snp.vmsa import SevFeatures, Vmsa
 from cvm.formats.tpm2.constants import TpmRh
-from cvm.formats.tpm2.response_code import TpmRc
 from cvm.guest.kernel.guest_request import GuestRequester
 from cvm.guest.kernel.sev_guest import SevGuest
+from cvm.guest.svsm.attestation import PROTOCOL_ATTEST, AttestationProtocol
+from cvm.guest.svsm.core import PROTOCOL_CORE, CoreProtocol
+from cvm.guest.svsm.key_release import StateKeyBroker, obtain_state_key
+from cvm.guest.svsm.result import CallReply, SvsmResult, refuse
+from cvm.guest.svsm.vtpm import PROTOCOL_VTPM, VtpmProtocol
 from cvm.hardware.fault import FaultRaised
 from cvm.hardware.memory.dram import PAGE_SIZE
-from cvm.hardware.memory.rmp import Perm
-from cvm.hardware.vcpu import Vcpu
+from cvm.hardware.memory.rmp import Perm, RmpStatus
+from cvm.hardware.vcpu import Vcpu, reset_registers
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.pcr import PcrBanks
 from cvm.vtpm.state import PersistentState
 from cvm.vtpm.state_file import (
     DerivedKeyProvider,
     GuestPageKeyProvider,
+    KeySource,
     RollbackCounter,
     StateKeyProvider,
     open_state,
@@ -86,25 +85,22 @@ from cvm.vtpm.state_file import seal_state as seal_state_file
 from cvm.vtpm.templates import ek_template
 from cvm.vtpm.volatile import VolatileState
 
-PROTOCOL_CORE, PROTOCOL_ATTEST, PROTOCOL_VTPM = 0, 1, 2
-VTPM_QUERY, VTPM_COMMAND = 0, 1
-ATTEST_SERVICES, ATTEST_SINGLE_SERVICE = 0, 1
-SVSM_SUCCESS = 0
-SVSM_ERR_UNSUPPORTED_PROTOCOL = 0x8000_0001
-SVSM_ERR_UNSUPPORTED_CALL = 0x8000_0002
-SVSM_ERR_INVALID_ADDRESS = 0x8000_0003
-SVSM_ERR_INVALID_FORMAT = 0x8000_0004
-SVSM_ERR_INVALID_PARAMETER = 0x8000_0005
-MAX_NONCE = 0x1000
 T = TypeVar("T")
 STATE_LENGTH_SIZE = 4
 STATE_KEY_SIZE = 32
 VMPCK_INDEX = 0
+GUEST_VMPL = 1
+RMP_SIZEMISMATCH = int(RmpStatus.FAIL_SIZEMISMATCH)
+# The guest OS's VMSA: SNP, and Restricted Injection — the host may not inject events into it.
+GUEST_SEV_FEATURES = SevFeatures.SNP_ACTIVE | SevFeatures.RESTRICTED_INJECTION
+CALL_PENDING_OFFSET = 0  # 58019 Table 3: the calling area's call_pending byte
+PROTOCOL_VERSIONS = {PROTOCOL_CORE: (1, 1), PROTOCOL_ATTEST: (1, 1), PROTOCOL_VTPM: (1, 1)}
 
 
 @dataclass(frozen=True)
 class SvsmLayout:
-    """Guest-physical pages the SVSM uses: its PSP channel, its state pages and its key page."""
+    """Guest-physical pages the SVSM uses: its PSP channel, its state pages, its key page, the
+    guest OS's VMSA and the calling area it shares with the guest OS."""
 
     ghcb_gpa: int = 0x1000
     request_gpa: int = 0x2000
@@ -112,16 +108,8 @@ class SvsmLayout:
     state_gpa: int = 0x10000
     state_pages: int = 8
     key_gpa: int = 0x18000
-
-
-def at_vmpl0(vcpu: Vcpu, action: Callable[[], T]) -> T:
-    """Run ``action`` with ``vcpu`` at VMPL0 (the SVSM's code), then restore its VMPL."""
-    saved = vcpu.vmpl
-    vcpu.vmpl = 0
-    try:
-        return action()
-    finally:
-        vcpu.vmpl = saved
+    guest_vmsa_gpa: int = 0x19000
+    caa_gpa: int = 0x1A000
 
 
 def _blank_volatile() -> VolatileState:
@@ -136,17 +124,32 @@ class Svsm:
                  random: Callable[[int], bytes]) -> None:
         self.vcpu, self.requester, self.layout, self.tpm = vcpu, requester, layout, tpm
         self.keys, self.counter, self.random = keys, counter, random
-        self._ek_public: bytes | None = None
+        self._ek_cache: bytes | None = None
+        self.kernel = SevGuest(vcpu)
+        self.calls = 0
+        self._work: Callable[[], None] | None = None
+        self.protocols = {
+            PROTOCOL_CORE: CoreProtocol(PROTOCOL_VERSIONS, self._guest_read, self._guest_write,
+                                        self._pvalidate, self._own_page).handle,
+            PROTOCOL_ATTEST: AttestationProtocol(self._guest_read, self._guest_write,
+                                                 self._ek_public, self._report).handle,
+            PROTOCOL_VTPM: VtpmProtocol(self._guest_read, self._guest_write,
+                                        self._execute).handle,
+        }
 
     @classmethod
     def start(cls, vcpu: Vcpu, secrets_gpa: int, counter: RollbackCounter,
               random: Callable[[int], bytes], stored: bytes | None = None,
-              layout: SvsmLayout = SvsmLayout(), keys: StateKeyProvider | None = None) -> Svsm:
-        """Boot: take the state pages, obtain the state key, open (or manufacture) the state.
+              layout: SvsmLayout = SvsmLayout(), keys: StateKeyProvider | None = None,
+              broker: StateKeyBroker | None = None) -> Svsm:
+        """Boot on the launch VMSA (VMPL0): take the state pages, obtain the state key, open
+        (or manufacture) the state, create and run the guest OS's VMSA at VMPL1.
 
-        ``keys`` is a broker-released key; without it the key is derived by the PSP. A
-        tampered, truncated, rolled-back or foreign ``stored`` state refuses to start."""
-        vcpu.vmpl = 0
+        The state key comes from ``broker`` after attestation (:mod:`.key_release`), or is
+        ``keys`` (a key released beforehand), or else is derived by the PSP. A tampered,
+        truncated, rolled-back or foreign ``stored`` state refuses to start."""
+        if vcpu.vmpl != 0:
+            raise StateError(f"the SVSM starts at VMPL0, the vCPU runs at VMPL{vcpu.vmpl}")
         requester = GuestRequester.start(
             vcpu, secrets_gpa, VMPCK_INDEX, ghcb_gpa=layout.ghcb_gpa,
             request_gpa=layout.request_gpa, response_gpa=layout.response_gpa,
@@ -155,14 +158,21 @@ class Svsm:
         for page in range(layout.state_pages):
             guest.accept(layout.state_gpa + page * PAGE_SIZE)
         guest.accept(layout.key_gpa)
-        provider = cls._key_provider(vcpu, requester, layout, keys)
+        if broker is not None:
+            obtain_state_key(vcpu, requester, layout.key_gpa, broker, random)
+            provider: StateKeyProvider = GuestPageKeyProvider(
+                lambda: vcpu.read(layout.key_gpa, STATE_KEY_SIZE), KeySource.BROKER_RELEASED)
+        else:
+            provider = cls._key_provider(vcpu, requester, layout, keys)
         if stored is None:
             state = PersistentState.manufacture(random)
         else:
             state = PersistentState.from_bytes(open_state(stored, provider, counter))
         svsm = cls(vcpu, requester, layout, Tpm(state, random=random), provider, counter, random)
+        svsm.kernel.ghcb_gpa = layout.ghcb_gpa
         svsm.write_state()
         svsm.unload()
+        svsm._run_guest_os()
         return svsm
 
     @staticmethod
@@ -171,17 +181,66 @@ class Svsm:
         """The state key's provider; a released key moves into the key page first."""
         if keys is None:
             def derive(request: KeyRequest) -> bytes:
-                response = at_vmpl0(vcpu, lambda: requester.derived_key(request))
+                response = requester.derived_key(request)
                 if response.status:
                     raise StatusError(f"MSG_KEY_REQ failed with status {response.status:#x}",
                                       response.status)
                 return response.derived_key
             return DerivedKeyProvider(derive)
-        at_vmpl0(vcpu, lambda: vcpu.write(layout.key_gpa, keys.state_key()))
-        return GuestPageKeyProvider(
-            lambda: at_vmpl0(vcpu, lambda: vcpu.read(layout.key_gpa, STATE_KEY_SIZE)),
-            keys.source,
-        )
+        vcpu.write(layout.key_gpa, keys.state_key())
+        return GuestPageKeyProvider(lambda: vcpu.read(layout.key_gpa, STATE_KEY_SIZE),
+                                    keys.source)
+
+    def _run_guest_os(self) -> None:
+        """Create the guest OS's VMSA at VMPL1, share the calling area with it, and run it."""
+        registers = reset_registers()
+        registers.update(vmpl=GUEST_VMPL, sev_features=int(GUEST_SEV_FEATURES))
+        self.kernel.create_vmsa(self.layout.guest_vmsa_gpa, Vmsa(registers))
+        self.kernel.accept(self.layout.caa_gpa)
+        self.vcpu.write(self.layout.caa_gpa, bytes(PAGE_SIZE))
+        self.kernel.rmpadjust(self.layout.caa_gpa, GUEST_VMPL, Perm.READ | Perm.WRITE)
+        self.vcpu.entry_code[0] = self._entered
+        self.kernel.leave_to(GUEST_VMPL)
+
+    # ---- VMPL0 entry ---------------------------------------------------------------------
+    def _entered(self) -> None:
+        """The SVSM's entry code: serve the pending call (or the platform's work), then run
+        the guest OS again. Any exception here is the SVSM's own fault and stops the VM."""
+        try:
+            work, self._work = self._work, None
+            if work is not None:
+                work()
+            else:
+                self._serve_call()
+        finally:
+            self.kernel.leave_to(GUEST_VMPL)
+
+    def at_vmpl0(self, action: Callable[[], T]) -> T:
+        """Run ``action`` as SVSM code: directly at VMPL0, else the guest OS switches to VMPL0
+        (the hardware's "run VMPL"), the SVSM runs it, and switches back."""
+        if self.vcpu.vmpl == 0:
+            return action()
+        results: list[T] = []
+        self._work = lambda: results.append(action())
+        SevGuest(self.vcpu).run_vmpl(0)
+        if not results:
+            raise StateError("the SVSM did not run the requested work")
+        return results[0]
+
+    def _serve_call(self) -> None:
+        caa = self.layout.caa_gpa + CALL_PENDING_OFFSET
+        if self.vcpu.read(caa, 1) != b"\x01":
+            return  # no call pending: a spurious switch, nothing to answer
+        self.vcpu.write(caa, b"\x00")
+        vmsa = Vmsa.from_bytes(self.vcpu.read(self.layout.guest_vmsa_gpa, PAGE_SIZE))
+        rax = vmsa.registers["rax"]
+        protocol, call = rax >> 32, rax & 0xFFFF_FFFF
+        handler = self.protocols.get(protocol)
+        reply: CallReply = (refuse(SvsmResult.ERR_UNSUPPORTED_PROTOCOL) if handler is None
+                            else handler(call, vmsa.registers["rcx"]))
+        self.calls += 1
+        self.kernel.edit_vmsa(self.layout.guest_vmsa_gpa, GUEST_VMPL,
+                              {"rax": int(reply.result), **reply.outputs}, vmsa)
 
     # ---- memory ------------------------------------------------------------------------
     def write_state(self) -> None:
@@ -191,7 +250,7 @@ class Svsm:
         room = self.layout.state_pages * PAGE_SIZE
         if len(blob) > room:
             raise StateError(f"vTPM state of {len(blob)} bytes exceeds the {room}-byte pages")
-        self._as_vmpl0(lambda: self.vcpu.write(self.layout.state_gpa, blob))
+        self.at_vmpl0(lambda: self.vcpu.write(self.layout.state_gpa, blob))
         self.tpm.changed = False
 
     def _read_parts(self) -> tuple[bytes, bytes]:
@@ -201,11 +260,11 @@ class Svsm:
             for _ in range(2):
                 size = int.from_bytes(self.vcpu.read(offset, STATE_LENGTH_SIZE), "little")
                 if size > self.layout.state_pages * PAGE_SIZE:
-                    raise FormatError("vTPM state pages are corrupt")
+                    raise StateError("vTPM state pages are corrupt")
                 parts.append(self.vcpu.read(offset + STATE_LENGTH_SIZE, size))
                 offset += STATE_LENGTH_SIZE + size
             return parts[0], parts[1]
-        return self._as_vmpl0(read)
+        return self.at_vmpl0(read)
 
     def read_state(self) -> bytes:
         """The non-volatile state as the SVSM's pages hold it (VMPL0 read)."""
@@ -214,8 +273,11 @@ class Svsm:
     def load_state(self) -> None:
         """Make the pages the vTPM's truth: reload both states from them into the engine."""
         persistent, volatile = self._read_parts()
-        self.tpm.state = PersistentState.from_bytes(persistent)
-        self.tpm.restore_volatile(VolatileState.from_bytes(volatile))
+        try:
+            self.tpm.state = PersistentState.from_bytes(persistent)
+            self.tpm.restore_volatile(VolatileState.from_bytes(volatile))
+        except FormatError as error:
+            raise StateError(f"vTPM state pages are corrupt: {error}") from None
 
     def unload(self) -> None:
         """Drop the engine's copies of the state: between calls only the pages hold it."""
@@ -233,18 +295,14 @@ class Svsm:
         finally:
             self.unload()
 
-    def grant(self, gpa: int, pages: int, vmpl: int = 1) -> None:
+    def grant(self, gpa: int, pages: int, vmpl: int = GUEST_VMPL) -> None:
         """Validate guest-OS pages and give ``vmpl`` full access (RMPADJUST)."""
         def run() -> None:
-            guest = SevGuest(self.vcpu)
             for page in range(pages):
                 address = gpa + page * PAGE_SIZE
-                guest.accept(address)
-                guest.rmpadjust(address, vmpl, Perm.all())
-        self._as_vmpl0(run)
-
-    def _as_vmpl0(self, action: Callable[[], T]) -> T:
-        return at_vmpl0(self.vcpu, action)
+                self.kernel.accept(address)
+                self.kernel.rmpadjust(address, vmpl, Perm.all())
+        self.at_vmpl0(run)
 
     # ---- persistence -------------------------------------------------------------------
     def seal_state(self) -> bytes:
@@ -252,32 +310,32 @@ class Svsm:
         def run() -> bytes:
             self._loaded(lambda tpm: tpm.save_clock())
             return seal_state_file(self.read_state(), self.keys, self.counter, self.random)
-        return self._as_vmpl0(run)
+        return self.at_vmpl0(run)
 
-    # ---- the call protocol -------------------------------------------------------------
-    def handle_call(self) -> None:
-        """VMGEXIT(SNP_RUN_VMPL) from the guest OS: answer the call in RAX/RCX/RDX/R8."""
-        self._as_vmpl0(self._dispatch)
+    # ---- services for the protocols ----------------------------------------------------
+    def _own_page(self, gpa: int) -> bool:
+        """A page the SVSM keeps for itself (its PSP channel, state, key, the guest OS's VMSA,
+        the calling area) or the secrets page."""
+        m, page = self.layout, gpa - gpa % PAGE_SIZE
+        own = {m.ghcb_gpa, m.request_gpa, m.response_gpa, m.key_gpa, m.guest_vmsa_gpa,
+               m.caa_gpa, self.requester.secrets_gpa}
+        own.update(m.state_gpa + i * PAGE_SIZE for i in range(m.state_pages))
+        return page in own
 
-    def _dispatch(self) -> None:
-        rax = self.vcpu.register("rax")
-        protocol, call = rax >> 32, rax & 0xFFFF_FFFF
-        rcx = self.vcpu.register("rcx")
-        outputs: dict[str, int] = {}
-        if protocol == PROTOCOL_VTPM and call == VTPM_QUERY:
-            result = SVSM_SUCCESS
-            outputs = {"rcx": 1 << TPM_SEND_COMMAND, "rdx": 0}
-        elif protocol == PROTOCOL_VTPM and call == VTPM_COMMAND:
-            result = self._vtpm_command(rcx)
-        elif protocol == PROTOCOL_ATTEST and call in (ATTEST_SERVICES, ATTEST_SINGLE_SERVICE):
-            result, outputs = self._attest(rcx, call == ATTEST_SINGLE_SERVICE)
-        elif protocol in (PROTOCOL_CORE, PROTOCOL_ATTEST, PROTOCOL_VTPM):
-            result = SVSM_ERR_UNSUPPORTED_CALL
-        else:
-            result = SVSM_ERR_UNSUPPORTED_PROTOCOL
-        self.vcpu.set_register("rax", result)
-        for name, value in outputs.items():
-            self.vcpu.set_register(name, value)
+    def _pvalidate(self, gpa: int, validate: bool, ignore_cf: bool) -> SvsmResult:
+        """PVALIDATE one guest-OS page for it; a validated page is granted to VMPL1."""
+        try:
+            self.kernel.pvalidate(gpa, validate=validate)
+        except PolicyError:  # "already validated": PVALIDATE changed nothing
+            if not ignore_cf:
+                return SvsmResult.ERR_PVALIDATE_FAIL_UNCHANGED
+        except (StatusError, StateError) as failed:
+            code = getattr(failed, "code", 0)
+            return (SvsmResult.ERR_PVALIDATE_FAIL_SIZEMISMATCH if code == RMP_SIZEMISMATCH
+                    else SvsmResult.ERR_PVALIDATE_FAIL_INPUT)
+        if validate:
+            self.kernel.rmpadjust(gpa, GUEST_VMPL, Perm.all())
+        return SvsmResult.SUCCESS
 
     def _guest_read(self, gpa: int, size: int) -> bytes | None:
         try:
@@ -285,70 +343,38 @@ class Svsm:
         except (CvmError, FaultRaised):
             return None
 
-    def _vtpm_command(self, gpa: int) -> int:
-        if gpa % PAGE_SIZE:
-            return SVSM_ERR_INVALID_ADDRESS
-        page = self._guest_read(gpa, BUFFER_SIZE)
-        if page is None:
-            return SVSM_ERR_INVALID_ADDRESS
+    def _guest_write(self, gpa: int, data: bytes) -> bool:
         try:
-            request = VtpmCommandRequest.from_bytes(page)
-        except FormatError:
-            return SVSM_ERR_INVALID_FORMAT
-        if request.platform_command != TPM_SEND_COMMAND or request.locality != 0:
-            return SVSM_ERR_INVALID_PARAMETER
-        try:
-            response = self._loaded(lambda tpm: tpm.execute(request.command, request.locality))
-        except FormatError:
-            response = Response(TpmRc.FAILURE).to_bytes(False)
-        self.vcpu.write(gpa, VtpmCommandResponse(response).to_bytes())
-        return SVSM_SUCCESS
+            self.vcpu.write(gpa, data)
+        except (CvmError, FaultRaised):
+            return False
+        return True
 
-    def ek_public(self) -> bytes:
+    def _execute(self, command: bytes, locality: int) -> bytes:
+        return self._loaded(lambda tpm: tpm.execute(command, locality))
+
+    def _ek_public(self) -> bytes:
         """The vTPM's EK (TCG default RSA template) TPMT_PUBLIC: the vTPM service manifest.
 
         Derived from the endorsement seed once (an RSA-2048 key generation) and kept: it is
         public, and the seed does not change while the SVSM runs."""
         def public(tpm: Tpm) -> bytes:
             return tpm.primary_public(TpmRh.ENDORSEMENT, ek_template("rsa")).to_bytes()
-        if self._ek_public is None:
-            self._ek_public = self._as_vmpl0(lambda: self._loaded(public, write=False))
-        return self._ek_public
+        if self._ek_cache is None:
+            self._ek_cache = self._loaded(public, write=False)
+        return self._ek_cache
 
-    def report(self, report_data: bytes) -> bytes:
-        """MSG_REPORT_REQ at VMPL0 over VMPCK0: the raw report carrying ``report_data``."""
-        response = self._as_vmpl0(lambda: self.requester.report(report_data, 0))
+    def _report(self, report_data: bytes) -> bytes:
+        response = self.requester.report(report_data, 0)
         if response.status:
             raise StatusError(f"MSG_REPORT_REQ failed with status {response.status:#x}",
                               response.status)
         return response.report
 
-    def _attest(self, gpa: int, single: bool) -> tuple[int, dict[str, int]]:
-        size = SINGLE_SERVICE_REQUEST_SIZE if single else ATTEST_REQUEST_SIZE
-        raw = self._guest_read(gpa, size)
-        if raw is None:
-            return SVSM_ERR_INVALID_ADDRESS, {}
-        try:
-            request = AttestRequest.from_bytes(raw, single)
-        except FormatError:
-            return SVSM_ERR_INVALID_FORMAT, {}
-        if single and request.service != VTPM_SERVICE_GUID:
-            return SVSM_ERR_INVALID_PARAMETER, {}
-        if request.nonce_size > MAX_NONCE:
-            return SVSM_ERR_INVALID_PARAMETER, {}
-        nonce = self._guest_read(request.nonce_gpa, request.nonce_size)
-        if nonce is None:
-            return SVSM_ERR_INVALID_ADDRESS, {}
-        manifest = self.ek_public()
-        if not single:
-            manifest = ServicesManifest(((VTPM_SERVICE_GUID, manifest),)).to_bytes()
-        report = self.report(hashlib.sha512(nonce + manifest).digest())
-        needed = {"rcx": len(report), "rdx": len(manifest), "r8": 0}
-        if request.report_size < len(report) or request.manifest_size < len(manifest):
-            return SVSM_ERR_INVALID_PARAMETER, needed
-        try:
-            self.vcpu.write(request.report_gpa, report)
-            self.vcpu.write(request.manifest_gpa, manifest)
-        except (CvmError, FaultRaised):
-            return SVSM_ERR_INVALID_ADDRESS, {}
-        return SVSM_SUCCESS, needed
+    def ek_public(self) -> bytes:
+        """The vTPM's EK (TCG default RSA template) TPMT_PUBLIC: the vTPM service manifest."""
+        return self.at_vmpl0(self._ek_public)
+
+    def report(self, report_data: bytes) -> bytes:
+        """MSG_REPORT_REQ at VMPL0 over VMPCK0: the raw report carrying ``report_data``."""
+        return self.at_vmpl0(lambda: self._report(report_data))

@@ -30,6 +30,16 @@ class Dram:
     def allocated_bytes(self) -> int:
         return len(self._chunks) * CHUNK_SIZE
 
+    def chunks(self) -> list[tuple[int, np.ndarray]]:
+        """Every populated chunk as (system address, read-only view), in address order: what a
+        dump of the DRAM chips holds (the rest reads as zeros)."""
+        out = []
+        for index in sorted(self._chunks):
+            view = self._chunks[index].view()
+            view.flags.writeable = False
+            out.append((index * CHUNK_SIZE, view))
+        return out
+
     def check(self, spa: int, size: int) -> None:
         if spa < 0 or size < 0 or spa + size > self.size_bytes:
             raise UsageError(

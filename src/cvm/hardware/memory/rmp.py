@@ -116,11 +116,13 @@ class Rmp:
         return RmpStatus.SUCCESS, False
 
     def rmpadjust(
-        self, asid: int, gpa: int, spa: int, caller_vmpl: int, target_vmpl: int, perms: Perm
+        self, asid: int, gpa: int, spa: int, caller_vmpl: int, target_vmpl: int, perms: Perm,
+        *, vmsa: bool = False,
     ) -> RmpStatus:
-        """Guest: grant ``target_vmpl`` at most what ``caller_vmpl`` holds on the page."""
-        if not 0 <= caller_vmpl < target_vmpl < VMPL_COUNT:
-            return RmpStatus.FAIL_PERMISSION
+        """Guest: grant ``target_vmpl`` at most what ``caller_vmpl`` holds on the page, and set
+        the page's VMSA bit to ``vmsa`` (RDX bit 16: the page holds a VMSA of ``target_vmpl``)."""
+        if not 0 <= caller_vmpl < target_vmpl < VMPL_COUNT or (vmsa and caller_vmpl):
+            return RmpStatus.FAIL_PERMISSION  # only VMPL0 makes VMSA pages
         entry = self._entries.get(spa >> PAGE_SHIFT)
         if entry is None or not entry.assigned or entry.asid != asid or entry.gpa != gpa:
             return RmpStatus.FAIL_INPUT
@@ -129,6 +131,7 @@ class Rmp:
         if perms & ~entry.perms[caller_vmpl]:
             return RmpStatus.FAIL_PERMISSION
         entry.perms[target_vmpl] = perms
+        entry.vmsa = vmsa
         return RmpStatus.SUCCESS
 
     def check_host_write(self, spa: int) -> Fault | None:

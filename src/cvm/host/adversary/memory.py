@@ -1,19 +1,40 @@
-"""Attacks on guest memory and register state: read, corrupt, replay, remap, alias, tamper.
+"""Attacks on guest memory: read, corrupt, replay, remap, alias, substitute, dump, share, debug.
 
-Each function is one host action with the host's real powers only: DRAM through the machine
-(RMP-checked with SNP), the nested page table, the VMCB of unencrypted vCPUs, and the exits it
-handles. Whether an attack works is decided by the silicon, never here.
+Each attack uses the host's real powers only: DRAM through the machine (RMP-checked with SNP),
+the nested page table, RMPUPDATE, the PSP's commands. Whether it works is decided by the
+silicon; the verdict is read off what the guest then reads, or the fault that stopped it.
 """
 
 from __future__ import annotations
 
-from cvm.formats.snp.vmsa import Vmsa
-from cvm.hardware.fault import Fault, FaultRaised
+from cvm.errors import StatusError
+from cvm.hardware.fault import PFERR_RMP, Fault, FaultKind, FaultRaised
 from cvm.hardware.memory.dram import PAGE_SIZE
-from cvm.hardware.vcpu import Vcpu, VmExit
+from cvm.host.adversary.canary import CanaryScan
+from cvm.host.adversary.lab import Lab
+from cvm.host.adversary.threat import (
+    Family,
+    Mechanism,
+    Observed,
+    attack,
+    blocked,
+    by,
+    na,
+    not_applicable,
+    ok,
+    succeeded,
+)
 from cvm.host.vmm import Guest, Hypervisor
 
+ENCRYPTED = by(Mechanism.MEMORY_ENCRYPTION)
+RMP = by(Mechanism.RMP)
+CLEAR = ok("no memory encryption: DRAM holds the guest's plaintext")
+UNCHECKED = ok("no integrity: nothing checks who writes or maps a guest page")
+NO_RMP = na("no RMP guards the guest's pages without SEV-SNP")
+NO_SNP = na("no SNP guest context in the PSP")
 
+
+# -- the host's primitives ----------------------------------------------------------------------
 def read_guest_page(host: Hypervisor, guest: Guest, gpa: int) -> bytes:
     """Read the system page behind guest page ``gpa`` as DRAM holds it."""
     return host.machine.host_read(host.spa_of(guest, gpa), PAGE_SIZE)
@@ -34,37 +55,185 @@ def map_foreign_page(host: Hypervisor, attacker: Guest, gpa: int, victim: Guest,
     attacker.vm.map(gpa, host.spa_of(victim, at))
 
 
-def capture_registers(host: Hypervisor, seen: list[dict[str, int]]) -> None:
-    """At every exit, record the guest registers the host can see (the VMCB save area)."""
+def mechanism_of(fault: Fault) -> Mechanism:
+    """Which protection a fault is: the RMP's checks, or a page the guest never validated."""
+    if fault.kind is FaultKind.VC:
+        return Mechanism.PVALIDATE
+    if fault.error_code & PFERR_RMP or fault.kind is FaultKind.NPF:
+        return Mechanism.RMP
+    return Mechanism.ENCRYPTED_VMSA
 
-    def hook(guest: Guest, vcpu: Vcpu, info: VmExit) -> None:
-        if info.vmcb is not None:
-            seen.append(dict(info.vmcb.save))
 
-    host.exit_hooks.append(hook)
+def _faulted(refused: FaultRaised, what: str) -> Observed:
+    return blocked(mechanism_of(refused.fault), f"{what}: {refused.fault}")
 
 
-def set_register_at_exit(host: Hypervisor, name: str, value: int) -> list[Fault]:
-    """At the next exit, set register ``name``: in the VMCB if there is one; otherwise write a
-    save area with that value over the vCPU's VMSA page (the host cannot encrypt it).
+def _pattern(lab: Lab, salt: int) -> bytes:
+    return bytes(b ^ salt for b in lab.secret) * (PAGE_SIZE // len(lab.secret))
 
-    Returns a list that receives the fault if the machine refuses the host's write.
-    """
-    done: list[bool] = []
-    faults: list[Fault] = []
 
-    def hook(guest: Guest, vcpu: Vcpu, info: VmExit) -> None:
-        if done:
-            return
-        done.append(True)
-        if info.vmcb is not None:
-            info.vmcb.save[name] = value
-        elif vcpu.vmsa_spa is not None:
-            forged = Vmsa({name: value, "efer": 1 << 12}).to_bytes()
-            try:
-                host.machine.host_write(vcpu.vmsa_spa, forged)
-            except FaultRaised as refused:
-                faults.append(refused.fault)
+# -- the attacks --------------------------------------------------------------------------------
+@attack("read-page", Family.MEMORY, "read a private guest page from DRAM",
+        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED))
+def read_page(lab: Lab) -> Observed:
+    dram = read_guest_page(lab.host, lab.guest, lab.secret_gpa)
+    if lab.secret in dram:
+        return succeeded("the host reads the guest's secret in the clear")
+    return blocked(Mechanism.MEMORY_ENCRYPTION, "the host reads ciphertext")
 
-    host.exit_hooks.append(hook)
-    return faults
+
+@attack("corrupt-page", Family.MEMORY, "write junk over a private guest page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP))
+def corrupt_page(lab: Lab) -> Observed:
+    page = _pattern(lab, 0x11)
+    lab.guest_write(lab.spare_gpa, page)
+    junk = bytes(range(256)) * (PAGE_SIZE // 256)
+    try:
+        write_guest_page(lab.host, lab.guest, lab.spare_gpa, junk)
+    except FaultRaised as refused:
+        intact = lab.guest_read(lab.spare_gpa, PAGE_SIZE) == page
+        return _faulted(refused, "host write refused, guest data " + ("intact" if intact
+                                                                         else "LOST"))
+    got = lab.guest_read(lab.spare_gpa, PAGE_SIZE)
+    if got == page:
+        return blocked(Mechanism.MEMORY_ENCRYPTION, "the guest's data survived")
+    return succeeded("guest reads junk" if got == junk else "guest reads garbage")
+
+
+@attack("replay-page", Family.MEMORY, "write back an old ciphertext of a guest page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP))
+def replay_page(lab: Lab) -> Observed:
+    old, new = _pattern(lab, 0x22), _pattern(lab, 0x33)
+    lab.guest_write(lab.spare_gpa, old)
+    snapshot = read_guest_page(lab.host, lab.guest, lab.spare_gpa)
+    lab.guest_write(lab.spare_gpa, new)
+    try:
+        write_guest_page(lab.host, lab.guest, lab.spare_gpa, snapshot)
+    except FaultRaised as refused:
+        return _faulted(refused, "host write refused")
+    got = lab.guest_read(lab.spare_gpa, PAGE_SIZE)
+    if got == old:
+        return succeeded("the guest reads its old data again")
+    return blocked(Mechanism.MEMORY_ENCRYPTION, "the replayed page does not decrypt")
+
+
+@attack("remap-page", Family.MEMORY, "point a guest page at another guest page's system page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP))
+def remap_page(lab: Lab) -> Observed:
+    other = _pattern(lab, 0x44)
+    lab.guest_write(lab.spare_gpa, other)
+    remap(lab.host, lab.guest, lab.secret_gpa, lab.spare_gpa)
+    try:
+        got = lab.guest_read(lab.secret_gpa, PAGE_SIZE)
+    except FaultRaised as refused:
+        return _faulted(refused, "guest access")
+    if got == other:
+        return succeeded("the guest reads the other page")
+    return blocked(Mechanism.MEMORY_ENCRYPTION, "the guest reads garbage")
+
+
+@attack("alias-pages", Family.MEMORY, "map two guest pages to one system page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP))
+def alias_pages(lab: Lab) -> Observed:
+    remap(lab.host, lab.guest, lab.secret_gpa, lab.spare_gpa)
+    marker = _pattern(lab, 0x55)
+    try:
+        lab.guest_write(lab.secret_gpa, marker)
+        got = lab.guest_read(lab.spare_gpa, PAGE_SIZE)
+    except FaultRaised as refused:
+        return _faulted(refused, "guest access")
+    if got == marker:
+        return succeeded("a write to one page shows in the other")
+    return blocked(Mechanism.MEMORY_ENCRYPTION, "the pages are not aliased")
+
+
+@attack("substitute-page", Family.MEMORY,
+        "swap a fresh page of the host's in behind a guest page (RMP-assigned, unvalidated)",
+        (CLEAR, UNCHECKED, UNCHECKED, by(Mechanism.PVALIDATE)))
+def substitute_page(lab: Lab) -> Observed:
+    page = _pattern(lab, 0x66)
+    lab.guest_write(lab.spare_gpa, page)
+    fresh = lab.host.allocate_page()
+    if lab.mode.snp:
+        status = lab.host.machine.rmp.rmpupdate(
+            fresh, assigned=True, asid=lab.guest.vm.asid, gpa=lab.spare_gpa
+        )
+        if status:
+            return not_applicable(f"RMPUPDATE refused: {status.name}")
+    lab.guest.vm.map(lab.spare_gpa, fresh)
+    try:
+        got = lab.guest_read(lab.spare_gpa, PAGE_SIZE)
+    except FaultRaised as refused:
+        return _faulted(refused, "guest access")
+    if got != page:
+        return succeeded("the guest's page was silently replaced")
+    return blocked(Mechanism.MEMORY_ENCRYPTION, "the guest still reads its page")
+
+
+@attack("unassign-page", Family.MEMORY,
+        "RMPUPDATE a private guest page back to the host behind the guest's back",
+        (NO_RMP, NO_RMP, NO_RMP, RMP))
+def unassign_page(lab: Lab) -> Observed:
+    if not lab.host.machine.snp_enabled or not lab.mode.snp:
+        return not_applicable("no RMP entry guards this guest's pages")
+    spa = lab.host.spa_of(lab.guest, lab.secret_gpa)
+    lab.host.machine.rmp.rmpupdate(spa, assigned=False)
+    try:
+        got = lab.guest_read(lab.secret_gpa, len(lab.secret))
+    except FaultRaised as refused:
+        return _faulted(refused, "guest access")
+    return succeeded(f"the guest read {'its secret' if got == lab.secret else 'garbage'}")
+
+
+@attack("cold-boot-dump", Family.MEMORY, "dump every DRAM chip after the VM ran (cold boot)",
+        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED))
+def cold_boot_dump(lab: Lab) -> Observed:
+    scan = CanaryScan({"workload secret": lab.secret})
+    leaks = scan.scan_dram(lab.host.machine.dram)
+    if leaks:
+        return succeeded(f"the dump holds the secret: {leaks[0]}")
+    return blocked(Mechanism.MEMORY_ENCRYPTION, "no 8-byte run of the secret in any DRAM chip")
+
+
+@attack("foreign-vm-reads", Family.MEMORY, "map the guest's page into another VM and read it",
+        (CLEAR, ENCRYPTED, ENCRYPTED, RMP))
+def foreign_vm_reads(lab: Lab) -> Observed:
+    mode = lab.mode
+    intruder = lab.host.create_vm(mode, 4 * PAGE_SIZE)
+    try:
+        cpu = intruder.vcpus[0]
+        map_foreign_page(lab.host, intruder, 0, lab.guest, lab.secret_gpa)
+        if mode.encrypts_memory:
+            intruder.vm.set_private(0, True)
+        try:
+            got = cpu.read(0, PAGE_SIZE)
+        except FaultRaised as refused:
+            return _faulted(refused, "the other VM's access")
+        if lab.secret in got:
+            return succeeded("the other VM reads the secret")
+        if lab.mode.snp:
+            return blocked(Mechanism.RMP, "the other VM reads garbage: no RMP entry lets it in")
+        return blocked(Mechanism.MEMORY_ENCRYPTION, "the other VM reads garbage (its own key)")
+    finally:
+        lab.host.destroy_vm(intruder)
+
+
+@attack("debug-decrypt", Family.MEMORY, "ask the PSP to decrypt a guest page (SNP_DBG_DECRYPT)",
+        (NO_SNP, NO_SNP, NO_SNP, by(Mechanism.GUEST_POLICY)))
+def debug_decrypt(lab: Lab) -> Observed:
+    if lab.psp is None or lab.guest.handle is None or not lab.mode.snp:
+        return not_applicable("no SNP guest context in the PSP for this VM")
+    spa = lab.host.spa_of(lab.guest, lab.secret_gpa)
+    try:
+        page = lab.psp.snp_dbg_decrypt(lab.guest.handle, spa)
+    except StatusError as refused:
+        return blocked(Mechanism.GUEST_POLICY, str(refused))
+    if lab.secret in page:
+        return succeeded("the PSP decrypted the guest's secret for the host")
+    return blocked(Mechanism.MEMORY_ENCRYPTION, "the PSP returned another page")
+
+
+ATTACKS = (
+    read_page, corrupt_page, replay_page, remap_page, alias_pages, substitute_page,
+    unassign_page, cold_boot_dump, foreign_vm_reads, debug_decrypt,
+)

@@ -1,0 +1,128 @@
+"""One confidential VM end to end: image build, boot (launch to workload running), the matrix.
+
+Usage: ``python benchmarks/boot.py [--json] [--boots 3] [--skip-matrix] [--workers 2]``
+
+Measured, in one process:
+
+* ``build``: :func:`cvm.image.bundle.build_image` with its defaults (``--chain uki``, sev-snp),
+  once with cryptsetup's default recovery-keyslot KDF (argon2id, calibrated) and once with
+  ``--kdf-cost fast``; each step's share of the fast build;
+* ``boot``: :func:`cvm.guest.run.boot_bundle` in SEV-SNP mode (best of ``--boots``), launch to
+  workload running, with each phase's share (launch, SVSM, ESP, boot chain, initramfs,
+  workload) and the keyslot's share: the token keyslot's KDF (PBKDF2-SHA512) and the whole
+  keyslot open (KDF, area decryption, AF merge), timed where the initramfs calls them;
+* ``matrix``: every attack in every mode (:func:`cvm.scenarios.attack_matrix.matrix`), wall
+  time with ``--workers`` processes, and the sum of the cells' own times.
+
+Baselines, measured in the same run: the vendor's roots (derived once per process and included
+in the first boot of a fresh process, so they are timed apart: ``vendor_roots_s``) and one bare
+PBKDF2-SHA512 of 1000 iterations with ``hashlib`` (the KDF the token keyslot requires), which
+every ratio below is against: ``boot_over_kdf`` says how many keyslot KDFs one boot costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from cvm.amd.pki import default_vendor
+from cvm.disk import keyslot
+from cvm.guest.boot import initramfs
+from cvm.guest.run import PRODUCT, boot_bundle
+from cvm.hardware.vm import Mode
+from cvm.image.bundle import ImageSpec, build_image
+from cvm.scenarios.attack_matrix import matrix
+from timing import argument_parser, best_seconds, print_figures
+
+TOKEN_KDF_ITERATIONS = 1000
+
+
+class _Timer:
+    """Adds up the time spent in one function while it is wrapped."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+
+    def wrap(self, function):  # type: ignore[no-untyped-def]
+        def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+                self.calls += 1
+
+        return timed
+
+
+def _boot(folder: Path, seed: int) -> tuple[float, dict[str, float], float, float]:
+    """One SEV-SNP boot: wall time, phases, keyslot KDF time, whole keyslot-open time."""
+    kdf, slot = _Timer(), _Timer()
+    original_derive, original_open = keyslot._derive, initramfs.open_keyslot
+    keyslot._derive = kdf.wrap(original_derive)  # type: ignore[assignment]
+    initramfs.open_keyslot = slot.wrap(original_open)  # type: ignore[assignment]
+    try:
+        start = time.perf_counter()
+        trace = boot_bundle(folder, Mode.SEV_SNP, random=random.Random(seed).randbytes)
+        seconds = time.perf_counter() - start
+    finally:
+        keyslot._derive, initramfs.open_keyslot = original_derive, original_open
+    if not trace.ok:
+        raise SystemExit(f"the benchmark boot failed: {trace.refused}")
+    return seconds, dict(trace.timings), kdf.seconds, slot.seconds
+
+
+def run(boots: int, skip_matrix: bool, workers: int) -> dict[str, object]:
+    figures: dict[str, object] = {}
+    baseline = best_seconds(
+        lambda: hashlib.pbkdf2_hmac("sha512", b"token secret", b"salt" * 8,
+                                    TOKEN_KDF_ITERATIONS), repeat=5)
+    figures["baseline_pbkdf2_sha512_1000_ms"] = round(baseline * 1e3, 3)
+    start = time.perf_counter()
+    default_vendor(PRODUCT)
+    figures["vendor_roots_s"] = round(time.perf_counter() - start, 3)
+    with tempfile.TemporaryDirectory(prefix="cvm-bench-") as scratch:
+        root = Path(scratch)
+        start = time.perf_counter()
+        build_image(root / "default-kdf", ImageSpec(), random=random.Random(1).randbytes)
+        figures["build_default_kdf_s"] = round(time.perf_counter() - start, 3)
+        start = time.perf_counter()
+        fast = build_image(root / "fast-kdf", ImageSpec(kdf_cost="fast"),
+                           random=random.Random(2).randbytes)
+        build = time.perf_counter() - start
+        figures["build_fast_kdf_s"] = round(build, 3)
+        figures["build_steps_share"] = {k: round(v / build, 3) for k, v in fast.timings.items()}
+        runs = [_boot(fast.out, seed) for seed in range(boots)]
+        seconds, phases, kdf, slot = min(runs, key=lambda r: r[0])
+        figures["boot_snp_s"] = round(seconds, 3)
+        figures["boot_over_kdf"] = round(seconds / baseline, 1)
+        figures["boot_phase_share"] = {k: round(v / seconds, 3) for k, v in phases.items()}
+        figures["keyslot_kdf_share"] = round(kdf / seconds, 4)
+        figures["keyslot_open_share"] = round(slot / seconds, 4)
+    if not skip_matrix:
+        start = time.perf_counter()
+        results = matrix(seed=3, workers=workers)
+        wall = time.perf_counter() - start
+        figures["matrix_cells"] = len(results)
+        figures["matrix_held"] = sum(r.held for r in results)
+        figures["matrix_wall_s"] = round(wall, 2)
+        figures["matrix_cells_sum_s"] = round(sum(r.seconds for r in results), 2)
+        figures["matrix_over_one_boot"] = round(wall / seconds, 1)
+    return figures
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--boots", type=int, default=3, help="boots to take the best of")
+    parser.add_argument("--skip-matrix", action="store_true", help="do not run the matrix")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the matrix")
+    args = parser.parse_args()
+    print_figures(run(args.boots, args.skip_matrix, args.workers), as_json=args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""``cvm image``: the owner builds a confidential VM image, and inspects one.
+
+``build OUT [--chain uki|shim-grub] [--mode plain|sev|sev-es|sev-snp|all|LIST] [--seal
+pcrs|signed|both] [--sb-key K --sb-cert C | --keys OWNER_DIR] [--kernel F] [--dbx HEX]...
+[--vcpus N] [--vcpu-type NAME] [--seed N] [--kdf-cost default|fast] [--force] [--json]``
+writes the bundle OUT (docs/image-bundle.md): disk, firmware, sealed vTPM state, reference
+values, and the owner's secrets in OUT/owner.
+``show OUT [--json]`` reads the manifest and the reference values back, strictly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cvm.crypto.x509_edk2 import load_certificate, load_private_key
+from cvm.errors import UsageError
+from cvm.formats.pe.image import PeImage
+from cvm.image.bundle import ImageSpec, build_image, load_manifest, parse_modes
+from cvm.image.keys import KeyPair, OwnerKeys
+from cvm.image.reference_values import loads as load_reference_values
+
+app = typer.Typer(help="The owner's image: build a confidential VM bundle, show one.",
+                  no_args_is_help=True)
+AS_JSON = typer.Option(False, "--json", help="JSON output.")
+
+
+def _db_pair(key: Path | None, cert: Path | None) -> KeyPair | None:
+    if key is None and cert is None:
+        return None
+    if key is None or cert is None:
+        raise UsageError("give --sb-key and --sb-cert together (the db signing key)")
+    try:
+        return KeyPair(load_private_key(key.read_bytes()), load_certificate(cert.read_bytes()))
+    except OSError as error:
+        raise UsageError(f"cannot read {error.filename}") from None
+
+
+@app.command("build")
+def build(
+    out: Path,
+    chain: str = typer.Option("uki", "--chain", help="Boot chain: uki or shim-grub."),
+    mode: str = typer.Option("sev-snp", "--mode",
+                             help="plain, sev, sev-es, sev-snp, a comma list, or all."),
+    seal: str = typer.Option(None, "--seal",
+                             help="pcrs, signed or both (default: signed for uki, pcrs for "
+                                  "shim-grub)."),
+    sb_key: Path = typer.Option(None, "--sb-key", help="db signing key (PEM); default: new."),
+    sb_cert: Path = typer.Option(None, "--sb-cert", help="db certificate (PEM)."),
+    keys_dir: Path = typer.Option(None, "--keys",
+                                  help="Reuse every owner key of an earlier bundle's owner/."),
+    kernel: Path = typer.Option(None, "--kernel", help="The kernel (a PE/EFI-stub image)."),
+    dbx: list[str] = typer.Option([], "--dbx",
+                                  help="Authenticode SHA-256 (hex) to revoke in dbx; repeat."),
+    vcpus: int = typer.Option(1, "--vcpus", help="vCPUs the launch digest is predicted for."),
+    vcpu_type: str = typer.Option("EPYC-Milan", "--vcpu-type", help="QEMU CPU model."),
+    seed: int = typer.Option(None, "--seed", help="Seed every random choice (reproducible)."),
+    kdf_cost: str = typer.Option("default", "--kdf-cost",
+                                 help="Recovery keyslot KDF: default (cryptsetup's argon2id) "
+                                      "or fast (PBKDF2, 1000 iterations; demos, tests)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing bundle in OUT."),
+    as_json: bool = AS_JSON,
+) -> None:
+    """Build the image bundle OUT: disk, firmware, sealed vTPM state, reference values."""
+    if (out / "image.json").exists() and not force:
+        raise UsageError(f"{out} already holds an image bundle; give --force to overwrite it")
+    db = _db_pair(sb_key, sb_cert)
+    if db is not None and keys_dir is not None:
+        raise UsageError("give --keys or --sb-key/--sb-cert, not both")
+    revoked = []
+    for text in dbx:
+        try:
+            digest = bytes.fromhex(text)
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            raise UsageError(f"--dbx: {text!r} is not a SHA-256 digest (64 hex digits)")
+        revoked.append(digest)
+    try:
+        kernel_image = kernel.read_bytes() if kernel is not None else None
+    except OSError:
+        raise UsageError(f"cannot read the kernel {kernel}") from None
+    if kernel_image is not None:
+        PeImage.parse(kernel_image)
+    spec = ImageSpec(chain=chain, modes=parse_modes(mode), seal=seal, vcpus=vcpus,
+                     vcpu_type=vcpu_type, seed=seed, kdf_cost=kdf_cost,
+                     extra_dbx=tuple(revoked), kernel=kernel_image)
+    spec.check()
+    keys = OwnerKeys.load(keys_dir) if keys_dir is not None else None
+    if db is not None:
+        from cvm.crypto.drbg import OsRandom
+
+        keys = OwnerKeys.generate(OsRandom(), vendor=chain == "shim-grub",
+                                  pcr_policy=spec.sealing != "pcrs", db=db)
+    built = build_image(out, spec, keys)
+    total = sum(built.timings.values())
+    if as_json:
+        typer.echo(json.dumps({"out": str(out), "manifest": built.manifest,
+                               "launch": {e.mode: e.digest.hex() for e in built.reference.launch},
+                               "timings_s": built.timings, "total_s": total}, indent=1))
+        return
+    manifest = built.manifest
+    typer.echo(f"built {out} ({manifest['chain']}, sealed: {manifest['seal']}) in "
+               f"{total:.2f} s")
+    for stage in manifest["stages"]:
+        digest = stage["authenticode_sha256"] or stage["sha256"]
+        kind = "authenticode" if stage["authenticode_sha256"] else "sha256"
+        where = stage["path"] or "(inside the UKI)"
+        typer.echo(f"  {stage['name']:<10} {where:<24} {kind} {digest[:16]}…  "
+                   f"signed by {stage['signer'] or '-'}")
+    for entry in built.reference.launch:
+        typer.echo(f"  launch {entry.mode:<8} {entry.vcpus} vCPU  {entry.digest.hex()}")
+    for token in manifest["tokens"]:
+        signed = f" + signed PCR {token['pubkey_pcrs']}" if token["pubkey_pcrs"] else ""
+        typer.echo(f"  token {token['id']} ({token['policy']}): PCR {token['pcrs']}{signed}, "
+                   f"keyslot {token['keyslot']}")
+    kdf = manifest["kdf"]["recovery_keyslot"]
+    typer.echo(f"  recovery keyslot KDF: {kdf.get('type')} ({manifest['kdf']['cost']})")
+    typer.echo(f"  owner secrets in {out / 'owner'} — keep them; never give them to the host")
+
+
+def _summary(out: Path) -> dict[str, Any]:
+    manifest = load_manifest(out)
+    path = out / "reference-values.json"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise UsageError(f"cannot read {path}") from None
+    reference = load_reference_values(data)
+    return {"manifest": manifest,
+            "launch": {e.mode: e.digest.hex() for e in reference.launch},
+            "pcrs_sha256": {str(k): v.hex() for k, v in reference.pcrs["sha256"].items()},
+            "not_checked": list(reference.not_checked)}
+
+
+@app.command("show")
+def show(out: Path, as_json: bool = AS_JSON) -> None:
+    """Read back a bundle's manifest and reference values (strictly)."""
+    summary = _summary(out)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    manifest = summary["manifest"]
+    typer.echo(f"{out}: {manifest['chain']}, modes {', '.join(manifest['modes'])}, "
+               f"seal {manifest['seal']}, cvm {manifest['cvm_version']}")
+    for mode, digest in summary["launch"].items():
+        typer.echo(f"  launch {mode:<8} {digest}")
+    for pcr, value in summary["pcrs_sha256"].items():
+        typer.echo(f"  PCR {pcr:>2} sha256 {value}")

@@ -1,0 +1,56 @@
+"""``cvm vm run IMAGE``: the host launches the VM of an image bundle, the guest boots it and
+runs its workload; prints the chain of trust (or ``--json``).
+
+Exit status: 0 when every stage verified, the PCRs equal the prediction and the replayed event
+log, the root opened and the workload's data round-tripped; the refusing error's own code when a
+stage refused (e.g. 67 the relying party refused the report, 68 the vTPM refused to unseal);
+1 when the boot ran to the end but a check said no (a PCR differs from the prediction).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import typer
+
+from cvm.errors import UsageError
+
+app = typer.Typer(help="Run confidential VMs from image bundles.", no_args_is_help=True)
+SIZE = re.compile(r"^(\d+)([KMG]?)i?B?$", re.IGNORECASE)
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``2M``, ``4096K``, ``1G`` or bytes."""
+    match = SIZE.match(text.strip())
+    if match is None:
+        raise UsageError(f"--memory: {text!r} is not a size like 2M or 1G")
+    return int(match.group(1)) * UNITS[match.group(2).upper()]
+
+
+@app.command("run")
+def run(
+    image: Path = typer.Argument(..., help="The image bundle folder (cvm image build OUT)."),
+    mode: str = typer.Option("sev-snp", "--mode", help="plain, sev, sev-es or sev-snp."),
+    vcpus: int = typer.Option(1, "--vcpus", help="vCPUs (the launch digest depends on it)."),
+    memory: str = typer.Option("2M", "--memory", help="Guest RAM, e.g. 2M, 64M."),
+    as_json: bool = typer.Option(False, "--json", help="The trace as JSON."),
+) -> int:
+    """Launch IMAGE, boot it, unseal its root, run its workload; print the chain of trust."""
+    from cvm.guest.run import boot_bundle
+    from cvm.hardware.vm import Mode
+
+    if not (image / "image.json").is_file():
+        raise UsageError(f"{image}: not an image bundle (no image.json)")
+    trace = boot_bundle(image, Mode.parse(mode), vcpus=vcpus, memory_bytes=parse_size(memory))
+    if as_json:
+        typer.echo(json.dumps(trace.to_json(), indent=1))
+    else:
+        typer.echo(trace.render())
+    if trace.refused is not None:
+        error = trace.refused[1]
+        typer.echo(f"cvm: error: {trace.refused[0]}: {error}", err=True)
+        return error.exit_code
+    return 0 if trace.ok else 1

@@ -1,0 +1,159 @@
+"""The canary scan: does ANY 8-byte run of ANY secret appear in anything the host can read?
+
+The needles are every 8-byte window of every secret (volume key, vTPM seeds, workload data,
+state key, VMPCKs ...), kept as a sorted array of little-endian 64-bit words. At every byte offset
+of a haystack the first two bytes are looked up in a 64 Ki-entry table of the windows' first two
+bytes (vectorised, two aligned 16-bit views); only the few offsets that pass are read as 64-bit
+words and looked up in the needles with one binary search. Pages that are all zeros are
+skipped (no window of a secret worth the name is all zeros; such windows are dropped).
+
+Eight bytes, not sixteen: a register is eight bytes wide, so one register's worth of a key copied
+into a GHCB is a leak the scan must see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from cvm.errors import UsageError
+from cvm.hardware.memory.dram import PAGE_SIZE, Dram
+
+WINDOW_BYTES = 8
+CACHE_BLOCK_BYTES = 1 << 20
+CACHE_ENTRIES = 1 << 14
+WORD = np.dtype("<u8")
+PAIR = np.dtype("<u2")
+
+
+# (needles fingerprint, block digest) -> hits as (secret, secret offset, offset in block)
+_CACHE: dict[tuple[bytes, bytes], tuple[tuple[str, int, int], ...]] = {}
+
+
+@dataclass(frozen=True)
+class Leak:
+    """One hit: ``secret[secret_offset : secret_offset + 8]`` found at ``where`` + ``offset``."""
+
+    secret: str
+    secret_offset: int
+    where: str
+    offset: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.secret}[{self.secret_offset}:{self.secret_offset + WINDOW_BYTES}] "
+            f"in {self.where} at {self.offset:#x}"
+        )
+
+
+class CanaryScan:
+    """A scanner for every 8-byte window of ``secrets`` (name -> bytes, each >= 8 bytes)."""
+
+    def __init__(self, secrets: Mapping[str, bytes]) -> None:
+        words: dict[int, tuple[str, int]] = {}
+        for name, secret in secrets.items():
+            if len(secret) < WINDOW_BYTES:
+                raise UsageError(f"secret {name!r} is shorter than {WINDOW_BYTES} bytes")
+            for offset in range(len(secret) - WINDOW_BYTES + 1):
+                value = int.from_bytes(secret[offset : offset + WINDOW_BYTES], "little")
+                if value:
+                    words.setdefault(value, (name, offset))
+        self.names = tuple(secrets)
+        self._needles = np.array(sorted(words), dtype=WORD)
+        self._origin = words
+        self._fingerprint = hashlib.blake2b(self._needles.tobytes(), digest_size=16).digest()
+        self._prefix = np.zeros(1 << 16, dtype=bool)
+        self._prefix[(self._needles & 0xFFFF).astype(np.intp)] = True
+
+    def __len__(self) -> int:
+        return len(self._needles)
+
+    def scan(self, where: str, data: bytes | bytearray | memoryview | np.ndarray) -> list[Leak]:
+        """Every window of a secret in ``data``; offsets are relative to ``data``.
+
+        Large haystacks are scanned in blocks (each with the seven bytes that follow it); a
+        block whose bytes were already scanned for the same secrets is answered from a cache
+        keyed by its BLAKE2 digest, so a disk image scanned after every attack costs a hash."""
+        buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+        leaks: list[Leak] = []
+        for block in range(0, len(buffer), CACHE_BLOCK_BYTES):
+            part = buffer[block : block + CACHE_BLOCK_BYTES + WINDOW_BYTES - 1]
+            if not part.any():
+                continue
+            key = None
+            if len(buffer) > CACHE_BLOCK_BYTES:
+                key = (self._fingerprint, hashlib.blake2b(part.data, digest_size=16).digest())
+                cached = _CACHE.get(key)
+                if cached is not None:
+                    leaks.extend(Leak(n, o, where, block + at) for n, o, at in cached)
+                    continue
+            found = [hit for start, run in _nonzero_runs(part)
+                     for hit in self._scan_run(where, start, run)]
+            if key is not None:
+                if len(_CACHE) >= CACHE_ENTRIES:
+                    _CACHE.clear()
+                _CACHE[key] = tuple((h.secret, h.secret_offset, h.offset) for h in found)
+            leaks.extend(Leak(h.secret, h.secret_offset, where, block + h.offset) for h in found)
+        unique = {(leak.offset, leak.secret, leak.secret_offset): leak for leak in leaks}
+        return sorted(unique.values(), key=lambda leak: leak.offset)
+
+    def scan_dram(self, dram: Dram, where: str = "DRAM") -> list[Leak]:
+        """Every populated chunk of DRAM; offsets are system physical addresses."""
+        leaks: list[Leak] = []
+        for base, chunk in dram.chunks():
+            leaks.extend(
+                Leak(hit.secret, hit.secret_offset, where, base + hit.offset)
+                for hit in self.scan(where, chunk)
+            )
+        return leaks
+
+    def scan_all(self, artifacts: Iterable[tuple[str, bytes]]) -> list[Leak]:
+        return [leak for where, data in artifacts for leak in self.scan(where, data)]
+
+    def _scan_run(self, where: str, start: int, run: np.ndarray) -> list[Leak]:
+        needles = self._needles
+        if not len(needles) or len(run) < WINDOW_BYTES:
+            return []
+        # Candidates: offsets whose first two bytes begin some window (one table lookup per
+        # byte offset, even offsets and odd ones as two aligned 16-bit views).
+        candidates = []
+        for phase in (0, 1):
+            count = (len(run) - phase) // 2
+            pairs = run[phase : phase + count * 2].view(PAIR)
+            candidates.append(np.flatnonzero(self._prefix[pairs]) * 2 + phase)
+        offsets = np.concatenate(candidates)
+        offsets = offsets[offsets <= len(run) - WINDOW_BYTES]
+        if not len(offsets):
+            return []
+        windows = np.lib.stride_tricks.sliding_window_view(run, WINDOW_BYTES)[offsets]
+        words = np.ascontiguousarray(windows).view(WORD).ravel()
+        slots = np.searchsorted(needles, words)
+        slots[slots == len(needles)] = 0
+        hits = []
+        for index in np.flatnonzero(needles[slots] == words):
+            name, secret_offset = self._origin[int(words[index])]
+            hits.append(Leak(name, secret_offset, where, start + int(offsets[index])))
+        return hits
+
+
+def _nonzero_runs(buffer: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The stretches of ``buffer`` made of pages that are not all zeros, each extended by seven
+    bytes into the next page so that no window across a page boundary is missed."""
+    size = len(buffer)
+    pages = size // PAGE_SIZE
+    if pages < 2:
+        return [(0, buffer)] if buffer.any() else []
+    body = buffer[: pages * PAGE_SIZE].reshape(pages, PAGE_SIZE)
+    busy = body.any(axis=1)
+    if size % PAGE_SIZE:
+        busy = np.append(busy, buffer[pages * PAGE_SIZE :].any())
+    runs: list[tuple[int, np.ndarray]] = []
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], busy.view(np.int8), [0]))))
+    for first, last in zip(edges[::2], edges[1::2], strict=True):
+        begin = int(first) * PAGE_SIZE
+        end = min(size, int(last) * PAGE_SIZE + WINDOW_BYTES - 1)
+        runs.append((begin, buffer[begin:end]))
+    return runs

@@ -1,0 +1,120 @@
+"""Attacks on evidence and on the guest's channel to the PSP.
+
+The guest's messages to the PSP (report and key requests) cross host pages: AES-256-GCM under a
+VMPCK only the guest and the PSP hold, with sequence numbers as IVs (SEV-SNP ABI 56860 §7). The
+evidence the guest sends out crosses the host's network: the report is signed by the VCEK, whose
+chain ends at AMD's root, and binds the relying party's nonce in REPORT_DATA. Without SNP there
+are no reports and no channel: these attacks do not apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+from cvm.host.adversary.lab import Lab
+from cvm.host.adversary.threat import (
+    Family,
+    Mechanism,
+    Observed,
+    attack,
+    blocked,
+    by,
+    na,
+    not_applicable,
+    succeeded,
+)
+from cvm.host.launch import GuestRequestRelay
+
+REPORT_SIGNATURE_OFFSET = 0x2A0
+NOT_SNP = "no SNP reports or guest messages without SEV-SNP"
+NO_REPORTS = na(NOT_SNP)
+
+
+def _relay(lab: Lab) -> GuestRequestRelay | None:
+    return next((h for h in lab.host.exit_hooks if isinstance(h, GuestRequestRelay)), None)
+
+
+@attack("replay-evidence", Family.EVIDENCE,
+        "answer a fresh challenge with evidence recorded from an earlier one",
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.ATTESTATION)))
+def replay_evidence(lab: Lab) -> Observed:
+    if not lab.mode.snp:
+        return not_applicable(NOT_SNP)
+    _, old = lab.attest()
+    fresh, _ = lab.attest()
+    release = lab.appraise(old, fresh)
+    if release.released:
+        return succeeded("the relying party accepted the replayed report")
+    return blocked(Mechanism.ATTESTATION, f"refused: {', '.join(release.claims)}")
+
+
+@attack("forge-report", Family.EVIDENCE,
+        "change the measurement in a genuine report and send it on (signature kept)",
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VCEK_CHAIN)))
+def forge_report(lab: Lab) -> Observed:
+    if not lab.mode.snp:
+        return not_applicable(NOT_SNP)
+    nonce, genuine = lab.attest()
+    report = bytearray(genuine.report)
+    report[0x90:0xC0] = hashlib.sha384(b"the host's own firmware").digest()
+    release = lab.appraise(replace(genuine, report=bytes(report)), nonce)
+    if release.released:
+        return succeeded("the relying party accepted the forged report")
+    if "signature" in release.claims or "chain" in release.claims:
+        return blocked(Mechanism.VCEK_CHAIN, release.detail)
+    return blocked(Mechanism.ATTESTATION, f"refused: {', '.join(release.claims)}")
+
+
+@attack("tamper-guest-message", Family.EVIDENCE,
+        "flip one bit of the PSP's encrypted response before the guest reads it",
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VMPCK)))
+def tamper_guest_message(lab: Lab) -> Observed:
+    relay = _relay(lab)
+    if not lab.mode.snp or relay is None:
+        return not_applicable(NOT_SNP)
+    original = relay.forward
+
+    def forward(handle: int, request: bytes) -> tuple[int, bytes | None]:
+        status, response = original(handle, request)
+        if response is None:
+            return status, response
+        flipped = bytearray(response)
+        flipped[0x60] ^= 1  # first byte of the encrypted payload
+        return status, bytes(flipped)
+
+    relay.forward = forward  # type: ignore[method-assign]
+    outcome = lab.guest_request_report()
+    if outcome == "ok":
+        return succeeded("the guest accepted the tampered response")
+    return blocked(Mechanism.VMPCK, outcome)
+
+
+@attack("replay-guest-message", Family.EVIDENCE,
+        "send the PSP a guest's old request again, and the guest an old response",
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VMPCK)))
+def replay_guest_message(lab: Lab) -> Observed:
+    relay = _relay(lab)
+    if not lab.mode.snp or relay is None:
+        return not_applicable(NOT_SNP)
+    first = lab.guest_request_report()
+    if first != "ok" or not relay.log or relay.log[-1][1] is None:
+        return not_applicable(f"no genuine exchange to replay ({first})")
+    old_request, old_response = relay.log[-1]
+    handle = next(iter(relay.handles.values()))
+    status, _ = relay.forward(handle, old_request)
+    original = relay.forward
+
+    def forward(handle: int, request: bytes) -> tuple[int, bytes | None]:
+        original(handle, request)
+        return 0, old_response
+
+    relay.forward = forward  # type: ignore[method-assign]
+    outcome = lab.guest_request_report()
+    if outcome == "ok":
+        return succeeded("the guest accepted an old response")
+    psp = f"the PSP answered the replayed request with status {status:#x}"
+    return blocked(Mechanism.VMPCK, f"{psp}; the guest: {outcome}")
+
+
+ATTACKS = (replay_evidence, forge_report, tamper_guest_message, replay_guest_message)

@@ -1,0 +1,66 @@
+"""Attacks at launch: the host changes what it launches, or the firmware it launches it on.
+
+The host controls the launch entirely — the firmware bytes it hands the PSP, the guest policy,
+which PSP firmware is running. It cannot change what the PSP measures and signs: an SNP guest's
+report carries the launch digest, the policy and the TCB, and the relying party appraises it
+before it releases the owner's secret (the vTPM's state key). ``plain``, ``sev`` and ``sev-es``
+give the relying party nothing it can appraise before the secret goes to the host's vTPM; that
+is what these modes cost.
+"""
+
+from __future__ import annotations
+
+from cvm.host.adversary.lab import Lab, Release
+from cvm.host.adversary.threat import (
+    Family,
+    Mechanism,
+    Observed,
+    attack,
+    blocked,
+    by,
+    na,
+    not_applicable,
+    ok,
+    succeeded,
+)
+
+APPRAISED = by(Mechanism.ATTESTATION)
+UNGATED = ok("nothing appraises the launch before the owner's secrets reach the host's vTPM")
+NO_PSP = na("a plain VM involves no PSP and no policy")
+FIRMWARE_BIT = 0x1234 * 8 + 3
+
+
+def _judge(release: Release, expected_claim: str) -> Observed:
+    if release.released:
+        how = "after an appraisal" if release.gated else "with nothing to appraise"
+        return succeeded(f"the owner's secret was released {how}")
+    if expected_claim in release.claims or (release.claims and not expected_claim):
+        return blocked(Mechanism.ATTESTATION, f"refused: {', '.join(release.claims)}")
+    return blocked(Mechanism.ATTESTATION, f"refused for another reason: {release.detail}")
+
+
+@attack("tamper-firmware", Family.LAUNCH, "flip one bit of the firmware the host launches",
+        (UNGATED, UNGATED, UNGATED, APPRAISED))
+def tamper_firmware(lab: Lab) -> Observed:
+    return _judge(lab.launch(flip_firmware_bit=FIRMWARE_BIT), "measurement")
+
+
+@attack("debug-policy", Family.LAUNCH,
+        "launch with a policy that allows debugging (the PSP would decrypt pages for the host)",
+        (NO_PSP, UNGATED, UNGATED, APPRAISED))
+def debug_policy(lab: Lab) -> Observed:
+    if not lab.mode.encrypts_memory:
+        return not_applicable("a plain VM has no guest policy: the host reads it anyway")
+    return _judge(lab.launch(debug=True), "policy.debug")
+
+
+@attack("psp-rollback", Family.LAUNCH,
+        "flash older PSP firmware (lower TCB) and launch on it",
+        (NO_PSP, UNGATED, UNGATED, APPRAISED))
+def psp_rollback(lab: Lab) -> Observed:
+    if not lab.mode.encrypts_memory:
+        return not_applicable("a plain VM does not involve the PSP")
+    return _judge(lab.launch(rollback=True), "reported_tcb")
+
+
+ATTACKS = (tamper_firmware, debug_policy, psp_rollback)

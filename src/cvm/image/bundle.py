@@ -1,0 +1,324 @@
+"""``cvm image build OUT``: the owner builds a whole confidential VM image as one folder.
+
+The steps (ARCHITECTURE.md, flow 1), each timed: keys (generated or given); the disk plan (GPT
+identifiers and the LUKS2 UUID, so the initramfs can name the root); the initramfs; the boot
+chain, signed; the varstore and firmware; the prediction of every PCR (sha1 and sha256) and the
+event log the owner's own run of the stage modules produces — they must agree, or the build
+stops; the disk (ESP, LUKS2 root pre-encrypted); the vTPM manufactured and the volume key sealed
+to the predicted PCRs in ``systemd-tpm2`` tokens; the vTPM state sealed at rest and its key
+wrapped under the provisioning key; the launch digest of each mode; then every file of the
+bundle (docs/image-bundle.md). :func:`load_manifest` reads ``image.json`` back strictly.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cvm import __version__
+from cvm.crypto.drbg import OsRandom, SeededRandom
+from cvm.disk.file_store import FILESTORE_NAME
+from cvm.disk.keyslot import KdfSpec
+from cvm.disk.storage import FileStorage
+from cvm.errors import FormatError, InternalError, UsageError
+from cvm.formats.initramfs import (
+    PCR_SIGNATURE_IN_UKI,
+    InitramfsManifest,
+    build_initramfs,
+)
+from cvm.formats.tcg.replay import replay
+from cvm.guest.boot.chain import BootChain
+from cvm.guest.boot.esp_files import EspFiles
+from cvm.guest.boot.pcr_bank import SoftwarePcrBank
+from cvm.image.boot_chain import OS_RELEASE, ChainBuild, build_chain
+from cvm.image.disk_layout import DiskPlan, open_root, root_store, write_disk
+from cvm.image.firmware import (
+    CRTM_VERSION,
+    DEFAULT_VCPU_TYPE,
+    FOUR_GIB,
+    MODES,
+    OVMF_SIZE,
+    build_firmware,
+    firmware_settings,
+    launch_digest,
+    vcpu_config,
+)
+from cvm.image.keys import OwnerKeys
+from cvm.image.pcr_prediction import predict
+from cvm.image.provisioning import wrap_state_key
+from cvm.image.reference_values import (
+    ImageReferenceValues,
+    LaunchReference,
+    SnpClaims,
+    StageReference,
+    TokenReference,
+)
+from cvm.image.sealing import STATE_KEY_SIZE, TOKEN_KEYSLOT_KDF, OwnerTpm, token_plans
+
+MANIFEST_SCHEMA = "cvm-image/1"
+BANKS = ("sha1", "sha256")
+CHAINS = ("uki", "shim-grub")
+SEALS = ("pcrs", "signed", "both")
+KDF_COSTS = ("default", "fast")
+FAST_KDF = KdfSpec("pbkdf2", iterations=1000, hash="sha256")
+VOLUME_KEY_SIZE = 64
+WORKLOAD = {"schema": "cvm-workload/1", "data_dir": "/srv/data", "writes": "/srv/data/log"}
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What to build; every field has a default (``cvm image build OUT``)."""
+
+    chain: str = "uki"
+    modes: tuple[str, ...] = ("sev-snp",)
+    seal: str | None = None
+    vcpus: int = 1
+    vcpu_type: str = DEFAULT_VCPU_TYPE
+    seed: int | None = None
+    kdf_cost: str = "default"
+    extra_dbx: tuple[bytes, ...] = ()
+    kernel: bytes | None = None
+
+    @property
+    def sealing(self) -> str:
+        return self.seal or ("signed" if self.chain == "uki" else "pcrs")
+
+    def check(self) -> None:
+        if self.chain not in CHAINS:
+            raise UsageError(f"--chain: {self.chain!r} is not one of {', '.join(CHAINS)}")
+        if self.sealing not in SEALS:
+            raise UsageError(f"--seal: {self.sealing!r} is not one of {', '.join(SEALS)}")
+        if self.sealing != "pcrs" and self.chain != "uki":
+            raise UsageError("--seal signed|both needs --chain uki (signed PCR policies are "
+                             "PCR 11 of a UKI)")
+        if not self.modes or any(m not in MODES for m in self.modes):
+            raise UsageError(f"--mode: give {', '.join(MODES)} or all")
+        if self.kdf_cost not in KDF_COSTS:
+            raise UsageError(f"--kdf-cost: {self.kdf_cost!r} is not default or fast")
+
+
+def recovery_kdf(cost: str) -> KdfSpec:
+    """The recovery keyslot's KDF: cryptsetup's default (argon2id, calibrated), or ``fast``."""
+    if cost not in KDF_COSTS:
+        raise UsageError(f"--kdf-cost: {cost!r} is not default or fast")
+    return FAST_KDF if cost == "fast" else KdfSpec()
+
+
+def parse_modes(text: str) -> tuple[str, ...]:
+    """``all`` or a comma-separated list of modes, in canonical order."""
+    chosen = set(MODES) if text == "all" else {m.strip() for m in text.split(",") if m.strip()}
+    unknown = sorted(chosen - set(MODES))
+    if unknown or not chosen:
+        raise UsageError(f"--mode: {', '.join(unknown) or text!r} is not one of "
+                         f"{', '.join(MODES)} or all")
+    return tuple(m for m in MODES if m in chosen)
+
+
+@dataclass
+class BuiltImage:
+    """What :func:`build_image` made, with the time each step took (seconds)."""
+
+    out: Path
+    manifest: dict[str, Any]
+    reference: ImageReferenceValues
+    keys: OwnerKeys
+    chain: ChainBuild
+    plan: DiskPlan
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self._last
+        self._last = now
+
+
+def _kdf_json(kdf: Any) -> dict[str, Any]:
+    data = dict(kdf.to_json())
+    data.pop("salt", None)
+    return data
+
+
+def build_image(out: Path, spec: ImageSpec = ImageSpec(), keys: OwnerKeys | None = None,
+                random: Callable[[int], bytes] | None = None) -> BuiltImage:
+    """Build the bundle ``out`` (created; must not hold an earlier bundle's files)."""
+    spec.check()
+    clock = _Clock()
+    rng = random or (SeededRandom(str(spec.seed).encode(), b"cvm image")
+                     if spec.seed is not None else OsRandom())
+    signed = spec.sealing in ("signed", "both")
+    owner = keys or OwnerKeys.generate(rng, vendor=spec.chain == "shim-grub",
+                                       pcr_policy=signed)
+    clock.lap("keys")
+    plan = DiskPlan.make(rng)
+    initramfs = InitramfsManifest(plan.luks_uuid, str(plan.root_guid),
+                                  PCR_SIGNATURE_IN_UKI if signed else None)
+    initrd = build_initramfs(initramfs, OS_RELEASE)
+    chain = build_chain(spec.chain, owner, initrd, plan.luks_uuid, signed, spec.kernel)
+    clock.lap("boot chain")
+    varstore = owner.varstore(spec.extra_dbx)
+    firmware = build_firmware(varstore.to_bytes(), "sev-snp" in spec.modes)
+    boot = BootChain(EspFiles(chain.files), varstore, plan.gpt_disk(),
+                     firmware_settings(firmware.ovmf))
+    prediction = predict(boot, BANKS)
+    log = boot.run(SoftwarePcrBank(BANKS)).log
+    pcrs = {bank: prediction.values(bank) for bank in BANKS}
+    if replay(log) != pcrs:
+        raise InternalError("the predicted PCRs and the owner's run of the boot disagree")
+    clock.lap("prediction")
+    out.mkdir(parents=True, exist_ok=True)
+    volume_key = rng(VOLUME_KEY_SIZE)
+    recovery = base64.b64encode(rng(32))
+    kdf = recovery_kdf(spec.kdf_cost)
+    root = root_store({"/etc/hostname": b"cvm\n",
+                       "/etc/cvm/workload.json": json.dumps(WORKLOAD).encode(),
+                       "/srv/data/README": b"The workload's data lives here, encrypted.\n"})
+    disk_path = out / "disk.img"
+    write_disk(disk_path, plan, chain.files, root, volume_key, recovery, kdf, rng)
+    clock.lap("disk")
+    tpm = OwnerTpm(rng)
+    tokens = []
+    with FileStorage(disk_path) as disk:
+        volume = open_root(disk, plan.layout)
+        for plan_item in token_plans(spec.chain, spec.sealing):
+            public = owner.pcr_policy_public_pem() if plan_item.pubkey_pcrs else None
+            tokens.append(tpm.enroll(volume, volume_key, plan_item, pcrs["sha256"], public))
+        recovery_slot_kdf = _kdf_json(volume.metadata.keyslots[0].kdf)
+    state_key = rng(STATE_KEY_SIZE)
+    sealed_state = tpm.sealed_state(state_key)
+    wrapped = wrap_state_key(owner.provisioning, state_key, rng)
+    clock.lap("vtpm")
+    vcpus = vcpu_config(spec.vcpus, spec.vcpu_type)
+    launch = tuple(
+        LaunchReference(mode, spec.vcpus, spec.vcpu_type, vcpus.signature, mode == "sev-snp",
+                        digest)
+        for mode in spec.modes
+        if (digest := launch_digest(mode, firmware, vcpus)) is not None
+    )
+    stages = tuple(StageReference(s.name, s.path, _sha256(s.data), s.authenticode_sha256,
+                                  s.signer) for s in chain.stages)
+    reference = ImageReferenceValues(
+        spec.chain, launch, SnpClaims(), pcrs, log.to_bytes(), stages,
+        tuple(TokenReference(t.token_id, t.keyslot, t.plan.policy, t.plan.pcrs,
+                             t.plan.pubkey_pcrs, t.policy_digest) for t in tokens),
+    )
+    clock.lap("launch digests")
+    host_key = any(m != "sev-snp" for m in spec.modes)
+    manifest = _manifest(spec, chain, plan, tokens, disk_path.stat().st_size, host_key,
+                         firmware.svsm is not None,
+                         {"cost": spec.kdf_cost, "recovery_keyslot": recovery_slot_kdf,
+                          "token_keyslot": _kdf_json_spec(TOKEN_KEYSLOT_KDF)})
+    files: dict[str, bytes] = {
+        "image.json": (json.dumps(manifest, indent=1) + "\n").encode(),
+        "reference-values.json": reference.to_bytes(),
+        "firmware/OVMF.fd": firmware.ovmf,
+        "firmware/OVMF_VARS.fd": firmware.vars,
+        "vtpm-state.bin": sealed_state,
+    }
+    if firmware.svsm is not None:
+        files["firmware/SVSM.bin"] = firmware.svsm
+    if host_key:
+        files["host-vtpm-state.key"] = state_key
+    for name, data in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    owner_dir = out / "owner"
+    owner.save(owner_dir)
+    (owner_dir / "vtpm-state-key.wrapped").write_bytes(wrapped)
+    (owner_dir / "recovery.key").write_bytes(recovery)
+    (owner_dir / "recovery.key").chmod(0o600)
+    clock.lap("write")
+    return BuiltImage(out, manifest, reference, owner, chain, plan, clock.timings)
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _kdf_json_spec(spec: KdfSpec) -> dict[str, Any]:
+    return {"type": spec.type, "hash": spec.hash, "iterations": spec.iterations}
+
+
+def _manifest(spec: ImageSpec, chain: ChainBuild, plan: DiskPlan, tokens: list[Any],
+              disk_size: int, host_key: bool, svsm: bool, kdf: dict[str, Any]
+              ) -> dict[str, Any]:
+    layout = plan.layout
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "cvm_version": __version__,
+        "chain": spec.chain,
+        "modes": list(spec.modes),
+        "vcpus": spec.vcpus,
+        "vcpu_type": spec.vcpu_type,
+        "vcpu_signature": f"{vcpu_config(spec.vcpus, spec.vcpu_type).signature:#010x}",
+        "seal": spec.sealing,
+        "kdf": kdf,
+        "stages": [{"name": s.name, "path": s.path, "sha256": _sha256(s.data).hex(),
+                    "authenticode_sha256": None if s.authenticode_sha256 is None
+                    else s.authenticode_sha256.hex(), "signer": s.signer}
+                   for s in chain.stages],
+        "disk": {
+            "file": "disk.img", "size": disk_size, "disk_guid": str(plan.disk_guid),
+            "esp": {"partition": 1, "offset": layout.esp_offset, "size": layout.esp_size,
+                    "partition_guid": str(plan.esp_guid)},
+            "root": {"partition": 2, "offset": layout.root_offset, "size": layout.root_size,
+                     "partition_guid": str(plan.root_guid), "luks_uuid": plan.luks_uuid,
+                     "sector_size": 4096, "filesystem": FILESTORE_NAME},
+        },
+        "tokens": [{"id": t.token_id, "keyslot": t.keyslot, "policy": t.plan.policy,
+                    "pcrs": list(t.plan.pcrs), "pubkey_pcrs": list(t.plan.pubkey_pcrs),
+                    "bank": "sha256"} for t in tokens],
+        "firmware": {"ovmf": "firmware/OVMF.fd", "vars": "firmware/OVMF_VARS.fd",
+                     "svsm": "firmware/SVSM.bin" if svsm else None,
+                     "crtm_version": CRTM_VERSION,
+                     "volumes": [{"base": FOUR_GIB - OVMF_SIZE, "file": "firmware/OVMF.fd"}]},
+        "vtpm": {"state": "vtpm-state.bin", "key_source": "broker-released", "counter": 1,
+                 "host_state_key": "host-vtpm-state.key" if host_key else None},
+    }
+
+
+MANIFEST_KEYS = {"schema", "cvm_version", "chain", "modes", "vcpus", "vcpu_type",
+                 "vcpu_signature", "seal", "kdf", "stages", "disk", "tokens", "firmware",
+                 "vtpm"}
+
+
+def load_manifest(out: Path) -> dict[str, Any]:
+    """``OUT/image.json``, checked: schema, keys, chain, modes, stages, disk offsets."""
+    path = out / "image.json"
+    try:
+        document = json.loads(path.read_bytes())
+    except OSError:
+        raise UsageError(f"{path}: cannot read the image manifest") from None
+    except (ValueError, UnicodeDecodeError):
+        raise FormatError(f"{path}: not JSON") from None
+    if not isinstance(document, dict) or set(document) != MANIFEST_KEYS:
+        raise FormatError(f"{path}: not a {MANIFEST_SCHEMA} manifest (fields differ)")
+    if document["schema"] != MANIFEST_SCHEMA:
+        raise FormatError(f"{path}: schema {document['schema']!r}, expected {MANIFEST_SCHEMA}")
+    if document["chain"] not in CHAINS:
+        raise FormatError(f"{path}: chain {document['chain']!r} is not uki or shim-grub")
+    modes = document["modes"]
+    if not isinstance(modes, list) or not modes or any(m not in MODES for m in modes):
+        raise FormatError(f"{path}: modes must be a list of {', '.join(MODES)}")
+    for index, stage in enumerate(document["stages"] if isinstance(document["stages"], list)
+                                  else [None]):
+        if not isinstance(stage, dict) or not {"name", "path", "sha256"} <= set(stage):
+            raise FormatError(f"{path}: stages[{index}] is not a stage")
+    disk = document["disk"]
+    for part in ("esp", "root"):
+        entry = disk.get(part) if isinstance(disk, dict) else None
+        if not isinstance(entry, dict) or not all(
+                isinstance(entry.get(k), int) and entry[k] >= 0 for k in ("offset", "size")):
+            raise FormatError(f"{path}: disk.{part} needs integer offset and size")
+    return document

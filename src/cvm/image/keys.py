@@ -1,0 +1,171 @@
+"""The owner's keys: Secure Boot (PK, KEK, db), shim's vendor key, the PCR-policy signing key
+and the provisioning key — generated, or loaded from an ``owner/`` folder.
+
+UEFI 2.10 §32.3 (Secure Boot keys) as edk2 enrolls them: each of PK, KEK and db holds one
+EFI_SIGNATURE_LIST of type EFI_CERT_X509 with the owner's GUID; dbx holds EFI_CERT_SHA256 entries
+(the Authenticode hashes the owner revokes), or is absent. Keys are RSA-2048 with self-signed
+X.509 certificates (KEK and db issued by PK would change nothing the firmware checks: it
+matches db entries by certificate, edk2 ``DxeImageVerificationLib``). The vendor key signs what
+shim's ``.vendor_cert`` authorises (GRUB, the kernel); the PCR-policy key signs PCR 11 policies
+of a UKI (systemd-measure); the provisioning key (AES-256) wraps the vTPM state key.
+
+All private material is written under ``owner/`` only, which never goes to the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cvm.crypto.tpm_keys import public_key_pem
+from cvm.crypto.x509_edk2 import (
+    Certificate,
+    PrivateKey,
+    der,
+    generate_rsa_key,
+    issue_certificate,
+    load_certificate,
+    load_private_key,
+    pem,
+    private_key_pem,
+)
+from cvm.errors import FormatError, UsageError
+from cvm.formats.uefi.guids import (
+    EFI_CERT_SHA256,
+    EFI_CERT_X509,
+    EFI_GLOBAL_VARIABLE,
+    EFI_IMAGE_SECURITY_DATABASE,
+)
+from cvm.formats.uefi.signature_list import SignatureDatabase, SignatureList
+from cvm.formats.uefi.variable import SECURE_BOOT_ATTRIBUTES, EfiVariable
+from cvm.formats.uefi.varstore import Varstore
+from cvm.image.signing import sign_pe
+from cvm.wire import Guid
+
+OWNER_GUID = Guid.parse("7c0a4d2e-31b5-4f8e-9a6c-2d1e0f3b5a47")
+PROVISIONING_KEY_SIZE = 32
+README = """This folder holds the owner's secrets: Secure Boot private keys, the PCR-policy signing
+key, the provisioning key that wraps the vTPM state key, and the LUKS recovery passphrase.
+It never goes to the host. `cvm vm run` refuses to read it.
+"""
+Random = Callable[[int], bytes]
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A private key and its certificate."""
+
+    key: PrivateKey
+    certificate: Certificate
+
+    @classmethod
+    def generate(cls, common_name: str) -> KeyPair:
+        key = generate_rsa_key()
+        return cls(key, issue_certificate(common_name, key))
+
+
+@dataclass(frozen=True)
+class OwnerKeys:
+    """Every key the owner signs, seals or wraps with."""
+
+    pk: KeyPair
+    kek: KeyPair
+    db: KeyPair
+    vendor: KeyPair | None
+    pcr_policy: PrivateKey | None
+    provisioning: bytes
+
+    @classmethod
+    def generate(cls, random: Random, vendor: bool = True, pcr_policy: bool = True,
+                 db: KeyPair | None = None) -> OwnerKeys:
+        """Fresh RSA-2048 keys (``db`` given keeps the owner's signing key)."""
+        return cls(
+            KeyPair.generate("cvm owner PK"), KeyPair.generate("cvm owner KEK"),
+            db or KeyPair.generate("cvm owner db"),
+            KeyPair.generate("cvm owner shim vendor") if vendor else None,
+            generate_rsa_key() if pcr_policy else None,
+            random(PROVISIONING_KEY_SIZE),
+        )
+
+    def sign_db(self, image: bytes) -> bytes:
+        """``image`` signed with the db key (what the firmware verifies)."""
+        return sign_pe(image, self.db.key, self.db.certificate)
+
+    def sign_vendor(self, image: bytes) -> bytes:
+        """``image`` signed with shim's vendor key."""
+        if self.vendor is None:
+            raise UsageError("these owner keys have no shim vendor key")
+        return sign_pe(image, self.vendor.key, self.vendor.certificate)
+
+    def pcr_policy_public_pem(self) -> bytes:
+        if self.pcr_policy is None:
+            raise UsageError("these owner keys have no PCR-policy signing key")
+        numbers = self.pcr_policy.public_key().public_numbers()
+        modulus, exponent = getattr(numbers, "n", None), getattr(numbers, "e", None)
+        if not isinstance(modulus, int) or not isinstance(exponent, int):
+            raise UsageError("the PCR-policy signing key must be an RSA key")
+        return public_key_pem("rsa", modulus.to_bytes((modulus.bit_length() + 7) // 8, "big"),
+                              exponent)
+
+    def varstore(self, dbx_sha256: Sequence[bytes] = ()) -> Varstore:
+        """An OVMF varstore with PK, KEK, db enrolled (Secure Boot on) and dbx if given."""
+        store = Varstore.empty_4m()
+        for name, vendor, pair in (("PK", EFI_GLOBAL_VARIABLE, self.pk),
+                                   ("KEK", EFI_GLOBAL_VARIABLE, self.kek),
+                                   ("db", EFI_IMAGE_SECURITY_DATABASE, self.db)):
+            esl = SignatureList.of(EFI_CERT_X509, OWNER_GUID, der(pair.certificate))
+            data = SignatureDatabase((esl,)).to_bytes()
+            store = store.set(EfiVariable(name, vendor, SECURE_BOOT_ATTRIBUTES, data))
+        if dbx_sha256:
+            if any(len(d) != 32 for d in dbx_sha256):
+                raise UsageError("dbx entries are SHA-256 Authenticode digests (32 bytes)")
+            esl = SignatureList.of(EFI_CERT_SHA256, OWNER_GUID, *dbx_sha256)
+            store = store.set(EfiVariable("dbx", EFI_IMAGE_SECURITY_DATABASE,
+                                          SECURE_BOOT_ATTRIBUTES,
+                                          SignatureDatabase((esl,)).to_bytes()))
+        return store
+
+    def save(self, folder: Path) -> None:
+        """Write every key under ``folder`` (the bundle's ``owner/``), private files 0600."""
+        folder.mkdir(parents=True, exist_ok=True)
+        files: dict[str, bytes] = {"README": README.encode()}
+        for name, pair in (("pk", self.pk), ("kek", self.kek), ("db", self.db),
+                           ("vendor", self.vendor)):
+            if pair is not None:
+                files[f"{name}.key"] = private_key_pem(pair.key)
+                files[f"{name}.crt"] = pem(pair.certificate)
+        if self.pcr_policy is not None:
+            files["pcr-policy.key"] = private_key_pem(self.pcr_policy)
+            files["pcr-policy.pem"] = self.pcr_policy_public_pem()
+        files["provisioning.key"] = self.provisioning
+        for name, data in files.items():
+            path = folder / name
+            path.write_bytes(data)
+            if name.endswith(".key"):
+                path.chmod(0o600)
+
+    @classmethod
+    def load(cls, folder: Path) -> OwnerKeys:
+        """The keys :meth:`save` wrote; FormatError naming the file that is wrong."""
+        def pair(name: str, required: bool = True) -> KeyPair | None:
+            key_path, cert_path = folder / f"{name}.key", folder / f"{name}.crt"
+            if not key_path.exists() and not required:
+                return None
+            try:
+                return KeyPair(load_private_key(key_path.read_bytes()),
+                               load_certificate(cert_path.read_bytes()))
+            except OSError as error:
+                raise UsageError(f"owner keys: cannot read {error.filename}") from None
+        pk, kek, db = pair("pk"), pair("kek"), pair("db")
+        assert pk is not None and kek is not None and db is not None
+        policy_path = folder / "pcr-policy.key"
+        policy = load_private_key(policy_path.read_bytes()) if policy_path.exists() else None
+        try:
+            provisioning = (folder / "provisioning.key").read_bytes()
+        except OSError:
+            raise UsageError(f"owner keys: cannot read {folder / 'provisioning.key'}") from None
+        if len(provisioning) != PROVISIONING_KEY_SIZE:
+            raise FormatError(f"{folder / 'provisioning.key'}: {len(provisioning)} bytes, "
+                              f"expected {PROVISIONING_KEY_SIZE}")
+        return cls(pk, kek, db, pair("vendor", required=False), policy, provisioning)
