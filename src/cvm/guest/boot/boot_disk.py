@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from cvm.disk.storage import Storage, StorageWindow
 from cvm.errors import StateError
+from cvm.formats.fat import FatVolume
 from cvm.formats.gpt import partition_types
 from cvm.formats.gpt.partition_entry import PartitionEntry
 from cvm.formats.gpt.partition_table import PartitionTable
 from cvm.guest.boot.esp_files import EspFiles
-from cvm.guest.boot.fat import FatVolume
 from cvm.guest.boot.firmware import GptDisk
 
 LBA_SIZE = 512
