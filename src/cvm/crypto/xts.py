@@ -42,6 +42,7 @@ process: starting one per call costs more than a batch).
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -191,6 +192,17 @@ class _Workspace:
 _POOL: list[_Workspace] = []
 _POOL_LOCK = threading.Lock()
 _EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's worker threads: start its own pools and lock."""
+    global _POOL_LOCK
+    _POOL_LOCK = threading.Lock()
+    _EXECUTORS.clear()
+    _POOL.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _executor(threads: int) -> ThreadPoolExecutor:
