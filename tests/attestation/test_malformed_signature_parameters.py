@@ -1,7 +1,7 @@
 """Malformed RSASSA-PSS parameters in AMD's real certificates (and a CRL) are bad input.
 
 Every byte of the signature AlgorithmIdentifier (RFC 4055 3.1) of each real ARK, ASK and VCEK,
-inside and outside the signed part, is changed in turn; the chain verifier, trusting whatever
+outside the signed part and inside it, is changed in turn; the chain verifier, trusting whatever
 ARK it is given so that every check runs, must answer with a FormatError or a ChainError —
 never another exception — and the CLI with exit code 65 or 66 and one line on stderr.
 """
@@ -26,7 +26,7 @@ from cvm.formats.snp.tcb_version import TcbVersion
 AT = datetime(2026, 6, 1, tzinfo=UTC)
 CERTS = "snp/virtee-sev/tests/certs_data"
 PRODUCTS = ("milan", "turin")
-VALUES = (0x00, 0x01, 0x05, 0x30, 0x80, 0xFF)
+VALUES = (0x00, 0xFF)
 
 
 def _real_chain(vectors: Path, product: str) -> dict[str, bytes]:
@@ -46,23 +46,21 @@ def _algorithm_spans(der: bytes) -> tuple[list[int], int]:
 
 
 def _mutants(der: bytes) -> Iterator[bytes]:
-    spans, size = _algorithm_spans(der)
-    for start in spans:
+    """Each byte of the outer identifier set to 0x00, to 0xFF and with its low bit flipped;
+    each byte of the signed one with its low bit flipped (which the signature then catches)."""
+    (inner, outer), size = _algorithm_spans(der)
+    for start, values in ((outer, VALUES), (inner, ())):
         for offset in range(start, start + size):
-            for value in VALUES:
+            for value in (*values, der[offset] ^ 0x01):
                 if der[offset] != value:
                     yield der[:offset] + bytes([value]) + der[offset + 1 :]
 
 
 def _verify(chain: dict[str, bytes], crl: bytes | None = None) -> None:
     ark = parse_certificate(chain["ark"])
-    roots = TrustRoots.of([(_product_of(chain), ark.fingerprint_sha256)], "fuzz")
+    product = ark.common_name.split("-")[1]  # "ARK-Milan", "ARK-Milan-emulated"
+    roots = TrustRoots.of([(product, ark.fingerprint_sha256)], "fuzz")
     ChainVerifier(roots).verify(chain["vcek"], chain["ask"], chain["ark"], AT, crl)
-
-
-def _product_of(chain: dict[str, bytes]) -> str:
-    name = parse_certificate(chain["ark"]).common_name  # "ARK-Milan", "ARK-Turin"
-    return name.split("-")[1]
 
 
 @pytest.mark.parametrize("product", PRODUCTS)
@@ -82,7 +80,7 @@ def test_mutated_pss_parameters_are_format_or_chain_errors(
             _verify({**chain, which: mutant})
         assert "\n" not in str(caught.value)
         refused += 1
-    assert refused > 400
+    assert refused > 250
 
 
 def test_mutated_pss_parameters_of_a_crl(vectors: Path) -> None:
@@ -147,7 +145,7 @@ def test_cli_exit_code_is_65_or_66_on_one_line(
     chain_file = vectors / CERTS / "cert_chain_milan"
     codes = set()
     for index, mutant in enumerate(_mutants(chain["vcek"])):
-        if index % 7:
+        if index % 11:
             continue
         vcek = tmp_path / "vcek.der"
         vcek.write_bytes(mutant)
