@@ -146,3 +146,16 @@ def test_a_report_with_mask_chip_key_is_refused(emulated: Any) -> None:
         emulated.verifier.verify(evidence)
     author = emulated.report.replace(signer_info=SignerInfo(author_key_en=True))
     emulated.verifier.verify(emulated.evidence(emulated.sign(author)))
+
+
+def test_a_vcek_without_amds_extensions_is_refused(vendor: Vendor) -> None:
+    chip = vendor.manufacture_chip(5)
+    key = vendor.kds.vcek_private_key(chip.chip_id, TCB)
+    tbs = tbs_certificate(
+        serial=0, issuer=vendor.authority.ask_name, subject=emulated_name("SEV-VCEK"),
+        not_before=ISSUED, not_after=ISSUED + timedelta(days=365),
+        spki_der=amd_ecdsa.public_key_der(key.public_key()), extensions=[],
+    )
+    bare = sign_rsassa_pss(tbs, vendor.authority.ask_key, SALT)
+    with pytest.raises(ChainError, match=r"^VCEK extensions: "):
+        _verify(vendor, bare)
