@@ -30,7 +30,7 @@ from cvm.crypto.x509_build import (
     tbs_certificate,
 )
 from cvm.errors import ChainError, SignatureError
-from cvm.formats.snp.signer_info import SignerInfo
+from cvm.formats.snp.signer_info import SignerInfo, SigningKey
 from cvm.formats.snp.tcb_version import TcbVersion
 from cvm.formats.snp.vcek_extensions import VcekExtensions
 
@@ -159,3 +159,20 @@ def test_a_vcek_without_amds_extensions_is_refused(vendor: Vendor) -> None:
     bare = sign_rsassa_pss(tbs, vendor.authority.ask_key, SALT)
     with pytest.raises(ChainError, match=r"^VCEK extensions: "):
         _verify(vendor, bare)
+
+
+def test_refusals_of_the_report_signer_say_why(emulated: Any) -> None:
+    masked = emulated.report.replace(signer_info=SignerInfo(mask_chip_key=True))
+    with pytest.raises(SignatureError) as refused:
+        emulated.verifier.verify(emulated.evidence(emulated.sign(masked)))
+    assert str(refused.value) == "the report is not signed (MASK_CHIP_KEY is set)"
+    vlek = emulated.report.replace(signer_info=SignerInfo(signing_key=SigningKey.VLEK))
+    with pytest.raises(SignatureError) as refused:
+        emulated.verifier.verify(emulated.evidence(emulated.sign(vlek)))
+    assert str(refused.value) == (
+        "the report is signed by the VLEK key; only VCEK chains are supported"
+    )
+    other = emulated.report.replace(signature_algo=2)
+    with pytest.raises(SignatureError) as refused:
+        emulated.verifier.verify(emulated.evidence(emulated.sign(other)))
+    assert str(refused.value) == "unknown report signature algorithm 2 (1 = ECDSA P-384)"

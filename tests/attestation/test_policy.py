@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cvm.attestation.verifier import ReferenceValues, unchecked, validate
+from cvm.errors import Finding
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.guest_policy import GuestPolicy
 from cvm.formats.snp.tcb_version import TcbVersion
@@ -99,4 +100,20 @@ def test_unchecked_names_every_missing_reference_value() -> None:
     assert unchecked(full) == ()
     assert unchecked(ReferenceValues(measurement=bytes(48), vmpl=0))[:2] == (
         "REPORT_DATA", "HOST_DATA"
+    )
+
+
+def test_policy_findings_say_expected_and_actual() -> None:
+    bits = GuestPolicy(smt=True, migrate_ma=True, debug=True)
+    report = REPORT.replace(policy=bits, launch_tcb=REPORT.reported_tcb)
+    reference = ReferenceValues(require_no_smt=True, require_single_socket=True,
+                                require_aes_256_xts=True, minimum_firmware=(1, 56))
+    assert validate(report, reference) == (
+        Finding("firmware_version", "at least 1.56", "1.55"),
+        Finding("policy.debug", "0 (debug off)", "1",
+                "a debug guest's memory can be decrypted by the host"),
+        Finding("policy.migrate_ma", "0 (no migration agent)", "1"),
+        Finding("policy.smt", "0", "1"),
+        Finding("policy.single_socket", "1", "0"),
+        Finding("policy.mem_aes_256_xts", "1", "0"),
     )

@@ -247,3 +247,31 @@ def test_derived_keys_follow_the_documented_derivation(
         response = guest.derived_key(request)
         assert response.status == 0, select
         assert response.derived_key == _expected_key(psp, ctx, request, tcb), select
+
+
+def test_vmpl_3_is_the_last_one(launch: Launch, requester: Launch) -> None:
+    launched, _ = launch()
+    guest = requester(launched)
+    assert AttestationReport.from_bytes(guest.report(bytes(64), vmpl=3).report).vmpl == 3
+    assert guest.derived_key(KeyRequest(vmpl=3)).status == 0
+    assert guest.derived_key(KeyRequest(vmpl=4)).status == 0x16
+    malformed = guest.request(MessageType.REPORT_REQ, b"\xff" * 0x60)  # reserved bytes set
+    assert int.from_bytes(malformed[:4], "little") == 0x16
+
+
+def test_the_derivation_binds_guest_svn_and_ignores_an_unselected_vector(
+    platform: tuple[Hypervisor, SecureProcessor], launch: Launch, requester: Launch
+) -> None:
+    _, psp = platform
+    launched, _ = launch()
+    guest = requester(launched)
+    ctx = psp._guests[launched.handle]
+    ctx.guest_svn = 3  # as an ID block would set it
+    tcb = psp.committed_tcb
+    for request in (
+        KeyRequest(GuestFieldSelect.GUEST_SVN, guest_svn=2),
+        KeyRequest(GuestFieldSelect.MEASUREMENT, launch_mit_vector=7),
+    ):
+        response = guest.derived_key(request)
+        assert response.status == 0
+        assert response.derived_key == _expected_key(psp, ctx, request, tcb)
