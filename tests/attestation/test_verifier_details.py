@@ -12,6 +12,7 @@ import pytest
 from cvm.amd import Vendor
 from cvm.amd.kds import _pem
 from cvm.attestation.verifier import ChainVerifier, Evidence, ReferenceValues, TrustRoots
+from cvm.attestation.verifier import chain as chain_module
 from cvm.attestation.verifier.policy import validate
 from cvm.errors import ChainError, Finding, FormatError, PolicyError, UsageError
 from cvm.formats.snp.attestation_report import AttestationReport
@@ -131,3 +132,27 @@ def test_version_findings_say_what_was_expected() -> None:
                 "the report claims a TCB the platform does not run"),
         Finding("guest_svn", "at least 2", "1"),
     )
+
+
+def test_a_chain_is_valid_up_to_its_last_instant(emulated: Any) -> None:
+    vendor: Vendor = emulated.vendor
+    crl = Vendor("Milan", vendor.authority.seed, clock=lambda: ISSUE_TIME).crl()
+    vcek = vendor.vcek_certificate(emulated.chip.chip_id, TCB)
+    chains = ChainVerifier(TrustRoots.of([vendor.trust_anchor()]))
+    last = ISSUE_TIME + timedelta(days=7)  # the CRL's nextUpdate
+    assert chains.verify(vcek, vendor.ask_certificate, vendor.ark_certificate, last,
+                         crl).valid_until == last
+
+
+def test_the_chain_cache_forgets_the_oldest(
+    emulated: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chain_module, "CACHE_LIMIT", 2)
+    vendor: Vendor = emulated.vendor
+    chains = ChainVerifier(TrustRoots.of([vendor.trust_anchor()]))
+    vceks = [vendor.vcek_certificate(vendor.manufacture_chip(index).chip_id, TCB)
+             for index in (20, 21, 22)]
+    at = ISSUE_TIME + timedelta(days=1)
+    for vcek in vceks:
+        chains.verify(vcek, vendor.ask_certificate, vendor.ark_certificate, at)
+    assert [key[0] for key in chains._cache] == vceks[1:]
