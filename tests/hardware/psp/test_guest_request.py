@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cvm.amd.kds import ChipFuses
 from cvm.crypto import amd_ecdsa
 from cvm.errors import StatusError
 from cvm.formats.snp.attestation_report import AttestationReport
@@ -275,3 +276,18 @@ def test_the_derivation_binds_guest_svn_and_ignores_an_unselected_vector(
         response = guest.derived_key(request)
         assert response.status == 0
         assert response.derived_key == _expected_key(psp, ctx, request, tcb)
+
+
+@pytest.mark.parametrize("chip", [ChipFuses("Turin", bytes(range(8)) + bytes(56), b"\x5b" * 64)])
+def test_a_turin_key_request_reads_its_tcb_in_turins_layout(
+    platform: tuple[Hypervisor, SecureProcessor], launch: Launch, requester: Launch
+) -> None:
+    _, psp = platform
+    launched, _ = launch()
+    guest = requester(launched)
+    tcb = psp.committed_tcb
+    assert "fmc" in tcb.components()
+    request = KeyRequest(GuestFieldSelect.TCB_VERSION, tcb_version=tcb.to_int())
+    response = guest.derived_key(request)
+    assert response.status == 0
+    assert response.derived_key == _expected_key(psp, psp._guests[launched.handle], request, tcb)
