@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from cvm.amd import DEFAULT_SEED, Vendor, derive_vcek_private_key, product_named
+from cvm.amd import (
+    DEFAULT_SEED,
+    Vendor,
+    derive_vcek_private_key,
+    ephemeral_root,
+    generate_root,
+    product_named,
+)
 from cvm.amd.authority import ASK_SERIAL
 from cvm.attestation.verifier import Evidence, TrustRoots, Verifier
 from cvm.crypto import amd_ecdsa
@@ -150,13 +157,15 @@ def test_openssl_verifies_the_emulated_chain(
     assert product_named("milan").name == "Milan"
 
 
-# The default-seed Milan ARK as first derived (2026-11-26). It is what ``--trust emulated``
-# recomputes; a change here means every emulated report ever issued stops verifying.
-DEFAULT_MILAN_ARK_SHA256 = "8936b2e96db1c085ff08553ee90701f3cf188bac52a2ce0e8758d0f3c23ce0f8"
-
-
-def test_default_seed_root_is_stable(milan_vendor: Vendor) -> None:
-    assert milan_vendor.ark_fingerprint() == DEFAULT_MILAN_ARK_SHA256
+def test_no_root_comes_from_the_seed(milan_vendor: Vendor) -> None:
+    """The seed makes chips reproducible; the root is this process's, never the seed's."""
+    assert milan_vendor.authority.root is ephemeral_root("Milan")
+    other_seed = Vendor("Milan", b"another seed")
+    assert other_seed.ark_fingerprint() == milan_vendor.ark_fingerprint()
+    assert other_seed.manufacture_chip(0) != milan_vendor.manufacture_chip(0)
+    own = generate_root("Milan")
+    assert Vendor("Milan", DEFAULT_SEED, root=own).ark_fingerprint() == own.fingerprint()
+    assert own.fingerprint() != milan_vendor.ark_fingerprint()
 
 
 @pytest.mark.slow

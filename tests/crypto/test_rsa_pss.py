@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from cvm.crypto.drbg import SeededRandom
 from cvm.crypto.rsa_pss import (
     generate_private_key,
+    new_private_key,
+    private_key_from_pem,
+    private_key_to_pem,
     public_key_der,
     public_key_from_der,
     sign_pss,
@@ -51,3 +56,23 @@ def test_seeded_random_streams() -> None:
     assert stream(16) != stream(16)
     assert SeededRandom(b"s")(16) == SeededRandom(b"s")(16)
     assert SeededRandom(b"s").fork(b"a")(16) != SeededRandom(b"s").fork(b"b")(16)
+
+
+def test_new_keys_and_their_pem() -> None:
+    key = new_private_key(2048)
+    other = new_private_key(2048)
+    assert key.key_size == 2048 and key.public_key().public_numbers().e == 65537
+    assert key.private_numbers() != other.private_numbers()
+    again = private_key_from_pem(private_key_to_pem(key))
+    assert again.private_numbers() == key.private_numbers()
+    assert private_key_to_pem(key).startswith(b"-----BEGIN PRIVATE KEY-----")
+    with pytest.raises(UsageError):
+        new_private_key(1000)
+    with pytest.raises(FormatError, match="not an unencrypted PEM"):
+        private_key_from_pem(b"junk")
+    ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(FormatError, match="not an RSA key"):
+        private_key_from_pem(ec_pem)

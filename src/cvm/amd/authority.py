@@ -7,14 +7,19 @@ CRL, which revokes ASKs (KDS ``/vcek/v1/{product}/crl``).
 
 Certificates copy the real Milan ARK and ASK field by field (serials 0x10000 and 0x10001,
 25-year validity, the same extensions in the same order with the same criticality), with
-the emulated names of :mod:`cvm.amd.product`. Everything is derived from a seed: the
-same seed gives the same keys and byte-identical certificates, which is how ``cvm report
-verify --trust emulated`` knows the emulated root without anyone shipping it.
+the emulated names of :mod:`cvm.amd.product`. The keys are never derived from anything
+public: :func:`generate_root` makes fresh RSA-4096 keys with ``cryptography``. A root is
+either an installation's own, kept in its data directory and pinned by fingerprint
+(:mod:`cvm.amd.root_store`, what ``cvm report verify --trust emulated`` trusts), or
+:func:`ephemeral_root`, made once per process for the demo and the tests. The seed still
+decides what must be reproducible and is not a key: chip secrets and signature salts.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -24,8 +29,8 @@ from cvm.amd.product import (
     Product,
     product_named,
 )
-from cvm.crypto.drbg import RandomSource, SeededRandom
-from cvm.crypto.rsa_pss import RsaPrivateKey, generate_private_key, public_key_der
+from cvm.crypto.drbg import OsRandom, RandomSource, SeededRandom
+from cvm.crypto.rsa_pss import RsaPrivateKey, new_private_key, public_key_der
 from cvm.crypto.x509_build import (
     OID_AUTHORITY_KEY_ID,
     OID_BASIC_CONSTRAINTS,
@@ -44,6 +49,7 @@ from cvm.crypto.x509_build import (
     tbs_cert_list,
     tbs_certificate,
 )
+from cvm.errors import UsageError
 
 Clock = Callable[[], datetime]
 DEFAULT_SEED = b"cvm emulated AMD vendor, default seed"
@@ -71,10 +77,22 @@ def _crl_point(product: Product) -> Extension:
     return Extension(OID_CRL_DISTRIBUTION_POINTS, crl_distribution_point(product.crl_url))
 
 
-@lru_cache(maxsize=16)
-def root_key_and_certificate(product: Product, seed: bytes) -> tuple[RsaPrivateKey, bytes]:
-    """The ARK of ``product`` for ``seed`` and its self-signed certificate (cached)."""
-    key = generate_private_key(seed, f"{product.name}/ARK", RSA_KEY_BITS)
+@dataclass(frozen=True)
+class EmulatedRoot:
+    """One product's ARK and ASK: private keys and certificates (DER)."""
+
+    product: Product
+    ark_key: RsaPrivateKey = field(repr=False)
+    ark_certificate: bytes = field(repr=False)
+    ask_key: RsaPrivateKey = field(repr=False)
+    ask_certificate: bytes = field(repr=False)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the ARK certificate (hex): the value a relying party pins."""
+        return hashlib.sha256(self.ark_certificate).hexdigest()
+
+
+def _ark_certificate(product: Product, key: RsaPrivateKey, salt: bytes) -> bytes:
     name = emulated_name(product.ark_common_name)
     spki = public_key_der(key.public_key())
     tbs = tbs_certificate(
@@ -91,15 +109,12 @@ def root_key_and_certificate(product: Product, seed: bytes) -> tuple[RsaPrivateK
             _crl_point(product),
         ],
     )
-    salt = SeededRandom(seed, f"vendor/{product.name}/ark-salt".encode())(48)
-    return key, sign_rsassa_pss(tbs, key, salt)
+    return sign_rsassa_pss(tbs, key, salt)
 
 
-@lru_cache(maxsize=16)
-def signing_key_and_certificate(product: Product, seed: bytes) -> tuple[RsaPrivateKey, bytes]:
-    """The ASK of ``product`` for ``seed`` and its certificate signed by the ARK (cached)."""
-    ark_key, _ = root_key_and_certificate(product, seed)
-    key = generate_private_key(seed, f"{product.name}/ASK", RSA_KEY_BITS)
+def _ask_certificate(
+    product: Product, ark_key: RsaPrivateKey, key: RsaPrivateKey, salt: bytes
+) -> bytes:
     spki = public_key_der(key.public_key())
     not_before = ROOT_NOT_BEFORE + timedelta(hours=1)
     tbs = tbs_certificate(
@@ -120,8 +135,30 @@ def signing_key_and_certificate(product: Product, seed: bytes) -> tuple[RsaPriva
             _crl_point(product),
         ],
     )
-    salt = SeededRandom(seed, f"vendor/{product.name}/ask-salt".encode())(48)
-    return key, sign_rsassa_pss(tbs, ark_key, salt)
+    return sign_rsassa_pss(tbs, ark_key, salt)
+
+
+def generate_root(product: Product | str, random: RandomSource | None = None) -> EmulatedRoot:
+    """A new ARK and ASK for ``product``: fresh RSA-4096 keys (``cryptography``, the operating
+    system's generator) and their certificates, the ARK self-signed, the ASK signed by it."""
+    chosen = product_named(product) if isinstance(product, str) else product
+    salts = random or OsRandom()
+    ark_key = new_private_key(RSA_KEY_BITS)
+    ask_key = new_private_key(RSA_KEY_BITS)
+    return EmulatedRoot(
+        chosen,
+        ark_key,
+        _ark_certificate(chosen, ark_key, salts(48)),
+        ask_key,
+        _ask_certificate(chosen, ark_key, ask_key, salts(48)),
+    )
+
+
+@lru_cache(maxsize=8)
+def ephemeral_root(product: str) -> EmulatedRoot:
+    """A root that lives as long as this process (the demo's and the tests'): made once per
+    product and process, trusted by nothing that does not hold it."""
+    return generate_root(product)
 
 
 class RootAuthority:
@@ -133,13 +170,19 @@ class RootAuthority:
         seed: bytes = DEFAULT_SEED,
         clock: Clock = system_clock,
         random: RandomSource | None = None,
+        root: EmulatedRoot | None = None,
     ) -> None:
         self.product = product_named(product) if isinstance(product, str) else product
+        if root is None:
+            root = ephemeral_root(self.product.name)
+        if root.product != self.product:
+            raise UsageError(f"the root is {root.product.name}'s, not {self.product.name}'s")
+        self.root = root
         self.seed = bytes(seed)
         self.clock = clock
         self.random: RandomSource = random or SeededRandom(self.seed, b"vendor/salts")
-        self.ark_key, self.ark_certificate = root_key_and_certificate(self.product, self.seed)
-        self.ask_key, self.ask_certificate = signing_key_and_certificate(self.product, self.seed)
+        self.ark_key, self.ark_certificate = root.ark_key, root.ark_certificate
+        self.ask_key, self.ask_certificate = root.ask_key, root.ask_certificate
         self.ark_name = emulated_name(self.product.ark_common_name)
         self.ask_name = emulated_name(self.product.ask_common_name)
         self.ark_key_id = key_identifier(public_key_der(self.ark_key.public_key()))

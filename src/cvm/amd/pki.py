@@ -3,7 +3,9 @@
 Ties :class:`~cvm.amd.authority.RootAuthority` (ARK, ASK, CRL; AMD 57230) to
 :class:`~cvm.amd.kds.KeyDistributionService` (VCEKs; AMD 57230 KDS). A test or the
 emulated host makes a ``Vendor``, manufactures chips (their fuses go to the emulated PSP),
-and hands relying parties :meth:`Vendor.trust_anchor` as the root they choose to trust.
+and hands relying parties :meth:`Vendor.trust_anchor` as the root they choose to trust. An
+installation's own vendor, whose root outlives the process, comes from
+:meth:`cvm.amd.root_store.RootStore.vendor`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
-from cvm.amd.authority import DEFAULT_SEED, Clock, RootAuthority, system_clock
+from cvm.amd.authority import DEFAULT_SEED, Clock, EmulatedRoot, RootAuthority, system_clock
 from cvm.amd.kds import ChipFuses, KeyDistributionService
 from cvm.amd.product import Product, product_named
 from cvm.crypto.drbg import RandomSource
@@ -19,7 +21,8 @@ from cvm.formats.snp.tcb_version import TcbVersion
 
 
 class Vendor:
-    """The emulated AMD for one product line, reproducible from ``seed``."""
+    """The emulated AMD for one product line: its root (by default this process's ephemeral
+    one) and the chips it makes, reproducible from ``seed``."""
 
     def __init__(
         self,
@@ -27,8 +30,9 @@ class Vendor:
         seed: bytes = DEFAULT_SEED,
         clock: Clock = system_clock,
         random: RandomSource | None = None,
+        root: EmulatedRoot | None = None,
     ) -> None:
-        self.authority = RootAuthority(product, seed, clock, random)
+        self.authority = RootAuthority(product, seed, clock, random, root)
         self.product = self.authority.product
         self.kds = KeyDistributionService(self.authority)
 
@@ -66,5 +70,5 @@ class Vendor:
 
 @lru_cache(maxsize=8)
 def default_vendor(product: str) -> Vendor:
-    """The vendor built from the default seed (what ``--trust emulated`` trusts)."""
+    """This process's vendor: the ephemeral root and the default seed (the demo's)."""
     return Vendor(product_named(product), DEFAULT_SEED, system_clock)

@@ -1,14 +1,16 @@
 """``cvm report``: show and verify SEV-SNP attestation reports (AMD 56860 Table 22).
 
 ``verify`` checks the ARK -> ASK -> VCEK chain, the binding of the VCEK to the report's chip
-and TCB, and the report signature; reference values given as options are then validated.
+and TCB, and the report signature; reference values given as options are then validated, and
+what none of them checks is said. Like the library (and go-sev-guest's defaults), it refuses
+debug guests and guests that allow a migration agent unless the user allows them by name.
 ``--trust amd`` (the default) accepts only AMD's real roots, pinned by SHA-256; ``--trust
-emulated`` accepts only cvm's emulated roots (the default-seed vendor), never both at once.
+emulated`` accepts only the emulated roots this installation made (``emulated-root``), pinned
+by the fingerprints in its data directory — never both at once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,10 +19,10 @@ from typing import Annotated
 
 import typer
 
-from cvm.amd import DEFAULT_SEED, PRODUCTS, product_named
-from cvm.amd.authority import root_key_and_certificate
-from cvm.attestation.verifier import Evidence, ReferenceValues, TrustRoots, Verifier
-from cvm.crypto.x509_chain import load_certificates, parse_certificate
+from cvm.amd.product import product_named
+from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
+from cvm.attestation.verifier import Evidence, ReferenceValues, TrustRoots, Verifier, unchecked
+from cvm.crypto.x509_chain import load_certificates
 from cvm.errors import ChainError, FormatError, PolicyError, UsageError
 from cvm.formats.snp.attestation_report import REPORT_SIZE, AttestationReport
 from cvm.formats.snp.tcb_version import TcbVersion
@@ -103,19 +105,11 @@ def _evidence(
     return Evidence.from_cert_chain(report, vcek.read_bytes(), chain.read_bytes(), crl_bytes)
 
 
-def _roots(trust: Trust, product: str | None, evidence: Evidence) -> TrustRoots:
+def _roots(trust: Trust, workspace: str) -> TrustRoots:
     if trust is Trust.amd:
         return TrustRoots.amd()
-    if product is None:
-        # The emulated root to compare against is chosen by the product the ARK names;
-        # trust still comes only from recomputing that root from the default seed.
-        name = parse_certificate(evidence.ark).common_name
-        product = next((p for p in PRODUCTS if name == f"ARK-{p}-emulated"), None)
-        if product is None:
-            raise ChainError(f"the root {name!r} is not an emulated cvm root; use --trust amd")
-    chosen = product_named(product)
-    _, ark = root_key_and_certificate(chosen, DEFAULT_SEED)
-    return TrustRoots.of([(chosen.name, hashlib.sha256(ark).hexdigest())], "emulated")
+    # Only this installation's own emulated roots, by the fingerprints it pinned.
+    return TrustRoots.of(RootStore.for_workspace(workspace).trust_anchors(), "emulated")
 
 
 def _moment(at: str | None) -> datetime:
@@ -128,33 +122,69 @@ def _moment(at: str | None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _reference(
-    measurement: str | None, report_data: str | None, host_data: str | None,
-    vmpl: int | None, min_tcb: str | None, refuse_debug: bool,
-) -> ReferenceValues:
-    def hex_bytes(value: str | None, name: str) -> bytes | None:
-        if value is None:
-            return None
-        try:
-            return bytes.fromhex(value)
-        except ValueError:
-            raise UsageError(f"--{name}: not hex") from None
+# Reference values given in hex, and the exact size of their report field (AMD 56860 Table 22).
+HEX_SIZES = {
+    "measurement": 48, "report_data": 64, "host_data": 32, "id_key_digest": 48,
+    "author_key_digest": 48, "family_id": 16, "image_id": 16, "chip_id": 64,
+}
+VMPL_COUNT = 4
+U64_LIMIT = 1 << 64
 
+
+def hex_value(value: str | None, name: str) -> bytes | None:
+    """``--name`` as bytes: hex of exactly the report field's size, else a usage error."""
+    if value is None:
+        return None
+    option = "--" + name.replace("_", "-")
+    try:
+        decoded = bytes.fromhex(value)
+    except ValueError:
+        raise UsageError(f"{option}: not hex") from None
+    size = HEX_SIZES[name]
+    if len(decoded) != size:
+        raise UsageError(f"{option}: {len(decoded)} bytes of hex, the field has {size}")
+    return decoded
+
+
+def _reference(
+    hexes: dict[str, str | None], vmpl: int | None, min_tcb: str | None,
+    min_guest_svn: int | None, allow_debug: bool, allow_migration_agent: bool,
+) -> ReferenceValues:
     minimum = None
     if min_tcb is not None:
         try:
-            minimum = TcbVersion.from_int(int(min_tcb, 0))
+            number = int(min_tcb, 0)
         except ValueError:
             raise UsageError("--min-tcb: not an integer") from None
+        if not 0 <= number < U64_LIMIT:
+            raise UsageError("--min-tcb: not a 64-bit TCB_VERSION")
+        minimum = TcbVersion.from_int(number)
+    if vmpl is not None and not 0 <= vmpl < VMPL_COUNT:
+        raise UsageError(f"--vmpl: {vmpl} is not a VMPL (0 to {VMPL_COUNT - 1})")
+    if min_guest_svn is not None and not 0 <= min_guest_svn < 1 << 32:
+        raise UsageError("--min-guest-svn: not a 32-bit SVN")
+    values = {name: hex_value(hexes.get(name), name) for name in HEX_SIZES}
     return ReferenceValues(
-        measurement=hex_bytes(measurement, "measurement"),
-        report_data=hex_bytes(report_data, "report-data"),
-        host_data=hex_bytes(host_data, "host-data"),
+        measurement=values["measurement"],
+        report_data=values["report_data"],
+        host_data=values["host_data"],
+        family_id=values["family_id"],
+        image_id=values["image_id"],
+        id_key_digest=values["id_key_digest"],
+        author_key_digest=values["author_key_digest"],
+        chip_id=values["chip_id"],
         vmpl=vmpl,
         minimum_tcb=minimum,
-        allow_debug=not refuse_debug,
-        allow_migration_agent=True,
+        minimum_guest_svn=min_guest_svn,
+        allow_debug=allow_debug,
+        allow_migration_agent=allow_migration_agent,
     )
+
+
+REFUSE_DEBUG_GONE = (
+    "--refuse-debug is gone: debug guests are refused by default; "
+    "--allow-debug accepts them"
+)
 
 
 @app.command()
@@ -169,24 +199,60 @@ def verify(
     crl: Annotated[Path | None, typer.Option(help="The ARK's CRL (DER or PEM).")] = None,
     product: Annotated[str | None, typer.Option(help="Milan, Genoa or Turin.")] = None,
     trust: Annotated[Trust, typer.Option(help="Roots to trust.")] = Trust.amd,
-    measurement: Annotated[str | None, typer.Option(help="Expected MEASUREMENT (hex).")] = None,
-    report_data: Annotated[str | None, typer.Option(help="Expected REPORT_DATA (hex).")] = None,
-    host_data: Annotated[str | None, typer.Option(help="Expected HOST_DATA (hex).")] = None,
-    vmpl: Annotated[int | None, typer.Option(help="Expected VMPL.")] = None,
+    workspace: Annotated[str, typer.Option(
+        help="With --trust emulated: whose emulated roots (see 'report emulated-root').")
+    ] = DEFAULT_WORKSPACE,
+    measurement: Annotated[str | None, typer.Option(help="Expected MEASUREMENT (48 bytes hex).")]
+    = None,
+    report_data: Annotated[str | None, typer.Option(help="Expected REPORT_DATA (64 bytes hex).")]
+    = None,
+    host_data: Annotated[str | None, typer.Option(help="Expected HOST_DATA (32 bytes hex).")]
+    = None,
+    id_key_digest: Annotated[str | None, typer.Option(
+        help="Expected ID_KEY_DIGEST (48 bytes hex).")] = None,
+    author_key_digest: Annotated[str | None, typer.Option(
+        help="Expected AUTHOR_KEY_DIGEST (48 bytes hex).")] = None,
+    family_id: Annotated[str | None, typer.Option(help="Expected FAMILY_ID (16 bytes hex).")]
+    = None,
+    image_id: Annotated[str | None, typer.Option(help="Expected IMAGE_ID (16 bytes hex).")]
+    = None,
+    chip_id: Annotated[str | None, typer.Option(help="Expected CHIP_ID (64 bytes hex).")] = None,
+    vmpl: Annotated[int | None, typer.Option(help="Expected VMPL (0 to 3).")] = None,
     min_tcb: Annotated[str | None, typer.Option(help="Minimum TCB (u64).")] = None,
-    refuse_debug: Annotated[bool, typer.Option(help="Refuse debug guests.")] = False,
+    min_guest_svn: Annotated[int | None, typer.Option(help="Minimum GUEST_SVN.")] = None,
+    allow_debug: Annotated[bool, typer.Option(
+        "--allow-debug", help="Accept a debug guest (the host can read its memory).")] = False,
+    allow_migration_agent: Annotated[bool, typer.Option(
+        "--allow-migration-agent", help="Accept a guest that allows a migration agent.")]
+    = False,
+    refuse_debug: Annotated[bool, typer.Option("--refuse-debug", hidden=True)] = False,
     at: Annotated[str | None, typer.Option(help="Verify as of (ISO 8601; default now).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Verify the chain and the signature, then the reference values given."""
+    """Verify the chain and the signature, then the reference values given.
+
+    Debug guests and guests that allow a migration agent are refused unless allowed by name;
+    what no reference value checks is printed as "not checked".
+    """
+    if refuse_debug:
+        raise UsageError(REFUSE_DEBUG_GONE)
+    hexes = {
+        "measurement": measurement, "report_data": report_data, "host_data": host_data,
+        "id_key_digest": id_key_digest, "author_key_digest": author_key_digest,
+        "family_id": family_id, "image_id": image_id, "chip_id": chip_id,
+    }
+    reference = _reference(
+        hexes, vmpl, min_tcb, min_guest_svn, allow_debug, allow_migration_agent
+    )
+    chosen = product_named(product).name if product is not None else None
     evidence = _evidence(read_report(file), certs, vcek, chain, crl, cert_table)
-    roots = _roots(trust, product, evidence)
+    roots = _roots(trust, workspace)
     moment = _moment(at)
     verified = Verifier(roots, clock=lambda: moment).verify(evidence)
-    if product is not None and product_named(product).name != verified.chain.product:
-        raise ChainError(f"the evidence is for {verified.chain.product}, not {product}")
-    reference = _reference(measurement, report_data, host_data, vmpl, min_tcb, refuse_debug)
+    if chosen is not None and chosen != verified.chain.product:
+        raise ChainError(f"the evidence is for {verified.chain.product}, not {chosen}")
     findings = Verifier.validate(verified.report, reference)
+    not_checked = unchecked(reference)
     if as_json:
         typer.echo(json.dumps({
             "authentic": True,
@@ -197,6 +263,7 @@ def verify(
             "findings": [
                 {"claim": f.claim, "expected": f.expected, "actual": f.actual} for f in findings
             ],
+            "not_checked": list(not_checked),
             "report": verified.report.to_json(),
         }, indent=2))
     else:
@@ -205,8 +272,33 @@ def verify(
             f"{roots.label} root {verified.chain.ark_fingerprint[:16]}..., "
             f"TCB {verified.report.reported_tcb}"
         )
+        if not_checked:
+            typer.echo(f"not checked (no reference value given): {', '.join(not_checked)}")
     if findings:
         summary = "; ".join(str(finding) for finding in findings)
         raise PolicyError(f"the report is authentic but not acceptable: {summary}", findings)
     if not as_json:
         typer.echo(f"measurement {verified.report.measurement.hex()}")
+
+
+@app.command("emulated-root")
+def emulated_root(
+    workspace: Annotated[str, typer.Option(help="Workspace name.")] = DEFAULT_WORKSPACE,
+    product: Annotated[list[str] | None, typer.Option(
+        help="Product(s) to make a root for if missing (default Milan).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Make (once) and show this installation's emulated AMD roots, pinned by fingerprint."""
+    store = RootStore.for_workspace(workspace)
+    for name in product or ["Milan"]:
+        store.root(name, create=True)
+    pins = store.trust_anchors()
+    if as_json:
+        typer.echo(json.dumps({
+            "workspace": workspace, "directory": str(store.directory),
+            "roots": [{"product": name, "ark_sha256": fp} for name, fp in pins],
+        }, indent=2))
+        return
+    typer.echo(f"emulated AMD roots of workspace {workspace!r} in {store.directory}:")
+    for name, fingerprint in pins:
+        typer.echo(f"  {name:6} ARK SHA-256 {fingerprint}")

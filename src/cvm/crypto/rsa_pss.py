@@ -1,10 +1,13 @@
-"""RSA for the AMD root keys: seeded key generation and RSASSA-PSS (SHA-384, salt 48).
+"""RSA for the AMD root keys: key generation, storage and RSASSA-PSS (SHA-384, salt 48).
 
 AMD's ARK and ASK are RSA-4096 keys that sign with RSASSA-PSS, SHA-384, MGF1-SHA-384 and a
-48-byte salt (AMD 57230; RFC 8017 sections 8.1 and 9.1). The emulated vendor must
-be reproducible from a seed, so:
+48-byte salt (AMD 57230; RFC 8017 sections 8.1 and 9.1).
 
-* :func:`generate_private_key` derives the primes from SHAKE-256(seed) (incremental search
+* :func:`new_private_key` makes a fresh key with ``cryptography`` (the operating system's
+  generator): what the emulated vendor's roots use, in well under a second for RSA-4096;
+  :func:`private_key_to_pem` / :func:`private_key_from_pem` keep it (PKCS #8, unencrypted:
+  the file's permissions protect it, as a local CA's key);
+* :func:`generate_private_key` derives a key reproducibly from a seed (incremental search
   from a seeded odd start, trial division by small primes, then Miller-Rabin with seeded
   bases; FIPS 186-5 B.3.1 style, with the caller's seed as the entropy source; the search
   itself is :func:`cvm.crypto.rsa_prime.seeded_prime`);
@@ -19,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -53,6 +56,32 @@ def generate_private_key(seed: bytes, label: str, bits: int = 4096) -> RsaPrivat
     if p < q:
         p, q = q, p
     return private_key_from_primes(p, q, PUBLIC_EXPONENT)
+
+
+def new_private_key(bits: int = 4096) -> RsaPrivateKey:
+    """A fresh RSA key (e = 65537) from the operating system's generator."""
+    if bits % 16 or bits < 2048:
+        raise UsageError("RSA key size must be a multiple of 16 and at least 2048 bits")
+    return rsa.generate_private_key(PUBLIC_EXPONENT, bits)
+
+
+def private_key_to_pem(key: RsaPrivateKey) -> bytes:
+    """The key as unencrypted PKCS #8 PEM."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def private_key_from_pem(data: bytes) -> RsaPrivateKey:
+    """An RSA private key from PEM; raise FormatError if it is not one."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise FormatError("not an unencrypted PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise FormatError("the private key is not an RSA key")
+    return key
 
 
 def _mgf1_sha384(seed: bytes, length: int) -> bytes:

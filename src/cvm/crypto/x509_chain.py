@@ -5,6 +5,12 @@ ARK (self-signed) -> ASK or ASVK -> VCEK or VLEK, every link RSASSA-PSS with SHA
 MGF1-SHA-384 and a 48-byte salt. Parsing goes through ``asn1crypto`` (it accepts the VCEK's
 serial number 0, which RFC 5280 forbids but AMD issues); signatures through ``cryptography``.
 Only the parameters AMD uses are accepted: anything else is a :class:`ChainError`.
+
+The signature algorithm (with its RSASSA-PSS parameters, RFC 4055 section 3.1) is parsed with
+the rest of the certificate or CRL, so a malformed parameter is a :class:`FormatError` like any
+other malformed field, never an error escaping from a later check. The hash parameters inside
+must be absent or NULL (RFC 4055); as RFC 5280 section 4.1.1.2 requires, the algorithm outside
+the signed part equals the one inside it (a check Go's ``crypto/x509`` also makes).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from asn1crypto import algos, crl, pem, x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -22,6 +29,56 @@ from cvm.crypto.rsa_pss import SALT_SIZE, verify_pss
 from cvm.errors import ChainError, FormatError, SignatureError
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+RSASSA_PSS = "rsassa_pss"
+# asn1crypto raises these for malformed DER, however deep the malformed element sits.
+_DER_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
+
+
+@dataclass(frozen=True)
+class SignatureAlgorithm:
+    """A signature AlgorithmIdentifier; for RSASSA-PSS, its parameters (RFC 4055 3.1)."""
+
+    name: str
+    hash_algorithm: str | None = None
+    mask_generation: str | None = None
+    mask_hash_algorithm: str | None = None
+    salt_length: int | None = None
+    trailer_field: str | None = None
+
+
+def _one_line(error: Exception) -> str:
+    """asn1crypto's messages span lines; an error message is one line."""
+    return " ".join(str(error).split())
+
+
+def _digest_name(digest: algos.DigestAlgorithm, what: str) -> str:
+    # Parsed now, not later: asn1crypto itself refuses anything but NULL for SHA-2 hashes.
+    if digest["parameters"].native is not None:
+        raise FormatError(f"{what}: hash parameters that are neither absent nor NULL")
+    return str(digest["algorithm"].native)
+
+
+def _signature_algorithm(value: algos.SignedDigestAlgorithm, what: str) -> SignatureAlgorithm:
+    """Parse an AlgorithmIdentifier completely (asn1crypto parses lazily)."""
+    name = str(value["algorithm"].native)
+    if name != RSASSA_PSS:
+        return SignatureAlgorithm(name)
+    params = value["parameters"]
+    if not isinstance(params, algos.RSASSAPSSParams):
+        raise FormatError(f"{what}: RSASSA-PSS without parameters")
+    mgf = params["mask_gen_algorithm"]
+    mgf_name = str(mgf["algorithm"].native)
+    mgf_params = mgf["parameters"]
+    if not isinstance(mgf_params, algos.DigestAlgorithm):
+        raise FormatError(f"{what}: mask generation function {mgf_name} is not MGF1")
+    return SignatureAlgorithm(
+        name=name,
+        hash_algorithm=_digest_name(params["hash_algorithm"], what),
+        mask_generation=mgf_name,
+        mask_hash_algorithm=_digest_name(mgf_params, what),
+        salt_length=int(params["salt_length"].native),
+        trailer_field=str(params["trailer_field"].native),
+    )
 
 
 @dataclass(frozen=True)
@@ -38,6 +95,8 @@ class Certificate:
     signature_algorithm: bytes = field(repr=False)
     signature: bytes = field(repr=False)
     spki: bytes = field(repr=False)
+    algorithm: SignatureAlgorithm = field(repr=False)
+    tbs_signature_algorithm: bytes = field(repr=False)
     extensions: dict[str, tuple[bool, bytes]] = field(repr=False, hash=False, compare=False)
 
     @property
@@ -49,7 +108,10 @@ class Certificate:
         return next((value for name, value in self.subject if name == "common_name"), "")
 
     def public_key(self) -> PublicKey:
-        key = serialization.load_der_public_key(self.spki)
+        try:
+            key = serialization.load_der_public_key(self.spki)
+        except (ValueError, UnsupportedAlgorithm):
+            raise FormatError(f"{self.common_name}: malformed public key") from None
         if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
             raise ChainError(f"{self.common_name}: unsupported public key type")
         return key
@@ -96,10 +158,12 @@ def parse_certificate(der: bytes) -> Certificate:
             signature_algorithm=cert["signature_algorithm"].dump(),
             signature=cert["signature_value"].native,
             spki=tbs["subject_public_key_info"].dump(),
+            algorithm=_signature_algorithm(cert["signature_algorithm"], "certificate"),
+            tbs_signature_algorithm=tbs["signature"].dump(),
             extensions=extensions,
         )
-    except (ValueError, TypeError, KeyError) as error:
-        raise FormatError(f"not a DER X.509 certificate ({error})") from None
+    except _DER_ERRORS as error:
+        raise FormatError(f"not a DER X.509 certificate ({_one_line(error)})") from None
 
 
 def load_certificates(data: bytes) -> list[Certificate]:
@@ -109,27 +173,25 @@ def load_certificates(data: bytes) -> list[Certificate]:
             blocks = pem.unarmor(data, multiple=True)
             ders = [der for kind, _, der in blocks if kind == "CERTIFICATE"]
         except ValueError as error:
-            raise FormatError(f"malformed PEM ({error})") from None
+            raise FormatError(f"malformed PEM ({_one_line(error)})") from None
         if not ders:
             raise FormatError("no CERTIFICATE block in the PEM data")
         return [parse_certificate(der) for der in ders]
     return [parse_certificate(data)]
 
 
-def _check_pss_algorithm(encoded: bytes, what: str) -> None:
-    algorithm = algos.SignedDigestAlgorithm.load(encoded)
-    if algorithm["algorithm"].native != "rsassa_pss":
+AMD_PSS = SignatureAlgorithm(RSASSA_PSS, "sha384", "mgf1", "sha384", SALT_SIZE, "trailer_field_bc")
+
+
+def _check_pss_algorithm(
+    algorithm: SignatureAlgorithm, outer: bytes, inner: bytes, what: str
+) -> None:
+    if algorithm.name != RSASSA_PSS:
         raise ChainError(f"{what}: signature algorithm is not RSASSA-PSS")
-    params = algorithm["parameters"]
-    mgf = params["mask_gen_algorithm"]
-    if (
-        params["hash_algorithm"]["algorithm"].native != "sha384"
-        or mgf["algorithm"].native != "mgf1"
-        or mgf["parameters"]["algorithm"].native != "sha384"
-        or params["salt_length"].native != SALT_SIZE
-        or params["trailer_field"].native != "trailer_field_bc"
-    ):
+    if algorithm != AMD_PSS:
         raise ChainError(f"{what}: RSASSA-PSS parameters are not SHA-384/MGF1-SHA-384/salt 48")
+    if outer != inner:
+        raise ChainError(f"{what}: the signature algorithm differs from the signed one")
 
 
 def check_signed_by(child: Certificate, issuer: Certificate) -> None:
@@ -137,7 +199,9 @@ def check_signed_by(child: Certificate, issuer: Certificate) -> None:
     what = f"{child.common_name} <- {issuer.common_name}"
     if child.issuer != issuer.subject:
         raise ChainError(f"{what}: the issuer name does not match the issuing certificate")
-    _check_pss_algorithm(child.signature_algorithm, what)
+    _check_pss_algorithm(
+        child.algorithm, child.signature_algorithm, child.tbs_signature_algorithm, what
+    )
     key = issuer.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise ChainError(f"{what}: the issuing key is not an RSA key")
@@ -167,6 +231,8 @@ class RevocationList:
     revoked_serials: frozenset[int]
     signature_algorithm: bytes = field(repr=False)
     signature: bytes = field(repr=False)
+    algorithm: SignatureAlgorithm = field(repr=False)
+    tbs_signature_algorithm: bytes = field(repr=False)
 
 
 def parse_crl(data: bytes) -> RevocationList:
@@ -175,7 +241,7 @@ def parse_crl(data: bytes) -> RevocationList:
         try:
             _, _, data = pem.unarmor(data)
         except ValueError as error:
-            raise FormatError(f"malformed PEM CRL ({error})") from None
+            raise FormatError(f"malformed PEM CRL ({_one_line(error)})") from None
     try:
         parsed = crl.CertificateList.load(data, strict=True)
         tbs = parsed["tbs_cert_list"]
@@ -189,16 +255,21 @@ def parse_crl(data: bytes) -> RevocationList:
             revoked_serials=frozenset(int(entry["user_certificate"].native) for entry in revoked),
             signature_algorithm=parsed["signature_algorithm"].dump(),
             signature=parsed["signature"].native,
+            algorithm=_signature_algorithm(parsed["signature_algorithm"], "CRL"),
+            tbs_signature_algorithm=tbs["signature"].dump(),
         )
-    except (ValueError, TypeError, KeyError) as error:
-        raise FormatError(f"not a DER X.509 CRL ({error})") from None
+    except _DER_ERRORS as error:
+        raise FormatError(f"not a DER X.509 CRL ({_one_line(error)})") from None
 
 
 def check_crl(revocations: RevocationList, issuer: Certificate, now: datetime) -> None:
     """The CRL is issued and signed by ``issuer`` and current at ``now``."""
     if revocations.issuer != issuer.subject:
         raise ChainError("CRL: issuer does not match the root certificate")
-    _check_pss_algorithm(revocations.signature_algorithm, "CRL")
+    _check_pss_algorithm(
+        revocations.algorithm, revocations.signature_algorithm,
+        revocations.tbs_signature_algorithm, "CRL",
+    )
     key = issuer.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise ChainError("CRL: the issuing key is not an RSA key")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
+from hashlib import sha384
 from typing import Any
 
 import pytest
 
+from cvm.amd.kds import ChipFuses
 from cvm.crypto import amd_ecdsa
 from cvm.errors import StatusError
 from cvm.formats.snp.attestation_report import AttestationReport
@@ -14,7 +17,8 @@ from cvm.formats.snp.guest_message import MessageType
 from cvm.formats.snp.key_request import GuestFieldSelect, KeyRequest
 from cvm.formats.snp.report_request import ReportRequest
 from cvm.formats.snp.tcb_version import TcbVersion
-from cvm.hardware.psp.firmware import SecureProcessor
+from cvm.hardware.psp.firmware import FirmwareVersion, SecureProcessor
+from cvm.hardware.psp.guest_request import KEY_ROOT_LABEL
 from cvm.hardware.psp.status import SevStatus
 from cvm.host.vmm import Hypervisor
 
@@ -121,3 +125,169 @@ def test_derived_key_depends_on_the_measurement(launch: Launch, requester: Launc
     assert one.measurement != two.measurement
     assert guest_one.derived_key(bound).derived_key != guest_two.derived_key(bound).derived_key
     assert guest_one.derived_key(unbound).derived_key == guest_two.derived_key(unbound).derived_key
+
+
+def _refused(psp: SecureProcessor, handle: int, page: bytes) -> StatusError:
+    with pytest.raises(StatusError) as refused:
+        psp.snp_guest_request(handle, page)
+    return refused.value
+
+
+def test_every_refusal_names_its_status_and_reason(
+    platform: tuple[Hypervisor, SecureProcessor], launch: Launch, requester: Launch
+) -> None:
+    _, psp = platform
+    launched, _ = launch()
+    guest = requester(launched)
+    handle = launched.handle
+    request = ReportRequest(bytes(64)).to_bytes()
+    prefix = "SNP_GUEST_REQUEST failed with INVALID_PARAM (0x16): "
+    not_a_message = _refused(psp, handle, b"\xff" * 4096)
+    assert not_a_message.code == SevStatus.INVALID_PARAM
+    assert str(not_a_message).startswith(prefix) and len(str(not_a_message)) > len(prefix) + 4
+    forged = bytearray(guest.seal(MessageType.REPORT_REQ, request, 1))
+    forged[0x60] ^= 1
+    assert str(_refused(psp, handle, bytes(forged))) == prefix + "message authentication failed"
+    replayed = _refused(psp, handle, guest.seal(MessageType.REPORT_REQ, request, 3))
+    assert str(replayed) == (
+        prefix + "MSG_SEQNO 3 for VMPCK0, expected 1 (replayed or reordered message)"
+    )
+    unsupported = _refused(psp, handle, guest.seal(MessageType.CPUID_REQ, request, 1))
+    assert (unsupported.code, str(unsupported)) == (
+        SevStatus.INVALID_PARAM, prefix + "CPUID_REQ unsupported"
+    )
+    ctx = psp._guests[handle]
+    ctx.vmpcks = (bytes(32), *ctx.vmpcks[1:])  # VMPCK0 wiped
+    no_key = _refused(psp, handle, guest.seal(MessageType.REPORT_REQ, request, 1))
+    assert (no_key.code, str(no_key)) == (
+        SevStatus.INVALID_KEY,
+        "SNP_GUEST_REQUEST failed with INVALID_KEY (0x27): VMPCK0 is not available",
+    )
+
+
+def test_sequence_numbers_run_out_at_the_last_pair(
+    platform: tuple[Hypervisor, SecureProcessor], launch: Launch, requester: Launch
+) -> None:
+    """A request needs its number and the response's (request + 1), both below 2**64."""
+    _, psp = platform
+    launched, _ = launch()
+    guest = requester(launched)
+    ctx = psp._guests[launched.handle]
+    last = (1 << 64) - 1
+    request = ReportRequest(bytes(64)).to_bytes()
+    ctx.seqnos[0] = last - 2  # one more exchange fits: request last - 1, response last
+    status, _ = guest.exchange(guest.seal(MessageType.REPORT_REQ, request, last - 1))
+    assert status == 0 and ctx.seqnos[0] == last
+    ctx.seqnos[0] = last - 1
+    exhausted = _refused(psp, launched.handle, guest.seal(MessageType.REPORT_REQ, request, last))
+    assert (exhausted.code, str(exhausted)) == (
+        SevStatus.AEAD_OFLOW,
+        "SNP_GUEST_REQUEST failed with AEAD_OFLOW (0x1d): VMPCK0 sequence numbers exhausted",
+    )
+
+
+def test_the_report_carries_every_platform_field(
+    platform: tuple[Hypervisor, SecureProcessor], launch: Launch, requester: Launch
+) -> None:
+    _, psp = platform
+    committed = psp.committed_tcb
+    newer = TcbVersion(committed.boot_loader, committed.tee, committed.snp + 1,
+                       committed.microcode + 1)
+    psp.download_firmware(newer, FirmwareVersion(1, 57, 3))  # running, not yet committed
+    launched, _ = launch()
+    ctx = psp._guests[launched.handle]
+    report = AttestationReport.from_bytes(requester(launched).report(bytes(64)).report)
+    assert report.version == 3
+    assert report.platform_info == psp.platform_info
+    assert report.report_id == ctx.report_id and any(report.report_id)
+    assert report.report_id_ma == ctx.report_id_ma == b"\xff" * 32
+    assert (report.cpuid_fam_id, report.cpuid_mod_id, report.cpuid_step) == (0x19, 0x01, 0x0)
+    assert (report.current_major, report.current_minor, report.current_build) == (1, 57, 3)
+    version = psp.committed_version
+    assert (report.committed_major, report.committed_minor, report.committed_build) == (
+        version.major, version.minor, version.build
+    ) != (1, 57, 3)
+    assert report.current_tcb == newer and report.committed_tcb == committed
+    assert report.launch_tcb == ctx.launch_tcb
+
+
+def _expected_key(
+    psp: SecureProcessor, ctx: Any, request: KeyRequest, tcb: TcbVersion
+) -> bytes:
+    """The emulated MSG_KEY_REQ derivation as the module documents it, written out again."""
+    select = request.guest_field_select
+    encoding = int(select).to_bytes(8, "little") + request.vmpl.to_bytes(4, "little")
+    for flag, value in (
+        (GuestFieldSelect.GUEST_POLICY, ctx.policy.to_bytes()),
+        (GuestFieldSelect.IMAGE_ID, ctx.image_id),
+        (GuestFieldSelect.FAMILY_ID, ctx.family_id),
+        (GuestFieldSelect.MEASUREMENT, ctx.ld),
+        (GuestFieldSelect.GUEST_SVN, request.guest_svn.to_bytes(4, "little")),
+        (GuestFieldSelect.TCB_VERSION, tcb.to_bytes()),
+    ):
+        if flag in select:
+            encoding += value
+    if GuestFieldSelect.LAUNCH_MIT_VECTOR in select and request.launch_mit_vector is not None:
+        encoding += request.launch_mit_vector.to_bytes(8, "little")
+    root = hmac.new(psp.chip_secret_for_derivation(), KEY_ROOT_LABEL, sha384).digest()
+    return hmac.new(root, encoding, sha384).digest()[:32]
+
+
+def test_derived_keys_follow_the_documented_derivation(
+    platform: tuple[Hypervisor, SecureProcessor], launch: Launch, requester: Launch
+) -> None:
+    _, psp = platform
+    launched, _ = launch()
+    guest = requester(launched)
+    ctx = psp._guests[launched.handle]
+    tcb = psp.committed_tcb
+    for select in [GuestFieldSelect(0), *GuestFieldSelect,
+                   GuestFieldSelect(sum(int(flag) for flag in GuestFieldSelect))]:
+        mit = 5 if GuestFieldSelect.LAUNCH_MIT_VECTOR in select else None
+        request = KeyRequest(select, vmpl=1, tcb_version=tcb.to_int(), launch_mit_vector=mit)
+        response = guest.derived_key(request)
+        assert response.status == 0, select
+        assert response.derived_key == _expected_key(psp, ctx, request, tcb), select
+
+
+def test_vmpl_3_is_the_last_one(launch: Launch, requester: Launch) -> None:
+    launched, _ = launch()
+    guest = requester(launched)
+    assert AttestationReport.from_bytes(guest.report(bytes(64), vmpl=3).report).vmpl == 3
+    assert guest.derived_key(KeyRequest(vmpl=3)).status == 0
+    assert guest.derived_key(KeyRequest(vmpl=4)).status == 0x16
+    malformed = guest.request(MessageType.REPORT_REQ, b"\xff" * 0x60)  # reserved bytes set
+    assert int.from_bytes(malformed[:4], "little") == 0x16
+
+
+def test_the_derivation_binds_guest_svn_and_ignores_an_unselected_vector(
+    platform: tuple[Hypervisor, SecureProcessor], launch: Launch, requester: Launch
+) -> None:
+    _, psp = platform
+    launched, _ = launch()
+    guest = requester(launched)
+    ctx = psp._guests[launched.handle]
+    ctx.guest_svn = 3  # as an ID block would set it
+    tcb = psp.committed_tcb
+    for request in (
+        KeyRequest(GuestFieldSelect.GUEST_SVN, guest_svn=2),
+        KeyRequest(GuestFieldSelect.MEASUREMENT, launch_mit_vector=7),
+    ):
+        response = guest.derived_key(request)
+        assert response.status == 0
+        assert response.derived_key == _expected_key(psp, ctx, request, tcb)
+
+
+@pytest.mark.parametrize("chip", [ChipFuses("Turin", bytes(range(8)) + bytes(56), b"\x5b" * 64)])
+def test_a_turin_key_request_reads_its_tcb_in_turins_layout(
+    platform: tuple[Hypervisor, SecureProcessor], launch: Launch, requester: Launch
+) -> None:
+    _, psp = platform
+    launched, _ = launch()
+    guest = requester(launched)
+    tcb = psp.committed_tcb
+    assert "fmc" in tcb.components()
+    request = KeyRequest(GuestFieldSelect.TCB_VERSION, tcb_version=tcb.to_int())
+    response = guest.derived_key(request)
+    assert response.status == 0
+    assert response.derived_key == _expected_key(psp, psp._guests[launched.handle], request, tcb)

@@ -6,11 +6,11 @@ Imports only ``wire``, ``crypto``, ``formats`` and ``errors``; trust roots arriv
 
 from cvm.attestation.verifier.appraisal import Evidence, VerifiedReport, Verifier
 from cvm.attestation.verifier.chain import ChainVerifier, VerifiedChain
-from cvm.attestation.verifier.policy import ReferenceValues, validate
+from cvm.attestation.verifier.policy import ReferenceValues, unchecked, validate
 from cvm.attestation.verifier.report import verify_report
 from cvm.attestation.verifier.trust import AMD_ARK_SHA256, TrustRoots
 
 __all__ = [
     "AMD_ARK_SHA256", "ChainVerifier", "Evidence", "ReferenceValues", "TrustRoots",
-    "VerifiedChain", "VerifiedReport", "Verifier", "validate", "verify_report",
+    "VerifiedChain", "VerifiedReport", "Verifier", "unchecked", "validate", "verify_report",
 ]

@@ -49,9 +49,9 @@ class VerifiedChain:
 
 
 def _require_ca(cert: Certificate) -> None:
-    critical, value = cert.extensions.get(OID_BASIC_CONSTRAINTS, (False, b""))
-    # BasicConstraints ::= SEQUENCE { cA BOOLEAN TRUE, ... }: 30 len 01 01 ff
-    if not critical or value[2:5] != b"\x01\x01\xff":
+    constraints = cert.extensions.get(OID_BASIC_CONSTRAINTS)
+    # BasicConstraints ::= SEQUENCE { cA BOOLEAN TRUE, ... }: 30 len 01 01 ff, critical (AMD's)
+    if constraints is None or not constraints[0] or constraints[1][2:5] != b"\x01\x01\xff":
         raise ChainError(f"{cert.common_name}: not marked as a CA (BasicConstraints)")
 
 

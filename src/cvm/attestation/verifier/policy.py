@@ -7,6 +7,13 @@ key digests, CHIP_ID, VMPL), minimum versions (every TCB field component-wise, g
 firmware version) and policy bits (debug and migration agent refused unless allowed; SMT,
 single socket and AES-256-XTS checked when required).
 
+One rule holds whatever the reference values: the TCB the report was signed at (REPORTED_TCB,
+the VCEK's) is never above what the chip runs, has committed or launched the guest with. The
+host may make the PSP report an older TCB than it runs (SNP_CONFIG, AMD 56860, so that guests
+keep their VCEK while an update rolls out), never a newer one; a CURRENT_TCB, COMMITTED_TCB or
+LAUNCH_TCB below REPORTED_TCB means the report claims a security level the platform lacks, and
+is a finding of its own (``<field>_vs_reported_tcb``).
+
 :func:`validate` never raises for a bad report: it returns every :class:`Finding` (claim,
 expected, actual) so the caller can say precisely why evidence was refused.
 """
@@ -25,6 +32,7 @@ _EXACT_BYTES = (
     "author_key_digest", "chip_id",
 )
 _TCB_FIELDS = ("current_tcb", "committed_tcb", "reported_tcb", "launch_tcb")
+_RUNNING_TCB_FIELDS = ("current_tcb", "committed_tcb", "launch_tcb")
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,21 @@ class ReferenceValues:
     require_no_smt: bool = False
     require_single_socket: bool = False
     require_aes_256_xts: bool = False
+
+
+# Reference values a relying party may leave out, and how a person calls them.
+_OPTIONAL_CLAIMS = (
+    ("measurement", "MEASUREMENT"), ("report_data", "REPORT_DATA"), ("host_data", "HOST_DATA"),
+    ("minimum_tcb", "minimum TCB"), ("id_key_digest", "ID key digest"),
+    ("author_key_digest", "author key digest"), ("family_id", "FAMILY_ID"),
+    ("image_id", "IMAGE_ID"), ("chip_id", "CHIP_ID"), ("vmpl", "VMPL"),
+    ("minimum_guest_svn", "minimum guest SVN"), ("minimum_firmware", "minimum firmware version"),
+)
+
+
+def unchecked(reference: ReferenceValues) -> tuple[str, ...]:
+    """What ``reference`` does not check, by name ("MEASUREMENT", "minimum TCB", ...)."""
+    return tuple(label for name, label in _OPTIONAL_CLAIMS if getattr(reference, name) is None)
 
 
 def _accepted(expected: bytes | Sequence[bytes]) -> tuple[bytes, ...]:
@@ -80,6 +103,13 @@ def _version_findings(report: AttestationReport, reference: ReferenceValues) -> 
                     Finding(name, f"at least {reference.minimum_tcb}", str(actual),
                             "the firmware is older than the policy allows (rollback?)")
                 )
+    for name in _RUNNING_TCB_FIELDS:
+        running: TcbVersion = getattr(report, name)
+        if not running.at_least(report.reported_tcb):
+            findings.append(
+                Finding(f"{name}_vs_reported_tcb", f"at least REPORTED_TCB {report.reported_tcb}",
+                        str(running), "the report claims a TCB the platform does not run")
+            )
     if reference.minimum_guest_svn is not None and report.guest_svn < reference.minimum_guest_svn:
         findings.append(
             Finding("guest_svn", f"at least {reference.minimum_guest_svn}", str(report.guest_svn))
