@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,19 @@ settings.load_profile("ci" if os.environ.get("CI", "").lower() in {"1", "true", 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VECTORS = PROJECT_ROOT / "tests" / "vectors"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tests' own XDG_DATA_HOME: the emulated AMD roots the CLI makes and pins stay there,
+    never in the user's home."""
+    before = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = before
 
 
 def _missing(what: str) -> None:

@@ -28,16 +28,19 @@ UKI_NAME, VARSTORE_NAME, REFERENCE_NAME, FIRMWARE_NAME = (
 
 
 def _owner(directory: Path | None) -> Any:
-    """The emulated owner: a fresh signed image, or the one ``cvm attest owner`` wrote."""
+    """The emulated owner: a fresh signed image, or the one ``cvm attest owner`` wrote; its
+    guests' chips come from this installation's emulated AMD root (made once, then pinned)."""
+    from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
     from cvm.formats.uefi.varstore import Varstore
     from cvm.scenarios.attested_guest import emulated_owner
     from cvm.scenarios.boot_attacks import OwnerImage
 
+    root = RootStore.for_workspace(DEFAULT_WORKSPACE).root("Milan", create=True)
     if directory is None:
-        return emulated_owner(datetime.now(UTC))
+        return emulated_owner(datetime.now(UTC), root=root)
     image = OwnerImage((directory / UKI_NAME).read_bytes(),
                        Varstore.parse((directory / VARSTORE_NAME).read_bytes()), {})
-    return emulated_owner(datetime.now(UTC), image=image)
+    return emulated_owner(datetime.now(UTC), image=image, root=root)
 
 
 @app.command()
@@ -101,17 +104,15 @@ def _moment(at: str | None) -> datetime:
 
 
 def _roots(trust: str) -> Any:
-    from cvm.amd import DEFAULT_SEED, product_named
-    from cvm.amd.authority import root_key_and_certificate
+    """AMD's real roots, or this installation's own emulated roots by their pinned
+    fingerprints (``cvm report emulated-root``): what ``cvm attest evidence`` signs with."""
+    from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
     from cvm.attestation.verifier.trust import TrustRoots
-    from cvm.crypto.x509_chain import parse_certificate
 
     if trust == "amd":
         return TrustRoots.amd()
     if trust == "emulated":
-        product = product_named("Milan")
-        _, ark = root_key_and_certificate(product, DEFAULT_SEED)
-        return TrustRoots.of([(product.name, parse_certificate(ark).fingerprint_sha256)],
+        return TrustRoots.of(RootStore.for_workspace(DEFAULT_WORKSPACE).trust_anchors(),
                              "emulated")
     raise UsageError(f"--trust must be amd or emulated, not {trust!r}")
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from cvm.amd import DEFAULT_SEED
+from cvm.amd.authority import EmulatedRoot
 from cvm.amd.pki import Vendor
 from cvm.crypto.jose import KeyPair
 from cvm.formats.kbs.evidence import CvmEvidence
@@ -185,7 +186,8 @@ def seeded_random(seed: bytes) -> Callable[[int], bytes]:
 
 
 def emulated_owner(issued: datetime, seed: bytes = b"cvm attested guests",
-                   image: OwnerImage | None = None) -> Owner:
-    """An owner on an emulated Milan vendor whose certificates were issued at ``issued``."""
-    vendor = Vendor("Milan", DEFAULT_SEED, clock=lambda: issued)
+                   image: OwnerImage | None = None, root: EmulatedRoot | None = None) -> Owner:
+    """An owner on an emulated Milan vendor whose certificates were issued at ``issued``:
+    by ``root`` (an installation's stored root), or this process's ephemeral one."""
+    vendor = Vendor("Milan", DEFAULT_SEED, clock=lambda: issued, root=root)
     return build_owner(vendor, seeded_random(seed), image)

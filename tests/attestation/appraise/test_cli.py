@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cvm.amd import DEFAULT_SEED
-from cvm.amd.pki import Vendor
+from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
 from cvm.attestation.verifier.collateral import CollateralCache
 from cvm.cli.main import execute
 
@@ -38,7 +37,9 @@ def test_evidence_and_appraisal_dry_run(tmp_path: Path,
     assert "verify.nonce: expected n2, got n1" in capsys.readouterr().out
     assert execute(["attest", "appraise", str(evidence), "--reference", str(reference),
                     "--trust", "amd"]) == 66
-    vendor = Vendor("Milan", DEFAULT_SEED, clock=lambda: datetime.now(UTC))
+    # the installation's own emulated AMD, whose root signed the evidence's chain
+    vendor = RootStore.for_workspace(DEFAULT_WORKSPACE).vendor("Milan",
+                                                                clock=lambda: datetime.now(UTC))
     cache = CollateralCache(tmp_path / "collateral")
     cache.put_crl("Milan", vendor.crl())
     capsys.readouterr()

@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 from sqlalchemy import text
 
+from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
 from cvm.attestation.kbs.app import create_app
 from cvm.attestation.kbs.broker import Broker, BrokerSettings
 from cvm.attestation.kbs.storage import Storage
@@ -71,7 +72,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def owner() -> Owner:
-    return emulated_owner(ISSUED)
+    """The owner, its CVMs on this installation's emulated AMD root (the one ``cvm attest``
+    uses, kept in the tests' own XDG_DATA_HOME)."""
+    root = RootStore.for_workspace(DEFAULT_WORKSPACE).root("Milan", create=True)
+    return emulated_owner(ISSUED, root=root)
 
 
 def _fresh_postgres(url: str) -> str:
