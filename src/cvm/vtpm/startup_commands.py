@@ -61,6 +61,7 @@ def startup(tpm: Tpm, call: Call) -> Result:
         else:
             state.reset_count += 1
             state.restart_count = 0
+    _da_startup(tpm)
     tpm.null_seed = tpm.random(32)
     tpm.null_proof = tpm.random(32)
     state.orderly_state = False
@@ -68,6 +69,20 @@ def startup(tpm: Tpm, call: Call) -> Result:
     tpm.started = True
     tpm.mark_changed()
     return Result()
+
+
+def _da_startup(tpm: Tpm) -> None:
+    """The reference's ``DAStartup``: lockoutAuth comes back at every Startup when
+    lockoutRecovery is 0; a DA-protected authValue used since the last Startup without an
+    orderly Shutdown counts as one failure (unless DA is off or already at maxTries)."""
+    state = tpm.state
+    if not state.lockout_recovery:
+        state.lockout_auth_enabled = True
+    if state.da_used and state.recovery_time and state.failed_tries < state.max_tries:
+        state.failed_tries += 1
+        state.self_heal_ms = tpm.now_ms()
+    state.da_used = False
+    tpm.self_heal()
 
 
 @command(TpmCc.SHUTDOWN)
@@ -78,7 +93,8 @@ def shutdown(tpm: Tpm, call: Call) -> Result:
         raise fail(for_parameter(TpmRc.VALUE, 1), "shutdownType is neither CLEAR nor STATE")
     tpm.state.orderly_state = kind == TpmSu.STATE
     tpm.state.saved_pcrs = tpm.pcrs.saved() if kind == TpmSu.STATE else {}
-    tpm.state.clock_ms = tpm.now_ms()
+    tpm.state.da_used = False
+    tpm.save_clock()
     tpm.mark_changed()
     return Result()
 
@@ -194,8 +210,10 @@ def dictionary_attack_parameters(tpm: Tpm, call: Call) -> Result:
     if call.handles[0] != TpmRh.LOCKOUT:
         raise fail(for_handle(TpmRc.HIERARCHY, 1), "only TPM_RH_LOCKOUT may set DA parameters")
     state = tpm.state
+    # failedTries is left as it is (Part 3 25.3 and the reference after its errata): lowering
+    # maxTries below it locks out at once.
     state.max_tries, state.recovery_time, state.lockout_recovery = (
         max_tries, recovery, lockout_recovery
     )
-    tpm.reset_lockout()
+    tpm.mark_changed()
     return Result()
