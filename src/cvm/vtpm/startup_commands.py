@@ -22,7 +22,7 @@ from cvm.formats.tpm2.constants import (
 )
 from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
 from cvm.formats.tpm2.tpm2b import read_tpm2b, tpm2b, writer
-from cvm.vtpm.dispatch import COMMANDS, AuthRole, Call, Result, command
+from cvm.vtpm.dispatch import COMMANDS, AuthRole, Call, Result, register
 from cvm.vtpm.tpm_object import fail, strip_auth
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ _ALGORITHMS: dict[int, int] = {
 MANUFACTURER_CVM = int.from_bytes(b"CVM\x00", "big")
 
 
-@command(TpmCc.STARTUP)
 def startup(tpm: Tpm, call: Call) -> Result:
     kind = call.params.u16("startupType")
     call.done()
@@ -85,7 +84,6 @@ def _da_startup(tpm: Tpm) -> None:
     tpm.self_heal()
 
 
-@command(TpmCc.SHUTDOWN)
 def shutdown(tpm: Tpm, call: Call) -> Result:
     kind = call.params.u16("shutdownType")
     call.done()
@@ -99,7 +97,6 @@ def shutdown(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.SELF_TEST)
 def self_test(tpm: Tpm, call: Call) -> Result:
     full = call.params.u8("fullTest")
     call.done()
@@ -108,7 +105,6 @@ def self_test(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.GET_RANDOM)
 def get_random(tpm: Tpm, call: Call) -> Result:
     requested = call.params.u16("bytesRequested")
     call.done()
@@ -137,7 +133,6 @@ def _properties(tpm: Tpm) -> dict[int, int]:
     }
 
 
-@command(TpmCc.GET_CAPABILITY)
 def get_capability(tpm: Tpm, call: Call) -> Result:
     capability = call.params.u32("capability")
     first = call.params.u32("property")
@@ -178,7 +173,6 @@ def get_capability(tpm: Tpm, call: Call) -> Result:
     return Result(parameters=bytes([int(more)]) + body.to_bytes())
 
 
-@command(TpmCc.HIERARCHY_CHANGE_AUTH, handles=1, auth=(AuthRole.USER,))
 def hierarchy_change_auth(tpm: Tpm, call: Call) -> Result:
     new_auth = read_tpm2b(call.params, "newAuth", 64)
     call.done()
@@ -192,7 +186,6 @@ def hierarchy_change_auth(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.DICTIONARY_ATTACK_LOCK_RESET, handles=1, auth=(AuthRole.USER,))
 def dictionary_attack_lock_reset(tpm: Tpm, call: Call) -> Result:
     call.done()
     if call.handles[0] != TpmRh.LOCKOUT:
@@ -201,7 +194,6 @@ def dictionary_attack_lock_reset(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.DICTIONARY_ATTACK_PARAMETERS, handles=1, auth=(AuthRole.USER,))
 def dictionary_attack_parameters(tpm: Tpm, call: Call) -> Result:
     max_tries = call.params.u32("newMaxTries")
     recovery = call.params.u32("newRecoveryTime")
@@ -217,3 +209,17 @@ def dictionary_attack_parameters(tpm: Tpm, call: Call) -> Result:
     )
     tpm.mark_changed()
     return Result()
+
+
+# This module's rows of the command table (Part 3: handles, authorization roles,
+# response handles), registered explicitly so each handler stays a plain function.
+register(TpmCc.STARTUP, startup)
+register(TpmCc.SHUTDOWN, shutdown)
+register(TpmCc.SELF_TEST, self_test)
+register(TpmCc.GET_RANDOM, get_random)
+register(TpmCc.GET_CAPABILITY, get_capability)
+register(TpmCc.HIERARCHY_CHANGE_AUTH, hierarchy_change_auth, handles=1, auth=(AuthRole.USER,))
+register(TpmCc.DICTIONARY_ATTACK_LOCK_RESET, dictionary_attack_lock_reset,
+         handles=1, auth=(AuthRole.USER,))
+register(TpmCc.DICTIONARY_ATTACK_PARAMETERS, dictionary_attack_parameters,
+         handles=1, auth=(AuthRole.USER,))
