@@ -186,7 +186,11 @@ def read_pin(pin_file: Path | None) -> bytes | None:
 def manufacture(state: Path, key_file: Path = KEY_FILE, keyring: Path = KEYRING) -> None:
     """Write a fresh vTPM (new seeds) to STATE, sealed under KEY_FILE or a new keyring key."""
     key = read_key_file(key_file) if key_file is not None else None
-    StateStore.manufacture(state, keyring_at(keyring), key)
+    ring = keyring_at(keyring)
+    store = StateStore.manufacture(state, ring, key)
+    where = f"the key file {key_file}" if key_file is not None else f"a key kept in {ring.path}"
+    typer.echo(f"{state}: a new vTPM, sealed under {where} (key id "
+               f"{store.counter.kid.hex()}, counter in {ring.path})")
 
 
 @app.command("seal")
