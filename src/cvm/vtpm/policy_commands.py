@@ -187,7 +187,7 @@ def policy_authorize(tpm: Tpm, call: Call) -> Result:
     ticket = Ticket.read(call.params)
     call.done()
     session = policy_session(tpm, call)
-    alg = int.from_bytes(key_sign[:2], "big") if len(key_sign) >= 2 else 0
+    alg = int.from_bytes(key_sign[:2], "big")  # a Name: nameAlg ‖ digest
     if not is_hash_alg(alg) or len(key_sign) != 2 + digest_size(alg):
         raise fail(for_parameter(TpmRc.SIZE, 3), "keySign is not a key Name")
     if not session.is_trial:
