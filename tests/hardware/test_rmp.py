@@ -203,3 +203,18 @@ def test_a_guest_cannot_write_a_vmsa_page_mapped_into_it() -> None:
     assert raised.value.fault.reason == "write to a VMSA page"
     assert host.machine.faults[-1] == raised.value.fault
     assert host.machine.host_read(vmsa, PAGE_SIZE) == before
+
+
+def test_firmware_owned_pages_are_immutable_and_nobody_elses() -> None:
+    rmp = Rmp()
+    rmp.rmpupdate(0x9000, assigned=True, asid=5, gpa=0x2000)
+    rmp.firmware_own(0x9000)
+    entry = rmp.entry(0x9000)
+    assert (entry.assigned, entry.asid, entry.gpa, entry.immutable, entry.validated,
+            entry.vmsa) == (True, 0, 0, True, False, False)
+    assert rmp.rmpupdate(0x9000, assigned=False) is RmpStatus.FAIL_PERMISSION
+    assert rmp.rmpupdate(0x9000, assigned=True, asid=5, gpa=0x2000) is RmpStatus.FAIL_PERMISSION
+    fault = rmp.check_guest_access(5, 0x2000, 0x9000, write=False, private=True, vmpl=0)
+    assert fault is not None and fault.kind is FaultKind.NPF
+    host = rmp.check_host_write(0x9000)
+    assert host is not None and "the firmware" in host.reason

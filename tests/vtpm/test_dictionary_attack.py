@@ -150,3 +150,13 @@ def test_a_guess_cut_short_by_power_loss_counts(client: TpmClient, tpm: Tpm,
     assert not tpm.state.da_used
     orderly, _ = _boot(tpm.state, clock)
     assert orderly.state.failed_tries == 0
+
+
+def test_lock_reset_clears_failures_and_is_persisted(client: TpmClient, tpm: Tpm) -> None:
+    item = _item(client)
+    for _ in range(3):
+        _code(lambda: client.unseal(item, Auth(b"bad")))
+    tpm.changed = False
+    client.dictionary_attack_lock_reset()
+    assert tpm.state.failed_tries == 0 and tpm.changed
+    assert client.unseal(item, Auth(b"pin")) == SECRET

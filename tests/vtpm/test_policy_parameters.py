@@ -181,3 +181,22 @@ def test_approved_policy_hash_is_over_policy_and_ref() -> None:
     assert approved_policy_hash(TpmAlg.SHA256, D32, b"ref") == \
         hashlib.sha256(D32 + b"ref").digest()
     assert approved_policy_hash(TpmAlg.SHA384, D32, b"") == hashlib.sha384(D32).digest()
+
+
+def test_policy_restart_keeps_the_session_hash(client: TpmClient, tpm: Tpm) -> None:
+    session = client.start_auth_session(TpmSe.POLICY, auth_hash=TpmAlg.SHA384)
+    client.policy_auth_value(session)
+    client.policy_restart(session)
+    assert client.policy_get_digest(session) == bytes(48)
+    assert tpm.sessions[session.handle].policy == PolicyDigest.start(TpmAlg.SHA384)
+
+
+def test_a_salt_key_needs_a_private_part(client: TpmClient) -> None:
+    srk, public = client.create_primary(TpmRh.OWNER, srk_template(no_da=True))
+    outside = client.load_external(public, TpmRh.OWNER)
+    params = (tpm2b(bytes(16)) + tpm2b(b"\x00" * 8) + bytes([TpmSe.HMAC])
+              + TpmAlg.NULL.to_bytes(2, "big") + TpmAlg.SHA256.to_bytes(2, "big"))
+    assert _code(client, TpmCc.START_AUTH_SESSION, (outside, TpmRh.NULL), params) == \
+        for_handle(TpmRc.KEY, 1)
+    assert _code(client, TpmCc.START_AUTH_SESSION, (srk, TpmRh.NULL), params) == \
+        for_parameter(TpmRc.VALUE, 2)
