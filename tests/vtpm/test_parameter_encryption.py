@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 
 from cvm.errors import StatusError
-from cvm.formats.tpm2.constants import TpmRh, TpmSe
+from cvm.formats.tpm2.command import AuthCommand, Command, Response
+from cvm.formats.tpm2.constants import TpmAlg, TpmaObject, TpmaSession, TpmCc, TpmRh, TpmSe
 from cvm.formats.tpm2.response_code import TpmRc, for_session
+from cvm.formats.tpm2.tpm2b import read_tpm2b, reader
 from cvm.guest.tpm.client import Auth, TpmClient
 from cvm.vtpm.engine import Tpm
+from cvm.vtpm.parameter_encryption import cfb_crypt
 from cvm.vtpm.policy import PolicyDigest
+from cvm.vtpm.session import command_hmac, cp_hash, response_hmac, rp_hash
 from cvm.vtpm.templates import sealed_template, srk_template
 
 SECRET = b"parameter-encrypted secret"
@@ -50,3 +54,46 @@ def test_encryption_needs_a_cipher_and_a_tpm2b(client: TpmClient) -> None:
     with pytest.raises(StatusError) as refused:
         client.pcr_extend(16, {}, Auth(b"", ciphered, decrypt=True))
     assert refused.value.code == for_session(TpmRc.ATTRIBUTES, 1)
+
+
+# ---- a session beyond the authorizations, used only to encrypt (Part 1 section 19.6.5) ------
+def _unseal_with_extra(client: TpmClient, tpm: Tpm, item: int, attributes: int,
+                       corrupt: bool = False) -> tuple[int, bytes]:
+    """TPM2_Unseal with a password authorization and a second, salted HMAC session that
+    encrypts the response; returns (response code, decrypted outData)."""
+    srk = next(h for h, o in tpm.objects.items() if o.has(TpmaObject.DECRYPT) and h != item)
+    extra = client.start_auth_session(TpmSe.HMAC, salt_key=srk, symmetric_bits=128)
+    engine = tpm.sessions[extra.handle]
+    nonce = bytes(range(32))
+    names = [client.name_of(item)]
+    cp = cp_hash(TpmAlg.SHA256, TpmCc.UNSEAL, names, b"")
+    mac = command_hmac(TpmAlg.SHA256, engine.session_key, cp, nonce, engine.nonce_tpm,
+                       attributes)
+    if corrupt:
+        mac = bytes([mac[0] ^ 1]) + mac[1:]
+    sessions = (AuthCommand(TpmRh.PW, b"", TpmaSession.CONTINUE_SESSION, b"pw"),
+                AuthCommand(extra.handle, nonce, attributes, mac))
+    response = Response.parse(tpm.execute(Command(TpmCc.UNSEAL, (item,), sessions).to_bytes()), 0)
+    if response.code:
+        return response.code, b""
+    acknowledged = response.sessions[1]
+    assert acknowledged.hmac == response_hmac(
+        TpmAlg.SHA256, engine.session_key, rp_hash(TpmAlg.SHA256, TpmCc.UNSEAL,
+                                                  response.parameters),
+        acknowledged.nonce, nonce, attributes)
+    plain = cfb_crypt(response.parameters, TpmAlg.SHA256, 128, engine.session_key,
+                      acknowledged.nonce, nonce, encrypt=False)
+    return 0, read_tpm2b(reader(plain, "outData"), "outData")
+
+
+def test_an_extra_session_encrypts_and_is_checked(tpm: Tpm, client: TpmClient) -> None:
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template(no_da=True))
+    blob, public = client.create(srk, sealed_template(), data=b"through a second session",
+                                 auth=b"pw")
+    item = client.load(srk, blob, public)
+    encrypt = TpmaSession.CONTINUE_SESSION | TpmaSession.ENCRYPT
+    assert _unseal_with_extra(client, tpm, item, encrypt) == (0, b"through a second session")
+    assert _unseal_with_extra(client, tpm, item, encrypt, corrupt=True)[0] == \
+        for_session(TpmRc.AUTH_FAIL, 2)
+    assert _unseal_with_extra(client, tpm, item, TpmaSession.CONTINUE_SESSION)[0] == \
+        TpmRc.AUTH_CONTEXT
