@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from cvm.errors import StatusError
 from cvm.formats.tpm2.command import AuthCommand, Command, Response
 from cvm.formats.tpm2.constants import TpmAlg, TpmaObject, TpmaSession, TpmCc, TpmRh, TpmSe
-from cvm.formats.tpm2.response_code import TpmRc, for_session
+from cvm.formats.tpm2.public import RsaParms
+from cvm.formats.tpm2.response_code import TpmRc, for_parameter, for_session
 from cvm.formats.tpm2.tpm2b import read_tpm2b, reader
 from cvm.guest.tpm.client import Auth, TpmClient
 from cvm.vtpm.engine import Tpm
@@ -97,3 +100,34 @@ def test_an_extra_session_encrypts_and_is_checked(tpm: Tpm, client: TpmClient) -
         for_session(TpmRc.AUTH_FAIL, 2)
     assert _unseal_with_extra(client, tpm, item, TpmaSession.CONTINUE_SESSION)[0] == \
         TpmRc.AUTH_CONTEXT
+
+
+def test_a_salt_to_an_rsa_key_uses_its_exponent(client: TpmClient) -> None:
+    template = srk_template("rsa", no_da=True)
+    assert isinstance(template.parameters, RsaParms)
+    odd = replace(template, parameters=replace(template.parameters, exponent=3))
+    key, public = client.create_primary(TpmRh.OWNER, odd)
+    assert isinstance(public.parameters, RsaParms) and public.parameters.exponent == 3
+    session = client.start_auth_session(TpmSe.HMAC, salt_key=key, symmetric_bits=128)
+    assert session.session_key  # the vTPM recovered the salt: the caller used e = 3
+
+
+@pytest.mark.parametrize(("parameters", "plain"), [
+    (b"", None), (b"\x00", None), (b"\x00\x05abcd", None),
+    (b"\x00\x00", b"\x00\x00"), (b"\x00\x00tail", b"\x00\x00tail"),
+])
+def test_cfb_needs_a_whole_first_tpm2b(parameters: bytes, plain: bytes | None) -> None:
+    def run() -> bytes:
+        return cfb_crypt(parameters, TpmAlg.SHA256, 128, b"key", b"n1", b"n2", encrypt=False)
+
+    if plain is None:
+        with pytest.raises(StatusError) as refused:
+            run()
+        assert refused.value.code == for_parameter(TpmRc.SIZE, 1)
+    else:
+        assert run() == plain
+    sealed = cfb_crypt(b"\x00\x04abcdrest", TpmAlg.SHA256, 128, b"key", b"n1", b"n2",
+                       encrypt=True)
+    assert sealed[:2] == b"\x00\x04" and sealed[6:] == b"rest" and sealed[2:6] != b"abcd"
+    assert cfb_crypt(sealed, TpmAlg.SHA256, 128, b"key", b"n1", b"n2",
+                     encrypt=False) == b"\x00\x04abcdrest"
