@@ -200,3 +200,21 @@ def test_a_salt_key_needs_a_private_part(client: TpmClient) -> None:
         for_handle(TpmRc.KEY, 1)
     assert _code(client, TpmCc.START_AUTH_SESSION, (srk, TpmRh.NULL), params) == \
         for_parameter(TpmRc.VALUE, 2)
+
+
+def test_policy_pcr_refusals(client: TpmClient) -> None:
+    session = client.start_auth_session(TpmSe.POLICY)
+
+    def policy_pcr(digest: bytes, selection: bytes) -> int:
+        return _code(client, TpmCc.POLICY_PCR, (session.handle,), tpm2b(digest) + selection)
+
+    def select(alg: int, bitmap: bytes) -> bytes:
+        return (1).to_bytes(4, "big") + alg.to_bytes(2, "big") + bytes([len(bitmap)]) + bitmap
+
+    assert policy_pcr(bytes(65), select(TpmAlg.SHA256, b"\x80\x00\x00")) == PARSE_ERROR
+    assert policy_pcr(b"", select(TpmAlg.SHA256, b"\x00\x00\x00\x01")) == \
+        for_parameter(TpmRc.VALUE, 2)
+    assert policy_pcr(b"", select(TpmAlg.SHA512, b"\x80\x00\x00")) == \
+        for_parameter(TpmRc.VALUE, 2)
+    assert client.policy_get_digest(session) == bytes(32)
+    assert policy_pcr(b"", select(TpmAlg.SHA256, b"\x00\x00\x80")) == 0
