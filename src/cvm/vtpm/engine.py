@@ -259,5 +259,3 @@ class Tpm(Authorization):
         self.state.clock_ms += int((now - self._boot_time) * 1000)
         self._boot_time = now
 
-    def mark_changed(self) -> None:
-        self.changed = True
