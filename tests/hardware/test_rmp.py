@@ -218,3 +218,11 @@ def test_firmware_owned_pages_are_immutable_and_nobody_elses() -> None:
     assert fault is not None and fault.kind is FaultKind.NPF
     host = rmp.check_host_write(0x9000)
     assert host is not None and "the firmware" in host.reason
+
+
+def test_rmpadjust_refuses_vmpl4_and_another_guests_page() -> None:
+    rmp = Rmp()
+    rmp.firmware_assign(0x7000, 5, 0x3000)
+    assert rmp.rmpadjust(5, 0x3000, 0x7000, 0, 4, Perm.READ) is RmpStatus.FAIL_PERMISSION
+    assert rmp.rmpadjust(6, 0x3000, 0x7000, 0, 1, Perm.READ) is RmpStatus.FAIL_INPUT
+    assert rmp.rmpadjust(5, 0x3000, 0x7000, 0, 3, Perm.READ) is RmpStatus.SUCCESS

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from cvm.errors import StatusError
 from cvm.formats.tpm2.constants import TpmAlg, TpmCc, TpmRh, TpmSe, TpmSt
+from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
 from cvm.formats.tpm2.signature import Signature, Ticket
 from cvm.formats.tpm2.tpm2b import tpm2b, writer
@@ -218,3 +219,14 @@ def test_policy_pcr_refusals(client: TpmClient) -> None:
         for_parameter(TpmRc.VALUE, 2)
     assert client.policy_get_digest(session) == bytes(32)
     assert policy_pcr(b"", select(TpmAlg.SHA256, b"\x00\x00\x80")) == 0
+
+
+def test_a_second_policy_pcr_needs_unchanged_pcrs(client: TpmClient) -> None:
+    session = client.start_auth_session(TpmSe.POLICY)
+    selection = PcrSelectionList.of("sha256", [7])
+    client.policy_pcr(session, selection)
+    client.policy_pcr(session, selection)
+    client.pcr_extend(7, {TpmAlg.SHA256: D32})
+    with pytest.raises(StatusError) as refused:
+        client.policy_pcr(session, selection)
+    assert refused.value.code == TpmRc.PCR_CHANGED
