@@ -57,6 +57,15 @@ def _missing(what: str) -> None:
     pytest.skip(f"{what} is not available on this machine")
 
 
+@pytest.fixture(autouse=True)
+def _user_data_dir(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test has its own user data directory (the vTPM keyring lives there), never ~."""
+    folder = tmp_path_factory.mktemp("cvm-data")
+    monkeypatch.setenv("CVM_DATA_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def vectors() -> Path:
     """``tests/vectors``: real data, each set with its provenance."""

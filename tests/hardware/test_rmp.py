@@ -7,7 +7,14 @@ import pytest
 from cvm.errors import PolicyError, StateError, StatusError, UsageError
 from cvm.formats.snp.vmsa import SevFeatures, Vmsa
 from cvm.guest.kernel.sev_guest import SevGuest
-from cvm.hardware.fault import VC_PAGE_NOT_VALIDATED, FaultKind, FaultRaised
+from cvm.hardware.fault import (
+    PFERR_ENC,
+    PFERR_RMP,
+    PFERR_WRITE,
+    VC_PAGE_NOT_VALIDATED,
+    FaultKind,
+    FaultRaised,
+)
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.rmp import Perm, Rmp, RmpStatus
@@ -173,3 +180,62 @@ def test_page_state_change_through_the_ghcb_batches_pages() -> None:
         assert not host.machine.rmp.entry(host.spa_of(guest, gpa)).assigned
     kernel.make_private(0x2000, pages=3)
     assert all(host.machine.rmp.entry(host.spa_of(guest, g)).validated for g in (0x2000, 0x4000))
+
+
+def test_a_vmsa_page_refuses_guest_writes_at_every_vmpl() -> None:
+    """APM vol. 2 §15.36.10: a page whose RMP entry has the VMSA bit is written only by the
+    world switch; a guest write to it is an RMP violation (#NPF), whatever its VMPL holds."""
+    rmp = Rmp()
+    rmp.firmware_assign(0x7000, 5, 0x3000, vmsa=True)
+    assert rmp.check_guest_access(5, 0x3000, 0x7000, write=False, private=True, vmpl=0) is None
+    for vmpl in range(4):
+        rmp.entry(0x7000).perms[vmpl] = Perm.all()
+        fault = rmp.check_guest_access(5, 0x3010, 0x7010, write=True, private=True, vmpl=vmpl)
+        assert fault is not None and fault.kind is FaultKind.NPF
+        assert fault.error_code == PFERR_RMP | PFERR_ENC | PFERR_WRITE
+        assert fault.reason == "write to a VMSA page" and fault.vmpl == vmpl
+    rmp.firmware_assign(0x8000, 5, 0x4000)
+    assert rmp.check_guest_access(5, 0x4000, 0x8000, write=True, private=True, vmpl=0) is None
+    assert rmp.rmpupdate(0x7000, assigned=False) is RmpStatus.FAIL_PERMISSION
+
+
+def test_a_guest_cannot_write_a_vmsa_page_mapped_into_it() -> None:
+    host, guest, kernel = _snp()
+    kernel.accept(0, 8 * PAGE_SIZE)
+    vmsa = guest.vcpus[0].vmsa_spa
+    assert vmsa is not None
+    before = host.machine.host_read(vmsa, PAGE_SIZE)
+    # the VMSA page, as the RMP sees it, placed at a guest address (as an SVSM keeps the VMSA
+    # of a lower VMPL in its own memory)
+    host.machine.rmp.firmware_assign(vmsa, guest.vm.asid, 0x5000, vmsa=True)
+    guest.vm.map(0x5000, vmsa)
+    assert len(kernel.cpu.read(0x5000, 16)) == 16
+    with pytest.raises(FaultRaised) as raised:
+        kernel.cpu.write(0x5000, b"rip := attacker")
+    assert raised.value.fault.kind is FaultKind.NPF
+    assert raised.value.fault.reason == "write to a VMSA page"
+    assert host.machine.faults[-1] == raised.value.fault
+    assert host.machine.host_read(vmsa, PAGE_SIZE) == before
+
+
+def test_firmware_owned_pages_are_immutable_and_nobody_elses() -> None:
+    rmp = Rmp()
+    rmp.rmpupdate(0x9000, assigned=True, asid=5, gpa=0x2000)
+    rmp.firmware_own(0x9000)
+    entry = rmp.entry(0x9000)
+    assert (entry.assigned, entry.asid, entry.gpa, entry.immutable, entry.validated,
+            entry.vmsa) == (True, 0, 0, True, False, False)
+    assert rmp.rmpupdate(0x9000, assigned=False) is RmpStatus.FAIL_PERMISSION
+    assert rmp.rmpupdate(0x9000, assigned=True, asid=5, gpa=0x2000) is RmpStatus.FAIL_PERMISSION
+    fault = rmp.check_guest_access(5, 0x2000, 0x9000, write=False, private=True, vmpl=0)
+    assert fault is not None and fault.kind is FaultKind.NPF
+    host = rmp.check_host_write(0x9000)
+    assert host is not None and "the firmware" in host.reason
+
+
+def test_rmpadjust_refuses_vmpl4_and_another_guests_page() -> None:
+    rmp = Rmp()
+    rmp.firmware_assign(0x7000, 5, 0x3000)
+    assert rmp.rmpadjust(5, 0x3000, 0x7000, 0, 4, Perm.READ) is RmpStatus.FAIL_PERMISSION
+    assert rmp.rmpadjust(6, 0x3000, 0x7000, 0, 1, Perm.READ) is RmpStatus.FAIL_INPUT
+    assert rmp.rmpadjust(5, 0x3000, 0x7000, 0, 3, Perm.READ) is RmpStatus.SUCCESS

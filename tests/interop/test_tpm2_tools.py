@@ -40,7 +40,7 @@ from cvm.guest.tpm.luks_token import SystemdTpm2Token, tpm2_tokens
 from cvm.guest.tpm.seal import unseal
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.policy import PolicyDigest
-from cvm.vtpm.state import PersistentState
+from cvm.vtpm.state_store import Keyring, StateStore, default_keyring
 from cvm.vtpm.templates import ak_template, ek_template, public_from_pem, srk_template
 
 pytestmark = pytest.mark.interop
@@ -285,8 +285,7 @@ def test_cryptsetup_reads_our_token(tools: tuple[Run, Path],
     require_tool("cryptsetup")
     image = _luks_image(run, workdir, "ours.img")
     state = workdir / "vtpm.state"
-    tpm = Tpm()
-    state.write_bytes(tpm.state.to_bytes())
+    assert execute(["tpm", "manufacture", str(state)]) == 0
     (workdir / "pcr7.bin").write_bytes(bytes(32))
     assert execute(["luks", "enroll-tpm2", str(image), "--key-file", str(workdir / "pass"),
                     "--tpm-state", str(state), "--pcrs", "7", "--pcr-values",
@@ -299,7 +298,8 @@ def test_cryptsetup_reads_our_token(tools: tuple[Run, Path],
     dump = run("cryptsetup", "luksDump", str(image)).stdout
     assert "systemd-tpm2" in dump and "sha512" in dump
     token = SystemdTpm2Token.from_json(exported)
-    client = TpmClient(Tpm(PersistentState.from_bytes(state.read_bytes())).execute)
+    _, tpm, _ = StateStore.open(state, Keyring(default_keyring()))
+    client = TpmClient(tpm.execute)
     client.startup()
     secret = unseal(client, token.blob, token.seal_policy())
     passphrase = base64.b64encode(secret).decode()

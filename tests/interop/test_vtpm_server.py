@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from cvm.cli.main import execute
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
 from cvm.errors import StatusError
@@ -180,7 +181,7 @@ def test_cmd_tcti_keeps_the_tpm_running_between_invocations(
     if not cvm.exists():
         pytest.skip("the cvm console script is not installed in this environment")
     state = tmp_path / "vtpm.state"
-    state.write_bytes(Tpm().state.to_bytes())
+    assert execute(["tpm", "manufacture", str(state)]) == 0
     env = {**os.environ, "TPM2TOOLS_TCTI": f"cmd:{cvm} tpm serve --state {state}"}
 
     def tool(*argv: str) -> str:

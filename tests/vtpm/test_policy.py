@@ -57,3 +57,38 @@ def test_authorize_resets_and_or_checks_arity() -> None:
 def test_sha1_and_sha384_sessions() -> None:
     assert len(PolicyDigest.start("sha1").auth_value().value) == 20
     assert len(PolicyDigest.start("sha384").command_code(TpmCc.UNSEAL).value) == 48
+
+
+# ---- known answers computed with hashlib from Part 3 section 23 (codes from Part 2 Table 12) --
+def _h(*parts: bytes) -> bytes:
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+def test_policy_updates_match_part_3_by_hand() -> None:
+    zero, d1, d2 = bytes(32), bytes(range(32)), bytes(range(32, 64))
+    name = b"\x00\x0b" + d1
+    start = PolicyDigest.start()
+    assert start.command_code(0x15E).value == _h(zero, bytes.fromhex("0000016c0000015e"))
+    assert start.auth_value().value == _h(zero, bytes.fromhex("0000016b"))
+    assert start.password().value == start.auth_value().value
+    assert start.or_([d1, d2]).value == _h(zero, bytes.fromhex("00000171"), d1, d2)
+    assert start.auth_value().or_([d1, d2]).value == start.or_([d1, d2]).value
+    inner = _h(zero, bytes.fromhex("0000016a"), name)
+    assert start.auth_value().authorize(name, b"ref").value == _h(inner, b"ref")
+    assert start.authorize(name).value == _h(inner)
+    assert start.secret(name, b"r").value == _h(_h(zero, bytes.fromhex("00000151"), name), b"r")
+    assert start.signed(name).value == _h(_h(zero, bytes.fromhex("00000160"), name))
+    assert start.auth_value().authorize_nv(name).value == \
+        _h(zero, bytes.fromhex("00000192"), name)
+
+
+def test_policy_or_takes_two_to_eight_session_digests() -> None:
+    start, d = PolicyDigest.start(), bytes(32)
+    for count in (0, 1, 9):
+        with pytest.raises(UsageError, match="2 to 8"):
+            start.or_([d] * count)
+    assert start.or_([d] * 8).value == _h(bytes(32), bytes.fromhex("00000171"), d * 8)
+    with pytest.raises(UsageError, match="digest of the session hash"):
+        start.or_([d, bytes(20)])
+    with pytest.raises(UsageError, match="digest of the session hash"):
+        start.or_([bytes(33), d])

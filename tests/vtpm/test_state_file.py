@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from cvm.errors import FormatError, IntegrityError, PolicyError
+from cvm.errors import FormatError, IntegrityError, PolicyError, UsageError
+from cvm.formats.snp.key_request import GuestFieldSelect, KeyRequest
 from cvm.formats.tpm2.constants import TpmAlg, TpmNt
 from cvm.formats.tpm2.nv_public import NvPublic
 from cvm.guest.svsm.svsm import Svsm
@@ -15,6 +16,10 @@ from cvm.guest.tpm.client import TpmClient
 from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.vtpm.state import PersistentState
 from cvm.vtpm.state_file import (
+    STATE_KEY_FIELDS,
+    DerivedKeyProvider,
+    GuestPageKeyProvider,
+    KeySource,
     MonotonicCounter,
     ReleasedKeyProvider,
     open_state,
@@ -85,3 +90,27 @@ def test_broker_released_key_and_counter_window() -> None:
         open_state(sealed, ReleasedKeyProvider(b"\x43" * 32), MonotonicCounter(8))
     with pytest.raises(PolicyError):
         MonotonicCounter(3).advance(2)
+
+
+def test_key_providers_refuse_a_key_that_is_not_one() -> None:
+    assert ReleasedKeyProvider(b"\x01" * 32).state_key() == b"\x01" * 32
+    for key in (b"", b"\x01" * 31, b"\x01" * 33):
+        with pytest.raises(UsageError, match="32 bytes"):
+            ReleasedKeyProvider(key).state_key()
+    page = GuestPageKeyProvider(lambda: b"\x07" * 32, KeySource.BROKER_RELEASED)
+    assert page.state_key() == b"\x07" * 32
+    for key in (bytes(32), b"\x07" * 31, b"\x07" * 33):
+        with pytest.raises(UsageError, match="no state key"):
+            GuestPageKeyProvider(lambda k=key: k, KeySource.BROKER_RELEASED).state_key()
+
+
+def test_the_derived_state_key_is_asked_for_vmpl0_with_measurement_and_policy() -> None:
+    asked: list[KeyRequest] = []
+
+    def derive(request: KeyRequest) -> bytes:
+        asked.append(request)
+        return b"\x33" * 32
+
+    DerivedKeyProvider(derive).state_key()
+    assert asked == [KeyRequest(guest_field_select=STATE_KEY_FIELDS, vmpl=0)]
+    assert STATE_KEY_FIELDS == GuestFieldSelect.MEASUREMENT | GuestFieldSelect.GUEST_POLICY

@@ -6,7 +6,9 @@ seals 32 random bytes to the predicted PCRs with the vTPM of STATE, adds a PBKDF
 keyslot for base64(secret) and a ``systemd-tpm2`` token (systemd-cryptenroll 252's format).
 ``unlock-tpm2 IMAGE --tpm-state STATE --eventlog LOG [--pin-file P] [--pcr-signature JSON]
 [--token-id N] [-o VOLUME_KEY]`` boots the vTPM with the log's measurements and unseals; a
-changed boot fails with the TPM's response code (exit 68).
+changed boot fails with the TPM's response code (exit 68). STATE is sealed as ``cvm tpm``
+seals it: ``--tpm-key-file K`` gives its key, ``--keyring F`` the keyring (see
+:mod:`cvm.vtpm.state_store`).
 """
 
 from __future__ import annotations
@@ -21,24 +23,25 @@ import typer
 from cvm.cli import luks
 from cvm.cli.tpm import (
     BANK,
+    KEYRING,
     PCRS,
     boot_from_eventlog,
     parse_pcrs,
     predicted_values,
     read_pin,
+    running_tpm,
 )
 from cvm.errors import FormatError, UsageError
 from cvm.formats.tpm2.constants import TpmAlg
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.signature import Signature
-from cvm.guest.tpm.client import TpmClient
 from cvm.guest.tpm.luks_token import SystemdTpm2Token, enroll, tpm2_tokens, unlock
 from cvm.guest.tpm.seal import SealPolicy, SignedPolicy
-from cvm.vtpm.engine import Tpm
-from cvm.vtpm.state import PersistentState
 from cvm.vtpm.templates import public_from_pem
 
 TPM_STATE = typer.Option(..., "--tpm-state", help="vTPM state file (cvm tpm manufacture).")
+TPM_KEY_FILE = typer.Option(None, "--tpm-key-file",
+                            help="The vTPM state's key; default: a key kept in the keyring.")
 
 
 def _pin(pin: bool, pin_file: Path | None) -> bytes | None:
@@ -61,6 +64,8 @@ def enroll_tpm2(
     public_key_pcrs: str = typer.Option("11", "--public-key-pcrs", help="PCRs it signs."),
     pin: bool = typer.Option(False, "--pin", help="Also require a PIN (prompted)."),
     pin_file: Path = typer.Option(None, "--pin-file", help="Read the PIN from a file."),
+    tpm_key_file: Path = TPM_KEY_FILE,
+    keyring: Path = KEYRING,
 ) -> None:
     """Seal a new key to predicted PCRs and add a systemd-tpm2 token and keyslot."""
     indices = parse_pcrs(pcrs)
@@ -70,10 +75,8 @@ def enroll_tpm2(
     signer = public_from_pem(pem) if pem is not None else None
     signed_pcrs = tuple(parse_pcrs(public_key_pcrs)) if pem is not None else ()
     policy = SealPolicy(PcrSelectionList.of(bank, indices), pin_value is not None, signer)
-    tpm = Tpm(PersistentState.from_bytes(tpm_state.read_bytes()))
-    client = TpmClient(tpm.execute)
-    client.startup()
-    with luks.open_volume(image, write=True) as volume:
+    with running_tpm(tpm_state, tpm_key_file, keyring) as (_, client), \
+            luks.open_volume(image, write=True) as volume:
         volume_key = volume.unlock(luks.read_key_file(key_file))
         token_id = enroll(volume, volume_key, client, policy, values, secrets.token_bytes(32),
                           pin_value, pem, signed_pcrs)
@@ -113,6 +116,8 @@ def unlock_tpm2(
     pcr_signature: Path = typer.Option(None, "--pcr-signature", help="systemd PCR signature."),
     token_id: int = typer.Option(None, "--token-id", help="Which systemd-tpm2 token."),
     output: Path = typer.Option(None, "-o", "--output", help="Write the volume key here."),
+    tpm_key_file: Path = TPM_KEY_FILE,
+    keyring: Path = KEYRING,
 ) -> None:
     """Boot the vTPM with the log's measurements, unseal the token's key, open the volume."""
     with luks.open_volume(image) as volume:
@@ -124,11 +129,8 @@ def unlock_tpm2(
             raise UsageError(f"{image} has no systemd-tpm2 token {chosen}")
         token = tokens[chosen]
         signed = _signed_policy(token, pcr_signature) if pcr_signature is not None else None
-        tpm, client = boot_from_eventlog(tpm_state, eventlog)
-        try:
+        with boot_from_eventlog(tpm_state, eventlog, tpm_key_file, keyring) as (_, client):
             volume_key = unlock(volume, token, client, read_pin(pin_file), signed)
-        finally:
-            tpm_state.write_bytes(tpm.state.to_bytes())
     if output is not None:
         output.write_bytes(volume_key)
     typer.echo(f"token {chosen}: unsealed; volume key {len(volume_key) * 8} bits")

@@ -10,19 +10,26 @@ fresh vTPM state file) · ``seal --state STATE --pcrs ... (--pcr-values F | --fr
 succeeds only when the boot it records matches the policy) · ``inspect FILE [--json]`` ·
 ``serve --state STATE [--port P]`` (the vTPM for real tools: mssim TCP, or the ``cmd:`` TCTI on
 stdin/stdout). ``cvm luks enroll-tpm2`` / ``unlock-tpm2`` come from :mod:`cvm.cli.luks_tpm2`.
+
+Every command that takes ``--state`` also takes ``--key-file K`` (the state's own key) and
+``--keyring F``: the state file is sealed and rollback-checked by :mod:`cvm.vtpm.state_store`,
+saved before every response that changed it, and each run ends with an orderly
+TPM2_Shutdown.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from cvm.errors import FormatError, UsageError
+from cvm.errors import FormatError, StatusError, UsageError
 from cvm.formats.tcg.algorithm import ALGORITHMS_BY_ID
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.event_type import EventType
@@ -39,7 +46,7 @@ from cvm.vtpm.engine import Tpm
 from cvm.vtpm.mssim_server import MssimServer
 from cvm.vtpm.pcr import BANKS
 from cvm.vtpm.policy import PolicyDigest
-from cvm.vtpm.state import PersistentState
+from cvm.vtpm.state_store import Keyring, StateStore, default_keyring, read_key_file
 from cvm.vtpm.templates import public_from_pem
 from cvm.vtpm.volatile import VolatileState
 
@@ -56,6 +63,11 @@ FROM_LOG = typer.Option(None, "--from-eventlog", help="TCG event log to predict 
 AS_JSON = typer.Option(False, "--json", help="JSON output.")
 STATE = typer.Option(..., "--state", help="vTPM state file.")
 PIN_FILE = typer.Option(None, "--pin-file", help="File holding the PIN.")
+KEY_FILE = typer.Option(None, "--key-file",
+                        help="The state's key (32 bytes or 64 hex digits); default: a key "
+                             "kept in the keyring.")
+KEYRING = typer.Option(None, "--keyring",
+                       help="Keyring file (default: vtpm-keyring.json in the data directory).")
 
 
 def parse_pcrs(text: str) -> list[int]:
@@ -124,25 +136,46 @@ def policy_authorize(key: Path = typer.Option(..., "--key", help="PEM public key
     _emit({"policy": digest.hex(), "key_name": public.name().hex()}, as_json, "policy")
 
 
-def boot_from_eventlog(state: Path, eventlog: Path) -> tuple[Tpm, TpmClient]:
-    """Start the vTPM of ``state`` and extend every measurement of ``eventlog`` into it."""
-    log = EventLog.parse(eventlog.read_bytes())
-    tpm = _load_state(state)
-    locality = startup_locality(log)
-    client = TpmClient(lambda data: tpm.execute(data, locality))
+def keyring_at(path: Path | None) -> Keyring:
+    return Keyring(path if path is not None else default_keyring())
+
+
+def open_store(state: Path, key_file: Path | None,
+               keyring: Path | None) -> tuple[StateStore, Tpm, bytes]:
+    """Open the sealed state file ``state`` (its key from ``key_file`` or the keyring)."""
+    key = read_key_file(key_file) if key_file is not None else None
+    return StateStore.open(state, keyring_at(keyring), key)
+
+
+@contextmanager
+def running_tpm(state: Path, key_file: Path | None, keyring: Path | None,
+                locality: int = 0) -> Iterator[tuple[Tpm, TpmClient]]:
+    """A powered-on vTPM from ``state``: Startup(CLEAR), the caller's commands (each change
+    saved before its response), then an orderly Shutdown and a last save."""
+    store, tpm, _ = open_store(state, key_file, keyring)
+    client = TpmClient(store.attach(tpm, locality))
     client.startup()
-    for event in log.events:
-        if event.event_type == EventType.EV_NO_ACTION:
-            continue
-        digests = {alg: value for alg in log.bank_ids if alg in BANKS
-                   and (value := event.digest(alg)) is not None}
-        client.pcr_extend(event.pcr_index, digests)
-    return tpm, client
+    try:
+        yield tpm, client
+    finally:
+        with suppress(StatusError):
+            client.shutdown()
+        store.save(tpm)
 
 
-def _load_state(path: Path) -> Tpm:
-    tpm = Tpm(PersistentState.from_bytes(path.read_bytes()))
-    return tpm
+@contextmanager
+def boot_from_eventlog(state: Path, eventlog: Path, key_file: Path | None = None,
+                       keyring: Path | None = None) -> Iterator[tuple[Tpm, TpmClient]]:
+    """The vTPM of ``state`` with every measurement of ``eventlog`` extended into it."""
+    log = EventLog.parse(eventlog.read_bytes())
+    with running_tpm(state, key_file, keyring, startup_locality(log)) as (tpm, client):
+        for event in log.events:
+            if event.event_type == EventType.EV_NO_ACTION:
+                continue
+            digests = {alg: value for alg in log.bank_ids if alg in BANKS
+                       and (value := event.digest(alg)) is not None}
+            client.pcr_extend(event.pcr_index, digests)
+        yield tpm, client
 
 
 def read_pin(pin_file: Path | None) -> bytes | None:
@@ -150,11 +183,14 @@ def read_pin(pin_file: Path | None) -> bytes | None:
 
 
 @app.command("manufacture")
-def manufacture(state: Path) -> None:
-    """Write a fresh vTPM state (new seeds) to STATE; refuses to overwrite."""
-    if state.exists():
-        raise UsageError(f"{state} exists; remove it first to make a new TPM identity")
-    state.write_bytes(Tpm().state.to_bytes())
+def manufacture(state: Path, key_file: Path = KEY_FILE, keyring: Path = KEYRING) -> None:
+    """Write a fresh vTPM (new seeds) to STATE, sealed under KEY_FILE or a new keyring key."""
+    key = read_key_file(key_file) if key_file is not None else None
+    ring = keyring_at(keyring)
+    store = StateStore.manufacture(state, ring, key)
+    where = f"the key file {key_file}" if key_file is not None else f"a key kept in {ring.path}"
+    typer.echo(f"{state}: a new vTPM, sealed under {where} (key id "
+               f"{store.counter.kid.hex()}, counter in {ring.path})")
 
 
 @app.command("seal")
@@ -162,15 +198,15 @@ def seal_command(state: Path = STATE, bank: str = BANK, pcrs: str = PCRS,
                  pcr_values: Path = PCR_VALUES, from_eventlog: Path = FROM_LOG,
                  pin_file: Path = PIN_FILE,
                  secret: Path = typer.Option(..., "--in", help="Secret to seal (≤128 bytes)."),
-                 output: Path = typer.Option(..., "-o", "--output", help="Sealed blob.")) -> None:
+                 output: Path = typer.Option(..., "-o", "--output", help="Sealed blob."),
+                 key_file: Path = KEY_FILE, keyring: Path = KEYRING) -> None:
     """Seal a secret to predicted PCR values (and a PIN); write TPM2B_PRIVATE ‖ TPM2B_PUBLIC."""
     indices = parse_pcrs(pcrs)
     values = predicted_values(bank, indices, pcr_values, from_eventlog)
     pin = read_pin(pin_file)
     policy = SealPolicy(PcrSelectionList.of(bank, indices), pin is not None)
-    client = TpmClient(_load_state(state).execute)
-    client.startup()
-    blob = seal(client, secret.read_bytes(), policy.digest(values).value, pin)
+    with running_tpm(state, key_file, keyring) as (_, client):
+        blob = seal(client, secret.read_bytes(), policy.digest(values).value, pin)
     output.write_bytes(blob.to_bytes())
 
 
@@ -179,18 +215,15 @@ def unseal_command(blob: Path, state: Path = STATE, bank: str = BANK, pcrs: str 
                    eventlog: Path = typer.Option(..., "--eventlog",
                                                  help="Event log of the boot to replay."),
                    pin_file: Path = PIN_FILE,
-                   output: Path = typer.Option(None, "-o", "--output", help="Write here.")
-                   ) -> None:
+                   output: Path = typer.Option(None, "-o", "--output", help="Write here."),
+                   key_file: Path = KEY_FILE, keyring: Path = KEYRING) -> None:
     """Boot the vTPM with the event log's measurements, then unseal BLOB."""
     indices = parse_pcrs(pcrs)
     sealed = SealedBlob.from_bytes(blob.read_bytes())
     pin = read_pin(pin_file)
-    tpm, client = boot_from_eventlog(state, eventlog)
     policy = SealPolicy(PcrSelectionList.of(bank, indices), pin is not None)
-    try:
+    with boot_from_eventlog(state, eventlog, key_file, keyring) as (_, client):
         secret = unseal(client, sealed, policy, pin)
-    finally:
-        state.write_bytes(tpm.state.to_bytes())
     if output is None:
         sys.stdout.buffer.write(secret)
     else:
@@ -238,52 +271,57 @@ def _describe_quote(attest: QuoteAttest) -> dict[str, Any]:
 @dataclass
 class TpmServer:
     """A vTPM that keeps running across ``serve`` invocations: STATE holds its non-volatile
-    state, ``STATE.volatile`` its PCRs, loaded objects and sessions."""
+    state and, sealed with it, its PCRs, loaded objects and sessions."""
 
-    path: Path
+    store: StateStore
     tpm: Tpm
 
     @classmethod
-    def open(cls, path: Path) -> TpmServer:
-        tpm = _load_state(path)
-        volatile = path.with_name(path.name + ".volatile")
-        if volatile.exists():
-            tpm.restore_volatile(VolatileState.from_bytes(volatile.read_bytes()))
-        else:
-            TpmClient(tpm.execute).startup()
-        return cls(path, tpm)
+    def open(cls, path: Path, key_file: Path | None, keyring: Path | None) -> TpmServer:
+        store, tpm, volatile = open_store(path, key_file, keyring)
+        if volatile:
+            tpm.restore_volatile(VolatileState.from_bytes(volatile))
+        served = cls(store, tpm)
+        if not volatile:
+            TpmClient(served.execute).startup()
+        return served
+
+    def execute(self, command: bytes) -> bytes:
+        self.tpm.on_da_used = self.save
+        response = self.tpm.execute(command)
+        if self.tpm.changed:
+            self.save()
+        return response
 
     def save(self) -> None:
-        self.path.write_bytes(self.tpm.state.to_bytes())
-        volatile = self.path.with_name(self.path.name + ".volatile")
-        volatile.write_bytes(self.tpm.volatile().to_bytes())
+        self.store.save(self.tpm, self.tpm.volatile().to_bytes())
 
 
 @app.command("serve")
 def serve(state: Path = STATE,
           port: int = typer.Option(None, "--port", help="Serve mssim on TCP PORT and PORT+1."),
-          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on.")) -> None:
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+          key_file: Path = KEY_FILE, keyring: Path = KEYRING) -> None:
     """Serve the vTPM of STATE to real tools.
 
     With ``--port``: the TPM simulator protocol (``TPM2TOOLS_TCTI=mssim:port=PORT``,
     ``systemd-cryptenroll --tpm2-device=mssim:port=PORT``) until interrupted; STATE is
-    rewritten after every command that changes it. Without: raw command and response buffers on
+    resealed after every command that changes it. Without: raw command and response buffers on
     stdin/stdout, as the ``cmd:`` TCTI expects (``TPM2TOOLS_TCTI="cmd:cvm tpm serve --state
-    S"``), the running TPM's volatile state kept in ``STATE.volatile`` between invocations."""
+    S"``), the running TPM's volatile state sealed into STATE between invocations."""
     if port is not None:
         if not 0 < port < 0xFFFF:
             raise UsageError("--port must be between 1 and 65534")
-        def persist(tpm: Tpm) -> None:
-            state.write_bytes(tpm.state.to_bytes())
-
-        server = MssimServer(_load_state(state), port, host, on_change=persist)
+        store, tpm, _ = open_store(state, key_file, keyring)
+        server = MssimServer(tpm, port, host, on_change=store.save)
+        server.tpm.on_da_used = lambda: store.save(server.tpm)
         typer.echo(f"vTPM listening on {host}:{port} (platform {port + 1})", err=True)
         try:
             server.serve_forever()
         finally:
-            state.write_bytes(server.tpm.state.to_bytes())
+            store.save(server.tpm)
         return
-    served = TpmServer.open(state)
+    served = TpmServer.open(state, key_file, keyring)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     try:
         while True:
@@ -292,7 +330,7 @@ def serve(state: Path = STATE,
                 break
             size = int.from_bytes(header[2:6], "big")
             body = source.read(max(0, min(size, MAX_COMMAND_SIZE) - HEADER_SIZE))
-            sink.write(served.tpm.execute(header + body))
+            sink.write(served.execute(header + body))
             sink.flush()
     finally:
         served.save()

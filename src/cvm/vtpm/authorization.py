@@ -2,10 +2,19 @@
 protection, extra encryption sessions, parameter encryption and the response sessions.
 
 TCG "TPM 2.0 Library, Part 1", revision 1.59: section 19 (authorizations: 19.6 HMAC
-sessions, 19.7 policy sessions, 19.8 dictionary-attack protection — failed authValue checks
-count, and at ``maxTries`` every DA-protected authValue is locked out until ``recoveryTime``
-seconds forgive one failure each or TPM2_DictionaryAttackLockReset), section 21
-(session-based encryption). The engine (:class:`cvm.vtpm.engine.Tpm`) mixes this in.
+sessions, 19.7 policy sessions, 19.8 dictionary-attack protection), section 21 (session-based
+encryption). The engine (:class:`cvm.vtpm.engine.Tpm`) mixes this in.
+
+Dictionary-attack protection follows the reference implementation (Part 4, ``DA.c`` and
+``SessionProcess.c``): a failed authValue check of a DA-protected entity counts one failure
+(none while ``recoveryTime`` is 0, which disables the protection) and restarts the self-healing
+timer; at ``maxTries`` failures every DA-protected authValue is refused (TPM_RC_LOCKOUT) until
+each ``recoveryTime`` seconds of TPM time since the last failure forgive one, or
+TPM2_DictionaryAttackLockReset. The hierarchies' authValues (owner, endorsement, platform) are
+exempt, as are objects and NV indices with ``noDA``: a wrong value there is TPM_RC_BAD_AUTH and
+counts nothing. A failed lockoutAuth disables lockoutAuth itself for ``lockoutRecovery``
+seconds (with ``lockoutRecovery`` 0, until the next Startup). Timers run on the TPM clock, which
+persists with the state, so a lockout outlives a restart of the TPM.
 """
 
 from __future__ import annotations
@@ -23,6 +32,26 @@ from cvm.vtpm.pcr import PcrBanks
 from cvm.vtpm.session import Session, command_hmac, cp_hash, response_hmac, rp_hash
 from cvm.vtpm.state import PersistentState
 from cvm.vtpm.tpm_object import fail, strip_auth
+
+LOCKOUT_NAME = TpmRh.LOCKOUT.to_bytes(4, "big")
+MS_PER_S = 1000
+
+
+def heal(state: PersistentState, now_ms: int, changed: Callable[[], None]) -> None:
+    """The reference's ``DASelfHeal`` on ``state`` at TPM time ``now_ms``."""
+    if state.failed_tries and not state.recovery_time:
+        state.failed_tries = 0
+        changed()
+    elif state.failed_tries:
+        steps = max(0, now_ms - state.self_heal_ms) // MS_PER_S // state.recovery_time
+        if steps:
+            state.failed_tries = max(0, state.failed_tries - steps)
+            state.self_heal_ms += steps * state.recovery_time * MS_PER_S
+            changed()
+    if (not state.lockout_auth_enabled and state.lockout_recovery
+            and max(0, now_ms - state.lockout_timer_ms) // MS_PER_S >= state.lockout_recovery):
+        state.lockout_auth_enabled = True
+        changed()
 
 
 @dataclass
@@ -46,9 +75,12 @@ class Authorization:
     sessions: dict[int, Session]
     random: Callable[[int], bytes]
     clock: Callable[[], float]
-    _da_time: float
-    _lockout_auth_locked_until: float
     changed: bool
+    on_da_used: Callable[[], None] | None
+
+    def now_ms(self) -> int:
+        """The TPM clock in milliseconds (the engine defines it)."""
+        raise NotImplementedError
 
     def mark_changed(self) -> None:
         """Note that the non-volatile state changed (its owner persists it)."""
@@ -182,45 +214,50 @@ class Authorization:
             self._auth_failed(entity, number)
 
     def _auth_failed(self, entity: Entity, number: int) -> None:
-        if entity.name == TpmRh.LOCKOUT.to_bytes(4, "big"):
-            self.lockout_auth_failed()
+        state = self.state
+        if entity.name == LOCKOUT_NAME:
+            state.lockout_auth_enabled = False
+            state.lockout_timer_ms = self.now_ms()
+            self.mark_changed()
             raise fail(for_session(TpmRc.AUTH_FAIL, number), "lockout authorization failed")
         if not entity.da_protected:
-            raise fail(for_session(TpmRc.BAD_AUTH, number), "authorization failed (noDA entity)")
-        self._recover()
-        self.state.failed_tries += 1
+            raise fail(for_session(TpmRc.BAD_AUTH, number), "authorization failed (DA-exempt)")
+        if state.recovery_time:
+            state.failed_tries += 1
+        state.self_heal_ms = self.now_ms()
         self.mark_changed()
         raise fail(for_session(TpmRc.AUTH_FAIL, number),
-                   f"authorization failed ({self.state.failed_tries} of "
-                   f"{self.state.max_tries} tries before lockout)")
+                   f"authorization failed ({state.failed_tries} of "
+                   f"{state.max_tries} tries before lockout)")
 
-    def _recover(self) -> None:
-        if self.state.recovery_time:
-            elapsed = self.clock() - self._da_time
-            steps = int(elapsed // self.state.recovery_time)
-            if steps:
-                self.state.failed_tries = max(0, self.state.failed_tries - steps)
-                self._da_time += steps * self.state.recovery_time
-        else:
-            self._da_time = self.clock()
+    def self_heal(self) -> None:
+        """Forgive one failure per ``recoveryTime`` seconds since the last one; re-enable
+        lockoutAuth ``lockoutRecovery`` seconds after it failed (reference ``DASelfHeal``)."""
+        heal(self.state, self.now_ms(), self.mark_changed)
 
     def _check_lockout(self, entity: Entity) -> None:
-        if entity.name == TpmRh.LOCKOUT.to_bytes(4, "big"):
-            if self.clock() < self._lockout_auth_locked_until:
+        if entity.name != LOCKOUT_NAME and not entity.da_protected:
+            return
+        self._note_da_used()
+        self.self_heal()
+        if entity.name == LOCKOUT_NAME:
+            if not self.state.lockout_auth_enabled:
                 raise fail(TpmRc.LOCKOUT, "lockout authorization is locked out")
-            return
-        if not entity.da_protected:
-            return
-        self._recover()
-        if self.state.failed_tries >= self.state.max_tries:
+        elif self.state.failed_tries >= self.state.max_tries:
             raise fail(TpmRc.LOCKOUT, "dictionary-attack lockout is in effect")
 
-    def lockout_auth_failed(self) -> None:
-        self._lockout_auth_locked_until = self.clock() + self.state.lockout_recovery
+    def _note_da_used(self) -> None:
+        """Record, durably before the check runs, that a DA-protected authValue is used."""
+        if self.state.da_used:
+            return
+        self.state.da_used = True
+        self.mark_changed()
+        if self.on_da_used is not None:
+            self.on_da_used()
 
     def reset_lockout(self) -> None:
+        """TPM2_DictionaryAttackLockReset: failedTries back to 0."""
         self.state.failed_tries = 0
-        self._da_time = self.clock()
         self.mark_changed()
 
     def _acknowledge(

@@ -3,8 +3,8 @@
 TCG "TPM 2.0 Library, Part 3: Commands", revision 1.59, section 5 ("Command Processing"):
 each command's table lists its handles (those marked ``@`` need an authorization, with the
 role USER, ADMIN or DUP given under "Auth Role") and how many handles the response carries.
-Handlers are registered with :func:`command` by the command modules; the engine looks them up
-by TPM_CC.
+Each command module ends with its rows of the table (:func:`register` calls, not decorators,
+so every handler is a plain function); the engine looks them up by TPM_CC.
 """
 
 from __future__ import annotations
@@ -71,20 +71,16 @@ class CommandSpec:
 COMMANDS: dict[int, CommandSpec] = {}
 
 
-def command(
+def register(
     code: int,
+    handler: Handler,
     *,
     handles: int = 0,
     auth: tuple[AuthRole | None, ...] = (),
     response_handles: int = 0,
-) -> Callable[[Handler], Handler]:
-    """Register the decorated function as the handler of ``code``."""
-
-    def register(handler: Handler) -> Handler:
-        if code in COMMANDS:
-            raise InternalError(f"command {code:#x} registered twice")
-        roles = auth + (None,) * (handles - len(auth))
-        COMMANDS[code] = CommandSpec(code, handler, handles, roles, response_handles)
-        return handler
-
-    return register
+) -> None:
+    """Enter ``handler`` in the table as the handler of ``code``."""
+    if code in COMMANDS:
+        raise InternalError(f"command {code:#x} registered twice")
+    roles = auth + (None,) * (handles - len(auth))
+    COMMANDS[code] = CommandSpec(code, handler, handles, roles, response_handles)

@@ -91,9 +91,8 @@ class Tpm(Authorization):
         self.null_proof = b""
         self.locality = 0
         self.changed = False
+        self.on_da_used: Callable[[], None] | None = None
         self._boot_time = self.clock()
-        self._da_time = self.clock()
-        self._lockout_auth_locked_until = 0.0
 
     # ---- the door --------------------------------------------------------------------
     def execute(self, data: bytes, locality: int = 0) -> bytes:
@@ -122,6 +121,7 @@ class Tpm(Authorization):
             raise fail(TpmRc.COMMAND_CODE, f"command code {header.code:#x} not implemented")
         if self.started == (spec.code == TpmCc.STARTUP):
             raise fail(TpmRc.INITIALIZE, "TPM2_Startup is needed first / only once")
+        self.self_heal()
         try:
             command = Command.parse(data, spec.handles)
         except FormatError:
@@ -199,9 +199,10 @@ class Tpm(Authorization):
                           not index.public.attributes & TpmaNv.NO_DA)
         name = handle.to_bytes(4, "big")
         if kind == TpmHt.PERMANENT:
+            # Every hierarchy but lockout is DA-exempt (Part 1 19.8.1; the reference's
+            # IsDAExempted); lockoutAuth has its own protection (lockoutRecovery).
             auth = self.state.auths.get(handle, b"")
-            return Entity(name, strip_auth(auth), b"",
-                          handle in (TpmRh.OWNER, TpmRh.ENDORSEMENT))
+            return Entity(name, strip_auth(auth), b"", handle == TpmRh.LOCKOUT)
         return Entity(name, b"", b"", False)
 
     def load_object(self, item: TpmObject) -> int:
@@ -243,7 +244,14 @@ class Tpm(Authorization):
         self.context_counter = volatile.context_counter
 
     def now_ms(self) -> int:
+        """The TPM clock: the stored clock plus the time since this engine started."""
         return self.state.clock_ms + int((self.clock() - self._boot_time) * 1000)
+
+    def resume_clock(self, since: float) -> None:
+        """Count the time since ``since`` (a reading of this engine's clock, e.g. when the
+        state was saved) as time the TPM ran: a TPM kept powered between runs. A ``since``
+        in the future (a clock set back) adds nothing; the TPM clock never goes back."""
+        self._boot_time = min(self._boot_time, since)
 
     def save_clock(self) -> None:
         """Fold the time elapsed since boot into the non-volatile clock (before saving it)."""
@@ -251,5 +259,3 @@ class Tpm(Authorization):
         self.state.clock_ms += int((now - self._boot_time) * 1000)
         self._boot_time = now
 
-    def mark_changed(self) -> None:
-        self.changed = True

@@ -81,7 +81,10 @@ class MssimServer:
             if self.powered:
                 return
             if self.tpm.started:
-                self.tpm = Tpm(self.tpm.state, random=self.tpm.random, clock=self.tpm.clock)
+                old = self.tpm
+                old.save_clock()
+                self.tpm = Tpm(old.state, random=old.random, clock=old.clock)
+                self.tpm.on_da_used = old.on_da_used
             self.powered = True
             if self.startup_clear and not self.tpm.started:
                 self.tpm.execute(Command(TpmCc.STARTUP, (), (), bytes(2)).to_bytes())

@@ -20,7 +20,7 @@ from cvm.formats.tpm2.constants import TpmaNv, TpmCc, TpmNt, TpmRh, digest, dige
 from cvm.formats.tpm2.nv_public import MAX_NV_INDEX_SIZE, NvPublic
 from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
 from cvm.formats.tpm2.tpm2b import read_tpm2b, tpm2b
-from cvm.vtpm.dispatch import AuthRole, Call, Result, command
+from cvm.vtpm.dispatch import AuthRole, Call, Result, register
 from cvm.vtpm.state import NvIndex
 from cvm.vtpm.tpm_object import fail, strip_auth
 
@@ -61,7 +61,6 @@ def _written(index: NvIndex, data: bytes) -> NvIndex:
     return replace(index, public=index.public.with_attributes(attributes), data=data)
 
 
-@command(TpmCc.NV_DEFINE_SPACE, handles=1, auth=(AuthRole.USER,))
 def nv_define_space(tpm: Tpm, call: Call) -> Result:
     auth = read_tpm2b(call.params, "auth", 64)
     public = NvPublic.read_tpm2b(call.params)
@@ -95,7 +94,6 @@ def nv_define_space(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.NV_UNDEFINE_SPACE, handles=2, auth=(AuthRole.USER,))
 def nv_undefine_space(tpm: Tpm, call: Call) -> Result:
     call.done()
     index = _index(tpm, call)
@@ -114,7 +112,6 @@ def nv_undefine_space(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.NV_WRITE, handles=2, auth=(AuthRole.USER,))
 def nv_write(tpm: Tpm, call: Call) -> Result:
     data = read_tpm2b(call.params, "data", 1024)
     offset = call.params.u16("offset")
@@ -138,7 +135,6 @@ def nv_write(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.NV_INCREMENT, handles=2, auth=(AuthRole.USER,))
 def nv_increment(tpm: Tpm, call: Call) -> Result:
     call.done()
     index = _index(tpm, call)
@@ -154,7 +150,6 @@ def nv_increment(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.NV_EXTEND, handles=2, auth=(AuthRole.USER,))
 def nv_extend(tpm: Tpm, call: Call) -> Result:
     data = read_tpm2b(call.params, "data", 1024)
     call.done()
@@ -169,7 +164,6 @@ def nv_extend(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.NV_READ, handles=2, auth=(AuthRole.USER,))
 def nv_read(tpm: Tpm, call: Call) -> Result:
     size = call.params.u16("size")
     offset = call.params.u16("offset")
@@ -186,10 +180,20 @@ def nv_read(tpm: Tpm, call: Call) -> Result:
     return Result(parameters=tpm2b(index.data[offset:offset + size]))
 
 
-@command(TpmCc.NV_READ_PUBLIC, handles=1)
 def nv_read_public(tpm: Tpm, call: Call) -> Result:
     call.done()
     index = tpm.state.nv.get(call.handles[0])
     if index is None:
         raise fail(for_handle(TpmRc.HANDLE, 1), "NV index is not defined")
     return Result(parameters=index.public.to_tpm2b() + tpm2b(index.public.name()))
+
+
+# This module's rows of the command table (Part 3: handles, authorization roles,
+# response handles), registered explicitly so each handler stays a plain function.
+register(TpmCc.NV_DEFINE_SPACE, nv_define_space, handles=1, auth=(AuthRole.USER,))
+register(TpmCc.NV_UNDEFINE_SPACE, nv_undefine_space, handles=2, auth=(AuthRole.USER,))
+register(TpmCc.NV_WRITE, nv_write, handles=2, auth=(AuthRole.USER,))
+register(TpmCc.NV_INCREMENT, nv_increment, handles=2, auth=(AuthRole.USER,))
+register(TpmCc.NV_EXTEND, nv_extend, handles=2, auth=(AuthRole.USER,))
+register(TpmCc.NV_READ, nv_read, handles=2, auth=(AuthRole.USER,))
+register(TpmCc.NV_READ_PUBLIC, nv_read_public, handles=1)

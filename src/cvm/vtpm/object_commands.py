@@ -29,7 +29,7 @@ from cvm.formats.tpm2.sensitive import PrivateBlob, Sensitive, SensitiveCreate
 from cvm.formats.tpm2.signature import Ticket
 from cvm.formats.tpm2.tpm2b import put_tpm2b, read_tpm2b, tpm2b, writer
 from cvm.vtpm import protection
-from cvm.vtpm.dispatch import AuthRole, Call, Result, command
+from cvm.vtpm.dispatch import AuthRole, Call, Result, register
 from cvm.vtpm.tpm_object import (
     TpmObject,
     build,
@@ -88,7 +88,6 @@ def _read_create_parameters(call: Call) -> tuple[SensitiveCreate, Public, bytes,
     return in_sensitive, public, outside, selection
 
 
-@command(TpmCc.CREATE_PRIMARY, handles=1, auth=(AuthRole.USER,), response_handles=1)
 def create_primary(tpm: Tpm, call: Call) -> Result:
     in_sensitive, template, outside, selection = _read_create_parameters(call)
     handle = call.handles[0]
@@ -113,7 +112,6 @@ def _storage_parent(tpm: Tpm, handle: int) -> TpmObject:
     return parent
 
 
-@command(TpmCc.CREATE, handles=1, auth=(AuthRole.USER,))
 def create(tpm: Tpm, call: Call) -> Result:
     in_sensitive, template, outside, selection = _read_create_parameters(call)
     parent = _storage_parent(tpm, call.handles[0])
@@ -127,7 +125,6 @@ def create(tpm: Tpm, call: Call) -> Result:
     return Result(parameters=params)
 
 
-@command(TpmCc.LOAD, handles=1, auth=(AuthRole.USER,), response_handles=1)
 def load(tpm: Tpm, call: Call) -> Result:
     blob = PrivateBlob.read_tpm2b(call.params)
     public = Public.read_tpm2b(call.params, "inPublic")
@@ -144,7 +141,6 @@ def load(tpm: Tpm, call: Call) -> Result:
     return Result((handle,), tpm2b(public.name()))
 
 
-@command(TpmCc.LOAD_EXTERNAL, response_handles=1)
 def load_external(tpm: Tpm, call: Call) -> Result:
     private_area = read_tpm2b(call.params, "inPrivate")
     public = Public.read_tpm2b(call.params, "inPublic")
@@ -167,7 +163,6 @@ def load_external(tpm: Tpm, call: Call) -> Result:
     return Result((handle,), tpm2b(public.name()))
 
 
-@command(TpmCc.READ_PUBLIC, handles=1)
 def read_public(tpm: Tpm, call: Call) -> Result:
     call.done()
     item = tpm.lookup(call.handles[0], 1)
@@ -175,7 +170,6 @@ def read_public(tpm: Tpm, call: Call) -> Result:
                   tpm2b(item.qualified_name))
 
 
-@command(TpmCc.UNSEAL, handles=1, auth=(AuthRole.USER,))
 def unseal(tpm: Tpm, call: Call) -> Result:
     call.done()
     item = tpm.lookup(call.handles[0], 1)
@@ -187,7 +181,6 @@ def unseal(tpm: Tpm, call: Call) -> Result:
     return Result(parameters=tpm2b(item.sensitive.sensitive))
 
 
-@command(TpmCc.FLUSH_CONTEXT)
 def flush_context(tpm: Tpm, call: Call) -> Result:
     handle = call.params.u32("flushHandle")
     call.done()
@@ -202,7 +195,6 @@ def flush_context(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.EVICT_CONTROL, handles=2, auth=(AuthRole.USER,))
 def evict_control(tpm: Tpm, call: Call) -> Result:
     persistent = call.params.u32("persistentHandle")
     call.done()
@@ -231,3 +223,14 @@ def evict_control(tpm: Tpm, call: Call) -> Result:
     tpm.mark_changed()
     return Result()
 
+
+# This module's rows of the command table (Part 3: handles, authorization roles,
+# response handles), registered explicitly so each handler stays a plain function.
+register(TpmCc.CREATE_PRIMARY, create_primary, handles=1, auth=(AuthRole.USER,), response_handles=1)
+register(TpmCc.CREATE, create, handles=1, auth=(AuthRole.USER,))
+register(TpmCc.LOAD, load, handles=1, auth=(AuthRole.USER,), response_handles=1)
+register(TpmCc.LOAD_EXTERNAL, load_external, response_handles=1)
+register(TpmCc.READ_PUBLIC, read_public, handles=1)
+register(TpmCc.UNSEAL, unseal, handles=1, auth=(AuthRole.USER,))
+register(TpmCc.FLUSH_CONTEXT, flush_context)
+register(TpmCc.EVICT_CONTROL, evict_control, handles=2, auth=(AuthRole.USER,))

@@ -16,7 +16,7 @@ from cvm.formats.tpm2.constants import TpmCc, digest, digest_size, is_hash_alg
 from cvm.formats.tpm2.pcr_selection import PcrSelection, PcrSelectionList
 from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
 from cvm.formats.tpm2.tpm2b import put_tpm2b, read_tpm2b, writer
-from cvm.vtpm.dispatch import AuthRole, Call, Result, command
+from cvm.vtpm.dispatch import AuthRole, Call, Result, register
 from cvm.vtpm.tpm_object import fail
 from cvm.wire import Reader
 
@@ -49,7 +49,6 @@ def _pcr_handle(call: Call) -> int:
     return handle
 
 
-@command(TpmCc.PCR_EXTEND, handles=1, auth=(AuthRole.USER,))
 def pcr_extend(tpm: Tpm, call: Call) -> Result:
     values = read_digest_values(call.params, 1)
     call.done()
@@ -59,7 +58,6 @@ def pcr_extend(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.PCR_EVENT, handles=1, auth=(AuthRole.USER,))
 def pcr_event(tpm: Tpm, call: Call) -> Result:
     data = read_tpm2b(call.params, "eventData", MAX_EVENT)
     call.done()
@@ -72,14 +70,12 @@ def pcr_event(tpm: Tpm, call: Call) -> Result:
     return Result(parameters=out.to_bytes())
 
 
-@command(TpmCc.PCR_RESET, handles=1, auth=(AuthRole.USER,))
 def pcr_reset(tpm: Tpm, call: Call) -> Result:
     call.done()
     tpm.pcrs.reset(_pcr_handle(call), call.locality)
     return Result()
 
 
-@command(TpmCc.PCR_READ)
 def pcr_read(tpm: Tpm, call: Call) -> Result:
     selection = PcrSelectionList.read(call.params)
     call.done()
@@ -103,3 +99,11 @@ def pcr_read(tpm: Tpm, call: Call) -> Result:
     for value in values:
         put_tpm2b(out, value)
     return Result(parameters=out.to_bytes())
+
+
+# This module's rows of the command table (Part 3: handles, authorization roles,
+# response handles), registered explicitly so each handler stays a plain function.
+register(TpmCc.PCR_EXTEND, pcr_extend, handles=1, auth=(AuthRole.USER,))
+register(TpmCc.PCR_EVENT, pcr_event, handles=1, auth=(AuthRole.USER,))
+register(TpmCc.PCR_RESET, pcr_reset, handles=1, auth=(AuthRole.USER,))
+register(TpmCc.PCR_READ, pcr_read)

@@ -33,7 +33,7 @@ from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
 from cvm.formats.tpm2.signature import Signature, Ticket
 from cvm.formats.tpm2.tpm2b import read_tpm2b, tpm2b
-from cvm.vtpm.dispatch import AuthRole, Call, Result, command
+from cvm.vtpm.dispatch import AuthRole, Call, Result, register
 from cvm.vtpm.parameter_encryption import session_salt
 from cvm.vtpm.policy import PolicyDigest, approved_policy_hash
 from cvm.vtpm.session import (
@@ -52,7 +52,6 @@ NONCE_MIN = 16
 POLICY_OR_MAX = 8
 
 
-@command(TpmCc.START_AUTH_SESSION, handles=2, response_handles=1)
 def start_auth_session(tpm: Tpm, call: Call) -> Result:
     nonce_caller = read_tpm2b(call.params, "nonceCaller", 64)
     encrypted_salt = read_tpm2b(call.params, "encryptedSalt")
@@ -109,7 +108,6 @@ def policy_session(tpm: Tpm, call: Call, number: int = 1) -> Session:
     return session
 
 
-@command(TpmCc.POLICY_PCR, handles=1)
 def policy_pcr(tpm: Tpm, call: Call) -> Result:
     given = read_tpm2b(call.params, "pcrDigest", 64)
     selection = PcrSelectionList.read(call.params)
@@ -132,7 +130,6 @@ def policy_pcr(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.POLICY_AUTH_VALUE, handles=1)
 def policy_auth_value(tpm: Tpm, call: Call) -> Result:
     call.done()
     session = policy_session(tpm, call)
@@ -141,7 +138,6 @@ def policy_auth_value(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.POLICY_PASSWORD, handles=1)
 def policy_password(tpm: Tpm, call: Call) -> Result:
     call.done()
     session = policy_session(tpm, call)
@@ -150,7 +146,6 @@ def policy_password(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.POLICY_COMMAND_CODE, handles=1)
 def policy_command_code(tpm: Tpm, call: Call) -> Result:
     code = call.params.u32("code")
     call.done()
@@ -162,7 +157,6 @@ def policy_command_code(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.POLICY_OR, handles=1)
 def policy_or(tpm: Tpm, call: Call) -> Result:
     count = call.params.u32("pHashList.count")
     if count > POLICY_OR_MAX:
@@ -186,7 +180,6 @@ def verified_ticket(tpm: Tpm, hierarchy: int, value: bytes, key_name: bytes) -> 
     return Ticket(TpmSt.VERIFIED, hierarchy, mac)
 
 
-@command(TpmCc.POLICY_AUTHORIZE, handles=1)
 def policy_authorize(tpm: Tpm, call: Call) -> Result:
     approved = read_tpm2b(call.params, "approvedPolicy", 64)
     policy_ref = read_tpm2b(call.params, "policyRef", 64)
@@ -194,7 +187,7 @@ def policy_authorize(tpm: Tpm, call: Call) -> Result:
     ticket = Ticket.read(call.params)
     call.done()
     session = policy_session(tpm, call)
-    alg = int.from_bytes(key_sign[:2], "big") if len(key_sign) >= 2 else 0
+    alg = int.from_bytes(key_sign[:2], "big")  # a Name: nameAlg ‖ digest
     if not is_hash_alg(alg) or len(key_sign) != 2 + digest_size(alg):
         raise fail(for_parameter(TpmRc.SIZE, 3), "keySign is not a key Name")
     if not session.is_trial:
@@ -210,7 +203,6 @@ def policy_authorize(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.POLICY_SECRET, handles=2, auth=(AuthRole.USER,))
 def policy_secret(tpm: Tpm, call: Call) -> Result:
     nonce_tpm = read_tpm2b(call.params, "nonceTPM", 64)
     cp_hash_a = read_tpm2b(call.params, "cpHashA", 64)
@@ -227,20 +219,17 @@ def policy_secret(tpm: Tpm, call: Call) -> Result:
     return Result(parameters=tpm2b(b"") + Ticket(TpmSt.AUTH_SECRET).to_bytes())
 
 
-@command(TpmCc.POLICY_GET_DIGEST, handles=1)
 def policy_get_digest(tpm: Tpm, call: Call) -> Result:
     call.done()
     return Result(parameters=tpm2b(policy_session(tpm, call).policy.value))
 
 
-@command(TpmCc.POLICY_RESTART, handles=1)
 def policy_restart(tpm: Tpm, call: Call) -> Result:
     call.done()
     policy_session(tpm, call).restart()
     return Result()
 
 
-@command(TpmCc.VERIFY_SIGNATURE, handles=1)
 def verify_signature(tpm: Tpm, call: Call) -> Result:
     value = read_tpm2b(call.params, "digest", 64)
     signature = Signature.read(call.params)
@@ -254,3 +243,18 @@ def verify_signature(tpm: Tpm, call: Call) -> Result:
         raise fail(for_parameter(TpmRc.SIGNATURE, 2), "signature does not verify") from None
     ticket = verified_ticket(tpm, key.hierarchy, value, key.name)
     return Result(parameters=ticket.to_bytes())
+
+
+# This module's rows of the command table (Part 3: handles, authorization roles,
+# response handles), registered explicitly so each handler stays a plain function.
+register(TpmCc.START_AUTH_SESSION, start_auth_session, handles=2, response_handles=1)
+register(TpmCc.POLICY_PCR, policy_pcr, handles=1)
+register(TpmCc.POLICY_AUTH_VALUE, policy_auth_value, handles=1)
+register(TpmCc.POLICY_PASSWORD, policy_password, handles=1)
+register(TpmCc.POLICY_COMMAND_CODE, policy_command_code, handles=1)
+register(TpmCc.POLICY_OR, policy_or, handles=1)
+register(TpmCc.POLICY_AUTHORIZE, policy_authorize, handles=1)
+register(TpmCc.POLICY_SECRET, policy_secret, handles=2, auth=(AuthRole.USER,))
+register(TpmCc.POLICY_GET_DIGEST, policy_get_digest, handles=1)
+register(TpmCc.POLICY_RESTART, policy_restart, handles=1)
+register(TpmCc.VERIFY_SIGNATURE, verify_signature, handles=1)

@@ -62,6 +62,16 @@ def response_hmac(auth_hash: int, key: bytes, rp: bytes, nonce_tpm: bytes, nonce
     return hmac(hash_name(auth_hash), key, rp, nonce_tpm, nonce_caller, bytes([attributes]))
 
 
+def is_policy_type(session_type: int) -> bool:
+    """A policy or trial session (TPM_SE_POLICY, TPM_SE_TRIAL) carries a policyDigest."""
+    return session_type in (TpmSe.POLICY, TpmSe.TRIAL)
+
+
+def is_trial_type(session_type: int) -> bool:
+    """A trial session computes digests and can authorize nothing."""
+    return session_type == TpmSe.TRIAL
+
+
 @dataclass
 class Session:
     """One session as the TPM keeps it."""
@@ -82,11 +92,11 @@ class Session:
 
     @property
     def is_policy(self) -> bool:
-        return self.session_type in (TpmSe.POLICY, TpmSe.TRIAL)
+        return is_policy_type(self.session_type)
 
     @property
     def is_trial(self) -> bool:
-        return self.session_type == TpmSe.TRIAL
+        return is_trial_type(self.session_type)
 
     def restart(self) -> None:
         """TPM2_PolicyRestart: back to the state after StartAuthSession."""

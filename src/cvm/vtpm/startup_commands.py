@@ -22,7 +22,7 @@ from cvm.formats.tpm2.constants import (
 )
 from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
 from cvm.formats.tpm2.tpm2b import read_tpm2b, tpm2b, writer
-from cvm.vtpm.dispatch import COMMANDS, AuthRole, Call, Result, command
+from cvm.vtpm.dispatch import COMMANDS, AuthRole, Call, Result, register
 from cvm.vtpm.tpm_object import fail, strip_auth
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ _ALGORITHMS: dict[int, int] = {
 MANUFACTURER_CVM = int.from_bytes(b"CVM\x00", "big")
 
 
-@command(TpmCc.STARTUP)
 def startup(tpm: Tpm, call: Call) -> Result:
     kind = call.params.u16("startupType")
     call.done()
@@ -61,6 +60,7 @@ def startup(tpm: Tpm, call: Call) -> Result:
         else:
             state.reset_count += 1
             state.restart_count = 0
+    _da_startup(tpm)
     tpm.null_seed = tpm.random(32)
     tpm.null_proof = tpm.random(32)
     state.orderly_state = False
@@ -70,7 +70,20 @@ def startup(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.SHUTDOWN)
+def _da_startup(tpm: Tpm) -> None:
+    """The reference's ``DAStartup``: lockoutAuth comes back at every Startup when
+    lockoutRecovery is 0; a DA-protected authValue used since the last Startup without an
+    orderly Shutdown counts as one failure (unless DA is off or already at maxTries)."""
+    state = tpm.state
+    if not state.lockout_recovery:
+        state.lockout_auth_enabled = True
+    if state.da_used and state.recovery_time and state.failed_tries < state.max_tries:
+        state.failed_tries += 1
+        state.self_heal_ms = tpm.now_ms()
+    state.da_used = False
+    tpm.self_heal()
+
+
 def shutdown(tpm: Tpm, call: Call) -> Result:
     kind = call.params.u16("shutdownType")
     call.done()
@@ -78,12 +91,12 @@ def shutdown(tpm: Tpm, call: Call) -> Result:
         raise fail(for_parameter(TpmRc.VALUE, 1), "shutdownType is neither CLEAR nor STATE")
     tpm.state.orderly_state = kind == TpmSu.STATE
     tpm.state.saved_pcrs = tpm.pcrs.saved() if kind == TpmSu.STATE else {}
-    tpm.state.clock_ms = tpm.now_ms()
+    tpm.state.da_used = False
+    tpm.save_clock()
     tpm.mark_changed()
     return Result()
 
 
-@command(TpmCc.SELF_TEST)
 def self_test(tpm: Tpm, call: Call) -> Result:
     full = call.params.u8("fullTest")
     call.done()
@@ -92,7 +105,6 @@ def self_test(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.GET_RANDOM)
 def get_random(tpm: Tpm, call: Call) -> Result:
     requested = call.params.u16("bytesRequested")
     call.done()
@@ -121,7 +133,6 @@ def _properties(tpm: Tpm) -> dict[int, int]:
     }
 
 
-@command(TpmCc.GET_CAPABILITY)
 def get_capability(tpm: Tpm, call: Call) -> Result:
     capability = call.params.u32("capability")
     first = call.params.u32("property")
@@ -162,7 +173,6 @@ def get_capability(tpm: Tpm, call: Call) -> Result:
     return Result(parameters=bytes([int(more)]) + body.to_bytes())
 
 
-@command(TpmCc.HIERARCHY_CHANGE_AUTH, handles=1, auth=(AuthRole.USER,))
 def hierarchy_change_auth(tpm: Tpm, call: Call) -> Result:
     new_auth = read_tpm2b(call.params, "newAuth", 64)
     call.done()
@@ -176,7 +186,6 @@ def hierarchy_change_auth(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.DICTIONARY_ATTACK_LOCK_RESET, handles=1, auth=(AuthRole.USER,))
 def dictionary_attack_lock_reset(tpm: Tpm, call: Call) -> Result:
     call.done()
     if call.handles[0] != TpmRh.LOCKOUT:
@@ -185,7 +194,6 @@ def dictionary_attack_lock_reset(tpm: Tpm, call: Call) -> Result:
     return Result()
 
 
-@command(TpmCc.DICTIONARY_ATTACK_PARAMETERS, handles=1, auth=(AuthRole.USER,))
 def dictionary_attack_parameters(tpm: Tpm, call: Call) -> Result:
     max_tries = call.params.u32("newMaxTries")
     recovery = call.params.u32("newRecoveryTime")
@@ -194,8 +202,24 @@ def dictionary_attack_parameters(tpm: Tpm, call: Call) -> Result:
     if call.handles[0] != TpmRh.LOCKOUT:
         raise fail(for_handle(TpmRc.HIERARCHY, 1), "only TPM_RH_LOCKOUT may set DA parameters")
     state = tpm.state
+    # failedTries is left as it is (Part 3 25.3 and the reference after its errata): lowering
+    # maxTries below it locks out at once.
     state.max_tries, state.recovery_time, state.lockout_recovery = (
         max_tries, recovery, lockout_recovery
     )
-    tpm.reset_lockout()
+    tpm.mark_changed()
     return Result()
+
+
+# This module's rows of the command table (Part 3: handles, authorization roles,
+# response handles), registered explicitly so each handler stays a plain function.
+register(TpmCc.STARTUP, startup)
+register(TpmCc.SHUTDOWN, shutdown)
+register(TpmCc.SELF_TEST, self_test)
+register(TpmCc.GET_RANDOM, get_random)
+register(TpmCc.GET_CAPABILITY, get_capability)
+register(TpmCc.HIERARCHY_CHANGE_AUTH, hierarchy_change_auth, handles=1, auth=(AuthRole.USER,))
+register(TpmCc.DICTIONARY_ATTACK_LOCK_RESET, dictionary_attack_lock_reset,
+         handles=1, auth=(AuthRole.USER,))
+register(TpmCc.DICTIONARY_ATTACK_PARAMETERS, dictionary_attack_parameters,
+         handles=1, auth=(AuthRole.USER,))

@@ -3,9 +3,16 @@
 What a TPM keeps across power cycles (TCG "TPM 2.0 Library, Part 1", revision 1.59, section
 37 "Non-Volatile Memory" and section 14 "Hierarchies"): the primary seeds and proofs of the
 platform, storage (owner) and endorsement hierarchies, the hierarchy authValues, the
-dictionary-attack counters and parameters, NV indices, persistent objects, resetCount /
+dictionary-attack counters, parameters and timers, NV indices, persistent objects, resetCount /
 restartCount, the saved PCRs of an orderly Shutdown(STATE), and the floor below which no new
 NV counter may start (so deleting and redefining a counter cannot roll it back).
+
+The dictionary-attack timers are kept on the TPM clock (``clock_ms``, which persists): the time
+of the last failure, from which ``recoveryTime`` forgives one failure at a time, and the time
+lockoutAuth was disabled, from which ``lockoutRecovery`` re-enables it. ``da_used`` records that
+a DA-protected authValue was checked since the last Startup without an orderly Shutdown since:
+the next Startup then counts one failure, as the reference TPM does (``USE_DA_USED``), so
+cutting the power in the middle of a wrong guess does not make the guess free.
 
 The serialisation is cvm's own (there is no TCG format for it): ``"CVMTPMNV" ‖ u32 version``
 then the fields in a fixed order, big-endian, TPM2B-style sizes. Protection at rest
@@ -27,7 +34,7 @@ from cvm.formats.tpm2.tpm2b import put_tpm2b, read_tpm2b, reader, writer
 from cvm.vtpm.tpm_object import TpmObject
 
 STATE_MAGIC = b"CVMTPMNV"
-STATE_VERSION = 1
+STATE_VERSION = 2
 SEED_SIZE = 32
 HIERARCHIES: tuple[int, ...] = (TpmRh.PLATFORM, TpmRh.OWNER, TpmRh.ENDORSEMENT, TpmRh.LOCKOUT)
 DEFAULT_MAX_TRIES = 3
@@ -58,6 +65,10 @@ class PersistentState:
     reset_count: int = 0
     restart_count: int = 0
     clock_ms: int = 0
+    self_heal_ms: int = 0
+    lockout_timer_ms: int = 0
+    lockout_auth_enabled: bool = True
+    da_used: bool = False
     nv_counter_floor: int = 0
     orderly_state: bool = False
     saved_pcrs: dict[int, list[bytes]] = field(default_factory=dict)
@@ -82,6 +93,8 @@ class PersistentState:
                        self.lockout_recovery, self.reset_count, self.restart_count):
             sink.u32(number)
         sink.u64(self.clock_ms).u64(self.nv_counter_floor).u8(int(self.orderly_state))
+        sink.u64(self.self_heal_ms).u64(self.lockout_timer_ms)
+        sink.u8(int(self.lockout_auth_enabled)).u8(int(self.da_used))
         sink.u32(len(self.saved_pcrs))
         for bank, values in sorted(self.saved_pcrs.items()):
             sink.u16(bank).u32(len(values))
@@ -121,7 +134,11 @@ class PersistentState:
          state.reset_count, state.restart_count) = (source.u32("counter") for _ in range(6))
         state.clock_ms = source.u64("clock")
         state.nv_counter_floor = source.u64("nvCounterFloor")
-        state.orderly_state = source.u8("orderly") == 1
+        state.orderly_state = _flag(source.u8("orderly"), "orderly")
+        state.self_heal_ms = source.u64("selfHealTimer")
+        state.lockout_timer_ms = source.u64("lockoutTimer")
+        state.lockout_auth_enabled = _flag(source.u8("lockOutAuthEnabled"), "lockOutAuthEnabled")
+        state.da_used = _flag(source.u8("daUsed"), "daUsed")
         for _ in range(source.u32("saved PCR banks")):
             bank = source.u16("bank")
             state.saved_pcrs[bank] = [
@@ -140,3 +157,9 @@ class PersistentState:
             state.persistent[handle] = TpmObject(public, sensitive, hierarchy, qn)
         source.expect_end()
         return state
+
+
+def _flag(value: int, what: str) -> bool:
+    if value > 1:
+        raise FormatError(f"vTPM state: {what} is {value}, not a boolean")
+    return value == 1
