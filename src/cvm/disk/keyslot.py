@@ -26,7 +26,7 @@ from typing import Literal
 from cvm.crypto import kdf as kdfs
 from cvm.crypto.xts import XtsCipher
 from cvm.disk.storage import Storage
-from cvm.errors import UsageError
+from cvm.errors import FormatError, UsageError
 from cvm.formats.luks2.anti_forensic import af_merge, af_size, af_split
 from cvm.formats.luks2.metadata import Argon2Kdf, Digest, Kdf, Keyslot, Pbkdf2Kdf
 
@@ -107,7 +107,8 @@ def open_keyslot(storage: Storage, slot: Keyslot, secret: bytes) -> bytes:
     """The candidate volume key this keyslot yields for ``secret`` (check it with a digest)."""
     size = af_size(slot.key_size, slot.af_stripes)
     if size > slot.area_size:
-        raise UsageError("keyslot area is smaller than its AF-split key")
+        raise FormatError(f"LUKS2 metadata: keyslot area of {slot.area_size} bytes is smaller "
+                          f"than its {size}-byte AF-split key")
     area_key = _derive(slot.kdf, secret, slot.area_key_size)
     encrypted = storage.read(slot.area_offset, size)
     material = bytes(XtsCipher(area_key).decrypt_sectors(encrypted, 0, 512))

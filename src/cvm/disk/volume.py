@@ -192,7 +192,7 @@ class Luks2Volume:
     # -- changing ----------------------------------------------------------------------------
 
     def _commit(self, metadata: Metadata) -> None:
-        metadata.check_references()
+        metadata.check_consistency()
         proposed = replace(self.header, metadata=metadata)
         self.header = store_header(self.storage, proposed, (self._random(64), self._random(64)))
 

@@ -39,7 +39,7 @@ def metadatas(draw: st.DrawFn) -> Metadata:
         keyslots[number] = Keyslot(64, KEYSLOTS_START + index * 258048, 258048, kdf,
                                    priority=draw(st.sampled_from([None, 0, 1, 2])))
     sector = draw(st.sampled_from([512, 4096]))
-    segment = Segment(16 << 20, draw(st.one_of(st.none(), st.integers(0, 2**40).map(
+    segment = Segment(16 << 20, draw(st.one_of(st.none(), st.integers(1, 2**40).map(
         lambda n: n * sector))), sector_size=sector, iv_tweak=draw(st.integers(0, 2**64 - 1)))
     digest = Digest(tuple(numbers), (0,), "sha256", draw(st.integers(1, 10**6)), draw(SALT),
                     draw(SALT))
