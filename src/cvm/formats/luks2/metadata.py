@@ -29,6 +29,7 @@ ENCRYPTIONS = ("aes-xts-plain64",)
 AF_HASHES = ("sha1", "sha256", "sha512")
 ARGON2_TYPES = ("argon2i", "argon2id")
 SECTOR_SIZES = (512, 1024, 2048, 4096)
+ARGON2_MIN_SALT_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ def _kdf(obj: JsonObject) -> Kdf:
     else:
         kdf = Argon2Kdf(kind, obj.number("time", 1), obj.number("memory", 8),
                         obj.number("cpus", 1, 16777215), obj.base64("salt"))
+        if kdf.memory < 8 * kdf.cpus:
+            raise obj.fail("memory", f"at least 8 KiB per thread ({8 * kdf.cpus})")
+        if len(kdf.salt) < ARGON2_MIN_SALT_SIZE:
+            raise obj.fail("salt", f"at least {ARGON2_MIN_SALT_SIZE} bytes for Argon2")
     obj.finish()
     return kdf
 
@@ -183,6 +188,8 @@ class Digest:
         obj.string("type", ("pbkdf2",))
         digest = cls(obj.ids("keyslots"), obj.ids("segments"), obj.string("hash", AF_HASHES),
                      obj.number("iterations", 1), obj.base64("salt"), obj.base64("digest"))
+        if not digest.digest:
+            raise obj.fail("digest", "a non-empty digest")
         obj.finish()
         return digest
 
