@@ -193,10 +193,7 @@ class Luks2Volume:
         for number, slot in order:
             if slot.priority == 0:
                 continue
-            digest = next((d for d in self.metadata.digests.values() if number in d.keyslots),
-                          None)
-            if digest is None:
-                continue
+            _, digest = self.metadata.digest_of_keyslot(number)  # exactly one: consistency
             refusal = self.ceiling.refusal(slot.kdf, digest.iterations)
             if refusal:
                 refused.append(f"keyslot {number} asks for {refusal}")

@@ -1,0 +1,187 @@
+"""The decisions of keyslots and digests, each at its boundary: which keyslot is tried and in
+what order (priority), which digest vouches for a volume key, where a new area goes, what a
+removed keyslot leaves behind, the ranges of keyslot and token numbers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from cvm.disk.keyslot import (
+    KdfSpec,
+    allocate_area,
+    open_keyslot,
+    seal_keyslot,
+    volume_key_digest,
+)
+from cvm.disk.volume import Luks2Volume
+from cvm.errors import FormatError, UsageError, WrongKeyError
+from cvm.formats.luks2.anti_forensic import af_size
+from cvm.formats.luks2.metadata import Digest, Pbkdf2Kdf
+
+SIZE = 17 << 20
+FAST = KdfSpec("pbkdf2", iterations=1000)
+
+
+def _three_slots(memory_storage: Any) -> tuple[Any, bytes]:
+    storage = memory_storage(SIZE)
+    volume = Luks2Volume.format(storage, b"one", FAST)
+    key = volume.unlock(b"one")
+    volume.add_keyslot(key, b"two", FAST)
+    volume.add_keyslot(key, b"two", FAST)
+    return storage, key
+
+
+def _prioritise(storage: Any, **priorities: int | None) -> None:
+    volume = Luks2Volume.open(storage)
+    meta = volume.metadata
+    slots = {n: replace(s, priority=priorities.get(f"slot{n}", s.priority))
+             for n, s in meta.keyslots.items()}
+    volume._commit(replace(meta, keyslots=slots))
+
+
+def test_priority_2_first_and_0_never(memory_storage: Any) -> None:
+    storage, key = _three_slots(memory_storage)
+    _prioritise(storage, slot0=0, slot2=2)
+    heard: list[str] = []
+    volume = Luks2Volume.open(storage, announce=heard.append)
+    assert volume.unlock_slot(b"two") == (2, key)
+    assert heard == ["keyslot 2: deriving its key (pbkdf2-sha256, 1000 iterations)"]
+    heard.clear()
+    with pytest.raises(WrongKeyError):
+        volume.unlock(b"one")
+    assert [line.split(":")[0] for line in heard] == ["keyslot 2", "keyslot 1"]
+
+
+def test_priority_1_is_normal(memory_storage: Any) -> None:
+    storage, key = _three_slots(memory_storage)
+    _prioritise(storage, slot1=1, slot2=None)
+    assert Luks2Volume.open(storage).unlock_slot(b"two") == (1, key)
+    _prioritise(storage, slot1=1, slot2=2)
+    assert Luks2Volume.open(storage).unlock_slot(b"two") == (2, key)
+
+
+def test_only_a_segment_digest_vouches_for_a_volume_key(memory_storage: Any) -> None:
+    storage = memory_storage(SIZE)
+    volume = Luks2Volume.format(storage, b"one", FAST)
+    other = bytes(range(64))
+    bound = volume.metadata.digests[0]
+    loose = Digest((), (), "sha256", 1000, bound.salt,
+                   volume_key_digest("sha256", other, bound.salt, 1000))
+    volume._commit(replace(volume.metadata, digests={0: bound, 1: loose}))
+    with pytest.raises(WrongKeyError):
+        Luks2Volume.open(storage).check_volume_key(other)
+    costly = replace(loose, iterations=1 << 30)
+    volume._commit(replace(volume.metadata, digests={0: bound, 1: costly}))
+    Luks2Volume.open(storage).check_volume_key(volume.unlock(b"one"))
+
+
+def test_keyslot_numbers(memory_storage: Any) -> None:
+    storage = memory_storage(SIZE)
+    volume = Luks2Volume.format(storage, b"one", FAST)
+    key = volume.unlock(b"one")
+    with pytest.raises(UsageError, match="keyslot 32 is in use or out of range"):
+        volume.add_keyslot(key, b"x", FAST, slot=32)
+    with pytest.raises(UsageError, match="keyslot 0 is in use"):
+        volume.add_keyslot(key, b"x", FAST, slot=0)
+    assert volume.add_keyslot(key, b"x", FAST, slot=31) == 31
+    assert volume.add_keyslot(key, b"y", FAST) == 1
+    with pytest.raises(UsageError, match="keyslot 5 is not in use"):
+        volume.remove_keyslot(5)
+
+
+def test_new_areas_fill_the_keyslots_area(memory_storage: Any) -> None:
+    storage = memory_storage(SIZE)
+    volume = Luks2Volume.format(storage, b"one", FAST, data_offset=0, keyslots_size=3 * 258048)
+    key = volume.unlock(b"one")
+    offsets = [volume.metadata.keyslots[0].area_offset]
+    for passphrase in (b"two", b"three"):
+        number = volume.add_keyslot(key, passphrase, FAST)
+        offsets.append(volume.metadata.keyslots[number].area_offset)
+    assert offsets == [0x8000, 0x8000 + 258048, 0x8000 + 2 * 258048]
+    with pytest.raises(UsageError, match="no free space"):
+        volume.add_keyslot(key, b"four", FAST)
+    volume.remove_keyslot(1)
+    number = volume.add_keyslot(key, b"four", FAST)
+    assert volume.metadata.keyslots[number].area_offset == 0x8000 + 258048
+
+
+def test_allocate_area_boundaries() -> None:
+    assert allocate_area([], 0x8000, 0xA000, 0x1000) == 0x8000
+    assert allocate_area([(0x8000, 0x1000)], 0x8000, 0xA000, 0x1000) == 0x9000
+    assert allocate_area([(0x8000, 0x1000), (0xA000, 0x1000)], 0x8000, 0xC000, 0x1000) == 0x9000
+    assert allocate_area([(0x8000, 0x1001)], 0x8000, 0xC000, 0x1000) == 0xA000
+    assert allocate_area([(0x9000, 0x1000)], 0x8000, 0xC000, 0x1000) == 0x8000
+    assert allocate_area([(0x9000, 0x1000)], 0x8000, 0xC000, 0x1001) == 0xA000
+    assert allocate_area([(0x8000, 0x1000)], 0x8000, 0xA000, 0x1000) == 0x9000
+    with pytest.raises(UsageError):
+        allocate_area([(0x8000, 0x1000)], 0x8000, 0xA000, 0x1001)
+
+
+def test_removed_keyslot_leaves_no_reference_and_no_material(memory_storage: Any) -> None:
+    storage = memory_storage(SIZE)
+    volume = Luks2Volume.format(storage, b"one", FAST)
+    key = volume.unlock(b"one")
+    slot = volume.add_keyslot(key, b"two", FAST)
+    volume.add_token({"type": "t", "keyslots": ["0", str(slot)]})
+    area = volume.metadata.keyslots[slot]
+    before = storage.read(area.area_offset, area.area_size)
+    volume.remove_keyslot(slot)
+    after = storage.read(area.area_offset, area.area_size)
+    assert len(after) == len(before) and after != before and any(after)
+    assert volume.tokens[0]["keyslots"] == ["0"]
+    assert volume.metadata.digests[0].keyslots == (0,)
+    assert Luks2Volume.open(storage).unlock_slot(b"one")[0] == 0
+
+
+def test_token_numbers(memory_storage: Any) -> None:
+    volume = Luks2Volume.format(memory_storage(SIZE), b"one", FAST)
+    token = {"type": "t", "keyslots": []}
+    for bad in (-1, 32):
+        with pytest.raises(UsageError, match=f"token {bad} is in use or out of range"):
+            volume.add_token(token, bad)
+    assert volume.add_token(token, 31) == 31
+    assert volume.add_token(token, 0) == 0
+    assert volume.add_token(token) == 1
+    with pytest.raises(UsageError, match="token 0 is in use"):
+        volume.add_token(token, 0)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"volume_key": bytes(48)}, "32 or 64 bytes"),
+    ({"sector_size": 1000}, "sector size"),
+    ({"data_offset": (16 << 20) + 512}, "4 KiB-aligned"),
+    ({"data_offset": 1 << 20, "keyslots_size": (1 << 20) - 0x8000 + 4096}, "overlaps"),
+    ({"data_offset": 0, "keyslots_size": 258048 + 512}, "no room"),
+    ({"data_offset": 0, "keyslots_size": 4096}, "no room"),
+    ({"data_size": 4096 + 512}, "not a multiple of 4096"),
+])
+def test_format_arguments(memory_storage: Any, arguments: dict[str, Any], message: str
+                          ) -> None:
+    with pytest.raises(UsageError, match=message):
+        Luks2Volume.format(memory_storage(SIZE), b"one", FAST, **arguments)
+
+
+def test_format_arguments_at_their_limits(memory_storage: Any) -> None:
+    for arguments in ({"volume_key": bytes(32)}, {"sector_size": 512},
+                      {"data_offset": 1 << 20, "keyslots_size": (1 << 20) - 0x8000},
+                      {"data_offset": 0, "keyslots_size": 258048}, {"data_size": 8192}):
+        volume = Luks2Volume.format(memory_storage(SIZE), b"one", FAST, **arguments)
+        assert Luks2Volume.open(volume.storage).unlock_slot(b"one")[0] == 0
+
+
+def test_keyslot_area_must_hold_the_split_key(memory_storage: Any) -> None:
+    key = bytes(range(64))
+    needed = af_size(64, 4000)
+    kdf = Pbkdf2Kdf("sha256", 1000, bytes(32))
+    with pytest.raises(UsageError, match=f"smaller than {needed}"):
+        seal_keyslot(key, b"pw", kdf, 0x8000, needed - 1, bytes)
+    slot, area = seal_keyslot(key, b"pw", kdf, 0x8000, needed, bytes)
+    assert len(area) == needed
+    storage = memory_storage(0x8000 + needed)
+    storage.write(0x8000, area)
+    assert open_keyslot(storage, slot, b"pw") == key
+    with pytest.raises(FormatError, match="smaller than its 256000-byte"):
+        open_keyslot(storage, replace(slot, area_size=needed - 1), b"pw")
