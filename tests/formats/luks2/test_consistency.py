@@ -125,7 +125,9 @@ CASES: dict[str, tuple[Edit, str]] = {
     "keyslot area past the keyslots area": (
         _set("keyslots.1.area.offset", str(DATA_OFFSET - 4096)), "outside the keyslots area"),
     "keyslot area in the header copies": (
-        _set("keyslots.0.area.offset", str(HDR_SIZE)), "outside the keyslots area"),
+        _set("keyslots.0.area.offset", str(HDR_SIZE)),
+        r"keyslots.0 area \[16384, 274432\) lies outside the keyslots area "
+        r"\[32768, 16777216\)$"),
     "empty keyslot area": (_set("keyslots.1.area.size", "0"), "area is empty"),
     "digest names a missing keyslot": (
         _set("digests.0.keyslots", ["0", "1", "5"]), "names no keyslot 5"),
@@ -137,7 +139,7 @@ CASES: dict[str, tuple[Edit, str]] = {
     "token names a missing keyslot": (_set("tokens.0.keyslots", ["9"]), "names no keyslot 9"),
     "token with an empty type": (_set("tokens.0.type", ""), "empty type"),
     "no segment": (_both(_set("segments", {}), _set("digests.0.segments", [])),
-                   "segments is empty"),
+                   "^LUKS2 metadata: segments is empty$"),
     "segment numbering with a gap": (
         _both(_set("segments", {"1": BASE["segments"]["0"]}), _set("digests.0.segments", ["1"])),
         "gap at 0"),
@@ -148,7 +150,15 @@ CASES: dict[str, tuple[Edit, str]] = {
         _second_segment({"size": str(2 << 20)}, {"offset": str(17 << 20)}), "overlaps segments"),
     "segment of size 0": (_set("segments.0.size", "0"), "non-zero size"),
     "only a backup segment": (
-        _set("segments.0.flags", ["backup-previous"]), "no regular segment"),
+        _set("segments.0.flags", ["backup-previous"]),
+        "^LUKS2 metadata: segments has no regular segment$"),
+    "two segments at one offset": (
+        _second_segment({"size": str(1 << 20)}, {"size": str(1 << 20)}),
+        "segments.0 overlaps segments.1"),
+    "segment reaching 2^64": (
+        _second_segment({"size": str(1 << 20)}, {"offset": str((1 << 64) - 4096),
+                                                 "size": "4096"}),
+        r"segments.1 offset \+ size overflows 64 bits"),
     "json_size that is no header size": (
         _set("config.json_size", str(HDR_SIZE)), "not one of 16 KiB"),
     "regular segment behind a backup segment": (
@@ -168,6 +178,13 @@ ACCEPTED: dict[str, Edit] = {
         _set("segments.0.offset", "0"), _set("config.keyslots_size", str(64 << 20))),
     "two segments in order": _second_segment(
         {"size": str(1 << 20)}, {"offset": str(17 << 20)}),
+    "a segment ending just below 2^64": _second_segment(
+        {"size": str(1 << 20)}, {"offset": str((1 << 64) - 4096), "size": "3584",
+                                 "sector_size": 512}),
+    "a keyslot area ending where the data starts": _set(
+        "keyslots.1.area.offset", str(DATA_OFFSET - AREA)),
+    "a detached header with a 128 MiB keyslots area": _both(
+        _set("segments.0.offset", "0"), _set("config.keyslots_size", str(128 << 20))),
 }
 
 
@@ -189,11 +206,12 @@ def test_cvm_accepts(case: str) -> None:
     HeaderCopy.parse(seal(_edited(ACCEPTED[case]))[:HDR_SIZE])
 
 
-def _image(tmp_path: Path, value: dict[str, Any], size: int = 80 << 20) -> Path:
+def _image(tmp_path: Path, value: dict[str, Any], size: int = 0) -> Path:
+    """The sealed header in a sparse file big enough for its keyslots area (or ``size``)."""
     path = tmp_path / "crafted.img"
     with path.open("wb") as sink:
         sink.write(seal(value))
-        sink.truncate(size)
+        sink.truncate(size or 2 * HDR_SIZE + (160 << 20))
     return path
 
 
