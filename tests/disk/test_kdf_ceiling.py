@@ -121,14 +121,21 @@ def test_format_announces_calibration_and_derivation(memory_storage: Any) -> Non
     assert len(heard) == 2
 
 
-@pytest.mark.parametrize("spec", [
-    {"memory_kib": 99999999999}, {"memory_kib": ARGON2_MAX_MEMORY_KIB + 1}, {"memory_kib": 31},
-    {"iterations": 0}, {"iterations": MAX_KDF_NUMBER + 1}, {"iter_time_ms": 0},
-    {"iter_time_ms": MAX_KDF_NUMBER + 1}, {"parallel": 0}, {"parallel": 17},
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"memory_kib": 99999999999}, "--pbkdf-memory must be in 32..4194304 KiB"),
+    ({"memory_kib": ARGON2_MAX_MEMORY_KIB + 1}, "not 4194305$"),
+    ({"memory_kib": 31}, "--pbkdf-memory"),
+    ({"iterations": 0}, "--pbkdf-force-iterations must be in 1..2147483647, not 0"),
+    ({"iterations": MAX_KDF_NUMBER + 1}, "--pbkdf-force-iterations"),
+    ({"iter_time_ms": 0}, "--iter-time must be in 1..2147483647 ms, not 0"),
+    ({"iter_time_ms": MAX_KDF_NUMBER + 1}, "--iter-time"),
+    ({"parallel": 0}, "--pbkdf-parallel must be in 1..16, not 0"),
+    ({"parallel": 17}, "--pbkdf-parallel"),
+    ({"type": "scrypt"}, "unknown PBKDF 'scrypt'"),
 ])
-def test_kdf_spec_out_of_range_is_usage(spec: dict[str, int]) -> None:
-    with pytest.raises(UsageError):
-        KdfSpec("argon2id", **spec)  # type: ignore[arg-type]
+def test_kdf_spec_out_of_range_is_usage(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        KdfSpec(**{"type": "argon2id", **spec})
 
 
 def test_kdf_spec_limits_are_inclusive() -> None:

@@ -185,3 +185,68 @@ def test_keyslot_area_must_hold_the_split_key(memory_storage: Any) -> None:
     assert open_keyslot(storage, slot, b"pw") == key
     with pytest.raises(FormatError, match="smaller than its 256000-byte"):
         open_keyslot(storage, replace(slot, area_size=needed - 1), b"pw")
+
+
+def test_data_device_checks_the_key_and_reads_the_segment(memory_storage: Any) -> None:
+    storage = memory_storage(SIZE)
+    volume = Luks2Volume.format(storage, b"one", FAST, sector_size=512)
+    key = volume.unlock(b"one")
+    with pytest.raises(WrongKeyError):
+        volume.data_device(bytes(64))
+    device = volume.data_device(key, threads=2)
+    device.write(0, b"plain text" * 100)
+    assert b"plain text" not in storage.read(16 << 20, 1000)
+    assert volume.data_device(key).read(0, 1000) == b"plain text" * 100
+    detached = memory_storage(SIZE)
+    volume.data_device(key, data=detached).write(512, b"elsewhere")
+    start = 16 << 20
+    assert any(detached.read(start + 512, 512)) and not any(detached.read(start, 512))
+    assert volume.data_device(key, data=detached).read(512, 9) == b"elsewhere"
+
+
+def test_open_repairs_only_when_asked(memory_storage: Any) -> None:
+    storage = memory_storage(SIZE)
+    Luks2Volume.format(storage, b"one", FAST)
+    storage.data[300] ^= 0xFF
+    damaged = bytes(storage.data[:0x8000])
+    assert Luks2Volume.open(storage).warnings
+    assert bytes(storage.data[:0x8000]) == damaged
+    Luks2Volume.open(storage, repair=True)
+    assert bytes(storage.data[:0x8000]) != damaged
+    assert Luks2Volume.open(storage).warnings == ()
+
+
+def test_secret_keyslot_iterations(memory_storage: Any) -> None:
+    volume = Luks2Volume.format(memory_storage(SIZE), b"one", FAST)
+    key = volume.unlock(b"one")
+    default = volume.add_keyslot_for_secret(bytes(32), key)
+    chosen = volume.add_keyslot_for_secret(bytes(range(32)), key, iterations=1234)
+    kdfs = [volume.metadata.keyslots[n].kdf for n in (default, chosen)]
+    assert kdfs[0] == replace(kdfs[0], hash="sha256", iterations=1000)
+    assert kdfs[1] == replace(kdfs[1], hash="sha256", iterations=1234)
+
+
+def test_every_token_number_can_be_used(memory_storage: Any) -> None:
+    volume = Luks2Volume.format(memory_storage(SIZE), b"one", FAST)
+    token = {"type": "t", "keyslots": []}
+    for number in range(31):
+        volume.add_token(token, number)
+    assert volume.add_token(token) == 31
+    with pytest.raises(UsageError, match="token 32 is in use or out of range"):
+        volume.add_token(token)
+    with pytest.raises(FormatError, match=r"^LUKS2 metadata: token: token type 'luks2-x'"):
+        volume.add_token({"type": "luks2-x", "keyslots": []})
+    volume.remove_token(5)
+    with pytest.raises(UsageError, match=r"^token 5 is not in use$"):
+        volume.remove_token(5)
+
+
+def test_every_keyslot_number_can_be_used(memory_storage: Any) -> None:
+    volume = Luks2Volume.format(memory_storage(SIZE), b"one", FAST, data_offset=0,
+                                keyslots_size=32 * 258048)
+    key = volume.unlock(b"one")
+    for _ in range(30):
+        volume.add_keyslot(key, b"x", FAST)
+    assert volume.add_keyslot(key, b"y", FAST) == 31
+    with pytest.raises(UsageError, match="keyslot 32 is in use or out of range"):
+        volume.add_keyslot(key, b"z", FAST)

@@ -139,7 +139,7 @@ CASES: dict[str, tuple[Edit, str]] = {
     "token names a missing keyslot": (_set("tokens.0.keyslots", ["9"]), "names no keyslot 9"),
     "token with an empty type": (_set("tokens.0.type", ""), "empty type"),
     "no segment": (_both(_set("segments", {}), _set("digests.0.segments", [])),
-                   "^LUKS2 metadata: segments is empty$"),
+                   r"^LUKS2 metadata: segments is empty$"),
     "segment numbering with a gap": (
         _both(_set("segments", {"1": BASE["segments"]["0"]}), _set("digests.0.segments", ["1"])),
         "gap at 0"),
@@ -151,7 +151,7 @@ CASES: dict[str, tuple[Edit, str]] = {
     "segment of size 0": (_set("segments.0.size", "0"), "non-zero size"),
     "only a backup segment": (
         _set("segments.0.flags", ["backup-previous"]),
-        "^LUKS2 metadata: segments has no regular segment$"),
+        r"^LUKS2 metadata: segments has no regular segment$"),
     "two segments at one offset": (
         _second_segment({"size": str(1 << 20)}, {"size": str(1 << 20)}),
         "segments.0 overlaps segments.1"),
