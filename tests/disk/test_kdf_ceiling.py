@@ -73,7 +73,12 @@ def test_hostile_keyslot_is_announced_and_refused(memory_storage: Any, fast_kdf:
                                                   ) -> None:
     storage = _hostile(memory_storage, fast_kdf)
     heard: list[str] = []
-    volume = Luks2Volume.open(storage, announce=heard.append)
+
+    def listen(text: str) -> None:
+        heard.append(text)
+        assert not text.startswith("keyslot 0: deriving"), "the ceiling was not applied"
+
+    volume = Luks2Volume.open(storage, announce=listen)
     with pytest.raises(PolicyError, match=r"keyslot 0 asks for a KDF cost of 2147484647, "
                                           r"above the ceiling of 67108864"):
         volume.unlock(b"one")
@@ -94,9 +99,14 @@ def test_raising_the_ceiling_spends_it(memory_storage: Any, fast_kdf: KdfSpec) -
         below.unlock(b"one")
     with pytest.raises(PolicyError):
         below.unlock(b"wrong")
+    with pytest.raises(PolicyError, match=r"^keyslot 0 asks for a KDF cost of 4000, above the "
+                       r"ceiling of 1999 \(--max-kdf-cost\); keyslot 1 asks for a KDF cost of "
+                       r"2000, above the ceiling of 1999 \(--max-kdf-cost\); no other keyslot "
+                       r"opens with this key$"):
+        Luks2Volume.open(storage, ceiling=KdfCeiling(1999)).unlock(b"two")
     cheap = Luks2Volume.open(storage, ceiling=KdfCeiling(2000))
     assert cheap.unlock_slot(b"two")[0] == 1
-    with pytest.raises(WrongKeyError):
+    with pytest.raises(WrongKeyError, match=r"^No key available with this passphrase\.$"):
         Luks2Volume.open(storage).unlock(b"wrong")
 
 
@@ -108,7 +118,7 @@ def test_digest_above_the_ceiling(memory_storage: Any, fast_kdf: KdfSpec) -> Non
     with pytest.raises(PolicyError, match="digest 0 asks for a KDF cost of 1000"):
         strict.check_volume_key(key)
     Luks2Volume.open(storage, ceiling=KdfCeiling(1000)).check_volume_key(key)
-    with pytest.raises(WrongKeyError):
+    with pytest.raises(WrongKeyError, match=r"^volume key does not match the volume's digest$"):
         Luks2Volume.open(storage, ceiling=KdfCeiling(1000)).check_volume_key(bytes(64))
 
 

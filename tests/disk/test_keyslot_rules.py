@@ -250,3 +250,21 @@ def test_every_keyslot_number_can_be_used(memory_storage: Any) -> None:
     assert volume.add_keyslot(key, b"y", FAST) == 31
     with pytest.raises(UsageError, match="keyslot 32 is in use or out of range"):
         volume.add_keyslot(key, b"z", FAST)
+
+
+def test_repair_writes_only_a_damaged_header(memory_storage: Any) -> None:
+    storage = memory_storage(SIZE)
+    Luks2Volume.format(storage, b"one", FAST)
+    healthy = bytes(storage.data[:0x8000])
+    assert Luks2Volume.open(storage, repair=True).warnings == ()
+    assert bytes(storage.data[:0x8000]) == healthy
+
+
+def test_digest_and_change_key_keep_their_parameters(memory_storage: Any) -> None:
+    volume = Luks2Volume.format(memory_storage(SIZE), b"one", FAST)
+    digest = volume.metadata.digests[0]
+    assert (len(digest.digest), len(digest.salt), digest.hash, digest.iterations) == (
+        32, 32, "sha256", 1000)
+    slot = volume.change_key(b"one", b"two", KdfSpec("pbkdf2", iterations=1001))
+    assert volume.metadata.keyslots[slot].kdf == replace(volume.metadata.keyslots[slot].kdf,
+                                                         iterations=1001)

@@ -187,12 +187,10 @@ class Luks2Volume:
 
         A keyslot whose KDF and digest cost more than :attr:`ceiling` is not tried; if no
         other keyslot opens, :class:`PolicyError` names it (else :class:`WrongKeyError`)."""
-        order = sorted(self.metadata.keyslots.items(),
+        order = sorted(((n, s) for n, s in self.metadata.keyslots.items() if s.priority != 0),
                        key=lambda item: -(1 if item[1].priority is None else item[1].priority))
         refused: list[str] = []
         for number, slot in order:
-            if slot.priority == 0:
-                continue
             _, digest = self.metadata.digest_of_keyslot(number)  # exactly one: consistency
             refusal = self.ceiling.refusal(slot.kdf, digest.iterations)
             if refusal:
