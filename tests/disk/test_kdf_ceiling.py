@@ -155,10 +155,18 @@ def test_kdf_spec_limits_are_inclusive() -> None:
 
 
 def test_calibration_is_clamped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keyslot_module.kdfs, "calibrate_pbkdf2", lambda *_: 1 << 40)
-    monkeypatch.setattr(keyslot_module.kdfs, "calibrate_argon2", lambda *_: 1 << 40)
-    pbkdf2 = derive_kdf(KdfSpec("pbkdf2"), 64, bytes)
-    argon2 = derive_kdf(KdfSpec("argon2id", memory_kib=64, parallel=2), 64, bytes)
+    asked: list[tuple[object, ...]] = []
+
+    def calibrate(*arguments: object) -> int:
+        asked.append(arguments)
+        return 1 << 40
+
+    monkeypatch.setattr(keyslot_module.kdfs, "calibrate_pbkdf2", calibrate)
+    monkeypatch.setattr(keyslot_module.kdfs, "calibrate_argon2", calibrate)
+    pbkdf2 = derive_kdf(KdfSpec("pbkdf2", iter_time_ms=7, hash="sha512"), 64, bytes)
+    argon2 = derive_kdf(KdfSpec("argon2i", iter_time_ms=5, memory_kib=64, parallel=2), 32,
+                        bytes)
+    assert asked == [("sha512", 7, 64), ("argon2i", 5, 64, 2, 32)]
     assert isinstance(pbkdf2, Pbkdf2Kdf) and pbkdf2.iterations == MAX_KDF_NUMBER
     assert isinstance(argon2, Argon2Kdf) and argon2.time == MAX_KDF_NUMBER
     assert (argon2.memory, argon2.cpus, len(argon2.salt)) == (64, 2, 32)

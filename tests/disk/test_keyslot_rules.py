@@ -101,7 +101,7 @@ def test_new_areas_fill_the_keyslots_area(memory_storage: Any) -> None:
         number = volume.add_keyslot(key, passphrase, FAST)
         offsets.append(volume.metadata.keyslots[number].area_offset)
     assert offsets == [0x8000, 0x8000 + 258048, 0x8000 + 2 * 258048]
-    with pytest.raises(UsageError, match="no free space"):
+    with pytest.raises(UsageError, match=r"^no free space left in the LUKS2 keyslots area$"):
         volume.add_keyslot(key, b"four", FAST)
     volume.remove_keyslot(1)
     number = volume.add_keyslot(key, b"four", FAST)
@@ -151,7 +151,8 @@ def test_token_numbers(memory_storage: Any) -> None:
 
 @pytest.mark.parametrize(("arguments", "message"), [
     ({"volume_key": bytes(48)}, "32 or 64 bytes"),
-    ({"sector_size": 1000}, "sector size"),
+    ({"sector_size": 1000},
+     r"^sector size must be 512..4096 and the data offset 4 KiB-aligned$"),
     ({"data_offset": (16 << 20) + 512}, "4 KiB-aligned"),
     ({"data_offset": 1 << 20, "keyslots_size": (1 << 20) - 0x8000 + 4096}, "overlaps"),
     ({"data_offset": 0, "keyslots_size": 258048 + 512}, "no room"),
@@ -165,11 +166,24 @@ def test_format_arguments(memory_storage: Any, arguments: dict[str, Any], messag
 
 
 def test_format_arguments_at_their_limits(memory_storage: Any) -> None:
-    for arguments in ({"volume_key": bytes(32)}, {"sector_size": 512},
+    for arguments in ({"volume_key": bytes(32)}, {"sector_size": 512}, {"sector_size": 1024},
+                      {"sector_size": 2048},
                       {"data_offset": 1 << 20, "keyslots_size": (1 << 20) - 0x8000},
                       {"data_offset": 0, "keyslots_size": 258048}, {"data_size": 8192}):
         volume = Luks2Volume.format(memory_storage(SIZE), b"one", FAST, **arguments)
         assert Luks2Volume.open(volume.storage).unlock_slot(b"one")[0] == 0
+        segment = volume.metadata.segments[0]
+        assert segment.sector_size == arguments.get("sector_size", 4096)
+        assert segment.size == arguments.get("data_size")
+
+
+def test_format_defaults(memory_storage: Any) -> None:
+    volume = Luks2Volume.format(memory_storage(SIZE), b"one", FAST, data_offset=0)
+    assert volume.metadata.config.keyslots_size == (16 << 20) - 2 * 0x4000
+    assert (volume.label, volume.header.binary.subsystem) == ("", "")
+    labelled = Luks2Volume.format(memory_storage(SIZE), b"one", FAST, label="l",
+                                  subsystem="s", volume_uuid="u")
+    assert (labelled.label, labelled.header.binary.subsystem, labelled.uuid) == ("l", "s", "u")
 
 
 def test_keyslot_area_must_hold_the_split_key(memory_storage: Any) -> None:

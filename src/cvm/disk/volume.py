@@ -129,12 +129,12 @@ class Luks2Volume:
         if data_size is not None and data_size % sector_size:
             raise UsageError(f"data size {data_size} is not a multiple of {sector_size}")
         salt = random(32)
-        digest = Digest((0,), (0,), "sha256", DIGEST_ITERATIONS, salt,
+        digest = Digest((), (0,), "sha256", DIGEST_ITERATIONS, salt,
                         volume_key_digest("sha256", key, salt, DIGEST_ITERATIONS))
         metadata = Metadata(
             keyslots={},
             segments={0: Segment(data_offset, data_size, sector_size=sector_size)},
-            digests={0: replace(digest, keyslots=())},
+            digests={0: digest},
             config=Config(hdr_size - BINARY_HEADER_SIZE, keyslots_size),
         )
         binary = BinaryHeader(
