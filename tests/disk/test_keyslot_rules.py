@@ -282,3 +282,18 @@ def test_digest_and_change_key_keep_their_parameters(memory_storage: Any) -> Non
     slot = volume.change_key(b"one", b"two", KdfSpec("pbkdf2", iterations=1001))
     assert volume.metadata.keyslots[slot].kdf == replace(volume.metadata.keyslots[slot].kdf,
                                                          iterations=1001)
+
+
+@pytest.mark.parametrize("kind", ["argon2i", "argon2id"])
+def test_keyslot_key_is_the_named_argon2(kind: str) -> None:
+    """The keyslot key is the Argon2 variant the header names (known answer from the
+    primitive itself, so a swapped variant cannot pass as a self-consistent round trip)."""
+    from cvm.crypto import kdf as kdfs
+    from cvm.disk.keyslot import _derive
+    from cvm.formats.luks2.metadata import Argon2Kdf
+
+    salt = bytes(range(32))
+    derived = _derive(Argon2Kdf(kind, 1, 64, 1, salt), b"pw", 32)
+    assert derived == kdfs.argon2(kind, b"pw", salt, 1, 64, 1, 32)  # type: ignore[arg-type]
+    other = "argon2id" if kind == "argon2i" else "argon2i"
+    assert derived != kdfs.argon2(other, b"pw", salt, 1, 64, 1, 32)  # type: ignore[arg-type]
