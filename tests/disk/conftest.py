@@ -41,18 +41,23 @@ class CrashError(Exception):
 
 
 class CrashingStorage(MemoryStorage):
-    """Fails at write number ``crash_at`` (0-based), having written ``torn`` of its bytes."""
+    """Fails at write number ``crash_at`` (0-based), having written ``torn`` of its bytes;
+    ``complete`` tells whether the torn write left the bytes it meant to write anyway (the
+    part it missed already held them)."""
 
     def __init__(self, data: bytearray, crash_at: int, torn: float) -> None:
         super().__init__(0)
         self.data = bytearray(data)
         self.crash_at = crash_at
         self.torn = torn
+        self.complete = False
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         if self.writes == self.crash_at:
-            chunk = bytes(data)[: int(len(data) * self.torn)]
+            whole = bytes(data)
+            chunk = whole[: int(len(whole) * self.torn)]
             self.data[offset : offset + len(chunk)] = chunk
+            self.complete = bytes(self.data[offset : offset + len(whole)]) == whole
             self.writes += 1
             raise CrashError(f"crash at write {self.crash_at}")
         super().write(offset, data)

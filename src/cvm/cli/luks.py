@@ -7,10 +7,17 @@
 · ``remove-key IMAGE --key-file F`` · ``token import|export|remove IMAGE ...`` ·
 ``encrypt PLAIN OUT --key-file F`` · ``decrypt IMAGE OUT --key-file F`` (or
 ``--volume-key-file K``) · ``change-key IMAGE --key-file F --new-key-file G``.
+
+Every command that opens a keyslot takes ``--max-kdf-cost N`` (default 2^26 work units, see
+:mod:`cvm.disk.kdf_ceiling`), prints on stderr what each keyslot's KDF asks for before spending
+it, and refuses (exit 67) a keyslot above the ceiling. Key derivation in ``format`` and
+``encrypt`` prints a status line too. A missing, unreadable or directory path exits 74, a
+malformed header 65.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -24,6 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
 from cvm.disk.conversion import decrypt_image, encrypt_image
 from cvm.disk.dump import dump_json, dump_text
+from cvm.disk.kdf_ceiling import DEFAULT_MAX_KDF_COST, KdfCeiling
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
@@ -51,6 +59,10 @@ KEY_OUT = typer.Option(..., "-o", "--output", help="Raw key file to write.")
 NEW_KEY_FILE = typer.Option(..., "--new-key-file", help="The new passphrase file.")
 JSON_FILE = typer.Option(..., "--json-file", help="Token JSON object.")
 TOKEN_OUT = typer.Option(None, "-o", "--output", help="Write the token here.")
+MAX_KDF_COST = typer.Option(
+    DEFAULT_MAX_KDF_COST, "--max-kdf-cost",
+    help="Most KDF work spent per keyslot try: PBKDF2 iterations, or Argon2 passes x KiB, "
+         "plus the digest's iterations; a keyslot asking more is not tried (exit 67).")
 
 
 def read_key_file(path: Path) -> bytes:
@@ -74,13 +86,19 @@ def sector_size_option(value: int) -> int:
     return value
 
 
+def announce(text: str) -> None:
+    """A status line on stderr: what a key derivation is about to spend."""
+    typer.echo(f"cvm: {text}", err=True)
+
+
 @contextmanager
-def open_volume(image: Path, write: bool = False) -> Iterator[Luks2Volume]:
-    """Open ``image``; report header recovery on stderr (and repair it when writing)."""
-    if not image.is_file():
-        raise UsageError(f"{image} is not a file")
+def open_volume(image: Path, write: bool = False, max_kdf_cost: int = DEFAULT_MAX_KDF_COST
+                ) -> Iterator[Luks2Volume]:
+    """Open ``image``; report header recovery on stderr (and repair it when writing); spend
+    at most ``max_kdf_cost`` on a keyslot try, saying what each asks for first."""
+    ceiling = KdfCeiling(max_kdf_cost)
     with FileStorage(image, read_only=not write) as storage:
-        volume = Luks2Volume.open(storage, repair=write)
+        volume = Luks2Volume.open(storage, repair=write, ceiling=ceiling, announce=announce)
         for warning in volume.warnings:
             typer.echo(f"cvm: warning: {image}: {warning}", err=True)
         yield volume
@@ -104,13 +122,14 @@ def format_volume(
     """Write a new LUKS2 header on IMAGE (an existing file of at least 17 MiB)."""
     kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
     key = volume_key_file.read_bytes() if volume_key_file else None
-    if not image.is_file():
-        raise UsageError(f"{image} is not a file (create it first, e.g. truncate -s 64M)")
+    if not image.exists():
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory (create it first, "
+                                "e.g. truncate -s 64M)", str(image))
     with FileStorage(image) as storage:
         if storage.size() < (16 << 20) + sector_size_option(sector_size):
             raise UsageError(f"{image} is too small: a LUKS2 volume needs more than 16 MiB")
         volume = Luks2Volume.format(storage, read_key_file(key_file), kdf, volume_key=key,
-                                    sector_size=sector_size, label=label)
+                                    sector_size=sector_size, label=label, announce=announce)
     typer.echo(f"formatted {image}: LUKS2 UUID {volume.uuid}, keyslot 0")
 
 
@@ -123,19 +142,18 @@ def dump(image: Path, as_json: bool = typer.Option(False, "--json", help="JSON m
 
 
 @app.command("test-key")
-def test_key(image: Path, key_file: Path = KEY_FILE) -> None:
+def test_key(image: Path, key_file: Path = KEY_FILE, max_kdf_cost: int = MAX_KDF_COST) -> None:
     """Exit 0 if the key file opens a keyslot, 2 if it does not (as cryptsetup)."""
-    with open_volume(image) as volume:
+    with open_volume(image, max_kdf_cost=max_kdf_cost) as volume:
         slot, _ = volume.unlock_slot(read_key_file(key_file))
     typer.echo(f"key opens keyslot {slot}")
 
 
 @app.command("dump-volume-key")
-def dump_volume_key(image: Path, key_file: Path = KEY_FILE,
-                    out: Path = KEY_OUT
-                    ) -> None:
+def dump_volume_key(image: Path, key_file: Path = KEY_FILE, out: Path = KEY_OUT,
+                    max_kdf_cost: int = MAX_KDF_COST) -> None:
     """Write the volume key (raw bytes, mode 0600) to OUT."""
-    with open_volume(image) as volume:
+    with open_volume(image, max_kdf_cost=max_kdf_cost) as volume:
         key = volume.unlock(read_key_file(key_file))
     descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as sink:
@@ -149,11 +167,11 @@ def add_key(
     new_key_file: Path = NEW_KEY_FILE,
     pbkdf: str = PBKDF, iter_time: int = ITER_TIME,
     pbkdf_force_iterations: int | None = FORCE_ITER, pbkdf_memory: int = MEMORY,
-    pbkdf_parallel: int = PARALLEL,
+    pbkdf_parallel: int = PARALLEL, max_kdf_cost: int = MAX_KDF_COST,
 ) -> None:
     """Add a keyslot for the new key file, authorised by an existing key file."""
     kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
-    with open_volume(image, write=True) as volume:
+    with open_volume(image, write=True, max_kdf_cost=max_kdf_cost) as volume:
         key = volume.unlock(read_key_file(key_file))
         slot = volume.add_keyslot(key, read_key_file(new_key_file), kdf)
     typer.echo(f"added keyslot {slot}")
@@ -161,10 +179,10 @@ def add_key(
 
 @app.command("remove-key")
 def remove_key(image: Path, key_file: Path = KEY_FILE,
-               force: bool = typer.Option(False, "--force", help="Allow removing the last key.")
-               ) -> None:
+               force: bool = typer.Option(False, "--force", help="Allow removing the last key."),
+               max_kdf_cost: int = MAX_KDF_COST) -> None:
     """Remove the keyslot the key file opens."""
-    with open_volume(image, write=True) as volume:
+    with open_volume(image, write=True, max_kdf_cost=max_kdf_cost) as volume:
         if len(volume.metadata.keyslots) == 1 and not force:
             raise UsageError("this is the last keyslot; add --force to make the volume "
                              "unopenable without the volume key")
@@ -221,24 +239,25 @@ def encrypt(
 ) -> None:
     """Write OUT: a new LUKS2 image whose data segment is PLAIN, encrypted."""
     kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
-    if not plain.is_file():
-        raise UsageError(f"{plain} is not a file")
+    if plain.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(plain))
     key = volume_key_file.read_bytes() if volume_key_file else None
     with progress_bar("encrypting", plain.stat().st_size) as bar:
         task = bar.task_ids[0]
         volume = encrypt_image(plain, out, read_key_file(key_file), kdf,
                                sector_size_option(sector_size), key, label,
-                               progress=lambda n: bar.advance(task, n))
+                               progress=lambda n: bar.advance(task, n), announce=announce)
     typer.echo(f"wrote {out}: LUKS2 UUID {volume.uuid}")
 
 
 @app.command("decrypt")
 def decrypt(image: Path, out: Path, key_file: Path | None = OPTIONAL_KEY_FILE,
-            volume_key_file: Path | None = VOLUME_KEY_FILE) -> None:
+            volume_key_file: Path | None = VOLUME_KEY_FILE,
+            max_kdf_cost: int = MAX_KDF_COST) -> None:
     """Write the decrypted data segment of IMAGE to OUT (key file or volume key)."""
     if (key_file is None) == (volume_key_file is None):
         raise UsageError("give exactly one of --key-file and --volume-key-file")
-    with open_volume(image) as volume:
+    with open_volume(image, max_kdf_cost=max_kdf_cost) as volume:
         if volume_key_file is not None:
             key = volume_key_file.read_bytes()
         else:
@@ -256,10 +275,10 @@ def change_key(
     image: Path, key_file: Path = KEY_FILE, new_key_file: Path = NEW_KEY_FILE,
     pbkdf: str = PBKDF, iter_time: int = ITER_TIME,
     pbkdf_force_iterations: int | None = FORCE_ITER, pbkdf_memory: int = MEMORY,
-    pbkdf_parallel: int = PARALLEL,
+    pbkdf_parallel: int = PARALLEL, max_kdf_cost: int = MAX_KDF_COST,
 ) -> None:
     """Replace the key file's keyslot by one for the new key file (added first)."""
     kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
-    with open_volume(image, write=True) as volume:
+    with open_volume(image, write=True, max_kdf_cost=max_kdf_cost) as volume:
         slot = volume.change_key(read_key_file(key_file), read_key_file(new_key_file), kdf)
     typer.echo(f"changed the key: now in keyslot {slot}")

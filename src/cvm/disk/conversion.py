@@ -11,6 +11,7 @@ Public API: :func:`encrypt_image`, :func:`decrypt_image`, :func:`copy_into`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import BinaryIO
 from cvm.disk.dm_crypt import CryptDevice
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
-from cvm.disk.volume import DEFAULT_DATA_OFFSET, Luks2Volume
+from cvm.disk.volume import DEFAULT_DATA_OFFSET, Announce, Luks2Volume, quiet
 from cvm.errors import UsageError
 
 CHUNK_SIZE = 8 << 20
@@ -55,8 +56,10 @@ def copy_into(source: BinaryIO, device: CryptDevice, size: int,
 
 def encrypt_image(plain: Path, out: Path, passphrase: bytes, kdf: KdfSpec,
                   sector_size: int = 4096, volume_key: bytes | None = None, label: str = "",
-                  progress: Progress = _ignore, threads: int = 2) -> Luks2Volume:
-    """A new LUKS2 image ``out`` whose segment holds ``plain`` (padded to whole sectors)."""
+                  progress: Progress = _ignore, threads: int = 2,
+                  announce: Announce = quiet) -> Luks2Volume:
+    """A new LUKS2 image ``out`` whose segment holds ``plain`` (padded to whole sectors);
+    ``announce`` hears the key-derivation steps (one derivation: the new volume key is kept)."""
     if out.resolve() == plain.resolve():
         raise UsageError("the output must not be the plaintext input")
     size = plain.stat().st_size
@@ -64,9 +67,9 @@ def encrypt_image(plain: Path, out: Path, passphrase: bytes, kdf: KdfSpec,
     with FileStorage(out, create=True) as storage:
         storage.truncate(0)
         storage.truncate(DEFAULT_DATA_OFFSET + data_size)
-        volume = Luks2Volume.format(storage, passphrase, kdf, volume_key=volume_key,
-                                    sector_size=sector_size, label=label)
-        key = volume.unlock(passphrase) if volume_key is None else volume_key
+        key = volume_key if volume_key is not None else os.urandom(64)
+        volume = Luks2Volume.format(storage, passphrase, kdf, volume_key=key,
+                                    sector_size=sector_size, label=label, announce=announce)
         device = CryptDevice(storage, volume.segment, key, threads=threads)
         with plain.open("rb") as source:
             copy_into(source, device, size, progress)

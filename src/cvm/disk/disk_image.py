@@ -17,6 +17,8 @@ Public API: :func:`plan_layout` -> :class:`DiskLayout`, :func:`build_disk` ->
 
 from __future__ import annotations
 
+import errno
+import os
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -105,7 +107,7 @@ def build_disk(out: Path, root: Path, boot_dir: Path, passphrase: bytes, kdf: Kd
     """Write the disk image ``out``; see the module docstring."""
     boot_files(boot_dir)
     if not root.exists():
-        raise UsageError(f"root {root} does not exist")
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory (the root)", str(root))
     if out.exists() and out.resolve() == root.resolve():
         raise UsageError("the output must not be the root input")
     with tempfile.TemporaryDirectory(prefix="cvm-root-") as scratch:
@@ -124,9 +126,10 @@ def build_disk(out: Path, root: Path, boot_dir: Path, passphrase: bytes, kdf: Kd
             files = write_esp(out, layout.esp_offset, layout.esp_size, boot_dir,
                               progress=lambda name: progress(f"ESP {name}", 0, 0))
             window = StorageWindow(disk, layout.root_offset, layout.root_size)
-            volume = Luks2Volume.format(window, passphrase, kdf, volume_key=volume_key,
-                                        sector_size=sector_size, label=label)
-            key = volume_key if volume_key is not None else volume.unlock(passphrase)
+            key = volume_key if volume_key is not None else os.urandom(64)
+            volume = Luks2Volume.format(window, passphrase, kdf, volume_key=key,
+                                        sector_size=sector_size, label=label,
+                                        announce=lambda text: progress(f"LUKS2 {text}", 0, 0))
             device = CryptDevice(window, volume.segment, key, threads=threads)
             done = 0
 

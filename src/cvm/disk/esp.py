@@ -18,6 +18,7 @@ Public API: :func:`write_esp` and :func:`list_esp`; :data:`MIN_ESP_SIZE` (FAT32 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -64,10 +65,12 @@ def _target(image: Path, offset: int) -> str:
 def boot_files(boot_dir: Path) -> list[Path]:
     """Files of the boot-chain tree, relative to it; it must hold the default loader."""
     if not boot_dir.is_dir():
-        raise UsageError(f"boot-chain directory {boot_dir} does not exist")
+        code = errno.ENOTDIR if boot_dir.exists() else errno.ENOENT
+        raise OSError(code, f"{os.strerror(code)} (the boot-chain directory)", str(boot_dir))
     files = sorted(p.relative_to(boot_dir) for p in boot_dir.rglob("*") if p.is_file())
     if not any(str(f).upper() == str(DEFAULT_LOADER) for f in files):
-        raise UsageError(f"{boot_dir} has no {DEFAULT_LOADER} (the removable-media loader)")
+        raise FileNotFoundError(errno.ENOENT, f"No {DEFAULT_LOADER} (the removable-media "
+                                f"loader) in the boot-chain directory", str(boot_dir))
     return files
 
 

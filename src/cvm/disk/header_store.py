@@ -43,7 +43,18 @@ def _read_copy(storage: Storage, offset: int, total: int) -> HeaderCopy:
 
 
 def load_header(storage: Storage) -> LoadedHeader:
-    """Both copies checked; the newest valid one returned (spec section 2.2)."""
+    """Both copies checked; the newest valid one returned (spec section 2.2); the device must
+    hold both copies and the whole keyslots area, as cryptsetup requires."""
+    loaded = _newest(storage)
+    config = loaded.header.metadata.config
+    needed = 2 * loaded.header.binary.hdr_size + config.keyslots_size
+    if storage.size() < needed:
+        raise FormatError(f"LUKS2 device is truncated: {storage.size()} bytes, the header "
+                          f"copies and keyslots area need {needed}")
+    return loaded
+
+
+def _newest(storage: Storage) -> LoadedHeader:
     total = storage.size()
     primary: HeaderCopy | None = None
     secondary: HeaderCopy | None = None

@@ -25,8 +25,9 @@ from typing import Literal
 
 from cvm.crypto import kdf as kdfs
 from cvm.crypto.xts import XtsCipher
+from cvm.disk.kdf_ceiling import ARGON2_MAX_MEMORY_KIB
 from cvm.disk.storage import Storage
-from cvm.errors import UsageError
+from cvm.errors import FormatError, UsageError
 from cvm.formats.luks2.anti_forensic import af_merge, af_size, af_split
 from cvm.formats.luks2.metadata import Argon2Kdf, Digest, Kdf, Keyslot, Pbkdf2Kdf
 
@@ -34,6 +35,8 @@ KdfType = Literal["pbkdf2", "argon2id", "argon2i"]
 SALT_SIZE = 32
 AREA_ALIGNMENT = 4096
 AF_STRIPES = 4000
+MAX_KDF_NUMBER = 0x7FFFFFFF
+ARGON2_MIN_MEMORY_KIB = 32
 Random = Callable[[int], bytes]
 
 
@@ -51,10 +54,18 @@ class KdfSpec:
     def __post_init__(self) -> None:
         if self.type not in ("pbkdf2", "argon2id", "argon2i"):
             raise UsageError(f"unknown PBKDF {self.type!r} (pbkdf2, argon2id, argon2i)")
-        if self.iterations is not None and self.iterations < 1:
-            raise UsageError("--pbkdf-force-iterations must be positive")
-        if not 1 <= self.parallel <= 16 or self.memory_kib < 32:
-            raise UsageError("Argon2 needs 1..16 threads and at least 32 KiB of memory")
+        if self.iterations is not None and not 1 <= self.iterations <= MAX_KDF_NUMBER:
+            raise UsageError(f"--pbkdf-force-iterations must be in 1..{MAX_KDF_NUMBER}, "
+                             f"not {self.iterations}")
+        if not 1 <= self.iter_time_ms <= MAX_KDF_NUMBER:
+            raise UsageError(f"--iter-time must be in 1..{MAX_KDF_NUMBER} ms, "
+                             f"not {self.iter_time_ms}")
+        if not 1 <= self.parallel <= 16:
+            raise UsageError(f"--pbkdf-parallel must be in 1..16, not {self.parallel}")
+        if not ARGON2_MIN_MEMORY_KIB <= self.memory_kib <= ARGON2_MAX_MEMORY_KIB:
+            raise UsageError(f"--pbkdf-memory must be in {ARGON2_MIN_MEMORY_KIB}.."
+                             f"{ARGON2_MAX_MEMORY_KIB} KiB (cryptsetup's limits), not "
+                             f"{self.memory_kib}")
 
 
 def derive_kdf(spec: KdfSpec, key_size: int, random: Random) -> Kdf:
@@ -63,10 +74,11 @@ def derive_kdf(spec: KdfSpec, key_size: int, random: Random) -> Kdf:
     if spec.type == "pbkdf2":
         iterations = spec.iterations or kdfs.calibrate_pbkdf2(spec.hash, spec.iter_time_ms,
                                                                key_size)
-        return Pbkdf2Kdf(spec.hash, iterations, salt)
+        return Pbkdf2Kdf(spec.hash, min(iterations, MAX_KDF_NUMBER), salt)
     time_cost = spec.iterations or kdfs.calibrate_argon2(
         spec.type, spec.iter_time_ms, spec.memory_kib, spec.parallel, key_size)
-    return Argon2Kdf(spec.type, time_cost, spec.memory_kib, spec.parallel, salt)
+    return Argon2Kdf(spec.type, min(time_cost, MAX_KDF_NUMBER), spec.memory_kib, spec.parallel,
+                     salt)
 
 
 def _derive(kdf: Kdf, secret: bytes, length: int) -> bytes:
@@ -107,7 +119,8 @@ def open_keyslot(storage: Storage, slot: Keyslot, secret: bytes) -> bytes:
     """The candidate volume key this keyslot yields for ``secret`` (check it with a digest)."""
     size = af_size(slot.key_size, slot.af_stripes)
     if size > slot.area_size:
-        raise UsageError("keyslot area is smaller than its AF-split key")
+        raise FormatError(f"LUKS2 metadata: keyslot area of {slot.area_size} bytes is smaller "
+                          f"than its {size}-byte AF-split key")
     area_key = _derive(slot.kdf, secret, slot.area_key_size)
     encrypted = storage.read(slot.area_offset, size)
     material = bytes(XtsCipher(area_key).decrypt_sectors(encrypted, 0, 512))

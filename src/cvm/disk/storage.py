@@ -6,11 +6,15 @@ CLI hands in a :class:`FileStorage`.
 
 Public API: the :class:`Storage` protocol (``size``, ``read``, ``write``, ``flush``) and
 :class:`FileStorage` (``os.pread``/``os.pwrite`` on one descriptor; ``flush`` is ``fsync``).
+A path that is missing, unreadable or a directory raises :class:`OSError` with the path (the
+CLI's exit code 74, as for every file it cannot read or write).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -38,6 +42,9 @@ class FileStorage:
         self.read_only = read_only
         flags = os.O_RDONLY if read_only else os.O_RDWR | (os.O_CREAT if create else 0)
         self._fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+        if stat.S_ISDIR(os.fstat(self._fd).st_mode):
+            self.close()
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(self.path))
 
     def size(self) -> int:
         return os.lseek(self._fd, 0, os.SEEK_END)

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import os
 import uuid as uuid_module
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from cvm.disk.dm_crypt import CryptDevice
 from cvm.disk.header_store import load_header, store_header
+from cvm.disk.kdf_ceiling import KdfCeiling, describe_kdf
 from cvm.disk.keyslot import (
     AF_STRIPES,
     KdfSpec,
@@ -45,7 +47,7 @@ from cvm.disk.keyslot import (
     volume_key_digest,
 )
 from cvm.disk.storage import Storage
-from cvm.errors import StateError, UsageError, WrongKeyError
+from cvm.errors import PolicyError, StateError, UsageError, WrongKeyError
 from cvm.formats.luks2.anti_forensic import af_size
 from cvm.formats.luks2.binary_header import BINARY_HEADER_SIZE, BinaryHeader
 from cvm.formats.luks2.header_copy import HeaderCopy
@@ -62,26 +64,39 @@ DEFAULT_DATA_OFFSET = 16 << 20
 MAX_KEYSLOTS = 32
 MAX_TOKENS = 32
 DIGEST_ITERATIONS = 1000
+DEFAULT_CEILING = KdfCeiling()
+Announce = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    return None
 
 
 class Luks2Volume:
     """An opened LUKS2 header on ``storage``; see the module docstring."""
 
     def __init__(self, storage: Storage, header: HeaderCopy, warnings: tuple[str, ...] = (),
-                 random: Random = os.urandom) -> None:
+                 random: Random = os.urandom, ceiling: KdfCeiling = DEFAULT_CEILING,
+                 announce: Announce = quiet) -> None:
         self.storage = storage
         self.header = header
         self.warnings = warnings
+        self.ceiling = ceiling
+        self.announce = announce
         self._random = random
 
     # -- opening and formatting -------------------------------------------------------------
 
     @classmethod
-    def open(cls, storage: Storage, repair: bool = False, random: Random = os.urandom
+    def open(cls, storage: Storage, repair: bool = False, random: Random = os.urandom,
+             ceiling: KdfCeiling = DEFAULT_CEILING, announce: Announce = quiet
              ) -> Luks2Volume:
-        """Load the newest valid header copy; with ``repair``, rewrite both if one was bad."""
+        """Load the newest valid header copy; with ``repair``, rewrite both if one was bad.
+
+        ``ceiling`` bounds the KDF work spent per keyslot try; ``announce`` hears, before each
+        derivation, what the header asks for (the CLI prints it on stderr)."""
         loaded = load_header(storage)
-        volume = cls(storage, loaded.header, loaded.warnings, random)
+        volume = cls(storage, loaded.header, loaded.warnings, random, ceiling, announce)
         if loaded.needs_repair and repair:
             volume._commit(loaded.header.metadata)
         return volume
@@ -93,7 +108,7 @@ class Luks2Volume:
         subsystem: str = "", volume_uuid: str | None = None,
         data_offset: int = DEFAULT_DATA_OFFSET, data_size: int | None = None,
         hdr_size: int = DEFAULT_HDR_SIZE, keyslots_size: int | None = None,
-        random: Random = os.urandom,
+        random: Random = os.urandom, announce: Announce = quiet,
     ) -> Luks2Volume:
         """Write a new volume with keyslot 0 for ``passphrase`` (spec section 2-3).
 
@@ -114,12 +129,12 @@ class Luks2Volume:
         if data_size is not None and data_size % sector_size:
             raise UsageError(f"data size {data_size} is not a multiple of {sector_size}")
         salt = random(32)
-        digest = Digest((0,), (0,), "sha256", DIGEST_ITERATIONS, salt,
+        digest = Digest((), (0,), "sha256", DIGEST_ITERATIONS, salt,
                         volume_key_digest("sha256", key, salt, DIGEST_ITERATIONS))
         metadata = Metadata(
             keyslots={},
             segments={0: Segment(data_offset, data_size, sector_size=sector_size)},
-            digests={0: replace(digest, keyslots=())},
+            digests={0: digest},
             config=Config(hdr_size - BINARY_HEADER_SIZE, keyslots_size),
         )
         binary = BinaryHeader(
@@ -128,7 +143,7 @@ class Luks2Volume:
                                                                      version=4)),
             subsystem=subsystem, hdr_offset=0, csum=bytes(64),
         )
-        volume = cls(storage, HeaderCopy(binary, metadata), (), random)
+        volume = cls(storage, HeaderCopy(binary, metadata), (), random, announce=announce)
         volume._commit(metadata)
         volume.add_keyslot(key, passphrase, kdf or KdfSpec())
         return volume
@@ -159,24 +174,36 @@ class Luks2Volume:
 
     def check_volume_key(self, volume_key: bytes) -> None:
         """Raise :class:`WrongKeyError` unless ``volume_key`` matches a segment digest."""
+        for number, digest in self.metadata.digests.items():
+            refusal = self.ceiling.refusal(None, digest.iterations)
+            if digest.segments and refusal:
+                raise PolicyError(f"digest {number} asks for {refusal}")
         if not any(digest_matches(d, volume_key) for d in self.metadata.digests.values()
                    if d.segments):
             raise WrongKeyError("volume key does not match the volume's digest")
 
     def unlock_slot(self, passphrase: bytes) -> tuple[int, bytes]:
-        """The first keyslot (priority 2 first, 0 skipped) that opens; its volume key."""
-        order = sorted(self.metadata.keyslots.items(),
+        """The first keyslot (priority 2 first, 0 skipped) that opens; its volume key.
+
+        A keyslot whose KDF and digest cost more than :attr:`ceiling` is not tried; if no
+        other keyslot opens, :class:`PolicyError` names it (else :class:`WrongKeyError`)."""
+        order = sorted(((n, s) for n, s in self.metadata.keyslots.items() if s.priority != 0),
                        key=lambda item: -(1 if item[1].priority is None else item[1].priority))
+        refused: list[str] = []
         for number, slot in order:
-            if slot.priority == 0:
+            _, digest = self.metadata.digest_of_keyslot(number)  # exactly one: consistency
+            refusal = self.ceiling.refusal(slot.kdf, digest.iterations)
+            if refusal:
+                refused.append(f"keyslot {number} asks for {refusal}")
+                self.announce(f"keyslot {number}: not tried: {describe_kdf(slot.kdf)} is "
+                              f"{refusal}")
                 continue
-            digest = next((d for d in self.metadata.digests.values() if number in d.keyslots),
-                          None)
-            if digest is None:
-                continue
+            self.announce(f"keyslot {number}: deriving its key ({describe_kdf(slot.kdf)})")
             candidate = open_keyslot(self.storage, slot, passphrase)
             if digest_matches(digest, candidate):
                 return number, candidate
+        if refused:
+            raise PolicyError(f"{'; '.join(refused)}; no other keyslot opens with this key")
         raise WrongKeyError("No key available with this passphrase.")
 
     def unlock(self, passphrase: bytes) -> bytes:
@@ -192,7 +219,7 @@ class Luks2Volume:
     # -- changing ----------------------------------------------------------------------------
 
     def _commit(self, metadata: Metadata) -> None:
-        metadata.check_references()
+        metadata.check_consistency()
         proposed = replace(self.header, metadata=metadata)
         self.header = store_header(self.storage, proposed, (self._random(64), self._random(64)))
 
@@ -209,7 +236,12 @@ class Luks2Volume:
         start = 2 * self.header.binary.hdr_size
         taken = [(s.area_offset, s.area_size) for s in meta.keyslots.values()]
         offset = allocate_area(taken, start, start + meta.config.keyslots_size, area_size)
-        new_kdf = derive_kdf(kdf or KdfSpec(), len(volume_key), self._random)
+        spec = kdf or KdfSpec()
+        if spec.iterations is None:
+            self.announce(f"keyslot {number}: calibrating {spec.type} for "
+                          f"{spec.iter_time_ms} ms")
+        new_kdf = derive_kdf(spec, len(volume_key), self._random)
+        self.announce(f"keyslot {number}: deriving its key ({describe_kdf(new_kdf)})")
         keyslot, area = seal_keyslot(volume_key, passphrase, new_kdf, offset, area_size,
                                      self._random)
         self.storage.write(offset, area)

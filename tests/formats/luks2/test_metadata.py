@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvm.errors import FormatError
+from cvm.formats.luks2.json_fields import encode_b64
 from cvm.formats.luks2.metadata import (
     Argon2Kdf,
     Config,
@@ -34,12 +35,12 @@ def metadatas(draw: st.DrawFn) -> Metadata:
             st.builds(Pbkdf2Kdf, st.sampled_from(["sha256", "sha512"]), st.integers(1, 10**6),
                       SALT),
             st.builds(Argon2Kdf, st.sampled_from(["argon2i", "argon2id"]), st.integers(1, 10),
-                      st.integers(8, 2**20), st.integers(1, 4), SALT),
+                      st.integers(32, 2**20), st.integers(1, 4), SALT),
         ))
         keyslots[number] = Keyslot(64, KEYSLOTS_START + index * 258048, 258048, kdf,
                                    priority=draw(st.sampled_from([None, 0, 1, 2])))
     sector = draw(st.sampled_from([512, 4096]))
-    segment = Segment(16 << 20, draw(st.one_of(st.none(), st.integers(0, 2**40).map(
+    segment = Segment(16 << 20, draw(st.one_of(st.none(), st.integers(1, 2**40).map(
         lambda n: n * sector))), sector_size=sector, iv_tweak=draw(st.integers(0, 2**64 - 1)))
     digest = Digest(tuple(numbers), (0,), "sha256", draw(st.integers(1, 10**6)), draw(SALT),
                     draw(SALT))
@@ -148,3 +149,21 @@ def test_mutated_json_is_format_error_or_valid(pos: int, bit: int) -> None:
     except FormatError:
         return
     assert Metadata.parse(parsed.to_area()) == parsed
+
+
+def test_costs_the_kdf_cannot_run_are_format_errors() -> None:
+    value = _valid()
+    value["keyslots"]["0"]["kdf"] = {"type": "argon2id", "time": 4, "memory": 31, "cpus": 4,
+                                     "salt": encode_b64(bytes(32))}
+    with pytest.raises(FormatError, match=r"at least 8 KiB per thread \(32\)"):
+        Metadata.parse(_area(value))
+    value["keyslots"]["0"]["kdf"]["memory"] = 32
+    assert Metadata.parse(_area(value)).keyslots[0].kdf.salt == bytes(32)
+    value["keyslots"]["0"]["kdf"]["salt"] = encode_b64(bytes(7))
+    with pytest.raises(FormatError, match="at least 8 bytes for Argon2"):
+        Metadata.parse(_area(value))
+    value["keyslots"]["0"]["kdf"]["salt"] = encode_b64(bytes(8))
+    Metadata.parse(_area(value))
+    value["digests"]["0"]["digest"] = ""
+    with pytest.raises(FormatError, match="a non-empty digest"):
+        Metadata.parse(_area(value))

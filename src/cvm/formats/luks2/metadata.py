@@ -11,7 +11,8 @@ Public API: :class:`Metadata` (``parse(json_area)``, ``from_json(obj)``, ``to_js
 ``to_text()``, ``to_area(json_size)``) made of :class:`Keyslot` (with :class:`Pbkdf2Kdf` or
 :class:`Argon2Kdf`), :class:`Segment`, :class:`Digest`, :class:`Config`; tokens stay
 arbitrary JSON objects (``dict``) whose ``type`` does not start with ``luks2-``.
-Unknown members and unsupported mandatory requirements raise :class:`~cvm.errors.FormatError`.
+Unknown members, unsupported mandatory requirements and objects that do not fit together
+(cryptsetup's rules, :mod:`cvm.formats.luks2.consistency`) raise :class:`~cvm.errors.FormatError`.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cvm.errors import FormatError, UsageError
+from cvm.formats.luks2.consistency import check_consistency
 from cvm.formats.luks2.json_fields import JsonObject, encode_b64, parse_id
 
 ENCRYPTIONS = ("aes-xts-plain64",)
 AF_HASHES = ("sha1", "sha256", "sha512")
 ARGON2_TYPES = ("argon2i", "argon2id")
 SECTOR_SIZES = (512, 1024, 2048, 4096)
-BINARY_HEADER_SIZE = 4096
+ARGON2_MIN_SALT_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ def _kdf(obj: JsonObject) -> Kdf:
     else:
         kdf = Argon2Kdf(kind, obj.number("time", 1), obj.number("memory", 8),
                         obj.number("cpus", 1, 16777215), obj.base64("salt"))
+        if kdf.memory < 8 * kdf.cpus:
+            raise obj.fail("memory", f"at least 8 KiB per thread ({8 * kdf.cpus})")
+        if len(kdf.salt) < ARGON2_MIN_SALT_SIZE:
+            raise obj.fail("salt", f"at least {ARGON2_MIN_SALT_SIZE} bytes for Argon2")
     obj.finish()
     return kdf
 
@@ -140,6 +146,8 @@ class Segment:
         obj.string("type", ("crypt",))
         offset = obj.uint64("offset")
         size = None if obj.has("size") and obj.value["size"] == "dynamic" else obj.uint64("size")
+        if size == 0:
+            raise obj.fail("size", '"dynamic" or a non-zero size')
         iv_tweak = obj.uint64("iv_tweak")
         encryption = obj.string("encryption", ENCRYPTIONS)
         sector_size = obj.number("sector_size", 512, 4096)
@@ -180,6 +188,8 @@ class Digest:
         obj.string("type", ("pbkdf2",))
         digest = cls(obj.ids("keyslots"), obj.ids("segments"), obj.string("hash", AF_HASHES),
                      obj.number("iterations", 1), obj.base64("salt"), obj.base64("digest"))
+        if not digest.digest:
+            raise obj.fail("digest", "a non-empty digest")
         obj.finish()
         return digest
 
@@ -272,29 +282,12 @@ class Metadata:
                    for k, v in _table(top.value["digests"], "digests").items()}
         top.finish()
         meta = cls(keyslots, segments, digests, Config.from_json(top.value["config"]), tokens)
-        meta.check_references()
+        meta.check_consistency()
         return meta
 
-    def check_references(self) -> None:
-        """Digests and tokens name existing keyslots/segments; areas lie in the keyslots area."""
-        for number, digest in self.digests.items():
-            for slot in digest.keyslots:
-                if slot not in self.keyslots:
-                    raise FormatError(f"LUKS2 metadata: digests.{number} names no keyslot {slot}")
-            for seg in digest.segments:
-                if seg not in self.segments:
-                    raise FormatError(f"LUKS2 metadata: digests.{number} names no segment {seg}")
-        for number, token in self.tokens.items():
-            for slot in token["keyslots"]:
-                if int(slot) not in self.keyslots:
-                    raise FormatError(f"LUKS2 metadata: tokens.{number} names no keyslot {slot}")
-        start = 2 * (self.config.json_size + BINARY_HEADER_SIZE)
-        end = start + self.config.keyslots_size
-        for number, keyslot in self.keyslots.items():
-            if keyslot.area_offset < start or keyslot.area_offset + keyslot.area_size > end:
-                raise FormatError(
-                    f"LUKS2 metadata: keyslots.{number} area lies outside the keyslots area"
-                )
+    def check_consistency(self) -> None:
+        """cryptsetup's header validation rules (:mod:`cvm.formats.luks2.consistency`)."""
+        check_consistency(self.keyslots, self.segments, self.digests, self.config, self.tokens)
 
     @classmethod
     def parse(cls, json_area: bytes) -> Metadata:
