@@ -82,7 +82,13 @@ def pem(certificate: Certificate) -> bytes:
 
 def tbs_sha256(certificate: Certificate) -> bytes:
     """SHA-256 of the TBSCertificate: the value an EFI_CERT_X509_SHA256 dbx entry holds."""
-    return hashlib.sha256(certificate.tbs_certificate_bytes).digest()
+    return tbs_digest(certificate, "sha256")
+
+
+def tbs_digest(certificate: Certificate, hash_name: str) -> bytes:
+    """The digest of the DER TBSCertificate (RFC 5280 §4.1.1.1) with ``hash_name``: what an
+    EFI_CERT_X509_SHA256/384/512 entry holds (edk2 ``X509GetTBSCert`` then the hash)."""
+    return hashlib.new(hash_name, certificate.tbs_certificate_bytes).digest()
 
 
 def subject_text(certificate: Certificate) -> str:
