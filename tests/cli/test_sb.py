@@ -42,7 +42,11 @@ def test_sign_then_verify(files: dict[str, Path], tmp_path: Path,
     assert "no matching signer" in captured.err
     assert execute(["sb", "verify", str(out), "--db", str(files["owner"]),
                     "--dbx", str(files["owner"])]) == 1
-    assert "dbx" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    # the refusal is said once: one error line, nothing on stdout
+    assert captured.out == ""
+    assert captured.err == (f"cvm: error: {out}: refused (a signing certificate is in dbx; "
+                            "database dbx)\n")
 
 
 def test_append_adds_a_second_signature(files: dict[str, Path], tmp_path: Path,
