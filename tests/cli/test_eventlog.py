@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,35 @@ def test_show_on_a_text_file_says_not_an_event_log(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith(f"cvm: error: {path}: not an event log")
+
+
+def _mutated(data: bytes, rnd: random.Random) -> bytes:
+    out = bytearray(data)
+    for _ in range(rnd.randint(1, 6)):
+        where = rnd.randrange(len(out) + 1)
+        choice = rnd.random()
+        if choice < 0.5 and where < len(out):
+            out[where] = rnd.randrange(256)
+        elif choice < 0.75:
+            del out[where : where + rnd.randint(1, 48)]
+        else:
+            out[where:where] = rnd.randbytes(rnd.randint(1, 12))
+    return bytes(out)
+
+
+@pytest.mark.parametrize("seed_log", ["realboot/eventlog.bin", "tpm/go-tpm-tools/debian-10.bin",
+                                      "tpm/tpm2-tools/specid-vendordata.bin"])
+def test_mutated_logs_give_only_documented_exit_codes(
+    vectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], seed_log: str
+) -> None:
+    rnd = random.Random(seed_log)
+    seed = (vectors / seed_log).read_bytes()
+    path = tmp_path / "mutated.bin"
+    for _ in range(60):
+        path.write_bytes(_mutated(seed, rnd))
+        for command in (["show"], ["show", "--json"], ["replay"]):
+            code = execute(["eventlog", *command, str(path)])
+            captured = capsys.readouterr()
+            assert code in (0, 65), (command, code, captured.err)
+            assert "Traceback" not in captured.err
+            assert captured.err.count("\n") == (0 if code == 0 else 1)
