@@ -193,10 +193,13 @@ def issue_certificate(
     ca: bool = True,
     serial: int | None = None,
     not_before: datetime.datetime | None = None,
+    key_cert_sign: bool | None = None,
 ) -> Certificate:
     """A certificate for ``key``: self-signed, or issued by ``issuer`` (certificate, key).
 
-    Carries the code-signing extended key usage, as signing tools expect of a signer.
+    Carries the code-signing extended key usage, as signing tools expect of a signer, and
+    basicConstraints (``ca``) — or, when ``key_cert_sign`` is given, no basicConstraints but a
+    keyUsage with or without keyCertSign, as some older CAs were issued.
     """
     start = not_before or datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
     name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, common_name)])
@@ -209,11 +212,18 @@ def issue_certificate(
         .serial_number(serial or x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                        critical=False)
     )
+    if key_cert_sign is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None),
+                                        critical=True)
+    else:
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign,
+            crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
     return builder.sign(issuer_key, hashes.SHA256())

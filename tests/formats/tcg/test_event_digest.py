@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from cvm.errors import Finding
 from cvm.formats.tcg.event_digest import GRUB_PREFIXES, check_event, validate
 from cvm.formats.tcg.event_log import EventLog
-from cvm.formats.tcg.event_type import EventType
+from cvm.formats.tcg.event_type import EventType, event_type_name
 from cvm.formats.tcg.pcr_event import PcrEvent
 from cvm.formats.tcg.uefi_variable_data import UefiVariableData
 from cvm.wire import Guid
@@ -159,3 +160,37 @@ def test_old_shim_authority_records_leave_their_last_byte_out(vectors: Path) -> 
             assert check_event(dataclasses.replace(event, event=stray)) is False
         nonzero = event.event[:-2] + b"\x01\xaf"
         assert check_event(dataclasses.replace(event, event=nonzero)) is False
+
+
+def test_findings_name_the_record_and_what_differs(vectors: Path) -> None:
+    log = EventLog.parse((vectors / "tpm/go-tpm-tools/gdc-host.bin").read_bytes())
+    assert validate(log) == (Finding(
+        "event 3 (EV_S_CRTM_VERSION, PCR 0)", "a digest of its event data",
+        "a digest of something else", "the event data may not be what was measured"),)
+    legacy = EventLog.parse((vectors / "tpm/go-tpm-tools/debian-10.bin").read_bytes())
+    assert validate(legacy) == ()
+    events = list(legacy.events)
+    index = next(i for i, e in enumerate(events) if check_event(e) is True)
+    events[index] = dataclasses.replace(events[index], event=_edited(events[index].event))
+    findings = validate(EventLog(None, tuple(events)))
+    event = events[index]  # legacy logs number their records from 0
+    assert [f.claim for f in findings] == [
+        f"event {index} ({event_type_name(event.event_type)}, PCR {event.pcr_index})"]
+
+
+def test_no_action_records_are_never_checked_even_in_pcr_8() -> None:
+    record = PcrEvent(8, EventType.EV_NO_ACTION, ((0x000B, bytes(32)),), b"grub_cmd: x\0")
+    assert check_event(record) is None
+    elsewhere = PcrEvent(4, EventType.EV_POST_CODE, ((0x000B, bytes(32)),), b"anything")
+    assert check_event(elsewhere) is None
+
+
+def test_old_shim_padding_needs_its_five_zero_bytes() -> None:
+    """A record with five non-zero stray bytes whose digest covers it all: appending a sixth
+    byte must not pass as old shim's padding."""
+    variable = UefiVariableData(Guid.parse("d719b2cb-3d3a-4596-a3bc-dad00e67656f"), "db",
+                                b"certificate", b"stray")
+    data = variable.to_bytes()
+    assert check_event(_record(EventType.EV_EFI_VARIABLE_AUTHORITY, data, data)) is True
+    longer = data + b"\xaf"
+    assert check_event(_record(EventType.EV_EFI_VARIABLE_AUTHORITY, data, longer)) is False
