@@ -212,11 +212,6 @@ def issue_certificate(
         .serial_number(serial or x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + datetime.timedelta(days=3650))
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
     )
     if key_cert_sign is None:
         builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None),
@@ -226,4 +221,11 @@ def issue_certificate(
             digital_signature=True, content_commitment=False, key_encipherment=False,
             data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign,
             crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+    builder = (
+        builder.add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+    )
     return builder.sign(issuer_key, hashes.SHA256())

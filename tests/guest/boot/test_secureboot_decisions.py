@@ -284,3 +284,33 @@ def test_the_state_of_a_shim_without_vendor_sections(signed: Signed) -> None:
         state = ShimState.from_shim(shim, EMPTY, EMPTY)
         assert state == ShimState(EMPTY, EMPTY, None, EMPTY, EMPTY, EMPTY, None)
         assert state.mok_list_rt == EMPTY and state.mok_list_x_rt == EMPTY
+
+
+def test_shim_hashes_as_shim_does(signed: Signed) -> None:
+    """shim pads an unsigned image's trailing data to 8 bytes in its hash (edk2 does not): the
+    decision and the db lookup use shim's hash, and a parsed image is taken as is."""
+    from cvm.formats.pe.image import PeImage
+
+    odd = build_pe([SectionSpec(".text", b"\xc3" * 300, CODE), SectionSpec(".sbat", SBAT)],
+                   trailer=b"abc")
+    shim_hash = image_digest(odd, "sha256", "shim")
+    assert shim_hash != image_digest(odd, "sha256")
+    state = _shim(_list(EFI_CERT_SHA256, shim_hash))
+    expected = Decision(NAME, True, "the image's sha256 hash is in db", "db", shim_hash,
+                        _entry(shim_hash), EFI_CERT_SHA256, None, (),
+                        EFI_IMAGE_SECURITY_DATABASE)
+    assert verify_next_stage(odd, state, NAME) == expected
+    assert verify_next_stage(PeImage.parse(odd), state, NAME) == expected
+
+
+def test_only_the_allowing_database_is_renamed_in_the_reason() -> None:
+    root_key, signer_key = generate_rsa_key(), generate_rsa_key()
+    root = issue_certificate("Old db CA", root_key)
+    signer = issue_certificate("Signer", signer_key, (root, root_key), ca=False)
+    image = sign_pe(build_pe([SectionSpec(".text", b"\xc3" * 64, CODE),
+                              SectionSpec(".sbat", SBAT)]), signer_key, signer)
+    payload = tbs_digest(root, "sha256") + bytes(16)
+    state = _shim(mok_list=_certs(root), mok_list_x=_list(EFI_CERT_X509_SHA256, payload))
+    assert verify_next_stage(image, state, NAME).reason == (
+        "the MokListRT certificate CN=Old db CA that the signature chains to is in MokListX "
+        "(EFI_CERT_X509_SHA256)")
