@@ -314,3 +314,11 @@ def test_only_the_allowing_database_is_renamed_in_the_reason() -> None:
     assert verify_next_stage(image, state, NAME).reason == (
         "the MokListRT certificate CN=Old db CA that the signature chains to is in MokListX "
         "(EFI_CERT_X509_SHA256)")
+
+
+def test_the_firmware_takes_a_parsed_image_as_is(signed: Signed) -> None:
+    from cvm.formats.pe.image import PeImage
+
+    expected = verify_image(signed.image, _certs(signed.root), EMPTY, NAME)
+    assert verify_image(PeImage.parse(signed.image), _certs(signed.root), EMPTY,
+                        NAME) == expected
