@@ -322,3 +322,14 @@ def test_the_firmware_takes_a_parsed_image_as_is(signed: Signed) -> None:
     expected = verify_image(signed.image, _certs(signed.root), EMPTY, NAME)
     assert verify_image(PeImage.parse(signed.image), _certs(signed.root), EMPTY,
                         NAME) == expected
+
+
+def test_an_unparsable_signature_is_no_signature(signed: Signed) -> None:
+    from cvm.formats.pe.certificate_table import WinCertificate
+    from cvm.image.signing import attach_signatures, strip_signatures
+
+    body, _ = strip_signatures(signed.image)
+    garbage = attach_signatures(body, (WinCertificate(b"\x30\x03\x02\x01\x00"),))
+    assert verify_image(garbage, _certs(signed.root), EMPTY, NAME) == Decision(
+        NAME, False, "no parsable Authenticode signature and the image hash is not in db", "db",
+        _digest(garbage))
