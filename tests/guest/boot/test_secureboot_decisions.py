@@ -333,3 +333,23 @@ def test_an_unparsable_signature_is_no_signature(signed: Signed) -> None:
     assert verify_image(garbage, _certs(signed.root), EMPTY, NAME) == Decision(
         NAME, False, "no parsable Authenticode signature and the image hash is not in db", "db",
         _digest(garbage))
+
+
+def test_a_signature_after_an_unparsable_entry_still_counts(signed: Signed) -> None:
+    from cvm.formats.pe.certificate_table import WinCertificate
+    from cvm.image.signing import attach_signatures, strip_signatures
+
+    body, entries = strip_signatures(signed.image)
+    for junk in (WinCertificate(b"\x30\x03\x02\x01\x00"),  # PKCS#7 that does not parse
+                 WinCertificate(bytes(16) + b"other", certificate_type=0x0EF1)):  # not PKCS#7
+        image = attach_signatures(body, (junk, *entries))
+        decision = verify_image(image, _certs(signed.root), EMPTY, NAME)
+        assert decision.allowed and decision.signature_index == 1
+
+
+def test_certificates_given_as_der_have_the_zero_owner(signed: Signed) -> None:
+    from cvm.guest.boot.secureboot import ZERO_OWNER, as_database
+
+    entry = as_database([der(signed.root)]).certificates()[0]
+    assert entry == SignatureData(ZERO_OWNER, der(signed.root))
+    assert as_database([der(signed.root)], OWNER).certificates()[0].owner == OWNER
