@@ -96,3 +96,25 @@ def test_key_usage_decides_without_basic_constraints() -> None:
         chain = chain_to_anchor(leaf, [mid], root)
         assert (chain == [leaf, mid, root]) is cert_sign
         assert (chain_to_anchor(leaf, [], mid) == [leaf, mid]) is cert_sign
+
+
+def test_certificates_in_pem_and_der() -> None:
+    from cvm.crypto.x509_edk2 import pem
+
+    certificate = issue_certificate("PEM", generate_rsa_key())
+    for data in (pem(certificate), b"\n  " + pem(certificate), der(certificate)):
+        assert der(load_certificate(data)) == der(certificate)
+    with pytest.raises(FormatError, match=r"^not an X\.509 certificate"):
+        load_certificate(b"\n" + pem(certificate)[:-40])
+
+
+def test_ecdsa_chains() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    root_key, other_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = issue_certificate("EC Root", root_key)
+    stranger = issue_certificate("EC Root", other_key)
+    leaf = issue_certificate("EC Leaf", leaf_key, (root, root_key), ca=False)
+    assert issued_by(leaf, root) and not issued_by(leaf, stranger)
+    assert chain_to_anchor(leaf, [], root) == [leaf, root]
+    assert chain_to_anchor(leaf, [], stranger) is None
