@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 from pathlib import Path
 
 import pytest
 
 from cvm.cli.main import execute
+from cvm.formats.tcg.event_log import EventLog
+from cvm.formats.tcg.event_type import EventType
 
 
 def test_show_text_and_json(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,3 +82,83 @@ def test_show_reads_vendor_info_stored_after_the_header(
     assert execute(["eventlog", "show", "--json", str(log)]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["events"][0]["event"]["vendor_info"] == "deadbeef"
+
+
+def _tampered_realboot(vectors: Path) -> tuple[bytes, list[int]]:
+    """The real boot's log with three records edited as an attacker would, and their numbers:
+    the kernel command line edited and its NUL dropped, one byte appended to an authority
+    record, a Boot#### variable record cut so that it no longer parses."""
+    log = EventLog.parse((vectors / "realboot/eventlog.bin").read_bytes())
+    events = list(log.events)
+    cmdline = next(i for i, e in enumerate(events) if e.event.startswith(b"kernel_cmdline: "))
+    authority = next(i for i, e in enumerate(events)
+                     if e.event_type == EventType.EV_EFI_VARIABLE_AUTHORITY)
+    boot = next(i for i, e in enumerate(events) if e.event_type == EventType.EV_EFI_VARIABLE_BOOT)
+    edits = {
+        cmdline: events[cmdline].event[:-1] + b" init=/bin/sh",
+        authority: events[authority].event + b"\x00",
+        boot: events[boot].event[:20],
+    }
+    for index, data in edits.items():
+        events[index] = dataclasses.replace(events[index], event=data)
+    return EventLog(log.spec_id, tuple(events)).to_bytes(), sorted(i + 1 for i in edits)
+
+
+def test_show_flags_every_tampered_record(
+    vectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, numbers = _tampered_realboot(vectors)
+    path = tmp_path / "tampered.bin"
+    path.write_bytes(data)
+    assert execute(["eventlog", "show", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    flagged = [int(line.split()[0]) for line in lines if "digest does not cover" in line]
+    assert flagged == numbers
+    assert sum("malformed (" in line for line in lines) == 1
+    assert execute(["eventlog", "show", "--json", str(path)]) == 0
+    events = json.loads(capsys.readouterr().out)["events"]
+    assert [e["number"] for e in events if e["digest_check"] == "mismatch"] == numbers
+
+
+@pytest.mark.parametrize("content", [b"hello world\nthis is a text file\n", b"short\n", b""])
+def test_show_on_a_text_file_says_not_an_event_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    assert execute(["eventlog", "show", str(path)]) == 65
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"cvm: error: {path}: not an event log")
+
+
+def _mutated(data: bytes, rnd: random.Random) -> bytes:
+    out = bytearray(data)
+    for _ in range(rnd.randint(1, 6)):
+        where = rnd.randrange(len(out) + 1)
+        choice = rnd.random()
+        if choice < 0.5 and where < len(out):
+            out[where] = rnd.randrange(256)
+        elif choice < 0.75:
+            del out[where : where + rnd.randint(1, 48)]
+        else:
+            out[where:where] = rnd.randbytes(rnd.randint(1, 12))
+    return bytes(out)
+
+
+@pytest.mark.parametrize("seed_log", ["realboot/eventlog.bin", "tpm/go-tpm-tools/debian-10.bin",
+                                      "tpm/tpm2-tools/specid-vendordata.bin"])
+def test_mutated_logs_give_only_documented_exit_codes(
+    vectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], seed_log: str
+) -> None:
+    rnd = random.Random(seed_log)
+    seed = (vectors / seed_log).read_bytes()
+    path = tmp_path / "mutated.bin"
+    for _ in range(60):
+        path.write_bytes(_mutated(seed, rnd))
+        for command in (["show"], ["show", "--json"], ["replay"]):
+            code = execute(["eventlog", *command, str(path)])
+            captured = capsys.readouterr()
+            assert code in (0, 65), (command, code, captured.err)
+            assert "Traceback" not in captured.err
+            assert captured.err.count("\n") == (0 if code == 0 else 1)

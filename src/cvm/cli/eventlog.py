@@ -1,7 +1,8 @@
 """``cvm eventlog``: show and replay TCG PC Client event logs.
 
-``show`` decodes every record (PFP 1.05 r23 event types, see :mod:`cvm.formats.tcg`) and flags
-records whose digest does not cover their event data (:mod:`cvm.formats.tcg.event_digest`);
+``show`` decodes every record (PFP 1.05 r23 event types, see :mod:`cvm.formats.tcg`; a record
+whose data does not fit its type is shown as malformed, not refused) and flags records whose
+digest does not cover their event data (:mod:`cvm.formats.tcg.event_digest`);
 ``replay`` extends the digests into fresh PCRs and prints the values a TPM would hold.
 Logs are read as files (``/sys/kernel/security/tpm0/binary_bios_measurements`` copies).
 """
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import typer
 
+from cvm.errors import FormatError
 from cvm.formats.tcg.algorithm import ALGORITHMS_BY_ID, algorithm_by_name
-from cvm.formats.tcg.event_data import EventData, SpecIdHeader, decode_event_data
+from cvm.formats.tcg.event_data import EventData, SpecIdHeader, decode_or_malformed
 from cvm.formats.tcg.event_digest import check_event
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.event_type import event_type_name
@@ -33,7 +35,11 @@ def _bank_name(alg_id: int) -> str:
 
 
 def _read(path: Path) -> EventLog:
-    return EventLog.parse(path.read_bytes())
+    data = path.read_bytes()
+    try:
+        return EventLog.parse(data)
+    except FormatError as error:
+        raise FormatError(f"{path}: {error}") from None
 
 
 def _digest_check(event: PcrEvent) -> str:
@@ -46,7 +52,7 @@ def _decoded(log: EventLog, number: int, event: PcrEvent) -> EventData:
     included even where a non-conforming log stores it after the record)."""
     if number == 0 and log.spec_id is not None:
         return SpecIdHeader(log.spec_id)
-    return decode_event_data(event.event_type, event.event)
+    return decode_or_malformed(event.event_type, event.event)
 
 
 def _event_json(log: EventLog, number: int, event: PcrEvent) -> dict[str, object]:

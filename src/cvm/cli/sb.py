@@ -3,7 +3,7 @@
 ``verify`` takes db and dbx as certificates (PEM/DER), EFI signature lists, or the db/dbx of an
 OVMF varstore (``--varstore``), and prints the decision of
 :func:`cvm.guest.boot.secureboot.verify_image`: exit 0 when allowed, 1 when refused, with the reason
-and the database consulted.
+and the database consulted. A refusal is printed once, as the error line on stderr.
 """
 
 from __future__ import annotations
@@ -119,14 +119,14 @@ def verify(
         decision = verify_image(path.read_bytes(), allow, deny, name=str(path))
     if as_json:
         typer.echo(json.dumps(decision_json(decision), indent=2))
-    else:
+    if not decision.allowed:
+        # exit code 1: the check ran and said no (cvm.errors); the one line says why
+        raise CvmError(str(decision))
+    if not as_json:
         typer.echo(str(decision))
         if decision.matched is not None:
             typer.echo(f"matched entry: owner {decision.matched.owner}, "
                        f"{len(decision.matched.data)} bytes")
-    if not decision.allowed:
-        # exit code 1: the check ran and said no (cvm.errors)
-        raise CvmError(f"refused: {decision.reason} (database {decision.database})")
 
 
 @app.command()

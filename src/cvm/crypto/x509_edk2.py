@@ -82,7 +82,13 @@ def pem(certificate: Certificate) -> bytes:
 
 def tbs_sha256(certificate: Certificate) -> bytes:
     """SHA-256 of the TBSCertificate: the value an EFI_CERT_X509_SHA256 dbx entry holds."""
-    return hashlib.sha256(certificate.tbs_certificate_bytes).digest()
+    return tbs_digest(certificate, "sha256")
+
+
+def tbs_digest(certificate: Certificate, hash_name: str) -> bytes:
+    """The digest of the DER TBSCertificate (RFC 5280 §4.1.1.1) with ``hash_name``: what an
+    EFI_CERT_X509_SHA256/384/512 entry holds (edk2 ``X509GetTBSCert`` then the hash)."""
+    return hashlib.new(hash_name, certificate.tbs_certificate_bytes).digest()
 
 
 def subject_text(certificate: Certificate) -> str:
@@ -187,10 +193,13 @@ def issue_certificate(
     ca: bool = True,
     serial: int | None = None,
     not_before: datetime.datetime | None = None,
+    key_cert_sign: bool | None = None,
 ) -> Certificate:
     """A certificate for ``key``: self-signed, or issued by ``issuer`` (certificate, key).
 
-    Carries the code-signing extended key usage, as signing tools expect of a signer.
+    Carries the code-signing extended key usage, as signing tools expect of a signer, and
+    basicConstraints (``ca``) — or, when ``key_cert_sign`` is given, no basicConstraints but a
+    keyUsage with or without keyCertSign, as some older CAs were issued.
     """
     start = not_before or datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
     name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, common_name)])
@@ -203,8 +212,17 @@ def issue_certificate(
         .serial_number(serial or x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(
+    )
+    if key_cert_sign is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None),
+                                        critical=True)
+    else:
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign,
+            crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+    builder = (
+        builder.add_extension(
             x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),

@@ -157,6 +157,27 @@ class UnknownEvent:
         return {"kind": "unknown", "event_type": self.event_type, "data": self.data.hex()}
 
 
+@dataclass(frozen=True)
+class MalformedEvent:
+    """Data that does not fit the structure its event type names (a damaged or edited record),
+    kept as bytes with the reason, so that a log can still be shown record by record."""
+
+    event_type: int
+    data: bytes
+    problem: str
+
+    def to_bytes(self) -> bytes:
+        return self.data
+
+    def describe(self) -> str:
+        shown = self.data[:SHOWN_BYTES].hex()
+        more = "..." if len(self.data) > SHOWN_BYTES else ""
+        return f"malformed ({self.problem}): {len(self.data)} bytes {shown}{more}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"kind": "malformed", "problem": self.problem, "data": self.data.hex()}
+
+
 VARIABLE_TYPES = frozenset({
     EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, EventType.EV_EFI_VARIABLE_BOOT,
     EventType.EV_EFI_VARIABLE_BOOT2, EventType.EV_EFI_VARIABLE_AUTHORITY,
@@ -221,3 +242,11 @@ def decode_event_data(event_type: int, data: bytes) -> EventData:
         return decoder(data)
     except FormatError as error:
         raise FormatError(f"{event_type_name(event_type)}: {error}") from None
+
+
+def decode_or_malformed(event_type: int, data: bytes) -> EventData:
+    """:func:`decode_event_data`, or a :class:`MalformedEvent` naming why the data does not fit."""
+    try:
+        return decode_event_data(event_type, data)
+    except FormatError as error:
+        return MalformedEvent(event_type, data, str(error))

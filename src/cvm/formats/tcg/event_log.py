@@ -20,6 +20,7 @@ from cvm.formats.tcg.spec_id_event import SPEC_ID_SIGNATURE, SpecIdEvent
 from cvm.wire import Reader
 
 HEADER_PCR = 0
+MAX_FIRST_PCR = 23  # PC Client TPMs have 24 PCRs; the first record of any log names one
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,15 @@ class EventLog:
     def parse(cls, data: bytes) -> EventLog:
         """Parse a whole log; every byte must belong to a record."""
         if not data:
-            raise FormatError("event log: empty input")
+            raise FormatError("not an event log: empty input")
         reader = Reader(data, "TCG event log")
-        first = PcrEvent.read_sha1_format(reader)
+        try:
+            first = PcrEvent.read_sha1_format(reader)
+        except FormatError as error:
+            raise FormatError(f"not an event log: {error}") from None
+        if first.pcr_index > MAX_FIRST_PCR:
+            raise FormatError(f"not an event log: its first record names PCR {first.pcr_index} "
+                              f"(a TPM has PCRs 0 to {MAX_FIRST_PCR})")
         if not first.event.startswith(SPEC_ID_SIGNATURE):
             events = [first]
             while reader.remaining:

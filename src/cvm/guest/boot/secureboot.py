@@ -2,16 +2,30 @@
 
 UEFI 2.10 §32.5 "UEFI Image Validation" and edk2
 ``SecurityPkg/Library/DxeImageVerificationLib/DxeImageVerificationLib.c``
-(``DxeImageVerificationHandler``, ``IsForbiddenByDbx``, ``IsAllowedByDb``):
+(``DxeImageVerificationHandler``, ``IsForbiddenByDbx``, ``IsAllowedByDb``,
+``IsCertHashFoundInDbx``):
 
 - an unsigned image is allowed only when its SHA-256 Authenticode hash is an EFI_CERT_SHA256
   entry of db and not of dbx;
-- for a signed image every WIN_CERTIFICATE is examined in order: a signature whose digest is not
-  the image's is skipped; a signature that an X.509 entry of dbx verifies, or whose chain holds a
-  certificate whose TBS hash is an EFI_CERT_X509_SHA256 entry of dbx, refuses the image (cvm
-  keeps no dbt, so any revocation time counts); the first X.509 entry of db that verifies a
-  signature (partial chain, validity ignored) allows it; the image hash in dbx refuses it and in
-  db allows it.
+- for a signed image every WIN_CERTIFICATE is examined in order; a signature whose digest is not
+  the image's is skipped. A signature is forbidden (the image is refused, whatever else) when an
+  EFI_CERT_X509 entry of dbx verifies it (partial chain: the dbx certificate may be the signer,
+  an intermediate or an issuer of one), when it carries no certificate at all while dbx is not
+  empty, or when the TBS hash (SHA-256, SHA-384 or SHA-512) of any certificate it carries is an
+  EFI_CERT_X509_SHA256/384/512 entry of dbx;
+- the first EFI_CERT_X509 entry of db that verifies a signature (partial chain, validity
+  ignored) is its trust anchor; the signature is allowed only when the TBS hash of that anchor
+  is not in dbx either. The anchor is the one certificate of the chain the signature does not
+  carry, so with this check every certificate of the chain is weighed against dbx. As edk2, a
+  revoked anchor ends the search of db for that signature;
+- the image hash in dbx refuses the image and in db allows it.
+
+Revocation times: an EFI_CERT_X509_SHA* entry carries an EFI_TIME after the hash. edk2 lets a
+signature through a listed certificate only when a timestamp countersignature, verified against
+a certificate of dbt, proves the image was signed before that time (``PassTimestampCheck``); a
+zero time, or no dbt, means always revoked. cvm keeps no dbt and does not verify timestamp
+countersignatures, so it decides as edk2 does without dbt: a listed certificate is revoked
+whatever its revocation time.
 
 The :class:`Decision` names the image, the verdict, the reason, the database consulted and, for
 an allowed image, the exact EFI_SIGNATURE_DATA of db that matched: the firmware measures that
@@ -23,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cvm.crypto.authenticode import AuthenticodeSignature
-from cvm.crypto.x509_edk2 import Certificate, der, load_certificate, tbs_sha256
+from cvm.crypto.x509_edk2 import Certificate, der, load_certificate, subject_text, tbs_digest
 from cvm.errors import FormatError, PolicyError, VerificationError
 from cvm.formats.pe.authenticode import digest_of
 from cvm.formats.pe.image import PeImage
@@ -34,7 +48,10 @@ from cvm.formats.uefi.guids import (
     EFI_CERT_SHA512,
     EFI_CERT_X509,
     EFI_CERT_X509_SHA256,
+    EFI_CERT_X509_SHA384,
+    EFI_CERT_X509_SHA512,
     EFI_IMAGE_SECURITY_DATABASE,
+    SIGNATURE_TYPE_NAMES,
 )
 from cvm.formats.uefi.signature_list import SignatureData, SignatureDatabase, SignatureList
 from cvm.wire import Guid
@@ -43,7 +60,10 @@ HASH_SIGNATURE_TYPES = {
     "sha1": EFI_CERT_SHA1, "sha256": EFI_CERT_SHA256, "sha384": EFI_CERT_SHA384,
     "sha512": EFI_CERT_SHA512,
 }
-X509_SHA256_SIZE = 32
+X509_HASH_TYPES = {
+    EFI_CERT_X509_SHA256: "sha256", EFI_CERT_X509_SHA384: "sha384",
+    EFI_CERT_X509_SHA512: "sha512",
+}
 ZERO_OWNER = Guid.parse("00000000-0000-0000-0000-000000000000")
 
 
@@ -130,6 +150,7 @@ def certificate_verifies(signature: AuthenticodeSignature, digest: bytes, anchor
 
 
 def chain_certificates(signature: AuthenticodeSignature) -> tuple[Certificate, ...]:
+    """The certificates the signature carries (edk2 ``Pkcs7GetSigners``' certificate stack)."""
     return signature.signed_data.certificates
 
 
@@ -138,28 +159,79 @@ def find_hash(database: SignatureDatabase, alg: str, digest: bytes) -> Signature
     return next((s for s in database.of_type(kind) if s.data == digest), None) if kind else None
 
 
-def forbidden_by(signature: AuthenticodeSignature, digest: bytes,
-                 dbx: SignatureDatabase) -> tuple[str, SignatureData] | None:
-    """edk2 ``IsForbiddenByDbx``: the reason and dbx entry revoking this signature, or None."""
-    for entry in dbx.certificates():
-        if certificate_verifies(signature, digest, entry.data):
-            return "a signing certificate is in dbx", entry
-    tbs_hashes = {tbs_sha256(c) for c in chain_certificates(signature)}
-    for entry in dbx.of_type(EFI_CERT_X509_SHA256):
-        if entry.data[:X509_SHA256_SIZE] in tbs_hashes:
-            return "the TBS hash of a certificate of the signature's chain is in dbx", entry
+@dataclass(frozen=True)
+class Revocation:
+    """Why dbx revokes a signature: the reason, the dbx entry and its signature type."""
+
+    reason: str
+    entry: SignatureData | None
+    signature_type: Guid | None
+
+
+def revoked_certificate(
+    certificate: Certificate, dbx: SignatureDatabase
+) -> tuple[SignatureData, Guid] | None:
+    """edk2 ``IsCertHashFoundInDbx``: the first EFI_CERT_X509_SHA256/384/512 entry of ``dbx``
+    (in database order) holding the TBS hash of ``certificate``, with its type, or None.
+
+    Each entry is the hash followed by the 16-byte EFI_TIME of revocation (ignored: see the
+    module docstring)."""
+    for signature_type, signature in dbx.entries():
+        hash_name = X509_HASH_TYPES.get(signature_type)
+        if hash_name is None:
+            continue
+        digest = tbs_digest(certificate, hash_name)
+        if signature.data[: len(digest)] == digest:
+            return signature, signature_type
     return None
 
 
-def allowed_by(signature: AuthenticodeSignature, digest: bytes,
-               db: SignatureDatabase) -> tuple[SignatureData, list[Certificate]] | None:
-    """edk2 ``IsAllowedByDb``: the first X.509 entry of db verifying the signature, or None."""
+def forbidden_by(signature: AuthenticodeSignature, digest: bytes,
+                 dbx: SignatureDatabase) -> Revocation | None:
+    """edk2 ``IsForbiddenByDbx``: why ``dbx`` revokes this signature, or None."""
+    if not dbx.lists:
+        return None  # edk2: no dbx variable, nothing is forbidden
+    for entry in dbx.certificates():
+        if certificate_verifies(signature, digest, entry.data):
+            return Revocation("a signing certificate is in dbx", entry, EFI_CERT_X509)
+    carried = chain_certificates(signature)
+    if not carried:
+        return Revocation("the signature carries no certificate to check against dbx",
+                          None, None)
+    for certificate in carried:
+        found = revoked_certificate(certificate, dbx)
+        if found is not None:
+            return Revocation(
+                f"the TBS hash of {subject_text(certificate)}, a certificate of the signature, "
+                f"is in dbx ({SIGNATURE_TYPE_NAMES[found[1]]})", found[0], found[1])
+    return None
+
+
+@dataclass(frozen=True)
+class Authority:
+    """The db entry that verified a signature, the chain to it, and its dbx revocation if any."""
+
+    entry: SignatureData
+    chain: tuple[Certificate, ...]
+    revoked: Revocation | None = None
+
+
+def allowed_by(signature: AuthenticodeSignature, digest: bytes, db: SignatureDatabase,
+               dbx: SignatureDatabase = SignatureDatabase()) -> Authority | None:
+    """edk2 ``IsAllowedByDb``: the first X.509 entry of db verifying the signature, with the
+    dbx revocation of that anchor's TBS hash when there is one; None when no entry verifies."""
     for entry in db.certificates():
         try:
-            chain = signature.verify(digest, load_certificate(entry.data))
+            anchor = load_certificate(entry.data)
+            chain = signature.verify(digest, anchor)
         except (VerificationError, FormatError):
             continue
-        return entry, chain
+        found = revoked_certificate(anchor, dbx)
+        if found is None:
+            return Authority(entry, tuple(chain))
+        reason = (f"the db certificate {subject_text(anchor)} that the signature chains to is "
+                  f"in dbx ({SIGNATURE_TYPE_NAMES[found[1]]})")
+        return Authority(entry, tuple(chain), Revocation(reason, found[0], found[1]))
     return None
 
 
@@ -179,22 +251,25 @@ def verify_image(
     if not image.certificates:
         return _unsigned(name, sha256, allow, deny)
     decision: Decision | None = None
+    revoked: Decision | None = None
     signatures = signatures_of(image)
     matching = [s for s in signatures if s.signature.digest == s.digest]
     for item in matching:
         forbidden = forbidden_by(item.signature, item.digest, deny)
         if forbidden is not None:
-            return Decision(name, False, forbidden[0], "dbx", sha256, forbidden[1],
-                            EFI_CERT_X509 if forbidden[1] in deny.certificates()
-                            else EFI_CERT_X509_SHA256, item.index)
+            return Decision(name, False, forbidden.reason, "dbx", sha256, forbidden.entry,
+                            forbidden.signature_type, item.index)
         if decision is None:
-            found = allowed_by(item.signature, item.digest, allow)
-            if found is not None:
-                entry, chain = found
+            found = allowed_by(item.signature, item.digest, allow, deny)
+            if found is not None and found.revoked is None:
                 decision = Decision(
                     name, True, "a signature chains to a certificate in db", "db", sha256,
-                    entry, EFI_CERT_X509, item.index, tuple(der(c) for c in chain),
+                    found.entry, EFI_CERT_X509, item.index, tuple(der(c) for c in found.chain),
                 )
+            elif found is not None and revoked is None:
+                assert found.revoked is not None
+                revoked = Decision(name, False, found.revoked.reason, "dbx", sha256,
+                                   found.revoked.entry, found.revoked.signature_type, item.index)
         alg = item.signature.digest_algorithm
         listed = find_hash(deny, alg, item.digest)
         if listed is not None:
@@ -207,6 +282,8 @@ def verify_image(
                                     listed, HASH_SIGNATURE_TYPES[alg], item.index)
     if decision is not None:
         return decision
+    if revoked is not None:
+        return revoked
     if signatures and not matching:
         reason = "the image hash differs from the digest its signatures carry"
     elif not signatures:

@@ -10,6 +10,13 @@ the Debian CA is authorised by the MokListRT entry that holds the vendor certifi
 SBAT (``SBAT.md``, ``sbat.c::verify_single_entry``): an image is revoked when, for a component of
 SbatLevel, the image's generation of that component is lower; images verified through the
 shim_lock protocol (GRUB verifying the kernel) may lack a ``.sbat`` section.
+
+Certificate hashes: shim 16.1 itself matches only image hashes and whole X.509 entries of its
+deny lists. cvm's shim is stricter, as the firmware is: it also applies edk2's certificate-hash
+rules (:func:`cvm.guest.boot.secureboot.forbidden_by`) to each deny list, and refuses a signature
+whose allowing certificate (db, MokListRT or the vendor certificate) has its TBS hash in
+vendor_dbx, dbx or MokListXRT, so that a revoked CA cannot be reached by leaving it out of the
+signature.
 """
 
 from __future__ import annotations
@@ -130,9 +137,10 @@ def verify_next_stage(
         for item in signatures:
             forbidden = forbidden_by(item.signature, item.digest, entries)
             if forbidden is not None:
-                return Decision(name, False, f"{forbidden[0].replace('dbx', database)}",
-                                database, sha256, forbidden[1], EFI_CERT_X509, item.index, (),
-                                vendor)
+                return Decision(name, False, forbidden.reason.replace("dbx", database),
+                                database, sha256, forbidden.entry, forbidden.signature_type,
+                                item.index, (), vendor)
+    revoked = state.vendor_dbx + state.dbx + state.mok_list_x_rt
     allow = (("db", state.db, EFI_IMAGE_SECURITY_DATABASE),
              ("MokListRT", state.mok_list_rt, SHIM_LOCK_GUID))
     for database, entries, vendor in allow:
@@ -142,12 +150,21 @@ def verify_next_stage(
                 return Decision(name, True, f"the image's {alg} hash is in {database}", database,
                                 sha256, listed, HASH_SIGNATURE_TYPES[alg], None, (), vendor)
         for item in signatures:
-            found = allowed_by(item.signature, item.digest, entries)
+            found = allowed_by(item.signature, item.digest, entries, revoked)
+            if found is not None and found.revoked is not None:
+                holder, holder_vendor = next(
+                    (n, v) for n, e, v in deny if found.revoked.entry in e.of_type(
+                        found.revoked.signature_type or EFI_CERT_X509))
+                return Decision(name, False,
+                                found.revoked.reason.replace("dbx", holder).replace(
+                                    "db ", f"{database} ", 1),
+                                holder, sha256, found.revoked.entry,
+                                found.revoked.signature_type, item.index, (), holder_vendor)
             if found is not None:
                 return Decision(
                     name, True, f"a signature chains to a certificate in {database}", database,
-                    sha256, found[0], EFI_CERT_X509, item.index,
-                    tuple(der(c) for c in found[1]), vendor,
+                    sha256, found.entry, EFI_CERT_X509, item.index,
+                    tuple(der(c) for c in found.chain), vendor,
                 )
     return Decision(name, False, "no matching signer in db, MokListRT or the vendor certificate",
                     "db, MokListRT", sha256, None, None, None, (), SHIM_LOCK_GUID)
