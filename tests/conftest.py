@@ -34,7 +34,7 @@ settings.register_profile("ci", parent=settings.get_profile("cvm"), derandomize=
 settings.load_profile("ci" if os.environ.get("CI", "").lower() in {"1", "true", "yes"} else "cvm")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-VECTORS = PROJECT_ROOT.parent / "shared" / "vectors"
+VECTORS = PROJECT_ROOT / "tests" / "vectors"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
@@ -46,7 +46,7 @@ def _missing(what: str) -> None:
 
 @pytest.fixture(scope="session")
 def vectors() -> Path:
-    """``../shared/vectors`` from the project root (real data with provenance)."""
+    """``tests/vectors``: real data, each set with its provenance."""
     if not VECTORS.is_dir():
         _missing(f"the vectors folder {VECTORS}")
     return VECTORS
@@ -72,7 +72,7 @@ def require_tool() -> object:
 DEBIAN_CACHE = (
     Path(os.environ.get("CVM_TEST_CACHE", Path.home() / ".cache" / "cvm-tests")) / "debian"
 )
-# The package versions of the real boot in ../shared/vectors/realboot/inputs.json; when one is no
+# The package versions of the real boot in tests/vectors/realboot/inputs.json; when one is no
 # longer served, the current version of the same package is used instead.
 DEBIAN_BOOT_PACKAGES = {
     "shim-signed": ("1.51~1+deb12u1+16.1-2~deb12u1", "usr/lib/shim/shimx64.efi.signed"),
@@ -139,6 +139,12 @@ def _fetch_debian_package(package: str, version: str) -> Path:
         if not marker.exists():
             raise
     return extracted
+
+
+@pytest.fixture(scope="session")
+def debian_package() -> Callable[[str, str], Path]:
+    """``debian_package(name, version)``: the package's files, downloaded and extracted once."""
+    return _fetch_debian_package
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,35 @@ def tool_runner() -> Callable[[Path, str, float], Run]:
         return run
 
     return runner
+
+
+@pytest.fixture(scope="module")
+def tools(require_tool: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory,
+          free_port_pair: Callable[[], int], tool_runner: Callable[[Path, str, float], Run],
+          ) -> Iterator[tuple[Run, Path]]:
+    """A running swtpm and a runner for tpm2-tools commands against it."""
+    swtpm = require_tool("swtpm")
+    for tool in ("tpm2_startauthsession", "tpm2_checkquote", "tpm2_loadexternal"):
+        require_tool(tool)
+    workdir = tmp_path_factory.mktemp("swtpm")
+    port = free_port_pair()
+    process = subprocess.Popen(
+        [swtpm, "socket", "--tpm2",
+         "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
+         "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
+         "--tpmstate", f"dir={workdir}", "--flags", "startup-clear,not-need-init"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+
+    run = tool_runner(workdir, f"swtpm:host=127.0.0.1,port={port}", 60)
+    run.port = port  # type: ignore[attr-defined]
+    try:
+        yield run, workdir
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

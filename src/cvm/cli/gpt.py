@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -23,6 +24,8 @@ app = typer.Typer(help="GUID partition tables.", no_args_is_help=True)
 def show(image: Path, as_json: bool = typer.Option(False, "--json", help="JSON output.")
          ) -> None:
     """Show the partition table of IMAGE."""
+    if image.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory, not a disk image", str(image))
     with FileStorage(image, read_only=True) as storage:
         table = PartitionTable.parse(storage.read, storage.size())
     for warning in table.warnings:

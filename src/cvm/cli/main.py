@@ -11,12 +11,17 @@ import sys
 import traceback
 
 import typer
-from typer._click.core import Command, Context  # the click that typer ships and builds on
+import typer.core
+from typer._click.core import Command, Context  # the click that typer ships
 from typer._click.formatting import HelpFormatter
 from typer.core import TyperGroup
 
 from cvm import __version__
 from cvm.errors import CvmError, InternalError, UsageError
+
+# typer escapes "[required]" for rich's HTML export even when help is plain text: cvm prints
+# plain help (rich_markup_mode=None), so tell typer not to prepare text for rich.
+typer.core.HAS_RICH = False
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 a check ran and said no; 2 wrong key or passphrase; "
@@ -29,7 +34,7 @@ EXIT_CODES_HELP = (
 # command runs (or its own --help is asked for), so ``cvm --help`` stays fast.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("cvm.cli.demo", "demo", "The main job: build, launch, attack and verify; a report."),
-    "measure": ("cvm.cli.measure", "app", "Predict the launch digest (equal to sev-snp-measure)."),
+    "measure": ("cvm.cli.measure", "measure", "The launch digest, equal to sev-snp-measure's."),
     "report": ("cvm.cli.report", "app", "Show and verify SEV-SNP attestation reports."),
     "luks": ("cvm.cli.luks_tpm2", "luks_group", "LUKS2 volumes as cryptsetup writes them."),
     "gpt": ("cvm.cli.gpt", "app", "GUID partition tables."),
@@ -44,6 +49,32 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "attack": ("cvm.cli.attack", "app", "The host's attacks: list, run one, the whole matrix."),
     "vm": ("cvm.cli.vm", "app", "Run an image as a VM: boot, unseal, workload, trace."),
 }
+
+
+PLACEHOLDERS = {"path": "PATH", "int": "N", "str": "TEXT", "float": "NUMBER", "Path": "PATH"}
+
+
+def _name_placeholders(command: Command, ctx: Context) -> None:
+    """Give every option value and argument a placeholder a user reads (``PATH``, ``N``).
+
+    Left alone, typer prints Python types (``<list[Path]>``) and required arguments in braces.
+    """
+    for param in command.params:
+        if param.metavar is not None or getattr(param, "is_flag", False):
+            continue
+        if param.param_type_name == "argument":
+            name = (param.name or "value").upper()
+            name = name if param.nargs == 1 else f"{name}..."
+            shown = name if param.required else f"[{name}]"
+            vars(param)["make_metavar"] = lambda ctx=None, usage=False, n=name, s=shown: (
+                s if usage else n
+            )
+            continue
+        inner = param.make_metavar(ctx).strip("<>").removeprefix("list[").removesuffix("]")
+        if inner in PLACEHOLDERS:
+            param.metavar = PLACEHOLDERS[inner]
+    for sub in getattr(command, "commands", {}).values():
+        _name_placeholders(sub, ctx)
 
 
 class LazyGroup(TyperGroup):
@@ -69,7 +100,10 @@ class LazyGroup(TyperGroup):
 
         group = typer.main.get_command(wrapper)
         assert isinstance(group, TyperGroup)
-        return group.get_command(ctx, cmd_name)
+        command = group.get_command(ctx, cmd_name)
+        if command is not None:
+            _name_placeholders(command, ctx)
+        return command
 
     def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
         rows = [(name, entry[2]) for name, entry in COMMANDS.items()]

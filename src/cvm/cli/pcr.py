@@ -1,10 +1,12 @@
-"""``cvm pcr``: predict the PCR values a boot will produce, from its files, without booting.
+"""``cvm pcr``: predict the PCR values a boot will produce, without booting; compare boots.
 
-The inputs are an ESP as a directory tree (``--esp``), the OVMF varstore (``--varstore``) and
-optionally the raw disk whose GPT the firmware measures (``--disk``); ``--file`` adds or
-replaces single ESP files (a new grub.cfg, another kernel); ``--event-log`` also runs the
-emulated boot, checks that it gives the predicted PCRs, and writes its event log (readable by
-``cvm eventlog`` and ``tpm2_eventlog``). See :mod:`cvm.image.pcr_prediction`.
+``predict DISK --varstore VARS`` reads the GPT and the ESP's files from the raw disk image (or
+takes the ESP as a folder with ``--esp``); ``--profile`` names the VM's device set in QEMU's
+terms (:mod:`cvm.image.vm_profile`), which decides PCR 1, PCR 4's failed boot attempts and the
+device paths; ``--firmware-log`` takes the firmware's own measurements (PCR 0, option ROMs)
+from a reference log; every PCR that cannot be computed is reported as unknown, with the
+reason (:mod:`cvm.image.pcr_report`). ``--event-log`` also runs the emulated boot and writes
+its log. ``diff PREDICTED REAL`` compares two logs event by event (:mod:`cvm.image.pcr_diff`).
 """
 
 from __future__ import annotations
@@ -15,21 +17,29 @@ from pathlib import Path
 
 import typer
 
-from cvm.errors import InternalError, UsageError
+from cvm.disk.storage import FileStorage
+from cvm.errors import FormatError, InternalError, UsageError
+from cvm.formats.fat import FatVolume
+from cvm.formats.gpt.header import LBA_SIZE
+from cvm.formats.gpt.partition_entry import ENTRY_SIZE, PartitionEntry
 from cvm.formats.tcg.algorithm import algorithm_by_name
+from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.boot.chain import BootChain
 from cvm.guest.boot.esp_files import EspFiles
-from cvm.guest.boot.firmware import DEFAULT_LOADER, FirmwareSettings, GptDisk
+from cvm.guest.boot.firmware import DEFAULT_LOADER, GptDisk
 from cvm.guest.boot.pcr_bank import SoftwarePcrBank
+from cvm.image.pcr_diff import DEFAULT_PCRS, diff
 from cvm.image.pcr_prediction import predict
+from cvm.image.pcr_report import apply_firmware_log, pcr_report
+from cvm.image.vm_profile import PROFILES, profile_named
 
 app = typer.Typer(help="Predict PCR values of a boot chain.", no_args_is_help=True)
 GPT_READ_BYTES = 1 << 20
 
 
-def _files(esp: Path, extra: list[str]) -> EspFiles:
-    files = dict(EspFiles.from_directory(esp).items())
+def _override(esp: EspFiles, extra: list[str]) -> EspFiles:
+    files = dict(esp.items())
     for item in extra:
         target, sep, local = item.partition("=")
         if not sep or not target or not local:
@@ -52,71 +62,144 @@ def _pcr_list(text: str) -> list[int]:
 
 def _write_emulated_log(
     chain: BootChain, banks: tuple[str, ...], predicted: Callable[[str], dict[int, bytes]],
-    path: Path,
+    path: Path, check_pcr0: bool,
 ) -> None:
     """Boot the chain, check the PCRs equal the prediction, write the log."""
     pcrs = SoftwarePcrBank(banks)
     log = chain.run(pcrs).log
     for name in banks:
         for pcr, value in predicted(name).items():
-            if pcrs.read(pcr, name) != value:
+            if (pcr != 0 or check_pcr0) and pcrs.read(pcr, name) != value:
                 raise InternalError(f"emulated boot and prediction differ on {name} PCR {pcr}")
     path.write_bytes(log.to_bytes())
 
 
+def _esp_from_disk(disk: Path, partition: int) -> tuple[EspFiles, GptDisk]:
+    """The GPT and the ESP's files, read from a raw disk image."""
+    with FileStorage(disk, read_only=True) as storage:
+        gpt = GptDisk.from_disk(storage.read(0, min(GPT_READ_BYTES, storage.size())), partition)
+        entry = PartitionEntry.from_bytes(gpt.entry[:ENTRY_SIZE])
+        offset = entry.starting_lba * LBA_SIZE
+        size = entry.size_in_lba * LBA_SIZE
+        if offset + size > storage.size():
+            raise FormatError(f"{disk}: partition {partition} runs past the end of the disk")
+
+        def read(at: int, length: int) -> bytes:
+            if at < 0 or at + length > size:
+                raise FormatError(f"{disk}: partition {partition}: read past its end")
+            return storage.read(offset + at, length)
+
+        files = FatVolume(read, size).files()
+    return EspFiles(files), gpt
+
+
 @app.command(name="predict")
 def predict_command(
-    esp: Path = typer.Option(..., "--esp", help="The ESP as a directory tree."),
+    disk_image: Path | None = typer.Argument(
+        None, metavar="[DISK]", help="Raw disk image: its GPT and the ESP's files are read."),
     varstore: Path = typer.Option(..., "--varstore", help="The OVMF varstore (OVMF_VARS*.fd)."),
-    disk: Path | None = typer.Option(None, "--disk", help="Raw disk image with the GPT."),
+    esp: Path | None = typer.Option(None, "--esp", help="The ESP as a directory tree instead."),
+    disk: Path | None = typer.Option(None, "--disk", help="Raw disk image with the GPT only."),
     partition: int = typer.Option(1, "--partition", help="GPT partition number of the ESP."),
+    profile: str = typer.Option(
+        "q35", "--profile", help=f"The VM's device set: {', '.join(PROFILES)}."),
+    firmware_log: Path | None = typer.Option(
+        None, "--firmware-log",
+        help="Event log of a boot of the same VM configuration: PCR 0 (and option ROMs) from it."),
     file: list[str] = typer.Option(
         [], "--file", help="ESP_PATH=LOCAL_FILE: add or replace one ESP file (repeatable)."
     ),
     loader: str = typer.Option(DEFAULT_LOADER, "--loader", help="The first image's ESP path."),
     bank: list[str] = typer.Option(
-        [], "--bank", help="PCR bank (repeatable); default sha256."
+        [], "--bank", help="PCR bank (repeatable); default sha1 and sha256."
     ),
-    pcrs: str = typer.Option("", "--pcrs", help="Comma-separated PCRs to print; default all."),
-    failed_boot_attempts: int = typer.Option(
-        0, "--failed-boot-attempts", help="Boot options the firmware tries first (empty CD-ROM)."
-    ),
+    pcrs: str = typer.Option("", "--pcrs", help="Comma-separated PCRs to print; default 0-15."),
     event_log: Path | None = typer.Option(
         None, "--event-log",
         help="Also run the emulated boot and write its TCG event log to this file.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Compute the PCRs booting these files would give (firmware, shim, GRUB or UKI, Linux)."""
-    banks = tuple(bank) or ("sha256",)
+    """Compute the PCRs booting these files would give; say which ones cannot be known."""
+    banks = tuple(bank) or ("sha1", "sha256")
     for name in banks:
         algorithm_by_name(name)
-    if failed_boot_attempts < 0:
-        raise UsageError("--failed-boot-attempts must not be negative")
+    machine = profile_named(profile)
+    if disk_image is not None and disk is not None:
+        raise UsageError("give the disk either as DISK or as --disk, not both")
+    if disk_image is None and esp is None:
+        raise UsageError("give the disk image (DISK) or the ESP as a folder (--esp)")
     gpt = None
-    if disk is not None:
-        with disk.open("rb") as handle:
-            gpt = GptDisk.from_disk(handle.read(GPT_READ_BYTES), partition)
+    if disk_image is not None and esp is None:
+        files, gpt = _esp_from_disk(disk_image, partition)
+        files = _override(files, file)
+    else:
+        assert esp is not None
+        files = _override(EspFiles.from_directory(esp), file)
+        source = disk_image or disk
+        if source is not None:
+            with source.open("rb") as handle:
+                gpt = GptDisk.from_disk(handle.read(GPT_READ_BYTES), partition)
+    reference = EventLog.parse(firmware_log.read_bytes()) if firmware_log else None
     chain = BootChain(
-        _files(esp, file), Varstore.parse(varstore.read_bytes()), gpt,
-        FirmwareSettings(failed_boot_attempts=failed_boot_attempts), loader,
+        files, machine.with_boot_options(Varstore.parse(varstore.read_bytes())), gpt,
+        machine.settings(), loader,
     )
     prediction = predict(chain, banks)
+    if reference is not None:
+        apply_firmware_log(prediction, reference,
+                           (0, 2) if machine.measures_option_rom else (0,))
     if event_log is not None:
-        _write_emulated_log(chain, banks, prediction.values, event_log)
-    wanted = _pcr_list(pcrs) if pcrs else None
-    values = {
-        name: {pcr: value for pcr, value in prediction.values(name).items()
-               if wanted is None or pcr in wanted}
-        for name in banks
-    }
+        _write_emulated_log(chain, banks, prediction.values, event_log, reference is None)
+    wanted = set(_pcr_list(pcrs)) if pcrs else set(range(16))
+    statuses = [s for s in pcr_report(prediction, machine, reference,
+                                      str(firmware_log or "")) if s.pcr in wanted]
     if as_json:
-        typer.echo(json.dumps(
-            {name: {str(p): v.hex() for p, v in pcr_values.items()}
-             for name, pcr_values in values.items()}, indent=2))
+        document: dict[str, object] = {
+            name: {str(s.pcr): None if s.values is None else s.values[name].hex()
+                   for s in statuses}
+            for name in banks
+        }
+        document["profile"] = machine.name
+        document["sources"] = {str(s.pcr): s.source for s in statuses if s.values is not None}
+        document["unknown"] = {str(s.pcr): {"reason": s.reason, "settle": s.settle}
+                               for s in statuses if s.values is None}
+        typer.echo(json.dumps(document, indent=2))
         return
-    for name, pcr_values in values.items():
+    typer.echo(f"VM profile {machine.name}: {machine.qemu_args}")
+    for name in banks:
         typer.echo(f"{name}:")
-        for pcr, value in pcr_values.items():
-            count = len(prediction.measurements.get(pcr, []))
-            typer.echo(f"  {pcr:2d}: {value.hex()}  ({count} measurements)")
+        for status in statuses:
+            if status.values is None:
+                typer.echo(f"  {status.pcr:2d}: unknown — {status.reason}; "
+                           f"settle it with {status.settle}")
+                continue
+            count = len(prediction.measurements.get(status.pcr, []))
+            typer.echo(f"  {status.pcr:2d}: {status.values[name].hex()}  ({count} "
+                       f"measurements; {status.source})")
+
+
+@app.command(name="diff")
+def diff_command(
+    predicted: Path = typer.Argument(..., help="The predicted boot's event log (--event-log)."),
+    real: Path = typer.Argument(..., help="The real boot's event log."),
+    pcrs: str = typer.Option(
+        "", "--pcrs", help="Comma-separated PCRs to compare; default 1-9 and 11-15."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Event by event, the first difference of each PCR and its cause; exit 1 if any."""
+    chosen = tuple(_pcr_list(pcrs)) if pcrs else DEFAULT_PCRS
+    differences = diff(EventLog.parse(predicted.read_bytes()),
+                       EventLog.parse(real.read_bytes()), chosen)
+    if as_json:
+        typer.echo(json.dumps([d.to_json() for d in differences], indent=2))
+    elif not differences:
+        typer.echo(f"PCRs {', '.join(map(str, chosen))}: the same events, the same digests")
+    for difference in [] if as_json else differences:
+        where = (f"predicted event {difference.predicted_index}"
+                 if difference.predicted_index is not None else "no predicted event")
+        real_where = (f"real event {difference.real_index}"
+                      if difference.real_index is not None else "no real event")
+        typer.echo(f"PCR {difference.pcr}: {where}, {real_where}: {difference.cause}")
+    if differences:
+        raise typer.Exit(1)

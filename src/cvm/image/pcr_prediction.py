@@ -35,7 +35,13 @@ from cvm.guest.boot.firmware import (
     variable_data,
 )
 from cvm.guest.boot.grub import Grub
-from cvm.guest.boot.kernel import INITRD_EVENT, LOAD_OPTIONS_EVENT, STUB_PCR, StubOptions
+from cvm.guest.boot.kernel import (
+    INITRD_EVENT,
+    LOAD_OPTIONS_EVENT,
+    STUB_PCR,
+    StubOptions,
+    measures_load_options,
+)
 from cvm.guest.boot.measured_boot import SEPARATOR_DATA, MeasuredBoot
 from cvm.guest.boot.pcr_bank import DEFAULT_BANKS, SoftwarePcrBank
 from cvm.guest.boot.secureboot import Decision, verify_image
@@ -58,6 +64,7 @@ class PcrPrediction:
 
     banks: tuple[str, ...]
     measurements: dict[int, list[Measurement]] = field(default_factory=dict)
+    startup_locality: int = 0
 
     def add(self, pcr: int, description: str, data: bytes) -> None:
         digests = {b: algorithm_by_name(b).digest(data) for b in self.banks}
@@ -71,7 +78,7 @@ class PcrPrediction:
         algorithm = algorithm_by_name(bank)
         result = {}
         for pcr, items in sorted(self.measurements.items()):
-            value = initial_value(pcr, algorithm)
+            value = initial_value(pcr, algorithm, self.startup_locality)
             for item in items:
                 value = extend(algorithm, value, item.digests[bank])
             result[pcr] = value
@@ -147,7 +154,8 @@ def predict(chain: BootChain, banks: Sequence[str] = DEFAULT_BANKS) -> PcrPredic
         parts = dict(sections)
         initrd = parts.get(".initrd", b"")
         cmdline = parts.get(".cmdline", b"").split(b"\0", 1)[0].decode("utf-8", "replace").strip()
-        options = StubOptions(True, chain.stub.measure_load_options)
+        options = StubOptions(True, chain.stub.measure_load_options
+                              or measures_load_options(parts.get(".linux", b"")))
     else:
         cmdline, initrd = _shim_and_grub(prediction, chain, loader, kind, firmware_seen)
     if options.measure_load_options:

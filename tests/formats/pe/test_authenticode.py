@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import re
+import json
 from pathlib import Path
 
 import pytest
@@ -15,13 +15,13 @@ from cvm.formats.pe.image import PeImage
 
 
 def _manifest_digests(vectors: Path) -> dict[str, str]:
-    """``path in package`` basename -> ``authenticode sha256`` from the vectors' MANIFEST."""
-    text = (vectors / "secureboot" / "MANIFEST.txt").read_text()
-    found = {}
-    for block in re.finditer(r"path in package: (\S+)\n(?:.*\n)*?\s*authenticode sha256: (\w+)",
-                             text):
-        found[block.group(1).rsplit("/", 1)[-1]] = block.group(2)
-    return found
+    """``path in package`` basename -> ``authenticode sha256`` of Debian's signed binaries."""
+    binaries = json.loads((vectors / "secureboot" / "debian-binaries.json").read_text())
+    return {
+        entry["path"].rsplit("/", 1)[-1]: entry["authenticode_sha256"]
+        for entry in binaries
+        if entry["authenticode_sha256"]
+    }
 
 
 def _image(trailer: bytes = b"") -> bytes:

@@ -20,7 +20,7 @@ from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.boot.esp_files import EspFiles
 from cvm.guest.boot.firmware import DEFAULT_LOADER, Firmware, FirmwareSettings, GptDisk
 from cvm.guest.boot.grub import BootRequest, Grub
-from cvm.guest.boot.kernel import StubOptions, start_kernel
+from cvm.guest.boot.kernel import StubOptions, measures_load_options, start_kernel
 from cvm.guest.boot.measured_boot import MeasuredBoot
 from cvm.guest.boot.pcr_bank import PcrBank, SoftwarePcrBank
 from cvm.guest.boot.shim import Shim
@@ -73,8 +73,8 @@ class BootChain:
         if kind == "uki":
             contents = measure_uki(boot, first)
             request = BootRequest(contents.kernel, self.loader, contents.cmdline, contents.initrd)
-            options = StubOptions(initrd_via_load_file2=True,
-                                  measure_load_options=self.stub.measure_load_options)
+            options = StubOptions(initrd_via_load_file2=True, measure_load_options=(
+                self.stub.measure_load_options or measures_load_options(contents.kernel)))
         elif kind in ("shim", "grub"):
             shim = None
             grub_image = first

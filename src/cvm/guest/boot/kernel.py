@@ -27,6 +27,16 @@ INITRD_EVENT = TaggedEvent(LINUX_INITRD_EVENT_TAG_ID, b"Linux initrd\0")
 LOAD_OPTIONS_EVENT = TaggedEvent(LINUX_LOAD_OPTIONS_EVENT_TAG_ID, b"LOADED_IMAGE::LoadOptions\0")
 
 
+def measures_load_options(kernel: bytes) -> bool:
+    """Whether this kernel's EFI stub measures its LoadOptions when it is started by LoadImage.
+
+    The stub logs the event with the text ``LOADED_IMAGE::LoadOptions``, which lies in the
+    uncompressed stub of every kernel that measures it and in no other: the kernel's own bytes
+    decide, not a guess from its version.
+    """
+    return LOAD_OPTIONS_EVENT.data.rstrip(b"\0") in kernel
+
+
 @dataclass(frozen=True)
 class StubOptions:
     """How the kernel was started: which of its inputs the stub itself measures."""
