@@ -20,7 +20,7 @@ from typing import Any
 import typer
 
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
-from cvm.errors import UsageError
+from cvm.errors import FormatError, UsageError
 from cvm.formats.pe.image import PeImage
 from cvm.image.bundle import ImageSpec, build_image, load_manifest, parse_modes
 from cvm.image.keys import KeyPair, OwnerKeys
@@ -156,7 +156,10 @@ def _build_qemu(out: Path, chain: str, srk_public: Path | None, profile: str,
             data = srk_public.read_bytes()
         except OSError:
             raise UsageError(f"--srk-public: cannot read {srk_public}") from None
-        srk = Public.from_bytes(parse_tpm2b(data, f"{srk_public} (TPM2B_PUBLIC)"))
+        try:
+            srk = Public.from_bytes(parse_tpm2b(data, "TPM2B_PUBLIC"))
+        except FormatError as error:
+            raise FormatError(f"--srk-public {srk_public}: {error}") from None
     spec = QemuTargetSpec(chain, profile_named(profile), srk)
     spec.check()
     inputs = BootInputs.fetch(cache or default_cache(), with_stub=chain == "uki")
