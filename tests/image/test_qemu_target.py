@@ -206,3 +206,39 @@ def test_an_srk_that_is_not_a_tpm2b_public_is_refused(tmp_path: Path,
 
 def test_an_existing_image_is_not_overwritten(built: Path) -> None:
     assert execute(["image", "build", str(built), "--target", "qemu"]) == 64
+
+
+@pytest.fixture(scope="session")
+def built_uki(tmp_path_factory: pytest.TempPathFactory, boot_inputs: BootInputs,
+              srk: Path) -> Path:
+    out = tmp_path_factory.mktemp("qemu-uki") / "img"
+    key = Public.from_bytes(parse_tpm2b(srk.read_bytes(), "srk"))
+    build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35-nodefaults"], key), boot_inputs,
+                     os.urandom)
+    return out
+
+
+def test_the_owners_uki_is_signed_for_the_owners_varstore_only(
+    built_uki: Path, require_tool: Callable[[str], str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import subprocess
+
+    from cvm.image.qemu_target import ESP_FIRST_LBA, MS_VARS
+
+    manifest = json.loads((built_uki / MANIFEST).read_text())
+    assert manifest["esp"] == ["/EFI/BOOT/BOOTX64.EFI"] and manifest["sealed"]["pcrs"] == [4, 7, 11]
+    uki = tmp_path / "uki.efi"
+    subprocess.run([require_tool("mcopy"), "-i",
+                    f"{built_uki / 'disk.img'}@@{ESP_FIRST_LBA * LBA_SIZE}",
+                    "::/EFI/BOOT/BOOTX64.EFI", str(uki)], check=True, capture_output=True)
+    assert execute(["sb", "verify", str(uki), "--varstore", str(built_uki / "OVMF_VARS.fd")]) == 0
+    assert execute(["sb", "verify", str(uki), "--varstore", str(MS_VARS)]) == 1
+    assert (built_uki / "owner" / "db.key").stat().st_mode & 0o077 == 0
+    capsys.readouterr()
+    assert execute(["pcr", "predict", str(built_uki / "disk.img"), "--varstore",
+                    str(built_uki / "OVMF_VARS.fd"), "--profile", "q35-nodefaults",
+                    "--json"]) == 0
+    by_cli = json.loads(capsys.readouterr().out)
+    written = json.loads((built_uki / "predicted-pcrs.json").read_text())
+    assert written["sha256"] == by_cli["sha256"] and written["sha256"]["11"] != "00" * 32
