@@ -9,6 +9,7 @@ layout is the one the test suite's cache uses, so one cache serves both.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -64,11 +65,17 @@ def fetch(cache: Path, package: str) -> Path:
     return extracted
 
 
+def _version_key(name: str) -> list[tuple[int, str]]:
+    """Numbers compare as numbers: 6.1.0-56 sorts after 6.1.0-9."""
+    return [(int(part), "") if part.isdigit() else (-1, part)
+            for part in re.split(r"(\d+)", name)]
+
+
 def kernel_package(cache: Path) -> str:
     """The kernel package: one already extracted in the cache, else the one
     ``linux-image-amd64`` depends on."""
-    present = sorted(p.name[2:] for p in cache.glob("x-linux-image-*-amd64")
-                     if (p / ".complete").exists())
+    present = sorted((p.name[2:] for p in cache.glob("x-linux-image-*-amd64")
+                      if (p / ".complete").exists()), key=_version_key)
     if present:
         return present[-1]
     done = subprocess.run([_tool("apt-cache"), "depends", KERNEL_META], capture_output=True,
