@@ -56,6 +56,9 @@ def test_the_image_loads(tmp_path: Path) -> None:
     image = QemuImage.load(_image(tmp_path / "img"))
     assert image.disk == (tmp_path / "img" / "disk.img").resolve()
     assert image.profile == "q35" and image.qemu_args == PROFILE_ARGS
+    assert image.varstore == (tmp_path / "img" / "OVMF_VARS.fd").resolve()
+    assert image.firmware == Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+    assert image.folder == tmp_path / "img"
 
 
 @pytest.mark.parametrize(("changes", "error", "words"), [
@@ -110,15 +113,19 @@ CVM-DONE
 def test_the_report_is_read_from_the_serial_console() -> None:
     report = read_report(SERIAL_OPENED)
     assert (report.outcome, report.detail) == ("opened", "CVM-WORKLOAD: data")
-    assert report.pcrs == {4: "abcdef", 7: "0123"}
+    assert report.pcrs == {4: "abcdef", 7: "0123"} and report.serial == SERIAL_OPENED
     refused = read_report("CVM-UNSEAL-FAILED ERROR: Esys_Unseal(0x99D) policy\nCVM-DONE\n")
     assert refused.outcome == "refused" and "0x99D" in refused.detail
     assert read_report("CVM-OPEN-FAILED\nCVM-DONE\n").outcome == "open-failed"
 
 
 def test_a_report_without_its_end_is_incomplete() -> None:
-    report = read_report(SERIAL_OPENED.replace("CVM-DONE", "Kernel panic"))
-    assert report.outcome == "incomplete" and "Kernel panic" in report.detail
+    text = SERIAL_OPENED.replace("CVM-DONE", "Kernel panic")
+    report = read_report(text)
+    assert report.outcome == "incomplete" and report.serial == text
+    assert report.detail == ("CVM-PCR sha256 7 0123 | CVM-ROOT-OPENED CVM-WORKLOAD: data | "
+                             "Kernel panic")
+    assert report.pcrs == {4: "abcdef", 7: "0123"}
     assert read_report("").detail == "nothing on the serial console"
 
 
