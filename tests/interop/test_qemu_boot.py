@@ -21,11 +21,9 @@ import contextlib
 import gzip
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +33,16 @@ import pytest
 from cvm.cli.main import execute
 from cvm.crypto.x509_edk2 import generate_rsa_key, issue_certificate, pem, private_key_pem
 from cvm.disk.esp import write_esp
+from cvm.formats.cpio import CpioArchive, CpioEntry
 from cvm.formats.gpt import partition_types
 from cvm.formats.gpt.header import LBA_SIZE
 from cvm.formats.gpt.partition_entry import PartitionEntry
 from cvm.formats.gpt.partition_table import PartitionTable
 from cvm.formats.pe.section_append import append_sections
-from cvm.formats.tpm2.pcr_selection import PcrSelectionList
-from cvm.formats.tpm2.public import Public
-from cvm.formats.tpm2.tpm2b import parse_tpm2b, tpm2b
-from cvm.image.offline_seal import seal_for_import
+from cvm.host.qemu import QemuImage, run_image
+from cvm.image.qemu_target import DEFAULT_WORKLOAD, SEALED_PCRS
+from cvm.image.qemu_target import GRUB_CFG as TARGET_GRUB_CFG
 from cvm.image.vm_profile import PROFILES, VmProfile
-from cvm.vtpm.policy import PolicyDigest
 from cvm.wire import Guid
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -56,7 +53,9 @@ BUSYBOX = ("busybox-static", "1:1.35.0-4+deb12u1+b1")
 SYSTEMD_STUB = ("systemd-boot-efi", "252.39-1~deb12u2")
 BOOT_TIMEOUT_S = 400
 DISK_MIB, ESP_FIRST_LBA, ESP_MIB = 64, 2048, 60
-GRUB_CFG = "set timeout=0\nlinux /vmlinuz console=ttyS0 panic=-1\ninitrd /initrd.img\nboot\n"
+# no_timer_check: under TCG on a loaded machine the kernel's IO-APIC timer check can fail and panic
+CMDLINE = "console=ttyS0 panic=-1 no_timer_check"
+GRUB_CFG = f"set timeout=0\nlinux /vmlinuz {CMDLINE}\ninitrd /initrd.img\nboot\n"
 INIT = """#!/bin/busybox sh
 /bin/busybox mkdir -p /sbin /usr/bin /usr/sbin /proc /sys
 /bin/busybox --install -s
@@ -84,26 +83,12 @@ class RealBoot:
     varstore: Path
 
 
-def _newc(files: dict[str, tuple[int, bytes]]) -> bytes:
-    """A cpio archive in the "newc" format the kernel unpacks (path -> (mode, data))."""
-    out = bytearray()
-    entries = [*files.items(), ("TRAILER!!!", (0, b""))]
-    for number, (name, (mode, data)) in enumerate(entries, start=1):
-        encoded = name.encode() + b"\0"
-        fields = (number, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
-        out += b"070701" + b"".join(b"%08X" % value for value in fields) + encoded
-        out += bytes(-len(out) % 4) + data
-        out += bytes(-len(out) % 4)
-    return bytes(out)
-
-
 def _initramfs(busybox: Path) -> bytes:
-    files = {
-        "bin": (0o040755, b""), "dev": (0o040755, b""), "proc": (0o040755, b""),
-        "sys": (0o040755, b""), "bin/busybox": (0o100755, busybox.read_bytes()),
-        "init": (0o100755, INIT.encode()),
-    }
-    return gzip.compress(_newc(files), compresslevel=1, mtime=0)
+    entries = [CpioEntry.directory(name, ino=n) for n, name in
+               enumerate(("bin", "dev", "proc", "sys"), start=1)]
+    entries += [CpioEntry.file("bin/busybox", busybox.read_bytes(), 0o755, ino=5),
+                CpioEntry.file("init", INIT.encode(), 0o755, ino=6)]
+    return gzip.compress(CpioArchive(tuple(entries)).to_bytes(), compresslevel=1, mtime=0)
 
 
 def _disk(tree: Path, out: Path, root: bytes = b"") -> None:
@@ -134,10 +119,6 @@ def _disk(tree: Path, out: Path, root: bytes = b"") -> None:
     write_esp(out, ESP_FIRST_LBA * LBA_SIZE, ESP_MIB << 20, tree)
 
 
-def _qemu_args(profile: VmProfile, disk: Path) -> list[str]:
-    return [part.replace("DISK", str(disk)) for part in profile.qemu_args.split()]
-
-
 def _new_tpm_state(state: Path, find: Callable[[str], str]) -> Path:
     state.mkdir()
     subprocess.run([find("swtpm_setup"), "--tpm2", "--tpmstate", str(state), "--pcr-banks",
@@ -145,45 +126,18 @@ def _new_tpm_state(state: Path, find: Callable[[str], str]) -> Path:
     return state
 
 
-def _run_qemu(profile: VmProfile, disk: Path, folder: Path, find: Callable[[str], str],
-              template: Path, state: Path) -> str:
-    """Boot ``disk`` once with swtpm on ``state``; the serial console's text."""
-    socket, serial = folder / "swtpm.sock", folder / "serial.log"
-    socket.unlink(missing_ok=True)
-    serial.unlink(missing_ok=True)
-    swtpm = subprocess.Popen([find("swtpm"), "socket", "--tpm2", "--tpmstate", f"dir={state}",
-                              "--ctrl", f"type=unixio,path={socket}", "--terminate"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    varstore = folder / "vars.fd"
-    shutil.copyfile(template, varstore)
-    argv = [
-        find("qemu-system-x86_64"), "-machine", "q35,smm=on,accel=tcg", "-cpu", "max",
-        "-m", "1024", "-global", "driver=cfi.pflash01,property=secure,value=on",
-        "-drive", f"if=pflash,format=raw,unit=0,file={OVMF_CODE},readonly=on",
-        "-drive", f"if=pflash,format=raw,unit=1,file={varstore}",
-        "-chardev", f"socket,id=chrtpm,path={socket}", "-tpmdev",
-        "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0",
-        "-display", "none", "-serial", f"file:{serial}", "-no-reboot", "-monitor", "none",
-        *[a for a in _qemu_args(profile, disk) if a not in ("-machine", "q35")],
-    ]
-    try:
-        for _ in range(50):
-            if socket.exists():
-                break
-            time.sleep(0.1)
-        done = subprocess.run(argv, capture_output=True, timeout=BOOT_TIMEOUT_S, check=False)
-    finally:
-        swtpm.kill()
-        swtpm.wait()
-    text = serial.read_bytes().decode("latin-1") if serial.exists() else ""
-    assert "CVM-DONE" in text, f"{profile.name}: the boot did not finish: {done.stderr[-500:]!r}"
+def _run_qemu(profile: VmProfile, disk: Path, folder: Path, template: Path, state: Path) -> str:
+    """Boot ``disk`` once with swtpm on ``state`` (cvm's qemu backend); the serial console."""
+    image = QemuImage(folder, disk, template, OVMF_CODE, profile.qemu_args, profile.name)
+    text = run_image(image, state, BOOT_TIMEOUT_S).serial
+    assert "CVM-DONE" in text, f"{profile.name}: the boot did not finish: {text[-500:]!r}"
     return text
 
 
 def _boot(profile: VmProfile, disk: Path, folder: Path, find: Callable[[str], str],
           template: Path = MS_VARS) -> RealBoot:
     state = _new_tpm_state(folder / "tpm", find)
-    text = _run_qemu(profile, disk, folder, find, template, state)
+    text = _run_qemu(profile, disk, folder, template, state)
     encoded = text.split("CVM-EVENTLOG-BEGIN", 1)[1].split("CVM-EVENTLOG-END", 1)[0]
     log = folder / "eventlog.bin"
     log.write_bytes(base64.b64decode("".join(encoded.split())))
@@ -223,7 +177,7 @@ def owner_uki_boot(tmp_path_factory: pytest.TempPathFactory, boot_tree: Path,
     (folder / "db.key").write_bytes(private_key_pem(key))
     stub = debian_package(*SYSTEMD_STUB) / "usr/lib/systemd/boot/efi/linuxx64.efi.stub"
     uki = append_sections(stub.read_bytes(), [
-        (".osrel", b"ID=cvm\n"), (".cmdline", b"console=ttyS0 panic=-1"),
+        (".osrel", b"ID=cvm\n"), (".cmdline", CMDLINE.encode()),
         (".linux", debian_boot_binaries["kernel"].read_bytes()),
         (".initrd", (boot_tree / "initrd.img").read_bytes()),
     ])
@@ -348,199 +302,68 @@ def test_the_owners_uki_chain_is_predicted_pcr_for_pcr_and_event_for_event(
     assert execute(["pcr", "diff", str(emulated), str(owner_uki_boot.log)]) == 0
 
 
-# --- the sealed root: an initramfs with tpm2-tools and cryptsetup opens it in the real boot ----
+WORKLOAD = DEFAULT_WORKLOAD
+SEALED = SEALED_PCRS["shim-grub"]
 
-SEALED_PCRS = (4, 7, 8, 9)
-TOKEN_TYPE = "cvm-tpm2-import"
-SRK_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt|noda"
-MODULES = ("virtio_pci", "virtio_blk", "dm-crypt", "ecb", "xts")  # and what they depend on
-WORKLOAD = b"CVM-WORKLOAD: the owner's data, readable only through the predicted boot\n"
-SEALED_INIT = f"""#!/bin/busybox sh
-/bin/busybox mkdir -p /sbin /usr/bin /usr/sbin /proc /sys /dev /run/cryptsetup /tmp
-/bin/busybox --install -s
-mount -t devtmpfs dev /dev
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-for m in $(cat /modules/order); do insmod /modules/$m.ko; done
-export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu DM_DISABLE_UDEV=1
-export TPM2TOOLS_TCTI=device:/dev/tpmrm0
-for i in $(seq 100); do [ -b /dev/vda2 ] && break; sleep 0.1; done
-cd /tmp
-cryptsetup token export --token-id 0 /dev/vda2 > token.json
-for f in public duplicate seed; do
-  sed -n "s/.*\\"cvm-$f\\": *\\"\\([^\\"]*\\)\\".*/\\1/p" token.json | base64 -d > $f
-done
-tpm2 createprimary -C o -g sha256 -G ecc256:aes128cfb -a '{SRK_ATTRIBUTES}' -c srk.ctx -Q
-tpm2 import -C srk.ctx -u public -i duplicate -s seed -r private -Q
-tpm2 flushcontext -t
-tpm2 load -C srk.ctx -u public -r private -c sealed.ctx -Q
-tpm2 flushcontext -t
-for p in {' '.join(map(str, SEALED_PCRS))}; do
-  echo "CVM-PCR sha256 $p $(cat /sys/class/tpm/tpm0/pcr-sha256/$p)"
-done
-echo CVM-EVENTLOG-BEGIN
-mount -t securityfs securityfs /sys/kernel/security
-base64 /sys/kernel/security/tpm0/binary_bios_measurements
-echo CVM-EVENTLOG-END
-tpm2 startauthsession --policy-session -S session.ctx
-tpm2 policypcr -S session.ctx -l sha256:{','.join(map(str, SEALED_PCRS))} -Q
-if tpm2 unseal -c sealed.ctx -p session:session.ctx -o key 2> unseal.err; then
-  cryptsetup open --key-file key /dev/vda2 root && head -c {len(WORKLOAD)} /dev/mapper/root
-else
-  echo "CVM-UNSEAL-FAILED $(cat unseal.err | tr '\\n' ' ')"
-fi
-echo CVM-DONE
-poweroff -f
-"""
+# --- the sealed root: cvm image build --target qemu, run by cvm vm run --backend qemu -------
+
+@dataclass(frozen=True)
+class SealedRun:
+    code: int
+    out: str
+    err: str
 
 
-def _libraries(binaries: list[Path], find: Callable[[str], str]) -> set[Path]:
-    """Every shared library ``binaries`` load (and the loader), as ``ldd`` resolves them."""
-    found: set[Path] = set()
-    for binary in binaries:
-        done = subprocess.run([find("ldd"), str(binary)], capture_output=True, text=True,
-                              check=True)
-        for line in done.stdout.splitlines():
-            match = re.search(r"(/\S+) \(0x", line)
-            if match:
-                found.add(Path(match.group(1)))
-    return found
-
-
-def _module_order(modules: Path) -> list[tuple[str, Path]]:
-    """MODULES and every module they depend on (the ``depends=`` of their .modinfo), each after
-    its dependencies."""
-    order: list[tuple[str, Path]] = []
-
-    def add(name: str) -> None:
-        if any(name == done for done, _ in order):
-            return
-        (path,) = modules.glob(f"*/kernel/**/{name}.ko")
-        info = path.read_bytes().split(b"depends=", 1)[1].split(b"\0", 1)[0].decode()
-        for dependency in filter(None, info.split(",")):
-            add(dependency)
-        order.append((name, path))
-
-    for name in MODULES:
-        add(name)
-    return order
-
-
-def _with_parents(files: dict[str, tuple[int, bytes]]) -> dict[str, tuple[int, bytes]]:
-    folders: dict[str, tuple[int, bytes]] = {}
-    for name in files:
-        parts = name.split("/")[:-1]
-        for depth in range(1, len(parts) + 1):
-            folders.setdefault("/".join(parts[:depth]), (0o040755, b""))
-    return {**folders, **files}
-
-
-def _sealed_initramfs(busybox: Path, kernel_root: Path, find: Callable[[str], str]) -> bytes:
-    tpm2, cryptsetup = Path(find("tpm2")), Path(find("cryptsetup"))
-    tcti = Path("/usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0")
-    files: dict[str, tuple[int, bytes]] = {
-        "bin/busybox": (0o100755, busybox.read_bytes()), "init": (0o100755, SEALED_INIT.encode()),
-        "usr/bin/tpm2": (0o100755, tpm2.read_bytes()),
-        "usr/sbin/cryptsetup": (0o100755, cryptsetup.read_bytes()),
-        "usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0": (0o100755, tcti.read_bytes()),
-    }
-    for library in _libraries([tpm2, cryptsetup, tcti], find):
-        files[str(library).lstrip("/")] = (0o100755, library.read_bytes())
-    order = _module_order(kernel_root / "lib/modules")
-    for name, path in order:
-        files[f"modules/{name}.ko"] = (0o100644, path.read_bytes())
-    files["modules/order"] = (0o100644, " ".join(name for name, _ in order).encode())
-    for folder in ("proc", "sys", "dev", "tmp", "run"):
-        files[folder] = (0o040755, b"")
-    return gzip.compress(_newc(_with_parents(files)), compresslevel=1, mtime=0)
-
-
-def _read_srk(state: Path, find: Callable[[str], str], workdir: Path,
-              free_port_pair: Callable[[], int]) -> Public:
-    """The SRK's public part, read from the TPM before the VM ever boots."""
-    port = free_port_pair()
-    server = subprocess.Popen([find("swtpm"), "socket", "--tpm2", "--tpmstate", f"dir={state}",
-                               "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
-                               "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
-                               "--flags", "startup-clear"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"TPM2TOOLS_TCTI": f"swtpm:host=127.0.0.1,port={port}", "PATH": "/usr/bin:/bin"}
-    try:
-        time.sleep(0.5)
-        for argv in (["tpm2_createprimary", "-C", "o", "-g", "sha256", "-G", "ecc256:aes128cfb",
-                      "-a", SRK_ATTRIBUTES, "-c", "srk.ctx", "-Q"],
-                     ["tpm2_readpublic", "-c", "srk.ctx", "-o", "srk.pub", "-Q"],
-                     ["tpm2_shutdown"]):
-            subprocess.run([find(argv[0]), *argv[1:]], cwd=workdir, env=env, check=True,
-                           capture_output=True, timeout=60)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    return Public.from_bytes(parse_tpm2b((workdir / "srk.pub").read_bytes(), "TPM2B_PUBLIC"))
+def _cvm(*args: str) -> SealedRun:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = execute(list(args))
+    return SealedRun(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")
-def sealed_root_boots(tmp_path_factory: pytest.TempPathFactory, boot_tree: Path,
-                      debian_boot_binaries: dict[str, Path],
-                      debian_package: Callable[[str, str], Path],
-                      require_tool: Callable[[str], str],
-                      free_port_pair: Callable[[], int]) -> tuple[str, str]:
-    """The serial output of two boots of one sealed disk: as built, then with grub.cfg edited."""
+def sealed_root_runs(tmp_path_factory: pytest.TempPathFactory,
+                     debian_boot_binaries: dict[str, Path],
+                     debian_package: Callable[[str, str], Path],
+                     require_tool: Callable[[str], str]) -> tuple[Path, SealedRun, SealedRun]:
+    """A ``--target qemu`` image sealed to a new TPM's SRK, run twice by ``cvm vm run
+    --backend qemu``: as built, then after the host edited ``grub.cfg`` on the ESP (mtools)."""
+    for tool in ("swtpm", "swtpm_setup", "tpm2_createprimary", "tpm2", "cryptsetup", "mcopy"):
+        require_tool(tool)
+    debian_package(*BUSYBOX)
+    cache = debian_boot_binaries["kernel"].parents[2]  # the tests' Debian package cache
     folder = tmp_path_factory.mktemp("sealed-root")
-    tree = folder / "esp"
-    shutil.copytree(boot_tree, tree)
-    kernel_root = debian_boot_binaries["kernel"].parents[1]
-    busybox = debian_package(*BUSYBOX) / "bin/busybox"
-    (tree / "initrd.img").write_bytes(_sealed_initramfs(busybox, kernel_root, require_tool))
-    plain, key = folder / "root.plain", folder / "root.key"
-    plain.write_bytes(WORKLOAD.ljust(1 << 20, b"\0"))
-    key.write_bytes(os.urandom(32))
-    root = folder / "root.img"
-    assert execute(["luks", "encrypt", str(plain), str(root), "--key-file", str(key),
-                    "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]) == 0
-    disk = folder / "disk.img"
-    _disk(tree, disk, root.read_bytes())
-    state = _new_tpm_state(folder / "tpm", require_tool)
-    srk = _read_srk(state, require_tool, folder, free_port_pair)
-    # the owner predicts the PCRs from the disk alone, and seals the root's key to them
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert execute(["pcr", "predict", str(disk), "--varstore", str(MS_VARS), "--profile",
-                        "q35", "--bank", "sha256", "--json"]) == 0
-    predicted = json.loads(printed.getvalue())["sha256"]
-    policy = PolicyDigest.start().pcr(PcrSelectionList.of("sha256", list(SEALED_PCRS)),
-                                      [bytes.fromhex(predicted[str(p)]) for p in SEALED_PCRS])
-    seal = seal_for_import(srk, key.read_bytes(), policy.value, os.urandom)
-    token = {
-        "type": TOKEN_TYPE, "keyslots": ["0"], "cvm-pcr-bank": "sha256",
-        "cvm-pcrs": list(SEALED_PCRS),
-        "cvm-public": base64.b64encode(tpm2b(seal.public.to_bytes())).decode(),
-        "cvm-duplicate": base64.b64encode(tpm2b(seal.duplicate)).decode(),
-        "cvm-seed": base64.b64encode(tpm2b(seal.encrypted_seed)).decode(),
-    }
-    (folder / "token.json").write_text(json.dumps(token))
-    assert execute(["luks", "token", "import", str(root), "--json-file",
-                    str(folder / "token.json")]) == 0
-    with disk.open("r+b") as handle:
-        handle.seek(DISK_MIB << 20)
-        handle.write(root.read_bytes())
-    profile = PROFILES["q35"]
-    genuine = _run_qemu(profile, disk, folder, require_tool, MS_VARS, state)
-    (folder / "genuine.txt").write_text(genuine)
-    (folder / "predicted.json").write_text(json.dumps(predicted))
-    cfg = tree / "EFI/debian/grub.cfg"
-    cfg.write_text(cfg.read_text().replace("panic=-1", "panic=-1 init=/bin/sh"))
-    write_esp(disk, ESP_FIRST_LBA * LBA_SIZE, ESP_MIB << 20, tree)
-    edited = _run_qemu(profile, disk, folder, require_tool, MS_VARS, state)
-    return genuine, edited
+    state, image = folder / "tpm", folder / "image"
+    assert _cvm("vm", "tpm-setup", str(state)).code == 0
+    built = _cvm("image", "build", str(image), "--target", "qemu", "--chain", "shim-grub",
+                 "--profile", "q35", "--srk-public", str(state / "srk.pub"), "--cache",
+                 str(cache), "--json")
+    assert built.code == 0, built.err
+    genuine = _cvm("vm", "run", str(image), "--backend", "qemu", "--tpm-state", str(state),
+                   "--json")
+    cfg = folder / "grub.cfg"
+    cfg.write_text(TARGET_GRUB_CFG.replace("panic=-1", "panic=-1 init=/bin/sh"))
+    subprocess.run([require_tool("mcopy"), "-o", "-i",
+                    f"{image / 'disk.img'}@@{ESP_FIRST_LBA * LBA_SIZE}", str(cfg),
+                    "::/EFI/debian/grub.cfg"], check=True, capture_output=True)
+    edited = _cvm("vm", "run", str(image), "--backend", "qemu", "--tpm-state", str(state),
+                  "--json")
+    return image, genuine, edited
 
 
 def test_the_sealed_root_opens_in_the_real_boot_and_not_after_an_esp_edit(
-    sealed_root_boots: tuple[str, str]
+    sealed_root_runs: tuple[Path, SealedRun, SealedRun]
 ) -> None:
-    genuine, edited = sealed_root_boots
-    assert WORKLOAD.decode().strip() in genuine
-    assert "CVM-UNSEAL-FAILED" not in genuine
-    assert "CVM-UNSEAL-FAILED" in edited
-    assert "0x99d" in edited.lower() or "policy" in edited.lower()
-    assert WORKLOAD.decode().strip() not in edited
+    image, genuine, edited = sealed_root_runs
+    assert genuine.code == 0, genuine.err
+    report = json.loads(genuine.out)
+    assert report["outcome"] == "opened"
+    assert report["detail"] == WORKLOAD.decode().strip()
+    predicted = json.loads((image / "predicted-pcrs.json").read_text())["sha256"]
+    assert report["pcrs_sha256"] == {str(p): predicted[str(p)] for p in SEALED}
+    assert edited.code == 68, edited.err  # the emulated backend's code for a refused unseal
+    assert "the TPM refused to unseal" in edited.err and "0x99d" in edited.err.lower()
+    refused = json.loads(edited.out)
+    assert refused["outcome"] == "refused"
+    assert refused["pcrs_sha256"]["8"] != predicted["8"]  # grub.cfg is measured into PCR 8
+    assert WORKLOAD.decode().strip() not in edited.out

@@ -1,10 +1,13 @@
 """``cvm image``: the owner builds a confidential VM image, and inspects one.
 
-``build OUT [--chain uki|shim-grub] [--mode plain|sev|sev-es|sev-snp|all|LIST] [--seal
-pcrs|signed|both] [--sb-key K --sb-cert C | --keys OWNER_DIR] [--kernel F] [--dbx HEX]...
+``build OUT [--target emulated|qemu] [--chain uki|shim-grub]
+[--mode plain|sev|sev-es|sev-snp|all|LIST] [--seal pcrs|signed|both]
+[--sb-key K --sb-cert C | --keys OWNER_DIR] [--kernel F] [--dbx HEX]...
 [--vcpus N] [--vcpu-type NAME] [--seed N] [--kdf-cost default|fast] [--force] [--json]``
 writes the bundle OUT (docs/image-bundle.md): disk, firmware, sealed vTPM state, reference
-values, and the owner's secrets in OUT/owner.
+values, and the owner's secrets in OUT/owner. ``--target qemu [--chain shim-grub|uki]
+[--srk-public SRK.pub] [--profile q35...] [--cache DIR]`` writes an image the real QEMU + OVMF +
+TPM boots instead (:mod:`cvm.image.qemu_target`).
 ``show OUT [--json]`` reads the manifest and the reference values back, strictly.
 """
 
@@ -17,7 +20,7 @@ from typing import Any
 import typer
 
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
-from cvm.errors import UsageError
+from cvm.errors import FormatError, UsageError
 from cvm.formats.pe.image import PeImage
 from cvm.image.bundle import ImageSpec, build_image, load_manifest, parse_modes
 from cvm.image.keys import KeyPair, OwnerKeys
@@ -62,9 +65,22 @@ def build(
                                  help="Recovery keyslot KDF: default (cryptsetup's argon2id) "
                                       "or fast (PBKDF2, 1000 iterations; demos, tests)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing bundle in OUT."),
+    target: str = typer.Option("emulated", "--target",
+                               help="emulated (cvm's machine) or qemu (real QEMU + OVMF + TPM)."),
+    srk_public: Path = typer.Option(None, "--srk-public",
+                                    help="qemu: the target TPM's SRK (TPM2B_PUBLIC) to seal to."),
+    profile: str = typer.Option("q35", "--profile", help="qemu: the VM profile (device set)."),
+    cache: Path = typer.Option(None, "--cache",
+                               help="qemu: the Debian package cache (default under "
+                                    "XDG_CACHE_HOME)."),
     as_json: bool = AS_JSON,
 ) -> None:
     """Build the image bundle OUT: disk, firmware, sealed vTPM state, reference values."""
+    if target == "qemu":
+        _build_qemu(out, chain, srk_public, profile, cache, force, as_json)
+        return
+    if target != "emulated":
+        raise UsageError(f"--target {target!r}: emulated or qemu")
     if (out / "image.json").exists() and not force:
         raise UsageError(f"{out} already holds an image bundle; give --force to overwrite it")
     db = _db_pair(sb_key, sb_cert)
@@ -120,6 +136,44 @@ def build(
     kdf = manifest["kdf"]["recovery_keyslot"]
     typer.echo(f"  recovery keyslot KDF: {kdf.get('type')} ({manifest['kdf']['cost']})")
     typer.echo(f"  owner secrets in {out / 'owner'} — keep them; never give them to the host")
+
+
+def _build_qemu(out: Path, chain: str, srk_public: Path | None, profile: str,
+                cache: Path | None, force: bool, as_json: bool) -> None:
+    import os
+
+    from cvm.formats.tpm2.public import Public
+    from cvm.formats.tpm2.tpm2b import parse_tpm2b
+    from cvm.image.debian_packages import BootInputs, default_cache
+    from cvm.image.qemu_target import MANIFEST, QemuTargetSpec, build_qemu_image
+    from cvm.image.vm_profile import profile_named
+
+    if (out / MANIFEST).exists() and not force:
+        raise UsageError(f"{out} already holds a qemu image; give --force to overwrite it")
+    srk = None
+    if srk_public is not None:
+        try:
+            data = srk_public.read_bytes()
+        except OSError:
+            raise UsageError(f"--srk-public: cannot read {srk_public}") from None
+        try:
+            srk = Public.from_bytes(parse_tpm2b(data, "TPM2B_PUBLIC"))
+        except FormatError as error:
+            raise FormatError(f"--srk-public {srk_public}: {error}") from None
+    spec = QemuTargetSpec(chain, profile_named(profile), srk)
+    spec.check()
+    inputs = BootInputs.fetch(cache or default_cache(), with_stub=chain == "uki")
+    manifest = build_qemu_image(out, spec, inputs, os.urandom)
+    if as_json:
+        typer.echo(json.dumps({"out": str(out), "manifest": manifest}, indent=1))
+        return
+    sealed = manifest["sealed"]
+    typer.echo(f"built {out} (qemu, {chain}, profile {manifest['profile']})")
+    typer.echo(f"  ESP: {', '.join(manifest['esp'])}")
+    typer.echo("  root: LUKS2, " + (f"key sealed to the SRK under sha256 PCR {sealed['pcrs']} "
+                                    "(token 0)" if sealed else "no TPM seal (no --srk-public)"))
+    typer.echo(f"  predicted PCRs in {out / manifest['predicted']}; the root key in "
+               f"{out / 'owner'} — never give it to the host")
 
 
 def _summary(out: Path) -> dict[str, Any]:

@@ -1,0 +1,223 @@
+"""``cvm image build OUT --target qemu``: an image the real stack boots (QEMU + OVMF + a TPM).
+
+The disk is a GPT disk: the ESP in the clear (FAT32) and the LUKS2 root, pre-encrypted. Two
+boot chains (docs/image-bundle.md, "The QEMU target"):
+
+* ``shim-grub`` — the distribution's keys: Debian's Microsoft-signed shim, Debian-signed GRUB
+  and kernel, a ``grub.cfg``; the varstore is Debian's ``OVMF_VARS_4M.ms.fd`` as shipped;
+* ``uki`` — the owner's keys: a UKI of systemd's EFI stub, the kernel and the initramfs,
+  signed with the owner's db key; the varstore enrolls the owner's PK, KEK and db.
+
+The initramfs (:mod:`cvm.image.qemu_initramfs`) unseals the root's key in the VM's TPM. The
+PCRs are predicted from the disk as written, for the VM profile (:mod:`cvm.image.vm_profile`),
+and — given the target TPM's storage root key (``--srk-public``, a TPM2B_PUBLIC as
+``tpm2_readpublic -o`` writes it) — the root's key is sealed offline to that TPM under the
+predicted PCRs (:mod:`cvm.image.offline_seal`) in LUKS2 token 0. Without an SRK the root opens
+only with the owner's key (``owner/root.key``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cvm.disk.conversion import encrypt_image
+from cvm.disk.esp import write_esp
+from cvm.disk.keyslot import KdfSpec
+from cvm.disk.storage import FileStorage
+from cvm.disk.volume import Luks2Volume
+from cvm.errors import UsageError
+from cvm.formats.gpt import partition_types
+from cvm.formats.gpt.header import LBA_SIZE
+from cvm.formats.gpt.partition_entry import PartitionEntry
+from cvm.formats.gpt.partition_table import PartitionTable
+from cvm.formats.pe.section_append import append_sections
+from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.formats.tpm2.public import Public
+from cvm.formats.tpm2.tpm2b import tpm2b
+from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.chain import BootChain
+from cvm.guest.boot.esp_files import EspFiles
+from cvm.guest.boot.firmware import DEFAULT_LOADER, GptDisk
+from cvm.image.debian_packages import BootInputs
+from cvm.image.keys import OwnerKeys
+from cvm.image.offline_seal import seal_for_import
+from cvm.image.pcr_prediction import predict
+from cvm.image.pcr_report import pcr_report
+from cvm.image.qemu_initramfs import TOKEN_TYPE, sealed_initramfs
+from cvm.image.vm_profile import VmProfile
+from cvm.vtpm.policy import PolicyDigest
+from cvm.wire import Guid
+
+SCHEMA = "cvm-qemu-image/1"
+MANIFEST = "qemu-image.json"
+MS_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+CHAINS = ("shim-grub", "uki")
+SEALED_PCRS = {"shim-grub": (4, 7, 8, 9), "uki": (4, 7, 11)}
+# no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can fail (panic)
+CMDLINE = "console=ttyS0 panic=-1 no_timer_check"
+GRUB_CFG = f"set timeout=0\nlinux /vmlinuz {CMDLINE}\ninitrd /initrd.img\nboot\n"
+DEFAULT_WORKLOAD = b"CVM-WORKLOAD: the owner's data, readable only through the predicted boot\n"
+ROOT_KEY_SIZE = 32
+# The root's keyslot holds a 256-bit random key, not a passphrase: a slow KDF adds nothing and
+# would cost the TCG guest minutes.
+ROOT_KDF = KdfSpec("pbkdf2", iterations=1000)
+DISK_MIB, ESP_FIRST_LBA, ESP_MIB, ROOT_PLAIN_MIB = 64, 2048, 60, 1
+DISK_GUID = Guid.parse("7e5a1b3c-2d4f-4a6b-8c9d-0e1f2a3b4c5d")
+ESP_GUID = Guid.parse("1c2b3a49-5867-4e8d-9a0b-c1d2e3f40516")
+ROOT_GUID = Guid.parse("2d3c4b5a-6978-4f8e-9a0b-c1d2e3f40517")
+
+
+@dataclass(frozen=True)
+class QemuTargetSpec:
+    chain: str
+    profile: VmProfile
+    srk: Public | None = None
+    workload: bytes = DEFAULT_WORKLOAD
+
+    def check(self) -> None:
+        if self.chain not in CHAINS:
+            raise UsageError(f"--chain {self.chain!r}: the qemu target builds "
+                             f"{' or '.join(CHAINS)}")
+        if not self.workload or len(self.workload) > ROOT_PLAIN_MIB << 20:
+            raise UsageError("the workload must be 1 byte to 1 MiB")
+
+
+def esp_tree(chain: str, inputs: BootInputs, initrd: bytes,
+             keys: OwnerKeys | None) -> dict[str, bytes]:
+    """The ESP's files (path -> contents) for ``chain``."""
+    if chain == "shim-grub":
+        return {"EFI/BOOT/BOOTX64.EFI": inputs.shim, "EFI/BOOT/grubx64.efi": inputs.grub,
+                "EFI/debian/grub.cfg": GRUB_CFG.encode(), "vmlinuz": inputs.kernel,
+                "initrd.img": initrd}
+    if inputs.stub is None or keys is None:
+        raise UsageError("the uki chain needs systemd's EFI stub and the owner's keys")
+    uki = append_sections(inputs.stub, [(".osrel", b"ID=cvm\n"), (".cmdline", CMDLINE.encode()),
+                                        (".linux", inputs.kernel), (".initrd", initrd)])
+    return {"EFI/BOOT/BOOTX64.EFI": keys.sign_db(uki)}
+
+
+def write_disk(out: Path, tree: Path, root: bytes) -> None:
+    """A GPT disk: p1 the ESP holding ``tree``, p2 the LUKS2 ``root``."""
+    root_mib = -(-len(root) // (1 << 20))
+    size = (DISK_MIB + root_mib + 1) << 20  # + room for the backup GPT
+    with out.open("wb") as handle:
+        handle.truncate(size)
+    first = (DISK_MIB << 20) // LBA_SIZE
+    entries = [
+        PartitionEntry(partition_types.ESP, ESP_GUID, ESP_FIRST_LBA,
+                       ESP_FIRST_LBA + (ESP_MIB << 20) // LBA_SIZE - 1,
+                       name="EFI System Partition"),
+        PartitionEntry(partition_types.LINUX_DATA, ROOT_GUID, first,
+                       first + (root_mib << 20) // LBA_SIZE - 1, name="root"),
+    ]
+    table = PartitionTable.create(size // LBA_SIZE, entries, DISK_GUID)
+    with out.open("r+b") as handle:
+        for offset, data in table.blocks():
+            handle.seek(offset)
+            handle.write(data)
+        handle.seek(DISK_MIB << 20)
+        handle.write(root)
+    write_esp(out, ESP_FIRST_LBA * LBA_SIZE, ESP_MIB << 20, tree)
+
+
+def predict_disk(disk: Path, files: dict[str, bytes], varstore: Varstore,
+                 profile: VmProfile) -> dict[str, Any]:
+    """The PCRs of booting ``disk`` in ``profile`` (both banks; unknown ones with a reason) —
+    the document ``cvm pcr predict --json`` prints."""
+    with disk.open("rb") as handle:
+        gpt = GptDisk.from_disk(handle.read(1 << 20), 1)
+    esp = EspFiles({"/" + path: data for path, data in files.items()})
+    chain = BootChain(esp, profile.with_boot_options(varstore), gpt, profile.settings(),
+                      DEFAULT_LOADER)
+    banks = ("sha1", "sha256")
+    statuses = pcr_report(predict(chain, banks), profile, None)
+    document: dict[str, Any] = {
+        bank: {str(s.pcr): None if s.values is None else s.values[bank].hex() for s in statuses}
+        for bank in banks
+    }
+    document["profile"] = profile.name
+    document["unknown"] = {str(s.pcr): {"reason": s.reason, "settle": s.settle}
+                           for s in statuses if s.values is None}
+    return document
+
+
+def seal_token(srk: Public, key: bytes, pcrs: tuple[int, ...], predicted: dict[str, Any],
+               random: Callable[[int], bytes]) -> dict[str, Any]:
+    """The LUKS2 token: ``key`` sealed for the TPM of ``srk`` under the predicted ``pcrs``."""
+    values = predicted["sha256"]
+    unknown = [p for p in pcrs if values.get(str(p)) is None]
+    if unknown:
+        raise UsageError(f"cannot seal to PCR {unknown}: cvm cannot predict them for this image")
+    policy = PolicyDigest.start().pcr(PcrSelectionList.of("sha256", list(pcrs)),
+                                      [bytes.fromhex(values[str(p)]) for p in pcrs])
+    seal = seal_for_import(srk, key, policy.value, random)
+    return {
+        "type": TOKEN_TYPE, "keyslots": ["0"], "cvm-pcr-bank": "sha256", "cvm-pcrs": list(pcrs),
+        "cvm-public": base64.b64encode(tpm2b(seal.public.to_bytes())).decode(),
+        "cvm-duplicate": base64.b64encode(tpm2b(seal.duplicate)).decode(),
+        "cvm-seed": base64.b64encode(tpm2b(seal.encrypted_seed)).decode(),
+    }
+
+
+def build_qemu_image(out: Path, spec: QemuTargetSpec, inputs: BootInputs,
+                     random: Callable[[int], bytes]) -> dict[str, Any]:
+    """Write the image into ``out`` (see the module docstring); returns its manifest."""
+    spec.check()
+    out.mkdir(parents=True, exist_ok=True)
+    owner = out / "owner"
+    owner.mkdir(exist_ok=True)
+    pcrs = SEALED_PCRS[spec.chain]
+    keys = None
+    if spec.chain == "uki":
+        keys = OwnerKeys.generate(random, vendor=False, pcr_policy=False)
+        keys.save(owner)
+        varstore = keys.varstore()
+    else:
+        try:
+            varstore = Varstore.parse(MS_VARS.read_bytes())
+        except OSError:
+            raise UsageError(f"{MS_VARS} is missing (Debian's package ovmf)") from None
+    (out / "OVMF_VARS.fd").write_bytes(varstore.to_bytes())
+    files = esp_tree(spec.chain, inputs, sealed_initramfs(inputs.busybox, inputs.modules, pcrs),
+                     keys)
+    key = random(ROOT_KEY_SIZE)
+    key_file = owner / "root.key"
+    key_file.write_bytes(key)
+    key_file.chmod(0o600)
+    with tempfile.TemporaryDirectory(prefix="cvm-qemu-") as scratch:
+        work = Path(scratch)
+        for path, data in files.items():
+            (work / "esp" / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / "esp" / path).write_bytes(data)
+        (work / "root.plain").write_bytes(spec.workload.ljust(ROOT_PLAIN_MIB << 20, b"\0"))
+        encrypt_image(work / "root.plain", work / "root.img", key, ROOT_KDF)
+        disk = out / "disk.img"
+        write_disk(disk, work / "esp", (work / "root.img").read_bytes())
+        predicted = predict_disk(disk, files, varstore, spec.profile)
+        token = None
+        if spec.srk is not None:
+            token = seal_token(spec.srk, key, pcrs, predicted, random)
+            with FileStorage(work / "root.img") as storage:
+                Luks2Volume.open(storage).add_token(token, 0)
+            with disk.open("r+b") as handle:
+                handle.seek(DISK_MIB << 20)
+                handle.write((work / "root.img").read_bytes())
+        shutil.rmtree(work / "esp")
+    (out / "predicted-pcrs.json").write_text(json.dumps(predicted, indent=1) + "\n")
+    manifest: dict[str, Any] = {
+        "schema": SCHEMA, "chain": spec.chain, "profile": spec.profile.name,
+        "qemu_args": spec.profile.qemu_args, "disk": "disk.img", "varstore": "OVMF_VARS.fd",
+        "firmware": str(OVMF_CODE), "predicted": "predicted-pcrs.json",
+        "esp": sorted("/" + p for p in files),
+        "sealed": None if token is None else {"token": 0, "bank": "sha256", "pcrs": list(pcrs)},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
