@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from cvm.crypto.drbg import SeededRandom
 from cvm.image.bundle import ImageSpec, build_image
 
 ALL_MODES = ("plain", "sev", "sev-es", "sev-snp")
 
 
 def _seeded(seed: bytes) -> Callable[[int], bytes]:
-    counter = 0
-
-    def take(size: int) -> bytes:
-        nonlocal counter
-        out = b""
-        while len(out) < size:
-            counter += 1
-            out += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
-        return out[:size]
-
-    return take
+    return SeededRandom(seed)
 
 
 @pytest.fixture(scope="session")

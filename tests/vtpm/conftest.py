@@ -3,12 +3,12 @@ an SEV-SNP platform (machine, PSP, host) that launches guests for the SVSM tests
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 import pytest
 
 from cvm.amd.kds import ChipFuses
+from cvm.crypto.drbg import SeededRandom
 from cvm.formats.ovmf.image import build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.guest.tpm.client import TpmClient
@@ -30,17 +30,7 @@ class FakeClock:
 
 
 def seeded_random(seed: bytes) -> Callable[[int], bytes]:
-    counter = 0
-
-    def take(size: int) -> bytes:
-        nonlocal counter
-        out = b""
-        while len(out) < size:
-            counter += 1
-            out += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
-        return out[:size]
-
-    return take
+    return SeededRandom(seed)
 
 
 @pytest.fixture

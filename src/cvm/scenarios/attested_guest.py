@@ -11,7 +11,6 @@ host's changes (other firmware, more vCPUs, another UKI or varstore), so tests, 
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +19,7 @@ from typing import Any
 from cvm.amd import DEFAULT_SEED
 from cvm.amd.authority import EmulatedRoot
 from cvm.amd.pki import Vendor
+from cvm.crypto.drbg import SeededRandom
 from cvm.crypto.jose import KeyPair
 from cvm.formats.kbs.evidence import CvmEvidence
 from cvm.formats.ovmf.image import OvmfImage, build_image
@@ -171,18 +171,8 @@ def reference_json(owner: Owner, minimum_tcb: TcbVersion = CURRENT_TCB,
 
 
 def seeded_random(seed: bytes) -> Callable[[int], bytes]:
-    """Reproducible randomness for emulated machines (SHA-256 in counter mode)."""
-    counter = 0
-
-    def take(size: int) -> bytes:
-        nonlocal counter
-        out = b""
-        while len(out) < size:
-            counter += 1
-            out += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
-        return out[:size]
-
-    return take
+    """Reproducible randomness for emulated machines (:class:`cvm.crypto.drbg.SeededRandom`)."""
+    return SeededRandom(seed)
 
 
 def emulated_owner(issued: datetime, seed: bytes = b"cvm attested guests",
