@@ -62,6 +62,8 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     short.write_bytes(b"123")
     assert execute(["tpm", "policy", "pcr", "--pcrs", "7", "--pcr-values", str(short)]) == 65
     assert execute(["tpm", "policy", "pcr", "--pcrs", "x", "--pcr-values", str(short)]) == 64
+    assert execute(["tpm", "policy", "pcr", "--bank", "md5", "--pcrs", "7", "--pcr-values",
+                    str(short)]) == 64  # an unknown bank is a usage error, not bad data
     assert execute(["tpm", "inspect", str(short)]) == 65
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("cvm: error:") == 3

@@ -56,7 +56,17 @@ policy_app = typer.Typer(help="Compute policy digests offline (equal to tpm2_pol
                          no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
-BANK = typer.Option("sha256", "--bank", help="PCR bank: sha1, sha256 or sha384.")
+def _bank(name: str) -> str:
+    """A PCR bank name the TPM knows; anything else is a usage error (64), not bad data."""
+    try:
+        hash_alg(name)
+    except FormatError:
+        raise typer.BadParameter(f"{name!r} is not a PCR bank (sha1, sha256 or sha384)") from None
+    return name
+
+
+BANK = typer.Option("sha256", "--bank", help="PCR bank: sha1, sha256 or sha384.",
+                    callback=_bank)
 PCRS = typer.Option(..., "--pcrs", help="Comma-separated PCR indices, e.g. 0,7.")
 PCR_VALUES = typer.Option(None, "--pcr-values", help="Raw PCR values in selection order.")
 FROM_LOG = typer.Option(None, "--from-eventlog", help="TCG event log to predict PCRs from.")
