@@ -208,7 +208,7 @@ def test_state_under_a_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     key.write_bytes(b"short")
     assert execute([*serve, "--key-file", str(key)]) == 65
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("cvm: error:") == 4
+    assert "Traceback" not in err and err.count("cvm: error:") == 3
     assert "sealed under key" in err and "give --key-file" in err
     assert "32 raw bytes or 64 hex digits" in err
     assert execute(["tpm", "manufacture", str(tmp_path / "x"), "--keyring",
