@@ -77,10 +77,7 @@ class Authorization:
     clock: Callable[[], float]
     changed: bool
     on_da_used: Callable[[], None] | None
-
-    def now_ms(self) -> int:
-        """The TPM clock in milliseconds (the engine defines it)."""
-        raise NotImplementedError
+    now_ms: Callable[[], int]  # the TPM clock in milliseconds, defined by the engine
 
     def mark_changed(self) -> None:
         """Note that the non-volatile state changed (its owner persists it)."""
