@@ -39,6 +39,7 @@ import httpx
 
 from cvm.amd import DEFAULT_SEED
 from cvm.amd.pki import Vendor
+from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
 from cvm.attestation.kbs.client import KbsClient
 from cvm.attestation.verifier.composite import appraise
 from cvm.attestation.verifier.reference import ReferenceDocument
@@ -53,7 +54,10 @@ SECRET_PATH = "bench/disk/key"
 
 
 def _owner(image: OwnerImage) -> Any:
-    vendor = Vendor("Milan", DEFAULT_SEED, clock=lambda: ISSUED)
+    """The owner and its chips, on the emulated AMD root of the benchmark's own data home (the
+    broker's ``--trust emulated`` trusts that root)."""
+    root = RootStore.for_workspace(DEFAULT_WORKSPACE).root("Milan", create=True)
+    vendor = Vendor("Milan", DEFAULT_SEED, clock=lambda: ISSUED, root=root)
     return build_owner(vendor, seeded_random(b"cvm kbs benchmark"), image)
 
 
@@ -132,11 +136,12 @@ def _bare_appraisal_us(owner: Any, seconds: float) -> float:
 
 def run(db: str | None, workers: int, processes: int, clients: int, round_trips: int,
         seconds: float) -> dict[str, Any]:
+    scratch = tempfile.TemporaryDirectory(prefix="cvm-kbs-bench-")
+    folder = Path(scratch.name)
+    os.environ["XDG_DATA_HOME"] = str(folder / "data")  # inherited by the broker and clients
     image = build_owner_image()
     owner = _owner(image)
     bare_us = _bare_appraisal_us(owner, seconds)
-    scratch = tempfile.TemporaryDirectory(prefix="cvm-kbs-bench-")
-    folder = Path(scratch.name)
     url_db = db or f"sqlite:///{folder / 'kbs.db'}"
     port = 18000 + os.getpid() % 2000
     server = subprocess.Popen(

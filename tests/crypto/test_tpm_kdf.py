@@ -64,3 +64,12 @@ def test_seed_derived_keys_are_deterministic() -> None:
     second = ecc_from_seed("p256", b"s" * 32, b"other")
     assert ecdh_x("p256", first, ecc_point("p256", second)) == ecdh_x(
         "p256", second, ecc_point("p256", first))
+
+
+def test_rsa_from_seed_is_pinned() -> None:
+    """The derived primes do not depend on how candidates are screened (known answer: the
+    sieve only skips values with small factors, it never changes which value is found)."""
+    n, p = rsa_from_seed(b"s" * 32, b"ctx", 2048, 0)
+    assert hashlib.sha256(n).hexdigest() == (
+        "676fd248728cc71558c3f3fd8de49d7e94c0d8c86177849ac5b813d6f342003c")
+    assert int.from_bytes(n, "big") % int.from_bytes(p, "big") == 0

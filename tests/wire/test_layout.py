@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cvm.errors import FormatError, InternalError, UsageError
-from cvm.wire import Guid, Layout, Reader, Writer, raw, reserved, u8, u16, u32
+from cvm.wire import Guid, Layout, Reader, Writer, raw, reserved, u8, u16, u32, u64
+from cvm.wire.layout import Field
 
 DEMO = Layout(
     "DEMO", 0x10, [u32("magic", 0x0), u16("version", 0x4), reserved(0x6, 2), raw("id", 0x8, 8)]
@@ -61,3 +62,52 @@ def test_guid_mixed_endian() -> None:
     assert Guid.from_bytes(guid.to_bytes()) == guid
     with pytest.raises(FormatError):
         Guid.parse("nope")
+
+
+WIDE = Layout("WIDE", 0x20, [u8("a", 0), reserved(1, 1), u16("b", 2), u32("c", 4),
+                             u64("d", 8), raw("e", 0x10, 8), reserved(0x18, 8)], "big")
+ODD = Layout("ODD", 8, [u8("a", 0), Field("b", 1, 3, "uint"), u32("c", 4)])
+
+
+@given(st.integers(0, 255), st.integers(0, 2**16 - 1), st.integers(0, 2**32 - 1),
+       st.integers(0, 2**64 - 1), st.binary(min_size=8, max_size=8))
+def test_the_struct_path_equals_the_field_path(a: int, b: int, c: int, d: int,
+                                               e: bytes) -> None:
+    """pack/unpack through the compiled struct give exactly the field-by-field bytes and
+    values, in both byte orders."""
+    values = {"a": a, "b": b, "c": c, "d": d, "e": e}
+    packed = WIDE.pack(values)
+    assert packed == WIDE._pack_fields(values)
+    assert WIDE.unpack(packed) == WIDE._unpack_fields(packed) == values
+    assert packed[2:4] == b.to_bytes(2, "big")
+
+
+def test_the_struct_path_refuses_what_the_field_path_refuses() -> None:
+    base = {"a": 1, "b": 2, "c": 3, "d": 4, "e": bytes(8)}
+    for change, message in (({"a": True}, "a: expected an integer"),
+                            ({"a": 256}, "a: 256 does not fit in 1 bytes"),
+                            ({"d": -1}, "d: -1 does not fit"),
+                            ({"e": bytes(9)}, "e: expected 8 bytes"),
+                            ({"e": "x" * 8}, "e: expected 8 bytes")):
+        with pytest.raises(UsageError, match=message):
+            WIDE.pack({**base, **change})  # type: ignore[dict-item]
+    with pytest.raises(InternalError, match="no value for field d"):
+        WIDE.pack({k: v for k, v in base.items() if k != "d"})
+    with pytest.raises(InternalError, match=r"unknown fields \['f'\]"):
+        WIDE.pack({**base, "f": 0})
+    with pytest.raises(InternalError, match="no value for field e"):
+        WIDE.pack({**{k: v for k, v in base.items() if k != "e"}, "f": 0})
+    assert WIDE.pack({**base, "e": bytearray(8)}) == WIDE.pack(base)  # the field path's rule
+    packed = bytearray(WIDE.pack(base))
+    for offset in (1, 0x1F):
+        bad = bytearray(packed)
+        bad[offset] = 1
+        with pytest.raises(FormatError, match="reserved bytes"):
+            WIDE.unpack(bytes(bad))
+
+
+def test_a_layout_with_other_integer_widths_uses_the_field_path() -> None:
+    values = {"a": 1, "b": 0xABCDEF, "c": 7}
+    assert ODD._struct is None
+    assert ODD.unpack(ODD.pack(values)) == values
+    assert ODD.pack(values)[1:4] == (0xABCDEF).to_bytes(3, "little")

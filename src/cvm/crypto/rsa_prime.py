@@ -33,6 +33,17 @@ def odd_primes_below(bound: int) -> tuple[int, ...]:
 SIEVE_PRIMES = odd_primes_below(1 << 18)
 
 
+def composites_window(start: int, window: int) -> bytearray:
+    """For the odd ``start``, ``sieve[i]`` is nonzero when ``start + 2*i`` has a factor among
+    :data:`SIEVE_PRIMES` (so is composite, for a start above them), zero otherwise."""
+    sieve = bytearray(window)
+    for p in SIEVE_PRIMES:
+        first = (-start * ((p + 1) // 2)) % p  # (p + 1) / 2 is the inverse of 2 mod p
+        if first < window:
+            sieve[first::p] = b"\x01" * len(range(first, window, p))
+    return sieve
+
+
 def miller_rabin(candidate: int, bases: Iterable[int]) -> bool:
     """Whether the odd ``candidate`` (> 3) passes one Miller-Rabin round for every base.
 
@@ -69,12 +80,7 @@ def seeded_prime(
     while True:
         start = int.from_bytes(stream(bits // 8), "big")
         start |= (3 << (bits - 2)) | 1
-        # sieve[i] is zero when start + 2*i has no factor among the small primes.
-        sieve = bytearray(SIEVE_WINDOW)
-        for p in SIEVE_PRIMES:
-            first = (-start * ((p + 1) // 2)) % p  # (p + 1) / 2 is the inverse of 2 mod p
-            if first < SIEVE_WINDOW:
-                sieve[first::p] = b"\x01" * len(range(first, SIEVE_WINDOW, p))
+        sieve = composites_window(start, SIEVE_WINDOW)
         for index in range(SIEVE_WINDOW):
             if sieve[index]:
                 continue

@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from cvm.crypto.rsa_prime import miller_rabin, odd_primes_below, private_key_from_primes
+from cvm.crypto.rsa_prime import composites_window, miller_rabin, private_key_from_primes
 from cvm.crypto.tpm_kdf import hash_algorithm, kdfa
 from cvm.errors import FormatError, IntegrityError, SignatureError, UsageError
 
@@ -32,7 +32,8 @@ _CURVE_ORDERS = {
         16,
     ),
 }
-_SMALL_PRIMES = odd_primes_below(2000)
+_WINDOW = 4096
+"""Odd values examined per KDFa candidate."""
 _MILLER_RABIN_BASES = (2, 3, 5, 7, 11, 13, 17, 19)
 RSA_DEFAULT_EXPONENT = 65537
 
@@ -112,21 +113,24 @@ def rsa_generate(bits: int, exponent: int) -> tuple[bytes, bytes]:
     return numbers.public_numbers.n.to_bytes(size, "big"), numbers.p.to_bytes(size // 2, "big")
 
 
-def _probably_prime(candidate: int, rounds: int = 8) -> bool:
-    if any(candidate % p == 0 for p in _SMALL_PRIMES):
-        return False
-    return miller_rabin(candidate, _MILLER_RABIN_BASES[:rounds])
-
-
 def _prime_from_seed(seed: bytes, context: bytes, label: bytes, bits: int, exponent: int) -> int:
+    """The first value ``candidate + 2i`` (i < 4096) of the first KDFa candidate window that
+    holds one, with ``gcd(e, value - 1) = 1`` and passing Miller-Rabin.
+
+    The window is sieved first by the odd primes below 2^18: a value with a small factor is
+    composite, so the sieve changes which values reach Miller-Rabin, never which one is found.
+    """
     counter = 0
     while True:
         counter += 1
         block = kdfa("sha256", seed, label, context, counter.to_bytes(4, "big"), bits=bits)
         candidate = int.from_bytes(block, "big") | (3 << (bits - 2)) | 1
-        for step in range(0, 2 * 4096, 2):
-            value = candidate + step
-            if math.gcd(exponent, value - 1) == 1 and _probably_prime(value):
+        sieve = composites_window(candidate, _WINDOW)
+        for index in range(_WINDOW):
+            if sieve[index]:
+                continue
+            value = candidate + 2 * index
+            if math.gcd(exponent, value - 1) == 1 and miller_rabin(value, _MILLER_RABIN_BASES):
                 return value
 
 

@@ -32,9 +32,9 @@ from cvm.formats.tcg.replay import replay
 from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.attest import (
     DEFAULT_QUOTED_PCRS,
+    AttestationAgent,
     Certificates,
     VtpmPcrBank,
-    produce_evidence,
 )
 from cvm.guest.boot.chain import BootChain
 from cvm.guest.boot.esp_files import EspFiles
@@ -79,12 +79,16 @@ class Cvm:
     chip_index: int
     tcb: TcbVersion
     tee_key: KeyPair = field(default_factory=KeyPair.generate)
+    agent: AttestationAgent | None = field(default=None, repr=False)
 
     def evidence(self, nonce: str, tee_pubkey: dict[str, Any] | None = None) -> CvmEvidence:
-        """Fresh evidence for ``nonce``, binding this CVM's TEE key (or ``tee_pubkey``)."""
+        """Fresh evidence for ``nonce``, binding this CVM's TEE key (or ``tee_pubkey``), from
+        the CVM's attestation agent (its AK made once and kept loaded)."""
         key = self.tee_key.public_jwk() if tee_pubkey is None else tee_pubkey
-        return produce_evidence(self.guest, self.client, nonce, key, self.event_log,
-                                self.certificates)
+        if self.agent is None:
+            self.agent = AttestationAgent(self.guest, self.client, self.event_log,
+                                          self.certificates)
+        return self.agent.evidence(nonce, key)
 
 
 @dataclass

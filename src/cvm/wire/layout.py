@@ -6,10 +6,16 @@ at the declared size), so an off-by-one in a table is an import error, not a sil
 
 ``unpack`` is strict: exact size, every reserved range zero. ``pack`` always returns exactly
 ``size`` bytes and range-checks every integer.
+
+Both run through one precompiled :class:`struct.Struct` per layout (integers of 1, 2, 4 or 8
+bytes as ``B H I Q``, byte areas as ``Ns``, reserved ranges as ``Ns`` checked against zeros); the
+field-by-field path remains for layouts with other integer widths and to word the error of a
+value the struct refuses.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -90,6 +96,8 @@ class Layout:
                 f"layout {name}: fields end at {position:#x}, structure size is {size:#x}"
             )
         self._by_name = {f.name: f for f in self.fields}
+        self._struct, self._names, self._ints, self._areas, self._zeros = _compile(
+            self.fields, endian)
 
     def field(self, name: str) -> Field:
         try:
@@ -110,6 +118,15 @@ class Layout:
             raise FormatError(
                 f"{self.name}: expected {self.size:#x} bytes, got {len(view):#x}"
             )
+        if self._struct is not None:
+            items = self._struct.unpack(view)
+            if all(items[index] == zero for index, zero in self._zeros):
+                values = dict(zip(self._names, items, strict=True))
+                values.pop("", None)
+                return values
+        return self._unpack_fields(view)
+
+    def _unpack_fields(self, view: bytes) -> dict[str, Value]:
         values: dict[str, Value] = {}
         for field in self.fields:
             chunk = view[field.offset : field.end]
@@ -127,6 +144,28 @@ class Layout:
 
     def pack(self, values: Mapping[str, Value]) -> bytes:
         """Serialise ``values`` to exactly ``size`` bytes; every non-reserved field is required."""
+        if self._struct is not None and len(values) == len(self._ints) + len(self._areas):
+            fast = self._pack_struct(values)
+            if fast is not None:
+                return fast
+        return self._pack_fields(values)
+
+    def _pack_struct(self, values: Mapping[str, Value]) -> bytes | None:
+        """The struct path; None when any value needs the field-by-field path's judgement."""
+        assert self._struct is not None
+        try:
+            for name in self._ints:
+                if type(values[name]) is not int:
+                    return None
+            for name, size in self._areas:
+                area = values[name]
+                if type(area) is not bytes or len(area) != size:
+                    return None
+            return self._struct.pack(*[values.get(name, b"") for name in self._names])
+        except (KeyError, struct.error):
+            return None
+
+    def _pack_fields(self, values: Mapping[str, Value]) -> bytes:
         out = bytearray(self.size)
         for field in self.fields:
             if field.kind == "reserved":
@@ -152,3 +191,40 @@ class Layout:
         if extra:
             raise InternalError(f"{self.name}: unknown fields {sorted(extra)}")
         return bytes(out)
+
+
+_STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+Compiled = tuple[
+    struct.Struct | None,
+    tuple[str, ...],
+    tuple[str, ...],
+    tuple[tuple[str, int], ...],
+    tuple[tuple[int, bytes], ...],
+]
+
+
+def _compile(fields: Sequence[Field], endian: Endian) -> Compiled:
+    """The struct that reads and writes ``fields`` at once, with the name of each item (a
+    reserved range is named ``""``), the integer fields, the byte areas with their sizes, and
+    the item index and zero value of each reserved range; no struct when an integer is of a
+    width struct has no code for."""
+    codes: list[str] = []
+    names: list[str] = []
+    ints: list[str] = []
+    areas: list[tuple[str, int]] = []
+    zeros: list[tuple[int, bytes]] = []
+    for field in fields:
+        if field.kind == "uint":
+            if field.size not in _STRUCT_CODES:
+                return None, (), (), (), ()
+            codes.append(_STRUCT_CODES[field.size])
+            ints.append(field.name)
+        elif field.kind == "bytes":
+            codes.append(f"{field.size}s")
+            areas.append((field.name, field.size))
+        else:
+            codes.append(f"{field.size}s")
+            zeros.append((len(names), bytes(field.size)))
+        names.append(field.name if field.kind != "reserved" else "")
+    compiled = struct.Struct(("<" if endian == "little" else ">") + "".join(codes))
+    return compiled, tuple(names), tuple(ints), tuple(areas), tuple(zeros)

@@ -67,11 +67,18 @@ def test_expired_sessions_and_old_reports_are_swept(tmp_path: Path) -> None:
     broker = Broker(Storage(f"sqlite:///{tmp_path / 'kbs.db'}"), bytes(range(32)),
                     TrustRoots.amd(), clock=lambda: now[0])
     session, _ = broker.auth(b'{"version": "0.4.0", "tee": "snp"}')
-    assert broker.storage.record_report("r1", session, now[0])
+
+    def record_report() -> bool:
+        row = broker.storage.audit_row("attest", "denied", [], session_id=session, at=now[0])
+        return broker.storage.finish_attestation(session, False, {}, None, now[0], now[0], row,
+                                                 "r1")
+
+    assert record_report()
+    assert not record_report()  # a report is presented once
     now[0] += 59
     broker.auth(b'{"version": "0.4.0", "tee": "snp"}')  # not yet: one sweep a minute
     assert broker.storage.session(session) is not None
     now[0] += broker.settings.session_ttl_seconds * 2 + 60
     broker.auth(b'{"version": "0.4.0", "tee": "snp"}')
     assert broker.storage.session(session) is None
-    assert broker.storage.record_report("r1", session, now[0])  # forgotten, and harmless
+    assert record_report()  # forgotten, and harmless

@@ -27,7 +27,7 @@ import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
-from fastapi import Cookie, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -53,6 +53,16 @@ _ATTESTATION_SCHEMA = {"type": "object", "required": ["runtime-data", "tee-evide
                                       "tee-evidence": {"type": "object"}}}
 _POLICY_SCHEMA = {"type": "object", "required": ["type", "policy_id", "policy"], "properties": {
     "type": {"type": "string"}, "policy_id": {"type": "string"}, "policy": {"type": "string"}}}
+
+
+_OPTIONAL_TEXT = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+_COOKIE_PARAMETER = {"name": COOKIE, "in": "cookie", "required": False,
+                     "schema": {**_OPTIONAL_TEXT, "title": "Kbs-Session-Id"}}
+_AUTHORIZATION_PARAMETER = {"name": "authorization", "in": "header", "required": False,
+                            "schema": {**_OPTIONAL_TEXT, "title": "Authorization"}}
+_PATH_PARAMETERS = [{"name": name, "in": "path", "required": True,
+                     "schema": {"type": "string", "title": name.title()}}
+                    for name in ("repository", "kind", "tag")]
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -141,30 +151,34 @@ def create_app(broker: Broker, admin_token: str) -> FastAPI:
                             path="/kbs/v0", max_age=int(broker.settings.session_ttl_seconds))
         return response
 
+    # The guest's routes call the broker in the event loop, and read their cookie and header
+    # from the request (declared to OpenAPI by hand): the broker's work is CPU-bound
+    # (signatures, appraisal) and the GIL serialises it anyway, so a thread handoff or a
+    # dependency-injection pass per request would cost more than it saves. Several worker
+    # processes give the parallelism.
     @app.post("/kbs/v0/auth", openapi_extra=_json_body(_REQUEST_SCHEMA),
               responses={400: {}, 401: {}})
     async def auth(request: Request) -> JSONResponse:
-        session_id, challenge = await run_in_threadpool(broker.auth, await request.body())
+        session_id, challenge = broker.auth(await request.body())
         return with_cookie(challenge, session_id)
 
-    @app.post("/kbs/v0/attest", openapi_extra=_json_body(_ATTESTATION_SCHEMA),
+    @app.post("/kbs/v0/attest", openapi_extra={**_json_body(_ATTESTATION_SCHEMA),
+                                               "parameters": [_COOKIE_PARAMETER]},
               responses={400: {}, 401: {}})
-    async def attest(request: Request,
-                     kbs_session_id: Annotated[str | None, Cookie(alias=COOKIE)] = None
-                     ) -> JSONResponse:
-        token = await run_in_threadpool(broker.attest, kbs_session_id, await request.body())
-        return with_cookie({"token": token}, kbs_session_id or "")
+    async def attest(request: Request) -> JSONResponse:
+        session_id = request.cookies.get(COOKIE)
+        token = broker.attest(session_id, await request.body())
+        return with_cookie({"token": token}, session_id or "")
 
     @app.get("/kbs/v0/resource/{repository}/{kind}/{tag}",
+             openapi_extra={"parameters": [*_PATH_PARAMETERS, _AUTHORIZATION_PARAMETER,
+                                           _COOKIE_PARAMETER]},
              responses={401: {}, 403: {}, 404: {}})
-    async def get_resource(repository: str, kind: str, tag: str,
-                           kbs_session_id: Annotated[str | None, Cookie(alias=COOKIE)] = None,
-                           authorization: Annotated[str | None, Header()] = None
-                           ) -> JSONResponse:
-        path = resource_path(repository, kind, tag)
-        jwe = await run_in_threadpool(broker.resource, path, kbs_session_id,
-                                      bearer(authorization))
-        return JSONResponse(jwe)
+    async def get_resource(request: Request) -> JSONResponse:
+        given = request.path_params
+        path = resource_path(given["repository"], given["kind"], given["tag"])
+        return JSONResponse(broker.resource(path, request.cookies.get(COOKIE),
+                                            bearer(request.headers.get("authorization"))))
 
     @app.post("/kbs/v0/resource/{repository}/{kind}/{tag}", responses={401: {}, 404: {}})
     async def post_resource(repository: str, kind: str, tag: str, request: Request,

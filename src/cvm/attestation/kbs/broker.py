@@ -71,6 +71,15 @@ def resource_path(repository: str, kind: str, tag: str) -> str:
     return f"{repository}/{kind}/{tag}"
 
 
+_DOCUMENTS = [("reference", "default"), ("policy", "default")]
+
+
+def _replay_finding(digest: str) -> list[dict[str, str]]:
+    return [{"rule": "verify.replay", "expected": "a report never presented before",
+             "actual": f"report {digest[:16]}… was presented in an earlier session",
+             "input": "report"}]
+
+
 class Broker:
     """One broker process's view of the shared database."""
 
@@ -87,6 +96,7 @@ class Broker:
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str, int], Any] = {}
         self.token_key = self._token_key()
+        self._key_id = self.token_key_id()
 
     # ---- encryption at rest --------------------------------------------------------------
     def _seal(self, name: str, plaintext: bytes) -> Sealed:
@@ -153,17 +163,21 @@ class Broker:
 
     def _deny(self, session_id: str, findings: list[dict[str, str]], chip: str | None,
               now: float) -> ProblemError:
-        self.storage.log("attest", "denied", findings, session_id=session_id, chip_id=chip,
-                         at=now)
+        self.storage.deny_session(session_id, now, self.storage.audit_row(
+            "attest", "denied", findings, session_id=session_id, chip_id=chip, at=now))
         return ProblemError(401, "AttestationFailed", DENIED)
 
     def attest(self, session_id: str | None, body: bytes) -> str:
-        """POST /kbs/v0/attest: appraise; the signed EAR token, or a generic denial."""
+        """POST /kbs/v0/attest: appraise; the signed EAR token, or a generic denial.
+
+        Two transactions: the nonce is consumed (with the reference values and policy read),
+        then the report is recorded as presented together with the outcome — a report seen
+        before (a replay) is denied whatever its appraisal said."""
         if not session_id:
             raise ProblemError(401, "UnAuthenticatedCookie", "no kbs-session-id cookie")
         payload = Attestation.from_json(load_object(body, "attestation"))
         now = self.clock()
-        session = self.storage.consume_nonce(session_id, now)
+        session, stored = self.storage.consume_nonce(session_id, now, _DOCUMENTS)
         if session is None:
             self.storage.log("attest", "refused", [{"rule": "session", "expected":
                              "a live session with an unused nonce", "actual":
@@ -177,19 +191,14 @@ class Broker:
                                            "actual": str(error), "input": "report"}],
                              None, now) from None
         digest = hashlib.sha384(payload.evidence.report).hexdigest()
-        if not self.storage.record_report(digest, session_id, now):
-            raise self._deny(session_id, [{
-                "rule": "verify.replay", "expected": "a report never presented before",
-                "actual": f"report {digest[:16]}… was presented in an earlier session",
-                "input": "report"}], chip, now)
-        stored = self.storage.documents([("reference", "default"), ("policy", "default")])
         reference = self._cached("reference", "default",
                                  lambda body: ReferenceDocument.from_bytes(body.encode()),
                                  found=stored.get(("reference", "default")))
         if reference is None:
-            raise self._deny(session_id, [{"rule": "reference", "expected": "registered "
-                                           "reference values", "actual": "none",
-                                           "input": "broker configuration"}], chip, now)
+            self._record(session_id, digest, now, [{
+                "rule": "reference", "expected": "registered reference values",
+                "actual": "none", "input": "broker configuration"}], chip)
+            raise ProblemError(401, "AttestationFailed", DENIED)
         policy = self._cached("policy", "default", lambda src: RegoPolicy(src, "default"),
                               DEFAULT_POLICY, stored.get(("policy", "default")))
         verdict = appraise(payload.evidence, reference, policy, self.roots,
@@ -197,27 +206,37 @@ class Broker:
                            tee_pubkey=payload.tee_pubkey, challenge=session["nonce"],
                            chains=self.chains)
         if not verdict.accepted:
-            self.storage.finish_attestation(
-                session_id, False, payload.tee_pubkey, None, now, now,
-                self.storage.audit_row("attest", "denied", verdict.findings_json(),
-                                       session_id=session_id, chip_id=chip, at=now))
+            self._record(session_id, digest, now, verdict.findings_json(), chip,
+                         payload.tee_pubkey)
             raise ProblemError(401, "AttestationFailed", DENIED)
-        return self._issue(session_id, session["nonce"], payload, verdict, chip, now)
+        return self._issue(session_id, session["nonce"], payload, verdict, chip, now, digest)
+
+    def _record(self, session_id: str, digest: str, now: float,
+                findings: list[dict[str, str]], chip: str,
+                tee_pubkey: dict[str, str] | None = None) -> None:
+        """Record a denial and the report it was for (or the replay, if it was seen before)."""
+        row = self.storage.audit_row("attest", "denied", findings, session_id=session_id,
+                                     chip_id=chip, at=now)
+        if not self.storage.finish_attestation(session_id, False, tee_pubkey or {}, None, now,
+                                               now, row, digest):
+            raise self._deny(session_id, _replay_finding(digest), chip, now)
 
     def _issue(self, session_id: str, nonce: str, payload: Attestation, verdict: Verdict,
-               chip: str, now: float) -> str:
+               chip: str, now: float, digest: str) -> str:
         expires = now + self.settings.token_ttl_seconds
         result = AttestationResult(
             issued_at=int(now), expires_at=int(expires), token_id=self.random(16).hex(),
             nonce=nonce, status=AFFIRMING, policy_id=verdict.policy_id,
             tee_pubkey=payload.tee_pubkey, evidence_claims=verdict.claims)
         token = self.token_key.sign_token(result.to_claims(self.settings.issuer, __version__),
-                                          self.token_key_id())
-        self.storage.finish_attestation(
-            session_id, True, payload.tee_pubkey, result.token_id, now, expires,
-            self.storage.audit_row("attest", "affirmed", [], session_id=session_id,
-                                   chip_id=chip, at=now,
-                                   subject=f"unchecked: {', '.join(verdict.unchecked)}"))
+                                          self._key_id)
+        if not self.storage.finish_attestation(
+                session_id, True, payload.tee_pubkey, result.token_id, now, expires,
+                self.storage.audit_row("attest", "affirmed", [], session_id=session_id,
+                                       chip_id=chip, at=now,
+                                       subject=f"unchecked: {', '.join(verdict.unchecked)}"),
+                digest):
+            raise self._deny(session_id, _replay_finding(digest), chip, now)
         return token
 
     def _from_token(self, token: str, now: float) -> tuple[dict[str, str], str]:
@@ -227,14 +246,15 @@ class Broker:
         except (SignatureError, FormatError):
             raise ProblemError(401, "TokenVerifierError", "the attestation token is not valid") \
                 from None
-        if header.get("kid") != self.token_key_id() or result.expires_at <= now:
+        if header.get("kid") != self._key_id or result.expires_at <= now:
             raise ProblemError(401, "TokenVerifierError", "the attestation token has expired")
         if result.status != AFFIRMING:
             raise ProblemError(403, "PolicyDeny", "access denied by policy")
         return result.tee_pubkey, f"token {result.token_id}"
 
-    def _from_session(self, session_id: str, now: float) -> tuple[dict[str, str], str]:
-        session = self.storage.session(session_id)
+    @staticmethod
+    def _session_key(session_id: str, session: dict[str, Any] | None, now: float
+                     ) -> tuple[dict[str, str], str]:
         if session is None or session["state"] != "attested" or session["expires"] <= now:
             raise ProblemError(401, "UnAuthenticatedCookie",
                           "the session is not attested, or has expired")
@@ -245,10 +265,11 @@ class Broker:
         now = self.clock()
         if bearer is None and not session_id:
             raise ProblemError(401, "TokenNotFound", "no kbs-session-id cookie and no bearer token")
+        session, sealed = self.storage.session_and_secret(session_id, path)
         key, who = (self._from_token(bearer, now) if bearer is not None
-                    else self._from_session(session_id or "", now))
+                    else self._session_key(session_id or "", session, now))
         if bearer is not None and session_id:
-            session_key, _ = self._from_session(session_id, now)
+            session_key, _ = self._session_key(session_id, session, now)
             if session_key != key:
                 self.storage.log("resource", "refused", [{
                     "rule": "tee-pubkey", "expected": "the session's TEE key",
@@ -256,7 +277,6 @@ class Broker:
                     session_id=session_id, subject=path, at=now)
                 raise ProblemError(401, "UnAuthenticatedCookie",
                                    "the session belongs to another key")
-        sealed = self.storage.secret(path)
         if sealed is None:
             raise ProblemError(404, "ResourceNotFound", f"resource {path} does not exist")
         jwe = wrap_to(key, self._open(f"secret:{path}", sealed))

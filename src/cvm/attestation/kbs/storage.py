@@ -5,6 +5,11 @@ machines behind a load balancer — serve one fleet. SQLAlchemy Core on SQLite (
 journal and a busy timeout so workers share the file) or PostgreSQL (by URL). Single-use is
 enforced by the database: a session's nonce is consumed by an ``UPDATE ... WHERE state =
 'challenged'`` that only one request can win, and a report can be presented once (primary key).
+
+The tables are declared, created and administered through SQLAlchemy Core. The statements of a
+guest's round trip (open a session, consume its nonce, record the outcome, read the session and
+the secret, log the release) are plain SQL that both databases accept, run on the pooled
+driver connection: SQLAlchemy's statement compilation would cost more than the database does.
 """
 
 from __future__ import annotations
@@ -128,6 +133,15 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
+_SESSION_COLUMNS = ("id", "nonce", "tee", "state", "created", "expires", "tee_pubkey",
+                    "token_id")
+_SESSION_SELECT = ", ".join(_SESSION_COLUMNS)
+_AUDIT_COLUMNS = ("at", "session_id", "action", "outcome", "subject", "chip_id", "findings")
+_AUDIT_INSERT = (f"INSERT INTO kbs_audit ({', '.join(_AUDIT_COLUMNS)}) "
+                 f"VALUES ({', '.join('{}' for _ in _AUDIT_COLUMNS)})")
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
 class Storage:
     """The broker's tables on one engine; every method is one short transaction."""
 
@@ -138,19 +152,44 @@ class Storage:
             metadata.create_all(self.engine)
         except DbIntegrityError:  # another worker created them at the same moment
             metadata.create_all(self.engine)
+        self._placeholder = _PLACEHOLDERS[self.engine.dialect.paramstyle]
+        self._integrity_error: type[Exception] = self.engine.dialect.loaded_dbapi.IntegrityError
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         with self.engine.begin() as connection:
             yield connection
 
+    def _sql(self, template: str) -> str:
+        """``template`` with each ``{}`` made the driver's placeholder."""
+        return template.replace("{}", self._placeholder)
+
+    @contextmanager
+    def _driver(self) -> Iterator[Any]:
+        """A cursor on a pooled driver connection, in one transaction: committed when the block
+        ends, rolled back if it raises."""
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                yield cursor
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+            finally:
+                cursor.close()
+        finally:
+            connection.close()  # back to the pool
+
     # ---- sessions and nonces -------------------------------------------------------------
     def create_session(self, session_id: str, nonce: str, tee: str, now: float,
                        ttl: float) -> None:
-        with self._tx() as db:
-            db.execute(insert(sessions).values(id=session_id, nonce=nonce, tee=tee,
-                                               state="challenged", created=now,
-                                               expires=now + ttl))
+        with self._driver() as cursor:
+            cursor.execute(self._sql(
+                "INSERT INTO kbs_sessions (id, nonce, tee, state, created, expires) "
+                "VALUES ({}, {}, {}, 'challenged', {}, {})"),
+                (session_id, nonce, tee, now, now + ttl))
 
     def session(self, session_id: str) -> dict[str, Any] | None:
         with self._tx() as db:
@@ -158,45 +197,78 @@ class Storage:
             found = row.first()
             return dict(found) if found is not None else None
 
-    def consume_nonce(self, session_id: str, now: float) -> dict[str, Any] | None:
-        """Move a live, challenged session to 'attesting'; None if another request did, or
-        it expired, or it does not exist."""
-        with self._tx() as db:
-            changed = db.execute(
-                update(sessions)
-                .where(sessions.c.id == session_id, sessions.c.state == "challenged",
-                       sessions.c.expires > now)
-                .values(state="attesting"))
-            if changed.rowcount != 1:
-                return None
-            row = db.execute(select(sessions).where(sessions.c.id == session_id)).mappings()
-            return dict(row.one())
+    def consume_nonce(self, session_id: str, now: float,
+                      wanted: list[tuple[str, str]] | None = None
+                      ) -> tuple[dict[str, Any] | None, dict[tuple[str, str], tuple[str, int]]]:
+        """Move a live, challenged session to 'attesting' (None if another request did, or it
+        expired, or it does not exist), and read the ``wanted`` documents, in one transaction."""
+        with self._driver() as cursor:
+            cursor.execute(self._sql(
+                "UPDATE kbs_sessions SET state = 'attesting' WHERE id = {} AND "
+                f"state = 'challenged' AND expires > {{}} RETURNING {_SESSION_SELECT}"),
+                (session_id, now))
+            row = cursor.fetchone()
+            if row is None:
+                return None, {}
+            found: dict[tuple[str, str], tuple[str, int]] = {}
+            for kind, doc_id in wanted or []:
+                cursor.execute(self._sql(
+                    "SELECT body, version FROM kbs_documents WHERE kind = {} AND id = {}"),
+                    (kind, doc_id))
+                document = cursor.fetchone()
+                if document is not None:
+                    found[(kind, doc_id)] = (document[0], document[1])
+            return dict(zip(_SESSION_COLUMNS, row, strict=True)), found
 
     def finish_attestation(self, session_id: str, accepted: bool, tee_pubkey: dict[str, str],
                            token_id: str | None, issued: float, expires: float,
-                           audit_row: dict[str, Any] | None = None) -> None:
-        """Record the outcome (and its audit row) in one transaction."""
-        with self._tx() as db:
-            if audit_row is not None:
-                db.execute(insert(audit).values(**audit_row))
-            db.execute(update(sessions).where(sessions.c.id == session_id).values(
-                state="attested" if accepted else "denied",
-                tee_pubkey=json.dumps(tee_pubkey), token_id=token_id,
-                expires=expires if accepted else issued))
-            if token_id is not None:
-                db.execute(insert(tokens).values(id=token_id, session_id=session_id,
-                                                 issued=issued, expires=expires,
-                                                 status="affirming"))
-
-    def record_report(self, digest: str, session_id: str, now: float) -> bool:
-        """Remember a presented report; False if it was presented before (replay)."""
+                           audit_row: dict[str, Any], report_digest: str) -> bool:
+        """Record the presented report, the outcome and its audit row in one transaction;
+        False, with nothing recorded, if the report was presented before (a replay)."""
         try:
-            with self._tx() as db:
-                db.execute(insert(used_reports).values(digest=digest, session_id=session_id,
-                                                       at=now))
-        except DbIntegrityError:
+            with self._driver() as cursor:
+                cursor.execute(self._sql(
+                    "INSERT INTO kbs_used_reports (digest, session_id, at) VALUES ({}, {}, {})"),
+                    (report_digest, session_id, issued))
+                cursor.execute(self._sql(_AUDIT_INSERT),
+                               tuple(audit_row[name] for name in _AUDIT_COLUMNS))
+                cursor.execute(self._sql(
+                    "UPDATE kbs_sessions SET state = {}, tee_pubkey = {}, token_id = {}, "
+                    "expires = {} WHERE id = {}"),
+                    ("attested" if accepted else "denied", json.dumps(tee_pubkey), token_id,
+                     expires if accepted else issued, session_id))
+                if token_id is not None:
+                    cursor.execute(self._sql(
+                        "INSERT INTO kbs_tokens (id, session_id, issued, expires, status) "
+                        "VALUES ({}, {}, {}, {}, 'affirming')"),
+                        (token_id, session_id, issued, expires))
+        except self._integrity_error:
             return False
         return True
+
+    def deny_session(self, session_id: str, now: float, audit_row: dict[str, Any]) -> None:
+        """Close a session as denied, with its audit row."""
+        with self._tx() as db:
+            db.execute(insert(audit).values(**audit_row))
+            db.execute(update(sessions).where(sessions.c.id == session_id).values(
+                state="denied", expires=now))
+
+    def session_and_secret(self, session_id: str | None, path: str
+                           ) -> tuple[dict[str, Any] | None, Sealed | None]:
+        """A session (if an id is given) and a secret, read in one transaction."""
+        with self._driver() as cursor:
+            session = None
+            if session_id:
+                cursor.execute(self._sql(
+                    f"SELECT {_SESSION_SELECT} FROM kbs_sessions WHERE id = {{}}"),
+                    (session_id,))
+                row = cursor.fetchone()
+                session = dict(zip(_SESSION_COLUMNS, row, strict=True)) if row else None
+            cursor.execute(self._sql(
+                "SELECT iv, ciphertext, tag FROM kbs_secrets WHERE path = {}"), (path,))
+            found = cursor.fetchone()
+            return session, (Sealed(bytes(found[0]), bytes(found[1]), bytes(found[2]))
+                             if found is not None else None)
 
     def token(self, token_id: str) -> dict[str, Any] | None:
         with self._tx() as db:
@@ -254,11 +326,16 @@ class Storage:
 
     def documents(self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, int]]:
         """Several documents in one query: (kind, id) -> (body, version)."""
+        with self._tx() as db:
+            return self._documents(db, wanted)
+
+    @staticmethod
+    def _documents(db: Connection, wanted: list[tuple[str, str]]
+                   ) -> dict[tuple[str, str], tuple[str, int]]:
         condition = or_(*(and_(documents.c.kind == kind, documents.c.id == doc_id)
                           for kind, doc_id in wanted))
-        with self._tx() as db:
-            rows = db.execute(select(documents.c.kind, documents.c.id, documents.c.body,
-                                     documents.c.version).where(condition)).all()
+        rows = db.execute(select(documents.c.kind, documents.c.id, documents.c.body,
+                                 documents.c.version).where(condition)).all()
         return {(row.kind, row.id): (row.body, row.version) for row in rows}
 
     def document(self, kind: str, doc_id: str) -> tuple[str, int] | None:
@@ -279,10 +356,10 @@ class Storage:
     def log(self, action: str, outcome: str, findings: list[dict[str, str]], *,
             session_id: str | None = None, subject: str | None = None,
             chip_id: str | None = None, at: float | None = None) -> None:
-        with self._tx() as db:
-            db.execute(insert(audit).values(**self.audit_row(
-                action, outcome, findings, session_id=session_id, subject=subject,
-                chip_id=chip_id, at=at)))
+        row = self.audit_row(action, outcome, findings, session_id=session_id,
+                             subject=subject, chip_id=chip_id, at=at)
+        with self._driver() as cursor:
+            cursor.execute(self._sql(_AUDIT_INSERT), tuple(row[name] for name in _AUDIT_COLUMNS))
 
     def audit_log(self, limit: int = 100, after: int = 0) -> list[dict[str, Any]]:
         with self._tx() as db:

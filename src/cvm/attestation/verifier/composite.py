@@ -25,7 +25,7 @@ from typing import Any
 
 from cvm.attestation.verifier.chain import ChainVerifier
 from cvm.attestation.verifier.explain import describe, explain_pcr
-from cvm.attestation.verifier.pcr_replay import quoted_digest_matches, replayed_pcrs
+from cvm.attestation.verifier.pcr_replay import ReplayCache, quoted_digest_matches
 from cvm.attestation.verifier.policy import validate
 from cvm.attestation.verifier.quote import verify_quote
 from cvm.attestation.verifier.reference import ReferenceDocument
@@ -42,6 +42,8 @@ from cvm.formats.tcg.pcr_event import PcrEvent
 from cvm.formats.tpm2.public import Public
 
 LaunchExplainer = Callable[[bytes], str | None]
+REPLAYS = ReplayCache()
+"""This process's parsed and replayed event logs (a fleet presents few distinct ones)."""
 AFFIRMING, CONTRAINDICATED = "affirming", "contraindicated"
 BOOT_IMAGE_PCR = 4
 
@@ -188,9 +190,8 @@ def appraise(
         return refused("verify", stop.finding)
     claims = report_claims(report)
     try:
-        log = EventLog.parse(evidence.event_log)
         selection = quote.pcr_select.selections[0]
-        pcrs = replayed_pcrs(log, selection.bank, selection.pcrs)
+        log, pcrs = REPLAYS.replay(evidence.event_log, selection.bank, selection.pcrs)
         replayed, matches = quoted_digest_matches(quote, pcrs)
     except FormatError as error:
         return refused("replay", Finding("replay.event_log", "a TCG event log", str(error),

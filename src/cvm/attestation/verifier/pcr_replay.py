@@ -28,6 +28,33 @@ def replayed_pcrs(log: EventLog, bank: str, pcrs: tuple[int, ...]) -> dict[int, 
     return {pcr: values.get(pcr, initial_value(pcr, algorithm, locality)) for pcr in pcrs}
 
 
+class ReplayCache:
+    """Parsed and replayed logs by their bytes, the last ``size`` of them.
+
+    A fleet booted from one image presents the same event log again and again; parsing and
+    replaying are pure functions of the log's bytes and the selection, so their result is kept
+    (the bytes themselves are the key: no digest collision to trust). The quote's digest and
+    every claim are still checked against it on each appraisal."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._entries: dict[tuple[bytes, str, tuple[int, ...]],
+                            tuple[EventLog, dict[int, bytes]]] = {}
+
+    def replay(self, data: bytes, bank: str, pcrs: tuple[int, ...]
+               ) -> tuple[EventLog, dict[int, bytes]]:
+        """(the parsed log, :func:`replayed_pcrs` of it); FormatError as those raise it."""
+        key = (bytes(data), bank, tuple(pcrs))
+        found = self._entries.get(key)
+        if found is None:
+            log = EventLog.parse(data)
+            found = (log, replayed_pcrs(log, bank, pcrs))
+            while len(self._entries) >= self.size:
+                self._entries.pop(next(iter(self._entries)), None)
+            self._entries[key] = found
+        return found[0], dict(found[1])
+
+
 def quoted_digest_matches(quote: QuoteAttest, values: dict[int, bytes]) -> tuple[bytes, bool]:
     """(the digest of the replayed values, whether it equals the quoted pcrDigest)."""
     selection = quote.pcr_select.selections[0]

@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from regopy import Interpreter  # type: ignore[import-untyped]
+from regopy import Input, Interpreter  # type: ignore[import-untyped]
 
 from cvm.errors import FormatError, UsageError
 
@@ -56,6 +56,18 @@ _FINDING_KEYS = {"rule", "expected", "actual", "input"}
 class PolicyDecision:
     allow: bool
     deny: tuple[dict[str, str], ...]
+
+
+def _escaped(value: Any) -> Any:
+    """``value`` with every string (keys too) in JSON string syntax without its quotes: what
+    regopy's term builder expects (it reads a string's contents as JSON escapes)."""
+    if isinstance(value, str):
+        return json.dumps(value)[1:-1]
+    if isinstance(value, dict):
+        return {json.dumps(str(key))[1:-1]: _escaped(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(item) for item in value]
+    return value
 
 
 class RegoPolicy:
@@ -86,7 +98,7 @@ class RegoPolicy:
 
     def evaluate(self, document: dict[str, Any]) -> PolicyDecision:
         interpreter, bundle = self._compile()
-        interpreter.set_input_term(json.dumps(document))
+        interpreter.set_input(Input(_escaped(document)))  # built as terms, no text to parse
         output = interpreter.query_bundle(bundle)
         try:
             result = json.loads(str(output))["expressions"][0]
