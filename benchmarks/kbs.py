@@ -11,8 +11,12 @@ production in the guest (SVSM attestation through the PSP, a vTPM quote), ``POST
 Rego policy, EAR token), ``GET /resource`` (JWE to the TEE key). Every figure counts the
 guest's evidence production too: client and broker share this machine's cores.
 
-Figures: round trips per second, p50/p99 latency, errors, the broker's resident memory after
-warm-up and at the end. Baseline, measured in this process: one bare appraisal
+Figures: round trips per second, p50/p99 latency, errors, the CPU time one round trip costs the
+broker and the guests (user + system, over the measured window: what the rate is made of, and
+what a loaded machine does not change as much as the rate), the broker's resident memory after
+a warm-up of three round trips per client and at the end.
+
+Baseline, measured in this process: one bare appraisal
 (``cvm.attestation.verifier.composite.appraise`` with a warm chain cache) of the same evidence;
 the ratio says how many bare appraisals one full round trip costs.
 
@@ -40,7 +44,7 @@ import httpx
 from cvm.amd import DEFAULT_SEED
 from cvm.amd.pki import Vendor
 from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
-from cvm.attestation.kbs.client import KbsClient
+from cvm.attestation.kbs.client import BrokerConnection, KbsClient
 from cvm.attestation.verifier.composite import appraise
 from cvm.attestation.verifier.reference import ReferenceDocument
 from cvm.attestation.verifier.rego_policy import RegoPolicy
@@ -51,6 +55,7 @@ from timing import argument_parser, median, print_figures
 
 ISSUED = datetime(2026, 1, 1, tzinfo=UTC)
 SECRET_PATH = "bench/disk/key"
+WARM_UP_ROUND_TRIPS = 3
 
 
 def _owner(image: OwnerImage) -> Any:
@@ -65,19 +70,18 @@ def _client_process(url: str, image: OwnerImage, first_chip: int, clients: int,
                     round_trips: int, ready: Any, start: Any, results: Any) -> None:
     owner = _owner(image)
     cvms = [owner.launch(first_chip + index) for index in range(clients)]
-    for cvm in cvms:
-        cvm.evidence("warm-up")  # the SVSM derives its EK once
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
 
-    def run(cvm: Any) -> None:
-        with httpx.Client(base_url=url, timeout=60) as http:
-            for _ in range(round_trips):
+    def run(cvm: Any, count: int) -> None:
+        connection = BrokerConnection(url, timeout=60)
+        try:
+            for _ in range(count):
                 began = time.perf_counter()
                 try:
-                    http.cookies.clear()
-                    client = KbsClient(url, http)
+                    connection.cookie = None  # a new session each round trip
+                    client = KbsClient(url, connection)
                     client.attest(cvm)
                     client.resource(SECRET_PATH, cvm.tee_key)
                 except Exception as error:  # a load test counts failures, it does not stop
@@ -86,15 +90,37 @@ def _client_process(url: str, image: OwnerImage, first_chip: int, clients: int,
                     continue
                 with lock:
                     latencies.append(time.perf_counter() - began)
+        finally:
+            connection.close()
 
-    ready.put(first_chip)
+    for cvm in cvms:  # warm-up: the SVSM derives its EK, the agent its AK, the broker fills
+        run(cvm, WARM_UP_ROUND_TRIPS)  # its caches (policy per thread, chain, replays)
+    latencies.clear()
+    ready.put((first_chip, errors[:]))
+    errors.clear()
     start.wait()
-    threads = [threading.Thread(target=run, args=(cvm,)) for cvm in cvms]
+    cpu = _cpu_seconds(os.getpid())
+    threads = [threading.Thread(target=run, args=(cvm, round_trips)) for cvm in cvms]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    results.put((latencies, errors))
+    results.put((latencies, errors, _cpu_seconds(os.getpid()) - cpu))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and its children (e.g. uvicorn's workers)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(stat[1]) == pid:
+            total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _rss_kib(pid: int) -> int:
@@ -169,18 +195,25 @@ def run(db: str | None, workers: int, processes: int, clients: int, round_trips:
             for index in range(processes)]
         for child in children:
             child.start()
+        warm_up_errors: list[str] = []
         for _ in children:
-            ready.get(timeout=1800)
+            warm_up_errors += ready.get(timeout=1800)[1]
+        if warm_up_errors:
+            raise SystemExit(f"warm-up failed: {warm_up_errors[0]}")
         memory_start = _rss_kib(server.pid)
+        broker_cpu = _cpu_seconds(server.pid)
         began = time.perf_counter()
         start.set()
         latencies: list[float] = []
         errors: list[str] = []
+        client_cpu = 0.0
         for _ in children:
-            got_latencies, got_errors = results.get(timeout=3600)
+            got_latencies, got_errors, got_cpu = results.get(timeout=3600)
             latencies += got_latencies
             errors += got_errors
+            client_cpu += got_cpu
         elapsed = time.perf_counter() - began
+        broker_cpu = _cpu_seconds(server.pid) - broker_cpu
         for child in children:
             child.join()
         memory_end = _rss_kib(server.pid)
@@ -202,6 +235,8 @@ def run(db: str | None, workers: int, processes: int, clients: int, round_trips:
         "round_trips_per_s": round(rate, 1),
         "latency_p50_ms": round(p50, 2),
         "latency_p99_ms": round(p99, 2),
+        "broker_cpu_ms_per_round_trip": round(broker_cpu / max(len(latencies), 1) * 1e3, 2),
+        "guest_cpu_ms_per_round_trip": round(client_cpu / max(len(latencies), 1) * 1e3, 2),
         "broker_rss_start_mib": round(memory_start / 1024, 1),
         "broker_rss_end_mib": round(memory_end / 1024, 1),
         "bare_appraisal_us": round(bare_us, 1),
@@ -217,7 +252,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="broker worker processes")
     parser.add_argument("--processes", type=int, default=2, help="client processes")
     parser.add_argument("--clients", type=int, default=4, help="client threads per process")
-    parser.add_argument("--round-trips", type=int, default=50, help="round trips per client")
+    parser.add_argument("--round-trips", type=int, default=100, help="round trips per client")
     parser.add_argument("--seconds", type=float, default=1.0, help="baseline measuring time")
     args = parser.parse_args()
     figures = run(args.db, args.workers, args.processes, args.clients, args.round_trips,

@@ -112,7 +112,7 @@ def test_expired_token_and_foreign_cookie(kbs: Kbs, genuine: Cvm, owner: Owner) 
     with KbsClient(kbs.url) as mine, KbsClient(kbs.url) as theirs:
         mine.attest(genuine)
         theirs.attest(other)
-        cookie = mine.http.cookies.get("kbs-session-id")
+        cookie = mine.http.cookie
         assert cookie is not None
         # a session cookie presented with another TEE's token
         response = httpx.get(f"{kbs.url}/kbs/v0/resource/{SECRET_PATH}",
