@@ -45,7 +45,8 @@ sessions = Table(
     Column("id", String(64), primary_key=True),
     Column("nonce", String(64), nullable=False),
     Column("tee", String(32), nullable=False),
-    Column("state", String(16), nullable=False),  # challenged | attesting | attested | denied
+    Column("state", String(16), nullable=False),  # challenged | attesting | attested |
+    # launch-attested | denied
     Column("created", Float, nullable=False),
     Column("expires", Float, nullable=False),
     Column("tee_pubkey", Text),
@@ -174,13 +175,15 @@ class Storage:
 
     def finish_attestation(self, session_id: str, accepted: bool, tee_pubkey: dict[str, str],
                            token_id: str | None, issued: float, expires: float,
-                           audit_row: dict[str, Any] | None = None) -> None:
-        """Record the outcome (and its audit row) in one transaction."""
+                           audit_row: dict[str, Any] | None = None,
+                           state: str = "attested") -> None:
+        """Record the outcome (and its audit row) in one transaction; an accepted session
+        goes to ``state`` (``attested``, or ``launch-attested`` for launch evidence)."""
         with self._tx() as db:
             if audit_row is not None:
                 db.execute(insert(audit).values(**audit_row))
             db.execute(update(sessions).where(sessions.c.id == session_id).values(
-                state="attested" if accepted else "denied",
+                state=state if accepted else "denied",
                 tee_pubkey=json.dumps(tee_pubkey), token_id=token_id,
                 expires=expires if accepted else issued))
             if token_id is not None:
