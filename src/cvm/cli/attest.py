@@ -32,8 +32,7 @@ def _owner(directory: Path | None) -> Any:
     guests' chips come from this installation's emulated AMD root (made once, then pinned)."""
     from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
     from cvm.formats.uefi.varstore import Varstore
-    from cvm.scenarios.attested_guest import emulated_owner
-    from cvm.scenarios.boot_attacks import OwnerImage
+    from cvm.scenarios.attested_guest import OwnerImage, emulated_owner
 
     root = RootStore.for_workspace(DEFAULT_WORKSPACE).root("Milan", create=True)
     if directory is None:
