@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from cvm.attestation.verifier.launch_appraisal import appraise_launch
 from cvm.attestation.verifier.reference import ReferenceDocument
 from cvm.attestation.verifier.rego_policy import RegoPolicy
 from cvm.attestation.verifier.trust import TrustRoots
+from cvm.cli.main import execute
 from cvm.crypto.jose import KeyPair
 from cvm.errors import FormatError
 from cvm.formats.kbs.json_fields import canonical
@@ -170,3 +173,21 @@ def test_the_document_is_parsed_strictly(evidence: LaunchEvidence, change: dict[
 
 def test_the_version_names_the_launch_document(evidence: LaunchEvidence) -> None:
     assert evidence.to_json()["version"] == LAUNCH_EVIDENCE_VERSION == "cvm-launch-evidence/1"
+
+
+def test_cvm_attest_appraise_dry_runs_launch_evidence(
+        owner: Owner, evidence: LaunchEvidence, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    payload = tmp_path / "launch.json"
+    payload.write_text(json.dumps({"runtime-data": {"nonce": NONCE, "tee-pubkey": KEY},
+                                   "tee-evidence": {"primary_evidence": evidence.to_json()}}))
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps(reference_json(owner)))
+    argv = ["attest", "appraise", str(payload), "--reference", str(reference), "--nonce", NONCE,
+            "--now", NOW.isoformat()]
+    assert execute(argv) == 0
+    out = capsys.readouterr().out
+    assert "verdict: affirming" in out and "pcrs, boot_images" in out
+    reference.write_text(json.dumps({**reference_json(owner), "measurement": ["cd" * 48]}))
+    assert execute(argv) == 67
+    assert "measurement: expected " + "cd" * 48 in capsys.readouterr().out
