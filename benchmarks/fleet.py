@@ -44,11 +44,12 @@ from cvm.formats.kbs.rcar import Attestation
 from cvm.scenarios.attested_guest import (
     CURRENT_TCB,
     OLD_TCB,
+    OwnerImage,
     build_owner,
+    build_owner_image,
     reference_json,
     seeded_random,
 )
-from cvm.scenarios.boot_attacks import OwnerImage, build_owner_image
 from timing import argument_parser, median, print_figures
 
 ISSUED = datetime(2026, 1, 1, tzinfo=UTC)

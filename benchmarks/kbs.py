@@ -49,8 +49,13 @@ from cvm.attestation.verifier.composite import appraise
 from cvm.attestation.verifier.reference import ReferenceDocument
 from cvm.attestation.verifier.rego_policy import RegoPolicy
 from cvm.attestation.verifier.trust import TrustRoots
-from cvm.scenarios.attested_guest import build_owner, reference_json, seeded_random
-from cvm.scenarios.boot_attacks import OwnerImage, build_owner_image
+from cvm.scenarios.attested_guest import (
+    OwnerImage,
+    build_owner,
+    build_owner_image,
+    reference_json,
+    seeded_random,
+)
 from timing import argument_parser, median, print_figures
 
 ISSUED = datetime(2026, 1, 1, tzinfo=UTC)

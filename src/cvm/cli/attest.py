@@ -32,8 +32,7 @@ def _owner(directory: Path | None) -> Any:
     guests' chips come from this installation's emulated AMD root (made once, then pinned)."""
     from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
     from cvm.formats.uefi.varstore import Varstore
-    from cvm.scenarios.attested_guest import emulated_owner
-    from cvm.scenarios.boot_attacks import OwnerImage
+    from cvm.scenarios.attested_guest import OwnerImage, emulated_owner
 
     root = RootStore.for_workspace(DEFAULT_WORKSPACE).root("Milan", create=True)
     if directory is None:
@@ -152,9 +151,11 @@ def appraise(
 
     from cvm.attestation.verifier.collateral import CollateralCache
     from cvm.attestation.verifier.composite import appraise as run_appraisal
+    from cvm.attestation.verifier.launch_appraisal import appraise_launch
     from cvm.attestation.verifier.reference import ReferenceDocument
     from cvm.attestation.verifier.rego_policy import DEFAULT_POLICY, RegoPolicy
     from cvm.formats.kbs.json_fields import load_object
+    from cvm.formats.kbs.launch_evidence import LaunchEvidence
     from cvm.formats.kbs.rcar import Attestation
 
     payload = Attestation.from_json(load_object(evidence_file.read_bytes(), str(evidence_file)))
@@ -171,9 +172,14 @@ def appraise(
 
         explain = launch_explainer(firmware.read_bytes(),
                                    VcpuConfig(vcpus, vcpu_signature(vcpu_type)))
-    verdict = run_appraisal(found, document, rego, _roots(trust), _moment(now),
-                            runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
-                            challenge=nonce, explain_launch=explain)
+    if isinstance(found, LaunchEvidence):  # an SVSM's report alone (cvm-launch-evidence/1)
+        verdict = appraise_launch(found, document, rego, _roots(trust), _moment(now),
+                                  runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
+                                  challenge=nonce, explain_launch=explain)
+    else:
+        verdict = run_appraisal(found, document, rego, _roots(trust), _moment(now),
+                                runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
+                                challenge=nonce, explain_launch=explain)
     if as_json:
         typer.echo(json.dumps({"status": verdict.status, "step": verdict.step,
                                "findings": verdict.findings_json(),

@@ -52,8 +52,15 @@ def demo(
     workers: int = typer.Option(2, "--workers", help="Processes for the attack matrix."),
     family: list[str] = typer.Option(None, "--family", help="Only these attack families "
                                      "(repeat; default: all)."),
+    kbs: bool = typer.Option(False, "--kbs", help="The story with a key broker on loopback: "
+                             "the SVSM gets the vTPM state key from cvm kbs serve."),
 ) -> None:
     """Build an image, boot it as an SEV-SNP VM, attack it from the host, and report."""
+    if kbs:  # docs/kbs.md, "Booting through the broker"
+        from cvm.cli.demo_kbs import kbs_demo
+
+        raise typer.Exit(kbs_demo(random.Random(seed).randbytes if seed is not None
+                                  else os.urandom))
     started = time.perf_counter()
     attacks = _attacks(family)
     random_bytes: RandomBytes = random.Random(seed).randbytes if seed is not None else os.urandom

@@ -204,3 +204,30 @@ def show(out: Path, as_json: bool = AS_JSON) -> None:
         typer.echo(f"  launch {mode:<8} {digest}")
     for pcr, value in summary["pcrs_sha256"].items():
         typer.echo(f"  PCR {pcr:>2} sha256 {value}")
+
+
+@app.command("register")
+def register(
+    out: Path = typer.Argument(..., help="The image bundle folder (cvm image build OUT)."),
+    kbs: str = typer.Option(..., "--kbs", help="The key broker, e.g. http://127.0.0.1:8080."),
+    admin_token_file: Path = typer.Option(..., "--admin-token-file",
+                                          help="The broker's admin token (cvm kbs serve)."),
+    resource: str = typer.Option("default/vtpm/state-key", "--resource",
+                                 help="Where the state key goes: REPOSITORY/vtpm/TAG."),
+    as_json: bool = AS_JSON,
+) -> None:
+    """Register IMAGE with a key broker: its reference values and its vTPM state key."""
+    from cvm.image.kbs_registration import register as register_image
+
+    try:
+        token = admin_token_file.read_text().strip()
+    except OSError:
+        raise UsageError(f"--admin-token-file: cannot read {admin_token_file}") from None
+    done = register_image(out, kbs, token, resource)
+    if as_json:
+        typer.echo(json.dumps(done, indent=1))
+        return
+    typer.echo(f"registered {out} with {kbs}: reference values v{done['reference_version']} "
+               f"({len(done['measurement'])} launch digest(s)), the vTPM state key at "
+               f"{done['resource']}")
+    typer.echo(f"  not checked: {', '.join(done['unchecked'])}")

@@ -4,6 +4,8 @@ runs its workload; prints the chain of trust (or ``--json``).
 Exit status: 0 when every stage verified, the PCRs equal the prediction and the replayed event
 log, the root opened and the workload's data round-tripped; the refusing error's own code when a
 stage refused (e.g. 67 the relying party refused the report, 68 the vTPM refused to unseal);
+with ``--kbs URL`` the relying party is a key broker (the SVSM attests to it through the host,
+docs/kbs.md "Booting through the broker"; 67 when it refuses, 70 when it cannot be reached);
 1 when the boot ran to the end but a check said no (a PCR differs from the prediction).
 
 ``--backend qemu`` runs a ``cvm image build --target qemu`` image in the real QEMU + OVMF +
@@ -57,9 +59,16 @@ def run(
                                     help="qemu sev-snp: author key (P-384 PEM)."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="qemu: print the command line, do not run it."),
+    kbs: str = typer.Option(None, "--kbs",
+                            help="sev-snp: the SVSM obtains the vTPM state key from this key "
+                                 "broker (http://HOST:PORT; cvm image register first)."),
+    kbs_resource: str = typer.Option("default/vtpm/state-key", "--kbs-resource",
+                                     help="With --kbs: the state key's REPOSITORY/vtpm/TAG."),
 ) -> int:
     """Launch IMAGE, boot it, unseal its root, run its workload; print the chain of trust."""
     if backend == "qemu":
+        if kbs is not None:
+            raise UsageError("--kbs: the emulated backend's SVSM attests; not with --backend qemu")
         from cvm.cli.vm_qemu import run_qemu
 
         return run_qemu(image, mode or "plain", vcpus, tpm_state, firmware, id_key, author_key,
@@ -71,8 +80,14 @@ def run(
 
     if not (image / "image.json").is_file():
         raise UsageError(f"{image}: not an image bundle (no image.json)")
+    vendor = None
+    if kbs is not None:  # a broker trusts the installation's emulated root (--trust emulated)
+        from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
+
+        vendor = RootStore.for_workspace(DEFAULT_WORKSPACE).vendor("Milan", create=True)
     trace = boot_bundle(image, Mode.parse(mode or "sev-snp"), vcpus=vcpus,
-                        memory_bytes=parse_size(memory))
+                        memory_bytes=parse_size(memory), kbs=kbs, kbs_resource=kbs_resource,
+                        vendor=vendor)
     if as_json:
         typer.echo(json.dumps(trace.to_json(), indent=1))
     else:

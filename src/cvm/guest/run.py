@@ -8,6 +8,12 @@ guest can (a disk, its firmware, its varstore, the sealed state); the relying pa
 and the reference values and sees the SVSM's report and public key, relayed by the host with
 the VCEK chain the host fetched. A refusal anywhere ends the run with the stage and the error in
 the trace — :func:`boot_bundle` never raises for a refused boot, so attacks can be judged.
+
+With ``kbs`` (``cvm vm run IMAGE --kbs URL``) the relying party is a key broker service instead:
+the SVSM's agent (:class:`cvm.guest.svsm.kbs_agent.KbsAgent`) speaks Trustee's RCAR protocol
+to it, through the host's network (:class:`cvm.host.relay.NetworkRelay`: the host relays the
+bytes and supplies the VCEK chain; its log keeps the whole transcript), and the image must have
+been registered with the broker (``cvm image register``).
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from cvm.attestation.verifier.trust import TrustRoots
 from cvm.errors import CvmError, UsageError
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.tcb_version import TcbVersion
+from cvm.guest.svsm.kbs_agent import DEFAULT_RESOURCE, KbsAgent
 from cvm.guest.trace import VmTrace
 from cvm.guest.vm import GuestVm
 from cvm.hardware.psp.sev_legacy import TIK_SIZE, measure_mac
 from cvm.hardware.vm import Mode
+from cvm.host.relay import NetworkRelay
 from cvm.host.vm_run import DEFAULT_MEMORY, HostRun, VmRequest, launch, load_host_image
 from cvm.host.vmm import Hypervisor
 from cvm.image.provisioning import RelyingParty, StateKeyRequest
@@ -68,6 +76,27 @@ class HostRelayedBroker:
             report, evidence.vcek, evidence.ask, evidence.ark, nonce, *public))
         self.run.log.append(b"relayed the wrapped state key: " + wrapped.hex().encode())
         return wrapped
+
+
+def host_certificates(vendor: Vendor, run: HostRun) -> Callable[[bytes], tuple[bytes, bytes,
+                                                                              bytes]]:
+    """The host's answer to "which VCEK chain signs this report?": it fetches the VCEK for the
+    chip and the report's TCB from the vendor's KDS, as an extended guest request returns it."""
+    def chain(report: bytes) -> tuple[bytes, bytes, bytes]:
+        tcb = AttestationReport.from_bytes(report).reported_tcb
+        vcek = _vcek_certificate(vendor, run.psp.chip_id, tcb)
+        evidence = Evidence.from_cert_chain(report, vcek, vendor.cert_chain())
+        run.log.append(b"supplied the VCEK chain for the SVSM's report: " + report.hex().encode())
+        return evidence.vcek, evidence.ask, evidence.ark
+    return chain
+
+
+def kbs_agent(url: str, vendor: Vendor, run: HostRun, resource: str = DEFAULT_RESOURCE
+              ) -> KbsAgent:
+    """The SVSM's agent for the broker at ``url``, its traffic relayed by the host of ``run``
+    (every byte in the host's log)."""
+    return KbsAgent(url, NetworkRelay(url, run.log).exchange, host_certificates(vendor, run),
+                    resource)
 
 
 def relying_party(folder: Path, reference: ImageReferenceValues, vendor: Vendor,
@@ -117,8 +146,15 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
                 vcpus: int = 1, memory_bytes: int | None = None,
                 random: Callable[[int], bytes] = os.urandom,
                 counter: RollbackCounter | None = None,
-                party: RelyingParty | None = None, store_state: bool = False) -> VmTrace:
+                party: RelyingParty | None = None, store_state: bool = False,
+                kbs: str | None = None, kbs_resource: str = DEFAULT_RESOURCE,
+                vendor: Vendor | None = None) -> VmTrace:
     """Launch, boot and run the image in ``folder``; the trace says how far it got.
+
+    ``kbs`` is the URL of a key broker to obtain the vTPM state key from (``kbs_resource``,
+    ``<repository>/vtpm/<tag>``), instead of the owner's in-process relying party; ``vendor``
+    the emulated AMD whose chip runs the VM (default: this process's; a broker in another
+    process trusts the installation's, :meth:`cvm.amd.root_store.RootStore.vendor`).
 
     With ``store_state`` the vTPM state is sealed again at the end (the SVSM advances the
     relying party's ``counter``; the host's vTPM its own) and the host stores it in the
@@ -132,7 +168,10 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
             trace.predicted_measurement = reference.launch_digest(mode.value, vcpus)
         except UsageError:
             trace.predicted_measurement = None
-    vendor = default_vendor(PRODUCT)  # the vendor's PKI: made once per process, not per boot
+    if kbs is not None and mode is not Mode.SEV_SNP:
+        raise UsageError(f"--kbs: the SVSM attests to the broker; {mode.value} has no SVSM "
+                         "(use sev-snp)")
+    vendor = vendor or default_vendor(PRODUCT)  # made once per process, not per boot
     started = time.perf_counter()
     tik = random(TIK_SIZE) if mode in (Mode.SEV, Mode.SEV_ES) else None
     request = VmRequest(mode, vcpus, memory_bytes or DEFAULT_MEMORY, tik)
@@ -156,9 +195,11 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
     try:
         if mode is Mode.SEV_SNP:
             assert run.secrets_gpa is not None
-            party = party or relying_party(folder, reference, vendor, random)
+            source = (kbs_agent(kbs, vendor, run, kbs_resource) if kbs is not None
+                      else HostRelayedBroker(
+                          party or relying_party(folder, reference, vendor, random), vendor, run))
             guest.start_svsm(run.secrets_gpa, counter or MonotonicCounter(), run.image.state,
-                             HostRelayedBroker(party, vendor, run))
+                             source)
         else:
             guest.start_host_tpm()
         guest.boot(run.disk, run.image.varstore, run.image.firmware)

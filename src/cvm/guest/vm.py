@@ -32,7 +32,7 @@ from cvm.guest.boot.event_log_area import EventLogArea
 from cvm.guest.boot.firmware import DEFAULT_LOADER, ovmf_model_settings
 from cvm.guest.boot.initramfs import Initramfs
 from cvm.guest.kernel.sev_guest import SevGuest
-from cvm.guest.svsm.key_release import StateKeyBroker
+from cvm.guest.svsm.key_release import KeyReleaseAgent, StateKeyBroker
 from cvm.guest.svsm.svsm import Svsm
 from cvm.guest.tpm.client import TpmClient
 from cvm.guest.tpm.host_transport import HostTpmTransport
@@ -88,16 +88,23 @@ class GuestVm:
 
     # ---- the TPM -------------------------------------------------------------------------
     def start_svsm(self, secrets_gpa: int, counter: RollbackCounter, stored: bytes,
-                   broker: StateKeyBroker) -> None:
+                   broker: StateKeyBroker | KeyReleaseAgent) -> None:
         """SEV-SNP: the SVSM at VMPL0 attests, gets the state key, opens the vTPM state, and
         runs the guest OS at VMPL1, whose pages it validates and grants."""
         self.stage, started = "svsm", time.perf_counter()
         svsm = Svsm.start(self.vcpu, secrets_gpa, counter, self.random, stored, broker=broker)
         self.svsm = svsm
-        self.trace.add("SVSM", "attested", "to the relying party (SNP report at VMPL0, "
-                       "REPORT_DATA = SHA-512(nonce ‖ ephemeral P-384 key))")
-        self.trace.add("relying party", "released", "the vTPM state key, wrapped to the "
-                       "SVSM's ephemeral key")
+        if isinstance(broker, KeyReleaseAgent):
+            self.trace.add("SVSM", "attested", "to the key broker through the host (RCAR: "
+                           "launch evidence, SNP report at VMPL0, REPORT_DATA = "
+                           "SHA-384(nonce, TEE key))")
+            self.trace.add("key broker", "released", "the vTPM state key, a JWE to the SVSM's "
+                           "TEE key")
+        else:
+            self.trace.add("SVSM", "attested", "to the relying party (SNP report at VMPL0, "
+                           "REPORT_DATA = SHA-512(nonce ‖ ephemeral P-384 key))")
+            self.trace.add("relying party", "released", "the vTPM state key, wrapped to the "
+                           "SVSM's ephemeral key")
         self.trace.add("SVSM", "opened", f"the vTPM state (rollback counter {counter.read()})")
         m = self.memory
         svsm.grant(m.first, BOOT_PAGES)  # the guest OS's boot pages: its TPM buffer, scratch

@@ -3,8 +3,11 @@ in their SVSM, each able to produce ``cvm-evidence/1`` for a verifier's nonce.
 
 The owner side (:class:`Owner`) holds what a relying party registers: the firmware image with its
 predicted launch digest, the signed UKI and varstore with the PCRs and the event log its boot
-produces. :meth:`Owner.launch` starts one CVM on a chosen chip and TCB, optionally with the
-host's changes (other firmware, more vCPUs, another UKI or varstore), so tests, the benchmarks and
+produces — the UKI, its keys and varstore made by the owner's image tools
+(:func:`cvm.image.boot_chain.build_chain`, :class:`cvm.image.keys.OwnerKeys`), as
+``cvm image build`` makes them; :data:`BOOT_ATTACKS` are the host's changes to that boot chain.
+:meth:`Owner.launch` starts one CVM on a chosen chip and TCB, optionally with the host's changes
+(other firmware, more vCPUs, another UKI or varstore), so tests, the benchmarks and
 ``cvm attest evidence`` share one way to make genuine and hostile evidence.
 """
 
@@ -19,8 +22,9 @@ from typing import Any
 from cvm.amd import DEFAULT_SEED
 from cvm.amd.authority import EmulatedRoot
 from cvm.amd.pki import Vendor
-from cvm.crypto.drbg import SeededRandom
+from cvm.crypto.drbg import OsRandom, SeededRandom
 from cvm.crypto.jose import KeyPair
+from cvm.formats.initramfs import InitramfsManifest, build_initramfs
 from cvm.formats.kbs.evidence import CvmEvidence
 from cvm.formats.ovmf.image import OvmfImage, build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
@@ -39,6 +43,7 @@ from cvm.guest.attest import (
 from cvm.guest.boot.chain import BootChain
 from cvm.guest.boot.esp_files import EspFiles
 from cvm.guest.boot.pcr_bank import SoftwarePcrBank
+from cvm.guest.boot.uki import uki_sections
 from cvm.guest.svsm.svsm import Svsm
 from cvm.guest.tpm.client import TpmClient
 from cvm.guest.tpm.svsm_guest import SvsmGuest
@@ -46,8 +51,11 @@ from cvm.hardware.machine import Machine
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.host.launch import DEFAULT_POLICY, GuestRequestRelay, SnpLaunchConfig, launch_snp
 from cvm.host.vmm import Hypervisor
+from cvm.image.boot_chain import LOADER, OS_RELEASE, build_chain, make_kernel, make_uki
+from cvm.image.disk_layout import DiskPlan
+from cvm.image.keys import OwnerKeys
 from cvm.image.measurement import VcpuConfig, snp_launch_digest
-from cvm.scenarios.boot_attacks import LOADER, OwnerImage, build_owner_image
+from cvm.image.pcr_prediction import predict
 from cvm.vtpm.state_file import MonotonicCounter
 
 MILAN_SIGNATURE = 0x00A00F11
@@ -61,6 +69,54 @@ SECTIONS = (
 )
 FIRMWARE_SEED = b"cvm attested firmware"
 BUFFER_GPA, SCRATCH_GPA = 0x20000, 0x21000
+SEALED_PCRS = (4, 7, 11)
+
+
+@dataclass(frozen=True)
+class OwnerImage:
+    """What the owner built: the signed UKI, the varstore, and the predicted PCRs (sha256)."""
+
+    uki: bytes
+    varstore: Varstore
+    predicted: dict[int, bytes]
+
+
+def build_owner_image(random: Callable[[int], bytes] | None = None) -> OwnerImage:
+    """The owner's keys, its signed UKI (kernel, initramfs naming the root, command line) and
+    enrolled varstore, built by the image tools, and the PCRs predicted for its boot."""
+    rng = random or OsRandom()
+    keys = OwnerKeys.generate(rng, vendor=False, pcr_policy=False)
+    plan = DiskPlan.make(rng)
+    initrd = build_initramfs(InitramfsManifest(plan.luks_uuid, str(plan.root_guid), None),
+                             OS_RELEASE)
+    uki = build_chain("uki", keys, initrd, plan.luks_uuid, False).files[LOADER]
+    varstore = keys.varstore()
+    predicted = predict(BootChain(EspFiles({LOADER: uki}), varstore)).values("sha256")
+    return OwnerImage(uki, varstore, {pcr: predicted[pcr] for pcr in SEALED_PCRS})
+
+
+def _host_uki(owner: OwnerImage) -> bytes:
+    """The host's own UKI: another kernel, a root shell on the command line, the owner's
+    initramfs (copied from its UKI), unsigned."""
+    initrd = dict(uki_sections(owner.uki))[".initrd"]
+    return make_uki(make_kernel("6.1.0-host"), "console=ttyS0 init=/bin/sh", initrd)
+
+
+def _edited(uki: bytes, old: bytes, new: bytes) -> bytes:
+    assert len(old) == len(new) and old in uki
+    return uki.replace(old, new, 1)
+
+
+# The host's changes to the owner's boot chain on the ESP: (UKI, varstore) it boots instead.
+BOOT_ATTACKS: dict[str, Callable[[OwnerImage], tuple[bytes, Varstore]]] = {
+    "host edits the kernel command line on the ESP": lambda owner: (
+        _edited(owner.uki, b" ro\0", b" rw\0"), owner.varstore),
+    "host patches one byte of the kernel": lambda owner: (
+        _edited(owner.uki, b"Linux version", b"Linux versioN"), owner.varstore),
+    "host swaps in its own unsigned UKI": lambda owner: (_host_uki(owner), owner.varstore),
+    "host clears the varstore (Secure Boot off) and boots its UKI": lambda owner: (
+        _host_uki(owner), Varstore.empty_4m()),
+}
 
 
 def boot_log(uki: bytes, varstore: Varstore) -> EventLog:

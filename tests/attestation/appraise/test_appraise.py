@@ -22,8 +22,14 @@ from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tpm2.constants import TpmaObject
 from cvm.formats.tpm2.public import Public
 from cvm.image.measurement import VcpuConfig
-from cvm.scenarios.attested_guest import MILAN_SIGNATURE, OLD_TCB, Cvm, Owner, reference_json
-from cvm.scenarios.boot_attacks import attack_image
+from cvm.scenarios.attested_guest import (
+    BOOT_ATTACKS,
+    MILAN_SIGNATURE,
+    OLD_TCB,
+    Cvm,
+    Owner,
+    reference_json,
+)
 
 from .conftest import ISSUED, NOW
 
@@ -118,8 +124,8 @@ def test_replay_refuses_an_edited_log(genuine: Cvm, evidence: CvmEvidence,
 
 def test_pcr_mismatch_names_the_event(owner: Owner, reference: ReferenceDocument,
                                       roots: TrustRoots) -> None:
-    uki, varstore = attack_image(owner.image, "host clears the varstore (Secure Boot off) and "
-                                              "boots its UKI")
+    uki, varstore = BOOT_ATTACKS["host clears the varstore (Secure Boot off) and boots its "
+                                 "UKI"](owner.image)
     cvm = owner.launch(5, uki=uki, varstore=varstore)
     verdict = _appraise(cvm.evidence(NONCE), cvm, reference, roots)
     assert verdict.step == "validate"

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,19 +89,18 @@ def _fresh_postgres(url: str) -> str:
     return url
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def kbs(request: pytest.FixtureRequest, owner: Owner, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[Kbs]:
-    if request.param == "postgresql":
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A fresh database of ``backend`` (sqlite, or postgresql when the tests have a server)."""
+    if backend == "postgresql":
         if not POSTGRES_URL:
             pytest.skip("CVM_TEST_POSTGRES_URL is not set (CI sets it)")
-        url = _fresh_postgres(POSTGRES_URL)
-    else:
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('kbs')) / 'kbs.db'}"
-    clock = Clock()
-    roots = TrustRoots.of([owner.vendor.trust_anchor()], "emulated")
-    broker = Broker(Storage(url), bytes(range(32)), roots, clock=clock,
-                    settings=BrokerSettings(session_ttl_seconds=60, token_ttl_seconds=120))
+        return _fresh_postgres(POSTGRES_URL)
+    return f"sqlite:///{Path(tmp_path_factory.mktemp('kbs')) / 'kbs.db'}"
+
+
+@contextmanager
+def serving(broker: Broker) -> Iterator[str]:
+    """``broker`` served by uvicorn on a free loopback port (in a thread); yields its URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(broker, ADMIN_TOKEN), host="127.0.0.1",
                                            port=port, log_level="warning", access_log=False))
@@ -108,14 +108,31 @@ def kbs(request: pytest.FixtureRequest, owner: Owner, tmp_path_factory: pytest.T
     thread.start()
     while not server.started:
         time.sleep(0.01)
-    service = Kbs(f"http://127.0.0.1:{port}", broker, clock, owner)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        broker.storage.engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def kbs(request: pytest.FixtureRequest, owner: Owner, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[Kbs]:
+    url = database_url(request.param, tmp_path_factory)
+    clock = Clock()
+    roots = TrustRoots.of([owner.vendor.trust_anchor()], "emulated")
+    broker = Broker(Storage(url), bytes(range(32)), roots, clock=clock,
+                    settings=BrokerSettings(session_ttl_seconds=60, token_ttl_seconds=120))
+    with serving(broker) as address:
+        yield from _registered(Kbs(address, broker, clock, owner))
+
+
+def _registered(service: Kbs) -> Iterator[Kbs]:
     with service.admin() as admin:
         import json
 
         assert admin.post("/kbs/v0/reference-values",
-                          content=json.dumps(reference_json(owner))).status_code == 200
+                          content=json.dumps(reference_json(service.owner))).status_code == 200
         assert admin.post(f"/kbs/v0/resource/{SECRET_PATH}", content=SECRET).status_code == 200
     yield service
-    server.should_exit = True
-    thread.join(timeout=10)
-    broker.storage.engine.dispose()

@@ -25,9 +25,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cvm import __version__
+from cvm.attestation.kbs.launch import (
+    ATTESTED,
+    LAUNCH_ATTESTED,
+    appraise_payload,
+    is_launch,
+    may_open,
+    scope_finding,
+    session_state,
+)
 from cvm.attestation.kbs.storage import Sealed, Storage
 from cvm.attestation.verifier.chain import ChainVerifier
-from cvm.attestation.verifier.composite import Verdict, appraise
+from cvm.attestation.verifier.composite import Verdict
 from cvm.attestation.verifier.reference import ReferenceDocument
 from cvm.attestation.verifier.rego_policy import DEFAULT_POLICY, RegoPolicy
 from cvm.attestation.verifier.trust import TrustRoots
@@ -201,10 +210,9 @@ class Broker:
             raise ProblemError(401, "AttestationFailed", DENIED)
         policy = self._cached("policy", "default", lambda src: RegoPolicy(src, "default"),
                               DEFAULT_POLICY, stored.get(("policy", "default")))
-        verdict = appraise(payload.evidence, reference, policy, self.roots,
-                           datetime.fromtimestamp(now, UTC), runtime_nonce=payload.nonce,
-                           tee_pubkey=payload.tee_pubkey, challenge=session["nonce"],
-                           chains=self.chains)
+        verdict = appraise_payload(payload, reference, policy, self.roots,
+                                   datetime.fromtimestamp(now, UTC), session["nonce"],
+                                   self.chains)
         if not verdict.accepted:
             self._record(session_id, digest, now, verdict.findings_json(), chip,
                          payload.tee_pubkey)
@@ -235,11 +243,11 @@ class Broker:
                 self.storage.audit_row("attest", "affirmed", [], session_id=session_id,
                                        chip_id=chip, at=now,
                                        subject=f"unchecked: {', '.join(verdict.unchecked)}"),
-                digest):
+                digest, state=session_state(verdict)):
             raise self._deny(session_id, _replay_finding(digest), chip, now)
         return token
 
-    def _from_token(self, token: str, now: float) -> tuple[dict[str, str], str]:
+    def _from_token(self, token: str, now: float) -> tuple[dict[str, str], str, bool]:
         try:
             header, claims = self.token_key.verify_token(token)
             result = AttestationResult.from_claims(claims)
@@ -250,15 +258,17 @@ class Broker:
             raise ProblemError(401, "TokenVerifierError", "the attestation token has expired")
         if result.status != AFFIRMING:
             raise ProblemError(403, "PolicyDeny", "access denied by policy")
-        return result.tee_pubkey, f"token {result.token_id}"
+        return result.tee_pubkey, f"token {result.token_id}", is_launch(result.evidence_claims)
 
     @staticmethod
     def _session_key(session_id: str, session: dict[str, Any] | None, now: float
-                     ) -> tuple[dict[str, str], str]:
-        if session is None or session["state"] != "attested" or session["expires"] <= now:
+                     ) -> tuple[dict[str, str], str, bool]:
+        if (session is None or session["state"] not in (ATTESTED, LAUNCH_ATTESTED)
+                or session["expires"] <= now):
             raise ProblemError(401, "UnAuthenticatedCookie",
                           "the session is not attested, or has expired")
-        return json.loads(session["tee_pubkey"]), f"session {session_id}"
+        return (json.loads(session["tee_pubkey"]), f"session {session_id}",
+                session["state"] == LAUNCH_ATTESTED)
 
     def resource(self, path: str, session_id: str | None, bearer: str | None) -> dict[str, Any]:
         """GET /kbs/v0/resource/...: the secret as a JWE wrapped to the attested TEE key."""
@@ -266,10 +276,10 @@ class Broker:
         if bearer is None and not session_id:
             raise ProblemError(401, "TokenNotFound", "no kbs-session-id cookie and no bearer token")
         session, sealed = self.storage.session_and_secret(session_id, path)
-        key, who = (self._from_token(bearer, now) if bearer is not None
-                    else self._session_key(session_id or "", session, now))
+        key, who, launch = (self._from_token(bearer, now) if bearer is not None
+                            else self._session_key(session_id or "", session, now))
         if bearer is not None and session_id:
-            session_key, _ = self._session_key(session_id, session, now)
+            session_key, _, _ = self._session_key(session_id, session, now)
             if session_key != key:
                 self.storage.log("resource", "refused", [{
                     "rule": "tee-pubkey", "expected": "the session's TEE key",
@@ -277,6 +287,10 @@ class Broker:
                     session_id=session_id, subject=path, at=now)
                 raise ProblemError(401, "UnAuthenticatedCookie",
                                    "the session belongs to another key")
+        if not may_open(path, launch):
+            self.storage.log("resource", "refused", [scope_finding(path, launch)],
+                             session_id=session_id, subject=f"{path} ({who})", at=now)
+            raise ProblemError(403, "PolicyDeny", "access denied by policy")
         if sealed is None:
             raise ProblemError(404, "ResourceNotFound", f"resource {path} does not exist")
         jwe = wrap_to(key, self._open(f"secret:{path}", sealed))

@@ -50,7 +50,8 @@ sessions = Table(
     Column("id", String(64), primary_key=True),
     Column("nonce", String(64), nullable=False),
     Column("tee", String(32), nullable=False),
-    Column("state", String(16), nullable=False),  # challenged | attesting | attested | denied
+    Column("state", String(16), nullable=False),  # challenged | attesting | attested |
+    # launch-attested | denied
     Column("created", Float, nullable=False),
     Column("expires", Float, nullable=False),
     Column("tee_pubkey", Text),
@@ -222,9 +223,12 @@ class Storage:
 
     def finish_attestation(self, session_id: str, accepted: bool, tee_pubkey: dict[str, str],
                            token_id: str | None, issued: float, expires: float,
-                           audit_row: dict[str, Any], report_digest: str) -> bool:
-        """Record the presented report, the outcome and its audit row in one transaction;
-        False, with nothing recorded, if the report was presented before (a replay)."""
+                           audit_row: dict[str, Any], report_digest: str,
+                           state: str = "attested") -> bool:
+        """Record the presented report, the outcome and its audit row in one transaction; an
+        accepted session goes to ``state`` (``attested``, or ``launch-attested`` for launch
+        evidence). False, with nothing recorded, if the report was presented before (a
+        replay)."""
         try:
             with self._driver() as cursor:
                 cursor.execute(self._sql(
@@ -235,7 +239,7 @@ class Storage:
                 cursor.execute(self._sql(
                     "UPDATE kbs_sessions SET state = {}, tee_pubkey = {}, token_id = {}, "
                     "expires = {} WHERE id = {}"),
-                    ("attested" if accepted else "denied", json.dumps(tee_pubkey), token_id,
+                    (state if accepted else "denied", json.dumps(tee_pubkey), token_id,
                      expires if accepted else issued, session_id))
                 if token_id is not None:
                     cursor.execute(self._sql(

@@ -3,7 +3,9 @@
 ``Request`` (POST /kbs/v0/auth), ``Challenge`` (its answer), ``Attestation`` (POST
 /kbs/v0/attest: runtime data with the nonce and the TEE public key as a JWK, RFC 7517, and the
 TEE evidence). cvm's TEE is ``snp`` and its primary evidence is a ``cvm-evidence/1`` document
-(:mod:`cvm.formats.kbs.evidence`); ``additional_evidence`` must be absent or empty.
+(:mod:`cvm.formats.kbs.evidence`) — or, from an SVSM before its vTPM runs, a
+``cvm-launch-evidence/1`` one (:mod:`cvm.formats.kbs.launch_evidence`), told apart by its
+``version``; ``additional_evidence`` must be absent or empty.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from cvm.errors import FormatError
 from cvm.formats.kbs.evidence import CvmEvidence
 from cvm.formats.kbs.json_fields import as_object, b64url_decode, only_keys, text
+from cvm.formats.kbs.launch_evidence import LAUNCH_EVIDENCE_VERSION, LaunchEvidence
 
 PROTOCOL_VERSIONS = ("0.1.0", "0.1.1", "0.2.0", "0.3.0", "0.4.0")
 SUPPORTED_TEES = ("snp",)
@@ -71,7 +74,7 @@ class Attestation:
 
     nonce: str
     tee_pubkey: dict[str, str]
-    evidence: CvmEvidence
+    evidence: CvmEvidence | LaunchEvidence
 
     @classmethod
     def from_json(cls, value: object) -> Attestation:
@@ -85,8 +88,12 @@ class Attestation:
         only_keys(tee, "attestation.tee-evidence", {"primary_evidence"}, {"additional_evidence"})
         if tee.get("additional_evidence") not in (None, "", "{}", {}):
             raise FormatError("attestation.tee-evidence.additional_evidence: not supported")
-        evidence = CvmEvidence.from_json(tee["primary_evidence"],
-                                         "attestation.tee-evidence.primary_evidence")
+        primary, where = tee["primary_evidence"], "attestation.tee-evidence.primary_evidence"
+        evidence: CvmEvidence | LaunchEvidence
+        if isinstance(primary, dict) and primary.get("version") == LAUNCH_EVIDENCE_VERSION:
+            evidence = LaunchEvidence.from_json(primary, where)
+        else:
+            evidence = CvmEvidence.from_json(primary, where)
         return cls(nonce, key, evidence)
 
     def to_json(self) -> dict[str, Any]:

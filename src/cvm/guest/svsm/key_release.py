@@ -14,7 +14,7 @@ the scalar. A wrong launch measurement gets nothing, so the vTPM state never ope
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cvm.crypto.key_transport import COORDINATE_SIZE, CURVE, public_point, report_data, unwrap
 from cvm.crypto.tpm_keys import ecc_from_seed
@@ -36,6 +36,17 @@ class StateKeyBroker(Protocol):
 
     def release(self, report: bytes, nonce: bytes, public: tuple[bytes, bytes]) -> bytes:
         """The state key wrapped to ``public`` for an acceptable report; raises otherwise."""
+        ...
+
+
+@runtime_checkable
+class KeyReleaseAgent(Protocol):
+    """An agent that runs the whole exchange itself (a key broker service's protocol:
+    :class:`cvm.guest.svsm.kbs_agent.KbsAgent`) and leaves the state key at ``key_gpa``."""
+
+    def obtain_state_key(self, vcpu: Vcpu, requester: GuestRequester, key_gpa: int,
+                         random: Callable[[int], bytes]) -> None:
+        """Attest, receive the key, write it at ``key_gpa``; raise if refused."""
         ...
 
 

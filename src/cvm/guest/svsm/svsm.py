@@ -63,7 +63,7 @@ from cvm.guest.kernel.guest_request import GuestRequester
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.svsm.attestation import PROTOCOL_ATTEST, AttestationProtocol
 from cvm.guest.svsm.core import PROTOCOL_CORE, CoreProtocol
-from cvm.guest.svsm.key_release import StateKeyBroker, obtain_state_key
+from cvm.guest.svsm.key_release import KeyReleaseAgent, StateKeyBroker, obtain_state_key
 from cvm.guest.svsm.result import CallReply, SvsmResult, refuse
 from cvm.guest.svsm.vtpm import PROTOCOL_VTPM, VtpmProtocol
 from cvm.hardware.fault import FaultRaised
@@ -141,11 +141,12 @@ class Svsm:
     def start(cls, vcpu: Vcpu, secrets_gpa: int, counter: RollbackCounter,
               random: Callable[[int], bytes], stored: bytes | None = None,
               layout: SvsmLayout = SvsmLayout(), keys: StateKeyProvider | None = None,
-              broker: StateKeyBroker | None = None) -> Svsm:
+              broker: StateKeyBroker | KeyReleaseAgent | None = None) -> Svsm:
         """Boot on the launch VMSA (VMPL0): take the state pages, obtain the state key, open
         (or manufacture) the state, create and run the guest OS's VMSA at VMPL1.
 
-        The state key comes from ``broker`` after attestation (:mod:`.key_release`), or is
+        The state key comes from ``broker`` after attestation (:mod:`.key_release`; a
+        :class:`KeyReleaseAgent` such as the key broker's agent, :mod:`.kbs_agent`), or is
         ``keys`` (a key released beforehand), or else is derived by the PSP. A tampered,
         truncated, rolled-back or foreign ``stored`` state refuses to start."""
         if vcpu.vmpl != 0:
@@ -159,7 +160,10 @@ class Svsm:
             guest.accept(layout.state_gpa + page * PAGE_SIZE)
         guest.accept(layout.key_gpa)
         if broker is not None:
-            obtain_state_key(vcpu, requester, layout.key_gpa, broker, random)
+            if isinstance(broker, KeyReleaseAgent):  # a key broker's agent runs its protocol
+                broker.obtain_state_key(vcpu, requester, layout.key_gpa, random)
+            else:
+                obtain_state_key(vcpu, requester, layout.key_gpa, broker, random)
             provider: StateKeyProvider = GuestPageKeyProvider(
                 lambda: vcpu.read(layout.key_gpa, STATE_KEY_SIZE), KeySource.BROKER_RELEASED)
         else:
