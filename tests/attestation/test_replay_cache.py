@@ -10,6 +10,7 @@ import pytest
 from cvm.attestation.verifier.pcr_replay import ReplayCache, replayed_pcrs
 from cvm.errors import FormatError
 from cvm.formats.tcg.event_log import EventLog
+from cvm.formats.tcg.event_type import EventType
 
 LOG = next(Path(__file__).parents[1].joinpath("vectors").glob("*/eventlog.bin")).read_bytes()
 PCRS = (0, 1, 2, 3, 4, 5, 6, 7)
@@ -44,3 +45,14 @@ def test_a_malformed_log_is_refused_every_time() -> None:
         with pytest.raises(FormatError):
             cache.replay(b"\x00" * 10, "sha256", PCRS)
     assert not cache._entries
+
+
+def test_an_unextended_pcr0_starts_at_the_startup_locality() -> None:
+    """A log whose StartupLocality is 3 and that never extends PCR 0: the quoted PCR 0 is
+    0…03, what TPM2_Startup at locality 3 leaves (and 0…00 for a PCR nothing extends)."""
+    log = EventLog.parse(Path(__file__).parents[1].joinpath(
+        "vectors", "tpm", "keylime", "binary_bios_measurements").read_bytes())
+    kept = tuple(event for event in log.events
+                 if event.pcr_index != 0 or event.event_type == EventType.EV_NO_ACTION)
+    values = replayed_pcrs(replace(log, events=kept), "sha256", (0, 16))
+    assert values == {0: bytes(31) + b"\x03", 16: bytes(32)}

@@ -64,9 +64,28 @@ def test_guid_mixed_endian() -> None:
         Guid.parse("nope")
 
 
-WIDE = Layout("WIDE", 0x20, [u8("a", 0), reserved(1, 1), u16("b", 2), u32("c", 4),
-                             u64("d", 8), raw("e", 0x10, 8), reserved(0x18, 8)], "big")
-ODD = Layout("ODD", 8, [u8("a", 0), Field("b", 1, 3, "uint"), u32("c", 4)])
+def wide() -> Layout:
+    """Declared when a test runs (so a changed declaration helper shows in that test)."""
+    return Layout("WIDE", 0x20, [u8("a", 0), reserved(1, 1), u16("b", 2), u32("c", 4),
+                                 u64("d", 8), raw("e", 0x10, 8), reserved(0x18, 8)], "big")
+
+
+def test_declaration_helpers_and_the_compiled_struct() -> None:
+    layout = wide()
+    assert [(f.name, f.offset, f.size, f.kind) for f in layout.fields] == [
+        ("a", 0, 1, "uint"), ("reserved_0x1", 1, 1, "reserved"), ("b", 2, 2, "uint"),
+        ("c", 4, 4, "uint"), ("d", 8, 8, "uint"), ("e", 0x10, 8, "bytes"),
+        ("reserved_0x18", 0x18, 8, "reserved")]
+    assert layout._struct is not None and layout._struct.format == ">B1sHIQ8s8s"
+    assert layout._names == ("a", "", "b", "c", "d", "e", "")
+    assert layout._ints == ("a", "b", "c", "d") and layout._areas == (("e", 8),)
+    assert layout._zeros == ((1, bytes(1)), (6, bytes(8)))
+    little = Layout("L", 4, [u16("x", 0), u16("y", 2)])
+    assert little._struct is not None and little._struct.format == "<HH"
+    assert little.pack({"x": 1, "y": 2}) == b"\x01\x00\x02\x00"
+    assert little.field("y").offset == 2 and little.span("x", "y") == slice(0, 4)
+    with pytest.raises(InternalError, match="layout L has no field 'z'"):
+        little.field("z")
 
 
 @given(st.integers(0, 255), st.integers(0, 2**16 - 1), st.integers(0, 2**32 - 1),
@@ -75,14 +94,16 @@ def test_the_struct_path_equals_the_field_path(a: int, b: int, c: int, d: int,
                                                e: bytes) -> None:
     """pack/unpack through the compiled struct give exactly the field-by-field bytes and
     values, in both byte orders."""
+    layout = wide()
     values = {"a": a, "b": b, "c": c, "d": d, "e": e}
-    packed = WIDE.pack(values)
-    assert packed == WIDE._pack_fields(values)
-    assert WIDE.unpack(packed) == WIDE._unpack_fields(packed) == values
+    packed = layout.pack(values)
+    assert packed == layout._pack_fields(values)
+    assert layout.unpack(packed) == layout._unpack_fields(packed) == values
     assert packed[2:4] == b.to_bytes(2, "big")
 
 
 def test_the_struct_path_refuses_what_the_field_path_refuses() -> None:
+    layout = wide()
     base = {"a": 1, "b": 2, "c": 3, "d": 4, "e": bytes(8)}
     for change, message in (({"a": True}, "a: expected an integer"),
                             ({"a": 256}, "a: 256 does not fit in 1 bytes"),
@@ -90,24 +111,27 @@ def test_the_struct_path_refuses_what_the_field_path_refuses() -> None:
                             ({"e": bytes(9)}, "e: expected 8 bytes"),
                             ({"e": "x" * 8}, "e: expected 8 bytes")):
         with pytest.raises(UsageError, match=message):
-            WIDE.pack({**base, **change})  # type: ignore[dict-item]
+            layout.pack({**base, **change})  # type: ignore[dict-item]
     with pytest.raises(InternalError, match="no value for field d"):
-        WIDE.pack({k: v for k, v in base.items() if k != "d"})
+        layout.pack({k: v for k, v in base.items() if k != "d"})
     with pytest.raises(InternalError, match=r"unknown fields \['f'\]"):
-        WIDE.pack({**base, "f": 0})
+        layout.pack({**base, "f": 0})
     with pytest.raises(InternalError, match="no value for field e"):
-        WIDE.pack({**{k: v for k, v in base.items() if k != "e"}, "f": 0})
-    assert WIDE.pack({**base, "e": bytearray(8)}) == WIDE.pack(base)  # the field path's rule
-    packed = bytearray(WIDE.pack(base))
+        layout.pack({**{k: v for k, v in base.items() if k != "e"}, "f": 0})
+    assert layout.pack({**base, "e": bytearray(8)}) == layout.pack(base)  # the field path's rule
+    packed = bytearray(layout.pack(base))
     for offset in (1, 0x1F):
         bad = bytearray(packed)
         bad[offset] = 1
         with pytest.raises(FormatError, match="reserved bytes"):
-            WIDE.unpack(bytes(bad))
+            layout.unpack(bytes(bad))
+        with pytest.raises(FormatError, match="reserved bytes"):
+            layout._unpack_fields(bytes(bad))
 
 
 def test_a_layout_with_other_integer_widths_uses_the_field_path() -> None:
+    odd = Layout("ODD", 8, [u8("a", 0), Field("b", 1, 3, "uint"), u32("c", 4)])
     values = {"a": 1, "b": 0xABCDEF, "c": 7}
-    assert ODD._struct is None
-    assert ODD.unpack(ODD.pack(values)) == values
-    assert ODD.pack(values)[1:4] == (0xABCDEF).to_bytes(3, "little")
+    assert odd._struct is None
+    assert odd.unpack(odd.pack(values)) == values
+    assert odd.pack(values)[1:4] == (0xABCDEF).to_bytes(3, "little")
