@@ -3,7 +3,8 @@
 The needles are every 8-byte window of every secret (volume key, vTPM seeds, workload data,
 state key, VMPCKs ...), kept as a sorted array of little-endian 64-bit words. At every byte offset
 of a haystack the first two bytes are looked up in a 64 Ki-entry table of the windows' first two
-bytes (vectorised, two aligned 16-bit views); only the few offsets that pass are read as 64-bit
+bytes (vectorised, two aligned 16-bit views), the survivors' next two bytes in a second such
+table of the windows' bytes 2–3; only the few offsets that pass both are read as 64-bit
 words and looked up in the needles with one binary search. Pages that are all zeros are
 skipped (no window of a secret worth the name is all zeros; such windows are dropped).
 
@@ -67,6 +68,8 @@ class CanaryScan:
         self._fingerprint = hashlib.blake2b(self._needles.tobytes(), digest_size=16).digest()
         self._prefix = np.zeros(1 << 16, dtype=bool)
         self._prefix[(self._needles & 0xFFFF).astype(np.intp)] = True
+        self._second = np.zeros(1 << 16, dtype=bool)
+        self._second[(self._needles >> 16 & 0xFFFF).astype(np.intp)] = True
 
     def __len__(self) -> int:
         return len(self._needles)
@@ -126,6 +129,9 @@ class CanaryScan:
             candidates.append(np.flatnonzero(self._prefix[pairs]) * 2 + phase)
         offsets = np.concatenate(candidates)
         offsets = offsets[offsets <= len(run) - WINDOW_BYTES]
+        # Of those, the offsets whose next two bytes continue some window (a second table).
+        pairs = run[offsets + 2].astype(np.intp) | run[offsets + 3].astype(np.intp) << 8
+        offsets = offsets[self._second[pairs]]
         if not len(offsets):
             return []
         windows = np.lib.stride_tricks.sliding_window_view(run, WINDOW_BYTES)[offsets]
