@@ -130,8 +130,8 @@ class CanaryScan:
         offsets = np.concatenate(candidates)
         offsets = offsets[offsets <= len(run) - WINDOW_BYTES]
         # Of those, the offsets whose next two bytes continue some window (a second table).
-        pairs = run[offsets + 2].astype(np.intp) | run[offsets + 3].astype(np.intp) << 8
-        offsets = offsets[self._second[pairs]]
+        following = run[offsets + 2].astype(np.intp) | run[offsets + 3].astype(np.intp) << 8
+        offsets = offsets[self._second[following]]
         if not len(offsets):
             return []
         windows = np.lib.stride_tricks.sliding_window_view(run, WINDOW_BYTES)[offsets]

@@ -19,8 +19,6 @@ from cvm.hardware.vcpu import EXIT_VMGEXIT, Vcpu, VmExit
 from cvm.host.adversary.canary import CanaryScan, Leak
 from cvm.host.vmm import Guest, Hypervisor
 
-Buffer = bytes | bytearray | memoryview
-
 REGISTER_BYTES = 8
 
 
@@ -67,7 +65,7 @@ class HostView:
                         elif isinstance(part, str):
                             yield f"{type(hook).__name__} log #{number}", part.encode()
 
-    def scan(self, scanner: CanaryScan, files: Mapping[str, Buffer] = {}) -> list[Leak]:
+    def scan(self, scanner: CanaryScan, files: Mapping[str, bytes] = {}) -> list[Leak]:
         """Every leak in DRAM, the exit views, the logs and ``files``."""
         leaks = scanner.scan_dram(self.host.machine.dram)
         leaks += scanner.scan_all(self.exit_views)
