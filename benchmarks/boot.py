@@ -11,6 +11,12 @@ Measured, in one process:
   workload running, with each phase's share (launch, SVSM, ESP, boot chain, initramfs,
   workload) and the keyslot's share: the token keyslot's KDF (PBKDF2-SHA512) and the whole
   keyslot open (KDF, area decryption, AF merge), timed where the initramfs calls them;
+* ``boot_crypto``: one more SEV-SNP boot with every cryptographic primitive timed where it is
+  called (:mod:`crypto_timer`, installed by this benchmark only): the share of the boot spent
+  in each kind of primitive the architecture requires (the keyslot's PBKDF2, AES-XTS of the
+  keyslot area and the root's sectors, the memory engine's AES, SHA of the measurements,
+  RSA/ECC of Secure Boot, the vTPM and the report, the vTPM's KDFs and session ciphers), and
+  ``python_share``: everything else;
 * ``matrix``: every attack in every mode (:func:`cvm.scenarios.attack_matrix.matrix`), wall
   time with ``--workers`` processes, and the sum of the cells' own times.
 
@@ -28,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from crypto_timer import CryptoTimer
 from cvm.amd.pki import default_vendor
 from cvm.disk import keyslot
 from cvm.guest.boot import initramfs
@@ -57,6 +64,22 @@ class _Timer:
                 self.calls += 1
 
         return timed
+
+
+def _crypto_breakdown(folder: Path, seed: int) -> dict[str, object]:
+    """One SEV-SNP boot with every cryptographic primitive timed where it is called: each
+    category's share of that boot, and the share of everything else (the Python around it)."""
+    with CryptoTimer() as timer:
+        start = time.perf_counter()
+        trace = boot_bundle(folder, Mode.SEV_SNP, random=random.Random(seed).randbytes)
+        seconds = time.perf_counter() - start
+    if not trace.ok:
+        raise SystemExit(f"the benchmark boot failed: {trace.refused}")
+    shares = {name: round(value / seconds, 4)
+              for name, value in sorted(timer.seconds.items(), key=lambda item: -item[1])}
+    return {"timed_boot_s": round(seconds, 3), "crypto_share": round(timer.total / seconds, 4),
+            "python_share": round(1 - timer.total / seconds, 4), "by_primitive": shares,
+            "calls": dict(timer.calls)}
 
 
 def _boot(folder: Path, seed: int) -> tuple[float, dict[str, float], float, float]:
@@ -103,6 +126,7 @@ def run(boots: int, skip_matrix: bool, workers: int) -> dict[str, object]:
         figures["boot_phase_share"] = {k: round(v / seconds, 3) for k, v in phases.items()}
         figures["keyslot_kdf_share"] = round(kdf / seconds, 4)
         figures["keyslot_open_share"] = round(slot / seconds, 4)
+        figures["boot_crypto"] = _crypto_breakdown(fast.out, boots)
     if not skip_matrix:
         start = time.perf_counter()
         results = matrix(seed=3, workers=workers)
