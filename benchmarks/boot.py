@@ -66,19 +66,28 @@ class _Timer:
         return timed
 
 
-def _crypto_breakdown(folder: Path, seed: int) -> dict[str, object]:
-    """One SEV-SNP boot with every cryptographic primitive timed where it is called: each
-    category's share of that boot, and the share of everything else (the Python around it)."""
-    with CryptoTimer() as timer:
-        start = time.perf_counter()
-        trace = boot_bundle(folder, Mode.SEV_SNP, random=random.Random(seed).randbytes)
-        seconds = time.perf_counter() - start
-    if not trace.ok:
-        raise SystemExit(f"the benchmark boot failed: {trace.refused}")
+def _crypto_breakdown(folder: Path, seeds: range, untimed: float) -> dict[str, object]:
+    """SEV-SNP boots with every cryptographic primitive timed where it is called (the fastest
+    of ``seeds``): each category's share of that boot, and the share of everything else — the
+    Python around the cryptography (the wrappers' own cost lands there, so it is a bound from
+    above). ``crypto_of_untimed_boot`` divides the same cryptography by the best untimed boot."""
+    best: tuple[float, CryptoTimer] | None = None
+    for seed in seeds:
+        with CryptoTimer() as timer:
+            start = time.perf_counter()
+            trace = boot_bundle(folder, Mode.SEV_SNP, random=random.Random(seed).randbytes)
+            seconds = time.perf_counter() - start
+        if not trace.ok:
+            raise SystemExit(f"the benchmark boot failed: {trace.refused}")
+        if best is None or seconds < best[0]:
+            best = (seconds, timer)
+    assert best is not None
+    seconds, timer = best
     shares = {name: round(value / seconds, 4)
               for name, value in sorted(timer.seconds.items(), key=lambda item: -item[1])}
     return {"timed_boot_s": round(seconds, 3), "crypto_share": round(timer.total / seconds, 4),
-            "python_share": round(1 - timer.total / seconds, 4), "by_primitive": shares,
+            "python_share": round(1 - timer.total / seconds, 4),
+            "crypto_of_untimed_boot": round(timer.total / untimed, 4), "by_primitive": shares,
             "calls": dict(timer.calls)}
 
 
@@ -126,7 +135,7 @@ def run(boots: int, skip_matrix: bool, workers: int) -> dict[str, object]:
         figures["boot_phase_share"] = {k: round(v / seconds, 3) for k, v in phases.items()}
         figures["keyslot_kdf_share"] = round(kdf / seconds, 4)
         figures["keyslot_open_share"] = round(slot / seconds, 4)
-        figures["boot_crypto"] = _crypto_breakdown(fast.out, boots)
+        figures["boot_crypto"] = _crypto_breakdown(fast.out, range(boots, 2 * boots), seconds)
     if not skip_matrix:
         start = time.perf_counter()
         results = matrix(seed=3, workers=workers)

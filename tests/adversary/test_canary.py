@@ -13,7 +13,7 @@ from cvm.formats.snp.ghcb import Ghcb
 from cvm.hardware.memory.dram import PAGE_SIZE, Dram
 from cvm.hardware.vcpu import EXIT_VMGEXIT
 from cvm.hardware.vm import Mode
-from cvm.host.adversary.canary import WINDOW_BYTES, CanaryScan, Leak
+from cvm.host.adversary.canary import CACHE_FROM_BYTES, WINDOW_BYTES, CanaryScan, Leak
 from cvm.host.vmm import EXIT_NAE_CPUID
 from cvm.scenarios.attack_bundles import LabBundles, build_lab_bundles
 from cvm.scenarios.boot_lab import BootLab
@@ -217,3 +217,21 @@ def test_a_window_that_ends_in_a_page_of_zeros_is_found() -> None:
     hay[2 * PAGE_SIZE - 4 : 2 * PAGE_SIZE] = secret[:4]  # its zero half lies in a zero page
     leaks = CanaryScan({"key": secret}).scan("hay", bytes(hay))
     assert (2 * PAGE_SIZE - 4, 0) in [(leak.offset, leak.secret_offset) for leak in leaks]
+
+
+def test_small_artifacts_scanned_together_keep_their_names_and_offsets() -> None:
+    rng = _seeded(12)
+    secret = rng.randbytes(32)
+    scan = CanaryScan({"key": secret})
+    views = [(f"view {n}", bytearray(rng.randbytes(300))) for n in range(5000)]
+    views[7][1][10:18] = secret[0:8]
+    views[4321][1][292:300] = secret[8:16]  # ends exactly at the end of its view
+    views[100][1][296:300] = secret[16:20]  # half of a window here ...
+    views[101][1][0:4] = secret[20:24]  # ... and half in the next view: in neither
+    leaks = scan.scan_all((name, bytes(data)) for name, data in views)
+    found = {(leak.where, leak.offset, leak.secret_offset) for leak in leaks}
+    assert ("view 7", 10, 0) in found and ("view 4321", 292, 8) in found
+    assert not any(leak.where in ("view 100", "view 101") for leak in leaks)
+    big = bytes(CACHE_FROM_BYTES) + secret[:8]
+    assert [(leak.where, leak.offset) for leak in scan.scan_all([("big", big)])] == [
+        ("big", CACHE_FROM_BYTES)]

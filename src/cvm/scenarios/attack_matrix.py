@@ -103,7 +103,7 @@ def attack_booted(attack: Attack, lab: BootLab, start: float | None = None) -> R
     """Perform ``attack`` against the running VM of ``lab`` and scan everything the host can
     read for every secret the VM held before and after."""
     start = time.perf_counter() if start is None else start
-    before = lab.secrets()
+    before = lab.known_secrets()
     observed = attack.perform(lab)
     secrets = {**before, **lab.secrets()}
     leaks = lab.view.scan(CanaryScan(secrets), lab.host_files()) if secrets else []

@@ -191,6 +191,7 @@ class BootLab:
         self._scratch = tempfile.TemporaryDirectory(prefix="cvm-lab-", dir=workdir)
         self._scratch_path = Path(self._scratch.name)
         self._inherited: list[tempfile.TemporaryDirectory[str]] = []
+        self._copy_pending = False
         self.owner_folder = bundles.own_for(mode)
         self._bundle = host_copy(self.owner_folder, self._scratch_path / "host")
         self._foreign: Path | None = None
@@ -218,15 +219,27 @@ class BootLab:
 
     def rehome(self, workdir: Path | None = None) -> None:
         """Give this lab (a forked copy of a booted one) its own copy of the host's files, so
-        that what an attack changes on disk stays its own. The original's folder is the
-        original's: this copy keeps its handle (never cleaning it up) and forgets it."""
+        that what an attack changes on disk stays its own — made when the files are first
+        written or booted from, not before (most attacks never touch them). The original's
+        folder is the original's: this copy keeps its handle (never cleaning it up)."""
         self._inherited.append(self._scratch)
         self._scratch = tempfile.TemporaryDirectory(prefix="cvm-lab-", dir=workdir)
-        scratch = Path(self._scratch.name)
-        self._bundle = host_copy(self._bundle, scratch / "host")
-        if self._foreign is not None:
-            self._foreign = host_copy(self._foreign, scratch / "foreign")
-        self._scratch_path = scratch
+        self._copy_pending = True
+
+    def _own_files(self) -> Path:
+        """The host's folder of this lab, copied first if it is still the original's."""
+        if self._copy_pending:
+            scratch = Path(self._scratch.name)
+            self._bundle = host_copy(self._bundle, scratch / "host")
+            if self._foreign is not None:
+                self._foreign = host_copy(self._foreign, scratch / "foreign")
+            self._scratch_path = scratch
+            self._copy_pending = False
+        return self._bundle
+
+    def known_secrets(self) -> dict[str, bytes]:
+        """The secrets each boot held when it ended (read back through its guest then)."""
+        return dict(self._known)
 
     # -- the Lab protocol: the host and the VM ------------------------------------------------
     @property
@@ -339,7 +352,7 @@ class BootLab:
         return 0, 0, 0, 0
 
     def _cpuid_gpa(self) -> int:
-        image = load_host_image(self._bundle)
+        image = load_host_image(self._own_files())
         if image.svsm is None:
             raise StateError("an SNP image without an SVSM")
         end = svsm_end_gpa(OvmfImage.parse(image.firmware), len(image.varstore))
@@ -359,7 +372,8 @@ class BootLab:
     def launch(self, *, flip_firmware_bit: int | None = None, debug: bool = False,
                rollback: bool = False) -> Release:
         if flip_firmware_bit is not None:
-            firmware = self._bundle / str(manifest(self._bundle)["firmware"]["ovmf"])
+            bundle = self._own_files()
+            firmware = bundle / str(manifest(bundle)["firmware"]["ovmf"])
             data = bytearray(firmware.read_bytes())
             data[flip_firmware_bit // 8] ^= 1 << flip_firmware_bit % 8
             firmware.write_bytes(bytes(data))
@@ -417,9 +431,10 @@ class BootLab:
 
     # -- files at rest and booting from them ----------------------------------------------------
     def bundle(self) -> Path:
-        return self._bundle
+        return self._own_files()
 
     def foreign_bundle(self) -> Path:
+        self._own_files()
         if self._foreign is None:
             self._foreign = host_copy(self.bundles.foreign_for(self._mode),
                                       self._scratch_path / "foreign")
@@ -434,7 +449,7 @@ class BootLab:
     def _boot(self, policy: int | None) -> BootReport:
         """Launch the VM again from the host's files; the previous run's devices go with it."""
         self._host.exit_hooks[:] = self._devices
-        trace = boot_bundle(self._bundle, self._mode, host=self._host,
+        trace = boot_bundle(self._own_files(), self._mode, host=self._host,
                             random=self.random_bytes, counter=self.counter,
                             party=self.party, store_state=True, policy=policy)
         self.traces.append(trace)
