@@ -24,7 +24,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,12 @@ from cvm.hardware.vm import Mode
 from cvm.host.adversary.canary import CanaryScan, Leak
 from cvm.host.adversary.catalog import ATTACKS, by_name
 from cvm.host.adversary.threat import MODES, Attack, Expected, Family, Observed
-from cvm.scenarios.attack_bundles import LabBundles, build_lab_bundles
+from cvm.scenarios.attack_bundles import (
+    LabBundles,
+    build_lab_bundles,
+    groups_built,
+    lab_bundle_stages,
+)
 from cvm.scenarios.boot_lab import BootLab
 
 RandomBytes = Callable[[int], bytes]
@@ -235,25 +240,31 @@ def matrix(
             context = multiprocessing.get_context("fork")
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
             pool.submit(_ready).result()
-        bundles = build_lab_bundles(scratch, build_random, modes)
-        if pool is None:
-            stack.callback(forget_booted, scratch)
-            for attack, mode in cells:
-                lab = booted(mode, seed, bundles, scratch)
-                done[attack.name, mode] = in_snapshot(attack, lab, seed, scratch)
-                if progress is not None:
-                    progress(attack, mode)
         else:
-            ordered = sorted(cells, key=lambda cell: (cell[1] is not Mode.SEV_SNP,
-                                                      -_cost(cell[0])))
-            futures = {
-                pool.submit(_cell, attack.name, mode.value, seed, bundles, scratch):
-                (attack, mode) for attack, mode in ordered
-            }
-            for future in as_completed(futures):
-                attack, mode = futures[future]
-                observed, leaks, clean, seconds = future.result()
-                done[attack.name, mode] = Result(attack, mode, observed, leaks, clean, seconds)
-                if progress is not None:
-                    progress(attack, mode)
+            stack.callback(forget_booted, scratch)
+        futures: dict[Future[Outcome], tuple[Attack, Mode]] = {}
+        started: set[Mode] = set()
+        # The cells of a mode group start as soon as its images are built (under workers, the
+        # next group builds meanwhile).
+        for bundles in lab_bundle_stages(scratch, build_random, modes):
+            ready = [mode for mode in groups_built(bundles, modes) if mode not in started]
+            started.update(ready)
+            group = [(attack, mode) for attack, mode in cells if mode in ready]
+            if pool is None:
+                for attack, mode in group:
+                    lab = booted(mode, seed, bundles, scratch)
+                    done[attack.name, mode] = in_snapshot(attack, lab, seed, scratch)
+                    if progress is not None:
+                        progress(attack, mode)
+                continue
+            for attack, mode in sorted(group, key=lambda cell: (cell[1] is not Mode.SEV_SNP,
+                                                                -_cost(cell[0]))):
+                future = pool.submit(_cell, attack.name, mode.value, seed, bundles, scratch)
+                futures[future] = (attack, mode)
+        for future in as_completed(futures):
+            attack, mode = futures[future]
+            observed, leaks, clean, seconds = future.result()
+            done[attack.name, mode] = Result(attack, mode, observed, leaks, clean, seconds)
+            if progress is not None:
+                progress(attack, mode)
     return [done[attack.name, mode] for attack, mode in cells]
