@@ -32,8 +32,6 @@ from cvm.hardware.vcpu import EXIT_CPUID, EXIT_HLT, EXIT_VMGEXIT, Vcpu
 PAGE_SHIFT = 12
 NAE_AP_CREATION = 0x8000_0013
 AP_CREATE = 1
-
-
 REGISTER_SET = frozenset(REGISTER_NAMES)
 
 
