@@ -106,11 +106,11 @@ def run(attack: Attack, mode: Mode, random_bytes: RandomBytes = os.urandom,
 
 def attack_booted(attack: Attack, lab: BootLab, start: float | None = None) -> Result:
     """Perform ``attack`` against the running VM of ``lab`` and scan everything the host can
-    read for every secret the VM held before and after."""
+    read for every secret each of its boots held (read through the guest as each boot ended:
+    the booted VM's, and those of any boot the attack caused)."""
     start = time.perf_counter() if start is None else start
-    before = lab.known_secrets()
     observed = attack.perform(lab)
-    secrets = {**before, **lab.secrets()}
+    secrets = lab.known_secrets()
     leaks = lab.view.scan(CanaryScan(secrets), lab.host_files()) if secrets else []
     seconds = time.perf_counter() - start
     return Result(attack, lab.mode, observed, tuple(leaks), must_be_clean(lab.mode, attack.family),
@@ -147,7 +147,7 @@ def booted(mode: Mode, seed: int | None, bundles: LabBundles, workdir: Path) -> 
         lab = _BOOTED[key] = BootLab(mode, bundles, boot_random(seed, mode), workdir)
         # The scan of what the host can read right after the boot: each copy's scan of the
         # same disk blocks is then answered from the scanner's cache (inherited by the fork).
-        lab.view.scan(CanaryScan(lab.secrets()), lab.host_files())
+        lab.view.scan(CanaryScan(lab.known_secrets()), lab.host_files())
     return lab
 
 
