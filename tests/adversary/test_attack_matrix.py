@@ -181,3 +181,16 @@ def test_snapshots_do_not_disturb_each_other(bundles: LabBundles, tmp_path: obje
         assert len(lab.traces) == 1
     finally:
         attack_matrix.forget_booted(tmp_path)
+
+
+def test_a_launch_refused_by_no_appraisal_matches_no_expectation() -> None:
+    from cvm.host.adversary.lab import Release
+    from cvm.host.adversary.launch import judge_release
+
+    attack = by_name("tamper-firmware")
+    failed = judge_release(Release(False, True, (), "the launch itself failed"), "measurement")
+    assert failed.mechanism is None
+    assert not any(failed.matches(attack.expected(mode)) for mode in MODES)
+    other = judge_release(Release(False, True, ("reported_tcb",), "old TCB"), "measurement")
+    assert other.mechanism is Mechanism.ATTESTATION and "reported_tcb" in other.detail
+    assert judge_release(Release(True, False), "measurement").verdict is Verdict.SUCCEEDED

@@ -322,7 +322,7 @@ class BootLab:
         if debug and self._mode.snp:
             policy = DEFAULT_POLICY | SNP_POLICY_DEBUG
         elif debug:
-            policy = SEV_POLICY_ES if self._mode is Mode.SEV_ES else 0  # NODBG clear
+            policy = (SEV_POLICY_ES if self._mode is Mode.SEV_ES else 0) & ~SEV_POLICY_NODBG
         released = self.party.released
         report = self._boot(policy)
         if not self._mode.snp:
