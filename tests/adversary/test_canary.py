@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -12,9 +13,10 @@ from cvm.formats.snp.ghcb import Ghcb
 from cvm.hardware.memory.dram import PAGE_SIZE, Dram
 from cvm.hardware.vcpu import EXIT_VMGEXIT
 from cvm.hardware.vm import Mode
-from cvm.host.adversary.canary import WINDOW_BYTES, CanaryScan
+from cvm.host.adversary.canary import CACHE_FROM_BYTES, WINDOW_BYTES, CanaryScan, Leak
 from cvm.host.vmm import EXIT_NAE_CPUID
-from cvm.scenarios.attack_lab import GHCB_GPA, LaunchedLab
+from cvm.scenarios.attack_bundles import LabBundles, build_lab_bundles
+from cvm.scenarios.boot_lab import BootLab
 
 
 def _seeded(seed: int) -> random.Random:
@@ -75,53 +77,118 @@ def test_numpy_haystacks_are_scanned_like_bytes() -> None:
     assert [leak.offset for leak in CanaryScan({"k": secret}).scan("h", hay)] == [100]
 
 
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabBundles]:
+    yield build_lab_bundles(tmp_path_factory.mktemp("bundles"), _seeded(40).randbytes,
+                            [Mode.PLAIN, Mode.SEV_SNP])
+
+
+@pytest.fixture(scope="module")
+def labs(bundles: LabBundles) -> Iterator[dict[Mode, BootLab]]:
+    booted = {mode: BootLab(mode, bundles, _seeded(41 + n).randbytes)
+              for n, mode in enumerate((Mode.SEV_ES, Mode.SEV_SNP))}
+    yield booted
+    for lab in booted.values():
+        lab.close()
+
+
+def _scan(lab: BootLab, scan: CanaryScan) -> list[Leak]:
+    return lab.view.scan(scan, lab.host_files())
+
+
+def _ghcb_leak(lab: BootLab, value: int) -> tuple[Callable[[], bytes], int]:
+    """The guest's #VC path copies ``value`` into its GHCB's RBX and exits; the host answers
+    over it. SEV-ES: the OS's GHCB; SEV-SNP: the SVSM's (the OS at VMPL1 has none)."""
+    vm = lab.running()
+    svsm = vm.svsm
+    kernel = vm.kernel if svsm is None else svsm.kernel
+    ghcb = kernel.ghcb_gpa
+    assert ghcb is not None
+    request = Ghcb.build(rax=0x8000_001F, rbx=value, sw_exitcode=EXIT_NAE_CPUID)
+
+    def leak() -> None:
+        kernel.cpu.write(ghcb, request.to_bytes())
+        kernel.cpu.ghcb_msr = ghcb
+        kernel.cpu.vmexit(EXIT_VMGEXIT)
+
+    def read_back() -> bytes:
+        return kernel.cpu.read(ghcb, PAGE_SIZE)
+
+    if svsm is None:
+        leak()
+        return read_back, ghcb
+    svsm.at_vmpl0(leak)
+    return lambda: svsm.at_vmpl0(read_back), ghcb
+
+
 @pytest.mark.parametrize("mode", [Mode.SEV_ES, Mode.SEV_SNP], ids=lambda m: m.value)
-def test_positive_control_an_8_byte_register_leak_through_the_ghcb(mode: Mode) -> None:
-    """A guest whose #VC handler copies 8 bytes of a key into the GHCB's RBX leaks them at that
-    exit; the host overwrites the GHCB with its reply, so DRAM no longer shows them afterwards.
-    The scan of every exit's view must still find them (a 16-byte or DRAM-only scan does not)."""
-    lab = LaunchedLab(mode, _seeded(6).randbytes)
+def test_positive_control_an_8_byte_register_leak_through_the_ghcb(
+    mode: Mode, labs: dict[Mode, BootLab],
+) -> None:
+    """A guest whose #VC handler copies 8 bytes of the volume key into the GHCB's RBX leaks
+    them at that exit; the host overwrites the GHCB with its reply, so DRAM no longer shows them
+    afterwards. The scan of every exit's view must still find them (a 16-byte or DRAM-only scan
+    does not). On the booted VM, with its real secrets."""
+    lab = labs[mode]
     secrets = lab.secrets()
     scan = CanaryScan(secrets)
-    assert lab.platform.view.scan(scan) == []  # clean before the leak
-    leaked = int.from_bytes(lab.secret[8:16], "little")
-    request = Ghcb.build(rax=0x8000_001F, rbx=leaked, sw_exitcode=EXIT_NAE_CPUID)
-    cpu = lab.vm.kernel.cpu
-    cpu.write(GHCB_GPA, request.to_bytes())
-    cpu.ghcb_msr = GHCB_GPA
-    cpu.vmexit(EXIT_VMGEXIT)
-    assert Ghcb.from_bytes(cpu.read(GHCB_GPA, PAGE_SIZE)).get("rbx") != leaked  # overwritten
-    leaks = lab.platform.view.scan(scan)
-    assert leaks and all(leak.secret == "workload secret" for leak in leaks)
+    assert _scan(lab, scan) == []  # the booted VM is clean before the leak
+    key = secrets["volume key"]
+    leaked = int.from_bytes(key[8:16], "little")
+    read_back, _ = _ghcb_leak(lab, leaked)
+    assert Ghcb.from_bytes(read_back()).get("rbx") != leaked  # overwritten by the host
+    leaks = _scan(lab, scan)
+    assert leaks and all(leak.secret == "volume key" for leak in leaks)
     assert {leak.secret_offset for leak in leaks} == {8}
     assert all("GHCB" in leak.where for leak in leaks)
     # The retired scan (16 bytes, DRAM and the VMCB only) misses it.
     machine = lab.host.machine
     dram = b"".join(chunk.tobytes() for _, chunk in machine.dram.chunks())
-    assert lab.secret[:16] not in dram and lab.secret[8:24] not in dram
+    assert key[:16] not in dram and key[8:24] not in dram
 
 
-def test_positive_control_plain_memory_and_vmcb_registers() -> None:
-    lab = LaunchedLab(Mode.PLAIN, _seeded(7).randbytes)
-    scan = CanaryScan(lab.secrets())
-    assert any(leak.where == "DRAM" for leak in lab.platform.view.scan(scan))
-    sev = LaunchedLab(Mode.SEV, _seeded(8).randbytes)
-    scan = CanaryScan(sev.secrets())
-    assert sev.platform.view.scan(scan) == []
-    sev.guest_set_register("r9", int.from_bytes(sev.secret[3:11], "little"))
-    sev.guest_exit()
-    leaks = sev.platform.view.scan(scan)
-    assert [leak.secret_offset for leak in leaks] == [3]
-    assert "VMCB registers" in leaks[0].where
+def test_positive_control_plain_memory_and_vmcb_registers(bundles: LabBundles) -> None:
+    lab = BootLab(Mode.PLAIN, bundles, _seeded(7).randbytes)
+    try:
+        scan = CanaryScan(lab.secrets())
+        found = {leak.secret for leak in _scan(lab, scan) if leak.where == "DRAM"}
+        assert {"volume key", "workload data"} <= found  # a plain host reads the guest's pages
+    finally:
+        lab.close()
+    sev = BootLab(Mode.SEV, bundles, _seeded(8).randbytes)
+    try:
+        scan = CanaryScan({"workload data": sev.secret})
+        assert _scan(sev, scan) == []
+        sev.guest_set_register("r9", int.from_bytes(sev.secret[3:11], "little"))
+        sev.guest_exit()
+        leaks = _scan(sev, scan)
+        assert [leak.secret_offset for leak in leaks] == [3]
+        assert "VMCB registers" in leaks[0].where
+    finally:
+        sev.close()
 
 
-def test_positive_control_files_and_logs() -> None:
-    lab = LaunchedLab(Mode.SEV_SNP, _seeded(9).randbytes)
-    scan = CanaryScan(lab.secrets())
-    assert lab.platform.view.scan(scan) == []
-    file = b"\0" * 100 + lab.secret[20:28] + b"\0" * 100
-    leaks = lab.platform.view.scan(scan, {"vtpm-state.bin": file})
+def test_positive_control_files_and_logs(labs: dict[Mode, BootLab]) -> None:
+    lab = labs[Mode.SEV_SNP]
+    secrets = lab.secrets()
+    scan = CanaryScan(secrets)
+    seed = next(value for name, value in secrets.items() if name.startswith("vTPM seed"))
+    file = b"\0" * 100 + seed[20:28] + b"\0" * 100
+    leaks = [leak for leak in lab.view.scan(scan, {"vtpm-state.bin": file})
+             if leak.where.startswith("file")]  # (the GHCB control above leaked into exits)
     assert [(leak.where, leak.offset) for leak in leaks] == [("file vtpm-state.bin", 100)]
+    # A byte of the disk image changed to carry 8 bytes of the state key is found, at its
+    # offset in the file, in the extent that holds it.
+    disk = lab.bundle() / "disk.img"
+    original = disk.read_bytes()
+    try:
+        with disk.open("r+b") as writer:
+            writer.seek(0x1000)
+            writer.write(secrets["vTPM state key"][:8])
+        found = [leak for leak in _scan(lab, scan) if leak.where.startswith("file disk.img")]
+        assert [(leak.secret, leak.offset) for leak in found] == [("vTPM state key", 0x1000)]
+    finally:
+        disk.write_bytes(original)
 
 
 def test_large_haystacks_are_scanned_in_blocks_and_cached_hits_keep_their_offsets() -> None:
@@ -150,3 +217,21 @@ def test_a_window_that_ends_in_a_page_of_zeros_is_found() -> None:
     hay[2 * PAGE_SIZE - 4 : 2 * PAGE_SIZE] = secret[:4]  # its zero half lies in a zero page
     leaks = CanaryScan({"key": secret}).scan("hay", bytes(hay))
     assert (2 * PAGE_SIZE - 4, 0) in [(leak.offset, leak.secret_offset) for leak in leaks]
+
+
+def test_small_artifacts_scanned_together_keep_their_names_and_offsets() -> None:
+    rng = _seeded(12)
+    secret = rng.randbytes(32)
+    scan = CanaryScan({"key": secret})
+    views = [(f"view {n}", bytearray(rng.randbytes(300))) for n in range(5000)]
+    views[7][1][10:18] = secret[0:8]
+    views[4321][1][292:300] = secret[8:16]  # ends exactly at the end of its view
+    views[100][1][296:300] = secret[16:20]  # half of a window here ...
+    views[101][1][0:4] = secret[20:24]  # ... and half in the next view: in neither
+    leaks = scan.scan_all((name, bytes(data)) for name, data in views)
+    found = {(leak.where, leak.offset, leak.secret_offset) for leak in leaks}
+    assert ("view 7", 10, 0) in found and ("view 4321", 292, 8) in found
+    assert not any(leak.where in ("view 100", "view 101") for leak in leaks)
+    big = bytes(CACHE_FROM_BYTES) + secret[:8]
+    assert [(leak.where, leak.offset) for leak in scan.scan_all([("big", big)])] == [
+        ("big", CACHE_FROM_BYTES)]

@@ -3,8 +3,6 @@ the pre-launched shortcut) and ``adopt`` of a VM the launch path built through t
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from cvm.amd.kds import ChipFuses
@@ -24,7 +22,6 @@ from cvm.hardware.vcpu import EXIT_HLT, Vcpu, VmExit, reset_registers
 from cvm.hardware.vm import Mode, VirtualMachine
 from cvm.host.launch import SnpLaunchConfig, launch_sev, launch_snp
 from cvm.host.vmm import Guest, Hypervisor
-from cvm.scenarios.attack_lab import LaunchedLab
 
 MIB = 1 << 20
 SECTIONS = (
@@ -181,11 +178,3 @@ def test_destroyed_snp_vmsa_pages_are_never_reused(with_psp: bool) -> None:
     used = set(second.frames) | {v.vmsa_spa for v in second.vcpus}
     assert used.isdisjoint(vmsas)
     assert set(second.frames) <= set(first.frames)  # the ordinary pages were reclaimed
-
-
-def test_scenario_guests_are_launched_by_the_psp() -> None:
-    """The memory-attack scenarios run on a PSP-backed host: encrypted guests have a handle."""
-    for mode in (Mode.SEV_ES, Mode.SEV_SNP):
-        lab = LaunchedLab(mode, random.Random(7).randbytes)
-        assert lab.guest.handle is not None
-        assert lab.host.psp is not None

@@ -131,8 +131,12 @@ def _launch_check(run: HostRun, predicted: bytes | None, tik: bytes | None
 
 
 def _store_state(guest: GuestVm, run: HostRun) -> None:
-    """Shutdown: the vTPM's state sealed again, handed to the host, stored."""
+    """Shutdown: the OS shuts the vTPM down orderly (TPM2_Shutdown(CLEAR), as at poweroff,
+    so the next boot counts no dictionary-attack failure), then its state is sealed again,
+    handed to the host, stored."""
     guest.stage = "shutdown"
+    if guest.client is not None:
+        guest.client.shutdown()
     if guest.svsm is not None:
         run.store_state(guest.svsm.seal_state())
         guest.trace.add("SVSM", "sealed", "the vTPM state for the host to store (counter "
@@ -148,7 +152,7 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
                 counter: RollbackCounter | None = None,
                 party: RelyingParty | None = None, store_state: bool = False,
                 kbs: str | None = None, kbs_resource: str = DEFAULT_RESOURCE,
-                vendor: Vendor | None = None) -> VmTrace:
+                vendor: Vendor | None = None, policy: int | None = None) -> VmTrace:
     """Launch, boot and run the image in ``folder``; the trace says how far it got.
 
     ``kbs`` is the URL of a key broker to obtain the vTPM state key from (``kbs_resource``,
@@ -158,7 +162,8 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
 
     With ``store_state`` the vTPM state is sealed again at the end (the SVSM advances the
     relying party's ``counter``; the host's vTPM its own) and the host stores it in the
-    bundle's state file, as a host keeps a VM's state across boots."""
+    bundle's state file, as a host keeps a VM's state across boots. ``policy`` is the guest
+    policy the host launches with (None: QEMU's default for the mode)."""
     mode = Mode.parse(mode) if isinstance(mode, str) else mode
     trace = VmTrace(mode.value, vcpus)
     reference = loads((folder / "reference-values.json").read_bytes())
@@ -174,7 +179,7 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
     vendor = vendor or default_vendor(PRODUCT)  # made once per process, not per boot
     started = time.perf_counter()
     tik = random(TIK_SIZE) if mode in (Mode.SEV, Mode.SEV_ES) else None
-    request = VmRequest(mode, vcpus, memory_bytes or DEFAULT_MEMORY, tik)
+    request = VmRequest(mode, vcpus, memory_bytes or DEFAULT_MEMORY, tik, policy)
     stage = "launch"
     try:
         run = launch(load_host_image(folder), request, vendor.manufacture_chip(0), host)

@@ -99,6 +99,10 @@ class Vcpu:
         self._ghcb_msr: dict[int, int] = {}  # VMPL -> its GHCB MSR
         self._vmpl = 0  # the level of the VMSA running (or that last ran)
         self._selected = 0  # the level whose VMSA the next VMRUN enters
+        # VMSA page -> (its ciphertext as this vCPU last wrote or read it, the registers that
+        # ciphertext holds): a save area whose page still holds those bytes is not packed,
+        # encrypted, decrypted and parsed again (the same bytes decrypt to the same registers).
+        self._vmsa_seen: dict[int, tuple[bytes, dict[str, int]]] = {}
 
     @property
     def vmpl(self) -> int:
@@ -191,7 +195,7 @@ class Vcpu:
             spa = self.vmsa_spa
             if spa is None:
                 raise StateError(f"vCPU {self.index} has no VMSA page")
-            self.vm.machine.engine.write_pages(self.vm.asid, spa, Vmsa(registers).to_bytes())
+            self._save_vmsa(spa, registers)
             self.vmcb = Vmcb(exit_code, info1, info2, {}, self.vmcb.event_inj)
             info = VmExit(self.index, exit_code, info1, info2, None)
         else:
@@ -222,19 +226,42 @@ class Vcpu:
                     Fault(FaultKind.VMEXIT_INVALID, spa, Who.HOST, 0,
                           "VMRUN: page is not this guest's VMSA in the RMP")
                 )
-        vmsa = Vmsa.from_bytes(machine.engine.read_pages(self.vm.asid, spa, 1))
-        if not vmsa.registers["efer"] & EFER_SVME:
+        registers = self._load_vmsa(spa)
+        if not registers["efer"] & EFER_SVME:
             raise machine.raise_fault(
                 Fault(FaultKind.VMEXIT_INVALID, spa, Who.HOST, 0,
                       "VMRUN: VMSA state is invalid (EFER.SVME clear): it was corrupted")
             )
         previous = self._vmpl
-        self.registers = dict(vmsa.registers)
-        self._vmpl = vmsa.registers["vmpl"] if self.mode.snp else 0
+        self.registers = registers
+        self._vmpl = registers["vmpl"] if self.mode.snp else 0
         self._deliver_event()
         code = self.entry_code.get(self._vmpl)
         if self._vmpl != previous and code is not None:
             code()
+
+    def _save_vmsa(self, spa: int, registers: dict[str, int]) -> None:
+        """VMEXIT: the register file, encrypted into the VMSA page (skipped when the page
+        still holds exactly these registers)."""
+        seen = self._vmsa_seen.get(spa)
+        dram = self.vm.machine.dram
+        if seen is not None and seen[1] == registers and dram.read(spa, PAGE_SIZE) == seen[0]:
+            return
+        saved = Vmsa(registers)
+        self.vm.machine.engine.write_pages(self.vm.asid, spa, saved.to_bytes())
+        self._vmsa_seen[spa] = (dram.read(spa, PAGE_SIZE), dict(saved.registers))
+
+    def _load_vmsa(self, spa: int) -> dict[str, int]:
+        """VMRUN: the register file decrypted from the VMSA page (the registers last written
+        or read when the page still holds the same ciphertext)."""
+        ciphertext = self.vm.machine.dram.read(spa, PAGE_SIZE)
+        seen = self._vmsa_seen.get(spa)
+        if seen is not None and seen[0] == ciphertext:
+            return dict(seen[1])
+        vmsa = Vmsa.from_bytes(self.vm.machine.engine.read_pages(self.vm.asid, spa, 1))
+        registers = dict(vmsa.registers)
+        self._vmsa_seen[spa] = (ciphertext, dict(registers))
+        return registers
 
     def _deliver_event(self) -> None:
         vector, self.vmcb.event_inj = self.vmcb.event_inj, None

@@ -36,6 +36,7 @@ from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.vcpu import Vcpu, VmExit
 from cvm.hardware.vm import Mode, VirtualMachine
 from cvm.host.launch import (
+    DEFAULT_POLICY,
     FOUR_GIB,
     GuestRequestRelay,
     SnpLaunchConfig,
@@ -122,6 +123,7 @@ class VmRequest:
     vcpus: int = 1
     memory_bytes: int = DEFAULT_MEMORY
     tik: bytes | None = None  # sev/sev-es: the owner's transport integrity key (its session)
+    policy: int | None = None  # the guest policy the host asks the PSP for (None: QEMU's)
 
 
 class HostDisk:
@@ -251,7 +253,9 @@ def launch(image: HostImage, request: VmRequest, fuses: ChipFuses,
         relay = GuestRequestRelay(psp)
         config = SnpLaunchConfig(vcpus=request.vcpus, vcpu_signature=image.vcpu_signature,
                                  guest_features=SVSM_SEV_FEATURES,
-                                 ram_bytes=request.memory_bytes)
+                                 ram_bytes=request.memory_bytes,
+                                 policy=DEFAULT_POLICY if request.policy is None
+                                 else request.policy)
         launched = launch_snp_svsm(host, psp, image.firmware, image.svsm, len(image.varstore),
                                    config, relay)
         guest, measurement, secrets = launched.guest, launched.measurement, launched.secrets_gpa
@@ -269,7 +273,8 @@ def launch(image: HostImage, request: VmRequest, fuses: ChipFuses,
         else:
             sev = launch_sev(host, host.legacy, image.firmware, es=mode is Mode.SEV_ES,
                              vcpus=request.vcpus, vcpu_signature=image.vcpu_signature,
-                             ram_bytes=request.memory_bytes, tik=request.tik)
+                             ram_bytes=request.memory_bytes, tik=request.tik,
+                             policy=request.policy)
             guest, measurement = sev.guest, sev.measure  # MEASURE (HMAC) ‖ MNONCE
             log.append(f"SEV launch: LAUNCH_MEASURE {measurement.hex()}".encode())
     run = HostRun(request, host, psp, guest, image, disk, measurement, secrets, relay, vtpm, log)

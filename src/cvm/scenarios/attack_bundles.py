@@ -15,15 +15,16 @@ Each is built with :func:`cvm.image.bundle.build_image` exactly as ``cvm image b
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cvm.crypto.x509_edk2 import der
+from cvm.errors import UsageError
 from cvm.formats.pe.authenticode import image_digest
 from cvm.hardware.vm import Mode
 from cvm.image.boot_chain import SBAT_HEADER, make_grub, make_shim
-from cvm.image.bundle import BuiltImage, ImageSpec, build_image
+from cvm.image.bundle import ImageSpec, build_image
 from cvm.image.keys import OwnerKeys
 
 RandomBytes = Callable[[int], bytes]
@@ -65,6 +66,16 @@ def build_lab_bundles(workdir: Path, random_bytes: RandomBytes = os.urandom,
                       modes: Iterable[Mode] = tuple(Mode)) -> LabBundles:
     """Build the owner's image (with last release revoked), its old release, another owner's —
     for the mode groups ``modes`` need."""
+    stages = list(lab_bundle_stages(workdir, random_bytes, modes))
+    if not stages:
+        raise UsageError("no mode to build the lab's images for")
+    return stages[-1]
+
+
+def lab_bundle_stages(workdir: Path, random_bytes: RandomBytes = os.urandom,
+                      modes: Iterable[Mode] = tuple(Mode)) -> Iterator[LabBundles]:
+    """:func:`build_lab_bundles` one mode group at a time (``sev-snp`` first): the bundles
+    built so far after each group, so that a runner can start on them while the next builds."""
     groups = {_group(mode) for mode in modes}
     keys = OwnerKeys.generate(random_bytes)
     assert keys.vendor is not None
@@ -76,16 +87,21 @@ def build_lab_bundles(workdir: Path, random_bytes: RandomBytes = os.urandom,
     (old / "grubx64.efi").write_bytes(old_grub)
     revoked = (image_digest(old_shim),)
     other = OwnerKeys.generate(random_bytes)
-    own, foreign, built = {}, {}, list[BuiltImage]()
+    own: dict[str, Path] = {}
+    foreign: dict[str, Path] = {}
+    timings: dict[str, float] = {}
     for group, names in (("sev-snp", SNP_MODES), ("host-vtpm", HOST_VTPM_MODES)):
         if group not in groups:
             continue
         mine = build_image(workdir / f"own-{group}", _spec(names, revoked), keys, random_bytes)
         theirs = build_image(workdir / f"foreign-{group}", _spec(names), other, random_bytes)
         own[group], foreign[group] = mine.out, theirs.out
-        built += [mine, theirs]
-    timings: dict[str, float] = {}
-    for image in built:
-        for step, seconds in image.timings.items():
-            timings[step] = timings.get(step, 0.0) + seconds
-    return LabBundles(own, foreign, old, timings)
+        for image in (mine, theirs):
+            for step, seconds in image.timings.items():
+                timings[step] = timings.get(step, 0.0) + seconds
+        yield LabBundles(dict(own), dict(foreign), old, dict(timings))
+
+
+def groups_built(bundles: LabBundles, modes: Iterable[Mode]) -> list[Mode]:
+    """The modes of ``modes`` whose images ``bundles`` holds."""
+    return [mode for mode in modes if _group(mode) in bundles.own]

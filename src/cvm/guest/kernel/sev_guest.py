@@ -24,7 +24,7 @@ from cvm.formats.snp.ghcb_msr import (
     terminate,
 )
 from cvm.formats.snp.psc_buffer import NAE_PSC, PscBuffer, PscEntry
-from cvm.formats.snp.vmsa import Vmsa
+from cvm.formats.snp.vmsa import REGISTER_NAMES, VMSA_LAYOUT, Vmsa
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.rmp import Perm, RmpStatus
 from cvm.hardware.vcpu import EXIT_CPUID, EXIT_HLT, EXIT_VMGEXIT, Vcpu
@@ -32,6 +32,7 @@ from cvm.hardware.vcpu import EXIT_CPUID, EXIT_HLT, EXIT_VMGEXIT, Vcpu
 PAGE_SHIFT = 12
 NAE_AP_CREATION = 0x8000_0013
 AP_CREATE = 1
+REGISTER_SET = frozenset(REGISTER_NAMES)
 
 
 class SevGuest:
@@ -204,15 +205,19 @@ class SevGuest:
                               (answer.get("sw_exitinfo1") or 0) & 0xFFFF_FFFF)
 
     def edit_vmsa(self, gpa: int, vmpl: int, registers: dict[str, int],
-                  current: Vmsa | None = None) -> None:
+                  page: bytes | None = None) -> None:
         """VMPL0: change registers of a stopped lower level's VMSA (clear the VMSA bit, write,
-        set it again: the RMP refuses writes to a VMSA page). ``current`` is the VMSA as the
-        caller just read it from the page (read again when not given)."""
-        if current is None:
-            current = Vmsa.from_bytes(self.cpu.read(gpa, PAGE_SIZE))
+        set it again: the RMP refuses writes to a VMSA page). ``page`` is the VMSA page as the
+        caller just read it (read again when not given); only the named fields change."""
+        data = bytearray(self.cpu.read(gpa, PAGE_SIZE) if page is None else page)
+        for name, value in registers.items():
+            if name not in REGISTER_SET:
+                raise StateError(f"VMSA has no register {name!r}")
+            field = VMSA_LAYOUT.field(name)
+            data[field.offset : field.end] = value.to_bytes(field.size, "little")
         self.rmpadjust(gpa, vmpl, Perm(0), vmsa=False)
         try:
-            self.cpu.write(gpa, Vmsa({**current.registers, **registers}, current.blobs).to_bytes())
+            self.cpu.write(gpa, bytes(data))
         finally:
             self.rmpadjust(gpa, vmpl, Perm(0), vmsa=True)
 
@@ -233,3 +238,12 @@ class SevGuest:
     def halt(self) -> None:
         """HLT: an automatic exit; the host gets control with whatever state the mode exposes."""
         self.cpu.vmexit(EXIT_HLT)
+
+
+def vmsa_registers(page: bytes, names: tuple[str, ...]) -> dict[str, int]:
+    """Registers ``names`` of a VMSA page, read at their offsets (not the whole save area)."""
+    found = {}
+    for name in names:
+        field = VMSA_LAYOUT.field(name)
+        found[name] = int.from_bytes(page[field.offset : field.end], "little")
+    return found

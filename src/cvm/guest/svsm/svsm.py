@@ -60,7 +60,7 @@ from cvm.formats.snp.key_request import KeyRequest
 from cvm.formats.snp.vmsa import SevFeatures, Vmsa
 from cvm.formats.tpm2.constants import TpmRh
 from cvm.guest.kernel.guest_request import GuestRequester
-from cvm.guest.kernel.sev_guest import SevGuest
+from cvm.guest.kernel.sev_guest import SevGuest, vmsa_registers
 from cvm.guest.svsm.attestation import PROTOCOL_ATTEST, AttestationProtocol
 from cvm.guest.svsm.core import PROTOCOL_CORE, CoreProtocol
 from cvm.guest.svsm.key_release import KeyReleaseAgent, StateKeyBroker, obtain_state_key
@@ -236,15 +236,15 @@ class Svsm:
         if self.vcpu.read(caa, 1) != b"\x01":
             return  # no call pending: a spurious switch, nothing to answer
         self.vcpu.write(caa, b"\x00")
-        vmsa = Vmsa.from_bytes(self.vcpu.read(self.layout.guest_vmsa_gpa, PAGE_SIZE))
-        rax = vmsa.registers["rax"]
-        protocol, call = rax >> 32, rax & 0xFFFF_FFFF
+        page = self.vcpu.read(self.layout.guest_vmsa_gpa, PAGE_SIZE)
+        arguments = vmsa_registers(page, ("rax", "rcx"))
+        protocol, call = arguments["rax"] >> 32, arguments["rax"] & 0xFFFF_FFFF
         handler = self.protocols.get(protocol)
         reply: CallReply = (refuse(SvsmResult.ERR_UNSUPPORTED_PROTOCOL) if handler is None
-                            else handler(call, vmsa.registers["rcx"]))
+                            else handler(call, arguments["rcx"]))
         self.calls += 1
         self.kernel.edit_vmsa(self.layout.guest_vmsa_gpa, GUEST_VMPL,
-                              {"rax": int(reply.result), **reply.outputs}, vmsa)
+                              {"rax": int(reply.result), **reply.outputs}, page)
 
     # ---- memory ------------------------------------------------------------------------
     def write_state(self) -> None:

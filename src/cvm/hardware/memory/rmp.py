@@ -51,6 +51,11 @@ class Perm(enum.IntFlag):
         return cls.READ | cls.WRITE | cls.EXEC_USER | cls.EXEC_SUPERVISOR | cls.SHADOW_STACK
 
 
+# What RMPUPDATE leaves: VMPL0 may do everything, the other levels nothing (made once: the
+# flag arithmetic is not free, and a launch assigns hundreds of pages).
+_DEFAULT_PERMS = (Perm.all(), Perm(0), Perm(0), Perm(0))
+
+
 @dataclass
 class RmpEntry:
     """The state of one system page. ``asid`` 0 with ``assigned`` set means firmware-owned."""
@@ -62,7 +67,7 @@ class RmpEntry:
     immutable: bool = False
     validated: bool = False
     vmsa: bool = False
-    perms: list[Perm] = field(default_factory=lambda: [Perm.all(), Perm(0), Perm(0), Perm(0)])
+    perms: list[Perm] = field(default_factory=lambda: list(_DEFAULT_PERMS))
 
 
 class Rmp:

@@ -3,7 +3,8 @@
 The needles are every 8-byte window of every secret (volume key, vTPM seeds, workload data,
 state key, VMPCKs ...), kept as a sorted array of little-endian 64-bit words. At every byte offset
 of a haystack the first two bytes are looked up in a 64 Ki-entry table of the windows' first two
-bytes (vectorised, two aligned 16-bit views); only the few offsets that pass are read as 64-bit
+bytes (vectorised, two aligned 16-bit views), the survivors' next two bytes in a second such
+table of the windows' bytes 2–3; only the few offsets that pass both are read as 64-bit
 words and looked up in the needles with one binary search. Pages that are all zeros are
 skipped (no window of a secret worth the name is all zeros; such windows are dropped).
 
@@ -13,7 +14,9 @@ into a GHCB is a leak the scan must see.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -24,6 +27,7 @@ from cvm.hardware.memory.dram import PAGE_SIZE, Dram
 
 WINDOW_BYTES = 8
 CACHE_BLOCK_BYTES = 1 << 20
+CACHE_FROM_BYTES = 1 << 16  # smaller haystacks are scanned faster than they are hashed
 CACHE_ENTRIES = 1 << 14
 WORD = np.dtype("<u8")
 PAIR = np.dtype("<u2")
@@ -67,6 +71,8 @@ class CanaryScan:
         self._fingerprint = hashlib.blake2b(self._needles.tobytes(), digest_size=16).digest()
         self._prefix = np.zeros(1 << 16, dtype=bool)
         self._prefix[(self._needles & 0xFFFF).astype(np.intp)] = True
+        self._second = np.zeros(1 << 16, dtype=bool)
+        self._second[(self._needles >> 16 & 0xFFFF).astype(np.intp)] = True
 
     def __len__(self) -> int:
         return len(self._needles)
@@ -75,8 +81,9 @@ class CanaryScan:
         """Every window of a secret in ``data``; offsets are relative to ``data``.
 
         Large haystacks are scanned in blocks (each with the seven bytes that follow it); a
-        block whose bytes were already scanned for the same secrets is answered from a cache
-        keyed by its BLAKE2 digest, so a disk image scanned after every attack costs a hash."""
+        block of a haystack of 64 KiB or more whose bytes were already scanned for the same
+        secrets is answered from a cache keyed by its BLAKE2 digest, so a disk image scanned
+        after every attack costs a hash."""
         buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
         leaks: list[Leak] = []
         for block in range(0, len(buffer), CACHE_BLOCK_BYTES):
@@ -84,7 +91,7 @@ class CanaryScan:
             if not part.any():
                 continue
             key = None
-            if len(buffer) > CACHE_BLOCK_BYTES:
+            if len(buffer) >= CACHE_FROM_BYTES:
                 key = (self._fingerprint, hashlib.blake2b(part.data, digest_size=16).digest())
                 cached = _CACHE.get(key)
                 if cached is not None:
@@ -111,7 +118,35 @@ class CanaryScan:
         return leaks
 
     def scan_all(self, artifacts: Iterable[tuple[str, bytes]]) -> list[Leak]:
-        return [leak for where, data in artifacts for leak in self.scan(where, data)]
+        """Every leak in every artifact. Small artifacts (exit views, log lines) are scanned
+        together, joined up to a megabyte at a time, each hit given back to the artifact that
+        holds all of it (a window across two artifacts is in neither)."""
+        leaks: list[Leak] = []
+        batch: list[tuple[str, bytes]] = []
+        size = 0
+        for where, data in artifacts:
+            if len(data) >= CACHE_FROM_BYTES:
+                leaks.extend(self.scan(where, data))
+                continue
+            batch.append((where, bytes(data)))
+            size += len(data)
+            if size >= CACHE_BLOCK_BYTES:
+                leaks.extend(self._scan_joined(batch))
+                batch, size = [], 0
+        leaks.extend(self._scan_joined(batch))
+        return leaks
+
+    def _scan_joined(self, batch: list[tuple[str, bytes]]) -> list[Leak]:
+        if not batch:
+            return []
+        starts = list(itertools.accumulate((len(data) for _, data in batch), initial=0))
+        leaks = []
+        for hit in self.scan("joined", b"".join(data for _, data in batch)):
+            index = bisect.bisect_right(starts, hit.offset) - 1
+            if hit.offset + WINDOW_BYTES <= starts[index + 1]:
+                where = batch[index][0]
+                leaks.append(Leak(hit.secret, hit.secret_offset, where, hit.offset - starts[index]))
+        return leaks
 
     def _scan_run(self, where: str, start: int, run: np.ndarray) -> list[Leak]:
         needles = self._needles
@@ -126,6 +161,9 @@ class CanaryScan:
             candidates.append(np.flatnonzero(self._prefix[pairs]) * 2 + phase)
         offsets = np.concatenate(candidates)
         offsets = offsets[offsets <= len(run) - WINDOW_BYTES]
+        # Of those, the offsets whose next two bytes continue some window (a second table).
+        following = run[offsets + 2].astype(np.intp) | run[offsets + 3].astype(np.intp) << 8
+        offsets = offsets[self._second[following]]
         if not len(offsets):
             return []
         windows = np.lib.stride_tricks.sliding_window_view(run, WINDOW_BYTES)[offsets]

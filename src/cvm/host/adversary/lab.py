@@ -4,9 +4,9 @@ business while it is attacked.
 The host's powers are real objects (:class:`~cvm.host.vmm.Hypervisor` with its machine, DRAM,
 RMP, nested page tables and exit hooks; the PSP; the files it stores). What the *guest* does —
 store its secret, read it back, take an exit, ask for a report, boot from the disk — is driven
-by the runner (:mod:`cvm.scenarios.attack_lab`), which implements this protocol with a real
-guest. An attack only ever observes the guest through what these calls return, as a test
-harness observes a workload: the host itself learns nothing from them.
+by the runner (:mod:`cvm.scenarios.boot_lab`), which implements this protocol with the real
+guest of a VM booted from its image. An attack only ever observes the guest through what these
+calls return, as a test harness observes a workload: the host itself learns nothing from them.
 
 Host-side values crossing the protocol are bytes or host records; nothing of the guest's code
 is imported here (``host`` never imports ``guest``).

@@ -15,6 +15,7 @@ from cvm.host.adversary.threat import (
     Family,
     Mechanism,
     Observed,
+    Verdict,
     attack,
     blocked,
     by,
@@ -30,19 +31,25 @@ NO_PSP = na("a plain VM involves no PSP and no policy")
 FIRMWARE_BIT = 0x1234 * 8 + 3
 
 
-def _judge(release: Release, expected_claim: str) -> Observed:
+def judge_release(release: Release, expected_claim: str) -> Observed:
+    """What came of a launch: the secret released, or refused by the appraisal (any failed
+    claim is the attestation's doing); a refusal no appraisal made names no mechanism, so it
+    matches no expectation."""
     if release.released:
         how = "after an appraisal" if release.gated else "with nothing to appraise"
         return succeeded(f"the owner's secret was released {how}")
-    if expected_claim in release.claims or (release.claims and not expected_claim):
+    if not release.claims:
+        return Observed(Verdict.BLOCKED, f"refused, but by no appraisal: {release.detail}")
+    if expected_claim in release.claims:
         return blocked(Mechanism.ATTESTATION, f"refused: {', '.join(release.claims)}")
-    return blocked(Mechanism.ATTESTATION, f"refused for another reason: {release.detail}")
+    return blocked(Mechanism.ATTESTATION, f"refused for another claim: "
+                   f"{', '.join(release.claims)} ({release.detail})")
 
 
 @attack("tamper-firmware", Family.LAUNCH, "flip one bit of the firmware the host launches",
         (UNGATED, UNGATED, UNGATED, APPRAISED))
 def tamper_firmware(lab: Lab) -> Observed:
-    return _judge(lab.launch(flip_firmware_bit=FIRMWARE_BIT), "measurement")
+    return judge_release(lab.launch(flip_firmware_bit=FIRMWARE_BIT), "measurement")
 
 
 @attack("debug-policy", Family.LAUNCH,
@@ -51,7 +58,7 @@ def tamper_firmware(lab: Lab) -> Observed:
 def debug_policy(lab: Lab) -> Observed:
     if not lab.mode.encrypts_memory:
         return not_applicable("a plain VM has no guest policy: the host reads it anyway")
-    return _judge(lab.launch(debug=True), "policy.debug")
+    return judge_release(lab.launch(debug=True), "policy.debug")
 
 
 @attack("psp-rollback", Family.LAUNCH,
@@ -60,7 +67,7 @@ def debug_policy(lab: Lab) -> Observed:
 def psp_rollback(lab: Lab) -> Observed:
     if not lab.mode.encrypts_memory:
         return not_applicable("a plain VM does not involve the PSP")
-    return _judge(lab.launch(rollback=True), "reported_tcb")
+    return judge_release(lab.launch(rollback=True), "reported_tcb")
 
 
 ATTACKS = (tamper_firmware, debug_policy, psp_rollback)
