@@ -25,7 +25,6 @@ document is::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from dataclasses import dataclass
@@ -78,7 +77,6 @@ class RegoPolicy:
             raise UsageError(f"policy {policy_id!r} exceeds {MAX_POLICY_BYTES} bytes")
         self.source = source
         self.policy_id = policy_id
-        self.digest = hashlib.sha256(source.encode()).hexdigest()
         self._local = threading.local()
         self._compile()  # a syntax error shows now, not at the first request
 
