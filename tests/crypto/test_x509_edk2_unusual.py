@@ -343,6 +343,24 @@ def test_the_signature_algorithm_inside_and_outside_must_agree(keys: Keys,
     assert issued_by(load_certificate(same), root)
 
 
+def test_algorithm_identifiers_of_a_small_certificate(keys: Keys) -> None:
+    """A TBSCertificate under 256 bytes (one length octet after 0x81) is read the same way."""
+    ec_root = _certificate("R", keys.ec_root, None, [_ca()])
+    leaf = _certificate("L", ec.generate_private_key(ec.SECP256R1()), (ec_root, keys.ec_root))
+    tbs = leaf.tbs_certificate_bytes
+    assert tbs[1] == 0x81 and der(leaf)[1] == 0x82
+    assert issued_by(leaf, ec_root)
+    sha384 = _algorithm("1.2.840.10045.4.3.3")
+    signature = keys.ec_root.sign(tbs, ec.ECDSA(hashes.SHA384()))
+    outer_only = _tlv(0x30, tbs + sha384 + _tlv(0x03, b"\x00" + signature))
+    assert isinstance(load_certificate(outer_only).signature_hash_algorithm, hashes.SHA384)
+    assert not issued_by(load_certificate(outer_only), ec_root)
+    both = _with_tbs_algorithm(leaf, "1.2.840.10045.4.3.2", "1.2.840.10045.4.3.3")
+    resigned = _tlv(0x30, both + sha384 + _tlv(
+        0x03, b"\x00" + keys.ec_root.sign(both, ec.ECDSA(hashes.SHA384()))))
+    assert issued_by(load_certificate(resigned), ec_root)
+
+
 def test_an_unknown_signature_algorithm_issues_nothing(keys: Keys, root: Certificate) -> None:
     good = _certificate("Leaf", keys.leaf, (root, keys.root))
     tbs = _with_tbs_algorithm(good, "1.2.840.113549.1.1.11", UNKNOWN_OID)
@@ -379,6 +397,18 @@ def test_a_pkcs7_signer_key_neither_rsa_nor_ec_never_verifies(keys: Keys) -> Non
     rsa_signer = _certificate("Signer", keys.leaf, None)
     assert verify_signature(rsa_signer, sign_message(keys.leaf, message), message,
                             hashes.SHA256())
+
+
+def test_pkcs7_signer_signatures_by_rsa_and_ec_keys(keys: Keys) -> None:
+    message = b"signed attributes"
+    for key in (keys.leaf, keys.ec_root):
+        signer = _certificate("Signer", key, None)
+        for hash_name, algorithm in (("sha256", hashes.SHA256()), ("sha384", hashes.SHA384())):
+            signature = sign_message(key, message, hash_name)
+            assert verify_signature(signer, signature, message, algorithm)
+            assert not verify_signature(signer, signature, message + b"!", algorithm)
+            other = hashes.SHA384() if hash_name == "sha256" else hashes.SHA256()
+            assert not verify_signature(signer, signature, message, other)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import hashlib
 import warnings
 from typing import TypeVar
 
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,6 +28,7 @@ Certificate = x509.Certificate
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 Extension = TypeVar("Extension", bound=x509.ExtensionType)
 MAX_CHAIN_LENGTH = 8
+VERSION_TAG = 0xA0  # [0] EXPLICIT Version, present in v2 and v3 certificates
 # The extensions OpenSSL 3.0 processes (``X509_supported_extension``; edk2 builds it
 # ``no-rfc3779``): netscape-cert-type, keyUsage, subjectAltName, basicConstraints,
 # certificatePolicies, cRLDistributionPoints, extKeyUsage, OCSP noCheck, policyConstraints,
@@ -142,14 +142,34 @@ def issued_by(certificate: Certificate, issuer: Certificate) -> bool:
 
 def _algorithms_agree(certificate: Certificate) -> bool:
     """The signature AlgorithmIdentifier inside the TBSCertificate equals the outer one, byte
-    for byte (RFC 5280 §4.1.1.2; OpenSSL's ``X509_verify`` compares them, parameters too)."""
-    try:
-        parsed = asn1_x509.Certificate.load(der(certificate))
-        inner = parsed["tbs_certificate"]["signature"].dump()
-        outer = parsed["signature_algorithm"].dump()
-    except ValueError:
-        return False
-    return bool(inner == outer)
+    for byte (RFC 5280 §4.1.1.2; OpenSSL's ``X509_verify`` compares them, parameters too).
+
+    Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } and
+    TBSCertificate ::= SEQUENCE { [0] version OPTIONAL, serialNumber, signature, ... }; the
+    DER was checked when the certificate was loaded.
+    """
+    tbs = certificate.tbs_certificate_bytes
+    whole = der(certificate)
+    outer = _element(whole, _header_size(whole) + len(tbs))
+    at = _header_size(tbs)
+    if tbs[at] == VERSION_TAG:
+        at += len(_element(tbs, at))
+    at += len(_element(tbs, at))
+    return _element(tbs, at) == outer
+
+
+def _header_size(data: bytes, start: int = 0) -> int:
+    """Tag and length octets of the DER element at ``start`` (X.690 §8.1.3, definite form)."""
+    first = data[start + 1]
+    return 2 if first < 0x80 else 2 + (first & 0x7F)
+
+
+def _element(data: bytes, start: int) -> bytes:
+    """The whole DER element (tag, length, contents) at ``start``."""
+    head = _header_size(data, start)
+    first = data[start + 1]
+    size = first if head == 2 else int.from_bytes(data[start + 2 : start + head], "big")
+    return data[start : start + head + size]
 
 
 def verify_signature(
