@@ -361,6 +361,25 @@ def test_algorithm_identifiers_of_a_small_certificate(keys: Keys) -> None:
     assert issued_by(load_certificate(resigned), ec_root)
 
 
+def test_long_algorithm_identifiers_are_compared_whole(keys: Keys, root: Certificate) -> None:
+    """AlgorithmIdentifiers longer than 127 bytes (long-form DER lengths) are read whole: equal
+    ones agree, and a difference in their last byte is seen."""
+    from cvm.crypto.x509_edk2 import _algorithms_agree
+
+    good = _certificate("Leaf", keys.leaf, (root, keys.root))
+    assert _algorithms_agree(good)
+    for parameters in (bytes(130), bytes(300)):
+        identifier = _tlv(0x30, _algorithm(UNKNOWN_OID)[2:] + _tlv(0x04, parameters))
+        assert identifier[1] in (0x81, 0x82)
+        odd = identifier[:-1] + b"\x01"
+        tbs = _tlv(0x30, good.tbs_certificate_bytes[_header_size(good.tbs_certificate_bytes):]
+                   .replace(bytes.fromhex("300d06092a864886f70d01010b0500"), identifier, 1))
+        for outer, agree in ((identifier, True), (odd, False)):
+            certificate = load_certificate(_tlv(0x30, tbs + outer + _tlv(0x03, b"\x00\x01")))
+            assert _algorithms_agree(certificate) is agree
+            assert not issued_by(certificate, root)
+
+
 def test_an_unknown_signature_algorithm_issues_nothing(keys: Keys, root: Certificate) -> None:
     good = _certificate("Leaf", keys.leaf, (root, keys.root))
     tbs = _with_tbs_algorithm(good, "1.2.840.113549.1.1.11", UNKNOWN_OID)
