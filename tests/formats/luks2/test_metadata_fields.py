@@ -4,11 +4,17 @@ exact one-line message a refused value gets; the accepted limits round-trip unch
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cvm.errors import FormatError, UsageError
+from cvm.formats.luks2.binary_header import BINARY_HEADER_SIZE, BinaryHeader
+from cvm.formats.luks2.header_copy import header_checksum
 from cvm.formats.luks2.json_fields import JsonObject, encode_b64, parse_id
 from cvm.formats.luks2.metadata import (
     Argon2Kdf,
@@ -327,3 +333,55 @@ def test_ids_and_the_reader_itself() -> None:
         JsonObject({"n": 5}, "here").finish()
     with pytest.raises(FormatError, match=r"^LUKS2 metadata: here is not a JSON object$"):
         JsonObject([], "here")
+
+
+# What cryptsetup 2.6's header check (``isLuks``, ``luksDump``) accepts of the cases cvm refuses:
+# the keyslot, digest and KDF parameters it checks only when it opens a keyslot (types, hashes,
+# costs, key sizes, priority, stripes, the area cipher); members it does not know (it ignores
+# them); segment types and ciphers cvm does not implement; a segment offset off a 4096-byte
+# sector (its check tests the size only) and sector sizes past 4096; a leading zero in a
+# decimal string; and token types in the reserved ``luks2-`` namespace. Every other refused
+# case cryptsetup refuses too, and every accepted limit it accepts.
+CRYPTSETUP_ACCEPTS = frozenset({
+    "kdf type", "pbkdf2 hash", "pbkdf2 iterations 0", "pbkdf2 iterations past INT_MAX",
+    "pbkdf2 salt not base64", "pbkdf2 salt not ASCII", "kdf member unknown", "argon2 time 0",
+    "argon2 memory 7", "argon2 cpus 0", "argon2 cpus past 2^24-1",
+    "argon2 memory under 8 KiB a thread", "argon2 salt of 7 bytes", "argon2 member unknown",
+    "keyslot type", "keyslot member unknown", "keyslot key_size 0", "keyslot key_size 1025",
+    "priority 3", "priority -1", "af stripes 0", "af hash", "af member unknown",
+    "area offset with a leading zero", "area encryption", "area key_size 0",
+    "area key_size 1025", "area key_size 48", "area member unknown", "segment type",
+    "segment sector 8192", "segment offset off its sectors", "segment encryption",
+    "segment member unknown", "digest type", "digest iterations 0", "digest hash",
+    "digest empty", "digest member unknown", "config member unknown",
+    "config requirements member unknown", "token type reserved", "top-level member unknown",
+})
+
+
+def _sealed_image(path: Path, value: dict[str, Any]) -> None:
+    """Both header copies of ``value`` with valid checksums, in a sparse 17 MiB file."""
+    text = json.dumps(value, separators=(",", ":")).encode()
+    with path.open("wb") as sink:
+        for secondary in (False, True):
+            binary = BinaryHeader(secondary, 0x4000, 3, "", "sha256", bytes(64),
+                                  "6f3d5d0e-8a57-4a3e-9c1e-0d1c2b3a4f5e", "",
+                                  0x4000 if secondary else 0, bytes(64))
+            area = binary.to_bytes() + text.ljust(0x4000 - BINARY_HEADER_SIZE, b"\0")
+            sink.write(area[:0x1C0] + header_checksum(area, "sha256") + area[0x200:])
+        sink.truncate(0x8000 + (17 << 20))
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("case", [*REFUSED, *ACCEPTED])
+def test_cryptsetup_header_check_on_the_same_json(case: str, tmp_path: Path,
+                                                   require_tool: Callable[[str], str]) -> None:
+    value = _edited(*(REFUSED[case][0] if case in REFUSED else ACCEPTED[case]))
+    image = tmp_path / "header.img"
+    _sealed_image(image, value)
+    tool = require_tool("cryptsetup")
+    is_luks = subprocess.run([tool, "isLuks", "--type", "luks2", str(image)],
+                             capture_output=True, check=False)
+    dump = subprocess.run([tool, "luksDump", str(image)], capture_output=True, check=False)
+    accepts = case in ACCEPTED or case in CRYPTSETUP_ACCEPTS
+    assert (is_luks.returncode == 0) is accepts
+    assert (dump.returncode == 0) is accepts
