@@ -249,3 +249,44 @@ def test_cryptsetup_recovers_and_refuses_the_same(memory_storage: Any, fast_kdf:
     dump = subprocess.run([tool, "luksDump", str(image)], capture_output=True, text=True,
                           check=False)
     assert dump.returncode != 0
+    image.write_bytes(bytes(_headers_only(memory_storage, fast_kdf).data))
+    assert image.stat().st_size == 2 * HDR
+    assert subprocess.run([tool, "isLuks", "--type", "luks2", str(image)],
+                          check=False).returncode == 0
+
+
+def test_the_secondary_is_looked_for_only_where_the_primary_says(memory_storage: Any,
+                                                                 fast_kdf: KdfSpec) -> None:
+    """A valid primary names the secondary's offset; a header copy elsewhere (here one left by
+    an earlier 32 KiB-header format) is not consulted, as in cryptsetup."""
+    earlier = _volume(memory_storage, fast_kdf, 0x8000)
+    storage = _volume(memory_storage, fast_kdf)
+    storage.data[HDR + 4200] ^= 0x01
+    storage.data[0x8000 : 0x10000] = earlier.data[0x8000 : 0x10000]
+    loaded = load_header(storage)
+    assert loaded.header.binary.hdr_size == HDR and loaded.header.binary.secondary is False
+    assert loaded.warnings == (
+        "secondary header is invalid (LUKS2 secondary header: checksum mismatch)",
+        "recovered from the primary header",
+    )
+
+
+def _headers_only(memory_storage: Any, fast_kdf: KdfSpec) -> Any:
+    """A detached header holding no keyslot: the two copies are the whole file."""
+    header = load_header(_volume(memory_storage, fast_kdf)).header
+    meta = header.metadata
+    bare = replace(meta, keyslots={}, tokens={},
+                   segments={0: replace(meta.segments[0], offset=0)},
+                   digests={0: replace(meta.digests[0], keyslots=())},
+                   config=replace(meta.config, keyslots_size=0))
+    storage = memory_storage(2 * HDR)
+    store_header(storage, replace(header, metadata=bare), (bytes(64), bytes(64)))
+    return storage
+
+
+def test_copies_that_end_exactly_at_the_device_end_are_read(memory_storage: Any,
+                                                            fast_kdf: KdfSpec) -> None:
+    storage = _headers_only(memory_storage, fast_kdf)
+    loaded = load_header(storage)
+    assert loaded.warnings == () and loaded.needs_repair is False
+    assert loaded.header.metadata.config.keyslots_size == 0
