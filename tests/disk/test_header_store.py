@@ -290,3 +290,19 @@ def test_copies_that_end_exactly_at_the_device_end_are_read(memory_storage: Any,
     loaded = load_header(storage)
     assert loaded.warnings == () and loaded.needs_repair is False
     assert loaded.header.metadata.config.keyslots_size == 0
+
+
+def test_a_repair_from_the_secondary_writes_a_true_primary(memory_storage: Any,
+                                                           fast_kdf: KdfSpec) -> None:
+    """The header recovered from the secondary copy is written back as a primary at 0 (magic
+    and offset its own) and a secondary at ``hdr_size``."""
+    storage = _volume(memory_storage, fast_kdf)
+    storage.data[0] ^= 0xFF
+    recovered = load_header(storage).header
+    assert recovered.binary.secondary is True
+    written = store_header(storage, recovered, (bytes(64), bytes(64)))
+    assert written.binary.secondary is False and written.binary.hdr_offset == 0
+    assert bytes(storage.data[:6]) == b"LUKS\xba\xbe"
+    assert bytes(storage.data[HDR : HDR + 6]) == b"SKUL\xba\xbe"
+    loaded = load_header(storage)
+    assert loaded.warnings == () and loaded.header == written
