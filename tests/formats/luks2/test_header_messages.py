@@ -112,3 +112,31 @@ def test_a_json_size_that_disagrees_with_the_binary_header_is_refused() -> None:
         HeaderCopy.parse(sealed)
     assert _message(raised) == ("LUKS2 header: config.json_size 12288 does not match "
                                 "hdr_size 32768")
+
+
+def test_binary_header_refusals_are_named() -> None:
+    with pytest.raises(FormatError) as raised:
+        BinaryHeader.from_bytes(dataclasses.replace(GOOD, hdr_offset=0x4000).to_bytes())
+    assert _message(raised) == ("LUKS2 binary header: hdr_offset 16384 does not match the "
+                                "primary copy")
+    secondary = dataclasses.replace(GOOD, secondary=True, hdr_offset=0x4000)
+    assert BinaryHeader.from_bytes(secondary.to_bytes()) == secondary
+    with pytest.raises(FormatError) as raised:
+        BinaryHeader.from_bytes(dataclasses.replace(secondary, hdr_offset=0).to_bytes())
+    assert _message(raised) == ("LUKS2 binary header: hdr_offset 0 does not match the "
+                                "secondary copy")
+    data = bytearray(GOOD.to_bytes())
+    data[0x48 : 0x48 + 32] = b"md5".ljust(32, b"\0")
+    with pytest.raises(FormatError) as raised:
+        BinaryHeader.from_bytes(bytes(data))
+    assert _message(raised) == "LUKS2 binary header: unsupported checksum 'md5'"
+    data = bytearray(GOOD.to_bytes())
+    data[0x1C0 + 32] = 1
+    with pytest.raises(FormatError) as raised:
+        BinaryHeader.from_bytes(bytes(data))
+    assert _message(raised) == "LUKS2 binary header: checksum field has bytes past the digest"
+    data = bytearray(GOOD.to_bytes())
+    data[0xA8 : 0xA8 + 40] = (UUID + "abc").encode().ljust(40, b"\0")
+    with pytest.raises(FormatError) as raised:
+        BinaryHeader.from_bytes(bytes(data))
+    assert _message(raised) == "LUKS2 binary header: uuid longer than 36 characters"
