@@ -385,3 +385,24 @@ def test_cryptsetup_header_check_on_the_same_json(case: str, tmp_path: Path,
     accepts = case in ACCEPTED or case in CRYPTSETUP_ACCEPTS
     assert (is_luks.returncode == 0) is accepts
     assert (dump.returncode == 0) is accepts
+
+
+def test_the_text_is_compact_utf8_in_cryptsetup_member_order() -> None:
+    """json-c's plain form as cryptsetup 2.6 writes it: no spaces, members in its order,
+    non-ASCII text as UTF-8 rather than escapes."""
+    salt = "A" * 43 + "="
+    expected = (
+        '{"keyslots":{"0":{"type":"luks2","key_size":64,"af":{"type":"luks1","stripes":4000,'
+        '"hash":"sha256"},"area":{"type":"raw","offset":"32768","size":"258048",'
+        '"encryption":"aes-xts-plain64","key_size":64},"kdf":{"type":"pbkdf2","hash":"sha256",'
+        f'"iterations":1000,"salt":"{salt}"}}}}}},"tokens":{{}},"segments":{{"0":{{"type":"crypt",'
+        '"offset":"16777216","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64",'
+        '"sector_size":4096}},"digests":{"0":{"type":"pbkdf2","keyslots":["0"],'
+        f'"segments":["0"],"hash":"sha256","iterations":1000,"salt":"{salt}","digest":"{salt}"'
+        '}},"config":{"json_size":"12288","keyslots_size":"16744448"}}')
+    meta = Metadata.from_json(_valid())
+    assert meta.to_text() == expected
+    named = Metadata.from_json(_edited(("tokens.0", {"type": "t", "keyslots": [],
+                                                     "name": "clé"})))
+    assert '"name":"clé"' in named.to_text()
+    assert b'"name":"cl\xc3\xa9"' in named.to_area()
