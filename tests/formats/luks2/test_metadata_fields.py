@@ -406,3 +406,26 @@ def test_the_text_is_compact_utf8_in_cryptsetup_member_order() -> None:
                                                      "name": "clé"})))
     assert '"name":"clé"' in named.to_text()
     assert b'"name":"cl\xc3\xa9"' in named.to_area()
+
+
+def test_json_area_framing_is_named() -> None:
+    cases = {
+        b"{}": "LUKS2 metadata: JSON area is not NUL-terminated",
+        b"{}\0x": "LUKS2 metadata: JSON area has bytes after its terminator",
+    }
+    for area, message in cases.items():
+        with pytest.raises(FormatError) as raised:
+            Metadata.parse(area)
+        assert str(raised.value) == message
+    for area in (b"\0", b"\0" * 64):  # terminated at once: empty text, which is not JSON
+        with pytest.raises(FormatError, match=r"^LUKS2 metadata: JSON area is not valid JSON "
+                                              r"\(Expecting value"):
+            Metadata.parse(area)
+
+
+def test_numbers_default_to_zero_up_to_int_max() -> None:
+    assert JsonObject({"n": 0}, "x").number("n") == 0
+    assert JsonObject({"n": INT_MAX}, "x").number("n") == INT_MAX
+    with pytest.raises(FormatError, match=r"^LUKS2 metadata: x\.n: expected an integer in "
+                                          r"0\.\.2147483647, got -1$"):
+        JsonObject({"n": -1}, "x").number("n")
