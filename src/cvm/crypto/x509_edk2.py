@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import warnings
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -25,7 +26,18 @@ from cvm.errors import FormatError, UsageError
 
 Certificate = x509.Certificate
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+Extension = TypeVar("Extension", bound=x509.ExtensionType)
 MAX_CHAIN_LENGTH = 8
+VERSION_TAG = 0xA0  # [0] EXPLICIT Version, present in v2 and v3 certificates
+# The extensions OpenSSL 3.0 processes (``X509_supported_extension``; edk2 builds it
+# ``no-rfc3779``): netscape-cert-type, keyUsage, subjectAltName, basicConstraints,
+# certificatePolicies, cRLDistributionPoints, extKeyUsage, OCSP noCheck, policyConstraints,
+# proxyCertInfo, nameConstraints, policyMappings, inhibitAnyPolicy.
+HANDLED_EXTENSIONS = frozenset({
+    "2.16.840.1.113730.1.1", "2.5.29.15", "2.5.29.17", "2.5.29.19", "2.5.29.32", "2.5.29.31",
+    "2.5.29.37", "1.3.6.1.5.5.7.48.1.5", "2.5.29.36", "1.3.6.1.5.5.7.1.14", "2.5.29.30",
+    "2.5.29.33", "2.5.29.54",
+})
 HASHES: dict[str, hashes.HashAlgorithm] = {
     "sha1": hashes.SHA1(), "sha256": hashes.SHA256(), "sha384": hashes.SHA384(),
     "sha512": hashes.SHA512(),
@@ -46,7 +58,8 @@ def load_certificate(data: bytes) -> Certificate:
             _ = (certificate.subject, certificate.issuer, certificate.serial_number,
                  certificate.extensions, certificate.tbs_certificate_bytes,
                  certificate.signature)
-    except (ValueError, x509.InvalidVersion) as error:
+    except (ValueError, x509.InvalidVersion, x509.DuplicateExtension,
+            x509.UnsupportedGeneralNameType) as error:
         raise FormatError(f"not an X.509 certificate: {error}") from None
     return certificate
 
@@ -96,24 +109,74 @@ def subject_text(certificate: Certificate) -> str:
 
 
 def issued_by(certificate: Certificate, issuer: Certificate) -> bool:
-    """True when ``issuer``'s name and key produced ``certificate``'s signature."""
-    if certificate.issuer != issuer.subject:
+    """True when ``issuer``'s name and key produced ``certificate``'s signature.
+
+    OpenSSL's ``X509_verify`` as edk2 builds it: RSA PKCS#1 v1.5, RSASSA-PSS (with the
+    certificate's own PSS parameters) and ECDSA, each only under a key of its own type. DSA is
+    not built into edk2's OpenSSL (``no-dsa``), nor are EdDSA keys into the OpenSSL that OVMF
+    links (``OpensslLib``/``OpensslLibCrypto``, configured ``no-ec``): such a signature, or one
+    whose algorithm is unknown, issues nothing.
+    """
+    if certificate.issuer != issuer.subject or not _algorithms_agree(certificate):
         return False
     try:
         algorithm = certificate.signature_hash_algorithm
-    except UnsupportedAlgorithm:
+        scheme = certificate.signature_algorithm_parameters
+    except (UnsupportedAlgorithm, ValueError):  # unknown, or malformed RSASSA-PSS parameters
         return False
-    return verify_signature(
-        issuer, certificate.signature, certificate.tbs_certificate_bytes, algorithm,
-    )
+    if not isinstance(algorithm, hashes.HashAlgorithm):
+        return False
+    key = issuer.public_key()
+    signature, message = certificate.signature, certificate.tbs_certificate_bytes
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and isinstance(scheme, padding.PKCS1v15 | padding.PSS):
+            key.verify(signature, message, scheme, algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(scheme, ec.ECDSA):
+            key.verify(signature, message, scheme)
+        else:
+            return False
+    except (InvalidSignature, ValueError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _algorithms_agree(certificate: Certificate) -> bool:
+    """The signature AlgorithmIdentifier inside the TBSCertificate equals the outer one, byte
+    for byte (RFC 5280 §4.1.1.2; OpenSSL's ``X509_verify`` compares them, parameters too).
+
+    Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } and
+    TBSCertificate ::= SEQUENCE { [0] version OPTIONAL, serialNumber, signature, ... }; the
+    DER was checked when the certificate was loaded.
+    """
+    tbs = certificate.tbs_certificate_bytes
+    whole = der(certificate)
+    outer = _element(whole, _header_size(whole) + len(tbs))
+    at = _header_size(tbs)
+    if tbs[at] == VERSION_TAG:
+        at += len(_element(tbs, at))
+    at += len(_element(tbs, at))
+    return _element(tbs, at) == outer
+
+
+def _header_size(data: bytes, start: int = 0) -> int:
+    """Tag and length octets of the DER element at ``start`` (X.690 §8.1.3, definite form)."""
+    first = data[start + 1]
+    return 2 if first < 0x80 else 2 + (first & 0x7F)
+
+
+def _element(data: bytes, start: int) -> bytes:
+    """The whole DER element (tag, length, contents) at ``start``."""
+    head = _header_size(data, start)
+    first = data[start + 1]
+    size = first if head == 2 else int.from_bytes(data[start + 2 : start + head], "big")
+    return data[start : start + head + size]
 
 
 def verify_signature(
-    signer: Certificate, signature: bytes, message: bytes, algorithm: object
+    signer: Certificate, signature: bytes, message: bytes, algorithm: hashes.HashAlgorithm
 ) -> bool:
-    """Check an RSA PKCS#1 v1.5 or ECDSA signature by ``signer``'s key over ``message``."""
-    if not isinstance(algorithm, hashes.HashAlgorithm):
-        return False
+    """Check an RSA PKCS#1 v1.5 or ECDSA signature by ``signer``'s key over ``message`` (a
+    PKCS#7 signer's signature: OpenSSL's PKCS#7 knows no RSASSA-PSS signer)."""
     try:
         key = signer.public_key()
         if isinstance(key, rsa.RSAPublicKey):
@@ -136,19 +199,34 @@ def sign_message(key: PrivateKey, message: bytes, hash_name: str = "sha256") -> 
 
 
 def _may_issue(certificate: Certificate) -> bool:
-    """OpenSSL ``X509_check_ca`` as the chain check uses it: basicConstraints cA when present;
-    else a self-signed v1 certificate, or keyUsage keyCertSign."""
-    extensions = certificate.extensions
-    try:
-        return bool(extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        pass
+    """OpenSSL ``X509_check_ca`` as the chain check uses it: a keyUsage without keyCertSign
+    refuses, whatever basicConstraints says; else basicConstraints cA when present; else a
+    self-signed v1 certificate, or a keyUsage (which then has keyCertSign). A v3 certificate
+    with neither extension issues nothing."""
+    key_usage = _extension(certificate, x509.KeyUsage)
+    if key_usage is not None and not key_usage.key_cert_sign:
+        return False
+    constraints = _extension(certificate, x509.BasicConstraints)
+    if constraints is not None:
+        return constraints.ca
     if certificate.version == x509.Version.v1:
         return certificate.issuer == certificate.subject
+    return key_usage is not None
+
+
+def _extension(certificate: Certificate, kind: type[Extension]) -> Extension | None:
     try:
-        return bool(extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign)
+        return certificate.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
-        return False
+        return None
+
+
+def _critical_extensions_handled(certificate: Certificate) -> bool:
+    """OpenSSL refuses a chain holding a certificate with a critical extension it does not
+    process (``X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION``; edk2 does not set
+    ``X509_V_FLAG_IGNORE_CRITICAL``)."""
+    return all(extension.oid.dotted_string in HANDLED_EXTENSIONS
+               for extension in certificate.extensions if extension.critical)
 
 
 def chain_to_anchor(
@@ -160,9 +238,9 @@ def chain_to_anchor(
     current = signer
     for _ in range(MAX_CHAIN_LENGTH):
         if der(current) == anchor_der:
-            return chain
+            return _handled(chain)
         if issued_by(current, anchor) and _may_issue(anchor):
-            return [*chain, anchor]
+            return _handled([*chain, anchor])
         issuer = next(
             (c for c in intermediates
              if c not in chain and _may_issue(c) and issued_by(current, c)),
@@ -173,6 +251,10 @@ def chain_to_anchor(
         chain.append(issuer)
         current = issuer
     return None
+
+
+def _handled(chain: list[Certificate]) -> list[Certificate] | None:
+    return chain if all(_critical_extensions_handled(c) for c in chain) else None
 
 
 def generate_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
