@@ -162,6 +162,28 @@ def _validate(report: AttestationReport, pcrs: dict[int, bytes], log: EventLog,
     return findings
 
 
+def decide(findings: list[Finding], claims: dict[str, Any], unchecked: tuple[str, ...],
+           policy: RegoPolicy) -> Verdict:
+    """The validate step's verdict: the reference values' ``findings`` and the Rego policy's
+    decision over the claims (its deny rules add findings; ``allow`` false without any
+    finding is one of its own)."""
+    rows = [{"rule": f.claim, "expected": f.expected, "actual": f.actual, "input": f.hint}
+            for f in findings]
+    decision = policy.evaluate({"claims": claims, "findings": rows,
+                                "unchecked": list(unchecked)})
+    found = list(findings)
+    seen = {(f.claim, f.expected, f.actual) for f in found}
+    for row in decision.deny:
+        if (row["rule"], row["expected"], row["actual"]) not in seen:
+            found.append(Finding(row["rule"], row["expected"], row["actual"], row["input"]))
+    if not decision.allow and not found:
+        found.append(Finding("policy.allow", "true", "false",
+                             f"policy {policy.policy_id!r} denies without a deny rule"))
+    accepted = decision.allow and not found
+    return Verdict(AFFIRMING if accepted else CONTRAINDICATED, "" if accepted else "validate",
+                   tuple(found), unchecked, claims, policy.policy_id)
+
+
 def appraise(
     evidence: CvmEvidence,
     reference: ReferenceDocument,
@@ -205,17 +227,4 @@ def appraise(
     images = _boot_images(log)
     claims["boot_images"] = [digest.hex() for digest, _ in images]
     findings = _validate(report, pcrs, log, images, reference, explain_launch)
-    rows = [{"rule": f.claim, "expected": f.expected, "actual": f.actual, "input": f.hint}
-            for f in findings]
-    decision = policy.evaluate({"claims": claims, "findings": rows,
-                                "unchecked": list(unchecked)})
-    seen = {(f.claim, f.expected, f.actual) for f in findings}
-    for row in decision.deny:
-        if (row["rule"], row["expected"], row["actual"]) not in seen:
-            findings.append(Finding(row["rule"], row["expected"], row["actual"], row["input"]))
-    if not decision.allow and not findings:
-        findings.append(Finding("policy.allow", "true", "false",
-                                f"policy {policy.policy_id!r} denies without a deny rule"))
-    accepted = decision.allow and not findings
-    return Verdict(AFFIRMING if accepted else CONTRAINDICATED, "" if accepted else "validate",
-                   tuple(findings), unchecked, claims, policy.policy_id)
+    return decide(findings, claims, unchecked, policy)

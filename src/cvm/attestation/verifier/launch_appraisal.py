@@ -24,10 +24,10 @@ from typing import Any
 
 from cvm.attestation.verifier.chain import ChainVerifier
 from cvm.attestation.verifier.composite import (
-    AFFIRMING,
     CONTRAINDICATED,
     LaunchExplainer,
     Verdict,
+    decide,
     report_claims,
 )
 from cvm.attestation.verifier.policy import validate
@@ -105,18 +105,4 @@ def appraise_launch(
         return Verdict(CONTRAINDICATED, "verify", (verified,), unchecked,
                        {"evidence": LAUNCH}, policy.policy_id)
     claims = {**report_claims(verified), "evidence": LAUNCH}
-    findings = _validate(verified, reference, explain_launch)
-    rows = [{"rule": f.claim, "expected": f.expected, "actual": f.actual, "input": f.hint}
-            for f in findings]
-    decision = policy.evaluate({"claims": claims, "findings": rows,
-                                "unchecked": list(unchecked)})
-    seen = {(f.claim, f.expected, f.actual) for f in findings}
-    for row in decision.deny:
-        if (row["rule"], row["expected"], row["actual"]) not in seen:
-            findings.append(Finding(row["rule"], row["expected"], row["actual"], row["input"]))
-    if not decision.allow and not findings:
-        findings.append(Finding("policy.allow", "true", "false",
-                                f"policy {policy.policy_id!r} denies without a deny rule"))
-    accepted = decision.allow and not findings
-    return Verdict(AFFIRMING if accepted else CONTRAINDICATED, "" if accepted else "validate",
-                   tuple(findings), unchecked, claims, policy.policy_id)
+    return decide(_validate(verified, reference, explain_launch), claims, unchecked, policy)
