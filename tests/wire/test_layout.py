@@ -97,7 +97,7 @@ def test_the_struct_path_equals_the_field_path(a: int, b: int, c: int, d: int,
     layout = wide()
     values = {"a": a, "b": b, "c": c, "d": d, "e": e}
     packed = layout.pack(values)
-    assert packed == layout._pack_fields(values)
+    assert packed == layout._pack_fields(values) == layout._pack_struct(values)
     assert layout.unpack(packed) == layout._unpack_fields(packed) == values
     assert packed[2:4] == b.to_bytes(2, "big")
 
@@ -135,3 +135,21 @@ def test_a_layout_with_other_integer_widths_uses_the_field_path() -> None:
     assert odd._struct is None
     assert odd.unpack(odd.pack(values)) == values
     assert odd.pack(values)[1:4] == (0xABCDEF).to_bytes(3, "little")
+
+
+def test_the_struct_path_hands_over_what_it_does_not_judge() -> None:
+    """Every valid value set goes through the struct; a bool, an int subclass, a bytearray or
+    a wrong length goes to the field path, which decides."""
+    layout = wide()
+    base = {"a": 1, "b": 2, "c": 3, "d": 4, "e": bytes(8)}
+    assert layout._pack_struct(base) == layout._pack_fields(base)
+    for change in ({"a": True}, {"e": bytearray(8)}, {"e": bytes(7)}, {"d": 1 << 64}):
+        assert layout._pack_struct({**base, **change}) is None
+    assert layout._pack_struct({k: v for k, v in base.items() if k != "c"}) is None
+
+
+def test_zero_sized_and_repeated_fields_fail_at_declaration() -> None:
+    with pytest.raises(InternalError, match="layout X: field b has size 0"):
+        Layout("X", 2, [u8("a", 0), Field("b", 1, 0, "uint"), u8("c", 1)])
+    with pytest.raises(InternalError, match="layout X: field a declared twice"):
+        Layout("X", 2, [u8("a", 0), u8("a", 1)])
