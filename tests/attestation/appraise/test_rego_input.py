@@ -60,3 +60,9 @@ def test_what_a_policy_may_leave_out_of_its_findings() -> None:
     assert sorted(decision.deny, key=lambda row: row["rule"]) == [
         {"rule": "plain", "expected": "", "actual": "", "input": ""},
         {"rule": "r", "expected": "", "actual": "", "input": ""}]
+
+
+def test_the_default_policy_is_named_default() -> None:
+    """The id a verdict and an EAR token carry when the owner registered no policy."""
+    assert RegoPolicy().policy_id == "default"
+    assert RegoPolicy(DEFAULT_POLICY, "rollout").policy_id == "rollout"
