@@ -14,6 +14,15 @@ from typing import Any
 import pytest
 
 from cvm.amd.pki import Vendor
+from cvm.attestation.kbs.launch import (
+    ATTESTED,
+    LAUNCH_ATTESTED,
+    appraise_payload,
+    is_launch,
+    session_state,
+)
+from cvm.attestation.launch_search import launch_explainer
+from cvm.attestation.verifier.chain import ChainVerifier
 from cvm.attestation.verifier.launch_appraisal import appraise_launch
 from cvm.attestation.verifier.reference import ReferenceDocument
 from cvm.attestation.verifier.rego_policy import RegoPolicy
@@ -28,7 +37,8 @@ from cvm.formats.kbs.launch_evidence import (
     launch_report_data,
 )
 from cvm.formats.kbs.rcar import Attestation
-from cvm.scenarios.attested_guest import Owner, reference_json
+from cvm.image.measurement import VcpuConfig
+from cvm.scenarios.attested_guest import MILAN_SIGNATURE, Owner, reference_json
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 NONCE = "bm9uY2Utb2YtdGhlLXNlc3Npb24"
@@ -191,3 +201,111 @@ def test_cvm_attest_appraise_dry_runs_launch_evidence(
     reference.write_text(json.dumps({**reference_json(owner), "measurement": ["cd" * 48]}))
     assert execute(argv) == 67
     assert "measurement: expected " + "cd" * 48 in capsys.readouterr().out
+
+
+def _vmpl1(owner: Owner, evidence: LaunchEvidence) -> LaunchEvidence:
+    cvm = owner.launch(0)
+    report = cvm.guest.svsm.at_vmpl0(
+        lambda: cvm.guest.svsm.requester.report(launch_report_data(NONCE, KEY), 1).report)
+    return replace(evidence, report=report)
+
+
+def test_a_vmpl1_report_gets_one_vmpl_finding_whoever_names_it(
+        owner: Owner, evidence: LaunchEvidence, roots: TrustRoots) -> None:
+    at_vmpl1 = _vmpl1(owner, evidence)
+    by_reference = _appraise(at_vmpl1, _reference(owner), roots)  # the reference says vmpl 0
+    assert [(f.claim, f.expected, f.actual) for f in by_reference.findings] == [
+        ("vmpl", "0", "1")]
+    document = reference_json(owner)
+    document.pop("vmpl")
+    document["unchecked"] = [*document["unchecked"], "vmpl"]
+    by_rule = _appraise(at_vmpl1, ReferenceDocument.from_json(document), roots)
+    (finding,) = by_rule.findings
+    assert (finding.claim, finding.expected, finding.actual) == ("vmpl", "0", "1")
+    assert "SVSM" in finding.hint
+
+
+def test_a_measurement_finding_names_the_nearby_launch(owner: Owner,
+                                                       roots: TrustRoots) -> None:
+    cvm = owner.launch(0, vcpus=2)
+    report = cvm.guest.svsm.report(launch_report_data(NONCE, KEY))
+    evidence = LaunchEvidence(report, cvm.certificates.vcek, cvm.certificates.ask,
+                              cvm.certificates.ark)
+    explain = launch_explainer(owner.firmware, VcpuConfig(1, MILAN_SIGNATURE))
+    verdict = appraise_launch(evidence, _reference(owner), RegoPolicy(), roots, NOW,
+                              runtime_nonce=NONCE, tee_pubkey=KEY, challenge=NONCE,
+                              explain_launch=explain)
+    (finding,) = verdict.findings
+    assert (finding.claim, finding.expected, finding.actual) == (
+        "measurement", owner.measurement.hex(), report[0x90:0xC0].hex())
+    assert finding.hint == "matches with 2 vCPUs instead of 1"
+    unexplained = appraise_launch(evidence, _reference(owner), RegoPolicy(), roots, NOW,
+                                  runtime_nonce=NONCE, tee_pubkey=KEY, challenge=NONCE,
+                                  explain_launch=lambda _: None)
+    assert unexplained.findings[0].hint == "no nearby launch configuration reproduces it"
+
+
+def test_only_the_measurement_is_explained(owner: Owner, evidence: LaunchEvidence,
+                                           roots: TrustRoots) -> None:
+    verdict = appraise_launch(_vmpl1(owner, evidence), _reference(owner), RegoPolicy(), roots,
+                              NOW, runtime_nonce=NONCE, tee_pubkey=KEY, challenge=NONCE,
+                              explain_launch=lambda _: "explained")
+    assert [f.hint for f in verdict.findings] != ["explained"]
+
+
+@pytest.mark.parametrize(("field", "size", "message"), [
+    ("vcek", (16 << 10) + 3, "x.certificates.vcek: longer than 16384 bytes"),
+    ("ask", (16 << 10) + 3, "x.certificates.ask: longer than 16384 bytes"),
+    ("ark", (16 << 10) + 3, "x.certificates.ark: longer than 16384 bytes"),
+    ("crl", (64 << 10) + 3, "x.crl: longer than 65536 bytes"),
+    ("report", 0x4A0 + 3, "x.report: longer than 1184 bytes"),
+])
+def test_every_field_has_its_size_bound_and_its_name(evidence: LaunchEvidence, field: str,
+                                                      size: int, message: str) -> None:
+    document = evidence.to_json()
+    blob = base64.b64encode(bytes(size)).decode()
+    if field in ("vcek", "ask", "ark"):
+        document["certificates"] = {**document["certificates"], field: blob}
+    else:
+        document[field] = blob
+    with pytest.raises(FormatError) as refused:
+        LaunchEvidence.from_json(document, "x")
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    ("not an object", "x: "),
+    ({"version": LAUNCH_EVIDENCE_VERSION}, "x: missing"),
+    ({"version": LAUNCH_EVIDENCE_VERSION, "report": "", "certificates": []}, "x.certificates"),
+    ({"version": LAUNCH_EVIDENCE_VERSION, "report": "",
+      "certificates": {"vcek": "", "ask": "", "ark": "", "x": ""}}, "x.certificates: unknown"),
+])
+def test_errors_name_where_they_are(document: object, message: str) -> None:
+    with pytest.raises(FormatError) as refused:
+        LaunchEvidence.from_json(document, "x")
+    assert str(refused.value).startswith(message)
+
+
+def test_the_payload_is_appraised_as_what_it_carries(owner: Owner, evidence: LaunchEvidence,
+                                                     roots: TrustRoots) -> None:
+    chains = ChainVerifier(roots)
+    reference = _reference(owner)
+    launch = Attestation(NONCE, KEY, evidence)
+    verdict = appraise_payload(launch, reference, RegoPolicy(), roots, NOW, NONCE, chains)
+    assert verdict.accepted and is_launch(verdict.claims)
+    assert session_state(verdict) == LAUNCH_ATTESTED
+    cvm = owner.launch(0)
+    composite = Attestation(NONCE, cvm.tee_key.public_jwk(), cvm.evidence(NONCE))
+    verdict = appraise_payload(composite, reference, RegoPolicy(), roots, NOW, NONCE, chains)
+    assert verdict.accepted and not is_launch(verdict.claims) and "pcrs" in verdict.claims
+    assert session_state(verdict) == ATTESTED
+    for payload in (launch, composite):
+        stale = appraise_payload(payload, reference, RegoPolicy(), roots, NOW, "another",
+                                 chains)
+        assert [f.claim for f in stale.findings] == ["verify.nonce"]
+    strangers = TrustRoots.of([Vendor("Milan", b"another vendor seed").trust_anchor()],
+                              "emulated")
+    for payload in (launch, composite):
+        verdict = appraise_payload(payload, reference, RegoPolicy(), strangers, NOW, NONCE,
+                                   ChainVerifier(strangers))
+        assert [f.claim for f in verdict.findings] == ["verify.chain"]
