@@ -156,6 +156,7 @@ def test_launch_report_data_is_the_runtime_digest_padded() -> None:
 def test_the_document_round_trips_and_is_told_apart_from_composite_evidence(
         evidence: LaunchEvidence) -> None:
     assert LaunchEvidence.from_json(evidence.to_json()) == evidence
+    assert LaunchEvidence.from_json(json.loads(evidence.to_bytes())) == evidence
     with_crl = replace(evidence, crl=b"\x30\x00")
     assert LaunchEvidence.from_json(with_crl.to_json()) == with_crl
     payload = {"runtime-data": {"nonce": NONCE, "tee-pubkey": KEY},

@@ -3,10 +3,13 @@ outside its scope."""
 
 from __future__ import annotations
 
+import pytest
+
 from cvm.attestation.kbs.launch import (
     ATTESTED,
     LAUNCH_ATTESTED,
     is_launch,
+    may_open,
     scope_finding,
     session_state,
 )
@@ -37,3 +40,16 @@ def test_the_scope_finding_names_the_rule_the_path_and_the_evidence() -> None:
     assert composite["rule"] == "resource.scope"
     assert composite["actual"] == "default/vtpm/state-key"
     assert "not of type vtpm" in composite["expected"] and "composite" in composite["input"]
+
+
+@pytest.mark.parametrize(("path", "launch", "allowed"), [
+    ("default/vtpm/state-key", True, True),
+    ("default/vtpm/state-key", False, False),
+    ("default/disk/root-key", True, False),
+    ("default/disk/root-key", False, True),
+    ("vtpm/disk/vtpm", True, False),  # the type segment decides, not the other two
+    ("vtpm/disk/vtpm", False, True),
+])
+def test_the_resource_type_decides_which_evidence_opens_it(path: str, launch: bool,
+                                                           allowed: bool) -> None:
+    assert may_open(path, launch) is allowed
