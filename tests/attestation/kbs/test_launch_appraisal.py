@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from cvm.amd import DEFAULT_SEED
 from cvm.amd.pki import Vendor
+from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
 from cvm.attestation.kbs.launch import (
     ATTESTED,
     LAUNCH_ATTESTED,
@@ -310,3 +312,58 @@ def test_the_payload_is_appraised_as_what_it_carries(owner: Owner, evidence: Lau
         verdict = appraise_payload(payload, reference, RegoPolicy(), strangers, NOW, NONCE,
                                    ChainVerifier(strangers))
         assert [f.claim for f in verdict.findings] == ["verify.chain"]
+
+
+def _only(verdict: Any) -> tuple[str, str, str, str]:
+    (finding,) = verdict.findings
+    assert verdict.status == "contraindicated" and not verdict.accepted
+    assert verdict.claims == {"evidence": "launch"} and verdict.policy_id == "default"
+    assert {"pcrs", "boot_images"} <= set(verdict.unchecked)
+    return finding.claim, finding.expected, finding.actual, finding.hint
+
+
+def test_each_verify_finding_says_what_was_expected_and_found(
+        owner: Owner, evidence: LaunchEvidence, roots: TrustRoots) -> None:
+    reference = _reference(owner)
+    assert _only(_appraise(evidence, reference, roots, challenge="issued")) == (
+        "verify.nonce", "issued", NONCE, "runtime-data.nonce is not this session's challenge")
+    other = KeyPair.generate().public_jwk()
+    assert _only(_appraise(evidence, reference, roots, key=other)) == (
+        "verify.report_data", launch_report_data(NONCE, other).hex(),
+        launch_report_data(NONCE, KEY).hex(),
+        "the report was made for another nonce or TEE key (replayed evidence?)")
+    report = bytearray(evidence.report)
+    report[0x90] ^= 1
+    rule, expected, actual, hint = _only(_appraise(replace(evidence, report=bytes(report)),
+                                                   reference, roots))
+    assert (rule, expected, hint) == ("verify.report_signature", "signed by the VCEK", "report")
+    assert actual and actual != "None"
+    strangers = TrustRoots.of([Vendor("Milan", b"another vendor seed").trust_anchor()],
+                              "emulated")
+    rule, expected, actual, hint = _only(_appraise(evidence, reference, strangers))
+    assert (rule, hint) == ("verify.chain", "certificates")
+    assert expected == f"ARK -> ASK -> VCEK to a trusted root, valid at {NOW.isoformat()}"
+    assert actual and actual != "None"
+
+
+def test_the_crl_is_honoured(owner: Owner, evidence: LaunchEvidence,
+                             roots: TrustRoots) -> None:
+    root = RootStore.for_workspace(DEFAULT_WORKSPACE).root("Milan")
+    revoker = Vendor("Milan", DEFAULT_SEED, clock=lambda: NOW,
+                     root=root)
+    assert _appraise(replace(evidence, crl=revoker.crl()), _reference(owner), roots).accepted
+    revoker.revoke_ask()
+    rule, _, actual, _ = _only(_appraise(replace(evidence, crl=revoker.crl()),
+                                         _reference(owner), roots))
+    assert rule == "verify.chain" and "revoked" in actual
+
+
+def test_the_policy_sees_the_reference_findings(owner: Owner, evidence: LaunchEvidence,
+                                                roots: TrustRoots) -> None:
+    policy = RegoPolicy('package cvm.policy\nimport rego.v1\ndefault allow := false\n'
+                        'deny contains {"rule": concat("", ["saw ", f.rule]), "expected": "", '
+                        '"actual": "", "input": ""} if {\n\tsome f in input.findings\n}\n'
+                        'allow if count(deny) == 0\n', "echo")
+    verdict = _appraise(evidence, _reference(owner, measurement=["ab" * 48]), roots, policy)
+    assert _rules(verdict) == ["measurement", "saw measurement"]
+    assert verdict.policy_id == "echo"
