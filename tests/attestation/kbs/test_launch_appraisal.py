@@ -27,7 +27,7 @@ from cvm.attestation.launch_search import launch_explainer
 from cvm.attestation.verifier.chain import ChainVerifier
 from cvm.attestation.verifier.launch_appraisal import appraise_launch
 from cvm.attestation.verifier.reference import ReferenceDocument
-from cvm.attestation.verifier.rego_policy import RegoPolicy
+from cvm.attestation.verifier.rego_policy import DEFAULT_POLICY, RegoPolicy
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.cli.main import execute
 from cvm.crypto.jose import KeyPair
@@ -367,3 +367,13 @@ def test_the_policy_sees_the_reference_findings(owner: Owner, evidence: LaunchEv
     verdict = _appraise(evidence, _reference(owner, measurement=["ab" * 48]), roots, policy)
     assert _rules(verdict) == ["measurement", "saw measurement"]
     assert verdict.policy_id == "echo"
+
+
+def test_a_refusal_at_verify_names_the_policy_and_errors_default_to_evidence(
+        owner: Owner, evidence: LaunchEvidence, roots: TrustRoots) -> None:
+    named = RegoPolicy(DEFAULT_POLICY, "named")
+    verdict = _appraise(evidence, _reference(owner), roots, named, challenge="issued")
+    assert verdict.step == "verify" and verdict.policy_id == "named"
+    with pytest.raises(FormatError) as refused:
+        LaunchEvidence.from_json({**evidence.to_json(), "version": "v"})
+    assert str(refused.value).startswith("evidence.version: ")
