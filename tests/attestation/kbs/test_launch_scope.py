@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from cvm.attestation.kbs.client import KbsClient, KbsRefusedError
-from cvm.attestation.kbs.launch import may_open
 from cvm.scenarios.attested_guest import Cvm, Owner
 
 from .conftest import SECRET, SECRET_PATH, Kbs
@@ -35,16 +34,3 @@ def test_a_guest_os_attesting_with_composite_evidence_gets_no_vtpm_state_key(
     findings = refusal["findings"]
     assert isinstance(findings, list) and findings[0]["rule"] == "resource.scope"
     assert "composite evidence" in findings[0]["input"]
-
-
-@pytest.mark.parametrize(("path", "launch", "allowed"), [
-    ("default/vtpm/state-key", True, True),
-    ("default/vtpm/state-key", False, False),
-    ("default/disk/root-key", True, False),
-    ("default/disk/root-key", False, True),
-    ("vtpm/disk/vtpm", True, False),  # the type segment decides, not the other two
-    ("vtpm/disk/vtpm", False, True),
-])
-def test_the_resource_type_decides_which_evidence_opens_it(path: str, launch: bool,
-                                                           allowed: bool) -> None:
-    assert may_open(path, launch) is allowed
