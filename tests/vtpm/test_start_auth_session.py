@@ -7,10 +7,11 @@ import pytest
 
 from cvm.formats.tpm2.command import Command
 from cvm.formats.tpm2.constants import TpmAlg, TpmCc, TpmRh, TpmSe
-from cvm.formats.tpm2.response_code import TpmRc, for_parameter
+from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
 from cvm.formats.tpm2.tpm2b import tpm2b
 from cvm.guest.tpm.client import TpmClient
 from cvm.vtpm.engine import Tpm
+from cvm.vtpm.templates import ak_template, srk_template
 
 NONCE = b"\x11" * 32
 
@@ -75,3 +76,25 @@ def test_three_loaded_sessions_is_the_limit(tpm: Tpm, client: TpmClient) -> None
     for _ in range(3):
         assert _start(tpm) == 0
     assert _start(tpm) == TpmRc.SESSION_MEMORY
+
+
+def test_a_salt_key_must_be_a_decryption_key(tpm: Tpm, client: TpmClient) -> None:
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template())
+    blob, public = client.create(srk, ak_template("ecc"))
+    ak = client.load(srk, blob, public)
+    params = (tpm2b(NONCE) + tpm2b(b"\x01" * 32) + bytes([TpmSe.HMAC])
+              + TpmAlg.NULL.to_bytes(2, "big") + TpmAlg.SHA256.to_bytes(2, "big"))
+    command = Command(TpmCc.START_AUTH_SESSION, (ak, TpmRh.NULL), (), params)
+    assert int.from_bytes(tpm.execute(command.to_bytes())[6:10], "big") == \
+        for_handle(TpmRc.KEY, 1)
+
+
+def test_session_handles_and_digests_follow_the_session_type_and_hash(
+    tpm: Tpm, client: TpmClient,
+) -> None:
+    """HMAC sessions take handles 0x02xxxxxx, policy sessions 0x03xxxxxx (Part 2 section 7.5);
+    a policy session's digest starts as zeros of its authHash's size."""
+    assert client.start_auth_session(TpmSe.HMAC).handle >> 24 == 0x02
+    policy = client.start_auth_session(TpmSe.POLICY, auth_hash=TpmAlg.SHA384)
+    assert policy.handle >> 24 == 0x03
+    assert tpm.sessions[policy.handle].policy.value == bytes(48)
