@@ -10,10 +10,13 @@ from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.fault import (
     PFERR_ENC,
     PFERR_RMP,
+    PFERR_VMPL,
     PFERR_WRITE,
     VC_PAGE_NOT_VALIDATED,
+    Fault,
     FaultKind,
     FaultRaised,
+    Who,
 )
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
@@ -239,3 +242,105 @@ def test_rmpadjust_refuses_vmpl4_and_another_guests_page() -> None:
     assert rmp.rmpadjust(5, 0x3000, 0x7000, 0, 4, Perm.READ) is RmpStatus.FAIL_PERMISSION
     assert rmp.rmpadjust(6, 0x3000, 0x7000, 0, 1, Perm.READ) is RmpStatus.FAIL_INPUT
     assert rmp.rmpadjust(5, 0x3000, 0x7000, 0, 3, Perm.READ) is RmpStatus.SUCCESS
+
+
+def test_vmpl0_holds_every_permission_and_may_grant_all_of_it() -> None:
+    """A fresh page gives VMPL0 the five permission bits of RMPADJUST RDX[15:8] and the lower
+    VMPLs none; VMPL0 may pass all five on, shadow-stack included."""
+    assert int(Perm.all()) == 0b1_1111
+    rmp = Rmp()
+    rmp.firmware_assign(0x7000, 5, 0x3000)
+    assert rmp.entry(0x7000).perms == [Perm.all(), Perm(0), Perm(0), Perm(0)]
+    assert rmp.rmpadjust(5, 0x3000, 0x7000, 0, 1, Perm.all()) is RmpStatus.SUCCESS
+    assert rmp.rmpadjust(5, 0x3000, 0x7000, 1, 2, Perm.SHADOW_STACK) is RmpStatus.SUCCESS
+    assert rmp.entry(0x7000).perms[2] == Perm.SHADOW_STACK
+
+
+def test_rmpupdate_assigns_to_asid_0_by_default_and_keeps_the_immutable_bit() -> None:
+    rmp = Rmp()
+    assert rmp.rmpupdate(0x4000, assigned=True) is RmpStatus.SUCCESS
+    assert (rmp.entry(0x4000).assigned, rmp.entry(0x4000).asid) == (True, 0)
+    host = rmp.check_host_write(0x4000)
+    assert host is not None and host.reason == "RMP violation: page is assigned to the firmware"
+    assert rmp.rmpupdate(0x5000, assigned=True, asid=3, gpa=0x2000, immutable=True) is (
+        RmpStatus.SUCCESS
+    )
+    assert rmp.entry(0x5000).immutable
+    assert rmp.rmpupdate(0x5000, assigned=False) is RmpStatus.FAIL_PERMISSION
+    # returning a page the host already owns is not an error
+    assert rmp.rmpupdate(0x6000, assigned=False) is RmpStatus.SUCCESS
+    assert rmp.rmpupdate(0x4000, assigned=False) is RmpStatus.SUCCESS
+    assert not rmp.entry(0x4000).assigned
+
+
+def test_pvalidate_failures_never_set_the_carry() -> None:
+    """PVALIDATE sets rFLAGS.CF only on success without a change (APM vol. 3, PVALIDATE)."""
+    rmp = Rmp()
+    assert rmp.pvalidate(3, 0x2000, 0x5000, True) == (RmpStatus.FAIL_INPUT, False)  # unassigned
+    rmp.rmpupdate(0x5000, assigned=True, asid=3, gpa=0x2000)
+    assert rmp.pvalidate(4, 0x2000, 0x5000, True) == (RmpStatus.FAIL_INPUT, False)
+    rmp.entry(0x5000).page_size_2m = True
+    assert rmp.pvalidate(3, 0x2000, 0x5000, True) == (RmpStatus.FAIL_SIZEMISMATCH, False)
+    assert not rmp.entry(0x5000).validated
+
+
+def test_rmpadjust_needs_an_assigned_page_and_leaves_the_vmsa_bit_clear() -> None:
+    rmp = Rmp()
+    assert rmp.rmpadjust(5, 0x3000, 0x7000, 0, 1, Perm.READ) is RmpStatus.FAIL_INPUT
+    rmp.firmware_assign(0x7000, 5, 0x3000)
+    assert rmp.rmpadjust(5, 0x3000, 0x7000, 0, 1, Perm.READ) is RmpStatus.SUCCESS
+    assert not rmp.entry(0x7000).vmsa
+    assert rmp.check_guest_access(5, 0x3000, 0x7000, write=True, private=True, vmpl=0) is None
+
+
+def test_host_write_faults_name_the_owner_and_carry_the_rmp_write_bits() -> None:
+    rmp = Rmp()
+    assert rmp.check_host_write(0x9000) is None
+    rmp.rmpupdate(0x9000, assigned=True, asid=5, gpa=0x2000)
+    assert rmp.check_host_write(0x9123) == Fault(
+        FaultKind.HOST_PF, 0x9123, Who.HOST, PFERR_RMP | PFERR_WRITE,
+        "RMP violation: page is assigned to ASID 5",
+    )
+
+
+def test_every_guest_access_fault_is_the_architectural_record() -> None:
+    """Each refusal of :meth:`Rmp.check_guest_access`, field by field: kind, address, error
+    code (the write bit only for writes), reason, VMPL and ASID."""
+    rmp = Rmp()
+    rmp.firmware_assign(0x7000, 5, 0x3000)  # validated, guest 5 at GPA 0x3000
+    rmp.rmpupdate(0x8000, assigned=True, asid=5, gpa=0x4000)  # not validated
+
+    def access(asid: int, gpa: int, spa: int, write: bool, private: bool, vmpl: int) -> object:
+        return rmp.check_guest_access(asid, gpa, spa, write=write, private=private, vmpl=vmpl)
+
+    def npf(gpa: int, bits: int, reason: str, vmpl: int, asid: int) -> Fault:
+        return Fault(FaultKind.NPF, gpa, Who.GUEST, bits, reason, vmpl, asid)
+
+    assert access(5, 0x3008, 0x7008, False, True, 0) is None
+    assert access(5, 0x3008, 0x7008, False, False, 0) == npf(
+        0x3008, PFERR_RMP, "shared access to a page assigned to a guest", 0, 5
+    )
+    assert access(5, 0xA000, 0xA000, True, False, 0) is None  # a host page, shared
+    # another guest, at the very GPA the page belongs to
+    assert access(6, 0x3008, 0x7008, False, True, 1) == npf(
+        0x3008, PFERR_RMP | PFERR_ENC, "private access to a page not assigned to this guest", 1, 6
+    )
+    assert access(5, 0xA000, 0xA000, True, True, 0) == npf(
+        0xA000, PFERR_RMP | PFERR_ENC | PFERR_WRITE,
+        "private access to a page not assigned to this guest", 0, 5,
+    )
+    # the host mapped the guest's page at another GPA
+    assert access(5, 0x5010, 0x7010, False, True, 2) == npf(
+        0x5010, PFERR_RMP | PFERR_ENC,
+        "nested mapping does not match the RMP: page belongs to GPA 0x3000", 2, 5,
+    )
+    assert access(5, 0x4010, 0x8010, True, True, 1) == Fault(
+        FaultKind.VC, 0x4010, Who.GUEST, VC_PAGE_NOT_VALIDATED, "page not validated", 1, 5
+    )
+    assert access(5, 0x3010, 0x7010, True, True, 3) == npf(
+        0x3010, PFERR_RMP | PFERR_ENC | PFERR_VMPL | PFERR_WRITE,
+        "VMPL3 lacks WRITE permission", 3, 5,
+    )
+    assert access(5, 0x3010, 0x7010, False, True, 1) == npf(
+        0x3010, PFERR_RMP | PFERR_ENC | PFERR_VMPL, "VMPL1 lacks READ permission", 1, 5
+    )

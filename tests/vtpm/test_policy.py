@@ -92,3 +92,17 @@ def test_policy_or_takes_two_to_eight_session_digests() -> None:
         start.or_([d, bytes(20)])
     with pytest.raises(UsageError, match="digest of the session hash"):
         start.or_([bytes(33), d])
+
+
+def test_policy_builder_refusals_name_what_is_wrong() -> None:
+    """These messages reach the user of ``cvm tpm policy``: each says what is wrong, exactly."""
+    selection = PcrSelectionList.of("sha256", [0, 7])
+    with pytest.raises(UsageError) as refused:
+        PolicyDigest.start().pcr(selection, [bytes(32)])
+    assert str(refused.value) == "PolicyPCR: 2 PCRs selected but 1 values given"
+    with pytest.raises(UsageError) as refused:
+        PolicyDigest.start().pcr(selection, [bytes(32), bytes(20)])
+    assert str(refused.value) == "PolicyPCR: value for PCR 7 has the wrong size"
+    with pytest.raises(UsageError) as refused:
+        PolicyDigest.start().or_([bytes(32), bytes(20)])
+    assert str(refused.value) == "PolicyOR: every branch must be a digest of the session hash"
