@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
@@ -32,12 +33,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import cookie_parser
 
 from cvm.attestation.kbs.broker import Broker, ProblemError, resource_path
 from cvm.errors import CvmError, FormatError, UsageError
 from cvm.formats.kbs.json_fields import load_object, only_keys, text
 
 ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors"
+RESOURCE_PREFIX = "/kbs/v0/resource/"
+_SEGMENTS = re.compile(r"[^/]+/[^/]+/[^/]+")  # Starlette's {name} matches [^/]+
 COOKIE = "kbs-session-id"
 MAX_BODY_BYTES = 1 << 20
 Scope = MutableMapping[str, Any]
@@ -105,11 +109,64 @@ class BodyLimit:
         await self.app(scope, bounded, send)
 
 
+GuestHandler = Callable[[Scope, bytes], Response]
+
+
+class GuestRoutes:
+    """The guest's three routes (auth, attest, resource) answered before FastAPI's routing.
+
+    A fleet's round trips are almost all these three requests, and each cost FastAPI's routing,
+    dependency solving and exception middleware more than the broker's own work. This layer
+    serves exactly ``POST /kbs/v0/auth``, ``POST /kbs/v0/attest`` and ``GET
+    /kbs/v0/resource/<repository>/<type>/<tag>`` with the same handlers and problem bodies as the
+    FastAPI routes (which stay declared, for the OpenAPI document); any other method or path,
+    and a path that is not exactly one of these, goes to FastAPI unchanged. It sits inside
+    :class:`BodyLimit`, so the same size bound applies.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
+                 route: Callable[[str, str], GuestHandler | None]) -> None:
+        self.app, self.route = app, route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = (self.route(scope["method"], scope["path"]) if scope["type"] == "http"
+                   else None)
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = b""
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    break
+            response = handler(scope, body)
+        except ProblemError as error:
+            response = problem(error.status, error.kind, error.detail)
+        except CvmError as error:  # FormatError included: both are the caller's input
+            response = problem(400, "InvalidRequest", str(error)[:300])
+        await response(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or []:
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _cookie(scope: Scope) -> str | None:
+    header = _header(scope, b"cookie")
+    return cookie_parser(header).get(COOKIE) if header is not None else None
+
+
 def create_app(broker: Broker, admin_token: str) -> FastAPI:
     """The ASGI application serving ``broker``; ``admin_token`` guards the admin API."""
     app = FastAPI(title="cvm key broker service", version="0.1.0",
                   description="Trustee's KBS protocol (RCAR) with cvm's composite evidence.")
-    app.add_middleware(BodyLimit)
     expected_admin = admin_token.encode()
 
     @app.exception_handler(ProblemError)
@@ -150,6 +207,30 @@ def create_app(broker: Broker, admin_token: str) -> FastAPI:
         response.set_cookie(COOKIE, session_id, httponly=True, samesite="strict",
                             path="/kbs/v0", max_age=int(broker.settings.session_ttl_seconds))
         return response
+
+    def guest_auth(_: Scope, body: bytes) -> Response:
+        session_id, challenge = broker.auth(body)
+        return with_cookie(challenge, session_id)
+
+    def guest_attest(scope: Scope, body: bytes) -> Response:
+        session_id = _cookie(scope)
+        return with_cookie({"token": broker.attest(session_id, body)}, session_id or "")
+
+    def guest_resource(scope: Scope, _: bytes) -> Response:
+        repository, kind, tag = scope["path"][len(RESOURCE_PREFIX):].split("/")
+        path = resource_path(repository, kind, tag)
+        return JSONResponse(broker.resource(path, _cookie(scope),
+                                            bearer(_header(scope, b"authorization"))))
+
+    def guest_route(method: str, path: str) -> GuestHandler | None:
+        if method == "POST" and path == "/kbs/v0/auth":
+            return guest_auth
+        if method == "POST" and path == "/kbs/v0/attest":
+            return guest_attest
+        if (method == "GET" and path.startswith(RESOURCE_PREFIX)
+                and _SEGMENTS.fullmatch(path[len(RESOURCE_PREFIX):])):
+            return guest_resource
+        return None
 
     # The guest's routes call the broker in the event loop, and read their cookie and header
     # from the request (declared to OpenAPI by hand): the broker's work is CPU-bound
@@ -224,4 +305,6 @@ def create_app(broker: Broker, admin_token: str) -> FastAPI:
         rows = await run_in_threadpool(broker.storage.audit_log, limit, after)
         return JSONResponse(rows)
 
+    app.add_middleware(GuestRoutes, route=guest_route)
+    app.add_middleware(BodyLimit)  # added last: the outermost, so GuestRoutes is bounded too
     return app
