@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from cvm.amd.pki import Vendor, default_vendor
-from cvm.attestation.verifier.appraisal import Evidence
+from cvm.attestation.verifier.appraisal import Evidence, Verifier
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.errors import CvmError, UsageError
 from cvm.formats.snp.attestation_report import AttestationReport
@@ -40,7 +40,7 @@ from cvm.hardware.vm import Mode
 from cvm.host.relay import NetworkRelay
 from cvm.host.vm_run import DEFAULT_MEMORY, HostRun, VmRequest, launch, load_host_image
 from cvm.host.vmm import Hypervisor
-from cvm.image.provisioning import RelyingParty, StateKeyRequest
+from cvm.image.provisioning import RelyingParty, StateKeyRequest, owner_keys
 from cvm.image.reference_values import ImageReferenceValues, loads
 from cvm.vtpm.state_file import MonotonicCounter, RollbackCounter
 
@@ -100,16 +100,14 @@ def kbs_agent(url: str, vendor: Vendor, run: HostRun, resource: str = DEFAULT_RE
 
 
 def relying_party(folder: Path, reference: ImageReferenceValues, vendor: Vendor,
-                  random: Callable[[int], bytes]) -> RelyingParty:
-    """The owner's relying party for the image in ``folder`` (reads ``owner/``)."""
-    owner = folder / "owner"
-    try:
-        provisioning = (owner / "provisioning.key").read_bytes()
-        wrapped = (owner / "vtpm-state-key.wrapped").read_bytes()
-    except FileNotFoundError as missing:
-        raise UsageError(f"the relying party needs {missing.filename}") from None
+                  random: Callable[[int], bytes],
+                  verifier: Callable[[TrustRoots], Verifier] | None = None) -> RelyingParty:
+    """The owner's relying party for the image in ``folder`` (reads ``owner/``); ``verifier``
+    makes its report verifier from the trusted roots (default: the plain one)."""
+    provisioning, wrapped = owner_keys(folder, "the relying party")
     roots = TrustRoots.of([vendor.trust_anchor()], "emulated")
-    return RelyingParty(reference, roots, provisioning, wrapped, random)
+    return RelyingParty(reference, roots, provisioning, wrapped, random,
+                        verifier=verifier(roots) if verifier is not None else None)
 
 
 def _launch_check(run: HostRun, predicted: bytes | None, tik: bytes | None

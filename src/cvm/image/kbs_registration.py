@@ -31,7 +31,7 @@ from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.event_type import EventType
 from cvm.guest.attest import DEFAULT_QUOTED_PCRS
 from cvm.guest.svsm.kbs_agent import DEFAULT_RESOURCE
-from cvm.image.provisioning import unwrap_state_key
+from cvm.image.provisioning import owner_keys, unwrap_state_key
 from cvm.image.reference_values import ImageReferenceValues, loads
 
 BOOT_IMAGE_PCR = 4
@@ -74,13 +74,7 @@ def broker_reference(reference: ImageReferenceValues, minimum_tcb: TcbVersion | 
 
 def image_state_key(folder: Path) -> bytes:
     """The vTPM state key of the bundle ``folder``, opened with its owner's provisioning key."""
-    owner = folder / "owner"
-    try:
-        provisioning = (owner / "provisioning.key").read_bytes()
-        wrapped = (owner / "vtpm-state-key.wrapped").read_bytes()
-    except FileNotFoundError as missing:
-        raise UsageError(f"registering needs the owner's {missing.filename}") from None
-    return unwrap_state_key(provisioning, wrapped)
+    return unwrap_state_key(*owner_keys(folder, "registering"))
 
 
 def _resource(text: str) -> str:

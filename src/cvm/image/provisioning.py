@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from cvm.attestation.verifier.appraisal import Evidence, Verifier
 from cvm.attestation.verifier.trust import TrustRoots
@@ -78,6 +79,17 @@ class StateKeyRequest:
     nonce: bytes
     public_x: bytes
     public_y: bytes
+
+
+def owner_keys(folder: Path, purpose: str) -> tuple[bytes, bytes]:
+    """(provisioning key, wrapped vTPM state key) from the image bundle ``folder``'s ``owner/``;
+    UsageError naming the missing file and what ``purpose`` needed it."""
+    owner = Path(folder) / "owner"
+    try:
+        return ((owner / "provisioning.key").read_bytes(),
+                (owner / "vtpm-state-key.wrapped").read_bytes())
+    except FileNotFoundError as missing:
+        raise UsageError(f"{purpose} needs the owner's {missing.filename}") from None
 
 
 class RelyingParty:

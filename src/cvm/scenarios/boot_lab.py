@@ -33,14 +33,14 @@ from cvm.attestation.verifier.appraisal import Evidence as VerifierEvidence
 from cvm.attestation.verifier.appraisal import VerifiedReport, Verifier
 from cvm.attestation.verifier.policy import ReferenceValues
 from cvm.attestation.verifier.trust import TrustRoots
-from cvm.errors import CvmError, PolicyError, StateError, UsageError, VerificationError
+from cvm.errors import CvmError, PolicyError, StateError, VerificationError
 from cvm.formats.ovmf.image import OvmfImage
 from cvm.formats.ovmf.sev_metadata import SectionType
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.cpuid_page import CpuidPage
 from cvm.formats.snp.tcb_version import TcbVersion
 from cvm.formats.svsm.svsm_image import SvsmImage, svsm_end_gpa
-from cvm.guest.run import PRODUCT, boot_bundle
+from cvm.guest.run import PRODUCT, boot_bundle, relying_party
 from cvm.guest.trace import VmTrace
 from cvm.guest.vm import GuestMemoryMap, GuestVm
 from cvm.hardware.fault import FaultRaised
@@ -88,16 +88,10 @@ class TcbFloorVerifier(Verifier):
 
 def owner_party(folder: Path, reference: ImageReferenceValues, vendor: Vendor,
                 random_bytes: RandomBytes) -> RelyingParty:
-    """The owner's relying party for the image in ``folder`` (it reads ``owner/``)."""
-    owner = folder / "owner"
-    try:
-        provisioning = (owner / "provisioning.key").read_bytes()
-        wrapped = (owner / "vtpm-state-key.wrapped").read_bytes()
-    except FileNotFoundError as missing:
-        raise UsageError(f"the relying party needs {missing.filename}") from None
-    roots = TrustRoots.of([vendor.trust_anchor()], "emulated")
-    return RelyingParty(reference, roots, provisioning, wrapped, random_bytes,
-                        verifier=TcbFloorVerifier(roots, NEW_TCB))
+    """The owner's relying party for the image in ``folder`` (it reads ``owner/``), demanding
+    the platform's current TCB."""
+    return relying_party(folder, reference, vendor, random_bytes,
+                         lambda roots: TcbFloorVerifier(roots, NEW_TCB))
 
 
 @lru_cache(maxsize=8)
