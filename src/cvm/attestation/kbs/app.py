@@ -232,34 +232,26 @@ def create_app(broker: Broker, admin_token: str) -> FastAPI:
             return guest_resource
         return None
 
-    # The guest's routes call the broker in the event loop, and read their cookie and header
-    # from the request (declared to OpenAPI by hand): the broker's work is CPU-bound
-    # (signatures, appraisal) and the GIL serialises it anyway, so a thread handoff or a
-    # dependency-injection pass per request would cost more than it saves. Several worker
-    # processes give the parallelism.
+    # The guest's routes, declared for the OpenAPI document (cookie and header by hand) and for
+    # a request GuestRoutes hands on; both run the same handlers, in the event loop: the
+    # broker's work is CPU-bound and the GIL would serialise a thread pool anyway.
     @app.post("/kbs/v0/auth", openapi_extra=_json_body(_REQUEST_SCHEMA),
               responses={400: {}, 401: {}})
-    async def auth(request: Request) -> JSONResponse:
-        session_id, challenge = broker.auth(await request.body())
-        return with_cookie(challenge, session_id)
+    async def auth(request: Request) -> Response:
+        return guest_auth(request.scope, await request.body())
 
     @app.post("/kbs/v0/attest", openapi_extra={**_json_body(_ATTESTATION_SCHEMA),
                                                "parameters": [_COOKIE_PARAMETER]},
               responses={400: {}, 401: {}})
-    async def attest(request: Request) -> JSONResponse:
-        session_id = request.cookies.get(COOKIE)
-        token = broker.attest(session_id, await request.body())
-        return with_cookie({"token": token}, session_id or "")
+    async def attest(request: Request) -> Response:
+        return guest_attest(request.scope, await request.body())
 
     @app.get("/kbs/v0/resource/{repository}/{kind}/{tag}",
              openapi_extra={"parameters": [*_PATH_PARAMETERS, _AUTHORIZATION_PARAMETER,
                                            _COOKIE_PARAMETER]},
              responses={401: {}, 403: {}, 404: {}})
-    async def get_resource(request: Request) -> JSONResponse:
-        given = request.path_params
-        path = resource_path(given["repository"], given["kind"], given["tag"])
-        return JSONResponse(broker.resource(path, request.cookies.get(COOKIE),
-                                            bearer(request.headers.get("authorization"))))
+    async def get_resource(request: Request) -> Response:
+        return guest_resource(request.scope, b"")
 
     @app.post("/kbs/v0/resource/{repository}/{kind}/{tag}", responses={401: {}, 404: {}})
     async def post_resource(repository: str, kind: str, tag: str, request: Request,

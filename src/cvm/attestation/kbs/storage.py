@@ -30,12 +30,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
     create_engine,
     delete,
     event,
     insert,
-    or_,
     select,
     update,
 )
@@ -274,11 +272,6 @@ class Storage:
             return session, (Sealed(bytes(found[0]), bytes(found[1]), bytes(found[2]))
                              if found is not None else None)
 
-    def token(self, token_id: str) -> dict[str, Any] | None:
-        with self._tx() as db:
-            row = db.execute(select(tokens).where(tokens.c.id == token_id)).mappings().first()
-            return dict(row) if row is not None else None
-
     def purge(self, now: float, report_memory_seconds: float) -> int:
         """Drop expired sessions and tokens, and reports older than ``report_memory_seconds``
         (a report's nonce has expired by then, so its replay fails anyway); returns how many
@@ -327,26 +320,6 @@ class Storage:
             db.execute(insert(documents).values(kind=kind, id=doc_id, body=body,
                                                 version=version))
             return version
-
-    def documents(self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, int]]:
-        """Several documents in one query: (kind, id) -> (body, version)."""
-        with self._tx() as db:
-            return self._documents(db, wanted)
-
-    @staticmethod
-    def _documents(db: Connection, wanted: list[tuple[str, str]]
-                   ) -> dict[tuple[str, str], tuple[str, int]]:
-        condition = or_(*(and_(documents.c.kind == kind, documents.c.id == doc_id)
-                          for kind, doc_id in wanted))
-        rows = db.execute(select(documents.c.kind, documents.c.id, documents.c.body,
-                                 documents.c.version).where(condition)).all()
-        return {(row.kind, row.id): (row.body, row.version) for row in rows}
-
-    def document(self, kind: str, doc_id: str) -> tuple[str, int] | None:
-        with self._tx() as db:
-            row = db.execute(select(documents.c.body, documents.c.version).where(
-                documents.c.kind == kind, documents.c.id == doc_id)).first()
-            return (row.body, row.version) if row is not None else None
 
     # ---- audit ---------------------------------------------------------------------------
     @staticmethod
