@@ -91,7 +91,7 @@ def serve(
 
     Storage(db)  # create the tables once, before the workers start
     uvicorn.run("cvm.cli.kbs:app_from_environment", factory=True, host=host, port=port,
-                workers=workers, log_level="warning", access_log=False)
+                workers=workers, log_level="warning", access_log=False, proxy_headers=False)
 
 
 def _admin(url: str, token_file: Path) -> object:

@@ -121,7 +121,8 @@ class GuestRoutes:
     /kbs/v0/resource/<repository>/<type>/<tag>`` with the same handlers and problem bodies as the
     FastAPI routes (which stay declared, for the OpenAPI document); any other method or path,
     and a path that is not exactly one of these, goes to FastAPI unchanged. It sits inside
-    :class:`BodyLimit`, so the same size bound applies.
+    :class:`BodyLimit`, so the same size bound applies, and outside FastAPI's middleware: an
+    unexpected error in a handler reaches the server, which answers 500 as FastAPI would.
     """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
@@ -163,7 +164,7 @@ def _cookie(scope: Scope) -> str | None:
     return cookie_parser(header).get(COOKIE) if header is not None else None
 
 
-def create_app(broker: Broker, admin_token: str) -> FastAPI:
+def create_app(broker: Broker, admin_token: str) -> BodyLimit:
     """The ASGI application serving ``broker``; ``admin_token`` guards the admin API."""
     app = FastAPI(title="cvm key broker service", version="0.1.0",
                   description="Trustee's KBS protocol (RCAR) with cvm's composite evidence.")
@@ -299,6 +300,6 @@ def create_app(broker: Broker, admin_token: str) -> FastAPI:
         rows = await run_in_threadpool(broker.storage.audit_log, limit, after)
         return JSONResponse(rows)
 
-    app.add_middleware(GuestRoutes, route=guest_route)
-    app.add_middleware(BodyLimit)  # added last: the outermost, so GuestRoutes is bounded too
-    return app
+    # Outside FastAPI's own middleware: the guest's three requests reach their handlers through
+    # two thin layers, the size bound first (it bounds the admin API as well).
+    return BodyLimit(GuestRoutes(app, guest_route))
