@@ -38,6 +38,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from cvm.errors import UsageError
@@ -118,6 +119,28 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+IDLE_PING_SECONDS = 10.0
+
+
+def _checked_in(_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(connection: Any, record: Any, _proxy: Any) -> None:
+    """A pooled server connection idle for a while is pinged before use; a dead one is
+    replaced (the pool retries). A busy broker's connections are not: a ping is a round trip
+    to the server, as dear as a statement, and a connection in constant use is known alive."""
+    if time.monotonic() - record.info.get("idle_since", float("-inf")) <= IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+        connection.rollback()
+    except Exception as error:  # the driver's own error classes: the connection is gone
+        raise DisconnectionError(str(error)) from None
+
+
 def open_engine(url: str) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
     if url.startswith("sqlite"):
@@ -126,7 +149,9 @@ def open_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     elif url.startswith("postgresql"):
-        engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=8, max_overflow=8)
+        event.listen(engine, "checkin", _checked_in)
+        event.listen(engine, "checkout", _ping_if_idle)
     else:
         raise UsageError(f"--db {url!r}: expected sqlite:///FILE or postgresql+psycopg://...")
     return engine
