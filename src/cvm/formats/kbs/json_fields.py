@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,11 +79,14 @@ def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def b64url_decode(encoded: object, where: str, max_size: int = 4096) -> bytes:
     """base64url without padding (RFC 7515 section 2), as JOSE writes it."""
     if not isinstance(encoded, str) or len(encoded) > max_size * 2:
         raise FormatError(f"{where}: expected a base64url string")
-    if "=" in encoded or not all(c.isalnum() or c in "-_" for c in encoded):
+    if not _B64URL.fullmatch(encoded):
         raise FormatError(f"{where}: not base64url")
     try:
         return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
