@@ -107,3 +107,44 @@ def test_answers_that_are_not_the_protocol(server: tuple[str, list[bytes], list[
     monkeypatch.setattr(kbs_client, "MAX_RESPONSE_BYTES", 100)
     with pytest.raises(FormatError, match="exceeds 100 bytes"):
         client.challenge()
+
+
+def test_one_connection_carries_the_conversation() -> None:
+    """Answers that keep the connection (one of them chunked) leave it open for the next."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[int] = []
+    parts = [b'{"non', b'ce": "n2"}']
+    chunked = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+               b"transfer-encoding: chunked\r\n\r\n"
+               + b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts)
+               + b"0\r\n\r\n")
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        listener.close()  # no second connection: a retry is refused
+        accepted.append(1)
+        with connection:
+            for answer in (_answer(b'{"nonce": "n1"}'), chunked):
+                _read_request(connection)
+                connection.sendall(answer)
+            _read_request(connection)  # the third request: the connection is dropped
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = KbsClient(f"http://127.0.0.1:{listener.getsockname()[1]}")
+    assert client.challenge() == "n1"
+    assert client.challenge() == "n2"
+    with pytest.raises(KbsUnreachableError):
+        client.challenge()  # dropped, then refused: the listener accepts no second connection
+    thread.join(timeout=5)
+    assert accepted == [1]
+
+
+def test_an_answer_cut_short_is_unreachable(server: tuple[str, list[bytes], list[bytes]]
+                                            ) -> None:
+    url, answers, _ = server
+    answers.append(_answer(b'{"nonce": "n1"}')[:-3])  # the body ends before its length
+    with pytest.raises(KbsUnreachableError, match="cannot be reached"):
+        KbsClient(url).challenge()
