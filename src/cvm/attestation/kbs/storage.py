@@ -15,6 +15,7 @@ driver connection: SQLAlchemy's statement compilation would cost more than the d
 from __future__ import annotations
 
 import json
+import select as _select
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,17 +127,29 @@ def _checked_in(_connection: Any, record: Any) -> None:
     record.info["idle_since"] = time.monotonic()
 
 
-def _ping_if_idle(connection: Any, record: Any, _proxy: Any) -> None:
-    """A pooled server connection idle for a while is pinged before use; a dead one is
-    replaced (the pool retries). A busy broker's connections are not: a ping is a round trip
-    to the server, as dear as a statement, and a connection in constant use is known alive."""
-    if time.monotonic() - record.info.get("idle_since", float("-inf")) <= IDLE_PING_SECONDS:
-        return
+def _server_spoke(connection: Any) -> bool:
+    """Whether the server sent something to an idle connection: PostgreSQL only does so to
+    end it (a restart, a failover, an administrator, an idle timeout). A local check."""
+    readable, _, _ = _select.select([connection.fileno()], [], [], 0)
+    return bool(readable)
+
+
+def _check_connection(connection: Any, record: Any, _proxy: Any) -> None:
+    """Hand out a live server connection; a dead one is replaced (the pool retries).
+
+    A connection the server ended is seen locally (its socket is readable while idle); one
+    idle for a while is pinged as well (a peer gone without a word). A busy broker's
+    connections are not pinged: a ping is a round trip to the server, as dear as a statement."""
     try:
-        cursor = connection.cursor()
-        cursor.execute("SELECT 1")
-        cursor.close()
-        connection.rollback()
+        if _server_spoke(connection):
+            raise DisconnectionError("the server ended the connection")
+        if time.monotonic() - record.info.get("idle_since", float("-inf")) > IDLE_PING_SECONDS:
+            cursor = connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            connection.rollback()
+    except DisconnectionError:
+        raise
     except Exception as error:  # the driver's own error classes: the connection is gone
         raise DisconnectionError(str(error)) from None
 
@@ -151,7 +164,7 @@ def open_engine(url: str) -> Engine:
     elif url.startswith("postgresql"):
         engine = create_engine(url, pool_size=8, max_overflow=8)
         event.listen(engine, "checkin", _checked_in)
-        event.listen(engine, "checkout", _ping_if_idle)
+        event.listen(engine, "checkout", _check_connection)
     else:
         raise UsageError(f"--db {url!r}: expected sqlite:///FILE or postgresql+psycopg://...")
     return engine
