@@ -33,17 +33,18 @@ def _chain(stripes: bytes, size: int, count: int, hash_name: str) -> int:
 
     One stripe costs two integer conversions, one XOR and one hash call per digest-sized block:
     the stripes are chained, so only the blocks of one stripe could be hashed side by side.
+    Every conversion between bytes and integers here is big-endian (Python's default).
     """
     new = getattr(hashlib, hash_name)
     digest_size = new().digest_size
-    blocks = [(index.to_bytes(4, "big"), start, start + digest_size)
+    blocks = [(index.to_bytes(4), start, start + digest_size)
               for index, start in enumerate(range(0, size, digest_size))]
     view, from_bytes, digest = memoryview(stripes), int.from_bytes, 0
     for start in range(0, count * size, size):
-        mixed = (digest ^ from_bytes(view[start : start + size], "big")).to_bytes(size, "big")
+        mixed = (digest ^ from_bytes(view[start : start + size])).to_bytes(size)
         diffused = b"".join([new(prefix + mixed[first:last]).digest()
                              for prefix, first, last in blocks])
-        digest = from_bytes(diffused[:size], "big")  # the last block's digest cut to its length
+        digest = from_bytes(diffused[:size])  # the last block's digest cut to its length
     return digest
 
 
@@ -62,7 +63,7 @@ def af_split(key: bytes, stripes: int, hash_name: str, random: Callable[[int], b
     if len(noise) != size * (stripes - 1):
         raise UsageError("AF split: the random source returned the wrong length")
     digest = _chain(noise, size, stripes - 1, hash_name)
-    return noise + (digest ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+    return noise + (digest ^ int.from_bytes(key)).to_bytes(size)  # big-endian, as in _chain
 
 
 def af_merge(material: bytes, key_size: int, stripes: int, hash_name: str) -> bytes:
@@ -71,5 +72,5 @@ def af_merge(material: bytes, key_size: int, stripes: int, hash_name: str) -> by
     if len(material) < key_size * stripes or key_size < 1 or stripes < 1:
         raise FormatError("AF merge: key material shorter than key_size * stripes")
     digest = _chain(material, key_size, stripes - 1, hash_name)
-    last = int.from_bytes(material[(stripes - 1) * key_size : stripes * key_size], "big")
-    return (digest ^ last).to_bytes(key_size, "big")
+    last = int.from_bytes(material[(stripes - 1) * key_size : stripes * key_size])
+    return (digest ^ last).to_bytes(key_size)  # big-endian, as in _chain

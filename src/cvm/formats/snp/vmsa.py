@@ -92,6 +92,8 @@ VMSA_LAYOUT = Layout(
 
 REGISTER_NAMES = tuple(f.name for f in VMSA_LAYOUT.fields if f.kind == "uint")
 BLOB_NAMES = tuple(f.name for f in VMSA_LAYOUT.fields if f.kind == "bytes")
+_REGISTER_DEFAULTS: dict[str, int] = dict.fromkeys(REGISTER_NAMES, 0)
+_BLOB_DEFAULTS = {f.name: bytes(f.size) for f in VMSA_LAYOUT.fields if f.kind == "bytes"}
 
 
 @dataclass(frozen=True)
@@ -129,15 +131,13 @@ class Vmsa:
     blobs: Mapping[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = (set(self.registers) - set(REGISTER_NAMES)) | (set(self.blobs) - set(BLOB_NAMES))
+        unknown = (self.registers.keys() - _REGISTER_DEFAULTS.keys()) | (
+            self.blobs.keys() - _BLOB_DEFAULTS.keys())
         if unknown:
             raise UsageError(f"VMSA has no field(s) {sorted(unknown)}")
-        registers = {name: self.registers.get(name, 0) for name in REGISTER_NAMES}
-        blobs = {
-            f.name: self.blobs.get(f.name, bytes(f.size))
-            for f in VMSA_LAYOUT.fields
-            if f.kind == "bytes"
-        }
+        # every field in layout order: the defaults, overridden by the values given
+        registers = {**_REGISTER_DEFAULTS, **self.registers}
+        blobs = {**_BLOB_DEFAULTS, **self.blobs}
         object.__setattr__(self, "registers", MappingProxyType(registers))
         object.__setattr__(self, "blobs", MappingProxyType(blobs))
 
