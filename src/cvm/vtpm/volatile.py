@@ -105,7 +105,7 @@ class VolatileState:
 def _write_bank(sink: Writer, bank: int, values: list[bytes]) -> None:
     """One PCR bank: ``u16 bank ‖ u32 count ‖ u16 digest size ‖ the values back to back``."""
     size = len(values[0]) if values else 0
-    if not _digest_size_fits(len(values), size) or any(len(value) != size for value in values):
+    if not _digest_size_fits(len(values), size) or len(set(map(len, values))) > 1:
         raise FormatError(f"vTPM volatile state: PCR bank {bank:#x} is not values of one "
                           f"size of 1 to {MAX_PCR_SIZE} bytes")
     sink.u16(bank).u32(len(values)).u16(size).put(b"".join(values))

@@ -16,9 +16,9 @@ value the struct refuses.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 from cvm.errors import FormatError, InternalError, UsageError
 
@@ -163,8 +163,8 @@ class Layout:
         items = tuple(map(values.get, self._names, self._blanks))
         if tuple(map(type, items)) != self._types:
             return None
-        areas = cast("Iterator[bytes]", map(values.get, self._area_names, self._blanks))
-        if tuple(map(len, areas)) != self._area_sizes:  # every item's type was checked above
+        areas = map(values.get, self._area_names, self._blanks)  # bytes: the types match
+        if tuple(map(len, areas)) != self._area_sizes:  # type: ignore[arg-type]
             return None
         try:
             return self._struct.pack(*items)
