@@ -106,3 +106,32 @@ def test_guest_reads_back_what_it_wrote_and_the_host_never_sees_it(
     elif len(set(data)) > 1:
         assert data not in dram
         assert all(data[i : i + 16] not in dram for i in range(0, len(data) - 15, 16))
+
+
+def test_dram_reads_and_writes_across_a_chunk_boundary() -> None:
+    dram = Dram(8 * MIB)
+    data = bytes(range(256)) * 40  # 10240 bytes across the 2 MiB boundary
+    start = 2 * MIB - 5000
+    dram.write(start, data)
+    assert dram.read(start, len(data)) == data
+    assert dram.read(2 * MIB - 3, 6) == data[4997:5003]
+    assert dram.read(6 * MIB - 3, 6) == bytes(6)  # an unwritten chunk reads as zeros
+    assert dram.read(2 * MIB - 3, 0) == b""
+    dram.write(6 * MIB, b"")
+    assert dram.allocated_bytes == 4 * MIB  # an empty write allocates nothing
+
+
+def test_private_accesses_across_a_chunk_boundary_equal_page_by_page_ones() -> None:
+    machine = Machine(8 * MIB)
+    machine.engine.activate(1)
+    data = bytes(range(256)) * 48  # 3 pages: the last of chunk 0, two of chunk 1
+    start = 2 * MIB - PAGE_SIZE
+    machine.engine.write(1, start, data)
+    assert machine.engine.read(1, start, len(data)) == data
+    for page in range(3):
+        spa = start + page * PAGE_SIZE
+        assert machine.engine.read_pages(1, spa, 1) == data[page * PAGE_SIZE:][:PAGE_SIZE]
+    machine.engine.write(1, 2 * MIB - 10, b"\xaa" * 20)  # a partial write over the boundary
+    expected = data[:PAGE_SIZE - 10] + b"\xaa" * 20 + data[PAGE_SIZE + 10:]
+    assert machine.engine.read(1, start, len(data)) == expected
+    assert machine.host_read(start, len(data)) != expected  # ciphertext in DRAM

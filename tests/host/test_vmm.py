@@ -178,3 +178,29 @@ def test_destroyed_snp_vmsa_pages_are_never_reused(with_psp: bool) -> None:
     used = set(second.frames) | {v.vmsa_spa for v in second.vcpus}
     assert used.isdisjoint(vmsas)
     assert set(second.frames) <= set(first.frames)  # the ordinary pages were reclaimed
+
+
+def test_allocated_pages_are_zeroed_freed_ones_first_then_a_fresh_run() -> None:
+    host, _ = _host()
+    first = host.allocate_pages(3)
+    assert first == [first[0] + i * PAGE_SIZE for i in range(3)]
+    for spa in first:
+        host.machine.host_write(spa, b"\x5a" * PAGE_SIZE)  # what a VM left there
+    host._free.extend(first[:2])
+    again = host.allocate_pages(4)
+    assert again[:2] == [first[1], first[0]]  # the last freed first
+    assert again[2:] == [first[2] + PAGE_SIZE, first[2] + 2 * PAGE_SIZE]
+    for spa in again:
+        assert host.machine.host_read(spa, PAGE_SIZE) == bytes(PAGE_SIZE)
+    assert host.allocate_pages(0) == []
+    assert host.allocate_page() == again[-1] + PAGE_SIZE
+
+
+def test_fresh_pages_beyond_dram_are_refused_and_nothing_is_taken() -> None:
+    host, _ = _host()
+    freed = host.allocate_page()
+    host._free.append(freed)
+    with pytest.raises(UsageError, match="outside DRAM"):
+        host.allocate_pages(64 * MIB // PAGE_SIZE + 1)
+    assert host._free == [freed]
+    assert host.allocate_page() == freed

@@ -221,3 +221,41 @@ def test_the_svsms_own_fault_stops_the_vm_instead_of_answering(snp: Any) -> None
     with pytest.raises(StateError, match="state pages are corrupt"):
         client.get_random(8)
     assert vcpu.vmpl == 1  # the SVSM handed the vCPU back before the fault surfaced
+
+
+def test_the_state_is_read_from_the_pages_its_lengths_reach_and_no_further(snp: Any) -> None:
+    """Two parts filling the state pages to the last byte are read whole, across pages; one
+    byte more and the lengths point outside the pages: corrupt."""
+    svsm, _, launched = _boot(snp, MonotonicCounter())
+    layout, vcpu = SvsmLayout(), launched.guest.vcpus[0]
+    room = layout.state_pages * PAGE_SIZE
+    first = bytes(range(256)) * 20  # 5120 bytes: the first part crosses into the second page
+    second = b"\x5a" * (room - 8 - len(first))
+
+    def plant(extra: int) -> None:
+        blob = (len(first).to_bytes(4, "little") + first
+                + (len(second) + extra).to_bytes(4, "little") + second)
+        svsm.at_vmpl0(lambda: vcpu.write(layout.state_gpa, blob))
+
+    plant(0)
+    assert svsm.read_state() == first
+    plant(1)
+    with pytest.raises(StateError, match=r"^vTPM state pages are corrupt$"):
+        svsm.read_state()
+    svsm.at_vmpl0(lambda: vcpu.write(layout.state_gpa, (room - 4).to_bytes(4, "little")))
+    with pytest.raises(StateError, match=r"^vTPM state pages are corrupt$"):
+        svsm.read_state()  # the first part fills the pages: no room for the second's length
+
+
+def test_the_state_pages_are_written_whole(snp: Any) -> None:
+    """The state is written as whole pages: what follows it in its last page is zeros."""
+    svsm, guest, launched = _boot(snp, MonotonicCounter())
+    TpmClient(guest.tpm_execute).startup()
+    layout, vcpu = SvsmLayout(), launched.guest.vcpus[0]
+    svsm.at_vmpl0(lambda: vcpu.write(layout.state_gpa + PAGE_SIZE - 16, b"\xee" * 16))
+    TpmClient(guest.tpm_execute).get_random(8)
+    page = svsm.at_vmpl0(lambda: vcpu.read(layout.state_gpa, PAGE_SIZE))
+    used = 4 + len(svsm.read_state())
+    used += 4 + int.from_bytes(page[used : used + 4], "little")
+    assert used < PAGE_SIZE - 16
+    assert page[used:] == bytes(PAGE_SIZE - used)

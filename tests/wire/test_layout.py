@@ -83,6 +83,7 @@ def test_declaration_helpers_and_the_compiled_struct() -> None:
     little = Layout("L", 4, [u16("x", 0), u16("y", 2)])
     assert little._struct is not None and little._struct.format == "<HH"
     assert little.pack({"x": 1, "y": 2}) == b"\x01\x00\x02\x00"
+    assert little.unpack(b"\x01\x00\x02\x00") == {"x": 1, "y": 2}  # no reserved range
     assert little.field("y").offset == 2 and little.span("x", "y") == slice(0, 4)
     with pytest.raises(InternalError, match="layout L has no field 'z'"):
         little.field("z")

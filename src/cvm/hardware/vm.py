@@ -100,6 +100,8 @@ class VirtualMachine:
         Raises :class:`~cvm.hardware.fault.FaultRaised` for #NPF and #VC, after logging it.
         """
         self.check_gpa(gpa, size)
+        if gpa % PAGE_SIZE + size <= PAGE_SIZE:  # within one page: one access
+            return self._access_page(gpa, size, vmpl, data)
         out = bytearray()
         offset = 0
         while offset < size:

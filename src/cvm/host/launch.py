@@ -213,10 +213,8 @@ class _Launcher:
     def ram(self, size: int, skip: set[int]) -> None:
         """Private RAM the guest validates itself: assigned, never measured."""
         machine = self.hv.machine
-        for gpa in range(0, size, PAGE_SIZE):
-            if gpa >> 12 in skip:
-                continue
-            spa = self.hv.allocate_page()
+        wanted = [gpa for gpa in range(0, size, PAGE_SIZE) if gpa >> 12 not in skip]
+        for gpa, spa in zip(wanted, self.hv.allocate_pages(len(wanted)), strict=True):
             self.vm.map(gpa, spa)
             self.frames.append(spa)
             machine.rmp.rmpupdate(spa, assigned=True, asid=self.vm.asid, gpa=gpa)

@@ -106,14 +106,22 @@ class Hypervisor:
     # -- memory -------------------------------------------------------------------------------
     def allocate_page(self) -> int:
         """A free system page (zeroed by the host, which owns it)."""
-        if self._free:
-            spa = self._free.pop()
-        else:
-            spa = self._next_spa
-            self.machine.dram.check(spa, PAGE_SIZE)
-            self._next_spa += PAGE_SIZE
-        self.machine.host_write(spa, bytes(PAGE_SIZE))
-        return spa
+        return self.allocate_pages(1)[0]
+
+    def allocate_pages(self, count: int) -> list[int]:
+        """``count`` free system pages, zeroed by the host: freed pages first (last freed
+        first), then never-used pages, which follow one another and are zeroed in one write."""
+        reused = min(count, len(self._free))
+        first, fresh = self._next_spa, count - reused
+        self.machine.dram.check(first, fresh * PAGE_SIZE)  # before anything is taken
+        pages = [self._free.pop() for _ in range(reused)]
+        for spa in pages:
+            self.machine.host_write(spa, bytes(PAGE_SIZE))
+        if fresh > 0:
+            self._next_spa += fresh * PAGE_SIZE
+            self.machine.host_write(first, bytes(fresh * PAGE_SIZE))
+            pages.extend(range(first, self._next_spa, PAGE_SIZE))
+        return pages
 
     def spa_of(self, guest: Guest, gpa: int) -> int:
         spa = guest.vm.translate(gpa)

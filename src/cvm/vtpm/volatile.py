@@ -5,7 +5,11 @@ What a TPM loses at power-off (TCG "TPM 2.0 Library, Part 1", revision 1.59, sec
 the null hierarchy's seed and proof, transient objects and authorization sessions. The SVSM
 keeps these bytes, beside the non-volatile state, in its VMPL0 pages, so that every secret
 of the vTPM lives in encrypted guest memory: the engine holds them only while one command
-runs (:meth:`cvm.guest.svsm.svsm.Svsm.unload`). cvm's own big-endian encoding, TPM2B-style sizes.
+runs (:meth:`cvm.guest.svsm.svsm.Svsm.unload`). cvm's own big-endian encoding, TPM2B-style sizes;
+a PCR bank is its digest size once, then its values back to back (the SVSM reads and writes
+these bytes at every vTPM command, so a bank costs one slice per PCR). The first encoding
+(magic ``CVMTPMVS``, each PCR a TPM2B) is still read: ``cvm tpm serve`` may have sealed one in
+its state file.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from cvm.vtpm.session import Session
 from cvm.vtpm.tpm_object import TpmObject
 from cvm.wire import Reader, Writer
 
-VOLATILE_MAGIC = b"CVMTPMVS"
+VOLATILE_MAGIC = b"CVMTPMV2"
+LEGACY_MAGIC = b"CVMTPMVS"  # each PCR a TPM2B; still read (a served TPM's state file)
 ABSENT = 0xFFFFFFFF
+MAX_PCR_SIZE = 64  # the largest digest a bank can hold (SHA-512)
 
 
 @dataclass
@@ -45,9 +51,7 @@ class VolatileState:
         put_tpm2b(sink, self.null_proof)
         sink.u32(self.pcrs.update_counter).u32(len(self.pcrs.values))
         for bank, values in sorted(self.pcrs.values.items()):
-            sink.u16(bank).u32(len(values))
-            for value in values:
-                put_tpm2b(sink, value)
+            _write_bank(sink, bank, values)
         sink.u32(len(self.objects))
         for handle, item in sorted(self.objects.items()):
             sink.u32(handle).u32(item.hierarchy).put(item.public.to_tpm2b())
@@ -65,15 +69,17 @@ class VolatileState:
     @classmethod
     def from_bytes(cls, data: bytes) -> VolatileState:
         source = reader(data, "vTPM volatile state")
-        if source.take(len(VOLATILE_MAGIC), "magic") != VOLATILE_MAGIC:
+        magic = source.take(len(VOLATILE_MAGIC), "magic")
+        if magic not in (VOLATILE_MAGIC, LEGACY_MAGIC):
             raise FormatError("vTPM volatile state: bad magic")
         started = source.u8("started") == 1
         null_seed, null_proof = read_tpm2b(source, "null seed"), read_tpm2b(source, "null proof")
         pcrs = PcrBanks(update_counter=source.u32("pcrUpdateCounter"))
         for _ in range(source.u32("banks")):
             bank = source.u16("bank")
-            pcrs.values[bank] = [read_tpm2b(source, "PCR", 64)
-                                 for _ in range(source.u32("PCR count"))]
+            pcrs.values[bank] = (_read_bank(source) if magic == VOLATILE_MAGIC else
+                                 [read_tpm2b(source, "PCR", MAX_PCR_SIZE)
+                                  for _ in range(source.u32("PCR count"))])
         objects = {}
         for _ in range(source.u32("objects")):
             handle, hierarchy = source.u32("handle"), source.u32("hierarchy")
@@ -94,6 +100,30 @@ class VolatileState:
             saved[session.handle] = (session, sequence)
         source.expect_end()
         return cls(started, null_seed, null_proof, pcrs, objects, sessions, saved, counter)
+
+
+def _write_bank(sink: Writer, bank: int, values: list[bytes]) -> None:
+    """One PCR bank: ``u16 bank ‖ u32 count ‖ u16 digest size ‖ the values back to back``."""
+    size = len(values[0]) if values else 0
+    if not _digest_size_fits(len(values), size) or len(set(map(len, values))) > 1:
+        raise FormatError(f"vTPM volatile state: PCR bank {bank:#x} is not values of one "
+                          f"size of 1 to {MAX_PCR_SIZE} bytes")
+    sink.u16(bank).u32(len(values)).u16(size).put(b"".join(values))
+
+
+def _digest_size_fits(count: int, size: int) -> bool:
+    """``count`` PCRs of ``size`` bytes: a size of 1 to 64 bytes, or an empty bank."""
+    return 0 < size <= MAX_PCR_SIZE or (count == 0 and size == 0)
+
+
+def _read_bank(source: Reader) -> list[bytes]:
+    count, size = source.u32("PCR count"), source.u16("PCR size")
+    if not _digest_size_fits(count, size):
+        raise source.fail(f"{count} PCRs of {size} bytes: a PCR holds 1 to {MAX_PCR_SIZE}")
+    if not count:
+        return []
+    values = source.take(count * size, "PCR values")
+    return [values[start : start + size] for start in range(0, count * size, size)]
 
 
 def _write_session(sink: Writer, session: Session) -> None:

@@ -26,17 +26,26 @@ class Reader:
         return len(self.data) - self.offset
 
     def take(self, size: int, field: str = "data") -> bytes:
-        if size < 0 or self.offset + size > len(self.data):
-            raise FormatError(
-                f"{self.what}: {field} needs {size} bytes at offset {self.offset:#x}, "
-                f"only {self.remaining} left"
-            )
-        chunk = self.data[self.offset : self.offset + size]
-        self.offset += size
-        return chunk
+        start = self.offset
+        end = start + size
+        if size < 0 or end > len(self.data):
+            raise self._short(size, field)
+        self.offset = end
+        return self.data[start:end]
 
     def uint(self, size: int, field: str = "integer", endian: Endian | None = None) -> int:
-        return int.from_bytes(self.take(size, field), endian or self.endian)
+        start = self.offset
+        end = start + size
+        if size < 0 or end > len(self.data):
+            raise self._short(size, field)
+        self.offset = end
+        return int.from_bytes(self.data[start:end], endian or self.endian)
+
+    def _short(self, size: int, field: str) -> FormatError:
+        return FormatError(
+            f"{self.what}: {field} needs {size} bytes at offset {self.offset:#x}, "
+            f"only {self.remaining} left"
+        )
 
     def u8(self, field: str = "u8") -> int:
         return self.uint(1, field)

@@ -98,6 +98,12 @@ class Layout:
         self._by_name = {f.name: f for f in self.fields}
         self._struct, self._names, self._ints, self._areas, self._zeros = _compile(
             self.fields, endian)
+        # what the struct path compares at once: the type of every item (a reserved range is
+        # b""), each item's value when absent (b""), and the byte areas' names and sizes
+        self._types = tuple(int if name in self._ints else bytes for name in self._names)
+        self._blanks = (b"",) * len(self._names)
+        self._area_names = tuple(name for name, _ in self._areas)
+        self._area_sizes = tuple(size for _, size in self._areas)
 
     def field(self, name: str) -> Field:
         try:
@@ -151,18 +157,18 @@ class Layout:
         return self._pack_fields(values)
 
     def _pack_struct(self, values: Mapping[str, Value]) -> bytes | None:
-        """The struct path; None when any value needs the field-by-field path's judgement."""
+        """The struct path; None when any value needs the field-by-field path's judgement
+        (a missing field, a bool or int subclass, a bytearray, a wrong length, a range)."""
         assert self._struct is not None
+        items = tuple(map(values.get, self._names, self._blanks))
+        if tuple(map(type, items)) != self._types:
+            return None
+        areas = map(values.get, self._area_names, self._blanks)  # bytes: the types match
+        if tuple(map(len, areas)) != self._area_sizes:  # type: ignore[arg-type]
+            return None
         try:
-            for name in self._ints:
-                if type(values[name]) is not int:
-                    return None
-            for name, size in self._areas:
-                area = values[name]
-                if type(area) is not bytes or len(area) != size:
-                    return None
-            return self._struct.pack(*[values.get(name, b"") for name in self._names])
-        except (KeyError, struct.error):
+            return self._struct.pack(*items)
+        except struct.error:
             return None
 
     def _pack_fields(self, values: Mapping[str, Value]) -> bytes:

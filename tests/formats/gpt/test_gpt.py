@@ -129,3 +129,17 @@ def test_overlap_and_bounds_are_refused() -> None:
 def test_type_names() -> None:
     assert "EF00" in partition_types.type_name(partition_types.ESP)
     assert "8304" in partition_types.type_name(partition_types.ROOT_X86_64)
+
+
+def test_an_unused_entry_is_all_zero_and_nothing_else_is_unused() -> None:
+    assert PartitionEntry.from_bytes(bytes(128)) == PartitionEntry.unused()
+    assert PartitionEntry.from_bytes(bytearray(128)) == PartitionEntry.unused()
+    assert not PartitionEntry.from_bytes(bytes(128)).used
+    for offset, why in ((0x10, "unused entry is not all zero"), (0x20, "unused entry is not"),
+                        (0x37, "unused entry is not"), (0x7F, "characters after its NUL")):
+        data = bytearray(128)  # a zero type GUID with anything else set
+        data[offset] = 1
+        with pytest.raises(FormatError, match=why):
+            PartitionEntry.from_bytes(bytes(data))
+    with pytest.raises(FormatError, match="expected 0x80 bytes"):
+        PartitionEntry.from_bytes(bytes(127))

@@ -34,3 +34,36 @@ def test_sizes_and_short_material() -> None:
     assert af_size(32, 4000) == 128000
     with pytest.raises(FormatError):
         af_merge(b"\0" * 10, 32, 4000, "sha256")
+
+
+def _reference_split(key: bytes, noise: bytes, stripes: int, hash_name: str) -> bytes:
+    """LUKS1 spec 2.4, written out block by block: H hashes be32(i) || block i of each
+    digest-sized block (the last one cut short) and keeps the digest's first bytes."""
+    size = len(key)
+    width = hashlib.new(hash_name).digest_size
+
+    def diffuse(buffer: bytes) -> bytes:
+        out = b""
+        for i in range((size + width - 1) // width):
+            block = buffer[i * width : (i + 1) * width]
+            out += hashlib.new(hash_name, i.to_bytes(4, "big") + block).digest()[: len(block)]
+        return out
+
+    digest = bytes(size)
+    for k in range(stripes - 1):
+        stripe = noise[k * size : (k + 1) * size]
+        digest = diffuse(bytes(a ^ b for a, b in zip(digest, stripe, strict=True)))
+    return noise + bytes(a ^ b for a, b in zip(digest, key, strict=True))
+
+
+@pytest.mark.parametrize(("size", "hash_name"), [
+    (64, "sha256"), (40, "sha256"), (32, "sha1"), (40, "sha1"), (65, "sha512"), (64, "sha512"),
+    (7, "sha1"), (128, "sha512"), (60, "sha1"), (96, "sha256"),
+])
+def test_keys_of_several_digest_blocks_split_as_the_spec_writes_it(size: int,
+                                                                   hash_name: str) -> None:
+    key = bytes((7 * i + 3) % 256 for i in range(size))
+    noise = bytes((11 * i + 5) % 256 for i in range(size * 4))
+    material = af_split(key, 5, hash_name, lambda n: noise[:n])
+    assert material == _reference_split(key, noise, 5, hash_name)
+    assert af_merge(material, size, 5, hash_name) == key

@@ -17,6 +17,7 @@ from cvm.wire import Guid, Layout, raw, u64
 
 ENTRY_SIZE = 0x80
 NAME_SIZE = 72
+UNUSED_BYTES = bytes(ENTRY_SIZE)
 
 LAYOUT = Layout(
     "GPT partition entry",
@@ -57,6 +58,8 @@ class PartitionEntry:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PartitionEntry:
+        if data == UNUSED_BYTES:  # most of a table: the unused entry, without parsing it
+            return cls.unused()
         values = LAYOUT.unpack(data)
         name_bytes = bytes(values["partition_name"])
         try:

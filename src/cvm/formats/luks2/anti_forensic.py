@@ -27,17 +27,31 @@ def af_size(key_size: int, stripes: int) -> int:
     return -(-size // SECTOR_SIZE) * SECTOR_SIZE
 
 
-def _diffuse(buffer: bytes, hash_name: str) -> bytes:
-    digest_size = hashlib.new(hash_name).digest_size
-    out = bytearray()
-    for index, start in enumerate(range(0, len(buffer), digest_size)):
-        block = buffer[start : start + digest_size]
-        out += hashlib.new(hash_name, index.to_bytes(4, "big") + block).digest()[: len(block)]
-    return bytes(out)
+def _chain(stripes: bytes, size: int, count: int, hash_name: str) -> int:
+    """``d_count`` of the chain ``d_0 = 0``, ``d_k = H(d_{k-1} xor s_k)`` over the first
+    ``count`` stripes ``s_k`` of ``size`` bytes in ``stripes``, as a big-endian integer.
 
-
-def _xor(a: bytes, b: bytes) -> bytes:
-    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
+    One stripe costs two integer conversions, one XOR and one hash call per digest-sized block:
+    the stripes are chained, so only the blocks of one stripe could be hashed side by side.
+    Every conversion between bytes and integers here is big-endian (Python's default).
+    """
+    new = getattr(hashlib, hash_name)
+    digest_size = new().digest_size
+    blocks = [(index.to_bytes(4), start, start + digest_size)
+              for index, start in enumerate(range(0, size, digest_size))]
+    view, from_bytes, digest = memoryview(stripes), int.from_bytes, 0
+    if size == 2 * digest_size:  # two whole blocks (LUKS2's default: AES-XTS-512, SHA-256)
+        for start in range(0, count * size, size):
+            mixed = (digest ^ from_bytes(view[start : start + size])).to_bytes(size)
+            digest = from_bytes(new(b"\0\0\0\0" + mixed[:digest_size]).digest()
+                                + new(b"\0\0\0\1" + mixed[digest_size:]).digest())
+        return digest
+    for start in range(0, count * size, size):
+        mixed = (digest ^ from_bytes(view[start : start + size])).to_bytes(size)
+        diffused = b"".join([new(prefix + mixed[first:last]).digest()
+                             for prefix, first, last in blocks])
+        digest = from_bytes(diffused[:size])  # the last block's digest cut to its length
+    return digest
 
 
 def _check_hash(hash_name: str) -> None:
@@ -54,10 +68,8 @@ def af_split(key: bytes, stripes: int, hash_name: str, random: Callable[[int], b
     noise = random(size * (stripes - 1))
     if len(noise) != size * (stripes - 1):
         raise UsageError("AF split: the random source returned the wrong length")
-    digest = bytes(size)
-    for k in range(stripes - 1):
-        digest = _diffuse(_xor(digest, noise[k * size : (k + 1) * size]), hash_name)
-    return noise + _xor(digest, key)
+    digest = _chain(noise, size, stripes - 1, hash_name)
+    return noise + (digest ^ int.from_bytes(key)).to_bytes(size)  # big-endian, as in _chain
 
 
 def af_merge(material: bytes, key_size: int, stripes: int, hash_name: str) -> bytes:
@@ -65,8 +77,6 @@ def af_merge(material: bytes, key_size: int, stripes: int, hash_name: str) -> by
     _check_hash(hash_name)
     if len(material) < key_size * stripes or key_size < 1 or stripes < 1:
         raise FormatError("AF merge: key material shorter than key_size * stripes")
-    digest = bytes(key_size)
-    for k in range(stripes - 1):
-        digest = _diffuse(_xor(digest, material[k * key_size : (k + 1) * key_size]), hash_name)
-    last = material[(stripes - 1) * key_size : stripes * key_size]
-    return _xor(digest, last)
+    digest = _chain(material, key_size, stripes - 1, hash_name)
+    last = int.from_bytes(material[(stripes - 1) * key_size : stripes * key_size])
+    return (digest ^ last).to_bytes(key_size)  # big-endian, as in _chain

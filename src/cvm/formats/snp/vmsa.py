@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntFlag
+from operator import itemgetter
 from types import MappingProxyType
+from typing import cast
 
 from cvm.errors import UsageError
 from cvm.wire import Layout, raw, u8, u16, u32, u64
@@ -92,6 +94,9 @@ VMSA_LAYOUT = Layout(
 
 REGISTER_NAMES = tuple(f.name for f in VMSA_LAYOUT.fields if f.kind == "uint")
 BLOB_NAMES = tuple(f.name for f in VMSA_LAYOUT.fields if f.kind == "bytes")
+_registers_of, _blobs_of = itemgetter(*REGISTER_NAMES), itemgetter(*BLOB_NAMES)
+_REGISTER_DEFAULTS: dict[str, int] = dict.fromkeys(REGISTER_NAMES, 0)
+_BLOB_DEFAULTS = {f.name: bytes(f.size) for f in VMSA_LAYOUT.fields if f.kind == "bytes"}
 
 
 @dataclass(frozen=True)
@@ -129,25 +134,23 @@ class Vmsa:
     blobs: Mapping[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = (set(self.registers) - set(REGISTER_NAMES)) | (set(self.blobs) - set(BLOB_NAMES))
+        unknown = (self.registers.keys() - _REGISTER_DEFAULTS.keys()) | (
+            self.blobs.keys() - _BLOB_DEFAULTS.keys())
         if unknown:
             raise UsageError(f"VMSA has no field(s) {sorted(unknown)}")
-        registers = {name: self.registers.get(name, 0) for name in REGISTER_NAMES}
-        blobs = {
-            f.name: self.blobs.get(f.name, bytes(f.size))
-            for f in VMSA_LAYOUT.fields
-            if f.kind == "bytes"
-        }
+        # every field in layout order: the defaults, overridden by the values given
+        registers = {**_REGISTER_DEFAULTS, **self.registers}
+        blobs = {**_BLOB_DEFAULTS, **self.blobs}
         object.__setattr__(self, "registers", MappingProxyType(registers))
         object.__setattr__(self, "blobs", MappingProxyType(blobs))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Vmsa:
-        values = VMSA_LAYOUT.unpack(data)
-        return cls(
-            {k: v for k, v in values.items() if isinstance(v, int)},
-            {k: v for k, v in values.items() if isinstance(v, bytes)},
-        )
+        values = VMSA_LAYOUT.unpack(data)  # the layout's own fields: integers, then areas
+        registers = cast("dict[str, int]", dict(zip(REGISTER_NAMES, _registers_of(values),
+                                                    strict=True)))
+        blobs = cast("dict[str, bytes]", dict(zip(BLOB_NAMES, _blobs_of(values), strict=True)))
+        return cls(registers, blobs)
 
     def to_bytes(self) -> bytes:
         return VMSA_LAYOUT.pack({**self.registers, **self.blobs})

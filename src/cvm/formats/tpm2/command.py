@@ -45,7 +45,7 @@ class Header:
         return cls(int(fields["tag"]), int(fields["size"]), int(fields["code"]))
 
     def to_bytes(self) -> bytes:
-        return HEADER_LAYOUT.pack({"tag": self.tag, "size": self.size, "code": self.code})
+        return HEADER_LAYOUT.pack({"tag": int(self.tag), "size": self.size, "code": int(self.code)})
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,17 @@ LAML/LASA), the crypto-agile log (PFP 1.05 r23, section 10) lives in guest pages
 reserved. Here it is written through the vCPU after each measurement — private memory, so the
 host sees it only as ciphertext in the encrypted modes — and the OS reads it back from those
 pages: the event log of a trace is what the guest's memory holds, parsed again. The area starts
-with the log's size (u32, little-endian).
+with the log's size (u32, little-endian). The log only grows, so each store writes the records
+not yet in the area after those that are, then the new size.
 """
 
 from __future__ import annotations
 
+import operator
+
 from cvm.errors import StateError
 from cvm.formats.tcg.event_log import EventLog
+from cvm.formats.tcg.pcr_event import PcrEvent
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.memory.dram import PAGE_SIZE
 
@@ -25,19 +29,34 @@ class EventLogArea:
     def __init__(self, kernel: SevGuest, gpa: int, pages: int) -> None:
         self.kernel, self.gpa, self.pages = kernel, gpa, pages
         self.stored = 0
+        self._written: tuple[PcrEvent, ...] = ()  # the records the area holds, in order
+        self._spec: object = None  # the Spec ID they were written under
 
     def reserve(self) -> None:
         """Firmware: start an empty log in the pages (private pages it already accepted)."""
         self.kernel.cpu.write(self.gpa, bytes(SIZE_FIELD))
 
     def store(self, log: EventLog) -> None:
-        """Firmware: write the log so far into the area."""
-        data = log.to_bytes()
-        if SIZE_FIELD + len(data) > self.pages * PAGE_SIZE:
-            raise StateError(f"event log of {len(data)} bytes exceeds its "
+        """Firmware: write the log so far into the area — only the records added since the
+        last store when the log extends what the area holds, else the whole log."""
+        count = len(self._written)
+        appended = (log.spec_id is not None and log.spec_id is self._spec and count > 0
+                    and len(log.events) >= count
+                    and all(map(operator.is_, log.events[:count], self._written)))
+        if appended:
+            assert log.spec_id is not None
+            offset = self.stored
+            data = b"".join(event.to_event2(log.spec_id) for event in log.events[count:])
+        else:
+            offset, data = 0, log.to_bytes()
+        size = offset + len(data)
+        if SIZE_FIELD + size > self.pages * PAGE_SIZE:
+            raise StateError(f"event log of {size} bytes exceeds its "
                              f"{self.pages * PAGE_SIZE}-byte area")
-        self.kernel.cpu.write(self.gpa, len(data).to_bytes(SIZE_FIELD, "little") + data)
-        self.stored = len(data)
+        if data:
+            self.kernel.cpu.write(self.gpa + SIZE_FIELD + offset, data)
+        self.kernel.cpu.write(self.gpa, size.to_bytes(SIZE_FIELD, "little"))
+        self.stored, self._written, self._spec = size, log.events, log.spec_id
 
     def load(self) -> EventLog:
         """OS: read the log the firmware left in the area, and parse it."""

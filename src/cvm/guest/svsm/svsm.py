@@ -248,25 +248,41 @@ class Svsm:
 
     # ---- memory ------------------------------------------------------------------------
     def write_state(self) -> None:
-        """Write the vTPM's state — non-volatile and volatile — into the VMPL0 state pages."""
+        """Write the vTPM's state — non-volatile and volatile — into the VMPL0 state pages,
+        as whole pages (zero-padded), so the memory engine encrypts them without reading back."""
         parts = (self.tpm.state.to_bytes(), self.tpm.volatile().to_bytes())
         blob = b"".join(len(p).to_bytes(STATE_LENGTH_SIZE, "little") + p for p in parts)
         room = self.layout.state_pages * PAGE_SIZE
         if len(blob) > room:
             raise StateError(f"vTPM state of {len(blob)} bytes exceeds the {room}-byte pages")
+        blob += bytes(-len(blob) % PAGE_SIZE)
         self.at_vmpl0(lambda: self.vcpu.write(self.layout.state_gpa, blob))
         self.tpm.changed = False
 
     def _read_parts(self) -> tuple[bytes, bytes]:
+        """Both parts as the pages hold them: the first page, then only the pages the two
+        lengths say the parts reach into (a length beyond the state pages is corruption)."""
+        room = self.layout.state_pages * PAGE_SIZE
+
         def read() -> tuple[bytes, bytes]:
-            parts = []
-            offset = self.layout.state_gpa
-            for _ in range(2):
-                size = int.from_bytes(self.vcpu.read(offset, STATE_LENGTH_SIZE), "little")
-                if size > self.layout.state_pages * PAGE_SIZE:
+            held = bytearray(self.vcpu.read(self.layout.state_gpa, PAGE_SIZE))
+
+            def through(end: int) -> None:
+                if end > room:
                     raise StateError("vTPM state pages are corrupt")
-                parts.append(self.vcpu.read(offset + STATE_LENGTH_SIZE, size))
-                offset += STATE_LENGTH_SIZE + size
+                if end > len(held):
+                    more = -(-end // PAGE_SIZE) * PAGE_SIZE - len(held)
+                    held.extend(self.vcpu.read(self.layout.state_gpa + len(held), more))
+
+            parts = []
+            offset = 0
+            for _ in range(2):
+                through(offset + STATE_LENGTH_SIZE)
+                size = int.from_bytes(held[offset : offset + STATE_LENGTH_SIZE], "little")
+                offset += STATE_LENGTH_SIZE
+                through(offset + size)
+                parts.append(bytes(held[offset : offset + size]))
+                offset += size
             return parts[0], parts[1]
         return self.at_vmpl0(read)
 

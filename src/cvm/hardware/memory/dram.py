@@ -66,6 +66,10 @@ class Dram:
 
     def read(self, spa: int, size: int) -> bytes:
         self.check(spa, size)
+        index, offset = divmod(spa, CHUNK_SIZE)
+        if offset + size <= CHUNK_SIZE:  # within one chunk: one copy
+            chunk = self._chunks.get(index)
+            return bytes(size) if chunk is None else chunk[offset : offset + size].tobytes()
         out = bytearray()
         while size:
             index, offset = divmod(spa, CHUNK_SIZE)
@@ -77,6 +81,12 @@ class Dram:
 
     def write(self, spa: int, data: bytes) -> None:
         self.check(spa, len(data))
+        index, offset = divmod(spa, CHUNK_SIZE)
+        if data and offset + len(data) <= CHUNK_SIZE:  # within one chunk: one copy
+            chunk = self._chunk(index, allocate=True)
+            assert chunk is not None
+            chunk[offset : offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            return
         view = np.frombuffer(data, dtype=np.uint8)
         while view.size:
             index, offset = divmod(spa, CHUNK_SIZE)

@@ -56,8 +56,9 @@ class MemoryEncryptionEngine:
             return self._dram.read(spa, size)
         first = spa - spa % PAGE_SIZE
         pages = (spa + size - first + PAGE_SIZE - 1) // PAGE_SIZE
-        plain = self.read_pages(asid, first, pages)
-        return plain[spa - first : spa - first + size]
+        plain = np.empty(pages * PAGE_SIZE, dtype=np.uint8)
+        self.read_pages_into(asid, first, plain)
+        return plain[spa - first : spa - first + size].tobytes()
 
     def write(self, asid: int | None, spa: int, data: bytes) -> None:
         """Write ``data`` at ``spa``; encrypted with ``asid``'s key unless ``asid`` is None."""
@@ -69,9 +70,10 @@ class MemoryEncryptionEngine:
         if spa == first and len(data) == pages * PAGE_SIZE:
             self.write_pages(asid, first, data)
             return
-        buffer = bytearray(self.read_pages(asid, first, pages))
-        buffer[spa - first : spa - first + len(data)] = data
-        self.write_pages(asid, first, bytes(buffer))
+        plain = np.empty(pages * PAGE_SIZE, dtype=np.uint8)
+        self.read_pages_into(asid, first, plain)
+        plain[spa - first : spa - first + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        self.write_pages_from(asid, first, plain)
 
     def read_pages(self, asid: int, spa: int, pages: int) -> bytes:
         """Decrypt ``pages`` whole pages at page-aligned ``spa``."""
@@ -83,6 +85,9 @@ class MemoryEncryptionEngine:
         """Decrypt whole pages at page-aligned ``spa`` into ``target`` (bulk path, no copies)."""
         cipher = self._cipher(asid)
         self._check_pages(spa, target.size)
+        if spa // CHUNK_SIZE == (spa + target.size - 1) // CHUNK_SIZE:  # one chunk: one call
+            cipher.decrypt_into(spa, self._dram.span(spa, target.size), target)
+            return
         for offset, part in _chunk_runs(spa, target.size):
             source = self._dram.span(spa + offset, part)
             cipher.decrypt_into(spa + offset, source, target[offset : offset + part])
@@ -95,6 +100,9 @@ class MemoryEncryptionEngine:
         """Encrypt whole pages from ``source`` to page-aligned ``spa`` (bulk path, no copies)."""
         cipher = self._cipher(asid)
         self._check_pages(spa, source.size)
+        if spa // CHUNK_SIZE == (spa + source.size - 1) // CHUNK_SIZE:  # one chunk: one call
+            cipher.encrypt_into(spa, source, self._dram.span(spa, source.size))
+            return
         for offset, part in _chunk_runs(spa, source.size):
             target = self._dram.span(spa + offset, part)
             cipher.encrypt_into(spa + offset, source[offset : offset + part], target)
