@@ -70,9 +70,9 @@ def test_a_round_trip_over_http(fast_kbs: FastKbs) -> None:
     challenge = request(app, "POST", "/kbs/v0/auth", content=AUTH)
     assert challenge.status_code == 200 and set(challenge.json()) == {"nonce", "extra-params"}
     cookie = challenge.headers["set-cookie"].lower()
-    for attribute in ("httponly", "samesite=strict", "path=/kbs/v0",
-                      f"max-age={int(SESSION_TTL)}"):
+    for attribute in ("httponly", "samesite=strict", f"max-age={int(SESSION_TTL)}"):
         assert attribute in cookie
+    assert "Path=/kbs/v0" in challenge.headers["set-cookie"]  # paths are case-sensitive
     session_id = _cookie(challenge)
     body = kbs.attestation(challenge.json()["nonce"])
     attested = request(app, "POST", "/kbs/v0/attest", content=body,
@@ -128,7 +128,7 @@ def test_bearer_tokens(fast_kbs: FastKbs) -> None:
     _, token = fast_kbs.attest()
     sent = _call(app, _scope("GET", f"/kbs/v0/resource/{SECRET_PATH}",
                              [(b"Authorization", f"Bearer {token}".encode())]),
-                 [{"type": "http.request", "body": b""}])
+                 [{"type": "http.request"}])  # a message's body may be left out
     assert sent[0]["status"] == 200
 
 
@@ -193,6 +193,34 @@ def test_the_policy_document() -> None:
         policy_document(b'{"type": "wasm", "policy_id": "p", "policy": ""}')
     with pytest.raises(FormatError, match="base64"):
         policy_document(b'{"type": "rego", "policy_id": "p", "policy": "a b"}')
+    # every refusal names the field
+    for body, where in ((b"[", "policy: not JSON"), (b"{}", "policy: missing"),
+                        (b'{"type": 1, "policy_id": "p", "policy": ""}', r"policy\.type"),
+                        (b'{"type": "rego", "policy_id": 1, "policy": ""}',
+                         r"policy\.policy_id"),
+                        (b'{"type": "rego", "policy_id": "p", "policy": 1}', r"policy\.policy")):
+        with pytest.raises(FormatError, match=f"^{where}"):
+            policy_document(body)
+
+    def document(policy_id: str = "p", policy: str = encoded) -> bytes:
+        return json.dumps({"type": "rego", "policy_id": policy_id, "policy": policy}).encode()
+
+    assert policy_document(document("i" * 128))[0] == "i" * 128
+    with pytest.raises(FormatError, match="longer than 128"):
+        policy_document(document("i" * 129))
+    large = "# a comment\n" * 1000  # a policy of many kilobytes
+    encoded_large = base64.b64encode(large.encode()).decode()
+    assert policy_document(document(policy=encoded_large))[1] == large
+
+
+def test_the_openapi_document_describes_the_json_bodies(fast_kbs: FastKbs) -> None:
+    paths = fast_kbs.app().openapi()["paths"]
+    for path in ("/kbs/v0/auth", "/kbs/v0/attest", "/kbs/v0/attestation-policy"):
+        body = paths[path]["post"]["requestBody"]
+        assert body["required"] is True and set(body["content"]) == {"application/json"}
+        assert body["content"]["application/json"]["schema"]["type"] == "object"
+    assert "required" in paths["/kbs/v0/auth"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]
 
 
 def test_the_audit_log_through_the_admin_api(fast_kbs: FastKbs) -> None:
@@ -242,7 +270,8 @@ def test_bodies_over_the_limit_are_refused(fast_kbs: FastKbs) -> None:
     for target in ("/kbs/v0/auth", path):
         refused = request(app, "POST", target, content=chunks(MAX_BODY_BYTES + 1),
                           headers=ADMIN)
-        _problem(refused, 413, "PayloadTooLarge")
+        assert _problem(refused, 413, "PayloadTooLarge") == (
+            f"the body exceeds {MAX_BODY_BYTES} bytes")
     assert request(app, "POST", path, content=chunks(MAX_BODY_BYTES), headers=ADMIN
                    ).status_code == 200
     for declared in (b"12x", b"-1", str(MAX_BODY_BYTES + 1).encode()):
@@ -257,8 +286,13 @@ def test_the_guest_routes_read_the_whole_body_and_stop_on_a_disconnect(
     half = len(AUTH) // 2
     sent = _call(app, _scope("POST", "/kbs/v0/auth"), [
         {"type": "http.request", "body": AUTH[:half], "more_body": True},
-        {"type": "http.request", "body": AUTH[half:]}])
+        {"type": "http.request", "body": AUTH[half:], "more_body": True},
+        {"type": "http.request"}])
     assert sent[0]["status"] == 200
+    long = json.dumps({"version": "0.4.0", "tee": "snp", "x" * 400: 1}).encode()
+    sent = _call(app, _scope("POST", "/kbs/v0/auth"), [{"type": "http.request", "body": long}])
+    assert sent[0]["status"] == 400
+    assert len(json.loads(sent[1]["body"])["detail"]) == 300  # the echo of the input, bounded
     calls: list[str] = []
 
     def handler(scope: Any, body: bytes) -> Any:
@@ -277,12 +311,13 @@ def test_other_scopes_pass_through_unbounded() -> None:
 
     async def inner(scope: Any, receive: Any, send: Any) -> None:
         seen.append((scope["type"], await receive()))
+        await send({"type": "websocket.close"})
 
     def handler(scope: Any, body: bytes) -> Any:
         raise AssertionError("only HTTP requests are the guest's")
 
     big = {"type": "websocket.receive", "body": b"x" * 64}
     for layer in (BodyLimit(inner, limit=8), GuestRoutes(inner, lambda m, p: handler)):
-        _call(layer, {"type": "websocket", "path": "/kbs/v0/auth", "method": "POST"},
-              [dict(big)])
+        assert _call(layer, {"type": "websocket", "path": "/kbs/v0/auth", "method": "POST"},
+                     [dict(big)]) == [{"type": "websocket.close"}]
     assert seen == [("websocket", big), ("websocket", big)]

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from cvm import __version__
 from cvm.attestation.kbs.broker import (
     DENIED,
     TOKEN_KEY_NAME,
@@ -76,6 +77,7 @@ def test_a_genuine_cvm_gets_a_token_and_its_secret(fast_kbs: FastKbs) -> None:
     assert result.tee_pubkey == kbs.key.public_jwk() and claims["iss"] == "cvm-kbs"
     assert result.evidence_claims["measurement"] == kbs.guests.owner.measurement.hex()
     assert result.policy_id == "default" and len(result.token_id) == 32
+    assert claims["ear.verifier-id"] == {"developer": "cvm", "build": __version__}
 
     session = kbs.broker.storage.session(session_id)
     assert session is not None and session["state"] == "attested"
@@ -94,6 +96,7 @@ def test_a_genuine_cvm_gets_a_token_and_its_secret(fast_kbs: FastKbs) -> None:
     assert (released["action"], released["outcome"], released["session_id"]) == (
         "resource", "released", session_id)
     assert released["subject"] == f"{SECRET_PATH} (session {session_id})"
+    assert released["findings"] == [] and released["at"] == now
     by_token = kbs.broker.resource(SECRET_PATH, None, token)
     assert kbs.key.decrypt(by_token) == SECRET
     assert kbs.last()["subject"] == f"{SECRET_PATH} (token {result.token_id})"
@@ -103,6 +106,8 @@ def test_a_genuine_cvm_gets_a_token_and_its_secret(fast_kbs: FastKbs) -> None:
 def test_every_protocol_version_and_only_snp(fast_kbs: FastKbs) -> None:
     for version in PROTOCOL_VERSIONS:
         fast_kbs.broker.auth(json.dumps({"version": version, "tee": "snp"}).encode())
+    with pytest.raises(FormatError, match=r"^request: not JSON"):
+        fast_kbs.broker.auth(b"{")
     old = refused(lambda: fast_kbs.broker.auth(b'{"version": "0.0.9", "tee": "snp"}'))
     assert (old.status, old.kind) == (401, "ProtocolVersion") and "0.0.9" in old.detail
     tdx = refused(lambda: fast_kbs.broker.auth(b'{"version": "0.4.0", "tee": "tdx"}'))
@@ -118,8 +123,10 @@ def test_the_nonce_is_single_use(fast_kbs: FastKbs) -> None:
     other = KeyPair.generate().public_jwk()  # another key: a report never shown before
     again = refused(lambda: kbs.broker.attest(session_id, kbs.attestation(nonce, other)))
     assert (again.status, again.kind) == (401, "InvalidSession")
+    assert all(word in again.detail for word in ("unknown", "expired", "used"))
     row = kbs.last()
     assert (row["action"], row["outcome"], row["session_id"]) == ("attest", "refused", session_id)
+    assert row["at"] == kbs.clock.now
     assert rules(row) == {"session"} and row["findings"][0]["input"] == "kbs-session-id"
     session = kbs.broker.storage.session(session_id)
     assert session is not None and session["state"] == "attested"  # the first one stands
@@ -158,8 +165,12 @@ def test_replayed_evidence_is_denied(fast_kbs: FastKbs) -> None:
     replay = refused(lambda: kbs.broker.attest(second, body))
     assert (replay.status, replay.kind, replay.detail) == (401, "AttestationFailed", DENIED)
     row = kbs.last()
-    assert (row["outcome"], row["session_id"], row["chip_id"]) == ("denied", second, _chip(kbs))
+    assert (row["action"], row["outcome"], row["session_id"], row["chip_id"], row["at"]) == (
+        "attest", "denied", second, _chip(kbs), kbs.clock.now)
     assert rules(row) == {"verify.replay"} and row["findings"][0]["input"] == "report"
+    report = json.loads(body)["tee-evidence"]["primary_evidence"]["report"]
+    digest = hashlib.sha384(base64.b64decode(report)).hexdigest()
+    assert f"report {digest[:16]}… " in row["findings"][0]["actual"]  # which report it was
     session = kbs.broker.storage.session(second)
     assert session is not None and (session["state"], session["token_id"]) == ("denied", None)
     assert session["expires"] == kbs.clock.now
@@ -169,7 +180,19 @@ def test_replayed_evidence_is_denied(fast_kbs: FastKbs) -> None:
 
     third, _ = kbs.auth()  # another nonce: the appraisal refuses, the replay is what is logged
     assert refused(lambda: kbs.broker.attest(third, body)).detail == DENIED
-    assert rules(kbs.last()) == {"verify.replay"} and kbs.last()["session_id"] == third
+    row = kbs.last()
+    assert rules(row) == {"verify.replay"} and row["session_id"] == third
+    assert (row["chip_id"], row["at"]) == (_chip(kbs), kbs.clock.now)
+
+
+def test_evidence_for_a_nonce_the_broker_did_not_give_is_denied(fast_kbs: FastKbs) -> None:
+    """Evidence consistent in itself (runtime data, report) but for another nonce than the
+    session's challenge."""
+    kbs = fast_kbs
+    session_id, _ = kbs.auth()
+    denial = refused(lambda: kbs.broker.attest(session_id, kbs.attestation("my-own-nonce")))
+    assert (denial.status, denial.detail) == (401, DENIED)
+    assert rules(kbs.last()) and "nonce" in json.dumps(kbs.last()["findings"])
 
 
 def test_denied_evidence_gets_a_generic_answer_and_the_log_the_findings(
@@ -184,6 +207,7 @@ def test_denied_evidence_gets_a_generic_answer_and_the_log_the_findings(
     row = kbs.last()
     assert (row["action"], row["outcome"], row["session_id"]) == ("attest", "denied", session_id)
     assert rules(row) == {"measurement"} and row["chip_id"] == _chip(kbs)
+    assert row["at"] == kbs.clock.now
     session = kbs.broker.storage.session(session_id)
     assert session is not None and session["state"] == "denied"
     assert session["expires"] == kbs.clock.now
@@ -203,9 +227,10 @@ def test_without_reference_values_nothing_is_affirmed(tmp_path: object, fast_kbs
     session_id, challenge = bare.auth(AUTH)
     body = kbs.attestation(challenge["nonce"])
     denial = refused(lambda: bare.attest(session_id, body))
-    assert (denial.status, denial.detail) == (401, DENIED)
+    assert (denial.status, denial.kind, denial.detail) == (401, "AttestationFailed", DENIED)
     row = bare.storage.audit_log()[-1]
     assert rules(row) == {"reference"} and row["outcome"] == "denied"
+    assert row["at"] == kbs.clock.now
     assert row["chip_id"] == _chip(kbs) and row["session_id"] == session_id
     session = bare.storage.session(session_id)
     assert session is not None and session["state"] == "denied"
@@ -227,8 +252,10 @@ def test_a_report_that_does_not_parse_is_denied_with_its_finding(fast_kbs: FastK
     assert (denial.status, denial.kind, denial.detail) == (401, "AttestationFailed", DENIED)
     row = kbs.last()
     assert rules(row) == {"verify.report"} and row["chip_id"] is None
-    assert row["session_id"] == session_id and row["outcome"] == "denied"
-    assert row["findings"][0]["input"] == "report" and row["findings"][0]["actual"]
+    assert (row["action"], row["outcome"], row["session_id"], row["at"]) == (
+        "attest", "denied", session_id, kbs.clock.now)
+    assert row["findings"][0]["input"] == "report"
+    assert "version" in row["findings"][0]["actual"]  # what the parser said
     session = kbs.broker.storage.session(session_id)
     assert session is not None and session["state"] == "denied"
     assert session["expires"] == kbs.clock.now
@@ -237,7 +264,7 @@ def test_a_report_that_does_not_parse_is_denied_with_its_finding(fast_kbs: FastK
 def test_malformed_attestations_are_format_errors(fast_kbs: FastKbs) -> None:
     session_id, _ = fast_kbs.auth()
     for body in (b"{", b"[]", b'{"runtime-data": {}}'):
-        with pytest.raises(FormatError):
+        with pytest.raises(FormatError, match=r"^attestation"):
             fast_kbs.broker.attest(session_id, body)
     session = fast_kbs.broker.storage.session(session_id)
     assert session is not None and session["state"] == "challenged"  # the nonce is not spent
@@ -257,7 +284,7 @@ def test_a_policy_rollout_takes_effect_on_the_next_attestation(fast_kbs: FastKbs
     assert [(row["outcome"], row["subject"]) for row in admin] == [
         ("reference", "default v1"), ("secret", SECRET_PATH), ("secret", VTPM_PATH),
         ("policy", "default v1"), ("policy", "default v2"), ("reference", "default v2")]
-    assert all(row["at"] == kbs.clock.now for row in admin)
+    assert all(row["at"] == kbs.clock.now and row["findings"] == [] for row in admin)
     with pytest.raises(FormatError, match="does not compile"):
         kbs.broker.set_policy("package x\nallow if {")
     with pytest.raises(FormatError):
@@ -270,6 +297,7 @@ def test_resource_refusals(fast_kbs: FastKbs) -> None:
     kbs = fast_kbs
     nothing = refused(lambda: kbs.broker.resource(SECRET_PATH, None, None))
     assert (nothing.status, nothing.kind) == (401, "TokenNotFound")
+    assert "cookie" in nothing.detail and "token" in nothing.detail
     assert refused(lambda: kbs.broker.resource(SECRET_PATH, "", None)).kind == "TokenNotFound"
     unknown = refused(lambda: kbs.broker.resource(SECRET_PATH, "no-such", None))
     assert (unknown.status, unknown.kind) == (401, "UnAuthenticatedCookie")
@@ -310,7 +338,7 @@ def test_tokens_the_broker_did_not_issue_are_refused(fast_kbs: FastKbs) -> None:
                                result.tee_pubkey, result.evidence_claims)
     signed = kbs.broker.token_key.sign_token(contra.to_claims("cvm-kbs", "0"), header["kid"])
     denied = refused(lambda: kbs.broker.resource(SECRET_PATH, None, signed))
-    assert (denied.status, denied.kind) == (403, "PolicyDeny")
+    assert (denied.status, denied.kind) == (403, "PolicyDeny") and "policy" in denied.detail
 
 
 def test_a_session_cookie_with_another_tee_keys_token_is_refused(fast_kbs: FastKbs) -> None:
@@ -320,9 +348,10 @@ def test_a_session_cookie_with_another_tee_keys_token_is_refused(fast_kbs: FastK
     assert kbs.key.decrypt(kbs.broker.resource(SECRET_PATH, mine, my_token)) == SECRET
     foreign = refused(lambda: kbs.broker.resource(SECRET_PATH, mine, their_token))
     assert (foreign.status, foreign.kind) == (401, "UnAuthenticatedCookie")
+    assert "another key" in foreign.detail
     row = kbs.last()
-    assert (row["action"], row["outcome"], row["session_id"], row["subject"]) == (
-        "resource", "refused", mine, SECRET_PATH)
+    assert (row["action"], row["outcome"], row["session_id"], row["subject"], row["at"]) == (
+        "resource", "refused", mine, SECRET_PATH, kbs.clock.now)
     assert rules(row) == {"tee-pubkey"} and row["findings"][0]["input"] == "Authorization"
     challenged, _ = kbs.auth()  # a token with a cookie that is not attested
     assert refused(lambda: kbs.broker.resource(SECRET_PATH, challenged, my_token)).status == 401
@@ -336,9 +365,11 @@ def test_launch_and_composite_attestations_open_their_own_resources(fast_kbs: Fa
     assert kbs.key.decrypt(kbs.broker.resource(VTPM_PATH, launch, None)) == VTPM_SECRET
     assert kbs.key.decrypt(kbs.broker.resource(VTPM_PATH, None, launch_token)) == VTPM_SECRET
     scoped = refused(lambda: kbs.broker.resource(SECRET_PATH, launch, None))
-    assert (scoped.status, scoped.kind) == (403, "PolicyDeny")
+    assert (scoped.status, scoped.kind) == (403, "PolicyDeny") and "policy" in scoped.detail
     row = kbs.last()
-    assert (row["outcome"], row["session_id"]) == ("refused", launch)
+    assert (row["action"], row["outcome"], row["session_id"], row["at"]) == (
+        "resource", "refused", launch, kbs.clock.now)
+    assert row["findings"][0]["actual"] == SECRET_PATH
     assert rules(row) == {"resource.scope"} and row["subject"] == (
         f"{SECRET_PATH} (session {launch})")
     assert "launch evidence" in row["findings"][0]["input"]
@@ -409,3 +440,6 @@ def test_resource_paths() -> None:
                      ("a", "b", "c d"), ("a", "b", "c\n")):
         problem = refused(lambda s=segments: resource_path(*s))
         assert (problem.status, problem.kind) == (404, "InvalidRequestPath")
+    long = "a" * 40 + "/" * 10
+    detail = refused(lambda: resource_path("a", long, "c")).detail
+    assert repr(long[:40]) in detail and long[:41] not in detail  # the input, bounded

@@ -42,6 +42,30 @@ def test_urls(tmp_path: Path) -> None:
     for url in ("mysql://db/kbs", f"{tmp_path}/kbs.db"):
         with pytest.raises(UsageError, match="expected sqlite"):
             open_engine(url)
+    engine = open_engine("postgresql+psycopg://kbs@127.0.0.1:1/kbs")  # no connection yet
+    assert engine.dialect.name == "postgresql"
+    engine.dispose()
+
+
+def test_tables_created_by_another_worker_meanwhile(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import IntegrityError as DbIntegrityError
+
+    from cvm.attestation.kbs import storage as module
+
+    real, calls = module.metadata.create_all, []
+
+    def racing(bind: object) -> None:
+        calls.append(bind)
+        if len(calls) == 1:  # the other worker's CREATE TABLE won
+            raise DbIntegrityError("CREATE TABLE", {}, Exception("exists"))
+        real(bind)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module.metadata, "create_all", racing)
+    store = Storage(f"sqlite:///{tmp_path / 'kbs.db'}")
+    store.create_session("s", "n", "snp", T, 60)
+    assert len(calls) == 2 and store.session("s") is not None
+    store.engine.dispose()
 
 
 def test_sqlite_is_set_up_for_workers_sharing_the_file(tmp_path: Path) -> None:
@@ -103,7 +127,8 @@ def test_an_attestation_is_recorded_whole_and_a_replay_not_at_all(storage: Stora
     assert again is not None and (again["state"], again["token_id"]) == ("challenged", None)
     assert _count(storage, "kbs_tokens") == 1 and len(storage.audit_log()) == 1
 
-    assert storage.finish_attestation("s2", False, key, None, T + 5, T + 5, _row(storage), "d2")
+    assert storage.finish_attestation("s2", False, key, None, T + 5, T + 500, _row(storage),
+                                      "d2")  # a denial ends the session, whatever expires says
     denied = storage.session("s2")
     assert denied is not None and (denied["state"], denied["expires"]) == ("denied", T + 5)
     assert _count(storage, "kbs_tokens") == 1
@@ -193,3 +218,6 @@ def test_the_audit_log_pages_in_order(storage: Storage) -> None:
     assert [row["subject"] for row in storage.audit_log(2, after)] == ["x2", "x3"]
     assert storage.audit_log(10, rows[5]["id"]) == []
     assert storage.audit_row("a", "o", [])["at"] is not None
+    for _ in range(95):
+        storage.log("admin", "secret", [], at=T)
+    assert len(storage.audit_log()) == 100 and len(storage.audit_log(1000)) == 101

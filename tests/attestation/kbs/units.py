@@ -146,7 +146,12 @@ def make_kbs(url: str) -> FastKbs:
     return FastKbs(broker, clock, random, found)
 
 
+FINDING_FIELDS = {"rule", "expected", "actual", "input"}
+
+
 def rules(row: dict[str, Any]) -> set[str]:
+    """The rules of an audit row's findings (each of which has the four fields)."""
+    assert all(set(finding) == FINDING_FIELDS for finding in row["findings"]), row
     return {finding["rule"] for finding in row["findings"]}
 
 
