@@ -26,6 +26,8 @@ from cvm.attestation.kbs.storage import Storage
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.scenarios.attested_guest import Owner, emulated_owner, reference_json
 
+from . import units
+
 ISSUED = datetime(2026, 1, 1, tzinfo=UTC)
 ADMIN_TOKEN = "admin-token-for-the-tests"
 SECRET_PATH = "default/disk/root-key"
@@ -136,3 +138,20 @@ def _registered(service: Kbs) -> Iterator[Kbs]:
                           content=json.dumps(reference_json(service.owner))).status_code == 200
         assert admin.post(f"/kbs/v0/resource/{SECRET_PATH}", content=SECRET).status_code == 200
     yield service
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The fast tests' genuine CVM is made while collecting them: mutmut's fork server collects
+    once and forks a run per mutant, which then inherits it."""
+    if any(item.path.name.endswith("_units.py") for item in session.items):
+        units.guests()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fast_kbs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[units.FastKbs]:
+    """A broker in process on a fresh database, the genuine CVM's reference values and secrets
+    registered (:mod:`.units`)."""
+    service = units.make_kbs(database_url(request.param, tmp_path_factory))
+    yield service
+    service.broker.storage.engine.dispose()

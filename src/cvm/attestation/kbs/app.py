@@ -80,6 +80,35 @@ def problem(status: int, kind: str, detail: str) -> JSONResponse:
                         media_type="application/problem+json")
 
 
+async def error_response(_: Request, error: Exception) -> JSONResponse:
+    """The problem body for what a FastAPI route raised (registered for each kind in
+    :func:`create_app`)."""
+    if isinstance(error, ProblemError):
+        return problem(error.status, error.kind, error.detail)
+    if isinstance(error, StarletteHTTPException):
+        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(error.status_code, "InvalidRequest")
+        return problem(error.status_code, kind, str(error.detail))
+    if isinstance(error, RequestValidationError):
+        return problem(400, "InvalidRequest", "the request does not fit the API")
+    return problem(400, "InvalidRequest", str(error)[:300])  # a CvmError: the caller's input
+
+
+def policy_document(body: bytes) -> tuple[str, str]:
+    """An attestation-policy request (``{"type": "rego", "policy_id", "policy": base64}``):
+    the policy id and the Rego source."""
+    document = load_object(body, "policy")
+    only_keys(document, "policy", {"type", "policy_id", "policy"})
+    if text(document, "type", "policy", 16) not in ("rego", "opa"):
+        raise UsageError("policy.type: expected \"rego\"")
+    policy_id = text(document, "policy_id", "policy", 128)
+    try:
+        source = base64.b64decode(text(document, "policy", "policy", 1 << 20),
+                                  validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise FormatError("policy.policy: not base64 of UTF-8 Rego") from None
+    return policy_id, source
+
+
 class BodyLimit:
     """Refuse a request body over ``limit`` bytes with 413, before it is all read."""
 
@@ -170,26 +199,8 @@ def create_app(broker: Broker, admin_token: str) -> BodyLimit:
                   description="Trustee's KBS protocol (RCAR) with cvm's composite evidence.")
     expected_admin = admin_token.encode()
 
-    @app.exception_handler(ProblemError)
-    async def _problem(_: Request, error: ProblemError) -> JSONResponse:
-        return problem(error.status, error.kind, error.detail)
-
-    @app.exception_handler(FormatError)
-    async def _format(_: Request, error: FormatError) -> JSONResponse:
-        return problem(400, "InvalidRequest", str(error)[:300])
-
-    @app.exception_handler(CvmError)
-    async def _cvm(_: Request, error: CvmError) -> JSONResponse:
-        return problem(400, "InvalidRequest", str(error)[:300])
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
-        return problem(400, "InvalidRequest", "the request does not fit the API")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(error.status_code, "InvalidRequest")
-        return problem(error.status_code, kind, str(error.detail))
+    for raised in (ProblemError, CvmError, RequestValidationError, StarletteHTTPException):
+        app.add_exception_handler(raised, error_response)
 
     def admin(authorization: str | None) -> None:
         given = (authorization or "").removeprefix("Bearer ").encode()
@@ -270,16 +281,7 @@ def create_app(broker: Broker, admin_token: str) -> BodyLimit:
                                  authorization: Annotated[str | None, Header()] = None
                                  ) -> Response:
         admin(authorization)
-        document = load_object(await request.body(), "policy")
-        only_keys(document, "policy", {"type", "policy_id", "policy"})
-        if text(document, "type", "policy", 16) not in ("rego", "opa"):
-            raise UsageError("policy.type: expected \"rego\"")
-        policy_id = text(document, "policy_id", "policy", 128)
-        try:
-            source = base64.b64decode(text(document, "policy", "policy", 1 << 20),
-                                      validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise FormatError("policy.policy: not base64 of UTF-8 Rego") from None
+        policy_id, source = policy_document(await request.body())
         await run_in_threadpool(broker.set_policy, source, policy_id)
         return Response(status_code=200)
 

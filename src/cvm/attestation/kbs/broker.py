@@ -52,7 +52,7 @@ KEK_SIZE = 32
 NONCE_BYTES = 32
 SESSION_ID_BYTES = 24
 TOKEN_KEY_NAME = "token-signing-key"
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,128}")
 DENIED = "attestation failed"
 PURGE_INTERVAL_SECONDS = 60.0
 
@@ -74,7 +74,7 @@ class BrokerSettings:
 
 def resource_path(repository: str, kind: str, tag: str) -> str:
     for segment in (repository, kind, tag):
-        if not _SEGMENT.match(segment):
+        if not _SEGMENT.fullmatch(segment):  # `$` would let a trailing newline through
             raise ProblemError(404, "InvalidRequestPath", f"resource path segment {segment[:40]!r} "
                           "is not [A-Za-z0-9._-]{1,128}")
     return f"{repository}/{kind}/{tag}"
