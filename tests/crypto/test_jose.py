@@ -13,7 +13,7 @@ from joserfc.jwk import ECKey, RSAKey
 
 from cvm.crypto import jose
 from cvm.crypto.jose import KeyPair, wrap_to
-from cvm.errors import FormatError, IntegrityError
+from cvm.errors import FormatError, IntegrityError, UsageError
 
 REGISTRY = jwe.JWERegistry(algorithms=["ECDH-ES+A256KW", "RSA-OAEP-256", "A256GCM",
                                        "A128GCM", "ECDH-ES"])
@@ -136,3 +136,27 @@ def test_only_ecdh_es_a256kw_with_a256gcm_and_one_recipient_opens() -> None:
 def test_keys_that_cannot_receive_a_jwe(jwk: dict[str, str]) -> None:
     with pytest.raises(FormatError, match="cannot receive a JWE"):
         wrap_to(jwk, SECRET)
+
+
+def test_the_concat_kdf_bounds() -> None:
+    assert len(jose._concat_kdf(b"z" * 32, "A128GCM", bits=8)) == 1
+    assert len(jose._concat_kdf(b"z" * 32, "A128GCM", bits=256)) == 32
+    for bits in (0, 4, 12, 264):
+        with pytest.raises(UsageError, match="8 to 256 bits"):
+            jose._concat_kdf(b"z" * 32, "A128GCM", bits=bits)
+
+
+def test_a_p256_point_is_named_p256_with_32_byte_coordinates() -> None:
+    """The curve's name and the coordinates' encoding are checked, not only the point."""
+    jwk = KeyPair.generate().public_jwk()
+    with pytest.raises(FormatError):
+        wrap_to({**jwk, "crv": "P-384"}, SECRET)
+    with pytest.raises(FormatError):
+        wrap_to({**jwk, "kty": "ECX"}, SECRET)
+    while True:  # a key whose x has a leading zero byte: 31 bytes would name the same point
+        short = KeyPair.generate().public_jwk()
+        if _unb64(short["x"])[0] == 0:
+            break
+    assert wrap_to(short, SECRET)
+    with pytest.raises(FormatError):
+        wrap_to({**short, "x": _b64(_unb64(short["x"])[1:])}, SECRET)
