@@ -340,3 +340,101 @@ def test_the_mac_keys_agree_and_are_not_the_state_key() -> None:
     assert kbs_counter.mac_key(KEY) == mac_key(KEY) != KEY
     assert len(mac_key(KEY)) == 32 and mac_key(bytes(32)) != mac_key(KEY)
     assert request_message(PATH, 1, 2, b"n") != answer_message(PATH, 2, b"n")
+
+
+# ---- the exact bytes, the bounds, the audit rows ----------------------------------------------
+def test_the_mac_messages_are_the_documented_bytes() -> None:
+    assert request_message("r/vtpm/t", 1, 2, b"NN") == (
+        b"\x22\x00cvm kbs counter advance request v1" + b"\x08\x00r/vtpm/t"
+        + b"\x01\0\0\0\0\0\0\0" + b"\x02\0\0\0\0\0\0\0" + b"\x02\x00NN")
+    assert answer_message("r/vtpm/t", 2, b"NN") == (
+        b"\x21\x00cvm kbs counter advance answer v1" + b"\x08\x00r/vtpm/t"
+        + b"\x02\0\0\0\0\0\0\0" + b"\x02\x00NN")
+
+
+def test_the_advance_documents_bounds() -> None:
+    top = (1 << 63) - 1
+    request = AdvanceRequest(0, top, b"n" * 16, b"m" * 32)
+    assert AdvanceRequest.from_json(request.to_json()) == request
+    longest = AdvanceRequest(0, 1, b"n" * 64, b"m" * 32)
+    assert AdvanceRequest.from_json(longest.to_json()) == longest
+    assert AdvanceAnswer.from_json(AdvanceAnswer(0, b"m" * 32).to_json()).value == 0
+    assert AdvanceAnswer.from_json(AdvanceAnswer(top, b"m" * 32).to_json()).value == top
+    for bad, where in (({"old": top + 1}, "advance.old"), ({"new": -1}, "advance.new"),
+                       ({"nonce": "bg" * 10}, "advance.nonce"),  # 15 bytes
+                       ({"nonce": AdvanceRequest(0, 1, b"n" * 65, b"").to_json()["nonce"]},
+                        "advance.nonce"),
+                       ({"mac": "bQ" * 21}, "advance.mac")):
+        with pytest.raises(FormatError, match=where.replace(".", r"\.")):
+            AdvanceRequest.from_json({**request.to_json(), **bad})
+    for bad, where in (({"value": top + 1}, "answer.value"), ({"mac": "bQ"}, "answer.mac"),
+                       ({"extra": 1}, "answer")):
+        with pytest.raises(FormatError, match=where.replace(".", r"\.")):
+            AdvanceAnswer.from_json({**AdvanceAnswer(1, b"m" * 32).to_json(), **bad})
+
+
+def test_registration_bounds_and_its_audit_rows(counters: Counters) -> None:
+    top = (1 << 63) - 1
+    path = "counter-tests/vtpm/bounds"
+    with counters.admin() as admin:
+        assert admin.put(f"/kbs/v0/counter/{path}", json={"value": top}).json()["value"] == top
+        assert counters.last("admin")["subject"] == f"{path} = {top} (created)"
+        assert admin.put(f"/kbs/v0/counter/{path}", json={"value": 0}).json()["kept"]
+        assert counters.last("admin")["subject"] == f"{path} = {top} (kept)"
+        assert admin.put(f"/kbs/v0/counter/{path}", json={"value": 0, "reset": True}
+                         ).json()["value"] == 0
+        assert counters.last("admin")["subject"] == f"{path} = 0 (reset)"
+        refused = admin.put("/kbs/v0/counter/counter-tests/disk/x", json={"value": 1})
+        assert refused.json()["type"].endswith("/CounterNotFound")
+    assert counters.value(path) == 0
+
+
+def test_refusals_are_logged_with_subject_time_and_findings(counters: Counters) -> None:
+    counters.reset()
+    clock = counters.broker.clock
+    assert isinstance(clock, Clock)
+    clock.offset = 1e9  # the broker's clock, not the wall clock, dates the rows
+    try:
+        assert counters.post(_request(START, START + 1, key=bytes(32)).to_json()
+                             ).status_code == 401
+        mac = counters.last()
+        assert mac["findings"] == [{"rule": "counter.mac", "expected": "an HMAC under the "
+                                    "state key's counter key", "actual": "a MAC that does not "
+                                    "verify", "input": "mac"}]
+        assert mac["subject"] == f"{PATH} {START} -> {START + 1}"
+        assert float(str(mac["at"])) > 1e9
+        jump = counters.post(_request(START, START + 3).to_json())
+        assert jump.json()["type"].endswith("/CounterConflict")
+        assert counters.last()["findings"] == [{"rule": "counter.step", "expected":
+                                                str(START + 1), "actual": str(START + 3),
+                                                "input": "new"}]
+        missing = counters.post(_request(1, 2, path="counter-tests/vtpm/none").to_json(),
+                                "counter-tests/vtpm/none")
+        assert missing.json()["type"].endswith("/CounterNotFound")
+        row = counters.last()
+        assert row["findings"] == [{"rule": "counter", "expected": "a registered state key",
+                                    "actual": "none", "input": "path"}]
+        assert row["subject"] == "counter-tests/vtpm/none 1 -> 2"
+        assert counters.post(_request(START, START + 1).to_json()).status_code == 200
+        advanced = counters.last()
+        assert advanced["findings"] == [] and float(str(advanced["at"])) > 1e9
+        with pytest.raises(ProblemError):
+            counters.broker.counters.release("counter-tests/vtpm/no-counter", KEY, 1e9 + 5,
+                                             "session s")
+        released = counters.last("resource")
+        assert released["subject"] == "counter-tests/vtpm/no-counter (session s)"
+        assert released["at"] == 1e9 + 5
+        assert released["findings"] == [{"rule": "counter", "expected": "a rollback counter "
+                                         "registered with the state key", "actual": "none",
+                                         "input": "kbs_counters"}]
+    finally:
+        clock.offset = 0.0
+
+
+def test_the_svsm_counters_refusal_names_the_step() -> None:
+    counter = KbsCounter("http://127.0.0.1:1", lambda _: b"", PATH)
+    counter.released(3, lambda: KEY, SeededRandom(b"x"))
+    with pytest.raises(PolicyError) as refused:
+        counter.advance(5)
+    assert [(f.claim, f.expected, f.actual) for f in refused.value.findings] == [
+        ("counter", "4", "5")]
