@@ -189,7 +189,9 @@ def test_what_the_counter_route_refuses(counters: Counters) -> None:
     statuses = [counters.post(body).status_code for body in bodies]
     assert statuses == [400] * len(bodies)
     assert counters.post(good, "counter-tests/vtpm/nothing").status_code == 404
-    assert counters.post(good, "counter-tests/disk/state-key").status_code == 404
+    other_type = counters.post(good, "counter-tests/disk/state-key")
+    assert other_type.status_code == 404 and other_type.json()["type"].endswith(
+        "/CounterNotFound")
     assert counters.value() == START
 
 
@@ -221,6 +223,7 @@ def test_the_release_layout_refuses_what_it_is_not() -> None:
     with pytest.raises(FormatError):
         KeyRelease(KEY, 0, "x" * 401).to_bytes()
     assert KeyRelease.from_bytes(KeyRelease(KEY, 0, "x" * 400).to_bytes()).path == "x" * 400
+    assert KeyRelease.from_bytes(KeyRelease(KEY, 9, "").to_bytes()) == KeyRelease(KEY, 9, "")
 
 
 # ---- the SVSM's counter, its traffic through a host that edits it ------------------------------
@@ -393,7 +396,7 @@ def test_refusals_are_logged_with_subject_time_and_findings(counters: Counters) 
     counters.reset()
     clock = counters.broker.clock
     assert isinstance(clock, Clock)
-    clock.offset = 1e9  # the broker's clock, not the wall clock, dates the rows
+    clock.offset = 1e11  # the broker's clock, not the wall clock, dates the rows
     try:
         assert counters.post(_request(START, START + 1, key=bytes(32)).to_json()
                              ).status_code == 401
@@ -402,12 +405,14 @@ def test_refusals_are_logged_with_subject_time_and_findings(counters: Counters) 
                                     "state key's counter key", "actual": "a MAC that does not "
                                     "verify", "input": "mac"}]
         assert mac["subject"] == f"{PATH} {START} -> {START + 1}"
-        assert float(str(mac["at"])) > 1e9
+        assert float(str(mac["at"])) > 1e11
         jump = counters.post(_request(START, START + 3).to_json())
         assert jump.json()["type"].endswith("/CounterConflict")
-        assert counters.last()["findings"] == [{"rule": "counter.step", "expected":
-                                                str(START + 1), "actual": str(START + 3),
-                                                "input": "new"}]
+        step = counters.last()
+        assert step["findings"] == [{"rule": "counter.step", "expected": str(START + 1),
+                                     "actual": str(START + 3), "input": "new"}]
+        assert step["subject"] == f"{PATH} {START} -> {START + 3}"
+        assert float(str(step["at"])) > 1e11
         missing = counters.post(_request(1, 2, path="counter-tests/vtpm/none").to_json(),
                                 "counter-tests/vtpm/none")
         assert missing.json()["type"].endswith("/CounterNotFound")
@@ -415,12 +420,22 @@ def test_refusals_are_logged_with_subject_time_and_findings(counters: Counters) 
         assert row["findings"] == [{"rule": "counter", "expected": "a registered state key",
                                     "actual": "none", "input": "path"}]
         assert row["subject"] == "counter-tests/vtpm/none 1 -> 2"
+        assert float(str(row["at"])) > 1e11
         assert counters.post(_request(START, START + 1).to_json()).status_code == 200
         advanced = counters.last()
-        assert advanced["findings"] == [] and float(str(advanced["at"])) > 1e9
+        replayed = counters.post(_request(START, START + 1).to_json())
+        assert replayed.json()["detail"] == f"the counter is not at {START}"
+        conflict = counters.last()
+        assert conflict["subject"] == f"{PATH} {START} -> {START + 1}"
+        assert float(str(conflict["at"])) > 1e11
+        assert advanced["findings"] == [] and float(str(advanced["at"])) > 1e11
         with pytest.raises(ProblemError):
             counters.broker.counters.release("counter-tests/vtpm/no-counter", KEY, 1e9 + 5,
                                              "session s")
+        with counters.admin() as admin:
+            admin.put(f"/kbs/v0/counter/{PATH}", json={"value": START})
+        registered = counters.last("admin")
+        assert registered["findings"] == [] and float(str(registered["at"])) > 1e11
         released = counters.last("resource")
         assert released["subject"] == "counter-tests/vtpm/no-counter (session s)"
         assert released["at"] == 1e9 + 5
@@ -438,3 +453,18 @@ def test_the_svsm_counters_refusal_names_the_step() -> None:
         counter.advance(5)
     assert [(f.claim, f.expected, f.actual) for f in refused.value.findings] == [
         ("counter", "4", "5")]
+
+
+def test_the_openapi_document_declares_the_counter_bodies(counters: Counters) -> None:
+    with httpx.Client(base_url=counters.url, timeout=30) as client:
+        document = client.get("/openapi.json").json()
+    route = document["paths"]["/kbs/v0/counter/{repository}/{kind}/{tag}"]
+    b64url = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}
+    assert route["post"]["requestBody"] == {"required": True, "content": {"application/json": {
+        "schema": {"type": "object", "required": ["old", "new", "nonce", "mac"], "properties": {
+            "old": {"type": "integer", "minimum": 0}, "new": {"type": "integer", "minimum": 0},
+            "nonce": b64url, "mac": b64url}}}}}
+    assert route["put"]["requestBody"]["content"]["application/json"]["schema"] == {
+        "type": "object", "required": ["value"], "properties": {
+            "value": {"type": "integer", "minimum": 0}, "reset": {"type": "boolean"}}}
+    assert set(route["post"]["responses"]) >= {"200", "400", "401", "404", "409"}
