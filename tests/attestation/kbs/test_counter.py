@@ -468,3 +468,14 @@ def test_the_openapi_document_declares_the_counter_bodies(counters: Counters) ->
         "type": "object", "required": ["value"], "properties": {
             "value": {"type": "integer", "minimum": 0}, "reset": {"type": "boolean"}}}
     assert set(route["post"]["responses"]) >= {"200", "400", "401", "404", "409"}
+
+
+def test_a_refusal_without_a_problem_type_is_still_a_refusal(counters: Counters) -> None:
+    """The host answers the advance with a bare 409 ``{}``: a failed save, named as such."""
+    counters.reset()
+    head = b"HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ncontent-length: 2\r\n"
+    counter, _ = _svsm_counter(counters, lambda _, __: head + b"connection: close\r\n\r\n{}")
+    with pytest.raises(PolicyError) as refused:
+        counter.advance(START + 1)
+    assert f"{START} -> {START + 1} (409 ): the state was not saved" in str(refused.value)
+    assert counter.read() == START
