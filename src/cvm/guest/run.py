@@ -12,8 +12,10 @@ the trace — :func:`boot_bundle` never raises for a refused boot, so attacks ca
 With ``kbs`` (``cvm vm run IMAGE --kbs URL``) the relying party is a key broker service instead:
 the SVSM's agent (:class:`cvm.guest.svsm.kbs_agent.KbsAgent`) speaks Trustee's RCAR protocol
 to it, through the host's network (:class:`cvm.host.relay.NetworkRelay`: the host relays the
-bytes and supplies the VCEK chain; its log keeps the whole transcript), and the image must have
-been registered with the broker (``cvm image register``).
+bytes and supplies the VCEK chain; its log keeps the whole transcript), the broker holds the
+vTPM state's rollback counter (:class:`cvm.guest.svsm.kbs_counter.KbsCounter`: read inside the
+key's JWE, advanced by MAC'd compare-and-set), and the image must have been registered with the
+broker (``cvm image register``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from cvm.errors import CvmError, UsageError
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.tcb_version import TcbVersion
 from cvm.guest.svsm.kbs_agent import DEFAULT_RESOURCE, KbsAgent
+from cvm.guest.svsm.kbs_counter import KbsCounter
 from cvm.guest.trace import VmTrace
 from cvm.guest.vm import GuestVm
 from cvm.hardware.psp.sev_legacy import TIK_SIZE, measure_mac
@@ -94,9 +97,10 @@ def host_certificates(vendor: Vendor, run: HostRun) -> Callable[[bytes], tuple[b
 def kbs_agent(url: str, vendor: Vendor, run: HostRun, resource: str = DEFAULT_RESOURCE
               ) -> KbsAgent:
     """The SVSM's agent for the broker at ``url``, its traffic relayed by the host of ``run``
-    (every byte in the host's log)."""
-    return KbsAgent(url, NetworkRelay(url, run.log).exchange, host_certificates(vendor, run),
-                    resource)
+    (every byte in the host's log), with the broker's rollback counter for the state key."""
+    exchange = NetworkRelay(url, run.log).exchange
+    return KbsAgent(url, exchange, host_certificates(vendor, run), resource,
+                    KbsCounter(url, exchange, resource))
 
 
 def relying_party(folder: Path, reference: ImageReferenceValues, vendor: Vendor,
@@ -159,9 +163,10 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
     process trusts the installation's, :meth:`cvm.amd.root_store.RootStore.vendor`).
 
     With ``store_state`` the vTPM state is sealed again at the end (the SVSM advances the
-    relying party's ``counter``; the host's vTPM its own) and the host stores it in the
-    bundle's state file, as a host keeps a VM's state across boots. ``policy`` is the guest
-    policy the host launches with (None: QEMU's default for the mode)."""
+    relying party's ``counter`` — with ``kbs``, by default the broker's; the host's vTPM its
+    own) and the host stores it in the bundle's state file, as a host keeps a VM's state across
+    boots. ``policy`` is the guest policy the host launches with (None: QEMU's default for the
+    mode)."""
     mode = Mode.parse(mode) if isinstance(mode, str) else mode
     trace = VmTrace(mode.value, vcpus)
     reference = loads((folder / "reference-values.json").read_bytes())
@@ -198,9 +203,14 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
     try:
         if mode is Mode.SEV_SNP:
             assert run.secrets_gpa is not None
-            source = (kbs_agent(kbs, vendor, run, kbs_resource) if kbs is not None
-                      else HostRelayedBroker(
-                          party or relying_party(folder, reference, vendor, random), vendor, run))
+            source: KbsAgent | HostRelayedBroker
+            if kbs is not None:  # the broker holds the rollback counter, unless one is given
+                source = kbs_agent(kbs, vendor, run, kbs_resource)
+                assert source.counter is not None
+                counter = counter or source.counter
+            else:
+                source = HostRelayedBroker(
+                    party or relying_party(folder, reference, vendor, random), vendor, run)
             guest.start_svsm(run.secrets_gpa, counter or MonotonicCounter(), run.image.state,
                              source)
         else:

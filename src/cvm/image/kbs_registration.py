@@ -5,7 +5,10 @@ broker"): the owner, on a trusted machine, converts the bundle's ``reference-val
 the broker's ``cvm-reference/1`` document (:func:`broker_reference`) and posts it
 (``POST /kbs/v0/reference-values``), then opens ``owner/vtpm-state-key.wrapped`` with the
 provisioning key and posts the state key as the resource ``<repository>/vtpm/state-key``
-(``POST /kbs/v0/resource/...``), where only the SVSM's launch evidence can fetch it.
+(``POST /kbs/v0/resource/...``), where only the SVSM's launch evidence can fetch it, and starts
+the broker's rollback counter for it at the counter of the bundle's sealed state file
+(``PUT /kbs/v0/counter/...``; a counter the broker already holds is kept — registering again,
+say for new reference values, does not open a rollback).
 
 The conversion: ``measurement`` = every SEV-SNP launch digest the image predicts (one per vCPU
 configuration); ``pcrs`` = the predicted sha256 PCRs a guest quotes; ``boot_images`` = the
@@ -33,6 +36,7 @@ from cvm.guest.attest import DEFAULT_QUOTED_PCRS
 from cvm.guest.svsm.kbs_agent import DEFAULT_RESOURCE
 from cvm.image.provisioning import owner_keys, unwrap_state_key
 from cvm.image.reference_values import ImageReferenceValues, loads
+from cvm.vtpm.state_file import StateFileHeader
 
 BOOT_IMAGE_PCR = 4
 NO_ID_BLOCK = ("host_data", "id_key_digest", "author_key_digest", "family_id", "image_id",
@@ -77,6 +81,19 @@ def image_state_key(folder: Path) -> bytes:
     return unwrap_state_key(*owner_keys(folder, "registering"))
 
 
+def state_counter(folder: Path) -> int:
+    """The rollback counter in the header of the bundle's sealed vTPM state file."""
+    try:
+        manifest = json.loads((folder / "image.json").read_bytes())
+        name = manifest["vtpm"]["state"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        raise FormatError(f"{folder}/image.json: names no vTPM state file") from None
+    try:
+        return StateFileHeader.parse((folder / name).read_bytes()).counter
+    except FileNotFoundError:
+        raise UsageError(f"{folder}: the image has no {name}") from None
+
+
 def _resource(text: str) -> str:
     parts = text.split("/")
     if len(parts) != 3 or not all(parts) or parts[1] != "vtpm":
@@ -104,6 +121,9 @@ def register(folder: Path, url: str, admin_token: str, resource: str = DEFAULT_R
                            headers={**headers, "content-type": "application/json"})
         _check(answer, "reference values")
         _check(http.post(f"/kbs/v0/resource/{path}", content=key, headers=headers), path)
+        counter = http.put(f"/kbs/v0/counter/{path}", json={"value": state_counter(folder)},
+                           headers=headers)
+        _check(counter, f"the rollback counter of {path}")
     except httpx.HTTPError as error:
         raise ExternalToolError(f"cannot reach the key broker at {url} ({error})") from None
     finally:
@@ -113,8 +133,14 @@ def register(folder: Path, url: str, admin_token: str, resource: str = DEFAULT_R
         version = int(answer.json()["version"])
     except (ValueError, KeyError, TypeError):
         raise FormatError("the broker's answer to the reference values has no version") from None
+    try:
+        started = counter.json()
+        value, kept = int(started["value"]), bool(started["kept"])
+    except (ValueError, KeyError, TypeError):
+        raise FormatError("the broker's answer to the rollback counter has no value") from None
     return {"reference_version": version, "resource": path, "measurement":
-            document["measurement"], "unchecked": document["unchecked"]}
+            document["measurement"], "unchecked": document["unchecked"], "counter": value,
+            "counter_kept": kept}
 
 
 def _check(response: httpx.Response, what: str) -> None:

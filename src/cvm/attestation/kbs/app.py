@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import cookie_parser
 
+from cvm.attestation.kbs import counters
 from cvm.attestation.kbs.broker import Broker, ProblemError, resource_path
 from cvm.errors import CvmError, FormatError, UsageError
 from cvm.formats.kbs.json_fields import load_object, only_keys, text
@@ -302,6 +303,7 @@ def create_app(broker: Broker, admin_token: str) -> BodyLimit:
         rows = await run_in_threadpool(broker.storage.audit_log, limit, after)
         return JSONResponse(rows)
 
+    counters.add_routes(app, broker, admin)  # the vTPM rollback counter (counters.py)
     # Outside FastAPI's own middleware: the guest's three requests reach their handlers through
     # two thin layers, the size bound first (it bounds the admin API as well).
     return BodyLimit(GuestRoutes(app, guest_route))

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cvm import __version__
 from cvm.attestation.kbs.launch import (
@@ -47,6 +47,9 @@ from cvm.formats.kbs.ear import AFFIRMING, AttestationResult
 from cvm.formats.kbs.json_fields import b64url_encode, load_object
 from cvm.formats.kbs.rcar import PROTOCOL_VERSIONS, SUPPORTED_TEES, Attestation, AuthRequest
 from cvm.formats.snp.attestation_report import AttestationReport
+
+if TYPE_CHECKING:
+    from cvm.attestation.kbs.counters import CounterStore
 
 KEK_SIZE = 32
 NONCE_BYTES = 32
@@ -106,6 +109,8 @@ class Broker:
         self._cache: dict[tuple[str, str, int], Any] = {}
         self.token_key = self._token_key()
         self._key_id = self.token_key_id()
+        from cvm.attestation.kbs.counters import CounterStore  # the vTPM rollback counters
+        self.counters: CounterStore = CounterStore(storage)
 
     # ---- encryption at rest --------------------------------------------------------------
     def _seal(self, name: str, plaintext: bytes) -> Sealed:
@@ -293,7 +298,10 @@ class Broker:
             raise ProblemError(403, "PolicyDeny", "access denied by policy")
         if sealed is None:
             raise ProblemError(404, "ResourceNotFound", f"resource {path} does not exist")
-        jwe = wrap_to(key, self._open(f"secret:{path}", sealed))
+        plaintext = self._open(f"secret:{path}", sealed)
+        if launch:  # a vTPM state key goes out with its rollback counter (counters.py)
+            plaintext = self.counters.release(path, plaintext, now, who)
+        jwe = wrap_to(key, plaintext)
         self.storage.log("resource", "released", [], session_id=session_id,
                          subject=f"{path} ({who})", at=now)
         return jwe

@@ -11,8 +11,11 @@ relying party, here over Trustee's RCAR protocol, ``kbs_attestation_protocol.md`
    .launch_report_data`), sent with the VCEK chain the host supplies as
    ``cvm-launch-evidence/1`` in ``POST /kbs/v0/attest``;
 4. ``GET /kbs/v0/resource/<repository>/vtpm/<tag>`` -> a JWE to the TEE key, opened with the
-   scalar read back from the key page; the 32-byte state key is written into the key page and
-   the scalar wiped.
+   scalar read back from the key page; its plaintext is a key release
+   (:class:`cvm.formats.kbs.vtpm_counter.KeyRelease`: the state key, the broker's rollback
+   counter, the resource path, which must be the one asked for); the 32-byte state key is
+   written into the key page, the counter handed to the SVSM's :class:`.kbs_counter.KbsCounter`
+   (``counter``), and the scalar wiped.
 
 The HTTP exchange goes through the host (:class:`.relay_http.RelayHttp`), which sees the
 requests and answers but not the key. A refusal at any step raises and the vTPM state never
@@ -32,7 +35,9 @@ from cvm.errors import FormatError, IntegrityError, PolicyError, StatusError, Us
 from cvm.formats.kbs.json_fields import b64url_encode
 from cvm.formats.kbs.launch_evidence import LaunchEvidence, launch_report_data
 from cvm.formats.kbs.rcar import Attestation
+from cvm.formats.kbs.vtpm_counter import KeyRelease
 from cvm.guest.kernel.guest_request import GuestRequester
+from cvm.guest.svsm.kbs_counter import KbsCounter
 from cvm.guest.svsm.relay_http import Exchange, RelayHttp
 from cvm.hardware.vcpu import Vcpu
 
@@ -57,13 +62,15 @@ def _jwk(point: tuple[bytes, bytes], scalar: bytes | None = None) -> dict[str, s
 @dataclass
 class KbsAgent:
     """Where the broker is (``url``, reached through the host's ``exchange``), which resource
-    holds the state key, and the host's supplier of the VCEK chain for a report
-    (``certificates(report) -> (vcek, ask, ark)``, DER, as an extended report returns it)."""
+    holds the state key, the rollback counter its release feeds, and the host's supplier of
+    the VCEK chain for a report (``certificates(report) -> (vcek, ask, ark)``, DER, as an
+    extended report returns it)."""
 
     url: str
     exchange: Exchange
     certificates: Callable[[bytes], Chain]
     resource: str = DEFAULT_RESOURCE
+    counter: KbsCounter | None = None
 
     def obtain_state_key(self, vcpu: Vcpu, requester: GuestRequester, key_gpa: int,
                          random: Callable[[int], bytes]) -> None:
@@ -84,10 +91,15 @@ class KbsAgent:
                        Attestation(nonce, public, evidence).to_json())
             jwe = self._call(http, "GET", f"/kbs/v0/resource/{self.resource}")
             scalar = vcpu.read(scalar_gpa, SCALAR_SIZE)
-            key = KeyPair.from_private_jwk(_jwk(ecc_point(CURVE, scalar), scalar)).decrypt(jwe)
-            if len(key) != STATE_KEY_SIZE:
-                raise IntegrityError(f"the broker released a {len(key)}-byte state key")
-            vcpu.write(key_gpa, key)
+            release = KeyRelease.from_bytes(
+                KeyPair.from_private_jwk(_jwk(ecc_point(CURVE, scalar), scalar)).decrypt(jwe))
+            if release.path != self.resource:
+                raise IntegrityError(f"the broker released the key of {release.path[:80]!r}, "
+                                     f"not of {self.resource!r}")
+            vcpu.write(key_gpa, release.key)
+            if self.counter is not None:
+                self.counter.released(release.counter,
+                                      lambda: vcpu.read(key_gpa, STATE_KEY_SIZE), random)
         finally:
             vcpu.write(scalar_gpa, bytes(SCALAR_SIZE))
 
