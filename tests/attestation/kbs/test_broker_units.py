@@ -24,6 +24,7 @@ from cvm.errors import FormatError, UsageError
 from cvm.formats.kbs.ear import CONTRAINDICATED, AttestationResult
 from cvm.formats.kbs.json_fields import b64url_encode
 from cvm.formats.kbs.rcar import PROTOCOL_VERSIONS
+from cvm.formats.kbs.vtpm_counter import KeyRelease
 from cvm.formats.snp.attestation_report import AttestationReport
 
 from .units import (
@@ -359,11 +360,13 @@ def test_a_session_cookie_with_another_tee_keys_token_is_refused(fast_kbs: FastK
 
 def test_launch_and_composite_attestations_open_their_own_resources(fast_kbs: FastKbs) -> None:
     kbs = fast_kbs
+    kbs.broker.counters.register(VTPM_PATH, b'{"value": 3}', kbs.clock.now)
     launch, launch_token = kbs.attest(launch=True)
     session = kbs.broker.storage.session(launch)
     assert session is not None and session["state"] == "launch-attested"
-    assert kbs.key.decrypt(kbs.broker.resource(VTPM_PATH, launch, None)) == VTPM_SECRET
-    assert kbs.key.decrypt(kbs.broker.resource(VTPM_PATH, None, launch_token)) == VTPM_SECRET
+    for args in ((launch, None), (None, launch_token)):
+        release = KeyRelease.from_bytes(kbs.key.decrypt(kbs.broker.resource(VTPM_PATH, *args)))
+        assert release == KeyRelease(VTPM_SECRET, 3, VTPM_PATH)
     scoped = refused(lambda: kbs.broker.resource(SECRET_PATH, launch, None))
     assert (scoped.status, scoped.kind) == (403, "PolicyDeny") and "policy" in scoped.detail
     row = kbs.last()
