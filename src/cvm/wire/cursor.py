@@ -47,17 +47,38 @@ class Reader:
             f"only {self.remaining} left"
         )
 
+    # The fixed widths inline the bounds check and the conversion (no second call): TPM and
+    # state marshalling reads thousands of them per boot.
     def u8(self, field: str = "u8") -> int:
-        return self.uint(1, field)
+        start = self.offset
+        if start + 1 > len(self.data):
+            raise self._short(1, field)
+        self.offset = start + 1
+        return self.data[start]
 
     def u16(self, field: str = "u16") -> int:
-        return self.uint(2, field)
+        start = self.offset
+        end = start + 2
+        if end > len(self.data):
+            raise self._short(2, field)
+        self.offset = end
+        return int.from_bytes(self.data[start:end], self.endian)
 
     def u32(self, field: str = "u32") -> int:
-        return self.uint(4, field)
+        start = self.offset
+        end = start + 4
+        if end > len(self.data):
+            raise self._short(4, field)
+        self.offset = end
+        return int.from_bytes(self.data[start:end], self.endian)
 
     def u64(self, field: str = "u64") -> int:
-        return self.uint(8, field)
+        start = self.offset
+        end = start + 8
+        if end > len(self.data):
+            raise self._short(8, field)
+        self.offset = end
+        return int.from_bytes(self.data[start:end], self.endian)
 
     def rest(self) -> bytes:
         return self.take(self.remaining, "rest")
@@ -88,16 +109,28 @@ class Writer:
         return self
 
     def u8(self, value: int) -> Writer:
-        return self.uint(value, 1)
+        if not 0 <= value < 0x100:
+            raise UsageError(f"value {value} does not fit in 1 bytes")
+        self.buffer.append(value)
+        return self
 
     def u16(self, value: int) -> Writer:
-        return self.uint(value, 2)
+        if not 0 <= value < 0x1_0000:
+            raise UsageError(f"value {value} does not fit in 2 bytes")
+        self.buffer += value.to_bytes(2, self.endian)
+        return self
 
     def u32(self, value: int) -> Writer:
-        return self.uint(value, 4)
+        if not 0 <= value < 0x1_0000_0000:
+            raise UsageError(f"value {value} does not fit in 4 bytes")
+        self.buffer += value.to_bytes(4, self.endian)
+        return self
 
     def u64(self, value: int) -> Writer:
-        return self.uint(value, 8)
+        if not 0 <= value < 1 << 64:
+            raise UsageError(f"value {value} does not fit in 8 bytes")
+        self.buffer += value.to_bytes(8, self.endian)
+        return self
 
     def put(self, data: bytes | bytearray) -> Writer:
         self.buffer += data
