@@ -53,3 +53,29 @@ def test_a_value_that_does_not_fit_is_refused(name: str) -> None:
         with pytest.raises(UsageError, match=f"does not fit in {size} bytes"):
             getattr(Writer(), name)(value)
     assert getattr(Writer(), name)((1 << (8 * size)) - 1).to_bytes() == b"\xff" * size
+
+
+@pytest.mark.parametrize("endian", ["little", "big"])
+@given(value=st.binary(max_size=300))
+def test_a_sized_string_round_trips(endian: str, value: bytes) -> None:
+    written = Writer(endian).sized(value, 2).u8(7).to_bytes()  # type: ignore[arg-type]
+    assert written == len(value).to_bytes(2, endian) + value + b"\x07"  # type: ignore[arg-type]
+    reader = Reader(written, "demo", endian)  # type: ignore[arg-type]
+    assert reader.sized(2, "name", 300) == value
+    assert reader.u8() == 7
+
+
+def test_a_sized_string_above_its_maximum_is_refused_after_its_length() -> None:
+    reader = Reader(b"\x00\x05hello", "demo", "big")
+    with pytest.raises(FormatError, match=r"demo: name.size 5 exceeds the maximum 4 "
+                                          r"\(at offset 0x2\)"):
+        reader.sized(2, "name", 4)
+    assert Reader(b"\x00\x05hello", "demo", "big").sized(2, "name", 5) == b"hello"
+
+
+def test_a_short_sized_string_names_the_part_missing() -> None:
+    with pytest.raises(FormatError, match="demo: name.size needs 2 bytes at offset 0x0, "
+                                          "only 1 left"):
+        Reader(b"\x00", "demo", "big").sized(2, "name", 10)
+    with pytest.raises(FormatError, match="demo: name needs 5 bytes at offset 0x2, only 4 left"):
+        Reader(b"\x00\x05hell", "demo", "big").sized(2, "name", 10)

@@ -80,6 +80,24 @@ class Reader:
         self.offset = end
         return int.from_bytes(self.data[start:end], self.endian)
 
+    def sized(self, width: int, field: str, max_size: int) -> bytes:
+        """A byte string after its ``width``-byte length (a TPM2B is ``u16 size ‖ buffer``);
+        a length above ``max_size`` is refused. One call for what ``uint`` then ``take`` read,
+        with the same errors at the same offsets."""
+        data, start = self.data, self.offset
+        begin = start + width
+        if begin > len(data):
+            raise self._short(width, f"{field}.size")
+        size = int.from_bytes(data[start:begin], self.endian)
+        self.offset = begin
+        if size > max_size:
+            raise self.fail(f"{field}.size {size} exceeds the maximum {max_size}")
+        end = begin + size
+        if end > len(data):
+            raise self._short(size, field)
+        self.offset = end
+        return data[begin:end]
+
     def rest(self) -> bytes:
         return self.take(self.remaining, "rest")
 
@@ -130,6 +148,12 @@ class Writer:
         if not 0 <= value < 1 << 64:
             raise UsageError(f"value {value} does not fit in 8 bytes")
         self.buffer += value.to_bytes(8, self.endian)
+        return self
+
+    def sized(self, data: bytes | bytearray, width: int) -> Writer:
+        """``data`` after its length in ``width`` bytes (the caller bounds the length)."""
+        self.buffer += len(data).to_bytes(width, self.endian)
+        self.buffer += data
         return self
 
     def put(self, data: bytes | bytearray) -> Writer:
