@@ -74,8 +74,8 @@ def test_a_sized_string_above_its_maximum_is_refused_after_its_length() -> None:
 
 
 def test_a_short_sized_string_names_the_part_missing() -> None:
-    with pytest.raises(FormatError, match="demo: name.size needs 2 bytes at offset 0x0, "
-                                          "only 1 left"):
+    with pytest.raises(FormatError, match=r"demo: name\.size needs 2 bytes at offset 0x0, "
+                                          r"only 1 left"):
         Reader(b"\x00", "demo", "big").sized(2, "name", 10)
     with pytest.raises(FormatError, match="demo: name needs 5 bytes at offset 0x2, only 4 left"):
         Reader(b"\x00\x05hell", "demo", "big").sized(2, "name", 10)

@@ -278,6 +278,7 @@ _HASH_NAMES = {
     TpmAlg.SHA512: "sha512",
 }
 _BANK_NAMES = {name: alg for alg, name in _HASH_NAMES.items()}
+_NAMES_BY_VALUE = {int(alg): name for alg, name in _HASH_NAMES.items()}  # by a format's integer
 _DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 
 
@@ -288,7 +289,7 @@ def is_hash_alg(alg: int) -> bool:
 
 def hash_name(alg: int) -> str:
     """The :mod:`hashlib` name of a TPM hash algorithm ("sha256")."""
-    name = _HASH_NAMES.get(alg)  # an IntEnum key is found by its integer value
+    name = _NAMES_BY_VALUE.get(alg)
     if name is None:
         raise FormatError(f"TPM_ALG {alg:#06x} is not a supported hash algorithm")
     return name
