@@ -344,3 +344,25 @@ def test_every_guest_access_fault_is_the_architectural_record() -> None:
     assert access(5, 0x3010, 0x7010, False, True, 1) == npf(
         0x3010, PFERR_RMP | PFERR_ENC | PFERR_VMPL, "VMPL1 lacks READ permission", 1, 5
     )
+
+
+def test_each_refusal_of_a_write_carries_the_write_bit_and_the_writers_asid() -> None:
+    """The write twin of every NPF above: each refusal sets PFERR_WRITE for a write, and
+    names the VMPL and ASID of the access."""
+    rmp = Rmp()
+    rmp.firmware_assign(0x7000, 5, 0x3000)
+    rmp.firmware_assign(0x9000, 5, 0x6000, vmsa=True)
+
+    def write(asid: int, gpa: int, spa: int, private: bool, vmpl: int) -> object:
+        return rmp.check_guest_access(asid, gpa, spa, write=True, private=private, vmpl=vmpl)
+
+    def npf(gpa: int, bits: int, reason: str, vmpl: int, asid: int) -> Fault:
+        return Fault(FaultKind.NPF, gpa, Who.GUEST, bits | PFERR_WRITE, reason, vmpl, asid)
+
+    assert write(5, 0x3008, 0x7008, False, 2) == npf(
+        0x3008, PFERR_RMP, "shared access to a page assigned to a guest", 2, 5)
+    assert write(5, 0x5010, 0x7010, True, 0) == npf(
+        0x5010, PFERR_RMP | PFERR_ENC,
+        "nested mapping does not match the RMP: page belongs to GPA 0x3000", 0, 5)
+    assert write(5, 0x6020, 0x9020, True, 1) == npf(
+        0x6020, PFERR_RMP | PFERR_ENC, "write to a VMSA page", 1, 5)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from cvm.errors import FormatError, StatusError
+from cvm.errors import FormatError, StatusError, UsageError
 from cvm.formats.tpm2.constants import TpmAlg, TpmNt, TpmRh, TpmSe
 from cvm.formats.tpm2.nv_public import NvPublic
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
@@ -89,3 +89,41 @@ def test_volatile_state_round_trip(client: TpmClient, tpm: Tpm) -> None:
     assert client.unseal(item, Auth(b"pin", session)) == b"kept"
     with pytest.raises(FormatError):
         VolatileState.from_bytes(data[:-1])
+
+
+COUNTER_FIELDS = ("failed_tries", "max_tries", "recovery_time", "lockout_recovery",
+                  "reset_count", "restart_count", "clock_ms", "nv_counter_floor",
+                  "self_heal_ms", "lockout_timer_ms")
+FLAG_FIELDS = {"orderly_state": 40, "lockout_auth_enabled": 57, "da_used": 58}
+FIXED_RUN = 59  # the counters, timers and flags, then three empty u32 counts
+
+
+def _distinct_state() -> PersistentState:
+    state = PersistentState.manufacture(lambda n: b"\x01" * n)
+    for number, name in enumerate(COUNTER_FIELDS, start=1):
+        setattr(state, name, number * 0x01010101 + (1 << 40 if name.endswith("_ms") else 0))
+    state.orderly_state, state.lockout_auth_enabled, state.da_used = True, False, True
+    return state
+
+
+def test_every_counter_timer_and_flag_keeps_its_own_value() -> None:
+    state = _distinct_state()
+    again = PersistentState.from_bytes(state.to_bytes())
+    assert again == state
+    assert [getattr(again, name) for name in FLAG_FIELDS] == [True, False, True]
+
+
+@pytest.mark.parametrize(("name", "offset"), FLAG_FIELDS.items())
+def test_a_flag_byte_other_than_zero_or_one_is_refused(name: str, offset: int) -> None:
+    data = bytearray(_distinct_state().to_bytes())
+    data[len(data) - 12 - FIXED_RUN + offset] = 2
+    with pytest.raises(FormatError, match="is 2, not a boolean"):
+        PersistentState.from_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["failed_tries", "clock_ms", "lockout_timer_ms"])
+def test_a_counter_out_of_range_is_refused_on_write(name: str) -> None:
+    state = _distinct_state()
+    setattr(state, name, -1)
+    with pytest.raises(UsageError, match="out of range"):
+        state.to_bytes()

@@ -164,6 +164,30 @@ def test_no_call_pending_is_no_call(snp: Any) -> None:
     assert svsm.calls == before and vcpu.register("rax") == PROTOCOL_VTPM << 32
 
 
+def test_a_call_clears_call_pending_and_keeps_the_rest_of_the_calling_area(snp: Any) -> None:
+    svsm, guest, launched = _boot(snp, MonotonicCounter())
+    vcpu = launched.guest.vcpus[0]
+    area = SvsmLayout().caa_gpa
+    vcpu.write(area + 1, b"\x07kept")  # mem_available and beyond: the guest OS's bytes
+    before = svsm.calls
+    guest.vtpm_query()
+    assert svsm.calls == before + 1
+    assert vcpu.read(area, 6) == b"\x00\x07kept"
+    SevGuest(vcpu).run_vmpl(0)  # call_pending is clear: the next switch is no call
+    assert svsm.calls == before + 1
+
+
+def test_the_response_fills_the_buffer_page_and_no_command_byte_stays(snp: Any) -> None:
+    _, guest, launched = _boot(snp, MonotonicCounter())
+    vcpu = launched.guest.vcpus[0]
+    client = TpmClient(guest.tpm_execute)
+    client.startup()
+    client.pcr_event(7, b"A" * 1000)  # a long command, a short response
+    page = vcpu.read(BUFFER, PAGE_SIZE)
+    size = int.from_bytes(page[:4], "little")
+    assert 0 < size < 200 and not any(page[4 + size :])
+
+
 def test_the_guest_os_validates_its_pages_through_the_svsm(snp: Any) -> None:
     _, guest, launched = _boot(snp, MonotonicCounter())
     vcpu = launched.guest.vcpus[0]

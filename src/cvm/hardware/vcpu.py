@@ -32,7 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cvm.errors import StateError, UsageError
-from cvm.formats.snp.vmsa import REGISTER_NAMES, SevFeatures, Vmsa
+from cvm.formats.snp.vmsa import (
+    REGISTER_NAMES,
+    SevFeatures,
+    Vmsa,
+    pack_registers,
+    unpack_registers,
+)
 from cvm.hardware.fault import Fault, FaultKind, Who
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.vm import Mode, VirtualMachine
@@ -247,9 +253,9 @@ class Vcpu:
         dram = self.vm.machine.dram
         if seen is not None and seen[1] == registers and dram.read(spa, PAGE_SIZE) == seen[0]:
             return
-        saved = Vmsa(registers)
-        self.vm.machine.engine.write_pages(self.vm.asid, spa, saved.to_bytes())
-        self._vmsa_seen[spa] = (dram.read(spa, PAGE_SIZE), dict(saved.registers))
+        page = pack_registers(registers)
+        self.vm.machine.engine.write_pages(self.vm.asid, spa, page)
+        self._vmsa_seen[spa] = (dram.read(spa, PAGE_SIZE), unpack_registers(page))
 
     def _load_vmsa(self, spa: int) -> dict[str, int]:
         """VMRUN: the register file decrypted from the VMSA page (the registers last written
@@ -258,8 +264,7 @@ class Vcpu:
         seen = self._vmsa_seen.get(spa)
         if seen is not None and seen[0] == ciphertext:
             return dict(seen[1])
-        vmsa = Vmsa.from_bytes(self.vm.machine.engine.read_pages(self.vm.asid, spa, 1))
-        registers = dict(vmsa.registers)
+        registers = unpack_registers(self.vm.machine.engine.read_pages(self.vm.asid, spa, 1))
         self._vmsa_seen[spa] = (ciphertext, dict(registers))
         return registers
 

@@ -113,17 +113,19 @@ class VirtualMachine:
         return bytes(out)
 
     def _access_page(self, gpa: int, size: int, vmpl: int, data: bytes | None) -> bytes:
-        private = self.is_private(gpa)
-        spa = self.translate(gpa)
-        if spa is None:
+        frame = gpa >> PAGE_SHIFT  # the C-bit and the nested translation, looked up inline
+        private = frame in self._private
+        system = self.nested.get(frame)
+        if system is None:
             raise self.machine.raise_fault(
                 Fault(
                     FaultKind.NPF, gpa, Who.GUEST, PFERR_NOT_PRESENT,
                     "no nested page table entry", vmpl, self.asid,
                 )
             )
+        spa = (system << PAGE_SHIFT) | (gpa % PAGE_SIZE)
         write = data is not None
-        if self.mode.snp:
+        if self.mode is Mode.SEV_SNP:
             fault = self.machine.rmp.check_guest_access(
                 self.asid, gpa, spa, write=write, private=private, vmpl=vmpl
             )

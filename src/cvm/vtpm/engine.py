@@ -66,6 +66,7 @@ from cvm.wire import Reader
 
 MAX_LOADED_OBJECTS = 3
 TRANSIENT_FIRST = 0x80000000
+_PERMANENT_HANDLES = frozenset(int(h) for h in TpmRh) - {int(TpmRh.PW)}  # not TPM_RS_PW
 Random = Callable[[int], bytes]
 
 
@@ -167,7 +168,7 @@ class Tpm(Authorization):
         kind = handle_type(handle)
         ok = (
             (kind == TpmHt.PCR and handle < PCR_COUNT)
-            or (kind == TpmHt.PERMANENT and handle in {int(h) for h in TpmRh} - {TpmRh.PW})
+            or (kind == TpmHt.PERMANENT and handle in _PERMANENT_HANDLES)
             or (kind == TpmHt.TRANSIENT and handle in self.objects)
             or (kind == TpmHt.PERSISTENT and handle in self.state.persistent)
             or (kind == TpmHt.NV_INDEX and handle in self.state.nv)

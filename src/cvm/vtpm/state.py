@@ -22,10 +22,11 @@ between calls only in its VMPL0 state pages (:mod:`cvm.guest.svsm.svsm`).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cvm.errors import FormatError
+from cvm.errors import FormatError, UsageError
 from cvm.formats.tpm2.constants import TpmRh
 from cvm.formats.tpm2.nv_public import NvPublic
 from cvm.formats.tpm2.public import Public
@@ -40,6 +41,10 @@ HIERARCHIES: tuple[int, ...] = (TpmRh.PLATFORM, TpmRh.OWNER, TpmRh.ENDORSEMENT, 
 DEFAULT_MAX_TRIES = 3
 DEFAULT_RECOVERY_TIME = 1000
 DEFAULT_LOCKOUT_RECOVERY = 1000
+# failedTries, maxTries, recoveryTime, lockoutRecovery, resetCount, restartCount (u32 each),
+# clock, nvCounterFloor (u64), orderly (u8), selfHealTimer, lockoutTimer (u64),
+# lockOutAuthEnabled, daUsed (u8): one fixed run, read and written at once
+_COUNTERS = struct.Struct(">6IQQBQQBB")
 
 
 @dataclass
@@ -89,12 +94,14 @@ class PersistentState:
             put_tpm2b(sink, self.proofs[handle])
         for handle in HIERARCHIES:
             put_tpm2b(sink, self.auths.get(handle, b""))
-        for number in (self.failed_tries, self.max_tries, self.recovery_time,
-                       self.lockout_recovery, self.reset_count, self.restart_count):
-            sink.u32(number)
-        sink.u64(self.clock_ms).u64(self.nv_counter_floor).u8(int(self.orderly_state))
-        sink.u64(self.self_heal_ms).u64(self.lockout_timer_ms)
-        sink.u8(int(self.lockout_auth_enabled)).u8(int(self.da_used))
+        try:
+            sink.put(_COUNTERS.pack(
+                self.failed_tries, self.max_tries, self.recovery_time, self.lockout_recovery,
+                self.reset_count, self.restart_count, self.clock_ms, self.nv_counter_floor,
+                self.orderly_state, self.self_heal_ms, self.lockout_timer_ms,
+                self.lockout_auth_enabled, self.da_used))
+        except struct.error:
+            raise UsageError("vTPM state: a counter or timer is out of range") from None
         sink.u32(len(self.saved_pcrs))
         for bank, values in sorted(self.saved_pcrs.items()):
             sink.u16(bank).u32(len(values))
@@ -131,14 +138,12 @@ class PersistentState:
             auths[handle] = read_tpm2b(source, "auth", 64)
         state = cls(seeds, proofs, auths)
         (state.failed_tries, state.max_tries, state.recovery_time, state.lockout_recovery,
-         state.reset_count, state.restart_count) = (source.u32("counter") for _ in range(6))
-        state.clock_ms = source.u64("clock")
-        state.nv_counter_floor = source.u64("nvCounterFloor")
-        state.orderly_state = _flag(source.u8("orderly"), "orderly")
-        state.self_heal_ms = source.u64("selfHealTimer")
-        state.lockout_timer_ms = source.u64("lockoutTimer")
-        state.lockout_auth_enabled = _flag(source.u8("lockOutAuthEnabled"), "lockOutAuthEnabled")
-        state.da_used = _flag(source.u8("daUsed"), "daUsed")
+         state.reset_count, state.restart_count, state.clock_ms, state.nv_counter_floor,
+         orderly, state.self_heal_ms, state.lockout_timer_ms, enabled, used,
+         ) = _COUNTERS.unpack(source.take(_COUNTERS.size, "counters and timers"))
+        state.orderly_state = _flag(orderly, "orderly")
+        state.lockout_auth_enabled = _flag(enabled, "lockOutAuthEnabled")
+        state.da_used = _flag(used, "daUsed")
         for _ in range(source.u32("saved PCR banks")):
             bank = source.u16("bank")
             state.saved_pcrs[bank] = [

@@ -47,17 +47,56 @@ class Reader:
             f"only {self.remaining} left"
         )
 
+    # The fixed widths inline the bounds check and the conversion (no second call): TPM and
+    # state marshalling reads thousands of them per boot.
     def u8(self, field: str = "u8") -> int:
-        return self.uint(1, field)
+        start = self.offset
+        if start + 1 > len(self.data):
+            raise self._short(1, field)
+        self.offset = start + 1
+        return self.data[start]
 
     def u16(self, field: str = "u16") -> int:
-        return self.uint(2, field)
+        start = self.offset
+        end = start + 2
+        if end > len(self.data):
+            raise self._short(2, field)
+        self.offset = end
+        return int.from_bytes(self.data[start:end], self.endian)
 
     def u32(self, field: str = "u32") -> int:
-        return self.uint(4, field)
+        start = self.offset
+        end = start + 4
+        if end > len(self.data):
+            raise self._short(4, field)
+        self.offset = end
+        return int.from_bytes(self.data[start:end], self.endian)
 
     def u64(self, field: str = "u64") -> int:
-        return self.uint(8, field)
+        start = self.offset
+        end = start + 8
+        if end > len(self.data):
+            raise self._short(8, field)
+        self.offset = end
+        return int.from_bytes(self.data[start:end], self.endian)
+
+    def sized(self, width: int, field: str, max_size: int) -> bytes:
+        """A byte string after its ``width``-byte length (a TPM2B is ``u16 size ‖ buffer``);
+        a length above ``max_size`` is refused. One call for what ``uint`` then ``take`` read,
+        with the same errors at the same offsets."""
+        data, start = self.data, self.offset
+        begin = start + width
+        if begin > len(data):
+            raise self._short(width, f"{field}.size")
+        size = int.from_bytes(data[start:begin], self.endian)
+        self.offset = begin
+        if size > max_size:
+            raise self.fail(f"{field}.size {size} exceeds the maximum {max_size}")
+        end = begin + size
+        if end > len(data):
+            raise self._short(size, field)
+        self.offset = end
+        return data[begin:end]
 
     def rest(self) -> bytes:
         return self.take(self.remaining, "rest")
@@ -88,16 +127,34 @@ class Writer:
         return self
 
     def u8(self, value: int) -> Writer:
-        return self.uint(value, 1)
+        if not 0 <= value < 0x100:
+            raise UsageError(f"value {value} does not fit in 1 bytes")
+        self.buffer.append(value)
+        return self
 
     def u16(self, value: int) -> Writer:
-        return self.uint(value, 2)
+        if not 0 <= value < 0x1_0000:
+            raise UsageError(f"value {value} does not fit in 2 bytes")
+        self.buffer += value.to_bytes(2, self.endian)
+        return self
 
     def u32(self, value: int) -> Writer:
-        return self.uint(value, 4)
+        if not 0 <= value < 0x1_0000_0000:
+            raise UsageError(f"value {value} does not fit in 4 bytes")
+        self.buffer += value.to_bytes(4, self.endian)
+        return self
 
     def u64(self, value: int) -> Writer:
-        return self.uint(value, 8)
+        if not 0 <= value < 1 << 64:
+            raise UsageError(f"value {value} does not fit in 8 bytes")
+        self.buffer += value.to_bytes(8, self.endian)
+        return self
+
+    def sized(self, data: bytes | bytearray, width: int) -> Writer:
+        """``data`` after its length in ``width`` bytes (the caller bounds the length)."""
+        self.buffer += len(data).to_bytes(width, self.endian)
+        self.buffer += data
+        return self
 
     def put(self, data: bytes | bytearray) -> Writer:
         self.buffer += data

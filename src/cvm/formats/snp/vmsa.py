@@ -9,6 +9,7 @@ u32 limit, u64 base.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntFlag
@@ -16,7 +17,7 @@ from operator import itemgetter
 from types import MappingProxyType
 from typing import cast
 
-from cvm.errors import UsageError
+from cvm.errors import FormatError, UsageError
 from cvm.wire import Layout, raw, u8, u16, u32, u64
 
 VMSA_SIZE = 0x1000
@@ -97,6 +98,11 @@ BLOB_NAMES = tuple(f.name for f in VMSA_LAYOUT.fields if f.kind == "bytes")
 _registers_of, _blobs_of = itemgetter(*REGISTER_NAMES), itemgetter(*BLOB_NAMES)
 _REGISTER_DEFAULTS: dict[str, int] = dict.fromkeys(REGISTER_NAMES, 0)
 _BLOB_DEFAULTS = {f.name: bytes(f.size) for f in VMSA_LAYOUT.fields if f.kind == "bytes"}
+# The integer registers at their offsets, every byte area as padding: what a vCPU's world
+# switch reads and writes (its register file holds the integer registers only).
+_REGISTERS_STRUCT = struct.Struct("<" + "".join(
+    {1: "B", 2: "H", 4: "I", 8: "Q"}[f.size] if f.kind == "uint" else f"{f.size}x"
+    for f in VMSA_LAYOUT.fields))
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,30 @@ class Vmsa:
                 raise UsageError(f"VMSA has no segment {name!r}")
             new_blobs[name] = segment.to_bytes()
         return Vmsa({**self.registers, **(registers or {})}, new_blobs)
+
+
+def pack_registers(registers: Mapping[str, int]) -> bytes:
+    """The save area holding ``registers`` with every byte area zero: the bytes of
+    ``Vmsa(registers).to_bytes()``, in one struct call when every register is named with an
+    ``int`` in range (anything else takes that path and its errors)."""
+    if len(registers) == len(REGISTER_NAMES):
+        try:
+            values = _registers_of(registers)
+        except KeyError:
+            values = None
+        if values is not None and all(type(value) is int for value in values):
+            try:
+                return _REGISTERS_STRUCT.pack(*values)
+            except struct.error:
+                pass
+    return Vmsa(registers).to_bytes()
+
+
+def unpack_registers(page: bytes) -> dict[str, int]:
+    """The integer registers of a save area: ``dict(Vmsa.from_bytes(page).registers)``."""
+    if len(page) != VMSA_SIZE:
+        raise FormatError(f"VMSA: expected {VMSA_SIZE:#x} bytes, got {len(page):#x}")
+    return dict(zip(REGISTER_NAMES, _REGISTERS_STRUCT.unpack(page), strict=True))
 
 
 # --- Initial state as the VMM builds it ---------------------------------------------------------

@@ -13,6 +13,7 @@ takes it from the caller.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from cvm.errors import FormatError
@@ -29,6 +30,7 @@ HEADER_LAYOUT = Layout(
     "TPM2 command/response header", HEADER_SIZE,
     [u16("tag", 0x0), u32("size", 0x2), u32("code", 0x6)], endian="big",
 )
+_HEADER_STRUCT = struct.Struct(">HII")  # the layout above, read and written in one call
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,19 @@ class Header:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Header:
-        fields = HEADER_LAYOUT.unpack(data[:HEADER_SIZE] if len(data) >= HEADER_SIZE else data)
-        return cls(int(fields["tag"]), int(fields["size"]), int(fields["code"]))
+        """The header at the start of ``data`` (a buffer shorter than a header is refused as
+        the layout refuses it)."""
+        if len(data) < HEADER_SIZE:
+            HEADER_LAYOUT.unpack(data)  # raises the layout's FormatError for a short header
+        tag, size, code = _HEADER_STRUCT.unpack_from(data)
+        return cls(tag, size, code)
 
     def to_bytes(self) -> bytes:
-        return HEADER_LAYOUT.pack({"tag": int(self.tag), "size": self.size, "code": int(self.code)})
+        try:
+            return _HEADER_STRUCT.pack(self.tag, self.size, self.code)
+        except struct.error:  # out of range: the layout's own error
+            return HEADER_LAYOUT.pack({"tag": int(self.tag), "size": self.size,
+                                       "code": int(self.code)})
 
 
 @dataclass(frozen=True)

@@ -278,6 +278,8 @@ _HASH_NAMES = {
     TpmAlg.SHA512: "sha512",
 }
 _BANK_NAMES = {name: alg for alg, name in _HASH_NAMES.items()}
+_NAMES_BY_VALUE = {int(alg): name for alg, name in _HASH_NAMES.items()}  # by a format's integer
+_DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 
 
 def is_hash_alg(alg: int) -> bool:
@@ -287,10 +289,10 @@ def is_hash_alg(alg: int) -> bool:
 
 def hash_name(alg: int) -> str:
     """The :mod:`hashlib` name of a TPM hash algorithm ("sha256")."""
-    try:
-        return _HASH_NAMES[TpmAlg(alg)]
-    except (KeyError, ValueError):
-        raise FormatError(f"TPM_ALG {alg:#06x} is not a supported hash algorithm") from None
+    name = _NAMES_BY_VALUE.get(alg)
+    if name is None:
+        raise FormatError(f"TPM_ALG {alg:#06x} is not a supported hash algorithm")
+    return name
 
 
 def hash_alg(name: str) -> TpmAlg:
@@ -303,7 +305,7 @@ def hash_alg(name: str) -> TpmAlg:
 
 def digest_size(alg: int) -> int:
     """Size in bytes of a digest of the TPM hash algorithm ``alg``."""
-    return hashlib.new(hash_name(alg)).digest_size
+    return _DIGEST_SIZES[hash_name(alg)]
 
 
 def digest(alg: int, *parts: bytes) -> bytes:

@@ -26,17 +26,14 @@ def writer() -> Writer:
 
 def read_tpm2b(source: Reader, field: str, max_size: int = TPM2B_MAX) -> bytes:
     """Read ``u16 size ‖ buffer``; refuse a size above ``max_size`` (the union's maximum)."""
-    size = source.u16(f"{field}.size")
-    if size > max_size:
-        raise source.fail(f"{field}.size {size} exceeds the maximum {max_size}")
-    return source.take(size, field)
+    return source.sized(2, field, max_size)
 
 
 def put_tpm2b(sink: Writer, data: bytes, max_size: int = TPM2B_MAX) -> Writer:
     """Write ``u16 size ‖ data``."""
     if len(data) > max_size:
         raise FormatError(f"TPM2B of {len(data)} bytes exceeds the maximum {max_size}")
-    return sink.u16(len(data)).put(data)
+    return sink.sized(data, 2)
 
 
 def tpm2b(data: bytes, max_size: int = TPM2B_MAX) -> bytes:

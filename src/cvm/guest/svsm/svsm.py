@@ -232,10 +232,13 @@ class Svsm:
         return results[0]
 
     def _serve_call(self) -> None:
-        caa = self.layout.caa_gpa + CALL_PENDING_OFFSET
-        if self.vcpu.read(caa, 1) != b"\x01":
+        # the calling area read once and written back whole with call_pending cleared (what a
+        # one-byte write does inside the memory engine, without decrypting the page twice)
+        area = bytearray(self.vcpu.read(self.layout.caa_gpa, PAGE_SIZE))
+        if area[CALL_PENDING_OFFSET] != 1:
             return  # no call pending: a spurious switch, nothing to answer
-        self.vcpu.write(caa, b"\x00")
+        area[CALL_PENDING_OFFSET] = 0
+        self.vcpu.write(self.layout.caa_gpa, bytes(area))
         page = self.vcpu.read(self.layout.guest_vmsa_gpa, PAGE_SIZE)
         arguments = vmsa_registers(page, ("rax", "rcx"))
         protocol, call = arguments["rax"] >> 32, arguments["rax"] & 0xFFFF_FFFF

@@ -57,6 +57,9 @@ class VtpmProtocol:
             response = self.execute(request.command, request.locality)
         except FormatError:
             response = Response(TpmRc.FAILURE).to_bytes(False)
-        if not self.write(rcx, VtpmCommandResponse(response).to_bytes()):
+        # the whole buffer page, zero after the response: one page write (no read-modify-write
+        # of the page), and no byte of the command stays behind the response
+        if not self.write(rcx, VtpmCommandResponse(response).to_bytes().ljust(BUFFER_SIZE,
+                                                                             b"\x00")):
             return refuse(SvsmResult.ERR_INVALID_ADDRESS)
         return success()

@@ -41,13 +41,11 @@ class SvsmGuest:
     def call(self, protocol: int, call: int, rcx: int = 0, rdx: int = 0,
              r8: int = 0) -> tuple[int, int, int, int]:
         """One SVSM call; returns (RAX, RCX, RDX, R8) after the SVSM answered."""
-        for name, value in (("rax", protocol << 32 | call), ("rcx", rcx), ("rdx", rdx),
-                            ("r8", r8)):
-            self.vcpu.set_register(name, value)
+        self.vcpu.live().update(rax=protocol << 32 | call, rcx=rcx, rdx=rdx, r8=r8)
         self.vcpu.write(self.svsm.layout.caa_gpa + CALL_PENDING_OFFSET, b"\x01")
         SevGuest(self.vcpu).run_vmpl(0)
-        return (self.vcpu.register("rax"), self.vcpu.register("rcx"),
-                self.vcpu.register("rdx"), self.vcpu.register("r8"))
+        registers = self.vcpu.live()  # the register file VMRUN loaded from the VMSA
+        return registers["rax"], registers["rcx"], registers["rdx"], registers["r8"]
 
     def query_protocol(self, protocol: int, version: int = 1) -> tuple[int, int]:
         """SVSM_CORE_QUERY_PROTOCOL: (lowest, highest) version offered, (0, 0) if none."""

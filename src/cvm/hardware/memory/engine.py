@@ -84,10 +84,11 @@ class MemoryEncryptionEngine:
     def read_pages_into(self, asid: int, spa: int, target: np.ndarray) -> None:
         """Decrypt whole pages at page-aligned ``spa`` into ``target`` (bulk path, no copies)."""
         cipher = self._cipher(asid)
-        self._check_pages(spa, target.size)
         if spa // CHUNK_SIZE == (spa + target.size - 1) // CHUNK_SIZE:  # one chunk: one call
+            _check_aligned(spa, target.size)  # the span checks the range
             cipher.decrypt_into(spa, self._dram.span(spa, target.size), target)
             return
+        self._check_pages(spa, target.size)
         for offset, part in _chunk_runs(spa, target.size):
             source = self._dram.span(spa + offset, part)
             cipher.decrypt_into(spa + offset, source, target[offset : offset + part])
@@ -99,18 +100,23 @@ class MemoryEncryptionEngine:
     def write_pages_from(self, asid: int, spa: int, source: np.ndarray) -> None:
         """Encrypt whole pages from ``source`` to page-aligned ``spa`` (bulk path, no copies)."""
         cipher = self._cipher(asid)
-        self._check_pages(spa, source.size)
         if spa // CHUNK_SIZE == (spa + source.size - 1) // CHUNK_SIZE:  # one chunk: one call
+            _check_aligned(spa, source.size)  # the span checks the range
             cipher.encrypt_into(spa, source, self._dram.span(spa, source.size))
             return
+        self._check_pages(spa, source.size)
         for offset, part in _chunk_runs(spa, source.size):
             target = self._dram.span(spa + offset, part)
             cipher.encrypt_into(spa + offset, source[offset : offset + part], target)
 
     def _check_pages(self, spa: int, size: int) -> None:
-        if spa % PAGE_SIZE or size % PAGE_SIZE:
-            raise UsageError(f"page operation at {spa:#x}+{size:#x} is not page-aligned")
+        _check_aligned(spa, size)
         self._dram.check(spa, size)
+
+
+def _check_aligned(spa: int, size: int) -> None:
+    if spa % PAGE_SIZE or size % PAGE_SIZE:
+        raise UsageError(f"page operation at {spa:#x}+{size:#x} is not page-aligned")
 
 
 def _chunk_runs(spa: int, size: int) -> list[tuple[int, int]]:

@@ -54,6 +54,7 @@ class Perm(enum.IntFlag):
 # What RMPUPDATE leaves: VMPL0 may do everything, the other levels nothing (made once: the
 # flag arithmetic is not free, and a launch assigns hundreds of pages).
 _DEFAULT_PERMS = (Perm.all(), Perm(0), Perm(0), Perm(0))
+_READ_BIT, _WRITE_BIT = int(Perm.READ), int(Perm.WRITE)
 
 
 @dataclass
@@ -68,6 +69,15 @@ class RmpEntry:
     validated: bool = False
     vmsa: bool = False
     perms: list[Perm] = field(default_factory=lambda: list(_DEFAULT_PERMS))
+
+
+_UNASSIGNED = RmpEntry()  # what a page without a stored entry reads as (never written)
+
+
+def _npf(gpa: int, bits: int, write: bool, reason: str, vmpl: int, asid: int) -> Fault:
+    """The #NPF of a refused guest access (the write bit set for a write)."""
+    return Fault(FaultKind.NPF, gpa, Who.GUEST, bits | (PFERR_WRITE if write else 0), reason,
+                 vmpl, asid)
 
 
 class Rmp:
@@ -133,7 +143,7 @@ class Rmp:
             return RmpStatus.FAIL_INPUT
         if not entry.validated:
             return RmpStatus.FAIL_INPUT
-        if perms & ~entry.perms[caller_vmpl]:
+        if int(perms) & ~int(entry.perms[caller_vmpl]):
             return RmpStatus.FAIL_PERMISSION
         entry.perms[target_vmpl] = perms
         entry.vmsa = vmsa
@@ -157,22 +167,20 @@ class Rmp:
         self, asid: int, gpa: int, spa: int, *, write: bool, private: bool, vmpl: int
     ) -> Fault | None:
         """The RMP checks of an SNP guest's access to ``gpa`` translated to ``spa``."""
-        entry = self._entries.get(spa >> PAGE_SHIFT) or RmpEntry()
-        write_bit = PFERR_WRITE if write else 0
-
-        def npf(bits: int, reason: str) -> Fault:
-            return Fault(FaultKind.NPF, gpa, Who.GUEST, bits | write_bit, reason, vmpl, asid)
-
+        entry = self._entries.get(spa >> PAGE_SHIFT) or _UNASSIGNED
         if not private:
             if entry.assigned:
-                return npf(PFERR_RMP, "shared access to a page assigned to a guest")
+                return _npf(gpa, PFERR_RMP, write, "shared access to a page assigned to a guest",
+                            vmpl, asid)
             return None
         if not entry.assigned or entry.asid != asid:
-            return npf(PFERR_RMP | PFERR_ENC, "private access to a page not assigned to this guest")
+            return _npf(gpa, PFERR_RMP | PFERR_ENC, write,
+                        "private access to a page not assigned to this guest", vmpl, asid)
         if entry.gpa != gpa - gpa % (1 << PAGE_SHIFT):
-            return npf(
-                PFERR_RMP | PFERR_ENC,
+            return _npf(
+                gpa, PFERR_RMP | PFERR_ENC, write,
                 f"nested mapping does not match the RMP: page belongs to GPA {entry.gpa:#x}",
+                vmpl, asid,
             )
         if not entry.validated:
             return Fault(
@@ -180,9 +188,11 @@ class Rmp:
                 "page not validated", vmpl, asid,
             )
         if entry.vmsa and write:
-            return npf(PFERR_RMP | PFERR_ENC, "write to a VMSA page")
-        need = Perm.WRITE if write else Perm.READ
-        if vmpl and not entry.perms[vmpl] & need:
-            bits = PFERR_RMP | PFERR_ENC | PFERR_VMPL
-            return npf(bits, f"VMPL{vmpl} lacks {need.name} permission")
+            return _npf(gpa, PFERR_RMP | PFERR_ENC, write, "write to a VMSA page", vmpl, asid)
+        # the permission bits as a plain integer: IntFlag arithmetic costs microseconds, and
+        # every access of a lower VMPL passes here
+        if vmpl and not int(entry.perms[vmpl]) & (_WRITE_BIT if write else _READ_BIT):
+            need = Perm.WRITE if write else Perm.READ
+            return _npf(gpa, PFERR_RMP | PFERR_ENC | PFERR_VMPL, write,
+                        f"VMPL{vmpl} lacks {need.name} permission", vmpl, asid)
         return None
