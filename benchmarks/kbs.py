@@ -3,7 +3,8 @@
 Usage: ``python benchmarks/kbs.py [--json] [--db URL] [--workers N] [--processes P]
 [--clients C] [--round-trips R]``
 
-A ``cvm kbs serve`` (SQLite by default, or ``--db``; ``--workers`` processes) serves a fixed
+A ``cvm kbs serve`` (SQLite by default, or ``--db``; ``--workers`` processes, 2 by default: the
+broker and the emulated guests share the machine's cores) serves a fixed
 number of concurrent clients (``--processes`` x ``--clients`` threads), each an emulated CVM on
 its own chip that does the whole protocol ``--round-trips`` times: ``POST /auth``, evidence
 production in the guest (SVSM attestation through the PSP, a vTPM quote), ``POST /attest``
@@ -254,7 +255,7 @@ def run(db: str | None, workers: int, processes: int, clients: int, round_trips:
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--db", default=None, help="database URL (default: SQLite in a temp dir)")
-    parser.add_argument("--workers", type=int, default=1, help="broker worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="broker worker processes")
     parser.add_argument("--processes", type=int, default=2, help="client processes")
     parser.add_argument("--clients", type=int, default=4, help="client threads per process")
     parser.add_argument("--round-trips", type=int, default=100, help="round trips per client")
