@@ -33,6 +33,7 @@ from .units import (
     SECRET,
     SECRET_PATH,
     SESSION_TTL,
+    STRICT_POLICY,
     TOKEN_TTL,
     VTPM_PATH,
     VTPM_SECRET,
@@ -40,17 +41,6 @@ from .units import (
     refused,
     rules,
 )
-
-STRICT_POLICY = """package cvm.policy
-import rego.v1
-default allow := false
-deny contains {"rule": "tcb.snp", "expected": ">= 30", "actual": sprintf("%d", [n]),
-               "input": "reported_tcb"} if {
-	n := input.claims.reported_tcb.snp
-	n < 30
-}
-allow if count(deny) == 0
-"""
 
 
 def _chip(kbs: FastKbs) -> str:

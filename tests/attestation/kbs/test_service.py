@@ -18,6 +18,7 @@ from cvm.formats.kbs.rcar import Attestation
 from cvm.scenarios.attested_guest import BOOT_ATTACKS, OLD_TCB, Cvm, Owner
 
 from .conftest import SECRET, SECRET_PATH, Kbs
+from .units import STRICT_POLICY
 
 GENERIC = "attestation failed"
 
@@ -193,16 +194,7 @@ def test_malformed_requests_get_4xx(kbs: Kbs) -> None:
 
 
 def test_policy_rollout_through_the_admin_api(kbs: Kbs, genuine: Cvm) -> None:
-    strict = b"""package cvm.policy
-import rego.v1
-default allow := false
-deny contains {"rule": "tcb.snp", "expected": ">= 30", "actual": sprintf("%d", [n]),
-               "input": "reported_tcb"} if {
-	n := input.claims.reported_tcb.snp
-	n < 30
-}
-allow if count(deny) == 0
-"""
+    strict = STRICT_POLICY.encode()
     with kbs.admin() as admin:
         body = {"type": "rego", "policy_id": "default", "policy": base64.b64encode(strict).decode()}
         assert admin.post("/kbs/v0/attestation-policy", json=body).status_code == 200

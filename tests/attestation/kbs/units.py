@@ -38,6 +38,18 @@ ADMIN_TOKEN = "admin-token-for-the-unit-tests"
 SECRET_PATH = "default/disk/root-key"
 SECRET = b"the volume key of the genuine CVM"
 VTPM_PATH = "default/vtpm/state-key"
+# A TCB minimum rolled out as a policy: reported SNP firmware below 30 is denied.
+STRICT_POLICY = """package cvm.policy
+import rego.v1
+default allow := false
+deny contains {"rule": "tcb.snp", "expected": ">= 30", "actual": sprintf("%d", [n]),
+               "input": "reported_tcb"} if {
+	n := input.claims.reported_tcb.snp
+	n < 30
+}
+allow if count(deny) == 0
+"""
+
 VTPM_SECRET = b"the vTPM state key: 32 bytes ..."
 AUTH = b'{"version": "0.4.0", "tee": "snp"}'
 SESSION_TTL, TOKEN_TTL = 60.0, 120.0
