@@ -22,6 +22,7 @@ from sqlalchemy import text
 from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
 from cvm.attestation.kbs.app import create_app
 from cvm.attestation.kbs.broker import Broker, BrokerSettings
+from cvm.attestation.kbs.counters import counter_metadata
 from cvm.attestation.kbs.storage import Storage
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.scenarios.attested_guest import Owner, emulated_owner, reference_json
@@ -83,9 +84,10 @@ def owner() -> Owner:
 
 def _fresh_postgres(url: str) -> str:
     storage = Storage(url)
+    counter_metadata.create_all(storage.engine)  # the rollback counters' own table
     with storage.engine.begin() as db:
         for table in ("kbs_sessions", "kbs_used_reports", "kbs_tokens", "kbs_secrets",
-                      "kbs_documents", "kbs_keys", "kbs_audit"):
+                      "kbs_documents", "kbs_keys", "kbs_audit", "kbs_counters"):
             db.execute(text(f"DELETE FROM {table}"))
     storage.engine.dispose()
     return url

@@ -70,3 +70,20 @@ def test_a_busy_connection_is_used_as_it_is(storage: Storage,
         _used(storage)
     _used(storage)
     storage.engine.dispose()
+
+
+def test_a_worker_outlives_its_database_connections() -> None:
+    """PostgreSQL drops a worker's pooled connection (a restart, a failover, an idle
+    timeout): the next request gets a fresh one, not an error."""
+    assert POSTGRES_URL is not None
+    storage = Storage(POSTGRES_URL)
+    with storage._driver() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    _kill_other_connections(POSTGRES_URL)
+    storage.create_session("s-outlives", "n1", "snp", 1.0, 60)
+    assert storage.session("s-outlives") is not None
+    with storage._driver() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] != pid
+    storage.engine.dispose()

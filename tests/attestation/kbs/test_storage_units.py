@@ -68,22 +68,6 @@ def test_tables_created_by_another_worker_meanwhile(tmp_path: Path,
     store.engine.dispose()
 
 
-def test_a_worker_outlives_its_database_connections(storage: Storage) -> None:
-    """PostgreSQL drops a worker's pooled connection (a restart, a failover, an idle
-    timeout): the next request gets a fresh one, not an error."""
-    if storage.engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL's server-side connections")
-    with storage._driver() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-    other = open_engine(storage.url)
-    with other.begin() as db:
-        assert db.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
-    other.dispose()
-    storage.create_session("s1", "n1", "snp", T, 60)
-    assert storage.session("s1") is not None
-
-
 def test_sqlite_is_set_up_for_workers_sharing_the_file(tmp_path: Path) -> None:
     storage = Storage(f"sqlite:///{tmp_path / 'kbs.db'}")
     with storage.engine.connect() as db:
