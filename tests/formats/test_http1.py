@@ -14,6 +14,7 @@ from cvm.formats.http1 import (
     NoAnswerError,
     Response,
     TooLargeError,
+    cookie_value,
     read_response,
     request,
 )
@@ -99,3 +100,10 @@ def test_a_stream_that_ends_early() -> None:
         with pytest.raises(CutShortError) as cut:
             _read(data)
         assert not isinstance(cut.value, NoAnswerError)
+
+
+def test_the_cookie_a_set_cookie_header_sets() -> None:
+    assert cookie_value("kbs-session-id=ab12; HttpOnly; Path=/kbs/v0", "kbs-session-id") == "ab12"
+    assert cookie_value(" kbs-session-id = x ", "kbs-session-id") == "x"
+    assert cookie_value("kbs-session-id=", "kbs-session-id") == ""
+    assert cookie_value("other=1; kbs-session-id=2", "kbs-session-id") is None

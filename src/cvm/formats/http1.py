@@ -52,6 +52,15 @@ class Response:
         return [value for key, value in self.headers if key == name]
 
 
+def cookie_value(set_cookie: str, name: str) -> str | None:
+    """The value a ``Set-Cookie`` header gives cookie ``name`` (RFC 6265 section 5.2: the first
+    ``name=value`` pair, attributes after ``;``), or None when it sets another cookie."""
+    found, _, rest = set_cookie.partition("=")
+    if found.strip() != name:
+        return None
+    return rest.split(";", 1)[0].strip()
+
+
 def request(method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
     """One request: request line, ``headers`` and a ``Content-Length``, then ``body``."""
     if not _TOKEN.fullmatch(method.encode()) or not _TARGET.fullmatch(target):

@@ -69,15 +69,6 @@ class Reply:
         return json.loads(self.content)
 
 
-def session_cookie(header: str) -> str | None:
-    """The ``kbs-session-id`` value a ``Set-Cookie`` header sets (RFC 6265 section 5.2: the
-    first ``name=value`` pair, attributes after ``;``), or None for another cookie."""
-    name, _, rest = header.partition("=")
-    if name.strip() != COOKIE:
-        return None
-    return rest.split(";", 1)[0].strip() or None
-
-
 class BrokerConnection:
     """One keep-alive HTTP/1.1 connection to the broker at ``url``, with its session cookie."""
 
@@ -138,9 +129,9 @@ class BrokerConnection:
                                           f"{error}") from None
         else:  # pragma: no cover - the loop breaks or raises
             raise AssertionError("unreachable")
-        for value in answer.all("set-cookie"):
-            cookie = session_cookie(value)
-            self.cookie = cookie if cookie is not None else self.cookie
+        for header in answer.all("set-cookie"):
+            value = http1.cookie_value(header, COOKIE)
+            self.cookie = (value or None) if value is not None else self.cookie
         if not answer.keep_alive:
             self.close()
         return Reply(answer.status, answer.body)
