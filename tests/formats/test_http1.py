@@ -55,6 +55,7 @@ def test_chunked_and_close_framed_bodies() -> None:
     assert chunked.body == b"abc0123456789" and chunked.keep_alive
     until_close = _read(b"HTTP/1.1 200 OK\r\n\r\nto the end")
     assert (until_close.body, until_close.keep_alive) == (b"to the end", False)
+    assert until_close.headers == () and until_close.all("x") == []
     assert _read(b"HTTP/1.1 204 No Content\r\n\r\nignored").body == b""
     assert _read(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", head=True).body == b""
 
@@ -107,3 +108,44 @@ def test_the_cookie_a_set_cookie_header_sets() -> None:
     assert cookie_value(" kbs-session-id = x ", "kbs-session-id") == "x"
     assert cookie_value("kbs-session-id=", "kbs-session-id") == ""
     assert cookie_value("other=1; kbs-session-id=2", "kbs-session-id") is None
+
+
+def test_the_bounds_are_inclusive() -> None:
+    line = b"x: " + b"y" * (MAX_LINE - 5) + b"\r\n"  # exactly MAX_LINE bytes
+    assert len(line) == MAX_LINE
+    assert _read(b"HTTP/1.1 200 OK\r\n" + line + b"content-length: 0\r\n\r\n").status == 200
+    with pytest.raises(FormatError, match="longer than"):
+        _read(b"HTTP/1.1 200 OK\r\nx: y" + line + b"\r\n")
+    status = b"HTTP/1.1 200 " + b"K" * (MAX_LINE - 15) + b"\r\n"
+    assert len(status) == MAX_LINE
+    assert _read(status + b"content-length: 0\r\n\r\n").status == 200
+    with pytest.raises(FormatError, match="longer than"):
+        _read(status[:-2] + b"K\r\n\r\n")
+    many = b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * (MAX_HEADERS - 1) + b"content-length: 0\r\n\r\n"
+    assert len(_read(many).headers) == MAX_HEADERS
+    chunked = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+               b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n")
+    assert _read(chunked, limit=4).body == b"abcd"
+    assert _read(b"HTTP/1.1 201 Created\r\n\r\nabcd", limit=4).status == 201
+
+
+def test_header_values_and_names() -> None:
+    answer = _read(b"HTTP/1.1 200 OK\r\nLocation: http://h:1/p\r\ncontent-length: 0\r\n\r\n")
+    assert answer.headers[0] == ("location", "http://h:1/p")
+    with pytest.raises(FormatError, match="not an HTTP header line"):
+        _read(b"HTTP/1.1 200 OK\r\nnocolon\r\n\r\n")
+
+
+def test_bodiless_answers_and_two_answers_in_one_stream() -> None:
+    for status in (204, 304):
+        answer = _read(b"HTTP/1.1 %d X\r\ncontent-length: 5\r\n\r\n" % status)
+        assert (answer.status, answer.body, answer.keep_alive) == (status, b"", True)
+    head = _read(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", head=True)
+    assert (head.status, head.headers) == (200, (("content-length", "5"),))
+    stream = io.BytesIO(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                        b"10\r\n0123456789abcdef\r\n0\r\nT1: a\r\nT2: b\r\n\r\n"
+                        b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok")
+    first = read_response(stream.readline, stream.read, 100)
+    assert first.body == b"0123456789abcdef"
+    second = read_response(stream.readline, stream.read, 100)
+    assert (second.status, second.body) == (202, b"ok")

@@ -76,9 +76,9 @@ def request(method: str, target: str, headers: list[tuple[str, str]], body: byte
 
 def _line(readline: Callable[[int], bytes], what: str) -> bytes:
     line = readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE:
+        raise FormatError(f"the {what} is longer than {MAX_LINE} bytes")
     if not line.endswith(b"\n"):
-        if len(line) > MAX_LINE:
-            raise FormatError(f"the {what} is longer than {MAX_LINE} bytes")
         raise CutShortError(f"the answer ends inside its {what}")
     return line[:-2] if line.endswith(b"\r\n") else line[:-1]
 
