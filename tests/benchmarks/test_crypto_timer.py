@@ -1,0 +1,54 @@
+"""The benchmarks' cryptography timer: what it counts as cryptography and how it prices it."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from crypto_timer import HASHING, SMALL_HASH, CryptoTimer
+from cvm.crypto import aead
+
+
+def test_small_hash_calls_are_counted_by_kind_and_priced() -> None:
+    original = hashlib.sha256
+    with CryptoTimer() as timer:
+        for _ in range(100):
+            hashlib.sha256(bytes(36)).digest()
+        h = hashlib.sha256()
+        h.update(bytes(100))
+        h.update(bytes(100))
+    assert hashlib.sha256 is original  # removed on exit
+    assert timer.small_hashes == {("new", "sha256", 36): 100, ("digest", "sha256", 0): 100,
+                                  ("new", "sha256", 0): 1, ("update", "sha256", 100): 2}
+    assert timer.calls[HASHING] == 203
+    assert timer.seconds[HASHING] == 0.0  # none of them timed one by one
+    priced = timer.corrected()[HASHING]
+    assert priced > 0.0
+    # a call on 36 bytes costs at least what the empty loop costs less, and far under a ms
+    assert 0.0 < timer.unit_cost("new", "sha256", 36) < 1e-3
+
+
+def test_large_hash_inputs_and_primitives_are_timed() -> None:
+    with CryptoTimer() as timer:
+        hashlib.sha256(bytes(SMALL_HASH + 1)).digest()
+        aead.encrypt(bytes(32), bytes(12), bytes(1 << 16), b"")
+    assert timer.small_hashes == {("digest", "sha256", 0): 1}
+    assert timer.seconds[HASHING] > 0.0
+    assert timer.calls["AES-GCM (guest messages)"] == 1
+
+
+def test_hashes_inside_a_timed_primitive_count_once() -> None:
+    with CryptoTimer() as timer:
+        timer.run("outer", lambda: hashlib.sha256(b"inside").digest())
+    assert timer.calls == {"outer": 1}
+    assert not timer.small_hashes
+
+
+@pytest.mark.parametrize("operation", ["new", "update", "digest", "hexdigest"])
+def test_every_small_operation_has_a_price(operation: str) -> None:
+    assert CryptoTimer().unit_cost(operation, "sha384", 64) > 0.0
