@@ -97,7 +97,9 @@ def _crypto_breakdown(folder: Path, seeds: range) -> dict[str, object]:
             "python_share": round(1 - crypto / untimed, 4),
             "crypto_share_uncorrected_of_timed_boot": round(timer.total / seconds, 4),
             "by_primitive": shares, "calls": dict(timer.calls),
-            "small_hash_calls_priced": sum(timer.small_hashes.values())}
+            "small_hash_calls_priced": sum(timer.small_hashes.values()),
+            "memory_engine_block_cipher_share": round(
+                timer.memory_block_cipher_seconds() / untimed, 4)}
 
 
 def _cpu_boot(folder: Path, seed: int) -> float:
