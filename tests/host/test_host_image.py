@@ -4,13 +4,14 @@ the owner's folder — however the name gets there (``..``, symbolic links, a re
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from cvm.errors import UsageError
-from cvm.host.vm_run import load_host_image
+from cvm.host.vm_run import HostDisk, load_host_image
 
 
 def _bundle(folder: Path, **names: str | None) -> dict[str, object]:
@@ -97,3 +98,51 @@ def test_the_folder_itself_is_not_a_file(tmp_path: Path) -> None:
     _bundle(tmp_path, ovmf=".")
     with pytest.raises(IsADirectoryError):
         load_host_image(tmp_path)
+
+
+def test_the_disk_reaches_fsync_only_after_a_write(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    (tmp_path / "disk.img").write_bytes(bytes(4096))
+    log: list[bytes] = []
+    disk = HostDisk(tmp_path / "disk.img", log)
+    try:
+        assert disk.read(512, 4) == bytes(4)
+        disk.flush()
+        assert synced == []
+        disk.write(512, b"data")
+        disk.flush()
+        assert len(synced) == 1
+        disk.flush()  # nothing written since
+        assert len(synced) == 1
+        disk.write(0, b"more")
+        disk.write(8, b"again")
+        disk.flush()
+        assert len(synced) == 2
+        assert disk.read(512, 4) == b"data"
+    finally:
+        disk.close()
+    assert log == [b"disk read 0x200+0x4", b"disk write 0x200+0x4", b"disk write 0x0+0x4",
+                   b"disk write 0x8+0x5", b"disk read 0x200+0x4"]
+
+
+def test_a_write_that_fails_still_leaves_the_disk_to_flush(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    (tmp_path / "disk.img").write_bytes(bytes(4096))
+    disk = HostDisk(tmp_path / "disk.img", [])
+
+    def fail(fd: int, data: object, offset: int) -> int:
+        raise OSError(28, "No space left on device")
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "pwrite", fail)
+            with pytest.raises(OSError, match="No space"):
+                disk.write(0, b"x")
+        disk.flush()
+        assert len(synced) == 1
+    finally:
+        disk.close()

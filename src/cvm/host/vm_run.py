@@ -132,12 +132,16 @@ class VmRequest:
 
 
 class HostDisk:
-    """The guest's disk: the image file as a block device; the host logs each access."""
+    """The guest's disk: the image file as a block device; the host logs each access.
+
+    It is the only writer of its file, so a flush that follows no write has nothing to make
+    durable and does not reach ``fsync``."""
 
     def __init__(self, path: Path, log: list[bytes]) -> None:
         self.path = path
         self._file = FileStorage(path)
         self._log = log
+        self._unflushed = False  # a write since the last flush
 
     def size(self) -> int:
         return self._file.size()
@@ -148,10 +152,13 @@ class HostDisk:
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self._log.append(f"disk write {offset:#x}+{len(memoryview(data).cast('B')):#x}".encode())
+        self._unflushed = True  # before the write: a write that fails part-way still counts
         self._file.write(offset, data)
 
     def flush(self) -> None:
-        self._file.flush()
+        if self._unflushed:
+            self._file.flush()
+            self._unflushed = False
 
     def close(self) -> None:
         self._file.close()
