@@ -84,3 +84,12 @@ def test_the_unused_entry_is_one_immutable_instance() -> None:
     assert not PartitionEntry.unused().used
     with pytest.raises(AttributeError):
         PartitionEntry.unused().name = "x"  # type: ignore[misc]
+
+
+def test_a_zero_type_guid_is_unused_whichever_object_holds_it() -> None:
+    zero = Guid(uuid.UUID(int=0))
+    assert zero is not partition_types.UNUSED
+    assert not PartitionEntry(zero, Guid(uuid.uuid4()), 0, 0).used
+    assert not PartitionEntry(partition_types.UNUSED, zero, 0, 0).used
+    assert PartitionEntry(partition_types.ESP, zero, 0, 0).used
+    assert PartitionEntry(Guid(uuid.UUID(int=1)), zero, 0, 0).used

@@ -46,7 +46,8 @@ class PartitionEntry:
 
     @property
     def used(self) -> bool:
-        return self.partition_type_guid != UNUSED
+        guid = self.partition_type_guid
+        return guid is not UNUSED and guid != UNUSED  # most entries share UNUSED itself
 
     @property
     def size_in_lba(self) -> int:
