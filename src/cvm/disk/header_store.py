@@ -13,12 +13,14 @@ Public API: :func:`load_header` -> :class:`LoadedHeader` (the winning copy, warn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cvm.disk.storage import Storage
 from cvm.errors import CvmError, FormatError
 from cvm.formats.luks2.binary_header import BINARY_HEADER_SIZE, HEADER_SIZES, BinaryHeader
 from cvm.formats.luks2.header_copy import HeaderCopy
+from cvm.formats.luks2.metadata import Metadata
 
 
 @dataclass(frozen=True)
@@ -30,13 +32,14 @@ class LoadedHeader:
     needs_repair: bool
 
 
-def _read_copy(storage: Storage, offset: int, total: int) -> HeaderCopy:
+def _read_copy(storage: Storage, offset: int, total: int,
+               parse_metadata: Callable[[bytes], Metadata]) -> HeaderCopy:
     if offset + BINARY_HEADER_SIZE > total:
         raise FormatError(f"LUKS2 header at {offset}: the device is truncated")
     binary = BinaryHeader.from_bytes(storage.read(offset, BINARY_HEADER_SIZE))
     if offset + binary.hdr_size > total:
         raise FormatError(f"LUKS2 header at {offset}: the device is truncated")
-    copy = HeaderCopy.parse(storage.read(offset, binary.hdr_size))
+    copy = HeaderCopy.parse(storage.read(offset, binary.hdr_size), parse_metadata)
     if copy.binary.hdr_offset != offset:
         raise FormatError(f"LUKS2 header at {offset} says it is at {copy.binary.hdr_offset}")
     return copy
@@ -54,20 +57,34 @@ def load_header(storage: Storage) -> LoadedHeader:
     return loaded
 
 
+def _parse_once() -> Callable[[bytes], Metadata]:
+    """A JSON-area parser that parses each distinct area once: two copies in step hold the
+    same JSON, and parsing is a pure function of its bytes (a refusal is not remembered)."""
+    parsed: dict[bytes, Metadata] = {}
+
+    def parse(json_area: bytes) -> Metadata:
+        if json_area not in parsed:
+            parsed[json_area] = Metadata.parse(json_area)
+        return parsed[json_area]
+
+    return parse
+
+
 def _newest(storage: Storage) -> LoadedHeader:
     total = storage.size()
+    parse_metadata = _parse_once()
     primary: HeaderCopy | None = None
     secondary: HeaderCopy | None = None
     problems: list[str] = []
     try:
-        primary = _read_copy(storage, 0, total)
+        primary = _read_copy(storage, 0, total, parse_metadata)
     except CvmError as error:
         problems.append(f"primary header is invalid ({error})")
     offsets = (primary.binary.hdr_size,) if primary else HEADER_SIZES
     secondary_errors: list[str] = []
     for offset in offsets:
         try:
-            secondary = _read_copy(storage, offset, total)
+            secondary = _read_copy(storage, offset, total, parse_metadata)
             break
         except CvmError as error:
             secondary_errors.append(str(error))

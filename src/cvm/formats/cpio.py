@@ -12,6 +12,9 @@ member ``TRAILER!!!``; the kernel ignores zero padding after it (archives are of
 
 from __future__ import annotations
 
+import binascii
+import re
+import struct
 from dataclasses import dataclass
 
 from cvm.errors import FormatError
@@ -29,6 +32,8 @@ S_IFDIR = 0o040000
 S_IFLNK = 0o120000
 KNOWN_TYPES = (S_IFREG, S_IFDIR, S_IFLNK)
 MAX_FIELD = 0xFFFFFFFF
+FIELD_WORDS = struct.Struct(f">{len(FIELDS)}I")
+NOT_HEX = re.compile(rb"[^0-9a-fA-F]")
 
 assert len(NEWC_MAGIC) + len(FIELDS) * FIELD_DIGITS == HEADER_SIZE
 
@@ -76,6 +81,19 @@ class CpioEntry:
         return NEWC_MAGIC + b"".join(f"{v:08X}".encode("ascii") for v in values)
 
 
+def _fields(data: bytes, position: int) -> tuple[int, ...]:
+    """The thirteen header fields of the member at ``position``: 8 hexadecimal digits each
+    (no sign, space or ``0x``), read as big-endian words."""
+    start = position + len(NEWC_MAGIC)
+    digits = data[start : position + HEADER_SIZE]
+    bad = NOT_HEX.search(digits)
+    if bad is not None:
+        index = bad.start() // FIELD_DIGITS
+        raise FormatError(f"cpio: field {FIELDS[index]} at offset "
+                          f"{start + index * FIELD_DIGITS:#x} is not hexadecimal")
+    return FIELD_WORDS.unpack(binascii.unhexlify(digits))
+
+
 def _member(entry: CpioEntry) -> bytes:
     name = entry.name.encode("utf-8") + b"\0"
     head = entry.header(len(name)) + name
@@ -120,17 +138,7 @@ class CpioArchive:
                 raise FormatError(f"cpio: truncated header at offset {position:#x} (no trailer)")
             if data[position : position + 6] != NEWC_MAGIC:
                 raise FormatError(f"cpio: bad magic at offset {position:#x} (newc is 070701)")
-            values = {}
-            for index, field in enumerate(FIELDS):
-                start = position + 6 + index * FIELD_DIGITS
-                text = data[start : start + FIELD_DIGITS]
-                try:
-                    if not all(c in b"0123456789abcdefABCDEF" for c in text):
-                        raise ValueError
-                    values[field] = int(text, 16)
-                except ValueError:
-                    raise FormatError(f"cpio: field {field} at offset {start:#x} is not "
-                                      "hexadecimal") from None
+            values = dict(zip(FIELDS, _fields(data, position), strict=True))
             namesize, filesize = values["namesize"], values["filesize"]
             name_start = position + HEADER_SIZE
             name_end = name_start + namesize
@@ -153,7 +161,7 @@ class CpioArchive:
             if values["check"] != 0:
                 raise FormatError(f"cpio member {name!r}: check is not 0 in a newc archive")
             if name == TRAILER:
-                if any(data[next_member:]):
+                if data[next_member:].strip(b"\0"):
                     raise FormatError("cpio: data after the trailer")
                 return cls(tuple(entries))
             entry = CpioEntry(name, values["mode"], data[data_start:data_end], values["ino"],

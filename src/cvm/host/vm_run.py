@@ -75,31 +75,36 @@ class HostImage:
     state_path: Path | None = None  # where the host stores the vTPM state file
 
 
-def _read(folder: Path, name: str) -> bytes:
-    path = (folder / name).resolve()
-    root = folder.resolve()
-    if not path.is_relative_to(root):
+def _read(folder: Path, root: str, name: str) -> bytes:
+    """The file ``name`` of the image in ``folder``, which resolves to ``root``
+    (``os.path.realpath``: symbolic links and ``..`` resolved); refused when the file resolves
+    outside the folder or into the owner's folder."""
+    path = os.path.realpath(os.path.join(root, name))
+    inside = os.path.join(root, "")  # the folder with one trailing separator
+    if path != root and not path.startswith(inside):
         raise UsageError(f"{name}: the image names a file outside its folder")
-    if path.relative_to(root).parts[:1] == (OWNER_FOLDER,):
+    if path[len(inside):].split(os.sep, 1)[0] == OWNER_FOLDER:
         raise UsageError(f"{name}: the host never reads the owner's folder")
     try:
-        return path.read_bytes()
+        with open(path, "rb", buffering=0) as file:
+            return file.read()
     except FileNotFoundError:
         raise UsageError(f"{folder}: the image has no {name}") from None
 
 
-def _optional(folder: Path, name: str | None) -> bytes | None:
+def _optional(folder: Path, root: str, name: str | None) -> bytes | None:
     """A file only some modes need: None when the manifest names none or it is missing (the
     launch that needs it says so)."""
-    if not name or not (folder / name).is_file():
+    if not name or not os.path.isfile(os.path.join(root, name)):
         return None
-    return _read(folder, name)
+    return _read(folder, root, name)
 
 
 def load_host_image(folder: Path) -> HostImage:
     """What the host takes from an image bundle (never ``owner/``)."""
+    root = os.path.realpath(folder)
     try:
-        manifest: Any = json.loads(_read(folder, "image.json"))
+        manifest: Any = json.loads(_read(folder, root, "image.json"))
         firmware, vtpm = manifest["firmware"], manifest["vtpm"]
         svsm_name, key_name = firmware.get("svsm"), vtpm.get("host_state_key")
         disk = folder / manifest["disk"]["file"]
@@ -109,9 +114,9 @@ def load_host_image(folder: Path) -> HostImage:
     if not disk.is_file():
         raise UsageError(f"{folder}: the image has no disk {disk.name}")
     return HostImage(
-        _read(folder, firmware["ovmf"]), _read(folder, firmware["vars"]),
-        _optional(folder, svsm_name), disk, _read(folder, vtpm["state"]),
-        _optional(folder, key_name), signature, folder / vtpm["state"],
+        _read(folder, root, firmware["ovmf"]), _read(folder, root, firmware["vars"]),
+        _optional(folder, root, svsm_name), disk, _read(folder, root, vtpm["state"]),
+        _optional(folder, root, key_name), signature, folder / vtpm["state"],
     )
 
 
@@ -127,12 +132,16 @@ class VmRequest:
 
 
 class HostDisk:
-    """The guest's disk: the image file as a block device; the host logs each access."""
+    """The guest's disk: the image file as a block device; the host logs each access.
+
+    It is the only writer of its file, so a flush that follows no write has nothing to make
+    durable and does not reach ``fsync``."""
 
     def __init__(self, path: Path, log: list[bytes]) -> None:
         self.path = path
         self._file = FileStorage(path)
         self._log = log
+        self._unflushed = False  # a write since the last flush
 
     def size(self) -> int:
         return self._file.size()
@@ -143,10 +152,13 @@ class HostDisk:
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self._log.append(f"disk write {offset:#x}+{len(memoryview(data).cast('B')):#x}".encode())
+        self._unflushed = True  # before the write: a write that fails part-way still counts
         self._file.write(offset, data)
 
     def flush(self) -> None:
-        self._file.flush()
+        if self._unflushed:
+            self._file.flush()
+            self._unflushed = False
 
     def close(self) -> None:
         self._file.close()

@@ -139,3 +139,35 @@ def test_damage_raises_only_format_errors(fat32_seed: bytes, data: st.DataObject
         damaged[position] = data.draw(st.integers(0, 255))
     with contextlib.suppress(FormatError):
         FatVolume.from_bytes(bytes(damaged)).files()
+
+
+def test_a_fragmented_file_reads_right_one_read_per_run_of_adjacent_clusters(
+        fat32: bytes) -> None:
+    volume = FatVolume.from_bytes(fat32)
+    first = _file_cluster(volume, fat32, b"VMLINUZ    ")
+    unit = volume.boot.cluster_size
+    count = -(-len(FILES["vmlinuz"]) // unit)
+    assert volume.chain(first) == list(range(first, first + count))  # mtools wrote it in one run
+    cut = count // 2
+    order = [first, *range(first + cut, first + count), *range(first + 1, first + cut)]
+    data = bytearray(fat32)
+    for logical, physical in enumerate(order):  # move the data, then relink the chain
+        source = volume._cluster_offset(first + logical)
+        data[volume._cluster_offset(physical) : volume._cluster_offset(physical) + unit] = (
+            fat32[source : source + unit])
+    for here, there in zip(order, [*order[1:], 0x0FFFFFFF], strict=True):
+        _set_fat(volume, data, here, there)
+    reads: list[tuple[int, int]] = []
+
+    def read(offset: int, length: int) -> bytes:
+        reads.append((offset, length))
+        return bytes(data[offset : offset + length])
+
+    fragmented = FatVolume(read, len(data))
+    assert fragmented.chain(first) == order
+    assert fragmented.files() == {f"/{name}": content for name, content in FILES.items()}
+    runs = [(volume._cluster_offset(first), unit),
+            (volume._cluster_offset(first + cut), (count - cut) * unit),
+            (volume._cluster_offset(first + 1), (cut - 1) * unit)]
+    start = reads.index(runs[0])
+    assert reads[start : start + 3] == runs

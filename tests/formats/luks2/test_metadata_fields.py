@@ -416,6 +416,10 @@ def test_json_area_framing_is_named() -> None:
     cases = {
         b"{}": "LUKS2 metadata: JSON area is not NUL-terminated",
         b"{}\0x": "LUKS2 metadata: JSON area has bytes after its terminator",
+        b"{}\0X": "LUKS2 metadata: JSON area has bytes after its terminator",
+        b"{}\0\0\0 ": "LUKS2 metadata: JSON area has bytes after its terminator",
+        b"{}" + bytes(4000) + b"\1" + bytes(100): "LUKS2 metadata: JSON area has bytes after its "
+                                                 "terminator",
     }
     for area, message in cases.items():
         with pytest.raises(FormatError) as raised:

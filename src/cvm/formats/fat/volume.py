@@ -122,7 +122,14 @@ class FatVolume:
                               f"{len(clusters)} clusters")
         if size is not None:
             clusters = clusters[: (size + unit - 1) // unit]
-        data = b"".join(self._read(self._cluster_offset(c), unit) for c in clusters)
+        runs: list[list[int]] = []  # [first cluster, count] of each run of adjacent clusters
+        for cluster in clusters:
+            if runs and runs[-1][0] + runs[-1][1] == cluster:
+                runs[-1][1] += 1
+            else:
+                runs.append([cluster, 1])
+        data = b"".join(self._read(self._cluster_offset(first), count * unit)
+                        for first, count in runs)  # one read per run: a file is mostly one
         return data if size is None else data[:size]
 
     # --- directories ---------------------------------------------------------------------

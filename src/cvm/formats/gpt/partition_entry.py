@@ -46,7 +46,8 @@ class PartitionEntry:
 
     @property
     def used(self) -> bool:
-        return self.partition_type_guid != UNUSED
+        guid = self.partition_type_guid
+        return guid is not UNUSED and guid != UNUSED  # most entries share UNUSED itself
 
     @property
     def size_in_lba(self) -> int:
@@ -54,7 +55,8 @@ class PartitionEntry:
 
     @classmethod
     def unused(cls) -> PartitionEntry:
-        return cls(UNUSED, UNUSED, 0, 0)
+        """The unused entry (all zero); one shared instance, as the entry is immutable."""
+        return UNUSED_ENTRY
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PartitionEntry:
@@ -97,3 +99,6 @@ class PartitionEntry:
                 "partition_name": encoded.ljust(NAME_SIZE, b"\0"),
             }
         )
+
+
+UNUSED_ENTRY = PartitionEntry(UNUSED, UNUSED, 0, 0)

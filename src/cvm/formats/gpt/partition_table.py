@@ -114,8 +114,11 @@ class PartitionTable:
         ]
 
     @classmethod
-    def _load(cls, read: Callable[[int, int], bytes], lba: int, total_lbas: int
+    def _load(cls, read: Callable[[int, int], bytes], lba: int, total_lbas: int,
+              parsed: dict[bytes, tuple[PartitionEntry, ...]]
               ) -> tuple[GptHeader, tuple[PartitionEntry, ...]]:
+        """One header and its entry array; ``parsed`` holds the arrays already parsed (the
+        backup's is byte for byte the primary's when the two are in step)."""
         header = GptHeader.from_bytes(read(lba * LBA_SIZE, LBA_SIZE))
         if header.my_lba != lba:
             raise FormatError(f"GPT header at LBA {lba} says it is at LBA {header.my_lba}")
@@ -127,9 +130,10 @@ class PartitionTable:
         array = read(header.partition_entry_lba * LBA_SIZE, header.entry_array_size())
         if zlib.crc32(array) != header.partition_entry_array_crc32:
             raise FormatError(f"GPT entries of the header at LBA {lba}: CRC32 mismatch")
-        entries = tuple(PartitionEntry.from_bytes(array[i : i + ENTRY_SIZE])
-                        for i in range(0, len(array), ENTRY_SIZE))
-        return header, entries
+        if array not in parsed:
+            parsed[array] = tuple(PartitionEntry.from_bytes(array[i : i + ENTRY_SIZE])
+                                  for i in range(0, len(array), ENTRY_SIZE))
+        return header, parsed[array]
 
     @classmethod
     def parse(cls, read: Callable[[int, int], bytes], disk_size: int) -> PartitionTable:
@@ -139,11 +143,12 @@ class PartitionTable:
         total = disk_size // LBA_SIZE
         mbr = ProtectiveMbr.from_bytes(read(0, LBA_SIZE))
         warnings: list[str] = []
+        parsed: dict[bytes, tuple[PartitionEntry, ...]] = {}
         try:
-            header, entries = cls._load(read, 1, total)
+            header, entries = cls._load(read, 1, total, parsed)
         except CvmError as primary_error:
             try:
-                header, entries = cls._load(read, total - 1, total)
+                header, entries = cls._load(read, total - 1, total, parsed)
             except CvmError as backup_error:
                 raise FormatError(
                     f"GPT: primary ({primary_error}) and backup ({backup_error}) both invalid"
@@ -151,7 +156,7 @@ class PartitionTable:
             warnings.append(f"primary GPT invalid ({primary_error}); using the backup")
         else:
             try:
-                cls._load(read, total - 1, total)
+                cls._load(read, total - 1, total, parsed)
             except CvmError as backup_error:
                 warnings.append(f"backup GPT invalid ({backup_error})")
         table = cls(header.disk_guid, total, entries, mbr, tuple(warnings))

@@ -14,6 +14,7 @@ Public API: :func:`af_split` (``random`` supplies the ``stripes - 1`` random str
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable
 
 from cvm.errors import FormatError, UsageError
@@ -27,30 +28,39 @@ def af_size(key_size: int, stripes: int) -> int:
     return -(-size // SECTOR_SIZE) * SECTOR_SIZE
 
 
-def _chain(stripes: bytes, size: int, count: int, hash_name: str) -> int:
-    """``d_count`` of the chain ``d_0 = 0``, ``d_k = H(d_{k-1} xor s_k)`` over the first
-    ``count`` stripes ``s_k`` of ``size`` bytes in ``stripes``, as a big-endian integer.
+def _chain(stripes: bytes | memoryview, size: int, hash_name: str) -> int:
+    """``d_n`` of the chain ``d_0 = 0``, ``d_k = H(d_{k-1} xor s_k)`` over the ``n`` stripes
+    ``s_k`` of ``size`` bytes that make up ``stripes``, as a big-endian integer.
 
-    One stripe costs two integer conversions, one XOR and one hash call per digest-sized block:
-    the stripes are chained, so only the blocks of one stripe could be hashed side by side.
-    Every conversion between bytes and integers here is big-endian (Python's default).
+    The XOR is bytewise and ``H`` hashes each digest-sized block on its own, so block ``i`` of
+    ``d_k`` depends only on block ``i`` of ``d_{k-1}`` and of ``s_k``: the chain is one chain
+    per block, each over that block's bytes of every stripe (``struct`` cuts them out). The
+    block index ``be32(i)`` is folded into the integer XORed in as its top four bytes, so one
+    link costs one conversion of the stripe block, the XOR, one ``to_bytes``, one hash call and
+    one conversion of the digest. Every conversion between bytes and integers here is
+    big-endian (Python's default).
     """
     new = getattr(hashlib, hash_name)
-    digest_size = new().digest_size
-    blocks = [(index.to_bytes(4), start, start + digest_size)
-              for index, start in enumerate(range(0, size, digest_size))]
-    view, from_bytes, digest = memoryview(stripes), int.from_bytes, 0
-    if size == 2 * digest_size:  # two whole blocks (LUKS2's default: AES-XTS-512, SHA-256)
-        for start in range(0, count * size, size):
-            mixed = (digest ^ from_bytes(view[start : start + size])).to_bytes(size)
-            digest = from_bytes(new(b"\0\0\0\0" + mixed[:digest_size]).digest()
-                                + new(b"\0\0\0\1" + mixed[digest_size:]).digest())
-        return digest
-    for start in range(0, count * size, size):
-        mixed = (digest ^ from_bytes(view[start : start + size])).to_bytes(size)
-        diffused = b"".join([new(prefix + mixed[first:last]).digest()
-                             for prefix, first, last in blocks])
-        digest = from_bytes(diffused[:size])  # the last block's digest cut to its length
+    width: int = new().digest_size
+    from_bytes = int.from_bytes
+    if size == 2 * width:  # two whole blocks (LUKS2's default: AES-XTS-512, SHA-256)
+        first = second = 0
+        index_one, record = 1 << (8 * width), width + 4
+        for low, high in struct.iter_unpack(f"{width}s{width}s", stripes):
+            first = from_bytes(new((first ^ from_bytes(low)).to_bytes(record)).digest())
+            second = from_bytes(new((second ^ index_one ^ from_bytes(high)).to_bytes(record))
+                                .digest())
+        return first << (8 * width) | second
+    digest = 0
+    for start in range(0, size, width):
+        length = min(width, size - start)  # the last block may be short
+        index = (start // width) << (8 * length)
+        cut, record = 8 * (width - length), length + 4
+        block = 0
+        for (part,) in struct.iter_unpack(f"{start}x{length}s{size - start - length}x", stripes):
+            block = from_bytes(new((block ^ index ^ from_bytes(part)).to_bytes(record))
+                               .digest()) >> cut  # a short block keeps the digest's first bytes
+        digest = digest << (8 * length) | block
     return digest
 
 
@@ -68,7 +78,7 @@ def af_split(key: bytes, stripes: int, hash_name: str, random: Callable[[int], b
     noise = random(size * (stripes - 1))
     if len(noise) != size * (stripes - 1):
         raise UsageError("AF split: the random source returned the wrong length")
-    digest = _chain(noise, size, stripes - 1, hash_name)
+    digest = _chain(noise, size, hash_name)
     return noise + (digest ^ int.from_bytes(key)).to_bytes(size)  # big-endian, as in _chain
 
 
@@ -77,6 +87,6 @@ def af_merge(material: bytes, key_size: int, stripes: int, hash_name: str) -> by
     _check_hash(hash_name)
     if len(material) < key_size * stripes or key_size < 1 or stripes < 1:
         raise FormatError("AF merge: key material shorter than key_size * stripes")
-    digest = _chain(material, key_size, stripes - 1, hash_name)
+    digest = _chain(memoryview(material)[: (stripes - 1) * key_size], key_size, hash_name)
     last = int.from_bytes(material[(stripes - 1) * key_size : stripes * key_size])
     return (digest ^ last).to_bytes(key_size)  # big-endian, as in _chain

@@ -12,6 +12,7 @@ binary header and the JSON) and ``to_bytes()`` (seals it with a fresh checksum).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cvm.errors import FormatError, IntegrityError
@@ -38,7 +39,10 @@ class HeaderCopy:
     metadata: Metadata
 
     @classmethod
-    def parse(cls, area: bytes) -> HeaderCopy:
+    def parse(cls, area: bytes,
+              parse_metadata: Callable[[bytes], Metadata] = Metadata.parse) -> HeaderCopy:
+        """Checksum, binary header, then the JSON area through ``parse_metadata`` (a reader
+        of both copies may pass one that parses a JSON area it has seen only once)."""
         if len(area) < BINARY_HEADER_SIZE:
             raise FormatError(f"LUKS2 header: {len(area)} bytes, need at least 4096")
         binary = BinaryHeader.from_bytes(area[:BINARY_HEADER_SIZE])
@@ -49,7 +53,7 @@ class HeaderCopy:
         if header_checksum(area, binary.csum_alg) != binary.csum:
             which = "secondary" if binary.secondary else "primary"
             raise IntegrityError(f"LUKS2 {which} header: checksum mismatch")
-        metadata = Metadata.parse(area[BINARY_HEADER_SIZE:])
+        metadata = parse_metadata(area[BINARY_HEADER_SIZE:])
         if metadata.config.json_size != binary.hdr_size - BINARY_HEADER_SIZE:
             raise FormatError(
                 f"LUKS2 header: config.json_size {metadata.config.json_size} does not match "

@@ -1,0 +1,148 @@
+"""What the host reads of an image bundle: the files its manifest names, inside the folder, never
+the owner's folder — however the name gets there (``..``, symbolic links, a relative folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from cvm.errors import UsageError
+from cvm.host.vm_run import HostDisk, load_host_image
+
+
+def _bundle(folder: Path, **names: str | None) -> dict[str, object]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "owner").mkdir(exist_ok=True)
+    (folder / "owner" / "provisioning.key").write_bytes(b"k" * 32)
+    for name, data in (("disk.img", b""), ("OVMF.fd", b"ovmf"), ("VARS.fd", b"vars"),
+                       ("SVSM.bin", b"svsm"), ("state.bin", b"state")):
+        (folder / name).write_bytes(data)
+    manifest: dict[str, object] = {
+        "firmware": {"ovmf": names.get("ovmf", "OVMF.fd"), "vars": "VARS.fd",
+                     "svsm": names.get("svsm", "SVSM.bin")},
+        "vtpm": {"state": names.get("state", "state.bin"), "host_state_key": None},
+        "disk": {"file": "disk.img"}}
+    (folder / "image.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_the_files_the_manifest_names_are_read(tmp_path: Path) -> None:
+    _bundle(tmp_path / "img")
+    image = load_host_image(tmp_path / "img")
+    assert (image.firmware, image.varstore, image.svsm, image.state, image.state_key) == (
+        b"ovmf", b"vars", b"svsm", b"state", None)
+    assert image.disk == tmp_path / "img" / "disk.img"
+    assert image.state_path == tmp_path / "img" / "state.bin"
+
+
+def test_a_relative_folder_and_a_folder_behind_a_link_are_the_same_image(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundle(tmp_path / "img")
+    (tmp_path / "link").symlink_to(tmp_path / "img")
+    monkeypatch.chdir(tmp_path)
+    assert load_host_image(Path("img")).firmware == b"ovmf"
+    assert load_host_image(Path("link")).svsm == b"svsm"
+    assert load_host_image(Path("link/../img")).state == b"state"
+
+
+def test_a_missing_optional_file_is_none_a_missing_required_one_is_refused(
+        tmp_path: Path) -> None:
+    _bundle(tmp_path, svsm="nowhere.bin")
+    assert load_host_image(tmp_path).svsm is None
+    _bundle(tmp_path, state="nowhere.bin")
+    missing = f"^{re.escape(str(tmp_path))}: the image has no nowhere.bin$"
+    with pytest.raises(UsageError, match=missing):
+        load_host_image(tmp_path)
+
+
+@pytest.mark.parametrize("how", ["dotdot", "link", "absolute", "sibling"])
+def test_a_file_outside_the_folder_is_refused(tmp_path: Path, how: str) -> None:
+    outside = tmp_path / "outside.fd"
+    outside.write_bytes(b"x")
+    (tmp_path / "img-other").mkdir()
+    (tmp_path / "img-other" / "f.fd").write_bytes(b"x")
+    name = {"dotdot": "../outside.fd", "link": "fw.fd", "absolute": str(outside),
+            "sibling": "../img-other/f.fd"}[how]
+    _bundle(tmp_path / "img", ovmf=name)
+    (tmp_path / "img" / "fw.fd").symlink_to(outside)
+    refusal = f"^{re.escape(name)}: the image names a file outside its folder$"
+    with pytest.raises(UsageError, match=refusal):
+        load_host_image(tmp_path / "img")
+
+
+@pytest.mark.parametrize("name", ["owner/provisioning.key", "./owner/../owner/provisioning.key",
+                                  "key", "sub/../owner/provisioning.key", "owner"])
+def test_the_owners_folder_is_never_read(tmp_path: Path, name: str) -> None:
+    _bundle(tmp_path, ovmf=name)
+    (tmp_path / "key").symlink_to(tmp_path / "owner" / "provisioning.key")
+    (tmp_path / "sub").mkdir()
+    refusal = f"^{re.escape(name)}: the host never reads the owner's folder$"
+    with pytest.raises(UsageError, match=refusal):
+        load_host_image(tmp_path)
+
+
+def test_a_file_whose_name_starts_like_the_owners_folder_is_read(tmp_path: Path) -> None:
+    _bundle(tmp_path, ovmf="owner.fd", svsm="owners/SVSM.bin")
+    (tmp_path / "owner.fd").write_bytes(b"mine")
+    (tmp_path / "owners").mkdir()
+    (tmp_path / "owners" / "SVSM.bin").write_bytes(b"also mine")
+    image = load_host_image(tmp_path)
+    assert (image.firmware, image.svsm) == (b"mine", b"also mine")
+
+
+def test_the_folder_itself_is_not_a_file(tmp_path: Path) -> None:
+    _bundle(tmp_path, ovmf=".")
+    with pytest.raises(IsADirectoryError):
+        load_host_image(tmp_path)
+
+
+def test_the_disk_reaches_fsync_only_after_a_write(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    (tmp_path / "disk.img").write_bytes(bytes(4096))
+    log: list[bytes] = []
+    disk = HostDisk(tmp_path / "disk.img", log)
+    try:
+        assert disk.read(512, 4) == bytes(4)
+        disk.flush()
+        assert synced == []
+        disk.write(512, b"data")
+        disk.flush()
+        assert len(synced) == 1
+        disk.flush()  # nothing written since
+        assert len(synced) == 1
+        disk.write(0, b"more")
+        disk.write(8, b"again")
+        disk.flush()
+        assert len(synced) == 2
+        assert disk.read(512, 4) == b"data"
+    finally:
+        disk.close()
+    assert log == [b"disk read 0x200+0x4", b"disk write 0x200+0x4", b"disk write 0x0+0x4",
+                   b"disk write 0x8+0x5", b"disk read 0x200+0x4"]
+
+
+def test_a_write_that_fails_still_leaves_the_disk_to_flush(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    (tmp_path / "disk.img").write_bytes(bytes(4096))
+    disk = HostDisk(tmp_path / "disk.img", [])
+
+    def fail(fd: int, data: object, offset: int) -> int:
+        raise OSError(28, "No space left on device")
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "pwrite", fail)
+            with pytest.raises(OSError, match="No space"):
+                disk.write(0, b"x")
+        disk.flush()
+        assert len(synced) == 1
+    finally:
+        disk.close()
