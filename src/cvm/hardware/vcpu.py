@@ -284,12 +284,14 @@ class Vcpu:
 
     # -- the guest's view of its CPU ----------------------------------------------------------
     def read(self, gpa: int, size: int) -> bytes:
-        self.live()
-        return self.vm.access(gpa, size, vmpl=self.vmpl)
+        if self.registers is None:
+            self.live()  # raises: a stopped vCPU makes no accesses
+        return self.vm.access(gpa, size, vmpl=self._vmpl)
 
     def write(self, gpa: int, data: bytes) -> None:
-        self.live()
-        self.vm.access(gpa, len(data), vmpl=self.vmpl, data=data)
+        if self.registers is None:
+            self.live()  # raises
+        self.vm.access(gpa, len(data), vmpl=self._vmpl, data=data)
 
     def set_register(self, name: str, value: int) -> None:
         registers = self.live()

@@ -116,10 +116,10 @@ class Hypervisor:
         self.machine.dram.check(first, fresh * PAGE_SIZE)  # before anything is taken
         pages = [self._free.pop() for _ in range(reused)]
         for spa in pages:
-            self.machine.host_write(spa, bytes(PAGE_SIZE))
+            self.machine.host_zero(spa, PAGE_SIZE)
         if fresh > 0:
             self._next_spa += fresh * PAGE_SIZE
-            self.machine.host_write(first, bytes(fresh * PAGE_SIZE))
+            self.machine.host_zero(first, fresh * PAGE_SIZE)
             pages.extend(range(first, self._next_spa, PAGE_SIZE))
         return pages
 

@@ -75,6 +75,29 @@ class MemoryEncryptionEngine:
         plain[spa - first : spa - first + len(data)] = np.frombuffer(data, dtype=np.uint8)
         self.write_pages_from(asid, first, plain)
 
+    def access_page(
+        self, asid: int, frame: int, offset: int, size: int, data: bytes | None
+    ) -> bytes:
+        """A private access within one page, as a guest's load or store reaches the engine:
+        read ``size`` bytes at ``offset`` of system page ``frame`` with ``asid``'s key
+        (``data`` None), or write ``data`` there (a partial write re-encrypts the whole page).
+        The caller keeps ``offset + size`` within the page."""
+        cipher = self._ciphers.get(asid)
+        if cipher is None:
+            raise StateError(f"ASID {asid} has no key: the guest is not active")
+        stored = self._dram.page(frame)
+        spa = frame * PAGE_SIZE
+        if data is not None and offset == 0 and len(data) == PAGE_SIZE:
+            cipher.encrypt_into(spa, np.frombuffer(data, dtype=np.uint8), stored)
+            return b""
+        plain = np.empty(PAGE_SIZE, dtype=np.uint8)
+        cipher.decrypt_into(spa, stored, plain)
+        if data is None:
+            return plain.tobytes() if size == PAGE_SIZE else plain[offset : offset + size].tobytes()
+        plain[offset : offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        cipher.encrypt_into(spa, plain, stored)
+        return b""
+
     def read_pages(self, asid: int, spa: int, pages: int) -> bytes:
         """Decrypt ``pages`` whole pages at page-aligned ``spa``."""
         out = np.empty(pages * PAGE_SIZE, dtype=np.uint8)
