@@ -4,6 +4,8 @@ DRAM's contents right."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -36,6 +38,28 @@ def test_a_run_of_fresh_pages_is_assigned_as_one_rmpupdate_per_page_would() -> N
     assert [e.gpa for e in _entries(run, SPAS)] == GPAS
     assert not run.entry(SPAS[-1] + PAGE_SIZE).assigned  # nothing beyond the run
     assert run.rmpupdate_pages([], [], 7) == (RmpStatus.SUCCESS, 0)
+
+
+def test_a_clean_run_is_assigned_in_one_step_and_any_other_page_by_page(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    one_page = Rmp.rmpupdate
+
+    def counted(self: Rmp, spa: int, **fields: Any) -> RmpStatus:
+        calls.append(spa)
+        return one_page(self, spa, **fields)
+
+    monkeypatch.setattr(Rmp, "rmpupdate", counted)
+    rmp = Rmp()
+    assert rmp.rmpupdate_pages(SPAS[:3], GPAS[:3], 7) == (RmpStatus.SUCCESS, 3)
+    assert calls == []  # aligned, none with an entry: one step
+    assert rmp.rmpupdate_pages(SPAS[2:], GPAS[2:], 7) == (RmpStatus.SUCCESS, 4)
+    assert calls == SPAS[2:]  # the run starts at a page with an entry
+    calls.clear()
+    assert rmp.rmpupdate_pages(SPAS[3:], [*GPAS[3:5], GPAS[5] + 1], 7)[0] is RmpStatus.FAIL_INPUT
+    assert calls == SPAS[3:]
+    assert Rmp().rmpupdate_pages([0x10001], [0], 7) == (RmpStatus.FAIL_INPUT, 0)
 
 
 def test_a_run_reassigns_live_pages_and_clears_their_validation() -> None:
@@ -227,3 +251,22 @@ def test_the_engine_keeps_the_rest_of_a_page_and_needs_a_live_key() -> None:
     engine.deactivate(3)
     with pytest.raises(StateError, match="ASID 3 has no key"):
         engine.access_page(3, 0x40, 0, 4, None)
+
+
+@pytest.mark.parametrize("pages", [1, 2])
+def test_the_engines_page_operations_refuse_pages_off_a_boundary_or_outside_dram(
+    pages: int,
+) -> None:
+    machine = Machine(8 * MIB)
+    engine = machine.engine
+    engine.activate(3)
+    size = pages * PAGE_SIZE
+    for spa, error in ((0x40010, "not page-aligned"), (8 * MIB - PAGE_SIZE * pages + PAGE_SIZE,
+                                                         "outside DRAM"), (-size, "outside DRAM")):
+        with pytest.raises(UsageError, match=error):
+            engine.write_pages(3, spa, bytes(size))
+        with pytest.raises(UsageError, match=error):
+            engine.read_pages(3, spa, pages)
+    engine.write_pages(3, 8 * MIB - size, b"\x01" * size)  # the last pages
+    assert engine.read_pages(3, 8 * MIB - size, pages) == b"\x01" * size
+    assert machine.host_read(8 * MIB - size, size) != b"\x01" * size

@@ -107,6 +107,10 @@ class MemoryEncryptionEngine:
     def read_pages_into(self, asid: int, spa: int, target: np.ndarray) -> None:
         """Decrypt whole pages at page-aligned ``spa`` into ``target`` (bulk path, no copies)."""
         cipher = self._cipher(asid)
+        if target.size == PAGE_SIZE:  # one page: its view
+            _check_aligned(spa, PAGE_SIZE)
+            cipher.decrypt_into(spa, self._dram.page(spa // PAGE_SIZE), target)
+            return
         if spa // CHUNK_SIZE == (spa + target.size - 1) // CHUNK_SIZE:  # one chunk: one call
             _check_aligned(spa, target.size)  # the span checks the range
             cipher.decrypt_into(spa, self._dram.span(spa, target.size), target)
@@ -123,6 +127,10 @@ class MemoryEncryptionEngine:
     def write_pages_from(self, asid: int, spa: int, source: np.ndarray) -> None:
         """Encrypt whole pages from ``source`` to page-aligned ``spa`` (bulk path, no copies)."""
         cipher = self._cipher(asid)
+        if source.size == PAGE_SIZE:  # one page: its view
+            _check_aligned(spa, PAGE_SIZE)
+            cipher.encrypt_into(spa, source, self._dram.page(spa // PAGE_SIZE))
+            return
         if spa // CHUNK_SIZE == (spa + source.size - 1) // CHUNK_SIZE:  # one chunk: one call
             _check_aligned(spa, source.size)  # the span checks the range
             cipher.encrypt_into(spa, source, self._dram.span(spa, source.size))

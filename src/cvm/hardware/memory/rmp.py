@@ -123,14 +123,18 @@ class Rmp:
         run of aligned pages none of which has an entry yet is assigned in one step."""
         if len(spas) != len(gpas):
             raise UsageError(f"RMPUPDATE of {len(spas)} system pages at {len(gpas)} guest pages")
+        if not spas:
+            return RmpStatus.SUCCESS, 0
         frames = [spa >> PAGE_SHIFT for spa in spas]
         entries = self._entries
-        aligned = not (reduce(operator.or_, spas, 0) | reduce(operator.or_, gpas, 0)) & _PAGE_MASK
-        if aligned and entries.keys().isdisjoint(frames):
-            entries.update(zip(frames, [RmpEntry(True, asid, gpa) for gpa in gpas], strict=True))
+        if (
+            not (reduce(operator.or_, spas) | reduce(operator.or_, gpas)) & _PAGE_MASK
+            and entries.keys().isdisjoint(frames)
+        ):
+            entries.update({frame: RmpEntry(True, asid, gpas[i]) for i, frame in enumerate(frames)})
             return RmpStatus.SUCCESS, len(frames)
-        for done, (spa, gpa) in enumerate(zip(spas, gpas, strict=True)):
-            status = self.rmpupdate(spa, assigned=True, asid=asid, gpa=gpa)
+        for done, spa in enumerate(spas):
+            status = self.rmpupdate(spa, assigned=True, asid=asid, gpa=gpas[done])
             if status is not RmpStatus.SUCCESS:
                 return status, done
         return RmpStatus.SUCCESS, len(frames)
