@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cvm.errors import StateError, UsageError
 from cvm.guest.kernel.sev_guest import SevGuest
@@ -270,3 +272,36 @@ def test_the_engines_page_operations_refuse_pages_off_a_boundary_or_outside_dram
     engine.write_pages(3, 8 * MIB - size, b"\x01" * size)  # the last pages
     assert engine.read_pages(3, 8 * MIB - size, pages) == b"\x01" * size
     assert machine.host_read(8 * MIB - size, size) != b"\x01" * size
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 4 * PAGE_SIZE - 1), st.integers(0, 2 * PAGE_SIZE),
+                  st.booleans(), st.binary(min_size=1, max_size=1)),
+        min_size=1, max_size=12,
+    )
+)
+def test_guest_accesses_match_a_byte_array_and_the_engines_own_reads(
+    steps: list[tuple[int, int, bool, bytes]],
+) -> None:
+    host = Hypervisor(Machine(16 * MIB))
+    guest = host.create_vm(Mode.SEV_SNP, 4 * PAGE_SIZE)
+    kernel = SevGuest(guest.vcpus[0])
+    kernel.accept(0, 4 * PAGE_SIZE)
+    model = bytearray(4 * PAGE_SIZE)
+    kernel.cpu.write(0, bytes(model))
+    for offset, wanted, write, fill in steps:
+        size = min(wanted, 4 * PAGE_SIZE - offset)
+        if write:
+            data = (fill + bytes(range(251))) * (size // 252 + 1)
+            kernel.cpu.write(offset, data[:size])
+            model[offset : offset + size] = data[:size]
+        else:
+            assert kernel.cpu.read(offset, size) == model[offset : offset + size]
+    engine, asid = host.machine.engine, guest.vm.asid
+    pages = [
+        engine.read(asid, host.spa_of(guest, gpa), PAGE_SIZE)
+        for gpa in range(0, len(model), PAGE_SIZE)
+    ]
+    assert b"".join(pages) == bytes(model)
