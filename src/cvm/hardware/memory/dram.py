@@ -14,6 +14,7 @@ from cvm.errors import UsageError
 PAGE_SIZE = 0x1000
 CHUNK_SIZE = 0x20_0000
 _PAGES_PER_CHUNK = CHUNK_SIZE // PAGE_SIZE
+_BYTES = np.dtype(np.uint8)  # a dtype object passed positionally: the cheapest form of the call
 
 
 class Dram:
@@ -33,8 +34,13 @@ class Dram:
 
     def _mark(self, spa: int, size: int) -> None:
         """Pages ``spa``..``spa+size`` may hold non-zero bytes from now on."""
-        if size > 0:
-            self._written.update(range(spa >> 12, ((spa + size - 1) >> 12) + 1))
+        if size <= 0:
+            return
+        first, last = spa >> 12, (spa + size - 1) >> 12
+        if first == last:
+            self._written.add(first)
+        else:
+            self._written.update(range(first, last + 1))
 
     @property
     def allocated_bytes(self) -> int:
@@ -115,9 +121,9 @@ class Dram:
         if data and offset + len(data) <= CHUNK_SIZE:  # within one chunk: one copy
             chunk = self._chunk(index, allocate=True)
             assert chunk is not None
-            chunk[offset : offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            chunk[offset : offset + len(data)] = np.frombuffer(data, _BYTES)
             return
-        view = np.frombuffer(data, dtype=np.uint8)
+        view = np.frombuffer(data, _BYTES)
         while view.size:
             index, offset = divmod(spa, CHUNK_SIZE)
             part = min(view.size, CHUNK_SIZE - offset)
