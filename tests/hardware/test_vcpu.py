@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cvm.errors import StateError
+from cvm.errors import StateError, UsageError
 from cvm.formats.snp.ghcb import Ghcb
 from cvm.formats.snp.vmsa import Vmsa
 from cvm.guest.kernel.sev_guest import SevGuest
@@ -92,3 +92,42 @@ def test_registers_exist_only_while_the_guest_runs() -> None:
     assert seen == [None]
     with pytest.raises(StateError, match="already running"):
         guest.vcpus[0].vmrun()
+
+
+@pytest.mark.parametrize("mode", [Mode.SEV_ES, Mode.SEV_SNP])
+def test_a_vmsa_page_off_a_page_boundary_is_refused_at_the_switch(mode: Mode) -> None:
+    host, guest, kernel = _guest(mode)
+    vcpu = guest.vcpus[0]
+    spa = vcpu.vmsa_spa or 0
+
+    def misplace(g: Guest, cpu: Vcpu, info: VmExit) -> None:
+        cpu.vmsa_spa = spa + 0x10
+
+    host.exit_hooks.append(misplace)
+    with pytest.raises(UsageError, match=f"VMSA page {spa + 0x10:#x} is not page-aligned"):
+        kernel.halt()  # VMRUN
+    host.exit_hooks.clear()
+    vcpu.vmsa_spa = spa
+    vcpu.vmrun()
+    assert vcpu.register("efer") & 1 << 12
+    vcpu.vmsa_spa = spa + 0x10
+    with pytest.raises(UsageError, match="not page-aligned"):
+        kernel.halt()  # the VMEXIT's save
+
+
+def test_a_vmsa_the_guest_changed_in_memory_is_read_again_at_vmrun() -> None:
+    host, guest, kernel = _guest(Mode.SEV_ES)
+    vcpu = guest.vcpus[0]
+    kernel.cpu.set_register("r13", 0x1313)
+    kernel.halt()  # saved and loaded: the vCPU knows this ciphertext
+    spa = vcpu.vmsa_spa or 0
+    page = bytearray(host.machine.engine.read(guest.vm.asid, spa, PAGE_SIZE))
+    offset = page.index((0x1313).to_bytes(8, "little"))
+    page[offset : offset + 8] = (0x3131).to_bytes(8, "little")
+
+    def rewrite(g: Guest, cpu: Vcpu, info: VmExit) -> None:  # as the guest's own write would
+        host.machine.engine.write(guest.vm.asid, spa, bytes(page))
+
+    host.exit_hooks.append(rewrite)
+    kernel.halt()
+    assert kernel.cpu.register("r13") == 0x3131

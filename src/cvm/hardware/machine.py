@@ -47,14 +47,21 @@ class Machine:
 
     def host_write(self, spa: int, data: bytes) -> None:
         """The host writes DRAM; with SNP, the RMP refuses writes to guest or firmware pages."""
-        self.dram.check(spa, len(data))
-        if self.snp_enabled:
-            first = spa - spa % PAGE_SIZE
-            for page in range(first, spa + len(data), PAGE_SIZE):
-                fault = self.rmp.check_host_write(page)
-                if fault is not None:
-                    raise self.raise_fault(fault)
+        self._check_host_write(spa, len(data))
         self.dram.write(spa, data)
+
+    def host_zero(self, spa: int, size: int) -> None:
+        """The host writes ``size`` zero bytes at ``spa`` (its scrub of pages it hands out):
+        :meth:`host_write` of zeros, without building them."""
+        self._check_host_write(spa, size)
+        self.dram.zero(spa, size)
+
+    def _check_host_write(self, spa: int, size: int) -> None:
+        self.dram.check(spa, size)
+        if self.snp_enabled:
+            fault = self.rmp.check_host_writes(spa, size)
+            if fault is not None:
+                raise self.raise_fault(fault)
 
     def check_page(self, spa: int) -> None:
         if spa % PAGE_SIZE:

@@ -109,6 +109,9 @@ class Vcpu:
         # ciphertext holds): a save area whose page still holds those bytes is not packed,
         # encrypted, decrypted and parsed again (the same bytes decrypt to the same registers).
         self._vmsa_seen: dict[int, tuple[bytes, dict[str, int]]] = {}
+        # A VM's mode is fixed when it is made: where the world switch keeps the registers.
+        self._sealed = vm.mode.encrypts_registers
+        self._snp = vm.mode.snp
 
     @property
     def vmpl(self) -> int:
@@ -196,9 +199,11 @@ class Vcpu:
 
     def vmexit(self, exit_code: int, info1: int = 0, info2: int = 0) -> None:
         """Leave the guest: save the registers, let the host handle the exit, then VMRUN."""
-        registers = self.live()
-        if self.mode.encrypts_registers:
-            spa = self.vmsa_spa
+        registers = self.registers
+        if registers is None:
+            registers = self.live()  # raises: a stopped vCPU does not exit
+        if self._sealed:
+            spa = self._vmsa_pages.get(self._selected)
             if spa is None:
                 raise StateError(f"vCPU {self.index} has no VMSA page")
             self._save_vmsa(spa, registers)
@@ -218,14 +223,14 @@ class Vcpu:
         Entering another VMPL than the one that last ran starts that level's entry code."""
         if self.registers is not None:
             raise StateError(f"vCPU {self.index} is already running")
-        if not self.mode.encrypts_registers:
+        if not self._sealed:
             self.registers = dict(self.vmcb.save)
             self._deliver_event()
             return
-        spa = self.vmsa_spa
+        spa = self._vmsa_pages.get(self._selected)
         assert spa is not None
         machine = self.vm.machine
-        if self.mode.snp:
+        if self._snp:
             entry = machine.rmp.entry(spa)
             if not (entry.assigned and entry.vmsa and entry.asid == self.vm.asid):
                 raise machine.raise_fault(
@@ -240,31 +245,43 @@ class Vcpu:
             )
         previous = self._vmpl
         self.registers = registers
-        self._vmpl = registers["vmpl"] if self.mode.snp else 0
-        self._deliver_event()
-        code = self.entry_code.get(self._vmpl)
-        if self._vmpl != previous and code is not None:
-            code()
+        vmpl = self._vmpl = registers["vmpl"] if self._snp else 0
+        if self.vmcb.event_inj is not None:
+            self._deliver_event()
+        if vmpl != previous:
+            code = self.entry_code.get(vmpl)
+            if code is not None:
+                code()
+
+    def _vmsa_frame(self, spa: int) -> int:
+        if spa % PAGE_SIZE:
+            raise UsageError(f"VMSA page {spa:#x} is not page-aligned")
+        return spa // PAGE_SIZE
 
     def _save_vmsa(self, spa: int, registers: dict[str, int]) -> None:
         """VMEXIT: the register file, encrypted into the VMSA page (skipped when the page
         still holds exactly these registers)."""
+        frame = self._vmsa_frame(spa)
+        machine = self.vm.machine
+        stored = machine.dram.page(frame)
         seen = self._vmsa_seen.get(spa)
-        dram = self.vm.machine.dram
-        if seen is not None and seen[1] == registers and dram.read(spa, PAGE_SIZE) == seen[0]:
+        if seen is not None and seen[1] == registers and stored.tobytes() == seen[0]:
             return
         page = pack_registers(registers)
-        self.vm.machine.engine.write_pages(self.vm.asid, spa, page)
-        self._vmsa_seen[spa] = (dram.read(spa, PAGE_SIZE), unpack_registers(page))
+        machine.engine.access_page(self.vm.asid, frame, 0, PAGE_SIZE, page)
+        self._vmsa_seen[spa] = (stored.tobytes(), unpack_registers(page))
 
     def _load_vmsa(self, spa: int) -> dict[str, int]:
         """VMRUN: the register file decrypted from the VMSA page (the registers last written
         or read when the page still holds the same ciphertext)."""
-        ciphertext = self.vm.machine.dram.read(spa, PAGE_SIZE)
+        frame = self._vmsa_frame(spa)
+        machine = self.vm.machine
+        ciphertext = machine.dram.page(frame).tobytes()
         seen = self._vmsa_seen.get(spa)
         if seen is not None and seen[0] == ciphertext:
             return dict(seen[1])
-        registers = unpack_registers(self.vm.machine.engine.read_pages(self.vm.asid, spa, 1))
+        page = machine.engine.access_page(self.vm.asid, frame, 0, PAGE_SIZE, None)
+        registers = unpack_registers(page)
         self._vmsa_seen[spa] = (ciphertext, dict(registers))
         return registers
 
@@ -284,12 +301,14 @@ class Vcpu:
 
     # -- the guest's view of its CPU ----------------------------------------------------------
     def read(self, gpa: int, size: int) -> bytes:
-        self.live()
-        return self.vm.access(gpa, size, vmpl=self.vmpl)
+        if self.registers is None:
+            self.live()  # raises: a stopped vCPU makes no accesses
+        return self.vm.access(gpa, size, vmpl=self._vmpl)
 
     def write(self, gpa: int, data: bytes) -> None:
-        self.live()
-        self.vm.access(gpa, len(data), vmpl=self.vmpl, data=data)
+        if self.registers is None:
+            self.live()  # raises
+        self.vm.access(gpa, len(data), vmpl=self._vmpl, data=data)
 
     def set_register(self, name: str, value: int) -> None:
         registers = self.live()

@@ -10,6 +10,9 @@ applies the nested translation, the SNP RMP checks and the encryption engine, in
 from __future__ import annotations
 
 import enum
+import operator
+from collections.abc import Sequence
+from functools import reduce
 
 from cvm.errors import UsageError
 from cvm.hardware.fault import PFERR_NOT_PRESENT, Fault, FaultKind, Who
@@ -17,6 +20,7 @@ from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 
 PAGE_SHIFT = 12
+_PAGE_MASK = PAGE_SIZE - 1
 
 
 class Mode(enum.Enum):
@@ -71,6 +75,26 @@ class VirtualMachine:
             raise UsageError(f"guest-physical address {gpa:#x} is not page-aligned")
         self.nested[gpa >> PAGE_SHIFT] = spa >> PAGE_SHIFT
 
+    def map_pages(self, gpas: Sequence[int], spas: Sequence[int]) -> None:
+        """Host: :meth:`map` each guest page ``gpas[i]`` at system page ``spas[i]``, in order,
+        with the same checks and errors; a run that passes them all is entered in one step."""
+        if len(gpas) != len(spas):
+            raise UsageError(f"{len(gpas)} guest pages mapped at {len(spas)} system pages")
+        if not gpas:
+            return
+        in_range = (
+            min(gpas) >= 0 and max(gpas) + PAGE_SIZE <= self.memory_bytes
+            and min(spas) >= 0 and max(spas) + PAGE_SIZE <= self.machine.dram.size_bytes
+        )
+        if not in_range or (reduce(operator.or_, gpas) | reduce(operator.or_, spas)) & _PAGE_MASK:
+            for gpa, spa in zip(gpas, spas, strict=True):
+                self.map(gpa, spa)  # raises at the first page that fails, as one by one does
+            return
+        self.nested.update(
+            zip([gpa >> PAGE_SHIFT for gpa in gpas], [spa >> PAGE_SHIFT for spa in spas],
+                strict=True)
+        )
+
     def translate(self, gpa: int) -> int | None:
         """The system address ``gpa`` maps to, or None when the nested table has no entry."""
         frame = self.nested.get(gpa >> PAGE_SHIFT)
@@ -95,26 +119,20 @@ class VirtualMachine:
             )
 
     def access(self, gpa: int, size: int, *, vmpl: int = 0, data: bytes | None = None) -> bytes:
-        """A guest read (``data`` None) or write of ``size`` bytes at ``gpa``.
+        """A guest read (``data`` None) or write of ``size`` bytes at ``gpa``: within a page,
+        the nested translation, the RMP checks (SNP) or the host-write check (another guest on
+        an SNP host), then the engine; an access across pages is one such access per page.
 
         Raises :class:`~cvm.hardware.fault.FaultRaised` for #NPF and #VC, after logging it.
         """
-        self.check_gpa(gpa, size)
-        if gpa % PAGE_SIZE + size <= PAGE_SIZE:  # within one page: one access
-            return self._access_page(gpa, size, vmpl, data)
-        out = bytearray()
-        offset = 0
-        while offset < size:
-            address = gpa + offset
-            part = min(size - offset, PAGE_SIZE - address % PAGE_SIZE)
-            chunk = None if data is None else data[offset : offset + part]
-            out += self._access_page(address, part, vmpl, chunk)
-            offset += part
-        return bytes(out)
-
-    def _access_page(self, gpa: int, size: int, vmpl: int, data: bytes | None) -> bytes:
+        if data is not None and len(data) != size:
+            raise UsageError(f"a write of {len(data):#x} bytes given as {size:#x} bytes")
+        if gpa < 0 or size < 0 or gpa + size > self.memory_bytes:
+            self.check_gpa(gpa, size)  # raises
+        offset = gpa & _PAGE_MASK
+        if offset + size > PAGE_SIZE:
+            return self._access_pages(gpa, size, vmpl, data)
         frame = gpa >> PAGE_SHIFT  # the C-bit and the nested translation, looked up inline
-        private = frame in self._private
         system = self.nested.get(frame)
         if system is None:
             raise self.machine.raise_fault(
@@ -123,20 +141,35 @@ class VirtualMachine:
                     "no nested page table entry", vmpl, self.asid,
                 )
             )
-        spa = (system << PAGE_SHIFT) | (gpa % PAGE_SIZE)
-        write = data is not None
+        private = frame in self._private
+        machine = self.machine
         if self.mode is Mode.SEV_SNP:
-            fault = self.machine.rmp.check_guest_access(
-                self.asid, gpa, spa, write=write, private=private, vmpl=vmpl
+            fault = machine.rmp.check_guest_access(
+                self.asid, gpa, system << PAGE_SHIFT, write=data is not None, private=private,
+                vmpl=vmpl,
             )
-        elif write and self.machine.snp_enabled:
-            fault = self.machine.rmp.check_host_write(spa)
+        elif data is not None and machine.snp_enabled:
+            fault = machine.rmp.check_host_write(system << PAGE_SHIFT)
         else:
             fault = None
         if fault is not None:
-            raise self.machine.raise_fault(fault)
-        asid = self.asid if private else None
+            raise machine.raise_fault(fault)
+        if private:
+            return machine.engine.access_page(self.asid, system, offset, size, data)
+        spa = (system << PAGE_SHIFT) | offset
         if data is not None:
-            self.machine.engine.write(asid, spa, data)
+            machine.dram.write(spa, data)
             return b""
-        return self.machine.engine.read(asid, spa, size)
+        return machine.dram.read(spa, size)
+
+    def _access_pages(self, gpa: int, size: int, vmpl: int, data: bytes | None) -> bytes:
+        """An access across pages: one access per page, in address order."""
+        out = bytearray()
+        offset = 0
+        while offset < size:
+            address = gpa + offset
+            part = min(size - offset, PAGE_SIZE - address % PAGE_SIZE)
+            chunk = None if data is None else data[offset : offset + part]
+            out += self.access(address, part, vmpl=vmpl, data=chunk)
+            offset += part
+        return bytes(out)

@@ -212,12 +212,13 @@ class _Launcher:
 
     def ram(self, size: int, skip: set[int]) -> None:
         """Private RAM the guest validates itself: assigned, never measured."""
-        machine = self.hv.machine
         wanted = [gpa for gpa in range(0, size, PAGE_SIZE) if gpa >> 12 not in skip]
-        for gpa, spa in zip(wanted, self.hv.allocate_pages(len(wanted)), strict=True):
-            self.vm.map(gpa, spa)
-            self.frames.append(spa)
-            machine.rmp.rmpupdate(spa, assigned=True, asid=self.vm.asid, gpa=gpa)
+        spas = self.hv.allocate_pages(len(wanted))
+        self.vm.map_pages(wanted, spas)
+        self.frames.extend(spas)
+        status, done = self.hv.machine.rmp.rmpupdate_pages(spas, wanted, self.vm.asid)
+        if status is not RmpStatus.SUCCESS:
+            raise StatusError(f"RMPUPDATE of {spas[done]:#x} failed: {status.name}", int(status))
 
 
 def launch_snp(

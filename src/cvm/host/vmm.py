@@ -23,6 +23,7 @@ Two ways a VM comes to exist here:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -116,10 +117,10 @@ class Hypervisor:
         self.machine.dram.check(first, fresh * PAGE_SIZE)  # before anything is taken
         pages = [self._free.pop() for _ in range(reused)]
         for spa in pages:
-            self.machine.host_write(spa, bytes(PAGE_SIZE))
+            self.machine.host_zero(spa, PAGE_SIZE)
         if fresh > 0:
             self._next_spa += fresh * PAGE_SIZE
-            self.machine.host_write(first, bytes(fresh * PAGE_SIZE))
+            self.machine.host_zero(first, fresh * PAGE_SIZE)
             pages.extend(range(first, self._next_spa, PAGE_SIZE))
         return pages
 
@@ -231,7 +232,7 @@ class Hypervisor:
         return guest
 
     def _attach(self, guest: Guest, vcpu: Vcpu) -> None:
-        vcpu.exit_handler = lambda cpu, info, g=guest: self._on_exit(g, cpu, info)
+        vcpu.exit_handler = functools.partial(self._on_exit, guest)
         guest.vcpus.append(vcpu)
 
     def destroy_vm(self, guest: Guest) -> None:
@@ -285,32 +286,34 @@ class Hypervisor:
             self._on_vmgexit(guest, vcpu)
 
     def _on_vmgexit(self, guest: Guest, vcpu: Vcpu) -> None:
-        if vcpu.ghcb_msr and vcpu.ghcb_msr % PAGE_SIZE == 0:
+        msr = vcpu.ghcb_msr
+        if msr and msr % PAGE_SIZE == 0:
             self._on_ghcb_exit(guest, vcpu)  # the MSR holds the GHCB's address
             return
-        message = MsrMessage.parse(vcpu.ghcb_msr)
-        if message.function is MsrFunction.CPUID_REQUEST:
-            leaf = message.data >> 20
-            register = CPUID_REGISTERS[(message.data >> 18) & 3]
-            value = self.cpuid.get(leaf, (0, 0, 0, 0))[CPUID_REGISTERS.index(register)]
-            vcpu.ghcb_msr = cpuid_response(value, register)
-        elif message.function is MsrFunction.SEV_INFO_REQUEST:
-            vcpu.ghcb_msr = sev_info_response(GHCB_PROTOCOL_MAX, GHCB_PROTOCOL_MIN, C_BIT)
-        elif message.function is MsrFunction.REGISTER_GHCB_REQUEST:
-            vcpu.ghcb_msr = (message.data << 12) | MsrFunction.REGISTER_GHCB_RESPONSE
-        elif message.function is MsrFunction.PSC_REQUEST:
-            vcpu.ghcb_msr = self._page_state_change(guest, message.data)
-        elif message.function is MsrFunction.RUN_VMPL_REQUEST:
+        message = MsrMessage.parse(msr)
+        function = message.function
+        if function is MsrFunction.RUN_VMPL_REQUEST:  # first: the SVSM's every call
             target = message.data >> 20 & 0xFF
             try:
                 vcpu.select_vmpl(target)
                 vcpu.ghcb_msr = run_vmpl_response(0)
             except StateError:
                 vcpu.ghcb_msr = run_vmpl_response(1)
-        elif message.function is MsrFunction.TERMINATE:
-            raise StateError(f"guest requested termination ({vcpu.ghcb_msr:#x})")
+        elif function is MsrFunction.CPUID_REQUEST:
+            leaf = message.data >> 20
+            register = CPUID_REGISTERS[(message.data >> 18) & 3]
+            value = self.cpuid.get(leaf, (0, 0, 0, 0))[CPUID_REGISTERS.index(register)]
+            vcpu.ghcb_msr = cpuid_response(value, register)
+        elif function is MsrFunction.SEV_INFO_REQUEST:
+            vcpu.ghcb_msr = sev_info_response(GHCB_PROTOCOL_MAX, GHCB_PROTOCOL_MIN, C_BIT)
+        elif function is MsrFunction.REGISTER_GHCB_REQUEST:
+            vcpu.ghcb_msr = (message.data << 12) | MsrFunction.REGISTER_GHCB_RESPONSE
+        elif function is MsrFunction.PSC_REQUEST:
+            vcpu.ghcb_msr = self._page_state_change(guest, message.data)
+        elif function is MsrFunction.TERMINATE:
+            raise StateError(f"guest requested termination ({msr:#x})")
         else:
-            raise StateError(f"unsupported GHCB MSR request {vcpu.ghcb_msr:#x}")
+            raise StateError(f"unsupported GHCB MSR request {msr:#x}")
 
     def _page_state_change(self, guest: Guest, data: int) -> int:
         operation = data >> 40 & 0xF

@@ -1,7 +1,8 @@
 """Sparse DRAM: system physical memory, allocated in 2 MiB chunks only where written.
 
 A host with a 64 GiB address space costs nothing until pages are written; reading an unwritten
-page gives zeros, as freshly scrubbed memory does.
+page gives zeros, as freshly scrubbed memory does. The DRAM also knows which pages were ever
+written (or handed out writable): zeroing a range touches only those, the rest is zero already.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from cvm.errors import UsageError
 
 PAGE_SIZE = 0x1000
 CHUNK_SIZE = 0x20_0000
+_PAGES_PER_CHUNK = CHUNK_SIZE // PAGE_SIZE
+_BYTES = np.dtype(np.uint8)  # a dtype object passed positionally: the cheapest form of the call
 
 
 class Dram:
@@ -24,7 +27,20 @@ class Dram:
                 f"got {size_bytes:#x}"
             )
         self.size_bytes = size_bytes
+        self.frames = size_bytes // PAGE_SIZE
         self._chunks: dict[int, np.ndarray] = {}
+        self._pages: dict[int, np.ndarray] = {}  # page number -> its view, once made
+        self._written: set[int] = set()  # page numbers that may hold a non-zero byte
+
+    def _mark(self, spa: int, size: int) -> None:
+        """Pages ``spa``..``spa+size`` may hold non-zero bytes from now on."""
+        if size <= 0:
+            return
+        first, last = spa >> 12, (spa + size - 1) >> 12
+        if first == last:
+            self._written.add(first)
+        else:
+            self._written.update(range(first, last + 1))
 
     @property
     def allocated_bytes(self) -> int:
@@ -62,7 +78,26 @@ class Dram:
             raise UsageError(f"span {spa:#x}+{size:#x} crosses a {CHUNK_SIZE:#x}-byte chunk")
         chunk = self._chunk(index, allocate=True)
         assert chunk is not None
+        self._mark(spa, size)
         return chunk[offset : offset + size]
+
+    def page(self, frame: int) -> np.ndarray:
+        """A writable view of page number ``frame`` (the page at ``frame << 12``): the one
+        check a page-granular access needs, then the view (made once per page: chunks are
+        never freed, so a view stays valid)."""
+        view = self._pages.get(frame)
+        if view is not None:
+            return view
+        if not 0 <= frame < self.frames:
+            raise UsageError(
+                f"system page {frame:#x} is outside DRAM (0..{self.frames:#x} pages)"
+            )
+        index, page = divmod(frame, _PAGES_PER_CHUNK)
+        chunk = self._chunk(index, allocate=True)
+        assert chunk is not None
+        view = self._pages[frame] = chunk[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+        self._written.add(frame)
+        return view
 
     def read(self, spa: int, size: int) -> bytes:
         self.check(spa, size)
@@ -81,13 +116,14 @@ class Dram:
 
     def write(self, spa: int, data: bytes) -> None:
         self.check(spa, len(data))
+        self._mark(spa, len(data))
         index, offset = divmod(spa, CHUNK_SIZE)
         if data and offset + len(data) <= CHUNK_SIZE:  # within one chunk: one copy
             chunk = self._chunk(index, allocate=True)
             assert chunk is not None
-            chunk[offset : offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            chunk[offset : offset + len(data)] = np.frombuffer(data, _BYTES)
             return
-        view = np.frombuffer(data, dtype=np.uint8)
+        view = np.frombuffer(data, _BYTES)
         while view.size:
             index, offset = divmod(spa, CHUNK_SIZE)
             part = min(view.size, CHUNK_SIZE - offset)
@@ -95,3 +131,19 @@ class Dram:
             assert chunk is not None
             chunk[offset : offset + part] = view[:part]
             spa, view = spa + part, view[part:]
+
+    def zero(self, spa: int, size: int) -> None:
+        """Write ``size`` zero bytes at ``spa``: only the pages ever written are touched (the
+        others, allocated or not, hold zeros already)."""
+        self.check(spa, size)
+        end = spa + size
+        frames = range(spa >> 12, (end + PAGE_SIZE - 1) >> 12)
+        written = self._written
+        if len(written) < len(frames):
+            hits = [frame for frame in written if frame in frames]
+        else:
+            hits = [frame for frame in frames if frame in written]
+        for frame in hits:
+            low, high = max(spa, frame * PAGE_SIZE), min(end, (frame + 1) * PAGE_SIZE)
+            index, offset = divmod(low, CHUNK_SIZE)
+            self._chunks[index][offset : offset + high - low] = 0

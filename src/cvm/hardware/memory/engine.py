@@ -18,6 +18,7 @@ from cvm.errors import StateError, UsageError
 from cvm.hardware.memory.dram import CHUNK_SIZE, PAGE_SIZE, Dram
 
 MAX_ASID = 509  # EPYC Milan: CPUID 0x8000001F ECX
+_BYTES = np.dtype(np.uint8)  # a dtype object passed positionally: the cheapest form of the call
 
 
 class MemoryEncryptionEngine:
@@ -75,6 +76,29 @@ class MemoryEncryptionEngine:
         plain[spa - first : spa - first + len(data)] = np.frombuffer(data, dtype=np.uint8)
         self.write_pages_from(asid, first, plain)
 
+    def access_page(
+        self, asid: int, frame: int, offset: int, size: int, data: bytes | None
+    ) -> bytes:
+        """A private access within one page, as a guest's load or store reaches the engine:
+        read ``size`` bytes at ``offset`` of system page ``frame`` with ``asid``'s key
+        (``data`` None), or write ``data`` there (a partial write re-encrypts the whole page).
+        The caller keeps ``offset + size`` within the page."""
+        cipher = self._ciphers.get(asid)
+        if cipher is None:
+            raise StateError(f"ASID {asid} has no key: the guest is not active")
+        stored = self._dram.page(frame)
+        spa = frame * PAGE_SIZE
+        if data is not None and offset == 0 and len(data) == PAGE_SIZE:
+            cipher.encrypt_into(spa, np.frombuffer(data, _BYTES), stored)
+            return b""
+        plain = np.empty(PAGE_SIZE, _BYTES)
+        cipher.decrypt_into(spa, stored, plain)
+        if data is None:
+            return plain.tobytes() if size == PAGE_SIZE else plain[offset : offset + size].tobytes()
+        plain[offset : offset + len(data)] = np.frombuffer(data, _BYTES)
+        cipher.encrypt_into(spa, plain, stored)
+        return b""
+
     def read_pages(self, asid: int, spa: int, pages: int) -> bytes:
         """Decrypt ``pages`` whole pages at page-aligned ``spa``."""
         out = np.empty(pages * PAGE_SIZE, dtype=np.uint8)
@@ -84,6 +108,10 @@ class MemoryEncryptionEngine:
     def read_pages_into(self, asid: int, spa: int, target: np.ndarray) -> None:
         """Decrypt whole pages at page-aligned ``spa`` into ``target`` (bulk path, no copies)."""
         cipher = self._cipher(asid)
+        if target.size == PAGE_SIZE:  # one page: its view
+            _check_aligned(spa, PAGE_SIZE)
+            cipher.decrypt_into(spa, self._dram.page(spa // PAGE_SIZE), target)
+            return
         if spa // CHUNK_SIZE == (spa + target.size - 1) // CHUNK_SIZE:  # one chunk: one call
             _check_aligned(spa, target.size)  # the span checks the range
             cipher.decrypt_into(spa, self._dram.span(spa, target.size), target)
@@ -100,6 +128,10 @@ class MemoryEncryptionEngine:
     def write_pages_from(self, asid: int, spa: int, source: np.ndarray) -> None:
         """Encrypt whole pages from ``source`` to page-aligned ``spa`` (bulk path, no copies)."""
         cipher = self._cipher(asid)
+        if source.size == PAGE_SIZE:  # one page: its view
+            _check_aligned(spa, PAGE_SIZE)
+            cipher.encrypt_into(spa, source, self._dram.page(spa // PAGE_SIZE))
+            return
         if spa // CHUNK_SIZE == (spa + source.size - 1) // CHUNK_SIZE:  # one chunk: one call
             _check_aligned(spa, source.size)  # the span checks the range
             cipher.encrypt_into(spa, source, self._dram.span(spa, source.size))

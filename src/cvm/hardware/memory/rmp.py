@@ -9,8 +9,12 @@ record, or None when the access may proceed.
 from __future__ import annotations
 
 import enum
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import reduce
 
+from cvm.errors import UsageError
 from cvm.hardware.fault import (
     PFERR_ENC,
     PFERR_RMP,
@@ -23,6 +27,7 @@ from cvm.hardware.fault import (
 )
 
 PAGE_SHIFT = 12
+_PAGE_MASK = (1 << PAGE_SHIFT) - 1
 VMPL_COUNT = 4
 
 
@@ -57,7 +62,7 @@ _DEFAULT_PERMS = (Perm.all(), Perm(0), Perm(0), Perm(0))
 _READ_BIT, _WRITE_BIT = int(Perm.READ), int(Perm.WRITE)
 
 
-@dataclass
+@dataclass(slots=True)
 class RmpEntry:
     """The state of one system page. ``asid`` 0 with ``assigned`` set means firmware-owned."""
 
@@ -108,6 +113,31 @@ class Rmp:
         else:
             self._entries.pop(frame, None)
         return RmpStatus.SUCCESS
+
+    def rmpupdate_pages(
+        self, spas: Sequence[int], gpas: Sequence[int], asid: int
+    ) -> tuple[RmpStatus, int]:
+        """Host: RMPUPDATE of each page ``spas[i]`` to ``asid`` at ``gpas[i]`` (assigned, not
+        immutable), in order, stopping at the first failure: (its status or SUCCESS, how many
+        pages were updated). The same checks and results as one :meth:`rmpupdate` per page; a
+        run of aligned pages none of which has an entry yet is assigned in one step."""
+        if len(spas) != len(gpas):
+            raise UsageError(f"RMPUPDATE of {len(spas)} system pages at {len(gpas)} guest pages")
+        if not spas:
+            return RmpStatus.SUCCESS, 0
+        frames = [spa >> PAGE_SHIFT for spa in spas]
+        entries = self._entries
+        if (
+            not (reduce(operator.or_, spas) | reduce(operator.or_, gpas)) & _PAGE_MASK
+            and entries.keys().isdisjoint(frames)
+        ):
+            entries.update({frame: RmpEntry(True, asid, gpas[i]) for i, frame in enumerate(frames)})
+            return RmpStatus.SUCCESS, len(frames)
+        for done, spa in enumerate(spas):
+            status = self.rmpupdate(spa, assigned=True, asid=asid, gpa=gpas[done])
+            if status is not RmpStatus.SUCCESS:
+                return status, done
+        return RmpStatus.SUCCESS, len(frames)
 
     def firmware_assign(self, spa: int, asid: int, gpa: int, *, vmsa: bool = False) -> None:
         """Firmware (PSP): assign a launch page validated, as SNP_LAUNCH_UPDATE leaves it."""
@@ -162,6 +192,17 @@ class Rmp:
             PFERR_RMP | PFERR_WRITE,
             f"RMP violation: page is assigned to {owner}",
         )
+
+    def check_host_writes(self, spa: int, size: int) -> Fault | None:
+        """:meth:`check_host_write` of every page a host write of ``size`` bytes at ``spa``
+        touches, in address order: the first refusal, or None."""
+        entries = self._entries
+        for frame in range(spa >> PAGE_SHIFT, (spa + size + _PAGE_MASK) >> PAGE_SHIFT):
+            if frame in entries:
+                fault = self.check_host_write(frame << PAGE_SHIFT)
+                if fault is not None:
+                    return fault
+        return None
 
     def check_guest_access(
         self, asid: int, gpa: int, spa: int, *, write: bool, private: bool, vmpl: int
