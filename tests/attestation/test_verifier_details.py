@@ -58,6 +58,22 @@ def test_evidence_from_a_kds_chain(emulated: Any) -> None:
         Evidence.from_cert_chain(report, vcek, _pem("CERTIFICATE", vendor.ask_certificate))
 
 
+def test_evidence_reads_only_the_framing_and_the_verifier_parses(emulated: Any) -> None:
+    """The host relays a KDS chain without parsing it; a VCEK that is not a certificate is
+    carried as it is and refused where it is verified, by name."""
+    vendor: Vendor = emulated.vendor
+    report = emulated.sign(emulated.report)
+    evidence = Evidence.from_cert_chain(report, b"\x30\x03not DER", vendor.cert_chain())
+    assert evidence.vcek == b"\x30\x03not DER"
+    with pytest.raises(FormatError, match=r"not a DER X\.509 certificate"):
+        emulated.verifier.verify(evidence)
+    with pytest.raises(FormatError, match="no CERTIFICATE block in the PEM data"):
+        Evidence.from_cert_chain(report, _pem("PUBLIC KEY", b"x"), vendor.cert_chain())
+    with pytest.raises(FormatError, match="malformed PEM"):
+        Evidence.from_cert_chain(report, b"-----BEGIN CERTIFICATE-----\n!!\n",
+                                 vendor.cert_chain())
+
+
 def test_evidence_from_a_certificate_table(emulated: Any) -> None:
     evidence = emulated.evidence(emulated.sign(emulated.report))
     crl = emulated.vendor.crl()

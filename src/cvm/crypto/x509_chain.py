@@ -166,18 +166,24 @@ def parse_certificate(der: bytes) -> Certificate:
         raise FormatError(f"not a DER X.509 certificate ({_one_line(error)})") from None
 
 
+def certificate_ders(data: bytes) -> list[bytes]:
+    """The bytes of every certificate in ``data`` — one DER certificate, or the CERTIFICATE
+    blocks of PEM data in file order — unparsed: what relays and stores need, the parse and
+    every check left to whoever verifies them."""
+    if not pem.detect(data):
+        return [bytes(data)]
+    try:
+        ders = [der for kind, _, der in pem.unarmor(data, multiple=True) if kind == "CERTIFICATE"]
+    except ValueError as error:
+        raise FormatError(f"malformed PEM ({_one_line(error)})") from None
+    if not ders:
+        raise FormatError("no CERTIFICATE block in the PEM data")
+    return ders
+
+
 def load_certificates(data: bytes) -> list[Certificate]:
     """Every certificate in ``data``: one DER certificate, or PEM blocks in file order."""
-    if pem.detect(data):
-        try:
-            blocks = pem.unarmor(data, multiple=True)
-            ders = [der for kind, _, der in blocks if kind == "CERTIFICATE"]
-        except ValueError as error:
-            raise FormatError(f"malformed PEM ({_one_line(error)})") from None
-        if not ders:
-            raise FormatError("no CERTIFICATE block in the PEM data")
-        return [parse_certificate(der) for der in ders]
-    return [parse_certificate(data)]
+    return [parse_certificate(der) for der in certificate_ders(data)]
 
 
 AMD_PSS = SignatureAlgorithm(RSASSA_PSS, "sha384", "mgf1", "sha384", SALT_SIZE, "trailer_field_bc")

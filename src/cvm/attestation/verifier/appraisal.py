@@ -16,7 +16,7 @@ from cvm.attestation.verifier.chain import ChainVerifier, VerifiedChain
 from cvm.attestation.verifier.policy import ReferenceValues, validate
 from cvm.attestation.verifier.report import verify_report
 from cvm.attestation.verifier.trust import TrustRoots
-from cvm.crypto.x509_chain import load_certificates
+from cvm.crypto.x509_chain import certificate_ders
 from cvm.errors import Finding, FormatError, PolicyError
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.cert_table import ARK_GUID, ASK_GUID, VCEK_GUID, CertTable
@@ -42,12 +42,12 @@ class Evidence:
     def from_cert_chain(
         cls, report: bytes, vcek: bytes, cert_chain: bytes, crl: bytes | None = None
     ) -> Evidence:
-        """From a VCEK (DER or PEM) and a KDS ``cert_chain`` body (PEM: ASK then ARK)."""
-        chain = load_certificates(cert_chain)
+        """From a VCEK (DER or PEM) and a KDS ``cert_chain`` body (PEM: ASK then ARK). Only
+        their framing is read here: :meth:`Verifier.verify` parses and checks each of them."""
+        chain = certificate_ders(cert_chain)
         if len(chain) != 2:
             raise FormatError(f"the cert chain holds {len(chain)} certificates, expected ASK, ARK")
-        (vcek_cert,) = load_certificates(vcek)[:1]
-        return cls(report, vcek_cert.der, chain[0].der, chain[1].der, crl)
+        return cls(report, certificate_ders(vcek)[0], chain[0], chain[1], crl)
 
 
     @classmethod
