@@ -20,6 +20,7 @@ adversary to replay or drop messages. A launched VM is handed to the hypervisor 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cvm.errors import StateError, StatusError, UsageError
@@ -165,10 +166,35 @@ class _Launcher:
             raise StatusError(f"RMPUPDATE of {spa:#x} failed: {status.name}", int(status))
         return spa
 
+    def stage_pages(self, pages: Sequence[tuple[int, bytes]]) -> list[int]:
+        """:meth:`stage` of each (GPA, page) in order, the host pages taken at once (and the
+        plaintext written at once when they follow one another)."""
+        machine, asid = self.hv.machine, self.vm.asid
+        spas = self.hv.allocate_pages(len(pages))
+        datas = [data for _, data in pages]
+        if spas and spas[-1] - spas[0] == (len(spas) - 1) * PAGE_SIZE and all(
+            len(data) == PAGE_SIZE for data in datas
+        ):  # fresh pages follow one another
+            machine.host_write(spas[0], b"".join(datas))
+        else:
+            for spa, data in zip(spas, datas, strict=True):
+                machine.host_write(spa, data)
+        for (gpa, _), spa in zip(pages, spas, strict=True):
+            self.vm.map(gpa, spa)
+            self.frames.append(spa)
+            status = machine.rmp.rmpupdate(spa, assigned=True, asid=asid, gpa=gpa)
+            if status is not RmpStatus.SUCCESS:
+                raise StatusError(f"RMPUPDATE of {spa:#x} failed: {status.name}", int(status))
+        return spas
+
     def update(self, gpa: int, data: bytes, page_type: PageType) -> int:
-        spa = self.stage(gpa, data)
-        self.psp.snp_launch_update(self.handle, spa, page_type)
-        return spa
+        return self.update_pages([(gpa, data)], page_type)[0]
+
+    def update_pages(self, pages: Sequence[tuple[int, bytes]], page_type: PageType) -> list[int]:
+        """Stage each (GPA, page) and launch them in order: SNP_LAUNCH_UPDATE of each page."""
+        spas = self.stage_pages(pages)
+        self.psp.snp_launch_update_pages(self.handle, spas, page_type)
+        return spas
 
     def cpuid(self, gpa: int) -> tuple[str, ...]:
         """Hand over the CPUID page; retry once with the firmware's corrections."""
@@ -202,8 +228,7 @@ class _Launcher:
             page = hashes.to_page(area.gpa % PAGE_SIZE)
             self.update(section.gpa, page, PageType.NORMAL)
         else:
-            for gpa in section.pages:
-                self.update(gpa, bytes(PAGE_SIZE), PageType.ZERO)
+            self.update_pages([(gpa, bytes(PAGE_SIZE)) for gpa in section.pages], PageType.ZERO)
         return ()
 
     def sections(self, image: OvmfImage) -> list[str]:
@@ -235,8 +260,7 @@ def launch_snp(
     if config.hashes is not None and not image.has_section(SectionType.SNP_KERNEL_HASHES):
         raise UsageError("a kernel is given but the firmware has no SNP_KERNEL_HASHES section")
     launcher = _Launcher(hv, psp, config)
-    for gpa, page in image.pages():
-        launcher.update(gpa, page, PageType.NORMAL)
+    launcher.update_pages(image.pages(), PageType.NORMAL)
     corrections = launcher.sections(image)
     vmsas = [
         initial_vmsa(
@@ -271,8 +295,7 @@ def launch_snp_svsm(
     if config.guest_features != SVSM_SEV_FEATURES:
         raise UsageError(f"an SVSM launch fixes SEV_FEATURES at {SVSM_SEV_FEATURES:#x}")
     launcher = _Launcher(hv, psp, config)
-    for gpa, page in image.pages() + svsm_image.pages():
-        launcher.update(gpa, page, PageType.NORMAL)
+    launcher.update_pages(image.pages() + svsm_image.pages(), PageType.NORMAL)
     corrections = launcher.sections(svsm_image.image)
     vmsa = svsm_initial_vmsa(svsm_image.entry_point, config.vcpu_signature)
     return _finish(launcher, [vmsa] * config.vcpus, svsm_image.sections, corrections, relay)
