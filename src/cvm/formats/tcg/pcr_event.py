@@ -13,6 +13,7 @@ same bytes.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from cvm.errors import FormatError, UsageError
@@ -21,6 +22,10 @@ from cvm.formats.tcg.spec_id_event import SpecIdEvent
 from cvm.wire import Reader, Writer
 
 SHA1_DIGEST_SIZE = 20
+# TCG_PCR_EVENT2: pcrIndex, eventType, digests.count; each hashAlg; eventSize.
+_EVENT2_HEAD = struct.Struct("<III")
+_ALG_ID = struct.Struct("<H")
+_EVENT_SIZE = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ class PcrEvent:
 
     def to_event2(self, spec: SpecIdEvent) -> bytes:
         """This record as a TCG_PCR_EVENT2, digest sizes checked against ``spec``."""
-        writer = Writer().u32(self.pcr_index).u32(self.event_type).u32(len(self.digests))
+        parts = [_EVENT2_HEAD.pack(self.pcr_index, self.event_type, len(self.digests))]
         for alg_id, digest in self.digests:
             try:
                 expected = spec.digest_size(alg_id)
@@ -102,5 +107,8 @@ class PcrEvent:
                 raise UsageError(str(error)) from None
             if len(digest) != expected:
                 raise UsageError(f"digest for bank {alg_id:#06x} must be {expected} bytes")
-            writer.u16(alg_id).put(digest)
-        return writer.u32(len(self.event)).put(self.event).to_bytes()
+            if not 0 <= alg_id <= 0xFFFF:
+                raise UsageError(f"value {alg_id} does not fit in 2 bytes")
+            parts += (_ALG_ID.pack(alg_id), digest)
+        parts += (_EVENT_SIZE.pack(len(self.event)), self.event)
+        return b"".join(parts)
