@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cvm.errors import StateError
+from cvm.errors import FormatError, StateError
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.pcr_event import PcrEvent
 from cvm.formats.tcg.spec_id_event import AlgorithmSize, SpecIdEvent
@@ -134,3 +134,19 @@ def test_the_first_store_after_reserve_is_whole() -> None:
     log = EventLog(SPEC, (_event(1),))
     area.store(log)
     assert cpu.written == 4 + 4 + len(log.to_bytes())  # reserve's size, the log, its size
+
+
+def test_load_parses_what_the_area_holds_now() -> None:
+    area, cpu = _area()
+    first = EventLog(SPEC, (_event(1), _event(2)))
+    area.store(first)
+    assert area.read() == first.to_bytes()
+    loaded = area.load()
+    assert loaded == first and area.load() is loaded  # the same bytes: the same log
+    header = len(EventLog(SPEC, ()).to_bytes())
+    cpu.memory[GPA + 4 + header] ^= 0x01  # the first record's PCR index, changed in memory
+    changed = area.load()
+    assert changed != first and changed.events[0].pcr_index == first.events[0].pcr_index ^ 1
+    cpu.memory[GPA : GPA + 4] = (len(first.to_bytes()) - 1).to_bytes(4, "little")
+    with pytest.raises(FormatError):
+        area.load()

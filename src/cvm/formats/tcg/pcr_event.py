@@ -97,6 +97,46 @@ class PcrEvent:
         except UsageError as error:
             raise reader.fail(str(error)) from None
 
+    @classmethod
+    def read_event2_records(
+        cls, data: bytes, offset: int, spec: SpecIdEvent, what: str = "TCG event log"
+    ) -> list[PcrEvent]:
+        """Every TCG_PCR_EVENT2 of ``data`` from ``offset`` to its end, as :meth:`read_event2`
+        reads them one after the other (the same records, the same errors at the same offsets):
+        each record whole fields at once while it is well formed; from the first that is not,
+        :meth:`read_event2` through a reader named ``what``, which says what is wrong."""
+        records: list[PcrEvent] = []
+        sizes = {a.alg_id: a.digest_size for a in spec.algorithms}  # each bank once (Spec ID)
+        banks, total = len(spec.algorithms), len(data)
+        while offset < total:
+            if offset + 12 > total:
+                break
+            pcr_index, event_type, count = _EVENT2_HEAD.unpack_from(data, offset)
+            at = offset + 12
+            digests = []
+            for _ in range(count if count <= banks else 0):
+                if at + 2 > total:
+                    break
+                alg_id = _ALG_ID.unpack_from(data, at)[0]
+                size = sizes.get(alg_id)
+                if size is None:
+                    break
+                digests.append((alg_id, data[at + 2 : at + 2 + size]))
+                at += 2 + size  # past the end when the digest is cut short
+            if len(digests) != count or at + 4 > total:
+                break
+            end = at + 4 + _EVENT_SIZE.unpack_from(data, at)[0]
+            if end > total or len({alg for alg, _ in digests}) != count:
+                break
+            records.append(cls(pcr_index, event_type, tuple(digests), data[at + 4 : end]))
+            offset = end
+        if offset < total:  # a malformed record: read from it on, field by field
+            reader = Reader(data, what)
+            reader.take(offset, "records")
+            while reader.remaining:
+                records.append(cls.read_event2(reader, spec))
+        return records
+
     def to_event2(self, spec: SpecIdEvent) -> bytes:
         """This record as a TCG_PCR_EVENT2, digest sizes checked against ``spec``."""
         parts = [_EVENT2_HEAD.pack(self.pcr_index, self.event_type, len(self.digests))]

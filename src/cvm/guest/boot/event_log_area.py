@@ -34,6 +34,7 @@ class EventLogArea:
         self._held = b""  # the log's bytes the area holds after its size
         self._written: tuple[PcrEvent, ...] = ()  # the records the area holds, in order
         self._spec: object = None  # the Spec ID they were written under
+        self._parsed: tuple[bytes, EventLog] | None = None  # the OS's last bytes read, parsed
 
     def reserve(self) -> None:
         """Firmware: start an empty log in the pages (private pages it already accepted)."""
@@ -69,9 +70,23 @@ class EventLogArea:
             self.kernel.cpu.write(self.gpa, head)
         self.stored, self._held, self._written, self._spec = size, held, log.events, log.spec_id
 
-    def load(self) -> EventLog:
-        """OS: read the log the firmware left in the area, and parse it."""
+    def read(self) -> bytes:
+        """OS: the bytes of the log the firmware left in the area."""
         size = int.from_bytes(self.kernel.cpu.read(self.gpa, SIZE_FIELD), "little")
         if SIZE_FIELD + size > self.pages * PAGE_SIZE:
             raise StateError("the event log area is corrupt: its size exceeds the area")
-        return EventLog.parse(self.kernel.cpu.read(self.gpa + SIZE_FIELD, size))
+        return self.kernel.cpu.read(self.gpa + SIZE_FIELD, size)
+
+    def load(self) -> EventLog:
+        """OS: read the log the firmware left in the area, and parse it (bytes the last load
+        read and parsed give the log it parsed)."""
+        return self.parse(self.read())
+
+    def parse(self, data: bytes) -> EventLog:
+        """The log of ``data`` (read from the area): parsed, unless they are the last bytes
+        parsed, whose log this returns again."""
+        if self._parsed is not None and self._parsed[0] == data:
+            return self._parsed[1]
+        log = EventLog.parse(data)
+        self._parsed = (data, log)
+        return log
