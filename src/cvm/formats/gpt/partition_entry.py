@@ -54,7 +54,8 @@ class PartitionEntry:
 
     @classmethod
     def unused(cls) -> PartitionEntry:
-        return cls(UNUSED, UNUSED, 0, 0)
+        """The unused entry (one instance: entries are immutable, most of a table is unused)."""
+        return _UNUSED_ENTRY
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PartitionEntry:
@@ -97,3 +98,6 @@ class PartitionEntry:
                 "partition_name": encoded.ljust(NAME_SIZE, b"\0"),
             }
         )
+
+
+_UNUSED_ENTRY = PartitionEntry(UNUSED, UNUSED, 0, 0)
