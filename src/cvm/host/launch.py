@@ -172,10 +172,9 @@ class _Launcher:
         machine, asid = self.hv.machine, self.vm.asid
         spas = self.hv.allocate_pages(len(pages))
         datas = [data for _, data in pages]
-        if spas and spas[-1] - spas[0] == (len(spas) - 1) * PAGE_SIZE and all(
-            len(data) == PAGE_SIZE for data in datas
-        ):  # fresh pages follow one another
-            machine.host_write(spas[0], b"".join(datas))
+        run = range(spas[0], spas[0] + len(spas) * PAGE_SIZE, PAGE_SIZE) if spas else range(0)
+        if spas and spas == list(run) and all(len(data) == PAGE_SIZE for data in datas):
+            machine.host_write(spas[0], b"".join(datas))  # fresh pages follow one another
         else:
             for spa, data in zip(spas, datas, strict=True):
                 machine.host_write(spa, data)

@@ -10,6 +10,7 @@ from cvm.formats.snp.page_info import ZERO_DIGEST, PageType, extend
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.psp.launch_update import launch_pages, page_runs
 from cvm.hardware.psp.status import SevStatus
+from cvm.host.launch import SnpLaunchConfig, _Launcher
 from cvm.host.vmm import Hypervisor
 
 PAGE = 0x1000
@@ -134,3 +135,23 @@ def test_page_runs_cut_where_system_pages_stop_following() -> None:
     pages = [(0x1000, 0), (0x2000, 1), (0x4000, 2), (0x5000, 3), (0x3000, 4)]
     assert page_runs(pages) == [pages[:2], pages[2:4], pages[4:]]
     assert page_runs([]) == []
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [0, 2, 1, 3], [1, 0, 2, 3]])
+def test_staged_pages_hold_their_own_data_whatever_order_the_host_reuses_pages_in(
+    platform: tuple[Hypervisor, SecureProcessor], order: list[int]
+) -> None:
+    hv, psp = platform
+    freed = hv.allocate_pages(4)
+    hv._free.extend(freed[index] for index in reversed(order))  # handed out in ``order``
+    launcher = _Launcher(hv, psp, SnpLaunchConfig())
+    pages = [(0x10000 + n * PAGE, bytes([n + 1]) * PAGE) for n in range(5)]
+    spas = launcher.update_pages(pages, PageType.NORMAL)
+    assert spas[:4] == [freed[index] for index in order]
+    for (gpa, data), spa in zip(pages, spas, strict=True):
+        assert launcher.vm.translate(gpa) == spa
+        assert hv.machine.engine.read(launcher.vm.asid, spa, PAGE) == data
+    expected = ZERO_DIGEST
+    for gpa, data in pages:
+        expected = extend(expected, PageType.NORMAL, gpa, data)
+    assert psp.guest_measurement(launcher.handle) == expected
