@@ -3,9 +3,11 @@
 QEMU ``target/i386/sev.c`` with KVM ``arch/x86/kvm/svm/sev.c`` (SEV-SNP Firmware ABI, AMD
 56860, §8.16-8.18): SNP_LAUNCH_START with the guest policy; for every page to pre-load, the
 host writes the plaintext into a page it owns, makes it pre-guest with RMPUPDATE (assigned to
-the guest's ASID at its GPA) and issues SNP_LAUNCH_UPDATE — the firmware image as NORMAL pages
-at ``4 GiB - size``, then each OVMF ``ASEV`` metadata section (SEC_MEM and SVSM_CAA as ZERO,
-SECRETS, CPUID, KERNEL_HASHES with the SEV hash table), then one VMSA page per vCPU; finally
+the guest's ASID at its GPA) and issues SNP_LAUNCH_UPDATE — a range of pages at a time, as
+``KVM_SEV_SNP_LAUNCH_UPDATE`` takes it, the firmware command running once per page: the
+firmware image as NORMAL pages at ``4 GiB - size``, then each OVMF ``ASEV`` metadata section
+(SEC_MEM and SVSM_CAA as ZERO, SECRETS, CPUID, KERNEL_HASHES with the SEV hash table), then
+one VMSA page per vCPU; finally
 SNP_LAUNCH_FINISH with the optional ID block. When the firmware rejects the CPUID page it
 writes corrected values back; QEMU reports them and retries once with the corrected page.
 
