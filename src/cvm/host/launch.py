@@ -7,9 +7,9 @@ the guest's ASID at its GPA) and issues SNP_LAUNCH_UPDATE — a range of pages a
 ``KVM_SEV_SNP_LAUNCH_UPDATE`` takes it, the firmware command running once per page: the
 firmware image as NORMAL pages at ``4 GiB - size``, then each OVMF ``ASEV`` metadata section
 (SEC_MEM and SVSM_CAA as ZERO, SECRETS, CPUID, KERNEL_HASHES with the SEV hash table), then
-one VMSA page per vCPU; finally
-SNP_LAUNCH_FINISH with the optional ID block. When the firmware rejects the CPUID page it
-writes corrected values back; QEMU reports them and retries once with the corrected page.
+one VMSA page per vCPU; finally SNP_LAUNCH_FINISH with the optional ID block. When the
+firmware rejects the CPUID page it writes corrected values back; QEMU reports them and retries
+once with the corrected page.
 
 The host is untrusted: everything it hands the firmware crosses as bytes in DRAM, and what it
 learns back is the corrected CPUID table and the launch digest. :class:`GuestRequestRelay` is
