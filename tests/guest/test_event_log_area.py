@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cvm.errors import StateError
+from cvm.errors import FormatError, StateError
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.pcr_event import PcrEvent
 from cvm.formats.tcg.spec_id_event import AlgorithmSize, SpecIdEvent
@@ -17,15 +17,19 @@ SPEC = SpecIdEvent((AlgorithmSize(0x000B, 32),))
 
 
 class _Cpu:
-    """Guest memory as a bytearray, counting the bytes written."""
+    """Guest memory as a bytearray, recording each write (address, size)."""
 
     def __init__(self) -> None:
         self.memory = bytearray(0x10000)
-        self.written = 0
+        self.writes: list[tuple[int, int]] = []
+
+    @property
+    def written(self) -> int:
+        return sum(size for _, size in self.writes)
 
     def write(self, gpa: int, data: bytes) -> None:
         self.memory[gpa : gpa + len(data)] = data
-        self.written += len(data)
+        self.writes.append((gpa, len(data)))
 
     def read(self, gpa: int, size: int) -> bytes:
         return bytes(self.memory[gpa : gpa + size])
@@ -53,18 +57,46 @@ def _held(cpu: _Cpu) -> bytes:
 
 
 def test_a_growing_log_is_appended_and_the_area_holds_it_whole() -> None:
-    area, cpu = _area()
+    area, cpu = _area(pages=4)
     events: list[PcrEvent] = []
-    for n in range(6):
-        events.append(_event(n))
+    for n in range(60):
+        events.append(_event(n, size=200))
         log = EventLog(SPEC, tuple(events))
-        before = cpu.written
+        before, start = len(cpu.writes), area.stored
+        cpu.memory[GPA + 4 + len(log.to_bytes()):] = b"\xee" * (0x10000 - GPA - 4 - len(
+            log.to_bytes()))
         area.store(log)
         assert _held(cpu) == log.to_bytes()
         assert area.load() == log
-        if n:  # only the new record and the size were written
-            assert cpu.written - before == len(events[-1].to_event2(SPEC)) + 4
-    assert area.stored == len(log.to_bytes())
+        assert set(cpu.memory[GPA + 4 + area.stored:]) == {0xEE}  # nothing past the log
+        record = len(events[-1].to_event2(SPEC))
+        if not n:
+            continue
+        if start + 4 < 2 * PAGE_SIZE:  # one write: the size through the new record
+            assert cpu.writes[before:] == [(GPA, 4 + start + record)]
+        else:  # a whole page between them: the new record, then the size
+            assert cpu.writes[before:] == [(GPA + 4 + start, record), (GPA, 4)]
+    assert area.stored == len(log.to_bytes()) > 3 * PAGE_SIZE
+
+
+def test_a_store_of_the_same_log_writes_the_size_only() -> None:
+    area, cpu = _area()
+    log = EventLog(SPEC, (_event(1), _event(2)))
+    area.store(log)
+    before = len(cpu.writes)
+    area.store(EventLog(SPEC, log.events))
+    assert cpu.writes[before:] == [(GPA, 4)]
+    assert _held(cpu) == log.to_bytes()
+
+
+def test_reserve_starts_the_area_again() -> None:
+    area, cpu = _area()
+    area.store(EventLog(SPEC, (_event(1), _event(2))))
+    area.reserve()
+    assert _held(cpu) == b""
+    log = EventLog(SPEC, (_event(1), _event(2), _event(3)))
+    area.store(log)
+    assert _held(cpu) == log.to_bytes()
 
 
 def test_a_log_that_does_not_extend_the_stored_one_is_written_whole() -> None:
@@ -102,3 +134,19 @@ def test_the_first_store_after_reserve_is_whole() -> None:
     log = EventLog(SPEC, (_event(1),))
     area.store(log)
     assert cpu.written == 4 + 4 + len(log.to_bytes())  # reserve's size, the log, its size
+
+
+def test_load_parses_what_the_area_holds_now() -> None:
+    area, cpu = _area()
+    first = EventLog(SPEC, (_event(1), _event(2)))
+    area.store(first)
+    assert area.read() == first.to_bytes()
+    loaded = area.load()
+    assert loaded == first and area.load() is loaded  # the same bytes: the same log
+    header = len(EventLog(SPEC, ()).to_bytes())
+    cpu.memory[GPA + 4 + header] ^= 0x01  # the first record's PCR index, changed in memory
+    changed = area.load()
+    assert changed != first and changed.events[0].pcr_index == first.events[0].pcr_index ^ 1
+    cpu.memory[GPA : GPA + 4] = (len(first.to_bytes()) - 1).to_bytes(4, "little")
+    with pytest.raises(FormatError):
+        area.load()

@@ -187,8 +187,9 @@ class GuestVm:
         if self.client is None or self.pcrs is None:
             return
         started = time.perf_counter()
-        log = self.log_area.load()
-        self.trace.event_log = log.to_bytes()
+        data = self.log_area.read()
+        log = self.log_area.parse(data)
+        self.trace.event_log = data
         self.trace.replayed = {bank: dict(values) for bank, values in replay(log).items()}
         self.trace.pcrs = {bank: self.pcrs.values(tuple(range(24)), bank)
                            for bank in self.banks}

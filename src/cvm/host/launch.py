@@ -3,11 +3,13 @@
 QEMU ``target/i386/sev.c`` with KVM ``arch/x86/kvm/svm/sev.c`` (SEV-SNP Firmware ABI, AMD
 56860, §8.16-8.18): SNP_LAUNCH_START with the guest policy; for every page to pre-load, the
 host writes the plaintext into a page it owns, makes it pre-guest with RMPUPDATE (assigned to
-the guest's ASID at its GPA) and issues SNP_LAUNCH_UPDATE — the firmware image as NORMAL pages
-at ``4 GiB - size``, then each OVMF ``ASEV`` metadata section (SEC_MEM and SVSM_CAA as ZERO,
-SECRETS, CPUID, KERNEL_HASHES with the SEV hash table), then one VMSA page per vCPU; finally
-SNP_LAUNCH_FINISH with the optional ID block. When the firmware rejects the CPUID page it
-writes corrected values back; QEMU reports them and retries once with the corrected page.
+the guest's ASID at its GPA) and issues SNP_LAUNCH_UPDATE — a range of pages at a time, as
+``KVM_SEV_SNP_LAUNCH_UPDATE`` takes it, the firmware command running once per page: the
+firmware image as NORMAL pages at ``4 GiB - size``, then each OVMF ``ASEV`` metadata section
+(SEC_MEM and SVSM_CAA as ZERO, SECRETS, CPUID, KERNEL_HASHES with the SEV hash table), then
+one VMSA page per vCPU; finally SNP_LAUNCH_FINISH with the optional ID block. When the
+firmware rejects the CPUID page it writes corrected values back; QEMU reports them and retries
+once with the corrected page.
 
 The host is untrusted: everything it hands the firmware crosses as bytes in DRAM, and what it
 learns back is the corrected CPUID table and the launch digest. :class:`GuestRequestRelay` is
@@ -20,6 +22,7 @@ adversary to replay or drop messages. A launched VM is handed to the hypervisor 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cvm.errors import StateError, StatusError, UsageError
@@ -165,10 +168,34 @@ class _Launcher:
             raise StatusError(f"RMPUPDATE of {spa:#x} failed: {status.name}", int(status))
         return spa
 
+    def stage_pages(self, pages: Sequence[tuple[int, bytes]]) -> list[int]:
+        """:meth:`stage` of each (GPA, page) in order, the host pages taken at once (and the
+        plaintext written at once when they follow one another)."""
+        machine, asid = self.hv.machine, self.vm.asid
+        spas = self.hv.allocate_pages(len(pages))
+        datas = [data for _, data in pages]
+        run = range(spas[0], spas[0] + len(spas) * PAGE_SIZE, PAGE_SIZE) if spas else range(0)
+        if spas and spas == list(run) and all(len(data) == PAGE_SIZE for data in datas):
+            machine.host_write(spas[0], b"".join(datas))  # fresh pages follow one another
+        else:
+            for spa, data in zip(spas, datas, strict=True):
+                machine.host_write(spa, data)
+        for (gpa, _), spa in zip(pages, spas, strict=True):
+            self.vm.map(gpa, spa)
+            self.frames.append(spa)
+            status = machine.rmp.rmpupdate(spa, assigned=True, asid=asid, gpa=gpa)
+            if status is not RmpStatus.SUCCESS:
+                raise StatusError(f"RMPUPDATE of {spa:#x} failed: {status.name}", int(status))
+        return spas
+
     def update(self, gpa: int, data: bytes, page_type: PageType) -> int:
-        spa = self.stage(gpa, data)
-        self.psp.snp_launch_update(self.handle, spa, page_type)
-        return spa
+        return self.update_pages([(gpa, data)], page_type)[0]
+
+    def update_pages(self, pages: Sequence[tuple[int, bytes]], page_type: PageType) -> list[int]:
+        """Stage each (GPA, page) and launch them in order: SNP_LAUNCH_UPDATE of each page."""
+        spas = self.stage_pages(pages)
+        self.psp.snp_launch_update_pages(self.handle, spas, page_type)
+        return spas
 
     def cpuid(self, gpa: int) -> tuple[str, ...]:
         """Hand over the CPUID page; retry once with the firmware's corrections."""
@@ -202,8 +229,7 @@ class _Launcher:
             page = hashes.to_page(area.gpa % PAGE_SIZE)
             self.update(section.gpa, page, PageType.NORMAL)
         else:
-            for gpa in section.pages:
-                self.update(gpa, bytes(PAGE_SIZE), PageType.ZERO)
+            self.update_pages([(gpa, bytes(PAGE_SIZE)) for gpa in section.pages], PageType.ZERO)
         return ()
 
     def sections(self, image: OvmfImage) -> list[str]:
@@ -236,8 +262,7 @@ def launch_snp(
     if config.hashes is not None and not image.has_section(SectionType.SNP_KERNEL_HASHES):
         raise UsageError("a kernel is given but the firmware has no SNP_KERNEL_HASHES section")
     launcher = _Launcher(hv, psp, config)
-    for gpa, page in image.pages():
-        launcher.update(gpa, page, PageType.NORMAL)
+    launcher.update_pages(image.pages(), PageType.NORMAL)
     corrections = launcher.sections(image)
     vmsas = [
         initial_vmsa(
@@ -272,8 +297,7 @@ def launch_snp_svsm(
     if config.guest_features != SVSM_SEV_FEATURES:
         raise UsageError(f"an SVSM launch fixes SEV_FEATURES at {SVSM_SEV_FEATURES:#x}")
     launcher = _Launcher(hv, psp, config)
-    for gpa, page in image.pages() + svsm_image.pages():
-        launcher.update(gpa, page, PageType.NORMAL)
+    launcher.update_pages(image.pages() + svsm_image.pages(), PageType.NORMAL)
     corrections = launcher.sections(svsm_image.image)
     vmsa = svsm_initial_vmsa(svsm_image.entry_point, config.vcpu_signature)
     return _finish(launcher, [vmsa] * config.vcpus, svsm_image.sections, corrections, relay)

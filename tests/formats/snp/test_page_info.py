@@ -18,6 +18,7 @@ from cvm.formats.snp.page_info import (
     PageType,
     contents_digest,
     extend,
+    measure_record,
 )
 
 digests = st.binary(min_size=48, max_size=48)
@@ -91,3 +92,22 @@ def test_vmsa_needs_contents_and_misaligned_gpa_is_refused() -> None:
         extend(ZERO_DIGEST, PageType.VMSA, VMSA_GPA)
     with pytest.raises(UsageError):
         PageInfo(ZERO_DIGEST, ZERO_DIGEST, PageType.NORMAL, 0x123)
+
+
+@given(page_infos.filter(lambda i: not (i.vmpl1_perms or i.vmpl2_perms or i.vmpl3_perms)))
+def test_measure_record_is_the_record_measured(info: PageInfo) -> None:
+    folded = measure_record(info.digest_cur, info.contents, info.page_type, info.gpa, info.imi_page)
+    assert folded == info.measure() == hashlib.sha384(info.to_bytes()).digest()
+
+
+@pytest.mark.parametrize(
+    ("digest", "contents", "gpa"),
+    [(ZERO_DIGEST[1:], ZERO_DIGEST, 0), (ZERO_DIGEST, ZERO_DIGEST + b"\0", 0),
+     (ZERO_DIGEST, ZERO_DIGEST, 0x800), (ZERO_DIGEST, ZERO_DIGEST, -0x1000),
+     (ZERO_DIGEST, ZERO_DIGEST, 1 << 64)],
+)
+def test_measure_record_refuses_what_page_info_refuses(
+    digest: bytes, contents: bytes, gpa: int
+) -> None:
+    with pytest.raises(UsageError):
+        measure_record(digest, contents, PageType.NORMAL, gpa)

@@ -33,6 +33,9 @@ class MsrFunction(enum.IntEnum):
     TERMINATE = 0x100
 
 
+_FUNCTIONS = {int(function): function for function in MsrFunction}
+
+
 class PscOperation(enum.IntEnum):
     PRIVATE = 1
     SHARED = 2
@@ -52,10 +55,9 @@ class MsrMessage:
     def parse(cls, value: int) -> MsrMessage:
         if not 0 <= value < 1 << 64:
             raise FormatError(f"GHCB MSR value {value:#x} is not 64 bits")
-        try:
-            function = MsrFunction(value & _INFO_MASK)
-        except ValueError:
-            raise FormatError(f"GHCB MSR function {value & _INFO_MASK:#x} is unknown") from None
+        function = _FUNCTIONS.get(value & _INFO_MASK)
+        if function is None:
+            raise FormatError(f"GHCB MSR function {value & _INFO_MASK:#x} is unknown")
         return cls(function, value >> 12)
 
     def to_int(self) -> int:

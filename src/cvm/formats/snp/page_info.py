@@ -145,12 +145,28 @@ def contents_digest(page_type: PageType, page: bytes) -> bytes:
     return hashlib.sha384(page).digest() if page_type.measures_contents else ZERO_DIGEST
 
 
+def measure_record(
+    digest: bytes, contents: bytes, page_type: PageType, gpa: int, imi_page: bool = False
+) -> bytes:
+    """SHA-384 of the PAGE_INFO of one page with zero VMPL permissions: the next launch digest.
+
+    The bytes are those :meth:`PageInfo.to_bytes` builds for the same values, packed at once
+    (the hot path of the firmware and of the prediction), with the checks of :class:`PageInfo`.
+    """
+    if len(digest) != DIGEST_SIZE or len(contents) != DIGEST_SIZE:
+        raise UsageError("PAGE_INFO digests must be 48 bytes")
+    if gpa % PAGE_SIZE or not 0 <= gpa < 1 << 64:
+        raise UsageError(f"PAGE_INFO GPA {gpa:#x} is not page-aligned")
+    tail = _TAIL.pack(PAGE_INFO_SIZE, page_type, imi_page, 0, 0, 0, 0, gpa)
+    return hashlib.sha384(digest + contents + tail).digest()
+
+
 def extend(digest: bytes, page_type: PageType, gpa: int, page: bytes | None = None) -> bytes:
     """Fold one page into the launch digest ``digest`` and return the new digest.
 
     ``page`` (4 KiB) is required for NORMAL and VMSA pages and ignored for the others, whose
     CONTENTS field is 48 zero bytes. Builds the same bytes as :meth:`PageInfo.to_bytes` with
-    zero permissions and IMI_PAGE clear, without the per-field checks (the prediction hot path).
+    zero permissions and IMI_PAGE clear (:func:`measure_record`).
     """
     if page_type.measures_contents:
         if page is None:
@@ -158,7 +174,4 @@ def extend(digest: bytes, page_type: PageType, gpa: int, page: bytes | None = No
         contents = contents_digest(page_type, page)
     else:
         contents = ZERO_DIGEST
-    if len(digest) != DIGEST_SIZE or gpa % PAGE_SIZE or not 0 <= gpa < 1 << 64:
-        raise UsageError("launch digest must be 48 bytes and the GPA page-aligned")
-    record = digest + contents + _TAIL.pack(PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, gpa)
-    return hashlib.sha384(record).digest()
+    return measure_record(digest, contents, page_type, gpa)

@@ -46,7 +46,7 @@ class EventData(Protocol):
 
 
 def _printable(text: str) -> bool:
-    return all(ch.isprintable() or ch in "\t\r\n" for ch in text)
+    return text.isprintable() or all(ch.isprintable() or ch in "\t\r\n" for ch in text)
 
 
 @dataclass(frozen=True)
@@ -215,27 +215,28 @@ def _decode_tables2(data: bytes) -> EventData:
     return HandoffTables.parse(data, 2)
 
 
+_DECODERS: dict[int, Callable[[bytes], EventData]] = {
+    EventType.EV_NO_ACTION: _decode_no_action,
+    EventType.EV_SEPARATOR: SeparatorEvent.parse,
+    EventType.EV_EVENT_TAG: TaggedEvent.parse,
+    EventType.EV_EFI_GPT_EVENT: UefiGptData.parse,
+    EventType.EV_POST_CODE: _decode_post_code,
+    EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB: FirmwareBlob.parse,
+    EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB2: _decode_blob2,
+    EventType.EV_EFI_HANDOFF_TABLES: HandoffTables.parse,
+    EventType.EV_EFI_HANDOFF_TABLES2: _decode_tables2,
+}
+
+
 def decode_event_data(event_type: int, data: bytes) -> EventData:
     """Decode ``data`` as the structure ``event_type`` carries; FormatError if it does not fit."""
     if event_type not in KNOWN_EVENT_TYPES:
         return UnknownEvent(event_type, data)
-    kind = EventType(event_type)
-    if kind in VARIABLE_TYPES:
+    if event_type in VARIABLE_TYPES:
         return UefiVariableData.parse(data)
-    if kind in IMAGE_TYPES:
+    if event_type in IMAGE_TYPES:
         return UefiImageLoadEvent.parse(data)
-    decoders: dict[EventType, Callable[[bytes], EventData]] = {
-        EventType.EV_NO_ACTION: _decode_no_action,
-        EventType.EV_SEPARATOR: SeparatorEvent.parse,
-        EventType.EV_EVENT_TAG: TaggedEvent.parse,
-        EventType.EV_EFI_GPT_EVENT: UefiGptData.parse,
-        EventType.EV_POST_CODE: _decode_post_code,
-        EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB: FirmwareBlob.parse,
-        EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB2: _decode_blob2,
-        EventType.EV_EFI_HANDOFF_TABLES: HandoffTables.parse,
-        EventType.EV_EFI_HANDOFF_TABLES2: _decode_tables2,
-    }
-    decoder = decoders.get(kind)
+    decoder = _DECODERS.get(event_type)
     if decoder is None:
         return StringEvent(data)
     try:

@@ -88,10 +88,9 @@ class EventLog:
             spec = replace(SpecIdEvent.parse(first.event + extra), vendor_info_outside_event=True)
         else:
             spec = SpecIdEvent.parse(first.event)
-        records = []
-        while reader.remaining:
-            records.append(PcrEvent.read_event2(reader, spec))
-        return cls(spec, tuple(records))
+        blob = bytes(data)
+        start = len(blob) - reader.remaining
+        return cls(spec, tuple(PcrEvent.read_event2_records(blob, start, spec)))
 
     def to_bytes(self) -> bytes:
         """The log in its wire form (the same format it was parsed from)."""

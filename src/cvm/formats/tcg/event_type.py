@@ -57,10 +57,10 @@ class EventType(IntEnum):
 
 
 KNOWN_EVENT_TYPES = frozenset(int(t) for t in EventType)
+_NAMES = {int(t): t.name for t in EventType}
 
 
 def event_type_name(value: int) -> str:
     """The spec name of ``value``, or ``EV_UNKNOWN_0x...`` for a type no table defines."""
-    if value in KNOWN_EVENT_TYPES:
-        return EventType(value).name
-    return f"EV_UNKNOWN_{value:#010x}"
+    name = _NAMES.get(value)
+    return f"EV_UNKNOWN_{value:#010x}" if name is None else name

@@ -13,6 +13,7 @@ same bytes.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from cvm.errors import FormatError, UsageError
@@ -21,6 +22,10 @@ from cvm.formats.tcg.spec_id_event import SpecIdEvent
 from cvm.wire import Reader, Writer
 
 SHA1_DIGEST_SIZE = 20
+# TCG_PCR_EVENT2: pcrIndex, eventType, digests.count; each hashAlg; eventSize.
+_EVENT2_HEAD = struct.Struct("<III")
+_ALG_ID = struct.Struct("<H")
+_EVENT_SIZE = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
@@ -92,9 +97,49 @@ class PcrEvent:
         except UsageError as error:
             raise reader.fail(str(error)) from None
 
+    @classmethod
+    def read_event2_records(
+        cls, data: bytes, offset: int, spec: SpecIdEvent, what: str = "TCG event log"
+    ) -> list[PcrEvent]:
+        """Every TCG_PCR_EVENT2 of ``data`` from ``offset`` to its end, as :meth:`read_event2`
+        reads them one after the other (the same records, the same errors at the same offsets):
+        each record whole fields at once while it is well formed; from the first that is not,
+        :meth:`read_event2` through a reader named ``what``, which says what is wrong."""
+        records: list[PcrEvent] = []
+        sizes = {a.alg_id: a.digest_size for a in spec.algorithms}  # each bank once (Spec ID)
+        banks, total = len(spec.algorithms), len(data)
+        while offset < total:
+            if offset + 12 > total:
+                break
+            pcr_index, event_type, count = _EVENT2_HEAD.unpack_from(data, offset)
+            at = offset + 12
+            digests = []
+            for _ in range(count if count <= banks else 0):
+                if at + 2 > total:
+                    break
+                alg_id = _ALG_ID.unpack_from(data, at)[0]
+                size = sizes.get(alg_id)
+                if size is None:
+                    break
+                digests.append((alg_id, data[at + 2 : at + 2 + size]))
+                at += 2 + size  # past the end when the digest is cut short
+            if len(digests) != count or at + 4 > total:
+                break
+            end = at + 4 + _EVENT_SIZE.unpack_from(data, at)[0]
+            if end > total or len({alg for alg, _ in digests}) != count:
+                break
+            records.append(cls(pcr_index, event_type, tuple(digests), data[at + 4 : end]))
+            offset = end
+        if offset < total:  # a malformed record: read from it on, field by field
+            reader = Reader(data, what)
+            reader.take(offset, "records")
+            while reader.remaining:
+                records.append(cls.read_event2(reader, spec))
+        return records
+
     def to_event2(self, spec: SpecIdEvent) -> bytes:
         """This record as a TCG_PCR_EVENT2, digest sizes checked against ``spec``."""
-        writer = Writer().u32(self.pcr_index).u32(self.event_type).u32(len(self.digests))
+        parts = [_EVENT2_HEAD.pack(self.pcr_index, self.event_type, len(self.digests))]
         for alg_id, digest in self.digests:
             try:
                 expected = spec.digest_size(alg_id)
@@ -102,5 +147,8 @@ class PcrEvent:
                 raise UsageError(str(error)) from None
             if len(digest) != expected:
                 raise UsageError(f"digest for bank {alg_id:#06x} must be {expected} bytes")
-            writer.u16(alg_id).put(digest)
-        return writer.u32(len(self.event)).put(self.event).to_bytes()
+            if not 0 <= alg_id <= 0xFFFF:
+                raise UsageError(f"value {alg_id} does not fit in 2 bytes")
+            parts += (_ALG_ID.pack(alg_id), digest)
+        parts += (_EVENT_SIZE.pack(len(self.event)), self.event)
+        return b"".join(parts)

@@ -36,9 +36,9 @@ class BootResult:
     stages: tuple[str, ...]
 
 
-def loader_kind(image: bytes) -> str:
+def loader_kind(image: bytes | PeImage) -> str:
     """``uki``, ``shim``, ``grub`` or ``linux``: what kind of EFI application ``image`` is."""
-    pe = PeImage.parse(image)
+    pe = image if isinstance(image, PeImage) else PeImage.parse(image)
     if pe.section(".linux") is not None:
         return "uki"
     if pe.section(".vendor_cert") is not None or pe.section(".sbatlevel") is not None:
@@ -67,7 +67,7 @@ class BootChain:
         boot = MeasuredBoot(bank, sink=sink)
         firmware = Firmware(boot, self.varstore, self.esp, self.disk, self.settings)
         firmware.power_on()
-        first = firmware.boot_from_disk(self.loader)
+        first = firmware.boot_pe(self.loader)
         kind = loader_kind(first)
         stages = ["firmware", kind]
         if kind == "uki":
@@ -77,10 +77,10 @@ class BootChain:
                 self.stub.measure_load_options or measures_load_options(contents.kernel)))
         elif kind in ("shim", "grub"):
             shim = None
-            grub_image = first
+            grub_image: bytes | PeImage = first
             grub_path = self.loader
             if kind == "shim":
-                shim = Shim(firmware, first, self.loader)
+                shim = Shim(firmware, first.data, self.loader)
                 shim.start()
                 grub_image = shim.load_second_stage()
                 grub_path = shim.second_stage_path()

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from cvm.errors import FormatError, PolicyError
 from cvm.formats.gpt.header import HEADER_LAYOUT as GPT_HEADER_LAYOUT
 from cvm.formats.gpt.partition_entry import LAYOUT as ENTRY_LAYOUT
+from cvm.formats.pe.image import PeImage
 from cvm.formats.tcg.device_path import ACPI, END_NODE, HARDWARE, MEDIA, DevicePath, DevicePathNode
 from cvm.formats.tcg.event_type import EventType
 from cvm.formats.tcg.firmware_blob import FirmwareBlob
@@ -232,23 +233,32 @@ class Firmware:
         self._authorities.add(data)
         self.boot.measure_variable(7, EventType.EV_EFI_VARIABLE_AUTHORITY, variable)
 
-    def _verify(self, image: bytes, name: str) -> None:
-        if self.secure_boot:
-            decision = verify_image(image, self.database("db"), self.database("dbx"), name=name)
-            if not decision.allowed:
-                raise PolicyError(f"firmware refused {decision}")
-            self.measure_authority(decision)
+    def _verify(self, image: bytes, name: str) -> PeImage | None:
+        """With Secure Boot on, the image parsed and allowed (its authority measured)."""
+        if not self.secure_boot:
+            return None
+        parsed = PeImage.parse(image)
+        decision = verify_image(parsed, self.database("db"), self.database("dbx"), name=name)
+        if not decision.allowed:
+            raise PolicyError(f"firmware refused {decision}")
+        self.measure_authority(decision)
+        return parsed
 
     def load_buffer(self, image: bytes, name: str) -> None:
         """LoadImage of an image already in memory (no device path), e.g. GRUB without shim."""
-        self._verify(image, name)
+        parsed = self._verify(image, name)
         load = UefiImageLoadEvent(self.allocate(len(image)), len(image), 0, DevicePath(()))
-        self.boot.measure_pe_image(4, EventType.EV_EFI_BOOT_SERVICES_APPLICATION, image, load)
+        self.boot.measure_pe_image(4, EventType.EV_EFI_BOOT_SERVICES_APPLICATION,
+                                   parsed or image, load)
 
     def load_image(self, path: str = DEFAULT_LOADER) -> bytes:
         """LoadImage of a file on the boot disk: verify, measure authority, GPT and image."""
+        return self.load_pe(path).data
+
+    def load_pe(self, path: str = DEFAULT_LOADER) -> PeImage:
+        """:meth:`load_image`, returning the image as the loader parsed it."""
         image = self.esp.read(path, "firmware")
-        self._verify(image, path)
+        parsed = self._verify(image, path)
         nodes: list[DevicePathNode] = list(self.settings.disk_path)
         if self.disk is not None:
             if not self._gpt_measured:
@@ -258,15 +268,20 @@ class Firmware:
         file_node = DevicePath.file_path(path.replace("/", "\\")).nodes[0]
         load = UefiImageLoadEvent(self.allocate(len(image)), len(image), 0,
                                   DevicePath((*nodes, file_node, END_NODE)))
-        self.boot.measure_pe_image(4, EventType.EV_EFI_BOOT_SERVICES_APPLICATION, image, load)
-        return image
+        parsed = parsed or PeImage.parse(image)
+        self.boot.measure_pe_image(4, EventType.EV_EFI_BOOT_SERVICES_APPLICATION, parsed, load)
+        return parsed
 
     def boot_from_disk(self, path: str = DEFAULT_LOADER) -> bytes:
         """The boot manager: the failed attempts, then the disk's loader, loaded and measured."""
+        return self.boot_pe(path).data
+
+    def boot_pe(self, path: str = DEFAULT_LOADER) -> PeImage:
+        """:meth:`boot_from_disk`, returning the loader as the firmware parsed it."""
         for _ in range(self.settings.failed_boot_attempts):
             self.ready_to_boot()
         self.ready_to_boot()
-        return self.load_image(path)
+        return self.load_pe(path)
 
     def exit_boot_services(self) -> None:
         """The OS loader calls ExitBootServices (edk2 ``OnExitBootServices``)."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from cvm.errors import UsageError
-from cvm.formats.pe.authenticode import image_digest
+from cvm.formats.pe.authenticode import digest_of
+from cvm.formats.pe.image import PeImage
 from cvm.formats.tcg.algorithm import algorithm_by_name
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.event_type import EventType
@@ -113,8 +114,9 @@ class MeasuredBoot:
         return self.measure(pcr, EventType.EV_EFI_ACTION, action.encode("ascii"))
 
     def measure_pe_image(
-        self, pcr: int, event_type: int, image: bytes, load_event: UefiImageLoadEvent
+        self, pcr: int, event_type: int, image: bytes | PeImage, load_event: UefiImageLoadEvent
     ) -> PcrEvent:
         """An image load: the digest is the Authenticode hash of ``image`` in each bank."""
-        digests = {a.name: image_digest(image, a.name) for a in self._algorithms}
+        parsed = image if isinstance(image, PeImage) else PeImage.parse(image)
+        digests = {a.name: digest_of(parsed, a.name) for a in self._algorithms}
         return self.measure_digests(pcr, event_type, load_event.to_bytes(), digests)

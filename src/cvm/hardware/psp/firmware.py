@@ -23,7 +23,7 @@ VCEK is derived here from the secret and the reported TCB.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cvm.amd.kds import ChipFuses
@@ -35,7 +35,13 @@ from cvm.formats.snp.cpuid_page import CpuidPage
 from cvm.formats.snp.guest_policy import GuestPolicy
 from cvm.formats.snp.id_auth import IdAuthInfo, SnpPublicKey, SnpSignature
 from cvm.formats.snp.id_block import IdBlock
-from cvm.formats.snp.page_info import PAGE_SIZE, ZERO_DIGEST, PageInfo, PageType, contents_digest
+from cvm.formats.snp.page_info import (
+    PAGE_SIZE,
+    ZERO_DIGEST,
+    PageType,
+    contents_digest,
+    measure_record,
+)
 from cvm.formats.snp.platform_info import PlatformInfo
 from cvm.formats.snp.secrets_page import SecretsPage
 from cvm.formats.snp.tcb_version import TcbVersion
@@ -44,6 +50,7 @@ from cvm.hardware.machine import Machine
 from cvm.hardware.psp.cpuid_policy import check_cpuid_page, platform_cpuid
 from cvm.hardware.psp.guest_context import GuestContext, GuestState
 from cvm.hardware.psp.guest_request import handle_guest_request
+from cvm.hardware.psp.launch_update import PLAIN_TYPES, launch_pages, pre_guest_pages
 from cvm.hardware.psp.status import SevStatus, refuse
 
 VMPCK_SIZE = 32
@@ -231,8 +238,6 @@ class SecureProcessor:
 
     # -- SNP_LAUNCH_UPDATE ----------------------------------------------------------------------
     def _page_contents(self, ctx: GuestContext, page_type: PageType, plain: bytes) -> bytes:
-        if page_type is PageType.ZERO:
-            return bytes(PAGE_SIZE)
         if page_type is PageType.SECRETS:
             return SecretsPage(ctx.vmpcks, fms=self.signature, gosvw=ctx.gosvw).to_bytes()
         if page_type is PageType.VMSA:
@@ -262,26 +267,45 @@ class SecureProcessor:
         self, handle: int, spa: int, page_type: PageType | int, *, imi_page: bool = False
     ) -> None:
         """SNP_LAUNCH_UPDATE of the pre-guest page at ``spa`` (its GPA is the RMP entry's)."""
+        self.snp_launch_update_pages(handle, (spa,), page_type, imi_page=imi_page)
+
+    def snp_launch_update_pages(
+        self,
+        handle: int,
+        spas: Sequence[int],
+        page_type: PageType | int,
+        *,
+        imi_page: bool = False,
+    ) -> None:
+        """SNP_LAUNCH_UPDATE of each page of ``spas`` in order, as KVM issues it for a range:
+        the first page refused ends the run with its refusal, the pages before it launched."""
         command = "SNP_LAUNCH_UPDATE"
         ctx = self._context(handle, command, GuestState.LAUNCH)
         try:
             kind = PageType(page_type)
-            self.machine.check_page(spa)
-        except (ValueError, UsageError) as error:
+        except ValueError as error:
             raise refuse(SevStatus.INVALID_PARAM, command, str(error)) from None
-        entry = self.machine.rmp.entry(spa)
-        if not entry.assigned or entry.validated or entry.vmsa:
-            raise refuse(SevStatus.INVALID_PAGE_STATE, command, f"{spa:#x} is not pre-guest")
-        if entry.asid != ctx.asid:
-            raise refuse(SevStatus.INVALID_PAGE_OWNER, command, f"{spa:#x} is not this guest's")
+        pages, refusal = pre_guest_pages(self.machine, ctx, spas)
+        if kind in PLAIN_TYPES:
+            launch_pages(self.machine, ctx, pages, kind, imi_page)
+        else:
+            for spa, gpa in pages:
+                self._launch_page(ctx, spa, gpa, kind, imi_page)
+        if refusal is not None:
+            raise refusal
+
+    def _launch_page(
+        self, ctx: GuestContext, spa: int, gpa: int, kind: PageType, imi_page: bool
+    ) -> None:
+        """One checked SECRETS, CPUID or VMSA page: the firmware's contents and checks."""
         plain = self.machine.dram.read(spa, PAGE_SIZE)
         if kind is PageType.CPUID:
             self._check_cpuid(spa, plain)
         contents = self._page_contents(ctx, kind, plain)
-        record = PageInfo(ctx.ld, contents_digest(kind, contents), kind, entry.gpa, imi_page)
+        digest = measure_record(ctx.ld, contents_digest(kind, contents), kind, gpa, imi_page)
         self.machine.engine.write_pages(ctx.asid, spa, contents)
-        self.machine.rmp.firmware_assign(spa, ctx.asid, entry.gpa, vmsa=kind is PageType.VMSA)
-        ctx.ld = record.measure()
+        self.machine.rmp.firmware_assign(spa, ctx.asid, gpa, vmsa=kind is PageType.VMSA)
+        ctx.ld = digest
         ctx.pages += 1
 
     # -- SNP_LAUNCH_FINISH ----------------------------------------------------------------------
