@@ -259,4 +259,5 @@ class Tpm(Authorization):
         now = self.clock()
         self.state.clock_ms += int((now - self._boot_time) * 1000)
         self._boot_time = now
+        self.mark_changed()
 
