@@ -3,11 +3,22 @@ the first encoding (each PCR a TPM2B) still read, and malformed banks refused by
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+from collections.abc import Callable
 
-from cvm.errors import FormatError
-from cvm.formats.tpm2.constants import TpmAlg
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cvm.crypto.drbg import SeededRandom
+from cvm.errors import CvmError, FormatError
+from cvm.formats.tpm2.constants import TpmAlg, TpmRh, TpmSe
+from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.formats.tpm2.public import Public
+from cvm.guest.tpm.client import TpmClient
+from cvm.vtpm.engine import Tpm
 from cvm.vtpm.pcr import PcrBanks
+from cvm.vtpm.templates import srk_template
 from cvm.vtpm.volatile import LEGACY_MAGIC, VOLATILE_MAGIC, VolatileState
 
 SHA1, SHA256 = int(TpmAlg.SHA1), int(TpmAlg.SHA256)
@@ -89,3 +100,112 @@ def test_values_cut_short_or_a_bad_magic_are_refused() -> None:
         VolatileState.from_bytes(shorter)
     with pytest.raises(FormatError, match="bad magic"):
         VolatileState.from_bytes(b"CVMTPMV3" + good[8:])
+
+
+def _rich_state() -> VolatileState:
+    """A started TPM's volatile state with loaded objects, HMAC and policy sessions (one
+    bound, one with a policy under way) and a saved session."""
+    tpm = Tpm(random=SeededRandom(b"volatile"))
+    client = TpmClient(tpm.execute, random=SeededRandom(b"client"))
+    client.startup()
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template())
+    client.load_external(Public.from_tpm2b(client.read_public(srk)[0].to_tpm2b()))
+    client.start_auth_session(TpmSe.HMAC, bind=srk, symmetric_bits=128)
+    policy = client.start_auth_session(TpmSe.POLICY)
+    client.policy_pcr(policy, PcrSelectionList.of("sha256", [7]))
+    client.policy_command_code(policy, 0x15E)
+    state = tpm.volatile()
+    session = dataclasses.replace(next(iter(state.sessions.values())), handle=0x02FF0001)
+    state.saved_sessions[session.handle] = (session, 5)
+    state.context_counter = 9
+    return state
+
+
+RICH = _rich_state()
+RICH_BYTES = RICH.to_bytes()
+
+
+def _outcome(parse: Callable[[bytes], VolatileState], data: bytes) -> object:
+    try:
+        return parse(data)
+    except FormatError as error:
+        return str(error)
+
+
+def test_the_struct_runs_write_and_read_what_the_fields_do() -> None:
+    assert RICH._to_bytes_checked() == RICH_BYTES
+    assert len(RICH.objects) == 2 and len(RICH.sessions) == 2 and RICH.saved_sessions
+    assert VolatileState.from_bytes(RICH_BYTES) == VolatileState._from_bytes_checked(RICH_BYTES)
+    assert VolatileState.from_bytes(RICH_BYTES) == RICH
+
+
+@given(st.lists(st.tuples(st.integers(0, len(RICH_BYTES) - 1), st.integers(0, 0xFF)),
+                max_size=3), st.integers(0, len(RICH_BYTES)), st.binary(max_size=3))
+def test_the_fast_reader_agrees_with_the_field_by_field_reader(
+        edits: list[tuple[int, int]], cut: int, extra: bytes) -> None:
+    """Changed, cut or lengthened encodings: the same state, or the same refusal."""
+    data = bytearray(RICH_BYTES)
+    for position, value in edits:
+        data[position] = value
+    for candidate in (bytes(data), RICH_BYTES[:cut], RICH_BYTES + extra):
+        assert (_outcome(VolatileState.from_bytes, candidate)
+                == _outcome(VolatileState._from_bytes_checked, candidate))
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: setattr(s, "context_counter", 1 << 64),
+    lambda s: setattr(s.pcrs, "update_counter", -1),
+    lambda s: setattr(s, "null_seed", bytes(0x10000)),
+    lambda s: setattr(next(iter(s.sessions.values())), "symmetric_bits", 1 << 16),
+    lambda s: setattr(next(iter(s.sessions.values())), "pcr_counter", 1 << 32),
+    lambda s: s.pcrs.values.__setitem__(0x10000, [bytes(32)]),
+    lambda s: s.pcrs.values.__setitem__(0x000B, [bytes(32), bytes(20)]),
+])
+def test_a_value_that_does_not_fit_is_refused_as_the_checking_writer_refuses_it(
+        change: Callable[[VolatileState], None]) -> None:
+    state = _rich_state()
+    change(state)
+    with pytest.raises(CvmError) as fast:
+        state.to_bytes()
+    with pytest.raises(CvmError) as checked:
+        state._to_bytes_checked()
+    assert (type(fast.value), str(fast.value)) == (type(checked.value), str(checked.value))
+
+
+class _EmptyPublic:
+    """A public area that marshals as an empty TPM2B_PUBLIC (which no reader accepts)."""
+
+    def to_tpm2b(self) -> bytes:
+        return bytes(2)
+
+
+def _oversized(change: str) -> bytes:
+    state = _rich_state()
+    session = next(iter(state.sessions.values()))
+    item = next(iter(state.objects.values()))
+    if change == "nonce":
+        session.nonce_caller = bytes(65)
+    elif change == "key":
+        session.session_key = bytes(65)
+    elif change == "bind name":
+        session.bind_name = bytes(67)
+    elif change == "qualified name":
+        item.qualified_name = bytes(67)
+    elif change == "empty public":
+        item.public = _EmptyPublic()  # type: ignore[assignment]
+    elif change == "bound flag 2":
+        saved, _ = next(iter(state.saved_sessions.values()))
+        saved.bind_name = None
+        data = bytearray(state._to_bytes_checked())
+        data[-14] = 2  # the saved session's "bound" byte, before bindName.size and the tail
+        return bytes(data)
+    return state._to_bytes_checked()
+
+
+@pytest.mark.parametrize("change", ["nonce", "key", "bind name", "qualified name",
+                                    "empty public", "bound flag 2"])
+def test_what_the_field_reader_refuses_or_reads_the_fast_reader_does_too(change: str) -> None:
+    data = _oversized(change)
+    expected = _outcome(VolatileState._from_bytes_checked, data)
+    assert _outcome(VolatileState.from_bytes, data) == expected
+    assert isinstance(expected, str) == (change != "bound flag 2")
