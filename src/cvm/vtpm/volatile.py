@@ -41,6 +41,8 @@ _TWO_U32 = struct.Struct(">II")  # handle, hierarchy
 _SESSION_HEAD = struct.Struct(">IBH")  # handle, type, authHash
 _SESSION_TAIL = struct.Struct(">IIBH")  # pcr counter, command code, flags, symmetric bits
 _COUNTER_AND_COUNT = struct.Struct(">QI")  # context counter, saved sessions
+# a whole bank of 24 SHA-1, SHA-256, SHA-384 or SHA-512 values in one call
+_BANK_VALUES = {(24, size): struct.Struct(f"{size}s" * 24) for size in (20, 32, 48, 64)}
 
 
 class _IrregularError(Exception):
@@ -258,7 +260,9 @@ def _unpack(data: bytes) -> VolatileState:
         end = offset + count * size
         if not _digest_size_fits(count, size) or end > len(data):
             raise _IrregularError
-        pcrs.values[bank] = ([data[start : start + size] for start in range(offset, end, size)]
+        layout = _BANK_VALUES.get((count, size))
+        pcrs.values[bank] = (list(layout.unpack_from(data, offset)) if layout is not None
+                             else [data[start : start + size] for start in range(offset, end, size)]
                              if count else [])
         offset = end
     objects = {}
