@@ -326,3 +326,15 @@ def test_the_sealed_state_carries_the_tpm_clock(snp: Any) -> None:
     now[0] = 57.25
     svsm.seal_state()
     assert PersistentState.from_bytes(svsm.read_state()).clock_ms == 7250
+
+
+@pytest.mark.parametrize("end", [PAGE_SIZE - 1, PAGE_SIZE, PAGE_SIZE + 1, PAGE_SIZE + 5])
+def test_parts_ending_at_or_just_past_the_first_page_are_read_whole(snp: Any, end: int) -> None:
+    """The first page alone serves parts that end in it; one byte further, the next page."""
+    svsm, _, launched = _boot(snp, MonotonicCounter())
+    layout, vcpu = SvsmLayout(), launched.guest.vcpus[0]
+    first = bytes(range(256)) * 4
+    second = b"\x5a" * (end - 8 - len(first))
+    blob = len(first).to_bytes(4, "little") + first + len(second).to_bytes(4, "little") + second
+    svsm.at_vmpl0(lambda: vcpu.write(layout.state_gpa, blob.ljust(2 * PAGE_SIZE, b"\xee")))
+    assert svsm._read_parts() == (first, second)

@@ -282,7 +282,14 @@ class Svsm:
         room = self.layout.state_pages * PAGE_SIZE
 
         def read() -> tuple[bytes, bytes]:
-            held = bytearray(self.vcpu.read(self.layout.state_gpa, PAGE_SIZE))
+            page = self.vcpu.read(self.layout.state_gpa, PAGE_SIZE)
+            first = STATE_LENGTH_SIZE + int.from_bytes(page[:STATE_LENGTH_SIZE], "little")
+            second = first + STATE_LENGTH_SIZE
+            if second <= PAGE_SIZE:  # both parts in the first page: the usual case
+                end = second + int.from_bytes(page[first:second], "little")
+                if end <= PAGE_SIZE:
+                    return page[STATE_LENGTH_SIZE:first], page[second:end]
+            held = bytearray(page)
 
             def through(end: int) -> None:
                 if end > room:
