@@ -118,8 +118,9 @@ class TpmClient:
                 auth.session.nonce_caller = self.random(len(auth.session.nonce_tpm))
         params = self._crypt(params, auths, names, command=True)
         sessions = [self._authorize(code, names, params, auth, names[number],
-                                    self._other_nonces(auths) if number == 0 else b"")
-                    for number, auth in enumerate(auths)]
+                                    self._other_nonces(auths)
+                                    if number == 0 and auth.session is not None else b"")
+                    for number, auth in enumerate(auths)]  # a password uses no nonce
         command = Command(code, tuple(handles), tuple(sessions), params)
         response = Response.parse(self.transport(command.to_bytes()), response_handles)
         if response.code:
