@@ -4,6 +4,8 @@ the first encoding (each PCR a TPM2B) still read, and malformed banks refused by
 from __future__ import annotations
 
 import dataclasses
+import functools
+import struct
 from collections.abc import Callable
 
 import pytest
@@ -19,7 +21,13 @@ from cvm.guest.tpm.client import TpmClient
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.pcr import PcrBanks
 from cvm.vtpm.templates import srk_template
-from cvm.vtpm.volatile import LEGACY_MAGIC, VOLATILE_MAGIC, VolatileState
+from cvm.vtpm.volatile import (
+    LEGACY_MAGIC,
+    VOLATILE_MAGIC,
+    VolatileState,
+    _IrregularError,
+    _unpack,
+)
 
 SHA1, SHA256 = int(TpmAlg.SHA1), int(TpmAlg.SHA256)
 TAIL = bytes(4) + bytes(4) + bytes(8) + bytes(4)  # no objects, no sessions, counter 0, none saved
@@ -121,8 +129,10 @@ def _rich_state() -> VolatileState:
     return state
 
 
-RICH = _rich_state()
-RICH_BYTES = RICH.to_bytes()
+@functools.cache
+def _rich_encoding() -> bytes:
+    """The rich state as the field-by-field writer writes it (made once)."""
+    return _rich_state()._to_bytes_checked()
 
 
 def _outcome(parse: Callable[[bytes], VolatileState], data: bytes) -> object:
@@ -133,21 +143,41 @@ def _outcome(parse: Callable[[bytes], VolatileState], data: bytes) -> object:
 
 
 def test_the_struct_runs_write_and_read_what_the_fields_do() -> None:
-    assert RICH._to_bytes_checked() == RICH_BYTES
-    assert len(RICH.objects) == 2 and len(RICH.sessions) == 2 and RICH.saved_sessions
-    assert VolatileState.from_bytes(RICH_BYTES) == VolatileState._from_bytes_checked(RICH_BYTES)
-    assert VolatileState.from_bytes(RICH_BYTES) == RICH
+    rich = _rich_state()
+    data = rich._pack()  # the struct runs themselves, not their fallback
+    assert data == rich._to_bytes_checked() == rich.to_bytes()
+    assert len(rich.objects) == 2 and len(rich.sessions) == 2 and rich.saved_sessions
+    assert VolatileState.from_bytes(data) == VolatileState._from_bytes_checked(data) == rich
+    assert _unpack(data) == rich  # the fast reader takes it itself
 
 
-@given(st.lists(st.tuples(st.integers(0, len(RICH_BYTES) - 1), st.integers(0, 0xFF)),
-                max_size=3), st.integers(0, len(RICH_BYTES)), st.binary(max_size=3))
+def test_fields_at_their_maximum_are_taken_by_the_fast_reader() -> None:
+    """64-byte nonces, key and policy digest, 66-byte bind and qualified names; bound and
+    unbound sessions; an empty bank."""
+    state = _rich_state()
+    session = next(iter(state.sessions.values()))
+    session.nonce_tpm, session.nonce_caller, session.session_key = (bytes([1]) * 64,
+                                                                   bytes([2]) * 64,
+                                                                   bytes([3]) * 64)
+    session.policy = dataclasses.replace(session.policy, value=bytes([4]) * 64)
+    session.bind_name = bytes([5]) * 66
+    next(iter(state.objects.values())).qualified_name = bytes([6]) * 66
+    state.pcrs.values[0x0012] = []
+    data = state._pack()
+    assert data == state._to_bytes_checked()
+    assert _unpack(data) == state == VolatileState._from_bytes_checked(data)
+
+
+@given(st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 0xFF)), max_size=3),
+       st.integers(0, 1 << 16), st.binary(max_size=3))
 def test_the_fast_reader_agrees_with_the_field_by_field_reader(
         edits: list[tuple[int, int]], cut: int, extra: bytes) -> None:
     """Changed, cut or lengthened encodings: the same state, or the same refusal."""
-    data = bytearray(RICH_BYTES)
+    rich = _rich_encoding()
+    data = bytearray(rich)
     for position, value in edits:
-        data[position] = value
-    for candidate in (bytes(data), RICH_BYTES[:cut], RICH_BYTES + extra):
+        data[position % len(rich)] = value
+    for candidate in (bytes(data), rich[: cut % (len(rich) + 1)], rich + extra):
         assert (_outcome(VolatileState.from_bytes, candidate)
                 == _outcome(VolatileState._from_bytes_checked, candidate))
 
@@ -209,3 +239,8 @@ def test_what_the_field_reader_refuses_or_reads_the_fast_reader_does_too(change:
     expected = _outcome(VolatileState._from_bytes_checked, data)
     assert _outcome(VolatileState.from_bytes, data) == expected
     assert isinstance(expected, str) == (change != "bound flag 2")
+    if change == "bound flag 2":
+        assert _unpack(data) == expected  # read by the fast reader: no bind name
+    else:
+        with pytest.raises((_IrregularError, struct.error)):
+            _unpack(data)  # left to the field-by-field reader

@@ -9,7 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cvm.errors import CvmError
-from cvm.formats.tpm2.command import AuthCommand, AuthResponse, Command, Response
+from cvm.formats.tpm2.command import (
+    AuthCommand,
+    AuthResponse,
+    Command,
+    Response,
+    _pack_handles,
+    _parse_command,
+    _parse_response,
+)
+from cvm.formats.tpm2.tpm2b import writer
 
 # sizes around the 64-byte maximum of a nonce or HMAC
 _value = st.one_of(st.binary(max_size=8), st.binary(min_size=62, max_size=66))
@@ -51,9 +60,9 @@ def test_command_parse_agrees_with_the_strict_parser(
                                     (data[: len(data) - cut], len(handles))):
         assert (_strict(Command.parse, candidate, handle_count)
                 == _strict(Command._parse_strict, candidate, handle_count))
-    if 1 <= len(sessions) <= 3 and all(len(s.nonce) <= 64 and len(s.hmac) <= 64
-                                        for s in sessions):
+    if len(sessions) <= 3 and all(len(s.nonce) <= 64 and len(s.hmac) <= 64 for s in sessions):
         assert Command.parse(data, len(handles)) == command
+        assert _parse_command(data, len(handles)) == command  # the fast path takes it itself
 
 
 @given(_handles, _acks, st.binary(max_size=40), st.booleans(), _edits, st.integers(0, 3),
@@ -73,6 +82,12 @@ def test_response_parse_agrees_with_the_strict_parser(
                                     (failure + b"\x00", count)):
         assert (_strict(Response.parse, candidate, handle_count)
                 == _strict(Response._parse_strict, candidate, handle_count))
+    if not sessions or all(len(a.nonce) <= 64 and len(a.hmac) <= 64 for a in acks):
+        expected = Response(0, handles, parameters, tuple(acks) if sessions else ())
+        assert _parse_response(data, len(handles)) == expected  # the fast path takes it
+    if code:
+        assert _parse_response(failure, count) == Response(code)
+        assert _parse_response(failure + b"\x00", count) is None
 
 
 @given(st.lists(st.integers(-1, 1 << 33), max_size=4).map(tuple), _sessions,
@@ -112,7 +127,9 @@ def test_command_session_bounds_on_both_paths(sessions: tuple[AuthCommand, ...],
     data = command.to_bytes()
     if accepted:
         assert Command.parse(data, 1) == command
+        assert _parse_command(data, 1) == command
     else:
+        assert _parse_command(data, 1) is None
         with pytest.raises(CvmError, match=r"exceeds the maximum 64|4 sessions"):
             Command.parse(data, 1)
 
@@ -133,6 +150,19 @@ def test_response_session_bounds_on_both_paths(ack: AuthResponse, accepted: bool
     data = response.to_bytes(True)
     if accepted:
         assert Response.parse(data, 0) == response
+        assert _parse_response(data, 0) == response
     else:
+        assert _parse_response(data, 0) is None
         with pytest.raises(CvmError, match="exceeds the maximum 64"):
             Response.parse(data, 0)
+
+
+@given(_handles, _sessions, _acks)
+def test_the_struct_runs_write_what_the_checking_writer_writes(
+        handles: tuple[int, ...], sessions: list[AuthCommand], acks: list[AuthResponse]) -> None:
+    """The fast writers themselves (not their fallback) for values that fit."""
+    assert _pack_handles(handles) == b"".join(h.to_bytes(4, "big") for h in handles)
+    for session in sessions:
+        assert session._pack() == session.write(writer()).to_bytes()
+    for ack in acks:
+        assert ack._pack() == ack.write(writer()).to_bytes()

@@ -92,11 +92,15 @@ class AuthCommand:
     def to_bytes(self) -> bytes:
         """The marshalled session: :meth:`write`'s bytes, its errors for what does not fit."""
         try:
-            return b"".join((_HANDLE_AND_SIZE.pack(self.session_handle, len(self.nonce)),
-                             self.nonce, _ATTRIBUTES_AND_SIZE.pack(self.attributes,
-                                                                   len(self.hmac)), self.hmac))
+            return self._pack()
         except struct.error:
             return self.write(writer()).to_bytes()
+
+    def _pack(self) -> bytes:
+        """In two struct runs (struct.error for a value that does not fit)."""
+        return b"".join((_HANDLE_AND_SIZE.pack(self.session_handle, len(self.nonce)),
+                         self.nonce, _ATTRIBUTES_AND_SIZE.pack(self.attributes, len(self.hmac)),
+                         self.hmac))
 
 
 @dataclass(frozen=True)
@@ -121,11 +125,14 @@ class AuthResponse:
     def to_bytes(self) -> bytes:
         """The marshalled acknowledgement: :meth:`write`'s bytes and errors."""
         try:
-            return b"".join((_U16.pack(len(self.nonce)), self.nonce,
-                             _ATTRIBUTES_AND_SIZE.pack(self.attributes, len(self.hmac)),
-                             self.hmac))
+            return self._pack()
         except struct.error:
             return self.write(writer()).to_bytes()
+
+    def _pack(self) -> bytes:
+        """In two struct runs (struct.error for a value that does not fit)."""
+        return b"".join((_U16.pack(len(self.nonce)), self.nonce,
+                         _ATTRIBUTES_AND_SIZE.pack(self.attributes, len(self.hmac)), self.hmac))
 
 
 def _check_header(header: Header, length: int, what: str) -> None:
@@ -172,7 +179,7 @@ class Command:
 
     def to_bytes(self) -> bytes:
         try:
-            handles = _HANDLE_STRUCTS[len(self.handles)].pack(*self.handles)
+            handles = _pack_handles(self.handles)
         except (IndexError, struct.error):
             return self._to_bytes_checked()
         if self.sessions:
@@ -238,7 +245,7 @@ class Response:
         if self.code != 0:
             return Header(TpmSt.NO_SESSIONS, HEADER_SIZE, self.code).to_bytes()
         try:
-            handles = _HANDLE_STRUCTS[len(self.handles)].pack(*self.handles)
+            handles = _pack_handles(self.handles)
         except (IndexError, struct.error):
             return self._to_bytes_checked(with_sessions)
         if with_sessions:
@@ -266,6 +273,11 @@ class Response:
 
 # ---- fast paths: one struct call per fixed run; None sends anything irregular to the strict
 # parser, which refuses it with its own message ------------------------------------------------
+def _pack_handles(handles: tuple[int, ...]) -> bytes:
+    """0 to 3 handles in one call (IndexError for more, struct.error for one out of range)."""
+    return _HANDLE_STRUCTS[len(handles)].pack(*handles)
+
+
 def _parse_command(data: bytes, handle_count: int) -> Command | None:
     length = len(data)
     end = HEADER_SIZE + 4 * handle_count
