@@ -122,8 +122,10 @@ def _rich_state() -> VolatileState:
     policy = client.start_auth_session(TpmSe.POLICY)
     client.policy_pcr(policy, PcrSelectionList.of("sha256", [7]))
     client.policy_command_code(policy, 0x15E)
+    client.policy_password(policy)
     state = tpm.volatile()
-    session = dataclasses.replace(next(iter(state.sessions.values())), handle=0x02FF0001)
+    session = dataclasses.replace(next(iter(state.sessions.values())), handle=0x02FF0001,
+                                  auth_value_needed=True)
     state.saved_sessions[session.handle] = (session, 5)
     state.context_counter = 9
     return state
@@ -163,6 +165,7 @@ def test_fields_at_their_maximum_are_taken_by_the_fast_reader() -> None:
     session.bind_name = bytes([5]) * 66
     next(iter(state.objects.values())).qualified_name = bytes([6]) * 66
     state.pcrs.values[0x0012] = []
+    state.pcrs.values[0x0013] = [b"\x01", b"\x02"]  # one-byte values: the smallest size
     data = state._pack()
     assert data == state._to_bytes_checked()
     assert _unpack(data) == state == VolatileState._from_bytes_checked(data)
@@ -215,6 +218,10 @@ def _oversized(change: str) -> bytes:
     item = next(iter(state.objects.values()))
     if change == "nonce":
         session.nonce_caller = bytes(65)
+    elif change == "nonce tpm":
+        session.nonce_tpm = bytes(65)
+    elif change == "policy":
+        session.policy = dataclasses.replace(session.policy, value=bytes(65))
     elif change == "key":
         session.session_key = bytes(65)
     elif change == "bind name":
@@ -232,8 +239,8 @@ def _oversized(change: str) -> bytes:
     return state._to_bytes_checked()
 
 
-@pytest.mark.parametrize("change", ["nonce", "key", "bind name", "qualified name",
-                                    "empty public", "bound flag 2"])
+@pytest.mark.parametrize("change", ["nonce", "nonce tpm", "key", "policy", "bind name",
+                                    "qualified name", "empty public", "bound flag 2"])
 def test_what_the_field_reader_refuses_or_reads_the_fast_reader_does_too(change: str) -> None:
     data = _oversized(change)
     expected = _outcome(VolatileState._from_bytes_checked, data)
@@ -244,3 +251,10 @@ def test_what_the_field_reader_refuses_or_reads_the_fast_reader_does_too(change:
     else:
         with pytest.raises((_IrregularError, struct.error)):
             _unpack(data)  # left to the field-by-field reader
+
+
+def test_every_cut_of_the_encoding_is_refused_as_the_field_reader_refuses_it() -> None:
+    data = _rich_encoding()
+    for cut in range(len(data)):
+        assert (_outcome(VolatileState.from_bytes, data[:cut])
+                == _outcome(VolatileState._from_bytes_checked, data[:cut]))

@@ -33,7 +33,8 @@ ABSENT = 0xFFFFFFFF
 MAX_PCR_SIZE = 64  # the largest digest a bank can hold (SHA-512)
 TPM2B_MAX = 0xFFFF
 # fixed runs, each read or written in one struct call (the format is the same field by field)
-_U16, _U32, _U64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
+_U8, _U16 = struct.Struct(">B"), struct.Struct(">H")
+_U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
 _STARTED_AND_SIZE = struct.Struct(">BH")  # started, nullSeed.size
 _COUNTER_AND_BANKS = struct.Struct(">II")  # pcrUpdateCounter, banks
 _BANK = struct.Struct(">HIH")  # bank, PCR count, PCR size
@@ -303,9 +304,7 @@ def _unpack_session(data: bytes, offset: int) -> tuple[Session, int]:
     nonce_caller, offset = _sized(data, offset, 64)
     key, offset = _sized(data, offset, 64)
     policy, offset = _sized(data, offset, 64)
-    bound = data[offset] == 1 if offset < len(data) else None
-    if bound is None:
-        raise _IrregularError
+    bound = _U8.unpack_from(data, offset)[0] == 1
     bind_name, offset = _sized(data, offset + 1, 66)
     counter, code, flags, bits = _SESSION_TAIL.unpack_from(data, offset)
     return Session(

@@ -166,3 +166,20 @@ def test_the_struct_runs_write_what_the_checking_writer_writes(
         assert session._pack() == session.write(writer()).to_bytes()
     for ack in acks:
         assert ack._pack() == ack.write(writer()).to_bytes()
+
+
+def test_every_cut_and_shortened_size_is_refused_as_the_strict_parser_refuses_it() -> None:
+    """Each prefix of a command and a response with sessions, its size field made to match:
+    the strict parser's refusal (never an exception of the fast path's own)."""
+    sessions = (_session(3, 5), _session(0, 2))
+    command = Command(0x17F, (7, 8), sessions, b"").to_bytes()
+    response = Response(0, (9,), b"", (AuthResponse(b"n", 1, b"hm"),) * 2).to_bytes(True)
+    for data, parse, strict in ((command, Command.parse, Command._parse_strict),
+                                (response, Response.parse, Response._parse_strict)):
+        for cut in range(len(data)):
+            short = bytearray(data[:cut])
+            if cut >= 6:
+                short[2:6] = cut.to_bytes(4, "big")
+            for count in range(4):
+                assert _strict(parse, bytes(short), count) == _strict(strict, bytes(short),
+                                                                      count)

@@ -154,7 +154,10 @@ class Command:
     @classmethod
     def parse(cls, data: bytes, handle_count: int) -> Command:
         """Parse ``data`` as a command with ``handle_count`` handles; strict."""
-        command = _parse_command(data, handle_count)
+        try:
+            command = _parse_command(data, handle_count)
+        except struct.error:  # a run past the end: the strict parser says where
+            command = None
         return command if command is not None else cls._parse_strict(data, handle_count)
 
     @classmethod
@@ -218,7 +221,10 @@ class Response:
     @classmethod
     def parse(cls, data: bytes, handle_count: int) -> Response:
         """Parse a response to a command with ``handle_count`` response handles."""
-        response = _parse_response(data, handle_count)
+        try:
+            response = _parse_response(data, handle_count)
+        except struct.error:  # a run past the end: the strict parser says where
+            response = None
         return response if response is not None else cls._parse_strict(data, handle_count)
 
     @classmethod
