@@ -183,3 +183,15 @@ def test_every_cut_and_shortened_size_is_refused_as_the_strict_parser_refuses_it
             for count in range(4):
                 assert _strict(parse, bytes(short), count) == _strict(strict, bytes(short),
                                                                       count)
+
+
+def test_four_handles_are_left_to_the_strict_parsers() -> None:
+    """More handles than any command has: parsed field by field, not by the fast path."""
+    command = Command(0x17F, (1, 2, 3, 4), (_session(),), b"p")
+    data = command._to_bytes_checked()
+    assert command.to_bytes() == data
+    assert _parse_command(data, 4) is None and Command.parse(data, 4) == command
+    response = Response(0, (1, 2, 3, 4), b"p")
+    data = response._to_bytes_checked(False)
+    assert response.to_bytes(False) == data
+    assert _parse_response(data, 4) is None and Response.parse(data, 4) == response
