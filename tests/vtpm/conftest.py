@@ -3,12 +3,13 @@ an SEV-SNP platform (machine, PSP, host) that launches guests for the SVSM tests
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from cvm.amd.kds import ChipFuses
 from cvm.crypto.drbg import SeededRandom
+from cvm.errors import CvmError
 from cvm.formats.ovmf.image import build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.guest.tpm.client import TpmClient
@@ -31,6 +32,38 @@ class FakeClock:
 
 def seeded_random(seed: bytes) -> Callable[[int], bytes]:
     return SeededRandom(seed)
+
+
+def _non_volatile(tpm: Tpm) -> bytes | None:
+    """The engine's non-volatile state as bytes (None when it holds none, e.g. unloaded)."""
+    try:
+        return tpm.state.to_bytes()
+    except (CvmError, KeyError):
+        return None
+
+
+@pytest.fixture(autouse=True)
+def changed_is_complete(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every command of every vTPM test checks that :attr:`Tpm.changed` is complete: a
+    command that alters the non-volatile state sets it. The SVSM serialises that state again
+    only then (:meth:`cvm.guest.svsm.svsm.Svsm._write_back`), so a command that forgot it would
+    lose its change at the next call."""
+    execute = Tpm.execute
+
+    def checked(self: Tpm, data: bytes, locality: int = 0) -> bytes:
+        before, was = _non_volatile(self), self.changed
+        self.changed = False
+        try:
+            return execute(self, data, locality)
+        finally:
+            after = _non_volatile(self)
+            assert before is None or after is None or after == before or self.changed, (
+                f"command {bytes(data[6:10]).hex()} changed the non-volatile state without "
+                "setting Tpm.changed")
+            self.changed = self.changed or was
+
+    monkeypatch.setattr(Tpm, "execute", checked)
+    yield
 
 
 @pytest.fixture

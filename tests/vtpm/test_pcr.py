@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from cvm.errors import StatusError
+from cvm.errors import StatusError, UsageError
 from cvm.formats.tpm2.constants import TpmAlg
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.response_code import TpmRc
@@ -74,3 +74,9 @@ def test_pcr_read_returns_at_most_eight(client: TpmClient) -> None:
     _, selected, values = client.pcr_read(PcrSelectionList.of("sha512", [0]))
     assert values == []
     assert selected.items() == ()
+
+
+def test_an_extend_with_an_algorithm_that_does_not_fit_is_refused_by_the_client(
+        client: TpmClient) -> None:
+    with pytest.raises(UsageError, match="does not fit in 2 bytes"):
+        client.pcr_extend(7, {0x10000: bytes(32)})

@@ -127,3 +127,14 @@ def test_a_counter_out_of_range_is_refused_on_write(name: str) -> None:
     setattr(state, name, -1)
     with pytest.raises(UsageError, match="out of range"):
         state.to_bytes()
+
+
+def test_the_changed_guard_catches_a_command_that_forgets_to_say_so(
+        client: TpmClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vTPM tests' guard (conftest ``changed_is_complete``) fails a command that alters the
+    non-volatile state without setting Tpm.changed, and lets one that sets it pass."""
+    client.hierarchy_change_auth(TpmRh.OWNER, b"first")
+    monkeypatch.setattr(Tpm, "mark_changed", lambda self: None)
+    with pytest.raises(AssertionError, match=r"without setting Tpm\.changed"):
+        client.hierarchy_change_auth(TpmRh.OWNER, b"second", Auth(b"first"))
+    client.pcr_extend(7, {TpmAlg.SHA256: bytes(32)})  # no non-volatile change: passes

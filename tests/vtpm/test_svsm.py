@@ -18,11 +18,11 @@ from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.svsm.result import SvsmResult
 from cvm.guest.svsm.svsm import Svsm, SvsmLayout
 from cvm.guest.svsm.vtpm import PROTOCOL_VTPM
-from cvm.guest.tpm.client import TpmClient
+from cvm.guest.tpm.client import Auth, TpmClient
 from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.hardware.fault import PFERR_VMPL, FaultRaised
 from cvm.hardware.memory.dram import PAGE_SIZE
-from cvm.vtpm.state import STATE_MAGIC
+from cvm.vtpm.state import STATE_MAGIC, PersistentState
 from cvm.vtpm.state_file import MonotonicCounter
 from cvm.vtpm.templates import ek_template
 
@@ -277,9 +277,64 @@ def test_the_state_pages_are_written_whole(snp: Any) -> None:
     TpmClient(guest.tpm_execute).startup()
     layout, vcpu = SvsmLayout(), launched.guest.vcpus[0]
     svsm.at_vmpl0(lambda: vcpu.write(layout.state_gpa + PAGE_SIZE - 16, b"\xee" * 16))
-    TpmClient(guest.tpm_execute).get_random(8)
+    TpmClient(guest.tpm_execute).pcr_extend(7, {TpmAlg.SHA256: bytes(32)})
     page = svsm.at_vmpl0(lambda: vcpu.read(layout.state_gpa, PAGE_SIZE))
     used = 4 + len(svsm.read_state())
     used += 4 + int.from_bytes(page[used : used + 4], "little")
     assert used < PAGE_SIZE - 16
     assert page[used:] == bytes(PAGE_SIZE - used)
+
+
+def test_a_command_that_changes_no_state_leaves_the_pages_alone(snp: Any) -> None:
+    """GetRandom and PCR_Read change neither part of the state: the pages keep what they
+    hold (here a marker planted after the state), nothing is serialised or written."""
+    svsm, guest, launched = _boot(snp, MonotonicCounter())
+    client = TpmClient(guest.tpm_execute)
+    client.startup()
+    layout, vcpu = SvsmLayout(), launched.guest.vcpus[0]
+    before = svsm.at_vmpl0(lambda: vcpu.read(layout.state_gpa, PAGE_SIZE))
+    svsm.at_vmpl0(lambda: vcpu.write(layout.state_gpa + PAGE_SIZE - 16, b"\xee" * 16))
+    client.get_random(8)
+    client.pcr_read(PcrSelectionList.of("sha256", [7]))
+    page = svsm.at_vmpl0(lambda: vcpu.read(layout.state_gpa, PAGE_SIZE))
+    assert page == before[: PAGE_SIZE - 16] + b"\xee" * 16
+
+
+def test_only_a_command_that_changes_the_non_volatile_state_rewrites_it(snp: Any) -> None:
+    """A PCR_Extend keeps the non-volatile part as the pages held it; HierarchyChangeAuth
+    (which sets Tpm.changed) has it serialised again, and the new authValue persists."""
+    svsm, guest, _ = _boot(snp, MonotonicCounter())
+    client = TpmClient(guest.tpm_execute)
+    client.startup()
+    nv = svsm.read_state()
+    client.pcr_extend(7, {TpmAlg.SHA256: bytes(32)})
+    assert svsm.read_state() == nv
+    client.hierarchy_change_auth(TpmRh.OWNER, b"owner")
+    changed = svsm.read_state()
+    assert changed != nv and b"owner" in changed
+    client.pcr_extend(7, {TpmAlg.SHA256: bytes(32)}, Auth())
+    assert svsm.read_state() == changed
+
+
+def test_the_sealed_state_carries_the_tpm_clock(snp: Any) -> None:
+    """Sealing folds the time the vTPM ran into its non-volatile clock (save_clock says the
+    state changed, so the SVSM writes it back before sealing it)."""
+    svsm, guest, _ = _boot(snp, MonotonicCounter())
+    TpmClient(guest.tpm_execute).startup()
+    now = [50.0]
+    svsm.tpm.clock, svsm.tpm._boot_time = lambda: now[0], 50.0
+    now[0] = 57.25
+    svsm.seal_state()
+    assert PersistentState.from_bytes(svsm.read_state()).clock_ms == 7250
+
+
+@pytest.mark.parametrize("end", [PAGE_SIZE - 1, PAGE_SIZE, PAGE_SIZE + 1, PAGE_SIZE + 5])
+def test_parts_ending_at_or_just_past_the_first_page_are_read_whole(snp: Any, end: int) -> None:
+    """The first page alone serves parts that end in it; one byte further, the next page."""
+    svsm, _, launched = _boot(snp, MonotonicCounter())
+    layout, vcpu = SvsmLayout(), launched.guest.vcpus[0]
+    first = bytes(range(256)) * 4
+    second = b"\x5a" * (end - 8 - len(first))
+    blob = len(first).to_bytes(4, "little") + first + len(second).to_bytes(4, "little") + second
+    svsm.at_vmpl0(lambda: vcpu.write(layout.state_gpa, blob.ljust(2 * PAGE_SIZE, b"\xee")))
+    assert svsm._read_parts() == (first, second)

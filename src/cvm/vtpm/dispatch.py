@@ -66,6 +66,8 @@ class CommandSpec:
     handles: int
     auth: tuple[AuthRole | None, ...]
     response_handles: int
+    # the handles that need an authorization, in order: (position, role)
+    authorized: tuple[tuple[int, AuthRole], ...] = ()
 
 
 COMMANDS: dict[int, CommandSpec] = {}
@@ -83,4 +85,5 @@ def register(
     if code in COMMANDS:
         raise InternalError(f"command {code:#x} registered twice")
     roles = auth + (None,) * (handles - len(auth))
-    COMMANDS[code] = CommandSpec(code, handler, handles, roles, response_handles)
+    authorized = tuple((index, role) for index, role in enumerate(roles) if role is not None)
+    COMMANDS[code] = CommandSpec(code, handler, handles, roles, response_handles, authorized)

@@ -67,6 +67,7 @@ from cvm.wire import Reader
 MAX_LOADED_OBJECTS = 3
 TRANSIENT_FIRST = 0x80000000
 _PERMANENT_HANDLES = frozenset(int(h) for h in TpmRh) - {int(TpmRh.PW)}  # not TPM_RS_PW
+_PASSWORD = int(TpmRh.PW)
 Random = Callable[[int], bytes]
 
 
@@ -128,26 +129,29 @@ class Tpm(Authorization):
         except FormatError:
             raise fail(TpmRc.AUTHSIZE, "malformed handle or authorization area") from None
         self.locality = locality
-        for number, handle in enumerate(command.handles, start=1):
+        handles = command.handles
+        for number, handle in enumerate(handles, start=1):
             self._check_handle(handle, number)
-        auth_count = sum(1 for role in spec.auth if role is not None)
-        if len(command.sessions) < auth_count:
+        authorized = spec.authorized
+        if len(command.sessions) < len(authorized):
             raise fail(TpmRc.AUTH_MISSING, "the command needs an authorization session")
-        names = [self.entity(handle, number).name
-                 for number, handle in enumerate(command.handles, start=1)]
         used: list[tuple[AuthCommand, Session | None, Entity | None]] = []
-        auth_handles = [(h, r) for h, r in zip(command.handles, spec.auth, strict=True) if r]
-        for number, session_cmd in enumerate(command.sessions, start=1):
-            self._check_session_attributes(spec.code, session_cmd, number, command.sessions)
-            if number <= auth_count:
-                handle, role = auth_handles[number - 1]
-                entity = self.entity(handle, number)
-                session = self._authorize(spec, command, names, session_cmd, entity, role,
-                                          number)
-                used.append((session_cmd, session, entity))
-            else:
-                used.append((session_cmd, self._audit_only(spec, command, names, session_cmd,
-                                                            number), None))
+        if command.sessions:
+            # the handles' names enter only HMAC computations: none for password sessions
+            names = ([self.entity(handle, number).name
+                      for number, handle in enumerate(handles, start=1)]
+                     if any(s.session_handle != _PASSWORD for s in command.sessions) else [])
+            for number, session_cmd in enumerate(command.sessions, start=1):
+                self._check_session_attributes(spec.code, session_cmd, number, command.sessions)
+                if number <= len(authorized):
+                    position, role = authorized[number - 1]
+                    entity = self.entity(handles[position], number)
+                    session = self._authorize(spec, command, names, session_cmd, entity, role,
+                                              number)
+                    used.append((session_cmd, session, entity))
+                else:
+                    used.append((session_cmd, self._audit_only(spec, command, names,
+                                                                session_cmd, number), None))
         parameters = self._decrypt(command.parameters, used)
         params = Reader(parameters, "parameters", endian="big")
         policy_auth = tuple(s is not None and s.is_policy for _, s, _ in used)
@@ -259,4 +263,5 @@ class Tpm(Authorization):
         now = self.clock()
         self.state.clock_ms += int((now - self._boot_time) * 1000)
         self._boot_time = now
+        self.mark_changed()
 

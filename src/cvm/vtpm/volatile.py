@@ -14,6 +14,7 @@ its state file.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from cvm.errors import FormatError
@@ -30,6 +31,23 @@ VOLATILE_MAGIC = b"CVMTPMV2"
 LEGACY_MAGIC = b"CVMTPMVS"  # each PCR a TPM2B; still read (a served TPM's state file)
 ABSENT = 0xFFFFFFFF
 MAX_PCR_SIZE = 64  # the largest digest a bank can hold (SHA-512)
+TPM2B_MAX = 0xFFFF
+# fixed runs, each read or written in one struct call (the format is the same field by field)
+_U8, _U16 = struct.Struct(">B"), struct.Struct(">H")
+_U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
+_STARTED_AND_SIZE = struct.Struct(">BH")  # started, nullSeed.size
+_COUNTER_AND_BANKS = struct.Struct(">II")  # pcrUpdateCounter, banks
+_BANK = struct.Struct(">HIH")  # bank, PCR count, PCR size
+_TWO_U32 = struct.Struct(">II")  # handle, hierarchy
+_SESSION_HEAD = struct.Struct(">IBH")  # handle, type, authHash
+_SESSION_TAIL = struct.Struct(">IIBH")  # pcr counter, command code, flags, symmetric bits
+_COUNTER_AND_COUNT = struct.Struct(">QI")  # context counter, saved sessions
+# a whole bank of 24 SHA-1, SHA-256, SHA-384 or SHA-512 values in one call
+_BANK_VALUES = {(24, size): struct.Struct(f"{size}s" * 24) for size in (20, 32, 48, 64)}
+
+
+class _IrregularError(Exception):
+    """The fast reader met something it does not take: the field-by-field reader decides."""
 
 
 @dataclass
@@ -46,6 +64,36 @@ class VolatileState:
     context_counter: int = 0
 
     def to_bytes(self) -> bytes:
+        try:
+            return self._pack()
+        except struct.error:  # a value that does not fit: the checking writer's error
+            return self._to_bytes_checked()
+
+    def _pack(self) -> bytes:
+        """The encoding in struct runs (the SVSM writes it at every vTPM command)."""
+        parts = [VOLATILE_MAGIC, _STARTED_AND_SIZE.pack(self.started, len(self.null_seed)),
+                 self.null_seed, _U16.pack(len(self.null_proof)), self.null_proof,
+                 _COUNTER_AND_BANKS.pack(self.pcrs.update_counter, len(self.pcrs.values))]
+        for bank, values in sorted(self.pcrs.values.items()):
+            _check_bank(bank, values)
+            parts += (_BANK.pack(bank, len(values), len(values[0]) if values else 0),
+                      *values)
+        parts.append(_U32.pack(len(self.objects)))
+        for handle, item in sorted(self.objects.items()):
+            parts += (_TWO_U32.pack(handle, item.hierarchy), item.public.to_tpm2b())
+            sensitive = item.sensitive.to_bytes() if item.sensitive else b""
+            parts += (_U16.pack(len(sensitive)), sensitive,
+                      _U16.pack(len(item.qualified_name)), item.qualified_name)
+        parts.append(_U32.pack(len(self.sessions)))
+        for _, session in sorted(self.sessions.items()):
+            _pack_session(parts, session)
+        parts.append(_COUNTER_AND_COUNT.pack(self.context_counter, len(self.saved_sessions)))
+        for session, sequence in (v for _, v in sorted(self.saved_sessions.items())):
+            parts.append(_U64.pack(sequence))
+            _pack_session(parts, session)
+        return b"".join(parts)
+
+    def _to_bytes_checked(self) -> bytes:
         sink = writer().put(VOLATILE_MAGIC).u8(int(self.started))
         put_tpm2b(sink, self.null_seed)
         put_tpm2b(sink, self.null_proof)
@@ -68,6 +116,13 @@ class VolatileState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> VolatileState:
+        try:
+            return _unpack(data)
+        except (_IrregularError, struct.error):  # the field-by-field reader names what is wrong
+            return cls._from_bytes_checked(data)
+
+    @classmethod
+    def _from_bytes_checked(cls, data: bytes) -> VolatileState:
         source = reader(data, "vTPM volatile state")
         magic = source.take(len(VOLATILE_MAGIC), "magic")
         if magic not in (VOLATILE_MAGIC, LEGACY_MAGIC):
@@ -102,12 +157,17 @@ class VolatileState:
         return cls(started, null_seed, null_proof, pcrs, objects, sessions, saved, counter)
 
 
-def _write_bank(sink: Writer, bank: int, values: list[bytes]) -> None:
-    """One PCR bank: ``u16 bank ‖ u32 count ‖ u16 digest size ‖ the values back to back``."""
-    size = len(values[0]) if values else 0
-    if not _digest_size_fits(len(values), size) or len(set(map(len, values))) > 1:
+def _check_bank(bank: int, values: list[bytes]) -> None:
+    # _digest_size_fits(len(values), size), with the size of an empty bank 0
+    if (values and not 0 < len(values[0]) <= MAX_PCR_SIZE) or len(set(map(len, values))) > 1:
         raise FormatError(f"vTPM volatile state: PCR bank {bank:#x} is not values of one "
                           f"size of 1 to {MAX_PCR_SIZE} bytes")
+
+
+def _write_bank(sink: Writer, bank: int, values: list[bytes]) -> None:
+    """One PCR bank: ``u16 bank ‖ u32 count ‖ u16 digest size ‖ the values back to back``."""
+    _check_bank(bank, values)
+    size = len(values[0]) if values else 0
     sink.u16(bank).u32(len(values)).u16(size).put(b"".join(values))
 
 
@@ -153,3 +213,102 @@ def _read_session(source: Reader) -> Session:
         bool(flags & 1), bool(flags & 2), None if code == ABSENT else code,
         source.u16("symmetric bits"),
     )
+
+
+def _pack_session(parts: list[bytes], session: Session) -> None:
+    """:func:`_write_session` in struct runs."""
+    bind_name = session.bind_name or b""
+    parts += (_SESSION_HEAD.pack(session.handle, session.session_type, session.auth_hash),
+              _U16.pack(len(session.nonce_tpm)), session.nonce_tpm,
+              _U16.pack(len(session.nonce_caller)), session.nonce_caller,
+              _U16.pack(len(session.session_key)), session.session_key,
+              _U16.pack(len(session.policy.value)), session.policy.value,
+              _STARTED_AND_SIZE.pack(session.bind_name is not None, len(bind_name)), bind_name,
+              _SESSION_TAIL.pack(ABSENT if session.pcr_counter is None else session.pcr_counter,
+                                 ABSENT if session.command_code is None
+                                 else session.command_code,
+                                 session.auth_value_needed | session.password_needed << 1,
+                                 session.symmetric_bits))
+
+
+# ---- the fast reader: the current encoding in struct runs; anything irregular (a short
+# buffer, a size over its maximum, the legacy magic) raises _IrregularError or struct.error,
+# and the field-by-field reader above decides, with its messages ------------------------------
+def _sized(data: bytes, offset: int, max_size: int) -> tuple[bytes, int]:
+    size = _U16.unpack_from(data, offset)[0]
+    end = offset + 2 + size
+    if size > max_size or end > len(data):
+        raise _IrregularError
+    return data[offset + 2 : end], end
+
+
+def _unpack(data: bytes) -> VolatileState:
+    data = bytes(data)
+    if data[:8] != VOLATILE_MAGIC:
+        raise _IrregularError
+    started, seed_size = _STARTED_AND_SIZE.unpack_from(data, 8)
+    offset = 11 + seed_size
+    if offset > len(data):
+        raise _IrregularError
+    null_seed = data[11:offset]
+    null_proof, offset = _sized(data, offset, TPM2B_MAX)
+    counter, banks = _COUNTER_AND_BANKS.unpack_from(data, offset)
+    offset += 8
+    pcrs = PcrBanks(update_counter=counter)
+    for _ in range(banks):
+        bank, count, size = _BANK.unpack_from(data, offset)
+        offset += 8
+        end = offset + count * size
+        if not _digest_size_fits(count, size) or end > len(data):
+            raise _IrregularError
+        layout = _BANK_VALUES.get((count, size))
+        pcrs.values[bank] = (list(layout.unpack_from(data, offset)) if layout is not None
+                             else [data[start : start + size] for start in range(offset, end, size)]
+                             if count else [])
+        offset = end
+    objects = {}
+    count = _U32.unpack_from(data, offset)[0]
+    offset += 4
+    for _ in range(count):
+        handle, hierarchy = _TWO_U32.unpack_from(data, offset)
+        body, offset = _sized(data, offset + 8, TPM2B_MAX)
+        if not body:
+            raise _IrregularError
+        public = Public.from_bytes(body)
+        sensitive_bytes, offset = _sized(data, offset, TPM2B_MAX)
+        sensitive = Sensitive.from_bytes(sensitive_bytes) if sensitive_bytes else None
+        qualified_name, offset = _sized(data, offset, 66)
+        objects[handle] = TpmObject(public, sensitive, hierarchy, qualified_name)
+    sessions = {}
+    count = _U32.unpack_from(data, offset)[0]
+    offset += 4
+    for _ in range(count):
+        session, offset = _unpack_session(data, offset)
+        sessions[session.handle] = session
+    context_counter, count = _COUNTER_AND_COUNT.unpack_from(data, offset)
+    offset += 12
+    saved = {}
+    for _ in range(count):
+        sequence = _U64.unpack_from(data, offset)[0]
+        session, offset = _unpack_session(data, offset + 8)
+        saved[session.handle] = (session, sequence)
+    if offset != len(data):
+        raise _IrregularError
+    return VolatileState(started == 1, null_seed, null_proof, pcrs, objects, sessions, saved,
+                         context_counter)
+
+
+def _unpack_session(data: bytes, offset: int) -> tuple[Session, int]:
+    handle, kind, auth_hash = _SESSION_HEAD.unpack_from(data, offset)
+    nonce_tpm, offset = _sized(data, offset + 7, 64)
+    nonce_caller, offset = _sized(data, offset, 64)
+    key, offset = _sized(data, offset, 64)
+    policy, offset = _sized(data, offset, 64)
+    bound = _U8.unpack_from(data, offset)[0] == 1
+    bind_name, offset = _sized(data, offset + 1, 66)
+    counter, code, flags, bits = _SESSION_TAIL.unpack_from(data, offset)
+    return Session(
+        handle, kind, auth_hash, nonce_tpm, nonce_caller, key, bind_name if bound else None,
+        PolicyDigest(auth_hash, policy), None if counter == ABSENT else counter,
+        bool(flags & 1), bool(flags & 2), None if code == ABSENT else code, bits,
+    ), offset + _SESSION_TAIL.size

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cvm.errors import FormatError
+from cvm.errors import FormatError, UsageError
 from cvm.formats.svsm.attest_request import AttestRequest
 from cvm.formats.svsm.services_manifest import VTPM_SERVICE_GUID, ServicesManifest
 from cvm.formats.svsm.vtpm_command import VtpmCommandRequest, VtpmCommandResponse
@@ -60,3 +61,48 @@ def test_random_bytes_raise_only_format_errors(data: bytes) -> None:
                   ServicesManifest.from_bytes, lambda d: AttestRequest.from_bytes(d, True)):
         with contextlib.suppress(FormatError):
             parse(data)
+
+
+@given(st.binary(max_size=40), st.integers(0, 4200), st.integers(0, 0x1FF))
+def test_vtpm_command_fast_path_agrees_with_the_reader(tail: bytes, size: int,
+                                                       locality: int) -> None:
+    """A request or response whose size is too large or reaches past the page is refused as
+    the field-by-field reader refuses it; one that fits reads the same."""
+    request = (8).to_bytes(4, "little") + bytes([locality & 0xFF]) + size.to_bytes(4, "little")
+    response = size.to_bytes(4, "little")
+    for parse, strict, data, whole in (
+        (VtpmCommandRequest.from_bytes, VtpmCommandRequest._from_bytes_strict, request + tail,
+         True),
+        (VtpmCommandRequest.from_bytes, VtpmCommandRequest._from_bytes_strict, request[:7],
+         False),
+        (VtpmCommandResponse.from_bytes, VtpmCommandResponse._from_bytes_strict,
+         response + tail, True),
+        (VtpmCommandResponse.from_bytes, VtpmCommandResponse._from_bytes_strict, response[:3],
+         False),
+    ):
+        try:
+            expected: object = strict(data)
+        except FormatError as error:
+            expected = str(error)
+        try:
+            found: object = parse(data)
+        except FormatError as error:
+            found = str(error)
+        assert found == expected
+        if whole and size <= len(tail) and size <= 0x1000 - 9:
+            assert not isinstance(found, str)
+
+
+def test_vtpm_command_buffers_refuse_what_does_not_fit() -> None:
+    with pytest.raises(FormatError, match="exceeds 4087"):
+        VtpmCommandRequest(0, bytes(4088)).to_bytes()
+    with pytest.raises(UsageError, match="does not fit in 1 bytes"):
+        VtpmCommandRequest(256, b"").to_bytes()
+    with pytest.raises(FormatError, match="exceeds 4092"):
+        VtpmCommandResponse(bytes(4093)).to_bytes()
+    with pytest.raises(FormatError, match="inbuf_size 4088 exceeds 4087"):
+        VtpmCommandRequest.from_bytes(bytes(5) + (4088).to_bytes(4, "little") + bytes(4088))
+    with pytest.raises(FormatError, match="outbuf_size 4093 exceeds 4092"):
+        VtpmCommandResponse.from_bytes((4093).to_bytes(4, "little") + bytes(4093))
+    with pytest.raises(FormatError, match="inbuf needs 10 bytes"):
+        VtpmCommandRequest.from_bytes(bytes(5) + (10).to_bytes(4, "little") + bytes(9))

@@ -177,6 +177,9 @@ class Vmsa:
         return Vmsa({**self.registers, **(registers or {})}, new_blobs)
 
 
+_INT_ONLY = {int}
+
+
 def pack_registers(registers: Mapping[str, int]) -> bytes:
     """The save area holding ``registers`` with every byte area zero: the bytes of
     ``Vmsa(registers).to_bytes()``, in one struct call when every register is named with an
@@ -186,7 +189,7 @@ def pack_registers(registers: Mapping[str, int]) -> bytes:
             values = _registers_of(registers)
         except KeyError:
             values = None
-        if values is not None and all(type(value) is int for value in values):
+        if values is not None and set(map(type, values)) == _INT_ONLY:  # each exactly int
             try:
                 return _REGISTERS_STRUCT.pack(*values)
             except struct.error:

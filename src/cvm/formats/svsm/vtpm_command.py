@@ -8,6 +8,7 @@ outbuf_size`` and the TPM response bytes. All integers little-endian.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from cvm.errors import FormatError
@@ -19,6 +20,8 @@ REQUEST_HEADER_SIZE = 9
 RESPONSE_HEADER_SIZE = 4
 MAX_INBUF = BUFFER_SIZE - REQUEST_HEADER_SIZE
 MAX_OUTBUF = BUFFER_SIZE - RESPONSE_HEADER_SIZE
+_REQUEST_HEADER = struct.Struct("<IBI")  # command, locality, inbuf_size: one call each way
+_RESPONSE_HEADER = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,16 @@ class VtpmCommandRequest:
     @classmethod
     def from_bytes(cls, page: bytes) -> VtpmCommandRequest:
         """Parse from the start of a buffer page (trailing page bytes are ignored)."""
+        if len(page) >= REQUEST_HEADER_SIZE:
+            platform_command, locality, size = _REQUEST_HEADER.unpack_from(page)
+            if size <= MAX_INBUF and REQUEST_HEADER_SIZE + size <= len(page):
+                command = bytes(page[REQUEST_HEADER_SIZE : REQUEST_HEADER_SIZE + size])
+                return cls(locality, command, platform_command)
+        return cls._from_bytes_strict(page)
+
+    @classmethod
+    def _from_bytes_strict(cls, page: bytes) -> VtpmCommandRequest:
+        """Field by field, naming what is short or too large."""
         source = Reader(page, "SVSM_VTPM_COMMAND request")
         platform_command = source.u32("command")
         locality = source.u8("locality")
@@ -43,6 +56,11 @@ class VtpmCommandRequest:
     def to_bytes(self) -> bytes:
         if len(self.command) > MAX_INBUF:
             raise FormatError(f"TPM command of {len(self.command)} bytes exceeds {MAX_INBUF}")
+        try:
+            return _REQUEST_HEADER.pack(self.platform_command, self.locality,
+                                        len(self.command)) + self.command
+        except struct.error:  # a field that does not fit: the writer's error
+            pass
         sink = Writer().u32(self.platform_command).u8(self.locality).u32(len(self.command))
         return sink.put(self.command).to_bytes()
 
@@ -55,6 +73,15 @@ class VtpmCommandResponse:
 
     @classmethod
     def from_bytes(cls, page: bytes) -> VtpmCommandResponse:
+        if len(page) >= RESPONSE_HEADER_SIZE:
+            size = _RESPONSE_HEADER.unpack_from(page)[0]
+            if size <= MAX_OUTBUF and RESPONSE_HEADER_SIZE + size <= len(page):
+                return cls(bytes(page[RESPONSE_HEADER_SIZE : RESPONSE_HEADER_SIZE + size]))
+        return cls._from_bytes_strict(page)
+
+    @classmethod
+    def _from_bytes_strict(cls, page: bytes) -> VtpmCommandResponse:
+        """Field by field, naming what is short or too large."""
         source = Reader(page, "SVSM_VTPM_COMMAND response")
         size = source.u32("outbuf_size")
         if size > MAX_OUTBUF:
@@ -64,4 +91,4 @@ class VtpmCommandResponse:
     def to_bytes(self) -> bytes:
         if len(self.response) > MAX_OUTBUF:
             raise FormatError(f"TPM response of {len(self.response)} bytes exceeds {MAX_OUTBUF}")
-        return Writer().u32(len(self.response)).put(self.response).to_bytes()
+        return _RESPONSE_HEADER.pack(len(self.response)) + self.response

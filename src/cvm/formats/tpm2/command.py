@@ -24,6 +24,7 @@ from cvm.wire import Layout, Reader, Writer, u16, u32
 HEADER_SIZE = 10
 MAX_COMMAND_SIZE = 4096
 MAX_SESSIONS = 3
+MAX_HANDLES = 3
 MAX_NONCE = 64
 MAX_HMAC = 64
 HEADER_LAYOUT = Layout(
@@ -31,6 +32,14 @@ HEADER_LAYOUT = Layout(
     [u16("tag", 0x0), u32("size", 0x2), u32("code", 0x6)], endian="big",
 )
 _HEADER_STRUCT = struct.Struct(">HII")  # the layout above, read and written in one call
+_SESSIONS_TAG, _NO_SESSIONS_TAG = int(TpmSt.SESSIONS), int(TpmSt.NO_SESSIONS)
+_TAGS = (_NO_SESSIONS_TAG, _SESSIONS_TAG)
+# the handle area of 0..3 handles, and the fixed runs around a session's two TPM2Bs
+_HANDLE_STRUCTS = tuple(struct.Struct(f">{count}I") for count in range(4))
+_U32 = struct.Struct(">I")
+_HANDLE_AND_SIZE = struct.Struct(">IH")  # sessionHandle, nonce.size
+_ATTRIBUTES_AND_SIZE = struct.Struct(">BH")  # sessionAttributes, hmac.size (or nonce.size)
+_U16 = struct.Struct(">H")
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,19 @@ class AuthCommand:
         sink.u8(self.attributes)
         return put_tpm2b(sink, self.hmac)
 
+    def to_bytes(self) -> bytes:
+        """The marshalled session: :meth:`write`'s bytes, its errors for what does not fit."""
+        try:
+            return self._pack()
+        except struct.error:
+            return self.write(writer()).to_bytes()
+
+    def _pack(self) -> bytes:
+        """In two struct runs (struct.error for a value that does not fit)."""
+        return b"".join((_HANDLE_AND_SIZE.pack(self.session_handle, len(self.nonce)),
+                         self.nonce, _ATTRIBUTES_AND_SIZE.pack(self.attributes, len(self.hmac)),
+                         self.hmac))
+
 
 @dataclass(frozen=True)
 class AuthResponse:
@@ -99,6 +121,18 @@ class AuthResponse:
         put_tpm2b(sink, self.nonce)
         sink.u8(self.attributes)
         return put_tpm2b(sink, self.hmac)
+
+    def to_bytes(self) -> bytes:
+        """The marshalled acknowledgement: :meth:`write`'s bytes and errors."""
+        try:
+            return self._pack()
+        except struct.error:
+            return self.write(writer()).to_bytes()
+
+    def _pack(self) -> bytes:
+        """In two struct runs (struct.error for a value that does not fit)."""
+        return b"".join((_U16.pack(len(self.nonce)), self.nonce,
+                         _ATTRIBUTES_AND_SIZE.pack(self.attributes, len(self.hmac)), self.hmac))
 
 
 def _check_header(header: Header, length: int, what: str) -> None:
@@ -120,6 +154,15 @@ class Command:
     @classmethod
     def parse(cls, data: bytes, handle_count: int) -> Command:
         """Parse ``data`` as a command with ``handle_count`` handles; strict."""
+        try:
+            command = _parse_command(data, handle_count)
+        except struct.error:  # a run past the end: the strict parser says where
+            command = None
+        return command if command is not None else cls._parse_strict(data, handle_count)
+
+    @classmethod
+    def _parse_strict(cls, data: bytes, handle_count: int) -> Command:
+        """Field by field, naming what is wrong and where (the fast path's fallback)."""
         header = Header.from_bytes(data)
         _check_header(header, len(data), "TPM2 command")
         source = reader(data, "TPM2 command")
@@ -138,6 +181,20 @@ class Command:
         return cls(header.code, handles, sessions, source.rest())
 
     def to_bytes(self) -> bytes:
+        try:
+            handles = _pack_handles(self.handles)
+        except (IndexError, struct.error):
+            return self._to_bytes_checked()
+        if self.sessions:
+            area = b"".join([session.to_bytes() for session in self.sessions])
+            body = b"".join((handles, _U32.pack(len(area)), area, self.parameters))
+            tag = _SESSIONS_TAG
+        else:
+            body, tag = handles + self.parameters, _NO_SESSIONS_TAG
+        return Header(tag, HEADER_SIZE + len(body), self.code).to_bytes() + body
+
+    def _to_bytes_checked(self) -> bytes:
+        """Through the checking writer (its error for a value that does not fit)."""
         body = writer()
         for handle in self.handles:
             body.u32(handle)
@@ -164,6 +221,15 @@ class Response:
     @classmethod
     def parse(cls, data: bytes, handle_count: int) -> Response:
         """Parse a response to a command with ``handle_count`` response handles."""
+        try:
+            response = _parse_response(data, handle_count)
+        except struct.error:  # a run past the end: the strict parser says where
+            response = None
+        return response if response is not None else cls._parse_strict(data, handle_count)
+
+    @classmethod
+    def _parse_strict(cls, data: bytes, handle_count: int) -> Response:
+        """Field by field, naming what is wrong and where (the fast path's fallback)."""
         header = Header.from_bytes(data)
         _check_header(header, len(data), "TPM2 response")
         source = reader(data, "TPM2 response")
@@ -184,6 +250,20 @@ class Response:
         """Serialise; ``with_sessions`` says whether the command had an authorization area."""
         if self.code != 0:
             return Header(TpmSt.NO_SESSIONS, HEADER_SIZE, self.code).to_bytes()
+        try:
+            handles = _pack_handles(self.handles)
+        except (IndexError, struct.error):
+            return self._to_bytes_checked(with_sessions)
+        if with_sessions:
+            body = b"".join((handles, _U32.pack(len(self.parameters)), self.parameters,
+                             *[session.to_bytes() for session in self.sessions]))
+            tag = _SESSIONS_TAG
+        else:
+            body, tag = handles + self.parameters, _NO_SESSIONS_TAG
+        return Header(tag, HEADER_SIZE + len(body), 0).to_bytes() + body
+
+    def _to_bytes_checked(self, with_sessions: bool) -> bytes:
+        """Through the checking writer (its error for a value that does not fit)."""
         body = writer()
         for handle in self.handles:
             body.u32(handle)
@@ -195,3 +275,82 @@ class Response:
             body.put(self.parameters)
         tag = TpmSt.SESSIONS if with_sessions else TpmSt.NO_SESSIONS
         return Header(tag, HEADER_SIZE + len(body.buffer), 0).to_bytes() + body.to_bytes()
+
+
+# ---- fast paths: one struct call per fixed run; None sends anything irregular to the strict
+# parser, which refuses it with its own message ------------------------------------------------
+def _pack_handles(handles: tuple[int, ...]) -> bytes:
+    """0 to 3 handles in one call (IndexError for more, struct.error for one out of range)."""
+    return _HANDLE_STRUCTS[len(handles)].pack(*handles)
+
+
+def _parse_command(data: bytes, handle_count: int) -> Command | None:
+    length = len(data)
+    end = HEADER_SIZE + 4 * handle_count
+    if end > length or handle_count > MAX_HANDLES:
+        return None
+    tag, size, code = _HEADER_STRUCT.unpack_from(data)
+    if size != length or tag not in _TAGS:
+        return None
+    handles = _HANDLE_STRUCTS[handle_count].unpack_from(data, HEADER_SIZE)
+    if tag == _NO_SESSIONS_TAG:
+        return Command(code, handles, (), bytes(data[end:]))
+    if end + 4 > length:
+        return None
+    area_end = end + 4 + _U32.unpack_from(data, end)[0]
+    if area_end > length:
+        return None
+    offset, found = end + 4, []
+    while offset < area_end:
+        if offset + 6 > area_end:
+            return None
+        handle, nonce_size = _HANDLE_AND_SIZE.unpack_from(data, offset)
+        nonce_end = offset + 6 + nonce_size
+        if nonce_size > MAX_NONCE or nonce_end + 3 > area_end:
+            return None
+        attributes, hmac_size = _ATTRIBUTES_AND_SIZE.unpack_from(data, nonce_end)
+        offset = nonce_end + 3 + hmac_size
+        if hmac_size > MAX_HMAC or offset > area_end:
+            return None
+        found.append(AuthCommand(handle, bytes(data[nonce_end - nonce_size : nonce_end]),
+                                 attributes, bytes(data[offset - hmac_size : offset])))
+    if not found or len(found) > MAX_SESSIONS:
+        return None
+    return Command(code, handles, tuple(found), bytes(data[area_end:]))
+
+
+def _parse_response(data: bytes, handle_count: int) -> Response | None:
+    length = len(data)
+    end = HEADER_SIZE + 4 * handle_count
+    if length < HEADER_SIZE or handle_count > MAX_HANDLES:
+        return None
+    tag, size, code = _HEADER_STRUCT.unpack_from(data)
+    if size != length or tag not in _TAGS:
+        return None
+    if code != 0:
+        return Response(code) if length == HEADER_SIZE else None
+    if end > length:
+        return None
+    handles = _HANDLE_STRUCTS[handle_count].unpack_from(data, HEADER_SIZE)
+    if tag == _NO_SESSIONS_TAG:
+        return Response(0, handles, bytes(data[end:]))
+    if end + 4 > length:
+        return None
+    parameters_end = end + 4 + _U32.unpack_from(data, end)[0]
+    if parameters_end > length:
+        return None
+    offset, found = parameters_end, []
+    while offset < length:
+        if offset + 2 > length:
+            return None
+        nonce_size = _U16.unpack_from(data, offset)[0]
+        nonce_end = offset + 2 + nonce_size
+        if nonce_size > MAX_NONCE or nonce_end + 3 > length:
+            return None
+        attributes, hmac_size = _ATTRIBUTES_AND_SIZE.unpack_from(data, nonce_end)
+        offset = nonce_end + 3 + hmac_size
+        if hmac_size > MAX_HMAC or offset > length:
+            return None
+        found.append(AuthResponse(bytes(data[nonce_end - nonce_size : nonce_end]), attributes,
+                                  bytes(data[offset - hmac_size : offset])))
+    return Response(0, handles, bytes(data[end + 4 : parameters_end]), tuple(found))

@@ -33,6 +33,11 @@ PAGE_SHIFT = 12
 NAE_AP_CREATION = 0x8000_0013
 AP_CREATE = 1
 REGISTER_SET = frozenset(REGISTER_NAMES)
+# each register's (offset, end, size) in the save area, looked up once
+_SLOTS = {name: (VMSA_LAYOUT.field(name).offset, VMSA_LAYOUT.field(name).end,
+                 VMSA_LAYOUT.field(name).size) for name in REGISTER_NAMES}
+_SPANS = {field.name: slice(field.offset, field.end) for field in VMSA_LAYOUT.fields}
+_NO_PERMISSIONS = Perm(0)
 
 
 class SevGuest:
@@ -211,15 +216,16 @@ class SevGuest:
         caller just read it (read again when not given); only the named fields change."""
         data = bytearray(self.cpu.read(gpa, PAGE_SIZE) if page is None else page)
         for name, value in registers.items():
-            if name not in REGISTER_SET:
+            slot = _SLOTS.get(name)
+            if slot is None:
                 raise StateError(f"VMSA has no register {name!r}")
-            field = VMSA_LAYOUT.field(name)
-            data[field.offset : field.end] = value.to_bytes(field.size, "little")
-        self.rmpadjust(gpa, vmpl, Perm(0), vmsa=False)
+            offset, end, size = slot
+            data[offset:end] = value.to_bytes(size, "little")
+        self.rmpadjust(gpa, vmpl, _NO_PERMISSIONS, vmsa=False)
         try:
             self.cpu.write(gpa, bytes(data))
         finally:
-            self.rmpadjust(gpa, vmpl, Perm(0), vmsa=True)
+            self.rmpadjust(gpa, vmpl, _NO_PERMISSIONS, vmsa=True)
 
     def run_vmpl(self, vmpl: int) -> None:
         """VMGEXIT with the MSR protocol's "run VMPL" request: the host enters ``vmpl``'s VMSA.
@@ -244,6 +250,6 @@ def vmsa_registers(page: bytes, names: tuple[str, ...]) -> dict[str, int]:
     """Registers ``names`` of a VMSA page, read at their offsets (not the whole save area)."""
     found = {}
     for name in names:
-        field = VMSA_LAYOUT.field(name)
-        found[name] = int.from_bytes(page[field.offset : field.end], "little")
+        span = _SPANS.get(name) or VMSA_LAYOUT.span(name)  # the layout's error if it has none
+        found[name] = int.from_bytes(page[span], "little")
     return found

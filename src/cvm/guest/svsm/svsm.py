@@ -253,8 +253,11 @@ class Svsm:
     def write_state(self) -> None:
         """Write the vTPM's state — non-volatile and volatile — into the VMPL0 state pages,
         as whole pages (zero-padded), so the memory engine encrypts them without reading back."""
-        parts = (self.tpm.state.to_bytes(), self.tpm.volatile().to_bytes())
-        blob = b"".join(len(p).to_bytes(STATE_LENGTH_SIZE, "little") + p for p in parts)
+        self._write_parts(self.tpm.state.to_bytes(), self.tpm.volatile().to_bytes())
+
+    def _write_parts(self, persistent: bytes, volatile: bytes) -> None:
+        blob = b"".join((len(persistent).to_bytes(STATE_LENGTH_SIZE, "little"), persistent,
+                         len(volatile).to_bytes(STATE_LENGTH_SIZE, "little"), volatile))
         room = self.layout.state_pages * PAGE_SIZE
         if len(blob) > room:
             raise StateError(f"vTPM state of {len(blob)} bytes exceeds the {room}-byte pages")
@@ -262,13 +265,31 @@ class Svsm:
         self.at_vmpl0(lambda: self.vcpu.write(self.layout.state_gpa, blob))
         self.tpm.changed = False
 
+    def _write_back(self, persistent: bytes, volatile: bytes) -> None:
+        """After a command: write the state back into the pages that held ``persistent`` and
+        ``volatile`` before it. The non-volatile part is serialised again only when the engine
+        says it changed (:attr:`Tpm.changed`: every command that alters it sets it); when
+        neither part changed the pages already hold the state and are left as they are."""
+        new_volatile = self.tpm.volatile().to_bytes()
+        if self.tpm.changed:
+            self._write_parts(self.tpm.state.to_bytes(), new_volatile)
+        elif new_volatile != volatile:
+            self._write_parts(persistent, new_volatile)
+
     def _read_parts(self) -> tuple[bytes, bytes]:
         """Both parts as the pages hold them: the first page, then only the pages the two
         lengths say the parts reach into (a length beyond the state pages is corruption)."""
         room = self.layout.state_pages * PAGE_SIZE
 
         def read() -> tuple[bytes, bytes]:
-            held = bytearray(self.vcpu.read(self.layout.state_gpa, PAGE_SIZE))
+            page = self.vcpu.read(self.layout.state_gpa, PAGE_SIZE)
+            first = STATE_LENGTH_SIZE + int.from_bytes(page[:STATE_LENGTH_SIZE], "little")
+            second = first + STATE_LENGTH_SIZE
+            if second <= PAGE_SIZE:  # both parts in the first page: the usual case
+                end = second + int.from_bytes(page[first:second], "little")
+                if end <= PAGE_SIZE:
+                    return page[STATE_LENGTH_SIZE:first], page[second:end]
+            held = bytearray(page)
 
             def through(end: int) -> None:
                 if end > room:
@@ -295,12 +316,15 @@ class Svsm:
 
     def load_state(self) -> None:
         """Make the pages the vTPM's truth: reload both states from them into the engine."""
-        persistent, volatile = self._read_parts()
+        self._install(*self._read_parts())
+
+    def _install(self, persistent: bytes, volatile: bytes) -> None:
         try:
             self.tpm.state = PersistentState.from_bytes(persistent)
             self.tpm.restore_volatile(VolatileState.from_bytes(volatile))
         except FormatError as error:
             raise StateError(f"vTPM state pages are corrupt: {error}") from None
+        self.tpm.changed = False
 
     def unload(self) -> None:
         """Drop the engine's copies of the state: between calls only the pages hold it."""
@@ -308,12 +332,14 @@ class Svsm:
         self.tpm.restore_volatile(_blank_volatile())
 
     def _loaded(self, action: Callable[[Tpm], T], write: bool = True) -> T:
-        """Load the state, run ``action`` on the engine, write the state back, unload."""
+        """Load the state, run ``action`` on the engine, write back what changed, unload.
+        The bytes read stay only for this call (to tell what changed), then go with it."""
         try:
-            self.load_state()
+            persistent, volatile = self._read_parts()
+            self._install(persistent, volatile)
             result = action(self.tpm)
             if write:
-                self.write_state()
+                self._write_back(persistent, volatile)
             return result
         finally:
             self.unload()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac as std_hmac
 import secrets
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +39,18 @@ from cvm.vtpm.session import command_hmac, cp_hash, response_hmac, rp_hash, sess
 from cvm.wire import Reader
 
 Transport = Callable[[bytes], bytes]
+_COMMAND_NAMES = {int(code): code.name for code in TpmCc}
+_OBJECT_KINDS = (int(TpmHt.TRANSIENT), int(TpmHt.PERSISTENT))
+_NV_INDEX = int(TpmHt.NV_INDEX)
+_PASSWORD, _CONTINUE = int(TpmRh.PW), int(TpmaSession.CONTINUE_SESSION)
+_COUNT = struct.Struct(">I")
+_ALG = struct.Struct(">H")
+
+
+def _command_name(code: int) -> str:
+    """TPM_CC ``code``'s name (ValueError for a code that is none)."""
+    name = _COMMAND_NAMES.get(code)
+    return name if name is not None else TpmCc(code).name
 
 
 @dataclass
@@ -87,10 +100,13 @@ class TpmClient:
 
     # ---- the core ----------------------------------------------------------------------
     def name_of(self, handle: int) -> bytes:
+        name = self.names.get(handle)
+        if name is not None:
+            return name
         kind = handle_type(handle)
-        if kind in (TpmHt.TRANSIENT, TpmHt.PERSISTENT) and handle not in self.names:
+        if kind in _OBJECT_KINDS:
             self.read_public(handle)
-        if kind == TpmHt.NV_INDEX and handle not in self.names:
+        elif kind == _NV_INDEX:
             self.nv_read_public(handle)
         return self.names.get(handle, handle.to_bytes(4, "big"))
 
@@ -102,20 +118,22 @@ class TpmClient:
                 auth.session.nonce_caller = self.random(len(auth.session.nonce_tpm))
         params = self._crypt(params, auths, names, command=True)
         sessions = [self._authorize(code, names, params, auth, names[number],
-                                    self._other_nonces(auths) if number == 0 else b"")
-                    for number, auth in enumerate(auths)]
+                                    self._other_nonces(auths)
+                                    if number == 0 and auth.session is not None else b"")
+                    for number, auth in enumerate(auths)]  # a password uses no nonce
         command = Command(code, tuple(handles), tuple(sessions), params)
         response = Response.parse(self.transport(command.to_bytes()), response_handles)
         if response.code:
-            raise StatusError(f"TPM command {TpmCc(code).name} failed: {describe(response.code)}",
-                              response.code)
+            raise StatusError(f"TPM command {_command_name(code)} failed: "
+                              f"{describe(response.code)}", response.code)
         for index, (auth, sent, acknowledged) in enumerate(
             zip(auths, sessions, response.sessions, strict=False)
         ):
-            self._acknowledge(code, response.parameters, auth, sent, acknowledged.nonce,
-                              acknowledged.hmac, names[index])
+            if auth.session is not None:
+                self._acknowledge(code, response.parameters, auth, sent, acknowledged.nonce,
+                                  acknowledged.hmac, names[index])
         out = self._crypt(response.parameters, auths, names, command=False)
-        return Reply(response.handles, reader(out, f"{TpmCc(code).name} reply"))
+        return Reply(response.handles, reader(out, f"{_command_name(code)} reply"))
 
     def _key(self, session: ClientSession, name: bytes, value: bytes) -> bytes:
         if session.is_policy:
@@ -161,7 +179,7 @@ class TpmClient:
                    name: bytes, other_nonces: bytes) -> AuthCommand:
         session = auth.session
         if session is None:
-            return AuthCommand(TpmRh.PW, b"", TpmaSession.CONTINUE_SESSION, auth.value)
+            return AuthCommand(_PASSWORD, b"", _CONTINUE, auth.value)
         attributes = self._attributes(auth)
         if session.is_policy and session.password_needed:
             return AuthCommand(session.handle, session.nonce_caller, attributes, auth.value)
@@ -209,10 +227,15 @@ class TpmClient:
         return counter, selected, values
 
     def pcr_extend(self, pcr: int, digests: dict[int, bytes], auth: Auth | None = None) -> None:
-        body = writer().u32(len(digests))
-        for alg, value in digests.items():
-            body.u16(alg).put(value)
-        self.call(TpmCc.PCR_EXTEND, (pcr,), body.to_bytes(), (auth or Auth(),))
+        try:
+            body = b"".join([_COUNT.pack(len(digests)),
+                             *[_ALG.pack(alg) + value for alg, value in digests.items()]])
+        except struct.error:  # an algorithm that does not fit: the writer's error
+            writer_body = writer().u32(len(digests))
+            for alg, value in digests.items():
+                writer_body.u16(alg).put(value)
+            body = writer_body.to_bytes()
+        self.call(TpmCc.PCR_EXTEND, (pcr,), body, (auth or Auth(),))
 
     def pcr_event(self, pcr: int, data: bytes) -> dict[int, bytes]:
         reply = self.call(TpmCc.PCR_EVENT, (pcr,), tpm2b(data), (Auth(),))

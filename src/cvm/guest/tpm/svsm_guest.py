@@ -11,7 +11,7 @@ memory accesses happen at VMPL1, so the RMP applies to it; it holds no secret of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cvm.errors import StatusError
 from cvm.formats.svsm.attest_request import AttestRequest
@@ -37,13 +37,17 @@ class SvsmGuest:
     svsm: Svsm
     buffer_gpa: int
     scratch_gpa: int
+    kernel: SevGuest = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.kernel = SevGuest(self.vcpu)
 
     def call(self, protocol: int, call: int, rcx: int = 0, rdx: int = 0,
              r8: int = 0) -> tuple[int, int, int, int]:
         """One SVSM call; returns (RAX, RCX, RDX, R8) after the SVSM answered."""
         self.vcpu.live().update(rax=protocol << 32 | call, rcx=rcx, rdx=rdx, r8=r8)
         self.vcpu.write(self.svsm.layout.caa_gpa + CALL_PENDING_OFFSET, b"\x01")
-        SevGuest(self.vcpu).run_vmpl(0)
+        self.kernel.run_vmpl(0)
         registers = self.vcpu.live()  # the register file VMRUN loaded from the VMSA
         return registers["rax"], registers["rcx"], registers["rdx"], registers["r8"]
 
