@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from cvm.errors import StateError, StatusError
+from cvm.errors import FormatError, StateError, StatusError
 from cvm.formats.snp.vmsa import SevFeatures, Vmsa
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.fault import FaultKind, FaultRaised
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.rmp import Perm
-from cvm.hardware.vcpu import Vcpu, VmExit, reset_registers
+from cvm.hardware.vcpu import EXIT_VMGEXIT, Vcpu, VmExit, reset_registers
 from cvm.hardware.vm import Mode
 from cvm.host.vmm import Guest, Hypervisor
 
@@ -128,3 +128,31 @@ def test_restricted_injection_refuses_a_host_injected_event() -> None:
     kernel.halt()
     assert kernel.cpu.delivered_events == []
     assert "Restricted Injection" in host.machine.faults[-1].reason
+
+
+@pytest.mark.parametrize("value", [(1 << 64) | 0x016, -(1 << 64) + 0x016])
+def test_a_run_vmpl_request_beyond_64_bits_is_refused_as_the_msr_decoder_refuses(
+    value: int,
+) -> None:
+    _, _, kernel = _snp()
+    kernel.cpu.ghcb_msr = value
+    with pytest.raises(FormatError, match="not 64 bits"):
+        kernel.cpu.vmexit(EXIT_VMGEXIT)
+
+
+@pytest.mark.parametrize(("answer", "error"), [
+    (0x005, StatusError), (0x017 | 1 << 32, StatusError), (0x017 | 1 << 64, FormatError)])
+def test_a_run_vmpl_answer_other_than_success_is_refused(
+    answer: int, error: type[Exception]
+) -> None:
+    _, _, kernel = _snp()
+    host_handler = kernel.cpu.exit_handler
+    assert host_handler is not None
+
+    def answer_otherwise(vcpu: Vcpu, info: VmExit) -> None:
+        host_handler(vcpu, info)
+        vcpu.ghcb_msr = answer  # a CPUID response / error code 1 / beyond 64 bits
+
+    kernel.cpu.exit_handler = answer_otherwise
+    with pytest.raises(error):
+        kernel.run_vmpl(0)

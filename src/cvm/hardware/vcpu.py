@@ -36,7 +36,7 @@ from cvm.formats.snp.vmsa import (
     REGISTER_NAMES,
     SevFeatures,
     Vmsa,
-    pack_registers,
+    pack_registers_exact,
     unpack_registers,
 )
 from cvm.hardware.fault import Fault, FaultKind, Who
@@ -267,9 +267,14 @@ class Vcpu:
         seen = self._vmsa_seen.get(spa)
         if seen is not None and seen[1] == registers and stored.tobytes() == seen[0]:
             return
-        page = pack_registers(registers)
+        page = pack_registers_exact(registers)
+        if page is None:  # the full save area's path and its errors
+            page = Vmsa(registers).to_bytes()
+            saved = unpack_registers(page)
+        else:  # an exact page unpacks to these registers: a copy, not a second unpack
+            saved = dict(registers)
         machine.engine.access_page(self.vm.asid, frame, 0, PAGE_SIZE, page)
-        self._vmsa_seen[spa] = (stored.tobytes(), unpack_registers(page))
+        self._vmsa_seen[spa] = (stored.tobytes(), saved)
 
     def _load_vmsa(self, spa: int) -> dict[str, int]:
         """VMRUN: the register file decrypted from the VMSA page (the registers last written

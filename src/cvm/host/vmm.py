@@ -58,6 +58,8 @@ PSC_ERROR_INVALID = 1
 GHCB_PROTOCOL_MIN = 1
 GHCB_PROTOCOL_MAX = 2
 C_BIT = 51
+_MSR_FUNCTION = 0xFFF  # GHCB MSR bits 11:0: the function
+_RUN_VMPL_REQUEST = int(MsrFunction.RUN_VMPL_REQUEST)
 SNP_POLICY = 0x30000  # QEMU's default SNP policy: SMT allowed, reserved bit 17 set
 SEV_ES_POLICY = 0x5  # NODBG | ES
 
@@ -290,16 +292,17 @@ class Hypervisor:
         if msr and msr % PAGE_SIZE == 0:
             self._on_ghcb_exit(guest, vcpu)  # the MSR holds the GHCB's address
             return
-        message = MsrMessage.parse(msr)
-        function = message.function
-        if function is MsrFunction.RUN_VMPL_REQUEST:  # first: the SVSM's every call
-            target = message.data >> 20 & 0xFF
+        if 0 <= msr < 1 << 64 and msr & _MSR_FUNCTION == _RUN_VMPL_REQUEST:
+            # the SVSM's every call, decoded as MsrMessage.parse would: VMPL in bits 39:32
             try:
-                vcpu.select_vmpl(target)
+                vcpu.select_vmpl(msr >> 32 & 0xFF)
                 vcpu.ghcb_msr = run_vmpl_response(0)
             except StateError:
                 vcpu.ghcb_msr = run_vmpl_response(1)
-        elif function is MsrFunction.CPUID_REQUEST:
+            return
+        message = MsrMessage.parse(msr)
+        function = message.function
+        if function is MsrFunction.CPUID_REQUEST:
             leaf = message.data >> 20
             register = CPUID_REGISTERS[(message.data >> 18) & 3]
             value = self.cpuid.get(leaf, (0, 0, 0, 0))[CPUID_REGISTERS.index(register)]

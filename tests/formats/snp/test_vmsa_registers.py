@@ -13,6 +13,7 @@ from cvm.formats.snp.vmsa import (
     VMSA_SIZE,
     Vmsa,
     pack_registers,
+    pack_registers_exact,
     unpack_registers,
 )
 
@@ -66,3 +67,25 @@ def test_an_unknown_register_is_refused() -> None:
 def test_a_page_of_another_size_is_refused() -> None:
     with pytest.raises(FormatError, match="expected 0x1000 bytes"):
         unpack_registers(bytes(VMSA_SIZE - 1))
+
+
+@given(REGISTER_FILES)
+def test_an_exact_pack_unpacks_to_the_same_registers(registers: dict[str, int]) -> None:
+    page = pack_registers_exact(registers)
+    assert page == pack_registers(registers)
+    assert page is not None and unpack_registers(page) == registers
+
+
+@pytest.mark.parametrize("change", ["missing", "extra", "unknown", "wide", "negative", "bool"])
+def test_a_register_file_that_would_not_unpack_to_itself_is_not_exact(change: str) -> None:
+    registers: dict[str, int] = dict.fromkeys(REGISTER_NAMES, 0)
+    if change == "missing":
+        del registers["rax"]
+    elif change == "extra":
+        registers["rxx"] = 0
+    elif change == "unknown":
+        del registers["rax"]
+        registers["rxx"] = 0
+    else:
+        registers["rax"] = {"wide": 1 << 64, "negative": -1, "bool": True}[change]
+    assert pack_registers_exact(registers) is None

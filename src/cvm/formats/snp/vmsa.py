@@ -184,17 +184,25 @@ def pack_registers(registers: Mapping[str, int]) -> bytes:
     """The save area holding ``registers`` with every byte area zero: the bytes of
     ``Vmsa(registers).to_bytes()``, in one struct call when every register is named with an
     ``int`` in range (anything else takes that path and its errors)."""
-    if len(registers) == len(REGISTER_NAMES):
-        try:
-            values = _registers_of(registers)
-        except KeyError:
-            values = None
-        if values is not None and set(map(type, values)) == _INT_ONLY:  # each exactly int
-            try:
-                return _REGISTERS_STRUCT.pack(*values)
-            except struct.error:
-                pass
-    return Vmsa(registers).to_bytes()
+    page = pack_registers_exact(registers)
+    return Vmsa(registers).to_bytes() if page is None else page
+
+
+def pack_registers_exact(registers: Mapping[str, int]) -> bytes | None:
+    """:func:`pack_registers` when ``registers`` names every register exactly once, each an
+    ``int`` in range — the page then unpacks to ``registers`` again — else None."""
+    if len(registers) != len(REGISTER_NAMES):
+        return None
+    try:
+        values = _registers_of(registers)
+    except KeyError:
+        return None
+    if set(map(type, values)) != _INT_ONLY:  # each exactly int
+        return None
+    try:
+        return _REGISTERS_STRUCT.pack(*values)
+    except struct.error:
+        return None
 
 
 def unpack_registers(page: bytes) -> dict[str, int]:

@@ -38,6 +38,7 @@ _SLOTS = {name: (VMSA_LAYOUT.field(name).offset, VMSA_LAYOUT.field(name).end,
                  VMSA_LAYOUT.field(name).size) for name in REGISTER_NAMES}
 _SPANS = {field.name: slice(field.offset, field.end) for field in VMSA_LAYOUT.fields}
 _NO_PERMISSIONS = Perm(0)
+_RUN_VMPL_DONE = int(MsrFunction.RUN_VMPL_RESPONSE)
 
 
 class SevGuest:
@@ -82,7 +83,11 @@ class SevGuest:
     def rmpadjust(self, gpa: int, target_vmpl: int, perms: Perm, *, vmsa: bool = False) -> None:
         """Grant ``target_vmpl`` the permissions ``perms`` on one page, as this vCPU's VMPL;
         ``vmsa`` marks the page as a VMSA of ``target_vmpl``."""
-        spa = self.vm.translate(gpa)
+        self._rmpadjust_at(gpa, self.vm.translate(gpa), target_vmpl, perms, vmsa)
+
+    def _rmpadjust_at(self, gpa: int, spa: int | None, target_vmpl: int, perms: Perm,
+                      vmsa: bool) -> None:
+        """:meth:`rmpadjust` of ``gpa`` that the nested table maps at ``spa``."""
         if spa is None:
             raise StateError(f"RMPADJUST of {gpa:#x}: page is not mapped")
         status = self.vm.machine.rmp.rmpadjust(
@@ -221,17 +226,21 @@ class SevGuest:
                 raise StateError(f"VMSA has no register {name!r}")
             offset, end, size = slot
             data[offset:end] = value.to_bytes(size, "little")
-        self.rmpadjust(gpa, vmpl, _NO_PERMISSIONS, vmsa=False)
+        spa = self.vm.translate(gpa)  # once for both RMPADJUSTs: nothing remaps in between
+        self._rmpadjust_at(gpa, spa, vmpl, _NO_PERMISSIONS, False)
         try:
             self.cpu.write(gpa, bytes(data))
         finally:
-            self.rmpadjust(gpa, vmpl, _NO_PERMISSIONS, vmsa=True)
+            self._rmpadjust_at(gpa, spa, vmpl, _NO_PERMISSIONS, True)
 
     def run_vmpl(self, vmpl: int) -> None:
         """VMGEXIT with the MSR protocol's "run VMPL" request: the host enters ``vmpl``'s VMSA.
 
         Returns when this level runs again; the host's answer is then in this level's MSR."""
-        reply = MsrMessage.parse(self.msr_call(run_vmpl_request(vmpl)))
+        answer = self.msr_call(run_vmpl_request(vmpl))
+        if answer == _RUN_VMPL_DONE:  # the response with error code 0: nothing to decode
+            return
+        reply = MsrMessage.parse(answer)
         if reply.function is not MsrFunction.RUN_VMPL_RESPONSE or reply.data >> 20:
             raise StatusError(f"the host refused to run VMPL{vmpl}", reply.data >> 20)
 
