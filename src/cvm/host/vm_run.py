@@ -187,10 +187,12 @@ class HostRun:
         if guest is not self.guest:
             return
         self.exits.append(info)
-        view = vcpu.ghcb_msr.to_bytes(8, "little")
-        spa = guest.vm.translate(vcpu.ghcb_msr) if vcpu.ghcb_msr % PAGE_SIZE == 0 else None
-        if vcpu.ghcb_msr and spa is not None:
-            view += self.host.machine.host_read(spa, PAGE_SIZE)
+        msr = vcpu.ghcb_msr  # the running level's MSR, read once
+        view = msr.to_bytes(8, "little")
+        if msr and msr % PAGE_SIZE == 0:  # it holds the GHCB's address: the page too
+            spa = guest.vm.translate(msr)
+            if spa is not None:
+                view += self.host.machine.host_read(spa, PAGE_SIZE)
         self.exit_views.append(view)
 
     @property
