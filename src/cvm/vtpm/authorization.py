@@ -35,6 +35,11 @@ from cvm.vtpm.tpm_object import fail, strip_auth
 
 LOCKOUT_NAME = TpmRh.LOCKOUT.to_bytes(4, "big")
 MS_PER_S = 1000
+# the session attributes as plain ints: tested against at every command, where an int & a flag
+# member would build a flag object each time
+_AUDIT, _DECRYPT, _ENCRYPT = (int(TpmaSession.AUDIT), int(TpmaSession.DECRYPT),
+                              int(TpmaSession.ENCRYPT))
+_CRYPT_FLAGS = ((_DECRYPT, DECRYPT_COMMANDS), (_ENCRYPT, ENCRYPT_COMMANDS))
 
 
 def heal(state: PersistentState, now_ms: int, changed: Callable[[], None]) -> None:
@@ -87,10 +92,9 @@ class Authorization:
     def _check_session_attributes(self, code: int, auth: AuthCommand, number: int,
                                   sessions: tuple[AuthCommand, ...]) -> None:
         attributes = auth.attributes
-        if attributes & TpmaSession.AUDIT or attributes & 0x18:
+        if attributes & _AUDIT or attributes & 0x18:
             raise fail(for_session(TpmRc.ATTRIBUTES, number), "audit sessions are not supported")
-        for flag, allowed in ((TpmaSession.DECRYPT, DECRYPT_COMMANDS),
-                              (TpmaSession.ENCRYPT, ENCRYPT_COMMANDS)):
+        for flag, allowed in _CRYPT_FLAGS:
             if not attributes & flag:
                 continue
             if auth.session_handle == TpmRh.PW or code not in allowed:
@@ -140,7 +144,7 @@ class Authorization:
     def _decrypt(self, parameters: bytes,
                  used: list[tuple[AuthCommand, Session | None, Entity | None]]) -> bytes:
         for auth, session, entity in used:
-            if session is not None and auth.attributes & TpmaSession.DECRYPT:
+            if session is not None and auth.attributes & _DECRYPT:
                 return cfb_crypt(parameters, session.auth_hash, session.symmetric_bits,
                                  self._session_value(session, entity), auth.nonce,
                                  session.nonce_tpm, encrypt=False)
@@ -149,7 +153,7 @@ class Authorization:
     def _encrypt(self, parameters: bytes,
                  used: list[tuple[AuthCommand, Session | None, Entity | None]]) -> bytes:
         for auth, session, entity in used:
-            if session is not None and auth.attributes & TpmaSession.ENCRYPT:
+            if session is not None and auth.attributes & _ENCRYPT:
                 return cfb_crypt(parameters, session.auth_hash, session.symmetric_bits,
                                  self._session_value(session, entity), session.nonce_tpm,
                                  session.nonce_caller, encrypt=True)

@@ -14,6 +14,7 @@ Randomness and the clock are injected, so runs are reproducible with a seed.
 from __future__ import annotations
 
 import secrets
+import struct
 import time
 from collections.abc import Callable
 
@@ -23,7 +24,6 @@ from cvm.formats.tpm2.command import (
     MAX_COMMAND_SIZE,
     AuthCommand,
     Command,
-    Header,
     Response,
 )
 from cvm.formats.tpm2.constants import (
@@ -68,6 +68,8 @@ MAX_LOADED_OBJECTS = 3
 TRANSIENT_FIRST = 0x80000000
 _PERMANENT_HANDLES = frozenset(int(h) for h in TpmRh) - {int(TpmRh.PW)}  # not TPM_RS_PW
 _PASSWORD = int(TpmRh.PW)
+_HEADER = struct.Struct(">HII")  # tag, commandSize, commandCode (Header's layout)
+_TAGS = frozenset((int(TpmSt.NO_SESSIONS), int(TpmSt.SESSIONS)))
 Random = Callable[[int], bytes]
 
 
@@ -113,14 +115,14 @@ class Tpm(Authorization):
     def _execute(self, data: bytes, locality: int) -> bytes:
         if len(data) < HEADER_SIZE or len(data) > MAX_COMMAND_SIZE:
             raise fail(TpmRc.COMMAND_SIZE, "command size out of range")
-        header = Header.from_bytes(data[:HEADER_SIZE])
-        if header.tag not in (TpmSt.NO_SESSIONS, TpmSt.SESSIONS):
+        tag, size, code = _HEADER.unpack_from(data)  # the length is checked above
+        if tag not in _TAGS:
             raise fail(TpmRc.BAD_TAG, "bad command tag")
-        if header.size != len(data):
+        if size != len(data):
             raise fail(TpmRc.COMMAND_SIZE, "commandSize does not match the buffer")
-        spec = COMMANDS.get(header.code)
+        spec = COMMANDS.get(code)
         if spec is None:
-            raise fail(TpmRc.COMMAND_CODE, f"command code {header.code:#x} not implemented")
+            raise fail(TpmRc.COMMAND_CODE, f"command code {code:#x} not implemented")
         if self.started == (spec.code == TpmCc.STARTUP):
             raise fail(TpmRc.INITIALIZE, "TPM2_Startup is needed first / only once")
         self.self_heal()

@@ -45,6 +45,13 @@ DEFAULT_LOCKOUT_RECOVERY = 1000
 # clock, nvCounterFloor (u64), orderly (u8), selfHealTimer, lockoutTimer (u64),
 # lockOutAuthEnabled, daUsed (u8): one fixed run, read and written at once
 _COUNTERS = struct.Struct(">6IQQBQQBB")
+# the fast reader's runs: magic, version and the three hierarchies' seed and proof at their
+# full size; the three counts (saved PCR banks, NV indices, persistent objects) after the fixed
+# run of counters
+_HEAD = struct.Struct(">8sI" + f"H{SEED_SIZE}s" * 6)
+_FULL_SIZES = [SEED_SIZE] * 6
+_COUNTS = struct.Struct(">III")
+_MAX_AUTH = 64
 
 
 @dataclass
@@ -123,6 +130,14 @@ class PersistentState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PersistentState:
+        """Parse the state; strict. The SVSM parses it at every vTPM command: the usual state
+        (full-size seeds and proofs, no saved PCRs, NV indices or persistent objects) is read
+        in struct runs, anything else by the field-by-field reader, which names what is wrong."""
+        state = _unpack(bytes(data))
+        return state if state is not None else cls._from_bytes_checked(data)
+
+    @classmethod
+    def _from_bytes_checked(cls, data: bytes) -> PersistentState:
         source = reader(data, "vTPM state")
         if source.take(len(STATE_MAGIC), "magic") != STATE_MAGIC:
             raise FormatError("vTPM state: bad magic")
@@ -162,6 +177,42 @@ class PersistentState:
             state.persistent[handle] = TpmObject(public, sensitive, hierarchy, qn)
         source.expect_end()
         return state
+
+
+def _unpack(data: bytes) -> PersistentState | None:
+    """The usual state in struct runs; None for anything else (the strict reader decides)."""
+    length = len(data)
+    if length < _HEAD.size:
+        return None
+    magic, version, *pairs = _HEAD.unpack_from(data)
+    if magic != STATE_MAGIC or version != STATE_VERSION or pairs[0::2] != _FULL_SIZES:
+        return None
+    platform, owner, endorsement = HIERARCHIES[:3]
+    seeds = {platform: pairs[1], owner: pairs[5], endorsement: pairs[9]}
+    proofs = {platform: pairs[3], owner: pairs[7], endorsement: pairs[11]}
+    auths = {}
+    offset = _HEAD.size
+    for handle in HIERARCHIES:
+        begin = offset + 2
+        offset = begin + int.from_bytes(data[begin - 2 : begin], "big")
+        if offset - begin > _MAX_AUTH or offset > length:
+            return None
+        auths[handle] = data[begin:offset]
+    if offset + _COUNTERS.size + _COUNTS.size != length:
+        return None
+    (failed_tries, max_tries, recovery_time, lockout_recovery, reset_count, restart_count,
+     clock_ms, nv_counter_floor, orderly, self_heal_ms, lockout_timer_ms, enabled, used,
+     ) = _COUNTERS.unpack_from(data, offset)
+    if orderly > 1 or enabled > 1 or used > 1 or any(
+            _COUNTS.unpack_from(data, offset + _COUNTERS.size)):
+        return None
+    return PersistentState(
+        seeds, proofs, auths, failed_tries=failed_tries, max_tries=max_tries,
+        recovery_time=recovery_time, lockout_recovery=lockout_recovery,
+        reset_count=reset_count, restart_count=restart_count, clock_ms=clock_ms,
+        self_heal_ms=self_heal_ms, lockout_timer_ms=lockout_timer_ms,
+        lockout_auth_enabled=enabled == 1, da_used=used == 1,
+        nv_counter_floor=nv_counter_floor, orderly_state=orderly == 1)
 
 
 def _flag(value: int, what: str) -> bool:
