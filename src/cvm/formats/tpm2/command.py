@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
 from cvm.errors import FormatError
 from cvm.formats.tpm2.constants import TpmSt
@@ -91,10 +92,7 @@ class AuthCommand:
 
     def to_bytes(self) -> bytes:
         """The marshalled session: :meth:`write`'s bytes, its errors for what does not fit."""
-        try:
-            return self._pack()
-        except struct.error:
-            return self.write(writer()).to_bytes()
+        return _marshal(self)
 
     def _pack(self) -> bytes:
         """In two struct runs (struct.error for a value that does not fit)."""
@@ -124,15 +122,26 @@ class AuthResponse:
 
     def to_bytes(self) -> bytes:
         """The marshalled acknowledgement: :meth:`write`'s bytes and errors."""
-        try:
-            return self._pack()
-        except struct.error:
-            return self.write(writer()).to_bytes()
+        return _marshal(self)
 
     def _pack(self) -> bytes:
         """In two struct runs (struct.error for a value that does not fit)."""
         return b"".join((_U16.pack(len(self.nonce)), self.nonce,
                          _ATTRIBUTES_AND_SIZE.pack(self.attributes, len(self.hmac)), self.hmac))
+
+
+class _SessionArea(Protocol):
+    def _pack(self) -> bytes: ...
+    def write(self, sink: Writer) -> Writer: ...
+
+
+def _marshal(area: _SessionArea) -> bytes:
+    """A session area in its struct runs; what does not fit goes through :meth:`write`, whose
+    error names the field."""
+    try:
+        return area._pack()
+    except struct.error:
+        return area.write(writer()).to_bytes()
 
 
 def _check_header(header: Header, length: int, what: str) -> None:
