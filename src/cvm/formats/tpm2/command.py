@@ -14,13 +14,16 @@ takes it from the caller.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cvm.errors import FormatError
 from cvm.formats.tpm2.constants import TpmSt
 from cvm.formats.tpm2.tpm2b import put_tpm2b, read_tpm2b, reader, writer
 from cvm.wire import Layout, Reader, Writer, u16, u32
+
+T = TypeVar("T")
 
 HEADER_SIZE = 10
 MAX_COMMAND_SIZE = 4096
@@ -144,6 +147,17 @@ def _marshal(area: _SessionArea) -> bytes:
         return area.write(writer()).to_bytes()
 
 
+def _fast_or_strict(fast: Callable[[bytes, int], T | None], strict: Callable[[bytes, int], T],
+                    data: bytes, handle_count: int) -> T:
+    """The struct-run parser's result, or the strict parser's where the fast one declines or
+    runs past the end (the strict one says what is wrong and where)."""
+    try:
+        parsed = fast(data, handle_count)
+    except struct.error:
+        parsed = None
+    return parsed if parsed is not None else strict(data, handle_count)
+
+
 def _check_header(header: Header, length: int, what: str) -> None:
     if header.tag not in (TpmSt.NO_SESSIONS, TpmSt.SESSIONS):
         raise FormatError(f"{what}: tag {header.tag:#06x} is neither NO_SESSIONS nor SESSIONS")
@@ -163,11 +177,7 @@ class Command:
     @classmethod
     def parse(cls, data: bytes, handle_count: int) -> Command:
         """Parse ``data`` as a command with ``handle_count`` handles; strict."""
-        try:
-            command = _parse_command(data, handle_count)
-        except struct.error:  # a run past the end: the strict parser says where
-            command = None
-        return command if command is not None else cls._parse_strict(data, handle_count)
+        return _fast_or_strict(_parse_command, cls._parse_strict, data, handle_count)
 
     @classmethod
     def _parse_strict(cls, data: bytes, handle_count: int) -> Command:
@@ -230,11 +240,7 @@ class Response:
     @classmethod
     def parse(cls, data: bytes, handle_count: int) -> Response:
         """Parse a response to a command with ``handle_count`` response handles."""
-        try:
-            response = _parse_response(data, handle_count)
-        except struct.error:  # a run past the end: the strict parser says where
-            response = None
-        return response if response is not None else cls._parse_strict(data, handle_count)
+        return _fast_or_strict(_parse_response, cls._parse_strict, data, handle_count)
 
     @classmethod
     def _parse_strict(cls, data: bytes, handle_count: int) -> Response:
