@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cvm.errors import StatusError, UsageError
-from cvm.formats.snp.page_info import ZERO_DIGEST, PageType, extend
+from cvm.formats.snp.page_info import ZERO_DIGEST, PageInfo, PageType, contents_digest, extend
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.psp.launch_update import launch_pages, page_runs
 from cvm.hardware.psp.status import SevStatus
@@ -91,6 +91,15 @@ def test_a_refused_page_ends_the_run(
     with pytest.raises(StatusError) as refused:
         psp.snp_launch_update_pages(handle, spas, PageType.NORMAL)
     assert refused.value.code == status
+    command, reason = str(refused.value).split(": ", 1)
+    assert command == f"SNP_LAUNCH_UPDATE failed with {status.name} ({status:#x})"
+    if status is SevStatus.INVALID_PARAM:  # the machine's own words for the address
+        with pytest.raises(UsageError) as bad_address:
+            machine.check_page(spas[2])
+        assert reason == str(bad_address.value)
+    else:
+        owner = "this guest's" if spoil == "foreign" else "pre-guest"
+        assert reason == f"{spas[2]:#x} is not {owner}"
     assert psp.guest_measurement(handle) == _expected(PageType.NORMAL, 2)
     assert [machine.rmp.entry(spa).validated for spa in spas[:2]] == [True, True]
     assert psp._guests[handle].pages == 2
@@ -127,8 +136,8 @@ def test_firmware_filled_types_go_one_page_at_a_time(
     assert psp.guest_measurement(handle) == expected
     assert hv.machine.engine.read(ASID, spas[1], PAGE) != b"\x02" * PAGE
     ctx = psp._guests[handle]
-    with pytest.raises(UsageError):
-        launch_pages(hv.machine, ctx, [(spas[0], 0x10000)], PageType.CPUID)
+    with pytest.raises(UsageError, match=r"^CPUID pages are launched one at a time$"):
+        launch_pages(hv.machine, ctx, [(spas[0], 0x10000)], PageType.CPUID, False)
 
 
 def test_page_runs_cut_where_system_pages_stop_following() -> None:
@@ -155,3 +164,20 @@ def test_staged_pages_hold_their_own_data_whatever_order_the_host_reuses_pages_i
     for gpa, data in pages:
         expected = extend(expected, PageType.NORMAL, gpa, data)
     assert psp.guest_measurement(launcher.handle) == expected
+
+
+def test_a_run_of_imi_pages_measures_each_as_an_imi_page(
+    platform: tuple[Hypervisor, SecureProcessor]
+) -> None:
+    """PAGE_INFO's IMI_PAGE flag reaches every page of a run (a run of IMI pages does not
+    measure as ordinary pages)."""
+    hv, psp = platform
+    handle = _start(hv, psp)
+    spas = _pages(hv, 3)
+    psp.snp_launch_update_pages(handle, spas, PageType.NORMAL, imi_page=True)
+    digest = ZERO_DIGEST
+    for index in range(3):
+        page = contents_digest(PageType.NORMAL, bytes([index + 1]) * PAGE)
+        digest = PageInfo(digest, page, PageType.NORMAL, 0x10000 + index * PAGE,
+                          imi_page=True).measure()
+    assert psp.guest_measurement(handle) == digest != _expected(PageType.NORMAL, 3)

@@ -74,7 +74,7 @@ def launch_pages(
     ctx: GuestContext,
     pages: list[tuple[int, int]],
     kind: PageType,
-    imi_page: bool = False,
+    imi_page: bool,
 ) -> None:
     """The commands' work for checked pages of a plain type (:data:`PLAIN_TYPES`): measure each
     page, encrypt it in place with the guest's key (zeros for ZERO pages), validate it."""
