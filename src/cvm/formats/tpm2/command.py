@@ -320,18 +320,28 @@ def _parse_command(data: bytes, handle_count: int) -> Command | None:
         if offset + 6 > area_end:
             return None
         handle, nonce_size = _HANDLE_AND_SIZE.unpack_from(data, offset)
-        nonce_end = offset + 6 + nonce_size
-        if nonce_size > MAX_NONCE or nonce_end + 3 > area_end:
+        tail = _session_tail(data, offset + 6, nonce_size, area_end)
+        if tail is None:
             return None
-        attributes, hmac_size = _ATTRIBUTES_AND_SIZE.unpack_from(data, nonce_end)
-        offset = nonce_end + 3 + hmac_size
-        if hmac_size > MAX_HMAC or offset > area_end:
-            return None
-        found.append(AuthCommand(handle, bytes(data[nonce_end - nonce_size : nonce_end]),
-                                 attributes, bytes(data[offset - hmac_size : offset])))
+        nonce, attributes, hmac, offset = tail
+        found.append(AuthCommand(handle, nonce, attributes, hmac))
     if not found or len(found) > MAX_SESSIONS:
         return None
     return Command(code, handles, tuple(found), bytes(data[area_end:]))
+
+
+def _session_tail(data: bytes, nonce_start: int, nonce_size: int, limit: int
+                  ) -> tuple[bytes, int, bytes, int] | None:
+    """A session's nonce (``nonce_size`` bytes from ``nonce_start``), attributes and HMAC, and
+    where they end; None where a size is over its maximum or runs past ``limit``."""
+    nonce_end = nonce_start + nonce_size
+    if nonce_size > MAX_NONCE or nonce_end + 3 > limit:
+        return None
+    attributes, hmac_size = _ATTRIBUTES_AND_SIZE.unpack_from(data, nonce_end)
+    end = nonce_end + 3 + hmac_size
+    if hmac_size > MAX_HMAC or end > limit:
+        return None
+    return bytes(data[nonce_start:nonce_end]), attributes, bytes(data[end - hmac_size : end]), end
 
 
 def _parse_response(data: bytes, handle_count: int) -> Response | None:
@@ -359,13 +369,9 @@ def _parse_response(data: bytes, handle_count: int) -> Response | None:
         if offset + 2 > length:
             return None
         nonce_size = _U16.unpack_from(data, offset)[0]
-        nonce_end = offset + 2 + nonce_size
-        if nonce_size > MAX_NONCE or nonce_end + 3 > length:
+        tail = _session_tail(data, offset + 2, nonce_size, length)
+        if tail is None:
             return None
-        attributes, hmac_size = _ATTRIBUTES_AND_SIZE.unpack_from(data, nonce_end)
-        offset = nonce_end + 3 + hmac_size
-        if hmac_size > MAX_HMAC or offset > length:
-            return None
-        found.append(AuthResponse(bytes(data[nonce_end - nonce_size : nonce_end]), attributes,
-                                  bytes(data[offset - hmac_size : offset])))
+        nonce, attributes, hmac, offset = tail
+        found.append(AuthResponse(nonce, attributes, hmac))
     return Response(0, handles, bytes(data[end + 4 : parameters_end]), tuple(found))
