@@ -12,7 +12,10 @@ The tweak of a block is the XOR of two parts: the in-page part (address bits 4..
 base so that address 0 has a non-zero tweak) is one precomputed 4 KiB table of 128-bit values;
 the page part (bits 12..51) is a 64-bit secret per set bit, folded into both halves of the
 block. A run of pages therefore costs one ECB call and three contiguous vectorised XORs however
-many blocks it holds, and a single page costs a handful of microseconds.
+many blocks it holds. A single page's tweaks are kept once computed (up to
+:data:`TWEAK_CACHE_PAGES` pages, the oldest forgotten first), as a memory controller derives them
+in its pipeline rather than per access: a guest's page-at-a-time traffic then costs two XORs and
+one ECB call per page.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ ADDRESS_BITS = 52
 _FRAME_BITS = ADDRESS_BITS - 12  # bits 12..51 of the address
 _FRAME_BYTES = (_FRAME_BITS + 7) // 8
 _WORDS_PER_PAGE = PAGE_SIZE // 8
+TWEAK_CACHE_PAGES = 1024  # 4 MiB of tweaks per key at most
 
 
 class XexMemoryCipher:
@@ -57,6 +61,12 @@ class XexMemoryCipher:
             for i in range(_FRAME_BYTES)
         ]
         self._frame_ints = [list(map(int, table)) for table in self._frame_tables]
+        self._page_tweaks: dict[int, np.ndarray] = {}
+        self._page_mixed = np.empty(_WORDS_PER_PAGE, dtype=np.uint64)
+        self._page_mixed_bytes = self._page_mixed.view(np.uint8).data
+        page_out = np.empty(PAGE_SIZE + BLOCK_SIZE, dtype=np.uint8)
+        self._page_out = page_out.data
+        self._page_out_words = page_out[:PAGE_SIZE].view(np.uint64)
         self._tweak = np.empty(0, dtype=np.uint64)
         self._mixed = np.empty(0, dtype=np.uint64)
         self._ecb_out = np.empty(BLOCK_SIZE, dtype=np.uint8)
@@ -77,14 +87,14 @@ class XexMemoryCipher:
     def tweaks(self, page_address: int, pages: int) -> np.ndarray:
         """The tweak of every 16-byte block of ``pages`` pages from ``page_address`` (uint64 pairs).
 
-        The result is a view into a reused buffer, valid until the next call.
+        For one page the result is that page's cached, read-only tweaks; for a run it is a view
+        into a reused buffer, valid until the next call.
         """
-        self._grow(pages * _WORDS_PER_PAGE)
-        out = self._tweak[: pages * _WORDS_PER_PAGE]
         first = page_address >> 12
         if pages == 1:
-            np.bitwise_xor(self._offset_words, np.uint64(self.frame_tweak(first)), out=out)
-            return out
+            return self._page_tweak(first)
+        self._grow(pages * _WORDS_PER_PAGE)
+        out = self._tweak[: pages * _WORDS_PER_PAGE]
         frames = np.arange(first, first + pages, dtype=np.uint64)
         page_part = np.zeros(pages, dtype=np.uint64)
         for i, table in enumerate(self._frame_tables):
@@ -95,6 +105,17 @@ class XexMemoryCipher:
             out=out.reshape(pages, _WORDS_PER_PAGE),
         )
         return out
+
+    def _page_tweak(self, frame: int) -> np.ndarray:
+        """The tweaks of one page (read-only), from the cache or computed and cached."""
+        tweak = self._page_tweaks.get(frame)
+        if tweak is None:
+            tweak = self._offset_words ^ np.uint64(self.frame_tweak(frame))
+            tweak.flags.writeable = False
+            if len(self._page_tweaks) >= TWEAK_CACHE_PAGES:
+                del self._page_tweaks[next(iter(self._page_tweaks))]
+            self._page_tweaks[frame] = tweak
+        return tweak
 
     def encrypt(self, page_address: int, plaintext: bytes) -> bytes:
         """Encrypt whole pages of ``plaintext`` that live at system physical ``page_address``."""
@@ -128,7 +149,14 @@ class XexMemoryCipher:
             )
         if len(target) != size:
             raise UsageError(f"target holds {len(target)} bytes, source {size}")
+        if size == PAGE_SIZE:  # one page: its cached tweaks and the fixed one-page buffers
+            tweak = self._page_tweak(page_address >> 12)
+            np.bitwise_xor(source.view(np.uint64), tweak, out=self._page_mixed)
+            context.update_into(self._page_mixed_bytes, self._page_out)
+            np.bitwise_xor(self._page_out_words, tweak, out=target.view(np.uint64))
+            return
         tweak = self.tweaks(page_address, size // PAGE_SIZE)
+        self._grow(tweak.size)
         mixed = self._mixed[: tweak.size]
         np.bitwise_xor(source.view(np.uint64), tweak, out=mixed)
         ecb_out = self._ecb_out[: size + BLOCK_SIZE]
