@@ -20,7 +20,9 @@ Measured, in one process:
   :mod:`crypto_timer`): the share of the untimed boot's CPU spent in each kind of primitive the
   architecture requires (the keyslot's PBKDF2, AES-XTS of the keyslot area and the root's
   sectors, the memory engine's AES, SHA of the measurements, RSA/ECC of Secure Boot, the vTPM
-  and the report, the vTPM's KDFs and session ciphers), and ``python_share``: everything else;
+  and the report, the vTPM's KDFs and session ciphers), and ``python_share``: everything else,
+  split by the part of cvm that spends it (``python_by_part``: :mod:`cpu_sampler`, a statistical
+  profiler run over the same timed boots, the samples inside the cryptography left out);
 * ``matrix``: every attack in every mode (:func:`cvm.scenarios.attack_matrix.matrix`), wall
   time with ``--workers`` processes, and the sum of the cells' own times.
 
@@ -38,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cpu_sampler import CpuSampler
 from crypto_timer import CryptoTimer
 from cvm.amd.pki import default_vendor
 from cvm.disk import keyslot
@@ -77,8 +80,9 @@ def _crypto_breakdown(folder: Path, seeds: range) -> dict[str, object]:
     cost), and the share of everything else — the Python around the cryptography."""
     untimed = min(_cpu_boot(folder, seed) for seed in seeds)
     best: tuple[float, CryptoTimer] | None = None
+    sampler = CpuSampler()
     for seed in seeds:
-        with CryptoTimer() as timer:
+        with CryptoTimer() as timer, sampler:
             start = time.process_time()
             trace = boot_bundle(folder, Mode.SEV_SNP, random=random.Random(seed).randbytes)
             seconds = time.process_time() - start
@@ -92,11 +96,15 @@ def _crypto_breakdown(folder: Path, seeds: range) -> dict[str, object]:
     crypto = sum(corrected.values())
     shares = {name: round(value / untimed, 4)
               for name, value in sorted(corrected.items(), key=lambda item: -item[1])}
+    python = 1 - crypto / untimed
+    by_part = {name: round(python * share, 4)
+               for name, share in sampler.shares_outside_crypto().items()}
     return {"untimed_boot_cpu_s": round(untimed, 4), "timed_boot_cpu_s": round(seconds, 4),
             "crypto_cpu_s": round(crypto, 4), "crypto_share": round(crypto / untimed, 4),
             "python_share": round(1 - crypto / untimed, 4),
             "crypto_share_uncorrected_of_timed_boot": round(timer.total / seconds, 4),
-            "by_primitive": shares, "calls": dict(timer.calls),
+            "by_primitive": shares, "python_by_part": by_part,
+            "python_samples": sum(sampler.samples.values()), "calls": dict(timer.calls),
             "small_hash_calls_priced": sum(timer.small_hashes.values()),
             "memory_engine_block_cipher_share": round(
                 timer.memory_block_cipher_seconds() / untimed, 4)}

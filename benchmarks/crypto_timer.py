@@ -6,7 +6,10 @@ door to ``cryptography``), rebound in every ``cvm`` module that imported it by n
 standard library's hashing (``hashlib`` constructors and their objects' ``update`` / ``digest``,
 ``hmac``), which the formats and the boot stages use for measurements. Only the outermost
 wrapped call is timed, so a primitive that calls another counts once, under its own category.
-Everything that is not inside a wrapped call is the Python around the cryptography.
+Everything that is not inside a wrapped call is the Python around the cryptography. The few
+public functions of ``cvm.crypto`` that parse or encode rather than compute (certificates, PKCS#7,
+PEM: :data:`PARSING`) are not wrapped: their time is the Python's, and the cryptography they
+call (a fingerprint's hash, say) is still counted where it is called.
 
 Small hash calls are not timed one by one: a boot makes ~17,000 of them (the LUKS AF merge
 alone hashes 8,000 blocks of 36 bytes), each well under a microsecond, where a clock reading
@@ -50,6 +53,15 @@ CATEGORIES = {
 }
 ASYMMETRIC = "RSA/ECC (Secure Boot, vTPM keys, reports, certificates)"
 HASH_CONSTRUCTORS = ("sha1", "sha256", "sha384", "sha512", "new")
+# cvm.crypto functions that parse or encode: not cryptography, left unwrapped
+PARSING = frozenset({
+    "authenticode.AuthenticodeSignature.parse",  # a classmethod: never wrapped in any case
+    "pkcs7.parse_signed_data", "pkcs7.parse_any",
+    "tpm_keys.load_public_pem",
+    "x509_chain.parse_certificate", "x509_chain.certificate_ders",
+    "x509_chain.load_certificates", "x509_chain.parse_crl",
+    "x509_edk2.load_certificate", "x509_edk2.der",
+})
 MEMORY_CIPHER_DATA = ("encrypt", "decrypt", "encrypt_into", "decrypt_into")
 SMALL_HASH = 4096  # inputs up to this many bytes are priced by calibration, not timed per call
 _CALIBRATION_LOOPS = 5
@@ -248,7 +260,8 @@ class CryptoTimer:
             module = importlib.import_module(f"cvm.crypto.{info.name}")
             category = category_of(info.name)
             for name, value in list(vars(module).items()):
-                if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
+                if (name.startswith("_") or getattr(value, "__module__", None) != module.__name__
+                        or f"{info.name}.{name}" in PARSING):
                     continue
                 if inspect.isfunction(value):
                     replaced[id(value)] = self.wrap(category, value)
@@ -264,8 +277,10 @@ class CryptoTimer:
         return self
 
     def _wrap_methods(self, cls: type, category: str) -> None:
+        module = cls.__module__.rsplit(".", 1)[-1]
         for name, value in list(vars(cls).items()):
-            if name.startswith("_") or not inspect.isfunction(value):
+            if (name.startswith("_") or not inspect.isfunction(value)
+                    or f"{module}.{cls.__name__}.{name}" in PARSING):
                 continue
             wrapper = self.wrap(category, value)
             if cls is XexMemoryCipher and name in MEMORY_CIPHER_DATA:
