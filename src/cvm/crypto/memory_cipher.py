@@ -55,12 +55,10 @@ class XexMemoryCipher:
         base, offset_bits = blocks[0], blocks[1:9]
         offset_table = _xor_table(offset_bits, BLOCKS_PER_PAGE) ^ base
         self._offset_words = offset_table.reshape(-1).view(np.uint64).copy()
-        frame_bits = [int.from_bytes(b[:8].tobytes(), "little") for b in blocks[9:]]
-        self._frame_tables = [
-            np.array(_xor_ints(frame_bits[8 * i : 8 * i + 8], 256), dtype=np.uint64)
-            for i in range(_FRAME_BYTES)
-        ]
-        self._frame_ints = [list(map(int, table)) for table in self._frame_tables]
+        frame_bits = np.ascontiguousarray(blocks[9:, :8]).view("<u8").reshape(-1)
+        self._frame_tables = [_xor_words(frame_bits[8 * i : 8 * i + 8], 256)
+                              for i in range(_FRAME_BYTES)]
+        self._frame_ints = [table.tolist() for table in self._frame_tables]
         self._page_tweaks: dict[int, np.ndarray] = {}
         self._page_mixed = np.empty(_WORDS_PER_PAGE, dtype=np.uint64)
         self._page_mixed_bytes = self._page_mixed.view(np.uint8).data
@@ -175,9 +173,13 @@ def _xor_table(bit_values: np.ndarray, count: int) -> np.ndarray:
     return table
 
 
-def _xor_ints(bit_values: list[int], count: int) -> list[int]:
-    """For n in 0..count-1, the XOR of ``bit_values[i]`` over the set bits i of n."""
-    table = [0]
-    for value in bit_values:
-        table += [entry ^ value for entry in table]
-    return table[:count]
+def _xor_words(bit_values: np.ndarray, count: int) -> np.ndarray:
+    """For n in 0..count-1, the XOR of ``bit_values[i]`` (64-bit words) over the set bits i
+    of n."""
+    table = np.zeros(count, dtype=np.uint64)
+    for bit, value in enumerate(bit_values):
+        step = 1 << bit
+        if step >= count:
+            break
+        table[step : 2 * step] = table[:step] ^ value
+    return table
