@@ -62,7 +62,8 @@ PARSING = frozenset({
     "x509_chain.load_certificates", "x509_chain.parse_crl",
     "x509_edk2.load_certificate", "x509_edk2.der",
 })
-MEMORY_CIPHER_DATA = ("encrypt", "decrypt", "encrypt_into", "decrypt_into")
+MEMORY_CIPHER_DATA = ("encrypt", "decrypt", "encrypt_into", "decrypt_into", "encrypt_page",
+                      "decrypt_page")
 SMALL_HASH = 4096  # inputs up to this many bytes are priced by calibration, not timed per call
 _CALIBRATION_LOOPS = 5
 

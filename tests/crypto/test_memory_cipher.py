@@ -69,3 +69,25 @@ def test_one_page_in_place_round_trips() -> None:
     assert page.tobytes() == cipher.encrypt(0x5000, plain.tobytes())
     cipher.decrypt_into(0x5000, page, page)
     assert np.array_equal(page, plain)
+
+
+def test_one_page_operations_equal_the_general_ones() -> None:
+    cipher = XexMemoryCipher(b"q" * 16)
+    plain = np.random.default_rng(3).integers(0, 256, PAGE_SIZE, dtype=np.uint8).tobytes()
+    stored = np.zeros(PAGE_SIZE, dtype=np.uint8)
+    cipher.encrypt_page(0x9000, plain, stored)
+    assert stored.tobytes() == cipher.encrypt(0x9000, plain)
+    assert cipher.decrypt_page(0x9000, stored) == plain
+    cipher.encrypt_page(0x9000, bytearray(plain), stored)  # a bytearray as well
+    assert cipher.decrypt_page(0x9000, stored) == plain
+    assert cipher.decrypt_page(0xA000, stored) != plain  # moved: garbage
+
+
+@pytest.mark.parametrize(("address", "size"), [(0x800, PAGE_SIZE), (0x1000, PAGE_SIZE - 8),
+                                                (0x1000, 2 * PAGE_SIZE), (-PAGE_SIZE, PAGE_SIZE)])
+def test_one_page_operations_refuse_anything_but_one_page(address: int, size: int) -> None:
+    cipher = XexMemoryCipher(b"q" * 16)
+    with pytest.raises(UsageError, match="one whole page"):
+        cipher.encrypt_page(address, bytes(size), np.zeros(PAGE_SIZE, dtype=np.uint8))
+    with pytest.raises(UsageError, match="one whole page"):
+        cipher.decrypt_page(address, np.zeros(size, dtype=np.uint8))

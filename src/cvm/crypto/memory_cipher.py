@@ -33,6 +33,7 @@ ADDRESS_BITS = 52
 _FRAME_BITS = ADDRESS_BITS - 12  # bits 12..51 of the address
 _FRAME_BYTES = (_FRAME_BITS + 7) // 8
 _WORDS_PER_PAGE = PAGE_SIZE // 8
+_WORD = np.dtype(np.uint64)
 TWEAK_CACHE_PAGES = 1024  # 4 MiB of tweaks per key at most
 
 
@@ -131,6 +132,26 @@ class XexMemoryCipher:
         """Decrypt ``source`` (uint8, whole pages) into ``target`` (may be the same array)."""
         self._apply_into(self._decryptor, page_address, source, target)
 
+    def encrypt_page(
+        self, page_address: int, plaintext: bytes | bytearray, target: np.ndarray
+    ) -> None:
+        """Encrypt one page of ``plaintext`` (4 KiB) into ``target`` (a 4 KiB uint8
+        array, DRAM's view of the page): a guest's store of a whole page."""
+        _check_page(page_address, len(plaintext))
+        tweak = self._page_tweak(page_address >> 12)
+        np.bitwise_xor(np.frombuffer(plaintext, _WORD), tweak, out=self._page_mixed)
+        self._encryptor.update_into(self._page_mixed_bytes, self._page_out)
+        np.bitwise_xor(self._page_out_words, tweak, out=target.view(_WORD))
+
+    def decrypt_page(self, page_address: int, ciphertext: np.ndarray) -> bytes:
+        """Decrypt one stored page (a 4 KiB uint8 array): a guest's load, as bytes."""
+        _check_page(page_address, ciphertext.size)
+        tweak = self._page_tweak(page_address >> 12)
+        np.bitwise_xor(ciphertext.view(_WORD), tweak, out=self._page_mixed)
+        self._decryptor.update_into(self._page_mixed_bytes, self._page_out)
+        np.bitwise_xor(self._page_out_words, tweak, out=self._page_mixed)
+        return self._page_mixed.tobytes()
+
     def _apply(self, context: CipherContext, page_address: int, data: bytes) -> bytes:
         source = np.frombuffer(data, dtype=np.uint8)
         target = np.empty(len(source), dtype=np.uint8)
@@ -160,6 +181,13 @@ class XexMemoryCipher:
         ecb_out = self._ecb_out[: size + BLOCK_SIZE]
         context.update_into(mixed.view(np.uint8).data, ecb_out.data)
         np.bitwise_xor(ecb_out[:size].view(np.uint64), tweak, out=target.view(np.uint64))
+
+
+def _check_page(page_address: int, size: int) -> None:
+    if page_address % PAGE_SIZE or page_address < 0 or size != PAGE_SIZE:
+        raise UsageError(
+            f"a page operation needs one whole page: address {page_address:#x}, size {size:#x}"
+        )
 
 
 def _xor_table(bit_values: np.ndarray, count: int) -> np.ndarray:

@@ -18,7 +18,6 @@ from cvm.errors import StateError, UsageError
 from cvm.hardware.memory.dram import CHUNK_SIZE, PAGE_SIZE, Dram
 
 MAX_ASID = 509  # EPYC Milan: CPUID 0x8000001F ECX
-_BYTES = np.dtype(np.uint8)  # a dtype object passed positionally: the cheapest form of the call
 
 
 class MemoryEncryptionEngine:
@@ -88,15 +87,15 @@ class MemoryEncryptionEngine:
             raise StateError(f"ASID {asid} has no key: the guest is not active")
         stored = self._dram.page(frame)
         spa = frame * PAGE_SIZE
-        if data is not None and offset == 0 and len(data) == PAGE_SIZE:
-            cipher.encrypt_into(spa, np.frombuffer(data, _BYTES), stored)
-            return b""
-        plain = np.empty(PAGE_SIZE, _BYTES)
-        cipher.decrypt_into(spa, stored, plain)
         if data is None:
-            return plain.tobytes() if size == PAGE_SIZE else plain[offset : offset + size].tobytes()
-        plain[offset : offset + len(data)] = np.frombuffer(data, _BYTES)
-        cipher.encrypt_into(spa, plain, stored)
+            plain = cipher.decrypt_page(spa, stored)
+            return plain if size == PAGE_SIZE else plain[offset : offset + size]
+        if offset == 0 and len(data) == PAGE_SIZE:
+            cipher.encrypt_page(spa, data, stored)
+            return b""
+        page = bytearray(cipher.decrypt_page(spa, stored))
+        page[offset : offset + len(data)] = data
+        cipher.encrypt_page(spa, page, stored)
         return b""
 
     def read_pages(self, asid: int, spa: int, pages: int) -> bytes:
