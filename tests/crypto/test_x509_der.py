@@ -306,6 +306,8 @@ AMD_PRODUCT_NAME = bytes.fromhex("2b060104019c780102")
     [
         (_extension(BASIC_CONSTRAINTS, b"\x30\x03\x01\x01\xff", b"\x01\x01\xff"), True),
         (_extension(BASIC_CONSTRAINTS, b"\x30\x00"), True),
+        (_extension(BASIC_CONSTRAINTS, b"\x30\x00\x05\x00"), True),  # asn1crypto reads the first
+        (_extension(BASIC_CONSTRAINTS, b"\x30\x80\x00\x00"), False),  # indefinite
         (_extension(BASIC_CONSTRAINTS, b"\x31\x00"), False),  # not the type asn1crypto checks
         (_extension(BASIC_CONSTRAINTS, b"\x30\x05\x00"), False),  # longer than the value
         (_extension(BASIC_CONSTRAINTS, b""), False),
