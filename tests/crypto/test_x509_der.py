@@ -10,6 +10,7 @@ message. And the real and emulated AMD certificates must take the fast path.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from cvm.amd.pki import default_vendor
 from cvm.crypto.x509_build import RSASSA_PSS_SHA384_ALGORITHM
 from cvm.crypto.x509_chain import (
     AMD_PSS,
+    Certificate,
     _signature_algorithm,
     certificate_ders,
     parse_certificate,
@@ -30,9 +32,11 @@ from cvm.crypto.x509_chain import (
 from cvm.crypto.x509_der import (
     AMD_PSS_ALGORITHMS,
     ATTRIBUTE_NAMES,
-    EXTENSION_VALUE_IDENTIFIERS,
+    EXTENSION_NAMES,
+    EXTENSION_SPECS,
     STRING_CODECS,
     read_certificate,
+    value_identifier,
 )
 from cvm.errors import FormatError
 from cvm.formats.snp.tcb_version import TcbVersion
@@ -65,10 +69,9 @@ def amd_certificates() -> tuple[bytes, ...]:
     return (*real, *emulated)
 
 
-def outcome(parse: object, der: bytes) -> tuple[object, ...]:
+def outcome(parse: Callable[[bytes], Certificate], der: bytes) -> tuple[object, ...]:
     """Every field of the parsed certificate with its type and repr (so that a bytearray, a
     naive datetime or an int for a bool differ), or the exception's type and message."""
-    assert callable(parse)
     try:
         cert = parse(der)
     except Exception as error:  # any exception must be the reference's
@@ -141,12 +144,15 @@ def test_the_tables_are_asn1cryptos() -> None:
         assert x509.NameTypeAndValue._oid_specs[attribute] is x509.DirectoryString
     alternatives = {alt[1].tag: alt[1]._encoding for alt in x509.DirectoryString._alternatives}
     assert {tag: alternatives[tag] for tag in STRING_CODECS} == STRING_CODECS
-    for dotted, identifier in EXTENSION_VALUE_IDENTIFIERS.items():
-        spec = x509.Extension._oid_specs[x509.ExtensionId(dotted).native]
+    assert set(EXTENSION_SPECS) <= set(EXTENSION_NAMES.values())
+    for spec in EXTENSION_SPECS.values():  # the element asn1crypto takes, and no other
+        assert spec.class_ == 0 and spec.tag < 31 and spec.explicit is None
+        identifier = value_identifier(spec)
         core._parse_build(tlv(identifier, b""), spec=spec)
         with pytest.raises(ValueError, match="should have been"):
             core._parse_build(tlv(identifier ^ 0x20, b""), spec=spec)
-    assert len(EXTENSION_VALUE_IDENTIFIERS) == len(x509.Extension._oid_specs)
+        with pytest.raises(ValueError, match="should have been"):
+            core._parse_build(tlv(identifier ^ 0x40, b""), spec=spec)
 
 
 def test_amds_algorithm_encodings_are_amd_pss() -> None:

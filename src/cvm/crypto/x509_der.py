@@ -64,21 +64,11 @@ ATTRIBUTE_NAMES = {
 }
 # The DirectoryString alternatives read here, with the codec asn1crypto decodes them with.
 STRING_CODECS = {0x0C: "utf-8", 0x13: "latin1", 0x16: "ascii"}
-
-
-def _identifier(spec: Any) -> int:
-    """The identifier octet of a value of an asn1crypto universal type."""
-    return int(spec.class_ << 6 | spec.method << 5 | spec.tag)
-
-
 # asn1crypto parses the value of a standard extension with its type when the extension is read
-# and refuses one that does not begin with that type's element: the identifier octet it checks,
-# by the extension's dotted OID.
-EXTENSION_VALUE_IDENTIFIERS = {
-    dotted: _identifier(x509.Extension._oid_specs[name])
-    for dotted, name in x509.ExtensionId._map.items()
-    if name in x509.Extension._oid_specs
-}
+# and refuses one that does not begin with that type's element: the types by extension name,
+# the names by dotted OID.
+EXTENSION_SPECS: dict[str, Any] = x509.Extension._oid_specs
+EXTENSION_NAMES: dict[str, str] = x509.ExtensionId._map
 
 
 class UnreadError(ValueError):
@@ -127,6 +117,12 @@ def dumped(data: bytes, at: int, end: int, identifier: int) -> tuple[int, int]:
     if data[start - 1] == 0x80:
         raise UnreadError("a header asn1crypto re-encodes")
     return start, stop
+
+
+def value_identifier(spec: Any) -> int:
+    """The identifier octet of a value of an asn1crypto universal type (the type of every
+    standard extension's value is one: class 0, a tag below 31)."""
+    return int(spec.method << 5 | spec.tag)
 
 
 def dotted(contents: bytes) -> str:
@@ -198,9 +194,9 @@ def extensions(data: bytes, at: int, end: int) -> dict[str, tuple[bool, bytes]]:
         value_start, value_end = element(data, oid_end + 3 * critical, at, OCTET_STRING)
         if value_end != at:
             raise UnreadError("an extension with more than an OID, a criticality and a value")
-        identifier = EXTENSION_VALUE_IDENTIFIERS.get(oid)
-        if identifier is not None:
-            element(data, value_start, value_end, identifier)
+        spec = EXTENSION_SPECS.get(EXTENSION_NAMES.get(oid, oid))
+        if spec is not None:
+            element(data, value_start, value_end, value_identifier(spec))
         found[oid] = (critical, data[value_start:value_end])
     return found
 
