@@ -72,7 +72,9 @@ EXTENSION_NAMES: dict[str, str] = x509.ExtensionId._map
 
 
 class UnreadError(ValueError):
-    """The input is outside the shape this reader handles; asn1crypto parses it."""
+    """The input is outside the shape this reader handles; asn1crypto parses it (and names
+    what is wrong, if anything is: this error never leaves the module, so it carries no
+    message)."""
 
 
 class CertificateFields(NamedTuple):
@@ -95,17 +97,17 @@ def element(data: bytes, at: int, end: int, identifier: int) -> tuple[int, int]:
     """Where the contents of the element at ``at`` begin and end; it must carry
     ``identifier``, a definite length of at most two octets, and end by ``end``."""
     if at + 2 > end or data[at] != identifier:
-        raise UnreadError("another element")
+        raise UnreadError  # another element
     size = data[at + 1]
     start = at + 2
     if size >= 0x80:
         count = size - 0x80
         if not 0 < count <= 2 or start + count > end:
-            raise UnreadError("an indefinite length or one of more than two octets")
+            raise UnreadError  # an indefinite length or one of more than two octets
         size = int.from_bytes(data[start : start + count], "big")
         start += count
     if start + size > end:
-        raise UnreadError("an element longer than its container")
+        raise UnreadError  # an element longer than its container
     return start, start + size
 
 
@@ -115,7 +117,7 @@ def dumped(data: bytes, at: int, end: int, identifier: int) -> tuple[int, int]:
     takes for an indefinite length and re-encodes): that is left to asn1crypto."""
     start, stop = element(data, at, end, identifier)
     if data[start - 1] == 0x80:
-        raise UnreadError("a header asn1crypto re-encodes")
+        raise UnreadError  # a header asn1crypto re-encodes
     return start, stop
 
 
@@ -128,7 +130,7 @@ def value_identifier(spec: Any) -> int:
 def dotted(contents: bytes) -> str:
     """An OBJECT IDENTIFIER in dotted form; the last arc must be complete."""
     if not contents or contents[-1] & 0x80:
-        raise UnreadError("an incomplete object identifier")
+        raise UnreadError  # an incomplete object identifier
     arcs: list[int] = []
     value = 0
     for octet in contents:
@@ -150,13 +152,13 @@ def name(data: bytes, at: int, end: int) -> tuple[tuple[str, str], ...]:
             oid_start, oid_end = element(data, start, stop, OBJECT_IDENTIFIER)
             kind = ATTRIBUTE_NAMES.get(data[oid_start:oid_end])
             if kind is None or oid_end == stop:
-                raise UnreadError("an attribute this reader does not know")
+                raise UnreadError  # an attribute this reader does not know
             codec = STRING_CODECS.get(data[oid_end])
             if codec is None:
-                raise UnreadError("a string type this reader does not decode")
+                raise UnreadError  # a string type this reader does not decode
             value_start, value_end = element(data, oid_end, stop, data[oid_end])
             if value_end != stop:
-                raise UnreadError("an attribute with more than a type and a value")
+                raise UnreadError  # an attribute with more than a type and a value
             attributes.append((kind, data[value_start:value_end].decode(codec)))
             rdn = stop
     return tuple(attributes)
@@ -166,11 +168,11 @@ def time(data: bytes, at: int, end: int) -> tuple[datetime, int]:
     """A UTCTime or GeneralizedTime in ``...Z`` form, and where the next element begins."""
     digits = TIME_DIGITS.get(data[at]) if at < end else None
     if digits is None:
-        raise UnreadError("not a time")
+        raise UnreadError  # not a time
     start, stop = element(data, at, end, data[at])
     text = data[start:stop]
     if len(text) != digits + 1 or text[-1:] != b"Z" or not text[:-1].isdigit():
-        raise UnreadError("a time in another form")
+        raise UnreadError  # a time in another form
     if digits == 12:  # UTCTime: years 1950 to 2049 (RFC 5280 4.1.2.5.1)
         year = int(text[:2])
         year += 2000 if year < 50 else 1900
@@ -193,7 +195,7 @@ def extensions(data: bytes, at: int, end: int) -> dict[str, tuple[bool, bytes]]:
         critical = data[oid_end : oid_end + 3] == CRITICAL
         value_start, value_end = element(data, oid_end + 3 * critical, at, OCTET_STRING)
         if value_end != at:
-            raise UnreadError("an extension with more than an OID, a criticality and a value")
+            raise UnreadError  # an extension with more than an OID, a criticality and a value
         spec = EXTENSION_SPECS.get(EXTENSION_NAMES.get(oid, oid))
         if spec is not None:
             element(data, value_start, value_end, value_identifier(spec))
@@ -204,23 +206,23 @@ def extensions(data: bytes, at: int, end: int) -> dict[str, tuple[bool, bytes]]:
 def _tbs_certificate(der: bytes, start: int, end: int) -> CertificateFields:
     version_start, at = element(der, start, end, VERSION_TAG)
     if der[version_start:at] != VERSION_3:
-        raise UnreadError("not a version 3 certificate")
+        raise UnreadError  # not a version 3 certificate
     serial_start, serial_end = element(der, at, end, INTEGER)
     if serial_start == serial_end:
-        raise UnreadError("an empty serial number")
+        raise UnreadError  # an empty serial number
     signature_end = dumped(der, serial_end, end, SEQUENCE)[1]
     issuer_start, issuer_end = element(der, signature_end, end, SEQUENCE)
     validity_start, validity_end = element(der, issuer_end, end, SEQUENCE)
     not_before, at = time(der, validity_start, validity_end)
     not_after, at = time(der, at, validity_end)
     if at != validity_end:
-        raise UnreadError("a validity with more than two times")
+        raise UnreadError  # a validity with more than two times
     subject_start, subject_end = element(der, validity_end, end, SEQUENCE)
     spki_end = dumped(der, subject_end, end, SEQUENCE)[1]
     wrapper_start, wrapper_end = element(der, spki_end, end, EXTENSIONS_TAG)
     list_start, list_end = element(der, wrapper_start, wrapper_end, SEQUENCE)
     if list_end != wrapper_end or wrapper_end != end:
-        raise UnreadError("unique identifiers or more than the extensions after the key")
+        raise UnreadError  # unique identifiers or more than the extensions after the key
     return CertificateFields(
         tbs=b"",
         serial=int.from_bytes(der[serial_start:serial_end], "big", signed=True),
@@ -246,10 +248,10 @@ def read_certificate(der: bytes) -> CertificateFields | None:
         tbs_start, tbs_end = dumped(der, start, end, SEQUENCE)
         algorithm_end = element(der, tbs_end, end, SEQUENCE)[1]
         if der[tbs_end:algorithm_end] not in AMD_PSS_ALGORITHMS:
-            raise UnreadError("another signature algorithm")
+            raise UnreadError  # another signature algorithm
         signature_start, signature_end = element(der, algorithm_end, end, BIT_STRING)
         if signature_end != len(der) or der[signature_start : signature_start + 1] != b"\x00":
-            raise UnreadError("a signature with unused bits, or data after the certificate")
+            raise UnreadError  # a signature with unused bits, or data after the certificate
         fields = _tbs_certificate(der, tbs_start, tbs_end)
         # Decoding a name or building a datetime raises ValueError; asn1crypto names it.
     except ValueError:
