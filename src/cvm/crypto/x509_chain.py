@@ -26,12 +26,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cvm.crypto.rsa_pss import SALT_SIZE, verify_pss
+from cvm.crypto.x509_der import read_certificate
 from cvm.errors import ChainError, FormatError, SignatureError
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 RSASSA_PSS = "rsassa_pss"
 # asn1crypto raises these for malformed DER, however deep the malformed element sits.
-_DER_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
+_DER_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError, IndexError)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,18 @@ def _name(value: x509.Name) -> tuple[tuple[str, str], ...]:
 
 
 def parse_certificate(der: bytes) -> Certificate:
-    """Parse one DER certificate; raise FormatError if it is not one."""
+    """Parse one DER certificate; raise FormatError if it is not one.
+
+    AMD's certificates are read straight from their DER (:mod:`cvm.crypto.x509_der`); anything
+    else, a malformed certificate included, goes through asn1crypto, with the same result."""
+    fields = read_certificate(der)
+    if fields is None:
+        return parse_certificate_strictly(der)
+    return Certificate(der=bytes(der), algorithm=AMD_PSS, **fields._asdict())
+
+
+def parse_certificate_strictly(der: bytes) -> Certificate:
+    """Parse one DER certificate with asn1crypto, the reference parser."""
     try:
         cert = x509.Certificate.load(der, strict=True)
         tbs = cert["tbs_certificate"]
