@@ -15,6 +15,7 @@ its state file.
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass, field
 
 from cvm.errors import FormatError
@@ -45,6 +46,7 @@ _COUNTER_AND_COUNT = struct.Struct(">QI")  # context counter, saved sessions
 # a whole bank of 24 SHA-1, SHA-256, SHA-384 or SHA-512 values in one call
 PUBLIC_MEMO_SIZE = 64  # public areas kept parsed (by their exact bytes)
 _PUBLICS: dict[bytes, Public] = {}
+_PUBLICS_LOCK = threading.Lock()
 _BANK_VALUES = {(24, size): struct.Struct(f"{size}s" * 24) for size in (20, 32, 48, 64)}
 
 
@@ -252,9 +254,10 @@ def _public(body: bytes) -> Public:
     public = _PUBLICS.get(body)
     if public is None:
         public = Public.from_bytes(body)
-        if len(_PUBLICS) >= PUBLIC_MEMO_SIZE:
-            del _PUBLICS[next(iter(_PUBLICS))]
-        _PUBLICS[body] = public
+        with _PUBLICS_LOCK:  # a served TPM's threads may share the memo
+            if len(_PUBLICS) >= PUBLIC_MEMO_SIZE:
+                del _PUBLICS[next(iter(_PUBLICS))]
+            _PUBLICS[body] = public
     return public
 
 
