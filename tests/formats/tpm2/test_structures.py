@@ -297,3 +297,22 @@ def test_a_sensitive_area_keeps_its_encoding(kind: int, auth: bytes, seed: bytes
     assert parsed.to_bytes() == encoding and type(parsed.to_bytes()) is bytes
     assert parsed == built and "_encoding" not in repr(parsed)
 
+
+
+@given(publics())
+def test_a_parsed_public_area_gives_back_the_very_bytes_it_was_read_from(value: Public) -> None:
+    data = value.write(writer()).to_bytes()
+    assert Public.from_bytes(data).to_bytes() is data  # kept, not encoded again
+
+
+@given(SENSITIVE_TYPES, st.binary(max_size=64), st.binary(max_size=64))
+def test_a_parsed_sensitive_area_gives_back_the_very_bytes_it_was_read_from(
+        kind: int, auth: bytes, secret: bytes) -> None:
+    data = Sensitive(kind, auth, b"", secret).write(writer()).to_bytes()
+    assert Sensitive.from_bytes(data).to_bytes() is data
+
+
+def test_a_short_sensitive_area_is_refused_by_name() -> None:
+    with pytest.raises(FormatError, match=r"^TPMT_SENSITIVE: sensitiveType needs 2 bytes at "
+                                          r"offset 0x0, only 1 left$"):
+        Sensitive.from_bytes(b"\x00")
