@@ -12,6 +12,10 @@ Baselines, measured in the same process:
   key derivation plus one AES-CFB decryption through ``cryptography`` (the cryptographic floor);
 * state: sealing + opening the AES-256-GCM state envelope of a populated state against a bare
   AES-256-GCM encrypt + decrypt of the same bytes;
+* volatile: the SVSM's load and store of a volatile state holding what an unseal loads (the
+  SRK, the sealed object, a policy session) and the three PCR banks — ``VolatileState``'s
+  struct runs, with the public-area memo and the kept encodings — against the field-by-field
+  reader and checking writer on the same bytes (each area parsed and encoded afresh);
 * svsm: 100 PCR_Extend commands from the guest OS at VMPL1 through the SVSM call protocol
   (request page, VMPL switch, state reloaded from and written back to the encrypted VMPL0
   pages) against the same 100 commands straight into :meth:`Tpm.execute`.
@@ -44,6 +48,7 @@ from cvm.vtpm.engine import Tpm
 from cvm.vtpm.policy import PolicyDigest
 from cvm.vtpm.state_file import MonotonicCounter, ReleasedKeyProvider, open_state, seal_state
 from cvm.vtpm.templates import sealed_template, srk_template
+from cvm.vtpm.volatile import VolatileState
 from timing import argument_parser, median, print_figures
 
 EXTENDS = 1000
@@ -120,6 +125,22 @@ def main() -> None:
         ciphertext, tag = aead.encrypt(bytes(range(32)), bytes(12), state, b"")
         aead.decrypt(bytes(range(32)), bytes(12), ciphertext, tag, b"")
 
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template())
+    sealed = client.load(srk, blob, public)
+    loaded = client.start_auth_session(TpmSe.POLICY)
+    client.policy_pcr(loaded, selection)
+    volatile = tpm.volatile().to_bytes()
+    for handle in (loaded.handle, sealed, srk):
+        client.flush(handle)
+
+    def load_store() -> None:
+        for _ in range(100):
+            VolatileState.from_bytes(volatile).to_bytes()
+
+    def strict_load_store() -> None:
+        for _ in range(100):
+            VolatileState._from_bytes_checked(volatile)._to_bytes_checked()
+
     guest_client = _svsm_client()
 
     def svsm_extends() -> None:
@@ -133,6 +154,7 @@ def main() -> None:
     figures: dict[str, float] = {}
     for name, ours, base in (("extend", extends, bare_extends), ("unseal", unseal, bare_unseal),
                              ("state", envelope, bare_envelope),
+                             ("volatile", load_store, strict_load_store),
                              ("svsm", svsm_extends, direct_extends)):
         mine = median(ours, seconds=args.seconds, at_least=5).seconds
         floor = median(base, seconds=args.seconds, at_least=5).seconds

@@ -22,7 +22,7 @@ import pytest
 
 from cvm.crypto import tpm_keys
 from cvm.formats.snp.key_request import KeyRequest
-from cvm.formats.tpm2.constants import TpmAlg, TpmRh
+from cvm.formats.tpm2.constants import TpmAlg, TpmRh, TpmSe
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.svsm.svsm import STATE_LENGTH_SIZE, Svsm, SvsmLayout
@@ -35,8 +35,10 @@ from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.vm import VirtualMachine
 from cvm.host.vmm import Guest, Hypervisor
+from cvm.vtpm import volatile as volatile_module
 from cvm.vtpm.state import HIERARCHIES, PersistentState
 from cvm.vtpm.state_file import STATE_KEY_FIELDS, MonotonicCounter, ReleasedKeyProvider
+from cvm.vtpm.templates import srk_template
 from cvm.vtpm.volatile import VolatileState
 
 BUFFER, SCRATCH, PLANT = 0x20000, 0x21000, 0x30000
@@ -278,3 +280,46 @@ def test_guest_os_reading_an_svsm_page_faults_with_the_vmpl_bit(snp: Any) -> Non
         assert fault.value.fault.error_code & PFERR_VMPL, hex(gpa)
         assert fault.value.fault.vmpl == 1
     assert len(vcpu.read(BUFFER, 8)) == 8  # its own pages it reads
+
+
+def _loaded_secrets(volatile: VolatileState) -> dict[str, bytes]:
+    """The secrets of a volatile state beyond the null seed and proof: every loaded object's
+    sensitive area and every session's key."""
+    found = {}
+    for handle, item in volatile.objects.items():
+        if item.sensitive is not None:
+            found[f"object {handle:#x} sensitive"] = item.sensitive.to_bytes()
+    for handle, session in volatile.sessions.items():
+        if len(session.session_key) >= RUN:
+            found[f"session {handle:#x} key"] = session.session_key
+    return found
+
+
+def test_the_public_area_memo_holds_no_secret(snp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The volatile state's reader keeps parsed public areas across calls
+    (:func:`cvm.vtpm.volatile._public`): nothing else. Every sensitive area and session key
+    the SVSM loaded during the story, and the seeds and proofs, are absent from it."""
+    secrets: dict[str, bytes] = {}
+    install = Svsm._install
+
+    def recording(svsm: Svsm, persistent: bytes, volatile: bytes) -> None:
+        install(svsm, persistent, volatile)
+        secrets.update(_loaded_secrets(svsm.tpm.volatile()))
+    monkeypatch.setattr(Svsm, "_install", recording)
+    booted, _ = _story(snp)
+    client = booted[1].client
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template())
+    client.start_auth_session(TpmSe.HMAC, salt_key=srk, symmetric_bits=128)  # stays loaded
+    client.pcr_read(SELECTION)
+    assert any("sensitive" in name for name in secrets)  # the story loaded keyed objects
+    assert any("session" in name for name in secrets)  # and salted or bound sessions
+    svsm = booted[1].svsm
+    secrets |= _state_secrets(svsm)
+    assert volatile_module._PUBLICS  # the memo was used
+    assert _held(volatile_module._PUBLICS, secrets) == []
+    assert _held(svsm, secrets) == []
+    # positive control: a secret in the memo is found
+    name, secret = next((n, s) for n, s in secrets.items() if "sensitive" in n)
+    monkeypatch.setitem(volatile_module._PUBLICS, b"planted" + secret, next(
+        iter(volatile_module._PUBLICS.values())))
+    assert name in _held(volatile_module._PUBLICS, secrets)

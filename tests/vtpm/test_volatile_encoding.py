@@ -16,8 +16,9 @@ from cvm.crypto.drbg import SeededRandom
 from cvm.errors import CvmError, FormatError
 from cvm.formats.tpm2.constants import TpmAlg, TpmRh, TpmSe
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
-from cvm.formats.tpm2.public import Public
+from cvm.formats.tpm2.public import KeyedHashParms, Public
 from cvm.guest.tpm.client import TpmClient
+from cvm.vtpm import volatile
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.pcr import PcrBanks
 from cvm.vtpm.templates import srk_template
@@ -258,3 +259,46 @@ def test_every_cut_of_the_encoding_is_refused_as_the_field_reader_refuses_it() -
     for cut in range(len(data)):
         assert (_outcome(VolatileState.from_bytes, data[:cut])
                 == _outcome(VolatileState._from_bytes_checked, data[:cut]))
+
+
+# ---- the public-area memo ---------------------------------------------------------------------
+def _keyed_hash(unique: bytes) -> bytes:
+    return Public(TpmAlg.KEYEDHASH, TpmAlg.SHA256, 0x12, b"", KeyedHashParms(), unique).to_bytes()
+
+
+def test_a_public_area_read_again_is_the_one_parsed_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(volatile, "_PUBLICS", {})
+    rich = _rich_encoding()
+    first, second = _unpack(rich), _unpack(rich)
+    assert first == second == VolatileState._from_bytes_checked(rich)
+    for handle, item in first.objects.items():
+        assert second.objects[handle].public is item.public  # parsed once
+        assert volatile._PUBLICS[item.public.to_bytes()] is item.public
+        if item.sensitive is not None:
+            assert second.objects[handle].sensitive is not item.sensitive  # parsed each time
+    assert sum(item.sensitive is not None for item in first.objects.values()) == 1
+    # the SRK and its public area loaded again: one public area, parsed once for both
+    assert len(first.objects) == 2 and len(volatile._PUBLICS) == 1
+
+
+def test_a_refused_public_area_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(volatile, "_PUBLICS", {})
+    bad = b"\x00\x99" + _keyed_hash(b"x")[2:]
+    for _ in range(2):
+        with pytest.raises(FormatError, match=r"^TPMT_PUBLIC: object type 0x0099 is not "):
+            volatile._public(bad)
+    assert volatile._PUBLICS == {}
+
+
+def test_the_memo_keeps_the_newest_public_areas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(volatile, "_PUBLICS", {})
+    encodings = [_keyed_hash(i.to_bytes(2, "big")) for i in range(volatile.PUBLIC_MEMO_SIZE + 3)]
+    parsed = [volatile._public(data) for data in encodings]
+    assert list(volatile._PUBLICS) == encodings[3:]  # the oldest three forgotten
+    assert all(volatile._PUBLICS[data] is parsed[i + 3]
+               for i, data in enumerate(encodings[3:]))
+    again = volatile._public(encodings[0])  # parsed afresh, the oldest kept one forgotten
+    assert again == parsed[0] and again is not parsed[0]
+    assert list(volatile._PUBLICS) == [*encodings[4:], encodings[0]]
+    assert volatile._public(encodings[-1]) is parsed[-1]

@@ -15,6 +15,7 @@ its state file.
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass, field
 
 from cvm.errors import FormatError
@@ -43,6 +44,9 @@ _SESSION_HEAD = struct.Struct(">IBH")  # handle, type, authHash
 _SESSION_TAIL = struct.Struct(">IIBH")  # pcr counter, command code, flags, symmetric bits
 _COUNTER_AND_COUNT = struct.Struct(">QI")  # context counter, saved sessions
 # a whole bank of 24 SHA-1, SHA-256, SHA-384 or SHA-512 values in one call
+PUBLIC_MEMO_SIZE = 64  # public areas kept parsed (by their exact bytes)
+_PUBLICS: dict[bytes, Public] = {}
+_PUBLICS_LOCK = threading.Lock()
 _BANK_VALUES = {(24, size): struct.Struct(f"{size}s" * 24) for size in (20, 32, 48, 64)}
 
 
@@ -80,7 +84,8 @@ class VolatileState:
                       *values)
         parts.append(_U32.pack(len(self.objects)))
         for handle, item in sorted(self.objects.items()):
-            parts += (_TWO_U32.pack(handle, item.hierarchy), item.public.to_tpm2b())
+            public = item.public.to_bytes()
+            parts += (_TWO_U32.pack(handle, item.hierarchy), _U16.pack(len(public)), public)
             sensitive = item.sensitive.to_bytes() if item.sensitive else b""
             parts += (_U16.pack(len(sensitive)), sensitive,
                       _U16.pack(len(item.qualified_name)), item.qualified_name)
@@ -242,6 +247,20 @@ def _sized(data: bytes, offset: int, max_size: int) -> tuple[bytes, int]:
     return data[offset + 2 : end], end
 
 
+def _public(body: bytes) -> Public:
+    """The public area ``body`` encodes. Not secret and immutable, so each is parsed once and
+    kept, at most :data:`PUBLIC_MEMO_SIZE` of them, the oldest forgotten first (a loaded
+    object's public area is read at every vTPM command). A refused one is never kept."""
+    public = _PUBLICS.get(body)
+    if public is None:
+        public = Public.from_bytes(body)
+        with _PUBLICS_LOCK:  # a served TPM's threads may share the memo
+            if len(_PUBLICS) >= PUBLIC_MEMO_SIZE:
+                del _PUBLICS[next(iter(_PUBLICS))]
+            _PUBLICS[body] = public
+    return public
+
+
 def _unpack(data: bytes) -> VolatileState:
     data = bytes(data)
     if data[:8] != VOLATILE_MAGIC:
@@ -274,7 +293,7 @@ def _unpack(data: bytes) -> VolatileState:
         body, offset = _sized(data, offset + 8, TPM2B_MAX)
         if not body:
             raise _IrregularError
-        public = Public.from_bytes(body)
+        public = _public(body)
         sensitive_bytes, offset = _sized(data, offset, TPM2B_MAX)
         sensitive = Sensitive.from_bytes(sensitive_bytes) if sensitive_bytes else None
         qualified_name, offset = _sized(data, offset, 66)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,97 @@ def test_sig_scheme_round_trip() -> None:
     for scheme in (SigScheme(), SigScheme(TpmAlg.ECDSA, TpmAlg.SHA256)):
         source = reader(scheme.write(writer()).to_bytes(), "scheme")
         assert SigScheme.read(source) == scheme
+
+
+# ---- kept encodings: a public or sensitive area keeps the bytes it was parsed from (or its
+# first encoding); safe because both encodings are canonical, which these tests hold ---------
+SENSITIVE_TYPES = st.sampled_from([TpmAlg.RSA, TpmAlg.ECC, TpmAlg.KEYEDHASH, TpmAlg.SYMCIPHER])
+EDITS = st.lists(st.tuples(st.integers(0, 1 << 12), st.integers(0, 0xFF)), max_size=3)
+
+
+def _edited(data: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:
+    changed = bytearray(data)
+    for position, value in edits:
+        changed[position % len(data)] = value
+    return bytes(changed[: len(changed) - cut % 3])
+
+
+@given(publics(), EDITS, st.integers(0, 2))
+def test_every_public_area_the_reader_accepts_is_the_writers_encoding(
+        value: Public, edits: list[tuple[int, int]], cut: int) -> None:
+    data = _edited(value.write(writer()).to_bytes(), edits, cut)
+    try:
+        parsed = Public.from_bytes(data)
+    except FormatError:
+        return
+    assert parsed.write(writer()).to_bytes() == data  # canonical: the kept bytes are right
+    assert parsed.to_bytes() == data
+    assert parsed.to_tpm2b() == len(data).to_bytes(2, "big") + data
+
+
+@given(publics())
+def test_a_public_area_keeps_its_encoding(value: Public) -> None:
+    built = dataclasses.replace(value)  # made, not parsed: encoded at the first to_bytes
+    encoding = built.to_bytes()
+    assert encoding == value.write(writer()).to_bytes()
+    assert built.to_bytes() is encoding  # kept, not encoded again
+    parsed = Public.from_bytes(bytearray(encoding))
+    assert parsed.to_bytes() == encoding and type(parsed.to_bytes()) is bytes
+    assert parsed == built and hash(parsed) == hash(built)  # the kept bytes are no field
+    assert "_encoding" not in repr(parsed)
+
+
+def test_a_changed_public_area_is_encoded_afresh() -> None:
+    public = Public.from_bytes(Public(TpmAlg.KEYEDHASH, TpmAlg.SHA256, 0x12, b"",
+                                      KeyedHashParms(), b"one").to_bytes())
+    other = public.with_unique(b"two")
+    assert other.to_bytes() == public.to_bytes()[:-3] + b"two"
+    assert other.name() != public.name()
+    assert public.to_bytes().endswith(b"one")
+
+
+@given(SENSITIVE_TYPES, st.binary(max_size=64), st.binary(max_size=64),
+       st.binary(max_size=200), EDITS, st.integers(0, 2))
+def test_every_sensitive_area_the_reader_accepts_is_the_writers_encoding(
+        kind: int, auth: bytes, seed: bytes, secret: bytes, edits: list[tuple[int, int]],
+        cut: int) -> None:
+    data = _edited(Sensitive(kind, auth, seed, secret).to_bytes(), edits, cut)
+    try:
+        parsed = Sensitive.from_bytes(data)
+    except FormatError:
+        return
+    assert parsed.write(writer()).to_bytes() == data
+    assert parsed.to_bytes() == data
+
+
+@given(SENSITIVE_TYPES, st.binary(max_size=64), st.binary(max_size=64),
+       st.binary(max_size=200))
+def test_a_sensitive_area_keeps_its_encoding(kind: int, auth: bytes, seed: bytes,
+                                             secret: bytes) -> None:
+    built = Sensitive(kind, auth, seed, secret)
+    encoding = built.to_bytes()
+    assert encoding == built.write(writer()).to_bytes()
+    assert built.to_bytes() is encoding
+    parsed = Sensitive.from_bytes(bytearray(encoding))
+    assert parsed.to_bytes() == encoding and type(parsed.to_bytes()) is bytes
+    assert parsed == built and "_encoding" not in repr(parsed)
+
+
+
+@given(publics())
+def test_a_parsed_public_area_gives_back_the_very_bytes_it_was_read_from(value: Public) -> None:
+    data = value.write(writer()).to_bytes()
+    assert Public.from_bytes(data).to_bytes() is data  # kept, not encoded again
+
+
+@given(SENSITIVE_TYPES, st.binary(max_size=64), st.binary(max_size=64))
+def test_a_parsed_sensitive_area_gives_back_the_very_bytes_it_was_read_from(
+        kind: int, auth: bytes, secret: bytes) -> None:
+    data = Sensitive(kind, auth, b"", secret).write(writer()).to_bytes()
+    assert Sensitive.from_bytes(data).to_bytes() is data
+
+
+def test_a_short_sensitive_area_is_refused_by_name() -> None:
+    with pytest.raises(FormatError, match=r"^TPMT_SENSITIVE: sensitiveType needs 2 bytes at "
+                                          r"offset 0x0, only 1 left$"):
+        Sensitive.from_bytes(b"\x00")

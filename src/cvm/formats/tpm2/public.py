@@ -11,6 +11,7 @@ Tables 155–166 (the scheme unions) and Table 217 (TPMU_PUBLIC_ID). Part 1 sect
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from cvm.errors import FormatError
 from cvm.formats.tpm2.constants import (
@@ -154,8 +155,14 @@ _PARMS_TYPE: dict[int, type] = {
 
 @dataclass(frozen=True)
 class Public:
-    """TPMT_PUBLIC; ``unique`` is bytes, or an :class:`EccPoint` for ECC objects."""
+    """TPMT_PUBLIC; ``unique`` is bytes, or an :class:`EccPoint` for ECC objects.
 
+    Its encoding is kept with it once known (the bytes it was parsed from, or the first
+    :meth:`to_bytes`): the value cannot change, and the encoding is canonical (every accepted
+    TPMT_PUBLIC is the one encoding of what it parses to), so the vTPM does not encode the
+    same public area again at every command, for its Name or its volatile state."""
+
+    _encoding: ClassVar[bytes] = b""  # the instance's own once set; never a field
     type: int
     name_alg: int
     attributes: int
@@ -239,6 +246,7 @@ class Public:
         source = reader(data, "TPMT_PUBLIC")
         value = cls.read(source)
         source.expect_end()
+        object.__setattr__(value, "_encoding", bytes(data))
         return value
 
     @classmethod
@@ -258,7 +266,9 @@ class Public:
 
     def to_bytes(self) -> bytes:
         """TPMT_PUBLIC bytes (what the Name hashes)."""
-        return self.write(writer()).to_bytes()
+        if not self._encoding:
+            object.__setattr__(self, "_encoding", self.write(writer()).to_bytes())
+        return self._encoding
 
     def to_tpm2b(self) -> bytes:
         return tpm2b(self.to_bytes())

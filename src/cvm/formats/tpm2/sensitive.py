@@ -12,6 +12,7 @@ present because the parent's symmetric mode is CFB).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cvm.errors import FormatError
 from cvm.formats.tpm2.constants import TpmAlg
@@ -27,8 +28,12 @@ _SENSITIVE_TYPES = {TpmAlg.RSA, TpmAlg.ECC, TpmAlg.KEYEDHASH, TpmAlg.SYMCIPHER}
 
 @dataclass(frozen=True)
 class Sensitive:
-    """TPMT_SENSITIVE: the secret half of an object."""
+    """TPMT_SENSITIVE: the secret half of an object.
 
+    Like :class:`~cvm.formats.tpm2.public.Public`, it keeps its (canonical) encoding once
+    known; the encoding is as secret as the value and goes with the instance."""
+
+    _encoding: ClassVar[bytes] = b""  # the instance's own once set; never a field
     sensitive_type: int
     auth_value: bytes
     seed_value: bytes
@@ -48,6 +53,7 @@ class Sensitive:
         source = reader(data, "TPMT_SENSITIVE")
         value = cls.read(source)
         source.expect_end()
+        object.__setattr__(value, "_encoding", bytes(data))
         return value
 
     def write(self, sink: Writer) -> Writer:
@@ -57,7 +63,9 @@ class Sensitive:
         return put_tpm2b(sink, self.sensitive, MAX_SENSITIVE)
 
     def to_bytes(self) -> bytes:
-        return self.write(writer()).to_bytes()
+        if not self._encoding:
+            object.__setattr__(self, "_encoding", self.write(writer()).to_bytes())
+        return self._encoding
 
 
 @dataclass(frozen=True)
