@@ -349,10 +349,10 @@ def test_restricted_injection_is_an_snp_feature_only() -> None:
 
 
 # -- the GHCB MSR ----------------------------------------------------------------------------------
-def test_the_ghcb_msr_resets_to_zero_per_level_and_a_protocol_value_is_no_ghcb() -> None:
+def test_the_ghcb_msr_resets_to_zero_and_a_protocol_value_is_no_ghcb() -> None:
     _, guest = _guest(Mode.SEV_SNP)
     vcpu = guest.vcpus[0]
-    assert vcpu.ghcb_msr == 0 and vcpu.ghcb_page() == 0
+    assert vcpu.ghcb_msr == 0  # the MSR's reset value
     vcpu.ghcb_msr = 0x5000
     assert vcpu.ghcb_page() == 0x5000
     vcpu.ghcb_msr = 0x5004  # a GHCB MSR protocol request, not a page
