@@ -40,17 +40,34 @@ class Mode(enum.Enum):
             names = ", ".join(m.value for m in cls)
             raise UsageError(f"unknown mode {text!r} (choose from {names})") from None
 
+    # The properties delegate to plain functions, which mutation testing reaches (mutmut 3
+    # leaves decorated functions alone).
     @property
     def encrypts_memory(self) -> bool:
-        return self is not Mode.PLAIN
+        return encrypts_memory(self)
 
     @property
     def encrypts_registers(self) -> bool:
-        return self in (Mode.SEV_ES, Mode.SEV_SNP)
+        return encrypts_registers(self)
 
     @property
     def snp(self) -> bool:
-        return self is Mode.SEV_SNP
+        return is_snp(self)
+
+
+def encrypts_memory(mode: Mode) -> bool:
+    """Whether a ``mode`` guest has a memory key (a C-bit): every mode but plain."""
+    return mode is not Mode.PLAIN
+
+
+def encrypts_registers(mode: Mode) -> bool:
+    """Whether the world switch keeps a ``mode`` guest's registers in an encrypted VMSA."""
+    return mode in (Mode.SEV_ES, Mode.SEV_SNP)
+
+
+def is_snp(mode: Mode) -> bool:
+    """Whether a ``mode`` guest is checked against the RMP and has VMPLs."""
+    return mode is Mode.SEV_SNP
 
 
 class VirtualMachine:
