@@ -284,6 +284,8 @@ def _time(tag: int, text: bytes) -> bytes:
         (_time(0x17, b"500101000060Z"), False),  # second 60
         (_time(0x17, b"501301000000Z"), False),  # month 13
         (_time(0x17, b"50010100000aZ"), False),
+        (_time(0x17, b"5001010000+1Z"), False),  # int() would take each of these
+        (_time(0x17, b"50 101000000Z"), False),
         (_time(0x17, b"500101000000z"), False),
         (_time(0x17, b"500101000000Z\n"), False),
         (_time(0x18, b"205001010000Z"), False),
@@ -331,6 +333,8 @@ AMD_PRODUCT_NAME = bytes.fromhex("2b060104019c780102")
         (_extension(b"\x88\x37\x03", b"x"), True),  # 2.999.3
         (_extension(b"\x27\x03", b"x"), True),  # 0.39.3
         (_extension(b"\x4f\x03", b"x"), True),  # 1.39.3
+        (_extension(b"\x28\x03", b"x"), True),  # 1.0.3
+        (_extension(b"\x50\x03", b"x"), True),  # 2.0.3
         (b"", True),
     ],
 )
@@ -407,6 +411,11 @@ def test_lengths() -> None:
     indefinite = b"\x30\x80" + b"".join(fields) + b"\x00\x00"
     assert_read(tlv(0x30, indefinite + algorithm + signature), fast=False)
     assert_read(join([fields[0], b"\x02\x81", *fields[2:]], algorithm, signature), fast=False)
+    # A name of 128 bytes with the indefinite length and no end-of-contents: were 0x80 taken
+    # for a length of 128, the certificate would read (asn1crypto refuses it).
+    name = contents_of(_name((CN, 0x0C, b"x" * (128 - 11))))
+    assert len(name) == 0x80
+    assert_read(_with(SUBJECT, b"\x30\x80" + name), fast=False)
 
 
 @pytest.mark.parametrize("size", [0x7F, 0x80, 0x180, 0x181, 0x280])

@@ -102,9 +102,10 @@ def element(data: bytes, at: int, end: int, identifier: int) -> tuple[int, int]:
     start = at + 2
     if size >= 0x80:
         count = size - 0x80
-        if not 0 < count <= 2 or start + count > end:
+        if not 0 < count <= 2:
             raise UnreadError  # an indefinite length or one of more than two octets
-        size = int.from_bytes(data[start : start + count], "big")
+        # Length octets that run past ``end`` put the contents past it too: refused below.
+        size = int.from_bytes(data[start : start + count])
         start += count
     if start + size > end:
         raise UnreadError  # an element longer than its container
@@ -166,7 +167,9 @@ def name(data: bytes, at: int, end: int) -> tuple[tuple[str, str], ...]:
 
 def time(data: bytes, at: int, end: int) -> tuple[datetime, int]:
     """A UTCTime or GeneralizedTime in ``...Z`` form, and where the next element begins."""
-    digits = TIME_DIGITS.get(data[at]) if at < end else None
+    # ``at`` is inside the certificate (the validity is followed by the subject), so data[at]
+    # exists; an element that does not fit is refused by element().
+    digits = TIME_DIGITS.get(data[at])
     if digits is None:
         raise UnreadError  # not a time
     start, stop = element(data, at, end, data[at])
@@ -203,7 +206,11 @@ def extensions(data: bytes, at: int, end: int) -> dict[str, tuple[bool, bytes]]:
     return found
 
 
-def _tbs_certificate(der: bytes, start: int, end: int) -> CertificateFields:
+def _tbs_certificate(
+    der: bytes, start: int, end: int, outer: tuple[bytes, bytes, bytes]
+) -> CertificateFields:
+    """The fields of the TBSCertificate between ``start`` and ``end``, with ``outer``: the
+    TBSCertificate's encoding, the signature algorithm's and the signature."""
     version_start, at = element(der, start, end, VERSION_TAG)
     if der[version_start:at] != VERSION_3:
         raise UnreadError  # not a version 3 certificate
@@ -224,14 +231,14 @@ def _tbs_certificate(der: bytes, start: int, end: int) -> CertificateFields:
     if list_end != wrapper_end or wrapper_end != end:
         raise UnreadError  # unique identifiers or more than the extensions after the key
     return CertificateFields(
-        tbs=b"",
-        serial=int.from_bytes(der[serial_start:serial_end], "big", signed=True),
+        tbs=outer[0],
+        serial=int.from_bytes(der[serial_start:serial_end], signed=True),
         issuer=name(der, issuer_start, issuer_end),
         subject=name(der, subject_start, subject_end),
         not_before=not_before,
         not_after=not_after,
-        signature_algorithm=b"",
-        signature=b"",
+        signature_algorithm=outer[1],
+        signature=outer[2],
         spki=der[subject_end:spki_end],
         tbs_signature_algorithm=der[serial_end:signature_end],
         extensions=extensions(der, list_start, list_end),
@@ -252,12 +259,8 @@ def read_certificate(der: bytes) -> CertificateFields | None:
         signature_start, signature_end = element(der, algorithm_end, end, BIT_STRING)
         if signature_end != len(der) or der[signature_start : signature_start + 1] != b"\x00":
             raise UnreadError  # a signature with unused bits, or data after the certificate
-        fields = _tbs_certificate(der, tbs_start, tbs_end)
-        # Decoding a name or building a datetime raises ValueError; asn1crypto names it.
-    except ValueError:
+        outer = (der[start:tbs_end], der[tbs_end:algorithm_end],
+                 der[signature_start + 1 : signature_end])
+        return _tbs_certificate(der, tbs_start, tbs_end, outer)
+    except ValueError:  # UnreadError, or a name that does not decode, or an impossible date
         return None
-    return fields._replace(
-        tbs=der[start:tbs_end],
-        signature_algorithm=der[tbs_end:algorithm_end],
-        signature=der[signature_start + 1 : signature_end],
-    )
