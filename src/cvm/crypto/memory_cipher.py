@@ -54,10 +54,10 @@ class XexMemoryCipher:
         secrets = tweak_aes.update(b"".join(i.to_bytes(BLOCK_SIZE, "little") for i in range(count)))
         blocks = np.frombuffer(secrets, dtype=np.uint8).reshape(count, BLOCK_SIZE)
         base, offset_bits = blocks[0], blocks[1:9]
-        offset_table = _xor_table(offset_bits, BLOCKS_PER_PAGE) ^ base
+        offset_table = _xor_table(offset_bits) ^ base
         self._offset_words = offset_table.reshape(-1).view(np.uint64).copy()
         frame_bits = np.ascontiguousarray(blocks[9:, :8]).view("<u8").reshape(-1)
-        self._frame_tables = [_xor_words(frame_bits[8 * i : 8 * i + 8], 256)
+        self._frame_tables = [_xor_words(frame_bits[8 * i : 8 * i + 8])
                               for i in range(_FRAME_BYTES)]
         self._frame_ints = [table.tolist() for table in self._frame_tables]
         self._page_tweaks: dict[int, np.ndarray] = {}
@@ -190,24 +190,21 @@ def _check_page(page_address: int, size: int) -> None:
         )
 
 
-def _xor_table(bit_values: np.ndarray, count: int) -> np.ndarray:
-    """For n in 0..count-1, the XOR of ``bit_values[i]`` over the set bits i of n."""
-    table = np.zeros((count, BLOCK_SIZE), dtype=np.uint8)
+def _xor_table(bit_values: np.ndarray) -> np.ndarray:
+    """For n in 0..2**len(bit_values)-1, the XOR of ``bit_values[i]`` (16-byte rows) over the
+    set bits i of n."""
+    table = np.zeros((1 << len(bit_values), BLOCK_SIZE), dtype=np.uint8)
     for bit, value in enumerate(bit_values):
         step = 1 << bit
-        if step >= count:
-            break
         table[step : 2 * step] = table[:step] ^ value
     return table
 
 
-def _xor_words(bit_values: np.ndarray, count: int) -> np.ndarray:
-    """For n in 0..count-1, the XOR of ``bit_values[i]`` (64-bit words) over the set bits i
-    of n."""
-    table = np.zeros(count, dtype=np.uint64)
+def _xor_words(bit_values: np.ndarray) -> np.ndarray:
+    """For n in 0..2**len(bit_values)-1, the XOR of ``bit_values[i]`` (64-bit words) over the
+    set bits i of n."""
+    table = np.zeros(1 << len(bit_values), dtype=np.uint64)
     for bit, value in enumerate(bit_values):
         step = 1 << bit
-        if step >= count:
-            break
         table[step : 2 * step] = table[:step] ^ value
     return table
