@@ -92,3 +92,17 @@ def test_a_write_through_the_page_path_returns_nothing() -> None:
     assert machine.engine.access_page(1, 5, 10, 3, b"abc") == b""
     assert machine.engine.access_page(1, 5, 0, PAGE_SIZE, b"\x01" * PAGE_SIZE) == b""
     assert machine.engine.access_page(1, 5, 4093, 3, None) == b"\x01" * 3
+
+
+@pytest.mark.parametrize(("offset", "size"), [(0, PAGE_SIZE), (100, PAGE_SIZE - 100),
+                                              (-8, PAGE_SIZE + 8)])
+def test_private_accesses_reach_the_last_byte_of_dram_and_no_further(offset: int,
+                                                                      size: int) -> None:
+    machine = Machine(4 * MIB)
+    machine.engine.activate(1)
+    spa = 4 * MIB - PAGE_SIZE + offset
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    machine.engine.write(1, spa, data)  # only the pages the bytes touch
+    assert machine.engine.read(1, spa, size) == data
+    with pytest.raises(UsageError, match="outside DRAM"):
+        machine.engine.read(1, spa + 1, size)

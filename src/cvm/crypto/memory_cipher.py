@@ -34,6 +34,7 @@ _FRAME_BITS = ADDRESS_BITS - 12  # bits 12..51 of the address
 _FRAME_BYTES = (_FRAME_BITS + 7) // 8
 _WORDS_PER_PAGE = PAGE_SIZE // 8
 _WORD = np.dtype(np.uint64)
+_NO_WORDS = np.empty(0, dtype=np.uint64)
 TWEAK_CACHE_PAGES = 1024  # 4 MiB of tweaks per key at most
 
 
@@ -55,10 +56,10 @@ class XexMemoryCipher:
         blocks = np.frombuffer(secrets, dtype=np.uint8).reshape(count, BLOCK_SIZE)
         base, offset_bits = blocks[0], blocks[1:9]
         offset_table = _xor_table(offset_bits) ^ base
-        self._offset_words = offset_table.reshape(-1).view(np.uint64).copy()
-        frame_bits = np.ascontiguousarray(blocks[9:, :8]).view("<u8").reshape(-1)
-        self._frame_tables = [_xor_words(frame_bits[8 * i : 8 * i + 8])
-                              for i in range(_FRAME_BYTES)]
+        self._offset_words = offset_table.ravel().view(np.uint64).copy()
+        # one 8-bit table per byte of the frame number (bits 12..19, 20..27, ...)
+        frame_bits = np.ascontiguousarray(blocks[9:, :8]).view("<u8").ravel()
+        self._frame_tables = [_xor_words(row) for row in frame_bits.reshape(_FRAME_BYTES, 8)]
         self._frame_ints = [table.tolist() for table in self._frame_tables]
         self._page_tweaks: dict[int, np.ndarray] = {}
         self._page_mixed = np.empty(_WORDS_PER_PAGE, dtype=np.uint64)
@@ -66,9 +67,9 @@ class XexMemoryCipher:
         page_out = np.empty(PAGE_SIZE + BLOCK_SIZE, dtype=np.uint8)
         self._page_out = page_out.data
         self._page_out_words = page_out[:PAGE_SIZE].view(np.uint64)
-        self._tweak = np.empty(0, dtype=np.uint64)
-        self._mixed = np.empty(0, dtype=np.uint64)
-        self._ecb_out = np.empty(BLOCK_SIZE, dtype=np.uint8)
+        # a run's buffers, grown by _grow before their first use
+        self._tweak = self._mixed = _NO_WORDS
+        self._ecb_out = _NO_WORDS.view(np.uint8)
 
     def _grow(self, words: int) -> None:
         if self._tweak.size < words:
