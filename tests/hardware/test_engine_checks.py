@@ -106,3 +106,12 @@ def test_private_accesses_reach_the_last_byte_of_dram_and_no_further(offset: int
     assert machine.engine.read(1, spa, size) == data
     with pytest.raises(UsageError, match="outside DRAM"):
         machine.engine.read(1, spa + 1, size)
+
+
+def test_a_write_one_byte_into_the_next_page() -> None:
+    machine = Machine(4 * MIB)
+    machine.engine.activate(1)
+    machine.engine.write(1, 0x6000, bytes(2 * PAGE_SIZE))
+    data = b"\x5a" * (PAGE_SIZE + 1)
+    machine.engine.write(1, 0x6000, data)
+    assert machine.engine.read(1, 0x6000, PAGE_SIZE + 2) == data + b"\x00"
