@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from pathlib import Path
 
 import pytest
 from asn1crypto import pem
@@ -19,7 +20,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from cvm.amd import Vendor
-from cvm.crypto.x509_build import DistinguishedName, der_oid, der_sequence, tbs_certificate, tlv
+from cvm.crypto import x509_chain
+from cvm.crypto.x509_build import (
+    RSASSA_PSS_SHA384_ALGORITHM,
+    DistinguishedName,
+    der_oid,
+    der_sequence,
+    tbs_certificate,
+    tlv,
+)
 from cvm.crypto.x509_chain import (
     AMD_PSS,
     Certificate,
@@ -37,6 +46,7 @@ from cvm.errors import ChainError, FormatError
 from cvm.formats.snp.tcb_version import TcbVersion
 
 ISSUED = datetime(2026, 1, 1, tzinfo=UTC)
+NO_PEM = "pem_bytes does not appear to contain PEM-encoded data - no BEGIN/END combination found"
 
 
 @cache
@@ -136,7 +146,7 @@ def test_certificate_ders_and_pem() -> None:
     assert str(caught.value) == "no CERTIFICATE block in the PEM data"
     with pytest.raises(FormatError) as caught:
         certificate_ders(b"-----BEGIN CERTIFICATE-----\nAAAA\n")
-    assert str(caught.value).startswith("malformed PEM (") and "\n" not in str(caught.value)
+    assert str(caught.value) == f"malformed PEM ({NO_PEM})"
 
 
 def test_a_certificate_with_a_malformed_algorithm_names_it() -> None:
@@ -172,12 +182,13 @@ def test_the_crl_parses_from_der_and_pem() -> None:
                                                                    ISSUED + timedelta(days=7))
     assert revocations.issuer == chain()[0].subject and revocations.revoked_serials == frozenset()
     for bad, message in (
-        (der + b"\x00", "not a DER X.509 CRL ("),
-        (b"-----BEGIN X509 CRL-----\nAAAA\n", "malformed PEM CRL ("),
+        (der + b"\x00", "not a DER X.509 CRL (Extra data - 1 bytes of trailing data were "
+         "provided)"),
+        (b"-----BEGIN X509 CRL-----\nAAAA\n", f"malformed PEM CRL ({NO_PEM})"),
     ):
         with pytest.raises(FormatError) as caught:
             parse_crl(bad)
-        assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+        assert str(caught.value) == message
     no_parameters = bytes.fromhex("300b06092a864886f70d01010a")
     tbs_end = 4 + int.from_bytes(der[6:8], "big") + 4  # 30 82 xxxx | 30 82 yyyy ...
     mutant_body = der[4:tbs_end] + no_parameters + der[tbs_end + 0x48 :]
@@ -211,3 +222,46 @@ def test_each_refusal_of_a_crl_names_it() -> None:
         with pytest.raises(ChainError) as caught:
             check_crl(crl, issuer, now)
         assert str(caught.value) == message
+
+
+def test_data_after_a_certificate_is_refused() -> None:
+    der = vendor().ark_certificate
+    with pytest.raises(FormatError) as caught:
+        parse_certificate(der + b"\x00")
+    assert str(caught.value) == (
+        "not a DER X.509 certificate (Extra data - 1 bytes of trailing data were provided)")
+
+
+def test_amds_certificates_never_reach_asn1crypto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path is taken: with the asn1crypto parse removed, the chain still parses."""
+    expected = chain()
+
+    def unreachable(der: bytes) -> Certificate:
+        raise AssertionError("asn1crypto parse")
+
+    monkeypatch.setattr(x509_chain, "parse_certificate_strictly", unreachable)
+    assert chain() == expected
+    with pytest.raises(AssertionError, match="asn1crypto parse"):
+        parse_certificate(vendor().ark_certificate + b"\x00")
+
+
+def test_other_algorithms_keep_their_name(vectors: Path) -> None:
+    der = (vectors / "secureboot/ms-uefi-ca-2023.der").read_bytes()
+    assert parse_certificate(der).algorithm == SignatureAlgorithm("sha256_rsa")
+
+
+def test_malformed_hash_parameters_name_the_certificate() -> None:
+    """RFC 4055: a hash's parameters are NULL or absent. An unknown hash (2.16.840.1.101.3.4.2.99)
+    with an empty OCTET STRING for parameters, as the PSS hash and then as MGF1's hash of the
+    outer identifier."""
+    der = vendor().ark_certificate
+    algorithm = der.rindex(RSASSA_PSS_SHA384_ALGORITHM)  # the outer one
+    sha384 = bytes.fromhex("06096086480165030402020500")  # sha384, NULL
+    unknown = bytes.fromhex("06096086480165030402630400")
+    first = der.index(sha384, algorithm)
+    for at in (first, der.index(sha384, first + 1)):
+        mutant = der[:at] + unknown + der[at + len(unknown) :]
+        with pytest.raises(FormatError) as caught:
+            parse_certificate(mutant)
+        assert str(caught.value) == ("not a DER X.509 certificate (certificate: hash parameters "
+                                     "that are neither absent nor NULL)")

@@ -286,6 +286,7 @@ def _time(tag: int, text: bytes) -> bytes:
         (_time(0x17, b"50010100000aZ"), False),
         (_time(0x17, b"5001010000+1Z"), False),  # int() would take each of these
         (_time(0x17, b"50 101000000Z"), False),
+        (_time(0x17, b"50010100001 Z"), False),
         (_time(0x17, b"500101000000z"), False),
         (_time(0x17, b"500101000000Z\n"), False),
         (_time(0x18, b"205001010000Z"), False),
