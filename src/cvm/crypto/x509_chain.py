@@ -3,7 +3,9 @@
 RFC 5280 (sections 4.1, 5.1, 6.1) as used by AMD's SEV-SNP PKI (AMD 57230):
 ARK (self-signed) -> ASK or ASVK -> VCEK or VLEK, every link RSASSA-PSS with SHA-384,
 MGF1-SHA-384 and a 48-byte salt. Parsing goes through ``asn1crypto`` (it accepts the VCEK's
-serial number 0, which RFC 5280 forbids but AMD issues); signatures through ``cryptography``.
+serial number 0, which RFC 5280 forbids but AMD issues), except for certificates in AMD's own
+shape, which :mod:`cvm.crypto.x509_der` reads from their DER with the same result at a
+fraction of the cost; signatures through ``cryptography``.
 Only the parameters AMD uses are accepted: anything else is a :class:`ChainError`.
 
 The signature algorithm (with its RSASSA-PSS parameters, RFC 4055 section 3.1) is parsed with

@@ -3,10 +3,11 @@
 
 RFC 5280 section 4.1 in the one shape AMD's ARK, ASK, VCEK and VLEK take (and the emulated
 vendor's copies of them): a version 3 certificate whose signature AlgorithmIdentifier is, byte for
-byte, RSASSA-PSS with SHA-384, MGF1-SHA-384, a 48-byte salt and trailerField 1 (RFC 4055 section
-3.1); names made of the X.520 attributes AMD uses as UTF8String, PrintableString or IA5String;
-UTCTime or GeneralizedTime validity in ``...Z`` form; extensions present. Every length is
-definite and fits the element around it, and every element sits exactly where RFC 5280 puts it.
+byte, one of AMD's two encodings of RSASSA-PSS with SHA-384, MGF1-SHA-384, a 48-byte salt and
+trailerField 1 (RFC 4055 section 3.1); names made of the X.520 attributes AMD uses as
+UTF8String, PrintableString or IA5String; UTCTime or GeneralizedTime validity in ``...Z`` form;
+extensions present. Every length is definite, of at most two octets, and fits the element
+around it, and every element sits exactly where RFC 5280 puts it.
 
 :func:`read_certificate` answers ``None`` for anything else, and the caller then parses with
 asn1crypto, which stays the reference: it names what is wrong in a malformed certificate and
