@@ -139,19 +139,23 @@ class XexMemoryCipher:
         """Encrypt one page of ``plaintext`` (4 KiB) into ``target`` (a 4 KiB uint8
         array, DRAM's view of the page): a guest's store of a whole page."""
         _check_page(page_address, len(plaintext))
-        tweak = self._page_tweak(page_address >> 12)
-        np.bitwise_xor(np.frombuffer(plaintext, _WORD), tweak, out=self._page_mixed)
-        self._encryptor.update_into(self._page_mixed_bytes, self._page_out)
-        np.bitwise_xor(self._page_out_words, tweak, out=target.view(_WORD))
+        self._one_page(self._encryptor, page_address, np.frombuffer(plaintext, _WORD),
+                       target.view(_WORD))
 
     def decrypt_page(self, page_address: int, ciphertext: np.ndarray) -> bytes:
         """Decrypt one stored page (a 4 KiB uint8 array): a guest's load, as bytes."""
         _check_page(page_address, ciphertext.size)
-        tweak = self._page_tweak(page_address >> 12)
-        np.bitwise_xor(ciphertext.view(_WORD), tweak, out=self._page_mixed)
-        self._decryptor.update_into(self._page_mixed_bytes, self._page_out)
-        np.bitwise_xor(self._page_out_words, tweak, out=self._page_mixed)
+        self._one_page(self._decryptor, page_address, ciphertext.view(_WORD), self._page_mixed)
         return self._page_mixed.tobytes()
+
+    def _one_page(self, context: CipherContext, page_address: int, source: np.ndarray,
+                  target: np.ndarray) -> None:
+        """XEX over one page of 64-bit words with the page's cached tweaks, through the fixed
+        one-page buffers (``target`` may be the source or the mixing buffer)."""
+        tweak = self._page_tweak(page_address >> 12)
+        np.bitwise_xor(source, tweak, out=self._page_mixed)
+        context.update_into(self._page_mixed_bytes, self._page_out)
+        np.bitwise_xor(self._page_out_words, tweak, out=target)
 
     def _apply(self, context: CipherContext, page_address: int, data: bytes) -> bytes:
         source = np.frombuffer(data, dtype=np.uint8)
@@ -169,11 +173,8 @@ class XexMemoryCipher:
             )
         if len(target) != size:
             raise UsageError(f"target holds {len(target)} bytes, source {size}")
-        if size == PAGE_SIZE:  # one page: its cached tweaks and the fixed one-page buffers
-            tweak = self._page_tweak(page_address >> 12)
-            np.bitwise_xor(source.view(np.uint64), tweak, out=self._page_mixed)
-            context.update_into(self._page_mixed_bytes, self._page_out)
-            np.bitwise_xor(self._page_out_words, tweak, out=target.view(np.uint64))
+        if size == PAGE_SIZE:
+            self._one_page(context, page_address, source.view(_WORD), target.view(_WORD))
             return
         tweak = self.tweaks(page_address, size // PAGE_SIZE)
         self._grow(tweak.size)
