@@ -353,6 +353,9 @@ def test_the_ghcb_msr_resets_to_zero_and_a_protocol_value_is_no_ghcb() -> None:
     _, guest = _guest(Mode.SEV_SNP)
     vcpu = guest.vcpus[0]
     assert vcpu.ghcb_msr == 0  # the MSR's reset value
+    with pytest.raises(StateError) as unset:  # 0 is "not set", not a GHCB at GPA 0
+        vcpu.ghcb_page()
+    assert str(unset.value) == "vCPU 0 has no GHCB registered"
     vcpu.ghcb_msr = 0x5000
     assert vcpu.ghcb_page() == 0x5000
     vcpu.ghcb_msr = 0x5004  # a GHCB MSR protocol request, not a page

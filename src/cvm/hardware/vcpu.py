@@ -342,7 +342,13 @@ class Vcpu:
         return registers[name]
 
     def ghcb_page(self) -> int:
-        """The guest-physical address registered through the GHCB MSR protocol."""
-        if self.ghcb_msr % PAGE_SIZE:
+        """The guest-physical address registered through the GHCB MSR protocol.
+
+        The MSR's reset value 0 means no GHCB was registered, as a hypervisor reads it (a
+        VMGEXIT with GHCB GPA 0 is refused, not served from page 0); a non-zero value whose low
+        twelve bits are set is an MSR-protocol request, not a page.
+        """
+        msr = self.ghcb_msr
+        if msr == 0 or msr % PAGE_SIZE:
             raise StateError(f"vCPU {self.index} has no GHCB registered")
-        return self.ghcb_msr
+        return msr
