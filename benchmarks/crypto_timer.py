@@ -11,9 +11,10 @@ public functions of ``cvm.crypto`` that parse or encode rather than compute (cer
 PEM: :data:`PARSING`) are not wrapped: their time is the Python's, and the cryptography they
 call (a fingerprint's hash, say) is still counted where it is called.
 
-Small hash calls are not timed one by one: a boot makes ~17,000 of them (the LUKS AF merge
-alone hashes 8,000 blocks of 36 bytes), each well under a microsecond, where a clock reading
-costs about as much as the work and the correction for it would decide the figure. They are
+Small hash calls are not timed one by one: a boot makes ~13,000 of them (the LUKS AF merge of
+the token's keyslot alone hashes 4,000 blocks of 68 bytes), each about a microsecond, where a
+clock reading costs about as much as the work and the correction for it would decide the
+figure. They are
 counted by algorithm, operation and input length instead, and :meth:`CryptoTimer.corrected`
 prices each kind at its cost measured in the same process afterwards (the fastest of several
 tight loops of the same call on an input of the same length, less the loop's own cost), so

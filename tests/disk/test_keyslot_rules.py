@@ -297,3 +297,21 @@ def test_keyslot_key_is_the_named_argon2(kind: str) -> None:
     assert derived == kdfs.argon2(kind, b"pw", salt, 1, 64, 1, 32)  # type: ignore[arg-type]
     other = "argon2id" if kind == "argon2i" else "argon2i"
     assert derived != kdfs.argon2(other, b"pw", salt, 1, 64, 1, 32)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("hash_name", ["sha1", "sha256", "sha512"])
+def test_a_keyslot_splits_its_key_with_its_hash_option(memory_storage: Any,
+                                                       hash_name: str) -> None:
+    """cryptsetup's rule: a keyslot's AF splitter uses the keyslot's hash option (PBKDF2-SHA512,
+    as systemd-cryptenroll enrolls a TPM2 token, gives an AF hash of SHA-512)."""
+    volume = Luks2Volume.format(memory_storage(SIZE), b"one", FAST, data_offset=0)
+    key = volume.unlock(b"one")
+    number = volume.add_keyslot(key, b"two", KdfSpec("pbkdf2", iterations=1000,
+                                                      hash=hash_name))
+    slot = volume.metadata.keyslots[number]
+    assert (slot.af_hash, slot.kdf) == (hash_name, replace(slot.kdf, hash=hash_name))
+    assert volume.unlock(b"two") == key
+    other = "sha1" if hash_name != "sha1" else "sha256"
+    with pytest.raises(WrongKeyError):  # the same area merged with another hash is no key
+        volume.check_volume_key(open_keyslot(volume.storage, replace(slot, af_hash=other),
+                                             b"two"))

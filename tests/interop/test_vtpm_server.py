@@ -145,6 +145,40 @@ def test_systemd_enrolls_with_the_vtpm_and_cvm_unlocks(vtpm: dict[str, Any],
     assert refused.value.code == 0x99D
 
 
+def _token_keyslot_shape(image: Path) -> dict[str, Any]:
+    """The token's keyslot and token fields that do not vary with the randomness or the area's
+    place: what an enrolling tool chooses."""
+    with FileStorage(image, read_only=True) as storage:
+        volume = Luks2Volume.open(storage)
+        token = next(t for t in volume.tokens.values() if t["type"] == "systemd-tpm2")
+        slot = volume.metadata.keyslots[int(token["keyslots"][0])].to_json()
+    del slot["area"]["offset"], slot["kdf"]["salt"]
+    fields = ("tpm2-pcrs", "tpm2-pcr-bank", "tpm2-primary-alg", "tpm2-pin", "keyslots")
+    return {"keyslot": slot, "token": {name: token.get(name) for name in fields}}
+
+
+def test_cvm_enrolls_the_keyslot_and_token_systemd_enrolls(vtpm: dict[str, Any],
+                                                          require_tool: Callable[[str], str]
+                                                          ) -> None:
+    """The same volume enrolled by systemd-cryptenroll and by cvm: the same KDF (PBKDF2-SHA512,
+    1,000 iterations), AF splitter, area cipher and size, and token fields."""
+    require_tool("systemd-cryptenroll")
+    run = vtpm["run"]
+    theirs = _luks_image(vtpm, "systemd.img")
+    run("systemd-cryptenroll", f"--tpm2-device={vtpm['tcti']}", "--tpm2-pcrs=7", str(theirs),
+        extra_env={"PASSWORD": "owner passphrase"})
+    ours = _luks_image(vtpm, "ours.img")
+    client = _client(vtpm)
+    selection = PcrSelectionList.of("sha256", [7])
+    with FileStorage(ours) as storage:
+        volume = Luks2Volume.open(storage)
+        enroll(volume, volume.unlock(b"owner passphrase"), client, SealPolicy(selection),
+               client.pcr_read(selection)[2], os.urandom(32))
+    expected = _token_keyslot_shape(theirs)
+    assert expected["keyslot"]["kdf"] == {"type": "pbkdf2", "hash": "sha512", "iterations": 1000}
+    assert _token_keyslot_shape(ours) == expected
+
+
 def test_tpm2_tools_unseal_a_token_cvm_enrolled(vtpm: dict[str, Any]) -> None:
     run, workdir = vtpm["run"], vtpm["dir"]
     run("tpm2_pcrextend", f"7:sha256={PCR7_EVENT}")

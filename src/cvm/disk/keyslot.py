@@ -100,18 +100,20 @@ def digest_matches(digest: Digest, volume_key: bytes) -> bool:
 
 
 def seal_keyslot(volume_key: bytes, secret: bytes, kdf: Kdf, area_offset: int, area_size: int,
-                 random: Random) -> tuple[Keyslot, bytes]:
-    """A new keyslot for ``volume_key`` under ``secret`` and its encrypted area bytes."""
+                 random: Random, af_hash: str = "sha256") -> tuple[Keyslot, bytes]:
+    """A new keyslot for ``volume_key`` under ``secret`` and its encrypted area bytes, its key
+    AF-split with ``af_hash`` (cryptsetup splits with the keyslot's hash option: the PBKDF2
+    hash, SHA-256 unless given)."""
     key_size = len(volume_key)
     needed = af_size(key_size, AF_STRIPES)
     if needed > area_size:
         raise UsageError(f"keyslot area of {area_size} bytes is smaller than {needed}")
     area_key = _derive(kdf, secret, key_size)
-    material = af_split(volume_key, AF_STRIPES, "sha256", random)
+    material = af_split(volume_key, AF_STRIPES, af_hash, random)
     material += bytes(needed - len(material))
     encrypted = bytes(XtsCipher(area_key).encrypt_sectors(material, 0, 512))
     slot = Keyslot(key_size=key_size, area_offset=area_offset, area_size=area_size, kdf=kdf,
-                   area_key_size=key_size)
+                   area_key_size=key_size, af_hash=af_hash)
     return slot, encrypted
 
 

@@ -243,7 +243,7 @@ class Luks2Volume:
         new_kdf = derive_kdf(spec, len(volume_key), self._random)
         self.announce(f"keyslot {number}: deriving its key ({describe_kdf(new_kdf)})")
         keyslot, area = seal_keyslot(volume_key, passphrase, new_kdf, offset, area_size,
-                                     self._random)
+                                     self._random, af_hash=spec.hash)
         self.storage.write(offset, area)
         self.storage.flush()
         digest_id = next((n for n, d in meta.digests.items() if 0 in d.segments), None)

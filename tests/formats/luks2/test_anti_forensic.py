@@ -58,7 +58,7 @@ def _reference_split(key: bytes, noise: bytes, stripes: int, hash_name: str) -> 
 
 @pytest.mark.parametrize(("size", "hash_name"), [
     (64, "sha256"), (40, "sha256"), (32, "sha1"), (40, "sha1"), (65, "sha512"), (64, "sha512"),
-    (7, "sha1"), (128, "sha512"), (60, "sha1"), (96, "sha256"),
+    (7, "sha1"), (128, "sha512"), (60, "sha1"), (96, "sha256"), (32, "sha256"), (20, "sha1"),
 ])
 def test_keys_of_several_digest_blocks_split_as_the_spec_writes_it(size: int,
                                                                    hash_name: str) -> None:

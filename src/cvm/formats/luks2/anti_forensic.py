@@ -43,6 +43,11 @@ def _chain(stripes: bytes | memoryview, size: int, hash_name: str) -> int:
     new = getattr(hashlib, hash_name)
     width: int = new().digest_size
     from_bytes = int.from_bytes
+    if size == width:  # one whole block, index 0 (a TPM2 token's SHA-512 keyslot of 64 bytes)
+        block, record = 0, width + 4
+        for (part,) in struct.iter_unpack(f"{width}s", stripes):
+            block = from_bytes(new((block ^ from_bytes(part)).to_bytes(record)).digest())
+        return block
     if size == 2 * width:  # two whole blocks (LUKS2's default: AES-XTS-512, SHA-256)
         first = second = 0
         index_one, record = 1 << (8 * width), width + 4
