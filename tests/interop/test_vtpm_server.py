@@ -153,7 +153,8 @@ def _token_keyslot_shape(image: Path) -> dict[str, Any]:
         token = next(t for t in volume.tokens.values() if t["type"] == "systemd-tpm2")
         slot = volume.metadata.keyslots[int(token["keyslots"][0])].to_json()
     del slot["area"]["offset"], slot["kdf"]["salt"]
-    fields = ("tpm2-pcrs", "tpm2-pcr-bank", "tpm2-primary-alg", "tpm2-pin", "keyslots")
+    fields = ("tpm2-pcrs", "tpm2-pcr-bank", "tpm2-primary-alg", "tpm2-pin", "tpm2-policy-hash",
+              "keyslots")
     return {"keyslot": slot, "token": {name: token.get(name) for name in fields}}
 
 
