@@ -121,6 +121,44 @@ def test_cvm_formats_cryptsetup_opens(tmp_path: Path, cryptsetup: Callable[..., 
         assert reopened.metadata.to_text() == json.dumps(dumped, separators=(",", ":"))
 
 
+def _format_shape(image: Path, run: Callable[..., subprocess.CompletedProcess[str]]
+                  ) -> dict[str, object]:
+    """A header as cryptsetup reads it, less what is random: salts, digests, UUID, checksums."""
+    meta = json.loads(run("luksDump", "--dump-json-metadata", str(image)).stdout)
+    for slot in meta["keyslots"].values():
+        del slot["kdf"]["salt"]
+    for digest in meta["digests"].values():
+        del digest["salt"], digest["digest"]
+    with FileStorage(image, read_only=True) as storage:
+        binary = Luks2Volume.open(storage).header.binary
+    return {"json": meta, "epoch": binary.seqid, "label": binary.label,
+            "subsystem": binary.subsystem, "hdr_size": binary.hdr_size,
+            "csum_alg": binary.csum_alg}
+
+
+@pytest.mark.parametrize(("kdf", "sector"), CASES)
+def test_cvm_formats_the_header_cryptsetup_formats(tmp_path: Path,
+                                                   cryptsetup: Callable[..., object],
+                                                   kdf: str, sector: int) -> None:
+    """The same volume key, passphrase and options through ``cryptsetup luksFormat`` and
+    :meth:`Luks2Volume.format`: the same JSON metadata and binary header, epoch included."""
+    pw, _ = _files(tmp_path)
+    volume_key = os.urandom(64)
+    (tmp_path / "vk").write_bytes(volume_key)
+    theirs, ours = tmp_path / "theirs.img", tmp_path / "ours.img"
+    for image in (theirs, ours):
+        image.write_bytes(b"")
+        os.truncate(image, (16 << 20) + DATA_SIZE)
+    run = cryptsetup
+    run("luksFormat", "--batch-mode", "--type", "luks2", *COSTS[kdf], "--sector-size",
+        str(sector), "--label", "cvm", "--volume-key-file", str(tmp_path / "vk"),
+        "--key-file", str(pw), str(theirs))
+    with FileStorage(ours) as storage:
+        Luks2Volume.format(storage, pw.read_bytes(), SPECS[kdf], volume_key=volume_key,
+                           sector_size=sector, label="cvm")
+    assert _format_shape(ours, run) == _format_shape(theirs, run)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(("kdf", "sector"), CASES)
 def test_cvm_encrypts_cryptsetup_decrypts(tmp_path: Path, cryptsetup: Callable[..., object],
                                           kdf: str, sector: int) -> None:

@@ -138,7 +138,7 @@ class Luks2Volume:
             config=Config(hdr_size - BINARY_HEADER_SIZE, keyslots_size),
         )
         binary = BinaryHeader(
-            secondary=False, hdr_size=hdr_size, seqid=0, label=label, csum_alg="sha256",
+            secondary=False, hdr_size=hdr_size, seqid=1, label=label, csum_alg="sha256",
             salt=bytes(64), uuid=volume_uuid or str(uuid_module.UUID(bytes=random(16),
                                                                      version=4)),
             subsystem=subsystem, hdr_offset=0, csum=bytes(64),
