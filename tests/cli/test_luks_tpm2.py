@@ -85,9 +85,17 @@ def test_signed_pcr_policy(setup: dict[str, Path], capsys: pytest.CaptureFixture
     pcr11 = bytes(32)  # the log does not touch PCR 11
     approved = PolicyDigest.start().pcr(PcrSelectionList.of("sha256", [11]), [pcr11]).value
     signature = signer.sign(approved, padding.PKCS1v15(), hashes.SHA256())
+    pkcs1 = signer.public_key().public_bytes(serialization.Encoding.DER,
+                                             serialization.PublicFormat.PKCS1)
     document = {"sha256": [{"pcrs": [11], "pkfp": hashlib.sha256(pem).hexdigest(),
                             "pol": approved.hex(),
                             "sig": base64.b64encode(signature).decode()}]}
+    (setup["dir"] / "sig.json").write_text(json.dumps(document))
+    capsys.readouterr()  # an entry naming another key (here, by the PEM's hash) is not used
+    assert execute(["luks", "unlock-tpm2", image, "--tpm-state", state, "--eventlog",
+                    str(setup["good"]), "--pcr-signature", str(setup["dir"] / "sig.json")]) == 65
+    assert "no signature for PCRs [11] by the token's key" in capsys.readouterr().err
+    document["sha256"][0]["pkfp"] = hashlib.sha256(pkcs1).hexdigest()  # systemd's fingerprint
     (setup["dir"] / "sig.json").write_text(json.dumps(document))
     assert execute(["luks", "unlock-tpm2", image, "--tpm-state", state, "--eventlog",
                     str(setup["good"]), "--pcr-signature", str(setup["dir"] / "sig.json")]) == 0

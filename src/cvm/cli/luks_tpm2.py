@@ -31,6 +31,7 @@ from cvm.cli.tpm import (
     read_pin,
     running_tpm,
 )
+from cvm.crypto.tpm_keys import public_key_fingerprint
 from cvm.errors import FormatError, UsageError
 from cvm.formats.tpm2.constants import TpmAlg
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
@@ -93,8 +94,10 @@ def _signed_policy(token: SystemdTpm2Token, path: Path) -> SignedPolicy:
     except (ValueError, KeyError, TypeError):
         raise FormatError(f"{path}: not a systemd PCR signature JSON for "
                           f"{token.pcr_bank}") from None
+    key = public_key_fingerprint(token.pubkey_pem).hex()  # systemd skips other keys' entries
     for entry in entries:
-        if isinstance(entry, dict) and tuple(entry.get("pcrs", ())) == token.pubkey_pcrs:
+        if (isinstance(entry, dict) and tuple(entry.get("pcrs", ())) == token.pubkey_pcrs
+                and entry.get("pkfp") == key):
             try:
                 policy = bytes.fromhex(entry["pol"])
                 signature = base64.b64decode(entry["sig"], validate=True)
@@ -105,7 +108,8 @@ def _signed_policy(token: SystemdTpm2Token, path: Path) -> SignedPolicy:
                 PcrSelectionList.of(token.pcr_bank, token.pubkey_pcrs), policy,
                 Signature(TpmAlg.RSASSA, TpmAlg.SHA256, sig=signature),
             )
-    raise FormatError(f"{path}: no signature for PCRs {list(token.pubkey_pcrs)}")
+    raise FormatError(f"{path}: no signature for PCRs {list(token.pubkey_pcrs)} by the "
+                      "token's key")
 
 
 def unlock_tpm2(

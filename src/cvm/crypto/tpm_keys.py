@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from cvm.crypto.rsa_prime import composites_window, miller_rabin, private_key_from_primes
@@ -226,6 +226,26 @@ def public_key_pem(kind: str, first: bytes, second: bytes | int, curve: str = "p
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def public_key_fingerprint(data: bytes) -> bytes:
+    """SHA-256 of a PEM public key in OpenSSL's ``i2d_PublicKey`` form — PKCS#1
+    ``RSAPublicKey`` for RSA, the uncompressed point for ECC — as systemd fingerprints the key
+    of a signed PCR policy (a ``.pcrsig`` entry's ``pkfp``)."""
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise FormatError("not a PEM public key") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        encoded = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        encoded = key.public_bytes(serialization.Encoding.X962,
+                                   serialization.PublicFormat.UncompressedPoint)
+    else:
+        raise FormatError("public key is neither RSA nor ECC")
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(encoded)
+    return digest.finalize()
 
 
 def load_public_pem(data: bytes) -> tuple[str, bytes, int | bytes, str]:

@@ -20,11 +20,11 @@ hash) and signed by the owner (:mod:`cvm.image.signing`):
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import struct
 from dataclasses import dataclass
 
+from cvm.crypto.tpm_keys import public_key_fingerprint
 from cvm.crypto.x509_edk2 import PrivateKey, der, sign_message
 from cvm.errors import UsageError
 from cvm.formats.pcr_signature import PcrSignatureEntry, pcr_signature_bytes
@@ -141,9 +141,9 @@ def pcr11_values(uki: bytes) -> dict[str, bytes]:
 
 
 def pcr_signature(uki: bytes, key: PrivateKey, public_pem: bytes) -> bytes:
-    """systemd-measure's ``.pcrsig`` JSON: one signed PolicyPCR(sha256:11) per phase."""
-    spki = base64.b64decode(b"".join(public_pem.strip().splitlines()[1:-1]))
-    fingerprint = hashlib.sha256(spki).digest()
+    """systemd-measure's ``.pcrsig`` JSON: one signed PolicyPCR(sha256:11) per phase, each
+    naming the key by systemd's fingerprint of it."""
+    fingerprint = public_key_fingerprint(public_pem)
     selection = PcrSelectionList.of("sha256", [UKI_PCR])
     entries = []
     for value in pcr11_values(uki).values():

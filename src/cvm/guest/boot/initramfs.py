@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cvm.crypto.tpm_keys import public_key_fingerprint
 from cvm.disk.dm_crypt import CryptDevice
 from cvm.disk.file_store import FileStore
 from cvm.disk.keyslot import open_keyslot
@@ -155,12 +156,13 @@ class Initramfs:
         selection = PcrSelectionList.of(token.pcr_bank, token.pubkey_pcrs)
         live = self.client.pcr_read(selection)[2]
         wanted = PolicyDigest.start().pcr(selection, live).value
+        key = public_key_fingerprint(token.pubkey_pem)  # entries of other keys are skipped
         entry = next((e for e in parse_pcr_signature(section.loaded_data)
                       if e.bank == token.pcr_bank and e.pcrs == token.pubkey_pcrs
-                      and e.policy == wanted), None)
+                      and e.key_fingerprint == key and e.policy == wanted), None)
         if entry is None:
-            raise FormatError(f"initramfs: no signed policy in .pcrsig for the live PCR "
-                              f"{'+'.join(map(str, token.pubkey_pcrs))}")
+            raise FormatError(f"initramfs: no signed policy in .pcrsig for the token's key and "
+                              f"the live PCR {'+'.join(map(str, token.pubkey_pcrs))}")
         return self._policy(token, selection, entry)
 
     @staticmethod

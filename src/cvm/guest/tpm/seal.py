@@ -58,7 +58,7 @@ class SealPolicy:
         policy = PolicyDigest.start()
         if self.signer is not None:
             policy = policy.authorize(self.signer.name())
-        if self.selection.selections:
+        if self.selection.items():  # no PolicyPCR for a selection of no PCR, as systemd
             policy = policy.pcr(self.selection, values)
         return policy.auth_value() if self.pin else policy
 
@@ -96,7 +96,7 @@ def unseal(client: TpmClient, blob: SealedBlob, policy: SealPolicy, pin: bytes |
             client.policy_pcr(session, signed.selection)
             client.policy_authorize(session, signed.approved_policy, b"",
                                     signed.signer.name(), ticket)
-        if policy.selection.selections:
+        if policy.selection.items():
             client.policy_pcr(session, policy.selection)
         if policy.pin:
             client.policy_auth_value(session)
