@@ -52,8 +52,8 @@ SELECTION = PcrSelectionList.of("sha256", [UKI_PCR])
 @pytest.fixture
 def signed(vtpm: dict[str, Any], require_tool: Callable[[str], str]  # noqa: F811
            ) -> dict[str, Any]:
-    """The UKI, an RSA key pair made by openssl, and systemd-measure's signature for the
-    ``enter-initrd`` phase."""
+    """The UKI (with the key in ``.pcrpkey``, as cvm's images carry it), an RSA key pair made
+    by openssl, and systemd-measure's signature for the ``enter-initrd`` phase."""
     if not MEASURE.exists():
         if os.environ.get("CI"):
             pytest.fail("systemd-measure (package systemd) is missing in CI")
@@ -67,12 +67,15 @@ def signed(vtpm: dict[str, Any], require_tool: Callable[[str], str]  # noqa: F81
         arguments.append(f"--{name.lstrip('.')}={name.lstrip('.')}")
     run("openssl", "genrsa", "-out", "key.pem", "2048")
     run("openssl", "rsa", "-in", "key.pem", "-pubout", "-out", "pub.pem")
-    document = run(str(MEASURE), "sign", *arguments, "--bank=sha256", "--phase=enter-initrd",
+    pub = (workdir / "pub.pem").read_bytes()
+    document = run(str(MEASURE), "sign", *arguments, "--pcrpkey=pub.pem", "--bank=sha256",
+                   "--phase=enter-initrd",
                    "--private-key=key.pem", "--public-key=pub.pem",
                    f"--tpm2-device={vtpm['tcti']}", "--json=short").stdout
     uki = build_pe([SectionSpec(".text", b"\xc3", CODE),
-                    *(SectionSpec(name, data) for name, data in SECTIONS.items())])
-    return {"uki": uki, "pub": (workdir / "pub.pem").read_bytes(),
+                    *(SectionSpec(name, data) for name, data in SECTIONS.items()),
+                    SectionSpec(".pcrpkey", pub)])  # measured too, as the image's UKI has it
+    return {"uki": uki, "pub": pub,
             "key": (workdir / "key.pem").read_bytes(),
             "entries": parse_pcr_signature(document.encode())}
 
