@@ -246,3 +246,23 @@ def test_systemd_pin_token_needs_the_pin(vtpm: dict[str, Any],
         with pytest.raises(StatusError) as refused:
             unlock(volume, token, _client(vtpm), b"0000")
         assert refused.value.code == 0x98E
+
+
+def test_cvm_enrolls_the_pin_token_systemd_enrolls(vtpm: dict[str, Any],
+                                                   require_tool: Callable[[str], str]) -> None:
+    """With a PIN: the same keyslot, token fields and policy (PolicyPCR then PolicyAuthValue)."""
+    require_tool("systemd-cryptenroll")
+    theirs = _luks_image(vtpm, "pin.img")
+    vtpm["run"]("systemd-cryptenroll", f"--tpm2-device={vtpm['tcti']}", "--tpm2-pcrs=7",
+                "--tpm2-with-pin=yes", str(theirs),
+                extra_env={"PASSWORD": "owner passphrase", "NEWPIN": "4711"})
+    ours = _luks_image(vtpm, "ours.img")
+    client = _client(vtpm)
+    selection = PcrSelectionList.of("sha256", [7])
+    with FileStorage(ours) as storage:
+        volume = Luks2Volume.open(storage)
+        enroll(volume, volume.unlock(b"owner passphrase"), client, SealPolicy(selection, True),
+               client.pcr_read(selection)[2], os.urandom(32), pin=b"4711")
+    expected = _token_keyslot_shape(theirs)
+    assert expected["token"]["tpm2-pin"] is True
+    assert _token_keyslot_shape(ours) == expected
