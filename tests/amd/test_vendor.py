@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,31 @@ def test_other_products(name: str, vectors: Path) -> None:
     assert verifier.verify(evidence).report.reported_tcb == tcb
     with pytest.raises(ChainError):
         Verifier(TrustRoots.amd()).verify(evidence)
+
+
+@pytest.mark.interop
+def test_openssl_checks_the_ask_against_the_emulated_crl(tmp_path: Path,
+                                                         require_tool: object) -> None:
+    """The ARK's CRL (RSASSA-PSS, as AMD's KDS serves it) is one OpenSSL reads, verifies and
+    applies: the ASK passes before it is revoked and is refused after."""
+    openssl = require_tool("openssl")  # type: ignore[operator]
+    vendor = Vendor("Milan", DEFAULT_SEED, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+
+    def pem(name: str, der: bytes, kind: str = "x509") -> Path:
+        (tmp_path / f"{name}.der").write_bytes(der)
+        subprocess.run([openssl, kind, "-inform", "der", "-in", str(tmp_path / f"{name}.der"),
+                        "-out", str(tmp_path / f"{name}.pem")], check=True, capture_output=True)
+        return tmp_path / f"{name}.pem"
+
+    ark, ask = pem("ark", vendor.ark_certificate), pem("ask", vendor.ask_certificate)
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        crl = pem("crl", vendor.crl(), "crl")
+        return subprocess.run([openssl, "verify", "-attime", "1767312000", "-crl_check",
+                               "-CAfile", str(ark), "-CRLfile", str(crl), str(ask)],
+                              capture_output=True, text=True, check=False)
+
+    assert verify().returncode == 0, verify().stderr
+    vendor.revoke_ask()
+    refused = verify()
+    assert refused.returncode != 0 and "certificate revoked" in refused.stdout + refused.stderr
