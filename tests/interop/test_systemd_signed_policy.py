@@ -142,3 +142,46 @@ def test_systemd_enrolls_a_signed_policy_token_cvm_enrolls_and_unlocks(
     # PolicyPCR folds in the live PCR 11; PolicyAuthorize then finds the session's digest is not
     # the approved policy: TPM_RC_VALUE on its first parameter
     assert refused.value.code == 0x1C4
+
+
+def test_tpm2_tools_unseal_a_signed_policy_token_cvm_enrolled(
+        vtpm: dict[str, Any], signed: dict[str, Any]) -> None:  # noqa: F811
+    """The other direction: cvm enrolls the token and signs the policy; tpm2-tools check the
+    signature, authorize the policy and unseal, and the secret opens the keyslot."""
+    _measure_uki(vtpm, signed["uki"])
+    run, workdir = vtpm["run"], vtpm["dir"]
+    image = _luks_image(vtpm, "ours.img")
+    client = _client(vtpm)
+    with FileStorage(image) as storage:
+        volume = Luks2Volume.open(storage)
+        enroll(volume, volume.unlock(b"owner passphrase"), client,
+               SealPolicy(PcrSelectionList.of("sha256", []), False,
+                          public_from_pem(signed["pub"])),
+               [], os.urandom(32), pubkey_pem=signed["pub"], pubkey_pcrs=(UKI_PCR,))
+        token = tpm2_tokens(volume)[0]
+    live = client.pcr_read(SELECTION)[2]
+    entry = next(e for e in parse_pcr_signature(pcr_signature(
+        signed["uki"], load_private_key(signed["key"]), signed["pub"]))
+        if e.policy == PolicyDigest.start().pcr(SELECTION, live).value)
+    (workdir / "pcr.policy").write_bytes(entry.policy)
+    (workdir / "pcr.sig").write_bytes(entry.signature)
+    (workdir / "tok.priv").write_bytes(token.blob.private.to_tpm2b())
+    (workdir / "tok.pub").write_bytes(token.blob.public.to_tpm2b())
+    run("tpm2_loadexternal", "-G", "rsa", "-C", "o", "-u", "pub.pem", "-c", "signer.ctx",
+        "-n", "signer.name")
+    run("tpm2_verifysignature", "-c", "signer.ctx", "-g", "sha256", "-m", "pcr.policy", "-s",
+        "pcr.sig", "-f", "rsassa", "-t", "verified.tkt")
+    run("tpm2_flushcontext", "-t")
+    run("tpm2_createprimary", "-C", "o", "-g", "sha256", "-G", "ecc256:aes128cfb", "-c",
+        "srk.ctx")
+    run("tpm2_load", "-C", "srk.ctx", "-u", "tok.pub", "-r", "tok.priv", "-c", "tok.ctx")
+    run("tpm2_flushcontext", "-t")
+    run("tpm2_startauthsession", "--policy-session", "-S", "session.ctx")
+    run("tpm2_policypcr", "-S", "session.ctx", "-l", f"sha256:{UKI_PCR}")
+    run("tpm2_policyauthorize", "-S", "session.ctx", "-i", "pcr.policy", "-n", "signer.name",
+        "-t", "verified.tkt")
+    run("tpm2_unseal", "-p", "session:session.ctx", "-c", "tok.ctx", "-o", "secret.bin")
+    run("tpm2_flushcontext", "session.ctx")
+    passphrase = base64.b64encode((workdir / "secret.bin").read_bytes()).decode()
+    run("cryptsetup", "open", "--test-passphrase", "--key-file", "-", str(image),
+        stdin=passphrase)

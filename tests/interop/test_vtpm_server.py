@@ -266,3 +266,24 @@ def test_cvm_enrolls_the_pin_token_systemd_enrolls(vtpm: dict[str, Any],
     expected = _token_keyslot_shape(theirs)
     assert expected["token"]["tpm2-pin"] is True
     assert _token_keyslot_shape(ours) == expected
+
+
+def test_tpm2_tools_hash_and_sign_with_the_restricted_attestation_key(
+        vtpm: dict[str, Any]) -> None:
+    """tpm2_hash gets a hash-check ticket; tpm2_sign with the restricted AK signs a message the
+    vTPM hashed (openssl verifies the signature), and not one that could pass for a quote."""
+    run, workdir = vtpm["run"], vtpm["dir"]
+    message = b"signed by the attestation key, hashed by the TPM"
+    (workdir / "msg").write_bytes(message)
+    run("tpm2_hash", "-C", "e", "-g", "sha256", "-o", "msg.digest", "-t", "msg.ticket", "msg")
+    assert (workdir / "msg.digest").read_bytes() == hashlib.sha256(message).digest()
+    run("tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub")
+    run("tpm2_createak", "-C", "ek.ctx", "-c", "ak.ctx", "-G", "ecc", "-g", "sha256", "-s",
+        "ecdsa", "-u", "ak.pem", "-f", "pem")
+    run("tpm2_flushcontext", "-t")
+    run("tpm2_sign", "-c", "ak.ctx", "-g", "sha256", "-f", "plain", "-o", "msg.sig", "msg")
+    run("openssl", "dgst", "-sha256", "-verify", "ak.pem", "-signature", "msg.sig", "msg")
+    (workdir / "forged").write_bytes(b"\xffTCG\x80\x18 a quote the vTPM never made")
+    refused = run("tpm2_sign", "-c", "ak.ctx", "-g", "sha256", "-o", "forged.sig", "forged",
+                  check=False)
+    assert refused.returncode and "0x3e0" in refused.stderr.lower()  # TPM_RC_TICKET, param 3

@@ -24,7 +24,6 @@ from cvm.formats.tpm2.constants import (
     TpmCc,
     TpmEccCurve,
     TpmRh,
-    TpmSt,
     digest,
     digest_size,
     hash_name,
@@ -35,6 +34,7 @@ from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
 from cvm.formats.tpm2.signature import SigScheme, Ticket
 from cvm.formats.tpm2.tpm2b import read_tpm2b, tpm2b
 from cvm.vtpm.dispatch import AuthRole, Call, Result, register
+from cvm.vtpm.hash_commands import is_hash_check
 from cvm.vtpm.tpm_object import (
     CURVE_NAMES,
     TpmObject,
@@ -93,10 +93,9 @@ def sign(tpm: Tpm, call: Call) -> Result:
     scheme, hash_alg = pick_scheme(key, (requested.scheme, requested.hash_alg))
     if len(value) != digest_size(hash_alg):
         raise fail(for_parameter(TpmRc.SIZE, 1), "digest size differs from the scheme hash")
-    if key.has(TpmaObject.RESTRICTED) and (ticket.tag != TpmSt.HASHCHECK or ticket.digest == b""):
-        raise fail(for_parameter(TpmRc.TICKET, 3), "a restricted key signs only TPM-hashed data")
-    if key.has(TpmaObject.RESTRICTED):
-        raise fail(for_parameter(TpmRc.TICKET, 3), "hash-check tickets are not issued here")
+    if key.has(TpmaObject.RESTRICTED) and not is_hash_check(tpm, ticket, value):
+        raise fail(for_parameter(TpmRc.TICKET, 3), "a restricted key signs only a digest this "
+                   "TPM computed (TPM2_Hash's ticket)")
     return Result(parameters=sign_digest(key, scheme, hash_alg, value).to_bytes())
 
 

@@ -42,6 +42,7 @@ from cvm.formats.tpm2.sensitive import SensitiveCreate
 from cvm.vtpm import (  # noqa: F401  (registers the command handlers)
     attestation_commands,
     context_commands,
+    hash_commands,
     nv_commands,
     object_commands,
     pcr_commands,

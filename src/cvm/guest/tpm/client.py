@@ -24,6 +24,7 @@ from cvm.formats.tpm2.constants import (
     TpmHt,
     TpmRh,
     TpmSe,
+    TpmSt,
     digest_size,
     handle_type,
 )
@@ -308,10 +309,17 @@ class TpmClient:
         attest = read_tpm2b(reply.params, "quoted")
         return attest, Signature.read(reply.params)
 
+    def hash(self, data: bytes, hash_alg: int = TpmAlg.SHA256,
+             hierarchy: int = TpmRh.OWNER) -> tuple[bytes, Ticket]:
+        """TPM2_Hash: the digest and the hash-check ticket a restricted key's Sign needs."""
+        reply = self.call(TpmCc.HASH, params=tpm2b(data) + writer().u16(hash_alg)
+                          .u32(hierarchy).to_bytes())
+        return read_tpm2b(reply.params, "outHash"), Ticket.read(reply.params)
+
     def sign(self, key: int, value: bytes, scheme: SigScheme | None = None,
-             auth: Auth | None = None) -> Signature:
+             auth: Auth | None = None, ticket: Ticket | None = None) -> Signature:
         params = tpm2b(value) + (scheme or SigScheme()).write(writer()).to_bytes()
-        params += Ticket.null(0x8024).to_bytes()
+        params += (ticket or Ticket.null(TpmSt.HASHCHECK)).to_bytes()
         reply = self.call(TpmCc.SIGN, (key,), params, (auth or Auth(),))
         return Signature.read(reply.params)
 
