@@ -315,3 +315,11 @@ def test_a_keyslot_splits_its_key_with_its_hash_option(memory_storage: Any,
     with pytest.raises(WrongKeyError):  # the same area merged with another hash is no key
         volume.check_volume_key(open_keyslot(volume.storage, replace(slot, af_hash=other),
                                              b"two"))
+
+
+def test_a_new_volume_is_at_epoch_3_as_cryptsetup_formats_it(memory_storage: Any) -> None:
+    """cryptsetup's luksFormat: a header at seqid 1, written (2), then keyslot 0 added (3)."""
+    volume = Luks2Volume.format(memory_storage(SIZE), b"one", FAST)
+    assert volume.header.binary.seqid == 3
+    volume.add_keyslot(volume.unlock(b"one"), b"two", FAST)
+    assert volume.header.binary.seqid == 4
