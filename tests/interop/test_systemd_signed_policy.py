@@ -31,6 +31,7 @@ from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.boot.chain import BootChain
 from cvm.guest.boot.esp_files import EspFiles
 from cvm.guest.boot.uki import UKI_PCR, extend_phase
+from cvm.guest.tpm.client import TpmClient
 from cvm.guest.tpm.luks_token import SystemdTpm2Token, enroll, tpm2_tokens, unlock
 from cvm.guest.tpm.pcr_bank import VtpmPcrBank
 from cvm.guest.tpm.seal import SealPolicy, SignedPolicy
@@ -87,6 +88,16 @@ def _measure_uki(vtpm: dict[str, Any], uki: bytes) -> None:  # noqa: F811
     extend_phase(bank, "enter-initrd")
 
 
+def _enroll_signed(image: Path, client: TpmClient, pub: bytes) -> SystemdTpm2Token:
+    """cvm enrolls a token bound to ``pub``'s signed PCR 11 and no literal PCR."""
+    with FileStorage(image) as storage:
+        volume = Luks2Volume.open(storage)
+        enroll(volume, volume.unlock(b"owner passphrase"), client,
+               SealPolicy(PcrSelectionList.of("sha256", []), False, public_from_pem(pub)),
+               [], os.urandom(32), pubkey_pem=pub, pubkey_pcrs=(UKI_PCR,))
+        return tpm2_tokens(volume)[0]
+
+
 def _signed_policy(pub: bytes, entry: PcrSignatureEntry) -> SignedPolicy:
     return SignedPolicy(public_from_pem(pub), SELECTION, entry.policy,
                         Signature(TpmAlg.RSASSA, TpmAlg.SHA256, sig=entry.signature))
@@ -110,12 +121,7 @@ def test_systemd_enrolls_a_signed_policy_token_cvm_enrolls_and_unlocks(
         extra_env={"PASSWORD": "owner passphrase"})
     ours = _luks_image(vtpm, "ours.img")
     client = _client(vtpm)
-    with FileStorage(ours) as storage:
-        volume = Luks2Volume.open(storage)
-        enroll(volume, volume.unlock(b"owner passphrase"), client,
-               SealPolicy(PcrSelectionList.of("sha256", []), False,
-                          public_from_pem(signed["pub"])),
-               [], os.urandom(32), pubkey_pem=signed["pub"], pubkey_pcrs=(UKI_PCR,))
+    _enroll_signed(ours, client, signed["pub"])
 
     def fields(image: Path) -> dict[str, Any]:
         with FileStorage(image, read_only=True) as storage:
@@ -152,13 +158,7 @@ def test_tpm2_tools_unseal_a_signed_policy_token_cvm_enrolled(
     run, workdir = vtpm["run"], vtpm["dir"]
     image = _luks_image(vtpm, "ours.img")
     client = _client(vtpm)
-    with FileStorage(image) as storage:
-        volume = Luks2Volume.open(storage)
-        enroll(volume, volume.unlock(b"owner passphrase"), client,
-               SealPolicy(PcrSelectionList.of("sha256", []), False,
-                          public_from_pem(signed["pub"])),
-               [], os.urandom(32), pubkey_pem=signed["pub"], pubkey_pcrs=(UKI_PCR,))
-        token = tpm2_tokens(volume)[0]
+    token = _enroll_signed(image, client, signed["pub"])
     live = client.pcr_read(SELECTION)[2]
     entry = next(e for e in parse_pcr_signature(pcr_signature(
         signed["uki"], load_private_key(signed["key"]), signed["pub"]))

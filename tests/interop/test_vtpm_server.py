@@ -230,13 +230,19 @@ def test_cmd_tcti_keeps_the_tpm_running_between_invocations(
     assert twice.upper() in tool("tpm2_pcrread", "sha256:16")
 
 
-def test_systemd_pin_token_needs_the_pin(vtpm: dict[str, Any],
-                                         require_tool: Callable[[str], str]) -> None:
-    require_tool("systemd-cryptenroll")
+def _systemd_pin_token(vtpm: dict[str, Any]) -> Path:
+    """A volume systemd-cryptenroll enrolled with PCR 7 and the PIN 4711."""
     image = _luks_image(vtpm, "pin.img")
     vtpm["run"]("systemd-cryptenroll", f"--tpm2-device={vtpm['tcti']}", "--tpm2-pcrs=7",
                 "--tpm2-with-pin=yes", str(image),
                 extra_env={"PASSWORD": "owner passphrase", "NEWPIN": "4711"})
+    return image
+
+
+def test_systemd_pin_token_needs_the_pin(vtpm: dict[str, Any],
+                                         require_tool: Callable[[str], str]) -> None:
+    require_tool("systemd-cryptenroll")
+    image = _systemd_pin_token(vtpm)
     with FileStorage(image, read_only=True) as storage:
         volume = Luks2Volume.open(storage)
         token = tpm2_tokens(volume)[0]
@@ -252,10 +258,7 @@ def test_cvm_enrolls_the_pin_token_systemd_enrolls(vtpm: dict[str, Any],
                                                    require_tool: Callable[[str], str]) -> None:
     """With a PIN: the same keyslot, token fields and policy (PolicyPCR then PolicyAuthValue)."""
     require_tool("systemd-cryptenroll")
-    theirs = _luks_image(vtpm, "pin.img")
-    vtpm["run"]("systemd-cryptenroll", f"--tpm2-device={vtpm['tcti']}", "--tpm2-pcrs=7",
-                "--tpm2-with-pin=yes", str(theirs),
-                extra_env={"PASSWORD": "owner passphrase", "NEWPIN": "4711"})
+    theirs = _systemd_pin_token(vtpm)
     ours = _luks_image(vtpm, "ours.img")
     client = _client(vtpm)
     selection = PcrSelectionList.of("sha256", [7])
