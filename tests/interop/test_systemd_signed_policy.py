@@ -88,13 +88,16 @@ def _measure_uki(vtpm: dict[str, Any], uki: bytes) -> None:  # noqa: F811
     extend_phase(bank, "enter-initrd")
 
 
-def _enroll_signed(image: Path, client: TpmClient, pub: bytes) -> SystemdTpm2Token:
-    """cvm enrolls a token bound to ``pub``'s signed PCR 11 and no literal PCR."""
+def _enroll_signed(image: Path, client: TpmClient, pub: bytes,
+                   literal: tuple[int, ...] = ()) -> SystemdTpm2Token:
+    """cvm enrolls a token bound to ``pub``'s signed PCR 11 and the ``literal`` PCRs' values."""
+    selection = PcrSelectionList.of("sha256", literal)
+    values = client.pcr_read(selection)[2] if literal else []
     with FileStorage(image) as storage:
         volume = Luks2Volume.open(storage)
         enroll(volume, volume.unlock(b"owner passphrase"), client,
-               SealPolicy(PcrSelectionList.of("sha256", []), False, public_from_pem(pub)),
-               [], os.urandom(32), pubkey_pem=pub, pubkey_pcrs=(UKI_PCR,))
+               SealPolicy(selection, False, public_from_pem(pub)),
+               values, os.urandom(32), pubkey_pem=pub, pubkey_pcrs=(UKI_PCR,))
         return tpm2_tokens(volume)[0]
 
 
@@ -111,17 +114,21 @@ def test_systemd_measure_signs_what_cvm_signs(signed: dict[str, Any]) -> None:
     assert theirs in ours  # the enter-initrd entry: policy, key fingerprint and signature
 
 
+@pytest.mark.parametrize("literal", [(), (7,)], ids=["signed-only", "signed-and-pcr7"])
 def test_systemd_enrolls_a_signed_policy_token_cvm_enrolls_and_unlocks(
-        vtpm: dict[str, Any], signed: dict[str, Any]) -> None:  # noqa: F811
+        vtpm: dict[str, Any], signed: dict[str, Any],  # noqa: F811
+        literal: tuple[int, ...]) -> None:
+    """A token of the signed PCR 11 alone, and one that also binds PCR 7 literally (the image's
+    ``--seal signed`` token): the same token from both tools, and cvm unlocks systemd's."""
     _measure_uki(vtpm, signed["uki"])
     run = vtpm["run"]
     theirs = _luks_image(vtpm, "systemd.img")
     run("systemd-cryptenroll", f"--tpm2-device={vtpm['tcti']}", "--tpm2-public-key=pub.pem",
-        f"--tpm2-public-key-pcrs={UKI_PCR}", "--tpm2-pcrs=", str(theirs),
-        extra_env={"PASSWORD": "owner passphrase"})
+        f"--tpm2-public-key-pcrs={UKI_PCR}", f"--tpm2-pcrs={'+'.join(map(str, literal))}",
+        str(theirs), extra_env={"PASSWORD": "owner passphrase"})
     ours = _luks_image(vtpm, "ours.img")
     client = _client(vtpm)
-    _enroll_signed(ours, client, signed["pub"])
+    _enroll_signed(ours, client, signed["pub"], literal)
 
     def fields(image: Path) -> dict[str, Any]:
         with FileStorage(image, read_only=True) as storage:
@@ -132,14 +139,17 @@ def test_systemd_enrolls_a_signed_policy_token_cvm_enrolls_and_unlocks(
         shape["tpm2_pubkey"] = base64.b64decode(token["tpm2_pubkey"])
         return shape
 
-    expected = PolicyDigest.start().authorize(public_from_pem(signed["pub"]).name()).value
-    assert fields(theirs)["tpm2-policy-hash"] == expected.hex()
+    expected = PolicyDigest.start().authorize(public_from_pem(signed["pub"]).name())
+    if literal:
+        selection = PcrSelectionList.of("sha256", literal)
+        expected = expected.pcr(selection, client.pcr_read(selection)[2])
+    assert fields(theirs)["tpm2-policy-hash"] == expected.value.hex()
     assert fields(ours) == fields(theirs)
     (entry,) = signed["entries"]
     with FileStorage(theirs, read_only=True) as storage:
         volume = Luks2Volume.open(storage)
         token: SystemdTpm2Token = tpm2_tokens(volume)[0]
-        assert token.pubkey_pcrs == (UKI_PCR,) and token.pcrs == ()
+        assert token.pubkey_pcrs == (UKI_PCR,) and token.pcrs == literal
         key = unlock(volume, token, client, signed=_signed_policy(signed["pub"], entry))
         assert key == volume.unlock(b"owner passphrase")
         extend_phase(VtpmPcrBank(client), "leave-initrd")  # PCR 11 moves past the signed value
