@@ -30,13 +30,24 @@ class Word:
     @property
     def literal(self) -> str | None:
         """The text of a word made only of unquoted literal characters, else None."""
-        if all(kind == "lit" for kind, _ in self.parts):
-            return "".join(text for _, text in self.parts)
-        return None
+        return literal_text(self.parts)
 
     @property
     def quoted(self) -> bool:
-        return any(kind == "quoted" for kind, _ in self.parts)
+        """Whether any part of the word was quoted (an empty quoted word still counts)."""
+        return has_quoted_part(self.parts)
+
+
+def literal_text(parts: tuple[tuple[str, str], ...]) -> str | None:
+    """The text of parts all unquoted literal characters, else None (:attr:`Word.literal`)."""
+    if all(kind == "lit" for kind, _ in parts):
+        return "".join(text for _, text in parts)
+    return None
+
+
+def has_quoted_part(parts: tuple[tuple[str, str], ...]) -> bool:
+    """Whether any of the parts was quoted (:attr:`Word.quoted`)."""
+    return any(kind == "quoted" for kind, _ in parts)
 
 
 @dataclass(frozen=True)
