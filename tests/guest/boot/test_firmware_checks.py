@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from cvm.crypto.x509_edk2 import der
-from cvm.errors import FormatError, PolicyError
+from cvm.crypto.x509_edk2 import der, generate_rsa_key, issue_certificate
+from cvm.errors import FormatError, PolicyError, StateError
 from cvm.formats.pe.authenticode import image_digest
 from cvm.formats.tcg.device_path import END_NODE, MEDIA, DevicePath, DevicePathNode
 from cvm.formats.tcg.event_type import EventType
@@ -22,7 +22,12 @@ from cvm.formats.tcg.image_load_event import UefiImageLoadEvent
 from cvm.formats.tcg.pcr_event import PcrEvent
 from cvm.formats.tcg.uefi_variable_data import UefiVariableData
 from cvm.formats.uefi.guids import EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE
-from cvm.formats.uefi.signature_list import EFI_CERT_X509, SignatureDatabase, SignatureList
+from cvm.formats.uefi.signature_list import (
+    EFI_CERT_SHA256,
+    EFI_CERT_X509,
+    SignatureDatabase,
+    SignatureList,
+)
 from cvm.formats.uefi.variable import EfiVariable
 from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.boot.esp_files import EspFiles
@@ -42,6 +47,7 @@ from cvm.guest.boot.firmware import (
 from cvm.guest.boot.measured_boot import MeasuredBoot
 from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 from cvm.guest.boot.secureboot import Decision
+from cvm.image.signing import sign_pe
 from cvm.wire import Guid
 
 SHA1, SHA256 = 0x0004, 0x000B
@@ -229,7 +235,8 @@ def test_exit_boot_services_measures_two_actions_into_pcr5() -> None:
 # --- image placement -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("size", "pages"), [(1, 2), (0x1000, 2), (0x1001, 3), (0x3000, 4)])
+@pytest.mark.parametrize(("size", "pages"),
+                         [(1, 2), (0xFFF, 2), (0x1000, 2), (0x1001, 3), (0x3000, 4)])
 def test_images_are_placed_page_aligned_below_the_previous(size: int, pages: int) -> None:
     firmware = _firmware(Varstore.empty_4m())
     first = firmware.allocate(size)
@@ -275,6 +282,14 @@ def test_gpt_refusals(disk: bytes, number: int, message: str) -> None:
     with pytest.raises(FormatError) as caught:
         GptDisk.from_disk(disk, number)
     assert str(caught.value) == message
+
+
+def test_an_entry_with_a_zero_type_guid_is_unused() -> None:
+    unused = bytes(16) + _entry(0x44, 40, 59)[16:]
+    raw = _disk([unused, _entry(0x11, 60, 99)])
+    with pytest.raises(FormatError, match="partition 1 is not in use"):
+        GptDisk.from_disk(raw, 1)
+    assert GptDisk.from_disk(raw, 2).gpt.partitions == (_entry(0x11, 60, 99),)
 
 
 def test_an_entry_array_ending_at_the_disks_end_fits() -> None:
@@ -337,8 +352,45 @@ def test_a_buffer_load_has_no_device_path(small_kernel: bytes) -> None:
     firmware.load_buffer(small_kernel, "/k")
     (event,) = firmware.boot.events
     assert event.pcr_index == 4
-    assert UefiImageLoadEvent.parse(event.event).device_path == DevicePath(())
+    load = UefiImageLoadEvent.parse(event.event)
+    assert (load.device_path, load.link_time_address) == (DevicePath(()), 0)
+    assert (load.image_location, load.image_length) == (
+        IMAGE_TOP_ADDRESS - (len(small_kernel) + 0x1FFF) // 0x1000 * 0x1000 + 0x18,
+        len(small_kernel))
     assert event.digest(SHA256) == image_digest(small_kernel, "sha256")
+
+
+def test_a_missing_loader_names_the_firmware() -> None:
+    with pytest.raises(StateError) as caught:
+        _firmware(Varstore.empty_4m()).load_image()
+    assert str(caught.value) == r"firmware: file \EFI\BOOT\BOOTX64.EFI not found on the ESP"
+
+
+def test_the_firmware_decides_with_dbx(owner_keys: Any, owner_varstore: Varstore,
+                                       small_kernel: bytes) -> None:
+    signed = owner_keys.sign(small_kernel)
+    revoked = SignatureDatabase((SignatureList.of(EFI_CERT_SHA256, OWNER,
+                                                  image_digest(signed, "sha256")),))
+    store = owner_varstore.set(EfiVariable("dbx", EFI_IMAGE_SECURITY_DATABASE, 0x27,
+                                           revoked.to_bytes()))
+    with pytest.raises(PolicyError, match=r"^firmware refused /k: refused .*database dbx\)$"):
+        _firmware(store).load_buffer(signed, "/k")
+
+
+def test_two_db_entries_are_two_authorities(owner_keys: Any, small_kernel: bytes) -> None:
+    other_key = generate_rsa_key()
+    other = issue_certificate("firmware checks db 2", other_key)
+    db = SignatureDatabase((SignatureList.of(EFI_CERT_X509, OWNER, der(owner_keys.db)),
+                            SignatureList.of(EFI_CERT_X509, OWNER, der(other))))
+    store = _store(("PK", EFI_GLOBAL_VARIABLE, db.to_bytes()),
+                   ("db", EFI_IMAGE_SECURITY_DATABASE, db.to_bytes()))
+    firmware = _firmware(store)
+    firmware.load_buffer(owner_keys.sign(small_kernel), "/a")
+    firmware.load_buffer(sign_pe(small_kernel, other_key, other), "/b")
+    firmware.load_buffer(sign_pe(small_kernel, other_key, other), "/c")
+    authorities = [UefiVariableData.parse(e.event).data[16:] for e in firmware.boot.events
+                   if e.event_type == EventType.EV_EFI_VARIABLE_AUTHORITY]
+    assert authorities == [der(owner_keys.db), der(other)]
 
 
 def test_secure_boot_refuses_unsigned_images_before_measuring(

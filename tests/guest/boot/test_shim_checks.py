@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from cvm.crypto.x509_edk2 import der
-from cvm.errors import PolicyError
+from cvm.errors import PolicyError, StateError
 from cvm.formats.pe.authenticode import image_digest
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.pe.sbat import SbatLevel
@@ -95,6 +95,9 @@ def test_a_stored_sbat_level_applies_only_when_it_is_newer(images: dict[str, byt
     state = shim_state(store, db, dbx, images["shim"])
     assert state.sbat_level == newer
     assert state.vendor_cert is not None  # the rest of the state is still the shim's
+    # An SbatLevel under another vendor GUID is not shim's.
+    foreign = Varstore.empty_4m().set(EfiVariable("SbatLevel", MOK_OWNER, 0x7, newer.to_bytes()))
+    assert shim_state(foreign, db, dbx, images["shim"]).sbat_level == builtin
     # The same datestamp (other minimums) or an older one: the built-in level stays.
     for stored in (SbatLevel(builtin.datestamp, (("grub", 9),)),
                    SbatLevel("2000010100", (("grub", 9),))):
@@ -107,19 +110,41 @@ def test_a_stored_sbat_level_applies_only_when_it_is_newer(images: dict[str, byt
     assert shim_state(store, db, dbx, plain).sbat_level is None
 
 
-def test_the_state_keeps_the_firmware_databases(keys: OwnerKeys,
-                                                images: dict[str, bytes]) -> None:
+def test_the_state_keeps_the_firmware_databases_and_mok_list(keys: OwnerKeys,
+                                                             images: dict[str, bytes]) -> None:
     db = SignatureDatabase.parse(_mok_list(der(keys.db.certificate)))
     dbx = SignatureDatabase.parse(_mok_list(der(keys.pk.certificate)))
     newer = SbatLevel("2099010100", (("grub", 9),))
-    store = _shim_lock(Varstore.empty_4m(), "SbatLevel", newer.to_bytes())
+    mok = _mok_list(der(keys.kek.certificate))
+    store = _shim_lock(_shim_lock(Varstore.empty_4m(), "SbatLevel", newer.to_bytes()),
+                       "MokList", mok)
     state = shim_state(store, db, dbx, images["shim"])
-    assert (state.db, state.dbx) == (db, dbx)
+    assert (state.db, state.dbx, state.sbat_level) == (db, dbx, newer)
+    assert state.mok_list.to_bytes() == mok
+
+
+def test_shim_decides_with_the_firmwares_dbx(keys: OwnerKeys, images: dict[str, bytes]) -> None:
+    grub = images["grub"]
+    store = keys.varstore(dbx_sha256=[image_digest(grub, "sha256")])
+    shim = _shim(store, images["shim"], {"/EFI/BOOT/grubx64.efi": grub})
+    assert shim.image == images["shim"]
+    assert len(shim.state.dbx) == 1
+    with pytest.raises(PolicyError, match=r"refused .*database dbx\)$"):
+        shim.load_second_stage()
+
+
+def test_a_missing_second_stage_names_shim(keys: OwnerKeys, images: dict[str, bytes]) -> None:
+    shim = _shim(keys.varstore(), images["shim"])
+    with pytest.raises(StateError) as caught:
+        shim.load_second_stage()
+    assert str(caught.value) == r"shim: file \EFI\BOOT\grubx64.efi not found on the ESP"
 
 
 def test_mok_list_trusted_is_the_variable_or_one() -> None:
     assert mok_list_trusted(Varstore.empty_4m()) == b"\x01"
     assert mok_list_trusted(_shim_lock(Varstore.empty_4m(), "MokListTrusted", b"\x00")) == b"\x00"
+    foreign = Varstore.empty_4m().set(EfiVariable("MokListTrusted", MOK_OWNER, 0x7, b"\x00"))
+    assert mok_list_trusted(foreign) == b"\x01"
 
 
 # --- start-up measurements ---------------------------------------------------------------
