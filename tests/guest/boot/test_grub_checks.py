@@ -360,3 +360,54 @@ def test_the_test_command_drops_the_closing_bracket() -> None:
                 "[ ] ]\nset e=$?\n")
     env = grub.state.env
     assert (env["a"], env["b"], env["c"], env["d"], env["e"]) == ("0", "0", "1", "0", "0")
+
+
+def test_commands_that_succeed_set_status_zero() -> None:
+    grub = _run("false\nset a=1\nset s1=$?\nfalse\nunset a\nset s2=$?\nfalse\nsetparams x\n"
+                "set s3=$?\nlinux /k\nfalse\ninitrd /k\nset s4=$?\nfalse\n[\nset s5=$?\n"
+                "false\ntest\nset s6=$?\n")
+    env = grub.state.env
+    assert [env[f"s{i}"] for i in range(1, 7)] == ["0", "0", "0", "0", "1", "1"]
+
+
+def test_search_options_and_targets() -> None:
+    grub = _grub({"/k": b""})
+    for args, target in ((["--set", "--file", "/k"], "root"), (["--set=", "-f", "/k"], "root"),
+                         (["--set=a=b", "--file", "/k"], "a=b"),
+                         (["--set=x", "--set=y", "-f", "/k"], "y")):
+        grub.state.env.pop(target, None)
+        grub.state.env["root"] = "elsewhere"
+        assert grub._search(args), args
+        assert grub.state.env[target] == "hd0,gpt1", args
+    # Options never count as the file searched for.
+    assert grub._search(["--no-floppy", "--file", "/k"])
+    assert not grub._search(["--file", "--no-floppy"])
+    assert not grub._search(["/k"])
+
+
+def test_search_file_options_and_targets() -> None:
+    grub = _grub({"/k": b""})
+    for args, target in ((["--set=sf", "/k"], "sf"), (["--set=", "/k"], "root"),
+                         (["--set", "/k"], "root"), (["/k"], "root"),
+                         (["--set=a=b", "/k"], "a=b"), (["--set=p", "--set=q", "/k"], "p")):
+        grub.state.env.pop(target, None)
+        grub.state.env["root"] = "elsewhere"
+        assert grub._search_file(args), args
+        assert grub.state.env[target] == "hd0,gpt1", args
+    assert not grub._search_file(["--no-floppy"])
+    assert not grub._search_file([])
+
+
+def _file(path: str) -> bool:
+    return path == "/f"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["-e", "/yes", "-o", ""], True), (["", "-o", "-e", "/yes"], True),
+    (["-f", "/f", "-o", ""], True), (["", "-o", "-f", "/f"], True),
+    (["-e", "/yes", "-a", "x"], True), (["x", "-a", "-e", "/yes"], True),
+    (["-f", "/f", "-a", "x"], True), (["x", "-a", "-f", "/f"], True),
+    (["a", "==", "a"], True), (["a", "=", "b"], False),
+])
+def test_evaluate_passes_both_checks_down(args: list[str], expected: bool) -> None:
+    assert _evaluate(args, _yes, _file) is expected

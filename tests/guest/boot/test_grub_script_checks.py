@@ -55,6 +55,8 @@ def test_quotes_escapes_and_variables() -> None:
     assert _words('"a\\\nb"') == (Word((("quoted", ""), ("quoted", "a"), ("quoted", "b"))),)
     assert _words("\\;x\\ y") == (Word((("quoted", ";"), ("lit", "x"), ("quoted", " "),
                                          ("lit", "y"))),)
+    assert _words("x} ${a}x${b}") == (_lit("x}"), Word((("var", "a"), ("lit", "x"),
+                                                         ("var", "b"))))
     assert _words("$a_1$? $#x ${a b}c") == (
         Word((("var", "a_1"), ("var", "?"))), Word((("var", "#"), ("lit", "x"))),
         Word((("var", "a b"), ("lit", "c"))))
@@ -83,6 +85,8 @@ def test_blocks_keep_their_text_and_nest() -> None:
         _cmd(_lit("menuentry"), Word((("quoted", "x"),)), _lit("--id"), _lit("y"),
              block="\n  if a; then { b }; fi\n  echo '}' \"{\"\n"),
         _cmd(_lit("next")))
+    assert parse_script("menuentry x { echo 'a}b' \"c}d\" }") == (
+        _cmd(_lit("menuentry"), _lit("x"), block=" echo 'a}b' \"c}d\" "),)
     assert parse_script("function f {a}") == (_cmd(_lit("function"), _lit("f"), block="a"),)
     assert parse_script("submenu s {}") == (_cmd(_lit("submenu"), _lit("s"), block=""),)
     # Only block commands take a block; anywhere else "{" is a word.
@@ -113,6 +117,8 @@ def test_if_elif_else() -> None:
     ("if a; then b; else c; elif d; fi", "GRUB script line 1: unexpected 'elif'"),
     ("a\nfi", "GRUB script line 2: unexpected 'fi'"),
     ("then x", "GRUB script line 1: unexpected 'then'"),
+    ("\nfi\nx\n", "GRUB script line 2: unexpected 'fi'"),
+    ("if a; then b\nfi\nfi\nx\ny", "GRUB script line 3: unexpected 'fi'"),
     ("else", "GRUB script line 1: unexpected 'else'"),
     ("elif", "GRUB script line 1: unexpected 'elif'"),
 ])

@@ -108,8 +108,8 @@ class _Lexer:
                 return found or ch == ""
 
     def starts_variable(self) -> bool:
-        ch = self.peek()
-        return ch != "" and (ch == "{" or ch in NAME_CHARS or ch in SPECIAL_VARIABLES)
+        ch = self.peek()  # "" at the end: in neither set
+        return ch == "{" or ch in NAME_CHARS or ch in SPECIAL_VARIABLES
 
     def variable(self) -> str:
         if self.peek() == "{":
