@@ -364,10 +364,10 @@ def test_the_test_command_drops_the_closing_bracket() -> None:
 
 def test_commands_that_succeed_set_status_zero() -> None:
     grub = _run("false\nset a=1\nset s1=$?\nfalse\nunset a\nset s2=$?\nfalse\nsetparams x\n"
-                "set s3=$?\nlinux /k\nfalse\ninitrd /k\nset s4=$?\nfalse\n[\nset s5=$?\n"
-                "false\ntest\nset s6=$?\n")
+                "set s3=$?\nfalse\nlinux /k\nset s4=$?\nfalse\ninitrd /k\nset s5=$?\nfalse\n[\n"
+                "set s6=$?\nfalse\ntest\nset s7=$?\n")
     env = grub.state.env
-    assert [env[f"s{i}"] for i in range(1, 7)] == ["0", "0", "0", "0", "1", "1"]
+    assert [env[f"s{i}"] for i in range(1, 8)] == ["0", "0", "0", "0", "0", "1", "1"]
 
 
 def test_search_options_and_targets() -> None:

@@ -69,6 +69,11 @@ def test_quotes_escapes_and_variables() -> None:
 def test_separators_and_comments() -> None:
     assert parse_script("a;b\n\nc ; ;d # e f\n#g\n  # h\ni#j") == (
         _cmd(_lit("a")), _cmd(_lit("b")), _cmd(_lit("c")), _cmd(_lit("d")), _cmd(_lit("i#j")))
+    assert parse_script("echo a # c") == (_cmd(_lit("echo"), _lit("a")),)
+    for comment in ("#", "#x", "#xy", "# x y z"):
+        assert parse_script(f"a {comment}\nb {comment}\nc") == (
+            _cmd(_lit("a")), _cmd(_lit("b")), _cmd(_lit("c"))), comment
+        assert parse_script(f"{comment}\nb") == (_cmd(_lit("b")),), comment
     assert parse_script("") == ()
     assert parse_script(" \n;\n# only a comment") == ()
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from cvm.errors import FormatError, StateError, UsageError
+from cvm.errors import FormatError, PolicyError, StateError, UsageError
 from cvm.formats.pe.authenticode import image_digest
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.tcg.algorithm import algorithm_by_name
@@ -38,7 +38,7 @@ from cvm.guest.boot.uki import (
     measure_uki,
     uki_sections,
 )
-from cvm.image.boot_chain import build_chain
+from cvm.image.boot_chain import build_chain, make_kernel
 from cvm.image.keys import OwnerKeys
 from cvm.wire import Guid
 
@@ -345,3 +345,12 @@ def test_grub_reads_the_gpt_partition_of_the_disk(
     result = BootChain(EspFiles(files), keys.varstore(), disk).run()
     pcr9 = [e.event for e in result.log.events if e.pcr_index == 9]
     assert pcr9[0] == b"(hd0,gpt2)/EFI/BOOT/grub.cfg\0"
+
+
+def test_grub_asks_shim_to_verify_the_kernel_by_its_path(
+    shim_chain: tuple[OwnerKeys, dict[str, bytes]],
+) -> None:
+    keys, files = shim_chain
+    unsigned = {**files, "/vmlinuz": make_kernel("6.1.0-unsigned")}
+    with pytest.raises(PolicyError, match=r"^shim refused /vmlinuz: refused"):
+        BootChain(EspFiles(unsigned), keys.varstore()).run()

@@ -246,16 +246,12 @@ def _parse_command(lexer: _Lexer) -> Command:
     while True:
         lexer.skip_blanks()
         ch = lexer.peek()
-        if ch in ("", "\n", ";"):
-            break
-        if ch == "#":
-            while lexer.peek() not in ("", "\n"):
-                lexer.pos += 1
+        if ch == "#":  # the comment itself is skipped as a separator
             break
         if ch == "{" and words and words[0].literal in BLOCK_COMMANDS:
             return Command(tuple(words), negate, lexer.block())
         word = lexer.word()
-        if word is None:
+        if word is None:  # the end, a newline or ';'
             break
         if not words and not negate and word.literal == "!":
             negate = True
