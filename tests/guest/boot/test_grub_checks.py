@@ -411,3 +411,52 @@ def _file(path: str) -> bool:
 ])
 def test_evaluate_passes_both_checks_down(args: list[str], expected: bool) -> None:
     assert _evaluate(args, _yes, _file) is expected
+
+
+def test_cmdpath_keeps_a_directory_whatever_its_letters() -> None:
+    assert _grub({}, image_path=r"\XEN\grubx64.efi").state.env["cmdpath"] == "(hd0,gpt1)/XEN"
+
+
+def test_each_known_command_name_runs_its_command() -> None:
+    request, grub = _booted(
+        "configfile /c.cfg\nsubmenu 'S' {\n x\n}\nlinux /k\ninitrdefi /i\nboot\n",
+        {"/c.cfg": b"set from_c=1\n", "/i": b"initrd"})
+    assert grub.state.env["from_c"] == "1"
+    assert grub.state.menu == [("S", "\n x\n")]
+    assert request.initrd == b"initrd"
+
+
+def test_assignments_split_at_the_first_equals_sign() -> None:
+    grub = _run("a=b=c\nset d=e=f\n")
+    assert (grub.state.env["a"], grub.state.env["d"]) == ("b=c", "e=f")
+    core = GrubCoreImage("set g=h=i\nnormal /boot/grub/grub.cfg\n", "/boot/grub", b"")
+    embedded = _grub({"/boot/grub/grub.cfg": b"linux /k\nboot\n", "/k": b"k"}, core)
+    embedded.run()
+    assert embedded.state.env["g"] == "h=i"
+
+
+def test_status_of_no_ops_assignments_empty_commands_and_empty_bodies() -> None:
+    grub = _run("false\necho x\nset s1=$?\nfalse\na=1\nset s2=$?\nfalse\n$undefined\n"
+                "set s3=$?\nfalse\nif true; then\nfi\nset s4=$?\n")
+    env = grub.state.env
+    assert [env[f"s{i}"] for i in range(1, 5)] == ["0", "0", "0", "0"]
+
+
+def test_an_undefined_variable_expands_to_nothing() -> None:
+    grub = _run("set r=x${undefined}y\nset q=\"$nothing\"\n")
+    assert (grub.state.env["r"], grub.state.env["q"]) == ("xy", "")
+
+
+def test_paths_with_odd_characters_and_no_root() -> None:
+    grub = _grub({"/x)y": b"odd", "/k": b"k"})
+    assert grub.read_file("(hd0,gpt1)/x)y") == b"odd"
+    assert grub.read_file("(hd0,gpt1)x/k") is None
+    assert grub._exists("(hd0,gpt1)")
+    del grub.state.env["root"]  # without $root a relative path is on GRUB's own device
+    assert grub.read_file("/k") == b"k"
+
+
+def test_a_configuration_that_is_not_utf8_still_runs() -> None:
+    raw = _grub({"/boot/grub/grub.cfg": b"echo \xff\nlinux /k\nboot\n", "/k": b"k"})
+    assert raw.run().kernel == b"k"
+    assert _strings(raw)[0] == "grub_cmd: echo \ufffd"

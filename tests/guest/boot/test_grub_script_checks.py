@@ -43,6 +43,7 @@ def test_literal_and_quoted() -> None:
 
 def test_words_are_split_by_blanks_and_continued_lines() -> None:
     assert _words("a  b\tc\r d \\\n e") == tuple(_lit(w) for w in "abcde")
+    assert _words("a \\\nbc") == (_lit("a"), _lit("bc"))
 
 
 def test_quotes_escapes_and_variables() -> None:

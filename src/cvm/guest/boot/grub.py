@@ -207,9 +207,9 @@ class Grub:
             "configfile": self._source_command, "search": self._search,
             "search.file": self._search_file, "linux": self._linux, "linuxefi": self._linux,
             "initrd": self._initrd, "initrdefi": self._initrd, "boot": self._boot_command,
-            "menuentry": self._menuentry, "submenu": self._menuentry, "false": _false,
+            "menuentry": self._menuentry, "submenu": self._menuentry,
             "setparams": self._setparams,
-        }.get(name)
+        }.get(name)  # "false", like every command not known here, fails
         if handler is not None:
             return handler(rest)
         if name in NO_OP_COMMANDS:
@@ -318,10 +318,6 @@ class Grub:
             return False
         self.state.menu.append((args[0], args[-1][1:-1]))
         return True
-
-
-def _false(args: list[str]) -> bool:
-    return False
 
 
 def _evaluate(args: list[str], exists: PathCheck, is_file: PathCheck) -> bool:

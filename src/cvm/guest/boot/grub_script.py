@@ -92,20 +92,18 @@ class _Lexer:
             else:
                 return
 
-    def separator(self) -> bool:
-        """Consume separators (newline, ';', comments); True if any was found or at end."""
-        found = False
+    def separator(self) -> None:
+        """Consume separators: blanks, newlines, ';' and comments."""
         while True:
             self.skip_blanks()
             ch = self.peek()
             if ch in ("\n", ";"):
                 self.pos += 1
-                found = True
             elif ch == "#":
                 while self.peek() not in ("", "\n"):
                     self.pos += 1
             else:
-                return found or ch == ""
+                return
 
     def starts_variable(self) -> bool:
         ch = self.peek()  # "" at the end: in neither set
@@ -195,10 +193,7 @@ class _Lexer:
 
 def parse_script(text: str) -> tuple[Statement, ...]:
     """Parse a GRUB script into statements; FormatError for unbalanced syntax."""
-    lexer = _Lexer(text)
-    statements, end = _parse_list(lexer, frozenset())
-    if end is not None:
-        raise lexer.fail(f"unexpected {end!r}")
+    statements, _ = _parse_list(_Lexer(text), frozenset())  # a stray keyword fails inside
     return statements
 
 
