@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from cvm.crypto.pkcs7 import OID_DATA, parse_any
 from cvm.crypto.x509_edk2 import Certificate, PrivateKey, der, generate_rsa_key, issue_certificate
 from cvm.errors import ChainError, FormatError, PolicyError, SignatureError, UsageError
 from cvm.formats.uefi.efi_time import EfiTime
@@ -198,3 +199,41 @@ def test_an_append_to_an_absent_variable_creates_it(keys: Keys, enrolled: Varsto
         "dbx", _esl(keys.other[1]), *keys.kek, T1, attributes=0x67), attributes=0x67)
     assert store.get("dbx") == EfiVariable("dbx", EFI_IMAGE_SECURITY_DATABASE, 0x27,
                                            _esl(keys.other[1]), T1)
+
+
+def test_the_signature_is_detached(keys: Keys) -> None:
+    auth, _ = VariableAuthentication2.parse(sign_update("db", _esl(keys.db[1]), *keys.kek, T1))
+    signed = parse_any(auth.pkcs7)
+    assert signed.content is None and signed.content_type == OID_DATA
+
+
+def _global_pk(keys: Keys) -> Varstore:
+    return Varstore.empty_4m().set(EfiVariable("PK", EFI_GLOBAL_VARIABLE, 0x27,
+                                               _esl(keys.pk[1]), T0))
+
+
+def test_authorities_are_the_global_pk_and_kek_only(keys: Keys) -> None:
+    store = _global_pk(keys).set(EfiVariable("KEK", OWNER, 0x27, _esl(keys.other[1]), T0))
+    with pytest.raises(ChainError):
+        apply_update(store, "db", sign_update("db", _esl(keys.db[1]), *keys.other, T1))
+    # Without a KEK the PK still signs db.
+    assert apply_update(_global_pk(keys), "db", sign_update("db", _esl(keys.db[1]), *keys.pk, T1))
+
+
+def test_setup_mode_and_the_current_value_are_read_under_their_vendors(keys: Keys) -> None:
+    # A PK under another vendor does not end Setup Mode.
+    foreign_pk = Varstore.empty_4m().set(EfiVariable("PK", OWNER, 0x27, _esl(keys.pk[1]), T0))
+    unsigned = VariableAuthentication2(T0, b"").to_bytes() + _esl(keys.kek[1])
+    assert apply_update(foreign_pk, "KEK", unsigned).get("KEK", EFI_GLOBAL_VARIABLE) is not None
+    # A later db under another vendor is not the db being replaced.
+    store = _global_pk(keys).set(EfiVariable("db", OWNER, 0x27, _esl(keys.other[1]), T2))
+    updated = apply_update(store, "db", sign_update("db", _esl(keys.db[1]), *keys.pk, T1))
+    assert updated.get("db", EFI_IMAGE_SECURITY_DATABASE) == EfiVariable(
+        "db", EFI_IMAGE_SECURITY_DATABASE, 0x27, _esl(keys.db[1]), T1)
+
+
+def test_a_replay_names_its_reason(keys: Keys, enrolled: Varstore) -> None:
+    with pytest.raises(PolicyError) as caught:
+        apply_update(enrolled, "db", sign_update("db", _esl(keys.db[1]), *keys.kek, T0))
+    assert caught.value.findings[0].hint == (
+        "an authenticated update must carry a newer timestamp (replay?)")

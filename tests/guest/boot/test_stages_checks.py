@@ -26,7 +26,7 @@ from cvm.formats.tcg.uefi_variable_data import UefiVariableData
 from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.boot.chain import BootChain, loader_kind
 from cvm.guest.boot.esp_files import EspFiles
-from cvm.guest.boot.firmware import DEFAULT_LOADER, Firmware, GptDisk
+from cvm.guest.boot.firmware import DEFAULT_LOADER, Firmware, FirmwareSettings, GptDisk
 from cvm.guest.boot.kernel import StubOptions, measures_load_options, start_kernel
 from cvm.guest.boot.measured_boot import MeasuredBoot
 from cvm.guest.boot.pcr_bank import SoftwarePcrBank
@@ -143,10 +143,20 @@ def test_the_uki_gives_its_kernel_command_line_and_initrd() -> None:
     assert (contents.kernel[:6], contents.cmdline, contents.initrd[:6]) == (
         b"KERNEL", "console=ttyS0 quiet", b"INITRD")
     assert [name for name, _ in contents.measured] == [".linux", ".cmdline", ".initrd"]
+    two = measure_uki(_boot(), _pe((".linux", b"K"), (".cmdline", b"a\0b\0c")))
+    assert two.cmdline == "a"
     bare = measure_uki(_boot(), _pe((".linux", b"K")))
     assert (bare.cmdline, bare.initrd) == ("", b"")
     bad = measure_uki(_boot(), _pe((".linux", b"K"), (".cmdline", b"\xff ok")))
     assert bad.cmdline == "\ufffd ok"
+
+
+def test_measure_uki_follows_the_order_given() -> None:
+    uki = _pe((".linux", b"L"), (".osrel", b"O"), (".pcrsig", b"S"))
+    boot = _boot()
+    contents = measure_uki(boot, uki, (".linux", ".pcrsig"))
+    assert [name for name, _ in contents.measured] == [".linux", ".pcrsig"]
+    assert len(boot.events) == 4
 
 
 def test_a_phase_extends_pcr11_in_every_bank() -> None:
@@ -301,6 +311,7 @@ def test_a_uki_stub_measures_load_options_when_its_kernel_does(
         assert len(tagged) == expected
         assert tagged[-1] == 0x8F3B22EC  # the initrd, through LoadFile2
         assert result.request.kernel_path == DEFAULT_LOADER and result.request.initrd == b"initrd"
+        assert result.request.kernel[:len(kernel)] == kernel
 
 
 @pytest.fixture(scope="module")
@@ -345,6 +356,20 @@ def test_grub_reads_the_gpt_partition_of_the_disk(
     result = BootChain(EspFiles(files), keys.varstore(), disk).run()
     pcr9 = [e.event for e in result.log.events if e.pcr_index == 9]
     assert pcr9[0] == b"(hd0,gpt2)/EFI/BOOT/grub.cfg\0"
+    assert sum(e.event_type == EventType.EV_EFI_GPT_EVENT for e in result.log.events) == 1
+
+
+def test_the_chain_passes_the_platform_settings_and_stub_options(
+    shim_chain: tuple[OwnerKeys, dict[str, bytes]],
+) -> None:
+    keys, files = shim_chain
+    result = BootChain(EspFiles(files), keys.varstore(),
+                       settings=FirmwareSettings(crtm_version="platform 7"),
+                       stub=StubOptions(measure_load_options=True)).run()
+    assert result.log.events[0].event == "platform 7\0".encode("utf-16-le")
+    tagged = [TaggedEvent.parse(e.event).tagged_event_id for e in result.log.events
+              if e.event_type == EventType.EV_EVENT_TAG]
+    assert tagged == [0x8F3B22ED]
 
 
 def test_grub_asks_shim_to_verify_the_kernel_by_its_path(
