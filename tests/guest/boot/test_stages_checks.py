@@ -379,3 +379,15 @@ def test_grub_asks_shim_to_verify_the_kernel_by_its_path(
     unsigned = {**files, "/vmlinuz": make_kernel("6.1.0-unsigned")}
     with pytest.raises(PolicyError, match=r"^shim refused /vmlinuz: refused"):
         BootChain(EspFiles(unsigned), keys.varstore()).run()
+
+
+def test_a_kernel_without_arguments_boots_through_shim(
+    shim_chain: tuple[OwnerKeys, dict[str, bytes]],
+) -> None:
+    keys, files = shim_chain
+    bare = {**files, "/EFI/BOOT/grub.cfg": b"linux /vmlinuz\nboot\n"}
+    result = BootChain(EspFiles(bare), keys.varstore()).run()
+    assert result.request.cmdline == "BOOT_IMAGE=/vmlinuz"
+    images = [e for e in result.log.events
+              if e.event_type == EventType.EV_EFI_BOOT_SERVICES_APPLICATION]
+    assert len(images) == 4  # shim, GRUB, the kernel verified, the kernel loaded
