@@ -116,6 +116,8 @@ def test_variable_data_and_databases_of_absent_variables_are_empty() -> None:
     assert variable_data(store, "db", EFI_IMAGE_SECURITY_DATABASE) == b""
     assert variable_data(store, "db", EFI_GLOBAL_VARIABLE) == b"wrong vendor"
     assert len(security_database(Varstore.empty_4m(), "db")) == 0
+    assert len(security_database(store, "db")) == 0  # db under the global GUID is not db
+    assert _firmware(store).variable_data("db", EFI_IMAGE_SECURITY_DATABASE) == b""
     esl = SignatureDatabase((SignatureList.of(EFI_CERT_X509, OWNER, b"\x30\x00"),))
     store = _store(("dbx", EFI_IMAGE_SECURITY_DATABASE, esl.to_bytes()))
     assert security_database(store, "dbx") == esl
@@ -160,6 +162,13 @@ def test_power_on_measures_the_crtm_volumes_and_the_policy() -> None:
     for event in events[3:8]:
         assert event.digest(SHA256) == hashlib.sha256(event.event).digest()
     assert events[8].event == b"\0\0\0\0"
+
+
+def test_power_on_measures_policy_variables_under_their_own_vendor() -> None:
+    firmware = _firmware(_store(("KEK", OWNER, b"not the KEK")))
+    firmware.power_on()
+    kek = UefiVariableData.parse(firmware.boot.events[3].event)
+    assert (kek.name, kek.data) == ("KEK", b"")
 
 
 def test_power_on_with_secure_boot_off_measures_zero() -> None:
@@ -217,12 +226,19 @@ def test_boot_order_of_the_last_entry() -> None:
     store = _store(("BootOrder", EFI_GLOBAL_VARIABLE, bytes([1, 0, 2, 0])),
                    ("Boot0001", EFI_GLOBAL_VARIABLE, b"one"),
                    ("Boot0002", EFI_GLOBAL_VARIABLE, b"two"),
-                   ("Boot0002", OWNER, b"other vendor"))
+                   ("Boot0002", OWNER, b"other vendor"),
+                   ("Boot0200", EFI_GLOBAL_VARIABLE, b"not in the order"),
+                   ("BootOrder", OWNER, b"\x03\x00"), ("Boot0003", OWNER, b"other vendor"))
     firmware = _firmware(store)
     firmware.ready_to_boot()
     names = [UefiVariableData.parse(e.event).name for e in firmware.boot.events
              if e.event_type == EventType.EV_EFI_VARIABLE_BOOT]
     assert names == ["BootOrder", "Boot0001", "Boot0002"]
+    only_foreign = _firmware(_store(("BootOrder", EFI_GLOBAL_VARIABLE, b"\x03\x00"),
+                                    ("Boot0003", OWNER, b"other vendor")))
+    only_foreign.ready_to_boot()
+    assert [UefiVariableData.parse(e.event).name for e in only_foreign.boot.events
+            if e.event_type == EventType.EV_EFI_VARIABLE_BOOT] == ["BootOrder"]
 
 
 def test_exit_boot_services_measures_two_actions_into_pcr5() -> None:
