@@ -207,9 +207,9 @@ class Grub:
             "configfile": self._source_command, "search": self._search,
             "search.file": self._search_file, "linux": self._linux, "linuxefi": self._linux,
             "initrd": self._initrd, "initrdefi": self._initrd, "boot": self._boot_command,
-            "menuentry": self._menuentry, "submenu": self._menuentry, "false": _false,
+            "menuentry": self._menuentry, "submenu": self._menuentry,
             "setparams": self._setparams,
-        }.get(name)
+        }.get(name)  # "false", like every command not known here, fails
         if handler is not None:
             return handler(rest)
         if name in NO_OP_COMMANDS:
@@ -253,25 +253,25 @@ class Grub:
     def _search(self, args: list[str]) -> bool:
         target = "root"
         names = []
-        kind = ""
+        by_file = False
         for arg in args:
             if arg.startswith("--set"):
                 target = arg.partition("=")[2] or "root"
             elif arg in ("--file", "-f"):
-                kind = "file"
-            elif arg.startswith("-"):
-                kind = kind or arg
-            else:
+                by_file = True
+            elif not arg.startswith("-"):
                 names.append(arg)
-        if kind != "file":
-            return False
-        return self._search_file([*names, f"--set={target}"])
+        return by_file and self._set_if_found(names, target)
 
     def _search_file(self, args: list[str]) -> bool:
         paths = [a for a in args if not a.startswith("-")]
-        target = next((a.partition("=")[2] for a in args if a.startswith("--set")), "root")
+        target = next((a.partition("=")[2] for a in args if a.startswith("--set")), "") or "root"
+        return self._set_if_found(paths, target)
+
+    def _set_if_found(self, paths: list[str], target: str) -> bool:
+        """``search``'s effect: when the first file exists, ``target`` names this device."""
         if paths and paths[0] in self.esp:
-            self.state.env[target or "root"] = self.device
+            self.state.env[target] = self.device
             return True
         return False
 
@@ -318,10 +318,6 @@ class Grub:
             return False
         self.state.menu.append((args[0], args[-1][1:-1]))
         return True
-
-
-def _false(args: list[str]) -> bool:
-    return False
 
 
 def _evaluate(args: list[str], exists: PathCheck, is_file: PathCheck) -> bool:

@@ -30,13 +30,24 @@ class Word:
     @property
     def literal(self) -> str | None:
         """The text of a word made only of unquoted literal characters, else None."""
-        if all(kind == "lit" for kind, _ in self.parts):
-            return "".join(text for _, text in self.parts)
-        return None
+        return literal_text(self.parts)
 
     @property
     def quoted(self) -> bool:
-        return any(kind == "quoted" for kind, _ in self.parts)
+        """Whether any part of the word was quoted (an empty quoted word still counts)."""
+        return has_quoted_part(self.parts)
+
+
+def literal_text(parts: tuple[tuple[str, str], ...]) -> str | None:
+    """The text of parts all unquoted literal characters, else None (:attr:`Word.literal`)."""
+    if all(kind == "lit" for kind, _ in parts):
+        return "".join(text for _, text in parts)
+    return None
+
+
+def has_quoted_part(parts: tuple[tuple[str, str], ...]) -> bool:
+    """Whether any of the parts was quoted (:attr:`Word.quoted`)."""
+    return any(kind == "quoted" for kind, _ in parts)
 
 
 @dataclass(frozen=True)
@@ -81,24 +92,22 @@ class _Lexer:
             else:
                 return
 
-    def separator(self) -> bool:
-        """Consume separators (newline, ';', comments); True if any was found or at end."""
-        found = False
+    def separator(self) -> None:
+        """Consume separators: blanks, newlines, ';' and comments."""
         while True:
             self.skip_blanks()
             ch = self.peek()
             if ch in ("\n", ";"):
                 self.pos += 1
-                found = True
             elif ch == "#":
                 while self.peek() not in ("", "\n"):
                     self.pos += 1
             else:
-                return found or ch == ""
+                return
 
     def starts_variable(self) -> bool:
-        ch = self.peek()
-        return ch != "" and (ch == "{" or ch in NAME_CHARS or ch in SPECIAL_VARIABLES)
+        ch = self.peek()  # "" at the end: in neither set
+        return ch == "{" or ch in NAME_CHARS or ch in SPECIAL_VARIABLES
 
     def variable(self) -> str:
         if self.peek() == "{":
@@ -184,10 +193,7 @@ class _Lexer:
 
 def parse_script(text: str) -> tuple[Statement, ...]:
     """Parse a GRUB script into statements; FormatError for unbalanced syntax."""
-    lexer = _Lexer(text)
-    statements, end = _parse_list(lexer, frozenset())
-    if end is not None:
-        raise lexer.fail(f"unexpected {end!r}")
+    statements, _ = _parse_list(_Lexer(text), frozenset())  # a stray keyword fails inside
     return statements
 
 
@@ -235,16 +241,12 @@ def _parse_command(lexer: _Lexer) -> Command:
     while True:
         lexer.skip_blanks()
         ch = lexer.peek()
-        if ch in ("", "\n", ";"):
-            break
-        if ch == "#":
-            while lexer.peek() not in ("", "\n"):
-                lexer.pos += 1
+        if ch == "#":  # the comment itself is skipped as a separator
             break
         if ch == "{" and words and words[0].literal in BLOCK_COMMANDS:
             return Command(tuple(words), negate, lexer.block())
         word = lexer.word()
-        if word is None:
+        if word is None:  # the end, a newline or ';'
             break
         if not words and not negate and word.literal == "!":
             negate = True
