@@ -1,0 +1,248 @@
+"""The SVSM's own decisions at VMPL0, one by one: which guest-OS addresses it serves, which of
+its pages it never hands out, what PVALIDATE answers, when it starts, and how it refuses its
+own corrupt state (the call protocols' decisions are in tests/guest/svsm)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cvm.errors import StateError, StatusError
+from cvm.formats.snp.key_request import KeyResponse
+from cvm.formats.snp.report_request import ReportResponse
+from cvm.formats.svsm.attest_request import AttestRequest
+from cvm.formats.svsm.pvalidate_request import PvalidateEntry, PvalidateRequest
+from cvm.formats.svsm.services_manifest import VTPM_SERVICE_GUID
+from cvm.formats.svsm.vtpm_command import VtpmCommandRequest
+from cvm.guest.kernel.sev_guest import SevGuest
+from cvm.guest.svsm.attestation import ATTEST_SINGLE_SERVICE, PROTOCOL_ATTEST
+from cvm.guest.svsm.core import CORE_PVALIDATE, PROTOCOL_CORE
+from cvm.guest.svsm.result import SvsmResult
+from cvm.guest.svsm.svsm import Svsm, SvsmLayout
+from cvm.guest.svsm.vtpm import PROTOCOL_VTPM, VTPM_COMMAND
+from cvm.guest.tpm.svsm_guest import SvsmGuest
+from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.vtpm.state import STATE_MAGIC
+from cvm.vtpm.state_file import MonotonicCounter
+
+BUFFER, SCRATCH = 0x20000, 0x21000
+GET_RANDOM = bytes.fromhex("80010000000c0000017b0008")
+LAYOUT = SvsmLayout()
+
+
+def _boot(snp: Any) -> tuple[Svsm, SvsmGuest, Any]:
+    launched = snp.launch()
+    vcpu = launched.guest.vcpus[0]
+    svsm = Svsm.start(vcpu, launched.secrets_gpa, MonotonicCounter(), snp.random)
+    svsm.grant(BUFFER, 2)
+    return svsm, SvsmGuest(vcpu, svsm, BUFFER, SCRATCH), vcpu
+
+
+def _own_pages(svsm: Svsm) -> list[int]:
+    return [LAYOUT.ghcb_gpa, LAYOUT.request_gpa, LAYOUT.response_gpa, LAYOUT.key_gpa,
+            LAYOUT.guest_vmsa_gpa, LAYOUT.caa_gpa, svsm.requester.secrets_gpa,
+            *(LAYOUT.state_gpa + i * PAGE_SIZE for i in range(LAYOUT.state_pages))]
+
+
+def _attest(guest: SvsmGuest, vcpu: Any, nonce_gpa: int, report_gpa: int = SCRATCH + 0x800,
+            manifest_gpa: int = SCRATCH + 0x400, nonce_size: int = 32) -> int:
+    request = AttestRequest(report_gpa, 0x800, nonce_gpa, nonce_size, manifest_gpa, 0x400,
+                            service=VTPM_SERVICE_GUID)
+    vcpu.write(SCRATCH, request.to_bytes())
+    return guest.call(PROTOCOL_ATTEST, ATTEST_SINGLE_SERVICE, SCRATCH)[0]
+
+
+# ---- the guest OS's addresses --------------------------------------------------------------
+def test_the_guest_os_cannot_have_the_svsm_read_its_key_page_into_a_report(snp: Any) -> None:
+    """The SVSM reads at VMPL0, where every page is readable: a nonce at the key page (the state
+    key) or at the secrets page (VMPCK0) would be hashed into REPORT_DATA and handed back."""
+    svsm, guest, vcpu = _boot(snp)
+    for page in (LAYOUT.key_gpa, svsm.requester.secrets_gpa, LAYOUT.state_gpa):
+        assert _attest(guest, vcpu, page) == SvsmResult.ERR_INVALID_ADDRESS
+    assert _attest(guest, vcpu, SCRATCH + 0x100) == SvsmResult.SUCCESS
+
+
+@pytest.mark.parametrize("at", ["report", "manifest"])
+def test_the_guest_os_cannot_have_the_svsm_write_over_its_state_pages(snp: Any, at: str) -> None:
+    """A report (or manifest) aimed at a state page, or at the last bytes before one so that it
+    runs into it, is refused and the state stays whole; one ending right before it is served."""
+    svsm, guest, vcpu = _boot(snp)
+    state = svsm.read_state()
+    last = LAYOUT.state_gpa + (LAYOUT.state_pages - 1) * PAGE_SIZE
+    for target in (LAYOUT.state_gpa, last + 0x10, LAYOUT.state_gpa - 0x10):
+        gpas = ({"report_gpa": target} if at == "report" else {"manifest_gpa": target})
+        assert _attest(guest, vcpu, SCRATCH + 0x100, **gpas) == SvsmResult.ERR_INVALID_ADDRESS
+    assert svsm.read_state() == state
+    svsm.grant(LAYOUT.state_gpa - PAGE_SIZE, 1)  # the page before the state: the guest OS's
+    size = 0x4A0 if at == "report" else len(svsm.ek_public())
+    target = LAYOUT.state_gpa - size
+    gpas = ({"report_gpa": target} if at == "report" else {"manifest_gpa": target})
+    assert _attest(guest, vcpu, SCRATCH + 0x100, **gpas) == SvsmResult.SUCCESS
+    assert svsm.read_state() == state
+
+
+def test_a_vtpm_buffer_in_an_svsm_page_is_an_invalid_address(snp: Any) -> None:
+    """The command buffer is read and overwritten whole: never in one of the SVSM's pages,
+    even one holding a well-formed request."""
+    svsm, guest, vcpu = _boot(snp)
+    state = svsm.read_state()
+    request = VtpmCommandRequest(0, GET_RANDOM).to_bytes().ljust(PAGE_SIZE, b"\x00")
+    svsm.at_vmpl0(lambda: vcpu.write(LAYOUT.key_gpa, request))
+    for page in (LAYOUT.key_gpa, LAYOUT.state_gpa, LAYOUT.caa_gpa):
+        assert guest.call(PROTOCOL_VTPM, VTPM_COMMAND, page)[0] == SvsmResult.ERR_INVALID_ADDRESS
+    assert svsm.at_vmpl0(lambda: vcpu.read(LAYOUT.key_gpa, PAGE_SIZE)) == request
+    assert svsm.read_state() == state
+    vcpu.write(BUFFER, request)
+    assert guest.call(PROTOCOL_VTPM, VTPM_COMMAND, BUFFER)[0] == SvsmResult.SUCCESS
+
+
+def test_a_pvalidate_request_in_an_svsm_page_is_an_invalid_address(snp: Any) -> None:
+    svsm, guest, vcpu = _boot(snp)
+    request = PvalidateRequest((PvalidateEntry(0x31, True),)).to_bytes()
+    svsm.at_vmpl0(lambda: vcpu.write(LAYOUT.key_gpa + 0x800, request))
+    assert guest.call(PROTOCOL_CORE, CORE_PVALIDATE,
+                      LAYOUT.key_gpa + 0x800)[0] == SvsmResult.ERR_INVALID_ADDRESS
+    assert svsm.at_vmpl0(lambda: vcpu.read(LAYOUT.key_gpa + 0x800, len(request))) == request
+
+
+def test_every_guest_range_is_checked_page_by_page(snp: Any) -> None:
+    """The SVSM's test of a range: every page it touches, from the first byte to the last."""
+    svsm, _, _ = _boot(snp)
+    key, state = LAYOUT.key_gpa, LAYOUT.state_gpa
+    assert svsm._guest_memory(BUFFER, PAGE_SIZE) and svsm._guest_memory(state - 8, 8)
+    assert not svsm._guest_memory(state - 8, 9) and not svsm._guest_memory(key + 0xFFF, 1)
+    assert not svsm._guest_memory(state - PAGE_SIZE, 3 * PAGE_SIZE)
+    assert svsm._guest_read(state, 4) is None and not svsm._guest_write(key, b"\x00")
+    assert svsm._guest_read(key + PAGE_SIZE - 1, 1) is None
+    assert svsm._guest_write(BUFFER, b"x") and svsm._guest_read(BUFFER, 1) == b"x"
+
+
+def test_an_address_the_vcpu_cannot_reach_is_none_not_a_fault(snp: Any) -> None:
+    """Unmapped guest memory (or a VMSA page the RMP refuses to write) is "not there"."""
+    svsm, _, _ = _boot(snp)
+    assert svsm._guest_read(1 << 40, 16) is None
+    assert not svsm._guest_write(1 << 40, b"x")
+
+
+# ---- the SVSM's own pages ------------------------------------------------------------------
+def test_every_svsm_page_is_its_own_at_any_offset_and_its_neighbours_are_not(snp: Any) -> None:
+    svsm, _, _ = _boot(snp)
+    for page in _own_pages(svsm):
+        assert svsm._own_page(page) and svsm._own_page(page + 0x123)
+        assert svsm._own_page(page + PAGE_SIZE - 1)
+    for other in (LAYOUT.state_gpa - PAGE_SIZE, BUFFER, 0x30000, LAYOUT.caa_gpa + PAGE_SIZE):
+        assert not svsm._own_page(other) and not svsm._own_page(other + 0x800)
+
+
+def test_the_guest_os_cannot_pvalidate_any_svsm_page(snp: Any) -> None:
+    """Every page the SVSM keeps (its PSP channel, the secrets page, each state page, the key
+    page, the guest OS's VMSA, the calling area) is refused, with nothing done."""
+    svsm, guest, _ = _boot(snp)
+    for page in _own_pages(svsm):
+        with pytest.raises(StatusError) as refused:
+            guest.pvalidate([page], validate=False)
+        assert refused.value.code == SvsmResult.ERR_INVALID_PARAMETER
+    assert svsm.read_state().startswith(STATE_MAGIC)
+    assert svsm.at_vmpl0(lambda: svsm.requester.seqno) == 0  # the channel still works
+    svsm.report(bytes(64))
+
+
+# ---- PVALIDATE's answers -------------------------------------------------------------------
+def test_a_page_the_rmp_holds_as_2m_is_a_size_mismatch(snp: Any) -> None:
+    _, guest, vcpu = _boot(snp)
+    page = 0x32000
+    vcpu.vm.machine.rmp.entry(vcpu.vm.translate(page)).page_size_2m = True
+    with pytest.raises(StatusError) as refused:
+        guest.pvalidate([page])
+    assert refused.value.code == SvsmResult.ERR_PVALIDATE_FAIL_SIZEMISMATCH
+
+
+def test_a_page_not_the_guests_is_a_failed_input(snp: Any) -> None:
+    """A page the host took back (RMP FAIL_INPUT), or one not mapped at all: FAIL_INPUT."""
+    _, guest, vcpu = _boot(snp)
+    page = 0x33000
+    vcpu.vm.machine.rmp.rmpupdate(vcpu.vm.translate(page), assigned=False)
+    for gpa in (page, 1 << 40):
+        with pytest.raises(StatusError) as refused:
+            guest.pvalidate([gpa])
+        assert refused.value.code == SvsmResult.ERR_PVALIDATE_FAIL_INPUT
+
+
+def test_unchanged_ignored_still_grants_the_page(snp: Any) -> None:
+    """A page already validated by the SVSM, asked again with "ignore unchanged": success,
+    and the guest OS may use it."""
+    svsm, guest, vcpu = _boot(snp)
+    page = 0x34000
+    svsm.at_vmpl0(lambda: svsm.kernel.pvalidate(page, validate=True))
+    assert guest.pvalidate([page], ignore_cf=True) == 1
+    vcpu.write(page, b"granted")
+    assert vcpu.read(page, 7) == b"granted"
+
+
+# ---- start, entry and state ----------------------------------------------------------------
+def test_the_svsm_starts_only_at_vmpl0(snp: Any) -> None:
+    svsm, _, vcpu = _boot(snp)
+    assert vcpu.vmpl == 1
+    with pytest.raises(StateError, match=r"^the SVSM starts at VMPL0, the vCPU runs at VMPL1$"):
+        Svsm.start(vcpu, svsm.requester.secrets_gpa, MonotonicCounter(), snp.random)
+
+
+def test_a_call_pending_byte_other_than_1_is_no_call(snp: Any) -> None:
+    svsm, _, vcpu = _boot(snp)
+    before = svsm.calls
+    vcpu.set_register("rax", PROTOCOL_VTPM << 32)
+    for pending in (2, 0xFF):
+        vcpu.write(LAYOUT.caa_gpa, bytes([pending]))
+        SevGuest(vcpu).run_vmpl(0)
+        assert svsm.calls == before and vcpu.register("rax") == PROTOCOL_VTPM << 32
+        assert vcpu.read(LAYOUT.caa_gpa, 1) == bytes([pending])
+
+
+def test_work_the_svsm_did_not_run_is_an_error(snp: Any) -> None:
+    """``at_vmpl0`` from the guest OS returns what the SVSM's entry code computed; an entry
+    that never ran the work leaves nothing to return."""
+    svsm, _, vcpu = _boot(snp)
+    assert svsm.at_vmpl0(lambda: vcpu.vmpl) == 0
+    vcpu.entry_code[0] = lambda: SevGuest(vcpu).leave_to(1)
+    with pytest.raises(StateError, match=r"^the SVSM did not run the requested work$"):
+        svsm.at_vmpl0(lambda: 1)
+
+
+def test_a_state_larger_than_its_pages_is_refused(snp: Any) -> None:
+    svsm, _, _ = _boot(snp)
+    room = LAYOUT.state_pages * PAGE_SIZE
+    svsm._write_parts(b"p" * (room - 9), b"v")
+    assert svsm._read_parts() == (b"p" * (room - 9), b"v")
+    with pytest.raises(StateError, match=rf"^vTPM state of {room + 1} bytes exceeds the "
+                                         rf"{room}-byte pages$"):
+        svsm._write_parts(b"p" * (room - 8), b"v")
+
+
+def test_state_pages_that_do_not_parse_are_corrupt(snp: Any) -> None:
+    svsm, guest, _ = _boot(snp)
+    svsm._write_parts(b"not a vTPM state", b"")
+    with pytest.raises(StateError, match=r"^vTPM state pages are corrupt: "):
+        guest.tpm_execute(GET_RANDOM)
+
+
+def test_a_refused_report_request_is_the_svsms_fault(snp: Any, monkeypatch: Any) -> None:
+    svsm, _, _ = _boot(snp)
+    monkeypatch.setattr(svsm.requester, "report", lambda data, vmpl: ReportResponse(0x16))
+    with pytest.raises(StatusError, match=r"^MSG_REPORT_REQ failed with status 0x16$") as error:
+        svsm.report(bytes(64))
+    assert error.value.code == 0x16
+
+
+def test_a_refused_key_request_is_the_svsms_fault(snp: Any) -> None:
+    """The PSP-derived state key: a MSG_KEY_REQ the firmware refuses gives no key."""
+    svsm, _, _ = _boot(snp)
+
+    class Refusing:
+        def derived_key(self, request: object) -> KeyResponse:
+            return KeyResponse(0x16)
+
+    provider = Svsm._key_provider(svsm.vcpu, Refusing(), LAYOUT, None)  # type: ignore[arg-type]
+    with pytest.raises(StatusError, match=r"^MSG_KEY_REQ failed with status 0x16$") as error:
+        provider.state_key()
+    assert error.value.code == 0x16
