@@ -15,16 +15,20 @@ from cvm.formats.svsm.attest_request import AttestRequest
 from cvm.formats.svsm.pvalidate_request import PvalidateEntry, PvalidateRequest
 from cvm.formats.svsm.services_manifest import VTPM_SERVICE_GUID
 from cvm.formats.svsm.vtpm_command import VtpmCommandRequest
+from cvm.formats.tpm2.constants import TpmAlg
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.svsm.attestation import ATTEST_SINGLE_SERVICE, PROTOCOL_ATTEST
 from cvm.guest.svsm.core import CORE_PVALIDATE, PROTOCOL_CORE
 from cvm.guest.svsm.result import SvsmResult
 from cvm.guest.svsm.svsm import Svsm, SvsmLayout
 from cvm.guest.svsm.vtpm import PROTOCOL_VTPM, VTPM_COMMAND
+from cvm.guest.tpm.client import TpmClient
 from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.hardware.memory.dram import PAGE_SIZE
-from cvm.vtpm.state import STATE_MAGIC
+from cvm.vtpm.pcr import PcrBanks
+from cvm.vtpm.state import STATE_MAGIC, PersistentState
 from cvm.vtpm.state_file import MonotonicCounter
+from cvm.vtpm.volatile import VolatileState
 
 BUFFER, SCRATCH = 0x20000, 0x21000
 GET_RANDOM = bytes.fromhex("80010000000c0000017b0008")
@@ -246,3 +250,33 @@ def test_a_refused_key_request_is_the_svsms_fault(snp: Any) -> None:
     with pytest.raises(StatusError, match=r"^MSG_KEY_REQ failed with status 0x16$") as error:
         provider.state_key()
     assert error.value.code == 0x16
+
+
+def test_a_second_length_in_the_next_page_is_read_from_it(snp: Any) -> None:
+    """A first part that ends its page puts the second part's length at the start of the next
+    page: the SVSM reads that page before it reads the length."""
+    svsm, _, vcpu = _boot(snp)
+    first, second = bytes(range(256)) * 15 + b"\x01" * (PAGE_SIZE - 4 - 3840), b"abc"
+    blob = len(first).to_bytes(4, "little") + first + len(second).to_bytes(4, "little") + second
+    svsm.at_vmpl0(lambda: vcpu.write(LAYOUT.state_gpa, blob))
+    assert svsm._read_parts() == (first, second)
+
+
+def test_each_call_is_counted(snp: Any) -> None:
+    svsm, guest, _ = _boot(snp)
+    before = svsm.calls
+    guest.vtpm_query()
+    guest.query_protocol(PROTOCOL_VTPM)
+    assert svsm.calls == before + 2
+
+
+def test_between_calls_the_engine_holds_a_blank_state(snp: Any) -> None:
+    """After a call the engine is reset to nothing: not started, no null seed or proof, no
+    PCRs, objects or sessions, no persistent state (the pages alone hold them)."""
+    svsm, guest, _ = _boot(snp)
+    client = TpmClient(guest.tpm_execute)
+    client.startup()
+    client.pcr_extend(7, {TpmAlg.SHA256: bytes(32)})
+    blank = VolatileState(False, b"", b"", PcrBanks(), {}, {})
+    assert svsm.tpm.volatile().to_bytes() == blank.to_bytes()
+    assert svsm.tpm.state == PersistentState({}, {})
