@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cvm.errors import StateError, StatusError
+from cvm.errors import IntegrityError, StateError, StatusError
 from cvm.formats.snp.key_request import KeyResponse
 from cvm.formats.snp.report_request import ReportResponse
 from cvm.formats.svsm.attest_request import AttestRequest
@@ -27,7 +27,7 @@ from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.vtpm.pcr import PcrBanks
 from cvm.vtpm.state import STATE_MAGIC, PersistentState
-from cvm.vtpm.state_file import MonotonicCounter
+from cvm.vtpm.state_file import KeySource, MonotonicCounter
 from cvm.vtpm.volatile import VolatileState
 
 BUFFER, SCRATCH = 0x20000, 0x21000
@@ -280,3 +280,71 @@ def test_between_calls_the_engine_holds_a_blank_state(snp: Any) -> None:
     blank = VolatileState(False, b"", b"", PcrBanks(), {}, {})
     assert svsm.tpm.volatile().to_bytes() == blank.to_bytes()
     assert svsm.tpm.state == PersistentState({}, {})
+
+
+# ---- start's choices -----------------------------------------------------------------------
+def test_a_started_svsm_has_served_no_call_and_serves_a_call_first(snp: Any) -> None:
+    """Starting (and the platform's work) is no call; the first switch to VMPL0 after start
+    may be a call, and it is the first one counted."""
+    launched = snp.launch()
+    vcpu = launched.guest.vcpus[0]
+    svsm = Svsm.start(vcpu, launched.secrets_gpa, MonotonicCounter(), snp.random)
+    assert svsm.calls == 0
+    assert SvsmGuest(vcpu, svsm, BUFFER, SCRATCH).vtpm_query() == 1 << 8
+    assert svsm.calls == 1
+
+
+def test_the_svsm_uses_the_pages_its_layout_names(snp: Any) -> None:
+    """Another layout: the PSP channel, calling area, key and state pages move with it."""
+    layout = SvsmLayout(ghcb_gpa=0x4000, request_gpa=0x5000, response_gpa=0x6000,
+                        state_gpa=0x40000, state_pages=4, key_gpa=0x44000,
+                        guest_vmsa_gpa=0x45000, caa_gpa=0x46000)
+    launched = snp.launch()
+    vcpu = launched.guest.vcpus[0]
+    svsm = Svsm.start(vcpu, launched.secrets_gpa, MonotonicCounter(), snp.random,
+                      layout=layout)
+    requester = svsm.requester
+    assert (requester.ghcb_gpa, requester.request_gpa, requester.response_gpa,
+            requester.vmpck) == (0x4000, 0x5000, 0x6000, 0)
+    assert svsm.kernel.ghcb_gpa == 0x4000
+    svsm.grant(BUFFER, 2)
+    guest = SvsmGuest(vcpu, svsm, BUFFER, SCRATCH)
+    assert guest.vtpm_query() == 1 << 8
+    assert svsm.at_vmpl0(lambda: vcpu.read(0x40000, 4)) == (
+        len(svsm.read_state()).to_bytes(4, "little"))
+    assert svsm.report(bytes(64))[:4] != bytes(4)
+    for page in (0x4000, 0x5000, 0x6000, 0x40000, 0x43000, 0x44000, 0x45000, 0x46000):
+        assert svsm._own_page(page)
+    assert not svsm._own_page(0x47000) and not svsm._own_page(LAYOUT.state_gpa)
+
+
+class Agent:
+    """A key broker's agent as the SVSM sees it: runs its exchange at VMPL0 and leaves the
+    state key in the key page (what it was handed is recorded)."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.given: list[tuple[Any, Any, int, Any, int]] = []
+
+    def obtain_state_key(self, vcpu: Any, requester: Any, key_gpa: int, random: Any) -> None:
+        self.given.append((vcpu, requester, key_gpa, random, vcpu.vmpl))
+        vcpu.write(key_gpa, self.key)
+
+
+def test_a_key_broker_agent_is_handed_the_vcpu_channel_key_page_and_randomness(
+        snp: Any) -> None:
+    launched = snp.launch()
+    vcpu = launched.guest.vcpus[0]
+    key = bytes(range(7, 39))
+    agent, counter = Agent(key), MonotonicCounter()
+    svsm = Svsm.start(vcpu, launched.secrets_gpa, counter, snp.random, broker=agent)
+    assert agent.given == [(vcpu, svsm.requester, LAYOUT.key_gpa, snp.random, 0)]
+    assert svsm.keys.source is KeySource.BROKER_RELEASED
+    assert svsm.at_vmpl0(svsm.keys.state_key) == key
+    sealed = svsm.seal_state()
+    again = Svsm.start(snp.launch().guest.vcpus[0], launched.secrets_gpa, counter, snp.random,
+                       sealed, broker=Agent(key))
+    assert again.read_state() == svsm.read_state()
+    with pytest.raises(IntegrityError):
+        Svsm.start(snp.launch().guest.vcpus[0], launched.secrets_gpa, counter, snp.random,
+                   sealed, broker=Agent(bytes(range(8, 40))))
