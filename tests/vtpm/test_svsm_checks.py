@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from cvm.crypto.drbg import SeededRandom
 from cvm.errors import IntegrityError, StateError, StatusError
 from cvm.formats.snp.key_request import KeyResponse
 from cvm.formats.snp.report_request import ReportResponse
@@ -348,3 +349,18 @@ def test_a_key_broker_agent_is_handed_the_vcpu_channel_key_page_and_randomness(
     with pytest.raises(IntegrityError):
         Svsm.start(snp.launch().guest.vcpus[0], launched.secrets_gpa, counter, snp.random,
                    sealed, broker=Agent(bytes(range(8, 40))))
+
+
+def test_the_vtpm_draws_on_the_randomness_the_svsm_is_given(snp: Any) -> None:
+    """The vTPM's randomness is the SVSM's (the CPU's): two SVSMs given the same stream
+    answer TPM2_GetRandom alike, and another stream answers otherwise."""
+    answers = []
+    for seed in (b"same", b"same", b"other"):
+        launched = snp.launch()
+        vcpu = launched.guest.vcpus[0]
+        svsm = Svsm.start(vcpu, launched.secrets_gpa, MonotonicCounter(), SeededRandom(seed))
+        svsm.grant(BUFFER, 2)
+        client = TpmClient(SvsmGuest(vcpu, svsm, BUFFER, SCRATCH).tpm_execute)
+        client.startup()
+        answers.append(client.get_random(16))
+    assert answers[0] == answers[1] != answers[2]
