@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cvm.crypto import amd_ecdsa
+from cvm.crypto.drbg import SeededRandom
 from cvm.crypto.key_transport import CURVE, Point, public_point, report_data, wrap
 from cvm.crypto.tpm_keys import ecc_from_seed
 from cvm.errors import IntegrityError, PolicyError, StatusError, UsageError
@@ -17,7 +18,8 @@ from cvm.formats.snp.report_request import ReportResponse
 from cvm.guest.kernel.guest_request import GuestRequester
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.svsm.key_release import SCALAR_OFFSET, obtain_state_key
-from cvm.guest.svsm.svsm import SvsmLayout
+from cvm.guest.svsm.svsm import Svsm, SvsmLayout
+from cvm.vtpm.state_file import KeySource, MonotonicCounter, ReleasedKeyProvider, open_state
 
 LAYOUT = SvsmLayout()
 KEY, SCALAR = LAYOUT.key_gpa, LAYOUT.key_gpa + 0x100
@@ -125,3 +127,24 @@ def test_a_refused_report_request_stops_before_the_relying_party(snp: Any,
     assert error.value.code == 0x16 and broker.released == []
     assert asked == [(report_data(broker.nonce, public_point(_expected_scalar())), 0)]
     assert vcpu.read(KEY, 32) == b"\xdd" * 32 and vcpu.read(SCALAR, 48) == bytes(48)
+
+
+def test_an_svsm_started_with_a_relying_party_seals_with_the_released_key(snp: Any) -> None:
+    """``Svsm.start(broker=...)``: the release runs at VMPL0 with the SVSM's channel, key page
+    and randomness; the state key is the released one, read from the key page, and a state
+    sealed with it opens only with it."""
+    launched = snp.launch()
+    vcpu, counter = launched.guest.vcpus[0], MonotonicCounter()
+    broker = Broker(snp, vcpu)
+    svsm = Svsm.start(vcpu, launched.secrets_gpa, counter, SeededRandom(b"svsm"), broker=broker)
+    [(_, nonce, public)] = broker.released
+    seed = SeededRandom(b"svsm")(48)
+    scalar = ecc_from_seed(CURVE, seed, b"svsm state key release")
+    assert nonce == broker.nonce and public == public_point(scalar)
+    assert svsm.keys.source is KeySource.BROKER_RELEASED
+    assert svsm.at_vmpl0(lambda: vcpu.read(KEY, 32)) == STATE_KEY
+    assert svsm.at_vmpl0(svsm.keys.state_key) == STATE_KEY
+    sealed = svsm.seal_state()
+    assert open_state(sealed, ReleasedKeyProvider(STATE_KEY), counter) == svsm.read_state()
+    with pytest.raises(IntegrityError):
+        open_state(sealed, ReleasedKeyProvider(bytes(32)[:-1] + b"\x01"), counter)

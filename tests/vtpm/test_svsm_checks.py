@@ -364,3 +364,19 @@ def test_the_vtpm_draws_on_the_randomness_the_svsm_is_given(snp: Any) -> None:
         client.startup()
         answers.append(client.get_random(16))
     assert answers[0] == answers[1] != answers[2]
+
+
+@pytest.mark.parametrize("size", [1, 0x7F0, PAGE_SIZE + 1])
+def test_the_state_is_written_as_whole_zero_padded_pages(snp: Any, size: int) -> None:
+    """Whatever the parts' size, the pages they reach are written whole: nothing the pages
+    held before stays after the state in its last page."""
+    svsm, _, vcpu = _boot(snp)
+    marker = b"\xee" * (2 * PAGE_SIZE)
+    svsm.at_vmpl0(lambda: vcpu.write(LAYOUT.state_gpa, marker))
+    svsm._write_parts(b"p" * size, b"v")
+    pages = svsm.at_vmpl0(lambda: vcpu.read(LAYOUT.state_gpa, 2 * PAGE_SIZE))
+    used = 8 + size + 1
+    assert pages[:used] == (size.to_bytes(4, "little") + b"p" * size + (1).to_bytes(4, "little")
+                            + b"v")
+    end = -(-used // PAGE_SIZE) * PAGE_SIZE
+    assert pages[used:end] == bytes(end - used) and pages[end:] == marker[end:]
