@@ -380,3 +380,19 @@ def test_the_state_is_written_as_whole_zero_padded_pages(snp: Any, size: int) ->
                             + b"v")
     end = -(-used // PAGE_SIZE) * PAGE_SIZE
     assert pages[used:end] == bytes(end - used) and pages[end:] == marker[end:]
+
+
+@pytest.mark.parametrize("lengths", [
+    (b"\x00\x00\x00\x01", b""),  # the first length: 16 MiB little-endian (1 big-endian)
+    (b"\x04\x00\x00\x00", b"\x00\x00\x00\x02"),  # the second: 32 MiB (2 big-endian)
+])
+def test_lengths_are_little_endian_and_a_huge_one_is_corrupt(
+        snp: Any, lengths: tuple[bytes, bytes]) -> None:
+    """The state pages' lengths are u32 little-endian: one far beyond the pages is corruption,
+    even where its bytes read big-endian would be a small length that fits."""
+    svsm, _, vcpu = _boot(snp)
+    first, second = lengths
+    blob = first + (b"abcd" + second if second else b"") + bytes(64)
+    svsm.at_vmpl0(lambda: vcpu.write(LAYOUT.state_gpa, blob))
+    with pytest.raises(StateError, match=r"^vTPM state pages are corrupt$"):
+        svsm._read_parts()
