@@ -195,3 +195,12 @@ def test_without_a_counter_only_the_key_is_left(snp: Any) -> None:
     agent: Callable[..., None] = _agent(Broker()).obtain_state_key
     agent(vcpu, requester, KEY_GPA, _seeds)
     assert vcpu.read(KEY_GPA, 32) == STATE_KEY and vcpu.read(SCALAR, 32) == bytes(32)
+
+
+def test_a_long_foreign_path_is_named_by_its_first_80_characters(snp: Any) -> None:
+    vcpu, requester = _vmpl0(snp)
+    path = "r/vtpm/" + "p" * 73 + "q" * 20  # 100 characters, the 81st a "q"
+    with pytest.raises(IntegrityError, match=(
+            rf"^the broker released the key of '{path[:80]}', not of 'default/vtpm/state-key'$")):
+        _agent(Broker(path=path)).obtain_state_key(vcpu, requester, KEY_GPA, _seeds)
+    assert _untouched(vcpu)
