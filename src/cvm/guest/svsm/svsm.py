@@ -20,8 +20,11 @@ does it and switches back (:meth:`Svsm.at_vmpl0`).
 
 Memory (SEV-SNP, AMD APM vol. 2 §15.36.7): the SVSM PVALIDATEs its state pages and never
 grants VMPL1+ any permission on them with RMPADJUST, so a guest-OS access faults (#NPF with
-the VMPL bit); the host sees them only as ciphertext. The state at rest is sealed by
-:mod:`cvm.vtpm.state_file`.
+the VMPL bit); the host sees them only as ciphertext. The SVSM itself runs at VMPL0 and may
+touch every page, so an address the guest OS passes in a call is refused
+(SVSM_ERR_INVALID_ADDRESS) where it reaches into a page of the SVSM's own: the guest OS cannot
+have it read its key page into a report or write a report over its state. The state at rest is
+sealed by :mod:`cvm.vtpm.state_file`.
 
 Where each secret lives (the architecture's rule: a guest component's secrets are in guest
 memory, written and read through the vCPU, so the host's view of DRAM is a real host's):
@@ -378,21 +381,36 @@ class Svsm:
         except PolicyError:  # "already validated": PVALIDATE changed nothing
             if not ignore_cf:
                 return SvsmResult.ERR_PVALIDATE_FAIL_UNCHANGED
-        except (StatusError, StateError) as failed:
-            code = getattr(failed, "code", 0)
-            return (SvsmResult.ERR_PVALIDATE_FAIL_SIZEMISMATCH if code == RMP_SIZEMISMATCH
+        except StatusError as failed:  # the RMP's status: a 2 MiB entry, or not the guest's
+            return (SvsmResult.ERR_PVALIDATE_FAIL_SIZEMISMATCH if failed.code == RMP_SIZEMISMATCH
                     else SvsmResult.ERR_PVALIDATE_FAIL_INPUT)
+        except StateError:  # the page is not mapped
+            return SvsmResult.ERR_PVALIDATE_FAIL_INPUT
         if validate:
             self.kernel.rmpadjust(gpa, GUEST_VMPL, Perm.all())
         return SvsmResult.SUCCESS
 
+    def _guest_memory(self, gpa: int, size: int) -> bool:
+        """``size`` bytes at ``gpa`` touch no page the SVSM keeps for itself. The SVSM reads
+        and writes at VMPL0, which may touch every page: an address the guest OS passes must
+        not make it read its own pages for the guest OS (the state key as a nonce) or write
+        into them (a report over the vTPM state)."""
+        return not any(self._own_page(page)
+                       for page in range(gpa - gpa % PAGE_SIZE, gpa + size, PAGE_SIZE))
+
     def _guest_read(self, gpa: int, size: int) -> bytes | None:
+        """Bytes of the guest OS's memory; None where they are not the guest OS's to give."""
+        if not self._guest_memory(gpa, size):
+            return None
         try:
             return self.vcpu.read(gpa, size)
         except (CvmError, FaultRaised):
             return None
 
     def _guest_write(self, gpa: int, data: bytes) -> bool:
+        """Write into the guest OS's memory; False where it is not the guest OS's."""
+        if not self._guest_memory(gpa, len(data)):
+            return False
         try:
             self.vcpu.write(gpa, data)
         except (CvmError, FaultRaised):
