@@ -60,7 +60,7 @@ def test_an_extend_with_an_unknown_hash_is_refused_on_parameter_one(client: TpmC
 
 @pytest.mark.parametrize("code", [TpmCc.PCR_EXTEND, TpmCc.PCR_EVENT, TpmCc.PCR_RESET])
 def test_a_handle_that_is_no_pcr_is_refused_as_a_value_on_handle_one(
-        client: TpmClient, code: int) -> None:
+        client: TpmClient, code: TpmCc) -> None:
     """The hierarchy handles pass the engine's handle check; the PCR commands refuse them
     with TPM_RC_VALUE on handle 1, and no PCR changes."""
     params = {TpmCc.PCR_EXTEND: _digest_values((TpmAlg.SHA256, bytes(32))),
