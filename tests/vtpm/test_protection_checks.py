@@ -90,7 +90,7 @@ def test_unwrap_checks_the_hmac_over_the_name(parent: TpmObject) -> None:
     child, sensitive = _sealed(parent)
     blob = protection.wrap(parent, child.public, sensitive, IV)
     other = child.public.with_unique(b"v" * 32)
-    with pytest.raises(StatusError, match="private area integrity failed") as refused:
+    with pytest.raises(StatusError, match=r"^private area integrity failed") as refused:
         protection.unwrap(parent, other, blob)
     assert refused.value.code == for_parameter(TpmRc.INTEGRITY, 1)
 
@@ -100,7 +100,7 @@ def test_an_authentic_blob_with_a_short_iv_is_refused_as_a_value(parent: TpmObje
     padded = replace(sensitive, auth_value=b"pw".ljust(32, b"\x00")).to_bytes()
     blob = _reference_blob(parent, child.public.name(), IV[:15],
                            len(padded).to_bytes(2, "big") + padded)
-    with pytest.raises(StatusError, match="private area IV is not one AES block") as refused:
+    with pytest.raises(StatusError, match=r"^private area IV is not one AES block") as refused:
         protection.unwrap(parent, child.public, blob)
     assert refused.value.code == for_parameter(TpmRc.VALUE, 1)
 
@@ -109,7 +109,7 @@ def test_an_authentic_blob_that_does_not_decrypt_to_a_sensitive_area_is_refused(
         parent: TpmObject) -> None:
     child, _ = _sealed(parent)
     blob = _reference_blob(parent, child.public.name(), IV, b"\x00\x05garbage")
-    with pytest.raises(StatusError, match="private area does not decrypt") as refused:
+    with pytest.raises(StatusError, match=r"^private area does not decrypt") as refused:
         protection.unwrap(parent, child.public, blob)
     assert refused.value.code == TpmRc.SENSITIVE
 
@@ -126,9 +126,9 @@ def test_only_a_storage_parent_with_its_private_part_protects(
         not_storage = replace(parent, sensitive=None)
     child, sensitive = _sealed(parent)
     blob = protection.wrap(parent, child.public, sensitive, IV)
-    with pytest.raises(StatusError, match="the parent is not a storage key") as refused:
+    with pytest.raises(StatusError, match=r"^the parent is not a storage key") as refused:
         protection.wrap(not_storage, child.public, sensitive, IV)
     assert refused.value.code == TpmRc.TYPE
-    with pytest.raises(StatusError, match="the parent is not a storage key") as refused:
+    with pytest.raises(StatusError, match=r"^the parent is not a storage key") as refused:
         protection.unwrap(not_storage, child.public, blob)
     assert refused.value.code == TpmRc.TYPE

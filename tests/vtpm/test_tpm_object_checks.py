@@ -205,7 +205,7 @@ def test_an_rsa_private_part_must_divide_the_modulus(tpm: Tpm, client: TpmClient
     assert sensitive is not None
     check_binding(public, sensitive)
     for prime in (b"", b"\x01", b"\x02", sensitive.sensitive[:-1] + b"\x01"):
-        with pytest.raises(StatusError, match="public and private areas do not match") as bad:
+        with pytest.raises(StatusError, match=r"^public and private areas do not match") as bad:
             check_binding(public, replace(sensitive, sensitive=prime))
         assert bad.value.code == TpmRc.BINDING
 
@@ -222,7 +222,7 @@ def test_the_scheme_is_the_keys_own_or_the_requested_one(tpm: Tpm, client: TpmCl
     free = _key(tpm, client, signing_key_template())
     assert pick_scheme(free, ecdsa) == ecdsa
     assert pick_scheme(free, (TpmAlg.ECDSA, TpmAlg.NULL)) == (TpmAlg.ECDSA, TpmAlg.NULL)
-    with pytest.raises(StatusError, match="neither key nor command gives a scheme") as refused:
+    with pytest.raises(StatusError, match=r"^neither key nor command gives a scheme") as refused:
         pick_scheme(free, null)
     assert refused.value.code == for_parameter(TpmRc.SCHEME, 2)
     with pytest.raises(StatusError) as refused:
@@ -234,7 +234,7 @@ def test_the_scheme_is_the_keys_own_or_the_requested_one(tpm: Tpm, client: TpmCl
     assert pick_scheme(fixed, ecdsa) == ecdsa
     for other in ((TpmAlg.ECDSA, TpmAlg.SHA384), (TpmAlg.RSASSA, TpmAlg.SHA256),
                   (TpmAlg.SHA256, TpmAlg.ECDSA)):
-        with pytest.raises(StatusError, match="scheme differs from the key's scheme") as refused:
+        with pytest.raises(StatusError, match=r"^scheme differs from the key's scheme") as refused:
             pick_scheme(fixed, other)
         assert refused.value.code == for_parameter(TpmRc.SCHEME, 2)
 
@@ -243,21 +243,21 @@ def test_a_signature_needs_a_scheme_of_the_keys_kind(tpm: Tpm, client: TpmClient
     ecc = _key(tpm, client, signing_key_template("ecc"))
     value = bytes(range(32))
     for scheme in (TpmAlg.RSASSA, TpmAlg.RSAPSS):
-        with pytest.raises(StatusError, match=f"scheme {scheme:#06x} does not fit") as refused:
+        with pytest.raises(StatusError, match=f"^scheme {scheme:#06x} does not fit") as refused:
             sign_digest(ecc, scheme, TpmAlg.SHA256, value)
         assert refused.value.code == TpmRc.SCHEME
     rsa = _key(tpm, client, signing_key_template("rsa"))
-    with pytest.raises(StatusError, match="scheme 0x0018 does not fit") as refused:
+    with pytest.raises(StatusError, match=r"^scheme 0x0018 does not fit") as refused:
         sign_digest(rsa, TpmAlg.ECDSA, TpmAlg.SHA256, value)
     assert refused.value.code == TpmRc.SCHEME
-    with pytest.raises(StatusError, match="a public-only object cannot sign") as refused:
+    with pytest.raises(StatusError, match=r"^a public-only object cannot sign") as refused:
         sign_digest(replace(rsa, sensitive=None), TpmAlg.RSASSA, TpmAlg.SHA256, value)
     assert refused.value.code == TpmRc.KEY
     for key, scheme in ((rsa, TpmAlg.RSASSA), (rsa, TpmAlg.RSAPSS), (ecc, TpmAlg.ECDSA)):
         signature = sign_digest(key, scheme, TpmAlg.SHA256, value)
         verify_digest(key.public, value, signature)
         other = TpmAlg.ECDSA if key is rsa else TpmAlg.RSASSA
-        with pytest.raises(SignatureError, match="signature algorithm does not fit the key"):
+        with pytest.raises(SignatureError, match=r"^signature algorithm does not fit the key"):
             verify_digest(key.public, value, replace(signature, sig_alg=other))
 
 
