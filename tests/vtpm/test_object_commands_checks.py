@@ -268,3 +268,26 @@ def test_null_hierarchy_public_only_and_st_clear_objects_stay(tpm: Tpm, client: 
     assert _code(lambda: _evict(client, TpmRh.OWNER, handle, OWNER_FIRST)) == for_handle(
         TpmRc.ATTRIBUTES, 2)
     assert tpm.state.persistent == {}
+
+
+def test_create_primary_checks_the_template_and_its_data_as_parameter_two(
+        client: TpmClient) -> None:
+    """Only KEYEDHASH objects take sensitive data (TPM_RC_SIZE on parameter 1); a template
+    that breaks the attribute rules is TPM_RC_ATTRIBUTES on parameter 2 (inPublic)."""
+    with pytest.raises(StatusError) as refused:
+        client.create_primary(TpmRh.OWNER, srk_template(), data=b"x")
+    assert refused.value.code == for_parameter(TpmRc.SIZE, 1)
+    bad = replace(srk_template(), attributes=srk_template().attributes & ~F.FIXED_PARENT)
+    with pytest.raises(StatusError) as refused:
+        client.create_primary(TpmRh.OWNER, bad)
+    assert refused.value.code == for_parameter(TpmRc.ATTRIBUTES, 2)
+
+
+def test_outside_info_is_at_most_64_bytes(client: TpmClient) -> None:
+    def primary(outside: bytes) -> int:
+        reply = client.call(TpmCc.CREATE_PRIMARY, (TpmRh.OWNER,),
+                            _create_params(srk_template(), outside=outside), (Auth(),), 1)
+        return reply.handles[0]
+
+    client.flush(primary(b"o" * 64))
+    assert _code(lambda: primary(b"o" * 65)) == for_parameter(TpmRc.VALUE, 0)

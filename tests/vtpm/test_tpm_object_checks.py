@@ -5,10 +5,13 @@ storage parent; the signing scheme a key may use; and what a shared secret refus
 
 from __future__ import annotations
 
+import hashlib
+import hmac as std_hmac
 from dataclasses import replace
 
 import pytest
 
+from cvm.crypto import tpm_keys
 from cvm.errors import SignatureError, StatusError
 from cvm.formats.tpm2.constants import TpmAlg, TpmaObject, TpmRh
 from cvm.formats.tpm2.public import (
@@ -22,7 +25,7 @@ from cvm.formats.tpm2.public import (
 )
 from cvm.formats.tpm2.response_code import TpmRc, for_parameter
 from cvm.formats.tpm2.sensitive import Sensitive
-from cvm.formats.tpm2.signature import Signature
+from cvm.formats.tpm2.signature import Signature, SigScheme
 from cvm.formats.tpm2.tpm2b import tpm2b
 from cvm.guest.tpm.client import TpmClient
 from cvm.vtpm.engine import Tpm
@@ -294,3 +297,114 @@ def test_an_ecc_secret_point_has_coordinates_of_at_most_128_bytes(
         with pytest.raises(StatusError) as refused:
             recover_secret(srk, point, b"SECRET", bad)
         assert refused.value is bad
+
+
+# ---- what the first mutation run left: build, derivation, schemes of other keys -----------------
+def _kdfa_sha256(key: bytes, label: bytes, context_u: bytes, context_v: bytes,
+                 bits: int) -> bytes:
+    out = b""
+    counter = 1
+    while len(out) * 8 < bits:
+        out += std_hmac.new(key, counter.to_bytes(4, "big") + label + b"\x00" + context_u
+                            + context_v + bits.to_bytes(4, "big"), hashlib.sha256).digest()
+        counter += 1
+    return out[:bits // 8]
+
+
+def test_strip_auth_removes_only_trailing_zero_octets() -> None:
+    assert object_auth(Sensitive(TpmAlg.KEYEDHASH, b"pwX\x00", b"", b"")) == b"pwX"
+    assert object_auth(Sensitive(TpmAlg.KEYEDHASH, b"\x00pw", b"", b"")) == b"\x00pw"
+
+
+@pytest.mark.parametrize("kind", ["ecc", "rsa"])
+def test_a_primary_is_derived_from_the_seed_the_template_and_the_data(
+        tpm: Tpm, client: TpmClient, kind: str) -> None:
+    """KDFa(SHA-256, seed, "Primary Object Creation", Name(template) ‖ SHA-256(data),
+    u32 counter) gives, in order, the seedValue (one nameAlg digest) and 32 bytes from which
+    the key is derived with the same context."""
+    template = srk_template(kind)
+    handle, public = client.create_primary(TpmRh.OWNER, template)
+    context = template.name() + hashlib.sha256(b"").digest()
+    seed = tpm.seed(TpmRh.OWNER)
+    label = b"Primary Object Creation"
+    seed_value = _kdfa_sha256(seed, label, context, (1).to_bytes(4, "big"), 256)
+    key_seed = _kdfa_sha256(seed, label, context, (2).to_bytes(4, "big"), 256)
+    sensitive = tpm.objects[handle].sensitive
+    assert sensitive is not None
+    assert sensitive.seed_value == seed_value
+    if kind == "ecc":
+        assert sensitive.sensitive == tpm_keys.ecc_from_seed("p256", key_seed, context)
+    else:
+        assert (public.unique, sensitive.sensitive) == tpm_keys.rsa_from_seed(
+            key_seed, context, 2048, 0)
+
+
+def test_a_sealed_primary_mixes_its_data_into_the_derivation(tpm: Tpm,
+                                                             client: TpmClient) -> None:
+    handle, _ = client.create_primary(TpmRh.OWNER, sealed_template(), data=b"primary data")
+    context = sealed_template().name() + hashlib.sha256(b"primary data").digest()
+    sensitive = tpm.objects[handle].sensitive
+    assert sensitive is not None
+    assert sensitive.seed_value == _kdfa_sha256(
+        tpm.seed(TpmRh.OWNER), b"Primary Object Creation", context, (1).to_bytes(4, "big"), 256)
+    assert client.unseal(handle) == b"primary data"
+
+
+def test_the_auth_value_is_at_most_one_name_digest(client: TpmClient) -> None:
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template())
+    client.create(srk, sealed_template(), b"x", auth=b"a" * 32 + b"\x00" * 4)
+    with pytest.raises(StatusError) as refused:
+        client.create(srk, sealed_template(), b"x", auth=b"a" * 33)
+    assert refused.value.code == for_parameter(TpmRc.SIZE, 1)
+
+
+def test_a_symcipher_key_is_made_and_bound(tpm: Tpm, client: TpmClient) -> None:
+    """A SYMCIPHER object: keyBits/8 random bytes, unique = H(seedValue ‖ key), its auth."""
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template())
+    template = Public(TpmAlg.SYMCIPHER, TpmAlg.SHA256, KEY | F.DECRYPT, b"", SymCipherParms(),
+                      b"")
+    blob, public = client.create(srk, template, auth=b"sym")
+    handle = client.load(srk, blob, public)
+    sensitive = tpm.objects[handle].sensitive
+    assert sensitive is not None
+    assert sensitive.sensitive_type == TpmAlg.SYMCIPHER
+    assert len(sensitive.sensitive) == 16
+    assert len(sensitive.seed_value) == 32
+    assert public.unique == hashlib.sha256(sensitive.seed_value + sensitive.sensitive).digest()
+    assert tpm.objects[handle].auth_value == b"sym"
+
+
+def test_an_ordinary_rsa_key_has_the_templates_exponent(client: TpmClient) -> None:
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template())
+    template = replace(signing_key_template("rsa"),
+                       parameters=RsaParms(SymDefObject(), Scheme(), 1024, 3))
+    blob, public = client.create(srk, template)
+    key = client.load(srk, blob, public)
+    signature = client.sign(key, bytes(32), SigScheme(TpmAlg.RSASSA, TpmAlg.SHA256))
+    verify_digest(public, bytes(32), signature)
+
+
+def test_a_loaded_objects_auth_value_is_kept_without_padding(tpm: Tpm,
+                                                             client: TpmClient) -> None:
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template())
+    blob, public = client.create(srk, sealed_template(), b"x", auth=b"pw")
+    handle = client.load(srk, blob, public)
+    sensitive = tpm.objects[handle].sensitive
+    assert sensitive is not None
+    assert sensitive.auth_value == b"pw"
+
+
+def test_a_key_of_another_type_takes_the_requested_scheme() -> None:
+    hmac_key = TpmObject(
+        replace(sealed_template(), attributes=F.SENSITIVE_DATA_ORIGIN | F.SIGN_ENCRYPT),
+        Sensitive(TpmAlg.KEYEDHASH, b"", b"", b""), TpmRh.OWNER, b"")
+    assert pick_scheme(hmac_key, (TpmAlg.HMAC, TpmAlg.SHA256)) == (TpmAlg.HMAC, TpmAlg.SHA256)
+
+
+def test_a_key_scheme_without_a_hash_still_binds_the_scheme() -> None:
+    """A key whose scheme names no hash still has a scheme: a request with a hash differs."""
+    key = TpmObject(_ecc(scheme=Scheme(TpmAlg.ECDSA, TpmAlg.NULL)), None, TpmRh.OWNER, b"")
+    with pytest.raises(StatusError) as refused:
+        pick_scheme(key, (TpmAlg.ECDSA, TpmAlg.SHA256))
+    assert refused.value.code == for_parameter(TpmRc.SCHEME, 2)
+    assert pick_scheme(key, (TpmAlg.NULL, TpmAlg.NULL)) == (TpmAlg.ECDSA, TpmAlg.NULL)
