@@ -16,11 +16,12 @@ from cvm.errors import StatusError
 from cvm.formats.tpm2.attest import QuoteAttest
 from cvm.formats.tpm2.constants import TpmAlg, TpmaObject, TpmCc, TpmRh, TpmSe, TpmSt
 from cvm.formats.tpm2.pcr_selection import PcrSelection, PcrSelectionList
-from cvm.formats.tpm2.public import EccParms, SymDefObject
+from cvm.formats.tpm2.public import EccParms, RsaParms, SymDefObject
 from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
 from cvm.formats.tpm2.signature import SigScheme, Ticket
 from cvm.formats.tpm2.tpm2b import tpm2b, writer
 from cvm.guest.tpm.client import Auth, TpmClient
+from cvm.vtpm import attestation_commands
 from cvm.vtpm.attestation_commands import FIRMWARE_VERSION
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.templates import ak_template, ek_template, signing_key_template, srk_template
@@ -142,3 +143,52 @@ def test_activation_needs_the_eks_private_part_and_a_secret_that_decrypts(
         TpmRh.ENDORSEMENT)
     assert _code(lambda: client.activate_credential(ak, public_only, blob, secret)) == (
         for_handle(TpmRc.KEY, 2))
+
+
+def test_the_obfuscated_firmware_version_wraps_at_64_bits(
+        tpm: Tpm, client: TpmClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(attestation_commands, "FIRMWARE_VERSION", 2**64 - 1)
+    ak, _ = client.create_primary(TpmRh.OWNER, ak_template())
+    attest = QuoteAttest.from_bytes(client.quote(ak, b"", SELECTION)[0])
+    mask = _mask(tpm, attest.qualified_signer)
+    assert attest.firmware_version == int.from_bytes(mask[:8], "big") - 1
+
+
+def test_the_signing_and_credential_keys_must_be_objects(client: TpmClient) -> None:
+    """A hierarchy or PCR handle passes the engine's handle check but is no object."""
+    assert _code(lambda: client.quote(TpmRh.OWNER, b"", SELECTION)) == for_handle(
+        TpmRc.HANDLE, 1)
+    assert _code(lambda: client.make_credential(TpmRh.OWNER, b"c", bytes(34))) == for_handle(
+        TpmRc.HANDLE, 1)
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template("rsa"))
+    assert _code(lambda: client.activate_credential(7, srk, b"", b"")) == for_handle(
+        TpmRc.HANDLE, 1)
+
+
+def test_the_tpm2b_limits_of_quote_sign_and_make_credential(client: TpmClient) -> None:
+    """qualifyingData and a digest are TPM2B_DATA/TPM2B_DIGEST (64 bytes), the credential a
+    TPM2B_DIGEST and the object's Name a TPM2B_NAME (66 bytes): one byte more is refused
+    while the parameters are read."""
+    ak, _ = client.create_primary(TpmRh.ENDORSEMENT, ak_template())
+    client.quote(ak, b"q" * 64, SELECTION)
+    assert _code(lambda: client.quote(ak, b"q" * 65, SELECTION)) == for_parameter(
+        TpmRc.VALUE, 0)
+    key, _ = client.create_primary(TpmRh.OWNER, signing_key_template())
+    ecdsa = SigScheme(TpmAlg.ECDSA, TpmAlg.SHA256)
+    assert _code(lambda: client.sign(key, bytes(65), ecdsa)) == for_parameter(TpmRc.VALUE, 0)
+    ek, _ = client.create_primary(TpmRh.ENDORSEMENT, ek_template("rsa"))
+    client.make_credential(ek, b"c" * 64, b"n" * 66)
+    assert _code(lambda: client.make_credential(ek, b"c" * 65, b"n" * 34)) == for_parameter(
+        TpmRc.VALUE, 0)
+    assert _code(lambda: client.make_credential(ek, b"c", b"n" * 67)) == for_parameter(
+        TpmRc.VALUE, 0)
+
+
+def test_a_credential_to_an_rsa_key_uses_its_exponent(client: TpmClient) -> None:
+    srk = srk_template("rsa")
+    assert isinstance(srk.parameters, RsaParms)
+    exponent_3 = replace(srk, parameters=replace(srk.parameters, exponent=3))
+    key, _ = client.create_primary(TpmRh.OWNER, exponent_3)
+    ak, ak_public = client.create_primary(TpmRh.ENDORSEMENT, ak_template())
+    blob, secret = client.make_credential(key, b"credential", ak_public.name())
+    assert client.activate_credential(ak, key, blob, secret) == b"credential"

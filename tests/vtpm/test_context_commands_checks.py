@@ -163,7 +163,11 @@ def test_an_authentic_context_must_name_a_transient_object_and_hold_a_whole_body
     for handle in (SAVED_TRANSIENT + 1, 0x81000000):
         context = _sealed_context(tpm, 7, handle, TpmRh.OWNER, body)
         assert _code(lambda context=context: _load(client, context)) == HANDLE_1
-    for bad in (body[:-1], body + b"\x00", b""):
+    item = tpm.objects[srk]
+    assert item.sensitive is not None
+    long_name = (item.public.to_tpm2b() + tpm2b(item.sensitive.to_bytes())
+                 + tpm2b(item.qualified_name.ljust(67, b"\x00")))
+    for bad in (body[:-1], body + b"\x00", b"", long_name):
         context = _sealed_context(tpm, 7, SAVED_TRANSIENT, TpmRh.OWNER, bad)
         assert _code(lambda context=context: _load(client, context)) == INTEGRITY_1
     assert _load(client, _sealed_context(tpm, 7, SAVED_TRANSIENT, TpmRh.OWNER, body))
@@ -186,12 +190,13 @@ def test_each_save_takes_the_next_sequence_number(client: TpmClient) -> None:
 def test_a_saved_session_leaves_its_slot_and_comes_back_once(tpm: Tpm,
                                                              client: TpmClient) -> None:
     session = client.start_auth_session(TpmSe.HMAC)
+    live = tpm.sessions[session.handle]
     context = _save(client, session.handle)
     assert (context.saved_handle, context.hierarchy) == (session.handle, TpmRh.NULL)
     assert session.handle not in tpm.sessions
     assert _open(tpm, context) == session.handle.to_bytes(4, "big")
     assert _load(client, context) == session.handle
-    assert session.handle in tpm.sessions
+    assert tpm.sessions[session.handle] is live
     assert session.handle not in tpm.saved_sessions
     assert _code(lambda: _load(client, context)) == HANDLE_1
 

@@ -104,6 +104,7 @@ def test_public_from_an_ecc_pem(curve: ec.EllipticCurve, tpm_curve: int, size: i
     assert public.type == TpmAlg.ECC
     assert public.name_alg == TpmAlg.SHA256
     assert public.attributes == 0x00060040
+    assert public.auth_policy == b""
     assert public.parameters == EccParms(SymDefObject(), Scheme(), tpm_curve, Scheme())
     assert public.unique == EccPoint(numbers.x.to_bytes(size, "big"),
                                      numbers.y.to_bytes(size, "big"))
