@@ -56,6 +56,11 @@ def test_the_srk_templates(no_da: bool, attributes: str) -> None:
     assert srk_template("rsa", no_da).to_bytes() == rsa_srk
 
 
+def test_the_default_srk_is_ecc_without_no_da() -> None:
+    assert srk_template().to_bytes() == srk_template("ecc", False).to_bytes()
+    assert srk_template().attributes == 0x00030072
+
+
 def test_the_attestation_key_templates() -> None:
     assert ak_template("rsa").to_bytes() == _hex(
         "0001 000b 00050072 0000 0010 0014 000b 0800 00000000 0000")
