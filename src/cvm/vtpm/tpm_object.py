@@ -71,20 +71,31 @@ class TpmObject:
 
     @property
     def auth_value(self) -> bytes:
-        return strip_auth(self.sensitive.auth_value) if self.sensitive else b""
+        return object_auth(self.sensitive)
 
     def has(self, flag: int) -> bool:
         return self.public.has(flag)
 
     @property
     def is_storage_parent(self) -> bool:
-        return (
-            self.public.type in (TpmAlg.RSA, TpmAlg.ECC)
-            and self.has(TpmaObject.RESTRICTED)
-            and self.has(TpmaObject.DECRYPT)
-            and not self.has(TpmaObject.SIGN_ENCRYPT)
-            and self.sensitive is not None
-        )
+        return is_storage_key(self.public, self.sensitive)
+
+
+def object_auth(sensitive: Sensitive | None) -> bytes:
+    """An object's authValue without its zero padding (empty for a public-only object)."""
+    return strip_auth(sensitive.auth_value) if sensitive else b""
+
+
+def is_storage_key(public: Public, sensitive: Sensitive | None) -> bool:
+    """A parent TPM2_Create and TPM2_Load accept: an RSA or ECC key, restricted, decrypt, not
+    sign, with its private part loaded."""
+    return (
+        public.type in (TpmAlg.RSA, TpmAlg.ECC)
+        and public.has(TpmaObject.RESTRICTED)
+        and public.has(TpmaObject.DECRYPT)
+        and not public.has(TpmaObject.SIGN_ENCRYPT)
+        and sensitive is not None
+    )
 
 
 def qualified_name(parent_qn: bytes, public: Public) -> bytes:
