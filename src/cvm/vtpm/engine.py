@@ -114,6 +114,8 @@ class Tpm(Authorization):
             return Response(TpmRc.FAILURE).to_bytes(False)
 
     def _execute(self, data: bytes, locality: int) -> bytes:
+        if not (0 <= locality <= 4 or 32 <= locality <= 255):  # TPMA_LOCALITY: 0–4, 32–255
+            raise fail(TpmRc.LOCALITY, f"locality {locality} does not exist")
         if len(data) < HEADER_SIZE or len(data) > MAX_COMMAND_SIZE:
             raise fail(TpmRc.COMMAND_SIZE, "command size out of range")
         tag, size, code = _HEADER.unpack_from(data)  # the length is checked above
