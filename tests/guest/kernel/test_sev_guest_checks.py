@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from cvm.errors import InternalError, StateError, StatusError
+from cvm.errors import InternalError, PolicyError, StateError, StatusError
 from cvm.formats.snp.ghcb import Ghcb
-from cvm.formats.snp.ghcb_msr import MsrFunction
+from cvm.formats.snp.ghcb_msr import MsrFunction, PscOperation
 from cvm.formats.snp.vmsa import VMSA_LAYOUT, SevFeatures, Vmsa
 from cvm.guest.kernel.sev_guest import SevGuest, vmsa_registers
 from cvm.hardware.machine import Machine
@@ -221,3 +221,90 @@ def test_run_vmpl_reads_the_error_from_bits_63_to_32_only() -> None:
     host._on_vmgexit = (  # type: ignore[method-assign]
         lambda guest, vcpu: setattr(vcpu, "ghcb_msr", answer))
     kernel.run_vmpl(1)
+
+
+# -- PVALIDATE and accepting memory ------------------------------------------------------------
+def test_accept_of_an_unaligned_range_validates_every_page_it_touches() -> None:
+    host = Hypervisor(Machine(16 * MIB))
+    guest = host.create_vm(Mode.SEV_SNP, PAGES * PAGE_SIZE)
+    kernel = SevGuest(guest.vcpus[0])
+    kernel.accept(3 * PAGE_SIZE + 0x10, PAGE_SIZE)  # 0x3010..0x4010: pages 3 and 4
+    assert kernel.validated == {3, 4}
+
+
+def test_pvalidate_inside_a_page_validates_that_page() -> None:
+    host = Hypervisor(Machine(16 * MIB))
+    guest = host.create_vm(Mode.SEV_SNP, PAGES * PAGE_SIZE)
+    kernel = SevGuest(guest.vcpus[0])
+    kernel.pvalidate(3 * PAGE_SIZE + 0x800, validate=True)
+    assert kernel.validated == {3}
+    spa = guest.vm.translate(3 * PAGE_SIZE)
+    assert spa is not None
+    assert host.machine.rmp.entry(spa).validated
+    assert not host.machine.rmp.entry(spa + PAGE_SIZE).validated
+
+
+def test_a_second_validation_is_refused_as_a_remap() -> None:
+    _, _, kernel = _guest()
+    with pytest.raises(PolicyError) as refused:
+        kernel.pvalidate(3 * PAGE_SIZE, validate=True)
+    assert str(refused.value) == ("page 0x3000 is already validated: refusing a second "
+                                  "validation (the host remapped it)")
+
+
+def test_a_page_the_rmp_holds_valid_already_is_refused() -> None:
+    """Another kernel instance (no record of the page) finds PVALIDATE changed nothing."""
+    _, guest, _ = _guest()
+    fresh = SevGuest(guest.vcpus[0])
+    with pytest.raises(PolicyError, match=r"^PVALIDATE of 0x3000 changed nothing: page was "
+                                          r"already valid$"):
+        fresh.pvalidate(3 * PAGE_SIZE, validate=True)
+
+
+def test_pvalidate_of_an_unmapped_page_is_refused_by_name() -> None:
+    _, _, kernel = _guest()
+    with pytest.raises(StateError, match=rf"^PVALIDATE of {UNMAPPED:#x}: page is not mapped$"):
+        kernel.pvalidate(UNMAPPED, validate=True)
+
+
+def test_a_refused_pvalidate_carries_the_rmp_status() -> None:
+    _, _, kernel = _guest()
+    kernel.make_shared(3 * PAGE_SIZE)  # no longer assigned to the guest
+    with pytest.raises(StatusError, match=r"^PVALIDATE of 0x3000 failed: FAIL_INPUT$"
+                       ) as refused:
+        kernel.pvalidate(3 * PAGE_SIZE, validate=True)
+    assert refused.value.code == int(RmpStatus.FAIL_INPUT) == 1
+
+
+# -- page-state changes ------------------------------------------------------------------------
+def test_an_msr_page_state_change_the_host_refuses_carries_its_code() -> None:
+    _, _, kernel = _guest(ghcb=False)
+    with pytest.raises(StatusError, match=rf"^page-state change of {UNMAPPED:#x} refused$"
+                       ) as refused:
+        kernel.page_state_change([UNMAPPED], PscOperation.SHARED)
+    assert refused.value.code == 1  # the host's "invalid" error in bits 63:32
+
+
+@pytest.mark.parametrize(("answer", "refused"), [
+    ((0x5 << 12) | int(MsrFunction.PSC_RESPONSE), False),  # reserved bits 31:12: success
+    ((0x2 << 32) | int(MsrFunction.PSC_RESPONSE), True),
+    (int(MsrFunction.REGISTER_GHCB_RESPONSE), True),
+])
+def test_an_msr_page_state_change_reads_function_and_error(answer: int, refused: bool) -> None:
+    host, _, kernel = _guest(ghcb=False)
+    host._on_vmgexit = (  # type: ignore[method-assign]
+        lambda guest, vcpu: setattr(vcpu, "ghcb_msr", answer))
+    if not refused:
+        kernel.page_state_change([3 * PAGE_SIZE], PscOperation.SHARED)
+        return
+    with pytest.raises(StatusError) as error:
+        kernel.page_state_change([3 * PAGE_SIZE], PscOperation.SHARED)
+    assert error.value.code == answer >> 32
+
+
+def test_a_ghcb_page_state_change_the_host_refuses_carries_its_code() -> None:
+    _, _, kernel = _guest()
+    with pytest.raises(StatusError, match=r"^page-state change refused after 1 pages$"
+                       ) as refused:
+        kernel.page_state_change([3 * PAGE_SIZE, UNMAPPED], PscOperation.SHARED)
+    assert refused.value.code == 1  # SW_EXITINFO2 bits 63:32
