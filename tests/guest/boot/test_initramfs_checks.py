@@ -68,7 +68,8 @@ class Setup:
     disk: RootDisk
 
     def add_token(self, keyslots: tuple[int, ...] | None = None, values: list[bytes] | None = None,
-                  signed: bool = False, bank: str = "sha256") -> int:
+                  signed: bool = False, bank: str = "sha256",
+                  pubkey_pcrs: tuple[int, ...] = (11,)) -> int:
         """Seal a fresh secret to PCR 7 (its live value, or ``values``), add its keyslot and a
         token naming ``keyslots`` (the new keyslot when None); returns the token id."""
         secret = hashlib.sha256(f"secret {len(self.volume.tokens)}".encode()).digest()
@@ -80,7 +81,7 @@ class Setup:
         slot = self.volume.add_keyslot(self.volume_key, base64.b64encode(secret), KEYSLOT_KDF)
         token = SystemdTpm2Token(keyslots if keyslots is not None else (slot,), blob, (7,),
                                  digest, bank, pubkey_pem=PEM if signed else None,
-                                 pubkey_pcrs=(11,) if signed else ())
+                                 pubkey_pcrs=pubkey_pcrs if signed else ())
         return self.volume.add_token(token.to_json())
 
     def initramfs(self, uuid: str | None = None, pcr_signature: str | None = None,
@@ -131,9 +132,12 @@ def test_the_root_opens_and_the_volume_key_lives_in_a_private_guest_page(setup: 
     assert initramfs.secrets()["volume key"] == setup.volume_key
 
 
-@pytest.mark.parametrize("data_dir", ["/srv/data", "/srv/data/"])
+@pytest.mark.parametrize(("data_dir", "path"), [("/srv/data", "/srv/data/log"),
+                                               ("/srv/data/", "/srv/data/log"),
+                                               ("/srv/X", "/srv/X/log")])
 def test_the_workload_round_trips_through_guest_pages_and_the_root(setup: Setup,
-                                                                 data_dir: str) -> None:
+                                                                 data_dir: str, path: str
+                                                                 ) -> None:
     setup.add_token()
     initramfs = setup.initramfs(data_dir=data_dir)
     with pytest.raises(StateError, match=r"^the workload runs once the root is open$"):
@@ -141,21 +145,25 @@ def test_the_workload_round_trips_through_guest_pages_and_the_root(setup: Setup,
     initramfs.open_root()
     result = initramfs.run_workload()
     written = SeededRandom(b"workload")(WORKLOAD_SIZE)
-    assert (result.path, result.size, result.round_trip) == ("/srv/data/log", 4096, True)
+    assert (result.path, result.size, result.round_trip) == (path, 4096, True)
     assert result.data_sha256 == hashlib.sha256(written).hexdigest()
     assert setup.kernel.cpu.read(DATA_GPA, PAGE_SIZE) == written
     assert setup.kernel.cpu.read(DATA_GPA + PAGE_SIZE, PAGE_SIZE) == written
-    assert initramfs.store is not None and initramfs.store.read("/srv/data/log") == written
+    assert initramfs.store is not None and initramfs.store.read(path) == written
     assert initramfs.secrets()["workload data"] == written
 
 
 def test_another_luks_volume_is_refused(setup: Setup) -> None:
     setup.add_token()
     other = "12345678-1234-4234-8234-123456789abc"
+    initramfs = setup.initramfs(uuid=other)
     with pytest.raises(StateError) as refused:
-        setup.initramfs(uuid=other).open_root()
+        initramfs.open_root()
     assert str(refused.value) == (f"initramfs: the root partition holds LUKS2 volume "
                                   f"{setup.volume.uuid}, the initrd asks for {other}")
+    # the manifest was read, the root is not open: no workload
+    with pytest.raises(StateError, match=r"^the workload runs once the root is open$"):
+        initramfs.run_workload()
 
 
 def test_a_root_without_a_tpm2_token_is_refused(setup: Setup) -> None:
@@ -236,14 +244,16 @@ def test_the_signed_policy_matching_the_live_pcrs_opens_the_root(setup: Setup) -
                                 ("/etc/hostname",))
 
 
-@pytest.mark.parametrize("in_manifest", [True, False])
+@pytest.mark.parametrize(("in_manifest", "uki"), [(True, True), (False, True), (True, False)])
 def test_a_signed_token_needs_the_manifest_and_the_uki_to_carry_pcrsig(
-        setup: Setup, in_manifest: bool) -> None:
+        setup: Setup, in_manifest: bool, uki: bool) -> None:
     setup.add_token(signed=True)
     live = setup.client.pcr_read(ELEVEN)[2]
     entries = (_entry(PolicyDigest.start().pcr(ELEVEN, live).value),)
     initramfs = _signed_initramfs(setup, entries, in_manifest)
-    if in_manifest:
+    if not uki:
+        initramfs.uki = None
+    if in_manifest and uki:
         assert initramfs.open_root().policy == "signed"
         return
     with pytest.raises(StatusError, match=r"a signed-policy token, but no \.pcrsig to use$"):
@@ -276,3 +286,10 @@ def test_a_signed_policy_of_another_bank_is_not_used(setup: Setup) -> None:
     with pytest.raises(StatusError, match=r": initramfs: no signed policy in \.pcrsig for the "
                                           r"live PCR 11$"):
         _signed_initramfs(setup, (_entry(good),)).open_root()
+
+
+def test_the_refusal_names_every_signed_pcr(setup: Setup) -> None:
+    setup.add_token(signed=True, pubkey_pcrs=(11, 12))
+    with pytest.raises(StatusError, match=r": initramfs: no signed policy in \.pcrsig for the "
+                                          r"live PCR 11\+12$"):
+        _signed_initramfs(setup, (_entry(b"\x00" * 32, pcrs=(11, 12)),)).open_root()
