@@ -276,3 +276,14 @@ def test_unlock_returns_the_volume_key(volume: tuple[Luks2Volume, bytes],
     disk, key = volume
     number = enroll(disk, key, client, SealPolicy(SEVEN), client.pcr_read(SEVEN)[2], SECRET)
     assert unlock(disk, tpm2_tokens(disk)[number], client) == key
+
+
+@pytest.mark.parametrize("extra", ["*", "\n", " "])
+def test_a_blob_with_a_character_outside_base64_is_refused(blob: SealedBlob, extra: str) -> None:
+    """Strict base64: a character outside the alphabet is refused, not skipped (the blob with
+    it removed would parse)."""
+    text = base64.b64encode(blob.to_bytes()).decode()
+    assert SystemdTpm2Token.from_json(_token(blob, **{"tpm2-blob": text})).blob == blob
+    spoiled = text[:8] + extra + text[8:]
+    assert _refused(_token(blob, **{"tpm2-blob": spoiled})) == (
+        "systemd-tpm2 token: bad base64 or hex field")

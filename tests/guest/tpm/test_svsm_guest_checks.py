@@ -13,6 +13,9 @@ from cvm.crypto.drbg import SeededRandom
 from cvm.errors import StatusError
 from cvm.formats.ovmf.image import build_image
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
+from cvm.formats.svsm.attest_request import ATTEST_REQUEST_SIZE, AttestRequest
+from cvm.formats.svsm.services_manifest import VTPM_SERVICE_GUID
+from cvm.formats.svsm.vtpm_command import BUFFER_SIZE, VtpmCommandRequest
 from cvm.guest.svsm.core import CORE_QUERY_PROTOCOL, PROTOCOL_CORE
 from cvm.guest.svsm.result import SvsmResult
 from cvm.guest.svsm.svsm import Svsm
@@ -107,3 +110,46 @@ def test_a_refused_attestation_carries_the_result(guest: SvsmGuest) -> None:
         _answering(guest, (code, 0, 0, 0)).attest(hashlib.sha512(b"nonce").digest())
     assert str(refused.value) == "SVSM attestation call failed: 0x80000003"
     assert refused.value.code == code
+
+
+def test_registers_the_svsm_does_not_answer_come_back_as_the_guest_set_them(
+        guest: SvsmGuest) -> None:
+    """RCX, RDX and R8 default to 0; an unsupported protocol leaves each where it was put."""
+    unsupported = int(SvsmResult.ERR_UNSUPPORTED_PROTOCOL)
+    assert guest.call(7, 0) == (unsupported, 0, 0, 0)
+    assert guest.call(7, 0, 5, 6, 7) == (unsupported, 5, 6, 7)
+
+
+def test_the_command_is_zero_padded_in_the_buffer_the_svsm_reads(
+        guest: SvsmGuest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The buffer page as the SVSM reads it: the request, then zeros (not what an earlier
+    exchange left there)."""
+    seen: list[bytes] = []
+    parse = VtpmCommandRequest.from_bytes
+
+    def spy(data: bytes) -> VtpmCommandRequest:
+        seen.append(bytes(data))
+        return parse(data)
+
+    monkeypatch.setattr(VtpmCommandRequest, "from_bytes", staticmethod(spy))
+    guest.vcpu.write(BUFFER, b"\xee" * BUFFER_SIZE)
+    with pytest.raises(StatusError):
+        guest.tpm_execute(b"\x80\x01", locality=3)
+    request = VtpmCommandRequest(3, b"\x80\x01").to_bytes()
+    assert seen == [request + bytes(BUFFER_SIZE - len(request))]
+
+
+def test_the_attestation_request_places_its_buffers_in_the_scratch_page(
+        guest: SvsmGuest) -> None:
+    nonce = hashlib.sha512(b"request layout").digest()
+    guest.vcpu.write(SCRATCH, bytes(0x100))
+    guest.attest(nonce, single_service=False)
+    page = guest.vcpu.read(SCRATCH, 0x100)
+    assert page[ATTEST_REQUEST_SIZE:0x100] == bytes(0x100 - ATTEST_REQUEST_SIZE)  # no GUID
+    assert AttestRequest.from_bytes(page, single=False) == AttestRequest(
+        SCRATCH + 0x800, 0x800, SCRATCH + 0x100, 64, SCRATCH + 0x400, 0x400)
+    guest.attest(nonce)
+    page = guest.vcpu.read(SCRATCH, 0x100)
+    assert AttestRequest.from_bytes(page, single=True) == AttestRequest(
+        SCRATCH + 0x800, 0x800, SCRATCH + 0x100, 64, SCRATCH + 0x400, 0x400,
+        service=VTPM_SERVICE_GUID)
