@@ -10,7 +10,14 @@ import pytest
 
 from cvm.errors import InternalError, PolicyError, StateError, StatusError
 from cvm.formats.snp.ghcb import Ghcb
-from cvm.formats.snp.ghcb_msr import MsrFunction, PscOperation
+from cvm.formats.snp.ghcb_msr import (
+    MsrFunction,
+    PscOperation,
+    register_ghcb_request,
+    sev_info_request,
+    sev_info_response,
+)
+from cvm.formats.snp.psc_buffer import PscBuffer, PscEntry
 from cvm.formats.snp.vmsa import VMSA_LAYOUT, SevFeatures, Vmsa
 from cvm.guest.kernel.sev_guest import SevGuest, vmsa_registers
 from cvm.hardware.machine import Machine
@@ -308,3 +315,114 @@ def test_a_ghcb_page_state_change_the_host_refuses_carries_its_code() -> None:
                        ) as refused:
         kernel.page_state_change([3 * PAGE_SIZE, UNMAPPED], PscOperation.SHARED)
     assert refused.value.code == 1  # SW_EXITINFO2 bits 63:32
+
+
+# -- GHCB registration -------------------------------------------------------------------------
+def _answer_sev_info(host: Hypervisor, answer: int, ignore_terminate: bool = False) -> None:
+    """The host answers the SEV-information request with ``answer`` (and handles the rest)."""
+    original = host._on_vmgexit
+
+    def handler(guest: Guest, vcpu: Vcpu) -> None:
+        if vcpu.ghcb_msr == sev_info_request():
+            vcpu.ghcb_msr = answer
+        elif ignore_terminate and vcpu.ghcb_msr & 0xFFF == MsrFunction.TERMINATE:
+            vcpu.ghcb_msr = 0
+        else:
+            original(guest, vcpu)
+
+    host._on_vmgexit = handler  # type: ignore[method-assign]
+
+
+def test_a_guest_without_register_encryption_has_no_ghcb() -> None:
+    _, _, kernel = _guest(Mode.SEV)
+    with pytest.raises(StateError, match=r"^a sev guest has no GHCB$"):
+        kernel.setup_ghcb(GHCB_GPA)
+
+
+@pytest.mark.parametrize(("lowest", "highest"), [(2, 2), (1, 2), (2, 7)])
+def test_a_host_offering_version_2_is_accepted(lowest: int, highest: int) -> None:
+    host, _, kernel = _guest(ghcb=False)
+    _answer_sev_info(host, sev_info_response(highest, lowest, 51))
+    kernel.setup_ghcb(GHCB_GPA)
+    assert kernel.ghcb_gpa == GHCB_GPA
+    assert kernel.cpu.ghcb_msr == GHCB_GPA  # the MSR holds the GHCB's address afterwards
+
+
+@pytest.mark.parametrize("answer", [
+    sev_info_response(1, 1, 51),  # versions below this guest's
+    sev_info_response(4, 3, 51),  # versions above it
+    (sev_info_response(2, 1, 51) & ~0xFFF) | int(MsrFunction.CPUID_RESPONSE),  # not SEV info
+])
+def test_a_host_offering_no_usable_protocol_is_asked_to_terminate(answer: int) -> None:
+    """GHCB termination request, reason set 0, reason code 1: MSR 0x10100."""
+    host, _, kernel = _guest(ghcb=False)
+    _answer_sev_info(host, answer)
+    with pytest.raises(StateError, match=r"^guest requested termination \(0x10100\)$"):
+        kernel.setup_ghcb(GHCB_GPA)
+    assert kernel.ghcb_gpa is None
+
+
+def test_a_host_that_ignores_the_termination_request_does_not_get_a_ghcb() -> None:
+    host, _, kernel = _guest(ghcb=False)
+    _answer_sev_info(host, sev_info_response(4, 3, 51), ignore_terminate=True)
+    with pytest.raises(PolicyError, match=r"^the host offers GHCB protocol versions 3\.\.4, this "
+                                          r"guest speaks 2: the host ignored the termination "
+                                          r"request$"):
+        kernel.setup_ghcb(GHCB_GPA)
+    assert kernel.ghcb_gpa is None
+
+
+@pytest.mark.parametrize("answer", [
+    ((GHCB_GPA + PAGE_SIZE) >> 12 << 12) | int(MsrFunction.REGISTER_GHCB_RESPONSE),  # other page
+    (GHCB_GPA >> 12 << 12) | int(MsrFunction.PSC_RESPONSE),  # another function
+])
+def test_a_ghcb_registration_the_host_does_not_confirm_is_refused(answer: int) -> None:
+    host, _, kernel = _guest(ghcb=False)
+    original = host._on_vmgexit
+
+    def handler(guest: Guest, vcpu: Vcpu) -> None:
+        if vcpu.ghcb_msr == register_ghcb_request(GHCB_GPA):
+            vcpu.ghcb_msr = answer
+        else:
+            original(guest, vcpu)
+
+    host._on_vmgexit = handler  # type: ignore[method-assign]
+    with pytest.raises(StatusError, match=rf"^host refused GHCB registration of "
+                                          rf"{GHCB_GPA:#x}$") as refused:
+        kernel.setup_ghcb(GHCB_GPA)
+    assert refused.value.code == answer >> 12
+    assert kernel.ghcb_gpa is None
+
+
+def test_make_shared_inside_a_page_shares_that_page() -> None:
+    host, guest, kernel = _guest()
+    kernel.make_shared(3 * PAGE_SIZE + 0x800)
+    assert 3 not in kernel.validated and 4 in kernel.validated
+    assert not guest.vm.is_private(3 * PAGE_SIZE) and guest.vm.is_private(4 * PAGE_SIZE)
+    spa = guest.vm.translate(3 * PAGE_SIZE)
+    assert spa is not None
+    assert not host.machine.rmp.entry(spa).assigned
+    assert host.machine.rmp.entry(spa + PAGE_SIZE).assigned
+
+
+@pytest.mark.parametrize(("done", "rewrite"), [(1, False), (2, True)])
+def test_a_ghcb_page_state_answer_that_does_not_cover_the_request_is_refused(
+        done: int, rewrite: bool) -> None:
+    """No error code, but fewer entries done than asked, or the entries changed."""
+    host, _, kernel = _guest()
+
+    def answer(g: Guest, vcpu: Vcpu) -> None:
+        spa = host.spa_of(g, vcpu.ghcb_page())
+        request = PscBuffer.from_bytes(Ghcb.from_bytes(
+            host.machine.host_read(spa, PAGE_SIZE)).shared_buffer)
+        entries = request.entries
+        if rewrite:
+            entries = (PscEntry(entries[0].gfn + 1, entries[0].operation), *entries[1:])
+        reply = Ghcb.build(PscBuffer(entries, done).to_bytes(), sw_exitinfo2=0)
+        host.machine.host_write(spa, reply.to_bytes())
+
+    host._on_ghcb_exit = answer  # type: ignore[method-assign]
+    with pytest.raises(StatusError, match=rf"^page-state change refused after {done} pages$"
+                       ) as refused:
+        kernel.page_state_change([3 * PAGE_SIZE, 4 * PAGE_SIZE], PscOperation.SHARED)
+    assert refused.value.code == 0
