@@ -1,0 +1,98 @@
+"""The guest's TPM client (:mod:`cvm.guest.tpm.client`), its own checks: a response HMAC that
+does not verify is refused, a PolicyPassword session sends the password and expects no HMAC,
+a refused command names itself and its response code, and the Name of an object the client
+has not seen is read from the TPM (not the handle's bytes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cvm.crypto.drbg import SeededRandom
+from cvm.errors import IntegrityError, StatusError
+from cvm.formats.tpm2.constants import TpmRh, TpmSe
+from cvm.guest.tpm.client import Auth, TpmClient
+from cvm.vtpm.engine import Tpm
+from cvm.vtpm.policy import PolicyDigest
+from cvm.vtpm.templates import sealed_template, srk_template
+
+SECRET = b"sealed with an authValue"
+AUTH = b"object password"
+ST_SESSIONS = b"\x80\x02"
+
+
+@pytest.fixture
+def tpm() -> Tpm:
+    return Tpm(random=SeededRandom(b"client checks"), clock=lambda: 1000.0)
+
+
+@pytest.fixture
+def client(tpm: Tpm) -> TpmClient:
+    client = TpmClient(tpm.execute, random=SeededRandom(b"client checks client"))
+    client.startup()
+    return client
+
+
+def _object(client: TpmClient, policy: bytes = b"") -> int:
+    primary, _ = client.create_primary(TpmRh.OWNER, srk_template())
+    private, public = client.create(primary, sealed_template(policy), data=SECRET, auth=AUTH)
+    item = client.load(primary, private, public)
+    client.flush(primary)
+    return item
+
+
+def test_an_hmac_session_authorizes_and_its_response_hmac_is_checked(tpm: Tpm,
+                                                                      client: TpmClient) -> None:
+    item = _object(client)
+    session = client.start_auth_session(TpmSe.HMAC)
+    assert client.unseal(item, Auth(AUTH, session)) == SECRET
+
+    def tampering(command: bytes) -> bytes:
+        response = bytearray(tpm.execute(command))
+        if response[:2] == ST_SESSIONS:
+            response[-1] ^= 1  # the last byte of the session's response HMAC
+        return bytes(response)
+
+    other = TpmClient(tampering, random=SeededRandom(b"tampered"), names=client.names)
+    session = other.start_auth_session(TpmSe.HMAC)
+    with pytest.raises(IntegrityError, match=r"^response HMAC does not verify$"):
+        other.unseal(item, Auth(AUTH, session))
+
+
+def test_a_policy_password_session_sends_the_password(client: TpmClient) -> None:
+    item = _object(client, PolicyDigest.start().password().value)
+    session = client.start_auth_session(TpmSe.POLICY)
+    client.policy_password(session)
+    assert client.unseal(item, Auth(AUTH, session)) == SECRET
+    session = client.start_auth_session(TpmSe.POLICY)
+    client.policy_password(session)
+    with pytest.raises(StatusError) as refused:
+        client.unseal(item, Auth(b"wrong", session))
+    assert refused.value.code == 0x98E  # TPM_RC_AUTH_FAIL, session 1
+
+
+def test_a_refused_command_names_itself_and_the_response_code(client: TpmClient) -> None:
+    item = _object(client)
+    with pytest.raises(StatusError) as refused:
+        client.unseal(item, Auth(b"wrong"))
+    assert refused.value.code == 0x98E
+    assert str(refused.value) == "TPM command UNSEAL failed: TPM_RC_AUTH_FAIL (session 1)"
+
+
+def test_a_client_reads_the_name_of_an_object_it_has_not_seen(tpm: Tpm,
+                                                            client: TpmClient) -> None:
+    """An HMAC session's cpHash holds the object's Name: a second client on the same TPM, with
+    no Name cached, asks the TPM for it."""
+    item = _object(client)
+    fresh = TpmClient(tpm.execute, random=SeededRandom(b"fresh"))
+    session = fresh.start_auth_session(TpmSe.HMAC)
+    assert fresh.unseal(item, Auth(AUTH, session)) == SECRET
+    assert fresh.names[item] == client.names[item]
+
+
+def test_a_permanent_handles_name_is_its_four_bytes(client: TpmClient) -> None:
+    """TPM_RH_OWNER's Name is 0x40000001 (Part 1, 16): an HMAC session over it verifies."""
+    session = client.start_auth_session(TpmSe.HMAC)
+    client.hierarchy_change_auth(TpmRh.OWNER, b"owner", Auth(b"", session))
+    assert client.name_of(TpmRh.OWNER) == b"\x40\x00\x00\x01"
+    session = client.start_auth_session(TpmSe.HMAC)
+    client.hierarchy_change_auth(TpmRh.OWNER, b"", Auth(b"owner", session))
