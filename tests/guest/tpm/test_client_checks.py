@@ -13,7 +13,7 @@ from cvm.formats.tpm2.constants import TpmRh, TpmSe
 from cvm.guest.tpm.client import Auth, TpmClient
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.policy import PolicyDigest
-from cvm.vtpm.templates import sealed_template, srk_template
+from cvm.vtpm.templates import ak_template, ek_template, sealed_template, srk_template
 
 SECRET = b"sealed with an authValue"
 AUTH = b"object password"
@@ -96,3 +96,21 @@ def test_a_permanent_handles_name_is_its_four_bytes(client: TpmClient) -> None:
     assert client.name_of(TpmRh.OWNER) == b"\x40\x00\x00\x01"
     session = client.start_auth_session(TpmSe.HMAC)
     client.hierarchy_change_auth(TpmRh.OWNER, b"", Auth(b"owner", session))
+
+
+@pytest.mark.parametrize(("decrypt", "encrypt"), [(True, False), (False, True), (True, True)])
+def test_the_first_sessions_hmac_covers_a_later_sessions_nonce(
+        client: TpmClient, decrypt: bool, encrypt: bool) -> None:
+    """Part 1, 19.6.5: a later session that decrypts or encrypts adds its nonceTPM (once) to
+    the first session's HMAC; the vTPM checks that HMAC."""
+    ek, _ = client.create_primary(TpmRh.ENDORSEMENT, ek_template("ecc"))
+    srk, _ = client.create_primary(TpmRh.OWNER, srk_template())
+    blob, ak_public = client.create(srk, ak_template("ecc"))
+    ak = client.load(srk, blob, ak_public)
+    credential_blob, secret = client.make_credential(ek, b"verifier secret", ak_public.name())
+    first = client.start_auth_session(TpmSe.HMAC)
+    second = client.start_auth_session(TpmSe.POLICY, symmetric_bits=128)
+    client.policy_secret(second, TpmRh.ENDORSEMENT)
+    assert client.activate_credential(
+        ak, ek, credential_blob, secret, activate_auth=Auth(b"", first),
+        key_auth=Auth(b"", second, decrypt=decrypt, encrypt=encrypt)) == b"verifier secret"
