@@ -8,8 +8,10 @@ from __future__ import annotations
 import pytest
 
 from cvm.crypto.drbg import SeededRandom
-from cvm.errors import IntegrityError, StatusError
-from cvm.formats.tpm2.constants import TpmRh, TpmSe
+from cvm.errors import FormatError, IntegrityError, StatusError
+from cvm.formats.tpm2.constants import TpmAlg, TpmaNv, TpmCc, TpmRh, TpmSe
+from cvm.formats.tpm2.nv_public import NvPublic
+from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.guest.tpm.client import Auth, TpmClient
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.policy import PolicyDigest
@@ -114,3 +116,59 @@ def test_the_first_sessions_hmac_covers_a_later_sessions_nonce(
     assert client.activate_credential(
         ak, ek, credential_blob, secret, activate_auth=Auth(b"", first),
         key_auth=Auth(b"", second, decrypt=decrypt, encrypt=encrypt)) == b"verifier secret"
+
+
+def test_a_response_stripped_of_its_session_area_is_refused(tpm: Tpm,
+                                                           client: TpmClient) -> None:
+    """A transport that turns a TPM_ST_SESSIONS response into TPM_ST_NO_SESSIONS (dropping
+    the area that carries the response HMAC) is caught, not accepted unchecked."""
+    item = _object(client)
+
+    def stripping(command: bytes) -> bytes:
+        response = tpm.execute(command)
+        if response[:2] != ST_SESSIONS:
+            return response
+        size = int.from_bytes(response[10:14], "big")  # parameterSize (no response handles)
+        body = response[6:10] + response[14:14 + size]
+        return b"\x80\x01" + (6 + len(body)).to_bytes(4, "big") + body
+
+    other = TpmClient(stripping, random=SeededRandom(b"stripped"), names=client.names)
+    session = other.start_auth_session(TpmSe.HMAC)
+    with pytest.raises(IntegrityError, match=r"^TPM command UNSEAL: the response carries 0 "
+                                             r"session area\(s\) for 1 session\(s\)$"):
+        other.unseal(item, Auth(AUTH, session))
+
+
+def test_a_policy_session_without_policy_auth_value_keys_encryption_without_it(
+        client: TpmClient) -> None:
+    """Response encryption by a policy session that did not run PolicyAuthValue: the key is
+    the session key alone, not session key ‖ authValue (Part 1, 21.3)."""
+    seven = PcrSelectionList.of("sha256", [7])
+    item = _object(client, PolicyDigest.start().pcr(seven, client.pcr_read(seven)[2]).value)
+    session = client.start_auth_session(TpmSe.POLICY, symmetric_bits=128)
+    client.policy_pcr(session, seven)
+    assert client.unseal(item, Auth(AUTH, session, encrypt=True)) == SECRET
+
+
+def test_a_malformed_reply_is_named_by_its_command(tpm: Tpm) -> None:
+    def truncating(command: bytes) -> bytes:
+        response = tpm.execute(command)
+        if int.from_bytes(command[6:10], "big") != TpmCc.PCR_READ:
+            return response
+        return response[:2] + (len(response) - 4).to_bytes(4, "big") + response[6:-4]
+
+    client = TpmClient(truncating)
+    client.startup()
+    with pytest.raises(FormatError, match=r"^PCR_READ reply: "):
+        client.pcr_read(PcrSelectionList.of("sha256", [7]))
+
+
+def test_a_client_reads_the_name_of_an_nv_index_it_has_not_seen(tpm: Tpm,
+                                                                client: TpmClient) -> None:
+    index = 0x01500001
+    client.nv_define_space(NvPublic(index, TpmAlg.SHA256, int(
+        TpmaNv.AUTHREAD | TpmaNv.AUTHWRITE | TpmaNv.NO_DA), b"", 8), b"nv")
+    fresh = TpmClient(tpm.execute, random=SeededRandom(b"fresh nv"))
+    session = fresh.start_auth_session(TpmSe.HMAC)
+    fresh.nv_write(index, b"12345678", auth=Auth(b"nv", session))
+    assert client.nv_read(index, 8, auth=Auth(b"nv")) == b"12345678"

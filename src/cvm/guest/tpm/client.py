@@ -133,8 +133,12 @@ class TpmClient:
         if response.code:
             raise StatusError(f"TPM command {_command_name(code)} failed: "
                               f"{describe(response.code)}", response.code)
+        if len(response.sessions) != len(auths):  # a stripped area would go unchecked
+            raise IntegrityError(f"TPM command {_command_name(code)}: the response carries "
+                                 f"{len(response.sessions)} session area(s) for "
+                                 f"{len(auths)} session(s)")
         for index, (auth, sent, acknowledged) in enumerate(
-            zip(auths, sessions, response.sessions, strict=False)
+            zip(auths, sessions, response.sessions, strict=True)
         ):
             if auth.session is not None:
                 self._acknowledge(code, response.parameters, auth, sent, acknowledged.nonce,
