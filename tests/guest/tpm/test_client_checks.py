@@ -9,7 +9,7 @@ import pytest
 
 from cvm.crypto.drbg import SeededRandom
 from cvm.errors import FormatError, IntegrityError, StatusError
-from cvm.formats.tpm2.constants import TpmAlg, TpmaNv, TpmCc, TpmRh, TpmSe
+from cvm.formats.tpm2.constants import TpmAlg, TpmaNv, TpmCc, TpmNt, TpmRh, TpmSe
 from cvm.formats.tpm2.nv_public import NvPublic
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.guest.tpm.client import Auth, TpmClient
@@ -172,3 +172,24 @@ def test_a_client_reads_the_name_of_an_nv_index_it_has_not_seen(tpm: Tpm,
     session = fresh.start_auth_session(TpmSe.HMAC)
     fresh.nv_write(index, b"12345678", auth=Auth(b"nv", session))
     assert client.nv_read(index, 8, auth=Auth(b"nv")) == b"12345678"
+
+
+def test_an_nv_indexs_name_is_read_again_before_each_use(client: TpmClient) -> None:
+    """The first increment sets TPMA_NV_WRITTEN, which changes the counter's Name: the next
+    HMAC-authorized increment must not use the Name cached before it."""
+    index = 0x01500002
+    client.nv_define_space(NvPublic(index, TpmAlg.SHA256, int(
+        TpmaNv.AUTHREAD | TpmaNv.AUTHWRITE | TpmaNv.NO_DA) | TpmNt.COUNTER << 4, b"", 8), b"nv")
+    client.name_of(index)  # cached before the first increment
+    for _ in range(2):
+        session = client.start_auth_session(TpmSe.HMAC)
+        client.nv_increment(index, auth=Auth(b"nv", session))
+    assert client.nv_read(index, 8, auth=Auth(b"nv")) == (2).to_bytes(8, "big")
+
+
+def test_an_nv_write_authorized_by_the_owner_names_the_owner(client: TpmClient) -> None:
+    index = 0x01500003
+    client.nv_define_space(NvPublic(index, TpmAlg.SHA256, int(
+        TpmaNv.OWNERWRITE | TpmaNv.AUTHREAD | TpmaNv.NO_DA), b"", 8), b"nv")
+    client.nv_write(index, b"by owner", auth=Auth(b""), auth_handle=TpmRh.OWNER)
+    assert client.nv_read(index, 8, auth=Auth(b"nv")) == b"by owner"
