@@ -39,6 +39,27 @@ MAX_SEQNO = (1 << 32) - 1
 DEFAULT_GHCB_GPA, DEFAULT_REQUEST_GPA, DEFAULT_RESPONSE_GPA = 0x1000, 0x2000, 0x3000
 
 
+def vmpck_gpa(secrets_gpa: int, vmpck: int) -> int:
+    """Where VMPCK ``vmpck`` lies in the secrets page at ``secrets_gpa``."""
+    return secrets_gpa + SECRETS_PAGE_LAYOUT.field(f"vmpck{vmpck}").offset
+
+
+def seqno_gpa(secrets_gpa: int, vmpck: int) -> int:
+    """Where VMPCK ``vmpck``'s u32 sequence count lies in the secrets page's guest-OS area."""
+    return secrets_gpa + OS_AREA_OFFSET + SEQNO_SIZE * vmpck
+
+
+def check_vmpck_size(value: bytes) -> None:
+    """Refuse a VMPCK of any size but :data:`VMPCK_SIZE`."""
+    if len(value) != VMPCK_SIZE:
+        raise UsageError(f"a VMPCK is {VMPCK_SIZE} bytes")
+
+
+def is_wiped(key: bytes) -> bool:
+    """A VMPCK of all zero bytes: wiped, so the channel is disabled."""
+    return not any(key)
+
+
 class GuestRequester:
     """One vCPU's driver of the encrypted message channel with the firmware, for one VMPCK."""
 
@@ -90,13 +111,14 @@ class GuestRequester:
         )
 
     # -- state in guest memory ------------------------------------------------------------------
+    # (the properties delegate to the module's plain functions, which mutation testing reaches)
     @property
     def _key_gpa(self) -> int:
-        return self.secrets_gpa + SECRETS_PAGE_LAYOUT.field(f"vmpck{self.vmpck}").offset
+        return vmpck_gpa(self.secrets_gpa, self.vmpck)
 
     @property
     def _seqno_gpa(self) -> int:
-        return self.secrets_gpa + OS_AREA_OFFSET + SEQNO_SIZE * self.vmpck
+        return seqno_gpa(self.secrets_gpa, self.vmpck)
 
     @property
     def key(self) -> bytes:
@@ -105,8 +127,7 @@ class GuestRequester:
 
     @key.setter
     def key(self, value: bytes) -> None:
-        if len(value) != VMPCK_SIZE:
-            raise UsageError(f"a VMPCK is {VMPCK_SIZE} bytes")
+        check_vmpck_size(value)
         self.vcpu.write(self._key_gpa, value)
 
     @property
@@ -119,7 +140,7 @@ class GuestRequester:
 
     @property
     def disabled(self) -> bool:
-        return not any(self.key)
+        return is_wiped(self.key)
 
     def disable(self) -> None:
         """Wipe VMPCKn from guest memory: no message can be sealed with it again."""

@@ -156,6 +156,11 @@ class SevGuest:
             lowest <= GHCB_PROTOCOL_VERSION <= highest
         ):
             self.msr_call(terminate(0, 1))  # GHCB spec: reason set 0, code 1 (protocol)
+            # a host that ignores the request does not make the guest go on (Linux halts)
+            raise PolicyError(
+                f"the host offers GHCB protocol versions {lowest}..{highest}, this guest "
+                f"speaks {GHCB_PROTOCOL_VERSION}: the host ignored the termination request"
+            )
         self.make_shared(gpa)
         reply = MsrMessage.parse(self.msr_call(register_ghcb_request(gpa)))
         if reply.function is not MsrFunction.REGISTER_GHCB_RESPONSE or reply.data << 12 != gpa:

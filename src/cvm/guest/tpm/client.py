@@ -36,7 +36,14 @@ from cvm.formats.tpm2.sensitive import PrivateBlob, SensitiveCreate
 from cvm.formats.tpm2.signature import Signature, SigScheme, Ticket
 from cvm.formats.tpm2.tpm2b import put_tpm2b, read_tpm2b, reader, tpm2b, writer
 from cvm.vtpm.parameter_encryption import cfb_crypt, make_salt
-from cvm.vtpm.session import command_hmac, cp_hash, response_hmac, rp_hash, session_key
+from cvm.vtpm.session import (
+    command_hmac,
+    cp_hash,
+    is_policy_type,
+    response_hmac,
+    rp_hash,
+    session_key,
+)
 from cvm.wire import Reader
 
 Transport = Callable[[bytes], bytes]
@@ -71,7 +78,7 @@ class ClientSession:
 
     @property
     def is_policy(self) -> bool:
-        return self.session_type in (TpmSe.POLICY, TpmSe.TRIAL)
+        return is_policy_type(self.session_type)  # a plain function: mutation testing reaches it
 
 
 @dataclass
@@ -127,8 +134,12 @@ class TpmClient:
         if response.code:
             raise StatusError(f"TPM command {_command_name(code)} failed: "
                               f"{describe(response.code)}", response.code)
+        if len(response.sessions) != len(auths):  # a stripped area would go unchecked
+            raise IntegrityError(f"TPM command {_command_name(code)}: the response carries "
+                                 f"{len(response.sessions)} session area(s) for "
+                                 f"{len(auths)} session(s)")
         for index, (auth, sent, acknowledged) in enumerate(
-            zip(auths, sessions, response.sessions, strict=False)
+            zip(auths, sessions, response.sessions, strict=True)
         ):
             if auth.session is not None:
                 self._acknowledge(code, response.parameters, auth, sent, acknowledged.nonce,
