@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from cvm.crypto.drbg import SeededRandom
+from cvm.crypto.tpm_keys import public_key_fingerprint
 from cvm.disk.file_store import FileStore
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
@@ -218,7 +219,7 @@ def test_a_token_whose_keyslots_do_not_open_is_refused(setup: Setup) -> None:
 def _entry(approved: bytes, bank: str = "sha256", pcrs: tuple[int, ...] = (11,)
            ) -> PcrSignatureEntry:
     signature = _SIGNER.sign(approved, padding.PKCS1v15(), hashes.SHA256())
-    return PcrSignatureEntry(bank, pcrs, hashlib.sha256(PEM).digest(), approved, signature)
+    return PcrSignatureEntry(bank, pcrs, public_key_fingerprint(PEM), approved, signature)
 
 
 def _uki(initramfs: Initramfs, entries: tuple[PcrSignatureEntry, ...] | None) -> bytes:
@@ -273,7 +274,7 @@ def test_a_pcrsig_without_the_live_policy_is_refused(setup: Setup) -> None:
     entries = (_entry(good, pcrs=(7, 11)),
                _entry(PolicyDigest.start().pcr(ELEVEN, [b"\x0b" * 32]).value))
     with pytest.raises(StatusError, match=r": initramfs: no signed policy in \.pcrsig for the "
-                                          r"live PCR 11$"):
+                                          r"token's key and the live PCR 11$"):
         _signed_initramfs(setup, entries).open_root()
 
 
@@ -284,12 +285,12 @@ def test_a_signed_policy_of_another_bank_is_not_used(setup: Setup) -> None:
     selection = PcrSelectionList.of("sha1", [11])
     good = PolicyDigest.start().pcr(selection, setup.client.pcr_read(selection)[2]).value
     with pytest.raises(StatusError, match=r": initramfs: no signed policy in \.pcrsig for the "
-                                          r"live PCR 11$"):
+                                          r"token's key and the live PCR 11$"):
         _signed_initramfs(setup, (_entry(good),)).open_root()
 
 
 def test_the_refusal_names_every_signed_pcr(setup: Setup) -> None:
     setup.add_token(signed=True, pubkey_pcrs=(11, 12))
     with pytest.raises(StatusError, match=r": initramfs: no signed policy in \.pcrsig for the "
-                                          r"live PCR 11\+12$"):
+                                          r"token's key and the live PCR 11\+12$"):
         _signed_initramfs(setup, (_entry(b"\x00" * 32, pcrs=(11, 12)),)).open_root()
