@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.vtpm.svsm_vmpl0 import vmpl0
 
 from cvm.crypto.jose import wrap_to
 from cvm.crypto.tpm_keys import ecc_from_seed, ecc_point
@@ -18,8 +19,6 @@ from cvm.formats.kbs.launch_evidence import launch_report_data
 from cvm.formats.kbs.vtpm_counter import KeyRelease
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.report_request import ReportResponse
-from cvm.guest.kernel.guest_request import GuestRequester
-from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.svsm.kbs_agent import DEFAULT_RESOURCE, KbsAgent
 from cvm.guest.svsm.kbs_counter import KbsCounter
 from cvm.guest.svsm.svsm import SvsmLayout
@@ -68,17 +67,6 @@ def _seeds(size: int) -> bytes:
     return SEED
 
 
-def _vmpl0(snp: Any) -> tuple[Any, GuestRequester]:
-    launched = snp.launch()
-    vcpu = launched.guest.vcpus[0]
-    requester = GuestRequester.start(vcpu, launched.secrets_gpa, 0, ghcb_gpa=LAYOUT.ghcb_gpa,
-                                     request_gpa=LAYOUT.request_gpa,
-                                     response_gpa=LAYOUT.response_gpa)
-    SevGuest(vcpu).accept(KEY_GPA)
-    vcpu.write(KEY_GPA, b"\xdd" * 0x1000)
-    return vcpu, requester
-
-
 def _agent(broker: Broker, reports: list[bytes] | None = None,
            counter: KbsCounter | None = None) -> KbsAgent:
     def certificates(report: bytes) -> tuple[bytes, bytes, bytes]:
@@ -93,7 +81,7 @@ def _untouched(vcpu: Any) -> bool:
 
 
 def test_the_agent_attests_and_leaves_the_key_and_the_counter(snp: Any) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     broker, reports = Broker(), []
     counter = KbsCounter(URL, broker, DEFAULT_RESOURCE)
     _agent(broker, reports, counter).obtain_state_key(vcpu, requester, KEY_GPA, _seeds)
@@ -117,7 +105,7 @@ def test_the_agent_attests_and_leaves_the_key_and_the_counter(snp: Any) -> None:
 
 
 def test_a_release_for_another_resource_is_refused(snp: Any) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     with pytest.raises(IntegrityError, match=(
             r"^the broker released the key of 'default/vtpm/other', not of "
             r"'default/vtpm/state-key'$")):
@@ -128,7 +116,7 @@ def test_a_release_for_another_resource_is_refused(snp: Any) -> None:
 
 @pytest.mark.parametrize("challenge", [{}, {"nonce": ""}, {"nonce": 7}, {"nonce": None}])
 def test_a_challenge_without_a_nonce_is_refused(snp: Any, challenge: dict[str, Any]) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     broker = Broker()
     broker.answers["/kbs/v0/auth"] = _http(200, challenge)
     with pytest.raises(FormatError, match=r"^the broker's challenge has no nonce$"):
@@ -141,7 +129,7 @@ def test_a_challenge_without_a_nonce_is_refused(snp: Any, challenge: dict[str, A
                                                (500, UsageError)])
 def test_a_refusal_names_the_step_and_its_kind(snp: Any, status: int,
                                                error: type[Exception]) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     broker = Broker()
     broker.answers["/kbs/v0/attest"] = _http(status, {
         "type": "https://kbs.test/problems/denied", "detail": "d" * 300})
@@ -154,7 +142,7 @@ def test_a_refusal_names_the_step_and_its_kind(snp: Any, status: int,
 
 @pytest.mark.parametrize("status", [201, 302, 399])
 def test_an_answer_other_than_200_is_refused(snp: Any, status: int) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     broker = Broker()
     broker.answers[f"/kbs/v0/resource/{DEFAULT_RESOURCE}"] = _http(status, {})
     with pytest.raises(FormatError, match=(
@@ -165,7 +153,7 @@ def test_an_answer_other_than_200_is_refused(snp: Any, status: int) -> None:
 
 
 def test_a_refusal_without_a_type_or_detail(snp: Any) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     broker = Broker()
     broker.answers["/kbs/v0/auth"] = _http(403, {})
     with pytest.raises(PolicyError, match=r"^the key broker refused POST /kbs/v0/auth "
@@ -175,7 +163,7 @@ def test_a_refusal_without_a_type_or_detail(snp: Any) -> None:
 
 def test_a_refused_report_request_stops_before_attesting(snp: Any,
                                                          monkeypatch: Any) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     asked: list[int] = []
 
     def refused(data: bytes, vmpl: int) -> ReportResponse:
@@ -191,14 +179,14 @@ def test_a_refused_report_request_stops_before_attesting(snp: Any,
 
 
 def test_without_a_counter_only_the_key_is_left(snp: Any) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     agent: Callable[..., None] = _agent(Broker()).obtain_state_key
     agent(vcpu, requester, KEY_GPA, _seeds)
     assert vcpu.read(KEY_GPA, 32) == STATE_KEY and vcpu.read(SCALAR, 32) == bytes(32)
 
 
 def test_a_long_foreign_path_is_named_by_its_first_80_characters(snp: Any) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     path = "r/vtpm/" + "p" * 73 + "q" * 20  # 100 characters, the 81st a "q"
     with pytest.raises(IntegrityError, match=(
             rf"^the broker released the key of '{path[:80]}', not of 'default/vtpm/state-key'$")):

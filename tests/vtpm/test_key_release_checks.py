@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tests.vtpm.svsm_vmpl0 import vmpl0
 
 from cvm.crypto import amd_ecdsa
 from cvm.crypto.drbg import SeededRandom
@@ -15,8 +16,6 @@ from cvm.crypto.tpm_keys import ecc_from_seed
 from cvm.errors import IntegrityError, PolicyError, StatusError, UsageError
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.snp.report_request import ReportResponse
-from cvm.guest.kernel.guest_request import GuestRequester
-from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.svsm.key_release import SCALAR_OFFSET, obtain_state_key
 from cvm.guest.svsm.svsm import Svsm, SvsmLayout
 from cvm.vtpm.state_file import KeySource, MonotonicCounter, ReleasedKeyProvider, open_state
@@ -58,23 +57,12 @@ def _seeds(size: int) -> bytes:
     return SEED
 
 
-def _vmpl0(snp: Any) -> tuple[Any, GuestRequester]:
-    launched = snp.launch()
-    vcpu = launched.guest.vcpus[0]
-    requester = GuestRequester.start(vcpu, launched.secrets_gpa, 0, ghcb_gpa=LAYOUT.ghcb_gpa,
-                                     request_gpa=LAYOUT.request_gpa,
-                                     response_gpa=LAYOUT.response_gpa)
-    SevGuest(vcpu).accept(KEY)
-    vcpu.write(KEY, b"\xdd" * 0x1000)  # the page as the SVSM found it
-    return vcpu, requester
-
-
 def _expected_scalar() -> bytes:
     return ecc_from_seed(CURVE, SEED, b"svsm state key release")
 
 
 def test_the_released_key_lands_in_the_key_page_and_the_scalar_is_wiped(snp: Any) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     broker = Broker(snp, vcpu)
     obtain_state_key(vcpu, requester, KEY, broker, _seeds)
     assert SCALAR_OFFSET == 0x100 and broker.scalar_at_challenge == _expected_scalar()
@@ -88,14 +76,14 @@ def test_the_released_key_lands_in_the_key_page_and_the_scalar_is_wiped(snp: Any
 
 @pytest.mark.parametrize("size", [16, 31, 33, 48])
 def test_a_key_of_another_size_is_refused_and_not_written(snp: Any, size: int) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     with pytest.raises(UsageError, match=rf"^the relying party released a {size}-byte state key$"):
         obtain_state_key(vcpu, requester, KEY, Broker(snp, vcpu, secret=b"k" * size), _seeds)
     assert vcpu.read(KEY, 32) == b"\xdd" * 32 and vcpu.read(SCALAR, 48) == bytes(48)
 
 
 def test_a_refusing_relying_party_leaves_no_key_and_no_scalar(snp: Any) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     broker = Broker(snp, vcpu, refuse=True)
     with pytest.raises(PolicyError, match="not accepted"):
         obtain_state_key(vcpu, requester, KEY, broker, _seeds)
@@ -104,7 +92,7 @@ def test_a_refusing_relying_party_leaves_no_key_and_no_scalar(snp: Any) -> None:
 
 
 def test_a_key_wrapped_to_another_point_does_not_open(snp: Any) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     other = public_point(ecc_from_seed(CURVE, bytes(48), b"someone else"))
     with pytest.raises(IntegrityError):
         obtain_state_key(vcpu, requester, KEY, Broker(snp, vcpu, to=other), _seeds)
@@ -113,7 +101,7 @@ def test_a_key_wrapped_to_another_point_does_not_open(snp: Any) -> None:
 
 def test_a_refused_report_request_stops_before_the_relying_party(snp: Any,
                                                                  monkeypatch: Any) -> None:
-    vcpu, requester = _vmpl0(snp)
+    vcpu, requester = vmpl0(snp)
     asked: list[tuple[bytes, int]] = []
 
     def refused(data: bytes, vmpl: int) -> ReportResponse:
