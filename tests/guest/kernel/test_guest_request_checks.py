@@ -5,11 +5,11 @@ where the key and the counts live, the last usable sequence number, each refusal
 from __future__ import annotations
 
 import pytest
+from tests.guest.kernel.test_guest_request import MIB, SECRETS_GPA, SECTIONS  # one layout
 
 from cvm.amd.kds import ChipFuses
 from cvm.errors import FormatError, IntegrityError, StateError, StatusError, UsageError
 from cvm.formats.ovmf.image import build_image
-from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.formats.snp.ghcb import Ghcb
 from cvm.formats.snp.guest_message import GuestMessage, MessageHeader, MessageType
 from cvm.formats.snp.key_request import GuestFieldSelect, KeyRequest
@@ -27,13 +27,6 @@ from cvm.hardware.vcpu import Vcpu, VmExit
 from cvm.host.launch import GuestRequestRelay, SnpLaunch, SnpLaunchConfig, launch_snp
 from cvm.host.vmm import Guest, Hypervisor
 
-MIB = 1 << 20
-SECRETS_GPA = 0x802000
-SECTIONS = (
-    MetadataSection(0x800000, 0x2000, SectionType.SNP_SEC_MEM),
-    MetadataSection(SECRETS_GPA, 0x1000, SectionType.SNP_SECRETS),
-    MetadataSection(0x803000, 0x1000, SectionType.CPUID),
-)
 LAST = (1 << 32) - 1  # the largest u32 count
 
 
