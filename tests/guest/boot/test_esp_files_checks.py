@@ -29,6 +29,10 @@ def test_files_keep_their_own_names_and_are_found_in_any_case() -> None:
     with pytest.raises(StateError) as missing:
         files.read("/EFI/BOOT/grubx64.efi", "shim")
     assert str(missing.value) == "shim: file /EFI/BOOT/grubx64.efi not found on the ESP"
+    with pytest.raises(StateError) as missing:
+        files.read("/EFI/BOOT/mmx64.efi")
+    assert str(missing.value) == "the boot chain: file /EFI/BOOT/mmx64.efi not found on the ESP"
+    assert list(EspFiles({"X/EFI/X": b""})) == ["/X/EFI/X"]  # names kept as given
 
 
 def test_the_same_file_twice_is_refused() -> None:
