@@ -94,8 +94,19 @@ def test_signed_pcr_policy(setup: dict[str, Path], capsys: pytest.CaptureFixture
     capsys.readouterr()  # an entry naming another key (here, by the PEM's hash) is not used
     assert execute(["luks", "unlock-tpm2", image, "--tpm-state", state, "--eventlog",
                     str(setup["good"]), "--pcr-signature", str(setup["dir"] / "sig.json")]) == 65
-    assert "no signature for PCRs [11] by the token's key" in capsys.readouterr().err
+    assert ("no signed policy for the token's key and the live PCR 11 (sha256)"
+            in capsys.readouterr().err)
     document["sha256"][0]["pkfp"] = hashlib.sha256(pkcs1).hexdigest()  # systemd's fingerprint
+    document["sha256"][0]["pol"] = bytes(32).hex()  # the right key, not the live PCR 11
+    (setup["dir"] / "sig.json").write_text(json.dumps(document))
+    assert execute(["luks", "unlock-tpm2", image, "--tpm-state", state, "--eventlog",
+                    str(setup["good"]), "--pcr-signature", str(setup["dir"] / "sig.json")]) == 65
+    assert "the live PCR 11" in capsys.readouterr().err
+    (setup["dir"] / "sig.json").write_text('{"sha256": [{"pcrs": [11]}]}')
+    assert execute(["luks", "unlock-tpm2", image, "--tpm-state", state, "--eventlog",
+                    str(setup["good"]), "--pcr-signature", str(setup["dir"] / "sig.json")]) == 65
+    assert "sig.json: .pcrsig: sha256[0] must hold exactly" in capsys.readouterr().err
+    document["sha256"][0]["pol"] = approved.hex()
     (setup["dir"] / "sig.json").write_text(json.dumps(document))
     assert execute(["luks", "unlock-tpm2", image, "--tpm-state", state, "--eventlog",
                     str(setup["good"]), "--pcr-signature", str(setup["dir"] / "sig.json")]) == 0

@@ -94,7 +94,7 @@ def test_the_initramfs_uses_the_entry_of_the_tokens_key_only() -> None:
     key, pem = _rsa_pem()
     other_key, other_pem = _rsa_pem()
     theirs = _entry(other_key, other_pem)
-    with pytest.raises(FormatError, match=r"no signed policy in \.pcrsig for the token's key"):
+    with pytest.raises(FormatError, match=r"\.pcrsig: no signed policy for the token's key"):
         _initramfs((theirs,))._signed_policy(_token(pem))
     ours = _entry(key, pem)  # listed after the other key's entry for the same policy
     signed = _initramfs((theirs, ours))._signed_policy(_token(pem))

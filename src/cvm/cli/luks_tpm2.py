@@ -13,8 +13,6 @@ seals it: ``--tpm-key-file K`` gives its key, ``--keyring F`` the keyring (see
 
 from __future__ import annotations
 
-import base64
-import json
 import secrets
 from pathlib import Path
 
@@ -31,13 +29,16 @@ from cvm.cli.tpm import (
     read_pin,
     running_tpm,
 )
-from cvm.crypto.tpm_keys import public_key_fingerprint
-from cvm.errors import FormatError, UsageError
-from cvm.formats.tpm2.constants import TpmAlg
+from cvm.errors import UsageError
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
-from cvm.formats.tpm2.signature import Signature
-from cvm.guest.tpm.luks_token import SystemdTpm2Token, enroll, tpm2_tokens, unlock
-from cvm.guest.tpm.seal import SealPolicy, SignedPolicy
+from cvm.guest.tpm.luks_token import (
+    SystemdTpm2Token,
+    enroll,
+    signed_policy,
+    tpm2_tokens,
+    unlock,
+)
+from cvm.guest.tpm.seal import SealPolicy
 from cvm.vtpm.templates import public_from_pem
 
 TPM_STATE = typer.Option(..., "--tpm-state", help="vTPM state file (cvm tpm manufacture).")
@@ -84,32 +85,13 @@ def enroll_tpm2(
     typer.echo(f"token {token_id}: systemd-tpm2, PCRs {bank}:{','.join(map(str, indices))}")
 
 
-def _signed_policy(token: SystemdTpm2Token, path: Path) -> SignedPolicy:
-    """The systemd-measure signature entry for the token's key and signed PCRs."""
+def _read_signature(token: SystemdTpm2Token, path: Path | None) -> bytes | None:
+    """systemd-measure's JSON, read before the vTPM boots (None: no ``--pcr-signature``)."""
+    if path is None:
+        return None
     if token.pubkey_pem is None:
         raise UsageError("the token has no public key: --pcr-signature is not needed")
-    try:
-        document = json.loads(path.read_text())
-        entries = document[token.pcr_bank]
-    except (ValueError, KeyError, TypeError):
-        raise FormatError(f"{path}: not a systemd PCR signature JSON for "
-                          f"{token.pcr_bank}") from None
-    key = public_key_fingerprint(token.pubkey_pem).hex()  # systemd skips other keys' entries
-    for entry in entries:
-        if (isinstance(entry, dict) and tuple(entry.get("pcrs", ())) == token.pubkey_pcrs
-                and entry.get("pkfp") == key):
-            try:
-                policy = bytes.fromhex(entry["pol"])
-                signature = base64.b64decode(entry["sig"], validate=True)
-            except (KeyError, ValueError):
-                raise FormatError(f"{path}: malformed signature entry") from None
-            return SignedPolicy(
-                public_from_pem(token.pubkey_pem),
-                PcrSelectionList.of(token.pcr_bank, token.pubkey_pcrs), policy,
-                Signature(TpmAlg.RSASSA, TpmAlg.SHA256, sig=signature),
-            )
-    raise FormatError(f"{path}: no signature for PCRs {list(token.pubkey_pcrs)} by the "
-                      "token's key")
+    return path.read_bytes()
 
 
 def unlock_tpm2(
@@ -132,8 +114,10 @@ def unlock_tpm2(
         if chosen not in tokens:
             raise UsageError(f"{image} has no systemd-tpm2 token {chosen}")
         token = tokens[chosen]
-        signed = _signed_policy(token, pcr_signature) if pcr_signature is not None else None
+        document = _read_signature(token, pcr_signature)
         with boot_from_eventlog(tpm_state, eventlog, tpm_key_file, keyring) as (_, client):
+            signed = (signed_policy(token, document, client, str(pcr_signature))
+                      if document is not None else None)
             volume_key = unlock(volume, token, client, read_pin(pin_file), signed)
     if output is not None:
         output.write_bytes(volume_key)

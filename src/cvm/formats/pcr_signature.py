@@ -3,11 +3,11 @@
 systemd ``src/boot/measure.c`` (``systemd-measure sign``, version 252) and
 ``docs/TPM2_PCR_MEASUREMENTS.md``; ``src/shared/tpm2-util.c`` ``tpm2_find_pcr_policy``: an
 object keyed by PCR bank (``"sha256"``), each a list of entries ``{"pcrs": [11], "pkfp": hex
-SHA-256 of the signing key's DER SubjectPublicKeyInfo, "pol": hex PolicyPCR digest, "sig":
-base64 signature}``. The signature is RSASSA-PKCS1-v1_5 with SHA-256 over ``pol`` (with an empty
-policyRef, the digest the TPM's PolicyAuthorize checks: TPM 2.0 Part 3 §23.16,
-aHash = H(approvedPolicy ‖ policyRef)). systemd-cryptsetup picks the entry whose ``pol`` equals
-the PolicyPCR digest of the live PCR values.
+SHA-256 of the signing key as a DER PKCS#1 RSAPublicKey (OpenSSL's ``i2d_PublicKey``), "pol":
+hex PolicyPCR digest, "sig": base64 signature}``. The signature is RSASSA-PKCS1-v1_5 with
+SHA-256 over ``pol`` (with an empty policyRef, the digest the TPM's PolicyAuthorize checks:
+TPM 2.0 Part 3 §23.16, aHash = H(approvedPolicy ‖ policyRef)). systemd-cryptsetup picks the
+entry whose ``pol`` equals the PolicyPCR digest of the live PCR values.
 """
 
 from __future__ import annotations

@@ -273,8 +273,8 @@ def test_a_pcrsig_without_the_live_policy_is_refused(setup: Setup) -> None:
     good = PolicyDigest.start().pcr(ELEVEN, live).value
     entries = (_entry(good, pcrs=(7, 11)),
                _entry(PolicyDigest.start().pcr(ELEVEN, [b"\x0b" * 32]).value))
-    with pytest.raises(StatusError, match=r": initramfs: no signed policy in \.pcrsig for the "
-                                          r"token's key and the live PCR 11$"):
+    with pytest.raises(StatusError, match=r": initramfs: \.pcrsig: no signed policy for the "
+                                          r"token's key and the live PCR 11 \(sha256\)$"):
         _signed_initramfs(setup, entries).open_root()
 
 
@@ -284,13 +284,13 @@ def test_a_signed_policy_of_another_bank_is_not_used(setup: Setup) -> None:
     setup.add_token(signed=True, bank="sha1")
     selection = PcrSelectionList.of("sha1", [11])
     good = PolicyDigest.start().pcr(selection, setup.client.pcr_read(selection)[2]).value
-    with pytest.raises(StatusError, match=r": initramfs: no signed policy in \.pcrsig for the "
-                                          r"token's key and the live PCR 11$"):
+    with pytest.raises(StatusError, match=r": initramfs: \.pcrsig: no signed policy for the "
+                                          r"token's key and the live PCR 11 \(sha1\)$"):
         _signed_initramfs(setup, (_entry(good),)).open_root()
 
 
 def test_the_refusal_names_every_signed_pcr(setup: Setup) -> None:
     setup.add_token(signed=True, pubkey_pcrs=(11, 12))
-    with pytest.raises(StatusError, match=r": initramfs: no signed policy in \.pcrsig for the "
-                                          r"token's key and the live PCR 11\+12$"):
+    with pytest.raises(StatusError, match=r": initramfs: \.pcrsig: no signed policy for the "
+                                          r"token's key and the live PCR 11\+12 \(sha256\)$"):
         _signed_initramfs(setup, (_entry(b"\x00" * 32, pcrs=(11, 12)),)).open_root()

@@ -25,26 +25,19 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cvm.crypto.tpm_keys import public_key_fingerprint
 from cvm.disk.dm_crypt import CryptDevice
 from cvm.disk.file_store import FileStore
 from cvm.disk.keyslot import open_keyslot
 from cvm.disk.volume import Luks2Volume
 from cvm.errors import CvmError, FormatError, StateError, StatusError, WrongKeyError
 from cvm.formats.initramfs import InitramfsManifest, parse_initramfs
-from cvm.formats.pcr_signature import PcrSignatureEntry, parse_pcr_signature
 from cvm.formats.pe.image import PeImage
-from cvm.formats.tpm2.constants import TpmAlg
-from cvm.formats.tpm2.pcr_selection import PcrSelectionList
-from cvm.formats.tpm2.signature import Signature
 from cvm.guest.boot.boot_disk import BootDisk
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.tpm.client import TpmClient
-from cvm.guest.tpm.luks_token import SystemdTpm2Token, tpm2_tokens
+from cvm.guest.tpm.luks_token import SystemdTpm2Token, signed_policy, tpm2_tokens
 from cvm.guest.tpm.seal import SignedPolicy, unseal
 from cvm.hardware.memory.dram import PAGE_SIZE
-from cvm.vtpm.policy import PolicyDigest
-from cvm.vtpm.templates import public_from_pem
 
 WORKLOAD_SIZE = PAGE_SIZE
 WORKLOAD_FILE = "log"
@@ -153,24 +146,7 @@ class Initramfs:
         section = PeImage.parse(self.uki).section(".pcrsig")
         if section is None:
             raise FormatError("initramfs: the UKI has no .pcrsig section")
-        selection = PcrSelectionList.of(token.pcr_bank, token.pubkey_pcrs)
-        live = self.client.pcr_read(selection)[2]
-        wanted = PolicyDigest.start().pcr(selection, live).value
-        key = public_key_fingerprint(token.pubkey_pem)  # entries of other keys are skipped
-        entry = next((e for e in parse_pcr_signature(section.loaded_data)
-                      if e.bank == token.pcr_bank and e.pcrs == token.pubkey_pcrs
-                      and e.key_fingerprint == key and e.policy == wanted), None)
-        if entry is None:
-            raise FormatError(f"initramfs: no signed policy in .pcrsig for the token's key and "
-                              f"the live PCR {'+'.join(map(str, token.pubkey_pcrs))}")
-        return self._policy(token, selection, entry)
-
-    @staticmethod
-    def _policy(token: SystemdTpm2Token, selection: PcrSelectionList,
-                entry: PcrSignatureEntry) -> SignedPolicy:
-        assert token.pubkey_pem is not None
-        return SignedPolicy(public_from_pem(token.pubkey_pem), selection, entry.policy,
-                            Signature(TpmAlg.RSASSA, TpmAlg.SHA256, sig=entry.signature))
+        return signed_policy(token, section.loaded_data, self.client, "initramfs: .pcrsig")
 
     def run_workload(self) -> WorkloadResult:
         """Write secret data from a guest page to the root's file store, read it back into

@@ -19,14 +19,18 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
+from cvm.crypto.tpm_keys import public_key_fingerprint
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.volume import Luks2Volume
 from cvm.errors import FormatError, UsageError
-from cvm.formats.tpm2.constants import hash_alg
+from cvm.formats.pcr_signature import parse_pcr_signature
+from cvm.formats.tpm2.constants import TpmAlg, hash_alg
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.sealed_blob import SealedBlob
+from cvm.formats.tpm2.signature import Signature
 from cvm.guest.tpm.client import TpmClient
 from cvm.guest.tpm.seal import SealPolicy, SignedPolicy, seal, unseal
+from cvm.vtpm.policy import PolicyDigest
 from cvm.vtpm.templates import public_from_pem
 
 TOKEN_TYPE = "systemd-tpm2"
@@ -148,3 +152,27 @@ def unlock(volume: Luks2Volume, token: SystemdTpm2Token, client: TpmClient,
     """Unseal the token's secret with the live PCRs and return the volume key."""
     secret = unseal(client, token.blob, token.seal_policy(), pin, signed)
     return volume.unlock(base64.b64encode(secret))
+
+
+def signed_policy(token: SystemdTpm2Token, pcr_signature: bytes, client: TpmClient,
+                  where: str = ".pcrsig") -> SignedPolicy:
+    """The entry of a ``.pcrsig`` document (a UKI's section, or systemd-measure's JSON) that
+    authorizes ``token``'s signed PCRs now, as systemd-cryptsetup picks it: the token's bank and
+    PCRs, signed by the token's own key (entries of other keys are skipped), and a policy digest
+    equal to PolicyPCR over the live values the vTPM reports. FormatError if none does."""
+    if token.pubkey_pem is None:
+        raise UsageError("the token has no public key: it needs no signed policy")
+    try:
+        entries = parse_pcr_signature(pcr_signature)
+    except FormatError as error:
+        raise FormatError(f"{where}: {error}") from None
+    selection = PcrSelectionList.of(token.pcr_bank, token.pubkey_pcrs)
+    live = PolicyDigest.start().pcr(selection, client.pcr_read(selection)[2]).value
+    key = public_key_fingerprint(token.pubkey_pem)
+    for entry in entries:
+        if (entry.bank == token.pcr_bank and entry.pcrs == token.pubkey_pcrs
+                and entry.key_fingerprint == key and entry.policy == live):
+            return SignedPolicy(public_from_pem(token.pubkey_pem), selection, entry.policy,
+                                Signature(TpmAlg.RSASSA, TpmAlg.SHA256, sig=entry.signature))
+    raise FormatError(f"{where}: no signed policy for the token's key and the live PCR "
+                      f"{'+'.join(map(str, token.pubkey_pcrs))} ({token.pcr_bank})")
