@@ -3,55 +3,23 @@ who may sign each, Setup Mode, timestamps and appends, and each refusal's class 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
+from tests.guest.boot.test_secureboot_variables import T0, T1, Keys, _esl, enrolled, keys
 
 from cvm.crypto.pkcs7 import OID_DATA, parse_any
-from cvm.crypto.x509_edk2 import Certificate, PrivateKey, der, generate_rsa_key, issue_certificate
+from cvm.crypto.x509_edk2 import Certificate, PrivateKey
 from cvm.errors import ChainError, FormatError, PolicyError, SignatureError, UsageError
 from cvm.formats.uefi.efi_time import EfiTime
 from cvm.formats.uefi.guids import EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE
-from cvm.formats.uefi.signature_list import EFI_CERT_X509, SignatureDatabase, SignatureList
 from cvm.formats.uefi.variable import EfiVariable, VariableAuthentication2
 from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.boot.secure_variables import AUTHORITIES, apply_update, sign_update
 from cvm.wire import Guid
 
+__all__ = ["enrolled", "keys"]  # the fixtures, shared with the variables' own tests
+
 OWNER = Guid.parse("5d3c2b1a-0000-4000-8000-000000000002")
-T0, T1, T2 = EfiTime(2025, 1, 1), EfiTime(2025, 6, 1), EfiTime(2026, 1, 1)
-
-Pair = tuple[PrivateKey, Certificate]
-
-
-@dataclass(frozen=True)
-class Keys:
-    pk: Pair
-    kek: Pair
-    db: Pair
-    other: Pair
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    made = []
-    for name in ("PK", "KEK", "db", "other"):
-        key = generate_rsa_key()
-        made.append((key, issue_certificate(f"Checks {name}", key)))
-    return Keys(*made)
-
-
-def _esl(*certificates: Certificate) -> bytes:
-    lists = tuple(SignatureList.of(EFI_CERT_X509, OWNER, der(c)) for c in certificates)
-    return SignatureDatabase(lists).to_bytes()
-
-
-@pytest.fixture(scope="module")
-def enrolled(keys: Keys) -> Varstore:
-    store = Varstore.empty_4m()
-    store = apply_update(store, "PK", sign_update("PK", _esl(keys.pk[1]), *keys.pk, T0))
-    store = apply_update(store, "KEK", sign_update("KEK", _esl(keys.kek[1]), *keys.pk, T0))
-    return apply_update(store, "db", sign_update("db", _esl(keys.db[1]), *keys.kek, T0))
+T2 = EfiTime(2026, 1, 1)
 
 
 def test_who_may_sign_each_variable() -> None:
@@ -147,7 +115,7 @@ def test_outside_setup_mode_an_unsigned_update_is_refused(keys: Keys, enrolled: 
 ])
 def test_unauthorised_signers_are_refused(keys: Keys, enrolled: Varstore, name: str,
                                           signer: str, authorities: str) -> None:
-    pair: Pair = getattr(keys, signer)
+    pair: tuple[PrivateKey, Certificate] = getattr(keys, signer)
     with pytest.raises(ChainError) as caught:
         apply_update(enrolled, name, sign_update(name, _esl(keys.other[1]), *pair, T1))
     assert str(caught.value) == f"{name}: the update is not signed by {authorities}"

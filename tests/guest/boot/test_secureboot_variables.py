@@ -25,19 +25,21 @@ class Keys:
     pk: tuple[PrivateKey, Certificate]
     kek: tuple[PrivateKey, Certificate]
     db: tuple[PrivateKey, Certificate]
+    other: tuple[PrivateKey, Certificate]  # a key no variable names
 
 
 @pytest.fixture(scope="module")
 def keys() -> Keys:
     made = []
-    for name in ("PK", "KEK", "db"):
+    for name in ("PK", "KEK", "db", "other"):
         key = generate_rsa_key()
         made.append((key, issue_certificate(f"Owner {name}", key)))
     return Keys(*made)
 
 
-def _esl(cert: Certificate) -> bytes:
-    return SignatureDatabase((SignatureList.of(EFI_CERT_X509, OWNER, der(cert)),)).to_bytes()
+def _esl(*certificates: Certificate) -> bytes:
+    lists = tuple(SignatureList.of(EFI_CERT_X509, OWNER, der(c)) for c in certificates)
+    return SignatureDatabase(lists).to_bytes()
 
 
 @pytest.fixture(scope="module")
