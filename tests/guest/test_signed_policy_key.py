@@ -19,7 +19,7 @@ from asn1crypto.keys import PublicKeyInfo, RSAPublicKey
 
 from cvm.crypto.tpm_keys import load_public_pem, public_key_fingerprint, public_key_pem
 from cvm.crypto.x509_edk2 import generate_rsa_key, sign_message
-from cvm.errors import FormatError
+from cvm.errors import FormatError, UsageError
 from cvm.formats.initramfs import InitramfsManifest
 from cvm.formats.pcr_signature import PcrSignatureEntry, pcr_signature_bytes
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
@@ -29,7 +29,7 @@ from cvm.formats.tpm2.sealed_blob import SealedBlob
 from cvm.formats.tpm2.signature import Signature
 from cvm.guest.boot.initramfs import Initramfs
 from cvm.guest.tpm.client import TpmClient
-from cvm.guest.tpm.luks_token import SystemdTpm2Token
+from cvm.guest.tpm.luks_token import SystemdTpm2Token, signed_policy
 from cvm.guest.tpm.seal import SealPolicy, SignedPolicy, seal, unseal
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.policy import PolicyDigest
@@ -101,6 +101,15 @@ def test_the_initramfs_uses_the_entry_of_the_tokens_key_only() -> None:
     assert signed is not None
     assert (signed.approved_policy, signed.signature.sig) == (ours.policy, ours.signature)
     assert signed.signer == public_from_pem(pem)
+
+
+def test_a_token_without_a_key_takes_no_signed_policy() -> None:
+    key, pem = _rsa_pem()
+    literal = SystemdTpm2Token((1,), _token(pem).blob, (7,), bytes(32))
+    document = pcr_signature_bytes((_entry(key, pem),))
+    with pytest.raises(UsageError) as caught:
+        signed_policy(literal, document, TpmClient(Tpm().execute), "sig.json")
+    assert str(caught.value) == "the token has no public key: it needs no signed policy"
 
 
 def test_a_signed_policy_alone_has_no_policy_pcr() -> None:

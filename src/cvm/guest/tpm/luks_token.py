@@ -155,11 +155,12 @@ def unlock(volume: Luks2Volume, token: SystemdTpm2Token, client: TpmClient,
 
 
 def signed_policy(token: SystemdTpm2Token, pcr_signature: bytes, client: TpmClient,
-                  where: str = ".pcrsig") -> SignedPolicy:
+                  where: str) -> SignedPolicy:
     """The entry of a ``.pcrsig`` document (a UKI's section, or systemd-measure's JSON) that
     authorizes ``token``'s signed PCRs now, as systemd-cryptsetup picks it: the token's bank and
     PCRs, signed by the token's own key (entries of other keys are skipped), and a policy digest
-    equal to PolicyPCR over the live values the vTPM reports. FormatError if none does."""
+    equal to PolicyPCR over the live values the vTPM reports. FormatError if none does;
+    ``where`` names the document in the errors."""
     if token.pubkey_pem is None:
         raise UsageError("the token has no public key: it needs no signed policy")
     try:
