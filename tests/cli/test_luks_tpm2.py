@@ -68,6 +68,11 @@ def test_enroll_and_unlock(setup: dict[str, Path], capsys: pytest.CaptureFixture
     assert execute([*base, "--eventlog", str(setup["bad"]), "--pin-file", str(pin)]) == 68
     assert "TPM_RC_POLICY_FAIL (session 1)" in capsys.readouterr().err
     assert execute([*base, "--eventlog", str(setup["good"])]) == 64
+    capsys.readouterr()  # a literal-PCR token takes no signed policy: said before the vTPM boots
+    assert execute([*base, "--eventlog", str(setup["good"]), "--pin-file", str(pin),
+                    "--pcr-signature", str(setup["dir"] / "absent.json")]) == 64
+    assert ("the token has no public key: --pcr-signature is not needed"
+            in capsys.readouterr().err)
 
 
 def test_signed_pcr_policy(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
