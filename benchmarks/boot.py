@@ -20,9 +20,12 @@ Measured, in one process:
   by this benchmark only; each counted call less the measuring's own cost, calibrated in the
   same run; the boot's many small hash calls priced at their cost measured in-process, see
   :mod:`crypto_timer`): the share of the untimed boot's CPU spent in each kind of primitive the
-  architecture requires (the keyslot's PBKDF2, AES-XTS of the keyslot area and the root's
-  sectors, the memory engine's AES, SHA of the measurements, RSA/ECC of Secure Boot, the vTPM
-  and the report, the vTPM's KDFs and session ciphers), and ``python_share``: everything else,
+  architecture requires (the keyslot's PBKDF2 and AF splitter, AES-XTS of the keyslot area and
+  the root's sectors, the memory engine's AES-XEX, SHA of the measurements, RSA/ECC of Secure
+  Boot, the vTPM and the report, the vTPM's KDFs and session ciphers; the two constructions cvm
+  runs in Python or numpy are timed whole, their primitives' own share given apart:
+  ``memory_engine_block_cipher_share``, ``af_splitter_hash_share``), and ``python_share``:
+  everything else,
   split by the part of cvm that spends it (``python_by_part``: :mod:`cpu_sampler`, a statistical
   profiler run over the same timed boots, the samples inside the cryptography left out);
 * ``matrix``: every attack in every mode (:func:`cvm.scenarios.attack_matrix.matrix`), wall
@@ -130,7 +133,8 @@ def _crypto_breakdown(folder: Path, seeds: range) -> dict[str, object]:
             "python_samples": sum(sampler.samples.values()), "calls": dict(timer.calls),
             "small_hash_calls_priced": sum(timer.small_hashes.values()),
             "memory_engine_block_cipher_share": round(
-                timer.memory_block_cipher_seconds() / untimed, 4)}
+                timer.memory_block_cipher_seconds() / untimed, 4),
+            "af_splitter_hash_share": round(timer.af_hash_seconds() / untimed, 4)}
 
 
 def _cpu_boot(folder: Path, seed: int) -> float:

@@ -11,8 +11,16 @@ public functions of ``cvm.crypto`` that parse or encode rather than compute (cer
 PEM: :data:`PARSING`) are not wrapped: their time is the Python's, and the cryptography they
 call (a fingerprint's hash, say) is still counted where it is called.
 
-Small hash calls are not timed one by one: a boot makes ~13,000 of them (the LUKS AF merge of
-the token's keyslot alone hashes 4,000 blocks of 68 bytes), each about a microsecond, where a
+The LUKS anti-forensic splitter (``af_split`` / ``af_merge``) is timed whole, as one
+primitive: the chain of one hash per stripe and the XORs between them is a cryptographic
+construction LUKS2 requires of every keyslot open, which cryptsetup runs in C; in cvm it is
+Python around ``hashlib`` (the formats layer has no ``cryptography``), as the memory engine's XEX
+mode is numpy around AES. :meth:`CryptoTimer.af_hash_seconds` prices its hashes apart, so the
+Python share of the construction is known too.
+
+Small hash calls are not timed one by one: a boot makes ~5,000 of them besides the AF
+splitter's (which hashes 4,000 blocks of 68 bytes for the token's keyslot), each about a
+microsecond, where a
 clock reading costs about as much as the work and the correction for it would decide the
 figure. They are
 counted by algorithm, operation and input length instead, and :meth:`CryptoTimer.corrected`
@@ -40,6 +48,7 @@ from typing import Any
 
 import cvm.crypto
 from cvm.crypto.memory_cipher import PAGE_SIZE, XexMemoryCipher
+from cvm.formats.luks2 import anti_forensic
 
 HASHING = "SHA-1/256/384/512 (measurements, digests, AF)"
 CATEGORIES = {
@@ -51,6 +60,7 @@ CATEGORIES = {
     "key_transport": "ECDH P-384 (state key release)",
     "drbg": "DRBG (seeded randomness)",
     "x509_build": "DER encoding (certificates)",
+    "af": "LUKS2 AF splitter (the keyslot's hash diffuser chain)",
 }
 ASYMMETRIC = "RSA/ECC (Secure Boot, vTPM keys, reports, certificates)"
 HASH_CONSTRUCTORS = ("sha1", "sha256", "sha384", "sha512", "new")
@@ -84,6 +94,24 @@ def _length(data: Any) -> int | None:
         return memoryview(data).nbytes
     except TypeError:
         return None
+
+
+def _split_key_size(args: tuple[Any, ...]) -> tuple[int, int, str]:
+    key, stripes, algorithm = args[:3]  # af_split(key, stripes, hash_name, random)
+    return len(key), stripes, algorithm
+
+
+def _merge_key_size(args: tuple[Any, ...]) -> tuple[int, int, str]:
+    _, size, stripes, algorithm = args[:4]  # af_merge(material, key_size, stripes, hash_name)
+    return size, stripes, algorithm
+
+
+class _PlainHashes:
+    """The ``hashlib`` the AF splitter sees while it is timed whole: the constructors as they
+    were before the timer wrapped them."""
+
+    def __init__(self, constructors: dict[str, Callable[..., Any]]) -> None:
+        self.__dict__.update(constructors)
 
 
 class _TimedHash:
@@ -134,6 +162,9 @@ class CryptoTimer:
         self.small_hashes: Counter[tuple[str, str, int]] = Counter()
         self._constructors: dict[str, Callable[..., Any]] = {}
         self.memory_bytes = 0  # bytes through the memory engine's cipher (outermost calls)
+        # the AF splitter's hashes by (algorithm, input length): priced in af_hash_seconds()
+        self.af_hashes: Counter[tuple[str, int]] = Counter()
+        self._constructors_before: dict[str, Callable[..., Any]] = {}
 
     def run(self, category: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._depth:
@@ -249,6 +280,7 @@ class CryptoTimer:
 
     def __enter__(self) -> CryptoTimer:
         replaced: dict[int, Any] = {}
+        self._constructors_before = {name: getattr(hashlib, name) for name in HASH_CONSTRUCTORS}
         for name in HASH_CONSTRUCTORS:
             original = getattr(hashlib, name)
             replaced[id(original)] = self._hash_constructor(name, original)
@@ -270,6 +302,7 @@ class CryptoTimer:
                     self._set(module, name, replaced[id(value)])
                 elif inspect.isclass(value):
                     self._wrap_methods(value, category)
+        self._wrap_af(replaced)
         for module in list(sys.modules.values()):
             if isinstance(module, ModuleType) and module.__name__.startswith("cvm."):
                 for name, value in list(vars(module).items()):
@@ -277,6 +310,33 @@ class CryptoTimer:
                     if wrapper is not None and value is not wrapper:
                         self._set(module, name, wrapper)
         return self
+
+    def _wrap_af(self, replaced: dict[int, Any]) -> None:
+        """The LUKS anti-forensic splitter, timed whole as one primitive (a chain of one hash
+        per stripe and block, and the XORs between them, that cryptsetup runs in C): its own
+        hashes run unwrapped inside it, and are counted for :meth:`af_hash_seconds`."""
+        self._set(anti_forensic, "hashlib", _PlainHashes(self._constructors_before))
+        for name, key_size in (("af_split", _split_key_size), ("af_merge", _merge_key_size)):
+            original = getattr(anti_forensic, name)
+            timed = self.wrap(CATEGORIES["af"], original)
+
+            def counted(*args: Any, _timed: Any = timed, _size: Any = key_size) -> Any:
+                if not self._depth:
+                    size, stripes, algorithm = _size(args)
+                    width = self._constructors_before["new"](algorithm).digest_size
+                    for start in range(0, size, width):
+                        self.af_hashes[algorithm, min(width, size - start) + 4] += stripes - 1
+                return _timed(*args)
+
+            replaced[id(original)] = counted
+            self._set(anti_forensic, name, counted)
+
+    def af_hash_seconds(self) -> float:
+        """Of the AF splitter's time, its hashes' own: each priced as a small hash call (the
+        rest is the chain's XORs and conversions, in Python)."""
+        return sum(count * (self.unit_cost("new", algorithm, size)
+                            + self.unit_cost("digest", algorithm, size))
+                   for (algorithm, size), count in self.af_hashes.items())
 
     def _wrap_methods(self, cls: type, category: str) -> None:
         module = cls.__module__.rsplit(".", 1)[-1]

@@ -78,3 +78,23 @@ def test_parsing_in_the_crypto_package_is_not_counted_as_cryptography() -> None:
         owner: object = __import__(f"cvm.crypto.{module}", fromlist=["_"])
         for part in path:
             owner = getattr(owner, part)
+
+
+def test_the_af_splitter_is_timed_whole_and_its_hashes_priced_apart() -> None:
+    from crypto_timer import CATEGORIES
+    from cvm.disk import keyslot
+    from cvm.formats.luks2 import anti_forensic
+
+    original_merge, original_hashlib = keyslot.af_merge, anti_forensic.hashlib
+    key = bytes(range(64))
+    material = anti_forensic.af_split(key, 4000, "sha512", bytes)
+    with CryptoTimer() as timer:
+        assert keyslot.af_merge is not original_merge  # rebound where it was imported by name
+        assert keyslot.af_merge(material, 64, 4000, "sha512") == key
+        assert len(anti_forensic.af_split(bytes(40), 3, "sha256", bytes)) == 3 * 40
+    assert keyslot.af_merge is original_merge and anti_forensic.hashlib is original_hashlib
+    assert timer.calls == {CATEGORIES["af"]: 2}  # its 4,000 + 4 hashes not counted one by one
+    assert not timer.small_hashes
+    # one 68-byte SHA-512 per stripe but the last; two blocks of 32 and 8 bytes per SHA-256 stripe
+    assert timer.af_hashes == {("sha512", 68): 3999, ("sha256", 36): 2, ("sha256", 12): 2}
+    assert 0.0 < timer.af_hash_seconds() < timer.corrected()[CATEGORIES["af"]]
