@@ -186,6 +186,8 @@ def flush_context(tpm: Tpm, call: Call) -> Result:
     call.done()
     if handle in tpm.objects:
         del tpm.objects[handle]
+    elif handle in tpm.sequences:
+        del tpm.sequences[handle]
     elif handle in tpm.sessions:
         del tpm.sessions[handle]
     elif handle in tpm.saved_sessions:

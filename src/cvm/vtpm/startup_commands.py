@@ -113,7 +113,8 @@ def get_random(tpm: Tpm, call: Call) -> Result:
 
 def _handles(tpm: Tpm) -> list[int]:
     found = list(range(PCR_COUNT)) + [int(h) for h in TpmRh if h != TpmRh.PW]
-    found += list(tpm.objects) + list(tpm.state.persistent) + list(tpm.state.nv)
+    found += list(tpm.objects) + list(tpm.sequences) + list(tpm.state.persistent)
+    found += list(tpm.state.nv)
     return sorted(found + list(tpm.sessions))
 
 
