@@ -80,35 +80,73 @@ def _section(*records: bytes, count: int | None = None) -> bytes:
     return (len(records) if count is None else count).to_bytes(4, "big") + b"".join(records)
 
 
-@pytest.mark.parametrize(("section", "why"), [
-    (_section(_record(handle=0x81000000)), "not a transient handle"),
-    (_section(_record(kind=0)), "not hash, event or HMAC"),
-    (_section(_record(kind=4)), "not hash, event or HMAC"),
-    (_section(_record(kind=2)), "does not fit"),  # an event sequence names no hash
-    (_section(_record(kind=1, alg=TpmAlg.NULL)), "does not fit"),
-    (_section(_record(kind=3, alg=TpmAlg.AES, key=b"k")), "does not fit"),
-    (_section(_record(flags=2)), "flags"),  # ticket-safe without a first block
-    (_section(_record(flags=4)), "flags"),
-    (_section(_record(auth=b"a" * 65)), "authValue"),
-    (_section(_record(key=b"k")), "only an HMAC sequence has a key"),
-    (_section(_record(kind=3)), "only an HMAC sequence has a key"),
-    (_section(_record(kind=3, key=b"k" * 129)), "HMAC key"),
-    (_section(_record(size=MAX_SEQUENCE_DATA + 1)), "at most"),
-    (_section(_record(size=5, data=b"four")), "sequence data"),
-    (_section(count=0), "1 to 2"),
-    (_section(_record(), _record(0x80000001), _record(0x80000002)), "1 to 2"),
-    (_section(_record(), _record()), "appears twice"),
-    (_section(_record()) + b"\x00", "trailing"),
-    (b"\x00\x00", "sequences"),
+@pytest.mark.parametrize(("section", "message"), [
+    (_section(_record(handle=0x81000000)),
+     "sequence handle 0x81000000 is not a transient handle (at offset 0x3a)"),
+    (_section(_record(kind=0)), "sequence kind 0 is not hash, event or HMAC (at offset 0x3b)"),
+    (_section(_record(kind=4)), "sequence kind 4 is not hash, event or HMAC (at offset 0x3b)"),
+    (_section(_record(kind=2)),  # an event sequence names no hash
+     "hashAlg 0x000b does not fit a sequence of kind 2 (at offset 0x3d)"),
+    (_section(_record(kind=1, alg=TpmAlg.NULL)),
+     "hashAlg 0x0010 does not fit a sequence of kind 1 (at offset 0x3d)"),
+    (_section(_record(kind=3, alg=TpmAlg.AES, key=b"k")),
+     "hashAlg 0x0006 does not fit a sequence of kind 3 (at offset 0x3d)"),
+    (_section(_record(flags=2)),  # ticket-safe without a first block
+     "sequence flags 0x02 are not defined (at offset 0x3e)"),
+    (_section(_record(flags=4)), "sequence flags 0x04 are not defined (at offset 0x3e)"),
+    (_section(_record(auth=b"a" * 65)),
+     "sequence authValue.size 65 exceeds the maximum 64 (at offset 0x40)"),
+    (_section(_record(key=b"k")),
+     "only an HMAC sequence has a key, and it has one (at offset 0x43)"),
+    (_section(_record(kind=3)), "only an HMAC sequence has a key, and it has one (at offset 0x42)"),
+    (_section(_record(kind=3, key=b"k" * 129)),
+     "sequence HMAC key.size 129 exceeds the maximum 128 (at offset 0x42)"),
+    (_section(_record(size=MAX_SEQUENCE_DATA + 1)),
+     "sequence data of 8193 bytes: at most 8192 (at offset 0x46)"),
+    (_section(_record(size=5, data=b"four")),
+     "sequence data needs 5 bytes at offset 0x46, only 4 left"),
+    (_section(count=0), "0 sequences: a section holds 1 to 2 (at offset 0x36)"),
+    (_section(_record(), _record(0x80000001), _record(0x80000002)),
+     "3 sequences: a section holds 1 to 2 (at offset 0x36)"),
+    (_section(_record(), _record()), "sequence handle 0x80000000 appears twice (at offset 0x56)"),
+    (_section(_record()) + b"\x00", "1 unexpected trailing bytes at offset 0x46"),
+    (b"\x00\x00", "sequences needs 4 bytes at offset 0x32, only 2 left"),
 ])
-def test_a_malformed_sequence_section_is_refused_by_name(section: bytes, why: str) -> None:
+def test_a_malformed_sequence_section_is_refused_by_name(section: bytes, message: str) -> None:
     data = HEAD + TAIL + section
-    messages = set()
     for read in (VolatileState.from_bytes, VolatileState._from_bytes_checked):
         with pytest.raises(FormatError) as refused:
             read(data)
-        messages.add(str(refused.value))
-    assert len(messages) == 1 and why in messages.pop()
+        assert str(refused.value) == f"vTPM volatile state: {message}"
+
+
+@pytest.mark.parametrize(("cut", "field"), [
+    (0, "sequence handle needs 4 bytes at offset 0x36"),
+    (4, "sequence kind needs 1 bytes at offset 0x3a"),
+    (5, "sequence hashAlg needs 2 bytes at offset 0x3b"),
+    (7, "sequence flags needs 1 bytes at offset 0x3d"),
+    (8, "sequence authValue.size needs 2 bytes at offset 0x3e"),
+    (10, "sequence HMAC key.size needs 2 bytes at offset 0x40"),
+    (12, "sequence HMAC key needs 1 bytes at offset 0x42"),
+    (13, "sequence data size needs 4 bytes at offset 0x43"),
+    (17, "sequence data needs 4 bytes at offset 0x47"),
+])
+def test_a_cut_record_names_the_field(cut: int, field: str) -> None:
+    record = _record(kind=3, key=b"k", data=b"data")
+    data = HEAD + TAIL + _section(record)[: 4 + cut]
+    for read in (VolatileState.from_bytes, VolatileState._from_bytes_checked):
+        with pytest.raises(FormatError) as refused:
+            read(data)
+        assert str(refused.value) == f"vTPM volatile state: {field}, only 0 left"
+
+
+@pytest.mark.parametrize("sequence", [
+    Sequence(SequenceKind.HASH, TpmAlg.SHA256, b"a" * 65),
+    Sequence(SequenceKind.HMAC, TpmAlg.SHA256, b"", b"k" * 129),
+])
+def test_the_writer_refuses_what_the_reader_would(sequence: Sequence) -> None:
+    with pytest.raises(FormatError, match="exceeds the maximum"):
+        _state({0x80000000: sequence}).to_bytes()
 
 
 def test_a_handle_cannot_be_both_an_object_and_a_sequence() -> None:

@@ -226,6 +226,8 @@ def test_hmac_start_refusals(client: TpmClient, tpm: Tpm) -> None:
     assert _code(lambda: hmac_start(client, signing, TpmAlg.SHA256)) == for_handle(
         TpmRc.TYPE, 1)
     client.flush(signing)
+    assert _code(lambda: hmac_start(client, TpmRh.OWNER, TpmAlg.SHA256)) == for_handle(
+        TpmRc.HANDLE, 1)  # a handle the engine takes that is no object
     public = tpm.primary_public(TpmRh.OWNER, Public(
         TpmAlg.KEYEDHASH, TpmAlg.SHA256, KEY_ATTRIBUTES & ~TpmaObject.FIXED_TPM
         & ~TpmaObject.FIXED_PARENT & ~TpmaObject.SENSITIVE_DATA_ORIGIN,
