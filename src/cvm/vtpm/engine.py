@@ -51,7 +51,7 @@ from cvm.vtpm import (  # noqa: F401  (registers the command handlers)
     startup_commands,
 )
 from cvm.vtpm.authorization import Authorization, Entity
-from cvm.vtpm.dispatch import COMMANDS, Call
+from cvm.vtpm.dispatch import COMMANDS, Call, unmarshal_error
 from cvm.vtpm.pcr import PcrBanks
 from cvm.vtpm.sequence import Sequence
 from cvm.vtpm.session import Session
@@ -132,6 +132,9 @@ class Tpm(Authorization):
         if self.started == (spec.code == TpmCc.STARTUP):
             raise fail(TpmRc.INITIALIZE, "TPM2_Startup is needed first / only once")
         self.self_heal()
+        present = (len(data) - HEADER_SIZE) // 4
+        if present < spec.handles:  # Part 1 18.7: the handle that is not there, by number
+            raise fail(for_handle(TpmRc.INSUFFICIENT, present + 1), "the handle area ends early")
         try:
             command = Command.parse(data, spec.handles)
         except FormatError:
@@ -164,7 +167,12 @@ class Tpm(Authorization):
         params = Reader(parameters, "parameters", endian="big")
         policy_auth = tuple(s is not None and s.is_policy for _, s, _ in used)
         call = Call(spec.code, list(command.handles), params, locality, policy_auth)
-        result = spec.handler(self, call)
+        try:
+            result = spec.handler(self, call)
+        except FormatError as error:
+            if call.parsed:  # not the parameters: the command's own data
+                raise
+            raise unmarshal_error(call, error) from None
         if not call.parsed:
             raise fail(TpmRc.FAILURE, "handler did not check its parameters")
         for _, session, _ in used:

@@ -75,7 +75,7 @@ def _sequence(tpm: Tpm, call: Call, number: int) -> Sequence:
 
 def hash_sequence_start(tpm: Tpm, call: Call) -> Result:
     auth = _auth(call.params)
-    hash_alg = call.params.u16("hashAlg")
+    hash_alg = call.parameter(2).u16("hashAlg")
     call.done()
     if hash_alg == TpmAlg.NULL:
         return _open(tpm, Sequence(SequenceKind.EVENT, hash_alg, auth))
@@ -86,7 +86,7 @@ def hash_sequence_start(tpm: Tpm, call: Call) -> Result:
 
 def hmac_start(tpm: Tpm, call: Call) -> Result:
     auth = _auth(call.params)
-    hash_alg = call.params.u16("hashAlg")
+    hash_alg = call.parameter(2).u16("hashAlg")
     call.done()
     if hash_alg != TpmAlg.NULL and not is_hash_alg(hash_alg):
         raise fail(for_parameter(TpmRc.HASH, 2), "hashAlg is not a hash algorithm or NULL")
@@ -115,7 +115,7 @@ def sequence_update(tpm: Tpm, call: Call) -> Result:
 
 def sequence_complete(tpm: Tpm, call: Call) -> Result:
     block = _buffer(call.params, 1)
-    hierarchy = call.params.u32("hierarchy")
+    hierarchy = call.parameter(2).u32("hierarchy")
     call.done()
     sequence = _sequence(tpm, call, 1)
     if sequence.kind == SequenceKind.EVENT:
