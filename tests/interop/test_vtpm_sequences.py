@@ -1,8 +1,9 @@
 """tpm2-tools' hash and event sequences on the cvm vTPM (data over MAX_DIGEST_BUFFER).
 
-``tpm2_hash``, ``tpm2_sign`` of a message file and ``tpm2_pcrevent`` of a file switch from
-TPM2_Hash / TPM2_PCR_Event to TPM2_HashSequenceStart, TPM2_SequenceUpdate and
-TPM2_SequenceComplete / TPM2_EventSequenceComplete for more than 1024 bytes. The vTPM here goes
+``tpm2_hash``, ``tpm2_sign`` of a message file, ``tpm2_hmac`` and ``tpm2_pcrevent`` of a file
+switch from TPM2_Hash / TPM2_HMAC / TPM2_PCR_Event to TPM2_HashSequenceStart or
+TPM2_HMAC_Start, TPM2_SequenceUpdate and TPM2_SequenceComplete / TPM2_EventSequenceComplete for
+more than 1024 bytes. The vTPM here goes
 through its volatile encoding after every command, as the SVSM keeps it, so every sequence's
 state crosses the bytes between commands.
 """
@@ -10,6 +11,7 @@ state crosses the bytes between commands.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -126,3 +128,19 @@ def test_tpm2_pcrevent_of_5_kib_extends_pcr_16_in_every_bank(vtpm: dict[str, Any
         run("tpm2_pcrread", f"{name}:16", "-o", f"{name}.pcr")
         assert (workdir / f"{name}.pcr").read_bytes() == expected
     assert tpm.encoded >= 5 and not tpm.sequences
+
+
+def test_tpm2_hmac_of_5_kib_is_the_keys_hmac(vtpm: dict[str, Any]) -> None:
+    run, workdir, tpm = vtpm["run"], vtpm["dir"], vtpm["tpm"]
+    (workdir / "data.bin").write_bytes(FIVE_KIB)
+    run("tpm2_createprimary", "-C", "o", "-c", "primary.ctx")
+    run("tpm2_create", "-C", "primary.ctx", "-G", "hmac", "-u", "key.pub", "-r", "key.priv")
+    run("tpm2_flushcontext", "-t")
+    run("tpm2_load", "-C", "primary.ctx", "-u", "key.pub", "-r", "key.priv", "-c", "key.ctx")
+    secret = next(item.sensitive.sensitive for item in tpm.objects.values()
+                  if item.public.type == TpmAlg.KEYEDHASH and item.sensitive is not None)
+    run("tpm2_flushcontext", "-t")
+    encoded = tpm.encoded
+    run("tpm2_hmac", "-c", "key.ctx", "-g", "sha256", "-o", "hmac.bin", "data.bin")
+    assert (workdir / "hmac.bin").read_bytes() == hmac.new(secret, FIVE_KIB, "sha256").digest()
+    assert tpm.encoded >= encoded + 5 and not tpm.sequences  # an HMAC sequence, flushed
