@@ -174,16 +174,16 @@ def test_the_tpm2b_limits_of_quote_sign_and_make_credential(client: TpmClient) -
     ak, _ = client.create_primary(TpmRh.ENDORSEMENT, ak_template())
     client.quote(ak, b"q" * 64, SELECTION)
     assert _code(lambda: client.quote(ak, b"q" * 65, SELECTION)) == for_parameter(
-        TpmRc.VALUE, 0)
+        TpmRc.SIZE, 1)
     key, _ = client.create_primary(TpmRh.OWNER, signing_key_template())
     ecdsa = SigScheme(TpmAlg.ECDSA, TpmAlg.SHA256)
-    assert _code(lambda: client.sign(key, bytes(65), ecdsa)) == for_parameter(TpmRc.VALUE, 0)
+    assert _code(lambda: client.sign(key, bytes(65), ecdsa)) == for_parameter(TpmRc.SIZE, 1)
     ek, _ = client.create_primary(TpmRh.ENDORSEMENT, ek_template("rsa"))
     client.make_credential(ek, b"c" * 64, b"n" * 66)
     assert _code(lambda: client.make_credential(ek, b"c" * 65, b"n" * 34)) == for_parameter(
-        TpmRc.VALUE, 0)
+        TpmRc.SIZE, 1)
     assert _code(lambda: client.make_credential(ek, b"c", b"n" * 67)) == for_parameter(
-        TpmRc.VALUE, 0)
+        TpmRc.SIZE, 2)
 
 
 def test_a_credential_to_an_rsa_key_uses_its_exponent(client: TpmClient) -> None:

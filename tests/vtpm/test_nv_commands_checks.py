@@ -21,7 +21,7 @@ from cvm.vtpm.engine import Tpm
 INDEX = 0x01500010
 RW = TpmaNv.AUTHREAD | TpmaNv.AUTHWRITE | TpmaNv.NO_DA
 BAD_ATTRIBUTES = for_parameter(TpmRc.ATTRIBUTES, 2)
-PARSE_ERROR = for_parameter(TpmRc.VALUE, 0)  # an oversized TPM2B, as the engine reports it
+PARSE_ERROR = for_parameter(TpmRc.SIZE, 1)  # an oversized TPM2B: its parameter, the first
 
 
 def _public(attributes: int = RW, nt: TpmNt = TpmNt.ORDINARY, size: int = 16,

@@ -290,4 +290,4 @@ def test_outside_info_is_at_most_64_bytes(client: TpmClient) -> None:
         return reply.handles[0]
 
     client.flush(primary(b"o" * 64))
-    assert _code(lambda: primary(b"o" * 65)) == for_parameter(TpmRc.VALUE, 0)
+    assert _code(lambda: primary(b"o" * 65)) == for_parameter(TpmRc.SIZE, 3)

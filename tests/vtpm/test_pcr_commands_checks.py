@@ -77,7 +77,7 @@ def test_pcr_event_takes_1024_bytes_and_refuses_more(client: TpmClient) -> None:
     assert set(digests) == {TpmAlg.SHA1, TpmAlg.SHA256, TpmAlg.SHA384}
     before = client.pcr_read(PcrSelectionList.of("sha256", [9]))
     refused = _code(lambda: client.pcr_event(9, b"e" * 1025))
-    assert refused == for_parameter(TpmRc.VALUE, 0)
+    assert refused == for_parameter(TpmRc.SIZE, 1)
     assert client.pcr_read(PcrSelectionList.of("sha256", [9])) == before
 
 

@@ -23,7 +23,7 @@ from cvm.vtpm.engine import Tpm
 from cvm.vtpm.policy import PolicyDigest, approved_policy_hash
 from cvm.vtpm.templates import public_from_pem, srk_template
 
-PARSE_ERROR = for_parameter(TpmRc.VALUE, 0)  # a TPM2B above its maximum size
+PARSE_ERROR = for_parameter(TpmRc.SIZE, 1)  # a TPM2B above its maximum size, parameter 1
 D32 = bytes(range(32))
 
 
@@ -72,9 +72,11 @@ def test_policy_authorize_refusals(client: TpmClient) -> None:
     for key_sign in (b"", b"\x00", name[:2], name[:-1], name + b"\x00",
                      TpmAlg.RSA.to_bytes(2, "big") + D32, TpmAlg.SHA1.to_bytes(2, "big") + D32):
         assert _authorize(client, session, bytes(32), b"", key_sign, null) == size3
-    assert _authorize(client, session, bytes(32), b"", bytes(67), null) == PARSE_ERROR
+    assert _authorize(client, session, bytes(32), b"", bytes(67), null) == for_parameter(
+        TpmRc.SIZE, 3)
     assert _authorize(client, session, bytes(65), b"", name, null) == PARSE_ERROR
-    assert _authorize(client, session, bytes(32), bytes(65), name, null) == PARSE_ERROR
+    assert _authorize(client, session, bytes(32), bytes(65), name, null) == for_parameter(
+        TpmRc.SIZE, 2)
     assert _authorize(client, session, D32, b"", name, null) == for_parameter(TpmRc.VALUE, 1)
     assert _authorize(client, session, bytes(32), b"", name, null) == \
         for_parameter(TpmRc.TICKET, 4)
@@ -97,8 +99,8 @@ def _secret(client: TpmClient, session: ClientSession, nonce: bytes = b"", cp_ha
 def test_policy_secret_refusals(client: TpmClient) -> None:
     session = client.start_auth_session(TpmSe.POLICY)
     assert _secret(client, session, nonce=bytes(65)) == PARSE_ERROR
-    assert _secret(client, session, cp_hash=bytes(65)) == PARSE_ERROR
-    assert _secret(client, session, policy_ref=bytes(65)) == PARSE_ERROR
+    assert _secret(client, session, cp_hash=bytes(65)) == for_parameter(TpmRc.SIZE, 2)
+    assert _secret(client, session, policy_ref=bytes(65)) == for_parameter(TpmRc.SIZE, 3)
     assert _secret(client, session, cp_hash=D32) == for_parameter(TpmRc.VALUE, 2)
     assert _secret(client, session, expiration=1) == for_parameter(TpmRc.VALUE, 2)
     assert client.policy_get_digest(session) == bytes(32)
@@ -113,7 +115,7 @@ def test_policy_command_code_and_password_state(client: TpmClient, tpm: Tpm) -> 
     session = client.start_auth_session(TpmSe.POLICY)
     params = writer().u32(TpmCc.UNSEAL).to_bytes()
     assert _code(client, TpmCc.POLICY_COMMAND_CODE, (session.handle,), params + b"\x00") == \
-        for_parameter(TpmRc.SIZE, 0)
+        TpmRc.SIZE  # trailing bytes: no parameter's
     client.policy_auth_value(session)
     client.policy_password(session)
     engine = tpm.sessions[session.handle]

@@ -22,11 +22,12 @@ import pytest
 
 from cvm.crypto import tpm_keys
 from cvm.formats.snp.key_request import KeyRequest
-from cvm.formats.tpm2.constants import TpmAlg, TpmRh, TpmSe
+from cvm.formats.tpm2.constants import TpmAlg, TpmCc, TpmRh, TpmSe
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.formats.tpm2.tpm2b import read_tpm2b, tpm2b, writer
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.svsm.svsm import STATE_LENGTH_SIZE, Svsm, SvsmLayout
-from cvm.guest.tpm.client import TpmClient
+from cvm.guest.tpm.client import Auth, TpmClient
 from cvm.guest.tpm.seal import SealPolicy, seal, unseal
 from cvm.guest.tpm.svsm_guest import SvsmGuest
 from cvm.hardware.fault import PFERR_VMPL, FaultKind, FaultRaised
@@ -36,6 +37,7 @@ from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.vm import VirtualMachine
 from cvm.host.vmm import Guest, Hypervisor
 from cvm.vtpm import volatile as volatile_module
+from cvm.vtpm.sequence import MAX_SEQUENCE_DATA, MAX_SEQUENCES
 from cvm.vtpm.state import HIERARCHIES, PersistentState
 from cvm.vtpm.state_file import STATE_KEY_FIELDS, MonotonicCounter, ReleasedKeyProvider
 from cvm.vtpm.templates import srk_template
@@ -323,3 +325,55 @@ def test_the_public_area_memo_holds_no_secret(snp: Any, monkeypatch: pytest.Monk
     monkeypatch.setitem(volatile_module._PUBLICS, b"planted" + secret, next(
         iter(volatile_module._PUBLICS.values())))
     assert name in _held(volatile_module._PUBLICS, secrets)
+
+
+SEQUENCE_AUTH = hashlib.sha256(b"the authValue of a hash sequence").digest()
+SEQUENCE_DATA = hashlib.sha512(b"the data a hash sequence holds").digest()
+
+
+def _open_sequence(client: TpmClient, data: bytes) -> int:
+    reply = client.call(TpmCc.HASH_SEQUENCE_START, params=tpm2b(SEQUENCE_AUTH)
+                        + writer().u16(TpmAlg.SHA256).to_bytes(), response_handles=1)
+    handle = reply.handles[0]
+    client.names[handle] = b""  # a sequence's Name is empty
+    client.call(TpmCc.SEQUENCE_UPDATE, (handle,), tpm2b(data), (Auth(SEQUENCE_AUTH),))
+    return handle
+
+
+def test_an_open_sequence_stays_in_the_svsm_pages(snp: Any) -> None:
+    """A sequence's authValue and data live in the volatile state, in VMPL0 pages only."""
+    booted = _boot(snp, MonotonicCounter())
+    client, svsm = booted.client, booted.svsm
+    handle = _open_sequence(client, SEQUENCE_DATA)
+    secrets = {"sequence authValue": SEQUENCE_AUTH, "sequence data": SEQUENCE_DATA}
+    stored = svsm.seal_state()
+    assert _leaks(secrets, _host_view(snp, [booted], stored)) == []
+    assert _held(svsm, secrets) == [] and _held(booted.os, secrets) == []
+    # positive control: the SVSM's pages hold both
+    pages = svsm.at_vmpl0(lambda: svsm.vcpu.read(svsm.layout.state_gpa,
+                                                 svsm.layout.state_pages * PAGE_SIZE))
+    assert {leak.split(" in ")[0] for leak in _leaks(secrets, {"VMPL0 view": pages})} == set(
+        secrets)
+    reply = client.call(TpmCc.SEQUENCE_COMPLETE, (handle,), tpm2b(b"")
+                        + writer().u32(TpmRh.NULL).to_bytes(), (Auth(SEQUENCE_AUTH),))
+    assert read_tpm2b(reply.params, "result") == hashlib.sha256(SEQUENCE_DATA).digest()
+
+
+def test_the_largest_sequences_fit_the_state_pages(snp: Any) -> None:
+    """Every open sequence full, beside a loaded key: the state still fits the SVSM's pages
+    (about 19 KiB of the 32 KiB)."""
+    booted = _boot(snp, MonotonicCounter())
+    client = booted.client
+    client.create_primary(TpmRh.OWNER, srk_template())
+    handles = [_open_sequence(client, bytes(1024)) for _ in range(MAX_SEQUENCES)]
+    for handle in handles:
+        for _ in range(MAX_SEQUENCE_DATA // 1024 - 1):
+            client.call(TpmCc.SEQUENCE_UPDATE, (handle,), tpm2b(bytes(1024)),
+                        (Auth(SEQUENCE_AUTH),))
+    _, volatile = booted.svsm._read_parts()
+    assert len(volatile) > MAX_SEQUENCES * MAX_SEQUENCE_DATA
+    for handle in handles:
+        reply = client.call(TpmCc.SEQUENCE_COMPLETE, (handle,), tpm2b(b"")
+                            + writer().u32(TpmRh.NULL).to_bytes(), (Auth(SEQUENCE_AUTH),))
+        assert read_tpm2b(reply.params, "result") == hashlib.sha256(
+            bytes(MAX_SEQUENCE_DATA)).digest()

@@ -65,7 +65,7 @@ def test_nonce_caller_is_16_bytes_to_the_digest_size(tpm: Tpm, client: TpmClient
 
 def test_a_nonce_beyond_the_largest_digest_is_a_parse_error(tpm: Tpm, client: TpmClient) -> None:
     """nonceCaller is a TPM2B_NONCE (at most 64 bytes): a larger one does not unmarshal."""
-    assert _start(tpm, nonce=b"\x22" * 65) == for_parameter(TpmRc.VALUE, 0)
+    assert _start(tpm, nonce=b"\x22" * 65) == for_parameter(TpmRc.SIZE, 1)
 
 
 def test_a_salt_needs_a_tpm_key(tpm: Tpm, client: TpmClient) -> None:

@@ -59,8 +59,8 @@ def _signing_key(tpm: Tpm, call: Call) -> TpmObject:
 
 def quote(tpm: Tpm, call: Call) -> Result:
     qualifying = read_tpm2b(call.params, "qualifyingData", 64)
-    requested = SigScheme.read(call.params)
-    selection = PcrSelectionList.read(call.params)
+    requested = SigScheme.read(call.parameter(2))
+    selection = PcrSelectionList.read(call.parameter(3))
     call.done()
     key = _signing_key(tpm, call)
     scheme, hash_alg = pick_scheme(key, (requested.scheme, requested.hash_alg))
@@ -86,8 +86,8 @@ def quote(tpm: Tpm, call: Call) -> Result:
 
 def sign(tpm: Tpm, call: Call) -> Result:
     value = read_tpm2b(call.params, "digest", 64)
-    requested = SigScheme.read(call.params)
-    ticket = Ticket.read(call.params)
+    requested = SigScheme.read(call.parameter(2))
+    ticket = Ticket.read(call.parameter(3))
     call.done()
     key = _signing_key(tpm, call)
     scheme, hash_alg = pick_scheme(key, (requested.scheme, requested.hash_alg))
@@ -117,7 +117,7 @@ def _seed(key: TpmObject, secret: bytes) -> bytes:
 
 def activate_credential(tpm: Tpm, call: Call) -> Result:
     blob = read_tpm2b(call.params, "credentialBlob")
-    secret = read_tpm2b(call.params, "secret")
+    secret = read_tpm2b(call.parameter(2), "secret")
     call.done()
     activate = tpm.lookup(call.handles[0], 1)
     key, parms = _credential_key(tpm, call.handles[1], 2)
@@ -134,7 +134,7 @@ def activate_credential(tpm: Tpm, call: Call) -> Result:
 
 def make_credential(tpm: Tpm, call: Call) -> Result:
     credential = read_tpm2b(call.params, "credential", 64)
-    name = read_tpm2b(call.params, "objectName", 66)
+    name = read_tpm2b(call.parameter(2), "objectName", 66)
     call.done()
     key, parms = _credential_key(tpm, call.handles[0], 1)
     algorithm = hash_name(key.public.name_alg)

@@ -82,6 +82,8 @@ def context_save(tpm: Tpm, call: Call) -> Result:
         context = _seal(tpm, SavedContext(sequence, handle, TpmRh.NULL, b""),
                         handle.to_bytes(4, "big"))
         return Result(parameters=context.to_bytes())
+    if handle in tpm.sequences:  # its data may exceed a context blob: not saved
+        raise fail(TpmRc.SEQUENCE, "a sequence's context is not saved")
     item = tpm.objects.get(handle)
     if item is None:
         raise fail(for_handle(TpmRc.HANDLE, 1), "only transient objects and sessions are saved")

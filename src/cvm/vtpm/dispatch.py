@@ -3,6 +3,11 @@
 TCG "TPM 2.0 Library, Part 3: Commands", revision 1.59, section 5 ("Command Processing"):
 each command's table lists its handles (those marked ``@`` need an authorization, with the
 role USER, ADMIN or DUP given under "Auth Role") and how many handles the response carries.
+A parameter that cannot be unmarshalled is answered with its number (Part 1 section 18.7,
+the reference's command dispatcher): TPM_RC_INSUFFICIENT when the buffer ends inside it,
+TPM_RC_SIZE when a size field is above its maximum, TPM_RC_VALUE for any other bad value;
+a handler names the parameter it reads with :meth:`Call.parameter` (the first by default).
+Bytes after the last parameter are TPM_RC_SIZE, with no parameter number.
 Each command module ends with its rows of the table (:func:`register` calls, not decorators,
 so every handler is a plain function); the engine looks them up by TPM_CC.
 """
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from cvm.errors import InternalError
+from cvm.errors import FormatError, InternalError, StatusError
 from cvm.formats.tpm2.response_code import TpmRc, for_parameter
 from cvm.vtpm.tpm_object import fail
 from cvm.wire import Reader
@@ -40,12 +45,26 @@ class Call:
     locality: int
     policy_auth: tuple[bool, ...] = ()
     parsed: bool = False
+    number: int = 1  # the parameter being read
+
+    def parameter(self, number: int) -> Reader:
+        """The parameters, from parameter ``number`` on (its number answers an error in it)."""
+        self.number = number
+        return self.params
 
     def done(self) -> None:
         """Every parameter has been read: refuse trailing bytes (TPM_RC_SIZE)."""
         if self.params.remaining:
-            raise fail(for_parameter(TpmRc.SIZE, 0), "trailing bytes after the parameters")
+            raise fail(TpmRc.SIZE, "trailing bytes after the parameters")
         self.parsed = True
+
+
+def unmarshal_error(call: Call, error: FormatError) -> StatusError:
+    """The response code of a parameter of ``call`` that does not unmarshal."""
+    text = str(error)
+    code = (TpmRc.INSUFFICIENT if " needs " in text
+            else TpmRc.SIZE if " exceeds the maximum " in text else TpmRc.VALUE)
+    return fail(for_parameter(code, call.number), f"parameter {call.number}: {text}")
 
 
 @dataclass(frozen=True)

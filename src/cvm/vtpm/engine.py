@@ -47,11 +47,13 @@ from cvm.vtpm import (  # noqa: F401  (registers the command handlers)
     object_commands,
     pcr_commands,
     policy_commands,
+    sequence_commands,
     startup_commands,
 )
 from cvm.vtpm.authorization import Authorization, Entity
-from cvm.vtpm.dispatch import COMMANDS, Call
+from cvm.vtpm.dispatch import COMMANDS, Call, unmarshal_error
 from cvm.vtpm.pcr import PcrBanks
+from cvm.vtpm.sequence import Sequence
 from cvm.vtpm.session import Session
 from cvm.vtpm.state import PersistentState
 from cvm.vtpm.tpm_object import (
@@ -88,6 +90,7 @@ class Tpm(Authorization):
         self.state = state or PersistentState.manufacture(self.random)
         self.pcrs = PcrBanks()
         self.objects: dict[int, TpmObject] = {}
+        self.sequences: dict[int, Sequence] = {}
         self.sessions: dict[int, Session] = {}
         self.saved_sessions: dict[int, tuple[Session, int]] = {}
         self.context_counter = 0
@@ -129,6 +132,9 @@ class Tpm(Authorization):
         if self.started == (spec.code == TpmCc.STARTUP):
             raise fail(TpmRc.INITIALIZE, "TPM2_Startup is needed first / only once")
         self.self_heal()
+        present = (len(data) - HEADER_SIZE) // 4
+        if present < spec.handles:  # Part 1 18.7: the handle that is not there, by number
+            raise fail(for_handle(TpmRc.INSUFFICIENT, present + 1), "the handle area ends early")
         try:
             command = Command.parse(data, spec.handles)
         except FormatError:
@@ -161,7 +167,12 @@ class Tpm(Authorization):
         params = Reader(parameters, "parameters", endian="big")
         policy_auth = tuple(s is not None and s.is_policy for _, s, _ in used)
         call = Call(spec.code, list(command.handles), params, locality, policy_auth)
-        result = spec.handler(self, call)
+        try:
+            result = spec.handler(self, call)
+        except FormatError as error:
+            if call.parsed:  # not the parameters: the command's own data
+                raise
+            raise unmarshal_error(call, error) from None
         if not call.parsed:
             raise fail(TpmRc.FAILURE, "handler did not check its parameters")
         for _, session, _ in used:
@@ -178,7 +189,7 @@ class Tpm(Authorization):
         ok = (
             (kind == TpmHt.PCR and handle < PCR_COUNT)
             or (kind == TpmHt.PERMANENT and handle in _PERMANENT_HANDLES)
-            or (kind == TpmHt.TRANSIENT and handle in self.objects)
+            or (kind == TpmHt.TRANSIENT and (handle in self.objects or handle in self.sequences))
             or (kind == TpmHt.PERSISTENT and handle in self.state.persistent)
             or (kind == TpmHt.NV_INDEX and handle in self.state.nv)
             or (kind in (TpmHt.HMAC_SESSION, TpmHt.POLICY_SESSION) and handle in self.sessions)
@@ -188,7 +199,10 @@ class Tpm(Authorization):
             raise fail(for_handle(code, number), f"handle {handle:#010x} is not loaded")
 
     def lookup(self, handle: int, number: int) -> TpmObject:
-        """The loaded or persistent object at ``handle`` (TPM_RC_HANDLE otherwise)."""
+        """The loaded or persistent object at ``handle`` (TPM_RC_HANDLE otherwise; a sequence
+        is no object: TPM_RC_SEQUENCE)."""
+        if handle in self.sequences:
+            raise fail(TpmRc.SEQUENCE, f"{handle:#010x} is a sequence, not an object")
         item = self.objects.get(handle) or self.state.persistent.get(handle)
         if item is None:
             raise fail(for_handle(TpmRc.HANDLE, number), f"no object at {handle:#010x}")
@@ -196,6 +210,10 @@ class Tpm(Authorization):
 
     def entity(self, handle: int, number: int) -> Entity:
         kind = handle_type(handle)
+        sequence = self.sequences.get(handle)
+        if sequence is not None:
+            # no nameAlg, so an empty Name; DA-exempt; its authValue serves USER roles
+            return Entity(b"", sequence.auth_value, b"", False)
         if kind in (TpmHt.TRANSIENT, TpmHt.PERSISTENT):
             item = self.lookup(handle, number)
             return Entity(item.name, item.auth_value, item.public.auth_policy,
@@ -216,12 +234,21 @@ class Tpm(Authorization):
         return Entity(name, b"", b"", False)
 
     def load_object(self, item: TpmObject) -> int:
-        if len(self.objects) >= MAX_LOADED_OBJECTS:
-            raise fail(TpmRc.OBJECT_MEMORY, "no free transient object slot")
-        handle = next(h for h in range(TRANSIENT_FIRST, TRANSIENT_FIRST + 0x1000)
-                      if h not in self.objects)
+        handle = self._free_slot()
         self.objects[handle] = item
         return handle
+
+    def load_sequence(self, sequence: Sequence) -> int:
+        """Give ``sequence`` a transient slot and handle (it shares the objects' slots)."""
+        handle = self._free_slot()
+        self.sequences[handle] = sequence
+        return handle
+
+    def _free_slot(self) -> int:
+        if len(self.objects) + len(self.sequences) >= MAX_LOADED_OBJECTS:
+            raise fail(TpmRc.OBJECT_MEMORY, "no free transient object slot")
+        return next(h for h in range(TRANSIENT_FIRST, TRANSIENT_FIRST + 0x1000)
+                    if h not in self.objects and h not in self.sequences)
 
     def proof(self, hierarchy: int) -> bytes:
         if hierarchy == TpmRh.NULL:
@@ -241,10 +268,10 @@ class Tpm(Authorization):
         return public
 
     def volatile(self) -> VolatileState:
-        """The state a TPM reset clears (PCRs, null seed, objects, sessions)."""
+        """The state a TPM reset clears (PCRs, null seed, objects, sequences, sessions)."""
         return VolatileState(self.started, self.null_seed, self.null_proof, self.pcrs,
                              self.objects, self.sessions, self.saved_sessions,
-                             self.context_counter)
+                             self.context_counter, self.sequences)
 
     def restore_volatile(self, volatile: VolatileState) -> None:
         self.started, self.null_seed, self.null_proof = (
@@ -252,6 +279,7 @@ class Tpm(Authorization):
         self.pcrs, self.objects, self.sessions = volatile.pcrs, volatile.objects, volatile.sessions
         self.saved_sessions = volatile.saved_sessions
         self.context_counter = volatile.context_counter
+        self.sequences = volatile.sequences
 
     def now_ms(self) -> int:
         """The TPM clock: the stored clock plus the time since this engine started."""

@@ -50,8 +50,8 @@ def hash_(tpm: Tpm, call: Call) -> Result:
     if size > MAX_DIGEST_BUFFER:  # TPM2B_MAX_BUFFER
         raise fail(for_parameter(TpmRc.SIZE, 1), "data is larger than MAX_DIGEST_BUFFER")
     data = call.params.take(size, "data")
-    hash_alg = call.params.u16("hashAlg")
-    hierarchy = call.params.u32("hierarchy")
+    hash_alg = call.parameter(2).u16("hashAlg")
+    hierarchy = call.parameter(3).u32("hierarchy")
     call.done()
     if not is_hash_alg(hash_alg):
         raise fail(for_parameter(TpmRc.HASH, 2), "hashAlg is not a hash algorithm")

@@ -63,7 +63,7 @@ def _written(index: NvIndex, data: bytes) -> NvIndex:
 
 def nv_define_space(tpm: Tpm, call: Call) -> Result:
     auth = read_tpm2b(call.params, "auth", 64)
-    public = NvPublic.read_tpm2b(call.params)
+    public = NvPublic.read_tpm2b(call.parameter(2))
     call.done()
     handle = call.handles[0]
     bad = for_parameter(TpmRc.ATTRIBUTES, 2)
@@ -114,7 +114,7 @@ def nv_undefine_space(tpm: Tpm, call: Call) -> Result:
 
 def nv_write(tpm: Tpm, call: Call) -> Result:
     data = read_tpm2b(call.params, "data", 1024)
-    offset = call.params.u16("offset")
+    offset = call.parameter(2).u16("offset")
     call.done()
     index = _index(tpm, call)
     _check_access(call, index, write=True)
@@ -166,7 +166,7 @@ def nv_extend(tpm: Tpm, call: Call) -> Result:
 
 def nv_read(tpm: Tpm, call: Call) -> Result:
     size = call.params.u16("size")
-    offset = call.params.u16("offset")
+    offset = call.parameter(2).u16("offset")
     call.done()
     index = _index(tpm, call)
     _check_access(call, index, write=False)

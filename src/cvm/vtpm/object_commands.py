@@ -81,9 +81,9 @@ def _creation(
 
 def _read_create_parameters(call: Call) -> tuple[SensitiveCreate, Public, bytes, PcrSelectionList]:
     in_sensitive = SensitiveCreate.read_tpm2b(call.params)
-    public = Public.read_tpm2b(call.params, "inPublic")
-    outside = read_tpm2b(call.params, "outsideInfo", 64)
-    selection = PcrSelectionList.read(call.params)
+    public = Public.read_tpm2b(call.parameter(2), "inPublic")
+    outside = read_tpm2b(call.parameter(3), "outsideInfo", 64)
+    selection = PcrSelectionList.read(call.parameter(4))
     call.done()
     return in_sensitive, public, outside, selection
 
@@ -127,7 +127,7 @@ def create(tpm: Tpm, call: Call) -> Result:
 
 def load(tpm: Tpm, call: Call) -> Result:
     blob = PrivateBlob.read_tpm2b(call.params)
-    public = Public.read_tpm2b(call.params, "inPublic")
+    public = Public.read_tpm2b(call.parameter(2), "inPublic")
     call.done()
     parent = _storage_parent(tpm, call.handles[0])
     if public.name_alg == TpmAlg.NULL:
@@ -143,8 +143,8 @@ def load(tpm: Tpm, call: Call) -> Result:
 
 def load_external(tpm: Tpm, call: Call) -> Result:
     private_area = read_tpm2b(call.params, "inPrivate")
-    public = Public.read_tpm2b(call.params, "inPublic")
-    hierarchy = call.params.u32("hierarchy")
+    public = Public.read_tpm2b(call.parameter(2), "inPublic")
+    hierarchy = call.parameter(3).u32("hierarchy")
     call.done()
     if hierarchy not in (TpmRh.OWNER, TpmRh.ENDORSEMENT, TpmRh.PLATFORM, TpmRh.NULL):
         raise fail(for_parameter(TpmRc.VALUE, 3), "not a hierarchy")
@@ -186,6 +186,8 @@ def flush_context(tpm: Tpm, call: Call) -> Result:
     call.done()
     if handle in tpm.objects:
         del tpm.objects[handle]
+    elif handle in tpm.sequences:
+        del tpm.sequences[handle]
     elif handle in tpm.sessions:
         del tpm.sessions[handle]
     elif handle in tpm.saved_sessions:

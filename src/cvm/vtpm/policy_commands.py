@@ -54,14 +54,14 @@ POLICY_OR_MAX = 8
 
 def start_auth_session(tpm: Tpm, call: Call) -> Result:
     nonce_caller = read_tpm2b(call.params, "nonceCaller", 64)
-    encrypted_salt = read_tpm2b(call.params, "encryptedSalt")
-    session_type = call.params.u8("sessionType")
-    symmetric = call.params.u16("symmetric.algorithm")
+    encrypted_salt = read_tpm2b(call.parameter(2), "encryptedSalt")
+    session_type = call.parameter(3).u8("sessionType")
+    symmetric = call.parameter(4).u16("symmetric.algorithm")
     key_bits: int = 0
     mode: int = TpmAlg.NULL
     if symmetric != TpmAlg.NULL:
         key_bits, mode = call.params.u16("symmetric.keyBits"), call.params.u16("symmetric.mode")
-    auth_hash = call.params.u16("authHash")
+    auth_hash = call.parameter(5).u16("authHash")
     call.done()
     tpm_key, bind = call.handles
     if session_type not in (TpmSe.HMAC, TpmSe.POLICY, TpmSe.TRIAL):
@@ -110,7 +110,7 @@ def policy_session(tpm: Tpm, call: Call, number: int = 1) -> Session:
 
 def policy_pcr(tpm: Tpm, call: Call) -> Result:
     given = read_tpm2b(call.params, "pcrDigest", 64)
-    selection = PcrSelectionList.read(call.params)
+    selection = PcrSelectionList.read(call.parameter(2))
     call.done()
     session = policy_session(tpm, call)
     for entry in selection.selections:
@@ -182,9 +182,9 @@ def verified_ticket(tpm: Tpm, hierarchy: int, value: bytes, key_name: bytes) -> 
 
 def policy_authorize(tpm: Tpm, call: Call) -> Result:
     approved = read_tpm2b(call.params, "approvedPolicy", 64)
-    policy_ref = read_tpm2b(call.params, "policyRef", 64)
-    key_sign = read_tpm2b(call.params, "keySign", 66)
-    ticket = Ticket.read(call.params)
+    policy_ref = read_tpm2b(call.parameter(2), "policyRef", 64)
+    key_sign = read_tpm2b(call.parameter(3), "keySign", 66)
+    ticket = Ticket.read(call.parameter(4))
     call.done()
     session = policy_session(tpm, call)
     alg = int.from_bytes(key_sign[:2], "big")  # a Name: nameAlg ‖ digest
@@ -205,9 +205,9 @@ def policy_authorize(tpm: Tpm, call: Call) -> Result:
 
 def policy_secret(tpm: Tpm, call: Call) -> Result:
     nonce_tpm = read_tpm2b(call.params, "nonceTPM", 64)
-    cp_hash_a = read_tpm2b(call.params, "cpHashA", 64)
-    policy_ref = read_tpm2b(call.params, "policyRef", 64)
-    expiration = call.params.u32("expiration")
+    cp_hash_a = read_tpm2b(call.parameter(2), "cpHashA", 64)
+    policy_ref = read_tpm2b(call.parameter(3), "policyRef", 64)
+    expiration = call.parameter(4).u32("expiration")
     call.done()
     session = policy_session(tpm, call, 2)
     if nonce_tpm and nonce_tpm != session.nonce_tpm:
@@ -232,7 +232,7 @@ def policy_restart(tpm: Tpm, call: Call) -> Result:
 
 def verify_signature(tpm: Tpm, call: Call) -> Result:
     value = read_tpm2b(call.params, "digest", 64)
-    signature = Signature.read(call.params)
+    signature = Signature.read(call.parameter(2))
     call.done()
     key = tpm.lookup(call.handles[0], 1)
     if not key.has(TpmaObject.SIGN_ENCRYPT):

@@ -113,7 +113,8 @@ def get_random(tpm: Tpm, call: Call) -> Result:
 
 def _handles(tpm: Tpm) -> list[int]:
     found = list(range(PCR_COUNT)) + [int(h) for h in TpmRh if h != TpmRh.PW]
-    found += list(tpm.objects) + list(tpm.state.persistent) + list(tpm.state.nv)
+    found += list(tpm.objects) + list(tpm.sequences) + list(tpm.state.persistent)
+    found += list(tpm.state.nv)
     return sorted(found + list(tpm.sessions))
 
 
@@ -135,8 +136,8 @@ def _properties(tpm: Tpm) -> dict[int, int]:
 
 def get_capability(tpm: Tpm, call: Call) -> Result:
     capability = call.params.u32("capability")
-    first = call.params.u32("property")
-    count = call.params.u32("propertyCount")
+    first = call.parameter(2).u32("property")
+    count = call.parameter(3).u32("propertyCount")
     call.done()
     body = writer().u32(capability)
     limit = min(count, MAX_CAP_ITEMS)
@@ -196,8 +197,8 @@ def dictionary_attack_lock_reset(tpm: Tpm, call: Call) -> Result:
 
 def dictionary_attack_parameters(tpm: Tpm, call: Call) -> Result:
     max_tries = call.params.u32("newMaxTries")
-    recovery = call.params.u32("newRecoveryTime")
-    lockout_recovery = call.params.u32("lockoutRecovery")
+    recovery = call.parameter(2).u32("newRecoveryTime")
+    lockout_recovery = call.parameter(3).u32("lockoutRecovery")
     call.done()
     if call.handles[0] != TpmRh.LOCKOUT:
         raise fail(for_handle(TpmRc.HIERARCHY, 1), "only TPM_RH_LOCKOUT may set DA parameters")

@@ -7,7 +7,10 @@ keeps these bytes, beside the non-volatile state, in its VMPL0 pages, so that ev
 of the vTPM lives in encrypted guest memory: the engine holds them only while one command
 runs (:meth:`cvm.guest.svsm.svsm.Svsm.unload`). cvm's own big-endian encoding, TPM2B-style sizes;
 a PCR bank is its digest size once, then its values back to back (the SVSM reads and writes
-these bytes at every vTPM command, so a bank costs one slice per PCR). The first encoding
+these bytes at every vTPM command, so a bank costs one slice per PCR). Open hash, HMAC and
+event sequences follow the saved sessions as a last section
+(:func:`cvm.vtpm.sequence.write_sequences`), written only while one is open, so a state without
+sequences is encoded as before. The first encoding
 (magic ``CVMTPMVS``, each PCR a TPM2B) is still read: ``cvm tpm serve`` may have sealed one in
 its state file.
 """
@@ -24,6 +27,7 @@ from cvm.formats.tpm2.sensitive import Sensitive
 from cvm.formats.tpm2.tpm2b import put_tpm2b, read_tpm2b, reader, writer
 from cvm.vtpm.pcr import PcrBanks
 from cvm.vtpm.policy import PolicyDigest
+from cvm.vtpm.sequence import Sequence, read_sequences, write_sequences
 from cvm.vtpm.session import Session
 from cvm.vtpm.tpm_object import TpmObject
 from cvm.wire import Reader, Writer
@@ -66,6 +70,7 @@ class VolatileState:
     sessions: dict[int, Session]
     saved_sessions: dict[int, tuple[Session, int]] = field(default_factory=dict)
     context_counter: int = 0
+    sequences: dict[int, Sequence] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         try:
@@ -96,6 +101,10 @@ class VolatileState:
         for session, sequence in (v for _, v in sorted(self.saved_sessions.items())):
             parts.append(_U64.pack(sequence))
             _pack_session(parts, session)
+        if self.sequences:
+            section = writer()
+            write_sequences(section, self.sequences)
+            parts.append(section.to_bytes())
         return b"".join(parts)
 
     def _to_bytes_checked(self) -> bytes:
@@ -117,6 +126,7 @@ class VolatileState:
         for session, sequence in (v for _, v in sorted(self.saved_sessions.items())):
             sink.u64(sequence)
             _write_session(sink, session)
+        write_sequences(sink, self.sequences)
         return sink.to_bytes()
 
     @classmethod
@@ -158,8 +168,16 @@ class VolatileState:
             sequence = source.u64("sequence")
             session = _read_session(source)
             saved[session.handle] = (session, sequence)
+        sequences = read_sequences(source)
         source.expect_end()
-        return cls(started, null_seed, null_proof, pcrs, objects, sessions, saved, counter)
+        _check_slots(objects, sequences)
+        return cls(started, null_seed, null_proof, pcrs, objects, sessions, saved, counter,
+                   sequences)
+
+
+def _check_slots(objects: dict[int, TpmObject], sequences: dict[int, Sequence]) -> None:
+    if not objects.keys().isdisjoint(sequences):
+        raise FormatError("vTPM volatile state: a handle is both an object and a sequence")
 
 
 def _check_bank(bank: int, values: list[bytes]) -> None:
@@ -311,10 +329,17 @@ def _unpack(data: bytes) -> VolatileState:
         sequence = _U64.unpack_from(data, offset)[0]
         session, offset = _unpack_session(data, offset + 8)
         saved[session.handle] = (session, sequence)
-    if offset != len(data):
-        raise _IrregularError
+    sequences: dict[int, Sequence] = {}
+    if offset != len(data):  # the sequence section (the runs above end within the data)
+        source = reader(data[offset:], "vTPM volatile state sequences")
+        try:
+            sequences = read_sequences(source)
+            source.expect_end()
+            _check_slots(objects, sequences)
+        except FormatError:  # the field-by-field reader refuses it, with its message
+            raise _IrregularError from None
     return VolatileState(started == 1, null_seed, null_proof, pcrs, objects, sessions, saved,
-                         context_counter)
+                         context_counter, sequences)
 
 
 def _unpack_session(data: bytes, offset: int) -> tuple[Session, int]:
