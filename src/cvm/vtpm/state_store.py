@@ -135,7 +135,7 @@ class Keyring:
     def kept_key(self, kid: bytes) -> bytes:
         entry = self.entry(kid)
         try:
-            key = bytes.fromhex(entry["key"]) if entry is not None else b""
+            key = bytes.fromhex(entry.get("key")) if entry is not None else b""
         except (ValueError, TypeError):
             key = b""
         if len(key) != KEY_SIZE or key_id(key) != kid:
