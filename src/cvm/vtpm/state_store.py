@@ -133,10 +133,10 @@ class Keyring:
         self._update(change)
 
     def kept_key(self, kid: bytes) -> bytes:
-        entry = self.entry(kid)
+        kept = (self.entry(kid) or {}).get("key")
         try:
-            key = bytes.fromhex(entry.get("key")) if entry is not None else b""
-        except (ValueError, TypeError):
+            key = bytes.fromhex(kept) if isinstance(kept, str) else b""
+        except ValueError:
             key = b""
         if len(key) != KEY_SIZE or key_id(key) != kid:
             raise UsageError(f"the keyring {self.path} keeps no key {kid.hex()} for this state "
