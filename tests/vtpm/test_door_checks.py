@@ -13,7 +13,7 @@ import pytest
 
 from cvm.errors import FormatError, InternalError
 from cvm.formats.tpm2.constants import TpmCc, TpmRh, TpmSt
-from cvm.formats.tpm2.response_code import RC_P, TpmRc
+from cvm.formats.tpm2.response_code import RC_P, TpmRc, for_handle
 from cvm.guest.tpm.client import TpmClient
 from cvm.vtpm import dispatch
 from cvm.vtpm.dispatch import AuthRole, Call, CommandSpec, Result, register
@@ -119,3 +119,24 @@ def test_a_new_engine_has_nothing_unsaved_and_runs_at_locality_zero(tpm: Tpm) ->
     assert tpm.locality == 0
     tpm.execute(_command(TpmCc.GET_RANDOM, b"\x00\x08"), 3)
     assert tpm.locality == 3
+
+
+@pytest.mark.parametrize(("code", "handle", "rest", "expected"), [
+    (TpmCc.PCR_EXTEND, 24, _password() + struct.pack(">I", 0), TpmRc.VALUE),
+    (TpmCc.HIERARCHY_CHANGE_AUTH, 0x40000099, _password() + b"\x00\x00", TpmRc.HANDLE),
+    (TpmCc.NV_READ, 0x01500099, struct.pack(">I", 0x01500099) + _password() + bytes(4),
+     TpmRc.HANDLE),
+    (TpmCc.READ_PUBLIC, 0x80000005, None, TpmRc.HANDLE),
+    (TpmCc.READ_PUBLIC, 0x81000099, None, TpmRc.HANDLE),
+    (TpmCc.POLICY_GET_DIGEST, 0x03000099, None, TpmRc.HANDLE),
+    (TpmCc.POLICY_GET_DIGEST, 0x02000099, None, TpmRc.HANDLE),
+], ids=["PCR 24", "permanent", "NV index", "transient", "persistent", "policy session",
+        "HMAC session"])
+def test_a_handle_that_is_not_there_is_refused_at_the_door_by_its_number(
+        client: TpmClient, tpm: Tpm, code: int, handle: int, rest: bytes | None,
+        expected: int) -> None:
+    """Rest is what follows the first handle: with an authorization area, or None (no
+    sessions, no parameters)."""
+    tag = TpmSt.NO_SESSIONS if rest is None else TpmSt.SESSIONS
+    body = struct.pack(">I", handle) + (rest or b"")
+    assert _error(tpm.execute(_command(code, body, tag))) == for_handle(expected, 1)
