@@ -28,9 +28,9 @@ def test_components_are_72_bytes_little_endian_up_to_two_to_the_384() -> None:
     assert amd_ecdsa.encode_component(0x0102) == b"\x02\x01" + bytes(70)
     top = (1 << 384) - 1
     assert amd_ecdsa.encode_component(top) == b"\xff" * 48 + bytes(24)
-    with pytest.raises(UsageError, match="ECDSA component does not fit in 48 bytes"):
+    with pytest.raises(UsageError, match=r"^ECDSA component does not fit in 48 bytes$"):
         amd_ecdsa.encode_component(1 << 384)
-    with pytest.raises(UsageError, match="does not fit"):
+    with pytest.raises(UsageError, match=r"^ECDSA component does not fit in 48 bytes$"):
         amd_ecdsa.encode_component(-1)
 
 
@@ -40,13 +40,13 @@ def test_a_component_is_read_little_endian_and_its_upper_24_bytes_must_be_zero()
     for position in (48, 60, 71):
         data = bytearray(72)
         data[position] = 1
-        with pytest.raises(FormatError, match=r"ECDSA R: bytes 48\.\.71 of the little-endian "
-                                              r"value are not zero"):
+        with pytest.raises(FormatError, match=r"^ECDSA R: bytes 48\.\.71 of the little-endian "
+                                              r"value are not zero$"):
             amd_ecdsa.decode_component(bytes(data), "R")
     for size in (71, 73, 0):
-        with pytest.raises(FormatError, match=f"ECDSA S: expected 72 bytes, got {size}"):
+        with pytest.raises(FormatError, match=rf"^ECDSA S: expected 72 bytes, got {size}$"):
             amd_ecdsa.decode_component(bytes(size), "S")
-    with pytest.raises(FormatError, match="ECDSA component: expected 72 bytes"):
+    with pytest.raises(FormatError, match=r"^ECDSA component: expected 72 bytes, got 1$"):
         amd_ecdsa.decode_component(bytes(1))
 
 
@@ -55,16 +55,16 @@ def test_a_private_scalar_is_1_to_n_minus_1() -> None:
     top = amd_ecdsa.private_key_from_scalar(ORDER - 1)
     assert top.private_numbers().private_value == ORDER - 1
     for scalar in (0, ORDER, -1):
-        with pytest.raises(UsageError, match="P-384 private scalar out of range"):
+        with pytest.raises(UsageError, match=r"^P-384 private scalar out of range$"):
             amd_ecdsa.private_key_from_scalar(scalar)
 
 
 def test_only_p384_keys_sign_or_verify(key: ec.EllipticCurvePrivateKey) -> None:
     other = ec.derive_private_key(5, ec.SECP256R1())
-    with pytest.raises(UsageError, match="AMD signatures use P-384 keys"):
+    with pytest.raises(UsageError, match=r"^AMD signatures use P-384 keys$"):
         amd_ecdsa.sign(other, b"m")
     r, s = amd_ecdsa.sign(key, b"m")
-    with pytest.raises(SignatureError, match="the signing key is not a P-384 key"):
+    with pytest.raises(SignatureError, match=r"^the signing key is not a P-384 key$"):
         amd_ecdsa.verify(other.public_key(), b"m", r, s)
 
 
@@ -75,7 +75,7 @@ def test_the_signature_is_over_sha384_of_the_message(key: ec.EllipticCurvePrivat
     # -sha384 -verify checks), so the components are the real ones, in little-endian order.
     key.public_key().verify(der, b"report", ec.ECDSA(hashes.SHA384()))
     amd_ecdsa.verify_der(key.public_key(), b"report", der)
-    with pytest.raises(SignatureError, match="ECDSA P-384 signature does not verify"):
+    with pytest.raises(SignatureError, match=r"^ECDSA P-384 signature does not verify$"):
         amd_ecdsa.verify_der(key.public_key(), b"other", der)
 
 
@@ -87,9 +87,9 @@ def test_a_nonzero_upper_byte_in_r_or_s_is_a_malformed_signature(
     bad = bytearray(r if which == "R" else s)
     bad[71] = 0x80
     args = (bytes(bad), s) if which == "R" else (r, bytes(bad))
-    with pytest.raises(SignatureError, match=f"malformed signature: ECDSA {which}: bytes 48"):
+    with pytest.raises(SignatureError, match=rf"^malformed signature: ECDSA {which}: bytes 48"):
         amd_ecdsa.verify(key.public_key(), b"m", *args)
-    with pytest.raises(SignatureError, match=f"malformed signature: ECDSA {which}: expected 72"):
+    with pytest.raises(SignatureError, match=rf"^malformed signature: ECDSA {which}: expected 72"):
         short = (bytes(bad[:71]), s) if which == "R" else (r, bytes(bad[:71]))
         amd_ecdsa.verify(key.public_key(), b"m", *short)
 
@@ -102,7 +102,18 @@ def test_r_and_s_must_lie_strictly_between_0_and_n(
     r, s = amd_ecdsa.sign(key, b"m")
     component = amd_ecdsa.encode_component(value)
     args = (component, s) if which == "R" else (r, component)
-    with pytest.raises(SignatureError, match="signature R or S is out of range"):
+    with pytest.raises(SignatureError, match=r"^signature R or S is out of range$"):
+        amd_ecdsa.verify(key.public_key(), b"m", *args)
+
+
+@pytest.mark.parametrize("which", ["R", "S"])
+def test_a_component_of_1_is_in_range_and_fails_only_the_signature_check(
+    key: ec.EllipticCurvePrivateKey, which: str
+) -> None:
+    r, s = amd_ecdsa.sign(key, b"m")
+    one = amd_ecdsa.encode_component(1)
+    args = (one, s) if which == "R" else (r, one)
+    with pytest.raises(SignatureError, match=r"^ECDSA P-384 signature does not verify$"):
         amd_ecdsa.verify(key.public_key(), b"m", *args)
 
 
@@ -118,7 +129,7 @@ def test_the_key_helpers_take_p384_only() -> None:
     p384 = amd_ecdsa.private_key_from_scalar(3)
     x, y = amd_ecdsa.public_key_coordinates(p384.public_key())
     assert (x, y) == (p384.public_key().public_numbers().x, p384.public_key().public_numbers().y)
-    with pytest.raises(FormatError, match="the point is not on the P-384 curve"):
+    with pytest.raises(FormatError, match=r"^the point is not on the P-384 curve$"):
         amd_ecdsa.public_key_from_coordinates(x + 1, y)
     spki = amd_ecdsa.public_key_der(p384.public_key())
     assert serialization.load_der_public_key(spki) == p384.public_key()
@@ -131,9 +142,9 @@ def test_the_key_helpers_take_p384_only() -> None:
     assert amd_ecdsa.public_key_from_pem(private_pem) == p384.public_key()
     loaded = amd_ecdsa.private_key_from_pem(private_pem)
     assert loaded.private_numbers().private_value == 3
-    with pytest.raises(FormatError, match="not a PEM public or private key"):
+    with pytest.raises(FormatError, match=r"^not a PEM public or private key$"):
         amd_ecdsa.public_key_from_pem(b"junk")
-    with pytest.raises(FormatError, match="not an unencrypted PEM private key"):
+    with pytest.raises(FormatError, match=r"^not an unencrypted PEM private key$"):
         amd_ecdsa.private_key_from_pem(public_pem)
     p256 = ec.derive_private_key(3, ec.SECP256R1())
     p256_public = p256.public_key().public_bytes(
@@ -141,16 +152,16 @@ def test_the_key_helpers_take_p384_only() -> None:
     p256_private = p256.private_bytes(serialization.Encoding.PEM,
                                       serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption())
-    with pytest.raises(FormatError, match="the key is not an EC P-384 key"):
+    with pytest.raises(FormatError, match=r"^the key is not an EC P-384 key$"):
         amd_ecdsa.public_key_from_pem(p256_public)
-    with pytest.raises(FormatError, match="the key is not an EC P-384 private key"):
+    with pytest.raises(FormatError, match=r"^the key is not an EC P-384 private key$"):
         amd_ecdsa.private_key_from_pem(p256_private)
     ed = serialization.load_pem_private_key(_ed25519_pem(), password=None)
     ed_public = ed.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    with pytest.raises(FormatError, match="the key is not an EC P-384 key"):
+    with pytest.raises(FormatError, match=r"^the key is not an EC P-384 key$"):
         amd_ecdsa.public_key_from_pem(ed_public)
-    with pytest.raises(FormatError, match="the key is not an EC P-384 private key"):
+    with pytest.raises(FormatError, match=r"^the key is not an EC P-384 private key$"):
         amd_ecdsa.private_key_from_pem(_ed25519_pem())
 
 

@@ -107,7 +107,7 @@ def parse_signed_data(data: bytes) -> SignedData:
         encap = signed["encap_content_info"]
         content_type = encap["content_type"].dotted
         content_value = encap["content"]
-        content = None
+        content: bytes | None
         if content_value is None or isinstance(content_value, core.Void):
             content = None
         elif isinstance(content_value, core.OctetString):
