@@ -307,6 +307,12 @@ def test_bytes_after_the_spc_indirect_data_are_refused(keys: Keys) -> None:
         AuthenticodeSignature.parse(trailing)
 
 
+def test_a_content_that_is_no_spc_indirect_data_is_a_format_error(keys: Keys) -> None:
+    blob = sign(keys.leaf_key, keys.leaf, OID_SPC_INDIRECT_DATA, b"\x30\x03\x02\x01\x01")
+    with pytest.raises(FormatError, match=r"^Authenticode: SpcIndirectDataContent: "):
+        AuthenticodeSignature.parse(blob)
+
+
 def _spc(data_type: str, algorithm: str, digest: bytes) -> bytes:
     return bytes(SpcIndirectDataContent({
         "data": SpcAttributeTypeAndOptionalValue({"type": data_type}),

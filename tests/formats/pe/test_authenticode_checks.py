@@ -166,3 +166,23 @@ def test_unknown_hashes_and_variants_are_usage_errors_naming_the_choices() -> No
     with pytest.raises(UsageError, match=r"^unknown Authenticode variant 'other': use edk2 or "
                                          r"shim$"):
         hashed_layout(image, "other")  # type: ignore[arg-type]
+
+
+def test_a_one_byte_section_is_hashed_as_a_section() -> None:
+    """edk2 walks the section table by SizeOfRawData, not by what lies in the file: a one-byte
+    first section is hashed, then the next section, then everything from headers + the raw
+    sizes (here inside the gap the section's padding left) to the end."""
+    data = bytearray(_image())
+    image = PeImage.parse(bytes(data))
+    first = image.sections[0]
+    field = first.header_offset + 16  # SizeOfRawData
+    data[field : field + 4] = (1).to_bytes(4, "little")
+    image = PeImage.parse(bytes(data))
+    second = image.sections[1]
+    hashed = image.size_of_headers + 1 + second.size_of_raw_data
+    assert hashed_layout(image).ranges == (
+        *_head(image),
+        (first.pointer_to_raw_data, first.pointer_to_raw_data + 1),
+        (second.pointer_to_raw_data, second.pointer_to_raw_data + second.size_of_raw_data),
+        (hashed, len(data)),
+    )
