@@ -71,8 +71,8 @@ def test_only_p384_keys_sign_or_verify(key: ec.EllipticCurvePrivateKey) -> None:
 def test_the_signature_is_over_sha384_of_the_message(key: ec.EllipticCurvePrivateKey) -> None:
     r, s = amd_ecdsa.sign(key, b"report")
     der = encode_dss_signature(amd_ecdsa.decode_component(r), amd_ecdsa.decode_component(s))
-    # The standard DER form of the same (r, s) verifies under SHA-384 (what openssl dgst
-    # -sha384 -verify checks), so the components are the real ones, in little-endian order.
+    # The standard DER form of the same (r, s) verifies under ECDSA with SHA-384, so the
+    # components are the real ones, in little-endian order.
     key.public_key().verify(der, b"report", ec.ECDSA(hashes.SHA384()))
     amd_ecdsa.verify_der(key.public_key(), b"report", der)
     with pytest.raises(SignatureError, match=r"^ECDSA P-384 signature does not verify$"):
