@@ -5,6 +5,7 @@ docs/mutation/crypto.md.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -16,7 +17,7 @@ from joserfc.jwk import ECKey
 
 from cvm.crypto import jose
 from cvm.crypto.jose import KeyPair, wrap_to
-from cvm.errors import FormatError, IntegrityError, UsageError
+from cvm.errors import FormatError, IntegrityError, SignatureError, UsageError
 
 SECRET = b"resource \x00\xff" * 4
 REGISTRY = jwe.JWERegistry(algorithms=["ECDH-ES+A256KW", "A256GCM"])
@@ -74,3 +75,28 @@ def test_the_refusals_name_what_failed() -> None:
     assert len(jose._concat_kdf(bytes(32), "A256GCM", bits=256)) == 32
     with pytest.raises(FormatError, match=r"^not an EC private JWK$"):
         KeyPair.from_private_jwk({"kty": "EC", "crv": "P-256"})
+
+
+def test_a_token_is_a_jwt_of_compact_sorted_claims() -> None:
+    """The token header says ES256, JWT and the key id; the payload is the claims as compact
+    JSON with sorted keys, so the same claims always give the same signed bytes."""
+    key = KeyPair.generate()
+    token = key.sign_token({"b": 1, "a": [1, 2]}, "kid-1")
+    header, payload, _ = token.split(".")
+    assert jose._unb64(payload) == b'{"a":[1,2],"b":1}'
+    assert json.loads(jose._unb64(header)) == {"alg": "ES256", "typ": "JWT", "kid": "kid-1"}
+    verified_header, claims = key.verify_token(token)
+    assert verified_header == {"alg": "ES256", "typ": "JWT", "kid": "kid-1"}
+    assert claims == {"a": [1, 2], "b": 1}
+
+
+def test_a_token_refusal_says_which_part_failed() -> None:
+    key = KeyPair.generate()
+    token = key.sign_token({"a": 1}, "kid-1")
+    with pytest.raises(SignatureError, match=r"^the token's signature does not verify$"):
+        KeyPair.generate().verify_token(token)
+    with pytest.raises(SignatureError, match=r"^the token's signature does not verify$"):
+        key.verify_token(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))
+    not_claims = key.sign_token([1, 2], "kid-1")  # type: ignore[arg-type]
+    with pytest.raises(SignatureError, match=r"^the token's payload is not a claims set$"):
+        key.verify_token(not_claims)
