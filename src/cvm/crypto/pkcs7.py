@@ -68,9 +68,14 @@ class SignedData:
     @property
     def content_octets(self) -> bytes | None:
         """The embedded content without its outer tag and length (what Authenticode signs)."""
-        if self.content is None or self.content_type == OID_DATA:
-            return self.content
-        return _untagged(self.content)
+        return content_octets(self.content_type, self.content)
+
+
+def content_octets(content_type: str, content: bytes | None) -> bytes | None:
+    """What a signer digests: ``data`` content as it is, any other type without its DER header."""
+    if content is None or content_type == OID_DATA:
+        return content
+    return _untagged(content)
 
 
 def _untagged(encoded: bytes) -> bytes:
@@ -102,7 +107,7 @@ def parse_signed_data(data: bytes) -> SignedData:
         encap = signed["encap_content_info"]
         content_type = encap["content_type"].dotted
         content_value = encap["content"]
-        content = None
+        content: bytes | None
         if content_value is None or isinstance(content_value, core.Void):
             content = None
         elif isinstance(content_value, core.OctetString):
