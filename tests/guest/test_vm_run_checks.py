@@ -241,3 +241,24 @@ def test_the_host_logs_the_vcek_chain_it_supplies(uki_bundle: Path, seeded: Seed
     assert (ask, ark) == tuple(certificate_ders(vendor.cert_chain()))
     assert vcek == certificate_ders(vendor.vcek_certificate(
         trace.run.psp.chip_id, AttestationReport.from_bytes(report).reported_tcb))[0]
+
+
+def test_a_sev_launch_the_owner_did_not_predict_is_told_differs(uki_bundle: Path,
+                                                                seeded: Seeded) -> None:
+    """Two vCPUs where the owner predicted one: no prediction for the launch, so SEV's
+    LAUNCH_MEASURE (its 32-byte HMAC) cannot be accepted — the VM still runs, as SEV does."""
+    trace = boot_bundle(uki_bundle, "sev", vcpus=2, random=seeded(b"two"))
+    assert trace.predicted_measurement is None and trace.launch_accepted is False
+    assert trace.launch_measurement is not None and len(trace.launch_measurement) == 32
+    assert _own_steps(trace)[:2] == [
+        ("host", "launched", "a sev VM through the PSP (2 vCPU(s))"),
+        ("PSP", "measured", "the launch (DIFFERS from the prediction): "
+                            f"{trace.launch_measurement.hex()}")]
+    assert trace.workload_ok and not trace.ok
+
+
+@pytest.mark.parametrize("mode", ["plain", "sev", "sev-es"])
+def test_a_key_broker_is_only_for_sev_snp(uki_bundle: Path, mode: str) -> None:
+    with pytest.raises(UsageError, match=rf"^--kbs: the SVSM attests to the broker; {mode} has "
+                                         r"no SVSM \(use sev-snp\)$"):
+        boot_bundle(uki_bundle, mode, kbs="http://127.0.0.1:9")
