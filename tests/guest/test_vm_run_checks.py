@@ -141,6 +141,7 @@ def _plain_guest(bundle: Path, seeded: Seeded) -> tuple[GuestVm, HostRun, Callab
 def test_each_step_needs_the_one_before_and_the_stage_follows_the_guest(
         uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded) -> None:
     guest, run, random = _plain_guest(copy_bundle(uki_bundle), seeded)
+    assert guest.stage == "start"
     guest.finish()  # no vTPM yet: nothing to read, nothing refused
     assert guest.trace.pcrs == {} and guest.trace.event_log == b""
     with pytest.raises(StateError, match=r"^start the vTPM before booting$"):
@@ -152,6 +153,8 @@ def test_each_step_needs_the_one_before_and_the_stage_follows_the_guest(
     guest.start_host_tpm()
     assert guest.stage == "firmware"
     assert guest.client is not None and guest.client.random is random
+    guest.finish()  # a vTPM, but no boot yet: no PCR bank to read
+    assert guest.trace.pcrs == {} and guest.trace.event_log == b""
     with pytest.raises(StateError, match=r"^boot before opening the root$"):
         guest.open_root()  # the vTPM alone is not enough
     guest.boot(run.disk, run.image.varstore, run.image.firmware)
@@ -262,3 +265,14 @@ def test_a_key_broker_is_only_for_sev_snp(uki_bundle: Path, mode: str) -> None:
     with pytest.raises(UsageError, match=rf"^--kbs: the SVSM attests to the broker; {mode} has "
                                          r"no SVSM \(use sev-snp\)$"):
         boot_bundle(uki_bundle, mode, kbs="http://127.0.0.1:9")
+
+
+def test_only_a_uki_boot_hands_the_initramfs_the_uki(uki_bundle: Path, shim_bundle: Path,
+                                                    seeded: Seeded) -> None:
+    """The initramfs reads the signed PCR policy (.pcrsig) from the UKI the firmware
+    verified; after shim → GRUB there is no UKI, and it gets none (not shim's bytes)."""
+    trace = boot_bundle(uki_bundle, "plain", random=seeded(b"uki"))
+    assert trace.ok and trace.vm is not None and trace.vm.disk is not None
+    assert trace.vm.uki == trace.vm.disk.esp_files().read(DEFAULT_LOADER)
+    shim = boot_bundle(shim_bundle, "sev-snp", random=seeded(b"shim"))
+    assert shim.ok and shim.vm is not None and shim.vm.uki is None
