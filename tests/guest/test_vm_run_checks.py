@@ -24,9 +24,17 @@ from cvm.guest.boot.initramfs import WorkloadResult
 from cvm.guest.run import boot_bundle, host_certificates, relying_party
 from cvm.guest.trace import VmTrace
 from cvm.guest.vm import GuestVm
+from cvm.hardware.psp.sev_legacy import TIK_SIZE
 from cvm.hardware.vm import Mode
 from cvm.host.adversary.canary import CanaryScan
-from cvm.host.vm_run import HostRun, VmRequest, host_view, launch, load_host_image
+from cvm.host.vm_run import (
+    DEFAULT_POLICY,
+    HostRun,
+    VmRequest,
+    host_view,
+    launch,
+    load_host_image,
+)
 from cvm.image.reference_values import loads
 
 Seeded = Callable[[bytes], Callable[[int], bytes]]
@@ -53,9 +61,15 @@ def _booted_steps(trace: VmTrace) -> list[tuple[str, str, str]]:
 
 def test_a_sev_snp_boot_tells_each_step_and_the_host_logs_what_it_relayed(
         uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded) -> None:
-    trace = boot_bundle(copy_bundle(uki_bundle), "sev-snp", random=seeded(b"steps"),
-                        store_state=True)
+    random = seeded(b"steps")
+    trace = boot_bundle(copy_bundle(uki_bundle), "sev-snp", random=random, store_state=True,
+                        policy=DEFAULT_POLICY)
     assert trace.ok and trace.launch_measurement is not None
+    assert (trace.mode, trace.vcpus) == ("sev-snp", 1)
+    assert trace.vm is not None and trace.vm.client is not None
+    assert trace.vm.client.random is random  # the seeded run's nonces are the seed's
+    assert trace.run.request.policy == DEFAULT_POLICY
+    assert trace.run.request.tik is None  # a TIK is SEV's launch session key only
     assert _own_steps(trace) == [
         ("host", "launched", "a sev-snp VM through the PSP (1 vCPU(s))"),
         ("PSP", "measured", "the launch (equals the prediction): "
@@ -84,7 +98,10 @@ def test_a_boot_on_the_hosts_vtpm_tells_each_step(
         mode: str) -> None:
     trace = boot_bundle(copy_bundle(uki_bundle), mode, random=seeded(mode.encode()),
                         store_state=True)
-    assert trace.ok
+    assert trace.ok and (trace.mode, trace.vcpus) == (mode, 1)
+    tik = trace.run.request.tik
+    assert (tik is None) if mode == "plain" else (tik is not None and len(tik) == TIK_SIZE)
+    assert trace.run.request.policy is None
     launched = [("host", "launched", "a plain VM (no launch measurement)")]
     if mode != "plain":
         assert trace.launch_measurement is not None
