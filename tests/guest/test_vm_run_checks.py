@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import cvm.guest.run as run_module
 import cvm.guest.vm as vm_module
 from cvm.amd.pki import default_vendor
 from cvm.attestation.verifier.appraisal import Verifier
@@ -24,17 +25,21 @@ from cvm.guest.boot.initramfs import WorkloadResult
 from cvm.guest.run import boot_bundle, host_certificates, relying_party
 from cvm.guest.trace import VmTrace
 from cvm.guest.vm import GuestVm
+from cvm.hardware.machine import Machine
+from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.psp.sev_legacy import TIK_SIZE
 from cvm.hardware.vm import Mode
 from cvm.host.adversary.canary import CanaryScan
 from cvm.host.vm_run import (
     DEFAULT_POLICY,
+    DRAM_BYTES,
     HostRun,
     VmRequest,
     host_view,
     launch,
     load_host_image,
 )
+from cvm.host.vmm import Hypervisor
 from cvm.image.reference_values import loads
 
 Seeded = Callable[[bytes], Callable[[int], bytes]]
@@ -293,3 +298,16 @@ def test_only_a_uki_boot_hands_the_initramfs_the_uki(uki_bundle: Path, shim_bund
     assert trace.vm.uki == trace.vm.disk.esp_files().read(DEFAULT_LOADER)
     shim = boot_bundle(shim_bundle, "sev-snp", random=seeded(b"shim"))
     assert shim.ok and shim.vm is not None and shim.vm.uki is None
+
+
+def test_the_vm_runs_on_the_host_given_and_its_launch_is_timed(
+        uki_bundle: Path, seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a fixed clock (no real time is compared) every phase, the launch included, lasts
+    now − started = 0."""
+    machine = Machine(DRAM_BYTES)
+    host = Hypervisor(machine, SecureProcessor(machine, default_vendor("Milan")
+                                               .manufacture_chip(0)))
+    monkeypatch.setattr(run_module.time, "perf_counter", lambda: 5.0)
+    trace = boot_bundle(uki_bundle, "plain", host=host, random=seeded(b"host"))
+    assert trace.ok and trace.host is host
+    assert trace.timings["launch"] == 0.0 and set(trace.timings.values()) == {0.0}

@@ -54,3 +54,13 @@ def test_the_svsm_attests_to_the_broker_and_its_counter_moves_with_the_stored_st
         opened.append(own[4])
     assert opened == [("SVSM", "opened", "the vTPM state (rollback counter 1)"),
                       ("SVSM", "opened", "the vTPM state (rollback counter 2)")]
+
+
+def test_the_resource_named_is_the_one_asked_for(broker_url: tuple[str, Path],
+                                                 tmp_path: Path) -> None:
+    url, image = broker_url
+    bundle = Path(shutil.copytree(image, tmp_path / "image"))
+    trace = boot_bundle(bundle, "sev-snp", random=SeededRandom(b"other"), kbs=url,
+                        vendor=default_vendor("Milan"), kbs_resource="default/vtpm/other")
+    assert trace.refused is not None and trace.refused[0] == "svsm"
+    assert "default/vtpm/other" in str(trace.refused[1])
