@@ -75,6 +75,9 @@ def test_a_sev_snp_boot_tells_each_step_and_the_host_logs_what_it_relayed(
     assert trace.vm.client.random is random  # the seeded run's nonces are the seed's
     assert trace.run.request.policy == DEFAULT_POLICY
     assert trace.run.request.tik is None  # a TIK is SEV's launch session key only
+    chips = default_vendor("Milan")
+    assert trace.run.psp.chip_id == chips.manufacture_chip(0).chip_id  # the vendor's chip 0
+    assert trace.run.psp.chip_id != chips.manufacture_chip(1).chip_id
     assert _own_steps(trace) == [
         ("host", "launched", "a sev-snp VM through the PSP (1 vCPU(s))"),
         ("PSP", "measured", "the launch (equals the prediction): "
