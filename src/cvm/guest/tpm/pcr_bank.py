@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cvm.formats.tpm2.constants import hash_alg
+from cvm.errors import FormatError, UsageError
+from cvm.formats.tpm2.constants import digest_size, hash_alg
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.guest.tpm.client import TpmClient
 
@@ -37,15 +38,33 @@ class VtpmPcrBank:
         self.extends += 1
 
     def read(self, pcr: int, bank: str) -> bytes:
-        """TPM2_PCR_Read of one PCR."""
-        _, _, values = self.client.pcr_read(PcrSelectionList.of(bank, [pcr]))
-        return values[0]
+        """TPM2_PCR_Read of one PCR (UsageError for a bank the vTPM has not allocated)."""
+        value = self.values((pcr,), bank).get(pcr)
+        if value is None:
+            raise UsageError(f"PCR {pcr}: bank {bank!r} is not allocated in the vTPM")
+        return value
 
     def values(self, pcrs: tuple[int, ...], bank: str = "sha256") -> dict[int, bytes]:
-        """Several PCRs of one bank (one TPM2_PCR_Read per group of up to eight)."""
+        """Several PCRs of one bank (one TPM2_PCR_Read per group of up to eight). A bank the
+        vTPM has not allocated comes back empty, as the TPM's reply selects nothing of it; a
+        reply naming a PCR or bank not asked for, or whose digests do not match its selection
+        in number or size, is refused."""
+        alg = hash_alg(bank)
+        size = digest_size(alg)
         out: dict[int, bytes] = {}
         for start in range(0, len(pcrs), 8):
             group = sorted(pcrs[start:start + 8])
-            _, selected, digests = self.client.pcr_read(PcrSelectionList.of(bank, group))
-            out.update(zip([p for _, p in selected.items()], digests, strict=True))
+            _, selected, digests = self.client.pcr_read(PcrSelectionList.of(alg, group))
+            returned = selected.items()
+            if len(digests) != len(returned):
+                raise FormatError(f"TPM2_PCR_Read reply: {len(digests)} digest(s) for "
+                                  f"{len(returned)} selected PCR(s)")
+            for (returned_alg, pcr), digest in zip(returned, digests, strict=True):
+                if returned_alg != alg or pcr not in group:
+                    raise FormatError(f"TPM2_PCR_Read reply: PCR {pcr} of bank "
+                                      f"{returned_alg:#06x} was not asked for ({bank} {group})")
+                if len(digest) != size:
+                    raise FormatError(f"TPM2_PCR_Read reply: {bank} PCR {pcr} is "
+                                      f"{len(digest)} bytes, not {size}")
+                out[pcr] = digest
         return out
