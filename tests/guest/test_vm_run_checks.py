@@ -314,3 +314,17 @@ def test_the_vm_runs_on_the_host_given_and_its_launch_is_timed(
     trace = boot_bundle(uki_bundle, "plain", host=host, random=seeded(b"host"))
     assert trace.ok and trace.host is host
     assert trace.timings["launch"] == 0.0 and set(trace.timings.values()) == {0.0}
+
+
+@pytest.mark.parametrize(("mode", "expected", "downgraded"), [("sev", 0x1, 0x0),
+                                                              ("sev-es", 0x5, 0x4)])
+def test_a_sev_launch_under_another_policy_is_not_accepted(
+        uki_bundle: Path, seeded: Callable[[bytes], Callable[[int], bytes]], mode: str,
+        expected: int, downgraded: int) -> None:
+    """SEV's launch MAC covers the policy: the owner recomputes it with the policy it expects
+    (QEMU's default, NODBG), so a host that launched with debugging allowed is told apart."""
+    same = boot_bundle(uki_bundle, mode, random=seeded(b"policy"), policy=expected)
+    assert same.launch_accepted
+    other = boot_bundle(uki_bundle, mode, random=seeded(b"policy"), policy=downgraded)
+    assert other.launch_accepted is False
+    assert ("PSP", "measured") in [(step.actor, step.verb) for step in other.steps]

@@ -118,7 +118,9 @@ def _launch_check(run: HostRun, predicted: bytes | None, tik: bytes | None
                   ) -> tuple[bytes, bool]:
     """The launch measurement and whether the owner accepts it: SNP's digest against the
     prediction; SEV's MEASURE = HMAC(TIK, ... ‖ digest ‖ MNONCE) recomputed with the
-    predicted digest and the owner's TIK (55766 §6.5)."""
+    predicted digest and the owner's TIK (55766 §6.5), and with the policy the owner expects
+    (QEMU's default for the mode): the MAC covers the policy, so a host that launched with
+    another one (``boot_bundle(policy=...)``, a downgrade) is not accepted."""
     assert run.measurement is not None
     if run.request.mode is Mode.SEV_SNP or tik is None:
         return run.measurement, run.measurement == predicted
