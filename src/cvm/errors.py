@@ -48,6 +48,14 @@ class FormatError(CvmError, ValueError):
     exit_code = 65
 
 
+class TruncatedError(FormatError):
+    """The bytes end inside a field (a TPM answers TPM_RC_INSUFFICIENT)."""
+
+
+class OversizeError(FormatError):
+    """A size field is above the structure's maximum (a TPM answers TPM_RC_SIZE)."""
+
+
 class VerificationError(CvmError):
     """Something that must be authentic is not: a signature, a chain, a MAC or a digest."""
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from cvm.errors import FormatError, InternalError
+from cvm.errors import FormatError, InternalError, OversizeError, TruncatedError
 from cvm.formats.tpm2.constants import TpmCc, TpmRh, TpmSt
 from cvm.formats.tpm2.response_code import RC_P, TpmRc, for_handle
 from cvm.guest.tpm.client import TpmClient
@@ -94,9 +94,10 @@ def test_a_handler_that_leaves_its_parameters_unchecked_is_a_failure(
 
 
 @pytest.mark.parametrize(("raised", "code"), [
-    (FormatError("key: data needs 4 bytes at offset 0x0, only 1 left"),
+    (TruncatedError("key: data needs 4 bytes at offset 0x0, only 1 left"),
      TpmRc.INSUFFICIENT | RC_P),
-    (FormatError("key: a bad point"), TpmRc.VALUE | RC_P),
+    (FormatError("key: data needs a point on the curve"), TpmRc.VALUE | RC_P),  # by class
+    (OversizeError("key: data.size 9 exceeds the maximum 8"), TpmRc.VALUE | RC_P),
     (KeyError("slot"), TpmRc.FAILURE),
     (ValueError("bad"), TpmRc.FAILURE),
 ])

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from cvm.errors import FormatError
+from cvm.errors import TruncatedError
 from cvm.formats.tpm2.constants import TpmAlg, TpmCc, TpmRh, TpmSt
 from cvm.formats.tpm2.response_code import TpmRc, for_handle, for_parameter
 from cvm.formats.tpm2.tpm2b import tpm2b, writer
@@ -90,7 +90,7 @@ def _raising(after_parameters: bool) -> Handler:
         if after_parameters:
             call.done()
         call.parameter(2)
-        raise FormatError("a structure: a field needs 2 bytes at offset 0x0, only 0 left")
+        raise TruncatedError("a structure: a field needs 2 bytes at offset 0x0, only 0 left")
     return handler
 
 

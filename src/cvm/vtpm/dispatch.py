@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from cvm.errors import FormatError, InternalError, StatusError
+from cvm.errors import FormatError, InternalError, OversizeError, StatusError, TruncatedError
 from cvm.formats.tpm2.response_code import TpmRc, for_parameter
 from cvm.vtpm.tpm_object import fail
 from cvm.wire import Reader
@@ -61,10 +61,9 @@ class Call:
 
 def unmarshal_error(call: Call, error: FormatError) -> StatusError:
     """The response code of a parameter of ``call`` that does not unmarshal."""
-    text = str(error)
-    code = (TpmRc.INSUFFICIENT if " needs " in text
-            else TpmRc.SIZE if " exceeds the maximum " in text else TpmRc.VALUE)
-    return fail(for_parameter(code, call.number), f"parameter {call.number}: {text}")
+    code = (TpmRc.INSUFFICIENT if isinstance(error, TruncatedError)
+            else TpmRc.SIZE if isinstance(error, OversizeError) else TpmRc.VALUE)
+    return fail(for_parameter(code, call.number), f"parameter {call.number}: {error}")
 
 
 @dataclass(frozen=True)

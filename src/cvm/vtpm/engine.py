@@ -18,7 +18,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from cvm.errors import CvmError, FormatError, StatusError
+from cvm.errors import CvmError, FormatError, StatusError, TruncatedError
 from cvm.formats.tpm2.command import (
     HEADER_SIZE,
     MAX_COMMAND_SIZE,
@@ -110,8 +110,7 @@ class Tpm(Authorization):
         except StatusError as error:
             return Response(error.code).to_bytes(False)
         except FormatError as error:
-            text = str(error)
-            code = TpmRc.INSUFFICIENT if "needs" in text else TpmRc.VALUE
+            code = TpmRc.INSUFFICIENT if isinstance(error, TruncatedError) else TpmRc.VALUE
             return Response(for_parameter(code, 0)).to_bytes(False)
         except (CvmError, ValueError, KeyError, IndexError, OverflowError, AssertionError):
             return Response(TpmRc.FAILURE).to_bytes(False)

@@ -6,7 +6,7 @@ A :class:`Reader` names the structure it reads, so a short or malformed input be
 
 from __future__ import annotations
 
-from cvm.errors import FormatError, UsageError
+from cvm.errors import FormatError, OversizeError, TruncatedError, UsageError
 from cvm.wire.layout import Endian
 
 
@@ -41,8 +41,8 @@ class Reader:
         self.offset = end
         return int.from_bytes(self.data[start:end], endian or self.endian)
 
-    def _short(self, size: int, field: str) -> FormatError:
-        return FormatError(
+    def _short(self, size: int, field: str) -> TruncatedError:
+        return TruncatedError(
             f"{self.what}: {field} needs {size} bytes at offset {self.offset:#x}, "
             f"only {self.remaining} left"
         )
@@ -91,7 +91,8 @@ class Reader:
         size = int.from_bytes(data[start:begin], self.endian)
         self.offset = begin
         if size > max_size:
-            raise self.fail(f"{field}.size {size} exceeds the maximum {max_size}")
+            raise OversizeError(f"{self.what}: {field}.size {size} exceeds the maximum "
+                                f"{max_size} (at offset {self.offset:#x})")
         end = begin + size
         if end > len(data):
             raise self._short(size, field)
