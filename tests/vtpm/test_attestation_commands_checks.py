@@ -179,7 +179,9 @@ def test_the_tpm2b_limits_of_quote_sign_and_make_credential(client: TpmClient) -
     ecdsa = SigScheme(TpmAlg.ECDSA, TpmAlg.SHA256)
     assert _code(lambda: client.sign(key, bytes(65), ecdsa)) == for_parameter(TpmRc.SIZE, 1)
     ek, _ = client.create_primary(TpmRh.ENDORSEMENT, ek_template("rsa"))
-    client.make_credential(ek, b"c" * 64, b"n" * 66)
+    client.make_credential(ek, b"c" * 32, b"n" * 66)  # at most a digest of the EK's nameAlg
+    assert _code(lambda: client.make_credential(ek, b"c" * 33, b"n" * 34)) == for_parameter(
+        TpmRc.SIZE, 1)
     assert _code(lambda: client.make_credential(ek, b"c" * 65, b"n" * 34)) == for_parameter(
         TpmRc.SIZE, 1)
     assert _code(lambda: client.make_credential(ek, b"c", b"n" * 67)) == for_parameter(

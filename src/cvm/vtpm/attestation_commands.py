@@ -137,6 +137,9 @@ def make_credential(tpm: Tpm, call: Call) -> Result:
     name = read_tpm2b(call.parameter(2), "objectName", 66)
     call.done()
     key, parms = _credential_key(tpm, call.handles[0], 1)
+    if len(credential) > digest_size(key.public.name_alg):  # Part 3 12.6: at most a digest
+        raise fail(for_parameter(TpmRc.SIZE, 1), f"a credential of {len(credential)} bytes is "
+                   "larger than a digest of the key's nameAlg")
     algorithm = hash_name(key.public.name_alg)
     bits = parms.symmetric.key_bits
     if isinstance(parms, RsaParms):
