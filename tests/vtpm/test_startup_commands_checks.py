@@ -39,16 +39,17 @@ def test_reset_restart_and_resume_move_their_counters(tpm: Tpm, client: TpmClien
     again, other = _power_cycle(tpm, clock)
     other.startup(clear=True)  # Shutdown(CLEAR), Startup(CLEAR): a TPM Reset
     assert (state.reset_count, state.restart_count) == (2, 0)
+    state.restart_count = 5
     other.shutdown(clear=False)
     assert state.orderly_state and set(state.saved_pcrs)
     again, other = _power_cycle(again, clock)
     other.startup(clear=True)  # Shutdown(STATE), Startup(CLEAR): a TPM Restart
-    assert (state.reset_count, state.restart_count) == (2, 1)
+    assert (state.reset_count, state.restart_count) == (2, 6)
     assert not state.orderly_state and state.saved_pcrs == {}
     other.shutdown(clear=False)
     again, other = _power_cycle(again, clock)
     other.startup(clear=False)  # Shutdown(STATE), Startup(STATE): a TPM Resume
-    assert (state.reset_count, state.restart_count) == (2, 2)
+    assert (state.reset_count, state.restart_count) == (2, 7)
     assert not state.orderly_state and state.saved_pcrs == {}
     assert again.started and len(again.null_seed) == 32 and len(again.null_proof) == 32
     assert again.null_seed not in (tpm.null_seed, again.null_proof)
@@ -119,6 +120,22 @@ def test_hierarchy_change_auth(tpm: Tpm, client: TpmClient) -> None:
         assert tpm.state.auths[handle] == b""
     assert _code(lambda: _change_auth(client, TpmRh.NULL, b"x")) == for_handle(
         TpmRc.HIERARCHY, 1)
+    # a TPM2B_AUTH holds at most 64 bytes (a TPMU_HA), even when its tail is zeros
+    assert _code(lambda: _change_auth(client, TpmRh.OWNER, b"\x01" * 32 + bytes(33))) == (
+        for_parameter(TpmRc.SIZE, 1))
+    assert tpm.state.auths[TpmRh.OWNER] == b""
+
+
+@pytest.mark.parametrize(("code", "handles", "words"), [
+    (TpmCc.GET_CAPABILITY, (), 3), (TpmCc.DICTIONARY_ATTACK_PARAMETERS, (TpmRh.LOCKOUT,), 3)])
+def test_a_parameter_cut_short_is_named_by_its_number(client: TpmClient, code: int,
+                                                      handles: tuple[int, ...],
+                                                      words: int) -> None:
+    auths = (Auth(),) if handles else ()
+    for present in range(words):
+        body = bytes(4 * present + 2)  # the next u32 has only two of its bytes
+        assert _code(lambda b=body: client.call(code, handles, b, auths)) == for_parameter(
+            TpmRc.INSUFFICIENT, present + 1)
 
 
 def test_dictionary_attack_commands_take_only_lockout(tpm: Tpm, client: TpmClient) -> None:
