@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from cvm.errors import StatusError
-from cvm.formats.tpm2.constants import TpmaNv, TpmAlg, TpmCc, TpmNt, TpmRh, TpmSe, TpmSt, TpmSu
+from cvm.formats.tpm2.constants import TpmAlg, TpmaNv, TpmCc, TpmNt, TpmRh, TpmSe, TpmSt, TpmSu
 from cvm.formats.tpm2.nv_public import NvPublic
 from cvm.formats.tpm2.pcr_selection import PcrSelection, PcrSelectionList
 from cvm.formats.tpm2.response_code import TpmRc, for_parameter, for_session
