@@ -31,11 +31,11 @@ if TYPE_CHECKING:
 MAX_RANDOM = 64
 MAX_CAP_ITEMS = 64
 # TPMA_ALGORITHM (Part 2 Table 36): asymmetric 0, symmetric 1, hash 2, object 3, signing 8,
-# encrypting 9, method 10.
+# encrypting 9, method 10; each as the reference TPM (swtpm) lists it, TPM_ALG_NULL not listed.
 _ALGORITHMS: dict[int, int] = {
     TpmAlg.RSA: 0x009, TpmAlg.SHA1: 0x004, TpmAlg.HMAC: 0x104, TpmAlg.AES: 0x002,
-    TpmAlg.KEYEDHASH: 0x308, TpmAlg.XOR: 0x204, TpmAlg.SHA256: 0x004, TpmAlg.SHA384: 0x004,
-    TpmAlg.SHA512: 0x004, TpmAlg.NULL: 0x000, TpmAlg.RSASSA: 0x101, TpmAlg.RSAPSS: 0x101,
+    TpmAlg.KEYEDHASH: 0x30C, TpmAlg.XOR: 0x006, TpmAlg.SHA256: 0x004, TpmAlg.SHA384: 0x004,
+    TpmAlg.SHA512: 0x004, TpmAlg.RSASSA: 0x101, TpmAlg.RSAPSS: 0x101,
     TpmAlg.ECDSA: 0x101, TpmAlg.KDF1_SP800_108: 0x404, TpmAlg.ECC: 0x009,
     TpmAlg.SYMCIPHER: 0x008, TpmAlg.CFB: 0x202,
 }
