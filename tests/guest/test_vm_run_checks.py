@@ -17,8 +17,9 @@ from cvm.amd.pki import default_vendor
 from cvm.attestation.verifier.appraisal import Verifier
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.crypto.x509_chain import certificate_ders
-from cvm.errors import StateError, UsageError
+from cvm.errors import FormatError, StateError, UsageError
 from cvm.formats.snp.attestation_report import AttestationReport
+from cvm.formats.tpm2.constants import TpmCc
 from cvm.guest.boot.boot_disk import BootDisk
 from cvm.guest.boot.firmware import DEFAULT_LOADER
 from cvm.guest.boot.initramfs import WorkloadResult
@@ -41,6 +42,7 @@ from cvm.host.vm_run import (
 )
 from cvm.host.vmm import Hypervisor
 from cvm.image.reference_values import loads
+from cvm.vtpm.engine import Tpm
 
 Seeded = Callable[[bytes], Callable[[int], bytes]]
 
@@ -328,3 +330,40 @@ def test_a_sev_launch_under_another_policy_is_not_accepted(
     other = boot_bundle(uki_bundle, mode, random=seeded(b"policy"), policy=downgraded)
     assert other.launch_accepted is False
     assert ("PSP", "measured") in [(step.actor, step.verb) for step in other.steps]
+
+
+def _lying_pcr_reads(monkeypatch: pytest.MonkeyPatch, after_workload: bool) -> None:
+    """The host's vTPM answers TPM2_PCR_Read one digest short (from the moment the workload
+    has run, or always)."""
+    lying = [not after_workload]
+    execute, run_workload = Tpm.execute, GuestVm.run_workload
+
+    def answer(tpm: Tpm, data: bytes, locality: int = 0) -> bytes:
+        reply = execute(tpm, data, locality)
+        read = int.from_bytes(data[6:10], "big") == TpmCc.PCR_READ
+        return reply[:-32] if read and lying[0] else reply
+
+    def workload(guest: GuestVm) -> None:
+        run_workload(guest)
+        lying[0] = True
+    monkeypatch.setattr(Tpm, "execute", answer)
+    monkeypatch.setattr(GuestVm, "run_workload", workload)
+
+
+def test_a_trace_the_guest_cannot_read_refuses_the_boot(
+        uki_bundle: Path, seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    _lying_pcr_reads(monkeypatch, after_workload=True)
+    trace = boot_bundle(uki_bundle, "plain", random=seeded(b"lying trace"))
+    assert trace.workload_ok and not trace.ok
+    assert trace.refused is not None
+    assert trace.refused[0] == "trace" and isinstance(trace.refused[1], FormatError)
+    assert "REFUSED at trace: " in trace.render()
+
+
+def test_the_refusal_that_stopped_the_boot_is_the_one_told(
+        uki_bundle: Path, seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    _lying_pcr_reads(monkeypatch, after_workload=False)
+    trace = boot_bundle(uki_bundle, "plain", random=seeded(b"lying boot"))
+    assert trace.refused is not None and trace.refused[0] == "initramfs"
+    assert str(trace.refused[1]).startswith("initramfs: none of 1 token(s) could unseal")
+    assert trace.pcrs == {}  # the trace's own PCR_Read failed too, and is not what is told

@@ -20,7 +20,6 @@ broker (``cvm image register``).
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import os
 import time
@@ -225,7 +224,10 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
     except CvmError as refused:
         trace.refused = (guest.stage, refused)
     finally:
-        with contextlib.suppress(CvmError):  # a vTPM that never started has no PCRs to read
+        try:
             guest.finish()
+        except CvmError as failed:  # e.g. a host's vTPM that answers PCR_Read malformed
+            if trace.refused is None:  # the first refusal is the one that stopped the boot
+                trace.refused = ("trace", failed)
         run.disk.flush()
     return trace

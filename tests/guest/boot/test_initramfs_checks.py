@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -24,8 +24,10 @@ from cvm.disk.volume import Luks2Volume
 from cvm.errors import StateError, StatusError, WrongKeyError
 from cvm.formats.initramfs import PCR_SIGNATURE_IN_UKI, InitramfsManifest, build_initramfs
 from cvm.formats.pcr_signature import PcrSignatureEntry, pcr_signature_bytes
-from cvm.formats.tpm2.constants import TpmAlg
+from cvm.formats.tpm2.command import Response
+from cvm.formats.tpm2.constants import TpmAlg, TpmCc
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.formats.tpm2.response_code import TpmRc
 from cvm.guest.boot.initramfs import WORKLOAD_SIZE, Initramfs, RootOpened
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.tpm.client import TpmClient
@@ -197,9 +199,66 @@ def test_a_refusal_without_a_tpm_code_is_reported_with_code_0(setup: Setup) -> N
     with pytest.raises(StatusError) as refused:
         setup.initramfs().open_root()
     assert refused.value.code == 0
-    assert str(refused.value).endswith(
-        "token(s) (the PCRs differ from the sealed policy): initramfs: a signed-policy token, "
-        "but no .pcrsig to use")
+    assert str(refused.value) == ("initramfs: none of 1 token(s) could unseal the root key: "
+                                  "initramfs: a signed-policy token, but no .pcrsig to use")
+
+
+def _answering_unseal(setup: Setup, code: int) -> Setup:
+    """``setup`` whose vTPM answers every TPM2_Unseal with the response code ``code``."""
+    def transport(command: bytes) -> bytes:
+        if int.from_bytes(command[6:10], "big") == TpmCc.UNSEAL:
+            return Response(code).to_bytes(False)
+        return setup.client.transport(command)
+    return replace(setup, client=TpmClient(transport, random=SeededRandom(b"unseal")))
+
+
+@pytest.mark.parametrize("code", [TpmRc.POLICY_FAIL | 0x900, TpmRc.PCR_CHANGED])
+def test_a_policy_refusal_is_blamed_on_the_pcrs(setup: Setup, code: int) -> None:
+    setup.add_token()
+    with pytest.raises(StatusError) as refused:
+        _answering_unseal(setup, code).initramfs().open_root()
+    assert refused.value.code == code
+    assert str(refused.value).startswith(
+        "initramfs: the vTPM refused to unseal the root key of any of 1 token(s) (the PCRs "
+        "differ from the sealed policy): ")
+
+
+@pytest.mark.parametrize("code", [TpmRc.AUTH_FAIL | 0x900, TpmRc.HANDLE | 0x100,
+                                  TpmRc.FAILURE])
+def test_a_refusal_for_another_reason_does_not_blame_the_pcrs(setup: Setup, code: int) -> None:
+    setup.add_token()
+    with pytest.raises(StatusError) as refused:
+        _answering_unseal(setup, code).initramfs().open_root()
+    assert refused.value.code == code
+    assert str(refused.value).startswith(
+        "initramfs: the vTPM refused to unseal the root key of any of 1 token(s): TPM command "
+        "UNSEAL failed: ")
+
+
+def test_a_blob_sealed_by_another_tpm_is_refused_for_its_integrity(setup: Setup) -> None:
+    other = Tpm(random=SeededRandom(b"another vTPM"), clock=lambda: 1000.0)
+    client = TpmClient(other.execute, random=SeededRandom(b"another vTPM client"))
+    client.startup()
+    digest = SealPolicy(SEVEN).digest(setup.client.pcr_read(SEVEN)[2]).value
+    token = SystemdTpm2Token((0,), seal(client, b"\x00" * 32, digest), (7,), digest, "sha256")
+    setup.volume.add_token(token.to_json())
+    with pytest.raises(StatusError) as refused:
+        setup.initramfs().open_root()
+    assert "(the PCRs differ" not in str(refused.value)
+    assert "TPM_RC_INTEGRITY" in str(refused.value)
+
+
+def test_a_malformed_vtpm_answer_does_not_blame_the_pcrs(setup: Setup) -> None:
+    setup.add_token()
+    def transport(command: bytes) -> bytes:
+        reply = setup.client.transport(command)
+        return reply[:-2] if int.from_bytes(command[6:10], "big") == TpmCc.UNSEAL else reply
+    client = TpmClient(transport, random=SeededRandom(b"short"))
+    with pytest.raises(StatusError) as refused:
+        replace(setup, client=client).initramfs().open_root()
+    assert refused.value.code == 0
+    assert str(refused.value).startswith(
+        "initramfs: none of 1 token(s) could unseal the root key: ")
 
 
 def test_a_tokens_keyslots_are_tried_until_one_yields_the_volume_key(setup: Setup) -> None:

@@ -32,6 +32,7 @@ from cvm.disk.volume import Luks2Volume
 from cvm.errors import CvmError, FormatError, StateError, StatusError, WrongKeyError
 from cvm.formats.initramfs import InitramfsManifest, parse_initramfs
 from cvm.formats.pe.image import PeImage
+from cvm.formats.tpm2.response_code import TpmRc, base_code
 from cvm.guest.boot.boot_disk import BootDisk
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.tpm.client import TpmClient
@@ -40,6 +41,8 @@ from cvm.guest.tpm.seal import SignedPolicy, unseal
 from cvm.hardware.memory.dram import PAGE_SIZE
 
 WORKLOAD_SIZE = PAGE_SIZE
+# the Unseal's refusals that mean the live PCRs are not the ones the token's policy names
+_PCRS_DIFFER = frozenset((TpmRc.POLICY_FAIL, TpmRc.PCR_CHANGED))
 WORKLOAD_FILE = "log"
 
 
@@ -113,11 +116,13 @@ class Initramfs:
             return RootOpened(number, slot, policy, token.pcrs + token.pubkey_pcrs,
                               token.pcr_bank, volume.uuid, tuple(self.store.names()))
         last = refusals[-1]
-        raise StatusError(
-            f"initramfs: the vTPM refused to unseal the root key of any of "
-            f"{len(tokens)} token(s) (the PCRs differ from the sealed policy): {last}",
-            getattr(last, "code", 0),
-        )
+        if not isinstance(last, StatusError):  # no answer from the vTPM to read a reason from
+            raise StatusError(f"initramfs: none of {len(tokens)} token(s) could unseal the root "
+                              f"key: {last}", 0)
+        why = (" (the PCRs differ from the sealed policy)"
+               if base_code(last.code) in _PCRS_DIFFER else "")
+        raise StatusError(f"initramfs: the vTPM refused to unseal the root key of any of "
+                          f"{len(tokens)} token(s){why}: {last}", last.code)
 
     @staticmethod
     def _open_keyslot(volume: Luks2Volume, token: SystemdTpm2Token, passphrase: bytes
