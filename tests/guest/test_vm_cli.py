@@ -47,3 +47,14 @@ def test_usage_errors(tmp_path: Path, uki_bundle: Path,
     assert execute(["vm", "run", str(uki_bundle), "--memory", "1M"]) == 64
     assert parse_size("2M") == 2 << 20 and parse_size("1G") == 1 << 30
     assert parse_size("4096") == 4096 and parse_size("64KiB") == 64 << 10
+
+
+@pytest.mark.parametrize(("memory", "refusal"), [
+    ("0", "launch: --memory: at least 2 MiB, in whole pages"),  # 0 is not "the default"
+    ("4G", "launch: the host's DRAM is full: "),
+])
+def test_a_memory_size_the_host_cannot_give_is_refused(
+        uki_bundle: Path, memory: str, refusal: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["vm", "run", str(uki_bundle), "--memory", memory]) == 64
+    assert capsys.readouterr().err.startswith(f"cvm: error: {refusal}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cvm.errors import UsageError
+from cvm.errors import FormatError, UsageError
 from cvm.host.vm_run import HostDisk, load_host_image
 
 
@@ -146,3 +146,43 @@ def test_a_write_that_fails_still_leaves_the_disk_to_flush(tmp_path: Path,
         assert len(synced) == 1
     finally:
         disk.close()
+
+
+def _with_disk(folder: Path, name: object) -> None:
+    manifest = _bundle(folder)
+    manifest["disk"] = {"file": name}
+    (folder / "image.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(("name", "refusal"), [
+    ("../outside.img", "the image names a file outside its folder"),
+    ("owner/disk.img", "the host never reads the owner's folder"),
+])
+def test_the_disk_is_held_to_the_folder_like_every_file(tmp_path: Path, name: str,
+                                                        refusal: str) -> None:
+    """The disk is the file the host writes the guest's sectors into: a manifest must not make
+    it write a file outside the image, or into the owner's folder."""
+    (tmp_path / "outside.img").write_bytes(b"")
+    _with_disk(tmp_path / "img", name)
+    (tmp_path / "img" / "owner" / "disk.img").write_bytes(b"")
+    with pytest.raises(UsageError, match=f"^{re.escape(name)}: {refusal}$"):
+        load_host_image(tmp_path / "img")
+
+
+@pytest.mark.parametrize("where", ["disk", "ovmf", "svsm", "state"])
+@pytest.mark.parametrize("name", [1, ["disk.img"], ""])
+def test_a_file_name_that_is_not_a_string_is_malformed(tmp_path: Path, where: str,
+                                                       name: object) -> None:
+    manifest = _bundle(tmp_path)
+    if where == "disk":
+        manifest["disk"] = {"file": name}
+    else:
+        section = manifest["vtpm" if where == "state" else "firmware"]
+        assert isinstance(section, dict)
+        section[where] = name
+    (tmp_path / "image.json").write_text(json.dumps(manifest))
+    if where == "svsm" and name == "":  # an empty optional name: the manifest names none
+        assert load_host_image(tmp_path).svsm is None
+        return
+    with pytest.raises(FormatError, match=r"^image.json: a file name is not a string: "):
+        load_host_image(tmp_path)

@@ -200,7 +200,12 @@ def test_fresh_pages_beyond_dram_are_refused_and_nothing_is_taken() -> None:
     host, _ = _host()
     freed = host.allocate_page()
     host._free.append(freed)
-    with pytest.raises(UsageError, match="outside DRAM"):
-        host.allocate_pages(64 * MIB // PAGE_SIZE + 1)
+    fresh = (64 * MIB - host._next_spa) // PAGE_SIZE  # never-used pages left
+    asked = fresh + 2
+    with pytest.raises(UsageError, match=(
+            rf"^the host's DRAM is full: {asked} pages \({asked * PAGE_SIZE >> 20} MiB\) asked, "
+            rf"{fresh + 1} \({(fresh + 1) * PAGE_SIZE >> 20} MiB\) free$")):
+        host.allocate_pages(asked)
     assert host._free == [freed]
-    assert host.allocate_page() == freed
+    assert len(host.allocate_pages(fresh + 1)) == fresh + 1  # exactly what is free: taken
+    assert host._free == []

@@ -183,7 +183,8 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
     vendor = vendor or default_vendor(PRODUCT)  # made once per process, not per boot
     started = time.perf_counter()
     tik = random(TIK_SIZE) if mode in (Mode.SEV, Mode.SEV_ES) else None
-    request = VmRequest(mode, vcpus, memory_bytes or DEFAULT_MEMORY, tik, policy)
+    memory = DEFAULT_MEMORY if memory_bytes is None else memory_bytes
+    request = VmRequest(mode, vcpus, memory, tik, policy)
     stage = "launch"
     try:
         run = launch(load_host_image(folder), request, vendor.manufacture_chip(0), host)

@@ -75,16 +75,24 @@ class HostImage:
     state_path: Path | None = None  # where the host stores the vTPM state file
 
 
-def _read(folder: Path, root: str, name: str) -> bytes:
-    """The file ``name`` of the image in ``folder``, which resolves to ``root``
+def _inside(root: str, name: str) -> str:
+    """The path of the image's file ``name``, the folder resolving to ``root``
     (``os.path.realpath``: symbolic links and ``..`` resolved); refused when the file resolves
     outside the folder or into the owner's folder."""
+    if not isinstance(name, str) or not name:
+        raise FormatError(f"image.json: a file name is not a string: {name!r}")
     path = os.path.realpath(os.path.join(root, name))
     inside = os.path.join(root, "")  # the folder with one trailing separator
     if path != root and not path.startswith(inside):
         raise UsageError(f"{name}: the image names a file outside its folder")
     if path[len(inside):].split(os.sep, 1)[0] == OWNER_FOLDER:
         raise UsageError(f"{name}: the host never reads the owner's folder")
+    return path
+
+
+def _read(folder: Path, root: str, name: str) -> bytes:
+    """The file ``name`` of the image in ``folder`` (:func:`_inside`)."""
+    path = _inside(root, name)
     try:
         with open(path, "rb", buffering=0) as file:
             return file.read()
@@ -95,7 +103,9 @@ def _read(folder: Path, root: str, name: str) -> bytes:
 def _optional(folder: Path, root: str, name: str | None) -> bytes | None:
     """A file only some modes need: None when the manifest names none or it is missing (the
     launch that needs it says so)."""
-    if not name or not os.path.isfile(os.path.join(root, name)):
+    if name is None or name == "":
+        return None
+    if not os.path.isfile(_inside(root, name)):
         return None
     return _read(folder, root, name)
 
@@ -107,16 +117,18 @@ def load_host_image(folder: Path) -> HostImage:
         manifest: Any = json.loads(_read(folder, root, "image.json"))
         firmware, vtpm = manifest["firmware"], manifest["vtpm"]
         svsm_name, key_name = firmware.get("svsm"), vtpm.get("host_state_key")
-        disk = folder / manifest["disk"]["file"]
+        disk_name, ovmf, varstore, state = (manifest["disk"]["file"], firmware["ovmf"],
+                                            firmware["vars"], vtpm["state"])
         signature = int(manifest.get("vcpu_signature", "0xa00f11"), 16)
     except (ValueError, KeyError, TypeError, AttributeError):
         raise FormatError(f"{folder}/image.json: not an image manifest") from None
+    disk = Path(_inside(root, disk_name))
     if not disk.is_file():
-        raise UsageError(f"{folder}: the image has no disk {disk.name}")
+        raise UsageError(f"{folder}: the image has no disk {disk_name}")
     return HostImage(
-        _read(folder, root, firmware["ovmf"]), _read(folder, root, firmware["vars"]),
-        _optional(folder, root, svsm_name), disk, _read(folder, root, vtpm["state"]),
-        _optional(folder, root, key_name), signature, folder / vtpm["state"],
+        _read(folder, root, ovmf), _read(folder, root, varstore),
+        _optional(folder, root, svsm_name), disk, _read(folder, root, state),
+        _optional(folder, root, key_name), signature, folder / state,
     )
 
 

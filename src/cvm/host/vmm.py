@@ -116,7 +116,11 @@ class Hypervisor:
         first), then never-used pages, which follow one another and are zeroed in one write."""
         reused = min(count, len(self._free))
         first, fresh = self._next_spa, count - reused
-        self.machine.dram.check(first, fresh * PAGE_SIZE)  # before anything is taken
+        size = self.machine.dram.size_bytes
+        if first + fresh * PAGE_SIZE > size:  # before anything is taken
+            free = (size - first) // PAGE_SIZE + len(self._free)
+            raise UsageError(f"the host's DRAM is full: {count} pages ({count * PAGE_SIZE >> 20} "
+                             f"MiB) asked, {free} ({free * PAGE_SIZE >> 20} MiB) free")
         pages = [self._free.pop() for _ in range(reused)]
         for spa in pages:
             self.machine.host_zero(spa, PAGE_SIZE)
