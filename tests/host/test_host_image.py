@@ -3,6 +3,7 @@ the owner's folder — however the name gets there (``..``, symbolic links, a re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cvm.errors import FormatError, UsageError
+from cvm.errors import CvmError, FormatError, UsageError
 from cvm.host.vm_run import HostDisk, load_host_image
+from cvm.image.bundle import ImageSpec, build_image
 
 
 def _bundle(folder: Path, **names: str | None) -> dict[str, object]:
@@ -186,3 +188,31 @@ def test_a_file_name_that_is_not_a_string_is_malformed(tmp_path: Path, where: st
         return
     with pytest.raises(FormatError, match=r"^image.json: a file name is not a string: "):
         load_host_image(tmp_path)
+
+
+def _paths(value: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Every key and index path in a JSON value."""
+    if isinstance(value, dict):
+        items: list[tuple[object, object]] = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    else:
+        return []
+    return [p for key, item in items for p in [(*path, key), *_paths(item, (*path, key))]]
+
+
+def test_any_field_of_the_manifest_of_any_type_is_read_or_refused(tmp_path: Path) -> None:
+    """Every field of a real image's manifest replaced by each JSON type: the host reads the
+    image or refuses it with one of its errors — never an internal error."""
+    build_image(tmp_path / "img", ImageSpec(kdf_cost="fast", seed=5))
+    original = json.loads((tmp_path / "img" / "image.json").read_text())
+    for path in _paths(original):
+        for value in (None, 1, -1, "", "x", [], {}, True):
+            manifest = json.loads(json.dumps(original))
+            parent = manifest
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = value
+            (tmp_path / "img" / "image.json").write_text(json.dumps(manifest))
+            with contextlib.suppress(CvmError):
+                load_host_image(tmp_path / "img")
