@@ -131,3 +131,38 @@ def test_a_kernel_that_is_not_pe_exits_65(tmp_path: Path,
     kernel.write_bytes(b"not a PE image")
     assert execute(["image", "build", str(tmp_path / "img"), "--kernel", str(kernel)]) == 65
     _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--srk-public", "srk.pub"], "--srk-public: not for --target emulated"),
+    (["--profile", "q35"], "--profile: not for --target emulated"),
+    (["--cache", "cache"], "--cache: not for --target emulated"),
+    (["--target", "qemu", "--mode", "sev"], "--mode: not for --target qemu"),
+    (["--target", "qemu", "--seal", "pcrs"], "--seal: not for --target qemu"),
+    (["--target", "qemu", "--sb-key", "k", "--sb-cert", "c"],
+     "--sb-key, --sb-cert: not for --target qemu"),
+    (["--target", "qemu", "--keys", "owner"], "--keys: not for --target qemu"),
+    (["--target", "qemu", "--kernel", "vmlinuz"], "--kernel: not for --target qemu"),
+    (["--target", "qemu", "--dbx", "00" * 32], "--dbx: not for --target qemu"),
+    (["--target", "qemu", "--vcpus", "2", "--seed", "1"], "--vcpus, --seed: not for --target qemu"),
+    (["--target", "qemu", "--vcpu-type", "EPYC-Rome"], "--vcpu-type: not for --target qemu"),
+    (["--target", "qemu", "--kdf-cost", "fast"], "--kdf-cost: not for --target qemu"),
+])
+def test_an_option_of_the_other_target_is_refused_not_ignored(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str) -> None:
+    assert execute(["image", "build", str(tmp_path / "img"), *args]) == 64
+    assert _one_line_error(capsys) == f"cvm: error: {says}\n"
+    assert not (tmp_path / "img").exists()
+
+
+@pytest.mark.parametrize("bad", ["--sb-key", "--sb-cert"])
+def test_a_signing_key_or_certificate_that_does_not_parse_names_its_file(
+        tmp_path: Path, built_images: dict[str, BuiltImage],
+        capsys: pytest.CaptureFixture[str], bad: str) -> None:
+    owner = built_images["uki"].out / "owner"
+    files = {"--sb-key": owner / "db.key", "--sb-cert": owner / "db.crt"}
+    files[bad] = tmp_path / "junk.pem"
+    files[bad].write_text("junk\n")
+    assert execute(["image", "build", str(tmp_path / "img"), "--sb-key", str(files["--sb-key"]),
+                    "--sb-cert", str(files["--sb-cert"])]) == 65
+    assert _one_line_error(capsys).startswith(f"cvm: error: {bad} {files[bad]}: ")

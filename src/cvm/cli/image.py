@@ -14,8 +14,9 @@ TPM boots instead (:mod:`cvm.image.qemu_target`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
@@ -29,6 +30,7 @@ from cvm.image.reference_values import loads as load_reference_values
 app = typer.Typer(help="The owner's image: build a confidential VM bundle, show one.",
                   no_args_is_help=True)
 AS_JSON = typer.Option(False, "--json", help="JSON output.")
+T = TypeVar("T")
 
 
 def _db_pair(key: Path | None, cert: Path | None) -> KeyPair | None:
@@ -36,10 +38,27 @@ def _db_pair(key: Path | None, cert: Path | None) -> KeyPair | None:
         return None
     if key is None or cert is None:
         raise UsageError("give --sb-key and --sb-cert together (the db signing key)")
+    return KeyPair(_load(key, "--sb-key", load_private_key),
+                   _load(cert, "--sb-cert", load_certificate))
+
+
+def _load(path: Path, option: str, parse: Callable[[bytes], T]) -> T:
+    """The key or certificate ``option`` names, its errors naming the option and the file."""
     try:
-        return KeyPair(load_private_key(key.read_bytes()), load_certificate(cert.read_bytes()))
-    except OSError as error:
-        raise UsageError(f"cannot read {error.filename}") from None
+        data = path.read_bytes()
+    except OSError:
+        raise UsageError(f"{option}: cannot read {path}") from None
+    try:
+        return parse(data)
+    except FormatError as error:
+        raise FormatError(f"{option} {path}: {error}") from None
+
+
+def _not_for(target: str, given: dict[str, bool]) -> None:
+    """Refuse the options given that the other target takes: none is silently ignored."""
+    names = [name for name, present in given.items() if present]
+    if names:
+        raise UsageError(f"{', '.join(names)}: not for --target {target}")
 
 
 @app.command("build")
@@ -69,7 +88,8 @@ def build(
                                help="emulated (cvm's machine) or qemu (real QEMU + OVMF + TPM)."),
     srk_public: Path = typer.Option(None, "--srk-public",
                                     help="qemu: the target TPM's SRK (TPM2B_PUBLIC) to seal to."),
-    profile: str = typer.Option("q35", "--profile", help="qemu: the VM profile (device set)."),
+    profile: str = typer.Option(None, "--profile",
+                                help="qemu: the VM profile (device set; default q35)."),
     cache: Path = typer.Option(None, "--cache",
                                help="qemu: the Debian package cache (default under "
                                     "XDG_CACHE_HOME)."),
@@ -77,10 +97,18 @@ def build(
 ) -> None:
     """Build the image bundle OUT: disk, firmware, sealed vTPM state, reference values."""
     if target == "qemu":
-        _build_qemu(out, chain, srk_public, profile, cache, force, as_json)
+        _not_for(target, {
+            "--mode": mode != "sev-snp", "--seal": seal is not None, "--sb-key": sb_key is not None,
+            "--sb-cert": sb_cert is not None, "--keys": keys_dir is not None,
+            "--kernel": kernel is not None, "--dbx": bool(dbx), "--vcpus": vcpus != 1,
+            "--vcpu-type": vcpu_type != "EPYC-Milan", "--seed": seed is not None,
+            "--kdf-cost": kdf_cost != "default"})
+        _build_qemu(out, chain, srk_public, profile or "q35", cache, force, as_json)
         return
     if target != "emulated":
         raise UsageError(f"--target {target!r}: emulated or qemu")
+    _not_for(target, {"--srk-public": srk_public is not None, "--profile": profile is not None,
+                      "--cache": cache is not None})
     if (out / "image.json").exists() and not force:
         raise UsageError(f"{out} already holds an image bundle; give --force to overwrite it")
     db = _db_pair(sb_key, sb_cert)
