@@ -58,3 +58,27 @@ def test_a_memory_size_the_host_cannot_give_is_refused(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert execute(["vm", "run", str(uki_bundle), "--memory", memory]) == 64
     assert capsys.readouterr().err.startswith(f"cvm: error: {refusal}")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--tpm-state", "tpm"], "--tpm-state: not for --backend emulated"),
+    (["--firmware", "OVMF.fd", "--dry-run"], "--firmware, --dry-run: not for --backend emulated"),
+    (["--id-key", "id.pem", "--author-key", "author.pem"],
+     "--id-key, --author-key: not for --backend emulated"),
+    (["--kbs-resource", "other/vtpm/key"], "--kbs-resource: only with --kbs"),
+    (["--backend", "qemu", "--memory", "64M"], "--memory: not for --backend qemu --mode plain"),
+    (["--backend", "qemu", "--vcpus", "2"], "--vcpus: not for --backend qemu --mode plain"),
+    (["--backend", "qemu", "--firmware", "OVMF.fd", "--id-key", "id.pem"],
+     "--firmware, --id-key: not for --backend qemu --mode plain"),
+    (["--backend", "qemu", "--author-key", "a.pem"],
+     "--author-key: not for --backend qemu --mode plain"),
+    (["--backend", "qemu", "--kbs-resource", "r/vtpm/t"],
+     "--kbs-resource: not for --backend qemu --mode plain"),
+    (["--backend", "qemu", "--mode", "sev-snp", "--tpm-state", "tpm"],
+     "--tpm-state: not for --backend qemu --mode sev-snp"),
+])
+def test_an_option_the_backend_does_not_read_is_refused_not_ignored(
+        uki_bundle: Path, args: list[str], says: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["vm", "run", str(uki_bundle), *args]) == 64
+    assert capsys.readouterr().err == f"cvm: error: {says}\n"

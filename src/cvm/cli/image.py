@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import typer
 
+from cvm.cli.options import refuse_unused
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
 from cvm.errors import FormatError, UsageError
 from cvm.formats.pe.image import PeImage
@@ -52,13 +53,6 @@ def _load(path: Path, option: str, parse: Callable[[bytes], T]) -> T:
         return parse(data)
     except FormatError as error:
         raise FormatError(f"{option} {path}: {error}") from None
-
-
-def _not_for(target: str, given: dict[str, bool]) -> None:
-    """Refuse the options given that the other target takes: none is silently ignored."""
-    names = [name for name, present in given.items() if present]
-    if names:
-        raise UsageError(f"{', '.join(names)}: not for --target {target}")
 
 
 @app.command("build")
@@ -97,7 +91,7 @@ def build(
 ) -> None:
     """Build the image bundle OUT: disk, firmware, sealed vTPM state, reference values."""
     if target == "qemu":
-        _not_for(target, {
+        refuse_unused("--target qemu", {
             "--mode": mode != "sev-snp", "--seal": seal is not None, "--sb-key": sb_key is not None,
             "--sb-cert": sb_cert is not None, "--keys": keys_dir is not None,
             "--kernel": kernel is not None, "--dbx": bool(dbx), "--vcpus": vcpus != 1,
@@ -107,8 +101,9 @@ def build(
         return
     if target != "emulated":
         raise UsageError(f"--target {target!r}: emulated or qemu")
-    _not_for(target, {"--srk-public": srk_public is not None, "--profile": profile is not None,
-                      "--cache": cache is not None})
+    refuse_unused("--target emulated", {"--srk-public": srk_public is not None,
+                                        "--profile": profile is not None,
+                                        "--cache": cache is not None})
     if (out / "image.json").exists() and not force:
         raise UsageError(f"{out} already holds an image bundle; give --force to overwrite it")
     db = _db_pair(sb_key, sb_cert)

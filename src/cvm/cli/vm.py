@@ -25,11 +25,14 @@ from pathlib import Path
 
 import typer
 
+from cvm.cli.options import refuse_unused
 from cvm.errors import UsageError
 
 app = typer.Typer(help="Run confidential VMs from image bundles.", no_args_is_help=True)
 SIZE = re.compile(r"^(\d+)([KMG]?)i?B?$", re.IGNORECASE)
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+DEFAULT_MEMORY_TEXT = "2M"
+DEFAULT_KBS_RESOURCE = "default/vtpm/state-key"
 
 
 def parse_size(text: str) -> int:
@@ -47,7 +50,8 @@ def run(
                              help="plain, sev, sev-es or sev-snp (default: sev-snp; plain with "
                                   "--backend qemu)."),
     vcpus: int = typer.Option(1, "--vcpus", help="vCPUs (the launch digest depends on it)."),
-    memory: str = typer.Option("2M", "--memory", help="Guest RAM, e.g. 2M, 64M."),
+    memory: str = typer.Option(DEFAULT_MEMORY_TEXT, "--memory",
+                               help="Guest RAM, e.g. 2M, 64M."),
     as_json: bool = typer.Option(False, "--json", help="The trace as JSON."),
     backend: str = typer.Option("emulated", "--backend", help="emulated or qemu."),
     tpm_state: Path = typer.Option(None, "--tpm-state",
@@ -62,19 +66,33 @@ def run(
     kbs: str = typer.Option(None, "--kbs",
                             help="sev-snp: the SVSM obtains the vTPM state key from this key "
                                  "broker (http://HOST:PORT; cvm image register first)."),
-    kbs_resource: str = typer.Option("default/vtpm/state-key", "--kbs-resource",
+    kbs_resource: str = typer.Option(DEFAULT_KBS_RESOURCE, "--kbs-resource",
                                      help="With --kbs: the state key's REPOSITORY/vtpm/TAG."),
 ) -> int:
     """Launch IMAGE, boot it, unseal its root, run its workload; print the chain of trust."""
+    default_resource = kbs_resource == DEFAULT_KBS_RESOURCE
     if backend == "qemu":
         if kbs is not None:
             raise UsageError("--kbs: the emulated backend's SVSM attests; not with --backend qemu")
+        snp = mode == "sev-snp"
+        refuse_unused(f"--backend qemu --mode {mode or 'plain'}", {
+            "--memory": memory != DEFAULT_MEMORY_TEXT, "--kbs-resource": not default_resource,
+            "--vcpus": not snp and vcpus != 1, "--tpm-state": snp and tpm_state is not None,
+            "--firmware": not snp and firmware is not None,
+            "--id-key": not snp and id_key is not None,
+            "--author-key": not snp and author_key is not None})
         from cvm.cli.vm_qemu import run_qemu
 
         return run_qemu(image, mode or "plain", vcpus, tpm_state, firmware, id_key, author_key,
                         dry_run, as_json)
     if backend != "emulated":
         raise UsageError(f"--backend {backend!r}: emulated or qemu")
+    refuse_unused("--backend emulated", {
+        "--tpm-state": tpm_state is not None, "--firmware": firmware is not None,
+        "--id-key": id_key is not None, "--author-key": author_key is not None,
+        "--dry-run": dry_run})
+    if kbs is None and not default_resource:
+        raise UsageError("--kbs-resource: only with --kbs")
     from cvm.guest.run import boot_bundle
     from cvm.hardware.vm import Mode
 
