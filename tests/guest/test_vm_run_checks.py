@@ -6,6 +6,7 @@ secrets."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -367,3 +368,40 @@ def test_the_refusal_that_stopped_the_boot_is_the_one_told(
     assert trace.refused is not None and trace.refused[0] == "initramfs"
     assert str(trace.refused[1]).startswith("initramfs: none of 1 token(s) could unseal")
     assert trace.pcrs == {}  # the trace's own PCR_Read failed too, and is not what is told
+
+
+def _write_launch_digest(path: Path, digest: bytes) -> None:
+    document = json.loads(path.read_text())
+    for entry in document["launch"]:
+        if entry["mode"] == "sev-snp":
+            entry["digest"] = digest.hex()
+    path.write_text(json.dumps(document))
+
+
+def test_the_hosts_copy_of_the_reference_values_is_not_what_the_owner_appraises_with(
+        uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded) -> None:
+    """The host flips a bit of the firmware and writes the launch digest it measured into the
+    reference values beside the image: the owner's relying party appraises with its own copy
+    in owner/, and refuses. The same edit made to the owner's copy (the control) is accepted."""
+    bundle = copy_bundle(uki_bundle)
+    firmware = bytearray((bundle / "firmware" / "OVMF.fd").read_bytes())
+    firmware[0x2000] ^= 0x40
+    (bundle / "firmware" / "OVMF.fd").write_bytes(firmware)
+    first = boot_bundle(bundle, "sev-snp", random=seeded(b"forge 1"))
+    assert first.refused is not None and "measurement differs" in str(first.refused[1])
+    assert first.launch_measurement is not None
+    _write_launch_digest(bundle / "reference-values.json", first.launch_measurement)
+    forged = boot_bundle(bundle, "sev-snp", random=seeded(b"forge 2"))
+    assert forged.refused is not None and forged.refused[0] == "svsm"
+    assert "measurement differs" in str(forged.refused[1]) and not forged.unsealed
+    _write_launch_digest(bundle / "owner" / "reference-values.json", first.launch_measurement)
+    assert boot_bundle(bundle, "sev-snp", random=seeded(b"forge 3")).unsealed
+
+
+def test_the_owners_relying_party_needs_the_owners_copy(
+        uki_bundle: Path, copy_bundle: Callable[[Path], Path]) -> None:
+    bundle = copy_bundle(uki_bundle)
+    (bundle / "owner" / "reference-values.json").unlink()
+    with pytest.raises(UsageError, match=r"^the relying party needs the owner's .*"
+                                         r"owner/reference-values\.json \(a bundle built"):
+        boot_bundle(bundle, "sev-snp")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from cvm.disk.storage import FileStorage
+from cvm.errors import UsageError
 from cvm.formats.initramfs import parse_initramfs
 from cvm.formats.ovmf.image import OvmfImage
 from cvm.formats.pe.authenticode import image_digest
@@ -26,7 +29,7 @@ from cvm.image.bundle import BuiltImage, load_manifest
 from cvm.image.disk_layout import open_root, read_esp_file
 from cvm.image.firmware import firmware_settings
 from cvm.image.keys import OwnerKeys
-from cvm.image.provisioning import unwrap_state_key
+from cvm.image.provisioning import owner_reference, unwrap_state_key
 from cvm.image.reference_values import loads
 from cvm.vtpm.state import PersistentState
 from cvm.vtpm.state_file import MonotonicCounter, ReleasedKeyProvider, open_state
@@ -140,3 +143,21 @@ def test_host_files_exist_and_owner_files_are_private(built: BuiltImage, name: s
     assert (built.out / name).is_file()
     for secret in (built.out / "owner").glob("*.key"):
         assert secret.stat().st_mode & 0o077 == 0, secret
+
+
+def test_the_owner_keeps_its_own_copy_of_the_reference_values(built: BuiltImage) -> None:
+    """The copy beside the image goes to the host; the one in owner/ is what the owner's
+    relying party appraises with."""
+    host_copy = (built.out / "reference-values.json").read_bytes()
+    assert (built.out / "owner" / "reference-values.json").read_bytes() == host_copy
+    assert owner_reference(built.out, "a test") == built.reference
+
+
+def test_a_bundle_whose_owner_kept_no_copy_is_refused_by_name(built: BuiltImage,
+                                                              tmp_path: Path) -> None:
+    owner = tmp_path / "owner"
+    owner.mkdir()
+    with pytest.raises(UsageError, match=(
+            rf"^the relying party needs the owner's {re.escape(str(owner))}/reference-values"
+            r"\.json \(a bundle built before the owner kept its own copy: build it again\)$")):
+        owner_reference(tmp_path, "the relying party")

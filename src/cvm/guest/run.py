@@ -42,7 +42,13 @@ from cvm.hardware.vm import Mode
 from cvm.host.relay import NetworkRelay
 from cvm.host.vm_run import DEFAULT_MEMORY, HostRun, VmRequest, launch, load_host_image
 from cvm.host.vmm import Hypervisor
-from cvm.image.provisioning import RelyingParty, StateKeyRequest, owner_keys
+from cvm.image.provisioning import (
+    OWNER_REFERENCE,
+    RelyingParty,
+    StateKeyRequest,
+    owner_keys,
+    owner_reference,
+)
 from cvm.image.reference_values import ImageReferenceValues, loads
 from cvm.vtpm.state_file import MonotonicCounter, RollbackCounter
 
@@ -113,6 +119,16 @@ def relying_party(folder: Path, reference: ImageReferenceValues, vendor: Vendor,
                         verifier=verifier(roots) if verifier is not None else None)
 
 
+def _reference(folder: Path, owner_appraises: bool) -> ImageReferenceValues:
+    """What the boot is judged against. The owner's relying party, run here, appraises with the
+    copy the owner keeps in ``owner/`` (the one beside the image is the host's, which it may
+    edit). When the relying party is elsewhere (a broker, or one given), the trace's predictions
+    come from the owner's copy if this folder has it, else from the host's."""
+    if owner_appraises or (folder / "owner" / OWNER_REFERENCE).is_file():
+        return owner_reference(folder, "the relying party")
+    return loads((folder / "reference-values.json").read_bytes())
+
+
 def _launch_check(run: HostRun, predicted: bytes | None, tik: bytes | None
                   ) -> tuple[bytes, bool]:
     """The launch measurement and whether the owner accepts it: SNP's digest against the
@@ -170,7 +186,7 @@ def boot_bundle(folder: Path, mode: Mode | str = Mode.SEV_SNP, *, host: Hypervis
     mode)."""
     mode = Mode.parse(mode) if isinstance(mode, str) else mode
     trace = VmTrace(mode.value, vcpus)
-    reference = loads((folder / "reference-values.json").read_bytes())
+    reference = _reference(folder, owner_appraises=party is None and kbs is None)
     trace.predicted = {bank: dict(values) for bank, values in reference.pcrs.items()}
     if mode is not Mode.PLAIN:
         try:

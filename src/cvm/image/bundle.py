@@ -51,7 +51,7 @@ from cvm.image.firmware import (
 )
 from cvm.image.keys import OwnerKeys
 from cvm.image.pcr_prediction import predict
-from cvm.image.provisioning import wrap_state_key
+from cvm.image.provisioning import OWNER_REFERENCE, wrap_state_key
 from cvm.image.reference_values import (
     ImageReferenceValues,
     LaunchReference,
@@ -236,6 +236,8 @@ def build_image(out: Path, spec: ImageSpec = ImageSpec(), keys: OwnerKeys | None
     owner_dir = out / "owner"
     owner.save(owner_dir)
     (owner_dir / "vtpm-state-key.wrapped").write_bytes(wrapped)
+    # the owner's own copy: what its relying party appraises with (the host may edit the other)
+    (owner_dir / OWNER_REFERENCE).write_bytes(files["reference-values.json"])
     (owner_dir / "recovery.key").write_bytes(recovery)
     (owner_dir / "recovery.key").chmod(0o600)
     clock.lap("write")

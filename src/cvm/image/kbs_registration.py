@@ -34,8 +34,8 @@ from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.event_type import EventType
 from cvm.guest.attest import DEFAULT_QUOTED_PCRS
 from cvm.guest.svsm.kbs_agent import DEFAULT_RESOURCE
-from cvm.image.provisioning import owner_keys, unwrap_state_key
-from cvm.image.reference_values import ImageReferenceValues, loads
+from cvm.image.provisioning import owner_keys, owner_reference, unwrap_state_key
+from cvm.image.reference_values import ImageReferenceValues
 from cvm.vtpm.state_file import StateFileHeader
 
 BOOT_IMAGE_PCR = 4
@@ -108,10 +108,9 @@ def register(folder: Path, url: str, admin_token: str, resource: str = DEFAULT_R
     """Post the image's reference values and state key to the broker at ``url``; returns
     what was registered (reference version, resource path, measurements)."""
     path = _resource(resource)
-    try:
-        reference = loads((folder / "reference-values.json").read_bytes())
-    except FileNotFoundError:
-        raise UsageError(f"{folder}: not an image bundle (no reference-values.json)") from None
+    if not (folder / "image.json").is_file():
+        raise UsageError(f"{folder}: not an image bundle (no image.json)")
+    reference = owner_reference(folder, "registering the image")
     document = broker_reference(reference, minimum_tcb)
     key = image_state_key(folder)
     http = client or httpx.Client(base_url=url.rstrip("/"), timeout=30.0)

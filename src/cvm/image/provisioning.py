@@ -34,8 +34,10 @@ from cvm.crypto import aead
 from cvm.crypto.key_transport import report_data, wrap
 from cvm.errors import Finding, FormatError, PolicyError, UsageError
 from cvm.formats.snp.attestation_report import AttestationReport
-from cvm.image.reference_values import ImageReferenceValues
+from cvm.image.reference_values import ImageReferenceValues, loads
 from cvm.wire import Layout, raw
+
+OWNER_REFERENCE = "reference-values.json"  # in owner/: the copy the owner appraises with
 
 STATE_KEY_MAGIC = b"CVMSKEY1"
 STATE_KEY_SIZE = 32
@@ -79,6 +81,19 @@ class StateKeyRequest:
     nonce: bytes
     public_x: bytes
     public_y: bytes
+
+
+def owner_reference(folder: Path, purpose: str) -> ImageReferenceValues:
+    """The reference values the owner keeps in ``folder``'s ``owner/`` — not the copy beside
+    the image that the host is handed and may edit; UsageError naming the missing file and
+    what ``purpose`` needed it."""
+    path = Path(folder) / "owner" / OWNER_REFERENCE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{purpose} needs the owner's {path} (a bundle built before the owner "
+                         "kept its own copy: build it again)") from None
+    return loads(data)
 
 
 def owner_keys(folder: Path, purpose: str) -> tuple[bytes, bytes]:

@@ -123,10 +123,13 @@ class Lab(Protocol):
 
     # -- launch and evidence ----------------------------------------------------------------
     def launch(
-        self, *, flip_firmware_bit: int | None = None, debug: bool = False, rollback: bool = False
+        self, *, flip_firmware_bit: int | None = None, debug: bool = False,
+        rollback: bool = False, forge_reference: bool = False
     ) -> Release:
         """Launch the owner's firmware again as the host chooses (a bit flipped, a debug
-        policy, the PSP firmware rolled back), then let the relying party decide."""
+        policy, the PSP firmware rolled back), then let the relying party decide. With
+        ``forge_reference`` the host first launches once to learn the digest the PSP measures
+        and writes it into the reference values it was handed."""
         ...
 
     def attest(self) -> tuple[bytes, Evidence]:

@@ -52,6 +52,14 @@ def tamper_firmware(lab: Lab) -> Observed:
     return judge_release(lab.launch(flip_firmware_bit=FIRMWARE_BIT), "measurement")
 
 
+@attack("forge-reference-values", Family.LAUNCH,
+        "flip a bit of the firmware and write the digest the PSP measures of it into the "
+        "reference values the host was handed", (UNGATED, UNGATED, UNGATED, APPRAISED))
+def forge_reference_values(lab: Lab) -> Observed:
+    return judge_release(lab.launch(flip_firmware_bit=FIRMWARE_BIT, forge_reference=True),
+                         "measurement")
+
+
 @attack("debug-policy", Family.LAUNCH,
         "launch with a policy that allows debugging (the PSP would decrypt pages for the host)",
         (NO_PSP, UNGATED, UNGATED, APPRAISED))
@@ -70,4 +78,4 @@ def psp_rollback(lab: Lab) -> Observed:
     return judge_release(lab.launch(rollback=True), "reported_tcb")
 
 
-ATTACKS = (tamper_firmware, debug_policy, psp_rollback)
+ATTACKS = (tamper_firmware, forge_reference_values, debug_policy, psp_rollback)
