@@ -179,7 +179,8 @@ def run(db: str | None, workers: int, processes: int, clients: int, round_trips:
     server = subprocess.Popen(
         [sys.executable, "-c", "from cvm.cli.main import run; run()", "kbs", "serve", "--db",
          url_db, "--port", str(port), "--workers", str(workers), "--kek-file",
-         str(folder / "kek.hex"), "--admin-token-file", str(folder / "admin.token")],
+         str(folder / "kek.hex"), "--admin-token-file", str(folder / "admin.token"),
+         "--trust", "emulated"],
         stdout=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

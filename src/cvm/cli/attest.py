@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cvm.cli.options import refuse_unused
 from cvm.errors import UsageError
 
 app = typer.Typer(help="Attestation: evidence, appraisal (dry run), fetching secrets.",
@@ -136,12 +137,15 @@ def appraise(
     policy: Annotated[Path | None, typer.Option(help="Rego policy (default: built in).")] = None,
     nonce: Annotated[str | None, typer.Option(
         help="The challenge issued; without it freshness is not checked.")] = None,
-    trust: Annotated[str, typer.Option(help="Trusted roots: amd or emulated.")] = "emulated",
+    trust: Annotated[str, typer.Option(
+        help="Trusted roots: amd (AMD's real roots), or emulated (this installation's emulated "
+             "AMD, which signs `cvm attest evidence`: opt in by name).")] = "amd",
     now: Annotated[str | None, typer.Option(help="Appraise at this ISO 8601 time.")] = None,
     firmware: Annotated[Path | None, typer.Option(
         help="Firmware image: explain a launch-digest mismatch by nearby configurations.")] = None,
     vcpus: Annotated[int, typer.Option(help="The expected vCPU count (with --firmware).")] = 1,
-    vcpu_type: Annotated[str, typer.Option(help="The expected vCPU type.")] = "EPYC-Milan",
+    vcpu_type: Annotated[str, typer.Option(
+        help="The expected vCPU type (with --firmware).")] = "EPYC-Milan",
     collateral: Annotated[Path | None, typer.Option(
         help="Collateral cache: the CRL is taken from it when the evidence has none.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -158,6 +162,9 @@ def appraise(
     from cvm.formats.kbs.launch_evidence import LaunchEvidence
     from cvm.formats.kbs.rcar import Attestation
 
+    if firmware is None:
+        refuse_unused("an appraisal without --firmware", {
+            "--vcpus": vcpus != 1, "--vcpu-type": vcpu_type != "EPYC-Milan"})
     payload = Attestation.from_json(load_object(evidence_file.read_bytes(), str(evidence_file)))
     document = ReferenceDocument.from_bytes(reference.read_bytes())
     rego = RegoPolicy(policy.read_text(), policy.name) if policy else RegoPolicy(DEFAULT_POLICY)

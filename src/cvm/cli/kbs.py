@@ -61,7 +61,7 @@ def app_from_environment() -> object:
     from cvm.cli.attest import _roots
 
     broker = Broker(Storage(os.environ[ENV_DB]), load_kek(Path(os.environ[ENV_KEK])),
-                    _roots(os.environ.get(ENV_TRUST, "emulated")))
+                    _roots(os.environ.get(ENV_TRUST, "amd")))
     return create_app(broker, load_admin_token(Path(os.environ[ENV_ADMIN])))
 
 
@@ -76,13 +76,17 @@ def serve(
                                                 "missing.")] = Path("kbs-kek.hex"),
     admin_token_file: Annotated[Path, typer.Option(help="Admin API token; created if "
                                                         "missing.")] = Path("kbs-admin.token"),
-    trust: Annotated[str, typer.Option(help="Trusted roots: amd or emulated.")] = "emulated",
+    trust: Annotated[str, typer.Option(
+        help="Trusted roots: amd (AMD's real roots), or emulated (this installation's emulated "
+             "AMD, which signs its emulated CVMs' reports: opt in by name).")] = "amd",
 ) -> None:
     """Serve the broker until interrupted."""
     import uvicorn
 
     if not 1 <= workers <= 64:
         raise UsageError("--workers must be between 1 and 64")
+    if trust not in ("amd", "emulated"):
+        raise UsageError(f"--trust must be amd or emulated, not {trust!r}")
     load_kek(kek_file)
     load_admin_token(admin_token_file)
     os.environ.update({ENV_DB: db, ENV_KEK: str(kek_file.resolve()),

@@ -66,3 +66,36 @@ def test_admin_registers_and_reads_the_audit_log(kbs: Kbs, owner: Owner, tmp_pat
     token.write_text("wrong token for the admin api\n")
     assert execute(["kbs", "admin", kbs.url, "--admin-token-file", str(token), "--audit"]) == 64
     assert "401" in capsys.readouterr().err
+
+
+def test_serve_refuses_roots_it_does_not_know(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["kbs", "serve", "--trust", "anything", "--kek-file", str(tmp_path / "k"),
+                    "--admin-token-file", str(tmp_path / "t")]) == 64
+    assert capsys.readouterr().err == "cvm: error: --trust must be amd or emulated, not " \
+                                      "'anything'\n"
+
+
+@pytest.mark.parametrize(("given", "label"), [(None, "amd"), ("amd", "amd"),
+                                              ("emulated", "emulated")])
+def test_a_worker_trusts_amds_roots_unless_told_emulated_by_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str | None, label: str) -> None:
+    from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
+    from cvm.attestation.kbs.broker import Broker
+    from cvm.cli import kbs as kbs_cli
+
+    RootStore.for_workspace(DEFAULT_WORKSPACE).root("Milan", create=True)
+    made: list[Broker] = []
+    monkeypatch.setattr("cvm.attestation.kbs.app.create_app",
+                        lambda broker, token: made.append(broker))
+    (tmp_path / "kek.hex").write_text("00" * 32 + "\n")
+    (tmp_path / "admin.token").write_text("t" * 32 + "\n")
+    monkeypatch.setenv(kbs_cli.ENV_DB, f"sqlite:///{tmp_path / 'kbs.db'}")
+    monkeypatch.setenv(kbs_cli.ENV_KEK, str(tmp_path / "kek.hex"))
+    monkeypatch.setenv(kbs_cli.ENV_ADMIN, str(tmp_path / "admin.token"))
+    if given is None:
+        monkeypatch.delenv(kbs_cli.ENV_TRUST, raising=False)
+    else:
+        monkeypatch.setenv(kbs_cli.ENV_TRUST, given)
+    kbs_cli.app_from_environment()
+    assert made[0].roots.label == label

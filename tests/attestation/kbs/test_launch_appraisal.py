@@ -197,7 +197,7 @@ def test_cvm_attest_appraise_dry_runs_launch_evidence(
     reference = tmp_path / "reference.json"
     reference.write_text(json.dumps(reference_json(owner)))
     argv = ["attest", "appraise", str(payload), "--reference", str(reference), "--nonce", NONCE,
-            "--now", NOW.isoformat()]
+            "--now", NOW.isoformat(), "--trust", "emulated"]
     assert execute(argv) == 0
     out = capsys.readouterr().out
     assert "verdict: affirming" in out and "pcrs, boot_images" in out

@@ -31,7 +31,8 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
     token_file = tmp_path / "admin.token"
     command = [sys.executable, "-c", "from cvm.cli.main import run; run()", "kbs", "serve",
                "--db", db, "--port", str(port), "--workers", "2", "--kek-file",
-               str(tmp_path / "kek.hex"), "--admin-token-file", str(token_file)]
+               str(tmp_path / "kek.hex"), "--admin-token-file", str(token_file),
+               "--trust", "emulated"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
