@@ -64,6 +64,7 @@ def test_enroll_and_unlock(setup: dict[str, Path], capsys: pytest.CaptureFixture
     assert execute(["luks", "dump-volume-key", image, "--key-file", str(setup["pass"]),
                     "-o", str(setup["dir"] / "vk2")]) == 0
     assert key.read_bytes() == (setup["dir"] / "vk2").read_bytes()
+    assert key.stat().st_mode & 0o777 == 0o600  # the volume key is the owner's alone
     capsys.readouterr()
     assert execute([*base, "--eventlog", str(setup["bad"]), "--pin-file", str(pin)]) == 68
     assert "TPM_RC_POLICY_FAIL (session 1)" in capsys.readouterr().err

@@ -185,8 +185,11 @@ def test_lockout_recovers_after_the_recovery_time(sealed: dict[str, Any],
     assert "TPM_RC_LOCKOUT" in capsys.readouterr().err
     sealed["clock"].now += 1
     out = sealed["secret"].parent / "out"
+    out.write_bytes(b"an earlier, public file")
+    out.chmod(0o644)
     assert execute([*sealed["unseal"], str(sealed["pin"]), "-o", str(out)]) == 0
     assert out.read_bytes() == b"volume key material"
+    assert out.stat().st_mode & 0o777 == 0o600  # the unsealed secret is the owner's alone
     _, tpm, _ = StateStore.open(sealed["state"], Keyring(default_keyring()))
     assert tpm.state.failed_tries == 2 and not tpm.state.da_used
     sealed["clock"].now -= 10_000  # a wall clock set back does not move the TPM clock back

@@ -20,6 +20,7 @@ import typer
 
 from cvm.cli.options import refuse_unused
 from cvm.errors import UsageError
+from cvm.files import write_output
 
 app = typer.Typer(help="Attestation: evidence, appraisal (dry run), fetching secrets.",
                   no_args_is_help=True)
@@ -52,10 +53,11 @@ def owner(
 
     built = _owner(None)
     out.mkdir(parents=True, exist_ok=True)
-    (out / UKI_NAME).write_bytes(built.image.uki)
-    (out / VARSTORE_NAME).write_bytes(built.image.varstore.to_bytes())
-    (out / FIRMWARE_NAME).write_bytes(built.firmware)
-    (out / REFERENCE_NAME).write_text(json.dumps(reference_json(built), indent=1) + "\n")
+    write_output(out / UKI_NAME, built.image.uki)
+    write_output(out / VARSTORE_NAME, built.image.varstore.to_bytes())
+    write_output(out / FIRMWARE_NAME, built.firmware)
+    write_output(out / REFERENCE_NAME,
+                 (json.dumps(reference_json(built), indent=1) + "\n").encode())
     typer.echo(f"owner image and {REFERENCE_NAME} written to {out}")
 
 
@@ -82,14 +84,15 @@ def evidence(
     owner = _owner(owner_dir)
     cvm = owner.launch(chip, OLD_TCB if old_tcb else CURRENT_TCB, vcpus=vcpus)
     payload = Attestation(nonce, cvm.tee_key.public_jwk(), cvm.evidence(nonce))
-    out.write_text(json.dumps(payload.to_json(), indent=1) + "\n")
+    write_output(out, (json.dumps(payload.to_json(), indent=1) + "\n").encode())
     if reference_out is not None:
-        reference_out.write_text(json.dumps(reference_json(owner), indent=1) + "\n")
+        write_output(reference_out,
+                     (json.dumps(reference_json(owner), indent=1) + "\n").encode())
     if firmware_out is not None:
-        firmware_out.write_bytes(owner.firmware)
+        write_output(firmware_out, owner.firmware)
     if key_out is not None:
-        key_out.touch(mode=0o600)
-        key_out.write_text(json.dumps(cvm.tee_key.private_jwk()) + "\n")
+        write_output(key_out, (json.dumps(cvm.tee_key.private_jwk()) + "\n").encode(),
+                     secret=True)
     typer.echo(f"evidence for nonce {nonce!r} written to {out}")
 
 
@@ -229,8 +232,7 @@ def fetch(
         client.attest(cvm)
         secret = client.resource(path, cvm.tee_key)
     if out is not None:
-        out.touch(mode=0o600)
-        out.write_bytes(secret)
+        write_output(out, secret, secret=True)
         typer.echo(f"{len(secret)} bytes written to {out}")
     else:
         sys.stdout.buffer.write(secret)

@@ -36,6 +36,7 @@ from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
 from cvm.errors import FormatError, UsageError
+from cvm.files import write_output
 
 app = typer.Typer(help="LUKS2 volumes that cryptsetup opens (and that open cryptsetup's).",
                   no_args_is_help=True)
@@ -219,7 +220,7 @@ def token_export(image: Path, token_id: int = typer.Option(..., "--token-id"),
     if out is None:
         typer.echo(text)
     else:
-        out.write_text(text + "\n")
+        write_output(out, (text + "\n").encode())
 
 
 @token_app.command("remove")

@@ -30,6 +30,7 @@ from cvm.cli.tpm import (
     running_tpm,
 )
 from cvm.errors import UsageError
+from cvm.files import write_output
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.guest.tpm.luks_token import (
     SystemdTpm2Token,
@@ -120,7 +121,7 @@ def unlock_tpm2(
                       if document is not None else None)
             volume_key = unlock(volume, token, client, read_pin(pin_file), signed)
     if output is not None:
-        output.write_bytes(volume_key)
+        write_output(output, volume_key, secret=True)
     typer.echo(f"token {chosen}: unsealed; volume key {len(volume_key) * 8} bits")
 
 

@@ -19,6 +19,7 @@ import typer
 
 from cvm.disk.storage import FileStorage
 from cvm.errors import FormatError, InternalError, UsageError
+from cvm.files import write_output
 from cvm.formats.fat import FatVolume
 from cvm.formats.gpt.header import LBA_SIZE
 from cvm.formats.gpt.partition_entry import ENTRY_SIZE, PartitionEntry
@@ -71,7 +72,7 @@ def _write_emulated_log(
         for pcr, value in predicted(name).items():
             if (pcr != 0 or check_pcr0) and pcrs.read(pcr, name) != value:
                 raise InternalError(f"emulated boot and prediction differ on {name} PCR {pcr}")
-    path.write_bytes(log.to_bytes())
+    write_output(path, log.to_bytes())
 
 
 def _esp_from_disk(disk: Path, partition: int) -> tuple[EspFiles, GptDisk]:

@@ -16,6 +16,7 @@ import typer
 
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
 from cvm.errors import CvmError, FormatError, UsageError
+from cvm.files import write_output
 from cvm.formats.pe.sbat import SbatLevel
 from cvm.formats.uefi.guids import EFI_IMAGE_SECURITY_DATABASE, SIGNATURE_TYPE_NAMES
 from cvm.formats.uefi.signature_list import SignatureDatabase
@@ -144,5 +145,5 @@ def sign(
         load_certificate(cert.read_bytes()),
         tuple(load_certificate(c.read_bytes()) for c in chain), replace=not append,
     )
-    output.write_bytes(signed)
+    write_output(output, signed)
     typer.echo(f"signed {path} -> {output}")

@@ -30,6 +30,7 @@ from typing import Any
 import typer
 
 from cvm.errors import FormatError, StatusError, UsageError
+from cvm.files import write_output
 from cvm.formats.tcg.algorithm import ALGORITHMS_BY_ID
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.event_type import EventType
@@ -217,7 +218,7 @@ def seal_command(state: Path = STATE, bank: str = BANK, pcrs: str = PCRS,
     policy = SealPolicy(PcrSelectionList.of(bank, indices), pin is not None)
     with running_tpm(state, key_file, keyring) as (_, client):
         blob = seal(client, secret.read_bytes(), policy.digest(values).value, pin)
-    output.write_bytes(blob.to_bytes())
+    write_output(output, blob.to_bytes())
 
 
 @app.command("unseal")
@@ -237,7 +238,7 @@ def unseal_command(blob: Path, state: Path = STATE, bank: str = BANK, pcrs: str 
     if output is None:
         sys.stdout.buffer.write(secret)
     else:
-        output.write_bytes(secret)
+        write_output(output, secret, secret=True)
 
 
 def _describe_public(public: Public) -> dict[str, Any]:

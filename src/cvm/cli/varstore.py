@@ -18,6 +18,7 @@ import typer
 
 from cvm.crypto.x509_edk2 import der, load_certificate, load_private_key
 from cvm.errors import FormatError, UsageError
+from cvm.files import write_output
 from cvm.formats.uefi.efi_time import EfiTime
 from cvm.formats.uefi.guids import EFI_CERT_SHA256 as EFI_CERT_SHA256_GUID
 from cvm.formats.uefi.guids import EFI_CERT_X509 as EFI_CERT_X509_GUID
@@ -156,7 +157,7 @@ def enroll(
     store = store.set(EfiVariable("SecureBootEnable", EFI_SECURE_BOOT_ENABLE_DISABLE, NV_BS,
                                   b"\x01"))
     store = store.set(EfiVariable("CustomMode", EFI_CUSTOM_MODE_ENABLE, NV_BS, b"\x00"))
-    output.write_bytes(store.to_bytes())
+    write_output(output, store.to_bytes())
     typer.echo(f"wrote {output}: " + ", ".join(
         f"{name} {len(database)}" for name, database in values.items()))
 
@@ -194,7 +195,7 @@ def auth(
         load_certificate(cert.read_bytes()), EfiTime.from_datetime(moment),
         attributes=SECURE_BOOT_ATTRIBUTES | (EFI_VARIABLE_APPEND_WRITE if append else 0),
     )
-    output.write_bytes(payload)
+    write_output(output, payload)
     typer.echo(f"wrote {output}: {name} update, {len(payload)} bytes")
 
 
@@ -210,5 +211,5 @@ def update(
     store = Varstore.parse(path.read_bytes())
     attributes = SECURE_BOOT_ATTRIBUTES | (EFI_VARIABLE_APPEND_WRITE if append else 0)
     store = apply_update(store, name, payload.read_bytes(), attributes)
-    output.write_bytes(store.to_bytes())
+    write_output(output, store.to_bytes())
     typer.echo(f"wrote {output}: {name} updated")

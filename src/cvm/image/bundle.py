@@ -15,9 +15,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +154,46 @@ def _kdf_json(kdf: Any) -> dict[str, Any]:
 
 def build_image(out: Path, spec: ImageSpec = ImageSpec(), keys: OwnerKeys | None = None,
                 random: Callable[[int], bytes] | None = None) -> BuiltImage:
-    """Build the bundle ``out`` (created; must not hold an earlier bundle's files)."""
+    """Build the bundle ``out``: a new folder, an empty one, or an earlier bundle, which it
+    replaces whole. The bundle is built in a hidden folder beside ``out`` and renamed into
+    place only when it is complete, so a build that fails leaves ``out`` as it was; a folder
+    that holds anything but a bundle is refused, never overwritten."""
     spec.check()
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir())
+                                               or (out / "image.json").is_file())):
+        raise UsageError(f"{out}: holds files that are not an image bundle; give a new or "
+                         "empty folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        built = _build(staging, spec, keys, random)
+        _put_in_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return replace(built, out=out)
+
+
+def _put_in_place(staging: Path, out: Path) -> None:
+    """Rename the complete bundle ``staging`` to ``out``; an earlier bundle there is moved
+    aside first and removed only once the new one is in place."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    out.rename(old / "bundle")
+    try:
+        staging.rename(out)
+    except OSError:
+        (old / "bundle").rename(out)  # put the earlier bundle back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(out: Path, spec: ImageSpec, keys: OwnerKeys | None,
+           random: Callable[[int], bytes] | None) -> BuiltImage:
     clock = _Clock()
     rng = random or (SeededRandom(str(spec.seed).encode(), b"cvm image")
                      if spec.seed is not None else OsRandom())

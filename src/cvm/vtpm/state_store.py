@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cvm.errors import FormatError, IntegrityError, PolicyError, UsageError
+from cvm.files import write_atomically
 from cvm.vtpm.engine import Tpm
 from cvm.vtpm.state import STATE_MAGIC, PersistentState
 from cvm.vtpm.state_file import (
@@ -196,20 +197,6 @@ class UserKey:
 
     def state_key(self) -> bytes:
         return self.key
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` by ``data`` so a crash leaves either the old file or the new one."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 @dataclass
