@@ -133,6 +133,10 @@ def test_wire_and_errors_stand_alone() -> None:
     assert bad == []
 
 
+def test_files_stand_alone() -> None:
+    assert [imp for imp in _all_imports()["cvm.files"] if imp.startswith("cvm.")] == []
+
+
 def test_the_rules_see_the_tree() -> None:
     imports = _all_imports()
     assert "cvm.wire.layout" in imports
