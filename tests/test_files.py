@@ -47,3 +47,8 @@ def test_a_secret_is_private_whatever_the_file_was(tmp_path: Path, umask: None, 
     path.chmod(0o666 if secret else 0o600)
     write_output(path, b"data", secret=secret)
     assert path.read_bytes() == b"data" and _mode(path) == mode
+
+
+def test_an_output_is_public_unless_said_secret(tmp_path: Path, umask: None) -> None:
+    write_output(tmp_path / "report.json", b"{}")
+    assert _mode(tmp_path / "report.json") == 0o644
