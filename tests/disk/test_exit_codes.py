@@ -176,3 +176,17 @@ def test_format_and_encrypt_show_key_derivation(image: Path,
                     *FAST]) == 0
     err = capsys.readouterr().err
     assert err.count("cvm: keyslot 0: deriving its key (pbkdf2-sha256, 1000 iterations)") == 1
+
+
+@pytest.mark.parametrize("command", [["luks", "format"], ["luks", "add-key"]])
+def test_forced_iterations_and_an_iteration_time_are_refused_together(
+        image: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    """As cryptsetup: "PBKDF forced iterations cannot be combined with iteration time"."""
+    key = ["--key-file", str(image.parent / "pass")]
+    extra = ["--new-key-file", str(image.parent / "pass")] if command[1] == "add-key" else []
+    before = image.read_bytes()
+    assert execute([*command, str(image), *key, *extra, "--pbkdf", "pbkdf2",
+                    "--pbkdf-force-iterations", "1000", "--iter-time", "100"]) == 64
+    assert _error(capsys) == ("cvm: error: --pbkdf-force-iterations cannot be combined with "
+                              "--iter-time")
+    assert image.read_bytes() == before

@@ -41,7 +41,7 @@ def build(
     out: Path,
     root: Path = ROOT,
     boot_dir: Path = BOOT_DIR,
-    key_file: Path = KEY_FILE, pbkdf: str = PBKDF, iter_time: int = ITER_TIME,
+    key_file: Path = KEY_FILE, pbkdf: str = PBKDF, iter_time: int | None = ITER_TIME,
     pbkdf_force_iterations: int | None = FORCE_ITER, pbkdf_memory: int = MEMORY,
     pbkdf_parallel: int = PARALLEL, sector_size: int = SECTOR,
     volume_key_file: Path | None = VOLUME_KEY_FILE,

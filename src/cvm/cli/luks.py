@@ -47,7 +47,9 @@ app.add_typer(token_app, name="token")
 KEY_FILE = typer.Option(..., "--key-file", help="File whose bytes are the passphrase.")
 OPTIONAL_KEY_FILE = typer.Option(None, "--key-file", help="File whose bytes are the passphrase.")
 PBKDF = typer.Option("argon2id", "--pbkdf", help="pbkdf2, argon2id or argon2i.")
-ITER_TIME = typer.Option(2000, "--iter-time", help="Target unlock time in ms (calibrated).")
+DEFAULT_ITER_TIME_MS = 2000  # cryptsetup's
+ITER_TIME = typer.Option(None, "--iter-time",
+                         help="Target unlock time in ms (calibrated; default 2000).")
 FORCE_ITER = typer.Option(None, "--pbkdf-force-iterations",
                           help="Fixed PBKDF2 iterations / Argon2 passes (no calibration).")
 MEMORY = typer.Option(262144, "--pbkdf-memory", help="Argon2 memory in KiB.")
@@ -73,11 +75,14 @@ def read_key_file(path: Path) -> bytes:
     return data
 
 
-def kdf_spec(pbkdf: str, iter_time: int, iterations: int | None, memory: int,
+def kdf_spec(pbkdf: str, iter_time: int | None, iterations: int | None, memory: int,
              parallel: int) -> KdfSpec:
     if pbkdf not in ("pbkdf2", "argon2id", "argon2i"):
         raise UsageError(f"--pbkdf must be pbkdf2, argon2id or argon2i, not {pbkdf!r}")
-    return KdfSpec(pbkdf, iterations=iterations, iter_time_ms=iter_time,  # type: ignore[arg-type]
+    if iterations is not None and iter_time is not None:  # cryptsetup refuses it too
+        raise UsageError("--pbkdf-force-iterations cannot be combined with --iter-time")
+    return KdfSpec(pbkdf, iterations=iterations,  # type: ignore[arg-type]
+                   iter_time_ms=DEFAULT_ITER_TIME_MS if iter_time is None else iter_time,
                    memory_kib=memory, parallel=parallel)
 
 
@@ -115,7 +120,7 @@ def progress_bar(description: str, total: int) -> Progress:
 
 @app.command("format")
 def format_volume(
-    image: Path, key_file: Path = KEY_FILE, pbkdf: str = PBKDF, iter_time: int = ITER_TIME,
+    image: Path, key_file: Path = KEY_FILE, pbkdf: str = PBKDF, iter_time: int | None = ITER_TIME,
     pbkdf_force_iterations: int | None = FORCE_ITER, pbkdf_memory: int = MEMORY,
     pbkdf_parallel: int = PARALLEL, sector_size: int = SECTOR,
     volume_key_file: Path | None = VOLUME_KEY_FILE, label: str = LABEL,
@@ -166,7 +171,7 @@ def dump_volume_key(image: Path, key_file: Path = KEY_FILE, out: Path = KEY_OUT,
 def add_key(
     image: Path, key_file: Path = KEY_FILE,
     new_key_file: Path = NEW_KEY_FILE,
-    pbkdf: str = PBKDF, iter_time: int = ITER_TIME,
+    pbkdf: str = PBKDF, iter_time: int | None = ITER_TIME,
     pbkdf_force_iterations: int | None = FORCE_ITER, pbkdf_memory: int = MEMORY,
     pbkdf_parallel: int = PARALLEL, max_kdf_cost: int = MAX_KDF_COST,
 ) -> None:
@@ -234,7 +239,7 @@ def token_remove(image: Path, token_id: int = typer.Option(..., "--token-id")) -
 @app.command("encrypt")
 def encrypt(
     plain: Path, out: Path, key_file: Path = KEY_FILE, pbkdf: str = PBKDF,
-    iter_time: int = ITER_TIME, pbkdf_force_iterations: int | None = FORCE_ITER,
+    iter_time: int | None = ITER_TIME, pbkdf_force_iterations: int | None = FORCE_ITER,
     pbkdf_memory: int = MEMORY, pbkdf_parallel: int = PARALLEL, sector_size: int = SECTOR,
     volume_key_file: Path | None = VOLUME_KEY_FILE, label: str = LABEL,
 ) -> None:
@@ -274,7 +279,7 @@ def decrypt(image: Path, out: Path, key_file: Path | None = OPTIONAL_KEY_FILE,
 @app.command("change-key")
 def change_key(
     image: Path, key_file: Path = KEY_FILE, new_key_file: Path = NEW_KEY_FILE,
-    pbkdf: str = PBKDF, iter_time: int = ITER_TIME,
+    pbkdf: str = PBKDF, iter_time: int | None = ITER_TIME,
     pbkdf_force_iterations: int | None = FORCE_ITER, pbkdf_memory: int = MEMORY,
     pbkdf_parallel: int = PARALLEL, max_kdf_cost: int = MAX_KDF_COST,
 ) -> None:
