@@ -3,6 +3,7 @@ test keys for the tests that make many roots."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +24,17 @@ def milan_vendor() -> Vendor:
 KEY_FILES = ("ark_private_key.pem", "ask_private_key.pem", "asvk_private_key.pem")
 
 
+@functools.cache
+def _load_test_keys(folder: Path) -> tuple[RsaPrivateKey, ...]:
+    # Kept for the process (and its forks: the mutation runner forks one per mutant).
+    return tuple(private_key_from_pem((folder / name).read_bytes()) for name in KEY_FILES)
+
+
 @pytest.fixture(scope="session")
 def test_rsa_keys(vectors: Path) -> tuple[RsaPrivateKey, ...]:
     """Three RSA-4096 keys go-sev-guest publishes for its fake PKI (test-only, trusted by
-    nothing): loading them takes milliseconds where generating one takes seconds."""
-    folder = vectors / "snp/go-sev-guest/testing/data/keys"
-    return tuple(private_key_from_pem((folder / name).read_bytes()) for name in KEY_FILES)
+    nothing): loading them takes a second where generating one takes several."""
+    return _load_test_keys(vectors / "snp/go-sev-guest/testing/data/keys")
 
 
 @pytest.fixture
