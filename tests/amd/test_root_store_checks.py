@@ -34,6 +34,7 @@ def _message(error: pytest.ExceptionInfo[Exception]) -> str:
 
 def test_data_home_falls_back_to_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert data_home({"XDG_DATA_HOME": "", "HOME": "/h"}) == Path("/h/.local/share")
+    assert data_home({"XDG_DATA_HOME": "rel/ative", "HOME": "/h"}) == Path("/h/.local/share")
     assert data_home({"XDG_DATA_HOME": "/x"}) == Path("/x")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert data_home({}) == tmp_path / ".local" / "share"
@@ -101,6 +102,16 @@ def test_a_file_others_can_touch_is_refused(store: RootStore, mode: int) -> None
     assert _message(caught) == (
         f"{store.directory / 'Milan-ask.key.pem'}: mode {mode:04o} lets other users at the "
         "emulated AMD keys (expected 0600; chmod it, or make a new workspace)"
+    )
+
+
+def test_a_store_directory_opened_up_later_is_refused(store: RootStore) -> None:
+    store.directory.chmod(0o750)
+    with pytest.raises(IntegrityError) as caught:
+        store.trust_anchors()
+    assert _message(caught) == (
+        f"{store.directory}: mode 0750 lets other users at the emulated AMD keys (expected "
+        "0700; chmod it, or make a new workspace)"
     )
 
 
