@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cvm.amd import Vendor, generate_root, product_named
-from cvm.amd.authority import ASK_SERIAL, emulated_name
+from cvm.amd.authority import ASK_SERIAL, RootAuthority, emulated_name
 from cvm.amd.kds import ChipFuses
 from cvm.amd.product import PRODUCTS
 from cvm.crypto import amd_ecdsa
@@ -199,3 +199,19 @@ def test_the_vendor(milan: Vendor) -> None:
     assert parse_crl(milan.kds.crl()).revoked_serials == frozenset()
     milan.revoke_ask()
     assert parse_crl(milan.crl()).revoked_serials == {ASK_SERIAL}
+
+
+def test_the_vendor_hands_its_root_and_random_to_its_authority(fresh_keys: list[int]) -> None:
+    """Milan by default; the root and the CRL's salt source are the ones given."""
+    asked: list[int] = []
+
+    def random(size: int) -> bytes:
+        asked.append(size)
+        return bytes(size)
+
+    root = generate_root("Milan")
+    vendor = Vendor(seed=SEED, clock=lambda: ISSUED, random=random, root=root)
+    assert vendor.product.name == "Milan" and vendor.authority.root is root
+    vendor.crl()
+    assert asked == [48]
+    assert RootAuthority(root=root).product.name == "Milan"
