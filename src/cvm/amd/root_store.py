@@ -118,17 +118,27 @@ class RootStore:
 
     @contextmanager
     def _creating(self) -> Iterator[None]:
-        """Make the directory, seed and pins if missing; hold the store's lock meanwhile, so
-        that two processes making the same root agree on one."""
+        """Hold the store's lock (:meth:`_lock_and_create`) while the block runs, so that two
+        processes making the same root agree on one."""
+        descriptor = self._lock_and_create()
+        try:
+            yield
+        finally:
+            os.close(descriptor)
+
+    def _lock_and_create(self) -> int:
+        """Make the directory (0700), seed and pins if missing, under the store's exclusive
+        lock; return the lock's descriptor, still held."""
         self.directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
         _private(self.directory, DIRECTORY_MODE)
         descriptor = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             self._create()
-            yield
-        finally:
+        except BaseException:
             os.close(descriptor)
+            raise
+        return descriptor
 
     def _create(self) -> None:
         if not (self.directory / "seed").exists():
