@@ -153,6 +153,8 @@ def test_decoding_a_name() -> None:
     assert decode_name("PK".encode("utf-16-le") + b"\0\0" + "zz".encode("utf-16-le")) == "PK"
     assert decode_name("\U0001f600".encode("utf-16-le")) == "\U0001f600"
     assert decode_name(b"") == ""
+    # The first NUL ends the name, whatever follows (another NUL and more text here).
+    assert decode_name("PK\0zz\0y".encode("utf-16-le")) == "PK"
     with pytest.raises(FormatError) as caught:
         decode_name(b"P\0K")
     assert str(caught.value) == "variable name: odd number of bytes for UTF-16"
