@@ -274,3 +274,57 @@ def test_only_the_eight_byte_name_sbat_counts() -> None:
     renamed = data[: table + 4] + b".sbat\0" + data[table + 10:]
     image = PeImage.parse(renamed)
     assert image.sections[1].name == ".sbat" and image.sbat is None
+
+
+# --- edges the first mutation run found unchecked -------------------------------------------
+
+def test_an_optional_header_without_directories() -> None:
+    # SizeOfOptionalHeader equal to the fixed part and NumberOfRvaAndSizes 0: no directories,
+    # the section table right after the fixed part.
+    data = _put(_put(_image(), PE + 4 + 0x10, 0x70, 2), OPTIONAL + 0x6C, 0, 4)
+    image = PeImage.parse(data)
+    assert image.data_directories == () and image.certificate_directory_offset is None
+    assert image.certificate_table == DataDirectory(4, 0, 0)
+    assert image.section_table_offset == OPTIONAL + 0x70
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_an_optional_header_shorter_than_its_fixed_part_is_refused(count: int) -> None:
+    data = _put(_put(_image(), PE + 4 + 0x10, 0x6F, 2), OPTIONAL + 0x6C, count, 4)
+    _refused(data, f"PE image: {count} data directories do not fit an optional header of "
+                   "0x6f bytes")
+
+
+def test_a_file_cut_inside_the_directories() -> None:
+    _refused(_image()[: DIRECTORIES + 10],
+             f"PE image: directories at {DIRECTORIES:#x}..{DIRECTORIES + 0x80:#x} is outside "
+             "the file")
+
+
+def test_a_file_of_headers_alone_ending_with_the_section_table() -> None:
+    data = _image()[: TABLE + 0x28]
+    data = _put(data, OPTIONAL + 0x3C, TABLE + 0x28, 4)    # SizeOfHeaders: the whole file
+    data = _section_field(data, 0, 0x10, 0)                 # no raw data
+    image = PeImage.parse(data)
+    assert image.size_of_headers == len(data) and image.sections[0].data == b""
+
+
+def test_a_section_name_ending_in_x_keeps_it() -> None:
+    data = _image(SectionSpec(".BOX", b"\xc3", CODE), SectionSpec(".XX", b"x"))
+    assert [s.name for s in PeImage.parse(data).sections] == [".BOX", ".XX"]
+
+
+def test_the_checksum_folds_every_carry() -> None:
+    # A trailer word chosen so that the first fold of the sum leaves a carry to fold again.
+    base = _image()
+    image = PeImage.parse(base)
+    words = bytearray(base)
+    words[image.checksum_offset : image.checksum_offset + 4] = bytes(4)
+    plain = sum(int.from_bytes(words[i : i + 2], "little") for i in range(0, len(words), 2))
+    trailer = ((0xFFFF - plain) & 0xFFFF).to_bytes(2, "little")
+    total = plain + int.from_bytes(trailer, "little")
+    assert total & 0xFFFF == 0xFFFF and (total & 0xFFFF) + (total >> 16) > 0xFFFF
+    folded = total
+    while folded > 0xFFFF:
+        folded = (folded & 0xFFFF) + (folded >> 16)
+    assert PeImage.parse(base + trailer).computed_checksum() == folded + len(base) + 2

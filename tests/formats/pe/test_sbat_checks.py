@@ -167,3 +167,10 @@ def test_the_offset_limits() -> None:
     data = data[:8] + (8 + len(payload)).to_bytes(4, "little") + payload
     with pytest.raises(FormatError, match="latest offset 0x14 outside"):
         SbatLevelSection.parse(data)
+
+
+def test_a_sbatlevel_section_of_its_header_alone_has_no_payload() -> None:
+    header = (0).to_bytes(4, "little") + (8).to_bytes(4, "little") + (8).to_bytes(4, "little")
+    with pytest.raises(FormatError) as caught:
+        SbatLevelSection.parse(header)
+    assert str(caught.value) == ".sbatlevel: previous offset 0x8 outside the section"
