@@ -8,7 +8,10 @@ import pytest
 from cvm.errors import FormatError, UsageError
 from cvm.formats.uefi.guids import (
     EFI_CERT_RSA2048,
+    EFI_CERT_RSA2048_SHA1,
+    EFI_CERT_RSA2048_SHA256,
     EFI_CERT_SHA1,
+    EFI_CERT_SHA224,
     EFI_CERT_SHA256,
     EFI_CERT_SHA384,
     EFI_CERT_SHA512,
@@ -19,9 +22,15 @@ from cvm.formats.uefi.guids import (
     MICROSOFT_OWNER,
     SHIM_LOCK_GUID,
 )
-from cvm.formats.uefi.signature_list import SignatureData, SignatureDatabase, SignatureList
+from cvm.formats.uefi.signature_list import (
+    SignatureData,
+    SignatureDatabase,
+    SignatureList,
+    check_enrolled_lists,
+)
 from cvm.wire import Guid
 
+OWNER_A = Guid.parse("5d3c2b1a-0000-4000-8000-00000000000a")
 OTHER_TYPE = Guid.parse("01234567-89ab-cdef-0123-456789abcdef")
 
 
@@ -188,3 +197,63 @@ def test_a_database_in_order() -> None:
     assert database.of_type(EFI_CERT_SHA1) == ()
     assert len(database) == 4
     assert SignatureDatabase.parse(b"") == SignatureDatabase() and len(SignatureDatabase()) == 0
+
+
+# --- what the firmware enrols without authentication (edk2 CheckSignatureListFormat) --------
+
+def _enrolled_refused(database: SignatureDatabase, name: str, message: str) -> None:
+    with pytest.raises(FormatError) as caught:
+        check_enrolled_lists(database, name)
+    assert str(caught.value) == message
+
+
+def test_the_types_the_firmware_enrols() -> None:
+    sizes = {EFI_CERT_SHA256: 32, EFI_CERT_RSA2048: 256, EFI_CERT_RSA2048_SHA256: 256,
+             EFI_CERT_SHA1: 20, EFI_CERT_RSA2048_SHA1: 256, EFI_CERT_SHA224: 28,
+             EFI_CERT_SHA384: 48, EFI_CERT_SHA512: 64, EFI_CERT_X509_SHA256: 48,
+             EFI_CERT_X509_SHA384: 64, EFI_CERT_X509_SHA512: 80}
+    lists = [SignatureList.of(kind, OWNER_A, bytes(size)) for kind, size in sizes.items()]
+    lists.append(SignatureList.of(EFI_CERT_X509, OWNER_A, b"any certificate bytes"))
+    check_enrolled_lists(SignatureDatabase(tuple(lists)), "db")
+    assert str(EFI_CERT_SHA224) == "0b6e5233-a65c-44c9-9407-d9ab83bfc8bd"
+    assert str(EFI_CERT_RSA2048_SHA256) == "e2b36190-879b-4a3d-ad8d-f2e7bba32784"
+    assert str(EFI_CERT_RSA2048_SHA1) == "67f8444f-8743-48f1-a328-1eaab8736080"
+    # An empty fixed-size list that declares its size passes, as in edk2.
+    check_enrolled_lists(SignatureDatabase((SignatureList(EFI_CERT_SHA256, (), b"", 48),)), "dbx")
+    check_enrolled_lists(SignatureDatabase(), "PK")
+
+
+def test_an_unknown_type_is_not_enrolled() -> None:
+    database = SignatureDatabase((SignatureList.of(EFI_CERT_X509, OWNER_A, b"c"),
+                                  SignatureList.of(OTHER_TYPE, OWNER_A, b"x")))
+    _enrolled_refused(database, "KEK", "KEK: EFI_SIGNATURE_LIST 1 "
+                      "(01234567-89ab-cdef-0123-456789abcdef): a signature type the firmware "
+                      "does not take")
+
+
+def test_a_signature_header_is_not_enrolled() -> None:
+    database = SignatureDatabase((SignatureList(EFI_CERT_X509, (SignatureData(OWNER_A, b"c"),),
+                                                b"\0"),))
+    _enrolled_refused(database, "db", "db: EFI_SIGNATURE_LIST 0 (EFI_CERT_X509): "
+                      "SignatureHeaderSize 1, the firmware takes 0")
+
+
+def test_a_fixed_size_list_without_its_size_is_not_enrolled() -> None:
+    database = SignatureDatabase((SignatureList(EFI_CERT_SHA256, (), b"", 0),))
+    _enrolled_refused(database, "dbx", "dbx: EFI_SIGNATURE_LIST 0 (EFI_CERT_SHA256): "
+                      "SignatureSize 0, expected 48")
+
+
+def test_an_x509_list_without_a_certificate_is_not_enrolled() -> None:
+    database = SignatureDatabase((SignatureList(EFI_CERT_X509, (), b"", 100),))
+    _enrolled_refused(database, "db", "db: EFI_SIGNATURE_LIST 0 (EFI_CERT_X509): no certificate")
+
+
+def test_a_pk_holds_one_signature() -> None:
+    one = SignatureList.of(EFI_CERT_X509, OWNER_A, b"c")
+    check_enrolled_lists(SignatureDatabase((one,)), "PK")
+    _enrolled_refused(SignatureDatabase((one, one)), "PK",
+                      "PK: 2 signatures, the firmware takes one")
+    check_enrolled_lists(SignatureDatabase((one, one)), "KEK")
+    _enrolled_refused(SignatureDatabase((SignatureList.of(EFI_CERT_X509, OWNER_A, b"a", b"b"),)),
+                      "PK", "PK: 2 signatures, the firmware takes one")

@@ -16,7 +16,7 @@ from cvm.crypto.x509_edk2 import Certificate, PrivateKey, load_certificate
 from cvm.errors import ChainError, Finding, FormatError, PolicyError, SignatureError, UsageError
 from cvm.formats.uefi.efi_time import EfiTime
 from cvm.formats.uefi.guids import EFI_GLOBAL_VARIABLE, SECURE_BOOT_VARIABLES
-from cvm.formats.uefi.signature_list import SignatureDatabase
+from cvm.formats.uefi.signature_list import SignatureDatabase, check_enrolled_lists
 from cvm.formats.uefi.variable import (
     EFI_VARIABLE_APPEND_WRITE,
     EFI_VARIABLE_TIME_BASED_AUTHENTICATED_WRITE_ACCESS,
@@ -27,6 +27,8 @@ from cvm.formats.uefi.variable import (
 from cvm.formats.uefi.varstore import Varstore
 from cvm.wire import Guid
 
+# The variables edk2 checks with CheckSignatureListFormat when written in Setup Mode.
+SETUP_MODE_CHECKED = ("PK", "KEK", "db", "dbx", "dbt")
 AUTHORITIES = {"PK": ("PK",), "KEK": ("PK",), "db": ("KEK", "PK"), "dbx": ("KEK", "PK"),
                "dbt": ("KEK", "PK"), "dbr": ("KEK", "PK")}
 
@@ -75,10 +77,11 @@ def apply_update(
     if not attributes & EFI_VARIABLE_TIME_BASED_AUTHENTICATED_WRITE_ACCESS:
         raise PolicyError(f"{name}: a Secure Boot variable needs time-based authenticated writes")
     auth, data = VariableAuthentication2.parse(payload)
-    if data:
-        SignatureDatabase.parse(data)
+    database = SignatureDatabase.parse(data)
     current = store.get(name, vendor)
     setup_mode = store.get("PK", EFI_GLOBAL_VARIABLE) is None
+    if setup_mode and name in SETUP_MODE_CHECKED:
+        check_enrolled_lists(database, name)
     message = signed_bytes(name, vendor, attributes, auth.timestamp, data)
     if not (setup_mode and not auth.pkcs7):
         _verify_authority(store, name, auth.pkcs7, message, setup_mode)
