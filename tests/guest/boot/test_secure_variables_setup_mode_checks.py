@@ -1,11 +1,14 @@
 """What edk2 refuses in a PK, KEK, db, dbx or dbt written in Setup Mode (no authentication, so
 ``CheckSignatureListFormat`` is the only check): unknown types, signature headers, a PK of two
-signatures. dbr is not checked, nor is any variable once a PK is enrolled."""
+signatures, an X.509 list whose first certificate has no RSA key. dbr is not checked, nor is
+any variable once a PK is enrolled."""
 
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from cvm.crypto.x509_edk2 import der, generate_rsa_key, issue_certificate
 from cvm.errors import FormatError, SignatureError
 from cvm.formats.uefi.efi_time import EfiTime
 from cvm.formats.uefi.guids import (
@@ -51,8 +54,17 @@ def test_a_signature_header_is_refused() -> None:
         "dbx: EFI_SIGNATURE_LIST 1 (EFI_CERT_SHA256): SignatureHeaderSize 1, the firmware takes 0")
 
 
-def test_a_pk_of_two_signatures_is_refused() -> None:
-    two = SignatureList.of(EFI_CERT_X509, OWNER, b"cert-one", b"cert-two")
+@pytest.fixture(scope="module")
+def rsa_certificates() -> tuple[bytes, bytes]:
+    first = issue_certificate("Setup RSA 1", generate_rsa_key(), serial=0x5E71)
+    second = issue_certificate("Setup RSA 2", generate_rsa_key(), serial=0x5E72)
+    # The same length, as one EFI_SIGNATURE_LIST needs.
+    assert len(der(first)) == len(der(second))
+    return der(first), der(second)
+
+
+def test_a_pk_of_two_signatures_is_refused(rsa_certificates: tuple[bytes, bytes]) -> None:
+    two = SignatureList.of(EFI_CERT_X509, OWNER, *rsa_certificates)
     with pytest.raises(FormatError) as caught:
         apply_update(Varstore.empty_4m(), "PK", _unsigned(two))
     assert str(caught.value) == "PK: 2 signatures, the firmware takes one"
@@ -75,3 +87,24 @@ def test_an_empty_write_deletes_in_setup_mode() -> None:
     store = apply_update(Varstore.empty_4m(), "db", _unsigned())
     db = store.get("db")
     assert db is not None and db.data == b""
+
+
+def test_the_first_certificate_of_an_x509_list_needs_an_rsa_key(
+    rsa_certificates: tuple[bytes, bytes],
+) -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ec_certificate = der(issue_certificate("Setup EC", ec_key))
+    good = SignatureList.of(EFI_CERT_X509, OWNER, rsa_certificates[0])
+    with pytest.raises(FormatError) as caught:
+        apply_update(Varstore.empty_4m(), "db",
+                     _unsigned(good, SignatureList.of(EFI_CERT_X509, OWNER, ec_certificate)))
+    assert str(caught.value) == (
+        "db: EFI_SIGNATURE_LIST 1 (EFI_CERT_X509): the first certificate has no RSA key")
+    with pytest.raises(FormatError) as caught:
+        apply_update(Varstore.empty_4m(), "KEK",
+                     _unsigned(SignatureList.of(EFI_CERT_X509, OWNER, b"\x30\x03\x02\x01\x01")))
+    assert str(caught.value).startswith(
+        "KEK: EFI_SIGNATURE_LIST 0 (EFI_CERT_X509): not an X.509 certificate: ")
+    # Hash lists need no certificate; an RSA certificate passes.
+    hashes = SignatureList.of(EFI_CERT_SHA256, OWNER, bytes(32))
+    assert apply_update(Varstore.empty_4m(), "db", _unsigned(hashes, good)).get("db") is not None
