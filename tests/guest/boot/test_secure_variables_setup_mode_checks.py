@@ -105,6 +105,12 @@ def test_the_first_certificate_of_an_x509_list_needs_an_rsa_key(
                      _unsigned(SignatureList.of(EFI_CERT_X509, OWNER, b"\x30\x03\x02\x01\x01")))
     assert str(caught.value).startswith(
         "KEK: EFI_SIGNATURE_LIST 0 (EFI_CERT_X509): not an X.509 certificate: ")
-    # Hash lists need no certificate; an RSA certificate passes.
+    # Hash lists need no certificate; an RSA certificate passes; an X.509 list after a hash
+    # list is checked all the same.
     hashes = SignatureList.of(EFI_CERT_SHA256, OWNER, bytes(32))
     assert apply_update(Varstore.empty_4m(), "db", _unsigned(hashes, good)).get("db") is not None
+    with pytest.raises(FormatError) as caught:
+        apply_update(Varstore.empty_4m(), "db",
+                     _unsigned(hashes, SignatureList.of(EFI_CERT_X509, OWNER, ec_certificate)))
+    assert str(caught.value) == (
+        "db: EFI_SIGNATURE_LIST 1 (EFI_CERT_X509): the first certificate has no RSA key")
