@@ -257,6 +257,12 @@ def _handled(chain: list[Certificate]) -> list[Certificate] | None:
     return chain if all(_critical_extensions_handled(c) for c in chain) else None
 
 
+def has_rsa_key(certificate: Certificate) -> bool:
+    """Whether the certificate's subject key is RSA (what edk2's ``RsaGetPublicKeyFromX509``
+    asks of an X.509 list enrolled in Setup Mode)."""
+    return isinstance(certificate.public_key(), rsa.RSAPublicKey)
+
+
 def generate_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 

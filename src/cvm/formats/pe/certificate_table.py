@@ -28,6 +28,7 @@ WIN_CERT_TYPE_EFI_GUID = 0x0EF1
 KNOWN_TYPES = {WIN_CERT_TYPE_PKCS_SIGNED_DATA, WIN_CERT_TYPE_EFI_PKCS115, WIN_CERT_TYPE_EFI_GUID}
 EFI_CERT_TYPE_PKCS7_GUID = Guid.parse("4aafd29d-68df-49ee-8aa9-347d375665a7")
 ENTRY_ALIGNMENT = 8
+GUID_SIZE = 16
 
 
 def align8(value: int) -> int:
@@ -45,17 +46,12 @@ class WinCertificate:
     @property
     def length(self) -> int:
         """``dwLength``: the header plus the certificate, without alignment padding."""
-        return WIN_CERTIFICATE_HEADER.size + len(self.certificate)
+        return entry_length(self.certificate)
 
     @property
     def pkcs7(self) -> bytes | None:
         """The DER PKCS#7 ContentInfo this entry carries, or None for another kind."""
-        if self.certificate_type == WIN_CERT_TYPE_PKCS_SIGNED_DATA:
-            return self.certificate
-        if (self.certificate_type == WIN_CERT_TYPE_EFI_GUID and len(self.certificate) >= 16
-                and Guid.from_bytes(self.certificate[:16]) == EFI_CERT_TYPE_PKCS7_GUID):
-            return self.certificate[16:]
-        return None
+        return entry_pkcs7(self.certificate_type, self.certificate)
 
     def to_bytes(self) -> bytes:
         """The entry padded with zeros to the next 8-byte boundary."""
@@ -65,6 +61,22 @@ class WinCertificate:
             "certificate_type": self.certificate_type,
         })
         return (header + self.certificate).ljust(align8(self.length), b"\0")
+
+
+def entry_length(certificate: bytes) -> int:
+    """``dwLength`` of an entry holding ``certificate``: the 8-byte header plus the bytes."""
+    return WIN_CERTIFICATE_HEADER.size + len(certificate)
+
+
+def entry_pkcs7(certificate_type: int, certificate: bytes) -> bytes | None:
+    """The PKCS#7 of a WIN_CERT_TYPE_PKCS_SIGNED_DATA entry, or of a WIN_CERT_TYPE_EFI_GUID
+    entry whose CertType is EFI_CERT_TYPE_PKCS7_GUID; None for any other entry."""
+    if certificate_type == WIN_CERT_TYPE_PKCS_SIGNED_DATA:
+        return certificate
+    if (certificate_type == WIN_CERT_TYPE_EFI_GUID and len(certificate) >= GUID_SIZE
+            and Guid.from_bytes(certificate[:GUID_SIZE]) == EFI_CERT_TYPE_PKCS7_GUID):
+        return certificate[GUID_SIZE:]
+    return None
 
 
 def parse_certificate_table(table: bytes) -> tuple[WinCertificate, ...]:

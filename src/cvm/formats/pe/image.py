@@ -31,6 +31,7 @@ SECTION_HEADER_SIZE = 0x28
 SYMBOL_SIZE = 18
 IMAGE_DIRECTORY_ENTRY_SECURITY = 4
 IMAGE_DIRECTORY_ENTRY_BASERELOC = 5
+SBAT_SECTION_NAME = b".sbat\0\0\0"
 DIRECTORY_NAMES = (
     "export", "import", "resource", "exception", "certificate", "base_relocation", "debug",
     "architecture", "global_ptr", "tls", "load_config", "bound_import", "iat",
@@ -123,7 +124,7 @@ class DataDirectory:
 
     @property
     def name(self) -> str:
-        return DIRECTORY_NAMES[self.index] if self.index < len(DIRECTORY_NAMES) else "unknown"
+        return directory_name(self.index)
 
 
 @dataclass(frozen=True)
@@ -139,20 +140,37 @@ class Section:
     size_of_raw_data: int
     pointer_to_raw_data: int
     characteristics: int
+    pointer_to_relocations: int
+    number_of_relocations: int
     file: bytes = field(repr=False, compare=False)
 
     @cached_property
     def data(self) -> bytes:
         """The section's ``SizeOfRawData`` bytes from the file (copied on first use)."""
-        if not self.size_of_raw_data:
-            return b""
-        return self.file[self.pointer_to_raw_data : self.pointer_to_raw_data
-                         + self.size_of_raw_data]
+        return section_raw_data(self)
 
     @property
     def loaded_data(self) -> bytes:
         """The bytes the loader places in memory: ``VirtualSize`` bytes, zero-filled past raw."""
-        return self.data[: self.virtual_size].ljust(self.virtual_size, b"\0")
+        return section_loaded_data(self)
+
+
+def directory_name(index: int) -> str:
+    """The name of data directory ``index`` (``unknown`` past the sixteen defined)."""
+    return DIRECTORY_NAMES[index] if index < len(DIRECTORY_NAMES) else "unknown"
+
+
+def section_raw_data(section: Section) -> bytes:
+    """A section's ``SizeOfRawData`` bytes from its file (``parse`` checked they are inside)."""
+    if not section.size_of_raw_data:
+        return b""
+    start = section.pointer_to_raw_data
+    return section.file[start : start + section.size_of_raw_data]
+
+
+def section_loaded_data(section: Section) -> bytes:
+    """``VirtualSize`` bytes of a section's raw data, zero-filled past ``SizeOfRawData``."""
+    return section.data[: section.virtual_size].ljust(section.virtual_size, b"\0")
 
 
 def _resolve_name(raw_name: bytes, data: bytes, string_table: int | None) -> str:
@@ -180,7 +198,7 @@ class PeImage:
 
     @property
     def optional_header_offset(self) -> int:
-        return self.pe_offset + 4 + COFF_FILE_HEADER.size
+        return optional_header_start(self.pe_offset)
 
     @property
     def is_pe32_plus(self) -> bool:
@@ -189,26 +207,21 @@ class PeImage:
     @property
     def checksum_offset(self) -> int:
         """File offset of the 4-byte ``CheckSum`` field (not covered by the Authenticode hash)."""
-        return self.optional_header_offset + OPTIONAL_HEADER_PE32.field("check_sum").offset
+        return checksum_field_offset(self.pe_offset)
 
     @property
     def data_directory_offset(self) -> int:
-        layout = OPTIONAL_HEADER_PE32_PLUS if self.is_pe32_plus else OPTIONAL_HEADER_PE32
-        return self.optional_header_offset + layout.size
+        return directories_offset(self.pe_offset, self.optional["magic"])
 
     @property
     def certificate_directory_offset(self) -> int | None:
         """File offset of data directory 4 (certificate table), or None when it does not exist."""
-        if len(self.data_directories) <= IMAGE_DIRECTORY_ENTRY_SECURITY:
-            return None
-        return self.data_directory_offset + IMAGE_DIRECTORY_ENTRY_SECURITY * DATA_DIRECTORY_SIZE
+        return certificate_directory_entry_offset(self)
 
     @property
     def certificate_table(self) -> DataDirectory:
         """Data directory 4; a zero entry when the image has fewer directories."""
-        if len(self.data_directories) <= IMAGE_DIRECTORY_ENTRY_SECURITY:
-            return DataDirectory(IMAGE_DIRECTORY_ENTRY_SECURITY, 0, 0)
-        return self.data_directories[IMAGE_DIRECTORY_ENTRY_SECURITY]
+        return certificate_directory(self.data_directories)
 
     @property
     def size_of_headers(self) -> int:
@@ -224,9 +237,8 @@ class PeImage:
 
     @property
     def sbat(self) -> bytes | None:
-        """The ``.sbat`` section's bytes up to its ``VirtualSize`` (shim SBAT.md), or None."""
-        section = self.section(".sbat")
-        return None if section is None else section.data[: section.virtual_size]
+        """The SBAT metadata shim reads (:func:`sbat_metadata`), or None."""
+        return sbat_metadata(self.sections)
 
     def to_bytes(self) -> bytes:
         return self.data
@@ -301,6 +313,60 @@ class PeImage:
         return cls(data, pe_offset, coff, optional, directories, sections, certificates)
 
 
+def optional_header_start(pe_offset: int) -> int:
+    """The optional header's file offset: after the PE signature and the COFF file header."""
+    return pe_offset + len(PE_SIGNATURE) + COFF_FILE_HEADER.size
+
+
+def checksum_field_offset(pe_offset: int) -> int:
+    """The ``CheckSum`` field's file offset (0x40 into either optional header)."""
+    return optional_header_start(pe_offset) + OPTIONAL_HEADER_PE32.field("check_sum").offset
+
+
+def directories_offset(pe_offset: int, magic: int) -> int:
+    """The data directories' file offset, after the PE32 or PE32+ optional header."""
+    layout = OPTIONAL_HEADER_PE32_PLUS if magic == PE32_PLUS_MAGIC else OPTIONAL_HEADER_PE32
+    return optional_header_start(pe_offset) + layout.size
+
+
+def certificate_directory_entry_offset(image: PeImage) -> int | None:
+    """File offset of data directory 4's entry, or None when the image has no such entry."""
+    if len(image.data_directories) <= IMAGE_DIRECTORY_ENTRY_SECURITY:
+        return None
+    return (directories_offset(image.pe_offset, image.optional["magic"])
+            + IMAGE_DIRECTORY_ENTRY_SECURITY * DATA_DIRECTORY_SIZE)
+
+
+def certificate_directory(directories: tuple[DataDirectory, ...]) -> DataDirectory:
+    """Data directory 4; a zero entry when there are fewer directories."""
+    if len(directories) <= IMAGE_DIRECTORY_ENTRY_SECURITY:
+        return DataDirectory(IMAGE_DIRECTORY_ENTRY_SECURITY, 0, 0)
+    return directories[IMAGE_DIRECTORY_ENTRY_SECURITY]
+
+
+def sbat_metadata(sections: tuple[Section, ...]) -> bytes | None:
+    """The bytes shim's ``verify_buffer_sbat`` reads as SBAT metadata, or None.
+
+    The section is the one whose 8-byte name is ``.sbat`` (a long name from the string table
+    does not count); a second one, or one with relocations, is refused (shim answers
+    EFI_UNSUPPORTED); one whose ``SizeOfRawData`` is zero or smaller than its ``VirtualSize``
+    is ignored, as if there were none. The metadata are the ``VirtualSize`` bytes; shim reads
+    ``SizeOfRawData`` bytes, but the linker's zero padding after ``VirtualSize`` ends the text
+    there for both (:class:`~cvm.formats.pe.sbat.SbatSection` stops at the first NUL).
+    """
+    found = [s for s in sections if s.raw_name == SBAT_SECTION_NAME]
+    if len(found) > 1:
+        raise FormatError(f"PE image: {len(found)} .sbat sections (shim loads none)")
+    if not found:
+        return None
+    section = found[0]
+    if section.number_of_relocations or section.pointer_to_relocations:
+        raise FormatError(f"PE image: section {section.index} (.sbat) has relocations")
+    if not section.size_of_raw_data or section.size_of_raw_data < section.virtual_size:
+        return None
+    return section.data[: section.virtual_size]
+
+
 def _ints(values: dict[str, int | bytes]) -> dict[str, int]:
     return {k: v for k, v in values.items() if isinstance(v, int)}
 
@@ -348,6 +414,8 @@ def _parse_sections(
             size_of_raw_data=size,
             pointer_to_raw_data=start,
             characteristics=header["characteristics"],
+            pointer_to_relocations=header["pointer_to_relocations"],
+            number_of_relocations=header["number_of_relocations"],
             file=data,
         ))
     return tuple(sections)

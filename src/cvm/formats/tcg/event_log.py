@@ -41,9 +41,7 @@ class EventLog:
     @property
     def bank_ids(self) -> tuple[int, ...]:
         """The TPM_ALG_IDs of the banks the log carries, in header order."""
-        if self.spec_id is None:
-            return (TPM_ALG_SHA1,)
-        return tuple(a.alg_id for a in self.spec_id.algorithms)
+        return banks_of(self.spec_id)
 
     def header_event(self) -> PcrEvent | None:
         """The SHA-1 format record that carries the Spec ID event (crypto-agile logs)."""
@@ -100,3 +98,11 @@ class EventLog:
         parts = [header.to_sha1_format(), self.spec_id.trailing_bytes()]
         parts.extend(e.to_event2(self.spec_id) for e in self.events)
         return b"".join(parts)
+
+
+def banks_of(spec_id: SpecIdEvent | None) -> tuple[int, ...]:
+    """The TPM_ALG_IDs of the banks a log with header ``spec_id`` carries, in header order
+    (SHA-1 alone for a legacy log, which has no header)."""
+    if spec_id is None:
+        return (TPM_ALG_SHA1,)
+    return tuple(a.alg_id for a in spec_id.algorithms)

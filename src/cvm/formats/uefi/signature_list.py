@@ -14,9 +14,19 @@ from dataclasses import dataclass, field
 
 from cvm.errors import FormatError, UsageError
 from cvm.formats.uefi.guids import (
+    EFI_CERT_RSA2048,
+    EFI_CERT_RSA2048_SHA1,
+    EFI_CERT_RSA2048_SHA256,
+    EFI_CERT_SHA1,
+    EFI_CERT_SHA224,
     EFI_CERT_SHA256,
+    EFI_CERT_SHA384,
+    EFI_CERT_SHA512,
     EFI_CERT_TYPE_PKCS7,
     EFI_CERT_X509,
+    EFI_CERT_X509_SHA256,
+    EFI_CERT_X509_SHA384,
+    EFI_CERT_X509_SHA512,
     EFI_GLOBAL_VARIABLE,
     EFI_IMAGE_SECURITY_DATABASE,
     SHIM_LOCK_GUID,
@@ -28,7 +38,7 @@ from cvm.wire import Guid, Layout, raw, u32
 __all__ = [
     "EFI_CERT_SHA256", "EFI_CERT_TYPE_PKCS7", "EFI_CERT_X509", "EFI_GLOBAL_VARIABLE",
     "EFI_IMAGE_SECURITY_DATABASE", "SHIM_LOCK_GUID", "SignatureData", "SignatureDatabase",
-    "SignatureList",
+    "SignatureList", "check_enrolled_lists",
 ]
 
 SIGNATURE_LIST_HEADER = Layout("EFI_SIGNATURE_LIST", 0x1C, [
@@ -38,6 +48,13 @@ SIGNATURE_LIST_HEADER = Layout("EFI_SIGNATURE_LIST", 0x1C, [
     u32("signature_size", 0x18),
 ])
 OWNER_SIZE = 16
+# edk2 AuthVariableLib ``mSupportSigItem``: the types a PK, KEK, db, dbx or dbt may hold when
+# written without authentication, each with SignatureHeaderSize 0 and its fixed size (X.509 any).
+ENROLLABLE_TYPES = frozenset({
+    EFI_CERT_SHA256, EFI_CERT_RSA2048, EFI_CERT_RSA2048_SHA256, EFI_CERT_SHA1,
+    EFI_CERT_RSA2048_SHA1, EFI_CERT_X509, EFI_CERT_SHA224, EFI_CERT_SHA384, EFI_CERT_SHA512,
+    EFI_CERT_X509_SHA256, EFI_CERT_X509_SHA384, EFI_CERT_X509_SHA512,
+})
 
 
 @dataclass(frozen=True)
@@ -181,3 +198,27 @@ class SignatureDatabase:
 
     def __len__(self) -> int:
         return sum(len(item.signatures) for item in self.lists)
+
+
+def check_enrolled_lists(database: SignatureDatabase, name: str) -> None:
+    """Refuse what edk2's ``CheckSignatureListFormat`` refuses in a PK, KEK, db, dbx or dbt
+    written without authentication (Setup Mode): a list of a type it does not know, a
+    signature header, a fixed-size type without its size, an X.509 list without a
+    certificate, and a PK holding more than one signature. FormatError names the list.
+    (edk2 also refuses an X.509 list whose first certificate has no RSA key; that check needs
+    the certificate parsed, which the caller does.)"""
+    for index, item in enumerate(database.lists):
+        where = f"{name}: EFI_SIGNATURE_LIST {index} ({item.type_name})"
+        if item.signature_type not in ENROLLABLE_TYPES:
+            raise FormatError(f"{where}: a signature type the firmware does not take")
+        if item.signature_header:
+            raise FormatError(f"{where}: SignatureHeaderSize {len(item.signature_header)}, "
+                              "the firmware takes 0")
+        expected = SIGNATURE_DATA_SIZES.get(item.signature_type)
+        if expected is not None and item.signature_size != OWNER_SIZE + expected:
+            raise FormatError(f"{where}: SignatureSize {item.signature_size}, "
+                              f"expected {OWNER_SIZE + expected}")
+        if item.signature_type == EFI_CERT_X509 and not item.signatures:
+            raise FormatError(f"{where}: no certificate")   # edk2 reads the first one
+    if name == "PK" and len(database) > 1:
+        raise FormatError(f"PK: {len(database)} signatures, the firmware takes one")

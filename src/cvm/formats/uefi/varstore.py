@@ -71,7 +71,9 @@ FVH_SIGNATURE = b"_FVH"
 VARIABLE_DATA = 0x55AA
 VAR_ADDED = 0x3F
 VAR_IN_DELETED_TRANSITION = 0xFE
-LIVE_STATES = (VAR_ADDED, VAR_ADDED & VAR_IN_DELETED_TRANSITION)
+# An update interrupted between writing the new record and deleting the old one leaves both.
+VAR_ADDED_IN_DELETED_TRANSITION = VAR_ADDED & VAR_IN_DELETED_TRANSITION
+LIVE_STATES = (VAR_ADDED, VAR_ADDED_IN_DELETED_TRANSITION)
 VARIABLE_STORE_FORMATTED = 0x5A
 VARIABLE_STORE_HEALTHY = 0xFE
 ERASED = 0xFF
@@ -104,7 +106,7 @@ class VariableRecord:
 
     @property
     def live(self) -> bool:
-        return self.state in LIVE_STATES
+        return is_live(self.state)
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,11 @@ class Varstore:
 
     @property
     def variables(self) -> tuple[EfiVariable, ...]:
-        return tuple(r.variable for r in self.records if r.live)
+        return live_variables(self.records)
 
     def get(self, name: str, vendor: Guid | None = None) -> EfiVariable | None:
         """The live variable ``name`` (under ``vendor`` when given), or None."""
-        return next(
-            (v for v in self.variables if v.name == name and vendor in (None, v.vendor)), None
-        )
+        return find_variable(self.records, name, vendor)
 
     @classmethod
     def parse(cls, data: bytes) -> Varstore:
@@ -204,6 +204,43 @@ class Varstore:
         ftw = FTW_WORKING_BLOCK_HEADER.pack(working)
         data[OVMF_4M_FTW_WORKING : OVMF_4M_FTW_WORKING + len(ftw)] = ftw
         return cls.parse(bytes(data))
+
+
+def is_live(state: int) -> bool:
+    """Whether a record in ``state`` holds a variable (added, perhaps in deleted transition)."""
+    return state in LIVE_STATES
+
+
+def live_variables(records: tuple[VariableRecord, ...]) -> tuple[EfiVariable, ...]:
+    """The variables the firmware sees, in store order.
+
+    A record in deleted transition whose name and vendor also have a VAR_ADDED record is the
+    old value of an interrupted update: edk2's variable driver skips it (``FindVariableEx``,
+    ``VariableServiceGetNextVariableInternal``), and so does this.
+    """
+    added = {r.variable.key for r in records if r.state == VAR_ADDED}
+    return tuple(
+        r.variable for r in records
+        if r.state == VAR_ADDED
+        or (r.state == VAR_ADDED_IN_DELETED_TRANSITION and r.variable.key not in added)
+    )
+
+
+def find_variable(
+    records: tuple[VariableRecord, ...], name: str, vendor: Guid | None
+) -> EfiVariable | None:
+    """The variable ``name`` as edk2's ``FindVariableEx`` picks it: the first VAR_ADDED
+    record, else the last one in deleted transition, else None."""
+    in_transition = None
+    for record in records:
+        variable = record.variable
+        if variable.name != name or vendor not in (None, variable.vendor):
+            continue
+        if record.state == VAR_ADDED:
+            return variable
+        if record.state == VAR_ADDED_IN_DELETED_TRANSITION:
+            in_transition = variable
+    return in_transition
 
 
 def _record_bytes(variable: EfiVariable) -> bytes:

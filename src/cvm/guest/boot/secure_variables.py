@@ -12,11 +12,11 @@ is appended and the later of the two timestamps is kept.
 from __future__ import annotations
 
 from cvm.crypto.pkcs7 import OID_DATA, parse_any, sign, verify_with_anchor
-from cvm.crypto.x509_edk2 import Certificate, PrivateKey, load_certificate
+from cvm.crypto.x509_edk2 import Certificate, PrivateKey, has_rsa_key, load_certificate
 from cvm.errors import ChainError, Finding, FormatError, PolicyError, SignatureError, UsageError
 from cvm.formats.uefi.efi_time import EfiTime
-from cvm.formats.uefi.guids import EFI_GLOBAL_VARIABLE, SECURE_BOOT_VARIABLES
-from cvm.formats.uefi.signature_list import SignatureDatabase
+from cvm.formats.uefi.guids import EFI_CERT_X509, EFI_GLOBAL_VARIABLE, SECURE_BOOT_VARIABLES
+from cvm.formats.uefi.signature_list import SignatureDatabase, check_enrolled_lists
 from cvm.formats.uefi.variable import (
     EFI_VARIABLE_APPEND_WRITE,
     EFI_VARIABLE_TIME_BASED_AUTHENTICATED_WRITE_ACCESS,
@@ -27,6 +27,8 @@ from cvm.formats.uefi.variable import (
 from cvm.formats.uefi.varstore import Varstore
 from cvm.wire import Guid
 
+# The variables edk2 checks with CheckSignatureListFormat when written in Setup Mode.
+SETUP_MODE_CHECKED = ("PK", "KEK", "db", "dbx", "dbt")
 AUTHORITIES = {"PK": ("PK",), "KEK": ("PK",), "db": ("KEK", "PK"), "dbx": ("KEK", "PK"),
                "dbt": ("KEK", "PK"), "dbr": ("KEK", "PK")}
 
@@ -75,10 +77,12 @@ def apply_update(
     if not attributes & EFI_VARIABLE_TIME_BASED_AUTHENTICATED_WRITE_ACCESS:
         raise PolicyError(f"{name}: a Secure Boot variable needs time-based authenticated writes")
     auth, data = VariableAuthentication2.parse(payload)
-    if data:
-        SignatureDatabase.parse(data)
+    database = SignatureDatabase.parse(data)
     current = store.get(name, vendor)
     setup_mode = store.get("PK", EFI_GLOBAL_VARIABLE) is None
+    if setup_mode and name in SETUP_MODE_CHECKED:
+        check_enrolled_lists(database, name)
+        _check_rsa_certificates(database, name)
     message = signed_bytes(name, vendor, attributes, auth.timestamp, data)
     if not (setup_mode and not auth.pkcs7):
         _verify_authority(store, name, auth.pkcs7, message, setup_mode)
@@ -94,6 +98,21 @@ def apply_update(
     else:
         timestamp = auth.timestamp
     return store.set(EfiVariable(name, vendor, stored, data, timestamp))
+
+
+def _check_rsa_certificates(database: SignatureDatabase, name: str) -> None:
+    """edk2 ``CheckSignatureListFormat``: the first certificate of each X.509 list (the one it
+    reads) must parse and carry an RSA key."""
+    for index, item in enumerate(database.lists):
+        if item.signature_type != EFI_CERT_X509:
+            continue
+        where = f"{name}: EFI_SIGNATURE_LIST {index} (EFI_CERT_X509)"
+        try:
+            certificate = load_certificate(item.signatures[0].data)
+        except FormatError as error:
+            raise FormatError(f"{where}: {error}") from None
+        if not has_rsa_key(certificate):
+            raise FormatError(f"{where}: the first certificate has no RSA key")
 
 
 def _verify_authority(

@@ -175,13 +175,13 @@ def _check_sbat(image: PeImage, state: ShimState, name: str, sha256: bytes,
     level = state.sbat_level
     if level is None or not level.minimums:
         return None
-    raw = image.sbat
-    if not raw:
-        if in_protocol:
-            return None
-        return Decision(name, False, "no .sbat section (mandatory for images shim loads)",
-                        "SbatLevel", sha256, variable_vendor=SHIM_LOCK_GUID)
     try:
+        raw = image.sbat
+        if not raw:
+            if in_protocol:
+                return None
+            return Decision(name, False, "no .sbat section (mandatory for images shim loads)",
+                            "SbatLevel", sha256, variable_vendor=SHIM_LOCK_GUID)
         section = SbatSection.parse(raw)
     except FormatError as error:
         return Decision(name, False, f"unparsable .sbat section ({error})", "SbatLevel", sha256,
