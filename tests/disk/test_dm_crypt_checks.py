@@ -143,6 +143,20 @@ def test_sealed_sectors_are_not_written_until_stored() -> None:
     assert device.read(4096, 2 * 4096) == plain
 
 
+def test_a_large_iv_tweak_is_added_exactly() -> None:
+    """``iv_tweak`` is a uint64 of the LUKS2 metadata: sector numbers are integers to the last
+    bit (a float would round 2^60 + 9 to 2^60)."""
+    tweak = (1 << 60) + 1
+    storage, device = _device(sector_size=512, iv_tweak=tweak)
+    plain = os.urandom(2 * 512)
+    device.write(1024, plain)
+    at = OFFSET + 1024
+    assert bytes(storage.data[at : at + 512]) == encrypt_one_sector(KEY, tweak + 2, plain[:512])
+    assert bytes(storage.data[at + 512 : at + 1024]) == encrypt_one_sector(KEY, tweak + 3,
+                                                                           plain[512:])
+    assert device.read(1024, 1024) == plain
+
+
 def test_an_aligned_write_reads_nothing_back() -> None:
     storage, device = _device(sector_size=512, sectors=8)
     device.write(1024, bytes([9]) * 1024)
@@ -153,6 +167,7 @@ def test_an_aligned_write_reads_nothing_back() -> None:
     (100, 10, [0]),  # inside one sector
     (100, 4096 - 100, [0]),  # to the end of its sector
     (0, 100, [0]),  # from the start of its sector
+    (4096, 100, [1]),  # from the start of a later sector
     (4000, 200, [0, 1]),  # across a boundary, both ends partial
     (4096, 4096 + 100, [2]),  # aligned start, partial end
     (100, 2 * 4096 - 100, [0]),  # partial start, aligned end
