@@ -77,6 +77,18 @@ def test_a_device_smaller_than_one_block_is_refused() -> None:
     _refused(MemoryDevice(BLOCK_SIZE - 1), "file store: the device is smaller than one block")
 
 
+def test_a_device_of_exactly_one_block_is_not_refused_as_smaller() -> None:
+    device = MemoryDevice(2 * BLOCK_SIZE)
+    FileStore.format(device)
+    one = MemoryDevice(BLOCK_SIZE)
+    one.data[:] = device.data[:BLOCK_SIZE]
+    one.data[0x10:0x18] = (1).to_bytes(8, "little")  # a store of block 0 alone: no room
+    store = FileStore.open(one)
+    assert (store.blocks, store.next_free, store.names()) == (1, 1, [])
+    with pytest.raises(StateError, match="no room"):
+        store.write("/a", b"")
+
+
 def test_a_store_opens_on_a_device_of_exactly_its_size() -> None:
     device = MemoryDevice(2 * BLOCK_SIZE)
     FileStore.format(device).write("/a", b"x")
@@ -170,6 +182,16 @@ def test_names_of_two_to_forty_bytes_are_taken(name: str) -> None:
     assert FileStore.open(device).read(name) == b"data"
 
 
+def test_a_name_keeps_every_character_but_the_padding() -> None:
+    device, store = _stored()
+    names = ["/srv/DATAX", "/x/\u00e9", "/XX"]
+    for name in names:
+        store.write(name, name.encode())
+    reopened = FileStore.open(device)
+    assert reopened.names() == ["/etc/hostname", "/srv/data/log", *names]
+    assert [reopened.read(name) for name in names] == [name.encode() for name in names]
+
+
 # ---- room -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("size", "blocks"), [(0, 1), (1, 1), (BLOCK_SIZE, 1),
                                               (BLOCK_SIZE + 1, 2), (3 * BLOCK_SIZE, 3)])
@@ -189,6 +211,18 @@ def test_a_file_that_fits_its_blocks_is_rewritten_in_place() -> None:
     store.write("/srv/data/log", b"short")
     assert store.entries[1] == FileEntry("/srv/data/log", 2, 5, 2) and store.next_free == 4
     assert FileStore.open(device).read("/srv/data/log") == b"short"
+
+
+def test_a_write_fills_the_rest_of_its_last_block_with_zeros_and_no_more() -> None:
+    device = MemoryDevice(8 * BLOCK_SIZE)
+    store = FileStore.format(device)
+    store.write("/first", bytes([0xAA]) * 4000)
+    store.write("/second", bytes([0xBB]) * BLOCK_SIZE)
+    store.write("/first", bytes([0xCC]) * 3000)  # in place, shorter
+    assert bytes(device.data[BLOCK_SIZE : 2 * BLOCK_SIZE]) == (bytes([0xCC]) * 3000
+                                                               + bytes(BLOCK_SIZE - 3000))
+    assert bytes(device.data[2 * BLOCK_SIZE : 3 * BLOCK_SIZE]) == bytes([0xBB]) * BLOCK_SIZE
+    assert FileStore.open(device).read("/second") == bytes([0xBB]) * BLOCK_SIZE
 
 
 def test_a_file_that_outgrows_its_blocks_moves_to_fresh_ones() -> None:

@@ -3,6 +3,7 @@ short read named as truncated, a window that keeps its reads and writes inside i
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -34,6 +35,8 @@ def test_a_directory_is_refused_with_its_path(tmp_path: Path) -> None:
         with pytest.raises(IsADirectoryError) as refused:
             FileStorage(tmp_path, read_only=read_only)
         assert refused.value.filename == str(tmp_path)
+        assert refused.value.errno == errno.EISDIR
+        assert str(refused.value) == f"[Errno {errno.EISDIR}] Is a directory: '{tmp_path}'"
 
 
 def test_a_short_read_is_named_truncated(tmp_path: Path) -> None:
@@ -107,6 +110,24 @@ def test_close_is_idempotent_and_the_context_closes(tmp_path: Path) -> None:
     assert storage._fd == -1
 
 
+def test_descriptor_zero_is_closed_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With standard input closed the system hands out descriptor 0: it is a file like any."""
+    path = tmp_path / "disk.img"
+    path.write_bytes(b"x")
+    closed: list[int] = []
+    real_open, real_close = os.open, os.close
+
+    def open_as_zero(*args: object) -> int:
+        real_close(real_open(*args))  # type: ignore[arg-type]
+        return 0
+
+    monkeypatch.setattr(os, "open", open_as_zero)
+    monkeypatch.setattr(os, "fstat", lambda fd: os.stat(path))
+    monkeypatch.setattr(os, "close", closed.append)
+    FileStorage(path).close()
+    assert closed == [0]
+
+
 class _Recorder:
     def __init__(self, size: int) -> None:
         self.data = bytearray(size)
@@ -131,6 +152,15 @@ def test_a_window_needs_a_non_negative_offset_and_size(offset: int, size: int) -
     with pytest.raises(UsageError) as refused:
         StorageWindow(_Recorder(64), offset, size)
     assert str(refused.value) == "a storage window needs a non-negative offset and size"
+
+
+def test_a_window_may_start_at_zero_and_be_empty() -> None:
+    inner = _Recorder(8)
+    window = StorageWindow(inner, 0, 0)
+    assert window.size() == 0 and window.read(0, 0) == b""
+    whole = StorageWindow(inner, 0, 8)
+    whole.write(0, b"12345678")
+    assert inner.data == b"12345678"
 
 
 def test_a_window_reads_and_writes_inside_itself_only() -> None:
