@@ -49,8 +49,9 @@ class CryptDevice:
             )
 
     def read_sectors(self, first: int, count: int) -> bytearray:
-        """Decrypt ``count`` whole sectors starting at sector ``first``."""
+        """Decrypt ``count`` whole sectors starting at sector ``first`` (inside the device)."""
         start = first * self.sector_size
+        self._check(start, count * self.sector_size)
         data = self._storage.read(self._segment.offset + start, count * self.sector_size)
         iv = start // IV_UNIT_SIZE + self._segment.iv_tweak
         return self._cipher.decrypt_sectors(data, iv, self.sector_size)
@@ -58,8 +59,10 @@ class CryptDevice:
     def seal_sectors(self, first: int, plaintext: bytes | bytearray | memoryview
                      ) -> tuple[int, bytearray]:
         """Encrypt whole sectors for sector ``first``: (storage offset, ciphertext), unwritten
-        (so a caller may overlap encryption with the previous write)."""
+        (so a caller may overlap encryption with the previous write). The sectors must lie
+        inside the device: a sector number before the segment would reach the LUKS2 header."""
         start = first * self.sector_size
+        self._check(start, memoryview(plaintext).nbytes)
         iv = start // IV_UNIT_SIZE + self._segment.iv_tweak
         return (self._segment.offset + start,
                 self._cipher.encrypt_sectors(plaintext, iv, self.sector_size))

@@ -6,7 +6,8 @@ of a haystack the first two bytes are looked up in a 64 Ki-entry table of the wi
 bytes (vectorised, two aligned 16-bit views), the survivors' next two bytes in a second such
 table of the windows' bytes 2–3; only the few offsets that pass both are read as 64-bit
 words and looked up in the needles with one binary search. Pages that are all zeros are
-skipped (no window of a secret worth the name is all zeros; such windows are dropped).
+skipped (no window of a secret worth the name is all zeros; such windows are dropped), but
+not the seven bytes either side of a busy page: a window may begin or end in zeros.
 
 Eight bytes, not sixteen: a register is eight bytes wide, so one register's worth of a key copied
 into a GHCB is a leak the scan must see.
@@ -33,8 +34,10 @@ WORD = np.dtype("<u8")
 PAIR = np.dtype("<u2")
 
 
-# (needles fingerprint, block digest) -> hits as (secret, secret offset, offset in block)
-_CACHE: dict[tuple[bytes, bytes], tuple[tuple[str, int, int], ...]] = {}
+# A hit in a haystack: (secret, secret offset, offset in the haystack)
+Hit = tuple[str, int, int]
+# (needles fingerprint, block digest) -> the block's hits, offsets in the block
+_CACHE: dict[tuple[bytes, bytes], tuple[Hit, ...]] = {}
 
 
 @dataclass(frozen=True)
@@ -98,12 +101,12 @@ class CanaryScan:
                     leaks.extend(Leak(n, o, where, block + at) for n, o, at in cached)
                     continue
             found = [hit for start, run in _nonzero_runs(part)
-                     for hit in self._scan_run(where, start, run)]
+                     for hit in self._scan_run(start, run)]
             if key is not None:
                 if len(_CACHE) >= CACHE_ENTRIES:
                     _CACHE.clear()
-                _CACHE[key] = tuple((h.secret, h.secret_offset, h.offset) for h in found)
-            leaks.extend(Leak(h.secret, h.secret_offset, where, block + h.offset) for h in found)
+                _CACHE[key] = tuple(found)
+            leaks.extend(Leak(n, o, where, block + at) for n, o, at in found)
         unique = {(leak.offset, leak.secret, leak.secret_offset): leak for leak in leaks}
         return sorted(unique.values(), key=lambda leak: leak.offset)
 
@@ -112,7 +115,7 @@ class CanaryScan:
         leaks: list[Leak] = []
         for base, chunk in dram.chunks():
             leaks.extend(
-                Leak(hit.secret, hit.secret_offset, where, base + hit.offset)
+                Leak(hit.secret, hit.secret_offset, hit.where, base + hit.offset)
                 for hit in self.scan(where, chunk)
             )
         return leaks
@@ -148,7 +151,8 @@ class CanaryScan:
                 leaks.append(Leak(hit.secret, hit.secret_offset, where, hit.offset - starts[index]))
         return leaks
 
-    def _scan_run(self, where: str, start: int, run: np.ndarray) -> list[Leak]:
+    def _scan_run(self, start: int, run: np.ndarray) -> list[Hit]:
+        """The hits in ``run``, which starts at ``start`` of the haystack."""
         needles = self._needles
         if not len(needles) or len(run) < WINDOW_BYTES:
             return []
@@ -173,13 +177,14 @@ class CanaryScan:
         hits = []
         for index in np.flatnonzero(needles[slots] == words):
             name, secret_offset = self._origin[int(words[index])]
-            hits.append(Leak(name, secret_offset, where, start + int(offsets[index])))
+            hits.append((name, secret_offset, start + int(offsets[index])))
         return hits
 
 
 def _nonzero_runs(buffer: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """The stretches of ``buffer`` made of pages that are not all zeros, each extended by seven
-    bytes into the next page so that no window across a page boundary is missed."""
+    bytes into the page before and the page after, so that no window across a page boundary
+    is missed (a window may begin with zeros in a page of zeros and end in a busy page)."""
     size = len(buffer)
     pages = size // PAGE_SIZE
     if pages < 2:
@@ -191,7 +196,7 @@ def _nonzero_runs(buffer: np.ndarray) -> list[tuple[int, np.ndarray]]:
     runs: list[tuple[int, np.ndarray]] = []
     edges = np.flatnonzero(np.diff(np.concatenate(([0], busy.view(np.int8), [0]))))
     for first, last in zip(edges[::2], edges[1::2], strict=True):
-        begin = int(first) * PAGE_SIZE
+        begin = max(0, int(first) * PAGE_SIZE - WINDOW_BYTES + 1)
         end = min(size, int(last) * PAGE_SIZE + WINDOW_BYTES - 1)
         runs.append((begin, buffer[begin:end]))
     return runs
