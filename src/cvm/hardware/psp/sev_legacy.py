@@ -57,7 +57,12 @@ class LegacyContext:
 
     @property
     def es(self) -> bool:
-        return bool(self.policy & POLICY_ES)
+        return enables_es(self.policy)
+
+
+def enables_es(policy: int) -> bool:
+    """Whether a SEV ``policy`` asks for SEV-ES (55766 Table 2, bit 2 ES)."""
+    return bool(policy & POLICY_ES)
 
 
 def measure_mac(
