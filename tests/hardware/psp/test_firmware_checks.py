@@ -54,6 +54,7 @@ def _counter() -> Callable[[int], bytes]:
         (Product("family 0x10", "x", 0x10, 0x02, 0x3, TcbLayout.MILAN_GENOA), 0x00100F23),
         (Product("family 0xF", "x", 0x0F, 0x41, 0x2, TcbLayout.MILAN_GENOA), 0x00040F12),
         (Product("model 0xA1", "x", 0x19, 0xA1, 0x2, TcbLayout.MILAN_GENOA), 0x00AA0F12),
+        (Product("family 0x6", "x", 0x06, 0x08, 0x1, TcbLayout.MILAN_GENOA), 0x00000681),
     ],
 )
 def test_the_signature_is_cpuid_1_eax_of_the_product(product: Product, signature: int) -> None:

@@ -133,6 +133,11 @@ def test_launch_update_data_refusals(platform: Platform) -> None:
     _refused(lambda: legacy.launch_update_data(handle, size - 16, 32), SevStatus.INVALID_ADDRESS,
              command, f"system physical address {size - 16:#x}+0x20 is outside DRAM (0..{size:#x})")
     legacy.launch_update_data(handle, spa, 16)
+    legacy.launch_measure(handle, NONCE)
+    _refused(lambda: legacy.launch_update_data(handle, spa, 16), SevStatus.INVALID_GUEST_STATE,
+             command, "guest is LSECRET")
+    _refused(lambda: legacy.launch_update_data(handle + 1, spa, 16), SevStatus.INVALID_GUEST,
+             command, f"no guest with handle {handle + 1:#x}")
 
 
 def test_launch_update_vmsa_refusals(platform: Platform) -> None:
