@@ -61,10 +61,9 @@ ID_AUTH_INFO_LAYOUT = Layout(
 )
 
 
-def _component(value: int, name: str) -> bytes:
+def _check_component(value: int, name: str) -> None:
     if not 0 <= value < 1 << (8 * SCALAR_SIZE):
         raise UsageError(f"{name} does not fit in 48 bytes")
-    return value.to_bytes(COMPONENT_SIZE, "little")
 
 
 def _le(value: int) -> bytes:
@@ -87,8 +86,8 @@ class SnpPublicKey:
     curve: int = CURVE_P384
 
     def __post_init__(self) -> None:
-        _component(self.qx, "QX")
-        _component(self.qy, "QY")
+        _check_component(self.qx, "QX")
+        _check_component(self.qy, "QY")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SnpPublicKey:
@@ -113,8 +112,8 @@ class SnpSignature:
     s: int
 
     def __post_init__(self) -> None:
-        _component(self.r, "R")
-        _component(self.s, "S")
+        _check_component(self.r, "R")
+        _check_component(self.s, "S")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SnpSignature:
