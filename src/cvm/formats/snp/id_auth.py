@@ -61,9 +61,13 @@ ID_AUTH_INFO_LAYOUT = Layout(
 )
 
 
-def _component(value: int, name: str) -> bytes:
+def _check_component(value: int, name: str) -> None:
     if not 0 <= value < 1 << (8 * SCALAR_SIZE):
         raise UsageError(f"{name} does not fit in 48 bytes")
+
+
+def _le(value: int) -> bytes:
+    """A component checked by ``__post_init__`` (the structures are frozen) as 72 LE bytes."""
     return value.to_bytes(COMPONENT_SIZE, "little")
 
 
@@ -82,8 +86,8 @@ class SnpPublicKey:
     curve: int = CURVE_P384
 
     def __post_init__(self) -> None:
-        _component(self.qx, "QX")
-        _component(self.qy, "QY")
+        _check_component(self.qx, "QX")
+        _check_component(self.qy, "QY")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SnpPublicKey:
@@ -93,9 +97,7 @@ class SnpPublicKey:
         return cls(_scalar(values["qx"], "QX"), _scalar(values["qy"], "QY"))
 
     def to_bytes(self) -> bytes:
-        return PUBLIC_KEY_LAYOUT.pack(
-            {"curve": self.curve, "qx": _component(self.qx, "QX"), "qy": _component(self.qy, "QY")}
-        )
+        return PUBLIC_KEY_LAYOUT.pack({"curve": self.curve, "qx": _le(self.qx), "qy": _le(self.qy)})
 
     def digest(self) -> bytes:
         """SHA-384 of the 0x404-byte structure (the report's ID_KEY/AUTHOR_KEY_DIGEST)."""
@@ -110,8 +112,8 @@ class SnpSignature:
     s: int
 
     def __post_init__(self) -> None:
-        _component(self.r, "R")
-        _component(self.s, "S")
+        _check_component(self.r, "R")
+        _check_component(self.s, "S")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SnpSignature:
@@ -119,15 +121,15 @@ class SnpSignature:
         return cls(_scalar(values["r"], "R"), _scalar(values["s"], "S"))
 
     def to_bytes(self) -> bytes:
-        return SIGNATURE_LAYOUT.pack({"r": _component(self.r, "R"), "s": _component(self.s, "S")})
+        return SIGNATURE_LAYOUT.pack({"r": self.r_bytes, "s": self.s_bytes})
 
     @property
     def r_bytes(self) -> bytes:
-        return _component(self.r, "R")
+        return _le(self.r)
 
     @property
     def s_bytes(self) -> bytes:
-        return _component(self.s, "S")
+        return _le(self.s)
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ class IdAuthInfo:
         )
 
     def to_bytes(self) -> bytes:
-        has_author = self.author_key is not None and self.id_key_sig is not None
+        has_author = self.author_key is not None  # with its signature: see __post_init__
         return ID_AUTH_INFO_LAYOUT.pack(
             {
                 "id_key_algo": ALGO_ECDSA_P384_SHA384,

@@ -65,7 +65,6 @@ class IdBlock:
             image_id=blobs["image_id"],
             guest_svn=ints["guest_svn"],
             policy=ints["policy"],
-            version=ints["version"],
         )
 
     def to_bytes(self) -> bytes:

@@ -113,7 +113,7 @@ class SecureProcessor:
     @property
     def reported_tcb(self) -> TcbVersion:
         """The TCB reports claim and the VCEK is derived from (SNP_CONFIG, else current)."""
-        return self._reported_tcb or self.current_tcb
+        return _reported(self._reported_tcb, self.current_tcb)
 
     def vcek_private_key(self, tcb: TcbVersion) -> amd_ecdsa.PrivateKey:
         """The VCEK at ``tcb`` (derived from the chip secret; never leaves the PSP)."""
@@ -167,7 +167,7 @@ class SecureProcessor:
         self._reported_tcb = reported_tcb
 
     # -- SNP_LAUNCH_START -----------------------------------------------------------------------
-    def _policy_problem(self, policy: GuestPolicy, migration_agent: bool) -> str | None:
+    def _policy_problem(self, policy: GuestPolicy) -> str | None:
         if (policy.abi_major, policy.abi_minor) > (self.version.major, self.version.minor):
             return (
                 f"policy needs ABI {policy.abi_major}.{policy.abi_minor}, "
@@ -177,7 +177,6 @@ class SecureProcessor:
             "SMT is enabled but the policy forbids it": (
                 self.platform_info.smt_en and not policy.smt
             ),
-            "a migration agent is not supported": policy.migrate_ma and migration_agent,
             "the platform has more than one socket": policy.single_socket and self.sockets > 1,
             "the memory encryption engine is AES-128": policy.mem_aes_256_xts,
             "RAPL is not disabled": policy.rapl_dis and not self.platform_info.rapl_dis,
@@ -198,7 +197,7 @@ class SecureProcessor:
             raise refuse(SevStatus.INVALID_PARAM, command, str(error)) from None
         if migration_agent:
             raise refuse(SevStatus.POLICY_FAILURE, command, "no migration agent support")
-        problem = self._policy_problem(parsed, migration_agent)
+        problem = self._policy_problem(parsed)
         if problem is not None:
             raise refuse(SevStatus.POLICY_FAILURE, command, problem)
         if not self.machine.engine.is_active(asid):
@@ -400,6 +399,11 @@ def _cpuid_signature(product: Product) -> int:
         | (model & 0xF) << 4
         | product.cpuid_step
     )
+
+
+def _reported(configured: TcbVersion | None, current: TcbVersion) -> TcbVersion:
+    """REPORTED_TCB: what SNP_CONFIG set, else the current TCB."""
+    return configured if configured is not None else current
 
 
 def _verify(key: SnpPublicKey, message: bytes, signature: SnpSignature, what: str) -> None:

@@ -57,7 +57,12 @@ class LegacyContext:
 
     @property
     def es(self) -> bool:
-        return bool(self.policy & POLICY_ES)
+        return enables_es(self.policy)
+
+
+def enables_es(policy: int) -> bool:
+    """Whether a SEV ``policy`` asks for SEV-ES (55766 Table 2, bit 2 ES)."""
+    return bool(policy & POLICY_ES)
 
 
 def measure_mac(
@@ -79,7 +84,7 @@ class LegacyFirmware:
     def launch_start(self, asid: int, policy: int, tik: bytes | None = None) -> int:
         """LAUNCH_START: a guest context for ``asid`` under the SEV ``policy`` (u32)."""
         command = "LAUNCH_START"
-        if not 0 <= policy < 1 << 32 or policy & ~POLICY_KNOWN_BITS:
+        if policy & ~POLICY_KNOWN_BITS:  # also every negative value and every one above a u32
             raise refuse(SevStatus.INVALID_PARAM, command, f"policy {policy:#x} sets reserved bits")
         version = self.psp.version
         if (policy >> 16 & 0xFF, policy >> 24) > (version.major, version.minor):
