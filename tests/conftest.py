@@ -304,3 +304,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.outcome = "failed"
             report.longrepr = f"skipped in CI: {reason} (CI must run every test)"
     return None
+
+
+@pytest.fixture
+def umask() -> Iterator[None]:
+    """A known umask (022), so the modes a writer asks for are the modes its files get."""
+    before = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(before)

@@ -16,6 +16,7 @@ class MemoryStorage:
     def __init__(self, size: int) -> None:
         self.data = bytearray(size)
         self.writes = 0
+        self.flushes = 0
 
     def size(self) -> int:
         return len(self.data)
@@ -33,7 +34,7 @@ class MemoryStorage:
         self.writes += 1
 
     def flush(self) -> None:
-        return None
+        self.flushes += 1
 
 
 class CrashError(Exception):

@@ -6,11 +6,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cvm.disk.storage import FileStorage, StorageWindow
+from cvm.disk.storage import FileStorage, Storage, StorageWindow
 from cvm.errors import FormatError, UsageError
 
 
@@ -128,34 +130,16 @@ def test_descriptor_zero_is_closed_too(tmp_path: Path, monkeypatch: pytest.Monke
     assert closed == [0]
 
 
-class _Recorder:
-    def __init__(self, size: int) -> None:
-        self.data = bytearray(size)
-        self.flushes = 0
-
-    def size(self) -> int:
-        return len(self.data)
-
-    def read(self, offset: int, size: int) -> bytes:
-        return bytes(self.data[offset : offset + size])
-
-    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        chunk = bytes(data)
-        self.data[offset : offset + len(chunk)] = chunk
-
-    def flush(self) -> None:
-        self.flushes += 1
-
-
 @pytest.mark.parametrize(("offset", "size"), [(-1, 0), (0, -1), (-5, -5)])
-def test_a_window_needs_a_non_negative_offset_and_size(offset: int, size: int) -> None:
+def test_a_window_needs_a_non_negative_offset_and_size(
+        memory_storage: Callable[[int], Storage], offset: int, size: int) -> None:
     with pytest.raises(UsageError) as refused:
-        StorageWindow(_Recorder(64), offset, size)
+        StorageWindow(memory_storage(64), offset, size)
     assert str(refused.value) == "a storage window needs a non-negative offset and size"
 
 
-def test_a_window_may_start_at_zero_and_be_empty() -> None:
-    inner = _Recorder(8)
+def test_a_window_may_start_at_zero_and_be_empty(memory_storage: Callable[[int], Any]) -> None:
+    inner = memory_storage(8)
     window = StorageWindow(inner, 0, 0)
     assert window.size() == 0 and window.read(0, 0) == b""
     whole = StorageWindow(inner, 0, 8)
@@ -163,8 +147,9 @@ def test_a_window_may_start_at_zero_and_be_empty() -> None:
     assert inner.data == b"12345678"
 
 
-def test_a_window_reads_and_writes_inside_itself_only() -> None:
-    inner = _Recorder(64)
+def test_a_window_reads_and_writes_inside_itself_only(
+        memory_storage: Callable[[int], Any]) -> None:
+    inner = memory_storage(64)
     window = StorageWindow(inner, 16, 32)
     assert (window.size(), window.offset) == (32, 16)
     window.write(0, b"first")

@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +32,6 @@ from cvm.vtpm.templates import sealed_template, srk_template
 
 KEY = bytes(range(32))
 OTHER = b"\xa5" * 32
-
-
-@pytest.fixture
-def umask() -> Iterator[None]:
-    """A known umask, so the modes the store asks for are the modes the files get."""
-    before = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(before)
 
 
 def _mode(path: Path) -> int:

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from tests.hardware.psp.refusals import refused as _refused
 
 from cvm.amd.kds import ChipFuses
 from cvm.amd.product import PRODUCTS, Product
-from cvm.errors import StatusError, UsageError
+from cvm.errors import UsageError
 from cvm.formats.snp.page_info import PageType
 from cvm.formats.snp.platform_info import PlatformInfo
 from cvm.formats.snp.secrets_page import SecretsPage
@@ -23,14 +24,6 @@ from cvm.host.vmm import Hypervisor
 Platform = tuple[Hypervisor, SecureProcessor]
 ASID = 5
 PAGE = 0x1000
-
-
-def _refused(call: Callable[[], object], status: SevStatus, command: str, reason: str) -> None:
-    """``call`` fails with ``status`` and the one-line message naming the command and why."""
-    with pytest.raises(StatusError) as refused:
-        call()
-    assert refused.value.code == status
-    assert str(refused.value) == f"{command} failed with {status.name} ({status:#x}): {reason}"
 
 
 def _counter() -> Callable[[int], bytes]:

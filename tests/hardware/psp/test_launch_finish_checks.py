@@ -4,12 +4,11 @@ status and message, the guest states each command needs, and what a finished lau
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 import pytest
+from tests.hardware.psp.refusals import refused as _refused
 
 from cvm.crypto import amd_ecdsa
-from cvm.errors import StatusError
 from cvm.formats.snp.cpuid_page import CpuidFunction, CpuidPage
 from cvm.formats.snp.id_auth import IdAuthInfo, SnpPublicKey, SnpSignature
 from cvm.formats.snp.id_block import IdBlock
@@ -25,14 +24,6 @@ PAGE = 0x1000
 GPA = 0x20000
 CONTENTS = b"\x42" * PAGE
 FINISH = "SNP_LAUNCH_FINISH"
-
-
-def _refused(call: Callable[[], object], status: SevStatus, command: str, reason: str) -> None:
-    """``call`` fails with ``status`` and the one-line message naming the command and why."""
-    with pytest.raises(StatusError) as refused:
-        call()
-    assert refused.value.code == status
-    assert str(refused.value) == f"{command} failed with {status.name} ({status:#x}): {reason}"
 
 
 def _start(platform: Platform, policy: int = 0x30000) -> int:

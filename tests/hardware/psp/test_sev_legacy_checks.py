@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from tests.hardware.psp.refusals import refused as _refused
 
 from cvm.amd.kds import ChipFuses
-from cvm.errors import StatusError
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.psp.sev_legacy import LegacyFirmware, enables_es, measure_mac
 from cvm.hardware.psp.status import SevStatus
@@ -20,14 +20,6 @@ Platform = tuple[Hypervisor, SecureProcessor]
 TIK = bytes(range(16))
 NONCE = bytes(range(100, 116))
 ASID = 3
-
-
-def _refused(call: Callable[[], object], status: SevStatus, command: str, reason: str) -> None:
-    """``call`` fails with ``status`` and the one-line message naming the command and why."""
-    with pytest.raises(StatusError) as refused:
-        call()
-    assert refused.value.code == status
-    assert str(refused.value) == f"{command} failed with {status.name} ({status:#x}): {reason}"
 
 
 def _legacy(platform: Platform) -> LegacyFirmware:
