@@ -216,3 +216,46 @@ def test_any_field_of_the_manifest_of_any_type_is_read_or_refused(tmp_path: Path
             (tmp_path / "img" / "image.json").write_text(json.dumps(manifest))
             with contextlib.suppress(CvmError):
                 load_host_image(tmp_path / "img")
+
+
+@pytest.mark.parametrize("name", ["owner/deeper/key", "./owner/deeper/even/deeper/key"])
+def test_a_file_anywhere_under_the_owners_folder_is_never_read(tmp_path: Path,
+                                                              name: str) -> None:
+    _bundle(tmp_path, ovmf=name)
+    (tmp_path / "owner" / "deeper" / "even" / "deeper").mkdir(parents=True)
+    (tmp_path / "owner" / "deeper" / "key").write_bytes(b"k")
+    (tmp_path / "owner" / "deeper" / "even" / "deeper" / "key").write_bytes(b"k")
+    with pytest.raises(UsageError, match=f"^{re.escape(name)}: the host never reads the "
+                                         "owner's folder$"):
+        load_host_image(tmp_path)
+
+
+@pytest.mark.parametrize(("given", "read"), [(None, 0x00A00F11), ("0x00a10f11", 0x00A10F11)])
+def test_the_vcpu_signature_is_the_manifests_or_milans(tmp_path: Path, given: str | None,
+                                                       read: int) -> None:
+    manifest = _bundle(tmp_path)
+    if given is not None:
+        manifest["vcpu_signature"] = given
+    (tmp_path / "image.json").write_text(json.dumps(manifest))
+    assert load_host_image(tmp_path).vcpu_signature == read
+
+
+@pytest.mark.parametrize(("edit", "refusal"), [
+    ("no manifest", "{folder}: the image has no image.json"),
+    ("not json", "{folder}/image.json: not an image manifest"),
+    ("no disk", "{folder}: the image has no disk disk.img"),
+    ("no firmware", "{folder}: the image has no OVMF.fd"),
+    ("no varstore", "{folder}: the image has no VARS.fd"),
+])
+def test_what_is_missing_is_named_with_the_folder(tmp_path: Path, edit: str,
+                                                  refusal: str) -> None:
+    _bundle(tmp_path)
+    target = {"no manifest": "image.json", "no disk": "disk.img", "no firmware": "OVMF.fd",
+              "no varstore": "VARS.fd"}.get(edit)
+    if target is not None:
+        (tmp_path / target).unlink()
+    else:
+        (tmp_path / "image.json").write_text("{")
+    error = FormatError if edit == "not json" else UsageError
+    with pytest.raises(error, match=f"^{re.escape(refusal.format(folder=tmp_path))}$"):
+        load_host_image(tmp_path)
