@@ -1,0 +1,90 @@
+"""The broker's rollback counters, each check on its own broker (a fresh SQLite database per
+test, no server): what mutation testing of ``kbs/counters.py`` found unpinned — the release's
+refusal text, the route's OpenAPI bodies, the table made on a database that has none."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from cvm.attestation.kbs.app import create_app
+from cvm.attestation.kbs.broker import Broker, BrokerSettings, ProblemError
+from cvm.attestation.kbs.counters import CounterStore, mac_key
+from cvm.attestation.kbs.storage import Storage
+from cvm.attestation.verifier.trust import TrustRoots
+from cvm.crypto.tpm_kdf import hmac
+from cvm.errors import FormatError
+from cvm.formats.kbs.vtpm_counter import AdvanceRequest, request_message
+
+from .units import ADMIN_TOKEN, request
+
+PATH = "checks/vtpm/state-key"
+KEY = bytes(range(40, 72))
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Broker:
+    made = Broker(Storage(f"sqlite:///{tmp_path / 'kbs.db'}"), bytes(range(32)),
+                  TrustRoots.amd(), clock=lambda: 1e9, settings=BrokerSettings())
+    made.set_secret(PATH, KEY)
+    return made
+
+
+def _advance(old: int, new: int, key: bytes = KEY) -> bytes:
+    nonce = b"n" * 32
+    mac = hmac("sha256", mac_key(key), request_message(PATH, old, new, nonce))
+    return json.dumps(AdvanceRequest(old, new, nonce, mac).to_json()).encode()
+
+
+def test_a_new_database_gets_the_counter_table(tmp_path: Path) -> None:
+    storage = Storage(f"sqlite:///{tmp_path / 'fresh.db'}")
+    CounterStore(storage)
+    assert "kbs_counters" in inspect(storage.engine).get_table_names()
+
+
+def test_a_state_key_without_a_counter_is_refused_with_what_to_do(broker: Broker) -> None:
+    with pytest.raises(ProblemError) as refused:
+        broker.counters.release(PATH, KEY, 1e9, "session s")
+    assert (refused.value.status, refused.value.kind) == (404, "CounterNotFound")
+    assert refused.value.detail == (f"resource {PATH} has no rollback counter: register the "
+                                    "image again")
+
+
+def test_the_counter_routes_declare_their_required_json_bodies(broker: Broker) -> None:
+    document = request(create_app(broker, ADMIN_TOKEN), "GET", "/openapi.json").json()
+    route = document["paths"]["/kbs/v0/counter/{repository}/{kind}/{tag}"]
+    for method, required in (("post", ["old", "new", "nonce", "mac"]), ("put", ["value"])):
+        body = route[method]["requestBody"]
+        assert body["required"] is True
+        assert list(body["content"]) == ["application/json"]
+        assert body["content"]["application/json"]["schema"]["required"] == required
+
+
+def test_an_advance_is_refused_with_a_detail_naming_why(broker: Broker) -> None:
+    """Each refusal of ``POST /kbs/v0/counter/...``: status, kind, and the detail the SVSM's
+    log shows."""
+    broker.counters.register(PATH, b'{"value": 3}', 1e9)
+    cases = (
+        ("checks/disk/key", KEY, _advance(3, 4), 404, "CounterNotFound",
+         "counters belong to <repository>/vtpm/<tag>"),
+        ("checks/vtpm/none", None, _advance(3, 4), 404, "CounterNotFound",
+         "resource checks/vtpm/none does not exist"),
+        (PATH, KEY, _advance(3, 4, key=bytes(32)), 401, "CounterMacInvalid",
+         "the advance request is not authenticated by the state key"),
+    )
+    for path, key, body, status, kind, detail in cases:
+        with pytest.raises(ProblemError) as refused:
+            broker.counters.advance(path, key, body, 1e9)
+        assert (refused.value.status, refused.value.kind, refused.value.detail) == (
+            status, kind, detail)
+    assert broker.counters.value(PATH) == 3
+
+
+def test_a_malformed_advance_body_is_named_as_the_advance(broker: Broker) -> None:
+    with pytest.raises(FormatError, match=r"^advance: expected a JSON object, got list$"):
+        broker.counters.advance(PATH, KEY, b"[]", 1e9)
+    with pytest.raises(FormatError, match=r"^advance: not JSON"):
+        broker.counters.advance(PATH, KEY, b"{", 1e9)
