@@ -74,6 +74,8 @@ def test_an_advance_is_refused_with_a_detail_naming_why(broker: Broker) -> None:
          "resource checks/vtpm/none does not exist"),
         (PATH, KEY, _advance(3, 4, key=bytes(32)), 401, "CounterMacInvalid",
          "the advance request is not authenticated by the state key"),
+        (PATH, KEY, _advance(3, 5), 409, "CounterConflict", "a counter advances by one"),
+        (PATH, KEY, _advance(2, 3), 409, "CounterConflict", "the counter is not at 2"),
     )
     for path, key, body, status, kind, detail in cases:
         with pytest.raises(ProblemError) as refused:
