@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 
 from cvm.attestation.kbs.app import create_app
 from cvm.attestation.kbs.broker import Broker, BrokerSettings, ProblemError
-from cvm.attestation.kbs.counters import CounterStore, mac_key
+from cvm.attestation.kbs.counters import CounterStore, mac_key, register
 from cvm.attestation.kbs.storage import Storage
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.crypto.tpm_kdf import hmac
@@ -90,3 +90,32 @@ def test_a_malformed_advance_body_is_named_as_the_advance(broker: Broker) -> Non
         broker.counters.advance(PATH, KEY, b"[]", 1e9)
     with pytest.raises(FormatError, match=r"^advance: not JSON"):
         broker.counters.advance(PATH, KEY, b"{", 1e9)
+
+
+def test_a_malformed_registration_names_its_field(broker: Broker) -> None:
+    """The admin's ``PUT`` body: each refusal names the field (the 400's detail)."""
+    for body, message in (
+            (b"[]", "counter: expected a JSON object, got list"),
+            (b"{}", "counter: missing value"),
+            (b'{"value": 1, "other": 2}', "counter: unknown field other"),
+            (b'{"value": -1}', "counter.value: expected an integer from 0 to "
+             f"{(1 << 63) - 1}"),
+            (b'{"value": 1, "reset": 1}', "counter.reset: expected true or false")):
+        with pytest.raises(FormatError) as refused:
+            broker.counters.register(PATH, body, 1e9)
+        assert str(refused.value) == message
+    assert broker.counters.value(PATH) is None
+
+
+def test_registration_is_audited_as_the_admins_counter_action(broker: Broker) -> None:
+    broker.counters.register(PATH, b'{"value": 5}', 1e9)
+    row = broker.storage.audit_log(10)[-1]
+    assert (row["action"], row["outcome"], row["subject"]) == (
+        "admin", "counter", f"{PATH} = 5 (created)")
+
+
+def test_registration_outside_the_vtpm_type_is_refused(broker: Broker) -> None:
+    with pytest.raises(ProblemError) as refused:
+        register(broker, "checks/disk/key", b'{"value": 1}')
+    assert (refused.value.status, refused.value.kind, refused.value.detail) == (
+        404, "CounterNotFound", "counters belong to <repository>/vtpm/<tag>")
