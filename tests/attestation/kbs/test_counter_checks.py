@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
+from cvm.attestation.kbs import counters as counters_module
 from cvm.attestation.kbs.app import create_app
 from cvm.attestation.kbs.broker import Broker, BrokerSettings, ProblemError
 from cvm.attestation.kbs.counters import CounterStore, mac_key, register
@@ -119,3 +122,23 @@ def test_registration_outside_the_vtpm_type_is_refused(broker: Broker) -> None:
         register(broker, "checks/disk/key", b'{"value": 1}')
     assert (refused.value.status, refused.value.kind, refused.value.detail) == (
         404, "CounterNotFound", "counters belong to <repository>/vtpm/<tag>")
+
+
+def test_a_worker_that_loses_the_race_to_create_the_table_creates_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers starting at once: the loser's CREATE fails on the catalogue's constraint
+    (PostgreSQL), and it asks again on the same database (where the table now exists)."""
+    storage = Storage(f"sqlite:///{tmp_path / 'race.db'}")
+    create_all = counters_module.counter_metadata.create_all
+    binds: list[object] = []
+
+    def racing(bind: Any, **options: Any) -> None:
+        binds.append(bind)
+        if len(binds) == 1:
+            raise DbIntegrityError("CREATE TABLE kbs_counters", None, Exception("duplicate"))
+        create_all(bind, **options)
+
+    monkeypatch.setattr(counters_module.counter_metadata, "create_all", racing)
+    CounterStore(storage)
+    assert binds == [storage.engine, storage.engine]
+    assert "kbs_counters" in inspect(storage.engine).get_table_names()
