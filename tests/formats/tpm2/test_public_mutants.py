@@ -431,3 +431,81 @@ def test_check_banks_refuses_an_unknown_bank_and_a_wide_selection() -> None:
     with pytest.raises(FormatError) as wide:
         check_banks(PcrSelectionList((PcrSelection(TpmAlg.SHA256, bytes(4)),)))
     assert str(wide.value) == "sizeofSelect 4 exceeds 3"
+
+
+# --- TPMT_PUBLIC's choices: schemes, symmetric definitions, the object's consistency -----
+
+BE = "big"
+
+
+def _keyedhash_with(scheme: bytes) -> bytes:
+    head = TpmAlg.KEYEDHASH.to_bytes(2, BE) + TpmAlg.SHA256.to_bytes(2, BE) + bytes(4) + tpm2b(b"")
+    return head + scheme + tpm2b(b"")
+
+
+def _symcipher_with(symmetric: bytes) -> bytes:
+    head = TpmAlg.SYMCIPHER.to_bytes(2, BE) + TpmAlg.SHA256.to_bytes(2, BE) + bytes(4) + tpm2b(b"")
+    return head + symmetric + tpm2b(b"")
+
+
+def test_a_scheme_outside_its_family_is_refused_naming_the_family() -> None:
+    with pytest.raises(FormatError) as caught:
+        Public.from_bytes(_keyedhash_with(TpmAlg.RSASSA.to_bytes(2, BE)))
+    assert str(caught.value) == (
+        "TPMT_PUBLIC: keyedhash scheme 0x0014 is not allowed (at offset 0xc)"
+    )
+
+
+def test_a_scheme_hash_that_is_no_hash_is_refused() -> None:
+    scheme = TpmAlg.HMAC.to_bytes(2, BE) + TpmAlg.AES.to_bytes(2, BE)
+    with pytest.raises(FormatError) as caught:
+        Public.from_bytes(_keyedhash_with(scheme))
+    assert str(caught.value) == (
+        "TPMT_PUBLIC: scheme hash 0x0006 is not a supported hash (at offset 0xe)"
+    )
+
+
+def test_a_symmetric_algorithm_other_than_aes_is_refused() -> None:
+    with pytest.raises(FormatError) as caught:
+        Public.from_bytes(_symcipher_with(TpmAlg.SHA256.to_bytes(2, BE)))
+    assert str(caught.value) == (
+        "TPMT_PUBLIC: symmetric algorithm 0x000b is not supported (at offset 0xc)"
+    )
+
+
+@pytest.mark.parametrize("bits", [128, 192, 256])
+@pytest.mark.parametrize("mode", [TpmAlg.CFB, TpmAlg.NULL])
+def test_aes_of_each_key_size_in_cfb_or_null_mode_is_taken(bits: int, mode: int) -> None:
+    symmetric = TpmAlg.AES.to_bytes(2, BE) + bits.to_bytes(2, BE) + mode.to_bytes(2, BE)
+    read = Public.from_bytes(_symcipher_with(symmetric)).parameters
+    assert read == SymCipherParms(SymDefObject(TpmAlg.AES, bits, mode))
+
+
+@pytest.mark.parametrize(
+    ("bits", "mode"), [(129, TpmAlg.CFB), (64, TpmAlg.NULL), (128, 0x0040), (192, TpmAlg.AES)]
+)
+def test_aes_of_another_key_size_or_mode_is_refused(bits: int, mode: int) -> None:
+    symmetric = TpmAlg.AES.to_bytes(2, BE) + bits.to_bytes(2, BE) + mode.to_bytes(2, BE)
+    with pytest.raises(FormatError) as caught:
+        Public.from_bytes(_symcipher_with(symmetric))
+    assert str(caught.value) == (
+        f"TPMT_PUBLIC: AES-{bits} mode {mode:#06x} is not supported (at offset 0x10)"
+    )
+
+
+def test_aes_cfb_defaults_to_128_bits() -> None:
+    assert SymDefObject.aes_cfb() == SymDefObject(TpmAlg.AES, 128, TpmAlg.CFB)
+
+
+def test_the_tpm2b_public_is_named_tpm2b_public_by_default() -> None:
+    with pytest.raises(TruncatedError) as caught:
+        Public.read_tpm2b(reader(b"\0", "in"))
+    assert str(caught.value) == "in: TPM2B_PUBLIC.size needs 2 bytes at offset 0x0, only 1 left"
+
+
+def test_an_object_without_a_name_algorithm_has_no_name() -> None:
+    unnamed = Public(TpmAlg.SYMCIPHER, TpmAlg.NULL, 0, b"", SymCipherParms(), b"")
+    with pytest.raises(FormatError) as caught:
+        unnamed.name()
+    assert str(caught.value) == "an object with nameAlg NULL has no Name"
+    assert RSA.name()[:2] == b"\x00\x0b"
