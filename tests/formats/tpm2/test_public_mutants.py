@@ -5,6 +5,8 @@ code the vTPM answers: TruncatedError is TPM_RC_INSUFFICIENT, OversizeError TPM_
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cvm.errors import FormatError, OversizeError, TruncatedError
@@ -509,3 +511,45 @@ def test_an_object_without_a_name_algorithm_has_no_name() -> None:
         unnamed.name()
     assert str(caught.value) == "an object with nameAlg NULL has no Name"
     assert RSA.name()[:2] == b"\x00\x0b"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"parameters": RsaParms()}, "TPMT_PUBLIC: parameters do not match type 0x0025"),
+        ({"type": 0x0099}, "TPMT_PUBLIC: parameters do not match type 0x0099"),
+        ({"unique": EccPoint()}, "TPMT_PUBLIC: unique does not match the object type"),
+        ({"attributes": 0x00000001}, "TPMT_PUBLIC: reserved objectAttributes 0x00000001"),
+        ({"attributes": 0x80000020}, "TPMT_PUBLIC: reserved objectAttributes 0x80000020"),
+        ({"name_alg": TpmAlg.AES}, "TPMT_PUBLIC: nameAlg 0x0006 is not a hash"),
+        ({"auth_policy": bytes(65)}, "TPMT_PUBLIC: authPolicy is longer than a digest"),
+    ],
+)
+def test_a_public_area_that_contradicts_itself_is_refused(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(FormatError) as caught:
+        dataclasses.replace(SYM, **changes)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+def test_an_ecc_object_needs_a_point_and_only_an_ecc_object_has_one() -> None:
+    with pytest.raises(FormatError, match=r"^TPMT_PUBLIC: unique does not match"):
+        dataclasses.replace(ECC, unique=b"")
+    assert dataclasses.replace(ECC, auth_policy=bytes(64)).auth_policy == bytes(64)
+    assert dataclasses.replace(SYM, name_alg=TpmAlg.NULL).name_alg == TpmAlg.NULL
+
+
+def test_a_parsed_public_area_that_contradicts_itself_names_the_offset() -> None:
+    data = bytearray(SYM.to_bytes())
+    data[2:4] = TpmAlg.AES.to_bytes(2, BE)
+    with pytest.raises(FormatError) as caught:
+        Public.from_bytes(bytes(data))
+    assert str(caught.value) == (
+        f"TPMT_PUBLIC: TPMT_PUBLIC: nameAlg 0x0006 is not a hash (at offset {len(data):#x})"
+    )
+    data = bytearray(SYM.to_bytes())
+    data[0:2] = b"\x00\x99"
+    with pytest.raises(FormatError) as kind:
+        Public.from_bytes(bytes(data))
+    assert str(kind.value) == "TPMT_PUBLIC: object type 0x0099 is not supported (at offset 0xa)"
