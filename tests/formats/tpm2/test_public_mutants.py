@@ -553,3 +553,9 @@ def test_a_parsed_public_area_that_contradicts_itself_names_the_offset() -> None
     with pytest.raises(FormatError) as kind:
         Public.from_bytes(bytes(data))
     assert str(kind.value) == "TPMT_PUBLIC: object type 0x0099 is not supported (at offset 0xa)"
+
+
+def test_the_bank_is_what_comes_before_the_first_colon() -> None:
+    with pytest.raises(FormatError) as caught:
+        PcrSelectionList.parse_text("sha256:0:1")
+    assert str(caught.value) == "bad PCR list in 'sha256:0:1'"
