@@ -21,6 +21,13 @@ HASH_COUNT = 16
 SELECT_BYTES_MAX = 32
 
 
+def selected_pcrs(select: bytes) -> tuple[int, ...]:
+    """The PCR indices a pcrSelect bitmap selects, ascending (bit ``p % 8`` of byte ``p / 8``)."""
+    return tuple(
+        8 * index + bit for index, byte in enumerate(select) for bit in range(8) if byte >> bit & 1
+    )
+
+
 @dataclass(frozen=True)
 class PcrSelection:
     """One TPMS_PCR_SELECTION: a bank and the raw pcrSelect bitmap."""
@@ -46,12 +53,7 @@ class PcrSelection:
     @property
     def pcrs(self) -> tuple[int, ...]:
         """The selected PCR indices, ascending."""
-        return tuple(
-            8 * index + bit
-            for index, byte in enumerate(self.select)
-            for bit in range(8)
-            if byte >> bit & 1
-        )
+        return selected_pcrs(self.select)
 
     @property
     def bank(self) -> str:
