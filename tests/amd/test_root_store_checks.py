@@ -226,11 +226,12 @@ def test_an_empty_store_has_empty_pins(tmp_path: Path) -> None:
 
 
 def test_a_stale_temporary_file_does_not_block_a_write(tmp_path: Path) -> None:
+    """The store writes through cvm.files: a fresh temporary name each time, 0600."""
     (tmp_path / ".seed.tmp").write_bytes(b"left over")
-    root_store._write(tmp_path / "seed", b"new")
+    root_store.write_atomically(tmp_path / "seed", b"new")
     assert (tmp_path / "seed").read_bytes() == b"new"
     assert stat.S_IMODE((tmp_path / "seed").stat().st_mode) == 0o600
-    assert not (tmp_path / ".seed.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".seed.tmp", "seed"]
 
 
 def test_pins_are_written_sorted_and_trusted_sorted(

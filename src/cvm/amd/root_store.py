@@ -35,6 +35,7 @@ from cvm.amd.product import PRODUCTS, product_named
 from cvm.crypto.rsa_pss import private_key_from_pem, private_key_to_pem, public_key_der
 from cvm.crypto.x509_chain import check_signed_by, parse_certificate
 from cvm.errors import ChainError, IntegrityError, StateError, UsageError
+from cvm.files import write_atomically
 
 DEFAULT_WORKSPACE = "default"
 SEED_SIZE = 32
@@ -74,18 +75,6 @@ def _private(path: Path, expected: int) -> None:
             f"{path}: mode {mode:04o} lets other users at the emulated AMD keys "
             f"(expected {expected:04o}; chmod it, or make a new workspace)"
         )
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write a new file, 0600 from its creation, atomically (rename into place)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 class RootStore:
@@ -142,9 +131,9 @@ class RootStore:
 
     def _create(self) -> None:
         if not (self.directory / "seed").exists():
-            _write(self.directory / "seed", os.urandom(SEED_SIZE))
+            write_atomically(self.directory / "seed", os.urandom(SEED_SIZE))
         if not (self.directory / PINS).exists():
-            _write(self.directory / PINS, b"{}\n")
+            write_atomically(self.directory / PINS, b"{}\n")
 
     def pins(self) -> dict[str, str]:
         """Product -> pinned ARK fingerprint, for every product this store has a root of."""
@@ -197,10 +186,11 @@ class RootStore:
             ("ark", root.ark_key, root.ark_certificate),
             ("ask", root.ask_key, root.ask_certificate),
         ):
-            _write(self.directory / f"{product}-{role}.key.pem", private_key_to_pem(key))
-            _write(self.directory / f"{product}-{role}.der", certificate)
+            write_atomically(self.directory / f"{product}-{role}.key.pem", private_key_to_pem(key))
+            write_atomically(self.directory / f"{product}-{role}.der", certificate)
         pins = {**pins, product: root.fingerprint()}
-        _write(self.directory / PINS, json.dumps(pins, indent=2, sort_keys=True).encode() + b"\n")
+        write_atomically(self.directory / PINS,
+                         json.dumps(pins, indent=2, sort_keys=True).encode() + b"\n")
         return root
 
     def _load(self, product: str, pin: str) -> EmulatedRoot:

@@ -8,10 +8,10 @@ are named ``vcek-<chip id hex>-<tcb hex>.der`` and ``crl-<product>.der``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cvm.errors import UsageError
+from cvm.files import PUBLIC_MODE, write_atomically
 from cvm.formats.snp.tcb_version import TcbVersion
 
 PRODUCTS = ("Milan", "Genoa", "Turin")
@@ -25,9 +25,7 @@ class CollateralCache:
 
     def _write(self, name: str, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        scratch = self.directory / f".{name}.tmp"
-        scratch.write_bytes(data)
-        os.replace(scratch, self.directory / name)
+        write_atomically(self.directory / name, data, PUBLIC_MODE)
 
     def _read(self, name: str) -> bytes | None:
         path = self.directory / name
