@@ -72,6 +72,14 @@ def quiet(_: str) -> None:
     return None
 
 
+def data_segment(metadata: Metadata) -> Segment:
+    """The volume's data segment 0, or a StateError (a plain function, so that mutation testing
+    reaches the refusal :attr:`Luks2Volume.segment` makes)."""
+    if 0 not in metadata.segments:
+        raise StateError("this LUKS2 volume has no data segment 0")
+    return metadata.segments[0]
+
+
 class Luks2Volume:
     """An opened LUKS2 header on ``storage``; see the module docstring."""
 
@@ -164,9 +172,7 @@ class Luks2Volume:
 
     @property
     def segment(self) -> Segment:
-        if 0 not in self.metadata.segments:
-            raise StateError("this LUKS2 volume has no data segment 0")
-        return self.metadata.segments[0]
+        return data_segment(self.metadata)
 
     @property
     def tokens(self) -> dict[int, dict[str, Any]]:

@@ -179,6 +179,42 @@ _AUDIT_INSERT = (f"INSERT INTO kbs_audit ({', '.join(_AUDIT_COLUMNS)}) "
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
+class DriverTransaction:
+    """``with`` block over one pooled driver connection: its cursor, in one transaction,
+    committed when the block ends and rolled back if the block or the commit raises; the cursor
+    is closed and the connection goes back to the pool either way. (A class, not a decorated
+    generator, so that mutation testing reaches the commit and rollback decisions.)"""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.cursor: Any = None
+
+    def __enter__(self) -> Any:
+        try:
+            self.cursor = self.connection.cursor()
+        except BaseException:
+            self.connection.close()
+            raise
+        return self.cursor
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: object) -> None:
+        try:
+            if kind is None:
+                try:
+                    self.connection.commit()
+                except BaseException:
+                    self.connection.rollback()
+                    raise
+            else:
+                self.connection.rollback()
+        finally:
+            try:
+                self.cursor.close()
+            finally:
+                self.connection.close()  # back to the pool
+
+
 class Storage:
     """The broker's tables on one engine; every method is one short transaction."""
 
@@ -201,23 +237,9 @@ class Storage:
         """``template`` with each ``{}`` made the driver's placeholder."""
         return template.replace("{}", self._placeholder)
 
-    @contextmanager
-    def _driver(self) -> Iterator[Any]:
-        """A cursor on a pooled driver connection, in one transaction: committed when the block
-        ends, rolled back if it raises."""
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            try:
-                yield cursor
-                connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
-            finally:
-                cursor.close()
-        finally:
-            connection.close()  # back to the pool
+    def _driver(self) -> DriverTransaction:
+        """A cursor on a pooled driver connection, in one transaction."""
+        return DriverTransaction(self.engine.raw_connection())
 
     # ---- sessions and nonces -------------------------------------------------------------
     def create_session(self, session_id: str, nonce: str, tee: str, now: float,

@@ -61,11 +61,17 @@ class Verdict:
 
     @property
     def accepted(self) -> bool:
-        return self.status == AFFIRMING
+        return is_affirming(self.status)
 
     def findings_json(self) -> list[dict[str, str]]:
         return [{"rule": f.claim, "expected": f.expected, "actual": f.actual, "input": f.hint}
                 for f in self.findings]
+
+
+def is_affirming(status: str) -> bool:
+    """Whether an appraisal's status accepts the evidence (a plain function, so that mutation
+    testing reaches the decision :attr:`Verdict.accepted` makes)."""
+    return status == AFFIRMING
 
 
 def _tcb(tcb: Any) -> dict[str, int]:

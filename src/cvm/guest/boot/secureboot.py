@@ -67,6 +67,12 @@ X509_HASH_TYPES = {
 ZERO_OWNER = Guid.parse("00000000-0000-0000-0000-000000000000")
 
 
+def measured_under(allowed: bool, database: str) -> str | None:
+    """The variable an image's authority is measured under: its database if it was allowed,
+    none if refused (a plain function, so that mutation testing reaches the choice)."""
+    return database if allowed else None
+
+
 @dataclass(frozen=True)
 class Decision:
     """The verdict on one image, why, and which entry of which database decided it."""
@@ -89,7 +95,7 @@ class Decision:
     @property
     def variable_name(self) -> str | None:
         """The variable an allowed image's authority is measured under ("db", "MokListRT")."""
-        return self.database if self.allowed else None
+        return measured_under(self.allowed, self.database)
 
     def __str__(self) -> str:
         return f"{self.image}: {self.verdict} ({self.reason}; database {self.database})"

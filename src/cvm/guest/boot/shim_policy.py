@@ -101,16 +101,21 @@ class ShimState:
     @property
     def mok_list_rt(self) -> SignatureDatabase:
         """MokListRT as shim mirrors it: MokList then the vendor certificate (SHIM_LOCK owner)."""
-        if not self.vendor_cert:
-            return self.mok_list
-        vendor = SignatureList.of(EFI_CERT_X509, SHIM_LOCK_GUID, der(load_certificate(
-            self.vendor_cert)))
-        return self.mok_list + SignatureDatabase((vendor,))
+        return mok_list_rt(self.mok_list, self.vendor_cert)
 
     @property
     def mok_list_x_rt(self) -> SignatureDatabase:
         """MokListXRT as shim mirrors it: MokListX then vendor_dbx."""
         return self.mok_list_x + self.vendor_dbx
+
+
+def mok_list_rt(mok_list: SignatureDatabase, vendor_cert: bytes | None) -> SignatureDatabase:
+    """MokListRT from MokList and shim's vendor certificate, if it has one (a plain function,
+    so that mutation testing reaches it)."""
+    if not vendor_cert:
+        return mok_list
+    vendor = SignatureList.of(EFI_CERT_X509, SHIM_LOCK_GUID, der(load_certificate(vendor_cert)))
+    return mok_list + SignatureDatabase((vendor,))
 
 
 def verify_next_stage(
