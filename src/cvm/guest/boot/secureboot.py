@@ -67,12 +67,6 @@ X509_HASH_TYPES = {
 ZERO_OWNER = Guid.parse("00000000-0000-0000-0000-000000000000")
 
 
-def measured_under(allowed: bool, database: str) -> str | None:
-    """The variable an image's authority is measured under: its database if it was allowed,
-    none if refused (a plain function, so that mutation testing reaches the choice)."""
-    return database if allowed else None
-
-
 @dataclass(frozen=True)
 class Decision:
     """The verdict on one image, why, and which entry of which database decided it."""
@@ -91,11 +85,6 @@ class Decision:
     @property
     def verdict(self) -> str:
         return "allowed" if self.allowed else "refused"
-
-    @property
-    def variable_name(self) -> str | None:
-        """The variable an allowed image's authority is measured under ("db", "MokListRT")."""
-        return measured_under(self.allowed, self.database)
 
     def __str__(self) -> str:
         return f"{self.image}: {self.verdict} ({self.reason}; database {self.database})"
