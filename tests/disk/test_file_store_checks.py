@@ -508,8 +508,9 @@ def _v1(blocks: int = 8, next_free: int = 4, entries: tuple[tuple[bytes, int, in
     for index, (name, first, length, capacity) in enumerate(entries):
         struct.pack_into(f"<{NAME_SIZE}sQQQ", device.data, _entry_at(index), name, first,
                          length, capacity)
-    device.data[BLOCK_SIZE : BLOCK_SIZE + 4] = b"cvm\n"
-    device.data[2 * BLOCK_SIZE : 3 * BLOCK_SIZE + 1] = bytes([1]) * (BLOCK_SIZE + 1)
+    if blocks >= 4:  # the files' data
+        device.data[BLOCK_SIZE : BLOCK_SIZE + 4] = b"cvm\n"
+        device.data[2 * BLOCK_SIZE : 3 * BLOCK_SIZE + 1] = bytes([1]) * (BLOCK_SIZE + 1)
     return device
 
 
@@ -538,6 +539,18 @@ def test_a_version_1_store_is_never_written() -> None:
 
 def test_a_version_1_store_of_exactly_its_size_opens() -> None:
     assert FileStore.open(_v1(blocks=8, next_free=8)).blocks == 8
+
+
+def test_an_empty_version_1_store_opens() -> None:
+    store = FileStore.open(_v1(blocks=2, next_free=1, entries=()))
+    assert (store.blocks, store.names()) == (2, [])
+
+
+def test_a_version_1_store_may_fill_every_entry() -> None:
+    entries = tuple((f"/f{i}".encode(), 1 + i, 0, 1) for i in range(MAX_ENTRIES))
+    store = FileStore.open(_v1(blocks=MAX_ENTRIES + 1, next_free=MAX_ENTRIES + 1,
+                               entries=entries))
+    assert len(store.names()) == MAX_ENTRIES
 
 
 @pytest.mark.parametrize(("offset", "value", "message"), [

@@ -20,9 +20,9 @@ offset  size  field
 
 Generation ``g`` is written to copy ``g % 2``, so a commit never overwrites the newest copy;
 open takes the valid copy with the higher generation. The CRC detects a copy torn by a power
-cut; it is not an integrity check against an attacker (the dm-crypt layer below keeps the
-store confidential but does not authenticate it, and anyone who can write a block can write a
-matching CRC).
+cut; it is not an integrity check against an attacker: the dm-crypt layer below keeps the store
+confidential but does not authenticate it, so whoever holds the disk can put back an older
+ciphertext of any block, a header copy included, and that copy's CRC still matches.
 
 Version 1 (magic ``CVMFS001``) had one copy, in block 0: the same first 0x24 bytes but the
 next free block at 0x18 and no CRC, its entries' last field the blocks the file may grow into.
@@ -86,10 +86,11 @@ class StoreHeader:
     entries: tuple[FileEntry, ...]
 
     def to_bytes(self) -> bytes:
-        """The version-2 copy of this header (one block, its CRC filled in)."""
+        """This header as a version-2 copy (one block, its CRC filled in); only version 2 is
+        ever written."""
         block = bytearray(BLOCK_SIZE)
         block[:ENTRIES_OFFSET] = HEADER_LAYOUT.pack({
-            "magic": FILESTORE_MAGIC, "version": FILESTORE_VERSION, "block_size": BLOCK_SIZE,
+            "magic": FILESTORE_MAGIC, "version": self.version, "block_size": BLOCK_SIZE,
             "blocks": self.blocks, "generation": self.generation,
             "entries": len(self.entries), "crc32": 0,
         })
