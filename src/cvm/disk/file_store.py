@@ -113,10 +113,10 @@ def read_header(device: BlockDevice) -> StoreHeader:
     size = device.size()
     if size < COPIES * BLOCK_SIZE:
         raise FormatError(f"file store: the device is smaller than {COPIES} blocks")
-    first = bytes(device.read(0, BLOCK_SIZE))
-    if first[: len(V1_MAGIC)] == V1_MAGIC:
-        return parse_v1(first, size)
-    copies = [first, bytes(device.read(BLOCK_SIZE, BLOCK_SIZE))]
+    both = bytes(device.read(0, COPIES * BLOCK_SIZE))  # one read: one pass of the cipher
+    copies = [both[copy * BLOCK_SIZE : (copy + 1) * BLOCK_SIZE] for copy in range(COPIES)]
+    if copies[0][: len(V1_MAGIC)] == V1_MAGIC:
+        return parse_v1(copies[0], size)
     if not any(c[: len(FILESTORE_MAGIC)] == FILESTORE_MAGIC for c in copies):
         raise FormatError("file store: bad magic (not a cvm-filestore; wrong key?)")
     valid, reasons = [], []
