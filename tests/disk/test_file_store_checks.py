@@ -98,6 +98,21 @@ def test_format_writes_generations_zero_and_one_over_the_whole_blocks() -> None:
     assert reopened.free() == [(2, 1)]
 
 
+def test_format_over_a_store_takes_the_two_generations_after_its_newest() -> None:
+    device, _ = _stored()  # generation 3, in block 1
+    store = FileStore.format(device)
+    assert (store.generation, store.names()) == (5, [])
+    assert [struct.unpack_from("<Q", device.data, copy * BLOCK_SIZE + 0x18)[0]
+            for copy in (0, 1)] == [4, 5]
+    device.data[BLOCK_SIZE + 0x100] ^= 1  # generation 5 torn: 4 is the newest
+    assert FileStore.format(device).generation == 6
+    device.data[0:8] = b"CVMFS001"  # a version-1 store (here, a corrupt one): from 0
+    assert FileStore.format(device).generation == 1
+    device.data[:] = bytes([0xA5]) * len(device.data)  # no store: from 0
+    assert FileStore.format(device).generation == 1
+    assert FileStore.open(device).generation == 1
+
+
 @pytest.mark.parametrize("size", [0, BLOCK_SIZE, 3 * BLOCK_SIZE - 1])
 def test_a_device_of_fewer_than_three_blocks_cannot_be_formatted(size: int) -> None:
     device = MemoryDevice(size)

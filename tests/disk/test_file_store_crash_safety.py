@@ -106,6 +106,28 @@ def test_format(crashing_storage: Any, crash_type: Any) -> None:
            [None, {}], {}, fresh=True)
 
 
+def test_format_over_a_store(crashing_storage: Any, crash_type: Any) -> None:
+    """Writes: the generation after the store's newest, then the one after that."""
+    _check(_base(), crashing_storage, crash_type, FileStore.format, [OLD, {}], {}, fresh=True)
+
+
+def test_format_over_a_version_1_store(crashing_storage: Any, crash_type: Any) -> None:
+    """Writes: block 0 (generation 0), block 1 (generation 1). A cut before block 0 changes
+    leaves the version-1 store; once it has changed, the new empty store opens."""
+    device = MemoryDevice(8 * BLOCK_SIZE)
+    device.data[:16] = b"CVMFS001" + (1).to_bytes(4, "little") + BLOCK_SIZE.to_bytes(4, "little")
+    device.data[16:32] = (8).to_bytes(8, "little") + (1).to_bytes(8, "little")
+    for crash_at in (0, 1):
+        for torn in TORN:
+            crashed = crashing_storage(device.data, crash_at, torn)
+            with pytest.raises(crash_type):
+                FileStore.format(crashed)
+            store = FileStore.open(crashed)
+            assert (store.version, store.names()) == (1 if crash_at == torn == 0 else 2, [])
+            if store.version == 2:
+                _sound(crashed, {})
+
+
 @pytest.mark.parametrize("data", [
     b"", b"new", bytes([9]) * BLOCK_SIZE, bytes([9]) * (3 * BLOCK_SIZE + 1)])
 def test_create(crashing_storage: Any, crash_type: Any, data: bytes) -> None:

@@ -144,14 +144,21 @@ class FileStore:
 
     @classmethod
     def format(cls, device: BlockDevice) -> FileStore:
-        """An empty store over the whole device: generation 0 in block 0, then 1 in block 1."""
+        """An empty store over the whole device: two generations, one in each block — 0 and
+        1, or over a version-2 store the two after its newest, so that until the first is
+        whole the store there stays as it was."""
         blocks = device.size() // BLOCK_SIZE
         if blocks <= FIRST_DATA_BLOCK:
             raise UsageError(f"file store: the device holds fewer than {FIRST_DATA_BLOCK + 1} "
                              "blocks")
-        for generation in range(COPIES):
+        try:
+            there = read_header(device)
+        except FormatError:
+            there = None
+        first = 0 if there is None or there.version != FILESTORE_VERSION else there.generation + 1
+        for generation in range(first, first + COPIES):
             header = StoreHeader(FILESTORE_VERSION, blocks, generation, ())
-            device.write(generation * BLOCK_SIZE, header.to_bytes())
+            device.write(generation % COPIES * BLOCK_SIZE, header.to_bytes())
         return cls(device, header)
 
     @classmethod
