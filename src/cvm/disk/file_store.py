@@ -99,8 +99,8 @@ def first_fit(free: Iterable[Extent], count: int, end: int) -> int | None:
     or at its end if the run reaches ``end`` (the end of the store); None if no run does.
 
     Placing at the store's end keeps one rewritten file alternately flush with either end of
-    the free space, so the rest stays in one run: a file of up to ``n`` blocks can be
-    rewritten for ever, at any sizes, in ``2 * n`` blocks."""
+    the free space, so the rest stays in one run: a file of up to ``n`` blocks, alone in the
+    store, can be rewritten for ever, at any sizes, in ``2 * n`` data blocks."""
     for start, size in free:
         if size >= count:
             return start + size - count if start + size == end else start
