@@ -434,6 +434,19 @@ def test_a_write_without_room_is_refused_and_changes_nothing() -> None:
     assert store.free() == [(2, 2)]
 
 
+def test_free_blocks_in_runs_smaller_than_the_file_refuse_it() -> None:
+    device = MemoryDevice(8 * BLOCK_SIZE)  # data blocks 2-7
+    store = FileStore.format(device)
+    for name in ("/a", "/b", "/c", "/d"):
+        store.write(name, name.encode())  # /a in 7, then 2, 3, 4
+    store.remove("/b")
+    assert store.free() == [(2, 1), (5, 2)]  # three blocks free, in runs of one and two
+    before = bytes(device.data)
+    with pytest.raises(StateError, match=f"^file store: no room for {2 * BLOCK_SIZE + 1} "):
+        store.write("/e", bytes(2 * BLOCK_SIZE + 1))
+    assert bytes(device.data) == before
+
+
 def test_when_every_entry_is_taken_a_new_file_is_refused_but_a_rewrite_is_not() -> None:
     device = MemoryDevice((MAX_ENTRIES + 4) * BLOCK_SIZE)
     store = FileStore.format(device)
