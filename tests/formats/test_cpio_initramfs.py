@@ -111,6 +111,24 @@ def test_initramfs_manifest_round_trip_and_refusals() -> None:
         parse_initramfs(CpioArchive((CpioEntry.file("init", b""),)).to_bytes())
 
 
+def test_the_manifest_names_the_file_store_the_build_writes_and_accepts_version_1() -> None:
+    from cvm.disk.file_store import FILESTORE_NAME
+
+    manifest = InitramfsManifest(LUKS, PART)
+    document = manifest.to_json()
+    assert document["root"]["filesystem"] == document["workload"]["store"] == FILESTORE_NAME
+    old = json.loads(json.dumps(document))
+    old["root"]["filesystem"] = old["workload"]["store"] = "cvm-filestore/1"
+    parsed = InitramfsManifest.from_json(old)
+    assert parsed.filesystem == "cvm-filestore/1" and parsed.to_json() == old
+    for root, store in (("cvm-filestore/1", FILESTORE_NAME), (FILESTORE_NAME, "cvm-filestore/1"),
+                        ("cvm-filestore/3", "cvm-filestore/3")):
+        broken = json.loads(json.dumps(document))
+        broken["root"]["filesystem"], broken["workload"]["store"] = root, store
+        with pytest.raises(FormatError, match=r"filesystem|workload\.store"):
+            InitramfsManifest.from_json(broken)
+
+
 def test_pcr_signature_round_trip_and_refusals() -> None:
     entry = PcrSignatureEntry("sha256", (11,), bytes(32), bytes(range(32)), b"sig")
     data = pcr_signature_bytes((entry,))

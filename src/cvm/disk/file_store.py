@@ -1,53 +1,53 @@
-"""``cvm-filestore/1``: the small file store on a confidential VM's encrypted root.
+"""``cvm-filestore/2``: the small file store on a confidential VM's encrypted root.
 
-cvm's own format (documented in docs/image-bundle.md), little-endian, in 4096-byte blocks over
-any block device that offers ``read(offset, size)``, ``write(offset, data)`` and ``size`` — on
-a VM, the dm-crypt mapping of the LUKS2 root, so only ciphertext reaches the disk. Block 0:
+cvm's own format (docs/image-bundle.md "The root file system"; the header in
+:mod:`cvm.disk.file_store_header`), in 4096-byte blocks over any block device that offers
+``read(offset, size)``, ``write(offset, data)`` and ``size`` — on a VM, the dm-crypt mapping of
+the LUKS2 root, so only ciphertext reaches the disk. Blocks 0 and 1 hold the two copies of the
+header; file data sits in whole blocks from block 2.
 
-======  ====  ==============================================================
-offset  size  field
-======  ====  ==============================================================
-0x000   8     magic ``CVMFS001``
-0x008   4     version (1)
-0x00C   4     block size (4096)
-0x010   8     blocks in the store
-0x018   8     next free block
-0x020   4     entries in use
-0x024   28    reserved (zero)
-0x040   4032  63 entries of 64 bytes: name (40, UTF-8, NUL-padded), first block (u64),
-              length in bytes (u64), capacity in blocks (u64)
-======  ====  ==============================================================
+A failed write leaves the previous state intact, whatever write a power cut interrupts and
+wherever in it: every write of a file's data goes to blocks no entry names (copy on write),
+then the header naming them is committed to the copy that does not hold the newest generation.
+Until that copy is whole, open takes the other one, which names the old blocks and old data.
+Free space is not recorded: it is the blocks the newest header's entries do not name, so the
+blocks a file leaves behind are free, and reused, once the header that no longer names them is
+committed. A write takes the first free run of blocks large enough (first fit; at the run's end
+when the run reaches the store's end, see :func:`first_fit`). A file's data is one run of
+blocks, so free space split into runs smaller than a file refuses it although the sum is larger.
 
-File data sits in whole blocks after block 0. Writing a file that outgrows its capacity moves it
-to fresh blocks at the end (the old blocks are not reused: the store is for a workload's few
-files, not a general file system).
+A version-1 store (``cvm-filestore/1``, one header copy, files rewritten in place) is read but
+never written: it has no second copy to commit to, and its block 1 is file data, so there is no
+safe way to upgrade it in place; a write to it is a UsageError.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from cvm.disk.file_store_header import (
+    BLOCK_SIZE,
+    COPIES,
+    FILESTORE_MAGIC,
+    FILESTORE_NAME,
+    FILESTORE_VERSION,
+    FIRST_DATA_BLOCK,
+    MAX_ENTRIES,
+    V1_MAGIC,
+    V1_NAME,
+    FileEntry,
+    StoreHeader,
+    blocks_for,
+    check_name,
+    parse_copy,
+    parse_v1,
+)
 from cvm.errors import FormatError, StateError, UsageError
-from cvm.wire import Layout, raw, reserved, u32, u64
 
-FILESTORE_MAGIC = b"CVMFS001"
-FILESTORE_VERSION = 1
-FILESTORE_NAME = "cvm-filestore/1"
-BLOCK_SIZE = 4096
-NAME_SIZE = 40
-ENTRY_SIZE = 64
-ENTRIES_OFFSET = 0x40
-MAX_ENTRIES = (BLOCK_SIZE - ENTRIES_OFFSET) // ENTRY_SIZE
-HEADER_LAYOUT = Layout("cvm-filestore header", ENTRIES_OFFSET, [
-    raw("magic", 0x00, 8), u32("version", 0x08), u32("block_size", 0x0C),
-    u64("blocks", 0x10), u64("next_free", 0x18), u32("entries", 0x20),
-    reserved(0x24, 28),
-])
-ENTRY_LAYOUT = Layout("cvm-filestore entry", ENTRY_SIZE, [
-    raw("name", 0x00, NAME_SIZE), u64("first_block", 0x28), u64("length", 0x30),
-    u64("capacity", 0x38),
-])
+__all__ = ["BLOCK_SIZE", "FILESTORE_NAME", "MAX_ENTRIES", "BlockDevice", "FileEntry",
+           "FileStore", "MemoryDevice", "first_fit", "free_extents", "read_header"]
+Extent = tuple[int, int]  # first block, number of blocks
 
 
 class BlockDevice(Protocol):
@@ -81,97 +81,90 @@ class MemoryDevice:
         self.data[offset : offset + len(data)] = data
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    """One file: its name, where its blocks start, its length and how many blocks it has."""
+def free_extents(used: Iterable[Extent], first: int, end: int) -> list[Extent]:
+    """The runs of blocks in ``[first, end)`` that no extent of ``used`` covers, in order."""
+    free = []
+    position = first
+    for start, count in sorted(used):
+        if start > position:
+            free.append((position, start - position))
+        position = max(position, start + count)
+    if end > position:
+        free.append((position, end - position))
+    return free
 
-    name: str
-    first_block: int
-    length: int
-    capacity: int
+
+def first_fit(free: Iterable[Extent], count: int, end: int) -> int | None:
+    """Where ``count`` blocks go: in the first run of ``free`` that holds them, at its start,
+    or at its end if the run reaches ``end`` (the end of the store); None if no run does.
+
+    Placing at the store's end keeps one rewritten file alternately flush with either end of
+    the free space, so the rest stays in one run: a file of up to ``n`` blocks, alone in the
+    store, can be rewritten for ever, at any sizes, in ``2 * n`` data blocks."""
+    for start, size in free:
+        if size >= count:
+            return start + size - count if start + size == end else start
+    return None
 
 
-def _blocks(size: int) -> int:
-    return max(1, -(-size // BLOCK_SIZE))
-
-
-def _check_name(name: str) -> bytes:
-    encoded = name.encode("utf-8")
-    if not name.startswith("/") or not 1 < len(encoded) <= NAME_SIZE or "\0" in name:
-        raise UsageError(f"file store: name {name!r} must be an absolute path of at most "
-                         f"{NAME_SIZE} bytes")
-    return encoded
+def read_header(device: BlockDevice) -> StoreHeader:
+    """The newest valid header on ``device``: version 1 if block 0 is one, else the valid
+    version-2 copy with the higher generation; FormatError if there is none."""
+    size = device.size()
+    if size < COPIES * BLOCK_SIZE:
+        raise FormatError(f"file store: the device is smaller than {COPIES} blocks")
+    both = bytes(device.read(0, COPIES * BLOCK_SIZE))  # one read: one pass of the cipher
+    copies = [both[copy * BLOCK_SIZE : (copy + 1) * BLOCK_SIZE] for copy in range(COPIES)]
+    if copies[0][: len(V1_MAGIC)] == V1_MAGIC:
+        return parse_v1(copies[0], size)
+    if not any(c[: len(FILESTORE_MAGIC)] == FILESTORE_MAGIC for c in copies):
+        raise FormatError("file store: bad magic (not a cvm-filestore; wrong key?)")
+    valid, reasons = [], []
+    for copy, block in enumerate(copies):
+        try:
+            valid.append(parse_copy(block, copy, size))
+        except FormatError as refused:
+            reasons.append(f"block {copy}: {refused}")
+    if not valid:
+        raise FormatError(f"file store: neither copy of the {FILESTORE_NAME} header is valid "
+                          f"({'; '.join(reasons)})")
+    return max(valid, key=lambda header: header.generation)
 
 
 class FileStore:
-    """A ``cvm-filestore/1`` on ``device``: list, read and write whole files."""
+    """A ``cvm-filestore`` on ``device``: list, read, write, rename and remove whole files."""
 
-    def __init__(self, device: BlockDevice, blocks: int, next_free: int,
-                 entries: list[FileEntry]) -> None:
+    def __init__(self, device: BlockDevice, header: StoreHeader) -> None:
         self.device = device
-        self.blocks = blocks
-        self.next_free = next_free
-        self.entries = entries
+        self.version = header.version
+        self.blocks = header.blocks
+        self.generation = header.generation
+        self.entries = list(header.entries)
+        self.failed = False
 
     @classmethod
     def format(cls, device: BlockDevice) -> FileStore:
-        """An empty store over the whole device."""
+        """An empty store over the whole device: two generations, one in each block — 0 and
+        1, or over a version-2 store the two after its newest, so that until the first is
+        whole the store there stays as it was."""
         blocks = device.size() // BLOCK_SIZE
-        if blocks < 2:
-            raise UsageError("file store: the device holds fewer than two blocks")
-        store = cls(device, blocks, 1, [])
-        store._commit()
-        return store
+        if blocks <= FIRST_DATA_BLOCK:
+            raise UsageError(f"file store: the device holds fewer than {FIRST_DATA_BLOCK + 1} "
+                             "blocks")
+        try:
+            there = read_header(device)
+        except FormatError:
+            there = None
+        first = 0 if there is None or there.version != FILESTORE_VERSION else there.generation + 1
+        for generation in range(first, first + COPIES):
+            header = StoreHeader(FILESTORE_VERSION, blocks, generation, ())
+            device.write(generation % COPIES * BLOCK_SIZE, header.to_bytes())
+        return cls(device, header)
 
     @classmethod
     def open(cls, device: BlockDevice) -> FileStore:
-        """Read block 0; FormatError unless it is a consistent ``cvm-filestore/1``."""
-        if device.size() < BLOCK_SIZE:
-            raise FormatError("file store: the device is smaller than one block")
-        block = bytes(device.read(0, BLOCK_SIZE))
-        if block[: len(FILESTORE_MAGIC)] != FILESTORE_MAGIC:
-            raise FormatError("file store: bad magic (not a cvm-filestore; wrong key?)")
-        header = HEADER_LAYOUT.unpack(block[:ENTRIES_OFFSET])
-        if header["version"] != FILESTORE_VERSION or header["block_size"] != BLOCK_SIZE:
-            raise FormatError("file store: unsupported version or block size")
-        blocks, next_free, count = (int(header[k]) for k in ("blocks", "next_free", "entries"))
-        if blocks * BLOCK_SIZE > device.size() or not 1 <= next_free <= blocks:
-            raise FormatError(f"file store: {blocks} blocks, next free {next_free} do not fit "
-                              f"the {device.size()}-byte device")
-        if count > MAX_ENTRIES:
-            raise FormatError(f"file store: {count} entries, at most {MAX_ENTRIES}")
-        entries = []
-        for index in range(count):
-            start = ENTRIES_OFFSET + index * ENTRY_SIZE
-            fields = ENTRY_LAYOUT.unpack(block[start : start + ENTRY_SIZE])
-            name_bytes = bytes(fields["name"]).rstrip(b"\0")
-            try:
-                name = name_bytes.decode("utf-8")
-            except UnicodeDecodeError:
-                raise FormatError(f"file store: entry {index} has a name that is not "
-                                  "UTF-8") from None
-            entry = FileEntry(name, int(fields["first_block"]), int(fields["length"]),
-                              int(fields["capacity"]))
-            if (entry.first_block < 1 or entry.first_block + entry.capacity > next_free
-                    or entry.length > entry.capacity * BLOCK_SIZE):
-                raise FormatError(f"file store: entry {index} ({name}) lies outside the store")
-            entries.append(entry)
-        return cls(device, blocks, next_free, entries)
-
-    def _commit(self) -> None:
-        block = bytearray(BLOCK_SIZE)
-        block[:ENTRIES_OFFSET] = HEADER_LAYOUT.pack({
-            "magic": FILESTORE_MAGIC, "version": FILESTORE_VERSION, "block_size": BLOCK_SIZE,
-            "blocks": self.blocks, "next_free": self.next_free, "entries": len(self.entries),
-        })
-        for index, entry in enumerate(self.entries):
-            start = ENTRIES_OFFSET + index * ENTRY_SIZE
-            block[start : start + ENTRY_SIZE] = ENTRY_LAYOUT.pack({
-                "name": _check_name(entry.name).ljust(NAME_SIZE, b"\0"),
-                "first_block": entry.first_block, "length": entry.length,
-                "capacity": entry.capacity,
-            })
-        self.device.write(0, bytes(block))
+        """The store on ``device`` as its newest valid header describes it."""
+        return cls(device, read_header(device))
 
     def names(self) -> list[str]:
         return [entry.name for entry in self.entries]
@@ -179,31 +172,76 @@ class FileStore:
     def _find(self, name: str) -> FileEntry | None:
         return next((e for e in self.entries if e.name == name), None)
 
-    def read(self, name: str) -> bytes:
-        """The whole file ``name``; StateError if there is none."""
+    def _entry(self, name: str) -> FileEntry:
         entry = self._find(name)
         if entry is None:
             raise StateError(f"file store: no file {name}")
+        return entry
+
+    def read(self, name: str) -> bytes:
+        """The whole file ``name``; StateError if there is none."""
+        entry = self._entry(name)
         return bytes(self.device.read(entry.first_block * BLOCK_SIZE, entry.length))
 
+    def free(self) -> list[Extent]:
+        """The runs of blocks no entry names (what a write may take)."""
+        used = [(e.first_block, e.capacity) for e in self.entries]
+        return free_extents(used, FIRST_DATA_BLOCK, self.blocks)
+
     def write(self, name: str, data: bytes) -> None:
-        """Create or replace ``name`` with ``data``."""
-        _check_name(name)
+        """Create or replace ``name`` with ``data``: the data to free blocks, then the header."""
+        check_name(name)
+        self._writable()
         entry = self._find(name)
-        needed = _blocks(len(data))
-        if entry is None or entry.capacity < needed:
-            if self.next_free + needed > self.blocks:
-                raise StateError(f"file store: no room for {len(data)} bytes of {name}")
-            if entry is None and len(self.entries) >= MAX_ENTRIES:
-                raise StateError(f"file store: all {MAX_ENTRIES} entries are in use")
-            fresh = FileEntry(name, self.next_free, len(data), needed)
-            self.next_free += needed
-        else:
-            fresh = FileEntry(name, entry.first_block, len(data), entry.capacity)
-        padded = data + bytes(-len(data) % BLOCK_SIZE)
-        self.device.write(fresh.first_block * BLOCK_SIZE, padded)
+        if entry is None and len(self.entries) >= MAX_ENTRIES:
+            raise StateError(f"file store: all {MAX_ENTRIES} entries are in use")
+        needed = blocks_for(len(data))
+        start = first_fit(self.free(), needed, self.blocks)
+        if start is None:
+            raise StateError(f"file store: no room for {len(data)} bytes of {name}")
+        fresh = FileEntry(name, start, len(data), needed)
+        entries = [fresh if e is entry else e for e in self.entries]
         if entry is None:
-            self.entries.append(fresh)
-        else:
-            self.entries[self.entries.index(entry)] = fresh
-        self._commit()
+            entries.append(fresh)
+        padded = bytes(data).ljust(needed * BLOCK_SIZE, b"\0")
+        self._guarded(lambda: self.device.write(start * BLOCK_SIZE, padded))
+        self._commit(entries)
+
+    def remove(self, name: str) -> None:
+        """Remove ``name`` (its blocks are free once the header is committed)."""
+        self._writable()
+        entry = self._entry(name)
+        self._commit([e for e in self.entries if e is not entry])
+
+    def rename(self, name: str, new_name: str) -> None:
+        """Give ``name`` the name ``new_name``, replacing any file of that name, in one commit."""
+        check_name(new_name)
+        self._writable()
+        entry = self._entry(name)
+        renamed = FileEntry(new_name, entry.first_block, entry.length, entry.capacity)
+        self._commit([renamed if e is entry else e for e in self.entries
+                      if e.name != new_name or e is entry])
+
+    def _writable(self) -> None:
+        if self.version != FILESTORE_VERSION:
+            raise UsageError(f"file store: a {V1_NAME} store is read only (it has one header "
+                             f"copy and rewrites files in place); copy its files into a new "
+                             f"{FILESTORE_NAME}")
+        if self.failed:
+            raise StateError("file store: a write to the device failed; open the store again")
+
+    def _guarded(self, write: Callable[[], None]) -> None:
+        """Run one device write; if it fails, refuse further writes until the store is opened
+        again (the device may hold the new data or header, which this object does not know)."""
+        try:
+            write()
+        except BaseException:
+            self.failed = True
+            raise
+
+    def _commit(self, entries: list[FileEntry]) -> None:
+        """Write the next generation to the copy that does not hold the newest one."""
+        header = StoreHeader(FILESTORE_VERSION, self.blocks, self.generation + 1, tuple(entries))
+        block = header.to_bytes()
+        self._guarded(lambda: self.device.write(header.generation % COPIES * BLOCK_SIZE, block))
+        self.generation, self.entries = header.generation, entries

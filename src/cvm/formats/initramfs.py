@@ -8,11 +8,13 @@ initramfs stage acts on (docs/image-bundle.md):
 
    {"schema": "cvm-initramfs/1",
     "root": {"luks_uuid": "...", "partition_guid": "...", "mapper": "root",
-             "token_type": "systemd-tpm2", "filesystem": "cvm-filestore/1"},
+             "token_type": "systemd-tpm2", "filesystem": "cvm-filestore/2"},
     "pcr_signature": "uki:.pcrsig" | null,
-    "workload": {"store": "cvm-filestore/1", "data_dir": "/srv/data"}}
+    "workload": {"store": "cvm-filestore/2", "data_dir": "/srv/data"}}
 
 Parsing is strict: unknown or missing keys and wrong types are FormatErrors naming the field.
+The build writes ``cvm-filestore/2``; ``cvm-filestore/1`` (an image built before version 2) is
+still accepted, the same in both places, and kept as read.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from cvm.formats.cpio import CpioArchive, CpioEntry
 
 SCHEMA = "cvm-initramfs/1"
 MANIFEST_PATH = "etc/cvm/initramfs.json"
-FILESTORE = "cvm-filestore/1"
+FILESTORE = "cvm-filestore/2"
+FILESTORES = ("cvm-filestore/1", FILESTORE)  # what the guest opens
 TOKEN_TYPE = "systemd-tpm2"
 PCR_SIGNATURE_IN_UKI = "uki:.pcrsig"
 INIT_SCRIPT = """#!/bin/sh
@@ -71,14 +74,16 @@ class InitramfsManifest:
     pcr_signature: str | None = None
     mapper: str = "root"
     data_dir: str = "/srv/data"
+    filesystem: str = FILESTORE
 
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
             "root": {"luks_uuid": self.luks_uuid, "partition_guid": self.partition_guid,
-                     "mapper": self.mapper, "token_type": TOKEN_TYPE, "filesystem": FILESTORE},
+                     "mapper": self.mapper, "token_type": TOKEN_TYPE,
+                     "filesystem": self.filesystem},
             "pcr_signature": self.pcr_signature,
-            "workload": {"store": FILESTORE, "data_dir": self.data_dir},
+            "workload": {"store": self.filesystem, "data_dir": self.data_dir},
         }
 
     @classmethod
@@ -88,12 +93,12 @@ class InitramfsManifest:
             raise FormatError(f"initramfs manifest: schema {top['schema']!r}, expected {SCHEMA}")
         root = _object(top["root"], "root", {"luks_uuid", "partition_guid", "mapper",
                                              "token_type", "filesystem"})
-        if root["token_type"] != TOKEN_TYPE or root["filesystem"] != FILESTORE:
+        if root["token_type"] != TOKEN_TYPE or root["filesystem"] not in FILESTORES:
             raise FormatError("initramfs manifest: root.token_type or root.filesystem is not "
-                              f"{TOKEN_TYPE} / {FILESTORE}")
+                              f"{TOKEN_TYPE} / one of {', '.join(FILESTORES)}")
         workload = _object(top["workload"], "workload", {"store", "data_dir"})
-        if workload["store"] != FILESTORE:
-            raise FormatError(f"initramfs manifest: workload.store is not {FILESTORE}")
+        if workload["store"] != root["filesystem"]:
+            raise FormatError("initramfs manifest: workload.store is not root.filesystem")
         signature = top["pcr_signature"]
         if signature not in (None, PCR_SIGNATURE_IN_UKI):
             raise FormatError(f"initramfs manifest: pcr_signature must be null or "
@@ -101,7 +106,7 @@ class InitramfsManifest:
         return cls(_uuid(root["luks_uuid"], "root.luks_uuid"),
                    _uuid(root["partition_guid"], "root.partition_guid"), signature,
                    _text(root["mapper"], "root.mapper"),
-                   _text(workload["data_dir"], "workload.data_dir"))
+                   _text(workload["data_dir"], "workload.data_dir"), root["filesystem"])
 
     def to_bytes(self) -> bytes:
         return (json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n").encode()

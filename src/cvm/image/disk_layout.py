@@ -1,5 +1,5 @@
 """The image's disk: GPT, a FAT32 ESP in the clear, a LUKS2 root pre-encrypted from its first
-byte, holding a ``cvm-filestore/1``.
+byte, holding a ``cvm-filestore/2``.
 
 The layout is :func:`cvm.disk.disk_image.plan_layout` (ESP from 1 MiB, root after it with a
 16 MiB LUKS2 header, 1 MiB for the backup GPT); the ESP is written by

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from cvm.disk.file_store import FileStore
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
-from cvm.errors import StateError, StatusError, WrongKeyError
+from cvm.errors import StateError, StatusError, UsageError, WrongKeyError
 from cvm.formats.initramfs import PCR_SIGNATURE_IN_UKI, InitramfsManifest, build_initramfs
 from cvm.formats.pcr_signature import PcrSignatureEntry, pcr_signature_bytes
 from cvm.formats.tpm2.command import Response
@@ -154,6 +155,24 @@ def test_the_workload_round_trips_through_guest_pages_and_the_root(setup: Setup,
     assert setup.kernel.cpu.read(DATA_GPA + PAGE_SIZE, PAGE_SIZE) == written
     assert initramfs.store is not None and initramfs.store.read(path) == written
     assert initramfs.secrets()["workload data"] == written
+
+
+def test_an_older_image_root_of_cvm_filestore_1_opens_read_only(setup: Setup) -> None:
+    """A root written before cvm-filestore/2 (one header, in block 0): the initramfs opens it
+    and lists its files; the workload's write is refused, and the root is left as it was."""
+    device = setup.volume.data_device(setup.volume_key)
+    block = bytearray(2 * 4096)
+    struct.pack_into("<8sIIQQI", block, 0, b"CVMFS001", 1, 4096, 16, 2, 1)
+    struct.pack_into("<40sQQQ", block, 0x40, b"/etc/hostname", 1, 4, 1)
+    block[4096:4100] = b"old\n"
+    device.write(0, bytes(block))
+    setup.add_token()
+    initramfs = setup.initramfs()
+    assert initramfs.open_root().files == ("/etc/hostname",)
+    assert initramfs.store is not None and initramfs.store.read("/etc/hostname") == b"old\n"
+    with pytest.raises(UsageError, match="cvm-filestore/1 store is read only"):
+        initramfs.run_workload()
+    assert device.read(0, 2 * 4096) == bytes(block)
 
 
 def test_another_luks_volume_is_refused(setup: Setup) -> None:

@@ -8,7 +8,8 @@ policy in a policy session on the vTPM — PolicyAuthorize with the UKI's signed
 (``.pcrsig``, the entry whose policy digest matches the live PCRs), PolicyPCR over the token's
 PCRs — and TPM2_Unseal the secret; base64 of the secret is the passphrase of the token's
 keyslot, which yields the volume key; dm-crypt maps the data segment with it
-(:mod:`cvm.disk.dm_crypt`) and the root's file store (``cvm-filestore/1``) is mounted.
+(:mod:`cvm.disk.dm_crypt`) and the root's file store (``cvm-filestore/2``; a
+``cvm-filestore/1`` opens read only) is mounted.
 
 The volume key lives where a kernel keeps it: in guest memory. It is written through the vCPU
 into a private page of the guest OS and read back from there to set up the mapping; the
