@@ -71,9 +71,15 @@ class MessageType(IntEnum):
 
     @property
     def response(self) -> MessageType:
-        if self.value % 2 == 0:
-            raise UsageError(f"{self.name} is already a response")
-        return MessageType(self.value + 1)
+        """The type of the answer to this request (:func:`response_type`)."""
+        return response_type(self)
+
+
+def response_type(kind: MessageType) -> MessageType:
+    """The MSG_TYPE that answers ``kind``: its value + 1 (56860 Table 99); a response has none."""
+    if kind.value % 2 == 0:
+        raise UsageError(f"{kind.name} is already a response")
+    return MessageType(kind.value + 1)
 
 
 @dataclass(frozen=True)
