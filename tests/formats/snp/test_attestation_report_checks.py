@@ -362,3 +362,9 @@ def test_platform_info_takes_only_bools() -> None:
 def test_platform_info_text_names_the_flags_set() -> None:
     assert str(PlatformInfo()) == "0x0 (none)"
     assert str(PlatformInfo(smt_en=True, sev_tio_en=True)) == "0x81 (smt_en,sev_tio_en)"
+
+
+def test_the_version_is_the_first_four_bytes_only() -> None:
+    data = AttestationReport(version=3, guest_svn=0x0403_0201).to_bytes()
+    report = AttestationReport.from_bytes(data)
+    assert (report.version, report.guest_svn) == (3, 0x0403_0201)

@@ -121,6 +121,8 @@ def _header_bytes(offset: int, value: int) -> bytes:
     [
         (0x10, 1, "guest message: AUTHTAG bytes 16..31 are not zero"),
         (0x1F, 1, "guest message: AUTHTAG bytes 16..31 are not zero"),
+        (0x30, 0, "guest message: ALGO 0 is not 1 (AES-256-GCM)"),
+        (0x30, 2, "guest message: ALGO 2 is not 1 (AES-256-GCM)"),
         (0x31, 2, "guest message: header version 2 size 0x60 (expected 1, 0x60)"),
         (0x31, 0, "guest message: header version 0 size 0x60 (expected 1, 0x60)"),
         (0x32, 0x5F, "guest message: header version 1 size 0x5f (expected 1, 0x60)"),
