@@ -270,3 +270,19 @@ def test_nothing_may_follow_the_last_entry() -> None:
         with pytest.raises(FormatError) as caught:
             PscBuffer.from_bytes(bytes(dirty))
         assert str(caught.value) == "PSC buffer: bytes after the last entry are not zero"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x00", "cur_entry needs 2 bytes at offset 0x0, only 1 left"),
+        (bytes(3), "end_entry needs 2 bytes at offset 0x2, only 1 left"),
+        (bytes(7), "reserved needs 4 bytes at offset 0x4, only 3 left"),
+        (bytes([0, 0, 1, 0, 0, 0, 0, 0]) + PscEntry(1, 1).to_int().to_bytes(8, "little"),
+         "entry needs 8 bytes at offset 0x10, only 0 left"),
+    ],
+)
+def test_a_cut_buffer_names_the_field_it_ends_in(data: bytes, message: str) -> None:
+    with pytest.raises(FormatError) as caught:
+        PscBuffer.from_bytes(data)
+    assert str(caught.value) == f"PSC buffer: {message}"
