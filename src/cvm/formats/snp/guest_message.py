@@ -5,7 +5,9 @@ Table 98 "Message Header Format" (0x60 bytes, little-endian) and Table 99 "Messa
 Encodings". One 4 KiB page carries the header and up to 4000 bytes of payload, encrypted with
 AES-256-GCM under the VMPCK the header names: the IV is MSG_SEQNO (u64 little-endian) followed
 by four zero bytes, the additional data is the header from 0x30 to its end, the 16-byte tag
-goes to AUTHTAG (the rest of the 32-byte field is zero).
+goes to AUTHTAG (the rest of the 32-byte field is zero). ALGO 0 is invalid and 2..255 are
+reserved: a header naming anything but AES-256-GCM (1) is refused when parsed, by the firmware
+for a request and by the guest for a response.
 """
 
 from __future__ import annotations
@@ -71,9 +73,15 @@ class MessageType(IntEnum):
 
     @property
     def response(self) -> MessageType:
-        if self.value % 2 == 0:
-            raise UsageError(f"{self.name} is already a response")
-        return MessageType(self.value + 1)
+        """The type of the answer to this request (:func:`response_type`)."""
+        return response_type(self)
+
+
+def response_type(kind: MessageType) -> MessageType:
+    """The MSG_TYPE that answers ``kind``: its value + 1 (56860 Table 99); a response has none."""
+    if kind.value % 2 == 0:
+        raise UsageError(f"{kind.name} is already a response")
+    return MessageType(kind.value + 1)
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,10 @@ class MessageHeader:
             raise FormatError(
                 f"guest message: header version {ints['hdr_version']} size {ints['hdr_sz']:#x}"
                 " (expected 1, 0x60)"
+            )
+        if ints["algo"] != ALGO_AES_256_GCM:
+            raise FormatError(
+                f"guest message: ALGO {ints['algo']} is not {ALGO_AES_256_GCM} (AES-256-GCM)"
             )
         try:
             kind = MessageType(ints["msg_type"])

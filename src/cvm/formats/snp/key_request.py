@@ -69,6 +69,11 @@ class KeyStatus(IntEnum):
     INVALID_PARAMETERS = 0x16
 
 
+def key_request_version(launch_mit_vector: int | None) -> int:
+    """MSG_VERSION of a MSG_KEY_REQ: 2 when it carries LAUNCH_MIT_VECTOR (0x28 bytes), else 1."""
+    return 1 if launch_mit_vector is None else 2
+
+
 @dataclass(frozen=True)
 class KeyRequest:
     """What the derived key is bound to."""
@@ -93,7 +98,8 @@ class KeyRequest:
 
     @property
     def msg_version(self) -> int:
-        return 1 if self.launch_mit_vector is None else 2
+        """The MSG_VERSION of this request (:func:`key_request_version`)."""
+        return key_request_version(self.launch_mit_vector)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyRequest:

@@ -45,7 +45,13 @@ class PageType(IntEnum):
     @property
     def measures_contents(self) -> bool:
         """Whether the page's SHA-384 goes into CONTENTS (else 48 zero bytes)."""
-        return self in (PageType.NORMAL, PageType.VMSA)
+        return self in MEASURED_TYPES
+
+
+# The page types whose contents are measured (56860 Table 67: CONTENTS is the page's SHA-384
+# for NORMAL and VMSA pages, zero for the others). The functions below test membership here
+# directly: the same work as the property, and within reach of mutation testing.
+MEASURED_TYPES = frozenset((PageType.NORMAL, PageType.VMSA))
 
 
 PAGE_INFO_LAYOUT = Layout(
@@ -142,7 +148,7 @@ def contents_digest(page_type: PageType, page: bytes) -> bytes:
     """CONTENTS for ``page``: its SHA-384 for NORMAL/VMSA pages, zeros for the other types."""
     if len(page) != PAGE_SIZE:
         raise UsageError(f"a launch page is {PAGE_SIZE:#x} bytes, got {len(page):#x}")
-    return hashlib.sha384(page).digest() if page_type.measures_contents else ZERO_DIGEST
+    return hashlib.sha384(page).digest() if page_type in MEASURED_TYPES else ZERO_DIGEST
 
 
 def measure_record(
@@ -168,7 +174,7 @@ def extend(digest: bytes, page_type: PageType, gpa: int, page: bytes | None = No
     CONTENTS field is 48 zero bytes. Builds the same bytes as :meth:`PageInfo.to_bytes` with
     zero permissions and IMI_PAGE clear (:func:`measure_record`).
     """
-    if page_type.measures_contents:
+    if page_type in MEASURED_TYPES:
         if page is None:
             raise UsageError(f"a {page_type.name} page needs its contents to be measured")
         contents = contents_digest(page_type, page)
