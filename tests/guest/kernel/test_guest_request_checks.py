@@ -118,16 +118,17 @@ def _rewrite_header(page: bytes, **fields: object) -> bytes:
     header = message.header
     values = {"msg_seqno": header.msg_seqno, "msg_type": header.msg_type,
               "msg_sz": header.msg_sz, "msg_vmpck": header.msg_vmpck,
-              "authtag": header.authtag}
+              "msg_version": header.msg_version, "authtag": header.authtag}
     values.update(fields)
     return GuestMessage(MessageHeader(**values), message.payload).to_page()  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("field", "value", "said"), [
-    ("msg_type", MessageType.KEY_RSP, "seqno 2 KEY_RSP VMPCK0"),
-    ("msg_type", MessageType.REPORT_REQ, "seqno 2 REPORT_REQ VMPCK0"),
-    ("msg_vmpck", 1, "seqno 2 REPORT_RSP VMPCK1"),
-    ("msg_seqno", 4, "seqno 4 REPORT_RSP VMPCK0"),
+    ("msg_type", MessageType.KEY_RSP, "seqno 2 KEY_RSP VMPCK0 version 1"),
+    ("msg_type", MessageType.REPORT_REQ, "seqno 2 REPORT_REQ VMPCK0 version 1"),
+    ("msg_vmpck", 1, "seqno 2 REPORT_RSP VMPCK1 version 1"),
+    ("msg_seqno", 4, "seqno 4 REPORT_RSP VMPCK0 version 1"),
+    ("msg_version", 2, "seqno 2 REPORT_RSP VMPCK0 version 2"),
 ])
 def test_a_response_header_that_does_not_match_is_refused(world: World, field: str,
                                                           value: object, said: str) -> None:
@@ -135,7 +136,7 @@ def test_a_response_header_that_does_not_match_is_refused(world: World, field: s
     with pytest.raises(IntegrityError) as refused:
         world.guest.report(bytes(64))
     assert str(refused.value) == (f"response header is {said}, expected seqno 2 REPORT_RSP "
-                                  "VMPCK0")
+                                  "VMPCK0 version 1")
     assert world.guest.disabled and world.guest.seqno == 0
 
 

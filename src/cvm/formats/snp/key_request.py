@@ -17,6 +17,7 @@ from cvm.wire import Layout, raw, reserved, u32, u64
 
 KEY_REQ_SIZE_V1 = 0x20
 KEY_REQ_SIZE_V2 = 0x28
+KEY_REQ_SIZES = {1: KEY_REQ_SIZE_V1, 2: KEY_REQ_SIZE_V2}  # MSG_VERSION -> the request's size
 KEY_RSP_SIZE = 0x40
 DERIVED_KEY_SIZE = 32
 

@@ -13,6 +13,7 @@ from enum import IntEnum
 from cvm.errors import FormatError, UsageError
 from cvm.wire import Layout, raw, reserved, u32
 
+REPORT_REQ_VERSION = 1  # MSG_VERSION of MSG_REPORT_REQ: its one version
 REPORT_DATA_SIZE = 64
 REPORT_SIZE = 0x4A0
 REPORT_REQ_SIZE = 0x60

@@ -147,9 +147,10 @@ class GuestRequester:
         self.key = bytes(VMPCK_SIZE)
 
     # -- messages -------------------------------------------------------------------------------
-    def seal(self, kind: MessageType, payload: bytes, seqno: int) -> bytes:
-        """A request page: the clear header, the payload under AES-256-GCM with VMPCKn."""
-        header = MessageHeader(seqno, kind, len(payload), self.vmpck)
+    def seal(self, kind: MessageType, payload: bytes, seqno: int, version: int = 1) -> bytes:
+        """A request page: the clear header (MSG_VERSION ``version``), the payload under
+        AES-256-GCM with VMPCKn."""
+        header = MessageHeader(seqno, kind, len(payload), self.vmpck, msg_version=version)
         ciphertext, tag = aead.encrypt(self.key, header.iv(), payload, header.aad())
         return GuestMessage(dataclasses.replace(header, authtag=tag), ciphertext).to_page()
 
@@ -167,22 +168,24 @@ class GuestRequester:
         answer = Ghcb.from_bytes(self.vcpu.read(self.ghcb_gpa, PAGE_SIZE))
         return answer.get("sw_exitinfo2") or 0, self.vcpu.read(self.response_gpa, PAGE_SIZE)
 
-    def _open(self, kind: MessageType, response: bytes, expected_seqno: int) -> bytes:
+    def _open(self, kind: MessageType, response: bytes, expected_seqno: int,
+              version: int) -> bytes:
         message = GuestMessage.from_page(response)
         header = message.header
-        if (header.msg_seqno, header.msg_type, header.msg_vmpck) != (
+        if (header.msg_seqno, header.msg_type, header.msg_vmpck, header.msg_version) != (
             expected_seqno,
             kind.response,
             self.vmpck,
+            version,
         ):
             raise IntegrityError(
                 f"response header is seqno {header.msg_seqno} {header.msg_type.name} "
-                f"VMPCK{header.msg_vmpck}, expected seqno {expected_seqno} "
-                f"{kind.response.name} VMPCK{self.vmpck}"
+                f"VMPCK{header.msg_vmpck} version {header.msg_version}, expected seqno "
+                f"{expected_seqno} {kind.response.name} VMPCK{self.vmpck} version {version}"
             )
         return aead.decrypt(self.key, header.iv(), message.payload, header.authtag, header.aad())
 
-    def request(self, kind: MessageType, payload: bytes) -> bytes:
+    def request(self, kind: MessageType, payload: bytes, version: int = 1) -> bytes:
         """One request/response exchange; the decrypted response payload.
 
         Any failure after the request left the guest wipes VMPCKn (see the module docstring).
@@ -193,13 +196,13 @@ class GuestRequester:
         if count + 2 > MAX_SEQNO:
             self.disable()
             raise StateError(f"VMPCK{self.vmpck} has used up its sequence numbers")
-        page = self.seal(kind, payload, count + 1)
+        page = self.seal(kind, payload, count + 1, version)
         status, response = self.exchange(page)
         if status:
             self.disable()
             raise StatusError(f"guest request failed with firmware status {status:#x}", status)
         try:
-            plain = self._open(kind, response, count + 2)
+            plain = self._open(kind, response, count + 2, version)
         except (IntegrityError, ValueError):
             self.disable()
             raise
@@ -213,4 +216,5 @@ class GuestRequester:
 
     def derived_key(self, request: KeyRequest) -> KeyResponse:
         """MSG_KEY_REQ: a key derived by the firmware from the fields ``request`` selects."""
-        return KeyResponse.from_bytes(self.request(MessageType.KEY_REQ, request.to_bytes()))
+        return KeyResponse.from_bytes(self.request(MessageType.KEY_REQ, request.to_bytes(),
+                                                   request.msg_version))

@@ -18,6 +18,7 @@ SEV Secure Nested Paging Firmware ABI Specification (AMD 56860):
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from hashlib import sha384
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from cvm.formats.snp.guest_message import (
 )
 from cvm.formats.snp.key_request import (
     DERIVED_KEY_SIZE,
+    KEY_REQ_SIZES,
     GuestFieldSelect,
     KeyRequest,
     KeyResponse,
@@ -39,6 +41,7 @@ from cvm.formats.snp.key_request import (
     RootKey,
 )
 from cvm.formats.snp.report_request import (
+    REPORT_REQ_VERSION,
     KeySelect,
     ReportRequest,
     ReportResponse,
@@ -84,9 +87,9 @@ def handle_guest_request(psp: SecureProcessor, ctx: GuestContext, page: bytes) -
     except IntegrityError:
         raise refuse(SevStatus.INVALID_PARAM, COMMAND, "message authentication failed") from None
     if header.msg_type is MessageType.REPORT_REQ:
-        answer = _report(psp, ctx, index, payload)
+        answer = _report(psp, ctx, index, payload, header.msg_version)
     elif header.msg_type is MessageType.KEY_REQ:
-        answer = _derived_key(psp, ctx, index, payload)
+        answer = _derived_key(psp, ctx, index, payload, header.msg_version)
     else:
         raise refuse(SevStatus.INVALID_PARAM, COMMAND, f"{header.msg_type.name} unsupported")
     response_header = MessageHeader(
@@ -94,16 +97,11 @@ def handle_guest_request(psp: SecureProcessor, ctx: GuestContext, page: bytes) -
         msg_type=header.msg_type.response,
         msg_sz=len(answer),
         msg_vmpck=index,
+        msg_version=header.msg_version,
     )
     ciphertext, tag = aead.encrypt(key, response_header.iv(), answer, response_header.aad())
     ctx.seqnos[index] = header.msg_seqno + 1
-    sealed = MessageHeader(
-        msg_seqno=response_header.msg_seqno,
-        msg_type=response_header.msg_type,
-        msg_sz=response_header.msg_sz,
-        msg_vmpck=index,
-        authtag=tag,
-    )
+    sealed = dataclasses.replace(response_header, authtag=tag)
     return GuestMessage(sealed, ciphertext).to_page()
 
 
@@ -144,7 +142,10 @@ def build_report(
     )
 
 
-def _report(psp: SecureProcessor, ctx: GuestContext, caller_vmpl: int, payload: bytes) -> bytes:
+def _report(psp: SecureProcessor, ctx: GuestContext, caller_vmpl: int, payload: bytes,
+            version: int) -> bytes:
+    if version != REPORT_REQ_VERSION:  # the one version of MSG_REPORT_REQ
+        return ReportResponse(ReportStatus.INVALID_PARAMETERS).to_bytes()
     try:
         request = ReportRequest.from_bytes(payload)
     except FormatError:
@@ -182,9 +183,11 @@ def _field_encoding(ctx: GuestContext, request: KeyRequest, tcb: TcbVersion) -> 
 
 
 def _derived_key(
-    psp: SecureProcessor, ctx: GuestContext, caller_vmpl: int, payload: bytes
+    psp: SecureProcessor, ctx: GuestContext, caller_vmpl: int, payload: bytes, version: int
 ) -> bytes:
     invalid = KeyResponse(KeyStatus.INVALID_PARAMETERS).to_bytes()
+    if KEY_REQ_SIZES.get(version) != len(payload):  # MSG_VERSION decides the layout
+        return invalid
     try:
         request = KeyRequest.from_bytes(payload)
         tcb = TcbVersion.from_int(request.tcb_version, psp.product.tcb_layout)
