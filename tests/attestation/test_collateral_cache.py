@@ -3,9 +3,7 @@ chip and TCB, and only known products."""
 
 from __future__ import annotations
 
-import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +16,8 @@ CHIP = bytes(range(64))
 TCB = TcbVersion.from_bytes(bytes([3, 0, 0, 0, 0, 0, 8, 115]))
 
 
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    previous = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(previous)
-
-
 def test_cached_files_are_public_and_replace_a_private_file_whole(
-        tmp_path: Path, umask_022: None) -> None:
+        tmp_path: Path, umask: None) -> None:
     cache = CollateralCache(tmp_path / "collateral")
     cache.put_vcek(CHIP, TCB, b"first")
     cache.put_crl("Genoa", b"crl")
