@@ -384,3 +384,64 @@ def test_a_name_given_twice_in_a_directory_is_refused() -> None:
     image.put(image.root_offset(), entry(b"SAME       ", 0x20, 0, 0),
               entry(b"D          ", DIR, 5))
     assert _files(image) == {"/SAME": b"", "/D/SAME": b""}
+
+
+# --- what the first mutation run asked for --------------------------------------------------
+
+def test_short_names_lose_only_their_space_padding() -> None:
+    image = make_fat(FatType.FAT16)
+    image.put(image.root_offset(),
+              entry(b"BOX     EXX", 0x20, 0, 0),
+              entry(b"TAB\t    A\t ", 0x20, 0, 0),
+              entry(b"README  A  ", 0x20, 0, 0),
+              entry(b"SPACE     B", 0x20, 0, 0))
+    assert list(_files(image)) == ["/BOX.EXX", "/TAB\t.A\t", "/README.A", "/SPACE.  B"]
+
+
+def test_a_file_reads_only_the_clusters_its_size_needs() -> None:
+    image = make_fat(FatType.FAT16)
+    image.chain(5, 6, 7, 8)
+    image.write(5, b"x" * 2048)
+    for size, length in ((1024, 1024), (1023, 1024), (1025, 1536), (1, 512)):
+        image.put(image.root_offset(), entry(b"FILE       ", 0x20, 5, size))
+        data = image.to_bytes()
+        reads: list[tuple[int, int]] = []
+
+        def read(offset: int, count: int, data: bytes = data,
+                 reads: list[tuple[int, int]] = reads) -> bytes:
+            reads.append((offset, count))
+            return data[offset : offset + count]
+
+        assert FatVolume(read, len(data)).files() == {"/FILE": b"x" * size}
+        assert reads[-1] == (image.cluster_offset(5), length)
+
+
+def test_a_long_name_with_a_lone_surrogate_is_read_with_a_replacement() -> None:
+    short = b"ODD        "
+    piece = bytearray(long_entries("ab", short)[0])
+    piece[1:3] = b"\x00\xd8"  # a high surrogate with no low one after it
+    image = make_fat(FatType.FAT16)
+    image.put(image.root_offset(), bytes(piece), entry(short, 0x20, 0, 0))
+    assert list(_files(image)) == ["/\ufffdb"]
+
+
+def test_a_long_name_ends_at_its_first_nul() -> None:
+    short = b"NUL        "
+    pieces = long_entries("ab\0cd", short)
+    image = make_fat(FatType.FAT16)
+    image.put(image.root_offset(), *pieces, entry(short, 0x20, 0, 0))
+    assert list(_files(image)) == ["/ab"]
+
+
+def test_a_stray_long_name_piece_after_a_used_name_is_refused() -> None:
+    """After a deleted entry or a short entry the next long name must start with its last
+    piece: a piece numbered 1 alone, carrying the old checksum, is out of sequence."""
+    short = b"ALONGN~1TXT"
+    one, *_ = long_entries("ab", short)  # one piece: number 1, marked last
+    stray = bytes([0x01]) + one[1:]  # number 1, not marked last
+    for before in ([one, entry(short, 0x20, 0, 0)], [one, entry(b"\xe5" + short[1:])]):
+        image = make_fat(FatType.FAT16)
+        at = 32 * len(before)
+        image.put(image.root_offset(), *before, stray, entry(short, 0x20, 0, 0))
+        assert _refusal(lambda image=image: _files(image)) == (
+            f"FAT volume: /: long-name entry at {at:#x} is out of sequence")
