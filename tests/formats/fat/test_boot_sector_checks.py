@@ -128,6 +128,7 @@ def test_fat12_and_fat16_need_a_root_directory() -> None:
 @pytest.mark.parametrize(("kind", "fits", "too_many", "fat_sectors"), [
     (FatType.FAT12, 339, 340, 1),      # 341 entries of 1.5 bytes: 511.5 -> 512
     (FatType.FAT12, 680, 681, 2),      # 683 entries: 1024.5 bytes need 1025, not 1024
+    (FatType.FAT12, 1022, 1023, 3),    # 1024 entries: 1536 bytes exactly
     (FatType.FAT16, 4350, 4351, 17),   # 4352 entries of 2 bytes: 8704
     (FatType.FAT32, 65534, 65535, 512),  # 65536 entries of 4 bytes: 262144
 ])
