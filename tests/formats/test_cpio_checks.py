@@ -18,6 +18,7 @@ from cvm.formats.cpio import (
     CpioArchive,
     CpioEntry,
     member_key,
+    member_type,
 )
 
 
@@ -140,3 +141,10 @@ def test_every_field_that_does_not_fit_is_named() -> None:
         f"cpio member 'a': mode {1 << 32} does not fit")
     assert _refusal(lambda: CpioEntry("a", S_IFREG).header(1 << 32)) == (
         f"cpio member 'a': namesize {1 << 32} does not fit")
+
+
+def test_the_type_is_the_top_four_bits_of_the_mode() -> None:
+    assert member_type(0o100644) == S_IFREG and member_type(0o040755) == S_IFDIR
+    assert member_type(0o120777) == S_IFLNK and member_type(0o777) == 0
+    assert member_type(0o170000 | 0o7777) == 0o170000
+    assert CpioEntry("l", S_IFLNK | 0o777, b"target").kind == S_IFLNK

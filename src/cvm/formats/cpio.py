@@ -42,6 +42,11 @@ def _pad(size: int) -> int:
     return -size % ALIGNMENT
 
 
+def member_type(mode: int) -> int:
+    """The file type bits of a member's mode (``S_IFMT``)."""
+    return mode & S_IFMT
+
+
 def member_key(name: str) -> str:
     """The path a member names: ``/a``, ``./a`` and ``a`` are the same file to the kernel."""
     return name.lstrip("/").removeprefix("./")
@@ -66,7 +71,7 @@ class CpioEntry:
 
     @property
     def kind(self) -> int:
-        return self.mode & S_IFMT
+        return member_type(self.mode)
 
     @classmethod
     def file(cls, name: str, data: bytes, permissions: int = 0o644, ino: int = 0) -> CpioEntry:
