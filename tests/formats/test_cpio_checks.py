@@ -148,3 +148,32 @@ def test_the_type_is_the_top_four_bits_of_the_mode() -> None:
     assert member_type(0o120777) == S_IFLNK and member_type(0o777) == 0
     assert member_type(0o170000 | 0o7777) == 0o170000
     assert CpioEntry("l", S_IFLNK | 0o777, b"target").kind == S_IFLNK
+
+
+def test_the_helpers_default_to_inode_0() -> None:
+    assert CpioEntry.file("f", b"x") == CpioEntry("f", S_IFREG | 0o644, b"x", 0, nlink=1)
+    assert CpioEntry.directory("d") == CpioEntry("d", S_IFDIR | 0o755, b"", 0, nlink=2)
+    assert CpioArchive((CpioEntry.file("f", b"x"),)).to_bytes()[6:14] == b"00000000"
+
+
+def test_the_trailer_is_written_as_gnu_cpio_writes_it() -> None:
+    data = CpioArchive((CpioEntry.file("f", b"x"),)).to_bytes()
+    assert data.endswith(TRAILER)
+    assert TRAILER[6:110] == b"".join(b"%08X" % v for v in (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0,
+                                                            11, 0))
+
+
+def test_a_header_of_exactly_110_bytes_left_is_read() -> None:
+    assert _refusal(lambda: CpioArchive.parse(TRAILER[:110])) == (
+        "cpio: member at offset 0x0 runs past the archive")
+
+
+def test_only_zeros_may_follow_the_trailer() -> None:
+    for tail in (b"X", b"XX\0", b"\0X"):
+        assert _refusal(lambda tail=tail: CpioArchive.parse(TRAILER + tail)) == (
+            "cpio: data after the trailer")
+
+
+def test_only_slashes_and_one_dot_slash_are_dropped_from_a_path() -> None:
+    assert [member_key(n) for n in ("Xa", "X/a", "XX", "../a", ".a")] == [
+        "Xa", "X/a", "XX", "../a", ".a"]

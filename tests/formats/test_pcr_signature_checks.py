@@ -111,3 +111,17 @@ def test_the_document_is_written_compact_bank_by_bank() -> None:
     assert one.to_json() == {"pcrs": [11], "pkfp": FINGERPRINT.hex(), "pol": "01" * 32,
                              "sig": base64.b64encode(b"s1").decode()}
     assert parse_pcr_signature(data) == (one, three, two)
+
+
+def test_a_signature_with_characters_outside_base64_is_refused() -> None:
+    for sig in ("AQID!", "AQ ID", "AQID\n", "AQ-D"):
+        assert _refusal(lambda sig=sig: _parse({"sha256": [_item(sig=sig)]})) == (
+            ".pcrsig: sha256[0] has a bad hex or base64 field")
+    assert _parse({"sha256": [_item(sig="AQID")]})[0].signature == b"\x01\x02\x03"
+
+
+def test_only_nul_bytes_are_dropped_from_the_end() -> None:
+    data = json.dumps({"sha256": [_item()]}).encode()
+    for tail in (b"X", b"X\0\0", b"XX"):
+        assert _refusal(lambda tail=tail: parse_pcr_signature(data + tail)) == (
+            ".pcrsig: not JSON")

@@ -105,10 +105,31 @@ def test_memdisk_files_are_found_without_regard_to_case() -> None:
     disk.put(disk.root_offset(), entry(b"GRUB    CFG", 0x20, 5, 28),
              entry(b"BOOT       ", 0x10, 6))
     disk.put(disk.cluster_offset(6), entry(b"X       CFG", 0x20, 0, 0))
+    disk.put(disk.root_offset() + 64, entry(b"X       CFX", 0x20, 0, 0))
     core = GrubCoreImage.parse(_image(_module(1, disk.to_bytes())))
     for path in ("grub.cfg", "/GRUB.CFG", "\\grub.cfg", "grub.cfg/"):
         assert core.memdisk_file(path) == b"configfile $prefix/grub.cfg\n"
     assert core.memdisk_file("boot\\x.cfg") == b""
+    assert core.memdisk_file("X.CFX") == b"" and core.memdisk_file("/x.cfx/") == b""
     assert core.memdisk_file("x.cfg") is None
     assert core.memdisk_file("boot") is None
     assert GrubCoreImage("", "", b"").memdisk_file("grub.cfg") is None
+
+
+def _short_mods(length: int, content: bytes) -> bytes:
+    """An image whose ``mods`` section holds only ``length`` bytes of ``content``."""
+    data = bytearray(build_pe([SectionSpec(".text", b"\xc3" * 64, CODE),
+                               SectionSpec("mods", content)]))
+    at = data.index(b"mods\0\0\0\0")
+    data[at + 0x10 : at + 0x14] = length.to_bytes(4, "little")  # SizeOfRawData
+    return bytes(data)
+
+
+def test_a_module_info_cut_short_names_the_field() -> None:
+    info = struct.pack("<IIQQ", MAGIC, 0, 24, 24)
+    for length, field, at, left in ((2, "magic", 0, 2), (6, "padding", 4, 2),
+                                    (12, "offset", 8, 4), (20, "size", 16, 4)):
+        assert _refusal(lambda length=length: GrubCoreImage.parse(_short_mods(length, info))) == (
+            f"GRUB module info: {field} needs {4 if at < 8 else 8} bytes at offset {at:#x}, "
+            f"only {left} left")
+    assert GrubCoreImage.parse(_short_mods(24, info)) == GrubCoreImage("", "", b"")
