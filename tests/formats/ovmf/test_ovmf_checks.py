@@ -277,3 +277,41 @@ def test_a_bad_optional_entry_is_refused_when_the_image_is_parsed() -> None:
     table = FooterTable((FooterEntry(SEV_SECRET_AREA_GUID, bytes(9)),)).to_bytes()
     with pytest.raises(FormatError):
         OvmfImage.parse(_image_with_table(table))
+
+
+# --- what the first mutation run asked for --------------------------------------------------
+
+def test_sizes_of_256_bytes_and_more_use_both_bytes_of_the_size_field() -> None:
+    table = FooterTable((FooterEntry(A, bytes(300)), FooterEntry(B, b"b")))
+    assert table.size == 18 + 318 + 19
+    assert FooterTable.from_bytes(table.to_bytes()) == table
+
+
+def test_a_table_may_start_at_the_first_byte_of_a_50_byte_image() -> None:
+    assert FooterTable.locate(_footer(18) + bytes(32)) == FooterTable(())
+
+
+def test_the_synthetic_image_layout() -> None:
+    import hashlib
+
+    data = build_image(0x1000, reset_eip=None)
+    table_start = 0x1000 - 32 - (18 + 26 * 2)
+    filler = hashlib.shake_256(b"cvm synthetic OVMF").digest(0x1000)
+    assert data[:table_start] == filler[:table_start]  # no payload, no metadata
+    image = OvmfImage.parse(data)
+    assert image.footer is not None
+    assert image.footer.get(SEV_SECRET_AREA_GUID) == bytes(8)
+    sections = [MetadataSection(0x800000, 0x1000, SectionType.SNP_SEC_MEM)]
+    with_metadata = build_image(0x1000, sections=sections)
+    table = FooterTable.locate(with_metadata)
+    assert table is not None
+    end = 0x1000 - 32 - table.size  # the descriptor ends where the table begins
+    assert with_metadata[end - 28 : end] == SevMetadata(tuple(sections)).to_bytes()
+    assert table.get(SEV_METADATA_GUID) == (0x1000 - end + 28).to_bytes(4, "little")
+
+
+def test_the_payload_must_leave_room_for_the_footer() -> None:
+    room = 0x1000 - 32 - (18 + 26 * 2 + 22)
+    assert build_image(0x1000, payload=b"p" * room)[:room] == b"p" * room
+    assert _refusal(lambda: build_image(0x1000, payload=b"p" * (room + 1)), UsageError) == (
+        "OVMF image too small for its payload and footer")
