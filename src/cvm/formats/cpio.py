@@ -42,6 +42,16 @@ def _pad(size: int) -> int:
     return -size % ALIGNMENT
 
 
+def member_type(mode: int) -> int:
+    """The file type bits of a member's mode (``S_IFMT``)."""
+    return mode & S_IFMT
+
+
+def member_key(name: str) -> str:
+    """The path a member names: ``/a``, ``./a`` and ``a`` are the same file to the kernel."""
+    return name.lstrip("/").removeprefix("./")
+
+
 @dataclass(frozen=True)
 class CpioEntry:
     """One member: a regular file, a directory or a symbolic link (its target as data)."""
@@ -61,7 +71,7 @@ class CpioEntry:
 
     @property
     def kind(self) -> int:
-        return self.mode & S_IFMT
+        return member_type(self.mode)
 
     @classmethod
     def file(cls, name: str, data: bytes, permissions: int = 0o644, ino: int = 0) -> CpioEntry:
@@ -110,7 +120,7 @@ class CpioArchive:
         names = [entry.name for entry in self.entries]
         if TRAILER in names:
             raise FormatError(f"cpio: a member may not be named {TRAILER}")
-        if len(set(names)) != len(names):
+        if len({member_key(name) for name in names}) != len(names):
             raise FormatError("cpio: a member name appears twice")
         for entry in self.entries:
             if entry.kind not in KNOWN_TYPES:
@@ -122,16 +132,18 @@ class CpioArchive:
 
     def get(self, name: str) -> CpioEntry | None:
         """The member called ``name`` (leading ``/`` and ``./`` ignored), or None."""
-        wanted = name.lstrip("/").removeprefix("./")
+        wanted = member_key(name)
         for entry in self.entries:
-            if entry.name.lstrip("/").removeprefix("./") == wanted:
+            if member_key(entry.name) == wanted:
                 return entry
         return None
 
     @classmethod
     def parse(cls, data: bytes) -> CpioArchive:
-        """Strict: magic, hex fields, NUL-terminated names, zero padding, one trailer."""
+        """Strict: magic, hex fields, NUL-terminated names, zero padding, one trailer, no
+        path twice (``a`` and ``./a`` included: the kernel would keep the later one)."""
         entries: list[CpioEntry] = []
+        seen: set[str] = set()
         position = 0
         while True:
             if position + HEADER_SIZE > len(data):
@@ -170,7 +182,8 @@ class CpioArchive:
                               values["rdevminor"])
             if entry.kind not in KNOWN_TYPES:
                 raise FormatError(f"cpio member {name!r}: unsupported mode {entry.mode:o}")
-            if any(e.name == name for e in entries):
+            if member_key(name) in seen:
                 raise FormatError(f"cpio: member {name!r} appears twice")
+            seen.add(member_key(name))
             entries.append(entry)
             position = next_member

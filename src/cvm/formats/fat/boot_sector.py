@@ -49,6 +49,22 @@ COMMON = Layout(
 )
 
 
+def count_root_dir_sectors(root_entry_count: int, bytes_per_sector: int) -> int:
+    """The sectors of the FAT12/16 root directory (section 3.5), rounded up."""
+    size = root_entry_count * DIR_ENTRY_SIZE
+    return (size + bytes_per_sector - 1) // bytes_per_sector
+
+
+def data_region_start(reserved: int, fats: int, fat_size: int, root_sectors: int) -> int:
+    """The sector of cluster 2: after the reserved sectors, the FATs and the root directory."""
+    return reserved + fats * fat_size + root_sectors
+
+
+def count_clusters(total_sectors: int, data_start: int, sectors_per_cluster: int) -> int:
+    """The whole clusters of the data region (section 3.5), which decide the FAT type."""
+    return (total_sectors - data_start) // sectors_per_cluster
+
+
 class FatType(Enum):
     FAT12 = 12
     FAT16 = 16
@@ -92,12 +108,12 @@ class BootSector:
         fat_size = int(v["fat_size_16"]) or int(v["fat_size_32"])
         if total == 0 or fat_size == 0:
             raise FormatError("FAT boot sector: total sectors or FAT size is zero")
-        root_sectors = (root_entries * DIR_ENTRY_SIZE + per_sector - 1) // per_sector
-        data_start = reserved + fats * fat_size + root_sectors
+        root_sectors = count_root_dir_sectors(root_entries, per_sector)
+        data_start = data_region_start(reserved, fats, fat_size, root_sectors)
         if data_start >= total:
             raise FormatError(f"FAT boot sector: the data region starts at sector {data_start}, "
                               f"past the {total} sectors of the volume")
-        clusters = (total - data_start) // per_cluster
+        clusters = count_clusters(total, data_start, per_cluster)
         if clusters < FAT12_MAX_CLUSTERS:
             fat_type = FatType.FAT12
         elif clusters < FAT16_MAX_CLUSTERS:
@@ -116,7 +132,7 @@ class BootSector:
             if root_entries == 0:
                 raise FormatError("FAT12/16 boot sector: root entry count (0x11) is zero")
             root_cluster = 0
-        needed = {FatType.FAT12: (clusters + 2) * 3 // 2, FatType.FAT16: (clusters + 2) * 2,
+        needed = {FatType.FAT12: ((clusters + 2) * 3 + 1) // 2, FatType.FAT16: (clusters + 2) * 2,
                   FatType.FAT32: (clusters + 2) * 4}[fat_type]
         if fat_size * per_sector < needed:
             raise FormatError(f"FAT boot sector: a FAT of {fat_size} sectors cannot map "
@@ -130,13 +146,14 @@ class BootSector:
 
     @property
     def root_dir_sectors(self) -> int:
-        size = self.root_entry_count * DIR_ENTRY_SIZE
-        return (size + self.bytes_per_sector - 1) // self.bytes_per_sector
+        return count_root_dir_sectors(self.root_entry_count, self.bytes_per_sector)
 
     @property
     def first_data_sector(self) -> int:
-        return self.reserved_sectors + self.num_fats * self.fat_size + self.root_dir_sectors
+        return data_region_start(self.reserved_sectors, self.num_fats, self.fat_size,
+                                 self.root_dir_sectors)
 
     @property
     def cluster_count(self) -> int:
-        return (self.total_sectors - self.first_data_sector) // self.sectors_per_cluster
+        return count_clusters(self.total_sectors, self.first_data_sector,
+                              self.sectors_per_cluster)

@@ -4,9 +4,12 @@ Microsoft FAT specification 1.03, sections 4 (the FAT: cluster chains, end-of-ch
 cluster marks), 6 (32-byte directory entries, attributes, the 8.3 name and the NT case bits at
 offset 12) and 7 (long names: entries with attribute 0x0F stored before the short entry, in
 reverse order, each carrying 13 UTF-16 characters and the checksum of the short name). A chain
-that loops, leaves the volume or is shorter than the file's size, a long name whose checksum or
+that loops, leaves the volume or is shorter than the file's size, a cluster in two chains (two
+files or directories sharing it: a directory reachable twice would make the walk repeat a
+subtree, once per path, so a few crafted directories could make it run for ever), a name given
+twice in one directory (names compared without regard to case), a long name whose checksum or
 sequence does not match, and a directory that nests too deep are format errors — a hostile
-image cannot make the reader loop or read outside the volume.
+image cannot make the reader loop, read a cluster twice or read outside the volume.
 """
 
 from __future__ import annotations
@@ -91,8 +94,10 @@ class FatVolume:
             return int.from_bytes(self._fat[cluster * 2 : cluster * 2 + 2], "little")
         return int.from_bytes(self._fat[cluster * 4 : cluster * 4 + 4], "little") & 0x0FFFFFFF
 
-    def chain(self, first: int) -> list[int]:
-        """The clusters of the chain starting at ``first``; strict."""
+    def chain(self, first: int, claimed: set[int] | None = None) -> list[int]:
+        """The clusters of the chain starting at ``first``; strict. With ``claimed`` (the
+        clusters of the chains read before), a cluster already claimed is refused and the
+        chain's clusters are added to it."""
         last = self.boot.cluster_count + 1
         clusters: list[int] = []
         seen: set[int] = set()
@@ -103,10 +108,15 @@ class FatVolume:
                                   f"outside the data region (2..{last})")
             if cluster in seen:
                 raise FormatError(f"FAT volume: the chain from cluster {first} loops")
+            if claimed is not None and cluster in claimed:
+                raise FormatError(f"FAT volume: cluster {cluster} of the chain from {first} "
+                                  "belongs to another file or directory too")
             seen.add(cluster)
             clusters.append(cluster)
             nxt = self._next(cluster)
             if nxt >= END_OF_CHAIN[self.boot.fat_type]:
+                if claimed is not None:
+                    claimed |= seen
                 return clusters
             cluster = nxt
 
@@ -114,8 +124,8 @@ class FatVolume:
         sector = self.boot.first_data_sector + (cluster - 2) * self.boot.sectors_per_cluster
         return sector * self.boot.bytes_per_sector
 
-    def _read_chain(self, first: int, size: int | None) -> bytes:
-        clusters = self.chain(first)
+    def _read_chain(self, first: int, size: int | None, claimed: set[int]) -> bytes:
+        clusters = self.chain(first, claimed)
         unit = self.boot.cluster_size
         if size is not None and len(clusters) * unit < size:
             raise FormatError(f"FAT volume: a file of {size} bytes has a chain of only "
@@ -134,9 +144,9 @@ class FatVolume:
 
     # --- directories ---------------------------------------------------------------------
 
-    def _root(self) -> bytes:
+    def _root(self, claimed: set[int]) -> bytes:
         if self.boot.fat_type is FatType.FAT32:
-            return self._read_chain(self.boot.root_cluster, None)
+            return self._read_chain(self.boot.root_cluster, None, claimed)
         start = (self.boot.reserved_sectors + self.boot.num_fats * self.boot.fat_size)
         return self._read(start * self.boot.bytes_per_sector,
                           self.boot.root_entry_count * DIR_ENTRY_SIZE)
@@ -188,17 +198,22 @@ class FatVolume:
     def files(self) -> dict[str, bytes]:
         """Every regular file as ``{"/DIR/NAME": bytes}``."""
         out: dict[str, bytes] = {}
-        pending = [("", self._root(), 0)]
+        claimed: set[int] = set()  # every cluster read so far: none may be read twice
+        pending = [("", self._root(claimed), 0)]
         while pending:
             prefix, directory, depth = pending.pop()
+            names: set[str] = set()
             for name, attributes, cluster, size in self._entries(directory, prefix or "/"):
                 path = f"{prefix}/{name}"
+                if name.upper() in names:
+                    raise FormatError(f"FAT volume: {path} is named twice in its directory")
+                names.add(name.upper())
                 if attributes & ATTR_DIRECTORY:
                     if depth >= MAX_DEPTH:
                         raise FormatError(f"FAT volume: {path} nests deeper than {MAX_DEPTH}")
-                    pending.append((path, self._read_chain(cluster, None), depth + 1))
+                    pending.append((path, self._read_chain(cluster, None, claimed), depth + 1))
                 elif size == 0:
                     out[path] = b""
                 else:
-                    out[path] = self._read_chain(cluster, size)
+                    out[path] = self._read_chain(cluster, size, claimed)
         return out

@@ -33,6 +33,17 @@ LAYOUT = Layout(
 )
 
 
+def is_used(partition_type_guid: Guid) -> bool:
+    """An entry is used when its type GUID is not all zero (UEFI table 5-6)."""
+    guid = partition_type_guid
+    return guid is not UNUSED and guid != UNUSED  # most entries share UNUSED itself
+
+
+def lba_count(starting_lba: int, ending_lba: int) -> int:
+    """The blocks of an entry: its ending LBA is inclusive."""
+    return ending_lba - starting_lba + 1
+
+
 @dataclass(frozen=True)
 class PartitionEntry:
     """A used or unused partition entry; ``ending_lba`` is inclusive."""
@@ -46,12 +57,11 @@ class PartitionEntry:
 
     @property
     def used(self) -> bool:
-        guid = self.partition_type_guid
-        return guid is not UNUSED and guid != UNUSED  # most entries share UNUSED itself
+        return is_used(self.partition_type_guid)
 
     @property
     def size_in_lba(self) -> int:
-        return self.ending_lba - self.starting_lba + 1
+        return lba_count(self.starting_lba, self.ending_lba)
 
     @classmethod
     def unused(cls) -> PartitionEntry:

@@ -35,6 +35,28 @@ def align_up(value: int, alignment: int) -> int:
     return -(-value // alignment) * alignment
 
 
+def last_usable_lba(total_lbas: int) -> int:
+    """The last LBA a partition may use: before the backup entry array and header."""
+    return total_lbas - 2 - ENTRY_ARRAY_LBAS
+
+
+def check_entries(entries: tuple[PartitionEntry, ...], total_lbas: int) -> None:
+    """Every used entry inside the usable LBAs of a ``total_lbas`` disk, none overlapping
+    (section 5.3.3); a :class:`FormatError` naming the partitions otherwise."""
+    first, last = FIRST_USABLE_LBA, last_usable_lba(total_lbas)
+    spans = sorted((e.starting_lba, e.ending_lba, n + 1) for n, e in enumerate(entries)
+                   if e.used)
+    for start, end, number in spans:
+        if start < first or end > last:
+            raise FormatError(
+                f"GPT: partition {number} ({start}..{end}) lies outside the usable LBAs "
+                f"{first}..{last}"
+            )
+    for (_, end, number), (start, _, other) in itertools.pairwise(spans):
+        if start <= end:
+            raise FormatError(f"GPT: partitions {number} and {other} overlap")
+
+
 def _entry_array(entries: tuple[PartitionEntry, ...]) -> bytes:
     return b"".join(e.to_bytes() for e in entries)
 
@@ -59,7 +81,7 @@ class PartitionTable:
 
     @property
     def last_usable_lba(self) -> int:
-        return self.total_lbas - 2 - ENTRY_ARRAY_LBAS
+        return last_usable_lba(self.total_lbas)
 
     def used(self) -> list[tuple[int, PartitionEntry]]:
         """(1-based partition number, entry) for every used entry."""
@@ -80,16 +102,7 @@ class PartitionTable:
 
     def check_entries(self) -> None:
         """Every used entry inside the usable range, none overlapping (section 5.3.3)."""
-        spans = sorted((e.starting_lba, e.ending_lba, n) for n, e in self.used())
-        for start, end, number in spans:
-            if start < self.first_usable_lba or end > self.last_usable_lba:
-                raise FormatError(
-                    f"GPT: partition {number} ({start}..{end}) lies outside the usable LBAs "
-                    f"{self.first_usable_lba}..{self.last_usable_lba}"
-                )
-        for (_, end, number), (start, _, other) in itertools.pairwise(spans):
-            if start <= end:
-                raise FormatError(f"GPT: partitions {number} and {other} overlap")
+        check_entries(self.entries, self.total_lbas)
 
     def headers(self) -> tuple[GptHeader, GptHeader]:
         crc = zlib.crc32(_entry_array(self.entries))
@@ -122,10 +135,11 @@ class PartitionTable:
         header = GptHeader.from_bytes(read(lba * LBA_SIZE, LBA_SIZE))
         if header.my_lba != lba:
             raise FormatError(f"GPT header at LBA {lba} says it is at LBA {header.my_lba}")
-        if header.alternate_lba not in (1, total_lbas - 1):
+        if header.alternate_lba != (total_lbas - 1 if lba == 1 else 1):
             raise FormatError(f"GPT header at LBA {lba}: alternate LBA {header.alternate_lba} "
                               f"is not the other end of a {total_lbas}-sector disk")
-        if header.last_usable_lba >= total_lbas or header.partition_entry_lba >= total_lbas:
+        array_end = header.partition_entry_lba * LBA_SIZE + header.entry_array_size()
+        if header.last_usable_lba >= total_lbas or array_end > total_lbas * LBA_SIZE:
             raise FormatError(f"GPT header at LBA {lba} points past the end of the disk")
         array = read(header.partition_entry_lba * LBA_SIZE, header.entry_array_size())
         if zlib.crc32(array) != header.partition_entry_array_crc32:
@@ -159,16 +173,13 @@ class PartitionTable:
                 cls._load(read, total - 1, total, parsed)
             except CvmError as backup_error:
                 warnings.append(f"backup GPT invalid ({backup_error})")
-        table = cls(header.disk_guid, total, entries, mbr, tuple(warnings))
         if len(entries) < ENTRY_COUNT:
             raise FormatError(f"GPT: {len(entries)} entries, cvm expects {ENTRY_COUNT}")
-        if (header.first_usable_lba, header.last_usable_lba) != (
-            table.first_usable_lba, table.last_usable_lba
-        ):
+        usable = (FIRST_USABLE_LBA, last_usable_lba(total))
+        if (header.first_usable_lba, header.last_usable_lba) != usable:
             warnings.append(
                 f"usable LBAs {header.first_usable_lba}..{header.last_usable_lba} differ from "
-                f"the standard {table.first_usable_lba}..{table.last_usable_lba}"
+                f"the standard {usable[0]}..{usable[1]}"
             )
-        table.check_entries()
-        return PartitionTable(header.disk_guid, total, entries[:ENTRY_COUNT], mbr,
-                              tuple(warnings))
+        check_entries(entries, total)
+        return cls(header.disk_guid, total, entries[:ENTRY_COUNT], mbr, tuple(warnings))

@@ -28,6 +28,11 @@ SVSM_INFO_GUID = Guid.parse("a789a612-0597-4c4b-a49f-cbb1fe9d1ddd")
 _MAX_ENTRY_SIZE = 0xFFFF
 
 
+def table_size(entries: tuple[FooterEntry, ...]) -> int:
+    """Bytes of a table of ``entries`` including the footer entry header."""
+    return ENTRY_HEADER_SIZE + sum(len(e.data) + ENTRY_HEADER_SIZE for e in entries)
+
+
 @dataclass(frozen=True)
 class FooterEntry:
     """One GUIDed entry: its GUID and its data (without the 18-byte header)."""
@@ -62,7 +67,7 @@ class FooterTable:
     @property
     def size(self) -> int:
         """Bytes of the table including the footer entry header."""
-        return ENTRY_HEADER_SIZE + sum(len(e.data) + ENTRY_HEADER_SIZE for e in self.entries)
+        return table_size(self.entries)
 
     def get(self, guid: Guid) -> bytes | None:
         """The data of the entry with ``guid``, or None."""

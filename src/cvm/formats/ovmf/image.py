@@ -25,8 +25,8 @@ from cvm.formats.ovmf.footer_table import (
     FooterEntry,
     FooterTable,
 )
-from cvm.formats.ovmf.reset_block import SevEsResetBlock
-from cvm.formats.ovmf.sev_area import SevArea
+from cvm.formats.ovmf.reset_block import SevEsResetBlock, published_reset_block
+from cvm.formats.ovmf.sev_area import SevArea, published_area
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType, SevMetadata
 from cvm.wire import Guid
 
@@ -81,21 +81,16 @@ class OvmfImage:
     @property
     def reset_block(self) -> SevEsResetBlock | None:
         """The SEV-ES AP reset block, or None when the firmware does not publish one."""
-        entry = self._entry(SEV_ES_RESET_BLOCK_GUID)
-        return None if entry is None else SevEsResetBlock.from_bytes(entry)
+        return published_reset_block(self._entry(SEV_ES_RESET_BLOCK_GUID))
 
     @property
     def sev_hash_table(self) -> SevArea | None:
         """Where QEMU writes the kernel hashes, or None when the build has no such area."""
-        entry = self._entry(SEV_HASH_TABLE_GUID)
-        area = None if entry is None else SevArea.from_bytes(entry)
-        return area if area is not None and area.present else None
+        return published_area(self._entry(SEV_HASH_TABLE_GUID))
 
     @property
     def sev_secret_area(self) -> SevArea | None:
-        entry = self._entry(SEV_SECRET_AREA_GUID)
-        area = None if entry is None else SevArea.from_bytes(entry)
-        return area if area is not None and area.present else None
+        return published_area(self._entry(SEV_SECRET_AREA_GUID))
 
     @property
     def sections(self) -> tuple[MetadataSection, ...]:

@@ -15,6 +15,11 @@ from cvm.errors import FormatError, UsageError
 RESET_BLOCK_SIZE = 4
 
 
+def published_reset_block(entry: bytes | None) -> SevEsResetBlock | None:
+    """The reset block a footer entry publishes, or None without the entry."""
+    return None if entry is None else SevEsResetBlock.from_bytes(entry)
+
+
 @dataclass(frozen=True)
 class SevEsResetBlock:
     """The AP reset EIP published by the firmware."""

@@ -17,6 +17,14 @@ from cvm.wire import Layout, u32
 SEV_AREA_LAYOUT = Layout("SEV area", 0x8, [u32("gpa", 0x0), u32("size", 0x4)])
 
 
+def published_area(entry: bytes | None) -> SevArea | None:
+    """The area a footer entry publishes: None when there is no entry or its GPA is zero."""
+    if entry is None:
+        return None
+    area = SevArea.from_bytes(entry)
+    return area if area.gpa != 0 else None
+
+
 @dataclass(frozen=True)
 class SevArea:
     """A guest-physical area the firmware reserves."""

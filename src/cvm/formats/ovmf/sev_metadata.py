@@ -32,6 +32,11 @@ SECTION_LAYOUT = Layout(
 OFFSET_ENTRY_SIZE = 4
 
 
+def descriptor_size(count: int) -> int:
+    """Bytes of a descriptor of ``count`` sections: the header and the sections."""
+    return HEADER_LAYOUT.size + SECTION_LAYOUT.size * count
+
+
 class SectionType(IntEnum):
     """``OVMF_SECTION_TYPE`` values (edk2 WorkArea.h)."""
 
@@ -83,7 +88,7 @@ class SevMetadata:
 
     @property
     def size(self) -> int:
-        return HEADER_LAYOUT.size + SECTION_LAYOUT.size * len(self.sections)
+        return descriptor_size(len(self.sections))
 
     def has(self, kind: SectionType) -> bool:
         return any(section.type == kind for section in self.sections)
@@ -97,7 +102,7 @@ class SevMetadata:
         if header["version"] != VERSION:
             raise FormatError(f"SEV metadata: unsupported version {header['version']!r}")
         count, size = int(header["num_items"]), int(header["size"])
-        if size != HEADER_LAYOUT.size + SECTION_LAYOUT.size * count:
+        if size != descriptor_size(count):
             raise FormatError(f"SEV metadata: size {size:#x} does not match {count} sections")
         if len(data) < size:
             raise FormatError(f"SEV metadata: needs {size:#x} bytes, {len(data):#x} available")
