@@ -357,6 +357,8 @@ def test_a_well_formed_command_and_response_never_reach_the_strict_parsers(
     assert Command.parse(plain.to_bytes(), 1) == plain
     failed = Response(0x101)
     assert Response.parse(failed.to_bytes(False), 0) == failed
+    bare = Response(0, (0x80000002,))  # a parameterSize of 0 and no acknowledgement
+    assert Response.parse(bare.to_bytes(True), 1) == bare
 
 
 def test_values_that_fit_are_written_without_the_checking_writers(
