@@ -351,3 +351,24 @@ def test_a_missing_service_is_refused_by_name() -> None:
         "SVSM services manifest has no service c476f1eb-0123-45a5-9641-b4e7dde5bfe3")
     first = ServicesManifest(((OTHER, b"1"), (OTHER, b"2")))
     assert first.service(OTHER) == b"1"
+
+
+def test_a_page_cut_inside_the_largest_command_or_response_is_refused_as_cut() -> None:
+    """The size is allowed (4087, 4092) but the page ends first: a truncation naming the
+    buffer, not a size over its maximum."""
+    with pytest.raises(TruncatedError) as caught:
+        VtpmCommandRequest.from_bytes(_le(8, 4) + b"\x00" + _le(MAX_INBUF, 4) + bytes(10))
+    assert str(caught.value) == _short("SVSM_VTPM_COMMAND request", "inbuf", MAX_INBUF, 9, 10)
+    with pytest.raises(TruncatedError) as caught:
+        VtpmCommandResponse.from_bytes(_le(MAX_OUTBUF, 4) + bytes(10))
+    assert str(caught.value) == _short("SVSM_VTPM_COMMAND response", "outbuf", MAX_OUTBUF, 4,
+                                       10)
+
+
+def test_the_field_by_field_reader_keeps_the_platform_command() -> None:
+    """What the strict reader returns is what the fast path returns (the SVSM then refuses a
+    platform command other than TPM_SEND_COMMAND)."""
+    page = _le(0x10, 4) + b"\x03" + _le(2, 4) + b"ab"
+    expected = VtpmCommandRequest(3, b"ab", 0x10)
+    assert VtpmCommandRequest._from_bytes_strict(page) == expected
+    assert VtpmCommandRequest.from_bytes(page) == expected
