@@ -170,3 +170,8 @@ def test_an_image_too_small_for_its_metadata_is_refused() -> None:
     with pytest.raises(UsageError) as caught:
         build_svsm_image(0x1000, sections=many)
     assert str(caught.value) == "SVSM image too small for its footer"
+
+
+def test_the_entry_point_defaults_to_the_start_of_the_image() -> None:
+    svsm = SvsmImage.parse(build_svsm_image(0x2000), end_gpa=0x9000)
+    assert svsm.entry_point == svsm.gpa == 0x7000
