@@ -66,10 +66,7 @@ class SvsmImage:
     @property
     def entry_point(self) -> int:
         """Guest-physical address where every vCPU starts (SVSM info offset + base)."""
-        entry = None if self.image.footer is None else self.image.footer.get(SVSM_INFO_GUID)
-        if entry is None or len(entry) < SVSM_INFO_SIZE:
-            raise UsageError(f"the SVSM image has no SVSM info entry ({SVSM_INFO_GUID})")
-        return self.gpa + int.from_bytes(entry[:SVSM_INFO_SIZE], "little")
+        return svsm_entry_point(self.image, self.gpa)
 
     @property
     def sections(self) -> tuple[MetadataSection, ...]:
@@ -82,6 +79,16 @@ class SvsmImage:
             (self.gpa + offset, data[offset : offset + PAGE_SIZE])
             for offset in range(0, len(data), PAGE_SIZE)
         ]
+
+
+def svsm_entry_point(image: OvmfImage, gpa: int) -> int:
+    """Where every vCPU of ``image`` mapped at ``gpa`` starts: ``gpa`` plus the first u32 of the
+    SVSM info entry, which is mandatory (a plain function so that mutation testing reaches
+    it)."""
+    entry = None if image.footer is None else image.footer.get(SVSM_INFO_GUID)
+    if entry is None or len(entry) < SVSM_INFO_SIZE:
+        raise UsageError(f"the SVSM image has no SVSM info entry ({SVSM_INFO_GUID})")
+    return gpa + int.from_bytes(entry[:SVSM_INFO_SIZE], "little")
 
 
 def svsm_end_gpa(ovmf: OvmfImage, vars_size: int) -> int:

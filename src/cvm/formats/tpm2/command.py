@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from cvm.errors import FormatError
+from cvm.errors import FormatError, UsageError
 from cvm.formats.tpm2.constants import TpmSt
 from cvm.formats.tpm2.tpm2b import put_tpm2b, read_tpm2b, reader, writer
 from cvm.wire import Layout, Reader, Writer, u16, u32
@@ -150,7 +150,10 @@ def _marshal(area: _SessionArea) -> bytes:
 def _fast_or_strict(fast: Callable[[bytes, int], T | None], strict: Callable[[bytes, int], T],
                     data: bytes, handle_count: int) -> T:
     """The struct-run parser's result, or the strict parser's where the fast one declines or
-    runs past the end (the strict one says what is wrong and where)."""
+    runs past the end (the strict one says what is wrong and where). A negative handle count
+    is the caller's error: the fast parsers would read handles from the parameters."""
+    if handle_count < 0:
+        raise UsageError(f"handle count {handle_count} is negative")
     try:
         parsed = fast(data, handle_count)
     except struct.error:
