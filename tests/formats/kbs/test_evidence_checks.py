@@ -18,6 +18,7 @@ from cvm.formats.kbs.evidence import (
     runtime_digest,
     svsm_nonce,
 )
+from cvm.formats.kbs.json_fields import canonical
 from cvm.formats.kbs.launch_evidence import LaunchEvidence, launch_report_data
 
 KEY = {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AQEB"}
@@ -73,6 +74,8 @@ def test_the_documents_exactly() -> None:
     assert LaunchEvidence(REPORT, b"v", b"s", b"k", b"crl").to_json()["crl"] == "Y3Js"
     assert CvmEvidence.from_bytes(with_crl.to_bytes()) == with_crl
     assert LaunchEvidence.from_json(LAUNCH.to_json()) == LAUNCH
+    assert LAUNCH.to_bytes() == canonical(LAUNCH.to_json())
+    assert LAUNCH.to_bytes().startswith(b'{"certificates":{"ark":"YXJr","ask":"YXNr",')
     assert with_crl.to_bytes().startswith(b'{"ak_public":"YWs=","certificates":{"ark":')
 
 
