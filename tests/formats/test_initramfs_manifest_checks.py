@@ -42,9 +42,9 @@ def test_the_manifest_as_written_and_read() -> None:
     assert MANIFEST.to_json() == {
         "schema": "cvm-initramfs/1",
         "root": {"luks_uuid": LUKS, "partition_guid": PART, "mapper": "cryptroot",
-                 "token_type": "systemd-tpm2", "filesystem": "cvm-filestore/1"},
+                 "token_type": "systemd-tpm2", "filesystem": "cvm-filestore/2"},
         "pcr_signature": "uki:.pcrsig",
-        "workload": {"store": "cvm-filestore/1", "data_dir": "/var/lib/app"}}
+        "workload": {"store": "cvm-filestore/2", "data_dir": "/var/lib/app"}}
     assert InitramfsManifest.from_json(_document()) == MANIFEST
     text = MANIFEST.to_bytes().decode()
     assert text.endswith("}\n") and text.startswith('{\n "pcr_signature"')
@@ -82,11 +82,13 @@ def test_the_fixed_values() -> None:
     assert _refusal(_document(lambda d: d.update(schema="cvm-initramfs/2"))) == (
         "initramfs manifest: schema 'cvm-initramfs/2', expected cvm-initramfs/1")
     fixed = ("initramfs manifest: root.token_type or root.filesystem is not "
-             "systemd-tpm2 / cvm-filestore/1")
+             "systemd-tpm2 / one of cvm-filestore/1, cvm-filestore/2")
     assert _refusal(_document(lambda d: d["root"].update(token_type="clevis"))) == fixed
     assert _refusal(_document(lambda d: d["root"].update(filesystem="ext4"))) == fixed
     assert _refusal(_document(lambda d: d["workload"].update(store="ext4"))) == (
-        "initramfs manifest: workload.store is not cvm-filestore/1")
+        "initramfs manifest: workload.store is not root.filesystem")
+    assert _refusal(_document(lambda d: d["workload"].update(store="cvm-filestore/1"))) == (
+        "initramfs manifest: workload.store is not root.filesystem")
     for place in ("/boot/sig.json", "", "uki:.pcrpkey"):
         assert _refusal(_document(lambda d, place=place: d.update(pcr_signature=place))) == (
             "initramfs manifest: pcr_signature must be null or 'uki:.pcrsig'")
