@@ -4,9 +4,12 @@ against the banks of the log, and each refusal of the writers with its message."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cvm.errors import FormatError, TruncatedError, UsageError
+from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.pcr_event import PcrEvent
 from cvm.formats.tcg.spec_id_event import AlgorithmSize, SpecIdEvent
 from cvm.wire import Reader
@@ -170,3 +173,29 @@ def test_event2_refuses_a_bank_outside_sixteen_bits(alg_id: int) -> None:
     spec = SpecIdEvent((AlgorithmSize(alg_id, 3),))
     with _usage(f"value {alg_id} does not fit in 2 bytes"):
         PcrEvent(0, 1, ((alg_id, b"abc"),), b"").to_event2(spec)
+
+
+def _no_field_by_field(reader: Reader, spec: SpecIdEvent) -> PcrEvent:
+    raise AssertionError("a well-formed record was read field by field")
+
+
+@pytest.mark.parametrize("log", ["realboot/eventlog.bin",
+                                 "tpm/go-tpm-tools/ubuntu-2404-amd-sevsnp.bin"])
+def test_well_formed_records_are_read_whole(vectors: Path, log: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log the attester sends is read a whole record at a time; the field-by-field reader is
+    only for the record that is malformed (it says what is wrong)."""
+    real = EventLog.parse((vectors / log).read_bytes())
+    assert real.spec_id is not None
+    # Every bank in every record (count == banks), a record with no digest and an empty event
+    # last, ending exactly at the end of the data.
+    empty = PcrEvent(9, 3, (), b"")
+    data = b"".join(e.to_event2(real.spec_id) for e in real.events) + empty.to_event2(
+        real.spec_id)
+    monkeypatch.setattr(PcrEvent, "read_event2", _no_field_by_field)
+    records = PcrEvent.read_event2_records(data, 0, real.spec_id)
+    assert records == [*real.events, empty]
+    assert all(len(r.digests) == len(real.spec_id.algorithms) for r in real.events)
+    # A malformed record is handed to the field-by-field reader.
+    with pytest.raises(AssertionError, match="field by field"):
+        PcrEvent.read_event2_records(data[:-1], 0, real.spec_id)
