@@ -4,6 +4,8 @@ TPM_ALG_ID, name and digest size, the hash it computes (checked against publishe
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from cvm.errors import FormatError, UsageError
@@ -58,3 +60,11 @@ def test_an_unknown_bank_name_is_refused_listing_the_known_ones(name: str) -> No
         algorithm_by_name(name)
     assert str(caught.value) == (f"unknown PCR bank {name!r} "
                                  "(known: sha1, sha256, sha384, sha512, sm3_256)")
+
+
+def test_the_constructor_is_hashlibs_own_where_hashlib_has_one() -> None:
+    # The replay builds one hasher per bank per record: hashlib's named constructors, not the
+    # generic hashlib.new, wherever the name exists (SM3 has only hashlib.new).
+    assert algorithm_by_id(0x000B).constructor() is hashlib.sha256
+    assert algorithm_by_id(0x0004).constructor() is hashlib.sha1
+    assert algorithm_by_id(0x000D).constructor() is hashlib.sha512

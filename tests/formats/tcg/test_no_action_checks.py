@@ -102,3 +102,13 @@ def test_legacy_spec_id_event00() -> None:
                                  (26, "vendorInfo", 25, 2)):
         _refused(parse, data[:cut], f"TCG_EfiSpecIdEventStruct: {field} needs {size} bytes "
                                     f"at offset {at:#x}, only {cut - at} left", TruncatedError)
+
+
+@pytest.mark.parametrize(("parse", "what"), [
+    (StartupLocalityEvent.parse, "StartupLocality event"),
+    (Sp800155Event.parse, "SP800-155 event"),
+    (LegacySpecIdEvent.parse, "TCG_EfiSpecIdEventStruct"),
+])
+def test_data_shorter_than_a_signature_names_the_signature(parse: object, what: str) -> None:
+    _refused(parse, b"SP800-155",
+             f"{what}: signature needs 16 bytes at offset 0x0, only 9 left", TruncatedError)
