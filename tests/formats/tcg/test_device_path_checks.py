@@ -113,3 +113,20 @@ def test_path_text_joins_nodes_and_instances() -> None:
     assert path.to_text() == "PciRoot(0x0)/Pci(0x2,0x0),PciRoot(0x0)"
     assert DevicePath((END_NODE, root)).to_text() == "PciRoot(0x0)"
     assert DevicePath(()).to_text() == ""
+
+
+def test_type_and_subtype_zero_are_bytes_too() -> None:
+    assert DevicePathNode(0, 0, b"").to_bytes() == b"\0\0\x04\0"
+    assert DevicePathNode(0, 0xFF, b"").to_text() == "Path(0,255,)"
+    assert DevicePathNode(0xFF, 0, b"").to_text() == "Path(255,0,)"
+
+
+def test_a_file_path_keeps_its_last_character() -> None:
+    assert DevicePath.file_path("\\EFI\\X").to_text() == "\\EFI\\X"
+
+
+def test_hard_drive_fields_do_not_run_into_each_other() -> None:
+    data = (_u32(7) + _u64(0x1122334455667788) + _u64(0x99AABBCCDDEEFF01)
+            + _u32(0x12345678) + b"\xab" * 12 + bytes([1, 1]))
+    node = DevicePathNode(4, 1, data)
+    assert node.to_text() == "HD(7,MBR,0x12345678,0x1122334455667788,0x99aabbccddeeff01)"

@@ -240,3 +240,20 @@ def test_handoff_tables_refusals() -> None:
     _refused(lambda: HandoffTables.parse(b"\x05a", 2),
              "UEFI_HANDOFF_TABLE_POINTERS2: TableDescription needs 5 bytes at offset 0x1, "
              "only 1 left", TruncatedError)
+
+
+def test_a_partition_name_is_shown_whatever_its_bytes() -> None:
+    # A name that is not UTF-16 is shown with replacement characters, not refused (the record
+    # is the firmware's measurement; showing it must not fail); only NULs are cut off the end.
+    lone = bytearray(_entry(""))
+    lone[56:60] = b"A\x00\x00\xd8"
+    ends_in_x = _entry("EFI-X")
+    data = _gpt_header() + _u64(2) + bytes(lone) + ends_in_x
+    partitions = UefiGptData.parse(data).to_json()["partitions"]
+    assert [p["name"] for p in partitions] == ["A\ufffd", "EFI-X"]  # type: ignore[attr-defined]
+
+
+def test_handoff_tables2_without_a_description_size() -> None:
+    _refused(lambda: HandoffTables.parse(b"", 2),
+             "UEFI_HANDOFF_TABLE_POINTERS2: TableDescriptionSize needs 1 bytes at offset 0x0, "
+             "only 0 left", TruncatedError)

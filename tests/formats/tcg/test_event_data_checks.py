@@ -179,3 +179,9 @@ def test_a_type_no_table_defines() -> None:
     assert decoded.to_bytes() == b"\x01\x02"
     assert decoded.describe() == "unknown event type 0x12345678, 2 bytes"
     assert decoded.to_json() == {"kind": "unknown", "event_type": 0x12345678, "data": "0102"}
+
+
+def test_malformed_data_of_exactly_32_bytes_is_shown_whole() -> None:
+    data = bytes(range(32))
+    shown = MalformedEvent(EventType.EV_SEPARATOR, data, "why").describe()
+    assert shown == f"malformed (why): 32 bytes {data.hex()}"
