@@ -159,7 +159,7 @@ def test_gpt_data_refusals() -> None:
              TruncatedError)
     for count, extra in ((2, 128), (1, 127), (1, 129), (0, 1), (2**62, 128)):
         data = _gpt_header() + _u64(count) + bytes(extra)
-        _refused(lambda data=data: parse(data),  # type: ignore[misc]
+        _refused(lambda data=data: parse(data),
                  f"UEFI_GPT_DATA: {count} partitions of 128 bytes do not fill the event "
                  "(at offset 0x64)")
 
@@ -229,7 +229,7 @@ def test_handoff_tables_refusals() -> None:
     one = _u64(1) + GUID.to_bytes() + _u64(0)
     for data in (one + b"\0", one[:-1], _u64(2) + one[8:], _u64(2**61) + one[8:]):
         count = int.from_bytes(data[:8], "little")
-        _refused(lambda data=data: HandoffTables.parse(data),  # type: ignore[misc]
+        _refused(lambda data=data: HandoffTables.parse(data),
                  f"UEFI_HANDOFF_TABLE_POINTERS: {count} tables do not fill the event "
                  "(at offset 0x8)")
     _refused(lambda: HandoffTables.parse(b"\x01a" + _u64(1), 2),

@@ -4,6 +4,7 @@ against the banks of the log, and each refusal of the writers with its message."
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ SPEC = SpecIdEvent((AlgorithmSize(0x0004, 20), AlgorithmSize(0x000B, 32)))
 RECORD = PcrEvent(7, 0x800000E0, ((0x000B, b"\x0b" * 32), (0x0004, b"\x04" * 20)), b"data")
 
 
-def _usage(message: str) -> pytest.RaisesContext[UsageError]:
+def _usage(message: str) -> AbstractContextManager[pytest.ExceptionInfo[UsageError]]:
     return pytest.raises(UsageError, match=f"^{message}$")
 
 
