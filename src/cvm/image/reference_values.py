@@ -260,10 +260,11 @@ def parse(document: Any) -> ImageReferenceValues:
         raise _fail("version", f"is {top['version']}; this cvm reads version {VERSION}")
     snp = _object(top["snp"], "snp", {"vmpl", "guest_policy", "allow_debug",
                                       "allow_migration_agent"})
+    policy_text = _str(snp["guest_policy"], "snp.guest_policy")
     try:
-        guest_policy = int(_str(snp["guest_policy"], "snp.guest_policy"), 16)
+        guest_policy = _int(int(policy_text, 16), "snp.guest_policy")
     except ValueError:
-        raise _fail("snp.guest_policy", "is not a hexadecimal number") from None
+        raise _fail("snp.guest_policy", "is not a 64-bit hexadecimal number") from None
     claims = SnpClaims(_int(snp["vmpl"], "snp.vmpl", 0, 4), guest_policy,
                        _bool(snp["allow_debug"], "snp.allow_debug"),
                        _bool(snp["allow_migration_agent"], "snp.allow_migration_agent"))
