@@ -171,6 +171,12 @@ REFUSALS: list[tuple[str, Any, str]] = [
     ("event_log", "", "event_log is not a non-empty string"),
     ("event_log", "AAA", "event_log is not base64"),
     ("boot_stages", None, "boot_stages is not a list"),
+    ("boot_stages/0", "uki", "boot_stages[0] is not an object"),
+    ("boot_stages/0/size", 1, "boot_stages[0].size is not a known field"),
+    ("boot_stages/1/signer", DROP, "boot_stages[1].signer is missing"),
+    ("sealing/0", None, "sealing[0] is not an object"),
+    ("sealing/1/pin", False, "sealing[1].pin is not a known field"),
+    ("sealing/0/bank", DROP, "sealing[0].bank is missing"),
     ("boot_stages/0/signer", "owner", "boot_stages[0].signer is not one of db, vendor"),
     ("boot_stages/1/path", None, "boot_stages[1].path is not a string"),
     ("boot_stages/1/name", "", "boot_stages[1].name is not a non-empty string"),
@@ -235,6 +241,21 @@ def test_a_log_that_is_not_a_tcg_event_log_is_refused_with_the_reason() -> None:
     assert "event log" in str(refused.value).split("(", 1)[1]
 
 
+def test_a_log_with_a_character_outside_base64_is_refused() -> None:
+    document = _document()
+    text = document["event_log"]
+    document["event_log"] = text[:8] + "*" + text[8:]  # a lenient decoder would skip it
+    with pytest.raises(FormatError, match=r"^reference values: event_log is not base64$"):
+        parse(document)
+
+
+@pytest.mark.parametrize("document", [[], None, "reference", 1])
+def test_a_document_that_is_not_an_object_is_refused(document: Any) -> None:
+    with pytest.raises(FormatError,
+                       match=r"^reference values: the file is not a JSON object$"):
+        parse(document)
+
+
 @pytest.mark.parametrize("data", [b"", b"{", b"\xff\xfe"])
 def test_bytes_that_are_not_json_are_refused(data: bytes) -> None:
     with pytest.raises(FormatError, match=r"^reference values: not JSON \("):
@@ -269,6 +290,8 @@ def test_the_edges_each_range_allows() -> None:
     assert parsed.not_checked == ()
     document["snp"]["guest_policy"] = "0x" + "f" * 16
     assert parse(document).snp.guest_policy == (1 << 64) - 1
+    document["snp"]["guest_policy"] = "0x0"
+    assert parse(document).snp.guest_policy == 0
 
 
 def test_a_file_that_lists_a_different_not_checked_keeps_it() -> None:

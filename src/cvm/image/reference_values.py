@@ -252,6 +252,8 @@ def _list(value: Any, where: str) -> list[Any]:
 
 def parse(document: Any) -> ImageReferenceValues:
     """Validate a decoded ``reference-values.json`` strictly."""
+    if not isinstance(document, dict):
+        raise FormatError("reference values: the file is not a JSON object")
     top = _object(document, "", {"schema", "version", "chain", "launch", "snp", "pcrs",
                                  "event_log", "boot_stages", "sealing", "not_checked"})
     if top["schema"] != SCHEMA:
@@ -262,9 +264,12 @@ def parse(document: Any) -> ImageReferenceValues:
                                       "allow_migration_agent"})
     policy_text = _str(snp["guest_policy"], "snp.guest_policy")
     try:
-        guest_policy = _int(int(policy_text, 16), "snp.guest_policy")
+        guest_policy = int(policy_text, 16)
+        valid = 0 <= guest_policy < 1 << 64
     except ValueError:
-        raise _fail("snp.guest_policy", "is not a 64-bit hexadecimal number") from None
+        valid = False
+    if not valid:
+        raise _fail("snp.guest_policy", "is not a 64-bit hexadecimal number")
     claims = SnpClaims(_int(snp["vmpl"], "snp.vmpl", 0, 4), guest_policy,
                        _bool(snp["allow_debug"], "snp.allow_debug"),
                        _bool(snp["allow_migration_agent"], "snp.allow_migration_agent"))
