@@ -17,6 +17,9 @@ import pytest
 from cvm.attestation.verifier.reference import ReferenceDocument
 from cvm.errors import ExternalToolError, FormatError, UsageError
 from cvm.formats.snp.tcb_version import TcbVersion
+from cvm.formats.tcg.event_type import EventType
+from cvm.guest.boot.measured_boot import MeasuredBoot
+from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 from cvm.image.kbs_registration import (
     broker_reference,
     image_state_key,
@@ -78,6 +81,19 @@ def test_an_image_without_an_snp_launch_cannot_be_registered() -> None:
         broker_reference(sample(launch=only_sev))
     assert str(refused.value) == ("the image predicts no sev-snp launch: build it with "
                                   "--mode sev-snp")
+
+
+def test_a_log_without_the_sha256_digest_of_a_boot_image_is_refused() -> None:
+    boot = MeasuredBoot(SoftwarePcrBank(("sha1",)))
+    boot.measure_digests(4, EventType.EV_EFI_BOOT_SERVICES_APPLICATION, b"loader",
+                         {"sha1": LOADER[0]})
+    with pytest.raises(UsageError) as refused:
+        broker_reference(sample(event_log=boot.log.to_bytes()))
+    assert str(refused.value) == ("the reference event log has no sha256 digest of a boot "
+                                  "image (PCR 4): the broker checks boot images in that bank")
+    boot = MeasuredBoot(SoftwarePcrBank(("sha1",)))
+    boot.measure(7, EventType.EV_SEPARATOR, bytes(4))  # no boot image: nothing to refuse
+    assert broker_reference(sample(event_log=boot.log.to_bytes()))["boot_images"] == []
 
 
 # ---- the bundle's files -------------------------------------------------------------------
@@ -202,6 +218,20 @@ def test_a_resource_the_svsm_cannot_open_is_refused(tmp_path: Path, resource: st
     assert broker.requests == []
 
 
+@pytest.mark.parametrize(("missing", "purpose"), [
+    ("owner/reference-values.json", "registering the image"),
+    ("owner/provisioning.key", "registering"), ("owner/vtpm-state-key.wrapped", "registering")])
+def test_a_missing_owner_file_is_named_before_any_request(tmp_path: Path, missing: str,
+                                                          purpose: str) -> None:
+    folder = _bundle(tmp_path)
+    (folder / missing).unlink()
+    broker = Broker()
+    with pytest.raises(UsageError) as refused:
+        register(folder, "http://kbs", TOKEN, client=broker.client())
+    assert str(refused.value).startswith(f"{purpose} needs the owner's {folder / missing}")
+    assert broker.requests == []
+
+
 def test_a_folder_that_is_not_a_bundle_is_refused_before_any_request(tmp_path: Path) -> None:
     folder = _bundle(tmp_path)
     (folder / "image.json").unlink()
@@ -282,3 +312,17 @@ def test_without_a_client_it_connects_to_the_url_and_closes(tmp_path: Path,
     register(_bundle(tmp_path), "http://kbs:8443/", TOKEN)
     assert made[0].is_closed and len(broker.requests) == 3
     assert str(broker.requests[0].url) == "http://kbs:8443/kbs/v0/reference-values"
+
+
+def test_only_the_trailing_slash_of_the_url_is_dropped(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = Broker()
+    real = httpx.Client
+    seen: list[str] = []
+
+    def client(**options: Any) -> httpx.Client:
+        seen.append(options["base_url"])
+        return real(transport=httpx.MockTransport(broker), **options)
+    monkeypatch.setattr(httpx, "Client", client)
+    register(_bundle(tmp_path), "http://KBS.BOX/", TOKEN)
+    assert seen == ["http://KBS.BOX"]

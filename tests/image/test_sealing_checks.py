@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from cvm.crypto.drbg import SeededRandom
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
@@ -157,3 +158,11 @@ def test_the_owner_tpm_runs_on_the_owners_random_and_is_started() -> None:
     assert one.tpm.state.to_bytes() != two.tpm.state.to_bytes()
     # Started: a PCR read answers (a TPM not started refuses every command but Startup).
     assert one.client.pcr_read(PcrSelectionList.of("sha256", [0]))[2] == [bytes(32)]
+
+
+def test_a_seeded_owner_tpm_draws_everything_from_the_owners_random() -> None:
+    """A build with ``--seed`` is reproducible: the vTPM's manufacture and everything it draws
+    later (here GetRandom) come from the owner's random, not the system's."""
+    one, two = OwnerTpm(SeededRandom(b"owner")), OwnerTpm(SeededRandom(b"owner"))
+    assert one.tpm.state.to_bytes() == two.tpm.state.to_bytes()
+    assert one.client.get_random(16) == two.client.get_random(16)
