@@ -1,0 +1,170 @@
+"""PCR prediction against the emulated boot on the inputs the other tests leave at their
+defaults: the platform's S-CRTM version and firmware volumes, failed boot attempts, BootOrder
+and its Boot#### options, the disk's GPT, a startup locality, a third bank, Secure Boot off —
+each prediction equal to the boot bit for bit in every bank — and the list of what is
+predicted per PCR, which ``cvm pcr`` shows the owner to explain a difference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cvm.crypto.drbg import SeededRandom
+from cvm.errors import PolicyError
+from cvm.formats.uefi.guids import EFI_GLOBAL_VARIABLE
+from cvm.formats.uefi.variable import EfiVariable
+from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.chain import BootChain
+from cvm.guest.boot.esp_files import EspFiles
+from cvm.guest.boot.firmware import DEFAULT_LOADER, FirmwareSettings
+from cvm.guest.boot.pcr_bank import SoftwarePcrBank
+from cvm.image.disk_layout import DiskPlan
+from cvm.image.pcr_prediction import PcrPrediction, predict
+
+BANKS = ("sha1", "sha256", "sha384")
+BOOT_ATTRIBUTES = 0x07  # NV | BS | RT
+SETTINGS = FirmwareSettings(crtm_version="cvm test 2.1",
+                            firmware_volumes=((0xFFC00000, b"\x01" * 64), (0xFFE00000, b"fv")),
+                            failed_boot_attempts=2)
+LOADER = "/EFI/BOOT/BOOTX64.EFI"
+BOOTED = DEFAULT_LOADER  # the path as the firmware names it (backslashes)
+
+
+def _boot_options(store: Varstore, order: bytes) -> Varstore:
+    store = store.set(EfiVariable("BootOrder", EFI_GLOBAL_VARIABLE, BOOT_ATTRIBUTES, order))
+    for number in (0x0001, 0x000A):  # Boot0003 is named by BootOrder but absent
+        store = store.set(EfiVariable(f"Boot{number:04X}", EFI_GLOBAL_VARIABLE, BOOT_ATTRIBUTES,
+                                      b"option %d" % number))
+    return store
+
+
+def _agree(chain: BootChain, banks: tuple[str, ...] = BANKS, locality: int = 0,
+           extended: tuple[int, ...] = (9, 11)) -> PcrPrediction:
+    pcrs = SoftwarePcrBank(banks, startup_locality=locality)
+    chain.run(pcrs)
+    predicted = predict(chain, banks)
+    predicted.startup_locality = locality
+    for bank in banks:
+        values = predicted.values(bank)
+        assert set(values) == {0, 1, 2, 3, 4, 5, 6, 7, *extended}
+        for pcr, value in values.items():
+            assert pcrs.read(pcr, bank) == value, (bank, pcr)
+    return predicted
+
+
+def _described(prediction: PcrPrediction) -> dict[int, list[str]]:
+    return {pcr: [m.description for m in items]
+            for pcr, items in sorted(prediction.measurements.items())}
+
+
+@pytest.fixture
+def uki_chain(owner_keys: Any, owner_varstore: Varstore, make_uki: Any,
+              small_kernel: bytes) -> BootChain:
+    uki = owner_keys.sign(make_uki(small_kernel, "console=ttyS0", b"initrd"))
+    return BootChain(EspFiles({LOADER: uki}),
+                     _boot_options(owner_varstore, bytes([1, 0, 3, 0, 10, 0])),
+                     DiskPlan.make(SeededRandom(b"gpt")).gpt_disk(), SETTINGS)
+
+
+def test_a_uki_boot_with_every_platform_input_is_predicted(uki_chain: BootChain) -> None:
+    predicted = _agree(uki_chain)
+    calling = "Calling EFI Application from Boot Option"
+    returning = "Returning from EFI Application from Boot Option"
+    assert _described(predicted) == {
+        0: ["S-CRTM version", "firmware volume 0xffc00000", "firmware volume 0xffe00000",
+            "separator"],
+        1: ["BootOrder", "Boot0001", "Boot000A", "separator"],
+        2: ["separator"], 3: ["separator"],
+        4: [calling, "separator", returning, calling, returning, calling, f"image {BOOTED}"],
+        5: ["separator", "GPT", "Exit Boot Services Invocation",
+            "Exit Boot Services Returned with Success"],
+        6: ["separator"],
+        7: ["SecureBoot", "PK", "KEK", "db", "dbx", "separator", f"authority db for {BOOTED}"],
+        9: ["Linux initrd"],
+        11: [f"{name} {part}" for name in (".linux", ".osrel", ".cmdline", ".initrd")
+             for part in ("name", "contents")],
+    }
+    assert all(m.digests.keys() == set(BANKS) for items in predicted.measurements.values()
+               for m in items)
+
+
+def test_the_prediction_moves_with_each_platform_input(uki_chain: BootChain,
+                                                       owner_varstore: Varstore) -> None:
+    base = _agree(uki_chain).values("sha256")
+    changes: dict[str, tuple[BootChain, set[int]]] = {
+        "crtm": (BootChain(uki_chain.esp, uki_chain.varstore, uki_chain.disk, FirmwareSettings(
+            "cvm test 2.2", SETTINGS.firmware_volumes, 2)), {0}),
+        "volume": (BootChain(uki_chain.esp, uki_chain.varstore, uki_chain.disk, FirmwareSettings(
+            SETTINGS.crtm_version, ((0xFFC00000, b"\x02" * 64),), 2)), {0}),
+        "attempts": (BootChain(uki_chain.esp, uki_chain.varstore, uki_chain.disk,
+                               FirmwareSettings(SETTINGS.crtm_version,
+                                                SETTINGS.firmware_volumes, 0)), {4}),
+        "order": (BootChain(uki_chain.esp, _boot_options(owner_varstore, bytes([10, 0, 1, 0])),
+                            uki_chain.disk, SETTINGS), {1}),
+        "odd order": (BootChain(uki_chain.esp,
+                                _boot_options(owner_varstore, bytes([1, 0, 3, 0, 10])),
+                                uki_chain.disk, SETTINGS), {1}),
+        "no order": (BootChain(uki_chain.esp, owner_varstore, uki_chain.disk, SETTINGS), {1}),
+        "disk": (BootChain(uki_chain.esp, uki_chain.varstore,
+                           DiskPlan.make(SeededRandom(b"other gpt")).gpt_disk(), SETTINGS), {5}),
+        "no disk": (BootChain(uki_chain.esp, uki_chain.varstore, None, SETTINGS), {5}),
+    }
+    for name, (chain, moved) in changes.items():
+        values = _agree(chain).values("sha256")
+        assert {p for p in base if values.get(p) != base[p]} == moved, name
+
+
+@pytest.mark.parametrize("locality", [3, 4])
+def test_a_startup_locality_sets_the_initial_value_of_pcr_0(uki_chain: BootChain,
+                                                            locality: int) -> None:
+    plain = _agree(uki_chain).values("sha256")
+    located = _agree(uki_chain, locality=locality).values("sha256")
+    assert {p for p in plain if plain[p] != located[p]} == {0}
+
+
+def test_a_grub_boot_without_shim_with_every_platform_input(
+        owner_keys: Any, owner_varstore: Varstore, make_grub: Any, small_kernel: bytes) -> None:
+    grub = owner_keys.sign(make_grub("", "/EFI/cvm"))
+    esp = EspFiles({LOADER: grub, "/k": owner_keys.sign(small_kernel),
+                    "/EFI/cvm/grub.cfg": b"linux /k quiet\nboot\n"})
+    chain = BootChain(esp, _boot_options(owner_varstore, bytes([1, 0])),
+                      DiskPlan.make(SeededRandom(b"gpt")).gpt_disk(), SETTINGS)
+    described = _described(_agree(chain, extended=(8, 9)))
+    assert described[4][-2:] == [f"image {BOOTED}", "image /k"]
+    assert [d for d in described[7] if d.startswith("authority")] == [
+        f"authority db for {BOOTED}"]  # the kernel's db entry is the loader's: measured once
+
+
+def test_secure_boot_off_predicts_no_authority(make_uki: Any, small_kernel: bytes) -> None:
+    chain = BootChain(EspFiles({LOADER: make_uki(small_kernel, "quiet", b"")}),
+                      Varstore.empty_4m(), None, SETTINGS)
+    described = _described(_agree(chain, ("sha256",), extended=(11,)))  # no initrd: no PCR 9
+    assert described[7] == ["SecureBoot", "PK", "KEK", "db", "dbx", "separator"]
+
+
+def test_an_unsigned_loader_is_a_boot_that_would_be_refused(
+        owner_varstore: Varstore, make_uki: Any, small_kernel: bytes) -> None:
+    chain = BootChain(EspFiles({LOADER: make_uki(small_kernel, "quiet", b"")}), owner_varstore)
+    with pytest.raises(PolicyError, match=r"^the boot would be refused: "):
+        predict(chain)
+
+
+def test_a_loader_that_is_no_boot_path_cvm_knows_is_refused(
+        owner_keys: Any, owner_varstore: Varstore, small_kernel: bytes) -> None:
+    chain = BootChain(EspFiles({LOADER: owner_keys.sign(small_kernel)}), owner_varstore)
+    with pytest.raises(PolicyError) as refused:
+        predict(chain)
+    assert str(refused.value) == (f"{BOOTED}: cvm predicts UKI, shim and GRUB boot paths only")
+
+
+def test_each_measurement_is_kept_in_order_with_its_digests() -> None:
+    prediction = PcrPrediction(("sha256",))
+    prediction.add(3, "first", b"a")
+    prediction.add_digests(3, "second", {"sha256": b"\x01" * 32})
+    assert [(m.description, m.digests) for m in prediction.measurements[3]] == [
+        ("first", {"sha256": bytes.fromhex(
+            "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb")}),
+        ("second", {"sha256": b"\x01" * 32})]
+
+
