@@ -6,21 +6,27 @@ predicted per PCR, which ``cvm pcr`` shows the owner to explain a difference."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
 
 from cvm.crypto.drbg import SeededRandom
 from cvm.errors import PolicyError
-from cvm.formats.uefi.guids import EFI_GLOBAL_VARIABLE
-from cvm.formats.uefi.variable import EfiVariable
+from cvm.formats.pe.authenticode import image_digest
+from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
+from cvm.formats.uefi.guids import EFI_CERT_SHA256, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE
+from cvm.formats.uefi.signature_list import SignatureDatabase, SignatureList
+from cvm.formats.uefi.variable import SECURE_BOOT_ATTRIBUTES, EfiVariable
 from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.boot.chain import BootChain
 from cvm.guest.boot.esp_files import EspFiles
 from cvm.guest.boot.firmware import DEFAULT_LOADER, FirmwareSettings
+from cvm.guest.boot.kernel import LOAD_OPTIONS_EVENT, StubOptions
 from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 from cvm.image.disk_layout import DiskPlan
 from cvm.image.pcr_prediction import PcrPrediction, predict
+from cvm.wire import Guid
 
 BANKS = ("sha1", "sha256", "sha384")
 BOOT_ATTRIBUTES = 0x07  # NV | BS | RT
@@ -28,12 +34,15 @@ SETTINGS = FirmwareSettings(crtm_version="cvm test 2.1",
                             firmware_volumes=((0xFFC00000, b"\x01" * 64), (0xFFE00000, b"fv")),
                             failed_boot_attempts=2)
 LOADER = "/EFI/BOOT/BOOTX64.EFI"
+OTHER_VENDOR = Guid.parse("4f1c9e2a-6b3d-4c8e-9a1f-0d2e3c4b5a69")
 BOOTED = DEFAULT_LOADER  # the path as the firmware names it (backslashes)
 
 
 def _boot_options(store: Varstore, order: bytes) -> Varstore:
     store = store.set(EfiVariable("BootOrder", EFI_GLOBAL_VARIABLE, BOOT_ATTRIBUTES, order))
-    for number in (0x0001, 0x000A):  # Boot0003 is named by BootOrder but absent
+    # Boot0003 is named by BootOrder but absent; Boot0300 is present but not named (it would
+    # be read at an odd offset of BootOrder).
+    for number in (0x0001, 0x000A, 0x0300):
         store = store.set(EfiVariable(f"Boot{number:04X}", EFI_GLOBAL_VARIABLE, BOOT_ATTRIBUTES,
                                       b"option %d" % number))
     return store
@@ -168,3 +177,59 @@ def test_each_measurement_is_kept_in_order_with_its_digests() -> None:
         ("second", {"sha256": b"\x01" * 32})]
 
 
+
+
+def test_variables_under_another_vendor_are_not_the_firmwares(
+        uki_chain: BootChain, owner_varstore: Varstore) -> None:
+    decoys = owner_varstore
+    for name, vendor, data in (("BootOrder", OTHER_VENDOR, b"\x01\x00"),
+                               ("Boot0001", OTHER_VENDOR, b"option"),
+                               ("dbx", EFI_GLOBAL_VARIABLE, b"not the image security dbx")):
+        decoys = decoys.set(EfiVariable(name, vendor, BOOT_ATTRIBUTES, data))
+    predicted = _agree(BootChain(uki_chain.esp, decoys, None, SETTINGS))
+    assert _described(predicted)[1] == ["separator"]
+    plain = _agree(BootChain(uki_chain.esp, owner_varstore, None, SETTINGS))
+    assert predicted.values("sha256") == plain.values("sha256")
+    # BootOrder is the firmware's, Boot0001 is not: only BootOrder is measured.
+    order = decoys.set(EfiVariable("BootOrder", EFI_GLOBAL_VARIABLE, BOOT_ATTRIBUTES,
+                                   b"\x01\x00"))
+    assert _described(_agree(BootChain(uki_chain.esp, order, None, SETTINGS)))[1] == [
+        "BootOrder", "separator"]
+
+
+def test_a_loader_revoked_in_dbx_would_not_boot(uki_chain: BootChain) -> None:
+    loader = uki_chain.esp.read(LOADER)
+    dbx = SignatureDatabase((SignatureList.of(EFI_CERT_SHA256, OTHER_VENDOR,
+                                              image_digest(loader, "sha256")),)).to_bytes()
+    revoked = uki_chain.varstore.set(EfiVariable("dbx", EFI_IMAGE_SECURITY_DATABASE,
+                                                 SECURE_BOOT_ATTRIBUTES, dbx))
+    chain = BootChain(uki_chain.esp, revoked, None, SETTINGS)
+    with pytest.raises(PolicyError, match=r"^the boot would be refused: "):
+        predict(chain)
+
+
+MEASURING_KERNEL = build_pe([SectionSpec(".text", b"\x90" * 64 + LOAD_OPTIONS_EVENT.data
+                                         + b"\xc3", CODE)])
+
+
+@pytest.mark.parametrize("cmdline", [b"  console=ttyS0 quiet \0stale\0", b"root=\xff\xfe x",
+                                     None])
+def test_a_stub_that_measures_its_load_options_is_predicted(
+        owner_keys: Any, owner_varstore: Varstore, cmdline: bytes | None) -> None:
+    sections = [SectionSpec(".text", b"\xc3" * 64, CODE), SectionSpec(".linux", MEASURING_KERNEL)]
+    if cmdline is not None:
+        sections.insert(1, SectionSpec(".cmdline", cmdline))
+    uki = owner_keys.sign(build_pe(sections))  # no .initrd: nothing for PCR 9 but the options
+    predicted = _agree(BootChain(EspFiles({LOADER: uki}), owner_varstore), extended=(9, 11))
+    assert _described(predicted)[9] == ["LOADED_IMAGE::LoadOptions"]
+    text = (cmdline or b"").split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+    assert [m.digests["sha256"] for m in predicted.measurements[9]] == [
+        hashlib.sha256((text + "\0").encode("utf-16-le")).digest()]
+
+
+def test_load_options_measured_by_the_boot_manager_are_predicted(
+        owner_keys: Any, owner_varstore: Varstore, make_uki: Any, small_kernel: bytes) -> None:
+    uki = owner_keys.sign(make_uki(small_kernel, "console=ttyS0", b"initrd"))
+    chain = BootChain(EspFiles({LOADER: uki}), owner_varstore,
+                      stub=StubOptions(measure_load_options=True))
+    assert _described(_agree(chain))[9] == ["LOADED_IMAGE::LoadOptions", "Linux initrd"]
