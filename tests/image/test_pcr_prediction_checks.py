@@ -7,15 +7,23 @@ predicted per PCR, which ``cvm pcr`` shows the owner to explain a difference."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from cvm.crypto.drbg import SeededRandom
+from cvm.crypto.x509_edk2 import der
 from cvm.errors import PolicyError
 from cvm.formats.pe.authenticode import image_digest
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
-from cvm.formats.uefi.guids import EFI_CERT_SHA256, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE
+from cvm.formats.pe.vendor_cert import VendorCertSection
+from cvm.formats.uefi.guids import (
+    EFI_CERT_SHA256,
+    EFI_GLOBAL_VARIABLE,
+    EFI_IMAGE_SECURITY_DATABASE,
+    SHIM_LOCK_GUID,
+)
 from cvm.formats.uefi.signature_list import SignatureDatabase, SignatureList
 from cvm.formats.uefi.variable import SECURE_BOOT_ATTRIBUTES, EfiVariable
 from cvm.formats.uefi.varstore import Varstore
@@ -24,7 +32,9 @@ from cvm.guest.boot.esp_files import EspFiles
 from cvm.guest.boot.firmware import DEFAULT_LOADER, FirmwareSettings
 from cvm.guest.boot.kernel import LOAD_OPTIONS_EVENT, StubOptions
 from cvm.guest.boot.pcr_bank import SoftwarePcrBank
+from cvm.image.boot_chain import GRUB_PATH, KERNEL_PATH, build_chain, make_kernel
 from cvm.image.disk_layout import DiskPlan
+from cvm.image.keys import OwnerKeys
 from cvm.image.pcr_prediction import PcrPrediction, predict
 from cvm.wire import Guid
 
@@ -233,3 +243,70 @@ def test_load_options_measured_by_the_boot_manager_are_predicted(
     chain = BootChain(EspFiles({LOADER: uki}), owner_varstore,
                       stub=StubOptions(measure_load_options=True))
     assert _described(_agree(chain))[9] == ["LOADED_IMAGE::LoadOptions", "Linux initrd"]
+
+
+# ---- shim, GRUB and the kernel, built by the owner's chain builder ----------------------------
+@pytest.fixture(scope="module")
+def shim_keys() -> OwnerKeys:
+    return OwnerKeys.generate(bytes, pcr_policy=False)
+
+
+def _shim_chain(keys: OwnerKeys, varstore: Varstore | None = None, kernel_signer: str = "vendor",
+                shim: bytes | None = None, loader: str = LOADER, partition: int = 1
+                ) -> BootChain:
+    build = build_chain("shim-grub", keys, b"initrd", "0b7c1d7e-2f4a-4c3b-9d51-6a0e8f2b1c34",
+                        False)
+    files = build.files
+    if kernel_signer == "db":
+        files[KERNEL_PATH] = keys.sign_db(make_kernel())
+    if shim is not None:
+        files[LOADER] = shim
+    if loader != LOADER:
+        directory = loader.rsplit("/", 1)[0]
+        files[loader] = files.pop(LOADER)
+        files[f"{directory}/grubx64.efi"] = files.pop(GRUB_PATH)
+    disk = replace(DiskPlan.make(SeededRandom(b"gpt")).gpt_disk(), partition_number=partition)
+    return BootChain(EspFiles(files), varstore or keys.varstore(), disk, SETTINGS, loader)
+
+
+def test_a_shim_boot_is_predicted(shim_keys: OwnerKeys) -> None:
+    described = _described(_agree(_shim_chain(shim_keys), extended=(8, 9, 14)))
+    shim, grub = LOADER, r"\EFI\BOOT\grubx64.efi"
+    assert described[14] == ["MokList", "MokListX", "MokListTrusted"]
+    assert described[4][-4:] == [f"image {shim}", f"image {grub}", "image /vmlinuz",
+                                 "image /vmlinuz"]
+    # the vendor certificate allowed GRUB and the kernel: its authority is measured once
+    assert described[7] == ["SecureBoot", "PK", "KEK", "db", "dbx", "separator",
+                            f"authority db for {shim}", "SbatLevel",
+                            f"authority MokListRT for {grub}"]
+    assert described[9] == ["(hd0,gpt1)/EFI/BOOT/grub.cfg", "/vmlinuz", "/initrd.img"]
+
+
+def test_a_kernel_shim_allows_by_db_adds_that_authority(shim_keys: OwnerKeys) -> None:
+    described = _described(_agree(_shim_chain(shim_keys, kernel_signer="db"),
+                                  extended=(8, 9, 14)))
+    authorities = [d for d in described[7] if d.startswith("authority")]
+    assert len(authorities) == 3 and authorities[-1].endswith("/vmlinuz")
+
+
+def test_a_shim_boot_with_secure_boot_off_or_without_an_sbat_level(shim_keys: OwnerKeys) -> None:
+    off = _described(_agree(_shim_chain(shim_keys, Varstore.empty_4m()), extended=(8, 9, 14)))
+    assert not any(d.startswith("authority") for d in off[7])
+    assert shim_keys.vendor is not None
+    plain = shim_keys.sign_db(build_pe([SectionSpec(".text", b"\xc3", CODE), SectionSpec(
+        ".vendor_cert", VendorCertSection(der(shim_keys.vendor.certificate), b"").to_bytes())]))
+    described = _described(_agree(_shim_chain(shim_keys, shim=plain), extended=(8, 9, 14)))
+    assert "SbatLevel" not in described[7]
+
+
+def test_a_shim_in_another_directory_on_another_partition(shim_keys: OwnerKeys) -> None:
+    store = shim_keys.varstore().set(EfiVariable("MokListTrusted", SHIM_LOCK_GUID,
+                                                 BOOT_ATTRIBUTES, b"\x00"))
+    chain = _shim_chain(shim_keys, store, loader="/EFI/cvm/shimx64.efi", partition=2)
+    described = _described(_agree(chain, extended=(8, 9, 14)))
+    assert r"image \EFI\cvm\grubx64.efi" in described[4]
+    assert described[9][0] == "(hd0,gpt2)/EFI/BOOT/grub.cfg"  # GRUB's own prefix
+    base = _agree(_shim_chain(shim_keys), extended=(8, 9, 14)).values("sha256")
+    moved = _agree(_shim_chain(shim_keys, partition=2), extended=(8, 9, 14)).values("sha256")
+    assert base[14] != _agree(chain, extended=(8, 9, 14)).values("sha256")[14]
+    assert moved.keys() == base.keys()
