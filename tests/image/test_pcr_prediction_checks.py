@@ -14,7 +14,7 @@ import pytest
 
 from cvm.crypto.drbg import SeededRandom
 from cvm.crypto.x509_edk2 import der
-from cvm.errors import PolicyError
+from cvm.errors import PolicyError, StateError
 from cvm.formats.pe.authenticode import image_digest
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.pe.vendor_cert import VendorCertSection
@@ -24,7 +24,7 @@ from cvm.formats.uefi.guids import (
     EFI_IMAGE_SECURITY_DATABASE,
     SHIM_LOCK_GUID,
 )
-from cvm.formats.uefi.signature_list import SignatureDatabase, SignatureList
+from cvm.formats.uefi.signature_list import EFI_CERT_X509, SignatureDatabase, SignatureList
 from cvm.formats.uefi.variable import SECURE_BOOT_ATTRIBUTES, EfiVariable
 from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.boot.chain import BootChain
@@ -32,7 +32,14 @@ from cvm.guest.boot.esp_files import EspFiles
 from cvm.guest.boot.firmware import DEFAULT_LOADER, FirmwareSettings
 from cvm.guest.boot.kernel import LOAD_OPTIONS_EVENT, StubOptions
 from cvm.guest.boot.pcr_bank import SoftwarePcrBank
-from cvm.image.boot_chain import GRUB_PATH, KERNEL_PATH, build_chain, make_kernel
+from cvm.image.boot_chain import (
+    GRUB_CFG_PATH,
+    GRUB_PATH,
+    KERNEL_PATH,
+    build_chain,
+    make_grub,
+    make_kernel,
+)
 from cvm.image.disk_layout import DiskPlan
 from cvm.image.keys import OwnerKeys
 from cvm.image.pcr_prediction import PcrPrediction, predict
@@ -310,3 +317,52 @@ def test_a_shim_in_another_directory_on_another_partition(shim_keys: OwnerKeys) 
     moved = _agree(_shim_chain(shim_keys, partition=2), extended=(8, 9, 14)).values("sha256")
     assert base[14] != _agree(chain, extended=(8, 9, 14)).values("sha256")[14]
     assert moved.keys() == base.keys()
+
+
+def _revoked(store: Varstore, image: bytes) -> Varstore:
+    dbx = SignatureDatabase((SignatureList.of(EFI_CERT_SHA256, OTHER_VENDOR,
+                                              image_digest(image, "sha256")),)).to_bytes()
+    return store.set(EfiVariable("dbx", EFI_IMAGE_SECURITY_DATABASE, SECURE_BOOT_ATTRIBUTES,
+                                 dbx))
+
+
+def test_a_kernel_revoked_in_dbx_would_not_boot_through_shim(shim_keys: OwnerKeys) -> None:
+    chain = _shim_chain(shim_keys)
+    revoked = _revoked(chain.varstore, chain.esp.read(KERNEL_PATH))
+    with pytest.raises(PolicyError, match=r"^the boot would be refused: "):
+        predict(BootChain(chain.esp, revoked, chain.disk, SETTINGS, LOADER))
+
+
+def _grub_chain(keys: OwnerKeys, cfg: bytes, varstore: Varstore | None = None) -> BootChain:
+    assert keys.vendor is not None
+    esp = EspFiles({LOADER: keys.sign_db(make_grub()), "/k": keys.sign_vendor(make_kernel()),
+                    GRUB_CFG_PATH: cfg})
+    # db holds the owner's db certificate and the vendor certificate, which signed the kernel
+    db = SignatureDatabase(tuple(SignatureList.of(EFI_CERT_X509, OTHER_VENDOR, der(c))
+                                 for c in (keys.db.certificate, keys.vendor.certificate)))
+    store = varstore or keys.varstore().set(EfiVariable(
+        "db", EFI_IMAGE_SECURITY_DATABASE, SECURE_BOOT_ATTRIBUTES, db.to_bytes()))
+    return BootChain(esp, store, None, SETTINGS)
+
+
+def test_a_grub_boot_names_each_authority_and_its_commands(shim_keys: OwnerKeys) -> None:
+    chain = _grub_chain(shim_keys, b"linux /k quiet \xff X\nboot\n")
+    described = _described(_agree(chain, extended=(8, 9)))
+    assert [d for d in described[7] if d.startswith("authority")] == [
+        f"authority db for {BOOTED}", "authority db for /k"]
+    assert "grub_cmd: linux /k quiet \ufffd X" in described[8]
+    assert described[9][0] == "(hd0,gpt1)/EFI/BOOT/grub.cfg"  # no disk: partition 1
+    revoked = _revoked(chain.varstore, chain.esp.read("/k"))
+    with pytest.raises(PolicyError, match=r"^the boot would be refused: "):
+        predict(BootChain(chain.esp, revoked, None, SETTINGS))
+
+
+def test_a_missing_stage_is_named_for_the_prediction(shim_keys: OwnerKeys) -> None:
+    chain = _shim_chain(shim_keys)
+    files = {path: chain.esp.read(path) for path in (LOADER, KERNEL_PATH)}
+    with pytest.raises(StateError) as refused:
+        predict(BootChain(EspFiles(files), chain.varstore, None, SETTINGS, LOADER))
+    assert str(refused.value) == r"prediction: file \EFI\BOOT\grubx64.efi not found on the ESP"
+    with pytest.raises(StateError) as refused:
+        predict(BootChain(EspFiles({}), chain.varstore, None, SETTINGS, LOADER))
+    assert str(refused.value) == f"prediction: file {LOADER} not found on the ESP"
