@@ -50,11 +50,7 @@ def broker_reference(reference: ImageReferenceValues, minimum_tcb: TcbVersion | 
     if not digests:
         raise UsageError("the image predicts no sev-snp launch: build it with --mode sev-snp")
     sha256 = reference.pcrs.get("sha256", {})
-    log = EventLog.parse(reference.event_log)
-    images = sorted({
-        (event.digest(SHA256.alg_id) or b"").hex() for event in log.events
-        if event.pcr_index == BOOT_IMAGE_PCR
-        and event.event_type == EventType.EV_EFI_BOOT_SERVICES_APPLICATION})
+    images = sorted(_boot_images(EventLog.parse(reference.event_log)))
     document: dict[str, Any] = {
         "version": "cvm-reference/1",
         "measurement": digests,
@@ -74,6 +70,20 @@ def broker_reference(reference: ImageReferenceValues, minimum_tcb: TcbVersion | 
         document["minimum_tcb"] = {name: components[name] for name in
                                    ("boot_loader", "tee", "snp", "microcode")}
     return document
+
+
+def _boot_images(log: EventLog) -> set[str]:
+    """The sha256 Authenticode digests (hex) of the images the log's boot loaded in PCR 4."""
+    images = set()
+    for event in log.events:
+        if (event.pcr_index == BOOT_IMAGE_PCR
+                and event.event_type == EventType.EV_EFI_BOOT_SERVICES_APPLICATION):
+            digest = event.digest(SHA256.alg_id)
+            if digest is None:
+                raise UsageError("the reference event log has no sha256 digest of a boot image "
+                                 "(PCR 4): the broker checks boot images in that bank")
+            images.add(digest.hex())
+    return images
 
 
 def image_state_key(folder: Path) -> bytes:

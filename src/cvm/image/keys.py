@@ -31,6 +31,7 @@ from cvm.crypto.x509_edk2 import (
     private_key_pem,
 )
 from cvm.errors import FormatError, UsageError
+from cvm.files import PUBLIC_MODE, SECRET_MODE, write_atomically
 from cvm.formats.uefi.guids import (
     EFI_CERT_SHA256,
     EFI_CERT_X509,
@@ -45,6 +46,7 @@ from cvm.wire import Guid
 
 OWNER_GUID = Guid.parse("7c0a4d2e-31b5-4f8e-9a6c-2d1e0f3b5a47")
 PROVISIONING_KEY_SIZE = 32
+OWNER_FOLDER_MODE = 0o700
 README = """This folder holds the owner's secrets: Secure Boot private keys, the PCR-policy signing
 key, the provisioning key that wraps the vTPM state key, and the LUKS recovery passphrase.
 It never goes to the host. `cvm vm run` refuses to read it.
@@ -127,8 +129,10 @@ class OwnerKeys:
         return store
 
     def save(self, folder: Path) -> None:
-        """Write every key under ``folder`` (the bundle's ``owner/``), private files 0600."""
+        """Write every key under ``folder`` (the bundle's ``owner/``): the folder 0700, each
+        private file created 0600 (never readable by others, not even for a moment)."""
         folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(OWNER_FOLDER_MODE)
         files: dict[str, bytes] = {"README": README.encode()}
         for name, pair in (("pk", self.pk), ("kek", self.kek), ("db", self.db),
                            ("vendor", self.vendor)):
@@ -140,10 +144,8 @@ class OwnerKeys:
             files["pcr-policy.pem"] = self.pcr_policy_public_pem()
         files["provisioning.key"] = self.provisioning
         for name, data in files.items():
-            path = folder / name
-            path.write_bytes(data)
-            if name.endswith(".key"):
-                path.chmod(0o600)
+            write_atomically(folder / name, data, SECRET_MODE if name.endswith(".key")
+                             else PUBLIC_MODE)
 
     @classmethod
     def load(cls, folder: Path) -> OwnerKeys:

@@ -252,6 +252,8 @@ def _list(value: Any, where: str) -> list[Any]:
 
 def parse(document: Any) -> ImageReferenceValues:
     """Validate a decoded ``reference-values.json`` strictly."""
+    if not isinstance(document, dict):
+        raise FormatError("reference values: the file is not a JSON object")
     top = _object(document, "", {"schema", "version", "chain", "launch", "snp", "pcrs",
                                  "event_log", "boot_stages", "sealing", "not_checked"})
     if top["schema"] != SCHEMA:
@@ -260,10 +262,14 @@ def parse(document: Any) -> ImageReferenceValues:
         raise _fail("version", f"is {top['version']}; this cvm reads version {VERSION}")
     snp = _object(top["snp"], "snp", {"vmpl", "guest_policy", "allow_debug",
                                       "allow_migration_agent"})
+    policy_text = _str(snp["guest_policy"], "snp.guest_policy")
     try:
-        guest_policy = int(_str(snp["guest_policy"], "snp.guest_policy"), 16)
+        guest_policy = int(policy_text, 16)
+        valid = 0 <= guest_policy < 1 << 64
     except ValueError:
-        raise _fail("snp.guest_policy", "is not a hexadecimal number") from None
+        valid = False
+    if not valid:
+        raise _fail("snp.guest_policy", "is not a 64-bit hexadecimal number")
     claims = SnpClaims(_int(snp["vmpl"], "snp.vmpl", 0, 4), guest_policy,
                        _bool(snp["allow_debug"], "snp.allow_debug"),
                        _bool(snp["allow_migration_agent"], "snp.allow_migration_agent"))
