@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,21 +21,12 @@ def keys() -> OwnerKeys:
     return OwnerKeys.generate(os.urandom)
 
 
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
 def test_the_owner_folder_and_its_private_files_are_the_owners_alone(
-        keys: OwnerKeys, tmp_path: Path, umask_022: None, monkeypatch: pytest.MonkeyPatch
+        keys: OwnerKeys, tmp_path: Path, umask: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "bundle" / "owner"
     # Narrowing a file after writing it is what this refuses: with chmod doing nothing, each
@@ -57,7 +47,7 @@ def test_the_owner_folder_and_its_private_files_are_the_owners_alone(
 
 
 def test_an_existing_owner_folder_is_narrowed_and_its_keys_replaced(
-        keys: OwnerKeys, tmp_path: Path, umask_022: None) -> None:
+        keys: OwnerKeys, tmp_path: Path, umask: None) -> None:
     folder = tmp_path / "owner"
     folder.mkdir(mode=0o755)
     (folder / "db.key").write_bytes(b"an old key")
@@ -69,3 +59,17 @@ def test_an_existing_owner_folder_is_narrowed_and_its_keys_replaced(
     assert loaded.provisioning == keys.provisioning
     assert loaded.db.certificate == keys.db.certificate
     assert loaded.pcr_policy_public_pem() == keys.pcr_policy_public_pem()
+
+
+def test_the_built_bundles_secret_files_are_created_private(
+        tmp_path: Path, umask: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recovery key is created 0600 inside the 0700 ``owner/``; with ``chmod`` made a no-op
+    a file written readable and narrowed afterwards would stay 0644."""
+    import random
+
+    from cvm.image.bundle import ImageSpec, build_image
+
+    monkeypatch.setattr(Path, "chmod", lambda self, mode, **_: None)
+    built = build_image(tmp_path / "img", ImageSpec(kdf_cost="fast"),
+                        random=random.Random(5).randbytes)
+    assert _mode(built.out / "owner" / "recovery.key") == 0o600

@@ -29,6 +29,7 @@ from cvm.disk.file_store import FILESTORE_NAME
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.errors import FormatError, InternalError, UsageError
+from cvm.files import write_atomically
 from cvm.formats.initramfs import (
     PCR_SIGNATURE_IN_UKI,
     InitramfsManifest,
@@ -278,8 +279,7 @@ def _build(out: Path, spec: ImageSpec, keys: OwnerKeys | None,
     (owner_dir / "vtpm-state-key.wrapped").write_bytes(wrapped)
     # the owner's own copy: what its relying party appraises with (the host may edit the other)
     (owner_dir / OWNER_REFERENCE).write_bytes(files["reference-values.json"])
-    (owner_dir / "recovery.key").write_bytes(recovery)
-    (owner_dir / "recovery.key").chmod(0o600)
+    write_atomically(owner_dir / "recovery.key", recovery)  # created 0600, never readable
     clock.lap("write")
     return BuiltImage(out, manifest, reference, owner, chain, plan, clock.timings)
 

@@ -33,6 +33,7 @@ from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
 from cvm.errors import UsageError
+from cvm.files import write_atomically
 from cvm.formats.gpt import partition_types
 from cvm.formats.gpt.header import LBA_SIZE
 from cvm.formats.gpt.partition_entry import PartitionEntry
@@ -190,8 +191,7 @@ def build_qemu_image(out: Path, spec: QemuTargetSpec, inputs: BootInputs,
                      keys)
     key = random(ROOT_KEY_SIZE)
     key_file = owner / "root.key"
-    key_file.write_bytes(key)
-    key_file.chmod(0o600)
+    write_atomically(key_file, key)  # created 0600, never readable by others
     with tempfile.TemporaryDirectory(prefix="cvm-qemu-") as scratch:
         work = Path(scratch)
         for path, data in files.items():
