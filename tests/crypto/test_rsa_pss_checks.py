@@ -137,3 +137,16 @@ def test_pem_and_der_refusals_say_what_is_wrong() -> None:
     spki = public_key_der(key.public_key())
     assert spki == key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_an_ec_private_key_is_refused_by_its_exact_message() -> None:
+    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    with pytest.raises(FormatError, match=r"^the private key is not an RSA key$"):
+        private_key_from_pem(pem)
+
+
+def test_a_fresh_key_is_rsa_4096_by_default() -> None:
+    """AMD's ARK and ASK are RSA-4096: the emulated vendor's roots take the default."""
+    assert new_private_key().key_size == 4096

@@ -337,3 +337,19 @@ def test_load_public_pem_refuses_other_keys_and_curves() -> None:
         with pytest.raises(FormatError, match=_message(
                 "public key is neither RSA nor NIST P-256/P-384")):
             load_public_pem(pem)
+
+
+def test_oaep_decryption_uses_the_keys_own_exponent() -> None:
+    """The private exponent follows from e: a key with e = 3 decrypts only as e = 3."""
+    key = rsa.generate_private_key(3, 2048)
+    numbers = key.private_numbers()
+    n, p = numbers.public_numbers.n.to_bytes(256, "big"), numbers.p.to_bytes(128, "big")
+    ciphertext = rsa_oaep_encrypt(n, 3, b"seed", hash_name="sha256", label=b"IDENTITY\x00")
+    assert rsa_oaep_decrypt(n, 3, p, ciphertext, hash_name="sha256", label=b"IDENTITY\x00"
+                            ) == b"seed"
+    with pytest.raises(IntegrityError, match=_message("RSA-OAEP decryption failed")):
+        rsa_oaep_decrypt(n, 0, p, ciphertext, hash_name="sha256", label=b"IDENTITY\x00")
+    signature = rsa_sign(n, 3, p, hashlib.sha256(b"m").digest(), hash_name="sha256",
+                         scheme="rsapss")
+    key.public_key().verify(signature, b"m", padding.PSS(padding.MGF1(hashes.SHA256()), 32),
+                            hashes.SHA256())
