@@ -42,6 +42,12 @@ RsaPublicKey = rsa.RSAPublicKey
 @lru_cache(maxsize=32)
 def generate_private_key(seed: bytes, label: str, bits: int = 4096) -> RsaPrivateKey:
     """The RSA key (e = 65537) derived from ``seed`` and ``label``; cached per process."""
+    return derive_private_key(seed, label, bits)
+
+
+def derive_private_key(seed: bytes, label: str, bits: int) -> RsaPrivateKey:
+    """The uncached derivation behind :func:`generate_private_key` (a plain function, so
+    the mutation tests reach its checks)."""
     if bits % 16 or bits < 2048:
         raise UsageError("RSA key size must be a multiple of 16 and at least 2048 bits")
     # Starts and Miller-Rabin bases come from separate streams, so the primes depend only on

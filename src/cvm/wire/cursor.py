@@ -23,6 +23,8 @@ class Reader:
 
     @property
     def remaining(self) -> int:
+        # The reader's own methods compute this inline (no property call), so the mutation
+        # tests reach the arithmetic they decide on; mutmut leaves properties unmutated.
         return len(self.data) - self.offset
 
     def take(self, size: int, field: str = "data") -> bytes:
@@ -44,7 +46,7 @@ class Reader:
     def _short(self, size: int, field: str) -> TruncatedError:
         return TruncatedError(
             f"{self.what}: {field} needs {size} bytes at offset {self.offset:#x}, "
-            f"only {self.remaining} left"
+            f"only {len(self.data) - self.offset} left"
         )
 
     # The fixed widths inline the bounds check and the conversion (no second call): TPM and
@@ -100,12 +102,13 @@ class Reader:
         return data[begin:end]
 
     def rest(self) -> bytes:
-        return self.take(self.remaining, "rest")
+        return self.take(len(self.data) - self.offset, "rest")
 
     def expect_end(self) -> None:
-        if self.remaining:
+        left = len(self.data) - self.offset
+        if left:
             raise FormatError(
-                f"{self.what}: {self.remaining} unexpected trailing bytes "
+                f"{self.what}: {left} unexpected trailing bytes "
                 f"at offset {self.offset:#x}"
             )
 
