@@ -18,6 +18,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from cvm.crypto.x509_edk2 import Certificate, PrivateKey, der, generate_rsa_key, issue_certificate
+from cvm.disk.keyslot import KdfSpec
+from cvm.disk.storage import FileStorage
+from cvm.disk.volume import Luks2Volume
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.uefi.guids import EFI_CERT_X509, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE
@@ -314,3 +317,15 @@ def umask() -> Iterator[None]:
         yield
     finally:
         os.umask(before)
+
+
+@pytest.fixture
+def recovery_volume(tmp_path: Path) -> Iterator[tuple[Luks2Volume, bytes]]:
+    """A LUKS2 volume in a 17 MiB file (one keyslot, passphrase ``recovery``, a cheap PBKDF2)
+    and its volume key."""
+    image = tmp_path / "root.img"
+    with image.open("wb") as handle:
+        handle.truncate(17 << 20)
+    with FileStorage(image) as storage:
+        volume = Luks2Volume.format(storage, b"recovery", KdfSpec("pbkdf2", iterations=1000))
+        yield volume, volume.unlock(b"recovery")

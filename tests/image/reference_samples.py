@@ -3,6 +3,7 @@ from the defaults, so a test can tell each field from its neighbour."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from cvm.formats.tcg.event_type import EventType
@@ -58,3 +59,14 @@ def sample(**changes: object) -> ImageReferenceValues:
                  TokenReference(1, 2, "signed", (7,), (11,), b"\x62" * 32)),
     )
     return replace(reference, **changes)  # type: ignore[arg-type]
+
+
+class Recording:
+    """os.urandom that keeps what it gave."""
+
+    def __init__(self) -> None:
+        self.drawn: list[bytes] = []
+
+    def __call__(self, size: int) -> bytes:
+        self.drawn.append(os.urandom(size))
+        return self.drawn[-1]

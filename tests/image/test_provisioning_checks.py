@@ -30,7 +30,7 @@ from cvm.image.provisioning import (
 )
 from cvm.image.reference_values import ImageReferenceValues, LaunchReference, SnpClaims
 
-from .reference_samples import MILAN, sample
+from .reference_samples import MILAN, Recording, sample
 
 KEY = bytes(range(32))
 STATE_KEY = bytes(range(32, 64))
@@ -41,15 +41,6 @@ LAUNCH = (LaunchReference("sev", 3, "EPYC-Milan", MILAN, False, b"\xa1" * 32),
           LaunchReference("sev-snp", 4, "EPYC-Milan", MILAN, True, b"\xa4" * 48))
 
 
-class Recording:
-    """os.urandom that keeps what it gave."""
-
-    def __init__(self) -> None:
-        self.drawn: list[bytes] = []
-
-    def __call__(self, size: int) -> bytes:
-        self.drawn.append(os.urandom(size))
-        return self.drawn[-1]
 
 
 # ---- the envelope at rest -----------------------------------------------------------------

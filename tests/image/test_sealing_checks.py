@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cvm.crypto.drbg import SeededRandom
-from cvm.disk.keyslot import KdfSpec
-from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
 from cvm.errors import IntegrityError, StatusError, UsageError
 from cvm.formats.tpm2.constants import TpmAlg
@@ -33,17 +29,12 @@ from cvm.vtpm.state_file import (
 )
 from cvm.vtpm.templates import public_from_pem
 
+from .reference_samples import Recording
+
 PEM = rsa.generate_private_key(65537, 2048).public_key().public_bytes(
     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-class Recording:
-    def __init__(self) -> None:
-        self.drawn: list[bytes] = []
-
-    def __call__(self, size: int) -> bytes:
-        self.drawn.append(os.urandom(size))
-        return self.drawn[-1]
 
 
 @pytest.mark.parametrize(("chain", "literal"), [("uki", (4, 7, 11)),
@@ -58,13 +49,8 @@ def test_the_tokens_of_each_seal_option(chain: str, literal: tuple[int, ...]) ->
 
 
 @pytest.fixture
-def volume(tmp_path: Path) -> Iterator[tuple[Luks2Volume, bytes]]:
-    image = tmp_path / "root.img"
-    with image.open("wb") as handle:
-        handle.truncate(17 << 20)
-    with FileStorage(image) as storage:
-        volume = Luks2Volume.format(storage, b"recovery", KdfSpec("pbkdf2", iterations=1000))
-        yield volume, volume.unlock(b"recovery")
+def volume(recovery_volume: tuple[Luks2Volume, bytes]) -> tuple[Luks2Volume, bytes]:
+    return recovery_volume
 
 
 def _boot(owner: OwnerTpm, pcrs: tuple[int, ...], change: int | None = None

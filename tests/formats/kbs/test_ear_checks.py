@@ -12,6 +12,8 @@ from cvm.errors import FormatError
 from cvm.formats.kbs.ear import EAR_PROFILE, AttestationResult
 from cvm.formats.kbs.json_fields import b64url_encode
 
+from .documents import edit
+
 KEY = {"kty": "EC", "crv": "P-256", "x": b64url_encode(bytes(32)), "y": b64url_encode(bytes(32))}
 RESULT = AttestationResult(issued_at=1767225600, expires_at=1767225900, token_id="j" * 64,
                            nonce="n" * 256, status="affirming", policy_id="p" * 128,
@@ -50,16 +52,7 @@ def test_annotated_evidence_may_be_absent() -> None:
 
 
 def _claims(where: str, value: object) -> dict[str, Any]:
-    claims = RESULT.to_claims("cvm-kbs", "1")
-    node = claims
-    *parents, last = where.split("/")
-    for parent in parents:
-        node = node[parent]
-    if value is None:
-        del node[last]
-    else:
-        node[last] = value
-    return claims
+    return edit(RESULT.to_claims("cvm-kbs", "1"), where.split("/"), value)
 
 
 @pytest.mark.parametrize(("where", "value", "message"), [

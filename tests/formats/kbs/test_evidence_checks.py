@@ -21,6 +21,8 @@ from cvm.formats.kbs.evidence import (
 from cvm.formats.kbs.json_fields import canonical
 from cvm.formats.kbs.launch_evidence import LaunchEvidence, launch_report_data
 
+from .documents import edit
+
 KEY = {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AQEB"}
 REPORT = bytes(range(256)) * 4 + bytes(REPORT_SIZE - 1024)
 EVIDENCE = CvmEvidence(REPORT, b"vcek", b"ask", b"ark", b"manifest", b"ak", b"attest",
@@ -38,15 +40,7 @@ def refused(message: str) -> Any:
 
 
 def _with(document: dict[str, Any], path: str, value: object) -> dict[str, Any]:
-    node = document
-    *parents, last = path.split(".")
-    for parent in parents:
-        node = node[parent]
-    if value is None:
-        del node[last]
-    else:
-        node[last] = value
-    return document
+    return edit(document, path.split("."), value)
 
 
 def test_the_bindings() -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +13,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cvm.crypto.drbg import SeededRandom
-from cvm.disk.keyslot import KdfSpec
-from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
 from cvm.errors import FormatError, UsageError
 from cvm.formats.luks2.metadata import Pbkdf2Kdf
@@ -199,13 +195,8 @@ def client() -> TpmClient:
 
 
 @pytest.fixture
-def volume(tmp_path: Path) -> Iterator[tuple[Luks2Volume, bytes]]:
-    image = tmp_path / "root.img"
-    with image.open("wb") as handle:
-        handle.truncate(17 << 20)
-    with FileStorage(image) as storage:
-        volume = Luks2Volume.format(storage, b"recovery", KdfSpec("pbkdf2", iterations=1000))
-        yield volume, volume.unlock(b"recovery")
+def volume(recovery_volume: tuple[Luks2Volume, bytes]) -> tuple[Luks2Volume, bytes]:
+    return recovery_volume
 
 
 def test_enroll_refuses_a_secret_of_another_size(volume: tuple[Luks2Volume, bytes],
