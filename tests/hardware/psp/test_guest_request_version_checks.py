@@ -112,3 +112,12 @@ def test_the_guest_refuses_a_response_of_another_version(
     with pytest.raises(IntegrityError, match=r"VMPCK0 version 1, expected seqno 2 KEY_RSP "
                                              r"VMPCK0 version 2$"):
         guest._open(MessageType.KEY_REQ, response, 2, 2)
+
+
+def test_a_message_is_sealed_as_version_1_unless_told(
+        platform: tuple[Hypervisor, SecureProcessor], launch: Launch,
+        requester: Launch) -> None:
+    launched, _ = launch()
+    guest = requester(launched)
+    page = guest.seal(MessageType.REPORT_REQ, ReportRequest(bytes(64)).to_bytes(), 1)
+    assert GuestMessage.from_page(page).header.msg_version == 1
