@@ -94,6 +94,15 @@ def test_the_shared_buffer_version_and_usage_are_read_and_written() -> None:
     assert Ghcb().protocol_version == 2 and Ghcb().ghcb_usage == 0
 
 
+def test_the_x87_state_gpa_is_read_and_written_at_0x400() -> None:
+    ghcb = Ghcb(x87_state_gpa=0x0123_4567_89AB_C000)
+    data = ghcb.to_bytes()
+    assert data[0x400:0x408] == (0x0123_4567_89AB_C000).to_bytes(8, "little")
+    assert Ghcb.from_bytes(data) == ghcb
+    assert Ghcb.from_bytes(data).x87_state_gpa == 0x0123_4567_89AB_C000
+    assert Ghcb().to_bytes()[0x400:0x408] == bytes(8)
+
+
 def test_build_pads_the_shared_buffer_and_sorts_the_registers() -> None:
     ghcb = Ghcb.build(b"abc", rcx=2, rax=1)
     assert ghcb.shared_buffer == b"abc" + bytes(SHARED_BUFFER_SIZE - 3)

@@ -62,6 +62,7 @@ class Ghcb:
     shared_buffer: bytes = bytes(SHARED_BUFFER_SIZE)
     protocol_version: int = GHCB_PROTOCOL_VERSION
     ghcb_usage: int = 0
+    x87_state_gpa: int = 0  # where the guest keeps x87 state the hypervisor may need (0: none)
 
     def __post_init__(self) -> None:
         for name, _ in self.registers:
@@ -89,7 +90,7 @@ class Ghcb:
         values: dict[str, int | bytes] = {name: 0 for name in SAVE_AREA_REGISTERS}
         values.update(self.registers)
         values["valid_bitmap"] = self.valid_bitmap()
-        values["x87_state_gpa"] = 0
+        values["x87_state_gpa"] = self.x87_state_gpa
         values["shared_buffer"] = self.shared_buffer
         values["protocol_version"] = self.protocol_version
         values["ghcb_usage"] = self.ghcb_usage
@@ -115,5 +116,7 @@ class Ghcb:
             raise FormatError(f"GHCB: valid bitmap {bitmap:#x} marks unknown quadwords")
         shared = values["shared_buffer"]
         version, usage = values["protocol_version"], values["ghcb_usage"]
+        x87 = values["x87_state_gpa"]
         assert isinstance(shared, bytes) and isinstance(version, int) and isinstance(usage, int)
-        return cls(tuple(sorted(registers)), shared, version, usage)
+        assert isinstance(x87, int)
+        return cls(tuple(sorted(registers)), shared, version, usage, x87)
