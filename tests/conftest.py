@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -329,3 +330,27 @@ def recovery_volume(tmp_path: Path) -> Iterator[tuple[Luks2Volume, bytes]]:
     with FileStorage(image) as storage:
         volume = Luks2Volume.format(storage, b"recovery", KdfSpec("pbkdf2", iterations=1000))
         yield volume, volume.unlock(b"recovery")
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port >= 65535:
+            continue
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+@pytest.fixture(scope="session")
+def free_port_pair() -> Callable[[], int]:
+    """``free_port_pair()``: a port ``p`` on 127.0.0.1 with ``p`` and ``p + 1`` both free
+    (a TPM server's command and platform ports)."""
+    return _free_port_pair

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cvm.cli.main import execute
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.vtpm.mssim_server import MssimServer
 from cvm.vtpm.policy import PolicyDigest
 from cvm.vtpm.state_file import USER_HEADER_SIZE, KeySource, StateFileHeader
 from cvm.vtpm.state_store import Keyring, StateStore, default_keyring
@@ -221,3 +222,24 @@ def test_state_under_a_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     legacy.write_bytes(b"CVMTPMNV" + bytes(8))
     assert execute(["tpm", "serve", "--state", str(legacy)]) == 65
     assert "unprotected vTPM state" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failed", [False, True], ids=["saved-at-exit", "failure-mode"])
+def test_serve_on_a_port_saves_at_exit_unless_the_state_could_not_be_saved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_port_pair: Any,
+        failed: bool) -> None:
+    state = tmp_path / "state"
+    assert execute(["tpm", "manufacture", str(state)]) == 0
+    before = state.read_bytes()
+
+    def serve_then_stop(server: MssimServer) -> None:
+        # a command that changes nothing persistent, then (maybe) failure mode, then Ctrl-C
+        server.tpm.execute(bytes.fromhex("80010000000c0000017b0010"))  # GetRandom(16)
+        if failed:
+            server.failure = "the vTPM state could not be saved: disk full"
+        server.stop()
+
+    monkeypatch.setattr(MssimServer, "serve_forever", serve_then_stop)
+    assert execute(["tpm", "serve", "--state", str(state), "--port",
+                    str(free_port_pair())]) == 0
+    assert (state.read_bytes() == before) is failed  # saved (clock, counter) only when sound

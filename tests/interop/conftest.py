@@ -1,5 +1,6 @@
 """Fixtures of the interop tests: the ``sev-snp-measure`` oracle beside cvm's ``measure`` verb,
-free TCP ports for a TPM server, and a runner for tpm2-tools and friends against that server.
+and a runner for tpm2-tools and friends against a TPM server (its free TCP ports:
+``free_port_pair`` in the suite's conftest).
 """
 
 from __future__ import annotations
@@ -51,30 +52,6 @@ def measure_theirs(oracle: str) -> Measure:
         return done.stdout.strip()
 
     return run
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as first, socket.socket() as second:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
-
-
-@pytest.fixture(scope="session")
-def free_port_pair() -> Callable[[], int]:
-    """``free_port_pair()``: a port ``p`` on 127.0.0.1 with ``p`` and ``p + 1`` both free
-    (a TPM server's command and platform ports)."""
-    return _free_port_pair
 
 
 @pytest.fixture(scope="session")

@@ -330,7 +330,8 @@ def serve(state: Path = STATE,
         try:
             server.serve_forever()
         finally:
-            store.save(server.tpm)
+            if server.failure is None:  # else the TPM ran past what its clients were told
+                store.save(server.tpm)
         return
     served = TpmServer.open(state, key_file, keyring)
     source, sink = sys.stdin.buffer, sys.stdout.buffer

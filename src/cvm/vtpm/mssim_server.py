@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable
 
+from cvm.errors import CvmError
 from cvm.formats.tpm2.command import Command, Response
 from cvm.formats.tpm2.constants import TpmCc
 from cvm.formats.tpm2.response_code import TpmRc
@@ -29,6 +31,11 @@ TPM_SEND_COMMAND = 8
 POWER_ON, POWER_OFF, CANCEL_ON, CANCEL_OFF, NV_ON = 1, 2, 9, 10, 11
 TPM_SESSION_END = 20
 MAX_BUFFER = 4096
+POLL_SECONDS = 0.05  # how often a serving loop looks for stop(): what stopping waits at most
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _receive(connection: socket.socket, size: int) -> bytes | None:
@@ -46,12 +53,15 @@ class MssimServer:
 
     def __init__(self, tpm: Tpm, port: int, host: str = "127.0.0.1", *,
                  startup_clear: bool = True,
-                 on_change: Callable[[Tpm], None] | None = None) -> None:
+                 on_change: Callable[[Tpm], None] | None = None,
+                 report: Callable[[str], None] = _to_stderr) -> None:
         self.tpm = tpm
         self.lock = threading.Lock()
         self.startup_clear = startup_clear
         self.on_change = on_change
+        self.report = report
         self.powered = False
+        self.failure: str | None = None  # why the server is in failure mode
         server = self
 
         class TpmPort(socketserver.BaseRequestHandler):
@@ -73,6 +83,7 @@ class MssimServer:
         for listener in self._servers:
             listener.daemon_threads = True
         self._threads: list[threading.Thread] = []
+        self._serving: list[socketserver.ThreadingTCPServer] = []
         self.power_on()
 
     def power_on(self) -> None:
@@ -92,30 +103,43 @@ class MssimServer:
     def start(self) -> None:
         """Serve in background threads."""
         for listener in self._servers:
-            thread = threading.Thread(target=listener.serve_forever, daemon=True)
+            thread = threading.Thread(target=listener.serve_forever, args=(POLL_SECONDS,),
+                                      daemon=True)
+            self._serving.append(listener)
             thread.start()
             self._threads.append(thread)
 
     def serve_forever(self) -> None:
         """Serve in this thread (the platform port in a background thread)."""
-        platform = threading.Thread(target=self._servers[1].serve_forever, daemon=True)
+        platform = threading.Thread(target=self._servers[1].serve_forever, args=(POLL_SECONDS,),
+                                    daemon=True)
+        self._serving.extend(self._servers)
         platform.start()
         self._threads.append(platform)
-        self._servers[0].serve_forever()
+        self._servers[0].serve_forever(POLL_SECONDS)
 
     def stop(self) -> None:
+        """Stop serving and close both ports (``shutdown`` waits for a serving loop, so only
+        the listeners :meth:`start` or :meth:`serve_forever` set serving are shut down)."""
         for listener in self._servers:
-            listener.shutdown()
+            if listener in self._serving:
+                listener.shutdown()
             listener.server_close()
 
     def _execute(self, command: bytes, locality: int) -> bytes:
         with self.lock:
-            if not self.powered:
+            if not self.powered or self.failure is not None:
                 return Response(TpmRc.FAILURE).to_bytes(False)
-            response = self.tpm.execute(command, locality)
-            if self.tpm.changed and self.on_change is not None:
-                self.on_change(self.tpm)
-                self.tpm.changed = False
+            try:
+                response = self.tpm.execute(command, locality)
+                if self.tpm.changed and self.on_change is not None:
+                    self.on_change(self.tpm)
+                    self.tpm.changed = False
+            except (OSError, CvmError) as error:
+                self.failure = f"the vTPM state could not be saved: {error}"
+                self.report(f"cvm: {self.failure}; every command now fails until the "
+                            "server is restarted")
+                return Response(TpmRc.FAILURE).to_bytes(False)
             return response
 
     def _serve_tpm(self, connection: socket.socket) -> None:
