@@ -1,6 +1,7 @@
 """The TPM 2.0 constants against a real TPM: the algorithms, commands and curves swtpm lists
-through ``tpm2_getcap`` (recorded in ``tests/vectors/tpm/swtpm``), each with the value cvm
-gives the same name, and the hash algorithms' digest sizes against :mod:`hashlib`."""
+through ``tpm2_getcap`` and the object attributes ``tpm2_print`` names (recorded in
+``tests/vectors/tpm/swtpm``), each with the value cvm gives the same name, and the hash
+algorithms' digest sizes against :mod:`hashlib`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from cvm.formats.tpm2.constants import (
+    TPMA_OBJECT_RESERVED,
     TpmAlg,
+    TpmaObject,
     TpmCc,
     TpmEccCurve,
     digest_size,
@@ -75,3 +78,28 @@ def test_no_other_algorithm_swtpm_lists_is_taken_for_a_hash() -> None:
     hashes = {ALGORITHMS[_key(name)] for name in ("sha1", "sha256", "sha384", "sha512")}
     for value in set(ALGORITHMS.values()) - hashes:
         assert not is_hash_alg(value), hex(value)
+
+
+# tpm2-tools 5.4 names TPMA_OBJECT bits as Part 2 revision 1.38 did: "sign" for sign/encrypt, and
+# bit 19 reserved, which revision 1.59 Table 31 gives to x509sign.
+PRINTED_BITS = dict(
+    line.split(" ", 1) for line in (VECTORS / "tpma-object-bits.txt").read_text().splitlines())
+
+
+def test_each_object_attribute_is_the_bit_tpm2_print_names_it() -> None:
+    for flag in TpmaObject:
+        bit = flag.value.bit_length() - 1
+        assert flag.value == 1 << bit
+        printed = PRINTED_BITS[str(bit)]
+        if flag is TpmaObject.X509_SIGN:
+            assert printed == "<reserved(19)>"
+        elif flag is TpmaObject.SIGN_ENCRYPT:
+            assert printed == "sign"
+        else:
+            assert printed == _key(flag.name).lower()
+
+
+def test_the_reserved_object_attributes_are_every_bit_no_attribute_names() -> None:
+    reserved = {int(bit) for bit, printed in PRINTED_BITS.items() if printed.startswith("<")}
+    assert len(PRINTED_BITS) == 32
+    assert sum(1 << bit for bit in reserved - {19}) == TPMA_OBJECT_RESERVED

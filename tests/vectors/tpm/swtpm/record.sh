@@ -38,6 +38,16 @@ for name in sealed policy-pcr7; do
     tpm2_flushcontext -t
 done
 
+# TPMA_OBJECT as tpm2_print names each bit: sealed.pub with objectAttributes (bytes 6..9, after
+# the TPM2B size, type and nameAlg) replaced by that one bit.
+bit=0
+while [ $bit -lt 32 ]; do
+    python3 -c "import sys; p = open('sealed.pub', 'rb').read()
+sys.stdout.buffer.write(p[:6] + (1 << $bit).to_bytes(4, 'big') + p[10:])" > "$work/bit.pub"
+    printf '%s %s\n' $bit "$(tpm2_print -t TPM2B_PUBLIC "$work/bit.pub" | sed -n '/^attributes:/{n;s/^  value: //p}')"
+    bit=$((bit + 1))
+done > tpma-object-bits.txt
+
 # The algorithms, commands and curves swtpm implements, with their values.
 tpm2_getcap algorithms > getcap-algorithms.yaml
 tpm2_getcap commands > getcap-commands.yaml
