@@ -11,6 +11,7 @@ import hashlib
 import hmac as std_hmac
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.decrepit.ciphers.modes import CFB
@@ -154,6 +155,19 @@ def test_a_context_from_another_tpm_does_not_authenticate(
     other = TpmClient(make_tpm().execute)
     other.startup()
     assert _code(lambda: _load(other, context)) == INTEGRITY_1
+
+
+def test_a_real_tpms_saved_context_is_read_whole_and_does_not_authenticate(
+        client: TpmClient) -> None:
+    # swtpm's TPM2_ContextSave of a primary key (tests/vectors/tpm/swtpm): cvm reads every
+    # field of another TPM's TPMS_CONTEXT, so the refusal is the blob's integrity, not its form.
+    vector = Path(__file__).parents[1] / "vectors" / "tpm" / "swtpm" / "context-save-primary.bin"
+    context = SavedContext.from_bytes(vector.read_bytes())
+    assert _code(lambda: _load(client, context)) == INTEGRITY_1
+    # A blob within the format's 5120 bytes but beyond the vTPM's 4096-byte command buffer
+    # never reaches the reader.
+    too_long = replace(context, blob=bytes(5000))
+    assert _code(lambda: _load(client, too_long)) == TpmRc.COMMAND_SIZE
 
 
 def test_an_authentic_context_must_name_a_transient_object_and_hold_a_whole_body(

@@ -2,8 +2,10 @@
 
 TCG "TPM 2.0 Library, Part 2: Structures", revision 1.59, Table 212 (TPMS_CONTEXT: ``u64
 sequence ‖ TPMI_DH_SAVED savedHandle ‖ TPMI_RH_HIERARCHY hierarchy ‖ TPM2B_CONTEXT_DATA
-contextBlob``). The blob's contents are the TPM's own business (Part 1 section 30.3); what
-tpm2-tools writes to a ``.ctx`` file is this structure (after a tool-specific header).
+contextBlob``). The blob's contents are the TPM's own business (Part 1 section 30.3). This
+is the wire form of TPM2_ContextSave's answer and TPM2_ContextLoad's parameter; a ``.ctx`` file
+of tpm2-tools is not: after its own header it writes hierarchy, savedHandle and sequence in
+that order, and its contextBlob wraps the TPM's blob in the TSS's own data.
 """
 
 from __future__ import annotations

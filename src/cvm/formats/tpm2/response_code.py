@@ -137,8 +137,6 @@ def base_code(code: int) -> int:
 
 def describe(code: int) -> str:
     """A readable name for a response code: ``TPM_RC_POLICY_FAIL (session 1)``."""
-    if code == 0:
-        return "TPM_RC_SUCCESS"
     base = base_code(code)
     try:
         name = f"TPM_RC_{TpmRc(base).name}"
@@ -150,7 +148,7 @@ def describe(code: int) -> str:
     if code & RC_P:
         where = f"parameter {number}" if number else "a parameter"
     elif code & RC_S:
-        where = f"session {number & 0x7}"
+        where = f"session {number & 0x7}" if number & 0x7 else "a session"
     else:
         where = f"handle {number}" if number else ""
     return f"{name} ({where})" if where else name
