@@ -101,7 +101,8 @@ def test_a_firmware_without_ap_entry_point_searches_one_vcpu() -> None:
 
 
 def test_a_firmware_without_reset_block_is_refused() -> None:
-    with pytest.raises(UsageError, match="no SEV-ES reset block"):
+    with pytest.raises(UsageError, match=r"^the firmware has no SEV-ES reset block: it cannot "
+                       r"boot SNP guests$"):
         launch_explainer(build_image(0x2000, reset_eip=None), VcpuConfig(1, MILAN))
 
 

@@ -79,6 +79,7 @@ def test_offset_must_fit() -> None:
     with pytest.raises(UsageError, match=r"^SEV hash table offset -0x1 does not fit in a page$"):
         table.to_page(-1)
     assert table.to_page(0xF50)[0xF50:] == table.to_bytes()
+    assert SevHashTable.from_page(table.to_page(0xF50), 0xF50) == table  # the last offset
 
 
 @pytest.mark.parametrize(
