@@ -10,17 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from cvm.errors import UsageError
+from cvm.errors import FormatError, UsageError
 from cvm.formats.ovmf.image import OvmfImage, build_image
+from cvm.formats.ovmf.sev_area import SevArea
 from cvm.formats.ovmf.sev_metadata import MetadataSection, SectionType
 from cvm.formats.snp.sev_hashes import SevHashTable
-from cvm.formats.snp.vmsa import VmmType
+from cvm.formats.snp.vmsa import VmmType, Vmsa
 from cvm.image.measurement import (
     SevMode,
     VcpuConfig,
+    kernel_hashes_page,
     launch_digest,
     snp_launch_digest,
     snp_ovmf_digest,
+    vmsa_pages,
 )
 from cvm.image.vcpu_types import VCPU_SIGNATURES, cpu_signature, vcpu_signature
 
@@ -278,18 +281,95 @@ def _synthetic(kernel_hashes: bool) -> OvmfImage:
 
 def test_inconsistent_requests_are_usage_errors() -> None:
     hashes = SevHashTable.for_boot(b"kernel")
-    with pytest.raises(UsageError):  # no kernel-hashes section
+    with pytest.raises(UsageError, match=r"^a kernel is given but the firmware's SEV metadata "
+                       r"has no SNP_KERNEL_HASHES section$"):
         snp_launch_digest(_synthetic(False), VcpuConfig(1, EPYC_V4), hashes)
-    with pytest.raises(UsageError):  # section present but no hash-table entry
+    with pytest.raises(UsageError, match=r"^the firmware has a kernel-hashes section but no SEV "
+                       r"hash table entry$"):
         snp_launch_digest(_synthetic(True), VcpuConfig(1, EPYC_V4), hashes)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"^a kernel is given but the firmware has no SEV hash "
+                       r"table area$"):
         launch_digest(SevMode.SEV, _synthetic(False), VcpuConfig(1, 0), hashes)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"^an OVMF hash can only seed an SNP launch digest$"):
         launch_digest(SevMode.SEV, _synthetic(False), VcpuConfig(1, 0), None, bytes(48))
-    with pytest.raises(UsageError):  # no reset block: no SEV-ES/SNP
+    with pytest.raises(UsageError, match=r"^an SNP OVMF hash is 48 bytes, got 32$"):
+        snp_launch_digest(_synthetic(False), VcpuConfig(1, EPYC_V4), None, bytes(32))
+    with pytest.raises(UsageError, match=r"^the firmware has no SEV-ES reset block: it cannot "
+                       r"boot SEV-ES/SNP guests$"):
         snp_launch_digest(OvmfImage.parse(bytes(0x1000)), VcpuConfig(1, EPYC_V4))
-    with pytest.raises(UsageError):
-        VcpuConfig(0, EPYC_V4)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ((0, 0), "^vCPU count 0 must be between 1 and 512$"),
+        ((513, 0), "^vCPU count 513 must be between 1 and 512$"),
+        ((1, -1), "^vCPU signature -0x1 is not a u32$"),
+        ((1, 1 << 32), "^vCPU signature 0x100000000 is not a u32$"),
+        ((1, 0, -1), "^guest features -0x1 is not a u64$"),
+        ((1, 0, 1 << 64), "^guest features 0x10000000000000000 is not a u64$"),
+    ],
+)
+def test_vcpu_config_ranges(fields: tuple[int, ...], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        VcpuConfig(*fields)
+
+
+def test_vcpu_config_limits_are_accepted() -> None:
+    config = VcpuConfig(512, (1 << 32) - 1, (1 << 64) - 1)
+    assert (config.count, config.signature, config.guest_features) == (
+        512, 0xFFFF_FFFF, 0xFFFF_FFFF_FFFF_FFFF)
+    assert VcpuConfig(1, 0, 0).count == 1
+
+
+def test_a_reset_block_without_ap_entry_launches_one_vcpu() -> None:
+    image = OvmfImage.parse(build_image(0x2000, reset_eip=0))
+    assert len(vmsa_pages(image, VcpuConfig(1, EPYC_V4), 0x1)) == 1
+    with pytest.raises(UsageError, match=r"^the firmware's SEV-ES reset block has no AP entry "
+                       r"point$"):
+        vmsa_pages(image, VcpuConfig(2, EPYC_V4), 0x1)
+
+
+def test_vmsa_pages_are_the_bsp_then_one_page_per_ap() -> None:
+    image = _synthetic(False)
+    pages = vmsa_pages(image, VcpuConfig(3, EPYC_V4), 0x1)
+    assert len(pages) == 3 and pages[1] == pages[2] != pages[0]
+    assert Vmsa.from_bytes(pages[0]).registers["rip"] == 0xFFF0
+    assert Vmsa.from_bytes(pages[1]).registers["rip"] == 0xB004  # the reset block's EIP 0x80B004
+    assert Vmsa.from_bytes(pages[1]).segment("cs").base == 0x0080_0000
+
+
+def test_the_kernel_hashes_section_must_be_one_page() -> None:
+    section = MetadataSection(0x810000, 0x2000, SectionType.SNP_KERNEL_HASHES)
+    image = OvmfImage.parse(build_image(0x2000, sections=[section],
+                                        sev_hash_table=SevArea(0x810000, 0x400)))
+    with pytest.raises(FormatError, match=r"^SNP_KERNEL_HASHES section size 0x2000 is not one "
+                       r"page$"):
+        kernel_hashes_page(image, section, _null_kernel(""))
+
+
+@pytest.mark.parametrize("gpa", [0x810C00, 0x810C01, 0x810F4F])
+def test_the_kernel_hashes_page_holds_the_table_at_its_page_offset(gpa: int) -> None:
+    section = MetadataSection(0x810000, 0x1000, SectionType.SNP_KERNEL_HASHES)
+    image = OvmfImage.parse(build_image(0x2000, sections=[section],
+                                        sev_hash_table=SevArea(gpa, 0xB0)))
+    hashes = SevHashTable.for_boot(b"kernel", b"initrd", "root=/dev/vda")
+    offset = gpa & 0xFFF
+    page = bytes(offset) + hashes.to_bytes() + bytes(0x1000 - offset - 0xB0)
+    assert kernel_hashes_page(image, section, hashes) == page
+
+
+def test_launch_digest_passes_every_snp_input(vectors: Path) -> None:
+    """``launch_digest`` in SNP mode against the recorded digests: hashes and OVMF hash."""
+    image = _fixture(vectors, AMDSEV)
+    config = VcpuConfig(4, EPYC_V4, 0x1)
+    hashes = _null_kernel("")
+    expected = _expected(vectors, "SNP (SHA-384", 'snp  vcpus=4 EPYC-v4 gf=0x1  kernel=/dev/null')
+    assert launch_digest(SevMode.SNP, image, config, hashes) == expected
+    # The OVMF hash stands in for the pages: another image's pages with this seed agree.
+    seed = _expected(vectors, "SNP (SHA-384", "snp:ovmf-hash")
+    other = OvmfImage.parse(image.data.replace(b"\x00" * 16, b"\x01" * 16, 1))
+    assert launch_digest(SevMode.SNP, other, config, hashes, seed) == expected
 
 
 def test_every_input_changes_the_snp_digest() -> None:

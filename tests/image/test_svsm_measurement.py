@@ -205,5 +205,9 @@ def test_inconsistent_layouts_are_usage_errors() -> None:
     with pytest.raises(UsageError):
         build_svsm_image(0x1800)
     _, svsm = _synthetic()
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"^an SVSM launch is only modelled for QEMU "
+                       r"\(--vmm-type qemu\)$"):
         svsm_launch_digest(ovmf, svsm, VcpuConfig(1, EPYC_V4, 0x1, VmmType.GCE))
+    with pytest.raises(UsageError, match=r"^an SVSM launch fixes SEV_FEATURES at 0x1; guest "
+                       r"features 0x21 do not apply$"):
+        svsm_launch_digest(ovmf, svsm, VcpuConfig(1, EPYC_V4, 0x21))

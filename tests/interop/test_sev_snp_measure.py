@@ -54,6 +54,12 @@ def images(
             sev_hash_table=SevArea(0x810000, 0x400),
             seed=b"start",
         ),
+        "hash-table-at-odd-offset.fd": build_image(
+            0x20000,
+            sections=amdsev_sections[2:6],
+            sev_hash_table=SevArea(0x810F47, 0xB0),
+            seed=b"odd",
+        ),
         "no-metadata.fd": build_image(0x10000, seed=b"plain"),
     }
     for name, data in builds.items():
@@ -89,6 +95,8 @@ CASES = [
     ("amdsev-kernel-hashes.fd", "sev", 1, "EPYC-v4", "0x1", "qemu", True),
     ("amdsev-kernel-hashes.fd", "snp:ovmf-hash", 1, "EPYC-v4", "0x1", "qemu", False),
     ("hash-table-at-page-start.fd", "snp", 2, "EPYC-Turin", "0x1", "qemu", True),
+    ("hash-table-at-odd-offset.fd", "snp", 1, "EPYC-Milan", "0x1", "qemu", True),
+    ("hash-table-at-odd-offset.fd", "snp", 3, "EPYC-v4", "0x21", "ec2", True),
     ("no-metadata.fd", "snp", 2, "EPYC-v4", "0x1", "qemu", False),
     ("no-metadata.fd", "seves", 1, "EPYC-v4", "0x1", "qemu", False),
 ]

@@ -54,7 +54,12 @@ def launch_explainer(firmware: bytes, expected: VcpuConfig,
     """A function from an observed measurement to the nearby configuration that gives it."""
     image = OvmfImage.parse(firmware)
     base = snp_ovmf_digest(image)
-    signatures = sorted(set(VCPU_SIGNATURES.values()) | {0},  # EC2 and GCE put 0 in RDX
+    if image.reset_block is None:
+        raise UsageError("the firmware has no SEV-ES reset block: it cannot boot SNP guests")
+    # Up to MAX_VCPUS vCPUs, or the expected count if more; a firmware without an AP entry
+    # point launches one vCPU only.
+    max_count = max(MAX_VCPUS, expected.count) if image.reset_block.eip != 0 else 1
+    signatures = sorted(set(VCPU_SIGNATURES.values()) | {expected.signature},
                         key=lambda s: s != expected.signature)
     vmms = sorted(VmmType, key=lambda v: v != expected.vmm)
     features = sorted(set(GUEST_FEATURES) | {expected.guest_features},
@@ -68,13 +73,10 @@ def launch_explainer(firmware: bytes, expected: VcpuConfig,
             if best is not None and distance >= best[0]:
                 continue
             digest = snp_metadata_digest(base, image, hashes, vmm)
-            try:
-                pages = vmsa_pages(image, VcpuConfig(2, signature, feature, vmm), feature)
-            except UsageError:
-                pages = vmsa_pages(image, VcpuConfig(1, signature, feature, vmm), feature)
-            for count in range(1, MAX_VCPUS + 1):
-                if count > 1 and len(pages) < 2:
-                    break
+            # The BSP's page, then (with an AP entry point) the page every AP repeats.
+            pages = vmsa_pages(image, VcpuConfig(min(max_count, 2), signature, feature, vmm),
+                               feature)
+            for count in range(1, max_count + 1):
                 digest = extend(digest, PageType.VMSA, VMSA_GPA, pages[min(count, 2) - 1])
                 if digest == observed:
                     total = distance + (count != expected.count)

@@ -80,9 +80,7 @@ def vmsa_pages(image: OvmfImage, vcpus: VcpuConfig, sev_features: int) -> list[b
             eip, sev_features=sev_features, vcpu_signature=vcpus.signature, vmm=vcpus.vmm
         ).to_bytes()
 
-    bsp = page(BSP_RESET_EIP)
-    ap = page(reset.eip) if vcpus.count > 1 else b""
-    return [bsp] + [ap] * (vcpus.count - 1)
+    return [page(BSP_RESET_EIP)] + [page(reset.eip)] * (vcpus.count - 1)
 
 
 def snp_ovmf_digest(image: OvmfImage, seed: bytes = ZERO_DIGEST) -> bytes:

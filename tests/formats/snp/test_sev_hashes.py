@@ -45,15 +45,47 @@ def test_layout_and_hash_rules() -> None:
 
 
 @pytest.mark.parametrize(
-    ("offset", "value"), [(0, 0), (0x10, 0xA9), (0x12, 0), (0x22, 0x33), (0xA8, 1)]
+    ("offset", "value", "message"),
+    [
+        (0, 0, "^SEV hash table: header GUID is wrong$"),
+        (0x10, 0xA9, "^SEV hash table: length 169, expected 0xa8$"),
+        (0x12, 0, "^SEV hash table: the cmdline entry GUID is wrong$"),
+        (0x44, 0, "^SEV hash table: the initrd entry GUID is wrong$"),
+        (0x76, 0, "^SEV hash table: the kernel entry GUID is wrong$"),
+        (0x22, 0x33, "^SEV hash table: the cmdline entry length is not 0x32$"),
+        (0x54, 0x31, "^SEV hash table: the initrd entry length is not 0x32$"),
+        (0x86, 0, "^SEV hash table: the kernel entry length is not 0x32$"),
+        (0xA8, 1, "reserved"),
+    ],
 )
-def test_strict(offset: int, value: int) -> None:
+def test_strict(offset: int, value: int, message: str) -> None:
     data = bytearray(SevHashTable.for_boot(b"x").to_bytes())
     data[offset] = value
-    with pytest.raises(FormatError):
+    with pytest.raises(FormatError, match=message):
         SevHashTable.from_bytes(bytes(data))
 
 
+@pytest.mark.parametrize("name", ["cmdline", "initrd", "kernel"])
+def test_every_hash_is_32_bytes(name: str) -> None:
+    fields = {"cmdline": bytes(32), "initrd": bytes(32), "kernel": bytes(32), name: bytes(31)}
+    with pytest.raises(UsageError, match=f"^SEV hash table: the {name} hash must be 32 bytes$"):
+        SevHashTable(**fields)
+
+
 def test_offset_must_fit() -> None:
-    with pytest.raises(UsageError):
-        SevHashTable.for_boot(b"x").to_page(0xF60)
+    table = SevHashTable.for_boot(b"x")
+    with pytest.raises(UsageError, match=r"^SEV hash table offset 0xf51 does not fit in a page$"):
+        table.to_page(0xF51)
+    with pytest.raises(UsageError, match=r"^SEV hash table offset -0x1 does not fit in a page$"):
+        table.to_page(-1)
+    assert table.to_page(0xF50)[0xF50:] == table.to_bytes()
+    assert SevHashTable.from_page(table.to_page(0xF50), 0xF50) == table  # the last offset
+
+
+@pytest.mark.parametrize(
+    ("size", "offset"), [(0x1001, 0), (0xFFF, 0), (0x1000, 0xF51), (0x1000, -1)]
+)
+def test_a_page_of_the_wrong_size_or_offset_is_refused(size: int, offset: int) -> None:
+    page = (SevHashTable.for_boot(b"x").to_page(0) + bytes(1))[:size]  # a valid table at 0
+    with pytest.raises(FormatError, match=r"^SEV hash table page: wrong page size or offset$"):
+        SevHashTable.from_page(bytes(page), offset)
