@@ -5,6 +5,8 @@ cannot be saved. (Real tools against the same server: tests/interop/test_vtpm_se
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -165,7 +167,10 @@ def test_the_platform_port_ends_at_session_end_and_acknowledges_other_signals(
     _u32(TPM_SESSION_END),
     _u32(TPM_SEND_COMMAND + 1) + bytes(5),
     _u32(TPM_SEND_COMMAND) + b"\x00" + _u32(MAX_BUFFER + 1) + bytes(MAX_BUFFER + 1),
-], ids=["session-end", "another-signal", "oversized-command"])
+    # a size whose low three bytes alone would be a GetRandom's: all four bytes count
+    _u32(TPM_SEND_COMMAND) + b"\x00" + _u32((1 << 24) + 12)
+    + bytes.fromhex("80010000000c0000017b0010"),
+], ids=["session-end", "another-signal", "oversized-command", "size-over-24-bits"])
 def test_a_frame_the_server_does_not_take_ends_that_connection_only(
         running: Running, frame: bytes) -> None:
     other = running.client()
@@ -244,3 +249,133 @@ def test_the_default_report_is_one_line_on_stderr(capsys: pytest.CaptureFixture[
     assert capsys.readouterr().err == (
         "cvm: the vTPM state could not be saved: [Errno 5] Input/output error; every command "
         "now fails until the server is restarted\n")
+
+
+FAILURE_RESPONSE = bytes.fromhex("8001" "0000000a" "00000101")  # TPM_ST_NO_SESSIONS, FAILURE
+GET_RANDOM_16 = bytes.fromhex("80010000000c0000017b0010")
+
+
+def _frame(command: bytes, locality: int = 0) -> bytes:
+    return _u32(TPM_SEND_COMMAND) + bytes([locality]) + _u32(len(command)) + command
+
+
+def test_the_failure_answer_is_the_bare_no_sessions_response(running: Running) -> None:
+    connection = running.connect()
+    running.signal(POWER_OFF)
+    assert running.send(connection, GET_RANDOM_16) == FAILURE_RESPONSE
+    running.server.failure = "the vTPM state could not be saved: test"
+    running.signal(POWER_ON)
+    assert running.send(connection, GET_RANDOM_16) == FAILURE_RESPONSE
+
+
+def test_the_frame_s_locality_reaches_the_tpm(running: Running) -> None:
+    connection = running.connect()
+    refused = running.send(connection, GET_RANDOM_16, locality=5)  # no locality 5 (TPMA_LOCALITY)
+    assert int.from_bytes(refused[6:10], "big") == TpmRc.LOCALITY
+    taken = running.send(connection, GET_RANDOM_16, locality=3)
+    assert int.from_bytes(taken[6:10], "big") == TpmRc.SUCCESS and len(taken) == 10 + 2 + 16
+
+
+def test_frames_arriving_in_pieces_and_back_to_back_are_read_whole(running: Running) -> None:
+    stream = _frame(GET_RANDOM_16) + _frame(GET_RANDOM_16, locality=5)
+    connection = running.connect()
+    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for start in range(0, len(stream), 3):  # 3 bytes at a time: every field split somewhere
+        connection.sendall(stream[start : start + 3])
+        time.sleep(0.002)
+    answers = []
+    for _ in range(2):
+        size = int.from_bytes(_receive(connection, 4), "big")
+        answers.append(_receive(connection, size))
+        assert _receive(connection, 4) == bytes(4)
+    assert int.from_bytes(answers[0][6:10], "big") == TpmRc.SUCCESS
+    assert int.from_bytes(answers[1][6:10], "big") == TpmRc.LOCALITY
+
+
+def test_a_power_cycle_keeps_the_tpm_s_clock_randomness_and_da_hook(
+        free_port_pair: Callable[[], int]) -> None:
+    ticks, drawn, hooked = [1000.0], [], []
+
+    def random(size: int) -> bytes:
+        drawn.append(size)
+        return bytes(size)
+
+    tpm = Tpm(random=random, clock=lambda: ticks[0])
+    tpm.on_da_used = lambda: hooked.append(True)
+    server = MssimServer(tpm, free_port_pair())
+    try:
+        server.powered = False
+        server.power_on()
+        restarted = server.tpm
+        assert restarted is not tpm and restarted.started
+        assert restarted.clock is tpm.clock and restarted.random is random
+        assert restarted.on_da_used is tpm.on_da_used
+    finally:
+        server.stop()
+
+
+def test_without_startup_clear_the_tpm_waits_for_startup(
+        free_port_pair: Callable[[], int]) -> None:
+    server = MssimServer(Tpm(), free_port_pair(), startup_clear=False)
+    try:
+        assert not server.tpm.started
+        response = server._execute(GET_RANDOM_16, 0)
+        assert int.from_bytes(response[6:10], "big") == TpmRc.INITIALIZE
+    finally:
+        server.stop()
+
+
+def test_serve_forever_serves_both_ports_until_stopped(
+        free_port_pair: Callable[[], int]) -> None:
+    port = free_port_pair()
+    server = MssimServer(Tpm(), port)
+    main = threading.Thread(target=server.serve_forever)
+    main.start()
+    running = Running(server, port)
+    try:
+        assert len(running.client().get_random(8)) == 8
+        running.signal(POWER_OFF)
+        assert not server.powered
+    finally:
+        for connection in running.sockets:
+            connection.close()
+        server.stop()
+    main.join(5)
+    assert not main.is_alive()
+    assert all(thread.daemon for thread in server._threads)
+    for thread in server._threads:
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_start_runs_daemon_threads_that_stop_ends(free_port_pair: Callable[[], int]) -> None:
+    server = MssimServer(Tpm(), free_port_pair())
+    server.start()
+    threads = list(server._threads)
+    assert len(threads) == 2 and all(thread.daemon for thread in threads)
+    assert all(listener.daemon_threads for listener in server._servers)  # nor its connections
+    server.stop()
+    for thread in threads:
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_a_restarted_server_takes_the_same_ports_at_once(
+        free_port_pair: Callable[[], int]) -> None:
+    """The server ends connections first (TIME_WAIT on its ports): it must rebind anyway."""
+    port = free_port_pair()
+    for _ in range(2):
+        server = MssimServer(Tpm(), port)
+        server.start()
+        running = Running(server, port)
+        try:
+            platform = running.connect(platform=True)
+            platform.sendall(_u32(TPM_SESSION_END))
+            assert _closed(platform)
+            connection = running.connect()
+            connection.sendall(_u32(TPM_SESSION_END))
+            assert _closed(connection)
+        finally:
+            for connection in running.sockets:
+                connection.close()
+            server.stop()
