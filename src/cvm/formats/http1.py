@@ -105,7 +105,7 @@ def _chunked(readline: Callable[[int], bytes], read: Callable[[int], bytes],
         body += _exactly(read, size)
         if _exactly(read, 2) != b"\r\n":
             raise FormatError("a chunk does not end with CRLF")
-    for _ in range(MAX_HEADERS):  # trailer fields, then the empty line
+    for _ in range(MAX_HEADERS + 1):  # up to MAX_HEADERS trailer fields, then the empty line
         if not _line(readline, "trailer"):
             return bytes(body)
     raise FormatError(f"more than {MAX_HEADERS} trailer fields")
@@ -158,7 +158,8 @@ def read_response(readline: Callable[[int], bytes], read: Callable[[int], bytes]
         if len(lengths) != 1 or not next(iter(lengths)).isdigit() \
                 or not next(iter(lengths)).isascii():
             raise FormatError("the answer's Content-Length is not one decimal number")
-        size = int(next(iter(lengths)))
+        digits = next(iter(lengths)).lstrip("0") or "0"  # int() refuses over 4300 digits
+        size = int(digits) if len(digits) <= len(str(limit)) else limit + 1
         if size > limit:
             raise TooLargeError(f"the answer exceeds {limit} bytes")
         return Response(status, tuple(headers), _exactly(read, size), keep_alive)
