@@ -40,6 +40,11 @@ def test_each_refused_request_is_named() -> None:
         request("GET X", "/", [], b"")
     with pytest.raises(FormatError, match=r"^not an HTTP header: 'bad name'$"):
         request("GET", "/", [("bad name", "v")], b"")
+    for value in ("\u2603", "a\x7fb", "a\nb", "\x00"):  # not latin-1, or a control character
+        with pytest.raises(FormatError, match=r"^not an HTTP header: 'x'$"):
+            request("GET", "/", [("x", value)], b"")
+    assert request("GET", "/", [("x", "\tv\xff")], b"").startswith(b"GET / HTTP/1.1\r\n"
+                                                                 b"x: \tv\xff\r\n")
     assert request("PUT", "/r", [("x", "caf\u00e9")], b"\xff") == (
         b"PUT /r HTTP/1.1\r\nx: caf\xe9\r\ncontent-length: 1\r\n\r\n\xff")
 
