@@ -104,8 +104,12 @@ def test_a_forked_child_encrypts_on_threads_of_its_own() -> None:
         warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, 3.12+
         child = os.fork()
     if child == 0:  # pragma: no cover - the child reports through its exit status
-        same = XtsCipher(key, threads=2).encrypt_sectors(data, 0, 4096) == expected
-        os._exit(0 if same else 1)
+        status = 2  # an exception in the child must end it, not run pytest on in it
+        try:
+            status = 0 if XtsCipher(key, threads=2).encrypt_sectors(data, 0, 4096) == expected \
+                else 1
+        finally:
+            os._exit(status)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         done, status = os.waitpid(child, os.WNOHANG)

@@ -61,13 +61,22 @@ def cookie_value(set_cookie: str, name: str) -> str | None:
     return rest.split(";", 1)[0].strip()
 
 
+def _is_field_value(value: str) -> bool:
+    """Whether ``value`` is a field value (RFC 9110 section 5.5) as the request writes it,
+    in latin-1: no control character but HTAB, and nothing latin-1 cannot encode."""
+    try:
+        return _FIELD_VALUE.fullmatch(value.encode("latin-1")) is not None
+    except UnicodeEncodeError:
+        return False
+
+
 def request(method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
     """One request: request line, ``headers`` and a ``Content-Length``, then ``body``."""
     if not _TOKEN.fullmatch(method.encode()) or not _TARGET.fullmatch(target):
         raise FormatError(f"not an HTTP request line: {method!r} {target!r}")
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers:
-        if not _TOKEN.fullmatch(name.encode()) or not _FIELD_VALUE.fullmatch(value.encode()):
+        if not _TOKEN.fullmatch(name.encode()) or not _is_field_value(value):
             raise FormatError(f"not an HTTP header: {name!r}")
         lines.append(f"{name}: {value}")
     lines.append(f"content-length: {len(body)}")
@@ -105,7 +114,7 @@ def _chunked(readline: Callable[[int], bytes], read: Callable[[int], bytes],
         body += _exactly(read, size)
         if _exactly(read, 2) != b"\r\n":
             raise FormatError("a chunk does not end with CRLF")
-    for _ in range(MAX_HEADERS):  # trailer fields, then the empty line
+    for _ in range(MAX_HEADERS + 1):  # up to MAX_HEADERS trailer fields, then the empty line
         if not _line(readline, "trailer"):
             return bytes(body)
     raise FormatError(f"more than {MAX_HEADERS} trailer fields")
@@ -158,9 +167,10 @@ def read_response(readline: Callable[[int], bytes], read: Callable[[int], bytes]
         if len(lengths) != 1 or not next(iter(lengths)).isdigit() \
                 or not next(iter(lengths)).isascii():
             raise FormatError("the answer's Content-Length is not one decimal number")
-        size = int(next(iter(lengths)))
-        if size > limit:
+        digits = next(iter(lengths)).lstrip("0") or "0"
+        if len(digits) > len(str(limit)) or int(digits) > limit:  # int() refuses 4301 digits
             raise TooLargeError(f"the answer exceeds {limit} bytes")
+        size = int(digits)
         return Response(status, tuple(headers), _exactly(read, size), keep_alive)
     body = read(limit + 1)  # framed by the end of the connection
     if len(body) > limit:

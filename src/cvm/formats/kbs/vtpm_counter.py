@@ -53,6 +53,8 @@ class KeyRelease:
     path: str
 
     def to_bytes(self) -> bytes:
+        if not self.path.isascii():
+            raise FormatError("the resource path is not ASCII")
         path = self.path.encode("ascii")
         if len(self.key) != STATE_KEY_SIZE:
             raise FormatError(f"a vTPM state key is {STATE_KEY_SIZE} bytes, not {len(self.key)}")
