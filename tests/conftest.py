@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from cvm.formats.uefi.guids import EFI_CERT_X509, EFI_GLOBAL_VARIABLE, EFI_IMAGE
 from cvm.formats.uefi.signature_list import SignatureDatabase, SignatureList
 from cvm.formats.uefi.variable import SECURE_BOOT_ATTRIBUTES, EfiVariable
 from cvm.formats.uefi.varstore import Varstore
+from cvm.host.qemu import free_port_pair as free_port_pair_now
 from cvm.image.signing import sign_pe
 from cvm.wire import Guid
 
@@ -332,25 +332,8 @@ def recovery_volume(tmp_path: Path) -> Iterator[tuple[Luks2Volume, bytes]]:
         yield volume, volume.unlock(b"recovery")
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as first, socket.socket() as second:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
-
-
 @pytest.fixture(scope="session")
 def free_port_pair() -> Callable[[], int]:
     """``free_port_pair()``: a port ``p`` on 127.0.0.1 with ``p`` and ``p + 1`` both free
     (a TPM server's command and platform ports)."""
-    return _free_port_pair
+    return free_port_pair_now

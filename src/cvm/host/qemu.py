@@ -204,11 +204,15 @@ def run_image(image: QemuImage, tpm_state: Path, timeout: float = BOOT_TIMEOUT_S
     return read_report(text)
 
 
-def _free_port_pair() -> int:
+def free_port_pair() -> int:
+    """A port ``p`` on 127.0.0.1 with ``p`` and ``p + 1`` both free (a TPM server's command
+    and platform ports)."""
     for _ in range(50):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
+        if port >= 65535:  # no port after it
+            continue
         try:
             with socket.socket() as first, socket.socket() as second:
                 first.bind(("127.0.0.1", port))
@@ -230,7 +234,7 @@ def tpm_setup(state: Path) -> bytes:
                           check=False)
     if done.returncode:
         raise ExternalToolError(f"swtpm_setup: {done.stderr.strip()[-300:]}")
-    port = _free_port_pair()
+    port = free_port_pair()
     server = subprocess.Popen(
         [_tool("swtpm"), "socket", "--tpm2", "--tpmstate", f"dir={state}",
          "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
