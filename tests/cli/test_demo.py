@@ -16,9 +16,13 @@ def test_demo_runs_and_every_outcome_matches(
     argv = ["demo", "--out", str(tmp_path), "--seed", "3", "--workers", "1",
             "--family", "registers", "--family", "cpu"]
     assert execute(argv) == 0
-    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    capsys_out = capsys.readouterr().out
+    out = " ".join(capsys_out.split())  # the console wraps long lines
     assert "OK: every stage verified" in out  # the SEV-SNP boot's chain of trust
     assert re.search(r"canary scan of everything the host can read \(\d+ MiB.*\): clean", out)
+    table = capsys_out.split("observed outcome", 1)[1]
+    for name in ("inject-masked-interrupt", "replay-registers", "read-registers"):
+        assert re.search(rf"│ {name} +│", table), name  # whole, on an 80-column console
     held = re.search(r"HELD: the SEV-SNP VM booted, opened its root and leaked nothing; "
                      r"(\d+)/(\d+) attack", out)
     assert held is not None and held.group(1) == held.group(2) == str(6 * 4)

@@ -149,13 +149,17 @@ def _matrix(console: Console, attacks: list[Attack], seed: int | None, workers: 
 
 
 def _print_matrix(console: Console, results: list[attack_matrix.Result]) -> None:
-    table = Table("attack", *(m.value for m in MODES), title_justify="left",
-                  title="observed outcome (red: differs from the expectation or leaked)")
     rows: dict[str, list[str]] = {}
     for result in results:
         text = str(result.observed).replace("blocked by ", "")
         cell = text if result.held else f"[red]{text} (expected {result.expected})[/red]"
         rows.setdefault(result.attack.name, []).append(cell)
+    # the attack's name whole on any terminal (a log, 80 columns): the outcomes wrap instead
+    table = Table(title_justify="left",
+                  title="observed outcome (red: differs from the expectation or leaked)")
+    table.add_column("attack", no_wrap=True, min_width=max(map(len, rows), default=6))
+    for mode in MODES:
+        table.add_column(mode.value)
     for name, cells in rows.items():
         table.add_row(name, *cells)
     console.print(table)
