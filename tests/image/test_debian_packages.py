@@ -8,7 +8,9 @@ the tests named ``real_apt`` use the machine's apt tools and index.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from cvm.cli.main import execute
 from cvm.errors import ExternalToolError, FormatError, IntegrityError, VerificationError
 from cvm.image.debian_packages import (
     BUSYBOX,
@@ -473,3 +476,30 @@ def test_real_apt_downloads_a_tampered_package_again(
     root = fetch(cache, BUSYBOX[0])
     assert (cache / deb.name).read_bytes() == deb.read_bytes()
     assert member(root, BUSYBOX[1]) == (known / BUSYBOX[1]).read_bytes()
+
+
+@pytest.mark.parametrize(("plant", "words"), [
+    ("unlisted", "apt's package index lists no linux-image-6.1.0-9-amd64 6.1.0-0 (amd64)"),
+    ("served unlike the index", "is not the one apt's package index gives for "
+                                "linux-image-6.1.0-9-amd64 6.1.1-1, even when downloaded again"),
+])
+def test_the_build_refuses_a_kernel_it_cannot_check_in_one_line(
+    tmp_path: Path, repo: Repo, plant: str, words: str,
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    kernel = {"boot/vmlinuz-6.1.0-9-amd64": b"kernel"}
+    if plant == "unlisted":
+        repo.publish("linux-image-6.1.0-9-amd64", "6.1.1-1", kernel)
+        shutil.copy(repo.build("linux-image-6.1.0-9-amd64", "6.1.0-0", kernel),
+                    cache / "linux-image-6.1.0-9-amd64_6.1.0-0_amd64.deb")
+    else:
+        repo.publish("linux-image-6.1.0-9-amd64", "6.1.1-1", kernel, listed=b"another")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = execute(["image", "build", str(tmp_path / "img"), "--target", "qemu",
+                        "--cache", str(cache)])
+    assert code == VerificationError.exit_code == 66
+    assert words in err.getvalue() and len(err.getvalue().splitlines()) == 1
+    assert "Traceback" not in err.getvalue()
+    assert not (cache / "x-linux-image-6.1.0-9-amd64").exists()
