@@ -143,7 +143,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     return served
 
 
-FILES = {"usr/share/x/hello": b"hi", "usr/lib/y/boot.efi": b"\x4d\x5a boot"}
+FILES = {"usr/share/x/hello": b"hi", "usr/lib/y/boot.efi": b"\x4d\x5a boot", "usr/top": b""}
 
 
 def _extractions(repo: Repo) -> list[str]:
@@ -152,7 +152,11 @@ def _extractions(repo: Repo) -> list[str]:
 
 def test_a_package_is_downloaded_checked_and_extracted_once(tmp_path: Path, repo: Repo) -> None:
     data = repo.publish("cvm-test-pkg", "1:1.0", FILES)
-    cache = tmp_path / "cache"
+    cache = tmp_path / "new" / "cache"
+    stale = cache / f".x-cvm-test-pkg.{os.getpid()}"  # left by a crashed run of this pid
+    stale.mkdir(parents=True)
+    (stale / "usr").mkdir()
+    (stale / "usr" / "stale").write_bytes(b"")
     root = fetch(cache, "cvm-test-pkg")
     deb = cache / "cvm-test-pkg_1%3a1.0_amd64.deb"
     assert root == cache / "x-cvm-test-pkg"
@@ -160,7 +164,7 @@ def test_a_package_is_downloaded_checked_and_extracted_once(tmp_path: Path, repo
     assert (root / MARKER).read_text() == f"{hashlib.sha256(data).hexdigest()}  {deb.name}\n"
     assert repo.log() == ["apt-get download cvm-test-pkg", "apt-cache show cvm-test-pkg=1:1.0",
                           f"dpkg-deb -x {deb} {cache}/.x-cvm-test-pkg.{os.getpid()}"]
-    assert not list(cache.glob(".x-*"))
+    assert not list(cache.glob(".x-*")) and not (root / "usr" / "stale").exists()
     assert fetch(cache, "cvm-test-pkg") == root
     assert repo.log() == ["apt-cache show cvm-test-pkg=1:1.0",  # checked again, not extracted
                           f"dpkg-deb --info {deb} md5sums"]
@@ -213,7 +217,9 @@ def test_a_version_the_index_does_not_list_is_refused_and_kept(tmp_path: Path,
         shutil.copy(repo.build("cvm-test-pkg", "1.0", FILES), cache / name)
     with pytest.raises(VerificationError, match=(
             "cvm-test-pkg_2.0_amd64.deb: apt's package index lists no cvm-test-pkg 2.0 "
-            r"\(amd64\), so its SHA256 cannot be checked; the package lists changed")):
+            r"\(amd64\), so its SHA256 cannot be checked; the package lists changed since it "
+            "was downloaded, or it did not come from apt: remove it to download the current "
+            "version$")):
         fetch(cache, "cvm-test-pkg")
     assert (cache / "cvm-test-pkg_2.0_amd64.deb").exists()
     assert not (cache / "x-cvm-test-pkg").exists()
@@ -226,7 +232,7 @@ def test_a_version_the_index_does_not_list_is_refused_and_kept(tmp_path: Path,
 
 @pytest.mark.parametrize("damage", ["unmarked", "other deb", "file edited", "file added",
                                     "file removed", "file made a link", "folder made a link",
-                                    "marker not text"])
+                                    "folder made a file", "marker not text"])
 def test_an_extracted_folder_that_does_not_match_its_deb_is_extracted_again(
     tmp_path: Path, repo: Repo, damage: str,
 ) -> None:
@@ -251,6 +257,9 @@ def test_an_extracted_folder_that_does_not_match_its_deb_is_extracted_again(
     elif damage == "folder made a link":
         root.rename(tmp_path / "copy")
         root.symlink_to(tmp_path / "copy")
+    elif damage == "folder made a file":
+        shutil.rmtree(root)
+        root.write_bytes(b"")
     else:
         (root / MARKER).write_bytes(b"\xff" + marker.encode())
     repo.log()
@@ -258,7 +267,7 @@ def test_an_extracted_folder_that_does_not_match_its_deb_is_extracted_again(
     assert len(_extractions(repo)) == 1
     assert not root.is_symlink() and (root / MARKER).read_text() == marker
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
-        MARKER, "usr/lib/y/boot.efi", "usr/share/x/hello"]
+        MARKER, "usr/lib/y/boot.efi", "usr/share/x/hello", "usr/top"]
     assert member(root, "usr/lib/y/boot.efi") == FILES["usr/lib/y/boot.efi"]
 
 
@@ -332,8 +341,14 @@ def test_the_index_entry_must_name_the_package_version_and_architecture(repo: Re
     digest = fields["SHA256"]
     assert index_sha256("cvm-test-pkg", "1.0", "all") == {digest}
     assert index_sha256("cvm-test-pkg", "1.0", "amd64") == set()
-    (repo.root / "Packages").write_text(text.replace("Version: 1.0\n", "Version: 1.0\n\n"))
-    assert index_sha256("cvm-test-pkg", "1.0", "all") == set()  # one stanza, not two
+    (repo.root / "Packages").write_text(text.replace(f"SHA256: {digest}\n", ""))
+    assert index_sha256("cvm-test-pkg", "1.0", "all") == set()
+    (repo.root / "Packages").write_text(text)
+    repo.publish("cvm-test-pkg", "1.0", FILES, arch="i386")
+    other = stanzas((repo.root / "Packages").read_text())[1]["SHA256"]
+    assert other != digest  # each stanza read on its own:
+    assert index_sha256("cvm-test-pkg", "1.0", "all") == {digest}
+    assert index_sha256("cvm-test-pkg", "1.0", "i386") == {other}
     (repo.root / "Packages").write_text(
         text.replace(f"SHA256: {digest}", f"SHA256: {digest.upper()}"))
     assert index_sha256("cvm-test-pkg", "1.0", "all") == {digest}
@@ -341,8 +356,10 @@ def test_the_index_entry_must_name_the_package_version_and_architecture(repo: Re
 
 
 def test_a_package_that_cannot_be_downloaded_is_named(tmp_path: Path, repo: Repo) -> None:
-    with pytest.raises(ExternalToolError, match="apt-get download cvm-missing failed: "
-                       "E: Unable to locate package cvm-missing"):
+    (repo.root / "bin" / "apt-get").write_text(
+        "#!/bin/sh\necho 'W: a warning' >&2\necho 'E: Unable to locate package' $2 >&2\nexit 100\n")
+    with pytest.raises(ExternalToolError, match=r"^apt-get download cvm-missing failed: "
+                       r"W: a warning E: Unable to locate package cvm-missing$"):
         fetch(tmp_path, "cvm-missing")
     with pytest.raises(ExternalToolError, match="no kernel package"):
         kernel_package(tmp_path)
@@ -361,19 +378,19 @@ def test_a_missing_tool_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         fetch(tmp_path / "cache", "cvm-test-pkg")
 
 
-def test_a_deb_that_does_not_extract_is_named(tmp_path: Path, repo: Repo) -> None:
+def test_a_deb_that_does_not_extract_is_named_in_one_line(tmp_path: Path, repo: Repo) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    repo.publish("cvm-test-pkg", "1.0", FILES)
-    verified_deb(cache, "cvm-test-pkg")
+    repo.publish("cvm-test-pkg", "1.0", {**FILES, "usr/z/blob": os.urandom(200_000)})
+    deb = verified_deb(cache, "cvm-test-pkg")[0]
     index = repo.root / "Packages"
-    bad = b"!<arch>\nnot a deb"
-    index.write_text(index.read_text().replace(
-        hashlib.sha256((cache / "cvm-test-pkg_1.0_amd64.deb").read_bytes()).hexdigest(),
-        hashlib.sha256(bad).hexdigest()))
-    (cache / "cvm-test-pkg_1.0_amd64.deb").write_bytes(bad)
-    with pytest.raises(ExternalToolError, match=r"dpkg-deb -x cvm-test-pkg_1.0_amd64.deb: "
-                       r"dpkg-deb: error: "):
+    good = deb.read_bytes()
+    torn = good[:len(good) * 2 // 3]  # listed by the index: apt took it, dpkg-deb cannot
+    index.write_text(index.read_text().replace(hashlib.sha256(good).hexdigest(),
+                                               hashlib.sha256(torn).hexdigest()))
+    deb.write_bytes(torn)
+    with pytest.raises(ExternalToolError, match=r"^dpkg-deb -x cvm-test-pkg_1\.0_amd64\.deb: "
+                       r"[^\n]*dpkg-deb: error: [^\n]*$"):
         fetch(cache, "cvm-test-pkg")
     assert not list(cache.glob(".x-*")) and not (cache / "x-cvm-test-pkg").exists()
 

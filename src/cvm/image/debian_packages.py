@@ -109,9 +109,9 @@ def index_sha256(package: str, version: str, architecture: str) -> set[str]:
     """The SHA256 digests apt's package index gives for ``package`` ``version``
     (``architecture``); empty when it lists no such package."""
     done = _run(["apt-cache", "show", f"{package}={version}"])
-    return {fields.get("SHA256", "").lower() for fields in stanzas(done.stdout)
+    return {fields["SHA256"].lower() for fields in stanzas(done.stdout)
             if fields.get("Package") == package and fields.get("Version") == version
-            and fields.get("Architecture") == architecture}
+            and fields.get("Architecture") == architecture and "SHA256" in fields}
 
 
 def _sha256(path: Path) -> str:
@@ -133,10 +133,15 @@ def _digest_if_indexed(deb: CachedDeb) -> tuple[str, bool]:
     return digest, digest in expected
 
 
+def _one_line(text: str) -> str:
+    """A tool's messages on one line, the last 300 characters (where its error is)."""
+    return " ".join(text.split())[-300:]
+
+
 def _download(cache: Path, spec: str) -> None:
     done = _run(["apt-get", "download", spec], cwd=cache)
     if done.returncode:
-        raise ExternalToolError(f"apt-get download {spec} failed: {done.stderr.strip()[-300:]}")
+        raise ExternalToolError(f"apt-get download {spec} failed: {_one_line(done.stderr)}")
 
 
 def verified_deb(cache: Path, package: str, version: str | None = None) -> tuple[Path, str]:
@@ -147,7 +152,7 @@ def verified_deb(cache: Path, package: str, version: str | None = None) -> tuple
         digest, indexed = _digest_if_indexed(debs[-1])
         if indexed:
             return debs[-1].path, digest
-        debs[-1].path.unlink()  # damaged or planted: downloaded again and checked again
+        debs[-1].path.unlink(missing_ok=True)  # damaged or planted: fetched and checked again
         version = debs[-1].version
     spec = package if version is None else f"{package}={version}"
     _download(cache, spec)
@@ -230,7 +235,7 @@ def fetch(cache: Path, package: str, version: str | None = None) -> Path:
     done = _run(["dpkg-deb", "-x", str(deb), str(staging)])
     if done.returncode:
         shutil.rmtree(staging, ignore_errors=True)
-        raise ExternalToolError(f"dpkg-deb -x {deb.name}: {done.stderr.strip()}")
+        raise ExternalToolError(f"dpkg-deb -x {deb.name}: {_one_line(done.stderr)}")
     (staging / MARKER).write_text(record)  # last, inside the folder not yet in place
     _remove(extracted)
     try:
