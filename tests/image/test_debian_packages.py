@@ -174,7 +174,7 @@ def test_a_package_is_downloaded_checked_and_extracted_once(tmp_path: Path, repo
 
 def test_a_tampered_deb_is_downloaded_again(tmp_path: Path, repo: Repo) -> None:
     repo.publish("cvm-test-pkg", "1.0", FILES)
-    cache = tmp_path / "cache"
+    cache = tmp_path / "new" / "cache"  # made with its parents
     root = fetch(cache, "cvm-test-pkg")
     deb = cache / "cvm-test-pkg_1.0_amd64.deb"
     genuine = deb.read_bytes()
@@ -378,17 +378,21 @@ def test_a_missing_tool_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         fetch(tmp_path / "cache", "cvm-test-pkg")
 
 
-def test_a_deb_that_does_not_extract_is_named_in_one_line(tmp_path: Path, repo: Repo) -> None:
+@pytest.mark.parametrize("damage", ["torn", "not a deb"])
+def test_a_deb_that_does_not_extract_is_named_in_one_line(tmp_path: Path, repo: Repo,
+                                                          damage: str) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
     repo.publish("cvm-test-pkg", "1.0", {**FILES, "usr/z/blob": os.urandom(200_000)})
     deb = verified_deb(cache, "cvm-test-pkg")[0]
     index = repo.root / "Packages"
     good = deb.read_bytes()
-    torn = good[:len(good) * 2 // 3]  # listed by the index: apt took it, dpkg-deb cannot
+    # listed by the index, so taken as authentic; dpkg-deb stops inside the data (having made
+    # the staging folder) or at once
+    bad = good[:len(good) * 2 // 3] if damage == "torn" else b"!<arch>\nnot a deb"
     index.write_text(index.read_text().replace(hashlib.sha256(good).hexdigest(),
-                                               hashlib.sha256(torn).hexdigest()))
-    deb.write_bytes(torn)
+                                               hashlib.sha256(bad).hexdigest()))
+    deb.write_bytes(bad)
     with pytest.raises(ExternalToolError, match=r"^dpkg-deb -x cvm-test-pkg_1\.0_amd64\.deb: "
                        r"[^\n]*dpkg-deb: error: [^\n]*$"):
         fetch(cache, "cvm-test-pkg")
