@@ -109,13 +109,12 @@ DEBIAN_BOOT_PACKAGES = {
 }
 
 
-def _current_kernel_package(apt: str) -> str:
+def _current_kernel_package() -> str:
     """The signed kernel package ``linux-image-amd64`` currently depends on."""
     import subprocess
 
-    cache = str(Path(apt).with_name("apt-cache"))
-    done = subprocess.run([cache, "depends", "linux-image-amd64"], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run([find_tool("apt-cache"), "depends", "linux-image-amd64"],
+                          capture_output=True, text=True, check=False)
     for line in done.stdout.splitlines():
         name = line.split(":", 1)[-1].strip()
         if line.strip().startswith("Depends:") and name.startswith("linux-image-"):
@@ -124,47 +123,26 @@ def _current_kernel_package(apt: str) -> str:
 
 
 def _fetch_debian_package(package: str, version: str) -> Path:
-    """``apt-get download`` ``package`` (``version`` first) into the cache, extracted once."""
-    import subprocess
+    """``package``'s files from the cache, ``version`` first, else the current version (for a
+    kernel, else the kernel ``linux-image-amd64`` depends on). ``cvm.image.debian_packages``
+    downloads, checks each ``.deb`` against apt's package index and extracts it; a package
+    that fails that check fails the test."""
+    from cvm.errors import ExternalToolError
+    from cvm.image.debian_packages import fetch
 
-    DEBIAN_CACHE.mkdir(parents=True, exist_ok=True)
-    extracted = DEBIAN_CACHE / f"x-{package}"
-    marker = extracted / ".complete"
-    if marker.exists():
-        return extracted
-    apt = find_tool("apt-get")
-    debs = sorted(DEBIAN_CACHE.glob(f"{package}_*.deb"))
-    if not debs:
-        specs = [f"{package}={version}", package]
-        if package.startswith("linux-image-"):
-            specs.append(_current_kernel_package(apt))
-        for spec in specs:
-            done = subprocess.run(
-                [apt, "download", spec], cwd=DEBIAN_CACHE, capture_output=True, text=True,
-                check=False,
-            )
-            if done.returncode == 0:
-                break
-        debs = sorted(DEBIAN_CACHE.glob(f"{package}_*.deb")) or sorted(
-            DEBIAN_CACHE.glob("linux-image-*-amd64_*.deb") if package.startswith("linux-") else []
-        )
-    if not debs:
-        _missing(f"the Debian package {package} (apt-get download failed)")
-    preferred = [d for d in debs if version.replace(":", "%3a") in d.name]
-    chosen = (preferred or debs)[-1]
-    staging = DEBIAN_CACHE / f".x-{package}.{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    subprocess.run([find_tool("dpkg-deb"), "-x", str(chosen), str(staging)], check=True)
-    (staging / ".complete").write_text(chosen.name)
-    if extracted.exists() and not marker.exists():
-        shutil.rmtree(extracted, ignore_errors=True)  # an interrupted earlier extraction
-    try:
-        staging.rename(extracted)  # atomic: a parallel run sees all or nothing
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not marker.exists():
-            raise
-    return extracted
+    find_tool("apt-get")
+    find_tool("dpkg-deb")
+    attempts: list[tuple[str, str | None]] = [(package, version), (package, None)]
+    if package.startswith("linux-image-"):
+        attempts.append((_current_kernel_package(), None))
+    failure = ""
+    for name, wanted in attempts:
+        try:
+            return fetch(DEBIAN_CACHE, name, wanted)
+        except ExternalToolError as error:  # that version or package is no longer served
+            failure = str(error)
+    _missing(f"the Debian package {package} ({failure})")
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")
