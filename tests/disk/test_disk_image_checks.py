@@ -89,13 +89,18 @@ def _tree(tmp_path: Path) -> Path:
 @pytest.mark.interop
 def test_a_tree_becomes_an_ext4_root_sized_for_it(
         tmp_path: Path, require_tool: Callable[[str], str]) -> None:
-    for tool in ("mformat", "mcopy", "mmd", "mkfs.ext4", "e2fsck", "debugfs", "sgdisk"):
+    for tool in ("mformat", "mcopy", "mmd", "mkfs.ext4", "e2fsck", "debugfs", "cryptsetup"):
         require_tool(tool)
     out = tmp_path / "disk.img"
     key = bytes(range(64))
+    done: list[int] = []
     result = build_disk(out, _tree(tmp_path), _boot(tmp_path), b"pw", KDF, esp_size=33 * MIB,
-                        sector_size=512, volume_key=key)
+                        sector_size=512, volume_key=key,
+                        progress=lambda stage, count, total: done.append(count)
+                        if stage == "root" else None)
     layout = result.layout
+    # The root in 8 MiB pieces, the count growing to the whole 46 MiB.
+    assert done == [0, *range(8 * MIB, 46 * MIB, 8 * MIB), 46 * MIB]
     # 20 MiB of files (the link's 40 MiB target not counted): 20 * 3 / 2 + 16 = 46 MiB of ext4.
     assert layout.root_size == 16 * MIB + 46 * MIB
     assert out.stat().st_size == layout.disk_size == MIB + 33 * MIB + 62 * MIB + MIB
@@ -105,6 +110,10 @@ def test_a_tree_becomes_an_ext4_root_sized_for_it(
         device = volume.data_device(key)
         ext4 = tmp_path / "root.ext4"
         ext4.write_bytes(device.read(0, 46 * MIB))
+    part = tmp_path / "root-part.img"
+    part.write_bytes(out.read_bytes()[layout.root_offset : layout.root_offset + layout.root_size])
+    dump = _run(require_tool("cryptsetup"), "luksDump", str(part))
+    assert re.search(r"^\s+sector: 512 \[bytes\]$", dump, re.M), dump
     _run(require_tool("e2fsck"), "-fn", str(ext4))
     assert _run(require_tool("debugfs"), "-R", "cat /etc/motd", str(ext4)).encode() == MARKER
     stat = _run(require_tool("debugfs"), "-R", "stat /var/big-link", str(ext4))
@@ -172,6 +181,8 @@ def test_an_image_root_fills_the_disk_the_host_holds(
     assert re.search(rf"^UUID:\s+{result.luks_uuid}$", dump, re.M)
     assert re.search(r"^Label:\s+my-root$", dump, re.M)
     assert re.search(r"^\s+sector: 4096 \[bytes\]$", dump, re.M), dump
+    assert re.search(r"^\s+PBKDF:\s+pbkdf2$", dump, re.M), dump  # the KDF asked for
+    assert re.search(r"^\s+Iterations:\s+1000$", dump, re.M), dump
     with FileStorage(out, read_only=True) as disk:
         volume = Luks2Volume.open(StorageWindow(disk, layout.root_offset, layout.root_size))
         device = volume.data_device(volume.unlock(b"pw"))
@@ -194,6 +205,10 @@ def test_an_image_root_fills_the_disk_the_host_holds(
             window = StorageWindow(disk, built.layout.root_offset, built.layout.root_size)
             keys.append(Luks2Volume.open(window).unlock(b"pw"))
     assert keys[0] != keys[1] and len(keys[0]) == 64
+    part.write_bytes((tmp_path / "again.img").read_bytes()[
+        again.layout.root_offset : again.layout.root_offset + again.layout.root_size])
+    dump = _run(require_tool("cryptsetup"), "luksDump", str(part))
+    assert re.search(r"^Label:\s+cvm-root$", dump, re.M), dump  # the default label
     assert again.disk_guid != result.disk_guid
 
 

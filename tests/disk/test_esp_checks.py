@@ -70,7 +70,7 @@ def test_the_boot_tree_must_be_a_directory_holding_the_loader(tmp_path: Path) ->
         boot_files(empty)
     assert no_loader.value.strerror == (
         "No EFI/BOOT/BOOTX64.EFI (the removable-media loader) in the boot-chain directory")
-    assert no_loader.value.filename == str(empty)
+    assert (no_loader.value.errno, no_loader.value.filename) == (errno.ENOENT, str(empty))
 
 
 def test_the_loader_is_found_in_any_case_and_files_come_sorted(tmp_path: Path) -> None:
