@@ -3,7 +3,8 @@
 UEFI Specification 2.10, section 13.3 (FAT32 for the system partition) and 3.5.1.1 (the
 removable-media default ``\\EFI\\BOOT\\BOOTX64.EFI``). The file system is made by Debian's
 ``mtools`` directly inside the disk image at the partition's byte offset (``-i IMAGE@@OFFSET``):
-``mformat -F`` (FAT32, hidden sectors = partition start), then ``mmd``/``mcopy`` for every
+``mformat -F`` (FAT32, hidden sectors = partition start, 32 reserved sectors cleared first:
+mformat writes only its own fields of them), then ``mmd``/``mcopy`` for every
 directory and file of the boot-chain tree, which mirrors the ESP (``EFI/BOOT/BOOTX64.EFI``,
 ``EFI/debian/grubx64.efi``, ...).
 
@@ -29,6 +30,7 @@ from cvm.errors import ExternalToolError, UsageError
 
 LBA_SIZE = 512
 MIN_ESP_SIZE = 33 << 20
+RESERVED_SECTORS = 32  # boot sector, FSINFO, backup boot sector and its FSINFO (FAT32)
 DEFAULT_LOADER = Path("EFI/BOOT/BOOTX64.EFI")
 
 _EXTRA_DIRS = ("/usr/sbin", "/sbin")
@@ -74,15 +76,28 @@ def boot_files(boot_dir: Path) -> list[Path]:
     return files
 
 
+def _clear_reserved(image: Path, offset: int, size: int) -> None:
+    """Zero the reserved sectors of the ESP at ``offset``, which the image must hold whole."""
+    with image.open("r+b") as target:
+        held = target.seek(0, os.SEEK_END)
+        if held < offset + size:
+            raise UsageError(f"the image {image} holds {held:#x} bytes, the ESP at {offset:#x} "
+                             f"needs {offset + size:#x}")
+        target.seek(offset)
+        target.write(bytes(RESERVED_SECTORS * LBA_SIZE))
+
+
 def write_esp(image: Path, offset: int, size: int, boot_dir: Path, label: str = "ESP",
               progress: Callable[[str], None] | None = None) -> list[Path]:
-    """Format ``size`` bytes at ``offset`` of ``image`` as FAT32 and copy ``boot_dir`` in."""
+    """Format ``size`` bytes at ``offset`` of ``image`` as FAT32 and copy ``boot_dir`` in; the
+    image must already hold those bytes."""
     if size < MIN_ESP_SIZE or offset % LBA_SIZE or size % LBA_SIZE:
         raise UsageError(f"the ESP needs at least {MIN_ESP_SIZE >> 20} MiB on sector bounds")
     files = boot_files(boot_dir)
+    _clear_reserved(image, offset, size)
     target = _target(image, offset)
-    run_tool("mformat", "-i", target, "-F", "-T", str(size // LBA_SIZE),
-             "-H", str(offset // LBA_SIZE), "-v", label[:11], "::")
+    run_tool("mformat", "-i", target, "-F", "-R", str(RESERVED_SECTORS),
+             "-T", str(size // LBA_SIZE), "-H", str(offset // LBA_SIZE), "-v", label[:11], "::")
     made: set[Path] = set()
     for relative in files:
         for parent in reversed(relative.parents[:-1]):
