@@ -18,6 +18,7 @@ from cvm.errors import PolicyError, UsageError
 from cvm.formats.grub.core_image import GrubCoreImage
 from cvm.formats.pcr_signature import parse_pcr_signature
 from cvm.formats.pe.authenticode import image_digest
+from cvm.formats.pe.builder import CODE
 from cvm.formats.pe.image import PeImage
 from cvm.formats.pe.sbat import SbatLevelSection
 from cvm.formats.pe.vendor_cert import VendorCertSection
@@ -37,6 +38,8 @@ from cvm.image.boot_chain import (
     grub_sbat,
     make_grub,
     make_kernel,
+    make_shim,
+    make_uki,
     pcr11_values,
 )
 from cvm.image.keys import OwnerKeys
@@ -179,17 +182,37 @@ def test_a_shim_grub_chain_with_a_stage_signed_by_another_vendor_is_refused(
             BootChain(EspFiles(files), keys.varstore()).run()
 
 
-def test_each_stage_has_its_own_code_and_grub_its_prefix() -> None:
+def test_each_stage_has_its_own_code_and_grub_its_prefix(keys: OwnerKeys) -> None:
+    assert keys.vendor is not None
     texts = {}
     for name, image in (("kernel", make_kernel()), ("other kernel", make_kernel("6.2")),
-                        ("grub", make_grub()), ("grub elsewhere", make_grub("/boot/grub"))):
-        text = _section(image, ".text")
+                        ("grub", make_grub()), ("grub elsewhere", make_grub("/boot/grub")),
+                        ("uki", make_uki(make_kernel(), "quiet", b"")),
+                        ("shim", make_shim(der(keys.vendor.certificate)))):
+        (first, *_) = PeImage.parse(image).sections
+        assert first.name == ".text", name
+        assert first.characteristics == CODE, name
+        text = first.loaded_data
         assert len(text) == TEXT_SIZE and text[-1] == 0xC3, name
         texts[name] = text
-    assert len(set(texts.values())) == 3  # the prefix is data, not code
+    assert len(set(texts.values())) == 5  # the prefix is data, not code
     assert texts["grub"] == texts["grub elsewhere"]
     assert GrubCoreImage.parse(make_grub("/boot/grub")).prefix == "/boot/grub"
     assert b"Linux version 6.2 (cvm@owner)" in _section(make_kernel("6.2"), ".rodata")
+
+
+@pytest.mark.parametrize(("prefix", "padding"), [("/EFI/BOOT", 6), ("/boot/g", 0)])
+def test_grubs_module_info_is_what_grub_mkimage_writes(prefix: str, padding: int) -> None:
+    """GRUB 2.06 ``include/grub/kernel.h``: ``struct grub_module_info64`` (magic ``mimg``,
+    padding, offset and size of the whole area, header included) then one
+    ``struct grub_module_header`` of type OBJ_TYPE_PREFIX (3) whose size covers the NUL-ended
+    prefix padded to 8 bytes."""
+    body = prefix.encode() + b"\0" + bytes(padding)
+    assert len(body) % 8 == 0
+    expected = (b"mimg" + bytes(4) + (24).to_bytes(8, "little")
+                + (24 + 8 + len(body)).to_bytes(8, "little")
+                + (3).to_bytes(4, "little") + (8 + len(body)).to_bytes(4, "little") + body)
+    assert _section(make_grub(prefix), "mods")[: len(expected)] == expected
 
 
 def test_a_stage_hashes_only_when_it_is_a_pe_image() -> None:

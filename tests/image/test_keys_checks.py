@@ -108,7 +108,8 @@ def _public(key: object) -> bytes:
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def test_generated_keys_are_distinct_rsa_2048_with_their_names(keys: OwnerKeys) -> None:
+def test_generated_keys_are_distinct_rsa_2048_with_their_names() -> None:
+    keys = OwnerKeys.generate(os.urandom)  # its own: what a shared fixture made is not rerun
     pairs = {"pk": keys.pk, "kek": keys.kek, "db": keys.db, "vendor": keys.vendor}
     for name, pair in pairs.items():
         assert pair is not None

@@ -61,8 +61,10 @@ def test_image_without_a_certificate_directory_cannot_be_signed(
     count_offset = image.data_directory_offset - 4
     data[count_offset : count_offset + 4] = (4).to_bytes(4, "little")
     key, cert = owner
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as refused:
         sign_pe(bytes(data), key, cert)  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "the image has no certificate table data directory; it cannot be signed")
 
 
 @pytest.mark.parametrize("role", ["shim", "grub", "kernel"])
