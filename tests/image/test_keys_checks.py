@@ -4,13 +4,29 @@ which another local user can open it — and what is saved loads back."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
-from cvm.image.keys import OwnerKeys
+from cvm.crypto.x509_edk2 import der, pem, private_key_pem
+from cvm.errors import FormatError, UsageError
+from cvm.formats.uefi.guids import (
+    EFI_CERT_SHA256,
+    EFI_CERT_X509,
+    EFI_GLOBAL_VARIABLE,
+    EFI_IMAGE_SECURITY_DATABASE,
+)
+from cvm.formats.uefi.signature_list import SignatureDatabase
+from cvm.formats.uefi.variable import SECURE_BOOT_ATTRIBUTES
+from cvm.guest.boot.secureboot import as_database, verify_image
+from cvm.image.boot_chain import make_kernel
+from cvm.image.keys import OWNER_GUID, PROVISIONING_KEY_SIZE, README, KeyPair, OwnerKeys
 
 PRIVATE = {"pk.key", "kek.key", "db.key", "vendor.key", "pcr-policy.key", "provisioning.key"}
 PUBLIC = {"README", "pk.crt", "kek.crt", "db.crt", "vendor.crt", "pcr-policy.pem"}
@@ -73,3 +89,166 @@ def test_the_built_bundles_secret_files_are_created_private(
     built = build_image(tmp_path / "img", ImageSpec(kdf_cost="fast"),
                         random=random.Random(5).randbytes)
     assert _mode(built.out / "owner" / "recovery.key") == 0o600
+
+
+# What the keys are and what they sign: each checked against the firmware's own rules.
+
+NAMES = {"pk": "cvm owner PK", "kek": "cvm owner KEK", "db": "cvm owner db",
+         "vendor": "cvm owner shim vendor"}
+
+
+def _common_name(pair: KeyPair) -> str:
+    (attribute,) = pair.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attribute.value)
+
+
+def _public(key: object) -> bytes:
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_generated_keys_are_distinct_rsa_2048_with_their_names() -> None:
+    keys = OwnerKeys.generate(os.urandom)  # its own: what a shared fixture made is not rerun
+    pairs = {"pk": keys.pk, "kek": keys.kek, "db": keys.db, "vendor": keys.vendor}
+    for name, pair in pairs.items():
+        assert pair is not None
+        assert _common_name(pair) == NAMES[name]
+        assert isinstance(pair.key, rsa.RSAPrivateKey) and pair.key.key_size == 2048
+        assert _public(pair.key) == pair.certificate.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert keys.pcr_policy is not None
+    publics = {_public(pair.key) for pair in pairs.values() if pair is not None}
+    assert len(publics | {_public(keys.pcr_policy)}) == 5
+
+
+def test_generate_draws_the_provisioning_key_and_leaves_out_what_is_not_asked(
+        keys: OwnerKeys) -> None:
+    asked: list[int] = []
+
+    def random(size: int) -> bytes:
+        asked.append(size)
+        return bytes(range(1, size + 1))
+    bare = OwnerKeys.generate(random, vendor=False, pcr_policy=False, db=keys.db)
+    assert asked == [PROVISIONING_KEY_SIZE] and PROVISIONING_KEY_SIZE == 32
+    assert bare.provisioning == bytes(range(1, 33))
+    assert bare.db is keys.db
+    assert bare.vendor is None and bare.pcr_policy is None
+    assert _public(bare.pk.key) != _public(keys.pk.key)
+    with pytest.raises(UsageError) as vendor:
+        bare.sign_vendor(make_kernel())
+    assert str(vendor.value) == "these owner keys have no shim vendor key"
+    with pytest.raises(UsageError) as policy:
+        bare.pcr_policy_public_pem()
+    assert str(policy.value) == "these owner keys have no PCR-policy signing key"
+
+
+def test_db_and_vendor_sign_images_the_firmware_accepts_under_their_own_key_only(
+        keys: OwnerKeys) -> None:
+    assert keys.vendor is not None
+    image = make_kernel()
+    db = as_database([der(keys.db.certificate)])
+    vendor = as_database([der(keys.vendor.certificate)])
+    by_db, by_vendor = keys.sign_db(image), keys.sign_vendor(image)
+    assert verify_image(by_db, db).allowed and not verify_image(by_db, vendor).allowed
+    assert verify_image(by_vendor, vendor).allowed and not verify_image(by_vendor, db).allowed
+    assert not verify_image(image, db).allowed
+
+
+def test_the_pcr_policy_public_key_is_the_private_keys(keys: OwnerKeys) -> None:
+    assert keys.pcr_policy is not None
+    assert keys.pcr_policy_public_pem() == _public(keys.pcr_policy)
+    ec_keys = dataclasses.replace(keys, pcr_policy=ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(UsageError) as refused:
+        ec_keys.pcr_policy_public_pem()
+    assert str(refused.value) == "the PCR-policy signing key must be an RSA key"
+
+
+def test_the_varstore_enrolls_pk_kek_db_and_the_given_dbx(keys: OwnerKeys) -> None:
+    store = keys.varstore()
+    expected = {"PK": (EFI_GLOBAL_VARIABLE, keys.pk), "KEK": (EFI_GLOBAL_VARIABLE, keys.kek),
+                "db": (EFI_IMAGE_SECURITY_DATABASE, keys.db)}
+    assert sorted(v.name for v in store.variables) == sorted(expected)
+    for name, (vendor, pair) in expected.items():
+        variable = store.get(name, vendor)
+        assert variable is not None, name
+        assert variable.attributes == SECURE_BOOT_ATTRIBUTES
+        database = SignatureDatabase.parse(variable.data)
+        assert [(lst.signature_type, [(e.owner, e.data) for e in lst.signatures])
+                for lst in database.lists] == [
+            (EFI_CERT_X509, [(OWNER_GUID, der(pair.certificate))])]
+    revoked = (bytes(range(32)), b"\xee" * 32)
+    with_dbx = keys.varstore(revoked)
+    dbx = with_dbx.get("dbx", EFI_IMAGE_SECURITY_DATABASE)
+    assert dbx is not None and dbx.attributes == SECURE_BOOT_ATTRIBUTES
+    assert [(lst.signature_type, [(e.owner, e.data) for e in lst.signatures])
+            for lst in SignatureDatabase.parse(dbx.data).lists] == [
+        (EFI_CERT_SHA256, [(OWNER_GUID, d) for d in revoked])]
+    assert [v for v in with_dbx.variables if v.name != "dbx"] == list(store.variables)
+
+
+@pytest.mark.parametrize("size", [31, 33])
+def test_a_dbx_entry_that_is_not_a_sha256_digest_is_refused(keys: OwnerKeys, size: int) -> None:
+    with pytest.raises(UsageError) as refused:
+        keys.varstore((bytes(32), bytes(size)))
+    assert str(refused.value) == "dbx entries are SHA-256 Authenticode digests (32 bytes)"
+
+
+def test_what_is_saved_is_each_key_and_certificate(keys: OwnerKeys, tmp_path: Path,
+                                                   umask: None) -> None:
+    keys.save(tmp_path)
+    assert keys.vendor is not None and keys.pcr_policy is not None
+    assert (tmp_path / "README").read_text() == README
+    assert "owner's secrets" in README
+    for name, pair in (("pk", keys.pk), ("kek", keys.kek), ("db", keys.db),
+                       ("vendor", keys.vendor)):
+        assert (tmp_path / f"{name}.key").read_bytes() == private_key_pem(pair.key)
+        assert (tmp_path / f"{name}.crt").read_bytes() == pem(pair.certificate)
+    assert (tmp_path / "pcr-policy.key").read_bytes() == private_key_pem(keys.pcr_policy)
+    assert (tmp_path / "pcr-policy.pem").read_bytes() == _public(keys.pcr_policy)
+    assert (tmp_path / "provisioning.key").read_bytes() == keys.provisioning
+    loaded = OwnerKeys.load(tmp_path)
+    assert loaded.vendor is not None and loaded.pcr_policy is not None
+    for mine, theirs in ((keys.pk, loaded.pk), (keys.kek, loaded.kek), (keys.db, loaded.db),
+                         (keys.vendor, loaded.vendor)):
+        assert theirs.certificate == mine.certificate
+        assert private_key_pem(theirs.key) == private_key_pem(mine.key)
+    assert private_key_pem(loaded.pcr_policy) == private_key_pem(keys.pcr_policy)
+
+
+def test_keys_without_vendor_or_policy_save_and_load_without_them(
+        keys: OwnerKeys, tmp_path: Path, umask: None) -> None:
+    bare = dataclasses.replace(keys, vendor=None, pcr_policy=None)
+    bare.save(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == (
+        PRIVATE | PUBLIC) - {"vendor.key", "vendor.crt", "pcr-policy.key", "pcr-policy.pem"}
+    loaded = OwnerKeys.load(tmp_path)
+    assert loaded.vendor is None and loaded.pcr_policy is None
+    assert loaded.provisioning == keys.provisioning
+
+
+@pytest.mark.parametrize("missing", ["pk.key", "kek.crt", "db.key", "vendor.crt"])
+def test_a_missing_key_file_is_named(keys: OwnerKeys, tmp_path: Path, umask: None,
+                                     missing: str) -> None:
+    keys.save(tmp_path)
+    (tmp_path / missing).unlink()
+    with pytest.raises(UsageError) as refused:
+        OwnerKeys.load(tmp_path)
+    assert str(refused.value) == f"owner keys: cannot read {tmp_path / missing}"
+
+
+def test_a_missing_or_short_provisioning_key_is_named(keys: OwnerKeys, tmp_path: Path,
+                                                      umask: None) -> None:
+    keys.save(tmp_path)
+    path = tmp_path / "provisioning.key"
+    path.unlink()
+    with pytest.raises(UsageError) as missing:
+        OwnerKeys.load(tmp_path)
+    assert str(missing.value) == f"owner keys: cannot read {path}"
+    for size in (31, 33):
+        path.write_bytes(bytes(size))
+        with pytest.raises(FormatError) as wrong:
+            OwnerKeys.load(tmp_path)
+        assert str(wrong.value) == f"{path}: {size} bytes, expected 32"
+    path.write_bytes(bytes(32))
+    assert OwnerKeys.load(tmp_path).provisioning == bytes(32)

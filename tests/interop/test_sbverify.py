@@ -225,3 +225,29 @@ def test_built_images_hash_and_sign_like_the_tools(
     assert _run(require_tool("sbsign"), "--key", key, "--cert", cert, "--output", signed,
                 path).returncode == 0
     assert verify_image(signed.read_bytes(), as_database([cert_der])).allowed
+
+
+def test_the_owners_chain_verifies_with_sbverify_under_each_stages_signer_only(
+        require_tool: Tool, tmp_path: Path) -> None:
+    """Each signed stage of both chains (UKI; shim → GRUB → kernel) verifies with sbverify
+    under the certificate of the key that signed it, and not under the owner's other one."""
+    import os
+
+    from cvm.image.boot_chain import build_chain
+    from cvm.image.keys import OwnerKeys
+
+    keys = OwnerKeys.generate(os.urandom)
+    assert keys.vendor is not None
+    certificates = {"db": keys.db.certificate, "vendor": keys.vendor.certificate}
+    for name, certificate in certificates.items():
+        (tmp_path / f"{name}.pem").write_bytes(pem(certificate))
+    signed = [stage for chain in ("uki", "shim-grub")
+              for stage in build_chain(chain, keys, b"initrd", "uuid", False).stages
+              if stage.signer is not None]
+    assert [stage.name for stage in signed] == ["uki", "shim", "grub", "kernel"]
+    for stage in signed:
+        path = tmp_path / f"{stage.name}.efi"
+        path.write_bytes(stage.data)
+        for name in certificates:
+            done = _run(require_tool("sbverify"), "--cert", tmp_path / f"{name}.pem", path)
+            assert (done.returncode == 0) is (name == stage.signer), (stage.name, name)

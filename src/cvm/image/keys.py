@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from cvm.crypto.tpm_keys import public_key_pem
 from cvm.crypto.x509_edk2 import (
     Certificate,
@@ -103,12 +105,11 @@ class OwnerKeys:
     def pcr_policy_public_pem(self) -> bytes:
         if self.pcr_policy is None:
             raise UsageError("these owner keys have no PCR-policy signing key")
-        numbers = self.pcr_policy.public_key().public_numbers()
-        modulus, exponent = getattr(numbers, "n", None), getattr(numbers, "e", None)
-        if not isinstance(modulus, int) or not isinstance(exponent, int):
+        if not isinstance(self.pcr_policy, rsa.RSAPrivateKey):
             raise UsageError("the PCR-policy signing key must be an RSA key")
-        return public_key_pem("rsa", modulus.to_bytes((modulus.bit_length() + 7) // 8, "big"),
-                              exponent)
+        numbers = self.pcr_policy.public_key().public_numbers()
+        return public_key_pem("rsa", numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
+                              numbers.e)
 
     def varstore(self, dbx_sha256: Sequence[bytes] = ()) -> Varstore:
         """An OVMF varstore with PK, KEK, db enrolled (Secure Boot on) and dbx if given."""

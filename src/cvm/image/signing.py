@@ -5,7 +5,8 @@ Structures" and Microsoft "PE Format" §"The Attribute Certificate Table": the f
 to a multiple of 8 bytes, an Authenticode SignedData over the image hash is wrapped in a
 ``WIN_CERTIFICATE`` (revision 0x0200, type PKCS_SIGNED_DATA) and appended as the attribute
 certificate table, data directory 4 is set to {file offset, size}, and the PE ``CheckSum`` is
-recomputed. Signing an image that already carries signatures keeps them and adds one.
+recomputed. Signing an image that already carries signatures replaces them, as sbsign does;
+``replace=False`` (``cvm sb sign --append``) keeps them and adds one.
 """
 
 from __future__ import annotations
