@@ -462,8 +462,8 @@ def test_a_sev_launch_digest_that_differs_is_not_accepted_and_told(
     assert trace.launch_accepted is False and trace.launch_measurement is not None
     assert trace.refused is None and trace.workload_ok and trace.pcrs_match and not trace.ok
     lines = trace.render().splitlines()
-    assert "          PSP  measured  the launch (DIFFERS from the prediction): " + (
-        trace.launch_measurement.hex()[:7] + "…") in lines
+    subject = f"the launch (DIFFERS from the prediction): {trace.launch_measurement.hex()}"
+    assert f"          PSP  measured  {subject[:71]}…" in lines
     assert lines[-2] == "NOT VERIFIED: the launch measurement differs from the prediction"
     assert not any("prediction DIFFERS" in line for line in lines)
     assert execute(["vm", "run", str(bundle), "--mode", "sev"]) == 1
