@@ -27,7 +27,7 @@ from cvm.guest.boot.boot_disk import BootDisk
 from cvm.guest.boot.firmware import DEFAULT_LOADER
 from cvm.guest.boot.initramfs import WorkloadResult
 from cvm.guest.run import boot_bundle, host_certificates, relying_party
-from cvm.guest.trace import VmTrace
+from cvm.guest.trace import VmTrace, failures
 from cvm.guest.vm import GuestVm
 from cvm.hardware.machine import Machine
 from cvm.hardware.psp.firmware import SecureProcessor
@@ -468,3 +468,25 @@ def test_a_sev_launch_digest_that_differs_is_not_accepted_and_told(
     assert not any("prediction DIFFERS" in line for line in lines)
     assert execute(["vm", "run", str(bundle), "--mode", "sev"]) == 1
     assert "NOT VERIFIED: the launch measurement" in capsys.readouterr().out
+
+
+def test_a_relying_party_given_judges_the_trace_by_the_owners_copy_else_the_hosts(
+        uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded) -> None:
+    """With a relying party given (it holds its own reference values), the trace's predictions
+    come from the owner's copy in owner/ when the folder has it — not from the host's copy,
+    which the host edited — and from the host's copy only when there is no owner's copy."""
+    bundle = copy_bundle(uki_bundle)
+    owner = loads((bundle / "owner" / "reference-values.json").read_bytes())
+    host_copy = bundle / "reference-values.json"
+    document = json.loads(host_copy.read_text())
+    document["pcrs"]["sha256"]["4"] = "44" * 32
+    host_copy.write_text(json.dumps(document))
+    party = relying_party(bundle, owner, default_vendor("Milan"), seeded(b"given party"))
+    trace = boot_bundle(bundle, "sev-snp", random=seeded(b"given 1"), party=party)
+    assert trace.predicted["sha256"][4] == owner.pcrs["sha256"][4] != bytes.fromhex("44" * 32)
+    assert trace.ok
+    (bundle / "owner" / "reference-values.json").unlink()
+    trace = boot_bundle(bundle, "sev-snp", random=seeded(b"given 2"), party=party)
+    assert trace.predicted["sha256"][4] == bytes.fromhex("44" * 32)
+    assert trace.unsealed and trace.workload_ok  # the party appraised with its own values
+    assert failures(trace) == ["sha256 PCR 4 differs from the prediction"] and not trace.ok
