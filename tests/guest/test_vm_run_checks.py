@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ import cvm.guest.vm as vm_module
 from cvm.amd.pki import default_vendor
 from cvm.attestation.verifier.appraisal import Verifier
 from cvm.attestation.verifier.trust import TrustRoots
+from cvm.cli.main import execute
 from cvm.crypto.x509_chain import certificate_ders
 from cvm.errors import FormatError, StateError, UsageError
 from cvm.formats.snp.attestation_report import AttestationReport
@@ -25,7 +27,7 @@ from cvm.guest.boot.boot_disk import BootDisk
 from cvm.guest.boot.firmware import DEFAULT_LOADER
 from cvm.guest.boot.initramfs import WorkloadResult
 from cvm.guest.run import boot_bundle, host_certificates, relying_party
-from cvm.guest.trace import VmTrace
+from cvm.guest.trace import VmTrace, failures
 from cvm.guest.vm import GuestVm
 from cvm.hardware.machine import Machine
 from cvm.hardware.psp.firmware import SecureProcessor
@@ -405,3 +407,86 @@ def test_the_owners_relying_party_needs_the_owners_copy(
     with pytest.raises(UsageError, match=r"^the relying party needs the owner's .*"
                                          r"owner/reference-values\.json \(a bundle built"):
         boot_bundle(bundle, "sev-snp")
+
+
+def _edit_owner_reference(bundle: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    path = bundle / "owner" / "reference-values.json"
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+
+
+def test_a_pcr_that_differs_from_the_owners_prediction_is_told_and_not_ok(
+        uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The owner predicted another PCR 4 (a PCR the root's token is not sealed to): the VM
+    boots and its workload runs, but the trace says the PCR differs, and `cvm vm run` exits 1."""
+    bundle = copy_bundle(uki_bundle)
+
+    def other_pcr4(document: dict[str, Any]) -> None:
+        document["pcrs"]["sha256"]["4"] = "44" * 32
+    _edit_owner_reference(bundle, other_pcr4)
+    trace = boot_bundle(bundle, "plain", random=seeded(b"pcr 4"))
+    assert trace.refused is None and trace.workload_ok and trace.unsealed
+    assert not trace.pcrs_match and not trace.ok
+    live = trace.pcrs["sha256"][4]
+    assert live == trace.replayed["sha256"][4] != bytes.fromhex("44" * 32)
+    lines = trace.render().splitlines()
+    assert f"  sha256 PCR  4 {live.hex()[:16]}…  prediction DIFFERS, replayed log equal" in lines
+    assert "  sha256 PCR  7 " in "\n".join(lines)
+    assert [line for line in lines if "DIFFERS" in line] == [
+        f"  sha256 PCR  4 {live.hex()[:16]}…  prediction DIFFERS, replayed log equal"]
+    assert lines[-2] == "NOT VERIFIED: sha256 PCR 4 differs from the prediction"
+    assert trace.to_json()["failures"] == ["sha256 PCR 4 differs from the prediction"]
+    assert execute(["vm", "run", str(bundle), "--mode", "plain"]) == 1
+    captured = capsys.readouterr()
+    assert "NOT VERIFIED: sha256 PCR 4 differs from the prediction\n" in captured.out
+    assert "OK: every stage" not in captured.out and captured.err == ""
+
+
+def test_a_sev_launch_digest_that_differs_is_not_accepted_and_told(
+        uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The owner predicted another SEV launch digest: the host's PSP measured the real one, so
+    the MAC the owner recomputes differs — the VM runs (SEV attests nothing before boot), and
+    the trace says the launch DIFFERS and is not ok; the PCRs still equal the prediction."""
+    bundle = copy_bundle(uki_bundle)
+
+    def other_digest(document: dict[str, Any]) -> None:
+        for entry in document["launch"]:
+            if entry["mode"] == "sev":
+                entry["digest"] = "5e" * 32
+    _edit_owner_reference(bundle, other_digest)
+    trace = boot_bundle(bundle, "sev", random=seeded(b"sev digest"))
+    assert trace.predicted_measurement == bytes.fromhex("5e" * 32)
+    assert trace.launch_accepted is False and trace.launch_measurement is not None
+    assert trace.refused is None and trace.workload_ok and trace.pcrs_match and not trace.ok
+    lines = trace.render().splitlines()
+    subject = f"the launch (DIFFERS from the prediction): {trace.launch_measurement.hex()}"
+    assert f"          PSP  measured  {subject[:71]}…" in lines
+    assert lines[-2] == "NOT VERIFIED: the launch measurement differs from the prediction"
+    assert not any("prediction DIFFERS" in line for line in lines)
+    assert execute(["vm", "run", str(bundle), "--mode", "sev"]) == 1
+    assert "NOT VERIFIED: the launch measurement" in capsys.readouterr().out
+
+
+def test_a_relying_party_given_judges_the_trace_by_the_owners_copy_else_the_hosts(
+        uki_bundle: Path, copy_bundle: Callable[[Path], Path], seeded: Seeded) -> None:
+    """With a relying party given (it holds its own reference values), the trace's predictions
+    come from the owner's copy in owner/ when the folder has it — not from the host's copy,
+    which the host edited — and from the host's copy only when there is no owner's copy."""
+    bundle = copy_bundle(uki_bundle)
+    owner = loads((bundle / "owner" / "reference-values.json").read_bytes())
+    host_copy = bundle / "reference-values.json"
+    document = json.loads(host_copy.read_text())
+    document["pcrs"]["sha256"]["4"] = "44" * 32
+    host_copy.write_text(json.dumps(document))
+    party = relying_party(bundle, owner, default_vendor("Milan"), seeded(b"given party"))
+    trace = boot_bundle(bundle, "sev-snp", random=seeded(b"given 1"), party=party)
+    assert trace.predicted["sha256"][4] == owner.pcrs["sha256"][4] != bytes.fromhex("44" * 32)
+    assert trace.ok
+    (bundle / "owner" / "reference-values.json").unlink()
+    trace = boot_bundle(bundle, "sev-snp", random=seeded(b"given 2"), party=party)
+    assert trace.predicted["sha256"][4] == bytes.fromhex("44" * 32)
+    assert trace.unsealed and trace.workload_ok  # the party appraised with its own values
+    assert failures(trace) == ["sha256 PCR 4 differs from the prediction"] and not trace.ok

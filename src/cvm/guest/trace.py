@@ -89,6 +89,56 @@ def _hex_pcrs(pcrs: Pcrs) -> dict[str, dict[str, str]]:
             for bank, values in pcrs.items()}
 
 
+def compare_pcrs(predicted: Pcrs, live: Pcrs, replayed: Pcrs, bank: str
+                 ) -> dict[int, tuple[bool, bool]]:
+    """For each predicted PCR of ``bank``: (vTPM equals prediction, vTPM equals replay). A PCR
+    the vTPM did not give (a trace never read) equals nothing."""
+    values, replay = live.get(bank, {}), replayed.get(bank, {})
+    return {pcr: (pcr in values and values[pcr] == value,
+                  pcr in values and values[pcr] == replay.get(pcr))
+            for pcr, value in sorted(predicted.get(bank, {}).items())}
+
+
+def pcrs_match(predicted: Pcrs, live: Pcrs, replayed: Pcrs) -> bool:
+    """Every predicted PCR of every bank equals the vTPM's and the replayed log's, and at least
+    one PCR was predicted (a prediction without a PCR compares nothing, and proves nothing)."""
+    pairs = [pair for bank in predicted
+             for pair in compare_pcrs(predicted, live, replayed, bank).values()]
+    return bool(pairs) and all(same for pair in pairs for same in pair)
+
+
+def workload_round_trip(workload: WorkloadResult | None) -> bool:
+    """The workload ran and its data came back equal."""
+    return workload is not None and workload.round_trip
+
+
+def failures(trace: VmTrace) -> list[str]:
+    """Why the run is not what the owner predicted, one reason each; empty when it is."""
+    found: list[str] = []
+    if trace.refused is not None:
+        found.append(f"refused at {trace.refused[0]}")
+    if trace.launch_accepted is False:
+        found.append("the launch measurement differs from the prediction")
+    if not any(trace.predicted.values()):
+        found.append("no PCR was predicted")
+    for bank in sorted(trace.predicted):
+        compared = compare_pcrs(trace.predicted, trace.pcrs, trace.replayed, bank)
+        live = trace.pcrs.get(bank, {})
+        for pcr, (predicted, replayed) in compared.items():
+            if pcr not in live:
+                found.append(f"{bank} PCR {pcr} was not read from the vTPM")
+                continue
+            if not predicted:
+                found.append(f"{bank} PCR {pcr} differs from the prediction")
+            if not replayed:
+                found.append(f"{bank} PCR {pcr} differs from the replayed log")
+    if trace.workload is None:
+        found.append("the workload did not run")
+    elif not trace.workload.round_trip:
+        found.append("the workload's data did not round-trip")
+    return found
+
+
 @dataclass
 class VmTrace:
     """One run of a VM: the steps, the PCRs three ways, and how it ended."""
@@ -119,30 +169,29 @@ class VmTrace:
     def add(self, actor: str, verb: str, subject: str) -> None:
         self.steps.append(TraceStep(actor, verb, subject))
 
+    # The properties below delegate to plain functions (which mutation testing reaches).
     @property
     def unsealed(self) -> bool:
         return self.root is not None
 
     @property
     def workload_ok(self) -> bool:
-        return self.workload is not None and self.workload.round_trip
+        return workload_round_trip(self.workload)
 
     def compared(self, bank: str = "sha256") -> dict[int, tuple[bool, bool]]:
         """For each predicted PCR of ``bank``: (vTPM equals prediction, vTPM equals replay)."""
-        live, replay = self.pcrs.get(bank, {}), self.replayed.get(bank, {})
-        return {pcr: (live.get(pcr) == value, live.get(pcr) == replay.get(pcr))
-                for pcr, value in sorted(self.predicted.get(bank, {}).items())}
+        return compare_pcrs(self.predicted, self.pcrs, self.replayed, bank)
 
     @property
     def pcrs_match(self) -> bool:
         """Every predicted PCR of every bank equals the vTPM's and the replayed log's."""
-        return bool(self.predicted) and all(
-            ok for bank in self.predicted for pair in self.compared(bank).values() for ok in pair)
+        return pcrs_match(self.predicted, self.pcrs, self.replayed)
 
     @property
     def ok(self) -> bool:
-        return (self.refused is None and self.workload_ok and self.pcrs_match
-                and self.launch_accepted is not False)
+        """Nothing refused, the launch not rejected, every PCR as predicted, the workload's
+        data round-tripped."""
+        return not failures(self)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -156,6 +205,7 @@ class VmTrace:
             "pcrs": _hex_pcrs(self.pcrs), "replayed": _hex_pcrs(self.replayed),
             "predicted": _hex_pcrs(self.predicted),
             "pcrs_match_prediction_and_replay": self.pcrs_match,
+            "failures": failures(self),
             "refused": None if self.refused is None else {
                 "stage": self.refused[0], "error": type(self.refused[1]).__name__,
                 "message": str(self.refused[1])},
@@ -175,15 +225,21 @@ class VmTrace:
                  else "through the host's vTPM device")
         lines += ["", f"{self.extends} TPM2_PCR_Extend commands reached the vTPM {where}", ""]
         for bank in sorted(self.predicted):
+            live = self.pcrs.get(bank, {})
             for pcr, (predicted, replayed) in self.compared(bank).items():
-                value = self.pcrs.get(bank, {}).get(pcr, b"").hex()[:16]
+                if pcr not in live:
+                    lines.append(f"  {bank} PCR {pcr:>2} not read from the vTPM")
+                    continue
+                value = live[pcr].hex()[:16]
                 lines.append(f"  {bank} PCR {pcr:>2} {value}…  prediction "
                              f"{'equal' if predicted else 'DIFFERS'}, replayed log "
                              f"{'equal' if replayed else 'DIFFERS'}")
         if self.refused is not None:
             lines.append(f"REFUSED at {self.refused[0]}: {self.refused[1]}")
-        elif self.ok:
-            lines.append("OK: every stage verified, PCRs equal the prediction and the log, "
+        else:
+            found = failures(self)
+            lines.append("NOT VERIFIED: " + "; ".join(found) if found else
+                         "OK: every stage verified, PCRs equal the prediction and the log, "
                          "the root opened, the workload's data round-tripped")
         total = sum(self.timings.values())
         lines.append(f"boot time {total * 1000:.0f} ms (" + ", ".join(
