@@ -16,9 +16,9 @@ from cvm.host.adversary.threat import (
     Family,
     Mechanism,
     Observed,
-    attack,
     blocked,
     by,
+    declare,
     na,
     not_applicable,
     ok,
@@ -73,8 +73,6 @@ def _pattern(lab: Lab, salt: int) -> bytes:
 
 
 # -- the attacks --------------------------------------------------------------------------------
-@attack("read-page", Family.MEMORY, "read a private guest page from DRAM",
-        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED))
 def read_page(lab: Lab) -> Observed:
     dram = read_guest_page(lab.host, lab.guest, lab.secret_gpa)
     if lab.secret in dram:
@@ -82,8 +80,6 @@ def read_page(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "the host reads ciphertext")
 
 
-@attack("corrupt-page", Family.MEMORY, "write junk over a private guest page",
-        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def corrupt_page(lab: Lab) -> Observed:
     page = _pattern(lab, 0x11)
     lab.guest_write(lab.spare_gpa, page)
@@ -100,8 +96,6 @@ def corrupt_page(lab: Lab) -> Observed:
     return succeeded("guest reads junk" if got == junk else "guest reads garbage")
 
 
-@attack("replay-page", Family.MEMORY, "write back an old ciphertext of a guest page",
-        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def replay_page(lab: Lab) -> Observed:
     old, new = _pattern(lab, 0x22), _pattern(lab, 0x33)
     lab.guest_write(lab.spare_gpa, old)
@@ -117,8 +111,6 @@ def replay_page(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "the replayed page does not decrypt")
 
 
-@attack("remap-page", Family.MEMORY, "point a guest page at another guest page's system page",
-        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def remap_page(lab: Lab) -> Observed:
     other = _pattern(lab, 0x44)
     lab.guest_write(lab.spare_gpa, other)
@@ -132,8 +124,6 @@ def remap_page(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "the guest reads garbage")
 
 
-@attack("alias-pages", Family.MEMORY, "map two guest pages to one system page",
-        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def alias_pages(lab: Lab) -> Observed:
     remap(lab.host, lab.guest, lab.secret_gpa, lab.spare_gpa)
     marker = _pattern(lab, 0x55)
@@ -147,9 +137,6 @@ def alias_pages(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "the pages are not aliased")
 
 
-@attack("substitute-page", Family.MEMORY,
-        "swap a fresh page of the host's in behind a guest page (RMP-assigned, unvalidated)",
-        (CLEAR, UNCHECKED, UNCHECKED, by(Mechanism.PVALIDATE)))
 def substitute_page(lab: Lab) -> Observed:
     page = _pattern(lab, 0x66)
     lab.guest_write(lab.spare_gpa, page)
@@ -170,9 +157,6 @@ def substitute_page(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "the guest still reads its page")
 
 
-@attack("unassign-page", Family.MEMORY,
-        "RMPUPDATE a private guest page back to the host behind the guest's back",
-        (NO_RMP, NO_RMP, NO_RMP, RMP))
 def unassign_page(lab: Lab) -> Observed:
     if not lab.host.machine.snp_enabled or not lab.mode.snp:
         return not_applicable("no RMP entry guards this guest's pages")
@@ -185,8 +169,6 @@ def unassign_page(lab: Lab) -> Observed:
     return succeeded(f"the guest read {'its secret' if got == lab.secret else 'garbage'}")
 
 
-@attack("cold-boot-dump", Family.MEMORY, "dump every DRAM chip after the VM ran (cold boot)",
-        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED))
 def cold_boot_dump(lab: Lab) -> Observed:
     scan = CanaryScan({"workload secret": lab.secret})
     leaks = scan.scan_dram(lab.host.machine.dram)
@@ -195,8 +177,6 @@ def cold_boot_dump(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "no 8-byte run of the secret in any DRAM chip")
 
 
-@attack("foreign-vm-reads", Family.MEMORY, "map the guest's page into another VM and read it",
-        (CLEAR, ENCRYPTED, ENCRYPTED, RMP))
 def foreign_vm_reads(lab: Lab) -> Observed:
     mode = lab.mode
     intruder = lab.host.create_vm(mode, 4 * PAGE_SIZE)
@@ -218,8 +198,6 @@ def foreign_vm_reads(lab: Lab) -> Observed:
         lab.host.destroy_vm(intruder)
 
 
-@attack("debug-decrypt", Family.MEMORY, "ask the PSP to decrypt a guest page (SNP_DBG_DECRYPT)",
-        (NO_SNP, NO_SNP, NO_SNP, by(Mechanism.GUEST_POLICY)))
 def debug_decrypt(lab: Lab) -> Observed:
     if lab.psp is None or lab.guest.handle is None or not lab.mode.snp:
         return not_applicable("no SNP guest context in the PSP for this VM")
@@ -233,7 +211,58 @@ def debug_decrypt(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "the PSP returned another page")
 
 
+# -- the declarations: the expected outcome in plain, sev, sev-es and sev-snp -------------------
 ATTACKS = (
-    read_page, corrupt_page, replay_page, remap_page, alias_pages, substitute_page,
-    unassign_page, cold_boot_dump, foreign_vm_reads, debug_decrypt,
+    declare(
+        "read-page", Family.MEMORY, "read a private guest page from DRAM",
+        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED),
+        read_page,
+    ),
+    declare(
+        "corrupt-page", Family.MEMORY, "write junk over a private guest page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP),
+        corrupt_page,
+    ),
+    declare(
+        "replay-page", Family.MEMORY, "write back an old ciphertext of a guest page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP),
+        replay_page,
+    ),
+    declare(
+        "remap-page", Family.MEMORY, "point a guest page at another guest page's system page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP),
+        remap_page,
+    ),
+    declare(
+        "alias-pages", Family.MEMORY, "map two guest pages to one system page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP),
+        alias_pages,
+    ),
+    declare(
+        "substitute-page", Family.MEMORY,
+        "swap a fresh page of the host's in behind a guest page (RMP-assigned, unvalidated)",
+        (CLEAR, UNCHECKED, UNCHECKED, by(Mechanism.PVALIDATE)),
+        substitute_page,
+    ),
+    declare(
+        "unassign-page", Family.MEMORY,
+        "RMPUPDATE a private guest page back to the host behind the guest's back",
+        (NO_RMP, NO_RMP, NO_RMP, RMP),
+        unassign_page,
+    ),
+    declare(
+        "cold-boot-dump", Family.MEMORY, "dump every DRAM chip after the VM ran (cold boot)",
+        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED),
+        cold_boot_dump,
+    ),
+    declare(
+        "foreign-vm-reads", Family.MEMORY, "map the guest's page into another VM and read it",
+        (CLEAR, ENCRYPTED, ENCRYPTED, RMP),
+        foreign_vm_reads,
+    ),
+    declare(
+        "debug-decrypt", Family.MEMORY, "ask the PSP to decrypt a guest page (SNP_DBG_DECRYPT)",
+        (NO_SNP, NO_SNP, NO_SNP, by(Mechanism.GUEST_POLICY)),
+        debug_decrypt,
+    ),
 )

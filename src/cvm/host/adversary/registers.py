@@ -17,9 +17,9 @@ from cvm.host.adversary.threat import (
     Family,
     Mechanism,
     Observed,
-    attack,
     blocked,
     by,
+    declare,
     na,
     not_applicable,
     ok,
@@ -77,8 +77,6 @@ def set_register_at_exit(host: Hypervisor, name: str, value: int) -> list[Fault]
     return at_next_exit(host, tamper)
 
 
-@attack("read-registers", Family.REGISTERS, "read the guest's registers at an exit",
-        (VMCB, VMCB, VMSA, VMSA))
 def read_registers(lab: Lab) -> Observed:
     seen: list[dict[str, int]] = []
     capture_registers(lab.host, seen)
@@ -90,8 +88,6 @@ def read_registers(lab: Lab) -> Observed:
     return blocked(Mechanism.ENCRYPTED_VMSA, "no VMCB save area: the registers are in the VMSA")
 
 
-@attack("change-rip", Family.REGISTERS, "change the guest's RIP at an exit",
-        (VMCB, VMCB, VMSA, RMP))
 def change_rip(lab: Lab) -> Observed:
     faults = set_register_at_exit(lab.host, "rip", FORGED_RIP)
     try:
@@ -105,9 +101,6 @@ def change_rip(lab: Lab) -> Observed:
     return blocked(Mechanism.ENCRYPTED_VMSA, "the forged RIP did not take effect")
 
 
-@attack("replay-registers", Family.REGISTERS,
-        "save the guest's register state at one exit and restore it at a later one",
-        (VMCB, VMCB, NO_VMSA_INTEGRITY, RMP))
 def replay_registers(lab: Lab) -> Observed:
     old, new = 0x0123_4567_89AB_CDEF, 0x0FED_CBA9_8765_4321
     saved: list[bytes | dict[str, int]] = []
@@ -142,8 +135,6 @@ def replay_registers(lab: Lab) -> Observed:
     return blocked(Mechanism.ENCRYPTED_VMSA, "the old state did not come back")
 
 
-@attack("read-vmsa", Family.REGISTERS, "read the VMSA page the registers are saved in",
-        (NO_VMSA, NO_VMSA, VMSA, VMSA))
 def read_vmsa(lab: Lab) -> Observed:
     vcpu = lab.guest.vcpus[0]
     if vcpu.vmsa_spa is None:
@@ -157,4 +148,27 @@ def read_vmsa(lab: Lab) -> Observed:
     return blocked(Mechanism.ENCRYPTED_VMSA, "the VMSA page is ciphertext")
 
 
-ATTACKS = (read_registers, change_rip, replay_registers, read_vmsa)
+# -- the declarations: the expected outcome in plain, sev, sev-es and sev-snp -------------------
+ATTACKS = (
+    declare(
+        "read-registers", Family.REGISTERS, "read the guest's registers at an exit",
+        (VMCB, VMCB, VMSA, VMSA),
+        read_registers,
+    ),
+    declare(
+        "change-rip", Family.REGISTERS, "change the guest's RIP at an exit",
+        (VMCB, VMCB, VMSA, RMP),
+        change_rip,
+    ),
+    declare(
+        "replay-registers", Family.REGISTERS,
+        "save the guest's register state at one exit and restore it at a later one",
+        (VMCB, VMCB, NO_VMSA_INTEGRITY, RMP),
+        replay_registers,
+    ),
+    declare(
+        "read-vmsa", Family.REGISTERS, "read the VMSA page the registers are saved in",
+        (NO_VMSA, NO_VMSA, VMSA, VMSA),
+        read_vmsa,
+    ),
+)
