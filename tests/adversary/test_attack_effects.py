@@ -10,12 +10,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from cvm.formats.snp.vmsa import Vmsa
 from cvm.hardware.fault import PFERR_RMP, Fault, FaultKind, FaultRaised, Who
 from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.hardware.vcpu import Vcpu
 from cvm.hardware.vm import Mode
 from cvm.host.adversary import cpu, memory, registers
 from cvm.host.adversary.catalog import by_name
-from cvm.host.adversary.memory import mechanism_of, read_guest_page
+from cvm.host.adversary.memory import debug_decrypt, mechanism_of, read_guest_page
 from cvm.host.adversary.registers import FORGED_RIP, at_next_exit
 from cvm.host.adversary.threat import MODES, Attack, Mechanism, Observed, Verdict
 from cvm.scenarios.attack_bundles import LabBundles, build_lab_bundles
@@ -56,13 +58,73 @@ def _perform(lab: BootLab, name: str) -> Observed:
     return observed
 
 
+# What each cell reports (``cvm attack run`` and the matrix print it): the same in every mode
+# unless the mode is named; ``{fault}`` is the fault the machine logged.
+DETAILS = {
+    "read-page": "the host reads the guest's secret in the clear",
+    "read-page/encrypted": "the host reads ciphertext",
+    "corrupt-page": "guest reads junk",
+    "corrupt-page/encrypted": "guest reads garbage",
+    "corrupt-page/sev-snp": "host write refused, guest data intact: {fault}",
+    "replay-page": "the guest reads its old data again",
+    "replay-page/sev-snp": "host write refused: {fault}",
+    "remap-page": "the guest reads the other page",
+    "remap-page/sev-snp": "guest access: {fault}",
+    "alias-pages": "a write to one page shows in the other",
+    "alias-pages/sev-snp": "guest access: {fault}",
+    "substitute-page": "the guest's page was silently replaced",
+    "substitute-page/sev-snp": "guest access: {fault}",
+    "unassign-page": "no RMP entry guards this guest's pages",
+    "unassign-page/sev-snp": "guest access: {fault}",
+    "cold-boot-dump": "the dump holds the secret: workload secret[",
+    "cold-boot-dump/encrypted": "no 8-byte run of the secret in any DRAM chip",
+    "foreign-vm-reads": "the other VM reads the secret",
+    "foreign-vm-reads/encrypted": "the other VM reads garbage (its own key)",
+    "foreign-vm-reads/sev-snp": "the other VM's access: {fault}",
+    "debug-decrypt": "no SNP guest context in the PSP for this VM",
+    "debug-decrypt/sev-snp": "SNP_DBG_DECRYPT failed with POLICY_FAILURE (0x7): the guest "
+                             "policy forbids debugging",
+    "read-registers": "the host read the secret in RBX from the VMCB",
+    "read-registers/sev-es": "no VMCB save area: the registers are in the VMSA",
+    "read-registers/sev-snp": "no VMCB save area: the registers are in the VMSA",
+    "change-rip": "the guest resumed at the host's RIP",
+    "change-rip/sev-es": "the forged RIP did not take effect",
+    "change-rip/sev-snp": "host write refused: {fault}",
+    "replay-registers": "the guest resumed with its old register state",
+    "replay-registers/sev-snp": "host write refused: {fault}",
+    "read-vmsa": "this vCPU has no VMSA: its registers go to the VMCB",
+    "read-vmsa/sev-es": "the VMSA page is ciphertext",
+    "read-vmsa/sev-snp": "the VMSA page is ciphertext",
+    "lie-cpuid": "the guest believes the C-bit is bit 47",
+    "lie-cpuid/sev-snp": "the guest's CPUID page says bit 51 (the silicon's 51): the PSP "
+                         "corrected the host's table",
+    "inject-masked-interrupt": "vector 0x20 was delivered with interrupts masked",
+    "inject-masked-interrupt/sev-snp": "{fault}",
+}
+
+
+def _detail(name: str, mode: Mode) -> str:
+    for key in (f"{name}/{mode.value}", f"{name}/encrypted" if mode is not Mode.PLAIN else ""):
+        if key in DETAILS:
+            return DETAILS[key]
+    return DETAILS[name]
+
+
 @pytest.mark.parametrize("mode", MODES, ids=[m.value for m in MODES])
 @pytest.mark.parametrize("attack", RUNNING, ids=[a.name for a in RUNNING])
 def test_each_attack_as_expected_in_each_mode(attack: Attack, mode: Mode, labs: Labs) -> None:
     lab = labs(mode)
+    faults = len(lab.host.machine.faults)
     observed = attack.perform(lab)
     assert observed.matches(attack.expected(mode)), (str(observed), observed.detail)
-    assert observed.detail
+    detail = _detail(attack.name, mode)
+    if "{fault}" in detail:
+        assert observed.detail in [detail.format(fault=fault)
+                                   for fault in lab.host.machine.faults[faults:]]
+    elif detail.endswith("["):
+        assert observed.detail.startswith(detail)
+    else:
+        assert observed.detail == detail
 
 
 # -- memory -----------------------------------------------------------------------------------
@@ -295,3 +357,63 @@ def test_inject_masked_interrupt_delivers_or_is_refused(labs: Labs) -> None:
                  if f.kind is FaultKind.VMEXIT_INVALID)
     assert observed.detail == str(fault)
     assert cpu.TIMER_VECTOR not in snp.guest_events()
+
+
+@pytest.mark.parametrize(("where", "verdict"), [
+    ("secret", Verdict.SUCCEEDED), ("spare", Verdict.BLOCKED),
+])
+def test_debug_decrypt_decrypts_the_secret_page_of_a_debug_guest(
+    where: str, verdict: Verdict, labs: Labs,
+) -> None:
+    """Positive control: a guest launched with the debug policy (which the relying party
+    refuses) whose secret page holds the secret, written with its key — the PSP decrypts that
+    page, and only that one, for the host."""
+    snp = labs(Mode.SEV_SNP)
+    secret = snp.secret
+    snp.launch(debug=True)
+    gpa = snp.secret_gpa if where == "secret" else snp.spare_gpa
+    page = secret + bytes(PAGE_SIZE - len(secret))
+    snp.host.machine.engine.write(snp.guest.vm.asid, snp.host.spa_of(snp.guest, gpa), page)
+    observed = debug_decrypt(snp)
+    assert observed.verdict is verdict
+    if verdict is Verdict.SUCCEEDED:
+        assert observed.detail == "the PSP decrypted the guest's secret for the host"
+    else:
+        assert observed.mechanism is Mechanism.MEMORY_ENCRYPTION
+
+
+@pytest.mark.parametrize("mode", [Mode.PLAIN, Mode.SEV_SNP], ids=["plain", "sev-snp"])
+def test_an_injection_lost_without_a_refusal_matches_no_expectation(
+    mode: Mode, labs: Labs, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An injection that silently does nothing is reported as such — even on an SNP VM whose
+    earlier injection was refused — and breaks the cell in every mode."""
+    lab = labs(mode)
+    if mode is Mode.SEV_SNP:
+        _perform(lab, "inject-masked-interrupt")  # a refusal already in the machine's log
+    monkeypatch.setattr(Vcpu, "inject_event", lambda self, vector: None)
+    events = list(lab.guest_events())
+    observed = by_name("inject-masked-interrupt").perform(lab)
+    assert lab.guest_events() == events
+    assert observed.mechanism is Mechanism.ENCRYPTED_VMSA
+    assert observed.detail == "the event was not delivered"
+    assert not any(observed.matches(by_name("inject-masked-interrupt").expected(m))
+                   for m in MODES)
+
+
+def test_change_rip_writes_a_forged_save_area_over_the_vmsa(labs: Labs) -> None:
+    """Under SEV-ES the host can write the VMSA page but not encrypt it: the forged save area
+    (the host's RIP, EFER.SVME set) lands on the page and decrypts to garbage."""
+    es = labs(Mode.SEV_ES)
+    writes: list[tuple[int, bytes]] = []
+    host_write = es.host.machine.host_write
+
+    def spy(spa: int, data: bytes) -> None:
+        writes.append((spa, data))
+        host_write(spa, data)
+
+    es.host.machine.host_write = spy  # type: ignore[method-assign]
+    vmsa = es.running().vcpu.vmsa_spa
+    _perform(es, "change-rip")
+    assert writes == [(vmsa, Vmsa({"rip": FORGED_RIP, "efer": 1 << 12}).to_bytes())]
+    assert es.guest_register("rip") != FORGED_RIP
