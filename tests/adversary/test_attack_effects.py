@@ -14,7 +14,8 @@ from cvm.formats.snp.vmsa import Vmsa
 from cvm.hardware.fault import PFERR_RMP, Fault, FaultKind, FaultRaised, Who
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.vcpu import Vcpu
-from cvm.hardware.vm import Mode
+from cvm.hardware.machine import Machine
+from cvm.hardware.vm import Mode, VirtualMachine
 from cvm.host.adversary import cpu, memory, registers
 from cvm.host.adversary.catalog import by_name
 from cvm.host.adversary.memory import debug_decrypt, mechanism_of, read_guest_page
@@ -417,3 +418,27 @@ def test_change_rip_writes_a_forged_save_area_over_the_vmsa(labs: Labs) -> None:
     _perform(es, "change-rip")
     assert writes == [(vmsa, Vmsa({"rip": FORGED_RIP, "efer": 1 << 12}).to_bytes())]
     assert es.guest_register("rip") != FORGED_RIP
+
+
+@pytest.mark.parametrize(("name", "mode", "power", "detail"), [
+    ("corrupt-page", Mode.SEV, "host_write", "the guest's data survived"),
+    ("replay-page", Mode.SEV, "host_write", "the replayed page does not decrypt"),
+    ("change-rip", Mode.SEV_ES, "host_write", "the forged state never reached the save area"),
+    ("change-rip", Mode.SEV_SNP, "host_write", "the forged state never reached the save area"),
+    ("replay-registers", Mode.SEV_SNP, "host_write", "the old state did not come back"),
+    ("remap-page", Mode.SEV, "map", "the guest reads garbage"),
+    ("alias-pages", Mode.SEV_ES, "map", "the pages are not aliased"),
+    ("substitute-page", Mode.SEV_SNP, "map", "the guest still reads its page"),
+])
+def test_an_attack_whose_power_does_nothing_breaks_its_cell(
+    name: str, mode: Mode, power: str, detail: str, labs: Labs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host's write or remap silently lost: the attack says so, with a mechanism that
+    matches the expectation of no mode — never the "blocked" of a protected one."""
+    lab = labs(mode)
+    target = Machine if power == "host_write" else VirtualMachine
+    monkeypatch.setattr(target, power, lambda self, *args: None)
+    observed = by_name(name).perform(lab)
+    assert observed.detail == detail
+    assert not any(observed.matches(by_name(name).expected(m)) for m in MODES)
