@@ -381,6 +381,18 @@ def test_debug_decrypt_decrypts_the_secret_page_of_a_debug_guest(
         assert observed.detail == "the PSP decrypted the guest's secret for the host"
     else:
         assert observed.mechanism is Mechanism.MEMORY_ENCRYPTION
+        assert observed.detail == "the PSP returned another page"
+
+
+def test_debug_decrypt_asks_nothing_for_a_guest_the_psp_launched_without_snp(
+    labs: Labs,
+) -> None:
+    """A SEV guest's PSP handle (legacy launch) is no SNP guest context."""
+    sev = labs(Mode.SEV)
+    sev.guest.handle = 1
+    observed = debug_decrypt(sev)
+    assert observed.verdict is Verdict.NOT_APPLICABLE
+    assert observed.detail == "no SNP guest context in the PSP for this VM"
 
 
 @pytest.mark.parametrize("mode", [Mode.PLAIN, Mode.SEV_SNP], ids=["plain", "sev-snp"])
