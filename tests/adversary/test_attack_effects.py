@@ -12,9 +12,10 @@ import pytest
 
 from cvm.formats.snp.vmsa import Vmsa
 from cvm.hardware.fault import PFERR_RMP, Fault, FaultKind, FaultRaised, Who
-from cvm.hardware.memory.dram import PAGE_SIZE
-from cvm.hardware.vcpu import Vcpu
 from cvm.hardware.machine import Machine
+from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.hardware.memory.engine import MemoryEncryptionEngine
+from cvm.hardware.vcpu import Vcpu
 from cvm.hardware.vm import Mode, VirtualMachine
 from cvm.host.adversary import cpu, memory, registers
 from cvm.host.adversary.catalog import by_name
@@ -255,6 +256,28 @@ def test_foreign_vm_reads_with_its_own_key_and_leaves_no_vm_behind(labs: Labs) -
             fault = lab.host.machine.faults[faults]
             assert observed.detail == f"the other VM's access: {fault}"
             assert fault.kind is FaultKind.NPF and fault.address == 0
+            assert fault.reason == "private access to a page not assigned to this guest"
+
+
+def test_foreign_vm_reads_the_page_privately_with_its_own_key(
+    labs: Labs, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sev = labs(Mode.SEV)
+    frame = sev.host.spa_of(sev.guest, sev.secret_gpa) // PAGE_SIZE
+    reads: list[tuple[int, bool]] = []
+    access = MemoryEncryptionEngine.access_page
+
+    def spy(engine: MemoryEncryptionEngine, asid: int, at: int, offset: int, size: int,
+            data: bytes | None) -> bytes:
+        if at == frame:
+            reads.append((asid, data is None))
+        return access(engine, asid, at, offset, size, data)
+
+    monkeypatch.setattr(MemoryEncryptionEngine, "access_page", spy)
+    _perform(sev, "foreign-vm-reads")
+    assert len(reads) == 1
+    asid, is_read = reads[0]
+    assert is_read and asid not in (0, sev.guest.vm.asid)
 
 
 def test_debug_decrypt_is_refused_by_the_guest_policy(labs: Labs) -> None:
