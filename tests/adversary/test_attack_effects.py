@@ -15,6 +15,7 @@ from cvm.hardware.fault import PFERR_RMP, Fault, FaultKind, FaultRaised, Who
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.engine import MemoryEncryptionEngine
+from cvm.hardware.memory.rmp import Rmp
 from cvm.hardware.vcpu import Vcpu
 from cvm.hardware.vm import Mode, VirtualMachine
 from cvm.host.adversary import cpu, memory, registers
@@ -464,6 +465,7 @@ def test_change_rip_writes_a_forged_save_area_over_the_vmsa(labs: Labs) -> None:
     ("remap-page", Mode.SEV, "map", "the guest reads garbage"),
     ("alias-pages", Mode.SEV_ES, "map", "the pages are not aliased"),
     ("substitute-page", Mode.SEV_SNP, "map", "the guest still reads its page"),
+    ("unassign-page", Mode.SEV_SNP, "rmpupdate", "the guest read its secret"),
 ])
 def test_an_attack_whose_power_does_nothing_breaks_its_cell(
     name: str, mode: Mode, power: str, detail: str, labs: Labs,
@@ -472,8 +474,8 @@ def test_an_attack_whose_power_does_nothing_breaks_its_cell(
     """The host's write or remap silently lost: the attack says so, with a mechanism that
     matches the expectation of no mode — never the "blocked" of a protected one."""
     lab = labs(mode)
-    target = Machine if power == "host_write" else VirtualMachine
-    monkeypatch.setattr(target, power, lambda self, *args: None)
+    target = {"host_write": Machine, "map": VirtualMachine, "rmpupdate": Rmp}[power]
+    monkeypatch.setattr(target, power, lambda self, *args, **fields: None)
     observed = by_name(name).perform(lab)
     assert observed.detail == detail
     assert not any(observed.matches(by_name(name).expected(m)) for m in MODES)
