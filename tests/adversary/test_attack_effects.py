@@ -19,6 +19,7 @@ from cvm.hardware.memory.rmp import Rmp
 from cvm.hardware.vcpu import Vcpu
 from cvm.hardware.vm import Mode, VirtualMachine
 from cvm.host.adversary import cpu, memory, registers
+from cvm.host.adversary.canary import CanaryScan
 from cvm.host.adversary.catalog import by_name
 from cvm.host.adversary.memory import debug_decrypt, mechanism_of, read_guest_page
 from cvm.host.adversary.registers import FORGED_RIP, at_next_exit
@@ -241,7 +242,8 @@ def test_unassign_page_gives_the_secret_page_back_to_the_host(labs: Labs) -> Non
 def test_cold_boot_dump_finds_the_secret_in_a_plain_vms_dram(labs: Labs) -> None:
     plain = labs(Mode.PLAIN)
     observed = _perform(plain, "cold-boot-dump")
-    assert observed.detail.startswith("the dump holds the secret: workload secret[")
+    leaks = CanaryScan({"workload secret": plain.secret}).scan_dram(plain.host.machine.dram)
+    assert len(leaks) > 1 and observed.detail == f"the dump holds the secret: {leaks[0]}"
 
 
 def test_foreign_vm_reads_with_its_own_key_and_leaves_no_vm_behind(labs: Labs) -> None:
