@@ -434,7 +434,7 @@ def test_an_injection_lost_without_a_refusal_matches_no_expectation(
     events = list(lab.guest_events())
     observed = by_name("inject-masked-interrupt").perform(lab)
     assert lab.guest_events() == events
-    assert observed.mechanism is Mechanism.ENCRYPTED_VMSA
+    assert observed.mechanism is None and observed.verdict is Verdict.BLOCKED
     assert observed.detail == "the event was not delivered"
     assert not any(observed.matches(by_name("inject-masked-interrupt").expected(m))
                    for m in MODES)
@@ -458,26 +458,36 @@ def test_change_rip_writes_a_forged_save_area_over_the_vmsa(labs: Labs) -> None:
     assert es.guest_register("rip") != FORGED_RIP
 
 
-@pytest.mark.parametrize(("name", "mode", "power", "detail"), [
-    ("corrupt-page", Mode.SEV, "host_write", "the guest's data survived"),
-    ("replay-page", Mode.SEV, "host_write", "the replayed page does not decrypt"),
-    ("change-rip", Mode.SEV_ES, "host_write", "the forged state never reached the save area"),
-    ("change-rip", Mode.SEV_SNP, "host_write", "the forged state never reached the save area"),
-    ("replay-registers", Mode.SEV_SNP, "host_write", "the old state did not come back"),
-    ("remap-page", Mode.SEV, "map", "the guest reads garbage"),
-    ("alias-pages", Mode.SEV_ES, "map", "the pages are not aliased"),
-    ("substitute-page", Mode.SEV_SNP, "map", "the guest still reads its page"),
-    ("unassign-page", Mode.SEV_SNP, "rmpupdate", "the guest read its secret"),
+ENCRYPTION = Mechanism.MEMORY_ENCRYPTION
+
+
+@pytest.mark.parametrize(("name", "mode", "power", "mechanism", "detail"), [
+    ("corrupt-page", Mode.SEV, "host_write", None, "the guest's data survived"),
+    ("replay-page", Mode.SEV, "host_write", ENCRYPTION, "the replayed page does not decrypt"),
+    ("change-rip", Mode.SEV_ES, "host_write", None,
+     "the forged state never reached the save area"),
+    ("change-rip", Mode.SEV_SNP, "host_write", None,
+     "the forged state never reached the save area"),
+    ("replay-registers", Mode.SEV_SNP, "host_write", Mechanism.ENCRYPTED_VMSA,
+     "the old state did not come back"),
+    ("remap-page", Mode.SEV, "map", ENCRYPTION, "the guest reads garbage"),
+    ("alias-pages", Mode.SEV_ES, "map", ENCRYPTION, "the pages are not aliased"),
+    ("substitute-page", Mode.SEV_SNP, "map", None, "the guest still reads its page"),
+    ("unassign-page", Mode.SEV_SNP, "rmpupdate", None, "the guest read its secret"),
+    ("foreign-vm-reads", Mode.SEV_SNP, "check_guest_access", ENCRYPTION,
+     "the other VM reads garbage (its own key)"),
 ])
 def test_an_attack_whose_power_does_nothing_breaks_its_cell(
-    name: str, mode: Mode, power: str, detail: str, labs: Labs,
+    name: str, mode: Mode, power: str, mechanism: Mechanism | None, detail: str, labs: Labs,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The host's write or remap silently lost: the attack says so, with a mechanism that
-    matches the expectation of no mode — never the "blocked" of a protected one."""
+    """The host's write, remap or RMPUPDATE silently lost (or, for the intruder VM, the RMP's
+    check): the attack says so, naming no mechanism or the one that did act, never the
+    mechanism the mode is expected to block it with."""
     lab = labs(mode)
-    target = {"host_write": Machine, "map": VirtualMachine, "rmpupdate": Rmp}[power]
+    target = {"host_write": Machine, "map": VirtualMachine, "rmpupdate": Rmp,
+              "check_guest_access": Rmp}[power]
     monkeypatch.setattr(target, power, lambda self, *args, **fields: None)
     observed = by_name(name).perform(lab)
-    assert observed.detail == detail
-    assert not any(observed.matches(by_name(name).expected(m)) for m in MODES)
+    assert observed.detail == detail and observed.mechanism is mechanism
+    assert not observed.matches(by_name(name).expected(mode))

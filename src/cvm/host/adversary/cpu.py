@@ -19,6 +19,7 @@ from cvm.host.adversary.threat import (
     Family,
     Mechanism,
     Observed,
+    Verdict,
     blocked,
     by,
     declare,
@@ -67,7 +68,8 @@ def inject_masked_interrupt(lab: Lab) -> Observed:
                 if f.kind is FaultKind.VMEXIT_INVALID]
     if refusals:
         return blocked(Mechanism.RESTRICTED_INJECTION, str(refusals[0]))
-    return blocked(Mechanism.ENCRYPTED_VMSA, "the event was not delivered")
+    # Nothing refused the event: it was lost (matches no expectation).
+    return Observed(Verdict.BLOCKED, "the event was not delivered")
 
 
 # -- the declarations: the expected outcome in plain, sev, sev-es and sev-snp -------------------

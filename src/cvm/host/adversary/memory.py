@@ -16,6 +16,7 @@ from cvm.host.adversary.threat import (
     Family,
     Mechanism,
     Observed,
+    Verdict,
     blocked,
     by,
     declare,
@@ -91,8 +92,8 @@ def corrupt_page(lab: Lab) -> Observed:
         return _faulted(refused, "host write refused, guest data " + ("intact" if intact
                                                                          else "LOST"))
     got = lab.guest_read(lab.spare_gpa, PAGE_SIZE)
-    if got == page:
-        return blocked(Mechanism.MEMORY_ENCRYPTION, "the guest's data survived")
+    if got == page:  # nothing stopped the write: it never landed (matches no expectation)
+        return Observed(Verdict.BLOCKED, "the guest's data survived")
     return succeeded("guest reads junk" if got == junk else "guest reads garbage")
 
 
@@ -154,7 +155,8 @@ def substitute_page(lab: Lab) -> Observed:
         return _faulted(refused, "guest access")
     if got != page:
         return succeeded("the guest's page was silently replaced")
-    return blocked(Mechanism.MEMORY_ENCRYPTION, "the guest still reads its page")
+    # Nothing stopped the swap: it never took (matches no expectation).
+    return Observed(Verdict.BLOCKED, "the guest still reads its page")
 
 
 def unassign_page(lab: Lab) -> Observed:
@@ -191,8 +193,8 @@ def foreign_vm_reads(lab: Lab) -> Observed:
             return _faulted(refused, "the other VM's access")
         if lab.secret in got:
             return succeeded("the other VM reads the secret")
-        if lab.mode.snp:
-            return blocked(Mechanism.RMP, "the other VM reads garbage: no RMP entry lets it in")
+        # The access went through: what kept the secret is the other VM's key, whatever the
+        # mode (under SEV-SNP the RMP should have refused it, and the cell breaks).
         return blocked(Mechanism.MEMORY_ENCRYPTION, "the other VM reads garbage (its own key)")
     finally:
         lab.host.destroy_vm(intruder)
