@@ -56,6 +56,12 @@ def map_foreign_page(host: Hypervisor, attacker: Guest, gpa: int, victim: Guest,
     attacker.vm.map(gpa, host.spa_of(victim, at))
 
 
+def remapped(lab: Lab) -> bool:
+    """Does the secret page now translate to the spare page's system page? (A remap that
+    never took is no protection: the attack then names no mechanism.)"""
+    return lab.host.spa_of(lab.guest, lab.secret_gpa) == lab.host.spa_of(lab.guest, lab.spare_gpa)
+
+
 def mechanism_of(fault: Fault) -> Mechanism:
     """Which protection a fault is: the RMP's checks, or a page the guest never validated."""
     if fault.kind is FaultKind.VC:
@@ -106,6 +112,8 @@ def replay_page(lab: Lab) -> Observed:
         write_guest_page(lab.host, lab.guest, lab.spare_gpa, snapshot)
     except FaultRaised as refused:
         return _faulted(refused, "host write refused")
+    if read_guest_page(lab.host, lab.guest, lab.spare_gpa) != snapshot:
+        return Observed(Verdict.BLOCKED, "the old ciphertext never reached the page")
     got = lab.guest_read(lab.spare_gpa, PAGE_SIZE)
     if got == old:
         return succeeded("the guest reads its old data again")
@@ -116,6 +124,8 @@ def remap_page(lab: Lab) -> Observed:
     other = _pattern(lab, 0x44)
     lab.guest_write(lab.spare_gpa, other)
     remap(lab.host, lab.guest, lab.secret_gpa, lab.spare_gpa)
+    if not remapped(lab):
+        return Observed(Verdict.BLOCKED, "the nested page table was not changed")
     try:
         got = lab.guest_read(lab.secret_gpa, PAGE_SIZE)
     except FaultRaised as refused:
@@ -127,6 +137,8 @@ def remap_page(lab: Lab) -> Observed:
 
 def alias_pages(lab: Lab) -> Observed:
     remap(lab.host, lab.guest, lab.secret_gpa, lab.spare_gpa)
+    if not remapped(lab):
+        return Observed(Verdict.BLOCKED, "the nested page table was not changed")
     marker = _pattern(lab, 0x55)
     try:
         lab.guest_write(lab.secret_gpa, marker)
