@@ -101,7 +101,8 @@ def test_rollback_root_boots_the_second_time_from_the_first_boots_disk(labs: Lab
     for mode in (Mode.PLAIN, Mode.SEV_SNP):
         lab = labs(mode)
         observed, (before, first, second) = _perform(lab, "rollback-root")
-        assert "LUKS2 has no freshness" in observed.detail
+        assert observed.detail == ("the VM booted on the old root without noticing: LUKS2 has "
+                                   "no freshness")
         assert first["disk"] == before["disk"] == second["disk"]
         assert _files(lab.bundle())["disk"] != before["disk"]  # each boot writes the root
         assert not (lab.bundle() / "disk.img.host-copy").exists()
@@ -212,3 +213,28 @@ def test_the_host_state_key_is_the_bundles_file(labs: Labs) -> None:
     assert state.host_state_key(bundle) == (bundle / name).read_bytes()
     (bundle / name).unlink()
     assert state.host_state_key(bundle) is None
+
+
+@pytest.mark.parametrize(("name", "failing"), [
+    ("rollback-root", 0), ("rollback-root", 1),
+    ("rollback-vtpm-state", 0), ("rollback-vtpm-state", 1),
+])
+def test_a_rollback_whose_boot_fails_reports_that_boot(name: str, failing: int,
+                                                      labs: Labs) -> None:
+    """A boot that fails for a reason no mechanism explains (the first, before anything was
+    handed back, or the second) is what the cell reports: blocked by nothing it can name."""
+    lab = labs(Mode.PLAIN)
+    genuine = lab.boot
+    boots: list[int] = []
+
+    def boot() -> BootReport:
+        boots.append(len(boots))
+        if boots[-1] == failing:
+            return BootReport(False, False, False, "launch", "out of memory")
+        return genuine()
+
+    lab.boot = boot  # type: ignore[method-assign]
+    observed = by_name(name).perform(lab)
+    assert boots == list(range(failing + 1))
+    assert observed.verdict is Verdict.BLOCKED and observed.mechanism is None
+    assert "out of memory" in observed.detail
