@@ -27,9 +27,9 @@ from cvm.host.adversary.threat import (
     Mechanism,
     Observed,
     Verdict,
-    attack,
     blocked,
     by,
+    declare,
     succeeded,
 )
 
@@ -130,53 +130,37 @@ SHIM_ALL = (by(Mechanism.SHIM),) * 4
 PCRS_ALL = (by(Mechanism.PCR_POLICY),) * 4
 
 
-@attack("unsigned-shim", Family.BOOT_FILES, "replace shim (BOOTX64.EFI) with an unsigned image",
-        ALL)
 def unsigned_shim(lab: Lab) -> Observed:
     write_esp_file(lab.bundle(), LOADER, host_image("shim"))
     return judge_boot(lab.boot())
 
 
-@attack("foreign-signed-grub", Family.BOOT_FILES,
-        "replace GRUB with one signed by another owner's vendor key", SHIM_ALL)
 def foreign_signed_grub(lab: Lab) -> Observed:
     write_esp_file(lab.bundle(), GRUB, read_esp_file(lab.foreign_bundle(), GRUB))
     return judge_boot(lab.boot())
 
 
-@attack("unsigned-kernel", Family.BOOT_FILES, "replace the kernel with an unsigned image",
-        SHIM_ALL)
 def unsigned_kernel(lab: Lab) -> Observed:
     write_esp_file(lab.bundle(), KERNEL, host_image("kernel"))
     return judge_boot(lab.boot())
 
 
-@attack("dbx-revoked-shim", Family.BOOT_FILES,
-        "boot the previous release's shim (owner-signed, since revoked in dbx)",
-        (by(Mechanism.DBX),) * 4)
 def dbx_revoked_shim(lab: Lab) -> Observed:
     write_esp_file(lab.bundle(), LOADER, (lab.old_release() / "shimx64.efi").read_bytes())
     return judge_boot(lab.boot())
 
 
-@attack("sbat-revoked-grub", Family.BOOT_FILES,
-        "boot the previous release's GRUB (vendor-signed, SBAT generation since revoked)",
-        (by(Mechanism.SBAT),) * 4)
 def sbat_revoked_grub(lab: Lab) -> Observed:
     write_esp_file(lab.bundle(), GRUB, (lab.old_release() / "grubx64.efi").read_bytes())
     return judge_boot(lab.boot())
 
 
-@attack("edit-grub-cfg", Family.BOOT_FILES, "edit grub.cfg (an extra command before booting)",
-        PCRS_ALL)
 def edit_grub_cfg(lab: Lab) -> Observed:
     text = read_esp_file(lab.bundle(), GRUB_CFG).decode()
     write_esp_file(lab.bundle(), GRUB_CFG, ("set debug=all\n" + text).encode())
     return judge_boot(lab.boot())
 
 
-@attack("cmdline-init-sh", Family.BOOT_FILES,
-        "append init=/bin/sh to the kernel command line in grub.cfg", PCRS_ALL)
 def cmdline_init_sh(lab: Lab) -> Observed:
     text = read_esp_file(lab.bundle(), GRUB_CFG).decode()
     lines = [line + " init=/bin/sh" if line.strip().startswith("linux ") else line
@@ -185,8 +169,6 @@ def cmdline_init_sh(lab: Lab) -> Observed:
     return judge_boot(lab.boot())
 
 
-@attack("exfiltrating-initramfs", Family.BOOT_FILES,
-        "replace the initramfs with one whose /init would send the volume key out", PCRS_ALL)
 def exfiltrating_initramfs(lab: Lab) -> Observed:
     genuine = CpioArchive.parse(read_esp_file(lab.bundle(), INITRD))
     entries = tuple(
@@ -198,7 +180,6 @@ def exfiltrating_initramfs(lab: Lab) -> Observed:
     return judge_boot(lab.boot())
 
 
-@attack("foreign-esp", Family.BOOT_FILES, "swap in the whole ESP of another owner's image", ALL)
 def foreign_esp(lab: Lab) -> Observed:
     ours, theirs = lab.bundle(), lab.foreign_bundle()
     esp = manifest(ours)["disk"]["esp"]
@@ -212,16 +193,64 @@ def foreign_esp(lab: Lab) -> Observed:
     return judge_boot(lab.boot())
 
 
-@attack("secure-boot-off", Family.BOOT_FILES,
-        "hand the firmware an empty varstore: Secure Boot off, no db, no dbx",
-        PCRS_ALL)
 def secure_boot_off(lab: Lab) -> Observed:
     vars_path = lab.bundle() / str(manifest(lab.bundle())["firmware"]["vars"])
     vars_path.write_bytes(Varstore.empty_4m().to_bytes())
     return judge_boot(lab.boot())
 
 
+# -- the declarations: the expected outcome in plain, sev, sev-es and sev-snp -------------------
 ATTACKS = (
-    unsigned_shim, foreign_signed_grub, unsigned_kernel, dbx_revoked_shim, sbat_revoked_grub,
-    edit_grub_cfg, cmdline_init_sh, exfiltrating_initramfs, foreign_esp, secure_boot_off,
+    declare(
+        "unsigned-shim", Family.BOOT_FILES, "replace shim (BOOTX64.EFI) with an unsigned image",
+        ALL,
+        unsigned_shim,
+    ),
+    declare(
+        "foreign-signed-grub", Family.BOOT_FILES,
+        "replace GRUB with one signed by another owner's vendor key", SHIM_ALL,
+        foreign_signed_grub,
+    ),
+    declare(
+        "unsigned-kernel", Family.BOOT_FILES, "replace the kernel with an unsigned image",
+        SHIM_ALL,
+        unsigned_kernel,
+    ),
+    declare(
+        "dbx-revoked-shim", Family.BOOT_FILES,
+        "boot the previous release's shim (owner-signed, since revoked in dbx)",
+        (by(Mechanism.DBX),) * 4,
+        dbx_revoked_shim,
+    ),
+    declare(
+        "sbat-revoked-grub", Family.BOOT_FILES,
+        "boot the previous release's GRUB (vendor-signed, SBAT generation since revoked)",
+        (by(Mechanism.SBAT),) * 4,
+        sbat_revoked_grub,
+    ),
+    declare(
+        "edit-grub-cfg", Family.BOOT_FILES, "edit grub.cfg (an extra command before booting)",
+        PCRS_ALL,
+        edit_grub_cfg,
+    ),
+    declare(
+        "cmdline-init-sh", Family.BOOT_FILES,
+        "append init=/bin/sh to the kernel command line in grub.cfg", PCRS_ALL,
+        cmdline_init_sh,
+    ),
+    declare(
+        "exfiltrating-initramfs", Family.BOOT_FILES,
+        "replace the initramfs with one whose /init would send the volume key out", PCRS_ALL,
+        exfiltrating_initramfs,
+    ),
+    declare(
+        "foreign-esp", Family.BOOT_FILES, "swap in the whole ESP of another owner's image", ALL,
+        foreign_esp,
+    ),
+    declare(
+        "secure-boot-off", Family.BOOT_FILES,
+        "hand the firmware an empty varstore: Secure Boot off, no db, no dbx",
+        PCRS_ALL,
+        secure_boot_off,
+    ),
 )

@@ -19,9 +19,10 @@ from cvm.host.adversary.threat import (
     Family,
     Mechanism,
     Observed,
-    attack,
+    Verdict,
     blocked,
     by,
+    declare,
     ok,
     succeeded,
 )
@@ -35,9 +36,6 @@ UNCHECKED_CPUID = ok("the guest takes the host's CPUID answer")
 INJECTABLE = ok("VMRUN delivers whatever the host puts in EVENTINJ")
 
 
-@attack("lie-cpuid", Family.CPU,
-        "answer CPUID 0x8000001F with a false C-bit position (the guest would leak on writes)",
-        (UNCHECKED_CPUID,) * 3 + (by(Mechanism.CPUID_PAGE),))
 def lie_cpuid(lab: Lab) -> Observed:
     eax, ebx, ecx, edx = lab.host.cpuid[SEV_LEAF]
     truth = ebx & C_BIT_MASK
@@ -52,9 +50,6 @@ def lie_cpuid(lab: Lab) -> Observed:
     )
 
 
-@attack("inject-masked-interrupt", Family.CPU,
-        "inject an interrupt while the guest has interrupts masked (RFLAGS.IF = 0)",
-        (INJECTABLE,) * 3 + (by(Mechanism.RESTRICTED_INJECTION),))
 def inject_masked_interrupt(lab: Lab) -> Observed:
     lab.guest_interrupt_masked()
     faults_before = len(lab.host.machine.faults)
@@ -73,7 +68,22 @@ def inject_masked_interrupt(lab: Lab) -> Observed:
                 if f.kind is FaultKind.VMEXIT_INVALID]
     if refusals:
         return blocked(Mechanism.RESTRICTED_INJECTION, str(refusals[0]))
-    return blocked(Mechanism.ENCRYPTED_VMSA, "the event was not delivered")
+    # Nothing refused the event: it was lost (matches no expectation).
+    return Observed(Verdict.BLOCKED, "the event was not delivered")
 
 
-ATTACKS = (lie_cpuid, inject_masked_interrupt)
+# -- the declarations: the expected outcome in plain, sev, sev-es and sev-snp -------------------
+ATTACKS = (
+    declare(
+        "lie-cpuid", Family.CPU,
+        "answer CPUID 0x8000001F with a false C-bit position (the guest would leak on writes)",
+        (UNCHECKED_CPUID,) * 3 + (by(Mechanism.CPUID_PAGE),),
+        lie_cpuid,
+    ),
+    declare(
+        "inject-masked-interrupt", Family.CPU,
+        "inject an interrupt while the guest has interrupts masked (RFLAGS.IF = 0)",
+        (INJECTABLE,) * 3 + (by(Mechanism.RESTRICTED_INJECTION),),
+        inject_masked_interrupt,
+    ),
+)

@@ -17,9 +17,9 @@ from cvm.host.adversary.threat import (
     Family,
     Mechanism,
     Observed,
-    attack,
     blocked,
     by,
+    declare,
     na,
     not_applicable,
     succeeded,
@@ -35,9 +35,6 @@ def _relay(lab: Lab) -> GuestRequestRelay | None:
     return next((h for h in lab.host.exit_hooks if isinstance(h, GuestRequestRelay)), None)
 
 
-@attack("replay-evidence", Family.EVIDENCE,
-        "answer a fresh challenge with evidence recorded from an earlier one",
-        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.ATTESTATION)))
 def replay_evidence(lab: Lab) -> Observed:
     if not lab.mode.snp:
         return not_applicable(NOT_SNP)
@@ -49,9 +46,6 @@ def replay_evidence(lab: Lab) -> Observed:
     return blocked(Mechanism.ATTESTATION, f"refused: {', '.join(release.claims)}")
 
 
-@attack("forge-report", Family.EVIDENCE,
-        "change the measurement in a genuine report and send it on (signature kept)",
-        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VCEK_CHAIN)))
 def forge_report(lab: Lab) -> Observed:
     if not lab.mode.snp:
         return not_applicable(NOT_SNP)
@@ -66,9 +60,6 @@ def forge_report(lab: Lab) -> Observed:
     return blocked(Mechanism.ATTESTATION, f"refused: {', '.join(release.claims)}")
 
 
-@attack("tamper-guest-message", Family.EVIDENCE,
-        "flip one bit of the PSP's encrypted response before the guest reads it",
-        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VMPCK)))
 def tamper_guest_message(lab: Lab) -> Observed:
     relay = _relay(lab)
     if not lab.mode.snp or relay is None:
@@ -90,9 +81,6 @@ def tamper_guest_message(lab: Lab) -> Observed:
     return blocked(Mechanism.VMPCK, outcome)
 
 
-@attack("replay-guest-message", Family.EVIDENCE,
-        "send the PSP a guest's old request again, and the guest an old response",
-        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VMPCK)))
 def replay_guest_message(lab: Lab) -> Observed:
     relay = _relay(lab)
     if not lab.mode.snp or relay is None:
@@ -117,4 +105,30 @@ def replay_guest_message(lab: Lab) -> Observed:
     return blocked(Mechanism.VMPCK, f"{psp}; the guest: {outcome}")
 
 
-ATTACKS = (replay_evidence, forge_report, tamper_guest_message, replay_guest_message)
+# -- the declarations: the expected outcome in plain, sev, sev-es and sev-snp -------------------
+ATTACKS = (
+    declare(
+        "replay-evidence", Family.EVIDENCE,
+        "answer a fresh challenge with evidence recorded from an earlier one",
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.ATTESTATION)),
+        replay_evidence,
+    ),
+    declare(
+        "forge-report", Family.EVIDENCE,
+        "change the measurement in a genuine report and send it on (signature kept)",
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VCEK_CHAIN)),
+        forge_report,
+    ),
+    declare(
+        "tamper-guest-message", Family.EVIDENCE,
+        "flip one bit of the PSP's encrypted response before the guest reads it",
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VMPCK)),
+        tamper_guest_message,
+    ),
+    declare(
+        "replay-guest-message", Family.EVIDENCE,
+        "send the PSP a guest's old request again, and the guest an old response",
+        (NO_REPORTS, NO_REPORTS, NO_REPORTS, by(Mechanism.VMPCK)),
+        replay_guest_message,
+    ),
+)

@@ -16,9 +16,9 @@ from cvm.host.adversary.threat import (
     Mechanism,
     Observed,
     Verdict,
-    attack,
     blocked,
     by,
+    declare,
     na,
     not_applicable,
     ok,
@@ -46,36 +46,50 @@ def judge_release(release: Release, expected_claim: str) -> Observed:
                    f"{', '.join(release.claims)} ({release.detail})")
 
 
-@attack("tamper-firmware", Family.LAUNCH, "flip one bit of the firmware the host launches",
-        (UNGATED, UNGATED, UNGATED, APPRAISED))
 def tamper_firmware(lab: Lab) -> Observed:
     return judge_release(lab.launch(flip_firmware_bit=FIRMWARE_BIT), "measurement")
 
 
-@attack("forge-reference-values", Family.LAUNCH,
-        "flip a bit of the firmware and write the digest the PSP measures of it into the "
-        "reference values the host was handed", (UNGATED, UNGATED, UNGATED, APPRAISED))
 def forge_reference_values(lab: Lab) -> Observed:
     return judge_release(lab.launch(flip_firmware_bit=FIRMWARE_BIT, forge_reference=True),
                          "measurement")
 
 
-@attack("debug-policy", Family.LAUNCH,
-        "launch with a policy that allows debugging (the PSP would decrypt pages for the host)",
-        (NO_PSP, UNGATED, UNGATED, APPRAISED))
 def debug_policy(lab: Lab) -> Observed:
     if not lab.mode.encrypts_memory:
         return not_applicable("a plain VM has no guest policy: the host reads it anyway")
     return judge_release(lab.launch(debug=True), "policy.debug")
 
 
-@attack("psp-rollback", Family.LAUNCH,
-        "flash older PSP firmware (lower TCB) and launch on it",
-        (NO_PSP, UNGATED, UNGATED, APPRAISED))
 def psp_rollback(lab: Lab) -> Observed:
     if not lab.mode.encrypts_memory:
         return not_applicable("a plain VM does not involve the PSP")
     return judge_release(lab.launch(rollback=True), "reported_tcb")
 
 
-ATTACKS = (tamper_firmware, forge_reference_values, debug_policy, psp_rollback)
+# -- the declarations: the expected outcome in plain, sev, sev-es and sev-snp -------------------
+ATTACKS = (
+    declare(
+        "tamper-firmware", Family.LAUNCH, "flip one bit of the firmware the host launches",
+        (UNGATED, UNGATED, UNGATED, APPRAISED),
+        tamper_firmware,
+    ),
+    declare(
+        "forge-reference-values", Family.LAUNCH,
+        "flip a bit of the firmware and write the digest the PSP measures of it into the "
+        "reference values the host was handed", (UNGATED, UNGATED, UNGATED, APPRAISED),
+        forge_reference_values,
+    ),
+    declare(
+        "debug-policy", Family.LAUNCH,
+        "launch with a policy that allows debugging (the PSP would decrypt pages for the host)",
+        (NO_PSP, UNGATED, UNGATED, APPRAISED),
+        debug_policy,
+    ),
+    declare(
+        "psp-rollback", Family.LAUNCH,
+        "flash older PSP firmware (lower TCB) and launch on it",
+        (NO_PSP, UNGATED, UNGATED, APPRAISED),
+        psp_rollback,
+    ),
+)

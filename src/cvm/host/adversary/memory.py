@@ -16,9 +16,10 @@ from cvm.host.adversary.threat import (
     Family,
     Mechanism,
     Observed,
-    attack,
+    Verdict,
     blocked,
     by,
+    declare,
     na,
     not_applicable,
     ok,
@@ -55,6 +56,12 @@ def map_foreign_page(host: Hypervisor, attacker: Guest, gpa: int, victim: Guest,
     attacker.vm.map(gpa, host.spa_of(victim, at))
 
 
+def remapped(lab: Lab) -> bool:
+    """Does the secret page now translate to the spare page's system page? (A remap that
+    never took is no protection: the attack then names no mechanism.)"""
+    return lab.host.spa_of(lab.guest, lab.secret_gpa) == lab.host.spa_of(lab.guest, lab.spare_gpa)
+
+
 def mechanism_of(fault: Fault) -> Mechanism:
     """Which protection a fault is: the RMP's checks, or a page the guest never validated."""
     if fault.kind is FaultKind.VC:
@@ -73,8 +80,6 @@ def _pattern(lab: Lab, salt: int) -> bytes:
 
 
 # -- the attacks --------------------------------------------------------------------------------
-@attack("read-page", Family.MEMORY, "read a private guest page from DRAM",
-        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED))
 def read_page(lab: Lab) -> Observed:
     dram = read_guest_page(lab.host, lab.guest, lab.secret_gpa)
     if lab.secret in dram:
@@ -82,8 +87,6 @@ def read_page(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "the host reads ciphertext")
 
 
-@attack("corrupt-page", Family.MEMORY, "write junk over a private guest page",
-        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def corrupt_page(lab: Lab) -> Observed:
     page = _pattern(lab, 0x11)
     lab.guest_write(lab.spare_gpa, page)
@@ -95,13 +98,11 @@ def corrupt_page(lab: Lab) -> Observed:
         return _faulted(refused, "host write refused, guest data " + ("intact" if intact
                                                                          else "LOST"))
     got = lab.guest_read(lab.spare_gpa, PAGE_SIZE)
-    if got == page:
-        return blocked(Mechanism.MEMORY_ENCRYPTION, "the guest's data survived")
+    if got == page:  # nothing stopped the write: it never landed (matches no expectation)
+        return Observed(Verdict.BLOCKED, "the guest's data survived")
     return succeeded("guest reads junk" if got == junk else "guest reads garbage")
 
 
-@attack("replay-page", Family.MEMORY, "write back an old ciphertext of a guest page",
-        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def replay_page(lab: Lab) -> Observed:
     old, new = _pattern(lab, 0x22), _pattern(lab, 0x33)
     lab.guest_write(lab.spare_gpa, old)
@@ -111,18 +112,20 @@ def replay_page(lab: Lab) -> Observed:
         write_guest_page(lab.host, lab.guest, lab.spare_gpa, snapshot)
     except FaultRaised as refused:
         return _faulted(refused, "host write refused")
+    if read_guest_page(lab.host, lab.guest, lab.spare_gpa) != snapshot:
+        return Observed(Verdict.BLOCKED, "the old ciphertext never reached the page")
     got = lab.guest_read(lab.spare_gpa, PAGE_SIZE)
     if got == old:
         return succeeded("the guest reads its old data again")
     return blocked(Mechanism.MEMORY_ENCRYPTION, "the replayed page does not decrypt")
 
 
-@attack("remap-page", Family.MEMORY, "point a guest page at another guest page's system page",
-        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def remap_page(lab: Lab) -> Observed:
     other = _pattern(lab, 0x44)
     lab.guest_write(lab.spare_gpa, other)
     remap(lab.host, lab.guest, lab.secret_gpa, lab.spare_gpa)
+    if not remapped(lab):
+        return Observed(Verdict.BLOCKED, "the nested page table was not changed")
     try:
         got = lab.guest_read(lab.secret_gpa, PAGE_SIZE)
     except FaultRaised as refused:
@@ -132,10 +135,10 @@ def remap_page(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "the guest reads garbage")
 
 
-@attack("alias-pages", Family.MEMORY, "map two guest pages to one system page",
-        (CLEAR, UNCHECKED, UNCHECKED, RMP))
 def alias_pages(lab: Lab) -> Observed:
     remap(lab.host, lab.guest, lab.secret_gpa, lab.spare_gpa)
+    if not remapped(lab):
+        return Observed(Verdict.BLOCKED, "the nested page table was not changed")
     marker = _pattern(lab, 0x55)
     try:
         lab.guest_write(lab.secret_gpa, marker)
@@ -147,9 +150,6 @@ def alias_pages(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "the pages are not aliased")
 
 
-@attack("substitute-page", Family.MEMORY,
-        "swap a fresh page of the host's in behind a guest page (RMP-assigned, unvalidated)",
-        (CLEAR, UNCHECKED, UNCHECKED, by(Mechanism.PVALIDATE)))
 def substitute_page(lab: Lab) -> Observed:
     page = _pattern(lab, 0x66)
     lab.guest_write(lab.spare_gpa, page)
@@ -167,12 +167,10 @@ def substitute_page(lab: Lab) -> Observed:
         return _faulted(refused, "guest access")
     if got != page:
         return succeeded("the guest's page was silently replaced")
-    return blocked(Mechanism.MEMORY_ENCRYPTION, "the guest still reads its page")
+    # Nothing stopped the swap: it never took (matches no expectation).
+    return Observed(Verdict.BLOCKED, "the guest still reads its page")
 
 
-@attack("unassign-page", Family.MEMORY,
-        "RMPUPDATE a private guest page back to the host behind the guest's back",
-        (NO_RMP, NO_RMP, NO_RMP, RMP))
 def unassign_page(lab: Lab) -> Observed:
     if not lab.host.machine.snp_enabled or not lab.mode.snp:
         return not_applicable("no RMP entry guards this guest's pages")
@@ -185,8 +183,6 @@ def unassign_page(lab: Lab) -> Observed:
     return succeeded(f"the guest read {'its secret' if got == lab.secret else 'garbage'}")
 
 
-@attack("cold-boot-dump", Family.MEMORY, "dump every DRAM chip after the VM ran (cold boot)",
-        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED))
 def cold_boot_dump(lab: Lab) -> Observed:
     scan = CanaryScan({"workload secret": lab.secret})
     leaks = scan.scan_dram(lab.host.machine.dram)
@@ -195,8 +191,6 @@ def cold_boot_dump(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "no 8-byte run of the secret in any DRAM chip")
 
 
-@attack("foreign-vm-reads", Family.MEMORY, "map the guest's page into another VM and read it",
-        (CLEAR, ENCRYPTED, ENCRYPTED, RMP))
 def foreign_vm_reads(lab: Lab) -> Observed:
     mode = lab.mode
     intruder = lab.host.create_vm(mode, 4 * PAGE_SIZE)
@@ -211,15 +205,13 @@ def foreign_vm_reads(lab: Lab) -> Observed:
             return _faulted(refused, "the other VM's access")
         if lab.secret in got:
             return succeeded("the other VM reads the secret")
-        if lab.mode.snp:
-            return blocked(Mechanism.RMP, "the other VM reads garbage: no RMP entry lets it in")
+        # The access went through: what kept the secret is the other VM's key, whatever the
+        # mode (under SEV-SNP the RMP should have refused it, and the cell breaks).
         return blocked(Mechanism.MEMORY_ENCRYPTION, "the other VM reads garbage (its own key)")
     finally:
         lab.host.destroy_vm(intruder)
 
 
-@attack("debug-decrypt", Family.MEMORY, "ask the PSP to decrypt a guest page (SNP_DBG_DECRYPT)",
-        (NO_SNP, NO_SNP, NO_SNP, by(Mechanism.GUEST_POLICY)))
 def debug_decrypt(lab: Lab) -> Observed:
     if lab.psp is None or lab.guest.handle is None or not lab.mode.snp:
         return not_applicable("no SNP guest context in the PSP for this VM")
@@ -233,7 +225,58 @@ def debug_decrypt(lab: Lab) -> Observed:
     return blocked(Mechanism.MEMORY_ENCRYPTION, "the PSP returned another page")
 
 
+# -- the declarations: the expected outcome in plain, sev, sev-es and sev-snp -------------------
 ATTACKS = (
-    read_page, corrupt_page, replay_page, remap_page, alias_pages, substitute_page,
-    unassign_page, cold_boot_dump, foreign_vm_reads, debug_decrypt,
+    declare(
+        "read-page", Family.MEMORY, "read a private guest page from DRAM",
+        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED),
+        read_page,
+    ),
+    declare(
+        "corrupt-page", Family.MEMORY, "write junk over a private guest page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP),
+        corrupt_page,
+    ),
+    declare(
+        "replay-page", Family.MEMORY, "write back an old ciphertext of a guest page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP),
+        replay_page,
+    ),
+    declare(
+        "remap-page", Family.MEMORY, "point a guest page at another guest page's system page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP),
+        remap_page,
+    ),
+    declare(
+        "alias-pages", Family.MEMORY, "map two guest pages to one system page",
+        (CLEAR, UNCHECKED, UNCHECKED, RMP),
+        alias_pages,
+    ),
+    declare(
+        "substitute-page", Family.MEMORY,
+        "swap a fresh page of the host's in behind a guest page (RMP-assigned, unvalidated)",
+        (CLEAR, UNCHECKED, UNCHECKED, by(Mechanism.PVALIDATE)),
+        substitute_page,
+    ),
+    declare(
+        "unassign-page", Family.MEMORY,
+        "RMPUPDATE a private guest page back to the host behind the guest's back",
+        (NO_RMP, NO_RMP, NO_RMP, RMP),
+        unassign_page,
+    ),
+    declare(
+        "cold-boot-dump", Family.MEMORY, "dump every DRAM chip after the VM ran (cold boot)",
+        (CLEAR, ENCRYPTED, ENCRYPTED, ENCRYPTED),
+        cold_boot_dump,
+    ),
+    declare(
+        "foreign-vm-reads", Family.MEMORY, "map the guest's page into another VM and read it",
+        (CLEAR, ENCRYPTED, ENCRYPTED, RMP),
+        foreign_vm_reads,
+    ),
+    declare(
+        "debug-decrypt", Family.MEMORY, "ask the PSP to decrypt a guest page (SNP_DBG_DECRYPT)",
+        (NO_SNP, NO_SNP, NO_SNP, by(Mechanism.GUEST_POLICY)),
+        debug_decrypt,
+    ),
 )

@@ -25,9 +25,9 @@ from cvm.host.adversary.threat import (
     Family,
     Mechanism,
     Observed,
-    attack,
     blocked,
     by,
+    declare,
     ok,
     succeeded,
 )
@@ -65,9 +65,6 @@ def host_state_key(bundle: Path) -> bytes | None:
     return (bundle / str(name)).read_bytes()
 
 
-@attack("rollback-root", Family.STATE,
-        "keep a copy of the encrypted root, let the VM run, then hand the old copy back",
-        (NO_FRESHNESS,) * 4)
 def rollback_root(lab: Lab) -> Observed:
     disk = lab.bundle() / "disk.img"
     kept = disk.with_name("disk.img.host-copy")
@@ -82,9 +79,6 @@ def rollback_root(lab: Lab) -> Observed:
     return judge_boot(second)
 
 
-@attack("swap-disk", Family.STATE,
-        "attach another owner's encrypted root, relabelled with this VM's LUKS2 UUID",
-        (TPM,) * 4)
 def swap_disk(lab: Lab) -> Observed:
     ours, theirs = lab.bundle(), lab.foreign_bundle()
     root, other = manifest(ours)["disk"]["root"], manifest(theirs)["disk"]["root"]
@@ -100,9 +94,6 @@ def swap_disk(lab: Lab) -> Observed:
     return judge_boot(lab.boot())
 
 
-@attack("corrupt-luks-header", Family.STATE,
-        "change a byte of the LUKS2 metadata in both header copies",
-        (by(Mechanism.LUKS2_HEADER),) * 4)
 def corrupt_luks_header(lab: Lab) -> Observed:
     bundle = lab.bundle()
     with FileStorage(bundle / "disk.img") as storage:
@@ -116,9 +107,6 @@ def corrupt_luks_header(lab: Lab) -> Observed:
     return judge_boot(lab.boot())
 
 
-@attack("edit-token", Family.STATE,
-        "rewrite the systemd-tpm2 token to bind fewer PCRs (checksums recomputed)",
-        (by(Mechanism.PCR_POLICY),) * 4)
 def edit_token(lab: Lab) -> Observed:
     bundle = lab.bundle()
     with FileStorage(bundle / "disk.img") as storage:
@@ -136,10 +124,6 @@ def edit_token(lab: Lab) -> Observed:
     return judge_boot(lab.boot())
 
 
-@attack("read-vtpm-state", Family.STATE,
-        "after the VM ran, open its vTPM state file and take the seeds the disk key is "
-        "sealed under",
-        (HOSTS_VTPM, HOSTS_VTPM, HOSTS_VTPM, STATE))
 def read_vtpm_state(lab: Lab) -> Observed:
     bundle = lab.bundle()
     lab.boot()  # the VM runs and its state is stored back; then the host takes the file
@@ -153,9 +137,6 @@ def read_vtpm_state(lab: Lab) -> Observed:
     return succeeded(f"the host opened the vTPM state ({len(state)} bytes of seeds and keys)")
 
 
-@attack("replace-vtpm-state", Family.STATE,
-        "replace the vTPM state file (and its key, if the host has one) with another VM's",
-        (TPM, TPM, TPM, STATE))
 def replace_vtpm_state(lab: Lab) -> Observed:
     ours, theirs = lab.bundle(), lab.foreign_bundle()
     shutil.copyfile(_path(theirs, "vtpm", "state"), _path(ours, "vtpm", "state"))
@@ -165,9 +146,6 @@ def replace_vtpm_state(lab: Lab) -> Observed:
     return judge_boot(lab.boot())
 
 
-@attack("rollback-vtpm-state", Family.STATE,
-        "keep the vTPM state file, let the VM run, then hand the older file back",
-        (HOSTS_VTPM, HOSTS_VTPM, HOSTS_VTPM, by(Mechanism.ROLLBACK_COUNTER)))
 def rollback_vtpm_state(lab: Lab) -> Observed:
     state = _path(lab.bundle(), "vtpm", "state")
     kept = state.read_bytes()
@@ -178,9 +156,6 @@ def rollback_vtpm_state(lab: Lab) -> Observed:
     return judge_boot(lab.boot())
 
 
-@attack("move-vtpm-state", Family.STATE,
-        "run this VM's vTPM state in a VM launched from other firmware (one bit changed)",
-        (HOSTS_VTPM, HOSTS_VTPM, HOSTS_VTPM, by(Mechanism.ATTESTATION)))
 def move_vtpm_state(lab: Lab) -> Observed:
     firmware = _path(lab.bundle(), "firmware", "ovmf")
     image = bytearray(firmware.read_bytes())
@@ -189,7 +164,55 @@ def move_vtpm_state(lab: Lab) -> Observed:
     return judge_boot(lab.boot())
 
 
+# -- the declarations: the expected outcome in plain, sev, sev-es and sev-snp -------------------
 ATTACKS = (
-    rollback_root, swap_disk, corrupt_luks_header, edit_token, read_vtpm_state,
-    replace_vtpm_state, rollback_vtpm_state, move_vtpm_state,
+    declare(
+        "rollback-root", Family.STATE,
+        "keep a copy of the encrypted root, let the VM run, then hand the old copy back",
+        (NO_FRESHNESS,) * 4,
+        rollback_root,
+    ),
+    declare(
+        "swap-disk", Family.STATE,
+        "attach another owner's encrypted root, relabelled with this VM's LUKS2 UUID",
+        (TPM,) * 4,
+        swap_disk,
+    ),
+    declare(
+        "corrupt-luks-header", Family.STATE,
+        "change a byte of the LUKS2 metadata in both header copies",
+        (by(Mechanism.LUKS2_HEADER),) * 4,
+        corrupt_luks_header,
+    ),
+    declare(
+        "edit-token", Family.STATE,
+        "rewrite the systemd-tpm2 token to bind fewer PCRs (checksums recomputed)",
+        (by(Mechanism.PCR_POLICY),) * 4,
+        edit_token,
+    ),
+    declare(
+        "read-vtpm-state", Family.STATE,
+        "after the VM ran, open its vTPM state file and take the seeds the disk key is "
+        "sealed under",
+        (HOSTS_VTPM, HOSTS_VTPM, HOSTS_VTPM, STATE),
+        read_vtpm_state,
+    ),
+    declare(
+        "replace-vtpm-state", Family.STATE,
+        "replace the vTPM state file (and its key, if the host has one) with another VM's",
+        (TPM, TPM, TPM, STATE),
+        replace_vtpm_state,
+    ),
+    declare(
+        "rollback-vtpm-state", Family.STATE,
+        "keep the vTPM state file, let the VM run, then hand the older file back",
+        (HOSTS_VTPM, HOSTS_VTPM, HOSTS_VTPM, by(Mechanism.ROLLBACK_COUNTER)),
+        rollback_vtpm_state,
+    ),
+    declare(
+        "move-vtpm-state", Family.STATE,
+        "run this VM's vTPM state in a VM launched from other firmware (one bit changed)",
+        (HOSTS_VTPM, HOSTS_VTPM, HOSTS_VTPM, by(Mechanism.ATTESTATION)),
+        move_vtpm_state,
+    ),
 )

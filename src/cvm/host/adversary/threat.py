@@ -1,4 +1,4 @@
-"""The threat table as data: each host attack is a declared object beside the code that runs it.
+"""The threat table as data: each host attack is a declared object, next to the code that runs it.
 
 An :class:`Attack` names what the host does, its family, and for each mode (``plain``, ``sev``,
 ``sev-es``, ``sev-snp``) what must come of it: *blocked* — and by which mechanism —,
@@ -155,13 +155,13 @@ class Attack:
         return (self.plain, self.sev, self.sev_es, self.sev_snp)[MODES.index(mode)]
 
 
-def attack(
-    name: str, family: Family, does: str, expected: tuple[Expected, Expected, Expected, Expected]
-) -> Callable[[Callable[[Lab], Observed]], Attack]:
-    """Declare the decorated function as the attack ``name`` with its expectations per mode
-    (in the order plain, sev, sev-es, sev-snp)."""
+def declare(
+    name: str, family: Family, does: str,
+    expected: tuple[Expected, Expected, Expected, Expected], perform: Callable[[Lab], Observed],
+) -> Attack:
+    """The attack ``name``, carried out by ``perform``, with its expectations per mode (in the
+    order plain, sev, sev-es, sev-snp).
 
-    def declare(perform: Callable[[Lab], Observed]) -> Attack:
-        return Attack(name, family, does, *expected, perform=perform)
-
-    return declare
+    Each family declares its attacks in one table after their code: ``perform`` stays a plain
+    function (a decorator would hide it from mutation testing, docs/mutation/adversary.md)."""
+    return Attack(name, family, does, *expected, perform=perform)
