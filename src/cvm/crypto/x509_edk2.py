@@ -267,6 +267,14 @@ def generate_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
+def rsa_public_numbers(key: PrivateKey) -> tuple[int, int] | None:
+    """The modulus and public exponent of an RSA private key; None for any other key type."""
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return None
+    numbers = key.public_key().public_numbers()
+    return numbers.n, numbers.e
+
+
 def private_key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from cvm.crypto.tpm_keys import public_key_pem
 from cvm.crypto.x509_edk2 import (
     Certificate,
@@ -31,6 +29,7 @@ from cvm.crypto.x509_edk2 import (
     load_private_key,
     pem,
     private_key_pem,
+    rsa_public_numbers,
 )
 from cvm.errors import FormatError, UsageError
 from cvm.files import PUBLIC_MODE, SECRET_MODE, write_atomically
@@ -105,11 +104,12 @@ class OwnerKeys:
     def pcr_policy_public_pem(self) -> bytes:
         if self.pcr_policy is None:
             raise UsageError("these owner keys have no PCR-policy signing key")
-        if not isinstance(self.pcr_policy, rsa.RSAPrivateKey):
+        numbers = rsa_public_numbers(self.pcr_policy)
+        if numbers is None:
             raise UsageError("the PCR-policy signing key must be an RSA key")
-        numbers = self.pcr_policy.public_key().public_numbers()
-        return public_key_pem("rsa", numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
-                              numbers.e)
+        modulus, exponent = numbers
+        return public_key_pem("rsa", modulus.to_bytes((modulus.bit_length() + 7) // 8, "big"),
+                              exponent)
 
     def varstore(self, dbx_sha256: Sequence[bytes] = ()) -> Varstore:
         """An OVMF varstore with PK, KEK, db enrolled (Secure Boot on) and dbx if given."""
