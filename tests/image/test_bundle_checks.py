@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import random
+import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from cvm.disk.file_store import FileStore
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.errors import FormatError, InternalError, UsageError
+from cvm.formats.initramfs import PCR_SIGNATURE_IN_UKI, InitramfsManifest, parse_initramfs
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.replay import replay
 from cvm.guest.run import boot_bundle
@@ -174,6 +177,11 @@ def test_a_kdfs_description_leaves_out_its_salt() -> None:
         def to_json(self) -> dict[str, Any]:
             return {"type": "pbkdf2", "salt": "c2FsdA==", "iterations": 1000}
     assert bundle._kdf_json(Kdf()) == {"type": "pbkdf2", "iterations": 1000}
+
+    class Unsalted:
+        def to_json(self) -> dict[str, Any]:
+            return {"type": "pbkdf2", "iterations": 1000}
+    assert bundle._kdf_json(Unsalted()) == {"type": "pbkdf2", "iterations": 1000}
     assert bundle._kdf_json_spec(KdfSpec("pbkdf2", iterations=7, hash="sha512")) == {
         "type": "pbkdf2", "hash": "sha512", "iterations": 7}
 
@@ -254,6 +262,9 @@ def test_the_manifest_and_reference_values_describe_what_was_built(
     assert [(t.policy, t.pcrs, t.pubkey_pcrs) for t in reference.sealing] == [
         ("pcrs", (4, 7, 11), ()), ("signed", (7,), (11,))]
     # each stage as it is on the disk's ESP (the kernel and initramfs inside the UKI)
+    assert [(s.name, s.path, s.authenticode_sha256, s.signer) for s in reference.stages] == [
+        (s.name, s.path, s.authenticode_sha256, s.signer) for s in built.chain.stages]
+    assert [s.signer for s in reference.stages] == ["db", None, None]
     for stage in reference.stages:
         data = next(s.data for s in built.chain.stages if s.name == stage.name)
         assert stage.sha256 == hashlib.sha256(data).digest()
@@ -345,6 +356,24 @@ def test_the_chain_and_the_seal_reach_the_build(tmp_path: Path,
     signed = _build(tmp_path / "signed", owner_keys["uki"])
     assert [(t.policy, t.pcrs, t.pubkey_pcrs) for t in signed.reference.sealing] == [
         ("signed", (7,), (11,))]
+
+
+@pytest.mark.parametrize(("chain", "seal", "signature"), [
+    ("uki", None, PCR_SIGNATURE_IN_UKI), ("uki", "both", PCR_SIGNATURE_IN_UKI),
+    ("uki", "pcrs", None), ("shim-grub", None, None)])
+def test_the_initramfs_and_the_command_line_name_the_root_and_the_signature(
+        tmp_path: Path, owner_keys: dict[str, OwnerKeys], chain: str, seal: str | None,
+        signature: str | None) -> None:
+    built = _build(tmp_path / "image", owner_keys[chain], chain=chain, seal=seal)
+    plan = built.plan
+    initrd = next(s.data for s in built.chain.stages if s.name == "initramfs")
+    assert parse_initramfs(initrd)[1] == InitramfsManifest(plan.luks_uuid, str(plan.root_guid),
+                                                           signature)
+    cmdline = f"root=/dev/mapper/root rd.luks.uuid={plan.luks_uuid} ro".encode()
+    booted = built.chain.stages[0 if chain == "uki" else 2].data  # the UKI, or grub.cfg
+    assert cmdline in booted
+    if chain == "uki":  # the signed policy travels in the UKI only when a token needs it
+        assert (b".pcrsig" in booted) is (signature is not None)
 
 
 def test_the_extra_dbx_and_the_kernel_reach_the_build(tmp_path: Path,
@@ -469,6 +498,40 @@ def test_a_build_that_fails_removes_its_staging_folder(
         assert _files(out) == before
 
 
+def test_the_bundle_is_built_in_a_hidden_folder_beside_out(
+        tmp_path: Path, owner_keys: dict[str, OwnerKeys], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    staged: list[Path] = []
+    real_put_in_place = bundle._put_in_place
+
+    def recording(staging: Path, out: Path) -> None:
+        staged.append(staging)
+        assert (staging / "image.json").is_file() and not out.exists()
+        real_put_in_place(staging, out)
+    monkeypatch.setattr(bundle, "_put_in_place", recording)
+    _build(tmp_path / "image", owner_keys["uki"])
+    (staging,) = staged
+    assert staging.parent == tmp_path and staging.name.startswith(".image.building-")
+
+
+def test_a_failure_to_remove_the_staging_folder_does_not_hide_the_builds_error(
+        tmp_path: Path, owner_keys: dict[str, OwnerKeys], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    def broken(*args: object) -> bytes:
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(bundle, "wrap_state_key", broken)
+    real_unlink = os.unlink
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(path).endswith("disk.img"):
+            raise PermissionError(1, "Operation not permitted", os.fspath(path))
+        real_unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(OSError, match="No space left on device"):
+        _build(tmp_path / "image", owner_keys["uki"])
+    assert not (tmp_path / "image").exists()
+
+
 def test_a_prediction_the_run_does_not_confirm_stops_the_build(
         tmp_path: Path, owner_keys: dict[str, OwnerKeys], monkeypatch: pytest.MonkeyPatch
         ) -> None:
@@ -489,19 +552,49 @@ def test_a_failed_rename_puts_the_earlier_bundle_back(tmp_path: Path) -> None:
     assert (out / "image.json").read_text() == "{}\n"
 
 
-def test_a_complete_bundle_is_renamed_over_the_earlier_one(tmp_path: Path) -> None:
+def test_a_complete_bundle_is_renamed_over_the_earlier_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, staging = tmp_path / "image", tmp_path / ".image.building-x"
     out.mkdir()
     (out / "old").write_text("old\n")
     staging.mkdir()
     (staging / "new").write_text("new\n")
+    removed: list[Path] = []
+    real_rmtree = shutil.rmtree
+
+    def recording_rmtree(path: Path, ignore_errors: bool = False) -> None:
+        removed.append(Path(path))
+        assert (Path(path) / "bundle" / "old").read_text() == "old\n"
+        real_rmtree(path, ignore_errors=ignore_errors)
+    monkeypatch.setattr(shutil, "rmtree", recording_rmtree)
     bundle._put_in_place(staging, out)
+    # the earlier bundle was moved aside into a hidden folder beside OUT, then removed
+    (aside,) = removed
+    assert aside.parent == tmp_path and aside.name.startswith(".image.old-")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image"]
     assert [p.name for p in out.iterdir()] == ["new"]
     fresh = tmp_path / "fresh"
     staging.mkdir()
     bundle._put_in_place(staging, fresh)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "image"]
+
+
+def test_an_earlier_bundle_that_cannot_be_removed_whole_does_not_fail_the_build(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, staging = tmp_path / "image", tmp_path / ".image.building-x"
+    out.mkdir()
+    (out / "stuck").write_text("old\n")
+    staging.mkdir()
+    (staging / "new").write_text("new\n")
+    real_unlink = os.unlink
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(path).endswith("stuck"):
+            raise PermissionError(1, "Operation not permitted", os.fspath(path))
+        real_unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", unlink)
+    bundle._put_in_place(staging, out)  # the new bundle is in place: no error
+    assert [p.name for p in out.iterdir()] == ["new"]
 
 
 # The manifest's reader.
@@ -537,6 +630,9 @@ def test_a_well_formed_manifest_is_read_back(tmp_path: Path) -> None:
     ({"modes": "sev-snp"}, "modes must be a list of plain, sev, sev-es, sev-snp"),
     ({"modes": ["sev-snp", "tdx"]}, "modes must be a list of plain, sev, sev-es, sev-snp"),
     ({"stages": {"name": "uki"}}, "stages[0] is not a stage"),
+    ({"stages": {}}, "stages[0] is not a stage"),
+    ({"stages": ""}, "stages[0] is not a stage"),
+    ({"stages": 3}, "stages[0] is not a stage"),
     ({"stages": [{"name": "uki", "path": "/x", "sha256": "00"}, {"name": "uki", "path": "/x"}]},
      "stages[1] is not a stage"),
     ({"stages": [{"name": "uki", "sha256": "00"}]}, "stages[0] is not a stage"),
