@@ -90,7 +90,7 @@ class ImageSpec:
 
     @property
     def sealing(self) -> str:
-        return self.seal or ("signed" if self.chain == "uki" else "pcrs")
+        return default_sealing(self.chain, self.seal)
 
     def check(self) -> None:
         if self.chain not in CHAINS:
@@ -104,6 +104,11 @@ class ImageSpec:
             raise UsageError(f"--mode: give {', '.join(MODES)} or all")
         if self.kdf_cost not in KDF_COSTS:
             raise UsageError(f"--kdf-cost: {self.kdf_cost!r} is not default or fast")
+
+
+def default_sealing(chain: str, seal: str | None) -> str:
+    """``--seal`` as given, else ``signed`` for a UKI and ``pcrs`` for shim → GRUB."""
+    return seal or ("signed" if chain == "uki" else "pcrs")
 
 
 def recovery_kdf(cost: str) -> KdfSpec:
@@ -231,7 +236,7 @@ def _build(out: Path, spec: ImageSpec, keys: OwnerKeys | None,
     tpm = OwnerTpm(rng)
     tokens = []
     with FileStorage(disk_path) as disk:
-        volume = open_root(disk, plan.layout)
+        volume = open_root(disk, plan.layout, rng)  # the seed draws the tokens' keyslots too
         for plan_item in token_plans(spec.chain, spec.sealing):
             public = owner.pcr_policy_public_pem() if plan_item.pubkey_pcrs else None
             tokens.append(tpm.enroll(volume, volume_key, plan_item, pcrs["sha256"], public))
@@ -269,11 +274,11 @@ def _build(out: Path, spec: ImageSpec, keys: OwnerKeys | None,
     }
     if firmware.svsm is not None:
         files["firmware/SVSM.bin"] = firmware.svsm
-    if host_key:
-        files["host-vtpm-state.key"] = state_key
     for name, data in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)
+    if host_key:  # the state key in the clear: created 0600, never readable by others
+        write_atomically(out / "host-vtpm-state.key", state_key)
     owner_dir = out / "owner"
     owner.save(owner_dir)
     (owner_dir / "vtpm-state-key.wrapped").write_bytes(wrapped)

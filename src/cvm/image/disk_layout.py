@@ -14,6 +14,7 @@ firmware's PCR 5 measurement of it can be predicted.
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping
@@ -109,9 +110,11 @@ def write_disk(out: Path, plan: DiskPlan, esp_files: Mapping[str, bytes], root_p
             disk.flush()
 
 
-def open_root(disk: FileStorage, layout: DiskLayout) -> Luks2Volume:
-    """The LUKS2 volume of the root partition of an image's disk."""
-    return Luks2Volume.open(StorageWindow(disk, layout.root_offset, layout.root_size))
+def open_root(disk: FileStorage, layout: DiskLayout, random: Random = os.urandom) -> Luks2Volume:
+    """The LUKS2 volume of the root partition of an image's disk; ``random`` draws what a
+    change to it needs (keyslot salts and areas, the header's salts)."""
+    return Luks2Volume.open(StorageWindow(disk, layout.root_offset, layout.root_size),
+                            random=random)
 
 
 def replace_esp_file(disk_image: Path, esp_offset: int, path: str, data: bytes) -> None:
