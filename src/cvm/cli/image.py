@@ -73,7 +73,10 @@ def build(
                                   help="Authenticode SHA-256 (hex) to revoke in dbx; repeat."),
     vcpus: int = typer.Option(1, "--vcpus", help="vCPUs the launch digest is predicted for."),
     vcpu_type: str = typer.Option("EPYC-Milan", "--vcpu-type", help="QEMU CPU model."),
-    seed: int = typer.Option(None, "--seed", help="Seed every random choice (reproducible)."),
+    seed: int = typer.Option(None, "--seed",
+                             help="Seed every random choice but the owner's keys, which are new "
+                                  "unless --keys (reproducible with --keys, the ESP's time "
+                                  "stamps aside)."),
     kdf_cost: str = typer.Option("default", "--kdf-cost",
                                  help="Recovery keyslot KDF: default (cryptsetup's argon2id) "
                                       "or fast (PBKDF2, 1000 iterations; demos, tests)."),
