@@ -5,8 +5,7 @@ host wrote or read, the register the guest resumed with, the fault or refusal th
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -24,30 +23,12 @@ from cvm.host.adversary.catalog import by_name
 from cvm.host.adversary.memory import debug_decrypt, mechanism_of, read_guest_page
 from cvm.host.adversary.registers import FORGED_RIP, at_next_exit
 from cvm.host.adversary.threat import MODES, Attack, Mechanism, Observed, Verdict
-from cvm.scenarios.attack_bundles import LabBundles, build_lab_bundles
 from cvm.scenarios.boot_lab import BootLab
 
 RUNNING = [*memory.ATTACKS, *registers.ATTACKS, *cpu.ATTACKS]
 Labs = Callable[[Mode], BootLab]
 
 
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabBundles]:
-    yield build_lab_bundles(tmp_path_factory.mktemp("bundles"), random.Random(40).randbytes)
-
-
-@pytest.fixture
-def labs(bundles: LabBundles) -> Iterator[Labs]:
-    """Booted VMs of any mode, each its own, closed after the test."""
-    made: list[BootLab] = []
-
-    def make(mode: Mode) -> BootLab:
-        made.append(BootLab(mode, bundles, random.Random(f"41/{mode.value}").randbytes))
-        return made[-1]
-
-    yield make
-    for lab in made:
-        lab.close()
 
 
 def _pattern(lab: BootLab, salt: int) -> bytes:

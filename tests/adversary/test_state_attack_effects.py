@@ -5,8 +5,7 @@ and key replaced), and the refusal that stopped it."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,29 +19,13 @@ from cvm.host.adversary.boot_files import manifest
 from cvm.host.adversary.catalog import by_name
 from cvm.host.adversary.lab import BootReport
 from cvm.host.adversary.threat import MODES, Attack, Mechanism, Observed, Verdict
-from cvm.scenarios.attack_bundles import LabBundles, build_lab_bundles
 from cvm.scenarios.boot_lab import BootLab
 
 Labs = Callable[[Mode], BootLab]
 Files = dict[str, bytes]
 
 
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabBundles]:
-    yield build_lab_bundles(tmp_path_factory.mktemp("bundles"), random.Random(50).randbytes)
-
-
-@pytest.fixture
-def labs(bundles: LabBundles) -> Iterator[Labs]:
-    made: list[BootLab] = []
-
-    def make(mode: Mode) -> BootLab:
-        made.append(BootLab(mode, bundles, random.Random(f"51/{mode.value}").randbytes))
-        return made[-1]
-
-    yield make
-    for lab in made:
-        lab.close()
+LAB_SEED = 50  # the lab bundles' and the VMs' randomness (tests/adversary/conftest.py)
 
 
 def _files(bundle: Path) -> Files:
