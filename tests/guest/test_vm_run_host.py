@@ -1,0 +1,117 @@
+"""The host's own parts of ``cvm vm run`` (:mod:`cvm.host.vm_run`): the plain launch's memory, what
+it keeps at each exit, the vTPM state file it stores and the one it seals itself."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from cvm.amd.pki import default_vendor
+from cvm.errors import FormatError, StateError, UsageError
+from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.hardware.vcpu import VmExit
+from cvm.hardware.vm import Mode
+from cvm.host.launch import FOUR_GIB
+from cvm.host.vm_run import (
+    DEFAULT_MEMORY,
+    HostRun,
+    VmRequest,
+    _state_counter,
+    launch,
+    load_host_image,
+)
+from cvm.vtpm.state_file import HEADER_SIZE, MonotonicCounter, ReleasedKeyProvider, open_state
+
+
+def _plain(bundle: Path, **request: Any) -> HostRun:
+    return launch(load_host_image(bundle), VmRequest(Mode.PLAIN, **request),
+                  default_vendor("Milan").manufacture_chip(0))
+
+
+def test_a_plain_launch_maps_the_firmware_below_4_gib_and_the_ram_from_0(
+        uki_bundle: Path) -> None:
+    memory = DEFAULT_MEMORY + 3 * PAGE_SIZE
+    run = _plain(uki_bundle, vcpus=3, memory_bytes=memory)
+    firmware = run.image.firmware
+    vm, machine = run.guest.vm, run.host.machine
+    assert len(firmware) % PAGE_SIZE == 0 and len(firmware) > PAGE_SIZE
+    base = FOUR_GIB - len(firmware)
+    for offset in range(0, len(firmware), PAGE_SIZE):
+        spa = vm.translate(base + offset)
+        assert spa is not None
+        assert machine.host_read(spa, PAGE_SIZE) == firmware[offset:offset + PAGE_SIZE]
+    assert vm.translate(base - PAGE_SIZE) is None
+    ram = [vm.translate(gpa) for gpa in range(0, memory, PAGE_SIZE)]
+    assert None not in ram and vm.translate(memory) is None
+    pages = len(firmware) // PAGE_SIZE + memory // PAGE_SIZE
+    assert len(run.guest.frames) == len(set(run.guest.frames)) == pages
+    assert set(run.guest.frames) == {vm.translate(base + o) for o in range(0, len(firmware),
+                                                                        PAGE_SIZE)} | set(ram)
+    assert [cpu.index for cpu in run.guest.vcpus] == [0, 1, 2]
+    assert all(cpu.vm is vm for cpu in run.guest.vcpus)
+    assert run.measurement is None and run.relay is None and run.vtpm is not None
+
+
+def test_each_exit_keeps_the_ghcb_msr_and_the_page_it_points_at(uki_bundle: Path) -> None:
+    run = _plain(uki_bundle)
+    gpa = 5 * PAGE_SIZE
+    spa = run.guest.vm.translate(gpa)
+    assert spa is not None
+    page = bytes(range(256)) * (PAGE_SIZE // 256)
+    run.host.machine.host_write(spa, page)
+    exits, views = len(run.exits), len(run.exit_views)
+    info = VmExit(0, 0x403)
+    for msr, view in ((gpa, gpa.to_bytes(8, "little") + page),
+                      (gpa + 1, (gpa + 1).to_bytes(8, "little")),  # an MSR protocol value
+                      (0, bytes(8)),
+                      (1 << 31, (1 << 31).to_bytes(8, "little"))):  # a page not mapped
+        run.record_exit(run.guest, SimpleNamespace(ghcb_msr=msr), info)  # type: ignore[arg-type]
+        assert run.exit_views[-1] == view
+        assert run.exits[-1] is info
+    assert len(run.exits) == exits + 4 and len(run.exit_views) == views + 4
+    other = dataclasses.replace(run.guest)
+    run.record_exit(other, SimpleNamespace(ghcb_msr=gpa), info)  # type: ignore[arg-type]
+    assert len(run.exits) == exits + 4 and len(run.exit_views) == views + 4
+
+
+def test_the_host_stores_the_state_file_where_the_image_names_it(tmp_path: Path,
+                                                                  uki_bundle: Path) -> None:
+    run = _plain(uki_bundle)
+    run.image = dataclasses.replace(run.image, state_path=tmp_path / "state.bin")
+    run.store_state(b"sealed state")
+    assert (tmp_path / "state.bin").read_bytes() == b"sealed state"
+    assert run.log[-1] == b"stored the vTPM state file (12 bytes)"
+    run.image = dataclasses.replace(run.image, state_path=None)
+    with pytest.raises(UsageError, match=r"^this image names no file for the vTPM state$"):
+        run.store_state(b"x")
+
+
+def test_the_host_seals_its_vtpm_one_past_the_file_it_opened(uki_bundle: Path) -> None:
+    run = _plain(uki_bundle)
+    key = run.image.state_key
+    assert key is not None and run.vtpm is not None
+    opened = _state_counter(run.image.state)
+    sealed = run.seal_host_vtpm()
+    assert _state_counter(sealed) == opened + 1
+    state = open_state(sealed, ReleasedKeyProvider(key), MonotonicCounter(opened))
+    assert state == run.vtpm.tpm.state.to_bytes()
+    vtpm = run.vtpm
+    run.vtpm = None
+    with pytest.raises(StateError, match=r"^this VM's vTPM is not the host's$"):
+        run.seal_host_vtpm()
+    run.vtpm = vtpm
+    run.image = dataclasses.replace(run.image, state_key=None)
+    with pytest.raises(StateError, match=r"^this VM's vTPM is not the host's$"):
+        run.seal_host_vtpm()
+
+
+def test_a_state_file_shorter_than_its_header_is_refused(uki_bundle: Path) -> None:
+    state = load_host_image(uki_bundle).state
+    assert _state_counter(state[:HEADER_SIZE]) == _state_counter(state)
+    with pytest.raises(FormatError,
+                       match=f"^vTPM state file is truncated: {HEADER_SIZE - 1} bytes$"):
+        _state_counter(state[:HEADER_SIZE - 1])
