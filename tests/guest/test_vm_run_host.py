@@ -53,6 +53,7 @@ def test_a_plain_launch_maps_the_firmware_below_4_gib_and_the_ram_from_0(
                                                                         PAGE_SIZE)} | set(ram)
     assert [cpu.index for cpu in run.guest.vcpus] == [0, 1, 2]
     assert all(cpu.vm is vm for cpu in run.guest.vcpus)
+    assert vm.asid == 0 and vm.mode is Mode.PLAIN  # no key: the host's own ASID
     assert run.measurement is None and run.relay is None and run.vtpm is not None
 
 
@@ -115,3 +116,21 @@ def test_a_state_file_shorter_than_its_header_is_refused(uki_bundle: Path) -> No
     with pytest.raises(FormatError,
                        match=f"^vTPM state file is truncated: {HEADER_SIZE - 1} bytes$"):
         _state_counter(state[:HEADER_SIZE - 1])
+
+
+@pytest.mark.parametrize(("request_", "message"), [
+    ({"vcpus": 0}, "--vcpus: 0 is not between 1 and 64"),
+    ({"vcpus": 65}, "--vcpus: 65 is not between 1 and 64"),
+    ({"memory_bytes": DEFAULT_MEMORY - PAGE_SIZE}, "--memory: at least 2 MiB, in whole pages"),
+    ({"memory_bytes": DEFAULT_MEMORY + 1}, "--memory: at least 2 MiB, in whole pages"),
+])
+def test_a_request_out_of_bounds_is_refused_by_name(uki_bundle: Path, request_: dict[str, int],
+                                                     message: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        _plain(uki_bundle, **request_)
+    assert str(refused.value) == message
+
+
+def test_the_bounds_themselves_are_launched(uki_bundle: Path) -> None:
+    assert len(_plain(uki_bundle, vcpus=64).guest.vcpus) == 64
+    assert len(_plain(uki_bundle, vcpus=1).guest.vcpus) == 1
