@@ -12,18 +12,24 @@ import pytest
 
 from cvm.amd.pki import default_vendor
 from cvm.errors import FormatError, StateError, UsageError
+from cvm.formats.svsm.svsm_image import SVSM_SEV_FEATURES
+from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
+from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.vcpu import VmExit
 from cvm.hardware.vm import Mode
-from cvm.host.launch import FOUR_GIB
+from cvm.host import vm_run
+from cvm.host.launch import DEFAULT_POLICY, FOUR_GIB
 from cvm.host.vm_run import (
     DEFAULT_MEMORY,
+    DRAM_BYTES,
     HostRun,
     VmRequest,
     _state_counter,
     launch,
     load_host_image,
 )
+from cvm.host.vmm import Hypervisor
 from cvm.vtpm.state_file import HEADER_SIZE, MonotonicCounter, ReleasedKeyProvider, open_state
 
 
@@ -134,3 +140,63 @@ def test_a_request_out_of_bounds_is_refused_by_name(uki_bundle: Path, request_: 
 def test_the_bounds_themselves_are_launched(uki_bundle: Path) -> None:
     assert len(_plain(uki_bundle, vcpus=64).guest.vcpus) == 64
     assert len(_plain(uki_bundle, vcpus=1).guest.vcpus) == 1
+
+
+class _StopError(Exception):
+    """Ends a launch once the test has what the host asked the PSP for."""
+
+
+@pytest.mark.parametrize("policy", [None, 0x3_0000])
+def test_the_launch_asks_for_what_the_request_and_the_image_say(
+        uki_bundle: Path, monkeypatch: pytest.MonkeyPatch, policy: int | None) -> None:
+    asked: dict[str, Any] = {}
+
+    def snp(*args: Any) -> Any:
+        asked["snp"] = args[5]
+        raise _StopError
+
+    def sev(*args: Any, **kwargs: Any) -> Any:
+        asked["sev"] = kwargs
+        raise _StopError
+
+    monkeypatch.setattr(vm_run, "launch_snp_svsm", snp)
+    monkeypatch.setattr(vm_run, "launch_sev", sev)
+    image = dataclasses.replace(load_host_image(uki_bundle), vcpu_signature=0x00B10F10)
+    chip = default_vendor("Milan").manufacture_chip(0)
+    memory = DEFAULT_MEMORY + 5 * PAGE_SIZE
+    for mode in (Mode.SEV_SNP, Mode.SEV_ES):
+        with pytest.raises(_StopError):
+            launch(image, VmRequest(mode, vcpus=3, memory_bytes=memory, policy=policy), chip)
+    config = asked["snp"]
+    assert (config.vcpus, config.vcpu_signature, config.guest_features, config.ram_bytes,
+            config.policy) == (3, 0x00B10F10, SVSM_SEV_FEATURES, memory,
+                               DEFAULT_POLICY if policy is None else policy)
+    assert {key: asked["sev"][key] for key in ("es", "vcpus", "vcpu_signature", "ram_bytes",
+                                               "policy")} == {
+        "es": True, "vcpus": 3, "vcpu_signature": 0x00B10F10, "ram_bytes": memory,
+        "policy": policy}
+
+
+def test_a_host_without_a_psp_or_without_its_legacy_commands_is_refused(
+        uki_bundle: Path) -> None:
+    image = load_host_image(uki_bundle)
+    chip = default_vendor("Milan").manufacture_chip(0)
+    machine = Machine(DRAM_BYTES)
+    hosts = [Hypervisor(machine), Hypervisor(machine, SecureProcessor(machine, chip))]
+    hosts[1].legacy = None
+    for host in hosts:
+        with pytest.raises(StateError) as refused:
+            launch(image, VmRequest(Mode.PLAIN), chip, host)
+        assert str(refused.value) == "the host needs a PSP to launch an encrypted VM"
+
+
+def test_an_image_without_the_file_a_mode_needs_is_refused_by_name(uki_bundle: Path) -> None:
+    image = load_host_image(uki_bundle)
+    chip = default_vendor("Milan").manufacture_chip(0)
+    with pytest.raises(UsageError) as refused:
+        launch(dataclasses.replace(image, svsm=None), VmRequest(Mode.SEV_SNP), chip)
+    assert str(refused.value) == "an sev-snp launch needs firmware/SVSM.bin in the image"
+    with pytest.raises(UsageError) as refused:
+        launch(dataclasses.replace(image, state_key=None), VmRequest(Mode.SEV), chip)
+    assert str(refused.value) == ("a sev VM has no SVSM: the host's vTPM needs "
+                                  "host-vtpm-state.key in the image (build it for that mode)")
