@@ -61,6 +61,8 @@ def test_a_plain_launch_maps_the_firmware_below_4_gib_and_the_ram_from_0(
     assert all(cpu.vm is vm for cpu in run.guest.vcpus)
     assert vm.asid == 0 and vm.mode is Mode.PLAIN  # no key: the host's own ASID
     assert run.measurement is None and run.relay is None and run.vtpm is not None
+    # The exit is kept before any device answers over the guest's GHCB.
+    assert run.host.exit_hooks == [run.record_exit, run.vtpm]
 
 
 def test_each_exit_keeps_the_ghcb_msr_and_the_page_it_points_at(uki_bundle: Path) -> None:
