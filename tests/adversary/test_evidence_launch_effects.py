@@ -134,9 +134,10 @@ def test_forge_report_refused_for_no_signature_names_the_appraisal(
         labs: Labs, monkeypatch: pytest.MonkeyPatch) -> None:
     lab = labs(Mode.SEV_SNP)
     monkeypatch.setattr(lab, "appraise", lambda shown, nonce: Release(
-        False, True, ("measurement",), "measurement differs"))
-    observed = _perform_any(lab, "forge-report")
-    assert observed == Observed(Verdict.BLOCKED, "refused: measurement", Mechanism.ATTESTATION)
+        False, True, ("measurement", "policy.debug"), "measurement differs"))
+    for name in ("forge-report", "replay-evidence"):
+        assert _perform_any(lab, name) == Observed(
+            Verdict.BLOCKED, "refused: measurement, policy.debug", Mechanism.ATTESTATION)
     monkeypatch.setattr(lab, "appraise", lambda shown, nonce: Release(
         False, True, ("chain",), "the chain ends elsewhere"))
     observed = _perform_any(lab, "forge-report")
@@ -198,9 +199,10 @@ def test_replay_guest_message_resends_the_old_request_and_response(
 
     monkeypatch.setattr(relay.psp, "snp_guest_request", watched)
     _perform(lab, "replay-guest-message")
-    (old_request, old_response), (replayed, refused), (new_request, _) = asked
+    (old_request, old_response), (replayed, refused), (new_request, new_response) = asked
     assert replayed == old_request and refused is None  # the PSP refused the replayed request
     assert new_request != old_request and old_response is not None
+    assert new_response is not None  # the guest's new request reached its context in the PSP
     assert relay.log[-1] == (new_request, old_response)  # the guest was given the old response
 
 
@@ -211,6 +213,17 @@ def test_replay_guest_message_without_a_genuine_exchange(labs: Labs,
     monkeypatch.setattr(lab, "guest_request_report", lambda: "KeyError: no")
     assert _perform_any(lab, "replay-guest-message") == Observed(
         Verdict.NOT_APPLICABLE, "no genuine exchange to replay (KeyError: no)")
+
+
+@pytest.mark.parametrize("log", [[], [(b"request", None)]], ids=["no exchange", "no response"])
+def test_replay_guest_message_without_a_response_to_replay(
+        log: list[tuple[bytes, bytes | None]], labs: Labs,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = labs(Mode.SEV_SNP)
+    monkeypatch.setattr(lab, "guest_request_report", lambda: "ok")
+    _relay(lab).log[:] = log
+    assert _perform_any(lab, "replay-guest-message") == Observed(
+        Verdict.NOT_APPLICABLE, "no genuine exchange to replay (ok)")
 
 
 def test_no_relay_no_guest_message_attacks(labs: Labs) -> None:
