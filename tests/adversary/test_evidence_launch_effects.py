@@ -226,6 +226,38 @@ def test_replay_guest_message_without_a_response_to_replay(
         Verdict.NOT_APPLICABLE, "no genuine exchange to replay (ok)")
 
 
+@pytest.mark.parametrize(("name", "exchange"), [("tamper-guest-message", 1),
+                                               ("replay-guest-message", 2)])
+def test_a_message_that_never_reached_the_guest_is_not_the_vmpcks_doing(
+        name: str, exchange: int, labs: Labs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sabotage: the host's relay is gone by the exchange the attack forges; the guest gives
+    up, but no forged or old response reached it, so the VMPCK is not credited."""
+    lab = labs(Mode.SEV_SNP)
+    relay, report, calls = _relay(lab), lab.guest_request_report, [0]
+
+    def sabotaged() -> str:
+        calls[0] += 1
+        if calls[0] == exchange:
+            lab.host.exit_hooks.remove(relay)
+        return report()
+
+    monkeypatch.setattr(lab, "guest_request_report", sabotaged)
+    observed = _perform_any(lab, name)
+    assert observed.verdict is Verdict.BLOCKED and observed.mechanism is None, observed
+    assert observed.detail.startswith("the host's message never reached the guest: ")
+
+
+def test_a_refusal_other_than_inauthentic_is_not_the_vmpcks_doing() -> None:
+    assert evidence.refused_by_channel("IntegrityError: bad tag", True, "d") == Observed(
+        Verdict.BLOCKED, "d", Mechanism.VMPCK)
+    assert evidence.refused_by_channel("WrongKeyError: other key", True, "d") == Observed(
+        Verdict.BLOCKED, "d", Mechanism.VMPCK)
+    assert evidence.refused_by_channel("StatusError: 0x16", True, "d") == Observed(
+        Verdict.BLOCKED, "refused, but not as inauthentic: d")
+    assert evidence.refused_by_channel("IntegrityError: bad tag", False, "d") == Observed(
+        Verdict.BLOCKED, "the host's message never reached the guest: d")
+
+
 def test_no_relay_no_guest_message_attacks(labs: Labs) -> None:
     lab = labs(Mode.SEV_SNP)
     lab.host.exit_hooks[:] = [h for h in lab.host.exit_hooks
