@@ -143,12 +143,18 @@ def test_exfiltrating_initramfs_replaces_only_init(labs: Labs) -> None:
 def test_foreign_esp_is_the_other_owners_esp(labs: Labs) -> None:
     lab = labs(Mode.SEV_SNP)
     before = _esp(lab, LOADER)
-    _perform(lab, "foreign-esp")
     ours, theirs = lab.bundle(), lab.foreign_bundle()
     esp, other = manifest(ours)["disk"]["esp"], manifest(theirs)["disk"]["esp"]
     size = min(int(esp["size"]), int(other["size"]))
-    mine = (ours / "disk.img").read_bytes()[int(esp["offset"]):][:size]
+    disk = (ours / "disk.img").read_bytes()
+    _perform(lab, "foreign-esp")
+    after = (ours / "disk.img").read_bytes()
+    mine = after[int(esp["offset"]):][:size]
     assert mine == (theirs / "disk.img").read_bytes()[int(other["offset"]):][:size]
+    # only the ESP was swapped: the rest of the disk (the encrypted root) is untouched
+    end = int(esp["offset"]) + size
+    assert len(after) == len(disk) and after[end:] == disk[end:]
+    assert after[:int(esp["offset"])] == disk[:int(esp["offset"])]
     assert _esp(lab, LOADER) == read_esp_file(theirs, LOADER) != before
 
 
