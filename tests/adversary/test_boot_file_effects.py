@@ -21,11 +21,14 @@ from cvm.host.adversary.boot_files import (
     KERNEL,
     LOADER,
     host_image,
+    judge_boot,
     manifest,
+    mechanism_of_refusal,
     read_esp_file,
 )
 from cvm.host.adversary.catalog import by_name
-from cvm.host.adversary.threat import MODES, Attack, Observed, Verdict
+from cvm.host.adversary.lab import BootReport
+from cvm.host.adversary.threat import MODES, Attack, Mechanism, Observed, Verdict
 from cvm.scenarios.boot_lab import BootLab
 
 Labs = Callable[[Mode], BootLab]
@@ -164,3 +167,53 @@ def test_secure_boot_off_hands_over_an_empty_varstore(labs: Labs) -> None:
     before = path.read_bytes()
     _perform(lab, "secure-boot-off")
     assert path.read_bytes() == Varstore.empty_4m().to_bytes() != before
+
+
+# -- reading the refusal: each of the words a mechanism is told by, alone ---------------------
+@pytest.mark.parametrize(("stage", "error", "mechanism"), [
+    ("initramfs", "unseal: TPM_RC_INTEGRITY", Mechanism.TPM_OBJECT),
+    ("kernel", "unseal failed: TPM_RC_POLICY_FAIL (session 1)", Mechanism.PCR_POLICY),
+    ("initramfs", "the PCRs differ", Mechanism.PCR_POLICY),
+    ("kernel", "the PCRs differ", None),
+    ("initramfs", "no such device", None),
+    ("svsm", "a rollback of the state", Mechanism.ROLLBACK_COUNTER),
+    ("svsm", "an old copy of the state", Mechanism.ROLLBACK_COUNTER),
+    ("svsm", "the sealed blob does not authenticate", Mechanism.STATE_SEALING),
+    ("svsm", "the state file is short", Mechanism.STATE_SEALING),
+    ("svsm", "no report from the PSP", Mechanism.ATTESTATION),
+    ("svsm", "the measurement differs", Mechanism.ATTESTATION),
+    ("svsm", "out of memory", None),
+    ("kernel", "a rollback of the state", None),
+    ("kernel", "the measurement differs", None),
+    ("initramfs", "LUKS2 header checksum mismatch", Mechanism.LUKS2_HEADER),
+    ("initramfs", "keyslot 0 digest does not match", Mechanism.LUKS2_HEADER),
+    ("initramfs", "the digest is short", None),
+    ("initramfs", "keyslot 0 is missing", None),
+    ("firmware", "refused (hash in dbx)", Mechanism.DBX),
+    ("firmware", "refused (SBAT generation 2 < 3)", Mechanism.SBAT),
+    ("firmware", "shim refused grub", Mechanism.SHIM),
+    ("firmware", "firmware refused BOOTX64.EFI", Mechanism.SECURE_BOOT),
+    ("firmware", "out of memory", None),
+    ("shim", "hash in dbx", None),
+    ("grub", "sbat", None),
+    ("grub", "shim refused grub", None),
+    ("kernel", "firmware refused BOOTX64.EFI", None),
+])
+def test_each_word_a_refusal_is_read_by(stage: str, error: str,
+                                        mechanism: Mechanism | None) -> None:
+    report = BootReport(False, False, False, stage, error)
+    assert mechanism_of_refusal(report) is mechanism
+    observed = judge_boot(report)
+    if mechanism is None:
+        assert observed == Observed(Verdict.BLOCKED, f"unexplained outcome: {stage}: {error}")
+    else:
+        assert observed == Observed(Verdict.BLOCKED, f"{stage}: {error}", mechanism)
+
+
+def test_judge_boot_without_an_error_or_a_stage() -> None:
+    assert judge_boot(BootReport(True, True, False)) == Observed(
+        Verdict.SUCCEEDED, "unexplained outcome: boot")
+    assert judge_boot(BootReport(True, False, True, "initramfs")) == Observed(
+        Verdict.SUCCEEDED, "unexplained outcome: initramfs")
+    assert judge_boot(BootReport(False, True, True, "", "")) == Observed(
+        Verdict.SUCCEEDED, "booted and opened the encrypted root")
