@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
+from cvm.errors import IntegrityError, WrongKeyError
 from cvm.host.adversary.lab import Lab
 from cvm.host.adversary.threat import (
     Family,
     Mechanism,
     Observed,
+    Verdict,
     blocked,
     by,
     declare,
@@ -60,11 +62,27 @@ def forge_report(lab: Lab) -> Observed:
     return blocked(Mechanism.ATTESTATION, f"refused: {', '.join(release.claims)}")
 
 
+AUTHENTICATION_ERRORS = tuple(f"{error.__name__}: " for error in (IntegrityError, WrongKeyError))
+
+
+def refused_by_channel(outcome: str, delivered: bool, detail: str) -> Observed:
+    """The guest's refusal of a message the host forged or replayed: the VMPCK's doing only
+    when the host's message reached the guest and the guest's channel found it not authentic;
+    a refusal for anything else (no such message delivered, the PSP's error) names no
+    mechanism, so it matches no expectation."""
+    if delivered and outcome.startswith(AUTHENTICATION_ERRORS):
+        return blocked(Mechanism.VMPCK, detail)
+    if not delivered:
+        return Observed(Verdict.BLOCKED, f"the host's message never reached the guest: {detail}")
+    return Observed(Verdict.BLOCKED, f"refused, but not as inauthentic: {detail}")
+
+
 def tamper_guest_message(lab: Lab) -> Observed:
     relay = _relay(lab)
     if not lab.mode.snp or relay is None:
         return not_applicable(NOT_SNP)
     original = relay.forward
+    tampered: list[bytes] = []
 
     def forward(handle: int, request: bytes) -> tuple[int, bytes | None]:
         status, response = original(handle, request)
@@ -72,13 +90,14 @@ def tamper_guest_message(lab: Lab) -> Observed:
             return status, response
         flipped = bytearray(response)
         flipped[0x60] ^= 1  # first byte of the encrypted payload
-        return status, bytes(flipped)
+        tampered.append(bytes(flipped))
+        return status, tampered[-1]
 
     relay.forward = forward  # type: ignore[method-assign]
     outcome = lab.guest_request_report()
     if outcome == "ok":
         return succeeded("the guest accepted the tampered response")
-    return blocked(Mechanism.VMPCK, outcome)
+    return refused_by_channel(outcome, bool(tampered), outcome)
 
 
 def replay_guest_message(lab: Lab) -> Observed:
@@ -92,9 +111,11 @@ def replay_guest_message(lab: Lab) -> Observed:
     handle = next(iter(relay.handles.values()))
     status, _ = relay.forward(handle, old_request)
     original = relay.forward
+    replayed: list[bytes] = []
 
     def forward(handle: int, request: bytes) -> tuple[int, bytes | None]:
         original(handle, request)
+        replayed.append(request)
         return 0, old_response
 
     relay.forward = forward  # type: ignore[method-assign]
@@ -102,7 +123,7 @@ def replay_guest_message(lab: Lab) -> Observed:
     if outcome == "ok":
         return succeeded("the guest accepted an old response")
     psp = f"the PSP answered the replayed request with status {status:#x}"
-    return blocked(Mechanism.VMPCK, f"{psp}; the guest: {outcome}")
+    return refused_by_channel(outcome, bool(replayed), f"{psp}; the guest: {outcome}")
 
 
 # -- the declarations: the expected outcome in plain, sev, sev-es and sev-snp -------------------
