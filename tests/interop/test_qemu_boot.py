@@ -62,6 +62,7 @@ INIT = """#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t securityfs securityfs /sys/kernel/security
+echo 1 > /proc/sys/kernel/printk  # no kernel message inside the base64 on the shared console
 echo CVM-EVENTLOG-BEGIN
 base64 /sys/kernel/security/tpm0/binary_bios_measurements
 echo CVM-EVENTLOG-END
