@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from cvm.cli.demo import _print_matrix
 from cvm.cli.main import execute
+from cvm.host.adversary.catalog import ATTACKS
+from cvm.host.adversary.threat import MODES, Observed, Verdict
+from cvm.scenarios.attack_matrix import Result
 
 
 def test_demo_runs_and_every_outcome_matches(
@@ -22,7 +29,7 @@ def test_demo_runs_and_every_outcome_matches(
     assert re.search(r"canary scan of everything the host can read \(\d+ MiB.*\): clean", out)
     table = capsys_out.split("observed outcome", 1)[1]
     for name in ("inject-masked-interrupt", "replay-registers", "read-registers"):
-        assert re.search(rf"│ {name} +│", table), name  # whole, on an 80-column console
+        assert re.search(rf"^{name} +\S", table, re.MULTILINE), name  # whole, at 80 columns
     held = re.search(r"HELD: the SEV-SNP VM booted, opened its root and leaked nothing; "
                      r"(\d+)/(\d+) attack", out)
     assert held is not None and held.group(1) == held.group(2) == str(6 * 4)
@@ -41,3 +48,24 @@ def test_demo_runs_and_every_outcome_matches(
 def test_demo_refuses_an_unknown_family(capsys: pytest.CaptureFixture[str]) -> None:
     assert execute(["demo", "--family", "gpu"]) == 64
     assert "--family" in capsys.readouterr().err
+
+
+def test_the_matrix_table_cuts_no_name_and_no_word_at_80_columns() -> None:
+    """Every outcome the catalogue expects, and one differing cell, on an 80-column console:
+    each attack's name whole at the start of its row, each outcome's words whole."""
+    results = [Result(attack, mode, Observed(attack.expected(mode).verdict, "as expected",
+                                             attack.expected(mode).mechanism), (), True, 0.0)
+               for attack in ATTACKS for mode in MODES]
+    results[-1] = replace(results[-1], observed=Observed(Verdict.SUCCEEDED, "differs"))
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    _print_matrix(console, results)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "…" not in out and max(map(len, out.splitlines())) <= 80
+    lines = out.splitlines()
+    for attack in ATTACKS:
+        assert any(re.match(rf"{re.escape(attack.name)} +\S", line) for line in lines), attack
+    words = set(" ".join(out.split("─")[-1].split("\n")).split())
+    for result in results:
+        for word in str(result.observed).replace("blocked by ", "").split():
+            assert word in words, (result.attack.name, word)
+    assert "(expected" in words and results[-1].attack.name in out

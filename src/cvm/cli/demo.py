@@ -19,9 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from cvm import __version__
 from cvm.errors import UsageError
@@ -154,12 +156,17 @@ def _print_matrix(console: Console, results: list[attack_matrix.Result]) -> None
         text = str(result.observed).replace("blocked by ", "")
         cell = text if result.held else f"[red]{text} (expected {result.expected})[/red]"
         rows.setdefault(result.attack.name, []).append(cell)
-    # the attack's name whole on any terminal (a log, 80 columns): the outcomes wrap instead
-    table = Table(title_justify="left",
+    # every attack name and every word of an outcome whole on an 80-column console or log: the
+    # outcomes wrap between words, in columns as wide as their longest word, with one space and
+    # no rule between columns
+    table = Table(title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True,
                   title="observed outcome (red: differs from the expectation or leaked)")
     table.add_column("attack", no_wrap=True, min_width=max(map(len, rows), default=6))
-    for mode in MODES:
-        table.add_column(mode.value)
+    for index, mode in enumerate(MODES):
+        words = [word for cells in rows.values() if index < len(cells)
+                 for word in Text.from_markup(cells[index]).plain.split()]
+        table.add_column(mode.value, min_width=max(map(len, words), default=len(mode.value)))
     for name, cells in rows.items():
         table.add_row(name, *cells)
     console.print(table)
