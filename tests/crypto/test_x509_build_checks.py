@@ -5,6 +5,8 @@ and CRLs to ``openssl``."""
 
 from __future__ import annotations
 
+import hashlib
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -144,6 +146,17 @@ def test_times_are_utctime_from_1950_through_2049_in_utc(moment: datetime,
     assert chosen.native == moment.astimezone(UTC).replace(microsecond=0)
 
 
+def test_times_are_utc_whatever_the_local_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    moment = datetime(2030, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=-7)))
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30, no daylight saving time
+    time.tzset()
+    try:
+        assert der_time(moment) == b"\x17\x0d300601190000Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 # --- names and extensions -----------------------------------------------------------------------
 
 def test_the_name_has_amds_order_and_string_types(vectors: Path) -> None:
@@ -232,6 +245,19 @@ def test_key_identifiers_of_rsa_keys_are_rfc5280_method_1(bits: int) -> None:
     public = generate_private_key(b"x509 build", "ski", bits).public_key()
     assert key_identifier(public_key_der(public)) == (
         x509.SubjectKeyIdentifier.from_public_key(public).digest)
+
+
+@pytest.mark.parametrize("parameters", [60, 200, 300])
+def test_key_identifiers_skip_an_algorithm_of_any_length(parameters: int) -> None:
+    """An AlgorithmIdentifier with long parameters (an EC key with explicit domain parameters
+    has some 300 bytes of them) in the one-byte and two-byte long forms: only the key's bits
+    are hashed."""
+    bits = bytes(range(7, 7 + 65))
+    algorithm = der_sequence(der_oid("1.2.840.10045.2.1"), der_octet_string(bytes(parameters)))
+    spki = der_sequence(algorithm, der_bit_string(bits))
+    assert key_identifier(spki) == hashlib.sha1(bits).digest()
+    parsed = core.Sequence.load(spki)
+    assert parsed.contents == algorithm + der_bit_string(bits)
 
 
 # --- whole certificates and CRLs ----------------------------------------------------------------
