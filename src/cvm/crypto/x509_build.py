@@ -60,9 +60,11 @@ def der_sequence(*items: bytes) -> bytes:
 
 
 def der_oid(dotted: str) -> bytes:
+    """X.690 8.19: the first two arcs make one subidentifier (40 X + Y, which passes 127 under
+    arc 2), each subidentifier in base 128, high bit set on all but its last byte."""
     arcs = [int(part) for part in dotted.split(".")]
-    body = bytearray([40 * arcs[0] + arcs[1]])
-    for arc in arcs[2:]:
+    body = bytearray()
+    for arc in [40 * arcs[0] + arcs[1], *arcs[2:]]:
         chunk = [arc & 0x7F]
         rest = arc >> 7
         while rest:
@@ -81,11 +83,13 @@ def der_bit_string(data: bytes, unused_bits: int = 0) -> bytes:
 
 
 def der_time(moment: datetime) -> bytes:
-    """UTCTime before 2050, GeneralizedTime after (RFC 5280 4.1.2.5)."""
+    """UTCTime from 1950 through 2049, GeneralizedTime outside (RFC 5280 4.1.2.5): a UTCTime's
+    two-digit year stands for 1950-2049 only."""
     moment = moment.astimezone(UTC)
-    if moment.year < 2050:
-        return tlv(0x17, moment.strftime("%y%m%d%H%M%SZ").encode())
-    return tlv(0x18, moment.strftime("%Y%m%d%H%M%SZ").encode())
+    seconds = moment.strftime("%m%d%H%M%SZ")
+    if 1950 <= moment.year < 2050:
+        return tlv(0x17, f"{moment.year % 100:02d}{seconds}".encode())
+    return tlv(0x18, f"{moment.year:04d}{seconds}".encode())
 
 
 @dataclass(frozen=True)

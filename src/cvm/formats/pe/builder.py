@@ -89,10 +89,13 @@ def build_pe(
     optional_size = layout.size + directories * DATA_DIRECTORY_SIZE
     table = pe_offset + len(PE_SIGNATURE) + COFF_FILE_HEADER.size + optional_size
     headers = _align(table + len(sections) * SECTION_HEADER.size, FILE_ALIGNMENT)
-    raw_offset, virtual = headers, SECTION_ALIGNMENT
-    section_headers, bodies = [], []
+    # The first section is loaded after the headers (edk2's loader refuses a section whose
+    # address is below SizeOfHeaders), each one at the next SectionAlignment boundary.
+    raw_offset, virtual = headers, _align(headers, SECTION_ALIGNMENT)
+    section_headers, bodies, addresses = [], [], []
     for section, name in zip(sections, names, strict=True):
         raw_size = _align(len(section.data), FILE_ALIGNMENT)
+        addresses.append(virtual)
         section_headers.append(SECTION_HEADER.pack({
             "name": name.ljust(8, b"\0"),
             "virtual_size": len(section.data), "virtual_address": virtual,
@@ -104,15 +107,18 @@ def build_pe(
         bodies.append(section.data.ljust(raw_size, b"\0"))
         raw_offset += raw_size
         virtual += _align(max(len(section.data), 1), SECTION_ALIGNMENT)
-    code = [s for s in sections if s.characteristics & IMAGE_SCN_CNT_CODE]
-    entry = SECTION_ALIGNMENT * (1 + sections.index(code[0])) if code else 0
+    # The entry point and BaseOfCode: the first code section's address; BaseOfData (PE32
+    # only): the first other section's.
+    is_code = [bool(s.characteristics & IMAGE_SCN_CNT_CODE) for s in sections]
+    code = [a for a, c in zip(addresses, is_code, strict=True) if c]
+    data = [a for a, c in zip(addresses, is_code, strict=True) if not c]
+    entry = code[0] if code else 0
     fields: dict[str, int | bytes] = {
         "magic": PE32_MAGIC if pe32 else PE32_PLUS_MAGIC,
         "major_linker_version": 2, "minor_linker_version": 40,
-        "size_of_code": sum(len(b) for s, b in zip(sections, bodies, strict=True)
-                            if s.characteristics & IMAGE_SCN_CNT_CODE),
-        "size_of_initialized_data": sum(len(b) for s, b in zip(sections, bodies, strict=True)
-                                        if not s.characteristics & IMAGE_SCN_CNT_CODE),
+        "size_of_code": sum(len(b) for b, c in zip(bodies, is_code, strict=True) if c),
+        "size_of_initialized_data": sum(len(b) for b, c in zip(bodies, is_code, strict=True)
+                                        if not c),
         "size_of_uninitialized_data": 0, "address_of_entry_point": entry,
         "base_of_code": entry, "image_base": 0, "section_alignment": SECTION_ALIGNMENT,
         "file_alignment": FILE_ALIGNMENT, "major_operating_system_version": 0,
@@ -124,7 +130,7 @@ def build_pe(
         "size_of_heap_commit": 0, "loader_flags": 0, "number_of_rva_and_sizes": directories,
     }
     if pe32:
-        fields["base_of_data"] = 0
+        fields["base_of_data"] = data[0] if data else 0
     optional = layout.pack(fields)
     coff = COFF_FILE_HEADER.pack({
         "machine": IMAGE_FILE_MACHINE_I386 if pe32 else IMAGE_FILE_MACHINE_AMD64,
