@@ -15,7 +15,7 @@ from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "luks2"
-HEADERS = ("cryptsetup-mixed", "cvm-flags")
+HEADERS = ("cryptsetup-mixed", "cryptsetup-token", "cvm-flags")
 IMAGE_SIZE = 17 << 20  # cryptsetup wants the 16 MiB its header names, and more
 
 
@@ -65,6 +65,9 @@ def test_the_vectors_hold_what_they_are_kept_for(tmp_path: Path) -> None:
     assert list(mixed.keyslots) == [1, 0, 7] and list(mixed.tokens) == [5, 2]
     assert [mixed.keyslots[n].priority for n in (0, 1, 7)] == [None, 2, 0]
     assert mixed.digests[1].segments == () and mixed.digests[1].keyslots == (7,)
+    token = _volume(header_image("cryptsetup-token", tmp_path)).tokens[0]
+    assert token["näme"] == "grüß / été ☃ \N{GRINNING FACE}"
+    assert token["nested"] == [[1, {"a": [], "b": {}}], [], {"c": [[]]}]
     flags = _volume(header_image("cvm-flags", tmp_path))
     assert flags.metadata.config.flags == ("allow-discards", "no-read-workqueue")
     assert flags.segment.flags == ("cvm-one", "cvm-two") and flags.segment.size == 1 << 19

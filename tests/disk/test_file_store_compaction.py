@@ -67,10 +67,10 @@ def test_free_runs_are_the_gaps_between_files_and_the_ends() -> None:
 
 def test_a_file_moves_to_either_end_of_each_run_that_holds_it() -> None:
     # files of 1 and 2 blocks at 4 and 7; runs (2, 2), (5, 2), (9, 1)
-    assert moves_from([4, 7], [1, 2], [(2, 2), (5, 2), (9, 1)]) == [
+    assert moves_from([1, 2], [(2, 2), (5, 2), (9, 1)]) == [
         Move(0, 2), Move(0, 3), Move(0, 5), Move(0, 6), Move(0, 9),
         Move(1, 2), Move(1, 5)]
-    assert moves_from([4], [3], [(2, 2)]) == []
+    assert moves_from([3], [(2, 2)]) == []
 
 
 def test_no_moves_when_a_run_holds_the_blocks_already() -> None:

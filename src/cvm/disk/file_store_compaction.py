@@ -68,8 +68,7 @@ def largest(runs: Sequence[Extent]) -> int:
     return max((size for _, size in runs), default=0)
 
 
-def moves_from(places: Sequence[int], sizes: Sequence[int], runs: Sequence[Extent]
-               ) -> list[Move]:
+def moves_from(sizes: Sequence[int], runs: Sequence[Extent]) -> list[Move]:
     """Every move the layout allows: each file to either end of each free run that holds it."""
     moves = []
     for index, size in enumerate(sizes):
@@ -98,7 +97,7 @@ def plan_moves(places: Sequence[int], sizes: Sequence[int], first: int, end: int
     seen = {start}
     while frontier:
         _, _, _, layout, path = heapq.heappop(frontier)
-        for move in moves_from(layout, sizes, free_runs(layout, sizes, first, end)):
+        for move in moves_from(sizes, free_runs(layout, sizes, first, end)):
             after = (*layout[: move.index], move.first_block, *layout[move.index + 1 :])
             if after in seen:
                 continue
