@@ -443,9 +443,9 @@ def test_free_blocks_in_runs_smaller_than_the_file_are_joined_by_moving_a_file()
     store.remove("/b")
     assert store.free() == [(2, 1), (5, 2)]  # three blocks free, in runs of one and two
     generation = store.generation
-    store.write("/e", bytes([5]) * (2 * BLOCK_SIZE + 1))  # /a to block 2: 5-7 free
+    store.write("/e", bytes([5]) * (2 * BLOCK_SIZE + 1))  # /d to block 2: 4-6 free
     assert [(e.name, e.first_block) for e in store.entries] == [
-        ("/a", 2), ("/c", 3), ("/d", 4), ("/e", 5)]
+        ("/a", 7), ("/c", 3), ("/d", 2), ("/e", 4)]
     assert store.generation == generation + 2  # the move's commit, then the write's
     reopened = FileStore.open(device)
     assert {n: reopened.read(n) for n in reopened.names()} == {

@@ -189,7 +189,7 @@ def _scattered() -> tuple[bytearray, dict[str, bytes]]:
 
 
 def test_a_write_that_compacts(crashing_storage: Any, crash_type: Any) -> None:
-    """Writes: /c copied to 8, its commit; /e copied to 9, its commit; the data to 2-7, the
+    """Writes: /c copied to 12, its commit; /e copied to 8, its commit; the data to 2-7, the
     commit. A cut anywhere leaves every file whole, moved or not."""
     base, files = _scattered()
     data = bytes([9]) * (6 * BLOCK_SIZE)
@@ -199,11 +199,24 @@ def test_a_write_that_compacts(crashing_storage: Any, crash_type: Any) -> None:
 
 def test_a_rewrite_that_moves_the_file_it_rewrites(crashing_storage: Any,
                                                    crash_type: Any) -> None:
-    """Writes: /c (old data) copied to 8, its commit; /c's new data to 2-6, the commit."""
+    """Writes: /c (old data) copied to 12, its commit; /c's new data to 2-6, the commit."""
     base, files = _scattered()
     data = bytes([9]) * (5 * BLOCK_SIZE - 1)
     _check(base, crashing_storage, crash_type, lambda s: s.write("/c", data), [files] * 4,
            {**files, "/c": data})
+
+
+def test_a_write_whose_moves_only_the_search_finds(crashing_storage: Any,
+                                                  crash_type: Any) -> None:
+    """Two blocks (/a) at 3, three (/b) at 5, free 2 and 8-10. Writes: /a copied to 9-10, its
+    commit; /b copied to 2-4, its commit; four blocks of data to 5-8, the commit."""
+    from tests.disk.test_file_store_compaction import laid_out
+
+    files = {"/a": bytes([1]) * (2 * BLOCK_SIZE), "/b": bytes([2]) * (3 * BLOCK_SIZE - 9)}
+    device = laid_out(11, {"/a": (3, files["/a"]), "/b": (5, files["/b"])})
+    data = bytes([9]) * (4 * BLOCK_SIZE)
+    _check(device.data, crashing_storage, crash_type, lambda s: s.write("/new", data),
+           [files] * 6, {**files, "/new": data})
 
 
 def test_ten_thousand_rewrites_in_room_for_twice_the_file() -> None:

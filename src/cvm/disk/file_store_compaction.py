@@ -8,14 +8,22 @@ blocks no entry names, never onto its own blocks, then the header naming the new
 committed, so a power cut at any write leaves every file's data whole at its old place or at
 its new one.
 
-A move puts a file at either end of a free run that holds it (never inside one: that would
-split the rest of the run in two). The plan is searched best first: of the layouts reached so
-far, the moves from the one with the largest free run (the fewest moves among those) are tried
-next, each layout once; the first layout with a free run of ``needed`` blocks ends the search. Which
-files can be moved depends on the runs earlier moves free, and making room is bin packing
-(the files of a run's span into the other runs) in general, so the search is bounded by
-``limit`` layouts; ``Plan.exhausted`` says whether every layout those moves reach was tried
-(then no sequence of such moves makes room) or the search stopped at the bound.
+Two ways are tried, in order:
+
+1. Clearing a window (:func:`evacuation`): the files that overlap ``needed`` blocks, largest
+   first, each to the smallest free run outside them that holds it; of the windows that start
+   or end where a file or a free run does, the one that moves the fewest blocks. When no
+   window can be cleared so, the largest file that fits the lowest free run below it moves
+   to that run's start (:func:`fill_move`, which gathers the free space upwards), and the
+   windows are tried again, until no file fits a run below it.
+2. A best-first search (:func:`search_moves`) over the layouts reached by moving a file to
+   either end of a free run that holds it (never inside one: that would split the rest of
+   the run in two): of the layouts reached so far, the moves from the one with the largest
+   free run (the fewest moves among those) are tried next, each layout once. Making room is
+   bin packing in general (the files of a window into the runs outside it), so the search is
+   bounded by ``limit`` layouts; ``Plan.exhausted`` says whether every layout those moves
+   reach was tried (then no sequence of such moves makes room) or the search stopped at the
+   bound.
 
 Public API: :func:`plan_moves`, :class:`Move`, :class:`Plan`.
 """
@@ -80,17 +88,102 @@ def moves_from(sizes: Sequence[int], runs: Sequence[Extent]) -> list[Move]:
     return moves
 
 
+def clear_window(places: Sequence[int], sizes: Sequence[int], runs: Sequence[Extent],
+                 low: int, high: int) -> list[Move] | None:
+    """Moves that leave ``[low, high)`` free: the files overlapping it, largest first, each
+    to the start of the smallest free run outside it that holds it; None if one fits none."""
+    outside = []  # [start, length] of the free runs less the window, carved as files go in
+    for start, length in runs:
+        if start < low:
+            outside.append([start, min(start + length, low) - start])
+        if start + length > high:
+            after = max(start, high)
+            outside.append([after, start + length - after])
+    inside = [i for i, (place, size) in enumerate(zip(places, sizes, strict=True))
+              if place < high and place + size > low]
+    moves = []
+    for index in sorted(inside, key=lambda i: -sizes[i]):
+        fits = [run for run in outside if run[1] >= sizes[index]]
+        if not fits:
+            return None
+        run = min(fits, key=lambda r: r[1])
+        moves.append(Move(index, run[0]))
+        run[0] += sizes[index]
+        run[1] -= sizes[index]
+    return moves
+
+
+def evacuation(places: Sequence[int], sizes: Sequence[int], first: int, end: int,
+               needed: int) -> list[Move] | None:
+    """The moves that clear a window of ``needed`` blocks in ``[first, end)`` (see the
+    module docstring), moving the fewest blocks; None if no window can be cleared."""
+    runs = free_runs(places, sizes, first, end)
+    edges = [*(start for start, _ in runs), *places]
+    edges += [stop - needed for stop in (*(s + n for s, n in runs),
+                                         *(p + c for p, c in zip(places, sizes, strict=True)))]
+    best: list[Move] | None = None
+    cost = 0
+    for low in sorted(set(edges)):
+        if low < first or low + needed > end:
+            continue
+        moves = clear_window(places, sizes, runs, low, low + needed)
+        if moves is None:
+            continue
+        moved = sum(sizes[move.index] for move in moves)
+        if best is None or moved < cost:
+            best, cost = moves, moved
+    return best
+
+
+def fill_move(places: Sequence[int], sizes: Sequence[int], runs: Sequence[Extent]
+              ) -> Move | None:
+    """The largest file (the highest of equals) that fits the lowest free run below it, to
+    that run's start; None if no file fits a free run below it."""
+    for start, length in runs:
+        above = [i for i, (place, size) in enumerate(zip(places, sizes, strict=True))
+                 if place > start and size <= length]
+        if above:
+            index = max(above, key=lambda i: (sizes[i], places[i]))
+            return Move(index, start)
+    return None
+
+
+def gather_and_clear(places: Sequence[int], sizes: Sequence[int], first: int, end: int,
+                     needed: int) -> tuple[Move, ...] | None:
+    """Way 1 of the module docstring: fill moves until a window can be cleared."""
+    layout = list(places)
+    moves: list[Move] = []
+    while True:
+        cleared = evacuation(layout, sizes, first, end, needed)
+        if cleared is not None:
+            return (*moves, *cleared)
+        move = fill_move(layout, sizes, free_runs(layout, sizes, first, end))
+        if move is None:
+            return None
+        layout[move.index] = move.first_block
+        moves.append(move)
+
+
 def plan_moves(places: Sequence[int], sizes: Sequence[int], first: int, end: int,
                needed: int, limit: int = SEARCH_LIMIT_LAYOUTS) -> Plan:
     """The moves after which the files (entry ``i`` at block ``places[i]``, ``sizes[i]``
-    blocks) leave a free run of ``needed`` blocks in ``[first, end)``, trying at most
-    ``limit`` layouts; no moves if there is such a run already."""
-    start = tuple(places)
-    runs = free_runs(start, sizes, first, end)
+    blocks) leave a free run of ``needed`` blocks in ``[first, end)``; no moves if there is
+    such a run already, the search trying at most ``limit`` layouts."""
+    runs = free_runs(places, sizes, first, end)
     if largest(runs) >= needed:
         return Plan((), exhausted=False)
     if sum(size for _, size in runs) < needed:  # no move changes the free total
         return Plan(None, exhausted=True)
+    gathered = gather_and_clear(places, sizes, first, end, needed)
+    if gathered is not None:
+        return Plan(gathered, exhausted=False)
+    return search_moves(places, sizes, first, end, needed, limit)
+
+
+def search_moves(places: Sequence[int], sizes: Sequence[int], first: int, end: int,
+                 needed: int, limit: int = SEARCH_LIMIT_LAYOUTS) -> Plan:
+    """Way 2 of the module docstring, from a layout without the run."""
+    start = tuple(places)
     order = count()
     frontier: list[tuple[int, int, int, tuple[int, ...], tuple[Move, ...]]] = [
         (0, 0, next(order), start, ())]
