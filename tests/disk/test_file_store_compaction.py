@@ -102,6 +102,15 @@ def test_the_window_moving_the_fewest_blocks_is_taken() -> None:
 
 
 
+def test_a_window_may_end_where_a_run_or_a_file_ends() -> None:
+    # two blocks at 5, free 2-4 and 7: only the window 4-7 (ending where the last run ends)
+    # leaves a run outside for the file (2-3)
+    assert evacuation([5], [2], 2, 8, 4) == [Move(0, 2)]
+    # one block at 7, two at 5, free 2-4 and 8: the windows 4-7 (ending where the one-block
+    # file ends) and 5-8 both move three blocks; the lower is taken
+    assert evacuation([7, 5], [1, 2], 2, 9, 4) == [Move(1, 2), Move(0, 8)]
+
+
 def test_a_window_s_files_go_largest_first_to_the_smallest_run_that_holds_each() -> None:
     # two blocks at 2, one at 4, two at 5; free 7-9 and 14-15 (a wall of four at 10-13)
     places, sizes, runs = [2, 4, 5, 10], [2, 1, 2, 4], [(7, 3), (14, 2)]
@@ -132,8 +141,9 @@ def test_a_fill_move_takes_the_largest_file_above_the_lowest_run_it_fits() -> No
 def test_fill_moves_gather_free_space_until_a_window_can_be_cleared() -> None:
     places, sizes = [3, 6, 8], [2, 2, 1]  # runs (2, 1), (5, 1), (9, 1); three wanted
     assert evacuation(places, sizes, 2, 10, 3) is None
-    plan = plan_moves(places, sizes, 2, 10, 3)
-    assert plan == Plan((Move(2, 2), Move(0, 8)), exhausted=False)
+    assert gather_and_clear(places, sizes, 2, 10, 3) == (Move(2, 2), Move(0, 8))
+    assert plan_moves(places, sizes, 2, 10, 3) == Plan((Move(2, 2), Move(0, 8)),
+                                                       exhausted=False)
 
 
 def test_the_search_finds_what_gathering_cannot() -> None:
@@ -159,6 +169,14 @@ def test_the_search_stops_at_its_limit() -> None:
     assert plan_moves(places, sizes, 2, 11, 4, limit - 1) == Plan(None, exhausted=False)
     assert limit == 7  # the plan's layout is the seventh the search reaches, the start counted
     assert SEARCH_LIMIT_LAYOUTS == 20_000
+
+
+def test_the_search_goes_on_from_the_layout_with_the_largest_run() -> None:
+    # one block at 5 and 4, free 2-3 and 6-7, four wanted: the tenth layout (the start
+    # counted) is the plan; taking the smallest run first would need thirteen
+    assert search_moves([5, 4], [1, 1], 2, 8, 4, 10) == Plan((Move(0, 2), Move(1, 3)),
+                                                             exhausted=False)
+    assert search_moves([5, 4], [1, 1], 2, 8, 4, 9) == Plan(None, exhausted=False)
 
 
 LAYOUT = st.integers(3, 11).flatmap(lambda end: st.tuples(

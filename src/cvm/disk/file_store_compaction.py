@@ -116,23 +116,15 @@ def clear_window(places: Sequence[int], sizes: Sequence[int], runs: Sequence[Ext
 def evacuation(places: Sequence[int], sizes: Sequence[int], first: int, end: int,
                needed: int) -> list[Move] | None:
     """The moves that clear a window of ``needed`` blocks in ``[first, end)`` (see the
-    module docstring), moving the fewest blocks; None if no window can be cleared."""
+    module docstring), moving the fewest blocks (the lowest such window); no moves if a free
+    run holds them already; None if no window can be cleared."""
     runs = free_runs(places, sizes, first, end)
     edges = [*(start for start, _ in runs), *places]
     edges += [stop - needed for stop in (*(s + n for s, n in runs),
                                          *(p + c for p, c in zip(places, sizes, strict=True)))]
-    best: list[Move] | None = None
-    cost = 0
-    for low in sorted(set(edges)):
-        if low < first or low + needed > end:
-            continue
-        moves = clear_window(places, sizes, runs, low, low + needed)
-        if moves is None:
-            continue
-        moved = sum(sizes[move.index] for move in moves)
-        if best is None or moved < cost:
-            best, cost = moves, moved
-    return best
+    cleared = [moves for low in sorted(set(edges)) if first <= low <= end - needed
+               if (moves := clear_window(places, sizes, runs, low, low + needed)) is not None]
+    return min(cleared, key=lambda moves: sum(sizes[m.index] for m in moves), default=None)
 
 
 def fill_move(places: Sequence[int], sizes: Sequence[int], runs: Sequence[Extent]
@@ -169,11 +161,8 @@ def plan_moves(places: Sequence[int], sizes: Sequence[int], first: int, end: int
     """The moves after which the files (entry ``i`` at block ``places[i]``, ``sizes[i]``
     blocks) leave a free run of ``needed`` blocks in ``[first, end)``; no moves if there is
     such a run already, the search trying at most ``limit`` layouts."""
-    runs = free_runs(places, sizes, first, end)
-    if largest(runs) >= needed:
-        return Plan((), exhausted=False)
-    if sum(size for _, size in runs) < needed:  # no move changes the free total
-        return Plan(None, exhausted=True)
+    if sum(size for _, size in free_runs(places, sizes, first, end)) < needed:
+        return Plan(None, exhausted=True)  # no move changes the free total
     gathered = gather_and_clear(places, sizes, first, end, needed)
     if gathered is not None:
         return Plan(gathered, exhausted=False)
