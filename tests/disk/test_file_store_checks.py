@@ -425,7 +425,8 @@ def test_a_write_without_room_is_refused_and_changes_nothing() -> None:
     before = bytes(device.data)
     with pytest.raises(StateError) as refused:
         store.write("/big", bytes(BLOCK_SIZE + 1))
-    assert str(refused.value) == f"file store: no room for {BLOCK_SIZE + 1} bytes of /big"
+    assert str(refused.value) == (f"file store: no room for {BLOCK_SIZE + 1} bytes of /big "
+                                  "(2 blocks, 1 free)")
     with pytest.raises(StateError):  # a rewrite needs room while the old blocks are named
         store.write("/srv/data/log", bytes(BLOCK_SIZE + 1))
     assert bytes(device.data) == before
@@ -434,17 +435,21 @@ def test_a_write_without_room_is_refused_and_changes_nothing() -> None:
     assert store.free() == [(2, 2)]
 
 
-def test_free_blocks_in_runs_smaller_than_the_file_refuse_it() -> None:
+def test_free_blocks_in_runs_smaller_than_the_file_are_joined_by_moving_a_file() -> None:
     device = MemoryDevice(8 * BLOCK_SIZE)  # data blocks 2-7
     store = FileStore.format(device)
     for name in ("/a", "/b", "/c", "/d"):
         store.write(name, name.encode())  # /a in 7, then 2, 3, 4
     store.remove("/b")
     assert store.free() == [(2, 1), (5, 2)]  # three blocks free, in runs of one and two
-    before = bytes(device.data)
-    with pytest.raises(StateError, match=f"^file store: no room for {2 * BLOCK_SIZE + 1} "):
-        store.write("/e", bytes(2 * BLOCK_SIZE + 1))
-    assert bytes(device.data) == before
+    generation = store.generation
+    store.write("/e", bytes([5]) * (2 * BLOCK_SIZE + 1))  # /d to block 2: 4-6 free
+    assert [(e.name, e.first_block) for e in store.entries] == [
+        ("/a", 7), ("/c", 3), ("/d", 2), ("/e", 4)]
+    assert store.generation == generation + 2  # the move's commit, then the write's
+    reopened = FileStore.open(device)
+    assert {n: reopened.read(n) for n in reopened.names()} == {
+        "/a": b"/a", "/c": b"/c", "/d": b"/d", "/e": bytes([5]) * (2 * BLOCK_SIZE + 1)}
 
 
 def test_when_every_entry_is_taken_a_new_file_is_refused_but_a_rewrite_is_not() -> None:

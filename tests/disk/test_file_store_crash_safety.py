@@ -44,12 +44,19 @@ def _copy(device: Any) -> MemoryDevice:
 
 def _sound(device: Any, state: State) -> None:
     """The store opens as ``state``, its free space is what its entries leave, and it takes
-    one more write without touching the other files."""
+    one more write without touching the other files (refuses it, changing nothing, if it is
+    full)."""
     assert state is not None
     device = _copy(device)
     store = FileStore.open(device)
     used = sum(entry.capacity for entry in store.entries)
     assert sum(count for _, count in store.free()) == store.blocks - FIRST_DATA_BLOCK - used
+    if not store.free():  # full: a further write is refused and changes nothing
+        before = bytes(device.data)
+        with pytest.raises(StateError, match="no room"):
+            store.write("/after-the-crash", b"written after")
+        assert bytes(device.data) == before and _state(device) == state
+        return
     store.write("/after-the-crash", b"written after")
     again = FileStore.open(device)
     assert again.read("/after-the-crash") == b"written after"
@@ -166,6 +173,52 @@ def test_rename_over_another_file(crashing_storage: Any, crash_type: Any) -> Non
            lambda s: s.rename("/srv/data/log", "/srv/data/db"), [OLD], replaced)
 
 
+def _scattered() -> tuple[bytearray, dict[str, bytes]]:
+    """Twelve data blocks, five one-block files at 4, 7, 10, 11 and 13; free 2-3, 5-6, 8-9
+    and 12: seven blocks free, in runs of at most two."""
+    device = MemoryDevice(14 * BLOCK_SIZE)
+    store = FileStore.format(device)
+    for name, blocks in (("/a", 1), ("/b", 2), ("/c", 1), ("/d", 2), ("/e", 1), ("/f", 2),
+                         ("/g", 1), ("/h", 1)):
+        store.write(name, name.encode() * (blocks * BLOCK_SIZE // 2 - 3))
+    for name in ("/b", "/d", "/f"):
+        store.remove(name)
+    assert [e.first_block for e in store.entries] == [13, 4, 7, 10, 11]
+    assert store.free() == [(2, 2), (5, 2), (8, 2), (12, 1)]
+    return device.data, {name: store.read(name) for name in store.names()}
+
+
+def test_a_write_that_compacts(crashing_storage: Any, crash_type: Any) -> None:
+    """Writes: /c copied to 12, its commit; /e copied to 8, its commit; the data to 2-7, the
+    commit. A cut anywhere leaves every file whole, moved or not."""
+    base, files = _scattered()
+    data = bytes([9]) * (6 * BLOCK_SIZE)
+    _check(base, crashing_storage, crash_type, lambda s: s.write("/new", data), [files] * 6,
+           {**files, "/new": data})
+
+
+def test_a_rewrite_that_moves_the_file_it_rewrites(crashing_storage: Any,
+                                                   crash_type: Any) -> None:
+    """Writes: /c (old data) copied to 12, its commit; /c's new data to 2-6, the commit."""
+    base, files = _scattered()
+    data = bytes([9]) * (5 * BLOCK_SIZE - 1)
+    _check(base, crashing_storage, crash_type, lambda s: s.write("/c", data), [files] * 4,
+           {**files, "/c": data})
+
+
+def test_a_write_whose_moves_only_the_search_finds(crashing_storage: Any,
+                                                  crash_type: Any) -> None:
+    """Two blocks (/a) at 3, three (/b) at 5, free 2 and 8-10. Writes: /a copied to 9-10, its
+    commit; /b copied to 2-4, its commit; four blocks of data to 5-8, the commit."""
+    from tests.disk.test_file_store_compaction import laid_out
+
+    files = {"/a": bytes([1]) * (2 * BLOCK_SIZE), "/b": bytes([2]) * (3 * BLOCK_SIZE - 9)}
+    device = laid_out(11, {"/a": (3, files["/a"]), "/b": (5, files["/b"])})
+    data = bytes([9]) * (4 * BLOCK_SIZE)
+    _check(device.data, crashing_storage, crash_type, lambda s: s.write("/new", data),
+           [files] * 6, {**files, "/new": data})
+
+
 def test_ten_thousand_rewrites_in_room_for_twice_the_file() -> None:
     """Blocks a rewrite leaves are reused: room for two copies of the file is enough."""
     device = MemoryDevice((FIRST_DATA_BLOCK + 2 * 4) * BLOCK_SIZE)  # 8 blocks, 2 files' worth
@@ -183,7 +236,8 @@ def test_ten_thousand_rewrites_in_room_for_twice_the_file() -> None:
 
 def test_a_full_store_refuses_a_write_and_keeps_the_previous_content() -> None:
     """Six data blocks: the log takes three, the hostname one; two are free. Rewriting the
-    log needs three more while its old three are named: refused, nothing written."""
+    log needs three more while its old three are named: refused, nothing written, before
+    any move (too few blocks are free)."""
     device = MemoryDevice((FIRST_DATA_BLOCK + 6) * BLOCK_SIZE)
     store = FileStore.format(device)
     files = {"/srv/data/log": bytes([1]) * (3 * BLOCK_SIZE), "/etc/hostname": b"cvm\n"}
@@ -207,15 +261,38 @@ OPERATION = st.tuples(st.sampled_from(("write", "remove", "rename")), st.integer
 @given(st.lists(OPERATION, max_size=12), st.integers(0, 30), st.sampled_from(TORN))
 def test_any_sequence_cut_at_any_write_leaves_the_state_before_or_after_its_operation(
         operations: list[tuple[str, int, int, int]], crash_at: int, torn: float) -> None:
-    from tests.disk.conftest import CrashError, CrashingStorage
-
     base = MemoryDevice((FIRST_DATA_BLOCK + 12) * BLOCK_SIZE)
     FileStore.format(base)
-    device = CrashingStorage(base.data, crash_at, torn)
+    _cut_sequence(base.data, {}, operations, crash_at, torn)
+
+
+SCATTERED_OPERATION = st.tuples(
+    st.sampled_from(("write", "write", "remove", "rename")), st.integers(0, 5),
+    st.integers(0, 5), st.sampled_from((1, BLOCK_SIZE + 1, 2 * BLOCK_SIZE + 1,
+                                        5 * BLOCK_SIZE)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(SCATTERED_OPERATION, max_size=8), st.integers(0, 30), st.sampled_from(TORN))
+def test_any_sequence_from_scattered_free_space_cut_at_any_write_moves_included(
+        operations: list[tuple[str, int, int, int]], crash_at: int, torn: float) -> None:
+    """From :func:`_scattered` (names /a, /c, /e, /g, /h among /a to /f): writes of three or
+    more blocks must move files first; a cut in a move leaves the state before the write."""
+    base, files = _scattered()
+    _cut_sequence(base, files, operations, crash_at, torn, names="abcdef")
+
+
+def _cut_sequence(base: bytearray, files: dict[str, bytes],
+                  operations: list[tuple[str, int, int, int]], crash_at: int, torn: float,
+                  names: str = "0123") -> None:
+    from tests.disk.conftest import CrashError, CrashingStorage
+
+    device = CrashingStorage(base, crash_at, torn)
     store = FileStore.open(device)
-    model: dict[str, bytes] = {}
+    model = dict(files)
     for kind, one, other, size in operations:
-        name, new_name, data = f"/f{one}", f"/f{other}", bytes([one + 1]) * size
+        name, new_name = f"/{names[one % len(names)]}", f"/{names[other % len(names)]}"
+        data = bytes([one + 1]) * size
         after = dict(model)
         if kind == "write":
             after[name] = data

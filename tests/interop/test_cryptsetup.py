@@ -11,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.disk.test_dump import HEADERS, VECTORS, header_image
 
 from cvm.crypto.xts import decrypt_one_sector
-from cvm.disk.dump import dump_text
+from cvm.disk.conversion import encrypt_image
+from cvm.disk.dump import dump_json, dump_text
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
@@ -178,3 +180,79 @@ def test_cvm_encrypts_cryptsetup_decrypts(tmp_path: Path, cryptsetup: Callable[.
                "--header", str(header),
                "--key-file", str(pw), str(target))
     assert target.read_bytes() == data
+
+
+def _mixed_header(image: Path, pw: Path, pw2: Path,
+                  run: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """The recipe of ``tests/vectors/luks2/cryptsetup-mixed`` (its PROVENANCE.md), fresh."""
+    image.write_bytes(b"")
+    os.truncate(image, 20 << 20)
+    pbkdf2 = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]
+    run("luksFormat", "--batch-mode", "--type", "luks2", *pbkdf2, "--sector-size", "512",
+        "--key-file", str(pw), str(image))
+    run("luksAddKey", "--batch-mode", *pbkdf2, "--key-file", str(pw), str(image), str(pw2))
+    run("luksKillSlot", "--batch-mode", str(image), "0")
+    run("luksAddKey", "--batch-mode", *COSTS["argon2i"], "--key-file", str(pw2),
+        "--key-slot", "0", str(image), str(pw))
+    run("luksAddKey", "--batch-mode", "--unbound", "--key-size", "256", *COSTS["argon2id"],
+        "--key-slot", "7", str(image), str(pw2))
+    run("config", "--priority", "prefer", "--key-slot", "1", str(image))
+    run("config", "--priority", "ignore", "--key-slot", "7", str(image))
+    run("config", "--subsystem", "sub-test", str(image))
+    for token_id, token in (("5", {"type": "cvm-x", "keyslots": ["1", "0"]}),
+                            ("2", {"type": "cvm-y", "keyslots": []})):
+        (image.parent / "token.json").write_text(json.dumps(token))
+        run("token", "import", "--json-file", str(image.parent / "token.json"),
+            "--token-id", token_id, str(image))
+
+
+def test_dump_of_a_fresh_cryptsetup_header_is_cryptsetup_s(
+        tmp_path: Path, cryptsetup: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """Keyslots and tokens out of numeric order, priorities, an unbound keyslot, Argon2i and
+    Argon2id, a subsystem without label: ``cvm luks dump`` prints what luksDump prints."""
+    pw, _ = _files(tmp_path)
+    image = tmp_path / "mixed.img"
+    _mixed_header(image, pw, tmp_path / "pass2", cryptsetup)
+    with FileStorage(image, read_only=True) as storage:
+        volume = Luks2Volume.open(storage)
+    assert dump_text(volume) + "\n" == cryptsetup("luksDump", str(image)).stdout
+    theirs = cryptsetup("luksDump", "--dump-json-metadata", str(image)).stdout
+    assert dump_json(volume) == theirs
+    assert dump_json(volume, compact=True) == json.dumps(json.loads(theirs),
+                                                         separators=(",", ":"))
+
+
+@pytest.mark.parametrize("name", HEADERS)
+def test_the_recorded_dumps_are_what_cryptsetup_prints(
+        tmp_path: Path, cryptsetup: Callable[..., subprocess.CompletedProcess[str]],
+        name: str) -> None:
+    """The vectors ``tests/disk/test_dump.py`` compares cvm with are still cryptsetup's word."""
+    image = header_image(name, tmp_path)
+    assert cryptsetup("luksDump", str(image)).stdout == (
+        VECTORS / f"{name}.luksdump.txt").read_text()
+    assert cryptsetup("luksDump", "--dump-json-metadata", str(image)).stdout == (
+        VECTORS / f"{name}.json").read_text()
+
+
+def test_cryptsetup_reads_what_encrypt_image_wrote(
+        tmp_path: Path, cryptsetup: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """``encrypt_image``'s label, sector size, volume key and passphrase, as cryptsetup sees
+    them; its data segment, decrypted with the key cryptsetup dumps, is the plaintext."""
+    pw, _ = _files(tmp_path)
+    plain, image = tmp_path / "plain.bin", tmp_path / "enc.img"
+    data = os.urandom(3 * 4096 + 10)
+    plain.write_bytes(data)
+    volume_key = os.urandom(64)
+    encrypt_image(plain, image, pw.read_bytes(), SPECS["pbkdf2"], sector_size=512,
+                  volume_key=volume_key, label="root")
+    meta = json.loads(cryptsetup("luksDump", "--dump-json-metadata", str(image)).stdout)
+    assert meta["segments"]["0"]["sector_size"] == 512
+    assert "Label:         \troot\n" in cryptsetup("luksDump", str(image)).stdout
+    cryptsetup("open", "--test-passphrase", "--key-file", str(pw), str(image))
+    cryptsetup("luksDump", "--dump-volume-key", "--batch-mode", "--key-file", str(pw),
+               "--volume-key-file", str(tmp_path / "vk"), str(image))
+    assert (tmp_path / "vk").read_bytes() == volume_key
+    raw = image.read_bytes()[16 << 20 :]
+    sectors = [decrypt_one_sector(volume_key, n, raw[n * 512 : (n + 1) * 512])
+               for n in range(len(raw) // 512)]
+    assert b"".join(sectors) == data + bytes(len(raw) - len(data))

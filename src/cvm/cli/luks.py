@@ -144,7 +144,10 @@ def dump(image: Path, as_json: bool = typer.Option(False, "--json", help="JSON m
          ) -> None:
     """Print the header like cryptsetup luksDump (or its JSON metadata)."""
     with open_volume(image) as volume:
-        typer.echo(dump_json(volume) if as_json else dump_text(volume))
+        if as_json:  # byte for byte what cryptsetup prints, which ends without a newline
+            typer.echo(dump_json(volume), nl=False)
+        else:
+            typer.echo(dump_text(volume))
 
 
 @app.command("test-key")

@@ -9,5 +9,7 @@
 - :mod:`~cvm.disk.conversion`: whole images in and out of LUKS2.
 - :mod:`~cvm.disk.esp` (with the mtools runner), :mod:`~cvm.disk.disk_image`: the ESP and
   ``cvm disk build``.
-- :mod:`~cvm.disk.dump`: ``luksDump``-style text and JSON.
+- :mod:`~cvm.disk.dump`: ``luksDump``'s text and JSON, as cryptsetup prints them.
+- :mod:`~cvm.disk.file_store` (header: :mod:`~cvm.disk.file_store_header`, compaction's plan:
+  :mod:`~cvm.disk.file_store_compaction`): the workload's files on the encrypted root.
 """

@@ -39,9 +39,11 @@ def copy_into(source: BinaryIO, device: CryptDevice, size: int,
     with ThreadPoolExecutor(1, thread_name_prefix="cvm-writer") as writer:
         pending: Future[None] | None = None
         while offset < size:
-            chunk = source.read(min(CHUNK_SIZE, size - offset))
-            if not chunk:
-                raise UsageError(f"the input ended after {offset} of {size} bytes")
+            wanted = min(CHUNK_SIZE, size - offset)
+            chunk = source.read(wanted)
+            if len(chunk) < wanted:  # a file's read is short only at its end
+                raise UsageError(f"the input ended after {offset + len(chunk)} of {size} "
+                                 "bytes")
             if len(chunk) % device.sector_size:
                 chunk += bytes(device.sector_size - len(chunk) % device.sector_size)
             sealed = device.seal_sectors(offset // device.sector_size, chunk)

@@ -14,7 +14,10 @@ Free space is not recorded: it is the blocks the newest header's entries do not 
 blocks a file leaves behind are free, and reused, once the header that no longer names them is
 committed. A write takes the first free run of blocks large enough (first fit; at the run's end
 when the run reaches the store's end, see :func:`first_fit`). A file's data is one run of
-blocks, so free space split into runs smaller than a file refuses it although the sum is larger.
+blocks; when free space is split into runs smaller than a write although the sum is larger, the
+write first compacts: it moves files, each by the same copy on write and commit, until a run
+holds it (the plan: :mod:`cvm.disk.file_store_compaction`), and refuses, writing nothing, when
+no plan is found.
 
 A version-1 store (``cvm-filestore/1``, one header copy, files rewritten in place) is read but
 never written: it has no second copy to commit to, and its block 1 is file data, so there is no
@@ -26,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from cvm.disk.file_store_compaction import SEARCH_LIMIT_LAYOUTS, Move, plan_moves
 from cvm.disk.file_store_header import (
     BLOCK_SIZE,
     COPIES,
@@ -132,7 +136,10 @@ def read_header(device: BlockDevice) -> StoreHeader:
 
 
 class FileStore:
-    """A ``cvm-filestore`` on ``device``: list, read, write, rename and remove whole files."""
+    """A ``cvm-filestore`` on ``device``: list, read, write, rename and remove whole files.
+    ``search_limit``: the most layouts a compaction's plan tries."""
+
+    search_limit = SEARCH_LIMIT_LAYOUTS
 
     def __init__(self, device: BlockDevice, header: StoreHeader) -> None:
         self.device = device
@@ -189,16 +196,16 @@ class FileStore:
         return free_extents(used, FIRST_DATA_BLOCK, self.blocks)
 
     def write(self, name: str, data: bytes) -> None:
-        """Create or replace ``name`` with ``data``: the data to free blocks, then the header."""
+        """Create or replace ``name`` with ``data``: the data to free blocks, then the header;
+        first the moves that make room if no free run holds it (see :meth:`_place`)."""
         check_name(name)
         self._writable()
         entry = self._find(name)
         if entry is None and len(self.entries) >= MAX_ENTRIES:
             raise StateError(f"file store: all {MAX_ENTRIES} entries are in use")
         needed = blocks_for(len(data))
-        start = first_fit(self.free(), needed, self.blocks)
-        if start is None:
-            raise StateError(f"file store: no room for {len(data)} bytes of {name}")
+        start = self._place(name, len(data), needed)
+        entry = self._find(name)  # a move made a new entry of it
         fresh = FileEntry(name, start, len(data), needed)
         entries = [fresh if e is entry else e for e in self.entries]
         if entry is None:
@@ -206,6 +213,44 @@ class FileStore:
         padded = bytes(data).ljust(needed * BLOCK_SIZE, b"\0")
         self._guarded(lambda: self.device.write(start * BLOCK_SIZE, padded))
         self._commit(entries)
+
+    def _place(self, name: str, size: int, needed: int) -> int:
+        """The first block of a free run of ``needed`` blocks for ``size`` bytes of ``name``.
+        If first fit finds none but enough blocks are free, files are moved (each move a copy
+        and a commit of its own, :meth:`_move`) until a run holds them; StateError, nothing
+        written, if too few blocks are free or no plan of moves is found."""
+        free = self.free()
+        start = first_fit(free, needed, self.blocks)
+        if start is not None:
+            return start
+        total = sum(blocks for _, blocks in free)
+        refusal = f"file store: no room for {size} bytes of {name} ({needed} blocks"
+        if total < needed:
+            raise StateError(f"{refusal}, {total} free)")
+        plan = plan_moves([e.first_block for e in self.entries],
+                          [e.capacity for e in self.entries], FIRST_DATA_BLOCK, self.blocks,
+                          needed, self.search_limit)
+        if plan.moves is None:
+            runs = max(blocks for _, blocks in free)
+            why = ("no sequence of file moves joins them" if plan.exhausted else
+                   f"no sequence of file moves joining them found in {self.search_limit} "
+                   "layouts")
+            raise StateError(f"{refusal}; {total} are free, in runs of at most {runs}, and "
+                             f"{why})")
+        for move in plan.moves:
+            self._move(move)
+        return self._place(name, size, needed)
+
+    def _move(self, move: Move) -> None:
+        """Copy the file of entry ``move.index`` to the blocks ``move`` names (no entry names
+        them), then commit the header naming its new place: a write of a file's data done as
+        :meth:`write` does it, so a power cut leaves it whole at one place or the other."""
+        entry = self.entries[move.index]
+        data = bytes(self.device.read(entry.first_block * BLOCK_SIZE,
+                                      entry.capacity * BLOCK_SIZE))
+        self._guarded(lambda: self.device.write(move.first_block * BLOCK_SIZE, data))
+        moved = FileEntry(entry.name, move.first_block, entry.length, entry.capacity)
+        self._commit([moved if e is entry else e for e in self.entries])
 
     def remove(self, name: str) -> None:
         """Remove ``name`` (its blocks are free once the header is committed)."""
