@@ -12,16 +12,18 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
 from cvm.cli.main import execute
 from cvm.errors import ExternalToolError, FormatError, IntegrityError, VerificationError
+from cvm.image import debian_packages
 from cvm.image.debian_packages import (
     BUSYBOX,
     GRUB,
@@ -41,6 +43,7 @@ from cvm.image.debian_packages import (
     tree_matches,
     verified_deb,
 )
+from cvm.image.qemu_initramfs import module_order
 
 pytestmark = pytest.mark.interop
 
@@ -95,8 +98,15 @@ class Repo:
         for tool, script in (("apt-cache", APT_CACHE), ("apt-get", APT_GET)):
             (root / "bin" / tool).write_text(f"#!{sys.executable}\n{script}")
             (root / "bin" / tool).chmod(0o755)
+        # Two writers of the cache while a build runs, each at a point after the check:
+        # CVM_TEST_SWAP="FROM TO" copies FROM over the cached TO as dpkg-deb starts;
+        # CVM_TEST_PLANT=PATH writes "planted" into PATH of each folder ``-x`` extracts.
         (root / "bin" / "dpkg-deb").write_text(
-            f'#!/bin/sh\necho "dpkg-deb $*" >> {root / "log"}\nexec {dpkg} "$@"\n')
+            f'#!/bin/sh\necho "dpkg-deb $*" >> {root / "log"}\n'
+            'if [ -n "$CVM_TEST_SWAP" ]; then cp $CVM_TEST_SWAP; fi\n'
+            f'{dpkg} "$@" || exit $?\n'
+            'if [ "$1" = -x ] && [ -n "$CVM_TEST_PLANT" ]; then\n'
+            '  printf planted > "$3/$CVM_TEST_PLANT"\nfi\n')
         (root / "bin" / "dpkg-deb").chmod(0o755)
 
     def build(self, name: str, version: str, files: dict[str, bytes], arch: str = "amd64") -> Path:
@@ -459,27 +469,176 @@ def test_a_parallel_fetch_that_finished_first_is_kept_only_if_it_matches(
         fetch(cache, "cvm-test-pkg")
 
 
-def test_the_boot_inputs_come_from_checked_packages(tmp_path: Path, repo: Repo) -> None:
-    kernel = "linux-image-6.1.0-9-amd64"
-    repo.publish(kernel, "6.1.1-1", {"boot/vmlinuz-6.1.0-9-amd64": b"kernel",
+KERNEL = "linux-image-6.1.0-9-amd64"
+VMLINUZ = "boot/vmlinuz-6.1.0-9-amd64"
+
+
+def _publish_boot_packages(repo: Repo) -> None:
+    repo.publish(KERNEL, "6.1.1-1", {"boot/vmlinuz-0-older": b"older", VMLINUZ: b"kernel",
+                                     "boot/vmlinuz-z/not-a-kernel": b"",
                                      "lib/modules/6.1.0-9-amd64/m.ko": b"ko"})
     for (name, path), data in zip((SHIM, GRUB, BUSYBOX, STUB),
                                   (b"shim", b"grub", b"busybox", b"stub"), strict=True):
         repo.publish(name, "1.0", {path: data})
+
+
+def test_the_boot_inputs_come_from_checked_packages(tmp_path: Path, repo: Repo) -> None:
+    _publish_boot_packages(repo)
     cache = tmp_path / "cache"
     inputs = BootInputs.fetch(cache, with_stub=True)
-    assert inputs == BootInputs(b"shim", b"grub", b"kernel", fetch(cache, kernel), b"busybox",
+    assert inputs == BootInputs(b"shim", b"grub", b"kernel", fetch(cache, KERNEL), b"busybox",
                                 b"stub")
-    assert inputs.modules.root == cache / f"x-{kernel}"
+    assert inputs.modules.root == cache / f"x-{KERNEL}"
     assert BootInputs.fetch(cache, with_stub=False).stub is None
-    assert kernel_package(cache) == kernel
-    (cache / f"x-{kernel}" / "boot" / "vmlinuz-6.1.0-9-amd64").write_bytes(b"planted")
+    assert kernel_package(cache) == KERNEL
+    (cache / f"x-{KERNEL}" / VMLINUZ).write_bytes(b"planted")
     assert BootInputs.fetch(cache, with_stub=False).kernel == b"kernel"
-    repo.publish("linux-image-6.1.0-10-amd64", "6.1.2-1", {"boot/readme": b""})
-    (cache / f"x-{kernel}").rename(cache / "x-linux-image-6.1.0-10-amd64")
+    repo.publish("linux-image-6.1.0-10-amd64", "6.1.2-1", {"boot/readme": b"",
+                                                          "lib/boot/vmlinuz-1": b""})
+    (cache / f"x-{KERNEL}").rename(cache / "x-linux-image-6.1.0-10-amd64")
     with pytest.raises(FormatError, match="x-linux-image-6.1.0-10-amd64: the package holds no "
                        r"boot/vmlinuz-\*"):
         BootInputs.fetch(cache, with_stub=False)
+
+
+# Someone who can write the cache changes a file after it was checked, before the build reads
+# it. The build reads only the bytes it checked, or refuses.
+
+def test_a_deb_changed_after_its_check_is_not_what_is_extracted(
+    tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    genuine = repo.publish("cvm-test-pkg", "1.0", FILES)
+    planted = repo.build("cvm-test-pkg", "1.0", {**FILES, "usr/lib/y/boot.efi": b"evil"})
+    cache = tmp_path / "cache"
+    deb = cache / "cvm-test-pkg_1.0_amd64.deb"
+    monkeypatch.setenv("CVM_TEST_SWAP", f"{planted} {deb}")  # as each dpkg-deb starts
+    package = fetch(cache, "cvm-test-pkg")
+    assert deb.read_bytes() == planted.read_bytes()  # the cache was changed after the check
+    assert package.deb.data == genuine
+    assert package.read("usr/lib/y/boot.efi") == FILES["usr/lib/y/boot.efi"]
+    assert (package.root / "usr/lib/y/boot.efi").read_bytes() == FILES["usr/lib/y/boot.efi"]
+    monkeypatch.delenv("CVM_TEST_SWAP")
+    repo.log()
+    assert fetch(cache, "cvm-test-pkg").deb.data == genuine  # the planted .deb: replaced
+    assert "apt-get download cvm-test-pkg=1.0" in repo.log("apt-get")
+
+
+def test_a_file_changed_after_the_check_is_read_as_checked(
+    tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _publish_boot_packages(repo)
+    cache = tmp_path / "cache"
+    BootInputs.fetch(cache, with_stub=False)
+    checked = debian_packages.tree_matches
+
+    def then_changed(root: Path, files: Mapping[str, FileDigest]) -> bool:
+        matches = checked(root, files)  # the check passes; then the file changes
+        for _, path in (SHIM, GRUB, BUSYBOX):
+            if (root / path).exists():
+                (root / path).write_bytes(b"planted")
+        if (root / VMLINUZ).exists():
+            (root / VMLINUZ).write_bytes(b"planted")
+        return matches
+
+    monkeypatch.setattr(debian_packages, "tree_matches", then_changed)
+    repo.log()
+    inputs = BootInputs.fetch(cache, with_stub=False)
+    assert (inputs.shim, inputs.grub, inputs.kernel, inputs.busybox) == (
+        b"shim", b"grub", b"kernel", b"busybox")
+    assert len(_extractions(repo)) == 4  # each changed package extracted again, once
+    assert (cache / f"x-{SHIM[0]}" / SHIM[1]).read_bytes() == b"shim"
+
+
+@pytest.mark.parametrize("damage", ["edited", "grown", "shortened", "removed", "made a link",
+                                    "made a link to a copy", "made a fifo", "made a folder",
+                                    "folder removed"])
+def test_a_file_that_changed_since_the_check_is_extracted_again_when_read(
+    tmp_path: Path, repo: Repo, damage: str,
+) -> None:
+    repo.publish("cvm-test-pkg", "1.0", FILES)
+    package = fetch(tmp_path / "cache", "cvm-test-pkg")
+    path = package.root / "usr/lib/y/boot.efi"
+    genuine = path.read_bytes()
+    if damage == "edited":
+        path.write_bytes(b"\x4d\x5a evil")
+    elif damage == "grown":
+        path.write_bytes(genuine + b"!")
+    elif damage == "shortened":
+        path.write_bytes(genuine[:-1])
+    elif damage == "removed":
+        path.unlink()
+    elif damage == "made a link":
+        (tmp_path / "elsewhere").write_bytes(b"\x4d\x5a evil")
+        path.unlink()
+        path.symlink_to(tmp_path / "elsewhere")
+    elif damage == "made a link to a copy":  # the right bytes, but not the package's file
+        (tmp_path / "elsewhere").write_bytes(genuine)
+        path.unlink()
+        path.symlink_to(tmp_path / "elsewhere")
+    elif damage == "made a fifo":
+        path.unlink()
+        os.mkfifo(path)  # with no writer: opening it must not wait for one
+    elif damage == "made a folder":
+        path.unlink()
+        path.mkdir()
+    else:
+        shutil.rmtree(package.root)
+    repo.log()
+    assert package.read("usr/lib/y/boot.efi") == genuine
+    assert len(_extractions(repo)) == 1
+    assert not path.is_symlink() and path.read_bytes() == genuine
+    assert package.read("usr/share/x/hello") == b"hi"
+    assert _extractions(repo) == []
+
+
+def test_the_initramfs_reads_the_checked_kernel_modules(
+    tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = b"\x7fELF license=GPL\0depends=\0vermagic=6.1\0"
+    repo.publish(KERNEL, "6.1.1-1", {"lib/modules/6.1.0-9-amd64/kernel/a/virtio_pci.ko": module})
+    package = fetch(tmp_path / "cache", KERNEL)
+    path = package.root / "lib/modules/6.1.0-9-amd64/kernel/a/virtio_pci.ko"
+    path.write_bytes(module.replace(b"depends=", b"depends=evil"))  # after the check
+    assert module_order(package, ("virtio_pci",)) == [("virtio_pci", module)]
+    path.write_bytes(b"planted")
+    monkeypatch.setenv("CVM_TEST_PLANT", "lib/modules/6.1.0-9-amd64/kernel/a/virtio_pci.ko")
+    with pytest.raises(IntegrityError, match=f"^{re.escape(str(path))}: not the file "
+                       rf"{KERNEL}_6\.1\.1-1_amd64\.deb holds \(SHA256 "
+                       rf"{hashlib.sha256(module).hexdigest()}\), even when extracted again; "
+                       "something changes the cache while it is used$"):
+        module_order(package, ("virtio_pci",))
+
+
+def test_the_build_refuses_a_file_that_keeps_changing_in_one_line(
+    tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _publish_boot_packages(repo)
+    cache = tmp_path / "cache"
+    BootInputs.fetch(cache, with_stub=False)
+    (cache / f"x-{KERNEL}" / VMLINUZ).write_bytes(b"planted")
+    monkeypatch.setenv("CVM_TEST_PLANT", VMLINUZ)  # into every extraction as well
+    repo.log()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = execute(["image", "build", str(tmp_path / "img"), "--target", "qemu",
+                        "--cache", str(cache)])
+    assert code == IntegrityError.exit_code == 66
+    assert f"x-{KERNEL}/{VMLINUZ}: not the file {KERNEL}_6.1.1-1_amd64.deb holds" in (
+        err.getvalue())
+    assert len(err.getvalue().splitlines()) == 1 and "Traceback" not in err.getvalue()
+    assert len(_extractions(repo)) == 2  # at the check, and once more when read
+    assert not (tmp_path / "img" / "disk.img").exists()
+
+
+def test_a_failed_extraction_leaves_nothing(tmp_path: Path, repo: Repo,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    repo.publish("cvm-test-pkg", "1.0", FILES)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CVM_TEST_PLANT", "no/such/folder")  # the wrapper fails after dpkg-deb
+    with pytest.raises(ExternalToolError, match=r"^dpkg-deb -x cvm-test-pkg_1\.0_amd64\.deb: "
+                       r"[^\n]*no/such/folder[^\n]*$"):
+        fetch(cache, "cvm-test-pkg")
+    assert not list(cache.glob(".x-*")) and not (cache / "x-cvm-test-pkg").exists()
 
 
 def test_an_extracted_kernel_in_the_cache_is_used(tmp_path: Path, repo: Repo) -> None:

@@ -19,16 +19,25 @@ image, and anyone who can write the folder could otherwise swap them. Every use 
   downloaded, or it never came from apt) cannot be checked, so it is refused
   (:class:`~cvm.errors.VerificationError`) and left in place for the user to remove; it is not
   replaced silently by another version of the boot chain.
+* The ``.deb`` is read **once**, into memory, and that buffer is what is hashed and what is
+  used: dpkg-deb is handed a copy of the checked bytes written into a new private folder
+  (``tempfile``, mode 0700, outside the cache), never the cache's file, which may have changed
+  since it was read.
+* The package's files and their SHA256 digests (regular files only) are read from the checked
+  bytes on every fetch (``dpkg-deb --fsys-tarfile``), not taken from the cache.
 * ``x-PACKAGE/`` is reused only if its marker ``.complete`` records the SHA256 and the name of
-  the checked ``.deb`` it came from, and its files are exactly those the ``.deb``'s own
-  ``md5sums`` lists, with those digests (no file more, none less, no symbolic link). The
-  marker is written into a staging folder after a complete extraction, and the staging folder
-  is renamed to ``x-PACKAGE`` in one step, so a reader sees all of it or none. MD5 is the
-  package's own list: matching it needs a second preimage of a file Debian built, which no
-  known attack gives. Otherwise the ``.deb`` is extracted again.
-
-The files are checked when fetched; whoever can write the cache while an image is being built
-can still change them after the check.
+  the checked ``.deb`` it came from, and its files are exactly the package's regular files,
+  with those digests (no file more, none less, no symbolic link). The marker is written into a
+  staging folder after a complete extraction, and the staging folder is renamed to
+  ``x-PACKAGE`` in one step, so a reader sees all of it or none. Otherwise the ``.deb``'s
+  checked bytes are extracted again.
+* Every file the build takes from ``x-PACKAGE/`` goes through :meth:`CheckedPackage.read`:
+  the file is read once (a regular file, not through a last-component link, no more than its
+  size and one byte) and those bytes are returned only if their SHA256 is the package's. A file
+  that differs — changed by someone who can write the cache after the check — is extracted
+  again once from the checked bytes; if it differs again it is refused
+  (:class:`~cvm.errors.IntegrityError`, exit 66). Names are looked up in the package's list,
+  never by listing the folder, so a planted file is never found.
 """
 
 from __future__ import annotations
@@ -122,7 +131,7 @@ def _read_regular(path: Path, limit: int = -1) -> bytes | None:
     """The bytes of the regular file ``path`` (at most ``limit``), read once; ``None`` when it
     is not a regular file (a link, a FIFO that would block, a folder) or cannot be read."""
     try:
-        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
@@ -230,8 +239,7 @@ def _tar_digests(copy: Path) -> dict[str, FileDigest]:
                     if data is not None:
                         found[entry.name.removeprefix("./")] = FileDigest(
                             entry.size, hashlib.sha256(data.read()).hexdigest())
-            while tool.stdout.read(1 << 16):  # the padding after the archive's end
-                pass
+            tool.stdout.read()  # the padding after the archive's end, or dpkg-deb fails
         except tarfile.TarError as error:
             failure = str(error)
         tool.stdout.close()
