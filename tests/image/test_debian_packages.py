@@ -101,12 +101,21 @@ class Repo:
         # Two writers of the cache while a build runs, each at a point after the check:
         # CVM_TEST_SWAP="FROM TO" copies FROM over the cached TO as dpkg-deb starts;
         # CVM_TEST_PLANT=PATH writes "planted" into PATH of each folder ``-x`` extracts.
+        # And dpkg-deb failing: CVM_TEST_REFUSE=OPTION fails that call before it starts (a
+        # message not in UTF-8), CVM_TEST_FAIL_AFTER=OPTION after its work,
+        # CVM_TEST_NOT_TAR=1 has --fsys-tarfile succeed with text that is not a tar.
         (root / "bin" / "dpkg-deb").write_text(
             f'#!/bin/sh\necho "dpkg-deb $*" >> {root / "log"}\n'
             'if [ -n "$CVM_TEST_SWAP" ]; then cp $CVM_TEST_SWAP; fi\n'
+            'if [ "$1" = "$CVM_TEST_REFUSE" ]; then\n'
+            "  printf 'dpkg-deb: error: refused \\377\\n' >&2; exit 2\nfi\n"
+            'if [ "$1" = --fsys-tarfile ] && [ -n "$CVM_TEST_NOT_TAR" ]; then\n'
+            '  echo not a tar; exit 0\nfi\n'
             f'{dpkg} "$@" || exit $?\n'
             'if [ "$1" = -x ] && [ -n "$CVM_TEST_PLANT" ]; then\n'
-            '  printf planted > "$3/$CVM_TEST_PLANT"\nfi\n')
+            '  printf planted > "$3/$CVM_TEST_PLANT" || exit 3\nfi\n'
+            'if [ "$1" = "$CVM_TEST_FAIL_AFTER" ]; then\n'
+            '  echo "dpkg-deb: error: after its output" >&2; exit 2\nfi\n')
         (root / "bin" / "dpkg-deb").chmod(0o755)
 
     def build(self, name: str, version: str, files: dict[str, bytes], arch: str = "amd64") -> Path:
@@ -474,7 +483,8 @@ VMLINUZ = "boot/vmlinuz-6.1.0-9-amd64"
 
 
 def _publish_boot_packages(repo: Repo) -> None:
-    repo.publish(KERNEL, "6.1.1-1", {"boot/vmlinuz-0-older": b"older", VMLINUZ: b"kernel",
+    repo.publish(KERNEL, "6.1.1-1", {"boot/vmlinuz-0-older": b"older",
+                                     "boot/vmlinuz-1-older": b"older", VMLINUZ: b"kernel",
                                      "boot/vmlinuz-z/not-a-kernel": b"",
                                      "lib/modules/6.1.0-9-amd64/m.ko": b"ko"})
     for (name, path), data in zip((SHIM, GRUB, BUSYBOX, STUB),
@@ -628,6 +638,25 @@ def test_the_build_refuses_a_file_that_keeps_changing_in_one_line(
     assert len(err.getvalue().splitlines()) == 1 and "Traceback" not in err.getvalue()
     assert len(_extractions(repo)) == 2  # at the check, and once more when read
     assert not (tmp_path / "img" / "disk.img").exists()
+
+
+@pytest.mark.parametrize(("hook", "option", "words"), [
+    ("CVM_TEST_REFUSE", "--fsys-tarfile", "dpkg-deb: error: refused \ufffd"),
+    ("CVM_TEST_FAIL_AFTER", "--fsys-tarfile", "dpkg-deb: error: after its output"),
+    ("CVM_TEST_NOT_TAR", "1", "truncated header"),
+    ("CVM_TEST_REFUSE", "-x", "dpkg-deb: error: refused \ufffd"),
+])
+def test_a_failing_dpkg_deb_is_named_in_one_line(tmp_path: Path, repo: Repo,
+                                                 monkeypatch: pytest.MonkeyPatch, hook: str,
+                                                 option: str, words: str) -> None:
+    repo.publish("cvm-test-pkg", "1.0", FILES)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(hook, option)
+    call = "-x" if option == "-x" else "--fsys-tarfile"
+    with pytest.raises(ExternalToolError, match=rf"^dpkg-deb {call} "
+                       rf"cvm-test-pkg_1\.0_amd64\.deb: [^\n]*{re.escape(words)}[^\n]*$"):
+        fetch(cache, "cvm-test-pkg")
+    assert not list(cache.glob(".x-*")) and not (cache / "x-cvm-test-pkg").exists()
 
 
 def test_a_failed_extraction_leaves_nothing(tmp_path: Path, repo: Repo,

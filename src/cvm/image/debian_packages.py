@@ -81,7 +81,7 @@ def _tool(name: str) -> str:
 
 def _run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([_tool(argv[0]), *argv[1:]], cwd=cwd, capture_output=True, text=True,
-                          check=False)
+                          errors="replace", check=False)
 
 
 @dataclass(frozen=True)
