@@ -80,7 +80,8 @@ def _tool(name: str) -> str:
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_tool(argv[0]), *argv[1:]], cwd=cwd, capture_output=True, text=True,
+    # errors= opens the pipes as text, a message that is not UTF-8 with replacement characters
+    return subprocess.run([_tool(argv[0]), *argv[1:]], cwd=cwd, capture_output=True,
                           errors="replace", check=False)
 
 
