@@ -138,7 +138,7 @@ def _fetch_debian_package(package: str, version: str) -> Path:
     failure = ""
     for name, wanted in attempts:
         try:
-            return fetch(DEBIAN_CACHE, name, wanted)
+            return fetch(DEBIAN_CACHE, name, wanted).root
         except ExternalToolError as error:  # that version or package is no longer served
             failure = str(error)
     _missing(f"the Debian package {package} ({failure})")

@@ -12,16 +12,18 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
 from cvm.cli.main import execute
 from cvm.errors import ExternalToolError, FormatError, IntegrityError, VerificationError
+from cvm.image import debian_packages
 from cvm.image.debian_packages import (
     BUSYBOX,
     GRUB,
@@ -29,17 +31,19 @@ from cvm.image.debian_packages import (
     SHIM,
     STUB,
     BootInputs,
+    FileDigest,
+    VerifiedDeb,
     cached_debs,
     default_cache,
     fetch,
+    file_digests,
     index_sha256,
     kernel_package,
-    md5sums,
-    member,
     stanzas,
     tree_matches,
     verified_deb,
 )
+from cvm.image.qemu_initramfs import module_order
 
 pytestmark = pytest.mark.interop
 
@@ -94,8 +98,24 @@ class Repo:
         for tool, script in (("apt-cache", APT_CACHE), ("apt-get", APT_GET)):
             (root / "bin" / tool).write_text(f"#!{sys.executable}\n{script}")
             (root / "bin" / tool).chmod(0o755)
+        # Two writers of the cache while a build runs, each at a point after the check:
+        # CVM_TEST_SWAP="FROM TO" copies FROM over the cached TO as dpkg-deb starts;
+        # CVM_TEST_PLANT=PATH writes "planted" into PATH of each folder ``-x`` extracts.
+        # And dpkg-deb failing: CVM_TEST_REFUSE=OPTION fails that call before it starts (a
+        # message not in UTF-8), CVM_TEST_FAIL_AFTER=OPTION after its work,
+        # CVM_TEST_NOT_TAR=1 has --fsys-tarfile succeed with text that is not a tar.
         (root / "bin" / "dpkg-deb").write_text(
-            f'#!/bin/sh\necho "dpkg-deb $*" >> {root / "log"}\nexec {dpkg} "$@"\n')
+            f'#!/bin/sh\necho "dpkg-deb $*" >> {root / "log"}\n'
+            'if [ -n "$CVM_TEST_SWAP" ]; then cp $CVM_TEST_SWAP; fi\n'
+            'if [ "$1" = "$CVM_TEST_REFUSE" ]; then\n'
+            "  printf 'dpkg-deb: error: refused \\377\\n' >&2; exit 2\nfi\n"
+            'if [ "$1" = --fsys-tarfile ] && [ -n "$CVM_TEST_NOT_TAR" ]; then\n'
+            '  echo not a tar; exit 0\nfi\n'
+            f'{dpkg} "$@" || exit $?\n'
+            'if [ "$1" = -x ] && [ -n "$CVM_TEST_PLANT" ]; then\n'
+            '  printf planted > "$3/$CVM_TEST_PLANT" || exit 3\nfi\n'
+            'if [ "$1" = "$CVM_TEST_FAIL_AFTER" ]; then\n'
+            '  echo "dpkg-deb: error: after its output" >&2; exit 2\nfi\n')
         (root / "bin" / "dpkg-deb").chmod(0o755)
 
     def build(self, name: str, version: str, files: dict[str, bytes], arch: str = "amd64") -> Path:
@@ -150,6 +170,21 @@ def _extractions(repo: Repo) -> list[str]:
     return [line for line in repo.log("dpkg-deb") if " -x " in line]
 
 
+def _private(log: list[str], cache: Path) -> list[str]:
+    """The log with each private copy's folder written ``PRIVATE``; each is a new folder
+    outside the cache that no longer exists."""
+    lines = []
+    for line in log:
+        words = line.split(" ")
+        if line.startswith("dpkg-deb"):
+            copy = Path(words[2])
+            assert copy.parent.name.startswith("cvm-deb-") and not copy.parent.exists()
+            assert not copy.is_relative_to(cache)
+            words[2] = f"PRIVATE/{copy.name}"
+        lines.append(" ".join(words))
+    return lines
+
+
 def test_a_package_is_downloaded_checked_and_extracted_once(tmp_path: Path, repo: Repo) -> None:
     data = repo.publish("cvm-test-pkg", "1:1.0", FILES)
     cache = tmp_path / "new" / "cache"
@@ -157,25 +192,32 @@ def test_a_package_is_downloaded_checked_and_extracted_once(tmp_path: Path, repo
     stale.mkdir(parents=True)
     (stale / "usr").mkdir()
     (stale / "usr" / "stale").write_bytes(b"")
-    root = fetch(cache, "cvm-test-pkg")
+    package = fetch(cache, "cvm-test-pkg")
+    root = package.root
     deb = cache / "cvm-test-pkg_1%3a1.0_amd64.deb"
     assert root == cache / "x-cvm-test-pkg"
-    assert member(root, "usr/share/x/hello") == b"hi"
+    assert package.read("usr/share/x/hello") == b"hi"
+    assert package.deb.data == data and package.deb.path == deb
+    assert package.files == {name: FileDigest(len(content), hashlib.sha256(content).hexdigest())
+                             for name, content in FILES.items()}
+    assert package.names() == sorted(FILES)
     assert (root / MARKER).read_text() == f"{hashlib.sha256(data).hexdigest()}  {deb.name}\n"
-    assert repo.log() == ["apt-get download cvm-test-pkg", "apt-cache show cvm-test-pkg=1:1.0",
-                          f"dpkg-deb -x {deb} {cache}/.x-cvm-test-pkg.{os.getpid()}"]
+    assert _private(repo.log(), cache) == [
+        "apt-get download cvm-test-pkg", "apt-cache show cvm-test-pkg=1:1.0",
+        f"dpkg-deb --fsys-tarfile PRIVATE/{deb.name}",
+        f"dpkg-deb -x PRIVATE/{deb.name} {cache}/.x-cvm-test-pkg.{os.getpid()}"]
     assert not list(cache.glob(".x-*")) and not (root / "usr" / "stale").exists()
-    assert fetch(cache, "cvm-test-pkg") == root
-    assert repo.log() == ["apt-cache show cvm-test-pkg=1:1.0",  # checked again, not extracted
-                          f"dpkg-deb --info {deb} md5sums"]
-    with pytest.raises(FormatError, match="holds no usr/bin/x"):
-        member(root, "usr/bin/x")
+    assert fetch(cache, "cvm-test-pkg").root == root
+    assert _private(repo.log(), cache) == [  # checked again, not extracted
+        "apt-cache show cvm-test-pkg=1:1.0", f"dpkg-deb --fsys-tarfile PRIVATE/{deb.name}"]
+    with pytest.raises(FormatError, match=r"^x-cvm-test-pkg: the package holds no usr/bin/x$"):
+        package.read("usr/bin/x")
 
 
 def test_a_tampered_deb_is_downloaded_again(tmp_path: Path, repo: Repo) -> None:
     repo.publish("cvm-test-pkg", "1.0", FILES)
     cache = tmp_path / "new" / "cache"  # made with its parents
-    root = fetch(cache, "cvm-test-pkg")
+    root = fetch(cache, "cvm-test-pkg").root
     deb = cache / "cvm-test-pkg_1.0_amd64.deb"
     genuine = deb.read_bytes()
     repo.log()
@@ -185,9 +227,10 @@ def test_a_tampered_deb_is_downloaded_again(tmp_path: Path, repo: Repo) -> None:
     shutil.copytree(repo.tree, root,
                     ignore=shutil.ignore_patterns("DEBIAN"))
     (root / MARKER).write_text(f"{hashlib.sha256(deb.read_bytes()).hexdigest()}  {deb.name}\n")
-    assert fetch(cache, "cvm-test-pkg") == root
+    package = fetch(cache, "cvm-test-pkg")
+    assert package.root == root and package.deb.data == genuine
     assert deb.read_bytes() == genuine
-    assert member(root, "usr/lib/y/boot.efi") == FILES["usr/lib/y/boot.efi"]
+    assert package.read("usr/lib/y/boot.efi") == FILES["usr/lib/y/boot.efi"]
     assert "apt-get download cvm-test-pkg=1.0" in repo.log("apt-get")
 
 
@@ -224,7 +267,7 @@ def test_a_version_the_index_does_not_list_is_refused_and_kept(tmp_path: Path,
     assert (cache / "cvm-test-pkg_2.0_amd64.deb").exists()
     assert not (cache / "x-cvm-test-pkg").exists()
     assert repo.log("apt-get") == []
-    root = fetch(cache, "cvm-test-pkg", "1.0")  # a version asked for: downloaded and checked
+    root = fetch(cache, "cvm-test-pkg", "1.0").root  # a version asked for: downloaded, checked
     assert (root / MARKER).read_text().endswith("  cvm-test-pkg_1.0_amd64.deb\n")
     with pytest.raises(VerificationError, match=r"no cvm-test-pkg 0\.9"):
         fetch(cache, "cvm-test-pkg", "0.9")
@@ -238,7 +281,7 @@ def test_an_extracted_folder_that_does_not_match_its_deb_is_extracted_again(
 ) -> None:
     repo.publish("cvm-test-pkg", "1.0", FILES)
     cache = tmp_path / "cache"
-    root = fetch(cache, "cvm-test-pkg")
+    root = fetch(cache, "cvm-test-pkg").root
     marker = (root / MARKER).read_text()
     if damage == "unmarked":
         (root / MARKER).unlink()
@@ -263,21 +306,23 @@ def test_an_extracted_folder_that_does_not_match_its_deb_is_extracted_again(
     else:
         (root / MARKER).write_bytes(b"\xff" + marker.encode())
     repo.log()
-    assert fetch(cache, "cvm-test-pkg") == root
+    package = fetch(cache, "cvm-test-pkg")
+    assert package.root == root
     assert len(_extractions(repo)) == 1
     assert not root.is_symlink() and (root / MARKER).read_text() == marker
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
         MARKER, "usr/lib/y/boot.efi", "usr/share/x/hello", "usr/top"]
-    assert member(root, "usr/lib/y/boot.efi") == FILES["usr/lib/y/boot.efi"]
+    assert package.read("usr/lib/y/boot.efi") == FILES["usr/lib/y/boot.efi"]
+    assert _extractions(repo) == []  # read as extracted by the check
 
 
 def test_an_extracted_folder_without_its_deb_is_not_reused(tmp_path: Path, repo: Repo) -> None:
     repo.publish("cvm-test-pkg", "1.0", FILES)
     cache = tmp_path / "cache"
-    root = fetch(cache, "cvm-test-pkg")
+    root = fetch(cache, "cvm-test-pkg").root
     (cache / "cvm-test-pkg_1.0_amd64.deb").unlink()
     repo.log()
-    assert fetch(cache, "cvm-test-pkg") == root
+    assert fetch(cache, "cvm-test-pkg").root == root
     assert repo.log("apt-get") == ["apt-get download cvm-test-pkg"]
 
 
@@ -285,9 +330,10 @@ def test_the_tree_check_itself(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "f").write_bytes(b"x")
     (tmp_path / MARKER).write_text("anything")
-    sums = {"a/b/f": hashlib.md5(b"x").hexdigest()}
+    sums = {"a/b/f": FileDigest(1, hashlib.sha256(b"x").hexdigest())}
     assert tree_matches(tmp_path, sums)
     assert not tree_matches(tmp_path, {**sums, "a/g": sums["a/b/f"]})
+    assert not tree_matches(tmp_path, {"a/b/f": FileDigest(1, hashlib.sha256(b"y").hexdigest())})
     assert not tree_matches(tmp_path / "missing", {})
     (tmp_path / "a" / "b" / MARKER).write_text("")  # only the root's marker is left out
     assert not tree_matches(tmp_path, sums)
@@ -305,17 +351,21 @@ def test_a_folder_that_cannot_be_listed_is_not_reused(tmp_path: Path,
     assert not tree_matches(tmp_path, {})
 
 
-def test_the_md5sums_of_a_deb(tmp_path: Path, repo: Repo) -> None:
-    deb = repo.build("cvm-test-pkg", "1.0", {"a b/c": b"x", "d": b"y"})
-    assert md5sums(deb) == {"a b/c": hashlib.md5(b"x").hexdigest(),
-                            "d": hashlib.md5(b"y").hexdigest()}
+def test_the_file_digests_of_a_deb_are_its_regular_files(tmp_path: Path, repo: Repo) -> None:
+    repo.build("cvm-test-pkg", "1.0", {"a b/c": b"x", "d": b""})
     tree = repo.tree
-    (tree / "DEBIAN" / "md5sums").write_text("X" * 32 + "  upper/case\nnot a line\n")
+    (tree / "DEBIAN" / "md5sums").unlink()  # not needed: the digests come from the files
+    (tree / "link").symlink_to("d")
+    os.link(tree / "a b" / "c", tree / "hard")
+    (tree / "empty").mkdir()
+    deb = tmp_path / "cvm-test-pkg_1.0_amd64.deb"
     subprocess.run([repo.dpkg, "--build", str(tree), str(deb)], check=True, capture_output=True)
-    assert md5sums(deb) == {"upper/case": "x" * 32}
-    (tree / "DEBIAN" / "md5sums").unlink()
-    subprocess.run([repo.dpkg, "--build", str(tree), str(deb)], check=True, capture_output=True)
-    assert md5sums(deb) == {}
+    data = deb.read_bytes()
+    deb.write_bytes(b"changed after the check")  # only the checked bytes are read
+    digests = file_digests(VerifiedDeb(deb, data, hashlib.sha256(data).hexdigest()))
+    assert digests == {"a b/c": FileDigest(1, hashlib.sha256(b"x").hexdigest()),
+                       "d": FileDigest(0, hashlib.sha256(b"").hexdigest())}
+    assert [line.split(" ")[1] for line in repo.log("dpkg-deb")] == ["--fsys-tarfile"]
 
 
 def test_the_newest_cached_version_is_used(tmp_path: Path, repo: Repo) -> None:
@@ -327,8 +377,8 @@ def test_the_newest_cached_version_is_used(tmp_path: Path, repo: Repo) -> None:
     (cache / "cvm-test-pkg_nounderscore.deb").write_bytes(b"")
     (cache / "cvm-test-pkg-other_1.0_amd64.deb").write_bytes(b"")
     assert [deb.version for deb in cached_debs(cache, "cvm-test-pkg")] == ["1.2", "1.9", "1.10"]
-    assert member(fetch(cache, "cvm-test-pkg"), "v") == b"1.10"
-    assert member(fetch(cache, "cvm-test-pkg", "1.9"), "v") == b"1.9"
+    assert fetch(cache, "cvm-test-pkg").read("v") == b"1.10"
+    assert fetch(cache, "cvm-test-pkg", "1.9").read("v") == b"1.9"
     assert repo.log("apt-get") == []
 
 
@@ -384,7 +434,7 @@ def test_a_deb_that_does_not_extract_is_named_in_one_line(tmp_path: Path, repo: 
     cache = tmp_path / "cache"
     cache.mkdir()
     repo.publish("cvm-test-pkg", "1.0", {**FILES, "usr/z/blob": os.urandom(200_000)})
-    deb = verified_deb(cache, "cvm-test-pkg")[0]
+    deb = verified_deb(cache, "cvm-test-pkg").path
     index = repo.root / "Packages"
     good = deb.read_bytes()
     # listed by the index, so taken as authentic; dpkg-deb stops inside the data (having made
@@ -393,8 +443,8 @@ def test_a_deb_that_does_not_extract_is_named_in_one_line(tmp_path: Path, repo: 
     index.write_text(index.read_text().replace(hashlib.sha256(good).hexdigest(),
                                                hashlib.sha256(bad).hexdigest()))
     deb.write_bytes(bad)
-    with pytest.raises(ExternalToolError, match=r"^dpkg-deb -x cvm-test-pkg_1\.0_amd64\.deb: "
-                       r"[^\n]*dpkg-deb: error: [^\n]*$"):
+    with pytest.raises(ExternalToolError, match=r"^dpkg-deb --fsys-tarfile "
+                       r"cvm-test-pkg_1\.0_amd64\.deb: [^\n]*dpkg-deb: error: [^\n]*$"):
         fetch(cache, "cvm-test-pkg")
     assert not list(cache.glob(".x-*")) and not (cache / "x-cvm-test-pkg").exists()
 
@@ -404,15 +454,16 @@ def test_a_parallel_fetch_that_finished_first_is_kept_only_if_it_matches(
 ) -> None:
     repo.publish("cvm-test-pkg", "1.0", FILES)
     cache = tmp_path / "cache"
-    root = fetch(cache, "cvm-test-pkg")
+    root = fetch(cache, "cvm-test-pkg").root
     marker = (root / MARKER).read_text()
+
     def racing(self: Path, target: Path) -> Path:
         shutil.copytree(self, target)  # another process put the same extraction in place
         raise OSError(39, "Directory not empty")
 
     (root / MARKER).unlink()
     monkeypatch.setattr(Path, "rename", racing)
-    assert fetch(cache, "cvm-test-pkg") == root
+    assert fetch(cache, "cvm-test-pkg").root == root
     assert (root / MARKER).read_text() == marker and not list(cache.glob(".x-*"))
 
     def losing(self: Path, target: Path) -> Path:
@@ -427,26 +478,196 @@ def test_a_parallel_fetch_that_finished_first_is_kept_only_if_it_matches(
         fetch(cache, "cvm-test-pkg")
 
 
-def test_the_boot_inputs_come_from_checked_packages(tmp_path: Path, repo: Repo) -> None:
-    kernel = "linux-image-6.1.0-9-amd64"
-    repo.publish(kernel, "6.1.1-1", {"boot/vmlinuz-6.1.0-9-amd64": b"kernel",
+KERNEL = "linux-image-6.1.0-9-amd64"
+VMLINUZ = "boot/vmlinuz-6.1.0-9-amd64"
+
+
+def _publish_boot_packages(repo: Repo) -> None:
+    repo.publish(KERNEL, "6.1.1-1", {"boot/vmlinuz-0-older": b"older",
+                                     "boot/vmlinuz-1-older": b"older", VMLINUZ: b"kernel",
+                                     "boot/vmlinuz-z/not-a-kernel": b"",
                                      "lib/modules/6.1.0-9-amd64/m.ko": b"ko"})
     for (name, path), data in zip((SHIM, GRUB, BUSYBOX, STUB),
                                   (b"shim", b"grub", b"busybox", b"stub"), strict=True):
         repo.publish(name, "1.0", {path: data})
+
+
+def test_the_boot_inputs_come_from_checked_packages(tmp_path: Path, repo: Repo) -> None:
+    _publish_boot_packages(repo)
     cache = tmp_path / "cache"
     inputs = BootInputs.fetch(cache, with_stub=True)
-    assert inputs == BootInputs(b"shim", b"grub", b"kernel",
-                                cache / f"x-{kernel}" / "lib" / "modules", b"busybox", b"stub")
+    assert inputs == BootInputs(b"shim", b"grub", b"kernel", fetch(cache, KERNEL), b"busybox",
+                                b"stub")
+    assert inputs.modules.root == cache / f"x-{KERNEL}"
     assert BootInputs.fetch(cache, with_stub=False).stub is None
-    assert kernel_package(cache) == kernel
-    (cache / f"x-{kernel}" / "boot" / "vmlinuz-6.1.0-9-amd64").write_bytes(b"planted")
+    assert kernel_package(cache) == KERNEL
+    (cache / f"x-{KERNEL}" / VMLINUZ).write_bytes(b"planted")
     assert BootInputs.fetch(cache, with_stub=False).kernel == b"kernel"
-    repo.publish("linux-image-6.1.0-10-amd64", "6.1.2-1", {"boot/readme": b""})
-    (cache / f"x-{kernel}").rename(cache / "x-linux-image-6.1.0-10-amd64")
+    repo.publish("linux-image-6.1.0-10-amd64", "6.1.2-1", {"boot/readme": b"",
+                                                          "lib/boot/vmlinuz-1": b""})
+    (cache / f"x-{KERNEL}").rename(cache / "x-linux-image-6.1.0-10-amd64")
     with pytest.raises(FormatError, match="x-linux-image-6.1.0-10-amd64: the package holds no "
                        r"boot/vmlinuz-\*"):
         BootInputs.fetch(cache, with_stub=False)
+
+
+# Someone who can write the cache changes a file after it was checked, before the build reads
+# it. The build reads only the bytes it checked, or refuses.
+
+def test_a_deb_changed_after_its_check_is_not_what_is_extracted(
+    tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    genuine = repo.publish("cvm-test-pkg", "1.0", FILES)
+    planted = repo.build("cvm-test-pkg", "1.0", {**FILES, "usr/lib/y/boot.efi": b"evil"})
+    cache = tmp_path / "cache"
+    deb = cache / "cvm-test-pkg_1.0_amd64.deb"
+    monkeypatch.setenv("CVM_TEST_SWAP", f"{planted} {deb}")  # as each dpkg-deb starts
+    package = fetch(cache, "cvm-test-pkg")
+    assert deb.read_bytes() == planted.read_bytes()  # the cache was changed after the check
+    assert package.deb.data == genuine
+    assert package.read("usr/lib/y/boot.efi") == FILES["usr/lib/y/boot.efi"]
+    assert (package.root / "usr/lib/y/boot.efi").read_bytes() == FILES["usr/lib/y/boot.efi"]
+    monkeypatch.delenv("CVM_TEST_SWAP")
+    repo.log()
+    assert fetch(cache, "cvm-test-pkg").deb.data == genuine  # the planted .deb: replaced
+    assert "apt-get download cvm-test-pkg=1.0" in repo.log("apt-get")
+
+
+def test_a_file_changed_after_the_check_is_read_as_checked(
+    tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _publish_boot_packages(repo)
+    cache = tmp_path / "cache"
+    BootInputs.fetch(cache, with_stub=False)
+    checked = debian_packages.tree_matches
+
+    def then_changed(root: Path, files: Mapping[str, FileDigest]) -> bool:
+        matches = checked(root, files)  # the check passes; then the file changes
+        for _, path in (SHIM, GRUB, BUSYBOX):
+            if (root / path).exists():
+                (root / path).write_bytes(b"planted")
+        if (root / VMLINUZ).exists():
+            (root / VMLINUZ).write_bytes(b"planted")
+        return matches
+
+    monkeypatch.setattr(debian_packages, "tree_matches", then_changed)
+    repo.log()
+    inputs = BootInputs.fetch(cache, with_stub=False)
+    assert (inputs.shim, inputs.grub, inputs.kernel, inputs.busybox) == (
+        b"shim", b"grub", b"kernel", b"busybox")
+    assert len(_extractions(repo)) == 4  # each changed package extracted again, once
+    assert (cache / f"x-{SHIM[0]}" / SHIM[1]).read_bytes() == b"shim"
+
+
+@pytest.mark.parametrize("damage", ["edited", "grown", "shortened", "removed", "made a link",
+                                    "made a link to a copy", "made a fifo", "made a folder",
+                                    "folder removed"])
+def test_a_file_that_changed_since_the_check_is_extracted_again_when_read(
+    tmp_path: Path, repo: Repo, damage: str,
+) -> None:
+    repo.publish("cvm-test-pkg", "1.0", FILES)
+    package = fetch(tmp_path / "cache", "cvm-test-pkg")
+    path = package.root / "usr/lib/y/boot.efi"
+    genuine = path.read_bytes()
+    if damage == "edited":
+        path.write_bytes(b"\x4d\x5a evil")
+    elif damage == "grown":
+        path.write_bytes(genuine + b"!")
+    elif damage == "shortened":
+        path.write_bytes(genuine[:-1])
+    elif damage == "removed":
+        path.unlink()
+    elif damage == "made a link":
+        (tmp_path / "elsewhere").write_bytes(b"\x4d\x5a evil")
+        path.unlink()
+        path.symlink_to(tmp_path / "elsewhere")
+    elif damage == "made a link to a copy":  # the right bytes, but not the package's file
+        (tmp_path / "elsewhere").write_bytes(genuine)
+        path.unlink()
+        path.symlink_to(tmp_path / "elsewhere")
+    elif damage == "made a fifo":
+        path.unlink()
+        os.mkfifo(path)  # with no writer: opening it must not wait for one
+    elif damage == "made a folder":
+        path.unlink()
+        path.mkdir()
+    else:
+        shutil.rmtree(package.root)
+    repo.log()
+    assert package.read("usr/lib/y/boot.efi") == genuine
+    assert len(_extractions(repo)) == 1
+    assert not path.is_symlink() and path.read_bytes() == genuine
+    assert package.read("usr/share/x/hello") == b"hi"
+    assert _extractions(repo) == []
+
+
+def test_the_initramfs_reads_the_checked_kernel_modules(
+    tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = b"\x7fELF license=GPL\0depends=\0vermagic=6.1\0"
+    repo.publish(KERNEL, "6.1.1-1", {"lib/modules/6.1.0-9-amd64/kernel/a/virtio_pci.ko": module})
+    package = fetch(tmp_path / "cache", KERNEL)
+    path = package.root / "lib/modules/6.1.0-9-amd64/kernel/a/virtio_pci.ko"
+    path.write_bytes(module.replace(b"depends=", b"depends=evil"))  # after the check
+    assert module_order(package, ("virtio_pci",)) == [("virtio_pci", module)]
+    path.write_bytes(b"planted")
+    monkeypatch.setenv("CVM_TEST_PLANT", "lib/modules/6.1.0-9-amd64/kernel/a/virtio_pci.ko")
+    with pytest.raises(IntegrityError, match=f"^{re.escape(str(path))}: not the file "
+                       rf"{KERNEL}_6\.1\.1-1_amd64\.deb holds \(SHA256 "
+                       rf"{hashlib.sha256(module).hexdigest()}\), even when extracted again; "
+                       "something changes the cache while it is used$"):
+        module_order(package, ("virtio_pci",))
+
+
+def test_the_build_refuses_a_file_that_keeps_changing_in_one_line(
+    tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _publish_boot_packages(repo)
+    cache = tmp_path / "cache"
+    BootInputs.fetch(cache, with_stub=False)
+    (cache / f"x-{KERNEL}" / VMLINUZ).write_bytes(b"planted")
+    monkeypatch.setenv("CVM_TEST_PLANT", VMLINUZ)  # into every extraction as well
+    repo.log()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = execute(["image", "build", str(tmp_path / "img"), "--target", "qemu",
+                        "--cache", str(cache)])
+    assert code == IntegrityError.exit_code == 66
+    assert f"x-{KERNEL}/{VMLINUZ}: not the file {KERNEL}_6.1.1-1_amd64.deb holds" in (
+        err.getvalue())
+    assert len(err.getvalue().splitlines()) == 1 and "Traceback" not in err.getvalue()
+    assert len(_extractions(repo)) == 2  # at the check, and once more when read
+    assert not (tmp_path / "img" / "disk.img").exists()
+
+
+@pytest.mark.parametrize(("hook", "option", "words"), [
+    ("CVM_TEST_REFUSE", "--fsys-tarfile", "dpkg-deb: error: refused \ufffd"),
+    ("CVM_TEST_FAIL_AFTER", "--fsys-tarfile", "dpkg-deb: error: after its output"),
+    ("CVM_TEST_NOT_TAR", "1", "truncated header"),
+    ("CVM_TEST_REFUSE", "-x", "dpkg-deb: error: refused \ufffd"),
+])
+def test_a_failing_dpkg_deb_is_named_in_one_line(tmp_path: Path, repo: Repo,
+                                                 monkeypatch: pytest.MonkeyPatch, hook: str,
+                                                 option: str, words: str) -> None:
+    repo.publish("cvm-test-pkg", "1.0", FILES)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(hook, option)
+    call = "-x" if option == "-x" else "--fsys-tarfile"
+    with pytest.raises(ExternalToolError, match=rf"^dpkg-deb {call} "
+                       rf"cvm-test-pkg_1\.0_amd64\.deb: [^\n]*{re.escape(words)}[^\n]*$"):
+        fetch(cache, "cvm-test-pkg")
+    assert not list(cache.glob(".x-*")) and not (cache / "x-cvm-test-pkg").exists()
+
+
+def test_a_failed_extraction_leaves_nothing(tmp_path: Path, repo: Repo,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    repo.publish("cvm-test-pkg", "1.0", FILES)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CVM_TEST_PLANT", "no/such/folder")  # the wrapper fails after dpkg-deb
+    with pytest.raises(ExternalToolError, match=r"^dpkg-deb -x cvm-test-pkg_1\.0_amd64\.deb: "
+                       r"[^\n]*no/such/folder[^\n]*$"):
+        fetch(cache, "cvm-test-pkg")
+    assert not list(cache.glob(".x-*")) and not (cache / "x-cvm-test-pkg").exists()
 
 
 def test_an_extracted_kernel_in_the_cache_is_used(tmp_path: Path, repo: Repo) -> None:
@@ -478,7 +699,7 @@ def test_real_apt_checks_a_cached_package_and_refuses_an_unknown_version(
     version = cached_debs(cache, BUSYBOX[0])[0].version
     assert index_sha256(BUSYBOX[0], version, "amd64") == {hashlib.sha256(
         deb.read_bytes()).hexdigest()}
-    assert member(fetch(cache, BUSYBOX[0]), BUSYBOX[1]) == (known / BUSYBOX[1]).read_bytes()
+    assert fetch(cache, BUSYBOX[0]).read(BUSYBOX[1]) == (known / BUSYBOX[1]).read_bytes()
     (cache / deb.name).rename(cache / f"{BUSYBOX[0]}_1%3a0.0-cvm_amd64.deb")
     with pytest.raises(VerificationError, match=f"lists no {BUSYBOX[0]} 1:0.0-cvm"):
         fetch(cache, BUSYBOX[0])
@@ -494,9 +715,9 @@ def test_real_apt_downloads_a_tampered_package_again(
     data = bytearray(deb.read_bytes())
     data[-1] ^= 1
     (cache / deb.name).write_bytes(bytes(data))
-    root = fetch(cache, BUSYBOX[0])
+    package = fetch(cache, BUSYBOX[0])
     assert (cache / deb.name).read_bytes() == deb.read_bytes()
-    assert member(root, BUSYBOX[1]) == (known / BUSYBOX[1]).read_bytes()
+    assert package.read(BUSYBOX[1]) == (known / BUSYBOX[1]).read_bytes()
 
 
 @pytest.mark.parametrize(("plant", "words"), [

@@ -23,7 +23,7 @@ from cvm.formats.gpt.header import LBA_SIZE
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.public import Public
 from cvm.formats.tpm2.tpm2b import parse_tpm2b
-from cvm.image.debian_packages import BUSYBOX, STUB, BootInputs
+from cvm.image.debian_packages import BUSYBOX, STUB, BootInputs, fetch
 from cvm.image.qemu_initramfs import MODULES, init_script, module_order, sealed_initramfs
 from cvm.image.qemu_target import (
     DEFAULT_WORKLOAD,
@@ -39,19 +39,36 @@ from cvm.vtpm.policy import PolicyDigest
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 
-def _module(root: Path, name: str, depends: str | None) -> None:
-    path = root / "6.1.0-test" / "kernel" / "drivers" / f"{name}.ko"
-    path.parent.mkdir(parents=True, exist_ok=True)
+class Files(dict[str, bytes]):
+    """A package's files in memory, read through the same two calls as a checked package."""
+
+    def names(self) -> list[str]:
+        return sorted(self)
+
+    def read(self, name: str) -> bytes:
+        return self[name]
+
+
+def _module(files: Files, name: str, depends: str | None,
+            folder: str = "lib/modules/6.1.0-test/kernel/drivers") -> bytes:
     info = b"" if depends is None else b"license=GPL\0depends=" + depends.encode() + b"\0"
-    path.write_bytes(b"\x7fELF" + bytes(16) + info + b"vermagic=6.1\0")
+    files[f"{folder}/{name}.ko"] = b"\x7fELF" + bytes(16) + info + b"vermagic=6.1\0"
+    return files[f"{folder}/{name}.ko"]
 
 
-def test_modules_come_after_what_they_depend_on(tmp_path: Path) -> None:
-    _module(tmp_path, "a", "b,c")
-    _module(tmp_path, "b", "c")
-    _module(tmp_path, "c", "")
-    _module(tmp_path, "d", "")
-    assert [name for name, _ in module_order(tmp_path, ("a", "d"))] == ["c", "b", "a", "d"]
+def test_modules_come_after_what_they_depend_on() -> None:
+    files = Files()
+    a = _module(files, "a", "b,c")
+    _module(files, "b", "c")
+    _module(files, "c", "", "lib/modules/6.1.0-test/kernel")
+    _module(files, "d", "")
+    for elsewhere in ("lib/modules/6.1.0-test/extra", "lib/modules/6.1.0-test", "usr/kernel/x/y"):
+        _module(files, "e", "", elsewhere)  # only lib/modules/*/kernel/** counts
+    order = module_order(files, ("a", "d"))
+    assert [name for name, _ in order] == ["c", "b", "a", "d"]
+    assert order[2] == ("a", a)
+    with pytest.raises(FormatError, match="kernel module e: 0 files"):
+        module_order(files, ("e",))
 
 
 @pytest.mark.parametrize(("modules", "words"), [
@@ -59,12 +76,13 @@ def test_modules_come_after_what_they_depend_on(tmp_path: Path) -> None:
     ({"a": "b", "b": "a"}, "circular"),
     ({"a": None}, "no depends="),
 ])
-def test_a_module_tree_that_cannot_load_is_refused(tmp_path: Path, modules: dict[str, str | None],
+def test_a_module_tree_that_cannot_load_is_refused(modules: dict[str, str | None],
                                                    words: str) -> None:
+    files = Files()
     for name, depends in modules.items():
-        _module(tmp_path, name, depends)
+        _module(files, name, depends)
     with pytest.raises(FormatError, match=words):
-        module_order(tmp_path, ("a",))
+        module_order(files, ("a",))
 
 
 def test_the_init_script_unseals_under_the_sealed_pcrs() -> None:
@@ -82,7 +100,7 @@ def boot_inputs(debian_boot_binaries: dict[str, Path],
     kernel = debian_boot_binaries["kernel"]
     return BootInputs(
         debian_boot_binaries["shim"].read_bytes(), debian_boot_binaries["grub"].read_bytes(),
-        kernel.read_bytes(), kernel.parents[1] / "lib" / "modules",
+        kernel.read_bytes(), fetch(kernel.parents[2], kernel.parents[1].name.removeprefix("x-")),
         (debian_package(BUSYBOX[0], "1:1.35.0-4+deb12u1+b1") / BUSYBOX[1]).read_bytes(),
         (debian_package(STUB[0], "252.39-1~deb12u2") / STUB[1]).read_bytes(),
     )

@@ -19,16 +19,25 @@ image, and anyone who can write the folder could otherwise swap them. Every use 
   downloaded, or it never came from apt) cannot be checked, so it is refused
   (:class:`~cvm.errors.VerificationError`) and left in place for the user to remove; it is not
   replaced silently by another version of the boot chain.
+* The ``.deb`` is read **once**, into memory, and that buffer is what is hashed and what is
+  used: dpkg-deb is handed a copy of the checked bytes written into a new private folder
+  (``tempfile``, mode 0700, outside the cache), never the cache's file, which may have changed
+  since it was read.
+* The package's files and their SHA256 digests (regular files only) are read from the checked
+  bytes on every fetch (``dpkg-deb --fsys-tarfile``), not taken from the cache.
 * ``x-PACKAGE/`` is reused only if its marker ``.complete`` records the SHA256 and the name of
-  the checked ``.deb`` it came from, and its files are exactly those the ``.deb``'s own
-  ``md5sums`` lists, with those digests (no file more, none less, no symbolic link). The
-  marker is written into a staging folder after a complete extraction, and the staging folder
-  is renamed to ``x-PACKAGE`` in one step, so a reader sees all of it or none. MD5 is the
-  package's own list: matching it needs a second preimage of a file Debian built, which no
-  known attack gives. Otherwise the ``.deb`` is extracted again.
-
-The files are checked when fetched; whoever can write the cache while an image is being built
-can still change them after the check.
+  the checked ``.deb`` it came from, and its files are exactly the package's regular files,
+  with those digests (no file more, none less, no symbolic link). The marker is written into a
+  staging folder after a complete extraction, and the staging folder is renamed to
+  ``x-PACKAGE`` in one step, so a reader sees all of it or none. Otherwise the ``.deb``'s
+  checked bytes are extracted again.
+* Every file the build takes from ``x-PACKAGE/`` goes through :meth:`CheckedPackage.read`:
+  the file is read once (a regular file, not through a last-component link, no more than its
+  size and one byte) and those bytes are returned only if their SHA256 is the package's. A file
+  that differs — changed by someone who can write the cache after the check — is extracted
+  again once from the checked bytes; if it differs again it is refused
+  (:class:`~cvm.errors.IntegrityError`, exit 66). Names are looked up in the package's list,
+  never by listing the folder, so a planted file is never found.
 """
 
 from __future__ import annotations
@@ -39,8 +48,12 @@ import re
 import shutil
 import stat
 import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote
 
 from cvm.errors import ExternalToolError, FormatError, IntegrityError, VerificationError
@@ -51,7 +64,7 @@ GRUB = ("grub-efi-amd64-signed", "usr/lib/grub/x86_64-efi-signed/grubx64.efi.sig
 BUSYBOX = ("busybox-static", "bin/busybox")
 STUB = ("systemd-boot-efi", "usr/lib/systemd/boot/efi/linuxx64.efi.stub")
 MARKER = ".complete"
-MD5_HEX_SIZE = 32
+T = TypeVar("T")
 
 
 def default_cache() -> Path:
@@ -67,8 +80,9 @@ def _tool(name: str) -> str:
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_tool(argv[0]), *argv[1:]], cwd=cwd, capture_output=True, text=True,
-                          check=False)
+    # errors= opens the pipes as text, a message that is not UTF-8 with replacement characters
+    return subprocess.run([_tool(argv[0]), *argv[1:]], cwd=cwd, capture_output=True,
+                          errors="replace", check=False)
 
 
 @dataclass(frozen=True)
@@ -114,14 +128,36 @@ def index_sha256(package: str, version: str, architecture: str) -> set[str]:
             and fields.get("Architecture") == architecture and "SHA256" in fields}
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+def _read_regular(path: Path, limit: int = -1) -> bytes | None:
+    """The bytes of the regular file ``path`` (at most ``limit``), read once; ``None`` when it
+    is not a regular file (a link, a FIFO that would block, a folder) or cannot be read."""
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            return None
+        with os.fdopen(handle, "rb", closefd=False) as file:
+            return file.read(limit)
+    except OSError:
+        return None
+    finally:
+        os.close(handle)
 
 
-def _digest_if_indexed(deb: CachedDeb) -> tuple[str, bool]:
-    """The ``.deb``'s SHA256 and whether apt's index gives it; refused if the index has no
-    entry for its version."""
+@dataclass(frozen=True)
+class VerifiedDeb:
+    """A cached ``.deb`` read once into ``data``, whose SHA256 apt's package index gives."""
+
+    path: Path
+    data: bytes
+    sha256: str
+
+
+def _read_if_indexed(deb: CachedDeb) -> tuple[VerifiedDeb, bool]:
+    """The ``.deb``'s bytes and SHA256, and whether apt's index gives that digest; refused if
+    the index has no entry for its version."""
     expected = index_sha256(deb.package, deb.version, deb.architecture)
     if not expected:
         raise VerificationError(
@@ -129,8 +165,9 @@ def _digest_if_indexed(deb: CachedDeb) -> tuple[str, bool]:
             f"({deb.architecture}), so its SHA256 cannot be checked; the package lists changed "
             "since it was downloaded, or it did not come from apt: remove it to download the "
             "current version")
-    digest = _sha256(deb.path)
-    return digest, digest in expected
+    data = _read_regular(deb.path) or b""
+    digest = hashlib.sha256(data).hexdigest()
+    return VerifiedDeb(deb.path, data, digest), digest in expected
 
 
 def _one_line(text: str) -> str:
@@ -144,62 +181,101 @@ def _download(cache: Path, spec: str) -> None:
         raise ExternalToolError(f"apt-get download {spec} failed: {_one_line(done.stderr)}")
 
 
-def verified_deb(cache: Path, package: str, version: str | None = None) -> tuple[Path, str]:
+def verified_deb(cache: Path, package: str, version: str | None = None) -> VerifiedDeb:
     """The cached ``.deb`` of ``package`` (of ``version``, else the newest cached, else the one
-    apt downloads) and its SHA256, checked against apt's package index."""
+    apt downloads), read once and checked against apt's package index: its ``data`` are the
+    checked bytes, and nothing reads the file again."""
     debs = [deb for deb in cached_debs(cache, package) if version in (None, deb.version)]
     if debs:
-        digest, indexed = _digest_if_indexed(debs[-1])
+        verified, indexed = _read_if_indexed(debs[-1])
         if indexed:
-            return debs[-1].path, digest
-        debs[-1].path.unlink(missing_ok=True)  # damaged or planted: fetched and checked again
+            return verified
+        _remove(debs[-1].path)  # damaged or planted: fetched and checked again
         version = debs[-1].version
     spec = package if version is None else f"{package}={version}"
     _download(cache, spec)
     debs = [deb for deb in cached_debs(cache, package) if version in (None, deb.version)]
     if not debs:
         raise ExternalToolError(f"apt-get download {spec} gave no {package}_*.deb")
-    digest, indexed = _digest_if_indexed(debs[-1])
+    verified, indexed = _read_if_indexed(debs[-1])
     if not indexed:
-        raise IntegrityError(f"{debs[-1].path}: SHA256 {digest} is not the one apt's package "
-                             f"index gives for {package} {debs[-1].version}, even when "
+        raise IntegrityError(f"{debs[-1].path}: SHA256 {verified.sha256} is not the one apt's "
+                             f"package index gives for {package} {debs[-1].version}, even when "
                              "downloaded again")
-    return debs[-1].path, digest
+    return verified
 
 
-def md5sums(deb: Path) -> dict[str, str]:
-    """The ``.deb``'s own ``md5sums`` (path without the leading ``/`` to MD5); empty when it
-    has none."""
-    done = _run(["dpkg-deb", "--info", str(deb), "md5sums"])
-    if done.returncode:
-        return {}
-    return {line[MD5_HEX_SIZE + 2:]: line[:MD5_HEX_SIZE].lower()
-            for line in done.stdout.splitlines() if line[MD5_HEX_SIZE:MD5_HEX_SIZE + 2] == "  "}
+def _in_private_copy(deb: VerifiedDeb, use: Callable[[Path], T]) -> T:
+    """``use`` run on a copy of the checked bytes in a new folder only this user can enter
+    (never the cache's file, which may have changed since it was read)."""
+    with tempfile.TemporaryDirectory(prefix="cvm-deb-") as folder:
+        copy = Path(folder) / deb.path.name
+        copy.write_bytes(deb.data)
+        return use(copy)
 
 
-def tree_matches(root: Path, sums: dict[str, str]) -> bool:
-    """Whether ``root`` (not a link) holds exactly the files ``sums`` lists, with those
+@dataclass(frozen=True)
+class FileDigest:
+    size: int
+    sha256: str
+
+
+def file_digests(deb: VerifiedDeb) -> dict[str, FileDigest]:
+    """The regular files of the checked ``.deb`` (path without ``./`` to size and SHA256),
+    read from its bytes (``dpkg-deb --fsys-tarfile``); links and devices are left out."""
+    return _in_private_copy(deb, _tar_digests)
+
+
+def _tar_digests(copy: Path) -> dict[str, FileDigest]:
+    found = {}
+    with tempfile.TemporaryFile() as messages:
+        tool = subprocess.Popen([_tool("dpkg-deb"), "--fsys-tarfile", str(copy)],
+                                stdout=subprocess.PIPE, stderr=messages)
+        assert tool.stdout is not None  # for the type checker: stdout is a pipe
+        failure = ""
+        try:
+            with tarfile.open(fileobj=tool.stdout, mode="r|") as tar:
+                for entry in tar:
+                    data = tar.extractfile(entry) if entry.isreg() else None
+                    if data is not None:
+                        found[entry.name.removeprefix("./")] = FileDigest(
+                            entry.size, hashlib.sha256(data.read()).hexdigest())
+            tool.stdout.read()  # the padding after the archive's end, or dpkg-deb fails
+        except tarfile.TarError as error:
+            failure = str(error)
+        tool.stdout.close()
+        code = tool.wait()
+        messages.seek(0)
+        text = messages.read().decode(errors="replace")
+    if code or failure:
+        raise ExternalToolError(f"dpkg-deb --fsys-tarfile {copy.name}: "
+                                f"{_one_line(text or failure)}")
+    return found
+
+
+def tree_matches(root: Path, files: Mapping[str, FileDigest]) -> bool:
+    """Whether ``root`` (not a link) holds exactly the regular ``files``, with those SHA256
     digests, besides folders and the marker."""
     if root.is_symlink() or not root.is_dir():
         return False
     seen = 0
     try:
-        for folder, folders, files in os.walk(root, onerror=_raise):
-            for name in folders + files:
+        for folder, folders, names in os.walk(root, onerror=_raise):
+            for name in folders + names:
                 path = Path(folder, name)
                 mode = path.lstat().st_mode
                 relative = path.relative_to(root).as_posix()
                 if stat.S_ISDIR(mode) or relative == MARKER:
                     continue
-                if not stat.S_ISREG(mode) or relative not in sums:
+                if not stat.S_ISREG(mode) or relative not in files:
                     return False
                 with path.open("rb") as file:
-                    if hashlib.file_digest(file, "md5").hexdigest() != sums[relative]:
+                    if hashlib.file_digest(file, "sha256").hexdigest() != files[relative].sha256:
                         return False
                 seen += 1
     except OSError:  # a folder that cannot be listed may hide anything
         return False
-    return seen == len(sums)
+    return seen == len(files)
 
 
 def _raise(error: OSError) -> None:
@@ -220,32 +296,82 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def fetch(cache: Path, package: str, version: str | None = None) -> Path:
-    """The extracted files of ``package`` (``version`` if given), from a ``.deb`` checked
-    against apt's package index; downloaded and extracted only when the cache has no good
-    copy."""
+@dataclass(frozen=True)
+class CheckedPackage:
+    """A package extracted into ``root`` whose every read is checked: ``files`` are the
+    regular files of the checked ``.deb`` ``deb``, their digests taken from its bytes."""
+
+    root: Path
+    deb: VerifiedDeb
+    files: dict[str, FileDigest]
+
+    def names(self) -> list[str]:
+        return sorted(self.files)
+
+    def read(self, name: str) -> bytes:
+        return read_checked(self, name)
+
+
+def _record(deb: VerifiedDeb) -> str:
+    return f"{deb.sha256}  {deb.path.name}\n"
+
+
+def fetch(cache: Path, package: str, version: str | None = None) -> CheckedPackage:
+    """The files of ``package`` (``version`` if given), from a ``.deb`` checked against apt's
+    package index; downloaded and extracted only when the cache has no good copy."""
     cache.mkdir(parents=True, exist_ok=True)
-    deb, digest = verified_deb(cache, package, version)
-    record = f"{digest}  {deb.name}\n"
-    extracted = cache / f"x-{package}"
-    if _marker(extracted) == record and tree_matches(extracted, md5sums(deb)):
-        return extracted
-    staging = cache / f".x-{package}.{os.getpid()}"
+    deb = verified_deb(cache, package, version)
+    checked = CheckedPackage(cache / f"x-{package}", deb, file_digests(deb))
+    if _marker(checked.root) != _record(deb) or not tree_matches(checked.root, checked.files):
+        extract(checked)
+    return checked
+
+
+def extract(package: CheckedPackage) -> None:
+    """Extract the checked ``.deb``'s bytes into ``package.root`` (``dpkg-deb -x``), in a
+    staging folder renamed into place with its marker, so a reader sees all of it or none."""
+    root, deb = package.root, package.deb
+    staging = root.parent / f".{root.name}.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    done = _run(["dpkg-deb", "-x", str(deb), str(staging)])
+    done = _in_private_copy(deb, lambda copy: _run(["dpkg-deb", "-x", str(copy), str(staging)]))
     if done.returncode:
         shutil.rmtree(staging, ignore_errors=True)
-        raise ExternalToolError(f"dpkg-deb -x {deb.name}: {_one_line(done.stderr)}")
-    (staging / MARKER).write_text(record)  # last, inside the folder not yet in place
-    _remove(extracted)
+        raise ExternalToolError(f"dpkg-deb -x {deb.path.name}: {_one_line(done.stderr)}")
+    (staging / MARKER).write_text(_record(deb))  # last, inside the folder not yet in place
+    _remove(root)
     try:
-        staging.rename(extracted)
+        staging.rename(root)
     except OSError:  # a parallel fetch put its copy in place first
         shutil.rmtree(staging, ignore_errors=True)
-        if _marker(extracted) != record:
-            raise ExternalToolError(f"{extracted}: replaced while {deb.name} was extracted; "
+        if _marker(root) != _record(deb):
+            raise ExternalToolError(f"{root}: replaced while {deb.path.name} was extracted; "
                                     "fetch again") from None
-    return extracted
+
+
+def _checked_bytes(path: Path, expected: FileDigest) -> bytes | None:
+    data = _read_regular(path, expected.size + 1)
+    if data is None or hashlib.sha256(data).hexdigest() != expected.sha256:
+        return None
+    return data
+
+
+def read_checked(package: CheckedPackage, name: str) -> bytes:
+    """The bytes of ``name`` in the package, read once and checked against the ``.deb``'s
+    digest; a file changed since the package was checked is extracted again once from the
+    checked bytes, and refused if it differs again."""
+    expected = package.files.get(name)
+    if expected is None:
+        raise FormatError(f"{package.root.name}: the package holds no {name}")
+    data = _checked_bytes(package.root / name, expected)
+    if data is None:
+        extract(package)
+        data = _checked_bytes(package.root / name, expected)
+    if data is None:
+        raise IntegrityError(
+            f"{package.root / name}: not the file {package.deb.path.name} holds (SHA256 "
+            f"{expected.sha256}), even when extracted again; something changes the cache while "
+            "it is used")
+    return data
 
 
 def _version_key(name: str) -> list[tuple[int, str]]:
@@ -269,21 +395,15 @@ def kernel_package(cache: Path) -> str:
     raise ExternalToolError(f"apt-cache depends {KERNEL_META}: no kernel package found")
 
 
-def member(root: Path, path: str) -> bytes:
-    try:
-        return (root / path).read_bytes()
-    except OSError:
-        raise FormatError(f"{root.name}: the package holds no {path}") from None
-
-
 @dataclass(frozen=True)
 class BootInputs:
-    """Debian's signed boot binaries, the kernel's modules and busybox (and the UKI stub)."""
+    """Debian's signed boot binaries, the kernel's package (its ``lib/modules``), busybox and
+    the UKI stub, each read once from a checked package."""
 
     shim: bytes
     grub: bytes
     kernel: bytes
-    modules: Path  # the kernel package's lib/modules
+    modules: CheckedPackage  # the kernel's package: the initramfs reads its lib/modules
     busybox: bytes
     stub: bytes | None
 
@@ -294,13 +414,13 @@ class BootInputs:
 
 def boot_inputs(cache: Path, with_stub: bool) -> BootInputs:
     """The boot inputs from the cache's checked packages (fetched as needed)."""
-    kernel_root = fetch(cache, kernel_package(cache))
-    kernels = sorted((kernel_root / "boot").glob("vmlinuz-*"))
-    if not kernels:
-        raise FormatError(f"{kernel_root.name}: the package holds no boot/vmlinuz-*")
+    kernel = fetch(cache, kernel_package(cache))
+    images = [name for name in kernel.names()
+              if name.startswith("boot/vmlinuz-") and "/" not in name[len("boot/"):]]
+    if not images:
+        raise FormatError(f"{kernel.root.name}: the package holds no boot/vmlinuz-*")
     return BootInputs(
-        member(fetch(cache, SHIM[0]), SHIM[1]), member(fetch(cache, GRUB[0]), GRUB[1]),
-        kernels[-1].read_bytes(), kernel_root / "lib" / "modules",
-        member(fetch(cache, BUSYBOX[0]), BUSYBOX[1]),
-        member(fetch(cache, STUB[0]), STUB[1]) if with_stub else None,
+        fetch(cache, SHIM[0]).read(SHIM[1]), fetch(cache, GRUB[0]).read(GRUB[1]),
+        kernel.read(images[-1]), kernel, fetch(cache, BUSYBOX[0]).read(BUSYBOX[1]),
+        fetch(cache, STUB[0]).read(STUB[1]) if with_stub else None,
     )

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Protocol
 
 from cvm.errors import ExternalToolError, FormatError
 from cvm.formats.cpio import CpioArchive, CpioEntry
@@ -117,27 +118,44 @@ def libraries(binaries: list[Path]) -> set[Path]:
     return found
 
 
-def module_order(modules: Path, wanted: tuple[str, ...] = MODULES) -> list[tuple[str, Path]]:
+class PackageFiles(Protocol):
+    """A package's files by name (``lib/modules/…``), each read checked
+    (:class:`cvm.image.debian_packages.CheckedPackage`)."""
+
+    def names(self) -> list[str]: ...
+
+    def read(self, name: str) -> bytes: ...
+
+
+def module_files(kernel: PackageFiles, name: str) -> list[str]:
+    """The package's files of the kernel module ``name`` (``lib/modules/*/kernel/**/NAME.ko``)."""
+    return [path for path in kernel.names()
+            if (parts := path.split("/"))[:2] == ["lib", "modules"] and len(parts) > 4
+            and parts[3] == "kernel" and parts[-1] == f"{name}.ko"]
+
+
+def module_order(kernel: PackageFiles,
+                 wanted: tuple[str, ...] = MODULES) -> list[tuple[str, bytes]]:
     """``wanted`` and every module they depend on (their ``.modinfo`` ``depends=``), each after
-    its dependencies; ``modules`` is the kernel package's ``lib/modules``."""
-    order: list[tuple[str, Path]] = []
+    its dependencies, with its bytes (each read once); ``kernel`` is the kernel's package."""
+    order: list[tuple[str, bytes]] = []
 
     def add(name: str, chain: tuple[str, ...]) -> None:
         if any(name == done for done, _ in order):
             return
         if name in chain:
             raise FormatError(f"kernel module {name}: circular dependency {' -> '.join(chain)}")
-        paths = sorted(modules.glob(f"*/kernel/**/{name}.ko"))
+        paths = module_files(kernel, name)
         if len(paths) != 1:
-            raise FormatError(f"kernel module {name}: {len(paths)} files under {modules}, "
-                              "expected one")
-        data = paths[0].read_bytes()
+            raise FormatError(f"kernel module {name}: {len(paths)} files in the kernel's "
+                              "package under lib/modules/*/kernel, expected one")
+        data = kernel.read(paths[0])
         if b"depends=" not in data:
             raise FormatError(f"{paths[0]}: no depends= in its .modinfo")
         info = data.split(b"depends=", 1)[1].split(b"\0", 1)[0].decode()
         for dependency in filter(None, info.split(",")):
             add(dependency, (*chain, name))
-        order.append((name, paths[0]))
+        order.append((name, data))
 
     for name in wanted:
         add(name, ())
@@ -154,7 +172,7 @@ def _with_parents(files: dict[str, CpioEntry]) -> list[CpioEntry]:
     return [*folders.values(), *(e for n, e in files.items() if n not in folders)]
 
 
-def sealed_initramfs(busybox: bytes, kernel_modules: Path, pcrs: tuple[int, ...]) -> bytes:
+def sealed_initramfs(busybox: bytes, kernel: PackageFiles, pcrs: tuple[int, ...]) -> bytes:
     """The gzip-compressed newc archive (see the module docstring)."""
     tpm2, cryptsetup = find_tool("tpm2"), find_tool("cryptsetup")
     if not TCTI_LIBRARY.exists():
@@ -169,9 +187,9 @@ def sealed_initramfs(busybox: bytes, kernel_modules: Path, pcrs: tuple[int, ...]
     for library in sorted(libraries([tpm2, cryptsetup, TCTI_LIBRARY]) | {TCTI_LIBRARY}):
         name = str(library).lstrip("/")
         files[name] = CpioEntry.file(name, library.read_bytes(), 0o755)
-    order = module_order(kernel_modules)
-    for module, path in order:
-        files[f"modules/{module}.ko"] = CpioEntry.file(f"modules/{module}.ko", path.read_bytes())
+    order = module_order(kernel)
+    for module, data in order:
+        files[f"modules/{module}.ko"] = CpioEntry.file(f"modules/{module}.ko", data)
     files["modules/order"] = CpioEntry.file("modules/order",
                                             " ".join(m for m, _ in order).encode())
     for folder in ("proc", "sys", "dev", "tmp", "run"):
