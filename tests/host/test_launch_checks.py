@@ -106,10 +106,14 @@ def test_a_relayed_request_is_answered_as_kvm_answers_it() -> None:
     assert response == relay.log[0][1]  # the PSP's response page, as the host wrote it
 
 
-def test_an_exit_other_than_vmgexit_is_not_relayed_again() -> None:
+def test_only_a_vmgexit_is_relayed() -> None:
     _, relay, requester = _relayed()
     requester.report(b"\x02" * 64)
-    requester.vcpu.vmexit(EXIT_HLT)  # the GHCB still holds the request, the MSR its address
+    vcpu = requester.vcpu
+    vcpu.write(requester.ghcb_gpa, Ghcb.build(
+        sw_exitcode=NAE_SNP_GUEST_REQUEST, sw_exitinfo1=requester.request_gpa,
+        sw_exitinfo2=requester.response_gpa).to_bytes())
+    vcpu.vmexit(EXIT_HLT)  # the GHCB holds a request, the MSR its address: not a VMGEXIT
     assert len(relay.log) == 1
 
 
@@ -247,14 +251,16 @@ def test_the_sev_launch_refuses_firmware_it_cannot_boot() -> None:
 
 
 # -- the pages staged, and the RAM around them ---------------------------------------------------
-def _refuse_rmpupdate_of(hv: Hypervisor, index: int, count: int) -> list[int]:
-    """Make the RMP refuse the page at ``index`` of the next allocation of ``count`` pages."""
+def _refuse_rmpupdate_of(hv: Hypervisor, allocation: int, index: int) -> list[int]:
+    """Make the RMP refuse page ``index`` of the host's ``allocation``-th allocation."""
     allocate = hv.allocate_pages
+    allocations: list[list[int]] = []
     poisoned: list[int] = []
 
     def allocate_poisoned(asked: int) -> list[int]:
         pages = allocate(asked)
-        if asked == count and not poisoned:
+        allocations.append(pages)
+        if len(allocations) == allocation:
             hv.machine.rmp.firmware_own(pages[index])  # immutable: RMPUPDATE fails
             hv.machine.rmp.entry(pages[index]).assigned = False
             poisoned.append(pages[index])
@@ -264,14 +270,28 @@ def _refuse_rmpupdate_of(hv: Hypervisor, index: int, count: int) -> list[int]:
     return poisoned
 
 
-@pytest.mark.parametrize(("index", "count"), [(5, 16), (0, 1)])  # a firmware page; the VMSA
-def test_a_refused_rmpupdate_of_a_launch_page_stops_the_launch(index: int, count: int) -> None:
+# the launch's allocations: the firmware (16 pages), SEC_MEM (2), SECRETS, CPUID, the kernel
+# hashes' page (zero pages without a kernel), the VMSA
+@pytest.mark.parametrize(("allocation", "index"), [(1, 5), (2, 1), (4, 0), (6, 0)])
+def test_a_refused_rmpupdate_of_a_launch_page_stops_the_launch(
+    allocation: int, index: int
+) -> None:
     hv, psp = _host()
-    poisoned = _refuse_rmpupdate_of(hv, index, count)
+    poisoned = _refuse_rmpupdate_of(hv, allocation, index)
     with pytest.raises(StatusError) as refused:
         launch_snp(hv, psp, _firmware(), SnpLaunchConfig(ram_bytes=0))
     assert refused.value.code == RmpStatus.FAIL_PERMISSION
     assert str(refused.value) == f"RMPUPDATE of {poisoned[0]:#x} failed: FAIL_PERMISSION"
+
+
+def test_a_section_of_no_pages_is_launched_as_nothing() -> None:
+    hv, psp = _host()
+    empty = (MetadataSection(0x800000, 0, SectionType.SNP_SEC_MEM), *SECTIONS[1:])
+    firmware = _firmware(sections=empty)
+    launched = launch_snp(hv, psp, firmware)
+    assert launched.measurement == snp_launch_digest(OvmfImage.parse(firmware),
+                                                     VcpuConfig(1, MILAN))
+    assert launched.guest.vm.translate(0x800000) is None
 
 
 def test_the_vmsas_are_staged_at_the_rmps_vmsa_address_and_never_mapped() -> None:

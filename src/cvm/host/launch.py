@@ -416,9 +416,10 @@ def launch_sev(
         cpus.append(vcpu)
     measure = firmware_commands.launch_measure(handle)
     firmware_commands.launch_finish(handle)
-    for gpa in range(0, ram_bytes, PAGE_SIZE):
-        if gpa >> 12 not in vm.nested:
-            place(gpa, bytes(PAGE_SIZE))
+    ram = [gpa for gpa in range(0, ram_bytes, PAGE_SIZE) if gpa >> 12 not in vm.nested]
+    spas = hv.allocate_pages(len(ram))
+    vm.map_pages(ram, spas)
+    frames.extend(spas)
     own = handle if firmware_commands.psp is hv.psp else None
     guest = hv.adopt(vm, cpus, frames, handle=own)
     return SevLaunch(guest, handle, measure)
