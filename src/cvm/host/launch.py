@@ -40,7 +40,6 @@ from cvm.formats.svsm.svsm_image import (
     svsm_initial_vmsa,
 )
 from cvm.hardware.memory.dram import PAGE_SIZE
-from cvm.hardware.memory.engine import MAX_ASID
 from cvm.hardware.memory.rmp import RmpStatus
 from cvm.hardware.psp.firmware import SecureProcessor
 from cvm.hardware.psp.sev_legacy import LegacyFirmware
@@ -108,8 +107,8 @@ class GuestRequestRelay:
         ghcb = Ghcb.from_bytes(machine.host_read(ghcb_spa, PAGE_SIZE))
         if ghcb.get("sw_exitcode") != NAE_SNP_GUEST_REQUEST:
             return
-        request_spa = guest.vm.translate(ghcb.get("sw_exitinfo1") or 0)
-        response_spa = guest.vm.translate(ghcb.get("sw_exitinfo2") or 0)
+        request_spa = _translate(guest, ghcb.get("sw_exitinfo1"))
+        response_spa = _translate(guest, ghcb.get("sw_exitinfo2"))
         if request_spa is None or response_spa is None:
             status, response = int(SevStatus.INVALID_ADDRESS), None
         else:
@@ -118,12 +117,15 @@ class GuestRequestRelay:
             self.log.append((request, response))
             if response is not None:
                 machine.host_write(response_spa, response)
-        reply = Ghcb.build(
-            sw_exitcode=NAE_SNP_GUEST_REQUEST,
-            sw_exitinfo1=ghcb.get("sw_exitinfo1") or 0,
-            sw_exitinfo2=status,
-        )
-        machine.host_write(ghcb_spa, reply.to_bytes())
+        # as KVM answers: SW_EXITINFO1 0 (the event was handled), the firmware's status in
+        # SW_EXITINFO2
+        machine.host_write(ghcb_spa, Ghcb.build(sw_exitinfo1=0, sw_exitinfo2=status).to_bytes())
+
+
+def _translate(guest: Guest, gpa: int | None) -> int | None:
+    """The system address of a page the guest named in the GHCB; None when the field was not
+    marked valid or the page is not mapped."""
+    return None if gpa is None else guest.vm.translate(gpa)
 
 
 def host_cpuid_page(hv: Hypervisor) -> CpuidPage:
@@ -140,9 +142,7 @@ class _Launcher:
         machine = hv.machine
         if not machine.snp_enabled:
             raise StateError("SNP is not enabled on this machine")
-        asid = next((a for a in range(1, MAX_ASID + 1) if not machine.engine.is_active(a)), None)
-        if asid is None:
-            raise StateError("no free ASID")
+        asid = hv.free_asid()
         machine.engine.activate(asid)
         self.hv, self.psp, self.config = hv, psp, config
         self.vm = VirtualMachine(machine, asid, Mode.SEV_SNP, FOUR_GIB)
@@ -153,25 +153,33 @@ class _Launcher:
             machine.engine.deactivate(asid)
             raise
 
-    def stage(self, gpa: int, data: bytes, *, rmp_gpa: int | None = None) -> int:
+    def stage(self, gpa: int, data: bytes) -> int:
         """Write ``data`` into a new host page, map it at ``gpa`` and make it pre-guest."""
-        machine = self.hv.machine
         spa = self.hv.allocate_page()
-        machine.host_write(spa, data)
-        if rmp_gpa is None:
-            self.vm.map(gpa, spa)
-            self.frames.append(spa)
-        status = machine.rmp.rmpupdate(
-            spa, assigned=True, asid=self.vm.asid, gpa=gpa if rmp_gpa is None else rmp_gpa
-        )
+        self.hv.machine.host_write(spa, data)
+        self.vm.map(gpa, spa)
+        self.frames.append(spa)
+        self.assign(spa, gpa)
+        return spa
+
+    def stage_vmsa(self, vmsa: Vmsa) -> int:
+        """Write ``vmsa`` into a new host page and make it pre-guest at the RMP's VMSA address;
+        no guest address maps it (KVM's ``snp_launch_update_vmsa``)."""
+        spa = self.hv.allocate_page()
+        self.hv.machine.host_write(spa, vmsa.to_bytes())
+        self.assign(spa, VMSA_GPA)
+        return spa
+
+    def assign(self, spa: int, gpa: int) -> None:
+        """RMPUPDATE of ``spa`` to this guest at ``gpa``."""
+        status = self.hv.machine.rmp.rmpupdate(spa, assigned=True, asid=self.vm.asid, gpa=gpa)
         if status is not RmpStatus.SUCCESS:
             raise StatusError(f"RMPUPDATE of {spa:#x} failed: {status.name}", int(status))
-        return spa
 
     def stage_pages(self, pages: Sequence[tuple[int, bytes]]) -> list[int]:
         """:meth:`stage` of each (GPA, page) in order, the host pages taken at once (and the
         plaintext written at once when they follow one another)."""
-        machine, asid = self.hv.machine, self.vm.asid
+        machine = self.hv.machine
         spas = self.hv.allocate_pages(len(pages))
         datas = [data for _, data in pages]
         run = range(spas[0], spas[0] + len(spas) * PAGE_SIZE, PAGE_SIZE) if spas else range(0)
@@ -180,13 +188,16 @@ class _Launcher:
         else:
             for spa, data in zip(spas, datas, strict=True):
                 machine.host_write(spa, data)
-        for (gpa, _), spa in zip(pages, spas, strict=True):
-            self.vm.map(gpa, spa)
-            self.frames.append(spa)
-            status = machine.rmp.rmpupdate(spa, assigned=True, asid=asid, gpa=gpa)
-            if status is not RmpStatus.SUCCESS:
-                raise StatusError(f"RMPUPDATE of {spa:#x} failed: {status.name}", int(status))
+        self.assign_pages([gpa for gpa, _ in pages], spas)
         return spas
+
+    def assign_pages(self, gpas: list[int], spas: list[int]) -> None:
+        """Map each ``gpas[i]`` at ``spas[i]`` and RMPUPDATE it to this guest there."""
+        self.vm.map_pages(gpas, spas)
+        self.frames.extend(spas)
+        status, done = self.hv.machine.rmp.rmpupdate_pages(spas, gpas, self.vm.asid)
+        if status is not RmpStatus.SUCCESS:
+            raise StatusError(f"RMPUPDATE of {spas[done]:#x} failed: {status.name}", int(status))
 
     def update(self, gpa: int, data: bytes, page_type: PageType) -> int:
         return self.update_pages([(gpa, data)], page_type)[0]
@@ -210,9 +221,9 @@ class _Launcher:
             corrected = self.hv.machine.host_read(spa, PAGE_SIZE)
             if corrected == page:
                 raise
-            self.hv.machine.rmp.rmpupdate(spa, assigned=False)
+            self.hv.machine.rmp.rmpupdate(spa, assigned=False)  # the host's again, to write
             self.hv.machine.host_write(spa, corrected)
-            self.hv.machine.rmp.rmpupdate(spa, assigned=True, asid=self.vm.asid, gpa=gpa)
+            self.assign(spa, gpa)
             self.psp.snp_launch_update(self.handle, spa, PageType.CPUID)
             return (str(error),)
 
@@ -239,12 +250,7 @@ class _Launcher:
     def ram(self, size: int, skip: set[int]) -> None:
         """Private RAM the guest validates itself: assigned, never measured."""
         wanted = [gpa for gpa in range(0, size, PAGE_SIZE) if gpa >> 12 not in skip]
-        spas = self.hv.allocate_pages(len(wanted))
-        self.vm.map_pages(wanted, spas)
-        self.frames.extend(spas)
-        status, done = self.hv.machine.rmp.rmpupdate_pages(spas, wanted, self.vm.asid)
-        if status is not RmpStatus.SUCCESS:
-            raise StatusError(f"RMPUPDATE of {spas[done]:#x} failed: {status.name}", int(status))
+        self.assign_pages(wanted, self.hv.allocate_pages(len(wanted)))
 
 
 def launch_snp(
@@ -314,7 +320,7 @@ def _finish(
     hv, psp, config = launcher.hv, launcher.psp, launcher.config
     vcpus: list[Vcpu] = []
     for index, vmsa in enumerate(vmsas):
-        spa = launcher.stage(0, vmsa.to_bytes(), rmp_gpa=VMSA_GPA)
+        spa = launcher.stage_vmsa(vmsa)
         psp.snp_launch_update(launcher.handle, spa, PageType.VMSA)
         vcpu = Vcpu(launcher.vm, index)
         vcpu.vmsa_spa = spa
@@ -375,9 +381,7 @@ def launch_sev(
     if es and reset is None:
         raise UsageError("the firmware has no SEV-ES reset block: it cannot boot SEV-ES")
     machine = hv.machine
-    asid = next((a for a in range(1, MAX_ASID + 1) if not machine.engine.is_active(a)), None)
-    if asid is None:
-        raise StateError("no free ASID")
+    asid = hv.free_asid()
     machine.engine.activate(asid)
     vm = VirtualMachine(machine, asid, Mode.SEV_ES if es else Mode.SEV, FOUR_GIB)
     if policy is None:
@@ -412,8 +416,10 @@ def launch_sev(
         cpus.append(vcpu)
     measure = firmware_commands.launch_measure(handle)
     firmware_commands.launch_finish(handle)
-    for gpa in range(0, ram_bytes, PAGE_SIZE):
-        if gpa >> 12 not in vm.nested:
-            place(gpa, bytes(PAGE_SIZE))
-    guest = hv.adopt(vm, cpus, frames)
+    ram = [gpa for gpa in range(0, ram_bytes, PAGE_SIZE) if gpa >> 12 not in vm.nested]
+    spas = hv.allocate_pages(len(ram))
+    vm.map_pages(ram, spas)
+    frames.extend(spas)
+    own = handle if firmware_commands.psp is hv.psp else None
+    guest = hv.adopt(vm, cpus, frames, handle=own)
     return SevLaunch(guest, handle, measure)

@@ -55,6 +55,13 @@ EXIT_NAE_CPUID = 0x72
 NAE_AP_CREATION = 0x8000_0013
 AP_CREATE = 1
 PSC_ERROR_INVALID = 1
+# The host's answer to a NAE event in SW_EXITINFO1 bits 31:0 (GHCB specification 56421 §4.1;
+# the names are Linux's ``sev-common.h``): 0 the event was handled; 2 the input was malformed,
+# the reason in SW_EXITINFO2.
+HV_RESP_MALFORMED_INPUT = 2
+GHCB_ERR_MISSING_INPUT = 4
+GHCB_ERR_INVALID_INPUT = 5
+GHCB_ERR_INVALID_EVENT = 6
 GHCB_PROTOCOL_MIN = 1
 GHCB_PROTOCOL_MAX = 2
 C_BIT = 51
@@ -147,11 +154,10 @@ class Hypervisor:
         if mode.snp and not self.machine.snp_enabled:
             raise StateError("SNP is not enabled on this machine")
         if mode is Mode.PLAIN:
-            self._plain_ids += 1
             asid = 0
-            key = -self._plain_ids
+            key = self._plain_key()
         else:
-            asid = asid if asid is not None else self._free_asid()
+            asid = asid if asid is not None else self.free_asid()
             if asid in self.guests:
                 raise StateError(f"ASID {asid} is already in use by a live guest")
             self.machine.engine.activate(asid)
@@ -225,8 +231,7 @@ class Hypervisor:
         if any(vcpu.vm is not vm for vcpu in vcpus):
             raise UsageError("a vCPU belongs to another VM")
         if vm.mode is Mode.PLAIN:
-            self._plain_ids += 1
-            key = -self._plain_ids
+            key = self._plain_key()
         else:
             key = vm.asid
             if key in self.guests:
@@ -266,7 +271,13 @@ class Hypervisor:
         if guest.mode.encrypts_memory:
             self.machine.engine.deactivate(guest.vm.asid)
 
-    def _free_asid(self) -> int:
+    def _plain_key(self) -> int:
+        """The key a plain VM (ASID 0, shared by all) is tracked under: negative, never reused."""
+        self._plain_ids += 1
+        return -self._plain_ids
+
+    def free_asid(self) -> int:
+        """The lowest ASID neither a live guest nor a key of the memory engine holds."""
         for asid in range(1, MAX_ASID + 1):
             if asid not in self.guests and not self.machine.engine.is_active(asid):
                 return asid
@@ -333,27 +344,33 @@ class Hypervisor:
         if spa is None or operation not in (PscOperation.PRIVATE, PscOperation.SHARED):
             return PSC_ERROR_INVALID
         if self.machine.snp_enabled and guest.mode.snp:
-            private = operation == PscOperation.PRIVATE
+            # shared: the entry goes back to the host (RMPUPDATE ignores ASID and GPA then)
             status = self.machine.rmp.rmpupdate(
-                spa, assigned=private, asid=guest.vm.asid if private else 0,
-                gpa=gpa if private else 0,
+                spa, assigned=operation == PscOperation.PRIVATE, asid=guest.vm.asid, gpa=gpa
             )
             if status is not RmpStatus.SUCCESS:
                 return int(status)
         return 0
 
     def _ap_creation(self, guest: Guest, request: Ghcb) -> Ghcb:
-        """GHCB AP creation, event CREATE: run the guest page as a vCPU's VMSA at a VMPL."""
-        info = request.get("sw_exitinfo1") or 0
+        """GHCB AP creation, event CREATE: run the guest page as a vCPU's VMSA at a VMPL.
+
+        SW_EXITINFO1 holds the APIC ID (bits 63:32), the VMPL (23:16) and the event (15:0),
+        SW_EXITINFO2 the VMSA's page-aligned GPA; anything else is malformed input."""
+        info, gpa = request.get("sw_exitinfo1"), request.get("sw_exitinfo2")
+        if info is None or gpa is None:
+            return malformed_input(GHCB_ERR_MISSING_INPUT)
         event, vmpl, apic = info & 0xFFFF, info >> 16 & 0xFF, info >> 32
-        spa = guest.vm.translate(request.get("sw_exitinfo2") or 0)
+        if event != AP_CREATE:
+            return malformed_input(GHCB_ERR_INVALID_EVENT)
+        spa = guest.vm.translate(gpa)
         target = next((v for v in guest.vcpus if v.index == apic), None)
-        if event != AP_CREATE or spa is None or target is None:
-            return Ghcb.build(sw_exitinfo1=1)
+        if gpa % PAGE_SIZE or spa is None or target is None:
+            return malformed_input(GHCB_ERR_INVALID_INPUT)
         try:
             target.register_vmsa(vmpl, spa)
         except (StateError, UsageError):
-            return Ghcb.build(sw_exitinfo1=1)
+            return malformed_input(GHCB_ERR_INVALID_INPUT)
         return Ghcb.build(sw_exitinfo1=0)
 
     def _on_ghcb_exit(self, guest: Guest, vcpu: Vcpu) -> None:
@@ -361,9 +378,12 @@ class Hypervisor:
         spa = self.spa_of(guest, vcpu.ghcb_page())
         request = Ghcb.from_bytes(self.machine.host_read(spa, PAGE_SIZE))
         if request.get("sw_exitcode") == EXIT_NAE_CPUID:
-            leaf = (request.get("rax") or 0) & 0xFFFF_FFFF
-            eax, ebx, ecx, edx = self.cpuid.get(leaf, (0, 0, 0, 0))
-            reply = Ghcb.build(rax=eax, rbx=ebx, rcx=ecx, rdx=edx)
+            rax = request.get("rax")
+            if rax is None:
+                reply = malformed_input(GHCB_ERR_MISSING_INPUT)
+            else:
+                eax, ebx, ecx, edx = self.cpuid.get(rax & 0xFFFF_FFFF, (0, 0, 0, 0))
+                reply = Ghcb.build(rax=eax, rbx=ebx, rcx=ecx, rdx=edx)
             self.machine.host_write(spa, reply.to_bytes())
         elif request.get("sw_exitcode") == NAE_AP_CREATION:
             self.machine.host_write(spa, self._ap_creation(guest, request).to_bytes())
@@ -379,3 +399,8 @@ class Hypervisor:
             reply = Ghcb.build(done, sw_exitinfo2=error << 32 if error else 0)
             self.machine.host_write(spa, reply.to_bytes())
 
+
+def malformed_input(reason: int) -> Ghcb:
+    """The host's answer to a NAE event whose input it refuses: SW_EXITINFO1 2, the reason in
+    SW_EXITINFO2."""
+    return Ghcb.build(sw_exitinfo1=HV_RESP_MALFORMED_INPUT, sw_exitinfo2=reason)
