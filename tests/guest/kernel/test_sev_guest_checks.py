@@ -405,6 +405,26 @@ def test_make_shared_inside_a_page_shares_that_page() -> None:
     assert host.machine.rmp.entry(spa + PAGE_SIZE).assigned
 
 
+@pytest.mark.parametrize("status", [1, 0x8000_0000, 3 << 32])
+def test_a_ghcb_page_state_answer_with_any_status_bit_is_refused(status: int) -> None:
+    """Every entry done, but SW_EXITINFO2 not zero: the change failed (the low bits too)."""
+    host, _, kernel = _guest()
+    original = host._on_ghcb_exit
+
+    def answer(g: Guest, vcpu: Vcpu) -> None:
+        original(g, vcpu)
+        spa = host.spa_of(g, vcpu.ghcb_page())
+        done = Ghcb.from_bytes(host.machine.host_read(spa, PAGE_SIZE))
+        reply = Ghcb.build(done.shared_buffer, sw_exitinfo2=status)
+        host.machine.host_write(spa, reply.to_bytes())
+
+    host._on_ghcb_exit = answer  # type: ignore[method-assign]
+    with pytest.raises(StatusError, match=r"^page-state change refused after 2 pages$"
+                       ) as refused:
+        kernel.page_state_change([3 * PAGE_SIZE, 4 * PAGE_SIZE], PscOperation.SHARED)
+    assert refused.value.code == (status >> 32 or status)
+
+
 @pytest.mark.parametrize(("done", "rewrite"), [(1, False), (2, True)])
 def test_a_ghcb_page_state_answer_that_does_not_cover_the_request_is_refused(
         done: int, rewrite: bool) -> None:

@@ -135,9 +135,10 @@ class SevGuest:
         self.cpu.vmexit(EXIT_VMGEXIT)
         answer = Ghcb.from_bytes(self.cpu.read(self.ghcb_gpa, PAGE_SIZE))
         done = PscBuffer.from_bytes(answer.shared_buffer)
-        error = (answer.get("sw_exitinfo2") or 0) >> 32
-        if error or done.cur_entry != len(pages) or done.entries != request.entries:
-            raise StatusError(f"page-state change refused after {done.cur_entry} pages", error)
+        status = answer.get("sw_exitinfo2") or 0  # any bit set is a failure, as Linux reads it
+        if status or done.cur_entry != len(pages) or done.entries != request.entries:
+            raise StatusError(f"page-state change refused after {done.cur_entry} pages",
+                              status >> 32 or status)  # the host's code, in bits 63:32
 
     # -- exits --------------------------------------------------------------------------------
     def msr_call(self, value: int) -> int:
