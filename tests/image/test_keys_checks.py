@@ -271,7 +271,8 @@ def test_a_missing_or_short_provisioning_key_is_named(keys: OwnerKeys, tmp_path:
 # Seeded keys (``cvm image build --seed``): derived from the keys' seed, one draw of the build.
 
 SEED_DRAWS = [PROVISIONING_KEY_SIZE, KEY_SEED_SIZE]
-START = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+START = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)  # the certificates' usual start
+GIVEN = datetime.datetime(2024, 3, 1, 12, 30, tzinfo=datetime.UTC)  # another, as a build's time
 
 
 class Recorder:
@@ -288,7 +289,7 @@ class Recorder:
 
 def _seeded(seed: bytes = b"7", **options: object) -> tuple[OwnerKeys, list[int]]:
     random = Recorder(seed)
-    keys = OwnerKeys.generate(random, seeded=True, not_before=START,  # type: ignore[arg-type]
+    keys = OwnerKeys.generate(random, seeded=True, not_before=GIVEN,  # type: ignore[arg-type]
                               **options)
     return keys, random.asked
 
@@ -306,7 +307,7 @@ def test_seeded_keys_are_derived_from_one_draw_after_the_provisioning_key() -> N
         assert _public(pair.key) == _public(derive_private_key(seed, NAMES[name], 2048))
         drawn = int.from_bytes(SeededRandom(seed, b"serial/" + NAMES[name].encode())(20), "big")
         assert pair.certificate.serial_number == (drawn >> 2) | (1 << 158)
-        assert pair.certificate.not_valid_before_utc == START
+        assert pair.certificate.not_valid_before_utc == GIVEN
         pair.certificate.verify_directly_issued_by(pair.certificate)
     assert keys.pcr_policy is not None
     assert _public(keys.pcr_policy) == _public(
