@@ -5,6 +5,7 @@ of the tools it runs."""
 from __future__ import annotations
 
 import errno
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -267,3 +268,41 @@ def test_a_given_serial_and_time_make_the_same_esp_at_any_time_in_any_zone(
     listing = run_tool("mdir", "-i", f"{tmp_path / 'a.img'}@@{MIB}", "-/", "::/")
     stamps = set(re.findall(r"(\d{4}-\d{2}-\d{2}) +(\d{1,2}:\d{2})", listing))
     assert stamps == {("2023-11-14", "22:13")}  # UTC, not the zone's local time
+
+
+def test_a_tool_that_asks_a_question_gets_no_answer(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """mmd asks what to do when a folder exists (two in a boot tree that differ only in case):
+    with the terminal's input it would wait for an answer; given none, it fails."""
+    tool = tmp_path / "bin" / "cvm-asks"
+    tool.parent.mkdir()
+    tool.write_text('#!/bin/sh\nif read answer; then echo "answered $answer"; '
+                    'else echo "no answer"; fi\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}:/usr/bin:/bin")
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"yes\n")
+    os.close(write_end)
+    saved = os.dup(0)
+    os.dup2(read_end, 0)  # what the process would read: someone's answer
+    try:
+        said = run_tool("cvm-asks")
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(read_end)
+    assert said == "no answer\n"
+
+
+@pytest.mark.interop
+def test_folders_that_differ_only_in_case_fail_instead_of_waiting(
+        tmp_path: Path, require_tool: Callable[[str], str]) -> None:
+    for tool in ("mformat", "mcopy", "mmd"):
+        require_tool(tool)
+    boot = _tree(tmp_path)
+    (boot / "efi" / "other").mkdir(parents=True)
+    (boot / "efi" / "other" / "x.efi").write_bytes(b"MZ")
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(MIB + MIN_ESP_SIZE))
+    with pytest.raises(ExternalToolError, match=r"^mmd failed: "):
+        write_esp(image, MIB, MIN_ESP_SIZE, boot)

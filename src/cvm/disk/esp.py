@@ -58,8 +58,10 @@ def run_tool(name: str, *args: str, env: Mapping[str, str] | None = None) -> str
     """Run ``name args...`` (with ``env`` added to the environment); return its stdout, or
     raise with its first error line."""
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C", **(env or {})}
+    # stdin is empty: a tool that would ask a question (mtools on a name clash) fails instead
+    # of waiting for an answer
     result = subprocess.run([find_tool(name), *args], capture_output=True, text=True,
-                            env=env, check=False)
+                            env=env, check=False, stdin=subprocess.DEVNULL)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         detail = lines[0] if lines else f"exit code {result.returncode}"
