@@ -5,6 +5,7 @@ of the tools it runs."""
 from __future__ import annotations
 
 import errno
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -17,8 +18,10 @@ from cvm.disk.esp import (
     MIN_ESP_SIZE,
     boot_files,
     find_tool,
+    fixed_time,
     list_esp,
     run_tool,
+    serial_options,
     write_esp,
 )
 from cvm.errors import ExternalToolError, UsageError
@@ -184,6 +187,9 @@ def test_a_tool_runs_with_its_output_or_its_first_error_line(
     monkeypatch.setenv("CVM_KEPT", "kept")
     monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
     assert run_tool("cvm-ok", "a", "b c") == "out 1 C kept a b c\n"
+    # what is given is added, and wins over the environment
+    assert run_tool("cvm-ok", "a", env={"CVM_KEPT": "given", "LC_ALL": "POSIX"}) == \
+        "out 1 POSIX given a\n"
     for name, detail in (("cvm-fails", "first problem"), ("cvm-fails-out", "said on stdout"),
                          ("cvm-fails-silent", "exit code 5")):
         with pytest.raises(ExternalToolError, match=f"^{name} failed: {detail}$"):
@@ -220,3 +226,83 @@ def test_an_esp_over_old_bytes_is_clean_for_fsck(tmp_path: Path,
                             text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert image.read_bytes()[MIB + 7 * 512 : MIB + 8 * 512] == bytes(512)
+
+
+def test_the_serial_and_the_time_are_options_only_when_given() -> None:
+    assert serial_options(None) == []
+    assert serial_options(0) == ["-N", "00000000"]
+    assert serial_options(0x1234ABCD) == ["-N", "1234abcd"]
+    assert serial_options(0xFFFFFFFF) == ["-N", "ffffffff"]
+    for serial, shown in ((1 << 32, "0x100000000"), (-1, "-0x1")):
+        with pytest.raises(UsageError) as refused:
+            serial_options(serial)
+        assert str(refused.value) == f"the ESP's volume serial {shown} does not fit 4 bytes"
+    assert fixed_time(None) == {}
+    assert fixed_time(1700000000) == {"SOURCE_DATE_EPOCH": "1700000000", "TZ": "UTC0"}
+
+
+def test_a_bad_serial_is_refused_before_any_write(tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\xee" * (MIB + MIN_ESP_SIZE))
+    with pytest.raises(UsageError):
+        write_esp(image, MIB, MIN_ESP_SIZE, _tree(tmp_path), serial=1 << 32)
+    assert image.read_bytes() == b"\xee" * (MIB + MIN_ESP_SIZE)
+
+
+@pytest.mark.interop
+def test_a_given_serial_and_time_make_the_same_esp_at_any_time_in_any_zone(
+        tmp_path: Path, require_tool: Callable[[str], str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for tool in ("mformat", "mcopy", "mmd", "minfo", "mdir"):
+        require_tool(tool)
+    boot = _tree(tmp_path)
+    images = []
+    for name, zone in (("a.img", "Asia/Tokyo"), ("b.img", "America/Denver")):
+        monkeypatch.setenv("TZ", zone)
+        image = tmp_path / name
+        image.write_bytes(bytes(MIB + MIN_ESP_SIZE))
+        write_esp(image, MIB, MIN_ESP_SIZE, boot, serial=0x1234ABCD, epoch=1700000000)
+        images.append(image.read_bytes())
+    assert images[0] == images[1]
+    assert "serial number: 1234ABCD" in _minfo(tmp_path / "a.img", MIB, require_tool)
+    listing = run_tool("mdir", "-i", f"{tmp_path / 'a.img'}@@{MIB}", "-/", "::/")
+    stamps = set(re.findall(r"(\d{4}-\d{2}-\d{2}) +(\d{1,2}:\d{2})", listing))
+    assert stamps == {("2023-11-14", "22:13")}  # UTC, not the zone's local time
+
+
+def test_a_tool_that_asks_a_question_gets_no_answer(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """mmd asks what to do when a folder exists (two in a boot tree that differ only in case):
+    with the terminal's input it would wait for an answer; given none, it fails."""
+    tool = tmp_path / "bin" / "cvm-asks"
+    tool.parent.mkdir()
+    tool.write_text('#!/bin/sh\nif read answer; then echo "answered $answer"; '
+                    'else echo "no answer"; fi\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}:/usr/bin:/bin")
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"yes\n")
+    os.close(write_end)
+    saved = os.dup(0)
+    os.dup2(read_end, 0)  # what the process would read: someone's answer
+    try:
+        said = run_tool("cvm-asks")
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(read_end)
+    assert said == "no answer\n"
+
+
+@pytest.mark.interop
+def test_folders_that_differ_only_in_case_fail_instead_of_waiting(
+        tmp_path: Path, require_tool: Callable[[str], str]) -> None:
+    for tool in ("mformat", "mcopy", "mmd"):
+        require_tool(tool)
+    boot = _tree(tmp_path)
+    (boot / "efi" / "other").mkdir(parents=True)
+    (boot / "efi" / "other" / "x.efi").write_bytes(b"MZ")
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(MIB + MIN_ESP_SIZE))
+    with pytest.raises(ExternalToolError, match=r"^mmd failed: "):
+        write_esp(image, MIB, MIN_ESP_SIZE, boot)

@@ -75,7 +75,8 @@ def test_owner_keys_load_refuses_what_is_not_theirs(
 
 
 @pytest.mark.parametrize(("field", "value", "says"), [
-    ("schema", "cvm-image/2", "schema"),
+    ("schema", "cvm-image/3", "schema"),
+    ("seeded", "yes", "seeded"),
     ("chain", "grub", "chain"),
     ("modes", ["tdx"], "modes"),
     ("modes", [], "modes"),

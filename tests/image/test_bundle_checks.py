@@ -137,6 +137,10 @@ def test_the_seal_defaults_to_the_chains_own() -> None:
 def test_the_recovery_kdf_is_fast_only_when_asked() -> None:
     assert recovery_kdf("fast") == KdfSpec("pbkdf2", iterations=1000, hash="sha256")
     assert recovery_kdf("default") == KdfSpec()
+    # a seeded build does not calibrate (the machine's speed would change the header)
+    assert recovery_kdf("default", seeded=True) == KdfSpec(iterations=4)
+    assert recovery_kdf("default", seeded=False) == KdfSpec()
+    assert recovery_kdf("fast", seeded=True) == KdfSpec("pbkdf2", iterations=1000, hash="sha256")
     with pytest.raises(UsageError) as refused:
         recovery_kdf("cheap")
     assert str(refused.value) == "--kdf-cost: 'cheap' is not default or fast"
@@ -192,7 +196,8 @@ def _expected_manifest(built: BuiltImage, spec: ImageSpec, host_key: bool,
                        svsm: bool) -> dict[str, Any]:
     plan, layout = built.plan, built.plan.layout
     return {
-        "schema": "cvm-image/1", "cvm_version": __version__, "chain": spec.chain,
+        "schema": "cvm-image/2", "cvm_version": __version__, "seeded": spec.seed is not None,
+        "chain": spec.chain,
         "modes": list(spec.modes), "vcpus": spec.vcpus, "vcpu_type": spec.vcpu_type,
         "vcpu_signature": "0x" + format(vcpu_config(spec.vcpus, spec.vcpu_type).signature, "08x"),
         "seal": spec.sealing,
@@ -404,14 +409,7 @@ def test_a_seed_makes_the_build_reproducible_and_a_given_random_wins(
     keys = owner_keys["uki"]
     first = build_image(tmp_path / "a", ImageSpec(kdf_cost="fast", seed=5), keys)
     again = build_image(tmp_path / "b", ImageSpec(kdf_cost="fast", seed=5), keys)
-    files, files_again = _files(first.out), _files(again.out)
-    # mtools stamps the ESP's directory entries with the time: the rest of the disk is equal
-    layout = first.plan.layout
-    for disk in (files, files_again):
-        image = disk.pop("disk.img")
-        disk["disk.img"] = image[:layout.esp_offset] + image[layout.esp_offset
-                                                             + layout.esp_size:]
-    assert files == files_again
+    assert _files(first.out) == _files(again.out)  # the ESP's time stamps included
     other = build_image(tmp_path / "c", ImageSpec(kdf_cost="fast", seed=6), keys)
     assert other.plan.luks_uuid != first.plan.luks_uuid
     # without a seed, the system's random: two builds differ
@@ -600,7 +598,8 @@ def test_an_earlier_bundle_that_cannot_be_removed_whole_does_not_fail_the_build(
 # The manifest's reader.
 
 def _manifest_document() -> dict[str, Any]:
-    return {"schema": "cvm-image/1", "cvm_version": "0", "chain": "uki", "modes": ["sev-snp"],
+    return {"schema": "cvm-image/2", "cvm_version": "0", "seeded": False, "chain": "uki",
+            "modes": ["sev-snp"],
             "vcpus": 1, "vcpu_type": "EPYC-Milan", "vcpu_signature": "0x00a00f11",
             "seal": "signed", "kdf": {}, "stages": [{"name": "uki", "path": "/x",
                                                     "sha256": "00"}],
@@ -620,11 +619,29 @@ def test_a_well_formed_manifest_is_read_back(tmp_path: Path) -> None:
         assert load_manifest(_write(tmp_path, {**document, "chain": chain}))["chain"] == chain
     assert load_manifest(_write(tmp_path, {**document, "modes": list(MODES)}))
     assert load_manifest(_write(tmp_path, {**document, "stages": []}))
+    assert load_manifest(_write(tmp_path, {**document, "seeded": True}))["seeded"] is True
+
+
+def test_a_first_schema_manifest_without_seeded_is_still_read(tmp_path: Path) -> None:
+    document = {**_manifest_document(), "schema": "cvm-image/1"}
+    del document["seeded"]
+    assert load_manifest(_write(tmp_path, document)) == document
+    for bad, schema in (({**document, "seeded": False}, "cvm-image/1"),
+                        ({**document, "schema": "cvm-image/2"}, "cvm-image/2")):
+        with pytest.raises(FormatError) as refused:
+            load_manifest(_write(tmp_path, bad))
+        assert str(refused.value) == (f"{tmp_path / 'image.json'}: not a {schema} manifest "
+                                      "(fields differ)")
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"schema": "cvm-image/2"}, "schema 'cvm-image/2', expected cvm-image/1"),
-    ({"extra": 1}, "not a cvm-image/1 manifest (fields differ)"),
+    ({"schema": "cvm-image/3"}, "schema 'cvm-image/3', expected cvm-image/2 (or cvm-image/1)"),
+    ({"schema": ["cvm-image/1"]},
+     "schema ['cvm-image/1'], expected cvm-image/2 (or cvm-image/1)"),
+    ({"extra": 1}, "not a cvm-image/2 manifest (fields differ)"),
+    ({"seeded": 1}, "seeded must be true or false"),
+    ({"seeded": None}, "seeded must be true or false"),
+    ({"seeded": "false"}, "seeded must be true or false"),
     ({"chain": "grub"}, "chain 'grub' is not uki or shim-grub"),
     ({"modes": []}, "modes must be a list of plain, sev, sev-es, sev-snp"),
     ({"modes": "sev-snp"}, "modes must be a list of plain, sev, sev-es, sev-snp"),
@@ -661,10 +678,10 @@ def test_a_malformed_manifest_is_refused_by_field(tmp_path: Path, change: dict[s
 def test_a_manifest_missing_a_field_or_not_an_object_is_refused(tmp_path: Path) -> None:
     document = _manifest_document()
     del document["vtpm"]
-    for bad in (document, ["schema"], "cvm-image/1"):
+    for bad in (document, ["schema"], "cvm-image/2"):
         with pytest.raises(FormatError) as refused:
             load_manifest(_write(tmp_path, bad))
-        assert str(refused.value) == (f"{tmp_path / 'image.json'}: not a cvm-image/1 manifest "
+        assert str(refused.value) == (f"{tmp_path / 'image.json'}: not a cvm-image/2 manifest "
                                       "(fields differ)")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cvm.cli.main import COMMANDS, execute
-from cvm.crypto.x509_edk2 import der, pem, private_key_pem
+from cvm.crypto.x509_edk2 import der, load_certificate, pem, private_key_pem
 from cvm.image.bundle import BuiltImage
 
 
@@ -166,3 +166,43 @@ def test_a_signing_key_or_certificate_that_does_not_parse_names_its_file(
     assert execute(["image", "build", str(tmp_path / "img"), "--sb-key", str(files["--sb-key"]),
                     "--sb-cert", str(files["--sb-cert"])]) == 65
     assert _one_line_error(capsys).startswith(f"cvm: error: {bad} {files[bad]}: ")
+
+
+def test_a_seeded_build_warns_and_says_so_in_its_manifest(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    out = tmp_path / "img"
+    assert execute(["image", "build", str(out), "--kdf-cost", "fast", "--seed", "5",
+                    "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["manifest"]["seeded"] is True
+    assert captured.err == ("warning: a seeded image (--seed): its owner keys, recovery "
+                            "passphrase and disk key follow from the seed — for tests and "
+                            "demos, never for real data\n")
+    assert execute(["image", "show", str(out)]) == 0
+    assert ("  seeded (--seed): its keys and disk secrets follow from the seed — for tests and "
+            "demos, never for real data\n") in capsys.readouterr().out
+    assert execute(["image", "build", str(tmp_path / "plain"), "--kdf-cost", "fast"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "built " in captured.out
+    assert execute(["image", "show", str(tmp_path / "plain")]) == 0
+    assert "seeded (--seed)" not in capsys.readouterr().out
+
+
+def test_source_date_epoch_stamps_the_keys_and_a_bad_one_exits_64(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert execute(["image", "build", str(tmp_path / "img"), "--kdf-cost", "fast", "--seed",
+                    "5"]) == 0
+    capsys.readouterr()
+    certificate = load_certificate((tmp_path / "img/owner/pk.crt").read_bytes())
+    assert certificate.not_valid_before_utc.timestamp() == 1700000000
+    for bad, says in (("yesterday", "'yesterday' is not a whole number"),
+                      ("100", "100 is outside 1980-01-01..2107-12-31")):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", bad)
+        assert execute(["image", "build", str(tmp_path / bad), "--seed", "5"]) == 64
+        error = _one_line_error(capsys)
+        assert error.startswith("cvm: error: SOURCE_DATE_EPOCH: ") and says in error
+        assert not (tmp_path / bad).exists()

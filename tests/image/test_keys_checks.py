@@ -5,6 +5,7 @@ which another local user can open it — and what is saved loads back."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import stat
 from pathlib import Path
@@ -14,6 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from cvm.crypto.drbg import SeededRandom
+from cvm.crypto.rsa_pss import derive_private_key
 from cvm.crypto.x509_edk2 import der, pem, private_key_pem
 from cvm.errors import FormatError, UsageError
 from cvm.formats.uefi.guids import (
@@ -26,7 +29,18 @@ from cvm.formats.uefi.signature_list import SignatureDatabase
 from cvm.formats.uefi.variable import SECURE_BOOT_ATTRIBUTES
 from cvm.guest.boot.secureboot import as_database, verify_image
 from cvm.image.boot_chain import make_kernel
-from cvm.image.keys import OWNER_GUID, PROVISIONING_KEY_SIZE, README, KeyPair, OwnerKeys
+from cvm.image.keys import (
+    KEY_SEED_SIZE,
+    OWNER_GUID,
+    PROVISIONING_KEY_SIZE,
+    README,
+    SERIAL_SIZE,
+    KeyPair,
+    OwnerKeys,
+    certificate_serial,
+    new_key_pair,
+    new_rsa_key,
+)
 
 PRIVATE = {"pk.key", "kek.key", "db.key", "vendor.key", "pcr-policy.key", "provisioning.key"}
 PUBLIC = {"README", "pk.crt", "kek.crt", "db.crt", "vendor.crt", "pcr-policy.pem"}
@@ -252,3 +266,95 @@ def test_a_missing_or_short_provisioning_key_is_named(keys: OwnerKeys, tmp_path:
         assert str(wrong.value) == f"{path}: {size} bytes, expected 32"
     path.write_bytes(bytes(32))
     assert OwnerKeys.load(tmp_path).provisioning == bytes(32)
+
+
+# Seeded keys (``cvm image build --seed``): derived from the keys' seed, one draw of the build.
+
+SEED_DRAWS = [PROVISIONING_KEY_SIZE, KEY_SEED_SIZE]
+START = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)  # the certificates' usual start
+GIVEN = datetime.datetime(2024, 3, 1, 12, 30, tzinfo=datetime.UTC)  # another, as a build's time
+
+
+class Recorder:
+    """A seeded random that remembers the size of every draw."""
+
+    def __init__(self, seed: bytes) -> None:
+        self.stream = SeededRandom(seed, b"test")
+        self.asked: list[int] = []
+
+    def __call__(self, size: int) -> bytes:
+        self.asked.append(size)
+        return self.stream(size)
+
+
+def _seeded(seed: bytes = b"7", **options: object) -> tuple[OwnerKeys, list[int]]:
+    random = Recorder(seed)
+    keys = OwnerKeys.generate(random, seeded=True, not_before=GIVEN,  # type: ignore[arg-type]
+                              **options)
+    return keys, random.asked
+
+
+def test_seeded_keys_are_derived_from_one_draw_after_the_provisioning_key() -> None:
+    keys, asked = _seeded()
+    assert asked == SEED_DRAWS and KEY_SEED_SIZE == 32 and SERIAL_SIZE == 20
+    stream = SeededRandom(b"7", b"test")
+    assert keys.provisioning == stream(32)
+    seed = stream(32)
+    for name, pair in (("pk", keys.pk), ("kek", keys.kek), ("db", keys.db),
+                       ("vendor", keys.vendor)):
+        assert pair is not None
+        assert _common_name(pair) == NAMES[name]
+        assert _public(pair.key) == _public(derive_private_key(seed, NAMES[name], 2048))
+        drawn = int.from_bytes(SeededRandom(seed, b"serial/" + NAMES[name].encode())(20), "big")
+        assert pair.certificate.serial_number == (drawn >> 2) | (1 << 158)
+        assert pair.certificate.not_valid_before_utc == GIVEN
+        pair.certificate.verify_directly_issued_by(pair.certificate)
+    assert keys.pcr_policy is not None
+    assert _public(keys.pcr_policy) == _public(
+        derive_private_key(seed, "cvm owner PCR policy", 2048))
+
+
+def test_seeded_keys_do_not_depend_on_which_others_are_made(keys: OwnerKeys) -> None:
+    every, _ = _seeded()
+    some, asked = _seeded(vendor=False, pcr_policy=False, db=keys.db)
+    assert asked == SEED_DRAWS
+    assert some.db is keys.db and some.vendor is None and some.pcr_policy is None
+    assert _public(some.pk.key) == _public(every.pk.key)
+    assert some.pk.certificate == every.pk.certificate
+    assert some.kek.certificate == every.kek.certificate
+    other, _ = _seeded(b"8")
+    assert _public(other.pk.key) != _public(every.pk.key)
+    assert other.provisioning != every.provisioning
+
+
+def test_unseeded_keys_draw_only_the_provisioning_key_and_start_where_asked() -> None:
+    random = Recorder(b"7")
+    later = datetime.datetime(2030, 6, 1, tzinfo=datetime.UTC)
+    keys = OwnerKeys.generate(random, not_before=later)
+    again = OwnerKeys.generate(Recorder(b"7"))
+    assert random.asked == [PROVISIONING_KEY_SIZE]
+    assert keys.provisioning == again.provisioning
+    assert _public(keys.pk.key) != _public(again.pk.key)  # the system's keys
+    assert keys.pk.certificate.not_valid_before_utc == later
+    assert again.pk.certificate.not_valid_before_utc == START  # the usual start
+
+
+@pytest.mark.parametrize(("fill", "serial"), [
+    (b"\x00", 1 << 158), (b"\xff", (1 << 159) - 1),
+    (b"\x04", (1 << 158) | int.from_bytes(b"\x01" * 20, "big"))])
+def test_a_seeded_serial_is_positive_and_20_octets(fill: bytes, serial: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SeededRandom, "__call__", lambda self, size: fill * size)
+    assert certificate_serial(b"seed", "x") == serial
+
+
+def test_new_rsa_key_is_the_systems_without_a_seed() -> None:
+    assert _public(new_rsa_key("x", None)) != _public(new_rsa_key("x", None))
+    assert _public(new_rsa_key("x", b"s" * 32)) == _public(new_rsa_key("x", b"s" * 32))
+    assert _public(new_rsa_key("x", b"s" * 32)) != _public(new_rsa_key("y", b"s" * 32))
+    key = new_rsa_key("x", None)
+    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+    pair = new_key_pair("x", None, None)
+    assert pair.certificate.not_valid_before_utc == START
+    assert pair.certificate.serial_number != new_key_pair("x", None, None).certificate \
+        .serial_number

@@ -9,11 +9,18 @@ values, and the owner's secrets in OUT/owner. ``--target qemu [--chain shim-grub
 [--srk-public SRK.pub] [--profile q35...] [--cache DIR]`` writes an image the real QEMU + OVMF +
 TPM boots instead (:mod:`cvm.image.qemu_target`).
 ``show OUT [--json]`` reads the manifest and the reference values back, strictly.
+
+``--seed N`` makes the build reproducible (the same seed and inputs give the same bytes in every
+file: keys, disk, firmware, state) and ``SOURCE_DATE_EPOCH``, when set, is the time stamped into
+the ESP and the certificates (:mod:`cvm.image.build_epoch`). A seeded image's private keys and
+disk secrets follow from the seed: the build warns on stderr, and the manifest says
+``"seeded": true``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +31,7 @@ from cvm.cli.options import refuse_unused
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
 from cvm.errors import FormatError, UsageError
 from cvm.formats.pe.image import PeImage
+from cvm.image.build_epoch import VARIABLE, parse_source_date_epoch
 from cvm.image.bundle import ImageSpec, build_image, load_manifest, parse_modes
 from cvm.image.keys import KeyPair, OwnerKeys
 from cvm.image.reference_values import loads as load_reference_values
@@ -31,6 +39,8 @@ from cvm.image.reference_values import loads as load_reference_values
 app = typer.Typer(help="The owner's image: build a confidential VM bundle, show one.",
                   no_args_is_help=True)
 AS_JSON = typer.Option(False, "--json", help="JSON output.")
+SEEDED_WARNING = ("warning: a seeded image (--seed): its owner keys, recovery passphrase and "
+                  "disk key follow from the seed — for tests and demos, never for real data")
 T = TypeVar("T")
 
 
@@ -74,9 +84,11 @@ def build(
     vcpus: int = typer.Option(1, "--vcpus", help="vCPUs the launch digest is predicted for."),
     vcpu_type: str = typer.Option("EPYC-Milan", "--vcpu-type", help="QEMU CPU model."),
     seed: int = typer.Option(None, "--seed",
-                             help="Seed every random choice but the owner's keys, which are new "
-                                  "unless --keys (reproducible with --keys, the ESP's time "
-                                  "stamps aside)."),
+                             help="Reproducible build: every random choice, the owner's keys "
+                                  "included, from the seed, and fixed time stamps "
+                                  "(SOURCE_DATE_EPOCH, else 2025-01-01): the same seed and "
+                                  "inputs give the same bytes. The keys and disk secrets follow "
+                                  "from the seed: for tests and demos, never for real data."),
     kdf_cost: str = typer.Option("default", "--kdf-cost",
                                  help="Recovery keyslot KDF: default (cryptsetup's argon2id) "
                                       "or fast (PBKDF2, 1000 iterations; demos, tests)."),
@@ -128,16 +140,14 @@ def build(
     if kernel_image is not None:
         PeImage.parse(kernel_image)
     spec = ImageSpec(chain=chain, modes=parse_modes(mode), seal=seal, vcpus=vcpus,
-                     vcpu_type=vcpu_type, seed=seed, kdf_cost=kdf_cost,
-                     extra_dbx=tuple(revoked), kernel=kernel_image)
+                     vcpu_type=vcpu_type, seed=seed,
+                     source_date_epoch=parse_source_date_epoch(os.environ.get(VARIABLE)),
+                     kdf_cost=kdf_cost, extra_dbx=tuple(revoked), kernel=kernel_image)
     spec.check()
     keys = OwnerKeys.load(keys_dir) if keys_dir is not None else None
-    if db is not None:
-        from cvm.crypto.drbg import OsRandom
-
-        keys = OwnerKeys.generate(OsRandom(), vendor=chain == "shim-grub",
-                                  pcr_policy=spec.sealing != "pcrs", db=db)
-    built = build_image(out, spec, keys)
+    built = build_image(out, spec, keys, db=db)
+    if seed is not None:
+        typer.echo(SEEDED_WARNING, err=True)
     total = sum(built.timings.values())
     if as_json:
         typer.echo(json.dumps({"out": str(out), "manifest": built.manifest,
@@ -226,6 +236,9 @@ def show(out: Path, as_json: bool = AS_JSON) -> None:
     manifest = summary["manifest"]
     typer.echo(f"{out}: {manifest['chain']}, modes {', '.join(manifest['modes'])}, "
                f"seal {manifest['seal']}, cvm {manifest['cvm_version']}")
+    if manifest.get("seeded"):
+        typer.echo("  seeded (--seed): its keys and disk secrets follow from the seed — for "
+                   "tests and demos, never for real data")
     for mode, digest in summary["launch"].items():
         typer.echo(f"  launch {mode:<8} {digest}")
     for pcr, value in summary["pcrs_sha256"].items():

@@ -7,10 +7,11 @@ AMD's ARK and ASK are RSA-4096 keys that sign with RSASSA-PSS, SHA-384, MGF1-SHA
   generator): what the emulated vendor's roots use, in well under a second for RSA-4096;
   :func:`private_key_to_pem` / :func:`private_key_from_pem` keep it (PKCS #8, unencrypted:
   the file's permissions protect it, as a local CA's key);
-* :func:`generate_private_key` derives a key reproducibly from a seed (incremental search
-  from a seeded odd start, trial division by small primes, then Miller-Rabin with seeded
-  bases; FIPS 186-5 B.3.1 style, with the caller's seed as the entropy source; the search
-  itself is :func:`cvm.crypto.rsa_prime.seeded_prime`);
+* :func:`generate_private_key` (cached) and :func:`derive_private_key` (not cached: also the
+  owner's keys of a seeded image build, :mod:`cvm.image.keys`) derive a key reproducibly from
+  a seed (incremental search from a seeded odd start, trial division by small primes, then
+  Miller-Rabin with seeded bases; FIPS 186-5 B.3.1 style, with the caller's seed as the
+  entropy source; the search itself is :func:`cvm.crypto.rsa_prime.seeded_prime`);
 * :func:`sign_pss` takes the salt as an argument (EMSA-PSS encoding of RFC 8017 9.1.1, then
   the RSA private operation) so the caller's random source decides it.
 

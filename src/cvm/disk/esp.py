@@ -12,6 +12,11 @@ cvm shells out only where writing a file system itself would be a second, unprov
 implementation: FAT32 here, and ext4 (``mkfs.ext4 -d``) for a root tree in
 :mod:`cvm.disk.disk_image`. Tools are looked up on ``PATH`` and in ``/usr/sbin`` and ``/sbin``.
 
+Reproducible: given ``serial`` and ``epoch``, :func:`write_esp` writes the same bytes for the
+same files — ``mformat -N`` sets the volume serial (else mtools chooses one), and mtools stamps
+every directory entry with ``SOURCE_DATE_EPOCH`` (mtools 4.0.19 and later) instead of the
+clock, in UTC (``TZ=UTC0``: FAT time stamps are local time).
+
 Public API: :func:`write_esp` and :func:`list_esp`; :data:`MIN_ESP_SIZE` (FAT32 needs at least
 65525 clusters); :func:`find_tool` and :func:`run_tool` (raise
 :class:`~cvm.errors.ExternalToolError` with the tool's first error line).
@@ -23,7 +28,7 @@ import errno
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cvm.errors import ExternalToolError, UsageError
@@ -32,6 +37,7 @@ LBA_SIZE = 512
 MIN_ESP_SIZE = 33 << 20
 RESERVED_SECTORS = 32  # boot sector, FSINFO, backup boot sector and its FSINFO (FAT32)
 DEFAULT_LOADER = Path("EFI/BOOT/BOOTX64.EFI")
+MAX_VOLUME_SERIAL = 0xFFFFFFFF  # BS_VolID (FAT32 boot sector offset 0x43): 4 bytes
 
 _EXTRA_DIRS = ("/usr/sbin", "/sbin")
 
@@ -48,11 +54,14 @@ def find_tool(name: str) -> str:
                             "e2fsprogs)")
 
 
-def run_tool(name: str, *args: str) -> str:
-    """Run ``name args...``; return its stdout, or raise with its first error line."""
-    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C"}
+def run_tool(name: str, *args: str, env: Mapping[str, str] | None = None) -> str:
+    """Run ``name args...`` (with ``env`` added to the environment); return its stdout, or
+    raise with its first error line."""
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C", **(env or {})}
+    # stdin is empty: a tool that would ask a question (mtools on a name clash) fails instead
+    # of waiting for an answer
     result = subprocess.run([find_tool(name), *args], capture_output=True, text=True,
-                            env=env, check=False)
+                            env=env, check=False, stdin=subprocess.DEVNULL)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         detail = lines[0] if lines else f"exit code {result.returncode}"
@@ -87,24 +96,47 @@ def _clear_reserved(image: Path, offset: int, size: int) -> None:
         target.write(bytes(RESERVED_SECTORS * LBA_SIZE))
 
 
+def fixed_time(epoch: int | None) -> dict[str, str]:
+    """The environment that makes mtools stamp ``epoch`` (seconds since 1970, UTC) rather than
+    the clock; empty for ``None``."""
+    if epoch is None:
+        return {}
+    return {"SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC0"}
+
+
+def serial_options(serial: int | None) -> list[str]:
+    """``mformat``'s ``-N`` for the volume serial ``serial`` (8 hex digits); none for ``None``."""
+    if serial is None:
+        return []
+    if not 0 <= serial <= MAX_VOLUME_SERIAL:
+        raise UsageError(f"the ESP's volume serial {serial:#x} does not fit 4 bytes")
+    return ["-N", f"{serial:08x}"]
+
+
 def write_esp(image: Path, offset: int, size: int, boot_dir: Path, label: str = "ESP",
-              progress: Callable[[str], None] | None = None) -> list[Path]:
+              progress: Callable[[str], None] | None = None, serial: int | None = None,
+              epoch: int | None = None) -> list[Path]:
     """Format ``size`` bytes at ``offset`` of ``image`` as FAT32 and copy ``boot_dir`` in; the
-    image must already hold those bytes."""
+    image must already hold those bytes. ``serial`` is the volume serial (``None``: mtools
+    chooses), ``epoch`` the time of every directory entry (``None``: the clock)."""
     if size < MIN_ESP_SIZE or offset % LBA_SIZE or size % LBA_SIZE:
         raise UsageError(f"the ESP needs at least {MIN_ESP_SIZE >> 20} MiB on sector bounds")
     files = boot_files(boot_dir)
+    options = serial_options(serial)
+    env = fixed_time(epoch)
     _clear_reserved(image, offset, size)
     target = _target(image, offset)
     run_tool("mformat", "-i", target, "-F", "-R", str(RESERVED_SECTORS),
-             "-T", str(size // LBA_SIZE), "-H", str(offset // LBA_SIZE), "-v", label[:11], "::")
+             "-T", str(size // LBA_SIZE), "-H", str(offset // LBA_SIZE), *options,
+             "-v", label[:11], "::", env=env)
     made: set[Path] = set()
     for relative in files:
         for parent in reversed(relative.parents[:-1]):
             if parent not in made:
-                run_tool("mmd", "-i", target, f"::/{parent.as_posix()}")
+                run_tool("mmd", "-i", target, f"::/{parent.as_posix()}", env=env)
                 made.add(parent)
-        run_tool("mcopy", "-i", target, str(boot_dir / relative), f"::/{relative.as_posix()}")
+        run_tool("mcopy", "-i", target, str(boot_dir / relative), f"::/{relative.as_posix()}",
+                 env=env)
         if progress is not None:
             progress(relative.as_posix())
     return files

@@ -8,6 +8,14 @@ stops; the disk (ESP, LUKS2 root pre-encrypted); the vTPM manufactured and the v
 to the predicted PCRs in ``systemd-tpm2`` tokens; the vTPM state sealed at rest and its key
 wrapped under the provisioning key; the launch digest of each mode; then every file of the
 bundle (docs/image-bundle.md). :func:`load_manifest` reads ``image.json`` back strictly.
+
+A seeded build (``ImageSpec.seed``) is reproducible: every random choice — the owner's keys
+included — comes from SHAKE-256 of the seed (:class:`cvm.crypto.drbg.SeededRandom`), every
+time stamp is the build's time (:mod:`cvm.image.build_epoch`), and the recovery keyslot's
+argon2id runs a fixed :data:`SEEDED_KDF` instead of a calibration that depends on the machine,
+so the same seed and inputs give the same bytes in every file. The manifest says so
+(``"seeded": true``): such an image's secrets follow from a small integer — tests and demos
+only.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Any
 
 from cvm import __version__
 from cvm.crypto.drbg import OsRandom, SeededRandom
+from cvm.crypto.kdf import ARGON2_MIN_TIME
 from cvm.disk.file_store import FILESTORE_NAME
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
@@ -40,6 +49,7 @@ from cvm.guest.boot.chain import BootChain
 from cvm.guest.boot.esp_files import EspFiles
 from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 from cvm.image.boot_chain import OS_RELEASE, ChainBuild, build_chain
+from cvm.image.build_epoch import build_epoch, check_epoch, epoch_datetime
 from cvm.image.disk_layout import DiskPlan, open_root, root_store, write_disk
 from cvm.image.firmware import (
     CRTM_VERSION,
@@ -52,7 +62,7 @@ from cvm.image.firmware import (
     launch_digest,
     vcpu_config,
 )
-from cvm.image.keys import OwnerKeys
+from cvm.image.keys import KeyPair, OwnerKeys
 from cvm.image.pcr_prediction import predict
 from cvm.image.provisioning import OWNER_REFERENCE, wrap_state_key
 from cvm.image.reference_values import (
@@ -64,12 +74,16 @@ from cvm.image.reference_values import (
 )
 from cvm.image.sealing import STATE_KEY_SIZE, TOKEN_KEYSLOT_KDF, OwnerTpm, token_plans
 
-MANIFEST_SCHEMA = "cvm-image/1"
+MANIFEST_SCHEMA = "cvm-image/2"
+FIRST_MANIFEST_SCHEMA = "cvm-image/1"  # before "seeded"; still read
 BANKS = ("sha1", "sha256")
 CHAINS = ("uki", "shim-grub")
 SEALS = ("pcrs", "signed", "both")
 KDF_COSTS = ("default", "fast")
 FAST_KDF = KdfSpec("pbkdf2", iterations=1000, hash="sha256")
+SEEDED_KDF = KdfSpec(iterations=ARGON2_MIN_TIME)
+"""A seeded build's ``default`` cost: argon2id at cryptsetup's defaults but a fixed 4 passes
+(cryptsetup's minimum), not calibrated — calibration depends on the machine's speed."""
 VOLUME_KEY_SIZE = 64
 WORKLOAD = {"schema": "cvm-workload/1", "data_dir": "/srv/data", "writes": "/srv/data/log"}
 
@@ -84,6 +98,7 @@ class ImageSpec:
     vcpus: int = 1
     vcpu_type: str = DEFAULT_VCPU_TYPE
     seed: int | None = None
+    source_date_epoch: int | None = None
     kdf_cost: str = "default"
     extra_dbx: tuple[bytes, ...] = ()
     kernel: bytes | None = None
@@ -104,6 +119,8 @@ class ImageSpec:
             raise UsageError(f"--mode: give {', '.join(MODES)} or all")
         if self.kdf_cost not in KDF_COSTS:
             raise UsageError(f"--kdf-cost: {self.kdf_cost!r} is not default or fast")
+        if self.source_date_epoch is not None:
+            check_epoch(self.source_date_epoch)
 
 
 def default_sealing(chain: str, seal: str | None) -> str:
@@ -111,11 +128,14 @@ def default_sealing(chain: str, seal: str | None) -> str:
     return seal or ("signed" if chain == "uki" else "pcrs")
 
 
-def recovery_kdf(cost: str) -> KdfSpec:
-    """The recovery keyslot's KDF: cryptsetup's default (argon2id, calibrated), or ``fast``."""
+def recovery_kdf(cost: str, seeded: bool = False) -> KdfSpec:
+    """The recovery keyslot's KDF: cryptsetup's default (argon2id, calibrated; for a seeded
+    build :data:`SEEDED_KDF`, not calibrated), or ``fast``."""
     if cost not in KDF_COSTS:
         raise UsageError(f"--kdf-cost: {cost!r} is not default or fast")
-    return FAST_KDF if cost == "fast" else KdfSpec()
+    if cost == "fast":
+        return FAST_KDF
+    return SEEDED_KDF if seeded else KdfSpec()
 
 
 def parse_modes(text: str) -> tuple[str, ...]:
@@ -159,11 +179,15 @@ def _kdf_json(kdf: Any) -> dict[str, Any]:
 
 
 def build_image(out: Path, spec: ImageSpec = ImageSpec(), keys: OwnerKeys | None = None,
-                random: Callable[[int], bytes] | None = None) -> BuiltImage:
+                random: Callable[[int], bytes] | None = None,
+                db: KeyPair | None = None) -> BuiltImage:
     """Build the bundle ``out``: a new folder, an empty one, or an earlier bundle, which it
     replaces whole. The bundle is built in a hidden folder beside ``out`` and renamed into
     place only when it is complete, so a build that fails leaves ``out`` as it was; a folder
-    that holds anything but a bundle is refused, never overwritten."""
+    that holds anything but a bundle is refused, never overwritten.
+
+    ``keys`` are the owner's (else generated; ``db`` given keeps that signing key), ``random``
+    replaces the seed's stream (tests)."""
     spec.check()
     out = Path(out)
     if out.exists() and not (out.is_dir() and (not any(out.iterdir())
@@ -173,7 +197,7 @@ def build_image(out: Path, spec: ImageSpec = ImageSpec(), keys: OwnerKeys | None
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        built = _build(staging, spec, keys, random)
+        built = _build(staging, spec, keys, random, db)
         _put_in_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -199,13 +223,16 @@ def _put_in_place(staging: Path, out: Path) -> None:
 
 
 def _build(out: Path, spec: ImageSpec, keys: OwnerKeys | None,
-           random: Callable[[int], bytes] | None) -> BuiltImage:
+           random: Callable[[int], bytes] | None, db: KeyPair | None) -> BuiltImage:
     clock = _Clock()
+    seeded = spec.seed is not None
     rng = random or (SeededRandom(str(spec.seed).encode(), b"cvm image")
-                     if spec.seed is not None else OsRandom())
+                     if seeded else OsRandom())
+    epoch = build_epoch(seeded, spec.source_date_epoch)
     signed = spec.sealing in ("signed", "both")
     owner = keys or OwnerKeys.generate(rng, vendor=spec.chain == "shim-grub",
-                                       pcr_policy=signed)
+                                       pcr_policy=signed, db=db, seeded=seeded,
+                                       not_before=epoch_datetime(epoch))
     clock.lap("keys")
     plan = DiskPlan.make(rng)
     initramfs = InitramfsManifest(plan.luks_uuid, str(plan.root_guid),
@@ -226,12 +253,12 @@ def _build(out: Path, spec: ImageSpec, keys: OwnerKeys | None,
     out.mkdir(parents=True, exist_ok=True)
     volume_key = rng(VOLUME_KEY_SIZE)
     recovery = base64.b64encode(rng(32))
-    kdf = recovery_kdf(spec.kdf_cost)
+    kdf = recovery_kdf(spec.kdf_cost, seeded)
     root = root_store({"/etc/hostname": b"cvm\n",
                        "/etc/cvm/workload.json": json.dumps(WORKLOAD).encode(),
                        "/srv/data/README": b"The workload's data lives here, encrypted.\n"})
     disk_path = out / "disk.img"
-    write_disk(disk_path, plan, chain.files, root, volume_key, recovery, kdf, rng)
+    write_disk(disk_path, plan, chain.files, root, volume_key, recovery, kdf, rng, epoch)
     clock.lap("disk")
     tpm = OwnerTpm(rng)
     tokens = []
@@ -304,6 +331,7 @@ def _manifest(spec: ImageSpec, chain: ChainBuild, plan: DiskPlan, tokens: list[A
     return {
         "schema": MANIFEST_SCHEMA,
         "cvm_version": __version__,
+        "seeded": spec.seed is not None,
         "chain": spec.chain,
         "modes": list(spec.modes),
         "vcpus": spec.vcpus,
@@ -335,9 +363,18 @@ def _manifest(spec: ImageSpec, chain: ChainBuild, plan: DiskPlan, tokens: list[A
     }
 
 
-MANIFEST_KEYS = {"schema", "cvm_version", "chain", "modes", "vcpus", "vcpu_type",
-                 "vcpu_signature", "seal", "kdf", "stages", "disk", "tokens", "firmware",
-                 "vtpm"}
+FIRST_MANIFEST_KEYS = frozenset({
+    "schema", "cvm_version", "chain", "modes", "vcpus", "vcpu_type", "vcpu_signature", "seal",
+    "kdf", "stages", "disk", "tokens", "firmware", "vtpm"})
+MANIFEST_KEYS = FIRST_MANIFEST_KEYS | {"seeded"}
+
+
+def manifest_schema(document: object) -> tuple[str, frozenset[str]]:
+    """The schema a manifest claims, if it is one cvm reads (``cvm-image/1`` without
+    ``seeded``), with its fields; else the current schema's."""
+    if isinstance(document, dict) and document.get("schema") == FIRST_MANIFEST_SCHEMA:
+        return FIRST_MANIFEST_SCHEMA, FIRST_MANIFEST_KEYS
+    return MANIFEST_SCHEMA, MANIFEST_KEYS
 
 
 def load_manifest(out: Path) -> dict[str, Any]:
@@ -349,10 +386,14 @@ def load_manifest(out: Path) -> dict[str, Any]:
         raise UsageError(f"{path}: cannot read the image manifest") from None
     except (ValueError, UnicodeDecodeError):
         raise FormatError(f"{path}: not JSON") from None
-    if not isinstance(document, dict) or set(document) != MANIFEST_KEYS:
-        raise FormatError(f"{path}: not a {MANIFEST_SCHEMA} manifest (fields differ)")
-    if document["schema"] != MANIFEST_SCHEMA:
-        raise FormatError(f"{path}: schema {document['schema']!r}, expected {MANIFEST_SCHEMA}")
+    schema, fields = manifest_schema(document)
+    if not isinstance(document, dict) or set(document) != fields:
+        raise FormatError(f"{path}: not a {schema} manifest (fields differ)")
+    if document["schema"] != schema:
+        raise FormatError(f"{path}: schema {document['schema']!r}, expected {MANIFEST_SCHEMA} "
+                          f"(or {FIRST_MANIFEST_SCHEMA})")
+    if not isinstance(document.get("seeded", False), bool):
+        raise FormatError(f"{path}: seeded must be true or false")
     if document["chain"] not in CHAINS:
         raise FormatError(f"{path}: chain {document['chain']!r} is not uki or shim-grub")
     modes = document["modes"]

@@ -38,6 +38,7 @@ ESP_SIZE = 34 * MIB
 ROOT_DATA_SIZE = 1 * MIB
 SECTOR_SIZE = 4096
 ROOT_LABEL = "cvm-root"
+ESP_SERIAL_SIZE = 4  # the FAT32 volume serial (BS_VolID)
 Random = Callable[[int], bytes]
 
 
@@ -55,13 +56,16 @@ class DiskPlan:
     root_guid: Guid
     luks_uuid: str
     table: PartitionTable
+    esp_serial: int
 
     @classmethod
     def make(cls, random: Random, root_data_size: int = ROOT_DATA_SIZE,
              esp_size: int = ESP_SIZE) -> DiskPlan:
         layout = plan_layout(root_data_size, esp_size)
         disk, esp, root = (Guid.parse(random_uuid(random)) for _ in range(3))
-        return cls(layout, disk, esp, root, random_uuid(random), layout.table(disk, esp, root))
+        luks_uuid = random_uuid(random)
+        serial = int.from_bytes(random(ESP_SERIAL_SIZE), "little")
+        return cls(layout, disk, esp, root, luks_uuid, layout.table(disk, esp, root), serial)
 
     def gpt_disk(self) -> GptDisk:
         """The GPT as the firmware reads (and measures) it from the first LBAs."""
@@ -82,8 +86,10 @@ def root_store(files: Mapping[str, bytes], size: int = ROOT_DATA_SIZE) -> bytes:
 
 
 def write_disk(out: Path, plan: DiskPlan, esp_files: Mapping[str, bytes], root_plain: bytes,
-               volume_key: bytes, recovery: bytes, kdf: KdfSpec, random: Random) -> None:
-    """Write ``out``: the GPT, the ESP, the LUKS2 header and the encrypted root."""
+               volume_key: bytes, recovery: bytes, kdf: KdfSpec, random: Random,
+               epoch: int | None = None) -> None:
+    """Write ``out``: the GPT, the ESP (volume serial from the plan, its entries stamped
+    ``epoch``, or the clock for ``None``), the LUKS2 header and the encrypted root."""
     layout = plan.layout
     if len(root_plain) > layout.root_size:
         raise UsageError("the root file store does not fit the root partition")
@@ -99,7 +105,8 @@ def write_disk(out: Path, plan: DiskPlan, esp_files: Mapping[str, bytes], root_p
             for offset, block in plan.table.blocks():
                 disk.write(offset, block)
             disk.flush()
-            write_esp(out, layout.esp_offset, layout.esp_size, tree)
+            write_esp(out, layout.esp_offset, layout.esp_size, tree, serial=plan.esp_serial,
+                      epoch=epoch)
             window = StorageWindow(disk, layout.root_offset, layout.root_size)
             volume = Luks2Volume.format(window, recovery, kdf, volume_key=volume_key,
                                         sector_size=SECTOR_SIZE, label=ROOT_LABEL,

@@ -9,15 +9,28 @@ matches db entries by certificate, edk2 ``DxeImageVerificationLib``). The vendor
 shim's ``.vendor_cert`` authorises (GRUB, the kernel); the PCR-policy key signs PCR 11 policies
 of a UKI (systemd-measure); the provisioning key (AES-256) wraps the vTPM state key.
 
+Generated keys come from the operating system, or — for a seeded build (``cvm image build
+--seed``) — from 32 bytes drawn from the build's seeded random (the keys' seed): each RSA key
+derived from it under its name (:func:`cvm.crypto.rsa_pss.derive_private_key`: seeded primes,
+FIPS 186-5 B.3), each certificate's serial from SHAKE-256 of it under ``serial/`` and the name,
+and ``notBefore`` the build's time (:mod:`cvm.image.build_epoch`). A key does not depend on
+which other keys are made (a given db, no vendor key, no PCR-policy key). Every signature made
+with these keys is RSA PKCS#1 v1.5 (certificates, Authenticode, ``.pcrsig``), which has no
+randomness: the same seed gives the same bytes. A seeded key is derivable from the seed, a
+small integer: for tests and demos only.
+
 All private material is written under ``owner/`` only, which never goes to the host.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cvm.crypto.drbg import SeededRandom
+from cvm.crypto.rsa_pss import derive_private_key
 from cvm.crypto.tpm_keys import public_key_pem
 from cvm.crypto.x509_edk2 import (
     Certificate,
@@ -47,6 +60,12 @@ from cvm.wire import Guid
 
 OWNER_GUID = Guid.parse("7c0a4d2e-31b5-4f8e-9a6c-2d1e0f3b5a47")
 PROVISIONING_KEY_SIZE = 32
+RSA_KEY_BITS = 2048
+KEY_SEED_SIZE = 32
+"""Bytes of the build's random the seeded keys are derived from."""
+SERIAL_SIZE = 20
+"""Bytes behind a seeded certificate's serial (RFC 5280 4.1.2.2: at most 20 octets)."""
+PCR_POLICY_LABEL = "cvm owner PCR policy"
 OWNER_FOLDER_MODE = 0o700
 README = """This folder holds the owner's secrets: Secure Boot private keys, the PCR-policy signing
 key, the provisioning key that wraps the vTPM state key, and the LUKS recovery passphrase.
@@ -64,8 +83,32 @@ class KeyPair:
 
     @classmethod
     def generate(cls, common_name: str) -> KeyPair:
-        key = generate_rsa_key()
-        return cls(key, issue_certificate(common_name, key))
+        return new_key_pair(common_name, None, None)
+
+
+def new_rsa_key(label: str, seed: bytes | None) -> PrivateKey:
+    """An RSA-2048 key: fresh from the operating system when ``seed`` is ``None``, else
+    derived from ``seed`` and ``label``."""
+    if seed is None:
+        return generate_rsa_key(RSA_KEY_BITS)
+    return derive_private_key(seed, label, RSA_KEY_BITS)
+
+
+def certificate_serial(seed: bytes, label: str) -> int:
+    """The serial of the certificate named ``label`` under the keys' ``seed``: 158 bits of
+    SHAKE-256 under a fixed top bit, so it is positive, never zero and exactly 20 octets."""
+    drawn = SeededRandom(seed, b"serial/" + label.encode())(SERIAL_SIZE)
+    return (int.from_bytes(drawn, "big") >> 2) | (1 << 158)
+
+
+def new_key_pair(common_name: str, seed: bytes | None,
+                 not_before: datetime.datetime | None) -> KeyPair:
+    """A key and its self-signed certificate named ``common_name``; the keys' ``seed`` gives
+    the key and the serial, ``None`` the system's; ``not_before`` ``None``: the usual start."""
+    key = new_rsa_key(common_name, seed)
+    serial = None if seed is None else certificate_serial(seed, common_name)
+    return KeyPair(key, issue_certificate(common_name, key, serial=serial,
+                                          not_before=not_before))
 
 
 @dataclass(frozen=True)
@@ -81,15 +124,11 @@ class OwnerKeys:
 
     @classmethod
     def generate(cls, random: Random, vendor: bool = True, pcr_policy: bool = True,
-                 db: KeyPair | None = None) -> OwnerKeys:
-        """Fresh RSA-2048 keys (``db`` given keeps the owner's signing key)."""
-        return cls(
-            KeyPair.generate("cvm owner PK"), KeyPair.generate("cvm owner KEK"),
-            db or KeyPair.generate("cvm owner db"),
-            KeyPair.generate("cvm owner shim vendor") if vendor else None,
-            generate_rsa_key() if pcr_policy else None,
-            random(PROVISIONING_KEY_SIZE),
-        )
+                 db: KeyPair | None = None, seeded: bool = False,
+                 not_before: datetime.datetime | None = None) -> OwnerKeys:
+        """New RSA-2048 keys (``db`` given keeps the owner's signing key); see
+        :func:`generate_owner_keys`."""
+        return generate_owner_keys(random, vendor, pcr_policy, db, seeded, not_before)
 
     def sign_db(self, image: bytes) -> bytes:
         """``image`` signed with the db key (what the firmware verifies)."""
@@ -172,3 +211,19 @@ class OwnerKeys:
             raise FormatError(f"{folder / 'provisioning.key'}: {len(provisioning)} bytes, "
                               f"expected {PROVISIONING_KEY_SIZE}")
         return cls(pk, kek, db, pair("vendor", required=False), policy, provisioning)
+
+
+def generate_owner_keys(random: Random, vendor: bool, pcr_policy: bool, db: KeyPair | None,
+                        seeded: bool, not_before: datetime.datetime | None) -> OwnerKeys:
+    """The provisioning key (the first draw from ``random``), then PK, KEK, db (unless given),
+    the vendor key and the PCR-policy key: derived from a second draw (the keys' seed) when
+    ``seeded``, else fresh from the operating system. Certificates start at ``not_before``
+    (``None``: :func:`cvm.crypto.x509_edk2.issue_certificate`'s usual start)."""
+    provisioning = random(PROVISIONING_KEY_SIZE)
+    seed = random(KEY_SEED_SIZE) if seeded else None
+    pk = new_key_pair("cvm owner PK", seed, not_before)
+    kek = new_key_pair("cvm owner KEK", seed, not_before)
+    signer = db or new_key_pair("cvm owner db", seed, not_before)
+    vendor_pair = new_key_pair("cvm owner shim vendor", seed, not_before) if vendor else None
+    policy = new_rsa_key(PCR_POLICY_LABEL, seed) if pcr_policy else None
+    return OwnerKeys(pk, kek, signer, vendor_pair, policy, provisioning)
