@@ -303,3 +303,89 @@ def test_without_fork_a_cell_boots_afresh(monkeypatch: pytest.MonkeyPatch,
     lab = FakeLab(Mode.SEV_ES, bundles="b")
     assert attack_matrix.in_snapshot(attack, lab, 5, tmp_path) == "fresh"  # type: ignore[arg-type]
     assert calls == [(Mode.SEV_ES, attack_matrix.cell_random(5, attack, Mode.SEV_ES)(8), "b")]
+
+
+# --- the whole runner, with fake images and a fake booted VM ---------------------------------
+
+
+@dataclass
+class FakeBundles:
+    built: tuple[Mode, ...]
+
+
+def _fake_runner(monkeypatch: pytest.MonkeyPatch, stages: list[tuple[Mode, ...]],
+                 attacks: dict[str, Attack]) -> list[tuple[Mode, ...]]:
+    """Images built in ``stages`` (the modes each stage has built so far), a fake VM per mode,
+    the catalogue replaced by ``attacks``; returns the stages' record of modes asked for."""
+    asked: list[tuple[Mode, ...]] = []
+
+    def stages_of(scratch: Path, random_bytes: object, modes: list[Mode]) -> Any:
+        assert scratch.is_dir()
+        asked.append(tuple(modes))
+        return iter([FakeBundles(stage) for stage in stages])
+
+    monkeypatch.setattr(attack_matrix, "lab_bundle_stages", stages_of)
+    monkeypatch.setattr(attack_matrix, "groups_built",
+                        lambda bundles, modes: [m for m in modes if m in bundles.built])
+    monkeypatch.setattr(attack_matrix, "BootLab",
+                        lambda mode, bundles, rnd, workdir: FakeLab(mode, bundles, rnd, workdir,
+                                                                    leaks=[LEAK]))
+    monkeypatch.setattr(attack_matrix, "by_name", attacks.__getitem__)
+    monkeypatch.setattr(attack_matrix, "default_vendor", lambda product: None)
+    return asked
+
+
+def _cells(results: list[Result]) -> list[tuple[str, Mode, Verdict, bool, bool, bool]]:
+    return [(r.attack.name, r.mode, r.observed.verdict, r.leaks == (LEAK,), r.must_be_clean,
+             r.held) for r in results]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_matrix_runs_every_cell_once_in_table_order(monkeypatch: pytest.MonkeyPatch,
+                                                        workers: int) -> None:
+    memory = replace(_blocked_in_snp(), name="fake-memory", perform=lambda lab: EXPECTED)
+    state = replace(_blocked_in_snp(), name="fake-state", family=Family.STATE,
+                    perform=lambda lab: EXPECTED)
+    asked = _fake_runner(monkeypatch, [(Mode.SEV_SNP,), (Mode.SEV_SNP, Mode.SEV)],
+                         {"fake-memory": memory, "fake-state": state})
+    progress: list[tuple[str, Mode]] = []
+    results = attack_matrix.matrix([memory, state], [Mode.SEV, Mode.SEV_SNP], seed=4,
+                                   progress=lambda a, m: progress.append((a.name, m)),
+                                   workers=workers)
+    assert asked == [(Mode.SEV, Mode.SEV_SNP)]
+    blocked = Verdict.BLOCKED
+    assert _cells(results) == [
+        ("fake-memory", Mode.SEV, blocked, True, False, False),  # SEV: remap-page succeeds
+        ("fake-memory", Mode.SEV_SNP, blocked, True, True, False),  # leaked where it must not
+        ("fake-state", Mode.SEV, blocked, True, False, False),
+        ("fake-state", Mode.SEV_SNP, blocked, True, True, False),
+    ]
+    assert sorted(progress, key=str) == sorted(
+        [(r.attack.name, r.mode) for r in results], key=str)
+    assert [r.attack for r in results] == [memory, memory, state, state]
+    assert attack_matrix._BOOTED == {}  # the booted VMs of the run's scratch are closed
+    if workers == 1:  # the SEV-SNP group was built first, so its cells ran first
+        assert progress == [("fake-memory", Mode.SEV_SNP), ("fake-state", Mode.SEV_SNP),
+                            ("fake-memory", Mode.SEV), ("fake-state", Mode.SEV)]
+
+
+def test_the_matrix_without_progress_and_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = replace(_blocked_in_snp(), name="fake", perform=lambda lab: EXPECTED)
+    _fake_runner(monkeypatch, [(Mode.SEV_SNP,)], {"fake": clean})
+    for workers in (1, 2):
+        results = attack_matrix.matrix([clean], [Mode.SEV_SNP], workers=workers)
+        assert _cells(results) == [("fake", Mode.SEV_SNP, Verdict.BLOCKED, True, True, False)]
+
+
+def test_a_worker_cell_goes_by_names_and_returns_plain_records(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    attack = replace(_blocked_in_snp(), name="fake", perform=lambda lab: EXPECTED)
+    _fake_runner(monkeypatch, [], {"fake": attack})
+    try:
+        observed, leaks, clean, seconds = attack_matrix._cell("fake", "snp", 6, "b", tmp_path)  # type: ignore[arg-type]
+        assert (observed, leaks, clean) == (EXPECTED, (LEAK,), True) and seconds > 0
+        lab = attack_matrix._BOOTED[Mode.SEV_SNP, 6, str(tmp_path)]
+        assert lab.bundles == "b" and lab.mode is Mode.SEV_SNP
+        assert attack_matrix._cell("fake", "sev", 6, "b", tmp_path)[2] is False  # type: ignore[arg-type]
+    finally:
+        attack_matrix.forget_booted(tmp_path)
