@@ -177,6 +177,11 @@ def test_a_cell_asks_the_scan_for_its_modes_rule() -> None:
     assert 0.0 <= result.seconds < 60.0
 
 
+def test_a_cell_under_sev_es_must_be_clean_for_a_runtime_attack() -> None:
+    result = attack_matrix.attack_booted(_attack(EXPECTED), FakeLab(Mode.SEV_ES))  # type: ignore[arg-type]
+    assert result.must_be_clean
+
+
 def test_a_vm_without_secrets_is_not_scanned() -> None:
     lab = FakeLab(Mode.SEV_SNP, secrets={}, leaks=[LEAK])
     result = attack_matrix.attack_booted(_attack(EXPECTED), lab)  # type: ignore[arg-type]
@@ -212,11 +217,51 @@ def test_run_without_images_builds_them_for_its_mode(monkeypatch: pytest.MonkeyP
         built.append((scratch, random_bytes, modes))
         return "built"
 
+    def seeded(size: int) -> bytes:
+        return bytes(size)
+
+    labs: list[FakeLab] = []
     monkeypatch.setattr(attack_matrix, "build_lab_bundles", build)
-    monkeypatch.setattr(attack_matrix, "BootLab", lambda mode, bundles, rnd: FakeLab(mode, bundles))
+    monkeypatch.setattr(attack_matrix, "BootLab",
+                        lambda mode, bundles, rnd: labs.append(FakeLab(mode, bundles, rnd))
+                        or labs[-1])
     result = attack_matrix.run(_attack(EXPECTED), Mode.SEV_SNP)
     assert result.held and built[0][1] is os.urandom and built[0][2] == [Mode.SEV_SNP]
     assert not built[0][0].exists()  # the images were scratch
+    attack_matrix.run(_attack(EXPECTED), Mode.SEV, seeded)
+    assert built[1][1] is seeded and built[1][2] == [Mode.SEV]
+    assert [(lab.mode, lab.bundles, lab.random_bytes) for lab in labs] == [
+        (Mode.SEV_SNP, "built", os.urandom), (Mode.SEV, "built", seeded)]
+
+
+class FakeClock:
+    """``time.perf_counter`` that moves only when the test says."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_a_cell_is_timed_from_the_boot_it_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(attack_matrix, "time", clock)
+
+    def boot(mode: Mode, bundles: object, random_bytes: object) -> FakeLab:
+        clock.now += 10.0  # the boot
+        return FakeLab(mode, bundles)
+
+    def perform(lab: object) -> Observed:
+        clock.now += 1.0  # the attack
+        return EXPECTED
+
+    monkeypatch.setattr(attack_matrix, "BootLab", boot)
+    attack = replace(_attack(EXPECTED), perform=perform)
+    assert attack_matrix.run(attack, Mode.SEV_SNP, os.urandom, "b").seconds == 11.0  # type: ignore[arg-type]
+    lab, before = FakeLab(Mode.SEV_SNP), clock.now
+    assert attack_matrix.attack_booted(attack, lab, 80.0).seconds == before + 1.0 - 80.0  # type: ignore[arg-type]
+    assert attack_matrix.attack_booted(attack, lab).seconds == 1.0  # type: ignore[arg-type]
 
 
 def test_booted_is_kept_per_mode_seed_and_folder(monkeypatch: pytest.MonkeyPatch,
@@ -379,11 +424,18 @@ def test_the_matrix_without_progress_and_seed(monkeypatch: pytest.MonkeyPatch) -
 
 def test_a_worker_cell_goes_by_names_and_returns_plain_records(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    attack = replace(_blocked_in_snp(), name="fake", perform=lambda lab: EXPECTED)
+    def perform(copy: Any) -> Observed:  # what the copy was given, sent back in the detail
+        return Observed(Verdict.BLOCKED, f"{copy.homes} {copy.random_bytes(8).hex()}",
+                        Mechanism.RMP)
+
+    attack = replace(_blocked_in_snp(), name="fake", perform=perform)
     _fake_runner(monkeypatch, [], {"fake": attack})
     try:
         observed, leaks, clean, seconds = attack_matrix._cell("fake", "snp", 6, "b", tmp_path)  # type: ignore[arg-type]
-        assert (observed, leaks, clean) == (EXPECTED, (LEAK,), True) and seconds > 0
+        random_bytes = attack_matrix.cell_random(6, attack, Mode.SEV_SNP)(8).hex()
+        assert observed == Observed(Verdict.BLOCKED, f"{[tmp_path]} {random_bytes}",
+                                    Mechanism.RMP)
+        assert (leaks, clean) == ((LEAK,), True) and seconds > 0
         lab = attack_matrix._BOOTED[Mode.SEV_SNP, 6, str(tmp_path)]
         assert lab.bundles == "b" and lab.mode is Mode.SEV_SNP
         assert attack_matrix._cell("fake", "sev", 6, "b", tmp_path)[2] is False  # type: ignore[arg-type]

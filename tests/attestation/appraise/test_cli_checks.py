@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
 from cvm.cli import attest
 from cvm.cli.main import execute
 from cvm.errors import Finding, UsageError
@@ -47,6 +48,14 @@ def _appraise(made: Made, **options: Any) -> Any:
 
 def _rules(verdict: Any) -> list[str]:
     return [finding.claim for finding in verdict.findings]
+
+
+def test_the_owner_is_on_the_installations_pinned_root(made: Made) -> None:
+    """What ``--trust emulated`` trusts: a fresh owner's and a stored owner's chips both."""
+    pinned = RootStore.for_workspace(DEFAULT_WORKSPACE).trust_anchors()
+    fresh, stored = attest._owner(None), attest._owner(made.owner)
+    assert fresh.vendor.trust_anchor() in pinned and stored.vendor.trust_anchor() in pinned
+    assert stored.image.uki == (made.owner / "uki.efi").read_bytes()
 
 
 def test_every_check_passes_on_genuine_evidence_with_its_challenge(made: Made) -> None:
@@ -205,6 +214,7 @@ def test_the_json_verdict_has_every_part() -> None:
 
 @pytest.mark.parametrize(("text", "path"), [
     ("repo/type/tag", "repo/type/tag"), ("/repo/type/tag/", "repo/type/tag"),
+    ("Xrepo/type/tagX", "Xrepo/type/tagX"),
 ])
 def test_a_resource_path_is_three_parts(text: str, path: str) -> None:
     assert attest._resource_path(text) == path
