@@ -6,6 +6,7 @@ where the rule is about plumbing), so each test names the one rule it guards."""
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -359,24 +360,26 @@ class FakeBundles:
 
 
 def _fake_runner(monkeypatch: pytest.MonkeyPatch, stages: list[tuple[Mode, ...]],
-                 attacks: dict[str, Attack]) -> list[tuple[Mode, ...]]:
+                 attacks: dict[str, Attack]) -> dict[str, list[Any]]:
     """Images built in ``stages`` (the modes each stage has built so far), a fake VM per mode,
-    the catalogue replaced by ``attacks``; returns the stages' record of modes asked for."""
-    asked: list[tuple[Mode, ...]] = []
+    the catalogue replaced by ``attacks``; returns what the runner asked for."""
+    asked: dict[str, list[Any]] = {"stages": [], "labs": [], "vendor": []}
 
-    def stages_of(scratch: Path, random_bytes: object, modes: list[Mode]) -> Any:
+    def stages_of(scratch: Path, random_bytes: Any, modes: list[Mode]) -> Any:
         assert scratch.is_dir()
-        asked.append(tuple(modes))
+        asked["stages"].append((tuple(modes), random_bytes))
         return iter([FakeBundles(stage) for stage in stages])
+
+    def boot(mode: Mode, bundles: object, random_bytes: object, workdir: Path) -> FakeLab:
+        asked["labs"].append(FakeLab(mode, bundles, random_bytes, workdir, leaks=[LEAK]))
+        return asked["labs"][-1]  # type: ignore[no-any-return]
 
     monkeypatch.setattr(attack_matrix, "lab_bundle_stages", stages_of)
     monkeypatch.setattr(attack_matrix, "groups_built",
                         lambda bundles, modes: [m for m in modes if m in bundles.built])
-    monkeypatch.setattr(attack_matrix, "BootLab",
-                        lambda mode, bundles, rnd, workdir: FakeLab(mode, bundles, rnd, workdir,
-                                                                    leaks=[LEAK]))
+    monkeypatch.setattr(attack_matrix, "BootLab", boot)
     monkeypatch.setattr(attack_matrix, "by_name", attacks.__getitem__)
-    monkeypatch.setattr(attack_matrix, "default_vendor", lambda product: None)
+    monkeypatch.setattr(attack_matrix, "default_vendor", asked["vendor"].append)
     return asked
 
 
@@ -385,19 +388,27 @@ def _cells(results: list[Result]) -> list[tuple[str, Mode, Verdict, bool, bool, 
              r.held) for r in results]
 
 
+def _where(copy: Any) -> Observed:
+    """An attack that reports where it ran: the process its copy was forked from, the copy's
+    folder and the VM's folder, and the copy's first random bytes."""
+    return Observed(Verdict.BLOCKED, f"{os.getppid()}|{copy.homes}|{copy.workdir}|"
+                                     f"{copy.random_bytes(8).hex()}", Mechanism.RMP)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_matrix_runs_every_cell_once_in_table_order(monkeypatch: pytest.MonkeyPatch,
                                                         workers: int) -> None:
-    memory = replace(_blocked_in_snp(), name="fake-memory", perform=lambda lab: EXPECTED)
-    state = replace(_blocked_in_snp(), name="fake-state", family=Family.STATE,
-                    perform=lambda lab: EXPECTED)
+    memory = replace(_blocked_in_snp(), name="fake-memory", perform=_where)
+    state = replace(_blocked_in_snp(), name="fake-state", family=Family.STATE, perform=_where)
     asked = _fake_runner(monkeypatch, [(Mode.SEV_SNP,), (Mode.SEV_SNP, Mode.SEV)],
                          {"fake-memory": memory, "fake-state": state})
     progress: list[tuple[str, Mode]] = []
     results = attack_matrix.matrix([memory, state], [Mode.SEV, Mode.SEV_SNP], seed=4,
                                    progress=lambda a, m: progress.append((a.name, m)),
                                    workers=workers)
-    assert asked == [(Mode.SEV, Mode.SEV_SNP)]
+    [(modes, build_random)] = asked["stages"]
+    assert modes == (Mode.SEV, Mode.SEV_SNP)
+    assert build_random(16) == random.Random(4).randbytes(16)
     blocked = Verdict.BLOCKED
     assert _cells(results) == [
         ("fake-memory", Mode.SEV, blocked, True, False, False),  # SEV: remap-page succeeds
@@ -409,17 +420,29 @@ def test_the_matrix_runs_every_cell_once_in_table_order(monkeypatch: pytest.Monk
         [(r.attack.name, r.mode) for r in results], key=str)
     assert [r.attack for r in results] == [memory, memory, state, state]
     assert attack_matrix._BOOTED == {}  # the booted VMs of the run's scratch are closed
+    for result in results:
+        parent, homes, workdir, random_bytes = result.observed.detail.split("|")
+        assert (parent == str(os.getpid())) is (workers == 1)  # in a worker when asked
+        assert workdir != "None" and homes == f"[{Path(workdir)!r}]"
+        assert random_bytes == attack_matrix.cell_random(4, result.attack, result.mode)(8).hex()
     if workers == 1:  # the SEV-SNP group was built first, so its cells ran first
         assert progress == [("fake-memory", Mode.SEV_SNP), ("fake-state", Mode.SEV_SNP),
                             ("fake-memory", Mode.SEV), ("fake-state", Mode.SEV)]
+        assert [(lab.mode, lab.random_bytes(8)) for lab in asked["labs"]] == [
+            (mode, attack_matrix.boot_random(4, mode)(8)) for mode in (Mode.SEV_SNP, Mode.SEV)]
+        assert [lab.closed for lab in asked["labs"]] == [1, 1]
+        assert asked["vendor"] == []
+    else:  # the vendor's roots derived before the workers fork
+        assert asked["vendor"] == [attack_matrix.PRODUCT]
 
 
 def test_the_matrix_without_progress_and_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     clean = replace(_blocked_in_snp(), name="fake", perform=lambda lab: EXPECTED)
-    _fake_runner(monkeypatch, [(Mode.SEV_SNP,)], {"fake": clean})
+    asked = _fake_runner(monkeypatch, [(Mode.SEV_SNP,)], {"fake": clean})
     for workers in (1, 2):
         results = attack_matrix.matrix([clean], [Mode.SEV_SNP], workers=workers)
         assert _cells(results) == [("fake", Mode.SEV_SNP, Verdict.BLOCKED, True, True, False)]
+    assert [build_random for _, build_random in asked["stages"]] == [os.urandom, os.urandom]
 
 
 def test_a_worker_cell_goes_by_names_and_returns_plain_records(
