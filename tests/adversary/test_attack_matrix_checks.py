@@ -162,8 +162,10 @@ def _attack(observed: Observed, family: Family = Family.MEMORY) -> Attack:
 
 def test_a_cell_scans_every_secret_in_everything_the_host_can_read() -> None:
     lab = FakeLab(Mode.SEV_SNP, leaks=[LEAK])
-    result = attack_matrix.attack_booted(_attack(EXPECTED), lab, 0.0)  # type: ignore[arg-type]
-    assert lab.view.scans == [(("volume key",), "the host's files")]
+    attacked: list[object] = []
+    attack = replace(_attack(EXPECTED), perform=lambda lab: attacked.append(lab) or EXPECTED)
+    result = attack_matrix.attack_booted(attack, lab, 0.0)  # type: ignore[arg-type]
+    assert attacked == [lab] and lab.view.scans == [(("volume key",), "the host's files")]
     assert result.leaks == (LEAK,) and result.must_be_clean and not result.held
     assert result.mode is Mode.SEV_SNP and result.observed is EXPECTED
     assert result.seconds > 0.0
@@ -293,6 +295,21 @@ def test_booted_is_kept_per_mode_seed_and_folder(monkeypatch: pytest.MonkeyPatch
         attack_matrix.forget_booted(two)
 
 
+@pytest.fixture
+def exits_only_in_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a forked copy may leave through ``os._exit``: in the test's own process it would end
+    the run with status 0, as if every test had passed."""
+    test_process, leave = os.getpid(), os._exit
+
+    def guarded(status: int) -> None:
+        if os.getpid() == test_process:
+            raise AssertionError(f"the test's own process called os._exit({status})")
+        leave(status)
+
+    monkeypatch.setattr(os, "_exit", guarded)
+
+
+@pytest.mark.usefixtures("exits_only_in_copies")
 def test_a_snapshot_cell_runs_in_its_own_copy(tmp_path: Path) -> None:
     lab = FakeLab(Mode.SEV_SNP, leaks=[LEAK])
 
@@ -308,6 +325,34 @@ def test_a_snapshot_cell_runs_in_its_own_copy(tmp_path: Path) -> None:
     assert result.leaks == (LEAK,) and result.must_be_clean and not result.held
     assert result.attack is attack and result.mode is Mode.SEV_SNP and result.seconds > 0
     assert lab.homes == [] and lab.closed == 0  # the parent's VM is untouched
+    with pytest.raises(ChildProcessError):  # and the copy's process was waited for
+        os.waitpid(-1, os.WNOHANG)
+
+
+class TimedLab(FakeLab):
+    """A fake VM whose copy takes 5 seconds to move to its folder."""
+
+    clock: FakeClock | None = None
+
+    def rehome(self, workdir: Path) -> None:
+        assert self.clock is not None
+        self.clock.now += 5.0
+        super().rehome(workdir)
+
+
+def test_a_snapshot_cell_is_timed_from_before_the_copy(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(attack_matrix, "time", clock)
+    lab = TimedLab(Mode.SEV)
+    lab.clock = clock
+
+    def perform(copy: object) -> Observed:
+        clock.now += 1.0
+        return EXPECTED
+
+    attack = replace(_attack(EXPECTED), perform=perform)
+    assert attack_matrix.in_snapshot(attack, lab, 1, tmp_path).seconds == 6.0  # type: ignore[arg-type]
     es = attack_matrix.in_snapshot(replace(attack, perform=lambda copy: EXPECTED),
                                    FakeLab(Mode.SEV_ES, leaks=[LEAK]), 9, tmp_path)  # type: ignore[arg-type]
     assert es.must_be_clean  # a memory attack under SEV-ES
@@ -316,6 +361,7 @@ def test_a_snapshot_cell_runs_in_its_own_copy(tmp_path: Path) -> None:
                                          tmp_path).must_be_clean  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("exits_only_in_copies")
 def test_a_failing_copy_is_an_error_naming_the_cell(tmp_path: Path) -> None:
     def fail(copy: object) -> Observed:
         raise RuntimeError("the copy broke")
@@ -337,10 +383,10 @@ def test_a_failing_copy_is_an_error_naming_the_cell(tmp_path: Path) -> None:
 
 def test_without_fork_a_cell_boots_afresh(monkeypatch: pytest.MonkeyPatch,
                                           tmp_path: Path) -> None:
-    calls: list[tuple[Mode, bytes, object]] = []
+    calls: list[tuple[Attack, Mode, bytes, object]] = []
 
     def run(attack: Attack, mode: Mode, random_bytes: Any, bundles: object) -> str:
-        calls.append((mode, random_bytes(8), bundles))
+        calls.append((attack, mode, random_bytes(8), bundles))
         return "fresh"
 
     monkeypatch.delattr(os, "fork")
@@ -348,7 +394,8 @@ def test_without_fork_a_cell_boots_afresh(monkeypatch: pytest.MonkeyPatch,
     attack = _attack(EXPECTED)
     lab = FakeLab(Mode.SEV_ES, bundles="b")
     assert attack_matrix.in_snapshot(attack, lab, 5, tmp_path) == "fresh"  # type: ignore[arg-type]
-    assert calls == [(Mode.SEV_ES, attack_matrix.cell_random(5, attack, Mode.SEV_ES)(8), "b")]
+    assert calls == [(attack, Mode.SEV_ES, attack_matrix.cell_random(5, attack, Mode.SEV_ES)(8),
+                      "b")]
 
 
 # --- the whole runner, with fake images and a fake booted VM ---------------------------------
@@ -392,7 +439,8 @@ def _where(copy: Any) -> Observed:
     """An attack that reports where it ran: the process its copy was forked from, the copy's
     folder and the VM's folder, and the copy's first random bytes."""
     return Observed(Verdict.BLOCKED, f"{os.getppid()}|{copy.homes}|{copy.workdir}|"
-                                     f"{copy.random_bytes(8).hex()}", Mechanism.RMP)
+                                     f"{copy.random_bytes(8).hex()}|{copy.bundles}",
+                    Mechanism.RMP)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -421,7 +469,8 @@ def test_the_matrix_runs_every_cell_once_in_table_order(monkeypatch: pytest.Monk
     assert [r.attack for r in results] == [memory, memory, state, state]
     assert attack_matrix._BOOTED == {}  # the booted VMs of the run's scratch are closed
     for result in results:
-        parent, homes, workdir, random_bytes = result.observed.detail.split("|")
+        parent, homes, workdir, random_bytes, bundles = result.observed.detail.split("|")
+        assert bundles.startswith("FakeBundles(") and isinstance(result.seconds, float)
         assert (parent == str(os.getpid())) is (workers == 1)  # in a worker when asked
         assert workdir != "None" and homes == f"[{Path(workdir)!r}]"
         assert random_bytes == attack_matrix.cell_random(4, result.attack, result.mode)(8).hex()
@@ -437,11 +486,12 @@ def test_the_matrix_runs_every_cell_once_in_table_order(monkeypatch: pytest.Monk
 
 
 def test_the_matrix_without_progress_and_seed(monkeypatch: pytest.MonkeyPatch) -> None:
-    clean = replace(_blocked_in_snp(), name="fake", perform=lambda lab: EXPECTED)
+    clean = replace(_blocked_in_snp(), name="fake", perform=_where)
     asked = _fake_runner(monkeypatch, [(Mode.SEV_SNP,)], {"fake": clean})
-    for workers in (1, 2):
-        results = attack_matrix.matrix([clean], [Mode.SEV_SNP], workers=workers)
-        assert _cells(results) == [("fake", Mode.SEV_SNP, Verdict.BLOCKED, True, True, False)]
+    results = attack_matrix.matrix([clean], [Mode.SEV_SNP])  # in this process by default
+    assert results[0].observed.detail.startswith(f"{os.getpid()}|")
+    results += attack_matrix.matrix([clean], [Mode.SEV_SNP], workers=2)
+    assert _cells(results) == [("fake", Mode.SEV_SNP, Verdict.BLOCKED, True, True, False)] * 2
     assert [build_random for _, build_random in asked["stages"]] == [os.urandom, os.urandom]
 
 

@@ -88,6 +88,15 @@ def test_only_amds_roots_are_trusted_by_default(made: Made) -> None:
     assert not verdict.accepted and verdict.step == "verify"
 
 
+def test_the_roots_trusted_by_name() -> None:
+    emulated = attest._roots("emulated")
+    assert emulated.label == "emulated" and emulated.roots == {
+        fingerprint: product for product, fingerprint in
+        RootStore.for_workspace(DEFAULT_WORKSPACE).trust_anchors()}
+    amd = attest._roots("amd")
+    assert amd.label == "amd" and not set(amd.roots) & set(emulated.roots)
+
+
 @pytest.mark.parametrize("trust", ["AMD", "emulated ", "", "none"])
 def test_an_unknown_trust_is_refused_by_name(made: Made, trust: str) -> None:
     with pytest.raises(UsageError) as raised:
