@@ -16,7 +16,7 @@ import pytest
 from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
 from cvm.cli import attest
 from cvm.cli.main import execute
-from cvm.errors import Finding, UsageError
+from cvm.errors import Finding, FormatError, UsageError
 
 DENY_ALL = ('package cvm.policy\nimport rego.v1\ndefault allow := false\n'
             'deny contains {"rule": "owner-says-no", "expected": "nothing", "actual": "this", '
@@ -235,3 +235,11 @@ def test_a_resource_path_of_other_shapes_is_refused(text: str) -> None:
     with pytest.raises(UsageError) as raised:
         attest._resource_path(text)
     assert str(raised.value) == f"--resource {text!r} is not REPOSITORY/TYPE/TAG"
+
+
+def test_evidence_that_is_not_json_is_named_by_its_path(made: Made, tmp_path: Path) -> None:
+    evidence = tmp_path / "evidence.json"
+    evidence.write_text("{not json")
+    with pytest.raises(FormatError) as raised:
+        attest.appraisal(evidence, made.reference)
+    assert str(raised.value).startswith(f"{evidence}: not JSON (")
