@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
+from cvm.attestation.verifier.collateral import CollateralCache
 from cvm.cli import attest
 from cvm.cli.main import execute
 from cvm.errors import Finding, FormatError, UsageError
@@ -243,3 +244,18 @@ def test_evidence_that_is_not_json_is_named_by_its_path(made: Made, tmp_path: Pa
     with pytest.raises(FormatError) as raised:
         attest.appraisal(evidence, made.reference)
     assert str(raised.value).startswith(f"{evidence}: not JSON (")
+
+
+def test_the_crl_is_taken_from_the_collateral_cache(made: Made, tmp_path: Path) -> None:
+    """Evidence without a CRL is checked against the cached one: a revoked ASK is refused."""
+    vendor = RootStore.for_workspace(DEFAULT_WORKSPACE).vendor("Milan",
+                                                                clock=lambda: datetime.now(UTC))
+    cache = CollateralCache(tmp_path / "collateral")
+    cache.put_crl("Milan", vendor.crl())
+    assert _appraise(made, nonce="n1", collateral=tmp_path / "collateral").accepted
+    vendor.revoke_ask()
+    cache.put_crl("Milan", vendor.crl())
+    verdict = _appraise(made, nonce="n1", collateral=tmp_path / "collateral")
+    assert not verdict.accepted and verdict.step == "verify"
+    assert "revoked" in " ".join(str(finding) for finding in verdict.findings)
+    assert _appraise(made, nonce="n1").accepted  # no cache given: the CRL is not consulted
