@@ -132,6 +132,71 @@ def verdict_lines(verdict: Any) -> list[str]:
     return lines
 
 
+def explainer_options_unused(firmware: Path | None, vcpus: int, vcpu_type: str) -> None:
+    """Refuse ``--vcpus``/``--vcpu-type`` without ``--firmware``: they shape only the launch
+    explainer, so given alone they would be silently ignored."""
+    if firmware is None:
+        refuse_unused("an appraisal without --firmware", {
+            "--vcpus": vcpus != 1, "--vcpu-type": vcpu_type != "EPYC-Milan"})
+
+
+def appraisal(evidence_file: Path, reference: Path, *, policy: Path | None = None,
+              nonce: str | None = None, trust: str = "amd", now: str | None = None,
+              firmware: Path | None = None, vcpus: int = 1, vcpu_type: str = "EPYC-Milan",
+              collateral: Path | None = None) -> Any:
+    """The verdict ``cvm attest appraise`` prints: every check on, freshness against ``nonce``
+    (None: not checked, and the verdict's ``unchecked`` says so), the chain to ``trust``'s
+    roots, the reference values and the Rego policy (the built-in one unless ``policy``)."""
+    from dataclasses import replace
+
+    from cvm.attestation.verifier.collateral import CollateralCache
+    from cvm.attestation.verifier.composite import appraise as run_appraisal
+    from cvm.attestation.verifier.launch_appraisal import appraise_launch
+    from cvm.attestation.verifier.reference import ReferenceDocument
+    from cvm.attestation.verifier.rego_policy import DEFAULT_POLICY, RegoPolicy
+    from cvm.formats.kbs.json_fields import load_object
+    from cvm.formats.kbs.launch_evidence import LaunchEvidence
+    from cvm.formats.kbs.rcar import Attestation
+
+    explainer_options_unused(firmware, vcpus, vcpu_type)
+    payload = Attestation.from_json(load_object(evidence_file.read_bytes(), str(evidence_file)))
+    document = ReferenceDocument.from_bytes(reference.read_bytes())
+    rego = RegoPolicy(policy.read_text(), policy.name) if policy else RegoPolicy(DEFAULT_POLICY)
+    found = payload.evidence
+    if collateral is not None and found.crl is None:
+        found = replace(found, crl=CollateralCache(collateral).crl("Milan"))
+    explain = None
+    if firmware is not None:
+        from cvm.attestation.launch_search import launch_explainer
+        from cvm.image.measurement import VcpuConfig
+        from cvm.image.vcpu_types import vcpu_signature
+
+        explain = launch_explainer(firmware.read_bytes(),
+                                   VcpuConfig(vcpus, vcpu_signature(vcpu_type)))
+    if isinstance(found, LaunchEvidence):  # an SVSM's report alone (cvm-launch-evidence/1)
+        return appraise_launch(found, document, rego, _roots(trust), _moment(now),
+                               runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
+                               challenge=nonce, explain_launch=explain)
+    return run_appraisal(found, document, rego, _roots(trust), _moment(now),
+                         runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
+                         challenge=nonce, explain_launch=explain)
+
+
+def verdict_json(verdict: Any) -> dict[str, Any]:
+    """The verdict as ``--json`` prints it."""
+    return {"status": verdict.status, "step": verdict.step,
+            "findings": verdict.findings_json(), "unchecked": list(verdict.unchecked),
+            "claims": verdict.claims}
+
+
+def exit_code(verdict: Any) -> int:
+    """0 accepted; 66 the evidence is not authentic (refused at verify or replay); 67 it is
+    authentic but not acceptable (refused by the reference values or the policy)."""
+    if verdict.accepted:
+        return 0
+    return EXIT_NOT_AUTHENTIC if verdict.step in ("verify", "replay") else EXIT_REFUSED
+
+
 @app.command()
 def appraise(
     evidence_file: Annotated[Path, typer.Argument(
@@ -154,53 +219,17 @@ def appraise(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Verify, replay and validate EVIDENCE; exit 0 if accepted, 66 not authentic, 67 refused."""
-    from dataclasses import replace
-
-    from cvm.attestation.verifier.collateral import CollateralCache
-    from cvm.attestation.verifier.composite import appraise as run_appraisal
-    from cvm.attestation.verifier.launch_appraisal import appraise_launch
-    from cvm.attestation.verifier.reference import ReferenceDocument
-    from cvm.attestation.verifier.rego_policy import DEFAULT_POLICY, RegoPolicy
-    from cvm.formats.kbs.json_fields import load_object
-    from cvm.formats.kbs.launch_evidence import LaunchEvidence
-    from cvm.formats.kbs.rcar import Attestation
-
-    if firmware is None:
-        refuse_unused("an appraisal without --firmware", {
-            "--vcpus": vcpus != 1, "--vcpu-type": vcpu_type != "EPYC-Milan"})
-    payload = Attestation.from_json(load_object(evidence_file.read_bytes(), str(evidence_file)))
-    document = ReferenceDocument.from_bytes(reference.read_bytes())
-    rego = RegoPolicy(policy.read_text(), policy.name) if policy else RegoPolicy(DEFAULT_POLICY)
-    found = payload.evidence
-    if collateral is not None and found.crl is None:
-        found = replace(found, crl=CollateralCache(collateral).crl("Milan"))
-    explain = None
-    if firmware is not None:
-        from cvm.attestation.launch_search import launch_explainer
-        from cvm.image.measurement import VcpuConfig
-        from cvm.image.vcpu_types import vcpu_signature
-
-        explain = launch_explainer(firmware.read_bytes(),
-                                   VcpuConfig(vcpus, vcpu_signature(vcpu_type)))
-    if isinstance(found, LaunchEvidence):  # an SVSM's report alone (cvm-launch-evidence/1)
-        verdict = appraise_launch(found, document, rego, _roots(trust), _moment(now),
-                                  runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
-                                  challenge=nonce, explain_launch=explain)
-    else:
-        verdict = run_appraisal(found, document, rego, _roots(trust), _moment(now),
-                                runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
-                                challenge=nonce, explain_launch=explain)
+    verdict = appraisal(evidence_file, reference, policy=policy, nonce=nonce, trust=trust,
+                        now=now, firmware=firmware, vcpus=vcpus, vcpu_type=vcpu_type,
+                        collateral=collateral)
     if as_json:
-        typer.echo(json.dumps({"status": verdict.status, "step": verdict.step,
-                               "findings": verdict.findings_json(),
-                               "unchecked": list(verdict.unchecked), "claims": verdict.claims},
-                              indent=2))
+        typer.echo(json.dumps(verdict_json(verdict), indent=2))
     else:
         for line in verdict_lines(verdict):
             typer.echo(line)
-    if not verdict.accepted:
-        raise typer.Exit(EXIT_NOT_AUTHENTIC if verdict.step in ("verify", "replay")
-                         else EXIT_REFUSED)
+    code = exit_code(verdict)
+    if code:
+        raise typer.Exit(code)
 
 
 def _resource_path(text: str) -> str:

@@ -66,7 +66,7 @@ class Result:
 
     @property
     def as_expected(self) -> bool:
-        return self.observed.matches(self.expected)
+        return matches_expectation(self)
 
     @property
     def scan_clean(self) -> bool:
@@ -75,7 +75,18 @@ class Result:
     @property
     def held(self) -> bool:
         """The outcome is the expected one, and no secret leaked where the mode must protect."""
-        return self.as_expected and (self.scan_clean or not self.must_be_clean)
+        return cell_held(self)
+
+
+def matches_expectation(result: Result) -> bool:
+    """Is the observed outcome of ``result`` its expected one, verdict and mechanism both?"""
+    return result.observed.matches(result.attack.expected(result.mode))
+
+
+def cell_held(result: Result) -> bool:
+    """Did the cell hold: the outcome is the expected one, and the canary scan found nothing
+    where the mode must protect the guest's secrets?"""
+    return matches_expectation(result) and (not result.leaks or not result.must_be_clean)
 
 
 def must_be_clean(mode: Mode, family: Family) -> bool:

@@ -206,6 +206,40 @@ def test_cvm_attest_appraise_dry_runs_launch_evidence(
     assert "measurement: expected " + "cd" * 48 in capsys.readouterr().out
 
 
+def _payload(path: Path, evidence: LaunchEvidence) -> Path:
+    path.write_text(json.dumps({"runtime-data": {"nonce": NONCE, "tee-pubkey": KEY},
+                                "tee-evidence": {"primary_evidence": evidence.to_json()}}))
+    return path
+
+
+def test_cvm_attest_appraise_gives_launch_evidence_its_challenge_time_and_firmware(
+        owner: Owner, evidence: LaunchEvidence, tmp_path: Path) -> None:
+    """What the command was given reaches the launch appraisal as it reaches the composite."""
+    from cvm.cli import attest
+
+    payload = _payload(tmp_path / "launch.json", evidence)
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps(reference_json(owner)))
+    assert attest.appraisal(payload, reference, nonce=NONCE, trust="emulated",
+                            now=NOW.isoformat()).accepted
+    other = attest.appraisal(payload, reference, nonce="another", trust="emulated",
+                             now=NOW.isoformat())
+    assert not other.accepted and _rules(other) == ["verify.nonce"]
+    assert attest.exit_code(other) == 66
+    late = attest.appraisal(payload, reference, nonce=NONCE, trust="emulated",
+                            now="2200-01-01T00:00:00")
+    assert not late.accepted and late.step == "verify"
+    cvm = owner.launch(0, vcpus=2)
+    wide = LaunchEvidence(cvm.guest.svsm.report(launch_report_data(NONCE, KEY)),
+                          cvm.certificates.vcek, cvm.certificates.ask, cvm.certificates.ark)
+    firmware = tmp_path / "firmware.fd"
+    firmware.write_bytes(owner.firmware)
+    verdict = attest.appraisal(_payload(tmp_path / "wide.json", wide), reference, nonce=NONCE,
+                               trust="emulated", now=NOW.isoformat(), firmware=firmware)
+    assert [(f.claim, f.hint) for f in verdict.findings] == [
+        ("measurement", "matches with 2 vCPUs instead of 1")]
+
+
 def _vmpl1(owner: Owner, evidence: LaunchEvidence) -> LaunchEvidence:
     cvm = owner.launch(0)
     report = cvm.guest.svsm.at_vmpl0(
