@@ -518,13 +518,7 @@ def test_a_failure_to_remove_the_staging_folder_does_not_hide_the_builds_error(
     def broken(*args: object) -> bytes:
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(bundle, "wrap_state_key", broken)
-    real_unlink = os.unlink
-
-    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        if os.fspath(path).endswith("disk.img"):
-            raise PermissionError(1, "Operation not permitted", os.fspath(path))
-        real_unlink(path, *args, **kwargs)
-    monkeypatch.setattr(os, "unlink", unlink)
+    _refuse_unlink(monkeypatch, "disk.img")
     with pytest.raises(OSError, match="No space left on device"):
         _build(tmp_path / "image", owner_keys["uki"])
     assert not (tmp_path / "image").exists()
@@ -584,13 +578,7 @@ def test_an_earlier_bundle_that_cannot_be_removed_whole_does_not_fail_the_build(
     (out / "stuck").write_text("old\n")
     staging.mkdir()
     (staging / "new").write_text("new\n")
-    real_unlink = os.unlink
-
-    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        if os.fspath(path).endswith("stuck"):
-            raise PermissionError(1, "Operation not permitted", os.fspath(path))
-        real_unlink(path, *args, **kwargs)
-    monkeypatch.setattr(os, "unlink", unlink)
+    _refuse_unlink(monkeypatch, "stuck")
     bundle._put_in_place(staging, out)  # the new bundle is in place: no error
     assert [p.name for p in out.iterdir()] == ["new"]
 
@@ -708,3 +696,14 @@ def test_the_built_image_boots_and_unseals_its_root(
     trace = boot_bundle(built.out, mode, vcpus=2, random=_rng(7))
     assert trace.refused is None and trace.launch_accepted is True
     assert trace.pcrs_match and trace.unsealed and trace.workload_ok and trace.ok
+
+
+def _refuse_unlink(monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    """``os.unlink`` refuses (EPERM) every path ending in ``suffix``, removes the others."""
+    real_unlink = os.unlink
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(path).endswith(suffix):
+            raise PermissionError(1, "Operation not permitted", os.fspath(path))
+        real_unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", unlink)

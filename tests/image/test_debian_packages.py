@@ -688,13 +688,20 @@ def test_the_default_cache_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 # The machine's own apt: its index, its tools, the Debian archive.
 
-def test_real_apt_checks_a_cached_package_and_refuses_an_unknown_version(
-    tmp_path: Path, debian_package: Callable[[str, str], Path],
-) -> None:
+def _real_busybox(tmp_path: Path, debian_package: Callable[[str, str], Path]
+                  ) -> tuple[Path, Path, Path]:
+    """Debian's busybox-static, extracted (its tree) and as its ``.deb``, and an empty cache."""
     known = debian_package(BUSYBOX[0], "1:1.35.0-4+deb12u1+b1")
     deb = known.parent / (known / MARKER).read_text().split("  ")[1].strip()
     cache = tmp_path / "cache"
     cache.mkdir()
+    return known, deb, cache
+
+
+def test_real_apt_checks_a_cached_package_and_refuses_an_unknown_version(
+    tmp_path: Path, debian_package: Callable[[str, str], Path],
+) -> None:
+    known, deb, cache = _real_busybox(tmp_path, debian_package)
     shutil.copy(deb, cache / deb.name)
     version = cached_debs(cache, BUSYBOX[0])[0].version
     assert index_sha256(BUSYBOX[0], version, "amd64") == {hashlib.sha256(
@@ -708,10 +715,7 @@ def test_real_apt_checks_a_cached_package_and_refuses_an_unknown_version(
 def test_real_apt_downloads_a_tampered_package_again(
     tmp_path: Path, debian_package: Callable[[str, str], Path],
 ) -> None:
-    known = debian_package(BUSYBOX[0], "1:1.35.0-4+deb12u1+b1")
-    deb = known.parent / (known / MARKER).read_text().split("  ")[1].strip()
-    cache = tmp_path / "cache"
-    cache.mkdir()
+    known, deb, cache = _real_busybox(tmp_path, debian_package)
     data = bytearray(deb.read_bytes())
     data[-1] ^= 1
     (cache / deb.name).write_bytes(bytes(data))
