@@ -21,7 +21,7 @@ from cvm.hardware.fault import (
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.memory.rmp import Perm, Rmp, RmpStatus
-from cvm.hardware.vcpu import reset_registers
+from cvm.hardware.vcpu import EXIT_HLT, reset_registers
 from cvm.hardware.vm import Mode
 from cvm.host.vmm import Guest, Hypervisor
 
@@ -366,3 +366,67 @@ def test_each_refusal_of_a_write_carries_the_write_bit_and_the_writers_asid() ->
         "nested mapping does not match the RMP: page belongs to GPA 0x3000", 0, 5)
     assert write(5, 0x6020, 0x9020, True, 1) == npf(
         0x6020, PFERR_RMP | PFERR_ENC, "write to a VMSA page", 1, 5)
+
+
+def test_a_vmsa_page_in_use_refuses_every_rmp_change_until_the_exit() -> None:
+    """APM vol. 2 §15.36.12: from VMRUN until #VMEXIT a VMSA page is in use; RMPUPDATE,
+    RMPADJUST and PVALIDATE of it fail with FAIL_INUSE, and work again once it is released."""
+    rmp = Rmp()
+    rmp.rmpupdate(0x9000, assigned=True, asid=5, gpa=0x3000)
+    assert rmp.pvalidate(5, 0x3000, 0x9000, True) == (RmpStatus.SUCCESS, False)
+    assert rmp.rmpadjust(5, 0x3000, 0x9000, 0, 1, Perm.READ, vmsa=True) is RmpStatus.SUCCESS
+    rmp.enter_vmsa(0x9000)
+    assert rmp.in_use(0x9abc) and not rmp.in_use(0xa000) and not rmp.in_use(0x8fff)
+    before = (rmp.entry(0x9000).assigned, rmp.entry(0x9000).vmsa, rmp.entry(0x9000).validated)
+    assert rmp.rmpupdate(0x9000, assigned=False) is RmpStatus.FAIL_INUSE
+    assert rmp.rmpupdate(0x9000, assigned=True, asid=6, gpa=0x3000) is RmpStatus.FAIL_INUSE
+    assert rmp.rmpupdate_pages([0x9000], [0x3000], 6) == (RmpStatus.FAIL_INUSE, 0)
+    assert rmp.rmpadjust(5, 0x3000, 0x9000, 0, 1, Perm.READ) is RmpStatus.FAIL_INUSE
+    assert rmp.pvalidate(5, 0x3000, 0x9000, False) == (RmpStatus.FAIL_INUSE, False)
+    after = rmp.entry(0x9000)
+    assert (after.assigned, after.vmsa, after.validated) == before == (True, True, True)
+    assert after.asid == 5 and after.perms[1] == Perm.READ
+    # Another page of the same guest is not in use.
+    rmp.rmpupdate(0xa000, assigned=True, asid=5, gpa=0x4000)
+    assert rmp.pvalidate(5, 0x4000, 0xa000, True) == (RmpStatus.SUCCESS, False)
+    rmp.leave_vmsa(0x9000)
+    assert not rmp.in_use(0x9000)
+    assert rmp.rmpadjust(5, 0x3000, 0x9000, 0, 1, Perm.READ) is RmpStatus.SUCCESS
+    assert not rmp.entry(0x9000).vmsa
+    assert rmp.pvalidate(5, 0x3000, 0x9000, False) == (RmpStatus.SUCCESS, False)
+    assert rmp.rmpupdate(0x9000, assigned=False) is RmpStatus.SUCCESS
+
+
+def test_the_vmsa_a_vcpu_runs_on_is_in_use_only_while_it_runs() -> None:
+    """VMRUN marks the page in use, #VMEXIT releases it: the host, in its exit handler, may
+    reclaim a guest-made VMSA page, but not one a vCPU is running on."""
+    host, guest, kernel = _snp()
+    vcpu = guest.vcpus[0]
+    if vcpu.registers is None:
+        vcpu.vmrun()
+    spa = vcpu.vmsa_spa
+    assert spa is not None and host.machine.rmp.in_use(spa)
+    seen: list[bool] = []
+
+    def look(guest: object, cpu: object, info: object) -> None:
+        seen.append(host.machine.rmp.in_use(spa))
+    host.exit_hooks.append(look)
+    vcpu.vmexit(EXIT_HLT)
+    assert seen == [False] and host.machine.rmp.in_use(spa)  # out during the exit, in again
+    # A new save area installed under the running vCPU takes the old one's place.
+    fresh = host.allocate_page()
+    vcpu.install_vmsa(fresh)
+    assert host.machine.rmp.in_use(fresh) and not host.machine.rmp.in_use(spa)
+    vcpu.vmexit(EXIT_HLT)
+    assert seen == [False, False] and host.machine.rmp.in_use(fresh)
+    # A page the guest made a VMSA (not immutable, unlike a launch VMSA): the host's
+    # RMPUPDATE is refused while a vCPU runs on it.
+    kernel.accept(0, 8 * PAGE_SIZE)
+    page = host.spa_of(guest, 0x2000)
+    rmp = host.machine.rmp
+    assert rmp.rmpadjust(guest.vm.asid, 0x2000, page, 0, 1, Perm(0), vmsa=True) is RmpStatus.SUCCESS
+    rmp.enter_vmsa(page)
+    assert rmp.rmpupdate(page, assigned=False) is RmpStatus.FAIL_INUSE
+    assert rmp.entry(page).assigned and rmp.entry(page).vmsa
+    rmp.leave_vmsa(page)
+    assert rmp.rmpupdate(page, assigned=False) is RmpStatus.SUCCESS

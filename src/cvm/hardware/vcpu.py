@@ -173,8 +173,14 @@ class Vcpu:
         self.vm.machine.check_page(spa)
         state = vmsa if vmsa is not None else Vmsa(self.registers or reset_registers())
         self.vm.machine.engine.write_pages(self.vm.asid, spa, state.to_bytes())
+        rmp = self.vm.machine.rmp
         if self.mode.snp:
-            self.vm.machine.rmp.firmware_assign(spa, self.vm.asid, 0xFFFF_FFFF_F000, vmsa=True)
+            rmp.firmware_assign(spa, self.vm.asid, 0xFFFF_FFFF_F000, vmsa=True)
+            if self.registers is not None:  # a running vCPU runs on it from now on
+                previous = self.vmsa_spa
+                if previous is not None:
+                    rmp.leave_vmsa(previous)
+                rmp.enter_vmsa(spa)
         self.vmsa_spa = spa
 
     # -- the host's side of VMPLs and event injection ----------------------------------------
@@ -221,6 +227,8 @@ class Vcpu:
             if spa is None:
                 raise StateError(f"vCPU {self.index} has no VMSA page")
             self._save_vmsa(spa, registers)
+            if self._snp:
+                self.vm.machine.rmp.leave_vmsa(spa)
             self.vmcb = Vmcb(exit_code, info1, info2, {}, self.vmcb.event_inj)
             info = VmExit(self.index, exit_code, info1, info2, None)
         else:
@@ -258,6 +266,8 @@ class Vcpu:
                       "VMRUN: VMSA state is invalid (EFER.SVME clear): it was corrupted")
             )
         previous = self._vmpl
+        if self._snp:
+            machine.rmp.enter_vmsa(spa)
         self.registers = registers
         vmpl = self._vmpl = registers["vmpl"] if self._snp else 0
         if self.vmcb.event_inj is not None:

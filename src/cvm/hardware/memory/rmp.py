@@ -4,6 +4,10 @@ One entry per 4 KiB page of system memory (AMD APM vol. 2 §15.36.3; SNP firmwar
 notes/snp.md §5.4). The instructions keep their real return codes: RMPUPDATE (host),
 PVALIDATE and RMPADJUST (guest). The access checks return a :class:`~cvm.hardware.fault.Fault`
 record, or None when the access may proceed.
+
+A VMSA page is *in use* from a successful VMRUN on it until the #VMEXIT that leaves it (APM
+vol. 2 §15.36.12): RMPUPDATE, RMPADJUST and PVALIDATE of that page fail with FAIL_INUSE
+meanwhile, so neither the host nor the guest can change the entry of a save area a vCPU runs on.
 """
 
 from __future__ import annotations
@@ -90,6 +94,19 @@ class Rmp:
 
     def __init__(self) -> None:
         self._entries: dict[int, RmpEntry] = {}
+        self._in_use: set[int] = set()  # frames of the VMSA pages vCPUs are running on
+
+    def enter_vmsa(self, spa: int) -> None:
+        """Hardware, VMRUN: the VMSA page at ``spa`` is in use until :meth:`leave_vmsa`."""
+        self._in_use.add(spa >> PAGE_SHIFT)
+
+    def leave_vmsa(self, spa: int) -> None:
+        """Hardware, #VMEXIT: the VMSA page at ``spa`` is no longer in use."""
+        self._in_use.discard(spa >> PAGE_SHIFT)
+
+    def in_use(self, spa: int) -> bool:
+        """Whether a running vCPU's VMSA is the page holding ``spa``."""
+        return spa >> PAGE_SHIFT in self._in_use
 
     def entry(self, spa: int) -> RmpEntry:
         """A copy-free view of the entry of the page holding ``spa`` (a fresh one if unassigned)."""
@@ -105,6 +122,8 @@ class Rmp:
         if spa % (1 << PAGE_SHIFT) or gpa % (1 << PAGE_SHIFT):
             return RmpStatus.FAIL_INPUT
         frame = spa >> PAGE_SHIFT
+        if frame in self._in_use:
+            return RmpStatus.FAIL_INUSE
         current = self._entries.get(frame)
         if current is not None and current.immutable:
             return RmpStatus.FAIL_PERMISSION
@@ -129,7 +148,7 @@ class Rmp:
         entries = self._entries
         if (
             not (reduce(operator.or_, spas) | reduce(operator.or_, gpas)) & _PAGE_MASK
-            and entries.keys().isdisjoint(frames)
+            and entries.keys().isdisjoint(frames)  # an in-use VMSA page has an entry
         ):
             entries.update({frame: RmpEntry(True, asid, gpas[i]) for i, frame in enumerate(frames)})
             return RmpStatus.SUCCESS, len(frames)
@@ -153,6 +172,8 @@ class Rmp:
         entry = self._entries.get(spa >> PAGE_SHIFT)
         if entry is None or not entry.assigned or entry.asid != asid or entry.gpa != gpa:
             return RmpStatus.FAIL_INPUT, False
+        if spa >> PAGE_SHIFT in self._in_use:
+            return RmpStatus.FAIL_INUSE, False
         if entry.page_size_2m:
             return RmpStatus.FAIL_SIZEMISMATCH, False
         if entry.validated == validate:
@@ -173,6 +194,8 @@ class Rmp:
             return RmpStatus.FAIL_INPUT
         if not entry.validated:
             return RmpStatus.FAIL_INPUT
+        if spa >> PAGE_SHIFT in self._in_use:
+            return RmpStatus.FAIL_INUSE
         if int(perms) & ~int(entry.perms[caller_vmpl]):
             return RmpStatus.FAIL_PERMISSION
         entry.perms[target_vmpl] = perms
