@@ -24,6 +24,7 @@ def _bundle(folder: Path, **names: str | None) -> dict[str, object]:
                        ("SVSM.bin", b"svsm"), ("state.bin", b"state")):
         (folder / name).write_bytes(data)
     manifest: dict[str, object] = {
+        "schema": "cvm-image/2",
         "firmware": {"ovmf": names.get("ovmf", "OVMF.fd"), "vars": "VARS.fd",
                      "svsm": names.get("svsm", "SVSM.bin")},
         "vtpm": {"state": names.get("state", "state.bin"), "host_state_key": None},
@@ -258,4 +259,38 @@ def test_what_is_missing_is_named_with_the_folder(tmp_path: Path, edit: str,
         (tmp_path / "image.json").write_text("{")
     error = FormatError if edit == "not json" else UsageError
     with pytest.raises(error, match=f"^{re.escape(refusal.format(folder=tmp_path))}$"):
+        load_host_image(tmp_path)
+
+
+@pytest.mark.parametrize("schema", ["cvm-image/2", "cvm-image/1"])
+def test_the_manifest_schemas_cvm_writes_are_read(tmp_path: Path, schema: str) -> None:
+    manifest = _bundle(tmp_path)
+    manifest["schema"] = schema
+    (tmp_path / "image.json").write_text(json.dumps(manifest))
+    assert load_host_image(tmp_path).firmware == b"ovmf"
+
+
+@pytest.mark.parametrize("schema", ["cvm-image/3", "cvm-image/9", "", None, 2, "missing"])
+def test_a_manifest_schema_the_host_does_not_know_is_refused(tmp_path: Path,
+                                                             schema: object) -> None:
+    manifest = _bundle(tmp_path)
+    if schema == "missing":
+        del manifest["schema"]
+        schema = None
+    else:
+        manifest["schema"] = schema
+    (tmp_path / "image.json").write_text(json.dumps(manifest))
+    refusal = (f"{tmp_path}/image.json: schema {schema!r}, expected cvm-image/2 "
+               "(or cvm-image/1)")
+    with pytest.raises(FormatError, match=f"^{re.escape(refusal)}$"):
+        load_host_image(tmp_path)
+
+
+@pytest.mark.parametrize("document", ["[]", "3", "null", '"cvm-image/2"', "\xff"])
+def test_a_manifest_that_is_not_an_object_is_not_an_image_manifest(tmp_path: Path,
+                                                                   document: str) -> None:
+    _bundle(tmp_path)
+    (tmp_path / "image.json").write_bytes(document.encode("latin-1"))
+    with pytest.raises(FormatError, match=f"^{re.escape(str(tmp_path))}/image.json: not an "
+                                          "image manifest$"):
         load_host_image(tmp_path)

@@ -72,7 +72,8 @@ def test_the_host_never_reads_the_owners_folder(tmp_path: Path) -> None:
     (tmp_path / "owner").mkdir()
     (tmp_path / "owner" / "provisioning.key").write_bytes(b"k" * 32)
     (tmp_path / "disk.img").write_bytes(b"")
-    manifest = {"firmware": {"ovmf": "owner/provisioning.key", "vars": "x", "svsm": None},
+    manifest = {"schema": "cvm-image/2",
+                "firmware": {"ovmf": "owner/provisioning.key", "vars": "x", "svsm": None},
                 "vtpm": {"state": "x"}, "disk": {"file": "disk.img"}}
     (tmp_path / "image.json").write_text(json.dumps(manifest))
     with pytest.raises(UsageError, match="never reads the owner's folder"):

@@ -29,6 +29,7 @@ from typing import Any
 from cvm.amd.kds import ChipFuses
 from cvm.disk.storage import FileStorage
 from cvm.errors import FormatError, StateError, UsageError
+from cvm.formats.image_manifest import check_schema
 from cvm.formats.svsm.svsm_image import SVSM_SEV_FEATURES
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
@@ -113,8 +114,14 @@ def _optional(folder: Path, root: str, name: str | None) -> bytes | None:
 def load_host_image(folder: Path) -> HostImage:
     """What the host takes from an image bundle (never ``owner/``)."""
     root = os.path.realpath(folder)
+    manifest: Any = _read(folder, root, "image.json")
     try:
-        manifest: Any = json.loads(_read(folder, root, "image.json"))
+        manifest = json.loads(manifest)
+    except ValueError:
+        raise FormatError(f"{folder}/image.json: not an image manifest") from None
+    if isinstance(manifest, dict):  # a schema the host does not know is not guessed at
+        check_schema(manifest, f"{folder}/image.json")
+    try:
         firmware, vtpm = manifest["firmware"], manifest["vtpm"]
         svsm_name, key_name = firmware.get("svsm"), vtpm.get("host_state_key")
         disk_name, ovmf, varstore, state = (manifest["disk"]["file"], firmware["ovmf"],

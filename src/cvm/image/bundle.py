@@ -39,6 +39,7 @@ from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.errors import FormatError, InternalError, UsageError
 from cvm.files import write_atomically
+from cvm.formats.image_manifest import FIRST_MANIFEST_SCHEMA, MANIFEST_SCHEMA, check_schema
 from cvm.formats.initramfs import (
     PCR_SIGNATURE_IN_UKI,
     InitramfsManifest,
@@ -74,8 +75,6 @@ from cvm.image.reference_values import (
 )
 from cvm.image.sealing import STATE_KEY_SIZE, TOKEN_KEYSLOT_KDF, OwnerTpm, token_plans
 
-MANIFEST_SCHEMA = "cvm-image/2"
-FIRST_MANIFEST_SCHEMA = "cvm-image/1"  # before "seeded"; still read
 BANKS = ("sha1", "sha256")
 CHAINS = ("uki", "shim-grub")
 SEALS = ("pcrs", "signed", "both")
@@ -389,9 +388,7 @@ def load_manifest(out: Path) -> dict[str, Any]:
     schema, fields = manifest_schema(document)
     if not isinstance(document, dict) or set(document) != fields:
         raise FormatError(f"{path}: not a {schema} manifest (fields differ)")
-    if document["schema"] != schema:
-        raise FormatError(f"{path}: schema {document['schema']!r}, expected {MANIFEST_SCHEMA} "
-                          f"(or {FIRST_MANIFEST_SCHEMA})")
+    check_schema(document, str(path))
     if not isinstance(document.get("seeded", False), bool):
         raise FormatError(f"{path}: seeded must be true or false")
     if document["chain"] not in CHAINS:
