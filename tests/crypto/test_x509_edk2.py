@@ -11,6 +11,7 @@ from asn1crypto import x509 as asn1_x509
 from cvm.crypto.x509_edk2 import (
     Certificate,
     PrivateKey,
+    brief,
     chain_to_anchor,
     der,
     generate_rsa_key,
@@ -44,8 +45,11 @@ def test_private_keys_in_pem_and_der() -> None:
 
 
 def test_bad_private_keys_are_named() -> None:
-    with pytest.raises(FormatError, match=r"^not an unencrypted private key: "):
+    with pytest.raises(FormatError, match=r"^not an unencrypted private key: ") as raised:
         load_private_key(b"\x30\x03\x02\x01\x00")
+    assert "may be" not in str(raised.value) and "Details" not in str(raised.value)
+    with pytest.raises(FormatError, match=r"^not an unencrypted private key: \S"):
+        load_private_key(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     with pytest.raises(UsageError, match=r"^only RSA and EC private keys can sign$"):
         load_private_key(ED25519_PEM)
 
@@ -118,3 +122,13 @@ def test_ecdsa_chains() -> None:
     assert issued_by(leaf, root) and not issued_by(leaf, stranger)
     assert chain_to_anchor(leaf, [], root) == [leaf, root]
     assert chain_to_anchor(leaf, [], stranger) is None
+
+
+@pytest.mark.parametrize(("message", "said"), [
+    ("Could not load. It may be many things. Details: ASN.1 parsing error: short data",
+     "ASN.1 parsing error: short data"),
+    ("Could not load. Details:  ", "Could not load. Details:  "),
+    ("Could not load.", "Could not load."),
+])
+def test_a_loaders_message_is_cut_to_what_went_wrong(message: str, said: str) -> None:
+    assert brief(ValueError(message)) == said

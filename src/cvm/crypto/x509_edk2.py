@@ -64,6 +64,14 @@ def load_certificate(data: bytes) -> Certificate:
     return certificate
 
 
+def brief(error: Exception) -> str:
+    """The part of a parser's message that says what is wrong: OpenSSL's key loader explains
+    every way a key may fail to load, then gives the one that did after ``Details:``."""
+    text = str(error)
+    _, found, details = text.partition("Details: ")
+    return details.strip() if found and details.strip() else text
+
+
 def load_private_key(data: bytes) -> PrivateKey:
     """An RSA or EC private key from PEM or DER (unencrypted)."""
     try:
@@ -72,7 +80,7 @@ def load_private_key(data: bytes) -> PrivateKey:
         else:
             key = serialization.load_der_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as error:
-        raise FormatError(f"not an unencrypted private key: {error}") from None
+        raise FormatError(f"not an unencrypted private key: {brief(error)}") from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise UsageError("only RSA and EC private keys can sign")
     return key
