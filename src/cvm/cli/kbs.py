@@ -8,9 +8,11 @@ policies, and reads the audit log, through the authenticated admin API.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -87,6 +89,7 @@ def serve(
         raise UsageError("--workers must be between 1 and 64")
     if trust not in ("amd", "emulated"):
         raise UsageError(f"--trust must be amd or emulated, not {trust!r}")
+    check_port(port)
     load_kek(kek_file)
     load_admin_token(admin_token_file)
     os.environ.update({ENV_DB: db, ENV_KEK: str(kek_file.resolve()),
@@ -94,8 +97,37 @@ def serve(
     from cvm.attestation.kbs.storage import Storage
 
     Storage(db)  # create the tables once, before the workers start
-    uvicorn.run("cvm.cli.kbs:app_from_environment", factory=True, host=host, port=port,
-                workers=workers, log_level="warning", access_log=False, proxy_headers=False)
+    check_listen(host, port)
+    try:
+        uvicorn.run("cvm.cli.kbs:app_from_environment", factory=True, host=host, port=port,
+                    workers=workers, log_level="warning", access_log=False, proxy_headers=False)
+    except SystemExit as stop:  # uvicorn's own exit when it could not start
+        if stop.code not in (None, 0):
+            raise OSError(errno.EADDRNOTAVAIL, "the broker could not start listening",
+                          f"{host}:{port}") from None
+
+
+def check_port(port: int) -> None:
+    """A TCP port number (0: any free port)."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a TCP port (0..65535)")
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse, in one line, an address the broker cannot listen on (in use, not this
+    machine's, not an address), before uvicorn tries and logs its own error."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise UsageError(f"--host {host!r}: not an address ({error})") from None
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise OSError(error.errno, f"cannot listen: {error.strerror}",
+                          f"{host}:{port}") from None
 
 
 def _admin(url: str, token_file: Path) -> object:

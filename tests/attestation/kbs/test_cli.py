@@ -99,3 +99,69 @@ def test_a_worker_trusts_amds_roots_unless_told_emulated_by_name(
         monkeypatch.setenv(kbs_cli.ENV_TRUST, given)
     kbs_cli.app_from_environment()
     assert made[0].roots.label == label
+
+
+def _serve(tmp_path: Path, *more: str) -> int:
+    return execute(["kbs", "serve", "--kek-file", str(tmp_path / "kek.hex"),
+                    "--admin-token-file", str(tmp_path / "admin.token"),
+                    "--db", f"sqlite:///{tmp_path / 'kbs.db'}", *more])
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "99999"])
+def test_serve_refuses_a_port_out_of_range_before_making_any_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], port: str) -> None:
+    assert _serve(tmp_path, "--port", port) == 64
+    assert capsys.readouterr().err == f"cvm: error: --port {port} is not a TCP port (0..65535)\n"
+    assert not (tmp_path / "kek.hex").exists() and not (tmp_path / "admin.token").exists()
+
+
+def test_serve_refuses_a_host_that_is_not_an_address(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert _serve(tmp_path, "--host", "not an address!") == 64
+    err = capsys.readouterr().err
+    assert err.startswith("cvm: error: --host 'not an address!': not an address (")
+    assert err.count("\n") == 1
+
+
+def test_serve_says_in_one_line_that_the_port_is_taken(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert _serve(tmp_path, "--port", str(port)) == 74
+    assert capsys.readouterr().err == (f"cvm: error: cannot listen: Address already in use: "
+                                       f"127.0.0.1:{port}\n")
+
+
+@pytest.mark.parametrize(("code", "exit_code"), [(3, 74), (1, 74), (0, 0), (None, 0)])
+def test_uvicorns_own_exit_is_an_exit_code_cvm_documents(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        code: int | None, exit_code: int) -> None:
+    import uvicorn
+
+    def stops(*args: object, **kwargs: object) -> None:
+        raise SystemExit(code)
+    monkeypatch.setattr(uvicorn, "run", stops)
+    assert _serve(tmp_path, "--port", "0") == exit_code
+    if exit_code:
+        assert capsys.readouterr().err == ("cvm: error: the broker could not start listening: "
+                                           "127.0.0.1:0\n")
+
+
+def test_serve_names_a_database_it_cannot_open_without_its_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no" / "such" / "folder" / "kbs.db"
+    assert execute(["kbs", "serve", "--kek-file", str(tmp_path / "k"), "--admin-token-file",
+                    str(tmp_path / "t"), "--db", f"sqlite:///{missing}"]) == 74
+    assert capsys.readouterr().err == ("cvm: error: cannot open the database (unable to open "
+                                       f"database file): sqlite:///{missing}\n")
+    assert execute(["kbs", "serve", "--kek-file", str(tmp_path / "k"), "--admin-token-file",
+                    str(tmp_path / "t"), "--db",
+                    "postgresql+psycopg://cvm:hunter2secret@127.0.0.1:1/kbs"]) == 74
+    err = capsys.readouterr().err
+    assert err.startswith("cvm: error: cannot open the database (") and err.count("\n") == 1
+    assert err.endswith("): postgresql+psycopg://cvm:***@127.0.0.1:1/kbs\n")
+    assert "hunter2" not in err

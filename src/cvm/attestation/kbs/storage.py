@@ -14,6 +14,7 @@ driver connection: SQLAlchemy's statement compilation would cost more than the d
 
 from __future__ import annotations
 
+import errno
 import json
 import select as _select
 import time
@@ -39,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from cvm.errors import UsageError
@@ -154,6 +155,17 @@ def _check_connection(connection: Any, record: Any, _proxy: Any) -> None:
         raise DisconnectionError(str(error)) from None
 
 
+def unreachable(error: OperationalError) -> str:
+    """The driver's first line on why it could not connect."""
+    lines = str(error.orig).strip().splitlines() or [type(error.orig).__name__]
+    return lines[0]
+
+
+def redacted(engine: Engine) -> str:
+    """The engine's URL as it may be printed: without its password."""
+    return engine.url.render_as_string(hide_password=True)
+
+
 def open_engine(url: str) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
     if url.startswith("sqlite"):
@@ -222,9 +234,13 @@ class Storage:
         self.url = url
         self.engine = open_engine(url)
         try:
-            metadata.create_all(self.engine)
-        except DbIntegrityError:  # another worker created them at the same moment
-            metadata.create_all(self.engine)
+            try:
+                metadata.create_all(self.engine)
+            except DbIntegrityError:  # another worker created them at the same moment
+                metadata.create_all(self.engine)
+        except OperationalError as error:  # no such file or server, refused, no access
+            raise OSError(errno.EIO, f"cannot open the database ({unreachable(error)})",
+                          redacted(self.engine)) from None
         self._placeholder = _PLACEHOLDERS[self.engine.dialect.paramstyle]
         self._integrity_error: type[Exception] = self.engine.dialect.loaded_dbapi.IntegrityError
 
