@@ -221,3 +221,28 @@ def test_the_audit_log_pages_in_order(storage: Storage) -> None:
     for _ in range(95):
         storage.log("admin", "secret", [], at=T)
     assert len(storage.audit_log()) == 100 and len(storage.audit_log(1000)) == 101
+
+
+@pytest.mark.parametrize(("orig", "said"), [
+    (ConnectionRefusedError("connection failed: refused\nIs the server running?"),
+     "connection failed: refused"),
+    (ConnectionRefusedError("  \n"), "ConnectionRefusedError"),
+    (RuntimeError(""), "RuntimeError"),
+])
+def test_why_a_database_is_unreachable_is_the_drivers_first_line(orig: Exception,
+                                                                 said: str) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from cvm.attestation.kbs.storage import unreachable
+
+    assert unreachable(OperationalError("SELECT 1", None, orig)) == said
+
+
+def test_a_database_url_is_printed_without_its_password() -> None:
+    from sqlalchemy import create_engine
+
+    from cvm.attestation.kbs.storage import redacted
+
+    engine = create_engine("sqlite:///kbs.db")
+    assert redacted(engine) == "sqlite:///kbs.db"
+    assert "pw" not in redacted(create_engine("postgresql+psycopg://u:pw@h/db"))
