@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from cvm import __version__
+from cvm.cli.main import execute
 from cvm.crypto.drbg import SeededRandom
 from cvm.disk.dm_crypt import CryptDevice
 from cvm.disk.file_store import FileStore
@@ -707,3 +708,20 @@ def _refuse_unlink(monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
             raise PermissionError(1, "Operation not permitted", os.fspath(path))
         real_unlink(path, *args, **kwargs)
     monkeypatch.setattr(os, "unlink", unlink)
+
+
+def test_a_bundle_that_cannot_be_created_is_named_as_given(
+        tmp_path: Path, owner_keys: dict[str, OwnerKeys], capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"not a folder")
+    for out, reason in ((blocker / "image", "Not a directory"),
+                        (blocker / "deeper" / "image", "File exists")):
+        with pytest.raises(OSError) as refused:
+            _build(out, owner_keys["uki"])
+        assert refused.value.filename == str(out)
+        assert refused.value.strerror == f"cannot create the bundle ({reason})"
+    assert execute(["image", "build", str(blocker / "image"), "--kdf-cost", "fast"]) == 74
+    assert capsys.readouterr().err == ("cvm: error: cannot create the bundle (Not a "
+                                       f"directory): {blocker / 'image'}\n")
+    assert blocker.read_bytes() == b"not a folder"

@@ -193,8 +193,12 @@ def build_image(out: Path, spec: ImageSpec = ImageSpec(), keys: OwnerKeys | None
                                                or (out / "image.json").is_file())):
         raise UsageError(f"{out}: holds files that are not an image bundle; give a new or "
                          "empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    except OSError as error:  # named as the user gave it, not as the hidden staging folder
+        raise OSError(error.errno, f"cannot create the bundle ({error.strerror})",
+                      str(out)) from None
     try:
         built = _build(staging, spec, keys, random, db)
         _put_in_place(staging, out)
