@@ -715,13 +715,13 @@ def test_a_bundle_that_cannot_be_created_is_named_as_given(
         ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"not a folder")
-    for out, reason in ((blocker / "image", "Not a directory"),
-                        (blocker / "deeper" / "image", "File exists")):
+    for out, reason in ((blocker / "image", "File exists"),
+                        (blocker / "deeper" / "image", "Not a directory")):
         with pytest.raises(OSError) as refused:
             _build(out, owner_keys["uki"])
         assert refused.value.filename == str(out)
         assert refused.value.strerror == f"cannot create the bundle ({reason})"
     assert execute(["image", "build", str(blocker / "image"), "--kdf-cost", "fast"]) == 74
-    assert capsys.readouterr().err == ("cvm: error: cannot create the bundle (Not a "
-                                       f"directory): {blocker / 'image'}\n")
+    assert capsys.readouterr().err == ("cvm: error: cannot create the bundle (File "
+                                       f"exists): {blocker / 'image'}\n")
     assert blocker.read_bytes() == b"not a folder"
