@@ -5,7 +5,7 @@ is opened and sealed with a key the host holds. The guest reaches it through a c
 in a page it shares and a VMMCALL doorbell (:mod:`cvm.guest.tpm.host_transport` describes the
 guest's side; the doorbell value and the buffer layout are the contract, as bytes). The device
 is an exit hook of :class:`~cvm.host.vmm.Hypervisor`; it runs each command at the locality the
-request names (the TPM refuses one it lacks, as swtpm behind a TIS does), and logs every command
+request names (the TPM answers TPM_RC_LOCALITY for one it lacks), and logs every command
 and response it handled, as a host's device model may, so the host's logs hold what it saw.
 """
 
