@@ -4,8 +4,9 @@ The TPM 2.0 engine (:mod:`cvm.vtpm`) runs in the host, as swtpm does beside QEMU
 is opened and sealed with a key the host holds. The guest reaches it through a command buffer
 in a page it shares and a VMMCALL doorbell (:mod:`cvm.guest.tpm.host_transport` describes the
 guest's side; the doorbell value and the buffer layout are the contract, as bytes). The device
-is an exit hook of :class:`~cvm.host.vmm.Hypervisor`; it logs every command and response it
-handled, as a host's device model may, so the host's logs hold what it saw.
+is an exit hook of :class:`~cvm.host.vmm.Hypervisor`; it runs each command at the locality the
+request names (the TPM answers TPM_RC_LOCALITY for one it lacks), and logs every command
+and response it handled, as a host's device model may, so the host's logs hold what it saw.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class HostVtpm:
             return
         machine = guest.vm.machine
         try:
-            command = VtpmCommandRequest.from_bytes(machine.host_read(spa, BUFFER_SIZE)).command
-            response = self.tpm.execute(command, 0)
+            request = VtpmCommandRequest.from_bytes(machine.host_read(spa, BUFFER_SIZE))
+            command = request.command
+            response = self.tpm.execute(command, request.locality)  # the TPM checks it
         except FormatError:
             command, response = b"", Response(TpmRc.FAILURE).to_bytes(False)
         self.commands += 1

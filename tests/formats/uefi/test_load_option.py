@@ -34,7 +34,26 @@ def test_round_trip(attributes: int, description: str, optional: bytes) -> None:
     assert LoadOption.parse(option.to_bytes()) == option
 
 
-@pytest.mark.parametrize("cut", [3, 7, 20, 60])
-def test_truncated_options_are_format_errors(cut: int) -> None:
-    with pytest.raises(FormatError):
+@pytest.mark.parametrize(("cut", "message"), [
+    (3, "Attributes needs 4 bytes at offset 0x0, only 3 left"),
+    (5, "FilePathListLength needs 2 bytes at offset 0x4, only 1 left"),
+    (7, "Description needs 2 bytes at offset 0x6, only 1 left"),
+    (20, "Description needs 2 bytes at offset 0x14, only 0 left"),
+    (70, "FilePathList needs 32 bytes at offset 0x3c, only 10 left"),
+])
+def test_a_cut_option_names_the_field_it_ends_in(cut: int, message: str) -> None:
+    with pytest.raises(FormatError) as caught:
         LoadOption.parse(CDROM[:cut])
+    assert str(caught.value) == f"EFI_LOAD_OPTION: {message}"
+
+
+def test_the_optional_data_is_every_byte_after_the_path() -> None:
+    assert LoadOption.parse(CDROM[:92]).optional_data == b""
+    assert LoadOption.parse(CDROM[:93]).optional_data == CDROM[92:93]
+
+
+def test_a_description_that_is_not_utf16_is_refused() -> None:
+    lone_surrogate = (1).to_bytes(4, "little") + (0).to_bytes(2, "little") + b"\x00\xd8\0\0"
+    with pytest.raises(FormatError) as caught:
+        LoadOption.parse(lone_surrogate)
+    assert str(caught.value) == "EFI_LOAD_OPTION: Description is not UTF-16"

@@ -46,7 +46,7 @@ class LoadOption:
         except UnicodeDecodeError:
             raise FormatError("EFI_LOAD_OPTION: Description is not UTF-16") from None
         path = DevicePath.parse(reader.take(path_length, "FilePathList"))
-        return cls(attributes, description, path, reader.take(reader.remaining, "OptionalData"))
+        return cls(attributes, description, path, reader.rest())  # OptionalData
 
     def to_bytes(self) -> bytes:
         path = self.file_path.to_bytes()
