@@ -10,19 +10,29 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cvm.cli.demo import _print_matrix
+from cvm.cli import demo
+from cvm.cli.demo import _print_matrix, demo_image
 from cvm.cli.main import execute
 from cvm.host.adversary.catalog import ATTACKS
 from cvm.host.adversary.threat import MODES, Observed, Verdict
+from cvm.image.bundle import BuiltImage
 from cvm.scenarios.attack_matrix import Result
 
 
 def test_demo_runs_and_every_outcome_matches(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    seeds: list[int | None] = []
+
+    def seen(out: Path, seed: int | None) -> BuiltImage:
+        seeds.append(seed)
+        return demo_image(out, seed)
+
+    monkeypatch.setattr(demo, "demo_image", seen)
     argv = ["demo", "--out", str(tmp_path), "--seed", "3", "--workers", "1",
             "--family", "registers", "--family", "cpu"]
     assert execute(argv) == 0
+    assert seeds == [3]  # the image is built from the demo's seed
     capsys_out = capsys.readouterr().out
     out = " ".join(capsys_out.split())  # the console wraps long lines
     assert "OK: every stage verified" in out  # the SEV-SNP boot's chain of trust
@@ -43,6 +53,39 @@ def test_demo_runs_and_every_outcome_matches(
     assert "EV_EFI_VARIABLE_AUTHORITY" in report  # the chain of trust, in full
     png = (tmp_path / "sev-snp-host-view.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_demo_builds_the_same_image_from_the_same_seed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``cvm demo --seed 3`` builds, twice: every file the same, keys included; without
+    a seed, other keys and another disk."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    first, again = demo_image(tmp_path / "a", 3), demo_image(tmp_path / "b", 3)
+    files = _files(first.out)
+    assert {"disk.img", "image.json", "owner/pk.key", "owner/db.key", "owner/recovery.key",
+            "vtpm-state.bin"} <= set(files)
+    assert files == _files(again.out)
+    assert first.manifest["seeded"] is True and first.manifest["kdf"]["cost"] == "fast"
+    fresh = demo_image(tmp_path / "c", None)
+    differ = _files(fresh.out)
+    for name in ("owner/pk.key", "owner/db.key", "owner/recovery.key", "disk.img"):
+        assert differ[name] != files[name], name
+    assert fresh.manifest["seeded"] is False
+
+
+def test_the_demo_takes_source_date_epoch(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    built = demo_image(tmp_path / "a", 3)
+    assert built.keys.pk.certificate.not_valid_before_utc.timestamp() == 1700000000
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "soon")
+    assert execute(["demo", "--out", str(tmp_path / "report"), "--seed", "3"]) == 64
+    assert not (tmp_path / "report").exists()
 
 
 def test_demo_refuses_an_unknown_family(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,12 +1,17 @@
-"""Image bundles built once per session: both chains, every mode, the fast recovery KDF."""
+"""Image bundles built once per session: both chains, every mode, the fast recovery KDF; and
+the inputs of a ``--target qemu`` build (Debian's packages from the tests' cache, a swtpm's
+SRK)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from cvm.cli.main import execute
 from cvm.image.bundle import BuiltImage, ImageSpec, build_image
+from cvm.image.debian_packages import BUSYBOX, STUB, BootInputs, fetch
 from cvm.image.firmware import MODES
 
 
@@ -30,3 +35,26 @@ def built(request: pytest.FixtureRequest, built_images: dict[str, BuiltImage]) -
 
 def bundle_file(built: BuiltImage, name: str) -> Path:
     return built.out / name
+
+
+@pytest.fixture(scope="session")
+def boot_inputs(debian_boot_binaries: dict[str, Path],
+                debian_package: Callable[[str, str], Path]) -> BootInputs:
+    """A ``--target qemu`` build's inputs, from the tests' Debian package cache."""
+    kernel = debian_boot_binaries["kernel"]
+    return BootInputs(
+        debian_boot_binaries["shim"].read_bytes(), debian_boot_binaries["grub"].read_bytes(),
+        kernel.read_bytes(), fetch(kernel.parents[2], kernel.parents[1].name.removeprefix("x-")),
+        (debian_package(BUSYBOX[0], "1:1.35.0-4+deb12u1+b1") / BUSYBOX[1]).read_bytes(),
+        (debian_package(STUB[0], "252.39-1~deb12u2") / STUB[1]).read_bytes(),
+    )
+
+
+@pytest.fixture(scope="session")
+def srk(tmp_path_factory: pytest.TempPathFactory, require_tool: Callable[[str], str]) -> Path:
+    """A new swtpm's storage root key (``cvm vm tpm-setup``), a TPM2B_PUBLIC file."""
+    for tool in ("swtpm", "swtpm_setup", "tpm2_createprimary", "tpm2_readpublic"):
+        require_tool(tool)
+    state = tmp_path_factory.mktemp("tpm") / "state"
+    assert execute(["vm", "tpm-setup", str(state)]) == 0
+    return state / "srk.pub"

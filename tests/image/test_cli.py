@@ -144,7 +144,7 @@ def test_a_kernel_that_is_not_pe_exits_65(tmp_path: Path,
     (["--target", "qemu", "--keys", "owner"], "--keys: not for --target qemu"),
     (["--target", "qemu", "--kernel", "vmlinuz"], "--kernel: not for --target qemu"),
     (["--target", "qemu", "--dbx", "00" * 32], "--dbx: not for --target qemu"),
-    (["--target", "qemu", "--vcpus", "2", "--seed", "1"], "--vcpus, --seed: not for --target qemu"),
+    (["--target", "qemu", "--vcpus", "2", "--seed", "1"], "--vcpus: not for --target qemu"),
     (["--target", "qemu", "--vcpu-type", "EPYC-Rome"], "--vcpu-type: not for --target qemu"),
     (["--target", "qemu", "--kdf-cost", "fast"], "--kdf-cost: not for --target qemu"),
 ])

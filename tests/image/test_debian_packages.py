@@ -160,6 +160,9 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
          require_tool: Callable[[str], str]) -> Repo:
     served = Repo(tmp_path / "repo", require_tool("dpkg-deb"))
     monkeypatch.setenv("PATH", f"{served.root / 'bin'}:{os.environ['PATH']}")
+    # each test starts with no file list worked out (one built in the same second by another
+    # test may have the same bytes)
+    monkeypatch.setattr(debian_packages, "_FILE_LISTS", {})
     return served
 
 
@@ -208,10 +211,39 @@ def test_a_package_is_downloaded_checked_and_extracted_once(tmp_path: Path, repo
         f"dpkg-deb -x PRIVATE/{deb.name} {cache}/.x-cvm-test-pkg.{os.getpid()}"]
     assert not list(cache.glob(".x-*")) and not (root / "usr" / "stale").exists()
     assert fetch(cache, "cvm-test-pkg").root == root
-    assert _private(repo.log(), cache) == [  # checked again, not extracted
-        "apt-cache show cvm-test-pkg=1:1.0", f"dpkg-deb --fsys-tarfile PRIVATE/{deb.name}"]
+    # checked again against the index, not extracted, its file list not worked out again
+    assert _private(repo.log(), cache) == ["apt-cache show cvm-test-pkg=1:1.0"]
     with pytest.raises(FormatError, match=r"^x-cvm-test-pkg: the package holds no usr/bin/x$"):
         package.read("usr/bin/x")
+
+
+def test_the_file_list_kept_is_found_only_by_the_same_bytes(tmp_path: Path, repo: Repo) -> None:
+    """A package rebuilt under the same name, version and path (the index changed with it):
+    its own files are listed and read, not the list kept for the bytes before."""
+    repo.publish("cvm-test-pkg", "1.0", FILES)
+    cache = tmp_path / "cache"
+    before = fetch(cache, "cvm-test-pkg")
+    deb = before.deb.path
+    rebuilt = {**FILES, "usr/lib/y/boot.efi": b"\x4d\x5a rebuilt"}
+    (repo.root / "Packages").write_text("")
+    data = repo.publish("cvm-test-pkg", "1.0", rebuilt)
+    deb.write_bytes(data)  # what apt-get download of the new index gives
+    repo.log()
+    package = fetch(cache, "cvm-test-pkg")
+    assert package.deb.path == deb and package.deb.data == data
+    assert package.files["usr/lib/y/boot.efi"] == FileDigest(
+        len(rebuilt["usr/lib/y/boot.efi"]), hashlib.sha256(rebuilt["usr/lib/y/boot.efi"])
+        .hexdigest())
+    assert package.read("usr/lib/y/boot.efi") == rebuilt["usr/lib/y/boot.efi"]
+    assert [line for line in _private(repo.log("dpkg-deb"), cache) if "--fsys-tarfile" in line] \
+        == [f"dpkg-deb --fsys-tarfile PRIVATE/{deb.name}"]
+    # the list is kept under the bytes' own digest, not under the record's sha256 field
+    lying = VerifiedDeb(deb, before.deb.data, package.deb.sha256)
+    assert file_digests(lying) == before.files
+    # each caller gets its own copy
+    package.files.clear()
+    assert fetch(cache, "cvm-test-pkg").files["usr/top"] == FileDigest(0, hashlib.sha256(
+        b"").hexdigest())
 
 
 def test_a_tampered_deb_is_downloaded_again(tmp_path: Path, repo: Repo) -> None:

@@ -23,7 +23,7 @@ from cvm.formats.gpt.header import LBA_SIZE
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.public import Public
 from cvm.formats.tpm2.tpm2b import parse_tpm2b
-from cvm.image.debian_packages import BUSYBOX, STUB, BootInputs, fetch
+from cvm.image.debian_packages import BootInputs
 from cvm.image.qemu_initramfs import MODULES, init_script, module_order, sealed_initramfs
 from cvm.image.qemu_target import (
     DEFAULT_WORKLOAD,
@@ -94,18 +94,6 @@ def test_the_init_script_unseals_under_the_sealed_pcrs() -> None:
         init_script(())
 
 
-@pytest.fixture(scope="session")
-def boot_inputs(debian_boot_binaries: dict[str, Path],
-                debian_package: Callable[[str, str], Path]) -> BootInputs:
-    kernel = debian_boot_binaries["kernel"]
-    return BootInputs(
-        debian_boot_binaries["shim"].read_bytes(), debian_boot_binaries["grub"].read_bytes(),
-        kernel.read_bytes(), fetch(kernel.parents[2], kernel.parents[1].name.removeprefix("x-")),
-        (debian_package(BUSYBOX[0], "1:1.35.0-4+deb12u1+b1") / BUSYBOX[1]).read_bytes(),
-        (debian_package(STUB[0], "252.39-1~deb12u2") / STUB[1]).read_bytes(),
-    )
-
-
 def test_the_initramfs_holds_the_tools_their_libraries_and_the_modules(
     boot_inputs: BootInputs,
 ) -> None:
@@ -134,21 +122,11 @@ def test_the_initramfs_holds_the_tools_their_libraries_and_the_modules(
 
 
 @pytest.fixture(scope="session")
-def srk(tmp_path_factory: pytest.TempPathFactory, require_tool: Callable[[str], str]) -> Path:
-    for tool in ("swtpm", "swtpm_setup", "tpm2_createprimary", "tpm2_readpublic"):
-        require_tool(tool)
-    state = tmp_path_factory.mktemp("tpm") / "state"
-    assert execute(["vm", "tpm-setup", str(state)]) == 0
-    return state / "srk.pub"
-
-
-@pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory, boot_inputs: BootInputs,
           srk: Path) -> Path:
     out = tmp_path_factory.mktemp("qemu-image") / "img"
     key = Public.from_bytes(parse_tpm2b(srk.read_bytes(), "srk"))
-    build_qemu_image(out, QemuTargetSpec("shim-grub", PROFILES["q35"], key), boot_inputs,
-                     os.urandom)
+    build_qemu_image(out, QemuTargetSpec("shim-grub", PROFILES["q35"], key), boot_inputs)
     return out
 
 
@@ -231,8 +209,7 @@ def built_uki(tmp_path_factory: pytest.TempPathFactory, boot_inputs: BootInputs,
               srk: Path) -> Path:
     out = tmp_path_factory.mktemp("qemu-uki") / "img"
     key = Public.from_bytes(parse_tpm2b(srk.read_bytes(), "srk"))
-    build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35-nodefaults"], key), boot_inputs,
-                     os.urandom)
+    build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35-nodefaults"], key), boot_inputs)
     return out
 
 

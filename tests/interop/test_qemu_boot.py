@@ -328,7 +328,8 @@ def sealed_root_runs(tmp_path_factory: pytest.TempPathFactory,
                      debian_package: Callable[[str, str], Path],
                      require_tool: Callable[[str], str]) -> tuple[Path, SealedRun, SealedRun]:
     """A ``--target qemu`` image sealed to a new TPM's SRK, run twice by ``cvm vm run
-    --backend qemu``: as built, then after the host edited ``grub.cfg`` on the ESP (mtools)."""
+    --backend qemu``: as built, then after the host edited ``grub.cfg`` on the ESP (mtools).
+    The image is seeded (``--seed``): a reproducible image boots as any other."""
     for tool in ("swtpm", "swtpm_setup", "tpm2_createprimary", "tpm2", "cryptsetup", "mcopy"):
         require_tool(tool)
     debian_package(*BUSYBOX)
@@ -338,8 +339,9 @@ def sealed_root_runs(tmp_path_factory: pytest.TempPathFactory,
     assert _cvm("vm", "tpm-setup", str(state)).code == 0
     built = _cvm("image", "build", str(image), "--target", "qemu", "--chain", "shim-grub",
                  "--profile", "q35", "--srk-public", str(state / "srk.pub"), "--cache",
-                 str(cache), "--json")
+                 str(cache), "--seed", "11", "--json")
     assert built.code == 0, built.err
+    assert json.loads(built.out)["manifest"]["seeded"] is True
     genuine = _cvm("vm", "run", str(image), "--backend", "qemu", "--tpm-state", str(state),
                    "--json")
     cfg = folder / "grub.cfg"

@@ -1,12 +1,13 @@
 """``cvm demo``: the main job, one story.
 
 The owner builds an image (``cvm image build`` with its defaults; the recovery keyslot's KDF
-cheap, as ``--kdf-cost fast``); the host boots it as an SEV-SNP VM — SVSM and vTPM, Secure Boot
-and measured boot, the initramfs unsealing the disk key, the workload on the encrypted root —
-and the chain of trust is shown; one host runs a VM of each mode and the same secret page is
-shown as its guest and as the host read it; then every host attack runs in every mode, live,
-with a progress bar; one summary line ends it. It writes ``OUT/report.html`` and exits 1 if
-the boot failed or any outcome differs from its expectation.
+cheap, as ``--kdf-cost fast``; with ``--seed N`` as ``cvm image build --seed N`` builds it, so
+the same seed builds the same bytes: :func:`demo_image`); the host boots it as an SEV-SNP VM —
+SVSM and vTPM, Secure Boot and measured boot, the initramfs unsealing the disk key, the
+workload on the encrypted root — and the chain of trust is shown; one host runs a VM of each
+mode and the same secret page is shown as its guest and as the host read it; then every host
+attack runs in every mode, live, with a progress bar; one summary line ends it. It writes
+``OUT/report.html`` and exits 1 if the boot failed or any outcome differs from its expectation.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from cvm.host.adversary.canary import CanaryScan, Leak
 from cvm.host.adversary.catalog import ATTACKS
 from cvm.host.adversary.threat import MODES, Attack, Family
 from cvm.host.vm_run import host_view
-from cvm.image.bundle import ImageSpec, build_image
+from cvm.image.build_epoch import VARIABLE, parse_source_date_epoch
+from cvm.image.bundle import BuiltImage, ImageSpec, build_image
 from cvm.scenarios import attack_matrix, memory_views
 from cvm.scenarios.picture import grey_png
 from cvm.scenarios.report import Panel, demo_report
@@ -50,7 +52,10 @@ RandomBytes = Callable[[int], bytes]
 
 def demo(
     out: Path = typer.Option(Path("cvm-demo"), "--out", help="Folder for the HTML report."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for a reproducible run."),
+    seed: int | None = typer.Option(None, "--seed",
+                                    help="Seed for a reproducible run: the image is built as "
+                                         "cvm image build --seed builds it (the same seed, "
+                                         "the same bytes; keys from the seed: demos only)."),
     workers: int = typer.Option(2, "--workers", help="Processes for the attack matrix."),
     family: list[str] = typer.Option(None, "--family", help="Only these attack families "
                                      "(repeat; default: all)."),
@@ -62,7 +67,7 @@ def demo(
         from cvm.cli.demo_kbs import kbs_demo
 
         raise typer.Exit(kbs_demo(random.Random(seed).randbytes if seed is not None
-                                  else os.urandom))
+                                  else os.urandom, seed))
     started = time.perf_counter()
     attacks = _attacks(family)
     random_bytes: RandomBytes = random.Random(seed).randbytes if seed is not None else os.urandom
@@ -70,8 +75,7 @@ def demo(
     console.print("[bold]1. The owner builds an image; the host boots it as an SEV-SNP VM[/bold]")
     with tempfile.TemporaryDirectory(prefix="cvm-demo-") as scratch:
         with console.status("building the image (keys, signed boot chain, LUKS2 root, vTPM)"):
-            built = build_image(Path(scratch) / "image", ImageSpec(kdf_cost="fast"),
-                                random=random_bytes)
+            built = demo_image(Path(scratch) / "image", seed)
         with console.status("launching and booting it"):
             trace = boot_bundle(built.out, Mode.SEV_SNP, random=random_bytes)
         leaks, scanned = _scan(trace)
@@ -124,6 +128,15 @@ def demo(
     console.print(f"{verdict}. Report: [bold]{report}[/bold]")
     if not booted or held != len(results):
         raise typer.Exit(1)
+
+
+def demo_image(out: Path, seed: int | None) -> BuiltImage:
+    """The demo's image in ``out``: ``cvm image build`` with its defaults and ``--kdf-cost
+    fast``, seeded as ``--seed`` seeds it (keys, disk, every file from the seed; time stamps
+    from ``SOURCE_DATE_EPOCH``, else 2025-01-01), or fresh from the operating system."""
+    spec = ImageSpec(kdf_cost="fast", seed=seed,
+                     source_date_epoch=parse_source_date_epoch(os.environ.get(VARIABLE)))
+    return build_image(out, spec)
 
 
 def _attacks(families: list[str] | None) -> list[Attack]:

@@ -28,6 +28,7 @@ import httpx
 from rich.console import Console
 
 from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
+from cvm.cli.demo import demo_image
 from cvm.errors import ExternalToolError
 from cvm.guest.run import boot_bundle
 from cvm.guest.trace import VmTrace
@@ -35,7 +36,6 @@ from cvm.hardware.vm import Mode
 from cvm.host.adversary.canary import CanaryScan
 from cvm.host.adversary.launch import FIRMWARE_BIT
 from cvm.host.vm_run import host_view
-from cvm.image.bundle import ImageSpec, build_image
 from cvm.image.kbs_registration import register
 
 ADMIN_TOKEN_BYTES = 32
@@ -118,8 +118,9 @@ def _leaks(trace: VmTrace) -> list[str]:
     return [str(leak) for leak in scan.scan_all(host_view(trace.run).items())]
 
 
-def kbs_demo(random_bytes: RandomBytes) -> int:
-    """Run the story; 0 if everything happened as the architecture promises, else 1."""
+def kbs_demo(random_bytes: RandomBytes, seed: int | None = None) -> int:
+    """Run the story; 0 if everything happened as the architecture promises, else 1. The
+    image is built from ``seed`` as ``cvm demo --seed`` builds it (:func:`demo_image`)."""
     started = time.perf_counter()
     console = Console()
     vendor = RootStore.for_workspace(DEFAULT_WORKSPACE).vendor("Milan", create=True)
@@ -128,8 +129,7 @@ def kbs_demo(random_bytes: RandomBytes) -> int:
         console.print("[bold]1. The owner builds an image; a key broker starts on loopback"
                       "[/bold]")
         with console.status("building the image (keys, signed boot chain, LUKS2 root, vTPM)"):
-            built = build_image(folder / "image", ImageSpec(kdf_cost="fast"),
-                                random=random_bytes)
+            built = demo_image(folder / "image", seed)
         with console.status("starting cvm kbs serve (SQLite)"), broker_process(folder) as (
                 url, token):
             console.print(f"  cvm kbs serve at {url}, database {folder / 'kbs.db'}")

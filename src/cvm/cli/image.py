@@ -10,11 +10,12 @@ values, and the owner's secrets in OUT/owner. ``--target qemu [--chain shim-grub
 TPM boots instead (:mod:`cvm.image.qemu_target`).
 ``show OUT [--json]`` reads the manifest and the reference values back, strictly.
 
-``--seed N`` makes the build reproducible (the same seed and inputs give the same bytes in every
-file: keys, disk, firmware, state) and ``SOURCE_DATE_EPOCH``, when set, is the time stamped into
+``--seed N`` makes the build reproducible, for either target (the same seed and inputs give the
+same bytes in every file: keys, disk, firmware, state; for ``--target qemu`` the same Debian
+packages and ``--srk-public`` too) and ``SOURCE_DATE_EPOCH``, when set, is the time stamped into
 the ESP and the certificates (:mod:`cvm.image.build_epoch`). A seeded image's private keys and
 disk secrets follow from the seed: the build warns on stderr, and the manifest says
-``"seeded": true``.
+``"seeded": true`` (``qemu-image.json`` for the qemu target).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ app = typer.Typer(help="The owner's image: build a confidential VM bundle, show 
 AS_JSON = typer.Option(False, "--json", help="JSON output.")
 SEEDED_WARNING = ("warning: a seeded image (--seed): its owner keys, recovery passphrase and "
                   "disk key follow from the seed — for tests and demos, never for real data")
+QEMU_SEEDED_WARNING = ("warning: a seeded image (--seed): its root key and owner keys follow "
+                       "from the seed — for tests and demos, never for real data")
 T = TypeVar("T")
 
 
@@ -84,9 +87,9 @@ def build(
     vcpus: int = typer.Option(1, "--vcpus", help="vCPUs the launch digest is predicted for."),
     vcpu_type: str = typer.Option("EPYC-Milan", "--vcpu-type", help="QEMU CPU model."),
     seed: int = typer.Option(None, "--seed",
-                             help="Reproducible build: every random choice, the owner's keys "
-                                  "included, from the seed, and fixed time stamps "
-                                  "(SOURCE_DATE_EPOCH, else 2025-01-01): the same seed and "
+                             help="Reproducible build (either target): every random choice, "
+                                  "the owner's keys included, from the seed, and fixed time "
+                                  "stamps (SOURCE_DATE_EPOCH, else 2025-01-01): the same seed and "
                                   "inputs give the same bytes. The keys and disk secrets follow "
                                   "from the seed: for tests and demos, never for real data."),
     kdf_cost: str = typer.Option("default", "--kdf-cost",
@@ -110,9 +113,8 @@ def build(
             "--mode": mode != "sev-snp", "--seal": seal is not None, "--sb-key": sb_key is not None,
             "--sb-cert": sb_cert is not None, "--keys": keys_dir is not None,
             "--kernel": kernel is not None, "--dbx": bool(dbx), "--vcpus": vcpus != 1,
-            "--vcpu-type": vcpu_type != "EPYC-Milan", "--seed": seed is not None,
-            "--kdf-cost": kdf_cost != "default"})
-        _build_qemu(out, chain, srk_public, profile or "q35", cache, force, as_json)
+            "--vcpu-type": vcpu_type != "EPYC-Milan", "--kdf-cost": kdf_cost != "default"})
+        _build_qemu(out, chain, srk_public, profile or "q35", cache, force, as_json, seed)
         return
     if target != "emulated":
         raise UsageError(f"--target {target!r}: emulated or qemu")
@@ -175,9 +177,7 @@ def build(
 
 
 def _build_qemu(out: Path, chain: str, srk_public: Path | None, profile: str,
-                cache: Path | None, force: bool, as_json: bool) -> None:
-    import os
-
+                cache: Path | None, force: bool, as_json: bool, seed: int | None) -> None:
     from cvm.formats.tpm2.public import Public
     from cvm.formats.tpm2.tpm2b import parse_tpm2b
     from cvm.image.debian_packages import BootInputs, default_cache
@@ -196,10 +196,13 @@ def _build_qemu(out: Path, chain: str, srk_public: Path | None, profile: str,
             srk = Public.from_bytes(parse_tpm2b(data, "TPM2B_PUBLIC"))
         except FormatError as error:
             raise FormatError(f"--srk-public {srk_public}: {error}") from None
-    spec = QemuTargetSpec(chain, profile_named(profile), srk)
+    spec = QemuTargetSpec(chain, profile_named(profile), srk, seed=seed,
+                          source_date_epoch=parse_source_date_epoch(os.environ.get(VARIABLE)))
     spec.check()
     inputs = BootInputs.fetch(cache or default_cache(), with_stub=chain == "uki")
-    manifest = build_qemu_image(out, spec, inputs, os.urandom)
+    manifest = build_qemu_image(out, spec, inputs)
+    if seed is not None:
+        typer.echo(QEMU_SEEDED_WARNING, err=True)
     if as_json:
         typer.echo(json.dumps({"out": str(out), "manifest": manifest}, indent=1))
         return

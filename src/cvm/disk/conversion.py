@@ -59,9 +59,12 @@ def copy_into(source: BinaryIO, device: CryptDevice, size: int,
 def encrypt_image(plain: Path, out: Path, passphrase: bytes, kdf: KdfSpec,
                   sector_size: int = 4096, volume_key: bytes | None = None, label: str = "",
                   progress: Progress = _ignore, threads: int = 2,
-                  announce: Announce = quiet) -> Luks2Volume:
+                  announce: Announce = quiet,
+                  random: Callable[[int], bytes] = os.urandom) -> Luks2Volume:
     """A new LUKS2 image ``out`` whose segment holds ``plain`` (padded to whole sectors);
-    ``announce`` hears the key-derivation steps (one derivation: the new volume key is kept)."""
+    ``announce`` hears the key-derivation steps (one derivation: the new volume key is kept);
+    ``random`` draws the volume key (unless given), the UUID, the salts and the keyslot's
+    stripes (a seeded stream makes the image reproducible)."""
     if out.resolve() == plain.resolve():
         raise UsageError("the output must not be the plaintext input")
     size = plain.stat().st_size
@@ -69,9 +72,10 @@ def encrypt_image(plain: Path, out: Path, passphrase: bytes, kdf: KdfSpec,
     with FileStorage(out, create=True) as storage:
         storage.truncate(0)
         storage.truncate(DEFAULT_DATA_OFFSET + data_size)
-        key = volume_key if volume_key is not None else os.urandom(64)
+        key = volume_key if volume_key is not None else random(64)
         volume = Luks2Volume.format(storage, passphrase, kdf, volume_key=key,
-                                    sector_size=sector_size, label=label, announce=announce)
+                                    sector_size=sector_size, label=label, announce=announce,
+                                    random=random)
         device = CryptDevice(storage, volume.segment, key, threads=threads)
         with plain.open("rb") as source:
             copy_into(source, device, size, progress)

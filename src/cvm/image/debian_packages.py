@@ -24,7 +24,12 @@ image, and anyone who can write the folder could otherwise swap them. Every use 
   (``tempfile``, mode 0700, outside the cache), never the cache's file, which may have changed
   since it was read.
 * The package's files and their SHA256 digests (regular files only) are read from the checked
-  bytes on every fetch (``dpkg-deb --fsys-tarfile``), not taken from the cache.
+  bytes (``dpkg-deb --fsys-tarfile``), never taken from the cache. That list is a function of
+  the ``.deb``'s bytes alone, so it is worked out once per process for each ``.deb`` and kept in
+  memory under the SHA256 of those very bytes (:func:`file_digests`) — never under a path, a
+  name or a time: a later fetch still reads and checks the ``.deb`` against apt's index, and
+  finds the list only if its bytes are the same; every file the build reads is still checked
+  against it when read.
 * ``x-PACKAGE/`` is reused only if its marker ``.complete`` records the SHA256 and the name of
   the checked ``.deb`` it came from, and its files are exactly the package's regular files,
   with those digests (no file more, none less, no symbolic link). The marker is written into a
@@ -220,10 +225,23 @@ class FileDigest:
     sha256: str
 
 
+_FILE_LISTS: dict[str, dict[str, FileDigest]] = {}
+"""This process's :func:`file_digests` of each ``.deb``, under the SHA256 of its bytes."""
+
+
 def file_digests(deb: VerifiedDeb) -> dict[str, FileDigest]:
     """The regular files of the checked ``.deb`` (path without ``./`` to size and SHA256),
-    read from its bytes (``dpkg-deb --fsys-tarfile``); links and devices are left out."""
-    return _in_private_copy(deb, _tar_digests)
+    read from its bytes (``dpkg-deb --fsys-tarfile``); links and devices are left out.
+
+    Worked out once per process for the same bytes: kept under the SHA256 of ``deb.data``,
+    computed here (not ``deb.sha256``, not the path), so only the same bytes find it. A copy
+    is returned: what a caller does with it never changes what the next one gets."""
+    key = hashlib.sha256(deb.data).hexdigest()
+    files = _FILE_LISTS.get(key)
+    if files is None:
+        files = _in_private_copy(deb, _tar_digests)
+        _FILE_LISTS[key] = files
+    return dict(files)
 
 
 def _tar_digests(copy: Path) -> dict[str, FileDigest]:

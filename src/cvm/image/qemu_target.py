@@ -14,6 +14,17 @@ and — given the target TPM's storage root key (``--srk-public``, a TPM2B_PUBLI
 ``tpm2_readpublic -o`` writes it) — the root's key is sealed offline to that TPM under the
 predicted PCRs (:mod:`cvm.image.offline_seal`) in LUKS2 token 0. Without an SRK the root opens
 only with the owner's key (``owner/root.key``).
+
+A seeded build (``QemuTargetSpec.seed``, ``cvm image build --target qemu --seed N``) is
+reproducible as the emulated target's is (:mod:`cvm.image.bundle`): every random choice comes
+from SHAKE-256 of the seed under :data:`SEED_LABEL` — the owner's keys (uki: derived from the
+seed, serials included), the root's key, the ESP's volume serial, the LUKS2 volume key, UUID,
+salts and stripes, the seal's object seed and ephemeral ECC key — and every time stamp (the
+ESP's directory entries, the certificates' ``notBefore``) is the build's time
+(:mod:`cvm.image.build_epoch`); the GPT identifiers are fixed for every build. The same seed,
+Debian packages and SRK give the same bytes in every file, and the manifest says
+``"seeded": true``: such an image's secrets follow from a small integer — tests and demos
+only.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cvm.crypto.drbg import OsRandom, SeededRandom
 from cvm.disk.conversion import encrypt_image
 from cvm.disk.esp import write_esp
 from cvm.disk.keyslot import KdfSpec
@@ -46,6 +58,7 @@ from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.boot.chain import BootChain
 from cvm.guest.boot.esp_files import EspFiles
 from cvm.guest.boot.firmware import DEFAULT_LOADER, GptDisk
+from cvm.image.build_epoch import build_epoch, check_epoch, epoch_datetime
 from cvm.image.debian_packages import BootInputs
 from cvm.image.keys import OwnerKeys
 from cvm.image.offline_seal import seal_for_import
@@ -74,6 +87,10 @@ DISK_MIB, ESP_FIRST_LBA, ESP_MIB, ROOT_PLAIN_MIB = 64, 2048, 60, 1
 DISK_GUID = Guid.parse("7e5a1b3c-2d4f-4a6b-8c9d-0e1f2a3b4c5d")
 ESP_GUID = Guid.parse("1c2b3a49-5867-4e8d-9a0b-c1d2e3f40516")
 ROOT_GUID = Guid.parse("2d3c4b5a-6978-4f8e-9a0b-c1d2e3f40517")
+ESP_SERIAL_SIZE = 4  # the FAT32 volume serial (BS_VolID)
+SEED_LABEL = b"cvm qemu image"
+"""The label of a seeded build's stream (the emulated target's is ``cvm image``)."""
+Random = Callable[[int], bytes]
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,8 @@ class QemuTargetSpec:
     profile: VmProfile
     srk: Public | None = None
     workload: bytes = DEFAULT_WORKLOAD
+    seed: int | None = None
+    source_date_epoch: int | None = None
 
     def check(self) -> None:
         if self.chain not in CHAINS:
@@ -89,6 +108,16 @@ class QemuTargetSpec:
                              f"{' or '.join(CHAINS)}")
         if not self.workload or len(self.workload) > ROOT_PLAIN_MIB << 20:
             raise UsageError("the workload must be 1 byte to 1 MiB")
+        if self.source_date_epoch is not None:
+            check_epoch(self.source_date_epoch)
+
+
+def build_random(seed: int | None) -> Random:
+    """The build's random: SHAKE-256 of ``seed`` under :data:`SEED_LABEL`, or the operating
+    system's for ``None``."""
+    if seed is None:
+        return OsRandom()
+    return SeededRandom(str(seed).encode(), SEED_LABEL)
 
 
 def esp_tree(chain: str, inputs: BootInputs, initrd: bytes,
@@ -105,8 +134,10 @@ def esp_tree(chain: str, inputs: BootInputs, initrd: bytes,
     return {"EFI/BOOT/BOOTX64.EFI": keys.sign_db(uki)}
 
 
-def write_disk(out: Path, tree: Path, root: bytes) -> None:
-    """A GPT disk: p1 the ESP holding ``tree``, p2 the LUKS2 ``root``."""
+def write_disk(out: Path, tree: Path, root: bytes, serial: int | None = None,
+              epoch: int | None = None) -> None:
+    """A GPT disk: p1 the ESP holding ``tree`` (volume ``serial``, entries stamped ``epoch``;
+    ``None``: mtools' choice, the clock), p2 the LUKS2 ``root``."""
     root_mib = -(-len(root) // (1 << 20))
     size = (DISK_MIB + root_mib + 1) << 20  # + room for the backup GPT
     with out.open("wb") as handle:
@@ -126,7 +157,7 @@ def write_disk(out: Path, tree: Path, root: bytes) -> None:
             handle.write(data)
         handle.seek(DISK_MIB << 20)
         handle.write(root)
-    write_esp(out, ESP_FIRST_LBA * LBA_SIZE, ESP_MIB << 20, tree)
+    write_esp(out, ESP_FIRST_LBA * LBA_SIZE, ESP_MIB << 20, tree, serial=serial, epoch=epoch)
 
 
 def predict_disk(disk: Path, files: dict[str, bytes], varstore: Varstore,
@@ -169,16 +200,21 @@ def seal_token(srk: Public, key: bytes, pcrs: tuple[int, ...], predicted: dict[s
 
 
 def build_qemu_image(out: Path, spec: QemuTargetSpec, inputs: BootInputs,
-                     random: Callable[[int], bytes]) -> dict[str, Any]:
-    """Write the image into ``out`` (see the module docstring); returns its manifest."""
+                     random: Random | None = None) -> dict[str, Any]:
+    """Write the image into ``out`` (see the module docstring); returns its manifest.
+    ``random`` replaces the build's random (:func:`build_random` of the spec's seed; tests)."""
     spec.check()
+    seeded = spec.seed is not None
+    rng = random or build_random(spec.seed)
+    epoch = build_epoch(seeded, spec.source_date_epoch)
     out.mkdir(parents=True, exist_ok=True)
     owner = out / "owner"
     owner.mkdir(exist_ok=True)
     pcrs = SEALED_PCRS[spec.chain]
     keys = None
     if spec.chain == "uki":
-        keys = OwnerKeys.generate(random, vendor=False, pcr_policy=False)
+        keys = OwnerKeys.generate(rng, vendor=False, pcr_policy=False, seeded=seeded,
+                                  not_before=epoch_datetime(epoch))
         keys.save(owner)
         varstore = keys.varstore()
     else:
@@ -189,7 +225,8 @@ def build_qemu_image(out: Path, spec: QemuTargetSpec, inputs: BootInputs,
     (out / "OVMF_VARS.fd").write_bytes(varstore.to_bytes())
     files = esp_tree(spec.chain, inputs, sealed_initramfs(inputs.busybox, inputs.modules, pcrs),
                      keys)
-    key = random(ROOT_KEY_SIZE)
+    key = rng(ROOT_KEY_SIZE)
+    serial = int.from_bytes(rng(ESP_SERIAL_SIZE), "little")
     key_file = owner / "root.key"
     write_atomically(key_file, key)  # created 0600, never readable by others
     with tempfile.TemporaryDirectory(prefix="cvm-qemu-") as scratch:
@@ -198,22 +235,22 @@ def build_qemu_image(out: Path, spec: QemuTargetSpec, inputs: BootInputs,
             (work / "esp" / path).parent.mkdir(parents=True, exist_ok=True)
             (work / "esp" / path).write_bytes(data)
         (work / "root.plain").write_bytes(spec.workload.ljust(ROOT_PLAIN_MIB << 20, b"\0"))
-        encrypt_image(work / "root.plain", work / "root.img", key, ROOT_KDF)
+        encrypt_image(work / "root.plain", work / "root.img", key, ROOT_KDF, random=rng)
         disk = out / "disk.img"
-        write_disk(disk, work / "esp", (work / "root.img").read_bytes())
+        write_disk(disk, work / "esp", (work / "root.img").read_bytes(), serial, epoch)
         predicted = predict_disk(disk, files, varstore, spec.profile)
         token = None
         if spec.srk is not None:
-            token = seal_token(spec.srk, key, pcrs, predicted, random)
+            token = seal_token(spec.srk, key, pcrs, predicted, rng)
             with FileStorage(work / "root.img") as storage:
-                Luks2Volume.open(storage).add_token(token, 0)
+                Luks2Volume.open(storage, random=rng).add_token(token, 0)
             with disk.open("r+b") as handle:
                 handle.seek(DISK_MIB << 20)
                 handle.write((work / "root.img").read_bytes())
         shutil.rmtree(work / "esp")
     (out / "predicted-pcrs.json").write_text(json.dumps(predicted, indent=1) + "\n")
     manifest: dict[str, Any] = {
-        "schema": SCHEMA, "chain": spec.chain, "profile": spec.profile.name,
+        "schema": SCHEMA, "seeded": seeded, "chain": spec.chain, "profile": spec.profile.name,
         "qemu_args": spec.profile.qemu_args, "disk": "disk.img", "varstore": "OVMF_VARS.fd",
         "firmware": str(OVMF_CODE), "predicted": "predicted-pcrs.json",
         "esp": sorted("/" + p for p in files),

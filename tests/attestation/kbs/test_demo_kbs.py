@@ -4,16 +4,28 @@ refuses the tampered launch, and the audit log says so."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
+from cvm.cli import demo_kbs
+from cvm.cli.demo import demo_image
 from cvm.cli.main import execute
+from cvm.image.bundle import BuiltImage
 
 
 def test_demo_with_a_broker_on_loopback(capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "400")  # a digest on one line
+    seeds: list[int | None] = []
+
+    def seen(out: Path, seed: int | None) -> BuiltImage:
+        seeds.append(seed)
+        return demo_image(out, seed)
+
+    monkeypatch.setattr(demo_kbs, "demo_image", seen)
     assert execute(["demo", "--kbs", "--seed", "5"]) == 0
+    assert seeds == [5]  # the image is built from the demo's seed
     out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert re.search(r"cvm kbs serve at http://127\.0\.0\.1:\d+", out)
     assert "registered the image: reference values v1, the vTPM state key at " \
