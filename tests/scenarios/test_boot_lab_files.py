@@ -3,6 +3,7 @@ holds: every byte that is not in a hole, at its offset."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -123,3 +124,58 @@ def test_a_file_of_only_a_hole_has_no_extent(tmp_path: Path) -> None:
     assert file_extents(path) == []
     sparse_copy(path, tmp_path / "copy.img")
     assert (tmp_path / "copy.img").stat().st_size == 4 * MIB
+
+
+def test_a_sparse_file_in_a_folder_stays_sparse(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    (bundle / "firmware").mkdir(parents=True)
+    _sparse(bundle / "firmware" / "OVMF.fd")
+    copy = host_copy(bundle, tmp_path / "host")
+    assert (copy / "firmware" / "OVMF.fd").read_bytes() == (
+        bundle / "firmware" / "OVMF.fd").read_bytes()
+    assert os.stat(copy / "firmware" / "OVMF.fd").st_blocks * 512 < 2 * MIB
+
+
+def test_only_the_data_extents_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy reads each data extent once and nothing of the holes."""
+    from cvm.scenarios import lab_files
+
+    source = tmp_path / "disk.img"
+    _sparse(source)
+    extents = file_extents(source)
+    read: list[int] = []
+
+    class Counting:
+        def __init__(self, path: Path | str, mode: str) -> None:
+            self.file = open(path, mode)  # noqa: SIM115
+
+        def __enter__(self) -> Counting:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            self.file.close()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.file, name)
+
+        def read(self, size: int) -> bytes:
+            block: bytes = self.file.read(size)
+            read.append(len(block))
+            return block
+
+    monkeypatch.setattr(lab_files, "open", Counting, raising=False)
+    sparse_copy(source, tmp_path / "copy.img")
+    assert sum(read) == sum(len(chunk) for _, chunk in extents)
+    assert (tmp_path / "copy.img").read_bytes() == source.read_bytes()
+
+
+def test_extents_do_not_overlap(tmp_path: Path) -> None:
+    path = tmp_path / "disk.img"
+    _sparse(path)
+    extents = file_extents(path)
+    assert len(extents) == 3
+    for (start, chunk), (after, _) in itertools.pairwise(extents):
+        assert start + len(chunk) <= after
+    data = path.read_bytes()
+    for start, chunk in extents:
+        assert chunk == data[start : start + len(chunk)]

@@ -41,6 +41,7 @@ class Element:
     tag: str
     attrs: dict[str, str]
     text: str = ""
+    own_text: str = ""
     children: list[Element] = field(default_factory=list)
 
     def find(self, tag: str) -> list[Element]:
@@ -79,6 +80,15 @@ class Page(HTMLParser):
     def handle_data(self, data: str) -> None:
         for element in self.stack[1:]:
             element.text += data
+        self.stack[-1].own_text += data
+
+    def elements(self) -> list[Element]:
+        found, todo = [], [self.root]
+        while todo:
+            element = todo.pop()
+            found.append(element)
+            todo.extend(element.children)
+        return found
 
 
 def _attack(name: str, family: Family, does: str, expected: tuple[object, ...]) -> Attack:
@@ -233,6 +243,7 @@ def test_a_leak_is_shown_and_breaks_the_cell_only_where_the_mode_must_be_clean()
                                               "clean here")
     _, observed = cells["plain"]
     assert len(observed.find("small")) == 1  # no scan line where nothing leaked
+    assert observed.text == "succeeded" + "read the page"
 
 
 def test_not_applicable_is_grey_and_a_missing_cell_is_empty() -> None:
@@ -324,3 +335,14 @@ def test_no_cell_is_cut_short() -> None:
     page = demo_report(verdict="v", held=False, seed=1, version="1", steps=STEPS, outcome="o",
                        panels=[], results=_results())
     assert html.escape(LONG_DETAIL) in page and "…" not in page
+
+
+def test_no_stray_text_outside_the_cells_and_paragraphs() -> None:
+    """Text lives in headings, paragraphs, cells and captions; between the tags of the page,
+    its tables, rows and figures there is none."""
+    page = _page(panels=[Panel("plain", bytes(4096), bytes(4096), "clear")])
+    containers = [e for e in page.elements() if e.tag in ("root", "table", "tr", "div",
+                                                          "figure")]
+    assert {e.tag for e in containers} == {"root", "table", "tr", "div", "figure"}
+    for element in containers:
+        assert element.own_text.strip() == "", (element.tag, element.own_text)
