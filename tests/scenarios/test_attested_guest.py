@@ -1,0 +1,111 @@
+"""The emulated attesting CVMs' owner side: the host's changes to the boot chain, the owner's
+``cvm-reference/1`` document, the predicted PCRs, and launches that boot what they are given."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+
+from cvm.formats.tcg.algorithm import SHA256
+from cvm.formats.tcg.event_log import EventLog
+from cvm.formats.tcg.event_type import EventType
+from cvm.formats.tcg.replay import replay
+from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.uki import uki_sections
+from cvm.scenarios.attested_guest import (
+    BOOT_ATTACKS,
+    CURRENT_TCB,
+    OLD_TCB,
+    SEALED_PCRS,
+    Owner,
+    _edited,
+    boot_log,
+    emulated_owner,
+    reference_json,
+    seeded_random,
+)
+
+ISSUED = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def owner() -> Owner:
+    return emulated_owner(ISSUED, seed=b"test attested guest")
+
+
+def test_an_edit_replaces_the_first_occurrence_only() -> None:
+    assert _edited(b"a ro\0 b ro\0", b" ro\0", b" rw\0") == b"a rw\0 b ro\0"
+    with pytest.raises(AssertionError):
+        _edited(b"abc", b"x", b"y")  # nothing to edit
+    with pytest.raises(AssertionError):
+        _edited(b"abc", b"a", b"aa")  # the length would change
+
+
+def test_the_host_s_changes_to_the_boot_chain(owner: Owner) -> None:
+    image = owner.image
+    changed = {name: attack(image) for name, attack in BOOT_ATTACKS.items()}
+    assert len(changed) == 4
+    for name, (uki, _) in changed.items():
+        assert uki != image.uki, name
+    cmdline, varstore = changed["host edits the kernel command line on the ESP"]
+    assert dict(uki_sections(cmdline))[".cmdline"] != dict(uki_sections(image.uki))[".cmdline"]
+    assert b" rw\0" in dict(uki_sections(cmdline))[".cmdline"] and varstore is image.varstore
+    kernel, varstore = changed["host patches one byte of the kernel"]
+    assert dict(uki_sections(kernel))[".linux"] != dict(uki_sections(image.uki))[".linux"]
+    assert len(kernel) == len(image.uki) and varstore is image.varstore
+    own, varstore = changed["host swaps in its own unsigned UKI"]
+    sections = dict(uki_sections(own))
+    assert sections[".initrd"] == dict(uki_sections(image.uki))[".initrd"]
+    assert b"init=/bin/sh" in sections[".cmdline"] and varstore is image.varstore
+    off, empty = changed["host clears the varstore (Secure Boot off) and boots its UKI"]
+    assert off == own and empty.to_bytes() == Varstore.empty_4m().to_bytes()
+
+
+def test_the_owner_predicts_the_sealed_pcrs(owner: Owner) -> None:
+    assert sorted(owner.image.predicted) == sorted(SEALED_PCRS) == [4, 7, 11]
+    replayed = replay(boot_log(owner.image.uki, owner.image.varstore))["sha256"]
+    for pcr in SEALED_PCRS:
+        assert owner.image.predicted[pcr] == replayed[pcr] == owner.pcrs[pcr]
+
+
+def test_the_reference_document(owner: Owner) -> None:
+    document = reference_json(owner)
+    assert document["version"] == "cvm-reference/1"
+    assert document["measurement"] == [owner.measurement.hex()]
+    assert document["pcrs"]["sha256"] == {str(p): owner.pcrs[p].hex() for p in
+                                          (0, 1, 2, 3, 4, 5, 6, 7, 9, 11) if p in owner.pcrs}
+    log = EventLog.parse(owner.reference_log)
+    images = {e.digest(SHA256.alg_id).hex() for e in log.events  # type: ignore[union-attr]
+              if e.pcr_index == 4
+              and e.event_type == EventType.EV_EFI_BOOT_SERVICES_APPLICATION}
+    assert document["boot_images"] == sorted(images) and images
+    assert document["minimum_tcb"] == {"boot_loader": 4, "tee": 0, "snp": 22, "microcode": 213}
+    assert reference_json(owner, OLD_TCB)["minimum_tcb"] == {
+        "boot_loader": 3, "tee": 0, "snp": 8, "microcode": 115}
+    assert document["vmpl"] == 0
+    assert document["guest_policy"] == {"allow_debug": False, "allow_migration_agent": False}
+    assert base64.b64decode(document["event_log"]) == owner.reference_log
+    assert document["unchecked"] == ["host_data", "id_key_digest", "author_key_digest",
+                                     "family_id", "image_id", "chip_id", "minimum_guest_svn",
+                                     "minimum_firmware"]
+    only = reference_json(owner, pcrs=(4, 8, 11))["pcrs"]["sha256"]
+    assert only == {"4": owner.pcrs[4].hex(), "11": owner.pcrs[11].hex()}
+
+
+def test_a_launch_boots_what_it_is_given(owner: Owner) -> None:
+    genuine = owner.launch()
+    assert (genuine.chip_index, genuine.tcb) == (0, CURRENT_TCB)
+    assert replay(EventLog.parse(genuine.event_log))["sha256"][4] == owner.pcrs[4]
+    uki, varstore = BOOT_ATTACKS["host clears the varstore (Secure Boot off) and boots its "
+                                 "UKI"](owner.image)
+    hostile = owner.launch(1, OLD_TCB, uki=uki, varstore=varstore)
+    assert (hostile.chip_index, hostile.tcb) == (1, OLD_TCB)
+    assert replay(EventLog.parse(hostile.event_log))["sha256"][4] != owner.pcrs[4]
+    assert owner._platform(0, CURRENT_TCB) is owner._platform(0, CURRENT_TCB)
+    assert owner._platform(1, OLD_TCB)[1].reported_tcb == OLD_TCB
+
+
+def test_seeded_randomness_repeats() -> None:
+    assert seeded_random(b"a")(32) == seeded_random(b"a")(32) != seeded_random(b"b")(32)
