@@ -310,10 +310,11 @@ def test_a_rollback_reflashes_the_psp(labs: Labs) -> None:
 def test_forging_the_reference_values_under_sev_snp(labs: Labs) -> None:
     lab = labs(Mode.SEV_SNP)
     path = lab.bundle() / "reference-values.json"
+    lab.boot()  # an earlier boot, of the owner's firmware
     lab.launch(flip_firmware_bit=8 * 0x40, forge_reference=True)
-    assert len(lab.traces) == 3  # once to learn the digest, once to launch
-    digest = lab.traces[1].launch_measurement
-    assert digest is not None
+    assert len(lab.traces) == 4  # once to learn the digest, once to launch
+    digest = lab.traces[2].launch_measurement
+    assert digest is not None and digest != lab.traces[1].launch_measurement
     entries = {e["mode"]: e["digest"] for e in json.loads(path.read_text())["launch"]}
     assert entries["sev-snp"] == digest.hex()
 
