@@ -8,17 +8,21 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.tcg.algorithm import SHA256
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.event_type import EventType
 from cvm.formats.tcg.replay import replay
+from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.uefi.varstore import Varstore
 from cvm.guest.boot.uki import uki_sections
+from cvm.host.launch import DEFAULT_POLICY
 from cvm.scenarios.attested_guest import (
     BOOT_ATTACKS,
     CURRENT_TCB,
     OLD_TCB,
     SEALED_PCRS,
+    Cvm,
     Owner,
     _edited,
     boot_log,
@@ -57,6 +61,7 @@ def test_the_host_s_changes_to_the_boot_chain(owner: Owner) -> None:
     assert len(kernel) == len(image.uki) and varstore is image.varstore
     own, varstore = changed["host swaps in its own unsigned UKI"]
     sections = dict(uki_sections(own))
+    assert sections[".linux"] != dict(uki_sections(image.uki))[".linux"]  # its own kernel
     assert sections[".initrd"] == dict(uki_sections(image.uki))[".initrd"]
     assert b"init=/bin/sh" in sections[".cmdline"] and varstore is image.varstore
     off, empty = changed["host clears the varstore (Secure Boot off) and boots its UKI"]
@@ -94,9 +99,39 @@ def test_the_reference_document(owner: Owner) -> None:
     assert only == {"4": owner.pcrs[4].hex(), "11": owner.pcrs[11].hex()}
 
 
-def test_a_launch_boots_what_it_is_given(owner: Owner) -> None:
+def _report(cvm: Cvm) -> AttestationReport:
+    return AttestationReport.from_bytes(cvm.evidence("n").report)
+
+
+def test_a_genuine_launch_is_what_the_owner_predicted(owner: Owner) -> None:
     genuine = owner.launch()
     assert (genuine.chip_index, genuine.tcb) == (0, CURRENT_TCB)
+    assert genuine.event_log == owner.reference_log  # the same boot, the same log
+    report = _report(genuine)
+    assert report.measurement == owner.measurement  # one vCPU, the owner's firmware
+    assert not report.policy.debug and report.reported_tcb == CURRENT_TCB
+    chip = owner.vendor.manufacture_chip(0).chip_id
+    assert report.chip_id == chip
+    assert genuine.certificates.vcek == owner.vendor.vcek_certificate(chip, CURRENT_TCB)
+    assert genuine.certificates.ask == owner.vendor.ask_certificate
+    assert genuine.certificates.ark == owner.vendor.ark_certificate
+    # the boot measured into the vTPM itself
+    _, _, values = genuine.client.pcr_read(PcrSelectionList.of("sha256", [4, 7]))
+    assert values == [owner.pcrs[4], owner.pcrs[7]]
+    hv, _, _ = owner._platform(0, CURRENT_TCB)
+    assert hv.machine.random_bytes is owner.random
+
+
+def test_a_launch_on_another_chip_tcb_and_policy(owner: Owner) -> None:
+    other = owner.launch(1, OLD_TCB, policy=DEFAULT_POLICY | 1 << 19, vcpus=2)
+    report = _report(other)
+    assert report.chip_id == owner.vendor.manufacture_chip(1).chip_id
+    assert report.reported_tcb == OLD_TCB and report.policy.debug
+    assert report.measurement != owner.measurement  # two VMSAs measured
+
+
+def test_a_launch_boots_what_it_is_given(owner: Owner) -> None:
+    genuine = owner.launch()
     assert replay(EventLog.parse(genuine.event_log))["sha256"][4] == owner.pcrs[4]
     uki, varstore = BOOT_ATTACKS["host clears the varstore (Secure Boot off) and boots its "
                                  "UKI"](owner.image)
@@ -109,3 +144,25 @@ def test_a_launch_boots_what_it_is_given(owner: Owner) -> None:
 
 def test_seeded_randomness_repeats() -> None:
     assert seeded_random(b"a")(32) == seeded_random(b"a")(32) != seeded_random(b"b")(32)
+
+
+def test_evidence_binds_the_cvm_s_tee_key_or_the_one_given(owner: Owner) -> None:
+    from cvm.formats.kbs.evidence import report_data_for, runtime_digest
+    from cvm.formats.snp.attestation_report import AttestationReport
+    from cvm.formats.tpm2.public import Public
+
+    cvm = owner.launch()
+    first = cvm.evidence("nonce-1")
+    agent = cvm.agent
+    assert agent is not None
+    second = cvm.evidence("nonce-2", {"kty": "EC", "crv": "P-256", "x": "a", "y": "b"})
+    assert cvm.agent is agent and first.ak_public == second.ak_public  # one AK, kept
+    ak = Public.from_bytes(first.ak_public)
+    for evidence, nonce, key in ((first, "nonce-1", cvm.tee_key.public_jwk()),
+                                 (second, "nonce-2", {"kty": "EC", "crv": "P-256", "x": "a",
+                                                      "y": "b"})):
+        report = AttestationReport.from_bytes(evidence.report)
+        assert report.report_data == report_data_for(runtime_digest(nonce, key), ak.name(),
+                                                     evidence.svsm_manifest)
+        assert evidence.event_log == cvm.event_log
+        assert evidence.vcek == cvm.certificates.vcek
