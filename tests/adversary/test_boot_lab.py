@@ -494,3 +494,26 @@ def test_the_secrets_every_boot_held(labs: Labs) -> None:
     lab.boot()  # a later boot still holds its secrets when an earlier one's page is gone
     lab.traces[-1].secrets = lambda: {"later": b"abcdefgh"}
     assert lab.secrets() == {**lab.known_secrets(), "later": b"abcdefgh"}
+
+
+@pytest.mark.parametrize("mode", [Mode.SEV, Mode.SEV_SNP])
+def test_each_boot_stores_the_vtpm_state_in_the_host_s_file(labs: Labs, mode: Mode) -> None:
+    """What the VM's vTPM holds when the boot ends is written back to the host's state file
+    (the state attacks take, keep and hand back that file)."""
+    lab = labs(mode)
+    name = str(manifest(lab.bundle())["vtpm"]["state"])
+    original = (lab.owner_folder / name).read_bytes()
+    after_first = (lab.bundle() / name).read_bytes()
+    assert after_first != original
+    lab.boot()
+    assert (lab.bundle() / name).read_bytes() != after_first
+
+
+def test_a_seeded_lab_boots_the_same_vm(bundles: LabBundles, tmp_path: Path) -> None:
+    labs = [BootLab(Mode.SEV, bundles, random.Random(77).randbytes, tmp_path)
+            for _ in range(2)]
+    try:
+        assert labs[0].secret == labs[1].secret and len(labs[0].secret) >= 8
+    finally:
+        for lab in labs:
+            lab.close()
