@@ -70,12 +70,14 @@ def test_the_owner_built_and_predicted(owner: Owner) -> None:
 
 
 def test_an_owner_takes_the_image_and_root_it_is_given(owner: Owner) -> None:
-    again = emulated_owner(ISSUED, b"another seed", image=owner.image,
-                           root=owner.vendor.authority.root)
+    from cvm.amd.authority import generate_root
+
+    root = generate_root("Milan", seeded_random(b"an installation's stored root"))
+    again = emulated_owner(ISSUED, b"another seed", image=owner.image, root=root)
     _check_owner(again)
     assert again.image is owner.image
-    assert again.vendor.ark_certificate == owner.vendor.ark_certificate
-    assert again.vendor.ask_certificate == owner.vendor.ask_certificate
+    assert again.vendor.ark_certificate == root.ark_certificate != owner.vendor.ark_certificate
+    assert again.vendor.ask_certificate == root.ask_certificate
     assert again.reference_log == owner.reference_log
 
 
