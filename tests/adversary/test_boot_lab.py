@@ -33,10 +33,12 @@ from cvm.formats.snp.tcb_version import TcbVersion
 from cvm.guest.run import PRODUCT
 from cvm.guest.trace import VmTrace
 from cvm.guest.vm import GuestMemoryMap
+from cvm.hardware.fault import Fault, FaultKind, FaultRaised, Who
 from cvm.hardware.memory.dram import PAGE_SIZE
 from cvm.hardware.vm import Mode
 from cvm.host.adversary.boot_files import manifest
 from cvm.host.adversary.lab import BootReport, Evidence, Release
+from cvm.host.adversary.memory import read_guest_page
 from cvm.host.launch import DEFAULT_POLICY
 from cvm.image.provisioning import owner_reference
 from cvm.scenarios import boot_lab
@@ -514,6 +516,60 @@ def test_a_seeded_lab_boots_the_same_vm(bundles: LabBundles, tmp_path: Path) -> 
             for _ in range(2)]
     try:
         assert labs[0].secret == labs[1].secret and len(labs[0].secret) >= 8
+        # the machine's keys too: the host reads the same ciphertext of the page
+        pages = [read_guest_page(lab.host, lab.guest, SECRET_GPA) for lab in labs]
+        assert pages[0] == pages[1] and labs[0].secret not in pages[0]
     finally:
         for lab in labs:
             lab.close()
+
+
+def _secrets_of_each_boot(monkeypatch: pytest.MonkeyPatch,
+                          secrets: Callable[[], dict[str, bytes]]) -> None:
+    boot = boot_lab.boot_bundle
+
+    def replaced(*args: Any, **kwargs: Any) -> VmTrace:
+        trace = boot(*args, **kwargs)
+        trace.secrets = secrets
+        return trace
+
+    monkeypatch.setattr(boot_lab, "boot_bundle", replaced)
+
+
+def test_a_boot_keeps_only_secrets_worth_scanning_for(
+    labs: Labs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight bytes or more, not all zero: a canary shorter than the scan's window, or of zeros,
+    would match anything."""
+    lab = labs(Mode.SEV)
+    before = lab.known_secrets()
+    _secrets_of_each_boot(monkeypatch, lambda: {
+        "seven": b"1234567", "zeros": bytes(16), "eight": b"12345678",
+        "nine": b"123456789", "one zero byte too few": b"\0" * 7 + b"\1"})
+    lab.boot()
+    assert lab.known_secrets() == {**before, "eight": b"12345678", "nine": b"123456789",
+                                   "one zero byte too few": b"\0" * 7 + b"\1"}
+
+
+@pytest.mark.parametrize("refusal", [
+    StateError("the VM never started"),
+    FaultRaised(Fault(FaultKind.NPF, 0x4000, Who.HOST, 0, "the page is gone")),
+])
+def test_a_boot_whose_secrets_cannot_be_read_is_reported(
+    labs: Labs, monkeypatch: pytest.MonkeyPatch, refusal: Exception
+) -> None:
+    lab = labs(Mode.SEV)
+    before = lab.known_secrets()
+
+    def unreadable() -> dict[str, bytes]:
+        raise refusal
+
+    _secrets_of_each_boot(monkeypatch, unreadable)
+    assert lab.boot() == BootReport(True, True, True)
+    assert lab.known_secrets() == before
+
+
+def test_the_host_s_view_is_of_the_lab_s_host(labs: Labs) -> None:
+    lab = labs(Mode.SEV)
+    assert lab.view.host is lab.host
+    assert lab.view.exit_views  # it recorded the boot's exits
