@@ -34,7 +34,7 @@ from cvm.attestation.verifier.appraisal import Evidence as VerifierEvidence
 from cvm.attestation.verifier.appraisal import VerifiedReport, Verifier
 from cvm.attestation.verifier.policy import ReferenceValues
 from cvm.attestation.verifier.trust import TrustRoots
-from cvm.errors import CvmError, PolicyError, StateError, VerificationError
+from cvm.errors import CvmError, FormatError, PolicyError, StateError, VerificationError
 from cvm.formats.ovmf.image import OvmfImage
 from cvm.formats.ovmf.sev_metadata import SectionType
 from cvm.formats.snp.attestation_report import AttestationReport
@@ -122,6 +122,20 @@ def release_of(refusal: CvmError | None, released: bool) -> Release:
     return Release(False, True, (), f"{type(refusal).__name__}: {refusal}")
 
 
+def latest_guest(traces: list[VmTrace]) -> Guest:
+    """The host's record of the VM of the latest launch that got as far as a guest."""
+    for trace in reversed(traces):
+        if trace.guest is not None:
+            guest: Guest = trace.guest
+            return guest
+    raise StateError("the VM has not been launched yet")
+
+
+def workload_data(known: dict[str, bytes]) -> bytes:
+    """The workload's data among the secrets a boot held (empty before any boot held it)."""
+    return known.get("workload data", b"")
+
+
 class BootLab:
     """One mode's VM booted from a host-side copy of the owner's bundle; see the module
     docstring. ``boot`` False leaves it unlaunched (the first :meth:`boot` starts it)."""
@@ -154,6 +168,7 @@ class BootLab:
         if boot:
             first = self.boot()
             if not first.workload:
+                self.close()
                 raise StateError(f"the genuine {mode.value} boot failed at {first.refused_by}: "
                                  f"{first.error}")
 
@@ -195,11 +210,7 @@ class BootLab:
 
     @property
     def guest(self) -> Guest:
-        for trace in reversed(self.traces):
-            if trace.guest is not None:
-                guest: Guest = trace.guest
-                return guest
-        raise StateError("the VM has not been launched yet")
+        return latest_guest(self.traces)
 
     @property
     def psp(self) -> SecureProcessor | None:
@@ -208,7 +219,7 @@ class BootLab:
     @property
     def secret(self) -> bytes:
         """The workload's data as the latest boot left it in its page."""
-        return self._known.get("workload data", b"")
+        return workload_data(self._known)
 
     @property
     def secret_gpa(self) -> int:
@@ -364,7 +375,7 @@ class BootLab:
         try:
             self.party.verifier.appraise(VerifierEvidence.from_cert_chain(
                 evidence.report, evidence.vcek, evidence.cert_chain), reference)
-        except (PolicyError, VerificationError) as refused:
+        except (PolicyError, VerificationError, FormatError) as refused:
             return release_of(refused, False)
         return release_of(None, True)
 

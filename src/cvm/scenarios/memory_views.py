@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cvm.amd.kds import CHIP_ID_SIZE, CHIP_SECRET_SIZE, ChipFuses
+from cvm.errors import UsageError
 from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.hardware.machine import Machine
 from cvm.hardware.memory.dram import PAGE_SIZE
@@ -40,17 +41,24 @@ class PageViews:
 
     @property
     def host_sees_plaintext(self) -> bool:
-        return self.guest_view == self.host_view
+        return reads_alike(self)
+
+
+def reads_alike(views: PageViews) -> bool:
+    """Does the host read the secret page as the guest does (no encryption between them)?"""
+    return views.guest_view == views.host_view
 
 
 def secret_page(secret: bytes) -> bytes:
     """A page a person can recognise in a picture: a grey ramp with a ring, then the secret."""
+    if len(secret) > PAGE_SIZE:
+        raise UsageError(f"the secret is {len(secret)} bytes; a page holds {PAGE_SIZE}")
     pixels = bytearray()
     for y in range(64):
         for x in range(64):
             ring = abs(((x - 32) ** 2 + (y - 32) ** 2) ** 0.5 - 22) < 4
             pixels.append(255 if ring else (x + y) * 2)
-    pixels[-len(secret) :] = secret
+    pixels[PAGE_SIZE - len(secret) :] = secret
     return bytes(pixels)
 
 
