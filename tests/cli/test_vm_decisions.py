@@ -189,3 +189,16 @@ def test_the_command_prints_the_trace_the_refusal_and_exits_with_its_code(
     recorder.trace = Trace(ok=False)
     assert execute(["vm", "run", str(bundle), "--json"]) == 1
     assert capsys.readouterr().out == '{\n "ok": false\n}\n'
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ("2M", 2 << 20), ("2m", 2 << 20), (" 1GiB ", 1 << 30), ("64KB", 64 << 10), ("4096", 4096)])
+def test_a_memory_size_is_read_with_its_unit(text: str, size: int) -> None:
+    assert vm.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "2T", "M", "-1M", "2.5M"])
+def test_a_memory_size_that_is_not_one_is_named(text: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        vm.parse_size(text)
+    assert str(refused.value) == f"--memory: {text!r} is not a size like 2M or 1G"
