@@ -122,3 +122,15 @@ def test_signed_pcr_policy(setup: dict[str, Path], capsys: pytest.CaptureFixture
     assert execute(["luks", "unlock-tpm2", image, "--tpm-state", state, "--eventlog",
                     str(setup["good"]), "--pcr-signature", str(setup["dir"] / "sig.json")]) == 68
     assert "TPM_RC_SIGNATURE" in capsys.readouterr().err
+
+
+def test_the_signers_pcrs_without_its_key_are_refused_not_ignored(
+        setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --public-key there is no signed policy: PCR 7 would not be sealed to at all."""
+    image = str(setup["image"])
+    assert execute(["luks", "enroll-tpm2", image, "--key-file", str(setup["pass"]),
+                    "--tpm-state", str(setup["state"]), "--pcrs", "0", "--from-eventlog",
+                    str(setup["good"]), "--public-key-pcrs", "7"]) == 64
+    assert capsys.readouterr().err == (
+        "cvm: error: --public-key-pcrs: not for an enrollment without --public-key\n")
+    assert execute(["luks", "token", "export", image, "--token-id", "0"]) == 64
