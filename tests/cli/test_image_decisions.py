@@ -6,6 +6,7 @@ Whole builds are tested in ``tests/image``; here every check runs before anythin
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ from cvm.cli.main import execute
 from cvm.crypto.x509_edk2 import pem, private_key_pem
 from cvm.errors import FormatError, UsageError
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
+from cvm.image.bundle import build_image, load_manifest
 from cvm.image.keys import KeyPair, OwnerKeys
 from cvm.image.qemu_target import MANIFEST
+from cvm.image.reference_values import loads as load_reference_values
 from cvm.image.vm_profile import PROFILES
 from cvm.vtpm.templates import srk_template
 
@@ -280,3 +283,143 @@ def test_the_admin_token_is_read_without_its_line_end(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as refused:
         image.read_admin_token(tmp_path / "none")
     assert str(refused.value) == f"--admin-token-file: cannot read {tmp_path / 'none'}"
+
+
+def test_a_db_key_or_certificate_that_cannot_be_read_is_named(tmp_path: Path,
+                                                              owner: Path) -> None:
+    for given, says in (({"sb_key": tmp_path / "none", "sb_cert": owner / "db.crt"},
+                         f"--sb-key: cannot read {tmp_path / 'none'}"),
+                        ({"sb_key": owner / "db.key", "sb_cert": tmp_path / "none"},
+                         f"--sb-cert: cannot read {tmp_path / 'none'}")):
+        with pytest.raises(UsageError) as refused:
+            _plan(tmp_path, **given)
+        assert str(refused.value) == says
+
+
+def test_a_db_key_or_certificate_that_is_not_one_is_named(tmp_path: Path, owner: Path) -> None:
+    (tmp_path / "junk").write_bytes(b"not PEM")
+    for given, says in (({"sb_key": tmp_path / "junk", "sb_cert": owner / "db.crt"},
+                         f"--sb-key {tmp_path / 'junk'}: "),
+                        ({"sb_key": owner / "db.key", "sb_cert": tmp_path / "junk"},
+                         f"--sb-cert {tmp_path / 'junk'}: ")):
+        with pytest.raises(FormatError) as malformed:
+            _plan(tmp_path, **given)
+        assert str(malformed.value).startswith(says)
+
+
+def test_an_srk_is_parsed_as_a_tpm2b_public(tmp_path: Path) -> None:
+    (tmp_path / "srk.pub").write_bytes(b"\x00\x09abcd")
+    with pytest.raises(FormatError) as malformed:
+        image.qemu_spec(tmp_path, "uki", tmp_path / "srk.pub", None, False)
+    assert str(malformed.value) == (f"--srk-public {tmp_path / 'srk.pub'}: TPM2B_PUBLIC: "
+                                    "TPM2B_PUBLIC needs 9 bytes at offset 0x2, only 4 left")
+
+
+class QemuBuild:
+    """``BootInputs.fetch`` and ``build_qemu_image`` replaced: what ``_build_qemu`` passes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, sealed: dict[str, Any] | None) -> None:
+        self.fetched: list[tuple[Path, bool]] = []
+        self.built: list[tuple[Path, Any, Any, Any]] = []
+        self.sealed = sealed
+        monkeypatch.setattr("cvm.image.debian_packages.BootInputs.fetch", self._fetch)
+        monkeypatch.setattr("cvm.image.qemu_target.build_qemu_image", self._build)
+
+    def _fetch(self, cache: Path, with_stub: bool) -> str:
+        self.fetched.append((cache, with_stub))
+        return "inputs"
+
+    def _build(self, out: Path, spec: Any, inputs: Any, random_bytes: Any) -> dict[str, Any]:
+        self.built.append((out, spec, inputs, random_bytes))
+        return {"profile": spec.profile.name, "esp": ["/a", "/b"], "sealed": self.sealed,
+                "predicted": "predicted-pcrs.json"}
+
+
+def test_the_qemu_build_fetches_the_chains_inputs_and_says_what_is_sealed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    build = QemuBuild(monkeypatch, {"pcrs": [7, 14]})
+    image._build_qemu(tmp_path / "out", "uki", None, None, None, False, False)
+    assert build.fetched == [(tmp_path / "xdg" / "cvm" / "debian", True)]
+    (out, spec, inputs, random_bytes), = build.built
+    assert (out, spec.chain, spec.profile.name, inputs) == (tmp_path / "out", "uki", "q35",
+                                                            "inputs")
+    assert random_bytes is os.urandom
+    assert capsys.readouterr().out.splitlines() == [
+        f"built {tmp_path / 'out'} (qemu, uki, profile q35)", "  ESP: /a, /b",
+        "  root: LUKS2, key sealed to the SRK under sha256 PCR [7, 14] (token 0)",
+        f"  predicted PCRs in {tmp_path / 'out' / 'predicted-pcrs.json'}; the root key in "
+        f"{tmp_path / 'out' / 'owner'} — never give it to the host"]
+
+
+def test_a_qemu_build_without_an_srk_says_it_is_not_sealed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    build = QemuBuild(monkeypatch, None)
+    image._build_qemu(tmp_path / "out", "shim-grub", None, None, tmp_path / "cache", False,
+                      False)
+    assert build.fetched == [(tmp_path / "cache", False)]
+    assert "  root: LUKS2, no TPM seal (no --srk-public)" in capsys.readouterr().out.splitlines()
+    image._build_qemu(tmp_path / "out", "shim-grub", None, None, tmp_path / "cache", False,
+                      True)
+    printed = capsys.readouterr().out
+    assert json.loads(printed) == {"out": str(tmp_path / "out"), "manifest": {
+        "profile": "q35", "esp": ["/a", "/b"], "sealed": None,
+        "predicted": "predicted-pcrs.json"}}
+    assert printed.startswith('{\n "out": ')
+
+
+def test_the_qemu_build_gets_the_srk_profile_and_force_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    build = QemuBuild(monkeypatch, None)
+    srk = srk_template("ecc")
+    (tmp_path / "srk.pub").write_bytes(srk.to_tpm2b())
+    (tmp_path / MANIFEST).write_text("{}")
+    other = next(name for name in PROFILES if name != "q35")
+    image._build_qemu(tmp_path, "uki", tmp_path / "srk.pub", other, tmp_path / "cache", True,
+                      True)
+    (_, spec, _, _), = build.built
+    assert spec.srk == srk and spec.profile == PROFILES[other]
+
+
+def test_a_qemu_build_checks_before_it_fetches(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    build = QemuBuild(monkeypatch, None)
+    with pytest.raises(UsageError):
+        image._build_qemu(tmp_path, "grub", None, None, None, False, False)
+    assert build.fetched == [] and build.built == []
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "img"
+    build_image(out, image.ImageSpec(modes=("sev", "sev-snp"), kdf_cost="fast", seed=11))
+    return out
+
+
+def test_show_reads_the_manifest_and_the_reference_values_back(bundle: Path) -> None:
+    summary = image._summary(bundle)
+    reference = load_reference_values((bundle / "reference-values.json").read_bytes())
+    assert summary["manifest"] == load_manifest(bundle)
+    assert summary["launch"] == {"sev": reference.launch[0].digest.hex(),
+                                 "sev-snp": reference.launch[1].digest.hex()}
+    assert summary["pcrs_sha256"] == {str(k): v.hex()
+                                      for k, v in reference.pcrs["sha256"].items()}
+    assert summary["pcrs_sha256"] and summary["not_checked"] == list(reference.not_checked)
+    assert summary["not_checked"]
+    assert image.show_lines(bundle, summary)[1].startswith("  seeded (--seed)")
+
+
+def test_show_refuses_a_bundle_without_its_reference_values(bundle: Path,
+                                                            tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "img"
+    shutil.copytree(bundle, copy)
+    (copy / "reference-values.json").unlink()
+    with pytest.raises(UsageError) as refused:
+        image._summary(copy)
+    assert str(refused.value) == f"cannot read {copy / 'reference-values.json'}"
