@@ -1,0 +1,136 @@
+"""``cvm sb verify``, one decision at a time: shim's options only with ``--shim``, db and dbx
+from the files and the varstore each where they belong, a firmware decision only with a db, a
+refusal as one line and exit 1, what an allowed image prints."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import pytest
+
+from cvm.cli import sb
+from cvm.cli.main import execute
+from cvm.crypto.x509_edk2 import der, generate_rsa_key, issue_certificate, pem
+from cvm.errors import CvmError, UsageError
+from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
+from cvm.image.keys import OwnerKeys
+from cvm.image.signing import sign_pe
+
+APP = build_pe([SectionSpec(".text", b"\xc3" * 300, CODE)])
+
+
+@pytest.fixture(scope="module")
+def owner(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("sb")
+    keys = OwnerKeys.generate(random.Random(5).randbytes, vendor=False, pcr_policy=False)
+    signed = keys.sign_db(APP)
+    other_key = generate_rsa_key()
+    other = issue_certificate("other", other_key)
+    paths = {"db": folder / "db.pem", "other": folder / "other.pem", "app": folder / "app.efi",
+             "signed": folder / "signed.efi", "vars": folder / "vars.fd",
+             "other_signed": folder / "other-signed.efi"}
+    paths["db"].write_bytes(pem(keys.db.certificate))
+    paths["other"].write_bytes(pem(other))
+    paths["app"].write_bytes(APP)
+    paths["signed"].write_bytes(signed)
+    paths["other_signed"].write_bytes(sign_pe(APP, other_key, other))
+    digest = hashlib.sha256(b"revoked").digest()
+    paths["vars"].write_bytes(keys.varstore([digest]).to_bytes())
+    return paths
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    (["--mok", "m.pem"], "--mok"), (["--sbat-level", "level"], "--sbat-level"),
+    (["--protocol"], "--protocol"),
+    (["--protocol", "--mok", "m.pem"], "--mok, --protocol"),
+])
+def test_shims_options_without_shim_are_refused_not_ignored(
+        owner: dict[str, Path], options: list[str], says: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["sb", "verify", str(owner["signed"]), "--db", str(owner["db"]),
+                    *options]) == 64
+    assert capsys.readouterr().err == (
+        f"cvm: error: {says}: not for a firmware decision (without --shim)\n")
+
+
+def test_shims_options_are_taken_with_shim(tmp_path: Path) -> None:
+    sb.shim_options_unused(tmp_path, [tmp_path], tmp_path, True)
+    sb.shim_options_unused(None, [], None, False)
+
+
+def test_db_and_dbx_take_the_files_and_the_varstores_own(owner: dict[str, Path]) -> None:
+    allow, deny = sb.databases([owner["other"]], [], owner["vars"])
+    assert [entry.data for entry in allow.certificates()] == [
+        der(sb.load_certificate(owner["other"].read_bytes())),
+        der(sb.load_certificate(owner["db"].read_bytes()))]
+    assert [entry.data for entry in deny.sha256_hashes()] == [hashlib.sha256(b"revoked").digest()]
+    assert len(deny) == 1
+    allow, deny = sb.databases([], [owner["other"]], None)
+    assert len(allow) == 0 and len(deny) == 1
+
+
+def test_the_varstores_db_allows_and_a_dbx_file_refuses(owner: dict[str, Path]) -> None:
+    allow, deny = sb.databases([], [], owner["vars"])
+    decision = sb.decide(owner["signed"], allow, deny, varstore_given=True, shim=None, mok=[],
+                         sbat_level=None, protocol=False)
+    assert decision.allowed and decision.database == "db"
+    allow, deny = sb.databases([], [owner["db"]], owner["vars"])
+    decision = sb.decide(owner["signed"], allow, deny, varstore_given=True, shim=None, mok=[],
+                         sbat_level=None, protocol=False)
+    assert not decision.allowed and decision.database == "dbx"
+
+
+def test_a_firmware_decision_needs_a_db(owner: dict[str, Path]) -> None:
+    allow, deny = sb.databases([], [owner["db"]], None)
+    with pytest.raises(UsageError) as refused:
+        sb.decide(owner["signed"], allow, deny, varstore_given=False, shim=None, mok=[],
+                  sbat_level=None, protocol=False)
+    assert str(refused.value) == "give db entries with --db (or a varstore with --varstore)"
+    decision = sb.decide(owner["signed"], allow, deny, varstore_given=True, shim=None, mok=[],
+                         sbat_level=None, protocol=False)
+    assert not decision.allowed and decision.image == str(owner["signed"])
+
+
+def test_only_the_db_given_allows(owner: dict[str, Path]) -> None:
+    allow, deny = sb.databases([owner["db"]], [], None)
+    for image, allowed in (("signed", True), ("other_signed", False), ("app", False)):
+        decision = sb.decide(owner[image], allow, deny, varstore_given=False, shim=None,
+                             mok=[], sbat_level=None, protocol=False)
+        assert decision.allowed is allowed
+
+
+def test_a_refusal_is_an_error_of_exit_1_naming_why(owner: dict[str, Path]) -> None:
+    allow, deny = sb.databases([owner["db"]], [owner["db"]], None)
+    decision = sb.decide(owner["signed"], allow, deny, varstore_given=False, shim=None,
+                         mok=[], sbat_level=None, protocol=False)
+    with pytest.raises(CvmError) as refused:
+        sb.refuse(decision)
+    assert type(refused.value) is CvmError and refused.value.exit_code == 1
+    assert str(refused.value) == str(decision) == (
+        f"{owner['signed']}: refused (a signing certificate is in dbx; database dbx)")
+    allow, deny = sb.databases([owner["db"]], [], None)
+    sb.refuse(sb.decide(owner["signed"], allow, deny, varstore_given=False, shim=None, mok=[],
+                        sbat_level=None, protocol=False))
+
+
+def test_an_allowed_image_prints_the_decision_and_the_entry(owner: dict[str, Path]) -> None:
+    allow, deny = sb.databases([owner["db"]], [], None)
+    decision = sb.decide(owner["signed"], allow, deny, varstore_given=False, shim=None,
+                         mok=[], sbat_level=None, protocol=False)
+    assert decision.matched is not None
+    assert sb.allowed_lines(decision) == [
+        str(decision), f"matched entry: owner {decision.matched.owner}, "
+                       f"{len(decision.matched.data)} bytes"]
+
+
+def test_the_command_prints_json_then_refuses(owner: dict[str, Path],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["sb", "verify", str(owner["app"]), "--db", str(owner["db"]), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert '"allowed": false' in captured.out and captured.err.count("\n") == 1
+    assert execute(["sb", "verify", str(owner["signed"]), "--db", str(owner["db"])]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{owner['signed']}: allowed (") and out[1].startswith(
+        "matched entry: owner ")
