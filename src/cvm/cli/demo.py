@@ -77,10 +77,7 @@ def demo(
         leaks, scanned = _scan(trace)
     chain = trace.render()
     console.print(chain, highlight=False, markup=False)
-    console.print(f"canary scan of everything the host can read ({scanned >> 20} MiB: DRAM, "
-                  "exits, disk, state file, logs): "
-                  + ("clean" if not leaks else f"[red]{len(leaks)} leak(s), first {leaks[0]}"
-                                                "[/red]"))
+    console.print(scan_line(leaks, scanned))
 
     console.print("[bold]2. One host, a VM of each mode, one secret page[/bold]")
     secret = b"owner's secret: " + random_bytes(16)
@@ -98,15 +95,8 @@ def demo(
     results = _matrix(console, attacks, seed, workers)
     _print_matrix(console, results)
 
-    held = sum(r.held for r in results)
-    booted = trace.ok and not leaks
-    elapsed = time.perf_counter() - started
-    verdict = (
-        f"{'HELD' if booted and held == len(results) else 'BROKEN'}: the SEV-SNP VM "
-        f"{'booted, opened its root and leaked nothing' if booted else 'FAILED'}; "
-        f"{held}/{len(results)} attack outcomes as the architecture promises "
-        f"({len(results) // len(MODES)} attacks × {len(MODES)} modes) in {elapsed:.1f} s"
-    )
+    booted = boot_held(trace.ok, leaks)
+    verdict = verdict_line(booted, results, time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
     panels = [Panel(f"{v.mode.value} (ASID {v.asid})", v.guest_view, v.host_view, NOTES[v.mode])
               for v in views]
@@ -114,7 +104,7 @@ def demo(
               step.digest) for step in trace.steps]
     lines = chain.splitlines()
     outcome = " ".join(line for line in lines if line.startswith(("OK:", "REFUSED", "boot time")))
-    page = demo_report(verdict=verdict, held=booted and held == len(results), seed=seed,
+    page = demo_report(verdict=verdict, held=all_held(booted, results), seed=seed,
                        version=__version__, steps=steps, outcome=outcome, panels=panels,
                        results=results)
     report = out / "report.html"
@@ -122,8 +112,40 @@ def demo(
     _write(out / "sev-snp-host-view.png", grey_png(views[-1].host_view, 64))
     _write(out / "plain-host-view.png", grey_png(views[0].host_view, 64))
     console.print(f"{verdict}. Report: [bold]{report}[/bold]")
-    if not booted or held != len(results):
-        raise typer.Exit(1)
+    code = exit_code(booted, results)
+    if code:
+        raise typer.Exit(code)
+
+
+def scan_line(leaks: list[Leak], scanned: int) -> str:
+    """What the canary scan of the boot found: clean, or how many leaks and the first."""
+    found = "clean" if not leaks else f"[red]{len(leaks)} leak(s), first {leaks[0]}[/red]"
+    return (f"canary scan of everything the host can read ({scanned >> 20} MiB: DRAM, exits, "
+            f"disk, state file, logs): {found}")
+
+
+def boot_held(trace_ok: bool, leaks: list[Leak]) -> bool:
+    """The SEV-SNP boot held: every check of its trace passed, and nothing of it leaked."""
+    return trace_ok and not leaks
+
+
+def all_held(booted: bool, results: list[attack_matrix.Result]) -> bool:
+    """The story held: the boot held and every attack's outcome is the one the mode promises."""
+    return booted and sum(r.held for r in results) == len(results)
+
+
+def verdict_line(booted: bool, results: list[attack_matrix.Result], elapsed: float) -> str:
+    """The summary line that ends the demo and heads its report."""
+    held = sum(r.held for r in results)
+    return (f"{'HELD' if all_held(booted, results) else 'BROKEN'}: the SEV-SNP VM "
+            f"{'booted, opened its root and leaked nothing' if booted else 'FAILED'}; "
+            f"{held}/{len(results)} attack outcomes as the architecture promises "
+            f"({len(results) // len(MODES)} attacks × {len(MODES)} modes) in {elapsed:.1f} s")
+
+
+def exit_code(booted: bool, results: list[attack_matrix.Result]) -> int:
+    """0 when the story held; 1 when the boot failed or leaked, or any outcome differs."""
+    return 0 if all_held(booted, results) else 1
 
 
 def _attacks(families: list[str] | None) -> list[Attack]:
