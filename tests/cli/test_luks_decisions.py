@@ -123,7 +123,8 @@ def test_format_never_creates_its_target(tmp_path: Path) -> None:
         luks.target_exists(tmp_path / "none")
     assert missing.value.errno == errno.ENOENT
     assert missing.value.filename == str(tmp_path / "none")
-    assert "create it first" in str(missing.value.strerror)
+    assert missing.value.strerror == ("No such file or directory (create it first, e.g. "
+                                      "truncate -s 64M)")
     luks.target_exists(tmp_path)
 
 
@@ -209,6 +210,7 @@ def test_encrypt_reads_a_file_not_a_folder(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError) as refused:
         luks.plain_input(tmp_path)
     assert refused.value.filename == str(tmp_path) and refused.value.errno == errno.EISDIR
+    assert refused.value.strerror == "Is a directory"
     (tmp_path / "plain").write_bytes(b"x" * 1000)
     assert luks.plain_input(tmp_path / "plain") == 1000
 
@@ -228,3 +230,10 @@ def test_the_commands_refuse_in_one_line(volume: Path,
     (volume.parent / "t.json").write_text(json.dumps([]))
     assert execute(["luks", "token", "import", str(volume), "--json-file",
                     str(volume.parent / "t.json")]) == 65
+
+
+def test_the_progress_bar_counts_to_the_size_on_stderr() -> None:
+    bar = luks.progress_bar("encrypting", 4096)
+    (task,) = bar.tasks
+    assert (task.description, task.total, task.completed) == ("encrypting", 4096, 0)
+    assert bar.console.stderr and not bar.live.transient

@@ -61,3 +61,22 @@ def test_a_pcr_signature_is_read_only_for_a_token_with_a_key(tmp_path: Path) -> 
     with pytest.raises(UsageError) as refused:
         luks_tpm2._read_signature(literal, signature)  # type: ignore[arg-type]
     assert str(refused.value) == "the token has no public key: --pcr-signature is not needed"
+
+
+def test_the_verbs_are_added_to_the_luks_group_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+
+    from cvm.cli import luks
+
+    def verbs() -> list[tuple[str | None, Any]]:
+        return [(c.name, c.callback) for c in luks.app.registered_commands]
+
+    before = verbs()
+    luks_tpm2.register()
+    assert verbs() == before
+    assert ("enroll-tpm2", luks_tpm2.enroll_tpm2) in before
+    assert ("unlock-tpm2", luks_tpm2.unlock_tpm2) in before
+    monkeypatch.setattr(luks, "app", typer.Typer())
+    luks_tpm2.register()
+    assert verbs() == [("enroll-tpm2", luks_tpm2.enroll_tpm2),
+                       ("unlock-tpm2", luks_tpm2.unlock_tpm2)]
