@@ -158,3 +158,50 @@ def test_the_demos_files_are_replaced_whole(tmp_path: Path) -> None:
 
 def test_only_printable_bytes_are_shown_as_text() -> None:
     assert demo._printable(b"ab \x1f\x7f~\x00") == "ab ..~."
+
+
+class FakeTrace:
+    def __init__(self, run: object | None) -> None:
+        self.run = run
+
+    def secrets(self) -> dict[str, bytes]:
+        return {"disk key": b"0123456789abcdef"}
+
+
+def test_the_demo_scans_everything_the_host_can_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    views = {"DRAM": b"\x00" * 100 + b"456789ab" + b"\x00" * 20, "disk": b"\x11" * 72}
+    seen: list[object] = []
+
+    def host_view(run: object) -> dict[str, bytes]:
+        seen.append(run)
+        return views
+
+    monkeypatch.setattr(demo, "host_view", host_view)
+    leaks, scanned = demo._scan(FakeTrace("the run"))  # type: ignore[arg-type]
+    assert seen == ["the run"] and scanned == 128 + 72
+    assert [(leak.secret, leak.where, leak.offset) for leak in leaks] == [
+        ("disk key", "DRAM", 100)]
+    assert demo._scan(FakeTrace(None)) == ([], 0)  # type: ignore[arg-type]
+
+
+def test_the_demos_matrix_runs_the_attacks_given_and_counts_each_cell(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    calls: list[tuple[object, dict[str, object]]] = []
+
+    def matrix(attacks: object, **options: object) -> list[Result]:
+        calls.append((attacks, options))
+        progress = options["progress"]
+        assert callable(progress)
+        for mode in MODES:
+            progress(ATTACKS[0], mode)
+        return [_cell()]
+
+    monkeypatch.setattr("cvm.scenarios.attack_matrix.matrix", matrix)
+    console = Console(file=io.StringIO(), width=80)
+    assert demo._matrix(console, [ATTACKS[0]], 7, 3) == [_cell()]
+    (attacks, options), = calls
+    assert attacks == [ATTACKS[0]] and options["seed"] == 7 and options["workers"] == 3
