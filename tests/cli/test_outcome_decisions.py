@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from cvm.cli import attack, demo
+from cvm.cli import attack, demo, demo_verdict
 from cvm.errors import UsageError
 from cvm.hardware.vm import Mode
 from cvm.host.adversary.canary import Leak
@@ -106,45 +106,46 @@ def test_the_attacks_are_those_of_the_families_named_else_all() -> None:
 
 
 def test_the_demo_chooses_attacks_the_same_way() -> None:
-    assert demo._attacks(None) == list(ATTACKS)
-    assert demo._attacks(["memory"]) == [a for a in ATTACKS if a.family is Family("memory")]
+    assert demo_verdict.chosen_attacks(None) == list(ATTACKS)
+    memory = [a for a in ATTACKS if a.family is Family("memory")]
+    assert demo_verdict.chosen_attacks(["memory"]) == memory
     with pytest.raises(UsageError) as refused:
-        demo._attacks(["memory", "gpu", "tpu"])
+        demo_verdict.chosen_attacks(["memory", "gpu", "tpu"])
     assert str(refused.value) == (f"--family: 'gpu' is not one of "
                                   f"{', '.join(f.value for f in Family)}")
 
 
 def test_the_demos_boot_held_only_when_its_trace_passed_and_nothing_leaked() -> None:
-    assert demo.boot_held(True, []) is True
-    assert demo.boot_held(False, []) is False and demo.boot_held(True, [LEAK]) is False
+    assert demo_verdict.boot_held(True, []) is True
+    assert demo_verdict.boot_held(False, []) is False
+    assert demo_verdict.boot_held(True, [LEAK]) is False
 
 
 def test_the_demo_exits_1_when_the_boot_or_any_outcome_failed() -> None:
     cells = [_cell(), _cell(1)]
-    assert demo.exit_code(True, cells) == 0 and demo.all_held(True, cells)
-    assert demo.exit_code(False, cells) == 1 and not demo.all_held(False, cells)
-    assert demo.exit_code(True, [*cells, _cell(2, differs=True)]) == 1
-    assert demo.exit_code(True, [_cell(leaks=(LEAK,))]) == 1
+    assert demo_verdict.exit_code(True, cells) == 0 and demo_verdict.all_held(True, cells)
+    assert demo_verdict.exit_code(False, cells) == 1 and not demo_verdict.all_held(False, cells)
+    assert demo_verdict.exit_code(True, [*cells, _cell(2, differs=True)]) == 1
+    assert demo_verdict.exit_code(True, [_cell(leaks=(LEAK,))]) == 1
 
 
 def test_the_demos_verdict_line() -> None:
     cells = [_cell(0, mode) for mode in MODES]
-    assert demo.verdict_line(True, cells, 10.26) == (
+    assert demo_verdict.verdict_line(True, cells, 10.26) == (
         "HELD: the SEV-SNP VM booted, opened its root and leaked nothing; 4/4 attack outcomes "
         "as the architecture promises (1 attacks × 4 modes) in 10.3 s")
-    assert demo.verdict_line(False, cells, 1.0).startswith(
+    assert demo_verdict.verdict_line(False, cells, 1.0).startswith(
         "BROKEN: the SEV-SNP VM FAILED; 4/4 attack outcomes")
     cells[-1] = _cell(0, MODES[-1], differs=True)
-    assert demo.verdict_line(True, cells, 1.0).startswith("BROKEN: the SEV-SNP VM booted, "
-                                                          "opened its root and leaked nothing; "
-                                                          "3/4 attack")
+    assert demo_verdict.verdict_line(True, cells, 1.0).startswith(
+        "BROKEN: the SEV-SNP VM booted, opened its root and leaked nothing; 3/4 attack")
 
 
 def test_the_scan_line_says_clean_or_the_first_leak() -> None:
-    assert demo.scan_line([], 5 << 20) == (
+    assert demo_verdict.scan_line([], 5 << 20) == (
         "canary scan of everything the host can read (5 MiB: DRAM, exits, disk, state file, "
         "logs): clean")
-    assert demo.scan_line([LEAK, LEAK], 3 << 20).endswith(
+    assert demo_verdict.scan_line([LEAK, LEAK], 3 << 20).endswith(
         f"logs): [red]2 leak(s), first {LEAK}[/red]")
 
 
@@ -176,12 +177,12 @@ def test_the_demo_scans_everything_the_host_can_read(monkeypatch: pytest.MonkeyP
         seen.append(run)
         return views
 
-    monkeypatch.setattr(demo, "host_view", host_view)
-    leaks, scanned = demo._scan(FakeTrace("the run"))  # type: ignore[arg-type]
+    monkeypatch.setattr(demo_verdict, "host_view", host_view)
+    leaks, scanned = demo_verdict.scan(FakeTrace("the run"))  # type: ignore[arg-type]
     assert seen == ["the run"] and scanned == 128 + 72
     assert [(leak.secret, leak.where, leak.offset) for leak in leaks] == [
         ("disk key", "DRAM", 100)]
-    assert demo._scan(FakeTrace(None)) == ([], 0)  # type: ignore[arg-type]
+    assert demo_verdict.scan(FakeTrace(None)) == ([], 0)  # type: ignore[arg-type]
 
 
 def test_the_demos_matrix_runs_the_attacks_given_and_counts_each_cell(

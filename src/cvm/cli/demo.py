@@ -26,14 +26,18 @@ from rich.table import Table
 from rich.text import Text
 
 from cvm import __version__
-from cvm.errors import UsageError
+from cvm.cli.demo_verdict import (
+    all_held,
+    boot_held,
+    chosen_attacks,
+    exit_code,
+    scan,
+    scan_line,
+    verdict_line,
+)
 from cvm.guest.run import boot_bundle
-from cvm.guest.trace import VmTrace
 from cvm.hardware.vm import Mode
-from cvm.host.adversary.canary import CanaryScan, Leak
-from cvm.host.adversary.catalog import ATTACKS
-from cvm.host.adversary.threat import MODES, Attack, Family
-from cvm.host.vm_run import host_view
+from cvm.host.adversary.threat import MODES, Attack
 from cvm.image.bundle import ImageSpec, build_image
 from cvm.scenarios import attack_matrix, memory_views
 from cvm.scenarios.picture import grey_png
@@ -64,7 +68,7 @@ def demo(
         raise typer.Exit(kbs_demo(random.Random(seed).randbytes if seed is not None
                                   else os.urandom))
     started = time.perf_counter()
-    attacks = _attacks(family)
+    attacks = chosen_attacks(family)
     random_bytes: RandomBytes = random.Random(seed).randbytes if seed is not None else os.urandom
     console = Console()
     console.print("[bold]1. The owner builds an image; the host boots it as an SEV-SNP VM[/bold]")
@@ -74,7 +78,7 @@ def demo(
                                 random=random_bytes)
         with console.status("launching and booting it"):
             trace = boot_bundle(built.out, Mode.SEV_SNP, random=random_bytes)
-        leaks, scanned = _scan(trace)
+        leaks, scanned = scan(trace)
     chain = trace.render()
     console.print(chain, highlight=False, markup=False)
     console.print(scan_line(leaks, scanned))
@@ -117,46 +121,6 @@ def demo(
         raise typer.Exit(code)
 
 
-def scan_line(leaks: list[Leak], scanned: int) -> str:
-    """What the canary scan of the boot found: clean, or how many leaks and the first."""
-    found = "clean" if not leaks else f"[red]{len(leaks)} leak(s), first {leaks[0]}[/red]"
-    return (f"canary scan of everything the host can read ({scanned >> 20} MiB: DRAM, exits, "
-            f"disk, state file, logs): {found}")
-
-
-def boot_held(trace_ok: bool, leaks: list[Leak]) -> bool:
-    """The SEV-SNP boot held: every check of its trace passed, and nothing of it leaked."""
-    return trace_ok and not leaks
-
-
-def all_held(booted: bool, results: list[attack_matrix.Result]) -> bool:
-    """The story held: the boot held and every attack's outcome is the one the mode promises."""
-    return booted and sum(r.held for r in results) == len(results)
-
-
-def verdict_line(booted: bool, results: list[attack_matrix.Result], elapsed: float) -> str:
-    """The summary line that ends the demo and heads its report."""
-    held = sum(r.held for r in results)
-    return (f"{'HELD' if all_held(booted, results) else 'BROKEN'}: the SEV-SNP VM "
-            f"{'booted, opened its root and leaked nothing' if booted else 'FAILED'}; "
-            f"{held}/{len(results)} attack outcomes as the architecture promises "
-            f"({len(results) // len(MODES)} attacks × {len(MODES)} modes) in {elapsed:.1f} s")
-
-
-def exit_code(booted: bool, results: list[attack_matrix.Result]) -> int:
-    """0 when the story held; 1 when the boot failed or leaked, or any outcome differs."""
-    return 0 if all_held(booted, results) else 1
-
-
-def _attacks(families: list[str] | None) -> list[Attack]:
-    known = {f.value: f for f in Family}
-    unknown = [name for name in families or [] if name not in known]
-    if unknown:
-        raise UsageError(f"--family: {unknown[0]!r} is not one of {', '.join(known)}")
-    wanted = {known[name] for name in families or []}
-    return [a for a in ATTACKS if not wanted or a.family in wanted]
-
-
 def _matrix(console: Console, attacks: list[Attack], seed: int | None, workers: int
             ) -> list[attack_matrix.Result]:
     columns = (TextColumn("{task.description}"), BarColumn(),
@@ -192,15 +156,6 @@ def _print_matrix(console: Console, results: list[attack_matrix.Result]) -> None
     for name, cells in rows.items():
         table.add_row(name, *cells)
     console.print(table)
-
-
-def _scan(trace: VmTrace) -> tuple[list[Leak], int]:
-    """Scan everything the host could read of the demo's boot for the VM's secrets."""
-    if trace.run is None:
-        return [], 0
-    view = host_view(trace.run)
-    leaks = CanaryScan(trace.secrets()).scan_all(view.items())
-    return leaks, sum(len(data) for data in view.values())
 
 
 def _printable(data: bytes) -> str:
