@@ -43,11 +43,13 @@ def test_the_report_raises_exit_1_after_printing(capsys: pytest.CaptureFixture[s
     assert stop.value.exit_code == 1
     assert capsys.readouterr().out.endswith("0/1 outcomes as expected\n")
     attack._report([_cell()], True)
-    assert json.loads(capsys.readouterr().out)["held"] == 1
+    printed = capsys.readouterr().out
+    assert json.loads(printed)["held"] == 1 and printed.startswith('{\n  "held": 1,\n')
 
 
 def test_each_cell_is_told_held_or_broken_with_its_leaks() -> None:
-    held, broken = _cell(), _cell(1, Mode.PLAIN, differs=True, leaks=(LEAK, LEAK))
+    other_leak = Leak("disk key", 0, "disk", 0x20)
+    held, broken = _cell(), _cell(1, Mode.PLAIN, differs=True, leaks=(LEAK, other_leak))
     name, other = ATTACKS[0].name, ATTACKS[1].name
     assert attack.report_lines([held, broken]) == [
         f"held   {name} [sev-snp]: expected {held.expected}, observed {held.observed} — "

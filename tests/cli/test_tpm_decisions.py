@@ -272,3 +272,73 @@ def test_the_cmd_loop_answers_each_command_and_saves_at_the_end(
     calls.seen.clear()
     tpm.serve_stdio(state, *_key(state), io.BytesIO(b""), io.BytesIO())
     assert calls.seen == ["save"]  # the volatile state restored: no second Startup
+
+
+def test_the_output_is_the_main_value_or_indented_json(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    tpm._emit({"policy": "ab", "pcrs": [7]}, False, "policy")
+    tpm._emit({"policy": "ab", "pcrs": [7]}, True, "policy")
+    assert capsys.readouterr().out == (
+        'ab\n{\n  "policy": "ab",\n  "pcrs": [\n    7\n  ]\n}\n')
+
+
+def test_a_public_area_is_described_with_its_attributes_by_name() -> None:
+    public = srk_template("ecc")
+    assert tpm._describe_public(public) == {
+        "type": "0x0023", "name_alg": "sha256", "attributes": "0x00030072",
+        "attribute_names": ["fixed_tpm", "fixed_parent", "sensitive_data_origin",
+                            "user_with_auth", "restricted", "decrypt"],
+        "auth_policy": "", "name": public.name().hex()}
+
+
+def test_a_served_tpm_saves_when_its_lockout_counts_a_failure(
+        state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = Calls(monkeypatch)
+    served = tpm.TpmServer.open(state, *_key(state))
+    served.execute(GET_RANDOM_16)
+    calls.seen.clear()
+    assert served.tpm.on_da_used is not None
+    served.tpm.on_da_used()
+    assert calls.seen == ["save"]
+
+
+def test_mssim_serving_uses_the_states_key_and_saves_each_change(
+        state: Path, monkeypatch: pytest.MonkeyPatch, free_port_pair: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from cvm.vtpm.mssim_server import MssimServer
+
+    calls = Calls(monkeypatch)
+    port = free_port_pair()
+    served: list[MssimServer] = []
+
+    def serve_then_stop(server: MssimServer) -> None:
+        served.append(server)
+        calls.seen.append("serving")
+        assert server.on_change is not None and server.tpm.on_da_used is not None
+        server.on_change(server.tpm)
+        server.tpm.on_da_used()
+        server.stop()
+
+    monkeypatch.setattr(MssimServer, "serve_forever", serve_then_stop)
+    tpm.serve_mssim(state, port, "127.0.0.1", *_key(state))
+    assert calls.seen == ["serving", "save", "save", "save"]
+    assert capsys.readouterr().err == (f"vTPM listening on 127.0.0.1:{port} (platform "
+                                       f"{port + 1})\n")
+    with pytest.raises(UsageError, match=r"give --key-file"):
+        tpm.serve_mssim(state, port, "127.0.0.1", None, state.parent / "ring.json")
+
+
+def test_the_cmd_loop_reads_each_command_by_its_size_field(state: Path) -> None:
+    """A size field past 16 MiB is not read as its low three bytes, and a command of a header
+    alone takes no byte of the next one: each answered once, in order."""
+    huge = bytes.fromhex("800101000000") + GET_RANDOM_16[6:]
+    header_only = bytes.fromhex("80010000000a0000017b")
+    for stream, answers in ((huge + GET_RANDOM_16, 1), (header_only + GET_RANDOM_16, 2)):
+        sink = io.BytesIO()
+        tpm.serve_stdio(state, *_key(state), io.BytesIO(stream), sink)
+        responses, count = sink.getvalue(), 0
+        while responses:
+            size = int.from_bytes(responses[2:6], "big")
+            responses, count = responses[size:], count + 1
+        assert count == answers
+    assert sink.getvalue()[-28:-16] == bytes.fromhex("80010000001c000000000010")
