@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from cvm.cli.main import execute
 from cvm.crypto.x509_edk2 import der, generate_rsa_key, issue_certificate, pem
 from cvm.errors import CvmError, UsageError
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
+from cvm.image.boot_chain import make_grub, make_shim
 from cvm.image.keys import OwnerKeys
 from cvm.image.signing import sign_pe
 
@@ -134,3 +136,34 @@ def test_the_command_prints_json_then_refuses(owner: dict[str, Path],
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"{owner['signed']}: allowed (") and out[1].startswith(
         "matched entry: owner ")
+
+
+def test_shim_decides_with_its_mok_list_sbat_level_and_protocol(
+        owner: dict[str, Path], tmp_path: Path) -> None:
+    """A shim built with a vendor certificate (cvm's own, unsigned): GRUB signed by the vendor
+    passes; an image without .sbat only through the shim_lock protocol; a revoked SBAT
+    generation refused; an image signed by another key only with that key in MokList."""
+    vendor_key = generate_rsa_key()
+    vendor = issue_certificate("vendor", vendor_key)
+    shim = tmp_path / "shimx64.efi"
+    shim.write_bytes(make_shim(der(vendor)))
+    grub, kernel = tmp_path / "grubx64.efi", tmp_path / "vmlinuz"
+    grub.write_bytes(sign_pe(make_grub(), vendor_key, vendor))
+    kernel.write_bytes(sign_pe(APP, vendor_key, vendor))
+    allow, deny = sb.databases([], [], None)
+
+    def decide(image: Path, **given: object) -> Any:
+        options: dict[str, Any] = {"varstore_given": False, "shim": shim, "mok": [],
+                                   "sbat_level": None, "protocol": False, **given}
+        return sb.decide(image, allow, deny, **options)
+
+    allowed = decide(grub)
+    assert allowed.allowed and allowed.image == str(grub)
+    assert not decide(kernel).allowed and decide(kernel, protocol=True).allowed
+    level = tmp_path / "sbatlevel"
+    level.write_bytes(b"sbat,1,2099010100\ngrub,99\n")
+    revoked = decide(grub, sbat_level=level)
+    assert not revoked.allowed and "revoked SBAT component grub" in revoked.reason
+    assert not decide(owner["signed"], protocol=True).allowed
+    by_mok = decide(owner["signed"], protocol=True, mok=[owner["db"]])
+    assert by_mok.allowed and by_mok.database == "MokListRT"
