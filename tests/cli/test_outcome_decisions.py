@@ -147,7 +147,7 @@ def test_the_scan_line_says_clean_or_the_first_leak() -> None:
     assert demo_verdict.scan_line([], 5 << 20) == (
         "canary scan of everything the host can read (5 MiB: DRAM, exits, disk, state file, "
         "logs): clean")
-    assert demo_verdict.scan_line([LEAK, LEAK], 3 << 20).endswith(
+    assert demo_verdict.scan_line([LEAK, Leak("disk key", 0, "disk", 0)], 3 << 20).endswith(
         f"logs): [red]2 leak(s), first {LEAK}[/red]")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from cvm.cli import sb
 from cvm.cli.main import execute
 from cvm.crypto.x509_edk2 import der, generate_rsa_key, issue_certificate, pem
-from cvm.errors import CvmError, UsageError
+from cvm.errors import CvmError, FormatError, UsageError
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.image.boot_chain import make_grub, make_shim
 from cvm.image.keys import OwnerKeys
@@ -167,3 +168,61 @@ def test_shim_decides_with_its_mok_list_sbat_level_and_protocol(
     assert not decide(owner["signed"], protocol=True).allowed
     by_mok = decide(owner["signed"], protocol=True, mok=[owner["db"]])
     assert by_mok.allowed and by_mok.database == "MokListRT"
+
+
+def test_a_database_file_is_a_certificate_or_signature_lists_each_added(
+        owner: dict[str, Path], tmp_path: Path) -> None:
+    from cvm.formats.uefi.guids import EFI_CERT_SHA256
+    from cvm.formats.uefi.signature_list import SignatureDatabase, SignatureList
+    from cvm.wire import Guid
+
+    owner_guid = Guid.parse("11111111-2222-3333-4444-555555555555")
+    for name, digest in (("one.esl", b"\x01" * 32), ("two.esl", b"\x02" * 32)):
+        esl = SignatureList.of(EFI_CERT_SHA256, owner_guid, digest)
+        (tmp_path / name).write_bytes(SignatureDatabase((esl,)).to_bytes())
+    database = sb.read_database([tmp_path / "one.esl", owner["db"], tmp_path / "two.esl"])
+    assert [e.data for e in database.sha256_hashes()] == [b"\x01" * 32, b"\x02" * 32]
+    assert len(database.certificates()) == 1 and len(database) == 3
+    (tmp_path / "junk").write_bytes(b"junk")
+    with pytest.raises(FormatError) as refused:
+        sb.read_database([owner["db"], tmp_path / "junk"])
+    assert str(refused.value) == (f"{tmp_path / 'junk'}: neither an X.509 certificate nor EFI "
+                                  "signature lists")
+
+
+def test_only_the_security_databases_db_and_dbx_are_taken_from_a_varstore(
+        owner: dict[str, Path], tmp_path: Path) -> None:
+    from cvm.formats.uefi.guids import EFI_GLOBAL_VARIABLE
+    from cvm.formats.uefi.variable import SECURE_BOOT_ATTRIBUTES, EfiVariable
+    from cvm.formats.uefi.varstore import Varstore
+
+    store = Varstore.parse(owner["vars"].read_bytes())
+    db = store.get("db")
+    assert db is not None
+    moved = store.with_variables([v for v in store.variables if v.name != "db"])
+    moved = moved.set(EfiVariable("db", EFI_GLOBAL_VARIABLE, SECURE_BOOT_ATTRIBUTES, db.data))
+    (tmp_path / "vars.fd").write_bytes(moved.to_bytes())
+    allow, deny = sb.databases([], [], tmp_path / "vars.fd")
+    assert len(allow) == 0 and len(deny) == 1
+
+
+def test_the_json_decision_names_the_entry_and_the_chain(owner: dict[str, Path]) -> None:
+    allow, deny = sb.databases([owner["db"]], [], None)
+    decision = sb.decide(owner["signed"], allow, deny, varstore_given=False, shim=None,
+                         mok=[], sbat_level=None, protocol=False)
+    matched = decision.matched
+    assert matched is not None and decision.chain
+    assert sb.decision_json(decision) == {
+        "image": str(owner["signed"]), "allowed": True, "reason": decision.reason,
+        "database": "db", "variable_vendor": str(decision.variable_vendor),
+        "authenticode_sha256": decision.image_digest.hex(),
+        "signature_index": decision.signature_index,
+        "matched": {"signature_type": "EFI_CERT_X509", "owner": str(matched.owner),
+                    "data_sha256": hashlib.sha256(matched.data).hexdigest(),
+                    "size": len(matched.data)},
+        "chain": [hashlib.sha256(c).hexdigest() for c in decision.chain]}
+    refused = sb.decide(owner["app"], allow, deny, varstore_given=False, shim=None, mok=[],
+                        sbat_level=None, protocol=False)
+    assert sb.decision_json(refused)["matched"] is None
+    assert sb.decision_json(replace(decision, signature_type=None))["matched"][
+        "signature_type"] is None

@@ -342,3 +342,91 @@ def test_the_cmd_loop_reads_each_command_by_its_size_field(state: Path) -> None:
             responses, count = responses[size:], count + 1
         assert count == answers
     assert sink.getvalue()[-28:-16] == bytes.fromhex("80010000001c000000000010")
+
+
+def test_the_default_keyring_is_the_data_directorys() -> None:
+    from cvm.vtpm.state_store import default_keyring
+
+    assert tpm.keyring_at(None).path == default_keyring()
+    assert tpm.keyring_at(Path("ring.json")).path == Path("ring.json")
+
+
+@pytest.mark.parametrize(("data", "pin"), [
+    (b"1234\n", b"1234"), (b"1234\r\n", b"1234"), (b"\n12 4 \r\n", b"\n12 4 "),
+    (b"12X\n", b"12X")])
+def test_a_pin_file_loses_only_its_line_end(tmp_path: Path, data: bytes, pin: bytes) -> None:
+    (tmp_path / "pin").write_bytes(data)
+    assert tpm.read_pin(tmp_path / "pin") == pin
+    assert tpm.read_pin(None) is None
+
+
+def test_no_action_events_are_skipped_not_the_end_of_the_log(state: Path, vectors: Path) -> None:
+    """A log that starts with a StartupLocality (NO_ACTION) event: the vTPM starts at that
+    locality and every measurement after it is extended."""
+    from cvm.formats.tcg.event_type import EventType
+
+    log = vectors / "tpm" / "go-tpm-tools" / "glinux-alex.bin"
+    parsed = EventLog.parse(log.read_bytes())
+    assert parsed.events[0].event_type == EventType.EV_NO_ACTION
+    replayed = replay(parsed, (0x000B,))["sha256"]
+    with tpm.boot_from_eventlog(state, log, *_key(state)) as (_, client):
+        pcrs = sorted(replayed)
+        assert client.pcr_read(PcrSelectionList.of("sha256", pcrs[:8]))[2] == [
+            replayed[p] for p in pcrs[:8]]
+
+
+def test_an_untouched_pcr_0_starts_at_the_logs_locality(vectors: Path, tmp_path: Path) -> None:
+    from dataclasses import replace as replaced
+
+    from cvm.formats.tcg.event_type import EventType
+
+    parsed = EventLog.parse((vectors / "tpm" / "go-tpm-tools" / "glinux-alex.bin").read_bytes())
+    without_0 = replaced(parsed, events=tuple(e for e in parsed.events if e.pcr_index != 0
+                                              or e.event_type == EventType.EV_NO_ACTION))
+    (tmp_path / "log").write_bytes(without_0.to_bytes())
+    assert tpm.predicted_values("sha256", [0], None, tmp_path / "log") == [bytes(31) + b"\x03"]
+
+
+def test_a_secret_sealed_to_raw_values(state: Path, log: Path, tmp_path: Path) -> None:
+    (tmp_path / "v").write_bytes(bytes(32))
+    blob = tpm.sealed_secret(state, "sha256", "23", tmp_path / "v", None, None, b"s",
+                             *_key(state))
+    assert blob.public.auth_policy.hex() == tpm.pcr_policy("sha256", "23", tmp_path / "v",
+                                                           None, False)["policy"]
+
+
+def test_inspect_names_a_sealed_blob_and_a_quote(state: Path, log: Path, tmp_path: Path) -> None:
+    from cvm.formats.tpm2.attest import QuoteAttest
+    from cvm.formats.tpm2.constants import TpmRh
+    from cvm.vtpm.templates import ak_template
+
+    blob = tpm.sealed_secret(state, "sha256", "7", None, log, None, b"s", *_key(state))
+    (tmp_path / "blob").write_bytes(blob.to_bytes())
+    assert tpm.describe(tmp_path / "blob") == {"structure": "sealed blob",
+                                               **tpm._describe_public(blob.public)}
+    selection = PcrSelectionList.of("sha256", [0, 7])
+    with tpm.running_tpm(state, *_key(state)) as (_, client):
+        ak, _ = client.create_primary(TpmRh.OWNER, ak_template())
+        message, _ = client.quote(ak, b"nonce", selection)
+    (tmp_path / "quote").write_bytes(message)
+    quote = QuoteAttest.from_bytes(message)
+    assert tpm.describe(tmp_path / "quote") == {
+        "structure": "TPMS_ATTEST", "qualified_signer": quote.qualified_signer.hex(),
+        "extra_data": b"nonce".hex(), "clock": quote.clock_info.clock,
+        "pcr_select": str(selection), "pcr_digest": quote.pcr_digest.hex()}
+
+
+def test_mssim_serving_listens_on_the_host_given(
+        state: Path, monkeypatch: pytest.MonkeyPatch, free_port_pair: Any) -> None:
+    from cvm.vtpm.mssim_server import MssimServer
+
+    addresses: list[Any] = []
+
+    def serve_then_stop(server: MssimServer) -> None:
+        addresses.extend(listener.server_address for listener in server._servers)
+        server.stop()
+
+    monkeypatch.setattr(MssimServer, "serve_forever", serve_then_stop)
+    port = free_port_pair()
+    tpm.serve_mssim(state, port, "127.0.0.2", *_key(state))
+    assert addresses == [("127.0.0.2", port), ("127.0.0.2", port + 1)]
