@@ -20,6 +20,7 @@ from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.image.boot_chain import make_grub, make_shim
 from cvm.image.keys import OwnerKeys
 from cvm.image.signing import sign_pe
+from cvm.wire import Guid
 
 APP = build_pe([SectionSpec(".text", b"\xc3" * 300, CODE)])
 
@@ -174,7 +175,6 @@ def test_a_database_file_is_a_certificate_or_signature_lists_each_added(
         owner: dict[str, Path], tmp_path: Path) -> None:
     from cvm.formats.uefi.guids import EFI_CERT_SHA256
     from cvm.formats.uefi.signature_list import SignatureDatabase, SignatureList
-    from cvm.wire import Guid
 
     owner_guid = Guid.parse("11111111-2222-3333-4444-555555555555")
     for name, digest in (("one.esl", b"\x01" * 32), ("two.esl", b"\x02" * 32)):
@@ -226,3 +226,5 @@ def test_the_json_decision_names_the_entry_and_the_chain(owner: dict[str, Path])
     assert sb.decision_json(refused)["matched"] is None
     assert sb.decision_json(replace(decision, signature_type=None))["matched"][
         "signature_type"] is None
+    unnamed = replace(decision, signature_type=Guid.parse("99999999-2222-3333-4444-555555555555"))
+    assert sb.decision_json(unnamed)["matched"]["signature_type"] == ""
