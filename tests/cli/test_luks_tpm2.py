@@ -122,3 +122,64 @@ def test_signed_pcr_policy(setup: dict[str, Path], capsys: pytest.CaptureFixture
     assert execute(["luks", "unlock-tpm2", image, "--tpm-state", state, "--eventlog",
                     str(setup["good"]), "--pcr-signature", str(setup["dir"] / "sig.json")]) == 68
     assert "TPM_RC_SIGNATURE" in capsys.readouterr().err
+
+
+def test_the_signers_pcrs_without_its_key_are_refused_not_ignored(
+        setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --public-key there is no signed policy: PCR 7 would not be sealed to at all."""
+    image = str(setup["image"])
+    assert execute(["luks", "enroll-tpm2", image, "--key-file", str(setup["pass"]),
+                    "--tpm-state", str(setup["state"]), "--pcrs", "0", "--from-eventlog",
+                    str(setup["good"]), "--public-key-pcrs", "7"]) == 64
+    assert capsys.readouterr().err == (
+        "cvm: error: --public-key-pcrs: not for an enrollment without --public-key\n")
+    assert execute(["luks", "token", "export", image, "--token-id", "0"]) == 64
+
+
+def test_a_state_under_its_own_key_and_keyring_values_from_a_file_and_a_prompted_pin(
+        setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The vTPM's key file and keyring reach both verbs; the raw PCR values and the prompted
+    PIN reach the enrollment; the second token is unlocked by its id."""
+    folder, image = setup["dir"], str(setup["image"])
+    state, key, ring = folder / "own-state", folder / "tpm.key", folder / "ring.json"
+    key.write_bytes(b"\x33" * 32)
+    assert execute(["tpm", "manufacture", str(state), "--key-file", str(key), "--keyring",
+                    str(ring)]) == 0
+    own = ["--tpm-state", str(state), "--tpm-key-file", str(key), "--keyring", str(ring)]
+    capsys.readouterr()
+    assert execute(["luks", "unlock-tpm2", image, *own, "--eventlog", str(setup["good"])]) == 64
+    assert capsys.readouterr().err == f"cvm: error: {image} has no systemd-tpm2 token\n"
+    assert execute(["luks", "enroll-tpm2", image, "--key-file", str(setup["pass"]), *own,
+                    "--pcrs", "0,7", "--from-eventlog", str(setup["good"])]) == 0
+    assert capsys.readouterr().out == "token 0: systemd-tpm2, PCRs sha256:0,7\n"
+    token = _export(setup["image"], capsys)
+    assert "tpm2_pubkey_pcrs" not in token and token["tpm2-pin"] is False
+    values = folder / "values"
+    values.write_bytes(bytes(32))  # PCR 23 as reset: not what the log leaves in PCR 0
+    monkeypatch.setattr("typer.prompt", lambda text, hide_input: "2468")
+    assert execute(["luks", "enroll-tpm2", image, "--key-file", str(setup["pass"]), *own,
+                    "--pcrs", "23", "--pcr-values", str(values), "--pin"]) == 0
+    capsys.readouterr()
+    pin = folder / "pin"
+    pin.write_bytes(b"2468")
+    base = ["luks", "unlock-tpm2", image, *own, "--eventlog", str(setup["good"])]
+    assert execute([*base, "--token-id", "1", "--pin-file", str(pin)]) == 0
+    assert capsys.readouterr().out == "token 1: unsealed; volume key 512 bits\n"
+    assert execute([*base, "--token-id", "5"]) == 64
+    assert capsys.readouterr().err == f"cvm: error: {image} has no systemd-tpm2 token 5\n"
+    assert execute([*base, "--token-id", "1"]) == 64  # the token needs a PIN
+    assert execute(["luks", "unlock-tpm2", image, "--tpm-state", str(state), "--eventlog",
+                    str(setup["good"]), "--pin-file", str(pin), "--token-id", "1"]) == 64
+
+
+def test_the_signers_pcrs_given_are_the_tokens(setup: dict[str, Path],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    signer = rsa.generate_private_key(65537, 2048)
+    (setup["dir"] / "pub.pem").write_bytes(signer.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    assert execute(["luks", "enroll-tpm2", str(setup["image"]), "--key-file",
+                    str(setup["pass"]), "--tpm-state", str(setup["state"]), "--pcrs", "7",
+                    "--from-eventlog", str(setup["good"]), "--public-key",
+                    str(setup["dir"] / "pub.pem"), "--public-key-pcrs", "11,12"]) == 0
+    assert _export(setup["image"], capsys)["tpm2_pubkey_pcrs"] == [11, 12]

@@ -88,21 +88,54 @@ def _result_json(result: Any) -> dict[str, Any]:
     }
 
 
-def _report(results: list[Any], as_json: bool) -> None:
+def exit_code(results: list[Any]) -> int:
+    """0 when every outcome held (the expected one, and no secret leaked where the mode must
+    protect it); 1 when any did not."""
     held = sum(r.held for r in results)
+    return 0 if held == len(results) else 1
+
+
+def report_lines(results: list[Any]) -> list[str]:
+    """The text report: each cell held or BROKEN, its leaks, then the count held."""
+    lines = []
+    for r in results:
+        mark = "held" if r.held else "BROKEN"
+        leaks = f"; {len(r.leaks)} leak(s), first {r.leaks[0]}" if r.leaks else ""
+        lines.append(f"{mark:6} {r.attack.name} [{r.mode.value}]: expected {r.expected}, "
+                     f"observed {r.observed} — {r.observed.detail}{leaks}")
+    lines.append(f"{sum(r.held for r in results)}/{len(results)} outcomes as expected")
+    return lines
+
+
+def report_json(results: list[Any]) -> dict[str, Any]:
+    """The JSON report: the count held, the total, every cell."""
+    return {"held": sum(r.held for r in results), "total": len(results),
+            "results": [_result_json(r) for r in results]}
+
+
+def _report(results: list[Any], as_json: bool) -> None:
     if as_json:
-        results_json = [_result_json(r) for r in results]
-        summary = {"held": held, "total": len(results), "results": results_json}
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(json.dumps(report_json(results), indent=2))
     else:
-        for r in results:
-            mark = "held" if r.held else "BROKEN"
-            leaks = f"; {len(r.leaks)} leak(s), first {r.leaks[0]}" if r.leaks else ""
-            typer.echo(f"{mark:6} {r.attack.name} [{r.mode.value}]: expected {r.expected}, "
-                       f"observed {r.observed} — {r.observed.detail}{leaks}")
-        typer.echo(f"{held}/{len(results)} outcomes as expected")
-    if held != len(results):
-        raise typer.Exit(1)
+        for line in report_lines(results):
+            typer.echo(line)
+    code = exit_code(results)
+    if code:
+        raise typer.Exit(code)
+
+
+def chosen_attacks(families: list[str] | None) -> list[Any]:
+    """Every attack of the families named (``--family``, repeated), or every attack."""
+    from cvm.host.adversary.catalog import ATTACKS
+    from cvm.host.adversary.threat import Family
+
+    known = {f.value: f for f in Family}
+    wanted = set()
+    for text in families or []:
+        if text not in known:
+            raise UsageError(f"unknown family {text!r} (choose from {', '.join(known)})")
+        wanted.add(known[text])
+    return [a for a in ATTACKS if not wanted or a.family in wanted]
 
 
 @app.command("run")
@@ -129,15 +162,6 @@ def matrix(
     as_json: bool = AS_JSON,
 ) -> None:
     """Every attack in every mode, measured live; exit 1 if any differs from its expectation."""
-    from cvm.host.adversary.catalog import ATTACKS
-    from cvm.host.adversary.threat import Family
     from cvm.scenarios.attack_matrix import matrix as run_matrix
 
-    families = {f.value: f for f in Family}
-    wanted = set()
-    for text in family or []:
-        if text not in families:
-            raise UsageError(f"unknown family {text!r} (choose from {', '.join(families)})")
-        wanted.add(families[text])
-    attacks = [a for a in ATTACKS if not wanted or a.family in wanted]
-    _report(run_matrix(attacks, seed=seed, workers=workers), as_json)
+    _report(run_matrix(chosen_attacks(family), seed=seed, workers=workers), as_json)

@@ -27,14 +27,18 @@ from rich.table import Table
 from rich.text import Text
 
 from cvm import __version__
-from cvm.errors import UsageError
+from cvm.cli.demo_verdict import (
+    all_held,
+    boot_held,
+    chosen_attacks,
+    exit_code,
+    scan,
+    scan_line,
+    verdict_line,
+)
 from cvm.guest.run import boot_bundle
-from cvm.guest.trace import VmTrace
 from cvm.hardware.vm import Mode
-from cvm.host.adversary.canary import CanaryScan, Leak
-from cvm.host.adversary.catalog import ATTACKS
-from cvm.host.adversary.threat import MODES, Attack, Family
-from cvm.host.vm_run import host_view
+from cvm.host.adversary.threat import MODES, Attack
 from cvm.image.build_epoch import VARIABLE, parse_source_date_epoch
 from cvm.image.bundle import BuiltImage, ImageSpec, build_image
 from cvm.scenarios import attack_matrix, memory_views
@@ -69,7 +73,7 @@ def demo(
         raise typer.Exit(kbs_demo(random.Random(seed).randbytes if seed is not None
                                   else os.urandom, seed))
     started = time.perf_counter()
-    attacks = _attacks(family)
+    attacks = chosen_attacks(family)
     random_bytes: RandomBytes = random.Random(seed).randbytes if seed is not None else os.urandom
     console = Console()
     console.print("[bold]1. The owner builds an image; the host boots it as an SEV-SNP VM[/bold]")
@@ -78,13 +82,10 @@ def demo(
             built = demo_image(Path(scratch) / "image", seed)
         with console.status("launching and booting it"):
             trace = boot_bundle(built.out, Mode.SEV_SNP, random=random_bytes)
-        leaks, scanned = _scan(trace)
+        leaks, scanned = scan(trace)
     chain = trace.render()
     console.print(chain, highlight=False, markup=False)
-    console.print(f"canary scan of everything the host can read ({scanned >> 20} MiB: DRAM, "
-                  "exits, disk, state file, logs): "
-                  + ("clean" if not leaks else f"[red]{len(leaks)} leak(s), first {leaks[0]}"
-                                                "[/red]"))
+    console.print(scan_line(leaks, scanned))
 
     console.print("[bold]2. One host, a VM of each mode, one secret page[/bold]")
     secret = b"owner's secret: " + random_bytes(16)
@@ -102,15 +103,8 @@ def demo(
     results = _matrix(console, attacks, seed, workers)
     _print_matrix(console, results)
 
-    held = sum(r.held for r in results)
-    booted = trace.ok and not leaks
-    elapsed = time.perf_counter() - started
-    verdict = (
-        f"{'HELD' if booted and held == len(results) else 'BROKEN'}: the SEV-SNP VM "
-        f"{'booted, opened its root and leaked nothing' if booted else 'FAILED'}; "
-        f"{held}/{len(results)} attack outcomes as the architecture promises "
-        f"({len(results) // len(MODES)} attacks × {len(MODES)} modes) in {elapsed:.1f} s"
-    )
+    booted = boot_held(trace.ok, leaks)
+    verdict = verdict_line(booted, results, time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
     panels = [Panel(f"{v.mode.value} (ASID {v.asid})", v.guest_view, v.host_view, NOTES[v.mode])
               for v in views]
@@ -118,7 +112,7 @@ def demo(
               step.digest) for step in trace.steps]
     lines = chain.splitlines()
     outcome = " ".join(line for line in lines if line.startswith(("OK:", "REFUSED", "boot time")))
-    page = demo_report(verdict=verdict, held=booted and held == len(results), seed=seed,
+    page = demo_report(verdict=verdict, held=all_held(booted, results), seed=seed,
                        version=__version__, steps=steps, outcome=outcome, panels=panels,
                        results=results)
     report = out / "report.html"
@@ -126,8 +120,9 @@ def demo(
     _write(out / "sev-snp-host-view.png", grey_png(views[-1].host_view, 64))
     _write(out / "plain-host-view.png", grey_png(views[0].host_view, 64))
     console.print(f"{verdict}. Report: [bold]{report}[/bold]")
-    if not booted or held != len(results):
-        raise typer.Exit(1)
+    code = exit_code(booted, results)
+    if code:
+        raise typer.Exit(code)
 
 
 def demo_image(out: Path, seed: int | None) -> BuiltImage:
@@ -137,15 +132,6 @@ def demo_image(out: Path, seed: int | None) -> BuiltImage:
     spec = ImageSpec(kdf_cost="fast", seed=seed,
                      source_date_epoch=parse_source_date_epoch(os.environ.get(VARIABLE)))
     return build_image(out, spec)
-
-
-def _attacks(families: list[str] | None) -> list[Attack]:
-    known = {f.value: f for f in Family}
-    unknown = [name for name in families or [] if name not in known]
-    if unknown:
-        raise UsageError(f"--family: {unknown[0]!r} is not one of {', '.join(known)}")
-    wanted = {known[name] for name in families or []}
-    return [a for a in ATTACKS if not wanted or a.family in wanted]
 
 
 def _matrix(console: Console, attacks: list[Attack], seed: int | None, workers: int
@@ -183,15 +169,6 @@ def _print_matrix(console: Console, results: list[attack_matrix.Result]) -> None
     for name, cells in rows.items():
         table.add_row(name, *cells)
     console.print(table)
-
-
-def _scan(trace: VmTrace) -> tuple[list[Leak], int]:
-    """Scan everything the host could read of the demo's boot for the VM's secrets."""
-    if trace.run is None:
-        return [], 0
-    view = host_view(trace.run)
-    leaks = CanaryScan(trace.secrets()).scan_all(view.items())
-    return leaks, sum(len(data) for data in view.values())
 
 
 def _printable(data: bytes) -> str:

@@ -68,6 +68,86 @@ def _load(path: Path, option: str, parse: Callable[[bytes], T]) -> T:
         raise FormatError(f"{option} {path}: {error}") from None
 
 
+def target_options_unused(target: str, *, mode: str, seal: str | None, sb_key: Path | None,
+                          sb_cert: Path | None, keys_dir: Path | None, kernel: Path | None,
+                          dbx: list[str], vcpus: int, vcpu_type: str, seed: int | None,
+                          kdf_cost: str, srk_public: Path | None, profile: str | None,
+                          cache: Path | None) -> None:
+    """Refuse a ``--target`` other than emulated or qemu, and every option the target does not
+    read: a user who gave one believed it would act."""
+    if target == "qemu":
+        refuse_unused("--target qemu", {
+            "--mode": mode != "sev-snp", "--seal": seal is not None, "--sb-key": sb_key is not None,
+            "--sb-cert": sb_cert is not None, "--keys": keys_dir is not None,
+            "--kernel": kernel is not None, "--dbx": bool(dbx), "--vcpus": vcpus != 1,
+            "--vcpu-type": vcpu_type != "EPYC-Milan", "--kdf-cost": kdf_cost != "default"})
+        return
+    if target != "emulated":
+        raise UsageError(f"--target {target!r}: emulated or qemu")
+    refuse_unused("--target emulated", {"--srk-public": srk_public is not None,
+                                        "--profile": profile is not None,
+                                        "--cache": cache is not None})
+
+
+def refuse_existing(out: Path, manifest: str, force: bool, what: str) -> None:
+    """Keep the bundle already in ``out`` (its ``manifest`` there) unless ``--force``."""
+    if (out / manifest).exists() and not force:
+        raise UsageError(f"{out} already holds {what}; give --force to overwrite it")
+
+
+def dbx_digests(texts: list[str]) -> tuple[bytes, ...]:
+    """The ``--dbx`` digests: each an Authenticode SHA-256, 64 hex digits."""
+    revoked = []
+    for text in texts:
+        try:
+            digest = bytes.fromhex(text)
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            raise UsageError(f"--dbx: {text!r} is not a SHA-256 digest (64 hex digits)")
+        revoked.append(digest)
+    return tuple(revoked)
+
+
+def read_kernel(kernel: Path | None) -> bytes | None:
+    """The ``--kernel`` image's bytes, refused unless a PE image (None: the built-in one)."""
+    if kernel is None:
+        return None
+    try:
+        data = kernel.read_bytes()
+    except OSError:
+        raise UsageError(f"cannot read the kernel {kernel}") from None
+    PeImage.parse(data)
+    return data
+
+
+def emulated_plan(out: Path, *, force: bool, chain: str, mode: str, seal: str | None,
+                  sb_key: Path | None, sb_cert: Path | None, keys_dir: Path | None,
+                  kernel: Path | None, dbx: list[str], vcpus: int, vcpu_type: str,
+                  seed: int | None, kdf_cost: str
+                  ) -> tuple[ImageSpec, OwnerKeys | None, KeyPair | None]:
+    """What ``build --target emulated`` builds, checked before anything is written: the spec,
+    the owner keys reused (``--keys``) and the db signing key (``--sb-key``/``--sb-cert``)."""
+    refuse_existing(out, "image.json", force, "an image bundle")
+    db = _db_pair(sb_key, sb_cert)
+    if db is not None and keys_dir is not None:
+        raise UsageError("give --keys or --sb-key/--sb-cert, not both")
+    revoked = dbx_digests(dbx)
+    kernel_image = read_kernel(kernel)
+    spec = ImageSpec(chain=chain, modes=parse_modes(mode), seal=seal, vcpus=vcpus,
+                     vcpu_type=vcpu_type, seed=seed,
+                     source_date_epoch=parse_source_date_epoch(os.environ.get(VARIABLE)),
+                     kdf_cost=kdf_cost, extra_dbx=revoked, kernel=kernel_image)
+    spec.check()
+    keys = OwnerKeys.load(keys_dir) if keys_dir is not None else None
+    return spec, keys, db
+
+
+def build_warnings(spec: ImageSpec) -> list[str]:
+    """What the build says on stderr: a seeded image's secrets follow from its seed."""
+    return [SEEDED_WARNING] if spec.seed is not None else []
+
+
 @app.command("build")
 def build(
     out: Path,
@@ -108,48 +188,20 @@ def build(
     as_json: bool = AS_JSON,
 ) -> None:
     """Build the image bundle OUT: disk, firmware, sealed vTPM state, reference values."""
+    target_options_unused(target, mode=mode, seal=seal, sb_key=sb_key, sb_cert=sb_cert,
+                          keys_dir=keys_dir, kernel=kernel, dbx=dbx, vcpus=vcpus,
+                          vcpu_type=vcpu_type, seed=seed, kdf_cost=kdf_cost,
+                          srk_public=srk_public, profile=profile, cache=cache)
     if target == "qemu":
-        refuse_unused("--target qemu", {
-            "--mode": mode != "sev-snp", "--seal": seal is not None, "--sb-key": sb_key is not None,
-            "--sb-cert": sb_cert is not None, "--keys": keys_dir is not None,
-            "--kernel": kernel is not None, "--dbx": bool(dbx), "--vcpus": vcpus != 1,
-            "--vcpu-type": vcpu_type != "EPYC-Milan", "--kdf-cost": kdf_cost != "default"})
-        _build_qemu(out, chain, srk_public, profile or "q35", cache, force, as_json, seed)
+        _build_qemu(out, chain, srk_public, profile, cache, force, as_json, seed)
         return
-    if target != "emulated":
-        raise UsageError(f"--target {target!r}: emulated or qemu")
-    refuse_unused("--target emulated", {"--srk-public": srk_public is not None,
-                                        "--profile": profile is not None,
-                                        "--cache": cache is not None})
-    if (out / "image.json").exists() and not force:
-        raise UsageError(f"{out} already holds an image bundle; give --force to overwrite it")
-    db = _db_pair(sb_key, sb_cert)
-    if db is not None and keys_dir is not None:
-        raise UsageError("give --keys or --sb-key/--sb-cert, not both")
-    revoked = []
-    for text in dbx:
-        try:
-            digest = bytes.fromhex(text)
-        except ValueError:
-            digest = b""
-        if len(digest) != 32:
-            raise UsageError(f"--dbx: {text!r} is not a SHA-256 digest (64 hex digits)")
-        revoked.append(digest)
-    try:
-        kernel_image = kernel.read_bytes() if kernel is not None else None
-    except OSError:
-        raise UsageError(f"cannot read the kernel {kernel}") from None
-    if kernel_image is not None:
-        PeImage.parse(kernel_image)
-    spec = ImageSpec(chain=chain, modes=parse_modes(mode), seal=seal, vcpus=vcpus,
-                     vcpu_type=vcpu_type, seed=seed,
-                     source_date_epoch=parse_source_date_epoch(os.environ.get(VARIABLE)),
-                     kdf_cost=kdf_cost, extra_dbx=tuple(revoked), kernel=kernel_image)
-    spec.check()
-    keys = OwnerKeys.load(keys_dir) if keys_dir is not None else None
+    spec, keys, db = emulated_plan(out, force=force, chain=chain, mode=mode, seal=seal,
+                                   sb_key=sb_key, sb_cert=sb_cert, keys_dir=keys_dir,
+                                   kernel=kernel, dbx=dbx, vcpus=vcpus, vcpu_type=vcpu_type,
+                                   seed=seed, kdf_cost=kdf_cost)
     built = build_image(out, spec, keys, db=db)
-    if seed is not None:
-        typer.echo(SEEDED_WARNING, err=True)
+    for warning in build_warnings(spec):
+        typer.echo(warning, err=True)
     total = sum(built.timings.values())
     if as_json:
         typer.echo(json.dumps({"out": str(out), "manifest": built.manifest,
@@ -176,16 +228,17 @@ def build(
     typer.echo(f"  owner secrets in {out / 'owner'} — keep them; never give them to the host")
 
 
-def _build_qemu(out: Path, chain: str, srk_public: Path | None, profile: str,
-                cache: Path | None, force: bool, as_json: bool, seed: int | None) -> None:
+def qemu_spec(out: Path, chain: str, srk_public: Path | None, profile: str | None,
+              force: bool, seed: int | None = None) -> Any:
+    """What ``build --target qemu`` builds, checked before anything is fetched: the chain, the
+    profile (q35 unless ``--profile``), the SRK the root's key is sealed to (none unless
+    ``--srk-public``) and the seed (with ``SOURCE_DATE_EPOCH``) that makes it reproducible."""
     from cvm.formats.tpm2.public import Public
     from cvm.formats.tpm2.tpm2b import parse_tpm2b
-    from cvm.image.debian_packages import BootInputs, default_cache
-    from cvm.image.qemu_target import MANIFEST, QemuTargetSpec, build_qemu_image
+    from cvm.image.qemu_target import MANIFEST, QemuTargetSpec
     from cvm.image.vm_profile import profile_named
 
-    if (out / MANIFEST).exists() and not force:
-        raise UsageError(f"{out} already holds a qemu image; give --force to overwrite it")
+    refuse_existing(out, MANIFEST, force, "a qemu image")
     srk = None
     if srk_public is not None:
         try:
@@ -196,9 +249,18 @@ def _build_qemu(out: Path, chain: str, srk_public: Path | None, profile: str,
             srk = Public.from_bytes(parse_tpm2b(data, "TPM2B_PUBLIC"))
         except FormatError as error:
             raise FormatError(f"--srk-public {srk_public}: {error}") from None
-    spec = QemuTargetSpec(chain, profile_named(profile), srk, seed=seed,
+    spec = QemuTargetSpec(chain, profile_named(profile or "q35"), srk, seed=seed,
                           source_date_epoch=parse_source_date_epoch(os.environ.get(VARIABLE)))
     spec.check()
+    return spec
+
+
+def _build_qemu(out: Path, chain: str, srk_public: Path | None, profile: str | None,
+                cache: Path | None, force: bool, as_json: bool, seed: int | None = None) -> None:
+    from cvm.image.debian_packages import BootInputs, default_cache
+    from cvm.image.qemu_target import build_qemu_image
+
+    spec = qemu_spec(out, chain, srk_public, profile, force, seed)
     inputs = BootInputs.fetch(cache or default_cache(), with_stub=chain == "uki")
     manifest = build_qemu_image(out, spec, inputs)
     if seed is not None:
@@ -236,16 +298,21 @@ def show(out: Path, as_json: bool = AS_JSON) -> None:
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
         return
+    for line in show_lines(out, summary):
+        typer.echo(line)
+
+
+def show_lines(out: Path, summary: dict[str, Any]) -> list[str]:
+    """``show``'s text: the manifest, a seeded image said so, the launch digests, the PCRs."""
     manifest = summary["manifest"]
-    typer.echo(f"{out}: {manifest['chain']}, modes {', '.join(manifest['modes'])}, "
-               f"seal {manifest['seal']}, cvm {manifest['cvm_version']}")
+    lines = [f"{out}: {manifest['chain']}, modes {', '.join(manifest['modes'])}, "
+             f"seal {manifest['seal']}, cvm {manifest['cvm_version']}"]
     if manifest.get("seeded"):
-        typer.echo("  seeded (--seed): its keys and disk secrets follow from the seed — for "
-                   "tests and demos, never for real data")
-    for mode, digest in summary["launch"].items():
-        typer.echo(f"  launch {mode:<8} {digest}")
-    for pcr, value in summary["pcrs_sha256"].items():
-        typer.echo(f"  PCR {pcr:>2} sha256 {value}")
+        lines.append("  seeded (--seed): its keys and disk secrets follow from the seed — for "
+                     "tests and demos, never for real data")
+    lines += [f"  launch {mode:<8} {digest}" for mode, digest in summary["launch"].items()]
+    lines += [f"  PCR {pcr:>2} sha256 {value}" for pcr, value in summary["pcrs_sha256"].items()]
+    return lines
 
 
 @app.command("register")
@@ -261,15 +328,25 @@ def register(
     """Register IMAGE with a key broker: its reference values and its vTPM state key."""
     from cvm.image.kbs_registration import register as register_image
 
-    try:
-        token = admin_token_file.read_text().strip()
-    except OSError:
-        raise UsageError(f"--admin-token-file: cannot read {admin_token_file}") from None
-    done = register_image(out, kbs, token, resource)
+    done = register_image(out, kbs, read_admin_token(admin_token_file), resource)
     if as_json:
         typer.echo(json.dumps(done, indent=1))
         return
-    typer.echo(f"registered {out} with {kbs}: reference values v{done['reference_version']} "
-               f"({len(done['measurement'])} launch digest(s)), the vTPM state key at "
-               f"{done['resource']}")
-    typer.echo(f"  not checked: {', '.join(done['unchecked'])}")
+    for line in registration_lines(out, kbs, done):
+        typer.echo(line)
+
+
+def read_admin_token(path: Path) -> str:
+    """The broker's admin token from ``--admin-token-file``, without its line end."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise UsageError(f"--admin-token-file: cannot read {path}") from None
+
+
+def registration_lines(out: Path, kbs: str, done: dict[str, Any]) -> list[str]:
+    """``register``'s text: what the broker now holds, and what it does not check."""
+    return [f"registered {out} with {kbs}: reference values v{done['reference_version']} "
+            f"({len(done['measurement'])} launch digest(s)), the vTPM state key at "
+            f"{done['resource']}",
+            f"  not checked: {', '.join(done['unchecked'])}"]

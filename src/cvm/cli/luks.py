@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,17 +96,95 @@ def announce(text: str) -> None:
     typer.echo(f"cvm: {text}", err=True)
 
 
+def volume_storage(image: Path, write: bool) -> FileStorage:
+    """``image`` opened read-only unless the command writes."""
+    return FileStorage(image, read_only=not write)
+
+
+def opened_volume(storage: FileStorage, image: Path, write: bool, max_kdf_cost: int
+                  ) -> Luks2Volume:
+    """The volume on ``storage``: header recovery reported on stderr (and repaired only when
+    writing); at most ``max_kdf_cost`` spent on a keyslot try, what each asks for said first."""
+    volume = Luks2Volume.open(storage, repair=write, ceiling=KdfCeiling(max_kdf_cost),
+                              announce=announce)
+    for warning in volume.warnings:
+        typer.echo(f"cvm: warning: {image}: {warning}", err=True)
+    return volume
+
+
 @contextmanager
 def open_volume(image: Path, write: bool = False, max_kdf_cost: int = DEFAULT_MAX_KDF_COST
                 ) -> Iterator[Luks2Volume]:
-    """Open ``image``; report header recovery on stderr (and repair it when writing); spend
-    at most ``max_kdf_cost`` on a keyslot try, saying what each asks for first."""
-    ceiling = KdfCeiling(max_kdf_cost)
-    with FileStorage(image, read_only=not write) as storage:
-        volume = Luks2Volume.open(storage, repair=write, ceiling=ceiling, announce=announce)
-        for warning in volume.warnings:
-            typer.echo(f"cvm: warning: {image}: {warning}", err=True)
-        yield volume
+    """Open ``image`` (:func:`opened_volume`), closing it after the block."""
+    with volume_storage(image, write) as storage:
+        yield opened_volume(storage, image, write, max_kdf_cost)
+
+
+def target_exists(image: Path) -> None:
+    """``format`` writes a header on an existing file; it never creates one."""
+    if not image.exists():
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory (create it first, "
+                                "e.g. truncate -s 64M)", str(image))
+
+
+def volume_fits(image: Path, size: int, sector_size: int) -> int:
+    """The sector size (512 or 4096) when ``size`` bytes hold the 16 MiB header area and at
+    least one data sector."""
+    if size < (16 << 20) + sector_size_option(sector_size):
+        raise UsageError(f"{image} is too small: a LUKS2 volume needs more than 16 MiB")
+    return sector_size
+
+
+def write_volume_key(out: Path, key: bytes) -> None:
+    """The volume key to ``out``: a new file, 0600 whatever a file already there allowed."""
+    write_output(out, key, secret=True)
+
+
+def refuse_last_keyslot(keyslots: int, force: bool) -> None:
+    """Removing the last keyslot leaves the volume openable only with its volume key."""
+    if keyslots == 1 and not force:
+        raise UsageError("this is the last keyslot; add --force to make the volume "
+                         "unopenable without the volume key")
+
+
+def read_token(json_file: Path) -> dict[str, Any]:
+    """``token import``'s token: a JSON object."""
+    try:
+        token: Any = json.loads(json_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FormatError(f"{json_file} is not JSON ({error})") from None
+    if not isinstance(token, dict):
+        raise FormatError(f"{json_file} does not hold a JSON object")
+    return token
+
+
+def token_in_use(tokens: dict[int, Any], token_id: int) -> Any:
+    """Token ``token_id`` of ``tokens``, refused when the slot is empty."""
+    if token_id not in tokens:
+        raise UsageError(f"token {token_id} is not in use")
+    return tokens[token_id]
+
+
+def one_key_source(key_file: Path | None, volume_key_file: Path | None) -> None:
+    """``decrypt`` opens with a passphrase or the volume key: exactly one of them."""
+    if (key_file is None) == (volume_key_file is None):
+        raise UsageError("give exactly one of --key-file and --volume-key-file")
+
+
+def volume_key(volume: Luks2Volume, key_file: Path | None, volume_key_file: Path | None
+               ) -> bytes:
+    """The volume key: ``volume_key_file``'s bytes, else what ``key_file`` unlocks."""
+    if volume_key_file is not None:
+        return volume_key_file.read_bytes()
+    assert key_file is not None
+    return volume.unlock(read_key_file(key_file))
+
+
+def plain_input(plain: Path) -> int:
+    """``encrypt``'s input size, refused when it is a folder."""
+    if plain.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(plain))
+    return plain.stat().st_size
 
 
 def progress_bar(description: str, total: int) -> Progress:
@@ -128,14 +205,11 @@ def format_volume(
     """Write a new LUKS2 header on IMAGE (an existing file of at least 17 MiB)."""
     kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
     key = volume_key_file.read_bytes() if volume_key_file else None
-    if not image.exists():
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory (create it first, "
-                                "e.g. truncate -s 64M)", str(image))
+    target_exists(image)
     with FileStorage(image) as storage:
-        if storage.size() < (16 << 20) + sector_size_option(sector_size):
-            raise UsageError(f"{image} is too small: a LUKS2 volume needs more than 16 MiB")
+        sector = volume_fits(image, storage.size(), sector_size)
         volume = Luks2Volume.format(storage, read_key_file(key_file), kdf, volume_key=key,
-                                    sector_size=sector_size, label=label, announce=announce)
+                                    sector_size=sector, label=label, announce=announce)
     typer.echo(f"formatted {image}: LUKS2 UUID {volume.uuid}, keyslot 0")
 
 
@@ -164,9 +238,7 @@ def dump_volume_key(image: Path, key_file: Path = KEY_FILE, out: Path = KEY_OUT,
     """Write the volume key (raw bytes, mode 0600) to OUT."""
     with open_volume(image, max_kdf_cost=max_kdf_cost) as volume:
         key = volume.unlock(read_key_file(key_file))
-    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as sink:
-        sink.write(key)
+    write_volume_key(out, key)
     typer.echo(f"wrote the {len(key) * 8}-bit volume key to {out}")
 
 
@@ -192,9 +264,7 @@ def remove_key(image: Path, key_file: Path = KEY_FILE,
                max_kdf_cost: int = MAX_KDF_COST) -> None:
     """Remove the keyslot the key file opens."""
     with open_volume(image, write=True, max_kdf_cost=max_kdf_cost) as volume:
-        if len(volume.metadata.keyslots) == 1 and not force:
-            raise UsageError("this is the last keyslot; add --force to make the volume "
-                             "unopenable without the volume key")
+        refuse_last_keyslot(len(volume.metadata.keyslots), force)
         slot = volume.remove_key(read_key_file(key_file))
     typer.echo(f"removed keyslot {slot}")
 
@@ -205,12 +275,7 @@ def token_import(image: Path,
                  token_id: int | None = typer.Option(None, "--token-id", help="Token slot.")
                  ) -> None:
     """Store a token (a JSON object with "type" and "keyslots")."""
-    try:
-        token: Any = json.loads(json_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FormatError(f"{json_file} is not JSON ({error})") from None
-    if not isinstance(token, dict):
-        raise FormatError(f"{json_file} does not hold a JSON object")
+    token = read_token(json_file)
     with open_volume(image, write=True) as volume:
         number = volume.add_token(token, token_id)
     typer.echo(f"imported token {number}")
@@ -222,9 +287,7 @@ def token_export(image: Path, token_id: int = typer.Option(..., "--token-id"),
     """Print (or write) one token's JSON."""
     with open_volume(image) as volume:
         tokens = volume.tokens
-    if token_id not in tokens:
-        raise UsageError(f"token {token_id} is not in use")
-    text = json.dumps(tokens[token_id], indent=2)
+    text = json.dumps(token_in_use(tokens, token_id), indent=2)
     if out is None:
         typer.echo(text)
     else:
@@ -248,10 +311,9 @@ def encrypt(
 ) -> None:
     """Write OUT: a new LUKS2 image whose data segment is PLAIN, encrypted."""
     kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
-    if plain.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(plain))
+    size = plain_input(plain)
     key = volume_key_file.read_bytes() if volume_key_file else None
-    with progress_bar("encrypting", plain.stat().st_size) as bar:
+    with progress_bar("encrypting", size) as bar:
         task = bar.task_ids[0]
         volume = encrypt_image(plain, out, read_key_file(key_file), kdf,
                                sector_size_option(sector_size), key, label,
@@ -264,14 +326,9 @@ def decrypt(image: Path, out: Path, key_file: Path | None = OPTIONAL_KEY_FILE,
             volume_key_file: Path | None = VOLUME_KEY_FILE,
             max_kdf_cost: int = MAX_KDF_COST) -> None:
     """Write the decrypted data segment of IMAGE to OUT (key file or volume key)."""
-    if (key_file is None) == (volume_key_file is None):
-        raise UsageError("give exactly one of --key-file and --volume-key-file")
+    one_key_source(key_file, volume_key_file)
     with open_volume(image, max_kdf_cost=max_kdf_cost) as volume:
-        if volume_key_file is not None:
-            key = volume_key_file.read_bytes()
-        else:
-            assert key_file is not None
-            key = volume.unlock(read_key_file(key_file))
+        key = volume_key(volume, key_file, volume_key_file)
         total = volume.data_device(key).size()
     with progress_bar("decrypting", total) as bar:
         task = bar.task_ids[0]

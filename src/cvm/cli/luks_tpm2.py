@@ -19,6 +19,7 @@ from pathlib import Path
 import typer
 
 from cvm.cli import luks
+from cvm.cli.options import refuse_unused
 from cvm.cli.tpm import (
     BANK,
     KEYRING,
@@ -42,6 +43,7 @@ from cvm.guest.tpm.luks_token import (
 from cvm.guest.tpm.seal import SealPolicy
 from cvm.vtpm.templates import public_from_pem
 
+DEFAULT_SIGNED_PCRS = "11"  # systemd-cryptenroll's: the UKI's own measurements
 TPM_STATE = typer.Option(..., "--tpm-state", help="vTPM state file (cvm tpm manufacture).")
 TPM_KEY_FILE = typer.Option(None, "--tpm-key-file",
                             help="The vTPM state's key; default: a key kept in the keyring.")
@@ -64,13 +66,15 @@ def enroll_tpm2(
     pcr_values: Path = typer.Option(None, "--pcr-values", help="Raw predicted PCR values."),
     from_eventlog: Path = typer.Option(None, "--from-eventlog", help="Predict from a log."),
     public_key: Path = typer.Option(None, "--public-key", help="PEM key signing PCR policies."),
-    public_key_pcrs: str = typer.Option("11", "--public-key-pcrs", help="PCRs it signs."),
+    public_key_pcrs: str = typer.Option(DEFAULT_SIGNED_PCRS, "--public-key-pcrs",
+                                        help="PCRs it signs (with --public-key)."),
     pin: bool = typer.Option(False, "--pin", help="Also require a PIN (prompted)."),
     pin_file: Path = typer.Option(None, "--pin-file", help="Read the PIN from a file."),
     tpm_key_file: Path = TPM_KEY_FILE,
     keyring: Path = KEYRING,
 ) -> None:
     """Seal a new key to predicted PCRs and add a systemd-tpm2 token and keyslot."""
+    signer_options_unused(public_key, public_key_pcrs)
     indices = parse_pcrs(pcrs)
     values = predicted_values(bank, indices, pcr_values, from_eventlog)
     pin_value = _pin(pin, pin_file)
@@ -84,6 +88,24 @@ def enroll_tpm2(
         token_id = enroll(volume, volume_key, client, policy, values, secrets.token_bytes(32),
                           pin_value, pem, signed_pcrs)
     typer.echo(f"token {token_id}: systemd-tpm2, PCRs {bank}:{','.join(map(str, indices))}")
+
+
+def signer_options_unused(public_key: Path | None, public_key_pcrs: str) -> None:
+    """Refuse ``--public-key-pcrs`` without ``--public-key``: with no key to sign them, the
+    PCRs it names would not be in the policy at all."""
+    refuse_unused("an enrollment without --public-key", {
+        "--public-key-pcrs": public_key is None and public_key_pcrs != DEFAULT_SIGNED_PCRS})
+
+
+def chosen_token(image: Path, tokens: dict[int, SystemdTpm2Token], token_id: int | None
+                 ) -> int:
+    """The systemd-tpm2 token ``--token-id`` names, else the first one."""
+    if not tokens:
+        raise UsageError(f"{image} has no systemd-tpm2 token")
+    chosen = token_id if token_id is not None else min(tokens)
+    if chosen not in tokens:
+        raise UsageError(f"{image} has no systemd-tpm2 token {chosen}")
+    return chosen
 
 
 def _read_signature(token: SystemdTpm2Token, path: Path | None) -> bytes | None:
@@ -109,11 +131,7 @@ def unlock_tpm2(
     """Boot the vTPM with the log's measurements, unseal the token's key, open the volume."""
     with luks.open_volume(image) as volume:
         tokens = tpm2_tokens(volume)
-        if not tokens:
-            raise UsageError(f"{image} has no systemd-tpm2 token")
-        chosen = token_id if token_id is not None else min(tokens)
-        if chosen not in tokens:
-            raise UsageError(f"{image} has no systemd-tpm2 token {chosen}")
+        chosen = chosen_token(image, tokens, token_id)
         token = tokens[chosen]
         document = _read_signature(token, pcr_signature)
         with boot_from_eventlog(tpm_state, eventlog, tpm_key_file, keyring) as (_, client):

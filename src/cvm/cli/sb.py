@@ -3,7 +3,9 @@
 ``verify`` takes db and dbx as certificates (PEM/DER), EFI signature lists, or the db/dbx of an
 OVMF varstore (``--varstore``), and prints the decision of
 :func:`cvm.guest.boot.secureboot.verify_image`: exit 0 when allowed, 1 when refused, with the reason
-and the database consulted. A refusal is printed once, as the error line on stderr.
+and the database consulted. A refusal is printed once, as the error line on stderr. With
+``--shim`` it decides as that shim would for the next stage; ``--mok``, ``--sbat-level`` and
+``--protocol`` are shim's alone and refused without it (exit 64).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from cvm.cli.options import refuse_unused
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
 from cvm.errors import CvmError, FormatError, UsageError
 from cvm.files import write_output
@@ -102,6 +105,30 @@ def verify(
     protocol: bool = PROTOCOL_OPTION,
 ) -> None:
     """Decide as the firmware (or, with --shim, shim) would; exit 0 allowed, 1 refused."""
+    shim_options_unused(shim, mok, sbat_level, protocol)
+    allow, deny = databases(db, dbx, varstore)
+    decision = decide(path, allow, deny, varstore_given=varstore is not None, shim=shim,
+                      mok=mok, sbat_level=sbat_level, protocol=protocol)
+    if as_json:
+        typer.echo(json.dumps(decision_json(decision), indent=2))
+    refuse(decision)
+    if not as_json:
+        for line in allowed_lines(decision):
+            typer.echo(line)
+
+
+def shim_options_unused(shim: Path | None, mok: list[Path], sbat_level: Path | None,
+                        protocol: bool) -> None:
+    """Refuse ``--mok``, ``--sbat-level`` and ``--protocol`` without ``--shim``: the firmware
+    reads none of them, and a user who gave one believed the decision took it into account."""
+    if shim is None:
+        refuse_unused("a firmware decision (without --shim)", {
+            "--mok": bool(mok), "--sbat-level": sbat_level is not None, "--protocol": protocol})
+
+
+def databases(db: list[Path], dbx: list[Path], varstore: Path | None
+              ) -> tuple[SignatureDatabase, SignatureDatabase]:
+    """db and dbx: the files given, each joined by the varstore's own db and dbx."""
     allow, deny = read_database(db), read_database(dbx)
     if varstore is not None:
         store = Varstore.parse(varstore.read_bytes())
@@ -110,24 +137,36 @@ def verify(
             if variable is not None:
                 parsed = SignatureDatabase.parse(variable.data)
                 allow, deny = (allow + parsed, deny) if name == "db" else (allow, deny + parsed)
+    return allow, deny
+
+
+def decide(path: Path, allow: SignatureDatabase, deny: SignatureDatabase, *,
+           varstore_given: bool, shim: Path | None, mok: list[Path], sbat_level: Path | None,
+           protocol: bool) -> Decision:
+    """The decision on the image at ``path``: shim's for its next stage when ``shim`` is given
+    (its vendor certificate, MokList, SBAT), else the firmware's, which needs a db."""
     if shim is not None:
         level = SbatLevel.parse(sbat_level.read_bytes()) if sbat_level else None
         state = ShimState.from_shim(shim.read_bytes(), allow, deny, read_database(mok), level)
-        decision = verify_next_stage(path.read_bytes(), state, str(path), in_protocol=protocol)
-    else:
-        if not len(allow) and varstore is None:
-            raise UsageError("give db entries with --db (or a varstore with --varstore)")
-        decision = verify_image(path.read_bytes(), allow, deny, name=str(path))
-    if as_json:
-        typer.echo(json.dumps(decision_json(decision), indent=2))
+        return verify_next_stage(path.read_bytes(), state, str(path), in_protocol=protocol)
+    if not len(allow) and not varstore_given:
+        raise UsageError("give db entries with --db (or a varstore with --varstore)")
+    return verify_image(path.read_bytes(), allow, deny, name=str(path))
+
+
+def refuse(decision: Decision) -> None:
+    """A refusal is the one error line, exit 1: the check ran and said no (cvm.errors)."""
     if not decision.allowed:
-        # exit code 1: the check ran and said no (cvm.errors); the one line says why
         raise CvmError(str(decision))
-    if not as_json:
-        typer.echo(str(decision))
-        if decision.matched is not None:
-            typer.echo(f"matched entry: owner {decision.matched.owner}, "
-                       f"{len(decision.matched.data)} bytes")
+
+
+def allowed_lines(decision: Decision) -> list[str]:
+    """What an allowed image's text output says: the decision, and the entry that allowed it."""
+    lines = [str(decision)]
+    if decision.matched is not None:
+        lines.append(f"matched entry: owner {decision.matched.owner}, "
+                     f"{len(decision.matched.data)} bytes")
+    return lines
 
 
 @app.command()

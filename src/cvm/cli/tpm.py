@@ -124,13 +124,19 @@ def policy_pcr(bank: str = BANK, pcrs: str = PCRS, pcr_values: Path = PCR_VALUES
                pin: bool = typer.Option(False, "--pin", help="Append PolicyAuthValue."),
                as_json: bool = AS_JSON) -> None:
     """Print the PolicyPCR (+ PolicyAuthValue) digest of predicted PCR values."""
+    _emit(pcr_policy(bank, pcrs, pcr_values, from_eventlog, pin), as_json, "policy")
+
+
+def pcr_policy(bank: str, pcrs: str, pcr_values: Path | None, from_eventlog: Path | None,
+               pin: bool) -> dict[str, Any]:
+    """``policy pcr``'s digest: PolicyPCR over the predicted values, then PolicyAuthValue when
+    ``pin`` (as systemd seals with a PIN)."""
     indices = parse_pcrs(pcrs)
     values = predicted_values(bank, indices, pcr_values, from_eventlog)
     selection = PcrSelectionList.of(bank, indices)
     digest = SealPolicy(selection, pin).digest(values)
-    _emit({"policy": digest.hex(), "bank": bank, "pcrs": indices, "pin": pin,
-           "pcr_values": {str(p): v.hex() for p, v in zip(indices, values, strict=True)}},
-          as_json, "policy")
+    return {"policy": digest.hex(), "bank": bank, "pcrs": indices, "pin": pin,
+            "pcr_values": {str(p): v.hex() for p, v in zip(indices, values, strict=True)}}
 
 
 @policy_app.command("authorize")
@@ -138,13 +144,18 @@ def policy_authorize(key: Path = typer.Option(..., "--key", help="PEM public key
                      policy_ref: str = typer.Option("", "--policy-ref", help="Hex policyRef."),
                      as_json: bool = AS_JSON) -> None:
     """Print PolicyAuthorize(key Name, policyRef): a policy any signed PCR policy satisfies."""
+    _emit(authorize_policy(key, policy_ref), as_json, "policy")
+
+
+def authorize_policy(key: Path, policy_ref: str) -> dict[str, Any]:
+    """``policy authorize``'s digest: PolicyAuthorize(the key's Name, ``policy_ref``)."""
     public = public_from_pem(key.read_bytes())
     try:
         reference = bytes.fromhex(policy_ref)
     except ValueError:
         raise UsageError("--policy-ref must be hex") from None
     digest = PolicyDigest.start().authorize(public.name(), reference)
-    _emit({"policy": digest.hex(), "key_name": public.name().hex()}, as_json, "policy")
+    return {"policy": digest.hex(), "key_name": public.name().hex()}
 
 
 def keyring_at(path: Path | None) -> Keyring:
@@ -158,20 +169,44 @@ def open_store(state: Path, key_file: Path | None,
     return StateStore.open(state, keyring_at(keyring), key)
 
 
-@contextmanager
-def running_tpm(state: Path, key_file: Path | None, keyring: Path | None,
-                locality: int = 0) -> Iterator[tuple[Tpm, TpmClient]]:
-    """A powered-on vTPM from ``state``: Startup(CLEAR), the caller's commands (each change
-    saved before its response), then an orderly Shutdown and a last save."""
+def started_tpm(state: Path, key_file: Path | None, keyring: Path | None,
+                locality: int) -> tuple[StateStore, Tpm, TpmClient]:
+    """The vTPM of ``state`` powered on at ``locality``: Startup(CLEAR), each change of what
+    follows saved before its response."""
     store, tpm, _ = open_store(state, key_file, keyring)
     client = TpmClient(store.attach(tpm, locality))
     client.startup()
+    return store, tpm, client
+
+
+def stopped_tpm(store: StateStore, tpm: Tpm, client: TpmClient) -> None:
+    """An orderly Shutdown (a TPM already failing is saved all the same), then a last save."""
+    with suppress(StatusError):
+        client.shutdown()
+    store.save(tpm)
+
+
+@contextmanager
+def running_tpm(state: Path, key_file: Path | None, keyring: Path | None,
+                locality: int = 0) -> Iterator[tuple[Tpm, TpmClient]]:
+    """A powered-on vTPM from ``state`` (:func:`started_tpm`), the caller's commands, then
+    :func:`stopped_tpm` whatever they did."""
+    store, tpm, client = started_tpm(state, key_file, keyring, locality)
     try:
         yield tpm, client
     finally:
-        with suppress(StatusError):
-            client.shutdown()
-        store.save(tpm)
+        stopped_tpm(store, tpm, client)
+
+
+def extend_log(client: TpmClient, log: EventLog) -> None:
+    """Extend every measurement of ``log`` (not its NO_ACTION events) into the TPM's PCRs, in
+    each bank both the log and the TPM have."""
+    for event in log.events:
+        if event.event_type == EventType.EV_NO_ACTION:
+            continue
+        digests = {alg: value for alg in log.bank_ids if alg in BANKS
+                   and (value := event.digest(alg)) is not None}
+        client.pcr_extend(event.pcr_index, digests)
 
 
 @contextmanager
@@ -180,12 +215,7 @@ def boot_from_eventlog(state: Path, eventlog: Path, key_file: Path | None = None
     """The vTPM of ``state`` with every measurement of ``eventlog`` extended into it."""
     log = EventLog.parse(eventlog.read_bytes())
     with running_tpm(state, key_file, keyring, startup_locality(log)) as (tpm, client):
-        for event in log.events:
-            if event.event_type == EventType.EV_NO_ACTION:
-                continue
-            digests = {alg: value for alg in log.bank_ids if alg in BANKS
-                       and (value := event.digest(alg)) is not None}
-            client.pcr_extend(event.pcr_index, digests)
+        extend_log(client, log)
         yield tpm, client
 
 
@@ -196,12 +226,18 @@ def read_pin(pin_file: Path | None) -> bytes | None:
 @app.command("manufacture")
 def manufacture(state: Path, key_file: Path = KEY_FILE, keyring: Path = KEYRING) -> None:
     """Write a fresh vTPM (new seeds) to STATE, sealed under KEY_FILE or a new keyring key."""
+    typer.echo(manufactured(state, key_file, keyring))
+
+
+def manufactured(state: Path, key_file: Path | None, keyring: Path | None) -> str:
+    """Manufacture the vTPM of ``state``, sealed under ``key_file`` else a new keyring key;
+    the line that says which."""
     key = read_key_file(key_file) if key_file is not None else None
     ring = keyring_at(keyring)
     store = StateStore.manufacture(state, ring, key)
     where = f"the key file {key_file}" if key_file is not None else f"a key kept in {ring.path}"
-    typer.echo(f"{state}: a new vTPM, sealed under {where} (key id "
-               f"{store.counter.kid.hex()}, counter in {ring.path})")
+    return (f"{state}: a new vTPM, sealed under {where} (key id "
+            f"{store.counter.kid.hex()}, counter in {ring.path})")
 
 
 @app.command("seal")
@@ -212,13 +248,22 @@ def seal_command(state: Path = STATE, bank: str = BANK, pcrs: str = PCRS,
                  output: Path = typer.Option(..., "-o", "--output", help="Sealed blob."),
                  key_file: Path = KEY_FILE, keyring: Path = KEYRING) -> None:
     """Seal a secret to predicted PCR values (and a PIN); write TPM2B_PRIVATE ‖ TPM2B_PUBLIC."""
+    blob = sealed_secret(state, bank, pcrs, pcr_values, from_eventlog, pin_file,
+                         secret.read_bytes(), key_file, keyring)
+    write_output(output, blob.to_bytes())
+
+
+def sealed_secret(state: Path, bank: str, pcrs: str, pcr_values: Path | None,
+                  from_eventlog: Path | None, pin_file: Path | None, secret: bytes,
+                  key_file: Path | None, keyring: Path | None) -> SealedBlob:
+    """``secret`` sealed by the vTPM of ``state`` to the predicted PCR values, and to the PIN
+    of ``pin_file`` when given."""
     indices = parse_pcrs(pcrs)
     values = predicted_values(bank, indices, pcr_values, from_eventlog)
     pin = read_pin(pin_file)
     policy = SealPolicy(PcrSelectionList.of(bank, indices), pin is not None)
     with running_tpm(state, key_file, keyring) as (_, client):
-        blob = seal(client, secret.read_bytes(), policy.digest(values).value, pin)
-    write_output(output, blob.to_bytes())
+        return seal(client, secret, policy.digest(values).value, pin)
 
 
 @app.command("unseal")
@@ -229,16 +274,23 @@ def unseal_command(blob: Path, state: Path = STATE, bank: str = BANK, pcrs: str 
                    output: Path = typer.Option(None, "-o", "--output", help="Write here."),
                    key_file: Path = KEY_FILE, keyring: Path = KEYRING) -> None:
     """Boot the vTPM with the event log's measurements, then unseal BLOB."""
+    secret = unsealed_secret(blob, state, bank, pcrs, eventlog, pin_file, key_file, keyring)
+    if output is None:
+        sys.stdout.buffer.write(secret)
+    else:
+        write_output(output, secret, secret=True)
+
+
+def unsealed_secret(blob: Path, state: Path, bank: str, pcrs: str, eventlog: Path,
+                    pin_file: Path | None, key_file: Path | None, keyring: Path | None) -> bytes:
+    """``blob`` unsealed by the vTPM of ``state`` after the boot ``eventlog`` records, under
+    the PCR policy (and the PIN of ``pin_file`` when given)."""
     indices = parse_pcrs(pcrs)
     sealed = SealedBlob.from_bytes(blob.read_bytes())
     pin = read_pin(pin_file)
     policy = SealPolicy(PcrSelectionList.of(bank, indices), pin is not None)
     with boot_from_eventlog(state, eventlog, key_file, keyring) as (_, client):
-        secret = unseal(client, sealed, policy, pin)
-    if output is None:
-        sys.stdout.buffer.write(secret)
-    else:
-        write_output(output, secret, secret=True)
+        return unseal(client, sealed, policy, pin)
 
 
 def _describe_public(public: Public) -> dict[str, Any]:
@@ -251,6 +303,17 @@ def _describe_public(public: Public) -> dict[str, Any]:
 @app.command("inspect")
 def inspect(path: Path, as_json: bool = AS_JSON) -> None:
     """Describe a TPM2B_PUBLIC, TPMT_PUBLIC, sealed blob or TPMS_ATTEST (quote message)."""
+    described = describe(path)
+    if as_json:
+        typer.echo(json.dumps(described, indent=2))
+    else:
+        for key, value in described.items():
+            typer.echo(f"{key}: {value}")
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """The first structure ``path`` parses as, strictly: a sealed blob, a TPM2B_PUBLIC, a
+    TPMT_PUBLIC or a TPMS_ATTEST; anything else is malformed input."""
     data = path.read_bytes()
     parsers: list[tuple[str, Any]] = [
         ("sealed blob", lambda d: _describe_public(SealedBlob.from_bytes(d).public)),
@@ -260,15 +323,9 @@ def inspect(path: Path, as_json: bool = AS_JSON) -> None:
     ]
     for kind, parse in parsers:
         try:
-            described = {"structure": kind, **parse(data)}
+            return {"structure": kind, **parse(data)}
         except FormatError:
             continue
-        if as_json:
-            typer.echo(json.dumps(described, indent=2))
-        else:
-            for key, value in described.items():
-                typer.echo(f"{key}: {value}")
-        return
     raise FormatError(f"{path} is not a TPM public area, sealed blob or quote")
 
 
@@ -321,20 +378,40 @@ def serve(state: Path = STATE,
     stdin/stdout, as the ``cmd:`` TCTI expects (``TPM2TOOLS_TCTI="cmd:cvm tpm serve --state
     S"``), the running TPM's volatile state sealed into STATE between invocations."""
     if port is not None:
-        if not 0 < port < 0xFFFF:
-            raise UsageError("--port must be between 1 and 65534")
-        store, tpm, _ = open_store(state, key_file, keyring)
-        server = MssimServer(tpm, port, host, on_change=store.save)
-        server.tpm.on_da_used = lambda: store.save(server.tpm)
-        typer.echo(f"vTPM listening on {host}:{port} (platform {port + 1})", err=True)
-        try:
-            server.serve_forever()
-        finally:
-            if server.failure is None:  # else the TPM ran past what its clients were told
-                store.save(server.tpm)
-        return
+        serve_mssim(state, port, host, key_file, keyring)
+    else:
+        serve_stdio(state, key_file, keyring, sys.stdin.buffer, sys.stdout.buffer)
+
+
+def serve_port(port: int) -> int:
+    """An mssim command port whose platform port (``port + 1``) is a TCP port too."""
+    if not 0 < port < 0xFFFF:
+        raise UsageError("--port must be between 1 and 65534")
+    return port
+
+
+def serve_mssim(state: Path, port: int, host: str, key_file: Path | None,
+                keyring: Path | None) -> None:
+    """Serve the vTPM of ``state`` on mssim TCP until stopped; each change saved before its
+    response, and a last save at the end unless the TPM went into failure mode (then it ran
+    past what its clients were told, and the file keeps the last sound state)."""
+    serve_port(port)
+    store, tpm, _ = open_store(state, key_file, keyring)
+    server = MssimServer(tpm, port, host, on_change=store.save)
+    server.tpm.on_da_used = lambda: store.save(server.tpm)
+    typer.echo(f"vTPM listening on {host}:{port} (platform {port + 1})", err=True)
+    try:
+        server.serve_forever()
+    finally:
+        if server.failure is None:
+            store.save(server.tpm)
+
+
+def serve_stdio(state: Path, key_file: Path | None, keyring: Path | None, source: Any,
+                sink: Any) -> None:
+    """Answer each command read from ``source`` on ``sink`` until ``source`` ends (the
+    ``cmd:`` TCTI), the TPM's volatile state saved into ``state`` at the end."""
     served = TpmServer.open(state, key_file, keyring)
-    source, sink = sys.stdin.buffer, sys.stdout.buffer
     try:
         while True:
             header = source.read(HEADER_SIZE)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -41,6 +42,69 @@ def parse_size(text: str) -> int:
     if match is None:
         raise UsageError(f"--memory: {text!r} is not a size like 2M or 1G")
     return int(match.group(1)) * UNITS[match.group(2).upper()]
+
+
+def run_mode(backend: str, mode: str | None, *, vcpus: int, memory: str,
+             tpm_state: Path | None, firmware: Path | None, id_key: Path | None,
+             author_key: Path | None, dry_run: bool, kbs: str | None, kbs_resource: str) -> str:
+    """The mode ``backend`` runs (``--mode``, else sev-snp on cvm's emulated machine and plain
+    on QEMU), after refusing every option that backend and mode would not read: a user who
+    gave one believed it would act."""
+    default_resource = kbs_resource == DEFAULT_KBS_RESOURCE
+    if backend == "qemu":
+        if kbs is not None:
+            raise UsageError("--kbs: the emulated backend's SVSM attests; not with --backend qemu")
+        snp = mode == "sev-snp"
+        refuse_unused(f"--backend qemu --mode {mode or 'plain'}", {
+            "--memory": memory != DEFAULT_MEMORY_TEXT, "--kbs-resource": not default_resource,
+            "--vcpus": not snp and vcpus != 1, "--tpm-state": snp and tpm_state is not None,
+            "--firmware": not snp and firmware is not None,
+            "--id-key": not snp and id_key is not None,
+            "--author-key": not snp and author_key is not None})
+        return mode or "plain"
+    if backend != "emulated":
+        raise UsageError(f"--backend {backend!r}: emulated or qemu")
+    refuse_unused("--backend emulated", {
+        "--tpm-state": tpm_state is not None, "--firmware": firmware is not None,
+        "--id-key": id_key is not None, "--author-key": author_key is not None,
+        "--dry-run": dry_run})
+    if kbs is None and not default_resource:
+        raise UsageError("--kbs-resource: only with --kbs")
+    return mode or "sev-snp"
+
+
+def boot(image: Path, mode: str, *, vcpus: int, memory: str, kbs: str | None,
+         kbs_resource: str) -> Any:
+    """Boot the bundle ``image`` on cvm's emulated machine; with ``kbs``, the relying party is
+    that broker, which trusts this installation's emulated AMD root (``--trust emulated``)."""
+    from cvm.guest.run import boot_bundle
+    from cvm.hardware.vm import Mode
+
+    if not (image / "image.json").is_file():
+        raise UsageError(f"{image}: not an image bundle (no image.json)")
+    vendor = None
+    if kbs is not None:
+        from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
+
+        vendor = RootStore.for_workspace(DEFAULT_WORKSPACE).vendor("Milan", create=True)
+    return boot_bundle(image, Mode.parse(mode), vcpus=vcpus, memory_bytes=parse_size(memory),
+                       kbs=kbs, kbs_resource=kbs_resource, vendor=vendor)
+
+
+def refusal_line(trace: Any) -> str | None:
+    """The one error line of a boot a stage refused (None when none refused)."""
+    if trace.refused is None:
+        return None
+    stage, error = trace.refused
+    return f"cvm: error: {stage}: {error}"
+
+
+def exit_code(trace: Any) -> int:
+    """The refusing error's own code when a stage refused; else 0 when every check passed, 1
+    when the boot ran to the end but a check said no."""
+    if trace.refused is not None:
+        return int(trace.refused[1].exit_code)
+    return 0 if trace.ok else 1
 
 
 @app.command("run")
@@ -70,51 +134,23 @@ def run(
                                      help="With --kbs: the state key's REPOSITORY/vtpm/TAG."),
 ) -> int:
     """Launch IMAGE, boot it, unseal its root, run its workload; print the chain of trust."""
-    default_resource = kbs_resource == DEFAULT_KBS_RESOURCE
+    chosen = run_mode(backend, mode, vcpus=vcpus, memory=memory, tpm_state=tpm_state,
+                      firmware=firmware, id_key=id_key, author_key=author_key, dry_run=dry_run,
+                      kbs=kbs, kbs_resource=kbs_resource)
     if backend == "qemu":
-        if kbs is not None:
-            raise UsageError("--kbs: the emulated backend's SVSM attests; not with --backend qemu")
-        snp = mode == "sev-snp"
-        refuse_unused(f"--backend qemu --mode {mode or 'plain'}", {
-            "--memory": memory != DEFAULT_MEMORY_TEXT, "--kbs-resource": not default_resource,
-            "--vcpus": not snp and vcpus != 1, "--tpm-state": snp and tpm_state is not None,
-            "--firmware": not snp and firmware is not None,
-            "--id-key": not snp and id_key is not None,
-            "--author-key": not snp and author_key is not None})
         from cvm.cli.vm_qemu import run_qemu
 
-        return run_qemu(image, mode or "plain", vcpus, tpm_state, firmware, id_key, author_key,
+        return run_qemu(image, chosen, vcpus, tpm_state, firmware, id_key, author_key,
                         dry_run, as_json)
-    if backend != "emulated":
-        raise UsageError(f"--backend {backend!r}: emulated or qemu")
-    refuse_unused("--backend emulated", {
-        "--tpm-state": tpm_state is not None, "--firmware": firmware is not None,
-        "--id-key": id_key is not None, "--author-key": author_key is not None,
-        "--dry-run": dry_run})
-    if kbs is None and not default_resource:
-        raise UsageError("--kbs-resource: only with --kbs")
-    from cvm.guest.run import boot_bundle
-    from cvm.hardware.vm import Mode
-
-    if not (image / "image.json").is_file():
-        raise UsageError(f"{image}: not an image bundle (no image.json)")
-    vendor = None
-    if kbs is not None:  # a broker trusts the installation's emulated root (--trust emulated)
-        from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
-
-        vendor = RootStore.for_workspace(DEFAULT_WORKSPACE).vendor("Milan", create=True)
-    trace = boot_bundle(image, Mode.parse(mode or "sev-snp"), vcpus=vcpus,
-                        memory_bytes=parse_size(memory), kbs=kbs, kbs_resource=kbs_resource,
-                        vendor=vendor)
+    trace = boot(image, chosen, vcpus=vcpus, memory=memory, kbs=kbs, kbs_resource=kbs_resource)
     if as_json:
         typer.echo(json.dumps(trace.to_json(), indent=1))
     else:
         typer.echo(trace.render())
-    if trace.refused is not None:
-        error = trace.refused[1]
-        typer.echo(f"cvm: error: {trace.refused[0]}: {error}", err=True)
-        return error.exit_code
-    return 0 if trace.ok else 1
+    line = refusal_line(trace)
+    if line is not None:
+        typer.echo(line, err=True)
+    return exit_code(trace)
 
 
 @app.command("tpm-setup")
