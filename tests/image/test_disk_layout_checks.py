@@ -111,23 +111,28 @@ def _device(data: bytes) -> MemoryDevice:
     return device
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory,
-            require_tool: Callable[[str], str]) -> tuple[Path, DiskPlan, bytes]:
+ESP_FILES = {"/EFI/BOOT/BOOTX64.EFI": b"loader", "EFI/BOOT/grubx64.efi": b"grub",
+             "EFI/cvm/policy.bin": b"\x01\x02", "/Xen.cfg": b"x"}
+
+
+@pytest.fixture
+def written(tmp_path: Path, require_tool: Callable[[str], str]) -> tuple[Path, DiskPlan, bytes]:
+    """A disk written over an older file (each test writes its own: a mutation run credits a
+    function to the tests that call it)."""
     require_tool("mformat")
-    folder = tmp_path_factory.mktemp("disk")
     plan = make_plan(Draws(7))
     plain = root_store({"/workload": b"the owner's data"})[: 300 * 1024 + 5]
-    write_disk(folder / "disk.img", plan, {"/EFI/BOOT/BOOTX64.EFI": b"loader",
-                                           "EFI/cvm/policy.bin": b"\x01\x02"},
-               plain, VOLUME_KEY, RECOVERY, KDF, Draws(99), epoch=EPOCH)
-    return folder / "disk.img", plan, plain
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\xff" * (plan.layout.disk_size + 4096))
+    write_disk(disk, plan, ESP_FILES, plain, VOLUME_KEY, RECOVERY, KDF, Draws(99), epoch=EPOCH)
+    return disk, plan, plain
 
 
 def test_the_disk_has_the_plans_size_and_gpt(written: tuple[Path, DiskPlan, bytes]) -> None:
     disk, plan, _ = written
     data = disk.read_bytes()
     assert len(data) == plan.layout.disk_size
+    assert data.count(b"\xff" * 16) == 0  # nothing of the older file is left
     for offset, block in plan.table.blocks():  # the primary and the backup GPT
         assert data[offset : offset + len(block)] == block
     assert GptDisk.from_disk(data[: 34 * 512], 1) == plan.gpt_disk()
@@ -139,10 +144,9 @@ def test_the_esp_is_what_write_esp_makes_with_the_plans_serial_and_the_epoch(
     disk, plan, _ = written
     layout = plan.layout
     tree = tmp_path / "tree"
-    (tree / "EFI" / "BOOT").mkdir(parents=True)
-    (tree / "EFI" / "cvm").mkdir()
-    (tree / "EFI" / "BOOT" / "BOOTX64.EFI").write_bytes(b"loader")
-    (tree / "EFI" / "cvm" / "policy.bin").write_bytes(b"\x01\x02")
+    for path, data in ESP_FILES.items():
+        (tree / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path.lstrip("/")).write_bytes(data)
     reference = tmp_path / "reference.img"
     with reference.open("wb") as handle:
         handle.truncate(layout.disk_size)
@@ -152,6 +156,7 @@ def test_the_esp_is_what_write_esp_makes_with_the_plans_serial_and_the_epoch(
     assert disk.read_bytes()[esp] == reference.read_bytes()[esp]
     assert read_esp_file(disk, layout.esp_offset, "/EFI/BOOT/BOOTX64.EFI") == b"loader"
     assert read_esp_file(disk, layout.esp_offset, "EFI/cvm/policy.bin") == b"\x01\x02"
+    assert read_esp_file(disk, layout.esp_offset, "Xen.cfg") == b"x"
 
 
 def test_the_root_is_the_plans_volume_and_decrypts_to_the_plain_store_zero_padded(
@@ -226,6 +231,8 @@ def test_an_esp_file_is_replaced_in_place_and_read_back(
     offset = plan.layout.esp_offset
     replace_esp_file(copy, offset, "/EFI/BOOT/BOOTX64.EFI", b"another loader")
     replace_esp_file(copy, offset, "EFI/cvm/new.bin", b"new")
+    replace_esp_file(copy, offset, "/Xen.cfg", b"y")
+    assert read_esp_file(copy, offset, "/Xen.cfg") == b"y"
     assert read_esp_file(copy, offset, "EFI/BOOT/BOOTX64.EFI") == b"another loader"
     assert read_esp_file(copy, offset, "/EFI/cvm/new.bin") == b"new"
     assert read_esp_file(copy, offset, "EFI/cvm/policy.bin") == b"\x01\x02"
