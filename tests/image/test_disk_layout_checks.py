@@ -18,6 +18,7 @@ from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import DEFAULT_DATA_OFFSET
 from cvm.errors import ExternalToolError, UsageError
+from cvm.formats.luks2.metadata import Pbkdf2Kdf
 from cvm.guest.boot.firmware import GptDisk
 from cvm.image.disk_layout import (
     ESP_SIZE,
@@ -171,6 +172,8 @@ def test_the_root_is_the_plans_volume_and_decrypts_to_the_plain_store_zero_padde
         assert volume.segment.offset == DEFAULT_DATA_OFFSET
         key = volume.unlock(RECOVERY)
         assert key == VOLUME_KEY
+        kdf = volume.metadata.keyslots[0].kdf
+        assert isinstance(kdf, Pbkdf2Kdf) and kdf.iterations == 1000  # the KDF given
         device = volume.data_device(key)
         size = layout.root_size - DEFAULT_DATA_OFFSET
         assert device.size() == size
@@ -238,3 +241,12 @@ def test_an_esp_file_is_replaced_in_place_and_read_back(
     assert read_esp_file(copy, offset, "EFI/cvm/policy.bin") == b"\x01\x02"
     with pytest.raises(ExternalToolError, match=r"^mcopy failed: "):
         read_esp_file(copy, offset, "EFI/cvm/missing.bin")
+
+
+def test_the_same_plan_and_draws_write_the_same_disk(
+    written: tuple[Path, DiskPlan, bytes], tmp_path: Path,
+) -> None:
+    disk, plan, plain = written
+    again = tmp_path / "again.img"
+    write_disk(again, plan, ESP_FILES, plain, VOLUME_KEY, RECOVERY, KDF, Draws(99), epoch=EPOCH)
+    assert again.read_bytes() == disk.read_bytes()  # the header's salts came from the draws
