@@ -69,32 +69,38 @@ class QemuImage:
 
     @classmethod
     def load(cls, folder: Path) -> QemuImage:
-        path = folder / MANIFEST
-        try:
-            manifest: Any = json.loads(path.read_text())
-        except OSError:
-            raise UsageError(f"{folder}: not a qemu image (no {MANIFEST})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise FormatError(f"{path}: not JSON ({error})") from None
-        if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-            raise FormatError(f"{path}: schema is not {SCHEMA}")
-        fields = {}
-        for name in ("disk", "varstore", "firmware", "qemu_args", "profile"):
-            value = manifest.get(name)
-            if not isinstance(value, str) or not value:
-                raise FormatError(f"{path}: {name} is missing or not a string")
-            fields[name] = value
-        files = {}
-        for name in ("disk", "varstore"):
-            file = (folder / fields[name]).resolve()
-            if not file.is_relative_to(folder.resolve()) or file.is_relative_to(
-                    (folder / OWNER_FOLDER).resolve()):
-                raise FormatError(f"{path}: {name} {fields[name]!r} is outside the image")
-            files[name] = file
-        if "file=DISK" not in fields["qemu_args"]:
-            raise FormatError(f"{path}: qemu_args does not name the DISK")
-        return cls(folder, files["disk"], files["varstore"], Path(fields["firmware"]),
-                   fields["qemu_args"], fields["profile"])
+        return load_image(folder)
+
+
+def load_image(folder: Path) -> QemuImage:
+    """The image in ``folder``: its manifest read strictly, the disk and the varstore inside
+    the folder and outside ``owner/``."""
+    path = folder / MANIFEST
+    try:
+        manifest: Any = json.loads(path.read_text())
+    except OSError:
+        raise UsageError(f"{folder}: not a qemu image (no {MANIFEST})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FormatError(f"{path}: not JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+        raise FormatError(f"{path}: schema is not {SCHEMA}")
+    fields = {}
+    for name in ("disk", "varstore", "firmware", "qemu_args", "profile"):
+        value = manifest.get(name)
+        if not isinstance(value, str) or not value:
+            raise FormatError(f"{path}: {name} is missing or not a string")
+        fields[name] = value
+    files = {}
+    for name in ("disk", "varstore"):
+        file = (folder / fields[name]).resolve()
+        if not file.is_relative_to(folder.resolve()) or file.is_relative_to(
+                (folder / OWNER_FOLDER).resolve()):
+            raise FormatError(f"{path}: {name} {fields[name]!r} is outside the image")
+        files[name] = file
+    if "file=DISK" not in fields["qemu_args"]:
+        raise FormatError(f"{path}: qemu_args does not name the DISK")
+    return QemuImage(folder, files["disk"], files["varstore"], Path(fields["firmware"]),
+                     fields["qemu_args"], fields["profile"])
 
 
 def profile_args(qemu_args: str, disk: Path) -> list[str]:
