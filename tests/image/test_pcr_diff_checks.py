@@ -110,6 +110,17 @@ def test_grub_commands_and_the_kernel_command_line_are_named() -> None:
     assert _one([_event(9, EventType.EV_IPL, b"grub_cmd: a\0")],
                 [_event(9, EventType.EV_IPL, b"grub_cmd: b\0")], 9).cause == (
         "predicted the file grub_cmd: a, the real boot measured the file grub_cmd: b")
+    # other PCR 8 strings, and the prefixes outside PCR 8, are not commands
+    assert _one([_event(8, EventType.EV_IPL, b"module_cmdline: a\0")],
+                [_event(8, EventType.EV_IPL, b"module_cmdline: b\0")], 8).cause == (
+        "predicted EV_IPL \"'module_cmdline: a'\", the real boot measured EV_IPL "
+        "\"'module_cmdline: b'\"")
+    assert _one([_event(9, EventType.EV_IPL, b"kernel_cmdline: a\0")],
+                [_event(9, EventType.EV_IPL, b"kernel_cmdline: b\0")], 9).cause == (
+        "predicted the file kernel_cmdline: a, the real boot measured the file kernel_cmdline: b")
+    assert _one([_event(9, EventType.EV_IPL, b"/boot/vmlinuX\0\0")],
+                [_event(9, EventType.EV_IPL, b"/boot/initrd\0")], 9).cause == (
+        "predicted the file /boot/vmlinuX, the real boot measured the file /boot/initrd")
     assert _one([_event(14, EventType.EV_IPL, b"MokList\0")],
                 [_event(14, EventType.EV_IPL, b"MokListX\0")], 14).cause == (
         "predicted EV_IPL \"'MokList'\", the real boot measured EV_IPL \"'MokListX'\"")

@@ -137,6 +137,9 @@ def test_the_failed_attempts_are_the_options_before_the_first_bootable_one() -> 
 def test_the_settings_keep_the_firmwares_own_and_add_the_machines() -> None:
     profile = PROFILES["q35"]
     assert profile.settings() == FirmwareSettings("", (), 1, profile.disk_path)
+    sata = PROFILES["q35-sata"]
+    assert sata.settings() == FirmwareSettings("", (), 0, sata.disk_path)
+    assert sata.settings().disk_path[1].data == bytes([0x2, 0x1F])  # the AHCI controller
     base = FirmwareSettings("edk2", ((0xFFC00000, b"fv"),), 5, ())
     assert profile.settings(base) == FirmwareSettings("edk2", ((0xFFC00000, b"fv"),), 1,
                                                       profile.disk_path)
