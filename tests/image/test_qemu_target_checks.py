@@ -19,6 +19,7 @@ from cvm.disk.volume import Luks2Volume
 from cvm.errors import UsageError
 from cvm.formats.gpt import partition_types
 from cvm.formats.gpt.partition_table import PartitionTable
+from cvm.formats.luks2.metadata import Pbkdf2Kdf
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.pe.section_append import append_sections
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
@@ -60,6 +61,9 @@ MIB = 1 << 20
 STUB = build_pe([SectionSpec(".text", b"\xc3", CODE),
                  *(SectionSpec(f".pad{i}", b"p") for i in range(4))])  # room for 4 headers
 KERNEL = build_pe([SectionSpec(".text", b"\x90\xc3", CODE)])
+# the owner's Secure Boot keys and the provisioning key, no shim vendor or PCR-policy key
+OWNER_FILES = ["README", "db.crt", "db.key", "kek.crt", "kek.key", "pk.crt", "pk.key",
+               "provisioning.key", "root.key"]
 
 
 def _grub(prefix: bytes) -> bytes:
@@ -260,9 +264,14 @@ def _check_image(out: Path, manifest: dict[str, Any], varstore: Varstore,
     assert (out / "predicted-pcrs.json").read_text() == json.dumps(predicted, indent=1) + "\n"
     for path, data in files.items():
         assert read_esp_file(out / "disk.img", MIB, path) == data
+    assert (out / "disk.img").stat().st_size == (64 + 16 + 1 + 1) * MIB  # root: 16 + 1 MiB
     volume, storage = _root(out)
     with storage:
-        plain = volume.data_device(volume.unlock(key)).read(0, MIB)
+        device = volume.data_device(volume.unlock(key))
+        plain = device.read(0, MIB)
+        assert device.size() == MIB
+        kdf = volume.metadata.keyslots[0].kdf
+    assert isinstance(kdf, Pbkdf2Kdf) and kdf.iterations == 1000  # a random key: no slow KDF
     assert bytes(plain) == workload + bytes(MIB - len(workload))
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["owner", "OVMF_VARS.fd", "disk.img", "predicted-pcrs.json", MANIFEST])
@@ -302,6 +311,7 @@ def test_a_uki_image_sealed_to_an_srk(
         [bytes.fromhex(predicted[str(p)]) for p in (4, 7, 11)]).value
     assert _unseal(token, scalar, srk) == key
     assert (out / "owner").stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in (out / "owner").iterdir()) == OWNER_FILES
 
 
 def test_a_shim_grub_image_without_an_srk(
@@ -341,3 +351,24 @@ def test_without_microsofts_varstore_there_is_no_shim_grub_image(
         build_qemu_image(tmp_path / "bad", QemuTargetSpec("uki", PROFILES["q35"], workload=b""),
                          _inputs(), os.urandom)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_forced_rebuild_replaces_an_image_in_a_new_nested_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    varstore = Varstore.empty_4m()
+    (tmp_path / "ms.fd").write_bytes(varstore.to_bytes())
+    monkeypatch.setattr(qemu_target, "MS_VARS", tmp_path / "ms.fd")
+    out = tmp_path / "a" / "b" / "img"
+    build_qemu_image(out, QemuTargetSpec("shim-grub", PROFILES["q35"]), _inputs(), os.urandom)
+    first = (out / "owner" / "root.key").read_bytes()
+    manifest = build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35-sata"]), _inputs(),
+                                os.urandom)
+    assert manifest["chain"] == "uki" and manifest["profile"] == "q35-sata"
+    assert json.loads((out / MANIFEST).read_text()) == manifest
+    key = (out / "owner" / "root.key").read_bytes()
+    assert key != first
+    volume, storage = _root(out)
+    with storage:
+        volume.unlock(key)
