@@ -287,6 +287,8 @@ FAKE_SWTPM = """
 import os, sys, time
 args = sys.argv[1:]
 record(args)
+print("swtpm on stdout", flush=True)
+print("swtpm on stderr", file=sys.stderr, flush=True)
 if behaviour.get("swtpm_exit") is not None:
     sys.exit(behaviour["swtpm_exit"])
 control = args[args.index("--ctrl") + 1]
@@ -378,7 +380,7 @@ def _swtpm_gone(tools: Tools) -> bool:
 
 
 def test_one_boot_runs_qemu_on_a_copy_of_the_varstore_with_swtpm_beside_it(
-    tmp_path: Path, tools: Tools,
+    tmp_path: Path, tools: Tools, capfd: pytest.CaptureFixture[str],
 ) -> None:
     tools.behave(serial="CVM-PCR sha256 4 AB\nCVM-ROOT-OPENED data \xe9\nCVM-DONE\n")
     image = load_image(_image(tmp_path / "img"))
@@ -400,6 +402,7 @@ def test_one_boot_runs_qemu_on_a_copy_of_the_varstore_with_swtpm_beside_it(
                                f"type=unixio,path={work / 'swtpm.sock'}", "--terminate"]
     assert _swtpm_gone(tools)
     assert not work.exists()
+    assert capfd.readouterr() == ("", "")  # nothing of swtpm's reaches the user's terminal
 
 
 def test_a_boot_that_prints_nothing_is_incomplete(tmp_path: Path, tools: Tools) -> None:

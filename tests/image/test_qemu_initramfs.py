@@ -254,8 +254,6 @@ def test_the_archive_holds_init_the_tools_their_libraries_and_the_modules() -> N
     for name, content in module_order(_kernel()):
         file(f"modules/{name}.ko", content, 0o100644)
     folders = {n for n, e in entries.items() if e.mode == 0o040755}
-    assert {"proc", "sys", "dev", "tmp", "run", "bin", "usr", "usr/bin", "usr/sbin",
-            "modules"} <= folders
     names = [e.name for e in archive.entries]
     for index, name in enumerate(names):  # a folder before what it holds
         parent = name.rpartition("/")[0]
@@ -265,6 +263,10 @@ def test_the_archive_holds_init_the_tools_their_libraries_and_the_modules() -> N
                 *(f"modules/{n}.ko" for n in order),
                 *(str(p).lstrip("/") for p in wanted | {TCTI_LIBRARY})}
     assert files == expected
+    parents = {"/".join(n.split("/")[:depth]) for n in expected
+               for depth in range(1, n.count("/") + 1)}
+    assert folders == parents | {"proc", "sys", "dev", "tmp", "run"}
+    assert {"bin", "usr", "usr/bin", "usr/sbin", "modules"} <= folders
 
 
 def test_without_the_device_tcti_there_is_no_initramfs(monkeypatch: pytest.MonkeyPatch,
