@@ -245,6 +245,13 @@ def test_a_tool_is_found_on_the_path_then_in_the_sbin_folders(
     assert str(caught.value) == "cvm-no-such-tool is not installed"
 
 
+class Clock:
+    """Stands for the ``time`` module in cvm.host.qemu: records each nap, sleeps none."""
+
+    def __init__(self, naps: list[float]) -> None:
+        self.sleep = naps.append
+
+
 class Process:
     """A process as ``_wait_for`` polls it."""
 
@@ -264,7 +271,7 @@ class Process:
 def test_waiting_for_a_file_a_process_makes(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     naps: list[float] = []
-    monkeypatch.setattr(qemu.time, "sleep", naps.append)
+    monkeypatch.setattr(qemu, "time", Clock(naps))
     made = tmp_path / "made"
     made.write_bytes(b"")
     _wait_for(made, Process(None), "swtpm")  # type: ignore[arg-type]
@@ -308,7 +315,7 @@ record({"args": args, "mode": os.stat(folder).st_mode & 0o777,
 open(vars_file, "w").write("written by the firmware")
 if behaviour.get("serial") is not None:
     open(serial, "wb").write(behaviour["serial"].encode("latin-1"))
-sys.stderr.write(behaviour.get("stderr", ""))
+sys.stderr.buffer.write(behaviour.get("stderr", "").encode("latin-1"))
 time.sleep(behaviour.get("sleep", 0))
 sys.exit(behaviour.get("exit", 0))
 """
@@ -417,7 +424,7 @@ def test_qemu_failing_is_an_error_unless_the_report_was_complete(tmp_path: Path,
     with pytest.raises(ExternalToolError) as caught:
         run_image(image, state)
     assert str(caught.value) == "QEMU exited with status 1: " + ("x" * 400 + "the reason "
-                                                                 "\xff")[-300:]
+                                                                 "\ufffd")[-300:]
     assert _swtpm_gone(tools)
     tools.behave(serial="CVM-UNSEAL-FAILED E\nCVM-DONE\n", exit=1)
     assert run_image(image, state).outcome == "refused"
@@ -529,6 +536,9 @@ open(os.path.join(state, "tpm2-00.permall"), "w").close()
 FAKE_TCP_SWTPM = """
 import signal, socket, time
 record(sys.argv[1:])
+open(os.path.join(HERE, "swtpm.pid"), "w").write(str(os.getpid()))
+print("swtpm on stdout", flush=True)
+print("swtpm on stderr", file=sys.stderr, flush=True)
 server = sys.argv[sys.argv.index("--server") + 1]
 port = int(server.split("port=")[1].split(",")[0])
 listener = socket.socket()
@@ -538,13 +548,16 @@ listener.listen()
 def stop(signum, frame):
     open(os.path.join(HERE, "swtpm.stopped"), "w").write(str(signum))
     sys.exit(0)
-signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if behaviour.get("deaf") else stop)
 time.sleep(60)
 """
 
 FAKE_TPM2 = """
 name = os.path.basename(__file__)
 record([name, *sys.argv[1:]])
+if behaviour.get("hang") == name:
+    import time
+    time.sleep(30)
 if behaviour.get("fail") == name:
     sys.stderr.write("y" * 400 + "the TPM said no\\n")
     sys.exit(1)
@@ -564,7 +577,8 @@ def tpm_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Tools:
     return found
 
 
-def test_a_new_tpm_gives_its_srk_public(tmp_path: Path, tpm_tools: Tools) -> None:
+def test_a_new_tpm_gives_its_srk_public(tmp_path: Path, tpm_tools: Tools,
+                                        capfd: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "new" / "state"
     public = tpm_setup(state)
     (setup,) = tpm_tools.calls("swtpm_setup")
@@ -592,6 +606,7 @@ def test_a_new_tpm_gives_its_srk_public(tmp_path: Path, tpm_tools: Tools) -> Non
     assert public == b"\x00\x04" + scratch.encode()
     assert (state / "srk.pub").read_bytes() == public
     assert (tpm_tools.folder / "swtpm.stopped").read_text() == str(int(signal.SIGTERM))
+    assert capfd.readouterr() == ("", "")  # nothing of swtpm's reaches the user's terminal
 
 
 def test_an_existing_tpm_is_never_overwritten(tmp_path: Path, tpm_tools: Tools) -> None:
@@ -629,29 +644,52 @@ def test_swtpm_setup_that_fails_is_an_error(tmp_path: Path, tpm_tools: Tools) ->
 def test_the_tools_wait_for_the_tpm_to_listen(tmp_path: Path, tpm_tools: Tools,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     connects: list[int] = []
-    real = qemu.socket.socket
     pair = free_port_pair()
     monkeypatch.setattr(qemu, "free_port_pair", lambda: pair)
 
     class Probe:
-        def __init__(self) -> None:
-            self.inner = real()
-
         def __enter__(self) -> Probe:
             return self
 
         def __exit__(self, *exc: object) -> None:
-            self.inner.close()
+            return None
 
         def connect_ex(self, address: tuple[str, int]) -> int:
             connects.append(address[1])
-            return self.inner.connect_ex(address) if len(connects) > 3 else 111
+            return 0 if len(connects) > 3 else 111  # listening at the fourth try
 
     class Module:
         socket = Probe
 
+    naps: list[float] = []
     monkeypatch.setattr(qemu, "socket", Module)
+    monkeypatch.setattr(qemu, "time", Clock(naps))
     tpm_setup(tmp_path / "state")
-    (served,) = tpm_tools.calls("swtpm")
-    port = int(served["value"][5].split("port=")[1].split(",")[0])
-    assert connects == [port] * 4
+    assert connects == [pair] * 4 and naps == [0.05] * 3
+    # a TPM that never listens: 100 tries, then the tools run anyway (and say what failed)
+    connects.clear()
+    naps.clear()
+    monkeypatch.setattr(Probe, "connect_ex", lambda self, address: connects.append(1) or 111)
+    tpm_setup(tmp_path / "other")
+    assert len(connects) == 100 and naps == [0.05] * 100
+    assert len(tpm_tools.calls("tpm2_shutdown")) == 2
+
+
+def test_a_tool_that_hangs_is_stopped_in_one_line(tmp_path: Path, tpm_tools: Tools,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qemu, "TOOL_TIMEOUT_S", 0.5)
+    tpm_tools.behave(hang="tpm2_readpublic")
+    with pytest.raises(ExternalToolError) as caught:
+        tpm_setup(tmp_path / "state")
+    assert str(caught.value) == "tpm2_readpublic did not finish within 0.5 s"
+    assert (tpm_tools.folder / "swtpm.stopped").exists()
+    assert qemu.TOOL_TIMEOUT_S == 0.5 and (qemu.BOOT_TIMEOUT_S, qemu.STOP_TIMEOUT_S) == (600, 10)
+
+
+def test_swtpm_that_ignores_sigterm_is_killed(tmp_path: Path, tpm_tools: Tools,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qemu, "STOP_TIMEOUT_S", 0.3)
+    tpm_tools.behave(deaf=True)
+    assert tpm_setup(tmp_path / "state") == (tmp_path / "state" / "srk.pub").read_bytes()
+    assert not (tpm_tools.folder / "swtpm.stopped").exists()
+    assert _swtpm_gone(tpm_tools)

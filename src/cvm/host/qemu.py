@@ -41,6 +41,8 @@ OWNER_FOLDER = "owner"
 SRK_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt|noda"
 SRK_ALGORITHM = "ecc256:aes128cfb"
 BOOT_TIMEOUT_S = 600
+TOOL_TIMEOUT_S = 60  # one tpm2-tools command against the new TPM
+STOP_TIMEOUT_S = 10  # swtpm's exit after SIGTERM, before it is killed
 MEMORY_MIB = 1024
 MARK_OPENED, MARK_REFUSED, MARK_DONE = "CVM-ROOT-OPENED", "CVM-UNSEAL-FAILED", "CVM-DONE"
 MARK_OPEN_FAILED, MARK_PCR = "CVM-OPEN-FAILED", "CVM-PCR"
@@ -258,14 +260,23 @@ def tpm_setup(state: Path) -> bytes:
                           "-a", SRK_ATTRIBUTES, "-c", "srk.ctx", "-Q"],
                          ["tpm2_readpublic", "-c", "srk.ctx", "-o", "srk.pub", "-Q"],
                          ["tpm2_shutdown"]):
-                done = subprocess.run([_tool(argv[0]), *argv[1:]], cwd=scratch, env=env,
-                                      capture_output=True, text=True, timeout=60, check=False)
+                try:
+                    done = subprocess.run([_tool(argv[0]), *argv[1:]], cwd=scratch, env=env,
+                                          capture_output=True, text=True,
+                                          timeout=TOOL_TIMEOUT_S, check=False)
+                except subprocess.TimeoutExpired:
+                    raise ExternalToolError(f"{argv[0]} did not finish within "
+                                            f"{TOOL_TIMEOUT_S} s") from None
                 if done.returncode:
                     raise ExternalToolError(f"{argv[0]}: {done.stderr.strip()[-300:]}")
             public = (Path(scratch) / "srk.pub").read_bytes()
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
     (state / "srk.pub").write_bytes(public)
     return public
 
