@@ -17,14 +17,14 @@ import pytest
 from cvm.cli.main import execute
 from cvm.disk.storage import FileStorage, StorageWindow
 from cvm.disk.volume import Luks2Volume
-from cvm.errors import FormatError, UsageError
+from cvm.errors import UsageError
 from cvm.formats.cpio import CpioArchive
 from cvm.formats.gpt.header import LBA_SIZE
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.formats.tpm2.public import Public
 from cvm.formats.tpm2.tpm2b import parse_tpm2b
 from cvm.image.debian_packages import BootInputs
-from cvm.image.qemu_initramfs import MODULES, init_script, module_order, sealed_initramfs
+from cvm.image.qemu_initramfs import MODULES, sealed_initramfs
 from cvm.image.qemu_target import (
     DEFAULT_WORKLOAD,
     DISK_MIB,
@@ -37,61 +37,6 @@ from cvm.image.vm_profile import PROFILES
 from cvm.vtpm.policy import PolicyDigest
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
-
-
-class Files(dict[str, bytes]):
-    """A package's files in memory, read through the same two calls as a checked package."""
-
-    def names(self) -> list[str]:
-        return sorted(self)
-
-    def read(self, name: str) -> bytes:
-        return self[name]
-
-
-def _module(files: Files, name: str, depends: str | None,
-            folder: str = "lib/modules/6.1.0-test/kernel/drivers") -> bytes:
-    info = b"" if depends is None else b"license=GPL\0depends=" + depends.encode() + b"\0"
-    files[f"{folder}/{name}.ko"] = b"\x7fELF" + bytes(16) + info + b"vermagic=6.1\0"
-    return files[f"{folder}/{name}.ko"]
-
-
-def test_modules_come_after_what_they_depend_on() -> None:
-    files = Files()
-    a = _module(files, "a", "b,c")
-    _module(files, "b", "c")
-    _module(files, "c", "", "lib/modules/6.1.0-test/kernel")
-    _module(files, "d", "")
-    for elsewhere in ("lib/modules/6.1.0-test/extra", "lib/modules/6.1.0-test", "usr/kernel/x/y"):
-        _module(files, "e", "", elsewhere)  # only lib/modules/*/kernel/** counts
-    order = module_order(files, ("a", "d"))
-    assert [name for name, _ in order] == ["c", "b", "a", "d"]
-    assert order[2] == ("a", a)
-    with pytest.raises(FormatError, match="kernel module e: 0 files"):
-        module_order(files, ("e",))
-
-
-@pytest.mark.parametrize(("modules", "words"), [
-    ({"a": "b"}, "b: 0 files"),
-    ({"a": "b", "b": "a"}, "circular"),
-    ({"a": None}, "no depends="),
-])
-def test_a_module_tree_that_cannot_load_is_refused(modules: dict[str, str | None],
-                                                   words: str) -> None:
-    files = Files()
-    for name, depends in modules.items():
-        _module(files, name, depends)
-    with pytest.raises(FormatError, match=words):
-        module_order(files, ("a",))
-
-
-def test_the_init_script_unseals_under_the_sealed_pcrs() -> None:
-    script = init_script((4, 7, 11))
-    assert "tpm2 policypcr -S session.ctx -l sha256:4,7,11 -Q" in script
-    assert "for p in 4 7 11; do" in script
-    assert "@" not in script  # every placeholder filled
-    with pytest.raises(FormatError):
-        init_script(())
 
 
 def test_the_initramfs_holds_the_tools_their_libraries_and_the_modules(

@@ -1,51 +1,373 @@
-"""The ``--target qemu`` build's random and its spec's checks, without building an image (the
-builds are in test_qemu_target.py and test_qemu_seeded.py)."""
+"""``cvm image build --target qemu`` (`cvm.image.qemu_target`) built from synthetic boot
+binaries, without Debian's packages or a boot: the spec's limits, the ESP of each chain, the GPT
+disk, the prediction against cvm's emulated boot, the token sealed to an SRK (imported back as
+the TPM would) and the files of the image."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from cvm.crypto.drbg import OsRandom, SeededRandom
+from cvm.disk.storage import FileStorage, StorageWindow
+from cvm.disk.volume import Luks2Volume
 from cvm.errors import UsageError
-from cvm.image.build_epoch import FAT_FIRST_EPOCH, FAT_LAST_EPOCH
-from cvm.image.qemu_target import SEED_LABEL, QemuTargetSpec, build_random
+from cvm.formats.gpt import partition_types
+from cvm.formats.gpt.partition_table import PartitionTable
+from cvm.formats.luks2.metadata import Pbkdf2Kdf
+from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
+from cvm.formats.pe.section_append import append_sections
+from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.formats.tpm2.public import Public
+from cvm.formats.tpm2.tpm2b import parse_tpm2b
+from cvm.formats.uefi.varstore import Varstore
+from cvm.guest.boot.chain import BootChain
+from cvm.guest.boot.esp_files import EspFiles
+from cvm.guest.boot.firmware import DEFAULT_LOADER, GptDisk
+from cvm.guest.boot.pcr_bank import SoftwarePcrBank
+from cvm.image import qemu_target
+from cvm.image.debian_packages import BootInputs
+from cvm.image.disk_layout import read_esp_file
+from cvm.image.keys import OwnerKeys
+from cvm.image.offline_seal import ImportableSeal
+from cvm.image.pcr_report import FIRMWARE_LOG_SETTLES
+from cvm.image.qemu_target import (
+    CMDLINE,
+    DEFAULT_WORKLOAD,
+    DISK_GUID,
+    ESP_GUID,
+    GRUB_CFG,
+    MANIFEST,
+    ROOT_GUID,
+    QemuTargetSpec,
+    build_qemu_image,
+    esp_tree,
+    predict_disk,
+    seal_token,
+    write_disk,
+)
 from cvm.image.vm_profile import PROFILES
+from cvm.vtpm.policy import PolicyDigest
+
+from .test_offline_seal_checks import _import, _srk
+from .test_qemu_initramfs import _kernel
+
+MIB = 1 << 20
+STUB = build_pe([SectionSpec(".text", b"\xc3", CODE),
+                 *(SectionSpec(f".pad{i}", b"p") for i in range(4))])  # room for 4 headers
+KERNEL = build_pe([SectionSpec(".text", b"\x90\xc3", CODE)])
+# the owner's Secure Boot keys and the provisioning key, no shim vendor or PCR-policy key
+OWNER_FILES = ["README", "db.crt", "db.key", "kek.crt", "kek.key", "pk.crt", "pk.key",
+               "provisioning.key", "root.key"]
 
 
-def test_a_seed_gives_its_own_stream_under_the_qemu_label() -> None:
-    stream = build_random(7)
-    expected = SeededRandom(b"7", b"cvm qemu image")
-    assert SEED_LABEL == b"cvm qemu image"
-    assert [stream(32), stream(4)] == [expected(32), expected(4)]
-    assert build_random(8)(32) != SeededRandom(b"7", SEED_LABEL)(32)
-    assert build_random(0)(32) == SeededRandom(b"0", SEED_LABEL)(32)  # 0 is a seed, not none
-    assert SeededRandom(b"7", b"cvm image")(32) != build_random(7)(32)  # not the emulated's
+def _grub(prefix: bytes) -> bytes:
+    """A GRUB core image whose prefix is ``prefix`` (what cvm's boot model reads)."""
+    modules = b""
+    for kind, text in ((2, b""), (3, prefix)):
+        body = text + b"\0" + bytes(-(len(text) + 1) % 8)
+        modules += struct.pack("<II", kind, 8 + len(body)) + body
+    mods = struct.pack("<IIQQ", 0x676D696D, 0, 24, 24 + len(modules)) + modules
+    return build_pe([SectionSpec(".text", b"\xc3", CODE), SectionSpec("mods", mods)])
 
 
-def test_no_seed_is_the_operating_systems_random() -> None:
-    stream = build_random(None)
-    assert isinstance(stream, OsRandom)
-    assert len({stream(32) for _ in range(3)}) == 3
+def _inputs(stub: bytes | None = STUB) -> BootInputs:
+    return BootInputs(_grub(b"/EFI/debian"), b"grub", KERNEL, _kernel(),  # type: ignore[arg-type]
+                      b"busybox", stub)
 
 
-@pytest.mark.parametrize("epoch", [FAT_FIRST_EPOCH - 1, FAT_LAST_EPOCH + 1])
-def test_a_build_time_fat_cannot_hold_is_refused(epoch: int) -> None:
-    spec = QemuTargetSpec("uki", PROFILES["q35"], seed=1, source_date_epoch=epoch)
-    with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH"):
-        spec.check()
+class Signer:
+    """Stands for the owner's keys in :func:`esp_tree`: marks what it signs."""
+
+    def sign_db(self, image: bytes) -> bytes:
+        return b"signed by db: " + image
 
 
-@pytest.mark.parametrize("epoch", [None, FAT_FIRST_EPOCH, FAT_LAST_EPOCH])
-def test_a_build_time_fat_holds_is_taken(epoch: int | None) -> None:
-    QemuTargetSpec("shim-grub", PROFILES["q35"], source_date_epoch=epoch).check()
+# --- the spec and the ESP ----------------------------------------------------------------------
+
+def test_the_spec_takes_a_known_chain_and_a_workload_of_1_byte_to_1_mib() -> None:
+    for chain in ("shim-grub", "uki"):
+        QemuTargetSpec(chain, PROFILES["q35"]).check()
+    QemuTargetSpec("uki", PROFILES["q35"], workload=b"x").check()
+    QemuTargetSpec("uki", PROFILES["q35"], workload=bytes(MIB)).check()
+    with pytest.raises(UsageError) as caught:
+        QemuTargetSpec("grub", PROFILES["q35"]).check()
+    assert str(caught.value) == "--chain 'grub': the qemu target builds shim-grub or uki"
+    for workload in (b"", bytes(MIB + 1)):
+        with pytest.raises(UsageError) as caught:
+            QemuTargetSpec("uki", PROFILES["q35"], workload=workload).check()
+        assert str(caught.value) == "the workload must be 1 byte to 1 MiB"
 
 
-@pytest.mark.parametrize(("chain", "workload", "says"), [
-    ("grub", b"data", "--chain 'grub': the qemu target builds shim-grub or uki"),
-    ("uki", b"", "the workload must be 1 byte to 1 MiB"),
-    ("uki", bytes((1 << 20) + 1), "the workload must be 1 byte to 1 MiB")])
-def test_a_spec_that_cannot_be_built_is_refused(chain: str, workload: bytes, says: str) -> None:
-    with pytest.raises(UsageError) as refused:
-        QemuTargetSpec(chain, PROFILES["q35"], workload=workload).check()
-    assert str(refused.value) == says
-    QemuTargetSpec("uki", PROFILES["q35"], workload=bytes(1 << 20)).check()
+def test_the_shim_grub_esp_is_debians_layout() -> None:
+    inputs = _inputs()
+    assert esp_tree("shim-grub", inputs, b"initrd", None) == {
+        "EFI/BOOT/BOOTX64.EFI": inputs.shim, "EFI/BOOT/grubx64.efi": b"grub",
+        "EFI/debian/grub.cfg": GRUB_CFG.encode(), "vmlinuz": KERNEL, "initrd.img": b"initrd"}
+    assert GRUB_CFG == ("set timeout=0\nlinux /vmlinuz console=ttyS0 panic=-1 no_timer_check\n"
+                        "initrd /initrd.img\nboot\n")
+
+
+def test_the_uki_esp_is_the_stub_with_its_sections_signed_by_the_owner() -> None:
+    files = esp_tree("uki", _inputs(), b"initrd", Signer())  # type: ignore[arg-type]
+    uki = append_sections(STUB, [(".osrel", b"ID=cvm\n"), (".cmdline", CMDLINE.encode()),
+                                 (".linux", KERNEL), (".initrd", b"initrd")])
+    assert files == {"EFI/BOOT/BOOTX64.EFI": b"signed by db: " + uki}
+    for inputs, keys in ((_inputs(None), Signer()), (_inputs(), None)):
+        with pytest.raises(UsageError) as caught:
+            esp_tree("uki", inputs, b"initrd", keys)  # type: ignore[arg-type]
+        assert str(caught.value) == "the uki chain needs systemd's EFI stub and the owner's keys"
+
+
+# --- the disk ----------------------------------------------------------------------------------
+
+def _tree(folder: Path, files: dict[str, bytes]) -> Path:
+    for path, data in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    return folder
+
+
+def test_the_disk_is_the_esp_at_1_mib_and_the_root_at_64_mib(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "esp", {"EFI/BOOT/BOOTX64.EFI": b"loader", "a/b": b"c"})
+    root = b"\xa5" * (MIB + 1)  # 2 MiB of partition
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\xff" * (80 * MIB))  # an older, larger file
+    write_disk(disk, tree, root)
+    data = disk.read_bytes()
+    assert len(data) == (64 + 2 + 1) * MIB
+    assert data[64 * MIB : 64 * MIB + len(root)] == root
+    assert data[64 * MIB + len(root) : 66 * MIB] == bytes(MIB - 1)
+    table = PartitionTable.parse(lambda offset, size: data[offset : offset + size], len(data))
+    assert table.disk_guid == DISK_GUID and table.warnings == ()
+    esp, part = (e for e in table.entries if e.used)
+    assert (esp.partition_type_guid, esp.unique_partition_guid, esp.starting_lba,
+            esp.ending_lba, esp.name) == (partition_types.ESP, ESP_GUID, 2048,
+                                          2048 + 60 * 2048 - 1, "EFI System Partition")
+    assert (part.partition_type_guid, part.unique_partition_guid, part.starting_lba,
+            part.ending_lba, part.name) == (partition_types.LINUX_DATA, ROOT_GUID, 64 * 2048,
+                                            66 * 2048 - 1, "root")
+    assert read_esp_file(disk, MIB, "EFI/BOOT/BOOTX64.EFI") == b"loader"
+    assert read_esp_file(disk, MIB, "a/b") == b"c"
+    assert data[MIB + 60 * MIB : 64 * MIB].count(0xFF) == 0
+
+
+# --- the prediction ----------------------------------------------------------------------------
+
+def _emulated(disk: Path, files: dict[str, bytes], varstore: Varstore, profile: str
+              ) -> SoftwarePcrBank:
+    chosen = PROFILES[profile]
+    pcrs = SoftwarePcrBank(("sha1", "sha256"))
+    esp = EspFiles({"/" + path: data for path, data in files.items()})
+    gpt = GptDisk.from_disk(disk.read_bytes()[:MIB], 1)
+    BootChain(esp, chosen.with_boot_options(varstore), gpt, chosen.settings(),
+              DEFAULT_LOADER).run(pcrs)
+    return pcrs
+
+
+def test_the_prediction_is_the_emulated_boot_of_the_disk(tmp_path: Path) -> None:
+    files = esp_tree("shim-grub", _inputs(), b"initrd", None)
+    disk = tmp_path / "disk.img"
+    write_disk(disk, _tree(tmp_path / "esp", files), bytes(MIB))
+    varstore = Varstore.empty_4m()
+    for profile in ("q35", "q35-net"):
+        document = predict_disk(disk, files, varstore, profile=PROFILES[profile])
+        pcrs = _emulated(disk, files, varstore, profile)
+        unknown = {"0", "10"} | ({"2"} if profile == "q35-net" else set())
+        assert set(document) == {"sha1", "sha256", "profile", "unknown"}
+        assert document["profile"] == profile
+        assert set(document["unknown"]) == unknown
+        assert document["unknown"]["10"] == {
+            "reason": "PCR 10 is extended by the running kernel (IMA), after the boot chain",
+            "settle": "nothing before the boot"}
+        assert document["unknown"]["0"]["settle"] == FIRMWARE_LOG_SETTLES
+        for bank in ("sha1", "sha256"):
+            assert document[bank] == {str(p): None if str(p) in unknown else
+                                      pcrs.read(p, bank).hex() for p in range(16)}
+
+
+# --- the seal ----------------------------------------------------------------------------------
+
+def _predicted(values: dict[int, bytes | None]) -> dict[str, Any]:
+    return {"sha256": {str(p): None if v is None else v.hex() for p, v in values.items()}}
+
+
+def _unseal(token: dict[str, Any], scalar: bytes, srk: Public) -> bytes:
+    def field(name: str) -> bytes:
+        return parse_tpm2b(base64.b64decode(token[name]), name)
+
+    seal = ImportableSeal(Public.from_bytes(field("cvm-public")), field("cvm-duplicate"),
+                          field("cvm-seed"))
+    sensitive = _import("p256", scalar, srk, seal)
+    return sensitive.sensitive
+
+
+def test_the_token_seals_the_key_under_the_predicted_pcrs() -> None:
+    scalar, srk = _srk()
+    values = {4: b"\x04" * 32, 7: b"\x07" * 32, 11: b"\x0b" * 32, 0: None}
+    token = seal_token(srk, b"K" * 32, (4, 7, 11), _predicted(values), os.urandom)
+    assert set(token) == {"type", "keyslots", "cvm-pcr-bank", "cvm-pcrs", "cvm-public",
+                          "cvm-duplicate", "cvm-seed"}
+    assert (token["type"], token["keyslots"], token["cvm-pcr-bank"], token["cvm-pcrs"]) == (
+        "cvm-tpm2-import", ["0"], "sha256", [4, 7, 11])
+    public = Public.from_bytes(parse_tpm2b(base64.b64decode(token["cvm-public"]), "public"))
+    policy = PolicyDigest.start().pcr(PcrSelectionList.of("sha256", [4, 7, 11]),
+                                      [b"\x04" * 32, b"\x07" * 32, b"\x0b" * 32])
+    assert public.auth_policy == policy.value
+    assert _unseal(token, scalar, srk) == b"K" * 32
+
+
+def test_a_pcr_cvm_cannot_predict_is_never_sealed_to() -> None:
+    _, srk = _srk()
+    for values in ({4: b"\x04" * 32, 0: None}, {4: b"\x04" * 32}):
+        with pytest.raises(UsageError) as caught:
+            seal_token(srk, bytes(32), (0, 4), _predicted(values), os.urandom)
+        assert str(caught.value) == ("cannot seal to PCR [0]: cvm cannot predict them for this "
+                                     "image")
+
+
+# --- the image ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def initramfs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, object, tuple[int, ...]]]:
+    """The initramfs replaced by a marker naming its inputs (it has its own tests); the calls."""
+    calls: list[tuple[bytes, object, tuple[int, ...]]] = []
+
+    def sealed(busybox: bytes, kernel: object, pcrs: tuple[int, ...]) -> bytes:
+        calls.append((busybox, kernel, pcrs))
+        return b"initramfs for PCRs " + repr(pcrs).encode()
+
+    monkeypatch.setattr(qemu_target, "sealed_initramfs", sealed)
+    return calls
+
+
+def _root(out: Path) -> tuple[Luks2Volume, FileStorage]:
+    storage = FileStorage(out / "disk.img", read_only=True)
+    window = StorageWindow(storage, 64 * MIB, MIB + 16 * MIB)
+    return Luks2Volume.open(window), storage
+
+
+def _check_image(out: Path, manifest: dict[str, Any], varstore: Varstore,
+                 files: dict[str, bytes], workload: bytes) -> bytes:
+    """What every image holds; returns the root's key."""
+    assert json.loads((out / MANIFEST).read_text()) == manifest
+    assert (out / MANIFEST).read_text() == json.dumps(manifest, indent=1) + "\n"
+    assert (out / "OVMF_VARS.fd").read_bytes() == varstore.to_bytes()
+    key = (out / "owner" / "root.key").read_bytes()
+    assert len(key) == 32 and (out / "owner" / "root.key").stat().st_mode & 0o777 == 0o600
+    predicted = predict_disk(out / "disk.img", files, varstore, PROFILES[manifest["profile"]])
+    assert (out / "predicted-pcrs.json").read_text() == json.dumps(predicted, indent=1) + "\n"
+    for path, data in files.items():
+        assert read_esp_file(out / "disk.img", MIB, path) == data
+    assert (out / "disk.img").stat().st_size == (64 + 16 + 1 + 1) * MIB  # root: 16 + 1 MiB
+    volume, storage = _root(out)
+    with storage:
+        device = volume.data_device(volume.unlock(key))
+        plain = device.read(0, MIB)
+        assert device.size() == MIB
+        kdf = volume.metadata.keyslots[0].kdf
+    assert isinstance(kdf, Pbkdf2Kdf) and kdf.iterations == 1000  # a random key: no slow KDF
+    assert bytes(plain) == workload + bytes(MIB - len(workload))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["owner", "OVMF_VARS.fd", "disk.img", "predicted-pcrs.json", MANIFEST])
+    return key
+
+
+def test_a_uki_image_sealed_to_an_srk(
+    tmp_path: Path, initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    scalar, srk = _srk()
+    out = tmp_path / "img"
+    workload = b"the owner's workload\n"
+    spec = QemuTargetSpec("uki", PROFILES["q35-nodefaults"], srk, workload)
+    inputs = _inputs()
+    manifest = build_qemu_image(out, spec, inputs)
+    assert initramfs == [(b"busybox", inputs.modules, (4, 7, 11))]
+    keys = OwnerKeys.load(out / "owner")
+    uki = read_esp_file(out / "disk.img", MIB, "EFI/BOOT/BOOTX64.EFI")
+    assert uki == keys.sign_db(append_sections(STUB, [
+        (".osrel", b"ID=cvm\n"), (".cmdline", CMDLINE.encode()), (".linux", KERNEL),
+        (".initrd", b"initramfs for PCRs (4, 7, 11)")]))
+    assert manifest == {
+        "schema": "cvm-qemu-image/1", "seeded": False, "chain": "uki",
+        "profile": "q35-nodefaults",
+        "qemu_args": PROFILES["q35-nodefaults"].qemu_args, "disk": "disk.img",
+        "varstore": "OVMF_VARS.fd", "firmware": "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+        "predicted": "predicted-pcrs.json", "esp": ["/EFI/BOOT/BOOTX64.EFI"],
+        "sealed": {"token": 0, "bank": "sha256", "pcrs": [4, 7, 11]}}
+    key = _check_image(out, manifest, keys.varstore(), {"EFI/BOOT/BOOTX64.EFI": uki}, workload)
+    volume, storage = _root(out)
+    with storage:
+        token = volume.tokens[0]
+    assert token["cvm-pcrs"] == [4, 7, 11]
+    predicted = json.loads((out / "predicted-pcrs.json").read_text())["sha256"]
+    public = Public.from_bytes(parse_tpm2b(base64.b64decode(token["cvm-public"]), "public"))
+    assert public.auth_policy == PolicyDigest.start().pcr(
+        PcrSelectionList.of("sha256", [4, 7, 11]),
+        [bytes.fromhex(predicted[str(p)]) for p in (4, 7, 11)]).value
+    assert _unseal(token, scalar, srk) == key
+    assert (out / "owner").stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in (out / "owner").iterdir()) == OWNER_FILES
+
+
+def test_a_shim_grub_image_without_an_srk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    varstore = Varstore.empty_4m()  # Setup Mode: the synthetic binaries are not signed
+    (tmp_path / "ms.fd").write_bytes(varstore.to_bytes())
+    monkeypatch.setattr(qemu_target, "MS_VARS", tmp_path / "ms.fd")
+    out = tmp_path / "img"
+    manifest = build_qemu_image(out, QemuTargetSpec("shim-grub", PROFILES["q35"]), _inputs())
+    assert [pcrs for _, _, pcrs in initramfs] == [(4, 7, 8, 9)]
+    files = esp_tree("shim-grub", _inputs(), b"initramfs for PCRs (4, 7, 8, 9)", None)
+    assert manifest == {
+        "schema": "cvm-qemu-image/1", "seeded": False, "chain": "shim-grub", "profile": "q35",
+        "qemu_args": PROFILES["q35"].qemu_args, "disk": "disk.img",
+        "varstore": "OVMF_VARS.fd", "firmware": "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+        "predicted": "predicted-pcrs.json", "esp": sorted("/" + p for p in files),
+        "sealed": None}
+    _check_image(out, manifest, varstore, files, DEFAULT_WORKLOAD)
+    volume, storage = _root(out)
+    with storage:
+        assert volume.tokens == {}
+    assert sorted(p.name for p in (out / "owner").iterdir()) == ["root.key"]
+
+
+def test_without_microsofts_varstore_there_is_no_shim_grub_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(qemu_target, "MS_VARS", tmp_path / "missing.fd")
+    with pytest.raises(UsageError) as caught:
+        build_qemu_image(tmp_path / "img", QemuTargetSpec("shim-grub", PROFILES["q35"]),
+                         _inputs())
+    assert str(caught.value) == f"{tmp_path / 'missing.fd'} is missing (Debian's package ovmf)"
+    with pytest.raises(UsageError, match="the workload"):
+        build_qemu_image(tmp_path / "bad", QemuTargetSpec("uki", PROFILES["q35"], workload=b""),
+                         _inputs())
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_forced_rebuild_replaces_an_image_in_a_new_nested_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    varstore = Varstore.empty_4m()
+    (tmp_path / "ms.fd").write_bytes(varstore.to_bytes())
+    monkeypatch.setattr(qemu_target, "MS_VARS", tmp_path / "ms.fd")
+    out = tmp_path / "a" / "b" / "img"
+    build_qemu_image(out, QemuTargetSpec("shim-grub", PROFILES["q35"]), _inputs())
+    first = (out / "owner" / "root.key").read_bytes()
+    manifest = build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35-sata"]), _inputs())
+    assert manifest["chain"] == "uki" and manifest["profile"] == "q35-sata"
+    assert json.loads((out / MANIFEST).read_text()) == manifest
+    key = (out / "owner" / "root.key").read_bytes()
+    assert key != first
+    volume, storage = _root(out)
+    with storage:
+        volume.unlock(key)

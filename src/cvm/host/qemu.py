@@ -41,6 +41,8 @@ OWNER_FOLDER = "owner"
 SRK_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt|noda"
 SRK_ALGORITHM = "ecc256:aes128cfb"
 BOOT_TIMEOUT_S = 600
+TOOL_TIMEOUT_S = 60  # one tpm2-tools command against the new TPM
+STOP_TIMEOUT_S = 10  # swtpm's exit after SIGTERM, before it is killed
 MEMORY_MIB = 1024
 MARK_OPENED, MARK_REFUSED, MARK_DONE = "CVM-ROOT-OPENED", "CVM-UNSEAL-FAILED", "CVM-DONE"
 MARK_OPEN_FAILED, MARK_PCR = "CVM-OPEN-FAILED", "CVM-PCR"
@@ -69,32 +71,38 @@ class QemuImage:
 
     @classmethod
     def load(cls, folder: Path) -> QemuImage:
-        path = folder / MANIFEST
-        try:
-            manifest: Any = json.loads(path.read_text())
-        except OSError:
-            raise UsageError(f"{folder}: not a qemu image (no {MANIFEST})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise FormatError(f"{path}: not JSON ({error})") from None
-        if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-            raise FormatError(f"{path}: schema is not {SCHEMA}")
-        fields = {}
-        for name in ("disk", "varstore", "firmware", "qemu_args", "profile"):
-            value = manifest.get(name)
-            if not isinstance(value, str) or not value:
-                raise FormatError(f"{path}: {name} is missing or not a string")
-            fields[name] = value
-        files = {}
-        for name in ("disk", "varstore"):
-            file = (folder / fields[name]).resolve()
-            if not file.is_relative_to(folder.resolve()) or file.is_relative_to(
-                    (folder / OWNER_FOLDER).resolve()):
-                raise FormatError(f"{path}: {name} {fields[name]!r} is outside the image")
-            files[name] = file
-        if "file=DISK" not in fields["qemu_args"]:
-            raise FormatError(f"{path}: qemu_args does not name the DISK")
-        return cls(folder, files["disk"], files["varstore"], Path(fields["firmware"]),
-                   fields["qemu_args"], fields["profile"])
+        return load_image(folder)
+
+
+def load_image(folder: Path) -> QemuImage:
+    """The image in ``folder``: its manifest read strictly, the disk and the varstore inside
+    the folder and outside ``owner/``."""
+    path = folder / MANIFEST
+    try:
+        manifest: Any = json.loads(path.read_text())
+    except OSError:
+        raise UsageError(f"{folder}: not a qemu image (no {MANIFEST})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FormatError(f"{path}: not JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+        raise FormatError(f"{path}: schema is not {SCHEMA}")
+    fields = {}
+    for name in ("disk", "varstore", "firmware", "qemu_args", "profile"):
+        value = manifest.get(name)
+        if not isinstance(value, str) or not value:
+            raise FormatError(f"{path}: {name} is missing or not a string")
+        fields[name] = value
+    files = {}
+    for name in ("disk", "varstore"):
+        file = (folder / fields[name]).resolve()
+        if not file.is_relative_to(folder.resolve()) or file.is_relative_to(
+                (folder / OWNER_FOLDER).resolve()):
+            raise FormatError(f"{path}: {name} {fields[name]!r} is outside the image")
+        files[name] = file
+    if "file=DISK" not in fields["qemu_args"]:
+        raise FormatError(f"{path}: qemu_args does not name the DISK")
+    return QemuImage(folder, files["disk"], files["varstore"], Path(fields["firmware"]),
+                     fields["qemu_args"], fields["profile"])
 
 
 def profile_args(qemu_args: str, disk: Path) -> list[str]:
@@ -252,14 +260,23 @@ def tpm_setup(state: Path) -> bytes:
                           "-a", SRK_ATTRIBUTES, "-c", "srk.ctx", "-Q"],
                          ["tpm2_readpublic", "-c", "srk.ctx", "-o", "srk.pub", "-Q"],
                          ["tpm2_shutdown"]):
-                done = subprocess.run([_tool(argv[0]), *argv[1:]], cwd=scratch, env=env,
-                                      capture_output=True, text=True, timeout=60, check=False)
+                try:
+                    done = subprocess.run([_tool(argv[0]), *argv[1:]], cwd=scratch, env=env,
+                                          capture_output=True, text=True,
+                                          timeout=TOOL_TIMEOUT_S, check=False)
+                except subprocess.TimeoutExpired:
+                    raise ExternalToolError(f"{argv[0]} did not finish within "
+                                            f"{TOOL_TIMEOUT_S} s") from None
                 if done.returncode:
                     raise ExternalToolError(f"{argv[0]}: {done.stderr.strip()[-300:]}")
             public = (Path(scratch) / "srk.pub").read_bytes()
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
     (state / "srk.pub").write_bytes(public)
     return public
 

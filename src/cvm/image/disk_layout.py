@@ -28,7 +28,7 @@ from cvm.disk.esp import run_tool, write_esp
 from cvm.disk.file_store import FileStore, MemoryDevice
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage, StorageWindow
-from cvm.disk.volume import Luks2Volume
+from cvm.disk.volume import DEFAULT_DATA_OFFSET, Luks2Volume
 from cvm.errors import UsageError
 from cvm.formats.gpt.partition_table import PartitionTable
 from cvm.guest.boot.firmware import GptDisk
@@ -61,11 +61,7 @@ class DiskPlan:
     @classmethod
     def make(cls, random: Random, root_data_size: int = ROOT_DATA_SIZE,
              esp_size: int = ESP_SIZE) -> DiskPlan:
-        layout = plan_layout(root_data_size, esp_size)
-        disk, esp, root = (Guid.parse(random_uuid(random)) for _ in range(3))
-        luks_uuid = random_uuid(random)
-        serial = int.from_bytes(random(ESP_SERIAL_SIZE), "little")
-        return cls(layout, disk, esp, root, luks_uuid, layout.table(disk, esp, root), serial)
+        return make_plan(random, root_data_size, esp_size)
 
     def gpt_disk(self) -> GptDisk:
         """The GPT as the firmware reads (and measures) it from the first LBAs."""
@@ -74,6 +70,17 @@ class DiskPlan:
             if offset < len(head):
                 head[offset : offset + len(block)] = block
         return GptDisk.from_disk(bytes(head), 1)
+
+
+def make_plan(random: Random, root_data_size: int = ROOT_DATA_SIZE,
+              esp_size: int = ESP_SIZE) -> DiskPlan:
+    """A new plan: the layout for ``root_data_size``, the disk's, the partitions' and the
+    volume's identifiers and the ESP's serial, drawn from ``random`` in that order."""
+    layout = plan_layout(root_data_size, esp_size)
+    disk, esp, root = (Guid.parse(random_uuid(random)) for _ in range(3))
+    luks_uuid = random_uuid(random)
+    serial = int.from_bytes(random(ESP_SERIAL_SIZE), "little")
+    return DiskPlan(layout, disk, esp, root, luks_uuid, layout.table(disk, esp, root), serial)
 
 
 def root_store(files: Mapping[str, bytes], size: int = ROOT_DATA_SIZE) -> bytes:
@@ -91,8 +98,10 @@ def write_disk(out: Path, plan: DiskPlan, esp_files: Mapping[str, bytes], root_p
     """Write ``out``: the GPT, the ESP (volume serial from the plan, its entries stamped
     ``epoch``, or the clock for ``None``), the LUKS2 header and the encrypted root."""
     layout = plan.layout
-    if len(root_plain) > layout.root_size:
-        raise UsageError("the root file store does not fit the root partition")
+    room = layout.root_size - DEFAULT_DATA_OFFSET  # the LUKS2 data segment
+    if len(root_plain) > room:
+        raise UsageError(f"the root file store ({len(root_plain)} bytes) does not fit the root "
+                         f"partition's data segment ({room} bytes)")
     with tempfile.TemporaryDirectory(prefix="cvm-esp-") as scratch:
         tree = Path(scratch)
         for path, data in esp_files.items():

@@ -112,6 +112,8 @@ def libraries(binaries: list[Path]) -> set[Path]:
         if done.returncode:
             raise ExternalToolError(f"ldd {binary}: {done.stderr.strip()}")
         for line in done.stdout.splitlines():
+            if "=> not found" in line:  # ldd exits 0: the initramfs would lack it
+                raise ExternalToolError(f"ldd {binary}: {line.split()[0]} is not found")
             match = re.search(r"(/\S+) \(0x", line)
             if match:
                 found.add(Path(match.group(1)))

@@ -81,6 +81,23 @@ class BootDevice:
     bootable: bool
 
 
+def disk_path(profile: VmProfile) -> tuple[DevicePathNode, ...]:
+    """The device path of ``profile``'s boot disk, up to (not including) its partition node."""
+    if profile.disk_bus == "sata":
+        return (_pci_root(), _pci(*ICH9_AHCI), _sata(0))
+    # the VGA adapter (default devices) and the NIC take the first slots, in that order
+    return (_pci_root(), _pci(1 + profile.default_devices + profile.network))
+
+
+def failed_boot_attempts(name: str, devices: list[BootDevice]) -> int:
+    """How many of ``devices`` (in boot order) the boot manager tries, and fails, before the
+    first bootable one."""
+    for attempts, device in enumerate(devices):
+        if device.bootable:
+            return attempts
+    raise UsageError(f"profile {name}: no bootable device")
+
+
 @dataclass(frozen=True)
 class VmProfile:
     """A QEMU q35 machine: its default devices or ``-nodefaults``, and the boot disk's bus.
@@ -106,10 +123,7 @@ class VmProfile:
     @property
     def disk_path(self) -> tuple[DevicePathNode, ...]:
         """The device path of the boot disk, up to (not including) its partition node."""
-        if self.disk_bus == "sata":
-            return (_pci_root(), _pci(*ICH9_AHCI), _sata(0))
-        # the VGA adapter (default devices) and the NIC take the first slots, in that order
-        return (_pci_root(), _pci(1 + self.default_devices + self.network))
+        return disk_path(self)
 
     def devices(self) -> list[BootDevice]:
         """Removable devices first, then fixed ones, as OVMF enumerates them."""
@@ -154,10 +168,7 @@ class VmProfile:
     def failed_boot_attempts(self) -> int:
         """Options the boot manager tries, and fails, before the disk's (network ones come
         after it)."""
-        for attempts, device in enumerate(self.devices()):
-            if device.bootable:
-                return attempts
-        raise UsageError(f"profile {self.name}: no bootable device")
+        return failed_boot_attempts(self.name, self.devices())
 
     def settings(self, base: FirmwareSettings | None = None) -> FirmwareSettings:
         """The firmware settings of this machine (keeping ``base``'s firmware volumes)."""
