@@ -191,6 +191,25 @@ def test_the_command_prints_the_trace_the_refusal_and_exits_with_its_code(
     assert capsys.readouterr().out == '{\n "ok": false\n}\n'
 
 
+def test_a_boot_refused_for_what_was_asked_prints_only_its_error_line(
+        bundle: Path, recorder: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
+    recorder.trace = Trace(("launch", UsageError("--vcpus: 0 is not between 1 and 64")),
+                           ok=False)
+    assert execute(["vm", "run", str(bundle)]) == 64
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "cvm: error: launch: --vcpus: 0 is not between 1 and 64\n"
+    assert execute(["vm", "run", str(bundle), "--json"]) == 64  # JSON: the trace all the same
+    assert capsys.readouterr().out == '{\n "ok": false\n}\n'
+
+
+def test_the_trace_is_shown_unless_a_usage_error_refused_the_boot_as_text() -> None:
+    assert vm.shows_trace(Trace(), False) and vm.shows_trace(Trace(ok=False), False)
+    assert vm.shows_trace(Trace(("svsm", PolicyError("no"))), False)
+    usage = Trace(("launch", UsageError("--memory: at least 2 MiB")))
+    assert not vm.shows_trace(usage, False) and vm.shows_trace(usage, True)
+
+
 @pytest.mark.parametrize(("text", "size"), [
     ("2M", 2 << 20), ("2m", 2 << 20), (" 1GiB ", 1 << 30), ("64KB", 64 << 10), ("4096", 4096)])
 def test_a_memory_size_is_read_with_its_unit(text: str, size: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import typer
 
+from cvm.cli.options import check_workers
 from cvm.errors import UsageError
 from cvm.hardware.vm import Mode
 
@@ -164,4 +165,5 @@ def matrix(
     """Every attack in every mode, measured live; exit 1 if any differs from its expectation."""
     from cvm.scenarios.attack_matrix import matrix as run_matrix
 
-    _report(run_matrix(chosen_attacks(family), seed=seed, workers=workers), as_json)
+    attacks = chosen_attacks(family)
+    _report(run_matrix(attacks, seed=seed, workers=check_workers(workers)), as_json)

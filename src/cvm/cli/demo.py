@@ -36,6 +36,7 @@ from cvm.cli.demo_verdict import (
     scan_line,
     verdict_line,
 )
+from cvm.cli.options import check_workers
 from cvm.guest.run import boot_bundle
 from cvm.hardware.vm import Mode
 from cvm.host.adversary.threat import MODES, Attack
@@ -74,6 +75,7 @@ def demo(
                                   else os.urandom, seed))
     started = time.perf_counter()
     attacks = chosen_attacks(family)
+    check_workers(workers)
     random_bytes: RandomBytes = random.Random(seed).randbytes if seed is not None else os.urandom
     console = Console()
     console.print("[bold]1. The owner builds an image; the host boots it as an SEV-SNP VM[/bold]")

@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from cvm.cli.options import check_workers
 from cvm.errors import UsageError
 
 app = typer.Typer(help="The key broker service (Trustee's RCAR protocol).", no_args_is_help=True)
@@ -85,8 +86,7 @@ def serve(
     """Serve the broker until interrupted."""
     import uvicorn
 
-    if not 1 <= workers <= 64:
-        raise UsageError("--workers must be between 1 and 64")
+    check_workers(workers)
     if trust not in ("amd", "emulated"):
         raise UsageError(f"--trust must be amd or emulated, not {trust!r}")
     check_port(port)

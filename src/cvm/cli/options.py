@@ -15,3 +15,14 @@ def refuse_unused(context: str, given: dict[str, bool]) -> None:
     names = [name for name, present in given.items() if present]
     if names:
         raise UsageError(f"{', '.join(names)}: not for {context}")
+
+
+MAX_WORKERS = 64
+
+
+def check_workers(count: int) -> int:
+    """``--workers``: a number of processes, 1 to 64 (0 or fewer would run nothing in parallel
+    while the user believed it did)."""
+    if not 1 <= count <= MAX_WORKERS:
+        raise UsageError(f"--workers: {count} is not between 1 and {MAX_WORKERS}")
+    return count

@@ -99,6 +99,13 @@ def refusal_line(trace: Any) -> str | None:
     return f"cvm: error: {stage}: {error}"
 
 
+def shows_trace(trace: Any, as_json: bool) -> bool:
+    """Whether ``run`` prints the trace: always as JSON; as text unless the boot was refused for
+    what the user asked (a UsageError: a vCPU count, a memory size or a mode the image was not
+    built for), where nothing ran and the one error line says it all."""
+    return as_json or trace.refused is None or not isinstance(trace.refused[1], UsageError)
+
+
 def exit_code(trace: Any) -> int:
     """The refusing error's own code when a stage refused; else 0 when every check passed, 1
     when the boot ran to the end but a check said no."""
@@ -145,7 +152,7 @@ def run(
     trace = boot(image, chosen, vcpus=vcpus, memory=memory, kbs=kbs, kbs_resource=kbs_resource)
     if as_json:
         typer.echo(json.dumps(trace.to_json(), indent=1))
-    else:
+    elif shows_trace(trace, as_json):
         typer.echo(trace.render())
     line = refusal_line(trace)
     if line is not None:
