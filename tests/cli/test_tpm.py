@@ -243,3 +243,23 @@ def test_serve_on_a_port_saves_at_exit_unless_the_state_could_not_be_saved(
     assert execute(["tpm", "serve", "--state", str(state), "--port",
                     str(free_port_pair())]) == 0
     assert (state.read_bytes() == before) is failed  # saved (clock, counter) only when sound
+
+
+@pytest.mark.parametrize("taken", [0, 1], ids=["tpm-port", "platform-port"])
+def test_serve_on_a_port_in_use_names_the_address_and_leaves_the_state(
+        tmp_path: Path, free_port_pair: Any, capsys: pytest.CaptureFixture[str],
+        taken: int) -> None:
+    import socket
+
+    state = tmp_path / "state"
+    assert execute(["tpm", "manufacture", str(state)]) == 0
+    before = state.read_bytes()
+    port = free_port_pair()
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port + taken))
+        other.listen()
+        capsys.readouterr()
+        assert execute(["tpm", "serve", "--state", str(state), "--port", str(port)]) == 74
+    assert capsys.readouterr().err == (f"cvm: error: cannot listen: Address already in use: "
+                                       f"127.0.0.1:{port + taken}\n")
+    assert state.read_bytes() == before

@@ -48,6 +48,17 @@ def _receive(connection: socket.socket, size: int) -> bytes | None:
     return bytes(data)
 
 
+
+def _listen(host: str, port: int, handler: type[socketserver.BaseRequestHandler]
+            ) -> socketserver.ThreadingTCPServer:
+    """A listener on ``host:port``; one that cannot be opened (a port in use, an address not
+    this machine's) says which, as the OS error's file name."""
+    try:
+        return socketserver.ThreadingTCPServer((host, port), handler)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot listen: {error.strerror}", f"{host}:{port}"
+                      ) from None
+
 class MssimServer:
     """Serve ``tpm`` on ``port`` (TPM) and ``port + 1`` (platform) of ``host``."""
 
@@ -73,9 +84,9 @@ class MssimServer:
                 server._serve_platform(self.request)
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
-        first = socketserver.ThreadingTCPServer((host, port), TpmPort)
+        first = _listen(host, port, TpmPort)
         try:
-            second = socketserver.ThreadingTCPServer((host, port + 1), PlatformPort)
+            second = _listen(host, port + 1, PlatformPort)
         except OSError:
             first.server_close()
             raise
