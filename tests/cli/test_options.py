@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cvm.cli.main import execute
-from cvm.cli.options import check_workers, refuse_unused
-from cvm.errors import UsageError
+from cvm.cli.options import check_workers, parse_file, refuse_unused
+from cvm.errors import FormatError, UsageError
 
 
 def test_nothing_given_is_nothing_refused() -> None:
@@ -41,3 +43,38 @@ def test_every_command_with_workers_refuses_zero_before_it_starts(
         command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert execute([*command, "--workers", "0"]) == 64
     assert capsys.readouterr().err == "cvm: error: --workers: 0 is not between 1 and 64\n"
+
+
+def _digits(data: bytes) -> int:
+    if not data.isdigit():
+        raise FormatError("not digits")
+    return int(data)
+
+
+def test_a_file_an_option_names_is_parsed_and_its_fault_named_with_both(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_bytes(b"42")
+    bad.write_bytes(b"forty-two")
+    assert parse_file(good, "--count", _digits) == 42
+    with pytest.raises(FormatError) as refused:
+        parse_file(bad, "--count", _digits)
+    assert str(refused.value) == f"--count {bad}: not digits"
+    with pytest.raises(FileNotFoundError):
+        parse_file(tmp_path / "missing", "--count", _digits)
+
+
+@pytest.mark.parametrize("command", [
+    ["sb", "sign", "IMAGE", "--key", "KEY", "--cert", "CERT", "-o", "OUT"],
+    ["varstore", "auth", "db", "--key", "KEY", "--cert", "CERT", "-o", "OUT"],
+])
+def test_a_signing_key_that_is_not_one_is_named_with_its_option_and_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    files = {"IMAGE": tmp_path / "image.efi", "KEY": tmp_path / "key.pem",
+             "CERT": tmp_path / "cert.pem", "OUT": tmp_path / "out"}
+    for name in ("IMAGE", "KEY", "CERT"):
+        files[name].write_bytes(b"not a key or a certificate")
+    argv = [str(files[word]) if word in files else word for word in command]
+    assert execute(argv) == 65
+    err = capsys.readouterr().err
+    assert err.startswith(f"cvm: error: --key {files['KEY']}: not an unencrypted private key: ")
+    assert err.count("\n") == 1 and not files["OUT"].exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from cvm.cli.options import refuse_unused
+from cvm.cli.options import parse_file, refuse_unused
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
 from cvm.errors import CvmError, FormatError, UsageError
 from cvm.files import write_output
@@ -180,9 +180,9 @@ def sign(
 ) -> None:
     """Sign the image (Authenticode, SHA-256, RSA PKCS#1 v1.5) as sbsign does."""
     signed = sign_pe(
-        path.read_bytes(), load_private_key(key.read_bytes()),
-        load_certificate(cert.read_bytes()),
-        tuple(load_certificate(c.read_bytes()) for c in chain), replace=not append,
+        path.read_bytes(), parse_file(key, "--key", load_private_key),
+        parse_file(cert, "--cert", load_certificate),
+        tuple(parse_file(c, "--chain", load_certificate) for c in chain), replace=not append,
     )
     write_output(output, signed)
     typer.echo(f"signed {path} -> {output}")

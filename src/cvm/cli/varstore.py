@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from cvm.cli.options import parse_file
 from cvm.crypto.x509_edk2 import der, load_certificate, load_private_key
 from cvm.errors import FormatError, UsageError
 from cvm.files import write_output
@@ -191,8 +192,8 @@ def auth(
     except ValueError:
         raise UsageError(f"--time {time!r} is not an ISO 8601 date and time") from None
     payload = sign_update(
-        name, _update_data(add, Guid.parse(owner)), load_private_key(key.read_bytes()),
-        load_certificate(cert.read_bytes()), EfiTime.from_datetime(moment),
+        name, _update_data(add, Guid.parse(owner)), parse_file(key, "--key", load_private_key),
+        parse_file(cert, "--cert", load_certificate), EfiTime.from_datetime(moment),
         attributes=SECURE_BOOT_ATTRIBUTES | (EFI_VARIABLE_APPEND_WRITE if append else 0),
     )
     write_output(output, payload)
