@@ -67,7 +67,7 @@ def _subject(event: PcrEvent) -> str:
         return f"the kernel command line {text.removeprefix('kernel_cmdline: ')!r}"
     if event.pcr_index == 9 and kind == EventType.EV_IPL:
         return f"the file {text}"
-    return f"{event_type_name(kind)} {_describe(event)!r}"
+    return f"{event_type_name(kind)} {_describe(event)}"  # strings come quoted
 
 
 def _same_event(a: PcrEvent, b: PcrEvent) -> bool:
