@@ -25,6 +25,8 @@ from cvm.image.qemu_initramfs import (
     sealed_initramfs,
 )
 
+from ..formats.elf_builder import elf_object
+
 
 class Files(dict[str, bytes]):
     """A package's files in memory, read through the same two calls as a checked package;
@@ -44,8 +46,11 @@ class Files(dict[str, bytes]):
 
 def _module(files: Files, name: str, depends: str | None,
             folder: str = "lib/modules/6.1.0-test/kernel/drivers") -> bytes:
-    info = b"" if depends is None else b"license=GPL\0depends=" + depends.encode() + b"\0"
-    files[f"{folder}/{name}.ko"] = b"\x7fELF" + bytes(16) + info + b"vermagic=6.1\0"
+    info = b"license=GPL\0" + (b"" if depends is None else b"depends=" + depends.encode()
+                                 + b"\0") + b"vermagic=6.1\0"
+    # A string that reads like an entry outside .modinfo is not one.
+    files[f"{folder}/{name}.ko"] = elf_object([(".rodata", b"depends=decoy\0"),
+                                               (".modinfo", info)])
     return files[f"{folder}/{name}.ko"]
 
 
@@ -194,7 +199,10 @@ def test_the_default_modules_are_those_the_root_needs() -> None:
                  "expected one"),
     ({"a": "b", "b": "a"}, "kernel module a: circular dependency a -> b"),
     ({"a": "b", "b": "c", "c": "b"}, "kernel module b: circular dependency a -> b -> c"),
-    ({"a": None}, "lib/modules/6.1.0-test/kernel/drivers/a.ko: no depends= in its .modinfo"),
+    ({"a": None}, "lib/modules/6.1.0-test/kernel/drivers/a.ko: 0 depends= in its .modinfo, "
+                  "expected one"),
+    ({"a": "b\0depends=c"}, "lib/modules/6.1.0-test/kernel/drivers/a.ko: 2 depends= in its "
+                             ".modinfo, expected one"),
 ])
 def test_a_module_tree_that_cannot_load_is_refused(modules: dict[str, str | None],
                                                    message: str) -> None:
@@ -276,3 +284,12 @@ def test_without_the_device_tcti_there_is_no_initramfs(monkeypatch: pytest.Monke
         sealed_initramfs(b"", _kernel(), (4,))
     assert str(caught.value) == (f"{tmp_path / 'libtss2-tcti-device.so.0'} is missing (package "
                                  "libtss2-tcti-device0)")
+
+
+def test_a_module_that_is_not_an_elf_object_is_refused() -> None:
+    files = Files()
+    files["lib/modules/6.1.0-test/kernel/drivers/a.ko"] = b"depends=\0"
+    with pytest.raises(FormatError) as caught:
+        module_order(files, ("a",))
+    assert str(caught.value) == ("lib/modules/6.1.0-test/kernel/drivers/a.ko: not an ELF "
+                                 "object")

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from cvm.errors import ExternalToolError, FormatError
 from cvm.formats.cpio import CpioArchive, CpioEntry
+from cvm.formats.elf import modinfo
 
 TOKEN_TYPE = "cvm-tpm2-import"
 SRK_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt|noda"
@@ -152,10 +153,11 @@ def module_order(kernel: PackageFiles,
             raise FormatError(f"kernel module {name}: {len(paths)} files in the kernel's "
                               "package under lib/modules/*/kernel, expected one")
         data = kernel.read(paths[0])
-        if b"depends=" not in data:
-            raise FormatError(f"{paths[0]}: no depends= in its .modinfo")
-        info = data.split(b"depends=", 1)[1].split(b"\0", 1)[0].decode()
-        for dependency in filter(None, info.split(",")):
+        depends = [value for key, value in modinfo(data, paths[0]) if key == "depends"]
+        if len(depends) != 1:
+            raise FormatError(f"{paths[0]}: {len(depends)} depends= in its .modinfo, "
+                              "expected one")
+        for dependency in filter(None, depends[0].split(",")):
             add(dependency, (*chain, name))
         order.append((name, data))
 
