@@ -63,7 +63,14 @@ SHOFF = struct.unpack_from("<Q", GOOD, 0x28)[0]
     (b"", "not an ELF object"),
     (GOOD[:63], "not an ELF object"),
     (b"\x7fELG" + GOOD[4:], "not an ELF object"),
-    (GOOD[:4] + b"\x01" + GOOD[5:], "ELF class 1, data 1: only ELF64 little-endian is read"),
+    (GOOD[:4] + b"\x03" + GOOD[5:], "ELF class 3, data 1: only ELF64 little-endian is read"),
+    (GOOD[:64], "the section header table (3 at {shoff:#x}) is not inside the file's 64 bytes"),
+    (_patched(GOOD, 0x28, "<Q", 1 << 63),
+     f"the section header table (3 at {1 << 63:#x}) is not inside the file's {len(GOOD)} "
+     "bytes"),
+    (_patched(GOOD, 0x3C, "<H", 0x8000),
+     f"the section header table (32768 at {SHOFF:#x}) is not inside the file's {len(GOOD)} "
+     "bytes"),
     (GOOD[:5] + b"\x02" + GOOD[6:], "ELF class 2, data 2: only ELF64 little-endian is read"),
     (_patched(GOOD, 0x3A, "<H", 40), "section headers of 40 bytes, expected 64"),
     (_patched(GOOD, 0x28, "<Q", len(GOOD)),
@@ -81,7 +88,20 @@ SHOFF = struct.unpack_from("<Q", GOOD, 0x28)[0]
 def test_a_malformed_object_is_refused_naming_the_field(data: bytes, message: str) -> None:
     with pytest.raises(FormatError) as refused:
         section(data, ".modinfo", "m.ko")
-    assert str(refused.value) == f"m.ko: {message}"
+    assert str(refused.value) == f"m.ko: {message.format(shoff=SHOFF)}"
+
+
+def test_a_table_right_after_the_header_and_a_section_ending_the_file_are_read() -> None:
+    data = elf_object([(".modinfo", INFO)], table_first=True)
+    assert struct.unpack_from("<Q", data, 0x28)[0] == 64
+    assert data.endswith(b".shstrtab\0")  # the name table ends the file
+    assert section(data, ".modinfo", "m.ko") == INFO
+    assert section(data, ".shstrtab", "m.ko") == b"\0.modinfo\0.shstrtab\0"
+
+
+def test_a_value_that_is_not_utf8_is_read_with_replacement_characters() -> None:
+    data = elf_object([(".modinfo", b"author=Andr\xe9\0depends=\0")])
+    assert modinfo(data, "m.ko") == [("author", "Andr\ufffd"), ("depends", "")]
 
 
 def test_a_name_that_runs_off_the_end_of_its_table_is_refused() -> None:

@@ -21,8 +21,8 @@ SHT_NOBITS = 8  # a section that takes no room in the file (.bss)
 _SECTION = struct.Struct("<IIQQQQ")  # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size
 
 
-def _sections(data: bytes, where: str) -> list[tuple[int, int, int, int]]:
-    """Each section's (name offset, type, file offset, size)."""
+def _sections(data: bytes, where: str) -> tuple[list[tuple[int, int, int, int]], int]:
+    """Each section's (name offset, type, file offset, size), and which is the name table."""
     if len(data) < HEADER_SIZE or data[:4] != MAGIC:
         raise FormatError(f"{where}: not an ELF object")
     if data[4] != ELFCLASS64 or data[5] != ELFDATA2LSB:
@@ -45,7 +45,7 @@ def _sections(data: bytes, where: str) -> list[tuple[int, int, int, int]]:
             raise FormatError(f"{where}: section {index} ({size} bytes at {offset:#x}) is not "
                               f"inside the file's {len(data)} bytes")
         sections.append((name, kind, offset, size))
-    return sections
+    return sections, shstrndx
 
 
 def _name(table: bytes, offset: int, where: str) -> bytes:
@@ -59,8 +59,8 @@ def section(data: bytes, name: str, where: str) -> bytes | None:
     """The bytes of the section called ``name`` (None when the object has none); ``where``
     names the object in errors. Two sections of that name are refused: which one a reader
     takes would be a guess."""
-    sections = _sections(data, where)
-    _, _, table_offset, table_size = sections[struct.unpack_from("<H", data, 0x3E)[0]]
+    sections, names = _sections(data, where)
+    _, _, table_offset, table_size = sections[names]
     table = data[table_offset:table_offset + table_size]
     wanted = name.encode()
     found = [(offset, size) for label, kind, offset, size in sections
