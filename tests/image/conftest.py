@@ -4,12 +4,14 @@ SRK)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cvm.cli.main import execute
+from cvm.disk.esp import run_tool
 from cvm.image.bundle import BuiltImage, ImageSpec, build_image
 from cvm.image.debian_packages import BUSYBOX, STUB, BootInputs, fetch
 from cvm.image.firmware import MODES
@@ -58,3 +60,17 @@ def srk(tmp_path_factory: pytest.TempPathFactory, require_tool: Callable[[str], 
     state = tmp_path_factory.mktemp("tpm") / "state"
     assert execute(["vm", "tpm-setup", str(state)]) == 0
     return state / "srk.pub"
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by its relative path, with its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def esp_stamps(esp: str) -> set[str]:
+    """The date and time of every entry of the ESP at ``esp`` (mtools' ``IMAGE@@OFFSET``), as
+    mdir prints them (FAT's local time)."""
+    listing = run_tool("mdir", "-i", esp, "-/", "::/")
+    return {f"{day} {time}" for day, time in
+            re.findall(r"(\d{4}-\d{2}-\d{2}) +(\d{1,2}:\d{2})", listing)}

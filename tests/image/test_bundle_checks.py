@@ -49,6 +49,8 @@ from cvm.image.provisioning import unwrap_state_key
 from cvm.image.reference_values import loads
 from cvm.vtpm.state_file import MonotonicCounter, ReleasedKeyProvider, open_state
 
+from .conftest import folder_files
+
 STEPS = ["keys", "boot chain", "prediction", "disk", "vtpm", "launch digests", "write"]
 HOST_FILES = {"image.json", "disk.img", "firmware/OVMF.fd", "firmware/OVMF_VARS.fd",
               "vtpm-state.bin", "reference-values.json"}
@@ -74,11 +76,6 @@ def _rng(seed: int) -> Callable[[int], bytes]:
 
 def _build(out: Path, keys: OwnerKeys, seed: int = 1, **spec: Any) -> BuiltImage:
     return build_image(out, ImageSpec(kdf_cost="fast", **spec), keys, _rng(seed))
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _mode(path: Path) -> int:
@@ -238,7 +235,7 @@ def test_a_uki_bundle_holds_exactly_its_files_and_the_private_ones_are_0600(
     monkeypatch.setattr(Path, "chmod", lambda self, mode, **_: None)
     out = tmp_path / "image"
     built = _build(out, owner_keys["uki"])
-    files = _files(out)
+    files = folder_files(out)
     assert set(files) == HOST_FILES | OWNER_FILES | {
         "firmware/SVSM.bin", "owner/pcr-policy.key", "owner/pcr-policy.pem"}
     assert built.out == out and sorted(p.name for p in tmp_path.iterdir()) == ["image"]
@@ -410,7 +407,7 @@ def test_a_seed_makes_the_build_reproducible_and_a_given_random_wins(
     keys = owner_keys["uki"]
     first = build_image(tmp_path / "a", ImageSpec(kdf_cost="fast", seed=5), keys)
     again = build_image(tmp_path / "b", ImageSpec(kdf_cost="fast", seed=5), keys)
-    assert _files(first.out) == _files(again.out)  # the ESP's time stamps included
+    assert folder_files(first.out) == folder_files(again.out)  # the ESP's time stamps included
     other = build_image(tmp_path / "c", ImageSpec(kdf_cost="fast", seed=6), keys)
     assert other.plan.luks_uuid != first.plan.luks_uuid
     # without a seed, the system's random: two builds differ
@@ -447,7 +444,7 @@ def test_an_earlier_bundle_is_replaced_whole(tmp_path: Path,
     _build(out, owner_keys["uki"], modes=("plain", "sev-snp"))
     (out / "notes.txt").write_text("kept with the earlier bundle\n")
     built = _build(out, owner_keys["shim-grub"], seed=2, chain="shim-grub")
-    assert set(_files(out)) == set(_files(built.out))
+    assert set(folder_files(out)) == set(folder_files(built.out))
     assert not (out / "notes.txt").exists() and not (out / "host-vtpm-state.key").exists()
     assert load_manifest(out)["chain"] == "shim-grub"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image"]
@@ -485,7 +482,7 @@ def test_a_build_that_fails_removes_its_staging_folder(
     out = tmp_path / "image"
     if earlier:
         _build(out, owner_keys["uki"])
-    before = _files(out) if earlier else None
+    before = folder_files(out) if earlier else None
 
     def broken(*args: object) -> bytes:
         raise error
@@ -494,7 +491,7 @@ def test_a_build_that_fails_removes_its_staging_folder(
         _build(out, owner_keys["uki"], seed=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == (["image"] if earlier else [])
     if earlier:
-        assert _files(out) == before
+        assert folder_files(out) == before
 
 
 def test_the_bundle_is_built_in_a_hidden_folder_beside_out(

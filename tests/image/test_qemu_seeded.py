@@ -33,6 +33,8 @@ from cvm.image.qemu_target import (
 )
 from cvm.image.vm_profile import PROFILES
 
+from .conftest import esp_stamps, folder_files
+
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 UKI_FILES = {"OVMF_VARS.fd", "disk.img", "owner/README", "owner/db.crt", "owner/db.key",
@@ -44,21 +46,8 @@ SECRETS = {"owner/db.key", "owner/kek.key", "owner/pk.key", "owner/provisioning.
 Build = Callable[[str, str, int | None], Path]
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    """Every file of the image by its path, with its bytes."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def _esp(image: Path) -> str:
     return f"{image / 'disk.img'}@@{ESP_FIRST_LBA * LBA_SIZE}"
-
-
-def _esp_stamps(image: Path) -> set[str]:
-    """The date and time of every entry of the ESP, as mdir prints them (FAT's local time)."""
-    listing = run_tool("mdir", "-i", _esp(image), "-/", "::/")
-    return {f"{day} {time}" for day, time in
-            re.findall(r"(\d{4}-\d{2}-\d{2}) +(\d{1,2}:\d{2})", listing)}
 
 
 def _esp_serial(image: Path) -> str:
@@ -103,14 +92,14 @@ def build(tmp_path_factory: pytest.TempPathFactory, boot_inputs: BootInputs,
 def test_the_same_seed_builds_every_file_byte_for_byte(build: Build, chain: str,
                                                       names: set[str]) -> None:
     first, again = build(f"{chain}-7", chain, 7), build(f"{chain}-7-again", chain, 7)
-    files, files_again = _files(first), _files(again)
+    files, files_again = folder_files(first), folder_files(again)
     assert set(files) == set(files_again) == names
     for name, data in files.items():
         assert files_again[name] == data, name
     manifest = json.loads(files[MANIFEST])
     assert manifest["seeded"] is True and manifest["sealed"] is not None
     # 2025-01-01 00:00 UTC on every entry, whatever the clock or the time zone says
-    assert _esp_stamps(first) == {"2025-01-01 0:00"}
+    assert esp_stamps(_esp(first)) == {"2025-01-01 0:00"}
 
 
 def test_a_seeded_uki_is_signed_by_keys_from_the_seed(build: Build, tmp_path: Path) -> None:
@@ -130,7 +119,7 @@ def test_a_seeded_uki_is_signed_by_keys_from_the_seed(build: Build, tmp_path: Pa
 
 def test_another_seed_changes_every_secret_and_the_disk(build: Build) -> None:
     seven, eight = build("uki-7", "uki", 7), build("uki-8", "uki", 8)
-    files, other = _files(seven), _files(eight)
+    files, other = folder_files(seven), folder_files(eight)
     assert set(files) == set(other)
     assert {name for name in files if files[name] != other[name]} == UKI_FILES - {
         "owner/README", MANIFEST}
@@ -142,13 +131,13 @@ def test_another_seed_changes_every_secret_and_the_disk(build: Build) -> None:
 
 def test_an_unseeded_build_differs_each_time(build: Build) -> None:
     first, again = build("grub-a", "shim-grub", None), build("grub-b", "shim-grub", None)
-    files, files_again = _files(first), _files(again)
+    files, files_again = folder_files(first), folder_files(again)
     assert {name for name in files if files[name] != files_again[name]} == {
         "disk.img", "owner/root.key"}
     assert _luks_uuid(first) != _luks_uuid(again)
     assert _esp_serial(first) != _esp_serial(again)
     assert json.loads(files[MANIFEST])["seeded"] is False
-    assert _esp_stamps(first) != {"2025-01-01 0:00"}  # the clock's time
+    assert esp_stamps(_esp(first)) != {"2025-01-01 0:00"}  # the clock's time
     seeded = build("shim-grub-7", "shim-grub", 7)
     assert (seeded / "owner/root.key").read_bytes() != files["owner/root.key"]
 
@@ -169,11 +158,11 @@ def test_the_cli_builds_a_seeded_image_warns_and_takes_source_date_epoch(
     captured = capsys.readouterr()
     assert captured.err == QEMU_SEEDED_WARNING + "\n"
     assert json.loads(captured.out)["manifest"]["seeded"] is True
-    assert _esp_stamps(out) == {"2023-11-14 22:13"}
+    assert esp_stamps(_esp(out)) == {"2023-11-14 22:13"}
     assert _certificate(out, "pk").not_valid_before_utc == datetime.datetime(
         2023, 11, 14, 22, 13, 20, tzinfo=datetime.UTC)
     library = tmp_path / "library"  # the same seed and time through the library: the same bytes
     key = Public.from_bytes(parse_tpm2b(srk.read_bytes(), "srk"))
     build_qemu_image(library, QemuTargetSpec("uki", PROFILES["q35"], key, seed=5,
                                              source_date_epoch=1700000000), boot_inputs)
-    assert _files(library) == _files(out)
+    assert folder_files(library) == folder_files(out)

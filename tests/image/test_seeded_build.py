@@ -20,14 +20,10 @@ from cvm.image.build_epoch import SEEDED_EPOCH
 from cvm.image.bundle import BuiltImage, ImageSpec, build_image
 from cvm.image.keys import KeyPair, OwnerKeys
 
+from .conftest import esp_stamps, folder_files
+
 UKI = {"chain": "uki", "seal": "both", "modes": ("plain", "sev-snp"), "kdf_cost": "fast"}
 GRUB = {"chain": "shim-grub", "modes": ("sev-snp",), "kdf_cost": "fast"}
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    """Every file of the bundle by its path, with its bytes."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _public(key: object) -> bytes:
@@ -52,19 +48,12 @@ def _esp(built: BuiltImage) -> str:
     return f"{built.out / 'disk.img'}@@{built.plan.layout.esp_offset}"
 
 
-def _esp_stamps(built: BuiltImage) -> set[str]:
-    """The date and time of every entry of the ESP, as mdir prints them (FAT's local time)."""
-    listing = run_tool("mdir", "-i", _esp(built), "-/", "::/")
-    return {f"{day} {time}" for day, time in
-            re.findall(r"(\d{4}-\d{2}-\d{2}) +(\d{1,2}:\d{2})", listing)}
-
-
 @pytest.mark.parametrize("spec", [UKI, GRUB], ids=["uki", "shim-grub"])
 def test_the_same_seed_builds_every_file_byte_for_byte(tmp_path: Path,
                                                       spec: dict[str, object]) -> None:
     first = build_image(tmp_path / "a", ImageSpec(seed=7, **spec))  # type: ignore[arg-type]
     again = build_image(tmp_path / "b", ImageSpec(seed=7, **spec))  # type: ignore[arg-type]
-    files, files_again = _files(first.out), _files(again.out)
+    files, files_again = folder_files(first.out), folder_files(again.out)
     assert {"disk.img", "image.json", "owner/pk.key", "owner/db.key", "owner/kek.crt",
             "owner/recovery.key", "vtpm-state.bin"} <= set(files)
     assert set(files) == set(files_again)
@@ -76,14 +65,14 @@ def test_the_same_seed_builds_every_file_byte_for_byte(tmp_path: Path,
 def test_a_seeded_esp_has_the_seeded_time_and_serial(tmp_path: Path) -> None:
     built = build_image(tmp_path / "a", ImageSpec(seed=7, **UKI))  # type: ignore[arg-type]
     # 2025-01-01 00:00 UTC on every entry, whatever the clock or the time zone says
-    assert _esp_stamps(built) == {"2025-01-01 0:00"}
+    assert esp_stamps(_esp(built)) == {"2025-01-01 0:00"}
     info = run_tool("minfo", "-i", _esp(built), "::")
     serial = re.search(r"serial number: ([0-9A-F]{8})", info)
     assert serial is not None and int(serial.group(1), 16) == built.plan.esp_serial
     epoch = int(datetime.datetime(2023, 11, 14, 22, 13, 20, tzinfo=datetime.UTC).timestamp())
     dated = build_image(tmp_path / "b", ImageSpec(seed=7, source_date_epoch=epoch,
                                                   **UKI))  # type: ignore[arg-type]
-    assert _esp_stamps(dated) == {"2023-11-14 22:13"}
+    assert esp_stamps(_esp(dated)) == {"2023-11-14 22:13"}
     assert dated.keys.pk.certificate.not_valid_before_utc == datetime.datetime(
         2023, 11, 14, 22, 13, 20, tzinfo=datetime.UTC)
 
@@ -92,7 +81,7 @@ def test_source_date_epoch_alone_stamps_an_unseeded_build(tmp_path: Path) -> Non
     epoch = 1700000000
     built = build_image(tmp_path / "a", ImageSpec(source_date_epoch=epoch,
                                                   **UKI))  # type: ignore[arg-type]
-    assert _esp_stamps(built) == {"2023-11-14 22:13"}
+    assert esp_stamps(_esp(built)) == {"2023-11-14 22:13"}
     for pair in _pairs(built.keys).values():
         assert pair.certificate.not_valid_before_utc.timestamp() == epoch
     assert built.manifest["seeded"] is False
@@ -125,7 +114,7 @@ def test_an_unseeded_build_differs_each_time(tmp_path: Path) -> None:
     assert (first.out / "disk.img").read_bytes() != (again.out / "disk.img").read_bytes()
     assert first.manifest["seeded"] is False
     # no SOURCE_DATE_EPOCH: the ESP has the clock's date, the certificates their usual start
-    assert _esp_stamps(first) != {"2025-01-01 0:00"}
+    assert esp_stamps(_esp(first)) != {"2025-01-01 0:00"}
     assert first.keys.pk.certificate.not_valid_before_utc == datetime.datetime(
         2025, 1, 1, tzinfo=datetime.UTC)
 
