@@ -394,11 +394,11 @@ def test_a_malformed_secret_is_refused_before_any_is_registered(tmp_path: Path) 
 def test_the_admin_client_names_the_broker_and_carries_the_token(tmp_path: Path) -> None:
     token = tmp_path / "admin.token"
     token.write_text("  the-admin-token\n")
-    client = kbs._admin("http://kbs:8080/broker//", token)
+    client = kbs._admin("http://kbs:8080/brokerX//", token)
     assert isinstance(client, httpx.Client)
     with client:
         assert str(client.build_request("GET", "/kbs/v0/audit").url) == (
-            "http://kbs:8080/broker/kbs/v0/audit")
+            "http://kbs:8080/brokerX/kbs/v0/audit")
         assert client.headers["authorization"] == "Bearer the-admin-token"
         assert client.timeout == httpx.Timeout(30.0)
 
@@ -424,3 +424,21 @@ def test_admin_registers_nothing_when_a_later_secret_is_malformed(
     assert capsys.readouterr().err == (
         "cvm: error: --secret 'd/e/f' is not REPOSITORY/TYPE/TAG=FILE\n")
     assert admin.requests == []
+
+
+def test_each_worker_builds_its_broker_and_admin_api_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[tuple[object, object]] = []
+    monkeypatch.setattr("cvm.attestation.kbs.app.create_app",
+                        lambda broker, token: made.append((broker, token)) or "app")
+    (tmp_path / "kek.hex").write_text(KEK + "\n")
+    (tmp_path / "admin.token").write_text("the admin token, long enough\n")
+    monkeypatch.setenv(kbs.ENV_DB, f"sqlite:///{tmp_path / 'kbs.db'}")
+    monkeypatch.setenv(kbs.ENV_KEK, str(tmp_path / "kek.hex"))
+    monkeypatch.setenv(kbs.ENV_ADMIN, str(tmp_path / "admin.token"))
+    monkeypatch.setenv(kbs.ENV_TRUST, "amd")
+    assert kbs.app_from_environment() == "app"
+    broker, token = made[0]
+    assert token == "the admin token, long enough"
+    assert broker.kek == bytes.fromhex(KEK)  # type: ignore[attr-defined]
+    assert broker.storage.url == f"sqlite:///{tmp_path / 'kbs.db'}"  # type: ignore[attr-defined]
