@@ -264,3 +264,22 @@ def test_auth_and_update_say_what_they_wrote(files: dict[str, Path], tmp_path: P
     db = Varstore.parse(updated.read_bytes()).get("db")
     assert db is not None and db.attributes == 0x27
     assert [e.data for e in SignatureDatabase.parse(db.data).sha256_hashes()] == [HASH]
+
+
+def test_a_certificate_after_signature_lists_is_added_to_them(files: dict[str, Path]) -> None:
+    database = SignatureDatabase.parse(varstore.update_data([files["esl"], files["cert"]],
+                                                            VENDOR))
+    assert [item.type_name for item in database.lists] == ["EFI_CERT_SHA256", "EFI_CERT_X509"]
+
+
+def test_an_offset_is_taken_to_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert varstore.update_time("2026-02-03T04:05:06+02:00") == EfiTime(2026, 2, 3, 2, 5, 6)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
