@@ -267,3 +267,80 @@ def test_diff_exits_1_on_a_difference_and_prints_json(
     assert out.startswith("[\n  {\n") and '"pcr": 8' in out and "PCR 8:" not in out
     assert execute(["pcr", "diff", str(one), str(one), "--json"]) == 0
     assert capsys.readouterr().out == "[]\n"
+
+
+def test_a_target_keeps_every_letter_and_a_local_name_its_equals_signs(tmp_path: Path) -> None:
+    local = tmp_path / "a=b"
+    local.write_bytes(b"new")
+    esp = EspFiles({"/EFI/bootx": b"old"})
+    files = dict(pcr._override(esp, [f"EFI/BOOTX={local}", f"X/={local}"]).items())
+    assert files == {"/EFI/BOOTX": b"new", "/X": b"new"}
+
+
+def _fat_disk(path: Path, *, partition: int = 1, cut_at_end: bool = False,
+              short: int = 0) -> tuple[Path, int]:
+    """A GPT disk whose partition ``partition`` holds a FAT12 volume with ``/FILE`` in its last
+    cluster (its last bytes are read); the volume fills the partition exactly."""
+    from tests.formats.fat.conftest import entry, make_fat
+
+    from cvm.formats.fat.boot_sector import FatType
+
+    image = make_fat(FatType.FAT12)
+    content = bytes(range(256)) * 2
+    image.chain(101)
+    image.write(101, content)
+    image.put(image.root_offset(), entry(b"FILE       ", 0x20, 101, len(content)))
+    volume = bytes(image.data)
+    assert len(volume) % LBA_SIZE == 0 and image.cluster_offset(102) == len(volume)
+    first = 2048 + 64 * (partition - 1)
+    entries = [PartitionEntry(partition_types.LINUX_DATA,
+                              Guid.parse(f"1c2b3a49-5867-4e8d-9a0b-c1d2e3f4051{n}"),
+                              2048 + 64 * n, 2048 + 64 * n + 63) for n in range(partition - 1)]
+    entries.append(PartitionEntry(partition_types.ESP,
+                                  Guid.parse("1c2b3a49-5867-4e8d-9a0b-c1d2e3f40516"), first,
+                                  first + len(volume) // LBA_SIZE - 1 - short))
+    size = 4 << 20
+    table = PartitionTable.create(size // LBA_SIZE, entries,
+                                  Guid.parse("7e5a1b3c-2d4f-4a6b-8c9d-0e1f2a3b4c5d"))
+    with path.open("wb") as handle:
+        handle.truncate(size)
+        for offset, data in table.blocks():
+            handle.seek(offset)
+            handle.write(data)
+        handle.seek(first * LBA_SIZE)
+        handle.write(volume)
+        if cut_at_end:
+            handle.truncate(first * LBA_SIZE + len(volume))
+    return path, first
+
+
+@pytest.mark.parametrize("partition", [1, 2])
+def test_the_esp_and_its_files_are_read_from_the_disks_partition(
+        tmp_path: Path, partition: int) -> None:
+    disk, first = _fat_disk(tmp_path / "disk.img", partition=partition, cut_at_end=True)
+    local = tmp_path / "added"
+    local.write_bytes(b"added")
+    files, gpt = pcr.boot_files(disk, None, None, partition, [f"/ADDED={local}"])
+    assert dict(files.items()) == {"/FILE": bytes(range(256)) * 2, "/ADDED": b"added"}
+    assert gpt is not None
+    assert PartitionEntry.from_bytes(gpt.entry[:128]).starting_lba == first
+
+
+def test_the_disk_is_opened_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk, _ = _fat_disk(tmp_path / "disk.img")
+    opened: list[dict[str, object]] = []
+    real = pcr.FileStorage
+
+    def recording(path: Path, **options: object) -> object:
+        opened.append(options)
+        return real(path, **options)  # type: ignore[arg-type]
+    monkeypatch.setattr(pcr, "FileStorage", recording)
+    pcr.boot_files(disk, None, None, 1, [])
+    assert opened == [{"read_only": True}]
+
+
+def test_a_volume_larger_than_its_partition_is_refused(tmp_path: Path) -> None:
+    disk, _ = _fat_disk(tmp_path / "disk.img", short=1)
+    with pytest.raises(FormatError) as refused:
+        pcr.boot_files(disk, None, None, 1, [])
+    assert str(refused.value).startswith("FAT volume: the boot sector claims ")
