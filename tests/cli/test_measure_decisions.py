@@ -219,3 +219,24 @@ def test_measure_prints_the_digest_or_the_report(vectors: Path,
     assert report["mode"] == "sev"
     assert execute(["measure", "--mode", "sev", "--ovmf", ovmf]) == 0
     assert capsys.readouterr().out == report["measurement"] + "\n"
+
+
+def test_the_initrd_given_is_hashed(vectors: Path, tmp_path: Path) -> None:
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"an initrd")
+    report = _report(vectors, mode="sev", kernel=Path("/dev/null"), initrd=initrd)
+    assert report["kernel_hashes"]["initrd"] == hashlib.sha256(b"an initrd").hexdigest()
+
+
+def test_the_vmsas_are_dumped_into_a_new_folder_tree(vectors: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "a" / "b"
+    _report(vectors, vcpus=1, vcpu_type="EPYC-v4", dump_vmsa=folder)
+    assert [p.name for p in folder.iterdir()] == ["vmsa0.bin"]
+
+
+def test_the_svsm_mode_takes_a_vcpu_signature(vectors: Path) -> None:
+    report = _report(vectors, "svsm_ovmf.fd", mode="snp:svsm", svsm=_fixtures(vectors) / "svsm.bin",
+                     vars_size=str(VARS_SIZE), vcpus=4, vcpu_sig="0x00800F12")
+    assert report["measurement"] == (
+        "27d154c27b7b359c935e250ec6fee72aa0ae8c1225e3b0e1cf46a9567e938066d7d6f94bbdc4a857818bdb"
+        "79277a44b2")
