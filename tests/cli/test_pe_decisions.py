@@ -12,8 +12,9 @@ import pytest
 
 from cvm.cli import pe
 from cvm.cli.main import execute
+from cvm.crypto.authenticode import AuthenticodeSignature
 from cvm.crypto.x509_edk2 import der, generate_rsa_key, issue_certificate
-from cvm.errors import UsageError
+from cvm.errors import FormatError, UsageError
 from cvm.formats.pe.authenticode import digest_of, hashed_layout
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.pe.image import PeImage
@@ -125,7 +126,11 @@ def test_a_signature_that_does_not_parse_is_named_with_its_error(
     signed[start:start + 4] = b"\x00\x00\x00\x00"
     document = pe.describe(PeImage.parse(bytes(signed)))["signatures"][0]  # type: ignore[index]
     assert set(document) == {"index", "revision", "type", "length", "error"}
-    assert document["error"]
+    broken = PeImage.parse(bytes(signed)).certificates[0].pkcs7
+    assert broken is not None
+    with pytest.raises(FormatError) as parsed:
+        AuthenticodeSignature.parse(broken)
+    assert document["error"] == str(parsed.value)
 
 
 def test_shims_sections_are_described(signer: tuple[object, object]) -> None:
@@ -186,3 +191,25 @@ def test_show_prints_the_description(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert execute(["pe", "show", str(path)]) == 0
     assert capsys.readouterr().out.splitlines() == pe.show_lines(
         path, pe.describe(PeImage.parse(APP)))
+
+
+def test_a_signed_images_certificate_table_is_a_data_directory(
+        signer: tuple[object, object]) -> None:
+    key, certificate = signer
+    signed = PeImage.parse(sign_pe(APP, key, certificate))  # type: ignore[arg-type]
+    security = [d for d in signed.data_directories if d.size]
+    assert security
+    assert pe.describe(signed)["data_directories"] == [
+        {"name": d.name, "virtual_address": d.virtual_address, "size": d.size}
+        for d in security]
+    assert pe.describe(signed)["data_directories"][-1]["size"] == security[-1].size  # type: ignore[index]
+
+
+def test_a_signature_is_checked_with_its_own_digest_algorithm(
+        signer: tuple[object, object]) -> None:
+    key, certificate = signer
+    signed = PeImage.parse(sign_pe(APP, key, certificate,  # type: ignore[arg-type]
+                                   hash_name="sha384"))
+    document = pe.describe(signed)["signatures"][0]  # type: ignore[index]
+    assert document["digest_algorithm"] == "sha384" and document["digest_matches"] is True
+    assert document["signed_digest"] == digest_of(signed, "sha384").hex()
