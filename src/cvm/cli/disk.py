@@ -9,9 +9,11 @@ the encryption.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from rich.progress import Progress, TaskID
 
 from cvm.cli.luks import (
     FORCE_ITER,
@@ -27,7 +29,7 @@ from cvm.cli.luks import (
     read_key_file,
     sector_size_option,
 )
-from cvm.disk.disk_image import build_disk
+from cvm.disk.disk_image import BuildResult, build_disk
 
 ROOT = typer.Option(..., "--root", help="Root file-system image, or a directory.")
 BOOT_DIR = typer.Option(..., "--boot-dir",
@@ -53,19 +55,29 @@ def build(
     key = volume_key_file.read_bytes() if volume_key_file else None
     passphrase = read_key_file(key_file)
     with progress_bar("building", 1) as bar:
-        task = bar.task_ids[0]
-
-        def report(stage: str, done: int, total: int) -> None:
-            if total:
-                bar.update(task, description=f"encrypting {stage}", completed=done, total=total)
-            else:
-                bar.update(task, description=stage)
-
         result = build_disk(out, root, boot_dir, passphrase, kdf, esp_size_mib << 20,
-                            sector_size_option(sector_size), label, key, progress=report)
+                            sector_size_option(sector_size), label, key,
+                            progress=progress_report(bar, bar.task_ids[0]))
+    for line in built_lines(out, result):
+        typer.echo(line)
+
+
+def progress_report(bar: Progress, task: TaskID) -> Callable[[str, int, int], None]:
+    """The build's progress on the bar: the encryption of a stage as done of total, a stage
+    without a total by its name alone."""
+    def report(stage: str, done: int, total: int) -> None:
+        if total:
+            bar.update(task, description=f"encrypting {stage}", completed=done, total=total)
+        else:
+            bar.update(task, description=stage)
+    return report
+
+
+def built_lines(out: Path, result: BuildResult) -> list[str]:
+    """What was written: the disk's size and GUID, the ESP and the LUKS2 root."""
     layout = result.layout
-    typer.echo(f"wrote {out}: {layout.disk_size} bytes, disk GUID {result.disk_guid}")
-    typer.echo(f"  1 ESP  at {layout.esp_offset}, {layout.esp_size} bytes, "
-               f"{len(result.esp_files)} files")
-    typer.echo(f"  2 root at {layout.root_offset}, {layout.root_size} bytes, "
-               f"LUKS2 UUID {result.luks_uuid}")
+    return [f"wrote {out}: {layout.disk_size} bytes, disk GUID {result.disk_guid}",
+            f"  1 ESP  at {layout.esp_offset}, {layout.esp_size} bytes, "
+            f"{len(result.esp_files)} files",
+            f"  2 root at {layout.root_offset}, {layout.root_size} bytes, "
+            f"LUKS2 UUID {result.luks_uuid}"]
