@@ -82,6 +82,8 @@ def test_show_prints_each_record_with_its_last_banks_digest(real: EventLog) -> N
     lines = eventlog.show_lines(real)
     assert lines[0] == "crypto-agile event log, banks sha1, sha256, 50 events"
     assert len(lines) == 51
+    assert lines[1].endswith(" " + eventlog._decoded(real, 0, real.header_event()).describe())
+    assert "Spec ID" in lines[1]
     event = real.events[0]
     decoded = eventlog._decoded(real, 1, event)
     assert lines[2] == (f"   1 pcr{event.pcr_index:<3d} "
@@ -121,3 +123,8 @@ def test_replay_prints_each_bank_and_pcr_in_order() -> None:
     assert eventlog.replay_document(values) == {"sha1": {"0": "0001", "7": "07"},
                                                 "sha256": {"10": "ff"}}
     assert list(eventlog.replay_document(values)["sha1"]) == ["0", "7"]
+
+
+def test_show_decodes_a_header_whose_vendor_info_follows_the_record(vectors: Path) -> None:
+    log = EventLog.parse((vectors / "tpm/tpm2-tools/specid-vendordata.bin").read_bytes())
+    assert eventlog.show_lines(log)[1].endswith(" Spec ID Event03, banks 0x0004/20, 0x000b/32")

@@ -3,6 +3,7 @@ each used partition described, the backup table's warning on stderr, the lines p
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def _disk(path: Path, *, break_primary: bool = False) -> Path:
 def test_a_folder_is_refused_as_the_os_error(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError) as refused:
         gpt.read_table(tmp_path)
-    assert refused.value.filename == str(tmp_path)
+    assert refused.value.filename == str(tmp_path) and refused.value.errno == errno.EISDIR
     assert refused.value.strerror == "Is a directory, not a disk image"
 
 
