@@ -30,6 +30,7 @@ from cvm.cli.luks import (
     sector_size_option,
 )
 from cvm.disk.disk_image import BuildResult, build_disk
+from cvm.disk.keyslot import KdfSpec
 
 ROOT = typer.Option(..., "--root", help="Root file-system image, or a directory.")
 BOOT_DIR = typer.Option(..., "--boot-dir",
@@ -51,15 +52,25 @@ def build(
     label: str = typer.Option("cvm-root", "--label", help="LUKS2 label."),
 ) -> None:
     """Write the disk image OUT (GPT, clear ESP, LUKS2 root encrypted before first boot)."""
-    kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
+    result = write_disk(out, root, boot_dir, key_file, kdf_spec(
+        pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel), sector_size,
+        volume_key_file, esp_size_mib, label)
+    for line in built_lines(out, result):
+        typer.echo(line)
+
+
+def write_disk(out: Path, root: Path, boot_dir: Path, key_file: Path, kdf: KdfSpec,
+               sector_size: int, volume_key_file: Path | None, esp_size_mib: int, label: str
+               ) -> BuildResult:
+    """The disk built with the passphrase of ``key_file``, the volume key of
+    ``volume_key_file`` (a new one when not given), the ESP's size in MiB, a sector size of
+    512 or 4096 and the label; its progress on a bar on stderr."""
     key = volume_key_file.read_bytes() if volume_key_file else None
     passphrase = read_key_file(key_file)
     with progress_bar("building", 1) as bar:
-        result = build_disk(out, root, boot_dir, passphrase, kdf, esp_size_mib << 20,
-                            sector_size_option(sector_size), label, key,
-                            progress=progress_report(bar, bar.task_ids[0]))
-    for line in built_lines(out, result):
-        typer.echo(line)
+        return build_disk(out, root, boot_dir, passphrase, kdf, esp_size_mib << 20,
+                          sector_size_option(sector_size), label, key,
+                          progress=progress_report(bar, bar.task_ids[0]))
 
 
 def progress_report(bar: Progress, task: TaskID) -> Callable[[str, int, int], None]:
