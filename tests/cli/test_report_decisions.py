@@ -270,3 +270,16 @@ def test_the_emulated_roots_are_milans_unless_named(data_home: Path) -> None:  #
     assert report.root_lines("w", Path("/d"), [("Milan", "ab"), ("Genoa", "cd")]) == [
         "emulated AMD roots of workspace 'w' in /d:", "  Milan  ARK SHA-256 ab",
         "  Genoa  ARK SHA-256 cd"]
+
+
+def test_a_certificate_table_comes_with_the_crl(evidence: Path, tmp_path: Path) -> None:
+    from cvm.attestation.verifier import Evidence
+
+    table = tmp_path / "certs.table"
+    table.write_bytes(Evidence(b"", (evidence / "vcek.der").read_bytes(),
+                               (evidence / "ask.der").read_bytes(),
+                               (evidence / "ark.der").read_bytes()).cert_table())
+    crl = tmp_path / "ark.crl"
+    crl.write_bytes(b"the crl")
+    found = report._evidence(b"r", None, None, None, crl, table)
+    assert found.crl == b"the crl" and found.vcek == (evidence / "vcek.der").read_bytes()
