@@ -283,3 +283,13 @@ def test_a_certificate_table_comes_with_the_crl(evidence: Path, tmp_path: Path) 
     crl.write_bytes(b"the crl")
     found = report._evidence(b"r", None, None, None, crl, table)
     assert found.crl == b"the crl" and found.vcek == (evidence / "vcek.der").read_bytes()
+
+
+def test_the_crl_given_is_checked(evidence: Path, tmp_path: Path) -> None:
+    from cvm.errors import CvmError
+
+    crl = tmp_path / "ark.crl"
+    crl.write_bytes(b"not a crl")
+    with pytest.raises(CvmError) as refused:
+        _verification(evidence, crl=crl)
+    assert "CRL" in str(refused.value) or "crl" in str(refused.value)
