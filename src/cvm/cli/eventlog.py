@@ -77,27 +77,40 @@ def _all_events(log: EventLog) -> list[PcrEvent]:
 def show(log_path: Path = LOG_ARGUMENT, as_json: bool = JSON_OPTION) -> None:
     """Decode and print every event of the log."""
     log = _read(log_path)
-    events = _all_events(log)
     if as_json:
-        document = {
-            "format": "crypto-agile" if log.is_crypto_agile else "sha1",
-            "banks": [_bank_name(a) for a in log.bank_ids],
-            "events": [_event_json(log, n, e) for n, e in enumerate(events)],
-        }
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(json.dumps(log_document(log), indent=2))
         return
+    for line in show_lines(log):
+        typer.echo(line)
+
+
+def log_document(log: EventLog) -> dict[str, object]:
+    """``show --json``: the log's format, its banks, every record decoded (the header too)."""
+    return {
+        "format": "crypto-agile" if log.is_crypto_agile else "sha1",
+        "banks": [_bank_name(a) for a in log.bank_ids],
+        "events": [_event_json(log, n, e) for n, e in enumerate(_all_events(log))],
+    }
+
+
+def show_lines(log: EventLog) -> list[str]:
+    """``show``'s text: the format, banks and count; per record its number, PCR, type, the
+    start of its digest in the log's last bank (else its first) and its data, flagged when the
+    digest does not cover the data."""
+    events = _all_events(log)
     kind = "crypto-agile" if log.is_crypto_agile else "legacy SHA-1"
     banks = ", ".join(_bank_name(a) for a in log.bank_ids)
-    typer.echo(f"{kind} event log, banks {banks}, {len(events)} events")
+    lines = [f"{kind} event log, banks {banks}, {len(events)} events"]
     preferred = log.bank_ids[-1]
     for number, event in enumerate(events):
         digest = event.digest(preferred) or (event.digests[0][1] if event.digests else b"")
         decoded = _decoded(log, number, event)
         flag = "  [digest does not cover the event data]" if check_event(event) is False else ""
-        typer.echo(
+        lines.append(
             f"{number:4d} pcr{event.pcr_index:<3d} {event_type_name(event.event_type):34s} "
             f"{digest[:8].hex():16s} {decoded.describe()}{flag}"
         )
+    return lines
 
 
 @app.command(name="replay")
@@ -109,17 +122,28 @@ def replay_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Replay the log and print the resulting PCR values per bank."""
-    log = _read(log_path)
-    wanted = tuple(algorithm_by_name(name).alg_id for name in bank) if bank else None
-    values = replay(log, wanted)
+    values = replay(_read(log_path), wanted_banks(bank))
     if as_json:
-        document = {
-            name: {str(pcr): value.hex() for pcr, value in sorted(pcrs.items())}
-            for name, pcrs in values.items()
-        }
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(json.dumps(replay_document(values), indent=2))
         return
+    for line in replay_lines(values):
+        typer.echo(line)
+
+
+def wanted_banks(bank: list[str]) -> tuple[int, ...] | None:
+    """``--bank``: the algorithm IDs named (each one cvm knows); None for every bank."""
+    return tuple(algorithm_by_name(name).alg_id for name in bank) if bank else None
+
+
+def replay_document(values: dict[str, dict[int, bytes]]) -> dict[str, dict[str, str]]:
+    return {name: {str(pcr): value.hex() for pcr, value in sorted(pcrs.items())}
+            for name, pcrs in values.items()}
+
+
+def replay_lines(values: dict[str, dict[int, bytes]]) -> list[str]:
+    """Each bank, then each PCR it touched in order and its value."""
+    lines = []
     for name, pcrs in values.items():
-        typer.echo(f"{name}:")
-        for pcr, value in sorted(pcrs.items()):
-            typer.echo(f"  {pcr:2d}: {value.hex()}")
+        lines.append(f"{name}:")
+        lines.extend(f"  {pcr:2d}: {value.hex()}" for pcr, value in sorted(pcrs.items()))
+    return lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,13 +25,28 @@ app = typer.Typer(help="GUID partition tables.", no_args_is_help=True)
 def show(image: Path, as_json: bool = typer.Option(False, "--json", help="JSON output.")
          ) -> None:
     """Show the partition table of IMAGE."""
+    table = read_table(image)
+    for warning in table.warnings:
+        typer.echo(f"cvm: warning: {image}: {warning}", err=True)
+    if as_json:
+        typer.echo(json.dumps(table_document(table), indent=2))
+        return
+    for line in table_lines(image, table):
+        typer.echo(line)
+
+
+def read_table(image: Path) -> PartitionTable:
+    """The GPT of the disk image, read-only (a folder refused as the OS error, exit 74)."""
     if image.is_dir():
         raise IsADirectoryError(errno.EISDIR, "Is a directory, not a disk image", str(image))
     with FileStorage(image, read_only=True) as storage:
-        table = PartitionTable.parse(storage.read, storage.size())
-    for warning in table.warnings:
-        typer.echo(f"cvm: warning: {image}: {warning}", err=True)
-    parts = [
+        return PartitionTable.parse(storage.read, storage.size())
+
+
+def partitions(table: PartitionTable) -> list[dict[str, Any]]:
+    """Each used partition: its number, type (GUID and name), GUID, LBAs, size, attributes,
+    name."""
+    return [
         {
             "number": number,
             "type_guid": str(entry.partition_type_guid),
@@ -44,16 +60,20 @@ def show(image: Path, as_json: bool = typer.Option(False, "--json", help="JSON o
         }
         for number, entry in table.used()
     ]
-    if as_json:
-        typer.echo(json.dumps({
-            "disk_guid": str(table.disk_guid), "sectors": table.total_lbas,
-            "first_usable_lba": table.first_usable_lba,
-            "last_usable_lba": table.last_usable_lba, "partitions": parts,
-            "warnings": list(table.warnings)}, indent=2))
-        return
-    typer.echo(f"Disk {image}: {table.total_lbas} sectors of {LBA_SIZE} bytes")
-    typer.echo(f"Disk GUID: {table.disk_guid}")
-    typer.echo(f"{'#':>3} {'first':>10} {'last':>10} {'size':>12}  type / name")
-    for part in parts:
-        typer.echo(f"{part['number']:>3} {part['first_lba']:>10} {part['last_lba']:>10} "
-                   f"{part['size_bytes']:>12}  {part['type']} / {part['name']}")
+
+
+def table_document(table: PartitionTable) -> dict[str, object]:
+    return {
+        "disk_guid": str(table.disk_guid), "sectors": table.total_lbas,
+        "first_usable_lba": table.first_usable_lba,
+        "last_usable_lba": table.last_usable_lba, "partitions": partitions(table),
+        "warnings": list(table.warnings)}
+
+
+def table_lines(image: Path, table: PartitionTable) -> list[str]:
+    return [f"Disk {image}: {table.total_lbas} sectors of {LBA_SIZE} bytes",
+            f"Disk GUID: {table.disk_guid}",
+            f"{'#':>3} {'first':>10} {'last':>10} {'size':>12}  type / name",
+            *(f"{part['number']:>3} {part['first_lba']:>10} {part['last_lba']:>10} "
+              f"{part['size_bytes']:>12}  {part['type']} / {part['name']}"
+              for part in partitions(table))]

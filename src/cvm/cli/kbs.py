@@ -84,24 +84,55 @@ def serve(
              "AMD, which signs its emulated CVMs' reports: opt in by name).")] = "amd",
 ) -> None:
     """Serve the broker until interrupted."""
-    import uvicorn
+    os.environ.update(prepare(db, host, port, workers, kek_file, admin_token_file, trust))
+    start(host, port, workers)
 
-    check_workers(workers)
-    if trust not in ("amd", "emulated"):
+
+TRUSTS = ("amd", "emulated")
+
+
+def check_trust(trust: str) -> str:
+    """``--trust``: AMD's real roots, or this installation's emulated AMD by name."""
+    if trust not in TRUSTS:
         raise UsageError(f"--trust must be amd or emulated, not {trust!r}")
+    return trust
+
+
+def prepare(db: str, host: str, port: int, workers: int, kek_file: Path,
+            admin_token_file: Path, trust: str) -> dict[str, str]:
+    """Every check ``serve`` makes before a worker starts, in this order (the options before
+    any file is made): the worker count, the roots, the port; then the key-encryption key and
+    the admin token (created if missing), the database's tables, the address. Returns the
+    environment each worker builds its broker from."""
+    check_workers(workers)
+    check_trust(trust)
     check_port(port)
     load_kek(kek_file)
     load_admin_token(admin_token_file)
-    os.environ.update({ENV_DB: db, ENV_KEK: str(kek_file.resolve()),
-                       ENV_ADMIN: str(admin_token_file.resolve()), ENV_TRUST: trust})
     from cvm.attestation.kbs.storage import Storage
 
     Storage(db)  # create the tables once, before the workers start
     check_listen(host, port)
+    return worker_environment(db, kek_file, admin_token_file, trust)
+
+
+def worker_environment(db: str, kek_file: Path, admin_token_file: Path, trust: str
+                       ) -> dict[str, str]:
+    """What :func:`app_from_environment` reads in each worker: the files by absolute path (a
+    worker may start elsewhere)."""
+    return {ENV_DB: db, ENV_KEK: str(kek_file.resolve()),
+            ENV_ADMIN: str(admin_token_file.resolve()), ENV_TRUST: trust}
+
+
+def start(host: str, port: int, workers: int) -> None:
+    """Run uvicorn's workers on the environment's broker; uvicorn's own exit when it could not
+    start is the OS error naming the address (exit 74), its clean exit a return."""
+    import uvicorn
+
     try:
         uvicorn.run("cvm.cli.kbs:app_from_environment", factory=True, host=host, port=port,
                     workers=workers, log_level="warning", access_log=False, proxy_headers=False)
-    except SystemExit as stop:  # uvicorn's own exit when it could not start
+    except SystemExit as stop:
         if stop.code not in (None, 0):
             raise OSError(errno.EADDRNOTAVAIL, "the broker could not start listening",
                           f"{host}:{port}") from None
@@ -150,32 +181,59 @@ def admin(
     audit: Annotated[bool, typer.Option(help="Print the audit log.")] = False,
 ) -> None:
     """Register secrets, reference values, a policy; read the audit log."""
-    import base64
-
     import httpx
 
     client = _admin(url, admin_token_file)
     assert isinstance(client, httpx.Client)
     with client:
-        def check(response: httpx.Response, what: str) -> None:
-            if response.status_code >= 400:
-                raise UsageError(f"{what}: the broker answered {response.status_code} "
-                                 f"{response.text[:200]}")
+        rows = administer(client, secret or [], reference, policy, audit)
+    if rows is not None:
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
 
-        for item in secret or []:
-            path, _, file = item.partition("=")
-            if not file:
-                raise UsageError(f"--secret {item!r} is not REPOSITORY/TYPE/TAG=FILE")
-            check(client.post(f"/kbs/v0/resource/{path}", content=Path(file).read_bytes()),
-                  f"secret {path}")
-        if reference is not None:
-            check(client.post("/kbs/v0/reference-values", content=reference.read_bytes(),
-                              headers={"content-type": "application/json"}), "reference")
-        if policy is not None:
-            body = {"type": "rego", "policy_id": "default",
-                    "policy": base64.b64encode(policy.read_bytes()).decode()}
-            check(client.post("/kbs/v0/attestation-policy", json=body), "policy")
-        if audit:
-            response = client.get("/kbs/v0/audit", params={"limit": 1000})
-            check(response, "audit")
-            sys.stdout.write(json.dumps(response.json(), indent=1) + "\n")
+
+def parse_secret(item: str) -> tuple[str, Path]:
+    """``--secret REPOSITORY/TYPE/TAG=FILE``: the resource path and the file."""
+    path, _, file = item.partition("=")
+    if not file:
+        raise UsageError(f"--secret {item!r} is not REPOSITORY/TYPE/TAG=FILE")
+    return path, Path(file)
+
+
+def check_answer(status: int, text: str, what: str) -> None:
+    """An answer of 400 or more is refused in one line: what was asked, the status and the
+    start of the broker's answer."""
+    if status >= 400:
+        raise UsageError(f"{what}: the broker answered {status} {text[:200]}")
+
+
+def policy_body(rego: bytes) -> dict[str, str]:
+    """The admin API's body for a Rego policy: the broker's one policy, ``default``."""
+    import base64
+
+    return {"type": "rego", "policy_id": "default", "policy": base64.b64encode(rego).decode()}
+
+
+def administer(client: object, secret: list[str], reference: Path | None,
+               policy: Path | None, audit: bool) -> object:
+    """The admin requests, in order: each secret, the reference values, the policy; then the
+    audit log's last 1000 rows, returned (None without ``--audit``). Every ``--secret`` is
+    checked before the first request."""
+    import httpx
+
+    assert isinstance(client, httpx.Client)
+    items = [parse_secret(item) for item in secret]
+    for path, file in items:
+        answer = client.post(f"/kbs/v0/resource/{path}", content=file.read_bytes())
+        check_answer(answer.status_code, answer.text, f"secret {path}")
+    if reference is not None:
+        answer = client.post("/kbs/v0/reference-values", content=reference.read_bytes(),
+                             headers={"content-type": "application/json"})
+        check_answer(answer.status_code, answer.text, "reference")
+    if policy is not None:
+        answer = client.post("/kbs/v0/attestation-policy", json=policy_body(policy.read_bytes()))
+        check_answer(answer.status_code, answer.text, "policy")
+    if not audit:
+        return None
+    answer = client.get("/kbs/v0/audit", params={"limit": 1000})
+    check_answer(answer.status_code, answer.text, "audit")
+    return answer.json()

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from cvm.cli.options import refuse_unused
 from cvm.errors import FormatError, UsageError
 from cvm.formats.ovmf.image import OvmfImage
 from cvm.formats.snp.sev_hashes import SevHashTable
@@ -150,10 +151,44 @@ def measure(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print the expected launch digest in hex."""
+    report = measurement_report(
+        mode=mode, ovmf=ovmf, kernel=kernel, initrd=initrd, append=append, vcpus=vcpus,
+        vcpu_type=vcpu_type, vcpu_sig=vcpu_sig, guest_features=guest_features,
+        vmm_type=vmm_type, snp_ovmf_hash=snp_ovmf_hash, dump_vmsa=dump_vmsa, svsm=svsm,
+        vars_size=vars_size, vars_file=vars_file)
+    typer.echo(json.dumps(report, indent=2) if as_json else str(report["measurement"]))
+
+
+def parse_vmm(vmm_type: str) -> VmmType:
+    """``--vmm-type``: qemu, ec2 or gce, in any case."""
     try:
-        vmm = VmmType(vmm_type.lower())
+        return VmmType(vmm_type.lower())
     except ValueError:
         raise UsageError(f"unknown --vmm-type {vmm_type!r}; use qemu, ec2 or gce") from None
+
+
+def ovmf_hash_options_unused(mode: str, kernel: Path | None, initrd: Path | None,
+                             append: str | None, vcpus: int | None, vcpu_type: str | None,
+                             vcpu_sig: str | None, snp_ovmf_hash: str | None,
+                             dump_vmsa: Path | None) -> None:
+    """``--mode snp:ovmf-hash`` measures the firmware's pages alone: refuse every option of a
+    launch's kernel hashes, vCPUs and VMSAs, which it would not read."""
+    if mode == OVMF_HASH_MODE:
+        refuse_unused(f"--mode {OVMF_HASH_MODE}", {
+            "--kernel": kernel is not None, "--initrd": initrd is not None,
+            "--append": append is not None, "--vcpus": vcpus is not None,
+            "--vcpu-type": vcpu_type is not None, "--vcpu-sig": vcpu_sig is not None,
+            "--snp-ovmf-hash": snp_ovmf_hash is not None, "--dump-vmsa": dump_vmsa is not None})
+
+
+def measurement_report(*, mode: str, ovmf: Path, kernel: Path | None, initrd: Path | None,
+                       append: str | None, vcpus: int | None, vcpu_type: str | None,
+                       vcpu_sig: str | None, guest_features: str, vmm_type: str,
+                       snp_ovmf_hash: str | None, dump_vmsa: Path | None, svsm: Path | None,
+                       vars_size: str | None, vars_file: Path | None) -> dict[str, object]:
+    """The launch digest of ``mode`` (``measurement``, in hex) and what it was computed from;
+    each option the mode does not read refused."""
+    vmm = parse_vmm(vmm_type)
     image = OvmfImage.parse(ovmf.read_bytes())
     features = _int(guest_features, "--guest-features")
     report: dict[str, object] = {
@@ -163,6 +198,8 @@ def measure(
     }
     if mode != SVSM_MODE and (svsm, vars_size, vars_file) != (None, None, None):
         raise UsageError(f"--svsm, --vars-size and --vars-file belong to --mode {SVSM_MODE}")
+    ovmf_hash_options_unused(mode, kernel, initrd, append, vcpus, vcpu_type, vcpu_sig,
+                             snp_ovmf_hash, dump_vmsa)
     if mode == OVMF_HASH_MODE:
         digest = snp_ovmf_digest(image)
     elif mode == SVSM_MODE:
@@ -222,7 +259,4 @@ def measure(
             f"unknown --mode {mode!r}; use snp, sev-es, sev, {OVMF_HASH_MODE} or {SVSM_MODE}"
         )
     report["measurement"] = digest.hex()
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        typer.echo(digest.hex())
+    return report

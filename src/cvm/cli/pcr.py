@@ -12,7 +12,7 @@ its log. ``diff PREDICTED REAL`` compares two logs event by event (:mod:`cvm.ima
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sized
 from pathlib import Path
 
 import typer
@@ -30,10 +30,10 @@ from cvm.guest.boot.chain import BootChain
 from cvm.guest.boot.esp_files import EspFiles
 from cvm.guest.boot.firmware import DEFAULT_LOADER, GptDisk
 from cvm.guest.boot.pcr_bank import SoftwarePcrBank
-from cvm.image.pcr_diff import DEFAULT_PCRS, diff
+from cvm.image.pcr_diff import DEFAULT_PCRS, PcrDifference, diff
 from cvm.image.pcr_prediction import predict
-from cvm.image.pcr_report import apply_firmware_log, pcr_report
-from cvm.image.vm_profile import PROFILES, profile_named
+from cvm.image.pcr_report import PcrStatus, apply_firmware_log, pcr_report
+from cvm.image.vm_profile import PROFILES, VmProfile, profile_named
 
 app = typer.Typer(help="Predict PCR values of a boot chain.", no_args_is_help=True)
 GPT_READ_BYTES = 1 << 20
@@ -52,10 +52,14 @@ def _override(esp: EspFiles, extra: list[str]) -> EspFiles:
 
 
 def _pcr_list(text: str) -> list[int]:
+    """``--pcrs``: PCR numbers 0 to 23, comma-separated; at least one (an empty list would
+    print or compare nothing and say so as a success)."""
     try:
         values = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
         raise UsageError(f"--pcrs {text!r}: expected comma-separated PCR numbers") from None
+    if not values:
+        raise UsageError(f"--pcrs {text!r}: expected comma-separated PCR numbers")
     if any(not 0 <= p <= 23 for p in values):
         raise UsageError(f"--pcrs {text!r}: PCRs are 0..23")
     return values
@@ -63,14 +67,15 @@ def _pcr_list(text: str) -> list[int]:
 
 def _write_emulated_log(
     chain: BootChain, banks: tuple[str, ...], predicted: Callable[[str], dict[int, bytes]],
-    path: Path, check_pcr0: bool,
+    path: Path, from_firmware_log: tuple[int, ...],
 ) -> None:
-    """Boot the chain, check the PCRs equal the prediction, write the log."""
+    """Boot the chain, check the PCRs equal the prediction (but those the prediction took from
+    the firmware's log, which the emulated firmware does not replay), write the log."""
     pcrs = SoftwarePcrBank(banks)
     log = chain.run(pcrs).log
     for name in banks:
         for pcr, value in predicted(name).items():
-            if (pcr != 0 or check_pcr0) and pcrs.read(pcr, name) != value:
+            if pcr not in from_firmware_log and pcrs.read(pcr, name) != value:
                 raise InternalError(f"emulated boot and prediction differ on {name} PCR {pcr}")
     write_output(path, log.to_bytes())
 
@@ -122,62 +127,102 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Compute the PCRs booting these files would give; say which ones cannot be known."""
-    banks = tuple(bank) or ("sha1", "sha256")
-    for name in banks:
-        algorithm_by_name(name)
+    banks = chosen_banks(bank)
     machine = profile_named(profile)
-    if disk_image is not None and disk is not None:
-        raise UsageError("give the disk either as DISK or as --disk, not both")
-    if disk_image is None and esp is None:
-        raise UsageError("give the disk image (DISK) or the ESP as a folder (--esp)")
-    gpt = None
-    if disk_image is not None and esp is None:
-        files, gpt = _esp_from_disk(disk_image, partition)
-        files = _override(files, file)
-    else:
-        assert esp is not None
-        files = _override(EspFiles.from_directory(esp), file)
-        source = disk_image or disk
-        if source is not None:
-            with source.open("rb") as handle:
-                gpt = GptDisk.from_disk(handle.read(GPT_READ_BYTES), partition)
+    files, gpt = boot_files(disk_image, esp, disk, partition, file)
     reference = EventLog.parse(firmware_log.read_bytes()) if firmware_log else None
     chain = BootChain(
         files, machine.with_boot_options(Varstore.parse(varstore.read_bytes())), gpt,
         machine.settings(), loader,
     )
     prediction = predict(chain, banks)
+    replaced = firmware_pcrs(machine) if reference is not None else ()
     if reference is not None:
-        apply_firmware_log(prediction, reference,
-                           (0, 2) if machine.measures_option_rom else (0,))
+        apply_firmware_log(prediction, reference, replaced)
     if event_log is not None:
-        _write_emulated_log(chain, banks, prediction.values, event_log, reference is None)
-    wanted = set(_pcr_list(pcrs)) if pcrs else set(range(16))
+        _write_emulated_log(chain, banks, prediction.values, event_log, replaced)
+    wanted = wanted_pcrs(pcrs)
     statuses = [s for s in pcr_report(prediction, machine, reference,
                                       str(firmware_log or "")) if s.pcr in wanted]
     if as_json:
-        document: dict[str, object] = {
-            name: {str(s.pcr): None if s.values is None else s.values[name].hex()
-                   for s in statuses}
-            for name in banks
-        }
-        document["profile"] = machine.name
-        document["sources"] = {str(s.pcr): s.source for s in statuses if s.values is not None}
-        document["unknown"] = {str(s.pcr): {"reason": s.reason, "settle": s.settle}
-                               for s in statuses if s.values is None}
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(json.dumps(predict_json(banks, machine.name, statuses), indent=2))
         return
-    typer.echo(f"VM profile {machine.name}: {machine.qemu_args}")
+    for line in predict_lines(banks, machine.name, machine.qemu_args, statuses,
+                              prediction.measurements):
+        typer.echo(line)
+
+
+def chosen_banks(bank: list[str]) -> tuple[str, ...]:
+    """``--bank``: each a bank the event log knows; sha1 and sha256 when none is given."""
+    banks = tuple(bank) or ("sha1", "sha256")
     for name in banks:
-        typer.echo(f"{name}:")
+        algorithm_by_name(name)
+    return banks
+
+
+def boot_files(disk_image: Path | None, esp: Path | None, disk: Path | None, partition: int,
+               file: list[str]) -> tuple[EspFiles, GptDisk | None]:
+    """The ESP's files (with ``--file``'s) and the GPT: both from DISK, or the files from
+    ``--esp`` and the GPT, if any, from DISK or ``--disk``; DISK and ``--disk`` not both."""
+    if disk_image is not None and disk is not None:
+        raise UsageError("give the disk either as DISK or as --disk, not both")
+    if disk_image is None and esp is None:
+        raise UsageError("give the disk image (DISK) or the ESP as a folder (--esp)")
+    if esp is None:
+        assert disk_image is not None
+        files, gpt = _esp_from_disk(disk_image, partition)
+        return _override(files, file), gpt
+    source = disk_image or disk
+    table = None
+    if source is not None:
+        with source.open("rb") as handle:
+            table = GptDisk.from_disk(handle.read(GPT_READ_BYTES), partition)
+    return _override(EspFiles.from_directory(esp), file), table
+
+
+def firmware_pcrs(machine: VmProfile) -> tuple[int, ...]:
+    """The PCRs a firmware log settles: 0, and 2 for a profile whose NIC's option ROM is
+    measured."""
+    return (0, 2) if machine.measures_option_rom else (0,)
+
+
+def wanted_pcrs(pcrs: str) -> set[int]:
+    """``predict --pcrs``: the PCRs to print, 0 to 15 by default."""
+    return set(_pcr_list(pcrs)) if pcrs else set(range(16))
+
+
+def predict_json(banks: tuple[str, ...], profile: str, statuses: list[PcrStatus]
+                 ) -> dict[str, object]:
+    """Each bank's values (None when unknown), the profile, where each known value comes from
+    and why each unknown one is, with what settles it."""
+    document: dict[str, object] = {
+        name: {str(s.pcr): None if s.values is None else s.values[name].hex()
+               for s in statuses}
+        for name in banks
+    }
+    document["profile"] = profile
+    document["sources"] = {str(s.pcr): s.source for s in statuses if s.values is not None}
+    document["unknown"] = {str(s.pcr): {"reason": s.reason, "settle": s.settle}
+                           for s in statuses if s.values is None}
+    return document
+
+
+def predict_lines(banks: tuple[str, ...], profile: str, qemu_args: str,
+                  statuses: list[PcrStatus], measurements: Mapping[int, Sized]) -> list[str]:
+    """``predict``'s text: the profile, then per bank each PCR's value, its number of
+    measurements and its source, or ``unknown`` with the reason and what settles it."""
+    lines = [f"VM profile {profile}: {qemu_args}"]
+    for name in banks:
+        lines.append(f"{name}:")
         for status in statuses:
             if status.values is None:
-                typer.echo(f"  {status.pcr:2d}: unknown — {status.reason}; "
-                           f"settle it with {status.settle}")
+                lines.append(f"  {status.pcr:2d}: unknown — {status.reason}; "
+                             f"settle it with {status.settle}")
                 continue
-            count = len(prediction.measurements.get(status.pcr, []))
-            typer.echo(f"  {status.pcr:2d}: {status.values[name].hex()}  ({count} "
-                       f"measurements; {status.source})")
+            count = len(measurements.get(status.pcr, []))
+            lines.append(f"  {status.pcr:2d}: {status.values[name].hex()}  ({count} "
+                         f"measurements; {status.source})")
+    return lines
 
 
 @app.command(name="diff")
@@ -189,18 +234,33 @@ def diff_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Event by event, the first difference of each PCR and its cause; exit 1 if any."""
-    chosen = tuple(_pcr_list(pcrs)) if pcrs else DEFAULT_PCRS
+    chosen = diff_pcrs(pcrs)
     differences = diff(EventLog.parse(predicted.read_bytes()),
                        EventLog.parse(real.read_bytes()), chosen)
     if as_json:
         typer.echo(json.dumps([d.to_json() for d in differences], indent=2))
-    elif not differences:
-        typer.echo(f"PCRs {', '.join(map(str, chosen))}: the same events, the same digests")
-    for difference in [] if as_json else differences:
+    else:
+        for line in diff_lines(chosen, differences):
+            typer.echo(line)
+    if differences:
+        raise typer.Exit(1)
+
+
+def diff_pcrs(pcrs: str) -> tuple[int, ...]:
+    """``diff --pcrs``: the PCRs to compare, 1-9 and 11-15 by default."""
+    return tuple(_pcr_list(pcrs)) if pcrs else DEFAULT_PCRS
+
+
+def diff_lines(chosen: tuple[int, ...], differences: list[PcrDifference]) -> list[str]:
+    """``diff``'s text: each PCR's first difference, where it is in each log and its cause;
+    the PCRs compared when none differs."""
+    if not differences:
+        return [f"PCRs {', '.join(map(str, chosen))}: the same events, the same digests"]
+    lines = []
+    for difference in differences:
         where = (f"predicted event {difference.predicted_index}"
                  if difference.predicted_index is not None else "no predicted event")
         real_where = (f"real event {difference.real_index}"
                       if difference.real_index is not None else "no real event")
-        typer.echo(f"PCR {difference.pcr}: {where}, {real_where}: {difference.cause}")
-    if differences:
-        raise typer.Exit(1)
+        lines.append(f"PCR {difference.pcr}: {where}, {real_where}: {difference.cause}")
+    return lines

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from cvm.crypto.authenticode import AuthenticodeSignature
 from cvm.crypto.x509_edk2 import load_certificate
-from cvm.errors import FormatError
-from cvm.formats.pe.authenticode import ALGORITHMS, digest_of, hashed_layout
+from cvm.errors import FormatError, UsageError
+from cvm.formats.pe.authenticode import ALGORITHMS, Variant, digest_of, hashed_layout
 from cvm.formats.pe.image import PeImage
 from cvm.formats.pe.sbat import SbatLevelSection, SbatSection
 from cvm.formats.pe.vendor_cert import VendorCertSection
@@ -38,10 +39,18 @@ def hash_command(
     ),
 ) -> None:
     """Print the Authenticode digest of the image, as firmware computes it."""
+    chosen = hash_variant(variant)
     image = PeImage.parse(path.read_bytes())
-    if variant not in ("edk2", "shim"):
-        raise FormatError(f"unknown variant {variant!r}: use edk2 or shim")
-    typer.echo(f"{digest_of(image, alg, 'shim' if variant == 'shim' else 'edk2').hex()}  {path}")
+    typer.echo(f"{digest_of(image, alg, chosen).hex()}  {path}")
+
+
+def hash_variant(variant: str) -> Variant:
+    """``--variant``: edk2's digest or shim's (a usage error, before the image is read)."""
+    if variant == "shim":
+        return "shim"
+    if variant != "edk2":
+        raise UsageError(f"unknown variant {variant!r}: use edk2 or shim")
+    return "edk2"
 
 
 def _signature_json(index: int, image: PeImage) -> dict[str, object]:
@@ -129,30 +138,38 @@ def show(path: Path = FILE_ARGUMENT, as_json: bool = JSON_OPTION) -> None:
     if as_json:
         typer.echo(json.dumps(document, indent=2))
         return
-    typer.echo(f"{path}: {document['format']}, {document['size']} bytes")
-    typer.echo(f"authenticode sha256: {document['authenticode_sha256']}")
-    typer.echo("sections:")
-    for s in document["sections"]:  # type: ignore[attr-defined]
-        typer.echo(f"  {s['name']:<14} va {s['virtual_address']:#010x} vsize "
-                   f"{s['virtual_size']:#x} raw {s['pointer_to_raw_data']:#x}+"
-                   f"{s['size_of_raw_data']:#x}")
+    for line in show_lines(path, document):
+        typer.echo(line)
+
+
+def show_lines(path: Path, document: dict[str, Any]) -> list[str]:
+    """``show``'s text: the format and size, the digest, each section, each signature (its
+    digest and whether it matches the image's, the signer, the certificates), the SBAT
+    entries, the vendor certificate and the SBAT levels."""
+    lines = [f"{path}: {document['format']}, {document['size']} bytes",
+             f"authenticode sha256: {document['authenticode_sha256']}", "sections:"]
+    for s in document["sections"]:
+        lines.append(f"  {s['name']:<14} va {s['virtual_address']:#010x} vsize "
+                     f"{s['virtual_size']:#x} raw {s['pointer_to_raw_data']:#x}+"
+                     f"{s['size_of_raw_data']:#x}")
     signatures = document["signatures"]
-    typer.echo(f"signatures: {len(signatures)}")  # type: ignore[arg-type]
-    for sig in signatures:  # type: ignore[attr-defined]
-        typer.echo(f"  [{sig['index']}] {sig.get('digest_algorithm', '?')} "
-                   f"{sig.get('signed_digest', '')} "
-                   f"({'matches' if sig.get('digest_matches') else 'DOES NOT MATCH'})")
-        typer.echo(f"      signer: {sig.get('signer')}")
+    lines.append(f"signatures: {len(signatures)}")
+    for sig in signatures:
+        lines.append(f"  [{sig['index']}] {sig.get('digest_algorithm', '?')} "
+                     f"{sig.get('signed_digest', '')} "
+                     f"({'matches' if sig.get('digest_matches') else 'DOES NOT MATCH'})")
+        lines.append(f"      signer: {sig.get('signer')}")
         for cert in sig.get("certificates", []):
-            typer.echo(f"      cert: {cert['subject']}  <-  {cert['issuer']}")
-    for line in document.get("sbat", []):  # type: ignore[attr-defined]
-        typer.echo(f"sbat: {line}")
+            lines.append(f"      cert: {cert['subject']}  <-  {cert['issuer']}")
+    for line in document.get("sbat", []):
+        lines.append(f"sbat: {line}")
     if "vendor_cert" in document:
         vendor = document["vendor_cert"]
-        typer.echo(f"vendor_cert: {vendor['authorized_subject']}; vendor_dbx "  # type: ignore[index]
-                   f"{vendor['deauthorized_entries']} entries")  # type: ignore[index]
+        lines.append(f"vendor_cert: {vendor['authorized_subject']}; vendor_dbx "
+                     f"{vendor['deauthorized_entries']} entries")
     if "sbatlevel" in document:
         levels = document["sbatlevel"]
         for name in ("previous", "latest"):
-            text = levels[name].strip().replace(chr(10), " ")  # type: ignore[index]
-            typer.echo(f"sbatlevel {name}: {text}")
+            text = levels[name].strip().replace(chr(10), " ")
+            lines.append(f"sbatlevel {name}: {text}")
+    return lines

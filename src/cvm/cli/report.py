@@ -12,6 +12,7 @@ by the fingerprints in its data directory — never both at once.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -21,9 +22,16 @@ import typer
 
 from cvm.amd.product import product_named
 from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
-from cvm.attestation.verifier import Evidence, ReferenceValues, TrustRoots, Verifier, unchecked
+from cvm.attestation.verifier import (
+    Evidence,
+    ReferenceValues,
+    TrustRoots,
+    VerifiedReport,
+    Verifier,
+    unchecked,
+)
 from cvm.crypto.x509_chain import load_certificates
-from cvm.errors import ChainError, FormatError, PolicyError, UsageError
+from cvm.errors import ChainError, Finding, FormatError, PolicyError, UsageError
 from cvm.formats.snp.attestation_report import REPORT_SIZE, AttestationReport
 from cvm.formats.snp.tcb_version import TcbVersion
 
@@ -63,8 +71,13 @@ def show(
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
         return
-    for name in report.to_json():
-        typer.echo(f"{name:20} {_describe(getattr(report, name))}")
+    for line in show_lines(report):
+        typer.echo(line)
+
+
+def show_lines(report: AttestationReport) -> list[str]:
+    """Every field of the report, in the report's order: bytes in hex, the rest as text."""
+    return [f"{name:20} {_describe(getattr(report, name))}" for name in report.to_json()]
 
 
 def _find(directory: Path, stem: str) -> Path:
@@ -234,13 +247,47 @@ def verify(
     Debug guests and guests that allow a migration agent are refused unless allowed by name;
     what no reference value checks is printed as "not checked".
     """
+    result = verification(
+        file, certs=certs, vcek=vcek, chain=chain, cert_table=cert_table, crl=crl,
+        product=product, trust=trust, workspace=workspace, hexes={
+            "measurement": measurement, "report_data": report_data, "host_data": host_data,
+            "id_key_digest": id_key_digest, "author_key_digest": author_key_digest,
+            "family_id": family_id, "image_id": image_id, "chip_id": chip_id,
+        }, vmpl=vmpl, min_tcb=min_tcb, min_guest_svn=min_guest_svn, allow_debug=allow_debug,
+        allow_migration_agent=allow_migration_agent, refuse_debug=refuse_debug, at=at)
+    if as_json:
+        typer.echo(json.dumps(verification_json(result), indent=2))
+    else:
+        for line in verification_lines(result):
+            typer.echo(line)
+    refuse_findings(result.findings)
+    if not as_json:
+        typer.echo(f"measurement {result.verified.report.measurement.hex()}")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """An authentic report, the roots it chains to, what the reference values found and what
+    none of them checks."""
+
+    verified: VerifiedReport
+    trust: str
+    findings: tuple[Finding, ...]
+    not_checked: tuple[str, ...]
+
+
+def verification(
+    file: Path, *, certs: Path | None, vcek: Path | None, chain: Path | None,
+    cert_table: Path | None, crl: Path | None, product: str | None, trust: Trust,
+    workspace: str, hexes: dict[str, str | None], vmpl: int | None, min_tcb: str | None,
+    min_guest_svn: int | None, allow_debug: bool, allow_migration_agent: bool,
+    refuse_debug: bool, at: str | None,
+) -> Verification:
+    """``verify``'s checks, in order: the options (the reference values, the product), the
+    evidence, the chain to the roots trusted and the signature as of ``at``, the product the
+    chain is for, then the reference values."""
     if refuse_debug:
         raise UsageError(REFUSE_DEBUG_GONE)
-    hexes = {
-        "measurement": measurement, "report_data": report_data, "host_data": host_data,
-        "id_key_digest": id_key_digest, "author_key_digest": author_key_digest,
-        "family_id": family_id, "image_id": image_id, "chip_id": chip_id,
-    }
     reference = _reference(
         hexes, vmpl, min_tcb, min_guest_svn, allow_debug, allow_migration_agent
     )
@@ -251,34 +298,44 @@ def verify(
     verified = Verifier(roots, clock=lambda: moment).verify(evidence)
     if chosen is not None and chosen != verified.chain.product:
         raise ChainError(f"the evidence is for {verified.chain.product}, not {chosen}")
-    findings = Verifier.validate(verified.report, reference)
-    not_checked = unchecked(reference)
-    if as_json:
-        typer.echo(json.dumps({
-            "authentic": True,
-            "acceptable": not findings,
-            "trust": roots.label,
-            "product": verified.chain.product,
-            "ark_sha256": verified.chain.ark_fingerprint,
-            "findings": [
-                {"claim": f.claim, "expected": f.expected, "actual": f.actual} for f in findings
-            ],
-            "not_checked": list(not_checked),
-            "report": verified.report.to_json(),
-        }, indent=2))
-    else:
-        typer.echo(
-            f"authentic: {verified.chain.product} report, VCEK chain to the "
-            f"{roots.label} root {verified.chain.ark_fingerprint[:16]}..., "
-            f"TCB {verified.report.reported_tcb}"
-        )
-        if not_checked:
-            typer.echo(f"not checked (no reference value given): {', '.join(not_checked)}")
+    return Verification(verified, roots.label, Verifier.validate(verified.report, reference),
+                        unchecked(reference))
+
+
+def verification_json(result: Verification) -> dict[str, object]:
+    verified = result.verified
+    return {
+        "authentic": True,
+        "acceptable": not result.findings,
+        "trust": result.trust,
+        "product": verified.chain.product,
+        "ark_sha256": verified.chain.ark_fingerprint,
+        "findings": [
+            {"claim": f.claim, "expected": f.expected, "actual": f.actual}
+            for f in result.findings
+        ],
+        "not_checked": list(result.not_checked),
+        "report": verified.report.to_json(),
+    }
+
+
+def verification_lines(result: Verification) -> list[str]:
+    """The text before any refusal: the chain and TCB; what no reference value checks."""
+    verified = result.verified
+    lines = [f"authentic: {verified.chain.product} report, VCEK chain to the "
+             f"{result.trust} root {verified.chain.ark_fingerprint[:16]}..., "
+             f"TCB {verified.report.reported_tcb}"]
+    if result.not_checked:
+        lines.append(f"not checked (no reference value given): {', '.join(result.not_checked)}")
+    return lines
+
+
+def refuse_findings(findings: tuple[Finding, ...]) -> None:
+    """An authentic report a reference value refuses: the policy error (exit 67), every
+    finding in its one line."""
     if findings:
         summary = "; ".join(str(finding) for finding in findings)
         raise PolicyError(f"the report is authentic but not acceptable: {summary}", findings)
-    if not as_json:
-        typer.echo(f"measurement {verified.report.measurement.hex()}")
 
 
 @app.command("emulated-root")
@@ -289,16 +346,27 @@ def emulated_root(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Make (once) and show this installation's emulated AMD roots, pinned by fingerprint."""
-    store = RootStore.for_workspace(workspace)
-    for name in product or ["Milan"]:
-        store.root(name, create=True)
-    pins = store.trust_anchors()
+    store, pins = emulated_roots(workspace, product)
     if as_json:
         typer.echo(json.dumps({
             "workspace": workspace, "directory": str(store.directory),
             "roots": [{"product": name, "ark_sha256": fp} for name, fp in pins],
         }, indent=2))
         return
-    typer.echo(f"emulated AMD roots of workspace {workspace!r} in {store.directory}:")
-    for name, fingerprint in pins:
-        typer.echo(f"  {name:6} ARK SHA-256 {fingerprint}")
+    for line in root_lines(workspace, store.directory, pins):
+        typer.echo(line)
+
+
+def emulated_roots(workspace: str, product: list[str] | None
+                   ) -> tuple[RootStore, list[tuple[str, str]]]:
+    """The workspace's store with a root for each product (Milan unless named), made once;
+    and every root it pins, by product and fingerprint."""
+    store = RootStore.for_workspace(workspace)
+    for name in product or ["Milan"]:
+        store.root(name, create=True)
+    return store, store.trust_anchors()
+
+
+def root_lines(workspace: str, directory: Path, pins: list[tuple[str, str]]) -> list[str]:
+    return [f"emulated AMD roots of workspace {workspace!r} in {directory}:",
+            *(f"  {name:6} ARK SHA-256 {fingerprint}" for name, fingerprint in pins)]

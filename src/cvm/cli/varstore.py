@@ -89,32 +89,46 @@ def _entries(variable: EfiVariable) -> list[dict[str, object]]:
 def show(path: Path = FILE_ARGUMENT, as_json: bool = JSON_OPTION) -> None:
     """List the live variables; decode PK, KEK, db, dbx and MokList as signature lists."""
     store = Varstore.parse(path.read_bytes())
-    variables = []
-    for variable in store.variables:
-        document: dict[str, object] = {
-            "name": variable.name, "vendor": str(variable.vendor),
-            "attributes": attribute_names(variable.attributes), "size": len(variable.data),
-        }
-        if variable.name in SIGNATURE_VARIABLES and variable.data:
-            document["entries"] = _entries(variable)
-        elif len(variable.data) <= 8:
-            document["value"] = variable.data.hex()
-        variables.append(document)
+    variables = [variable_document(variable) for variable in store.variables]
     if as_json:
         typer.echo(json.dumps({"file": str(path), "variables": variables}, indent=2))
         return
+    for line in show_lines(variables):
+        typer.echo(line)
+
+
+def variable_document(variable: EfiVariable) -> dict[str, object]:
+    """A live variable: its name, vendor, attributes and size; the entries of a signature
+    variable that is not empty, else the value of one of up to 8 bytes (a flag, a counter)."""
+    document: dict[str, object] = {
+        "name": variable.name, "vendor": str(variable.vendor),
+        "attributes": attribute_names(variable.attributes), "size": len(variable.data),
+    }
+    if variable.name in SIGNATURE_VARIABLES and variable.data:
+        document["entries"] = _entries(variable)
+    elif len(variable.data) <= 8:
+        document["value"] = variable.data.hex()
+    return document
+
+
+def show_lines(variables: list[dict[str, object]]) -> list[str]:
+    """``show``'s text: a line per variable, then one per entry (a certificate by its subject,
+    a hash by its value)."""
+    lines = []
     for document in variables:
-        typer.echo(f"{document['name']} {{{document['vendor']}}} {document['attributes']} "
-                   f"{document['size']} bytes" + (f" = {document['value']}"
-                                                  if "value" in document else ""))
+        lines.append(f"{document['name']} {{{document['vendor']}}} {document['attributes']} "
+                     f"{document['size']} bytes" + (f" = {document['value']}"
+                                                    if "value" in document else ""))
         for entry in document.get("entries", []):  # type: ignore[attr-defined]
             what = entry.get("subject") or entry.get("hash")
-            typer.echo(f"    {entry['type']} owner {entry['owner']}: {what}")
+            lines.append(f"    {entry['type']} owner {entry['owner']}: {what}")
+    return lines
 
 
-def _x509_database(paths: list[Path], owner: Guid) -> SignatureDatabase:
+def _x509_database(paths: list[Path], owner: Guid, option: str) -> SignatureDatabase:
+    """A signature list per certificate file, each named by ``option`` when it does not parse."""
     return SignatureDatabase(tuple(
-        SignatureList.of(EFI_CERT_X509_GUID, owner, der(load_certificate(p.read_bytes())))
+        SignatureList.of(EFI_CERT_X509_GUID, owner, der(parse_file(p, option, load_certificate)))
         for p in paths
     ))
 
@@ -142,37 +156,77 @@ def enroll(
     output: Path = OUTPUT_OPTION,
 ) -> None:
     """Write a varstore with the owner's PK, KEK, db and dbx enrolled and Secure Boot on."""
-    guid = Guid.parse(owner)
     store = Varstore.parse(template.read_bytes()) if template else Varstore.empty_4m()
-    stamp = EfiTime.from_datetime(datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC))
-    values = {
-        "PK": _x509_database([pk], guid),
-        "KEK": _x509_database(kek, guid),
-        "db": _x509_database(db, guid) + _hash_database(db_hash, guid),
-        "dbx": _hash_database(dbx_hash, guid),
+    values = enrolled_databases(pk, kek, db, db_hash, dbx_hash, Guid.parse(owner))
+    write_output(output, enrolled(store, values).to_bytes())
+    typer.echo(enroll_line(output, values))
+
+
+ENROLL_TIME = EfiTime.from_datetime(datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC))
+
+
+def enrolled_databases(pk: Path, kek: list[Path], db: list[Path], db_hash: list[str],
+                       dbx_hash: list[str], owner: Guid) -> dict[str, SignatureDatabase]:
+    """PK, KEK, db and dbx, in that order: the certificates given (each named by its option
+    when it does not parse) and the image hashes, every entry under ``owner``."""
+    return {
+        "PK": _x509_database([pk], owner, "--pk"),
+        "KEK": _x509_database(kek, owner, "--kek"),
+        "db": _x509_database(db, owner, "--db") + _hash_database(db_hash, owner),
+        "dbx": _hash_database(dbx_hash, owner),
     }
+
+
+def enrolled(store: Varstore, values: dict[str, SignatureDatabase]) -> Varstore:
+    """``store`` with each database that is not empty set (authenticated, time-stamped), Secure
+    Boot enabled and custom mode off."""
     for name, database in values.items():
         if len(database):
             store = store.set(EfiVariable(name, SECURE_BOOT_VARIABLES[name],
-                                          SECURE_BOOT_ATTRIBUTES, database.to_bytes(), stamp))
+                                          SECURE_BOOT_ATTRIBUTES, database.to_bytes(),
+                                          ENROLL_TIME))
     store = store.set(EfiVariable("SecureBootEnable", EFI_SECURE_BOOT_ENABLE_DISABLE, NV_BS,
                                   b"\x01"))
-    store = store.set(EfiVariable("CustomMode", EFI_CUSTOM_MODE_ENABLE, NV_BS, b"\x00"))
-    write_output(output, store.to_bytes())
-    typer.echo(f"wrote {output}: " + ", ".join(
-        f"{name} {len(database)}" for name, database in values.items()))
+    return store.set(EfiVariable("CustomMode", EFI_CUSTOM_MODE_ENABLE, NV_BS, b"\x00"))
 
 
+def enroll_line(output: Path, values: dict[str, SignatureDatabase]) -> str:
+    return f"wrote {output}: " + ", ".join(
+        f"{name} {len(database)}" for name, database in values.items())
 
-def _update_data(paths: list[Path], owner: Guid) -> bytes:
+
+def update_data(paths: list[Path], owner: Guid) -> bytes:
+    """An update's signature lists: each ``--add`` file a certificate (under ``owner``) or
+    signature lists, in order; a file that is neither named."""
     database = SignatureDatabase()
     for path in paths:
         data = path.read_bytes()
         try:
-            database += _x509_database([path], owner)
+            database += SignatureDatabase((SignatureList.of(
+                EFI_CERT_X509_GUID, owner, der(load_certificate(data))),))
         except FormatError:
-            database += SignatureDatabase.parse(data)
+            try:
+                database += SignatureDatabase.parse(data)
+            except FormatError:
+                raise FormatError(f"--add {path}: neither an X.509 certificate nor EFI "
+                                  "signature lists") from None
     return database.to_bytes()
+
+
+def update_time(text: str) -> EfiTime:
+    """``--time``: ISO 8601; a time with an offset is taken in UTC, one without is UTC."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--time {text!r} is not an ISO 8601 date and time") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.UTC)
+    return EfiTime.from_datetime(moment)
+
+
+def update_attributes(append: bool) -> int:
+    """An authenticated write's attributes; ``--append`` adds APPEND_WRITE (0x67, not 0x27)."""
+    return SECURE_BOOT_ATTRIBUTES | (EFI_VARIABLE_APPEND_WRITE if append else 0)
 
 
 @app.command()
@@ -187,14 +241,10 @@ def auth(
     output: Path = OUTPUT_OPTION,
 ) -> None:
     """Write a signed update (.auth, as sign-efi-sig-list does) for a Secure Boot variable."""
-    try:
-        moment = datetime.datetime.fromisoformat(time)
-    except ValueError:
-        raise UsageError(f"--time {time!r} is not an ISO 8601 date and time") from None
     payload = sign_update(
-        name, _update_data(add, Guid.parse(owner)), parse_file(key, "--key", load_private_key),
-        parse_file(cert, "--cert", load_certificate), EfiTime.from_datetime(moment),
-        attributes=SECURE_BOOT_ATTRIBUTES | (EFI_VARIABLE_APPEND_WRITE if append else 0),
+        name, update_data(add, Guid.parse(owner)), parse_file(key, "--key", load_private_key),
+        parse_file(cert, "--cert", load_certificate), update_time(time),
+        attributes=update_attributes(append),
     )
     write_output(output, payload)
     typer.echo(f"wrote {output}: {name} update, {len(payload)} bytes")
@@ -210,7 +260,6 @@ def update(
 ) -> None:
     """Apply a signed update as the firmware would: right signer, newer timestamp, or refuse."""
     store = Varstore.parse(path.read_bytes())
-    attributes = SECURE_BOOT_ATTRIBUTES | (EFI_VARIABLE_APPEND_WRITE if append else 0)
-    store = apply_update(store, name, payload.read_bytes(), attributes)
+    store = apply_update(store, name, payload.read_bytes(), update_attributes(append))
     write_output(output, store.to_bytes())
     typer.echo(f"wrote {output}: {name} updated")

@@ -1,0 +1,137 @@
+"""``cvm``'s front door, one decision at a time: each kind of error becomes its one line and
+exit code (the traceback only with ``--debug``), the help with its placeholders, the commands
+listed and imported on first use."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from cvm.cli import main
+from cvm.cli.main import execute
+from cvm.errors import FormatError, PolicyError
+
+RAISED: list[BaseException | None] = [None]
+
+
+def boom(path: Path, count: int = 1, names: list[str] | None = None,
+         label: str = "x", ratio: float = 1.0, flag: bool = False) -> int | None:
+    """A command for the tests: raises what RAISED holds, else returns ``count``."""
+    error = RAISED[0]
+    if error is not None:
+        raise error
+    return count if count != 1 else None
+
+
+@pytest.fixture
+def command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(main.COMMANDS, "boom", (__name__, "boom", "Raise for the tests."))
+    monkeypatch.setitem(sys.modules, __name__, sys.modules[__name__])
+    RAISED[0] = None
+
+
+@pytest.mark.parametrize(("error", "code", "line"), [
+    (typer.Abort(), 130, "aborted"),
+    (FormatError("a bad field"), 65, "a bad field"),
+    (PolicyError("refused"), 67, "refused"),
+    (FileNotFoundError(2, "No such file or directory", "/x/y"), 74,
+     "No such file or directory: /x/y"),
+    (OSError(5, "Input/output error"), 74, "Input/output error"),
+    (OSError("no strerror"), 74, "no strerror"),
+    (ValueError("a bug"), 71, "internal error (ValueError: a bug); rerun with --debug"),
+])
+def test_each_error_is_one_line_and_its_code(command: None, capsys: pytest.CaptureFixture[str],
+                                             error: BaseException, code: int,
+                                             line: str) -> None:
+    RAISED[0] = error
+    assert execute(["boom", "p"]) == code
+    assert capsys.readouterr() == ("", f"cvm: error: {line}\n")
+
+
+def test_an_interrupt_in_a_command_is_130_without_a_line(
+        command: None, capsys: pytest.CaptureFixture[str]) -> None:
+    RAISED[0] = KeyboardInterrupt()
+    assert execute(["boom", "p"]) == 130
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("error", [FormatError("a bad field"), OSError(5, "I/O"),
+                                   ValueError("a bug")])
+def test_debug_shows_the_traceback_first(command: None, capsys: pytest.CaptureFixture[str],
+                                         error: BaseException) -> None:
+    RAISED[0] = error
+    assert execute(["--debug", "boom", "p"]) in (65, 74, 71)
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert err.splitlines()[-1].startswith("cvm: error: ")
+
+
+def test_a_usage_error_of_typer_is_64_with_the_traceback_only_when_asked(
+        command: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["boom", "p", "--count", "many"]) == 64
+    err = capsys.readouterr().err
+    assert err.startswith("cvm: error: Invalid value for '--count'") and err.count("\n") == 1
+    assert execute(["--debug", "boom", "p", "--count", "many"]) == 64
+    assert capsys.readouterr().err.startswith("Traceback (most recent call last):")
+
+
+def test_a_commands_integer_result_is_the_exit_code(command: None) -> None:
+    assert execute(["boom", "p", "--count", "5"]) == 5
+    assert execute(["boom", "p"]) == 0
+
+
+def test_a_group_without_a_verb_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["kbs"]) == 0
+    out = capsys.readouterr().out
+    assert "serve" in out and "admin" in out
+    assert execute([]) == 0
+    assert "Exit codes:" in capsys.readouterr().out
+
+
+def test_the_help_names_each_placeholder(command: None,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["boom", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage: cvm boom [OPTIONS] PATH" in out
+    assert "--count N" in out and "--names TEXT" in out and "--label TEXT" in out
+    assert "--ratio NUMBER" in out and "--flag" in out and "--flag " not in out.replace(
+        "--flag / --no-flag", "")
+    assert "<" not in out
+
+
+def test_an_optional_and_a_repeated_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["pcr", "predict", "--help"]) == 0
+    assert "Usage: cvm pcr predict [OPTIONS] [DISK]" in capsys.readouterr().out
+    assert execute(["attack", "--help"]) == 0
+    capsys.readouterr()
+
+
+def test_the_root_lists_every_command_with_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, (_, _, text) in main.COMMANDS.items():
+        assert f"  {name}" in out and text in out
+    assert out.index("  demo") < out.index("  kbs")
+    group = typer.main.get_command(main.app)
+    assert group.list_commands(None)[-len(main.COMMANDS):] == list(main.COMMANDS)  # type: ignore[attr-defined,arg-type]
+
+
+def test_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["--version", "kbs"]) == 0
+    assert capsys.readouterr().out == f"cvm {main.__version__}\n"
+    main._version(False)
+
+
+def test_run_exits_with_executes_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["cvm", "--frobnicate"])
+    with pytest.raises(SystemExit) as stop:
+        main.run()
+    assert stop.value.code == 64
+
+
+def test_an_unknown_command_is_64(capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["frobnicate"]) == 64
+    assert capsys.readouterr().err.startswith("cvm: error: No such command 'frobnicate'")
