@@ -29,6 +29,11 @@ def _grub() -> bytes:
 
 @pytest.fixture
 def esp_tree(tmp_path: Path) -> Path:
+    return make_esp_tree(tmp_path)
+
+
+def make_esp_tree(tmp_path: Path) -> Path:
+    """A folder laid out as an ESP: GRUB as the removable-media loader, its grub.cfg, a kernel."""
     root = tmp_path / "esp"
     (root / "EFI/BOOT").mkdir(parents=True)
     (root / "boot/grub").mkdir(parents=True)

@@ -4,8 +4,11 @@ and the emulated boot is not held to, what ``predict`` and ``diff`` print."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -16,7 +19,6 @@ from cvm.formats.gpt import partition_types
 from cvm.formats.gpt.header import LBA_SIZE
 from cvm.formats.gpt.partition_entry import PartitionEntry
 from cvm.formats.gpt.partition_table import PartitionTable
-from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.pcr_event import PcrEvent
 from cvm.formats.uefi.varstore import Varstore
@@ -28,18 +30,12 @@ from cvm.image.pcr_report import PcrStatus
 from cvm.image.vm_profile import profile_named
 from cvm.wire import Guid
 
-from .test_pcr import _grub
+from .test_pcr import make_esp_tree
 
 
 @pytest.fixture
 def esp_tree(tmp_path: Path) -> Path:
-    root = tmp_path / "esp"
-    (root / "EFI/BOOT").mkdir(parents=True)
-    (root / "boot/grub").mkdir(parents=True)
-    (root / "EFI/BOOT/BOOTX64.EFI").write_bytes(_grub())
-    (root / "boot/grub/grub.cfg").write_bytes(b"linux /vmlinuz quiet\nboot\n")
-    (root / "vmlinuz").write_bytes(build_pe([SectionSpec(".text", b"\x90\xc3", CODE)]))
-    return root
+    return make_esp_tree(tmp_path)
 
 
 @pytest.fixture
@@ -52,16 +48,24 @@ def varstore(tmp_path: Path) -> Path:
 def _gpt_only(path: Path, size: int = 48 << 20, file_size: int | None = None) -> Path:
     esp = PartitionEntry(partition_types.ESP, Guid.parse("1c2b3a49-5867-4e8d-9a0b-c1d2e3f40516"),
                          2048, 2048 + (40 << 20) // LBA_SIZE - 1, name="EFI System Partition")
-    table = PartitionTable.create(size // LBA_SIZE, [esp],
+    with _disk_with_table(path, size, [esp]) as handle:
+        if file_size is not None:
+            handle.truncate(file_size)
+    return path
+
+
+@contextmanager
+def _disk_with_table(path: Path, size: int, entries: list[PartitionEntry]
+                     ) -> Iterator[BinaryIO]:
+    """``path``, ``size`` bytes with a GPT of ``entries``, open for more writes."""
+    table = PartitionTable.create(size // LBA_SIZE, entries,
                                   Guid.parse("7e5a1b3c-2d4f-4a6b-8c9d-0e1f2a3b4c5d"))
     with path.open("wb") as handle:
         handle.truncate(size)
         for offset, data in table.blocks():
             handle.seek(offset)
             handle.write(data)
-        if file_size is not None:
-            handle.truncate(file_size)
-    return path
+        yield handle
 
 
 def test_the_banks_are_sha1_and_sha256_unless_given() -> None:
@@ -299,14 +303,7 @@ def _fat_disk(path: Path, *, partition: int = 1, cut_at_end: bool = False,
     entries.append(PartitionEntry(partition_types.ESP,
                                   Guid.parse("1c2b3a49-5867-4e8d-9a0b-c1d2e3f40516"), first,
                                   first + len(volume) // LBA_SIZE - 1 - short))
-    size = 4 << 20
-    table = PartitionTable.create(size // LBA_SIZE, entries,
-                                  Guid.parse("7e5a1b3c-2d4f-4a6b-8c9d-0e1f2a3b4c5d"))
-    with path.open("wb") as handle:
-        handle.truncate(size)
-        for offset, data in table.blocks():
-            handle.seek(offset)
-            handle.write(data)
+    with _disk_with_table(path, 4 << 20, entries) as handle:
         handle.seek(first * LBA_SIZE)
         handle.write(volume)
         if cut_at_end:
