@@ -45,6 +45,8 @@ from cvm.image.debian_packages import (
 )
 from cvm.image.qemu_initramfs import module_order
 
+from ..formats.elf_builder import elf_object
+
 pytestmark = pytest.mark.interop
 
 APT_CACHE = """
@@ -636,7 +638,7 @@ def test_a_file_that_changed_since_the_check_is_extracted_again_when_read(
 def test_the_initramfs_reads_the_checked_kernel_modules(
     tmp_path: Path, repo: Repo, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    module = b"\x7fELF license=GPL\0depends=\0vermagic=6.1\0"
+    module = elf_object([(".modinfo", b"license=GPL\0depends=\0vermagic=6.1\0")])
     repo.publish(KERNEL, "6.1.1-1", {"lib/modules/6.1.0-9-amd64/kernel/a/virtio_pci.ko": module})
     package = fetch(tmp_path / "cache", KERNEL)
     path = package.root / "lib/modules/6.1.0-9-amd64/kernel/a/virtio_pci.ko"
