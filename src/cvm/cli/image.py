@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from cvm.cli.options import refuse_unused
+from cvm.cli.options import parse_file, refuse_unused
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
 from cvm.errors import FormatError, UsageError
 from cvm.formats.pe.image import PeImage
@@ -57,15 +57,12 @@ def _db_pair(key: Path | None, cert: Path | None) -> KeyPair | None:
 
 
 def _load(path: Path, option: str, parse: Callable[[bytes], T]) -> T:
-    """The key or certificate ``option`` names, its errors naming the option and the file."""
+    """The key or certificate ``option`` names, its errors naming the option and the file
+    (:func:`~cvm.cli.options.parse_file`; a file that cannot be read is a usage error here)."""
     try:
-        data = path.read_bytes()
+        return parse_file(path, option, parse)
     except OSError:
         raise UsageError(f"{option}: cannot read {path}") from None
-    try:
-        return parse(data)
-    except FormatError as error:
-        raise FormatError(f"{option} {path}: {error}") from None
 
 
 def target_options_unused(target: str, *, mode: str, seal: str | None, sb_key: Path | None,
