@@ -379,3 +379,20 @@ def test_a_restarted_server_takes_the_same_ports_at_once(
             for connection in running.sockets:
                 connection.close()
             server.stop()
+
+
+@pytest.mark.parametrize("taken", [0, 1], ids=["tpm-port", "platform-port"])
+def test_a_port_in_use_is_the_os_error_with_the_address_as_its_name(
+        free_port_pair: Callable[[], int], taken: int) -> None:
+    import errno
+
+    port = free_port_pair()
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port + taken))
+        other.listen()
+        with pytest.raises(OSError) as refused:
+            MssimServer(Tpm(), port)
+    assert refused.value.errno == errno.EADDRINUSE
+    assert refused.value.filename == f"127.0.0.1:{port + taken}"
+    assert refused.value.strerror == "cannot listen: Address already in use"
+    MssimServer(Tpm(), port).stop()  # the first listener was closed: both ports are free again
