@@ -32,7 +32,9 @@ def test_the_pin_comes_from_its_file_else_a_prompt_else_none(
     monkeypatch.setattr("typer.prompt", prompt)
     (tmp_path / "pin").write_bytes(b"123456\r\n")
     assert luks_tpm2._pin(False, tmp_path / "pin") == b"123456"
-    assert luks_tpm2._pin(True, tmp_path / "pin") == b"123456" and asked == []
+    with pytest.raises(UsageError, match=r"^give --pin or --pin-file, not both$"):
+        luks_tpm2._pin(True, tmp_path / "pin")
+    assert asked == []
     assert luks_tpm2._pin(False, None) is None and asked == []
     assert luks_tpm2._pin(True, None) == b"4321"
     assert asked == [("TPM2 PIN", {"hide_input": True})]

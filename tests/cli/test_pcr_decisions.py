@@ -161,7 +161,7 @@ def test_the_esp_as_a_folder_has_no_gpt_unless_a_disk_is_given(tmp_path: Path,
                                                                esp_tree: Path) -> None:
     local = tmp_path / "cfg"
     local.write_bytes(b"boot\n")
-    files, gpt = pcr.boot_files(None, esp_tree, None, 1, [f"/boot/grub/grub.cfg={local}"])
+    files, gpt = pcr.boot_files(None, esp_tree, None, None, [f"/boot/grub/grub.cfg={local}"])
     assert gpt is None and dict(files.items())["/boot/grub/grub.cfg"] == b"boot\n"
     disk = _gpt_only(tmp_path / "disk.img")
     for disk_image, option in ((disk, None), (None, disk)):
@@ -170,13 +170,25 @@ def test_the_esp_as_a_folder_has_no_gpt_unless_a_disk_is_given(tmp_path: Path,
         assert PartitionEntry.from_bytes(gpt.entry[:128]).starting_lba == 2048
     with pytest.raises(FormatError):
         pcr.boot_files(None, esp_tree, disk, 2, [])
+    _, gpt = pcr.boot_files(None, esp_tree, disk, None, [])  # --partition's default: 1
+    assert gpt is not None
+    assert PartitionEntry.from_bytes(gpt.entry[:128]).starting_lba == 2048
+
+
+def test_a_partition_with_the_esp_as_a_folder_and_no_disk_is_refused(esp_tree: Path) -> None:
+    for partition in (1, 2):  # even the default, given by name: it would be read from nothing
+        with pytest.raises(UsageError) as refused:
+            pcr.boot_files(None, esp_tree, None, partition, [])
+        assert str(refused.value) == (
+            "--partition: not for --esp without a disk (no GPT to find the partition in)")
 
 
 def test_a_partition_past_the_end_of_the_disk_is_refused(tmp_path: Path) -> None:
     disk = _gpt_only(tmp_path / "disk.img", file_size=8 << 20)
-    with pytest.raises(FormatError) as refused:
-        pcr.boot_files(disk, None, None, 1, [])
-    assert str(refused.value) == f"{disk}: partition 1 runs past the end of the disk"
+    for partition in (1, None):  # None: --partition's default, 1
+        with pytest.raises(FormatError) as refused:
+            pcr.boot_files(disk, None, None, partition, [])
+        assert str(refused.value) == f"{disk}: partition 1 runs past the end of the disk"
 
 
 def _chain(esp_tree: Path, profile: str) -> BootChain:

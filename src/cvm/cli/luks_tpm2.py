@@ -50,6 +50,10 @@ TPM_KEY_FILE = typer.Option(None, "--tpm-key-file",
 
 
 def _pin(pin: bool, pin_file: Path | None) -> bytes | None:
+    """The PIN: from ``--pin-file``, else prompted for ``--pin``, else none. Both at once are
+    refused: the user would not know which PIN the token ends up with."""
+    if pin and pin_file is not None:
+        raise UsageError("give --pin or --pin-file, not both")
     if pin_file is not None:
         return read_pin(pin_file)
     if pin:

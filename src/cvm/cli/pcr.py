@@ -17,6 +17,7 @@ from pathlib import Path
 
 import typer
 
+from cvm.cli.options import refuse_unused
 from cvm.disk.storage import FileStorage
 from cvm.errors import FormatError, InternalError, UsageError
 from cvm.files import write_output
@@ -37,6 +38,7 @@ from cvm.image.vm_profile import PROFILES, VmProfile, profile_named
 
 app = typer.Typer(help="Predict PCR values of a boot chain.", no_args_is_help=True)
 GPT_READ_BYTES = 1 << 20
+DEFAULT_ESP_PARTITION = 1
 
 
 def _override(esp: EspFiles, extra: list[str]) -> EspFiles:
@@ -106,7 +108,8 @@ def predict_command(
     varstore: Path = typer.Option(..., "--varstore", help="The OVMF varstore (OVMF_VARS*.fd)."),
     esp: Path | None = typer.Option(None, "--esp", help="The ESP as a directory tree instead."),
     disk: Path | None = typer.Option(None, "--disk", help="Raw disk image with the GPT only."),
-    partition: int = typer.Option(1, "--partition", help="GPT partition number of the ESP."),
+    partition: int | None = typer.Option(
+        None, "--partition", help="GPT partition number of the ESP; default 1."),
     profile: str = typer.Option(
         "q35", "--profile", help=f"The VM's device set: {', '.join(PROFILES)}."),
     firmware_log: Path | None = typer.Option(
@@ -160,23 +163,32 @@ def chosen_banks(bank: list[str]) -> tuple[str, ...]:
     return banks
 
 
-def boot_files(disk_image: Path | None, esp: Path | None, disk: Path | None, partition: int,
-               file: list[str]) -> tuple[EspFiles, GptDisk | None]:
+def _esp_partition(partition: int | None) -> int:
+    return DEFAULT_ESP_PARTITION if partition is None else partition
+
+
+def boot_files(disk_image: Path | None, esp: Path | None, disk: Path | None,
+               partition: int | None, file: list[str]) -> tuple[EspFiles, GptDisk | None]:
     """The ESP's files (with ``--file``'s) and the GPT: both from DISK, or the files from
-    ``--esp`` and the GPT, if any, from DISK or ``--disk``; DISK and ``--disk`` not both."""
+    ``--esp`` and the GPT, if any, from DISK or ``--disk``; DISK and ``--disk`` not both.
+    ``--partition`` (default 1) names the ESP in a GPT: with ``--esp`` and no disk there is no
+    GPT to read it from, and it is refused."""
     if disk_image is not None and disk is not None:
         raise UsageError("give the disk either as DISK or as --disk, not both")
     if disk_image is None and esp is None:
         raise UsageError("give the disk image (DISK) or the ESP as a folder (--esp)")
     if esp is None:
         assert disk_image is not None
-        files, gpt = _esp_from_disk(disk_image, partition)
+        files, gpt = _esp_from_disk(disk_image, _esp_partition(partition))
         return _override(files, file), gpt
     source = disk_image or disk
+    refuse_unused("--esp without a disk (no GPT to find the partition in)",
+                  {"--partition": source is None and partition is not None})
     table = None
     if source is not None:
         with source.open("rb") as handle:
-            table = GptDisk.from_disk(handle.read(GPT_READ_BYTES), partition)
+            table = GptDisk.from_disk(handle.read(GPT_READ_BYTES),
+                                      _esp_partition(partition))
     return _override(EspFiles.from_directory(esp), file), table
 
 
