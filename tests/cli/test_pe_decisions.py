@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms
 
 from cvm.cli import pe
 from cvm.cli.main import execute
@@ -17,12 +18,13 @@ from cvm.crypto.x509_edk2 import der, generate_rsa_key, issue_certificate
 from cvm.errors import FormatError, UsageError
 from cvm.formats.pe.authenticode import digest_of, hashed_layout
 from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
+from cvm.formats.pe.certificate_table import WinCertificate
 from cvm.formats.pe.image import PeImage
 from cvm.formats.pe.vendor_cert import VendorCertSection
 from cvm.formats.uefi.guids import EFI_CERT_SHA256
 from cvm.formats.uefi.signature_list import SignatureDatabase, SignatureList
 from cvm.image.boot_chain import SHIM_SBAT_LEVEL, make_shim
-from cvm.image.signing import sign_pe
+from cvm.image.signing import attach_signatures, sign_pe, strip_signatures
 from cvm.wire import Guid
 
 SBAT = b"sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\n"
@@ -116,6 +118,19 @@ def test_a_signature_over_other_bytes_does_not_match(signer: tuple[object, objec
     assert document["digest_matches"] is False
 
 
+def test_a_signature_without_its_signers_certificate_names_no_signer(
+        signer: tuple[object, object]) -> None:
+    key, certificate = signer
+    body, entries = strip_signatures(sign_pe(APP, key, certificate))  # type: ignore[arg-type]
+    assert entries[0].pkcs7 is not None
+    info = cms.ContentInfo.load(entries[0].pkcs7)
+    del info["content"]["certificates"]
+    image = PeImage.parse(attach_signatures(body, (WinCertificate(info.dump(force=True)),)))
+    document = pe.describe(image)["signatures"][0]  # type: ignore[index]
+    assert document["signer"] is None and document["certificates"] == []
+    assert document["digest_matches"] is True
+
+
 def test_a_signature_that_does_not_parse_is_named_with_its_error(
         signer: tuple[object, object]) -> None:
     key, certificate = signer
@@ -168,15 +183,19 @@ def test_show_prints_each_part() -> None:
             {"index": 0, "digest_algorithm": "sha256", "signed_digest": "cd",
              "digest_matches": True, "signer": "CN=a",
              "certificates": [{"subject": "CN=a", "issuer": "CN=root"}]},
-            {"index": 1, "error": "bad"}],
+            {"index": 1, "error": "bad"},
+            {"index": 2, "digest_algorithm": "sha384", "signed_digest": "ef",
+             "digest_matches": False, "signer": None, "certificates": []}],
         "sbat": ["sbat,1", "shim,4"],
         "vendor_cert": {"authorized_subject": "CN=v", "deauthorized_entries": 3},
         "sbatlevel": {"previous": "sbat,1,2022\nshim,2\n", "latest": "sbat,1,2024\n"}}
     assert pe.show_lines(Path("x.efi"), document) == [
         "x.efi: PE32+, 10 bytes", "authenticode sha256: ab", "sections:",
         "  .text          va 0x00001000 vsize 0x63 raw 0x400+0x200",
-        "signatures: 2", "  [0] sha256 cd (matches)", "      signer: CN=a",
-        "      cert: CN=a  <-  CN=root", "  [1] ?  (DOES NOT MATCH)", "      signer: None",
+        "signatures: 3", "  [0] sha256 cd (matches)", "      signer: CN=a",
+        "      cert: CN=a  <-  CN=root", "  [1] does not parse: bad",
+        "  [2] sha384 ef (DOES NOT MATCH)",
+        "      signer: not named (the signature holds no certificate of its signer)",
         "sbat: sbat,1", "sbat: shim,4", "vendor_cert: CN=v; vendor_dbx 3 entries",
         "sbatlevel previous: sbat,1,2022 shim,2", "sbatlevel latest: sbat,1,2024"]
     bare = {"format": "PE32", "size": 1, "authenticode_sha256": "", "sections": [],

@@ -142,6 +142,9 @@ def show(path: Path = FILE_ARGUMENT, as_json: bool = JSON_OPTION) -> None:
         typer.echo(line)
 
 
+NO_SIGNER = "not named (the signature holds no certificate of its signer)"
+
+
 def show_lines(path: Path, document: dict[str, Any]) -> list[str]:
     """``show``'s text: the format and size, the digest, each section, each signature (its
     digest and whether it matches the image's, the signer, the certificates), the SBAT
@@ -155,11 +158,13 @@ def show_lines(path: Path, document: dict[str, Any]) -> list[str]:
     signatures = document["signatures"]
     lines.append(f"signatures: {len(signatures)}")
     for sig in signatures:
-        lines.append(f"  [{sig['index']}] {sig.get('digest_algorithm', '?')} "
-                     f"{sig.get('signed_digest', '')} "
-                     f"({'matches' if sig.get('digest_matches') else 'DOES NOT MATCH'})")
-        lines.append(f"      signer: {sig.get('signer')}")
-        for cert in sig.get("certificates", []):
+        if "error" in sig:
+            lines.append(f"  [{sig['index']}] does not parse: {sig['error']}")
+            continue
+        lines.append(f"  [{sig['index']}] {sig['digest_algorithm']} {sig['signed_digest']} "
+                     f"({'matches' if sig['digest_matches'] else 'DOES NOT MATCH'})")
+        lines.append(f"      signer: {sig['signer'] or NO_SIGNER}")
+        for cert in sig["certificates"]:
             lines.append(f"      cert: {cert['subject']}  <-  {cert['issuer']}")
     for line in document.get("sbat", []):
         lines.append(f"sbat: {line}")
