@@ -6,6 +6,7 @@ the ``cmd:`` loop."""
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,13 @@ from cvm.formats.tcg.replay import replay
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
 from cvm.guest.tpm.client import TpmClient
 from cvm.vtpm.policy import PolicyDigest
+from cvm.vtpm.state_file import (
+    HEADER_LAYOUT,
+    STATE_FILE_MAGIC,
+    USER_HEADER_SIZE,
+    StateFileHeader,
+    key_id,
+)
 from cvm.vtpm.state_store import StateStore
 from cvm.vtpm.templates import public_from_pem, srk_template
 
@@ -430,3 +438,39 @@ def test_mssim_serving_listens_on_the_host_given(
     port = free_port_pair()
     tpm.serve_mssim(state, port, "127.0.0.2", *_key(state))
     assert addresses == [("127.0.0.2", port), ("127.0.0.2", port + 1)]
+
+
+def test_inspect_reads_a_state_files_header_and_names_its_key(state: Path) -> None:
+    data = state.read_bytes()
+    header = StateFileHeader.parse(data)
+    saved = datetime.fromtimestamp(header.saved_at_ms / 1000, UTC)
+    assert tpm.describe(state) == {
+        "structure": "vTPM state file", "version": 2, "key_source": "key-file", "counter": 1,
+        "key_id": key_id(b"\x11" * 32).hex(),
+        "saved_at": saved.isoformat(timespec="milliseconds"),
+        "sealed_state_bytes": len(data) - USER_HEADER_SIZE}
+    assert saved.year >= 2026  # milliseconds since the epoch, not seconds
+
+
+@pytest.mark.parametrize(("source", "name"), [(1, "psp-derived"), (2, "broker-released"),
+                                               (7, "unknown (7)")])
+def test_a_version_1_state_file_has_no_key_id_or_time(tmp_path: Path, source: int,
+                                                      name: str) -> None:
+    fields = {"magic": STATE_FILE_MAGIC, "version": 1, "key_source": source, "counter": 9,
+              "iv": bytes(12), "size": 3, "tag": bytes(16)}
+    (tmp_path / "state").write_bytes(HEADER_LAYOUT.pack(fields) + b"abc")
+    assert tpm.describe(tmp_path / "state") == {
+        "structure": "vTPM state file", "version": 1, "key_source": name, "counter": 9,
+        "sealed_state_bytes": 3}
+
+
+def test_a_broken_state_file_is_named_with_what_is_wrong(state: Path) -> None:
+    data = state.read_bytes()
+    for broken, reason in ((data[:60], "vTPM state file is truncated: 60 bytes, header needs 80"),
+                           (data + b"x", f"vTPM state file is truncated or padded: "
+                                         f"{len(data) - 79} ciphertext bytes, header says "
+                                         f"{len(data) - 80}")):
+        state.write_bytes(broken)
+        with pytest.raises(FormatError) as refused:
+            tpm.describe(state)
+        assert str(refused.value) == f"{state}: {reason}"

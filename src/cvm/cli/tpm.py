@@ -24,6 +24,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,19 @@ from cvm.vtpm.engine import Tpm
 from cvm.vtpm.mssim_server import MssimServer
 from cvm.vtpm.pcr import BANKS
 from cvm.vtpm.policy import PolicyDigest
-from cvm.vtpm.state_store import Keyring, StateStore, default_keyring, read_key_file
+from cvm.vtpm.state_file import (
+    STATE_FILE_MAGIC,
+    USER_STATE_FILE_VERSION,
+    KeySource,
+    StateFileHeader,
+)
+from cvm.vtpm.state_store import (
+    MS_PER_S,
+    Keyring,
+    StateStore,
+    default_keyring,
+    read_key_file,
+)
 from cvm.vtpm.templates import public_from_pem
 from cvm.vtpm.volatile import VolatileState
 
@@ -302,7 +315,8 @@ def _describe_public(public: Public) -> dict[str, Any]:
 
 @app.command("inspect")
 def inspect(path: Path, as_json: bool = AS_JSON) -> None:
-    """Describe a TPM2B_PUBLIC, TPMT_PUBLIC, sealed blob or TPMS_ATTEST (quote message)."""
+    """Describe a TPM2B_PUBLIC, TPMT_PUBLIC, sealed blob, TPMS_ATTEST (quote message) or
+    vTPM state file (its header)."""
     described = describe(path)
     if as_json:
         typer.echo(json.dumps(described, indent=2))
@@ -312,9 +326,15 @@ def inspect(path: Path, as_json: bool = AS_JSON) -> None:
 
 
 def describe(path: Path) -> dict[str, Any]:
-    """The first structure ``path`` parses as, strictly: a sealed blob, a TPM2B_PUBLIC, a
+    """A vTPM state file (by its magic: its header, checked, the state itself stays sealed),
+    else the first structure ``path`` parses as, strictly: a sealed blob, a TPM2B_PUBLIC, a
     TPMT_PUBLIC or a TPMS_ATTEST; anything else is malformed input."""
     data = path.read_bytes()
+    if data.startswith(STATE_FILE_MAGIC):
+        try:
+            return describe_state_file(StateFileHeader.parse(data))
+        except FormatError as error:
+            raise FormatError(f"{path}: {error}") from None
     parsers: list[tuple[str, Any]] = [
         ("sealed blob", lambda d: _describe_public(SealedBlob.from_bytes(d).public)),
         ("TPM2B_PUBLIC", lambda d: _describe_public(Public.from_tpm2b(d))),
@@ -327,6 +347,21 @@ def describe(path: Path) -> dict[str, Any]:
         except FormatError:
             continue
     raise FormatError(f"{path} is not a TPM public area, sealed blob or quote")
+
+
+def describe_state_file(header: StateFileHeader) -> dict[str, Any]:
+    """What a vTPM state file's clear header says; its state is encrypted and stays so."""
+    names = {int(source): source.name.lower().replace("_", "-") for source in KeySource}
+    source = names.get(header.key_source, f"unknown ({header.key_source})")
+    described: dict[str, Any] = {
+        "structure": "vTPM state file", "version": header.version, "key_source": source,
+        "counter": header.counter}
+    if header.version == USER_STATE_FILE_VERSION:
+        saved = datetime.fromtimestamp(header.saved_at_ms / MS_PER_S, UTC)
+        described["key_id"] = header.key_id.hex()
+        described["saved_at"] = saved.isoformat(timespec="milliseconds")
+    described["sealed_state_bytes"] = header.size
+    return described
 
 
 def _describe_quote(attest: QuoteAttest) -> dict[str, Any]:
