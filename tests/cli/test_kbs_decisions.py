@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import stat
 from pathlib import Path
@@ -91,17 +92,21 @@ def test_serve_makes_the_key_the_token_and_the_tables_then_returns_the_workers_e
         assert stat.S_IMODE((tmp_path / "sub" / name).stat().st_mode) == 0o600
 
 
-def test_a_database_that_cannot_open_is_refused_before_the_address(tmp_path: Path) -> None:
+def test_a_database_that_cannot_open_is_refused_before_the_address(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(OSError) as refused:
+        _prepare(tmp_path, db=f"sqlite:///{tmp_path / 'no' / 'kbs.db'}")
+    assert "cannot open the database" in str(refused.value)
+    kek, token = _files(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(OSError) as refused:
-            _prepare(tmp_path, db=f"sqlite:///{tmp_path / 'no' / 'kbs.db'}", port=port)
-        assert "cannot open the database" in str(refused.value)
-        with pytest.raises(OSError) as refused:
-            _prepare(tmp_path, port=port)
-        assert refused.value.filename == f"127.0.0.1:{port}"
+        for db, says in ((f"sqlite:///{tmp_path / 'no' / 'kbs.db'}", "cannot open the database"),
+                         (f"sqlite:///{tmp_path / 'kbs.db'}", f"127.0.0.1:{port}")):
+            assert execute(["kbs", "serve", "--kek-file", str(kek), "--admin-token-file",
+                            str(token), "--db", db, "--port", str(port)]) == 74
+            assert says in capsys.readouterr().err
 
 
 def test_a_bad_key_is_refused_before_the_token_is_made(tmp_path: Path) -> None:
@@ -184,20 +189,44 @@ def test_a_secret_file_is_created_once_and_never_rewritten(tmp_path: Path) -> No
 
 def test_a_host_that_is_not_an_address_is_refused_in_one_line() -> None:
     with pytest.raises(UsageError) as refused:
-        kbs.check_listen("not an address!", 0)
+        kbs.listen("not an address!", 0)
     assert str(refused.value).startswith("--host 'not an address!': not an address (")
     with pytest.raises(UsageError) as refused:
-        kbs.check_listen("a" * 64 + ".example", 0)
+        kbs.listen("a" * 64 + ".example", 0)
     assert str(refused.value).startswith(f"--host {'a' * 64 + '.example'!r}: not an address (")
 
 
-def test_a_free_address_is_taken_and_left_free() -> None:
-    kbs.check_listen("127.0.0.1", 0)
+@pytest.mark.parametrize(("host", "family"), [("127.0.0.1", socket.AF_INET),
+                                               ("localhost", socket.AF_INET)])
+def test_a_free_address_is_bound_and_listens(host: str, family: int) -> None:
+    with kbs.listen(host, 0) as listener:
+        port = listener.getsockname()[1]
+        assert port != 0 and listener.family == family
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # the connection waits in the backlog until a worker accepts it
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    kbs.check_listen("127.0.0.1", port)
-    kbs.check_listen("127.0.0.1", port)
+    for _ in range(2):  # closed, the address is free again
+        with kbs.listen("127.0.0.1", port) as listener:
+            assert listener.getsockname() == ("127.0.0.1", port)
+
+
+def test_the_backlog_is_uvicorns() -> None:
+    assert kbs.LISTEN_BACKLOG == 2048
+
+
+class _Listener:
+    family = socket.AF_INET6
+
+    def getsockname(self) -> tuple[str, int, int, int]:
+        return ("::1", 8443, 0, 0)
+
+
+def test_an_ipv6_listener_is_named_in_brackets() -> None:
+    assert kbs.url_of(_Listener()) == "http://[::1]:8443"  # type: ignore[arg-type]
+    with kbs.listen("127.0.0.1", 0) as listener:
+        assert kbs.url_of(listener) == f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
 def test_an_address_in_use_is_the_os_error_naming_it() -> None:
@@ -206,7 +235,7 @@ def test_an_address_in_use_is_the_os_error_naming_it() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(OSError) as refused:
-            kbs.check_listen("127.0.0.1", port)
+            kbs.listen("127.0.0.1", port)
     assert refused.value.errno == 98 and refused.value.filename == f"127.0.0.1:{port}"
     assert refused.value.strerror == "cannot listen: Address already in use"
 
@@ -222,7 +251,7 @@ def test_an_address_left_in_time_wait_is_taken_as_uvicorn_would() -> None:
         accepted.close()  # the server side closes first: its end waits in TIME_WAIT
         client.recv(1)
         client.close()
-    kbs.check_listen("127.0.0.1", port)
+    kbs.listen("127.0.0.1", port).close()
 
 
 def test_the_workers_environment_names_the_files_by_absolute_path(
@@ -239,10 +268,11 @@ def test_uvicorn_runs_the_workers_factory_on_the_address(monkeypatch: pytest.Mon
 
     calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
-    kbs.start("::1", 8443, 3)
-    assert calls == [(("cvm.cli.kbs:app_from_environment",), {
-        "factory": True, "host": "::1", "port": 8443, "workers": 3, "log_level": "warning",
-        "access_log": False, "proxy_headers": False})]
+    with kbs.listen("127.0.0.1", 0) as listener:
+        kbs.start(listener, 3)
+        assert calls == [(("cvm.cli.kbs:app_from_environment",), {
+            "factory": True, "fd": listener.fileno(), "workers": 3, "log_level": "warning",
+            "access_log": False, "proxy_headers": False})]
 
 
 @pytest.mark.parametrize("code", [1, 3, "stop"])
@@ -253,9 +283,10 @@ def test_uvicorns_failed_start_is_the_os_error_naming_the_address(
     def stops(*args: object, **kwargs: object) -> None:
         raise SystemExit(code)
     monkeypatch.setattr(uvicorn, "run", stops)
-    with pytest.raises(OSError) as refused:
-        kbs.start("127.0.0.1", 8080, 1)
-    assert refused.value.errno == 99 and refused.value.filename == "127.0.0.1:8080"
+    with kbs.listen("127.0.0.1", 0) as listener:
+        with pytest.raises(OSError) as refused:
+            kbs.start(listener, 1)
+        assert refused.value.errno == 99 and refused.value.filename == kbs.url_of(listener)
     assert refused.value.strerror == "the broker could not start listening"
     assert refused.value.__suppress_context__
 
@@ -267,11 +298,13 @@ def test_uvicorns_clean_exit_is_a_return(monkeypatch: pytest.MonkeyPatch, code: 
     def stops(*args: object, **kwargs: object) -> None:
         raise SystemExit(code)
     monkeypatch.setattr(uvicorn, "run", stops)
-    kbs.start("127.0.0.1", 8080, 1)
+    with kbs.listen("127.0.0.1", 0) as listener:
+        kbs.start(listener, 1)
 
 
 def test_serve_exports_the_environment_and_starts_uvicorn(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     import uvicorn
 
     for name in (kbs.ENV_DB, kbs.ENV_KEK, kbs.ENV_ADMIN, kbs.ENV_TRUST):
@@ -283,8 +316,22 @@ def test_serve_exports_the_environment_and_starts_uvicorn(
     assert execute(["kbs", "serve", "--kek-file", str(kek), "--admin-token-file", str(token),
                     "--db", f"sqlite:///{tmp_path / 'kbs.db'}", "--port", "0", "--workers", "2",
                     "--trust", "emulated"]) == 0
-    assert seen[0]["workers"] == 2 and seen[0]["port"] == 0 and seen[0]["trust"] == "emulated"
+    assert seen[0]["workers"] == 2 and seen[0]["trust"] == "emulated"
     assert os.environ[kbs.ENV_KEK] == str(kek)
+    line = capsys.readouterr().out
+    port = int(re.fullmatch(r"serving the key broker at http://127\.0\.0\.1:(\d+) \(database "
+                            r"sqlite:///\S+kbs\.db, admin token in \S+\); Ctrl-C stops it\n",
+                            line)[1])  # type: ignore[index]
+    assert port != 0
+
+
+def test_the_served_line_hides_the_databases_password(tmp_path: Path) -> None:
+    with kbs.listen("127.0.0.1", 0) as listener:
+        line = kbs.serving_line(listener, "postgresql+psycopg://kbs:s3cret@db:5432/kbs",
+                                tmp_path / "t")
+        assert line == (f"serving the key broker at {kbs.url_of(listener)} (database "
+                        f"postgresql+psycopg://kbs:***@db:5432/kbs, admin token in "
+                        f"{tmp_path / 't'}); Ctrl-C stops it")
 
 
 # ``admin``

@@ -84,8 +84,28 @@ def serve(
              "AMD, which signs its emulated CVMs' reports: opt in by name).")] = "amd",
 ) -> None:
     """Serve the broker until interrupted."""
-    os.environ.update(prepare(db, host, port, workers, kek_file, admin_token_file, trust))
-    start(host, port, workers)
+    environment = prepare(db, host, port, workers, kek_file, admin_token_file, trust)
+    with listen(host, port) as listener:
+        os.environ.update(environment)
+        typer.echo(serving_line(listener, db, admin_token_file))
+        start(listener, workers)
+
+
+def serving_line(listener: socket.socket, db: str, admin_token_file: Path) -> str:
+    """What ``serve`` prints once its socket listens: the URL with the port the OS chose for
+    ``--port 0``, the database without its password, where the admin token is."""
+    from sqlalchemy.engine import make_url
+
+    return (f"serving the key broker at {url_of(listener)} (database "
+            f"{make_url(db).render_as_string(hide_password=True)}, admin token in "
+            f"{admin_token_file}); Ctrl-C stops it")
+
+
+def url_of(listener: socket.socket) -> str:
+    """``http://HOST:PORT`` of a listening socket (an IPv6 address in brackets)."""
+    host, port = listener.getsockname()[:2]
+    return f"http://[{host}]:{port}" if listener.family == socket.AF_INET6 else (
+        f"http://{host}:{port}")
 
 
 TRUSTS = ("amd", "emulated")
@@ -100,10 +120,10 @@ def check_trust(trust: str) -> str:
 
 def prepare(db: str, host: str, port: int, workers: int, kek_file: Path,
             admin_token_file: Path, trust: str) -> dict[str, str]:
-    """Every check ``serve`` makes before a worker starts, in this order (the options before
-    any file is made): the worker count, the roots, the port; then the key-encryption key and
-    the admin token (created if missing), the database's tables, the address. Returns the
-    environment each worker builds its broker from."""
+    """Every check ``serve`` makes before it listens, in this order (the options before any
+    file is made): the worker count, the roots, the port; then the key-encryption key and the
+    admin token (created if missing), the database's tables. Returns the environment each
+    worker builds its broker from."""
     check_workers(workers)
     check_trust(trust)
     check_port(port)
@@ -112,7 +132,6 @@ def prepare(db: str, host: str, port: int, workers: int, kek_file: Path,
     from cvm.attestation.kbs.storage import Storage
 
     Storage(db)  # create the tables once, before the workers start
-    check_listen(host, port)
     return worker_environment(db, kek_file, admin_token_file, trust)
 
 
@@ -124,18 +143,20 @@ def worker_environment(db: str, kek_file: Path, admin_token_file: Path, trust: s
             ENV_ADMIN: str(admin_token_file.resolve()), ENV_TRUST: trust}
 
 
-def start(host: str, port: int, workers: int) -> None:
-    """Run uvicorn's workers on the environment's broker; uvicorn's own exit when it could not
-    start is the OS error naming the address (exit 74), its clean exit a return."""
+def start(listener: socket.socket, workers: int) -> None:
+    """Run uvicorn's workers on the environment's broker, serving the socket ``serve`` bound
+    (so the address printed is the one served, whatever port the OS chose); uvicorn's own exit
+    when it could not start is an OS error naming the address (exit 74), its clean exit a
+    return."""
     import uvicorn
 
     try:
-        uvicorn.run("cvm.cli.kbs:app_from_environment", factory=True, host=host, port=port,
+        uvicorn.run("cvm.cli.kbs:app_from_environment", factory=True, fd=listener.fileno(),
                     workers=workers, log_level="warning", access_log=False, proxy_headers=False)
     except SystemExit as stop:
         if stop.code not in (None, 0):
             raise OSError(errno.EADDRNOTAVAIL, "the broker could not start listening",
-                          f"{host}:{port}") from None
+                          url_of(listener)) from None
 
 
 def check_port(port: int) -> None:
@@ -144,21 +165,27 @@ def check_port(port: int) -> None:
         raise UsageError(f"--port {port} is not a TCP port (0..65535)")
 
 
-def check_listen(host: str, port: int) -> None:
-    """Refuse, in one line, an address the broker cannot listen on (in use, not this
-    machine's, not an address), before uvicorn tries and logs its own error."""
+LISTEN_BACKLOG = 2048  # uvicorn's own
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The broker's socket, bound and listening (port 0: one the OS chooses); an address it
+    cannot listen on (in use, not this machine's, not an address) refused in one line."""
     try:
         family, kind, protocol, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except (socket.gaierror, UnicodeError) as error:
         raise UsageError(f"--host {host!r}: not an address ({error})") from None
-    with socket.socket(family, kind, protocol) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-        except OSError as error:
-            raise OSError(error.errno, f"cannot listen: {error.strerror}",
-                          f"{host}:{port}") from None
+    listener = socket.socket(family, kind, protocol)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        listener.bind(address)
+        listener.listen(LISTEN_BACKLOG)
+    except OSError as error:
+        listener.close()
+        raise OSError(error.errno, f"cannot listen: {error.strerror}",
+                      f"{host}:{port}") from None
+    return listener
 
 
 def _admin(url: str, token_file: Path) -> object:

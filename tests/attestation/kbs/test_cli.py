@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -147,8 +148,8 @@ def test_uvicorns_own_exit_is_an_exit_code_cvm_documents(
     monkeypatch.setattr(uvicorn, "run", stops)
     assert _serve(tmp_path, "--port", "0") == exit_code
     if exit_code:
-        assert capsys.readouterr().err == ("cvm: error: the broker could not start listening: "
-                                           "127.0.0.1:0\n")
+        assert re.fullmatch(r"cvm: error: the broker could not start listening: "
+                            r"http://127\.0\.0\.1:[1-9]\d*\n", capsys.readouterr().err)
 
 
 def test_serve_names_a_database_it_cannot_open_without_its_password(
