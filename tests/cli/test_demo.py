@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -112,3 +113,20 @@ def test_the_matrix_table_cuts_no_name_and_no_word_at_80_columns() -> None:
         for word in str(result.observed).replace("blocked by ", "").split():
             assert word in words, (result.attack.name, word)
     assert "(expected" in words and results[-1].attack.name in out
+
+
+def test_an_out_that_cannot_hold_the_report_is_refused_before_anything_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[object] = []
+    monkeypatch.setattr(demo, "demo_image", lambda *args: built.append(args))
+    (tmp_path / "file").write_bytes(b"")
+    assert execute(["demo", "--out", str(tmp_path / "file"), "--family", "cpu"]) == 74
+    assert capsys.readouterr().err == f"cvm: error: File exists: {tmp_path / 'file'}\n"
+    assert execute(["demo", "--out", str(tmp_path / "file" / "sub")]) == 74
+    assert "Not a directory" in capsys.readouterr().err
+    monkeypatch.setattr(demo.os, "access", lambda path, mode: mode != os.W_OK | os.X_OK)
+    assert execute(["demo", "--out", str(tmp_path / "new" / "folder")]) == 74
+    assert capsys.readouterr().err == (
+        f"cvm: error: cannot write the report into it: {tmp_path / 'new' / 'folder'}\n")
+    assert built == [] and (tmp_path / "new" / "folder").is_dir()

@@ -12,6 +12,7 @@ attack runs in every mode, live, with a progress bar; one summary line ends it. 
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import tempfile
@@ -76,6 +77,7 @@ def demo(
     started = time.perf_counter()
     attacks = chosen_attacks(family)
     check_workers(workers)
+    report_folder(out)
     random_bytes: RandomBytes = random.Random(seed).randbytes if seed is not None else os.urandom
     console = Console()
     console.print("[bold]1. The owner builds an image; the host boots it as an SEV-SNP VM[/bold]")
@@ -107,7 +109,6 @@ def demo(
 
     booted = boot_held(trace.ok, leaks)
     verdict = verdict_line(booted, results, time.perf_counter() - started)
-    out.mkdir(parents=True, exist_ok=True)
     panels = [Panel(f"{v.mode.value} (ASID {v.asid})", v.guest_view, v.host_view, NOTES[v.mode])
               for v in views]
     steps = [(step.actor, step.verb, step.subject, "" if step.pcr is None else str(step.pcr),
@@ -171,6 +172,14 @@ def _print_matrix(console: Console, results: list[attack_matrix.Result]) -> None
     for name, cells in rows.items():
         table.add_row(name, *cells)
     console.print(table)
+
+
+def report_folder(out: Path) -> None:
+    """``--out``, made (with its parents) before the demo starts, so a path that cannot hold the
+    report is refused at once, not after the matrix has run: the OS's error, naming it."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot write the report into it", str(out))
 
 
 def _printable(data: bytes) -> str:
