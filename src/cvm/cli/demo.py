@@ -77,6 +77,7 @@ def demo(
     started = time.perf_counter()
     attacks = chosen_attacks(family)
     check_workers(workers)
+    parse_source_date_epoch(os.environ.get(VARIABLE))  # refused before the folder is made
     report_folder(out)
     random_bytes: RandomBytes = random.Random(seed).randbytes if seed is not None else os.urandom
     console = Console()
