@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -130,3 +131,6 @@ def test_an_out_that_cannot_hold_the_report_is_refused_before_anything_runs(
     assert capsys.readouterr().err == (
         f"cvm: error: cannot write the report into it: {tmp_path / 'new' / 'folder'}\n")
     assert built == [] and (tmp_path / "new" / "folder").is_dir()
+    with pytest.raises(PermissionError) as refused:
+        demo.report_folder(tmp_path / "new" / "folder")
+    assert refused.value.errno == errno.EACCES
