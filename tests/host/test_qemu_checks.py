@@ -5,6 +5,7 @@ strictly, the command lines compared whole, the serial report's edge cases, and 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -607,6 +608,22 @@ def test_a_new_tpm_gives_its_srk_public(tmp_path: Path, tpm_tools: Tools,
     assert (state / "srk.pub").read_bytes() == public
     assert (tpm_tools.folder / "swtpm.stopped").read_text() == str(int(signal.SIGTERM))
     assert capfd.readouterr() == ("", "")  # nothing of swtpm's reaches the user's terminal
+
+
+def test_the_srk_public_part_is_written_whole_or_not_at_all(
+        tmp_path: Path, tpm_tools: Tools, monkeypatch: pytest.MonkeyPatch, umask: None) -> None:
+    state = tmp_path / "state"
+    tpm_setup(state)
+    assert (state / "srk.pub").stat().st_mode & 0o777 == 0o644  # a public key
+
+    def full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    other = tmp_path / "other"
+    with pytest.raises(OSError) as caught:
+        tpm_setup(other)
+    assert caught.value.filename == str(other / "srk.pub")
+    assert sorted(p.name for p in other.iterdir()) == ["tpm2-00.permall"]  # no part of it
 
 
 def test_an_existing_tpm_is_never_overwritten(tmp_path: Path, tpm_tools: Tools) -> None:
