@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +242,24 @@ def test_the_svsm_mode_takes_a_vcpu_signature(vectors: Path) -> None:
     assert report["measurement"] == (
         "27d154c27b7b359c935e250ec6fee72aa0ae8c1225e3b0e1cf46a9567e938066d7d6f94bbdc4a857818bdb"
         "79277a44b2")
+
+
+def test_a_vmsa_dump_that_fails_keeps_the_previous_file_and_says_which(
+        vectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        full_disk: Callable[[int], AbstractContextManager[None]], umask: None) -> None:
+    ovmf = str(_fixtures(vectors) / "ovmf_AmdSev_suffix.bin")
+    dump = tmp_path / "vmsa"
+    argv = ["measure", "--mode", "snp", "--ovmf", ovmf, "--vcpus", "2", "--vcpu-type",
+            "EPYC-v4", "--dump-vmsa", str(dump)]
+    assert execute(argv) == 0
+    pages = {p.name: p.read_bytes() for p in dump.iterdir()}
+    assert sorted(pages) == ["vmsa0.bin", "vmsa1.bin"]
+    assert all(len(page) == 4096 for page in pages.values())
+    assert all((dump / name).stat().st_mode & 0o777 == 0o644 for name in pages)
+    (dump / "vmsa0.bin").write_bytes(b"previous")
+    capsys.readouterr()
+    with full_disk(1000):
+        assert execute(argv) == 74
+    assert capsys.readouterr() == ("", f"cvm: error: File too large: {dump / 'vmsa0.bin'}\n")
+    assert (dump / "vmsa0.bin").read_bytes() == b"previous"
+    assert sorted(p.name for p in dump.iterdir()) == ["vmsa0.bin", "vmsa1.bin"]
