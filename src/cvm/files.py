@@ -17,9 +17,8 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import NoReturn
 
 SECRET_MODE = 0o600
@@ -66,35 +65,54 @@ def _raise_named(error: OSError, path: Path, temporary: Path) -> NoReturn:
     raise named from error
 
 
-@contextmanager
-def _staging(path: Path, mode: int, *, replace: bool) -> Iterator[Path]:
-    temporary = _temporary(path)
-    try:
-        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
-    except OSError as error:  # a name taken is someone else's file: left alone
-        _raise_named(error, path, temporary)
-    try:
-        yield temporary
-        _sync(temporary)
-        if replace:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)  # FileExistsError if it exists: then it is not touched
-        _sync(path.parent)  # the new name itself
-    except OSError as error:
-        _raise_named(error, path, temporary)
-    finally:
-        temporary.unlink(missing_ok=True)
+class Staging:
+    """A temporary file beside ``path`` (``with`` gives its name): on a clean exit flushed and
+    renamed over ``path`` (or linked to it, ``replace=False``: a new file only), on an error
+    removed; an OS error then names ``path``. A class, not a generator, so that every step
+    is plain code."""
+
+    def __init__(self, path: Path, mode: int, *, replace: bool) -> None:
+        self.path = path
+        self.mode = mode
+        self.replace = replace
+        self.temporary = _temporary(path)
+
+    def __enter__(self) -> Path:
+        try:
+            os.close(os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode))
+        except OSError as error:  # a name taken is someone else's file: left alone
+            _raise_named(error, self.path, self.temporary)
+        return self.temporary
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        try:
+            if error is None:
+                self._commit()
+            elif isinstance(error, OSError):
+                _raise_named(error, self.path, self.temporary)
+        finally:
+            self.temporary.unlink(missing_ok=True)
+
+    def _commit(self) -> None:
+        try:
+            _sync(self.temporary)
+            if self.replace:
+                os.replace(self.temporary, self.path)
+            else:  # FileExistsError if it exists: then it is not touched
+                os.link(self.temporary, self.path)
+            _sync(self.path.parent)  # the new name itself
+        except OSError as error:
+            _raise_named(error, self.path, self.temporary)
 
 
-@contextmanager
-def staged(path: Path, mode: int = SECRET_MODE) -> Iterator[Path]:
+def staged(path: Path, mode: int = SECRET_MODE) -> Staging:
     """A new empty file beside ``path`` (created with ``mode`` less the umask) for a large
-    output to be written into by name. When the block ends it is flushed and renamed over
-    ``path``; when the block raises, it is removed and ``path`` is as it was."""
+    output to be written into by name: ``with staged(out) as new: ...``. When the block ends
+    it is flushed and renamed over ``path``; when the block raises, it is removed and ``path``
+    is as it was."""
     _check_target(path)
-    with _staging(path, mode, replace=True) as temporary:
-        yield temporary
+    return Staging(path, mode, replace=True)
 
 
 def write_atomically(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
@@ -113,5 +131,5 @@ def write_output(path: Path, data: bytes, *, secret: bool = False) -> None:
 def write_new(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
     """Create ``path`` holding ``data``, whole or not at all; if it exists already (another
     process made it first), :class:`FileExistsError` and the file is left as it is."""
-    with _staging(path, mode, replace=False) as temporary, temporary.open("wb") as handle:
+    with Staging(path, mode, replace=False) as temporary, temporary.open("wb") as handle:
         handle.write(data)
