@@ -223,3 +223,10 @@ def test_a_plaintext_that_cannot_be_written_whole_leaves_the_previous_output(
     decrypt_image(image, out, KEY)  # the volume's plaintext: private, whatever was there
     assert out.stat().st_mode & 0o777 == 0o600
     assert out.read_bytes()[:plain.stat().st_size] == plain.read_bytes()
+
+
+def test_encrypt_image_says_what_its_key_derivation_spends(tmp_path: Path, plain: Path) -> None:
+    said: list[str] = []
+    encrypt_image(plain, tmp_path / "enc.img", b"pw", FAST, announce=said.append)
+    assert said and all(isinstance(line, str) and line for line in said)
+    assert any("pbkdf2" in line for line in said), said
