@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -707,6 +708,8 @@ def test_swtpm_that_ignores_sigterm_is_killed(tmp_path: Path, tpm_tools: Tools,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(qemu, "STOP_TIMEOUT_S", 0.3)
     tpm_tools.behave(deaf=True)
+    started = time.monotonic()
     assert tpm_setup(tmp_path / "state") == (tmp_path / "state" / "srk.pub").read_bytes()
+    assert time.monotonic() - started < 30  # not the minute the deaf swtpm would sleep
     assert not (tpm_tools.folder / "swtpm.stopped").exists()
     assert _swtpm_gone(tpm_tools)
