@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -263,3 +265,16 @@ def test_a_vmsa_dump_that_fails_keeps_the_previous_file_and_says_which(
     assert capsys.readouterr() == ("", f"cvm: error: File too large: {dump / 'vmsa0.bin'}\n")
     assert (dump / "vmsa0.bin").read_bytes() == b"previous"
     assert sorted(p.name for p in dump.iterdir()) == ["vmsa0.bin", "vmsa1.bin"]
+
+
+def test_a_pipe_where_a_vmsa_goes_is_refused_in_one_line(
+        vectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dump = tmp_path / "vmsa"
+    dump.mkdir()
+    os.mkfifo(dump / "vmsa0.bin")
+    ovmf = str(_fixtures(vectors) / "ovmf_AmdSev_suffix.bin")
+    assert execute(["measure", "--mode", "snp", "--ovmf", ovmf, "--vcpus", "1", "--vcpu-type",
+                    "EPYC-v4", "--dump-vmsa", str(dump)]) == 74
+    assert capsys.readouterr() == ("", "cvm: error: Not a regular file (cvm writes its outputs "
+                                       f"as files): {dump / 'vmsa0.bin'}\n")
+    assert stat.S_ISFIFO((dump / "vmsa0.bin").stat().st_mode)
