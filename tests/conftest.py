@@ -8,9 +8,12 @@ A missing vector folder or tool skips a test on a developer's machine and fails 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import struct
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,6 +299,27 @@ def umask() -> Iterator[None]:
         yield
     finally:
         os.umask(before)
+
+
+@contextmanager
+def _files_limited_to(size: int) -> Iterator[None]:
+    """Every write that would take a file past ``size`` bytes fails part-way (EFBIG, the
+    process's file size limit), as on a disk that fills during the write."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the error, not the signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.fixture
+def full_disk() -> Callable[[int], AbstractContextManager[None]]:
+    """``with full_disk(n):`` no file can grow past ``n`` bytes: a write that would fails
+    after writing up to ``n`` (a real partial write, whatever code does it)."""
+    return _files_limited_to
 
 
 @pytest.fixture

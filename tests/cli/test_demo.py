@@ -6,6 +6,8 @@ import errno
 import io
 import os
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,12 +15,15 @@ import pytest
 from rich.console import Console
 
 from cvm.cli import demo
-from cvm.cli.demo import _print_matrix, demo_image
+from cvm.cli.demo import _print_matrix, demo_image, write_report
 from cvm.cli.main import execute
+from cvm.hardware.vm import Mode
 from cvm.host.adversary.catalog import ATTACKS
 from cvm.host.adversary.threat import MODES, Observed, Verdict
 from cvm.image.bundle import BuiltImage
 from cvm.scenarios.attack_matrix import Result
+from cvm.scenarios.memory_views import PageViews
+from cvm.scenarios.picture import grey_png
 
 
 def test_demo_runs_and_every_outcome_matches(
@@ -134,3 +139,32 @@ def test_an_out_that_cannot_hold_the_report_is_refused_before_anything_runs(
     with pytest.raises(PermissionError) as refused:
         demo.report_folder(tmp_path / "new" / "folder")
     assert refused.value.errno == errno.EACCES
+
+
+def _views(plain: bytes, snp: bytes) -> list[PageViews]:
+    return [PageViews(Mode.PLAIN, 0, 0, plain, plain), PageViews(Mode.SEV, 1, 0, plain, b"s"),
+            PageViews(Mode.SEV_SNP, 2, 0, plain, snp)]
+
+
+def test_the_report_is_its_page_and_the_first_and_last_modes_host_views(
+        tmp_path: Path, umask: None) -> None:
+    plain, snp = bytes(range(256)) * 16, bytes(255 - b for b in range(256)) * 16
+    report = write_report(tmp_path, "<html>page</html>", _views(plain, snp))
+    assert report == tmp_path / "report.html"
+    assert report.read_text() == "<html>page</html>"
+    assert (tmp_path / "plain-host-view.png").read_bytes() == grey_png(plain, 64)
+    assert (tmp_path / "sev-snp-host-view.png").read_bytes() == grey_png(snp, 64)
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in tmp_path.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "plain-host-view.png", "report.html", "sev-snp-host-view.png"]
+
+
+def test_a_report_that_cannot_be_written_leaves_the_previous_one(
+        tmp_path: Path, full_disk: Callable[[int], AbstractContextManager[None]]) -> None:
+    (tmp_path / "report.html").write_text("previous report")
+    page = bytes(4096)
+    with full_disk(1000), pytest.raises(OSError) as caught:
+        write_report(tmp_path, "x" * 5000, _views(page, page))
+    assert caught.value.filename == str(tmp_path / "report.html")
+    assert (tmp_path / "report.html").read_text() == "previous report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no partial file left

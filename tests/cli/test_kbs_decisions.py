@@ -13,6 +13,8 @@ import os
 import re
 import socket
 import stat
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +187,46 @@ def test_a_secret_file_is_created_once_and_never_rewritten(tmp_path: Path) -> No
     assert kbs._secret_file(path, b"first") == b"first"
     assert kbs._secret_file(path, b"second") == b"first"
     assert path.read_bytes() == b"first" and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_key_that_cannot_be_written_leaves_no_file_and_says_which(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        full_disk: Callable[[int], AbstractContextManager[None]]) -> None:
+    """A disk that fills as the key is written leaves no empty or half key to be refused at
+    the next start: the next start makes it whole."""
+    kek, token = _files(tmp_path)
+    argv = ["kbs", "serve", "--db", f"sqlite:///{tmp_path / 'kbs.db'}", "--port", "0",
+            "--kek-file", str(kek), "--admin-token-file", str(token), "--trust", "emulated"]
+    with full_disk(20):
+        assert execute(argv) == 74
+    assert capsys.readouterr() == ("", f"cvm: error: File too large: {kek}\n")
+    assert list(tmp_path.iterdir()) == []
+    assert len(kbs.load_kek(kek)) == 32
+
+
+def test_a_secret_file_made_meanwhile_by_another_process_is_theirs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "secret"
+    real = kbs.write_new
+
+    def raced(target: Path, data: bytes) -> None:
+        target.write_bytes(b"theirs")  # the other process, between the read and the write
+        real(target, data)
+    monkeypatch.setattr(kbs, "write_new", raced)
+    assert kbs._secret_file(path, b"mine") == b"theirs"
+    assert path.read_bytes() == b"theirs" and [p.name for p in tmp_path.iterdir()] == ["secret"]
+
+
+def test_an_existing_secret_file_is_read_without_writing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key in a folder the broker may not write to (read-only configuration) is read."""
+    path = tmp_path / "secret"
+    path.write_bytes(b"kept")
+
+    def refused(target: Path, data: bytes) -> None:
+        raise PermissionError(13, "Permission denied", str(target))
+    monkeypatch.setattr(kbs, "write_new", refused)
+    assert kbs._secret_file(path, b"new") == b"kept"
 
 
 def test_a_host_that_is_not_an_address_is_refused_in_one_line() -> None:

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +244,37 @@ def test_the_svsm_mode_takes_a_vcpu_signature(vectors: Path) -> None:
     assert report["measurement"] == (
         "27d154c27b7b359c935e250ec6fee72aa0ae8c1225e3b0e1cf46a9567e938066d7d6f94bbdc4a857818bdb"
         "79277a44b2")
+
+
+def test_a_vmsa_dump_that_fails_keeps_the_previous_file_and_says_which(
+        vectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        full_disk: Callable[[int], AbstractContextManager[None]], umask: None) -> None:
+    ovmf = str(_fixtures(vectors) / "ovmf_AmdSev_suffix.bin")
+    dump = tmp_path / "vmsa"
+    argv = ["measure", "--mode", "snp", "--ovmf", ovmf, "--vcpus", "2", "--vcpu-type",
+            "EPYC-v4", "--dump-vmsa", str(dump)]
+    assert execute(argv) == 0
+    pages = {p.name: p.read_bytes() for p in dump.iterdir()}
+    assert sorted(pages) == ["vmsa0.bin", "vmsa1.bin"]
+    assert all(len(page) == 4096 for page in pages.values())
+    assert all((dump / name).stat().st_mode & 0o777 == 0o644 for name in pages)
+    (dump / "vmsa0.bin").write_bytes(b"previous")
+    capsys.readouterr()
+    with full_disk(1000):
+        assert execute(argv) == 74
+    assert capsys.readouterr() == ("", f"cvm: error: File too large: {dump / 'vmsa0.bin'}\n")
+    assert (dump / "vmsa0.bin").read_bytes() == b"previous"
+    assert sorted(p.name for p in dump.iterdir()) == ["vmsa0.bin", "vmsa1.bin"]
+
+
+def test_a_pipe_where_a_vmsa_goes_is_refused_in_one_line(
+        vectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dump = tmp_path / "vmsa"
+    dump.mkdir()
+    os.mkfifo(dump / "vmsa0.bin")
+    ovmf = str(_fixtures(vectors) / "ovmf_AmdSev_suffix.bin")
+    assert execute(["measure", "--mode", "snp", "--ovmf", ovmf, "--vcpus", "1", "--vcpu-type",
+                    "EPYC-v4", "--dump-vmsa", str(dump)]) == 74
+    assert capsys.readouterr() == ("", "cvm: error: Not a regular file (cvm writes its outputs "
+                                       f"as files): {dump / 'vmsa0.bin'}\n")
+    assert stat.S_ISFIFO((dump / "vmsa0.bin").stat().st_mode)

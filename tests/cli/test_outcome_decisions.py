@@ -17,6 +17,7 @@ from cvm.host.adversary.canary import Leak
 from cvm.host.adversary.catalog import ATTACKS
 from cvm.host.adversary.threat import MODES, Family, Observed, Verdict
 from cvm.scenarios.attack_matrix import Result
+from cvm.scenarios.memory_views import PageViews
 
 LEAK = Leak("vmpck", 8, "DRAM", 0x1000)
 
@@ -152,11 +153,15 @@ def test_the_scan_line_says_clean_or_the_first_leak() -> None:
 
 
 def test_the_demos_files_are_replaced_whole(tmp_path: Path) -> None:
-    target = tmp_path / "report.html"
-    target.write_bytes(b"old")
-    demo._write(target, b"new")
-    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == [
-        "report.html"]
+    for name in ("report.html", "plain-host-view.png", "sev-snp-host-view.png"):
+        (tmp_path / name).write_bytes(b"old")
+    page = bytes(4096)
+    views = [PageViews(Mode.PLAIN, 0, 0, page, page), PageViews(Mode.SEV_SNP, 1, 0, page, page)]
+    demo.write_report(tmp_path, "new", views)
+    assert (tmp_path / "report.html").read_bytes() == b"new"
+    assert (tmp_path / "plain-host-view.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "plain-host-view.png", "report.html", "sev-snp-host-view.png"]
 
 
 def test_only_printable_bytes_are_shown_as_text() -> None:

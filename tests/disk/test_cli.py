@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,29 @@ def test_truncated_image(image: Path, capsys: pytest.CaptureFixture[str]) -> Non
                     str(image.parent / "pass")]) == 65
     err = capsys.readouterr().err.strip().splitlines()
     assert "truncated" in err[-1] and err[-1].startswith("cvm: error:")
+
+
+def test_an_output_that_cannot_be_written_whole_is_one_line_and_the_previous_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        full_disk: Callable[[int], AbstractContextManager[None]]) -> None:
+    (tmp_path / "pass").write_bytes(b"pw")
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(bytes(range(256)) * 64)
+    out, back = tmp_path / "enc.img", tmp_path / "back.bin"
+    for path in (out, back):
+        path.write_bytes(b"previous")
+    key = ["--key-file", str(tmp_path / "pass")]
+    with full_disk(4096):
+        assert execute(["luks", "encrypt", str(plain), str(out), *key, *FAST]) == 74
+    assert capsys.readouterr().err.splitlines()[-1] == f"cvm: error: File too large: {out}"
+    assert out.read_bytes() == b"previous"
+    assert execute(["luks", "encrypt", str(plain), str(out), *key, *FAST]) == 0
+    capsys.readouterr()
+    with full_disk(4096):
+        assert execute(["luks", "decrypt", str(out), str(back), *key]) == 74
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"cvm: error: File too large: {back}"
+    assert err.count("cvm: error:") == 1 and "Traceback" not in err
+    assert back.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.bin", "enc.img", "pass",
+                                                          "plain.bin"]

@@ -4,8 +4,11 @@ chunks, the progress, the errors; cryptsetup's view of the same images is in
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +179,54 @@ def test_decrypt_image_in_chunks_reports_progress_and_opens_read_only(
     assert opened == [True]  # an image on read-only media decrypts
     assert done == [small_chunks] * 13 + [2 * SECTOR]
     assert back.read_bytes() == plain.read_bytes() + bytes(41 * SECTOR - 5 * 4096 - 100)
+
+
+def _stop_after_first_chunk(count: int) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_an_image_that_cannot_be_encrypted_whole_leaves_the_previous_output(
+        tmp_path: Path, plain: Path, small_chunks: int,
+        full_disk: Callable[[int], AbstractContextManager[None]]) -> None:
+    out = tmp_path / "enc.img"
+    out.write_bytes(b"the previous image")
+    with pytest.raises(OSError) as caught:  # a chunk written, then the disk is full
+        encrypt_image(plain, out, b"pw", FAST, sector_size=SECTOR, volume_key=KEY,
+                      progress=_stop_after_first_chunk)
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(out))
+    assert out.read_bytes() == b"the previous image"
+    with full_disk(DEFAULT_DATA_OFFSET), pytest.raises(OSError) as caught:
+        encrypt_image(plain, out, b"pw", FAST, sector_size=SECTOR, volume_key=KEY)
+    assert (caught.value.errno, caught.value.filename) == (errno.EFBIG, str(out))
+    assert out.read_bytes() == b"the previous image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.img", "plain.bin"]
+
+
+def test_a_plaintext_that_cannot_be_written_whole_leaves_the_previous_output(
+        tmp_path: Path, plain: Path, small_chunks: int,
+        full_disk: Callable[[int], AbstractContextManager[None]], umask: None) -> None:
+    image = tmp_path / "enc.img"
+    encrypt_image(plain, image, b"pw", FAST, sector_size=SECTOR, volume_key=KEY)
+    assert image.stat().st_mode & 0o777 == 0o600
+    out = tmp_path / "back.bin"
+    out.write_bytes(b"the previous plaintext")
+    with pytest.raises(OSError) as caught:
+        decrypt_image(image, out, KEY, progress=_stop_after_first_chunk)
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(out))
+    assert out.read_bytes() == b"the previous plaintext"
+    with full_disk(3 * SECTOR), pytest.raises(OSError) as caught:
+        decrypt_image(image, out, KEY)
+    assert (caught.value.errno, caught.value.filename) == (errno.EFBIG, str(out))
+    assert out.read_bytes() == b"the previous plaintext"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.bin", "enc.img", "plain.bin"]
+    out.chmod(0o644)
+    decrypt_image(image, out, KEY)  # the volume's plaintext: private, whatever was there
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert out.read_bytes()[:plain.stat().st_size] == plain.read_bytes()
+
+
+def test_encrypt_image_says_what_its_key_derivation_spends(tmp_path: Path, plain: Path) -> None:
+    said: list[str] = []
+    encrypt_image(plain, tmp_path / "enc.img", b"pw", FAST, announce=said.append)
+    assert said and all(isinstance(line, str) and line for line in said)
+    assert any("pbkdf2" in line for line in said), said

@@ -230,3 +230,28 @@ def test_a_missing_root_or_an_output_over_the_root_is_refused(tmp_path: Path) ->
     with pytest.raises(FileNotFoundError, match="BOOTX64"):
         build_disk(tmp_path / "out.img", root, tmp_path, b"pw", KDF)
     assert not (tmp_path / "out.img").exists()
+
+
+def test_a_disk_that_cannot_be_built_whole_leaves_the_previous_output(
+        tmp_path: Path, require_tool: Callable[[str], str]) -> None:
+    for tool in ("mformat", "mcopy", "mmd"):
+        require_tool(tool)
+    root = tmp_path / "root.img"
+    root.write_bytes(MARKER + bytes(MIB))
+    out = tmp_path / "disk.img"
+    out.write_bytes(b"the previous disk")
+    boot = _boot(tmp_path)
+
+    def full_at_the_root(stage: str, done: int, total: int) -> None:
+        if stage == "root" and done:  # the GPT, the ESP, the header and a chunk written
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as caught:
+        build_disk(out, root, boot, b"pw", KDF, esp_size=33 * MIB, progress=full_at_the_root)
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(out))
+    assert out.read_bytes() == b"the previous disk"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boot", "disk.img", "root.img"]
+    result = build_disk(out, root, boot, b"pw", KDF, esp_size=33 * MIB)
+    assert out.stat().st_size == result.layout.disk_size and out.stat().st_mode & 0o777 == 0o600
+    assert sorted(list_esp(out, MIB)) == ["/EFI/BOOT/BOOTX64.EFI"]  # the ESP reached the disk
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boot", "disk.img", "root.img"]

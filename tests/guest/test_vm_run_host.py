@@ -4,6 +4,9 @@ it keeps at each exit, the vTPM state file it stores and the one it seals itself
 from __future__ import annotations
 
 import dataclasses
+import errno
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -97,6 +100,26 @@ def test_the_host_stores_the_state_file_where_the_image_names_it(tmp_path: Path,
     run.image = dataclasses.replace(run.image, state_path=None)
     with pytest.raises(UsageError, match=r"^this image names no file for the vTPM state$"):
         run.store_state(b"x")
+
+
+def test_a_disk_that_fills_while_storing_keeps_the_previous_state_file(
+        tmp_path: Path, uki_bundle: Path,
+        full_disk: Callable[[int], AbstractContextManager[None]]) -> None:
+    """The state file holds the VM's TPM (and the disk key sealed to it): half a file would
+    lose both, so the previous file stays until the new one is whole."""
+    run = _plain(uki_bundle)
+    state = tmp_path / "state.bin"
+    state.write_bytes(b"previous sealed state")
+    run.image = dataclasses.replace(run.image, state_path=state)
+    logged = len(run.log)
+    with full_disk(4096), pytest.raises(OSError) as caught:
+        run.store_state(bytes(3 * 4096))
+    assert caught.value.errno == errno.EFBIG and caught.value.filename == str(state)
+    assert state.read_bytes() == b"previous sealed state"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]  # no temporary left
+    assert len(run.log) == logged  # nothing stored, nothing said to be
+    run.store_state(b"new sealed state")
+    assert state.read_bytes() == b"new sealed state" and state.stat().st_mode & 0o777 == 0o600
 
 
 def test_the_host_seals_its_vtpm_one_past_the_file_it_opened(uki_bundle: Path) -> None:

@@ -5,12 +5,14 @@ strictly, the command lines compared whole, the serial report's edge cases, and 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import signal
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -609,6 +611,22 @@ def test_a_new_tpm_gives_its_srk_public(tmp_path: Path, tpm_tools: Tools,
     assert capfd.readouterr() == ("", "")  # nothing of swtpm's reaches the user's terminal
 
 
+def test_the_srk_public_part_is_written_whole_or_not_at_all(
+        tmp_path: Path, tpm_tools: Tools, monkeypatch: pytest.MonkeyPatch, umask: None) -> None:
+    state = tmp_path / "state"
+    tpm_setup(state)
+    assert (state / "srk.pub").stat().st_mode & 0o777 == 0o644  # a public key
+
+    def full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    other = tmp_path / "other"
+    with pytest.raises(OSError) as caught:
+        tpm_setup(other)
+    assert caught.value.filename == str(other / "srk.pub")
+    assert sorted(p.name for p in other.iterdir()) == ["tpm2-00.permall"]  # no part of it
+
+
 def test_an_existing_tpm_is_never_overwritten(tmp_path: Path, tpm_tools: Tools) -> None:
     state = tmp_path / "state"
     state.mkdir()
@@ -690,6 +708,8 @@ def test_swtpm_that_ignores_sigterm_is_killed(tmp_path: Path, tpm_tools: Tools,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(qemu, "STOP_TIMEOUT_S", 0.3)
     tpm_tools.behave(deaf=True)
+    started = time.monotonic()
     assert tpm_setup(tmp_path / "state") == (tmp_path / "state" / "srk.pub").read_bytes()
+    assert time.monotonic() - started < 30  # not the minute the deaf swtpm would sleep
     assert not (tpm_tools.folder / "swtpm.stopped").exists()
     assert _swtpm_gone(tpm_tools)

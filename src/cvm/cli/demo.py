@@ -38,6 +38,7 @@ from cvm.cli.demo_verdict import (
     verdict_line,
 )
 from cvm.cli.options import check_workers
+from cvm.files import write_output
 from cvm.guest.run import boot_bundle
 from cvm.hardware.vm import Mode
 from cvm.host.adversary.threat import MODES, Attack
@@ -119,10 +120,7 @@ def demo(
     page = demo_report(verdict=verdict, held=all_held(booted, results), seed=seed,
                        version=__version__, steps=steps, outcome=outcome, panels=panels,
                        results=results)
-    report = out / "report.html"
-    _write(report, page.encode())
-    _write(out / "sev-snp-host-view.png", grey_png(views[-1].host_view, 64))
-    _write(out / "plain-host-view.png", grey_png(views[0].host_view, 64))
+    report = write_report(out, page, views)
     console.print(f"{verdict}. Report: [bold]{report}[/bold]")
     code = exit_code(booted, results)
     if code:
@@ -187,8 +185,11 @@ def _printable(data: bytes) -> str:
     return "".join(chr(b) if 32 <= b < 127 else "." for b in data)
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write atomically: a failed write leaves the previous file intact."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(path)
+def write_report(out: Path, page: str, views: list[memory_views.PageViews]) -> Path:
+    """The report page and the two host views as pictures in ``out``, each file whole: a
+    failed write leaves the previous file as it was. Returns the page's path."""
+    report = out / "report.html"
+    write_output(report, page.encode())
+    write_output(out / "sev-snp-host-view.png", grey_png(views[-1].host_view, 64))
+    write_output(out / "plain-host-view.png", grey_png(views[0].host_view, 64))
+    return report

@@ -30,6 +30,7 @@ from rich.console import Console
 from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
 from cvm.cli.demo import demo_image
 from cvm.errors import ExternalToolError
+from cvm.files import write_atomically
 from cvm.guest.run import boot_bundle
 from cvm.guest.trace import VmTrace
 from cvm.hardware.vm import Mode
@@ -55,8 +56,7 @@ def broker_process(folder: Path) -> Iterator[tuple[str, str]]:
     Stopped (by its process id) on exit."""
     port = _free_port()
     token_file = folder / "kbs-admin.token"
-    token_file.write_text(os.urandom(ADMIN_TOKEN_BYTES).hex() + "\n")
-    token_file.chmod(0o600)
+    write_atomically(token_file, (os.urandom(ADMIN_TOKEN_BYTES).hex() + "\n").encode())
     command = [sys.executable, "-c", "from cvm.cli.main import run; run()", "kbs", "serve",
                "--db", f"sqlite:///{folder / 'kbs.db'}", "--port", str(port),
                "--kek-file", str(folder / "kbs-kek.hex"),

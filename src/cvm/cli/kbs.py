@@ -21,6 +21,7 @@ import typer
 
 from cvm.cli.options import check_workers
 from cvm.errors import UsageError
+from cvm.files import write_new
 
 app = typer.Typer(help="The key broker service (Trustee's RCAR protocol).", no_args_is_help=True)
 ENV_DB, ENV_KEK, ENV_ADMIN, ENV_TRUST = ("CVM_KBS_DB", "CVM_KBS_KEK_FILE",
@@ -28,13 +29,16 @@ ENV_DB, ENV_KEK, ENV_ADMIN, ENV_TRUST = ("CVM_KBS_DB", "CVM_KBS_KEK_FILE",
 
 
 def _secret_file(path: Path, make: bytes) -> bytes:
-    """Read a secret file, creating it with ``make`` (mode 0600) if it does not exist."""
+    """Read a secret file, creating it with ``make`` (mode 0600, whole or not at all: a full
+    disk leaves no empty key behind) if it does not exist."""
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
         return path.read_bytes()
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(make)
+    except FileNotFoundError:
+        pass
+    try:
+        write_new(path, make)
+    except FileExistsError:  # another process made it meanwhile: theirs is the key
+        return path.read_bytes()
     return make
 
 

@@ -19,6 +19,7 @@ import typer
 
 from cvm.cli.options import refuse_unused
 from cvm.errors import FormatError, UsageError
+from cvm.files import write_output
 from cvm.formats.ovmf.image import OvmfImage
 from cvm.formats.snp.sev_hashes import SevHashTable
 from cvm.formats.snp.vmsa import VmmType
@@ -99,7 +100,7 @@ def _vars_size(vars_size: str | None, vars_file: Path | None) -> int:
 def _dump(folder: Path, pages: list[bytes]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for index, page in enumerate(pages):
-        (folder / f"vmsa{index}.bin").write_bytes(page)
+        write_output(folder / f"vmsa{index}.bin", page)
 
 
 @app.callback(invoke_without_command=True)

@@ -3,8 +3,10 @@
 ``encrypt_image`` writes a LUKS2 header (:meth:`~cvm.disk.volume.Luks2Volume.format`) and then
 the plaintext, sector by sector through the dm-crypt layer, into the data segment of a new
 output file; the plaintext is never written to the output. ``decrypt_image`` reads the data
-segment through the same layer. Both stream in :data:`CHUNK_SIZE` pieces and report progress
-in bytes through a callback.
+segment through the same layer; its output holds the volume's plaintext and is created private
+(0600), as is the LUKS2 image. Both stream in :data:`CHUNK_SIZE` pieces and report progress in
+bytes through a callback, into a new file beside the output that replaces it only once whole
+(:func:`cvm.files.staged`): a failure (a full disk) leaves the previous output as it was.
 
 Public API: :func:`encrypt_image`, :func:`decrypt_image`, :func:`copy_into`.
 """
@@ -22,6 +24,7 @@ from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import DEFAULT_DATA_OFFSET, Announce, Luks2Volume, quiet
 from cvm.errors import UsageError
+from cvm.files import staged
 
 CHUNK_SIZE = 8 << 20
 Progress = Callable[[int], None]
@@ -69,8 +72,7 @@ def encrypt_image(plain: Path, out: Path, passphrase: bytes, kdf: KdfSpec,
         raise UsageError("the output must not be the plaintext input")
     size = plain.stat().st_size
     data_size = -(-size // sector_size) * sector_size
-    with FileStorage(out, create=True) as storage:
-        storage.truncate(0)
+    with staged(out) as new, FileStorage(new) as storage:
         storage.truncate(DEFAULT_DATA_OFFSET + data_size)
         key = volume_key if volume_key is not None else random(64)
         volume = Luks2Volume.format(storage, passphrase, kdf, volume_key=key,
@@ -79,7 +81,6 @@ def encrypt_image(plain: Path, out: Path, passphrase: bytes, kdf: KdfSpec,
         device = CryptDevice(storage, volume.segment, key, threads=threads)
         with plain.open("rb") as source:
             copy_into(source, device, size, progress)
-        storage.flush()
     return volume
 
 
@@ -90,7 +91,7 @@ def decrypt_image(image: Path, out: Path, volume_key: bytes,
         volume = Luks2Volume.open(storage)
         device = volume.data_device(volume_key, threads=threads)
         size = device.size()
-        with out.open("wb") as sink:
+        with staged(out) as new, new.open("r+b") as sink:
             for offset in range(0, size, CHUNK_SIZE):
                 count = min(CHUNK_SIZE, size - offset)
                 sink.write(device.read(offset, count))

@@ -11,6 +11,9 @@ The owner builds the disk before it ever reaches a host (ARCHITECTURE.md, flow 1
    temporary ext4 image made with ``mkfs.ext4 -d`` from a tree, outside the output's
    directory) and only ciphertext is written to the output file.
 
+The disk is built in a new file beside the output (created 0600), which replaces the output only
+once whole (:func:`cvm.files.staged`): a failure at any step leaves the previous output as it was.
+
 Public API: :func:`plan_layout` -> :class:`DiskLayout`, :func:`build_disk` ->
 :class:`BuildResult`; progress goes to a ``(stage, done, total)`` callback.
 """
@@ -32,6 +35,7 @@ from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage, StorageWindow
 from cvm.disk.volume import DEFAULT_DATA_OFFSET, Luks2Volume
 from cvm.errors import UsageError
+from cvm.files import staged
 from cvm.formats.gpt import partition_types
 from cvm.formats.gpt.partition_entry import PartitionEntry
 from cvm.formats.gpt.partition_table import PartitionTable
@@ -117,13 +121,12 @@ def build_disk(out: Path, root: Path, boot_dir: Path, passphrase: bytes, kdf: Kd
         layout = plan_layout(data_size, esp_size)
         ids = [Guid(uuid.uuid4()) for _ in range(3)]
         table = layout.table(*ids)
-        with FileStorage(out, create=True) as disk:
-            disk.truncate(0)
+        with staged(out) as new, FileStorage(new) as disk:
             disk.truncate(layout.disk_size)
             for offset, block in table.blocks():
                 disk.write(offset, block)
             disk.flush()
-            files = write_esp(out, layout.esp_offset, layout.esp_size, boot_dir,
+            files = write_esp(new, layout.esp_offset, layout.esp_size, boot_dir,
                               progress=lambda name: progress(f"ESP {name}", 0, 0))
             window = StorageWindow(disk, layout.root_offset, layout.root_size)
             key = volume_key if volume_key is not None else os.urandom(64)
@@ -141,5 +144,4 @@ def build_disk(out: Path, root: Path, boot_dir: Path, passphrase: bytes, kdf: Kd
             progress("root", 0, data_size)
             with plain.open("rb") as source:
                 copy_into(source, device, size, advance)
-            disk.flush()
     return BuildResult(layout, volume.uuid, ids[0], tuple(f.as_posix() for f in files))

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cvm.errors import ExternalToolError, FormatError, UsageError
+from cvm.files import PUBLIC_MODE, write_atomically
 
 SCHEMA = "cvm-qemu-image/1"
 MANIFEST = "qemu-image.json"
@@ -277,7 +278,7 @@ def tpm_setup(state: Path) -> bytes:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    (state / "srk.pub").write_bytes(public)
+    write_atomically(state / "srk.pub", public, PUBLIC_MODE)
     return public
 
 

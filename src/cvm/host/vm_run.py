@@ -29,6 +29,7 @@ from typing import Any
 from cvm.amd.kds import ChipFuses
 from cvm.disk.storage import FileStorage
 from cvm.errors import FormatError, StateError, UsageError
+from cvm.files import write_atomically
 from cvm.formats.image_manifest import check_schema
 from cvm.formats.svsm.svsm_image import SVSM_SEV_FEATURES
 from cvm.hardware.machine import Machine
@@ -222,7 +223,7 @@ class HostRun:
         """Keep the vTPM state file the VM handed out at shutdown (what a host stores)."""
         if self.image.state_path is None:
             raise UsageError("this image names no file for the vTPM state")
-        self.image.state_path.write_bytes(sealed)
+        write_atomically(self.image.state_path, sealed)  # never half a state: the TPM is in it
         self.log.append(f"stored the vTPM state file ({len(sealed)} bytes)".encode())
 
     def seal_host_vtpm(self) -> bytes:

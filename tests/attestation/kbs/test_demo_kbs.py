@@ -41,3 +41,39 @@ def test_demo_with_a_broker_on_loopback(capsys: pytest.CaptureFixture[str],
     assert denied is not None and denied.group(1) != denied.group(2)
     assert "HELD: the broker released the vTPM state key to the genuine VM and nothing " \
            "leaked; it refused the tampered launch (finding: measurement)" in out
+
+
+class _Process:
+    """A broker process that is never started."""
+
+    def __init__(self, command: list[str], **given: object) -> None:
+        self.command = command
+
+    def terminate(self) -> None:
+        return None
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+
+def test_the_admin_token_is_private_from_its_creation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: None) -> None:
+    """Created 0600, not made so afterwards: with no chmod at all, it is still private."""
+    started: list[_Process] = []
+
+    def start(command: list[str], **given: object) -> _Process:
+        started.append(_Process(command))
+        return started[-1]
+
+    def no_chmod(self: Path, mode: int, **given: object) -> None:
+        raise AssertionError(f"chmod {self}")
+
+    monkeypatch.setattr(demo_kbs.subprocess, "Popen", start)
+    monkeypatch.setattr(demo_kbs, "_wait", lambda process, port, log: None)
+    monkeypatch.setattr(Path, "chmod", no_chmod)
+    with demo_kbs.broker_process(tmp_path) as (url, token):
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+        token_file = tmp_path / "kbs-admin.token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        assert re.fullmatch(r"[0-9a-f]{64}", token) and token_file.read_text() == token + "\n"
+        assert started[0].command[-4:-2] == ["--admin-token-file", str(token_file)]
