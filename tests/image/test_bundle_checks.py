@@ -32,6 +32,7 @@ from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.replay import replay
 from cvm.guest.run import boot_bundle
 from cvm.image import bundle
+from cvm.image import staging as staging_module
 from cvm.image.boot_chain import make_kernel
 from cvm.image.bundle import (
     BuiltImage,
@@ -498,13 +499,13 @@ def test_the_bundle_is_built_in_a_hidden_folder_beside_out(
         tmp_path: Path, owner_keys: dict[str, OwnerKeys], monkeypatch: pytest.MonkeyPatch
         ) -> None:
     staged: list[Path] = []
-    real_put_in_place = bundle._put_in_place
+    real_put_in_place = staging_module.put_in_place
 
     def recording(staging: Path, out: Path) -> None:
         staged.append(staging)
         assert (staging / "image.json").is_file() and not out.exists()
         real_put_in_place(staging, out)
-    monkeypatch.setattr(bundle, "_put_in_place", recording)
+    monkeypatch.setattr(staging_module, "put_in_place", recording)
     _build(tmp_path / "image", owner_keys["uki"])
     (staging,) = staged
     assert staging.parent == tmp_path and staging.name.startswith(".image.building-")
@@ -537,7 +538,7 @@ def test_a_failed_rename_puts_the_earlier_bundle_back(tmp_path: Path) -> None:
     out.mkdir()
     (out / "image.json").write_text("{}\n")
     with pytest.raises(FileNotFoundError):
-        bundle._put_in_place(tmp_path / "missing", out)
+        staging_module.put_in_place(tmp_path / "missing", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image"]
     assert (out / "image.json").read_text() == "{}\n"
 
@@ -557,7 +558,7 @@ def test_a_complete_bundle_is_renamed_over_the_earlier_one(
         assert (Path(path) / "bundle" / "old").read_text() == "old\n"
         real_rmtree(path, ignore_errors=ignore_errors)
     monkeypatch.setattr(shutil, "rmtree", recording_rmtree)
-    bundle._put_in_place(staging, out)
+    staging_module.put_in_place(staging, out)
     # the earlier bundle was moved aside into a hidden folder beside OUT, then removed
     (aside,) = removed
     assert aside.parent == tmp_path and aside.name.startswith(".image.old-")
@@ -565,7 +566,7 @@ def test_a_complete_bundle_is_renamed_over_the_earlier_one(
     assert [p.name for p in out.iterdir()] == ["new"]
     fresh = tmp_path / "fresh"
     staging.mkdir()
-    bundle._put_in_place(staging, fresh)
+    staging_module.put_in_place(staging, fresh)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "image"]
 
 
@@ -577,7 +578,7 @@ def test_an_earlier_bundle_that_cannot_be_removed_whole_does_not_fail_the_build(
     staging.mkdir()
     (staging / "new").write_text("new\n")
     _refuse_unlink(monkeypatch, "stuck")
-    bundle._put_in_place(staging, out)  # the new bundle is in place: no error
+    staging_module.put_in_place(staging, out)  # the new bundle is in place: no error
     assert [p.name for p in out.iterdir()] == ["new"]
 
 

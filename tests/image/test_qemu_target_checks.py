@@ -371,3 +371,138 @@ def test_a_forced_rebuild_replaces_an_image_in_a_new_nested_folder(
     volume, storage = _root(out)
     with storage:
         volume.unlock(key)
+
+
+# --- built whole or not at all -----------------------------------------------------------------
+
+@pytest.fixture
+def ms_vars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Varstore:
+    """Microsoft's varstore stands in as an empty one (Setup Mode: nothing here is signed)."""
+    varstore = Varstore.empty_4m()
+    (tmp_path / "ms.fd").write_bytes(varstore.to_bytes())
+    monkeypatch.setattr(qemu_target, "MS_VARS", tmp_path / "ms.fd")
+    return varstore
+
+
+def _files(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
+
+
+def _no_space(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Writing a file called ``name`` (``write_bytes`` or ``write_text``) fails: the disk is
+    full."""
+    for method in ("write_bytes", "write_text"):
+        real = getattr(Path, method)
+
+        def full(self: Path, data: Any, *args: Any, real: Any = real, **kwargs: Any) -> int:
+            if self.name == name:
+                raise OSError(28, "No space left on device", str(self))
+            return int(real(self, data, *args, **kwargs))
+        monkeypatch.setattr(Path, method, full)
+
+
+@pytest.mark.parametrize("failing", ["OVMF_VARS.fd", "predicted-pcrs.json", MANIFEST])
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_build_that_fails_leaves_the_earlier_image_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ms_vars: Varstore,
+    initramfs: list[tuple[bytes, object, tuple[int, ...]]], failing: str, earlier: bool,
+) -> None:
+    out = tmp_path / "images" / "img"
+    if earlier:
+        build_qemu_image(out, QemuTargetSpec("shim-grub", PROFILES["q35"]), _inputs())
+    before = _files(tmp_path / "images") if earlier else None
+    _no_space(monkeypatch, failing)
+    with pytest.raises(OSError) as failed:
+        build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35-sata"], _srk()[1]), _inputs())
+    assert failed.value.errno == 28
+    if earlier:
+        assert _files(tmp_path / "images") == before  # no staging left beside it either
+    else:
+        assert list((tmp_path / "images").iterdir()) == []
+
+
+def test_a_build_interrupted_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    def interrupted(*args: object) -> dict[str, Any]:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(qemu_target, "predict_disk", interrupted)  # after the disk is written
+    with pytest.raises(KeyboardInterrupt):
+        build_qemu_image(tmp_path / "img", QemuTargetSpec("uki", PROFILES["q35"]), _inputs())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_image_is_written_in_a_hidden_folder_beside_out_then_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    from cvm.image import staging as staging_module
+
+    staged: list[Path] = []
+    real = staging_module.put_in_place
+
+    def recording(staging: Path, out: Path) -> None:
+        staged.append(staging)
+        assert (staging / MANIFEST).is_file() and not out.exists()
+        assert stat_mode(staging) == 0o700 and stat_mode(staging / "owner") == 0o700
+        real(staging, out)
+    monkeypatch.setattr(staging_module, "put_in_place", recording)
+    out = tmp_path / "img"
+    manifest = build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35"]), _inputs())
+    (staging,) = staged
+    assert staging.parent == tmp_path and staging.name.startswith(".img.building-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img"]
+    assert json.loads((out / MANIFEST).read_text()) == manifest
+
+
+def test_the_owners_folder_is_private_for_either_chain(
+    tmp_path: Path, ms_vars: Varstore, initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    out = tmp_path / "img"
+    build_qemu_image(out, QemuTargetSpec("shim-grub", PROFILES["q35"]), _inputs())
+    assert stat_mode(out / "owner") == 0o700 and stat_mode(out) == 0o700
+
+
+@pytest.mark.parametrize("occupant", ["file", "other files", "manifest a folder",
+                                      "manifest a link", "an image bundle"])
+def test_a_folder_holding_anything_but_a_qemu_image_is_refused_and_left_intact(
+    tmp_path: Path, initramfs: list[tuple[bytes, object, tuple[int, ...]]], occupant: str,
+) -> None:
+    out = tmp_path / "img"
+    if occupant == "file":
+        out.write_text("mine\n")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+        if occupant == "manifest a folder":
+            (out / MANIFEST).mkdir()
+        elif occupant == "manifest a link":
+            (out / MANIFEST).symlink_to(tmp_path / "nowhere")
+        elif occupant == "an image bundle":
+            (out / "image.json").write_text("{}\n")
+    before = _files(tmp_path)
+    with pytest.raises(UsageError) as refused:
+        build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35"]), _inputs())
+    assert str(refused.value) == (f"{out}: holds files that are not a qemu image; give a new "
+                                  "or empty folder")
+    assert _files(tmp_path) == before
+
+
+def test_an_image_that_cannot_be_created_is_named_as_given(
+    tmp_path: Path, initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"not a folder")
+    for out, reason in ((blocker / "img", "File exists"),
+                        (blocker / "deeper" / "img", "Not a directory")):
+        with pytest.raises(OSError) as refused:
+            build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35"]), _inputs())
+        assert refused.value.filename == str(out)
+        assert refused.value.strerror == f"cannot create the qemu image ({reason})"
+    assert blocker.read_bytes() == b"not a folder"
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
