@@ -6,6 +6,7 @@ build that fails, the spec's options reaching the build, and the built image boo
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from cvm import __version__
 from cvm.cli.main import execute
@@ -50,7 +52,7 @@ from cvm.image.provisioning import unwrap_state_key
 from cvm.image.reference_values import loads
 from cvm.vtpm.state_file import MonotonicCounter, ReleasedKeyProvider, open_state
 
-from .conftest import folder_files
+from .conftest import esp_stamps, folder_files
 
 STEPS = ["keys", "boot chain", "prediction", "disk", "vtpm", "launch digests", "write"]
 HOST_FILES = {"image.json", "disk.img", "firmware/OVMF.fd", "firmware/OVMF_VARS.fd",
@@ -61,6 +63,7 @@ OWNER_FILES = {"owner/README", "owner/pk.key", "owner/pk.crt", "owner/kek.key", 
 PRIVATE = {"owner/pk.key", "owner/kek.key", "owner/db.key", "owner/provisioning.key",
            "owner/recovery.key", "owner/vendor.key", "owner/pcr-policy.key",
            "host-vtpm-state.key", "disk.img"}
+EPOCH = 1_700_000_000  # 2023-11-14 22:13:20 UTC
 
 
 @pytest.fixture(scope="module")
@@ -723,3 +726,46 @@ def test_a_bundle_that_cannot_be_created_is_named_as_given(
     assert capsys.readouterr().err == ("cvm: error: cannot create the bundle (File "
                                        f"exists): {blocker / 'image'}\n")
     assert blocker.read_bytes() == b"not a folder"
+
+
+# The seed and the build's time, without the seconds a seeded key derivation takes.
+
+@pytest.fixture
+def generated(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The owner's keys generated as the build asks, but from the system (the seeded derivation
+    has its own tests in test_keys_checks.py and test_seeded_build.py); each call's arguments."""
+    calls: list[dict[str, Any]] = []
+    real = OwnerKeys.generate
+
+    def generate(random: Any, **options: Any) -> OwnerKeys:
+        calls.append({"random": random, **options})
+        return real(random, **{**options, "seeded": False})
+    monkeypatch.setattr(bundle.OwnerKeys, "generate", generate)
+    return calls
+
+
+@pytest.mark.parametrize(("chain", "seal", "vendor", "pcr_policy"), [
+    ("uki", None, False, True), ("uki", "both", False, True), ("uki", "pcrs", False, False),
+    ("shim-grub", None, True, False)])
+def test_the_keys_generated_are_the_builds_for_its_chain_seal_and_time(
+        tmp_path: Path, generated: list[dict[str, Any]], owner_keys: dict[str, OwnerKeys],
+        chain: str, seal: str | None, vendor: bool, pcr_policy: bool) -> None:
+    given = _rng(4)
+    db = owner_keys["uki"].db
+    cases = ((None, None, None, None), (5, None, 1735689600, None), (None, EPOCH, EPOCH, db),
+             (5, EPOCH, EPOCH, db))
+    for seed, epoch, dated, kept in cases:
+        out = tmp_path / f"image-{seed}-{epoch}"
+        built = build_image(out, ImageSpec(chain=chain, seal=seal, kdf_cost="fast", seed=seed,
+                                           source_date_epoch=epoch), random=given, db=kept)
+        assert generated.pop() == {
+            "random": given, "vendor": vendor, "pcr_policy": pcr_policy, "db": kept,
+            "seeded": seed is not None,
+            "not_before": None if dated is None else
+            datetime.datetime.fromtimestamp(dated, datetime.UTC)}
+        assert built.manifest["seeded"] is (seed is not None)
+        if dated is not None:  # the ESP's entries: the build's time, not the clock
+            stamp = "2025-01-01 0:00" if epoch is None else "2023-11-14 22:13"
+            assert esp_stamps(f"{out / 'disk.img'}@@{built.plan.layout.esp_offset}") == {stamp}
+        assert folder_files(out)["owner/db.crt"] == (
+            built.keys.db.certificate.public_bytes(Encoding.PEM))
