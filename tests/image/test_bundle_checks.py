@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
 import hashlib
 import json
 import os
@@ -716,11 +717,11 @@ def test_a_bundle_that_cannot_be_created_is_named_as_given(
         ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"not a folder")
-    for out, reason in ((blocker / "image", "File exists"),
-                        (blocker / "deeper" / "image", "Not a directory")):
+    for out, reason, code in ((blocker / "image", "File exists", errno.EEXIST),
+                              (blocker / "deeper" / "image", "Not a directory", errno.ENOTDIR)):
         with pytest.raises(OSError) as refused:
             _build(out, owner_keys["uki"])
-        assert refused.value.filename == str(out)
+        assert (refused.value.filename, refused.value.errno) == (str(out), code)
         assert refused.value.strerror == f"cannot create the bundle ({reason})"
     assert execute(["image", "build", str(blocker / "image"), "--kdf-cost", "fast"]) == 74
     assert capsys.readouterr().err == ("cvm: error: cannot create the bundle (File "
@@ -769,3 +770,27 @@ def test_the_keys_generated_are_the_builds_for_its_chain_seal_and_time(
             assert esp_stamps(f"{out / 'disk.img'}@@{built.plan.layout.esp_offset}") == {stamp}
         assert folder_files(out)["owner/db.crt"] == (
             built.keys.db.certificate.public_bytes(Encoding.PEM))
+
+
+@pytest.mark.parametrize(("cost", "seed"), [("default", None), ("default", 5), ("fast", 5)])
+def test_the_recovery_keyslot_gets_the_kdf_of_the_cost_and_the_seed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner_keys: dict[str, OwnerKeys],
+        cost: str, seed: int | None) -> None:
+    """Which KDF is ``recovery_kdf``'s to say (tested above); the build must ask it with the
+    spec's cost and whether it is seeded — and use its answer (here a cheap stand-in, as
+    cryptsetup's argon2id takes a GiB and seconds)."""
+    asked: list[tuple[str, bool]] = []
+    stand_in = KdfSpec("pbkdf2", iterations=1001, hash="sha256")
+
+    def kdf(chosen: str, seeded: bool = False) -> KdfSpec:
+        asked.append((chosen, seeded))
+        return stand_in
+    monkeypatch.setattr(bundle, "recovery_kdf", kdf)
+    built = build_image(tmp_path / "image", ImageSpec(kdf_cost=cost, seed=seed),
+                        owner_keys["uki"], _rng(1))
+    assert asked == [(cost, seed is not None)]
+    assert built.manifest["kdf"]["recovery_keyslot"] == {
+        "type": "pbkdf2", "hash": "sha256", "iterations": 1001}
+    with FileStorage(built.out / "disk.img") as disk:
+        slot_kdf = open_root(disk, built.plan.layout).metadata.keyslots[0].kdf.to_json()
+    assert (slot_kdf["type"], slot_kdf["iterations"]) == ("pbkdf2", 1001)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
 import json
 import os
 import struct
@@ -502,11 +503,11 @@ def test_an_image_that_cannot_be_created_is_named_as_given(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"not a folder")
-    for out, reason in ((blocker / "img", "File exists"),
-                        (blocker / "deeper" / "img", "Not a directory")):
+    for out, reason, code in ((blocker / "img", "File exists", errno.EEXIST),
+                              (blocker / "deeper" / "img", "Not a directory", errno.ENOTDIR)):
         with pytest.raises(OSError) as refused:
             build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35"]), _inputs())
-        assert refused.value.filename == str(out)
+        assert (refused.value.filename, refused.value.errno) == (str(out), code)
         assert refused.value.strerror == f"cannot create the qemu image ({reason})"
     assert blocker.read_bytes() == b"not a folder"
 
