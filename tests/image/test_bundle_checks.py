@@ -6,6 +6,8 @@ build that fails, the spec's options reaching the build, and the built image boo
 from __future__ import annotations
 
 import base64
+import datetime
+import errno
 import hashlib
 import json
 import os
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from cvm import __version__
 from cvm.cli.main import execute
@@ -32,6 +35,7 @@ from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tcg.replay import replay
 from cvm.guest.run import boot_bundle
 from cvm.image import bundle
+from cvm.image import staging as staging_module
 from cvm.image.boot_chain import make_kernel
 from cvm.image.bundle import (
     BuiltImage,
@@ -49,7 +53,7 @@ from cvm.image.provisioning import unwrap_state_key
 from cvm.image.reference_values import loads
 from cvm.vtpm.state_file import MonotonicCounter, ReleasedKeyProvider, open_state
 
-from .conftest import folder_files
+from .conftest import esp_stamps, folder_files
 
 STEPS = ["keys", "boot chain", "prediction", "disk", "vtpm", "launch digests", "write"]
 HOST_FILES = {"image.json", "disk.img", "firmware/OVMF.fd", "firmware/OVMF_VARS.fd",
@@ -60,6 +64,7 @@ OWNER_FILES = {"owner/README", "owner/pk.key", "owner/pk.crt", "owner/kek.key", 
 PRIVATE = {"owner/pk.key", "owner/kek.key", "owner/db.key", "owner/provisioning.key",
            "owner/recovery.key", "owner/vendor.key", "owner/pcr-policy.key",
            "host-vtpm-state.key", "disk.img"}
+EPOCH = 1_700_000_000  # 2023-11-14 22:13:20 UTC
 
 
 @pytest.fixture(scope="module")
@@ -498,13 +503,13 @@ def test_the_bundle_is_built_in_a_hidden_folder_beside_out(
         tmp_path: Path, owner_keys: dict[str, OwnerKeys], monkeypatch: pytest.MonkeyPatch
         ) -> None:
     staged: list[Path] = []
-    real_put_in_place = bundle._put_in_place
+    real_put_in_place = staging_module.put_in_place
 
     def recording(staging: Path, out: Path) -> None:
         staged.append(staging)
         assert (staging / "image.json").is_file() and not out.exists()
         real_put_in_place(staging, out)
-    monkeypatch.setattr(bundle, "_put_in_place", recording)
+    monkeypatch.setattr(staging_module, "put_in_place", recording)
     _build(tmp_path / "image", owner_keys["uki"])
     (staging,) = staged
     assert staging.parent == tmp_path and staging.name.startswith(".image.building-")
@@ -537,7 +542,7 @@ def test_a_failed_rename_puts_the_earlier_bundle_back(tmp_path: Path) -> None:
     out.mkdir()
     (out / "image.json").write_text("{}\n")
     with pytest.raises(FileNotFoundError):
-        bundle._put_in_place(tmp_path / "missing", out)
+        staging_module.put_in_place(tmp_path / "missing", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image"]
     assert (out / "image.json").read_text() == "{}\n"
 
@@ -557,7 +562,7 @@ def test_a_complete_bundle_is_renamed_over_the_earlier_one(
         assert (Path(path) / "bundle" / "old").read_text() == "old\n"
         real_rmtree(path, ignore_errors=ignore_errors)
     monkeypatch.setattr(shutil, "rmtree", recording_rmtree)
-    bundle._put_in_place(staging, out)
+    staging_module.put_in_place(staging, out)
     # the earlier bundle was moved aside into a hidden folder beside OUT, then removed
     (aside,) = removed
     assert aside.parent == tmp_path and aside.name.startswith(".image.old-")
@@ -565,7 +570,7 @@ def test_a_complete_bundle_is_renamed_over_the_earlier_one(
     assert [p.name for p in out.iterdir()] == ["new"]
     fresh = tmp_path / "fresh"
     staging.mkdir()
-    bundle._put_in_place(staging, fresh)
+    staging_module.put_in_place(staging, fresh)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "image"]
 
 
@@ -577,7 +582,7 @@ def test_an_earlier_bundle_that_cannot_be_removed_whole_does_not_fail_the_build(
     staging.mkdir()
     (staging / "new").write_text("new\n")
     _refuse_unlink(monkeypatch, "stuck")
-    bundle._put_in_place(staging, out)  # the new bundle is in place: no error
+    staging_module.put_in_place(staging, out)  # the new bundle is in place: no error
     assert [p.name for p in out.iterdir()] == ["new"]
 
 
@@ -712,13 +717,80 @@ def test_a_bundle_that_cannot_be_created_is_named_as_given(
         ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"not a folder")
-    for out, reason in ((blocker / "image", "File exists"),
-                        (blocker / "deeper" / "image", "Not a directory")):
+    for out, reason, code in ((blocker / "image", "File exists", errno.EEXIST),
+                              (blocker / "deeper" / "image", "Not a directory", errno.ENOTDIR)):
         with pytest.raises(OSError) as refused:
             _build(out, owner_keys["uki"])
-        assert refused.value.filename == str(out)
+        assert (refused.value.filename, refused.value.errno) == (str(out), code)
         assert refused.value.strerror == f"cannot create the bundle ({reason})"
     assert execute(["image", "build", str(blocker / "image"), "--kdf-cost", "fast"]) == 74
     assert capsys.readouterr().err == ("cvm: error: cannot create the bundle (File "
                                        f"exists): {blocker / 'image'}\n")
     assert blocker.read_bytes() == b"not a folder"
+
+
+# The seed and the build's time, without the seconds a seeded key derivation takes.
+
+@pytest.fixture
+def generated(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The owner's keys generated as the build asks, but from the system (the seeded derivation
+    has its own tests in test_keys_checks.py and test_seeded_build.py); each call's arguments."""
+    calls: list[dict[str, Any]] = []
+    real = OwnerKeys.generate
+
+    def generate(random: Any, **options: Any) -> OwnerKeys:
+        calls.append({"random": random, **options})
+        return real(random, **{**options, "seeded": False})
+    monkeypatch.setattr(bundle.OwnerKeys, "generate", generate)
+    return calls
+
+
+@pytest.mark.parametrize(("chain", "seal", "vendor", "pcr_policy"), [
+    ("uki", None, False, True), ("uki", "both", False, True), ("uki", "pcrs", False, False),
+    ("shim-grub", None, True, False)])
+def test_the_keys_generated_are_the_builds_for_its_chain_seal_and_time(
+        tmp_path: Path, generated: list[dict[str, Any]], owner_keys: dict[str, OwnerKeys],
+        chain: str, seal: str | None, vendor: bool, pcr_policy: bool) -> None:
+    given = _rng(4)
+    db = owner_keys["uki"].db
+    cases = ((None, None, None, None), (5, None, 1735689600, None), (None, EPOCH, EPOCH, db),
+             (5, EPOCH, EPOCH, db))
+    for seed, epoch, dated, kept in cases:
+        out = tmp_path / f"image-{seed}-{epoch}"
+        built = build_image(out, ImageSpec(chain=chain, seal=seal, kdf_cost="fast", seed=seed,
+                                           source_date_epoch=epoch), random=given, db=kept)
+        assert generated.pop() == {
+            "random": given, "vendor": vendor, "pcr_policy": pcr_policy, "db": kept,
+            "seeded": seed is not None,
+            "not_before": None if dated is None else
+            datetime.datetime.fromtimestamp(dated, datetime.UTC)}
+        assert built.manifest["seeded"] is (seed is not None)
+        if dated is not None:  # the ESP's entries: the build's time, not the clock
+            stamp = "2025-01-01 0:00" if epoch is None else "2023-11-14 22:13"
+            assert esp_stamps(f"{out / 'disk.img'}@@{built.plan.layout.esp_offset}") == {stamp}
+        assert folder_files(out)["owner/db.crt"] == (
+            built.keys.db.certificate.public_bytes(Encoding.PEM))
+
+
+@pytest.mark.parametrize(("cost", "seed"), [("default", None), ("default", 5), ("fast", 5)])
+def test_the_recovery_keyslot_gets_the_kdf_of_the_cost_and_the_seed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner_keys: dict[str, OwnerKeys],
+        cost: str, seed: int | None) -> None:
+    """Which KDF is ``recovery_kdf``'s to say (tested above); the build must ask it with the
+    spec's cost and whether it is seeded — and use its answer (here a cheap stand-in, as
+    cryptsetup's argon2id takes a GiB and seconds)."""
+    asked: list[tuple[str, bool]] = []
+    stand_in = KdfSpec("pbkdf2", iterations=1001, hash="sha256")
+
+    def kdf(chosen: str, seeded: bool = False) -> KdfSpec:
+        asked.append((chosen, seeded))
+        return stand_in
+    monkeypatch.setattr(bundle, "recovery_kdf", kdf)
+    built = build_image(tmp_path / "image", ImageSpec(kdf_cost=cost, seed=seed),
+                        owner_keys["uki"], _rng(1))
+    assert asked == [(cost, seed is not None)]
+    assert built.manifest["kdf"]["recovery_keyslot"] == {
+        "type": "pbkdf2", "hash": "sha256", "iterations": 1001}
+    with FileStorage(built.out / "disk.img") as disk:
+        slot_kdf = open_root(disk, built.plan.layout).metadata.keyslots[0].kdf.to_json()
+    assert (slot_kdf["type"], slot_kdf["iterations"]) == ("pbkdf2", 1001)

@@ -6,14 +6,19 @@ the TPM would) and the files of the image."""
 from __future__ import annotations
 
 import base64
+import datetime
+import errno
 import json
 import os
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cvm.crypto.drbg import SeededRandom
+from cvm.disk.esp import write_esp
 from cvm.disk.storage import FileStorage, StorageWindow
 from cvm.disk.volume import Luks2Volume
 from cvm.errors import UsageError
@@ -31,6 +36,7 @@ from cvm.guest.boot.esp_files import EspFiles
 from cvm.guest.boot.firmware import DEFAULT_LOADER, GptDisk
 from cvm.guest.boot.pcr_bank import SoftwarePcrBank
 from cvm.image import qemu_target
+from cvm.image.build_epoch import SEEDED_EPOCH
 from cvm.image.debian_packages import BootInputs
 from cvm.image.disk_layout import read_esp_file
 from cvm.image.keys import OwnerKeys
@@ -54,10 +60,12 @@ from cvm.image.qemu_target import (
 from cvm.image.vm_profile import PROFILES
 from cvm.vtpm.policy import PolicyDigest
 
+from .conftest import esp_stamps, folder_files
 from .test_offline_seal_checks import _import, _srk
 from .test_qemu_initramfs import _kernel
 
 MIB = 1 << 20
+EPOCH = 1_700_000_000  # 2023-11-14 22:13:20 UTC
 STUB = build_pe([SectionSpec(".text", b"\xc3", CODE),
                  *(SectionSpec(f".pad{i}", b"p") for i in range(4))])  # room for 4 headers
 KERNEL = build_pe([SectionSpec(".text", b"\x90\xc3", CODE)])
@@ -371,3 +379,268 @@ def test_a_forced_rebuild_replaces_an_image_in_a_new_nested_folder(
     volume, storage = _root(out)
     with storage:
         volume.unlock(key)
+
+
+# --- built whole or not at all -----------------------------------------------------------------
+
+@pytest.fixture
+def ms_vars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Varstore:
+    """Microsoft's varstore stands in as an empty one (Setup Mode: nothing here is signed)."""
+    varstore = Varstore.empty_4m()
+    (tmp_path / "ms.fd").write_bytes(varstore.to_bytes())
+    monkeypatch.setattr(qemu_target, "MS_VARS", tmp_path / "ms.fd")
+    return varstore
+
+
+def _files(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
+
+
+def _no_space(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Writing a file called ``name`` (``write_bytes`` or ``write_text``) fails: the disk is
+    full."""
+    for method in ("write_bytes", "write_text"):
+        real = getattr(Path, method)
+
+        def full(self: Path, data: Any, *args: Any, real: Any = real, **kwargs: Any) -> int:
+            if self.name == name:
+                raise OSError(28, "No space left on device", str(self))
+            return int(real(self, data, *args, **kwargs))
+        monkeypatch.setattr(Path, method, full)
+
+
+@pytest.mark.parametrize("failing", ["OVMF_VARS.fd", "predicted-pcrs.json", MANIFEST])
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_build_that_fails_leaves_the_earlier_image_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ms_vars: Varstore,
+    initramfs: list[tuple[bytes, object, tuple[int, ...]]], failing: str, earlier: bool,
+) -> None:
+    out = tmp_path / "images" / "img"
+    if earlier:
+        build_qemu_image(out, QemuTargetSpec("shim-grub", PROFILES["q35"]), _inputs())
+    before = _files(tmp_path / "images") if earlier else None
+    _no_space(monkeypatch, failing)
+    with pytest.raises(OSError) as failed:
+        build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35-sata"], _srk()[1]), _inputs())
+    assert failed.value.errno == 28
+    if earlier:
+        assert _files(tmp_path / "images") == before  # no staging left beside it either
+    else:
+        assert list((tmp_path / "images").iterdir()) == []
+
+
+def test_a_build_interrupted_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    def interrupted(*args: object) -> dict[str, Any]:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(qemu_target, "predict_disk", interrupted)  # after the disk is written
+    with pytest.raises(KeyboardInterrupt):
+        build_qemu_image(tmp_path / "img", QemuTargetSpec("uki", PROFILES["q35"]), _inputs())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_image_is_written_in_a_hidden_folder_beside_out_then_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    from cvm.image import staging as staging_module
+
+    staged: list[Path] = []
+    real = staging_module.put_in_place
+
+    def recording(staging: Path, out: Path) -> None:
+        staged.append(staging)
+        assert (staging / MANIFEST).is_file() and not out.exists()
+        assert stat_mode(staging) == 0o700 and stat_mode(staging / "owner") == 0o700
+        real(staging, out)
+    monkeypatch.setattr(staging_module, "put_in_place", recording)
+    out = tmp_path / "img"
+    manifest = build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35"]), _inputs())
+    (staging,) = staged
+    assert staging.parent == tmp_path and staging.name.startswith(".img.building-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img"]
+    assert json.loads((out / MANIFEST).read_text()) == manifest
+
+
+def test_the_owners_folder_is_private_for_either_chain(
+    tmp_path: Path, ms_vars: Varstore, initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    out = tmp_path / "img"
+    build_qemu_image(out, QemuTargetSpec("shim-grub", PROFILES["q35"]), _inputs())
+    assert stat_mode(out / "owner") == 0o700 and stat_mode(out) == 0o700
+
+
+@pytest.mark.parametrize("occupant", ["file", "other files", "manifest a folder",
+                                      "manifest a link", "an image bundle"])
+def test_a_folder_holding_anything_but_a_qemu_image_is_refused_and_left_intact(
+    tmp_path: Path, initramfs: list[tuple[bytes, object, tuple[int, ...]]], occupant: str,
+) -> None:
+    out = tmp_path / "img"
+    if occupant == "file":
+        out.write_text("mine\n")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+        if occupant == "manifest a folder":
+            (out / MANIFEST).mkdir()
+        elif occupant == "manifest a link":
+            (out / MANIFEST).symlink_to(tmp_path / "nowhere")
+        elif occupant == "an image bundle":
+            (out / "image.json").write_text("{}\n")
+    before = _files(tmp_path)
+    with pytest.raises(UsageError) as refused:
+        build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35"]), _inputs())
+    assert str(refused.value) == (f"{out}: holds files that are not a qemu image; give a new "
+                                  "or empty folder")
+    assert _files(tmp_path) == before
+
+
+def test_an_image_that_cannot_be_created_is_named_as_given(
+    tmp_path: Path, initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"not a folder")
+    for out, reason, code in ((blocker / "img", "File exists", errno.EEXIST),
+                              (blocker / "deeper" / "img", "Not a directory", errno.ENOTDIR)):
+        with pytest.raises(OSError) as refused:
+            build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35"]), _inputs())
+        assert (refused.value.filename, refused.value.errno) == (str(out), code)
+        assert refused.value.strerror == f"cannot create the qemu image ({reason})"
+    assert blocker.read_bytes() == b"not a folder"
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+# --- the seed, the build's time and the draws ---------------------------------------------------
+
+class Recording:
+    """A seeded random that keeps every draw in order."""
+
+    def __init__(self, seed: int) -> None:
+        self.source = SeededRandom(str(seed).encode(), b"recording")
+        self.draws: list[bytes] = []
+
+    def __call__(self, size: int) -> bytes:
+        self.draws.append(self.source(size))
+        return self.draws[-1]
+
+
+def _volume_serial(disk: Path) -> int:
+    """The ESP's FAT32 BS_VolID (offset 0x43 of its boot sector)."""
+    with disk.open("rb") as handle:
+        handle.seek(MIB + 0x43)
+        return int.from_bytes(handle.read(4), "little")
+
+
+def test_the_esp_is_what_write_esp_makes_with_the_serial_and_the_epoch(tmp_path: Path) -> None:
+    files = {"EFI/BOOT/BOOTX64.EFI": b"loader", "a/b": b"c"}
+    tree = _tree(tmp_path / "esp", files)
+    disk = tmp_path / "disk.img"
+    write_disk(disk, tree, bytes(MIB), serial=0x1234ABCD, epoch=EPOCH)
+    reference = tmp_path / "reference.img"
+    with reference.open("wb") as handle:
+        handle.truncate(disk.stat().st_size)
+    write_esp(reference, MIB, 60 * MIB, tree, serial=0x1234ABCD, epoch=EPOCH)
+    esp = slice(MIB, 61 * MIB)
+    assert disk.read_bytes()[esp] == reference.read_bytes()[esp]
+    assert _volume_serial(disk) == 0x1234ABCD
+    assert esp_stamps(f"{disk}@@{MIB}") == {"2023-11-14 22:13"}
+
+
+def test_the_root_key_is_drawn_first_then_the_esps_serial(
+    tmp_path: Path, ms_vars: Varstore, initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    draws = Recording(3)
+    out = tmp_path / "img"
+    build_qemu_image(out, QemuTargetSpec("shim-grub", PROFILES["q35"]), _inputs(), draws)
+    assert draws.draws[0] == (out / "owner" / "root.key").read_bytes()
+    assert len(draws.draws[1]) == 4
+    assert _volume_serial(out / "disk.img") == int.from_bytes(draws.draws[1], "little")
+
+
+@pytest.fixture
+def generated(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The owner's keys generated as asked, but from the system (a seeded derivation takes
+    seconds and is tested in test_keys_checks.py); each call's arguments."""
+    calls: list[dict[str, Any]] = []
+    real = OwnerKeys.generate
+
+    def generate(random: Any, **options: Any) -> OwnerKeys:
+        calls.append({"random": random, **options})
+        return real(random, **{**options, "seeded": False})
+    monkeypatch.setattr(qemu_target.OwnerKeys, "generate", generate)
+    return calls
+
+
+def test_a_seed_makes_the_build_reproducible(
+    tmp_path: Path, ms_vars: Varstore, initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    _, srk = _srk()
+    spec = QemuTargetSpec("shim-grub", PROFILES["q35"], srk, seed=5)
+    first = build_qemu_image(tmp_path / "a", spec, _inputs())
+    again = build_qemu_image(tmp_path / "b", spec, _inputs())
+    assert first == again and first["seeded"] is True
+    assert folder_files(tmp_path / "a") == folder_files(tmp_path / "b")  # the token too
+    # 2025-01-01 00:00 UTC on every entry of the ESP
+    assert esp_stamps(f"{tmp_path / 'a' / 'disk.img'}@@{MIB}") == {"2025-01-01 0:00"}
+    build_qemu_image(tmp_path / "c", replace(spec, seed=6), _inputs())
+    other = folder_files(tmp_path / "c")
+    assert [name for name, data in folder_files(tmp_path / "a").items()
+            if other[name] != data] == ["disk.img", "owner/root.key"]
+    assert _volume_serial(tmp_path / "a" / "disk.img") != _volume_serial(
+        tmp_path / "c" / "disk.img")
+
+
+def test_the_uki_keys_are_the_builds_and_dated_by_its_time(
+    tmp_path: Path, initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+    generated: list[dict[str, Any]],
+) -> None:
+    given = Recording(1)
+    for seed, epoch, dated in ((None, None, None), (5, None, SEEDED_EPOCH),
+                               (None, EPOCH, EPOCH), (5, EPOCH, EPOCH)):
+        out = tmp_path / f"img-{seed}-{epoch}"
+        build_qemu_image(out, QemuTargetSpec("uki", PROFILES["q35"], seed=seed,
+                                             source_date_epoch=epoch), _inputs(), given)
+        call = generated.pop()
+        assert call == {"random": given, "vendor": False, "pcr_policy": False,
+                        "seeded": seed is not None,
+                        "not_before": None if dated is None else
+                        datetime.datetime.fromtimestamp(dated, datetime.UTC)}
+        if dated is not None:
+            stamp = "2025-01-01 0:00" if dated == SEEDED_EPOCH else "2023-11-14 22:13"
+            assert esp_stamps(f"{out / 'disk.img'}@@{MIB}") == {stamp}
+        assert OwnerKeys.load(out / "owner").varstore().to_bytes() == (
+            out / "OVMF_VARS.fd").read_bytes()
+
+
+def test_without_a_seed_the_systems_random_and_clock(
+    tmp_path: Path, ms_vars: Varstore, initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    _, srk = _srk()
+    spec = QemuTargetSpec("shim-grub", PROFILES["q35"], srk)
+    first = build_qemu_image(tmp_path / "a", spec, _inputs())
+    build_qemu_image(tmp_path / "b", spec, _inputs())
+    assert first["seeded"] is False
+    a, b = folder_files(tmp_path / "a"), folder_files(tmp_path / "b")
+    assert [name for name in a if a[name] != b[name]] == ["disk.img", "owner/root.key"]
+    assert esp_stamps(f"{tmp_path / 'a' / 'disk.img'}@@{MIB}") != {"2025-01-01 0:00"}
+
+
+def test_a_random_given_wins_over_the_seed(
+    tmp_path: Path, ms_vars: Varstore, initramfs: list[tuple[bytes, object, tuple[int, ...]]],
+) -> None:
+    _, srk = _srk()
+    for name, seed in (("a", 5), ("b", 6)):
+        build_qemu_image(tmp_path / name,
+                         QemuTargetSpec("shim-grub", PROFILES["q35"], srk, seed=seed),
+                         _inputs(), SeededRandom(b"given", b"test"))
+    build_qemu_image(tmp_path / "c", QemuTargetSpec("shim-grub", PROFILES["q35"], srk, seed=5),
+                     _inputs())
+    assert folder_files(tmp_path / "a") == folder_files(tmp_path / "b")
+    assert folder_files(tmp_path / "a")["owner/root.key"] != folder_files(
+        tmp_path / "c")["owner/root.key"]

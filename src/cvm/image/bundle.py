@@ -23,8 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -74,6 +72,7 @@ from cvm.image.reference_values import (
     TokenReference,
 )
 from cvm.image.sealing import STATE_KEY_SIZE, TOKEN_KEYSLOT_KDF, OwnerTpm, token_plans
+from cvm.image.staging import build_in_place
 
 BANKS = ("sha1", "sha256")
 CHAINS = ("uki", "shim-grub")
@@ -189,40 +188,9 @@ def build_image(out: Path, spec: ImageSpec = ImageSpec(), keys: OwnerKeys | None
     replaces the seed's stream (tests)."""
     spec.check()
     out = Path(out)
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir())
-                                               or (out / "image.json").is_file())):
-        raise UsageError(f"{out}: holds files that are not an image bundle; give a new or "
-                         "empty folder")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    except OSError as error:  # named as the user gave it, not as the hidden staging folder
-        raise OSError(error.errno, f"cannot create the bundle ({error.strerror})",
-                      str(out)) from None
-    try:
-        built = _build(staging, spec, keys, random, db)
-        _put_in_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    built = build_in_place(out, lambda staging: _build(staging, spec, keys, random, db),
+                           "image.json", "an image bundle", "the bundle")
     return replace(built, out=out)
-
-
-def _put_in_place(staging: Path, out: Path) -> None:
-    """Rename the complete bundle ``staging`` to ``out``; an earlier bundle there is moved
-    aside first and removed only once the new one is in place."""
-    if not out.exists():
-        staging.rename(out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    out.rename(old / "bundle")
-    try:
-        staging.rename(out)
-    except OSError:
-        (old / "bundle").rename(out)  # put the earlier bundle back
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(out: Path, spec: ImageSpec, keys: OwnerKeys | None,

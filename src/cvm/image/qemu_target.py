@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +64,7 @@ from cvm.image.offline_seal import seal_for_import
 from cvm.image.pcr_prediction import predict
 from cvm.image.pcr_report import pcr_report
 from cvm.image.qemu_initramfs import TOKEN_TYPE, sealed_initramfs
+from cvm.image.staging import build_in_place
 from cvm.image.vm_profile import VmProfile
 from cvm.vtpm.policy import PolicyDigest
 from cvm.wire import Guid
@@ -201,15 +201,41 @@ def seal_token(srk: Public, key: bytes, pcrs: tuple[int, ...], predicted: dict[s
 
 def build_qemu_image(out: Path, spec: QemuTargetSpec, inputs: BootInputs,
                      random: Random | None = None) -> dict[str, Any]:
-    """Write the image into ``out`` (see the module docstring); returns its manifest.
-    ``random`` replaces the build's random (:func:`build_random` of the spec's seed; tests)."""
+    """Build the image ``out`` (see the module docstring): a new folder, an empty one, or an
+    earlier qemu image, which it replaces whole; returns its manifest. The image is written into
+    a hidden folder beside ``out`` and renamed into place only when it is complete
+    (:mod:`cvm.image.staging`), so a build that fails leaves ``out`` as it was; a folder that
+    holds anything else is refused. ``random`` replaces the build's random
+    (:func:`build_random` of the spec's seed; tests)."""
     spec.check()
+    return build_in_place(Path(out), lambda staging: write_qemu_image(staging, spec, inputs,
+                                                                       random),
+                          MANIFEST, "a qemu image", "the qemu image")
+
+
+def qemu_manifest(spec: QemuTargetSpec, files: dict[str, bytes], sealed: bool
+                  ) -> dict[str, Any]:
+    """``qemu-image.json``: what was built, for which VM profile, where each file is, the ESP's
+    paths and, when the root's key is sealed (token 0), to which sha256 PCRs."""
+    return {
+        "schema": SCHEMA, "seeded": spec.seed is not None, "chain": spec.chain,
+        "profile": spec.profile.name, "qemu_args": spec.profile.qemu_args,
+        "disk": "disk.img", "varstore": "OVMF_VARS.fd", "firmware": str(OVMF_CODE),
+        "predicted": "predicted-pcrs.json", "esp": sorted("/" + p for p in files),
+        "sealed": {"token": 0, "bank": "sha256", "pcrs": list(SEALED_PCRS[spec.chain])}
+        if sealed else None,
+    }
+
+
+def write_qemu_image(out: Path, spec: QemuTargetSpec, inputs: BootInputs,
+                     random: Random | None = None) -> dict[str, Any]:
+    """Write every file of the image into the folder ``out``, which exists and is empty (the
+    staging folder of :func:`build_qemu_image`); returns the manifest."""
     seeded = spec.seed is not None
     rng = random or build_random(spec.seed)
     epoch = build_epoch(seeded, spec.source_date_epoch)
-    out.mkdir(parents=True, exist_ok=True)
     owner = out / "owner"
-    owner.mkdir(exist_ok=True)
+    owner.mkdir(mode=0o700)  # the owner's keys: never readable by others
     pcrs = SEALED_PCRS[spec.chain]
     keys = None
     if spec.chain == "uki":
@@ -227,8 +253,7 @@ def build_qemu_image(out: Path, spec: QemuTargetSpec, inputs: BootInputs,
                      keys)
     key = rng(ROOT_KEY_SIZE)
     serial = int.from_bytes(rng(ESP_SERIAL_SIZE), "little")
-    key_file = owner / "root.key"
-    write_atomically(key_file, key)  # created 0600, never readable by others
+    write_atomically(owner / "root.key", key)  # created 0600, never readable by others
     with tempfile.TemporaryDirectory(prefix="cvm-qemu-") as scratch:
         work = Path(scratch)
         for path, data in files.items():
@@ -239,7 +264,6 @@ def build_qemu_image(out: Path, spec: QemuTargetSpec, inputs: BootInputs,
         disk = out / "disk.img"
         write_disk(disk, work / "esp", (work / "root.img").read_bytes(), serial, epoch)
         predicted = predict_disk(disk, files, varstore, spec.profile)
-        token = None
         if spec.srk is not None:
             token = seal_token(spec.srk, key, pcrs, predicted, rng)
             with FileStorage(work / "root.img") as storage:
@@ -247,14 +271,7 @@ def build_qemu_image(out: Path, spec: QemuTargetSpec, inputs: BootInputs,
             with disk.open("r+b") as handle:
                 handle.seek(DISK_MIB << 20)
                 handle.write((work / "root.img").read_bytes())
-        shutil.rmtree(work / "esp")
     (out / "predicted-pcrs.json").write_text(json.dumps(predicted, indent=1) + "\n")
-    manifest: dict[str, Any] = {
-        "schema": SCHEMA, "seeded": seeded, "chain": spec.chain, "profile": spec.profile.name,
-        "qemu_args": spec.profile.qemu_args, "disk": "disk.img", "varstore": "OVMF_VARS.fd",
-        "firmware": str(OVMF_CODE), "predicted": "predicted-pcrs.json",
-        "esp": sorted("/" + p for p in files),
-        "sealed": None if token is None else {"token": 0, "bank": "sha256", "pcrs": list(pcrs)},
-    }
+    manifest = qemu_manifest(spec, files, spec.srk is not None)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
