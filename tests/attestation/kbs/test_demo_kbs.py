@@ -34,6 +34,7 @@ def test_demo_with_a_broker_on_loopback(capsys: pytest.CaptureFixture[str],
     assert "OK: every stage verified" in out
     assert re.search(r"audit #\d+: attest affirmed .* audit #\d+: resource released — "
                      r"default/vtpm/state-key", out)
+    assert "the SVSM holds the vTPM state key the owner registered" in out
     assert "the relayed HTTP): clean" in out
     assert "REFUSED at svsm: the key broker refused POST /kbs/v0/attest (401" in out
     denied = re.search(r"audit #\d+: attest denied measurement: expected ([0-9a-f]{96}), got "
