@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -38,7 +39,7 @@ def _row(number: int, action: str, outcome: str, subject: str | None = None,
             "session_id": session, "findings": findings or []}
 
 
-AFFIRMED = _row(4, "attest", "affirmed", "unchecked: pcrs")
+AFFIRMED = _row(4, "attest", "affirmed", "unchecked: [pcrs]")  # not rich markup
 RELEASED = _row(5, "resource", "released", f"{RESOURCE} (session {SESSION})")
 MEASUREMENT = {"rule": "measurement", "expected": "aa", "actual": "bb", "input": ""}
 DENIED = _row(6, "attest", "denied", None, "s2", [MEASUREMENT])
@@ -56,6 +57,8 @@ def test_the_reserved_port_keeps_others_out_and_lets_the_broker_listen() -> None
         assert taken.value.errno == errno.EADDRINUSE
         with pytest.raises(ConnectionRefusedError):  # held, not listening
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        with demo_kbs.reserve_port() as another:  # a port of its own, not this one
+            assert another.getsockname()[1] != port
         with socket.socket() as broker:  # binds as uvicorn does
             broker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             broker.bind(("127.0.0.1", port))
@@ -166,6 +169,15 @@ def test_the_default_timeout_is_a_minute(tmp_path: Path, clock: Clock) -> None:
         with pytest.raises(ExternalToolError, match=r" in 60 s$"):
             demo_kbs.wait_listening(Process([None]), port, tmp_path / "log")  # type: ignore[arg-type]
     assert 600 <= len(clock.sleeps) <= 601
+
+
+def test_the_deadline_itself_is_too_late(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    times = iter([0.0, 1.0])
+    monkeypatch.setattr(demo_kbs.time, "monotonic", lambda: next(times))
+    monkeypatch.setattr(demo_kbs.time, "sleep", lambda seconds: pytest.fail("slept"))
+    with demo_kbs.reserve_port() as holder, pytest.raises(ExternalToolError):
+        _wait(Process([None]), holder.getsockname()[1], tmp_path / "log", 1.0)
 
 
 def test_a_broker_that_stopped_is_its_status_and_the_end_of_its_log(tmp_path: Path,
@@ -322,10 +334,18 @@ def test_an_audit_answer_not_200_is_an_error(status: int) -> None:
                                   + ('{"detail":"' + "x" * 300)[:200])
 
 
-@pytest.mark.parametrize("body", [{"rows": []}, [AFFIRMED, 3], None])
+@pytest.mark.parametrize("body", [{"rows": []}, [AFFIRMED, 3], "rows"])
 def test_an_audit_answer_that_is_not_rows_is_an_error(body: object) -> None:
     with pytest.raises(FormatError, match=r"^the broker's audit log is not a list of rows$"):
         demo_kbs.audit_rows(_client(200, body, []), 0)
+
+
+def test_an_audit_answer_that_is_not_json_is_an_error() -> None:
+    client = httpx.Client(base_url="http://broker", transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, text="<html>")))
+    with pytest.raises(FormatError, match=r"^the broker's audit log is not JSON$") as refused:
+        demo_kbs.audit_rows(client, 0)
+    assert refused.value.__suppress_context__
 
 
 def test_the_admin_client() -> None:
@@ -344,7 +364,7 @@ def test_the_audit_lines() -> None:
     long = _row(7, "resource", "released", "r" * 120)
     hinted = _row(8, "attest", "denied", None, findings=[{**MEASUREMENT, "input": "OVMF.fd"}])
     assert demo_kbs.audit_lines([AFFIRMED, DENIED, long, hinted]) == [
-        "  audit #4: attest affirmed — unchecked: pcrs",
+        "  audit #4: attest affirmed — unchecked: [pcrs]",
         "  audit #6: attest denied",
         "      measurement: expected aa, got bb",
         "  audit #7: resource released — " + "r" * 110,
@@ -363,6 +383,8 @@ def test_the_resource_released_after_an_affirmed_attestation() -> None:
     assert not released([AFFIRMED, RELEASED], "default/vtpm/other")
     assert not released([AFFIRMED, RELEASED], "default/vtpm")
     assert not released([AFFIRMED, {**RELEASED, "subject": RESOURCE + "2"}], RESOURCE)
+    assert released([AFFIRMED, {**RELEASED, "subject": f"{RESOURCE} (session s1) (again)"}],
+                    RESOURCE)  # the resource is what comes before the first " ("
     assert not released([RELEASED], RESOURCE)  # no attestation
     assert not released([{**AFFIRMED, "outcome": "denied"}, RELEASED], RESOURCE)
     assert not released([{**AFFIRMED, "action": "auth"}, RELEASED], RESOURCE)
@@ -397,7 +419,7 @@ def test_the_rules_of_the_denied_rows() -> None:
     assert demo_kbs.refusal_rules([{**AFFIRMED, "findings": [MEASUREMENT]}]) == []
 
 
-REFUSAL: tuple[str, CvmError] = ("svsm", PolicyError("the key broker refused"))
+REFUSAL: tuple[str, CvmError] = ("svsm", PolicyError("[the key broker refused]"))
 
 
 @pytest.mark.parametrize(("refusal", "unsealed", "rows", "held"), [
@@ -418,7 +440,7 @@ def test_the_tampered_launch_was_refused_for_its_measurement(
 
 
 def test_the_lines_told() -> None:
-    assert demo_kbs.refusal_line(REFUSAL) == "  the VM: REFUSED at svsm: the key broker refused"
+    assert demo_kbs.refusal_line(REFUSAL) == "  the VM: REFUSED at svsm: [the key broker refused]"
     assert demo_kbs.refusal_line(None) == "  the VM: booted"
     assert demo_kbs.key_line(True) == "  the SVSM holds the vTPM state key the owner registered"
     assert demo_kbs.key_line(False) == ("  [red]the SVSM does not hold the vTPM state key the "
@@ -457,6 +479,7 @@ def test_one_bit_of_the_firmware_flipped(tmp_path: Path) -> None:
 # --- the story, on recorded parts ---------------------------------------------------------
 
 KEY = b"k" * 32
+RENDERED = "trace ok=[b]1[/b] at http://host/ 2.5"  # neither markup nor highlighted
 
 
 @dataclass
@@ -467,7 +490,7 @@ class Trace:
     unsealed: bool = True
 
     def render(self) -> str:
-        return f"trace ok={self.ok}"
+        return RENDERED.replace("1", "1" if self.ok else "0")
 
     def secrets(self) -> dict[str, bytes]:
         return {} if self.key is None else {"vTPM state key": self.key, "VMPCK0": b"v"}
@@ -479,6 +502,7 @@ class Story:
 
     genuine: Trace = field(default_factory=Trace)
     attacked: Trace = field(default_factory=lambda: Trace(refused=REFUSAL, unsealed=False))
+    registration_rows: int = 3
     genuine_rows: list[dict[str, Any]] = field(default_factory=lambda: [AFFIRMED, RELEASED])
     attacked_rows: list[dict[str, Any]] = field(default_factory=lambda: [DENIED])
     leaks: list[Leak] = field(default_factory=list)
@@ -486,12 +510,15 @@ class Story:
     boots: list[dict[str, Any]] = field(default_factory=list)
     firmware: list[bytes] = field(default_factory=list)
     afters: list[str] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)
 
 
 @pytest.fixture
 def story(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Story:
     recorded = Story()
     monkeypatch.setenv("COLUMNS", "400")
+    clock = iter([100.0, 102.45])
+    monkeypatch.setattr(demo_kbs, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     out = tmp_path / "image"
     (out / "firmware").mkdir(parents=True)
     (out / "firmware" / "OVMF.fd").write_bytes(bytes(0x2000))
@@ -501,16 +528,19 @@ def story(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Story:
         out: Path
 
     def demo_image(folder: Path, seed: int | None) -> Built:
-        assert folder.name == "image" and seed == 7
+        assert seed == 7
+        recorded.folders.append(folder)
         return Built(out)
 
     @contextmanager
     def broker_process(folder: Path) -> Iterator[tuple[str, str]]:
+        recorded.folders.append(folder)
         yield "http://broker", "tok"
 
     def register(folder: Path, url: str, token: str) -> dict[str, Any]:
         assert (folder, url, token) == (out, "http://broker", "tok")
-        recorded.audit.extend(_row(n, "reference", "registered") for n in (1, 2, 3))
+        recorded.audit.extend(_row(n + 1, "reference", "registered")
+                              for n in range(recorded.registration_rows))
         return {"reference_version": 1, "resource": RESOURCE}
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -552,22 +582,30 @@ def _random(size: int) -> bytes:
     return bytes(size)
 
 
+SCANNED = "canary scan of everything the host read (DRAM, disk, state file, the relayed HTTP)"
+
+
 def test_the_story_that_held(story: Story, capsys: pytest.CaptureFixture[str]) -> None:
     assert demo_kbs.kbs_demo(_random, 7) == 0
-    told = _told(capsys)
-    assert "  registered the image: reference values v1, the vTPM state key at " \
-           f"{RESOURCE}" in told
-    assert told[told.index("trace ok=True") + 1:told.index("trace ok=True") + 5] == [
-        "  audit #4: attest affirmed — unchecked: pcrs",
+    scratch, image = story.folders[1], story.folders[0]
+    assert image == scratch / "image" and scratch.name.startswith("cvm-demo-kbs-")
+    assert not scratch.exists()  # the scratch folder is gone
+    assert _told(capsys) == [
+        "1. The owner builds an image; a key broker starts on loopback",
+        f"  cvm kbs serve at http://broker, database {scratch}/kbs.db",
+        f"  registered the image: reference values v1, the vTPM state key at {RESOURCE}",
+        "2. The host boots the VM; its SVSM attests to the broker through the host",
+        RENDERED,
+        "  audit #4: attest affirmed — unchecked: [pcrs]",
         f"  audit #5: resource released — {RESOURCE} (session {SESSION})",
         "  the SVSM holds the vTPM state key the owner registered",
-        "canary scan of everything the host read (DRAM, disk, state file, the relayed HTTP): "
-        "clean"]
-    assert told[-4:-1] == ["  the VM: REFUSED at svsm: the key broker refused",
-                           "  audit #6: attest denied",
-                           "      measurement: expected aa, got bb"]
-    assert re.fullmatch(r"HELD: .*; it refused the tampered launch \(finding: measurement\); "
-                        r"\d+\.\d s", told[-1])
+        f"{SCANNED}: clean",
+        "3. The host flips one bit of the firmware it launches",
+        "  the VM: REFUSED at svsm: [the key broker refused]",
+        "  audit #6: attest denied",
+        "      measurement: expected aa, got bb",
+        "HELD: the broker released the vTPM state key to the genuine VM and nothing leaked; it "
+        "refused the tampered launch (finding: measurement); 2.5 s"]
     assert story.afters == ["0", "3", "5"]  # the registration's rows, then each boot's
     assert [boot["kbs"] for boot in story.boots] == ["http://broker"] * 2
     assert [boot["mode"] for boot in story.boots] == [Mode.SEV_SNP] * 2
@@ -575,6 +613,30 @@ def test_the_story_that_held(story: Story, capsys: pytest.CaptureFixture[str]) -
                for boot in story.boots)
     genuine, attacked = story.firmware
     assert genuine == bytes(0x2000) and attacked[0x1234] == 0x08
+
+
+def test_the_story_on_a_colour_terminal_highlights_nothing_it_reports(
+        story: Story, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert demo_kbs.kbs_demo(_random, 7) == 0
+    out = capsys.readouterr().out
+    for line in [f"  registered the image: reference values v1, the vTPM state key at {RESOURCE}",
+                 RENDERED, "  audit #4: attest affirmed — unchecked: [pcrs]",
+                 "  the VM: REFUSED at svsm: [the key broker refused]",
+                 "      measurement: expected aa, got bb"]:
+        assert f"{line}\n" in out
+
+
+def test_a_broker_whose_log_starts_empty_and_a_boot_it_never_saw(
+        story: Story, capsys: pytest.CaptureFixture[str]) -> None:
+    story.registration_rows = 0
+    story.genuine_rows = []
+    assert demo_kbs.kbs_demo(_random, 7) == 1
+    assert story.afters == ["0", "0", "0"]
+    assert _told(capsys)[-1].startswith("BROKEN: the broker released the vTPM state key to the "
+                                        "genuine VM — FAILED; it refused the tampered launch "
+                                        "(finding: measurement)")
 
 
 @pytest.mark.parametrize("broken", ["trace", "leak", "key", "no key", "release", "attack",
@@ -598,12 +660,11 @@ def test_a_story_that_did_not_hold_is_exit_1(story: Story, capsys: pytest.Captur
     assert demo_kbs.kbs_demo(_random, 7) == 1
     told = _told(capsys)
     genuine = broken in ("trace", "leak", "key", "no key", "release")
-    assert told[-1].startswith("BROKEN: the broker released the vTPM state key to the genuine "
-                               f"VM {'— FAILED' if genuine else 'and nothing leaked'}; it "
-                               "refused the tampered launch "
-                               f"{'(finding: measurement)' if genuine else '— FAILED'}")
+    assert told[-1] == ("BROKEN: the broker released the vTPM state key to the genuine VM "
+                        f"{'— FAILED' if genuine else 'and nothing leaked'}; it refused the "
+                        "tampered launch "
+                        f"{'(finding: measurement)' if genuine else '— FAILED'}; 2.5 s")
     if broken in ("key", "no key"):
         assert "  the SVSM does not hold the vTPM state key the owner registered" in told
     if broken == "leak":
-        assert ("canary scan of everything the host read (DRAM, disk, state file, the relayed "
-                f"HTTP): 1 leak(s): {LEAK}") in told
+        assert f"{SCANNED}: 1 leak(s): {LEAK}" in told

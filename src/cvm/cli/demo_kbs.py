@@ -57,7 +57,7 @@ def reserve_port() -> socket.socket:
     """A loopback port held for the broker until it listens: bound with ``SO_REUSEADDR`` and
     not listening, so the broker (which binds as uvicorn does, with ``SO_REUSEADDR``) can
     listen on it while no other socket can take it meanwhile."""
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder = socket.socket()  # IPv4, TCP
     try:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         holder.bind((LOOPBACK, 0))
@@ -150,8 +150,8 @@ def audit_rows(client: httpx.Client, after: int) -> list[AuditRow]:
                                 f"{answer.text[:200]}")
     try:
         rows = answer.json()
-    except ValueError:  # not JSON
-        rows = None
+    except ValueError:
+        raise FormatError("the broker's audit log is not JSON") from None
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise FormatError("the broker's audit log is not a list of rows")
     return rows
@@ -177,8 +177,8 @@ def audit_lines(rows: list[AuditRow]) -> list[str]:
 
 
 def _subject_resource(row: AuditRow) -> str:
-    """The resource a ``resource`` row names: its subject without the session after it."""
-    return str(row.get("subject") or "").split(" (", 1)[0]
+    """The resource a ``resource`` row names: its subject up to the session after it."""
+    return str(row.get("subject") or "").partition(" (")[0]
 
 
 def released_after_attestation(rows: list[AuditRow], resource: str) -> bool:
