@@ -243,6 +243,24 @@ def test_stop_waits_ten_seconds_before_killing(monkeypatch: pytest.MonkeyPatch) 
     assert calls == ["terminate", 10.0, "kill", None]
 
 
+def test_the_broker_starts_on_the_held_port_into_its_log(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[list[str], dict[str, Any]]] = []
+
+    def popen(command: list[str], **options: Any) -> str:
+        seen.append((command, options))
+        return "process"
+
+    monkeypatch.setattr(demo_kbs.subprocess, "Popen", popen)
+    with demo_kbs.reserve_port() as holder, (tmp_path / "log").open("wb") as log:
+        port = holder.getsockname()[1]
+        assert demo_kbs.start_broker(tmp_path, holder, log) == ("process", port)
+    [(command, options)] = seen
+    assert command == demo_kbs.broker_command(tmp_path, port, tmp_path / "kbs-admin.token")
+    assert options == {"stdout": log, "stderr": subprocess.STDOUT}
+    assert demo_kbs.broker_url(8080) == "http://127.0.0.1:8080"
+
+
 # --- the broker process, for real -----------------------------------------------------------
 
 @pytest.fixture
@@ -280,6 +298,7 @@ def test_the_broker_runs_on_its_held_port_with_its_token_and_stops(
                 ExternalToolError, match=r"^the broker's audit log: 401 "):
             demo_kbs.audit_rows(client, 0)
         assert (tmp_path / "kbs.db").is_file() and (tmp_path / "kbs-kek.hex").is_file()
+        assert (tmp_path / "kbs.log").is_file()
     [process] = started
     assert process.returncode is not None
     with pytest.raises(ConnectionRefusedError):

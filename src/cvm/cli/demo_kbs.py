@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 from rich.console import Console
@@ -48,6 +48,8 @@ POLL_SECONDS = 0.1
 LOOPBACK = "127.0.0.1"
 AUDIT_LIMIT = 1000
 LOG_TAIL_CHARS = 300
+TOKEN_FILE = "kbs-admin.token"  # in the broker's folder, as the database and the KEK
+LOG_FILE = "kbs.log"
 STATE_KEY = "vTPM state key"  # the name the guest's secrets give the SVSM's state key
 RandomBytes = Callable[[int], bytes]
 AuditRow = dict[str, Any]
@@ -117,21 +119,33 @@ def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_SECONDS
         return process.wait()
 
 
+def start_broker(folder: Path, holder: socket.socket, log: IO[bytes]
+                 ) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``cvm kbs serve`` (:func:`broker_command`) on the port ``holder`` holds, its
+    output and errors into ``log``: the process and the port."""
+    port = int(holder.getsockname()[1])
+    process = subprocess.Popen(broker_command(folder, port, folder / TOKEN_FILE), stdout=log,
+                               stderr=subprocess.STDOUT)
+    return process, port
+
+
+def broker_url(port: int) -> str:
+    """The broker's URL on the loopback ``port``."""
+    return f"http://{LOOPBACK}:{port}"
+
+
 @contextmanager
 def broker_process(folder: Path) -> Iterator[tuple[str, str]]:
     """``cvm kbs serve`` on a free loopback port over SQLite in ``folder``: (URL, admin token).
     The port is held until the broker listens on it; the broker is stopped and its log closed
-    on exit, whatever happened."""
-    token_file = folder / "kbs-admin.token"
-    token = write_admin_token(token_file)
-    log_path = folder / "kbs.log"
-    with reserve_port() as holder, log_path.open("wb") as log:
-        port = int(holder.getsockname()[1])
-        process = subprocess.Popen(broker_command(folder, port, token_file), stdout=log,
-                                   stderr=subprocess.STDOUT)
+    on exit, whatever happened. (A generator that only puts the plain functions above in
+    order: mutation testing leaves decorated functions alone.)"""
+    token = write_admin_token(folder / TOKEN_FILE)
+    with reserve_port() as holder, (folder / LOG_FILE).open("wb") as log:
+        process, port = start_broker(folder, holder, log)
         try:
-            wait_listening(process, port, log_path)
-            yield f"http://{LOOPBACK}:{port}", token
+            wait_listening(process, port, folder / LOG_FILE)
+            yield broker_url(port), token
         finally:
             stop(process)
 
