@@ -28,7 +28,7 @@ from cvm.errors import CvmError, ExternalToolError, FormatError, PolicyError
 from cvm.hardware.vm import Mode
 from cvm.host.adversary.canary import Leak
 
-RESOURCE = "default/vtpm/state-key"
+RESOURCE = "default/vtpm/state-key-2"  # its 2 a number rich would highlight
 SESSION = "s1"
 
 
