@@ -61,9 +61,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "the host's attack on its own copy of the reference values",
     ("scenarios/boot_lab.py", "BootLab.launch", "write_bytes firmware"):
         "the host's attack on its own copy of the firmware",
-    ("cli/demo_kbs.py", "broker_process", "open folder / 'kbs.log'"):
+    ("cli/demo_kbs.py", "broker_process", "open folder / LOG_FILE"):
         "the broker's log in the demo's scratch folder",
-    ("cli/demo_kbs.py", "kbs_demo", "write_bytes firmware"):
+    ("cli/demo_kbs.py", "flip_bit", "write_bytes path"):
         "the host's attack on the firmware in the demo's scratch folder",
 }
 

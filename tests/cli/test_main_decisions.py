@@ -4,8 +4,14 @@ listed and imported on first use."""
 
 from __future__ import annotations
 
+import os
+import select
+import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
+from typing import IO, Annotated
 
 import pytest
 import typer
@@ -135,3 +141,134 @@ def test_run_exits_with_executes_code(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_unknown_command_is_64(capsys: pytest.CaptureFixture[str]) -> None:
     assert execute(["frobnicate"]) == 64
     assert capsys.readouterr().err.startswith("cvm: error: No such command 'frobnicate'")
+
+
+def many(first: Path, rest: Annotated[list[Path] | None, typer.Argument()] = None) -> None:
+    """A command for the tests: a repeated optional argument after a required one."""
+
+
+def maybe(name: Annotated[str, typer.Argument(metavar="THING")] = "x") -> None:
+    """A command for the tests: an optional argument with a metavar of its own."""
+
+
+@pytest.fixture
+def arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(main.COMMANDS, "many", (__name__, "many", "Repeated."))
+    monkeypatch.setitem(main.COMMANDS, "maybe", (__name__, "maybe", "Optional."))
+    monkeypatch.setitem(sys.modules, __name__, sys.modules[__name__])
+
+
+def _arguments_section(out: str) -> list[str]:
+    lines = out.splitlines()
+    start = lines.index("Arguments:") + 1
+    return [line.split()[0] for line in lines[start:lines.index("", start)]]
+
+
+def test_a_repeated_and_an_optional_argument_in_the_usage_and_the_list(
+        arguments: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["many", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: cvm many [OPTIONS] FIRST [REST...]\n")
+    assert _arguments_section(out) == ["FIRST", "REST..."]
+    assert execute(["maybe", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: cvm maybe [OPTIONS] [THING]\n")
+    assert _arguments_section(out) == ["THING"]
+
+
+def test_an_arguments_own_metavar_is_shown_without_braces_or_double_brackets(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["attest", "appraise", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: cvm attest appraise [OPTIONS] EVIDENCE\n")
+    assert _arguments_section(out) == ["EVIDENCE"] and "{" not in out
+    assert execute(["pcr", "predict", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: cvm pcr predict [OPTIONS] [DISK]\n")
+    assert _arguments_section(out) == ["DISK"]
+
+
+def test_the_commands_of_a_group_get_placeholders_too(capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["attack", "run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: cvm attack run [OPTIONS] NAME\n")
+    assert "  --mode TEXT " in out and "  --seed N " in out and "<" not in out
+
+
+def test_a_command_keeps_the_name_it_is_listed_under(
+        command: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(main.COMMANDS, "bang", (__name__, "boom", "Another name."))
+    assert execute(["bang", "p", "--count", "4"]) == 4
+    assert execute(["bang", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("Usage: cvm bang [OPTIONS] PATH\n")
+
+
+def test_the_root_help_heads_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert execute(["--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("Commands:")
+    assert [line.split()[0] for line in lines[start + 1:start + 1 + len(main.COMMANDS)]] == list(
+        main.COMMANDS)
+    assert lines[-1].endswith("74 a file could not be read or written; 130 interrupted (Ctrl-C).")
+
+
+CVM = [sys.executable, "-c", "from cvm.cli.main import run; run()"]
+
+
+def test_ctrl_c_in_a_running_command_is_130_without_a_line_or_a_traceback(
+        tmp_path: Path) -> None:
+    """A real ``cvm`` interrupted by SIGINT while it waits for a broker that never answers:
+    typer turns the KeyboardInterrupt into exit 130 and prints nothing."""
+    token = tmp_path / "token"
+    token.write_text("t" * 32 + "\n")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(60)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with subprocess.Popen([*CVM, "kbs", "admin", url, "--admin-token-file", str(token),
+                               "--audit"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) as process:
+            try:
+                connection, _ = silent.accept()  # the command now waits for the answer
+                with connection:
+                    assert connection.recv(1024).startswith(b"GET /kbs/v0/audit")
+                    process.send_signal(signal.SIGINT)
+                    out, err = process.communicate(timeout=30)
+            finally:
+                process.kill()
+    assert (process.returncode, out, err) == (130, b"", b"")
+
+
+def _read_until(pipe: IO[bytes], end: bytes) -> bytes:
+    """What ``pipe`` gives up to ``end``, within 60 seconds."""
+    seen = b""
+    while not seen.endswith(end):
+        ready, _, _ = select.select([pipe], [], [], 60)
+        byte = os.read(pipe.fileno(), 1) if ready else b""  # unbuffered: select sees all
+        assert byte, seen
+        seen += byte
+    return seen
+
+
+def test_ctrl_c_at_a_prompt_is_aborted_130(tmp_path: Path) -> None:
+    """A real ``cvm`` interrupted by SIGINT while it prompts for a PIN (no terminal: the PIN
+    would be read from stdin): "aborted", exit 130."""
+    values = tmp_path / "values"
+    values.write_bytes(bytes(32))
+    with subprocess.Popen(
+            [*CVM, "luks", "enroll-tpm2", str(tmp_path / "image"), "--key-file",
+             str(tmp_path / "key"), "--tpm-state", str(tmp_path / "state"), "--pcrs", "23",
+             "--pcr-values", str(values), "--pin"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True) as process:
+        try:
+            assert process.stdout is not None
+            _read_until(process.stdout, b"TPM2 PIN:")
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=30)
+        finally:
+            process.kill()
+    assert process.returncode == 130 and out == b"\n"
+    assert err.endswith(b"cvm: error: aborted\n") and b"Traceback" not in err

@@ -2,6 +2,8 @@
 
 Every project error becomes one line on stderr and the exit code its class documents in
 :mod:`cvm.errors`; ``--debug`` (anywhere on the command line) shows the traceback instead.
+An interrupt (Ctrl-C, SIGINT) while a command runs is exit 130 without a line: typer turns the
+``KeyboardInterrupt`` into that exit itself; one during a prompt is "aborted", 130 as well.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 a check ran and said no; 2 wrong key or passphrase; "
     "64 usage; 65 malformed input; 66 not authentic; 67 refused by policy; "
     "68 firmware/TPM status; 69 wrong lifecycle state; 70 external tool; 71 internal bug; "
-    "74 a file could not be read or written."
+    "74 a file could not be read or written; 130 interrupted (Ctrl-C)."
 )
 
 # name -> (module, attribute, one-line help). A command's module is imported only when that
@@ -53,28 +55,28 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-PLACEHOLDERS = {"path": "PATH", "int": "N", "str": "TEXT", "float": "NUMBER", "Path": "PATH"}
+# typer's own placeholder of an option's value -> the one cvm's help shows
+PLACEHOLDERS = {"<path>": "PATH", "<int>": "N", "<str>": "TEXT", "<float>": "NUMBER"}
 
 
 def _name_placeholders(command: Command, ctx: Context) -> None:
-    """Give every option value and argument a placeholder a user reads (``PATH``, ``N``).
+    """Give every option value and argument a placeholder a user reads (``PATH``, ``N``), in
+    ``command`` and every command under it.
 
-    Left alone, typer prints Python types (``<list[Path]>``) and required arguments in braces.
+    Left alone, typer prints the value's type in angle brackets (``<path>``) and a required
+    argument in braces (``{path}``); an argument is shown by its metavar or its name in upper
+    case, ``...`` after it when repeated, in brackets in the usage line when optional.
     """
     for param in command.params:
-        if param.metavar is not None or getattr(param, "is_flag", False):
-            continue
         if param.param_type_name == "argument":
-            name = (param.name or "value").upper()
+            name = (param.metavar or str(param.name)).upper().removeprefix("[").removesuffix("]")
             name = name if param.nargs == 1 else f"{name}..."
             shown = name if param.required else f"[{name}]"
             vars(param)["make_metavar"] = lambda ctx=None, usage=False, n=name, s=shown: (
                 s if usage else n
             )
-            continue
-        inner = param.make_metavar(ctx).strip("<>").removeprefix("list[").removesuffix("]")
-        if inner in PLACEHOLDERS:
-            param.metavar = PLACEHOLDERS[inner]
+        elif param.metavar is None and (placeholder := PLACEHOLDERS.get(param.make_metavar(ctx))):
+            param.metavar = placeholder
     for sub in getattr(command, "commands", {}).values():
         _name_placeholders(sub, ctx)
 
@@ -152,9 +154,7 @@ def execute(argv: list[str]) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="cvm", standalone_mode=False)
-    except typer.Exit as stop:
-        return stop.exit_code
-    except typer.Abort:
+    except typer.Abort:  # a prompt interrupted or given no input
         return _fail("aborted", 130)
     except typer.TyperException as problem:
         if type(problem).__name__ == "NoArgsIsHelpError":
@@ -167,8 +167,6 @@ def execute(argv: list[str]) -> int:
         if debug:
             traceback.print_exc()
         return _fail(str(error), error.exit_code)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
     except OSError as error:
         if debug:
             traceback.print_exc()

@@ -34,6 +34,7 @@ def test_demo_with_a_broker_on_loopback(capsys: pytest.CaptureFixture[str],
     assert "OK: every stage verified" in out
     assert re.search(r"audit #\d+: attest affirmed .* audit #\d+: resource released — "
                      r"default/vtpm/state-key", out)
+    assert "the SVSM holds the vTPM state key the owner registered" in out
     assert "the relayed HTTP): clean" in out
     assert "REFUSED at svsm: the key broker refused POST /kbs/v0/attest (401" in out
     denied = re.search(r"audit #\d+: attest denied measurement: expected ([0-9a-f]{96}), got "
@@ -69,7 +70,7 @@ def test_the_admin_token_is_private_from_its_creation(
         raise AssertionError(f"chmod {self}")
 
     monkeypatch.setattr(demo_kbs.subprocess, "Popen", start)
-    monkeypatch.setattr(demo_kbs, "_wait", lambda process, port, log: None)
+    monkeypatch.setattr(demo_kbs, "wait_listening", lambda process, port, log: None)
     monkeypatch.setattr(Path, "chmod", no_chmod)
     with demo_kbs.broker_process(tmp_path) as (url, token):
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
