@@ -99,12 +99,13 @@ def test_the_dbx_digests_are_kept_in_order() -> None:
 
 def test_the_kernel_is_read_and_must_be_a_pe_image(tmp_path: Path) -> None:
     assert image.read_kernel(None) is None
-    with pytest.raises(UsageError) as refused:
+    with pytest.raises(FileNotFoundError) as missing:  # the OS error: exit 74, the file named
         image.read_kernel(tmp_path / "none")
-    assert str(refused.value) == f"cannot read the kernel {tmp_path / 'none'}"
+    assert missing.value.filename == str(tmp_path / "none")
     (tmp_path / "text").write_bytes(b"not a PE image" * 10)
-    with pytest.raises(FormatError):
+    with pytest.raises(FormatError) as malformed:
         image.read_kernel(tmp_path / "text")
+    assert str(malformed.value).startswith(f"--kernel {tmp_path / 'text'}: ")
     pe = build_pe([SectionSpec(".text", b"\xc3" * 64, CODE)])
     (tmp_path / "vmlinuz").write_bytes(pe)
     assert image.read_kernel(tmp_path / "vmlinuz") == pe
@@ -218,9 +219,9 @@ def test_the_qemu_spec_seals_to_the_srk_given(tmp_path: Path) -> None:
 
 
 def test_the_qemu_spec_refuses_an_srk_it_cannot_read_or_parse(tmp_path: Path) -> None:
-    with pytest.raises(UsageError) as refused:
+    with pytest.raises(FileNotFoundError) as missing:
         image.qemu_spec(tmp_path, "uki", tmp_path / "none", None, False)
-    assert str(refused.value) == f"--srk-public: cannot read {tmp_path / 'none'}"
+    assert missing.value.filename == str(tmp_path / "none")
     (tmp_path / "srk.pub").write_bytes(b"\x00\x04abcd")
     with pytest.raises(FormatError) as malformed:
         image.qemu_spec(tmp_path, "uki", tmp_path / "srk.pub", None, False)
@@ -279,20 +280,23 @@ def test_register_tells_what_the_broker_does_not_check(tmp_path: Path) -> None:
 def test_the_admin_token_is_read_without_its_line_end(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("  secret-token\n")
     assert image.read_admin_token(tmp_path / "token") == "secret-token"
-    with pytest.raises(UsageError) as refused:
+    with pytest.raises(FileNotFoundError) as missing:
         image.read_admin_token(tmp_path / "none")
-    assert str(refused.value) == f"--admin-token-file: cannot read {tmp_path / 'none'}"
+    assert missing.value.filename == str(tmp_path / "none")
+    (tmp_path / "binary").write_bytes(b"\xff\xfe token")
+    with pytest.raises(FormatError) as malformed:
+        image.read_admin_token(tmp_path / "binary")
+    assert str(malformed.value) == (f"--admin-token-file {tmp_path / 'binary'}: not a token "
+                                    "(not text)")
 
 
 def test_a_db_key_or_certificate_that_cannot_be_read_is_named(tmp_path: Path,
                                                               owner: Path) -> None:
-    for given, says in (({"sb_key": tmp_path / "none", "sb_cert": owner / "db.crt"},
-                         f"--sb-key: cannot read {tmp_path / 'none'}"),
-                        ({"sb_key": owner / "db.key", "sb_cert": tmp_path / "none"},
-                         f"--sb-cert: cannot read {tmp_path / 'none'}")):
-        with pytest.raises(UsageError) as refused:
+    for given in ({"sb_key": tmp_path / "none", "sb_cert": owner / "db.crt"},
+                  {"sb_key": owner / "db.key", "sb_cert": tmp_path / "none"}):
+        with pytest.raises(FileNotFoundError) as missing:  # the OS error: exit 74
             _plan(tmp_path, **given)
-        assert str(refused.value) == says
+        assert missing.value.filename == str(tmp_path / "none")
 
 
 def test_a_db_key_or_certificate_that_is_not_one_is_named(tmp_path: Path, owner: Path) -> None:
@@ -418,9 +422,9 @@ def test_show_refuses_a_bundle_without_its_reference_values(bundle: Path,
     copy = tmp_path / "img"
     shutil.copytree(bundle, copy)
     (copy / "reference-values.json").unlink()
-    with pytest.raises(UsageError) as refused:
+    with pytest.raises(FileNotFoundError) as missing:  # the OS error: exit 74
         image._summary(copy)
-    assert str(refused.value) == f"cannot read {copy / 'reference-values.json'}"
+    assert missing.value.filename == str(copy / "reference-values.json")
 
 
 def test_the_qemu_spec_carries_the_seed_and_source_date_epoch(

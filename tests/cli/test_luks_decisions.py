@@ -16,7 +16,7 @@ from cvm.cli.main import execute
 from cvm.disk.keyslot import KdfSpec
 from cvm.disk.storage import FileStorage
 from cvm.disk.volume import Luks2Volume
-from cvm.errors import FormatError, PolicyError, UsageError
+from cvm.errors import FormatError, PolicyError, UsageError, WrongKeyError
 
 FAST = KdfSpec("pbkdf2", iterations=1000)
 HEADER_SIZE = 0x4000  # the secondary header's offset (a 16 KiB header area)
@@ -199,11 +199,20 @@ def test_decrypt_takes_exactly_one_key(tmp_path: Path) -> None:
 
 def test_decrypt_uses_the_volume_key_given_else_the_one_the_passphrase_opens(
         volume: Path) -> None:
-    (volume.parent / "vk").write_bytes(b"\x02" * 64)
     with luks.open_volume(volume) as opened:
         unlocked = opened.unlock(b"first")
-        assert luks.volume_key(opened, None, volume.parent / "vk") == b"\x02" * 64
+        (volume.parent / "vk").write_bytes(unlocked)
+        assert luks.volume_key(opened, None, volume.parent / "vk") == unlocked
         assert luks.volume_key(opened, volume.parent / "pass", None) == unlocked
+        (volume.parent / "other").write_bytes(b"\x02" * 64)
+        with pytest.raises(WrongKeyError) as wrong:  # not this volume's key: named, exit 2
+            luks.volume_key(opened, None, volume.parent / "other")
+        assert str(wrong.value).startswith(f"--volume-key-file {volume.parent / 'other'}: ")
+        (volume.parent / "short").write_bytes(unlocked[:31])
+        with pytest.raises(FormatError) as short:
+            luks.volume_key(opened, None, volume.parent / "short")
+        assert str(short.value) == (f"--volume-key-file {volume.parent / 'short'}: 31 bytes, "
+                                    "a volume key has 32 or 64")
 
 
 def test_encrypt_reads_a_file_not_a_folder(tmp_path: Path) -> None:

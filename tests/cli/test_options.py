@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from cvm.cli.main import execute
-from cvm.cli.options import check_workers, parse_file, refuse_unused
-from cvm.errors import FormatError, UsageError
+from cvm.cli.options import check_workers, named, parse_file, reading, refuse_unused
+from cvm.errors import FormatError, IntegrityError, PolicyError, UsageError
 
 
 def test_nothing_given_is_nothing_refused() -> None:
@@ -61,6 +61,34 @@ def test_a_file_an_option_names_is_parsed_and_its_fault_named_with_both(tmp_path
     assert str(refused.value) == f"--count {bad}: not digits"
     with pytest.raises(FileNotFoundError):
         parse_file(tmp_path / "missing", "--count", _digits)
+
+
+def test_an_error_is_named_with_the_option_and_the_file_its_class_kept() -> None:
+    path = Path("/in/state")
+    error = named(IntegrityError("the tag does not verify"), path, "--state")
+    assert type(error) is IntegrityError and error.exit_code == 66
+    assert str(error) == "--state /in/state: the tag does not verify"
+    assert error.args == ("--state /in/state: the tag does not verify",)
+    assert str(named(FormatError("truncated"), path)) == "/in/state: truncated"
+
+
+def test_an_error_that_names_the_file_already_is_left_as_it_is() -> None:
+    error = named(FormatError("/in/state: truncated"), Path("/in/state"), "--state")
+    assert str(error) == "/in/state: truncated"
+    kept = named(PolicyError("no: /in/state is old"), Path("/in/state"))
+    assert str(kept) == "no: /in/state is old"
+
+
+def test_reading_names_every_project_error_of_its_block_and_nothing_else() -> None:
+    path = Path("/in/log")
+    with pytest.raises(PolicyError) as refused, reading(path, "--eventlog"):
+        raise PolicyError("rolled back")
+    assert str(refused.value) == "--eventlog /in/log: rolled back"
+    assert refused.value.__suppress_context__
+    with pytest.raises(KeyError), reading(path):
+        raise KeyError("not a project error")
+    with reading(path):
+        pass
 
 
 @pytest.mark.parametrize("command", [

@@ -352,4 +352,4 @@ def test_a_volume_larger_than_its_partition_is_refused(tmp_path: Path) -> None:
     disk, _ = _fat_disk(tmp_path / "disk.img", short=1)
     with pytest.raises(FormatError) as refused:
         pcr.boot_files(disk, None, None, 1, [])
-    assert str(refused.value).startswith("FAT volume: the boot sector claims ")
+    assert str(refused.value).startswith(f"{disk}: FAT volume: the boot sector claims ")

@@ -106,14 +106,21 @@ def test_a_vcek_and_its_chain_go_together(given: dict[str, Path]) -> None:
 def test_the_evidence_from_a_folder_takes_each_certificate_and_the_crl(
         evidence: Path, real: dict[str, Path]) -> None:  # noqa: F811
     crl = evidence / "ark.crl"
-    crl.write_bytes(b"the crl")
+    crl.write_bytes(_a_crl())
     found = report._evidence(b"r", evidence, None, None, crl, None)
     assert found.vcek == (evidence / "vcek.der").read_bytes()
     assert found.ask == (evidence / "ask.der").read_bytes()
     assert found.ark == (evidence / "ark.der").read_bytes()
-    assert found.crl == b"the crl" and found.report == b"r"
+    assert found.crl == crl.read_bytes() and found.report == b"r"
     found = report._evidence(b"r", None, real["vcek"], real["chain"], crl, None)
-    assert found.crl == b"the crl" and found.vcek == real["vcek"].read_bytes()
+    assert found.crl == crl.read_bytes() and found.vcek == real["vcek"].read_bytes()
+
+
+def _a_crl() -> bytes:
+    """A CRL (an emulated AMD's): the CLI reads a CRL file before the verifier checks it."""
+    from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
+
+    return RootStore.for_workspace(DEFAULT_WORKSPACE).vendor("Milan", create=True).crl()
 
 
 def test_the_roots_are_amds_or_the_workspaces_emulated_ones() -> None:
@@ -280,9 +287,9 @@ def test_a_certificate_table_comes_with_the_crl(evidence: Path, tmp_path: Path) 
                                (evidence / "ask.der").read_bytes(),
                                (evidence / "ark.der").read_bytes()).cert_table())
     crl = tmp_path / "ark.crl"
-    crl.write_bytes(b"the crl")
+    crl.write_bytes(_a_crl())
     found = report._evidence(b"r", None, None, None, crl, table)
-    assert found.crl == b"the crl" and found.vcek == (evidence / "vcek.der").read_bytes()
+    assert found.crl == crl.read_bytes() and found.vcek == (evidence / "vcek.der").read_bytes()
 
 
 def test_the_crl_given_is_checked(evidence: Path, tmp_path: Path) -> None:

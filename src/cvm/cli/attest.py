@@ -18,8 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cvm.cli.options import refuse_unused
-from cvm.errors import UsageError
+from cvm.cli.options import parse_file, reading, refuse_unused
+from cvm.errors import FormatError, UsageError
 from cvm.files import write_output
 
 app = typer.Typer(help="Attestation: evidence, appraisal (dry run), fetching secrets.",
@@ -39,9 +39,11 @@ def _owner(directory: Path | None) -> Any:
     root = RootStore.for_workspace(DEFAULT_WORKSPACE).root("Milan", create=True)
     if directory is None:
         return emulated_owner(datetime.now(UTC), root=root)
-    image = OwnerImage((directory / UKI_NAME).read_bytes(),
-                       Varstore.parse((directory / VARSTORE_NAME).read_bytes()), {})
-    return emulated_owner(datetime.now(UTC), image=image, root=root)
+    uki = directory / UKI_NAME
+    image = OwnerImage(uki.read_bytes(),
+                       parse_file(directory / VARSTORE_NAME, "--owner", Varstore.parse), {})
+    with reading(uki, "--owner"):
+        return emulated_owner(datetime.now(UTC), image=image, root=root)
 
 
 @app.command()
@@ -160,8 +162,9 @@ def appraisal(evidence_file: Path, reference: Path, *, policy: Path | None = Non
 
     explainer_options_unused(firmware, vcpus, vcpu_type)
     payload = Attestation.from_json(load_object(evidence_file.read_bytes(), str(evidence_file)))
-    document = ReferenceDocument.from_bytes(reference.read_bytes())
-    rego = RegoPolicy(policy.read_text(), policy.name) if policy else RegoPolicy(DEFAULT_POLICY)
+    document = parse_file(reference, "--reference", ReferenceDocument.from_bytes)
+    rego = (parse_file(policy, "--policy", lambda data: RegoPolicy(policy_text(data), policy.name))
+            if policy else RegoPolicy(DEFAULT_POLICY))
     found = payload.evidence
     if collateral is not None and found.crl is None:
         found = replace(found, crl=CollateralCache(collateral).crl("Milan"))
@@ -171,8 +174,8 @@ def appraisal(evidence_file: Path, reference: Path, *, policy: Path | None = Non
         from cvm.image.measurement import VcpuConfig
         from cvm.image.vcpu_types import vcpu_signature
 
-        explain = launch_explainer(firmware.read_bytes(),
-                                   VcpuConfig(vcpus, vcpu_signature(vcpu_type)))
+        config = VcpuConfig(vcpus, vcpu_signature(vcpu_type))
+        explain = parse_file(firmware, "--firmware", lambda data: launch_explainer(data, config))
     if isinstance(found, LaunchEvidence):  # an SVSM's report alone (cvm-launch-evidence/1)
         return appraise_launch(found, document, rego, _roots(trust), _moment(now),
                                runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
@@ -180,6 +183,14 @@ def appraisal(evidence_file: Path, reference: Path, *, policy: Path | None = Non
     return run_appraisal(found, document, rego, _roots(trust), _moment(now),
                          runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
                          challenge=nonce, explain_launch=explain)
+
+
+def policy_text(data: bytes) -> str:
+    """A Rego policy file's text (UTF-8, as OPA reads it)."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError as error:
+        raise FormatError(f"not UTF-8 text (byte {error.start})") from None
 
 
 def verdict_json(verdict: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from cvm.cli.luks import (
     kdf_spec,
     progress_bar,
     read_key_file,
+    read_volume_key,
     sector_size_option,
 )
 from cvm.disk.disk_image import BuildResult, build_disk
@@ -65,7 +66,7 @@ def write_disk(out: Path, root: Path, boot_dir: Path, key_file: Path, kdf: KdfSp
     """The disk built with the passphrase of ``key_file``, the volume key of
     ``volume_key_file`` (a new one when not given), the ESP's size in MiB, a sector size of
     512 or 4096 and the label; its progress on a bar on stderr."""
-    key = volume_key_file.read_bytes() if volume_key_file else None
+    key = read_volume_key(volume_key_file) if volume_key_file else None
     passphrase = read_key_file(key_file)
     with progress_bar("building", 1) as bar:
         return build_disk(out, root, boot_dir, passphrase, kdf, esp_size_mib << 20,

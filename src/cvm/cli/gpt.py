@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from cvm.cli.options import reading
 from cvm.disk.storage import FileStorage
 from cvm.formats.gpt.header import LBA_SIZE
 from cvm.formats.gpt.partition_table import PartitionTable
@@ -39,7 +40,7 @@ def read_table(image: Path) -> PartitionTable:
     """The GPT of the disk image, read-only (a folder refused as the OS error, exit 74)."""
     if image.is_dir():
         raise IsADirectoryError(errno.EISDIR, "Is a directory, not a disk image", str(image))
-    with FileStorage(image, read_only=True) as storage:
+    with FileStorage(image, read_only=True) as storage, reading(image):
         return PartitionTable.parse(storage.read, storage.size())
 
 

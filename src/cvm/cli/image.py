@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 
-from cvm.cli.options import parse_file, refuse_unused
+from cvm.cli.options import parse_file, reading, refuse_unused
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
-from cvm.errors import FormatError, UsageError
+from cvm.errors import UsageError
 from cvm.formats.pe.image import PeImage
 from cvm.image.build_epoch import VARIABLE, parse_source_date_epoch
 from cvm.image.bundle import ImageSpec, build_image, load_manifest, parse_modes
@@ -44,7 +43,6 @@ SEEDED_WARNING = ("warning: a seeded image (--seed): its owner keys, recovery pa
                   "disk key follow from the seed — for tests and demos, never for real data")
 QEMU_SEEDED_WARNING = ("warning: a seeded image (--seed): its root key and owner keys follow "
                        "from the seed — for tests and demos, never for real data")
-T = TypeVar("T")
 
 
 def _db_pair(key: Path | None, cert: Path | None) -> KeyPair | None:
@@ -52,17 +50,8 @@ def _db_pair(key: Path | None, cert: Path | None) -> KeyPair | None:
         return None
     if key is None or cert is None:
         raise UsageError("give --sb-key and --sb-cert together (the db signing key)")
-    return KeyPair(_load(key, "--sb-key", load_private_key),
-                   _load(cert, "--sb-cert", load_certificate))
-
-
-def _load(path: Path, option: str, parse: Callable[[bytes], T]) -> T:
-    """The key or certificate ``option`` names, its errors naming the option and the file
-    (:func:`~cvm.cli.options.parse_file`; a file that cannot be read is a usage error here)."""
-    try:
-        return parse_file(path, option, parse)
-    except OSError:
-        raise UsageError(f"{option}: cannot read {path}") from None
+    return KeyPair(parse_file(key, "--sb-key", load_private_key),
+                   parse_file(cert, "--sb-cert", load_certificate))
 
 
 def target_options_unused(target: str, *, mode: str, seal: str | None, sb_key: Path | None,
@@ -110,12 +99,7 @@ def read_kernel(kernel: Path | None) -> bytes | None:
     """The ``--kernel`` image's bytes, refused unless a PE image (None: the built-in one)."""
     if kernel is None:
         return None
-    try:
-        data = kernel.read_bytes()
-    except OSError:
-        raise UsageError(f"cannot read the kernel {kernel}") from None
-    PeImage.parse(data)
-    return data
+    return parse_file(kernel, "--kernel", lambda data: (PeImage.parse(data), data)[1])
 
 
 def emulated_plan(out: Path, *, force: bool, chain: str, mode: str, seal: str | None,
@@ -136,7 +120,10 @@ def emulated_plan(out: Path, *, force: bool, chain: str, mode: str, seal: str | 
                      source_date_epoch=parse_source_date_epoch(os.environ.get(VARIABLE)),
                      kdf_cost=kdf_cost, extra_dbx=revoked, kernel=kernel_image)
     spec.check()
-    keys = OwnerKeys.load(keys_dir) if keys_dir is not None else None
+    keys = None
+    if keys_dir is not None:
+        with reading(keys_dir, "--keys"):
+            keys = OwnerKeys.load(keys_dir)
     return spec, keys, db
 
 
@@ -238,14 +225,8 @@ def qemu_spec(out: Path, chain: str, srk_public: Path | None, profile: str | Non
     refuse_existing(out, MANIFEST, force, "a qemu image")
     srk = None
     if srk_public is not None:
-        try:
-            data = srk_public.read_bytes()
-        except OSError:
-            raise UsageError(f"--srk-public: cannot read {srk_public}") from None
-        try:
-            srk = Public.from_bytes(parse_tpm2b(data, "TPM2B_PUBLIC"))
-        except FormatError as error:
-            raise FormatError(f"--srk-public {srk_public}: {error}") from None
+        srk = parse_file(srk_public, "--srk-public",
+                         lambda data: Public.from_bytes(parse_tpm2b(data, "TPM2B_PUBLIC")))
     spec = QemuTargetSpec(chain, profile_named(profile or "q35"), srk, seed=seed,
                           source_date_epoch=parse_source_date_epoch(os.environ.get(VARIABLE)))
     spec.check()
@@ -276,12 +257,7 @@ def _build_qemu(out: Path, chain: str, srk_public: Path | None, profile: str | N
 
 def _summary(out: Path) -> dict[str, Any]:
     manifest = load_manifest(out)
-    path = out / "reference-values.json"
-    try:
-        data = path.read_bytes()
-    except OSError:
-        raise UsageError(f"cannot read {path}") from None
-    reference = load_reference_values(data)
+    reference = parse_file(out / "reference-values.json", "", load_reference_values)
     return {"manifest": manifest,
             "launch": {e.mode: e.digest.hex() for e in reference.launch},
             "pcrs_sha256": {str(k): v.hex() for k, v in reference.pcrs["sha256"].items()},
@@ -335,10 +311,9 @@ def register(
 
 def read_admin_token(path: Path) -> str:
     """The broker's admin token from ``--admin-token-file``, without its line end."""
-    try:
-        return path.read_text().strip()
-    except OSError:
-        raise UsageError(f"--admin-token-file: cannot read {path}") from None
+    from cvm.cli.kbs import token_text
+
+    return token_text(path, "--admin-token-file")
 
 
 def registration_lines(out: Path, kbs: str, done: dict[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from cvm.cli.options import check_workers
-from cvm.errors import UsageError
+from cvm.errors import ExternalToolError, FormatError, UsageError
 from cvm.files import write_new
 
 app = typer.Typer(help="The key broker service (Trustee's RCAR protocol).", no_args_is_help=True)
@@ -42,8 +42,26 @@ def _secret_file(path: Path, make: bytes) -> bytes:
     return make
 
 
+def _text(data: bytes, path: Path, what: str) -> str:
+    """A secret file's text without its line end; bytes that are not text refused naming the
+    file."""
+    try:
+        return data.decode().strip()
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: {what} is not text") from None
+
+
+def token_text(path: Path, option: str) -> str:
+    """The admin token in the file ``option`` names, without its line end."""
+    try:
+        return path.read_bytes().decode().strip()
+    except UnicodeDecodeError:
+        raise FormatError(f"{option} {path}: not a token (not text)") from None
+
+
 def load_kek(path: Path) -> bytes:
-    text = _secret_file(path, secrets.token_hex(32).encode() + b"\n").decode().strip()
+    text = _text(_secret_file(path, secrets.token_hex(32).encode() + b"\n"), path,
+                 "the key-encryption key")
     try:
         kek = bytes.fromhex(text)
     except ValueError:
@@ -54,7 +72,8 @@ def load_kek(path: Path) -> bytes:
 
 
 def load_admin_token(path: Path) -> str:
-    token = _secret_file(path, secrets.token_urlsafe(32).encode() + b"\n").decode().strip()
+    token = _text(_secret_file(path, secrets.token_urlsafe(32).encode() + b"\n"), path,
+                  "the admin token")
     if len(token) < 16:
         raise UsageError(f"{path}: the admin token must be at least 16 characters")
     return token
@@ -195,7 +214,7 @@ def listen(host: str, port: int) -> socket.socket:
 def _admin(url: str, token_file: Path) -> object:
     import httpx
 
-    token = token_file.read_text().strip()
+    token = token_text(token_file, "--admin-token-file")
     return httpx.Client(base_url=url.rstrip("/"), timeout=30.0,
                         headers={"authorization": f"Bearer {token}"})
 
@@ -217,7 +236,10 @@ def admin(
     client = _admin(url, admin_token_file)
     assert isinstance(client, httpx.Client)
     with client:
-        rows = administer(client, secret or [], reference, policy, audit)
+        try:
+            rows = administer(client, secret or [], reference, policy, audit)
+        except httpx.HTTPError as error:  # what the broker answers is checked in administer
+            raise ExternalToolError(f"cannot reach the key broker at {url} ({error})") from None
     if rows is not None:
         sys.stdout.write(json.dumps(rows, indent=1) + "\n")
 

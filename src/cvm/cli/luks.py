@@ -28,6 +28,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
+from cvm.cli.options import reading
 from cvm.disk.conversion import decrypt_image, encrypt_image
 from cvm.disk.dump import dump_json, dump_text
 from cvm.disk.kdf_ceiling import DEFAULT_MAX_KDF_COST, KdfCeiling
@@ -65,6 +66,18 @@ MAX_KDF_COST = typer.Option(
     DEFAULT_MAX_KDF_COST, "--max-kdf-cost",
     help="Most KDF work spent per keyslot try: PBKDF2 iterations, or Argon2 passes x KiB, "
          "plus the digest's iterations; a keyslot asking more is not tried (exit 67).")
+
+
+VOLUME_KEY_SIZES = (32, 64)  # AES-256-XTS or AES-512-XTS, as cryptsetup takes them
+
+
+def read_volume_key(path: Path) -> bytes:
+    """``--volume-key-file``: a raw key of 32 or 64 bytes, else refused naming the file."""
+    key = path.read_bytes()
+    if len(key) not in VOLUME_KEY_SIZES:
+        raise FormatError(f"--volume-key-file {path}: {len(key)} bytes, a volume key has "
+                          "32 or 64")
+    return key
 
 
 def read_key_file(path: Path) -> bytes:
@@ -105,8 +118,9 @@ def opened_volume(storage: FileStorage, image: Path, write: bool, max_kdf_cost: 
                   ) -> Luks2Volume:
     """The volume on ``storage``: header recovery reported on stderr (and repaired only when
     writing); at most ``max_kdf_cost`` spent on a keyslot try, what each asks for said first."""
-    volume = Luks2Volume.open(storage, repair=write, ceiling=KdfCeiling(max_kdf_cost),
-                              announce=announce)
+    with reading(image):
+        volume = Luks2Volume.open(storage, repair=write, ceiling=KdfCeiling(max_kdf_cost),
+                                  announce=announce)
     for warning in volume.warnings:
         typer.echo(f"cvm: warning: {image}: {warning}", err=True)
     return volume
@@ -173,9 +187,13 @@ def one_key_source(key_file: Path | None, volume_key_file: Path | None) -> None:
 
 def volume_key(volume: Luks2Volume, key_file: Path | None, volume_key_file: Path | None
                ) -> bytes:
-    """The volume key: ``volume_key_file``'s bytes, else what ``key_file`` unlocks."""
+    """The volume key: ``volume_key_file``'s bytes (refused naming the file unless they are
+    the volume's key), else what ``key_file`` unlocks."""
     if volume_key_file is not None:
-        return volume_key_file.read_bytes()
+        key = read_volume_key(volume_key_file)
+        with reading(volume_key_file, "--volume-key-file"):
+            volume.check_volume_key(key)
+        return key
     assert key_file is not None
     return volume.unlock(read_key_file(key_file))
 
@@ -204,7 +222,7 @@ def format_volume(
 ) -> None:
     """Write a new LUKS2 header on IMAGE (an existing file of at least 17 MiB)."""
     kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
-    key = volume_key_file.read_bytes() if volume_key_file else None
+    key = read_volume_key(volume_key_file) if volume_key_file else None
     target_exists(image)
     with FileStorage(image) as storage:
         sector = volume_fits(image, storage.size(), sector_size)
@@ -312,7 +330,7 @@ def encrypt(
     """Write OUT: a new LUKS2 image whose data segment is PLAIN, encrypted."""
     kdf = kdf_spec(pbkdf, iter_time, pbkdf_force_iterations, pbkdf_memory, pbkdf_parallel)
     size = plain_input(plain)
-    key = volume_key_file.read_bytes() if volume_key_file else None
+    key = read_volume_key(volume_key_file) if volume_key_file else None
     with progress_bar("encrypting", size) as bar:
         task = bar.task_ids[0]
         volume = encrypt_image(plain, out, read_key_file(key_file), kdf,

@@ -19,7 +19,7 @@ from pathlib import Path
 import typer
 
 from cvm.cli import luks
-from cvm.cli.options import refuse_unused
+from cvm.cli.options import reading, refuse_unused
 from cvm.cli.tpm import (
     BANK,
     KEYRING,
@@ -83,7 +83,10 @@ def enroll_tpm2(
     values = predicted_values(bank, indices, pcr_values, from_eventlog)
     pin_value = _pin(pin, pin_file)
     pem = public_key.read_bytes() if public_key is not None else None
-    signer = public_from_pem(pem) if pem is not None else None
+    signer = None
+    if public_key is not None and pem is not None:
+        with reading(public_key, "--public-key"):
+            signer = public_from_pem(pem)
     signed_pcrs = tuple(parse_pcrs(public_key_pcrs)) if pem is not None else ()
     policy = SealPolicy(PcrSelectionList.of(bank, indices), pin_value is not None, signer)
     with running_tpm(tpm_state, tpm_key_file, keyring) as (_, client), \

@@ -10,6 +10,7 @@ snp:svsm`` predicts a QEMU launch under an SVSM at VMPL0: ``--svsm`` names the S
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from cvm.cli.options import refuse_unused
+from cvm.cli.options import parse_file, reading, refuse_unused
 from cvm.errors import FormatError, UsageError
 from cvm.files import write_output
 from cvm.formats.ovmf.image import OvmfImage
@@ -92,6 +93,9 @@ def _vars_size(vars_size: str | None, vars_file: Path | None) -> int:
     if (vars_size is None) == (vars_file is None):
         raise UsageError(f"--mode {SVSM_MODE} needs exactly one of --vars-size and --vars-file")
     if vars_file is not None:
+        if vars_file.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory, not a variable store",
+                                    str(vars_file))
         return vars_file.stat().st_size
     assert vars_size is not None
     return _int(vars_size, "--vars-size")
@@ -190,7 +194,7 @@ def measurement_report(*, mode: str, ovmf: Path, kernel: Path | None, initrd: Pa
     """The launch digest of ``mode`` (``measurement``, in hex) and what it was computed from;
     each option the mode does not read refused."""
     vmm = parse_vmm(vmm_type)
-    image = OvmfImage.parse(ovmf.read_bytes())
+    image = parse_file(ovmf, "--ovmf", OvmfImage.parse)
     features = _int(guest_features, "--guest-features")
     report: dict[str, object] = {
         "mode": mode,
@@ -202,7 +206,8 @@ def measurement_report(*, mode: str, ovmf: Path, kernel: Path | None, initrd: Pa
     ovmf_hash_options_unused(mode, kernel, initrd, append, vcpus, vcpu_type, vcpu_sig,
                              snp_ovmf_hash, dump_vmsa)
     if mode == OVMF_HASH_MODE:
-        digest = snp_ovmf_digest(image)
+        with reading(ovmf, "--ovmf"):
+            digest = snp_ovmf_digest(image)
     elif mode == SVSM_MODE:
         if kernel is not None or initrd is not None or append is not None:
             raise UsageError(f"--mode {SVSM_MODE} measures no kernel hashes")
@@ -211,7 +216,8 @@ def measurement_report(*, mode: str, ovmf: Path, kernel: Path | None, initrd: Pa
         size = _vars_size(vars_size, vars_file)
         if svsm is None:
             raise UsageError(f"--mode {SVSM_MODE} needs --svsm")
-        svsm_image = SvsmImage.parse(svsm.read_bytes(), end_gpa=svsm_end_gpa(image, size))
+        end = svsm_end_gpa(image, size)
+        svsm_image = parse_file(svsm, "--svsm", lambda data: SvsmImage.parse(data, end_gpa=end))
         config = _vcpus(vcpus, vcpu_type, vcpu_sig, features, vmm)
         digest = svsm_launch_digest(image, svsm_image, config)
         report.update(
@@ -245,7 +251,8 @@ def measurement_report(*, mode: str, ovmf: Path, kernel: Path | None, initrd: Pa
                 guest_features=f"{config.guest_features:#x}" if sev_mode is SevMode.SNP else "0x0",
                 vmm_type=vmm.value,
             )
-        digest = launch_digest(sev_mode, image, config, hashes, seed)
+        with reading(ovmf, "--ovmf"):  # what the firmware lacks for this launch
+            digest = launch_digest(sev_mode, image, config, hashes, seed)
         if dump_vmsa is not None and sev_mode is not SevMode.SEV:
             features = config.guest_features if sev_mode is SevMode.SNP else 0
             _dump(dump_vmsa, vmsa_pages(image, config, features))

@@ -3,16 +3,18 @@
 A command whose options depend on its target, backend or mode refuses the ones the chosen use
 does not read, instead of ignoring them silently — a user who gave one believed it would act.
 ``--workers`` is a count from 1 to 64; a file an option names is refused with the option and
-the file in the message.
+the file in the message (:func:`parse_file`, :func:`reading`): the one error line says which of
+a command's inputs is wrong.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from cvm.errors import FormatError, UsageError
+from cvm.errors import CvmError, UsageError
 
 T = TypeVar("T")
 
@@ -36,11 +38,29 @@ def check_workers(count: int) -> int:
     return count
 
 
-def parse_file(path: Path, option: str, parse: Callable[[bytes], T]) -> T:
-    """The file ``option`` names, parsed; what is wrong with it named with the option and the
-    file (a file that cannot be read is the OS error, exit 74)."""
-    data = path.read_bytes()
+def named(error: CvmError, path: Path, option: str = "") -> CvmError:
+    """``error``, its class (and so its exit code) kept, its message led by ``option`` and
+    ``path`` — unless the message names the file already."""
+    message = str(error)
+    if str(path) not in message:
+        where = f"{option} {path}" if option else str(path)
+        error.args = (f"{where}: {message}",)
+    return error
+
+
+@contextmanager
+def reading(path: Path, option: str = "") -> Iterator[None]:
+    """Every project error raised in the block (the parse of the file at ``path``) named with
+    ``option`` and the file (:func:`named`)."""
     try:
+        yield
+    except CvmError as error:
+        raise named(error, path, option) from None
+
+
+def parse_file(path: Path, option: str, parse: Callable[[bytes], T]) -> T:
+    """The file ``option`` names (a positional file: ``""``), parsed; what is wrong with it
+    named with the option and the file (a file that cannot be read is the OS error, exit 74)."""
+    data = path.read_bytes()
+    with reading(path, option):
         return parse(data)
-    except FormatError as error:
-        raise FormatError(f"{option} {path}: {error}") from None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from cvm.cli.options import refuse_unused
+from cvm.cli.options import parse_file, reading, refuse_unused
 from cvm.disk.storage import FileStorage
 from cvm.errors import FormatError, InternalError, UsageError
 from cvm.files import write_output
@@ -84,7 +84,7 @@ def _write_emulated_log(
 
 def _esp_from_disk(disk: Path, partition: int) -> tuple[EspFiles, GptDisk]:
     """The GPT and the ESP's files, read from a raw disk image."""
-    with FileStorage(disk, read_only=True) as storage:
+    with FileStorage(disk, read_only=True) as storage, reading(disk):
         gpt = GptDisk.from_disk(storage.read(0, min(GPT_READ_BYTES, storage.size())), partition)
         entry = PartitionEntry.from_bytes(gpt.entry[:ENTRY_SIZE])
         offset = entry.starting_lba * LBA_SIZE
@@ -133,9 +133,11 @@ def predict_command(
     banks = chosen_banks(bank)
     machine = profile_named(profile)
     files, gpt = boot_files(disk_image, esp, disk, partition, file)
-    reference = EventLog.parse(firmware_log.read_bytes()) if firmware_log else None
+    reference = (parse_file(firmware_log, "--firmware-log", EventLog.parse)
+                 if firmware_log else None)
+    store = parse_file(varstore, "--varstore", Varstore.parse)
     chain = BootChain(
-        files, machine.with_boot_options(Varstore.parse(varstore.read_bytes())), gpt,
+        files, machine.with_boot_options(store), gpt,
         machine.settings(), loader,
     )
     prediction = predict(chain, banks)
@@ -186,7 +188,7 @@ def boot_files(disk_image: Path | None, esp: Path | None, disk: Path | None,
                   {"--partition": source is None and partition is not None})
     table = None
     if source is not None:
-        with source.open("rb") as handle:
+        with source.open("rb") as handle, reading(source):
             table = GptDisk.from_disk(handle.read(GPT_READ_BYTES),
                                       _esp_partition(partition))
     return _override(EspFiles.from_directory(esp), file), table
@@ -247,8 +249,8 @@ def diff_command(
 ) -> None:
     """Event by event, the first difference of each PCR and its cause; exit 1 if any."""
     chosen = diff_pcrs(pcrs)
-    differences = diff(EventLog.parse(predicted.read_bytes()),
-                       EventLog.parse(real.read_bytes()), chosen)
+    differences = diff(parse_file(predicted, "", EventLog.parse),
+                       parse_file(real, "", EventLog.parse), chosen)
     if as_json:
         typer.echo(json.dumps([d.to_json() for d in differences], indent=2))
     else:

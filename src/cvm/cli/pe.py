@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from cvm.cli.options import parse_file
 from cvm.crypto.authenticode import AuthenticodeSignature
 from cvm.crypto.x509_edk2 import load_certificate
 from cvm.errors import FormatError, UsageError
@@ -40,7 +41,7 @@ def hash_command(
 ) -> None:
     """Print the Authenticode digest of the image, as firmware computes it."""
     chosen = hash_variant(variant)
-    image = PeImage.parse(path.read_bytes())
+    image = parse_file(path, "", PeImage.parse)
     typer.echo(f"{digest_of(image, alg, chosen).hex()}  {path}")
 
 
@@ -134,7 +135,7 @@ def describe(image: PeImage) -> dict[str, object]:
 @app.command()
 def show(path: Path = FILE_ARGUMENT, as_json: bool = JSON_OPTION) -> None:
     """List sections, data directories, signatures (signers, digests) and SBAT data."""
-    document = describe(PeImage.parse(path.read_bytes()))
+    document = parse_file(path, "", lambda data: describe(PeImage.parse(data)))
     if as_json:
         typer.echo(json.dumps(document, indent=2))
         return

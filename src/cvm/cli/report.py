@@ -12,6 +12,7 @@ by the fingerprints in its data directory — never both at once.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,7 +31,8 @@ from cvm.attestation.verifier import (
     Verifier,
     unchecked,
 )
-from cvm.crypto.x509_chain import load_certificates
+from cvm.cli.options import parse_file, reading
+from cvm.crypto.x509_chain import load_certificates, parse_crl
 from cvm.errors import ChainError, Finding, FormatError, PolicyError, UsageError
 from cvm.formats.snp.attestation_report import REPORT_SIZE, AttestationReport
 from cvm.formats.snp.tcb_version import TcbVersion
@@ -57,6 +59,20 @@ def read_report(path: Path) -> bytes:
     return decoded
 
 
+def parse_report(path: Path) -> AttestationReport:
+    """The report in the file ``path`` (:func:`read_report`), parsed; what is wrong with it
+    named with the file."""
+    data = read_report(path)
+    with reading(path):
+        return AttestationReport.from_bytes(data)
+
+
+def checked_bytes(path: Path, option: str, parse: Callable[[bytes], object]) -> bytes:
+    """The bytes of the file ``option`` names once ``parse`` takes them, what is wrong named
+    with the option and the file; the verifier parses them again and checks them."""
+    return parse_file(path, option, lambda data: (parse(data), data)[1])
+
+
 def _describe(value: object) -> str:
     return value.hex() if isinstance(value, bytes) else str(value)
 
@@ -67,7 +83,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Decode a report and print every field."""
-    report = AttestationReport.from_bytes(read_report(file))
+    report = parse_report(file)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
         return
@@ -89,7 +105,7 @@ def _find(directory: Path, stem: str) -> Path:
 
 
 def _load_one(path: Path) -> bytes:
-    return load_certificates(path.read_bytes())[0].der
+    return parse_file(path, "--certs", load_certificates)[0].der
 
 
 def _evidence(
@@ -100,11 +116,12 @@ def _evidence(
     crl: Path | None,
     cert_table: Path | None,
 ) -> Evidence:
-    crl_bytes = crl.read_bytes() if crl else None
+    crl_bytes = checked_bytes(crl, "--crl", parse_crl) if crl else None
     if sum(1 for given in (certs, vcek or chain, cert_table) if given) > 1:
         raise UsageError("give one of --certs DIR, --vcek F --chain F, or --cert-table F")
     if cert_table is not None:
-        return Evidence.from_cert_table(report, cert_table.read_bytes(), crl_bytes)
+        return parse_file(cert_table, "--cert-table",
+                          lambda table: Evidence.from_cert_table(report, table, crl_bytes))
     if certs is not None:
         return Evidence(
             report,
@@ -115,7 +132,13 @@ def _evidence(
         )
     if vcek is None or chain is None:
         raise UsageError("give --certs DIR, --cert-table FILE, or both --vcek and --chain")
-    return Evidence.from_cert_chain(report, vcek.read_bytes(), chain.read_bytes(), crl_bytes)
+    vcek_bytes = checked_bytes(vcek, "--vcek", load_certificates)
+
+    def with_chain(data: bytes) -> Evidence:
+        load_certificates(data)
+        return Evidence.from_cert_chain(report, vcek_bytes, data, crl_bytes)
+
+    return parse_file(chain, "--chain", with_chain)
 
 
 def _roots(trust: Trust, workspace: str) -> TrustRoots:
@@ -292,7 +315,10 @@ def verification(
         hexes, vmpl, min_tcb, min_guest_svn, allow_debug, allow_migration_agent
     )
     chosen = product_named(product).name if product is not None else None
-    evidence = _evidence(read_report(file), certs, vcek, chain, crl, cert_table)
+    report = read_report(file)
+    with reading(file):
+        AttestationReport.from_bytes(report)
+    evidence = _evidence(report, certs, vcek, chain, crl, cert_table)
     roots = _roots(trust, workspace)
     moment = _moment(at)
     verified = Verifier(roots, clock=lambda: moment).verify(evidence)

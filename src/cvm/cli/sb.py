@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from cvm.cli.options import parse_file, refuse_unused
+from cvm.cli.options import parse_file, reading, refuse_unused
 from cvm.crypto.x509_edk2 import load_certificate, load_private_key
 from cvm.errors import CvmError, FormatError, UsageError
 from cvm.files import write_output
@@ -33,7 +33,8 @@ app = typer.Typer(help="Secure Boot: sign PE images, verify them against db/dbx.
 
 
 def read_database(paths: list[Path]) -> SignatureDatabase:
-    """db/dbx from files: each an X.509 certificate (PEM or DER) or EFI signature lists."""
+    """db/dbx from files: each an X.509 certificate (PEM or DER) or EFI signature lists, at
+    least one (an empty file given as a database would silently allow or deny nothing)."""
     database = SignatureDatabase()
     for path in paths:
         data = path.read_bytes()
@@ -41,11 +42,14 @@ def read_database(paths: list[Path]) -> SignatureDatabase:
             load_certificate(data)
         except FormatError:
             try:
-                database += SignatureDatabase.parse(data)
+                listed = SignatureDatabase.parse(data)
             except FormatError:
+                listed = SignatureDatabase()
+            if not len(listed):
                 raise FormatError(
                     f"{path}: neither an X.509 certificate nor EFI signature lists"
                 ) from None
+            database += listed
         else:
             database += as_database([data])
     return database
@@ -131,11 +135,12 @@ def databases(db: list[Path], dbx: list[Path], varstore: Path | None
     """db and dbx: the files given, each joined by the varstore's own db and dbx."""
     allow, deny = read_database(db), read_database(dbx)
     if varstore is not None:
-        store = Varstore.parse(varstore.read_bytes())
+        store = parse_file(varstore, "--varstore", Varstore.parse)
         for name in ("db", "dbx"):
             variable = store.get(name, EFI_IMAGE_SECURITY_DATABASE)
             if variable is not None:
-                parsed = SignatureDatabase.parse(variable.data)
+                with reading(varstore, "--varstore"):
+                    parsed = SignatureDatabase.parse(variable.data)
                 allow, deny = (allow + parsed, deny) if name == "db" else (allow, deny + parsed)
     return allow, deny
 
@@ -146,12 +151,15 @@ def decide(path: Path, allow: SignatureDatabase, deny: SignatureDatabase, *,
     """The decision on the image at ``path``: shim's for its next stage when ``shim`` is given
     (its vendor certificate, MokList, SBAT), else the firmware's, which needs a db."""
     if shim is not None:
-        level = SbatLevel.parse(sbat_level.read_bytes()) if sbat_level else None
-        state = ShimState.from_shim(shim.read_bytes(), allow, deny, read_database(mok), level)
-        return verify_next_stage(path.read_bytes(), state, str(path), in_protocol=protocol)
+        level = parse_file(sbat_level, "--sbat-level", SbatLevel.parse) if sbat_level else None
+        mok_list = read_database(mok)
+        state = parse_file(shim, "--shim",
+                           lambda data: ShimState.from_shim(data, allow, deny, mok_list, level))
+        return parse_file(path, "", lambda data: verify_next_stage(
+            data, state, str(path), in_protocol=protocol))
     if not len(allow) and not varstore_given:
         raise UsageError("give db entries with --db (or a varstore with --varstore)")
-    return verify_image(path.read_bytes(), allow, deny, name=str(path))
+    return parse_file(path, "", lambda data: verify_image(data, allow, deny, name=str(path)))
 
 
 def refuse(decision: Decision) -> None:
@@ -179,10 +187,9 @@ def sign(
     append: bool = APPEND_OPTION,
 ) -> None:
     """Sign the image (Authenticode, SHA-256, RSA PKCS#1 v1.5) as sbsign does."""
-    signed = sign_pe(
-        path.read_bytes(), parse_file(key, "--key", load_private_key),
-        parse_file(cert, "--cert", load_certificate),
-        tuple(parse_file(c, "--chain", load_certificate) for c in chain), replace=not append,
-    )
+    signer = (parse_file(key, "--key", load_private_key),
+              parse_file(cert, "--cert", load_certificate),
+              tuple(parse_file(c, "--chain", load_certificate) for c in chain))
+    signed = parse_file(path, "", lambda data: sign_pe(data, *signer, replace=not append))
     write_output(output, signed)
     typer.echo(f"signed {path} -> {output}")

@@ -30,6 +30,7 @@ from typing import Any
 
 import typer
 
+from cvm.cli.options import parse_file, reading
 from cvm.errors import FormatError, StatusError, UsageError
 from cvm.files import write_output
 from cvm.formats.tcg.algorithm import ALGORITHMS_BY_ID
@@ -118,7 +119,7 @@ def predicted_values(bank: str, pcrs: list[int], values_file: Path | None,
                               f"({len(pcrs)} {bank} values)")
         return [data[i * size:(i + 1) * size] for i in range(len(pcrs))]
     assert eventlog is not None
-    log = EventLog.parse(eventlog.read_bytes())
+    log = parse_file(eventlog, "--from-eventlog", EventLog.parse)
     algorithm = ALGORITHMS_BY_ID.get(alg)
     if algorithm is None:
         raise UsageError(f"bank {bank} is not known to the event log parser")
@@ -162,7 +163,7 @@ def policy_authorize(key: Path = typer.Option(..., "--key", help="PEM public key
 
 def authorize_policy(key: Path, policy_ref: str) -> dict[str, Any]:
     """``policy authorize``'s digest: PolicyAuthorize(the key's Name, ``policy_ref``)."""
-    public = public_from_pem(key.read_bytes())
+    public = parse_file(key, "--key", public_from_pem)
     try:
         reference = bytes.fromhex(policy_ref)
     except ValueError:
@@ -179,7 +180,8 @@ def open_store(state: Path, key_file: Path | None,
                keyring: Path | None) -> tuple[StateStore, Tpm, bytes]:
     """Open the sealed state file ``state`` (its key from ``key_file`` or the keyring)."""
     key = read_key_file(key_file) if key_file is not None else None
-    return StateStore.open(state, keyring_at(keyring), key)
+    with reading(state):
+        return StateStore.open(state, keyring_at(keyring), key)
 
 
 def started_tpm(state: Path, key_file: Path | None, keyring: Path | None,
@@ -226,7 +228,7 @@ def extend_log(client: TpmClient, log: EventLog) -> None:
 def boot_from_eventlog(state: Path, eventlog: Path, key_file: Path | None = None,
                        keyring: Path | None = None) -> Iterator[tuple[Tpm, TpmClient]]:
     """The vTPM of ``state`` with every measurement of ``eventlog`` extended into it."""
-    log = EventLog.parse(eventlog.read_bytes())
+    log = parse_file(eventlog, "--eventlog", EventLog.parse)
     with running_tpm(state, key_file, keyring, startup_locality(log)) as (tpm, client):
         extend_log(client, log)
         yield tpm, client
@@ -299,7 +301,7 @@ def unsealed_secret(blob: Path, state: Path, bank: str, pcrs: str, eventlog: Pat
     """``blob`` unsealed by the vTPM of ``state`` after the boot ``eventlog`` records, under
     the PCR policy (and the PIN of ``pin_file`` when given)."""
     indices = parse_pcrs(pcrs)
-    sealed = SealedBlob.from_bytes(blob.read_bytes())
+    sealed = parse_file(blob, "", SealedBlob.from_bytes)
     pin = read_pin(pin_file)
     policy = SealPolicy(PcrSelectionList.of(bank, indices), pin is not None)
     with boot_from_eventlog(state, eventlog, key_file, keyring) as (_, client):

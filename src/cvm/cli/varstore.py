@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from cvm.cli.options import parse_file
+from cvm.cli.options import parse_file, reading
 from cvm.crypto.x509_edk2 import der, load_certificate, load_private_key
 from cvm.errors import FormatError, UsageError
 from cvm.files import write_output
@@ -88,8 +88,9 @@ def _entries(variable: EfiVariable) -> list[dict[str, object]]:
 @app.command()
 def show(path: Path = FILE_ARGUMENT, as_json: bool = JSON_OPTION) -> None:
     """List the live variables; decode PK, KEK, db, dbx and MokList as signature lists."""
-    store = Varstore.parse(path.read_bytes())
-    variables = [variable_document(variable) for variable in store.variables]
+    store = parse_file(path, "", Varstore.parse)
+    with reading(path):
+        variables = [variable_document(variable) for variable in store.variables]
     if as_json:
         typer.echo(json.dumps({"file": str(path), "variables": variables}, indent=2))
         return
@@ -156,7 +157,7 @@ def enroll(
     output: Path = OUTPUT_OPTION,
 ) -> None:
     """Write a varstore with the owner's PK, KEK, db and dbx enrolled and Secure Boot on."""
-    store = Varstore.parse(template.read_bytes()) if template else Varstore.empty_4m()
+    store = parse_file(template, "--template", Varstore.parse) if template else Varstore.empty_4m()
     values = enrolled_databases(pk, kek, db, db_hash, dbx_hash, Guid.parse(owner))
     write_output(output, enrolled(store, values).to_bytes())
     typer.echo(enroll_line(output, values))
@@ -197,7 +198,8 @@ def enroll_line(output: Path, values: dict[str, SignatureDatabase]) -> str:
 
 def update_data(paths: list[Path], owner: Guid) -> bytes:
     """An update's signature lists: each ``--add`` file a certificate (under ``owner``) or
-    signature lists, in order; a file that is neither named."""
+    signature lists, in order; a file that is neither (an empty one too: an update without
+    data deletes the variable) named."""
     database = SignatureDatabase()
     for path in paths:
         data = path.read_bytes()
@@ -206,10 +208,13 @@ def update_data(paths: list[Path], owner: Guid) -> bytes:
                 EFI_CERT_X509_GUID, owner, der(load_certificate(data))),))
         except FormatError:
             try:
-                database += SignatureDatabase.parse(data)
+                listed = SignatureDatabase.parse(data)
             except FormatError:
+                listed = SignatureDatabase()
+            if not len(listed):
                 raise FormatError(f"--add {path}: neither an X.509 certificate nor EFI "
                                   "signature lists") from None
+            database += listed
     return database.to_bytes()
 
 
@@ -259,7 +264,8 @@ def update(
     output: Path = OUTPUT_OPTION,
 ) -> None:
     """Apply a signed update as the firmware would: right signer, newer timestamp, or refuse."""
-    store = Varstore.parse(path.read_bytes())
-    store = apply_update(store, name, payload.read_bytes(), update_attributes(append))
+    current = parse_file(path, "", Varstore.parse)
+    attributes = update_attributes(append)
+    store = parse_file(payload, "", lambda data: apply_update(current, name, data, attributes))
     write_output(output, store.to_bytes())
     typer.echo(f"wrote {output}: {name} updated")

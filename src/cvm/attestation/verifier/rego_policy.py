@@ -134,7 +134,8 @@ class RegoPolicy:
                 bundle = interpreter.build("data.cvm.policy",
                                            ["cvm/policy/allow", "cvm/policy/deny"])
             except Exception as error:  # regopy reports compile errors as plain exceptions
-                raise FormatError(f"policy {self.policy_id!r} does not compile: {error}") from None
+                raise FormatError(f"policy {self.policy_id!r} does not compile: "
+                                  f"{' '.join(str(error).split())}") from None
             compiled = (interpreter, bundle)
             self._local.compiled = compiled
         return compiled
