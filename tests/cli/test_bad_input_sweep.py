@@ -31,6 +31,8 @@ import pytest
 from cvm.attestation.verifier.rego_policy import DEFAULT_POLICY
 from cvm.cli.main import execute
 
+from .esp_disk import write_esp_files, write_gpt_disk
+
 OS_CASES = ("missing", "directory", "unreadable")
 CONTENT_CASES = ("empty", "half", "header-only", "last-byte-cut", "flipped", "wrong-kind")
 FOLDER_CASES = ("folder-missing", "folder-is-a-file", "folder-empty")
@@ -528,30 +530,14 @@ def _tpm(corpus: Corpus) -> None:
 
 
 def _gpt(corpus: Corpus) -> None:
-    from cvm.disk.esp import write_esp
-    from cvm.formats.gpt.header import LBA_SIZE
-    from cvm.formats.gpt.partition_entry import PartitionEntry
-    from cvm.formats.gpt.partition_table import PartitionTable
-    from cvm.formats.gpt.partition_types import ESP
-    from cvm.wire import Guid
-
     tree = corpus.root / "tree"
     (tree / "EFI/BOOT").mkdir(parents=True)
     (tree / "EFI/BOOT/BOOTX64.EFI").write_bytes(corpus.file("pe-signed"))
     corpus.made["boot-dir"] = _folder(tree)
     disk = corpus.root / "disk.img"
-    size, first, last = 40 << 20, 2048, 2048 + (34 << 20) // LBA_SIZE - 1
-    with disk.open("wb") as handle:
-        handle.truncate(size)
-    table = PartitionTable.create(size // LBA_SIZE, [
-        PartitionEntry(ESP, Guid.parse("1c2b3a49-5867-4e8d-9a0b-c1d2e3f40516"), first, last)],
-        Guid.parse("7e5a1b3c-2d4f-4a6b-8c9d-0e1f2a3b4c5d"))
-    with disk.open("r+b") as handle:
-        for offset, data in table.blocks():
-            handle.seek(offset)
-            handle.write(data)
+    write_gpt_disk(disk)
     corpus.made["gptdisk"] = disk.read_bytes()
-    write_esp(disk, first * LBA_SIZE, 34 << 20, tree)
+    write_esp_files(disk, tree)
     corpus.made["espdisk"] = disk.read_bytes()
 
 

@@ -19,6 +19,8 @@ import pytest
 
 from cvm.cli.main import execute
 
+from .esp_disk import ESP_FIRST_LBA, write_esp_files, write_gpt_disk
+
 DOCUMENTED = {0, 1, 2, 64, 65, 66, 67, 68, 69, 70, 74}
 MUTANTS_PER_SEED = 24
 BOUNDARY = (0x00, 0x01, 0x7F, 0x80, 0xFF)
@@ -232,35 +234,21 @@ def test_luks_token_import(luks_image: bytes, tmp_path: Path,
 
 def test_pcr_predict_from_a_mutated_disk(tmp_path: Path, capfd: pytest.CaptureFixture[str],
                                          require_tool: Callable[[str], str]) -> None:
-    from cvm.disk.esp import write_esp
     from cvm.formats.gpt.header import LBA_SIZE
-    from cvm.formats.gpt.partition_entry import PartitionEntry
-    from cvm.formats.gpt.partition_table import PartitionTable
-    from cvm.formats.gpt.partition_types import ESP
     from cvm.formats.pe.builder import CODE, SectionSpec, build_pe
     from cvm.formats.uefi.varstore import Varstore
-    from cvm.wire import Guid
 
     require_tool("mformat")
     tree = tmp_path / "tree"
     (tree / "EFI/BOOT").mkdir(parents=True)
     (tree / "EFI/BOOT/BOOTX64.EFI").write_bytes(build_pe([SectionSpec(".text", b"\xc3", CODE)]))
     disk = tmp_path / "disk.img"
-    size, first, last = 40 << 20, 2048, 2048 + (34 << 20) // LBA_SIZE - 1
-    with disk.open("wb") as handle:
-        handle.truncate(size)
-    table = PartitionTable.create(size // LBA_SIZE, [
-        PartitionEntry(ESP, Guid.parse("1c2b3a49-5867-4e8d-9a0b-c1d2e3f40516"), first, last)],
-        Guid.parse("7e5a1b3c-2d4f-4a6b-8c9d-0e1f2a3b4c5d"))
-    with disk.open("r+b") as handle:
-        for offset, data in table.blocks():
-            handle.seek(offset)
-            handle.write(data)
-    write_esp(disk, first * LBA_SIZE, 34 << 20, tree)
+    write_gpt_disk(disk)
+    write_esp_files(disk, tree)
     varstore = tmp_path / "vars.fd"
     varstore.write_bytes(Varstore.empty_4m().to_bytes())
     image = disk.read_bytes()
-    esp_start = first * LBA_SIZE
+    esp_start = ESP_FIRST_LBA * LBA_SIZE
     hot = image[esp_start : esp_start + 0x40000]  # boot sector, FATs, root directory
     bad = []
     for number, mutant in enumerate(_mutants(hot, "pcr-disk", len(hot))):
