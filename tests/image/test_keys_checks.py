@@ -251,6 +251,17 @@ def test_a_missing_key_file_is_named(keys: OwnerKeys, tmp_path: Path, umask: Non
     assert str(refused.value) == f"owner keys: cannot read {tmp_path / missing}"
 
 
+@pytest.mark.parametrize("broken", ["pk.key", "kek.crt", "db.crt", "vendor.key",
+                                    "pcr-policy.key"])
+def test_a_key_file_that_does_not_parse_is_named(keys: OwnerKeys, tmp_path: Path,
+                                                 umask: None, broken: str) -> None:
+    keys.save(tmp_path)
+    (tmp_path / broken).write_bytes(b"garbage")
+    with pytest.raises(FormatError) as refused:
+        OwnerKeys.load(tmp_path)
+    assert str(refused.value).startswith(f"{tmp_path / broken}: not an ")
+
+
 def test_a_missing_or_short_provisioning_key_is_named(keys: OwnerKeys, tmp_path: Path,
                                                       umask: None) -> None:
     keys.save(tmp_path)

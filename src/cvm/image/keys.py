@@ -28,6 +28,7 @@ import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cvm.crypto.drbg import SeededRandom
 from cvm.crypto.rsa_pss import derive_private_key
@@ -57,6 +58,8 @@ from cvm.formats.uefi.variable import SECURE_BOOT_ATTRIBUTES, EfiVariable
 from cvm.formats.uefi.varstore import Varstore
 from cvm.image.signing import sign_pe
 from cvm.wire import Guid
+
+T = TypeVar("T")
 
 OWNER_GUID = Guid.parse("7c0a4d2e-31b5-4f8e-9a6c-2d1e0f3b5a47")
 PROVISIONING_KEY_SIZE = 32
@@ -194,15 +197,12 @@ class OwnerKeys:
             key_path, cert_path = folder / f"{name}.key", folder / f"{name}.crt"
             if not key_path.exists() and not required:
                 return None
-            try:
-                return KeyPair(load_private_key(key_path.read_bytes()),
-                               load_certificate(cert_path.read_bytes()))
-            except OSError as error:
-                raise UsageError(f"owner keys: cannot read {error.filename}") from None
+            return KeyPair(_parsed(key_path, load_private_key),
+                           _parsed(cert_path, load_certificate))
         pk, kek, db = pair("pk"), pair("kek"), pair("db")
         assert pk is not None and kek is not None and db is not None
         policy_path = folder / "pcr-policy.key"
-        policy = load_private_key(policy_path.read_bytes()) if policy_path.exists() else None
+        policy = _parsed(policy_path, load_private_key) if policy_path.exists() else None
         try:
             provisioning = (folder / "provisioning.key").read_bytes()
         except OSError:
@@ -211,6 +211,19 @@ class OwnerKeys:
             raise FormatError(f"{folder / 'provisioning.key'}: {len(provisioning)} bytes, "
                               f"expected {PROVISIONING_KEY_SIZE}")
         return cls(pk, kek, db, pair("vendor", required=False), policy, provisioning)
+
+
+def _parsed(path: Path, parse: Callable[[bytes], T]) -> T:
+    """One file of the owner's keys, parsed: a file that cannot be read is a usage error (the
+    folder is not the owner's keys), one that does not parse is named with what is wrong."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"owner keys: cannot read {error.filename}") from None
+    try:
+        return parse(data)
+    except FormatError as error:
+        raise FormatError(f"{path}: {error}") from None
 
 
 def generate_owner_keys(random: Random, vendor: bool, pcr_policy: bool, db: KeyPair | None,
