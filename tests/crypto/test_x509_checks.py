@@ -46,7 +46,6 @@ from cvm.errors import ChainError, FormatError
 from cvm.formats.snp.tcb_version import TcbVersion
 
 ISSUED = datetime(2026, 1, 1, tzinfo=UTC)
-NO_PEM = "pem_bytes does not appear to contain PEM-encoded data - no BEGIN/END combination found"
 
 
 @cache
@@ -145,8 +144,44 @@ def test_certificate_ders_and_pem() -> None:
         certificate_ders(pem.armor("X509 CRL", milan.crl()))
     assert str(caught.value) == "no CERTIFICATE block in the PEM data"
     with pytest.raises(FormatError) as caught:
-        certificate_ders(b"-----BEGIN CERTIFICATE-----\nAAAA\n")
-    assert str(caught.value) == f"malformed PEM ({NO_PEM})"
+        certificate_ders(b"-----BEGIN CERTIFICATE-----\nAA!A\n-----END CERTIFICATE-----\n")
+    assert str(caught.value) == "malformed PEM (Incorrect padding)"
+
+
+def test_pem_is_framed_as_openssl_reads_it() -> None:
+    """RFC 7468 boundaries, exactly: OpenSSL and ``cryptography`` refuse a frame with a dash
+    missing or an END of another label; text around the blocks, trailing white space and CRLF
+    line ends are read."""
+    milan = vendor()
+    ders = [milan.ask_certificate, milan.ark_certificate]
+    one, two = (pem.armor("CERTIFICATE", der) for der in ders)
+    crlf = two.replace(b"\n", b"\r\n").replace(b"-----\r", b"-----  \r")
+    assert certificate_ders(b"Subject: ASK\n- a note -\n" + one + b"between\n" + crlf) == ders
+    end = one.index(b"-----END")
+    lines = one[:end].count(b"\n") + 1
+    last = f"line {lines} is not the END CERTIFICATE line"
+    for bad, message in (
+        (one[: end + 22] + b"\n", last),  # a dash short
+        (one[:end] + b"-----END X509 CRL-----\n", last),
+        (one[:end] + b"-----END CERTIFICATE-----x\n", last),
+        (one[:end] + b"-----BEGIN CERTIFICATE-----\n", last),
+        (b"-----BEGIN CERTIFICATE----\n" + one[28:], "line 1 is not a BEGIN line"),
+        (b"x\n-----BEGIN  CERTIFICATE-----\n" + one[28:], "line 2 is not a BEGIN line"),
+        (b"-----BEGIN -CERTIFICATE-----\n" + one[28:], "line 1 is not a BEGIN line"),
+        (b"-----BEGIN CERTIFICATE -----\n" + one[28:], "line 1 is not a BEGIN line"),
+        (one[:end], "no END line for the CERTIFICATE block"),
+        (one + two[: two.index(b"-----END")], "no END line for the CERTIFICATE block"),
+    ):
+        with pytest.raises(FormatError) as caught:
+            certificate_ders(bad)
+        assert str(caught.value) == "malformed PEM: " + message + (
+            " (-----BEGIN LABEL----- ... -----END LABEL-----)" if "line" in message[:5] else "")
+    crl = pem.armor("X509 CRL", milan.crl())
+    end_line = crl.count(b"\n")
+    with pytest.raises(FormatError) as caught:
+        parse_crl(crl[:-2] + b"\n")  # a CRL's frame is checked the same way
+    assert str(caught.value) == (f"malformed PEM: line {end_line} is not the END X509 CRL line "
+                                 "(-----BEGIN LABEL----- ... -----END LABEL-----)")
 
 
 def test_a_certificate_with_a_malformed_algorithm_names_it() -> None:
@@ -184,7 +219,8 @@ def test_the_crl_parses_from_der_and_pem() -> None:
     for bad, message in (
         (der + b"\x00", "not a DER X.509 CRL (Extra data - 1 bytes of trailing data were "
          "provided)"),
-        (b"-----BEGIN X509 CRL-----\nAAAA\n", f"malformed PEM CRL ({NO_PEM})"),
+        (b"-----BEGIN X509 CRL-----\nAA!A\n-----END X509 CRL-----\n",
+         "malformed PEM CRL (Incorrect padding)"),
     ):
         with pytest.raises(FormatError) as caught:
             parse_crl(bad)

@@ -69,17 +69,49 @@ def test_the_size_is_the_given_one_then_the_segments_then_the_rest_of_the_storag
     assert _device(sectors=4, size=0)[1].size() == 0
 
 
-def test_the_size_is_whole_sectors() -> None:
+def test_a_given_size_is_rounded_down_to_whole_sectors() -> None:
     assert _device(sector_size=512, sectors=4, size=4 * 512 - 1)[1].size() == 3 * 512
-    storage = CountingStorage(OFFSET + 3 * 4096 + 4095)
-    assert CryptDevice(storage, Segment(OFFSET, None), KEY).size() == 3 * 4096
+    assert _device(sectors=4, size=3 * 4096 + 4095)[1].size() == 3 * 4096
+
+
+def test_a_partial_last_512_byte_sector_of_the_device_is_not_seen() -> None:
+    """A loop device over an image file shows whole 512-byte sectors only."""
+    for extra in (1, 511):
+        storage = CountingStorage(OFFSET + 3 * 4096 + extra)
+        assert CryptDevice(storage, Segment(OFFSET, None), KEY).size() == 3 * 4096
+        small = CountingStorage(OFFSET + 3 * 512 + extra)
+        segment = Segment(OFFSET, None, sector_size=512)
+        assert CryptDevice(small, segment, KEY).size() == 3 * 512
+
+
+@pytest.mark.parametrize("device_size", [OFFSET + 3 * 4096 - 1, OFFSET + 3 * 4096 + 512,
+                                         OFFSET + 3 * 4096 - 512, OFFSET + 512])
+def test_a_dynamic_data_area_of_part_of_a_sector_is_refused_as_cryptsetup_does(
+        device_size: int) -> None:
+    area = (device_size - device_size % 512) - OFFSET
+    with pytest.raises(FormatError, match=rf"^LUKS2 data area of {area} bytes is not a whole "
+                                          r"number of 4096-byte sectors: the device was cut "
+                                          r"or extended$"):
+        CryptDevice(CountingStorage(device_size), Segment(OFFSET, None), KEY)
+
+
+def test_a_fixed_segment_must_fit_the_device() -> None:
+    segment = Segment(OFFSET, 3 * 4096)
+    assert CryptDevice(CountingStorage(OFFSET + 3 * 4096), segment, KEY).size() == 3 * 4096
+    assert CryptDevice(CountingStorage(OFFSET + 3 * 4096 + 1), segment, KEY).size() == 3 * 4096
+    with pytest.raises(FormatError, match=rf"^LUKS2 data segment of {3 * 4096} bytes at "
+                                          rf"{OFFSET} does not fit the {OFFSET + 3 * 4096 - 1}"
+                                          r"-byte device$"):
+        CryptDevice(CountingStorage(OFFSET + 3 * 4096 - 1), segment, KEY)
 
 
 def test_a_segment_that_starts_past_the_end_of_the_storage_is_refused() -> None:
-    with pytest.raises(FormatError, match=r"^LUKS2 data segment starts past the end of the "
-                                          r"device$"):
-        CryptDevice(CountingStorage(OFFSET - 1), Segment(OFFSET, None), KEY)
+    for size in (OFFSET - 1, OFFSET - 512):
+        with pytest.raises(FormatError, match=rf"^LUKS2 data segment starts at {OFFSET}, past "
+                                              rf"the end of the {size}-byte device$"):
+            CryptDevice(CountingStorage(size), Segment(OFFSET, None), KEY)
     assert CryptDevice(CountingStorage(OFFSET), Segment(OFFSET, None), KEY).size() == 0
+    assert CryptDevice(CountingStorage(OFFSET + 511), Segment(OFFSET, None), KEY).size() == 0
 
 
 # ---- ranges outside the device ----------------------------------------------------------------

@@ -347,7 +347,8 @@ def decrypt(image: Path, out: Path, key_file: Path | None = OPTIONAL_KEY_FILE,
     one_key_source(key_file, volume_key_file)
     with open_volume(image, max_kdf_cost=max_kdf_cost) as volume:
         key = volume_key(volume, key_file, volume_key_file)
-        total = volume.data_device(key).size()
+        with reading(image):  # a data area cut short is the image's fault
+            total = volume.data_device(key).size()
     with progress_bar("decrypting", total) as bar:
         task = bar.task_ids[0]
         size = decrypt_image(image, out, key, progress=lambda n: bar.advance(task, n))

@@ -18,6 +18,7 @@ the signed part equals the one inside it (a check Go's ``crypto/x509`` also make
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +53,35 @@ class SignatureAlgorithm:
 def _one_line(error: Exception) -> str:
     """asn1crypto's messages span lines; an error message is one line."""
     return " ".join(str(error).split())
+
+
+# RFC 7468 section 3: the label is printable ASCII without hyphen-minus at its ends, single
+# spaces and hyphens inside; OpenSSL and ``cryptography`` refuse any other encapsulation line.
+_BOUNDARY = re.compile(rb"-----(BEGIN|END) ([!-,.-~](?:[ !-~]*[!-,.-~])?)-----")
+
+
+def _check_armour(data: bytes) -> None:
+    """Every block opens with an exact ``-----BEGIN label-----`` line and closes with the
+    exact ``-----END label-----`` of the same label, as OpenSSL reads PEM (RFC 7468): a frame
+    with a dash missing or a label that changes is malformed, not read all the same. Text
+    outside the blocks is allowed; trailing white space on a boundary line is ignored."""
+    label: bytes | None = None
+    for number, raw in enumerate(data.splitlines(), 1):
+        line = raw.rstrip()
+        if label is None and not line.startswith(b"-----BEGIN"):
+            continue
+        if label is not None and not line.startswith(b"-"):
+            continue
+        boundary = _BOUNDARY.fullmatch(line)
+        expected = b"BEGIN" if label is None else b"END"
+        if boundary is None or boundary[1] != expected or (
+                label is not None and boundary[2] != label):
+            which = "a BEGIN" if label is None else f"the END {label.decode('ascii')}"
+            raise FormatError(f"malformed PEM: line {number} is not {which} line "
+                              "(-----BEGIN LABEL----- ... -----END LABEL-----)")
+        label = boundary[2] if label is None else None
+    if label is not None:
+        raise FormatError(f"malformed PEM: no END line for the {label.decode('ascii')} block")
 
 
 def _digest_name(digest: algos.DigestAlgorithm, what: str) -> str:
@@ -186,6 +216,7 @@ def certificate_ders(data: bytes) -> list[bytes]:
     every check left to whoever verifies them."""
     if not pem.detect(data):
         return [bytes(data)]
+    _check_armour(data)
     try:
         ders = [der for kind, _, der in pem.unarmor(data, multiple=True) if kind == "CERTIFICATE"]
     except ValueError as error:
@@ -258,6 +289,7 @@ class RevocationList:
 def parse_crl(data: bytes) -> RevocationList:
     """Parse a DER or PEM CRL; raise FormatError if it is not one."""
     if pem.detect(data):
+        _check_armour(data)
         try:
             _, _, data = pem.unarmor(data)
         except ValueError as error:

@@ -6,7 +6,8 @@ sector at segment byte ``x`` (a multiple of ``sector_size``) is one XTS data uni
 ``x / 512 + iv_tweak`` (plain64 counts 512-byte units even for 4096-byte sectors; cryptsetup
 never sets ``iv_large_sectors`` for LUKS2).
 
-Public API: :class:`CryptDevice` (``size``, ``read(offset, size)``, ``write(offset, data)``
+Public API: :func:`data_size` (the segment's size on a device, as cryptsetup checks it),
+:class:`CryptDevice` (``size``, ``read(offset, size)``, ``write(offset, data)``
 at any byte offset: partial sectors are read, decrypted, patched and re-encrypted; ``flush``).
 """
 
@@ -18,6 +19,28 @@ from cvm.errors import FormatError, UsageError
 from cvm.formats.luks2.metadata import Segment
 
 IV_UNIT_SIZE = 512
+
+
+def data_size(device_size: int, segment: Segment) -> int:
+    """The bytes of ``segment`` on a device of ``device_size`` bytes, checked as cryptsetup
+    checks them before it activates a segment: a fixed-size segment must lie inside the
+    device; a dynamic one takes the rest of the device as a block device shows it (whole
+    512-byte sectors: a loop device over an image file drops a partial last one), which must be
+    a whole number of the segment's sectors."""
+    visible = device_size - device_size % IV_UNIT_SIZE
+    if segment.offset > visible:
+        raise FormatError(f"LUKS2 data segment starts at {segment.offset}, past the end of "
+                          f"the {device_size}-byte device")
+    if segment.size is not None:
+        if segment.offset + segment.size > visible:
+            raise FormatError(f"LUKS2 data segment of {segment.size} bytes at "
+                              f"{segment.offset} does not fit the {device_size}-byte device")
+        return segment.size
+    size = visible - segment.offset
+    if size % segment.sector_size:
+        raise FormatError(f"LUKS2 data area of {size} bytes is not a whole number of "
+                          f"{segment.sector_size}-byte sectors: the device was cut or extended")
+    return size
 
 
 class CryptDevice:
@@ -32,11 +55,7 @@ class CryptDevice:
         self._cipher = XtsCipher(volume_key, threads=threads)
         self.sector_size = segment.sector_size
         if size is None:
-            size = segment.size
-        if size is None:
-            size = storage.size() - segment.offset
-        if size < 0:
-            raise FormatError("LUKS2 data segment starts past the end of the device")
+            size = data_size(storage.size(), segment)
         self._size = size - size % self.sector_size
 
     def size(self) -> int:
