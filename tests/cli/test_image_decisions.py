@@ -251,6 +251,30 @@ def test_the_build_command_refuses_before_building(tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_every_mode_given_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``--mode`` repeats like a comma list: a second one adds, it does not replace."""
+    built: list[Any] = []
+
+    def record(out: Path, spec: Any, keys: Any, db: Any = None) -> Any:
+        built.append(spec.modes)
+        raise UsageError("recorded")
+    monkeypatch.setattr(image, "build_image", record)
+    every = ("plain", "sev", "sev-es", "sev-snp")
+    for given, modes in ((["--mode", "plain", "--mode", "sev-es,sev"], every[:3]),
+                         (["--mode", "sev", "--mode", "all"], every), ([], ("sev-snp",))):
+        assert execute(["image", "build", str(tmp_path / "out"), *given]) == 64
+        assert capsys.readouterr().err == "cvm: error: recorded\n"
+        assert built.pop() == modes
+    assert execute(["image", "build", str(tmp_path), "--mode", "sev", "--mode", "sev-ex"]) == 64
+    assert capsys.readouterr().err == ("cvm: error: --mode: 'sev-ex' is not one of plain, sev, "
+                                       "sev-es, sev-snp or all\n")
+    assert execute(["image", "build", str(tmp_path), "--target", "qemu", "--mode", "sev-snp",
+                    "--mode", "sev"]) == 64
+    assert capsys.readouterr().err.endswith("cvm: error: --mode: not for --target qemu\n")
+    assert built == []
+
+
 SUMMARY: dict[str, Any] = {
     "manifest": {"chain": "uki", "modes": ["sev", "sev-snp"], "seal": "signed",
                  "cvm_version": "1.0"},

@@ -151,7 +151,8 @@ def test_the_recovery_kdf_is_fast_only_when_asked() -> None:
 
 @pytest.mark.parametrize(("text", "modes"), [
     ("all", MODES), ("sev-snp", ("sev-snp",)), ("sev-snp,plain", ("plain", "sev-snp")),
-    (" sev , sev-es ,", ("sev", "sev-es")), ("sev,sev", ("sev",)),
+    (" sev , sev-es ,", ("sev", "sev-es")), ("sev,sev", ("sev",)), ("sev,all", MODES),
+    ("all,all", MODES), (" all ,", MODES),
 ])
 def test_modes_are_read_in_canonical_order(text: str, modes: tuple[str, ...]) -> None:
     assert parse_modes(text) == modes
@@ -163,6 +164,7 @@ def test_modes_are_read_in_canonical_order(text: str, modes: tuple[str, ...]) ->
     ("", "--mode: '' is not one of plain, sev, sev-es, sev-snp or all"),
     (" , ", "--mode: ' , ' is not one of plain, sev, sev-es, sev-snp or all"),
     ("ALL", "--mode: 'ALL' is not one of plain, sev, sev-es, sev-snp or all"),
+    ("all,tdx", "--mode: 'tdx' is not one of plain, sev, sev-es, sev-snp or all"),
 ])
 def test_unknown_modes_are_refused_by_name(text: str, message: str) -> None:
     with pytest.raises(UsageError) as refused:

@@ -136,8 +136,9 @@ def build_warnings(spec: ImageSpec) -> list[str]:
 def build(
     out: Path,
     chain: str = typer.Option("uki", "--chain", help="Boot chain: uki or shim-grub."),
-    mode: str = typer.Option("sev-snp", "--mode",
-                             help="plain, sev, sev-es, sev-snp, a comma list, or all."),
+    mode: list[str] = typer.Option(["sev-snp"], "--mode",
+                                   help="plain, sev, sev-es, sev-snp, a comma list, or all; "
+                                        "repeat to add more."),
     seal: str = typer.Option(None, "--seal",
                              help="pcrs, signed or both (default: signed for uki, pcrs for "
                                   "shim-grub)."),
@@ -172,14 +173,15 @@ def build(
     as_json: bool = AS_JSON,
 ) -> None:
     """Build the image bundle OUT: disk, firmware, sealed vTPM state, reference values."""
-    target_options_unused(target, mode=mode, seal=seal, sb_key=sb_key, sb_cert=sb_cert,
+    modes = ",".join(mode)  # every --mode given counts, each one a mode or a comma list
+    target_options_unused(target, mode=modes, seal=seal, sb_key=sb_key, sb_cert=sb_cert,
                           keys_dir=keys_dir, kernel=kernel, dbx=dbx, vcpus=vcpus,
                           vcpu_type=vcpu_type, seed=seed, kdf_cost=kdf_cost,
                           srk_public=srk_public, profile=profile, cache=cache)
     if target == "qemu":
         _build_qemu(out, chain, srk_public, profile, cache, force, as_json, seed)
         return
-    spec, keys, db = emulated_plan(out, force=force, chain=chain, mode=mode, seal=seal,
+    spec, keys, db = emulated_plan(out, force=force, chain=chain, mode=modes, seal=seal,
                                    sb_key=sb_key, sb_cert=sb_cert, keys_dir=keys_dir,
                                    kernel=kernel, dbx=dbx, vcpus=vcpus, vcpu_type=vcpu_type,
                                    seed=seed, kdf_cost=kdf_cost)

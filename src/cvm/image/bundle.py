@@ -137,8 +137,10 @@ def recovery_kdf(cost: str, seeded: bool = False) -> KdfSpec:
 
 
 def parse_modes(text: str) -> tuple[str, ...]:
-    """``all`` or a comma-separated list of modes, in canonical order."""
-    chosen = set(MODES) if text == "all" else {m.strip() for m in text.split(",") if m.strip()}
+    """A comma-separated list of modes (``all``: every mode), in canonical order."""
+    chosen = {m.strip() for m in text.split(",") if m.strip()}
+    if "all" in chosen:
+        chosen = (chosen - {"all"}) | set(MODES)
     unknown = sorted(chosen - set(MODES))
     if unknown or not chosen:
         raise UsageError(f"--mode: {', '.join(unknown) or text!r} is not one of "
