@@ -215,6 +215,24 @@ def test_a_host_without_a_psp_or_without_its_legacy_commands_is_refused(
         assert str(refused.value) == "the host needs a PSP to launch an encrypted VM"
 
 
+def test_a_mode_the_image_was_not_built_for_is_refused_before_the_launch(uki_bundle: Path
+                                                                         ) -> None:
+    image = load_host_image(uki_bundle)
+    chip = default_vendor("Milan").manufacture_chip(0)
+    machine = Machine(FOUR_GIB)
+    host = Hypervisor(machine, SecureProcessor(machine, chip))
+    for built, mode in ((("sev-snp",), Mode.PLAIN), (("plain", "sev", "sev-es"), Mode.SEV_SNP),
+                        ((), Mode.SEV)):
+        with pytest.raises(UsageError) as refused:
+            launch(dataclasses.replace(image, modes=built), VmRequest(mode), chip, host)
+        assert str(refused.value) == (
+            f"the image was built for {', '.join(built) or 'no mode'}, not {mode.value}: "
+            f"build it with --mode {mode.value} (or all)")
+    assert host.guests == {} and machine.dram.chunks() == []
+    run = launch(dataclasses.replace(image, modes=("sev",)), VmRequest(Mode.SEV), chip, host)
+    assert run.guest is not None
+
+
 def test_an_image_without_the_file_a_mode_needs_is_refused_by_name(uki_bundle: Path) -> None:
     image = load_host_image(uki_bundle)
     chip = default_vendor("Milan").manufacture_chip(0)

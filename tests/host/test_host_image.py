@@ -241,6 +241,28 @@ def test_the_vcpu_signature_is_the_manifests_or_milans(tmp_path: Path, given: st
     assert load_host_image(tmp_path).vcpu_signature == read
 
 
+@pytest.mark.parametrize(("given", "read"), [("missing", None), (["plain", "sev-snp"],
+                                                                  ("plain", "sev-snp")), ([], ())])
+def test_the_modes_are_the_manifests(tmp_path: Path, given: object, read: object) -> None:
+    manifest = _bundle(tmp_path)
+    manifest.pop("modes", None)
+    if given != "missing":
+        manifest["modes"] = given
+    (tmp_path / "image.json").write_text(json.dumps(manifest))
+    assert load_host_image(tmp_path).modes == read
+
+
+@pytest.mark.parametrize("modes", ["sev-snp", ["sev", 1], {"sev": 1}, 3])
+def test_modes_that_are_not_a_list_of_names_are_not_an_image_manifest(tmp_path: Path,
+                                                                      modes: object) -> None:
+    manifest = _bundle(tmp_path)
+    manifest["modes"] = modes
+    (tmp_path / "image.json").write_text(json.dumps(manifest))
+    with pytest.raises(FormatError, match=f"^{re.escape(str(tmp_path))}/image.json: not an "
+                                          "image manifest$"):
+        load_host_image(tmp_path)
+
+
 @pytest.mark.parametrize(("edit", "refusal"), [
     ("no manifest", "{folder}: the image has no image.json"),
     ("not json", "{folder}/image.json: not an image manifest"),

@@ -75,6 +75,7 @@ class HostImage:
     state_key: bytes | None
     vcpu_signature: int = 0x00A00F11
     state_path: Path | None = None  # where the host stores the vTPM state file
+    modes: tuple[str, ...] | None = None  # the modes the image was built for, when it says
 
 
 def _inside(root: str, name: str) -> str:
@@ -128,6 +129,10 @@ def load_host_image(folder: Path) -> HostImage:
         disk_name, ovmf, varstore, state = (manifest["disk"]["file"], firmware["ovmf"],
                                             firmware["vars"], vtpm["state"])
         signature = int(manifest.get("vcpu_signature", "0xa00f11"), 16)
+        modes = manifest.get("modes")
+        if modes is not None and not (isinstance(modes, list)
+                                      and all(isinstance(mode, str) for mode in modes)):
+            raise TypeError("modes")
     except (ValueError, KeyError, TypeError, AttributeError):
         raise FormatError(f"{folder}/image.json: not an image manifest") from None
     disk = Path(_inside(root, disk_name))
@@ -137,6 +142,7 @@ def load_host_image(folder: Path) -> HostImage:
         _read(folder, root, ovmf), _read(folder, root, varstore),
         _optional(folder, root, svsm_name), disk, _read(folder, root, state),
         _optional(folder, root, key_name), signature, folder / state,
+        None if modes is None else tuple(modes),
     )
 
 
@@ -280,6 +286,9 @@ def launch(image: HostImage, request: VmRequest, fuses: ChipFuses,
     log: list[bytes] = []
     disk = HostDisk(image.disk, log)
     mode = request.mode
+    if image.modes is not None and mode.value not in image.modes:
+        raise UsageError(f"the image was built for {', '.join(image.modes) or 'no mode'}, not "
+                         f"{mode.value}: build it with --mode {mode.value} (or all)")
     measurement = secrets = relay = vtpm = None
     if mode is Mode.SEV_SNP:
         if image.svsm is None:
