@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from cvm.cli.main import execute
-from cvm.cli.options import check_workers, named, parse_file, reading, refuse_unused
+from cvm.cli.options import (
+    check_workers,
+    given_time,
+    named,
+    parse_file,
+    reading,
+    refuse_unused,
+)
 from cvm.errors import FormatError, IntegrityError, PolicyError, UsageError
 
 
@@ -106,3 +114,16 @@ def test_a_signing_key_that_is_not_one_is_named_with_its_option_and_file(
     err = capsys.readouterr().err
     assert err.startswith(f"cvm: error: --key {files['KEY']}: not an unencrypted private key: ")
     assert err.count("\n") == 1 and not files["OUT"].exists()
+
+
+def test_a_time_given_is_iso_8601_and_utc_when_naive_and_none_is_now() -> None:
+    assert given_time("--at", "2026-01-02T03:04:05") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    moment = given_time("--at", "2026-01-02T03:04:05+02:00")
+    assert moment == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    assert moment.utcoffset() == timedelta(hours=2)
+    now = given_time("--at", None)
+    assert now.tzinfo is not None and abs(now - datetime.now(UTC)) < timedelta(seconds=5)
+    with pytest.raises(UsageError) as refused:
+        given_time("--now", "soon")
+    assert str(refused.value) == "--now 'soon' is not an ISO 8601 time"
+    assert refused.value.exit_code == 64

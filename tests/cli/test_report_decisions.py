@@ -5,7 +5,6 @@ the product, what ``verify`` prints before and after a refusal, the emulated roo
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,17 +127,6 @@ def test_the_roots_are_amds_or_the_workspaces_emulated_ones() -> None:
     assert report._roots(report.Trust.emulated, "default").label == "emulated"
 
 
-def test_the_time_is_now_or_the_one_given_in_utc() -> None:
-    assert abs(report._moment(None) - datetime.now(UTC)) < timedelta(seconds=5)
-    assert report._moment("2026-01-02T03:04:05") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    moment = report._moment("2026-01-02T03:04:05+02:00")
-    assert moment == datetime(2026, 1, 2, 1, 4, 5, tzinfo=UTC) and moment.utcoffset() == \
-        timedelta(hours=2)
-    with pytest.raises(UsageError) as refused:
-        report._moment("soon")
-    assert str(refused.value) == "--at: not an ISO 8601 time: 'soon'"
-
-
 @pytest.mark.parametrize(("name", "size"), sorted(report.HEX_SIZES.items()))
 def test_each_hex_value_has_its_fields_size(name: str, size: int) -> None:
     option = "--" + name.replace("_", "-")
@@ -213,8 +201,12 @@ def test_the_product_named_must_be_the_evidences(evidence: Path) -> None:
 
 
 def test_the_time_given_is_the_verifiers(evidence: Path) -> None:
+    """The time itself is :func:`cvm.cli.options.given_time`'s (tests/cli/test_options.py)."""
     with pytest.raises(ChainError):
         _verification(evidence, at="1999-01-01T00:00:00")
+    with pytest.raises(UsageError) as refused:
+        _verification(evidence, at="soon")
+    assert str(refused.value) == "--at 'soon' is not an ISO 8601 time"
 
 
 def test_a_verification_names_its_roots_findings_and_what_is_not_checked(

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cvm.cli.options import parse_file, reading, refuse_unused
+from cvm.cli.options import given_time, parse_file, reading, refuse_unused
 from cvm.errors import FormatError, UsageError
 from cvm.files import write_output
 
@@ -98,16 +98,6 @@ def evidence(
     typer.echo(f"evidence for nonce {nonce!r} written to {out}")
 
 
-def _moment(at: str | None) -> datetime:
-    if at is None:
-        return datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(at)
-    except ValueError:
-        raise UsageError(f"--now {at!r} is not an ISO 8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _roots(trust: str) -> Any:
     """AMD's real roots, or this installation's own emulated roots by their pinned
     fingerprints (``cvm report emulated-root``): what ``cvm attest evidence`` signs with."""
@@ -177,10 +167,10 @@ def appraisal(evidence_file: Path, reference: Path, *, policy: Path | None = Non
         config = VcpuConfig(vcpus, vcpu_signature(vcpu_type))
         explain = parse_file(firmware, "--firmware", lambda data: launch_explainer(data, config))
     if isinstance(found, LaunchEvidence):  # an SVSM's report alone (cvm-launch-evidence/1)
-        return appraise_launch(found, document, rego, _roots(trust), _moment(now),
+        return appraise_launch(found, document, rego, _roots(trust), given_time("--now", now),
                                runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
                                challenge=nonce, explain_launch=explain)
-    return run_appraisal(found, document, rego, _roots(trust), _moment(now),
+    return run_appraisal(found, document, rego, _roots(trust), given_time("--now", now),
                          runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
                          challenge=nonce, explain_launch=explain)
 

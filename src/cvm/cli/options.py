@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,6 +29,17 @@ def refuse_unused(context: str, given: dict[str, bool]) -> None:
 
 
 MAX_WORKERS = 64
+
+
+def given_time(option: str, at: str | None) -> datetime:
+    """The time ``option`` gives (ISO 8601; one without an offset is UTC), or now."""
+    if at is None:
+        return datetime.now(UTC)
+    try:
+        given = datetime.fromisoformat(at)
+    except ValueError:
+        raise UsageError(f"{option} {at!r} is not an ISO 8601 time") from None
+    return given if given.tzinfo else given.replace(tzinfo=UTC)
 
 
 def check_workers(count: int) -> int:

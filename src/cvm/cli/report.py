@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +30,7 @@ from cvm.attestation.verifier import (
     Verifier,
     unchecked,
 )
-from cvm.cli.options import parse_file, reading
+from cvm.cli.options import given_time, parse_file, reading
 from cvm.crypto.x509_chain import load_certificates, parse_crl
 from cvm.errors import ChainError, Finding, FormatError, PolicyError, UsageError
 from cvm.formats.snp.attestation_report import REPORT_SIZE, AttestationReport
@@ -146,16 +145,6 @@ def _roots(trust: Trust, workspace: str) -> TrustRoots:
         return TrustRoots.amd()
     # Only this installation's own emulated roots, by the fingerprints it pinned.
     return TrustRoots.of(RootStore.for_workspace(workspace).trust_anchors(), "emulated")
-
-
-def _moment(at: str | None) -> datetime:
-    if at is None:
-        return datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(at)
-    except ValueError:
-        raise UsageError(f"--at: not an ISO 8601 time: {at!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # Reference values given in hex, and the exact size of their report field (AMD 56860 Table 22).
@@ -320,7 +309,7 @@ def verification(
         AttestationReport.from_bytes(report)
     evidence = _evidence(report, certs, vcek, chain, crl, cert_table)
     roots = _roots(trust, workspace)
-    moment = _moment(at)
+    moment = given_time("--at", at)
     verified = Verifier(roots, clock=lambda: moment).verify(evidence)
     if chosen is not None and chosen != verified.chain.product:
         raise ChainError(f"the evidence is for {verified.chain.product}, not {chosen}")

@@ -16,8 +16,9 @@ from cvm.attestation.verifier.reference import ReferenceDocument
 from cvm.attestation.verifier.rego_policy import RegoPolicy
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.crypto.jose import KeyPair
-from cvm.errors import FormatError
-from cvm.formats.kbs.evidence import CvmEvidence
+from cvm.errors import Finding, FormatError
+from cvm.formats.kbs.evidence import CvmEvidence, report_data_for, runtime_digest
+from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.tcg.event_log import EventLog
 from cvm.formats.tpm2.constants import TpmaObject
 from cvm.formats.tpm2.public import Public
@@ -88,6 +89,25 @@ def test_verify_refusals(genuine: Cvm, evidence: CvmEvidence, reference: Referen
     unrestricted = replace(ak, attributes=ak.attributes & ~TpmaObject.RESTRICTED)
     assert rule(replace(evidence, ak_public=unrestricted.to_bytes())) == "verify.quote"
     assert rule(replace(evidence, svsm_manifest=evidence.svsm_manifest[:-1])) == "verify.quote"
+    (finding,) = _appraise(replace(evidence, quote_signature=bytes(signature)), genuine,
+                           reference, roots).findings
+    assert (finding.expected, finding.hint) == ("a quote signed by a TPM attestation key",
+                                                "quote, ak_public or svsm_manifest")
+    assert "signature" in finding.actual and finding.actual != "None"
+    (finding,) = _appraise(replace(evidence, quote_attest=other.quote_attest,
+                                   quote_signature=other.quote_signature), genuine, reference,
+                           roots).findings
+    ours = genuine.tee_key.public_jwk()
+    assert finding == Finding("verify.quote_nonce", runtime_digest(NONCE, ours).hex(),
+                              runtime_digest("other nonce", ours).hex(),
+                              "the quote was made for another nonce or TEE key")
+    key = KeyPair.generate().public_jwk()
+    (finding,) = _appraise(evidence, genuine, reference, roots, key=key).findings
+    bound = report_data_for(runtime_digest(NONCE, key), Public.from_bytes(evidence.ak_public)
+                            .name(), evidence.svsm_manifest)
+    assert finding == Finding("verify.report_data", bound.hex(), AttestationReport.from_bytes(
+        evidence.report).report_data.hex(), "the report was made for another nonce, TEE key, AK "
+        "or vTPM (replayed evidence?)")
     assert rule(replace(evidence, vcek=evidence.ask)) == "verify.chain"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,16 +114,11 @@ def test_the_time_given_is_the_time_appraised(made: Made) -> None:
     assert not early.accepted and early.step == "verify"
 
 
-def test_times_are_read_as_iso_8601_and_utc_when_naive() -> None:
-    assert attest._moment("2026-06-01T12:00:00") == datetime(2026, 6, 1, 12, tzinfo=UTC)
-    plus_two = timezone(timedelta(hours=2))
-    moment = attest._moment("2026-06-01T12:00:00+02:00")
-    assert moment == datetime(2026, 6, 1, 12, tzinfo=plus_two) and moment.utcoffset() == \
-        timedelta(hours=2)
-    now = attest._moment(None)
-    assert now.tzinfo is not None and abs(now - datetime.now(UTC)) < timedelta(minutes=1)
+def test_the_time_given_is_the_appraisals_and_named_when_malformed(made: Made) -> None:
+    """The time itself is :func:`cvm.cli.options.given_time`'s (tests/cli/test_options.py)."""
+    assert not _appraise(made, nonce="n1", now="2000-01-01T00:00:00").accepted
     with pytest.raises(UsageError) as raised:
-        attest._moment("yesterday")
+        _appraise(made, nonce="n1", now="yesterday")
     assert str(raised.value) == "--now 'yesterday' is not an ISO 8601 time"
 
 

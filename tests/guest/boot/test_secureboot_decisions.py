@@ -301,6 +301,8 @@ def test_shim_hashes_as_shim_does(signed: Signed) -> None:
                         EFI_IMAGE_SECURITY_DATABASE)
     assert verify_next_stage(odd, state, NAME) == expected
     assert verify_next_stage(PeImage.parse(odd), state, NAME) == expected
+    unlisted = verify_next_stage(odd, _shim(), NAME)
+    assert unlisted.reason.startswith("no matching signer") and unlisted.image_digest == shim_hash
 
 
 def test_only_the_allowing_database_is_renamed_in_the_reason() -> None:

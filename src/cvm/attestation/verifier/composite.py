@@ -34,6 +34,7 @@ from cvm.attestation.verifier.report import verify_report
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.errors import Finding, FormatError, VerificationError
 from cvm.formats.kbs.evidence import CvmEvidence, report_data_for, runtime_digest
+from cvm.formats.kbs.launch_evidence import LaunchEvidence
 from cvm.formats.snp.attestation_report import AttestationReport
 from cvm.formats.tcg.algorithm import SHA256
 from cvm.formats.tcg.event_log import EventLog
@@ -97,21 +98,31 @@ class _RefusedError(Exception):
         self.finding = finding
 
 
-def _verify(evidence: CvmEvidence, chains: ChainVerifier, now: datetime, challenge: str | None,
-            runtime_nonce: str, tee_pubkey: dict[str, Any]) -> tuple[AttestationReport, Any]:
+def verify_signed_report(evidence: CvmEvidence | LaunchEvidence, chains: ChainVerifier,
+                         now: datetime, challenge: str | None,
+                         runtime_nonce: str) -> AttestationReport | Finding:
+    """The verify steps both kinds of evidence take: the runtime nonce is the challenge (when
+    there is one), the VCEK chains to a trusted root at ``now``, the report is signed by the
+    VCEK. The report, or the finding of the first step that failed."""
     if challenge is not None and runtime_nonce != challenge:
-        raise _RefusedError(Finding("verify.nonce", challenge, runtime_nonce,
-                               "runtime-data.nonce is not this session's challenge"))
+        return Finding("verify.nonce", challenge, runtime_nonce,
+                       "runtime-data.nonce is not this session's challenge")
     try:
         chain = chains.verify(evidence.vcek, evidence.ask, evidence.ark, now, evidence.crl)
     except (VerificationError, FormatError) as error:
-        raise _RefusedError(Finding("verify.chain", "ARK -> ASK -> VCEK to a trusted root, valid "
-                               f"at {now.isoformat()}", str(error), "certificates")) from None
+        return Finding("verify.chain", "ARK -> ASK -> VCEK to a trusted root, valid at "
+                       f"{now.isoformat()}", str(error), "certificates")
     try:
-        report = verify_report(evidence.report, chain)
+        return verify_report(evidence.report, chain)
     except (VerificationError, FormatError) as error:
-        raise _RefusedError(Finding("verify.report_signature", "signed by the VCEK", str(error),
-                               "report")) from None
+        return Finding("verify.report_signature", "signed by the VCEK", str(error), "report")
+
+
+def _verify(evidence: CvmEvidence, chains: ChainVerifier, now: datetime, challenge: str | None,
+            runtime_nonce: str, tee_pubkey: dict[str, Any]) -> tuple[AttestationReport, Any]:
+    report = verify_signed_report(evidence, chains, now, challenge, runtime_nonce)
+    if isinstance(report, Finding):
+        raise _RefusedError(report)
     try:
         ak, quote = verify_quote(evidence.ak_public, evidence.quote_attest,
                                  evidence.quote_signature)

@@ -29,13 +29,13 @@ from cvm.attestation.verifier.composite import (
     Verdict,
     decide,
     report_claims,
+    verify_signed_report,
 )
 from cvm.attestation.verifier.policy import validate
 from cvm.attestation.verifier.reference import ReferenceDocument
 from cvm.attestation.verifier.rego_policy import RegoPolicy
-from cvm.attestation.verifier.report import verify_report
 from cvm.attestation.verifier.trust import TrustRoots
-from cvm.errors import Finding, FormatError, VerificationError
+from cvm.errors import Finding
 from cvm.formats.kbs.launch_evidence import LaunchEvidence, launch_report_data
 from cvm.formats.snp.attestation_report import AttestationReport
 
@@ -47,18 +47,9 @@ NOT_IN_A_LAUNCH_REPORT = ("pcrs", "boot_images")
 def _verify(evidence: LaunchEvidence, chains: ChainVerifier, now: datetime,
             challenge: str | None, runtime_nonce: str, tee_pubkey: dict[str, Any]
             ) -> AttestationReport | Finding:
-    if challenge is not None and runtime_nonce != challenge:
-        return Finding("verify.nonce", challenge, runtime_nonce,
-                       "runtime-data.nonce is not this session's challenge")
-    try:
-        chain = chains.verify(evidence.vcek, evidence.ask, evidence.ark, now, evidence.crl)
-    except (VerificationError, FormatError) as error:
-        return Finding("verify.chain", "ARK -> ASK -> VCEK to a trusted root, valid at "
-                       f"{now.isoformat()}", str(error), "certificates")
-    try:
-        report = verify_report(evidence.report, chain)
-    except (VerificationError, FormatError) as error:
-        return Finding("verify.report_signature", "signed by the VCEK", str(error), "report")
+    report = verify_signed_report(evidence, chains, now, challenge, runtime_nonce)
+    if isinstance(report, Finding):
+        return report
     bound = launch_report_data(runtime_nonce, tee_pubkey)
     if report.report_data != bound:
         return Finding("verify.report_data", bound.hex(), report.report_data.hex(),

@@ -48,8 +48,8 @@ MAX_CRL_BYTES = 64 << 10
 MAX_TPM_BYTES = 4 << 10
 MAX_EVENT_LOG_BYTES = 512 << 10
 RUNTIME_DIGEST_SIZE = 48
-_FIELDS = {"version", "report", "certificates", "svsm_manifest", "ak_public", "quote",
-           "event_log"}
+_FIELDS = {"svsm_manifest", "ak_public", "quote", "event_log"}
+_REPORT_AND_CHAIN_FIELDS = {"version", "report", "certificates"}
 
 
 def runtime_digest(nonce: str, tee_pubkey: dict[str, Any]) -> bytes:
@@ -65,6 +65,57 @@ def svsm_nonce(digest: bytes, ak_name: bytes) -> bytes:
 def report_data_for(digest: bytes, ak_name: bytes, manifest: bytes) -> bytes:
     """The REPORT_DATA the SVSM asks the PSP for: SHA-512(nonce ‖ manifest)."""
     return hashlib.sha512(svsm_nonce(digest, ak_name) + manifest).digest()
+
+
+# -- what both documents hold: the report, the VCEK chain and the ARK's CRL ---------------------
+def check_report_size(report: bytes) -> None:
+    """Refuse a report that is not an ATTESTATION_REPORT's 1184 bytes."""
+    if len(report) != REPORT_SIZE:
+        raise FormatError(f"evidence.report: {len(report)} bytes, expected {REPORT_SIZE}")
+
+
+def evidence_json(version: str, report: bytes, vcek: bytes, ask: bytes, ark: bytes,
+                  parts: dict[str, Any], crl: bytes | None) -> dict[str, Any]:
+    """The document: its version, report and certificates, then its own ``parts``, then its CRL
+    where there is one."""
+    document: dict[str, Any] = {
+        "version": version,
+        "report": b64encode(report),
+        "certificates": {"vcek": b64encode(vcek), "ask": b64encode(ask), "ark": b64encode(ark)},
+        **parts,
+    }
+    if crl is not None:
+        document["crl"] = b64encode(crl)
+    return document
+
+
+def open_document(value: object, where: str, version: str,
+                  parts: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The document and its certificates object, each with exactly its keys (version, report,
+    certificates, its own ``parts`` and an optional crl; vcek, ask, ark), the document of
+    ``version``."""
+    document = as_object(value, where)
+    only_keys(document, where, _REPORT_AND_CHAIN_FIELDS | parts, {"crl"})
+    if document["version"] != version:
+        raise FormatError(f"{where}.version: {document['version']!r} is not {version!r}")
+    certs = as_object(document["certificates"], f"{where}.certificates")
+    only_keys(certs, f"{where}.certificates", {"vcek", "ask", "ark"})
+    return document, certs
+
+
+def report_and_chain(document: dict[str, Any], certs: dict[str, Any],
+                     where: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """The report, VCEK, ASK and ARK of an opened document, decoded within their bounds."""
+    return (b64decode(document["report"], f"{where}.report", REPORT_SIZE),
+            b64decode(certs["vcek"], f"{where}.certificates.vcek", MAX_CERT_BYTES),
+            b64decode(certs["ask"], f"{where}.certificates.ask", MAX_CERT_BYTES),
+            b64decode(certs["ark"], f"{where}.certificates.ark", MAX_CERT_BYTES))
+
+
+def optional_crl(document: dict[str, Any], where: str) -> bytes | None:
+    """The document's CRL, decoded within its bound, or None."""
+    crl = document.get("crl")
+    return None if crl is None else b64decode(crl, f"{where}.crl", MAX_CRL_BYTES)
 
 
 @dataclass(frozen=True)
@@ -83,24 +134,16 @@ class CvmEvidence:
     crl: bytes | None = None
 
     def __post_init__(self) -> None:
-        if len(self.report) != REPORT_SIZE:
-            raise FormatError(f"evidence.report: {len(self.report)} bytes, expected {REPORT_SIZE}")
+        check_report_size(self.report)
 
     def to_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "version": EVIDENCE_VERSION,
-            "report": b64encode(self.report),
-            "certificates": {"vcek": b64encode(self.vcek), "ask": b64encode(self.ask),
-                             "ark": b64encode(self.ark)},
+        return evidence_json(EVIDENCE_VERSION, self.report, self.vcek, self.ask, self.ark, {
             "svsm_manifest": b64encode(self.svsm_manifest),
             "ak_public": b64encode(self.ak_public),
             "quote": {"attest": b64encode(self.quote_attest),
                       "signature": b64encode(self.quote_signature)},
             "event_log": b64encode(self.event_log),
-        }
-        if self.crl is not None:
-            document["crl"] = b64encode(self.crl)
-        return document
+        }, self.crl)
 
     def to_bytes(self) -> bytes:
         return canonical(self.to_json())
@@ -108,21 +151,12 @@ class CvmEvidence:
     @classmethod
     def from_json(cls, value: object, where: str = "evidence") -> CvmEvidence:
         """Strictly: known fields only, each base64 and within its size bound."""
-        document = as_object(value, where)
-        only_keys(document, where, _FIELDS, {"crl"})
-        if document["version"] != EVIDENCE_VERSION:
-            raise FormatError(f"{where}.version: {document['version']!r} is not "
-                              f"{EVIDENCE_VERSION!r}")
-        certs = as_object(document["certificates"], f"{where}.certificates")
-        only_keys(certs, f"{where}.certificates", {"vcek", "ask", "ark"})
+        document, certs = open_document(value, where, EVIDENCE_VERSION, _FIELDS)
         quote = as_object(document["quote"], f"{where}.quote")
         only_keys(quote, f"{where}.quote", {"attest", "signature"})
-        crl = document.get("crl")
+        report, vcek, ask, ark = report_and_chain(document, certs, where)
         return cls(
-            report=b64decode(document["report"], f"{where}.report", REPORT_SIZE),
-            vcek=b64decode(certs["vcek"], f"{where}.certificates.vcek", MAX_CERT_BYTES),
-            ask=b64decode(certs["ask"], f"{where}.certificates.ask", MAX_CERT_BYTES),
-            ark=b64decode(certs["ark"], f"{where}.certificates.ark", MAX_CERT_BYTES),
+            report, vcek, ask, ark,
             svsm_manifest=b64decode(document["svsm_manifest"], f"{where}.svsm_manifest",
                                     MAX_TPM_BYTES),
             ak_public=b64decode(document["ak_public"], f"{where}.ak_public", MAX_TPM_BYTES),
@@ -131,7 +165,7 @@ class CvmEvidence:
                                       MAX_TPM_BYTES),
             event_log=b64decode(document["event_log"], f"{where}.event_log",
                                 MAX_EVENT_LOG_BYTES),
-            crl=None if crl is None else b64decode(crl, f"{where}.crl", MAX_CRL_BYTES),
+            crl=optional_crl(document, where),
         )
 
     @classmethod

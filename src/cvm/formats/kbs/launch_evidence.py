@@ -23,14 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cvm.errors import FormatError
 from cvm.formats.kbs.evidence import (
-    MAX_CERT_BYTES,
-    MAX_CRL_BYTES,
-    REPORT_SIZE,
+    check_report_size,
+    evidence_json,
+    open_document,
+    optional_crl,
+    report_and_chain,
     runtime_digest,
 )
-from cvm.formats.kbs.json_fields import as_object, b64decode, b64encode, canonical, only_keys
+from cvm.formats.kbs.json_fields import canonical
 
 LAUNCH_EVIDENCE_VERSION = "cvm-launch-evidence/1"
 REPORT_DATA_SIZE = 64
@@ -53,19 +54,11 @@ class LaunchEvidence:
     crl: bytes | None = None
 
     def __post_init__(self) -> None:
-        if len(self.report) != REPORT_SIZE:
-            raise FormatError(f"evidence.report: {len(self.report)} bytes, expected {REPORT_SIZE}")
+        check_report_size(self.report)
 
     def to_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "version": LAUNCH_EVIDENCE_VERSION,
-            "report": b64encode(self.report),
-            "certificates": {"vcek": b64encode(self.vcek), "ask": b64encode(self.ask),
-                             "ark": b64encode(self.ark)},
-        }
-        if self.crl is not None:
-            document["crl"] = b64encode(self.crl)
-        return document
+        return evidence_json(LAUNCH_EVIDENCE_VERSION, self.report, self.vcek, self.ask,
+                             self.ark, {}, self.crl)
 
     def to_bytes(self) -> bytes:
         return canonical(self.to_json())
@@ -73,18 +66,6 @@ class LaunchEvidence:
     @classmethod
     def from_json(cls, value: object, where: str = "evidence") -> LaunchEvidence:
         """Strictly: known fields only, each base64 and within its size bound."""
-        document = as_object(value, where)
-        only_keys(document, where, {"version", "report", "certificates"}, {"crl"})
-        if document["version"] != LAUNCH_EVIDENCE_VERSION:
-            raise FormatError(f"{where}.version: {document['version']!r} is not "
-                              f"{LAUNCH_EVIDENCE_VERSION!r}")
-        certs = as_object(document["certificates"], f"{where}.certificates")
-        only_keys(certs, f"{where}.certificates", {"vcek", "ask", "ark"})
-        crl = document.get("crl")
-        return cls(
-            report=b64decode(document["report"], f"{where}.report", REPORT_SIZE),
-            vcek=b64decode(certs["vcek"], f"{where}.certificates.vcek", MAX_CERT_BYTES),
-            ask=b64decode(certs["ask"], f"{where}.certificates.ask", MAX_CERT_BYTES),
-            ark=b64decode(certs["ark"], f"{where}.certificates.ark", MAX_CERT_BYTES),
-            crl=None if crl is None else b64decode(crl, f"{where}.crl", MAX_CRL_BYTES),
-        )
+        document, certs = open_document(value, where, LAUNCH_EVIDENCE_VERSION, set())
+        report, vcek, ask, ark = report_and_chain(document, certs, where)
+        return cls(report, vcek, ask, ark, optional_crl(document, where))

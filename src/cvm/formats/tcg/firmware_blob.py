@@ -17,8 +17,32 @@ from cvm.wire import Guid, Reader, Writer
 CONFIGURATION_TABLE_SIZE = 24
 
 
-def _text(description: bytes) -> str:
-    return description.rstrip(b"\0").decode("ascii", "replace")
+def _open(data: bytes, version: int, structure: str, field: str) -> tuple[Reader, bytes | None]:
+    """A reader of ``data`` as ``structure`` (its v2 form, named with a "2", when ``version`` is
+    2), and the v2 form's leading description (``{field}DescriptionSize`` bytes), else None."""
+    if version != 2:
+        return Reader(data, structure), None
+    reader = Reader(data, structure + "2")
+    return reader, reader.take(reader.u8(f"{field}DescriptionSize"), f"{field}Description")
+
+
+def _writer(description: bytes | None) -> Writer:
+    """A writer that starts with the v2 form's description (its size, then it), if there is
+    one."""
+    writer = Writer()
+    if description is not None:
+        writer.u8(len(description)).put(description)
+    return writer
+
+
+def _text(description: bytes | None) -> str | None:
+    return None if description is None else description.rstrip(b"\0").decode("ascii", "replace")
+
+
+def _label(description: bytes | None) -> str:
+    """The description as :meth:`describe` leads with it: quoted, then a space; or nothing."""
+    text = _text(description)
+    return "" if text is None else f"{text!r} "
 
 
 @dataclass(frozen=True)
@@ -31,29 +55,20 @@ class FirmwareBlob:
 
     @classmethod
     def parse(cls, data: bytes, version: int = 1) -> FirmwareBlob:
-        name = "UEFI_PLATFORM_FIRMWARE_BLOB" + ("2" if version == 2 else "")
-        reader = Reader(data, name)
-        description = None
-        if version == 2:
-            description = reader.take(reader.u8("BlobDescriptionSize"), "BlobDescription")
+        reader, description = _open(data, version, "UEFI_PLATFORM_FIRMWARE_BLOB", "Blob")
         base = reader.u64("BlobBase")
         length = reader.u64("BlobLength")
         reader.expect_end()
         return cls(base, length, description)
 
     def to_bytes(self) -> bytes:
-        writer = Writer()
-        if self.description is not None:
-            writer.u8(len(self.description)).put(self.description)
-        return writer.u64(self.base).u64(self.length).to_bytes()
+        return _writer(self.description).u64(self.base).u64(self.length).to_bytes()
 
     def describe(self) -> str:
-        label = f"{_text(self.description)!r} " if self.description is not None else ""
-        return f"{label}base {self.base:#x} length {self.length:#x}"
+        return f"{_label(self.description)}base {self.base:#x} length {self.length:#x}"
 
     def to_json(self) -> dict[str, object]:
-        described = None if self.description is None else _text(self.description)
-        return {"kind": "UEFI_PLATFORM_FIRMWARE_BLOB", "description": described,
+        return {"kind": "UEFI_PLATFORM_FIRMWARE_BLOB", "description": _text(self.description),
                 "base": self.base, "length": self.length}
 
 
@@ -66,11 +81,7 @@ class HandoffTables:
 
     @classmethod
     def parse(cls, data: bytes, version: int = 1) -> HandoffTables:
-        name = "UEFI_HANDOFF_TABLE_POINTERS" + ("2" if version == 2 else "")
-        reader = Reader(data, name)
-        description = None
-        if version == 2:
-            description = reader.take(reader.u8("TableDescriptionSize"), "TableDescription")
+        reader, description = _open(data, version, "UEFI_HANDOFF_TABLE_POINTERS", "Table")
         count = reader.u64("NumberOfTables")
         if count * CONFIGURATION_TABLE_SIZE != reader.remaining:
             raise reader.fail(f"{count} tables do not fill the event")
@@ -81,19 +92,15 @@ class HandoffTables:
         return cls(tables, description)
 
     def to_bytes(self) -> bytes:
-        writer = Writer()
-        if self.description is not None:
-            writer.u8(len(self.description)).put(self.description)
-        writer.u64(len(self.tables))
+        writer = _writer(self.description).u64(len(self.tables))
         for guid, pointer in self.tables:
             writer.put(guid.to_bytes()).u64(pointer)
         return writer.to_bytes()
 
     def describe(self) -> str:
-        label = f"{_text(self.description)!r} " if self.description is not None else ""
-        return label + ", ".join(f"{guid}@{pointer:#x}" for guid, pointer in self.tables)
+        tables = ", ".join(f"{guid}@{pointer:#x}" for guid, pointer in self.tables)
+        return _label(self.description) + tables
 
     def to_json(self) -> dict[str, object]:
-        described = None if self.description is None else _text(self.description)
-        return {"kind": "UEFI_HANDOFF_TABLE_POINTERS", "description": described,
+        return {"kind": "UEFI_HANDOFF_TABLE_POINTERS", "description": _text(self.description),
                 "tables": [{"vendor_guid": str(g), "vendor_table": p} for g, p in self.tables]}

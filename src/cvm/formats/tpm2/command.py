@@ -161,11 +161,17 @@ def _fast_or_strict(fast: Callable[[bytes, int], T | None], strict: Callable[[by
     return parsed if parsed is not None else strict(data, handle_count)
 
 
-def _check_header(header: Header, length: int, what: str) -> None:
+def _read_header(data: bytes, what: str) -> tuple[Header, Reader]:
+    """The header of the buffer ``data`` (a known tag, the size field its length) and a reader
+    of what follows it (the strict parsers' start)."""
+    header = Header.from_bytes(data)
     if header.tag not in (TpmSt.NO_SESSIONS, TpmSt.SESSIONS):
         raise FormatError(f"{what}: tag {header.tag:#06x} is neither NO_SESSIONS nor SESSIONS")
-    if header.size != length:
-        raise FormatError(f"{what}: size field {header.size} but {length} bytes given")
+    if header.size != len(data):
+        raise FormatError(f"{what}: size field {header.size} but {len(data)} bytes given")
+    source = reader(data, what)
+    source.take(HEADER_SIZE, "header")
+    return header, source
 
 
 @dataclass(frozen=True)
@@ -185,10 +191,7 @@ class Command:
     @classmethod
     def _parse_strict(cls, data: bytes, handle_count: int) -> Command:
         """Field by field, naming what is wrong and where (the fast path's fallback)."""
-        header = Header.from_bytes(data)
-        _check_header(header, len(data), "TPM2 command")
-        source = reader(data, "TPM2 command")
-        source.take(HEADER_SIZE, "header")
+        header, source = _read_header(data, "TPM2 command")
         handles = tuple(source.u32(f"handle {i + 1}") for i in range(handle_count))
         sessions: tuple[AuthCommand, ...] = ()
         if header.tag == TpmSt.SESSIONS:
@@ -248,10 +251,7 @@ class Response:
     @classmethod
     def _parse_strict(cls, data: bytes, handle_count: int) -> Response:
         """Field by field, naming what is wrong and where (the fast path's fallback)."""
-        header = Header.from_bytes(data)
-        _check_header(header, len(data), "TPM2 response")
-        source = reader(data, "TPM2 response")
-        source.take(HEADER_SIZE, "header")
+        header, source = _read_header(data, "TPM2 response")
         if header.code != 0:
             source.expect_end()
             return cls(header.code)

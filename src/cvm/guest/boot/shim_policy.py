@@ -43,6 +43,7 @@ from cvm.guest.boot.secureboot import (
     forbidden_by,
     signatures_of,
 )
+from cvm.wire import Guid
 
 SHIM_HASHES = ("sha256", "sha1")
 EMPTY = SignatureDatabase()
@@ -118,6 +119,19 @@ def mok_list_rt(mok_list: SignatureDatabase, vendor_cert: bytes | None) -> Signa
     return mok_list + SignatureDatabase((vendor,))
 
 
+def _hash_listed(name: str, allowed: bool, database: str, entries: SignatureDatabase,
+                 vendor: Guid, digests: dict[str, bytes]) -> Decision | None:
+    """The decision ``allowed`` when one of the image's ``digests`` (SHA-256 first) is listed in
+    ``database``; None when none is."""
+    for alg in SHIM_HASHES:
+        listed = find_hash(entries, alg, digests[alg])
+        if listed is not None:
+            return Decision(name, allowed, f"the image's {alg} hash is in {database}", database,
+                            digests["sha256"], listed, HASH_SIGNATURE_TYPES[alg], None, (),
+                            vendor)
+    return None
+
+
 def verify_next_stage(
     pe_bytes: bytes | PeImage, state: ShimState, name: str = "image", in_protocol: bool = False
 ) -> Decision:
@@ -134,11 +148,9 @@ def verify_next_stage(
             ("dbx", state.dbx, EFI_IMAGE_SECURITY_DATABASE),
             ("MokListX", state.mok_list_x_rt, SHIM_LOCK_GUID))
     for database, entries, vendor in deny:
-        for alg in SHIM_HASHES:
-            listed = find_hash(entries, alg, digests[alg])
-            if listed is not None:
-                return Decision(name, False, f"the image's {alg} hash is in {database}", database,
-                                sha256, listed, HASH_SIGNATURE_TYPES[alg], None, (), vendor)
+        listed = _hash_listed(name, False, database, entries, vendor, digests)
+        if listed is not None:
+            return listed
         for item in signatures:
             forbidden = forbidden_by(item.signature, item.digest, entries)
             if forbidden is not None:
@@ -149,11 +161,9 @@ def verify_next_stage(
     allow = (("db", state.db, EFI_IMAGE_SECURITY_DATABASE),
              ("MokListRT", state.mok_list_rt, SHIM_LOCK_GUID))
     for database, entries, vendor in allow:
-        for alg in SHIM_HASHES:
-            listed = find_hash(entries, alg, digests[alg])
-            if listed is not None:
-                return Decision(name, True, f"the image's {alg} hash is in {database}", database,
-                                sha256, listed, HASH_SIGNATURE_TYPES[alg], None, (), vendor)
+        listed = _hash_listed(name, True, database, entries, vendor, digests)
+        if listed is not None:
+            return listed
         for item in signatures:
             found = allowed_by(item.signature, item.digest, entries, revoked)
             if found is not None and found.revoked is not None:
