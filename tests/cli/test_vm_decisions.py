@@ -6,6 +6,7 @@ where only what the command passes on is checked."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from cvm.cli.main import execute
 from cvm.errors import PolicyError, StatusError, UsageError
 from cvm.hardware.vm import Mode
 
-QUIET: dict[str, Any] = {"vcpus": 1, "memory": "2M", "tpm_state": None, "firmware": None,
+QUIET: dict[str, Any] = {"vcpus": None, "memory": "2M", "tpm_state": None, "firmware": None,
                          "id_key": None, "author_key": None, "dry_run": False, "kbs": None,
                          "kbs_resource": "default/vtpm/state-key"}
 
@@ -152,6 +153,21 @@ def test_the_boot_gets_the_mode_vcpus_memory_and_no_broker(bundle: Path,
     assert recorder.calls == [(bundle, Mode.SEV_ES, {
         "vcpus": 3, "memory_bytes": 64 << 20, "kbs": None,
         "kbs_resource": "default/vtpm/state-key", "vendor": None})]
+
+
+def test_the_vcpus_are_the_images_unless_given(tmp_path: Path, recorder: Recorder) -> None:
+    """An image built with ``--vcpus 3`` launches 3 vCPUs: its launch digest was predicted for
+    them. ``--vcpus`` overrides it; a manifest without a usable count gives 1."""
+    for manifest, given, launched in (
+            ({"vcpus": 3}, None, 3), ({"vcpus": 3}, 2, 2), ({}, None, 1), ({"vcpus": 64}, None, 64),
+            ({"vcpus": 0}, None, 1), ({"vcpus": 65}, None, 1), ({"vcpus": "2"}, None, 1),
+            ({"vcpus": True}, None, 1), ({"vcpus": 2.0}, None, 1), ([2], None, 1)):
+        (tmp_path / "image.json").write_text(json.dumps(manifest))
+        vm.boot(tmp_path, "sev-snp", vcpus=given, memory="2M", kbs=None,
+                kbs_resource="default/vtpm/state-key")
+        assert recorder.calls.pop()[2]["vcpus"] == launched
+    (tmp_path / "image.json").write_bytes(b"{")
+    assert vm.image_vcpus(tmp_path) == 1
 
 
 def test_with_a_broker_the_chip_is_the_installations_pinned_emulated_amd(

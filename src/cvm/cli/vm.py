@@ -44,7 +44,7 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * UNITS[match.group(2).upper()]
 
 
-def run_mode(backend: str, mode: str | None, *, vcpus: int, memory: str,
+def run_mode(backend: str, mode: str | None, *, vcpus: int | None, memory: str,
              tpm_state: Path | None, firmware: Path | None, id_key: Path | None,
              author_key: Path | None, dry_run: bool, kbs: str | None, kbs_resource: str) -> str:
     """The mode ``backend`` runs (``--mode``, else sev-snp on cvm's emulated machine and plain
@@ -57,7 +57,8 @@ def run_mode(backend: str, mode: str | None, *, vcpus: int, memory: str,
         snp = mode == "sev-snp"
         refuse_unused(f"--backend qemu --mode {mode or 'plain'}", {
             "--memory": memory != DEFAULT_MEMORY_TEXT, "--kbs-resource": not default_resource,
-            "--vcpus": not snp and vcpus != 1, "--tpm-state": snp and tpm_state is not None,
+            "--vcpus": not snp and vcpus is not None,
+            "--tpm-state": snp and tpm_state is not None,
             "--firmware": not snp and firmware is not None,
             "--id-key": not snp and id_key is not None,
             "--author-key": not snp and author_key is not None})
@@ -73,7 +74,19 @@ def run_mode(backend: str, mode: str | None, *, vcpus: int, memory: str,
     return mode or "sev-snp"
 
 
-def boot(image: Path, mode: str, *, vcpus: int, memory: str, kbs: str | None,
+def image_vcpus(image: Path) -> int:
+    """The vCPUs the image's launch digest was predicted for (``cvm image build --vcpus``, the
+    manifest's ``vcpus``): what ``vm run`` launches unless ``--vcpus`` says otherwise, as a
+    different count changes the launch digest. 1 when the manifest does not say; a manifest that
+    does not parse is named by the boot's own loader."""
+    try:
+        value = json.loads((image / "image.json").read_bytes()).get("vcpus", 1)
+    except (ValueError, AttributeError):
+        return 1
+    return value if type(value) is int and 1 <= value <= 64 else 1
+
+
+def boot(image: Path, mode: str, *, vcpus: int | None, memory: str, kbs: str | None,
          kbs_resource: str) -> Any:
     """Boot the bundle ``image`` on cvm's emulated machine; with ``kbs``, the relying party is
     that broker, which trusts this installation's emulated AMD root (``--trust emulated``)."""
@@ -87,6 +100,8 @@ def boot(image: Path, mode: str, *, vcpus: int, memory: str, kbs: str | None,
         from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
 
         vendor = RootStore.for_workspace(DEFAULT_WORKSPACE).vendor("Milan", create=True)
+    if vcpus is None:
+        vcpus = image_vcpus(image)
     return boot_bundle(image, Mode.parse(mode), vcpus=vcpus, memory_bytes=parse_size(memory),
                        kbs=kbs, kbs_resource=kbs_resource, vendor=vendor)
 
@@ -120,7 +135,9 @@ def run(
     mode: str = typer.Option(None, "--mode",
                              help="plain, sev, sev-es or sev-snp (default: sev-snp; plain with "
                                   "--backend qemu)."),
-    vcpus: int = typer.Option(1, "--vcpus", help="vCPUs (the launch digest depends on it)."),
+    vcpus: int = typer.Option(None, "--vcpus",
+                              help="vCPUs (the launch digest depends on it; default: the count "
+                                   "the image was built for, else 1)."),
     memory: str = typer.Option(DEFAULT_MEMORY_TEXT, "--memory",
                                help="Guest RAM, e.g. 2M, 64M."),
     as_json: bool = typer.Option(False, "--json", help="The trace as JSON."),
@@ -147,8 +164,8 @@ def run(
     if backend == "qemu":
         from cvm.cli.vm_qemu import run_qemu
 
-        return run_qemu(image, chosen, vcpus, tpm_state, firmware, id_key, author_key,
-                        dry_run, as_json)
+        return run_qemu(image, chosen, 1 if vcpus is None else vcpus, tpm_state, firmware,
+                        id_key, author_key, dry_run, as_json)
     trace = boot(image, chosen, vcpus=vcpus, memory=memory, kbs=kbs, kbs_resource=kbs_resource)
     if as_json:
         typer.echo(json.dumps(trace.to_json(), indent=1))
