@@ -679,9 +679,19 @@ def test_a_manifest_missing_a_field_or_not_an_object_is_refused(tmp_path: Path) 
 
 
 def test_a_manifest_that_is_not_json_or_cannot_be_read_is_refused(tmp_path: Path) -> None:
+    for folder in (tmp_path, tmp_path / "none"):
+        with pytest.raises(UsageError) as missing:
+            load_manifest(folder)
+        assert str(missing.value) == f"{folder}: not an image bundle (no image.json)"
+    (tmp_path / "file").write_bytes(b"{}")
     with pytest.raises(UsageError) as missing:
+        load_manifest(tmp_path / "file")
+    assert str(missing.value) == f"{tmp_path / 'file'}: not an image bundle (no image.json)"
+    (tmp_path / "image.json").mkdir()
+    with pytest.raises(IsADirectoryError) as unreadable:  # the OS's error: exit 74, its reason
         load_manifest(tmp_path)
-    assert str(missing.value) == f"{tmp_path / 'image.json'}: cannot read the image manifest"
+    assert unreadable.value.filename == str(tmp_path / "image.json")
+    (tmp_path / "image.json").rmdir()
     for data in (b"{", b"\xff\xfe{"):
         (tmp_path / "image.json").write_bytes(data)
         with pytest.raises(FormatError) as refused:

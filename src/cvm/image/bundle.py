@@ -354,9 +354,11 @@ def load_manifest(out: Path) -> dict[str, Any]:
     """``OUT/image.json``, checked: schema, keys, chain, modes, stages, disk offsets."""
     path = out / "image.json"
     try:
-        document = json.loads(path.read_bytes())
-    except OSError:
-        raise UsageError(f"{path}: cannot read the image manifest") from None
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):  # any other OS error is the OS's to name
+        raise UsageError(f"{out}: not an image bundle (no image.json)") from None
+    try:
+        document = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise FormatError(f"{path}: not JSON") from None
     schema, fields = manifest_schema(document)
