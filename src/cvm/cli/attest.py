@@ -208,7 +208,6 @@ def exit_code(verdict: Any) -> int:
     return EXIT_NOT_AUTHENTIC if verdict.step in ("verify", "replay") else EXIT_REFUSED
 
 
-@app.command()
 def appraise(
     evidence_file: Annotated[Path, typer.Argument(
         metavar="EVIDENCE", help="Attestation payload (from `cvm attest evidence`).")],
@@ -241,6 +240,9 @@ def appraise(
     code = exit_code(verdict)
     if code:
         raise typer.Exit(code)
+
+
+app.command("appraise")(appraise)  # not decorated: the command's own lines are mutation-tested
 
 
 def _resource_path(text: str) -> str:
