@@ -336,3 +336,18 @@ def test_a_policy_that_does_not_compile_is_one_line_with_its_place(
     assert capfd.readouterr() == ("", (
         f"cvm: error: --policy {policy}: policy 'broken.rego' does not compile: this is "
         "unclosed at line 2, column 10; this is unclosed at line 1, column 1\n"))
+
+
+def test_the_command_passes_the_time_on_and_prints_json_indented(
+        made: Made, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--now`` reaches the appraisal (long after the chip's certificates expire: not
+    authentic, 66); ``--json`` prints the verdict's document indented by two spaces."""
+    base = ["attest", "appraise", str(made.evidence), "--reference", str(made.reference),
+            "--trust", "emulated", "--nonce", "n1"]
+    capsys.readouterr()
+    assert execute([*base, "--now", "2200-01-01T00:00:00"]) == 66
+    assert capsys.readouterr().out.startswith("verdict: contraindicated (refused at verify)\n")
+    assert execute([*base, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"
+    assert out.startswith('{\n  "status": "affirming",\n  "step": ')
