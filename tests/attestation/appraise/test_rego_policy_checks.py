@@ -56,6 +56,10 @@ def test_each_error_of_the_report_with_its_place() -> None:
         "first at line 3, column 1; second line at line 2, column 4")
     assert error_line("(error\n  (errormsg 9:not found)\n  (errorast))", source) == "not found"
     assert error_line("(error 1:p|0|1 (errormsg 3:one", "x") == "one at line 1, column 1"
+    assert error_line("(error 1:p|1|1 (errormsg 3:one", "\nx") == "one at line 2, column 1"
+    assert error_line("(error 1:p|2|1 (errormsg 3:one", "a\n") == "one at line 2, column 1"
+    # an offset inside a character (regopy's never is) still gives a place, not a traceback
+    assert error_line("(error 1:p|2|1 (errormsg 3:one", "aé") == "one at line 1, column 3"
 
 
 @pytest.mark.parametrize("report", [

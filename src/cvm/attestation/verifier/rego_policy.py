@@ -130,11 +130,10 @@ def error_line(report: str, source: str) -> str:
         start = match.end()
         message = " ".join(report[start:start + int(match[2])].split())
         if match[1] is not None:  # where in the module (a run's error has no place)
-            offset = int(match[1])
-            line_start = data.rfind(b"\n", 0, offset) + 1
-            column = len(data[line_start:offset].decode(errors="replace")) + 1
-            line = data.count(b"\n", 0, offset) + 1
-            message = f"{message} at line {line}, column {column}"
+            before = data[:int(match[1])]
+            lines = before.count(b"\n")
+            column = len(before[before.rfind(b"\n") + 1:].decode(errors="replace")) + 1
+            message = f"{message} at line {lines + 1}, column {column}"
         errors.append(message)
     if not errors or len(errors) != report.count("(errormsg "):
         return " ".join(report.split())
