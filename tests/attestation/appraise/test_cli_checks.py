@@ -351,3 +351,23 @@ def test_the_command_passes_the_time_on_and_prints_json_indented(
     out = capsys.readouterr().out
     assert out == json.dumps(json.loads(out), indent=2) + "\n"
     assert out.startswith('{\n  "status": "affirming",\n  "step": ')
+
+
+@pytest.mark.parametrize(("option", "content"), [
+    ("--reference", b'{"version": "cvm-reference/1", "measurement": []}'),
+    ("--reference", b"[]"),
+    ("--firmware", b"not a firmware image"),
+])
+def test_an_input_that_does_not_parse_is_named_with_its_option(
+        made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str,
+        content: bytes) -> None:
+    """One line led by the option and the file: which of the command's inputs is wrong."""
+    bad = tmp_path / "bad"
+    bad.write_bytes(content)
+    files = {"--reference": str(made.reference), option: str(bad)}
+    capsys.readouterr()
+    assert execute(["attest", "appraise", str(made.evidence), "--trust", "emulated",
+                    *[word for pair in files.items() for word in pair]]) == 65
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"cvm: error: {option} {bad}: ")
+    assert captured.err.count("\n") == 1
