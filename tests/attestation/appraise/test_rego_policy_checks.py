@@ -4,8 +4,12 @@ regopy's own report never reaches the process's output."""
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 
+from cvm.attestation.verifier import rego_policy
 from cvm.attestation.verifier.rego_policy import (
     DEFAULT_POLICY,
     EMPTY_INPUT,
@@ -29,6 +33,8 @@ HEADER = "package cvm.policy\nimport rego.v1\n"
     ("package other\nimport rego.v1\nallow := true\n", "defines nothing in package cvm.policy"),
     (HEADER + "allow if { undefined_fn(1) }\n", "failed: Function not found: undefined_fn"),
     (HEADER + "deny := 1\nallow := true\n", ": deny must be a set"),
+    # run on an input of the documented shape: its claims present (a null input has none)
+    (HEADER + "deny := 1 if input.claims\nallow := true\n", ": deny must be a set"),
 ])
 def test_a_bad_policy_is_refused_when_loaded_in_one_line(
         capfd: pytest.CaptureFixture[str], source: str, message: str) -> None:
@@ -68,3 +74,24 @@ def test_each_error_of_the_report_with_its_place() -> None:
 ])
 def test_a_report_of_another_shape_is_folded_onto_one_line(report: str) -> None:
     assert error_line(report, "x") == " ".join(report.split())
+
+
+def test_a_policy_is_compiled_once_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading compiles it; each evaluation after reuses the thread's compiled policy (the
+    broker's throughput rests on it); another thread compiles its own."""
+    made: list[int] = []
+
+    class Counted(rego_policy.Interpreter):  # type: ignore[misc]
+        def __init__(self, *args: Any) -> None:
+            made.append(threading.get_ident())
+            super().__init__(*args)
+
+    monkeypatch.setattr(rego_policy, "Interpreter", Counted)
+    policy = RegoPolicy()
+    for _ in range(3):
+        assert policy.evaluate(EMPTY_INPUT).allow
+    assert made == [threading.get_ident()]
+    other = threading.Thread(target=lambda: [policy.evaluate(EMPTY_INPUT) for _ in range(2)])
+    other.start()
+    other.join()
+    assert len(made) == 2 and made[1] != made[0]
