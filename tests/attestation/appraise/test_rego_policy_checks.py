@@ -95,3 +95,20 @@ def test_a_policy_is_compiled_once_per_thread(monkeypatch: pytest.MonkeyPatch) -
     other.start()
     other.join()
     assert len(made) == 2 and made[1] != made[0]
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    ("(error\n  (errormsg 4:boom)\n  (rego-errorcode))", "failed: boom"),
+    ('{"result": \n 1}', 'failed: {"result": 1}'),
+    ('{"expressions": []}', 'failed: {"expressions": []}'),
+])
+def test_an_output_that_is_not_a_result_is_the_policys_failure(
+        monkeypatch: pytest.MonkeyPatch, output: str, message: str) -> None:
+    """What regopy returns for a run that failed without raising: refused naming the policy,
+    its report on one line."""
+    policy = RegoPolicy(DEFAULT_POLICY, "owner.rego")
+    interpreter, bundle = policy._compile()
+    monkeypatch.setattr(interpreter, "query_bundle", lambda _: output)
+    with pytest.raises(FormatError) as refused:
+        policy.evaluate(EMPTY_INPUT)
+    assert str(refused.value) == f"policy 'owner.rego' {message}"
