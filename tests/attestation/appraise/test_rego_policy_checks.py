@@ -107,7 +107,7 @@ def test_an_output_that_is_not_a_result_is_the_policys_failure(
     """What regopy returns for a run that failed without raising: refused naming the policy,
     its report on one line."""
     policy = RegoPolicy(DEFAULT_POLICY, "owner.rego")
-    interpreter, bundle = policy._compile()
+    interpreter = policy._compile()[0]
     monkeypatch.setattr(interpreter, "query_bundle", lambda _: output)
     with pytest.raises(FormatError) as refused:
         policy.evaluate(EMPTY_INPUT)
