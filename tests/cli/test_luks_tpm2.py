@@ -183,3 +183,17 @@ def test_the_signers_pcrs_given_are_the_tokens(setup: dict[str, Path],
                     "--from-eventlog", str(setup["good"]), "--public-key",
                     str(setup["dir"] / "pub.pem"), "--public-key-pcrs", "11,12"]) == 0
     assert _export(setup["image"], capsys)["tpm2_pubkey_pcrs"] == [11, 12]
+
+
+def test_a_public_key_that_does_not_parse_is_named_with_its_option_and_nothing_enrolled(
+        setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """The one line says which input is wrong: ``--public-key`` and the file, then why."""
+    key = setup["dir"] / "pub.pem"
+    key.write_bytes(b"not a key\n")
+    image = str(setup["image"])
+    capsys.readouterr()
+    assert execute(["luks", "enroll-tpm2", image, "--key-file", str(setup["pass"]),
+                    "--tpm-state", str(setup["state"]), "--pcrs", "7", "--from-eventlog",
+                    str(setup["good"]), "--public-key", str(key)]) == 65
+    assert capsys.readouterr().err == f"cvm: error: --public-key {key}: not a PEM public key\n"
+    assert execute(["luks", "token", "export", image, "--token-id", "0"]) == 64

@@ -10,6 +10,7 @@ protocol to a ``cvm kbs serve`` from an emulated CVM and prints the released sec
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from datetime import UTC, datetime
@@ -151,13 +152,18 @@ def appraisal(evidence_file: Path, reference: Path, *, policy: Path | None = Non
     from cvm.formats.kbs.rcar import Attestation
 
     explainer_options_unused(firmware, vcpus, vcpu_type)
-    payload = Attestation.from_json(load_object(evidence_file.read_bytes(), str(evidence_file)))
+    payload = parse_file(evidence_file, "", lambda data: Attestation.from_json(
+        load_object(data, str(evidence_file))))
     document = parse_file(reference, "--reference", ReferenceDocument.from_bytes)
     rego = (parse_file(policy, "--policy", lambda data: RegoPolicy(policy_text(data), policy.name))
             if policy else RegoPolicy(DEFAULT_POLICY))
     found = payload.evidence
     if collateral is not None and found.crl is None:
-        found = replace(found, crl=CollateralCache(collateral).crl("Milan"))
+        crl = CollateralCache(collateral).crl("Milan")
+        if crl is None:  # revocation would go unchecked while the user asked for the cache's CRL
+            raise FileNotFoundError(errno.ENOENT, "no Milan CRL in the collateral cache",
+                                    str(collateral))
+        found = replace(found, crl=crl)
     explain = None
     if firmware is not None:
         from cvm.attestation.launch_search import launch_explainer
@@ -198,7 +204,6 @@ def exit_code(verdict: Any) -> int:
     return EXIT_NOT_AUTHENTIC if verdict.step in ("verify", "replay") else EXIT_REFUSED
 
 
-@app.command()
 def appraise(
     evidence_file: Annotated[Path, typer.Argument(
         metavar="EVIDENCE", help="Attestation payload (from `cvm attest evidence`).")],
@@ -216,7 +221,8 @@ def appraise(
     vcpu_type: Annotated[str, typer.Option(
         help="The expected vCPU type (with --firmware).")] = "EPYC-Milan",
     collateral: Annotated[Path | None, typer.Option(
-        help="Collateral cache: the CRL is taken from it when the evidence has none.")] = None,
+        help="Collateral cache: the CRL is taken from it when the evidence has none (a cache "
+             "without one is refused).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Verify, replay and validate EVIDENCE; exit 0 if accepted, 66 not authentic, 67 refused."""
@@ -231,6 +237,9 @@ def appraise(
     code = exit_code(verdict)
     if code:
         raise typer.Exit(code)
+
+
+app.command("appraise")(appraise)  # not decorated: the command's own lines are mutation-tested
 
 
 def _resource_path(text: str) -> str:

@@ -33,6 +33,7 @@ from cvm.cli.tpm import (
 from cvm.errors import UsageError
 from cvm.files import write_output
 from cvm.formats.tpm2.pcr_selection import PcrSelectionList
+from cvm.formats.tpm2.public import Public
 from cvm.guest.tpm.luks_token import (
     SystemdTpm2Token,
     enroll,
@@ -82,12 +83,14 @@ def enroll_tpm2(
     indices = parse_pcrs(pcrs)
     values = predicted_values(bank, indices, pcr_values, from_eventlog)
     pin_value = _pin(pin, pin_file)
-    pem = public_key.read_bytes() if public_key is not None else None
-    signer = None
-    if public_key is not None and pem is not None:
+    pem: bytes | None = None  # the signer's key, its TPM form and PCRs: all three or none
+    signer: Public | None = None
+    signed_pcrs: tuple[int, ...] = ()
+    if public_key is not None:
+        pem = public_key.read_bytes()
         with reading(public_key, "--public-key"):
             signer = public_from_pem(pem)
-    signed_pcrs = tuple(parse_pcrs(public_key_pcrs)) if pem is not None else ()
+        signed_pcrs = tuple(parse_pcrs(public_key_pcrs))
     policy = SealPolicy(PcrSelectionList.of(bank, indices), pin_value is not None, signer)
     with running_tpm(tpm_state, tpm_key_file, keyring) as (_, client), \
             luks.open_volume(image, write=True) as volume:

@@ -5,6 +5,7 @@ code tells not authentic (66) from not acceptable (67)."""
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 
 from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
 from cvm.attestation.verifier.collateral import CollateralCache
@@ -254,3 +256,113 @@ def test_the_crl_is_taken_from_the_collateral_cache(made: Made, tmp_path: Path) 
     assert not verdict.accepted and verdict.step == "verify"
     assert "revoked" in " ".join(str(finding) for finding in verdict.findings)
     assert _appraise(made, nonce="n1").accepted  # no cache given: the CRL is not consulted
+
+
+@pytest.mark.parametrize("document", [{}, {"runtime-data": {}, "tee-evidence": {}},
+                                      {"version": "cvm-reference/1"}])
+def test_evidence_of_another_shape_is_named_by_its_path(
+        made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        document: dict[str, Any]) -> None:
+    """JSON that is not an attestation payload: one line led by the file, exit 65."""
+    evidence = tmp_path / "evidence.json"
+    evidence.write_text(json.dumps(document))
+    assert execute(["attest", "appraise", str(evidence), "--reference", str(made.reference)]) == 65
+    err = capsys.readouterr().err
+    assert err.startswith(f"cvm: error: {evidence}: ") and err.count("\n") == 1
+
+
+def test_a_policy_that_is_not_utf8_is_named_with_the_byte(made: Made, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    policy = tmp_path / "policy.rego"
+    policy.write_bytes(b"package cvm.policy\n# caf\xe9\n")
+    with pytest.raises(FormatError) as raised:
+        _appraise(made, nonce="n1", policy=policy)
+    assert str(raised.value) == f"--policy {policy}: not UTF-8 text (byte 24)"
+    assert execute(["attest", "appraise", str(made.evidence), "--reference", str(made.reference),
+                    "--policy", str(policy), "--trust", "emulated"]) == 65
+    assert capsys.readouterr().err == f"cvm: error: --policy {policy}: not UTF-8 text (byte 24)\n"
+
+
+def test_a_collateral_cache_without_a_crl_is_refused_not_skipped(
+        made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The user asked for revocation from the cache: a cache without the CRL (a folder that
+    does not exist, or holds none) is the missing file's error, 74, not an appraisal without
+    revocation."""
+    (tmp_path / "empty").mkdir()
+    for cache in (tmp_path / "empty", tmp_path / "absent"):
+        with pytest.raises(FileNotFoundError) as raised:
+            _appraise(made, nonce="n1", collateral=cache)
+        assert (raised.value.errno, raised.value.filename) == (errno.ENOENT, str(cache))
+        assert raised.value.strerror == "no Milan CRL in the collateral cache"
+        assert execute(["attest", "appraise", str(made.evidence), "--reference",
+                        str(made.reference), "--trust", "emulated", "--collateral",
+                        str(cache)]) == 74
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err == (
+            f"cvm: error: no Milan CRL in the collateral cache: {cache}\n")
+
+
+def test_the_commands_defaults_are_the_secure_ones(made: Made,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``appraise`` called with EVIDENCE and ``--reference`` alone, as typer calls it with no
+    option given: AMD's roots (the emulated chain not authentic, 66), the built-in policy, no
+    challenge, the time now, text output, no explainer options to refuse."""
+    with pytest.raises(typer.Exit) as raised:
+        attest.appraise(made.evidence, made.reference)
+    assert raised.value.exit_code == 66
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "verdict: contraindicated (refused at verify)"
+    assert lines[-1].startswith("not checked: ") and "nonce_freshness" in lines[-1]
+    attest.appraise(made.evidence, made.reference, trust="emulated")
+    out = capsys.readouterr().out
+    assert out.startswith("verdict: affirming\n") and "nonce_freshness" in out
+
+
+def test_a_policy_that_does_not_compile_is_one_line_with_its_place(
+        made: Made, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Nothing on stdout (regopy's own report is silenced), one line on stderr: the option, the
+    file, the policy and each error with its line and column."""
+    policy = tmp_path / "broken.rego"
+    policy.write_text("package cvm.policy\nallow if {\n")
+    capfd.readouterr()
+    assert execute(["attest", "appraise", str(made.evidence), "--reference", str(made.reference),
+                    "--policy", str(policy), "--trust", "emulated"]) == 65
+    assert capfd.readouterr() == ("", (
+        f"cvm: error: --policy {policy}: policy 'broken.rego' does not compile: this is "
+        "unclosed at line 2, column 10; this is unclosed at line 1, column 1\n"))
+
+
+def test_the_command_passes_the_time_on_and_prints_json_indented(
+        made: Made, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--now`` reaches the appraisal (long after the chip's certificates expire: not
+    authentic, 66); ``--json`` prints the verdict's document indented by two spaces."""
+    base = ["attest", "appraise", str(made.evidence), "--reference", str(made.reference),
+            "--trust", "emulated", "--nonce", "n1"]
+    capsys.readouterr()
+    assert execute([*base, "--now", "2200-01-01T00:00:00"]) == 66
+    assert capsys.readouterr().out.startswith("verdict: contraindicated (refused at verify)\n")
+    assert execute([*base, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"
+    assert out.startswith('{\n  "status": "affirming",\n  "step": ')
+
+
+@pytest.mark.parametrize(("option", "content"), [
+    ("--reference", b'{"version": "cvm-reference/1", "measurement": []}'),
+    ("--reference", b"[]"),
+    ("--firmware", b"not a firmware image"),
+])
+def test_an_input_that_does_not_parse_is_named_with_its_option(
+        made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str,
+        content: bytes) -> None:
+    """One line led by the option and the file: which of the command's inputs is wrong."""
+    bad = tmp_path / "bad"
+    bad.write_bytes(content)
+    files = {"--reference": str(made.reference), option: str(bad)}
+    capsys.readouterr()
+    assert execute(["attest", "appraise", str(made.evidence), "--trust", "emulated",
+                    *[word for pair in files.items() for word in pair]]) == 65
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"cvm: error: {option} {bad}: ")
+    assert captured.err.count("\n") == 1

@@ -26,12 +26,14 @@ document is::
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from regopy import Interpreter  # type: ignore[import-untyped]
 from regopy import rego_shared as _rego_c
+from regopy.rego_shared import LogLevel  # type: ignore[import-untyped]
 
 from cvm.errors import FormatError, UsageError
 
@@ -50,6 +52,10 @@ allow if count(deny) == 0
 """
 MAX_POLICY_BYTES = 64 << 10
 _FINDING_KEYS = {"rule", "expected", "actual", "input"}
+EMPTY_INPUT: dict[str, Any] = {"claims": {}, "findings": [], "unchecked": []}
+# One error of regopy's report: ``(error N:FILE|OFFSET|LENGTH (errormsg N:MESSAGE``, strings
+# prefixed by their length; the offset counts the module's UTF-8 bytes.
+_ERROR = re.compile(r"\(error(?: \d+:[^|\s]*\|(\d+)\|\d+)?\s*\(errormsg (\d+):")
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,26 @@ def set_input(interpreter: Any, document: dict[str, Any]) -> None:
         _C.regoFreeInput(handle)
 
 
+def error_line(report: str, source: str) -> str:
+    """regopy's error report as one line: each error's message and where it is in ``source``
+    (``MESSAGE at line L, column C``, joined by ``; ``); a report of another shape with its
+    white space folded."""
+    data = source.encode()
+    errors = []
+    for match in _ERROR.finditer(report):
+        start = match.end()
+        message = " ".join(report[start:start + int(match[2])].split())
+        if match[1] is not None:  # where in the module (a run's error has no place)
+            before = data[:int(match[1])]
+            lines = before.count(b"\n")
+            column = len(before[before.rfind(b"\n") + 1:].decode(errors="replace")) + 1
+            message = f"{message} at line {lines + 1}, column {column}"
+        errors.append(message)
+    if not errors or len(errors) != report.count("(errormsg "):
+        return " ".join(report.split())
+    return "; ".join(errors)
+
+
 class RegoPolicy:
     """One compiled policy; ``evaluate`` is safe to call from several threads."""
 
@@ -123,19 +149,22 @@ class RegoPolicy:
         self.source = source
         self.policy_id = policy_id
         self._local = threading.local()
-        self._compile()  # a syntax error shows now, not at the first request
+        # a syntax error, another package, a function that does not exist: refused now, not at
+        # the first request (regopy finds the last two only when the policy runs)
+        self.evaluate(EMPTY_INPUT)
 
     def _compile(self) -> tuple[Any, Any]:
         compiled: tuple[Any, Any] | None = getattr(self._local, "compiled", None)
         if compiled is None:
             interpreter = Interpreter()
+            interpreter.log_level = LogLevel.NONE  # its own report of errors goes to stdout
             try:
                 interpreter.add_module("policy.rego", self.source)
                 bundle = interpreter.build("data.cvm.policy",
                                            ["cvm/policy/allow", "cvm/policy/deny"])
             except Exception as error:  # regopy reports compile errors as plain exceptions
                 raise FormatError(f"policy {self.policy_id!r} does not compile: "
-                                  f"{' '.join(str(error).split())}") from None
+                                  f"{error_line(str(error), self.source)}") from None
             compiled = (interpreter, bundle)
             self._local.compiled = compiled
         return compiled
@@ -143,11 +172,18 @@ class RegoPolicy:
     def evaluate(self, document: dict[str, Any]) -> PolicyDecision:
         interpreter, bundle = self._compile()
         set_input(interpreter, document)
-        output = interpreter.query_bundle(bundle)
+        try:  # regopy reads a failed run's report (a function not found) as JSON, and fails
+            output = str(interpreter.query_bundle(bundle))
+        except json.JSONDecodeError as error:
+            raise FormatError(f"policy {self.policy_id!r} failed: "
+                              f"{error_line(error.doc, self.source)}") from None
+        if output == "undefined":
+            raise FormatError(f"policy {self.policy_id!r} defines nothing in package cvm.policy")
         try:
-            result = json.loads(str(output))["expressions"][0]
+            result = json.loads(output)["expressions"][0]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise FormatError(f"policy {self.policy_id!r} failed: {output}") from None
+            raise FormatError(f"policy {self.policy_id!r} failed: "
+                              f"{error_line(output, self.source)}") from None
         allow = result.get("allow") is True
         deny = result.get("deny", [])
         if not isinstance(deny, list):
