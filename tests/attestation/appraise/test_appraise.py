@@ -65,6 +65,19 @@ def test_genuine_is_affirmed_and_says_what_was_not_checked(
     assert dry.accepted and "nonce_freshness" in dry.unchecked
 
 
+def test_without_a_crl_the_vceks_revocation_is_said_to_be_unchecked(
+        genuine: Cvm, evidence: CvmEvidence, reference: ReferenceDocument,
+        roots: TrustRoots) -> None:
+    assert evidence.crl is None
+    verdict = _appraise(evidence, genuine, reference, roots)
+    assert verdict.accepted and "vcek_revocation" in verdict.unchecked
+    crl = Vendor("Milan", DEFAULT_SEED, clock=lambda: NOW - timedelta(days=1)).crl()
+    with_crl = _appraise(replace(evidence, crl=crl), genuine, reference, roots)
+    assert with_crl.accepted and "vcek_revocation" not in with_crl.unchecked
+    assert with_crl.unchecked == tuple(name for name in verdict.unchecked
+                                       if name != "vcek_revocation")
+
+
 def test_verify_refusals(genuine: Cvm, evidence: CvmEvidence, reference: ReferenceDocument,
                          roots: TrustRoots) -> None:
     def rule(ev: CvmEvidence, **kwargs: Any) -> str:

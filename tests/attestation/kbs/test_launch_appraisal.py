@@ -81,6 +81,7 @@ def test_genuine_launch_evidence_is_affirmed_and_says_what_it_could_not_check(
     assert verdict.claims["evidence"] == "launch" and verdict.claims["vmpl"] == 0
     dry_run = _appraise(evidence, _reference(owner), roots, challenge=None)
     assert dry_run.accepted and "nonce_freshness" in dry_run.unchecked
+    assert ("vcek_revocation" in verdict.unchecked) is (evidence.crl is None)
 
 
 def _rules(verdict: Any) -> list[str]:

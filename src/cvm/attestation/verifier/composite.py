@@ -201,6 +201,15 @@ def decide(findings: list[Finding], claims: dict[str, Any], unchecked: tuple[str
                    tuple(found), unchecked, claims, policy.policy_id)
 
 
+def not_checked_here(evidence: CvmEvidence | LaunchEvidence, challenge: str | None
+                     ) -> tuple[str, ...]:
+    """What this appraisal leaves unchecked whatever the reference values say: the nonce's
+    freshness without a challenge (a dry run), the VCEK's revocation without a CRL (neither the
+    evidence nor the caller gave AMD's)."""
+    return ((("nonce_freshness",) if challenge is None else ())
+            + (("vcek_revocation",) if evidence.crl is None else ()))
+
+
 def appraise(
     evidence: CvmEvidence,
     reference: ReferenceDocument,
@@ -216,7 +225,7 @@ def appraise(
 ) -> Verdict:
     """Verify, replay, validate. ``challenge`` is the nonce the verifier issued (None: the
     dry run does not check freshness, and says so in ``unchecked``)."""
-    unchecked = reference.unchecked + (("nonce_freshness",) if challenge is None else ())
+    unchecked = reference.unchecked + not_checked_here(evidence, challenge)
 
     def refused(step: str, finding: Finding, claims: dict[str, Any] | None = None) -> Verdict:
         return Verdict(CONTRAINDICATED, step, (finding,), unchecked, claims or {},

@@ -28,6 +28,7 @@ from cvm.attestation.verifier.composite import (
     LaunchExplainer,
     Verdict,
     decide,
+    not_checked_here,
     report_claims,
     verify_signed_report,
 )
@@ -89,7 +90,7 @@ def appraise_launch(
     unchecked = (reference.unchecked
                  + tuple(name for name in NOT_IN_A_LAUNCH_REPORT
                          if name not in reference.unchecked)
-                 + (("nonce_freshness",) if challenge is None else ()))
+                 + not_checked_here(evidence, challenge))
     verified = _verify(evidence, chains or ChainVerifier(roots), now, challenge,
                        runtime_nonce, tee_pubkey)
     if isinstance(verified, Finding):
