@@ -284,6 +284,18 @@ def test_a_policy_that_is_not_utf8_is_named_with_the_byte(made: Made, tmp_path: 
     assert capsys.readouterr().err == f"cvm: error: --policy {policy}: not UTF-8 text (byte 24)\n"
 
 
+def test_a_policy_over_the_size_limit_is_malformed_input(made: Made, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    """A policy file too large to be one is bad input (65), named, like any other bad policy."""
+    policy = tmp_path / "big.rego"
+    policy.write_text("package cvm.policy\n" + "#" * (64 << 10) + "\n")
+    assert execute(["attest", "appraise", str(made.evidence), "--reference", str(made.reference),
+                    "--policy", str(policy), "--trust", "emulated"]) == 65
+    assert capsys.readouterr().err == (f"cvm: error: --policy {policy}: policy 'big.rego' "
+                                       f"exceeds 65536 bytes\n")
+
+
 def test_a_collateral_cache_without_a_crl_is_refused_not_skipped(
         made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The user asked for revocation from the cache: a cache without the CRL (a folder that

@@ -10,7 +10,7 @@ from cvm.attestation.verifier.rego_policy import (
     PolicyDecision,
     RegoPolicy,
 )
-from cvm.errors import UsageError
+from cvm.errors import FormatError
 
 EXTRA_RULE = """
 deny contains {"rule": k, "expected": input.claims[k], "actual": "", "input": ""} if {
@@ -42,7 +42,7 @@ def test_the_policy_size_limit_is_inclusive() -> None:
     exact = DEFAULT_POLICY + "#" + "x" * (padding - 1) + "\n"
     assert len(exact.encode()) == MAX_POLICY_BYTES
     assert RegoPolicy(exact).evaluate({"claims": {}, "findings": [], "unchecked": []}).allow
-    with pytest.raises(UsageError, match=f"policy 'big' exceeds {MAX_POLICY_BYTES} bytes"):
+    with pytest.raises(FormatError, match=f"policy 'big' exceeds {MAX_POLICY_BYTES} bytes"):
         RegoPolicy(exact + "\n", "big")
 
 

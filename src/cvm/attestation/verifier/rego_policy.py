@@ -145,7 +145,7 @@ class RegoPolicy:
 
     def __init__(self, source: str = DEFAULT_POLICY, policy_id: str = "default") -> None:
         if len(source.encode()) > MAX_POLICY_BYTES:
-            raise UsageError(f"policy {policy_id!r} exceeds {MAX_POLICY_BYTES} bytes")
+            raise FormatError(f"policy {policy_id!r} exceeds {MAX_POLICY_BYTES} bytes")
         self.source = source
         self.policy_id = policy_id
         self._local = threading.local()
