@@ -146,6 +146,8 @@ def test_the_own_pages_follow_the_secrets_page_and_the_layout(snp: Any) -> None:
     address or the layout is not the one it was worked out from."""
     svsm, _, _ = _boot(snp)
     secrets = svsm.requester.secrets_gpa
+    first = svsm._own_pages()
+    assert svsm._own_pages() is first  # worked out once, not at every address
     assert svsm._own_page(secrets) and not svsm._own_page(0x30000)
     svsm.requester.secrets_gpa = 0x30000
     assert svsm._own_page(0x30000) and not svsm._own_page(secrets)
@@ -156,6 +158,17 @@ def test_the_own_pages_follow_the_secrets_page_and_the_layout(snp: Any) -> None:
     svsm.layout = dataclasses.replace(moved)  # equal, not the same object: worked out again
     assert svsm._own_pages() == own_pages(moved, 0x30000)
     assert own_pages(LAYOUT, secrets) == frozenset(_own_pages_of(LAYOUT, secrets))
+
+
+def test_a_layout_address_inside_a_page_keeps_the_whole_page(snp: Any) -> None:
+    """A key (or any SVSM address) placed inside a page, not at its start: the page is the
+    SVSM's, so an address the guest OS passes into any of it is refused."""
+    svsm, _, _ = _boot(snp)
+    svsm.layout = dataclasses.replace(LAYOUT, key_gpa=0x31010, caa_gpa=0x32FFF)
+    assert svsm._own_page(0x31000) and svsm._own_page(0x31FFF) and svsm._own_page(0x32000)
+    assert not svsm._guest_memory(0x31000, 16) and not svsm._guest_memory(0x31010, 32)
+    assert not svsm._guest_memory(0x30FF0, 0x20) and svsm._guest_memory(0x30FF0, 0x10)
+    assert own_pages(svsm.layout, 0x33008) >= {0x31000, 0x32000, 0x33000}
 
 
 def _own_pages_of(layout: SvsmLayout, secrets: int) -> list[int]:

@@ -117,11 +117,13 @@ class SvsmLayout:
 
 def own_pages(layout: SvsmLayout, secrets_gpa: int) -> frozenset[int]:
     """The pages an SVSM with ``layout`` keeps for itself, and the secrets page at
-    ``secrets_gpa``: what no address the guest OS passes may reach into."""
+    ``secrets_gpa``: what no address the guest OS passes may reach into. Each as the address
+    of its page: a layout address inside a page (the key at 0x18010) keeps the whole page."""
     m = layout
-    return frozenset((m.ghcb_gpa, m.request_gpa, m.response_gpa, m.key_gpa, m.guest_vmsa_gpa,
-                      m.caa_gpa, secrets_gpa,
-                      *(m.state_gpa + i * PAGE_SIZE for i in range(m.state_pages))))
+    addresses = (m.ghcb_gpa, m.request_gpa, m.response_gpa, m.key_gpa, m.guest_vmsa_gpa,
+                 m.caa_gpa, secrets_gpa,
+                 *(m.state_gpa + i * PAGE_SIZE for i in range(m.state_pages)))
+    return frozenset(address - address % PAGE_SIZE for address in addresses)
 
 
 def _blank_volatile() -> VolatileState:
