@@ -4,6 +4,8 @@ input it takes, and every input it does not take left to that reader (which deci
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cvm.errors import FormatError
 from cvm.formats.tpm2.constants import TpmAlg, TpmRh
@@ -14,6 +16,7 @@ from cvm.vtpm.engine import Tpm
 from cvm.vtpm.state import NvIndex, PersistentState
 from cvm.vtpm.templates import srk_template
 
+_MAX_AUTH_SIZE = 64
 HEAD = 12 + 6 * 34  # magic, version, three seeds and proofs of 32 bytes
 
 
@@ -121,3 +124,50 @@ def test_a_persistent_object_comes_back_whole(client: TpmClient, tpm: Tpm) -> No
     kept = again.persistent[0x81000001]
     assert kept.hierarchy == TpmRh.OWNER and kept.sensitive is not None
     assert kept.qualified_name == tpm.state.persistent[0x81000001].qualified_name != b""
+
+
+_AUTH = st.one_of(st.just(b""), st.binary(max_size=_MAX_AUTH_SIZE),
+                  st.integers(1, _MAX_AUTH_SIZE).map(bytes))
+_U32, _U64 = st.integers(0, 0xFFFF_FFFF), st.integers(0, (1 << 64) - 1)
+
+
+@given(st.tuples(_AUTH, _AUTH, _AUTH, _AUTH), st.lists(_U32, min_size=6, max_size=6),
+       st.lists(_U64, min_size=4, max_size=4), st.lists(st.booleans(), min_size=3, max_size=3))
+def test_the_fast_reader_reads_every_usual_state_as_the_checked_reader(
+        auths: tuple[bytes, ...], u32s: list[int], u64s: list[int], flags: list[bool]) -> None:
+    """Random authValues (none, zeros, any bytes up to 64), counters, timers and flags: the
+    fast reader takes each, and reads what the field-by-field reader reads."""
+    state = _state(auths)
+    (state.failed_tries, state.max_tries, state.recovery_time, state.lockout_recovery,
+     state.reset_count, state.restart_count) = u32s
+    state.clock_ms, state.nv_counter_floor, state.self_heal_ms, state.lockout_timer_ms = u64s
+    state.orderly_state, state.lockout_auth_enabled, state.da_used = flags
+    fast, checked = _both(state.to_bytes())
+    assert fast == checked == state
+    assert list(fast.auths) == list(checked.auths)  # type: ignore[union-attr]
+
+
+@given(st.tuples(_AUTH, _AUTH, _AUTH, _AUTH), st.integers(0, 400), st.binary(max_size=3))
+def test_the_fast_reader_takes_a_damaged_state_only_as_the_checked_reader_reads_it(
+        auths: tuple[bytes, ...], cut: int, tail: bytes) -> None:
+    """A state cut short or with bytes after it: the fast reader leaves it (None) or reads
+    exactly what the checked reader reads."""
+    data = _state(auths).to_bytes()
+    damaged = data[:cut] + tail if cut < len(data) else data + tail
+    fast = state_module._unpack(damaged)
+    if fast is not None:
+        assert fast == PersistentState._from_bytes_checked(damaged)
+    else:
+        assert damaged != data
+
+
+@pytest.mark.parametrize("damage", ["short", "long", "count", "flag"])
+def test_a_state_without_authvalues_is_read_strictly_too(damage: str) -> None:
+    """The usual state (four empty authValues, read in one comparison): cut short, with a byte
+    more, with an NV count or with a flag of 2, it is left to the checked reader."""
+    data = _state().to_bytes()
+    damaged = {"short": data[:-1], "long": data + b"\x00",
+               "count": data[:-8] + b"\x00\x00\x00\x01" + data[-4:],
+               "flag": data[:-14] + b"\x02" + data[-13:]}[damage]
+    assert state_module._unpack(damaged) is None
+    assert state_module._unpack(data) == _state()

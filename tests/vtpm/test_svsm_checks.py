@@ -4,6 +4,7 @@ own corrupt state (the call protocols' decisions are in tests/guest/svsm)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from cvm.guest.kernel.sev_guest import SevGuest
 from cvm.guest.svsm.attestation import ATTEST_SINGLE_SERVICE, PROTOCOL_ATTEST
 from cvm.guest.svsm.core import CORE_PVALIDATE, PROTOCOL_CORE
 from cvm.guest.svsm.result import SvsmResult
-from cvm.guest.svsm.svsm import Svsm, SvsmLayout
+from cvm.guest.svsm.svsm import Svsm, SvsmLayout, own_pages
 from cvm.guest.svsm.vtpm import PROTOCOL_VTPM, VTPM_COMMAND
 from cvm.guest.tpm.client import TpmClient
 from cvm.guest.tpm.svsm_guest import SvsmGuest
@@ -138,6 +139,42 @@ def test_every_svsm_page_is_its_own_at_any_offset_and_its_neighbours_are_not(snp
         assert svsm._own_page(page + PAGE_SIZE - 1)
     for other in (LAYOUT.state_gpa - PAGE_SIZE, BUFFER, 0x30000, LAYOUT.caa_gpa + PAGE_SIZE):
         assert not svsm._own_page(other) and not svsm._own_page(other + 0x800)
+
+
+def test_the_own_pages_follow_the_secrets_page_and_the_layout(snp: Any) -> None:
+    """The set of the SVSM's own pages is worked out once, and again when the secrets page's
+    address or the layout is not the one it was worked out from."""
+    svsm, _, _ = _boot(snp)
+    secrets = svsm.requester.secrets_gpa
+    first = svsm._own_pages()
+    assert svsm._own_pages() is first  # worked out once, not at every address
+    assert svsm._own_page(secrets) and not svsm._own_page(0x30000)
+    svsm.requester.secrets_gpa = 0x30000
+    assert svsm._own_page(0x30000) and not svsm._own_page(secrets)
+    assert not svsm._guest_memory(0x30000 + 0x10, 1)
+    moved = dataclasses.replace(LAYOUT, key_gpa=0x31000)
+    svsm.layout = moved
+    assert svsm._own_page(0x31000) and not svsm._own_page(LAYOUT.key_gpa)
+    svsm.layout = dataclasses.replace(moved)  # equal, not the same object: worked out again
+    assert svsm._own_pages() == own_pages(moved, 0x30000)
+    assert own_pages(LAYOUT, secrets) == frozenset(_own_pages_of(LAYOUT, secrets))
+
+
+def test_a_layout_address_inside_a_page_keeps_the_whole_page(snp: Any) -> None:
+    """A key (or any SVSM address) placed inside a page, not at its start: the page is the
+    SVSM's, so an address the guest OS passes into any of it is refused."""
+    svsm, _, _ = _boot(snp)
+    svsm.layout = dataclasses.replace(LAYOUT, key_gpa=0x31010, caa_gpa=0x32FFF)
+    assert svsm._own_page(0x31000) and svsm._own_page(0x31FFF) and svsm._own_page(0x32000)
+    assert not svsm._guest_memory(0x31000, 16) and not svsm._guest_memory(0x31010, 32)
+    assert not svsm._guest_memory(0x30FF0, 0x20) and svsm._guest_memory(0x30FF0, 0x10)
+    assert own_pages(svsm.layout, 0x33008) >= {0x31000, 0x32000, 0x33000}
+
+
+def _own_pages_of(layout: SvsmLayout, secrets: int) -> list[int]:
+    return [layout.ghcb_gpa, layout.request_gpa, layout.response_gpa, layout.key_gpa,
+            layout.guest_vmsa_gpa, layout.caa_gpa, secrets,
+            *(layout.state_gpa + i * PAGE_SIZE for i in range(layout.state_pages))]
 
 
 def test_the_guest_os_cannot_pvalidate_any_svsm_page(snp: Any) -> None:

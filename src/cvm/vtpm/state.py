@@ -50,7 +50,8 @@ _COUNTERS = struct.Struct(">6IQQBQQBB")
 # run of counters
 _HEAD = struct.Struct(">8sI" + f"H{SEED_SIZE}s" * 6)
 _FULL_SIZES = [SEED_SIZE] * 6
-_COUNTS = struct.Struct(">III")
+_COUNTERS_AND_COUNTS = struct.Struct(_COUNTERS.format + "III")  # both runs in one call
+_NO_AUTHS = bytes(8)  # four empty authValues: four zero sizes (the usual state)
 _MAX_AUTH = 64
 
 
@@ -190,29 +191,30 @@ def _unpack(data: bytes) -> PersistentState | None:
     platform, owner, endorsement = HIERARCHIES[:3]
     seeds = {platform: pairs[1], owner: pairs[5], endorsement: pairs[9]}
     proofs = {platform: pairs[3], owner: pairs[7], endorsement: pairs[11]}
-    auths = {}
     offset = _HEAD.size
-    for handle in HIERARCHIES:
-        begin = offset + 2
-        offset = begin + int.from_bytes(data[begin - 2 : begin], "big")
-        if offset - begin > _MAX_AUTH or offset > length:
-            return None
-        auths[handle] = data[begin:offset]
-    if offset + _COUNTERS.size + _COUNTS.size != length:
+    if data[offset : offset + len(_NO_AUTHS)] == _NO_AUTHS:
+        auths = dict.fromkeys(HIERARCHIES, b"")
+        offset += len(_NO_AUTHS)
+    else:
+        auths = {}
+        for handle in HIERARCHIES:
+            begin = offset + 2
+            offset = begin + int.from_bytes(data[begin - 2 : begin], "big")
+            if offset - begin > _MAX_AUTH or offset > length:
+                return None
+            auths[handle] = data[begin:offset]
+    if offset + _COUNTERS_AND_COUNTS.size != length:
         return None
     (failed_tries, max_tries, recovery_time, lockout_recovery, reset_count, restart_count,
      clock_ms, nv_counter_floor, orderly, self_heal_ms, lockout_timer_ms, enabled, used,
-     ) = _COUNTERS.unpack_from(data, offset)
-    if orderly > 1 or enabled > 1 or used > 1 or any(
-            _COUNTS.unpack_from(data, offset + _COUNTERS.size)):
+     saved_banks, nv_count, persistent_count) = _COUNTERS_AND_COUNTS.unpack_from(data, offset)
+    if orderly > 1 or enabled > 1 or used > 1 or saved_banks or nv_count or persistent_count:
         return None
+    # positional, in the order of the fields (a keyword call costs as much again)
     return PersistentState(
-        seeds, proofs, auths, failed_tries=failed_tries, max_tries=max_tries,
-        recovery_time=recovery_time, lockout_recovery=lockout_recovery,
-        reset_count=reset_count, restart_count=restart_count, clock_ms=clock_ms,
-        self_heal_ms=self_heal_ms, lockout_timer_ms=lockout_timer_ms,
-        lockout_auth_enabled=enabled == 1, da_used=used == 1,
-        nv_counter_floor=nv_counter_floor, orderly_state=orderly == 1)
+        seeds, proofs, auths, failed_tries, max_tries, recovery_time, lockout_recovery,
+        reset_count, restart_count, clock_ms, self_heal_ms, lockout_timer_ms, enabled == 1,
+        used == 1, nv_counter_floor, orderly == 1)
 
 
 def _flag(value: int, what: str) -> bool:

@@ -115,6 +115,17 @@ class SvsmLayout:
     caa_gpa: int = 0x1A000
 
 
+def own_pages(layout: SvsmLayout, secrets_gpa: int) -> frozenset[int]:
+    """The pages an SVSM with ``layout`` keeps for itself, and the secrets page at
+    ``secrets_gpa``: what no address the guest OS passes may reach into. Each as the address
+    of its page: a layout address inside a page (the key at 0x18010) keeps the whole page."""
+    m = layout
+    addresses = (m.ghcb_gpa, m.request_gpa, m.response_gpa, m.key_gpa, m.guest_vmsa_gpa,
+                 m.caa_gpa, secrets_gpa,
+                 *(m.state_gpa + i * PAGE_SIZE for i in range(m.state_pages)))
+    return frozenset(address - address % PAGE_SIZE for address in addresses)
+
+
 def _blank_volatile() -> VolatileState:
     return VolatileState(False, b"", b"", PcrBanks(), {}, {})
 
@@ -128,6 +139,7 @@ class Svsm:
         self.vcpu, self.requester, self.layout, self.tpm = vcpu, requester, layout, tpm
         self.keys, self.counter, self.random = keys, counter, random
         self._ek_cache: bytes | None = None
+        self._own: tuple[SvsmLayout, int, frozenset[int]] | None = None
         self.kernel = SevGuest(vcpu)
         self.calls = 0
         self._work: Callable[[], None] | None = None
@@ -365,14 +377,20 @@ class Svsm:
         return self.at_vmpl0(run)
 
     # ---- services for the protocols ----------------------------------------------------
+    def _own_pages(self) -> frozenset[int]:
+        """The pages the SVSM keeps for itself (its PSP channel, state, key, the guest OS's
+        VMSA, the calling area) and the secrets page: worked out from the layout and the
+        secrets page's address, again whenever either is not the one it was worked out from
+        (every call that passes an address asks)."""
+        layout, secrets = self.layout, self.requester.secrets_gpa
+        known = self._own
+        if known is None or known[0] is not layout or known[1] != secrets:
+            known = self._own = (layout, secrets, own_pages(layout, secrets))
+        return known[2]
+
     def _own_page(self, gpa: int) -> bool:
-        """A page the SVSM keeps for itself (its PSP channel, state, key, the guest OS's VMSA,
-        the calling area) or the secrets page."""
-        m, page = self.layout, gpa - gpa % PAGE_SIZE
-        own = {m.ghcb_gpa, m.request_gpa, m.response_gpa, m.key_gpa, m.guest_vmsa_gpa,
-               m.caa_gpa, self.requester.secrets_gpa}
-        own.update(m.state_gpa + i * PAGE_SIZE for i in range(m.state_pages))
-        return page in own
+        """A page the SVSM keeps for itself, or the secrets page (:meth:`_own_pages`)."""
+        return gpa - gpa % PAGE_SIZE in self._own_pages()
 
     def _pvalidate(self, gpa: int, validate: bool, ignore_cf: bool) -> SvsmResult:
         """PVALIDATE one guest-OS page for it; a validated page is granted to VMPL1."""
@@ -395,8 +413,7 @@ class Svsm:
         and writes at VMPL0, which may touch every page: an address the guest OS passes must
         not make it read its own pages for the guest OS (the state key as a nonce) or write
         into them (a report over the vTPM state)."""
-        return not any(self._own_page(page)
-                       for page in range(gpa - gpa % PAGE_SIZE, gpa + size, PAGE_SIZE))
+        return self._own_pages().isdisjoint(range(gpa - gpa % PAGE_SIZE, gpa + size, PAGE_SIZE))
 
     def _guest_read(self, gpa: int, size: int) -> bytes | None:
         """Bytes of the guest OS's memory; None where they are not the guest OS's to give."""
