@@ -126,6 +126,25 @@ def test_a_crl_no_trusted_ark_signed_is_refused(roots: TrustRoots,
         crl_product(forged, arks, roots)
 
 
+def test_every_ark_given_is_tried_in_turn(roots: TrustRoots) -> None:
+    """An untrusted certificate, or a trusted ARK that did not sign, before the signer: the
+    signer is still found; the refusal lists every trusted ARK tried."""
+    stranger = parse_certificate(Vendor("Turin").ask_certificate)
+    genoa = parse_crl(crl("Genoa"))
+    assert crl_product(genoa, [stranger, ark("Milan"), ark("Genoa")], roots) == "Genoa"
+    with pytest.raises(ChainError) as refused:
+        crl_product(parse_crl(_tampered(crl("Genoa"))), [ark("Milan"), ark("Genoa")], roots)
+    assert str(refused.value).endswith("(emulated: Milan, Genoa)")
+
+
+def test_a_crl_without_a_common_name_is_refused_all_the_same(roots: TrustRoots,
+                                                              arks: list[Certificate]) -> None:
+    nameless = replace(parse_crl(crl("Genoa")), issuer=(("country_name", "US"),))
+    with pytest.raises(ChainError) as refused:
+        crl_product(nameless, arks, roots)
+    assert str(refused.value).startswith("the CRL of '?' is signed by no trusted ARK")
+
+
 def test_a_crl_is_fresh_from_its_this_update_to_its_next_update() -> None:
     revocations = parse_crl(crl("Genoa"))
     tick = timedelta(microseconds=1)
@@ -133,6 +152,8 @@ def test_a_crl_is_fresh_from_its_this_update_to_its_next_update() -> None:
     assert crl_freshness(revocations, ISSUED + WEEK) == FRESH
     assert crl_freshness(revocations, ISSUED + WEEK + tick) == STALE
     assert crl_freshness(revocations, ISSUED - tick) == NOT_YET_VALID
+    backwards = replace(revocations, next_update=ISSUED - tick)  # never current: stale
+    assert crl_freshness(backwards, ISSUED) == STALE
     endless = replace(revocations, next_update=None)
     assert crl_freshness(endless, ISSUED + 1000 * WEEK) == FRESH
     assert crl_freshness(endless, ISSUED - tick) == NOT_YET_VALID
@@ -266,6 +287,18 @@ def test_a_cache_file_that_cannot_be_read_says_why(tmp_path: Path) -> None:
     (tmp_path / "crl-Turin.der").mkdir()
     assert cached_file(tmp_path / "crl-Turin.der", ISSUED) == Unreadable(
         "crl-Turin.der", "Is a directory")
+
+
+def test_a_read_error_without_an_os_message_says_what_it_has(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "crl-Turin.der").write_bytes(b"")
+
+    def failing(path: Path) -> bytes:
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    assert cached_file(tmp_path / "crl-Turin.der", ISSUED) == Unreadable(
+        "crl-Turin.der", "the disk went away")
 
 
 def test_a_missing_cache_is_the_os_error(tmp_path: Path) -> None:

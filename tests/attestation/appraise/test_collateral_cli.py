@@ -21,7 +21,7 @@ from cvm.attestation.verifier.collateral import FRESH, CachedCrl, CachedVcek, Un
 from cvm.cli import attest, attest_collateral
 from cvm.cli.main import execute
 from cvm.crypto.x509_chain import parse_certificate, parse_crl
-from cvm.errors import ChainError
+from cvm.errors import ChainError, FormatError, UsageError
 from cvm.formats.kbs.rcar import Attestation
 from cvm.formats.snp.tcb_version import TcbLayout, TcbVersion
 from cvm.formats.snp.vcek_extensions import VcekExtensions
@@ -35,15 +35,22 @@ TCB = TcbVersion(boot_loader=4, snp=22, microcode=213)
 
 
 @functools.cache
-def _store_root(product: str) -> EmulatedRoot:
-    return RootStore.for_workspace(DEFAULT_WORKSPACE).root(product, create=True)
+def _store_root(directory: Path, product: str) -> EmulatedRoot:
+    return RootStore(directory).root(product, create=True)  # its keys load slowly: once
 
 
 def store_vendor(product: str, at: datetime) -> Vendor:
     """The emulated AMD of this installation (what ``--trust emulated`` trusts), at ``at``."""
-    root = _store_root(product)
-    return Vendor(product, RootStore.for_workspace(DEFAULT_WORKSPACE).seed(), lambda: at,
-                  root=root)
+    store = RootStore.for_workspace(DEFAULT_WORKSPACE)
+    root = _store_root(store.directory, product)
+    return Vendor(product, store.seed(), lambda: at, root=root)
+
+
+@pytest.fixture(autouse=True)
+def _pinned() -> None:
+    """Every test here trusts this installation's Milan and Genoa roots, whatever runs first."""
+    for product in ("Milan", "Genoa"):
+        store_vendor(product, ISSUED)
 
 
 def store_crl(product: str, at: datetime = ISSUED, *, revoke: bool = False) -> bytes:
@@ -196,6 +203,30 @@ def test_the_chain_is_taken_with_the_emulated_roots_too(tmp_path: Path) -> None:
     assert [ark.der for ark in arks].count(genoa.der) == 2  # the given one, the pinned one
 
 
+def test_a_chain_that_does_not_parse_is_named_with_its_option(tmp_path: Path) -> None:
+    chain = _file(tmp_path, "chain.pem", b"not a certificate")
+    with pytest.raises(FormatError) as refused:
+        attest_collateral.trusted_arks("emulated", [chain])
+    assert str(refused.value).startswith(f"--chain {chain}: not a DER X.509 certificate (")
+
+
+def test_the_commands_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``add`` and ``show`` called as typer calls them with no option given: AMD's roots, the
+    time now, text output."""
+    crl = _file(tmp_path, "crl.der", store_crl("Genoa"))
+    with pytest.raises(UsageError, match=r"^--trust amd: no trusted ARK certificate"):
+        attest_collateral.add(tmp_path / "cache", [crl])
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "crl-Genoa.der").write_bytes(crl.read_bytes())
+    attest_collateral.show(tmp_path / "cache")
+    out = capsys.readouterr().out
+    assert out.startswith("crl-Genoa.der: Genoa CRL, ") and ", stale at 20" in out
+    now = datetime.now(UTC)
+    attest_collateral.show(tmp_path / "cache", as_json=True)
+    shown = json.loads(capsys.readouterr().out)
+    assert now <= datetime.fromisoformat(shown["now"]) <= datetime.now(UTC)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--trust", "intel"], "--trust must be amd or emulated, not 'intel'"),
     (["--trust", "emulated", "--now", "soon"], "--now 'soon' is not an ISO 8601 time"),
@@ -205,6 +236,9 @@ def test_bad_options_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     crl = _file(tmp_path, "crl.der", store_crl("Milan"))
     assert execute([*ADD, str(tmp_path / "cache"), str(crl), *args]) == 64
     assert capsys.readouterr().err == f"cvm: error: {message}\n"
+    if "--now" in args:
+        assert execute([*SHOW, str(tmp_path), *args[2:]]) == 64
+        assert capsys.readouterr().err == f"cvm: error: {message}\n"
 
 
 def test_show_lists_each_file_with_what_it_holds(
@@ -234,7 +268,9 @@ def test_show_lists_each_file_with_what_it_holds(
         f"{certificate.not_before.isoformat()} to {certificate.not_after.isoformat()}"]
     assert "CN=SEV-VCEK" in lines[2]
     assert execute([*SHOW, str(cache), "--json", "--now", "2026-01-09"]) == 0
-    shown = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert out.startswith('{\n  "directory": ')  # indented by two
+    shown = json.loads(out)
     assert shown["directory"] == str(cache) and shown["now"] == "2026-01-09T00:00:00+00:00"
     assert shown["files"][0] == {
         "file": "crl-Genoa.der", "kind": "crl", "product": "Genoa", "issuer": issuer,
