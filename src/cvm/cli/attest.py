@@ -161,7 +161,7 @@ def appraisal(evidence_file: Path, reference: Path, *, policy: Path | None = Non
     rego = (parse_file(policy, "--policy", lambda data: RegoPolicy(policy_text(data), policy.name))
             if policy else RegoPolicy(DEFAULT_POLICY))
     found = payload.evidence
-    roots = _roots(trust)
+    roots, moment = _roots(trust), given_time("--now", now)
     if collateral is not None and found.crl is None:  # the CRL of the evidence's product
         found = replace(found, crl=evidence_crl(collateral, found.ark, roots))
     explain = None
@@ -173,10 +173,10 @@ def appraisal(evidence_file: Path, reference: Path, *, policy: Path | None = Non
         config = VcpuConfig(vcpus, vcpu_signature(vcpu_type))
         explain = parse_file(firmware, "--firmware", lambda data: launch_explainer(data, config))
     if isinstance(found, LaunchEvidence):  # an SVSM's report alone (cvm-launch-evidence/1)
-        return appraise_launch(found, document, rego, roots, given_time("--now", now),
+        return appraise_launch(found, document, rego, roots, moment,
                                runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
                                challenge=nonce, explain_launch=explain)
-    return run_appraisal(found, document, rego, roots, given_time("--now", now),
+    return run_appraisal(found, document, rego, roots, moment,
                          runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
                          challenge=nonce, explain_launch=explain)
 
