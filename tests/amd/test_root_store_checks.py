@@ -311,6 +311,22 @@ def test_another_ark_is_refused_naming_both_fingerprints(
     )
 
 
+def test_the_ark_certificates_are_the_pinned_ones(store: RootStore,
+                                                   fresh_keys: list[int]) -> None:
+    """What a relying party checks CRLs with: each pinned product's ARK, no key read."""
+    store.root("Genoa", create=True)
+    (store.directory / "Genoa-ark.key.pem").write_bytes(b"not a key")
+    assert store.ark_certificates() == [(store.directory / "Genoa-ark.der").read_bytes(),
+                                        store.root("Milan").ark_certificate]
+    (store.directory / "Milan-ark.der").write_bytes(generate_root("Milan").ark_certificate)
+    with pytest.raises(IntegrityError) as caught:
+        store.ark_certificates()
+    assert _message(caught) == f"{store.directory}: the Milan ARK is not the pinned one"
+    (store.directory / "Genoa-ark.der").chmod(0o644)
+    with pytest.raises(IntegrityError, match=r"Genoa-ark\.der: mode 0644"):
+        store.ark_certificates()
+
+
 def _repin(store: RootStore) -> None:
     import hashlib
 

@@ -43,6 +43,12 @@ def test_entries_are_per_chip_and_tcb(tmp_path: Path) -> None:
 
 
 def test_an_unknown_product_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="unknown product 'Rome'"):
+    with pytest.raises(UsageError) as refused:
         CollateralCache(tmp_path).put_crl("Rome", b"crl")
+    assert str(refused.value) == "unknown product 'Rome'; known: Milan, Genoa, Turin"
     assert not tmp_path.joinpath("crl-Rome.der").exists()
+
+
+def test_a_cache_is_made_with_its_parent_folders(tmp_path: Path) -> None:
+    CollateralCache(tmp_path / "relying-party" / "collateral").put_crl("Turin", b"crl")
+    assert (tmp_path / "relying-party" / "collateral" / "crl-Turin.der").read_bytes() == b"crl"

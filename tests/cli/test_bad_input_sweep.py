@@ -338,6 +338,14 @@ SLOTS: dict[str, Slot] = {
                                     "--policy {bad}", "rego"),
     "attest-appraise/firmware": _slot(APPRAISE + "{evidence} --reference {reference} "
                                       "--firmware {bad}", "ovmf"),
+    "attest-collateral-add/crl": _slot("attest collateral add {out} {bad} --trust emulated",
+                                       "crl"),
+    # AMD's real Milan chain: its ARK is trusted, and so the emulated CRL is not AMD's (66);
+    # its first byte flipped leaves text before the ARK's intact PEM block, which is taken
+    "attest-collateral-add/chain": _slot("attest collateral add {out} {crl} --chain {bad}",
+                                         "chain-pem", good_code=66, cases=(
+                                             *OS_CASES, *(case for case in CONTENT_CASES
+                                                          if case != "flipped"))),
     "attest-evidence/owner-uki": _slot("attest evidence --nonce n --out {out} --owner {bad}",
                                        "pe", wrong="esl", folder="owner-image",
                                        member="uki.efi",

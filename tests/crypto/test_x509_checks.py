@@ -221,6 +221,7 @@ def test_the_crl_parses_from_der_and_pem() -> None:
          "provided)"),
         (b"-----BEGIN X509 CRL-----\nAA!A\n-----END X509 CRL-----\n",
          "malformed PEM CRL (Incorrect padding)"),
+        (pem.armor("CERTIFICATE", der), "a PEM CERTIFICATE block, not an X509 CRL"),
     ):
         with pytest.raises(FormatError) as caught:
             parse_crl(bad)

@@ -21,6 +21,7 @@ the pins (:meth:`RootStore.trust_anchors`) — never a name, never a key derived
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -151,6 +152,17 @@ class RootStore:
     def trust_anchors(self) -> list[tuple[str, str]]:
         """(product, ARK SHA-256) of every pinned root: what ``--trust emulated`` trusts."""
         return sorted(self.pins().items())
+
+    def ark_certificates(self) -> list[bytes]:
+        """The ARK certificate (DER) of every pinned product, each checked against its pin:
+        what a relying party checks the emulated CRLs' signatures with (no key is read)."""
+        certificates = []
+        for product, pin in self.trust_anchors():
+            der = self._file(f"{product}-ark.der").read_bytes()
+            if hashlib.sha256(der).hexdigest() != pin:
+                raise IntegrityError(f"{self.directory}: the {product} ARK is not the pinned one")
+            certificates.append(der)
+        return certificates
 
     def seed(self) -> bytes:
         self._open()

@@ -4,13 +4,14 @@
 signed UKI) and writes the KBS Attestation payload (runtime data + ``cvm-evidence/1``) for a
 nonce; with ``--reference-out`` it also writes the owner's ``cvm-reference/1`` document for
 that image. ``appraise`` runs the verifier's three steps with no server and prints the verdict,
-every finding and what the reference values leave unchecked. ``fetch`` speaks Trustee's RCAR
-protocol to a ``cvm kbs serve`` from an emulated CVM and prints the released secret.
+every finding and what the reference values leave unchecked; ``collateral add|show`` fills and
+lists its offline collateral cache (:mod:`cvm.cli.attest_collateral`). ``fetch`` speaks
+Trustee's RCAR protocol to a ``cvm kbs serve`` from an emulated CVM and prints the released
+secret.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import sys
 from datetime import UTC, datetime
@@ -19,12 +20,14 @@ from typing import Annotated, Any
 
 import typer
 
+from cvm.cli.attest_collateral import app as collateral_app
 from cvm.cli.options import given_time, parse_file, reading, refuse_unused
 from cvm.errors import FormatError, UsageError
 from cvm.files import write_output
 
 app = typer.Typer(help="Attestation: evidence, appraisal (dry run), fetching secrets.",
                   no_args_is_help=True)
+app.add_typer(collateral_app, name="collateral")
 EXIT_NOT_AUTHENTIC, EXIT_REFUSED = 66, 67
 UKI_NAME, VARSTORE_NAME, REFERENCE_NAME, FIRMWARE_NAME = (
     "uki.efi", "OVMF_VARS.fd", "reference.json", "firmware.fd")
@@ -142,7 +145,7 @@ def appraisal(evidence_file: Path, reference: Path, *, policy: Path | None = Non
     roots, the reference values and the Rego policy (the built-in one unless ``policy``)."""
     from dataclasses import replace
 
-    from cvm.attestation.verifier.collateral import CollateralCache
+    from cvm.attestation.verifier.collateral import evidence_crl
     from cvm.attestation.verifier.composite import appraise as run_appraisal
     from cvm.attestation.verifier.launch_appraisal import appraise_launch
     from cvm.attestation.verifier.reference import ReferenceDocument
@@ -158,12 +161,9 @@ def appraisal(evidence_file: Path, reference: Path, *, policy: Path | None = Non
     rego = (parse_file(policy, "--policy", lambda data: RegoPolicy(policy_text(data), policy.name))
             if policy else RegoPolicy(DEFAULT_POLICY))
     found = payload.evidence
-    if collateral is not None and found.crl is None:
-        crl = CollateralCache(collateral).crl("Milan")
-        if crl is None:  # revocation would go unchecked while the user asked for the cache's CRL
-            raise FileNotFoundError(errno.ENOENT, "no Milan CRL in the collateral cache",
-                                    str(collateral))
-        found = replace(found, crl=crl)
+    roots, moment = _roots(trust), given_time("--now", now)
+    if collateral is not None and found.crl is None:  # the CRL of the evidence's product
+        found = replace(found, crl=evidence_crl(collateral, found.ark, roots))
     explain = None
     if firmware is not None:
         from cvm.attestation.launch_search import launch_explainer
@@ -173,10 +173,10 @@ def appraisal(evidence_file: Path, reference: Path, *, policy: Path | None = Non
         config = VcpuConfig(vcpus, vcpu_signature(vcpu_type))
         explain = parse_file(firmware, "--firmware", lambda data: launch_explainer(data, config))
     if isinstance(found, LaunchEvidence):  # an SVSM's report alone (cvm-launch-evidence/1)
-        return appraise_launch(found, document, rego, _roots(trust), given_time("--now", now),
+        return appraise_launch(found, document, rego, roots, moment,
                                runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
                                challenge=nonce, explain_launch=explain)
-    return run_appraisal(found, document, rego, _roots(trust), given_time("--now", now),
+    return run_appraisal(found, document, rego, roots, moment,
                          runtime_nonce=payload.nonce, tee_pubkey=payload.tee_pubkey,
                          challenge=nonce, explain_launch=explain)
 
@@ -221,8 +221,8 @@ def appraise(
     vcpu_type: Annotated[str, typer.Option(
         help="The expected vCPU type (with --firmware).")] = "EPYC-Milan",
     collateral: Annotated[Path | None, typer.Option(
-        help="Collateral cache: the CRL is taken from it when the evidence has none (a cache "
-             "without one is refused).")] = None,
+        help="Collateral cache: the CRL of the evidence's product is taken from it when the "
+             "evidence has none (a cache without it is refused).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Verify, replay and validate EVIDENCE; exit 0 if accepted, 66 not authentic, 67 refused."""

@@ -291,9 +291,11 @@ def parse_crl(data: bytes) -> RevocationList:
     if pem.detect(data):
         _check_armour(data)
         try:
-            _, _, data = pem.unarmor(data)
+            kind, _, data = pem.unarmor(data)
         except ValueError as error:
             raise FormatError(f"malformed PEM CRL ({_one_line(error)})") from None
+        if kind != "X509 CRL":  # a certificate chain given for a CRL, say
+            raise FormatError(f"a PEM {kind} block, not an X509 CRL")
     try:
         parsed = crl.CertificateList.load(data, strict=True)
         tbs = parsed["tbs_cert_list"]
@@ -316,6 +318,21 @@ def parse_crl(data: bytes) -> RevocationList:
 
 def check_crl(revocations: RevocationList, issuer: Certificate, now: datetime) -> None:
     """The CRL is issued and signed by ``issuer`` and current at ``now``."""
+    check_crl_signature(revocations, issuer)
+    if not crl_is_current(revocations, now):
+        raise ChainError(f"CRL: not current at {now.isoformat()}")
+
+
+def crl_is_current(revocations: RevocationList, now: datetime) -> bool:
+    """``now`` is from the CRL's thisUpdate to its nextUpdate (none: no end)."""
+    return revocations.this_update <= now and (
+        revocations.next_update is None or now <= revocations.next_update
+    )
+
+
+def check_crl_signature(revocations: RevocationList, issuer: Certificate) -> None:
+    """The CRL is issued and signed by ``issuer`` (its name, AMD's RSASSA-PSS parameters, the
+    signature), whatever the time."""
     if revocations.issuer != issuer.subject:
         raise ChainError("CRL: issuer does not match the root certificate")
     _check_pss_algorithm(
@@ -329,7 +346,3 @@ def check_crl(revocations: RevocationList, issuer: Certificate, now: datetime) -
         verify_pss(key, revocations.tbs, revocations.signature)
     except SignatureError:
         raise ChainError("CRL: the signature does not verify") from None
-    if now < revocations.this_update or (
-        revocations.next_update is not None and now > revocations.next_update
-    ):
-        raise ChainError(f"CRL: not current at {now.isoformat()}")
