@@ -374,23 +374,17 @@ def _fill(cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], *,
     capsys.readouterr()
 
 
-def test_genoa_evidence_is_checked_against_genoas_crl(
-        appraised: Appraised, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("revoked", "other"), [("Genoa", "Milan"), ("Milan", "Genoa")])
+def test_evidence_is_checked_against_its_own_products_crl(
+        appraised: Appraised, tmp_path: Path, capsys: pytest.CaptureFixture[str], revoked: str,
+        other: str) -> None:
+    """Both products' CRLs cached, one product's ASK revoked: only that product's evidence is
+    refused, the other's is affirmed."""
     cache = tmp_path / "cache"
-    _fill(cache, tmp_path, capsys, revoke="Genoa")
-    code, out = _appraise(appraised, appraised.genoa, cache, capsys)
-    assert code == 66 and "SEV-Genoa-emulated (serial" in out and "is revoked" in out
-    code, out = _appraise(appraised, appraised.milan, cache, capsys)
-    assert code == 0 and "verdict: affirming" in out
-
-
-def test_milan_evidence_is_checked_against_milans_crl(
-        appraised: Appraised, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cache = tmp_path / "cache"
-    _fill(cache, tmp_path, capsys, revoke="Milan")
-    code, out = _appraise(appraised, appraised.milan, cache, capsys)
-    assert code == 66 and "SEV-Milan-emulated (serial" in out and "is revoked" in out
-    code, out = _appraise(appraised, appraised.genoa, cache, capsys)
+    _fill(cache, tmp_path, capsys, revoke=revoked)
+    code, out = _appraise(appraised, getattr(appraised, revoked.lower()), cache, capsys)
+    assert code == 66 and f"SEV-{revoked}-emulated (serial" in out and "is revoked" in out
+    code, out = _appraise(appraised, getattr(appraised, other.lower()), cache, capsys)
     assert code == 0 and "verdict: affirming" in out
 
 
