@@ -21,25 +21,17 @@ import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cvm.attestation.verifier.collateral import (
-    FRESH,
-    STALE,
-    AddedCrl,
-    CachedCrl,
-    CachedVcek,
-    Unreadable,
-    add_crl,
-    ark_product,
-    crl_file_name,
-    list_cache,
-)
 from cvm.cli.options import given_time, parse_file
-from cvm.crypto.x509_chain import Certificate, RevocationList, load_certificates
 from cvm.errors import ChainError, UsageError
+
+if TYPE_CHECKING:  # the verifier and the certificate code load when a command runs, not with
+    # the `cvm attest` group (its --help and its other commands)
+    from cvm.attestation.verifier.collateral import AddedCrl, CachedCrl, CachedVcek, Unreadable
+    from cvm.crypto.x509_chain import Certificate, RevocationList
 
 app = typer.Typer(help="The collateral cache: add CRLs to it, show what it holds.",
                   no_args_is_help=True)
@@ -53,6 +45,9 @@ NO_ARK = ("no trusted ARK certificate to check a CRL's signature with (cvm pins 
 def given_arks(path: Path, roots: Any) -> list[Certificate]:
     """The certificates of ``--chain`` ``path`` that are trusted ARKs; a file without one is
     refused (66): the user believed it held the root that signs the CRLs."""
+    from cvm.attestation.verifier.collateral import ark_product
+    from cvm.crypto.x509_chain import load_certificates
+
     certificates = parse_file(path, "--chain", load_certificates)
     arks = [cert for cert in certificates if ark_product(cert.der, roots) is not None]
     if not arks:
@@ -84,6 +79,8 @@ def trusted_arks(trust: str, chains: list[Path]) -> tuple[Any, list[Certificate]
 
 def added_line(path: Path, directory: Path, added: AddedCrl, now: datetime) -> str:
     """What ``add`` says of one CRL: where it went, what it replaced, whether it is current."""
+    from cvm.attestation.verifier.collateral import FRESH, STALE, crl_file_name
+
     crl = added.crl
     line = (f"{path}: {added.product} CRL of {crl.this_update.isoformat()} "
             f"({len(crl.revoked_serials)} revoked) filed as "
@@ -101,6 +98,8 @@ def added_line(path: Path, directory: Path, added: AddedCrl, now: datetime) -> s
 def crl_additions(directory: Path, files: list[Path], roots: Any, arks: list[Certificate],
                   now: datetime) -> Iterator[str]:
     """Add each CRL file in turn (a refusal names the file), a line for each."""
+    from cvm.attestation.verifier.collateral import add_crl
+
     for path in files:
         added = parse_file(path, "", lambda data: add_crl(directory, data, arks, roots, now))
         yield added_line(path, directory, added, now)
@@ -116,6 +115,8 @@ def _next_update(crl: RevocationList) -> str:
 
 def entry_json(entry: CachedCrl | CachedVcek | Unreadable) -> dict[str, Any]:
     """One file of the cache as ``show --json`` prints it."""
+    from cvm.attestation.verifier.collateral import CachedCrl, CachedVcek
+
     if isinstance(entry, CachedCrl):
         crl = entry.crl
         return {"file": entry.name, "kind": "crl", "product": entry.product,
@@ -134,6 +135,8 @@ def entry_json(entry: CachedCrl | CachedVcek | Unreadable) -> dict[str, Any]:
 
 def entry_line(entry: CachedCrl | CachedVcek | Unreadable, now: datetime) -> str:
     """One file of the cache as ``show`` prints it."""
+    from cvm.attestation.verifier.collateral import CachedCrl, CachedVcek
+
     if isinstance(entry, CachedCrl):
         crl = entry.crl
         return (f"{entry.name}: {entry.product} CRL, issuer {distinguished_name(crl.issuer)}, "
@@ -151,6 +154,8 @@ def entry_line(entry: CachedCrl | CachedVcek | Unreadable, now: datetime) -> str
 
 def listing(directory: Path, now: datetime, as_json: bool) -> list[str]:
     """What ``show`` prints: a line per file (an empty cache says so), or one JSON document."""
+    from cvm.attestation.verifier.collateral import list_cache
+
     entries = list_cache(directory, now)
     if as_json:
         return [json.dumps({"directory": str(directory), "now": now.isoformat(),

@@ -406,3 +406,16 @@ def test_an_untrusted_ark_is_the_chains_refusal_not_a_missing_crl(
                                collateral=tmp_path)
     assert verdict.step == "verify" and not verdict.accepted
     assert "is not among the trusted roots (amd)" in " ".join(map(str, verdict.findings))
+
+
+def test_the_attest_group_loads_no_certificate_code_until_a_command_runs() -> None:
+    """`cvm attest --help` and its other commands do not pay for the collateral commands: the
+    verifier and the certificate code are imported when a collateral command runs."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, cvm.cli.attest; print(sorted(m for m in sys.modules "
+         "if m.startswith(('cvm.attestation', 'cvm.crypto', 'cryptography', 'asn1crypto'))))"],
+        capture_output=True, text=True, check=True).stdout
+    assert loaded == "[]\n"
