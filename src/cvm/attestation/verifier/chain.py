@@ -83,46 +83,99 @@ class ChainVerifier:
     def _verify_uncached(
         self, vcek_der: bytes, ask_der: bytes, ark_der: bytes, now: datetime, crl: bytes | None
     ) -> VerifiedChain:
-        ark = parse_certificate(ark_der)
-        product = self.roots.product_of(ark.fingerprint_sha256)
-        if product is None:
-            raise ChainError(
-                f"the root {ark.common_name!r} (SHA-256 {ark.fingerprint_sha256}) is not "
-                f"among the trusted roots ({self.roots.label})"
-            )
-        ask = parse_certificate(ask_der)
-        vcek = parse_certificate(vcek_der)
-        check_signed_by(ark, ark)
-        check_signed_by(ask, ark)
-        check_signed_by(vcek, ask)
-        _require_ca(ark)
-        _require_ca(ask)
-        public_key = vcek.p384_public_key()
-        for cert in (ark, ask, vcek):
+        signed = signed_chain(self.roots, vcek_der, ask_der, ark_der)
+        certificates = (signed.ark, signed.ask, signed.vcek)
+        for cert in certificates:
             check_validity(cert, now)
-        valid_from = max(cert.not_before for cert in (ark, ask, vcek))
-        valid_until = min(cert.not_after for cert in (ark, ask, vcek))
+        valid_from, valid_until = validity_window(certificates)
         if crl is not None:
             revocations = parse_crl(crl)
-            check_crl(revocations, ark, now)
-            if ask.serial in revocations.revoked_serials:
-                raise ChainError(f"{ask.common_name} (serial {ask.serial:#x}) is revoked")
+            check_crl(revocations, signed.ark, now)
+            if signed.ask.serial in revocations.revoked_serials:
+                raise ChainError(
+                    f"{signed.ask.common_name} (serial {signed.ask.serial:#x}) is revoked")
             if revocations.next_update is not None:
                 valid_until = min(valid_until, revocations.next_update)
             valid_from = max(valid_from, revocations.this_update)
-        try:
-            claims = VcekExtensions.from_extensions(vcek.extension_values())
-        except FormatError as error:
-            raise ChainError(f"VCEK extensions: {error}") from None
-        if not claims.product_name.split("-")[0] == product:
-            raise ChainError(
-                f"the VCEK is for product {claims.product_name!r}, the root is {product}'s"
-            )
+        return signed.verified(valid_from, valid_until)
+
+
+def validity_window(certificates: tuple[Certificate, ...]) -> tuple[datetime, datetime]:
+    """When every one of ``certificates`` is valid: the latest notBefore, earliest notAfter."""
+    return (max(cert.not_before for cert in certificates),
+            min(cert.not_after for cert in certificates))
+
+
+def authenticated_ask(roots: TrustRoots, ask_der: bytes, ark_der: bytes
+                      ) -> tuple[str, Certificate, Certificate]:
+    """The product of a KDS ``cert_chain`` (ASK and ARK, DER) whose ARK is a trusted root,
+    self-signed, and signs the ASK, both marked as CAs; with the ASK and ARK parsed. Time
+    aside: the validity of each certificate is the verifier's check at use."""
+    ark = parse_certificate(ark_der)
+    product = roots.product_of(ark.fingerprint_sha256)
+    if product is None:
+        raise ChainError(
+            f"the root {ark.common_name!r} (SHA-256 {ark.fingerprint_sha256}) is not "
+            f"among the trusted roots ({roots.label})"
+        )
+    ask = parse_certificate(ask_der)
+    check_signed_by(ark, ark)
+    check_signed_by(ask, ark)
+    _require_ca(ark)
+    _require_ca(ask)
+    return product, ask, ark
+
+
+def vcek_claims(vcek: Certificate, product: str) -> VcekExtensions:
+    """The AMD extensions of ``vcek``, whose productName must be ``product``'s."""
+    try:
+        claims = VcekExtensions.from_extensions(vcek.extension_values())
+    except FormatError as error:
+        raise ChainError(f"VCEK extensions: {error}") from None
+    if not claims.product_name.split("-")[0] == product:
+        raise ChainError(
+            f"the VCEK is for product {claims.product_name!r}, the root is {product}'s"
+        )
+    return claims
+
+
+@dataclass(frozen=True)
+class SignedChain:
+    """A chain whose signatures, CA marks, VCEK key and claims hold, time and CRL aside."""
+
+    product: str
+    ark: Certificate
+    ask: Certificate
+    vcek: Certificate
+    vcek_public_key: PublicKey
+    claims: VcekExtensions
+
+    def verified(self, valid_from: datetime, valid_until: datetime) -> VerifiedChain:
         return VerifiedChain(
-            product=product,
-            ark_fingerprint=ark.fingerprint_sha256,
-            vcek_public_key=public_key,
-            claims=claims,
+            product=self.product,
+            ark_fingerprint=self.ark.fingerprint_sha256,
+            vcek_public_key=self.vcek_public_key,
+            claims=self.claims,
             valid_from=valid_from,
             valid_until=valid_until,
         )
+
+
+def signed_chain(roots: TrustRoots, vcek_der: bytes, ask_der: bytes, ark_der: bytes
+                 ) -> SignedChain:
+    """ARK -> ASK -> VCEK checked but for time and revocation (:func:`authenticated_ask`, the
+    VCEK signed by the ASK, its P-384 key, its claims of the ARK's product)."""
+    product, ask, ark = authenticated_ask(roots, ask_der, ark_der)
+    vcek = parse_certificate(vcek_der)
+    check_signed_by(vcek, ask)
+    public_key = vcek.p384_public_key()
+    return SignedChain(product, ark, ask, vcek, public_key, vcek_claims(vcek, product))
+
+
+def authenticate_chain(roots: TrustRoots, vcek_der: bytes, ask_der: bytes, ark_der: bytes
+                       ) -> VerifiedChain:
+    """The chain checked as :meth:`ChainVerifier.verify` checks it, whatever the time and
+    without a CRL: what the collateral cache checks when a VCEK is filed or listed. Its
+    window is when all three certificates are valid."""
+    signed = signed_chain(roots, vcek_der, ask_der, ark_der)
+    return signed.verified(*validity_window((signed.ark, signed.ask, signed.vcek)))
