@@ -7,6 +7,14 @@ debug guests and guests that allow a migration agent unless the user allows them
 ``--trust amd`` (the default) accepts only AMD's real roots, pinned by SHA-256; ``--trust
 emulated`` accepts only the emulated roots this installation made (``emulated-root``), pinned
 by the fingerprints in its data directory — never both at once.
+
+``--collateral DIR`` verifies a bare report (as ``snpguest report`` writes it) offline from the
+cache ``cvm attest collateral add`` fills: the VCEK of the report's CHIP_ID at its
+REPORTED_TCB, the cert_chain and the CRL of the VCEK's product. What the options give wins
+over the cache (``--vcek``, ``--chain``, ``--certs``, ``--cert-table``, ``--crl``); the cache
+supplies the rest. A missing entry is one line naming it and the KDS path it is fetched from
+(exit 74); a missing CRL is refused unless ``--allow-no-crl``, and what was verified without
+a CRL says that revocation was not checked.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from cvm.attestation.verifier import (
     Verifier,
     unchecked,
 )
-from cvm.cli.options import given_time, parse_file, reading
+from cvm.cli.options import given_time, parse_file, reading, refuse_unused
 from cvm.crypto.x509_chain import load_certificates, parse_crl
 from cvm.errors import ChainError, Finding, FormatError, PolicyError, UsageError
 from cvm.formats.snp.attestation_report import REPORT_SIZE, AttestationReport
@@ -140,6 +148,46 @@ def _evidence(
     return parse_file(chain, "--chain", with_chain)
 
 
+def collateral_evidence(
+    report: bytes, parsed: AttestationReport, directory: Path, sources: dict[str, Path | None],
+    roots: TrustRoots, allow_no_crl: bool,
+) -> Evidence:
+    """The evidence of ``report`` with what ``sources`` (the options) do not give taken from
+    the collateral cache ``directory``: the VCEK of the report's chip and TCB, the cert_chain
+    of its product, the CRL of the product of its ARK (required unless ``allow_no_crl``)."""
+    from dataclasses import replace
+
+    from cvm.attestation.verifier.collateral import chain_file_name, evidence_crl
+    from cvm.attestation.verifier.collateral_certificates import (
+        cached_chain,
+        report_vcek,
+        vcek_product,
+    )
+
+    certs, vcek, chain, crl = (sources[name] for name in ("certs", "vcek", "chain", "crl"))
+    cert_table = sources["cert_table"]
+    if certs is not None or cert_table is not None:
+        evidence = _evidence(report, certs, vcek, chain, crl, cert_table)
+    else:
+        crl_bytes = checked_bytes(crl, "--crl", parse_crl) if crl else None
+        if vcek is None:
+            vcek_bytes = report_vcek(directory, parsed)
+            product = vcek_product(vcek_bytes)
+        else:
+            vcek_bytes = checked_bytes(vcek, "--vcek", load_certificates)
+            product = parse_file(vcek, "--vcek", vcek_product)
+        if chain is None:
+            chain_bytes = cached_chain(directory, product, roots)
+        else:
+            chain_bytes = checked_bytes(chain, "--chain", load_certificates)
+        with reading(chain or directory / chain_file_name(product), "--chain" if chain else ""):
+            evidence = Evidence.from_cert_chain(report, vcek_bytes, chain_bytes, crl_bytes)
+    if crl is None:
+        evidence = replace(evidence, crl=evidence_crl(directory, evidence.ark, roots,
+                                                      required=not allow_no_crl))
+    return evidence
+
+
 def _roots(trust: Trust, workspace: str) -> TrustRoots:
     if trust is Trust.amd:
         return TrustRoots.amd()
@@ -206,6 +254,7 @@ def _reference(
     )
 
 
+NO_REVOCATION = "not checked: revocation (no CRL given or cached: the ASK may be revoked)"
 REFUSE_DEBUG_GONE = (
     "--refuse-debug is gone: debug guests are refused by default; "
     "--allow-debug accepts them"
@@ -222,6 +271,12 @@ def verify(
         Path | None, typer.Option(help="Extended-report certificate table (GHCB).")
     ] = None,
     crl: Annotated[Path | None, typer.Option(help="The ARK's CRL (DER or PEM).")] = None,
+    collateral: Annotated[Path | None, typer.Option(
+        help="Collateral cache (cvm attest collateral add): the VCEK, chain and CRL the other "
+             "options do not give.")] = None,
+    allow_no_crl: Annotated[bool, typer.Option(
+        "--allow-no-crl", help="With --collateral: verify without revocation when the cache "
+                               "has no CRL of the product.")] = False,
     product: Annotated[str | None, typer.Option(help="Milan, Genoa or Turin.")] = None,
     trust: Annotated[Trust, typer.Option(help="Roots to trust.")] = Trust.amd,
     workspace: Annotated[str, typer.Option(
@@ -261,7 +316,8 @@ def verify(
     """
     result = verification(
         file, certs=certs, vcek=vcek, chain=chain, cert_table=cert_table, crl=crl,
-        product=product, trust=trust, workspace=workspace, hexes={
+        collateral=collateral, allow_no_crl=allow_no_crl, product=product, trust=trust,
+        workspace=workspace, hexes={
             "measurement": measurement, "report_data": report_data, "host_data": host_data,
             "id_key_digest": id_key_digest, "author_key_digest": author_key_digest,
             "family_id": family_id, "image_id": image_id, "chip_id": chip_id,
@@ -286,6 +342,7 @@ class Verification:
     trust: str
     findings: tuple[Finding, ...]
     not_checked: tuple[str, ...]
+    revocation_checked: bool = True
 
 
 def verification(
@@ -293,28 +350,37 @@ def verification(
     cert_table: Path | None, crl: Path | None, product: str | None, trust: Trust,
     workspace: str, hexes: dict[str, str | None], vmpl: int | None, min_tcb: str | None,
     min_guest_svn: int | None, allow_debug: bool, allow_migration_agent: bool,
-    refuse_debug: bool, at: str | None,
+    refuse_debug: bool, at: str | None, collateral: Path | None = None,
+    allow_no_crl: bool = False,
 ) -> Verification:
     """``verify``'s checks, in order: the options (the reference values, the product), the
-    evidence, the chain to the roots trusted and the signature as of ``at``, the product the
-    chain is for, then the reference values."""
+    evidence (from the options, and the collateral cache for what they do not give), the
+    chain to the roots trusted and the signature as of ``at``, the product the chain is for,
+    then the reference values."""
     if refuse_debug:
         raise UsageError(REFUSE_DEBUG_GONE)
+    if collateral is None:
+        refuse_unused("a verification without --collateral", {"--allow-no-crl": allow_no_crl})
     reference = _reference(
         hexes, vmpl, min_tcb, min_guest_svn, allow_debug, allow_migration_agent
     )
     chosen = product_named(product).name if product is not None else None
     report = read_report(file)
     with reading(file):
-        AttestationReport.from_bytes(report)
-    evidence = _evidence(report, certs, vcek, chain, crl, cert_table)
+        parsed = AttestationReport.from_bytes(report)
     roots = _roots(trust, workspace)
+    if collateral is None:
+        evidence = _evidence(report, certs, vcek, chain, crl, cert_table)
+    else:
+        sources = {"certs": certs, "vcek": vcek, "chain": chain, "crl": crl,
+                   "cert_table": cert_table}
+        evidence = collateral_evidence(report, parsed, collateral, sources, roots, allow_no_crl)
     moment = given_time("--at", at)
     verified = Verifier(roots, clock=lambda: moment).verify(evidence)
     if chosen is not None and chosen != verified.chain.product:
         raise ChainError(f"the evidence is for {verified.chain.product}, not {chosen}")
     return Verification(verified, roots.label, Verifier.validate(verified.report, reference),
-                        unchecked(reference))
+                        unchecked(reference), evidence.crl is not None)
 
 
 def verification_json(result: Verification) -> dict[str, object]:
@@ -330,6 +396,7 @@ def verification_json(result: Verification) -> dict[str, object]:
             for f in result.findings
         ],
         "not_checked": list(result.not_checked),
+        "revocation_checked": result.revocation_checked,
         "report": verified.report.to_json(),
     }
 
@@ -342,6 +409,8 @@ def verification_lines(result: Verification) -> list[str]:
              f"TCB {verified.report.reported_tcb}"]
     if result.not_checked:
         lines.append(f"not checked (no reference value given): {', '.join(result.not_checked)}")
+    if not result.revocation_checked:
+        lines.append(NO_REVOCATION)
     return lines
 
 

@@ -231,6 +231,11 @@ def load_certificates(data: bytes) -> list[Certificate]:
     return [parse_certificate(der) for der in certificate_ders(data)]
 
 
+def certificates_pem(ders: Iterable[bytes]) -> bytes:
+    """``ders`` as PEM CERTIFICATE blocks, in order (what KDS serves as ``cert_chain``)."""
+    return b"".join(pem.armor("CERTIFICATE", der) for der in ders)
+
+
 AMD_PSS = SignatureAlgorithm(RSASSA_PSS, "sha384", "mgf1", "sha384", SALT_SIZE, "trailer_field_bc")
 
 

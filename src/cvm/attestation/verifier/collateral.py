@@ -1,10 +1,15 @@
-"""Collateral on disk: VCEK certificates and the ARKs' CRLs, kept so appraisal works offline.
+"""Collateral on disk: VCEKs, KDS certificate chains and the ARKs' CRLs, kept so that
+verification works offline.
 
-A relying party fetches a chip's VCEK (per TCB) and each product's CRL from AMD's KDS
-(``/vcek/v1/<product>/crl``) once and appraises from the cache afterwards — with no network,
-and with the same checks: a cached CRL past its nextUpdate is reported as stale by the chain
-verifier, never silently trusted. Files are named ``vcek-<chip id hex>-<tcb hex>.der`` and
-``crl-<product>.der``.
+A relying party fetches from AMD's KDS (AMD 57230, KDS interface) once — each product's
+``/vcek/v1/<product>/cert_chain`` (ASK then ARK) and ``/vcek/v1/<product>/crl``, each chip's
+VCEK per TCB — and verifies from the cache afterwards, with no network and the same checks: a
+cached CRL past its nextUpdate is reported as stale by the chain verifier, never silently
+trusted. Files are named ``vcek-<hwID hex>-<tcb hex>.der`` (the hwID and TCB of the VCEK's own
+extensions: 64 bytes of chip ID, 8 on Turin; the TCB in its product's byte layout, as
+REPORTED_TCB holds it), ``cert_chain-<product>.pem`` and ``crl-<product>.der``; the VCEKs and
+chains are filed by :mod:`.collateral_certificates`, the cache listed by
+:mod:`.collateral_listing`.
 
 A CRL enters the cache (:func:`add_crl`) filed under the product whose trusted ARK signed it
 (the chain verifier's own CRL signature check, time aside), and never replaces a cached one
@@ -29,18 +34,17 @@ from cvm.crypto.x509_chain import (
     RevocationList,
     check_crl_signature,
     crl_is_current,
-    parse_certificate,
     parse_crl,
 )
 from cvm.errors import ChainError, FormatError, PolicyError, UsageError
 from cvm.files import PUBLIC_MODE, write_atomically
 from cvm.formats.snp.tcb_version import TcbVersion
-from cvm.formats.snp.vcek_extensions import VcekExtensions
 
 PRODUCTS = ("Milan", "Genoa", "Turin")
 FRESH, STALE, NOT_YET_VALID = "fresh", "stale", "not yet valid"
 CRL_FILE = re.compile(rf"crl-({'|'.join(PRODUCTS)})\.der")
-VCEK_FILE = re.compile(r"vcek-[0-9a-f]+-[0-9a-f]{16}\.der")
+CHAIN_FILE = re.compile(rf"cert_chain-({'|'.join(PRODUCTS)})\.pem")
+VCEK_FILE = re.compile(r"vcek-(?:[0-9a-f]{128}|[0-9a-f]{16})-[0-9a-f]{16}\.der")
 
 
 class CollateralCache:
@@ -63,6 +67,12 @@ class CollateralCache:
     def vcek(self, chip_id: bytes, tcb: TcbVersion) -> bytes | None:
         return self._read(vcek_file_name(chip_id, tcb))
 
+    def put_chain(self, product: str, pem: bytes) -> None:
+        self._write(chain_file_name(product), pem)
+
+    def chain(self, product: str) -> bytes | None:
+        return self._read(chain_file_name(product))
+
     def put_crl(self, product: str, der: bytes) -> None:
         self._write(crl_file_name(product), der)
 
@@ -70,14 +80,32 @@ class CollateralCache:
         return self._read(crl_file_name(product))
 
 
-def vcek_file_name(chip_id: bytes, tcb: TcbVersion) -> str:
-    return f"vcek-{chip_id.hex()}-{tcb.to_bytes().hex()}.der"
+def vcek_file_name(hw_id: bytes, tcb: TcbVersion) -> str:
+    """The VCEK of the chip ``hw_id`` (the VCEK's hwID: a Turin chip's 8 bytes, else the 64
+    of CHIP_ID) at ``tcb`` (its bytes as REPORTED_TCB holds them)."""
+    return f"vcek-{hw_id.hex()}-{tcb.to_bytes().hex()}.der"
+
+
+def known_product(product: str) -> str:
+    if product not in PRODUCTS:
+        raise UsageError(f"unknown product {product!r}; known: {', '.join(PRODUCTS)}")
+    return product
 
 
 def crl_file_name(product: str) -> str:
-    if product not in PRODUCTS:
-        raise UsageError(f"unknown product {product!r}; known: {', '.join(PRODUCTS)}")
-    return f"crl-{product}.der"
+    return f"crl-{known_product(product)}.der"
+
+
+def chain_file_name(product: str) -> str:
+    return f"cert_chain-{known_product(product)}.pem"
+
+
+def missing(what: str, kds_path: str, directory: Path) -> FileNotFoundError:
+    """The error of a file the cache lacks: what is missing and where KDS serves it (exit 74,
+    one line: ``no … in the collateral cache (fetch KDS …, then add it): DIR``)."""
+    return FileNotFoundError(
+        errno.ENOENT, f"no {what} in the collateral cache (fetch KDS {kds_path}, then "
+                      "cvm attest collateral add it)", str(directory))
 
 
 def ark_product(ark: bytes, roots: TrustRoots) -> str | None:
@@ -86,17 +114,18 @@ def ark_product(ark: bytes, roots: TrustRoots) -> str | None:
     return roots.product_of(hashlib.sha256(ark).hexdigest())
 
 
-def evidence_crl(directory: Path, ark: bytes, roots: TrustRoots) -> bytes | None:
+def evidence_crl(directory: Path, ark: bytes, roots: TrustRoots, *,
+                 required: bool = True) -> bytes | None:
     """The cached CRL of the product of the evidence's ARK. None when the ARK is not trusted:
     no CRL is looked up, the chain check refuses the evidence and says why. A trusted product
-    without a CRL in the cache is the missing file's error: the user asked for revocation."""
+    without a CRL in the cache is the missing file's error (:func:`missing`): the user asked
+    for revocation — unless the caller allows none (``required=False``: None)."""
     product = ark_product(ark, roots)
     if product is None:
         return None
     crl = CollateralCache(directory).crl(product)
-    if crl is None:
-        raise FileNotFoundError(errno.ENOENT, f"no {product} CRL in the collateral cache",
-                                str(directory))
+    if crl is None and required:
+        raise missing(f"{product} CRL", f"/vcek/v1/{product}/crl", directory)
     return crl
 
 
@@ -167,55 +196,3 @@ def authentic_cached_crl(data: bytes | None, product: str, arks: list[Certificat
         return cached if crl_product(cached, arks, roots) == product else None
     except (FormatError, ChainError):
         return None
-
-
-@dataclass(frozen=True)
-class CachedCrl:
-    """A ``crl-<product>.der`` of the cache, parsed (its signature is checked when used)."""
-
-    name: str
-    product: str
-    crl: RevocationList
-    freshness: str
-
-
-@dataclass(frozen=True)
-class CachedVcek:
-    """A ``vcek-<chip id>-<tcb>.der`` of the cache, parsed, with its AMD extensions."""
-
-    name: str
-    certificate: Certificate
-    claims: VcekExtensions
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """A file of the cache's folder that is not collateral cvm can use, and why."""
-
-    name: str
-    reason: str
-
-
-def list_cache(directory: Path, now: datetime) -> list[CachedCrl | CachedVcek | Unreadable]:
-    """Every file in the cache's folder, by name (a folder that cannot be listed is the OS
-    error): its CRLs, its VCEKs, and what does not parse with the reason."""
-    return [cached_file(path, now) for path in sorted(directory.iterdir())]
-
-
-def cached_file(path: Path, now: datetime) -> CachedCrl | CachedVcek | Unreadable:
-    """One file of the cache, read by what its name says it is."""
-    crl_name = CRL_FILE.fullmatch(path.name)
-    try:
-        if crl_name:
-            crl = parse_crl(path.read_bytes())
-            return CachedCrl(path.name, crl_name[1], crl, crl_freshness(crl, now))
-        if VCEK_FILE.fullmatch(path.name):
-            certificate = parse_certificate(path.read_bytes())
-            claims = VcekExtensions.from_extensions(certificate.extension_values())
-            return CachedVcek(path.name, certificate, claims)
-    except FormatError as error:
-        return Unreadable(path.name, str(error))
-    except OSError as error:
-        return Unreadable(path.name, error.strerror or str(error))
-    return Unreadable(path.name, "not a file of the cache (crl-<product>.der, "
-                                 "vcek-<chip id>-<tcb>.der)")
