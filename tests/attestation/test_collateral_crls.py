@@ -17,28 +17,21 @@ from cvm.attestation.verifier.collateral import (
     FRESH,
     NOT_YET_VALID,
     STALE,
-    CachedCrl,
-    CachedVcek,
     CollateralCache,
-    Unreadable,
     add_crl,
     ark_product,
     authentic_cached_crl,
-    cached_file,
     crl_freshness,
     crl_product,
     evidence_crl,
-    list_cache,
 )
 from cvm.attestation.verifier.trust import TrustRoots
 from cvm.crypto.x509_chain import Certificate, parse_certificate, parse_crl
 from cvm.errors import ChainError, FormatError, PolicyError
-from cvm.formats.snp.tcb_version import TcbVersion
 
 ISSUED = datetime(2026, 1, 1, tzinfo=UTC)
 LATER = ISSUED + timedelta(days=30)
 WEEK = timedelta(days=7)
-TCB = TcbVersion(boot_loader=4, snp=22, microcode=213)
 
 
 def crl(product: str, at: datetime = ISSUED, *, revoke: bool = False) -> bytes:
@@ -95,7 +88,17 @@ def test_a_trusted_product_without_its_crl_is_the_missing_files_error(
     with pytest.raises(FileNotFoundError) as raised:
         evidence_crl(tmp_path, Vendor("Genoa").ark_certificate, roots)
     assert (raised.value.errno, raised.value.strerror, raised.value.filename) == (
-        errno.ENOENT, "no Genoa CRL in the collateral cache", str(tmp_path))
+        errno.ENOENT, "no Genoa CRL in the collateral cache (fetch KDS /vcek/v1/Genoa/crl, "
+                      "then cvm attest collateral add it)", str(tmp_path))
+
+
+def test_a_missing_crl_may_be_allowed(tmp_path: Path, roots: TrustRoots) -> None:
+    """``report verify --allow-no-crl``: no CRL, no error; one cached is still taken."""
+    assert evidence_crl(tmp_path, Vendor("Genoa").ark_certificate, roots,
+                        required=False) is None
+    CollateralCache(tmp_path).put_crl("Genoa", b"genoa's")
+    assert evidence_crl(tmp_path, Vendor("Genoa").ark_certificate, roots,
+                        required=False) == b"genoa's"
 
 
 def test_a_crl_is_the_product_whose_trusted_ark_signed_it(
@@ -235,73 +238,3 @@ def test_what_is_refused_writes_nothing(tmp_path: Path, roots: TrustRoots,
     with pytest.raises(error):
         add_crl(tmp_path / "cache", data, arks, roots, ISSUED)
     assert not (tmp_path / "cache").exists()
-
-
-def test_the_cache_is_listed_file_by_file(tmp_path: Path) -> None:
-    vendor = Vendor("Genoa", clock=lambda: ISSUED)
-    chip = vendor.manufacture_chip(3)
-    cache = CollateralCache(tmp_path)
-    cache.put_crl("Genoa", crl("Genoa", revoke=True))
-    cache.put_vcek(chip.chip_id, TCB, vendor.vcek_certificate(chip.chip_id, TCB))
-    (tmp_path / "crl-Milan.der").write_bytes(b"\x30\x00")
-    (tmp_path / "notes.txt").write_text("fetched Monday")
-    entries = list_cache(tmp_path, ISSUED + WEEK + timedelta(seconds=1))
-    assert [entry.name for entry in entries] == sorted(p.name for p in tmp_path.iterdir())
-    crls = [e for e in entries if isinstance(e, CachedCrl)]
-    assert [(e.name, e.product, e.freshness, e.crl.revoked_serials != frozenset())
-            for e in crls] == [("crl-Genoa.der", "Genoa", STALE, True)]
-    vceks = [e for e in entries if isinstance(e, CachedVcek)]
-    assert len(vceks) == 1 and vceks[0].claims.hw_id == chip.chip_id
-    assert (vceks[0].claims.tcb, vceks[0].claims.product_name) == (TCB, "Genoa-B0")
-    assert vceks[0].certificate.der == vendor.vcek_certificate(chip.chip_id, TCB)
-    unreadable = {e.name: e.reason for e in entries if isinstance(e, Unreadable)}
-    assert set(unreadable) == {"crl-Milan.der", "notes.txt"}
-    assert unreadable["crl-Milan.der"].startswith("not a DER X.509 CRL (")
-    assert unreadable["notes.txt"] == ("not a file of the cache (crl-<product>.der, "
-                                       "vcek-<chip id>-<tcb>.der)")
-
-
-VCEK_NAME = "vcek-" + "ab" * 64 + "-" + "04000000000016d5" + ".der"
-
-
-@pytest.mark.parametrize("name", [
-    "crl-Rome.der", "crl-milan.der", "crl-Milan.der.bak", "old-crl-Milan.der", "crl-Milan.pem",
-    "vcek--0400000000000016.der", "vcek-AB-0400000000000016.der", "vcek-ab-04000000000016.der",
-    "vcek-ab-040000000000001600.der", VCEK_NAME + ".tmp", "x" + VCEK_NAME])
-def test_only_the_caches_names_are_read(tmp_path: Path, name: str) -> None:
-    (tmp_path / name).write_bytes(crl("Genoa"))
-    assert cached_file(tmp_path / name, ISSUED) == Unreadable(
-        name, "not a file of the cache (crl-<product>.der, vcek-<chip id>-<tcb>.der)")
-
-
-def test_a_vcek_file_that_is_not_a_vcek_says_why(tmp_path: Path) -> None:
-    (tmp_path / VCEK_NAME).write_bytes(b"\x30\x00")
-    assert cached_file(tmp_path / VCEK_NAME, ISSUED).reason.startswith(  # type: ignore[union-attr]
-        "not a DER X.509 certificate (")
-    (tmp_path / VCEK_NAME).write_bytes(Vendor("Genoa").ark_certificate)  # no AMD extensions
-    entry = cached_file(tmp_path / VCEK_NAME, ISSUED)
-    assert isinstance(entry, Unreadable) and entry.reason.startswith("VCEK: ")
-
-
-def test_a_cache_file_that_cannot_be_read_says_why(tmp_path: Path) -> None:
-    (tmp_path / "crl-Turin.der").mkdir()
-    assert cached_file(tmp_path / "crl-Turin.der", ISSUED) == Unreadable(
-        "crl-Turin.der", "Is a directory")
-
-
-def test_a_read_error_without_an_os_message_says_what_it_has(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "crl-Turin.der").write_bytes(b"")
-
-    def failing(path: Path) -> bytes:
-        raise OSError("the disk went away")
-
-    monkeypatch.setattr(Path, "read_bytes", failing)
-    assert cached_file(tmp_path / "crl-Turin.der", ISSUED) == Unreadable(
-        "crl-Turin.der", "the disk went away")
-
-
-def test_a_missing_cache_is_the_os_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        list_cache(tmp_path / "absent", ISSUED)
-    assert list_cache(tmp_path, ISSUED) == []

@@ -229,12 +229,22 @@ def test_a_verification_names_its_roots_findings_and_what_is_not_checked(
 def test_verify_prints_the_chain_and_what_is_not_checked(evidence: Path) -> None:
     result = _verification(evidence)
     chain = result.verified.chain
+    assert not result.revocation_checked  # no CRL given
     assert report.verification_lines(result) == [
         f"authentic: Milan report, VCEK chain to the emulated root "
         f"{chain.ark_fingerprint[:16]}..., TCB {result.verified.report.reported_tcb}",
-        f"not checked (no reference value given): {', '.join(result.not_checked)}"]
-    assert report.verification_lines(replace(result, not_checked=())) == [
-        report.verification_lines(result)[0]]
+        f"not checked (no reference value given): {', '.join(result.not_checked)}",
+        "not checked: revocation (no CRL given or cached: the ASK may be revoked)"]
+    checked = replace(result, not_checked=(), revocation_checked=True)
+    assert report.verification_lines(checked) == [report.verification_lines(result)[0]]
+    assert report.verification_json(result)["revocation_checked"] is False
+    assert report.verification_json(checked)["revocation_checked"] is True
+
+
+def test_a_verification_with_a_crl_checked_revocation(evidence: Path, tmp_path: Path) -> None:
+    crl = tmp_path / "ark.crl"
+    crl.write_bytes(_a_crl())
+    assert _verification(evidence, crl=crl, at=None).revocation_checked  # the CRL is of now
 
 
 def test_a_finding_is_one_policy_error_with_every_finding() -> None:

@@ -17,7 +17,14 @@ from asn1crypto import pem
 from cvm.amd import Vendor
 from cvm.amd.authority import EmulatedRoot
 from cvm.amd.root_store import DEFAULT_WORKSPACE, RootStore
-from cvm.attestation.verifier.collateral import FRESH, CachedCrl, CachedVcek, Unreadable
+from cvm.attestation.verifier.collateral import FRESH
+from cvm.attestation.verifier.collateral_listing import (
+    VERIFIED,
+    CachedCrl,
+    CachedVcek,
+    Status,
+    Unreadable,
+)
 from cvm.cli import attest, attest_collateral
 from cvm.cli.main import execute
 from cvm.crypto.x509_chain import parse_certificate, parse_crl
@@ -124,10 +131,14 @@ def test_a_stale_crl_is_filed_and_the_line_says_so(
 
 
 @pytest.mark.parametrize(("case", "code", "message"), [
-    ("not a crl", 65, "{file}: not a DER X.509 CRL ("),
-    ("a certificate chain", 65, "{file}: a PEM CERTIFICATE block, not an X509 CRL"),
+    ("not a crl", 65, "{file}: not a CRL, a KDS cert_chain (ASK then ARK) or a VCEK "
+                      "certificate\n"),
+    ("an ASK alone", 65, "{file}: a certificate that is not a VCEK (VCEK: no structVersion "
+                         "extension): not a CRL, a KDS cert_chain (ASK then ARK) or a VCEK "
+                         "certificate\n"),
     ("another root's", 66, "{file}: the CRL of 'ARK-Genoa-emulated' is signed by no trusted "
                            "ARK (emulated: "),
+    ("another root's chain", 66, "{file}: the root 'ARK-Genoa-emulated' (SHA-256 "),
     ("missing", 74, "No such file or directory: {file}"),
 ])
 def test_each_refusal_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -135,8 +146,9 @@ def test_each_refusal_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     file = tmp_path / "given"
     if case != "missing":
         file.write_bytes({"not a crl": b"\x30\x03\x02\x01\x00",
-                          "a certificate chain": store_vendor("Genoa", ISSUED).cert_chain(),
-                          "another root's": Vendor("Genoa").crl()}[case])
+                          "an ASK alone": store_vendor("Genoa", ISSUED).ask_certificate,
+                          "another root's": Vendor("Genoa").crl(),
+                          "another root's chain": Vendor("Genoa").cert_chain()}[case])
     assert execute([*ADD, str(tmp_path / "cache"), str(file), "--trust", "emulated"]) == code
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
@@ -165,9 +177,9 @@ def test_amds_roots_need_their_certificates(tmp_path: Path,
     crl = _file(tmp_path, "crl.der", store_crl("Milan"))
     assert execute([*ADD, str(tmp_path / "cache"), str(crl)]) == 64
     assert capsys.readouterr().err == (
-        "cvm: error: --trust amd: no trusted ARK certificate to check a CRL's signature with "
-        "(cvm pins AMD's ARKs by fingerprint only): give them with --chain "
-        "(KDS /vcek/v1/<product>/cert_chain)\n")
+        f"cvm: error: {crl}: --trust amd: no trusted ARK certificate to check a CRL's signature "
+        "with (cvm pins AMD's ARKs by fingerprint only): add KDS /vcek/v1/<product>/cert_chain "
+        "to the cache first, or give it with --chain\n")
     chain = _file(tmp_path, "chain.pem", store_vendor("Milan", ISSUED).cert_chain())
     assert execute([*ADD, str(tmp_path / "cache"), str(crl), "--chain", str(chain)]) == 66
     assert capsys.readouterr().err == (
@@ -214,13 +226,17 @@ def test_the_commands_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str
     """``add`` and ``show`` called as typer calls them with no option given: AMD's roots, the
     time now, text output."""
     crl = _file(tmp_path, "crl.der", store_crl("Genoa"))
-    with pytest.raises(UsageError, match=r"^--trust amd: no trusted ARK certificate"):
+    with pytest.raises(UsageError, match=r": --trust amd: no trusted ARK certificate"):
         attest_collateral.add(tmp_path / "cache", [crl])
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "crl-Genoa.der").write_bytes(crl.read_bytes())
+    (tmp_path / "cache" / "cert_chain-Genoa.pem").write_bytes(
+        store_vendor("Genoa", ISSUED).cert_chain())
     attest_collateral.show(tmp_path / "cache")
     out = capsys.readouterr().out
-    assert out.startswith("crl-Genoa.der: Genoa CRL, ") and ", stale at 20" in out
+    assert out.startswith("cert_chain-Genoa.pem: Genoa cert_chain, ") and ", stale at 20" in out
+    assert out.count("unusable: ") == 1  # the chain under AMD's roots; the CRL not verified
+    assert "revoked serial(s), not verified (the cached Genoa cert_chain is unusable)" in out
     now = datetime.now(UTC)
     attest_collateral.show(tmp_path / "cache", as_json=True)
     shown = json.loads(capsys.readouterr().out)
@@ -252,37 +268,49 @@ def test_show_lists_each_file_with_what_it_holds(
     vcek_name = f"vcek-{chip.chip_id.hex()}-{TCB.to_bytes().hex()}.der"
     (cache / vcek_name).write_bytes(vcek)
     (cache / "crl-Turin.der").write_bytes(b"\x30\x00")
-    assert execute([*SHOW, str(cache), "--now", "2026-01-03"]) == 0
+    (cache / "cert_chain-Genoa.pem").write_bytes(vendor.cert_chain())
+    assert execute([*SHOW, str(cache), "--now", "2026-01-03", "--trust", "emulated"]) == 0
     certificate = parse_certificate(vcek)
     issuer = ("OU=cvm emulation (not Advanced Micro Devices), C=US, L=Santa Clara, ST=CA, "
               "O=cvm emulated AMD, CN=ARK-Genoa-emulated")
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:2] == [
+    ask = parse_certificate(vendor.ask_certificate)
+    assert lines[:3] == [
+        f"cert_chain-Genoa.pem: Genoa cert_chain, ASK "
+        f"{attest_collateral.distinguished_name(ask.subject)} valid to "
+        f"{ask.not_after.isoformat()}, ARK SHA-256 {vendor.ark_fingerprint()}, verified",
         f"crl-Genoa.der: Genoa CRL, issuer {issuer}, thisUpdate 2026-01-01T00:00:00+00:00, "
         "nextUpdate 2026-01-08T00:00:00+00:00, fresh at 2026-01-03T00:00:00+00:00, "
-        "1 revoked serial(s)",
-        "crl-Turin.der: unreadable: not a DER X.509 CRL (" + lines[1].split("(", 1)[1]]
-    assert lines[2:] == [
+        "1 revoked serial(s), verified",
+        "crl-Turin.der: unreadable: not a DER X.509 CRL (" + lines[2].split("(", 1)[1]]
+    assert lines[3:] == [
         f"{vcek_name}: Genoa-B0 VCEK, chip {chip.chip_id[:8].hex()}..., TCB {TCB}, subject "
         f"{attest_collateral.distinguished_name(certificate.subject)}, valid "
-        f"{certificate.not_before.isoformat()} to {certificate.not_after.isoformat()}"]
-    assert "CN=SEV-VCEK" in lines[2]
-    assert execute([*SHOW, str(cache), "--json", "--now", "2026-01-09"]) == 0
+        f"{certificate.not_before.isoformat()} to {certificate.not_after.isoformat()}, verified"]
+    assert "CN=SEV-VCEK" in lines[3]
+    assert execute([*SHOW, str(cache), "--json", "--now", "2026-01-09", "--trust",
+                    "emulated"]) == 0
     out = capsys.readouterr().out
     assert out.startswith('{\n  "directory": ')  # indented by two
     shown = json.loads(out)
     assert shown["directory"] == str(cache) and shown["now"] == "2026-01-09T00:00:00+00:00"
     assert shown["files"][0] == {
+        "file": "cert_chain-Genoa.pem", "kind": "cert_chain", "product": "Genoa",
+        "ask": attest_collateral.distinguished_name(ask.subject),
+        "ark": attest_collateral.distinguished_name(parse_certificate(
+            vendor.ark_certificate).subject),
+        "ark_sha256": vendor.ark_fingerprint(), "status": "verified", "reason": ""}
+    assert shown["files"][1] == {
         "file": "crl-Genoa.der", "kind": "crl", "product": "Genoa", "issuer": issuer,
         "this_update": "2026-01-01T00:00:00+00:00", "next_update": "2026-01-08T00:00:00+00:00",
-        "freshness": "stale", "revoked": 1}
-    assert shown["files"][1]["kind"] == "unreadable"
-    assert shown["files"][1]["reason"].startswith("not a DER X.509 CRL (")
-    assert shown["files"][2] == {
+        "freshness": "stale", "revoked": 1, "status": "verified", "reason": ""}
+    assert shown["files"][2]["kind"] == "unreadable"
+    assert shown["files"][2]["reason"].startswith("not a DER X.509 CRL (")
+    assert shown["files"][3] == {
         "file": vcek_name, "kind": "vcek", "product": "Genoa-B0", "chip_id": chip.chip_id.hex(),
         "tcb": str(TCB), "subject": attest_collateral.distinguished_name(certificate.subject),
         "not_before": certificate.not_before.isoformat(),
-        "not_after": certificate.not_after.isoformat()}
+        "not_after": certificate.not_after.isoformat(), "status": "verified", "reason": ""}
 
 
 def test_show_of_an_empty_or_missing_cache(tmp_path: Path,
@@ -305,16 +333,17 @@ def test_a_turin_chip_id_is_shown_whole() -> None:
     certificate = parse_certificate(vendor.vcek_certificate(chip.chip_id, TCB))
     turin = VcekExtensions("Turin-B0", TcbVersion(1, 0, 3, 4, fmc=5, layout=TcbLayout.TURIN),
                            bytes(range(1, 9)))
-    line = attest_collateral.entry_line(CachedVcek("v.der", certificate, turin), ISSUED)
+    line = attest_collateral.entry_line(
+        CachedVcek("v.der", certificate, turin, Status(VERIFIED)), ISSUED)
     assert line.startswith("v.der: Turin-B0 VCEK, chip 0102030405060708, TCB ")
     milan = replace(turin, hw_id=bytes(range(9)))
     assert ", chip 0001020304050607..., " in attest_collateral.entry_line(
-        CachedVcek("v.der", certificate, milan), ISSUED)
+        CachedVcek("v.der", certificate, milan, Status(VERIFIED)), ISSUED)
 
 
 def test_an_entry_with_no_next_update_says_none() -> None:
     crl = replace(parse_crl(store_crl("Genoa")), next_update=None)
-    entry = CachedCrl("crl-Genoa.der", "Genoa", crl, FRESH)
+    entry = CachedCrl("crl-Genoa.der", "Genoa", crl, FRESH, Status(VERIFIED))
     assert ", nextUpdate none, " in attest_collateral.entry_line(entry, ISSUED)
     assert attest_collateral.entry_json(entry)["next_update"] == "none"
     assert attest_collateral.entry_json(Unreadable("x", "why")) == {
@@ -395,7 +424,8 @@ def test_a_cache_without_the_evidences_product_is_refused_by_name(
     assert execute([*ADD, str(cache), str(crl), "--trust", "emulated"]) == 0
     capsys.readouterr()
     assert _appraise(appraised, appraised.genoa, cache, capsys) == (
-        74, f"cvm: error: no Genoa CRL in the collateral cache: {cache}\n")
+        74, "cvm: error: no Genoa CRL in the collateral cache (fetch KDS /vcek/v1/Genoa/crl, "
+            f"then cvm attest collateral add it): {cache}\n")
 
 
 def test_an_untrusted_ark_is_the_chains_refusal_not_a_missing_crl(
