@@ -39,12 +39,16 @@ def _root(directory: Path, product: str) -> EmulatedRoot:
     return RootStore(directory).root(product, create=True)
 
 
-@functools.cache
 def vendor(product: str, *, revoked: bool = False) -> Vendor:
-    """This installation's emulated AMD (what ``--trust emulated`` trusts)."""
-    store = RootStore.for_workspace(DEFAULT_WORKSPACE)
-    root = _root(store.directory, product)  # made first: the store's seed comes with it
-    made = Vendor(product, store.seed(), lambda: ISSUED, root=root)
+    """This installation's emulated AMD (what ``--trust emulated`` trusts), one per data
+    directory (a test session has its own)."""
+    return _vendor(RootStore.for_workspace(DEFAULT_WORKSPACE).directory, product, revoked)
+
+
+@functools.cache
+def _vendor(directory: Path, product: str, revoked: bool) -> Vendor:
+    root = _root(directory, product)  # made first: the store's seed comes with it
+    made = Vendor(product, RootStore(directory).seed(), lambda: ISSUED, root=root)
     if revoked:
         made.revoke_ask()
     return made
