@@ -317,3 +317,51 @@ def test_the_report_collateral_moves_with_the_cache(tmp_path: Path,
     fill(cache, tmp_path, "Genoa")
     shutil.copytree(cache, tmp_path / "copy")
     assert verify(capsys, bare_report(tmp_path, "Genoa"), tmp_path / "copy")[0] == 0
+
+
+def _certs(folder: Path, product: str) -> Path:
+    chip = vendor(product).manufacture_chip(1)
+    certs = folder / "certs"
+    certs.mkdir()
+    _file(certs, "vcek.der", vendor(product).vcek_certificate(chip.chip_id, TCBS[product]))
+    _file(certs, "ask.der", vendor(product).ask_certificate)
+    _file(certs, "ark.der", vendor(product).ark_certificate)
+    return certs
+
+
+def test_certificates_given_whole_need_only_the_caches_crl(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--certs or --cert-table: the cache is not asked for a VCEK or a chain it lacks."""
+    from cvm.attestation.verifier import Evidence
+
+    cache = tmp_path / "cache"
+    crl = _file(tmp_path, "crl", vendor("Turin", revoked=True).crl())
+    assert execute([*ADD, str(cache), str(crl), "--trust", "emulated"]) == 0
+    bare = bare_report(tmp_path, "Turin")
+    certs = _certs(tmp_path, "Turin")
+    code, _, err = verify(capsys, bare, cache, "--certs", str(certs))
+    assert code == 66 and err.endswith("is revoked\n")
+    table = _file(tmp_path, "table", Evidence(
+        b"", *((certs / f"{name}.der").read_bytes() for name in ("vcek", "ask", "ark"))
+    ).cert_table())
+    code, _, err = verify(capsys, bare, cache, "--cert-table", str(table))
+    assert code == 66 and err.endswith("is revoked\n")
+    good = _file(tmp_path, "good-crl", vendor("Turin").crl())
+    assert verify(capsys, bare, cache, "--cert-table", str(table), "--crl", str(good))[0] == 0
+
+
+@pytest.mark.parametrize(("chain", "says"), [
+    ("one certificate", "the cert chain holds 1 certificates, expected ASK, ARK"),
+    ("junk", "not a DER X.509 certificate (")])
+def test_a_chain_given_is_named_when_it_is_wrong(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], chain: str, says: str) -> None:
+    from asn1crypto import pem
+
+    cache = tmp_path / "cache"
+    fill(cache, tmp_path, "Genoa")
+    given = _file(tmp_path, "given.pem", {
+        "one certificate": pem.armor("CERTIFICATE", vendor("Genoa").ark_certificate),
+        "junk": b"\x30\x03\x02\x01\x00"}[chain])
+    code, _, err = verify(capsys, bare_report(tmp_path, "Genoa"), cache, "--chain", str(given))
+    assert code == 65 and err.startswith(f"cvm: error: --chain {given}: {says}")
+    assert err.count("\n") == 1

@@ -157,7 +157,7 @@ def collateral_evidence(
     of its product, the CRL of the product of its ARK (required unless ``allow_no_crl``)."""
     from dataclasses import replace
 
-    from cvm.attestation.verifier.collateral import chain_file_name, evidence_crl
+    from cvm.attestation.verifier.collateral import evidence_crl
     from cvm.attestation.verifier.collateral_certificates import (
         cached_chain,
         report_vcek,
@@ -176,12 +176,12 @@ def collateral_evidence(
         else:
             vcek_bytes = checked_bytes(vcek, "--vcek", load_certificates)
             product = parse_file(vcek, "--vcek", vcek_product)
-        if chain is None:
-            chain_bytes = cached_chain(directory, product, roots)
+        if chain is None:  # two certificates (cached_chain checks): the verifier checks them
+            evidence = Evidence.from_cert_chain(report, vcek_bytes,
+                                                cached_chain(directory, product, roots), crl_bytes)
         else:
-            chain_bytes = checked_bytes(chain, "--chain", load_certificates)
-        with reading(chain or directory / chain_file_name(product), "--chain" if chain else ""):
-            evidence = Evidence.from_cert_chain(report, vcek_bytes, chain_bytes, crl_bytes)
+            evidence = parse_file(chain, "--chain", lambda data: Evidence.from_cert_chain(
+                report, vcek_bytes, (load_certificates(data), data)[1], crl_bytes))
     if crl is None:
         evidence = replace(evidence, crl=evidence_crl(directory, evidence.ark, roots,
                                                       required=not allow_no_crl))
