@@ -365,3 +365,37 @@ def test_a_chain_given_is_named_when_it_is_wrong(
     code, _, err = verify(capsys, bare_report(tmp_path, "Genoa"), cache, "--chain", str(given))
     assert code == 65 and err.startswith(f"cvm: error: --chain {given}: {says}")
     assert err.count("\n") == 1
+
+
+def test_a_crl_given_is_the_one_checked(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The cache's CRL is current and revokes nothing; the one given revokes the ASK."""
+    cache = tmp_path / "cache"
+    fill(cache, tmp_path, "Genoa")
+    revoked = _file(tmp_path, "revoked", vendor("Genoa", revoked=True).crl())
+    bare = bare_report(tmp_path, "Genoa")
+    assert verify(capsys, bare, cache)[0] == 0
+    code, _, err = verify(capsys, bare, cache, "--crl", str(revoked))
+    assert code == 66 and err.endswith("is revoked\n")
+
+
+@pytest.mark.parametrize("option", ["--vcek", "--crl"])
+def test_a_file_given_that_does_not_parse_is_named_with_its_option(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str) -> None:
+    cache = tmp_path / "cache"
+    fill(cache, tmp_path, "Genoa")
+    junk = _file(tmp_path, "junk", b"\x30\x03\x02\x01\x00")
+    code, _, err = verify(capsys, bare_report(tmp_path, "Genoa"), cache, option, str(junk))
+    assert code == 65 and err.startswith(f"cvm: error: {option} {junk}: not a DER X.509 ")
+
+
+@pytest.mark.parametrize("option", ["--vcek", "--chain"])
+def test_whole_certificates_and_one_of_them_are_one_source_too_many(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str) -> None:
+    cache = tmp_path / "cache"
+    fill(cache, tmp_path, "Genoa")
+    certs = _certs(tmp_path, "Genoa")
+    code, _, err = verify(capsys, bare_report(tmp_path, "Genoa"), cache, "--certs", str(certs),
+                          option, str(certs / "vcek.der"))
+    assert (code, err) == (64, "cvm: error: give one of --certs DIR, --vcek F --chain F, or "
+                               "--cert-table F\n")
