@@ -377,6 +377,9 @@ def test_a_crl_given_is_the_one_checked(tmp_path: Path,
     assert verify(capsys, bare, cache)[0] == 0
     code, _, err = verify(capsys, bare, cache, "--crl", str(revoked))
     assert code == 66 and err.endswith("is revoked\n")
+    code, _, err = verify(capsys, bare, cache, "--crl", str(revoked), "--certs",
+                          str(_certs(tmp_path, "Genoa")))
+    assert code == 66 and err.endswith("is revoked\n")
 
 
 @pytest.mark.parametrize("option", ["--vcek", "--crl"])
