@@ -81,6 +81,7 @@ def test_what_is_filed_again_says_it_replaced_another_and_when_it_is_not_valid(
     assert lines[0].endswith(
         "cert_chain-Genoa.pem, replacing another; not valid at 2099-01-01T00:00:00+00:00 (valid "
         f"{start} to {end}): verification refuses it then")
+    assert lines[1].startswith(f"{vcek}: Genoa-B0 VCEK of chip ")
     assert lines[1].endswith(
         f", replacing another; not valid at 2099-01-01T00:00:00+00:00 (valid "
         f"{max(c.not_before for c in certificates).isoformat()} to "
