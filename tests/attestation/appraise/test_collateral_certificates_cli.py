@@ -14,7 +14,7 @@ from cvm.attestation.verifier.collateral import vcek_file_name
 from cvm.cli import attest_collateral
 from cvm.cli.main import execute
 from cvm.crypto.x509_chain import parse_certificate
-from cvm.errors import UsageError
+from cvm.errors import FormatError, UsageError
 from cvm.formats.snp.tcb_version import TcbLayout, TcbVersion
 
 from .test_collateral_cli import ADD, ISSUED, _file, store_crl, store_vendor
@@ -115,6 +115,10 @@ def test_only_chain_files_of_two_certificates_give_a_vceks_chain(tmp_path: Path)
     chain = _file(tmp_path, "chain.pem", vendor.cert_chain())
     assert attest_collateral.given_chains([ark, chain]) == [
         (vendor.ask_certificate, vendor.ark_certificate)]
+    junk = _file(tmp_path, "junk.pem", b"junk")
+    with pytest.raises(FormatError) as refused:
+        attest_collateral.given_chains([junk])
+    assert str(refused.value).startswith(f"--chain {junk}: not a DER X.509 certificate (")
 
 
 def test_a_cached_chain_checks_the_crls_added_after_it(tmp_path: Path) -> None:
