@@ -302,3 +302,12 @@ def test_the_crl_given_is_checked(evidence: Path, tmp_path: Path) -> None:
     with pytest.raises(CvmError) as refused:
         _verification(evidence, crl=crl)
     assert "CRL" in str(refused.value) or "crl" in str(refused.value)
+
+
+def test_a_report_that_does_not_parse_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "report.bin"
+    bad.write_bytes((9).to_bytes(4, "little") + bytes(0x4A0 - 4))
+    with pytest.raises(FormatError) as refused:
+        _verification(tmp_path)
+    assert str(refused.value) == (
+        f"{bad}: ATTESTATION_REPORT: unsupported version 9 (know 2 to 5)")
