@@ -306,13 +306,15 @@ def test_a_collateral_cache_without_a_crl_is_refused_not_skipped(
         with pytest.raises(FileNotFoundError) as raised:
             _appraise(made, nonce="n1", collateral=cache)
         assert (raised.value.errno, raised.value.filename) == (errno.ENOENT, str(cache))
-        assert raised.value.strerror == "no Milan CRL in the collateral cache"
+        assert raised.value.strerror == ("no Milan CRL in the collateral cache (fetch KDS "
+                                         "/vcek/v1/Milan/crl, then cvm attest collateral add it)")
         assert execute(["attest", "appraise", str(made.evidence), "--reference",
                         str(made.reference), "--trust", "emulated", "--collateral",
                         str(cache)]) == 74
         captured = capsys.readouterr()
         assert captured.out == "" and captured.err == (
-            f"cvm: error: no Milan CRL in the collateral cache: {cache}\n")
+            "cvm: error: no Milan CRL in the collateral cache (fetch KDS /vcek/v1/Milan/crl, then "
+            f"cvm attest collateral add it): {cache}\n")
 
 
 def test_the_commands_defaults_are_the_secure_ones(made: Made,
