@@ -380,6 +380,9 @@ def test_a_crl_given_is_the_one_checked(tmp_path: Path,
     code, _, err = verify(capsys, bare, cache, "--crl", str(revoked), "--certs",
                           str(_certs(tmp_path, "Genoa")))
     assert code == 66 and err.endswith("is revoked\n")
+    chain = _file(tmp_path, "chain.pem", vendor("Genoa").cert_chain())
+    code, _, err = verify(capsys, bare, cache, "--crl", str(revoked), "--chain", str(chain))
+    assert code == 66 and err.endswith("is revoked\n")
 
 
 @pytest.mark.parametrize("option", ["--vcek", "--crl"])
