@@ -231,3 +231,20 @@ def test_reference_must_say_what_it_leaves_unchecked(owner: Owner) -> None:
         ReferenceDocument.from_json({**document, "measurment": []})
     with pytest.raises(FormatError, match="empty list"):
         ReferenceDocument.from_json({**document, "measurement": []})
+
+
+def test_a_boot_image_without_a_sha256_digest_is_the_empty_digest() -> None:
+    """A boot application in PCR 4 whose record carries no SHA-256 digest (a log of other
+    banks) is claimed, and compared with the reference's images, as the empty digest: no
+    accepted image matches it."""
+    from cvm.attestation.verifier.composite import _boot_images
+    from cvm.formats.tcg.algorithm import SHA1, SHA256
+    from cvm.formats.tcg.event_type import EventType
+    from cvm.formats.tcg.pcr_event import PcrEvent
+
+    app = EventType.EV_EFI_BOOT_SERVICES_APPLICATION
+    sha1_only = PcrEvent(4, app, ((SHA1.alg_id, b"\x11" * 20),), b"")
+    both = PcrEvent(4, app, ((SHA1.alg_id, b"\x11" * 20), (SHA256.alg_id, b"\x22" * 32)), b"")
+    elsewhere = PcrEvent(5, app, ((SHA256.alg_id, b"\x33" * 32),), b"")
+    log = EventLog(None, (sha1_only, elsewhere, both))
+    assert _boot_images(log) == [(b"", sha1_only), (b"\x22" * 32, both)]
