@@ -248,3 +248,25 @@ def test_a_boot_image_without_a_sha256_digest_is_the_empty_digest() -> None:
     elsewhere = PcrEvent(5, app, ((SHA256.alg_id, b"\x33" * 32),), b"")
     log = EventLog(None, (sha1_only, elsewhere, both))
     assert _boot_images(log) == [(b"", sha1_only), (b"\x22" * 32, both)]
+
+
+def test_pcr_and_launch_findings_each_name_what_was_not_there(
+        genuine: Cvm, evidence: CvmEvidence, reference: ReferenceDocument,
+        roots: TrustRoots) -> None:
+    """A reference PCR the quote does not cover, a PCR that differs when the reference has no
+    event log to explain it, and a launch measurement no nearby configuration reproduces:
+    each finding whole."""
+    quoted = _appraise(evidence, genuine, reference, roots).claims["pcrs"]["sha256"]
+    unquoted = next(pcr for pcr in range(24) if str(pcr) not in quoted)
+    missing = replace(reference, pcrs={**(reference.pcrs or {}), unquoted: b"\x01" * 32})
+    verdict = _appraise(evidence, genuine, missing, roots)
+    assert verdict.step == "validate" and verdict.findings == (
+        Finding(f"pcr.{unquoted}", "01" * 32, "not quoted", "quote"),)
+    unexplained = replace(reference, pcrs={4: b"\x02" * 32}, reference_log=None)
+    assert _appraise(evidence, genuine, unexplained, roots).findings == (
+        Finding("pcr.4", "02" * 32, quoted["4"], "no reference event log to compare"),)
+    other = replace(reference, report=replace(reference.report, measurement=b"\x03" * 48))
+    (finding,) = _appraise(evidence, genuine, other, roots,
+                           explain_launch=lambda measurement: None).findings
+    assert (finding.claim, finding.hint) == (
+        "measurement", "no nearby launch configuration reproduces it")
