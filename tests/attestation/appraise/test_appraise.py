@@ -12,6 +12,7 @@ from cvm.amd import DEFAULT_SEED
 from cvm.amd.pki import Vendor
 from cvm.attestation.launch_search import launch_explainer
 from cvm.attestation.verifier.composite import Verdict, appraise
+from cvm.attestation.verifier.explain import describe
 from cvm.attestation.verifier.reference import ReferenceDocument
 from cvm.attestation.verifier.rego_policy import RegoPolicy
 from cvm.attestation.verifier.trust import TrustRoots
@@ -19,7 +20,9 @@ from cvm.crypto.jose import KeyPair
 from cvm.errors import Finding, FormatError
 from cvm.formats.kbs.evidence import CvmEvidence, report_data_for, runtime_digest
 from cvm.formats.snp.attestation_report import AttestationReport
+from cvm.formats.tcg.algorithm import SHA256
 from cvm.formats.tcg.event_log import EventLog
+from cvm.formats.tcg.event_type import EventType
 from cvm.formats.tpm2.constants import TpmaObject
 from cvm.formats.tpm2.public import Public
 from cvm.image.measurement import VcpuConfig
@@ -168,6 +171,15 @@ def test_pcr_mismatch_names_the_event(owner: Owner, reference: ReferenceDocument
     pcr7 = next(f for f in verdict.findings if f.claim == "pcr.7")
     assert "SecureBoot" in pcr7.hint
     assert pcr4.expected == reference.pcrs[4].hex() if reference.pcrs else False
+    accepted = reference.boot_images or ()
+    app = EventType.EV_EFI_BOOT_SERVICES_APPLICATION
+    foreign = [event for event in EventLog.parse(cvm.evidence(NONCE).event_log).events
+               if event.pcr_index == 4 and event.event_type == app
+               and event.digest(SHA256.alg_id) not in accepted]
+    assert foreign and [f for f in verdict.findings if f.claim == "boot_images"] == [
+        Finding("boot_images", " or ".join(d.hex() for d in accepted),
+                (event.digest(SHA256.alg_id) or b"").hex(), describe(event))
+        for event in foreign]
 
 
 def test_launch_mismatch_names_the_nearby_configuration(
@@ -238,8 +250,7 @@ def test_a_boot_image_without_a_sha256_digest_is_the_empty_digest() -> None:
     banks) is claimed, and compared with the reference's images, as the empty digest: no
     accepted image matches it."""
     from cvm.attestation.verifier.composite import _boot_images
-    from cvm.formats.tcg.algorithm import SHA1, SHA256
-    from cvm.formats.tcg.event_type import EventType
+    from cvm.formats.tcg.algorithm import SHA1
     from cvm.formats.tcg.pcr_event import PcrEvent
 
     app = EventType.EV_EFI_BOOT_SERVICES_APPLICATION
