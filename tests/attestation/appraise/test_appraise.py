@@ -281,3 +281,23 @@ def test_pcr_and_launch_findings_each_name_what_was_not_there(
                            explain_launch=lambda measurement: None).findings
     assert (finding.claim, finding.hint) == (
         "measurement", "no nearby launch configuration reproduces it")
+
+
+def test_a_refusal_carries_the_policy_id_and_the_claims_known_by_then(
+        genuine: Cvm, evidence: CvmEvidence, reference: ReferenceDocument,
+        roots: TrustRoots) -> None:
+    """Refused at verify: no claim (nothing was authentic); refused at replay: the report's
+    claims; either way the policy's id and what was left unchecked."""
+    from cvm.attestation.verifier.composite import report_claims
+    from cvm.attestation.verifier.rego_policy import DEFAULT_POLICY
+
+    named = RegoPolicy(DEFAULT_POLICY, "rollout")
+    at_verify = _appraise(evidence, genuine, reference, roots, policy=named, challenge="other")
+    assert (at_verify.step, at_verify.claims, at_verify.policy_id) == ("verify", {}, "rollout")
+    assert at_verify.unchecked == (*reference.unchecked, "vcek_revocation")
+    log = EventLog.parse(evidence.event_log)
+    shorter = replace(log, events=log.events[:-1]).to_bytes()
+    at_replay = _appraise(replace(evidence, event_log=shorter), genuine, reference, roots,
+                          policy=named)
+    assert (at_replay.step, at_replay.policy_id) == ("replay", "rollout")
+    assert at_replay.claims == report_claims(AttestationReport.from_bytes(evidence.report))
