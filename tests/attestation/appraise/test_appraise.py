@@ -301,3 +301,8 @@ def test_a_refusal_carries_the_policy_id_and_the_claims_known_by_then(
                           policy=named)
     assert (at_replay.step, at_replay.policy_id) == ("replay", "rollout")
     assert at_replay.claims == report_claims(AttestationReport.from_bytes(evidence.report))
+    broken = _appraise(replace(evidence, event_log=b"junk"), genuine, reference, roots)
+    assert (broken.step, broken.claims) == ("replay", at_replay.claims)
+    (finding,) = broken.findings
+    assert (finding.claim, finding.expected, finding.hint) == (
+        "replay.event_log", "a TCG event log", "event_log")
