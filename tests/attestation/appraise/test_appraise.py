@@ -306,3 +306,6 @@ def test_a_refusal_carries_the_policy_id_and_the_claims_known_by_then(
     (finding,) = broken.findings
     assert (finding.claim, finding.expected, finding.hint) == (
         "replay.event_log", "a TCG event log", "event_log")
+    with pytest.raises(FormatError) as parsing:
+        EventLog.parse(b"junk")
+    assert finding.actual == str(parsing.value)
