@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,6 +65,11 @@ def test_genuine_is_affirmed_and_says_what_was_not_checked(
     assert verdict.accepted, verdict.findings
     assert "chip_id" in verdict.unchecked and "nonce_freshness" not in verdict.unchecked
     assert verdict.claims["pcrs"]["sha256"]["4"]
+    app = EventType.EV_EFI_BOOT_SERVICES_APPLICATION
+    assert verdict.claims["boot_images"] == [
+        (event.digest(SHA256.alg_id) or b"").hex()
+        for event in EventLog.parse(evidence.event_log).events
+        if event.pcr_index == 4 and event.event_type == app] != []
     dry = _appraise(evidence, genuine, reference, roots, challenge=None)
     assert dry.accepted and "nonce_freshness" in dry.unchecked
 
@@ -289,6 +295,8 @@ def test_a_refusal_carries_the_policy_id_and_the_claims_known_by_then(
     """Refused at verify: no claim (nothing was authentic); refused at replay: the report's
     claims; either way the policy's id and what was left unchecked."""
     from cvm.attestation.verifier.composite import report_claims
+    from cvm.attestation.verifier.pcr_replay import replayed_pcrs
+    from cvm.attestation.verifier.quote import verify_quote
     from cvm.attestation.verifier.rego_policy import DEFAULT_POLICY
 
     named = RegoPolicy(DEFAULT_POLICY, "rollout")
@@ -301,6 +309,13 @@ def test_a_refusal_carries_the_policy_id_and_the_claims_known_by_then(
                           policy=named)
     assert (at_replay.step, at_replay.policy_id) == ("replay", "rollout")
     assert at_replay.claims == report_claims(AttestationReport.from_bytes(evidence.report))
+    _, quote = verify_quote(evidence.ak_public, evidence.quote_attest, evidence.quote_signature)
+    selection = quote.pcr_select.selections[0]
+    values = replayed_pcrs(EventLog.parse(shorter), selection.bank, selection.pcrs)
+    replayed = hashlib.new(selection.bank, b"".join(values[p] for p in selection.pcrs))
+    assert at_replay.findings == (Finding(
+        "replay.pcr_digest", quote.pcr_digest.hex(), replayed.hexdigest(),
+        "the event log does not reproduce the quoted PCRs (edited or truncated log)"),)
     broken = _appraise(replace(evidence, event_log=b"junk"), genuine, reference, roots)
     assert (broken.step, broken.claims) == ("replay", at_replay.claims)
     (finding,) = broken.findings

@@ -51,6 +51,9 @@ allow if count(input.findings) == 0
 deny contains {"rule": f.rule, "expected": f.expected, "actual": f.actual, "input": f.input} if {
 	some f in input.findings
 }
+deny contains {"rule": "input of", "expected": f.rule, "actual": f.input, "input": ""} if {
+	some f in input.findings
+}
 deny contains {"rule": "claims.vmpl", "expected": "0", "actual": sprintf("%d", [input.claims.vmpl]),
 	"input": concat(",", input.unchecked)} if {
 	input.claims.vmpl != 0
@@ -65,7 +68,8 @@ def test_the_validate_decision_adds_the_policys_own_findings_once() -> None:
     reference = Finding("measurement", "aa", "bb", "launch")
     verdict = decide([reference], {"vmpl": 1}, ("chip_id", "host_data"), policy)
     assert verdict == Verdict("contraindicated", "validate", (
-        reference, Finding("claims.vmpl", "0", "1", "chip_id,host_data")),
+        reference, Finding("claims.vmpl", "0", "1", "chip_id,host_data"),
+        Finding("input of", "measurement", "launch", "")),
         ("chip_id", "host_data"), {"vmpl": 1}, "echo")
     assert verdict.claims == {"vmpl": 1} and verdict.policy_id == "echo"
     assert decide([], {"vmpl": 0}, (), policy) == Verdict("affirming", "", (), (), {}, "echo")
