@@ -282,6 +282,10 @@ def test_pcr_and_launch_findings_each_name_what_was_not_there(
     unexplained = replace(reference, pcrs={4: b"\x02" * 32}, reference_log=None)
     assert _appraise(evidence, genuine, unexplained, roots).findings == (
         Finding("pcr.4", "02" * 32, quoted["4"], "no reference event log to compare"),)
+    two = replace(reference, boot_images=(b"\x04" * 32, b"\x05" * 32))
+    images = _appraise(evidence, genuine, two, roots).findings
+    assert images and {(f.claim, f.expected) for f in images} == {
+        ("boot_images", "04" * 32 + " or " + "05" * 32)}
     other = replace(reference, report=replace(reference.report, measurement=b"\x03" * 48))
     (finding,) = _appraise(evidence, genuine, other, roots,
                            explain_launch=lambda measurement: None).findings
