@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from cvm.amd import DEFAULT_SEED
 from cvm.amd.pki import Vendor
 from cvm.attestation.launch_search import launch_explainer
 from cvm.attestation.verifier.composite import Verdict, appraise
+from cvm.attestation.verifier.explain import describe
 from cvm.attestation.verifier.reference import ReferenceDocument
 from cvm.attestation.verifier.rego_policy import RegoPolicy
 from cvm.attestation.verifier.trust import TrustRoots
@@ -19,7 +21,9 @@ from cvm.crypto.jose import KeyPair
 from cvm.errors import Finding, FormatError
 from cvm.formats.kbs.evidence import CvmEvidence, report_data_for, runtime_digest
 from cvm.formats.snp.attestation_report import AttestationReport
+from cvm.formats.tcg.algorithm import SHA256
 from cvm.formats.tcg.event_log import EventLog
+from cvm.formats.tcg.event_type import EventType
 from cvm.formats.tpm2.constants import TpmaObject
 from cvm.formats.tpm2.public import Public
 from cvm.image.measurement import VcpuConfig
@@ -61,6 +65,11 @@ def test_genuine_is_affirmed_and_says_what_was_not_checked(
     assert verdict.accepted, verdict.findings
     assert "chip_id" in verdict.unchecked and "nonce_freshness" not in verdict.unchecked
     assert verdict.claims["pcrs"]["sha256"]["4"]
+    app = EventType.EV_EFI_BOOT_SERVICES_APPLICATION
+    assert verdict.claims["boot_images"] == [
+        (event.digest(SHA256.alg_id) or b"").hex()
+        for event in EventLog.parse(evidence.event_log).events
+        if event.pcr_index == 4 and event.event_type == app] != []
     dry = _appraise(evidence, genuine, reference, roots, challenge=None)
     assert dry.accepted and "nonce_freshness" in dry.unchecked
 
@@ -168,6 +177,15 @@ def test_pcr_mismatch_names_the_event(owner: Owner, reference: ReferenceDocument
     pcr7 = next(f for f in verdict.findings if f.claim == "pcr.7")
     assert "SecureBoot" in pcr7.hint
     assert pcr4.expected == reference.pcrs[4].hex() if reference.pcrs else False
+    accepted = reference.boot_images or ()
+    app = EventType.EV_EFI_BOOT_SERVICES_APPLICATION
+    foreign = [event for event in EventLog.parse(cvm.evidence(NONCE).event_log).events
+               if event.pcr_index == 4 and event.event_type == app
+               and event.digest(SHA256.alg_id) not in accepted]
+    assert foreign and [f for f in verdict.findings if f.claim == "boot_images"] == [
+        Finding("boot_images", " or ".join(d.hex() for d in accepted),
+                (event.digest(SHA256.alg_id) or b"").hex(), describe(event))
+        for event in foreign]
 
 
 def test_launch_mismatch_names_the_nearby_configuration(
@@ -231,3 +249,82 @@ def test_reference_must_say_what_it_leaves_unchecked(owner: Owner) -> None:
         ReferenceDocument.from_json({**document, "measurment": []})
     with pytest.raises(FormatError, match="empty list"):
         ReferenceDocument.from_json({**document, "measurement": []})
+
+
+def test_a_boot_image_without_a_sha256_digest_is_the_empty_digest() -> None:
+    """A boot application in PCR 4 whose record carries no SHA-256 digest (a log of other
+    banks) is claimed, and compared with the reference's images, as the empty digest: no
+    accepted image matches it."""
+    from cvm.attestation.verifier.composite import _boot_images
+    from cvm.formats.tcg.algorithm import SHA1
+    from cvm.formats.tcg.pcr_event import PcrEvent
+
+    app = EventType.EV_EFI_BOOT_SERVICES_APPLICATION
+    sha1_only = PcrEvent(4, app, ((SHA1.alg_id, b"\x11" * 20),), b"")
+    both = PcrEvent(4, app, ((SHA1.alg_id, b"\x11" * 20), (SHA256.alg_id, b"\x22" * 32)), b"")
+    elsewhere = PcrEvent(5, app, ((SHA256.alg_id, b"\x33" * 32),), b"")
+    log = EventLog(None, (sha1_only, elsewhere, both))
+    assert _boot_images(log) == [(b"", sha1_only), (b"\x22" * 32, both)]
+
+
+def test_pcr_and_launch_findings_each_name_what_was_not_there(
+        genuine: Cvm, evidence: CvmEvidence, reference: ReferenceDocument,
+        roots: TrustRoots) -> None:
+    """A reference PCR the quote does not cover, a PCR that differs when the reference has no
+    event log to explain it, and a launch measurement no nearby configuration reproduces:
+    each finding whole."""
+    quoted = _appraise(evidence, genuine, reference, roots).claims["pcrs"]["sha256"]
+    unquoted = next(pcr for pcr in range(24) if str(pcr) not in quoted)
+    missing = replace(reference, pcrs={**(reference.pcrs or {}), unquoted: b"\x01" * 32})
+    verdict = _appraise(evidence, genuine, missing, roots)
+    assert verdict.step == "validate" and verdict.findings == (
+        Finding(f"pcr.{unquoted}", "01" * 32, "not quoted", "quote"),)
+    unexplained = replace(reference, pcrs={4: b"\x02" * 32}, reference_log=None)
+    assert _appraise(evidence, genuine, unexplained, roots).findings == (
+        Finding("pcr.4", "02" * 32, quoted["4"], "no reference event log to compare"),)
+    two = replace(reference, boot_images=(b"\x04" * 32, b"\x05" * 32))
+    images = _appraise(evidence, genuine, two, roots).findings
+    assert images and {(f.claim, f.expected) for f in images} == {
+        ("boot_images", "04" * 32 + " or " + "05" * 32)}
+    other = replace(reference, report=replace(reference.report, measurement=b"\x03" * 48))
+    (finding,) = _appraise(evidence, genuine, other, roots,
+                           explain_launch=lambda measurement: None).findings
+    assert (finding.claim, finding.hint) == (
+        "measurement", "no nearby launch configuration reproduces it")
+
+
+def test_a_refusal_carries_the_policy_id_and_the_claims_known_by_then(
+        genuine: Cvm, evidence: CvmEvidence, reference: ReferenceDocument,
+        roots: TrustRoots) -> None:
+    """Refused at verify: no claim (nothing was authentic); refused at replay: the report's
+    claims; either way the policy's id and what was left unchecked."""
+    from cvm.attestation.verifier.composite import report_claims
+    from cvm.attestation.verifier.pcr_replay import replayed_pcrs
+    from cvm.attestation.verifier.quote import verify_quote
+    from cvm.attestation.verifier.rego_policy import DEFAULT_POLICY
+
+    named = RegoPolicy(DEFAULT_POLICY, "rollout")
+    at_verify = _appraise(evidence, genuine, reference, roots, policy=named, challenge="other")
+    assert (at_verify.step, at_verify.claims, at_verify.policy_id) == ("verify", {}, "rollout")
+    assert at_verify.unchecked == (*reference.unchecked, "vcek_revocation")
+    log = EventLog.parse(evidence.event_log)
+    shorter = replace(log, events=log.events[:-1]).to_bytes()
+    at_replay = _appraise(replace(evidence, event_log=shorter), genuine, reference, roots,
+                          policy=named)
+    assert (at_replay.step, at_replay.policy_id) == ("replay", "rollout")
+    assert at_replay.claims == report_claims(AttestationReport.from_bytes(evidence.report))
+    _, quote = verify_quote(evidence.ak_public, evidence.quote_attest, evidence.quote_signature)
+    selection = quote.pcr_select.selections[0]
+    values = replayed_pcrs(EventLog.parse(shorter), selection.bank, selection.pcrs)
+    replayed = hashlib.new(selection.bank, b"".join(values[p] for p in selection.pcrs))
+    assert at_replay.findings == (Finding(
+        "replay.pcr_digest", quote.pcr_digest.hex(), replayed.hexdigest(),
+        "the event log does not reproduce the quoted PCRs (edited or truncated log)"),)
+    broken = _appraise(replace(evidence, event_log=b"junk"), genuine, reference, roots)
+    assert (broken.step, broken.claims) == ("replay", at_replay.claims)
+    (finding,) = broken.findings
+    assert (finding.claim, finding.expected, finding.hint) == (
+        "replay.event_log", "a TCG event log", "event_log")
+    with pytest.raises(FormatError) as parsing:
+        EventLog.parse(b"junk")
+    assert finding.actual == str(parsing.value)

@@ -286,6 +286,16 @@ def test_the_state_of_a_shim_without_vendor_sections(signed: Signed) -> None:
         assert state.mok_list_rt == EMPTY and state.mok_list_x_rt == EMPTY
 
 
+def test_mok_list_x_rt_is_mok_list_x_then_vendor_dbx() -> None:
+    """shim mirrors MokListX and then its vendor_dbx into MokListXRT (measured into PCR 14)."""
+    mok_x = _list(EFI_CERT_SHA256, b"\x01" * 32)
+    vendor_dbx = _list(EFI_CERT_SHA256, b"\x02" * 32, b"\x03" * 32)
+    state = _shim(mok_list_x=mok_x, vendor_dbx=vendor_dbx)
+    assert state.mok_list_x_rt == SignatureDatabase(mok_x.lists + vendor_dbx.lists)
+    assert state.mok_list_x_rt.to_bytes() == mok_x.to_bytes() + vendor_dbx.to_bytes()
+    assert _shim(vendor_dbx=vendor_dbx).mok_list_x_rt == vendor_dbx
+
+
 def test_shim_hashes_as_shim_does(signed: Signed) -> None:
     """shim pads an unsigned image's trailing data to 8 bytes in its hash (edk2 does not): the
     decision and the db lookup use shim's hash, and a parsed image is taken as is."""

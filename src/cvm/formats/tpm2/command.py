@@ -170,7 +170,7 @@ def _read_header(data: bytes, what: str) -> tuple[Header, Reader]:
     if header.size != len(data):
         raise FormatError(f"{what}: size field {header.size} but {len(data)} bytes given")
     source = reader(data, what)
-    source.take(HEADER_SIZE, "header")
+    source.offset = HEADER_SIZE  # past the header read above
     return header, source
 
 

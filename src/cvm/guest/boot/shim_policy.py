@@ -107,7 +107,7 @@ class ShimState:
     @property
     def mok_list_x_rt(self) -> SignatureDatabase:
         """MokListXRT as shim mirrors it: MokListX then vendor_dbx."""
-        return self.mok_list_x + self.vendor_dbx
+        return mok_list_x_rt(self.mok_list_x, self.vendor_dbx)
 
 
 def mok_list_rt(mok_list: SignatureDatabase, vendor_cert: bytes | None) -> SignatureDatabase:
@@ -117,6 +117,13 @@ def mok_list_rt(mok_list: SignatureDatabase, vendor_cert: bytes | None) -> Signa
         return mok_list
     vendor = SignatureList.of(EFI_CERT_X509, SHIM_LOCK_GUID, der(load_certificate(vendor_cert)))
     return mok_list + SignatureDatabase((vendor,))
+
+
+def mok_list_x_rt(mok_list_x: SignatureDatabase, vendor_dbx: SignatureDatabase
+                  ) -> SignatureDatabase:
+    """MokListXRT from MokListX and shim's vendor_dbx: MokListX first (a plain function, so that
+    mutation testing reaches it)."""
+    return mok_list_x + vendor_dbx
 
 
 def _hash_listed(name: str, allowed: bool, database: str, entries: SignatureDatabase,
